@@ -1,0 +1,364 @@
+//! Test support: throwaway PKIs built with rcgen (so tests of one crate do not depend on the
+//! CA code they may be testing), free ports, and waiting for a process to listen.
+//!
+//! Everything here is for tests only (`publish = false`); panics are the error handling.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
+};
+use time::OffsetDateTime;
+
+/// What a leaf is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Server,
+    Client,
+    Both,
+    /// No EKU extension at all.
+    None,
+}
+
+/// Options for a leaf certificate.
+#[derive(Clone, Debug)]
+pub struct LeafOpts {
+    pub cn: String,
+    /// `dns:x`, `ip:1.2.3.4`, `uri:spiffe://...`
+    pub sans: Vec<String>,
+    pub purpose: Purpose,
+    /// Validity relative to now, in seconds (negative = in the past).
+    pub not_before_secs: i64,
+    pub not_after_secs: i64,
+    pub ou: Option<String>,
+    /// Use RSA 2048 instead of ECDSA P-256.
+    pub rsa: bool,
+}
+
+impl LeafOpts {
+    pub fn new(cn: &str) -> Self {
+        LeafOpts {
+            cn: cn.to_string(),
+            sans: Vec::new(),
+            purpose: Purpose::Client,
+            not_before_secs: -3600,
+            not_after_secs: 24 * 3600,
+            ou: None,
+            rsa: false,
+        }
+    }
+    pub fn san(mut self, s: &str) -> Self {
+        self.sans.push(s.to_string());
+        self
+    }
+    pub fn purpose(mut self, p: Purpose) -> Self {
+        self.purpose = p;
+        self
+    }
+    pub fn server(self) -> Self {
+        self.purpose(Purpose::Server)
+    }
+    pub fn expired(mut self) -> Self {
+        self.not_before_secs = -48 * 3600;
+        self.not_after_secs = -24 * 3600;
+        self
+    }
+    pub fn not_yet_valid(mut self) -> Self {
+        self.not_before_secs = 24 * 3600;
+        self.not_after_secs = 48 * 3600;
+        self
+    }
+    pub fn valid_for(mut self, secs: i64) -> Self {
+        self.not_after_secs = secs;
+        self
+    }
+    pub fn ou(mut self, ou: &str) -> Self {
+        self.ou = Some(ou.to_string());
+        self
+    }
+    pub fn rsa(mut self) -> Self {
+        self.rsa = true;
+        self
+    }
+}
+
+/// A leaf written to disk: `<name>.pem` (leaf + intermediate) and `<name>.key`.
+#[derive(Clone, Debug)]
+pub struct Leaf {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Leaf alone, PEM.
+    pub leaf_pem: String,
+    pub der: Vec<u8>,
+    /// Serial as lowercase hex without colons.
+    pub serial_hex: String,
+}
+
+/// A throwaway root + intermediate, with files in a temp dir.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+    root_params: CertificateParams,
+    root_key: KeyPair,
+    int_params: CertificateParams,
+    int_key: KeyPair,
+    pub root_pem: String,
+    pub int_pem: String,
+    /// `root.pem` path (the trust bundle to give a verifier).
+    pub root: PathBuf,
+    /// `intermediate.pem` path.
+    pub intermediate: PathBuf,
+    revoked: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+fn dn(cn: &str) -> rcgen::DistinguishedName {
+    let mut d = rcgen::DistinguishedName::new();
+    d.push(DnType::CommonName, cn);
+    d
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn random_serial() -> Vec<u8> {
+    let mut b: [u8; 16] = rand::random();
+    b[0] &= 0x7f;
+    b[0] |= 0x01;
+    b.to_vec()
+}
+
+impl TestPki {
+    /// A new root "`name` Root" and intermediate "`name` Intermediate" (ECDSA P-256).
+    pub fn new(name: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut rp = CertificateParams::default();
+        rp.distinguished_name = dn(&format!("{name} Root"));
+        rp.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        rp.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        rp.not_before = now() - time::Duration::days(1);
+        rp.not_after = now() + time::Duration::days(3650);
+        rp.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        let root = rp.self_signed(&root_key).unwrap();
+
+        let int_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut ip = CertificateParams::default();
+        ip.distinguished_name = dn(&format!("{name} Intermediate"));
+        ip.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ip.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        ip.not_before = now() - time::Duration::days(1);
+        ip.not_after = now() + time::Duration::days(1825);
+        ip.use_authority_key_identifier_extension = true;
+        ip.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        let root_issuer = Issuer::from_params(&rp, &root_key);
+        let int = ip.signed_by(&int_key, &root_issuer).unwrap();
+
+        let root_path = dir.path().join("root.pem");
+        let int_path = dir.path().join("intermediate.pem");
+        std::fs::write(&root_path, root.pem()).unwrap();
+        std::fs::write(&int_path, int.pem()).unwrap();
+        // Key ids must be stable between issuances: pin them.
+        rp.key_identifier_method = KeyIdMethod::PreSpecified(rp.key_identifier(&root_key));
+        ip.key_identifier_method = KeyIdMethod::PreSpecified(ip.key_identifier(&int_key));
+        TestPki {
+            dir,
+            name: name.to_string(),
+            root_pem: root.pem(),
+            int_pem: int.pem(),
+            root_params: rp,
+            root_key,
+            int_params: ip,
+            int_key,
+            root: root_path,
+            intermediate: int_path,
+            revoked: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    /// Issues a leaf signed by the intermediate and writes `<file_stem>.pem` (leaf + intermediate)
+    /// and `<file_stem>.key` into the PKI's dir.
+    pub fn leaf(&self, file_stem: &str, opts: LeafOpts) -> Leaf {
+        let key = if opts.rsa {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap()
+        } else {
+            KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap()
+        };
+        let mut p = CertificateParams::default();
+        let mut d = dn(&opts.cn);
+        if let Some(ou) = &opts.ou {
+            d.push(DnType::OrganizationalUnitName, ou.as_str());
+        }
+        p.distinguished_name = d;
+        p.subject_alt_names = opts.sans.iter().map(|s| parse_san(s)).collect();
+        p.not_before = now() + time::Duration::seconds(opts.not_before_secs);
+        p.not_after = now() + time::Duration::seconds(opts.not_after_secs);
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = match opts.purpose {
+            Purpose::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Purpose::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Purpose::Both => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            Purpose::None => vec![],
+        };
+        p.use_authority_key_identifier_extension = true;
+        let serial = random_serial();
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        let issuer = Issuer::from_params(&self.int_params, &self.int_key);
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        let cert_path = self.path(&format!("{file_stem}.pem"));
+        let key_path = self.path(&format!("{file_stem}.key"));
+        std::fs::write(&cert_path, format!("{}{}", cert.pem(), self.int_pem)).unwrap();
+        write_secret(&key_path, key.serialize_pem().as_bytes());
+        Leaf {
+            cert: cert_path,
+            key: key_path,
+            leaf_pem: cert.pem(),
+            der: cert.der().to_vec(),
+            serial_hex: hex_lower(&serial),
+        }
+    }
+
+    /// Marks a leaf revoked; the next `crl()` lists it.
+    pub fn revoke(&self, leaf: &Leaf) {
+        let serial = hex_decode(&leaf.serial_hex);
+        self.revoked.lock().unwrap().push(serial);
+    }
+
+    /// Writes a CRL (PEM) signed by the intermediate, listing every revoked leaf, to `file` in
+    /// the PKI dir, and returns its path.
+    pub fn crl(&self, file: &str) -> PathBuf {
+        let revoked = self
+            .revoked
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(s),
+                revocation_time: now() - time::Duration::minutes(5),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect();
+        let params = CertificateRevocationListParams {
+            this_update: now() - time::Duration::minutes(10),
+            next_update: now() + time::Duration::days(1),
+            crl_number: SerialNumber::from_slice(&[1]),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: self.int_params.key_identifier_method.clone(),
+        };
+        let issuer = Issuer::from_params(&self.int_params, &self.int_key);
+        let crl = params.signed_by(&issuer).unwrap();
+        let path = self.path(file);
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path
+    }
+
+    /// Root and intermediate keys, for tests that need to sign odd things.
+    pub fn root_issuer(&self) -> Issuer<'_, &KeyPair> {
+        Issuer::from_params(&self.root_params, &self.root_key)
+    }
+}
+
+/// Parses `dns:x`, `ip:a.b.c.d`, `uri:...` (tests only).
+pub fn parse_san(s: &str) -> SanType {
+    let (kind, v) = s.split_once(':').expect("san needs kind:value");
+    match kind {
+        "dns" => SanType::DnsName(v.try_into().unwrap()),
+        "ip" => SanType::IpAddress(v.parse().unwrap()),
+        "uri" => SanType::URI(v.try_into().unwrap()),
+        other => panic!("unknown san kind {other}"),
+    }
+}
+
+/// Writes a file with mode 0600.
+pub fn write_secret(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(data).unwrap();
+}
+
+pub fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// An ephemeral port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts TCP connections on `addr`, up to `timeout`.
+pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// A child process killed when dropped (so a failing test leaves nothing running).
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a program is on PATH.
+pub fn have(program: &str) -> bool {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Polls `f` every 25 ms until it returns `Some`, up to `timeout`.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

@@ -1,0 +1,62 @@
+//! `mutual`: the one binary. CLI parsing and wiring only; the work lives in the library crates.
+//!
+//! Exit codes (DESIGN.md): 0 success; 1 the thing checked failed (verify rejected, probe failed,
+//! denied); 2 bad usage or configuration (any `Err` that reaches `main`).
+#![forbid(unsafe_code)]
+
+mod cmd_ca;
+mod cmd_cert;
+mod cmd_demo;
+mod cmd_probe;
+mod cmd_proxy;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Mutual TLS for the people who run services: a private CA with the whole certificate
+/// lifecycle, a sidecar/gateway proxy that enforces mTLS with identity-based authorization, and a
+/// probe that explains any handshake.
+#[derive(Parser, Debug)]
+#[command(name = "mutual", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create and operate the certificate authority (root + issuing intermediate).
+    #[command(subcommand)]
+    Ca(cmd_ca::CaCommand),
+    /// Issue, list, revoke, inspect and verify certificates.
+    #[command(subcommand)]
+    Cert(cmd_cert::CertCommand),
+    /// Terminate mTLS in front of an unmodified backend (sidecar or gateway).
+    Serve(Box<cmd_proxy::ServeArgs>),
+    /// Originate mTLS for an unmodified local client.
+    Connect(Box<cmd_proxy::ConnectArgs>),
+    /// Explain an endpoint's TLS handshake: does it enforce mTLS, and why does it fail?
+    Probe(Box<cmd_probe::ProbeArgs>),
+    /// Run a self-contained tour: CA, certificates, proxy, allowed and denied requests.
+    Demo(cmd_demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Ca(c) => cmd_ca::run(c),
+        Command::Cert(c) => cmd_cert::run(c),
+        Command::Serve(a) => cmd_proxy::run_serve(*a),
+        Command::Connect(a) => cmd_proxy::run_connect(*a),
+        Command::Probe(a) => cmd_probe::run(*a),
+        Command::Demo(a) => cmd_demo::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
