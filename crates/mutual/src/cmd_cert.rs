@@ -5,9 +5,13 @@ use std::process::ExitCode;
 pub enum CertCommand {
     /// Issue a certificate.
     Issue {},
+    /// Validate a certificate's path to a trusted root (exit 0 valid, 1 invalid).
+    Verify(Box<crate::cmd_verify::VerifyArgs>),
 }
 
 pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {
-    let _ = cmd;
-    anyhow::bail!("not yet implemented")
+    match cmd {
+        CertCommand::Verify(a) => crate::cmd_verify::run(*a),
+        CertCommand::Issue {} => anyhow::bail!("not yet implemented"),
+    }
 }

@@ -9,6 +9,7 @@ mod cmd_cert;
 mod cmd_demo;
 mod cmd_probe;
 mod cmd_proxy;
+mod cmd_verify;
 
 use std::process::ExitCode;
 
