@@ -55,12 +55,13 @@ impl Identity {
                             id.ip.push(ip.to_string());
                         }
                     }
-                    GeneralName::URI(u) => {
-                        // Scheme is case-insensitive in URIs; a SPIFFE ID must still parse
-                        // strictly (lowercase) to count.
-                        if u.len() >= 9 && u[..9].eq_ignore_ascii_case("spiffe://") {
-                            spiffe_ids.push(*u);
-                        }
+                    // Scheme is case-insensitive in URIs; a SPIFFE ID must still parse
+                    // strictly (lowercase) to count.
+                    GeneralName::URI(u)
+                        if u.get(..9)
+                            .is_some_and(|p| p.eq_ignore_ascii_case("spiffe://")) =>
+                    {
+                        spiffe_ids.push(*u);
                     }
                     _ => {}
                 }
