@@ -1,0 +1,60 @@
+//! The backend every contender forwards to, so differences in the figures come from the proxies.
+//!
+//! HTTP/1.1 keep-alive over plain TCP: `GET /down/N` sources N bytes, a request with a body (e.g.
+//! `POST /up`) has the body sunk, anything else gets "ok".
+
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::http;
+
+pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    eprintln!("backend listening on {}", listener.local_addr()?);
+    loop {
+        let (sock, _) = match listener.accept().await {
+            Ok(x) => x,
+            // Out of file descriptors or similar: keep serving the connections we have.
+            Err(e) => {
+                eprintln!("backend accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        tokio::spawn(async move {
+            // A proxy closing mid-request is normal at the end of a timed run.
+            let _ = serve_conn(sock).await;
+        });
+    }
+}
+
+async fn serve_conn(mut sock: TcpStream) -> io::Result<()> {
+    sock.set_nodelay(true)?;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let Some(end) = http::read_head(&mut sock, &mut buf).await? else {
+            return Ok(());
+        };
+        let req = http::parse_request_head(&buf[..end])?;
+        http::discard_body(&mut sock, &mut buf, end, req.content_length).await?;
+        match req
+            .path
+            .strip_prefix("/down/")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            Some(len) if req.method == "GET" => {
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+                sock.write_all(head.as_bytes()).await?;
+                http::write_zeros(&mut sock, len, || true).await?;
+            }
+            _ => sock.write_all(http::OK_SMALL).await?,
+        }
+        if req.close {
+            sock.shutdown().await?;
+            return Ok(());
+        }
+    }
+}

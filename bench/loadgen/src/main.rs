@@ -1,0 +1,411 @@
+//! `loadgen`: the load generator, backend and report writer behind `bench/run.sh`, which puts
+//! `mutual serve` side by side with nginx, HAProxy and stunnel (issue 7).
+//!
+//! Every measurement prints one JSON object per line (`--json`), tagged with the contender and
+//! the case, so the harness only has to append them to a file and call `loadgen report`.
+#![forbid(unsafe_code)]
+
+mod backend;
+mod certs;
+mod crypto;
+mod http;
+mod modes;
+mod report;
+mod stats;
+mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Load generator for the side-by-side mTLS proxy benchmarks",
+    version
+)]
+struct Cli {
+    /// Runtime worker threads (default: the CPUs this process may run on).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+/// Tags and server-side readings common to every measurement.
+#[derive(clap::Args, Debug, Clone)]
+struct Common {
+    /// Print one JSON object on one line (for the harness) instead of indented JSON.
+    #[arg(long)]
+    json: bool,
+    /// Name of the server being measured, copied into the output.
+    #[arg(long, default_value = "")]
+    contender: String,
+    /// Name of this measurement, copied into the output.
+    #[arg(long, default_value = "")]
+    case: String,
+    /// Pid of the server (its child processes are included): reports its CPU time and RSS.
+    #[arg(long = "server-pid")]
+    server_pids: Vec<u32>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// New TCP + mTLS 1.3 connection for every request: full (or resumed) handshakes per second.
+    Handshakes {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// How long to run: 10s, 500ms, 1m or plain seconds.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Resume with TLS 1.3 session tickets, from one session cache shared by all connections.
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        tls: tls::TlsArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Small HTTP/1.1 GETs over kept-alive connections: requests per second and latency.
+    Requests {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Plain TCP, no TLS (the backend-direct baseline).
+        #[arg(long)]
+        plain: bool,
+        #[command(flatten)]
+        tls: tls::TlsArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// One large transfer through the proxy: MB/s (10^6 bytes per second).
+    Bulk {
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Size: 1GiB, 256MiB, 100MB or plain bytes.
+        #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+        bytes: u64,
+        #[arg(long, value_enum)]
+        direction: modes::Direction,
+        /// Stop after this long even if not done (the output says it was truncated).
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        max_time: Duration,
+        #[arg(long)]
+        plain: bool,
+        #[command(flatten)]
+        tls: tls::TlsArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Opens COUNT mTLS connections, holds them, and reports the server's RSS per connection.
+    Idle {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// Handshakes in flight while opening.
+        #[arg(long, default_value_t = 64)]
+        parallel: usize,
+        /// Stop opening after this long and report what is held.
+        #[arg(long, default_value = "90s", value_parser = parse_duration)]
+        max_time: Duration,
+        /// Keep the connections this long after reporting (for outside inspection).
+        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        hold: Duration,
+        #[command(flatten)]
+        tls: tls::TlsArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The machine's limit: aws-lc-rs sign/verify/key exchange per second, AES-128-GCM MB/s.
+    Crypto {
+        /// Seconds spent on each operation.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The backend every contender forwards to (HTTP/1.1 keep-alive; /down/N sources N bytes,
+    /// request bodies are sunk).
+    Backend {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// Writes one ECDSA P-256 chain (root, intermediate, server and client leaves) into DIR.
+    GenCerts {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Renders a results file (JSON lines) as the markdown table.
+    Report {
+        #[arg(long = "in")]
+        input: PathBuf,
+    },
+    /// Prints a contender status line (`ok` or why it did not run) for the results file.
+    Status {
+        #[arg(long)]
+        contender: String,
+        #[arg(long)]
+        text: String,
+    },
+    /// Prints a TCP port that was free on 127.0.0.1 a moment ago.
+    FreePort,
+}
+
+/// Parses 10s, 500ms, 2m, 1.5 (seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v * scale))
+}
+
+/// Parses 1GiB, 64MiB, 4KiB, 100MB, 1GB, 12345.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let units: [(&str, u64); 7] = [
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("GB", 1_000_000_000),
+        ("MB", 1_000_000),
+        ("kB", 1_000),
+        ("B", 1),
+    ];
+    let (num, mult) = units
+        .iter()
+        .find_map(|(u, m)| s.strip_suffix(u).map(|n| (n, *m)))
+        .unwrap_or((s, 1));
+    let v: u64 = num.trim().parse().map_err(|_| format!("bad size {s:?}"))?;
+    v.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} too large"))
+}
+
+fn server_of(common: &Common) -> modes::Server {
+    modes::Server {
+        pids: common.server_pids.clone(),
+        ticks: stats::clock_ticks(),
+    }
+}
+
+/// Prints a result tagged with contender and case; exit 1 when nothing succeeded.
+fn emit(common: &Common, addr: Option<SocketAddr>, mut v: Value) -> ExitCode {
+    v["contender"] = json!(common.contender);
+    v["case"] = json!(common.case);
+    if let Some(a) = addr {
+        v["addr"] = json!(a.to_string());
+    }
+    let text = if common.json {
+        v.to_string()
+    } else {
+        serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+    };
+    println!("{text}");
+    match v.get("ok").and_then(Value::as_u64) {
+        Some(0) => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n.max(1));
+    }
+    Ok(b.enable_all().build()?)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let rt = || runtime(cli.threads);
+    Ok(match cli.cmd {
+        Cmd::Handshakes {
+            addr,
+            concurrency,
+            duration,
+            resume,
+            tls,
+            common,
+        } => {
+            if concurrency == 0 {
+                bail!("--concurrency must be at least 1");
+            }
+            let client = tls::Client::new(&tls, resume.then_some(4096))?;
+            let v = rt()?.block_on(modes::handshakes(
+                client,
+                addr,
+                concurrency,
+                duration,
+                resume,
+                &server_of(&common),
+            ));
+            emit(&common, Some(addr), v)
+        }
+        Cmd::Requests {
+            addr,
+            concurrency,
+            duration,
+            plain,
+            tls,
+            common,
+        } => {
+            if concurrency == 0 {
+                bail!("--concurrency must be at least 1");
+            }
+            let client = if plain {
+                None
+            } else {
+                Some(tls::Client::new(&tls, None)?)
+            };
+            let v = rt()?.block_on(modes::requests(
+                client,
+                addr,
+                concurrency,
+                duration,
+                &server_of(&common),
+            ));
+            emit(&common, Some(addr), v)
+        }
+        Cmd::Bulk {
+            addr,
+            bytes,
+            direction,
+            max_time,
+            plain,
+            tls,
+            common,
+        } => {
+            let client = if plain {
+                None
+            } else {
+                Some(tls::Client::new(&tls, None)?)
+            };
+            let v = rt()?.block_on(modes::bulk(
+                client,
+                addr,
+                bytes,
+                direction,
+                max_time,
+                &server_of(&common),
+            ));
+            emit(&common, Some(addr), v)
+        }
+        Cmd::Idle {
+            addr,
+            count,
+            parallel,
+            max_time,
+            hold,
+            tls,
+            common,
+        } => {
+            let client = tls::Client::new(&tls, None)?;
+            let v = rt()?.block_on(modes::idle(
+                client,
+                addr,
+                count,
+                parallel,
+                max_time,
+                hold,
+                &server_of(&common),
+            ));
+            let code = emit(&common, Some(addr), v.clone());
+            if v.get("ready").and_then(Value::as_u64) == Some(0) {
+                ExitCode::from(1)
+            } else {
+                code
+            }
+        }
+        Cmd::Crypto { seconds, common } => emit(&common, None, crypto::run(seconds)?),
+        Cmd::Backend { listen } => {
+            rt()?.block_on(backend::run(listen))?;
+            ExitCode::SUCCESS
+        }
+        Cmd::GenCerts { out } => {
+            certs::generate(&out)?;
+            println!("certificates written to {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Cmd::Report { input } => {
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("reading {}", input.display()))?;
+            print!("{}", report::render(&text));
+            ExitCode::SUCCESS
+        }
+        Cmd::Status { contender, text } => {
+            println!("{}", json!({"contender": contender, "status": text}));
+            ExitCode::SUCCESS
+        }
+        Cmd::FreePort => {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            println!("{}", l.local_addr()?.port());
+            ExitCode::SUCCESS
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("100MB").unwrap(), 100_000_000);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,479 @@
+//! The measurements: new-connection handshakes, kept-alive requests, bulk transfer and idle
+//! connections. Each is bounded in time and returns one JSON object for the harness.
+//!
+//! A handshake counts only when a request through it got its response: in TLS 1.3 the client
+//! finishes before the server has checked the client certificate, so only data coming back proves
+//! the server accepted us (and that the proxy reached the backend, as a real client needs).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::http;
+use crate::stats::{self, round2};
+use crate::tls::{negotiated, Client};
+
+/// The server being measured: its pids (each with its children) for CPU time and RSS.
+#[derive(Clone)]
+pub struct Server {
+    pub pids: Vec<u32>,
+    pub ticks: f64,
+}
+
+impl Server {
+    pub fn cpu(&self) -> Option<f64> {
+        (!self.pids.is_empty()).then(|| stats::tree_cpu_seconds(&self.pids, self.ticks))
+    }
+}
+
+/// Adds server and client CPU figures to `out`: `per_server_cpu_s` is the figure that stays
+/// comparable between contenders when the machine, not the server, limited the rate.
+fn add_cpu(
+    out: &mut Value,
+    server: &Server,
+    before: Option<f64>,
+    client_before: f64,
+    elapsed: f64,
+    ok: u64,
+) {
+    let client = stats::self_cpu_seconds(server.ticks) - client_before;
+    out["client_cpu_s"] = json!(round2(client));
+    if let (Some(b), Some(a)) = (before, server.cpu()) {
+        let used = a - b;
+        out["server_cpu_s"] = json!(round2(used));
+        out["server_cpu_util"] = json!(round2(used / elapsed));
+        if used > 0.0 {
+            out["per_server_cpu_s"] = json!(round2(ok as f64 / used));
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    failed: u64,
+    resumed: u64,
+    latencies: Vec<u64>,
+    first_error: Option<String>,
+    suite: String,
+    group: String,
+}
+
+impl Tally {
+    fn fail(&mut self, e: impl std::fmt::Display) {
+        self.failed += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(e.to_string());
+        }
+    }
+
+    fn merge(&mut self, o: Tally) {
+        self.ok += o.ok;
+        self.failed += o.failed;
+        self.resumed += o.resumed;
+        self.latencies.extend(o.latencies);
+        if self.first_error.is_none() {
+            self.first_error = o.first_error;
+        }
+        if self.suite.is_empty() {
+            self.suite = o.suite;
+            self.group = o.group;
+        }
+    }
+
+    fn into_json(self, elapsed: f64) -> Value {
+        let mut v = json!({
+            "ok": self.ok,
+            "failed": self.failed,
+            "rate": round2(self.ok as f64 / elapsed),
+            "elapsed_s": round2(elapsed),
+            "suite": self.suite,
+            "group": self.group,
+        });
+        if let Some(s) = stats::summarize(self.latencies) {
+            v["latency"] = s.to_json();
+        }
+        if let Some(e) = self.first_error {
+            v["first_error"] = json!(e);
+        }
+        v
+    }
+}
+
+async fn timed<T>(
+    limit: Duration,
+    f: impl std::future::Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")))
+}
+
+/// After a failure, wait a little so a dead server does not turn the run into a busy loop.
+async fn backoff() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+/// New TCP + mTLS connection, one small request, close; repeated by `concurrency` tasks.
+pub async fn handshakes(
+    client: Client,
+    addr: SocketAddr,
+    concurrency: usize,
+    duration: Duration,
+    resume: bool,
+    server: &Server,
+) -> Value {
+    let cpu0 = server.cpu();
+    let client0 = stats::self_cpu_seconds(server.ticks);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut t = Tally::default();
+            let mut buf = Vec::with_capacity(256);
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                let r = timed(client.timeout, async {
+                    let mut s = client.connect(addr).await?;
+                    buf.clear();
+                    http::get_small(&mut s, &mut buf).await?;
+                    let conn = s.get_ref().1;
+                    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                    let names = if t.suite.is_empty() {
+                        Some(negotiated(conn))
+                    } else {
+                        None
+                    };
+                    // close_notify then FIN; the server's reply to it is not waited for.
+                    let _ = s.shutdown().await;
+                    Ok((resumed, names))
+                })
+                .await;
+                match r {
+                    Ok((resumed, names)) => {
+                        t.ok += 1;
+                        t.resumed += u64::from(resumed);
+                        t.latencies.push(t0.elapsed().as_micros() as u64);
+                        if let Some((suite, group)) = names {
+                            (t.suite, t.group) = (suite, group);
+                        }
+                    }
+                    Err(e) => {
+                        t.fail(e);
+                        backoff().await;
+                    }
+                }
+            }
+            t
+        }));
+    }
+    let mut all = Tally::default();
+    for task in tasks {
+        match task.await {
+            Ok(t) => all.merge(t),
+            Err(e) => all.fail(e),
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let (ok, resumed) = (all.ok, all.resumed);
+    let mut out = all.into_json(elapsed);
+    out["mode"] = json!(if resume { "resume" } else { "handshakes" });
+    out["concurrency"] = json!(concurrency);
+    out["resumed"] = json!(resumed);
+    if resume && ok > 0 {
+        out["resumed_fraction"] = json!(round2(resumed as f64 / ok as f64));
+    }
+    add_cpu(&mut out, server, cpu0, client0, elapsed, ok);
+    out
+}
+
+/// A byte stream of either kind, so plain (backend-direct) and TLS runs share one code path.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Opens a connection (TLS when `client` is given) and proves it with one small request.
+async fn open(
+    client: Option<&Client>,
+    addr: SocketAddr,
+    buf: &mut Vec<u8>,
+) -> io::Result<(Box<dyn Stream>, (String, String))> {
+    let limit = client.map_or(Duration::from_secs(10), |c| c.timeout);
+    timed(limit, async {
+        let (mut s, names): (Box<dyn Stream>, _) = match client {
+            Some(c) => {
+                let s = c.connect(addr).await?;
+                let names = negotiated(s.get_ref().1);
+                (Box::new(s), names)
+            }
+            None => {
+                let s = TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                (Box::new(s), (String::new(), String::new()))
+            }
+        };
+        http::get_small(&mut s, buf).await?;
+        Ok((s, names))
+    })
+    .await
+}
+
+/// Small GETs over `concurrency` kept-alive connections, one request in flight on each.
+pub async fn requests(
+    client: Option<Client>,
+    addr: SocketAddr,
+    concurrency: usize,
+    duration: Duration,
+    server: &Server,
+) -> Value {
+    let barrier = Arc::new(tokio::sync::Barrier::new(concurrency + 1));
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let client = client.clone();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut t = Tally::default();
+            let mut buf = Vec::with_capacity(256);
+            let opened = open(client.as_ref(), addr, &mut buf).await;
+            // Every task waits here, failed or not, so the timed window starts with all
+            // connections established.
+            barrier.wait().await;
+            let mut s = match opened {
+                Ok((s, (suite, group))) => {
+                    (t.suite, t.group) = (suite, group);
+                    s
+                }
+                Err(e) => {
+                    t.fail(format!("connect: {e}"));
+                    return t;
+                }
+            };
+            let deadline = Instant::now() + duration;
+            while Instant::now() < deadline {
+                let t0 = Instant::now();
+                match timed(Duration::from_secs(10), http::get_small(&mut s, &mut buf)).await {
+                    Ok(()) => {
+                        t.ok += 1;
+                        t.latencies.push(t0.elapsed().as_micros() as u64);
+                    }
+                    Err(e) => {
+                        // The connection is in an unknown state; stop using it.
+                        t.fail(e);
+                        break;
+                    }
+                }
+            }
+            t
+        }));
+    }
+    barrier.wait().await;
+    let cpu0 = server.cpu();
+    let client0 = stats::self_cpu_seconds(server.ticks);
+    let start = Instant::now();
+    let mut all = Tally::default();
+    for task in tasks {
+        match task.await {
+            Ok(t) => all.merge(t),
+            Err(e) => all.fail(e),
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let ok = all.ok;
+    let mut out = all.into_json(elapsed);
+    out["mode"] = json!("requests");
+    out["concurrency"] = json!(concurrency);
+    out["plain"] = json!(client.is_none());
+    add_cpu(&mut out, server, cpu0, client0, elapsed, ok);
+    out
+}
+
+/// Direction of a bulk transfer, seen from the client.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Direction {
+    Up,
+    Down,
+}
+
+/// One transfer of `bytes` through the proxy, stopped (and marked truncated) at `max`.
+pub async fn bulk(
+    client: Option<Client>,
+    addr: SocketAddr,
+    bytes: u64,
+    dir: Direction,
+    max: Duration,
+    server: &Server,
+) -> Value {
+    let mut out = json!({"mode": "bulk", "direction": format!("{dir:?}").to_lowercase(), "bytes": bytes, "plain": client.is_none()});
+    let mut buf = Vec::with_capacity(256);
+    let (mut s, (suite, group)) = match open(client.as_ref(), addr, &mut buf).await {
+        Ok(x) => x,
+        Err(e) => {
+            out["ok"] = json!(0);
+            out["failed"] = json!(1);
+            out["first_error"] = json!(format!("connect: {e}"));
+            return out;
+        }
+    };
+    out["suite"] = json!(suite);
+    out["group"] = json!(group);
+    let cpu0 = server.cpu();
+    let client0 = stats::self_cpu_seconds(server.ticks);
+    let start = Instant::now();
+    let deadline = start + max;
+    let r = match dir {
+        Direction::Down => bulk_down(&mut s, &mut buf, bytes, deadline).await,
+        Direction::Up => bulk_up(&mut s, &mut buf, bytes, deadline).await,
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    match r {
+        Ok(done) => {
+            out["ok"] = json!(1);
+            out["failed"] = json!(0);
+            out["transferred"] = json!(done);
+            out["truncated"] = json!(done < bytes);
+            out["elapsed_s"] = json!(round2(elapsed));
+            out["mb_per_s"] = json!(round2(done as f64 / 1e6 / elapsed));
+        }
+        Err(e) => {
+            out["ok"] = json!(0);
+            out["failed"] = json!(1);
+            out["first_error"] = json!(e.to_string());
+        }
+    }
+    add_cpu(&mut out, server, cpu0, client0, elapsed, 0);
+    out.as_object_mut().map(|o| o.remove("per_server_cpu_s"));
+    out
+}
+
+async fn bulk_down(
+    s: &mut Box<dyn Stream>,
+    buf: &mut Vec<u8>,
+    bytes: u64,
+    deadline: Instant,
+) -> io::Result<u64> {
+    let req = format!("GET /down/{bytes} HTTP/1.1\r\nHost: bench\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    s.flush().await?;
+    buf.clear();
+    let end = http::read_head(s, buf).await?.ok_or_else(|| {
+        io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the response")
+    })?;
+    let (status, len) = http::parse_response_head(&buf[..end])?;
+    if status != 200 || len != bytes {
+        return Err(io::Error::other(format!("status {status}, length {len}")));
+    }
+    let mut got = (buf.len() - end) as u64;
+    let mut chunk = vec![0u8; http::CHUNK];
+    while got < bytes && Instant::now() < deadline {
+        let n = s.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("EOF after {got} bytes"),
+            ));
+        }
+        got += n as u64;
+    }
+    Ok(got.min(bytes))
+}
+
+async fn bulk_up(
+    s: &mut Box<dyn Stream>,
+    buf: &mut Vec<u8>,
+    bytes: u64,
+    deadline: Instant,
+) -> io::Result<u64> {
+    let head = format!("POST /up HTTP/1.1\r\nHost: bench\r\nContent-Length: {bytes}\r\n\r\n");
+    s.write_all(head.as_bytes()).await?;
+    let done = http::write_zeros(s, bytes, || Instant::now() < deadline).await?;
+    if done == bytes {
+        // The backend answers only once it has sunk every byte: the clock stops here.
+        buf.clear();
+        let status = http::read_response(s, buf).await?;
+        if status != 200 {
+            return Err(io::Error::other(format!("status {status}")));
+        }
+    }
+    Ok(done)
+}
+
+/// Opens up to `count` mTLS connections (each proven with one request, so the proxy has dialled
+/// the backend too), holds them, and reports the server's RSS growth per connection.
+pub async fn idle(
+    client: Client,
+    addr: SocketAddr,
+    count: usize,
+    parallel: usize,
+    max: Duration,
+    hold: Duration,
+    server: &Server,
+) -> Value {
+    let rss0 = (!server.pids.is_empty()).then(|| stats::tree_rss_kib(&server.pids));
+    let start = Instant::now();
+    let deadline = start + max;
+    let sem = Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<io::Result<Box<dyn Stream>>>();
+    let spawner = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for _ in 0..count {
+                let Ok(permit) = sem.clone().acquire_owned().await else {
+                    return;
+                };
+                if Instant::now() >= deadline {
+                    return;
+                }
+                let client = client.clone();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let r = open(Some(&client), addr, &mut buf).await.map(|(s, _)| s);
+                    drop(permit);
+                    let _ = tx.send(r);
+                });
+            }
+        })
+    };
+    let mut held = Vec::with_capacity(count);
+    let mut t = Tally::default();
+    while held.len() + (t.failed as usize) < count {
+        match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            Ok(Some(Ok(s))) => held.push(s),
+            Ok(Some(Err(e))) => t.fail(e),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    spawner.abort();
+    let setup = start.elapsed().as_secs_f64();
+    // Let the server finish the work it defers (tickets, buffers) before reading its memory.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut out = json!({
+        "mode": "idle",
+        "requested": count,
+        "ready": held.len(),
+        "failed": t.failed,
+        "setup_s": round2(setup),
+    });
+    if let Some(e) = t.first_error {
+        out["first_error"] = json!(e);
+    }
+    if let Some(r0) = rss0 {
+        let r1 = stats::tree_rss_kib(&server.pids);
+        out["server_rss_before_kib"] = json!(r0);
+        out["server_rss_after_kib"] = json!(r1);
+        if !held.is_empty() {
+            out["rss_per_conn_kib"] =
+                json!(round2(r1.saturating_sub(r0) as f64 / held.len() as f64));
+        }
+    }
+    eprintln!("idle: {} connections held", held.len());
+    tokio::time::sleep(hold).await;
+    drop(held);
+    out
+}

@@ -1,0 +1,335 @@
+//! Turns the JSON lines of one harness run into the markdown table: each figure for every
+//! contender, and the ratio mutual/peer, so a reader sees at once where mutual stands.
+
+use serde_json::Value;
+
+/// One row of the table: which case and which field of its JSON line.
+struct Row {
+    label: &'static str,
+    case: &'static str,
+    pointer: &'static str,
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        label: "full handshakes/s, c=1 (new conn + 1 req)",
+        case: "hs_c1",
+        pointer: "/rate",
+    },
+    Row {
+        label: "  per server CPU-second",
+        case: "hs_c1",
+        pointer: "/per_server_cpu_s",
+    },
+    Row {
+        label: "full handshakes/s, c=16",
+        case: "hs_c16",
+        pointer: "/rate",
+    },
+    Row {
+        label: "  per server CPU-second",
+        case: "hs_c16",
+        pointer: "/per_server_cpu_s",
+    },
+    Row {
+        label: "full handshakes/s, c=256",
+        case: "hs_c256",
+        pointer: "/rate",
+    },
+    Row {
+        label: "  per server CPU-second",
+        case: "hs_c256",
+        pointer: "/per_server_cpu_s",
+    },
+    Row {
+        label: "resumed handshakes/s, c=16",
+        case: "resume_c16",
+        pointer: "/rate",
+    },
+    Row {
+        label: "  per server CPU-second",
+        case: "resume_c16",
+        pointer: "/per_server_cpu_s",
+    },
+    Row {
+        label: "  fraction resumed",
+        case: "resume_c16",
+        pointer: "/resumed_fraction",
+    },
+    Row {
+        label: "requests/s, c=16 kept-alive",
+        case: "req_c16",
+        pointer: "/rate",
+    },
+    Row {
+        label: "  p50 latency µs (lower is better)",
+        case: "req_c16",
+        pointer: "/latency/p50_us",
+    },
+    Row {
+        label: "  p99 latency µs (lower is better)",
+        case: "req_c16",
+        pointer: "/latency/p99_us",
+    },
+    Row {
+        label: "  per server CPU-second",
+        case: "req_c16",
+        pointer: "/per_server_cpu_s",
+    },
+    Row {
+        label: "bulk upload MB/s",
+        case: "bulk_up",
+        pointer: "/mb_per_s",
+    },
+    Row {
+        label: "bulk download MB/s",
+        case: "bulk_down",
+        pointer: "/mb_per_s",
+    },
+    Row {
+        label: "idle connections held",
+        case: "idle",
+        pointer: "/ready",
+    },
+    Row {
+        label: "  RSS per idle connection KiB (lower is better)",
+        case: "idle",
+        pointer: "/rss_per_conn_kib",
+    },
+];
+
+/// The contender the ratios are about, and the baseline that gets a column but no ratio.
+const US: &str = "mutual";
+const DIRECT: &str = "direct";
+
+pub fn fmt_num(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Renders the table and notes from the lines of a results file.
+pub fn render(input: &str) -> String {
+    let lines: Vec<Value> = input
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    // Contenders in the order the harness announced them, with their status.
+    let mut contenders: Vec<(String, String)> = Vec::new();
+    for l in &lines {
+        if let Some(status) = l.get("status").and_then(Value::as_str) {
+            let name = str_of(l, "contender").to_string();
+            contenders.retain(|(n, _)| *n != name);
+            contenders.push((name, status.to_string()));
+        }
+    }
+    let find = |who: &str, case: &str| {
+        lines.iter().rev().find(|l| {
+            str_of(l, "contender") == who && str_of(l, "case") == case && l.get("status").is_none()
+        })
+    };
+    let value = |who: &str, row: &Row| -> Option<f64> {
+        let l = find(who, row.case)?;
+        if l.get("ok").and_then(Value::as_u64) == Some(0) && row.pointer != "/ready" {
+            return None;
+        }
+        l.pointer(row.pointer).and_then(Value::as_f64)
+    };
+    let available = |who: &str| contenders.iter().any(|(n, s)| n == who && s == "ok");
+    let cell = |who: &str, row: &Row| -> String {
+        if !available(who) {
+            return "n/a".into();
+        }
+        match (find(who, row.case), value(who, row)) {
+            (_, Some(v)) => fmt_num(v),
+            (Some(_), None) => "failed".into(),
+            (None, None) => "–".into(),
+        }
+    };
+    let peers: Vec<&str> = contenders
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| *n != US && *n != DIRECT)
+        .collect();
+
+    let mut out = String::new();
+    let mut header = String::from("| figure |");
+    let mut rule = String::from("|---|");
+    for (n, _) in &contenders {
+        header.push_str(&format!(
+            " {} |",
+            if n == DIRECT { "direct (no TLS)" } else { n }
+        ));
+        rule.push_str("---:|");
+    }
+    for p in &peers {
+        header.push_str(&format!(" {US}/{p} |"));
+        rule.push_str("---:|");
+    }
+    out.push_str(&header);
+    out.push('\n');
+    out.push_str(&rule);
+    out.push('\n');
+    for row in ROWS {
+        // Skip rows that no contender measured (e.g. QUICK mode leaves some cases out).
+        if contenders.iter().all(|(n, _)| find(n, row.case).is_none()) {
+            continue;
+        }
+        let mut line = format!("| {} |", row.label.replace("  ", "&nbsp;&nbsp;"));
+        for (n, _) in &contenders {
+            line.push_str(&format!(" {} |", cell(n, row)));
+        }
+        for p in &peers {
+            let ratio = match (
+                available(US).then(|| value(US, row)).flatten(),
+                value(p, row),
+            ) {
+                (Some(a), Some(b)) if b != 0.0 && available(p) => format!("{:.2}", a / b),
+                _ => "–".into(),
+            };
+            line.push_str(&format!(" {ratio} |"));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+
+    out.push_str("\n### Contenders\n\n");
+    for (n, s) in &contenders {
+        let negotiated = find(n, "hs_c1")
+            .map(|l| format!(" ({}, {})", str_of(l, "suite"), str_of(l, "group")))
+            .filter(|s| s != " (, )")
+            .unwrap_or_default();
+        if s == "ok" {
+            out.push_str(&format!("- {n}: ran{negotiated}\n"));
+        } else {
+            out.push_str(&format!("- {n}: {s}\n"));
+        }
+    }
+
+    let mut notes = Vec::new();
+    for l in &lines {
+        let failed = l.get("failed").and_then(Value::as_u64).unwrap_or(0);
+        if failed > 0 {
+            notes.push(format!(
+                "- {} {}: {} failed, {} ok (first error: {})",
+                str_of(l, "contender"),
+                str_of(l, "case"),
+                failed,
+                l.get("ok").and_then(Value::as_u64).unwrap_or(0),
+                str_of(l, "first_error")
+            ));
+        }
+        if l.get("truncated").and_then(Value::as_bool) == Some(true) {
+            notes.push(format!(
+                "- {} {}: stopped at the time limit after {} bytes (rate is over what was sent)",
+                str_of(l, "contender"),
+                str_of(l, "case"),
+                l.get("transferred").and_then(Value::as_u64).unwrap_or(0)
+            ));
+        }
+    }
+    if !notes.is_empty() {
+        out.push_str("\n### Failures and truncations\n\n");
+        for n in notes {
+            out.push_str(&n);
+            out.push('\n');
+        }
+    }
+
+    if let Some(c) = lines.iter().find(|l| str_of(l, "mode") == "crypto") {
+        let g = |k: &str| {
+            c.get(k)
+                .and_then(Value::as_f64)
+                .map(fmt_num)
+                .unwrap_or_else(|| "–".into())
+        };
+        out.push_str("\n### The crypto limit on this machine (aws-lc-rs, one core)\n\n");
+        out.push_str("| operation | per second |\n|---|---:|\n");
+        for (label, key) in [
+            ("ECDSA P-256 sign", "ecdsa_p256_sign_per_s"),
+            ("ECDSA P-256 verify", "ecdsa_p256_verify_per_s"),
+            ("X25519 key share + agreement", "x25519_per_s"),
+            ("ML-KEM-768 encapsulate", "mlkem768_encaps_per_s"),
+            ("ML-KEM-768 decapsulate", "mlkem768_decaps_per_s"),
+            ("AES-128-GCM, MB/s (16 KiB records)", "aes128gcm_mb_per_s"),
+            (
+                "bound: server mTLS handshakes (1 sign + 3 verify + X25519)",
+                "server_handshake_bound_per_s_x25519",
+            ),
+            (
+                "bound: the same with X25519MLKEM768",
+                "server_handshake_bound_per_s_mlkem",
+            ),
+        ] {
+            out.push_str(&format!("| {label} | {} |\n", g(key)));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn table_has_ratios_and_marks_missing_contenders() {
+        let input = r#"
+{"contender":"mutual","status":"ok"}
+{"contender":"nginx","status":"ok"}
+{"contender":"stunnel","status":"not available: stunnel4 not installed"}
+{"contender":"mutual","case":"hs_c1","mode":"handshakes","ok":100,"failed":0,"rate":2000.0,"suite":"TLS13_AES_128_GCM_SHA256","group":"X25519"}
+{"contender":"nginx","case":"hs_c1","mode":"handshakes","ok":100,"failed":2,"rate":500.0,"first_error":"reset"}
+{"mode":"crypto","ecdsa_p256_sign_per_s":37000.0}
+"#;
+        let md = render(input);
+        assert!(
+            md.contains("| figure | mutual | nginx | stunnel | mutual/nginx | mutual/stunnel |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| full handshakes/s, c=1 (new conn + 1 req) | 2000 | 500 | n/a | 4.00 | – |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("stunnel: not available: stunnel4 not installed"));
+        assert!(md.contains("nginx hs_c1: 2 failed, 100 ok (first error: reset)"));
+        assert!(md.contains("| ECDSA P-256 sign | 37000 |"));
+        // Cases nobody ran do not get rows.
+        assert!(!md.contains("bulk upload"));
+    }
+
+    #[test]
+    fn unavailable_mutual_gives_no_ratios() {
+        let input = r#"{"contender":"mutual","status":"not available: serve not implemented"}
+{"contender":"haproxy","status":"ok"}
+{"contender":"haproxy","case":"req_c16","ok":10,"failed":0,"rate":9000.0,"latency":{"p50_us":100,"p99_us":900}}"#;
+        let md = render(input);
+        assert!(
+            md.contains("| requests/s, c=16 kept-alive | n/a | 9000 | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("p99 latency µs (lower is better) | n/a | 900 | – |"),
+            "{md}"
+        );
+        assert!(md.contains("- mutual: not available: serve not implemented"));
+    }
+
+    #[test]
+    fn number_format() {
+        assert_eq!(fmt_num(1234.56), "1235");
+        assert_eq!(fmt_num(12.345), "12.3");
+        assert_eq!(fmt_num(0.5), "0.50");
+    }
+}
