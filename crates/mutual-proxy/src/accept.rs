@@ -1,0 +1,107 @@
+//! The accept loop every listener kind shares (TCP serve, connect, and later HTTP mode): limits
+//! (`--max-connections`: a connection over the limit is closed at once and counted), the
+//! open-connections gauge, and graceful shutdown (stop accepting, drain up to a timeout).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::metrics::ListenerMetrics;
+use crate::shutdown::{Shutdown, Tracker};
+
+/// Connection limits and shutdown behaviour of one listener.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// At most this many connections open at once (None: unlimited).
+    pub max_connections: Option<usize>,
+    /// On shutdown, how long open connections may take to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: None,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Keeps a connection counted (limit permit, drain tracker, active gauge) while alive.
+pub struct ConnGuard {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    _tracked: crate::shutdown::Guard,
+    active: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+/// Accepts until `shutdown`, spawning `handle` per connection; then drains. Returns the number of
+/// connections still open when the drain timeout ran out.
+pub async fn run<F, Fut>(
+    listener: TcpListener,
+    limits: &Limits,
+    lm: &ListenerMetrics,
+    mut shutdown: Shutdown,
+    handle: F,
+) -> usize
+where
+    F: Fn(TcpStream, SocketAddr, ConnGuard) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let tracker = Tracker::default();
+    let limiter = limits.max_connections.map(|n| Arc::new(Semaphore::new(n)));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            biased;
+            _ = shutdown.wait() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning; the listener stays up.
+                    tracing::warn!(listener = %lm.name, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let permit = match &limiter {
+            None => None,
+            Some(sem) => match Arc::clone(sem).try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    lm.rejected.inc();
+                    tracing::debug!(listener = %lm.name, %peer, "connection limit reached; closed");
+                    drop(tcp);
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        lm.active.inc();
+        let guard = ConnGuard {
+            _permit: permit,
+            _tracked: tracker.enter(),
+            active: lm.active.clone(),
+        };
+        tokio::spawn(handle(tcp, peer, guard));
+    }
+    drop(listener);
+    let open = tracker.open();
+    if open > 0 {
+        tracing::info!(listener = %lm.name, "stopped accepting; draining {open} open connection(s)");
+    }
+    let left = tracker.wait_idle(limits.drain_timeout).await;
+    if left > 0 {
+        tracing::warn!(listener = %lm.name, "drain timeout: closing {left} connection(s)");
+    }
+    left
+}

@@ -1,0 +1,240 @@
+//! `mutual connect`: accept plaintext from a local, unmodified client and originate mutual TLS to
+//! the remote, presenting our certificate and verifying the server's name or exact SPIFFE ID.
+//! A failed handshake is logged and audited with its reason and the local connection is closed:
+//! the client sees a closed connection, the operator sees why.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use mutual_policy::Identity;
+use mutual_tls::{ClientMaterial, ClientSettings, Reason};
+use time::OffsetDateTime;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::accept::{ConnGuard, Limits};
+use crate::audit::{rfc3339_ms, AuditIdentity, AuditRecord, Outcome, TlsInfo};
+use crate::backend::Backend;
+use crate::io::{pump, Activity, CopyEnd, Metered};
+use crate::metrics::ListenerMetrics;
+use crate::reload::Reload;
+use crate::shutdown::Shutdown;
+use crate::{ProxyError, Shared};
+
+#[derive(Clone, Debug)]
+pub struct ConnectConfig {
+    pub name: String,
+    pub tls: ClientSettings,
+    /// `host:port` of the mTLS server.
+    pub remote: String,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub limits: Limits,
+}
+
+/// The host part of `host:port` / `[v6]:port`, for the default server name.
+pub fn remote_host(remote: &str) -> &str {
+    let host = remote.rsplit_once(':').map_or(remote, |(h, _)| h);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// Refuses a listen address that plaintext clients could reach from the network.
+pub fn check_loopback(addr: SocketAddr, allow_remote_clients: bool) -> Result<(), ProxyError> {
+    if addr.ip().is_loopback() || allow_remote_clients {
+        Ok(())
+    } else {
+        Err(ProxyError::NonLoopbackListen { addr })
+    }
+}
+
+pub struct Connect {
+    cfg: ConnectConfig,
+    remote: Backend,
+    current: ArcSwap<ClientMaterial>,
+    lm: ListenerMetrics,
+    shared: Shared,
+}
+
+impl Connect {
+    pub fn new(cfg: ConnectConfig, shared: &Shared) -> Result<Arc<Connect>, ProxyError> {
+        let remote: Backend = cfg.remote.parse()?;
+        if !matches!(remote, Backend::Tcp(_)) {
+            return Err(ProxyError::InvalidBackend {
+                spec: cfg.remote.clone(),
+                why: "the remote must be HOST:PORT".into(),
+            });
+        }
+        let m = mutual_tls::build_client_config(&cfg.tls, remote_host(&cfg.remote))?;
+        shared.metrics.set_cert_expiry("client", m.cert_not_after);
+        let lm = shared.metrics.listener(&cfg.name);
+        Ok(Arc::new(Connect {
+            cfg,
+            remote,
+            current: ArcSwap::from_pointee(m),
+            lm,
+            shared: shared.clone(),
+        }))
+    }
+
+    pub fn cert_serial(&self) -> String {
+        self.current.load().cert_serial.clone()
+    }
+
+    pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: Shutdown) -> usize {
+        if let Ok(a) = listener.local_addr() {
+            tracing::info!(
+                listener = %self.cfg.name,
+                remote = %self.cfg.remote,
+                serial = %self.cert_serial(),
+                "accepting plaintext on {a}, originating mTLS"
+            );
+        }
+        let me = Arc::clone(&self);
+        crate::accept::run(listener, &self.cfg.limits, &self.lm, shutdown, move |tcp, peer, g| {
+            Arc::clone(&me).handle(tcp, peer, g)
+        })
+        .await
+    }
+
+    async fn handle(self: Arc<Self>, mut local: TcpStream, peer: SocketAddr, _guard: ConnGuard) {
+        let ts = OffsetDateTime::now_utc();
+        let start = Instant::now();
+        let end = |outcome: Outcome,
+                   reason: Reason,
+                   id: Option<&Identity>,
+                   tls: Option<TlsInfo>,
+                   detail: &str,
+                   bytes: (u64, u64)| {
+            self.lm.outcome(outcome, reason);
+            if outcome != Outcome::Allowed {
+                tracing::warn!(
+                    listener = %self.cfg.name,
+                    peer = %peer,
+                    remote = %self.cfg.remote,
+                    result = outcome.label(),
+                    reason = reason.label(),
+                    "{} {} Hint: {}",
+                    reason.explanation(),
+                    detail,
+                    reason.hint()
+                );
+            }
+            self.shared.audit.log(&AuditRecord {
+                ts: rfc3339_ms(ts),
+                listener: self.cfg.name.clone(),
+                peer_addr: peer.to_string(),
+                result: outcome,
+                reason: reason.label(),
+                identity: id.map(AuditIdentity::from),
+                tls,
+                bytes_in: bytes.0,
+                bytes_out: bytes.1,
+                duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            });
+        };
+        let mat = self.current.load_full();
+        let tcp = match self.remote.dial(self.cfg.connect_timeout).await {
+            Ok(crate::backend::BackendStream::Tcp(t)) => t,
+            Ok(_) => return, // unreachable: `new` only accepts TCP remotes
+            Err(e) => {
+                let d = format!("{}: {e}", self.cfg.remote);
+                return end(Outcome::Failed, Reason::BackendUnavailable, None, None, &d, (0, 0));
+            }
+        };
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&mat.config));
+        let hs = tokio::time::timeout(
+            self.cfg.handshake_timeout,
+            connector.connect(mat.server_name.clone(), tcp),
+        )
+        .await;
+        drop(mat);
+        let tls = match hs {
+            Err(_) => return end(Outcome::Failed, Reason::HandshakeTimeout, None, None, "", (0, 0)),
+            Ok(Err(e)) => {
+                let reason = mutual_tls::classify_io_error(&e);
+                return end(Outcome::Failed, reason, None, None, &e.to_string(), (0, 0));
+            }
+            Ok(Ok(s)) => s,
+        };
+        self.lm.handshake_duration.observe(start.elapsed().as_secs_f64());
+        let (_, state) = tls.get_ref();
+        let info = TlsInfo::from_state(state);
+        let id = state
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| Identity::from_der(c.as_ref()).ok());
+        let act = Arc::new(Activity::default());
+        let mut lc = Metered::new(&mut local, self.lm.bytes_in.clone(), Arc::clone(&act));
+        let mut rc = Metered::new(tls, self.lm.bytes_out.clone(), Arc::clone(&act)).lenient_eof();
+        let (tin, tout, rerr) = (lc.total(), rc.total(), rc.read_error());
+        let copy_end = pump(&mut lc, &mut rc, &act, self.cfg.idle_timeout).await;
+        let bytes = (
+            tin.load(std::sync::atomic::Ordering::Relaxed),
+            tout.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        // With TLS 1.3 the server checks our certificate after our side of the handshake is
+        // done: its rejection arrives as an alert on the first read. Report that as the outcome.
+        let remote_failure = rerr.lock().ok().and_then(|g| *g);
+        match (remote_failure, bytes.1) {
+            (Some(reason), 0) => {
+                let d = match &copy_end {
+                    CopyEnd::Error(e) => e.to_string(),
+                    _ => String::new(),
+                };
+                end(Outcome::Failed, reason, id.as_ref(), Some(info), &d, bytes)
+            }
+            _ => {
+                if let CopyEnd::Error(e) = &copy_end {
+                    tracing::debug!(listener = %self.cfg.name, %peer, "connection ended: {e}");
+                }
+                end(Outcome::Allowed, Reason::Ok, id.as_ref(), Some(info), "", bytes)
+            }
+        }
+    }
+}
+
+impl Reload for Connect {
+    fn reload(&self) -> Result<(), ProxyError> {
+        let m = mutual_tls::build_client_config(&self.cfg.tls, remote_host(&self.cfg.remote))?;
+        self.shared.metrics.set_cert_expiry("client", m.cert_not_after);
+        let serial = m.cert_serial.clone();
+        self.current.store(Arc::new(m));
+        tracing::info!(listener = %self.cfg.name, serial = %serial, "new TLS client configuration in use");
+        Ok(())
+    }
+
+    fn watched_files(&self) -> Vec<PathBuf> {
+        let t = &self.cfg.tls;
+        vec![t.cert.clone(), t.key.clone(), t.ca.clone()]
+    }
+
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_host_strips_port_and_brackets() {
+        assert_eq!(remote_host("example.org:8443"), "example.org");
+        assert_eq!(remote_host("[::1]:8443"), "::1");
+        assert_eq!(remote_host("10.0.0.1:1"), "10.0.0.1");
+    }
+
+    #[test]
+    fn non_loopback_needs_the_flag() {
+        let lo: SocketAddr = "127.0.0.1:7000".parse().unwrap_or_else(|_| unreachable!());
+        let any: SocketAddr = "0.0.0.0:7000".parse().unwrap_or_else(|_| unreachable!());
+        assert!(check_loopback(lo, false).is_ok());
+        assert!(check_loopback(any, false).is_err());
+        assert!(check_loopback(any, true).is_ok());
+    }
+}

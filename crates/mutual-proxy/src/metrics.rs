@@ -1,0 +1,411 @@
+//! Prometheus metrics with the exact names of DESIGN.md's observability contract, and the small
+//! plain-HTTP endpoint that serves them (`/metrics`, `/healthz`). One [`Metrics`] per process;
+//! every listener gets a [`ListenerMetrics`] view labelled with its name.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use mutual_tls::Reason;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::audit::Outcome;
+use crate::shutdown::Shutdown;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    listener: String,
+    result: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BytesLabels {
+    listener: String,
+    direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    listener: String,
+    identity: String,
+}
+
+type HistogramFamily = Family<ListenerLabel, Histogram, fn() -> Histogram>;
+
+fn handshake_histogram() -> Histogram {
+    // 0.5 ms .. ~8 s: a local mTLS handshake takes about 1 ms, a slow client several seconds.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+}
+
+/// How many distinct peer identities the per-identity expiry gauge tracks; beyond this, new
+/// identities are not added (bounded memory and bounded series, whatever clients present).
+pub const MAX_TRACKED_IDENTITIES: usize = 1000;
+
+/// A certificate counts towards its identity's "soonest expiry" while it has been seen within
+/// this window: a renewed client stops presenting its old certificate, which then drops out.
+pub const PEER_WINDOW: Duration = Duration::from_secs(3600);
+
+/// Per-certificate bookkeeping for the peer expiry gauge: serial -> (notAfter, last seen).
+type PeerCerts = HashMap<String, (i64, std::time::Instant)>;
+
+/// The process-wide registry and metric families.
+pub struct Metrics {
+    registry: Registry,
+    handshakes: Family<HandshakeLabels, Counter>,
+    active: Family<ListenerLabel, Gauge>,
+    bytes: Family<BytesLabels, Counter>,
+    handshake_duration: HistogramFamily,
+    cert_expiry: Family<RoleLabel, Gauge>,
+    reloads: Family<ResultLabel, Counter>,
+    peer_expiry: Family<PeerLabels, Gauge>,
+    rejected: Family<ListenerLabel, Counter>,
+    peers: Mutex<HashMap<(String, String), PeerCerts>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
+        let active = Family::<ListenerLabel, Gauge>::default();
+        let bytes = Family::<BytesLabels, Counter>::default();
+        let handshake_duration: HistogramFamily = Family::new_with_constructor(handshake_histogram);
+        let cert_expiry = Family::<RoleLabel, Gauge>::default();
+        let reloads = Family::<ResultLabel, Counter>::default();
+        let peer_expiry = Family::<PeerLabels, Gauge>::default();
+        let rejected = Family::<ListenerLabel, Counter>::default();
+        // Counters get their `_total` suffix from the OpenMetrics encoder.
+        registry.register(
+            "mutual_handshakes",
+            "Connections by outcome: result (allowed|denied|failed) and reason label",
+            handshakes.clone(),
+        );
+        registry.register(
+            "mutual_connections_active",
+            "Connections currently open (handshaking or proxying)",
+            active.clone(),
+        );
+        registry.register(
+            "mutual_bytes",
+            "Bytes proxied; direction in = from the accepted client, out = towards it",
+            bytes.clone(),
+        );
+        registry.register(
+            "mutual_handshake_duration_seconds",
+            "Time from accept to a finished TLS handshake",
+            handshake_duration.clone(),
+        );
+        registry.register(
+            "mutual_cert_expiry_timestamp_seconds",
+            "notAfter (Unix seconds) of this process's own certificate, by role (server|client)",
+            cert_expiry.clone(),
+        );
+        registry.register(
+            "mutual_config_reloads",
+            "Reloads of certificates, keys, CA bundles, CRLs and policies, by result (success|failure)",
+            reloads.clone(),
+        );
+        registry.register(
+            "mutual_peer_cert_expiry_timestamp_seconds",
+            "Soonest notAfter (Unix seconds) among the verified certificates each peer identity presented in the last hour",
+            peer_expiry.clone(),
+        );
+        registry.register(
+            "mutual_connections_rejected",
+            "Connections closed at once because --max-connections was reached",
+            rejected.clone(),
+        );
+        for result in ["success", "failure"] {
+            let _ = reloads.get_or_create(&ResultLabel {
+                result: result.into(),
+            });
+        }
+        Metrics {
+            registry,
+            handshakes,
+            active,
+            bytes,
+            handshake_duration,
+            cert_expiry,
+            reloads,
+            peer_expiry,
+            rejected,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A view for one listener; pre-creates its series so they show as 0 from the start.
+    pub fn listener(self: &Arc<Self>, name: &str) -> ListenerMetrics {
+        let l = ListenerLabel {
+            listener: name.to_string(),
+        };
+        let mut handshakes = HashMap::new();
+        for reason in Reason::ALL {
+            let outcome = match reason {
+                Reason::Ok => Outcome::Allowed,
+                Reason::PolicyDenied => Outcome::Denied,
+                _ => Outcome::Failed,
+            };
+            let c = self.handshakes.get_or_create_owned(&HandshakeLabels {
+                listener: name.to_string(),
+                result: outcome.label().to_string(),
+                reason: reason.label().to_string(),
+            });
+            handshakes.insert((outcome, reason), c);
+        }
+        ListenerMetrics {
+            name: name.to_string(),
+            metrics: Arc::clone(self),
+            handshakes,
+            active: self.active.get_or_create_owned(&l),
+            bytes_in: self.bytes.get_or_create_owned(&BytesLabels {
+                listener: name.to_string(),
+                direction: "in".into(),
+            }),
+            bytes_out: self.bytes.get_or_create_owned(&BytesLabels {
+                listener: name.to_string(),
+                direction: "out".into(),
+            }),
+            handshake_duration: self.handshake_duration.get_or_create_owned(&l),
+            rejected: self.rejected.get_or_create_owned(&l),
+        }
+    }
+
+    /// Sets `mutual_cert_expiry_timestamp_seconds{role}`.
+    pub fn set_cert_expiry(&self, role: &str, not_after: i64) {
+        self.cert_expiry
+            .get_or_create(&RoleLabel { role: role.into() })
+            .set(not_after);
+    }
+
+    /// Counts a reload attempt.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Records a verified peer certificate for the per-identity expiry gauge.
+    pub fn observe_peer(&self, listener: &str, identity: &str, serial: &str, not_after: i64) {
+        let now = std::time::Instant::now();
+        let Ok(mut peers) = self.peers.lock() else {
+            return; // a panicked holder: skip the gauge rather than take the proxy down
+        };
+        let key = (listener.to_string(), identity.to_string());
+        if !peers.contains_key(&key) && peers.len() >= MAX_TRACKED_IDENTITIES {
+            return;
+        }
+        let certs = peers.entry(key).or_default();
+        certs.insert(serial.to_string(), (not_after, now));
+        certs.retain(|_, (_, seen)| now.duration_since(*seen) <= PEER_WINDOW);
+        if certs.len() > 16 {
+            // Bound the per-identity map too: keep the most recently seen.
+            let mut v: Vec<_> = certs.iter().map(|(k, (_, s))| (*s, k.clone())).collect();
+            v.sort();
+            for (_, k) in v.iter().take(certs.len() - 16) {
+                certs.remove(k);
+            }
+        }
+        let soonest = certs.values().map(|(na, _)| *na).min().unwrap_or(not_after);
+        self.peer_expiry
+            .get_or_create(&PeerLabels {
+                listener: listener.to_string(),
+                identity: identity.to_string(),
+            })
+            .set(soonest);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        if prometheus_client::encoding::text::encode(&mut s, &self.registry).is_err() {
+            s.clear();
+        }
+        s
+    }
+
+    /// Serves `/metrics` and `/healthz` over plain HTTP on `listener` until `shutdown`.
+    pub async fn serve_http(self: Arc<Self>, listener: TcpListener, mut shutdown: Shutdown) {
+        loop {
+            let (tcp, _) = tokio::select! {
+                _ = shutdown.wait() => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!("metrics endpoint: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let me = Arc::clone(&self);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let me = Arc::clone(&me);
+                    async move { Ok::<_, Infallible>(me.respond(req.uri().path())) }
+                });
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(io, svc);
+                if let Err(e) = conn.await {
+                    tracing::debug!("metrics endpoint connection: {e}");
+                }
+            });
+        }
+    }
+
+    fn respond(&self, path: &str) -> Response<Full<Bytes>> {
+        let (status, ctype, body) = match path {
+            "/metrics" => (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.encode(),
+            ),
+            "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+            _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        };
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        }
+        r
+    }
+}
+
+/// One listener's metric handles (resolved once, so the per-connection path does no lookups).
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    pub name: String,
+    metrics: Arc<Metrics>,
+    handshakes: HashMap<(Outcome, Reason), Counter>,
+    pub active: Gauge,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub handshake_duration: Histogram,
+    pub rejected: Counter,
+}
+
+impl ListenerMetrics {
+    /// Counts a connection's outcome in `mutual_handshakes_total`.
+    pub fn outcome(&self, outcome: Outcome, reason: Reason) {
+        match self.handshakes.get(&(outcome, reason)) {
+            Some(c) => {
+                c.inc();
+            }
+            None => {
+                self.metrics
+                    .handshakes
+                    .get_or_create(&HandshakeLabels {
+                        listener: self.name.clone(),
+                        result: outcome.label().to_string(),
+                        reason: reason.label().to_string(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    pub fn observe_peer(&self, identity: &str, serial: &str, not_after: i64) {
+        self.metrics
+            .observe_peer(&self.name, identity, serial, not_after);
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn names_match_the_observability_contract() {
+        let m = Arc::new(Metrics::new());
+        let l = m.listener("web");
+        l.outcome(Outcome::Denied, Reason::PolicyDenied);
+        l.outcome(Outcome::Failed, Reason::Expired);
+        l.outcome(Outcome::Failed, Reason::Expired);
+        l.active.inc();
+        l.bytes_in.inc_by(10);
+        l.handshake_duration.observe(0.002);
+        m.set_cert_expiry("server", 1_800_000_000);
+        m.reload(false);
+        m.observe_peer("web", "spiffe://x/y", "01", 1_700_000_000);
+        let text = m.encode();
+        for needle in [
+            "mutual_handshakes_total{listener=\"web\",result=\"denied\",reason=\"policy_denied\"} 1",
+            "mutual_handshakes_total{listener=\"web\",result=\"failed\",reason=\"expired\"} 2",
+            "mutual_handshakes_total{listener=\"web\",result=\"allowed\",reason=\"ok\"} 0",
+            "mutual_connections_active{listener=\"web\"} 1",
+            "mutual_bytes_total{listener=\"web\",direction=\"in\"} 10",
+            "mutual_bytes_total{listener=\"web\",direction=\"out\"} 0",
+            "mutual_handshake_duration_seconds_count{listener=\"web\"} 1",
+            "mutual_cert_expiry_timestamp_seconds{role=\"server\"} 1800000000",
+            "mutual_config_reloads_total{result=\"failure\"} 1",
+            "mutual_config_reloads_total{result=\"success\"} 0",
+            "mutual_peer_cert_expiry_timestamp_seconds{listener=\"web\",identity=\"spiffe://x/y\"} 1700000000",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn peer_gauge_keeps_the_soonest_and_is_bounded() {
+        let m = Metrics::new();
+        m.observe_peer("l", "a", "01", 200);
+        m.observe_peer("l", "a", "02", 100);
+        m.observe_peer("l", "a", "03", 300);
+        assert!(m
+            .encode()
+            .contains("mutual_peer_cert_expiry_timestamp_seconds{listener=\"l\",identity=\"a\"} 100"));
+        for i in 0..(MAX_TRACKED_IDENTITIES + 50) {
+            m.observe_peer("l", &format!("id{i}"), "01", 1);
+        }
+        assert_eq!(m.peers.lock().unwrap().len(), MAX_TRACKED_IDENTITIES);
+        let series = m
+            .encode()
+            .lines()
+            .filter(|l| l.starts_with("mutual_peer_cert_expiry_timestamp_seconds{"))
+            .count();
+        assert_eq!(series, MAX_TRACKED_IDENTITIES);
+    }
+}

@@ -1,0 +1,291 @@
+//! `mutual serve`: terminate mutual TLS and forward to an unmodified backend. Per connection:
+//! handshake under a timeout (client certificate required and verified by mutual-tls), identity
+//! from the leaf, policy decision, and only then is the backend dialled. Nothing reaches the
+//! backend from a peer that is not both authenticated and allowed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use mutual_policy::{Identity, Policy};
+use mutual_tls::{Reason, ServerSettings};
+use time::OffsetDateTime;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+
+use crate::accept::{ConnGuard, Limits};
+use crate::audit::{rfc3339_ms, AuditIdentity, AuditRecord, Outcome, TlsInfo};
+use crate::backend::Backend;
+use crate::io::{pump, Activity, CopyEnd, Metered};
+use crate::metrics::ListenerMetrics;
+use crate::reload::Reload;
+use crate::shutdown::Shutdown;
+use crate::{ProxyError, Shared};
+
+/// Everything one serve listener needs, as given on the command line (or, later, a config file).
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The `listener` label in metrics and audit lines.
+    pub name: String,
+    pub tls: ServerSettings,
+    /// Rules from flags (`--allow-*`); merged with the policy file's rules at each (re)load.
+    pub policy_flags: Policy,
+    pub policy_file: Option<PathBuf>,
+    pub backend: Backend,
+    pub handshake_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// How long dialling the backend may take.
+    pub connect_timeout: Duration,
+    pub limits: Limits,
+}
+
+/// The material a handshake uses; replaced as a whole on reload.
+pub struct Material {
+    pub tls: Arc<rustls::ServerConfig>,
+    pub policy: Arc<Policy>,
+    pub cert_serial: String,
+    pub cert_not_after: i64,
+}
+
+/// A serve listener: configuration, current material, metrics, audit.
+pub struct Serve {
+    cfg: ServeConfig,
+    current: ArcSwap<Material>,
+    lm: ListenerMetrics,
+    shared: Shared,
+}
+
+/// Loads the policy: flags plus the file, if any.
+pub fn load_policy(flags: &Policy, file: Option<&std::path::Path>) -> Result<Policy, ProxyError> {
+    let mut p = flags.clone();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| ProxyError::PolicyFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        p = p.merged(Policy::from_toml(&text)?);
+    }
+    Ok(p)
+}
+
+fn build(cfg: &ServeConfig) -> Result<Material, ProxyError> {
+    let policy = load_policy(&cfg.policy_flags, cfg.policy_file.as_deref())?;
+    if policy.is_empty() {
+        return Err(ProxyError::NoPolicy);
+    }
+    let m = mutual_tls::build_server_config(&cfg.tls)?;
+    Ok(Material {
+        tls: m.config,
+        policy: Arc::new(policy),
+        cert_serial: m.cert_serial,
+        cert_not_after: m.cert_not_after,
+    })
+}
+
+impl Serve {
+    /// Loads and checks everything; an error here means "do not start" (exit 2).
+    pub fn new(cfg: ServeConfig, shared: &Shared) -> Result<Arc<Serve>, ProxyError> {
+        let m = build(&cfg)?;
+        shared.metrics.set_cert_expiry("server", m.cert_not_after);
+        let lm = shared.metrics.listener(&cfg.name);
+        Ok(Arc::new(Serve {
+            cfg,
+            current: ArcSwap::from_pointee(m),
+            lm,
+            shared: shared.clone(),
+        }))
+    }
+
+    /// Serial (hex) of the certificate currently presented.
+    pub fn cert_serial(&self) -> String {
+        self.current.load().cert_serial.clone()
+    }
+
+    pub fn config(&self) -> &ServeConfig {
+        &self.cfg
+    }
+
+    /// Accepts on `listener` until `shutdown`, then drains. Returns connections left open.
+    pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: Shutdown) -> usize {
+        if let Ok(a) = listener.local_addr() {
+            tracing::info!(
+                listener = %self.cfg.name,
+                backend = %self.cfg.backend,
+                serial = %self.cert_serial(),
+                "serving mTLS on {a}"
+            );
+        }
+        let me = Arc::clone(&self);
+        crate::accept::run(listener, &self.cfg.limits, &self.lm, shutdown, move |tcp, peer, g| {
+            Arc::clone(&me).handle(tcp, peer, g)
+        })
+        .await
+    }
+
+    async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, _guard: ConnGuard) {
+        let mut conn = Conn {
+            serve: &self,
+            peer,
+            ts: OffsetDateTime::now_utc(),
+            start: Instant::now(),
+        };
+        let mat = self.current.load_full();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&mat.tls));
+        let mut tls = match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(tcp))
+            .await
+        {
+            Err(_) => return conn.end(Outcome::Failed, Reason::HandshakeTimeout, None, None, "", 0, 0),
+            Ok(Err(e)) => {
+                let reason = mutual_tls::classify_io_error(&e);
+                let detail = e.to_string();
+                return conn.end(Outcome::Failed, reason, None, None, &detail, 0, 0);
+            }
+            Ok(Ok(s)) => s,
+        };
+        self.lm
+            .handshake_duration
+            .observe(conn.start.elapsed().as_secs_f64());
+        let (_, state) = tls.get_ref();
+        let info = TlsInfo::from_state(state);
+        let leaf = state
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.as_ref().to_vec());
+        let Some(leaf) = leaf else {
+            let _ = tls.shutdown().await;
+            return conn.end(Outcome::Failed, Reason::NoClientCert, None, Some(info), "", 0, 0);
+        };
+        let id = match Identity::from_der(&leaf) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = tls.shutdown().await;
+                let detail = e.to_string();
+                return conn.end(Outcome::Failed, Reason::Malformed, None, Some(info), &detail, 0, 0);
+            }
+        };
+        self.lm
+            .observe_peer(&id.principal(), &id.serial, id.not_after);
+        // A resumed session skips the certificate verifier (rustls reuses the stored chain): the
+        // ticketer is replaced on every reload (new CRL or CA), so only time can have passed.
+        if info.resumed && id.not_after < OffsetDateTime::now_utc().unix_timestamp() {
+            let _ = tls.shutdown().await;
+            return conn.end(Outcome::Failed, Reason::Expired, Some(&id), Some(info), "resumed session", 0, 0);
+        }
+        let decision = mat.policy.authorize(&id, None);
+        drop(mat);
+        if !decision.allowed {
+            // Close politely (close_notify) but quickly; a stalled peer must not hold the task.
+            let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+            return conn.end(Outcome::Denied, Reason::PolicyDenied, Some(&id), Some(info), "", 0, 0);
+        }
+        let backend = match self.cfg.backend.dial(self.cfg.connect_timeout).await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+                let detail = format!("{}: {e}", self.cfg.backend);
+                return conn.end(Outcome::Failed, Reason::BackendUnavailable, Some(&id), Some(info), &detail, 0, 0);
+            }
+        };
+        self.lm.outcome(Outcome::Allowed, Reason::Ok);
+        tracing::debug!(listener = %self.cfg.name, %peer, identity = %id.principal(), "allowed");
+        let act = Arc::new(Activity::default());
+        let mut client = Metered::new(tls, self.lm.bytes_in.clone(), Arc::clone(&act)).lenient_eof();
+        let mut back = Metered::new(backend, self.lm.bytes_out.clone(), Arc::clone(&act));
+        let (tin, tout) = (client.total(), back.total());
+        let end = pump(&mut client, &mut back, &act, self.cfg.idle_timeout).await;
+        match &end {
+            CopyEnd::Closed => {}
+            CopyEnd::Idle => tracing::debug!(listener = %self.cfg.name, %peer, "idle timeout"),
+            CopyEnd::Error(e) => tracing::debug!(listener = %self.cfg.name, %peer, "connection ended: {e}"),
+        }
+        let bytes_in = tin.load(std::sync::atomic::Ordering::Relaxed);
+        let bytes_out = tout.load(std::sync::atomic::Ordering::Relaxed);
+        conn.record(Outcome::Allowed, Reason::Ok, Some(&id), Some(info), bytes_in, bytes_out);
+    }
+}
+
+/// One connection's bookkeeping for its audit line.
+struct Conn<'a> {
+    serve: &'a Serve,
+    peer: SocketAddr,
+    ts: OffsetDateTime,
+    start: Instant,
+}
+
+impl Conn<'_> {
+    /// A connection that ends before proxying: counted and audited at once, logged.
+    #[allow(clippy::too_many_arguments)]
+    fn end(
+        &mut self,
+        outcome: Outcome,
+        reason: Reason,
+        id: Option<&Identity>,
+        tls: Option<TlsInfo>,
+        detail: &str,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        self.serve.lm.outcome(outcome, reason);
+        let who = id.map(Identity::principal).unwrap_or_default();
+        tracing::info!(
+            listener = %self.serve.cfg.name,
+            peer = %self.peer,
+            identity = %who,
+            result = outcome.label(),
+            reason = reason.label(),
+            "{}{}{}",
+            reason.explanation(),
+            if detail.is_empty() { "" } else { " " },
+            detail
+        );
+        self.record(outcome, reason, id, tls, bytes_in, bytes_out);
+    }
+
+    fn record(
+        &self,
+        outcome: Outcome,
+        reason: Reason,
+        id: Option<&Identity>,
+        tls: Option<TlsInfo>,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        self.serve.shared.audit.log(&AuditRecord {
+            ts: rfc3339_ms(self.ts),
+            listener: self.serve.cfg.name.clone(),
+            peer_addr: self.peer.to_string(),
+            result: outcome,
+            reason: reason.label(),
+            identity: id.map(AuditIdentity::from),
+            tls,
+            bytes_in,
+            bytes_out,
+            duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+}
+
+impl Reload for Serve {
+    fn reload(&self) -> Result<(), ProxyError> {
+        let m = build(&self.cfg)?;
+        let serial = m.cert_serial.clone();
+        self.shared.metrics.set_cert_expiry("server", m.cert_not_after);
+        self.current.store(Arc::new(m));
+        tracing::info!(listener = %self.cfg.name, serial = %serial, "new TLS configuration and policy in use");
+        Ok(())
+    }
+
+    fn watched_files(&self) -> Vec<PathBuf> {
+        let t = &self.cfg.tls;
+        let mut v = vec![t.cert.clone(), t.key.clone(), t.ca.clone()];
+        v.extend(t.crls.iter().cloned());
+        v.extend(self.cfg.policy_file.iter().cloned());
+        v
+    }
+
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+}
