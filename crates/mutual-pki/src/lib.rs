@@ -1,1 +1,557 @@
-//! placeholder
+//! mutual's private certificate authority: an offline root, an issuing intermediate, issuance
+//! profiles, CSR signing, revocation and CRLs, password-protected CA keys, and certificate
+//! inspection.
+//!
+//! The parse-don't-validate types that every command shares live here ([`KeyType`], [`San`],
+//! [`Usage`], [`RevocationReason`], [`parse_duration`]); the CA itself is in [`ca`], inspection in
+//! [`inspect`], SPIFFE ID rules in [`spiffe`], key generation/protection and careful file
+//! writing in [`keys`].
+#![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod inspect;
+pub mod keys;
+pub mod spiffe;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use mutual_store::{CertRecord, ListFilter, RevokeOutcome, Status, StoreError};
+pub use spiffe::SpiffeId;
+
+/// Everything the PKI can refuse or fail at. Messages name what is wrong and, where it helps,
+/// what to do; none of them ever contains a password or key material.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkiError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a CA already exists in {dir} ({file} is present); refusing to overwrite it")]
+    AlreadyInitialised { dir: PathBuf, file: String },
+    #[error("no CA in {dir} ({file} is missing); run `mutual ca init --dir {dir}` first")]
+    NotInitialised { dir: PathBuf, file: String },
+    #[error("wrong CA password or corrupted key ({path})")]
+    WrongPassword { path: PathBuf },
+    #[error("the CA password must not be empty")]
+    EmptyPassword,
+    #[error("{path}: {detail}")]
+    Config { path: PathBuf, detail: String },
+    #[error("invalid SAN {input:?}: {detail}")]
+    InvalidSan { input: String, detail: String },
+    #[error("invalid SPIFFE ID {id:?}: {detail}")]
+    InvalidSpiffeId { id: String, detail: String },
+    #[error(
+        "URI SAN {uri:?} is outside this CA's trust domain: only spiffe://{trust_domain}/... may be issued"
+    )]
+    OutsideTrustDomain { uri: String, trust_domain: String },
+    #[error("name {name:?} is not permitted by this CA's name constraints (permitted DNS: {permitted})")]
+    NotPermitted { name: String, permitted: String },
+    #[error("a certificate may carry only one SPIFFE ID (got {count})")]
+    MultipleSpiffeIds { count: usize },
+    #[error("a server certificate needs at least one dns: or ip: SAN (add --san dns:NAME)")]
+    ServerNeedsSan,
+    #[error("invalid name {name:?}: {detail}")]
+    InvalidName { name: String, detail: String },
+    #[error(
+        "requested TTL would end at {requested}, after the intermediate expires ({limit}); use a shorter --ttl"
+    )]
+    TtlBeyondIntermediate { requested: String, limit: String },
+    #[error("invalid duration {input:?}: {detail}")]
+    InvalidDuration { input: String, detail: String },
+    #[error("malformed CSR: {detail}")]
+    MalformedCsr { detail: String },
+    #[error("the CSR's self-signature does not verify (the CSR was altered or not signed by its key)")]
+    CsrBadSignature,
+    #[error("weak key: {detail}")]
+    WeakKey { detail: String },
+    #[error("unsupported key: {detail}")]
+    UnsupportedKey { detail: String },
+    #[error("malformed certificate input: {detail}")]
+    Malformed { detail: String },
+    #[error("invalid serial {input:?}: expected hexadecimal (colons optional)")]
+    InvalidSerial { input: String },
+    #[error("no certificate with serial {serial} in the inventory")]
+    UnknownSerial { serial: String },
+    #[error("certificate generation failed: {detail}")]
+    Generate { detail: String },
+    #[error("key protection failed: {detail}")]
+    Key { detail: String },
+    #[error("PKCS#12 export failed: {detail}")]
+    P12 { detail: String },
+    #[error("unknown {what} {input:?} (expected one of: {expected})")]
+    UnknownValue {
+        what: &'static str,
+        input: String,
+        expected: &'static str,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rcgen::Error> for PkiError {
+    fn from(e: rcgen::Error) -> Self {
+        PkiError::Generate {
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// Key algorithm for CA and leaf keys. ECDSA P-256 is the default: fast, small, and accepted by
+/// every TLS stack we interoperate with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum KeyType {
+    #[default]
+    #[serde(rename = "ecdsa-p256")]
+    EcdsaP256,
+    #[serde(rename = "ecdsa-p384")]
+    EcdsaP384,
+    #[serde(rename = "ed25519")]
+    Ed25519,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+}
+
+impl KeyType {
+    pub const ALL: [KeyType; 4] = [
+        KeyType::EcdsaP256,
+        KeyType::EcdsaP384,
+        KeyType::Ed25519,
+        KeyType::Rsa3072,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::EcdsaP256 => "ecdsa-p256",
+            KeyType::EcdsaP384 => "ecdsa-p384",
+            KeyType::Ed25519 => "ed25519",
+            KeyType::Rsa3072 => "rsa-3072",
+        }
+    }
+
+    /// The signature algorithm a key of this type signs with.
+    pub fn signature_algorithm(self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            KeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+            KeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+            KeyType::Ed25519 => &rcgen::PKCS_ED25519,
+            KeyType::Rsa3072 => &rcgen::PKCS_RSA_SHA256,
+        }
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for KeyType {
+    type Err = PkiError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "ecdsa-p256" | "p256" | "ec" => Ok(KeyType::EcdsaP256),
+            "ecdsa-p384" | "p384" => Ok(KeyType::EcdsaP384),
+            "ed25519" => Ok(KeyType::Ed25519),
+            "rsa-3072" | "rsa" => Ok(KeyType::Rsa3072),
+            _ => Err(PkiError::UnknownValue {
+                what: "key type",
+                input: s.to_string(),
+                expected: "ecdsa-p256, ecdsa-p384, ed25519, rsa-3072",
+            }),
+        }
+    }
+}
+
+/// A subject alternative name, parsed from the CLI form `dns:x`, `ip:1.2.3.4`, `uri:...`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum San {
+    /// Lowercased; may start with `*.` (a wildcard label).
+    Dns(String),
+    Ip(IpAddr),
+    /// Any absolute URI; `spiffe://` URIs are validated as SPIFFE IDs when parsed.
+    Uri(String),
+}
+
+impl San {
+    /// The SPIFFE ID in this SAN, if it is one.
+    pub fn spiffe_id(&self) -> Option<&str> {
+        match self {
+            San::Uri(u) if u.starts_with("spiffe://") => Some(u),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn to_rcgen(&self) -> Result<rcgen::SanType, PkiError> {
+        let bad = |e: rcgen::Error| PkiError::InvalidSan {
+            input: self.to_string(),
+            detail: e.to_string(),
+        };
+        Ok(match self {
+            San::Dns(d) => rcgen::SanType::DnsName(d.clone().try_into().map_err(bad)?),
+            San::Ip(ip) => rcgen::SanType::IpAddress(*ip),
+            San::Uri(u) => rcgen::SanType::URI(u.clone().try_into().map_err(bad)?),
+        })
+    }
+}
+
+impl fmt::Display for San {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            San::Dns(d) => write!(f, "dns:{d}"),
+            San::Ip(ip) => write!(f, "ip:{ip}"),
+            San::Uri(u) => write!(f, "uri:{u}"),
+        }
+    }
+}
+
+impl FromStr for San {
+    type Err = PkiError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |detail: &str| PkiError::InvalidSan {
+            input: s.to_string(),
+            detail: detail.to_string(),
+        };
+        let Some((kind, value)) = s.split_once(':') else {
+            return Err(bad(
+                "expected TYPE:VALUE with TYPE one of dns, ip, uri (e.g. dns:web.internal)",
+            ));
+        };
+        if value.is_empty() {
+            return Err(bad("empty value"));
+        }
+        match kind.to_ascii_lowercase().as_str() {
+            "dns" => {
+                let d = value.to_ascii_lowercase();
+                validate_dns_name(&d).map_err(|e| bad(&e))?;
+                Ok(San::Dns(d))
+            }
+            "ip" => value
+                .parse::<IpAddr>()
+                .map(San::Ip)
+                .map_err(|_| bad("not an IPv4 or IPv6 address")),
+            "uri" => {
+                if value.starts_with("spiffe:") || value.starts_with("SPIFFE:") {
+                    let id = SpiffeId::parse(value)?;
+                    return Ok(San::Uri(id.to_string()));
+                }
+                let scheme_ok = value.split_once(':').is_some_and(|(scheme, rest)| {
+                    !rest.is_empty()
+                        && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                        && scheme
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+                });
+                if !scheme_ok || !value.is_ascii() || value.contains(char::is_whitespace) {
+                    return Err(bad("not an absolute URI (scheme:...)"));
+                }
+                Ok(San::Uri(value.to_string()))
+            }
+            other => Err(bad(&format!(
+                "unknown SAN type {other:?} (expected dns:, ip: or uri:)"
+            ))),
+        }
+    }
+}
+
+/// Checks a DNS name for a SAN: LDH labels of at most 63 bytes, at most 253 bytes, an optional
+/// leading `*.` wildcard label.
+pub(crate) fn validate_dns_name(d: &str) -> Result<(), String> {
+    let body = d.strip_prefix("*.").unwrap_or(d);
+    if body.is_empty() || d.len() > 253 {
+        return Err("DNS name must be 1 to 253 characters".into());
+    }
+    for label in body.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("every DNS label must be 1 to 63 characters (no empty labels)".into());
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label {label:?} starts or ends with '-'"));
+        }
+        if !label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "label {label:?} has characters other than letters, digits, '-' and '_'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a leaf certificate may be used for (its extended key usages).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Usage {
+    Server,
+    #[default]
+    Client,
+    Both,
+}
+
+impl Usage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Usage::Server => "server",
+            Usage::Client => "client",
+            Usage::Both => "both",
+        }
+    }
+}
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// RFC 5280 revocation reasons, spelled as on the CLI (`key-compromise`, ...).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RevocationReason {
+    #[default]
+    Unspecified,
+    KeyCompromise,
+    CaCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+    CertificateHold,
+    PrivilegeWithdrawn,
+}
+
+impl RevocationReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationReason::Unspecified => "unspecified",
+            RevocationReason::KeyCompromise => "key-compromise",
+            RevocationReason::CaCompromise => "ca-compromise",
+            RevocationReason::AffiliationChanged => "affiliation-changed",
+            RevocationReason::Superseded => "superseded",
+            RevocationReason::CessationOfOperation => "cessation-of-operation",
+            RevocationReason::CertificateHold => "certificate-hold",
+            RevocationReason::PrivilegeWithdrawn => "privilege-withdrawn",
+        }
+    }
+
+    /// The CRL entry reason code; `unspecified` is omitted as RFC 5280 §5.3.1 asks.
+    pub(crate) fn to_rcgen(self) -> Option<rcgen::RevocationReason> {
+        use rcgen::RevocationReason as R;
+        match self {
+            RevocationReason::Unspecified => None,
+            RevocationReason::KeyCompromise => Some(R::KeyCompromise),
+            RevocationReason::CaCompromise => Some(R::CaCompromise),
+            RevocationReason::AffiliationChanged => Some(R::AffiliationChanged),
+            RevocationReason::Superseded => Some(R::Superseded),
+            RevocationReason::CessationOfOperation => Some(R::CessationOfOperation),
+            RevocationReason::CertificateHold => Some(R::CertificateHold),
+            RevocationReason::PrivilegeWithdrawn => Some(R::PrivilegeWithdrawn),
+        }
+    }
+}
+
+impl fmt::Display for RevocationReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RevocationReason {
+    type Err = PkiError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let norm = s.to_ascii_lowercase().replace('_', "-");
+        Ok(match norm.as_str() {
+            "unspecified" => RevocationReason::Unspecified,
+            "key-compromise" => RevocationReason::KeyCompromise,
+            "ca-compromise" => RevocationReason::CaCompromise,
+            "affiliation-changed" => RevocationReason::AffiliationChanged,
+            "superseded" => RevocationReason::Superseded,
+            "cessation-of-operation" => RevocationReason::CessationOfOperation,
+            "certificate-hold" => RevocationReason::CertificateHold,
+            "privilege-withdrawn" => RevocationReason::PrivilegeWithdrawn,
+            _ => {
+                return Err(PkiError::UnknownValue {
+                    what: "revocation reason",
+                    input: s.to_string(),
+                    expected: "unspecified, key-compromise, ca-compromise, affiliation-changed, \
+                               superseded, cessation-of-operation, certificate-hold, privilege-withdrawn",
+                })
+            }
+        })
+    }
+}
+
+/// Parses a duration such as `90s`, `15m`, `24h`, `7d`, `2w` or a sum like `1h30m`.
+/// A bare number is refused: a unit-less TTL is a mistake waiting to happen.
+pub fn parse_duration(input: &str) -> Result<Duration, PkiError> {
+    let bad = |detail: &str| PkiError::InvalidDuration {
+        input: input.to_string(),
+        detail: detail.to_string(),
+    };
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(bad("empty"));
+    }
+    let mut total: u64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 0 {
+            return Err(bad("expected a number followed by a unit (s, m, h, d, w), e.g. 24h"));
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad("number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .count();
+        let unit = &rest[..unit_len];
+        rest = rest[unit_len..].trim_start();
+        let mult: u64 = match unit {
+            "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86_400,
+            "w" | "week" | "weeks" => 7 * 86_400,
+            "y" | "year" | "years" => 365 * 86_400,
+            "" => return Err(bad("missing unit (s, m, h, d, w), e.g. 24h")),
+            other => return Err(bad(&format!("unknown unit {other:?} (use s, m, h, d, w)"))),
+        };
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(|| bad("too large"))?;
+    }
+    if total == 0 {
+        return Err(bad("must be greater than zero"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Formats seconds as a short human duration (`3d 4h`, `45m`, `12s`).
+pub fn human_duration(secs: i64) -> String {
+    let neg = secs < 0;
+    let s = secs.unsigned_abs();
+    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
+    let body = if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m")
+    } else {
+        format!("{s}s")
+    };
+    if neg {
+        format!("-{body}")
+    } else {
+        body
+    }
+}
+
+/// Normalises a serial typed by a person (`0A:1b:...`, `0a1b...`, with or without a leading
+/// zero byte as openssl may print it) to the inventory form: lowercase hex, no colons, no
+/// leading zero bytes.
+pub fn normalize_serial(input: &str) -> Result<String, PkiError> {
+    let mut s: String = input
+        .trim()
+        .trim_start_matches("0x")
+        .chars()
+        .filter(|c| *c != ':' && !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if s.is_empty() || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(PkiError::InvalidSerial {
+            input: input.to_string(),
+        });
+    }
+    s = s.trim_start_matches('0').to_string();
+    if s.is_empty() {
+        s.push('0');
+    }
+    if s.len() % 2 == 1 {
+        s.insert(0, '0');
+    }
+    Ok(s)
+}
+
+/// Lowercase hex of a big-endian serial, without leading zero bytes (as [`normalize_serial`]).
+pub fn serial_hex(bytes: &[u8]) -> String {
+    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len().saturating_sub(1));
+    hex::encode(&bytes[first..])
+}
+
+/// `AB:CD:...` form of a lowercase hex string (how openssl shows fingerprints).
+pub fn colon_hex(hex_lower: &str) -> String {
+    hex_lower
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("24h").unwrap().as_secs(), 86_400);
+        assert_eq!(parse_duration("7d").unwrap().as_secs(), 7 * 86_400);
+        assert_eq!(parse_duration("1h30m").unwrap().as_secs(), 5400);
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sans() {
+        assert_eq!(
+            "dns:Web.Internal".parse::<San>().unwrap(),
+            San::Dns("web.internal".into())
+        );
+        assert!(matches!("ip:10.0.0.1".parse::<San>().unwrap(), San::Ip(_)));
+        assert!(matches!("ip:::1".parse::<San>().unwrap(), San::Ip(_)));
+        assert_eq!(
+            "uri:spiffe://example.org/ns/a".parse::<San>().unwrap(),
+            San::Uri("spiffe://example.org/ns/a".into())
+        );
+        let e = "email:a@b".parse::<San>().unwrap_err().to_string();
+        assert!(e.contains("unknown SAN type"), "{e}");
+        assert!("dns:bad..name".parse::<San>().is_err());
+        assert!("ip:300.1.1.1".parse::<San>().is_err());
+        assert!("uri:spiffe://Example.org/x".parse::<San>().is_err());
+        assert!("web".parse::<San>().is_err());
+    }
+
+    #[test]
+    fn serials() {
+        assert_eq!(normalize_serial("0A:1B:ff").unwrap(), "0a1bff");
+        assert_eq!(normalize_serial("000a1bff").unwrap(), "0a1bff");
+        assert_eq!(normalize_serial("AB").unwrap(), "ab");
+        assert!(normalize_serial("xyz").is_err());
+        assert_eq!(serial_hex(&[0, 0x0a, 0x1b]), "0a1b");
+        assert_eq!(colon_hex("0a1b"), "0A:1B");
+    }
+
+    #[test]
+    fn names() {
+        for k in KeyType::ALL {
+            assert_eq!(k.as_str().parse::<KeyType>().unwrap(), k);
+        }
+        assert!("dsa".parse::<KeyType>().is_err());
+        assert_eq!(
+            "key-compromise".parse::<RevocationReason>().unwrap(),
+            RevocationReason::KeyCompromise
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! Certificate inspection: everything a person checks when a certificate misbehaves, in one
+//! struct that prints as text or JSON, plus warnings for what commonly goes wrong (expired, not
+//! yet valid, weak key, SHA-1, overlong leaf validity, leaf without EKU).
+//!
+//! It reports; it does not judge (path validation is `cert verify`).
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::prelude::FromDer;
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
+use crate::ca::rfc3339;
+use crate::{colon_hex, human_duration, serial_hex, PkiError};
+
+/// A leaf valid for longer than this draws a warning (the CA/Browser Forum limit; a sign that
+/// the cert will not be rotated).
+const MAX_LEAF_DAYS: i64 = 398;
+
+/// What `cert inspect` shows for one certificate.
+#[derive(Clone, Debug, Serialize)]
+pub struct CertInfo {
+    /// Position in the input (0 = first).
+    pub index: usize,
+    pub subject: String,
+    pub issuer: String,
+    /// Lowercase hex, no colons.
+    pub serial: String,
+    pub sans: Vec<String>,
+    pub spiffe_id: Option<String>,
+    /// RFC 3339.
+    pub not_before: String,
+    pub not_after: String,
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
+    /// Seconds until notAfter (negative when expired).
+    pub seconds_left: i64,
+    /// Human form of `seconds_left`, or "expired".
+    pub time_left: String,
+    /// e.g. "ECDSA P-256", "RSA", "Ed25519".
+    pub key_type: String,
+    pub key_bits: usize,
+    pub signature_algorithm: String,
+    pub key_usage: Vec<String>,
+    pub extended_key_usage: Vec<String>,
+    pub is_ca: bool,
+    pub path_len: Option<u32>,
+    pub self_signed: bool,
+    /// `AB:CD:...` SHA-256 of the DER.
+    pub sha256: String,
+    pub warnings: Vec<String>,
+}
+
+fn malformed(detail: impl Into<String>) -> PkiError {
+    PkiError::Malformed {
+        detail: detail.into(),
+    }
+}
+
+/// Inspects every certificate in `input`: a PEM bundle (other PEM blocks such as keys are
+/// skipped) or one DER certificate.
+pub fn inspect_pem_or_der(input: &[u8]) -> Result<Vec<CertInfo>, PkiError> {
+    let ders = certs_from_pem_or_der(input)?;
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    ders.iter()
+        .enumerate()
+        .map(|(i, d)| inspect_der(i, d, now))
+        .collect()
+}
+
+/// Splits a PEM bundle or a single DER certificate into DER certificates.
+pub fn certs_from_pem_or_der(input: &[u8]) -> Result<Vec<Vec<u8>>, PkiError> {
+    if input.is_empty() {
+        return Err(malformed("empty input"));
+    }
+    let looks_pem = input.windows(10).any(|w| w == b"-----BEGIN");
+    if looks_pem {
+        let mut out = Vec::new();
+        for p in x509_parser::pem::Pem::iter_from_buffer(input) {
+            let p = p.map_err(|e| malformed(format!("bad PEM: {e}")))?;
+            if p.label == "CERTIFICATE" || p.label == "X509 CERTIFICATE" {
+                out.push(p.contents);
+            }
+        }
+        if out.is_empty() {
+            return Err(malformed("no CERTIFICATE block in the PEM input"));
+        }
+        return Ok(out);
+    }
+    if input.first() != Some(&0x30) {
+        return Err(malformed(
+            "neither PEM (no -----BEGIN line) nor DER (does not start with a SEQUENCE)",
+        ));
+    }
+    Ok(vec![input.to_vec()])
+}
+
+/// Key algorithm and size of a public key, as a person names them.
+pub fn describe_key(spki: &SubjectPublicKeyInfo<'_>) -> (String, usize) {
+    let oid = spki.algorithm.algorithm.to_id_string();
+    match oid.as_str() {
+        "1.3.101.112" => ("Ed25519".into(), 256),
+        "1.3.101.113" => ("Ed448".into(), 456),
+        "1.2.840.10045.2.1" => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string());
+            let bits = match spki.parsed() {
+                Ok(PublicKey::EC(ec)) => ec.key_size(),
+                _ => 0,
+            };
+            let name = match curve.as_deref() {
+                Some("1.2.840.10045.3.1.7") => "ECDSA P-256".to_string(),
+                Some("1.3.132.0.34") => "ECDSA P-384".to_string(),
+                Some("1.3.132.0.35") => "ECDSA P-521".to_string(),
+                Some(other) => format!("ECDSA (curve {other})"),
+                None => "ECDSA (unknown curve)".to_string(),
+            };
+            (name, bits)
+        }
+        "1.2.840.113549.1.1.1" => match spki.parsed() {
+            Ok(PublicKey::RSA(r)) => ("RSA".into(), r.key_size()),
+            _ => ("RSA (unparsable)".into(), 0),
+        },
+        other => (format!("unknown key algorithm {other}"), 0),
+    }
+}
+
+fn sig_name(oid: &str) -> String {
+    match oid {
+        "1.2.840.10045.4.3.2" => "ecdsa-with-SHA256",
+        "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384",
+        "1.2.840.10045.4.3.4" => "ecdsa-with-SHA512",
+        "1.2.840.10045.4.1" => "ecdsa-with-SHA1",
+        "1.2.840.113549.1.1.11" => "sha256WithRSAEncryption",
+        "1.2.840.113549.1.1.12" => "sha384WithRSAEncryption",
+        "1.2.840.113549.1.1.13" => "sha512WithRSAEncryption",
+        "1.2.840.113549.1.1.10" => "RSASSA-PSS",
+        "1.2.840.113549.1.1.5" => "sha1WithRSAEncryption",
+        "1.2.840.113549.1.1.4" => "md5WithRSAEncryption",
+        "1.3.101.112" => "Ed25519",
+        "1.3.101.113" => "Ed448",
+        other => return other.to_string(),
+    }
+    .to_string()
+}
+
+fn general_name(g: &GeneralName<'_>) -> String {
+    match g {
+        GeneralName::DNSName(d) => format!("dns:{d}"),
+        GeneralName::IPAddress(b) => match b.len() {
+            4 => {
+                let a: [u8; 4] = [b[0], b[1], b[2], b[3]];
+                format!("ip:{}", std::net::Ipv4Addr::from(a))
+            }
+            16 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(b);
+                format!("ip:{}", std::net::Ipv6Addr::from(a))
+            }
+            _ => format!("ip:<{} bytes>", b.len()),
+        },
+        GeneralName::URI(u) => format!("uri:{u}"),
+        GeneralName::RFC822Name(e) => format!("email:{e}"),
+        other => format!("other:{other:?}"),
+    }
+}
+
+fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError> {
+    let (rest, c): (_, X509Certificate<'_>) = X509Certificate::from_der(der)
+        .map_err(|e| malformed(format!("certificate #{index} is not valid X.509: {e}")))?;
+    if !rest.is_empty() {
+        return Err(malformed(format!(
+            "certificate #{index} has trailing bytes after it"
+        )));
+    }
+    let nb = c.validity().not_before.to_datetime();
+    let na = c.validity().not_after.to_datetime();
+    let (nb_u, na_u) = (nb.unix_timestamp(), na.unix_timestamp());
+    let mut sans = Vec::new();
+    let mut key_usage = Vec::new();
+    let mut eku = Vec::new();
+    let mut has_eku = false;
+    let mut is_ca = false;
+    let mut path_len = None;
+    for ext in c.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectAlternativeName(s) => {
+                sans.extend(s.general_names.iter().map(general_name));
+            }
+            ParsedExtension::KeyUsage(k) => {
+                for (on, n) in [
+                    (k.digital_signature(), "digitalSignature"),
+                    (k.non_repudiation(), "contentCommitment"),
+                    (k.key_encipherment(), "keyEncipherment"),
+                    (k.data_encipherment(), "dataEncipherment"),
+                    (k.key_agreement(), "keyAgreement"),
+                    (k.key_cert_sign(), "keyCertSign"),
+                    (k.crl_sign(), "cRLSign"),
+                    (k.encipher_only(), "encipherOnly"),
+                    (k.decipher_only(), "decipherOnly"),
+                ] {
+                    if on {
+                        key_usage.push(n.to_string());
+                    }
+                }
+            }
+            ParsedExtension::ExtendedKeyUsage(e) => {
+                has_eku = true;
+                for (on, n) in [
+                    (e.any, "any"),
+                    (e.server_auth, "serverAuth"),
+                    (e.client_auth, "clientAuth"),
+                    (e.code_signing, "codeSigning"),
+                    (e.email_protection, "emailProtection"),
+                    (e.time_stamping, "timeStamping"),
+                    (e.ocsp_signing, "OCSPSigning"),
+                ] {
+                    if on {
+                        eku.push(n.to_string());
+                    }
+                }
+                eku.extend(e.other.iter().map(|o| o.to_id_string()));
+            }
+            ParsedExtension::BasicConstraints(b) => {
+                is_ca = b.ca;
+                path_len = b.path_len_constraint;
+            }
+            _ => {}
+        }
+    }
+    let spiffe_id = sans
+        .iter()
+        .find_map(|s| s.strip_prefix("uri:spiffe://"))
+        .map(|rest| format!("spiffe://{rest}"));
+    let (key_type, key_bits) = describe_key(c.public_key());
+    let sig_oid = c.signature_algorithm.algorithm.to_id_string();
+    let signature_algorithm = sig_name(&sig_oid);
+    let self_signed = c.subject() == c.issuer();
+
+    let mut warnings = Vec::new();
+    if na_u <= now {
+        warnings.push(format!("expired {} ago", human_duration(now - na_u)));
+    }
+    if nb_u > now {
+        warnings.push(format!("not yet valid (starts in {})", human_duration(nb_u - now)));
+    }
+    let weak = match key_type.as_str() {
+        "RSA" => key_bits < 2048,
+        k if k.starts_with("ECDSA") => key_bits > 0 && key_bits < 256,
+        _ => false,
+    };
+    if weak {
+        warnings.push(format!("weak key: {key_type} {key_bits} bits"));
+    }
+    if signature_algorithm.contains("SHA1") || signature_algorithm.starts_with("sha1") {
+        warnings.push(format!("SHA-1 signature ({signature_algorithm})"));
+    }
+    if signature_algorithm.starts_with("md5") {
+        warnings.push(format!("MD5 signature ({signature_algorithm})"));
+    }
+    if !is_ca {
+        let days = (na_u - nb_u) / 86_400;
+        if days > MAX_LEAF_DAYS {
+            warnings.push(format!(
+                "validity of {days} days is longer than {MAX_LEAF_DAYS} days for a leaf"
+            ));
+        }
+        if !has_eku {
+            warnings.push(
+                "leaf without extended key usage (no serverAuth/clientAuth stated)".into(),
+            );
+        }
+    }
+    let secs_left = na_u - now;
+    let fp = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der));
+    Ok(CertInfo {
+        index,
+        subject: c.subject().to_string(),
+        issuer: c.issuer().to_string(),
+        serial: serial_hex(c.raw_serial()),
+        sans,
+        spiffe_id,
+        not_before: rfc3339(nb),
+        not_after: rfc3339(na),
+        not_before_unix: nb_u,
+        not_after_unix: na_u,
+        seconds_left: secs_left,
+        time_left: if secs_left <= 0 {
+            "expired".into()
+        } else {
+            human_duration(secs_left)
+        },
+        key_type,
+        key_bits,
+        signature_algorithm,
+        key_usage,
+        extended_key_usage: eku,
+        is_ca,
+        path_len,
+        self_signed,
+        sha256: colon_hex(&fp),
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn malformed_inputs() {
+        assert!(inspect_pem_or_der(b"").is_err());
+        assert!(inspect_pem_or_der(b"hello").is_err());
+        assert!(inspect_pem_or_der(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
+        assert!(inspect_pem_or_der(&[0x30, 0x03, 0x01, 0x01]).is_err());
+    }
+
+    #[test]
+    fn leaf_without_eku_warns() {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        p.not_before = OffsetDateTime::now_utc() - time::Duration::days(1);
+        p.not_after = OffsetDateTime::now_utc() + time::Duration::days(500);
+        let c = p.self_signed(&k).unwrap();
+        let info = inspect_pem_or_der(c.pem().as_bytes()).unwrap();
+        assert_eq!(info.len(), 1);
+        let w = info[0].warnings.join("; ");
+        assert!(w.contains("extended key usage"), "{w}");
+        assert!(w.contains("longer than 398"), "{w}");
+        assert_eq!(info[0].key_type, "ECDSA P-256");
+        assert_eq!(info[0].sans, vec!["dns:a.example".to_string()]);
+        let der = inspect_pem_or_der(c.der()).unwrap();
+        assert_eq!(der[0].sha256, info[0].sha256);
+    }
+}

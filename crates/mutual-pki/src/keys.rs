@@ -1,0 +1,270 @@
+//! Key generation, password protection of CA keys, and the careful file writing every secret
+//! needs.
+//!
+//! CA keys are stored as PKCS#8 `ENCRYPTED PRIVATE KEY` (PBES2: scrypt N=2^14, r=8, p=1 with
+//! AES-256-CBC), which `openssl pkey -passin` reads. pkcs8's default scrypt cost (N=2^17,
+//! 128 MiB) exceeds OpenSSL's scrypt memory limit, hence the explicit parameters; see
+//! docs/pki.md for the measured cost and why scrypt rather than PBKDF2.
+//!
+//! Files are written to a temporary file in the target directory with their final mode (0600
+//! for keys), fsynced, then renamed (or hard-linked when the target must not already exist), so a
+//! crash or a full disk never leaves a half-written key under the real name.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use pkcs8::der::zeroize::Zeroizing;
+use pkcs8::{EncryptedPrivateKeyInfo, LineEnding, PrivateKeyInfo, SecretDocument};
+use rcgen::KeyPair;
+
+use crate::{KeyType, PkiError};
+
+/// scrypt cost: log2(N) = 14, r = 8, p = 1 (16 MiB, OpenSSL's default limit is 32 MiB).
+const SCRYPT_LOG_N: u8 = 14;
+const SCRYPT_R: u32 = 8;
+const SCRYPT_P: u32 = 1;
+
+/// Generates a fresh key of the given type.
+pub fn generate(kt: KeyType) -> Result<KeyPair, PkiError> {
+    let r = match kt {
+        KeyType::Rsa3072 => {
+            KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_3072)
+        }
+        other => KeyPair::generate_for(other.signature_algorithm()),
+    };
+    r.map_err(|e| PkiError::Key {
+        detail: format!("cannot generate a {kt} key: {e}"),
+    })
+}
+
+/// Loads a plaintext PKCS#8 DER key of a known type.
+pub fn load_pkcs8(der: &[u8], kt: KeyType) -> Result<KeyPair, PkiError> {
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from(der);
+    KeyPair::from_pkcs8_der_and_sign_algo(&der, kt.signature_algorithm()).map_err(|e| {
+        PkiError::Key {
+            detail: format!("the key is not a valid {kt} PKCS#8 key: {e}"),
+        }
+    })
+}
+
+/// Encrypts a PKCS#8 DER private key with `password`, returning `ENCRYPTED PRIVATE KEY` PEM.
+pub fn encrypt_pkcs8_pem(der: &[u8], password: &[u8]) -> Result<Zeroizing<String>, PkiError> {
+    if password.is_empty() {
+        return Err(PkiError::EmptyPassword);
+    }
+    let kerr = |what: &str| PkiError::Key {
+        detail: what.to_string(),
+    };
+    let info = PrivateKeyInfo::try_from(der).map_err(|_| kerr("not a PKCS#8 key"))?;
+    let salt: [u8; 16] = rand::random();
+    let iv: [u8; 16] = rand::random();
+    let sp = pkcs8::pkcs5::scrypt::Params::new(SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P, 32)
+        .map_err(|_| kerr("bad scrypt parameters"))?;
+    let params = pkcs8::pkcs5::pbes2::Parameters::scrypt_aes256cbc(sp, &salt, &iv)
+        .map_err(|_| kerr("bad PBES2 parameters"))?;
+    let doc = info
+        .encrypt_with_params(params, password)
+        .map_err(|_| kerr("encryption failed"))?;
+    doc.to_pem("ENCRYPTED PRIVATE KEY", LineEnding::LF)
+        .map_err(|_| kerr("PEM encoding failed"))
+}
+
+/// Decrypts an `ENCRYPTED PRIVATE KEY` PEM. Any failure (bad padding, bad structure) is reported
+/// as a wrong password: the two cannot be told apart reliably, and the message must not help
+/// an attacker either way.
+pub fn decrypt_pkcs8_pem(
+    pem: &str,
+    password: &[u8],
+    path: &Path,
+) -> Result<SecretDocument, PkiError> {
+    let wrong = || PkiError::WrongPassword {
+        path: path.to_path_buf(),
+    };
+    let (label, doc) = SecretDocument::from_pem(pem).map_err(|_| wrong())?;
+    if label != "ENCRYPTED PRIVATE KEY" {
+        return Err(PkiError::Key {
+            detail: format!(
+                "{}: expected an ENCRYPTED PRIVATE KEY, found {label}",
+                path.display()
+            ),
+        });
+    }
+    let enc = EncryptedPrivateKeyInfo::try_from(doc.as_bytes()).map_err(|_| wrong())?;
+    let plain = enc.decrypt(password).map_err(|_| wrong())?;
+    // A wrong password occasionally yields valid padding; the PKCS#8 structure catches that.
+    PrivateKeyInfo::try_from(plain.as_bytes()).map_err(|_| wrong())?;
+    Ok(plain)
+}
+
+/// Plaintext PKCS#8 PEM (`PRIVATE KEY`) for leaf keys handed to services.
+pub fn pkcs8_pem(key: &KeyPair) -> Zeroizing<String> {
+    Zeroizing::new(key.serialize_pem())
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A file written and fsynced under a temporary name in its final directory, not yet visible
+/// under its real name. Dropping it without [`StagedFile::commit`] removes it.
+pub struct StagedFile {
+    tmp: tempfile::NamedTempFile,
+    target: PathBuf,
+}
+
+impl StagedFile {
+    /// Writes `data` to a temporary file next to `target`, with `mode`, and fsyncs it.
+    pub fn write(target: &Path, data: &[u8], mode: u32) -> Result<StagedFile, PkiError> {
+        let dir = parent_dir(target);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".mutual-tmp-")
+            .permissions(std::fs::Permissions::from_mode(mode))
+            .tempfile_in(&dir)
+            .map_err(io(&dir))?;
+        // The umask may have narrowed the mode further; make it exactly `mode`.
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io(target))?;
+        tmp.write_all(data).map_err(io(target))?;
+        tmp.as_file().sync_all().map_err(io(target))?;
+        Ok(StagedFile {
+            tmp,
+            target: target.to_path_buf(),
+        })
+    }
+
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Moves the file to its real name. With `overwrite == false` an existing file is an error
+    /// (and is left untouched).
+    pub fn commit(self, overwrite: bool) -> Result<(), PkiError> {
+        let target = self.target;
+        let res = if overwrite {
+            self.tmp.persist(&target).map(|_| ())
+        } else {
+            self.tmp.persist_noclobber(&target).map(|_| ())
+        };
+        res.map_err(|e| PkiError::Io {
+            path: target.clone(),
+            source: e.error,
+        })?;
+        sync_dir(&parent_dir(&target));
+        Ok(())
+    }
+}
+
+fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Makes the rename durable. Best effort: some filesystems refuse fsync on directories.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Writes `data` to `path` atomically with `mode`.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32, overwrite: bool) -> Result<(), PkiError> {
+    StagedFile::write(path, data, mode)?.commit(overwrite)
+}
+
+/// A PKCS#12 bundle of `key` (PKCS#8 DER) and `chain` (DER, leaf first), PBES2 AES-256 with
+/// HMAC-SHA256 integrity, as `openssl pkcs12` (OpenSSL 3) reads by default.
+pub fn pkcs12(
+    friendly_name: &str,
+    key_pkcs8_der: &[u8],
+    chain_der: &[Vec<u8>],
+    password: &str,
+) -> Result<Vec<u8>, PkiError> {
+    use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKeyChain};
+    if password.is_empty() {
+        return Err(PkiError::P12 {
+            detail: "the PKCS#12 password must not be empty".into(),
+        });
+    }
+    let perr = |e: p12_keystore::error::Error| PkiError::P12 {
+        detail: e.to_string(),
+    };
+    let certs = chain_der
+        .iter()
+        .map(|d| Certificate::from_der(d).map_err(perr))
+        .collect::<Result<Vec<_>, _>>()?;
+    let local_key_id: [u8; 20] = rand::random();
+    let chain = PrivateKeyChain::new(key_pkcs8_der, local_key_id, certs);
+    let mut ks = KeyStore::new();
+    ks.add_entry(friendly_name, KeyStoreEntry::PrivateKeyChain(chain));
+    ks.writer(password)
+        .encryption_iterations(100_000)
+        .mac_iterations(100_000)
+        .write()
+        .map_err(perr)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn encrypt_roundtrip_and_wrong_password() {
+        let k = generate(KeyType::EcdsaP256).unwrap();
+        let t = std::time::Instant::now();
+        let pem = encrypt_pkcs8_pem(k.serialized_der(), b"correct horse").unwrap();
+        let enc_cost = t.elapsed();
+        let t = std::time::Instant::now();
+        let plain = decrypt_pkcs8_pem(&pem, b"correct horse", Path::new("k")).unwrap();
+        eprintln!("scrypt encrypt {enc_cost:?}, decrypt {:?}", t.elapsed());
+        assert_eq!(plain.as_bytes(), k.serialized_der());
+        let e = decrypt_pkcs8_pem(&pem, b"wrong", Path::new("k")).unwrap_err();
+        assert!(matches!(e, PkiError::WrongPassword { .. }));
+        assert!(encrypt_pkcs8_pem(k.serialized_der(), b"").is_err());
+    }
+
+    /// Prints the cost of one decryption with each KDF OpenSSL reads (docs/pki.md quotes it).
+    /// `cargo test -p mutual-pki --release kdf_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn kdf_cost() {
+        let k = generate(KeyType::EcdsaP256).unwrap();
+        let info = PrivateKeyInfo::try_from(k.serialized_der()).unwrap();
+        let (salt, iv) = ([7u8; 16], [9u8; 16]);
+        let pb = pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(600_000, &salt, &iv)
+            .unwrap();
+        let doc = info.encrypt_with_params(pb, b"pw").unwrap();
+        let t = std::time::Instant::now();
+        EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
+            .unwrap()
+            .decrypt(b"pw")
+            .unwrap();
+        eprintln!("pbkdf2-sha256 600000: {:?}", t.elapsed());
+        let pem = encrypt_pkcs8_pem(k.serialized_der(), b"pw").unwrap();
+        let t = std::time::Instant::now();
+        decrypt_pkcs8_pem(&pem, b"pw", Path::new("k")).unwrap();
+        eprintln!("scrypt 2^14,8,1: {:?}", t.elapsed());
+    }
+
+    #[test]
+    fn staged_file_is_removed_unless_committed() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("x.key");
+        let s = StagedFile::write(&target, b"secret", 0o600).unwrap();
+        drop(s);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
+        write_atomic(&target, b"one", 0o600, false).unwrap();
+        assert!(write_atomic(&target, b"two", 0o600, false).is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"one");
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}
