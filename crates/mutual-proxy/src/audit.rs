@@ -84,14 +84,18 @@ impl TlsInfo {
             .negotiated_cipher_suite()
             .map(|s| {
                 let s = s.suite();
-                s.as_str().map(str::to_string).unwrap_or_else(|| format!("{s:?}"))
+                s.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{s:?}"))
             })
             .unwrap_or_default();
         let group = c
             .negotiated_key_exchange_group()
             .map(|g| {
                 let n = g.name();
-                n.as_str().map(str::to_string).unwrap_or_else(|| format!("{n:?}"))
+                n.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{n:?}"))
             })
             .unwrap_or_default();
         let resumed = c.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
@@ -140,9 +144,15 @@ enum Sink {
     File(PathBuf),
 }
 
+enum Msg {
+    Line(String),
+    /// Acknowledged once everything queued before it is written and flushed.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
 /// Where audit lines go. `Audit::disabled()` drops them (no `--audit-log`).
 pub struct Audit {
-    tx: Option<SyncSender<String>>,
+    tx: Option<SyncSender<Msg>>,
 }
 
 /// Lines queued before producers wait for the writer.
@@ -165,20 +175,29 @@ impl Audit {
             Sink::Stdout => Box::new(std::io::stdout()),
             Sink::File(p) => Box::new(open_append(p)?),
         };
-        let (tx, rx) = sync_channel::<String>(QUEUE);
+        let (tx, rx) = sync_channel::<Msg>(QUEUE);
         std::thread::Builder::new()
             .name("mutual-audit".into())
             .spawn(move || {
                 // Write every queued line, flush when the queue is momentarily empty: one
                 // syscall per burst instead of per line, and nothing waits long in a buffer.
-                while let Ok(line) = rx.recv() {
-                    let mut ok = out.write_all(line.as_bytes()).is_ok();
-                    while let Ok(more) = rx.try_recv() {
-                        ok &= out.write_all(more.as_bytes()).is_ok();
+                let mut acks = Vec::new();
+                while let Ok(first) = rx.recv() {
+                    let mut ok = true;
+                    let mut next = Some(first);
+                    while let Some(msg) = next {
+                        match msg {
+                            Msg::Line(l) => ok &= out.write_all(l.as_bytes()).is_ok(),
+                            Msg::Flush(ack) => acks.push(ack),
+                        }
+                        next = rx.try_recv().ok();
                     }
                     ok &= out.flush().is_ok();
                     if !ok {
                         tracing::error!(target: "mutual::audit", "cannot write the audit log");
+                    }
+                    for ack in acks.drain(..) {
+                        let _ = ack.send(());
                     }
                 }
             })
@@ -195,11 +214,20 @@ impl Audit {
         match serde_json::to_string(rec) {
             Ok(mut line) => {
                 line.push('\n');
-                if tx.send(line).is_err() {
+                if tx.send(Msg::Line(line)).is_err() {
                     tracing::error!(target: "mutual::audit", "audit writer has stopped");
                 }
             }
             Err(e) => tracing::error!(target: "mutual::audit", "cannot encode audit record: {e}"),
+        }
+    }
+
+    /// Waits (up to `timeout`) until every line queued so far is written: call before exiting.
+    pub fn flush(&self, timeout: std::time::Duration) {
+        let Some(tx) = &self.tx else { return };
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        if tx.send(Msg::Flush(ack_tx)).is_ok() {
+            let _ = ack_rx.recv_timeout(timeout);
         }
     }
 
@@ -328,18 +356,12 @@ mod tests {
                 duration_ms: 0,
             });
         }
-        let mut lines = Vec::new();
-        for _ in 0..200 {
-            lines = std::fs::read_to_string(&p)
-                .unwrap()
-                .lines()
-                .map(str::to_string)
-                .collect();
-            if lines.len() == 3 {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        a.flush(std::time::Duration::from_secs(5));
+        let lines: Vec<String> = std::fs::read_to_string(&p)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
         assert_eq!(lines.len(), 3);
         let v: serde_json::Value = serde_json::from_str(&lines[2]).unwrap();
         assert_eq!(v["listener"], "l2");

@@ -95,9 +95,13 @@ impl Connect {
             );
         }
         let me = Arc::clone(&self);
-        crate::accept::run(listener, &self.cfg.limits, &self.lm, shutdown, move |tcp, peer, g| {
-            Arc::clone(&me).handle(tcp, peer, g)
-        })
+        crate::accept::run(
+            listener,
+            &self.cfg.limits,
+            &self.lm,
+            shutdown,
+            move |tcp, peer, g| Arc::clone(&me).handle(tcp, peer, g),
+        )
         .await
     }
 
@@ -143,7 +147,14 @@ impl Connect {
             Ok(_) => return, // unreachable: `new` only accepts TCP remotes
             Err(e) => {
                 let d = format!("{}: {e}", self.cfg.remote);
-                return end(Outcome::Failed, Reason::BackendUnavailable, None, None, &d, (0, 0));
+                return end(
+                    Outcome::Failed,
+                    Reason::BackendUnavailable,
+                    None,
+                    None,
+                    &d,
+                    (0, 0),
+                );
             }
         };
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&mat.config));
@@ -154,14 +165,25 @@ impl Connect {
         .await;
         drop(mat);
         let tls = match hs {
-            Err(_) => return end(Outcome::Failed, Reason::HandshakeTimeout, None, None, "", (0, 0)),
+            Err(_) => {
+                return end(
+                    Outcome::Failed,
+                    Reason::HandshakeTimeout,
+                    None,
+                    None,
+                    "",
+                    (0, 0),
+                )
+            }
             Ok(Err(e)) => {
                 let reason = mutual_tls::classify_io_error(&e);
                 return end(Outcome::Failed, reason, None, None, &e.to_string(), (0, 0));
             }
             Ok(Ok(s)) => s,
         };
-        self.lm.handshake_duration.observe(start.elapsed().as_secs_f64());
+        self.lm
+            .handshake_duration
+            .observe(start.elapsed().as_secs_f64());
         let (_, state) = tls.get_ref();
         let info = TlsInfo::from_state(state);
         let id = state
@@ -192,7 +214,14 @@ impl Connect {
                 if let CopyEnd::Error(e) = &copy_end {
                     tracing::debug!(listener = %self.cfg.name, %peer, "connection ended: {e}");
                 }
-                end(Outcome::Allowed, Reason::Ok, id.as_ref(), Some(info), "", bytes)
+                end(
+                    Outcome::Allowed,
+                    Reason::Ok,
+                    id.as_ref(),
+                    Some(info),
+                    "",
+                    bytes,
+                )
             }
         }
     }
@@ -201,7 +230,9 @@ impl Connect {
 impl Reload for Connect {
     fn reload(&self) -> Result<(), ProxyError> {
         let m = mutual_tls::build_client_config(&self.cfg.tls, remote_host(&self.cfg.remote))?;
-        self.shared.metrics.set_cert_expiry("client", m.cert_not_after);
+        self.shared
+            .metrics
+            .set_cert_expiry("client", m.cert_not_after);
         let serial = m.cert_serial.clone();
         self.current.store(Arc::new(m));
         tracing::info!(listener = %self.cfg.name, serial = %serial, "new TLS client configuration in use");

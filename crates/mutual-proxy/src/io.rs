@@ -164,12 +164,7 @@ pub enum CopyEnd {
 }
 
 /// Copies both ways until both sides are closed, an error, or `idle` without traffic.
-pub async fn pump<A, B>(
-    a: &mut A,
-    b: &mut B,
-    activity: &Activity,
-    idle: Duration,
-) -> CopyEnd
+pub async fn pump<A, B>(a: &mut A, b: &mut B, activity: &Activity, idle: Duration) -> CopyEnd
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
@@ -260,7 +255,10 @@ mod tests {
                 _: &mut Context<'_>,
                 _: &mut ReadBuf<'_>,
             ) -> Poll<io::Result<()>> {
-                Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "no close_notify")))
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "no close_notify",
+                )))
             }
         }
         let act = Arc::new(Activity::default());

@@ -298,7 +298,11 @@ impl Metrics {
                 self.encode(),
             ),
             "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-            _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+            _ => (
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found\n".to_string(),
+            ),
         };
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = status;
@@ -394,9 +398,9 @@ mod tests {
         m.observe_peer("l", "a", "01", 200);
         m.observe_peer("l", "a", "02", 100);
         m.observe_peer("l", "a", "03", 300);
-        assert!(m
-            .encode()
-            .contains("mutual_peer_cert_expiry_timestamp_seconds{listener=\"l\",identity=\"a\"} 100"));
+        assert!(m.encode().contains(
+            "mutual_peer_cert_expiry_timestamp_seconds{listener=\"l\",identity=\"a\"} 100"
+        ));
         for i in 0..(MAX_TRACKED_IDENTITIES + 50) {
             m.observe_peer("l", &format!("id{i}"), "01", 1);
         }

@@ -52,9 +52,8 @@ pub fn spawn(
             return;
         }
         let relevant = ev.paths.iter().any(|p| {
-            p.file_name().is_some_and(|n| {
-                names_cb.contains(n) || n.to_string_lossy().starts_with("..data")
-            })
+            p.file_name()
+                .is_some_and(|n| names_cb.contains(n) || n.to_string_lossy().starts_with("..data"))
         });
         if relevant {
             let _ = tx.send(());
@@ -97,7 +96,11 @@ pub fn spawn(
             match res {
                 Ok(Ok(())) => {
                     metrics.reload(true);
-                    tracing::info!(listener = target.name(), trigger = why, "configuration reloaded");
+                    tracing::info!(
+                        listener = target.name(),
+                        trigger = why,
+                        "configuration reloaded"
+                    );
                 }
                 Ok(Err(e)) => {
                     metrics.reload(false);

@@ -12,8 +12,8 @@ use arc_swap::ArcSwap;
 use mutual_policy::{Identity, Policy};
 use mutual_tls::{Reason, ServerSettings};
 use time::OffsetDateTime;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::accept::{ConnGuard, Limits};
 use crate::audit::{rfc3339_ms, AuditIdentity, AuditRecord, Outcome, TlsInfo};
@@ -118,9 +118,13 @@ impl Serve {
             );
         }
         let me = Arc::clone(&self);
-        crate::accept::run(listener, &self.cfg.limits, &self.lm, shutdown, move |tcp, peer, g| {
-            Arc::clone(&me).handle(tcp, peer, g)
-        })
+        crate::accept::run(
+            listener,
+            &self.cfg.limits,
+            &self.lm,
+            shutdown,
+            move |tcp, peer, g| Arc::clone(&me).handle(tcp, peer, g),
+        )
         .await
     }
 
@@ -133,17 +137,26 @@ impl Serve {
         };
         let mat = self.current.load_full();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&mat.tls));
-        let mut tls = match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(tcp))
-            .await
-        {
-            Err(_) => return conn.end(Outcome::Failed, Reason::HandshakeTimeout, None, None, "", 0, 0),
-            Ok(Err(e)) => {
-                let reason = mutual_tls::classify_io_error(&e);
-                let detail = e.to_string();
-                return conn.end(Outcome::Failed, reason, None, None, &detail, 0, 0);
-            }
-            Ok(Ok(s)) => s,
-        };
+        let mut tls =
+            match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(tcp)).await {
+                Err(_) => {
+                    return conn.end(
+                        Outcome::Failed,
+                        Reason::HandshakeTimeout,
+                        None,
+                        None,
+                        "",
+                        0,
+                        0,
+                    )
+                }
+                Ok(Err(e)) => {
+                    let reason = mutual_tls::classify_io_error(&e);
+                    let detail = e.to_string();
+                    return conn.end(Outcome::Failed, reason, None, None, &detail, 0, 0);
+                }
+                Ok(Ok(s)) => s,
+            };
         self.lm
             .handshake_duration
             .observe(conn.start.elapsed().as_secs_f64());
@@ -155,14 +168,30 @@ impl Serve {
             .map(|c| c.as_ref().to_vec());
         let Some(leaf) = leaf else {
             let _ = tls.shutdown().await;
-            return conn.end(Outcome::Failed, Reason::NoClientCert, None, Some(info), "", 0, 0);
+            return conn.end(
+                Outcome::Failed,
+                Reason::NoClientCert,
+                None,
+                Some(info),
+                "",
+                0,
+                0,
+            );
         };
         let id = match Identity::from_der(&leaf) {
             Ok(id) => id,
             Err(e) => {
                 let _ = tls.shutdown().await;
                 let detail = e.to_string();
-                return conn.end(Outcome::Failed, Reason::Malformed, None, Some(info), &detail, 0, 0);
+                return conn.end(
+                    Outcome::Failed,
+                    Reason::Malformed,
+                    None,
+                    Some(info),
+                    &detail,
+                    0,
+                    0,
+                );
             }
         };
         self.lm
@@ -171,38 +200,72 @@ impl Serve {
         // ticketer is replaced on every reload (new CRL or CA), so only time can have passed.
         if info.resumed && id.not_after < OffsetDateTime::now_utc().unix_timestamp() {
             let _ = tls.shutdown().await;
-            return conn.end(Outcome::Failed, Reason::Expired, Some(&id), Some(info), "resumed session", 0, 0);
+            return conn.end(
+                Outcome::Failed,
+                Reason::Expired,
+                Some(&id),
+                Some(info),
+                "resumed session",
+                0,
+                0,
+            );
         }
         let decision = mat.policy.authorize(&id, None);
         drop(mat);
         if !decision.allowed {
             // Close politely (close_notify) but quickly; a stalled peer must not hold the task.
             let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
-            return conn.end(Outcome::Denied, Reason::PolicyDenied, Some(&id), Some(info), "", 0, 0);
+            return conn.end(
+                Outcome::Denied,
+                Reason::PolicyDenied,
+                Some(&id),
+                Some(info),
+                "",
+                0,
+                0,
+            );
         }
         let backend = match self.cfg.backend.dial(self.cfg.connect_timeout).await {
             Ok(b) => b,
             Err(e) => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
                 let detail = format!("{}: {e}", self.cfg.backend);
-                return conn.end(Outcome::Failed, Reason::BackendUnavailable, Some(&id), Some(info), &detail, 0, 0);
+                return conn.end(
+                    Outcome::Failed,
+                    Reason::BackendUnavailable,
+                    Some(&id),
+                    Some(info),
+                    &detail,
+                    0,
+                    0,
+                );
             }
         };
         self.lm.outcome(Outcome::Allowed, Reason::Ok);
         tracing::debug!(listener = %self.cfg.name, %peer, identity = %id.principal(), "allowed");
         let act = Arc::new(Activity::default());
-        let mut client = Metered::new(tls, self.lm.bytes_in.clone(), Arc::clone(&act)).lenient_eof();
+        let mut client =
+            Metered::new(tls, self.lm.bytes_in.clone(), Arc::clone(&act)).lenient_eof();
         let mut back = Metered::new(backend, self.lm.bytes_out.clone(), Arc::clone(&act));
         let (tin, tout) = (client.total(), back.total());
         let end = pump(&mut client, &mut back, &act, self.cfg.idle_timeout).await;
         match &end {
             CopyEnd::Closed => {}
             CopyEnd::Idle => tracing::debug!(listener = %self.cfg.name, %peer, "idle timeout"),
-            CopyEnd::Error(e) => tracing::debug!(listener = %self.cfg.name, %peer, "connection ended: {e}"),
+            CopyEnd::Error(e) => {
+                tracing::debug!(listener = %self.cfg.name, %peer, "connection ended: {e}")
+            }
         }
         let bytes_in = tin.load(std::sync::atomic::Ordering::Relaxed);
         let bytes_out = tout.load(std::sync::atomic::Ordering::Relaxed);
-        conn.record(Outcome::Allowed, Reason::Ok, Some(&id), Some(info), bytes_in, bytes_out);
+        conn.record(
+            Outcome::Allowed,
+            Reason::Ok,
+            Some(&id),
+            Some(info),
+            bytes_in,
+            bytes_out,
+        );
     }
 }
 
@@ -271,7 +334,9 @@ impl Reload for Serve {
     fn reload(&self) -> Result<(), ProxyError> {
         let m = build(&self.cfg)?;
         let serial = m.cert_serial.clone();
-        self.shared.metrics.set_cert_expiry("server", m.cert_not_after);
+        self.shared
+            .metrics
+            .set_cert_expiry("server", m.cert_not_after);
         self.current.store(Arc::new(m));
         tracing::info!(listener = %self.cfg.name, serial = %serial, "new TLS configuration and policy in use");
         Ok(())

@@ -1,18 +1,404 @@
-//! `mutual serve` and `mutual connect` (owned by the proxy work).
+//! `mutual serve` and `mutual connect`: flags, logging, the tokio runtime (sized by `--threads`),
+//! signals and wiring. The proxy itself lives in the mutual-proxy crate.
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-#[derive(clap::Args, Debug)]
-pub struct ServeArgs {}
+use anyhow::Context;
+use mutual_policy::Policy;
+use mutual_proxy::accept::Limits;
+use mutual_proxy::connect::{Connect, ConnectConfig};
+use mutual_proxy::serve::{Serve, ServeConfig};
+use mutual_proxy::{Audit, Metrics, Shared};
 
+const SERVE_HELP: &str = "\
+Every client must present a certificate that chains to --ca, is valid now, carries the clientAuth
+purpose and is not revoked (--crl); then the policy decides: deny unless a rule allows. Only then is
+the backend dialled. Certificates, key, CA bundle, CRLs and the policy file are reloaded when they
+change and on SIGHUP (a bad file keeps the old configuration). SIGTERM/SIGINT: stop accepting,
+drain for up to --drain-timeout, exit 0. Durations: 500ms, 10s, 5m, 1h.
+
+Example:
+  mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\
+    --cert server.pem --key server.key --ca root.pem \\
+    --allow-spiffe 'spiffe://example.org/ns/prod/*' --audit-log - --metrics 127.0.0.1:9090
+
+See docs/proxy.md for the audit log fields and the metrics.";
+
+const CONNECT_HELP: &str = "\
+Accepts plaintext on a loopback address and opens an mTLS connection to --remote for each local
+client, presenting --cert and verifying the server against --ca and its name (--server-name,
+default: the host of --remote) or its exact SPIFFE ID (--expect-spiffe). A failed handshake is
+logged with its reason (and audited) and the local connection is closed. Cert, key and CA are
+reloaded when they change and on SIGHUP.
+
+Example:
+  mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\
+    --cert client.pem --key client.key --ca root.pem
+  curl http://127.0.0.1:7000/
+
+See docs/proxy.md.";
+
+/// Options `serve` and `connect` share: TLS floor, observability, limits, runtime.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Lowest TLS version accepted: 1.3 (default) or 1.2.
+    #[arg(long, value_name = "VERSION", default_value = "1.3", value_parser = ["1.2", "1.3"])]
+    pub min_tls: String,
+
+    /// Write one JSON line per connection (`-` for stdout). Fields: ts, listener, peer_addr,
+    /// result, reason, identity, tls, bytes_in, bytes_out, duration_ms.
+    #[arg(long, value_name = "PATH|-")]
+    pub audit_log: Option<String>,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz), plain HTTP.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+
+    /// Give up on a TLS handshake that has not finished after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Close a connection with no traffic in either direction for this long.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Give up dialling the backend (serve) or the remote (connect) after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// At most N connections open at once; beyond that, new connections are closed at once and
+    /// counted in mutual_connections_rejected_total (default: unlimited).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// On SIGTERM/SIGINT, stop accepting and let open connections finish for up to this long.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Listener name, used as the `listener` label in metrics and audit lines.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Log format on stderr: human or json. The level comes from RUST_LOG (default: info).
+    #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    pub log_format: String,
+}
+
+/// `mutual serve` flags (the subcommand's one-line description lives in main.rs).
 #[derive(clap::Args, Debug)]
-pub struct ConnectArgs {}
+#[command(after_help = SERVE_HELP)]
+pub struct ServeArgs {
+    /// Address to accept mTLS on, e.g. 0.0.0.0:8443.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+
+    /// Where to forward allowed connections: HOST:PORT or unix:/path/to/socket.
+    #[arg(long, value_name = "HOST:PORT|unix:PATH")]
+    pub backend: String,
+
+    /// Certificate chain to present (PEM: leaf first, then intermediates).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+
+    /// Private key for --cert (PEM, PKCS#8/SEC1/PKCS#1).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+
+    /// Trusted roots for client certificates (PEM bundle).
+    #[arg(long, value_name = "FILE")]
+    pub ca: PathBuf,
+
+    /// CRL file (PEM or DER); repeat for several. With CRLs, every certificate in the client's
+    /// chain must have a CRL from its issuer (unknown status is denied).
+    #[arg(long = "crl", value_name = "FILE")]
+    pub crls: Vec<PathBuf>,
+
+    /// Allow clients whose SPIFFE ID matches (exact, or `*` for one path segment); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub allow_spiffe: Vec<String>,
+
+    /// Allow clients with a matching DNS SAN (exact, or `*` for one label); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub allow_dns: Vec<String>,
+
+    /// Allow clients whose subject CN matches (legacy); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub allow_cn: Vec<String>,
+
+    /// Allow clients whose subject OU matches (legacy); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub allow_ou: Vec<String>,
+
+    /// Allow every client with a valid certificate from --ca (no identity check).
+    #[arg(long)]
+    pub allow_any: bool,
+
+    /// Policy file (TOML, [[allow]] rules); its rules are added to the --allow-* flags and it is
+    /// reloaded when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `mutual connect` flags.
+#[derive(clap::Args, Debug)]
+#[command(after_help = CONNECT_HELP)]
+pub struct ConnectArgs {
+    /// Local plaintext address, loopback unless --allow-remote-clients (e.g. 127.0.0.1:7000).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+
+    /// The mTLS server to connect to, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub remote: String,
+
+    /// Client certificate chain to present (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+
+    /// Private key for --cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+
+    /// Trusted roots for the server certificate (PEM bundle).
+    #[arg(long, value_name = "FILE")]
+    pub ca: PathBuf,
+
+    /// Name the server certificate must carry (and SNI); default: the host part of --remote.
+    #[arg(long, value_name = "NAME", conflicts_with = "expect_spiffe")]
+    pub server_name: Option<String>,
+
+    /// Require the server to present exactly this SPIFFE ID (URI SAN) instead of a DNS name.
+    #[arg(long, value_name = "SPIFFE_ID")]
+    pub expect_spiffe: Option<String>,
+
+    /// Allow a non-loopback --listen address: anyone who can reach it gets your identity.
+    #[arg(long)]
+    pub allow_remote_clients: bool,
+
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 10s, 5m, 1h)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    // try_init: a second initialisation (tests, demo) is harmless.
+    let _ = if format == "json" {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let n = match threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(n)
+        .thread_name("mutual-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
+fn shared(common: &CommonArgs) -> anyhow::Result<Shared> {
+    let audit = match &common.audit_log {
+        Some(spec) => Audit::open(spec)?,
+        None => Audit::disabled(),
+    };
+    Ok(Shared {
+        metrics: Arc::new(Metrics::new()),
+        audit: Arc::new(audit),
+    })
+}
+
+fn limits(common: &CommonArgs) -> anyhow::Result<Limits> {
+    if common.max_connections == Some(0) {
+        anyhow::bail!("--max-connections must be at least 1");
+    }
+    Ok(Limits {
+        max_connections: common.max_connections,
+        drain_timeout: common.drain_timeout,
+    })
+}
+
+/// What the async part of both commands does once the listener is built: metrics endpoint,
+/// reloader, wait for a termination signal, drain.
+async fn run_listener(
+    common: &CommonArgs,
+    shared: &Shared,
+    reload_target: Arc<dyn mutual_proxy::reload::Reload>,
+    run: impl FnOnce(mutual_proxy::shutdown::Shutdown) -> tokio::task::JoinHandle<usize>,
+) -> anyhow::Result<()> {
+    let (trigger, shutdown) = mutual_proxy::shutdown::channel();
+    if let Some(addr) = &common.metrics {
+        let l = mutual_proxy::bind(addr).await.context("--metrics")?;
+        tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
+        tokio::spawn(Arc::clone(&shared.metrics).serve_http(l, shutdown.clone()));
+    }
+    let _watcher =
+        mutual_proxy::reload::spawn(reload_target, Arc::clone(&shared.metrics), shutdown.clone())?;
+    let task = run(shutdown.clone());
+    let sig = mutual_proxy::shutdown::termination_signal()
+        .await
+        .context("cannot install signal handlers")?;
+    tracing::info!("{sig}: stopping (drain timeout {:?})", common.drain_timeout);
+    trigger.fire();
+    let left = task.await.unwrap_or(0);
+    if left == 0 {
+        tracing::info!("all connections closed; exiting");
+    }
+    Ok(())
+}
 
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let _ = args;
-    anyhow::bail!("not yet implemented")
+    init_logging(&args.common.log_format);
+    let policy_flags = Policy::from_flags(
+        &args.allow_spiffe,
+        &args.allow_dns,
+        &args.allow_cn,
+        &args.allow_ou,
+        args.allow_any,
+    )?;
+    if policy_flags.is_empty() && args.policy.is_none() {
+        return Err(mutual_proxy::ProxyError::NoPolicy.into());
+    }
+    let common = args.common.clone();
+    let cfg = ServeConfig {
+        name: common.name.clone().unwrap_or_else(|| "serve".into()),
+        tls: mutual_tls::ServerSettings {
+            cert: args.cert,
+            key: args.key,
+            ca: args.ca,
+            crls: args.crls,
+            allow_tls12: common.min_tls == "1.2",
+            alpn: Vec::new(),
+        },
+        policy_flags,
+        policy_file: args.policy,
+        backend: args.backend.parse()?,
+        handshake_timeout: common.handshake_timeout,
+        idle_timeout: common.idle_timeout,
+        connect_timeout: common.connect_timeout,
+        limits: limits(&common)?,
+    };
+    let rt = runtime(common.threads)?;
+    let shared = shared(&common)?;
+    let result = rt.block_on(async {
+        let serve = Serve::new(cfg, &shared)?;
+        let listener = mutual_proxy::bind(&args.listen).await?;
+        let s2 = Arc::clone(&serve);
+        run_listener(&common, &shared, serve, move |sd| {
+            tokio::spawn(s2.run(listener, sd))
+        })
+        .await
+    });
+    shared.audit.flush(Duration::from_secs(2));
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result.map(|()| ExitCode::SUCCESS)
 }
 
 pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    let _ = args;
-    anyhow::bail!("not yet implemented")
+    init_logging(&args.common.log_format);
+    let listen: Vec<SocketAddr> = args
+        .listen
+        .to_socket_addrs()
+        .with_context(|| format!("--listen {}", args.listen))?
+        .collect();
+    let first = *listen
+        .first()
+        .with_context(|| format!("--listen {}: no address", args.listen))?;
+    for a in &listen {
+        mutual_proxy::connect::check_loopback(*a, args.allow_remote_clients)?;
+    }
+    let common = args.common.clone();
+    let cfg = ConnectConfig {
+        name: common.name.clone().unwrap_or_else(|| "connect".into()),
+        tls: mutual_tls::ClientSettings {
+            cert: args.cert,
+            key: args.key,
+            ca: args.ca,
+            server_name: args.server_name,
+            expect_spiffe: args.expect_spiffe,
+            allow_tls12: common.min_tls == "1.2",
+            alpn: Vec::new(),
+        },
+        remote: args.remote,
+        handshake_timeout: common.handshake_timeout,
+        idle_timeout: common.idle_timeout,
+        connect_timeout: common.connect_timeout,
+        limits: limits(&common)?,
+    };
+    let rt = runtime(common.threads)?;
+    let shared = shared(&common)?;
+    let result = rt.block_on(async {
+        let connect = Connect::new(cfg, &shared)?;
+        let listener = mutual_proxy::bind(&first.to_string()).await?;
+        let c2 = Arc::clone(&connect);
+        run_listener(&common, &shared, connect, move |sd| {
+            tokio::spawn(c2.run(listener, sd))
+        })
+        .await
+    });
+    shared.audit.flush(Duration::from_secs(2));
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        for bad in ["", "s", "10x", "-1s", "ten"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }
