@@ -486,6 +486,15 @@ pub fn serial_hex(bytes: &[u8]) -> String {
     hex::encode(&bytes[first..])
 }
 
+/// PEM-encodes DER with `label` (e.g. `X509 CRL`, `CERTIFICATE`).
+pub fn pem_encode(label: &str, der: &[u8]) -> Result<String, PkiError> {
+    pkcs8::der::pem::encode_string(label, pkcs8::LineEnding::LF, der).map_err(|e| {
+        PkiError::Generate {
+            detail: format!("PEM encoding: {e}"),
+        }
+    })
+}
+
 /// `AB:CD:...` form of a lowercase hex string (how openssl shows fingerprints).
 pub fn colon_hex(hex_lower: &str) -> String {
     hex_lower
