@@ -664,13 +664,16 @@ impl Ca {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
         key: Option<&KeyPair>,
-    ) -> Pending {
+    ) -> Result<Pending, PkiError> {
         let leaf_der = cert.der().to_vec();
         let sha256 = sha256_hex(&leaf_der);
         let serial_hex = serial_hex(serial);
         let issued = Issued {
             chain_pem: format!("{}{}", cert.pem(), self.int_pem),
-            key_pem: key.map(|k| k.serialize_pem()),
+            key_pem: match key {
+                Some(k) => Some(keys::pkcs8_pem(k)?.to_string()),
+                None => None,
+            },
             serial_hex: serial_hex.clone(),
             not_before: not_before.unix_timestamp(),
             not_after: not_after.unix_timestamp(),
@@ -688,11 +691,14 @@ impl Ca {
             requested_by: o.requested_by.clone(),
             sha256,
         };
-        Pending {
+        Ok(Pending {
             issued,
-            key_der: key.map(|k| k.serialized_der().to_vec()),
+            key_der: match key {
+                Some(k) => Some(keys::pkcs8_v1_der(k.serialized_der())?.to_vec()),
+                None => None,
+            },
             record,
-        }
+        })
     }
 
     /// Generates a key and signs a leaf for it; nothing is recorded yet.
@@ -701,7 +707,7 @@ impl Ca {
         let key = keys::generate(o.key_type)?;
         let (params, serial) = self.leaf_params(o, nb, na, o.key_type == KeyType::Rsa3072)?;
         let cert = params.signed_by(&key, &self.issuer()?)?;
-        Ok(self.finish(o, cert, &serial, nb, na, Some(&key)))
+        self.finish(o, cert, &serial, nb, na, Some(&key))
     }
 
     /// Verifies a CSR (PEM or DER) and signs its public key with the CA's profile; nothing is
@@ -746,7 +752,7 @@ impl Ca {
         let (nb, na) = self.check(o)?;
         let (params, serial) = self.leaf_params(o, nb, na, kind == "RSA")?;
         let cert = params.signed_by(&pubkey, &self.issuer()?)?;
-        Ok(self.finish(o, cert, &serial, nb, na, None))
+        self.finish(o, cert, &serial, nb, na, None)
     }
 
     /// Records a prepared certificate in the inventory.

@@ -56,7 +56,8 @@ pub fn encrypt_pkcs8_pem(der: &[u8], password: &[u8]) -> Result<Zeroizing<String
     let kerr = |what: &str| PkiError::Key {
         detail: what.to_string(),
     };
-    let info = PrivateKeyInfo::try_from(der).map_err(|_| kerr("not a PKCS#8 key"))?;
+    let v1 = pkcs8_v1_der(der)?;
+    let info = PrivateKeyInfo::try_from(v1.as_slice()).map_err(|_| kerr("not a PKCS#8 key"))?;
     let salt: [u8; 16] = rand::random();
     let iv: [u8; 16] = rand::random();
     let sp = pkcs8::pkcs5::scrypt::Params::new(SCRYPT_LOG_N, SCRYPT_R, SCRYPT_P, 32)
@@ -97,9 +98,27 @@ pub fn decrypt_pkcs8_pem(
     Ok(plain)
 }
 
-/// Plaintext PKCS#8 PEM (`PRIVATE KEY`) for leaf keys handed to services.
-pub fn pkcs8_pem(key: &KeyPair) -> Zeroizing<String> {
-    Zeroizing::new(key.serialize_pem())
+/// Re-encodes a PKCS#8 key as version 1 (no embedded public key). aws-lc writes Ed25519 keys
+/// as PKCS#8 v2, which OpenSSL 3.0 cannot load; v1 is what every tool reads.
+pub fn pkcs8_v1_der(der: &[u8]) -> Result<Zeroizing<Vec<u8>>, PkiError> {
+    use pkcs8::der::Encode;
+    let mut info = PrivateKeyInfo::try_from(der).map_err(|_| PkiError::Key {
+        detail: "not a PKCS#8 key".into(),
+    })?;
+    info.public_key = None;
+    info.to_der().map(Zeroizing::new).map_err(|e| PkiError::Key {
+        detail: format!("cannot encode PKCS#8: {e}"),
+    })
+}
+
+/// Plaintext PKCS#8 v1 PEM (`PRIVATE KEY`) for leaf keys handed to services.
+pub fn pkcs8_pem(key: &KeyPair) -> Result<Zeroizing<String>, PkiError> {
+    let der = pkcs8_v1_der(key.serialized_der())?;
+    pkcs8::der::pem::encode_string("PRIVATE KEY", LineEnding::LF, &der)
+        .map(Zeroizing::new)
+        .map_err(|e| PkiError::Key {
+            detail: format!("cannot encode PEM: {e}"),
+        })
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {

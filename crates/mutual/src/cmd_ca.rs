@@ -1,13 +1,247 @@
-//! `mutual ca ...`: CA creation and operation (owned by the PKI work).
+//! `mutual ca ...`: create the CA (`init`) and publish its revocation list (`crl`). Also the
+//! pieces every CA-using command shares: where the CA lives (`--dir`) and how its password is
+//! obtained (file, environment, prompt) without ever echoing or logging it.
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context;
+use mutual_pki::ca::{Ca, InitOptions};
+use mutual_pki::KeyType;
+
+/// Where the CA lives.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DirArg {
+    /// CA directory [default: $MUTUAL_HOME, else ~/.mutual].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl DirArg {
+    pub fn resolve(&self) -> anyhow::Result<PathBuf> {
+        if let Some(d) = &self.dir {
+            return Ok(d.clone());
+        }
+        if let Some(h) = std::env::var_os("MUTUAL_HOME").filter(|v| !v.is_empty()) {
+            return Ok(PathBuf::from(h));
+        }
+        let home = std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .context("cannot find the CA directory: pass --dir, or set MUTUAL_HOME or HOME")?;
+        Ok(Path::new(&home).join(".mutual"))
+    }
+}
+
+/// How to get the CA password.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PasswordArg {
+    /// Read the CA password from this file (first line). Otherwise $MUTUAL_CA_PASSWORD, else
+    /// an interactive prompt.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// Reads a secret from a file: the first line, without its line ending.
+pub fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the {what} file {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+impl PasswordArg {
+    /// The CA password. `confirm` asks twice when prompting (init).
+    pub fn get(&self, confirm: bool) -> anyhow::Result<String> {
+        let pw = if let Some(f) = &self.password_file {
+            read_secret_file(f, "password")?
+        } else if let Ok(v) = std::env::var("MUTUAL_CA_PASSWORD") {
+            v
+        } else {
+            let first = rpassword::prompt_password("CA password: ").context(
+                "no terminal to ask for the CA password: use --password-file FILE or set MUTUAL_CA_PASSWORD",
+            )?;
+            if confirm {
+                let again = rpassword::prompt_password("CA password (again): ")
+                    .context("cannot read the CA password confirmation")?;
+                if again != first {
+                    anyhow::bail!("the two passwords differ; nothing was created");
+                }
+            }
+            first
+        };
+        if pw.is_empty() {
+            anyhow::bail!("the CA password must not be empty");
+        }
+        Ok(pw)
+    }
+}
+
+/// A single-threaded runtime: the CLI does one thing at a time, and the store is async.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub fn parse_key_type(s: &str) -> Result<KeyType, String> {
+    s.parse().map_err(|e: mutual_pki::PkiError| e.to_string())
+}
+
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    mutual_pki::parse_duration(s).map_err(|e| e.to_string())
+}
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CaCommand {
-    /// Create a new root and issuing intermediate.
-    Init {},
+    /// Create a new root and issuing intermediate (pathlen 0), encrypted keys, an inventory and
+    /// a config file in --dir. Refuses if a CA is already there.
+    ///
+    /// The root key is only used here: afterwards the intermediate signs certificates and CRLs,
+    /// so root.key can be moved offline.
+    Init(Box<InitArgs>),
+    /// Write a CRL signed by the intermediate, listing every revoked certificate with its
+    /// reason; each run gets a higher CRL number.
+    Crl(CrlArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    #[command(flatten)]
+    pub password: PasswordArg,
+    /// Name of the CA (the root is "NAME Root", the intermediate "NAME Intermediate").
+    #[arg(long, default_value = "Mutual Internal CA")]
+    pub name: String,
+    /// Key type for the root and intermediate: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072.
+    #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type)]
+    pub key_type: KeyType,
+    /// Only allow these DNS names (name constraint in the intermediate, also checked at issue
+    /// time). `example.com` allows it and its subdomains, `.example.com` only subdomains.
+    /// Repeatable.
+    #[arg(long, value_name = "DOMAIN")]
+    pub permitted_dns: Vec<String>,
+    /// SPIFFE trust domain: URI SANs must then be spiffe://DOMAIN/... IDs.
+    #[arg(long, value_name = "DOMAIN")]
+    pub trust_domain: Option<String>,
+    /// Default leaf lifetime recorded in mutual-ca.toml.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub default_ttl: std::time::Duration,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CrlArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    #[command(flatten)]
+    pub password: PasswordArg,
+    /// Write the CRL here: PEM when the name ends in .pem, DER otherwise. Without --out, PEM
+    /// goes to stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// How long relying parties may use this CRL (its nextUpdate).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub next_update: std::time::Duration,
 }
 
 pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
-    let _ = cmd;
-    anyhow::bail!("not yet implemented")
+    match cmd {
+        CaCommand::Init(a) => init(*a),
+        CaCommand::Crl(a) => crl(a),
+    }
+}
+
+fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.dir.resolve()?;
+    // Refuse before prompting for a password: nothing to do on an existing CA.
+    if dir.join(mutual_pki::ca::CONFIG).exists() || dir.join(mutual_pki::ca::ROOT_CERT).exists()
+    {
+        anyhow::bail!(
+            "a CA already exists in {}; refusing to overwrite it (nothing was changed)",
+            dir.display()
+        );
+    }
+    let password = a.password.get(true)?;
+    let opts = InitOptions {
+        name: a.name,
+        key_type: a.key_type,
+        permitted_dns: a.permitted_dns,
+        trust_domain: a.trust_domain,
+        default_ttl: a.default_ttl,
+        ..Default::default()
+    };
+    let rt = runtime()?;
+    let ca = rt.block_on(async {
+        let ca = Ca::init(&dir, &opts, password.as_bytes()).await?;
+        ca.store().close().await;
+        Ok::<_, mutual_pki::PkiError>(ca)
+    })?;
+    let fp = ca.root_fingerprint_sha256();
+    let cfg = ca.config();
+    if a.json {
+        let v = serde_json::json!({
+            "dir": dir,
+            "name": cfg.name,
+            "key_type": cfg.key_type.as_str(),
+            "root": dir.join(mutual_pki::ca::ROOT_CERT),
+            "intermediate": dir.join(mutual_pki::ca::INTERMEDIATE_CERT),
+            "root_sha256": fp,
+            "trust_domain": cfg.trust_domain,
+            "permitted_dns": cfg.permitted_dns,
+            "intermediate_not_after": ca.intermediate_not_after(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("Created CA {:?} ({}) in {}", cfg.name, cfg.key_type, dir.display());
+    println!("  root.pem          self-signed root, 10 years");
+    println!("  intermediate.pem  issuing CA, pathlen 0, 5 years");
+    println!("  root.key, intermediate.key  encrypted PKCS#8 (scrypt + AES-256), mode 0600");
+    println!("  inventory.db, mutual-ca.toml");
+    if let Some(td) = &cfg.trust_domain {
+        println!("  trust domain: {td} (URI SANs must be spiffe://{td}/...)");
+    }
+    if !cfg.permitted_dns.is_empty() {
+        println!("  permitted DNS: {}", cfg.permitted_dns.join(", "));
+    }
+    println!();
+    println!("Root SHA-256 fingerprint:");
+    println!("  {fp}");
+    println!();
+    println!("Pin it: distribute root.pem and have each party check its fingerprint, e.g.");
+    println!(
+        "  openssl x509 -in {} -noout -fingerprint -sha256",
+        dir.join(mutual_pki::ca::ROOT_CERT).display()
+    );
+    println!("root.key is not needed to issue or revoke: you may move it offline now.");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn crl(a: CrlArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.dir.resolve()?;
+    let password = a.password.get(false)?;
+    let rt = runtime()?;
+    let der = rt.block_on(async {
+        let ca = Ca::open(&dir, password.as_bytes()).await?;
+        let der = ca.crl(a.next_update).await?;
+        ca.store().close().await;
+        Ok::<_, mutual_pki::PkiError>(der)
+    })?;
+    let pem = || mutual_pki::pem_encode("X509 CRL", &der);
+    match &a.out {
+        None => print!("{}", pem()?),
+        Some(path) => {
+            let name = path.to_string_lossy();
+            let data = if name.ends_with(".pem") {
+                pem()?.into_bytes()
+            } else {
+                der.clone()
+            };
+            mutual_pki::keys::write_atomic(path, &data, 0o644, true)?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,17 +1,488 @@
-//! `mutual cert ...`: issue, list, revoke, inspect, verify (owned by the PKI work; `verify` by the TLS work).
+//! `mutual cert ...`: issue, list, revoke, inspect (the PKI work) and verify (the TLS work, in
+//! cmd_verify.rs).
+//!
+//! `issue` stages every output file in the target directory before recording the certificate,
+//! and records before making the files visible, so that a failure at any step leaves neither a
+//! half-written key nor an inventory row for a certificate nobody received.
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use anyhow::Context;
+use mutual_pki::ca::{Ca, IssueOptions};
+use mutual_pki::keys::StagedFile;
+use mutual_pki::{KeyType, ListFilter, RevocationReason, RevokeOutcome, San, Status, Usage};
+
+use crate::cmd_ca::{parse_duration, parse_key_type, runtime, DirArg, PasswordArg};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CertCommand {
-    /// Issue a certificate.
-    Issue {},
+    /// Issue a certificate: writes NAME.key (0600), NAME.pem (leaf + intermediate) and records
+    /// it in the inventory. Default usage is --client unless --server or --both is given.
+    Issue(Box<IssueArgs>),
+    /// List the inventory (soonest expiry first).
+    List(ListArgs),
+    /// Revoke a certificate (then publish a new CRL with `mutual ca crl`).
+    Revoke(RevokeArgs),
+    /// Show what is in a certificate file (PEM chain or DER; `-` for stdin) and warn about
+    /// common problems. Exit 0 whatever it finds; 2 when the input is not a certificate.
+    Inspect(InspectArgs),
     /// Validate a certificate's path to a trusted root (exit 0 valid, 1 invalid).
     Verify(Box<crate::cmd_verify::VerifyArgs>),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("usage").args(["server", "client", "both"])))]
+pub struct IssueArgs {
+    /// Name of the certificate: its subject CN, the inventory name, and the output file stem.
+    pub name: String,
+    /// Subject alternative name: dns:NAME, ip:ADDRESS or uri:spiffe://DOMAIN/PATH. Repeatable.
+    #[arg(long = "san", value_name = "TYPE:VALUE", value_parser = parse_san)]
+    pub sans: Vec<San>,
+    /// TLS server certificate (EKU serverAuth; needs a dns: or ip: SAN).
+    #[arg(long)]
+    pub server: bool,
+    /// TLS client certificate (EKU clientAuth). The default.
+    #[arg(long)]
+    pub client: bool,
+    /// Server and client (EKU serverAuth + clientAuth; needs a dns: or ip: SAN).
+    #[arg(long)]
+    pub both: bool,
+    /// Lifetime, e.g. 24h, 7d, 90m [default: the CA's default, 24h].
+    #[arg(long, value_parser = parse_duration)]
+    pub ttl: Option<std::time::Duration>,
+    /// Key type to generate: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072.
+    #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type)]
+    pub key_type: KeyType,
+    /// Sign this CSR (PEM or DER, e.g. from `openssl req`) instead of generating a key. Only
+    /// its public key is used: names, usages and lifetime come from this command line.
+    #[arg(long, value_name = "FILE")]
+    pub csr: Option<PathBuf>,
+    /// Directory to write NAME.pem / NAME.key / NAME.p12 into.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
+    /// Also write NAME.p12 (PKCS#12: key + chain). Password from --p12-password-file or
+    /// $MUTUAL_P12_PASSWORD.
+    #[arg(long)]
+    pub p12: bool,
+    #[arg(long, value_name = "FILE")]
+    pub p12_password_file: Option<PathBuf>,
+    /// Replace existing output files.
+    #[arg(long)]
+    pub force: bool,
+    /// Recorded in the inventory as who asked [default: cli:$USER].
+    #[arg(long, value_name = "WHO")]
+    pub requested_by: Option<String>,
+    #[command(flatten)]
+    pub dir: DirArg,
+    #[command(flatten)]
+    pub password: PasswordArg,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ListArgs {
+    /// Only valid certificates expiring within this window (e.g. 7d).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub expiring_within: Option<std::time::Duration>,
+    /// Only certificates in this state: valid, revoked, expired.
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<Status>,
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Print a JSON array of objects.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("which").args(["serial", "cert"]).required(true)))]
+pub struct RevokeArgs {
+    /// Serial in hex as openssl prints it; colons optional, any case.
+    pub serial: Option<String>,
+    /// Take the serial from this certificate file (PEM or DER; first certificate).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
+    /// cessation-of-operation, certificate-hold, privilege-withdrawn.
+    #[arg(long, default_value = "unspecified", value_parser = parse_reason)]
+    pub reason: RevocationReason,
+    #[command(flatten)]
+    pub dir: DirArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// Certificate file (PEM, possibly a chain, or DER), or `-` for stdin.
+    pub file: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_san(s: &str) -> Result<San, String> {
+    s.parse().map_err(|e: mutual_pki::PkiError| e.to_string())
+}
+
+fn parse_status(s: &str) -> Result<Status, String> {
+    s.parse()
+}
+
+fn parse_reason(s: &str) -> Result<RevocationReason, String> {
+    s.parse().map_err(|e: mutual_pki::PkiError| e.to_string())
 }
 
 pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CertCommand::Verify(a) => crate::cmd_verify::run(*a),
-        CertCommand::Issue {} => anyhow::bail!("not yet implemented"),
+        CertCommand::Issue(a) => issue(*a),
+        CertCommand::List(a) => list(a),
+        CertCommand::Revoke(a) => revoke(a),
+        CertCommand::Inspect(a) => inspect(a),
     }
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.dir.resolve()?;
+    let usage = if a.both {
+        Usage::Both
+    } else if a.server {
+        Usage::Server
+    } else {
+        Usage::Client
+    };
+    let stem = a.name.trim().to_string();
+    if stem.is_empty()
+        || stem.starts_with('.')
+        || stem.contains(['/', '\\', '\0'])
+    {
+        anyhow::bail!("NAME {:?} cannot be used as a file name (no '/', not starting with '.')", a.name);
+    }
+    let p12_password = if a.p12 {
+        let pw = match &a.p12_password_file {
+            Some(f) => crate::cmd_ca::read_secret_file(f, "PKCS#12 password")?,
+            None => std::env::var("MUTUAL_P12_PASSWORD").unwrap_or_default(),
+        };
+        if pw.is_empty() {
+            anyhow::bail!(
+                "--p12 needs a non-empty password: --p12-password-file FILE or MUTUAL_P12_PASSWORD"
+            );
+        }
+        Some(pw)
+    } else {
+        None
+    };
+    let csr = match &a.csr {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        None => None,
+    };
+    if csr.is_some() && a.p12 {
+        anyhow::bail!("--p12 needs the private key, which a CSR does not carry");
+    }
+    if !a.out.is_dir() {
+        anyhow::bail!(
+            "--out {} is not a directory; nothing was issued",
+            a.out.display()
+        );
+    }
+    let cert_path = a.out.join(format!("{stem}.pem"));
+    let key_path = a.out.join(format!("{stem}.key"));
+    let p12_path = a.out.join(format!("{stem}.p12"));
+    let mut targets = vec![cert_path.clone()];
+    if csr.is_none() {
+        targets.push(key_path.clone());
+    }
+    if a.p12 {
+        targets.push(p12_path.clone());
+    }
+    if !a.force {
+        if let Some(t) = targets.iter().find(|t| t.exists()) {
+            anyhow::bail!(
+                "{} already exists; use --force to replace it (nothing was issued)",
+                t.display()
+            );
+        }
+    }
+    let password = a.password.get(false)?;
+    let requested_by = a.requested_by.clone().or_else(|| {
+        Some(format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        ))
+    });
+
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let ca = Ca::open(&dir, password.as_bytes()).await?;
+        let opts = IssueOptions {
+            name: stem.clone(),
+            sans: a.sans.clone(),
+            usage,
+            ttl: a.ttl.unwrap_or_else(|| ca.default_ttl()),
+            key_type: a.key_type,
+            requested_by,
+        };
+        let pending = match &csr {
+            Some(c) => ca.prepare_csr(c, &opts)?,
+            None => ca.prepare_issue(&opts)?,
+        };
+        let out = deliver(&ca, &pending, &a, &cert_path, &key_path, &p12_path, p12_password.as_deref())
+            .await;
+        ca.store().close().await;
+        out.map(|()| (pending.issued, opts))
+    });
+    let (issued, opts) = result?;
+    let wrote_key = csr.is_none();
+    if a.json {
+        let v = serde_json::json!({
+            "name": stem,
+            "serial": issued.serial_hex,
+            "usage": usage.as_str(),
+            "sans": opts.sans.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "not_before": rfc3339(issued.not_before),
+            "not_after": rfc3339(issued.not_after),
+            "not_after_unix": issued.not_after,
+            "sha256": issued.sha256,
+            "cert": cert_path,
+            "key": if wrote_key { Some(&key_path) } else { None },
+            "p12": if a.p12 { Some(&p12_path) } else { None },
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "Issued {stem} ({usage}) serial {} valid until {}",
+            issued.serial_hex,
+            rfc3339(issued.not_after)
+        );
+        println!("  cert: {} (leaf + intermediate)", cert_path.display());
+        if wrote_key {
+            println!("  key:  {} (0600)", key_path.display());
+        }
+        if a.p12 {
+            println!("  p12:  {} (0600)", p12_path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stages the files, records the row, then makes the files visible; undoes everything done so
+/// far on any failure.
+async fn deliver(
+    ca: &Ca,
+    pending: &mutual_pki::ca::Pending,
+    a: &IssueArgs,
+    cert_path: &Path,
+    key_path: &Path,
+    p12_path: &Path,
+    p12_password: Option<&str>,
+) -> Result<(), mutual_pki::PkiError> {
+    let issued = &pending.issued;
+    let mut staged = Vec::new();
+    if let Some(k) = &issued.key_pem {
+        staged.push(StagedFile::write(key_path, k.as_bytes(), 0o600)?);
+    }
+    staged.push(StagedFile::write(cert_path, issued.chain_pem.as_bytes(), 0o644)?);
+    if let (Some(pw), Some(key_der)) = (p12_password, &pending.key_der) {
+        let int = mutual_pki::inspect::certs_from_pem_or_der(ca.intermediate_pem().as_bytes())?;
+        let mut chain = vec![issued.leaf_der.clone()];
+        chain.extend(int);
+        let p12 = mutual_pki::keys::pkcs12(&a.name, key_der, &chain, pw)?;
+        staged.push(StagedFile::write(p12_path, &p12, 0o600)?);
+    }
+    ca.record(pending).await?;
+    let mut committed: Vec<PathBuf> = Vec::new();
+    for s in staged {
+        let target = s.target().to_path_buf();
+        if let Err(e) = s.commit(a.force) {
+            for c in &committed {
+                let _ = std::fs::remove_file(c);
+            }
+            let _ = ca.forget(&issued.serial_hex).await;
+            return Err(e);
+        }
+        committed.push(target);
+    }
+    Ok(())
+}
+
+fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.dir.resolve()?;
+    let filter = ListFilter {
+        status: a.status,
+        expiring_within: a.expiring_within,
+    };
+    let rt = runtime()?;
+    let rows = rt.block_on(async {
+        let store = mutual_pki::ca::open_store(&dir).await?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let rows = mutual_store::Inventory::list(&store, &filter, now).await;
+        store.close().await;
+        Ok::<_, mutual_pki::PkiError>(rows?)
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        println!("no certificates");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    println!(
+        "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>9}  SANS",
+        "SERIAL", "NAME", "USAGE", "STATUS", "NOT AFTER", "DAYS LEFT"
+    );
+    let mut soon_count = 0;
+    for r in &rows {
+        let left = r.not_after - now;
+        let lifetime = (r.not_after - r.not_before).max(1);
+        // "Soon" = past the renewal point (two thirds of the lifetime), or within 7 days for
+        // long-lived certificates (for 24 h certs every one would be "within 7 days").
+        let soon = r.status == Status::Valid
+            && (left * 3 < lifetime || (lifetime >= 21 * 86_400 && left < 7 * 86_400));
+        if soon {
+            soon_count += 1;
+        }
+        let days = if r.status == Status::Valid {
+            format!("{:.1}{}", left as f64 / 86_400.0, if soon { " !" } else { "" })
+        } else {
+            "-".to_string()
+        };
+        let na = rfc3339(r.not_after);
+        println!(
+            "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>9}  {}",
+            r.serial,
+            r.name,
+            r.usage,
+            r.status.as_str(),
+            na,
+            days,
+            r.sans.join(",")
+        );
+    }
+    if soon_count > 0 {
+        println!("! = expiring soon (past two thirds of its lifetime, or within 7 days): {soon_count}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.dir.resolve()?;
+    let serial = match (&a.serial, &a.cert) {
+        (Some(s), _) => mutual_pki::normalize_serial(s)?,
+        (None, Some(path)) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let info = mutual_pki::inspect::inspect_pem_or_der(&bytes)?;
+            let first = info
+                .first()
+                .with_context(|| format!("no certificate in {}", path.display()))?;
+            first.serial.clone()
+        }
+        (None, None) => anyhow::bail!("give a SERIAL or --cert FILE"),
+    };
+    let rt = runtime()?;
+    let outcome = rt.block_on(async {
+        let store = mutual_pki::ca::open_store(&dir).await?;
+        let out = mutual_pki::ca::revoke_in(&store, &serial, a.reason).await;
+        store.close().await;
+        out
+    })?;
+    let (already, rec) = match outcome {
+        RevokeOutcome::Revoked(r) => (false, r),
+        RevokeOutcome::AlreadyRevoked(r) => (true, r),
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "serial": rec.serial,
+            "name": rec.name,
+            "already_revoked": already,
+            "revoked_at": rec.revoked_at.map(rfc3339),
+            "reason": rec.reason,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if already {
+        println!(
+            "note: {} ({}) was already revoked at {} (reason {}); nothing changed",
+            rec.serial,
+            rec.name,
+            rec.revoked_at.map(rfc3339).unwrap_or_default(),
+            rec.reason.as_deref().unwrap_or("unspecified")
+        );
+    } else {
+        println!(
+            "Revoked {} ({}), reason {}. Publish it: mutual ca crl --out crl.pem",
+            rec.serial,
+            rec.name,
+            rec.reason.as_deref().unwrap_or("unspecified")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
+    let bytes = if a.file.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut b)
+            .context("cannot read stdin")?;
+        b
+    } else {
+        std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?
+    };
+    let infos = mutual_pki::inspect::inspect_pem_or_der(&bytes)
+        .with_context(|| format!("{}", a.file.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&infos)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (i, c) in infos.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        println!("Certificate #{}", c.index);
+        println!("  Subject:      {}", c.subject);
+        println!("  Issuer:       {}", c.issuer);
+        println!("  Serial:       {}", c.serial);
+        if !c.sans.is_empty() {
+            println!("  SANs:         {}", c.sans.join(", "));
+        }
+        if let Some(id) = &c.spiffe_id {
+            println!("  SPIFFE ID:    {id}");
+        }
+        println!("  Not before:   {}", c.not_before);
+        println!("  Not after:    {} ({} left)", c.not_after, c.time_left);
+        println!("  Key:          {} {} bits", c.key_type, c.key_bits);
+        println!("  Signature:    {}", c.signature_algorithm);
+        if !c.key_usage.is_empty() {
+            println!("  Key usage:    {}", c.key_usage.join(", "));
+        }
+        if !c.extended_key_usage.is_empty() {
+            println!("  Ext. usage:   {}", c.extended_key_usage.join(", "));
+        }
+        let ca = match (c.is_ca, c.path_len) {
+            (true, Some(n)) => format!("yes (pathlen {n})"),
+            (true, None) => "yes".into(),
+            (false, _) => "no".into(),
+        };
+        println!("  CA:           {ca}{}", if c.self_signed { ", self-signed" } else { "" });
+        println!("  SHA-256:      {}", c.sha256);
+        for w in &c.warnings {
+            println!("  WARNING:      {w}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
