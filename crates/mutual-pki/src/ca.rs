@@ -185,6 +185,7 @@ fn to_time(d: Duration, what: &str) -> Result<time::Duration, PkiError> {
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
@@ -857,9 +858,9 @@ fn csr_der(input: &[u8]) -> Result<Vec<u8>, PkiError> {
             detail: "no CERTIFICATE REQUEST block found".into(),
         });
     }
-    if input.is_empty() {
+    if input.first() != Some(&0x30) {
         return Err(PkiError::MalformedCsr {
-            detail: "empty input".into(),
+            detail: "neither a PEM CERTIFICATE REQUEST nor DER".into(),
         });
     }
     Ok(input.to_vec())

@@ -303,17 +303,22 @@ async fn deliver(
         staged.push(StagedFile::write(p12_path, &p12, 0o600)?);
     }
     ca.record(pending).await?;
-    let mut committed: Vec<PathBuf> = Vec::new();
+    // Files this call created (as opposed to replaced with --force): the ones to remove if a
+    // later step fails.
+    let mut created: Vec<PathBuf> = Vec::new();
     for s in staged {
         let target = s.target().to_path_buf();
+        let existed = target.exists();
         if let Err(e) = s.commit(a.force) {
-            for c in &committed {
+            for c in &created {
                 let _ = std::fs::remove_file(c);
             }
             let _ = ca.forget(&issued.serial_hex).await;
             return Err(e);
         }
-        committed.push(target);
+        if !existed {
+            created.push(target);
+        }
     }
     Ok(())
 }
