@@ -3,16 +3,31 @@
 //! side (server name or exact SPIFFE ID), path validation for `cert verify`, and the mapping of
 //! every failure onto the one reason vocabulary (`Reason`).
 //!
-//! INTERFACE STUB: the signatures below are the contract other crates build against; bodies are
-//! being written. Keep the signatures; add fields/functions freely.
+//! Layout: `load` reads files; `verify` is the single path-validation routine ([`Trust::check`])
+//! that `verifiers` plugs into rustls and `verify_chain` exposes to the CLI and the conformance
+//! run; `config` builds rustls configs; `classify` names failures; `peer` reads what a finished
+//! handshake established.
 #![forbid(unsafe_code)]
 
+pub mod classify;
+mod config;
+pub mod load;
+pub mod peer;
 pub mod reason;
+pub mod verifiers;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use classify::{describe, describe_io};
+pub use config::provider;
+pub use peer::{peer_identity, TlsFacts};
 pub use reason::Reason;
+pub use verify::{
+    verify_chain, ChainEntry, PeerName, Purpose, RevocationPolicy, Trust, VerifyOutcome,
+    VerifyRequest,
+};
 
 /// Errors loading TLS material. Each names the file and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +46,28 @@ pub enum TlsError {
     InvalidName(String),
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A certificate key too weak to accept (raised during verification; `weak_key`).
+    #[error("the certificate {subject:?} has a weak key: {detail}")]
+    WeakKey { subject: String, detail: String },
+    /// The certificate does not carry the expected URI SAN / SPIFFE ID (`name_mismatch`).
+    #[error("the certificate is not valid for {expected:?}; its URI SANs are [{}]", presented.join(", "))]
+    UriMismatch {
+        expected: String,
+        presented: Vec<String>,
+    },
+}
+
+impl TlsError {
+    /// The reason label for this error when it ends a handshake or a verification.
+    pub fn reason(&self) -> Reason {
+        match self {
+            TlsError::WeakKey { .. } => Reason::WeakKey,
+            TlsError::UriMismatch { .. } => Reason::NameMismatch,
+            TlsError::Rustls(e) => classify_rustls_error(e),
+            TlsError::BadFile { .. } => Reason::Malformed,
+            _ => Reason::Other,
+        }
+    }
 }
 
 /// Server side (the proxy's listener): what to present, whom to trust.
@@ -40,12 +77,15 @@ pub struct ServerSettings {
     pub key: PathBuf,
     /// PEM bundle of trusted roots for client certificates.
     pub ca: PathBuf,
-    /// CRL files (PEM or DER); when non-empty, revocation is checked for the whole chain.
+    /// CRL files (PEM or DER); when non-empty, revocation is checked (see `revocation`).
     pub crls: Vec<PathBuf>,
     /// Allow TLS 1.2 too (default: TLS 1.3 only).
     pub allow_tls12: bool,
     /// ALPN protocols to offer, in order (empty: none).
     pub alpn: Vec<Vec<u8>>,
+    /// How CRLs apply. Default: the whole chain, unknown status denied, expired CRL denied;
+    /// so with CRLs, every issuer in the chain (root too) needs a current CRL.
+    pub revocation: RevocationPolicy,
 }
 
 /// A loaded, validated server configuration and facts about it for metrics/logs.
@@ -56,18 +96,50 @@ pub struct ServerMaterial {
     pub cert_not_after: i64,
     /// Serial of the served leaf, lowercase hex.
     pub cert_serial: String,
+    /// The roots and CRLs the config verifies clients with (to re-check a resumed session's
+    /// stored client chain against the current CRLs: see [`ServerMaterial::recheck_peer`]).
+    pub trust: Arc<Trust>,
+}
+
+impl ServerMaterial {
+    /// Re-validates a client chain (as from `peer_certificates()`) with this material's trust,
+    /// now. Resumed sessions skip the verifier inside rustls; calling this after every
+    /// handshake closes that gap. Errors come back as a reason and a sentence.
+    pub fn recheck_peer(
+        &self,
+        chain: &[rustls_pki_types::CertificateDer<'_>],
+    ) -> Result<(), (Reason, String)> {
+        let Some((leaf, rest)) = chain.split_first() else {
+            return Err((
+                Reason::NoClientCert,
+                "the client sent no certificate".into(),
+            ));
+        };
+        self.trust
+            .check(
+                leaf,
+                rest,
+                rustls_pki_types::UnixTime::now(),
+                &Purpose::Client,
+                None,
+                None,
+            )
+            .map(|_| ())
+            .map_err(|e| (classify_rustls_error(&e), describe(&e)))
+    }
 }
 
 /// Loads and validates everything in `s` and builds a config that requires and verifies a
-/// client certificate. A bad file is an error; nothing half-loaded is returned.
+/// client certificate. A bad file is an error; nothing half-loaded is returned. Each call makes
+/// a new ticketer and session cache, so swapping in a rebuilt config ends old resumptions.
 pub fn build_server_config(s: &ServerSettings) -> Result<ServerMaterial, TlsError> {
-    let _ = s;
-    unimplemented!("mutual-tls: build_server_config is being written")
+    config::server(s)
 }
 
 /// Client side (`mutual connect`, the probe): what to present, how to check the server.
 #[derive(Clone, Debug, Default)]
 pub struct ClientSettings {
+    /// Client certificate chain; leave both `cert` and `key` empty to present none.
     pub cert: PathBuf,
     pub key: PathBuf,
     /// PEM bundle of trusted roots for the server certificate.
@@ -78,30 +150,39 @@ pub struct ClientSettings {
     pub expect_spiffe: Option<String>,
     pub allow_tls12: bool,
     pub alpn: Vec<Vec<u8>>,
+    /// CRLs for the server's chain (default none: no revocation check).
+    pub crls: Vec<PathBuf>,
+    pub revocation: RevocationPolicy,
 }
 
 #[derive(Clone)]
 pub struct ClientMaterial {
     pub config: Arc<rustls::ClientConfig>,
     pub server_name: rustls_pki_types::ServerName<'static>,
+    /// 0 when no client certificate is presented.
     pub cert_not_after: i64,
+    /// Empty when no client certificate is presented.
     pub cert_serial: String,
 }
 
-/// `remote_host` is the host part of the remote address, used when no server name is set.
-pub fn build_client_config(s: &ClientSettings, remote_host: &str) -> Result<ClientMaterial, TlsError> {
-    let _ = (s, remote_host);
-    unimplemented!("mutual-tls: build_client_config is being written")
+/// `remote_host` is the host part of the remote address, used when no server name is set
+/// (an IPv6 literal may be bracketed). SNI is sent when the name is a DNS name.
+pub fn build_client_config(
+    s: &ClientSettings,
+    remote_host: &str,
+) -> Result<ClientMaterial, TlsError> {
+    config::client(s, remote_host)
 }
 
 /// The reason label for a failed TLS accept/connect (tokio-rustls wraps rustls::Error in io::Error).
 pub fn classify_io_error(e: &std::io::Error) -> Reason {
-    let _ = e;
-    unimplemented!("mutual-tls: classify_io_error is being written")
+    classify::classify_io_error(e)
 }
 
 /// The reason label for a rustls error.
 pub fn classify_rustls_error(e: &rustls::Error) -> Reason {
-    let _ = e;
-    unimplemented!("mutual-tls: classify_rustls_error is being written")
+    classify::classify_rustls_error(e)
 }
+
+#[cfg(test)]
+mod tests;

@@ -97,13 +97,19 @@ impl Reason {
             Reason::WrongPurpose => {
                 "The certificate is not valid for this purpose (extended key usage)."
             }
-            Reason::NameMismatch => "The certificate does not carry the expected name or SPIFFE ID.",
-            Reason::WeakKey => "The certificate uses a weak key or a forbidden signature algorithm.",
+            Reason::NameMismatch => {
+                "The certificate does not carry the expected name or SPIFFE ID."
+            }
+            Reason::WeakKey => {
+                "The certificate uses a weak key or a forbidden signature algorithm."
+            }
             Reason::PolicyDenied => "The peer's identity is valid but no policy rule allows it.",
             Reason::ProtocolVersion => "The peers share no acceptable TLS protocol version.",
             Reason::NoSharedCipher => "The peers share no cipher suite or key-exchange group.",
             Reason::HandshakeTimeout => "The handshake did not complete in time.",
-            Reason::Malformed => "The peer sent data that is not valid TLS or a malformed certificate.",
+            Reason::Malformed => {
+                "The peer sent data that is not valid TLS or a malformed certificate."
+            }
             Reason::BackendUnavailable => "The backend could not be reached.",
             Reason::Other => "The handshake failed for another reason.",
         }

@@ -1,0 +1,602 @@
+//! Certificate path validation, written once and used everywhere: the proxy's client-certificate
+//! verifier, the client's server-certificate verifier, `mutual cert verify` and the x509-limbo
+//! conformance run all call [`Trust::check`], so what the CLI says about a chain is what the
+//! proxy will do with it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::{CertificateError, OtherError};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, ServerName, TrustAnchor, UnixTime,
+};
+use webpki::{
+    CertRevocationList, EndEntityCert, ExpirationPolicy, KeyPurposeIdIter, RevocationCheckDepth,
+    RevocationOptionsBuilder, UnknownStatusPolicy,
+};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::{load, Reason, TlsError};
+
+/// How CRLs are applied when some are given (with none, revocation is not checked).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RevocationPolicy {
+    /// Check only the end entity, not the intermediates (default: the whole chain).
+    pub leaf_only: bool,
+    /// Accept a certificate whose issuer has no CRL among those given (default: deny).
+    pub allow_unknown: bool,
+    /// Use a CRL past its nextUpdate (default: such a CRL gives `revocation_unknown`).
+    pub ignore_expired_crl: bool,
+}
+
+/// What the certificate must be good for (its extended key usage).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Purpose {
+    /// TLS server: `serverAuth` required if the certificate has an EKU extension.
+    Server,
+    /// TLS client: `clientAuth` required if the certificate has an EKU extension.
+    #[default]
+    Client,
+    /// No EKU requirement (the chain, validity and revocation are still checked).
+    Any,
+    /// Every one of these OIDs (DER content bytes) must be present; `anyExtendedKeyUsage`
+    /// does not stand in for them.
+    AllOf(Vec<Vec<u8>>),
+}
+
+const EKU_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+const EKU_CLIENT_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02];
+
+/// The name the end entity must carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerName {
+    /// A DNS name or IP address, checked as rustls/webpki checks a server's name.
+    Server(ServerName<'static>),
+    /// A URI SAN (a SPIFFE ID), compared byte for byte with each URI SAN.
+    Uri(String),
+}
+
+impl PeerName {
+    /// Parses `dns:NAME`, `ip:ADDR`, `uri:URI`, a bare `spiffe://` ID, or a bare DNS name/IP.
+    pub fn parse(s: &str) -> Result<PeerName, TlsError> {
+        if let Some(u) = s.strip_prefix("uri:") {
+            return Ok(PeerName::Uri(u.to_string()));
+        }
+        if s.starts_with("spiffe://") {
+            return Ok(PeerName::Uri(s.to_string()));
+        }
+        let bare = s
+            .strip_prefix("dns:")
+            .or_else(|| s.strip_prefix("ip:"))
+            .unwrap_or(s);
+        ServerName::try_from(bare.to_string())
+            .map(PeerName::Server)
+            .map_err(|_| TlsError::InvalidName(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for PeerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerName::Server(n) => f.write_str(&n.to_str()),
+            PeerName::Uri(u) => f.write_str(u),
+        }
+    }
+}
+
+/// Trusted roots and CRLs, parsed once and shared by every handshake.
+#[derive(Debug)]
+pub struct Trust {
+    anchors: Vec<TrustAnchor<'static>>,
+    /// The root certificates, same order as `anchors` (for chain reports and CA hints).
+    roots: Vec<CertificateDer<'static>>,
+    crls: Vec<CertRevocationList<'static>>,
+    revocation: RevocationPolicy,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+/// The provider's signature algorithms: what our configs negotiate is what we verify with.
+pub(crate) fn default_algs() -> WebPkiSupportedAlgorithms {
+    rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
+}
+
+impl Trust {
+    /// Builds trust from root certificates and CRLs (DER). An unusable root or CRL is an error.
+    pub fn new(
+        roots: Vec<CertificateDer<'static>>,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+        revocation: RevocationPolicy,
+    ) -> Result<Trust, TlsError> {
+        let mut anchors = Vec::with_capacity(roots.len());
+        for (i, r) in roots.iter().enumerate() {
+            let a = webpki::anchor_from_trusted_cert(r).map_err(|e| TlsError::BadFile {
+                path: PathBuf::from(format!("trusted certificate #{}", i + 1)),
+                detail: format!("not usable as a trust anchor: {e:?}"),
+            })?;
+            anchors.push(a.to_owned());
+        }
+        let crls = crls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                webpki::OwnedCertRevocationList::from_der(c.as_ref())
+                    .map(CertRevocationList::from)
+                    .map_err(|e| TlsError::BadFile {
+                        path: PathBuf::from(format!("CRL #{}", i + 1)),
+                        detail: format!("the CRL does not parse: {e:?}"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Trust {
+            anchors,
+            roots,
+            crls,
+            revocation,
+            algs: default_algs(),
+        })
+    }
+
+    /// Loads a PEM CA bundle and CRL files; errors name the file.
+    pub fn from_files(
+        ca: &Path,
+        crls: &[PathBuf],
+        revocation: RevocationPolicy,
+    ) -> Result<Trust, TlsError> {
+        let roots = load::load_certs(ca)?;
+        let crl_ders = load::load_crls(crls)?;
+        let mut anchors_ok = Vec::with_capacity(roots.len());
+        for r in &roots {
+            webpki::anchor_from_trusted_cert(r).map_err(|e| TlsError::BadFile {
+                path: ca.to_path_buf(),
+                detail: format!("a certificate is not usable as a trust anchor: {e:?}"),
+            })?;
+            anchors_ok.push(r.clone());
+        }
+        Trust::new(anchors_ok, crl_ders, revocation)
+    }
+
+    pub fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        &self.algs
+    }
+
+    pub fn has_crls(&self) -> bool {
+        !self.crls.is_empty()
+    }
+
+    /// Subjects of the trusted roots (DER), for a server's CertificateRequest hints.
+    pub fn root_subjects(&self) -> Vec<rustls::DistinguishedName> {
+        self.anchors
+            .iter()
+            .map(|a| rustls::DistinguishedName::from(a.subject.as_ref().to_vec()))
+            .collect()
+    }
+
+    /// Validates a chain: path to a trusted root, validity at `now`, EKU for `purpose`,
+    /// revocation (when CRLs are set), RSA keys >= 2048 bits, and the name if given.
+    /// `max_depth` bounds the number of intermediates. Returns the verified path, leaf first,
+    /// root last.
+    pub fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        purpose: &Purpose,
+        name: Option<&PeerName>,
+        max_intermediates: Option<usize>,
+    ) -> Result<Vec<CertificateDer<'static>>, rustls::Error> {
+        let ee = EndEntityCert::try_from(end_entity).map_err(pki_error)?;
+        let crl_refs: Vec<&CertRevocationList<'static>> = self.crls.iter().collect();
+        let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
+            b.with_depth(if self.revocation.leaf_only {
+                RevocationCheckDepth::EndEntity
+            } else {
+                RevocationCheckDepth::Chain
+            })
+            .with_status_policy(if self.revocation.allow_unknown {
+                UnknownStatusPolicy::Allow
+            } else {
+                UnknownStatusPolicy::Deny
+            })
+            .with_expiration_policy(if self.revocation.ignore_expired_crl {
+                ExpirationPolicy::Ignore
+            } else {
+                ExpirationPolicy::Enforce
+            })
+            .build()
+        });
+        let depth_check = |p: &webpki::VerifiedPath<'_>| match max_intermediates {
+            Some(max) if p.intermediate_certificates().count() > max => {
+                Err(webpki::Error::MaximumPathDepthExceeded)
+            }
+            _ => Ok(()),
+        };
+        let verify_path: Option<&PathCheck<'_>> = if max_intermediates.is_some() {
+            Some(&depth_check)
+        } else {
+            None
+        };
+        let usage = Eku(purpose);
+        let path = ee
+            .verify_for_usage(
+                self.algs.all,
+                &self.anchors,
+                intermediates,
+                now,
+                usage,
+                revocation,
+                verify_path,
+            )
+            .map_err(pki_error)?;
+
+        let mut chain = vec![end_entity.clone().into_owned()];
+        for c in path.intermediate_certificates() {
+            chain.push(CertificateDer::from(c.der().to_vec()));
+        }
+        let anchor = path.anchor();
+        if let Some(i) = self.anchors.iter().position(|a| {
+            a.subject.as_ref() == anchor.subject.as_ref()
+                && a.subject_public_key_info.as_ref() == anchor.subject_public_key_info.as_ref()
+        }) {
+            if let Some(r) = self.roots.get(i) {
+                chain.push(r.clone());
+            }
+        }
+
+        check_key_strength(end_entity)?;
+        match name {
+            None => {}
+            Some(PeerName::Server(n)) => {
+                ee.verify_is_valid_for_subject_name(n).map_err(pki_error)?
+            }
+            Some(PeerName::Uri(expected)) => {
+                let presented = uri_sans(end_entity);
+                if !presented.iter().any(|u| u == expected) {
+                    return Err(other(TlsError::UriMismatch {
+                        expected: expected.clone(),
+                        presented,
+                    }));
+                }
+            }
+        }
+        Ok(chain)
+    }
+
+    /// The handshake signature check that goes with [`Trust::check`] (same algorithms).
+    pub fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    pub fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+}
+
+/// An extra check on a candidate path (webpki tries other paths when it fails).
+type PathCheck<'a> = dyn Fn(&webpki::VerifiedPath<'_>) -> Result<(), webpki::Error> + 'a;
+
+/// EKU policy adapter for webpki (applied to every certificate of the path, as webpki does).
+struct Eku<'a>(&'a Purpose);
+
+impl webpki::ExtendedKeyUsageValidator for Eku<'_> {
+    fn validate(&self, iter: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        match self.0 {
+            Purpose::Server => webpki::KeyUsage::server_auth().validate(iter),
+            Purpose::Client => webpki::KeyUsage::client_auth().validate(iter),
+            Purpose::Any => {
+                for id in iter {
+                    id?;
+                }
+                Ok(())
+            }
+            Purpose::AllOf(required) => {
+                let mut present = Vec::new();
+                for id in iter {
+                    present.push(id?);
+                }
+                for oid in required {
+                    let want = webpki::KeyPurposeId::new(oid);
+                    if !present.contains(&want) {
+                        #[allow(deprecated)] // the Context variant's fields are private
+                        return Err(webpki::Error::RequiredEkuNotFound);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Purpose {
+    pub fn server_auth_oid() -> &'static [u8] {
+        EKU_SERVER_AUTH
+    }
+    pub fn client_auth_oid() -> &'static [u8] {
+        EKU_CLIENT_AUTH
+    }
+}
+
+/// Wraps one of our errors so it travels inside rustls and is classified back by downcast.
+pub(crate) fn other(e: TlsError) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+}
+
+/// RSA leaf keys below 2048 bits: webpki refuses them for signatures it checks in the chain,
+/// but the leaf's own key is only exercised by the handshake signature, which would report a
+/// misleading `bad_signature`. Caught here so it is named `weak_key`.
+fn check_key_strength(der: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
+        return Ok(()); // webpki already parsed it; nothing more to learn here
+    };
+    if let Ok(x509_parser::public_key::PublicKey::RSA(rsa)) = cert.public_key().parsed() {
+        let bits = rsa.key_size();
+        if bits < 2048 {
+            return Err(other(TlsError::WeakKey {
+                subject: cert.subject().to_string(),
+                detail: format!("{bits}-bit RSA key (at least 2048 bits required)"),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// URI SANs of a certificate (empty if it has none or does not parse).
+pub fn uri_sans(der: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// webpki errors as rustls errors, the same way rustls maps them (so classification and the
+/// alerts we send match rustls' own verifiers); anything rustls has no variant for travels as
+/// `Other(webpki::Error)`.
+pub(crate) fn pki_error(error: webpki::Error) -> rustls::Error {
+    use webpki::Error::*;
+    match error {
+        BadDer | BadDerTime | TrailingData(_) => CertificateError::BadEncoding.into(),
+        CertNotValidYet { time, not_before } => {
+            CertificateError::NotValidYetContext { time, not_before }.into()
+        }
+        CertExpired { time, not_after } => {
+            CertificateError::ExpiredContext { time, not_after }.into()
+        }
+        InvalidCertValidity => CertificateError::Expired.into(),
+        UnknownIssuer => CertificateError::UnknownIssuer.into(),
+        CertNotValidForName(webpki::InvalidNameContext {
+            expected,
+            presented,
+        }) => CertificateError::NotValidForNameContext {
+            expected,
+            presented,
+        }
+        .into(),
+        CertRevoked => CertificateError::Revoked.into(),
+        UnknownRevocationStatus => CertificateError::UnknownRevocationStatus.into(),
+        CrlExpired { time, next_update } => {
+            CertificateError::ExpiredRevocationListContext { time, next_update }.into()
+        }
+        IssuerNotCrlSigner => rustls::CertRevocationListError::IssuerInvalidForCrl.into(),
+        InvalidSignatureForPublicKey => CertificateError::BadSignature.into(),
+        UnsupportedSignatureAlgorithmContext(cx) => {
+            CertificateError::UnsupportedSignatureAlgorithmContext {
+                signature_algorithm_id: cx.signature_algorithm_id,
+                supported_algorithms: cx.supported_algorithms,
+            }
+            .into()
+        }
+        UnsupportedSignatureAlgorithmForPublicKeyContext(cx) => {
+            CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext {
+                signature_algorithm_id: cx.signature_algorithm_id,
+                public_key_algorithm_id: cx.public_key_algorithm_id,
+            }
+            .into()
+        }
+        InvalidCrlSignatureForPublicKey => rustls::CertRevocationListError::BadSignature.into(),
+        RequiredEkuNotFoundContext(webpki::RequiredEkuNotFoundContext { required, present }) => {
+            CertificateError::InvalidPurposeContext {
+                required: eku_purpose(required.oid_values().collect()),
+                presented: present.into_iter().map(eku_purpose).collect(),
+            }
+            .into()
+        }
+        #[allow(deprecated)]
+        RequiredEkuNotFound => CertificateError::InvalidPurpose.into(),
+        #[allow(deprecated)]
+        UnsupportedSignatureAlgorithm | UnsupportedSignatureAlgorithmForPublicKey => {
+            CertificateError::UnsupportedSignatureAlgorithm.into()
+        }
+        e => CertificateError::Other(OtherError(Arc::new(e))).into(),
+    }
+}
+
+/// rustls' own mapping of EKU OIDs (its constructor is crate-private).
+fn eku_purpose(values: Vec<usize>) -> rustls::ExtendedKeyPurpose {
+    match values.as_slice() {
+        [1, 3, 6, 1, 5, 5, 7, 3, 1] => rustls::ExtendedKeyPurpose::ServerAuth,
+        [1, 3, 6, 1, 5, 5, 7, 3, 2] => rustls::ExtendedKeyPurpose::ClientAuth,
+        _ => rustls::ExtendedKeyPurpose::Other(values),
+    }
+}
+
+/// One certificate of a reported chain.
+#[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
+pub struct ChainEntry {
+    /// `leaf`, `intermediate` or `root` (for a verified path); `presented` for certificates
+    /// given but not (or not yet) placed in a verified path.
+    pub role: String,
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub sha256: String,
+}
+
+impl ChainEntry {
+    pub fn from_der(role: &str, der: &[u8]) -> ChainEntry {
+        let sha256 = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der));
+        match X509Certificate::from_der(der) {
+            Ok((_, c)) => ChainEntry {
+                role: role.to_string(),
+                subject: c.subject().to_string(),
+                issuer: c.issuer().to_string(),
+                serial: mutual_policy::serial_hex(c.raw_serial()),
+                not_before: rfc3339(c.validity().not_before.timestamp()),
+                not_after: rfc3339(c.validity().not_after.timestamp()),
+                sha256,
+            },
+            Err(_) => ChainEntry {
+                role: role.to_string(),
+                subject: "(unparsable certificate)".into(),
+                issuer: String::new(),
+                serial: String::new(),
+                not_before: String::new(),
+                not_after: String::new(),
+                sha256,
+            },
+        }
+    }
+}
+
+/// Unix seconds as RFC 3339 UTC (`2026-11-22T10:00:00Z`).
+pub fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("@{secs}"))
+}
+
+/// A `cert verify` / conformance question: is this chain valid for this use?
+#[derive(Clone, Debug)]
+pub struct VerifyRequest {
+    pub leaf: CertificateDer<'static>,
+    pub intermediates: Vec<CertificateDer<'static>>,
+    pub roots: Vec<CertificateDer<'static>>,
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    pub revocation: RevocationPolicy,
+    pub purpose: Purpose,
+    pub name: Option<PeerName>,
+    /// Validation time; `None` is now.
+    pub at: Option<UnixTime>,
+    /// Most intermediates allowed in the path (`None`: webpki's own limits).
+    pub max_intermediates: Option<usize>,
+}
+
+impl Default for VerifyRequest {
+    fn default() -> Self {
+        VerifyRequest {
+            leaf: CertificateDer::from(Vec::new()),
+            intermediates: Vec::new(),
+            roots: Vec::new(),
+            crls: Vec::new(),
+            revocation: RevocationPolicy::default(),
+            purpose: Purpose::default(),
+            name: None,
+            at: None,
+            max_intermediates: None,
+        }
+    }
+}
+
+/// The answer: the reason label, one sentence of detail, and the chain.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct VerifyOutcome {
+    pub valid: bool,
+    pub reason: Reason,
+    pub detail: String,
+    /// The verified path (leaf, intermediates, root) when valid; otherwise the presented
+    /// certificates (leaf first).
+    pub chain: Vec<ChainEntry>,
+}
+
+/// Validates `req` with the same code the proxy and client use ([`Trust::check`]).
+pub fn verify_chain(req: &VerifyRequest) -> VerifyOutcome {
+    let presented = || {
+        std::iter::once(("leaf", &req.leaf))
+            .chain(req.intermediates.iter().map(|c| ("presented", c)))
+            .map(|(role, c)| ChainEntry::from_der(role, c.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let trust = match Trust::new(req.roots.clone(), req.crls.clone(), req.revocation) {
+        Ok(t) => t,
+        Err(e) => {
+            return VerifyOutcome {
+                valid: false,
+                reason: Reason::Malformed,
+                detail: e.to_string(),
+                chain: presented(),
+            }
+        }
+    };
+    let now = req.at.unwrap_or_else(UnixTime::now);
+    match trust.check(
+        &req.leaf,
+        &req.intermediates,
+        now,
+        &req.purpose,
+        req.name.as_ref(),
+        req.max_intermediates,
+    ) {
+        Ok(path) => {
+            let n = path.len();
+            let chain = path
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let role = match i {
+                        0 => "leaf",
+                        i if i + 1 == n && n > 1 => "root",
+                        _ => "intermediate",
+                    };
+                    ChainEntry::from_der(role, c.as_ref())
+                })
+                .collect();
+            let for_name = req
+                .name
+                .as_ref()
+                .map(|n| format!(" and carries the name {n}"))
+                .unwrap_or_default();
+            VerifyOutcome {
+                valid: true,
+                reason: Reason::Ok,
+                detail: format!(
+                    "the certificate chains to a trusted root, is valid at {}{}",
+                    rfc3339(i64::try_from(now.as_secs()).unwrap_or(i64::MAX)),
+                    for_name
+                ),
+                chain,
+            }
+        }
+        Err(e) => VerifyOutcome {
+            valid: false,
+            reason: crate::classify_rustls_error(&e),
+            detail: crate::describe(&e),
+            chain: presented(),
+        },
+    }
+}
