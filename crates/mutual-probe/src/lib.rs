@@ -1,1 +1,824 @@
-//! placeholder
+//! Endpoint and file diagnostics: `mutual probe` answers "does this endpoint really enforce
+//! mTLS, and why does my handshake fail?" for servers written by anyone, in the reason labels
+//! the rest of mutual speaks, and `--pair` checks a certificate/key pair and its chain offline.
+//!
+//! The probe runs a few real handshakes (without a client certificate, with `--cert`, and one
+//! per TLS version), records what the server revealed, and judges it afterwards; see
+//! `handshake` for the recording and `judge` for the labels.
+#![forbid(unsafe_code)]
+
+pub mod certinfo;
+pub mod handshake;
+pub mod judge;
+pub mod pair;
+pub mod render;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mutual_tls::Reason;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::sign::CertifiedKey;
+use rustls::{AlertDescription, NamedGroup, ProtocolVersion, RootCertStore};
+use serde::Serialize;
+
+pub use certinfo::CertSummary;
+pub use judge::{Finding, ServerVerification};
+pub use pair::{check_pair, PairReport};
+
+use handshake::{After, Attempt, Failure, Spec};
+
+/// Errors that stop the probe before it can say anything about the endpoint: bad usage.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    #[error("target {0:?} is not HOST:PORT")]
+    BadTarget(String),
+    #[error("invalid server name {0:?}")]
+    BadServerName(String),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {detail}")]
+    BadFile { path: PathBuf, detail: String },
+    #[error("the private key in {key} does not match the certificate in {cert}")]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("no trust roots: {0}")]
+    NoRoots(String),
+}
+
+/// What to probe and with what.
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    /// HOST:PORT (`[v6]:port` for IPv6 literals).
+    pub target: String,
+    pub server_name: Option<String>,
+    /// Trust roots for the server certificate; the system store when `None`.
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Bound for each connection (connect + handshake + the short watch after it).
+    pub timeout: Duration,
+    /// Offer ALPN http/1.1 and send one GET when the server picks it (catches nginx's HTTP-level
+    /// rejection of clients without a certificate).
+    pub http: bool,
+    /// A server certificate that does not verify fails the probe too.
+    pub strict: bool,
+}
+
+/// How the server treats a client without a certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// The server refuses a client without a certificate.
+    Required,
+    /// The server asks for a certificate but lets a client without one in.
+    Optional,
+    /// The server never asks.
+    None,
+}
+
+impl ClientAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientAuth::Required => "required",
+            ClientAuth::Optional => "optional",
+            ClientAuth::None => "none",
+        }
+    }
+}
+
+/// TLS versions: what the probe offered and what the server took.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Versions {
+    pub offered: Vec<String>,
+    pub supported: Vec<String>,
+    pub refused: Vec<String>,
+}
+
+/// A connection-level failure that kept the probe from judging client authentication.
+#[derive(Clone, Debug, Serialize)]
+pub struct ErrorReport {
+    /// connection_refused | connect_timeout | connect_failed | timeout | reset | closed | not_tls
+    /// | tls | dns | io
+    pub kind: String,
+    pub message: String,
+}
+
+/// The client certificate given with `--cert`, and what the probe learnt about it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClientCertReport {
+    pub file: String,
+    pub chain: Vec<CertSummary>,
+    /// Whether it was actually sent (the server asked and a signature scheme was shared).
+    pub sent: bool,
+    /// Problems found locally (validity, purpose, issuer vs advertised CAs).
+    pub findings: Vec<Finding>,
+}
+
+/// Everything the probe found. `--json` prints this; the text report renders it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub target: String,
+    pub server_name: String,
+    /// `null` when a connection error kept the probe from finding out.
+    pub client_auth: Option<ClientAuth>,
+    pub client_auth_detail: String,
+    /// `null` without `--cert` (or when the server never asked for it).
+    pub accepted: Option<bool>,
+    pub accepted_detail: Option<String>,
+    pub reason: Reason,
+    pub explanation: String,
+    pub hint: String,
+    /// The alert the server sent to the probe, if any (snake_case, as in the RFCs).
+    pub alert: Option<String>,
+    pub tls_version: Option<String>,
+    pub cipher: Option<String>,
+    pub group: Option<String>,
+    pub post_quantum: bool,
+    pub alpn: Option<String>,
+    pub versions: Versions,
+    pub server_chain: Vec<CertSummary>,
+    pub server_verification: ServerVerification,
+    pub certificate_requested: Option<bool>,
+    pub acceptable_cas: Vec<String>,
+    pub client_cert: Option<ClientCertReport>,
+    pub error: Option<ErrorReport>,
+    pub pass: bool,
+    pub verdict: String,
+}
+
+impl Report {
+    /// 0 when the verdict passes, 1 otherwise (bad usage never reaches a report).
+    pub fn exit_code(&self) -> u8 {
+        if self.pass {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+/// The crypto provider the probe uses everywhere (aws-lc-rs, post-quantum hybrid preferred).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Splits HOST:PORT (`[::1]:443` too).
+pub fn split_target(t: &str) -> Result<(String, u16), ProbeError> {
+    let bad = || ProbeError::BadTarget(t.to_string());
+    let (host, port) = t.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+/// Reads every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProbeError> {
+    let data = std::fs::read(path).map_err(|source| ProbeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs = CertificateDer::pem_slice_iter(&data)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ProbeError::BadFile {
+            path: path.to_path_buf(),
+            detail: format!("not a PEM certificate file ({e})"),
+        })?;
+    if certs.is_empty() {
+        return Err(ProbeError::BadFile {
+            path: path.to_path_buf(),
+            detail: "no CERTIFICATE block found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM private key (PKCS#8, SEC1 or PKCS#1). The error never contains key material.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, ProbeError> {
+    let data = std::fs::read(path).map_err(|source| ProbeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    PrivateKeyDer::from_pem_slice(&data).map_err(|_| ProbeError::BadFile {
+        path: path.to_path_buf(),
+        detail: "no unencrypted PEM private key found (PKCS#8, SEC1 or PKCS#1)".into(),
+    })
+}
+
+/// Loads a certificate chain and its key into a `CertifiedKey`, refusing a key that does not match.
+pub fn load_certified_key(
+    cert: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<CertifiedKey, ProbeError> {
+    let chain = load_certs(cert)?;
+    let der = load_key(key)?;
+    let signing = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| ProbeError::BadFile {
+            path: key.to_path_buf(),
+            detail: format!("unusable private key ({e})"),
+        })?;
+    let ck = CertifiedKey::new(chain, signing);
+    match ck.keys_match() {
+        Ok(()) => Ok(ck),
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(ck),
+        Err(_) => Err(ProbeError::KeyMismatch {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        }),
+    }
+}
+
+/// Trust roots from `--ca`, or the system store; with a line saying which.
+pub fn load_roots(ca: Option<&Path>) -> Result<(Arc<RootCertStore>, String), ProbeError> {
+    let mut store = RootCertStore::empty();
+    match ca {
+        Some(p) => {
+            for c in load_certs(p)? {
+                store.add(c).map_err(|e| ProbeError::BadFile {
+                    path: p.to_path_buf(),
+                    detail: format!("not a usable trust anchor ({e})"),
+                })?;
+            }
+            Ok((Arc::new(store), format!("--ca {}", p.display())))
+        }
+        None => {
+            let res = rustls_native_certs::load_native_certs();
+            let (added, _) = store.add_parsable_certificates(res.certs);
+            if added == 0 {
+                return Err(ProbeError::NoRoots(
+                    "the system store (rustls-native-certs) has no certificates; pass --ca".into(),
+                ));
+            }
+            Ok((
+                Arc::new(store),
+                format!("system roots ({added} from the OS store, via rustls-native-certs)"),
+            ))
+        }
+    }
+}
+
+pub fn version_name(v: ProtocolVersion) -> String {
+    match v {
+        ProtocolVersion::TLSv1_3 => "TLS1.3".into(),
+        ProtocolVersion::TLSv1_2 => "TLS1.2".into(),
+        ProtocolVersion::TLSv1_1 => "TLS1.1".into(),
+        ProtocolVersion::TLSv1_0 => "TLS1.0".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn group_name(g: NamedGroup) -> String {
+    format!("{g:?}")
+}
+
+fn is_post_quantum(g: NamedGroup) -> bool {
+    format!("{g:?}").contains("MLKEM")
+}
+
+fn failure_report(f: &Failure, target: &str, timeout: Duration) -> (ErrorReport, Reason, String) {
+    let e = |kind: &str, message: String| ErrorReport {
+        kind: kind.into(),
+        message,
+    };
+    match f {
+        Failure::Refused => (
+            e("connection_refused", format!("connection refused: nothing listens on {target}")),
+            Reason::Other,
+            "Check the host and port, and that the server is running.".into(),
+        ),
+        Failure::ConnectTimeout => (
+            e("connect_timeout", format!("no TCP connection to {target} within {}s (filtered or unreachable)", timeout.as_secs_f32())),
+            Reason::HandshakeTimeout,
+            "Check the address, firewalls and routes between here and the server.".into(),
+        ),
+        Failure::Connect(m) => (
+            e("connect_failed", format!("cannot connect to {target}: {m}")),
+            Reason::Other,
+            "Check the address and the network path to the server.".into(),
+        ),
+        Failure::Timeout => (
+            e("timeout", format!("{target} accepted the connection but did not complete a TLS handshake within {}s", timeout.as_secs_f32())),
+            Reason::HandshakeTimeout,
+            "Check that this port speaks TLS (not a protocol where the client must wait for the server first) and that nothing stalls in between.".into(),
+        ),
+        Failure::Reset => (
+            e("reset", format!("{target} reset the connection during the TLS handshake")),
+            Reason::Other,
+            "The server (or something in between) dropped the handshake: check its error log; it may not speak TLS on this port or may refuse this client's address.".into(),
+        ),
+        Failure::Eof => (
+            e("closed", format!("{target} closed the connection during the TLS handshake without an alert")),
+            Reason::Other,
+            "Check the server's error log; it may not speak TLS on this port.".into(),
+        ),
+        Failure::NotTls(first) => {
+            let http = first.starts_with("HTTP/");
+            let what = if http { "plain HTTP" } else { "something that is not TLS" };
+            (
+                e("not_tls", format!("{target} answered with {what}, not TLS (first bytes: {first:?})")),
+                Reason::Malformed,
+                if http {
+                    "This port serves plain HTTP: probe the TLS port instead, or enable TLS on the server.".into()
+                } else {
+                    Reason::Malformed.hint().into()
+                },
+            )
+        }
+        Failure::Tls(err) => {
+            let reason = judge::rustls_error_reason(err, false);
+            let mut msg = format!("TLS handshake with {target} failed: {err}");
+            if let rustls::Error::AlertReceived(a) = err {
+                msg = format!("{target} refused the TLS handshake with alert {}", judge::alert_name(*a));
+            }
+            (e("tls", msg), reason, reason.hint().into())
+        }
+        Failure::Io(m) => (
+            e("io", format!("I/O error talking to {target}: {m}")),
+            Reason::Other,
+            "Check the network path to the server.".into(),
+        ),
+    }
+}
+
+/// What an attempt says about the server's treatment of the client (with or without a cert).
+struct Outcome {
+    /// The server let the client in at the TLS (and, if checked, HTTP) level.
+    admitted: bool,
+    /// The server rejected the client after asking for a certificate.
+    rejected: bool,
+    alert: Option<AlertDescription>,
+    detail: String,
+}
+
+fn outcome(a: &Attempt) -> Option<Outcome> {
+    let req = a.recorded.cert_requested;
+    let o = |admitted, rejected, alert, detail: &str| {
+        Some(Outcome {
+            admitted,
+            rejected,
+            alert,
+            detail: detail.to_string(),
+        })
+    };
+    match (&a.failure, &a.after) {
+        (Some(Failure::Tls(rustls::Error::AlertReceived(al))), _) if req => o(
+            false,
+            true,
+            Some(*al),
+            &format!(
+                "the server refused the handshake with alert {}",
+                judge::alert_name(*al)
+            ),
+        ),
+        (Some(Failure::Eof | Failure::Reset), _) if req => o(
+            false,
+            true,
+            None,
+            "the server dropped the connection during the handshake, after asking for a certificate",
+        ),
+        (Some(_), _) => None,
+        (None, After::Alert(al)) => o(
+            false,
+            true,
+            Some(*al),
+            &format!(
+                "the handshake completed, then the server sent alert {} (TLS 1.3 servers judge the client's certificate after the handshake)",
+                judge::alert_name(*al)
+            ),
+        ),
+        (None, After::Reset) if req => o(
+            false,
+            true,
+            None,
+            "the handshake completed, then the server reset the connection at once (no alert)",
+        ),
+        (None, After::Http { status, snippet })
+            if *status == 495
+                || *status == 496
+                || (*status == 400 && !snippet.is_empty()) =>
+        {
+            o(
+                false,
+                true,
+                None,
+                &format!(
+                    "the TLS handshake completed but the HTTP server answered {status}{}",
+                    if snippet.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" \"{snippet}\"")
+                    }
+                ),
+            )
+        }
+        (None, After::Http { status, .. }) => o(
+            true,
+            false,
+            None,
+            &format!("the connection stayed usable (HTTP {status})"),
+        ),
+        (None, After::Closed | After::Reset | After::ClosedAfterWrite) => o(
+            true,
+            false,
+            None,
+            "the handshake completed; the server then closed the connection without an alert",
+        ),
+        (None, _) => o(true, false, None, "the connection stayed usable"),
+    }
+}
+
+/// Probes the endpoint. `Err` only for bad usage (unreadable files, bad target); every network
+/// outcome, failures included, is a `Report`.
+pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
+    let provider = provider();
+    let (host, port) = split_target(&opts.target)?;
+    let name_str = opts.server_name.clone().unwrap_or_else(|| host.clone());
+    let server_name = ServerName::try_from(name_str.clone())
+        .map_err(|_| ProbeError::BadServerName(name_str.clone()))?;
+    let (roots, trust) = load_roots(opts.ca.as_deref())?;
+    let client = match (&opts.cert, &opts.key) {
+        (Some(c), Some(k)) => Some((c.clone(), Arc::new(load_certified_key(c, k, &provider)?))),
+        (None, None) => None,
+        (Some(c), None) | (None, Some(c)) => {
+            return Err(ProbeError::BadFile {
+                path: c.clone(),
+                detail: "--cert and --key go together".into(),
+            })
+        }
+    };
+    let client_chain: Vec<CertSummary> = client
+        .as_ref()
+        .map(|(_, ck)| {
+            ck.cert
+                .iter()
+                .filter_map(|c| certinfo::summarize(c))
+                .collect()
+        })
+        .unwrap_or_default();
+
+    let all_versions: Vec<&'static rustls::SupportedProtocolVersion> =
+        vec![&rustls::version::TLS13, &rustls::version::TLS12];
+    let mut report = Report {
+        target: opts.target.clone(),
+        server_name: name_str.clone(),
+        client_auth: None,
+        client_auth_detail: String::new(),
+        accepted: None,
+        accepted_detail: None,
+        reason: Reason::Other,
+        explanation: String::new(),
+        hint: String::new(),
+        alert: None,
+        tls_version: None,
+        cipher: None,
+        group: None,
+        post_quantum: false,
+        alpn: None,
+        versions: Versions {
+            offered: vec!["TLS1.3".into(), "TLS1.2".into()],
+            ..Versions::default()
+        },
+        server_chain: Vec::new(),
+        server_verification: judge::verify_server_chain(
+            &[],
+            &roots,
+            &trust,
+            &server_name,
+            &provider,
+        ),
+        certificate_requested: None,
+        acceptable_cas: Vec::new(),
+        client_cert: None,
+        error: None,
+        pass: false,
+        verdict: String::new(),
+    };
+
+    let addrs: Vec<SocketAddr> = match (host.as_str(), port).to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(e) => {
+            report.error = Some(ErrorReport {
+                kind: "dns".into(),
+                message: format!("cannot resolve {host}: {e}"),
+            });
+            report.hint = "Check the host name.".into();
+            return Ok(finish(report, opts));
+        }
+    };
+
+    let spec = |versions: &[&'static rustls::SupportedProtocolVersion],
+                cert: Option<Arc<CertifiedKey>>,
+                after: bool| {
+        handshake::attempt(
+            &addrs,
+            &Spec {
+                provider: &provider,
+                versions,
+                client_cert: cert,
+                http: opts.http && after,
+                after_check: after,
+                server_name: &server_name,
+                host_header: &name_str,
+                timeout: opts.timeout,
+            },
+        )
+    };
+
+    // 1. Without a client certificate.
+    let mut anon = spec(&all_versions, None, true);
+    // A server whose ALPN list lacks http/1.1 may refuse the offer: retry without ALPN.
+    if opts.http
+        && matches!(
+            anon.failure,
+            Some(Failure::Tls(rustls::Error::AlertReceived(
+                AlertDescription::NoApplicationProtocol
+            )))
+        )
+    {
+        let o = ProbeOptions {
+            http: false,
+            ..opts.clone()
+        };
+        return probe(&o);
+    }
+    let anon_outcome = outcome(&anon);
+    if anon_outcome.is_none() {
+        if let Some(f) = &anon.failure {
+            let (err, reason, hint) = failure_report(f, &opts.target, opts.timeout);
+            if let Failure::Tls(rustls::Error::AlertReceived(a)) = f {
+                report.alert = Some(judge::alert_name(*a));
+            }
+            report.reason = reason;
+            report.hint = hint;
+            report.error = Some(err);
+            report.server_chain = summarize_chain(&anon.recorded.server_chain);
+            if !anon.recorded.server_chain.is_empty() {
+                report.server_verification = judge::verify_server_chain(
+                    &anon.recorded.server_chain,
+                    &roots,
+                    &trust,
+                    &server_name,
+                    &provider,
+                );
+            }
+            return Ok(finish(report, opts));
+        }
+    }
+    let anon_outcome = anon_outcome.unwrap_or(Outcome {
+        admitted: false,
+        rejected: false,
+        alert: None,
+        detail: String::new(),
+    });
+    report.certificate_requested = Some(anon.recorded.cert_requested);
+    report.acceptable_cas = judge::decode_cas(&anon.recorded.acceptable_cas);
+    report.client_auth = Some(if anon_outcome.rejected {
+        ClientAuth::Required
+    } else if anon.recorded.cert_requested {
+        ClientAuth::Optional
+    } else {
+        ClientAuth::None
+    });
+    report.client_auth_detail = if anon.recorded.cert_requested {
+        format!(
+            "asked for a certificate; without one, {}",
+            anon_outcome.detail
+        )
+    } else {
+        format!("never asked for a certificate; {}", anon_outcome.detail)
+    };
+    report.alert = anon_outcome.alert.map(judge::alert_name);
+    if anon_outcome.rejected {
+        report.reason = Reason::NoClientCert;
+        if let Some(a) = anon_outcome.alert {
+            report.reason = judge::alert_reason(a, false).0;
+        }
+    } else {
+        report.reason = Reason::Ok;
+    }
+
+    // 2. TLS versions: the anonymous handshake showed one; try the other alone.
+    if let Some(v) = anon.version {
+        report.versions.supported.push(version_name(v));
+        let other: &'static rustls::SupportedProtocolVersion = if v == ProtocolVersion::TLSv1_3 {
+            &rustls::version::TLS12
+        } else {
+            &rustls::version::TLS13
+        };
+        let a = spec(&[other], None, false);
+        let name = version_name(other.version);
+        if a.server_hello_seen || a.failure.is_none() {
+            report.versions.supported.push(name);
+        } else {
+            report.versions.refused.push(name);
+        }
+        report.versions.supported.sort_by(|a, b| b.cmp(a));
+    }
+
+    // 3. With the client certificate.
+    if let Some((file, ck)) = &client {
+        let mut findings = judge::check_client_chain(&client_chain, &report.acceptable_cas);
+        let b = spec(&all_versions, Some(Arc::clone(ck)), true);
+        let sent = b.recorded.cert_sent;
+        if !b.recorded.cert_requested && b.failure.is_none() {
+            report.accepted = None;
+            report.accepted_detail =
+                Some("the server never asked for a client certificate, so it was not sent".into());
+        } else if b.recorded.no_common_sigscheme {
+            report.accepted = Some(false);
+            report.reason = Reason::WeakKey;
+            report.accepted_detail = Some(
+                "the certificate was not sent: its key cannot make any signature the server accepts".into(),
+            );
+        } else {
+            match outcome(&b) {
+                Some(o) if o.admitted => {
+                    report.alert = None;
+                    report.accepted = Some(true);
+                    report.reason = Reason::Ok;
+                    report.accepted_detail = Some(format!("accepted: {}", o.detail));
+                }
+                Some(o) => {
+                    report.accepted = Some(false);
+                    let (mut reason, generic) = match o.alert {
+                        Some(a) => judge::alert_reason(a, sent),
+                        None => (Reason::Other, true),
+                    };
+                    if generic {
+                        if let Some(f) = findings.first() {
+                            // A local finding explains the generic alert; a specific one (expired)
+                            // is refined (not_yet_valid comes with the same alert from OpenSSL).
+                            if reason == Reason::Other
+                                || (reason == Reason::Expired && f.reason == Reason::NotYetValid)
+                            {
+                                reason = f.reason;
+                            }
+                        }
+                    }
+                    report.alert = o.alert.map(judge::alert_name);
+                    report.reason = reason;
+                    report.accepted_detail = Some(format!("rejected: {}", o.detail));
+                }
+                None => {
+                    report.accepted = Some(false);
+                    let f = b.failure.clone().unwrap_or(Failure::Timeout);
+                    let (err, reason, _) = failure_report(&f, &opts.target, opts.timeout);
+                    report.reason = reason;
+                    report.accepted_detail = Some(format!("not accepted: {}", err.message));
+                }
+            }
+        }
+        // Findings that cannot be the cause are noise once the server accepted the certificate.
+        if report.accepted == Some(true) {
+            findings.retain(|f| f.reason != Reason::UnknownCa);
+        }
+        report.client_cert = Some(ClientCertReport {
+            file: file.display().to_string(),
+            chain: client_chain,
+            sent,
+            findings,
+        });
+        if anon.recorded.server_chain.is_empty() {
+            anon.recorded.server_chain = b.recorded.server_chain.clone();
+        }
+    }
+
+    report.tls_version = anon.version.map(version_name);
+    report.cipher = anon.cipher.clone();
+    report.group = anon.group.map(group_name);
+    report.post_quantum = anon.group.is_some_and(is_post_quantum);
+    report.alpn = anon.alpn.clone();
+    report.server_chain = summarize_chain(&anon.recorded.server_chain);
+    report.server_verification = judge::verify_server_chain(
+        &anon.recorded.server_chain,
+        &roots,
+        &trust,
+        &server_name,
+        &provider,
+    );
+    Ok(finish(report, opts))
+}
+
+fn summarize_chain(chain: &[CertificateDer<'static>]) -> Vec<CertSummary> {
+    chain
+        .iter()
+        .filter_map(|c| certinfo::summarize(c))
+        .collect()
+}
+
+/// Decides pass/fail, the hint and the verdict line.
+fn finish(mut r: Report, opts: &ProbeOptions) -> Report {
+    r.explanation = r.reason.explanation().to_string();
+    let server_ok = r.server_verification.valid != Some(false);
+    let cert_name = opts
+        .cert
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    if let Some(err) = &r.error {
+        r.pass = false;
+        r.verdict = format!("FAIL: {}", err.message);
+        return r;
+    }
+    let required = r.client_auth == Some(ClientAuth::Required);
+    r.pass = required
+        && (opts.cert.is_none() || r.accepted == Some(true))
+        && (!opts.strict || server_ok);
+    let findings_detail = r
+        .client_cert
+        .as_ref()
+        .and_then(|c| c.findings.iter().find(|f| f.reason == r.reason))
+        .map(|f| f.detail.clone());
+    r.hint = match (r.client_auth, r.accepted) {
+        (_, Some(false)) => {
+            let mut h = r.reason.hint().to_string();
+            if r.reason == Reason::UnknownCa && !r.acceptable_cas.is_empty() {
+                h = format!(
+                    "Use a certificate issued under {} (the CAs the server advertises), or add your CA to the server's trust bundle.",
+                    r.acceptable_cas.join(" | ")
+                );
+            } else if r.reason == Reason::Other {
+                h = "The server did not say why: check its error log; the local checks found nothing wrong with the certificate.".into();
+            }
+            h
+        }
+        (Some(ClientAuth::Required), Some(true)) => "Nothing to do.".into(),
+        (Some(ClientAuth::Required), None) if opts.cert.is_none() => {
+            "The endpoint enforces mTLS. Probe again with --cert/--key to check a client certificate.".into()
+        }
+        (Some(ClientAuth::Optional), _) => {
+            "The server asks for a certificate but lets clients in without one: make it required (nginx: ssl_verify_client on; openssl s_server: -Verify N -verify_return_error; mutual serve always requires one).".into()
+        }
+        (Some(ClientAuth::None), _) => {
+            "The server never asks for a client certificate: enable client-certificate verification (nginx: ssl_verify_client on with ssl_client_certificate; mutual serve requires one).".into()
+        }
+        _ => r.reason.hint().to_string(),
+    };
+    let mode = r.client_auth.map(ClientAuth::as_str).unwrap_or("unknown");
+    let mut verdict = match (r.client_auth, r.accepted) {
+        (Some(ClientAuth::Required), Some(true)) => format!(
+            "{} requires a client certificate and accepted {cert_name}",
+            r.target
+        ),
+        (Some(ClientAuth::Required), None) if opts.cert.is_none() => {
+            format!("{} requires a client certificate (mTLS enforced)", r.target)
+        }
+        (_, Some(false)) => format!(
+            "{} rejected {cert_name}: {}{}",
+            r.target,
+            r.reason,
+            findings_detail
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        ),
+        (Some(ClientAuth::Optional), _) => format!(
+            "{} does not enforce mTLS: a client certificate is optional",
+            r.target
+        ),
+        (Some(ClientAuth::None), _) => format!(
+            "{} does not enforce mTLS: it never asks for a client certificate",
+            r.target
+        ),
+        _ => format!("{} client authentication: {mode}", r.target),
+    };
+    if !server_ok {
+        let why = r
+            .server_verification
+            .reason
+            .map(|x| x.label())
+            .unwrap_or("other");
+        verdict.push_str(&format!("; the server certificate does not verify ({why})"));
+    }
+    r.verdict = format!("{}: {verdict}", if r.pass { "PASS" } else { "FAIL" });
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_split() {
+        assert_eq!(
+            split_target("example.org:443").ok(),
+            Some(("example.org".into(), 443))
+        );
+        assert_eq!(split_target("[::1]:8443").ok(), Some(("::1".into(), 8443)));
+        assert!(split_target("example.org").is_err());
+        assert!(split_target(":443").is_err());
+        assert!(split_target("h:0").is_err());
+    }
+}

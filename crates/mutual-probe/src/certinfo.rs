@@ -1,0 +1,232 @@
+//! What a person needs to know about one certificate in a chain, read straight from the DER with
+//! x509-parser, so the probe can show the server's chain and check a client certificate locally
+//! without depending on the CA code.
+
+use serde::Serialize;
+use x509_parser::prelude::*;
+
+/// One certificate as the probe reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CertSummary {
+    pub subject: String,
+    pub issuer: String,
+    /// `dns:x`, `ip:1.2.3.4`, `uri:...`, `email:...`
+    pub sans: Vec<String>,
+    pub spiffe_id: Option<String>,
+    pub serial: String,
+    /// RFC 3339, UTC.
+    pub not_before: String,
+    pub not_after: String,
+    /// Whole days until notAfter (negative once expired).
+    pub days_left: i64,
+    /// e.g. "ECDSA P-256", "RSA 2048", "Ed25519".
+    pub key: String,
+    pub signature_algorithm: String,
+    /// Lowercase hex SHA-256 of the DER, no colons (as the audit log prints it).
+    pub sha256: String,
+    pub is_ca: bool,
+    /// Extended key usages present ("serverAuth", "clientAuth", ...); empty when the extension is absent.
+    pub eku: Vec<String>,
+    #[serde(skip)]
+    pub not_before_unix: i64,
+    #[serde(skip)]
+    pub not_after_unix: i64,
+    /// Raw DER of the subject and issuer names, to compare against advertised CA names exactly.
+    #[serde(skip)]
+    pub subject_der: Vec<u8>,
+    #[serde(skip)]
+    pub issuer_der: Vec<u8>,
+    #[serde(skip)]
+    pub eku_present: bool,
+    #[serde(skip)]
+    pub eku_client_auth: bool,
+    #[serde(skip)]
+    pub eku_server_auth: bool,
+    /// RSA modulus bits, when the key is RSA (to flag weak keys).
+    #[serde(skip)]
+    pub rsa_bits: Option<usize>,
+}
+
+/// Lowercase hex SHA-256 of `der`.
+pub fn sha256_hex(der: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn rfc3339(t: i64) -> String {
+    ::time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&::time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+/// Now, in Unix seconds.
+pub fn now_unix() -> i64 {
+    ::time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Decodes a DER-encoded X.500 name (as a TLS CertificateRequest carries it) to a string.
+pub fn dn_to_string(der: &[u8]) -> String {
+    match X509Name::from_der(der) {
+        Ok((_, name)) => name.to_string(),
+        Err(_) => format!("(undecodable name, {} bytes)", der.len()),
+    }
+}
+
+fn key_description(cert: &X509Certificate<'_>) -> (String, Option<usize>) {
+    let spki = cert.public_key();
+    let alg = &spki.algorithm.algorithm;
+    if *alg == x509_parser::oid_registry::OID_SIG_ED25519 {
+        return ("Ed25519".into(), None);
+    }
+    if *alg == x509_parser::oid_registry::OID_SIG_ED448 {
+        return ("Ed448".into(), None);
+    }
+    match spki.parsed() {
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
+            let bits = rsa.key_size();
+            (format!("RSA {bits}"), Some(bits))
+        }
+        Ok(x509_parser::public_key::PublicKey::EC(ec)) => {
+            let curve = match ec.key_size() {
+                256 => "P-256".to_string(),
+                384 => "P-384".to_string(),
+                521 | 528 => "P-521".to_string(),
+                n => format!("{n}-bit curve"),
+            };
+            (format!("ECDSA {curve}"), None)
+        }
+        _ => (alg.to_id_string(), None),
+    }
+}
+
+fn oid_name(oid: &x509_parser::der_parser::oid::Oid<'_>) -> String {
+    x509_parser::objects::oid2sn(oid, x509_parser::objects::oid_registry())
+        .map(str::to_string)
+        .unwrap_or_else(|_| oid.to_id_string())
+}
+
+/// Summarises one DER certificate; `None` when it does not parse (reported as malformed).
+pub fn summarize(der: &[u8]) -> Option<CertSummary> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let mut sans = Vec::new();
+    let mut spiffe_id = None;
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for gn in &ext.value.general_names {
+            match gn {
+                GeneralName::DNSName(d) => sans.push(format!("dns:{d}")),
+                GeneralName::URI(u) => {
+                    if u.starts_with("spiffe://") && spiffe_id.is_none() {
+                        spiffe_id = Some(u.to_string());
+                    }
+                    sans.push(format!("uri:{u}"));
+                }
+                GeneralName::RFC822Name(e) => sans.push(format!("email:{e}")),
+                GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => {
+                            let a: [u8; 4] = [b[0], b[1], b[2], b[3]];
+                            std::net::IpAddr::from(a).to_string()
+                        }
+                        16 => {
+                            let mut a = [0u8; 16];
+                            a.copy_from_slice(b);
+                            std::net::IpAddr::from(a).to_string()
+                        }
+                        _ => format!("{b:02x?}"),
+                    };
+                    sans.push(format!("ip:{ip}"));
+                }
+                other => sans.push(format!("{other}")),
+            }
+        }
+    }
+    let (eku_present, eku_client_auth, eku_server_auth, eku) = match cert.extended_key_usage() {
+        Ok(Some(ext)) => {
+            let e = ext.value;
+            let mut names = Vec::new();
+            if e.any {
+                names.push("any".to_string());
+            }
+            if e.server_auth {
+                names.push("serverAuth".to_string());
+            }
+            if e.client_auth {
+                names.push("clientAuth".to_string());
+            }
+            if e.code_signing {
+                names.push("codeSigning".to_string());
+            }
+            if e.email_protection {
+                names.push("emailProtection".to_string());
+            }
+            for o in &e.other {
+                names.push(o.to_id_string());
+            }
+            (true, e.client_auth || e.any, e.server_auth || e.any, names)
+        }
+        _ => (false, false, false, Vec::new()),
+    };
+    let nb = cert.validity().not_before.timestamp();
+    let na = cert.validity().not_after.timestamp();
+    let (key, rsa_bits) = key_description(&cert);
+    Some(CertSummary {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        sans,
+        spiffe_id,
+        serial: cert
+            .raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        not_before: rfc3339(nb),
+        not_after: rfc3339(na),
+        days_left: (na - now_unix()).div_euclid(86_400),
+        key,
+        signature_algorithm: oid_name(&cert.signature_algorithm.algorithm),
+        sha256: sha256_hex(der),
+        is_ca: cert.is_ca(),
+        eku,
+        not_before_unix: nb,
+        not_after_unix: na,
+        subject_der: cert.subject().as_raw().to_vec(),
+        issuer_der: cert.issuer().as_raw().to_vec(),
+        eku_present,
+        eku_client_auth,
+        eku_server_auth,
+        rsa_bits,
+    })
+}
+
+/// Whether `child` carries a valid signature by `parent`'s key (chain order checks).
+pub fn signed_by(child_der: &[u8], parent_der: &[u8]) -> bool {
+    let (Ok((_, child)), Ok((_, parent))) = (
+        X509Certificate::from_der(child_der),
+        X509Certificate::from_der(parent_der),
+    ) else {
+        return false;
+    };
+    child.verify_signature(Some(parent.public_key())).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undecodable_name_is_reported_not_panicking() {
+        assert!(dn_to_string(&[1, 2, 3]).starts_with("(undecodable"));
+    }
+
+    #[test]
+    fn sha256_of_empty_is_the_known_value() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

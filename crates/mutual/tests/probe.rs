@@ -1,0 +1,591 @@
+//! `mutual probe` against real servers started here: openssl s_server in each client-auth mode,
+//! nginx with `ssl_verify_client on|optional`, and hostile peers (nothing listening, plain
+//! HTTP, a reset, silence). Every case asserts the JSON fields a user scripts against.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use mutual_test::{free_port, have, wait_for_port, ChildGuard, Leaf, LeafOpts, TestPki};
+use serde_json::Value;
+
+struct Fixture {
+    good: TestPki,
+    wrong: TestPki,
+    server: Leaf,
+    client: Leaf,
+    expired: Leaf,
+    stranger: Leaf,
+}
+
+fn fx() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let good = TestPki::new("Good");
+        let wrong = TestPki::new("Wrong");
+        let server = good.leaf(
+            "server",
+            LeafOpts::new("localhost")
+                .san("dns:localhost")
+                .san("ip:127.0.0.1")
+                .server(),
+        );
+        let client = good.leaf(
+            "client",
+            LeafOpts::new("client-a").san("uri:spiffe://example.org/client-a"),
+        );
+        let expired = good.leaf("expired", LeafOpts::new("client-old").expired());
+        let stranger = wrong.leaf("stranger", LeafOpts::new("client-x"));
+        Fixture {
+            good,
+            wrong,
+            server,
+            client,
+            expired,
+            stranger,
+        }
+    })
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the real binary, killing it (and failing the test) if it runs longer than `limit`.
+fn mutual(args: &[&str], limit: Duration) -> Out {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mutual"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stdout = String::new();
+            let mut stderr = String::new();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut stdout)
+                .unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return Out {
+                code: status.code().unwrap_or(-1),
+                stdout,
+                stderr,
+            };
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mutual {args:?} still running after {limit:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn probe_json(extra: &[&str]) -> (i32, Value) {
+    let mut args = vec!["probe", "--json", "--timeout", "3s"];
+    args.extend_from_slice(extra);
+    let out = mutual(&args, Duration::from_secs(40));
+    let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON from {args:?}: {e}\nstdout: {}\nstderr: {}",
+            out.stdout, out.stderr
+        )
+    });
+    (out.code, v)
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// openssl s_server with the good server cert; `extra` picks the client-auth mode. Its stdin
+/// stays open (s_server drops the connection on stdin EOF).
+fn s_server(extra: &[&str]) -> (ChildGuard, u16) {
+    let f = fx();
+    for _ in 0..3 {
+        let port = free_port();
+        let child = Command::new("openssl")
+            .args(["s_server", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-cert", p(&f.server.cert), "-key", p(&f.server.key)])
+            .args(["-cert_chain", p(&f.good.intermediate)])
+            .args(["-CAfile", p(&f.good.root), "-quiet"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let guard = ChildGuard(child);
+        if wait_for_port(addr(port), Duration::from_secs(10)) {
+            return (guard, port);
+        }
+    }
+    panic!("openssl s_server did not start");
+}
+
+fn target(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+fn with_ca(port: &str) -> Vec<&str> {
+    vec![
+        port,
+        "--server-name",
+        "localhost",
+        "--ca",
+        p(&fx().good.root),
+    ]
+}
+
+#[test]
+fn anonymous_server_is_client_auth_none() {
+    let (_s, port) = s_server(&[]);
+    let t = target(port);
+    let (code, v) = probe_json(&with_ca(&t));
+    assert_eq!(v["client_auth"], "none", "{v:#}");
+    assert_eq!(v["accepted"], Value::Null);
+    assert_eq!(v["reason"], "ok");
+    assert_eq!(v["certificate_requested"], false);
+    assert_eq!(v["server_verification"]["valid"], true);
+    assert_eq!(v["server_verification"]["reason"], "ok");
+    assert_eq!(v["tls_version"], "TLS1.3");
+    assert!(v["cipher"].as_str().unwrap().starts_with("TLS13_"));
+    assert!(v["group"].is_string());
+    let chain = v["server_chain"].as_array().unwrap();
+    assert_eq!(chain[0]["subject"], "CN=localhost");
+    assert_eq!(chain[0]["issuer"], "CN=Good Intermediate");
+    assert!(chain[0]["sans"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("dns:localhost")));
+    assert_eq!(chain[0]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        code, 1,
+        "an endpoint that does not enforce mTLS fails the probe"
+    );
+}
+
+#[test]
+fn verify_without_return_error_is_optional() {
+    let (_s, port) = s_server(&["-verify", "1"]);
+    let t = target(port);
+    let (code, v) = probe_json(&with_ca(&t));
+    assert_eq!(v["client_auth"], "optional", "{v:#}");
+    assert_eq!(v["accepted"], Value::Null);
+    assert_eq!(v["reason"], "ok");
+    assert_eq!(v["certificate_requested"], true);
+    assert_eq!(v["acceptable_cas"][0], "CN=Good Root");
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn required_server_and_client_certs() {
+    let f = fx();
+    let (_s, port) = s_server(&["-Verify", "1", "-verify_return_error"]);
+    let t = target(port);
+
+    // No --cert: enforced, exit 0.
+    let (code, v) = probe_json(&with_ca(&t));
+    assert_eq!(v["client_auth"], "required", "{v:#}");
+    assert_eq!(v["accepted"], Value::Null);
+    assert_eq!(v["reason"], "no_client_cert");
+    assert_eq!(v["acceptable_cas"][0], "CN=Good Root");
+    assert_eq!(code, 0);
+
+    // The right certificate: accepted, exit 0.
+    let mut args = with_ca(&t);
+    args.extend(["--cert", p(&f.client.cert), "--key", p(&f.client.key)]);
+    let (code, v) = probe_json(&args);
+    assert_eq!(v["client_auth"], "required", "{v:#}");
+    assert_eq!(v["accepted"], true);
+    assert_eq!(v["reason"], "ok");
+    assert_eq!(v["client_cert"]["sent"], true);
+    assert_eq!(
+        v["client_cert"]["chain"][0]["spiffe_id"],
+        "spiffe://example.org/client-a"
+    );
+    assert_eq!(code, 0);
+
+    // A certificate from another CA: unknown_ca, and the local check names the mismatch.
+    let mut args = with_ca(&t);
+    args.extend(["--cert", p(&f.stranger.cert), "--key", p(&f.stranger.key)]);
+    let (code, v) = probe_json(&args);
+    assert_eq!(v["accepted"], false, "{v:#}");
+    assert_eq!(v["reason"], "unknown_ca");
+    assert_eq!(v["alert"], "unknown_ca");
+    let findings = v["client_cert"]["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().any(|x| x["reason"] == "unknown_ca"),
+        "{v:#}"
+    );
+    assert!(v["hint"].as_str().unwrap().contains("CN=Good Root"));
+    assert_eq!(code, 1);
+
+    // An expired certificate: expired.
+    let mut args = with_ca(&t);
+    args.extend(["--cert", p(&f.expired.cert), "--key", p(&f.expired.key)]);
+    let (code, v) = probe_json(&args);
+    assert_eq!(v["accepted"], false, "{v:#}");
+    assert_eq!(v["reason"], "expired");
+    assert_eq!(code, 1);
+    let _ = &f.wrong;
+}
+
+#[test]
+fn server_name_mismatch_is_reported_separately() {
+    let (_s, port) = s_server(&["-Verify", "1", "-verify_return_error"]);
+    let t = target(port);
+    let (code, v) = probe_json(&[
+        &t,
+        "--server-name",
+        "api.example.org",
+        "--ca",
+        p(&fx().good.root),
+    ]);
+    assert_eq!(v["server_verification"]["valid"], false, "{v:#}");
+    assert_eq!(v["server_verification"]["reason"], "name_mismatch");
+    assert_eq!(v["client_auth"], "required");
+    assert!(v["verdict"].as_str().unwrap().contains("name_mismatch"));
+    // Client auth is enforced: exit 0 unless --strict.
+    assert_eq!(code, 0);
+    let (code, _) = probe_json(&[
+        &t,
+        "--server-name",
+        "api.example.org",
+        "--ca",
+        p(&fx().good.root),
+        "--strict",
+    ]);
+    assert_eq!(code, 1);
+    // The server chain does not chain to another CA's root: unknown_ca.
+    let (_, v) = probe_json(&[
+        &t,
+        "--server-name",
+        "localhost",
+        "--ca",
+        p(&fx().wrong.root),
+    ]);
+    assert_eq!(v["server_verification"]["reason"], "unknown_ca", "{v:#}");
+}
+
+#[test]
+fn tls12_only_server() {
+    let (_s, port) = s_server(&["-tls1_2", "-Verify", "1", "-verify_return_error"]);
+    let t = target(port);
+    let (code, v) = probe_json(&with_ca(&t));
+    assert_eq!(v["tls_version"], "TLS1.2", "{v:#}");
+    assert_eq!(v["versions"]["supported"], serde_json::json!(["TLS1.2"]));
+    assert_eq!(v["versions"]["refused"], serde_json::json!(["TLS1.3"]));
+    assert_eq!(v["client_auth"], "required");
+    assert_eq!(code, 0);
+    let f = fx();
+    let mut args = with_ca(&t);
+    args.extend(["--cert", p(&f.stranger.cert), "--key", p(&f.stranger.key)]);
+    let (_, v) = probe_json(&args);
+    assert_eq!(v["accepted"], false, "{v:#}");
+    assert_eq!(v["reason"], "unknown_ca");
+}
+
+fn nginx(verify: &str) -> Option<(ChildGuard, u16, tempfile::TempDir)> {
+    if !have("nginx") {
+        println!("SKIPPED: nginx not installed (apt-get install nginx-light)");
+        return None;
+    }
+    let f = fx();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{}}\nhttp {{\n access_log off;\n client_body_temp_path {d}/body;\n\
+         proxy_temp_path {d}/proxy;\n server {{\n  listen 127.0.0.1:{port} ssl;\n\
+         ssl_certificate {cert};\n  ssl_certificate_key {key};\n  ssl_client_certificate {root};\n\
+         ssl_verify_client {verify};\n  ssl_verify_depth 3;\n  location / {{ return 200 \"ok\\n\"; }}\n }}\n}}\n",
+        d = dir.path().display(),
+        cert = p(&f.server.cert),
+        key = p(&f.server.key),
+        root = p(&f.good.root),
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-e")
+        .arg(dir.path().join("error.log"))
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = ChildGuard(child);
+    assert!(
+        wait_for_port(addr(port), Duration::from_secs(10)),
+        "nginx did not start: {}",
+        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+    );
+    Some((guard, port, dir))
+}
+
+#[test]
+fn nginx_verify_client_on() {
+    let Some((_n, port, _d)) = nginx("on") else {
+        return;
+    };
+    let f = fx();
+    let t = target(port);
+    let (code, v) = probe_json(&with_ca(&t));
+    assert_eq!(v["client_auth"], "required", "{v:#}");
+    assert_eq!(v["reason"], "no_client_cert");
+    assert_eq!(v["alpn"], "http/1.1");
+    assert_eq!(code, 0);
+
+    let mut args = with_ca(&t);
+    args.extend(["--cert", p(&f.client.cert), "--key", p(&f.client.key)]);
+    let (code, v) = probe_json(&args);
+    assert_eq!(v["accepted"], true, "{v:#}");
+    assert_eq!(v["reason"], "ok");
+    assert_eq!(code, 0);
+
+    // nginx completes the handshake and refuses at the HTTP level; the local check names why.
+    let mut args = with_ca(&t);
+    args.extend(["--cert", p(&f.stranger.cert), "--key", p(&f.stranger.key)]);
+    let (code, v) = probe_json(&args);
+    assert_eq!(v["accepted"], false, "{v:#}");
+    assert_eq!(v["reason"], "unknown_ca");
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn nginx_verify_client_optional() {
+    let Some((_n, port, _d)) = nginx("optional") else {
+        return;
+    };
+    let t = target(port);
+    let (code, v) = probe_json(&with_ca(&t));
+    assert_eq!(v["client_auth"], "optional", "{v:#}");
+    assert_eq!(v["reason"], "ok");
+    assert_eq!(code, 1);
+}
+
+/// A TCP server on an ephemeral port running `f` on each accepted connection, in a thread.
+fn tcp_server(f: fn(std::net::TcpStream)) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || f(s));
+        }
+    });
+    port
+}
+
+fn assert_clean_failure(v: &Value, kind: &str, reason: &str) {
+    assert_eq!(v["error"]["kind"], kind, "{v:#}");
+    assert_eq!(v["reason"], reason, "{v:#}");
+    assert_eq!(v["client_auth"], Value::Null);
+    assert!(v["verdict"].as_str().unwrap().starts_with("FAIL: "));
+}
+
+#[test]
+fn nothing_listening() {
+    let port = free_port();
+    let t = target(port);
+    let (code, v) = probe_json(&[&t]);
+    assert_eq!(code, 1);
+    assert_clean_failure(&v, "connection_refused", "other");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("connection refused"));
+    // The readable form is one clear line too, and no panic.
+    let out = mutual(&["probe", &t, "--timeout", "2s"], Duration::from_secs(30));
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.contains("nothing listens on"), "{}", out.stdout);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
+
+#[test]
+fn plain_http_server() {
+    let port = tcp_server(|mut s| {
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 11\r\nConnection: close\r\n\r\nbad request",
+        );
+    });
+    let (code, v) = probe_json(&[&target(port)]);
+    assert_eq!(code, 1);
+    assert_clean_failure(&v, "not_tls", "malformed");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("plain HTTP"));
+}
+
+#[test]
+fn reset_mid_handshake() {
+    let port = tcp_server(|mut s| {
+        // Read part of the ClientHello and drop: the unread rest makes the kernel send a reset.
+        let mut buf = [0u8; 5];
+        let _ = s.read_exact(&mut buf);
+        drop(s);
+    });
+    let (code, v) = probe_json(&[&target(port)]);
+    assert_eq!(code, 1);
+    assert_clean_failure(&v, "reset", "other");
+}
+
+#[test]
+fn silent_server_times_out() {
+    let port = tcp_server(|s| {
+        std::thread::sleep(Duration::from_secs(5));
+        drop(s);
+    });
+    let out = mutual(
+        &["probe", "--json", "--timeout", "1s", &target(port)],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, 1);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_clean_failure(&v, "timeout", "handshake_timeout");
+}
+
+#[test]
+fn pair_checks() {
+    let f = fx();
+    let out = mutual(
+        &[
+            "probe",
+            "--json",
+            "--pair",
+            p(&f.client.cert),
+            p(&f.client.key),
+            "--ca",
+            p(&f.good.root),
+        ],
+        Duration::from_secs(20),
+    );
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(out.code, 0, "{v:#}");
+    assert_eq!(v["key_matches"], true);
+    assert_eq!(v["chain_ordered"], true);
+    assert_eq!(v["root_needed"], "CN=Good Root");
+    assert_eq!(v["chains_to_ca"], true);
+    assert_eq!(v["reason"], "ok");
+
+    // Someone else's key.
+    let out = mutual(
+        &[
+            "probe",
+            "--json",
+            "--pair",
+            p(&f.client.cert),
+            p(&f.stranger.key),
+        ],
+        Duration::from_secs(20),
+    );
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(out.code, 1, "{v:#}");
+    assert_eq!(v["key_matches"], false);
+    assert!(v["verdict"].as_str().unwrap().contains("does not match"));
+
+    // Chain in the wrong order (intermediate first).
+    let swapped = f.good.path("swapped.pem");
+    std::fs::write(&swapped, format!("{}{}", f.good.int_pem, f.client.leaf_pem)).unwrap();
+    let out = mutual(
+        &["probe", "--json", "--pair", p(&swapped), p(&f.client.key)],
+        Duration::from_secs(20),
+    );
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(out.code, 1, "{v:#}");
+    assert_eq!(v["chain_ordered"], false);
+
+    // Expired leaf, and a chain to the wrong CA.
+    let out = mutual(
+        &[
+            "probe",
+            "--json",
+            "--pair",
+            p(&f.expired.cert),
+            p(&f.expired.key),
+        ],
+        Duration::from_secs(20),
+    );
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(out.code, 1);
+    assert_eq!(v["reason"], "expired");
+    let out = mutual(
+        &[
+            "probe",
+            "--json",
+            "--pair",
+            p(&f.client.cert),
+            p(&f.client.key),
+            "--ca",
+            p(&f.wrong.root),
+        ],
+        Duration::from_secs(20),
+    );
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(out.code, 1);
+    assert_eq!(v["chains_to_ca"], false);
+    assert_eq!(v["reason"], "unknown_ca");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let out = mutual(
+        &[
+            "probe",
+            "127.0.0.1:1",
+            "--cert",
+            "/nonexistent.pem",
+            "--key",
+            "/nonexistent.key",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("/nonexistent.pem"), "{}", out.stderr);
+    let out = mutual(&["probe", "no-port-here"], Duration::from_secs(20));
+    assert_eq!(out.code, 2);
+    // A key that does not belong to the certificate is bad configuration, not a probe result.
+    let f = fx();
+    let out = mutual(
+        &[
+            "probe",
+            "127.0.0.1:1",
+            "--cert",
+            p(&f.client.cert),
+            "--key",
+            p(&f.stranger.key),
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("does not match"));
+}
