@@ -64,7 +64,8 @@ enum Cmd {
         /// How long to run: 10s, 500ms, 1m or plain seconds.
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         duration: Duration,
-        /// Resume with TLS 1.3 session tickets, from one session cache shared by all connections.
+        /// Resume with TLS 1.3 session tickets: each of the concurrent clients keeps its own
+        /// session cache and reconnects with a ticket from its previous connection.
         #[arg(long)]
         resume: bool,
         #[command(flatten)]
@@ -264,7 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if concurrency == 0 {
                 bail!("--concurrency must be at least 1");
             }
-            let client = tls::Client::new(&tls, resume.then_some(4096))?;
+            let client = tls::Client::new(&tls)?;
             let v = rt()?.block_on(modes::handshakes(
                 client,
                 addr,
@@ -289,7 +290,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let client = if plain {
                 None
             } else {
-                Some(tls::Client::new(&tls, None)?)
+                Some(tls::Client::new(&tls)?)
             };
             let v = rt()?.block_on(modes::requests(
                 client,
@@ -312,7 +313,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let client = if plain {
                 None
             } else {
-                Some(tls::Client::new(&tls, None)?)
+                Some(tls::Client::new(&tls)?)
             };
             let v = rt()?.block_on(modes::bulk(
                 client,
@@ -333,7 +334,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tls,
             common,
         } => {
-            let client = tls::Client::new(&tls, None)?;
+            let client = tls::Client::new(&tls)?;
             let v = rt()?.block_on(modes::idle(
                 client,
                 addr,

@@ -134,7 +134,11 @@ pub async fn handshakes(
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
-        let client = client.clone();
+        let client = if resume {
+            client.with_own_session_cache()
+        } else {
+            client.clone()
+        };
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
             let mut buf = Vec::with_capacity(256);

@@ -149,10 +149,12 @@ pub fn render(input: &str) -> String {
         if !available(who) {
             return "n/a".into();
         }
-        match (find(who, row.case), value(who, row)) {
-            (_, Some(v)) => fmt_num(v),
-            (Some(_), None) => "failed".into(),
-            (None, None) => "–".into(),
+        let failed =
+            find(who, row.case).is_some_and(|l| l.get("ok").and_then(Value::as_u64) == Some(0));
+        match value(who, row) {
+            Some(v) => fmt_num(v),
+            None if failed && row.pointer != "/ready" => "failed".into(),
+            None => "–".into(),
         }
     };
     let peers: Vec<&str> = contenders
@@ -289,6 +291,8 @@ mod tests {
 {"contender":"stunnel","status":"not available: stunnel4 not installed"}
 {"contender":"mutual","case":"hs_c1","mode":"handshakes","ok":100,"failed":0,"rate":2000.0,"suite":"TLS13_AES_128_GCM_SHA256","group":"X25519"}
 {"contender":"nginx","case":"hs_c1","mode":"handshakes","ok":100,"failed":2,"rate":500.0,"first_error":"reset"}
+{"contender":"nginx","case":"hs_c16","mode":"handshakes","ok":0,"failed":9,"rate":0.0}
+{"contender":"mutual","case":"hs_c16","mode":"handshakes","ok":10,"failed":0,"rate":5.0}
 {"mode":"crypto","ecdsa_p256_sign_per_s":37000.0}
 "#;
         let md = render(input);
@@ -300,6 +304,15 @@ mod tests {
             md.contains(
                 "| full handshakes/s, c=1 (new conn + 1 req) | 2000 | 500 | n/a | 4.00 | – |"
             ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| full handshakes/s, c=16 | 5.00 | failed | n/a | – | – |"),
+            "{md}"
+        );
+        // A line without the field (no --server-pid given) is a dash, not a failure.
+        assert!(
+            md.contains("| &nbsp;&nbsp;per server CPU-second | – | – | n/a | – | – |"),
             "{md}"
         );
         assert!(md.contains("stunnel: not available: stunnel4 not installed"));

@@ -52,15 +52,15 @@ pub struct TlsArgs {
 /// A ready connector plus what it needs to dial.
 #[derive(Clone)]
 pub struct Client {
+    config: Arc<ClientConfig>,
     pub connector: TlsConnector,
     pub name: ServerName<'static>,
     pub timeout: Duration,
 }
 
 impl Client {
-    /// `resume_cache`: `Some(n)` shares one session cache of `n` entries between all connections
-    /// (TLS 1.3 tickets), `None` makes every handshake a full one.
-    pub fn new(args: &TlsArgs, resume_cache: Option<usize>) -> anyhow::Result<Self> {
+    /// A client that makes every handshake a full one (see `with_own_session_cache`).
+    pub fn new(args: &TlsArgs) -> anyhow::Result<Self> {
         let mut provider = aws_lc_rs::default_provider();
         provider.kx_groups = match args.kx.as_str() {
             "x25519" => vec![aws_lc_rs::kx_group::X25519],
@@ -73,41 +73,49 @@ impl Client {
         let (Some(cert), Some(key), Some(ca)) = (&args.cert, &args.key, &args.ca) else {
             anyhow::bail!("--cert, --key and --ca are required (unless --plain)");
         };
-        let args = TlsPaths {
-            cert,
-            key,
-            ca,
-            rest: args,
-        };
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&args.cert)
-            .with_context(|| format!("reading {}", args.cert.display()))?
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .with_context(|| format!("reading {}", cert.display()))?
             .collect::<Result<_, _>>()
-            .with_context(|| format!("parsing {}", args.cert.display()))?;
-        let key = PrivateKeyDer::from_pem_file(&args.key)
-            .with_context(|| format!("reading key {}", args.key.display()))?;
+            .with_context(|| format!("parsing {}", cert.display()))?;
+        let key_der = PrivateKeyDer::from_pem_file(key)
+            .with_context(|| format!("reading key {}", key.display()))?;
         let mut roots = RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(&args.ca)
-            .with_context(|| format!("reading {}", args.ca.display()))?
+        for c in CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("reading {}", ca.display()))?
         {
-            roots.add(c.with_context(|| format!("parsing {}", args.ca.display()))?)?;
+            roots.add(c.with_context(|| format!("parsing {}", ca.display()))?)?;
         }
         let mut cfg = ClientConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key)?;
-        if args.rest.no_verify_server {
+            .with_client_auth_cert(chain, key_der)?;
+        if args.no_verify_server {
             cfg.dangerous()
                 .set_certificate_verifier(Arc::new(AcceptAnyServer(schemes)));
         }
-        cfg.resumption = match resume_cache {
-            Some(n) => Resumption::store(Arc::new(ClientSessionMemoryCache::new(n))),
-            None => Resumption::disabled(),
-        };
+        cfg.resumption = Resumption::disabled();
+        let config = Arc::new(cfg);
         Ok(Client {
-            connector: TlsConnector::from(Arc::new(cfg)),
-            name: ServerName::try_from(args.rest.server_name.clone())?,
-            timeout: Duration::from_secs_f64(args.rest.conn_timeout),
+            connector: TlsConnector::from(config.clone()),
+            config,
+            name: ServerName::try_from(args.server_name.clone())?,
+            timeout: Duration::from_secs_f64(args.conn_timeout),
         })
+    }
+
+    /// The same client with a session cache of its own, like a separate client process that
+    /// reconnects. One cache shared by many concurrent connections holds only a few tickets per
+    /// server name (rustls keeps 8), so some connections would find none and do a full handshake.
+    pub fn with_own_session_cache(&self) -> Self {
+        let mut cfg = (*self.config).clone();
+        cfg.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(32)));
+        let config = Arc::new(cfg);
+        Client {
+            connector: TlsConnector::from(config.clone()),
+            config,
+            name: self.name.clone(),
+            timeout: self.timeout,
+        }
     }
 
     /// TCP connect and TLS handshake. The handshake being complete on our side does not mean the
@@ -117,13 +125,6 @@ impl Client {
         tcp.set_nodelay(true)?;
         self.connector.connect(self.name.clone(), tcp).await
     }
-}
-
-struct TlsPaths<'a> {
-    cert: &'a PathBuf,
-    key: &'a PathBuf,
-    ca: &'a PathBuf,
-    rest: &'a TlsArgs,
 }
 
 /// Accepts any server (see the module doc). Only ever installed by `--no-verify-server`.
