@@ -93,7 +93,9 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release -q -p loadgen || { echo "loadgen does not build" >&2; exit 2; }
   case " $CONTENDERS " in *" mutual "*)
     log "building mutual (release)"
-    cargo build --release -q -p mutual 2>"$WORK/mutual-build.log" || MUTUAL_BUILD_ERR="does not build (cargo build --release -p mutual failed)" ;;
+    if ! cargo build --release -q -p mutual 2>"$WORK/mutual-build.log"; then
+      MUTUAL_BUILD_ERR="does not build: $(grep -m1 -E '^error' -A1 "$WORK/mutual-build.log" | tr '\n`"\\' '    ' | cut -c1-200)"
+    fi ;;
   esac
 fi
 LOADGEN=$TARGET/release/loadgen
@@ -238,7 +240,8 @@ start_mutual() {
     MUTUAL_NOTE="mutual serve has no --threads yet: it ran with its default worker count, pinned to $THREADS core(s)"
   fi
   grep -q -- "--max-connections" <<<"$help" && args+=(--max-connections "$MAXCONN")
-  "${SRV[@]}" "$MUTUAL" "${args[@]}" >"$d/out.log" 2>&1 &
+  # Logs at warn, like the peers here (nginx error_log warn, stunnel debug = 3, HAProxy no log).
+  RUST_LOG=warn "${SRV[@]}" "$MUTUAL" "${args[@]}" >"$d/out.log" 2>&1 &
   SPID=$!
 }
 
