@@ -70,9 +70,35 @@ pub fn now_unix() -> i64 {
 
 /// Decodes a DER-encoded X.500 name (as a TLS CertificateRequest carries it) to a string.
 pub fn dn_to_string(der: &[u8]) -> String {
-    match X509Name::from_der(der) {
-        Ok((_, name)) => name.to_string(),
-        Err(_) => format!("(undecodable name, {} bytes)", der.len()),
+    dn_decode(der).0
+}
+
+/// Like `dn_to_string`, and says whether the name had to be repaired: some servers send the
+/// RDN sequence without its outer SEQUENCE (webpki's trust-anchor form), which RFC 8446 and
+/// OpenSSL do not accept.
+pub fn dn_decode(der: &[u8]) -> (String, bool) {
+    if let Ok((rest, name)) = X509Name::from_der(der) {
+        if rest.is_empty() {
+            return (name.to_string(), false);
+        }
+    }
+    // An RDN sequence starts with a SET; anything else is not a name at all.
+    if der.first() != Some(&0x31) {
+        return (format!("(undecodable name, {} bytes)", der.len()), false);
+    }
+    let mut wrapped = vec![0x30];
+    let n = der.len();
+    if n < 0x80 {
+        wrapped.push(n as u8);
+    } else if n <= 0xff {
+        wrapped.extend([0x81, n as u8]);
+    } else if n <= 0xffff {
+        wrapped.extend([0x82, (n >> 8) as u8, n as u8]);
+    }
+    wrapped.extend_from_slice(der);
+    match X509Name::from_der(&wrapped) {
+        Ok(([], name)) => (name.to_string(), true),
+        _ => (format!("(undecodable name, {} bytes)", der.len()), false),
     }
 }
 
@@ -220,6 +246,19 @@ mod tests {
     #[test]
     fn undecodable_name_is_reported_not_panicking() {
         assert!(dn_to_string(&[1, 2, 3]).starts_with("(undecodable"));
+    }
+
+    #[test]
+    fn names_without_outer_sequence_are_repaired() {
+        // SET { SEQUENCE { OID 2.5.4.3, UTF8String "Acme" } }
+        let rdn = [
+            0x31, 0x0d, 0x30, 0x0b, 0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x04, b'A', b'c', b'm',
+            b'e',
+        ];
+        assert_eq!(dn_decode(&rdn), ("CN=Acme".to_string(), true));
+        let mut full = vec![0x30, rdn.len() as u8];
+        full.extend_from_slice(&rdn);
+        assert_eq!(dn_decode(&full), ("CN=Acme".to_string(), false));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{AlertDescription, CertificateError, RootCertStore};
 use serde::Serialize;
 
-use crate::certinfo::{dn_to_string, now_unix, CertSummary};
+use crate::certinfo::{now_unix, CertSummary};
 
 /// Whether the server's chain is trusted for the name, judged apart from the handshake.
 #[derive(Clone, Debug, Serialize)]
@@ -252,9 +252,18 @@ pub fn check_client_chain(chain: &[CertSummary], advertised: &[String]) -> Vec<F
     out
 }
 
-/// Decodes advertised CA names.
-pub fn decode_cas(raw: &[Vec<u8>]) -> Vec<String> {
-    raw.iter().map(|d| dn_to_string(d)).collect()
+/// Decodes advertised CA names; the bool says some were sent without their outer SEQUENCE.
+pub fn decode_cas(raw: &[Vec<u8>]) -> (Vec<String>, bool) {
+    let mut repaired = false;
+    let names = raw
+        .iter()
+        .map(|d| {
+            let (s, r) = crate::certinfo::dn_decode(d);
+            repaired |= r;
+            s
+        })
+        .collect();
+    (names, repaired)
 }
 
 #[cfg(test)]

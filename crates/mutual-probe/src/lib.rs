@@ -136,8 +136,10 @@ pub struct Report {
     pub reason: Reason,
     pub explanation: String,
     pub hint: String,
-    /// The alert the server sent to the probe, if any (snake_case, as in the RFCs).
+    /// The alert behind `reason`, if the server sent one (snake_case, as in the RFCs).
     pub alert: Option<String>,
+    /// The alert the server sent to the handshake without a client certificate, if any.
+    pub anonymous_alert: Option<String>,
     pub tls_version: Option<String>,
     pub cipher: Option<String>,
     pub group: Option<String>,
@@ -145,11 +147,15 @@ pub struct Report {
     pub alpn: Option<String>,
     pub versions: Versions,
     pub server_chain: Vec<CertSummary>,
+    /// Problems in how the server sends its chain (order, duplicates, a root included).
+    pub server_chain_problems: Vec<String>,
     pub server_verification: ServerVerification,
     pub certificate_requested: Option<bool>,
     pub acceptable_cas: Vec<String>,
     pub client_cert: Option<ClientCertReport>,
     pub error: Option<ErrorReport>,
+    /// Other things worth knowing about the server's TLS setup.
+    pub notes: Vec<String>,
     pub pass: bool,
     pub verdict: String,
 }
@@ -482,6 +488,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
         explanation: String::new(),
         hint: String::new(),
         alert: None,
+        anonymous_alert: None,
         tls_version: None,
         cipher: None,
         group: None,
@@ -492,6 +499,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
             ..Versions::default()
         },
         server_chain: Vec::new(),
+        server_chain_problems: Vec::new(),
         server_verification: judge::verify_server_chain(
             &[],
             &roots,
@@ -503,6 +511,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
         acceptable_cas: Vec::new(),
         client_cert: None,
         error: None,
+        notes: Vec::new(),
         pass: false,
         verdict: String::new(),
     };
@@ -584,7 +593,13 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
         detail: String::new(),
     });
     report.certificate_requested = Some(anon.recorded.cert_requested);
-    report.acceptable_cas = judge::decode_cas(&anon.recorded.acceptable_cas);
+    let (cas, repaired) = judge::decode_cas(&anon.recorded.acceptable_cas);
+    report.acceptable_cas = cas;
+    if repaired {
+        report.notes.push(
+            "the server sends its acceptable CA names without the outer SEQUENCE (not valid DER Names: OpenSSL clients ignore them); decoded anyway".into(),
+        );
+    }
     report.client_auth = Some(if anon_outcome.rejected {
         ClientAuth::Required
     } else if anon.recorded.cert_requested {
@@ -601,6 +616,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
         format!("never asked for a certificate; {}", anon_outcome.detail)
     };
     report.alert = anon_outcome.alert.map(judge::alert_name);
+    report.anonymous_alert = report.alert.clone();
     if anon_outcome.rejected {
         report.reason = Reason::NoClientCert;
         if let Some(a) = anon_outcome.alert {
@@ -702,6 +718,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
     report.post_quantum = anon.group.is_some_and(is_post_quantum);
     report.alpn = anon.alpn.clone();
     report.server_chain = summarize_chain(&anon.recorded.server_chain);
+    report.server_chain_problems = chain_problems(&report.server_chain);
     report.server_verification = judge::verify_server_chain(
         &anon.recorded.server_chain,
         &roots,
@@ -717,6 +734,32 @@ fn summarize_chain(chain: &[CertificateDer<'static>]) -> Vec<CertSummary> {
         .iter()
         .filter_map(|c| certinfo::summarize(c))
         .collect()
+}
+
+/// How a sent chain departs from "leaf first, then each issuer once, root left out".
+pub fn chain_problems(chain: &[CertSummary]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, c) in chain.iter().enumerate() {
+        if chain[..i].iter().any(|p| p.sha256 == c.sha256) {
+            out.push(format!("[{i}] {} is sent twice", c.subject));
+            continue;
+        }
+        if let Some(next) = chain.get(i + 1) {
+            if next.sha256 != c.sha256 && c.issuer != next.subject {
+                out.push(format!(
+                    "[{i}] {} is issued by {}, but the next certificate sent is {}",
+                    c.subject, c.issuer, next.subject
+                ));
+            }
+        }
+        if i > 0 && c.subject == c.issuer {
+            out.push(format!(
+                "[{i}] {} is a self-signed root: peers ignore it (harmless, but wasted bytes)",
+                c.subject
+            ));
+        }
+    }
+    out
 }
 
 /// Decides pass/fail, the hint and the verdict line.

@@ -92,6 +92,9 @@ pub fn report(r: &Report) -> String {
         for (i, c) in r.server_chain.iter().enumerate() {
             cert_rows(&mut out, i, c);
         }
+        for p in &r.server_chain_problems {
+            row(&mut out, "chain problem", p);
+        }
     }
     let sv = &r.server_verification;
     if sv.valid.is_some() {
@@ -114,8 +117,8 @@ pub fn report(r: &Report) -> String {
         let _ = writeln!(out, "\nClient authentication");
         row(&mut out, "mode", mode.as_str());
         row(&mut out, "how we know", &r.client_auth_detail);
-        if let Some(a) = &r.alert {
-            row(&mut out, "alert received", a);
+        if let Some(a) = &r.anonymous_alert {
+            row(&mut out, "alert (no cert)", a);
         }
         if r.certificate_requested == Some(true) {
             let cas = if r.acceptable_cas.is_empty() {
@@ -133,6 +136,9 @@ pub fn report(r: &Report) -> String {
             cert_rows(&mut out, i, s);
         }
         row(&mut out, "sent", if c.sent { "yes" } else { "no" });
+        if let Some(a) = &r.alert {
+            row(&mut out, "alert received", a);
+        }
         let acc = match r.accepted {
             Some(true) => "yes".to_string(),
             Some(false) => format!("no ({})", r.reason),
@@ -152,6 +158,9 @@ pub fn report(r: &Report) -> String {
     }
 
     let _ = writeln!(out, "\nResult");
+    for n in &r.notes {
+        row(&mut out, "note", n);
+    }
     row(
         &mut out,
         "reason",

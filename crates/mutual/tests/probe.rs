@@ -589,3 +589,61 @@ fn bad_usage_exits_2() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("does not match"));
 }
+
+#[test]
+fn mutual_serve_endpoint() {
+    let f = fx();
+    // A backend that accepts and holds connections (the probe never needs an answer).
+    let backend = tcp_server(|s| {
+        std::thread::sleep(Duration::from_secs(10));
+        drop(s);
+    });
+    let port = free_port();
+    let listen = target(port);
+    let child = Command::new(env!("CARGO_BIN_EXE_mutual"))
+        .args(["serve", "--listen", &listen, "--backend", &target(backend)])
+        .args(["--cert", p(&f.server.cert), "--key", p(&f.server.key)])
+        .args(["--ca", p(&f.good.root), "--allow-any"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = ChildGuard(child);
+    assert!(
+        wait_for_port(addr(port), Duration::from_secs(15)),
+        "mutual serve did not start"
+    );
+
+    let (code, v) = probe_json(&with_ca(&listen));
+    assert_eq!(v["client_auth"], "required", "{v:#}");
+    assert_eq!(v["reason"], "no_client_cert");
+    assert_eq!(v["acceptable_cas"][0], "CN=Good Root");
+    // Our own defaults: TLS 1.3 only, post-quantum hybrid key exchange.
+    assert_eq!(v["tls_version"], "TLS1.3");
+    assert_eq!(v["versions"]["refused"], serde_json::json!(["TLS1.2"]));
+    assert_eq!(v["group"], "X25519MLKEM768");
+    assert_eq!(v["post_quantum"], true);
+    assert_eq!(code, 0);
+
+    let mut args = with_ca(&listen);
+    args.extend(["--cert", p(&f.client.cert), "--key", p(&f.client.key)]);
+    let (code, v) = probe_json(&args);
+    assert_eq!(v["accepted"], true, "{v:#}");
+    assert_eq!(v["reason"], "ok");
+    assert_eq!(code, 0);
+
+    let mut args = with_ca(&listen);
+    args.extend(["--cert", p(&f.stranger.cert), "--key", p(&f.stranger.key)]);
+    let (code, v) = probe_json(&args);
+    assert_eq!(v["accepted"], false, "{v:#}");
+    assert_eq!(v["reason"], "unknown_ca");
+    assert_eq!(code, 1);
+
+    let mut args = with_ca(&listen);
+    args.extend(["--cert", p(&f.expired.cert), "--key", p(&f.expired.key)]);
+    let (code, v) = probe_json(&args);
+    assert_eq!(v["accepted"], false, "{v:#}");
+    assert_eq!(v["reason"], "expired");
+    assert_eq!(code, 1);
+}
