@@ -318,7 +318,7 @@ fn failure_report(f: &Failure, target: &str, timeout: Duration) -> (ErrorReport,
         Failure::Timeout => (
             e("timeout", format!("{target} accepted the connection but did not complete a TLS handshake within {}s", timeout.as_secs_f32())),
             Reason::HandshakeTimeout,
-            "Check that this port speaks TLS (not a protocol where the client must wait for the server first) and that nothing stalls in between.".into(),
+            "Check that this port speaks TLS and that nothing stalls in between.".into(),
         ),
         Failure::Reset => (
             e("reset", format!("{target} reset the connection during the TLS handshake")),
@@ -331,15 +331,25 @@ fn failure_report(f: &Failure, target: &str, timeout: Duration) -> (ErrorReport,
             "Check the server's error log; it may not speak TLS on this port.".into(),
         ),
         Failure::NotTls(first) => {
-            let http = first.starts_with("HTTP/");
-            let what = if http { "plain HTTP" } else { "something that is not TLS" };
+            let lower = first.to_ascii_lowercase();
+            let http = first.starts_with("HTTP/")
+                || lower.starts_with("<!doctype html")
+                || lower.starts_with("<html");
+            let what = if http {
+                "plain HTTP"
+            } else {
+                "data that is not TLS"
+            };
             (
-                e("not_tls", format!("{target} answered with {what}, not TLS (first bytes: {first:?})")),
+                e(
+                    "not_tls",
+                    format!("{target} answered with {what}, not a TLS handshake (first bytes: {first:?})"),
+                ),
                 Reason::Malformed,
                 if http {
                     "This port serves plain HTTP: probe the TLS port instead, or enable TLS on the server.".into()
                 } else {
-                    Reason::Malformed.hint().into()
+                    "This port does not speak TLS: check the port, or whether the service expects STARTTLS or a PROXY header first.".into()
                 },
             )
         }
@@ -764,7 +774,11 @@ pub fn chain_problems(chain: &[CertSummary]) -> Vec<String> {
 
 /// Decides pass/fail, the hint and the verdict line.
 fn finish(mut r: Report, opts: &ProbeOptions) -> Report {
-    r.explanation = r.reason.explanation().to_string();
+    r.explanation = if r.reason == Reason::Ok && opts.cert.is_none() {
+        "The handshake without a client certificate succeeded.".to_string()
+    } else {
+        r.reason.explanation().to_string()
+    };
     let server_ok = r.server_verification.valid != Some(false);
     let cert_name = opts
         .cert
