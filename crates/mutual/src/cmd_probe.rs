@@ -15,7 +15,7 @@ How it works:
   --ca (or the system roots, read with rustls-native-certs) for the server name.
 
 Client authentication (\"client_auth\" in --json):
-  required  the server refuses a client without a certificate (alert, close, or nginx's HTTP 400
+  required  the server refuses a client without a certificate (alert, dropped connection, or nginx's HTTP 400
             \"No required SSL certificate was sent\")
   optional  the server asks for a certificate but lets a client without one in
   none      the server never asks
