@@ -48,7 +48,7 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- sizes and durations
 if [ "$QUICK" = 1 ]; then
-  D=2s; BULK=64MiB; BULK_MAX=15s; IDLE_WANT=500; IDLE_MAX=20s; CRYPTO_SECS=0.3
+  D=2s; BULK=256MiB; BULK_MAX=15s; IDLE_WANT=500; IDLE_MAX=20s; CRYPTO_SECS=0.3
 else
   D=10s; BULK=1GiB; BULK_MAX=60s; IDLE_WANT=10000; IDLE_MAX=90s; CRYPTO_SECS=1
 fi
