@@ -14,6 +14,11 @@ use crate::http;
 pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     eprintln!("backend listening on {}", listener.local_addr()?);
+    serve(listener).await
+}
+
+/// Serves connections from `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener) -> anyhow::Result<()> {
     loop {
         let (sock, _) = match listener.accept().await {
             Ok(x) => x,
@@ -56,5 +61,39 @@ async fn serve_conn(mut sock: TcpStream) -> io::Result<()> {
             sock.shutdown().await?;
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::modes::{self, Direction, Server};
+    use std::time::Duration;
+
+    /// The modes against the backend over plain TCP: the smoke test of the harness without peers.
+    #[tokio::test]
+    async fn modes_against_the_backend() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let backend = tokio::spawn(serve(listener));
+        let server = Server {
+            pids: vec![std::process::id()],
+            ticks: 100.0,
+        };
+
+        let r = modes::requests(None, addr, 2, Duration::from_millis(200), &server).await;
+        assert_eq!(r["failed"], 0, "{r}");
+        assert!(r["ok"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["latency"]["p99_us"].as_u64().unwrap() > 0, "{r}");
+        assert!(r.get("server_cpu_s").is_some(), "{r}");
+
+        for dir in [Direction::Up, Direction::Down] {
+            let b = modes::bulk(None, addr, 3 << 20, dir, Duration::from_secs(10), &server).await;
+            assert_eq!(b["ok"], 1, "{b}");
+            assert_eq!(b["transferred"], 3 << 20, "{b}");
+            assert_eq!(b["truncated"], false, "{b}");
+        }
+        backend.abort();
     }
 }

@@ -481,3 +481,117 @@ pub async fn idle(
     drop(held);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::tls::TlsArgs;
+    use rustls::server::WebPkiClientVerifier;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::net::TcpListener;
+
+    /// A minimal rustls mTLS terminator in front of the backend: enough to exercise the client
+    /// side of every TLS mode without any external peer.
+    async fn tls_proxy(dir: &std::path::Path, backend: SocketAddr) -> SocketAddr {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(dir.join("root.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+            .build()
+            .unwrap();
+        let chain: Vec<_> = CertificateDer::pem_file_iter(dir.join("server-chain.pem"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+        let mut cfg = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (sock, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(sock).await else {
+                        return;
+                    };
+                    let Ok(mut up) = TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn args(dir: &std::path::Path, cert: &str) -> TlsArgs {
+        TlsArgs {
+            cert: Some(dir.join(cert)),
+            key: Some(dir.join("client.key")),
+            ca: Some(dir.join("root.pem")),
+            server_name: "localhost".into(),
+            kx: "x25519".into(),
+            no_verify_server: false,
+            conn_timeout: 5.0,
+        }
+    }
+
+    #[tokio::test]
+    async fn tls_modes_against_an_in_process_mtls_server() {
+        let dir = std::env::temp_dir().join(format!("loadgen-modes-{}", std::process::id()));
+        crate::certs::generate(&dir).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = listener.local_addr().unwrap();
+        tokio::spawn(crate::backend::serve(listener));
+        let addr = tls_proxy(&dir, backend).await;
+        let server = Server {
+            pids: vec![],
+            ticks: 100.0,
+        };
+        let client = Client::new(&args(&dir, "client-chain.pem")).unwrap();
+        let short = Duration::from_millis(300);
+
+        let full = handshakes(client.clone(), addr, 2, short, false, &server).await;
+        assert_eq!(full["failed"], 0, "{full}");
+        assert!(full["ok"].as_u64().unwrap() > 0, "{full}");
+        assert_eq!(full["resumed"], 0, "{full}");
+        assert_eq!(full["group"], "X25519", "{full}");
+
+        let resumed = handshakes(client.clone(), addr, 2, short, true, &server).await;
+        assert!(resumed["resumed"].as_u64().unwrap() > 0, "{resumed}");
+
+        let idle_run = idle(
+            client.clone(),
+            addr,
+            5,
+            2,
+            Duration::from_secs(10),
+            Duration::ZERO,
+            &server,
+        )
+        .await;
+        assert_eq!(idle_run["ready"], 5, "{idle_run}");
+
+        // The server only accepts the chain (leaf + intermediate); a client sending the leaf alone
+        // is refused, and that must show up as failures, not successes.
+        let leaf_only = dir.join("client-leaf.pem");
+        let pem = std::fs::read_to_string(dir.join("client-chain.pem")).unwrap();
+        let end =
+            pem.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----\n".len();
+        std::fs::write(&leaf_only, &pem[..end]).unwrap();
+        let bad = Client::new(&args(&dir, "client-leaf.pem")).unwrap();
+        let refused = handshakes(bad, addr, 1, Duration::from_millis(100), false, &server).await;
+        assert_eq!(refused["ok"], 0, "{refused}");
+        assert!(refused["failed"].as_u64().unwrap() > 0, "{refused}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
