@@ -10,9 +10,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::sign::CertifiedKey;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::load;
 use crate::verifiers::{MutualClientVerifier, MutualServerVerifier};
 use crate::verify::Trust;
+use crate::{load, TlsOptions};
 use crate::{ClientMaterial, ClientSettings, ServerMaterial, ServerSettings, TlsError};
 
 /// How many TLS 1.2 sessions the server remembers (resumption by session ID).
@@ -113,10 +113,10 @@ fn load_credentials(
 }
 
 /// See [`crate::build_server_config`].
-pub(crate) fn server(s: &ServerSettings) -> Result<ServerMaterial, TlsError> {
+pub(crate) fn server(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMaterial, TlsError> {
     let provider = Arc::new(provider(s.allow_tls12));
     let creds = load_credentials(&provider, &s.cert, &s.key)?;
-    let trust = Arc::new(Trust::from_files(&s.ca, &s.crls, s.revocation)?);
+    let trust = Arc::new(Trust::from_files(&s.ca, &s.crls, o.revocation)?);
     let verifier = Arc::new(MutualClientVerifier::new(trust.clone()));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions(s.allow_tls12))?
@@ -137,9 +137,13 @@ pub(crate) fn server(s: &ServerSettings) -> Result<ServerMaterial, TlsError> {
 }
 
 /// See [`crate::build_client_config`].
-pub(crate) fn client(s: &ClientSettings, remote_host: &str) -> Result<ClientMaterial, TlsError> {
+pub(crate) fn client(
+    s: &ClientSettings,
+    remote_host: &str,
+    o: &TlsOptions,
+) -> Result<ClientMaterial, TlsError> {
     let provider = Arc::new(provider(s.allow_tls12));
-    let trust = Arc::new(Trust::from_files(&s.ca, &s.crls, s.revocation)?);
+    let trust = Arc::new(Trust::from_files(&s.ca, &o.client_crls, o.revocation)?);
     let expect = match &s.expect_spiffe {
         Some(id) => {
             mutual_policy::SpiffeId::parse(id)

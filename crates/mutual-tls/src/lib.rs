@@ -83,9 +83,17 @@ pub struct ServerSettings {
     pub allow_tls12: bool,
     /// ALPN protocols to offer, in order (empty: none).
     pub alpn: Vec<Vec<u8>>,
+}
+
+/// Settings beyond the original contract, kept apart so existing struct literals of
+/// `ServerSettings`/`ClientSettings` keep compiling.
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
     /// How CRLs apply. Default: the whole chain, unknown status denied, expired CRL denied;
     /// so with CRLs, every issuer in the chain (root too) needs a current CRL.
     pub revocation: RevocationPolicy,
+    /// Client side only: CRLs for the server's chain (default none: no revocation check).
+    pub client_crls: Vec<PathBuf>,
 }
 
 /// A loaded, validated server configuration and facts about it for metrics/logs.
@@ -133,7 +141,15 @@ impl ServerMaterial {
 /// client certificate. A bad file is an error; nothing half-loaded is returned. Each call makes
 /// a new ticketer and session cache, so swapping in a rebuilt config ends old resumptions.
 pub fn build_server_config(s: &ServerSettings) -> Result<ServerMaterial, TlsError> {
-    config::server(s)
+    config::server(s, &TlsOptions::default())
+}
+
+/// [`build_server_config`] with extra options (revocation policy).
+pub fn build_server_config_with(
+    s: &ServerSettings,
+    o: &TlsOptions,
+) -> Result<ServerMaterial, TlsError> {
+    config::server(s, o)
 }
 
 /// Client side (`mutual connect`, the probe): what to present, how to check the server.
@@ -150,9 +166,6 @@ pub struct ClientSettings {
     pub expect_spiffe: Option<String>,
     pub allow_tls12: bool,
     pub alpn: Vec<Vec<u8>>,
-    /// CRLs for the server's chain (default none: no revocation check).
-    pub crls: Vec<PathBuf>,
-    pub revocation: RevocationPolicy,
 }
 
 #[derive(Clone)]
@@ -171,7 +184,16 @@ pub fn build_client_config(
     s: &ClientSettings,
     remote_host: &str,
 ) -> Result<ClientMaterial, TlsError> {
-    config::client(s, remote_host)
+    config::client(s, remote_host, &TlsOptions::default())
+}
+
+/// [`build_client_config`] with extra options (CRLs for the server's chain).
+pub fn build_client_config_with(
+    s: &ClientSettings,
+    remote_host: &str,
+    o: &TlsOptions,
+) -> Result<ClientMaterial, TlsError> {
+    config::client(s, remote_host, o)
 }
 
 /// The reason label for a failed TLS accept/connect (tokio-rustls wraps rustls::Error in io::Error).

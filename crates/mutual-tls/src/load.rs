@@ -112,3 +112,11 @@ pub fn load_crls(
     }
     Ok(out)
 }
+
+/// Whether DER bytes are a certificate webpki can parse (to tell "not a certificate" input
+/// apart from a certificate that fails validation).
+pub fn check_certificate_der(path: &Path, der: &CertificateDer<'_>) -> Result<(), TlsError> {
+    webpki::EndEntityCert::try_from(der)
+        .map(|_| ())
+        .map_err(|e| bad(path, format!("not a valid X.509 certificate ({e:?})")))
+}

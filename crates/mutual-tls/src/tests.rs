@@ -290,14 +290,19 @@ fn revocation_is_checked_for_the_whole_chain() {
     let int_crl = pki.crl("int.crl");
     let root_crl = root_crl(&pki, "root.crl");
     let server = |crls: Vec<std::path::PathBuf>, revocation| {
-        build_server_config(&ServerSettings {
-            cert: srv.cert.clone(),
-            key: srv.key.clone(),
-            ca: pki.root.clone(),
-            crls,
-            revocation,
-            ..Default::default()
-        })
+        build_server_config_with(
+            &ServerSettings {
+                cert: srv.cert.clone(),
+                key: srv.key.clone(),
+                ca: pki.root.clone(),
+                crls,
+                ..Default::default()
+            },
+            &TlsOptions {
+                revocation,
+                ..Default::default()
+            },
+        )
         .unwrap()
     };
     let client = |leaf: &mutual_test::Leaf| {
