@@ -217,18 +217,42 @@ impl Trust {
         } else {
             None
         };
-        let usage = Eku(purpose);
-        let path = ee
-            .verify_for_usage(
-                self.algs.all,
-                &self.anchors,
-                intermediates,
-                now,
-                usage,
-                revocation,
-                verify_path,
-            )
-            .map_err(pki_error)?;
+        let result = ee.verify_for_usage(
+            self.algs.all,
+            &self.anchors,
+            intermediates,
+            now,
+            Eku(purpose),
+            revocation,
+            verify_path,
+        );
+        let path = match result {
+            Ok(p) => p,
+            // webpki reports the first problem it meets walking the chain; an intermediate
+            // without a CRL can hide the more useful fact that the leaf itself is revoked.
+            // Ask once more, leaf only, so the verdict (a failure either way) names it.
+            Err(webpki::Error::UnknownRevocationStatus) if !self.revocation.leaf_only => {
+                let leaf_only = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
+                    b.with_depth(RevocationCheckDepth::EndEntity)
+                        .with_status_policy(UnknownStatusPolicy::Allow)
+                        .build()
+                });
+                let again = ee.verify_for_usage(
+                    self.algs.all,
+                    &self.anchors,
+                    intermediates,
+                    now,
+                    Eku(purpose),
+                    leaf_only,
+                    verify_path,
+                );
+                return Err(pki_error(match again {
+                    Err(webpki::Error::CertRevoked) => webpki::Error::CertRevoked,
+                    _ => webpki::Error::UnknownRevocationStatus,
+                }));
+            }
+            Err(e) => return Err(pki_error(e)),
+        };
 
         let mut chain = vec![end_entity.clone().into_owned()];
         for c in path.intermediate_certificates() {

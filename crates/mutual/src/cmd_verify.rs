@@ -1,10 +1,129 @@
 //! `mutual cert verify` (owned by the TLS work): full path validation with a reason label.
+//!
+//! It calls `mutual_tls::verify_chain`, the same validator the proxy's client-certificate check
+//! and `mutual connect`'s server check use, so "verify says ok" means "the proxy would accept
+//! this chain" (before authorization policy).
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
+use mutual_tls::{load, verify_chain, PeerName, Purpose, Reason, RevocationPolicy, VerifyRequest};
+use rustls_pki_types::UnixTime;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PurposeArg {
+    /// TLS server certificate (serverAuth, if the certificate has an EKU).
+    Server,
+    /// TLS client certificate (clientAuth, if the certificate has an EKU).
+    Client,
+    /// Do not check extended key usage.
+    Any,
+}
+
+/// Exit 0 when the chain is valid, 1 when it is not (the reason label, one sentence and a hint
+/// are printed), 2 when an input file is unreadable or not a certificate/CRL.
 #[derive(clap::Args, Debug)]
-pub struct VerifyArgs {}
+pub struct VerifyArgs {
+    /// The certificate to verify (PEM or DER). Further certificates in the file are used as
+    /// intermediates.
+    pub leaf: PathBuf,
+    /// Trusted root certificates (PEM bundle).
+    #[arg(long, value_name = "FILE")]
+    pub roots: PathBuf,
+    /// Extra intermediate certificates (PEM bundle).
+    #[arg(long, value_name = "FILE")]
+    pub intermediates: Option<PathBuf>,
+    /// Name the certificate must carry: a DNS name, an IP address, `dns:`/`ip:` prefixed, or a
+    /// URI (`uri:...` or a bare `spiffe://...`, matched exactly against the URI SANs).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Validate at this time (RFC 3339, e.g. 2026-01-01T00:00:00Z) instead of now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// CRL file (PEM or DER). Repeatable. With CRLs, every certificate in the chain needs a
+    /// current CRL from its issuer, as in `mutual serve --crl`.
+    #[arg(long = "crl", value_name = "FILE")]
+    pub crls: Vec<PathBuf>,
+    /// Check revocation for the leaf only (intermediates need no CRL).
+    #[arg(long)]
+    pub crl_leaf_only: bool,
+    /// What the certificate must be good for. Default: server when --name is given, else any.
+    #[arg(long, value_enum)]
+    pub purpose: Option<PurposeArg>,
+    /// Print one JSON object: {"valid", "reason", "detail", "hint", "chain"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_at(s: &str) -> anyhow::Result<UnixTime> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .with_context(|| format!("--at {s:?} is not an RFC 3339 time (2026-01-01T00:00:00Z)"))?;
+    let secs = u64::try_from(t.unix_timestamp())
+        .map_err(|_| anyhow::anyhow!("--at {s:?} is before 1970"))?;
+    Ok(UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        secs,
+    )))
+}
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let _ = args;
-    anyhow::bail!("not yet implemented")
+    let mut certs = load::load_certs(&args.leaf)?;
+    let leaf = certs.remove(0);
+    load::check_certificate_der(&args.leaf, &leaf)?;
+    let mut intermediates = certs;
+    if let Some(path) = &args.intermediates {
+        intermediates.extend(load::load_certs(path)?);
+    }
+    let roots = load::load_certs(&args.roots)?;
+    let crls = load::load_crls(&args.crls)?;
+    let name = args.name.as_deref().map(PeerName::parse).transpose()?;
+    let at = args.at.as_deref().map(parse_at).transpose()?;
+    let purpose = match args.purpose {
+        Some(PurposeArg::Server) => Purpose::Server,
+        Some(PurposeArg::Client) => Purpose::Client,
+        Some(PurposeArg::Any) => Purpose::Any,
+        None if name.is_some() => Purpose::Server,
+        None => Purpose::Any,
+    };
+    let outcome = verify_chain(&VerifyRequest {
+        leaf,
+        intermediates,
+        roots,
+        crls,
+        revocation: RevocationPolicy {
+            leaf_only: args.crl_leaf_only,
+            ..RevocationPolicy::default()
+        },
+        purpose,
+        name,
+        at,
+        max_intermediates: None,
+    });
+    if args.json {
+        let v = serde_json::json!({
+            "valid": outcome.valid,
+            "reason": outcome.reason,
+            "detail": outcome.detail,
+            "hint": outcome.reason.hint(),
+            "chain": outcome.chain,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if outcome.valid {
+        println!("ok: {}", outcome.detail);
+        for c in &outcome.chain {
+            println!(
+                "  {:<12} {}  (serial {}, until {})",
+                c.role, c.subject, c.serial, c.not_after
+            );
+        }
+    } else {
+        println!("invalid: {}", outcome.reason);
+        println!("  {}", outcome.reason.explanation());
+        println!("  detail: {}", outcome.detail);
+        println!("  hint: {}", outcome.reason.hint());
+    }
+    Ok(if outcome.reason == Reason::Ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
