@@ -356,21 +356,53 @@ pub(crate) fn other(e: TlsError) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
 }
 
-/// RSA leaf keys below 2048 bits: webpki refuses them for signatures it checks in the chain,
-/// but the leaf's own key is only exercised by the handshake signature, which would report a
-/// misleading `bad_signature`. Caught here so it is named `weak_key`.
+/// Leaf keys we refuse (RSA below 2048 bits or of odd size, DSA, EC curves other than
+/// P-256/384/521): webpki refuses such keys for signatures it checks in the chain, but the
+/// leaf's own key is only exercised by the handshake signature, which would report a
+/// misleading `bad_signature` (or, for `cert verify`, nothing). Named `weak_key` here.
 fn check_key_strength(der: &CertificateDer<'_>) -> Result<(), rustls::Error> {
     let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
         return Ok(()); // webpki already parsed it; nothing more to learn here
     };
-    if let Ok(x509_parser::public_key::PublicKey::RSA(rsa)) = cert.public_key().parsed() {
-        let bits = rsa.key_size();
-        if bits < 2048 {
-            return Err(other(TlsError::WeakKey {
-                subject: cert.subject().to_string(),
-                detail: format!("{bits}-bit RSA key (at least 2048 bits required)"),
-            }));
+    let spki = cert.public_key();
+    let weak = |detail: String| {
+        Err(other(TlsError::WeakKey {
+            subject: cert.subject().to_string(),
+            detail,
+        }))
+    };
+    match spki.parsed() {
+        Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
+            let bits = rsa.key_size();
+            if bits < 2048 {
+                return weak(format!("{bits}-bit RSA key (at least 2048 bits required)"));
+            }
+            if bits % 8 != 0 {
+                return weak(format!(
+                    "{bits}-bit RSA key (the size must be a multiple of 8)"
+                ));
+            }
         }
+        Ok(x509_parser::public_key::PublicKey::DSA(_)) => {
+            return weak("DSA key (use ECDSA, Ed25519 or RSA)".into());
+        }
+        Ok(x509_parser::public_key::PublicKey::EC(_)) => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string())
+                .unwrap_or_default();
+            // P-256, P-384, P-521: the curves TLS 1.3 signs with.
+            if !matches!(
+                curve.as_str(),
+                "1.2.840.10045.3.1.7" | "1.3.132.0.34" | "1.3.132.0.35"
+            ) {
+                return weak(format!("EC key on curve {curve} (use P-256 or P-384)"));
+            }
+        }
+        _ => {}
     }
     Ok(())
 }
