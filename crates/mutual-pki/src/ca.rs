@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
-    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyIdMethod, KeyPair,
-    KeyUsagePurpose, NameConstraints, PublicKeyData, RevokedCertParams, SerialNumber,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    NameConstraints, PublicKeyData, RevokedCertParams, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
@@ -27,7 +27,7 @@ use mutual_store::{Inventory, ListFilter, NewCert, RevokeOutcome, Store};
 use crate::keys::{self, StagedFile};
 use crate::spiffe::{validate_trust_domain, SpiffeId};
 use crate::{
-    normalize_serial, serial_hex, KeyType, PkiError, RevocationReason, San, Usage, CertRecord,
+    normalize_serial, serial_hex, CertRecord, KeyType, PkiError, RevocationReason, San, Usage,
 };
 
 pub const ROOT_CERT: &str = "root.pem";
@@ -287,7 +287,14 @@ impl Ca {
         if password.is_empty() {
             return Err(PkiError::EmptyPassword);
         }
-        for f in [ROOT_CERT, ROOT_KEY, INTERMEDIATE_CERT, INTERMEDIATE_KEY, INVENTORY, CONFIG] {
+        for f in [
+            ROOT_CERT,
+            ROOT_KEY,
+            INTERMEDIATE_CERT,
+            INTERMEDIATE_KEY,
+            INVENTORY,
+            CONFIG,
+        ] {
             if dir.join(f).exists() {
                 return Err(PkiError::AlreadyInitialised {
                     dir: dir.to_path_buf(),
@@ -334,8 +341,8 @@ impl Ca {
         ip.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         ip.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         ip.not_before = t0 - time::Duration::hours(1);
-        ip.not_after = (t0 + to_time(opts.intermediate_validity, "intermediate validity")?)
-            .min(rp.not_after);
+        ip.not_after =
+            (t0 + to_time(opts.intermediate_validity, "intermediate validity")?).min(rp.not_after);
         ip.serial_number = Some(SerialNumber::from_slice(&random_serial()));
         ip.use_authority_key_identifier_extension = true;
         if !permitted.is_empty() {
@@ -584,8 +591,7 @@ impl Ca {
                 })
                 .collect();
             // OpenSSL applies DNS constraints to a hostname-like CN too; refuse what it would.
-            if name.contains('.') && crate::validate_dns_name(&name.to_ascii_lowercase()).is_ok()
-            {
+            if name.contains('.') && crate::validate_dns_name(&name.to_ascii_lowercase()).is_ok() {
                 names.push(name);
             }
             for n in names {
@@ -716,11 +722,12 @@ impl Ca {
     /// ignored, so a requester cannot widen its own names or usages.
     pub fn prepare_csr(&self, csr: &[u8], o: &IssueOptions) -> Result<Pending, PkiError> {
         let der = csr_der(csr)?;
-        let (rest, req) =
-            x509_parser::certification_request::X509CertificationRequest::from_der(&der)
-                .map_err(|e| PkiError::MalformedCsr {
-                    detail: e.to_string(),
-                })?;
+        let (rest, req) = x509_parser::certification_request::X509CertificationRequest::from_der(
+            &der,
+        )
+        .map_err(|e| PkiError::MalformedCsr {
+            detail: e.to_string(),
+        })?;
         if !rest.is_empty() {
             return Err(PkiError::MalformedCsr {
                 detail: "trailing bytes after the CSR".into(),
@@ -820,12 +827,15 @@ impl Ca {
         let t0 = now();
         let issuer = self.issuer()?;
         let ski = match x509_parser::parse_x509_certificate(&self.int_der) {
-            Ok((_, c)) => c.extensions().iter().find_map(|e| match e.parsed_extension() {
-                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
-                    Some(k.0.to_vec())
-                }
-                _ => None,
-            }),
+            Ok((_, c)) => c
+                .extensions()
+                .iter()
+                .find_map(|e| match e.parsed_extension() {
+                    x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                        Some(k.0.to_vec())
+                    }
+                    _ => None,
+                }),
             Err(_) => None,
         };
         let params = CertificateRevocationListParams {
@@ -950,7 +960,10 @@ mod tests {
         assert!(ca.sign_csr(&tampered, &o).await.is_err());
 
         let out = ca
-            .revoke(&issued.serial_hex.to_uppercase(), RevocationReason::KeyCompromise)
+            .revoke(
+                &issued.serial_hex.to_uppercase(),
+                RevocationReason::KeyCompromise,
+            )
             .await
             .unwrap();
         assert!(matches!(out, RevokeOutcome::Revoked(_)));

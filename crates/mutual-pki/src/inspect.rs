@@ -248,7 +248,10 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
         warnings.push(format!("expired {} ago", human_duration(now - na_u)));
     }
     if nb_u > now {
-        warnings.push(format!("not yet valid (starts in {})", human_duration(nb_u - now)));
+        warnings.push(format!(
+            "not yet valid (starts in {})",
+            human_duration(nb_u - now)
+        ));
     }
     let weak = match key_type.as_str() {
         "RSA" => key_bits < 2048,
@@ -272,9 +275,8 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
             ));
         }
         if !has_eku {
-            warnings.push(
-                "leaf without extended key usage (no serverAuth/clientAuth stated)".into(),
-            );
+            warnings
+                .push("leaf without extended key usage (no serverAuth/clientAuth stated)".into());
         }
     }
     let secs_left = na_u - now;
@@ -318,7 +320,10 @@ mod tests {
     fn malformed_inputs() {
         assert!(inspect_pem_or_der(b"").is_err());
         assert!(inspect_pem_or_der(b"hello").is_err());
-        assert!(inspect_pem_or_der(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").is_err());
+        assert!(inspect_pem_or_der(
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        )
+        .is_err());
         assert!(inspect_pem_or_der(&[0x30, 0x03, 0x01, 0x01]).is_err());
     }
 

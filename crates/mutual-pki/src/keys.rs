@@ -106,9 +106,11 @@ pub fn pkcs8_v1_der(der: &[u8]) -> Result<Zeroizing<Vec<u8>>, PkiError> {
         detail: "not a PKCS#8 key".into(),
     })?;
     info.public_key = None;
-    info.to_der().map(Zeroizing::new).map_err(|e| PkiError::Key {
-        detail: format!("cannot encode PKCS#8: {e}"),
-    })
+    info.to_der()
+        .map(Zeroizing::new)
+        .map_err(|e| PkiError::Key {
+            detail: format!("cannot encode PKCS#8: {e}"),
+        })
 }
 
 /// Plaintext PKCS#8 v1 PEM (`PRIVATE KEY`) for leaf keys handed to services.
@@ -257,8 +259,8 @@ mod tests {
         let k = generate(KeyType::EcdsaP256).unwrap();
         let info = PrivateKeyInfo::try_from(k.serialized_der()).unwrap();
         let (salt, iv) = ([7u8; 16], [9u8; 16]);
-        let pb = pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(600_000, &salt, &iv)
-            .unwrap();
+        let pb =
+            pkcs8::pkcs5::pbes2::Parameters::pbkdf2_sha256_aes256cbc(600_000, &salt, &iv).unwrap();
         let doc = info.encrypt_with_params(pb, b"pw").unwrap();
         let t = std::time::Instant::now();
         EncryptedPrivateKeyInfo::try_from(doc.as_bytes())

@@ -50,7 +50,9 @@ pub enum PkiError {
         "URI SAN {uri:?} is outside this CA's trust domain: only spiffe://{trust_domain}/... may be issued"
     )]
     OutsideTrustDomain { uri: String, trust_domain: String },
-    #[error("name {name:?} is not permitted by this CA's name constraints (permitted DNS: {permitted})")]
+    #[error(
+        "name {name:?} is not permitted by this CA's name constraints (permitted DNS: {permitted})"
+    )]
     NotPermitted { name: String, permitted: String },
     #[error("a certificate may carry only one SPIFFE ID (got {count})")]
     MultipleSpiffeIds { count: usize },
@@ -66,7 +68,9 @@ pub enum PkiError {
     InvalidDuration { input: String, detail: String },
     #[error("malformed CSR: {detail}")]
     MalformedCsr { detail: String },
-    #[error("the CSR's self-signature does not verify (the CSR was altered or not signed by its key)")]
+    #[error(
+        "the CSR's self-signature does not verify (the CSR was altered or not signed by its key)"
+    )]
     CsrBadSignature,
     #[error("weak key: {detail}")]
     WeakKey { detail: String },
@@ -242,7 +246,10 @@ impl FromStr for San {
                 }
                 let scheme_ok = value.split_once(':').is_some_and(|(scheme, rest)| {
                     !rest.is_empty()
-                        && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                        && scheme
+                            .chars()
+                            .next()
+                            .is_some_and(|c| c.is_ascii_alphabetic())
                         && scheme
                             .chars()
                             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
@@ -402,14 +409,15 @@ pub fn parse_duration(input: &str) -> Result<Duration, PkiError> {
     while !rest.is_empty() {
         let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
-            return Err(bad("expected a number followed by a unit (s, m, h, d, w), e.g. 24h"));
+            return Err(bad(
+                "expected a number followed by a unit (s, m, h, d, w), e.g. 24h",
+            ));
         }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad("number too large"))?;
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| bad("number too large"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .chars()
-            .take_while(|c| c.is_ascii_alphabetic())
-            .count();
+        let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
         let unit = &rest[..unit_len];
         rest = rest[unit_len..].trim_start();
         let mult: u64 = match unit {
@@ -482,7 +490,10 @@ pub fn normalize_serial(input: &str) -> Result<String, PkiError> {
 
 /// Lowercase hex of a big-endian serial, without leading zero bytes (as [`normalize_serial`]).
 pub fn serial_hex(bytes: &[u8]) -> String {
-    let first = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len().saturating_sub(1));
+    let first = bytes
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(bytes.len().saturating_sub(1));
     hex::encode(&bytes[first..])
 }
 

@@ -230,7 +230,12 @@ impl Inventory for Store {
             Store::Sqlite(s) => s.list(filter, now).await,
         }
     }
-    async fn revoke(&self, serial: &str, reason: &str, now: i64) -> Result<RevokeOutcome, StoreError> {
+    async fn revoke(
+        &self,
+        serial: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<RevokeOutcome, StoreError> {
         match self {
             Store::Sqlite(s) => s.revoke(serial, reason, now).await,
         }
@@ -419,7 +424,12 @@ impl Inventory for SqliteStore {
         rows.iter().map(|r| Self::row_to_record(r, now)).collect()
     }
 
-    async fn revoke(&self, serial: &str, reason: &str, now: i64) -> Result<RevokeOutcome, StoreError> {
+    async fn revoke(
+        &self,
+        serial: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<RevokeOutcome, StoreError> {
         // One conditional UPDATE: two concurrent revocations cannot both "win".
         let changed = sqlx::query(
             "UPDATE certificates SET status = 'revoked', revoked_at = ?, reason = ? \

@@ -156,8 +156,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
 fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
     // Refuse before prompting for a password: nothing to do on an existing CA.
-    if dir.join(mutual_pki::ca::CONFIG).exists() || dir.join(mutual_pki::ca::ROOT_CERT).exists()
-    {
+    if dir.join(mutual_pki::ca::CONFIG).exists() || dir.join(mutual_pki::ca::ROOT_CERT).exists() {
         anyhow::bail!(
             "a CA already exists in {}; refusing to overwrite it (nothing was changed)",
             dir.display()
@@ -195,7 +194,12 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("Created CA {:?} ({}) in {}", cfg.name, cfg.key_type, dir.display());
+    println!(
+        "Created CA {:?} ({}) in {}",
+        cfg.name,
+        cfg.key_type,
+        dir.display()
+    );
     println!("  root.pem          self-signed root, 10 years");
     println!("  intermediate.pem  issuing CA, pathlen 0, 5 years");
     println!("  root.key, intermediate.key  encrypted PKCS#8 (scrypt + AES-256), mode 0600");

@@ -165,11 +165,11 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         Usage::Client
     };
     let stem = a.name.trim().to_string();
-    if stem.is_empty()
-        || stem.starts_with('.')
-        || stem.contains(['/', '\\', '\0'])
-    {
-        anyhow::bail!("NAME {:?} cannot be used as a file name (no '/', not starting with '.')", a.name);
+    if stem.is_empty() || stem.starts_with('.') || stem.contains(['/', '\\', '\0']) {
+        anyhow::bail!(
+            "NAME {:?} cannot be used as a file name (no '/', not starting with '.')",
+            a.name
+        );
     }
     let p12_password = if a.p12 {
         let pw = match &a.p12_password_file {
@@ -239,8 +239,16 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             Some(c) => ca.prepare_csr(c, &opts)?,
             None => ca.prepare_issue(&opts)?,
         };
-        let out = deliver(&ca, &pending, &a, &cert_path, &key_path, &p12_path, p12_password.as_deref())
-            .await;
+        let out = deliver(
+            &ca,
+            &pending,
+            &a,
+            &cert_path,
+            &key_path,
+            &p12_path,
+            p12_password.as_deref(),
+        )
+        .await;
         ca.store().close().await;
         out.map(|()| (pending.issued, opts))
     });
@@ -294,7 +302,11 @@ async fn deliver(
     if let Some(k) = &issued.key_pem {
         staged.push(StagedFile::write(key_path, k.as_bytes(), 0o600)?);
     }
-    staged.push(StagedFile::write(cert_path, issued.chain_pem.as_bytes(), 0o644)?);
+    staged.push(StagedFile::write(
+        cert_path,
+        issued.chain_pem.as_bytes(),
+        0o644,
+    )?);
     if let (Some(pw), Some(key_der)) = (p12_password, &pending.key_der) {
         let int = mutual_pki::inspect::certs_from_pem_or_der(ca.intermediate_pem().as_bytes())?;
         let mut chain = vec![issued.leaf_der.clone()];
@@ -362,7 +374,11 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
             soon_count += 1;
         }
         let days = if r.status == Status::Valid {
-            format!("{:.1}{}", left as f64 / 86_400.0, if soon { " !" } else { "" })
+            format!(
+                "{:.1}{}",
+                left as f64 / 86_400.0,
+                if soon { " !" } else { "" }
+            )
         } else {
             "-".to_string()
         };
@@ -379,7 +395,9 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if soon_count > 0 {
-        println!("! = expiring soon (past two thirds of its lifetime, or within 7 days): {soon_count}");
+        println!(
+            "! = expiring soon (past two thirds of its lifetime, or within 7 days): {soon_count}"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -483,7 +501,10 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
             (true, None) => "yes".into(),
             (false, _) => "no".into(),
         };
-        println!("  CA:           {ca}{}", if c.self_signed { ", self-signed" } else { "" });
+        println!(
+            "  CA:           {ca}{}",
+            if c.self_signed { ", self-signed" } else { "" }
+        );
         println!("  SHA-256:      {}", c.sha256);
         for w in &c.warnings {
             println!("  WARNING:      {w}");

@@ -18,38 +18,86 @@ fn out_is_empty(ca: &TestCa) {
 
 #[test]
 fn name_rules_are_enforced_and_refusals_change_nothing() {
-    let ca = TestCa::new(&["--permitted-dns", ".internal.example", "--trust-domain", "example.org"]);
+    let ca = TestCa::new(&[
+        "--permitted-dns",
+        ".internal.example",
+        "--trust-domain",
+        "example.org",
+    ]);
     // Allowed: inside the constraints; openssl agrees (name constraints are in the intermediate).
     ca.issue(
         "web",
-        &["--server", "--san", "dns:web.internal.example", "--san", "uri:spiffe://example.org/ns/prod/web"],
+        &[
+            "--server",
+            "--san",
+            "dns:web.internal.example",
+            "--san",
+            "uri:spiffe://example.org/ns/prod/web",
+        ],
     )
     .ok();
-    assert!(ca.openssl_verify(&ca.out.join("web.pem"), "sslserver").stdout.contains(": OK"));
-    let int_text = openssl(&["x509", "-in", &ca.intermediate(), "-noout", "-text"]).ok().stdout;
-    assert!(int_text.contains("Permitted:") && int_text.contains("DNS:.internal.example"), "{int_text}");
+    assert!(ca
+        .openssl_verify(&ca.out.join("web.pem"), "sslserver")
+        .stdout
+        .contains(": OK"));
+    let int_text = openssl(&["x509", "-in", &ca.intermediate(), "-noout", "-text"])
+        .ok()
+        .stdout;
+    assert!(
+        int_text.contains("Permitted:") && int_text.contains("DNS:.internal.example"),
+        "{int_text}"
+    );
     std::fs::remove_file(ca.out.join("web.pem")).unwrap();
     std::fs::remove_file(ca.out.join("web.key")).unwrap();
     let inv = ca.inventory();
     let before = ca.snapshot();
 
     let cases: &[(&[&str], &str)] = &[
-        (&["--san", "email:bob@example.org"], "unknown SAN type \"email\""),
+        (
+            &["--san", "email:bob@example.org"],
+            "unknown SAN type \"email\"",
+        ),
         (&["--san", "web.internal.example"], "expected TYPE:VALUE"),
         (&["--san", "ip:10.0.0.300"], "not an IPv4 or IPv6 address"),
-        (&["--server", "--san", "dns:web.other.example"], "is not permitted by this CA's name constraints"),
-        (&["--server", "--san", "dns:internal.example"], "is not permitted"),
-        (&["--san", "uri:spiffe://other.org/web"], "outside this CA's trust domain"),
-        (&["--san", "uri:https://web.internal.example/"], "outside this CA's trust domain"),
-        (&["--san", "uri:spiffe://Example.org/web"], "invalid SPIFFE ID"),
-        (&["--san", "uri:spiffe://example.org/a/../b"], "invalid SPIFFE ID"),
+        (
+            &["--server", "--san", "dns:web.other.example"],
+            "is not permitted by this CA's name constraints",
+        ),
+        (
+            &["--server", "--san", "dns:internal.example"],
+            "is not permitted",
+        ),
+        (
+            &["--san", "uri:spiffe://other.org/web"],
+            "outside this CA's trust domain",
+        ),
+        (
+            &["--san", "uri:https://web.internal.example/"],
+            "outside this CA's trust domain",
+        ),
+        (
+            &["--san", "uri:spiffe://Example.org/web"],
+            "invalid SPIFFE ID",
+        ),
+        (
+            &["--san", "uri:spiffe://example.org/a/../b"],
+            "invalid SPIFFE ID",
+        ),
         (&["--san", "uri:spiffe://example.org/a?x=1"], "query"),
         (
-            &["--san", "uri:spiffe://example.org/a", "--san", "uri:spiffe://example.org/b"],
+            &[
+                "--san",
+                "uri:spiffe://example.org/a",
+                "--san",
+                "uri:spiffe://example.org/b",
+            ],
             "only one SPIFFE ID",
         ),
         (&["--server"], "needs at least one dns: or ip: SAN"),
-        (&["--both", "--san", "uri:spiffe://example.org/x"], "needs at least one dns: or ip: SAN"),
+        (
+            &["--both", "--san", "uri:spiffe://example.org/x"],
+            "needs at least one dns: or ip: SAN",
+        ),
         (&["--ttl", "3650d"], "after the intermediate expires"),
         (&["--ttl", "24"], "missing unit"),
         (&["--key-type", "dsa"], "unknown key type"),
@@ -60,7 +108,8 @@ fn name_rules_are_enforced_and_refusals_change_nothing() {
         out_is_empty(&ca);
     }
     // A hostname-like NAME outside the constraints is refused too (OpenSSL checks such CNs).
-    ca.issue("db.other.example", &[]).fails_with("not permitted");
+    ca.issue("db.other.example", &[])
+        .fails_with("not permitted");
     assert_eq!(ca.inventory(), inv);
     assert_eq!(ca.snapshot(), before);
 }
@@ -72,9 +121,11 @@ fn unwritable_output_leaves_no_key_and_no_row() {
     let file = ca.tmp.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     let sub = file.join("sub");
-    mutual(&["cert", "issue", "x", "--dir", ca.d(), "--out", s(&sub)]).fails_with("not a directory");
+    mutual(&["cert", "issue", "x", "--dir", ca.d(), "--out", s(&sub)])
+        .fails_with("not a directory");
     let missing = ca.tmp.path().join("missing");
-    mutual(&["cert", "issue", "x", "--dir", ca.d(), "--out", s(&missing)]).fails_with("not a directory");
+    mutual(&["cert", "issue", "x", "--dir", ca.d(), "--out", s(&missing)])
+        .fails_with("not a directory");
     // The final rename fails (x.pem is a directory) after the key was staged: the key must not
     // be left behind, nor the inventory row.
     std::fs::create_dir(ca.out.join("x.pem")).unwrap();
@@ -106,7 +157,16 @@ fn parallel_issuers_never_reuse_a_serial() {
             let name = format!("p{i}");
             mutual_cmd(
                 Some(PW),
-                &["cert", "issue", &name, "--dir", ca.d(), "--out", ca.o(), "--json"],
+                &[
+                    "cert",
+                    "issue",
+                    &name,
+                    "--dir",
+                    ca.d(),
+                    "--out",
+                    ca.o(),
+                    "--json",
+                ],
             )
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -124,11 +184,17 @@ fn parallel_issuers_never_reuse_a_serial() {
     assert_eq!(serials.len(), 8);
     let inv = ca.inventory();
     assert_eq!(inv.len(), 8);
-    let listed: HashSet<String> = inv.iter().map(|r| r["serial"].as_str().unwrap().to_string()).collect();
+    let listed: HashSet<String> = inv
+        .iter()
+        .map(|r| r["serial"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(listed, serials);
     for i in 0..8 {
         let cert = ca.out.join(format!("p{i}.pem"));
-        assert!(ca.openssl_verify(&cert, "sslclient").stdout.contains(": OK"));
+        assert!(ca
+            .openssl_verify(&cert, "sslclient")
+            .stdout
+            .contains(": OK"));
     }
     // The database is intact.
     let o = std::process::Command::new("sh")

@@ -18,22 +18,57 @@ fn every_key_type_and_usage_verifies_with_openssl() {
         let ca = TestCa::new(&["--key-type", kt]);
         // The CA keys are encrypted PKCS#8 that openssl opens with the password.
         let key = ca.dir.join("intermediate.key");
-        openssl(&["pkey", "-in", s(&key), "-passin", &format!("pass:{PW}"), "-noout"]).ok();
+        openssl(&[
+            "pkey",
+            "-in",
+            s(&key),
+            "-passin",
+            &format!("pass:{PW}"),
+            "-noout",
+        ])
+        .ok();
         assert_eq!(mode(&key), 0o600);
 
-        ca.issue("srv", &["--server", "--san", "dns:srv.example", "--key-type", kt])
-            .ok();
+        ca.issue(
+            "srv",
+            &["--server", "--san", "dns:srv.example", "--key-type", kt],
+        )
+        .ok();
         ca.issue("cli", &["--key-type", kt]).ok();
         ca.issue(
             "both",
-            &["--both", "--san", "dns:both.example", "--san", "ip:127.0.0.1", "--key-type", kt],
+            &[
+                "--both",
+                "--san",
+                "dns:both.example",
+                "--san",
+                "ip:127.0.0.1",
+                "--key-type",
+                kt,
+            ],
         )
         .ok();
         let p = |n: &str| ca.out.join(n);
-        assert!(ca.openssl_verify(&p("srv.pem"), "sslserver").stdout.contains(": OK"), "{kt} srv");
-        assert!(ca.openssl_verify(&p("cli.pem"), "sslclient").stdout.contains(": OK"), "{kt} cli");
-        assert!(ca.openssl_verify(&p("both.pem"), "sslserver").stdout.contains(": OK"));
-        assert!(ca.openssl_verify(&p("both.pem"), "sslclient").stdout.contains(": OK"));
+        assert!(
+            ca.openssl_verify(&p("srv.pem"), "sslserver")
+                .stdout
+                .contains(": OK"),
+            "{kt} srv"
+        );
+        assert!(
+            ca.openssl_verify(&p("cli.pem"), "sslclient")
+                .stdout
+                .contains(": OK"),
+            "{kt} cli"
+        );
+        assert!(ca
+            .openssl_verify(&p("both.pem"), "sslserver")
+            .stdout
+            .contains(": OK"));
+        assert!(ca
+            .openssl_verify(&p("both.pem"), "sslclient")
+            .stdout
+            .contains(": OK"));
         // The profile really restricts usage: a client cert is not a server cert.
         let wrong = ca.openssl_verify(&p("cli.pem"), "sslserver");
         assert_ne!(wrong.code, 0, "{kt}: client cert accepted as server");
@@ -42,7 +77,9 @@ fn every_key_type_and_usage_verifies_with_openssl() {
             assert_eq!(mode(&k), 0o600, "{kt} {n}.key mode");
             openssl(&["pkey", "-in", s(&k), "-noout"]).ok();
         }
-        let text = openssl(&["x509", "-in", s(&p("srv.pem")), "-noout", "-text"]).ok().stdout;
+        let text = openssl(&["x509", "-in", s(&p("srv.pem")), "-noout", "-text"])
+            .ok()
+            .stdout;
         assert!(text.contains("CA:FALSE"), "{text}");
         assert!(text.contains("Subject Key Identifier"));
         assert!(text.contains("Authority Key Identifier"));
@@ -61,31 +98,68 @@ fn openssl_csr_is_signed_with_the_profile_not_the_request() {
     let csr = t.join("req.pem");
     let key = t.join("req.key");
     openssl(&[
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", s(&key), "-subj", "/CN=evil/O=Evil", "-addext",
-        "subjectAltName=DNS:evil.example,DNS:admin.example", "-addext",
-        "extendedKeyUsage=serverAuth,clientAuth", "-addext", "subjectKeyIdentifier=hash",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-out", s(&csr),
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        s(&key),
+        "-subj",
+        "/CN=evil/O=Evil",
+        "-addext",
+        "subjectAltName=DNS:evil.example,DNS:admin.example",
+        "-addext",
+        "extendedKeyUsage=serverAuth,clientAuth",
+        "-addext",
+        "subjectKeyIdentifier=hash",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-out",
+        s(&csr),
     ])
     .ok();
     let o = ca
-        .issue("svc", &["--csr", s(&csr), "--san", "uri:spiffe://example.org/svc", "--json"])
+        .issue(
+            "svc",
+            &[
+                "--csr",
+                s(&csr),
+                "--san",
+                "uri:spiffe://example.org/svc",
+                "--json",
+            ],
+        )
         .ok();
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert!(v["key"].is_null(), "a CSR issue writes no key: {v}");
     assert!(!ca.out.join("svc.key").exists());
     let cert = ca.out.join("svc.pem");
-    assert!(ca.openssl_verify(&cert, "sslclient").stdout.contains(": OK"));
-    let text = openssl(&["x509", "-in", s(&cert), "-noout", "-text"]).ok().stdout;
+    assert!(ca
+        .openssl_verify(&cert, "sslclient")
+        .stdout
+        .contains(": OK"));
+    let text = openssl(&["x509", "-in", s(&cert), "-noout", "-text"])
+        .ok()
+        .stdout;
     assert!(text.contains("URI:spiffe://example.org/svc"), "{text}");
-    assert!(!text.contains("evil.example") && !text.contains("admin.example"), "{text}");
+    assert!(
+        !text.contains("evil.example") && !text.contains("admin.example"),
+        "{text}"
+    );
     assert!(!text.contains("TLS Web Server Authentication"), "{text}");
     assert!(text.contains("TLS Web Client Authentication"));
     assert!(text.contains("CA:FALSE"));
     assert!(text.contains("Subject: CN = svc"), "{text}");
     // The certified key is the CSR's key.
-    let cert_pub = openssl(&["x509", "-in", s(&cert), "-noout", "-pubkey"]).ok().stdout;
-    let csr_pub = openssl(&["req", "-in", s(&csr), "-noout", "-pubkey"]).ok().stdout;
+    let cert_pub = openssl(&["x509", "-in", s(&cert), "-noout", "-pubkey"])
+        .ok()
+        .stdout;
+    let csr_pub = openssl(&["req", "-in", s(&csr), "-noout", "-pubkey"])
+        .ok()
+        .stdout;
     assert_eq!(cert_pub, csr_pub);
     // DER CSRs work too.
     let der = t.join("req.der");
@@ -100,16 +174,36 @@ fn bad_csrs_are_refused_and_nothing_is_recorded() {
     let t = ca.tmp.path();
     let rsa = t.join("rsa1024.pem");
     openssl(&[
-        "req", "-new", "-newkey", "rsa:1024", "-nodes", "-keyout", s(&t.join("rsa.key")),
-        "-subj", "/CN=x", "-out", s(&rsa),
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:1024",
+        "-nodes",
+        "-keyout",
+        s(&t.join("rsa.key")),
+        "-subj",
+        "/CN=x",
+        "-out",
+        s(&rsa),
     ])
     .ok();
     ca.issue("weak", &["--csr", s(&rsa)]).fails_with("RSA-1024");
 
     let good = t.join("good.pem");
     openssl(&[
-        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-        "-keyout", s(&t.join("good.key")), "-subj", "/CN=x", "-out", s(&good),
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        s(&t.join("good.key")),
+        "-subj",
+        "/CN=x",
+        "-out",
+        s(&good),
     ])
     .ok();
     let der = t.join("good.der");
@@ -123,11 +217,17 @@ fn bad_csrs_are_refused_and_nothing_is_recorded() {
         .fails_with("self-signature does not verify");
 
     let garbage = t.join("garbage.pem");
-    std::fs::write(&garbage, "-----BEGIN CERTIFICATE REQUEST-----\nnot base64!\n-----END CERTIFICATE REQUEST-----\n").unwrap();
-    ca.issue("garbage", &["--csr", s(&garbage)]).fails_with("malformed CSR");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN CERTIFICATE REQUEST-----\nnot base64!\n-----END CERTIFICATE REQUEST-----\n",
+    )
+    .unwrap();
+    ca.issue("garbage", &["--csr", s(&garbage)])
+        .fails_with("malformed CSR");
     let text = t.join("text.csr");
     std::fs::write(&text, "hello").unwrap();
-    ca.issue("text", &["--csr", s(&text)]).fails_with("malformed CSR");
+    ca.issue("text", &["--csr", s(&text)])
+        .fails_with("malformed CSR");
 
     assert!(ca.inventory().is_empty());
     assert_eq!(std::fs::read_dir(&ca.out).unwrap().count(), 0);
@@ -140,13 +240,25 @@ fn p12_export_is_read_by_openssl() {
     std::fs::write(&pwfile, "p12-secret\n").unwrap();
     ca.issue(
         "laptop",
-        &["--p12", "--p12-password-file", s(&pwfile), "--san", "dns:laptop.example"],
+        &[
+            "--p12",
+            "--p12-password-file",
+            s(&pwfile),
+            "--san",
+            "dns:laptop.example",
+        ],
     )
     .ok();
     let p12 = ca.out.join("laptop.p12");
     assert_eq!(mode(&p12), 0o600);
     let info = openssl(&[
-        "pkcs12", "-info", "-in", s(&p12), "-passin", "pass:p12-secret", "-noenc",
+        "pkcs12",
+        "-info",
+        "-in",
+        s(&p12),
+        "-passin",
+        "pass:p12-secret",
+        "-noenc",
     ])
     .ok();
     let all = format!("{}{}", info.stdout, info.stderr);
@@ -154,18 +266,40 @@ fn p12_export_is_read_by_openssl() {
     assert!(all.contains("BEGIN PRIVATE KEY"), "{all}");
     assert!(all.contains("AES-256-CBC"), "{all}");
     // Through the environment variable too.
-    let o = mutual_cmd(Some(PW), &["cert", "issue", "phone", "--dir", ca.d(), "--out", ca.o(), "--p12"])
-        .env("MUTUAL_P12_PASSWORD", "env-secret")
-        .output()
-        .unwrap();
+    let o = mutual_cmd(
+        Some(PW),
+        &[
+            "cert",
+            "issue",
+            "phone",
+            "--dir",
+            ca.d(),
+            "--out",
+            ca.o(),
+            "--p12",
+        ],
+    )
+    .env("MUTUAL_P12_PASSWORD", "env-secret")
+    .output()
+    .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    openssl(&["pkcs12", "-info", "-in", s(&ca.out.join("phone.p12")), "-passin", "pass:env-secret", "-noenc"]).ok();
+    openssl(&[
+        "pkcs12",
+        "-info",
+        "-in",
+        s(&ca.out.join("phone.p12")),
+        "-passin",
+        "pass:env-secret",
+        "-noenc",
+    ])
+    .ok();
     // An empty PKCS#12 password is refused before anything is issued.
     let empty = ca.tmp.path().join("empty");
     std::fs::write(&empty, "").unwrap();
     ca.issue("tablet", &["--p12", "--p12-password-file", s(&empty)])
         .fails_with("non-empty password");
-    ca.issue("tablet", &["--p12"]).fails_with("non-empty password");
+    ca.issue("tablet", &["--p12"])
+        .fails_with("non-empty password");
     assert!(!ca.out.join("tablet.key").exists());
     assert_eq!(ca.inventory().len(), 2);
 }
@@ -175,7 +309,13 @@ fn inspect_shows_everything_and_warns() {
     let ca = TestCa::new(&["--trust-domain", "example.org"]);
     ca.issue(
         "web",
-        &["--both", "--san", "dns:web.example", "--san", "uri:spiffe://example.org/ns/prod/web"],
+        &[
+            "--both",
+            "--san",
+            "dns:web.example",
+            "--san",
+            "uri:spiffe://example.org/ns/prod/web",
+        ],
     )
     .ok();
     let chain = ca.out.join("web.pem");
@@ -188,25 +328,52 @@ fn inspect_shows_everything_and_warns() {
     assert_eq!(leaf["key_type"], "ECDSA P-256");
     assert_eq!(leaf["key_bits"], 256);
     assert_eq!(leaf["signature_algorithm"], "ecdsa-with-SHA256");
-    assert_eq!(leaf["extended_key_usage"], serde_json::json!(["serverAuth", "clientAuth"]));
+    assert_eq!(
+        leaf["extended_key_usage"],
+        serde_json::json!(["serverAuth", "clientAuth"])
+    );
     assert_eq!(leaf["is_ca"], false);
     assert_eq!(leaf["warnings"], serde_json::json!([]));
     assert!(v[1]["is_ca"].as_bool().unwrap());
     assert_eq!(v[1]["path_len"], 0);
     // Serial and fingerprint agree with openssl.
-    let serial = openssl(&["x509", "-in", s(&chain), "-noout", "-serial"]).ok().stdout;
-    assert_eq!(serial.trim().trim_start_matches("serial=").to_lowercase(), leaf["serial"].as_str().unwrap());
-    let fp = openssl(&["x509", "-in", s(&chain), "-noout", "-fingerprint", "-sha256"]).ok().stdout;
+    let serial = openssl(&["x509", "-in", s(&chain), "-noout", "-serial"])
+        .ok()
+        .stdout;
+    assert_eq!(
+        serial.trim().trim_start_matches("serial=").to_lowercase(),
+        leaf["serial"].as_str().unwrap()
+    );
+    let fp = openssl(&[
+        "x509",
+        "-in",
+        s(&chain),
+        "-noout",
+        "-fingerprint",
+        "-sha256",
+    ])
+    .ok()
+    .stdout;
     assert!(fp.contains(leaf["sha256"].as_str().unwrap()), "{fp}");
     // Human form, DER input, stdin.
     let text = mutual(&["cert", "inspect", s(&chain)]).ok().stdout;
-    for needle in ["Subject:      CN=web", "SPIFFE ID:    spiffe://example.org/ns/prod/web", "left)", "SHA-256:"] {
+    for needle in [
+        "Subject:      CN=web",
+        "SPIFFE ID:    spiffe://example.org/ns/prod/web",
+        "left)",
+        "SHA-256:",
+    ] {
         assert!(text.contains(needle), "{needle}: {text}");
     }
     let der = ca.tmp.path().join("web.der");
     openssl(&["x509", "-in", s(&chain), "-outform", "DER", "-out", s(&der)]).ok();
     let o = mutual(&["cert", "inspect", s(&der), "--json"]).ok();
-    assert_eq!(serde_json::from_str::<Vec<serde_json::Value>>(&o.stdout).unwrap().len(), 1);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&o.stdout)
+            .unwrap()
+            .len(),
+        1
+    );
     let o = mutual_cmd(None, &["cert", "inspect", "-"])
         .stdin(std::fs::File::open(&chain).unwrap())
         .output()
@@ -216,7 +383,12 @@ fn inspect_shows_everything_and_warns() {
 
     // Warnings: expired, leaf without EKU (fixture CA), weak key and SHA-1 (openssl).
     let pki = mutual_test::TestPki::new("Warn");
-    let old = pki.leaf("old", mutual_test::LeafOpts::new("old").expired().purpose(mutual_test::Purpose::None));
+    let old = pki.leaf(
+        "old",
+        mutual_test::LeafOpts::new("old")
+            .expired()
+            .purpose(mutual_test::Purpose::None),
+    );
     let o = mutual(&["cert", "inspect", s(&old.cert), "--json"]).ok();
     let v: Vec<serde_json::Value> = serde_json::from_str(&o.stdout).unwrap();
     let w = v[0]["warnings"].to_string();
@@ -224,17 +396,36 @@ fn inspect_shows_everything_and_warns() {
     assert!(w.contains("without extended key usage"), "{w}");
     let weak = ca.tmp.path().join("weak.pem");
     openssl(&[
-        "req", "-x509", "-newkey", "rsa:1024", "-sha1", "-nodes", "-keyout",
-        s(&ca.tmp.path().join("weak.key")), "-subj", "/CN=weak", "-days", "900", "-out", s(&weak),
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:1024",
+        "-sha1",
+        "-nodes",
+        "-keyout",
+        s(&ca.tmp.path().join("weak.key")),
+        "-subj",
+        "/CN=weak",
+        "-days",
+        "900",
+        "-out",
+        s(&weak),
     ])
     .ok();
     let text = mutual(&["cert", "inspect", s(&weak)]).ok().stdout;
-    assert!(text.contains("WARNING:      weak key: RSA 1024 bits"), "{text}");
+    assert!(
+        text.contains("WARNING:      weak key: RSA 1024 bits"),
+        "{text}"
+    );
     assert!(text.contains("SHA-1 signature"), "{text}");
 
     // Malformed input: exit 2 with a clear message.
     let bad = ca.tmp.path().join("bad.pem");
-    std::fs::write(&bad, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(
+        &bad,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     mutual(&["cert", "inspect", s(&bad)]).fails_with("malformed certificate input");
     std::fs::write(&bad, "just text").unwrap();
     mutual(&["cert", "inspect", s(&bad)]).fails_with("neither PEM");

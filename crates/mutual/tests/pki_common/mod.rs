@@ -15,12 +15,20 @@ pub struct Out {
 
 impl Out {
     pub fn ok(self) -> Out {
-        assert_eq!(self.code, 0, "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
     /// Asserts exit 2 and that stderr contains `needle`.
     pub fn fails_with(self, needle: &str) -> Out {
-        assert_eq!(self.code, 2, "expected exit 2; stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 2,
+            "expected exit 2; stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         assert!(
             self.stderr.contains(needle),
             "stderr lacks {needle:?}: {}",
@@ -103,7 +111,10 @@ impl TestCa {
     }
 
     pub fn intermediate(&self) -> String {
-        self.dir.join("intermediate.pem").to_string_lossy().into_owned()
+        self.dir
+            .join("intermediate.pem")
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// `cert issue NAME --dir D --out O ARGS...`
@@ -124,7 +135,14 @@ impl TestCa {
         let root = self.root();
         let int = self.intermediate();
         openssl(&[
-            "verify", "-CAfile", &root, "-untrusted", &int, "-purpose", purpose, s(cert),
+            "verify",
+            "-CAfile",
+            &root,
+            "-untrusted",
+            &int,
+            "-purpose",
+            purpose,
+            s(cert),
         ])
     }
 
