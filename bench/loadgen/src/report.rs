@@ -8,6 +8,8 @@ struct Row {
     label: &'static str,
     case: &'static str,
     pointer: &'static str,
+    /// Whether mutual/peer means anything for this row (not for counts and fractions).
+    ratio: bool,
 }
 
 const ROWS: &[Row] = &[
@@ -15,86 +17,103 @@ const ROWS: &[Row] = &[
         label: "full handshakes/s, c=1 (new conn + 1 req)",
         case: "hs_c1",
         pointer: "/rate",
+        ratio: true,
     },
     Row {
         label: "  per server CPU-second",
         case: "hs_c1",
         pointer: "/per_server_cpu_s",
+        ratio: true,
     },
     Row {
         label: "full handshakes/s, c=16",
         case: "hs_c16",
         pointer: "/rate",
+        ratio: true,
     },
     Row {
         label: "  per server CPU-second",
         case: "hs_c16",
         pointer: "/per_server_cpu_s",
+        ratio: true,
     },
     Row {
         label: "full handshakes/s, c=256",
         case: "hs_c256",
         pointer: "/rate",
+        ratio: true,
     },
     Row {
         label: "  per server CPU-second",
         case: "hs_c256",
         pointer: "/per_server_cpu_s",
+        ratio: true,
     },
     Row {
         label: "resumed handshakes/s, c=16",
         case: "resume_c16",
         pointer: "/rate",
+        ratio: true,
     },
     Row {
         label: "  per server CPU-second",
         case: "resume_c16",
         pointer: "/per_server_cpu_s",
+        ratio: true,
     },
     Row {
         label: "  fraction resumed",
         case: "resume_c16",
         pointer: "/resumed_fraction",
+        ratio: false,
     },
     Row {
         label: "requests/s, c=16 kept-alive",
         case: "req_c16",
         pointer: "/rate",
+        ratio: true,
     },
     Row {
         label: "  p50 latency µs (lower is better)",
         case: "req_c16",
         pointer: "/latency/p50_us",
+        ratio: true,
     },
     Row {
         label: "  p99 latency µs (lower is better)",
         case: "req_c16",
         pointer: "/latency/p99_us",
+        ratio: true,
     },
     Row {
         label: "  per server CPU-second",
         case: "req_c16",
         pointer: "/per_server_cpu_s",
+        ratio: true,
     },
     Row {
         label: "bulk upload MB/s",
         case: "bulk_up",
         pointer: "/mb_per_s",
+        ratio: true,
     },
     Row {
         label: "bulk download MB/s",
         case: "bulk_down",
         pointer: "/mb_per_s",
+        ratio: true,
     },
     Row {
         label: "idle connections held",
         case: "idle",
         pointer: "/ready",
+        ratio: false,
     },
     Row {
         label: "  RSS per idle connection KiB (lower is better)",
         case: "idle",
         pointer: "/rss_per_conn_kib",
+        ratio: true,
     },
 ];
 
@@ -195,7 +214,9 @@ pub fn render(input: &str) -> String {
                 available(US).then(|| value(US, row)).flatten(),
                 value(p, row),
             ) {
-                (Some(a), Some(b)) if b != 0.0 && available(p) => format!("{:.2}", a / b),
+                (Some(a), Some(b)) if row.ratio && b != 0.0 && available(p) => {
+                    format!("{:.2}", a / b)
+                }
                 _ => "–".into(),
             };
             line.push_str(&format!(" {ratio} |"));
