@@ -1,0 +1,551 @@
+//! Shared fixtures for the proxy integration tests: one throwaway PKI with every kind of client
+//! certificate the tests need, a tiny HTTP backend, `mutual serve` as a real child process with
+//! its audit log and metrics, and real TLS clients (rustls, curl, openssl s_client, Python ssl).
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code, unused_imports)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use mutual_test::{eventually, free_port, have, ChildGuard, Leaf, LeafOpts, TestPki};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mutual");
+pub const OK_ID: &str = "spiffe://test.mutual/client/ok";
+pub const OTHER_ID: &str = "spiffe://test.mutual/client/other";
+
+/// Every certificate the client-matrix tests use.
+pub struct Fixture {
+    pub pki: TestPki,
+    pub other: TestPki,
+    pub server: Leaf,
+    pub ok: Leaf,
+    pub denied: Leaf,
+    pub expired: Leaf,
+    pub revoked: Leaf,
+    pub wrong_purpose: Leaf,
+    pub other_ca: Leaf,
+    pub crl: PathBuf,
+}
+
+pub fn fixture() -> Fixture {
+    let pki = TestPki::new("Test");
+    let other = TestPki::new("Other");
+    let server = pki.leaf(
+        "server",
+        LeafOpts::new("localhost")
+            .san("dns:localhost")
+            .san("ip:127.0.0.1")
+            .server(),
+    );
+    let ok = pki.leaf("ok", LeafOpts::new("ok").san(&format!("uri:{OK_ID}")));
+    let denied = pki.leaf(
+        "denied",
+        LeafOpts::new("other").san(&format!("uri:{OTHER_ID}")),
+    );
+    let expired = pki.leaf(
+        "expired",
+        LeafOpts::new("expired")
+            .san(&format!("uri:{OK_ID}"))
+            .expired(),
+    );
+    let revoked = pki.leaf(
+        "revoked",
+        LeafOpts::new("revoked").san(&format!("uri:{OK_ID}")),
+    );
+    let wrong_purpose = pki.leaf(
+        "wrong-purpose",
+        LeafOpts::new("wrong-purpose")
+            .san(&format!("uri:{OK_ID}"))
+            .server(),
+    );
+    let other_ca = other.leaf(
+        "other-ca",
+        LeafOpts::new("other-ca").san(&format!("uri:{OK_ID}")),
+    );
+    pki.revoke(&revoked);
+    let crl = pki.crl("crl.pem");
+    Fixture {
+        pki,
+        other,
+        server,
+        ok,
+        denied,
+        expired,
+        revoked,
+        wrong_purpose,
+        other_ca,
+        crl,
+    }
+}
+
+/// The client cases every real client runs: (name, certificate, result, reason).
+pub fn cases(fx: &Fixture) -> Vec<(&'static str, Option<&Leaf>, &'static str, &'static str)> {
+    vec![
+        ("valid", Some(&fx.ok), "allowed", "ok"),
+        ("no cert", None, "failed", "no_client_cert"),
+        ("other CA", Some(&fx.other_ca), "failed", "unknown_ca"),
+        ("expired", Some(&fx.expired), "failed", "expired"),
+        ("revoked", Some(&fx.revoked), "failed", "revoked"),
+        (
+            "server cert as client",
+            Some(&fx.wrong_purpose),
+            "failed",
+            "wrong_purpose",
+        ),
+        ("not allowed", Some(&fx.denied), "denied", "policy_denied"),
+    ]
+}
+
+/// A minimal HTTP/1.0 backend: answers every request with 200 and a fixed body, then closes.
+pub struct HttpBackend {
+    pub addr: SocketAddr,
+}
+
+pub const BACKEND_BODY: &str = "hello from the backend";
+
+pub fn http_backend() -> HttpBackend {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BACKEND_BODY}",
+                    BACKEND_BODY.len()
+                );
+                let _ = s.write_all(resp.as_bytes());
+            });
+        }
+    });
+    HttpBackend { addr }
+}
+
+/// A running `mutual serve` (or `connect`) with its audit log and metrics endpoint.
+pub struct Proxy {
+    pub child: ChildGuard,
+    /// The `listener` label (the subcommand's default name).
+    pub listener: String,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub audit: PathBuf,
+    pub stderr: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Every audit line so far, parsed.
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Waits until there are at least `n` audit lines and returns them.
+    pub fn wait_audit(&self, n: usize) -> Vec<serde_json::Value> {
+        eventually(Duration::from_secs(15), || {
+            let v = self.audit_lines();
+            (v.len() >= n).then_some(v)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "expected {n} audit lines, have {:?}\nstderr:\n{}",
+                self.audit_lines(),
+                self.stderr_text()
+            )
+        })
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(
+            SocketAddr::from(([127, 0, 0, 1], self.metrics_port)),
+            "/metrics",
+        )
+        .1
+    }
+
+    /// The value of one series, e.g. `mutual_handshakes_total{listener="serve",result="failed",reason="expired"}`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics(), series)
+    }
+
+    pub fn handshakes(&self, result: &str, reason: &str) -> f64 {
+        self.metric(&format!(
+            "mutual_handshakes_total{{listener=\"{}\",result=\"{result}\",reason=\"{reason}\"}}",
+            self.listener
+        ))
+        .unwrap_or(0.0)
+    }
+
+    /// Waits until the counter reaches `want` (metrics are updated just before the audit line).
+    pub fn wait_handshakes(&self, result: &str, reason: &str, want: f64) {
+        let got = eventually(Duration::from_secs(10), || {
+            (self.handshakes(result, reason) >= want).then_some(())
+        });
+        assert!(
+            got.is_some(),
+            "mutual_handshakes_total{{result={result},reason={reason}}} = {} (want {want})\n{}",
+            self.handshakes(result, reason),
+            self.metrics()
+        );
+    }
+}
+
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
+}
+
+/// `mutual serve` in front of `backend`, trusting `fx.pki`, checking its CRL, allowing OK_ID.
+pub fn start_serve(fx: &Fixture, backend: &str, extra: &[&str]) -> Proxy {
+    let mut args: Vec<String> = vec![
+        "--cert".into(),
+        fx.server.cert.display().to_string(),
+        "--key".into(),
+        fx.server.key.display().to_string(),
+        "--ca".into(),
+        fx.pki.root.display().to_string(),
+        "--crl".into(),
+        fx.crl.display().to_string(),
+        "--crl-leaf-only".into(),
+        "--allow-spiffe".into(),
+        OK_ID.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    spawn_proxy("serve", "--backend", backend, &args)
+}
+
+/// Starts `mutual <cmd> --listen .. <target_flag> <target> ..args` with an audit log and
+/// metrics, and waits until it listens (its metrics endpoint answers only after the listener
+/// is bound, so no probe connection pollutes the audit log).
+pub fn spawn_proxy(cmd: &str, target_flag: &str, target: &str, args: &[String]) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let metrics_port = free_port();
+    let audit = dir.path().join("audit.log");
+    let stderr = dir.path().join("stderr.log");
+    let child = Command::new(BIN)
+        .arg(cmd)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args([target_flag, target])
+        .args(["--audit-log", audit.to_str().unwrap()])
+        .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--threads", "2"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let mut p = Proxy {
+        child: ChildGuard(child),
+        listener: cmd.to_string(),
+        port,
+        metrics_port,
+        audit,
+        stderr,
+        dir,
+    };
+    let up = eventually(Duration::from_secs(20), || {
+        if let Ok(Some(st)) = p.child.0.try_wait() {
+            panic!("mutual {cmd} exited with {st}:\n{}", p.stderr_text());
+        }
+        let r = try_http_get(SocketAddr::from(([127, 0, 0, 1], metrics_port)), "/healthz");
+        r.filter(|(s, _)| *s == 200).map(|_| ())
+    });
+    assert!(
+        up.is_some(),
+        "mutual {cmd} did not come up:\n{}",
+        p.stderr_text()
+    );
+    p
+}
+
+/// Sends a signal with kill(1).
+pub fn signal(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A TLS connection that is established and has sent half a request: the backend waits for the
+/// rest, so the connection stays open until `finish_request`.
+pub fn open_held(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>) -> TlsStream {
+    let mut s = tls_connect(addr, cfg).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n").unwrap();
+    s.flush().unwrap();
+    s
+}
+
+/// Completes a request started by `open_held` and returns the status.
+pub fn finish_request(mut s: TlsStream) -> u16 {
+    s.write_all(b"Host: localhost\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    parse_http(&String::from_utf8_lossy(&out)).map_or(0, |(st, _)| st)
+}
+
+/// Plain HTTP/1.0 GET; returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    try_http_get(addr, path).unwrap_or_else(|| panic!("GET http://{addr}{path} failed"))
+}
+
+pub fn try_http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    parse_http(&out)
+}
+
+pub fn parse_http(resp: &str) -> Option<(u16, String)> {
+    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// A rustls client config trusting `root`, presenting `leaf` if given.
+pub fn rustls_config(root: &Path, leaf: Option<&Leaf>) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(root).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let cfg = match leaf {
+        Some(l) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(&l.cert)
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(&l.key).unwrap();
+            b.with_client_auth_cert(chain, key).unwrap()
+        }
+        None => b.with_no_client_auth(),
+    };
+    Arc::new(cfg)
+}
+
+pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Opens a TLS connection and completes the handshake (client side).
+pub fn tls_connect(
+    addr: SocketAddr,
+    cfg: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<TlsStream> {
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(15)))?;
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn =
+        rustls::ClientConnection::new(Arc::clone(cfg), name).map_err(std::io::Error::other)?;
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock)?;
+    }
+    Ok(s)
+}
+
+/// One HTTP request over mTLS with rustls; Ok((status, body)).
+pub fn rustls_get(
+    addr: SocketAddr,
+    cfg: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<(u16, String)> {
+    let mut s = tls_connect(addr, cfg)?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out) {
+        Ok(_) => {}
+        // The proxy closes without close_notify only on errors; a truncated answer still counts.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !out.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    let text = String::from_utf8_lossy(&out).to_string();
+    parse_http(&text).ok_or_else(|| std::io::Error::other(format!("no HTTP answer: {text:?}")))
+}
+
+/// curl over mTLS; returns (exit success, http_code, body).
+pub fn curl(port: u16, root: &Path, leaf: Option<&Leaf>) -> (bool, String, String) {
+    let mut c = Command::new("curl");
+    c.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "--cacert",
+        root.to_str().unwrap(),
+    ]);
+    if let Some(l) = leaf {
+        c.args([
+            "--cert",
+            l.cert.to_str().unwrap(),
+            "--key",
+            l.key.to_str().unwrap(),
+        ]);
+    }
+    c.args([
+        "-w",
+        "\n%{http_code}",
+        &format!("https://localhost:{port}/"),
+    ]);
+    c.args(["--resolve", &format!("localhost:{port}:127.0.0.1")]);
+    let out = c.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = stdout.rsplit_once('\n').unwrap_or(("", &stdout));
+    (out.status.success(), code.to_string(), body.to_string())
+}
+
+/// `openssl s_client` sending one HTTP request; returns (exit success, output).
+pub fn s_client(port: u16, root: &Path, leaf: Option<&Leaf>) -> (bool, String) {
+    let mut c = Command::new("timeout");
+    c.args([
+        "15",
+        "openssl",
+        "s_client",
+        "-connect",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    c.args(["-servername", "localhost", "-verify_return_error", "-quiet"]);
+    c.args(["-CAfile", root.to_str().unwrap()]);
+    if let Some(l) = leaf {
+        c.args([
+            "-cert",
+            l.cert.to_str().unwrap(),
+            "-key",
+            l.key.to_str().unwrap(),
+        ]);
+        // -cert sends only the first certificate of the file; the chain goes separately.
+        c.args(["-cert_chain", l.cert.to_str().unwrap()]);
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Python's `ssl` module sending one HTTP request; prints the status line or `ERROR ...`.
+pub fn python(port: u16, root: &Path, leaf: Option<&Leaf>) -> String {
+    let script = r#"
+import socket, ssl, sys
+port, root, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.load_verify_locations(root)
+if cert:
+    ctx.load_cert_chain(cert, key)
+try:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as s:
+            s.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+    print(data.decode().splitlines()[0] if data else "ERROR empty response")
+except Exception as e:
+    print("ERROR", type(e).__name__, e)
+"#;
+    let (cert, key) = leaf
+        .map(|l| (l.cert.display().to_string(), l.key.display().to_string()))
+        .unwrap_or_default();
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            script,
+            &port.to_string(),
+            root.to_str().unwrap(),
+            &cert,
+            &key,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs every case with `client`, checking the client saw the right thing, the audit line and
+/// the counter. `client` returns whether it got the backend's 200, and what it saw.
+pub fn run_matrix(proxy: &Proxy, fx: &Fixture, client: impl Fn(Option<&Leaf>) -> (bool, String)) {
+    for (i, (name, leaf, result, reason)) in cases(fx).into_iter().enumerate() {
+        let (got_200, seen) = client(leaf);
+        assert_eq!(
+            got_200,
+            reason == "ok",
+            "case {name:?}: client saw 200 = {got_200}; client output:\n{seen}\naudit: {:?}\nproxy stderr:\n{}",
+            proxy.audit_lines(),
+            proxy.stderr_text()
+        );
+        let lines = proxy.wait_audit(i + 1);
+        assert_eq!(
+            lines.len(),
+            i + 1,
+            "case {name:?}: one audit line per connection: {lines:?}"
+        );
+        let line = &lines[i];
+        assert_eq!(line["result"], result, "case {name:?}: {line}");
+        assert_eq!(line["reason"], reason, "case {name:?}: {line}");
+        assert_eq!(line["listener"], "serve");
+        if reason == "ok" || reason == "policy_denied" {
+            assert!(line["identity"]["serial"].is_string(), "{line}");
+            assert_eq!(line["tls"]["version"], "TLSv1.3", "{line}");
+        }
+        if reason == "ok" {
+            assert_eq!(line["identity"]["spiffe"], OK_ID);
+            assert!(line["bytes_in"].as_u64().unwrap() > 0, "{line}");
+            assert!(line["bytes_out"].as_u64().unwrap() > 0, "{line}");
+        }
+        if reason == "policy_denied" {
+            assert_eq!(line["identity"]["spiffe"], OTHER_ID);
+            assert_eq!(line["bytes_in"], 0);
+        }
+        proxy.wait_handshakes(result, reason, 1.0);
+    }
+}

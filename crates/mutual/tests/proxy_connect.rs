@@ -1,0 +1,181 @@
+//! `mutual connect`: plaintext in, mTLS out. Against `openssl s_server -Verify 1
+//! -verify_return_error` (a peer that insists on our client certificate) it works with the right
+//! server name and fails with `name_mismatch` with a wrong one; in front of `mutual serve` it
+//! carries requests end to end, and a server-side rejection of our certificate is reported with
+//! its reason; a non-loopback listen address is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod proxy_common;
+use proxy_common::*;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn s_server(fx: &Fixture) -> (ChildGuard, u16) {
+    let port = free_port();
+    let child = Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &port.to_string(),
+            "-www",
+            "-naccept",
+            "100",
+        ])
+        .args(["-cert", fx.server.cert.to_str().unwrap()])
+        .args(["-cert_chain", fx.server.cert.to_str().unwrap()])
+        .args(["-key", fx.server.key.to_str().unwrap()])
+        .args(["-CAfile", fx.pki.root.to_str().unwrap()])
+        .args(["-Verify", "1", "-verify_return_error"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = ChildGuard(child);
+    assert!(mutual_test::wait_for_port(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10)
+    ));
+    (guard, port)
+}
+
+fn connect_args(fx: &Fixture, leaf: &Leaf, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "--cert".into(),
+        leaf.cert.display().to_string(),
+        "--key".into(),
+        leaf.key.display().to_string(),
+        "--ca".into(),
+        fx.pki.root.display().to_string(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// Sends a request through the local plaintext port; returns what came back.
+fn through(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
+}
+
+#[test]
+fn connect_to_openssl_s_server_verifies_the_server_name() {
+    if !have("openssl") {
+        eprintln!("skipped: openssl not installed");
+        return;
+    }
+    let fx = fixture();
+    let (_srv, port) = s_server(&fx);
+    let remote = format!("127.0.0.1:{port}");
+
+    let good = spawn_proxy(
+        "connect",
+        "--remote",
+        &remote,
+        &connect_args(&fx, &fx.ok, &["--server-name", "localhost"]),
+    );
+    let out = through(good.port);
+    assert!(
+        out.starts_with("HTTP/1.0 200"),
+        "{out}\n{}",
+        good.stderr_text()
+    );
+    let line = &good.wait_audit(1)[0];
+    assert_eq!(line["result"], "allowed", "{line}");
+    assert_eq!(line["tls"]["version"], "TLSv1.3");
+
+    let bad = spawn_proxy(
+        "connect",
+        "--remote",
+        &remote,
+        &connect_args(&fx, &fx.ok, &["--server-name", "wrong.example"]),
+    );
+    let out = through(bad.port);
+    assert!(out.is_empty(), "the local client must get nothing: {out}");
+    let line = &bad.wait_audit(1)[0];
+    assert_eq!(line["result"], "failed", "{line}");
+    assert_eq!(line["reason"], "name_mismatch", "{line}");
+    bad.wait_handshakes("failed", "name_mismatch", 1.0);
+    assert!(
+        bad.stderr_text().contains("name_mismatch"),
+        "{}",
+        bad.stderr_text()
+    );
+}
+
+#[test]
+fn connect_in_front_of_serve_end_to_end() {
+    let fx = fixture();
+    let be = http_backend();
+    let serve = start_serve(&fx, &be.addr.to_string(), &[]);
+    let remote = format!("localhost:{}", serve.port);
+
+    let conn = spawn_proxy(
+        "connect",
+        "--remote",
+        &remote,
+        &connect_args(&fx, &fx.ok, &[]),
+    );
+    let out = through(conn.port);
+    assert!(out.ends_with(BACKEND_BODY), "{out}");
+    let cl = &conn.wait_audit(1)[0];
+    assert_eq!(cl["result"], "allowed", "{cl}");
+    assert_eq!(cl["identity"]["dns"][0], "localhost", "{cl}");
+    assert!(cl["bytes_out"].as_u64().unwrap() > 0);
+    let sl = &serve.wait_audit(1)[0];
+    assert_eq!(sl["identity"]["spiffe"], OK_ID, "{sl}");
+    assert!(conn
+        .metrics()
+        .contains("mutual_cert_expiry_timestamp_seconds{role=\"client\"}"));
+
+    // The server rejects a certificate from another CA after our side of the TLS 1.3
+    // handshake is done; connect still reports the server's reason.
+    let other = spawn_proxy(
+        "connect",
+        "--remote",
+        &remote,
+        &[
+            "--cert",
+            fx.other_ca.cert.to_str().unwrap(),
+            "--key",
+            fx.other_ca.key.to_str().unwrap(),
+            "--ca",
+            fx.pki.root.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let out = through(other.port);
+    assert!(out.is_empty(), "{out}");
+    let ol = &other.wait_audit(1)[0];
+    assert_eq!(ol["result"], "failed", "{ol}");
+    assert_eq!(ol["reason"], "unknown_ca", "{ol}");
+    let sl = &serve.wait_audit(2)[1];
+    assert_eq!(sl["reason"], "unknown_ca", "{sl}");
+}
+
+#[test]
+fn connect_refuses_a_non_loopback_listen_address() {
+    let fx = fixture();
+    let out = Command::new(BIN)
+        .args([
+            "connect",
+            "--listen",
+            "0.0.0.0:0",
+            "--remote",
+            "127.0.0.1:1",
+        ])
+        .args(connect_args(&fx, &fx.ok, &[]))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--allow-remote-clients"), "{err}");
+}
