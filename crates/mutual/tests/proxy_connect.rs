@@ -179,3 +179,54 @@ fn connect_refuses_a_non_loopback_listen_address() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--allow-remote-clients"), "{err}");
 }
+
+#[test]
+fn connect_expect_spiffe_checks_the_servers_exact_id() {
+    let fx = fixture();
+    let be = http_backend();
+    let server_id = "spiffe://test.mutual/server/api";
+    let spiffe_server = fx.pki.leaf(
+        "spiffe-server",
+        LeafOpts::new("api")
+            .san(&format!("uri:{server_id}"))
+            .san("dns:localhost")
+            .server(),
+    );
+    let args: Vec<String> = [
+        "--cert",
+        spiffe_server.cert.to_str().unwrap(),
+        "--key",
+        spiffe_server.key.to_str().unwrap(),
+        "--ca",
+        fx.pki.root.to_str().unwrap(),
+        "--allow-spiffe",
+        OK_ID,
+    ]
+    .map(String::from)
+    .to_vec();
+    let serve = spawn_proxy("serve", "--backend", &be.addr.to_string(), &args);
+    let remote = format!("127.0.0.1:{}", serve.port);
+
+    let right = spawn_proxy(
+        "connect",
+        "--remote",
+        &remote,
+        &connect_args(&fx, &fx.ok, &["--expect-spiffe", server_id]),
+    );
+    assert!(through(right.port).ends_with(BACKEND_BODY));
+    assert_eq!(right.wait_audit(1)[0]["identity"]["spiffe"], server_id);
+
+    let wrong = spawn_proxy(
+        "connect",
+        "--remote",
+        &remote,
+        &connect_args(
+            &fx,
+            &fx.ok,
+            &["--expect-spiffe", "spiffe://test.mutual/server/other"],
+        ),
+    );
+    assert!(through(wrong.port).is_empty());
+    let line = &wrong.wait_audit(1)[0];
+    assert_eq!(line["reason"], "name_mismatch", "{line}");
+}
