@@ -177,7 +177,14 @@ impl Connect {
             }
             Ok(Err(e)) => {
                 let reason = mutual_tls::classify_io_error(&e);
-                return end(Outcome::Failed, reason, None, None, &e.to_string(), (0, 0));
+                return end(
+                    Outcome::Failed,
+                    reason,
+                    None,
+                    None,
+                    &mutual_tls::describe_io(&e),
+                    (0, 0),
+                );
             }
             Ok(Ok(s)) => s,
         };
@@ -205,7 +212,7 @@ impl Connect {
         match (remote_failure, bytes.1) {
             (Some(reason), 0) => {
                 let d = match &copy_end {
-                    CopyEnd::Error(e) => e.to_string(),
+                    CopyEnd::Error(e) => mutual_tls::describe_io(e),
                     _ => String::new(),
                 };
                 end(Outcome::Failed, reason, id.as_ref(), Some(info), &d, bytes)

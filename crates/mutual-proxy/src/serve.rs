@@ -30,6 +30,8 @@ pub struct ServeConfig {
     /// The `listener` label in metrics and audit lines.
     pub name: String,
     pub tls: ServerSettings,
+    /// Revocation policy and other TLS options beyond the settings.
+    pub tls_options: mutual_tls::TlsOptions,
     /// Rules from flags (`--allow-*`); merged with the policy file's rules at each (re)load.
     pub policy_flags: Policy,
     pub policy_file: Option<PathBuf>,
@@ -43,10 +45,8 @@ pub struct ServeConfig {
 
 /// The material a handshake uses; replaced as a whole on reload.
 pub struct Material {
-    pub tls: Arc<rustls::ServerConfig>,
+    pub server: mutual_tls::ServerMaterial,
     pub policy: Arc<Policy>,
-    pub cert_serial: String,
-    pub cert_not_after: i64,
 }
 
 /// A serve listener: configuration, current material, metrics, audit.
@@ -75,12 +75,10 @@ fn build(cfg: &ServeConfig) -> Result<Material, ProxyError> {
     if policy.is_empty() {
         return Err(ProxyError::NoPolicy);
     }
-    let m = mutual_tls::build_server_config(&cfg.tls)?;
+    let server = mutual_tls::build_server_config_with(&cfg.tls, &cfg.tls_options)?;
     Ok(Material {
-        tls: m.config,
+        server,
         policy: Arc::new(policy),
-        cert_serial: m.cert_serial,
-        cert_not_after: m.cert_not_after,
     })
 }
 
@@ -88,7 +86,9 @@ impl Serve {
     /// Loads and checks everything; an error here means "do not start" (exit 2).
     pub fn new(cfg: ServeConfig, shared: &Shared) -> Result<Arc<Serve>, ProxyError> {
         let m = build(&cfg)?;
-        shared.metrics.set_cert_expiry("server", m.cert_not_after);
+        shared
+            .metrics
+            .set_cert_expiry("server", m.server.cert_not_after);
         let lm = shared.metrics.listener(&cfg.name);
         Ok(Arc::new(Serve {
             cfg,
@@ -100,7 +100,7 @@ impl Serve {
 
     /// Serial (hex) of the certificate currently presented.
     pub fn cert_serial(&self) -> String {
-        self.current.load().cert_serial.clone()
+        self.current.load().server.cert_serial.clone()
     }
 
     pub fn config(&self) -> &ServeConfig {
@@ -136,7 +136,7 @@ impl Serve {
             start: Instant::now(),
         };
         let mat = self.current.load_full();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&mat.tls));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&mat.server.config));
         let mut tls =
             match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(tcp)).await {
                 Err(_) => {
@@ -152,7 +152,7 @@ impl Serve {
                 }
                 Ok(Err(e)) => {
                     let reason = mutual_tls::classify_io_error(&e);
-                    let detail = e.to_string();
+                    let detail = mutual_tls::describe_io(&e);
                     return conn.end(Outcome::Failed, reason, None, None, &detail, 0, 0);
                 }
                 Ok(Ok(s)) => s,
@@ -196,19 +196,22 @@ impl Serve {
         };
         self.lm
             .observe_peer(&id.principal(), &id.serial, id.not_after);
-        // A resumed session skips the certificate verifier (rustls reuses the stored chain): the
-        // ticketer is replaced on every reload (new CRL or CA), so only time can have passed.
-        if info.resumed && id.not_after < OffsetDateTime::now_utc().unix_timestamp() {
-            let _ = tls.shutdown().await;
-            return conn.end(
-                Outcome::Failed,
-                Reason::Expired,
-                Some(&id),
-                Some(info),
-                "resumed session",
-                0,
-                0,
-            );
+        // A resumed session skips the certificate verifier (rustls reuses the stored chain), so
+        // check the chain again: time may have passed (expiry) since the ticket was issued.
+        if info.resumed {
+            let chain = state.peer_certificates().unwrap_or_default();
+            if let Err((reason, detail)) = mat.server.recheck_peer(chain) {
+                let _ = tls.shutdown().await;
+                return conn.end(
+                    Outcome::Failed,
+                    reason,
+                    Some(&id),
+                    Some(info),
+                    &detail,
+                    0,
+                    0,
+                );
+            }
         }
         let decision = mat.policy.authorize(&id, None);
         drop(mat);
@@ -333,10 +336,10 @@ impl Conn<'_> {
 impl Reload for Serve {
     fn reload(&self) -> Result<(), ProxyError> {
         let m = build(&self.cfg)?;
-        let serial = m.cert_serial.clone();
+        let serial = m.server.cert_serial.clone();
         self.shared
             .metrics
-            .set_cert_expiry("server", m.cert_not_after);
+            .set_cert_expiry("server", m.server.cert_not_after);
         self.current.store(Arc::new(m));
         tracing::info!(listener = %self.cfg.name, serial = %serial, "new TLS configuration and policy in use");
         Ok(())

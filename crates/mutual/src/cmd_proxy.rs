@@ -18,7 +18,7 @@ Every client must present a certificate that chains to --ca, is valid now, carri
 purpose and is not revoked (--crl); then the policy decides: deny unless a rule allows. Only then is
 the backend dialled. Certificates, key, CA bundle, CRLs and the policy file are reloaded when they
 change and on SIGHUP (a bad file keeps the old configuration). SIGTERM/SIGINT: stop accepting,
-drain for up to --drain-timeout, exit 0. Durations: 500ms, 10s, 5m, 1h.
+drain for up to --drain-timeout (a second signal: at once), exit 0. Durations: 500ms, 10s, 5m, 1h.
 
 Example:
   mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\
@@ -120,6 +120,12 @@ pub struct ServeArgs {
     #[arg(long = "crl", value_name = "FILE")]
     pub crls: Vec<PathBuf>,
 
+    /// Check revocation of the client's own certificate only, not of its intermediates (for CAs
+    /// that publish a CRL only for leaves, like `mutual ca crl`; Envoy's
+    /// only_verify_leaf_cert_crl). Default: every certificate in the chain needs a CRL.
+    #[arg(long, requires = "crls")]
+    pub crl_leaf_only: bool,
+
     /// Allow clients whose SPIFFE ID matches (exact, or `*` for one path segment); repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub allow_spiffe: Vec<String>,
@@ -206,7 +212,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -283,9 +289,18 @@ async fn run_listener(
         .context("cannot install signal handlers")?;
     tracing::info!("{sig}: stopping (drain timeout {:?})", common.drain_timeout);
     trigger.fire();
-    let left = task.await.unwrap_or(0);
-    if left == 0 {
-        tracing::info!("all connections closed; exiting");
+    // A second signal while draining means "now": stop waiting for open connections.
+    tokio::select! {
+        left = task => {
+            if left.unwrap_or(0) == 0 {
+                tracing::info!("all connections closed; exiting");
+            }
+        }
+        sig = mutual_proxy::shutdown::termination_signal() => {
+            if let Ok(sig) = sig {
+                tracing::warn!("{sig} again: exiting without waiting for open connections");
+            }
+        }
     }
     Ok(())
 }
@@ -311,7 +326,14 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             ca: args.ca,
             crls: args.crls,
             allow_tls12: common.min_tls == "1.2",
-            alpn: Vec::new(),
+            ..Default::default()
+        },
+        tls_options: mutual_tls::TlsOptions {
+            revocation: mutual_tls::RevocationPolicy {
+                leaf_only: args.crl_leaf_only,
+                ..Default::default()
+            },
+            ..Default::default()
         },
         policy_flags,
         policy_file: args.policy,
@@ -360,7 +382,7 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
             server_name: args.server_name,
             expect_spiffe: args.expect_spiffe,
             allow_tls12: common.min_tls == "1.2",
-            alpn: Vec::new(),
+            ..Default::default()
         },
         remote: args.remote,
         handshake_timeout: common.handshake_timeout,
