@@ -169,7 +169,7 @@ impl Trust {
     pub fn root_subjects(&self) -> Vec<rustls::DistinguishedName> {
         self.anchors
             .iter()
-            .map(|a| rustls::DistinguishedName::from(a.subject.as_ref().to_vec()))
+            .map(|a| rustls::DistinguishedName::in_sequence(a.subject.as_ref()))
             .collect()
     }
 
