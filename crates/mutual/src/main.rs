@@ -19,7 +19,12 @@ use clap::{Parser, Subcommand};
 /// lifecycle, a sidecar/gateway proxy that enforces mTLS with identity-based authorization, and a
 /// probe that explains any handshake.
 #[derive(Parser, Debug)]
-#[command(name = "mutual", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "mutual",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
