@@ -194,7 +194,7 @@ const REQUEST: &str = "GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\
 #[derive(Clone, Copy, Debug)]
 enum Client {
     Curl,
-    OpensslSClient,
+    Openssl,
     Python,
     Node,
     Go,
@@ -204,7 +204,7 @@ impl Client {
     fn name(self) -> &'static str {
         match self {
             Client::Curl => "curl",
-            Client::OpensslSClient => "openssl s_client",
+            Client::Openssl => "openssl s_client",
             Client::Python => "Python ssl",
             Client::Node => "Node tls",
             Client::Go => "Go crypto/tls",
@@ -329,7 +329,7 @@ fn run_client(
             }
             output_of(cmd, "")
         }
-        Client::OpensslSClient => {
+        Client::Openssl => {
             let mut cmd = Command::new("timeout");
             cmd.args(["10", "openssl", "s_client", "-connect"])
                 .arg(format!("127.0.0.1:{port}"))
@@ -430,14 +430,14 @@ fn serve_matrix(fx: &Fixture, rows: &mut Vec<Row>) {
     let go_bin = build_go_client(fx.good.dir.path());
     for client in [
         Client::Curl,
-        Client::OpensslSClient,
+        Client::Openssl,
         Client::Python,
         Client::Node,
         Client::Go,
     ] {
         let installed = match client {
             Client::Curl => have("curl"),
-            Client::OpensslSClient => have("openssl"),
+            Client::Openssl => have("openssl"),
             Client::Python => have("python3"),
             Client::Node => have("node"),
             Client::Go => go_bin.is_some(),
@@ -500,7 +500,7 @@ fn serve_matrix(fx: &Fixture, rows: &mut Vec<Row>) {
 
 /// A server under test for `mutual connect`, started per matrix column.
 enum Server {
-    SServer,
+    Openssl,
     Nginx,
     Haproxy,
 }
@@ -508,7 +508,7 @@ enum Server {
 impl Server {
     fn name(&self) -> &'static str {
         match self {
-            Server::SServer => "openssl s_server -Verify",
+            Server::Openssl => "openssl s_server -Verify",
             Server::Nginx => "nginx ssl_verify_client on",
             Server::Haproxy => "HAProxy verify required",
         }
@@ -517,7 +517,7 @@ impl Server {
     fn start(&self, fx: &Fixture, port: u16) -> Option<ChildGuard> {
         let dir = fx.good.dir.path();
         let child = match self {
-            Server::SServer => Command::new("openssl")
+            Server::Openssl => Command::new("openssl")
                 .args(["s_server", "-accept", &port.to_string(), "-cert"])
                 .arg(&fx.server.cert)
                 .arg("-key")
@@ -624,7 +624,7 @@ fn through_connect(local: u16) -> (bool, String) {
 }
 
 fn connect_matrix(fx: &Fixture, rows: &mut Vec<Row>) {
-    for server in [Server::SServer, Server::Nginx, Server::Haproxy] {
+    for server in [Server::Openssl, Server::Nginx, Server::Haproxy] {
         let port = free_port();
         let Some(_srv) = server.start(fx, port) else {
             eprintln!("interop: {} not available, not tested", server.name());
