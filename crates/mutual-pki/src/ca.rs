@@ -25,7 +25,7 @@ use x509_parser::prelude::FromDer;
 use mutual_store::{Inventory, ListFilter, NewCert, RevokeOutcome, Store};
 
 use crate::keys::{self, StagedFile};
-use crate::spiffe::{validate_trust_domain, SpiffeId};
+use crate::spiffe::{self, validate_trust_domain};
 use crate::{
     normalize_serial, serial_hex, CertRecord, KeyType, PkiError, RevocationReason, San, Usage,
 };
@@ -570,7 +570,7 @@ impl Ca {
         if let Some(td) = &self.config.trust_domain {
             for s in &o.sans {
                 if let San::Uri(u) = s {
-                    let inside = SpiffeId::parse(u).is_ok_and(|id| id.trust_domain() == td);
+                    let inside = spiffe::parse(u).is_ok_and(|id| id.trust_domain() == td);
                     if !inside {
                         return Err(PkiError::OutsideTrustDomain {
                             uri: u.clone(),

@@ -241,7 +241,7 @@ impl FromStr for San {
                 .map_err(|_| bad("not an IPv4 or IPv6 address")),
             "uri" => {
                 if value.starts_with("spiffe:") || value.starts_with("SPIFFE:") {
-                    let id = SpiffeId::parse(value)?;
+                    let id = spiffe::parse(value)?;
                     return Ok(San::Uri(id.to_string()));
                 }
                 let scheme_ok = value.split_once(':').is_some_and(|(scheme, rest)| {
