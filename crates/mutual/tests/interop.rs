@@ -737,35 +737,27 @@ fn write_table(rows: &[Row]) {
             if v.is_empty() { "not installed" } else { &v }
         ));
     }
-    md.push_str("\n## `mutual serve` with real clients\n\n| client | client certificate | outcome | reason | as expected |\n|---|---|---|---|---|\n");
-    for r in rows.iter().filter(|r| r.side == "serve") {
+    for (side, title, peer) in [
+        ("serve", "`mutual serve` with real clients", "client"),
+        ("connect", "`mutual connect` with real servers", "server"),
+    ] {
         md.push_str(&format!(
-            "| {} | {} | {} | `{}` | {} |\n",
-            r.peer,
-            if r.outcome == "not installed" {
-                "-"
-            } else {
-                r.case.name()
-            },
-            r.outcome,
-            r.reason,
-            if r.pass { "yes" } else { "**no**" }
+            "\n## {title}\n\n| {peer} | client certificate | outcome | reason | as expected |\n|---|---|---|---|---|\n"
         ));
-    }
-    md.push_str("\n## `mutual connect` with real servers\n\n| server | client certificate | outcome | reason | as expected |\n|---|---|---|---|---|\n");
-    for r in rows.iter().filter(|r| r.side == "connect") {
-        md.push_str(&format!(
-            "| {} | {} | {} | `{}` | {} |\n",
-            r.peer,
-            if r.outcome == "not installed" {
-                "-"
-            } else {
-                r.case.name()
-            },
-            r.outcome,
-            r.reason,
-            if r.pass { "yes" } else { "**no**" }
-        ));
+        for r in rows.iter().filter(|r| r.side == side) {
+            md.push_str(&format!(
+                "| {} | {} | {} | `{}` | {} |\n",
+                r.peer,
+                if r.outcome == "not installed" {
+                    "-"
+                } else {
+                    r.case.name()
+                },
+                r.outcome,
+                r.reason,
+                if r.pass { "yes" } else { "**no**" }
+            ));
+        }
     }
     md.push_str(
         "\nnginx checks client certificates after the TLS handshake and answers `400 Bad Request` \
