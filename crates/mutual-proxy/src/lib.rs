@@ -10,6 +10,7 @@
 
 pub mod accept;
 pub mod audit;
+pub mod config;
 pub mod backend;
 pub mod connect;
 pub mod io;

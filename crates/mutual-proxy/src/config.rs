@@ -1,0 +1,1326 @@
+//! The config file of `mutual run --config FILE` (docs/config.md): several `[[listener]]` blocks
+//! (serve and connect) in one process. This module turns the text into a checked [`RunConfig`]
+//! (one [`ListenerSpec`] per block, each holding the same `ServeConfig`/`ConnectConfig` the CLI
+//! flags build) and nothing else: no sockets, no runtime. The only I/O is reading the files the
+//! listeners name (existence, and the policy file's rules), so that `mutual config check` and a
+//! reload reject a broken edit before anything changes.
+//!
+//! Every problem is collected, not just the first: a syntax error (with recovery, so several
+//! syntax errors are listed), unknown keys, bad values, then the semantic checks (duplicate
+//! names or addresses, missing files, bad policy patterns, a serve listener that allows no one).
+//! Each comes with the line and column of the key or value concerned.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mutual_policy::Policy;
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+use crate::accept::Limits;
+use crate::connect::ConnectConfig;
+use crate::serve::ServeConfig;
+
+/// One problem in a config file, at a 1-based line and column (characters).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+/// Why a config file could not be used. `Invalid` carries every problem found.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render(path, diagnostics))]
+    Invalid {
+        path: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
+}
+
+/// `FILE:LINE:COL: message`, one per line (the format compilers use, so editors can jump).
+pub fn render(path: &Path, diagnostics: &[Diagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(|d| format!("{}:{}:{}: {}", path.display(), d.line, d.col, d.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The whole file, checked: process-wide settings and the listeners.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// `/metrics`, `/healthz`, `/readyz` address.
+    pub metrics: Option<String>,
+    /// `-` (stdout) or a path (resolved against the config file's directory).
+    pub audit_log: Option<String>,
+    pub threads: Option<usize>,
+    /// `human` or `json`.
+    pub log_format: String,
+    pub listeners: Vec<ListenerSpec>,
+}
+
+/// One `[[listener]]` block, ready to start.
+#[derive(Clone, Debug)]
+pub struct ListenerSpec {
+    pub name: String,
+    /// The address to bind, as written (`HOST:PORT`).
+    pub listen: String,
+    /// Line of the block's `[[listener]]` header (for log lines about it).
+    pub line: usize,
+    pub kind: ListenerKind,
+    /// Keys parsed and checked here whose `ServeConfig` fields come from other branches.
+    pub pending: Pending,
+}
+
+#[derive(Clone, Debug)]
+pub enum ListenerKind {
+    Serve(Box<ServeConfig>),
+    Connect(Box<ConnectConfig>),
+}
+
+/// Values of keys whose proxy fields are not on this branch yet (HTTP mode, PROXY protocol,
+/// connection lifetime, CRLs from CDPs, enrollment). They are parsed and validated so a config
+/// file is accepted or rejected the same way before and after the merge; `mutual run` refuses a
+/// listener that sets one (ignoring `crl_from_cdp = true` would silently drop revocation checks).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// `tcp` | `http`. // lead: map to ServeConfig.mode once merged (H6a)
+    pub mode: Option<String>,
+    /// `xfcc` | `rfc9440` | `both` | `none`. // lead: map to ServeConfig.forward_client_cert once merged (H6a)
+    pub forward_client_cert: Option<String>,
+    /// `v1` | `v2`. // lead: map to ServeConfig.proxy_protocol once merged (H6c)
+    pub proxy_protocol: Option<String>,
+    // lead: map to ServeConfig.max_connection_lifetime once merged (H6c)
+    pub max_connection_lifetime: Option<Duration>,
+    // lead: map to ServeConfig CRL-from-CDP options once merged (H6c)
+    pub crl_from_cdp: bool,
+    // lead: map to ServeConfig CRL-from-CDP options once merged (H6c)
+    pub crl_cache_dir: Option<PathBuf>,
+    // lead: map to the enrollment settings once merged (H5b)
+    pub ca_url: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub root_sha256: Option<String>,
+}
+
+impl Pending {
+    /// The keys set to something this build cannot honour yet (empty: none).
+    pub fn unsupported(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.mode.as_deref().is_some_and(|m| m != "tcp") {
+            v.push("mode");
+        }
+        if self.forward_client_cert.is_some() {
+            v.push("forward_client_cert");
+        }
+        if self.proxy_protocol.is_some() {
+            v.push("proxy_protocol");
+        }
+        if self.max_connection_lifetime.is_some() {
+            v.push("max_connection_lifetime");
+        }
+        if self.crl_from_cdp {
+            v.push("crl_from_cdp");
+        }
+        if self.crl_cache_dir.is_some() {
+            v.push("crl_cache_dir");
+        }
+        if self.ca_url.is_some() || self.token_file.is_some() || self.root_sha256.is_some() {
+            v.push("ca_url/token_file/root_sha256");
+        }
+        v
+    }
+}
+
+impl ListenerSpec {
+    /// A text that changes exactly when the block's meaning changes: a reload keeps a listener
+    /// whose fingerprint is the same untouched (its files are watched on their own).
+    pub fn fingerprint(&self) -> String {
+        format!("{}|{:?}|{:?}", self.listen, self.kind, self.pending)
+    }
+
+    pub fn kind_label(&self) -> &'static str {
+        match self.kind {
+            ListenerKind::Serve(_) => "serve",
+            ListenerKind::Connect(_) => "connect",
+        }
+    }
+}
+
+/// Parses `500ms`, `10s`, `5m`, `1h` or a bare number of seconds (the CLI's duration syntax).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 10s, 5m, 1h)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{s:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Reads and checks a config file; relative paths in it are taken from its directory.
+pub fn load(path: &Path) -> Result<RunConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    parse(&text, &base).map_err(|diagnostics| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        diagnostics,
+    })
+}
+
+const GLOBAL_KEYS: &[&str] = &["metrics", "audit_log", "threads", "log_format", "listener"];
+
+const LISTENER_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "mode",
+    "listen",
+    "backend",
+    "remote",
+    "server_name",
+    "expect_spiffe",
+    "allow_remote_clients",
+    "cert",
+    "key",
+    "ca",
+    "crls",
+    "crl_leaf_only",
+    "crl_from_cdp",
+    "revocation_unknown",
+    "crl_cache_dir",
+    "min_tls",
+    "policy",
+    "allow_any",
+    "allow_spiffe",
+    "allow_dns",
+    "allow_cn",
+    "allow_ou",
+    "allow",
+    "forward_client_cert",
+    "proxy_protocol",
+    "handshake_timeout",
+    "idle_timeout",
+    "connect_timeout",
+    "drain_timeout",
+    "max_connections",
+    "max_connection_lifetime",
+    "ca_url",
+    "token_file",
+    "root_sha256",
+];
+
+/// Keys that only mean something on a serve listener.
+const SERVE_ONLY: &[&str] = &[
+    "backend",
+    "crls",
+    "crl_leaf_only",
+    "crl_from_cdp",
+    "revocation_unknown",
+    "crl_cache_dir",
+    "policy",
+    "allow_any",
+    "allow_spiffe",
+    "allow_dns",
+    "allow_cn",
+    "allow_ou",
+    "allow",
+    "mode",
+    "forward_client_cert",
+    "proxy_protocol",
+];
+
+/// Keys that only mean something on a connect listener.
+const CONNECT_ONLY: &[&str] = &[
+    "remote",
+    "server_name",
+    "expect_spiffe",
+    "allow_remote_clients",
+];
+
+const RULE_KEYS: &[&str] = &[
+    "spiffe",
+    "dns",
+    "ip",
+    "cn",
+    "ou",
+    "allow_any",
+    "methods",
+    "paths",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGlobal {
+    metrics: Option<Spanned<String>>,
+    audit_log: Option<Spanned<String>>,
+    threads: Option<Spanned<i64>>,
+    log_format: Option<Spanned<String>>,
+}
+
+type S = Spanned<String>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    name: Option<S>,
+    kind: Option<S>,
+    mode: Option<S>,
+    listen: Option<S>,
+    backend: Option<S>,
+    remote: Option<S>,
+    server_name: Option<S>,
+    expect_spiffe: Option<S>,
+    allow_remote_clients: Option<bool>,
+    cert: Option<S>,
+    key: Option<S>,
+    ca: Option<S>,
+    crls: Option<Vec<S>>,
+    crl_leaf_only: Option<bool>,
+    crl_from_cdp: Option<bool>,
+    revocation_unknown: Option<S>,
+    crl_cache_dir: Option<S>,
+    min_tls: Option<S>,
+    policy: Option<S>,
+    allow_any: Option<bool>,
+    allow_spiffe: Option<Vec<S>>,
+    allow_dns: Option<Vec<S>>,
+    allow_cn: Option<Vec<S>>,
+    allow_ou: Option<Vec<S>>,
+    allow: Option<Vec<Spanned<toml::Table>>>,
+    forward_client_cert: Option<S>,
+    proxy_protocol: Option<S>,
+    handshake_timeout: Option<S>,
+    idle_timeout: Option<S>,
+    connect_timeout: Option<S>,
+    drain_timeout: Option<S>,
+    max_connections: Option<Spanned<i64>>,
+    max_connection_lifetime: Option<S>,
+    ca_url: Option<S>,
+    token_file: Option<S>,
+    root_sha256: Option<S>,
+}
+
+/// Collects diagnostics against the source text (offsets -> line:col).
+struct Sink<'a> {
+    text: &'a str,
+    out: Vec<(usize, Diagnostic)>,
+}
+
+impl Sink<'_> {
+    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let start = span.start.min(self.text.len());
+        let before = self.text.get(..start).unwrap_or("");
+        let line = before.bytes().filter(|b| *b == b'\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let col = before.get(line_start..).map_or(0, |t| t.chars().count()) + 1;
+        self.out.push((
+            start,
+            Diagnostic {
+                line,
+                col,
+                message: message.into(),
+            },
+        ));
+    }
+
+    fn de(&mut self, e: &toml::de::Error, fallback: Range<usize>) {
+        let msg = e.message().trim().replace('\n', " ");
+        self.at(e.span().unwrap_or(fallback), msg);
+    }
+}
+
+/// Parses and checks a config file's text; `base` is the directory relative paths start from.
+/// Returns every problem found, in file order.
+pub fn parse(text: &str, base: &Path) -> Result<RunConfig, Vec<Diagnostic>> {
+    let mut sink = Sink {
+        text,
+        out: Vec::new(),
+    };
+    let cfg = parse_into(text, base, &mut sink);
+    if sink.out.is_empty() {
+        if let Some(cfg) = cfg {
+            return Ok(cfg);
+        }
+    }
+    let mut out = sink.out;
+    out.sort_by_key(|(offset, _)| *offset);
+    out.dedup_by(|a, b| a.1 == b.1);
+    Err(out.into_iter().map(|(_, d)| d).collect())
+}
+
+/// Reports keys of `table` not in `known` and removes them, so serde's `deny_unknown_fields`
+/// does not stop at the first one and every unknown key is listed.
+fn strip_unknown(table: &mut DeTable<'_>, known: &[&str], what: &str, sink: &mut Sink<'_>) {
+    let mut unknown = Vec::new();
+    for (k, _) in table.iter() {
+        if !known.contains(&k.get_ref().as_ref()) {
+            unknown.push((k.get_ref().to_string(), k.span()));
+        }
+    }
+    for (k, span) in unknown {
+        let hint = closest(&k, known)
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        sink.at(span, format!("unknown key `{k}` in {what}{hint}"));
+        table.remove(k.as_str());
+    }
+}
+
+/// The known key with the smallest edit distance, when it is close (typo help).
+fn closest<'k>(k: &str, known: &[&'k str]) -> Option<&'k str> {
+    fn dist(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut prev: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut cur = vec![i + 1];
+            for (j, cb) in b.iter().enumerate() {
+                let sub = prev[j] + usize::from(ca != *cb);
+                cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+            }
+            prev = cur;
+        }
+        prev[b.len()]
+    }
+    known
+        .iter()
+        .map(|c| (dist(k, c), *c))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, c)| c)
+}
+
+fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig> {
+    let (root, errors) = DeTable::parse_recoverable(text);
+    if !errors.is_empty() {
+        for e in &errors {
+            sink.de(e, 0..0);
+        }
+        return None;
+    }
+    let root_span = root.span();
+    let mut root = root.into_inner();
+    strip_unknown(&mut root, GLOBAL_KEYS, "the top level", sink);
+    let listeners_value = root.remove("listener");
+
+    let global = match RawGlobal::deserialize(ValueDeserializer::from(Spanned::new(
+        root_span.clone(),
+        DeValue::Table(root),
+    ))) {
+        Ok(g) => Some(g),
+        Err(e) => {
+            sink.de(&e, root_span.clone());
+            None
+        }
+    };
+
+    let mut raw_listeners = Vec::new();
+    match listeners_value {
+        None => sink.at(
+            root_span.start..root_span.start,
+            "no [[listener]] block: nothing to run",
+        ),
+        Some(v) => {
+            let span = v.span();
+            match v.into_inner() {
+                DeValue::Array(items) => {
+                    for item in items {
+                        let ispan = item.span();
+                        let mut item = item;
+                        if let DeValue::Table(t) = item.get_mut() {
+                            strip_unknown(t, LISTENER_KEYS, "[[listener]]", sink);
+                        }
+                        match RawListener::deserialize(ValueDeserializer::from(item)) {
+                            Ok(l) => raw_listeners.push((ispan, l)),
+                            Err(e) => sink.de(&e, ispan),
+                        }
+                    }
+                }
+                _ => sink.at(
+                    span,
+                    "`listener` must be an array of tables: write [[listener]] blocks",
+                ),
+            }
+        }
+    }
+
+    let mut cfg = RunConfig {
+        metrics: None,
+        audit_log: None,
+        threads: None,
+        log_format: "human".into(),
+        listeners: Vec::new(),
+    };
+    if let Some(g) = global {
+        if let Some(m) = g.metrics {
+            if host_port(m.get_ref()).is_err() {
+                sink.at(
+                    m.span(),
+                    format!("metrics: {:?} is not HOST:PORT", m.get_ref()),
+                );
+            }
+            cfg.metrics = Some(m.into_inner());
+        }
+        if let Some(a) = g.audit_log {
+            let v = a.get_ref();
+            if v.is_empty() {
+                sink.at(a.span(), "audit_log: give a path or \"-\" for stdout");
+            } else if v == "-" {
+                cfg.audit_log = Some("-".into());
+            } else {
+                cfg.audit_log = Some(base.join(v).display().to_string());
+            }
+        }
+        if let Some(t) = g.threads {
+            match usize::try_from(*t.get_ref()) {
+                Ok(n) if n >= 1 => cfg.threads = Some(n),
+                _ => sink.at(t.span(), "threads must be at least 1"),
+            }
+        }
+        if let Some(f) = g.log_format {
+            match f.get_ref().as_str() {
+                "human" | "json" => cfg.log_format = f.into_inner(),
+                other => sink.at(
+                    f.span(),
+                    format!("log_format must be \"human\" or \"json\", not {other:?}"),
+                ),
+            }
+        }
+    }
+
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut addrs: HashMap<String, usize> = HashMap::new();
+    for (span, raw) in raw_listeners {
+        let header_line = sink_line(text, span.start);
+        // Duplicates are checked on the raw values, so they are reported even when the block
+        // has other errors.
+        if let Some(n) = &raw.name {
+            if let Some(first) = names.insert(n.get_ref().clone(), header_line) {
+                sink.at(
+                    n.span(),
+                    format!(
+                        "duplicate listener name {:?} (first defined at line {first})",
+                        n.get_ref()
+                    ),
+                );
+            }
+        }
+        if let Some(l) = &raw.listen {
+            let key = normalized_addr(l.get_ref());
+            if !key.ends_with(":0") {
+                if let Some(first) = addrs.insert(key.clone(), header_line) {
+                    sink.at(
+                        l.span(),
+                        format!(
+                            "listen address {} is already used by the listener at line {first}",
+                            l.get_ref()
+                        ),
+                    );
+                }
+            }
+            if cfg.metrics.as_deref().map(normalized_addr) == Some(key) {
+                sink.at(
+                    l.span(),
+                    format!("listen address {} is also the metrics address", l.get_ref()),
+                );
+            }
+        }
+        if let Some(spec) = listener(raw, span.clone(), base, sink) {
+            cfg.listeners.push(spec);
+        }
+    }
+    Some(cfg)
+}
+
+fn sink_line(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(0, |t| t.bytes().filter(|b| *b == b'\n').count())
+        + 1
+}
+
+fn normalized_addr(s: &str) -> String {
+    s.parse::<SocketAddr>()
+        .map_or_else(|_| s.to_ascii_lowercase(), |a| a.to_string())
+}
+
+/// `HOST:PORT` with a numeric port (a name is resolved when binding).
+fn host_port(s: &str) -> Result<(), ()> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !h.contains(':') && p.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// One block: every check that can be made on it alone.
+fn listener(
+    raw: RawListener,
+    span: Range<usize>,
+    base: &Path,
+    sink: &mut Sink<'_>,
+) -> Option<ListenerSpec> {
+    let before = sink.out.len();
+    let header = span.start..span.start;
+    let line = sink_line(sink.text, span.start);
+    let name = match &raw.name {
+        Some(n) if valid_name(n.get_ref()) => n.get_ref().clone(),
+        Some(n) => {
+            sink.at(
+                n.span(),
+                format!(
+                    "listener name {:?}: use letters, digits, '-', '_' or '.' (it becomes a metrics label)",
+                    n.get_ref()
+                ),
+            );
+            String::new()
+        }
+        None => {
+            sink.at(header.clone(), "listener without `name` (required, unique)");
+            String::new()
+        }
+    };
+    let kind = match &raw.kind {
+        Some(k) if k.get_ref() == "serve" || k.get_ref() == "connect" => k.get_ref().clone(),
+        Some(k) => {
+            sink.at(
+                k.span(),
+                format!(
+                    "kind must be \"serve\" or \"connect\", not {:?}",
+                    k.get_ref()
+                ),
+            );
+            return None;
+        }
+        None => {
+            sink.at(
+                header.clone(),
+                "listener without `kind` (\"serve\" or \"connect\")",
+            );
+            return None;
+        }
+    };
+    // Keys of the other kind are mistakes (a `backend` on a connect listener is never used).
+    for (key, present) in present_keys(&raw) {
+        if !present {
+            continue;
+        }
+        let wrong = if kind == "serve" {
+            CONNECT_ONLY.contains(&key)
+        } else {
+            SERVE_ONLY.contains(&key)
+        };
+        if wrong {
+            let other = if kind == "serve" { "connect" } else { "serve" };
+            sink.at(
+                header.clone(),
+                format!(
+                    "`{key}` applies to kind = \"{other}\" listeners only (this one is \"{kind}\")"
+                ),
+            );
+        }
+    }
+
+    let listen = match &raw.listen {
+        Some(l) if host_port(l.get_ref()).is_ok() => l.get_ref().clone(),
+        Some(l) => {
+            sink.at(
+                l.span(),
+                format!(
+                    "listen: {:?} is not HOST:PORT (e.g. 0.0.0.0:8443)",
+                    l.get_ref()
+                ),
+            );
+            String::new()
+        }
+        None => {
+            sink.at(header.clone(), "listener without `listen` (HOST:PORT)");
+            String::new()
+        }
+    };
+
+    let file = |v: &Option<S>, key: &str, sink: &mut Sink<'_>| -> Option<PathBuf> {
+        match v {
+            None => {
+                sink.at(header.clone(), format!("`{key}` is required"));
+                None
+            }
+            Some(p) => existing(p, base, sink),
+        }
+    };
+    let cert = file(&raw.cert, "cert", sink);
+    let key = file(&raw.key, "key", sink);
+    let ca = file(&raw.ca, "ca", sink);
+
+    let min_tls = match &raw.min_tls {
+        None => false,
+        Some(v) if v.get_ref() == "1.3" => false,
+        Some(v) if v.get_ref() == "1.2" => true,
+        Some(v) => {
+            sink.at(
+                v.span(),
+                format!("min_tls must be \"1.2\" or \"1.3\", not {:?}", v.get_ref()),
+            );
+            false
+        }
+    };
+    let dur = |v: &Option<S>, default: Duration, sink: &mut Sink<'_>| -> Duration {
+        match v {
+            None => default,
+            Some(s) => parse_duration(s.get_ref()).unwrap_or_else(|e| {
+                sink.at(s.span(), e);
+                default
+            }),
+        }
+    };
+    let handshake_timeout = dur(&raw.handshake_timeout, Duration::from_secs(10), sink);
+    let idle_timeout = dur(&raw.idle_timeout, Duration::from_secs(300), sink);
+    let connect_timeout = dur(&raw.connect_timeout, Duration::from_secs(10), sink);
+    let drain_timeout = dur(&raw.drain_timeout, Duration::from_secs(30), sink);
+    let max_connections = match &raw.max_connections {
+        None => None,
+        Some(n) => match usize::try_from(*n.get_ref()) {
+            Ok(v) if v >= 1 => Some(v),
+            _ => {
+                sink.at(n.span(), "max_connections must be at least 1");
+                None
+            }
+        },
+    };
+    let limits = Limits {
+        max_connections,
+        drain_timeout,
+    };
+
+    let pending = pending(&raw, base, sink);
+
+    let kind = if kind == "serve" {
+        let backend = match &raw.backend {
+            None => {
+                sink.at(
+                    header.clone(),
+                    "`backend` is required (HOST:PORT or unix:/path)",
+                );
+                None
+            }
+            Some(b) => match b.get_ref().parse::<crate::Backend>() {
+                Ok(be) => Some(be),
+                Err(e) => {
+                    sink.at(b.span(), e.to_string());
+                    None
+                }
+            },
+        };
+        let crls: Vec<PathBuf> = raw
+            .crls
+            .iter()
+            .flatten()
+            .filter_map(|c| existing(c, base, sink))
+            .collect();
+        if raw.crl_leaf_only == Some(true) && raw.crls.as_ref().is_none_or(Vec::is_empty) {
+            sink.at(header.clone(), "crl_leaf_only needs `crls`");
+        }
+        let allow_unknown = match &raw.revocation_unknown {
+            None => false,
+            Some(v) if v.get_ref() == "deny" => false,
+            Some(v) if v.get_ref() == "allow" => true,
+            Some(v) => {
+                sink.at(
+                    v.span(),
+                    format!(
+                        "revocation_unknown must be \"deny\" or \"allow\", not {:?}",
+                        v.get_ref()
+                    ),
+                );
+                false
+            }
+        };
+        let http = pending.mode.as_deref() == Some("http");
+        let policy_flags = inline_policy(&raw, http, sink);
+        let policy_file = match &raw.policy {
+            None => None,
+            Some(p) => {
+                let path = existing(p, base, sink);
+                if let Some(path) = &path {
+                    match crate::serve::load_policy(&Policy::default(), Some(path)) {
+                        Ok(pol) => {
+                            if !http && pol.has_http_rules() {
+                                sink.at(
+                                    p.span(),
+                                    format!("policy file {}: rules with `methods`/`paths` only apply with mode = \"http\"", path.display()),
+                                );
+                            }
+                            if pol.is_empty() && policy_flags.is_empty() {
+                                sink.at(
+                                    p.span(),
+                                    format!("policy file {} has no [[allow]] rule and the listener has no other: every client would be denied", path.display()),
+                                );
+                            }
+                        }
+                        Err(e) => sink.at(p.span(), e.to_string()),
+                    }
+                }
+                path
+            }
+        };
+        let any_rule_key = raw.allow_spiffe.as_ref().is_some_and(|v| !v.is_empty())
+            || raw.allow_dns.as_ref().is_some_and(|v| !v.is_empty())
+            || raw.allow_cn.as_ref().is_some_and(|v| !v.is_empty())
+            || raw.allow_ou.as_ref().is_some_and(|v| !v.is_empty())
+            || raw.allow.as_ref().is_some_and(|v| !v.is_empty())
+            || raw.allow_any == Some(true);
+        // (A rule that failed to parse was reported already; do not add "allows no one".)
+        if !any_rule_key && raw.policy.is_none() {
+            sink.at(
+                header.clone(),
+                format!("serve listener {name:?} allows no one: add allow_spiffe/allow_dns/allow_cn/allow_ou, [[listener.allow]] rules, a `policy` file, or allow_any = true"),
+            );
+        }
+        match (cert, key, ca, backend) {
+            (Some(cert), Some(key), Some(ca), Some(backend)) => {
+                Some(ListenerKind::Serve(Box::new(ServeConfig {
+                    name: name.clone(),
+                    tls: mutual_tls::ServerSettings {
+                        cert,
+                        key,
+                        ca,
+                        crls,
+                        allow_tls12: min_tls,
+                        ..Default::default()
+                    },
+                    tls_options: mutual_tls::TlsOptions {
+                        revocation: mutual_tls::RevocationPolicy {
+                            leaf_only: raw.crl_leaf_only.unwrap_or(false),
+                            allow_unknown,
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    },
+                    policy_flags,
+                    policy_file,
+                    backend,
+                    handshake_timeout,
+                    idle_timeout,
+                    connect_timeout,
+                    limits,
+                    // lead: mode, forward_client_cert (H6a), proxy_protocol,
+                    // max_connection_lifetime, CRL-from-CDP (H6c) come from `pending`.
+                })))
+            }
+            _ => None,
+        }
+    } else {
+        let remote = match &raw.remote {
+            None => {
+                sink.at(header.clone(), "`remote` is required (HOST:PORT)");
+                None
+            }
+            Some(r) if host_port(r.get_ref()).is_ok() => Some(r.get_ref().clone()),
+            Some(r) => {
+                sink.at(
+                    r.span(),
+                    format!("remote: {:?} is not HOST:PORT", r.get_ref()),
+                );
+                None
+            }
+        };
+        if let (Some(n), Some(_)) = (&raw.server_name, &raw.expect_spiffe) {
+            sink.at(
+                n.span(),
+                "give server_name or expect_spiffe, not both",
+            );
+        }
+        if let Some(id) = &raw.expect_spiffe {
+            if let Err(e) = mutual_policy::SpiffeId::parse(id.get_ref()) {
+                sink.at(id.span(), format!("expect_spiffe: {e}"));
+            }
+        }
+        if let (Some(l), Ok(a)) = (&raw.listen, listen.parse::<SocketAddr>()) {
+            if let Err(e) =
+                crate::connect::check_loopback(a, raw.allow_remote_clients.unwrap_or(false))
+            {
+                sink.at(
+                    l.span(),
+                    e.to_string()
+                        .replace("--allow-remote-clients", "allow_remote_clients = true"),
+                );
+            }
+        }
+        match (cert, key, ca, remote) {
+            (Some(cert), Some(key), Some(ca), Some(remote)) => {
+                Some(ListenerKind::Connect(Box::new(ConnectConfig {
+                    name: name.clone(),
+                    tls: mutual_tls::ClientSettings {
+                        cert,
+                        key,
+                        ca,
+                        server_name: raw.server_name.as_ref().map(|s| s.get_ref().clone()),
+                        expect_spiffe: raw.expect_spiffe.as_ref().map(|s| s.get_ref().clone()),
+                        allow_tls12: min_tls,
+                        ..Default::default()
+                    },
+                    remote,
+                    handshake_timeout,
+                    idle_timeout,
+                    connect_timeout,
+                    limits,
+                })))
+            }
+            _ => None,
+        }
+    };
+    if sink.out.len() > before {
+        return None;
+    }
+    Some(ListenerSpec {
+        name,
+        listen,
+        line,
+        kind: kind?,
+        pending,
+    })
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Resolves a path against the config file's directory and checks that it exists.
+fn existing(p: &S, base: &Path, sink: &mut Sink<'_>) -> Option<PathBuf> {
+    let path = base.join(p.get_ref());
+    if p.get_ref().is_empty() {
+        sink.at(p.span(), "empty path");
+        return None;
+    }
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => Some(path),
+        Ok(_) => {
+            sink.at(p.span(), format!("{} is not a file", path.display()));
+            None
+        }
+        Err(e) => {
+            sink.at(p.span(), format!("{}: {e}", path.display()));
+            None
+        }
+    }
+}
+
+/// Which listener keys are set (to report keys of the wrong kind).
+fn present_keys(r: &RawListener) -> Vec<(&'static str, bool)> {
+    vec![
+        ("backend", r.backend.is_some()),
+        ("crls", r.crls.is_some()),
+        ("crl_leaf_only", r.crl_leaf_only.is_some()),
+        ("crl_from_cdp", r.crl_from_cdp.is_some()),
+        ("revocation_unknown", r.revocation_unknown.is_some()),
+        ("crl_cache_dir", r.crl_cache_dir.is_some()),
+        ("policy", r.policy.is_some()),
+        ("allow_any", r.allow_any.is_some()),
+        ("allow_spiffe", r.allow_spiffe.is_some()),
+        ("allow_dns", r.allow_dns.is_some()),
+        ("allow_cn", r.allow_cn.is_some()),
+        ("allow_ou", r.allow_ou.is_some()),
+        ("allow", r.allow.is_some()),
+        ("mode", r.mode.is_some()),
+        ("forward_client_cert", r.forward_client_cert.is_some()),
+        ("proxy_protocol", r.proxy_protocol.is_some()),
+        ("remote", r.remote.is_some()),
+        ("server_name", r.server_name.is_some()),
+        ("expect_spiffe", r.expect_spiffe.is_some()),
+        ("allow_remote_clients", r.allow_remote_clients.is_some()),
+    ]
+}
+
+fn one_of(v: &Option<S>, key: &str, allowed: &[&str], sink: &mut Sink<'_>) -> Option<String> {
+    let v = v.as_ref()?;
+    if allowed.contains(&v.get_ref().as_str()) {
+        Some(v.get_ref().clone())
+    } else {
+        let list = allowed
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        sink.at(
+            v.span(),
+            format!("{key} must be one of {list}, not {:?}", v.get_ref()),
+        );
+        None
+    }
+}
+
+fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
+    let max_connection_lifetime =
+        raw.max_connection_lifetime
+            .as_ref()
+            .and_then(|s| match parse_duration(s.get_ref()) {
+                Ok(d) if !d.is_zero() => Some(d),
+                Ok(_) => {
+                    sink.at(
+                        s.span(),
+                        "max_connection_lifetime must be more than 0 (leave it out: unlimited)",
+                    );
+                    None
+                }
+                Err(e) => {
+                    sink.at(s.span(), e);
+                    None
+                }
+            });
+    if let Some(h) = &raw.root_sha256 {
+        let hex = h.get_ref().replace(':', "");
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            sink.at(
+                h.span(),
+                "root_sha256 must be a SHA-256 fingerprint (64 hex digits)",
+            );
+        }
+    }
+    Pending {
+        mode: one_of(&raw.mode, "mode", &["tcp", "http"], sink),
+        forward_client_cert: one_of(
+            &raw.forward_client_cert,
+            "forward_client_cert",
+            &["xfcc", "rfc9440", "both", "none"],
+            sink,
+        ),
+        proxy_protocol: one_of(&raw.proxy_protocol, "proxy_protocol", &["v1", "v2"], sink),
+        max_connection_lifetime,
+        crl_from_cdp: raw.crl_from_cdp.unwrap_or(false),
+        crl_cache_dir: raw.crl_cache_dir.as_ref().map(|p| base.join(p.get_ref())),
+        ca_url: raw.ca_url.as_ref().map(|s| s.get_ref().clone()),
+        token_file: raw.token_file.as_ref().and_then(|p| existing(p, base, sink)),
+        root_sha256: raw.root_sha256.as_ref().map(|s| s.get_ref().clone()),
+    }
+}
+
+/// The allow_* keys and `[[listener.allow]]` rules as one policy; each bad pattern is reported
+/// at its own value.
+fn inline_policy(raw: &RawListener, http: bool, sink: &mut Sink<'_>) -> Policy {
+    let mut policy = Policy::default();
+    let groups: [(&Option<Vec<S>>, usize); 4] = [
+        (&raw.allow_spiffe, 0),
+        (&raw.allow_dns, 1),
+        (&raw.allow_cn, 2),
+        (&raw.allow_ou, 3),
+    ];
+    for (values, slot) in groups {
+        for v in values.iter().flatten() {
+            let one = std::slice::from_ref(v.get_ref());
+            let none: &[String] = &[];
+            let mut args = [none, none, none, none];
+            args[slot] = one;
+            match Policy::from_flags(args[0], args[1], args[2], args[3], false) {
+                Ok(p) => policy = policy.merged(p),
+                Err(e) => sink.at(v.span(), e.to_string()),
+            }
+        }
+    }
+    for rule in raw.allow.iter().flatten() {
+        let span = rule.span();
+        let table = rule.get_ref();
+        let mut ok = true;
+        for k in table.keys() {
+            if !RULE_KEYS.contains(&k.as_str()) {
+                let hint = closest(k, RULE_KEYS)
+                    .map(|c| format!(" (did you mean `{c}`?)"))
+                    .unwrap_or_default();
+                sink.at(
+                    span.clone(),
+                    format!("unknown key `{k}` in [[listener.allow]]{hint}"),
+                );
+                ok = false;
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let mut doc = toml::Table::new();
+        doc.insert(
+            "allow".into(),
+            toml::Value::Array(vec![toml::Value::Table(table.clone())]),
+        );
+        let parsed = toml::to_string(&doc)
+            .map_err(|e| e.to_string())
+            .and_then(|t| {
+                Policy::from_toml(&t).map_err(|e| match e {
+                    mutual_policy::PolicyError::InRule { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                })
+            });
+        match parsed {
+            Ok(p) => {
+                if !http && p.has_http_rules() {
+                    sink.at(
+                        span.clone(),
+                        "`methods`/`paths` only apply with mode = \"http\" (a TCP listener never sees requests)",
+                    );
+                }
+                policy = policy.merged(p);
+            }
+            Err(msg) => sink.at(span.clone(), format!("[[listener.allow]]: {msg}")),
+        }
+    }
+    if raw.allow_any == Some(true) {
+        policy = policy.merged(Policy::from_flags(&[], &[], &[], &[], true).unwrap_or_default());
+    }
+    policy
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn dir_with_files() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["s.pem", "s.key", "root.pem", "c.pem", "c.key", "crl.pem"] {
+            std::fs::write(d.path().join(f), "x").unwrap();
+        }
+        std::fs::write(
+            d.path().join("policy.toml"),
+            "[[allow]]\nspiffe = \"spiffe://t/x\"\n",
+        )
+        .unwrap();
+        d
+    }
+
+    const GOOD: &str = r#"
+metrics = "127.0.0.1:9090"
+audit_log = "audit.log"
+threads = 2
+
+[[listener]]
+name = "api"
+kind = "serve"
+listen = "127.0.0.1:8443"
+backend = "127.0.0.1:8080"
+cert = "s.pem"
+key = "s.key"
+ca = "root.pem"
+crls = ["crl.pem"]
+crl_leaf_only = true
+allow_spiffe = ["spiffe://t/a/*"]
+idle_timeout = "1m"
+[[listener.allow]]
+dns = "*.ops.example"
+
+[[listener]]
+name = "files"
+kind = "serve"
+listen = "127.0.0.1:8444"
+backend = "unix:/tmp/x.sock"
+cert = "s.pem"
+key = "s.key"
+ca = "root.pem"
+policy = "policy.toml"
+
+[[listener]]
+name = "out"
+kind = "connect"
+listen = "127.0.0.1:7000"
+remote = "api.internal:8443"
+cert = "c.pem"
+key = "c.key"
+ca = "root.pem"
+expect_spiffe = "spiffe://t/api"
+"#;
+
+    #[test]
+    fn a_good_file_gives_three_listeners_with_resolved_paths() {
+        let d = dir_with_files();
+        let c = parse(GOOD, d.path()).unwrap();
+        assert_eq!(c.listeners.len(), 3);
+        assert_eq!(c.threads, Some(2));
+        assert_eq!(
+            c.audit_log.as_deref(),
+            Some(d.path().join("audit.log").to_str().unwrap())
+        );
+        let ListenerKind::Serve(api) = &c.listeners[0].kind else {
+            panic!()
+        };
+        assert_eq!(api.name, "api");
+        assert_eq!(api.tls.cert, d.path().join("s.pem"));
+        assert_eq!(api.tls.crls, vec![d.path().join("crl.pem")]);
+        assert!(api.tls_options.revocation.leaf_only);
+        assert_eq!(api.policy_flags.rules().len(), 2);
+        assert_eq!(api.idle_timeout, Duration::from_secs(60));
+        assert_eq!(api.handshake_timeout, Duration::from_secs(10));
+        let ListenerKind::Connect(out) = &c.listeners[2].kind else {
+            panic!()
+        };
+        assert_eq!(out.tls.expect_spiffe.as_deref(), Some("spiffe://t/api"));
+        assert_eq!(c.listeners[2].line, 31);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line() {
+        let d = dir_with_files();
+        let text = r#"threads = 0
+bogus = 1
+
+[[listener]]
+name = "a"
+kind = "serve"
+listen = "127.0.0.1:1"
+backend = "127.0.0.1:2"
+cert = "missing.pem"
+key = "s.key"
+ca = "root.pem"
+allow_spiffe = ["http://not-spiffe"]
+idle_timeout = "5 parsecs"
+colour = "blue"
+
+[[listener]]
+name = "a"
+kind = "serve"
+listen = "127.0.0.1:1"
+backend = "127.0.0.1:2"
+cert = "s.pem"
+key = "s.key"
+ca = "root.pem"
+"#;
+        let errs = parse(text, d.path()).unwrap_err();
+        let lines: Vec<(usize, &str)> =
+            errs.iter().map(|e| (e.line, e.message.as_str())).collect();
+        let has = |line: usize, needle: &str| {
+            assert!(
+                lines
+                    .iter()
+                    .any(|(l, m)| *l == line && m.contains(needle)),
+                "no error at line {line} containing {needle:?} in {lines:#?}"
+            );
+        };
+        has(1, "threads must be at least 1");
+        has(2, "unknown key `bogus`");
+        has(9, "missing.pem");
+        has(12, "a SPIFFE pattern starts with spiffe://");
+        has(13, "parsecs");
+        has(14, "unknown key `colour`");
+        has(16, "allows no one");
+        has(17, "duplicate listener name \"a\" (first defined at line 4)");
+        has(19, "already used by the listener at line 4");
+    }
+
+    #[test]
+    fn syntax_errors_have_line_and_column() {
+        let errs = parse("[[listener]]\nname = \"a\nkind = 3\n", Path::new(".")).unwrap_err();
+        assert!(!errs.is_empty());
+        assert_eq!(errs[0].line, 2, "{errs:?}");
+        assert!(errs[0].col > 1);
+    }
+
+    #[test]
+    fn keys_of_the_other_kind_and_bad_enums_are_errors() {
+        let d = dir_with_files();
+        let text = r#"[[listener]]
+name = "o"
+kind = "connect"
+listen = "0.0.0.0:7000"
+remote = "x:1"
+backend = "127.0.0.1:2"
+cert = "c.pem"
+key = "c.key"
+ca = "root.pem"
+min_tls = "1.1"
+
+[[listener]]
+name = "s"
+kind = "serve"
+mode = "udp"
+listen = "127.0.0.1:1"
+backend = "127.0.0.1:2"
+cert = "s.pem"
+key = "s.key"
+ca = "root.pem"
+allow_any = true
+[[listener.allow]]
+spiffe = "spiffe://t/x"
+paths = ["/a"]
+"#;
+        let errs = parse(text, d.path()).unwrap_err();
+        let all = errs
+            .iter()
+            .map(|e| format!("{}:{} {}", e.line, e.col, e.message))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for needle in [
+            "1:1 `backend` applies to kind = \"serve\"",
+            "4:10 0.0.0.0:7000 is not a loopback address",
+            "10:11 min_tls must be",
+            "15:8 mode must be one of",
+            "only apply with mode = \"http\"",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in\n{all}");
+        }
+    }
+
+    #[test]
+    fn pending_fields_are_parsed_and_flagged() {
+        let d = dir_with_files();
+        let text = GOOD.replace(
+            "idle_timeout = \"1m\"",
+            "idle_timeout = \"1m\"\nproxy_protocol = \"v2\"\nmax_connection_lifetime = \"1h\"",
+        );
+        let c = parse(&text, d.path()).unwrap();
+        let p = &c.listeners[0].pending;
+        assert_eq!(p.proxy_protocol.as_deref(), Some("v2"));
+        assert_eq!(p.max_connection_lifetime, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            p.unsupported(),
+            vec!["proxy_protocol", "max_connection_lifetime"]
+        );
+        assert!(c.listeners[1].pending.unsupported().is_empty());
+    }
+
+    #[test]
+    fn fingerprint_changes_only_with_the_block() {
+        let d = dir_with_files();
+        let a = parse(GOOD, d.path()).unwrap();
+        let b = parse(&GOOD.replace("spiffe://t/a/*", "spiffe://t/b/*"), d.path()).unwrap();
+        assert_ne!(a.listeners[0].fingerprint(), b.listeners[0].fingerprint());
+        assert_eq!(a.listeners[1].fingerprint(), b.listeners[1].fingerprint());
+        assert_eq!(a.listeners[2].fingerprint(), b.listeners[2].fingerprint());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        for bad in ["", "s", "10x", "-1s", "ten"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
