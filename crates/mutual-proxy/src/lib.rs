@@ -14,10 +14,12 @@ pub mod config;
 pub mod backend;
 pub mod connect;
 pub mod io;
+pub mod live;
 pub mod metrics;
 pub mod reload;
 pub mod serve;
 pub mod shutdown;
+pub mod supervise;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -64,6 +66,16 @@ pub enum ProxyError {
     NonLoopbackListen { addr: SocketAddr },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("listener {listener:?} (line {line}): {source}")]
+    InListener {
+        listener: String,
+        line: usize,
+        source: Box<ProxyError>,
+    },
+    #[error("listener {listener:?}: {keys} not supported by this build of mutual")]
+    Unsupported { listener: String, keys: String },
 }
 
 /// What every listener of one process shares: one metrics registry, one audit log.

@@ -56,6 +56,12 @@ struct PeerLabels {
     identity: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerReasonLabels {
+    listener: String,
+    reason: String,
+}
+
 type HistogramFamily = Family<ListenerLabel, Histogram, fn() -> Histogram>;
 
 fn handshake_histogram() -> Histogram {
@@ -86,6 +92,7 @@ pub struct Metrics {
     peer_expiry: Family<PeerLabels, Gauge>,
     rejected: Family<ListenerLabel, Counter>,
     peers: Mutex<HashMap<(String, String), PeerCerts>>,
+    authz_terminated: Family<ListenerReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -146,6 +153,12 @@ impl Metrics {
             "Connections closed at once because --max-connections was reached",
             rejected.clone(),
         );
+        let authz_terminated = Family::<ListenerReasonLabels, Counter>::default();
+        registry.register(
+            "mutual_authz_terminated",
+            "Established connections closed because a reload (policy, CRL, config) no longer allows their peer, by reason",
+            authz_terminated.clone(),
+        );
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&ResultLabel {
                 result: result.into(),
@@ -162,6 +175,7 @@ impl Metrics {
             peer_expiry,
             rejected,
             peers: Mutex::new(HashMap::new()),
+            authz_terminated,
         }
     }
 
@@ -183,6 +197,12 @@ impl Metrics {
                 reason: reason.label().to_string(),
             });
             handshakes.insert((outcome, reason), c);
+        }
+        for reason in [Reason::PolicyDenied, Reason::Revoked] {
+            let _ = self.authz_terminated.get_or_create(&ListenerReasonLabels {
+                listener: name.to_string(),
+                reason: reason.label().to_string(),
+            });
         }
         ListenerMetrics {
             name: name.to_string(),
@@ -349,6 +369,17 @@ impl ListenerMetrics {
     pub fn observe_peer(&self, identity: &str, serial: &str, not_after: i64) {
         self.metrics
             .observe_peer(&self.name, identity, serial, not_after);
+    }
+
+    /// Counts an established connection closed by re-authorization.
+    pub fn authz_terminated(&self, reason: Reason) {
+        self.metrics
+            .authz_terminated
+            .get_or_create(&ListenerReasonLabels {
+                listener: self.name.clone(),
+                reason: reason.label().to_string(),
+            })
+            .inc();
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -55,6 +55,8 @@ pub struct Serve {
     current: ArcSwap<Material>,
     lm: ListenerMetrics,
     shared: Shared,
+    /// Established connections, re-checked on every reload (live re-authorization).
+    conns: Arc<crate::live::Registry>,
 }
 
 /// Loads the policy: flags plus the file, if any.
@@ -82,20 +84,53 @@ fn build(cfg: &ServeConfig) -> Result<Material, ProxyError> {
     })
 }
 
+/// Loads and checks a listener's files and policy without starting it (`mutual config check`,
+/// and a config reload before it changes anything).
+pub fn check(cfg: &ServeConfig) -> Result<(), ProxyError> {
+    build(cfg).map(drop)
+}
+
 impl Serve {
     /// Loads and checks everything; an error here means "do not start" (exit 2).
     pub fn new(cfg: ServeConfig, shared: &Shared) -> Result<Arc<Serve>, ProxyError> {
-        let m = build(&cfg)?;
+        Self::with_registry(cfg, shared, None)
+    }
+
+    /// Like [`Serve::new`], taking over the open connections of a previous generation of the
+    /// same listener (a changed config block): they are re-checked against the new material.
+    pub fn with_registry(
+        cfg: ServeConfig,
+        shared: &Shared,
+        conns: Option<Arc<crate::live::Registry>>,
+    ) -> Result<Arc<Serve>, ProxyError> {
+        let m = Arc::new(build(&cfg)?);
         shared
             .metrics
             .set_cert_expiry("server", m.server.cert_not_after);
         let lm = shared.metrics.listener(&cfg.name);
+        let conns = match conns {
+            Some(c) => {
+                c.publish(Arc::clone(&m));
+                c
+            }
+            None => {
+                let c = crate::live::Registry::new(lm.clone());
+                c.set_latest(Arc::clone(&m));
+                c
+            }
+        };
         Ok(Arc::new(Serve {
             cfg,
-            current: ArcSwap::from_pointee(m),
+            current: ArcSwap::new(m),
             lm,
             shared: shared.clone(),
+            conns,
         }))
+    }
+
+    /// The open connections (to hand to the next generation, or to drain).
+    pub fn registry(&self) -> &Arc<crate::live::Registry> {
+        &self.conns
     }
 
     /// Serial (hex) of the certificate currently presented.
@@ -214,6 +249,16 @@ impl Serve {
             }
         }
         let decision = mat.policy.authorize(&id, None);
+        // Registered before the backend is dialled so a reload from here on re-checks it.
+        let chain: Vec<_> = state
+            .peer_certificates()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.clone().into_owned())
+            .collect();
+        let registration = decision
+            .allowed
+            .then(|| self.conns.register(id.clone(), chain, &mat));
         drop(mat);
         if !decision.allowed {
             // Close politely (close_notify) but quickly; a stalled peer must not hold the task.
@@ -251,7 +296,21 @@ impl Serve {
             Metered::new(tls, self.lm.bytes_in.clone(), Arc::clone(&act)).lenient_eof();
         let mut back = Metered::new(backend, self.lm.bytes_out.clone(), Arc::clone(&act));
         let (tin, tout) = (client.total(), back.total());
-        let end = pump(&mut client, &mut back, &act, self.cfg.idle_timeout).await;
+        let mut ended = registration.as_ref().map(|r| r.ended.clone());
+        let (end, terminated) = tokio::select! {
+            end = pump(&mut client, &mut back, &act, self.cfg.idle_timeout) => (end, None),
+            t = async {
+                match ended.as_mut() {
+                    Some(e) => e.wait().await,
+                    None => std::future::pending().await,
+                }
+            } => (CopyEnd::Closed, Some(t)),
+        };
+        if terminated.is_some() {
+            // Close politely (close_notify) but quickly; the backend side just closes.
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
+        }
+        drop(registration);
         match &end {
             CopyEnd::Closed => {}
             CopyEnd::Idle => tracing::debug!(listener = %self.cfg.name, %peer, "idle timeout"),
@@ -261,9 +320,15 @@ impl Serve {
         }
         let bytes_in = tin.load(std::sync::atomic::Ordering::Relaxed);
         let bytes_out = tout.load(std::sync::atomic::Ordering::Relaxed);
+        let (outcome, reason) = match &terminated {
+            Some(crate::live::Termination::Unauthorized { reason, .. }) => {
+                (Outcome::Denied, *reason)
+            }
+            _ => (Outcome::Allowed, Reason::Ok),
+        };
         conn.record(
-            Outcome::Allowed,
-            Reason::Ok,
+            outcome,
+            reason,
             Some(&id),
             Some(info),
             bytes_in,
@@ -335,13 +400,16 @@ impl Conn<'_> {
 
 impl Reload for Serve {
     fn reload(&self) -> Result<(), ProxyError> {
-        let m = build(&self.cfg)?;
+        let m = Arc::new(build(&self.cfg)?);
         let serial = m.server.cert_serial.clone();
         self.shared
             .metrics
             .set_cert_expiry("server", m.server.cert_not_after);
-        self.current.store(Arc::new(m));
+        self.current.store(Arc::clone(&m));
         tracing::info!(listener = %self.cfg.name, serial = %serial, "new TLS configuration and policy in use");
+        // Live re-authorization: established connections whose peer the new policy or CRLs no
+        // longer allow are closed now.
+        self.conns.publish(m);
         Ok(())
     }
 

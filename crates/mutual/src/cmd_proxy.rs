@@ -195,30 +195,13 @@ pub struct ConnectArgs {
     pub common: CommonArgs,
 }
 
-/// Parses `500ms`, `10s`, `5m`, `1h` or a bare number of seconds.
+/// Parses `500ms`, `10s`, `5m`, `1h` or a bare number of seconds (the config file uses the
+/// same parser).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 10s, 5m, 1h)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    mutual_proxy::config::parse_duration(s)
 }
 
-fn init_logging(format: &str) {
+pub(crate) fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
@@ -232,7 +215,7 @@ fn init_logging(format: &str) {
     };
 }
 
-fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     let n = match threads {
         Some(0) => anyhow::bail!("--threads must be at least 1"),
         Some(n) => n,
@@ -247,7 +230,12 @@ fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn shared(common: &CommonArgs) -> anyhow::Result<Shared> {
-    let audit = match &common.audit_log {
+    shared_for(common.audit_log.as_deref())
+}
+
+/// One metrics registry and one audit log (`-`, a path, or none) for the process.
+pub(crate) fn shared_for(audit_log: Option<&str>) -> anyhow::Result<Shared> {
+    let audit = match audit_log {
         Some(spec) => Audit::open(spec)?,
         None => Audit::disabled(),
     };
@@ -284,15 +272,27 @@ async fn run_listener(
     let _watcher =
         mutual_proxy::reload::spawn(reload_target, Arc::clone(&shared.metrics), shutdown.clone())?;
     let task = run(shutdown.clone());
+    until_signal_then_drain(common.drain_timeout, move || trigger.fire(), async move {
+        task.await.unwrap_or(0)
+    })
+    .await
+}
+
+/// Waits for SIGTERM/SIGINT, calls `stop`, then waits for `drained` (which yields the
+/// connections left open); a second signal while draining means "now".
+pub(crate) async fn until_signal_then_drain(
+    drain_timeout: Duration,
+    stop: impl FnOnce(),
+    drained: impl std::future::Future<Output = usize>,
+) -> anyhow::Result<()> {
     let sig = mutual_proxy::shutdown::termination_signal()
         .await
         .context("cannot install signal handlers")?;
-    tracing::info!("{sig}: stopping (drain timeout {:?})", common.drain_timeout);
-    trigger.fire();
-    // A second signal while draining means "now": stop waiting for open connections.
+    tracing::info!("{sig}: stopping (drain timeout {drain_timeout:?})");
+    stop();
     tokio::select! {
-        left = task => {
-            if left.unwrap_or(0) == 0 {
+        left = drained => {
+            if left == 0 {
                 tracing::info!("all connections closed; exiting");
             }
         }

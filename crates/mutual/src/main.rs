@@ -9,6 +9,7 @@ mod cmd_cert;
 mod cmd_demo;
 mod cmd_probe;
 mod cmd_proxy;
+mod cmd_run;
 mod cmd_verify;
 
 use std::process::ExitCode;
@@ -42,6 +43,11 @@ enum Command {
     Serve(Box<cmd_proxy::ServeArgs>),
     /// Originate mTLS for an unmodified local client.
     Connect(Box<cmd_proxy::ConnectArgs>),
+    /// Run every listener of a config file in one process (reloaded listener by listener).
+    Run(cmd_run::RunArgs),
+    /// Check a config file for `mutual run`.
+    #[command(subcommand)]
+    Config(cmd_run::ConfigCommand),
     /// Explain an endpoint's TLS handshake: does it enforce mTLS, and why does it fail?
     Probe(Box<cmd_probe::ProbeArgs>),
     /// Run a self-contained tour: CA, certificates, proxy, allowed and denied requests.
@@ -55,6 +61,8 @@ fn main() -> ExitCode {
         Command::Cert(c) => cmd_cert::run(c),
         Command::Serve(a) => cmd_proxy::run_serve(*a),
         Command::Connect(a) => cmd_proxy::run_connect(*a),
+        Command::Run(a) => cmd_run::run(a),
+        Command::Config(c) => cmd_run::run_config(c),
         Command::Probe(a) => cmd_probe::run(*a),
         Command::Demo(a) => cmd_demo::run(a),
     };

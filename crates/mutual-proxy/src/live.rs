@@ -1,0 +1,236 @@
+//! Live re-authorization: the registry of a serve listener's established connections (who the
+//! peer is, its verified chain, and a way to end the connection), so that a reload that changes
+//! the policy or the CRLs (policy file, CRL file, config edit) re-checks every open connection
+//! and closes exactly those whose peer is no longer allowed. Without it a revoked client keeps
+//! its connection for as long as it likes (ghostunnel's behaviour); Linkerd re-checks too.
+//!
+//! The registry is touched once when a connection starts proxying and once when it ends (one
+//! mutex, a map insert/remove). A re-check takes a snapshot under the lock and verifies outside
+//! it, so opening and closing connections never waits for chain validation.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use mutual_policy::Identity;
+use mutual_tls::Reason;
+use rustls_pki_types::CertificateDer;
+use tokio::sync::watch;
+
+use crate::metrics::ListenerMetrics;
+use crate::serve::Material;
+
+/// Why an established connection is being ended from outside its task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Termination {
+    /// The peer is no longer allowed (`policy_denied`) or no longer valid (`revoked`,
+    /// `expired`, `unknown_ca` after a CA change...): close now, audit as denied.
+    Unauthorized { reason: Reason, detail: String },
+    /// The listener was removed or moved and its drain timeout ran out.
+    Drained,
+}
+
+/// A handle a connection task waits on; resolves when the connection must end.
+#[derive(Clone)]
+pub struct Ended(watch::Receiver<Option<Termination>>);
+
+impl Ended {
+    /// Resolves with the termination once one is signalled; never resolves otherwise (also
+    /// after the registry entry is gone), so it can sit in a `select!` next to the pump.
+    pub async fn wait(&mut self) -> Termination {
+        // The guard is dropped before any further await (it is not Send).
+        let got = self.0.wait_for(Option::is_some).await.ok().and_then(|v| v.clone());
+        match got {
+            Some(t) => t,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+struct Entry {
+    id: Arc<Identity>,
+    chain: Arc<Vec<CertificateDer<'static>>>,
+    tx: Arc<watch::Sender<Option<Termination>>>,
+}
+
+/// The open connections of one listener (shared by the generations of a listener whose config
+/// block changed but whose address did not, so a config edit re-checks them too).
+pub struct Registry {
+    conns: Mutex<HashMap<u64, Entry>>,
+    next: AtomicU64,
+    /// The material connections must satisfy now; a connection registered after a publish is
+    /// checked against it (closes the gap between its own decision and the sweep).
+    latest: ArcSwapOption<Material>,
+    lm: ListenerMetrics,
+}
+
+/// Keeps a connection in the registry while alive; dropping it removes the entry.
+pub struct Registration {
+    reg: Arc<Registry>,
+    key: u64,
+    pub ended: Ended,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.reg.conns.lock() {
+            m.remove(&self.key);
+        }
+    }
+}
+
+/// Whether a peer passes `m`: the chain against its trust (CRLs, time, CA) and the identity
+/// against its policy. `None`: still allowed.
+pub fn verdict(
+    m: &Material,
+    id: &Identity,
+    chain: &[CertificateDer<'_>],
+) -> Option<Termination> {
+    if let Err((reason, detail)) = m.server.recheck_peer(chain) {
+        return Some(Termination::Unauthorized { reason, detail });
+    }
+    if !m.policy.authorize(id, None).allowed {
+        return Some(Termination::Unauthorized {
+            reason: Reason::PolicyDenied,
+            detail: "no rule of the new policy allows this peer".into(),
+        });
+    }
+    None
+}
+
+impl Registry {
+    pub fn new(lm: ListenerMetrics) -> Arc<Registry> {
+        Arc::new(Registry {
+            conns: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            latest: ArcSwapOption::empty(),
+            lm,
+        })
+    }
+
+    /// Number of connections registered now.
+    pub fn len(&self) -> usize {
+        self.conns.lock().map_or(0, |m| m.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds an allowed connection (decided with `used`). If newer material was published since,
+    /// the connection is checked against it at once.
+    pub fn register(
+        self: &Arc<Self>,
+        id: Identity,
+        chain: Vec<CertificateDer<'static>>,
+        used: &Arc<Material>,
+    ) -> Registration {
+        let (tx, rx) = watch::channel(None);
+        let tx = Arc::new(tx);
+        let id = Arc::new(id);
+        let chain = Arc::new(chain);
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.conns.lock() {
+            m.insert(
+                key,
+                Entry {
+                    id: Arc::clone(&id),
+                    chain: Arc::clone(&chain),
+                    tx: Arc::clone(&tx),
+                },
+            );
+        }
+        if let Some(latest) = self.latest.load_full() {
+            if !Arc::ptr_eq(&latest, used) {
+                if let Some(t) = verdict(&latest, &id, &chain) {
+                    self.terminate(&tx, &id, t);
+                }
+            }
+        }
+        Registration {
+            reg: Arc::clone(self),
+            key,
+            ended: Ended(rx),
+        }
+    }
+
+    /// Records the material new connections are decided with, without re-checking anyone.
+    pub fn set_latest(&self, m: Arc<Material>) {
+        self.latest.store(Some(m));
+    }
+
+    /// Publishes new material and re-checks every open connection against it; returns how many
+    /// were told to close. Blocking work (chain validation): call it off the async workers.
+    pub fn publish(&self, m: Arc<Material>) -> usize {
+        self.latest.store(Some(Arc::clone(&m)));
+        let snapshot: Vec<_> = match self.conns.lock() {
+            Ok(map) => map
+                .values()
+                .filter(|e| e.tx.borrow().is_none())
+                .map(|e| (Arc::clone(&e.id), Arc::clone(&e.chain), Arc::clone(&e.tx)))
+                .collect(),
+            Err(_) => return 0,
+        };
+        let mut closed = 0;
+        for (id, chain, tx) in snapshot {
+            if let Some(t) = verdict(&m, &id, &chain) {
+                if self.terminate(&tx, &id, t) {
+                    closed += 1;
+                }
+            }
+        }
+        closed
+    }
+
+    /// Ends every open connection (drain timeout of a removed or moved listener).
+    pub fn drain_all(&self) -> usize {
+        let txs: Vec<_> = match self.conns.lock() {
+            Ok(map) => map.values().map(|e| Arc::clone(&e.tx)).collect(),
+            Err(_) => return 0,
+        };
+        txs.iter()
+            .filter(|tx| {
+                tx.send_if_modified(|v| {
+                    if v.is_none() {
+                        *v = Some(Termination::Drained);
+                        true
+                    } else {
+                        false
+                    }
+                })
+            })
+            .count()
+    }
+
+    /// Signals one connection (once) and counts it.
+    fn terminate(
+        &self,
+        tx: &watch::Sender<Option<Termination>>,
+        id: &Identity,
+        t: Termination,
+    ) -> bool {
+        let Termination::Unauthorized { reason, detail } = &t else {
+            return false;
+        };
+        let (reason, detail) = (*reason, detail.clone());
+        let sent = tx.send_if_modified(|v| {
+            if v.is_none() {
+                *v = Some(t);
+                true
+            } else {
+                false
+            }
+        });
+        if sent {
+            self.lm.authz_terminated(reason);
+            tracing::info!(
+                listener = %self.lm.name,
+                identity = %id.principal(),
+                reason = reason.label(),
+                "closing an established connection: its peer is no longer allowed. {detail}"
+            );
+        }
+        sent
+    }
+}

@@ -1,0 +1,364 @@
+//! `mutual run --config FILE`: many listeners in one process, and reloading the config file
+//! listener by listener. A reload first checks the whole new file (and loads every changed
+//! listener's certificates, and binds every new address); only when all of that worked does
+//! anything change, so a broken edit changes nothing. Then, per listener name:
+//!
+//! - same block: untouched (its own file watch keeps reloading its certificates, CRLs, policy);
+//! - changed block, same address: the socket is kept, a new generation starts accepting on it,
+//!   and the open connections are handed over and re-checked against the new policy and CRLs
+//!   (live re-authorization: only peers no longer allowed are closed);
+//! - changed address, or removed: the old listener stops accepting and drains (up to its
+//!   `drain_timeout`, then its remaining connections are closed);
+//! - added: started.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::task::JoinHandle;
+
+use crate::config::{self, ListenerKind, ListenerSpec, RunConfig};
+use crate::connect::Connect;
+use crate::live::Registry;
+use crate::reload::Reload;
+use crate::serve::Serve;
+use crate::shutdown::{self, Trigger};
+use crate::{ProxyError, Shared};
+
+/// One running generation of a listener.
+struct Running {
+    spec: ListenerSpec,
+    /// A duplicate of the listening socket, so a new generation can accept on the same one.
+    socket: std::net::TcpListener,
+    stop: Trigger,
+    task: JoinHandle<usize>,
+    /// Serve listeners' open connections (None for connect).
+    conns: Option<Arc<Registry>>,
+    _watcher: notify::RecommendedWatcher,
+}
+
+/// The listeners of one process and the config file they come from.
+pub struct Supervisor {
+    path: PathBuf,
+    shared: Shared,
+    running: tokio::sync::Mutex<HashMap<String, Running>>,
+    /// Generations that stopped accepting and are draining.
+    draining: Mutex<Vec<JoinHandle<()>>>,
+    /// The process-wide part of the file as first loaded (it cannot change without a restart).
+    globals: String,
+}
+
+/// A listener built and bound, not yet accepting.
+struct Prepared {
+    spec: ListenerSpec,
+    socket: Option<tokio::net::TcpListener>,
+}
+
+fn globals_of(c: &RunConfig) -> String {
+    format!(
+        "{:?}{:?}{:?}{:?}",
+        c.metrics, c.audit_log, c.threads, c.log_format
+    )
+}
+
+/// Loads a listener's material without starting it (a reload is all or nothing).
+pub fn check_listener(spec: &ListenerSpec) -> Result<(), ProxyError> {
+    match &spec.kind {
+        ListenerKind::Serve(cfg) => crate::serve::check(cfg),
+        ListenerKind::Connect(cfg) => {
+            mutual_tls::build_client_config(&cfg.tls, crate::connect::remote_host(&cfg.remote))?;
+            Ok(())
+        }
+    }
+}
+
+async fn bind_dup(
+    addr: &str,
+) -> Result<(tokio::net::TcpListener, std::net::TcpListener), ProxyError> {
+    let l = crate::bind(addr).await?;
+    dup(l)
+}
+
+fn dup(
+    l: tokio::net::TcpListener,
+) -> Result<(tokio::net::TcpListener, std::net::TcpListener), ProxyError> {
+    let std = l.into_std()?;
+    let keep = std.try_clone()?;
+    Ok((tokio::net::TcpListener::from_std(std)?, keep))
+}
+
+impl Supervisor {
+    /// Starts every listener of `cfg` (loaded from `path`). Any failure: nothing keeps running.
+    pub async fn start(
+        path: &Path,
+        cfg: RunConfig,
+        shared: &Shared,
+    ) -> Result<Arc<Supervisor>, ProxyError> {
+        let sup = Arc::new(Supervisor {
+            path: path.to_path_buf(),
+            shared: shared.clone(),
+            running: tokio::sync::Mutex::new(HashMap::new()),
+            draining: Mutex::new(Vec::new()),
+            globals: globals_of(&cfg),
+        });
+        let mut running = sup.running.lock().await;
+        for spec in cfg.listeners {
+            let (l, keep) = bind_dup(&spec.listen).await?;
+            let r = sup.launch(spec, l, keep, None)?;
+            running.insert(r.spec.name.clone(), r);
+        }
+        drop(running);
+        Ok(sup)
+    }
+
+    /// The config file this supervisor reloads.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The addresses listeners are bound to, by name (useful with port 0).
+    pub async fn local_addrs(&self) -> Vec<(String, std::net::SocketAddr)> {
+        let running = self.running.lock().await;
+        let mut v: Vec<_> = running
+            .iter()
+            .filter_map(|(n, r)| r.socket.local_addr().ok().map(|a| (n.clone(), a)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn launch(
+        &self,
+        spec: ListenerSpec,
+        listener: tokio::net::TcpListener,
+        socket: std::net::TcpListener,
+        conns: Option<Arc<Registry>>,
+    ) -> Result<Running, ProxyError> {
+        let (stop, sd) = shutdown::channel();
+        let metrics = Arc::clone(&self.shared.metrics);
+        let (task, watcher, conns) = match &spec.kind {
+            ListenerKind::Serve(cfg) => {
+                let s = Serve::with_registry((**cfg).clone(), &self.shared, conns)?;
+                let conns = Arc::clone(s.registry());
+                let w = crate::reload::spawn(
+                    Arc::clone(&s) as Arc<dyn Reload>,
+                    metrics,
+                    sd.clone(),
+                )?;
+                (tokio::spawn(s.run(listener, sd)), w, Some(conns))
+            }
+            ListenerKind::Connect(cfg) => {
+                let c = Connect::new((**cfg).clone(), &self.shared)?;
+                let w = crate::reload::spawn(
+                    Arc::clone(&c) as Arc<dyn Reload>,
+                    metrics,
+                    sd.clone(),
+                )?;
+                (tokio::spawn(c.run(listener, sd)), w, None)
+            }
+        };
+        Ok(Running {
+            spec,
+            socket,
+            stop,
+            task,
+            conns,
+            _watcher: watcher,
+        })
+    }
+
+    /// Stops a generation's accepting and file watching; when `drain`, its open connections get
+    /// the drain timeout and are then closed (a removed or moved listener). Otherwise they were
+    /// handed to the next generation and live on.
+    fn retire(&self, r: Running, drain: bool) {
+        r.stop.fire();
+        let name = r.spec.name.clone();
+        let conns = r.conns;
+        let task = r.task;
+        let h = tokio::spawn(async move {
+            let left = task.await.unwrap_or(0);
+            if drain {
+                if let Some(c) = conns {
+                    let n = c.drain_all();
+                    if n > 0 {
+                        tracing::info!(listener = %name, "drain timeout: closed {n} connection(s)");
+                    }
+                }
+            } else if left > 0 {
+                tracing::debug!(listener = %name, "{left} connection(s) handed to the new generation");
+            }
+        });
+        if let Ok(mut d) = self.draining.lock() {
+            d.retain(|h| !h.is_finished());
+            d.push(h);
+        }
+    }
+
+    /// Re-reads the config file and applies it listener by listener. On any error nothing
+    /// changes and the error (with every line) is returned.
+    pub async fn reload(&self) -> Result<(), ProxyError> {
+        let cfg = config::load(&self.path)?;
+        if globals_of(&cfg) != self.globals {
+            tracing::warn!(
+                "metrics, audit_log, threads and log_format changes take effect after a restart"
+            );
+        }
+        for spec in &cfg.listeners {
+            let unsupported = spec.pending.unsupported();
+            if !unsupported.is_empty() {
+                return Err(ProxyError::Unsupported {
+                    listener: spec.name.clone(),
+                    keys: unsupported.join(", "),
+                });
+            }
+        }
+        let names: std::collections::HashSet<String> =
+            cfg.listeners.iter().map(|l| l.name.clone()).collect();
+        let mut running = self.running.lock().await;
+        // Phase 1: check and bind everything that changes; any error: nothing has changed.
+        let mut prepared = Vec::new();
+        for spec in cfg.listeners {
+            let old = running.get(&spec.name);
+            if old.is_some_and(|o| o.spec.fingerprint() == spec.fingerprint()) {
+                continue;
+            }
+            let spec2 = spec.clone();
+            tokio::task::spawn_blocking(move || check_listener(&spec2))
+                .await
+                .map_err(|e| ProxyError::Io(std::io::Error::other(e)))?
+                .map_err(|e| ProxyError::InListener {
+                    listener: spec.name.clone(),
+                    line: spec.line,
+                    source: Box::new(e),
+                })?;
+            let same_addr = old.is_some_and(|o| o.spec.listen == spec.listen);
+            let socket = if same_addr {
+                None
+            } else {
+                Some(crate::bind(&spec.listen).await?)
+            };
+            prepared.push(Prepared { spec, socket });
+        }
+        // Phase 2: swap.
+        for p in prepared {
+            let name = p.spec.name.clone();
+            let old = running.remove(&name);
+            let result = match (old, p.socket) {
+                (Some(old), None) => {
+                    // Same address: keep the socket; hand the open connections over when both
+                    // generations are serve listeners.
+                    let (l, keep) = match old.socket.try_clone().map_err(ProxyError::from).and_then(|s| {
+                        s.set_nonblocking(true)?;
+                        dup(tokio::net::TcpListener::from_std(s)?)
+                    }) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            running.insert(name, old);
+                            return Err(e);
+                        }
+                    };
+                    let handover = matches!(p.spec.kind, ListenerKind::Serve(_))
+                        .then(|| old.conns.clone())
+                        .flatten();
+                    let handed = handover.is_some();
+                    match self.launch(p.spec, l, keep, handover) {
+                        Ok(r) => {
+                            self.retire(old, !handed);
+                            Ok(r)
+                        }
+                        Err(e) => {
+                            running.insert(name.clone(), old);
+                            Err(e)
+                        }
+                    }
+                }
+                (old, Some(l)) => {
+                    let (l, keep) = dup(l)?;
+                    match self.launch(p.spec, l, keep, None) {
+                        Ok(r) => {
+                            if let Some(old) = old {
+                                self.retire(old, true);
+                            }
+                            Ok(r)
+                        }
+                        Err(e) => {
+                            if let Some(old) = old {
+                                running.insert(name.clone(), old);
+                            }
+                            Err(e)
+                        }
+                    }
+                }
+                (None, None) => continue, // unreachable: a new name always gets a socket
+            };
+            match result {
+                Ok(r) => {
+                    tracing::info!(listener = %name, "listener (re)started from the config file");
+                    running.insert(name, r);
+                }
+                Err(e) => {
+                    tracing::error!(listener = %name, "cannot start the new listener, keeping the old one: {e}");
+                    return Err(e);
+                }
+            }
+        }
+        let removed: Vec<String> = running
+            .keys()
+            .filter(|n| !names.contains(*n))
+            .cloned()
+            .collect();
+        for name in removed {
+            if let Some(r) = running.remove(&name) {
+                tracing::info!(listener = %name, "listener removed from the config file: draining");
+                self.retire(r, true);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every listener and waits for their drains (each up to its drain timeout).
+    /// Returns the connections still open.
+    pub async fn shutdown(&self) -> usize {
+        let mut running = self.running.lock().await;
+        let mut tasks = Vec::new();
+        for (_, r) in running.drain() {
+            r.stop.fire();
+            tasks.push(r.task);
+        }
+        drop(running);
+        let mut left = 0;
+        for t in tasks {
+            left += t.await.unwrap_or(0);
+        }
+        let draining: Vec<_> = match self.draining.lock() {
+            Ok(mut d) => d.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for d in draining {
+            d.abort();
+        }
+        left
+    }
+}
+
+/// The config file as a reload target: file watching (its directory), SIGHUP, debounce and the
+/// `mutual_config_reloads_total` counter come from [`crate::reload`].
+pub struct ConfigReload {
+    pub sup: Arc<Supervisor>,
+    pub handle: tokio::runtime::Handle,
+}
+
+impl Reload for ConfigReload {
+    fn reload(&self) -> Result<(), ProxyError> {
+        // Runs on a blocking thread (reload::spawn), where blocking on the runtime is allowed.
+        self.handle.block_on(self.sup.reload())
+    }
+
+    fn watched_files(&self) -> Vec<PathBuf> {
+        vec![self.sup.path.clone()]
+    }
+
+    fn name(&self) -> &str {
+        "config"
+    }
+}

@@ -1,0 +1,243 @@
+//! `mutual run --config FILE` (many listeners from one config file, reloaded listener by
+//! listener) and `mutual config check FILE` (every error of a config file, with its line, before
+//! it goes live). The file format and the reload logic live in mutual-proxy (`config`,
+//! `supervise`); this is flags, output and exit codes.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use mutual_proxy::config::{self, ConfigError, Diagnostic, ListenerKind, RunConfig};
+use mutual_proxy::supervise::{ConfigReload, Supervisor};
+
+const RUN_HELP: &str = "\
+Runs every [[listener]] of the config file (serve and connect, each with its own certificates, CA
+bundle, CRLs, policy and backend) in one process, with one metrics endpoint and one audit log.
+The file is checked as a whole first: any error, and nothing starts (exit 2).
+
+Reload: when the file changes or on SIGHUP, the new file is checked; a broken edit changes nothing
+(logged with its line, counted in mutual_config_reloads_total{result=\"failure\"}). Otherwise a
+listener whose block did not change keeps running untouched; a changed block is swapped (same
+address: the socket and the open connections are kept, and connections whose peer the new policy
+or CRLs no longer allow are closed); a removed block drains; a new one starts. Each listener's
+certificates, CRLs and policy file are also watched on their own.
+
+Example:
+  mutual config check mutual.toml && mutual run --config mutual.toml
+
+See docs/config.md for every key.";
+
+const CHECK_HELP: &str = "\
+Exit 0: the file is valid (a summary of its listeners is printed). Exit 2: every error is printed
+as FILE:LINE:COL: message. Besides the syntax and the keys, the check loads every certificate,
+key, CA bundle, CRL and policy file the listeners name, as `mutual run` would.";
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = RUN_HELP)]
+pub struct RunArgs {
+    /// The config file (TOML); paths in it are relative to its directory.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check a config file: every error with its line and column (exit 2), or a summary (exit 0).
+    #[command(after_help = CHECK_HELP)]
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// The config file to check.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Print the result as JSON: {"ok", "errors": [{file, line, col, message}], "listeners"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run_config(c: ConfigCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        ConfigCommand::Check(a) => check(a),
+    }
+}
+
+/// Parses the file, then loads each listener's material; every problem as a diagnostic.
+fn check_all(path: &std::path::Path) -> Result<RunConfig, ConfigError> {
+    let cfg = config::load(path)?;
+    let mut diagnostics = Vec::new();
+    for spec in &cfg.listeners {
+        if let Err(e) = mutual_proxy::supervise::check_listener(spec) {
+            diagnostics.push(Diagnostic {
+                line: spec.line,
+                col: 1,
+                message: format!("listener {:?}: {e}", spec.name),
+            });
+        }
+        let unsupported = spec.pending.unsupported();
+        if !unsupported.is_empty() {
+            diagnostics.push(Diagnostic {
+                line: spec.line,
+                col: 1,
+                message: format!(
+                    "listener {:?}: {} not supported by this build of mutual",
+                    spec.name,
+                    unsupported.join(", ")
+                ),
+            });
+        }
+    }
+    if diagnostics.is_empty() {
+        Ok(cfg)
+    } else {
+        Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            diagnostics,
+        })
+    }
+}
+
+fn target(spec: &config::ListenerSpec) -> String {
+    match &spec.kind {
+        ListenerKind::Serve(s) => s.backend.to_string(),
+        ListenerKind::Connect(c) => c.remote.clone(),
+    }
+}
+
+fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let file = a.file.display().to_string();
+    match check_all(&a.file) {
+        Ok(cfg) => {
+            if a.json {
+                let listeners: Vec<_> = cfg
+                    .listeners
+                    .iter()
+                    .map(|l| {
+                        serde_json::json!({
+                            "name": l.name, "kind": l.kind_label(), "listen": l.listen,
+                            "target": target(l), "line": l.line,
+                        })
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": true, "file": file, "errors": [], "listeners": listeners})
+                );
+            } else {
+                println!("{file}: ok, {} listener(s)", cfg.listeners.len());
+                for l in &cfg.listeners {
+                    let rules = match &l.kind {
+                        ListenerKind::Serve(s) => format!(
+                            "  ({} inline rule(s){}{})",
+                            s.policy_flags.rules().len(),
+                            s.policy_file
+                                .as_ref()
+                                .map(|p| format!(", policy file {}", p.display()))
+                                .unwrap_or_default(),
+                            if s.tls.crls.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", {} CRL file(s)", s.tls.crls.len())
+                            }
+                        ),
+                        ListenerKind::Connect(_) => String::new(),
+                    };
+                    println!(
+                        "  {:<16} {:<8} {} -> {}{rules}",
+                        l.name,
+                        l.kind_label(),
+                        l.listen,
+                        target(l)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let diagnostics = match &e {
+                ConfigError::Invalid { diagnostics, .. } => diagnostics.clone(),
+                other => vec![Diagnostic {
+                    line: 0,
+                    col: 0,
+                    message: other.to_string(),
+                }],
+            };
+            if a.json {
+                let errors: Vec<_> = diagnostics
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({"file": file, "line": d.line, "col": d.col, "message": d.message})
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "file": file, "errors": errors, "listeners": []})
+                );
+            } else {
+                match &e {
+                    ConfigError::Invalid { .. } => eprintln!("{e}"),
+                    other => eprintln!("error: {other}"),
+                }
+                eprintln!("{file}: {} error(s)", diagnostics.len());
+            }
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let cfg = match check_all(&a.config) {
+        Ok(c) => c,
+        Err(e @ ConfigError::Invalid { .. }) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    crate::cmd_proxy::init_logging(&cfg.log_format);
+    let rt = crate::cmd_proxy::runtime(cfg.threads)?;
+    let shared = crate::cmd_proxy::shared_for(cfg.audit_log.as_deref())?;
+    let drain = cfg
+        .listeners
+        .iter()
+        .map(|l| match &l.kind {
+            ListenerKind::Serve(s) => s.limits.drain_timeout,
+            ListenerKind::Connect(c) => c.limits.drain_timeout,
+        })
+        .max()
+        .unwrap_or(Duration::from_secs(30));
+    let metrics_addr = cfg.metrics.clone();
+    let path = a.config.clone();
+    let result = rt.block_on(async {
+        let (trigger, shutdown) = mutual_proxy::shutdown::channel();
+        let sup = Supervisor::start(&path, cfg, &shared)
+            .await
+            .context("cannot start the listeners")?;
+        if let Some(addr) = &metrics_addr {
+            let l = mutual_proxy::bind(addr).await.context("metrics")?;
+            tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
+            tokio::spawn(Arc::clone(&shared.metrics).serve_http(l, shutdown.clone()));
+        }
+        let _watcher = mutual_proxy::reload::spawn(
+            Arc::new(ConfigReload {
+                sup: Arc::clone(&sup),
+                handle: tokio::runtime::Handle::current(),
+            }),
+            Arc::clone(&shared.metrics),
+            shutdown.clone(),
+        )?;
+        tracing::info!(config = %path.display(), "running; edit the file or send SIGHUP to reload");
+        let s2 = Arc::clone(&sup);
+        crate::cmd_proxy::until_signal_then_drain(
+            drain,
+            move || trigger.fire(),
+            async move { s2.shutdown().await },
+        )
+        .await
+    });
+    shared.audit.flush(Duration::from_secs(2));
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result.map(|()| ExitCode::SUCCESS)
+}
