@@ -854,10 +854,7 @@ fn listener(
             }
         };
         if let (Some(n), Some(_)) = (&raw.server_name, &raw.expect_spiffe) {
-            sink.at(
-                n.span(),
-                "give server_name or expect_spiffe, not both",
-            );
+            sink.at(n.span(), "give server_name or expect_spiffe, not both");
         }
         if let Some(id) = &raw.expect_spiffe {
             if let Err(e) = mutual_policy::SpiffeId::parse(id.get_ref()) {
@@ -1021,7 +1018,10 @@ fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
         crl_from_cdp: raw.crl_from_cdp.unwrap_or(false),
         crl_cache_dir: raw.crl_cache_dir.as_ref().map(|p| base.join(p.get_ref())),
         ca_url: raw.ca_url.as_ref().map(|s| s.get_ref().clone()),
-        token_file: raw.token_file.as_ref().and_then(|p| existing(p, base, sink)),
+        token_file: raw
+            .token_file
+            .as_ref()
+            .and_then(|p| existing(p, base, sink)),
         root_sha256: raw.root_sha256.as_ref().map(|s| s.get_ref().clone()),
     }
 }
@@ -1213,13 +1213,10 @@ key = "s.key"
 ca = "root.pem"
 "#;
         let errs = parse(text, d.path()).unwrap_err();
-        let lines: Vec<(usize, &str)> =
-            errs.iter().map(|e| (e.line, e.message.as_str())).collect();
+        let lines: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.message.as_str())).collect();
         let has = |line: usize, needle: &str| {
             assert!(
-                lines
-                    .iter()
-                    .any(|(l, m)| *l == line && m.contains(needle)),
+                lines.iter().any(|(l, m)| *l == line && m.contains(needle)),
                 "no error at line {line} containing {needle:?} in {lines:#?}"
             );
         };
@@ -1230,7 +1227,10 @@ ca = "root.pem"
         has(13, "parsecs");
         has(14, "unknown key `colour`");
         has(16, "allows no one");
-        has(17, "duplicate listener name \"a\" (first defined at line 4)");
+        has(
+            17,
+            "duplicate listener name \"a\" (first defined at line 4)",
+        );
         has(19, "already used by the listener at line 4");
     }
 

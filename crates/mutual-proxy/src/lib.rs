@@ -10,8 +10,8 @@
 
 pub mod accept;
 pub mod audit;
-pub mod config;
 pub mod backend;
+pub mod config;
 pub mod connect;
 pub mod io;
 pub mod live;

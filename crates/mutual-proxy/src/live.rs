@@ -40,7 +40,12 @@ impl Ended {
     /// after the registry entry is gone), so it can sit in a `select!` next to the pump.
     pub async fn wait(&mut self) -> Termination {
         // The guard is dropped before any further await (it is not Send).
-        let got = self.0.wait_for(Option::is_some).await.ok().and_then(|v| v.clone());
+        let got = self
+            .0
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|v| v.clone());
         match got {
             Some(t) => t,
             None => std::future::pending().await,
@@ -82,11 +87,7 @@ impl Drop for Registration {
 
 /// Whether a peer passes `m`: the chain against its trust (CRLs, time, CA) and the identity
 /// against its policy. `None`: still allowed.
-pub fn verdict(
-    m: &Material,
-    id: &Identity,
-    chain: &[CertificateDer<'_>],
-) -> Option<Termination> {
+pub fn verdict(m: &Material, id: &Identity, chain: &[CertificateDer<'_>]) -> Option<Termination> {
     if let Err((reason, detail)) = m.server.recheck_peer(chain) {
         return Some(Termination::Unauthorized { reason, detail });
     }

@@ -326,14 +326,7 @@ impl Serve {
             }
             _ => (Outcome::Allowed, Reason::Ok),
         };
-        conn.record(
-            outcome,
-            reason,
-            Some(&id),
-            Some(info),
-            bytes_in,
-            bytes_out,
-        );
+        conn.record(outcome, reason, Some(&id), Some(info), bytes_in, bytes_out);
     }
 }
 

@@ -140,20 +140,14 @@ impl Supervisor {
             ListenerKind::Serve(cfg) => {
                 let s = Serve::with_registry((**cfg).clone(), &self.shared, conns)?;
                 let conns = Arc::clone(s.registry());
-                let w = crate::reload::spawn(
-                    Arc::clone(&s) as Arc<dyn Reload>,
-                    metrics,
-                    sd.clone(),
-                )?;
+                let w =
+                    crate::reload::spawn(Arc::clone(&s) as Arc<dyn Reload>, metrics, sd.clone())?;
                 (tokio::spawn(s.run(listener, sd)), w, Some(conns))
             }
             ListenerKind::Connect(cfg) => {
                 let c = Connect::new((**cfg).clone(), &self.shared)?;
-                let w = crate::reload::spawn(
-                    Arc::clone(&c) as Arc<dyn Reload>,
-                    metrics,
-                    sd.clone(),
-                )?;
+                let w =
+                    crate::reload::spawn(Arc::clone(&c) as Arc<dyn Reload>, metrics, sd.clone())?;
                 (tokio::spawn(c.run(listener, sd)), w, None)
             }
         };
@@ -247,16 +241,21 @@ impl Supervisor {
                 (Some(old), None) => {
                     // Same address: keep the socket; hand the open connections over when both
                     // generations are serve listeners.
-                    let (l, keep) = match old.socket.try_clone().map_err(ProxyError::from).and_then(|s| {
-                        s.set_nonblocking(true)?;
-                        dup(tokio::net::TcpListener::from_std(s)?)
-                    }) {
-                        Ok(x) => x,
-                        Err(e) => {
-                            running.insert(name, old);
-                            return Err(e);
-                        }
-                    };
+                    let (l, keep) =
+                        match old
+                            .socket
+                            .try_clone()
+                            .map_err(ProxyError::from)
+                            .and_then(|s| {
+                                s.set_nonblocking(true)?;
+                                dup(tokio::net::TcpListener::from_std(s)?)
+                            }) {
+                            Ok(x) => x,
+                            Err(e) => {
+                                running.insert(name, old);
+                                return Err(e);
+                            }
+                        };
                     let handover = matches!(p.spec.kind, ListenerKind::Serve(_))
                         .then(|| old.conns.clone())
                         .flatten();

@@ -230,11 +230,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         )?;
         tracing::info!(config = %path.display(), "running; edit the file or send SIGHUP to reload");
         let s2 = Arc::clone(&sup);
-        crate::cmd_proxy::until_signal_then_drain(
-            drain,
-            move || trigger.fire(),
-            async move { s2.shutdown().await },
-        )
+        crate::cmd_proxy::until_signal_then_drain(drain, move || trigger.fire(), async move {
+            s2.shutdown().await
+        })
         .await
     });
     shared.audit.flush(Duration::from_secs(2));

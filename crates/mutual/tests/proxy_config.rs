@@ -1,0 +1,553 @@
+//! `mutual run --config`: three listeners (two serve, one connect) in one real process, traffic
+//! through each with real clients (rustls, curl, plain TCP through `connect`); live
+//! re-authorization of established connections when a listener's inline policy (config edit),
+//! its policy file, or its CRL changes (exactly the no-longer-allowed connection is closed,
+//! counted and audited; every other connection keeps working); broken config edits change
+//! nothing; and `mutual config check` reports every error with its line.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod proxy_common;
+use proxy_common::*;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const B_ID: &str = "spiffe://test.mutual/client/b";
+
+/// A backend that answers an HTTP GET with 200 (for curl) and echoes anything else, for as
+/// long as the connection stays open (for long-lived connections).
+fn echo_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let mut first = true;
+                loop {
+                    let n = match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if first && buf[..n].starts_with(b"GET ") {
+                        let resp = format!(
+                            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BACKEND_BODY}",
+                            BACKEND_BODY.len()
+                        );
+                        let _ = s.write_all(resp.as_bytes());
+                        return;
+                    }
+                    first = false;
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends a line and expects it back: the connection is open end to end.
+fn echo<S: Read + Write + ?Sized>(s: &mut S, msg: &str) -> std::io::Result<()> {
+    s.write_all(msg.as_bytes())?;
+    s.flush()?;
+    let mut got = vec![0u8; msg.len()];
+    s.read_exact(&mut got)?;
+    assert_eq!(String::from_utf8_lossy(&got), msg);
+    Ok(())
+}
+
+/// Waits for the peer to close: a read gives EOF (or a reset) within the timeout.
+fn sees_eof<S: Read>(s: &mut S) -> bool {
+    let mut b = [0u8; 16];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+struct Run {
+    child: Option<ChildGuard>,
+    dir: tempfile::TempDir,
+    metrics_port: u16,
+    ports: [u16; 3],
+    stderr: std::path::PathBuf,
+}
+
+impl Run {
+    fn addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[i]))
+    }
+    fn path(&self, f: &str) -> std::path::PathBuf {
+        self.dir.path().join(f)
+    }
+    fn metrics(&self) -> String {
+        http_get(
+            SocketAddr::from(([127, 0, 0, 1], self.metrics_port)),
+            "/metrics",
+        )
+        .1
+    }
+    fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics(), series).unwrap_or(0.0)
+    }
+    fn wait_metric(&self, series: &str, want: f64) {
+        let ok = eventually(Duration::from_secs(15), || {
+            (self.metric(series) >= want).then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "{series} = {} (want {want})\nstderr:\n{}",
+            self.metric(series),
+            self.stderr_text()
+        );
+    }
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+    /// Replaces a file atomically (write + rename, as editors and config managers do).
+    fn write(&self, f: &str, text: &str) {
+        let tmp = self.path(&format!(".{f}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.path(f)).unwrap();
+    }
+}
+
+fn config_text(r: &Run, backend: SocketAddr, a_allow: &str, a_cert: &str) -> String {
+    format!(
+        r#"metrics = "127.0.0.1:{m}"
+audit_log = "audit.log"
+threads = 2
+
+[[listener]]
+name = "a"
+kind = "serve"
+listen = "127.0.0.1:{p0}"
+backend = "{backend}"
+cert = "{a_cert}"
+key = "server.key"
+ca = "root.pem"
+allow_spiffe = [{a_allow}]
+
+[[listener]]
+name = "b"
+kind = "serve"
+listen = "127.0.0.1:{p1}"
+backend = "{backend}"
+cert = "server.pem"
+key = "server.key"
+ca = "root.pem"
+crls = ["crl.pem"]
+crl_leaf_only = true
+policy = "policy.toml"
+
+[[listener]]
+name = "c"
+kind = "connect"
+listen = "127.0.0.1:{p2}"
+remote = "127.0.0.1:{p0}"
+server_name = "localhost"
+cert = "client.pem"
+key = "client.key"
+ca = "root.pem"
+"#,
+        m = r.metrics_port,
+        p0 = r.ports[0],
+        p1 = r.ports[1],
+        p2 = r.ports[2],
+    )
+}
+
+fn policy_text(ids: &[&str]) -> String {
+    ids.iter()
+        .map(|id| format!("[[allow]]\nspiffe = \"{id}\"\n"))
+        .collect()
+}
+
+fn quoted(ids: &[&str]) -> String {
+    ids.iter()
+        .map(|i| format!("{i:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn config_check(path: &Path) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(["config", "check", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Copies the certificates into a config directory, writes the three-listener config and
+/// starts `mutual run` on it; returns once its metrics endpoint answers.
+fn start(fx: &Fixture, backend: SocketAddr) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    for (src, dst) in [
+        (&fx.server.cert, "server.pem"),
+        (&fx.server.key, "server.key"),
+        (&fx.pki.root, "root.pem"),
+        (&fx.crl, "crl.pem"),
+        (&fx.ok.cert, "client.pem"),
+        (&fx.ok.key, "client.key"),
+    ] {
+        std::fs::copy(src, dir.path().join(dst)).unwrap();
+    }
+    let stderr = dir.path().join("stderr.log");
+    let mut r = Run {
+        child: None,
+        dir,
+        metrics_port: free_port(),
+        ports: [free_port(), free_port(), free_port()],
+        stderr,
+    };
+    std::fs::write(r.path("policy.toml"), policy_text(&[OK_ID, B_ID])).unwrap();
+    let cfg_path = r.path("mutual.toml");
+    std::fs::write(
+        &cfg_path,
+        config_text(&r, backend, &quoted(&[OK_ID, B_ID]), "server.pem"),
+    )
+    .unwrap();
+    let (code, out) = config_check(&cfg_path);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok, 3 listener(s)"), "{out}");
+
+    let mut child = ChildGuard(
+        Command::new(BIN)
+            .args(["run", "--config", cfg_path.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&r.stderr).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let up = eventually(Duration::from_secs(20), || {
+        if let Ok(Some(st)) = child.0.try_wait() {
+            panic!("mutual run exited with {st}:\n{}", r.stderr_text());
+        }
+        try_http_get(
+            SocketAddr::from(([127, 0, 0, 1], r.metrics_port)),
+            "/healthz",
+        )
+        .filter(|(s, _)| *s == 200)
+    });
+    r.child = Some(child);
+    assert!(
+        up.is_some(),
+        "mutual run did not come up:\n{}",
+        r.stderr_text()
+    );
+    r
+}
+
+#[test]
+fn three_listeners_live_reauthorization_and_broken_edits() {
+    let fx = fixture();
+    let b_leaf = fx
+        .pki
+        .leaf("b", LeafOpts::new("b").san(&format!("uri:{B_ID}")));
+    let doomed = fx.pki.leaf(
+        "doomed",
+        LeafOpts::new("doomed").san(&format!("uri:{OK_ID}")),
+    );
+    let backend = echo_backend();
+    let r = start(&fx, backend);
+    let cfg_path = r.path("mutual.toml");
+
+    // Traffic through each listener: curl on both serve listeners, plain HTTP through connect.
+    let traffic = |r: &Run| {
+        for port in [r.ports[0], r.ports[1]] {
+            let (ok, code, body) = curl(port, &fx.pki.root, Some(&fx.ok));
+            assert!(
+                ok && code == "200" && body == BACKEND_BODY,
+                "port {port}: {code} {body}\n{}",
+                r.stderr_text()
+            );
+        }
+        assert_eq!(http_get(r.addr(2), "/"), (200, BACKEND_BODY.to_string()));
+    };
+    traffic(&r);
+
+    // Long-lived connections: two on `a` (OK and B), three on `b` (OK, B, doomed), one via `c`.
+    let ok_cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
+    let b_cfg = rustls_config(&fx.pki.root, Some(&b_leaf));
+    let doomed_cfg = rustls_config(&fx.pki.root, Some(&doomed));
+    let mut a_ok = tls_connect(r.addr(0), &ok_cfg).unwrap();
+    let mut a_b = tls_connect(r.addr(0), &b_cfg).unwrap();
+    let mut b_ok = tls_connect(r.addr(1), &ok_cfg).unwrap();
+    let mut b_b = tls_connect(r.addr(1), &b_cfg).unwrap();
+    let mut b_doomed = tls_connect(r.addr(1), &doomed_cfg).unwrap();
+    let mut c_plain = TcpStream::connect(r.addr(2)).unwrap();
+    c_plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    for (n, s) in [
+        ("a_ok", &mut a_ok as &mut dyn RW),
+        ("a_b", &mut a_b),
+        ("b_ok", &mut b_ok),
+        ("b_b", &mut b_b),
+        ("b_doomed", &mut b_doomed),
+        ("c", &mut c_plain),
+    ] {
+        echo(s, &format!("hello {n}\n")).unwrap();
+    }
+    let term = |l: &str, reason: &str| {
+        format!("mutual_authz_terminated_total{{listener=\"{l}\",reason=\"{reason}\"}}")
+    };
+    assert_eq!(r.metric(&term("a", "policy_denied")), 0.0);
+
+    // 1. Config edit: listener a's inline rule no longer allows B. Exactly a_b is closed.
+    r.write(
+        "mutual.toml",
+        &config_text(&r, backend, &quoted(&[OK_ID]), "server.pem"),
+    );
+    r.wait_metric(&term("a", "policy_denied"), 1.0);
+    assert!(sees_eof(&mut a_b), "a_b should have been closed");
+    echo(&mut a_ok, "still here a\n").unwrap();
+    echo(&mut b_b, "still here b\n").unwrap();
+    echo(&mut c_plain, "still here c\n").unwrap();
+    assert_eq!(r.metric(&term("a", "policy_denied")), 1.0);
+    assert_eq!(r.metric(&term("b", "policy_denied")), 0.0);
+    let line = eventually(Duration::from_secs(10), || {
+        r.audit().into_iter().find(|l| {
+            l["listener"] == "a" && l["result"] == "denied" && l["identity"]["spiffe"] == B_ID
+        })
+    })
+    .unwrap_or_else(|| panic!("no audit line for a_b: {:?}", r.audit()));
+    assert_eq!(line["reason"], "policy_denied", "{line}");
+    // New connections follow the new rule too.
+    assert!(rustls_get(r.addr(0), &b_cfg).is_err());
+
+    // 2. Policy file edit on b: B no longer allowed. Exactly b_b is closed.
+    r.write("policy.toml", &policy_text(&[OK_ID]));
+    r.wait_metric(&term("b", "policy_denied"), 1.0);
+    assert!(sees_eof(&mut b_b), "b_b should have been closed");
+    echo(&mut b_ok, "still here b_ok\n").unwrap();
+    echo(&mut b_doomed, "still here doomed\n").unwrap();
+    echo(&mut a_ok, "still here a again\n").unwrap();
+
+    // 3. CRL update on b revokes `doomed`: its connection is closed with reason revoked.
+    fx.pki.revoke(&doomed);
+    let crl = fx.pki.crl("crl2.pem");
+    r.write("crl.pem", &std::fs::read_to_string(crl).unwrap());
+    r.wait_metric(&term("b", "revoked"), 1.0);
+    assert!(sees_eof(&mut b_doomed), "b_doomed should have been closed");
+    echo(&mut b_ok, "still here after crl\n").unwrap();
+    let line = eventually(Duration::from_secs(10), || {
+        r.audit()
+            .into_iter()
+            .find(|l| l["listener"] == "b" && l["result"] == "denied" && l["reason"] == "revoked")
+    })
+    .unwrap_or_else(|| panic!("no audit line for the revoked connection: {:?}", r.audit()));
+    assert_eq!(line["identity"]["serial"], doomed.serial_hex.as_str());
+
+    // 4. Broken edits change nothing: a syntax error, then a missing certificate file.
+    let failures = "mutual_config_reloads_total{result=\"failure\"}";
+    let before = r.metric(failures);
+    let good = config_text(&r, backend, &quoted(&[OK_ID]), "server.pem");
+    let broken = good.replace("name = \"b\"", "name = \"b");
+    r.write("mutual.toml", &broken);
+    r.wait_metric(failures, before + 1.0);
+    traffic(&r);
+    echo(&mut a_ok, "after syntax error\n").unwrap();
+    echo(&mut c_plain, "after syntax error c\n").unwrap();
+    let (code, out) = config_check(&cfg_path);
+    assert_eq!(code, 2, "{out}");
+    let b_line = broken
+        .lines()
+        .position(|l| l.starts_with("name = \"b"))
+        .unwrap()
+        + 1;
+    assert!(
+        out.contains(&format!("mutual.toml:{b_line}:")),
+        "config check should name line {b_line}:\n{out}"
+    );
+    assert!(
+        r.stderr_text().contains(&format!("mutual.toml:{b_line}:")),
+        "the log should name the line:\n{}",
+        r.stderr_text()
+    );
+
+    let missing = config_text(&r, backend, &quoted(&[OK_ID]), "nope.pem");
+    r.write("mutual.toml", &missing);
+    r.wait_metric(failures, before + 2.0);
+    traffic(&r);
+    echo(&mut a_ok, "after missing cert\n").unwrap();
+    echo(&mut b_ok, "after missing cert b\n").unwrap();
+    let (code, out) = config_check(&cfg_path);
+    assert_eq!(code, 2, "{out}");
+    let cert_line = missing
+        .lines()
+        .position(|l| l.contains("nope.pem"))
+        .unwrap()
+        + 1;
+    assert!(
+        out.contains(&format!("mutual.toml:{cert_line}:8: ")) && out.contains("nope.pem"),
+        "config check should name line {cert_line}:\n{out}"
+    );
+    // Nothing was terminated by the broken edits.
+    assert_eq!(r.metric(&term("a", "policy_denied")), 1.0);
+    assert_eq!(r.metric(&term("b", "policy_denied")), 1.0);
+    assert_eq!(r.metric(&term("b", "revoked")), 1.0);
+    if std::env::var_os("SHOW_STDERR").is_some() {
+        eprintln!("{}", r.stderr_text());
+    }
+}
+
+trait RW: Read + Write {}
+impl<T: Read + Write> RW for T {}
+
+#[test]
+fn config_check_lists_every_error_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let fx = fixture();
+    std::fs::copy(&fx.pki.root, dir.path().join("root.pem")).unwrap();
+    let text = r#"metrics = "127.0.0.1:9"
+log_format = "fancy"
+
+[[listener]]
+name = "api"
+kind = "serve"
+listen = "127.0.0.1:18443"
+backend = "127.0.0.1:8080"
+cert = "missing.pem"
+key = "missing.key"
+ca = "root.pem"
+allow_spiffe = ["spiffe://bad domain/x"]
+idle_timeout = "forever"
+
+[[listener]]
+name = "api"
+kind = "serve"
+listen = "127.0.0.1:18443"
+backend = "127.0.0.1:8080"
+cert = "root.pem"
+key = "root.pem"
+ca = "root.pem"
+colour = "blue"
+"#;
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let (code, out) = config_check(&path);
+    assert_eq!(code, 2, "{out}");
+    let file = path.display().to_string();
+    for (line, needle) in [
+        (2, "log_format must be"),
+        (9, "missing.pem"),
+        (10, "missing.key"),
+        (12, "spiffe://bad domain/x"),
+        (13, "forever"),
+        (15, "allows no one"),
+        (16, "duplicate listener name \"api\""),
+        (18, "already used by the listener at line 4"),
+        (23, "unknown key `colour`"),
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{file}:{line}:")) && l.contains(needle)),
+            "no error at line {line} with {needle:?} in:\n{out}"
+        );
+    }
+    assert!(out.contains("9 error(s)"), "{out}");
+
+    // --json gives the same errors, machine-readable.
+    let o = Command::new(BIN)
+        .args(["config", "check", "--json", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 9, "{v}");
+    assert_eq!(v["errors"][0]["line"], 2);
+
+    // `mutual run` refuses the same file with the same errors and exit 2.
+    let o = Command::new(BIN)
+        .args(["run", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("{file}:23:1: unknown key")));
+}
+
+#[test]
+fn listeners_added_removed_and_moved_by_config_edits() {
+    let fx = fixture();
+    let backend = echo_backend();
+    let r = start(&fx, backend);
+    let ok_cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
+    // A connection on `b` that must survive every edit below (its block never changes).
+    let mut b_ok = tls_connect(r.addr(1), &ok_cfg).unwrap();
+    echo(&mut b_ok, "before\n").unwrap();
+    let mut c_plain = TcpStream::connect(r.addr(2)).unwrap();
+    c_plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    echo(&mut c_plain, "before c\n").unwrap();
+
+    // Move `a` to a new port, remove `c`, add `d` (a copy of `a` on another port).
+    let new_a = free_port();
+    let d_port = free_port();
+    let base = config_text(&r, backend, &quoted(&[OK_ID]), "server.pem");
+    let c_start = base.find("[[listener]]\nname = \"c\"").unwrap();
+    let a_block = {
+        let start = base.find("[[listener]]\nname = \"a\"").unwrap();
+        let end = base.find("[[listener]]\nname = \"b\"").unwrap();
+        base[start..end].to_string()
+    };
+    let d_block = a_block.replace("name = \"a\"", "name = \"d\"").replace(
+        &format!("127.0.0.1:{}\"\nbackend", r.ports[0]),
+        &format!("127.0.0.1:{d_port}\"\nbackend"),
+    );
+    let edited = format!("{}{}", &base[..c_start], d_block).replace(
+        &format!("listen = \"127.0.0.1:{}\"", r.ports[0]),
+        &format!("listen = \"127.0.0.1:{new_a}\""),
+    );
+    r.write("mutual.toml", &edited);
+    let new_a_addr = SocketAddr::from(([127, 0, 0, 1], new_a));
+    let d_addr = SocketAddr::from(([127, 0, 0, 1], d_port));
+    let moved = eventually(Duration::from_secs(15), || {
+        (rustls_get(new_a_addr, &ok_cfg).ok()? == (200, BACKEND_BODY.to_string())).then_some(())
+    });
+    assert!(moved.is_some(), "a did not move:\n{}", r.stderr_text());
+    assert_eq!(
+        rustls_get(d_addr, &ok_cfg).unwrap(),
+        (200, BACKEND_BODY.to_string())
+    );
+    // The old address of `a` and the removed `c` no longer accept.
+    let closed = eventually(Duration::from_secs(15), || {
+        (TcpStream::connect(r.addr(0)).is_err() && TcpStream::connect(r.addr(2)).is_err())
+            .then_some(())
+    });
+    assert!(
+        closed.is_some(),
+        "old listeners still accept:\n{}",
+        r.stderr_text()
+    );
+    // `b` was not touched: its connection is still open, and it still serves.
+    echo(&mut b_ok, "after\n").unwrap();
+    let (ok, code, _) = curl(r.ports[1], &fx.pki.root, Some(&fx.ok));
+    assert!(ok && code == "200");
+    assert!(
+        r.metric("mutual_connections_active{listener=\"d\"}") >= 0.0
+            && r.metrics().contains("listener=\"d\""),
+        "the new listener has its metrics"
+    );
+}
