@@ -320,14 +320,27 @@ impl Supervisor {
     pub async fn shutdown(&self) -> usize {
         let mut running = self.running.lock().await;
         let mut tasks = Vec::new();
+        let mut handed_over = Vec::new();
+        let start = tokio::time::Instant::now();
         for (_, r) in running.drain() {
             r.stop.fire();
             tasks.push(r.task);
+            if let (Some(c), ListenerKind::Serve(cfg)) = (r.conns, &r.spec.kind) {
+                handed_over.push((c, cfg.limits.drain_timeout));
+            }
         }
         drop(running);
         let mut left = 0;
         for t in tasks {
             left += t.await.unwrap_or(0);
+        }
+        // Connections handed over from an earlier generation (a changed block) are not in the
+        // current generation's drain count: give them the same drain timeout via the registry.
+        for (c, drain) in handed_over {
+            while !c.is_empty() && start.elapsed() < drain {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            left = left.max(c.len());
         }
         let draining: Vec<_> = match self.draining.lock() {
             Ok(mut d) => d.drain(..).collect(),

@@ -491,7 +491,7 @@ colour = "blue"
 fn listeners_added_removed_and_moved_by_config_edits() {
     let fx = fixture();
     let backend = echo_backend();
-    let r = start(&fx, backend);
+    let mut r = start(&fx, backend);
     let ok_cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     // A connection on `b` that must survive every edit below (its block never changes).
     let mut b_ok = tls_connect(r.addr(1), &ok_cfg).unwrap();
@@ -549,5 +549,38 @@ fn listeners_added_removed_and_moved_by_config_edits() {
         r.metric("mutual_connections_active{listener=\"d\"}") >= 0.0
             && r.metrics().contains("listener=\"d\""),
         "the new listener has its metrics"
+    );
+
+    // SIGHUP reloads the config file too (nothing changed: every listener keeps running).
+    let pid = r.child.as_ref().unwrap().0.id();
+    signal(pid, "HUP");
+    let hup = eventually(Duration::from_secs(15), || {
+        r.stderr_text()
+            .lines()
+            .any(|l| {
+                // (field names may carry colour codes: match the values)
+                l.contains("configuration reloaded")
+                    && l.contains("\"config\"")
+                    && l.contains("\"SIGHUP\"")
+            })
+            .then_some(())
+    });
+    assert!(
+        hup.is_some(),
+        "no SIGHUP reload of the config:\n{}",
+        r.stderr_text()
+    );
+    echo(&mut b_ok, "after hup\n").unwrap();
+
+    // SIGTERM: stop accepting, drain, exit 0 once the open connections are closed.
+    drop(b_ok);
+    drop(c_plain);
+    signal(pid, "TERM");
+    let mut child = r.child.take().unwrap();
+    let status = eventually(Duration::from_secs(20), || child.0.try_wait().unwrap());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "mutual run did not exit 0 after SIGTERM: {status:?}\n{}",
+        r.stderr_text()
     );
 }
