@@ -282,6 +282,11 @@ fn three_listeners_live_reauthorization_and_broken_edits() {
             );
         }
         assert_eq!(http_get(r.addr(2), "/"), (200, BACKEND_BODY.to_string()));
+        // Python's ssl module on the second serve listener.
+        assert_eq!(
+            python(r.ports[1], &fx.pki.root, Some(&fx.ok)),
+            "HTTP/1.0 200 OK"
+        );
     };
     traffic(&r);
 
