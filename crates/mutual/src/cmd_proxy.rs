@@ -307,6 +307,28 @@ pub(crate) async fn until_signal_then_drain(
 
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.common.log_format);
+    let listen = args.listen.clone();
+    let common = args.common.clone();
+    let cfg = serve_config(args)?;
+    let rt = runtime(common.threads)?;
+    let shared = shared(&common)?;
+    let result = rt.block_on(async {
+        let serve = Serve::new(cfg, &shared)?;
+        let listener = mutual_proxy::bind(&listen).await?;
+        let s2 = Arc::clone(&serve);
+        run_listener(&common, &shared, serve, move |sd| {
+            tokio::spawn(s2.run(listener, sd))
+        })
+        .await
+    });
+    shared.audit.flush(Duration::from_secs(2));
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// The listener the `serve` flags describe (a `[[listener]]` block of `mutual run --config`
+/// builds the same `ServeConfig`: cmd_run's tests compare them).
+pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     let policy_flags = Policy::from_flags(
         &args.allow_spiffe,
         &args.allow_dns,
@@ -343,14 +365,21 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         connect_timeout: common.connect_timeout,
         limits: limits(&common)?,
     };
+    Ok(cfg)
+}
+
+pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
+    init_logging(&args.common.log_format);
+    let common = args.common.clone();
+    let (cfg, first) = connect_config(args)?;
     let rt = runtime(common.threads)?;
     let shared = shared(&common)?;
     let result = rt.block_on(async {
-        let serve = Serve::new(cfg, &shared)?;
-        let listener = mutual_proxy::bind(&args.listen).await?;
-        let s2 = Arc::clone(&serve);
-        run_listener(&common, &shared, serve, move |sd| {
-            tokio::spawn(s2.run(listener, sd))
+        let connect = Connect::new(cfg, &shared)?;
+        let listener = mutual_proxy::bind(&first.to_string()).await?;
+        let c2 = Arc::clone(&connect);
+        run_listener(&common, &shared, connect, move |sd| {
+            tokio::spawn(c2.run(listener, sd))
         })
         .await
     });
@@ -359,8 +388,9 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     result.map(|()| ExitCode::SUCCESS)
 }
 
-pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    init_logging(&args.common.log_format);
+/// The listener the `connect` flags describe and the address to bind (a `[[listener]]` block
+/// of `mutual run --config` builds the same `ConnectConfig`).
+pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig, SocketAddr)> {
     let listen: Vec<SocketAddr> = args
         .listen
         .to_socket_addrs()
@@ -390,20 +420,7 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         connect_timeout: common.connect_timeout,
         limits: limits(&common)?,
     };
-    let rt = runtime(common.threads)?;
-    let shared = shared(&common)?;
-    let result = rt.block_on(async {
-        let connect = Connect::new(cfg, &shared)?;
-        let listener = mutual_proxy::bind(&first.to_string()).await?;
-        let c2 = Arc::clone(&connect);
-        run_listener(&common, &shared, connect, move |sd| {
-            tokio::spawn(c2.run(listener, sd))
-        })
-        .await
-    });
-    shared.audit.flush(Duration::from_secs(2));
-    rt.shutdown_timeout(Duration::from_millis(200));
-    result.map(|()| ExitCode::SUCCESS)
+    Ok((cfg, first))
 }
 
 #[cfg(test)]

@@ -239,3 +239,121 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     rt.shutdown_timeout(Duration::from_millis(200));
     result.map(|()| ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use clap::Parser;
+
+    /// A `[[listener]]` block and the equivalent `serve`/`connect` flags build the same config,
+    /// so a listener behaves the same whichever way it was started.
+    #[test]
+    fn flags_and_config_file_build_the_same_listener() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["s.pem", "s.key", "root.pem", "crl.pem", "p.toml"] {
+            std::fs::write(d.path().join(f), "[[allow]]\ndns = \"x.example\"\n").unwrap();
+        }
+        let p = |f: &str| d.path().join(f).display().to_string();
+        let cli = crate::Cli::try_parse_from([
+            "mutual",
+            "serve",
+            "--name",
+            "api",
+            "--listen",
+            "127.0.0.1:8443",
+            "--backend",
+            "127.0.0.1:8080",
+            "--cert",
+            &p("s.pem"),
+            "--key",
+            &p("s.key"),
+            "--ca",
+            &p("root.pem"),
+            "--crl",
+            &p("crl.pem"),
+            "--crl-leaf-only",
+            "--allow-spiffe",
+            "spiffe://t/a/*",
+            "--allow-dns",
+            "*.ops.example",
+            "--policy",
+            &p("p.toml"),
+            "--idle-timeout",
+            "1m",
+            "--drain-timeout",
+            "5s",
+            "--max-connections",
+            "7",
+            "--min-tls",
+            "1.2",
+        ])
+        .unwrap();
+        let crate::Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        let from_flags = crate::cmd_proxy::serve_config(*args).unwrap();
+        let text = r#"
+[[listener]]
+name = "api"
+kind = "serve"
+listen = "127.0.0.1:8443"
+backend = "127.0.0.1:8080"
+cert = "s.pem"
+key = "s.key"
+ca = "root.pem"
+crls = ["crl.pem"]
+crl_leaf_only = true
+allow_spiffe = ["spiffe://t/a/*"]
+allow_dns = ["*.ops.example"]
+policy = "p.toml"
+idle_timeout = "1m"
+drain_timeout = "5s"
+max_connections = 7
+min_tls = "1.2"
+
+[[listener]]
+name = "out"
+kind = "connect"
+listen = "127.0.0.1:7000"
+remote = "api.internal:8443"
+expect_spiffe = "spiffe://t/api"
+cert = "s.pem"
+key = "s.key"
+ca = "root.pem"
+"#;
+        let cfg = config::parse(text, d.path()).unwrap();
+        let ListenerKind::Serve(from_file) = &cfg.listeners[0].kind else {
+            panic!()
+        };
+        assert_eq!(format!("{from_flags:?}"), format!("{from_file:?}"));
+
+        let cli = crate::Cli::try_parse_from([
+            "mutual",
+            "connect",
+            "--name",
+            "out",
+            "--listen",
+            "127.0.0.1:7000",
+            "--remote",
+            "api.internal:8443",
+            "--expect-spiffe",
+            "spiffe://t/api",
+            "--cert",
+            &p("s.pem"),
+            "--key",
+            &p("s.key"),
+            "--ca",
+            &p("root.pem"),
+        ])
+        .unwrap();
+        let crate::Command::Connect(args) = cli.command else {
+            panic!()
+        };
+        let (from_flags, _) = crate::cmd_proxy::connect_config(*args).unwrap();
+        let ListenerKind::Connect(from_file) = &cfg.listeners[1].kind else {
+            panic!()
+        };
+        assert_eq!(format!("{from_flags:?}"), format!("{from_file:?}"));
+    }
+}
