@@ -96,11 +96,14 @@ pub enum ListenerKind {
 /// listener that sets one (ignoring `crl_from_cdp = true` would silently drop revocation checks).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pending {
-    /// `tcp` | `http`. // lead: map to ServeConfig.mode once merged (H6a)
+    /// `tcp` | `http`.
+    // lead: map to ServeConfig.mode once merged (H6a)
     pub mode: Option<String>,
-    /// `xfcc` | `rfc9440` | `both` | `none`. // lead: map to ServeConfig.forward_client_cert once merged (H6a)
+    /// `xfcc` | `rfc9440` | `both` | `none`.
+    // lead: map to ServeConfig.forward_client_cert once merged (H6a)
     pub forward_client_cert: Option<String>,
-    /// `v1` | `v2`. // lead: map to ServeConfig.proxy_protocol once merged (H6c)
+    /// `v1` | `v2`.
+    // lead: map to ServeConfig.proxy_protocol once merged (H6c)
     pub proxy_protocol: Option<String>,
     // lead: map to ServeConfig.max_connection_lifetime once merged (H6c)
     pub max_connection_lifetime: Option<Duration>,
@@ -110,7 +113,9 @@ pub struct Pending {
     pub crl_cache_dir: Option<PathBuf>,
     // lead: map to the enrollment settings once merged (H5b)
     pub ca_url: Option<String>,
+    // lead: map to the enrollment settings once merged (H5b)
     pub token_file: Option<PathBuf>,
+    // lead: map to the enrollment settings once merged (H5b)
     pub root_sha256: Option<String>,
 }
 
