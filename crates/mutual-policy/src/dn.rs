@@ -48,12 +48,7 @@ pub fn cert_names(der: &[u8]) -> Result<CertNames, PolicyError> {
 pub fn rfc4514(name: &X509Name<'_>) -> String {
     let rdns: Vec<String> = name
         .iter()
-        .map(|rdn| {
-            rdn.iter()
-                .map(attribute)
-                .collect::<Vec<_>>()
-                .join("+")
-        })
+        .map(|rdn| rdn.iter().map(attribute).collect::<Vec<_>>().join("+"))
         .collect();
     rdns.into_iter().rev().collect::<Vec<_>>().join(",")
 }
@@ -107,21 +102,20 @@ fn attribute(a: &AttributeTypeAndValue<'_>) -> String {
 }
 
 fn utf16be(b: &[u8]) -> Option<String> {
-    if b.len() % 2 != 0 {
+    let chunks = b.chunks_exact(2);
+    if !chunks.remainder().is_empty() {
         return None;
     }
-    let units: Vec<u16> = b
-        .chunks_exact(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-        .collect();
+    let units: Vec<u16> = chunks.map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
     String::from_utf16(&units).ok()
 }
 
 fn utf32be(b: &[u8]) -> Option<String> {
-    if b.len() % 4 != 0 {
+    let chunks = b.chunks_exact(4);
+    if !chunks.remainder().is_empty() {
         return None;
     }
-    b.chunks_exact(4)
+    chunks
         .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
         .collect()
 }

@@ -87,6 +87,17 @@ struct ConnCtx {
     peer_ip: HeaderValue,
 }
 
+/// What serve.rs learned about a connection before handing it to HTTP mode.
+pub(crate) struct Verified {
+    /// The certificates the client presented, its own first (DER).
+    pub chain: Vec<Vec<u8>>,
+    pub peer: SocketAddr,
+    pub id: Identity,
+    pub info: TlsInfo,
+    /// Whether any rule names this identity (see `serve_connection`).
+    pub known: bool,
+}
+
 /// Serves HTTP on a verified, re-checked connection until the client closes it, it is idle for
 /// `--idle-timeout`, or shutdown (then in-flight requests finish; HTTP/2 gets a GOAWAY).
 /// `known` says whether any rule names this identity at all: counted once as the connection's
@@ -94,15 +105,18 @@ struct ConnCtx {
 pub(crate) async fn serve_connection<S>(
     serve: Arc<Serve>,
     tls: S,
-    chain: Vec<Vec<u8>>,
-    peer: SocketAddr,
-    id: Identity,
-    info: TlsInfo,
-    known: bool,
+    verified: Verified,
     mut shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Verified {
+        chain,
+        peer,
+        id,
+        info,
+        known,
+    } = verified;
     let principal = id.principal();
     let lm = serve.listener_metrics().clone();
     let name = serve.config().name.clone();
@@ -234,7 +248,12 @@ impl Pending {
     }
 
     /// Answers the request itself with an RFC 9457 problem document; counted and audited.
-    fn problem(mut self, status: StatusCode, outcome: Outcome, reason: Reason) -> Response<RespBody> {
+    fn problem(
+        mut self,
+        status: StatusCode,
+        outcome: Outcome,
+        reason: Reason,
+    ) -> Response<RespBody> {
         let body = serde_json::json!({
             "type": "about:blank",
             "title": status.canonical_reason().unwrap_or(""),
@@ -371,14 +390,7 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody>
             tracing::debug!(listener = %ctx.serve.config().name, peer = %ctx.peer,
                 identity = %ctx.principal, method = %pending.method, path = %pending.path,
                 status = pending.status, "forwarded");
-            Response::from_parts(
-                rp,
-                Audited {
-                    inner: rb,
-                    pending,
-                }
-                .boxed(),
-            )
+            Response::from_parts(rp, Audited { inner: rb, pending }.boxed())
         }
         Err(e) => {
             tracing::warn!(listener = %ctx.serve.config().name, peer = %ctx.peer,
@@ -601,7 +613,10 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "127.0.0.1");
         let mut h = hyper::HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2, 10.0.0.3"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.0.0.2, 10.0.0.3"),
+        );
         append_forwarded_for(&mut h, &ip);
         assert_eq!(
             h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),

@@ -270,11 +270,13 @@ impl Serve {
             return crate::http::serve_connection(
                 serve,
                 tls,
-                chain,
-                peer,
-                id,
-                info,
-                decision.allowed,
+                crate::http::Verified {
+                    chain,
+                    peer,
+                    id,
+                    info,
+                    known: decision.allowed,
+                },
                 shutdown,
             )
             .await;

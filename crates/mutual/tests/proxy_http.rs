@@ -206,7 +206,11 @@ fn openssl(args: &[&str], input: &Path) -> Vec<u8> {
         .arg(input)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -263,8 +267,7 @@ fn identity_headers_are_exact_and_never_spoofable_in_every_mode() {
     let (hash, subject, leaf_b64) = openssl_facts(&named.cert, tmp.path());
     assert_eq!(subject, r#"OU=team\+x,CN=svc\, \"one\""#, "openssl's view");
     let (_, _, int_b64) = openssl_facts(&fx.pki.intermediate, tmp.path());
-    let want_xfcc =
-        format!(r#"Hash={hash};Subject="{subject}";URI={OK_ID};DNS=a.test;DNS=b.test"#);
+    let want_xfcc = format!(r#"Hash={hash};Subject="{subject}";URI={OK_ID};DNS=a.test;DNS=b.test"#);
     let want_cc = format!(":{leaf_b64}:");
     let want_chain = format!(":{int_b64}:");
     let be = echo_backend();
@@ -287,7 +290,10 @@ fn identity_headers_are_exact_and_never_spoofable_in_every_mode() {
             args.extend(spoof_args.iter().map(String::as_str));
             let r = curl(&proxy, &fx, &named, &args, "/hello?q=1");
             assert_eq!(r.code, "200", "{mode} {proto}: {}", r.body);
-            assert_eq!(r.version, want_version, "{mode}: ALPN must negotiate {proto}");
+            assert_eq!(
+                r.version, want_version,
+                "{mode}: ALPN must negotiate {proto}"
+            );
             echoes.push(serde_json::from_str::<serde_json::Value>(&r.body).unwrap());
         }
         let py_out = py(
@@ -305,20 +311,23 @@ fn identity_headers_are_exact_and_never_spoofable_in_every_mode() {
             let ctx = format!("mode {mode}, backend saw {echo}");
             match mode {
                 "xfcc" => {
-                    assert_eq!(xfcc, [want_xfcc.clone()], "{ctx}");
+                    assert_eq!(xfcc, [want_xfcc.as_str()], "{ctx}");
                     assert!(cc.is_empty() && chain.is_empty(), "{ctx}");
                 }
                 "rfc9440" => {
                     assert!(xfcc.is_empty(), "{ctx}");
-                    assert_eq!(cc, [want_cc.clone()], "{ctx}");
-                    assert_eq!(chain, [want_chain.clone()], "{ctx}");
+                    assert_eq!(cc, [want_cc.as_str()], "{ctx}");
+                    assert_eq!(chain, [want_chain.as_str()], "{ctx}");
                 }
                 "both" => {
-                    assert_eq!(xfcc, [want_xfcc.clone()], "{ctx}");
-                    assert_eq!(cc, [want_cc.clone()], "{ctx}");
-                    assert_eq!(chain, [want_chain.clone()], "{ctx}");
+                    assert_eq!(xfcc, [want_xfcc.as_str()], "{ctx}");
+                    assert_eq!(cc, [want_cc.as_str()], "{ctx}");
+                    assert_eq!(chain, [want_chain.as_str()], "{ctx}");
                 }
-                _ => assert!(xfcc.is_empty() && cc.is_empty() && chain.is_empty(), "{ctx}"),
+                _ => assert!(
+                    xfcc.is_empty() && cc.is_empty() && chain.is_empty(),
+                    "{ctx}"
+                ),
             }
             assert_eq!(received(echo, "x-forwarded-proto"), ["https"], "{ctx}");
             assert_eq!(received(echo, "x-forwarded-for"), ["127.0.0.1"], "{ctx}");
@@ -406,7 +415,13 @@ fn per_request_policy_counts_audits_and_keeps_the_connection() {
         })
         .collect();
     let row = |m: &str, p: &str, s: u64, r: &str, why: &str| {
-        (m.to_string(), p.to_string(), s, r.to_string(), why.to_string())
+        (
+            m.to_string(),
+            p.to_string(),
+            s,
+            r.to_string(),
+            why.to_string(),
+        )
     };
     assert_eq!(
         seen,
@@ -524,7 +539,13 @@ fn tcp_mode_refuses_a_policy_with_http_rules() {
     let policy = fx.pki.path("http-policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
     let out = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:1"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "127.0.0.1:1",
+        ])
         .arg("--cert")
         .arg(&fx.server.cert)
         .arg("--key")
@@ -537,5 +558,8 @@ fn tcp_mode_refuses_a_policy_with_http_rules() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("`methods` or `paths`") && err.contains("--http"), "{err}");
+    assert!(
+        err.contains("`methods` or `paths`") && err.contains("--http"),
+        "{err}"
+    );
 }

@@ -12,8 +12,11 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 /// before forwarding, in every `--forward-client-cert` mode (`none` too): a backend must never
 /// mistake a header a client wrote for one the proxy vouches for. Names are case-insensitive;
 /// `HeaderMap` stores them lowercased, and `remove` drops every copy.
-pub const IDENTITY_HEADERS: [&str; 3] =
-    ["x-forwarded-client-cert", "client-cert", "client-cert-chain"];
+pub const IDENTITY_HEADERS: [&str; 3] = [
+    "x-forwarded-client-cert",
+    "client-cert",
+    "client-cert-chain",
+];
 
 /// Connection-specific fields (RFC 9110 section 7.6.1, plus the non-standard
 /// `proxy-connection`): they describe one hop and are never forwarded.
@@ -340,7 +343,10 @@ mod tests {
             ("host", "example"),
             ("x-kept", "yes"),
         ] {
-            h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         strip_identity_headers(&mut h);
         strip_hop_by_hop(&mut h);
