@@ -223,10 +223,27 @@ struct Pending {
     outcome: Outcome,
     reason: Reason,
     status: u16,
+    written: bool,
+}
+
+impl Drop for Pending {
+    /// The audit line of a request whose response was sent, streamed or abandoned. A request
+    /// dropped before any response (the client went away while the backend was busy) is
+    /// `failed`/`other` with status 0.
+    fn drop(&mut self) {
+        if !self.written {
+            if self.status == 0 {
+                self.outcome = Outcome::Failed;
+                self.reason = Reason::Other;
+            }
+            self.write_audit();
+        }
+    }
 }
 
 impl Pending {
-    fn write_audit(&self) {
+    fn write_audit(&mut self) {
+        self.written = true;
         let serve = &self.ctx.serve;
         serve.shared().audit.log(&AuditRecord {
             ts: rfc3339_ms(self.ts),
@@ -314,6 +331,7 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody>
         outcome: Outcome::Allowed,
         reason: Reason::Ok,
         status: 0,
+        written: false,
     };
     // First, before anything can look at them: what the client claims is never forwarded.
     headers::strip_identity_headers(&mut parts.headers);
@@ -465,8 +483,8 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
     }
 }
 
-/// The backend's response body on its way to the client; writes the request's audit line when
-/// it is done (sent in full, or dropped because the client went away).
+/// The backend's response body on its way to the client; counts its bytes. Dropping it (sent in
+/// full, or abandoned by the client) drops its `Pending`, which writes the audit line.
 struct Audited<B> {
     inner: B,
     pending: Pending,
@@ -495,12 +513,6 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Audited<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl<B> Drop for Audited<B> {
-    fn drop(&mut self) {
-        self.pending.write_audit();
     }
 }
 

@@ -23,7 +23,8 @@ class H(BaseHTTPRequestHandler):
         body = self.rfile.read(n) if n else b""
         out = json.dumps({"method": self.command, "path": self.path,
                           "headers": [[k, v] for k, v in self.headers.items()],
-                          "peer_port": self.client_address[1], "body_len": len(body)}).encode()
+                          "peer_port": self.client_address[1] if isinstance(self.client_address, tuple) else 0,
+                          "body_len": len(body)}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -32,8 +33,13 @@ class H(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = any
     def log_message(self, *a):
         pass
-s = ThreadingHTTPServer(("127.0.0.1", 0), H)
-print(s.server_address[1], flush=True)
+if len(sys.argv) > 1:
+    import socketserver
+    s = socketserver.ThreadingUnixStreamServer(sys.argv[1], H)
+    print(0, flush=True)
+else:
+    s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    print(s.server_address[1], flush=True)
 s.serve_forever()
 "#;
 
@@ -66,11 +72,21 @@ struct Backend {
 }
 
 fn echo_backend() -> Backend {
+    echo_backend_on(false)
+}
+
+/// The echo backend on TCP, or on a Unix socket (`addr` is then `unix:/path`).
+fn echo_backend_on(unix: bool) -> Backend {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("echo.py");
     std::fs::write(&script, ECHO_BACKEND).unwrap();
-    let mut child = Command::new("python3")
-        .arg(&script)
+    let sock = dir.path().join("echo.sock");
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script);
+    if unix {
+        cmd.arg(&sock);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -82,7 +98,11 @@ fn echo_backend() -> Backend {
     let port: u16 = line.trim().parse().expect("backend port");
     Backend {
         _child: ChildGuard(child),
-        addr: format!("127.0.0.1:{port}"),
+        addr: if unix {
+            format!("unix:{}", sock.display())
+        } else {
+            format!("127.0.0.1:{port}")
+        },
         _dir: dir,
     }
 }
@@ -562,4 +582,82 @@ fn tcp_mode_refuses_a_policy_with_http_rules() {
         err.contains("`methods` or `paths`") && err.contains("--http"),
         "{err}"
     );
+}
+
+#[test]
+fn a_unix_socket_backend_gets_the_identity_too() {
+    let fx = fixture();
+    let be = echo_backend_on(true);
+    let proxy = start_http(&fx, &be.addr, &[]);
+    for proto in ["--http1.1", "--http2"] {
+        let r = curl(&proxy, &fx, &fx.ok, &[proto], "/over-unix");
+        assert_eq!(r.code, "200", "{}", r.body);
+        let echo: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(echo["path"], "/over-unix");
+        let xfcc = received(&echo, "x-forwarded-client-cert");
+        assert!(
+            xfcc.len() == 1 && xfcc[0].contains(&format!(";URI={OK_ID}")),
+            "{xfcc:?}"
+        );
+    }
+}
+
+/// Sends one keep-alive HTTP/1.1 request with rustls (no ALPN) and reads its whole response,
+/// leaving the connection open.
+fn keep_alive_request(proxy: &Proxy, fx: &Fixture) -> TlsStream {
+    use std::io::Read;
+    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
+    let mut s = tls_connect(proxy.addr(), &cfg).unwrap();
+    s.write_all(b"GET /held HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\"body_len\": 0}") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "connection closed early: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    s
+}
+
+/// Reads until the proxy closes the connection; returns how long that took.
+fn wait_closed(mut s: TlsStream) -> std::time::Duration {
+    use std::io::Read;
+    let t = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    t.elapsed()
+}
+
+#[test]
+fn idle_keep_alive_connections_close_on_idle_timeout_and_on_sigterm() {
+    let fx = fixture();
+    let be = echo_backend();
+    let proxy = start_http(&fx, &be.addr, &["--idle-timeout", "1s"]);
+    let held = keep_alive_request(&proxy, &fx);
+    let took = wait_closed(held);
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "closed after {took:?}"
+    );
+
+    let mut proxy = start_http(&fx, &be.addr, &["--drain-timeout", "30s"]);
+    let held = keep_alive_request(&proxy, &fx);
+    signal(proxy.pid(), "TERM");
+    // The idle keep-alive connection is closed at once, not kept until the drain timeout.
+    let took = wait_closed(held);
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "closed after {took:?}"
+    );
+    let st = eventually(std::time::Duration::from_secs(10), || {
+        proxy.child.0.try_wait().unwrap()
+    })
+    .expect("mutual serve --http did not exit after SIGTERM");
+    assert_eq!(st.code(), Some(0), "{}", proxy.stderr_text());
 }
