@@ -165,12 +165,12 @@ pub struct ServeArgs {
     /// HTTP mode: identity headers for the backend: xfcc (X-Forwarded-Client-Cert, Envoy's
     /// format), rfc9440 (Client-Cert, Client-Cert-Chain), both, or none. Copies a client sent
     /// are always removed.
-    #[arg(long, value_name = "FORMAT", default_value = "xfcc", value_parser = ["xfcc", "rfc9440", "both", "none"])]
+    #[arg(long, value_name = "FORMAT", default_value = "xfcc", value_parser = ["xfcc", "rfc9440", "both", "none"], requires = "http")]
     pub forward_client_cert: String,
 
     /// HTTP mode: also put the client's certificate (`cert`) and/or the chain it sent
     /// (`chain`) into X-Forwarded-Client-Cert as URL-encoded PEM; comma-separated.
-    #[arg(long, value_name = "cert,chain", default_value = "")]
+    #[arg(long, value_name = "cert,chain", default_value = "", requires = "http")]
     pub forward_client_cert_details: String,
 
     #[command(flatten)]
