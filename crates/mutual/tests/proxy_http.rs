@@ -19,6 +19,9 @@ from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 class H(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def any(self):
+        if self.path.startswith("/slow"):
+            import time
+            time.sleep(4)
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else b""
         out = json.dumps({"method": self.command, "path": self.path,
@@ -660,4 +663,28 @@ fn idle_keep_alive_connections_close_on_idle_timeout_and_on_sigterm() {
     })
     .expect("mutual serve --http did not exit after SIGTERM");
     assert_eq!(st.code(), Some(0), "{}", proxy.stderr_text());
+}
+
+#[test]
+fn a_request_the_client_abandons_is_still_audited() {
+    let fx = fixture();
+    let be = echo_backend();
+    let proxy = start_http(&fx, &be.addr, &[]);
+    // HTTP/2: curl gives up after 1 s and resets the stream while the backend is still busy.
+    let st = Command::new("curl")
+        .args(["-sS", "--http2", "--max-time", "1", "--cacert"])
+        .arg(&fx.pki.root)
+        .arg("--cert")
+        .arg(&fx.ok.cert)
+        .arg("--key")
+        .arg(&fx.ok.key)
+        .arg(format!("https://127.0.0.1:{}/slow", proxy.port))
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(28), "curl should time out");
+    let lines = proxy.wait_audit(1);
+    assert_eq!(lines[0]["path"], "/slow");
+    assert_eq!(lines[0]["status"], 0, "{:?}", lines[0]);
+    assert_eq!(lines[0]["result"], "failed");
+    assert_eq!(lines[0]["reason"], "other");
 }
