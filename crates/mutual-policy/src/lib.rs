@@ -6,12 +6,14 @@
 //! Nothing matches an empty policy: deny is the default.
 #![forbid(unsafe_code)]
 
+pub mod dn;
 mod identity;
 pub mod pattern;
 pub mod spiffe;
 
 use serde::Deserialize;
 
+pub use dn::{cert_names, CertNames};
 pub use identity::{serial_hex, Identity};
 pub use pattern::{DnsPattern, IpPattern, PathPattern, SpiffePattern};
 pub use spiffe::SpiffeId;

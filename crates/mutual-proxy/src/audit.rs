@@ -122,6 +122,19 @@ pub struct AuditRecord {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration_ms: u64,
+    /// HTTP mode: the request this line is about (`method`, `path`, `status` at the top level
+    /// of the line); absent for connection lines.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpFields>,
+}
+
+/// The per-request fields of an HTTP-mode audit line. The path is logged without its query
+/// string, which may carry tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HttpFields {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
 }
 
 /// `2026-05-01T12:34:56.789Z`.
@@ -286,6 +299,7 @@ mod tests {
             bytes_in: 1,
             bytes_out: 2,
             duration_ms: 3,
+            http: None,
         };
         let v: serde_json::Value = serde_json::to_value(&rec).unwrap();
         let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
@@ -331,6 +345,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 0,
             duration_ms: 0,
+            http: None,
         };
         let v = serde_json::to_value(&rec).unwrap();
         assert!(v["identity"].is_null());
@@ -354,6 +369,7 @@ mod tests {
                 bytes_in: 0,
                 bytes_out: 0,
                 duration_ms: 0,
+                http: None,
             });
         }
         a.flush(std::time::Duration::from_secs(5));

@@ -97,11 +97,11 @@ pub enum ListenerKind {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pending {
     /// `tcp` | `http`.
-    // lead: map to ServeConfig.mode once merged (H6a)
     pub mode: Option<String>,
     /// `xfcc` | `rfc9440` | `both` | `none`.
-    // lead: map to ServeConfig.forward_client_cert once merged (H6a)
     pub forward_client_cert: Option<String>,
+    /// Extra XFCC elements, comma-joined (`cert`, `chain`).
+    pub forward_client_cert_details: Option<String>,
     /// `v1` | `v2`.
     // lead: map to ServeConfig.proxy_protocol once merged (H6c)
     pub proxy_protocol: Option<String>,
@@ -123,12 +123,6 @@ impl Pending {
     /// The keys set to something this build cannot honour yet (empty: none).
     pub fn unsupported(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if self.mode.as_deref().is_some_and(|m| m != "tcp") {
-            v.push("mode");
-        }
-        if self.forward_client_cert.is_some() {
-            v.push("forward_client_cert");
-        }
         if self.proxy_protocol.is_some() {
             v.push("proxy_protocol");
         }
@@ -231,6 +225,7 @@ const LISTENER_KEYS: &[&str] = &[
     "allow_ou",
     "allow",
     "forward_client_cert",
+    "forward_client_cert_details",
     "proxy_protocol",
     "handshake_timeout",
     "idle_timeout",
@@ -260,6 +255,7 @@ const SERVE_ONLY: &[&str] = &[
     "allow",
     "mode",
     "forward_client_cert",
+    "forward_client_cert_details",
     "proxy_protocol",
 ];
 
@@ -322,6 +318,7 @@ struct RawListener {
     allow_ou: Option<Vec<S>>,
     allow: Option<Vec<Spanned<toml::Table>>>,
     forward_client_cert: Option<S>,
+    forward_client_cert_details: Option<Vec<S>>,
     proxy_protocol: Option<S>,
     handshake_timeout: Option<S>,
     idle_timeout: Option<S>,
@@ -837,8 +834,25 @@ fn listener(
                     idle_timeout,
                     connect_timeout,
                     limits,
-                    // lead: mode, forward_client_cert (H6a), proxy_protocol,
-                    // max_connection_lifetime, CRL-from-CDP (H6c) come from `pending`.
+                    mode: if http {
+                        crate::http::Mode::Http
+                    } else {
+                        crate::http::Mode::Tcp
+                    },
+                    http: crate::http::HttpOptions {
+                        forward_client_cert: pending
+                            .forward_client_cert
+                            .as_deref()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or_default(),
+                        details: pending
+                            .forward_client_cert_details
+                            .as_deref()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or_default(),
+                    },
+                    // lead: proxy_protocol, max_connection_lifetime, CRL-from-CDP (H6c) come
+                    // from `pending`.
                 })))
             }
             _ => None,
@@ -1018,6 +1032,17 @@ fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
             &["xfcc", "rfc9440", "both", "none"],
             sink,
         ),
+        forward_client_cert_details: raw.forward_client_cert_details.as_ref().and_then(|v| {
+            let joined = v.iter().map(|s| s.get_ref().as_str()).collect::<Vec<_>>().join(",");
+            match joined.parse::<crate::http::XfccDetails>() {
+                Ok(_) => Some(joined),
+                Err(e) => {
+                    let span = v.first().map(|s| s.span()).unwrap_or(0..0);
+                    sink.at(span, format!("forward_client_cert_details: {e}"));
+                    None
+                }
+            }
+        }),
         proxy_protocol: one_of(&raw.proxy_protocol, "proxy_protocol", &["v1", "v2"], sink),
         max_connection_lifetime,
         crl_from_cdp: raw.crl_from_cdp.unwrap_or(false),

@@ -139,6 +139,7 @@ impl Connect {
                 bytes_in: bytes.0,
                 bytes_out: bytes.1,
                 duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+                http: None,
             });
         };
         let mat = self.current.load_full();

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod backend;
 pub mod config;
 pub mod connect;
+pub mod http;
 pub mod io;
 pub mod live;
 pub mod metrics;
@@ -64,6 +65,10 @@ pub enum ProxyError {
     Watch { path: PathBuf, detail: String },
     #[error("{addr} is not a loopback address: plaintext clients could connect from the network; pass --allow-remote-clients if that is intended")]
     NonLoopbackListen { addr: SocketAddr },
+    #[error(
+        "the policy has rules with `methods` or `paths`, which only HTTP mode can check; serve with --http (mode = \"http\"), or remove those keys"
+    )]
+    HttpRulesInTcpMode,
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]

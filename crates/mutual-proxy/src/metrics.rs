@@ -62,6 +62,13 @@ struct ListenerReasonLabels {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpRequestLabels {
+    listener: String,
+    result: String,
+    identity: String,
+}
+
 type HistogramFamily = Family<ListenerLabel, Histogram, fn() -> Histogram>;
 
 fn handshake_histogram() -> Histogram {
@@ -93,6 +100,9 @@ pub struct Metrics {
     rejected: Family<ListenerLabel, Counter>,
     peers: Mutex<HashMap<(String, String), PeerCerts>>,
     authz_terminated: Family<ListenerReasonLabels, Counter>,
+    http_requests: Family<HttpRequestLabels, Counter>,
+    /// Identities that have their own `mutual_http_requests_total` series (bounded).
+    http_identities: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Default for Metrics {
@@ -112,6 +122,7 @@ impl Metrics {
         let reloads = Family::<ResultLabel, Counter>::default();
         let peer_expiry = Family::<PeerLabels, Gauge>::default();
         let rejected = Family::<ListenerLabel, Counter>::default();
+        let http_requests = Family::<HttpRequestLabels, Counter>::default();
         // Counters get their `_total` suffix from the OpenMetrics encoder.
         registry.register(
             "mutual_handshakes",
@@ -159,6 +170,11 @@ impl Metrics {
             "Established connections closed because a reload (policy, CRL, config) no longer allows their peer, by reason",
             authz_terminated.clone(),
         );
+        registry.register(
+            "mutual_http_requests",
+            "HTTP-mode requests by result (allowed|denied|failed) and client identity (identities beyond the tracking limit count as `other`)",
+            http_requests.clone(),
+        );
         for result in ["success", "failure"] {
             let _ = reloads.get_or_create(&ResultLabel {
                 result: result.into(),
@@ -176,6 +192,8 @@ impl Metrics {
             rejected,
             peers: Mutex::new(HashMap::new()),
             authz_terminated,
+            http_requests,
+            http_identities: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -267,6 +285,33 @@ impl Metrics {
                 identity: identity.to_string(),
             })
             .set(soonest);
+    }
+
+    /// Counts one HTTP-mode request in `mutual_http_requests_total`. At most
+    /// [`MAX_TRACKED_IDENTITIES`] identities per process get their own series; the rest share
+    /// `identity="other"`, so clients cannot grow the exposition without bound.
+    pub fn http_request(&self, listener: &str, outcome: Outcome, identity: &str) {
+        let key = (listener.to_string(), identity.to_string());
+        let tracked = match self.http_identities.lock() {
+            Ok(mut set) => {
+                if set.contains(&key) {
+                    true
+                } else if set.len() < MAX_TRACKED_IDENTITIES {
+                    set.insert(key.clone());
+                    true
+                } else {
+                    false
+                }
+            }
+            Err(_) => false, // a panicked holder: count under `other` rather than fail
+        };
+        self.http_requests
+            .get_or_create(&HttpRequestLabels {
+                listener: key.0,
+                result: outcome.label().to_string(),
+                identity: if tracked { key.1 } else { "other".to_string() },
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.
@@ -382,6 +427,11 @@ impl ListenerMetrics {
             .inc();
     }
 
+    /// Counts one HTTP-mode request (see [`Metrics::http_request`]).
+    pub fn http_request(&self, outcome: Outcome, identity: &str) {
+        self.metrics.http_request(&self.name, outcome, identity);
+    }
+
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
@@ -421,6 +471,24 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn http_requests_are_counted_per_identity_with_a_bounded_set() {
+        let m = Metrics::new();
+        m.http_request("web", Outcome::Denied, "spiffe://x/a");
+        m.http_request("web", Outcome::Denied, "spiffe://x/a");
+        for i in 0..(MAX_TRACKED_IDENTITIES + 5) {
+            m.http_request("web", Outcome::Allowed, &format!("id{i}"));
+        }
+        let text = m.encode();
+        assert!(text.contains(
+            "mutual_http_requests_total{listener=\"web\",result=\"denied\",identity=\"spiffe://x/a\"} 2"
+        ));
+        // One slot went to spiffe://x/a, so six of the new identities overflow.
+        assert!(text.contains(
+            "mutual_http_requests_total{listener=\"web\",result=\"allowed\",identity=\"other\"} 6"
+        ));
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct ServeConfig {
     /// How long dialling the backend may take.
     pub connect_timeout: Duration,
     pub limits: Limits,
+    /// `tcp` (byte pipe) or `http` (HTTP/1.1 + HTTP/2, per-request policy): see http.rs.
+    pub mode: crate::http::Mode,
+    /// HTTP mode only: identity headers for the backend.
+    pub http: crate::http::HttpOptions,
 }
 
 /// The material a handshake uses; replaced as a whole on reload.
@@ -57,6 +61,8 @@ pub struct Serve {
     shared: Shared,
     /// Established connections, re-checked on every reload (live re-authorization).
     conns: Arc<crate::live::Registry>,
+    /// HTTP mode: the backend connection pool.
+    forwarder: Option<crate::http::forward::Forwarder>,
 }
 
 /// Loads the policy: flags plus the file, if any.
@@ -77,7 +83,17 @@ fn build(cfg: &ServeConfig) -> Result<Material, ProxyError> {
     if policy.is_empty() {
         return Err(ProxyError::NoPolicy);
     }
-    let server = mutual_tls::build_server_config_with(&cfg.tls, &cfg.tls_options)?;
+    if cfg.mode == crate::http::Mode::Tcp && policy.has_http_rules() {
+        // Such a rule would grant the whole connection in TCP mode: refuse rather than widen it.
+        return Err(ProxyError::HttpRulesInTcpMode);
+    }
+    let server = if cfg.mode == crate::http::Mode::Http {
+        let mut tls = cfg.tls.clone();
+        tls.alpn = crate::http::alpn();
+        mutual_tls::build_server_config_with(&tls, &cfg.tls_options)?
+    } else {
+        mutual_tls::build_server_config_with(&cfg.tls, &cfg.tls_options)?
+    };
     Ok(Material {
         server,
         policy: Arc::new(policy),
@@ -119,12 +135,15 @@ impl Serve {
                 c
             }
         };
+        let forwarder = (cfg.mode == crate::http::Mode::Http)
+            .then(|| crate::http::forward::Forwarder::new(&cfg.backend, cfg.connect_timeout));
         Ok(Arc::new(Serve {
             cfg,
             current: ArcSwap::new(m),
             lm,
             shared: shared.clone(),
             conns,
+            forwarder,
         }))
     }
 
@@ -142,6 +161,23 @@ impl Serve {
         &self.cfg
     }
 
+    /// The policy in force now (HTTP mode asks per request).
+    pub(crate) fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.current.load().policy)
+    }
+
+    pub(crate) fn listener_metrics(&self) -> &ListenerMetrics {
+        &self.lm
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub(crate) fn forwarder(&self) -> Option<&crate::http::forward::Forwarder> {
+        self.forwarder.as_ref()
+    }
+
     /// Accepts on `listener` until `shutdown`, then drains. Returns connections left open.
     pub async fn run(self: Arc<Self>, listener: TcpListener, shutdown: Shutdown) -> usize {
         if let Ok(a) = listener.local_addr() {
@@ -153,17 +189,24 @@ impl Serve {
             );
         }
         let me = Arc::clone(&self);
+        let sd = shutdown.clone();
         crate::accept::run(
             listener,
             &self.cfg.limits,
             &self.lm,
             shutdown,
-            move |tcp, peer, g| Arc::clone(&me).handle(tcp, peer, g),
+            move |tcp, peer, g| Arc::clone(&me).handle(tcp, peer, g, sd.clone()),
         )
         .await
     }
 
-    async fn handle(self: Arc<Self>, tcp: TcpStream, peer: SocketAddr, _guard: ConnGuard) {
+    async fn handle(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        _guard: ConnGuard,
+        shutdown: Shutdown,
+    ) {
         let mut conn = Conn {
             serve: &self,
             peer,
@@ -260,6 +303,30 @@ impl Serve {
             .allowed
             .then(|| self.conns.register(id.clone(), chain, &mat));
         drop(mat);
+        if self.cfg.mode == crate::http::Mode::Http {
+            // Each request is authorized (methods, paths) and audited by the HTTP layer.
+            let chain = state
+                .peer_certificates()
+                .unwrap_or_default()
+                .iter()
+                .map(|c| c.as_ref().to_vec())
+                .collect();
+            let serve = Arc::clone(&self);
+            return crate::http::serve_connection(
+                serve,
+                tls,
+                crate::http::Verified {
+                    chain,
+                    peer,
+                    id,
+                    info,
+                    known: decision.allowed,
+                },
+                shutdown,
+                registration.as_ref().map(|r| r.ended.clone()),
+            )
+            .await;
+        }
         if !decision.allowed {
             // Close politely (close_notify) but quickly; a stalled peer must not hold the task.
             let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
@@ -387,6 +454,7 @@ impl Conn<'_> {
             bytes_in,
             bytes_out,
             duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            http: None,
         });
     }
 }

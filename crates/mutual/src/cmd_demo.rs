@@ -295,6 +295,8 @@ async fn demo(dir: &Path, kept: bool) -> anyhow::Result<bool> {
             idle_timeout: timeouts.1,
             connect_timeout: timeouts.2,
             limits: Limits::default(),
+            mode: Default::default(),
+            http: Default::default(),
         },
         &shared,
     )?;

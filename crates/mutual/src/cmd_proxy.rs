@@ -25,6 +25,11 @@ Example:
     --cert server.pem --key server.key --ca root.pem \\
     --allow-spiffe 'spiffe://example.org/ns/prod/*' --audit-log - --metrics 127.0.0.1:9090
 
+With --http, requests are authorized one by one (policy rules may have methods/paths) and the
+backend gets the client's identity in X-Forwarded-Client-Cert or Client-Cert (docs/http.md):
+  mutual serve --http --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\
+    --cert server.pem --key server.key --ca root.pem --policy policy.toml
+
 See docs/proxy.md for the audit log fields and the metrics.";
 
 const CONNECT_HELP: &str = "\
@@ -150,6 +155,23 @@ pub struct ServeArgs {
     /// reloaded when it changes.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+
+    /// HTTP mode: terminate HTTP/1.1 and HTTP/2 (ALPN h2, http/1.1), authorize each request
+    /// (rules may then have `methods`/`paths`), forward over pooled keep-alive connections with
+    /// the client's identity in headers; denied requests get 403. See docs/http.md.
+    #[arg(long)]
+    pub http: bool,
+
+    /// HTTP mode: identity headers for the backend: xfcc (X-Forwarded-Client-Cert, Envoy's
+    /// format), rfc9440 (Client-Cert, Client-Cert-Chain), both, or none. Copies a client sent
+    /// are always removed.
+    #[arg(long, value_name = "FORMAT", default_value = "xfcc", value_parser = ["xfcc", "rfc9440", "both", "none"], requires = "http")]
+    pub forward_client_cert: String,
+
+    /// HTTP mode: also put the client's certificate (`cert`) and/or the chain it sent
+    /// (`chain`) into X-Forwarded-Client-Cert as URL-encoded PEM; comma-separated.
+    #[arg(long, value_name = "cert,chain", default_value = "", requires = "http")]
+    pub forward_client_cert_details: String,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -364,6 +386,21 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         idle_timeout: common.idle_timeout,
         connect_timeout: common.connect_timeout,
         limits: limits(&common)?,
+        mode: if args.http {
+            mutual_proxy::http::Mode::Http
+        } else {
+            mutual_proxy::http::Mode::Tcp
+        },
+        http: mutual_proxy::http::HttpOptions {
+            forward_client_cert: args
+                .forward_client_cert
+                .parse()
+                .map_err(anyhow::Error::msg)?,
+            details: args
+                .forward_client_cert_details
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--forward-client-cert-details: {e}"))?,
+        },
     };
     Ok(cfg)
 }

@@ -1,0 +1,660 @@
+//! HTTP mode of `mutual serve` (`--http`): after the handshake, identity and re-check of
+//! serve.rs, the connection speaks HTTP/1.1 or HTTP/2 (ALPN `h2`, `http/1.1`) instead of being a
+//! byte pipe, so that each request can be authorized on method and path, answered with a
+//! readable 403, counted and audited, and forwarded with the verified identity in headers the
+//! backend can trust (any client-sent copy of them is removed first). docs/http.md is the user
+//! view.
+
+pub mod forward;
+pub mod headers;
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use mutual_policy::Identity;
+use mutual_tls::Reason;
+use prometheus_client::metrics::counter::Counter;
+use time::OffsetDateTime;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::audit::{rfc3339_ms, AuditIdentity, AuditRecord, HttpFields, Outcome, TlsInfo};
+use crate::serve::Serve;
+use crate::shutdown::Shutdown;
+
+pub use headers::{ForwardClientCert, XfccDetails};
+
+/// How a serve listener treats a connection once the client is verified.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Copy bytes both ways (any protocol).
+    #[default]
+    Tcp,
+    /// Terminate HTTP/1.1 and HTTP/2, authorize and forward each request.
+    Http,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp" => Ok(Mode::Tcp),
+            "http" => Ok(Mode::Http),
+            _ => Err(format!("unknown mode {s:?}: expected tcp or http")),
+        }
+    }
+}
+
+/// HTTP-mode settings of a serve listener.
+#[derive(Clone, Debug, Default)]
+pub struct HttpOptions {
+    /// Which identity headers the backend receives (`--forward-client-cert`).
+    pub forward_client_cert: ForwardClientCert,
+    /// Optional `Cert=`/`Chain=` XFCC elements (`--forward-client-cert-details`).
+    pub details: XfccDetails,
+}
+
+/// ALPN protocols offered in HTTP mode, preferred first (TCP mode offers none).
+pub fn alpn() -> Vec<Vec<u8>> {
+    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+}
+
+/// Response bodies sent to the client.
+type RespBody = BoxBody<Bytes, hyper::Error>;
+
+/// What every request of one connection shares.
+struct ConnCtx {
+    serve: Arc<Serve>,
+    peer: SocketAddr,
+    id: Identity,
+    principal: String,
+    tls: TlsInfo,
+    /// Identity headers for the backend; `Err` (with why) when the certificate's names cannot
+    /// be written as header values: then nothing is forwarded (fail closed).
+    headers: Result<headers::IdentityHeaders, String>,
+    peer_ip: HeaderValue,
+}
+
+/// What serve.rs learned about a connection before handing it to HTTP mode.
+pub(crate) struct Verified {
+    /// The certificates the client presented, its own first (DER).
+    pub chain: Vec<Vec<u8>>,
+    pub peer: SocketAddr,
+    pub id: Identity,
+    pub info: TlsInfo,
+    /// Whether any rule names this identity (see `serve_connection`).
+    pub known: bool,
+}
+
+/// Serves HTTP on a verified, re-checked connection until the client closes it, it is idle for
+/// `--idle-timeout`, or shutdown (then in-flight requests finish; HTTP/2 gets a GOAWAY).
+/// `known` says whether any rule names this identity at all: counted once as the connection's
+/// handshake outcome; each request is then authorized on its own.
+pub(crate) async fn serve_connection<S>(
+    serve: Arc<Serve>,
+    tls: S,
+    verified: Verified,
+    mut shutdown: Shutdown,
+    mut ended: Option<crate::live::Ended>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Verified {
+        chain,
+        peer,
+        id,
+        info,
+        known,
+    } = verified;
+    let principal = id.principal();
+    let lm = serve.listener_metrics().clone();
+    let name = serve.config().name.clone();
+    if known {
+        lm.outcome(Outcome::Allowed, Reason::Ok);
+        tracing::debug!(listener = %name, %peer, identity = %principal, "HTTP connection");
+    } else {
+        // Still served: every request gets a 403 that says why, which helps more than a reset.
+        lm.outcome(Outcome::Denied, Reason::PolicyDenied);
+        tracing::info!(listener = %name, %peer, identity = %principal, result = "denied",
+            reason = "policy_denied", "no rule names this identity; its HTTP requests get 403");
+    }
+    let opts = serve.config().http.clone();
+    let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
+    let hdrs = match refs.first() {
+        None => Err("no client certificate".to_string()),
+        Some(leaf) => mutual_policy::cert_names(leaf)
+            .map_err(|e| e.to_string())
+            .and_then(|names| {
+                headers::IdentityHeaders::build(
+                    opts.forward_client_cert,
+                    opts.details,
+                    &id,
+                    &names,
+                    &refs,
+                )
+                .map_err(|_| {
+                    "a name in the client certificate cannot be written as an HTTP header value"
+                        .to_string()
+                })
+            }),
+    };
+    // An IP address always forms a valid header value; the fallback is never used.
+    let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let ctx = Arc::new(ConnCtx {
+        serve: Arc::clone(&serve),
+        peer,
+        id,
+        principal,
+        tls: info,
+        headers: hdrs,
+        peer_ip,
+    });
+    let activity = Arc::new(LastActivity::new());
+    let io = CountingIo {
+        inner: tls,
+        bytes_in: lm.bytes_in.clone(),
+        bytes_out: lm.bytes_out.clone(),
+        activity: Arc::clone(&activity),
+    };
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let ctx = Arc::clone(&ctx);
+        async move { Ok::<_, Infallible>(handle(ctx, req).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let idle = serve.config().idle_timeout;
+    let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When we asked the connection to close: it gets one more idle period to finish.
+    let mut closing: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(listener = %name, %peer, "HTTP connection ended: {e}");
+                }
+                break;
+            }
+            _ = shutdown.wait(), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Instant::now());
+            }
+            // Live re-authorization: a reload (policy, CRL, config) no longer allows this peer.
+            // Counted by the registry; the connection ends now, in-flight requests with it.
+            t = async {
+                match ended.as_mut() {
+                    Some(e) => e.wait().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let crate::live::Termination::Unauthorized { reason, detail } = &t {
+                    tracing::info!(listener = %name, %peer, result = "denied",
+                        reason = reason.label(), "closing an HTTP connection: {detail}");
+                }
+                break;
+            }
+            _ = tick.tick() => {
+                match closing {
+                    Some(t) if t.elapsed() >= idle && activity.idle_for() >= idle => {
+                        tracing::debug!(listener = %name, %peer, "closing a stalled HTTP connection");
+                        break;
+                    }
+                    None if activity.idle_for() >= idle => {
+                        tracing::debug!(listener = %name, %peer, "idle timeout");
+                        conn.as_mut().graceful_shutdown();
+                        closing = Some(Instant::now());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// One request's bookkeeping: its audit line is written when the response is complete (or
+/// abandoned), so bytes and duration cover the whole exchange.
+struct Pending {
+    ctx: Arc<ConnCtx>,
+    ts: OffsetDateTime,
+    start: Instant,
+    method: String,
+    path: String,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: u64,
+    outcome: Outcome,
+    reason: Reason,
+    status: u16,
+    written: bool,
+}
+
+impl Drop for Pending {
+    /// The audit line of a request whose response was sent, streamed or abandoned. A request
+    /// dropped before any response (the client went away while the backend was busy) is
+    /// `failed`/`other` with status 0.
+    fn drop(&mut self) {
+        if !self.written {
+            if self.status == 0 {
+                self.outcome = Outcome::Failed;
+                self.reason = Reason::Other;
+            }
+            self.write_audit();
+        }
+    }
+}
+
+impl Pending {
+    fn write_audit(&mut self) {
+        self.written = true;
+        let serve = &self.ctx.serve;
+        serve.shared().audit.log(&AuditRecord {
+            ts: rfc3339_ms(self.ts),
+            listener: serve.config().name.clone(),
+            peer_addr: self.ctx.peer.to_string(),
+            result: self.outcome,
+            reason: self.reason.label(),
+            identity: Some(AuditIdentity::from(&self.ctx.id)),
+            tls: Some(self.ctx.tls.clone()),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out,
+            duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            http: Some(HttpFields {
+                method: self.method.clone(),
+                path: self.path.clone(),
+                status: self.status,
+            }),
+        });
+    }
+
+    /// Answers the request itself with an RFC 9457 problem document; counted and audited.
+    fn problem(
+        mut self,
+        status: StatusCode,
+        outcome: Outcome,
+        reason: Reason,
+    ) -> Response<RespBody> {
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason().unwrap_or(""),
+            "status": status.as_u16(),
+            "reason": reason.label(),
+            "detail": reason.explanation(),
+            "identity": self.ctx.principal,
+            "method": self.method,
+            "path": self.path,
+        });
+        let mut text = body.to_string();
+        text.push('\n');
+        self.outcome = outcome;
+        self.reason = reason;
+        self.status = status.as_u16();
+        self.bytes_out = text.len() as u64;
+        let serve = &self.ctx.serve;
+        serve
+            .listener_metrics()
+            .http_request(outcome, &self.ctx.principal);
+        tracing::info!(
+            listener = %serve.config().name,
+            peer = %self.ctx.peer,
+            identity = %self.ctx.principal,
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            result = outcome.label(),
+            reason = reason.label(),
+            "{}",
+            reason.explanation()
+        );
+        self.write_audit();
+        let mut r = Response::new(
+            Full::new(Bytes::from(text))
+                .map_err(|never| match never {})
+                .boxed(),
+        );
+        *r.status_mut() = status;
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        r
+    }
+}
+
+async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody> {
+    let (mut parts, body) = req.into_parts();
+    let pending = Pending {
+        ctx: Arc::clone(&ctx),
+        ts: OffsetDateTime::now_utc(),
+        start: Instant::now(),
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        bytes_in: Arc::new(AtomicU64::new(0)),
+        bytes_out: 0,
+        outcome: Outcome::Allowed,
+        reason: Reason::Ok,
+        status: 0,
+        written: false,
+    };
+    // First, before anything can look at them: what the client claims is never forwarded.
+    headers::strip_identity_headers(&mut parts.headers);
+    // The policy in force now (a reload applies to the next request of an open connection).
+    let policy = ctx.serve.policy();
+    let facts = mutual_policy::Request {
+        method: &pending.method,
+        path: &pending.path,
+    };
+    if !policy.authorize(&ctx.id, Some(&facts)).allowed {
+        return pending.problem(StatusCode::FORBIDDEN, Outcome::Denied, Reason::PolicyDenied);
+    }
+    if parts.method == Method::CONNECT {
+        // Tunnels would bypass per-request policy; HTTP mode does not open them.
+        return pending.problem(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Outcome::Failed,
+            Reason::Malformed,
+        );
+    }
+    let ids = match &ctx.headers {
+        Ok(h) => h,
+        Err(why) => {
+            tracing::warn!(listener = %ctx.serve.config().name, peer = %ctx.peer, "{why}");
+            return pending.problem(StatusCode::BAD_REQUEST, Outcome::Failed, Reason::Malformed);
+        }
+    };
+    let forwarder = ctx.serve.forwarder();
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let (Some(forwarder), Some(uri)) = (forwarder, forwarder.and_then(|f| f.uri(&pq))) else {
+        return pending.problem(StatusCode::BAD_REQUEST, Outcome::Failed, Reason::Malformed);
+    };
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(HOST) {
+        // HTTP/2 carries the host in :authority; an HTTP/1.1 backend expects Host.
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, v);
+        }
+    }
+    append_forwarded_for(&mut parts.headers, &ctx.peer_ip);
+    parts.headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("https"),
+    );
+    ids.apply(&mut parts.headers);
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let body = Counted {
+        inner: body,
+        n: Arc::clone(&pending.bytes_in),
+    }
+    .boxed();
+    match forwarder
+        .client()
+        .request(Request::from_parts(parts, body))
+        .await
+    {
+        Ok(resp) => {
+            let (mut rp, rb) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut rp.headers);
+            let mut pending = pending;
+            pending.status = rp.status.as_u16();
+            ctx.serve
+                .listener_metrics()
+                .http_request(Outcome::Allowed, &ctx.principal);
+            tracing::debug!(listener = %ctx.serve.config().name, peer = %ctx.peer,
+                identity = %ctx.principal, method = %pending.method, path = %pending.path,
+                status = pending.status, "forwarded");
+            Response::from_parts(rp, Audited { inner: rb, pending }.boxed())
+        }
+        Err(e) => {
+            tracing::warn!(listener = %ctx.serve.config().name, peer = %ctx.peer,
+                backend = %ctx.serve.config().backend, "backend request failed: {}", error_chain(&e));
+            pending.problem(
+                StatusCode::BAD_GATEWAY,
+                Outcome::Failed,
+                Reason::BackendUnavailable,
+            )
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// `X-Forwarded-For`: the values the client sent (if any), then the client's address.
+fn append_forwarded_for(h: &mut hyper::HeaderMap, ip: &HeaderValue) {
+    let name = HeaderName::from_static("x-forwarded-for");
+    let prior: Vec<String> = h
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_string)
+        .collect();
+    let value = if prior.is_empty() {
+        ip.clone()
+    } else {
+        let joined = format!("{}, {}", prior.join(", "), ip.to_str().unwrap_or_default());
+        HeaderValue::from_str(&joined).unwrap_or_else(|_| ip.clone())
+    };
+    h.insert(name, value);
+}
+
+/// A request body that counts its data bytes (for the audit line).
+struct Counted<B> {
+    inner: B,
+    n: Arc<AtomicU64>,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.n.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The backend's response body on its way to the client; counts its bytes. Dropping it (sent in
+/// full, or abandoned by the client) drops its `Pending`, which writes the audit line.
+struct Audited<B> {
+    inner: B,
+    pending: Pending,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Audited<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.pending.bytes_out += d.len() as u64;
+            }
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Milliseconds since a base instant of the last read or write, shared with the idle check.
+struct LastActivity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl LastActivity {
+    fn new() -> Self {
+        LastActivity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        last.elapsed()
+    }
+}
+
+/// The client side of an HTTP-mode connection: counts plaintext bytes into
+/// `mutual_bytes_total` (in = read from the client, out = written to it) and marks activity
+/// for the idle timeout.
+struct CountingIo<S> {
+    inner: S,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    activity: Arc<LastActivity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for CountingIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.bytes_in.inc_by(n as u64);
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountingIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            if *n > 0 {
+                self.bytes_out.inc_by(*n as u64);
+                self.activity.touch();
+            }
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &r {
+            if *n > 0 {
+                self.bytes_out.inc_by(*n as u64);
+                self.activity.touch();
+            }
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends_to_what_the_client_sent() {
+        let ip = HeaderValue::from_static("127.0.0.1");
+        let mut h = hyper::HeaderMap::new();
+        append_forwarded_for(&mut h, &ip);
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        let mut h = hyper::HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.0.0.2, 10.0.0.3"),
+        );
+        append_forwarded_for(&mut h, &ip);
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
+        );
+    }
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!("http".parse(), Ok(Mode::Http));
+        assert_eq!("tcp".parse(), Ok(Mode::Tcp));
+        assert!("https".parse::<Mode>().is_err());
+    }
+}
