@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::accept::{ConnGuard, Limits};
 use crate::audit::{rfc3339_ms, AuditIdentity, AuditRecord, Outcome, TlsInfo};
 use crate::backend::Backend;
-use crate::io::{pump, Activity, CopyEnd, Metered};
+use crate::io::{Activity, CopyEnd, Metered};
 use crate::metrics::ListenerMetrics;
 use crate::reload::Reload;
 use crate::shutdown::Shutdown;
@@ -33,6 +33,8 @@ pub struct ConnectConfig {
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub limits: Limits,
+    /// Close a connection after this long, however busy (H6c; None: no limit).
+    pub max_connection_lifetime: Option<Duration>,
 }
 
 /// The host part of `host:port` / `[v6]:port`, for the default server name.
@@ -201,7 +203,21 @@ impl Connect {
         let mut lc = Metered::new(&mut local, self.lm.bytes_in.clone(), Arc::clone(&act));
         let mut rc = Metered::new(tls, self.lm.bytes_out.clone(), Arc::clone(&act)).lenient_eof();
         let (tin, tout, rerr) = (lc.total(), rc.total(), rc.read_error());
-        let copy_end = pump(&mut lc, &mut rc, &act, self.cfg.idle_timeout).await;
+        let copy_end = match crate::lifetime::pump_limited(
+            &mut lc,
+            &mut rc,
+            &act,
+            self.cfg.idle_timeout,
+            self.cfg.max_connection_lifetime,
+        )
+        .await
+        {
+            crate::lifetime::Ended::Pump(end) => end,
+            crate::lifetime::Ended::Lifetime => {
+                tracing::info!(listener = %self.cfg.name, %peer, "max connection lifetime reached: closed");
+                CopyEnd::Closed
+            }
+        };
         let bytes = (
             tin.load(std::sync::atomic::Ordering::Relaxed),
             tout.load(std::sync::atomic::Ordering::Relaxed),

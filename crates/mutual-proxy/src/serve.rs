@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::accept::{ConnGuard, Limits};
 use crate::audit::{rfc3339_ms, AuditIdentity, AuditRecord, Outcome, TlsInfo};
 use crate::backend::Backend;
-use crate::io::{pump, Activity, CopyEnd, Metered};
+use crate::io::{Activity, CopyEnd, Metered};
 use crate::metrics::ListenerMetrics;
 use crate::reload::Reload;
 use crate::shutdown::Shutdown;
@@ -41,6 +41,10 @@ pub struct ServeConfig {
     /// How long dialling the backend may take.
     pub connect_timeout: Duration,
     pub limits: Limits,
+    /// Send a PROXY protocol header to the backend before any client byte (H6c).
+    pub proxy_protocol: Option<crate::proxy_protocol::ProxyProtocol>,
+    /// Close an allowed connection after this long, however busy (H6c; None: no limit).
+    pub max_connection_lifetime: Option<Duration>,
 }
 
 /// The material a handshake uses; replaced as a whole on reload.
@@ -135,6 +139,7 @@ impl Serve {
             ts: OffsetDateTime::now_utc(),
             start: Instant::now(),
         };
+        let local = tcp.local_addr().ok();
         let mat = self.current.load_full();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&mat.server.config));
         let mut tls =
@@ -228,8 +233,29 @@ impl Serve {
                 0,
             );
         }
+        let proxy_header = self
+            .cfg
+            .proxy_protocol
+            .and_then(|_| proxy_v2_header(peer, local, &id, state));
         let backend = match self.cfg.backend.dial(self.cfg.connect_timeout).await {
-            Ok(b) => b,
+            Ok(mut b) => match send_proxy_header(&mut b, proxy_header, self.cfg.connect_timeout)
+                .await
+            {
+                Ok(()) => b,
+                Err(e) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+                    let detail = format!("{}: PROXY header: {e}", self.cfg.backend);
+                    return conn.end(
+                        Outcome::Failed,
+                        Reason::BackendUnavailable,
+                        Some(&id),
+                        Some(info),
+                        &detail,
+                        0,
+                        0,
+                    );
+                }
+            },
             Err(e) => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
                 let detail = format!("{}: {e}", self.cfg.backend);
@@ -251,7 +277,21 @@ impl Serve {
             Metered::new(tls, self.lm.bytes_in.clone(), Arc::clone(&act)).lenient_eof();
         let mut back = Metered::new(backend, self.lm.bytes_out.clone(), Arc::clone(&act));
         let (tin, tout) = (client.total(), back.total());
-        let end = pump(&mut client, &mut back, &act, self.cfg.idle_timeout).await;
+        let end = match crate::lifetime::pump_limited(
+            &mut client,
+            &mut back,
+            &act,
+            self.cfg.idle_timeout,
+            self.cfg.max_connection_lifetime,
+        )
+        .await
+        {
+            crate::lifetime::Ended::Pump(end) => end,
+            crate::lifetime::Ended::Lifetime => {
+                tracing::info!(listener = %self.cfg.name, %peer, "max connection lifetime reached: closed");
+                CopyEnd::Closed
+            }
+        };
         match &end {
             CopyEnd::Closed => {}
             CopyEnd::Idle => tracing::debug!(listener = %self.cfg.name, %peer, "idle timeout"),
@@ -269,6 +309,50 @@ impl Serve {
             bytes_in,
             bytes_out,
         );
+    }
+}
+
+/// The PROXY v2 header for an allowed connection (None when the local address is unknown).
+fn proxy_v2_header(
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    id: &Identity,
+    state: &rustls::ServerConnection,
+) -> Option<Vec<u8>> {
+    use crate::proxy_protocol::{iana_cipher, Header, SslInfo};
+    let info = TlsInfo::from_state(state);
+    let leaf = state.peer_certificates().and_then(|c| c.first())?;
+    let (sig_alg, key_alg) = mutual_tls::peer::cert_algorithms(leaf.as_ref());
+    Some(
+        Header {
+            source: peer,
+            destination: local?,
+            ssl: SslInfo {
+                version: info.version,
+                cn: id.cn.clone().unwrap_or_default(),
+                cipher: iana_cipher(&info.cipher),
+                sig_alg,
+                key_alg,
+            },
+            spiffe: id.spiffe.clone(),
+        }
+        .encode(),
+    )
+}
+
+/// Writes the PROXY header (if any) before the first proxied byte.
+async fn send_proxy_header<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    header: Option<Vec<u8>>,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let Some(h) = header else { return Ok(()) };
+    match tokio::time::timeout(timeout, w.write_all(&h)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "timed out writing the header",
+        )),
     }
 }
 

@@ -295,6 +295,8 @@ async fn demo(dir: &Path, kept: bool) -> anyhow::Result<bool> {
             idle_timeout: timeouts.1,
             connect_timeout: timeouts.2,
             limits: Limits::default(),
+            proxy_protocol: None,
+            max_connection_lifetime: None,
         },
         &shared,
     )?;
@@ -314,6 +316,7 @@ async fn demo(dir: &Path, kept: bool) -> anyhow::Result<bool> {
             idle_timeout: timeouts.1,
             connect_timeout: timeouts.2,
             limits: Limits::default(),
+            max_connection_lifetime: None,
         },
         &shared,
     )?;

@@ -78,6 +78,12 @@ pub struct CommonArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Close an allowed connection after this long, however busy it is (gracefully: close_notify;
+    /// audited with its bytes). Long-lived connections then pick up new certificates, CRLs and
+    /// policy. Default: no limit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_connection_lifetime: Option<Duration>,
+
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -150,6 +156,13 @@ pub struct ServeArgs {
     /// reloaded when it changes.
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+
+    /// Send a PROXY protocol header to the backend first: the client's address, TLS facts
+    /// (version, CN, cipher, algorithms) and the verified SPIFFE ID (TLV 0x05 and 0xE0), with a
+    /// CRC32C. Only `v2`. The backend must expect it (haproxy `accept-proxy`, nginx
+    /// `proxy_protocol`).
+    #[arg(long, value_name = "VERSION")]
+    pub proxy_protocol: Option<mutual_proxy::proxy_protocol::ProxyProtocol>,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -342,6 +355,8 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         idle_timeout: common.idle_timeout,
         connect_timeout: common.connect_timeout,
         limits: limits(&common)?,
+        proxy_protocol: args.proxy_protocol,
+        max_connection_lifetime: common.max_connection_lifetime,
     };
     let rt = runtime(common.threads)?;
     let shared = shared(&common)?;
@@ -389,6 +404,7 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         idle_timeout: common.idle_timeout,
         connect_timeout: common.connect_timeout,
         limits: limits(&common)?,
+        max_connection_lifetime: common.max_connection_lifetime,
     };
     let rt = runtime(common.threads)?;
     let shared = shared(&common)?;
