@@ -11,11 +11,13 @@
 pub mod accept;
 pub mod audit;
 pub mod backend;
+pub mod cdp;
 pub mod connect;
 pub mod io;
 pub mod lifetime;
 pub mod metrics;
 pub mod proxy_protocol;
+pub mod ready;
 pub mod reload;
 pub mod serve;
 pub mod shutdown;
@@ -65,6 +67,8 @@ pub enum ProxyError {
     NonLoopbackListen { addr: SocketAddr },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Cdp(#[from] cdp::CdpError),
 }
 
 /// What every listener of one process shares: one metrics registry, one audit log.

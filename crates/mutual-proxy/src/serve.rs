@@ -45,6 +45,8 @@ pub struct ServeConfig {
     pub proxy_protocol: Option<crate::proxy_protocol::ProxyProtocol>,
     /// Close an allowed connection after this long, however busy (H6c; None: no limit).
     pub max_connection_lifetime: Option<Duration>,
+    /// Fetch CRLs from the client certificates' distribution points (H6c; None: off).
+    pub crl_from_cdp: Option<crate::cdp::CdpSettings>,
 }
 
 /// The material a handshake uses; replaced as a whole on reload.
@@ -59,6 +61,8 @@ pub struct Serve {
     current: ArcSwap<Material>,
     lm: ListenerMetrics,
     shared: Shared,
+    /// The CRL fetcher when `crl_from_cdp` is on (started by `run`).
+    cdp: Option<Arc<crate::cdp::CdpFetcher>>,
 }
 
 /// Loads the policy: flags plus the file, if any.
@@ -88,18 +92,52 @@ fn build(cfg: &ServeConfig) -> Result<Material, ProxyError> {
 
 impl Serve {
     /// Loads and checks everything; an error here means "do not start" (exit 2).
-    pub fn new(cfg: ServeConfig, shared: &Shared) -> Result<Arc<Serve>, ProxyError> {
+    pub fn new(mut cfg: ServeConfig, shared: &Shared) -> Result<Arc<Serve>, ProxyError> {
+        let cdp = match &cfg.crl_from_cdp {
+            Some(settings) => {
+                let roots = mutual_tls::load::load_certs(&cfg.tls.ca)?;
+                let f = crate::cdp::CdpFetcher::new(
+                    settings.clone(),
+                    &cfg.name,
+                    Arc::clone(&shared.metrics),
+                    &roots,
+                )?;
+                f.load_cache();
+                let mut known = mutual_tls::load::load_certs(&cfg.tls.cert)?;
+                known.extend(roots);
+                f.seed(&known);
+                cfg.tls_options.cdp = Some(f.revocation());
+                Some(f)
+            }
+            None => None,
+        };
         let m = build(&cfg)?;
         shared
             .metrics
             .set_cert_expiry("server", m.server.cert_not_after);
         let lm = shared.metrics.listener(&cfg.name);
-        Ok(Arc::new(Serve {
+        let ready = &shared.metrics.ready;
+        ready.set(
+            &format!("listener {}", cfg.name),
+            Some("not accepting connections yet".into()),
+        );
+        ready.set_deadline(
+            &format!("certificate {}", cfg.name),
+            m.server.cert_not_after,
+            "the served certificate has expired",
+        );
+        let serve = Arc::new(Serve {
             cfg,
             current: ArcSwap::from_pointee(m),
             lm,
             shared: shared.clone(),
-        }))
+            cdp,
+        });
+        if let Some(f) = &serve.cdp {
+            let weak: std::sync::Weak<Serve> = Arc::downgrade(&serve);
+            f.set_reload_target(weak);
+        }
+        Ok(serve)
     }
 
     /// Serial (hex) of the certificate currently presented.
@@ -121,6 +159,13 @@ impl Serve {
                 "serving mTLS on {a}"
             );
         }
+        if let Some(f) = &self.cdp {
+            tokio::spawn(Arc::clone(f).run(shutdown.clone()));
+        }
+        self.shared
+            .metrics
+            .ready
+            .set(&format!("listener {}", self.cfg.name), None);
         let me = Arc::clone(&self);
         crate::accept::run(
             listener,
@@ -424,6 +469,11 @@ impl Reload for Serve {
         self.shared
             .metrics
             .set_cert_expiry("server", m.server.cert_not_after);
+        self.shared.metrics.ready.set_deadline(
+            &format!("certificate {}", self.cfg.name),
+            m.server.cert_not_after,
+            "the served certificate has expired",
+        );
         self.current.store(Arc::new(m));
         tracing::info!(listener = %self.cfg.name, serial = %serial, "new TLS configuration and policy in use");
         Ok(())

@@ -297,6 +297,7 @@ async fn demo(dir: &Path, kept: bool) -> anyhow::Result<bool> {
             limits: Limits::default(),
             proxy_protocol: None,
             max_connection_lifetime: None,
+            crl_from_cdp: None,
         },
         &shared,
     )?;

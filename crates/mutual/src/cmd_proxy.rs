@@ -53,7 +53,7 @@ pub struct CommonArgs {
     #[arg(long, value_name = "PATH|-")]
     pub audit_log: Option<String>,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz), plain HTTP.
+    /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz, /readyz), plain HTTP.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
 
@@ -163,6 +163,28 @@ pub struct ServeArgs {
     /// `proxy_protocol`).
     #[arg(long, value_name = "VERSION")]
     pub proxy_protocol: Option<mutual_proxy::proxy_protocol::ProxyProtocol>,
+
+    /// Fetch CRLs from the CRL distribution points (http/https) that certificates name: this
+    /// listener's own chain and CA bundle at start, client chains when first seen. Each CRL is
+    /// checked (issuer signature, thisUpdate/nextUpdate), cached in --crl-cache-dir, refreshed at
+    /// 2/3 of its validity and applied without a restart. See docs/proxy.md.
+    #[arg(long)]
+    pub crl_from_cdp: bool,
+
+    /// With --crl-from-cdp: what to do with a certificate whose CRL is not available (not yet
+    /// fetched, server down, past nextUpdate): deny (the handshake fails with
+    /// revocation_unknown) or allow.
+    #[arg(long, value_name = "deny|allow", default_value = "deny", value_parser = ["deny", "allow"], requires = "crl_from_cdp")]
+    pub revocation_unknown: String,
+
+    /// With --crl-from-cdp: where fetched CRLs are kept across restarts
+    /// [default: $MUTUAL_HOME/crl-cache or ~/.mutual/crl-cache].
+    #[arg(long, value_name = "DIR", requires = "crl_from_cdp")]
+    pub crl_cache_dir: Option<PathBuf>,
+
+    /// Testing aid: refresh CDP CRLs at least this often (and retry failures no later).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true)]
+    pub crl_refresh_max: Option<Duration>,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -318,6 +340,26 @@ async fn run_listener(
     Ok(())
 }
 
+/// `--crl-from-cdp` and its companions as fetcher settings.
+fn cdp_settings(args: &ServeArgs) -> anyhow::Result<Option<mutual_proxy::cdp::CdpSettings>> {
+    if !args.crl_from_cdp {
+        return Ok(None);
+    }
+    let dir = match &args.crl_cache_dir {
+        Some(d) => d.clone(),
+        None => {
+            let home = std::env::var_os("MUTUAL_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".mutual")))
+                .context("--crl-from-cdp: set --crl-cache-dir (neither MUTUAL_HOME nor HOME is set)")?;
+            home.join("crl-cache")
+        }
+    };
+    let mut s = mutual_proxy::cdp::CdpSettings::new(args.revocation_unknown == "deny", dir);
+    s.max_refresh = args.crl_refresh_max;
+    Ok(Some(s))
+}
+
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.common.log_format);
     let policy_flags = Policy::from_flags(
@@ -331,6 +373,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         return Err(mutual_proxy::ProxyError::NoPolicy.into());
     }
     let common = args.common.clone();
+    let cdp = cdp_settings(&args)?;
     let cfg = ServeConfig {
         name: common.name.clone().unwrap_or_else(|| "serve".into()),
         tls: mutual_tls::ServerSettings {
@@ -357,6 +400,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         limits: limits(&common)?,
         proxy_protocol: args.proxy_protocol,
         max_connection_lifetime: common.max_connection_lifetime,
+        crl_from_cdp: cdp,
     };
     let rt = runtime(common.threads)?;
     let shared = shared(&common)?;
