@@ -664,7 +664,9 @@ impl Ca {
         p.key_identifier_method = KeyIdMethod::Sha256;
         if !o.crl_urls.is_empty() {
             for u in &o.crl_urls {
-                if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains(char::is_whitespace) {
+                if !(u.starts_with("http://") || u.starts_with("https://"))
+                    || u.contains(char::is_whitespace)
+                {
                     return Err(PkiError::InvalidCrlUrl { url: u.clone() });
                 }
             }

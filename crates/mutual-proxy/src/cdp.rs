@@ -94,7 +94,9 @@ fn unix_now() -> i64 {
 }
 
 fn url_key(url: &str) -> String {
-    hex::encode(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, url.as_bytes()).as_ref()[..16])
+    hex::encode(
+        &aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, url.as_bytes()).as_ref()[..16],
+    )
 }
 
 /// First retry after 2 s, doubling, at most 5 minutes.
@@ -147,11 +149,10 @@ impl CdpFetcher {
         for r in roots {
             let _ = store.add(r.clone());
         }
-        let https = rustls::ClientConfig::builder_with_provider(Arc::new(
-            mutual_tls::provider(true),
-        ))
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(store).with_no_client_auth());
+        let https =
+            rustls::ClientConfig::builder_with_provider(Arc::new(mutual_tls::provider(true)))
+                .with_safe_default_protocol_versions()
+                .map(|b| b.with_root_certificates(store).with_no_client_auth());
         let https = match https {
             Ok(c) => Arc::new(c),
             // Our own provider always supports the default versions; keep going without https.
@@ -337,14 +338,12 @@ impl CdpFetcher {
             &self.https,
         )
         .await;
-        let checked = got
-            .map_err(|e| ("failure", e))
-            .and_then(|body| {
-                let der = crl_der(&body);
-                check_crl(&der, issuer.as_ref(), now)
-                    .map(|c| (der, c))
-                    .map_err(|e| ("invalid", e.to_string()))
-            });
+        let checked = got.map_err(|e| ("failure", e)).and_then(|body| {
+            let der = crl_der(&body);
+            check_crl(&der, issuer.as_ref(), now)
+                .map(|c| (der, c))
+                .map_err(|e| ("invalid", e.to_string()))
+        });
         let Ok(mut entries) = self.entries.lock() else {
             return false;
         };
@@ -388,7 +387,10 @@ impl CdpFetcher {
                     None if self.settings.deny_unknown => {
                         "no current CRL: its certificates are denied (revocation_unknown)".into()
                     }
-                    None => "no current CRL: its certificates are allowed (--revocation-unknown allow)".into(),
+                    None => {
+                        "no current CRL: its certificates are allowed (--revocation-unknown allow)"
+                            .into()
+                    }
                 };
                 tracing::warn!(
                     listener = %self.listener,
@@ -409,7 +411,10 @@ impl CdpFetcher {
         };
         let mut changed = false;
         for (url, v) in e.iter_mut() {
-            if v.current.as_ref().is_some_and(|(_, c)| c.next_update <= now) {
+            if v.current
+                .as_ref()
+                .is_some_and(|(_, c)| c.next_update <= now)
+            {
                 tracing::warn!(listener = %self.listener, %url, "CRL passed its nextUpdate without a replacement: revocation status unknown");
                 v.current = None;
                 changed = true;
@@ -472,8 +477,8 @@ impl CdpFetcher {
                 m
             })
             .unwrap_or_default();
-        let problem = (!missing.is_empty())
-            .then(|| format!("no current CRL from {}", missing.join(", ")));
+        let problem =
+            (!missing.is_empty()).then(|| format!("no current CRL from {}", missing.join(", ")));
         self.metrics.ready.set(&key, problem);
     }
 }
@@ -482,11 +487,7 @@ impl CdpFetcher {
 /// each by rename so a crash never leaves half a file.
 fn write_cache(dir: &Path, url: &str, der: &[u8], issuer: &[u8]) -> std::io::Result<()> {
     let key = url_key(url);
-    for (ext, data) in [
-        ("crl", der),
-        ("issuer", issuer),
-        ("url", url.as_bytes()),
-    ] {
+    for (ext, data) in [("crl", der), ("issuer", issuer), ("url", url.as_bytes())] {
         let path = dir.join(format!("{key}.{ext}"));
         let tmp = dir.join(format!(".{key}.{ext}.tmp"));
         std::fs::write(&tmp, data)?;
@@ -526,7 +527,10 @@ async fn fetch_inner(
         .map(|a| a.as_str().to_string())
         .unwrap_or_else(|| host.clone());
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let tcp = tokio::net::TcpStream::connect((bare.as_str(), port))
         .await
         .map_err(|e| format!("connect {authority}: {e}"))?;

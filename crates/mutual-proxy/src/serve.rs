@@ -283,24 +283,24 @@ impl Serve {
             .proxy_protocol
             .and_then(|_| proxy_v2_header(peer, local, &id, state));
         let backend = match self.cfg.backend.dial(self.cfg.connect_timeout).await {
-            Ok(mut b) => match send_proxy_header(&mut b, proxy_header, self.cfg.connect_timeout)
-                .await
-            {
-                Ok(()) => b,
-                Err(e) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
-                    let detail = format!("{}: PROXY header: {e}", self.cfg.backend);
-                    return conn.end(
-                        Outcome::Failed,
-                        Reason::BackendUnavailable,
-                        Some(&id),
-                        Some(info),
-                        &detail,
-                        0,
-                        0,
-                    );
+            Ok(mut b) => {
+                match send_proxy_header(&mut b, proxy_header, self.cfg.connect_timeout).await {
+                    Ok(()) => b,
+                    Err(e) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+                        let detail = format!("{}: PROXY header: {e}", self.cfg.backend);
+                        return conn.end(
+                            Outcome::Failed,
+                            Reason::BackendUnavailable,
+                            Some(&id),
+                            Some(info),
+                            &detail,
+                            0,
+                            0,
+                        );
+                    }
                 }
-            },
+            }
             Err(e) => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
                 let detail = format!("{}: {e}", self.cfg.backend);

@@ -80,12 +80,13 @@ impl CdpRevocation {
     pub fn publish(&self, crls: &[CurrentCrl]) -> Result<(), TlsError> {
         let mut snap = Snapshot::default();
         for c in crls {
-            let parsed = webpki::OwnedCertRevocationList::from_der(c.der.as_ref()).map_err(|e| {
-                TlsError::BadFile {
-                    path: c.url.clone().into(),
-                    detail: format!("the CRL does not parse: {e:?}"),
-                }
-            })?;
+            let parsed =
+                webpki::OwnedCertRevocationList::from_der(c.der.as_ref()).map_err(|e| {
+                    TlsError::BadFile {
+                        path: c.url.clone().into(),
+                        detail: format!("the CRL does not parse: {e:?}"),
+                    }
+                })?;
             snap.crls.push(CertRevocationList::from(parsed));
             snap.fresh.insert(c.url.clone(), c.next_update);
         }
@@ -208,8 +209,8 @@ pub fn crl_der(body: &[u8]) -> Vec<u8> {
 /// Checks a downloaded CRL (DER): issued and signed by `issuer`, thisUpdate not in the future,
 /// nextUpdate present and not past, at `now` (Unix seconds).
 pub fn check_crl(der: &[u8], issuer: &[u8], now: i64) -> Result<CheckedCrl, CrlCheckError> {
-    let (_, crl) = x509_parser::parse_x509_crl(der)
-        .map_err(|e| CrlCheckError::Parse(e.to_string()))?;
+    let (_, crl) =
+        x509_parser::parse_x509_crl(der).map_err(|e| CrlCheckError::Parse(e.to_string()))?;
     let (_, iss) =
         X509Certificate::from_der(issuer).map_err(|e| CrlCheckError::Parse(e.to_string()))?;
     if crl.issuer().as_raw() != iss.subject().as_raw() {
@@ -246,9 +247,13 @@ pub fn sightings_in(certs: &[CertificateDer<'static>]) -> Vec<Sighting> {
     let parsed: Vec<_> = certs
         .iter()
         .filter_map(|c| {
-            X509Certificate::from_der(c.as_ref())
-                .ok()
-                .map(|(_, x)| (c, x.issuer().as_raw().to_vec(), x.subject().as_raw().to_vec()))
+            X509Certificate::from_der(c.as_ref()).ok().map(|(_, x)| {
+                (
+                    c,
+                    x.issuer().as_raw().to_vec(),
+                    x.subject().as_raw().to_vec(),
+                )
+            })
         })
         .collect();
     let mut out = Vec::new();

@@ -73,4 +73,3 @@ pub fn cert_algorithms(leaf: &[u8]) -> (String, String) {
     };
     (sig, key)
 }
-

@@ -351,7 +351,9 @@ fn cdp_settings(args: &ServeArgs) -> anyhow::Result<Option<mutual_proxy::cdp::Cd
             let home = std::env::var_os("MUTUAL_HOME")
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".mutual")))
-                .context("--crl-from-cdp: set --crl-cache-dir (neither MUTUAL_HOME nor HOME is set)")?;
+                .context(
+                    "--crl-from-cdp: set --crl-cache-dir (neither MUTUAL_HOME nor HOME is set)",
+                )?;
             home.join("crl-cache")
         }
     };
