@@ -271,3 +271,159 @@ pub fn sightings_in(certs: &[CertificateDer<'static>]) -> Vec<Sighting> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, CrlDistributionPoint,
+        IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Ca {
+        params: CertificateParams,
+        key: KeyPair,
+        der: Vec<u8>,
+    }
+
+    fn ca(cn: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = p.self_signed(&key).unwrap();
+        p.key_identifier_method = KeyIdMethod::PreSpecified(p.key_identifier(&key));
+        Ca {
+            params: p,
+            key,
+            der: cert.der().to_vec(),
+        }
+    }
+
+    fn leaf(ca: &Ca, urls: &[&str]) -> Vec<u8> {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["leaf.test".to_string()]).unwrap();
+        if !urls.is_empty() {
+            p.crl_distribution_points = vec![CrlDistributionPoint {
+                uris: urls.iter().map(|u| u.to_string()).collect(),
+            }];
+        }
+        let issuer = Issuer::from_params(&ca.params, &ca.key);
+        p.signed_by(&key, &issuer).unwrap().der().to_vec()
+    }
+
+    fn crl(ca: &Ca, this: i64, next: i64) -> Vec<u8> {
+        let t = |s: i64| time::OffsetDateTime::from_unix_timestamp(s).unwrap();
+        let params = CertificateRevocationListParams {
+            this_update: t(this),
+            next_update: t(next),
+            crl_number: SerialNumber::from_slice(&[1]),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: ca.params.key_identifier_method.clone(),
+        };
+        let issuer = Issuer::from_params(&ca.params, &ca.key);
+        params.signed_by(&issuer).unwrap().der().to_vec()
+    }
+
+    fn now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    #[test]
+    fn distribution_points_are_read_http_only() {
+        let a = ca("A");
+        let l = leaf(
+            &a,
+            &["http://crl.test/a.crl", "ldap://x/y", "https://crl.test/b"],
+        );
+        assert_eq!(
+            distribution_points(&l),
+            vec!["http://crl.test/a.crl", "https://crl.test/b"]
+        );
+        assert!(distribution_points(&leaf(&a, &[])).is_empty());
+        let s = sightings_in(&[CertificateDer::from(l), CertificateDer::from(a.der.clone())]);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].issuer.as_ref(), a.der.as_slice());
+    }
+
+    #[test]
+    fn check_crl_accepts_only_the_issuers_current_crl() {
+        let (a, b) = (ca("A"), ca("B"));
+        let t = now();
+        let good = crl(&a, t - 60, t + 3600);
+        let c = check_crl(&good, &a.der, t).unwrap();
+        assert_eq!(c.next_update, t + 3600);
+        assert_eq!(c.revoked, 0);
+        assert!(matches!(
+            check_crl(&good, &b.der, t),
+            Err(CrlCheckError::WrongIssuer { .. })
+        ));
+        // Same name, other key: the signature must not verify.
+        let a2 = ca("A");
+        assert_eq!(
+            check_crl(&good, &a2.der, t),
+            Err(CrlCheckError::BadSignature)
+        );
+        assert!(matches!(
+            check_crl(&crl(&a, t - 7200, t - 60), &a.der, t),
+            Err(CrlCheckError::Expired { .. })
+        ));
+        assert!(matches!(
+            check_crl(&crl(&a, t + 3600, t + 7200), &a.der, t),
+            Err(CrlCheckError::NotYetValid(_))
+        ));
+        assert!(matches!(
+            check_crl(b"junk", &a.der, t),
+            Err(CrlCheckError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_points_are_reported_and_decide_by_policy() {
+        let a = ca("A");
+        let url = "http://crl.test/a.crl";
+        let path = vec![
+            CertificateDer::from(leaf(&a, &[url])),
+            CertificateDer::from(a.der.clone()),
+        ];
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s2 = Arc::clone(&seen);
+        let deny = CdpRevocation::new(
+            true,
+            Box::new(move |s| {
+                assert_eq!(s.urls, vec![url.to_string()]);
+                s2.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        let t = now();
+        assert_eq!(
+            deny.check_path(&path, t),
+            Err(webpki::Error::UnknownRevocationStatus)
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        let der = crl(&a, t - 60, t + 3600);
+        deny.publish(&[CurrentCrl {
+            url: url.into(),
+            der: CertificateRevocationListDer::from(der),
+            next_update: t + 3600,
+        }])
+        .unwrap();
+        assert!(deny.check_path(&path, t).is_ok());
+        // Past nextUpdate, it no longer counts.
+        assert!(deny.check_path(&path, t + 3600).is_err());
+        let allow = CdpRevocation::new(false, Box::new(|_| {}));
+        assert!(allow.check_path(&path, t).is_ok());
+        // A certificate without distribution points is not judged here.
+        let plain = vec![
+            CertificateDer::from(leaf(&a, &[])),
+            CertificateDer::from(a.der.clone()),
+        ];
+        assert!(CdpRevocation::new(true, Box::new(|_| {}))
+            .check_path(&plain, t)
+            .is_ok());
+    }
+}
