@@ -74,6 +74,20 @@ impl Connect {
         let m = mutual_tls::build_client_config(&cfg.tls, remote_host(&cfg.remote))?;
         shared.metrics.set_cert_expiry("client", m.cert_not_after);
         let lm = shared.metrics.listener(&cfg.name);
+        // /readyz (H6c): not ready until accepting; a client certificate past notAfter is not
+        // ready either (0 = no certificate presented).
+        let ready = &shared.metrics.ready;
+        ready.set(
+            &format!("listener {}", cfg.name),
+            Some("not accepting connections yet".into()),
+        );
+        if m.cert_not_after != 0 {
+            ready.set_deadline(
+                &format!("certificate {}", cfg.name),
+                m.cert_not_after,
+                "the client certificate has expired",
+            );
+        }
         Ok(Arc::new(Connect {
             cfg,
             remote,
@@ -96,6 +110,10 @@ impl Connect {
                 "accepting plaintext on {a}, originating mTLS"
             );
         }
+        self.shared
+            .metrics
+            .ready
+            .set(&format!("listener {}", self.cfg.name), None);
         let me = Arc::clone(&self);
         crate::accept::run(
             listener,
@@ -256,6 +274,13 @@ impl Reload for Connect {
         self.shared
             .metrics
             .set_cert_expiry("client", m.cert_not_after);
+        if m.cert_not_after != 0 {
+            self.shared.metrics.ready.set_deadline(
+                &format!("certificate {}", self.cfg.name),
+                m.cert_not_after,
+                "the client certificate has expired",
+            );
+        }
         let serial = m.cert_serial.clone();
         self.current.store(Arc::new(m));
         tracing::info!(listener = %self.cfg.name, serial = %serial, "new TLS client configuration in use");
