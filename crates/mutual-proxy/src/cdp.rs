@@ -59,6 +59,15 @@ impl CdpSettings {
     }
 }
 
+/// The default `--crl-cache-dir`: `$MUTUAL_HOME/crl-cache`, else `~/.mutual/crl-cache`
+/// (None when neither variable is set). Shared by the CLI and the config file.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("MUTUAL_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".mutual")))
+        .map(|d| d.join("crl-cache"))
+}
+
 /// Errors setting the fetcher up (the cache directory).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
