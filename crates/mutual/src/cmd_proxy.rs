@@ -347,15 +347,8 @@ fn cdp_settings(args: &ServeArgs) -> anyhow::Result<Option<mutual_proxy::cdp::Cd
     }
     let dir = match &args.crl_cache_dir {
         Some(d) => d.clone(),
-        None => {
-            let home = std::env::var_os("MUTUAL_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".mutual")))
-                .context(
-                    "--crl-from-cdp: set --crl-cache-dir (neither MUTUAL_HOME nor HOME is set)",
-                )?;
-            home.join("crl-cache")
-        }
+        None => mutual_proxy::cdp::default_cache_dir()
+            .context("--crl-from-cdp: set --crl-cache-dir (neither MUTUAL_HOME nor HOME is set)")?,
     };
     let mut s = mutual_proxy::cdp::CdpSettings::new(args.revocation_unknown == "deny", dir);
     s.max_refresh = args.crl_refresh_max;
