@@ -102,6 +102,9 @@ pub struct IssueOptions {
     pub key_type: KeyType,
     /// Who asked (recorded in the inventory): a user, a token id, a peer identity.
     pub requested_by: Option<String>,
+    /// CRL distribution point URLs (http:// or https://) to put in the certificate: where
+    /// relying parties (`mutual serve --crl-from-cdp`) fetch the intermediate's CRL.
+    pub crl_urls: Vec<String>,
 }
 
 impl Default for IssueOptions {
@@ -113,6 +116,7 @@ impl Default for IssueOptions {
             ttl: Duration::from_secs(86_400),
             key_type: KeyType::EcdsaP256,
             requested_by: None,
+            crl_urls: Vec::new(),
         }
     }
 }
@@ -658,6 +662,18 @@ impl Ca {
         };
         p.use_authority_key_identifier_extension = true;
         p.key_identifier_method = KeyIdMethod::Sha256;
+        if !o.crl_urls.is_empty() {
+            for u in &o.crl_urls {
+                if !(u.starts_with("http://") || u.starts_with("https://"))
+                    || u.contains(char::is_whitespace)
+                {
+                    return Err(PkiError::InvalidCrlUrl { url: u.clone() });
+                }
+            }
+            p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: o.crl_urls.clone(),
+            }];
+        }
         let serial = random_serial();
         p.serial_number = Some(SerialNumber::from_slice(&serial));
         Ok((p, serial))

@@ -94,6 +94,8 @@ pub enum PkiError {
         input: String,
         expected: &'static str,
     },
+    #[error("invalid CRL URL {url:?}: it must be an http:// or https:// URL")]
+    InvalidCrlUrl { url: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

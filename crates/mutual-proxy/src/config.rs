@@ -102,14 +102,10 @@ pub struct Pending {
     pub forward_client_cert: Option<String>,
     /// Extra XFCC elements, comma-joined (`cert`, `chain`).
     pub forward_client_cert_details: Option<String>,
-    /// `v1` | `v2`.
-    // lead: map to ServeConfig.proxy_protocol once merged (H6c)
+    /// `v2` (the only version written).
     pub proxy_protocol: Option<String>,
-    // lead: map to ServeConfig.max_connection_lifetime once merged (H6c)
     pub max_connection_lifetime: Option<Duration>,
-    // lead: map to ServeConfig CRL-from-CDP options once merged (H6c)
     pub crl_from_cdp: bool,
-    // lead: map to ServeConfig CRL-from-CDP options once merged (H6c)
     pub crl_cache_dir: Option<PathBuf>,
     // lead: map to the enrollment settings once merged (H5b)
     pub ca_url: Option<String>,
@@ -123,18 +119,6 @@ impl Pending {
     /// The keys set to something this build cannot honour yet (empty: none).
     pub fn unsupported(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if self.proxy_protocol.is_some() {
-            v.push("proxy_protocol");
-        }
-        if self.max_connection_lifetime.is_some() {
-            v.push("max_connection_lifetime");
-        }
-        if self.crl_from_cdp {
-            v.push("crl_from_cdp");
-        }
-        if self.crl_cache_dir.is_some() {
-            v.push("crl_cache_dir");
-        }
         if self.ca_url.is_some() || self.token_file.is_some() || self.root_sha256.is_some() {
             v.push("ca_url/token_file/root_sha256");
         }
@@ -851,8 +835,21 @@ fn listener(
                             .and_then(|s| s.parse().ok())
                             .unwrap_or_default(),
                     },
-                    // lead: proxy_protocol, max_connection_lifetime, CRL-from-CDP (H6c) come
-                    // from `pending`.
+                    proxy_protocol: pending
+                        .proxy_protocol
+                        .as_deref()
+                        .and_then(|p| p.parse().ok()),
+                    max_connection_lifetime: pending.max_connection_lifetime,
+                    crl_from_cdp: pending.crl_from_cdp.then(|| {
+                        crate::cdp::CdpSettings::new(
+                            !allow_unknown,
+                            pending
+                                .crl_cache_dir
+                                .clone()
+                                .or_else(crate::cdp::default_cache_dir)
+                                .unwrap_or_else(|| base.join("crl-cache")),
+                        )
+                    }),
                 })))
             }
             _ => None,
@@ -909,6 +906,7 @@ fn listener(
                     idle_timeout,
                     connect_timeout,
                     limits,
+                    max_connection_lifetime: pending.max_connection_lifetime,
                 })))
             }
             _ => None,
@@ -1043,7 +1041,7 @@ fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
                 }
             }
         }),
-        proxy_protocol: one_of(&raw.proxy_protocol, "proxy_protocol", &["v1", "v2"], sink),
+        proxy_protocol: one_of(&raw.proxy_protocol, "proxy_protocol", &["v2"], sink),
         max_connection_lifetime,
         crl_from_cdp: raw.crl_from_cdp.unwrap_or(false),
         crl_cache_dir: raw.crl_cache_dir.as_ref().map(|p| base.join(p.get_ref())),

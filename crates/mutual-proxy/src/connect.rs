@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::accept::{ConnGuard, Limits};
 use crate::audit::{rfc3339_ms, AuditIdentity, AuditRecord, Outcome, TlsInfo};
 use crate::backend::Backend;
-use crate::io::{pump, Activity, CopyEnd, Metered};
+use crate::io::{Activity, CopyEnd, Metered};
 use crate::metrics::ListenerMetrics;
 use crate::reload::Reload;
 use crate::shutdown::Shutdown;
@@ -33,6 +33,8 @@ pub struct ConnectConfig {
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub limits: Limits,
+    /// Close a connection after this long, however busy (H6c; None: no limit).
+    pub max_connection_lifetime: Option<Duration>,
 }
 
 /// The host part of `host:port` / `[v6]:port`, for the default server name.
@@ -72,6 +74,20 @@ impl Connect {
         let m = mutual_tls::build_client_config(&cfg.tls, remote_host(&cfg.remote))?;
         shared.metrics.set_cert_expiry("client", m.cert_not_after);
         let lm = shared.metrics.listener(&cfg.name);
+        // /readyz (H6c): not ready until accepting; a client certificate past notAfter is not
+        // ready either (0 = no certificate presented).
+        let ready = &shared.metrics.ready;
+        ready.set(
+            &format!("listener {}", cfg.name),
+            Some("not accepting connections yet".into()),
+        );
+        if m.cert_not_after != 0 {
+            ready.set_deadline(
+                &format!("certificate {}", cfg.name),
+                m.cert_not_after,
+                "the client certificate has expired",
+            );
+        }
         Ok(Arc::new(Connect {
             cfg,
             remote,
@@ -94,6 +110,10 @@ impl Connect {
                 "accepting plaintext on {a}, originating mTLS"
             );
         }
+        self.shared
+            .metrics
+            .ready
+            .set(&format!("listener {}", self.cfg.name), None);
         let me = Arc::clone(&self);
         crate::accept::run(
             listener,
@@ -202,7 +222,21 @@ impl Connect {
         let mut lc = Metered::new(&mut local, self.lm.bytes_in.clone(), Arc::clone(&act));
         let mut rc = Metered::new(tls, self.lm.bytes_out.clone(), Arc::clone(&act)).lenient_eof();
         let (tin, tout, rerr) = (lc.total(), rc.total(), rc.read_error());
-        let copy_end = pump(&mut lc, &mut rc, &act, self.cfg.idle_timeout).await;
+        let copy_end = match crate::lifetime::pump_limited(
+            &mut lc,
+            &mut rc,
+            &act,
+            self.cfg.idle_timeout,
+            self.cfg.max_connection_lifetime,
+        )
+        .await
+        {
+            crate::lifetime::Ended::Pump(end) => end,
+            crate::lifetime::Ended::Lifetime => {
+                tracing::info!(listener = %self.cfg.name, %peer, "max connection lifetime reached: closed");
+                CopyEnd::Closed
+            }
+        };
         let bytes = (
             tin.load(std::sync::atomic::Ordering::Relaxed),
             tout.load(std::sync::atomic::Ordering::Relaxed),
@@ -241,6 +275,13 @@ impl Reload for Connect {
         self.shared
             .metrics
             .set_cert_expiry("client", m.cert_not_after);
+        if m.cert_not_after != 0 {
+            self.shared.metrics.ready.set_deadline(
+                &format!("certificate {}", self.cfg.name),
+                m.cert_not_after,
+                "the client certificate has expired",
+            );
+        }
         let serial = m.cert_serial.clone();
         self.current.store(Arc::new(m));
         tracing::info!(listener = %self.cfg.name, serial = %serial, "new TLS client configuration in use");

@@ -12,11 +12,15 @@ pub mod accept;
 pub mod audit;
 pub mod backend;
 pub mod config;
+pub mod cdp;
 pub mod connect;
 pub mod http;
 pub mod io;
 pub mod live;
+pub mod lifetime;
 pub mod metrics;
+pub mod proxy_protocol;
+pub mod ready;
 pub mod reload;
 pub mod serve;
 pub mod shutdown;
@@ -81,6 +85,8 @@ pub enum ProxyError {
     },
     #[error("listener {listener:?}: {keys} not supported by this build of mutual")]
     Unsupported { listener: String, keys: String },
+    #[error(transparent)]
+    Cdp(#[from] cdp::CdpError),
 }
 
 /// What every listener of one process shares: one metrics registry, one audit log.

@@ -1,5 +1,5 @@
 //! Prometheus metrics with the exact names of DESIGN.md's observability contract, and the small
-//! plain-HTTP endpoint that serves them (`/metrics`, `/healthz`). One [`Metrics`] per process;
+//! plain-HTTP endpoint that serves them (`/metrics`, `/healthz`, `/readyz`). One [`Metrics`] per process;
 //! every listener gets a [`ListenerMetrics`] view labelled with its name.
 
 use std::collections::HashMap;
@@ -48,6 +48,11 @@ struct RoleLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabel {
+    issuer: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +108,10 @@ pub struct Metrics {
     http_requests: Family<HttpRequestLabels, Counter>,
     /// Identities that have their own `mutual_http_requests_total` series (bounded).
     http_identities: Mutex<std::collections::HashSet<(String, String)>>,
+    /// `/readyz` conditions (H6c).
+    pub ready: crate::ready::Readiness,
+    crl_fetches: Family<ResultLabel, Counter>,
+    crl_next_update: Family<IssuerLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -180,6 +189,18 @@ impl Metrics {
                 result: result.into(),
             });
         }
+        let crl_fetches = Family::<ResultLabel, Counter>::default();
+        let crl_next_update = Family::<IssuerLabel, Gauge>::default();
+        registry.register(
+            "mutual_crl_fetch",
+            "CRL downloads from distribution points (--crl-from-cdp), by result (success|failure|invalid)",
+            crl_fetches.clone(),
+        );
+        registry.register(
+            "mutual_crl_next_update_timestamp_seconds",
+            "nextUpdate (Unix seconds) of the current CRL from each issuer (--crl-from-cdp)",
+            crl_next_update.clone(),
+        );
         Metrics {
             registry,
             handshakes,
@@ -194,6 +215,9 @@ impl Metrics {
             authz_terminated,
             http_requests,
             http_identities: Mutex::new(std::collections::HashSet::new()),
+            ready: crate::ready::Readiness::default(),
+            crl_fetches,
+            crl_next_update,
         }
     }
 
@@ -255,6 +279,25 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
+    }
+
+    /// Counts a CRL download by result: `success`, `failure` (network/HTTP), `invalid` (the
+    /// CRL was refused: signature, issuer, dates).
+    pub fn crl_fetch(&self, result: &str) {
+        self.crl_fetches
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Sets `mutual_crl_next_update_timestamp_seconds{issuer}`.
+    pub fn set_crl_next_update(&self, issuer: &str, next_update: i64) {
+        self.crl_next_update
+            .get_or_create(&IssuerLabel {
+                issuer: issuer.into(),
+            })
+            .set(next_update);
     }
 
     /// Records a verified peer certificate for the per-identity expiry gauge.
@@ -363,6 +406,15 @@ impl Metrics {
                 self.encode(),
             ),
             "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+            "/readyz" => {
+                let (ready, body) = self.ready.report();
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (status, "application/json", body)
+            }
             _ => (
                 StatusCode::NOT_FOUND,
                 "text/plain",

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::accept::{ConnGuard, Limits};
 use crate::audit::{rfc3339_ms, AuditIdentity, AuditRecord, Outcome, TlsInfo};
 use crate::backend::Backend;
-use crate::io::{pump, Activity, CopyEnd, Metered};
+use crate::io::{Activity, CopyEnd, Metered};
 use crate::metrics::ListenerMetrics;
 use crate::reload::Reload;
 use crate::shutdown::Shutdown;
@@ -45,6 +45,12 @@ pub struct ServeConfig {
     pub mode: crate::http::Mode,
     /// HTTP mode only: identity headers for the backend.
     pub http: crate::http::HttpOptions,
+    /// Send a PROXY protocol header to the backend before any client byte (H6c).
+    pub proxy_protocol: Option<crate::proxy_protocol::ProxyProtocol>,
+    /// Close an allowed connection after this long, however busy (H6c; None: no limit).
+    pub max_connection_lifetime: Option<Duration>,
+    /// Fetch CRLs from the client certificates' distribution points (H6c; None: off).
+    pub crl_from_cdp: Option<crate::cdp::CdpSettings>,
 }
 
 /// The material a handshake uses; replaced as a whole on reload.
@@ -63,6 +69,8 @@ pub struct Serve {
     conns: Arc<crate::live::Registry>,
     /// HTTP mode: the backend connection pool.
     forwarder: Option<crate::http::forward::Forwarder>,
+    /// The CRL fetcher when `crl_from_cdp` is on (started by `run`).
+    cdp: Option<Arc<crate::cdp::CdpFetcher>>,
 }
 
 /// Loads the policy: flags plus the file, if any.
@@ -115,10 +123,28 @@ impl Serve {
     /// Like [`Serve::new`], taking over the open connections of a previous generation of the
     /// same listener (a changed config block): they are re-checked against the new material.
     pub fn with_registry(
-        cfg: ServeConfig,
+        mut cfg: ServeConfig,
         shared: &Shared,
         conns: Option<Arc<crate::live::Registry>>,
     ) -> Result<Arc<Serve>, ProxyError> {
+        let cdp = match &cfg.crl_from_cdp {
+            Some(settings) => {
+                let roots = mutual_tls::load::load_certs(&cfg.tls.ca)?;
+                let f = crate::cdp::CdpFetcher::new(
+                    settings.clone(),
+                    &cfg.name,
+                    Arc::clone(&shared.metrics),
+                    &roots,
+                )?;
+                f.load_cache();
+                let mut known = mutual_tls::load::load_certs(&cfg.tls.cert)?;
+                known.extend(roots);
+                f.seed(&known);
+                cfg.tls_options.cdp = Some(f.revocation());
+                Some(f)
+            }
+            None => None,
+        };
         let m = Arc::new(build(&cfg)?);
         shared
             .metrics
@@ -137,14 +163,30 @@ impl Serve {
         };
         let forwarder = (cfg.mode == crate::http::Mode::Http)
             .then(|| crate::http::forward::Forwarder::new(&cfg.backend, cfg.connect_timeout));
-        Ok(Arc::new(Serve {
+        let ready = &shared.metrics.ready;
+        ready.set(
+            &format!("listener {}", cfg.name),
+            Some("not accepting connections yet".into()),
+        );
+        ready.set_deadline(
+            &format!("certificate {}", cfg.name),
+            m.server.cert_not_after,
+            "the served certificate has expired",
+        );
+        let serve = Arc::new(Serve {
             cfg,
             current: ArcSwap::new(m),
             lm,
             shared: shared.clone(),
             conns,
             forwarder,
-        }))
+            cdp,
+        });
+        if let Some(f) = &serve.cdp {
+            let weak: std::sync::Weak<Serve> = Arc::downgrade(&serve);
+            f.set_reload_target(weak);
+        }
+        Ok(serve)
     }
 
     /// The open connections (to hand to the next generation, or to drain).
@@ -188,6 +230,13 @@ impl Serve {
                 "serving mTLS on {a}"
             );
         }
+        if let Some(f) = &self.cdp {
+            tokio::spawn(Arc::clone(f).run(shutdown.clone()));
+        }
+        self.shared
+            .metrics
+            .ready
+            .set(&format!("listener {}", self.cfg.name), None);
         let me = Arc::clone(&self);
         let sd = shutdown.clone();
         crate::accept::run(
@@ -213,6 +262,7 @@ impl Serve {
             ts: OffsetDateTime::now_utc(),
             start: Instant::now(),
         };
+        let local = tcp.local_addr().ok();
         let mat = self.current.load_full();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&mat.server.config));
         let mut tls =
@@ -340,8 +390,29 @@ impl Serve {
                 0,
             );
         }
+        let proxy_header = self
+            .cfg
+            .proxy_protocol
+            .and_then(|_| proxy_v2_header(peer, local, &id, state));
         let backend = match self.cfg.backend.dial(self.cfg.connect_timeout).await {
-            Ok(b) => b,
+            Ok(mut b) => {
+                match send_proxy_header(&mut b, proxy_header, self.cfg.connect_timeout).await {
+                    Ok(()) => b,
+                    Err(e) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+                        let detail = format!("{}: PROXY header: {e}", self.cfg.backend);
+                        return conn.end(
+                            Outcome::Failed,
+                            Reason::BackendUnavailable,
+                            Some(&id),
+                            Some(info),
+                            &detail,
+                            0,
+                            0,
+                        );
+                    }
+                }
+            }
             Err(e) => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
                 let detail = format!("{}: {e}", self.cfg.backend);
@@ -365,7 +436,19 @@ impl Serve {
         let (tin, tout) = (client.total(), back.total());
         let mut ended = registration.as_ref().map(|r| r.ended.clone());
         let (end, terminated) = tokio::select! {
-            end = pump(&mut client, &mut back, &act, self.cfg.idle_timeout) => (end, None),
+            end = crate::lifetime::pump_limited(
+                &mut client,
+                &mut back,
+                &act,
+                self.cfg.idle_timeout,
+                self.cfg.max_connection_lifetime,
+            ) => match end {
+                crate::lifetime::Ended::Pump(end) => (end, None),
+                crate::lifetime::Ended::Lifetime => {
+                    tracing::info!(listener = %self.cfg.name, %peer, "max connection lifetime reached: closed");
+                    (CopyEnd::Closed, None)
+                }
+            },
             t = async {
                 match ended.as_mut() {
                     Some(e) => e.wait().await,
@@ -394,6 +477,50 @@ impl Serve {
             _ => (Outcome::Allowed, Reason::Ok),
         };
         conn.record(outcome, reason, Some(&id), Some(info), bytes_in, bytes_out);
+    }
+}
+
+/// The PROXY v2 header for an allowed connection (None when the local address is unknown).
+fn proxy_v2_header(
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    id: &Identity,
+    state: &rustls::ServerConnection,
+) -> Option<Vec<u8>> {
+    use crate::proxy_protocol::{iana_cipher, Header, SslInfo};
+    let info = TlsInfo::from_state(state);
+    let leaf = state.peer_certificates().and_then(|c| c.first())?;
+    let (sig_alg, key_alg) = mutual_tls::peer::cert_algorithms(leaf.as_ref());
+    Some(
+        Header {
+            source: peer,
+            destination: local?,
+            ssl: SslInfo {
+                version: info.version,
+                cn: id.cn.clone().unwrap_or_default(),
+                cipher: iana_cipher(&info.cipher),
+                sig_alg,
+                key_alg,
+            },
+            spiffe: id.spiffe.clone(),
+        }
+        .encode(),
+    )
+}
+
+/// Writes the PROXY header (if any) before the first proxied byte.
+async fn send_proxy_header<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    header: Option<Vec<u8>>,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let Some(h) = header else { return Ok(()) };
+    match tokio::time::timeout(timeout, w.write_all(&h)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "timed out writing the header",
+        )),
     }
 }
 
@@ -466,6 +593,11 @@ impl Reload for Serve {
         self.shared
             .metrics
             .set_cert_expiry("server", m.server.cert_not_after);
+        self.shared.metrics.ready.set_deadline(
+            &format!("certificate {}", self.cfg.name),
+            m.server.cert_not_after,
+            "the served certificate has expired",
+        );
         self.current.store(Arc::clone(&m));
         tracing::info!(listener = %self.cfg.name, serial = %serial, "new TLS configuration and policy in use");
         // Live re-authorization: established connections whose peer the new policy or CRLs no

@@ -116,7 +116,11 @@ fn load_credentials(
 pub(crate) fn server(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMaterial, TlsError> {
     let provider = Arc::new(provider(s.allow_tls12));
     let creds = load_credentials(&provider, &s.cert, &s.key)?;
-    let trust = Arc::new(Trust::from_files(&s.ca, &s.crls, o.revocation)?);
+    let mut trust = Trust::from_files(&s.ca, &s.crls, o.revocation)?;
+    if let Some(cdp) = &o.cdp {
+        trust = trust.with_cdp(Arc::clone(cdp));
+    }
+    let trust = Arc::new(trust);
     let verifier = Arc::new(MutualClientVerifier::new(trust.clone()));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions(s.allow_tls12))?

@@ -9,6 +9,7 @@
 //! handshake established.
 #![forbid(unsafe_code)]
 
+pub mod cdp;
 pub mod classify;
 mod config;
 pub mod load;
@@ -94,6 +95,9 @@ pub struct TlsOptions {
     pub revocation: RevocationPolicy,
     /// Client side only: CRLs for the server's chain (default none: no revocation check).
     pub client_crls: Vec<PathBuf>,
+    /// Server side: CRLs fetched from the client certificates' distribution points
+    /// (`--crl-from-cdp`), with the `revocation_unknown` rule; see [`cdp`].
+    pub cdp: Option<Arc<cdp::CdpRevocation>>,
 }
 
 /// A loaded, validated server configuration and facts about it for metrics/logs.

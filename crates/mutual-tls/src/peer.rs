@@ -44,3 +44,32 @@ pub fn peer_identity(conn: &rustls::CommonState) -> Result<Option<Identity>, Pol
         None => Ok(None),
     }
 }
+
+/// Names for the PROXY protocol's SSL sub-TLVs (and logs) from a leaf certificate's DER:
+/// algorithms in the words haproxy/OpenSSL use (`ecdsa-with-SHA256`, `EC256`, `RSA2048`).
+pub fn cert_algorithms(leaf: &[u8]) -> (String, String) {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let Ok((_, c)) = X509Certificate::from_der(leaf) else {
+        return (String::new(), String::new());
+    };
+    let sig = match c.signature_algorithm.algorithm.to_id_string().as_str() {
+        "1.2.840.10045.4.3.2" => "ecdsa-with-SHA256".to_string(),
+        "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384".to_string(),
+        "1.2.840.10045.4.3.4" => "ecdsa-with-SHA512".to_string(),
+        "1.2.840.113549.1.1.11" => "sha256WithRSAEncryption".to_string(),
+        "1.2.840.113549.1.1.12" => "sha384WithRSAEncryption".to_string(),
+        "1.2.840.113549.1.1.13" => "sha512WithRSAEncryption".to_string(),
+        "1.2.840.113549.1.1.10" => "rsassaPss".to_string(),
+        "1.3.101.112" => "ED25519".to_string(),
+        other => other.to_string(),
+    };
+    let key = match c.public_key().parsed() {
+        Ok(x509_parser::public_key::PublicKey::RSA(r)) => format!("RSA{}", r.key_size()),
+        Ok(x509_parser::public_key::PublicKey::EC(p)) => format!("EC{}", p.key_size()),
+        _ => match c.public_key().algorithm.algorithm.to_id_string().as_str() {
+            "1.3.101.112" => "ED25519".to_string(),
+            other => other.to_string(),
+        },
+    };
+    (sig, key)
+}

@@ -95,6 +95,8 @@ pub struct Trust {
     crls: Vec<CertRevocationList<'static>>,
     revocation: RevocationPolicy,
     algs: WebPkiSupportedAlgorithms,
+    /// CRLs fetched from distribution points, consulted at each check (`--crl-from-cdp`).
+    cdp: Option<Arc<crate::cdp::CdpRevocation>>,
 }
 
 /// The provider's signature algorithms: what our configs negotiate is what we verify with.
@@ -135,6 +137,7 @@ impl Trust {
             crls,
             revocation,
             algs: default_algs(),
+            cdp: None,
         })
     }
 
@@ -155,6 +158,13 @@ impl Trust {
             anchors_ok.push(r.clone());
         }
         Trust::new(anchors_ok, crl_ders, revocation)
+    }
+
+    /// Adds CRLs from distribution points: they join the static CRLs, and every certificate
+    /// naming a distribution point needs a current CRL from it (see [`crate::cdp`]).
+    pub fn with_cdp(mut self, cdp: Arc<crate::cdp::CdpRevocation>) -> Trust {
+        self.cdp = Some(cdp);
+        self
     }
 
     pub fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
@@ -187,14 +197,21 @@ impl Trust {
         max_intermediates: Option<usize>,
     ) -> Result<Vec<CertificateDer<'static>>, rustls::Error> {
         let ee = EndEntityCert::try_from(end_entity).map_err(pki_error)?;
-        let crl_refs: Vec<&CertRevocationList<'static>> = self.crls.iter().collect();
+        let cdp_snapshot = self.cdp.as_ref().map(|c| c.load());
+        let mut crl_refs: Vec<&CertRevocationList<'static>> = self.crls.iter().collect();
+        if let Some(s) = &cdp_snapshot {
+            crl_refs.extend(s.crls.iter());
+        }
+        // With distribution points, a certificate without a CRL is judged by the CDP rule
+        // below (and `revocation_unknown`), not by webpki's all-or-nothing policy.
+        let allow_unknown = self.revocation.allow_unknown || self.cdp.is_some();
         let revocation = RevocationOptionsBuilder::new(&crl_refs).ok().map(|b| {
             b.with_depth(if self.revocation.leaf_only {
                 RevocationCheckDepth::EndEntity
             } else {
                 RevocationCheckDepth::Chain
             })
-            .with_status_policy(if self.revocation.allow_unknown {
+            .with_status_policy(if allow_unknown {
                 UnknownStatusPolicy::Allow
             } else {
                 UnknownStatusPolicy::Deny
@@ -269,6 +286,10 @@ impl Trust {
         }
 
         check_key_strength(end_entity)?;
+        if let Some(cdp) = &self.cdp {
+            let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+            cdp.check_path(&chain, secs).map_err(pki_error)?;
+        }
         match name {
             None => {}
             Some(PeerName::Server(n)) => {

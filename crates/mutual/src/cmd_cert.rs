@@ -54,6 +54,11 @@ pub struct IssueArgs {
     /// Key type to generate: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072.
     #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type)]
     pub key_type: KeyType,
+    /// Put a CRL distribution point in the certificate: the http(s) URL where `mutual ca crl`
+    /// output is published (relying parties fetch it, e.g. `mutual serve --crl-from-cdp`).
+    /// Repeatable.
+    #[arg(long = "crl-url", value_name = "URL")]
+    pub crl_urls: Vec<String>,
     /// Sign this CSR (PEM or DER, e.g. from `openssl req`) instead of generating a key. Only
     /// its public key is used: names, usages and lifetime come from this command line.
     #[arg(long, value_name = "FILE")]
@@ -234,6 +239,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             ttl: a.ttl.unwrap_or_else(|| ca.default_ttl()),
             key_type: a.key_type,
             requested_by,
+            crl_urls: a.crl_urls.clone(),
         };
         let pending = match &csr {
             Some(c) => ca.prepare_csr(c, &opts)?,

@@ -297,6 +297,9 @@ async fn demo(dir: &Path, kept: bool) -> anyhow::Result<bool> {
             limits: Limits::default(),
             mode: Default::default(),
             http: Default::default(),
+            proxy_protocol: None,
+            max_connection_lifetime: None,
+            crl_from_cdp: None,
         },
         &shared,
     )?;
@@ -316,6 +319,7 @@ async fn demo(dir: &Path, kept: bool) -> anyhow::Result<bool> {
             idle_timeout: timeouts.1,
             connect_timeout: timeouts.2,
             limits: Limits::default(),
+            max_connection_lifetime: None,
         },
         &shared,
     )?;

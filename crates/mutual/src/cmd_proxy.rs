@@ -58,7 +58,7 @@ pub struct CommonArgs {
     #[arg(long, value_name = "PATH|-")]
     pub audit_log: Option<String>,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz), plain HTTP.
+    /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz, /readyz), plain HTTP.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
 
@@ -82,6 +82,12 @@ pub struct CommonArgs {
     /// On SIGTERM/SIGINT, stop accepting and let open connections finish for up to this long.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+
+    /// Close an allowed connection after this long, however busy it is (gracefully: close_notify;
+    /// audited with its bytes). Long-lived connections then pick up new certificates, CRLs and
+    /// policy. Default: no limit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub max_connection_lifetime: Option<Duration>,
 
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
@@ -172,6 +178,34 @@ pub struct ServeArgs {
     /// (`chain`) into X-Forwarded-Client-Cert as URL-encoded PEM; comma-separated.
     #[arg(long, value_name = "cert,chain", default_value = "", requires = "http")]
     pub forward_client_cert_details: String,
+    /// Send a PROXY protocol header to the backend first: the client's address, TLS facts
+    /// (version, CN, cipher, algorithms) and the verified SPIFFE ID (TLV 0x05 and 0xE0), with a
+    /// CRC32C. Only `v2`. The backend must expect it (haproxy `accept-proxy`, nginx
+    /// `proxy_protocol`).
+    #[arg(long, value_name = "VERSION")]
+    pub proxy_protocol: Option<mutual_proxy::proxy_protocol::ProxyProtocol>,
+
+    /// Fetch CRLs from the CRL distribution points (http/https) that certificates name: this
+    /// listener's own chain and CA bundle at start, client chains when first seen. Each CRL is
+    /// checked (issuer signature, thisUpdate/nextUpdate), cached in --crl-cache-dir, refreshed at
+    /// 2/3 of its validity and applied without a restart. See docs/proxy.md.
+    #[arg(long)]
+    pub crl_from_cdp: bool,
+
+    /// With --crl-from-cdp: what to do with a certificate whose CRL is not available (not yet
+    /// fetched, server down, past nextUpdate): deny (the handshake fails with
+    /// revocation_unknown) or allow.
+    #[arg(long, value_name = "deny|allow", default_value = "deny", value_parser = ["deny", "allow"], requires = "crl_from_cdp")]
+    pub revocation_unknown: String,
+
+    /// With --crl-from-cdp: where fetched CRLs are kept across restarts
+    /// [default: $MUTUAL_HOME/crl-cache or ~/.mutual/crl-cache].
+    #[arg(long, value_name = "DIR", requires = "crl_from_cdp")]
+    pub crl_cache_dir: Option<PathBuf>,
+
+    /// Testing aid: refresh CDP CRLs at least this often (and retry failures no later).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true)]
+    pub crl_refresh_max: Option<Duration>,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -327,6 +361,21 @@ pub(crate) async fn until_signal_then_drain(
     Ok(())
 }
 
+/// `--crl-from-cdp` and its companions as fetcher settings.
+fn cdp_settings(args: &ServeArgs) -> anyhow::Result<Option<mutual_proxy::cdp::CdpSettings>> {
+    if !args.crl_from_cdp {
+        return Ok(None);
+    }
+    let dir = match &args.crl_cache_dir {
+        Some(d) => d.clone(),
+        None => mutual_proxy::cdp::default_cache_dir()
+            .context("--crl-from-cdp: set --crl-cache-dir (neither MUTUAL_HOME nor HOME is set)")?,
+    };
+    let mut s = mutual_proxy::cdp::CdpSettings::new(args.revocation_unknown == "deny", dir);
+    s.max_refresh = args.crl_refresh_max;
+    Ok(Some(s))
+}
+
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.common.log_format);
     let listen = args.listen.clone();
@@ -362,6 +411,7 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         return Err(mutual_proxy::ProxyError::NoPolicy.into());
     }
     let common = args.common.clone();
+    let cdp = cdp_settings(&args)?;
     let cfg = ServeConfig {
         name: common.name.clone().unwrap_or_else(|| "serve".into()),
         tls: mutual_tls::ServerSettings {
@@ -401,6 +451,9 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
                 .parse()
                 .map_err(|e: String| anyhow::anyhow!("--forward-client-cert-details: {e}"))?,
         },
+        proxy_protocol: args.proxy_protocol,
+        max_connection_lifetime: common.max_connection_lifetime,
+        crl_from_cdp: cdp,
     };
     Ok(cfg)
 }
@@ -456,6 +509,7 @@ pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig
         idle_timeout: common.idle_timeout,
         connect_timeout: common.connect_timeout,
         limits: limits(&common)?,
+        max_connection_lifetime: common.max_connection_lifetime,
     };
     Ok((cfg, first))
 }

@@ -1,0 +1,528 @@
+//! Edge features of `mutual serve` (issue 6, part 3), each against the real binary: the PROXY v2
+//! header as a backend sees it (our spec parser, and HAProxy's `accept-proxy` when installed),
+//! `--max-connection-lifetime`, `/readyz`, and CRLs fetched from the certificates' CRL
+//! distribution points (`--crl-from-cdp`) served by a real `python3 -m http.server`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod proxy_common;
+use proxy_common::*;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use mutual_proxy::proxy_protocol::{self as pp, parse};
+
+/// A backend that reads a PROXY v2 header, hands the raw header to the test, then answers HTTP.
+fn proxy_backend() -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut head = [0u8; 16];
+                if s.read_exact(&mut head).is_err() {
+                    return;
+                }
+                let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+                let mut rest = vec![0u8; len];
+                if s.read_exact(&mut rest).is_err() {
+                    return;
+                }
+                let mut header = head.to_vec();
+                header.extend_from_slice(&rest);
+                let _ = tx.send(header);
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(
+                    format!(
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{BACKEND_BODY}",
+                        BACKEND_BODY.len()
+                    )
+                    .as_bytes(),
+                );
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[test]
+fn proxy_v2_header_carries_address_tls_facts_and_spiffe_id() {
+    let fx = fixture();
+    let (backend, headers) = proxy_backend();
+    let p = start_serve(&fx, &backend.to_string(), &["--proxy-protocol", "v2"]);
+    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
+    // Note the client's own address to compare with the header's source.
+    let mut s = tls_connect(p.addr(), &cfg).unwrap();
+    let client_addr = s.sock.local_addr().unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(
+        String::from_utf8_lossy(&out).contains(BACKEND_BODY),
+        "{}",
+        p.stderr_text()
+    );
+    let raw = headers.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(&raw[..12], &pp::SIGNATURE);
+    let h = parse(&raw).unwrap();
+    assert_eq!(h.len, raw.len());
+    assert_eq!(h.ver_cmd, 0x21, "version 2, PROXY command");
+    assert_eq!(h.fam, 0x11, "TCP over IPv4");
+    assert_eq!(h.source, Some(client_addr));
+    assert_eq!(h.destination, Some(p.addr()));
+    assert_eq!(h.crc_ok, Some(true), "CRC32C present and valid");
+    let (client, verify, _) = h.ssl().unwrap();
+    assert_eq!(
+        client,
+        pp::PP2_CLIENT_SSL | pp::PP2_CLIENT_CERT_CONN | pp::PP2_CLIENT_CERT_SESS
+    );
+    assert_eq!(verify, 0);
+    assert_eq!(
+        h.ssl_sub(pp::PP2_SUBTYPE_SSL_VERSION).as_deref(),
+        Some("TLSv1.3")
+    );
+    assert_eq!(h.ssl_sub(pp::PP2_SUBTYPE_SSL_CN).as_deref(), Some("ok"));
+    let cipher = h.ssl_sub(pp::PP2_SUBTYPE_SSL_CIPHER).unwrap();
+    assert!(
+        cipher.starts_with("TLS_AES_") || cipher.starts_with("TLS_CHACHA20"),
+        "{cipher}"
+    );
+    assert_eq!(
+        h.ssl_sub(pp::PP2_SUBTYPE_SSL_SIG_ALG).as_deref(),
+        Some("ecdsa-with-SHA256")
+    );
+    assert_eq!(
+        h.ssl_sub(pp::PP2_SUBTYPE_SSL_KEY_ALG).as_deref(),
+        Some("EC256")
+    );
+    assert_eq!(h.tlv(pp::PP2_TYPE_UNIQUE_ID), Some(OK_ID.as_bytes()));
+    assert_eq!(h.tlv(pp::PP2_TYPE_MUTUAL_SPIFFE), Some(OK_ID.as_bytes()));
+    // A denied client never reaches the backend, so no header is written for it.
+    let denied = rustls_config(&fx.pki.root, Some(&fx.denied));
+    let _ = rustls_get(p.addr(), &denied);
+    p.wait_handshakes("denied", "policy_denied", 1.0);
+    assert!(headers.recv_timeout(Duration::from_millis(300)).is_err());
+}
+
+/// HAProxy (a real PROXY protocol implementation) accepts our header and reads the client
+/// address and the SPIFFE ID from it (`fc_pp_unique_id`); HAProxy also checks the CRC32C.
+#[test]
+fn haproxy_accept_proxy_reads_our_header() {
+    let haproxy = ["/usr/sbin/haproxy", "haproxy"]
+        .into_iter()
+        .find(|h| std::path::Path::new(h).exists() || have(h));
+    let Some(haproxy) = haproxy else {
+        eprintln!("SKIP: haproxy is not installed (CI installs it)");
+        return;
+    };
+    let fx = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg_path = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            r#"global
+    maxconn 100
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 10s
+    timeout server 10s
+frontend fe
+    bind 127.0.0.1:{port} accept-proxy
+    http-request return status 200 content-type text/plain lf-string "src=%[src]:%[src_port] dst=%[dst]:%[dst_port] uid=%[fc_pp_unique_id]\n"
+"#
+        ),
+    )
+    .unwrap();
+    let check = Command::new(haproxy)
+        .args(["-c", "-f", cfg_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "haproxy -c: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let _h = ChildGuard(
+        Command::new(haproxy)
+            .args(["-db", "-f", cfg_path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(mutual_test::wait_for_port(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10)
+    ));
+    let p = start_serve(
+        &fx,
+        &format!("127.0.0.1:{port}"),
+        &["--proxy-protocol", "v2"],
+    );
+    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
+    let mut s = tls_connect(p.addr(), &cfg).unwrap();
+    let client_addr = s.sock.local_addr().unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{text}\n{}",
+        p.stderr_text()
+    );
+    assert!(
+        text.contains(&format!("src={client_addr} dst={} uid={OK_ID}", p.addr())),
+        "{text}"
+    );
+}
+
+#[test]
+fn max_connection_lifetime_closes_gracefully_and_audits_bytes() {
+    let fx = fixture();
+    let backend = http_backend();
+    let p = start_serve(
+        &fx,
+        &backend.addr.to_string(),
+        &["--max-connection-lifetime", "1s"],
+    );
+    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
+    let t = Instant::now();
+    // Half a request: the backend waits for the rest, so only the lifetime can end this.
+    let mut s = open_held(p.addr(), &cfg);
+    let mut out = Vec::new();
+    // read_to_end returns Ok only on a clean close_notify (an abrupt close is UnexpectedEof).
+    s.read_to_end(&mut out)
+        .unwrap_or_else(|e| panic!("not a graceful close: {e}\n{}", p.stderr_text()));
+    let took = t.elapsed();
+    assert!(out.is_empty());
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let line = &p.wait_audit(1)[0];
+    assert_eq!(line["result"], "allowed", "{line}");
+    assert_eq!(line["reason"], "ok", "{line}");
+    assert_eq!(line["bytes_in"], "GET / HTTP/1.0\r\n".len(), "{line}");
+    assert!(line["duration_ms"].as_u64().unwrap() >= 900, "{line}");
+    assert!(p.stderr_text().contains("max connection lifetime reached"));
+}
+
+const CA_PW: &str = "edge test password";
+
+/// Runs the real `mutual` with the test CA password; asserts success.
+fn mutual_ok(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("MUTUAL_HOME")
+        .env("MUTUAL_CA_PASSWORD", CA_PW)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mutual {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `python3 -m http.server` serving `dir` on 127.0.0.1.
+fn http_server(dir: &std::path::Path) -> (ChildGuard, u16) {
+    let port = free_port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(mutual_test::wait_for_port(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(10)
+    ));
+    (ChildGuard(child), port)
+}
+
+fn leaf(dir: &std::path::Path, stem: &str) -> Leaf {
+    Leaf {
+        cert: dir.join(format!("{stem}.pem")),
+        key: dir.join(format!("{stem}.key")),
+        leaf_pem: String::new(),
+        der: Vec::new(),
+        serial_hex: String::new(),
+    }
+}
+
+fn wait_ready(p: &Proxy) {
+    let r = eventually(Duration::from_secs(15), || {
+        (readyz(p).0 == 200).then_some(())
+    });
+    assert!(
+        r.is_some(),
+        "not ready: {:?}\n{}",
+        readyz(p),
+        p.stderr_text()
+    );
+}
+
+fn readyz(p: &Proxy) -> (u16, String) {
+    http_get(
+        SocketAddr::from(([127, 0, 0, 1], p.metrics_port)),
+        "/readyz",
+    )
+}
+
+fn serve_cdp(
+    ca: &std::path::Path,
+    certs: &std::path::Path,
+    cache: &std::path::Path,
+    extra: &[&str],
+) -> Proxy {
+    let mut args: Vec<String> = [
+        "--cert",
+        certs.join("server.pem").to_str().unwrap(),
+        "--key",
+        certs.join("server.key").to_str().unwrap(),
+        "--ca",
+        ca.join("root.pem").to_str().unwrap(),
+        "--allow-any",
+        "--crl-from-cdp",
+        "--crl-cache-dir",
+        cache.to_str().unwrap(),
+        "--crl-refresh-max",
+        "500ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    spawn_proxy(
+        "serve",
+        "--backend",
+        &http_backend().addr.to_string(),
+        &args,
+    )
+}
+
+/// The whole CDP story with our own CA: certificates name an http:// CDP, the proxy fetches the
+/// CRL from a real HTTP server, a revocation published there takes effect without a restart,
+/// the cache survives a restart, and with no CRL at all `--revocation-unknown` decides.
+#[test]
+fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    let certs = tmp.path().join("certs");
+    let www = tmp.path().join("www");
+    for d in [&ca, &certs, &www] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let ca_s = ca.to_str().unwrap();
+    mutual_ok(&["ca", "init", "--dir", ca_s, "--name", "Edge"]);
+    let (crl_server, port) = http_server(&www);
+    let url = format!("http://127.0.0.1:{port}/edge.crl");
+    let crl_out = www.join("edge.crl");
+    mutual_ok(&[
+        "ca",
+        "crl",
+        "--dir",
+        ca_s,
+        "--out",
+        crl_out.to_str().unwrap(),
+    ]);
+    let out = certs.to_str().unwrap();
+    mutual_ok(&[
+        "cert",
+        "issue",
+        "server",
+        "--server",
+        "--san",
+        "dns:localhost",
+        "--san",
+        "ip:127.0.0.1",
+        "--crl-url",
+        &url,
+        "--dir",
+        ca_s,
+        "--out",
+        out,
+    ]);
+    mutual_ok(&[
+        "cert",
+        "issue",
+        "client",
+        "--client",
+        "--san",
+        "uri:spiffe://edge.test/client",
+        "--crl-url",
+        &url,
+        "--dir",
+        ca_s,
+        "--out",
+        out,
+    ]);
+    let root = ca.join("root.pem");
+    let client = leaf(&certs, "client");
+    let cache = tmp.path().join("cache");
+
+    // 1. Fetched at start (from the server's own certificate's CDP): ready, client allowed.
+    let p = serve_cdp(&ca, &certs, &cache, &[]);
+    wait_ready(&p);
+    let (st, _) = rustls_get(p.addr(), &rustls_config(&root, Some(&client))).unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(
+        p.metric("mutual_crl_fetch_total{result=\"success\"}")
+            .map(|v| v >= 1.0),
+        Some(true),
+        "{}",
+        p.metrics()
+    );
+    assert!(p
+        .metrics()
+        .contains("mutual_crl_next_update_timestamp_seconds{issuer="));
+
+    // 2. Revoke and publish: refused with `revoked` after the next refresh, no restart.
+    mutual_ok(&[
+        "cert",
+        "revoke",
+        "--cert",
+        client.cert.to_str().unwrap(),
+        "--dir",
+        ca_s,
+    ]);
+    mutual_ok(&[
+        "ca",
+        "crl",
+        "--dir",
+        ca_s,
+        "--out",
+        crl_out.to_str().unwrap(),
+    ]);
+    let refused = eventually(Duration::from_secs(15), || {
+        rustls_get(p.addr(), &rustls_config(&root, Some(&client)))
+            .is_err()
+            .then_some(())
+    });
+    assert!(refused.is_some(), "{}", p.stderr_text());
+    // The client sees the rejection before the proxy writes its audit line: wait for it.
+    p.wait_handshakes("failed", "revoked", 1.0);
+    let lines = p.audit_lines();
+    let last = lines.last().unwrap();
+    assert_eq!(last["result"], "failed", "{last}");
+    assert_eq!(last["reason"], "revoked", "{last}");
+    // Nothing but `ok` before it, and nothing refused for another reason.
+    assert!(
+        lines[..lines.len() - 1].iter().all(|l| l["reason"] == "ok"),
+        "{lines:?}"
+    );
+    // The new CRL went through the listener's reload path (fresh session tickets).
+    assert!(
+        p.metric("mutual_config_reloads_total{result=\"success\"}")
+            .unwrap_or(0.0)
+            >= 1.0,
+        "{}",
+        p.metrics()
+    );
+    assert!(p.stderr_text().contains("CRL fetched and verified"));
+    drop(p);
+
+    // 3. CRL server down, cache from before: the cached CRL still applies after a restart.
+    drop(crl_server);
+    let p = serve_cdp(&ca, &certs, &cache, &[]);
+    wait_ready(&p);
+    assert!(rustls_get(p.addr(), &rustls_config(&root, Some(&client))).is_err());
+    assert_eq!(p.wait_audit(1)[0]["reason"], "revoked");
+    drop(p);
+
+    // 4. CRL server down, no cache, deny: not ready, and a client is refused with
+    // revocation_unknown (a fresh client certificate, not revoked).
+    mutual_ok(&[
+        "cert",
+        "issue",
+        "client2",
+        "--client",
+        "--san",
+        "uri:spiffe://edge.test/client2",
+        "--crl-url",
+        &url,
+        "--dir",
+        ca_s,
+        "--out",
+        out,
+    ]);
+    let client2 = leaf(&certs, "client2");
+    let p = serve_cdp(&ca, &certs, &tmp.path().join("cache-empty"), &[]);
+    let (st, body) = readyz(&p);
+    assert_eq!(st, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ready"], false);
+    assert!(
+        v["not_ready"]["crl serve"].as_str().unwrap().contains(&url),
+        "{body}"
+    );
+    assert!(rustls_get(p.addr(), &rustls_config(&root, Some(&client2))).is_err());
+    let line = &p.wait_audit(1)[0];
+    assert_eq!(line["result"], "failed", "{line}");
+    assert_eq!(line["reason"], "revocation_unknown", "{line}");
+    assert!(
+        p.stderr_text().contains("CRL fetch failed"),
+        "{}",
+        p.stderr_text()
+    );
+    assert!(
+        p.metric("mutual_crl_fetch_total{result=\"failure\"}")
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+    drop(p);
+
+    // 5. Same, with --revocation-unknown allow: ready, and the client is let through.
+    let p = serve_cdp(
+        &ca,
+        &certs,
+        &tmp.path().join("cache-empty2"),
+        &["--revocation-unknown", "allow"],
+    );
+    wait_ready(&p);
+    let (st, _) = rustls_get(p.addr(), &rustls_config(&root, Some(&client2))).unwrap();
+    assert_eq!(st, 200);
+    assert_eq!(p.wait_audit(1)[0]["reason"], "ok");
+}
+
+#[test]
+fn readyz_is_200_when_serving_and_healthz_stays() {
+    let fx = fixture();
+    let backend = http_backend();
+    let p = start_serve(&fx, &backend.addr.to_string(), &[]);
+    wait_ready(&p);
+    let (st, body) = readyz(&p);
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ready"], true);
+    assert_eq!(v["not_ready"], serde_json::json!({}));
+}
