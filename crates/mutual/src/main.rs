@@ -5,11 +5,13 @@
 #![forbid(unsafe_code)]
 
 mod cmd_ca;
+mod cmd_ca_serve;
 mod cmd_cert;
 mod cmd_demo;
 mod cmd_probe;
 mod cmd_proxy;
 mod cmd_run;
+mod cmd_token;
 mod cmd_verify;
 
 use std::process::ExitCode;
@@ -52,6 +54,9 @@ enum Command {
     Probe(Box<cmd_probe::ProbeArgs>),
     /// Run a self-contained tour: CA, certificates, proxy, allowed and denied requests.
     Demo(cmd_demo::DemoArgs),
+    /// One-time enrollment tokens for the online CA (`mutual ca serve`).
+    #[command(subcommand)]
+    Token(cmd_token::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
         Command::Config(c) => cmd_run::run_config(c),
         Command::Probe(a) => cmd_probe::run(*a),
         Command::Demo(a) => cmd_demo::run(a),
+        Command::Token(c) => cmd_token::run(c),
     };
     match result {
         Ok(code) => code,
