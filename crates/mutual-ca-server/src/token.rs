@@ -312,11 +312,17 @@ impl Provisioner {
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public)
             .verify(input, &sig)
             .map_err(|_| invalid("bad signature"))?;
-        let claims: Claims = serde_json::from_slice(&dec(c64, "claims")?)
-            .map_err(|e| invalid(format!("malformed claims: {e}")))?;
-        claims.check(now)?;
-        Ok(claims)
+        decode_claims(&dec(c64, "claims")?, now)
     }
+}
+
+/// Parses and checks a token's claims (JSON) at `now`. Only called on signed bytes by
+/// [`Provisioner::verify`]; public so the fuzzer can reach the claims parser directly.
+pub fn decode_claims(json: &[u8], now: i64) -> Result<Claims, TokenError> {
+    let claims: Claims =
+        serde_json::from_slice(json).map_err(|e| invalid(format!("malformed claims: {e}")))?;
+    claims.check(now)?;
+    Ok(claims)
 }
 
 #[cfg(test)]
