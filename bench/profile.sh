@@ -63,10 +63,10 @@ profile() {
   PIDS+=("$vpid")
   wait_port "$port" || { echo "$name: serve did not start under valgrind" >&2; return 1; }
   "$LOADGEN" --threads 1 "$@" --addr "127.0.0.1:$port" "${TLS[@]}" --duration 3s --json >/dev/null 2>&1
-  callgrind_control -z "$vpid" >/dev/null
+  callgrind_control -z "$vpid" >/dev/null 2>&1
   "$LOADGEN" --threads 1 "$@" --addr "127.0.0.1:$port" "${TLS[@]}" --duration "${SECS}s" --json \
     >"$OUT/$name.json" 2>/dev/null
-  callgrind_control -d "$vpid" >/dev/null
+  callgrind_control -d "$vpid" >/dev/null 2>&1
   kill -INT "$vpid"; wait "$vpid" 2>/dev/null
   # The dump taken right after the load is the one with the counters of the load alone.
   local f
@@ -76,8 +76,8 @@ profile() {
   ir=$(grep -m1 '^summary:' "$f" | awk '{print $2}')
   ok=$(grep -oE '"ok":[0-9]+' "$OUT/$name.json" | cut -d: -f2)
   echo "$name: $ok units, $ir instructions, $(( ir / (ok > 0 ? ok : 1) )) per unit" | tee -a "$OUT/summary.txt"
-  callgrind_annotate --inclusive=no "$f" 2>/dev/null | head -n $((TOP + 25)) >"$OUT/$name.self.txt"
-  callgrind_annotate --inclusive=yes "$f" 2>/dev/null | head -n $((TOP + 25)) >"$OUT/$name.inclusive.txt"
+  callgrind_annotate --threshold=100 --inclusive=no "$f" 2>/dev/null | head -n $((TOP + 25)) >"$OUT/$name.self.txt"
+  callgrind_annotate --threshold=100 --inclusive=yes "$f" 2>/dev/null | head -n $((TOP + 25)) >"$OUT/$name.inclusive.txt"
 }
 
 : >"$OUT/summary.txt"

@@ -170,7 +170,10 @@ async fn fill(db: &Path, n: u64, per_mille: u64) -> anyhow::Result<(u64, u64)> {
     let mut revoked = 0u64;
     for i in 0..n {
         // A distinct 128-bit serial per row, like the CA's random ones.
-        let serial = format!("7e{:030x}", u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let serial = format!(
+            "7e{:030x}",
+            u128::from(i).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        );
         // Spread evenly: exactly floor(n * per_mille / 1000) rows end up revoked.
         let is_revoked = (i + 1) * per_mille / 1000 > i * per_mille / 1000;
         revoked += u64::from(is_revoked);

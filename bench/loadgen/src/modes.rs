@@ -144,7 +144,9 @@ pub async fn handshakes(
             let mut buf = Vec::with_capacity(256);
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                let limit = client.as_ref().map_or(Duration::from_secs(10), |c| c.timeout);
+                let limit = client
+                    .as_ref()
+                    .map_or(Duration::from_secs(10), |c| c.timeout);
                 let r = timed(limit, async {
                     let Some(client) = &client else {
                         let mut s = TcpStream::connect(addr).await?;
@@ -602,7 +604,15 @@ mod tests {
             pem.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----\n".len();
         std::fs::write(&leaf_only, &pem[..end]).unwrap();
         let bad = Client::new(&args(&dir, "client-leaf.pem")).unwrap();
-        let refused = handshakes(Some(bad), addr, 1, Duration::from_millis(100), false, &server).await;
+        let refused = handshakes(
+            Some(bad),
+            addr,
+            1,
+            Duration::from_millis(100),
+            false,
+            &server,
+        )
+        .await;
         assert_eq!(refused["ok"], 0, "{refused}");
         assert!(refused["failed"].as_u64().unwrap() > 0, "{refused}");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -329,7 +329,7 @@ pub fn render(input: &str) -> String {
         };
         out.push_str("\n### The CA (mutual only; SQLite inventory, synchronous=FULL)\n\n");
         out.push_str("| figure | value |\n|---|---:|\n");
-        let tasks = g("issue_tasks");
+        let tasks = c.get("issue_tasks").and_then(Value::as_u64).unwrap_or(0);
         let rows = g("inventory_rows");
         let revoked = g("revoked_rows");
         for (label, key) in [
@@ -395,8 +395,14 @@ mod tests {
         assert!(md.contains("stunnel: not available: stunnel4 not installed"));
         assert!(md.contains("nginx hs_c1: 2 failed, 100 ok (first error: reset)"));
         assert!(md.contains("| ECDSA P-256 sign | 37000 |"));
-        assert!(md.contains("certificates issued per second (4 tasks"), "{md}");
-        assert!(md.contains("| list all 100000 rows, in process (s) | 0.51 |"), "{md}");
+        assert!(
+            md.contains("certificates issued per second (4 tasks"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| list all 100000 rows, in process (s) | 0.51 |"),
+            "{md}"
+        );
         // Cases nobody ran do not get rows.
         assert!(!md.contains("bulk upload"));
     }

@@ -223,7 +223,12 @@ struct Half {
 impl Half {
     /// Copies from `r` to `w` until `r` reaches EOF, then flushes and shuts down `w`'s write side
     /// (the half-close), like tokio's copy but returning its buffer whenever a read would block.
-    fn poll_copy<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<io::Result<()>>
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+    ) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin + ?Sized,
         W: AsyncWrite + Unpin + ?Sized,
@@ -484,7 +489,12 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert_eq!(be.await.unwrap(), up);
-        assert!(got == down, "response differs ({} of {} bytes)", got.len(), down.len());
+        assert!(
+            got == down,
+            "response differs ({} of {} bytes)",
+            got.len(),
+            down.len()
+        );
         assert!(p.await.unwrap());
     }
 

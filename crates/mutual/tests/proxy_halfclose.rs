@@ -91,7 +91,11 @@ enum Script {
 }
 
 /// A TCP backend running `script` on each connection; reports (bytes received, all matched).
-fn backend(script: Script, up_seed: u64, down_seed: u64) -> (SocketAddr, mpsc::Receiver<(usize, bool)>) {
+fn backend(
+    script: Script,
+    up_seed: u64,
+    down_seed: u64,
+) -> (SocketAddr, mpsc::Receiver<(usize, bool)>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -161,14 +165,19 @@ fn client_first_through_serve(how: ClientEnd, up: usize, down: usize) {
     let (fx, serve) = serve_for(be);
     let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     let mut s = tls_connect(serve.addr(), &cfg).unwrap();
-    s.sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.sock
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     write_pattern(&mut s, 11, up).unwrap();
     tls_half_close(&mut s, how);
     let (got, same) = read_tls_pattern(&mut s, 22);
     let (bgot, bsame) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(bgot, up, "{how:?}: backend received {bgot} of {up} bytes");
     assert!(bsame, "{how:?}: upload corrupted");
-    assert_eq!(got, down, "{how:?}: client received {got} of {down} bytes after its half-close");
+    assert_eq!(
+        got, down,
+        "{how:?}: client received {got} of {down} bytes after its half-close"
+    );
     assert!(same, "{how:?}: response corrupted");
     let line = &serve.wait_audit(1)[0];
     assert_eq!(line["result"], "allowed", "{line}");
@@ -194,14 +203,19 @@ fn serve_backend_half_closes_first_client_still_uploads() {
     let (fx, serve) = serve_for(be);
     let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     let mut s = tls_connect(serve.addr(), &cfg).unwrap();
-    s.sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.sock
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let (got, same) = read_tls_pattern(&mut s, 44);
     assert_eq!(got, BIG, "client received {got} of {BIG} bytes");
     assert!(same, "response corrupted");
     write_pattern(&mut s, 33, BIG).unwrap();
     tls_half_close(&mut s, ClientEnd::CloseNotify);
     let (bgot, bsame) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-    assert_eq!(bgot, BIG, "backend received {bgot} of {BIG} bytes after its own half-close");
+    assert_eq!(
+        bgot, BIG,
+        "backend received {bgot} of {BIG} bytes after its own half-close"
+    );
     assert!(bsame, "upload corrupted");
     let line = &serve.wait_audit(1)[0];
     assert_eq!(line["bytes_in"].as_u64(), Some(BIG as u64), "{line}");
@@ -247,7 +261,10 @@ fn connect_to_serve_client_half_close_both_directions() {
     let (bgot, bsame) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(bgot, BIG, "backend received {bgot} of {BIG}");
     assert!(bsame, "upload corrupted");
-    assert_eq!(got, BIG, "client received {got} of {BIG} after its half-close");
+    assert_eq!(
+        got, BIG,
+        "client received {got} of {BIG} after its half-close"
+    );
     assert!(same, "response corrupted");
     let cl = &conn.wait_audit(1)[0];
     assert_eq!(cl["bytes_in"].as_u64(), Some(BIG as u64), "{cl}");
@@ -269,7 +286,11 @@ fn connect_to_serve_backend_half_closes_first() {
     write_pattern(&mut s, 77, 5 << 20).unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     let (bgot, bsame) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-    assert_eq!(bgot, 5 << 20, "backend received {bgot} after its own half-close");
+    assert_eq!(
+        bgot,
+        5 << 20,
+        "backend received {bgot} after its own half-close"
+    );
     assert!(bsame, "upload corrupted");
     // And the client sees the end of the connection once both halves are done.
     let mut rest = [0u8; 1];
