@@ -50,7 +50,7 @@ trap 'exit 130' INT TERM
 if [ "$QUICK" = 1 ]; then
   D=2s; BULK=256MiB; BULK_MAX=15s; IDLE_WANT=500; IDLE_MAX=20s; CRYPTO_SECS=0.3; CA_D=2s
 else
-  D=10s; BULK=1GiB; BULK_MAX=60s; IDLE_WANT=10000; IDLE_MAX=90s; CRYPTO_SECS=1; CA_D=5s
+  D=10s; BULK=1GiB; BULK_MAX=60s; IDLE_WANT=10000; IDLE_MAX=60s; CRYPTO_SECS=1; CA_D=5s
 fi
 # The CA figures always use a 100,000-row inventory (filling it takes seconds).
 CA_FILL=${CA_FILL:-100000}
