@@ -48,10 +48,12 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- sizes and durations
 if [ "$QUICK" = 1 ]; then
-  D=2s; BULK=256MiB; BULK_MAX=15s; IDLE_WANT=500; IDLE_MAX=20s; CRYPTO_SECS=0.3
+  D=2s; BULK=256MiB; BULK_MAX=15s; IDLE_WANT=500; IDLE_MAX=20s; CRYPTO_SECS=0.3; CA_D=2s
 else
-  D=10s; BULK=1GiB; BULK_MAX=60s; IDLE_WANT=10000; IDLE_MAX=90s; CRYPTO_SECS=1
+  D=10s; BULK=1GiB; BULK_MAX=60s; IDLE_WANT=10000; IDLE_MAX=60s; CRYPTO_SECS=1; CA_D=5s
 fi
+# The CA figures always use a 100,000-row inventory (filling it takes seconds).
+CA_FILL=${CA_FILL:-100000}
 # Idle connections need a descriptor on each side of the proxy; stay under the hard limit.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 NOFILE=$(ulimit -n)
@@ -320,8 +322,56 @@ line=$(timeout "$DL" "${CLI[@]}" "$LOADGEN" --threads "$CLIENT_THREADS" requests
          --duration "$D" --addr "127.0.0.1:$BPORT" --json --contender direct --case req_c16 2>>"$WORK/loadgen.err")
 [ -n "$line" ] && echo "$line" >>"$RES"
 
+# The client side: plaintext in, mTLS out. `mutual connect` (pinned to the server cores) in
+# front of `mutual serve` (pinned there too): new local connections, each one a new mTLS
+# connection from connect to serve (resumed with a ticket when connect has one, as it would in
+# production), and kept-alive requests through both proxies. Peers' client-side modes are not
+# measured yet.
+run_connect() {
+  WHY=""; SPID=""
+  PORT=$("$LOADGEN" free-port)
+  log "mutual connect -> mutual serve: starting"
+  if ! start_mutual; then log "connect: not available: $WHY"; return; fi
+  local serve_pid=$SPID serve_port=$PORT
+  STARTED_PIDS+=("$serve_pid")
+  wait_port "$serve_port" || { log "connect: serve did not listen"; SPID=$serve_pid; stop_server; return; }
+  local cport d=$WORK/connect
+  cport=$("$LOADGEN" free-port); mkdir -p "$d"
+  local args=(connect --listen "127.0.0.1:$cport" --remote "localhost:$serve_port"
+              --cert "$CERTS/client-chain.pem" --key "$CERTS/client.key" --ca "$CERTS/root.pem")
+  grep -q -- "--threads" <<<"$("$MUTUAL" connect --help 2>&1)" && args+=(--threads "$THREADS")
+  RUST_LOG=warn "${SRV[@]}" "$MUTUAL" "${args[@]}" >"$d/out.log" 2>&1 &
+  local cpid=$!
+  STARTED_PIDS+=("$cpid")
+  if ! wait_port "$cport"; then
+    log "connect: did not listen: $(tail -n 2 "$d/out.log" | tr '\n' ' ')"
+    kill "$cpid" 2>/dev/null; SPID=$serve_pid; stop_server; return
+  fi
+  PORT=$cport; SPID=$cpid
+  measure mutual connect_hs_c16 "$DL" handshakes --plain --concurrency 16 --duration "$D"
+  measure mutual connect_req_c16 "$DL" requests --plain --concurrency 16 --duration "$D"
+  stop_server
+  SPID=$serve_pid; stop_server
+}
+
 MUTUAL_NOTE=""
 for c in $CONTENDERS; do run_contender "$c"; done
+case " $CONTENDERS " in *" mutual "*)
+  [ -z "$MUTUAL_BUILD_ERR" ] && [ -x "$MUTUAL" ] && run_connect
+  # The CA: issuance into the SQLite inventory, then list and CRL times with CA_FILL rows.
+  log "CA: issuing for $CA_D, then list and CRL with $CA_FILL certificates"
+  if [ -z "$MUTUAL_BUILD_ERR" ] && [ -x "$MUTUAL" ]; then
+    line=$(timeout 300 "${SRV[@]}" "$LOADGEN" --threads "$THREADS" ca --dir "$WORK/ca" --tasks 4 \
+             --duration "$CA_D" --fill "$CA_FILL" --mutual "$MUTUAL" --json --contender mutual --case ca \
+             2>>"$WORK/loadgen.err")
+    if [ -n "$line" ]; then
+      echo "$line" >>"$RES"
+      log "CA: $(grep -oE '"(issued_per_s|list_s|crl_s|cli_cert_list_s|cli_ca_crl_s)":[0-9.]+' <<<"$line" | tr '\n' ' ')"
+    else
+      log "CA: no result (see $WORK/loadgen.err with KEEP=1)"
+    fi
+  fi ;;
+esac
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- report

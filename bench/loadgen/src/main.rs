@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod ca;
 mod certs;
 mod crypto;
 mod http;
@@ -68,6 +69,10 @@ enum Cmd {
         /// session cache and reconnects with a ticket from its previous connection.
         #[arg(long)]
         resume: bool,
+        /// Plain TCP, no TLS: new connections to `mutual connect` (or a peer's client-side
+        /// proxy), which makes the mTLS handshake itself.
+        #[arg(long, conflicts_with = "resume")]
+        plain: bool,
         #[command(flatten)]
         tls: tls::TlsArgs,
         #[command(flatten)]
@@ -133,6 +138,28 @@ enum Cmd {
         /// Seconds spent on each operation.
         #[arg(long, default_value_t = 1.0)]
         seconds: f64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The CA: certificates issued per second into the SQLite inventory (in process, TASKS
+    /// concurrent issuers), then `list` and CRL time with the inventory filled to FILL rows
+    /// (synthetic rows inserted with SQL, REVOKED_PER_MILLE of them revoked).
+    Ca {
+        /// A new (or empty) directory for the throwaway CA.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        tasks: usize,
+        /// How long to issue for.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        duration: Duration,
+        #[arg(long, default_value_t = 100_000)]
+        fill: u64,
+        #[arg(long, default_value_t = 100)]
+        revoked_per_mille: u64,
+        /// Also time `mutual cert list` and `mutual ca crl` with this binary.
+        #[arg(long)]
+        mutual: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -259,13 +286,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             concurrency,
             duration,
             resume,
+            plain,
             tls,
             common,
         } => {
             if concurrency == 0 {
                 bail!("--concurrency must be at least 1");
             }
-            let client = tls::Client::new(&tls)?;
+            let client = if plain {
+                None
+            } else {
+                Some(tls::Client::new(&tls)?)
+            };
             let v = rt()?.block_on(modes::handshakes(
                 client,
                 addr,
@@ -350,6 +382,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 code
             }
+        }
+        Cmd::Ca {
+            dir,
+            tasks,
+            duration,
+            fill,
+            revoked_per_mille,
+            mutual,
+            common,
+        } => {
+            if revoked_per_mille > 1000 {
+                bail!("--revoked-per-mille is at most 1000");
+            }
+            let v = rt()?.block_on(ca::run(ca::Opts {
+                dir,
+                tasks,
+                duration,
+                fill,
+                revoked_per_mille,
+                mutual,
+            }))?;
+            emit(&common, None, v)
         }
         Cmd::Crypto { seconds, common } => emit(&common, None, crypto::run(seconds)?),
         Cmd::Backend { listen } => {

@@ -119,9 +119,10 @@ async fn backoff() {
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
-/// New TCP + mTLS connection, one small request, close; repeated by `concurrency` tasks.
+/// New TCP + mTLS connection, one small request, close; repeated by `concurrency` tasks. Without
+/// a TLS client (`None`), plain TCP connections to a client-side proxy that does the handshake.
 pub async fn handshakes(
-    client: Client,
+    client: Option<Client>,
     addr: SocketAddr,
     concurrency: usize,
     duration: Duration,
@@ -134,17 +135,26 @@ pub async fn handshakes(
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
-        let client = if resume {
-            client.with_own_session_cache()
-        } else {
-            client.clone()
+        let client = match &client {
+            Some(c) if resume => Some(c.with_own_session_cache()),
+            other => other.clone(),
         };
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
             let mut buf = Vec::with_capacity(256);
             while Instant::now() < deadline {
                 let t0 = Instant::now();
-                let r = timed(client.timeout, async {
+                let limit = client
+                    .as_ref()
+                    .map_or(Duration::from_secs(10), |c| c.timeout);
+                let r = timed(limit, async {
+                    let Some(client) = &client else {
+                        let mut s = TcpStream::connect(addr).await?;
+                        s.set_nodelay(true)?;
+                        buf.clear();
+                        http::get_small(&mut s, &mut buf).await?;
+                        return Ok((false, None));
+                    };
                     let mut s = client.connect(addr).await?;
                     buf.clear();
                     http::get_small(&mut s, &mut buf).await?;
@@ -560,13 +570,18 @@ mod tests {
         let client = Client::new(&args(&dir, "client-chain.pem")).unwrap();
         let short = Duration::from_millis(300);
 
-        let full = handshakes(client.clone(), addr, 2, short, false, &server).await;
+        let full = handshakes(Some(client.clone()), addr, 2, short, false, &server).await;
         assert_eq!(full["failed"], 0, "{full}");
         assert!(full["ok"].as_u64().unwrap() > 0, "{full}");
         assert_eq!(full["resumed"], 0, "{full}");
         assert_eq!(full["group"], "X25519", "{full}");
 
-        let resumed = handshakes(client.clone(), addr, 2, short, true, &server).await;
+        // Plain new connections (the `mutual connect` case), here straight to the backend.
+        let plain = handshakes(None, backend, 2, short, false, &server).await;
+        assert_eq!(plain["failed"], 0, "{plain}");
+        assert!(plain["ok"].as_u64().unwrap() > 0, "{plain}");
+
+        let resumed = handshakes(Some(client.clone()), addr, 2, short, true, &server).await;
         assert!(resumed["resumed"].as_u64().unwrap() > 0, "{resumed}");
 
         let idle_run = idle(
@@ -589,7 +604,15 @@ mod tests {
             pem.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----\n".len();
         std::fs::write(&leaf_only, &pem[..end]).unwrap();
         let bad = Client::new(&args(&dir, "client-leaf.pem")).unwrap();
-        let refused = handshakes(bad, addr, 1, Duration::from_millis(100), false, &server).await;
+        let refused = handshakes(
+            Some(bad),
+            addr,
+            1,
+            Duration::from_millis(100),
+            false,
+            &server,
+        )
+        .await;
         assert_eq!(refused["ok"], 0, "{refused}");
         assert!(refused["failed"].as_u64().unwrap() > 0, "{refused}");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -115,6 +115,30 @@ const ROWS: &[Row] = &[
         pointer: "/rss_per_conn_kib",
         ratio: true,
     },
+    Row {
+        label: "client side: new plaintext conns/s through the client proxy, c=16",
+        case: "connect_hs_c16",
+        pointer: "/rate",
+        ratio: true,
+    },
+    Row {
+        label: "  per client-proxy CPU-second",
+        case: "connect_hs_c16",
+        pointer: "/per_server_cpu_s",
+        ratio: true,
+    },
+    Row {
+        label: "client side: requests/s through client proxy + server, c=16 kept-alive",
+        case: "connect_req_c16",
+        pointer: "/rate",
+        ratio: true,
+    },
+    Row {
+        label: "  p99 latency µs (lower is better)",
+        case: "connect_req_c16",
+        pointer: "/latency/p99_us",
+        ratio: true,
+    },
 ];
 
 /// The contender the ratios are about, and the baseline that gets a column but no ratio.
@@ -296,6 +320,37 @@ pub fn render(input: &str) -> String {
             out.push_str(&format!("| {label} | {} |\n", g(key)));
         }
     }
+    if let Some(c) = lines.iter().find(|l| str_of(l, "mode") == "ca") {
+        let g = |k: &str| {
+            c.get(k)
+                .and_then(Value::as_f64)
+                .map(fmt_num)
+                .unwrap_or_else(|| "–".into())
+        };
+        out.push_str("\n### The CA (mutual only; SQLite inventory, synchronous=FULL)\n\n");
+        out.push_str("| figure | value |\n|---|---:|\n");
+        let tasks = c.get("issue_tasks").and_then(Value::as_u64).unwrap_or(0);
+        let rows = g("inventory_rows");
+        let revoked = g("revoked_rows");
+        for (label, key) in [
+            (
+                format!("certificates issued per second ({tasks} tasks, in process, key generation + signing + one row each)"),
+                "issued_per_s",
+            ),
+            (format!("inventory rows for the timings below ({revoked} revoked; synthetic rows inserted with SQL)"), "inventory_rows"),
+            (format!("list all {rows} rows, in process (s)"), "list_s"),
+            (format!("CRL with {revoked} entries, in process (s)"), "crl_s"),
+            ("CRL size (bytes)".to_string(), "crl_bytes"),
+            ("`mutual cert list` (s, table to /dev/null)".to_string(), "cli_cert_list_s"),
+            ("`mutual cert list --json` (s)".to_string(), "cli_cert_list_json_s"),
+            ("`mutual ca crl` (s, includes unlocking the key)".to_string(), "cli_ca_crl_s"),
+        ] {
+            out.push_str(&format!("| {label} | {} |\n", g(key)));
+        }
+        if let Some(e) = c.get("first_error").and_then(Value::as_str) {
+            out.push_str(&format!("\nfirst issuance error: {e}\n"));
+        }
+    }
     out
 }
 
@@ -315,6 +370,7 @@ mod tests {
 {"contender":"nginx","case":"hs_c16","mode":"handshakes","ok":0,"failed":9,"rate":0.0}
 {"contender":"mutual","case":"hs_c16","mode":"handshakes","ok":10,"failed":0,"rate":5.0}
 {"mode":"crypto","ecdsa_p256_sign_per_s":37000.0}
+{"mode":"ca","issue_tasks":4,"issued_per_s":812.5,"inventory_rows":100000,"revoked_rows":10000,"list_s":0.512}
 "#;
         let md = render(input);
         assert!(
@@ -339,6 +395,14 @@ mod tests {
         assert!(md.contains("stunnel: not available: stunnel4 not installed"));
         assert!(md.contains("nginx hs_c1: 2 failed, 100 ok (first error: reset)"));
         assert!(md.contains("| ECDSA P-256 sign | 37000 |"));
+        assert!(
+            md.contains("certificates issued per second (4 tasks"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| list all 100000 rows, in process (s) | 0.51 |"),
+            "{md}"
+        );
         // Cases nobody ran do not get rows.
         assert!(!md.contains("bulk upload"));
     }

@@ -3,11 +3,13 @@
 //! its request still receives the whole response), byte counts kept live for metrics and the
 //! audit line, and the connection closed after `idle` without traffic in either direction.
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use mutual_tls::Reason;
@@ -163,6 +165,179 @@ pub enum CopyEnd {
     Error(io::Error),
 }
 
+/// Size of a copy buffer. One TLS record carries at most 16 KiB of plaintext, so one read from the
+/// TLS side fills at most one buffer and a write into it becomes at most one full record.
+const BUF_SIZE: usize = 16 * 1024;
+
+/// Buffers kept per worker thread for reuse. A buffer is only borrowed while bytes are in flight,
+/// so a few per thread serve every connection of that thread in the steady state; any beyond this
+/// are freed rather than hoarded after a burst.
+const POOL_MAX: usize = 32;
+
+thread_local! {
+    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Buffers taken and not yet given back on this thread (tests run on one thread).
+    static LENT: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+}
+
+/// A buffer from this thread's pool, or a new one when the pool is empty (only at start-up or
+/// under a burst wider than the pool): the steady state allocates nothing per read.
+fn take_buf() -> Box<[u8]> {
+    #[cfg(test)]
+    LENT.with(|l| l.set(l.get() + 1));
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
+}
+
+/// Gives a buffer back (the task may have moved threads since it took it; that is fine, it just
+/// joins this thread's pool).
+fn give_buf(b: Box<[u8]>) {
+    #[cfg(test)]
+    LENT.with(|l| l.set(l.get() - 1));
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_MAX {
+            p.push(b);
+        }
+    });
+}
+
+/// One direction of the copy. It holds a buffer only while bytes read from one side have not yet
+/// all been written to the other: an idle connection holds none (`tokio::io::copy_bidirectional`
+/// keeps two 8 KiB buffers for the connection's whole life, which was most of the proxy's memory
+/// per idle connection).
+#[derive(Default)]
+struct Half {
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    end: usize,
+    read_done: bool,
+    need_flush: bool,
+    done: bool,
+}
+
+impl Half {
+    /// Copies from `r` to `w` until `r` reaches EOF, then flushes and shuts down `w`'s write side
+    /// (the half-close), like tokio's copy but returning its buffer whenever a read would block.
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: &mut R,
+        w: &mut W,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + Unpin + ?Sized,
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        loop {
+            if self.pos == self.end && !self.read_done {
+                let mut b = self.buf.take().unwrap_or_else(take_buf);
+                let mut rb = ReadBuf::new(&mut b);
+                match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                    Poll::Pending => {
+                        // Nothing in flight: the buffer goes back until the next readiness.
+                        give_buf(b);
+                        // Bytes handed to a buffering writer (the TLS side encrypts into its
+                        // own queue) must reach the socket before this direction goes quiet.
+                        if self.need_flush {
+                            ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                            self.need_flush = false;
+                        }
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        give_buf(b);
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        if n == 0 {
+                            self.read_done = true;
+                            give_buf(b);
+                        } else {
+                            self.pos = 0;
+                            self.end = n;
+                            self.buf = Some(b);
+                        }
+                    }
+                }
+            }
+            while self.pos < self.end {
+                let Some(b) = self.buf.as_deref() else {
+                    // pos < end only ever holds while `buf` is Some (set together above).
+                    return Poll::Ready(Err(io::Error::other("copy buffer missing")));
+                };
+                let n = ready!(Pin::new(&mut *w).poll_write(cx, &b[self.pos..self.end]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.pos += n;
+                self.need_flush = true;
+            }
+            if self.read_done {
+                // Everything read has been written: pass the EOF on as a half-close.
+                ready!(Pin::new(&mut *w).poll_flush(cx))?;
+                self.need_flush = false;
+                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                return Poll::Ready(Ok(()));
+            }
+        }
+    }
+}
+
+/// Both directions of one connection, polled from one task (no extra task or lock per
+/// connection).
+struct Bidi<'a, A: ?Sized, B: ?Sized> {
+    a: &'a mut A,
+    b: &'a mut B,
+    a_to_b: Half,
+    b_to_a: Half,
+}
+
+impl<A, B> Future for Bidi<'_, A, B>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let me = &mut *self;
+        if !me.a_to_b.done {
+            if let Poll::Ready(r) = me.a_to_b.poll_copy(cx, &mut *me.a, &mut *me.b) {
+                r?;
+                me.a_to_b.done = true;
+            }
+        }
+        if !me.b_to_a.done {
+            if let Poll::Ready(r) = me.b_to_a.poll_copy(cx, &mut *me.b, &mut *me.a) {
+                r?;
+                me.b_to_a.done = true;
+            }
+        }
+        if me.a_to_b.done && me.b_to_a.done {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl<A: ?Sized, B: ?Sized> Drop for Bidi<'_, A, B> {
+    fn drop(&mut self) {
+        // A connection cut short (idle timeout, error) returns what it was holding.
+        for h in [&mut self.a_to_b, &mut self.b_to_a] {
+            if let Some(b) = h.buf.take() {
+                give_buf(b);
+            }
+        }
+    }
+}
+
 /// Copies both ways until both sides are closed, an error, or `idle` without traffic.
 pub async fn pump<A, B>(a: &mut A, b: &mut B, activity: &Activity, idle: Duration) -> CopyEnd
 where
@@ -170,9 +345,15 @@ where
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     activity.touch();
+    let copy = Bidi {
+        a,
+        b,
+        a_to_b: Half::default(),
+        b_to_a: Half::default(),
+    };
     tokio::select! {
-        r = tokio::io::copy_bidirectional(a, b) => match r {
-            Ok(_) => CopyEnd::Closed,
+        r = copy => match r {
+            Ok(()) => CopyEnd::Closed,
             Err(e) => CopyEnd::Error(e),
         },
         _ = idle_watch(activity, idle) => CopyEnd::Idle,
@@ -233,6 +414,88 @@ mod tests {
         assert_eq!(tout.load(Ordering::Relaxed), 100_000);
         assert_eq!(cin.get(), 5);
         assert_eq!(cout.get(), 100_000);
+    }
+
+    fn lent() -> isize {
+        LENT.with(|l| l.get())
+    }
+
+    /// An idle connection holds no copy buffer, a busy one at most one per direction, and the
+    /// buffers are reused (the pool) rather than allocated per read.
+    #[tokio::test]
+    async fn idle_connection_holds_no_buffer() {
+        let (mut client, proxy_a) = tokio::io::duplex(1 << 20);
+        let (proxy_b, mut backend) = tokio::io::duplex(1 << 20);
+        let act = Arc::new(Activity::default());
+        let mut a = Metered::new(proxy_a, Counter::default(), Arc::clone(&act));
+        let mut b = Metered::new(proxy_b, Counter::default(), Arc::clone(&act));
+        let act_p = Arc::clone(&act);
+        let base = lent();
+        let p = tokio::spawn(async move {
+            pump(&mut a, &mut b, &act_p, Duration::from_secs(5)).await;
+        });
+        let mut got = [0u8; 5];
+        for _ in 0..100 {
+            client.write_all(b"hello").await.unwrap();
+            backend.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"hello");
+            backend.write_all(b"world").await.unwrap();
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"world");
+            // Both directions went quiet: every buffer is back in the pool.
+            tokio::task::yield_now().await;
+            assert_eq!(lent(), base, "an idle connection holds a copy buffer");
+        }
+        let pooled = POOL.with(|p| p.borrow().len());
+        assert!(
+            (1..=2).contains(&pooled),
+            "200 reads must reuse one or two buffers, pool has {pooled}"
+        );
+        p.abort();
+    }
+
+    /// A writer that takes one byte per call and a reader that hands out odd-sized pieces: the
+    /// copy must still deliver every byte in order and propagate EOF.
+    #[tokio::test]
+    async fn tiny_writes_and_odd_reads_deliver_everything() {
+        let (mut client, proxy_a) = tokio::io::duplex(7);
+        let (proxy_b, mut backend) = tokio::io::duplex(1);
+        let act = Arc::new(Activity::default());
+        let mut a = Metered::new(proxy_a, Counter::default(), Arc::clone(&act));
+        let mut b = Metered::new(proxy_b, Counter::default(), Arc::clone(&act));
+        let act_p = Arc::clone(&act);
+        let p = tokio::spawn(async move {
+            matches!(
+                pump(&mut a, &mut b, &act_p, Duration::from_secs(5)).await,
+                CopyEnd::Closed
+            )
+        });
+        let up: Vec<u8> = (0..200_003u32).map(|i| (i % 251) as u8).collect();
+        let down: Vec<u8> = (0..150_001u32).map(|i| (i % 241) as u8).collect();
+        let (up2, down2) = (up.clone(), down.clone());
+        let be = tokio::spawn(async move {
+            let mut req = Vec::new();
+            backend.read_to_end(&mut req).await.unwrap();
+            for c in down2.chunks(13) {
+                backend.write_all(c).await.unwrap();
+            }
+            backend.shutdown().await.unwrap();
+            req
+        });
+        for c in up2.chunks(3) {
+            client.write_all(c).await.unwrap();
+        }
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(be.await.unwrap(), up);
+        assert!(
+            got == down,
+            "response differs ({} of {} bytes)",
+            got.len(),
+            down.len()
+        );
+        assert!(p.await.unwrap());
     }
 
     #[tokio::test]

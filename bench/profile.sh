@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# bench/profile.sh: callgrind profiles of `mutual serve` under loadgen (issue 7).
+#
+# Instruction counts are repeatable on a busy machine, unlike wall-clock profiles, so this is
+# what docs/PERFORMANCE.md's "Profiles" section quotes. Three cases, each in its own serve
+# process under callgrind: full mTLS handshakes, resumed handshakes (TLS 1.3 tickets), and small
+# requests over kept-alive connections. Counters are zeroed after start-up and a warm-up, so the
+# figures are per unit of work: instructions per handshake / per request.
+#
+# Environment: SKIP_BUILD=1, OUT=DIR (default bench/results/profile-<date>), SECS (load per case,
+# default 20: callgrind runs the server ~50x slower), TOP (symbols listed per case, default 25).
+# Needs valgrind (Debian: valgrind).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+SECS=${SECS:-20}
+TOP=${TOP:-25}
+OUT=${OUT:-$ROOT/bench/results/profile-$(date -u +%Y-%m-%d)}
+WORK=$(mktemp -d /tmp/mutual-profile.XXXXXX)
+command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
+
+cd "$ROOT" || exit 2
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release -q -p loadgen -p mutual || exit 2
+fi
+LOADGEN=$TARGET/release/loadgen
+MUTUAL=$TARGET/release/mutual
+mkdir -p "$OUT"
+
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+wait_port() {
+  local i
+  for i in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+"$LOADGEN" gen-certs --out "$WORK/certs" >/dev/null || exit 2
+C=$WORK/certs
+TLS=(--cert "$C/client-chain.pem" --key "$C/client.key" --ca "$C/root.pem" --server-name localhost
+     --no-verify-server --kx x25519)
+BPORT=$("$LOADGEN" free-port)
+"$LOADGEN" --threads 1 backend --listen "127.0.0.1:$BPORT" 2>/dev/null &
+PIDS+=($!)
+wait_port "$BPORT" || { echo "backend did not start" >&2; exit 2; }
+
+# profile NAME LOADGEN-ARGS...: one serve under callgrind, warm-up, zero, load, dump.
+profile() {
+  local name=$1; shift
+  local port out=$OUT/callgrind.$name
+  port=$("$LOADGEN" free-port)
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out.%p" --dump-instr=no \
+    "$MUTUAL" serve --listen "127.0.0.1:$port" --backend "127.0.0.1:$BPORT" --threads 1 \
+    --cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/root.pem" --allow-any \
+    2>"$WORK/$name.vg.log" &
+  local vpid=$!
+  PIDS+=("$vpid")
+  wait_port "$port" || { echo "$name: serve did not start under valgrind" >&2; return 1; }
+  "$LOADGEN" --threads 1 "$@" --addr "127.0.0.1:$port" "${TLS[@]}" --duration 3s --json >/dev/null 2>&1
+  callgrind_control -z "$vpid" >/dev/null 2>&1
+  "$LOADGEN" --threads 1 "$@" --addr "127.0.0.1:$port" "${TLS[@]}" --duration "${SECS}s" --json \
+    >"$OUT/$name.json" 2>/dev/null
+  callgrind_control -d "$vpid" >/dev/null 2>&1
+  kill -INT "$vpid"; wait "$vpid" 2>/dev/null
+  # The dump taken right after the load is the one with the counters of the load alone.
+  local f
+  f=$(ls -1 "$out".*.1 2>/dev/null | head -n 1)
+  [ -n "$f" ] || { echo "$name: no callgrind dump" >&2; return 1; }
+  local ir ok
+  ir=$(grep -m1 '^summary:' "$f" | awk '{print $2}')
+  ok=$(grep -oE '"ok":[0-9]+' "$OUT/$name.json" | cut -d: -f2)
+  echo "$name: $ok units, $ir instructions, $(( ir / (ok > 0 ? ok : 1) )) per unit" | tee -a "$OUT/summary.txt"
+  callgrind_annotate --threshold=100 --inclusive=no "$f" 2>/dev/null | head -n $((TOP + 25)) >"$OUT/$name.self.txt"
+  callgrind_annotate --threshold=100 --inclusive=yes "$f" 2>/dev/null | head -n $((TOP + 25)) >"$OUT/$name.inclusive.txt"
+}
+
+: >"$OUT/summary.txt"
+profile full handshakes --concurrency 4
+profile resumed handshakes --resume --concurrency 4
+profile requests requests --concurrency 4
+echo "wrote $OUT (summary.txt, <case>.self.txt, <case>.inclusive.txt, raw callgrind files)"
