@@ -1031,7 +1031,11 @@ fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
             sink,
         ),
         forward_client_cert_details: raw.forward_client_cert_details.as_ref().and_then(|v| {
-            let joined = v.iter().map(|s| s.get_ref().as_str()).collect::<Vec<_>>().join(",");
+            let joined = v
+                .iter()
+                .map(|s| s.get_ref().as_str())
+                .collect::<Vec<_>>()
+                .join(",");
             match joined.parse::<crate::http::XfccDetails>() {
                 Ok(_) => Some(joined),
                 Err(e) => {

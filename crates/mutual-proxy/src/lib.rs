@@ -11,13 +11,13 @@
 pub mod accept;
 pub mod audit;
 pub mod backend;
-pub mod config;
 pub mod cdp;
+pub mod config;
 pub mod connect;
 pub mod http;
 pub mod io;
-pub mod live;
 pub mod lifetime;
+pub mod live;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod ready;
