@@ -589,3 +589,117 @@ fn listeners_added_removed_and_moved_by_config_edits() {
         r.stderr_text()
     );
 }
+
+/// A backend that answers every HTTP request with the request head it received as the body.
+fn head_echo_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    req.len()
+                );
+                let _ = s.write_all(resp.as_bytes());
+                let _ = s.write_all(&req);
+            });
+        }
+    });
+    addr
+}
+
+/// HTTP mode, identity headers and per-request rules come from the config file's keys (`mode`,
+/// `forward_client_cert`, `[[listener.allow]]` with `paths`/`methods`), not only from flags.
+#[test]
+fn http_listener_from_the_config_file() {
+    let fx = fixture();
+    let backend = head_echo_backend();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, mport) = (free_port(), free_port());
+    let cfg = dir.path().join("mutual.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"metrics = "127.0.0.1:{mport}"
+[[listener]]
+name = "web"
+kind = "serve"
+mode = "http"
+listen = "127.0.0.1:{port}"
+backend = "{backend}"
+cert = "{cert}"
+key = "{key}"
+ca = "{ca}"
+forward_client_cert = "rfc9440"
+[[listener.allow]]
+spiffe = "{OK_ID}"
+paths = ["/api/*"]
+methods = ["GET"]
+"#,
+            cert = fx.server.cert.display(),
+            key = fx.server.key.display(),
+            ca = fx.pki.root.display(),
+        ),
+    )
+    .unwrap();
+    let (code, out) = config_check(&cfg);
+    assert_eq!(code, 0, "{out}");
+    let _child = ChildGuard(
+        Command::new(BIN)
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(mutual_test::wait_for_port(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(20)
+    ));
+    let get = |method: &str, path: &str| -> (String, String) {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-X", method, "--cacert"])
+            .arg(&fx.pki.root)
+            .arg("--cert")
+            .arg(&fx.ok.cert)
+            .arg("--key")
+            .arg(&fx.ok.key)
+            .args(["-H", "Client-Cert: :c3Bvb2Y=:", "-w", "\n%{http_code}"])
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .arg(format!("https://localhost:{port}{path}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.to_string(), body.to_string())
+    };
+    let (code, body) = get("GET", "/api/items");
+    assert_eq!(code, "200", "{body}");
+    let lower = body.to_ascii_lowercase();
+    let client_cert: Vec<&str> = lower
+        .lines()
+        .filter(|l| l.starts_with("client-cert:"))
+        .collect();
+    assert_eq!(client_cert.len(), 1, "one Client-Cert header: {body}");
+    assert!(
+        !client_cert[0].contains("c3bvb2y"),
+        "the client's spoofed Client-Cert reached the backend: {body}"
+    );
+    assert!(!lower.contains("x-forwarded-client-cert"), "{body}");
+    let (code, body) = get("GET", "/admin");
+    assert_eq!(code, "403", "{body}");
+    assert!(body.contains("policy_denied") && body.contains(OK_ID), "{body}");
+    let (code, body) = get("POST", "/api/items");
+    assert_eq!(code, "403", "{body}");
+}
