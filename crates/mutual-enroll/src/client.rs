@@ -269,7 +269,7 @@ async fn request_inner(
     let resp = sender
         .send_request(req)
         .await
-        .map_err(|e| unreachable(format!("HTTP: {e}")))?;
+        .map_err(|e| http_error(url, &e))?;
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
@@ -291,6 +291,29 @@ async fn request_inner(
         retry_after,
         body,
     })
+}
+
+/// A failed exchange. With TLS 1.3 the CA judges our client certificate after our side of the
+/// handshake is done, so its verdict (an alert such as unknown_ca or certificate_expired)
+/// arrives while the request is in flight: report that as the handshake failure it is.
+fn http_error(url: &CaUrl, e: &hyper::Error) -> EnrollError {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if mutual_tls::classify::rustls_error_of(io).is_some() {
+                return EnrollError::Handshake {
+                    url: url.url.clone(),
+                    reason: mutual_tls::classify_io_error(io).label(),
+                    detail: mutual_tls::describe_io(io),
+                };
+            }
+        }
+        src = s.source();
+    }
+    EnrollError::Unreachable {
+        url: url.url.clone(),
+        detail: format!("HTTP: {e}"),
+    }
 }
 
 /// The answer to `/v1/sign` and `/v1/renew`.

@@ -153,6 +153,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub enroll: crate::cmd_enroll::EnrollArgs,
 }
 
 /// `mutual connect` flags.
@@ -193,6 +196,9 @@ pub struct ConnectArgs {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub enroll: crate::cmd_enroll::EnrollArgs,
 }
 
 /// Parses `500ms`, `10s`, `5m`, `1h` or a bare number of seconds.
@@ -317,6 +323,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if policy_flags.is_empty() && args.policy.is_none() {
         return Err(mutual_proxy::ProxyError::NoPolicy.into());
     }
+    let renewer = crate::cmd_enroll::prepare(&args.enroll, &args.cert, &args.key, &args.ca)?;
     let common = args.common.clone();
     let cfg = ServeConfig {
         name: common.name.clone().unwrap_or_else(|| "serve".into()),
@@ -347,6 +354,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let shared = shared(&common)?;
     let result = rt.block_on(async {
         let serve = Serve::new(cfg, &shared)?;
+        renewer.map(|r| tokio::spawn(crate::cmd_enroll::run_renewer(r)));
         let listener = mutual_proxy::bind(&args.listen).await?;
         let s2 = Arc::clone(&serve);
         run_listener(&common, &shared, serve, move |sd| {
@@ -372,6 +380,7 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     for a in &listen {
         mutual_proxy::connect::check_loopback(*a, args.allow_remote_clients)?;
     }
+    let renewer = crate::cmd_enroll::prepare(&args.enroll, &args.cert, &args.key, &args.ca)?;
     let common = args.common.clone();
     let cfg = ConnectConfig {
         name: common.name.clone().unwrap_or_else(|| "connect".into()),
@@ -394,6 +403,7 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let shared = shared(&common)?;
     let result = rt.block_on(async {
         let connect = Connect::new(cfg, &shared)?;
+        renewer.map(|r| tokio::spawn(crate::cmd_enroll::run_renewer(r)));
         let listener = mutual_proxy::bind(&first.to_string()).await?;
         let c2 = Arc::clone(&connect);
         run_listener(&common, &shared, connect, move |sd| {

@@ -7,6 +7,7 @@
 mod cmd_ca;
 mod cmd_cert;
 mod cmd_demo;
+mod cmd_enroll;
 mod cmd_probe;
 mod cmd_proxy;
 mod cmd_verify;
@@ -46,6 +47,10 @@ enum Command {
     Probe(Box<cmd_probe::ProbeArgs>),
     /// Run a self-contained tour: CA, certificates, proxy, allowed and denied requests.
     Demo(cmd_demo::DemoArgs),
+    /// Get a certificate from the online CA with a one-time token (key generated locally).
+    Enroll(Box<cmd_enroll::EnrollCmdArgs>),
+    /// Renew a certificate from the online CA over mTLS, once or as a daemon.
+    Renew(Box<cmd_enroll::RenewArgs>),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +62,8 @@ fn main() -> ExitCode {
         Command::Connect(a) => cmd_proxy::run_connect(*a),
         Command::Probe(a) => cmd_probe::run(*a),
         Command::Demo(a) => cmd_demo::run(a),
+        Command::Enroll(a) => cmd_enroll::run_enroll(*a),
+        Command::Renew(a) => cmd_enroll::run_renew(*a),
     };
     match result {
         Ok(code) => code,
