@@ -752,15 +752,62 @@ impl Ca {
         }
         req.verify_signature()
             .map_err(|_| PkiError::CsrBadSignature)?;
-        let pubkey = rcgen::SubjectPublicKeyInfo::from_der(spki.raw).map_err(|e| {
+        self.sign_spki(spki.raw, kind == "RSA", o)
+    }
+
+    /// Signs a leaf for a public key given as SubjectPublicKeyInfo DER, with no proof of
+    /// possession: only for a key already proven, e.g. the key of a certificate that was just
+    /// used in an mTLS handshake (the online CA's renewal without a CSR). Nothing is recorded.
+    pub fn prepare_spki(&self, spki_der: &[u8], o: &IssueOptions) -> Result<Pending, PkiError> {
+        let (rest, spki) =
+            x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| {
+                PkiError::Malformed {
+                    detail: format!("not a SubjectPublicKeyInfo: {e}"),
+                }
+            })?;
+        if !rest.is_empty() {
+            return Err(PkiError::Malformed {
+                detail: "trailing bytes after the public key".into(),
+            });
+        }
+        let (kind, bits) = crate::inspect::describe_key(&spki);
+        match kind.as_str() {
+            "RSA" if bits < 2048 => {
+                return Err(PkiError::WeakKey {
+                    detail: format!("RSA-{bits} key; at least 2048 bits required"),
+                })
+            }
+            "RSA" | "ECDSA P-256" | "ECDSA P-384" | "Ed25519" => {}
+            other => {
+                return Err(PkiError::UnsupportedKey {
+                    detail: format!("{other}; use ECDSA P-256/P-384, Ed25519 or RSA >= 2048"),
+                })
+            }
+        }
+        self.sign_spki(spki_der, kind == "RSA", o)
+    }
+
+    fn sign_spki(&self, spki_der: &[u8], rsa: bool, o: &IssueOptions) -> Result<Pending, PkiError> {
+        let pubkey = rcgen::SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| {
             PkiError::UnsupportedKey {
-                detail: format!("cannot use the CSR's public key: {e}"),
+                detail: format!("cannot use the public key: {e}"),
             }
         })?;
         let (nb, na) = self.check(o)?;
-        let (params, serial) = self.leaf_params(o, nb, na, kind == "RSA")?;
+        let (params, serial) = self.leaf_params(o, nb, na, rsa)?;
         let cert = params.signed_by(&pubkey, &self.issuer()?)?;
         self.finish(o, cert, &serial, nb, na, None)
+    }
+
+    /// Records a prepared certificate and spends the one-time token `jti` that paid for it, in
+    /// one transaction (a replayed token is [`StoreError::TokenUsed`] and records nothing).
+    ///
+    /// [`StoreError::TokenUsed`]: mutual_store::StoreError::TokenUsed
+    pub async fn record_with_token(&self, p: &Pending, jti: &str) -> Result<(), PkiError> {
+        Ok(self
+            .store
+            .insert_with_token(&p.record, jti, now().unix_timestamp())
+            .await?)
     }
 
     /// Records a prepared certificate in the inventory.
@@ -851,6 +898,58 @@ impl Ca {
         };
         Ok(params.signed_by(&issuer)?.der().to_vec())
     }
+}
+
+/// The SANs a CSR asks for (its extensionRequest's subjectAltName), in the CLI form. The CSR's
+/// signature is not checked here ([`Ca::prepare_csr`] does that before anything is signed).
+/// A name type the CA never issues (email, directory name, ...) is an error rather than
+/// silently dropped, so the caller can refuse the request.
+pub fn csr_sans(csr: &[u8]) -> Result<Vec<San>, PkiError> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    let der = csr_der(csr)?;
+    let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+        .map_err(|e| PkiError::MalformedCsr {
+            detail: e.to_string(),
+        })?;
+    let mut out = Vec::new();
+    let Some(exts) = req.requested_extensions() else {
+        return Ok(out);
+    };
+    for ext in exts {
+        let ParsedExtension::SubjectAlternativeName(san) = ext else {
+            continue;
+        };
+        for name in &san.general_names {
+            let text = match name {
+                GeneralName::DNSName(d) => format!("dns:{d}"),
+                GeneralName::URI(u) => format!("uri:{u}"),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => {
+                        let a: [u8; 4] = [b[0], b[1], b[2], b[3]];
+                        format!("ip:{}", std::net::IpAddr::from(a))
+                    }
+                    16 => {
+                        let mut a = [0u8; 16];
+                        a.copy_from_slice(b);
+                        format!("ip:{}", std::net::IpAddr::from(a))
+                    }
+                    _ => {
+                        return Err(PkiError::MalformedCsr {
+                            detail: "an IP address SAN of the wrong length".into(),
+                        })
+                    }
+                },
+                other => {
+                    return Err(PkiError::InvalidSan {
+                        input: format!("{other:?}"),
+                        detail: "only dns:, ip: and uri: names can be issued".into(),
+                    })
+                }
+            };
+            out.push(text.parse::<San>()?);
+        }
+    }
+    Ok(out)
 }
 
 /// Accepts a CSR as PEM (`CERTIFICATE REQUEST` / `NEW CERTIFICATE REQUEST`) or DER.

@@ -47,6 +47,9 @@ pub enum StoreError {
     },
     #[error("inventory row for serial {serial} is corrupt: {detail}")]
     Corrupt { serial: String, detail: String },
+    /// A one-time token was presented a second time (nothing was recorded).
+    #[error("token {jti} was already used")]
+    TokenUsed { jti: String },
 }
 
 fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -128,6 +131,9 @@ pub struct CertRecord {
     pub requested_by: Option<String>,
     pub sha256: String,
     pub created_at: i64,
+    /// Who revoked it through the online CA (`api-revoke:<identity>`), if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
 }
 
 /// Which rows `list` returns.
@@ -162,6 +168,17 @@ pub struct RevokedEntry {
 pub trait Inventory {
     /// Records a newly issued certificate. A serial already present is `DuplicateSerial`.
     fn insert(&self, cert: &NewCert) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records a newly issued certificate and spends the one-time token `jti` that paid for it,
+    /// in one transaction: either both are recorded or neither. A token already spent is
+    /// `TokenUsed`, a serial already present `DuplicateSerial`.
+    fn insert_with_token(
+        &self,
+        cert: &NewCert,
+        jti: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Whether the one-time token `jti` was already spent.
+    fn token_used(&self, jti: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// Removes a row whose certificate could not be delivered (its files were not written).
     fn delete(&self, serial: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
     fn get(
@@ -179,6 +196,14 @@ pub trait Inventory {
         serial: &str,
         reason: &str,
         now: i64,
+    ) -> impl Future<Output = Result<RevokeOutcome, StoreError>> + Send;
+    /// [`Inventory::revoke`], also recording who revoked it (`revoked_by`).
+    fn revoke_as(
+        &self,
+        serial: &str,
+        reason: &str,
+        now: i64,
+        revoked_by: Option<&str>,
     ) -> impl Future<Output = Result<RevokeOutcome, StoreError>> + Send;
     /// Every revoked certificate (for the CRL).
     fn revoked(&self) -> impl Future<Output = Result<Vec<RevokedEntry>, StoreError>> + Send;
@@ -215,6 +240,21 @@ impl Inventory for Store {
             Store::Sqlite(s) => s.insert(cert).await,
         }
     }
+    async fn insert_with_token(
+        &self,
+        cert: &NewCert,
+        jti: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.insert_with_token(cert, jti, now).await,
+        }
+    }
+    async fn token_used(&self, jti: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.token_used(jti).await,
+        }
+    }
     async fn delete(&self, serial: &str) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(s) => s.delete(serial).await,
@@ -238,6 +278,17 @@ impl Inventory for Store {
     ) -> Result<RevokeOutcome, StoreError> {
         match self {
             Store::Sqlite(s) => s.revoke(serial, reason, now).await,
+        }
+    }
+    async fn revoke_as(
+        &self,
+        serial: &str,
+        reason: &str,
+        now: i64,
+        revoked_by: Option<&str>,
+    ) -> Result<RevokeOutcome, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.revoke_as(serial, reason, now, revoked_by).await,
         }
     }
     async fn revoked(&self) -> Result<Vec<RevokedEntry>, StoreError> {
@@ -266,7 +317,7 @@ pub struct SqliteStore {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 const COLUMNS: &str = "serial, name, subject, sans, usage, not_before, not_after, status, \
-                       revoked_at, reason, requested_by, sha256, created_at";
+                       revoked_at, reason, requested_by, sha256, created_at, revoked_by";
 
 impl SqliteStore {
     /// Opens the database, in WAL mode with a generous busy timeout so that concurrent issuers
@@ -332,6 +383,7 @@ impl SqliteStore {
             requested_by: row.try_get("requested_by").map_err(db("read row"))?,
             sha256: row.try_get("sha256").map_err(db("read row"))?,
             created_at: row.try_get("created_at").map_err(db("read row"))?,
+            revoked_by: row.try_get("revoked_by").map_err(db("read row"))?,
             serial,
         })
     }
@@ -341,40 +393,85 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// The certificate INSERT, on the pool or inside a transaction.
+async fn insert_cert<'e, E>(exec: E, c: &NewCert) -> Result<(), StoreError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let sans = serde_json::to_string(&c.sans).map_err(|e| StoreError::Corrupt {
+        serial: c.serial.clone(),
+        detail: e.to_string(),
+    })?;
+    let res = sqlx::query(
+        "INSERT INTO certificates (serial, name, subject, sans, usage, not_before, not_after, \
+         status, requested_by, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'valid', ?, ?, ?)",
+    )
+    .bind(&c.serial)
+    .bind(&c.name)
+    .bind(&c.subject)
+    .bind(sans)
+    .bind(&c.usage)
+    .bind(c.not_before)
+    .bind(c.not_after)
+    .bind(&c.requested_by)
+    .bind(&c.sha256)
+    .bind(unix_now())
+    .execute(exec)
+    .await;
+    match res {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::DuplicateSerial {
+                serial: c.serial.clone(),
+            })
+        }
+        Err(e) => Err(StoreError::Db {
+            op: "insert certificate",
+            source: e,
+        }),
+    }
+}
+
 impl Inventory for SqliteStore {
     async fn insert(&self, c: &NewCert) -> Result<(), StoreError> {
-        let sans = serde_json::to_string(&c.sans).map_err(|e| StoreError::Corrupt {
-            serial: c.serial.clone(),
-            detail: e.to_string(),
-        })?;
-        let res = sqlx::query(
-            "INSERT INTO certificates (serial, name, subject, sans, usage, not_before, not_after, \
-             status, requested_by, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'valid', ?, ?, ?)",
-        )
-        .bind(&c.serial)
-        .bind(&c.name)
-        .bind(&c.subject)
-        .bind(sans)
-        .bind(&c.usage)
-        .bind(c.not_before)
-        .bind(c.not_after)
-        .bind(&c.requested_by)
-        .bind(&c.sha256)
-        .bind(unix_now())
-        .execute(&self.pool)
-        .await;
-        match res {
-            Ok(_) => Ok(()),
+        insert_cert(&self.pool, c).await
+    }
+
+    async fn insert_with_token(&self, c: &NewCert, jti: &str, now: i64) -> Result<(), StoreError> {
+        // BEGIN IMMEDIATE semantics are not needed: the PRIMARY KEY on jti decides a race, and
+        // a rollback (explicit or on drop) undoes the certificate row with it.
+        let mut tx = self.pool.begin().await.map_err(db("begin transaction"))?;
+        let spent = sqlx::query("INSERT INTO tokens_used (jti, used_at, serial) VALUES (?, ?, ?)")
+            .bind(jti)
+            .bind(now)
+            .bind(&c.serial)
+            .execute(&mut *tx)
+            .await;
+        match spent {
+            Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::DuplicateSerial {
-                    serial: c.serial.clone(),
+                return Err(StoreError::TokenUsed {
+                    jti: jti.to_string(),
                 })
             }
-            Err(e) => Err(StoreError::Db {
-                op: "insert certificate",
-                source: e,
-            }),
+            Err(e) => {
+                return Err(StoreError::Db {
+                    op: "record token use",
+                    source: e,
+                })
+            }
         }
+        insert_cert(&mut *tx, c).await?;
+        tx.commit().await.map_err(db("commit issuance"))
+    }
+
+    async fn token_used(&self, jti: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 AS one FROM tokens_used WHERE jti = ?")
+            .bind(jti)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("look up token"))?;
+        Ok(row.is_some())
     }
 
     async fn delete(&self, serial: &str) -> Result<(), StoreError> {
@@ -430,13 +527,24 @@ impl Inventory for SqliteStore {
         reason: &str,
         now: i64,
     ) -> Result<RevokeOutcome, StoreError> {
+        self.revoke_as(serial, reason, now, None).await
+    }
+
+    async fn revoke_as(
+        &self,
+        serial: &str,
+        reason: &str,
+        now: i64,
+        revoked_by: Option<&str>,
+    ) -> Result<RevokeOutcome, StoreError> {
         // One conditional UPDATE: two concurrent revocations cannot both "win".
         let changed = sqlx::query(
-            "UPDATE certificates SET status = 'revoked', revoked_at = ?, reason = ? \
-             WHERE serial = ? AND status != 'revoked'",
+            "UPDATE certificates SET status = 'revoked', revoked_at = ?, reason = ?, \
+             revoked_by = ? WHERE serial = ? AND status != 'revoked'",
         )
         .bind(now)
         .bind(reason)
+        .bind(revoked_by)
         .bind(serial)
         .execute(&self.pool)
         .await
@@ -554,6 +662,15 @@ mod tests {
         ));
         let r = s.revoked().await.unwrap();
         assert_eq!(r.len(), 1);
+        assert_eq!(s.get("aa", 600).await.unwrap().unwrap().revoked_by, None);
+        s.revoke_as("bb", "superseded", 600, Some("api-revoke:x"))
+            .await
+            .unwrap();
+        let bb = s.get("bb", 600).await.unwrap().unwrap();
+        assert_eq!(bb.revoked_by.as_deref(), Some("api-revoke:x"));
+        assert_eq!(bb.requested_by.as_deref(), Some("test"));
+        let r = s.revoked().await.unwrap();
+        assert_eq!(r.len(), 2);
         assert_eq!(r[0].reason.as_deref(), Some("superseded"));
         assert_eq!(r[0].revoked_at, 600);
         assert_eq!(s.next_counter("crl").await.unwrap(), 1);
@@ -563,5 +680,31 @@ mod tests {
         assert_eq!(s.count().await.unwrap(), 1);
         let missing = Store::open_sqlite(&dir.path().join("nope.db"), false).await;
         assert!(matches!(missing, Err(StoreError::Missing { .. })));
+    }
+
+    #[tokio::test]
+    async fn token_use_is_atomic_with_issuance() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open_sqlite(&dir.path().join("inv.db"), true)
+            .await
+            .unwrap();
+        assert!(!s.token_used("j1").await.unwrap());
+        s.insert_with_token(&cert("aa", 1000), "j1", 5)
+            .await
+            .unwrap();
+        assert!(s.token_used("j1").await.unwrap());
+        // Replay: refused, and the second certificate is not recorded.
+        assert!(matches!(
+            s.insert_with_token(&cert("bb", 1000), "j1", 6).await,
+            Err(StoreError::TokenUsed { .. })
+        ));
+        assert_eq!(s.count().await.unwrap(), 1);
+        // A duplicate serial rolls the token use back: the token stays unspent.
+        assert!(matches!(
+            s.insert_with_token(&cert("aa", 1000), "j2", 7).await,
+            Err(StoreError::DuplicateSerial { .. })
+        ));
+        assert!(!s.token_used("j2").await.unwrap());
+        assert_eq!(s.count().await.unwrap(), 1);
     }
 }

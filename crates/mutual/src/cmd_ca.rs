@@ -101,6 +101,9 @@ pub enum CaCommand {
     /// Write a CRL signed by the intermediate, listing every revoked certificate with its
     /// reason; each run gets a higher CRL number.
     Crl(CrlArgs),
+    /// Run the CA online over HTTPS: enrollment with one-time tokens, renewal and revocation
+    /// over mTLS, roots and CRL (docs/ca-server.md).
+    Serve(Box<crate::cmd_ca_serve::ServeArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -150,6 +153,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CaCommand::Init(a) => init(*a),
         CaCommand::Crl(a) => crl(a),
+        CaCommand::Serve(a) => crate::cmd_ca_serve::run(*a),
     }
 }
 

@@ -5,11 +5,13 @@
 #![forbid(unsafe_code)]
 
 mod cmd_ca;
+mod cmd_ca_serve;
 mod cmd_cert;
 mod cmd_demo;
 mod cmd_enroll;
 mod cmd_probe;
 mod cmd_proxy;
+mod cmd_token;
 mod cmd_verify;
 
 use std::process::ExitCode;
@@ -51,6 +53,9 @@ enum Command {
     Enroll(Box<cmd_enroll::EnrollCmdArgs>),
     /// Renew a certificate from the online CA over mTLS, once or as a daemon.
     Renew(Box<cmd_enroll::RenewArgs>),
+    /// One-time enrollment tokens for the online CA (`mutual ca serve`).
+    #[command(subcommand)]
+    Token(cmd_token::TokenCommand),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => cmd_demo::run(a),
         Command::Enroll(a) => cmd_enroll::run_enroll(*a),
         Command::Renew(a) => cmd_enroll::run_renew(*a),
+        Command::Token(c) => cmd_token::run(c),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,716 @@
+//! The HTTP API of the online CA (docs/ca-server.md, docs/openapi.yaml): routing, body limits,
+//! rate limiting, and the sign / renew / revoke / roots / crl handlers.
+//!
+//! Every handler returns either a success body or a [`Problem`]; one log line per request says
+//! who asked (peer address and certificate identity), what, and the outcome, never the token.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use mutual_pki::ca::{Ca, IssueOptions, Issued};
+use mutual_pki::{PkiError, RevocationReason, RevokeOutcome, San, Status, StoreError, Usage};
+use mutual_policy::{Identity, Rule};
+use mutual_store::Inventory;
+use rustls_pki_types::CertificateDer;
+use serde::Deserialize;
+
+use crate::problem::Problem;
+use crate::ratelimit::RateLimiter;
+use crate::token::{parse_usage, Provisioner};
+
+/// Request bodies larger than this are refused with 413 (api-contract.md).
+pub const MAX_BODY: usize = 64 * 1024;
+/// An oversized body up to this size is read and discarded so the client gets its 413.
+const MAX_DRAIN: usize = 1024 * 1024;
+
+/// What the TLS layer learned about the peer of one connection.
+#[derive(Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The verified client chain, leaf first (`None`: no client certificate).
+    pub chain: Option<Vec<CertificateDer<'static>>>,
+}
+
+/// The current CRL and what it was made from.
+struct CrlCache {
+    der: Vec<u8>,
+    next_update: i64,
+    serials: Vec<String>,
+}
+
+/// Everything the handlers share.
+pub struct State {
+    pub ca: Ca,
+    pub provisioner: Provisioner,
+    pub admins: Vec<Rule>,
+    pub limiter: RateLimiter,
+    pub crl_next_update: Duration,
+    crl: tokio::sync::Mutex<Option<CrlCache>>,
+}
+
+impl State {
+    pub fn new(
+        ca: Ca,
+        provisioner: Provisioner,
+        admins: Vec<Rule>,
+        limiter: RateLimiter,
+        crl_next_update: Duration,
+    ) -> State {
+        State {
+            ca,
+            provisioner,
+            admins,
+            limiter,
+            crl_next_update,
+            crl: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The current CRL (DER) and its nextUpdate. Regenerated when the inventory's revoked set
+    /// changed (a revocation through the API, or `mutual cert revoke` by another process) or
+    /// when half of its validity has passed; otherwise the cached one is served.
+    pub async fn crl(&self, force: bool) -> Result<(Vec<u8>, i64), PkiError> {
+        let mut serials: Vec<String> = self
+            .ca
+            .store()
+            .revoked()
+            .await?
+            .into_iter()
+            .map(|r| r.serial)
+            .collect();
+        serials.sort();
+        let now = unix_now();
+        let half = i64::try_from(self.crl_next_update.as_secs() / 2).unwrap_or(i64::MAX);
+        let mut g = self.crl.lock().await;
+        if let Some(c) = g.as_ref() {
+            if !force && c.serials == serials && c.next_update - now > half {
+                return Ok((c.der.clone(), c.next_update));
+            }
+        }
+        let der = self.ca.crl(self.crl_next_update).await?;
+        let next_update = crl_next_update(&der).unwrap_or(now);
+        *g = Some(CrlCache {
+            der: der.clone(),
+            next_update,
+            serials,
+        });
+        Ok((der, next_update))
+    }
+}
+
+fn crl_next_update(der: &[u8]) -> Option<i64> {
+    let (_, crl) = x509_parser::parse_x509_crl(der).ok()?;
+    crl.next_update().map(|t| t.timestamp())
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn rfc3339(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("cache-control", "no-store")
+        .body(Full::new(body.into()))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Resp {
+    respond(
+        status,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
+}
+
+/// The outcome of one request, for the log line.
+struct Outcome {
+    resp: Resp,
+    reason: &'static str,
+    /// Serial issued or revoked, if any.
+    serial: Option<String>,
+    /// Why it was refused (the problem's detail: never a secret).
+    detail: Option<String>,
+}
+
+impl From<Problem> for Outcome {
+    fn from(p: Problem) -> Outcome {
+        let reason = p.reason;
+        let detail = Some(p.detail.clone());
+        Outcome {
+            resp: p.into_response(),
+            reason,
+            serial: None,
+            detail,
+        }
+    }
+}
+
+fn ok(resp: Resp) -> Outcome {
+    Outcome {
+        resp,
+        reason: "ok",
+        serial: None,
+        detail: None,
+    }
+}
+
+/// Serves one request: rate limit, route, handle, log.
+pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let identity = peer
+        .chain
+        .as_ref()
+        .and_then(|c| c.first())
+        .and_then(|leaf| Identity::from_der(leaf).ok());
+    let who = identity
+        .as_ref()
+        .map(Identity::principal)
+        .unwrap_or_else(|| "-".into());
+    let out = route(state, peer, identity.as_ref(), req, &method, &path).await;
+    tracing::info!(
+        peer_addr = %peer.addr,
+        identity = %who,
+        method = %method,
+        path = %path,
+        status = out.resp.status().as_u16(),
+        reason = out.reason,
+        serial = out.serial.as_deref().unwrap_or("-"),
+        detail = out.detail.as_deref().unwrap_or("-"),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    out.resp
+}
+
+async fn route(
+    state: &State,
+    peer: &Peer,
+    identity: Option<&Identity>,
+    req: Request<Incoming>,
+    method: &Method,
+    path: &str,
+) -> Outcome {
+    // /health stays cheap and unthrottled so that liveness checks work during a flood.
+    if path == "/health" {
+        return if method == Method::GET {
+            ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+        } else {
+            method_not_allowed()
+        };
+    }
+    if let Err(wait) = state.limiter.check(peer.addr.ip(), Instant::now()) {
+        let mut p = Problem::new(
+            "rate_limited",
+            format!(
+                "too many requests from {}; retry after the Retry-After delay",
+                peer.addr.ip()
+            ),
+        );
+        p.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        return p.into();
+    }
+    match (path, method) {
+        ("/v1/roots", &Method::GET) => ok(respond(
+            StatusCode::OK,
+            "application/x-pem-file",
+            state.ca.root_pem().to_string(),
+        )),
+        ("/v1/crl", &Method::GET) => crl(state).await,
+        ("/v1/sign", &Method::POST) => match read_json::<SignBody>(req).await {
+            Ok(b) => sign(state, b).await,
+            Err(p) => p.into(),
+        },
+        ("/v1/renew", &Method::POST) => {
+            // Authenticate before reading the body: an anonymous peer gets no work done.
+            match authenticated(state, peer, identity).await {
+                Err(p) => p.into(),
+                Ok(me) => match read_json::<RenewBody>(req).await {
+                    Ok(b) => renew(state, peer, &me, b).await,
+                    Err(p) => p.into(),
+                },
+            }
+        }
+        ("/v1/revoke", &Method::POST) => match authenticated(state, peer, identity).await {
+            Err(p) => p.into(),
+            Ok(me) => match read_json::<RevokeBody>(req).await {
+                Ok(b) => revoke(state, &me, b).await,
+                Err(p) => p.into(),
+            },
+        },
+        ("/v1/roots" | "/v1/crl" | "/v1/sign" | "/v1/renew" | "/v1/revoke", _) => {
+            method_not_allowed()
+        }
+        _ => Problem::new("not_found", format!("no such endpoint: {path}")).into(),
+    }
+}
+
+fn method_not_allowed() -> Outcome {
+    Problem::new(
+        "method_not_allowed",
+        "this endpoint does not take that method",
+    )
+    .into()
+}
+
+/// Reads a JSON body of at most [`MAX_BODY`] bytes.
+///
+/// An oversized body announced by Content-Length up to [`MAX_DRAIN`] (and any oversized
+/// chunked body) is read to its end and thrown away before the 413 goes out: a client still
+/// sending when the server closes would see a broken pipe instead of the answer. Beyond
+/// `MAX_DRAIN` the connection is simply closed after the 413.
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Problem> {
+    let too_large = || {
+        Problem::new(
+            "body_too_large",
+            format!("request bodies are limited to {MAX_BODY} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_DRAIN as u64) {
+        return Err(too_large());
+    }
+    let mut body = req.into_body();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut seen: usize = 0;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|_| Problem::new("bad_request", "could not read the request body"))?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen > MAX_DRAIN {
+                return Err(too_large());
+            }
+            if seen <= MAX_BODY {
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(too_large());
+    }
+    serde_json::from_slice(&buf)
+        .map_err(|e| Problem::new("bad_request", format!("invalid JSON body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignBody {
+    csr: String,
+    token: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RenewBody {
+    #[serde(default)]
+    csr: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    serial: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+fn issued_body(i: &Issued) -> serde_json::Value {
+    serde_json::json!({
+        "certificate_chain": i.chain_pem,
+        "serial": i.serial_hex,
+        "not_before": rfc3339(i.not_before),
+        "not_after": rfc3339(i.not_after),
+    })
+}
+
+fn created(i: &Issued) -> Outcome {
+    Outcome {
+        resp: json(StatusCode::CREATED, &issued_body(i)),
+        reason: "ok",
+        serial: Some(i.serial_hex.clone()),
+        detail: None,
+    }
+}
+
+/// Maps a PKI refusal of a request onto the contract's labels.
+fn pki_problem(e: PkiError) -> Problem {
+    match e {
+        PkiError::MalformedCsr { .. }
+        | PkiError::CsrBadSignature
+        | PkiError::WeakKey { .. }
+        | PkiError::UnsupportedKey { .. }
+        | PkiError::Malformed { .. }
+        | PkiError::ServerNeedsSan
+        | PkiError::MultipleSpiffeIds { .. }
+        | PkiError::InvalidName { .. }
+        | PkiError::InvalidSan { .. }
+        | PkiError::InvalidSerial { .. }
+        | PkiError::TtlBeyondIntermediate { .. }
+        | PkiError::InvalidDuration { .. } => Problem::new("bad_request", e.to_string()),
+        PkiError::NotPermitted { .. } | PkiError::OutsideTrustDomain { .. } => {
+            Problem::new("name_not_allowed", e.to_string())
+        }
+        PkiError::UnknownSerial { .. } => Problem::new("not_found", e.to_string()),
+        PkiError::Store(StoreError::TokenUsed { .. }) => {
+            Problem::new("token_used", "this token was already used")
+        }
+        other => Problem::internal(other),
+    }
+}
+
+/// The CN for a certificate issued from a token: the first SAN's value, or for a long URI its
+/// last path segment (a CN is at most 64 characters).
+fn name_for(sans: &[San]) -> String {
+    let Some(first) = sans.first() else {
+        return "mutual".into();
+    };
+    let v = match first {
+        San::Dns(d) => d.clone(),
+        San::Ip(ip) => ip.to_string(),
+        San::Uri(u) => u.clone(),
+    };
+    if v.len() <= 64 {
+        return v;
+    }
+    let tail = v.rsplit('/').find(|s| !s.is_empty()).unwrap_or("mutual");
+    tail.chars().take(64).collect()
+}
+
+async fn sign(state: &State, b: SignBody) -> Outcome {
+    let now = unix_now();
+    let claims = match state.provisioner.verify(b.token.trim(), now) {
+        Ok(c) => c,
+        Err(e) => return Problem::new(e.reason(), e.to_string()).into(),
+    };
+    // Cheap early refusal of a replay; the transaction below is what guarantees single use.
+    match state.ca.store().token_used(&claims.jti).await {
+        Ok(true) => return Problem::new("token_used", "this token was already used").into(),
+        Ok(false) => {}
+        Err(e) => return Problem::internal(e).into(),
+    }
+    let (allowed, usage) = match (claims.parsed_sans(), claims.parsed_usage()) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(e), _) | (_, Err(e)) => return Problem::new(e.reason(), e.to_string()).into(),
+    };
+    let requested = match mutual_pki::ca::csr_sans(b.csr.as_bytes()) {
+        Ok(r) => r,
+        Err(e @ PkiError::InvalidSan { .. }) => {
+            return Problem::new("name_not_allowed", e.to_string()).into()
+        }
+        Err(e) => return pki_problem(e).into(),
+    };
+    if let Some(extra) = requested.iter().find(|r| !allowed.contains(r)) {
+        return Problem::new(
+            "name_not_allowed",
+            format!("the CSR asks for {extra}, which the token does not give"),
+        )
+        .into();
+    }
+    // Keep the token's order (its first SAN names the certificate).
+    let sans: Vec<San> = if requested.is_empty() {
+        allowed
+    } else {
+        allowed
+            .into_iter()
+            .filter(|s| requested.contains(s))
+            .collect()
+    };
+    let o = IssueOptions {
+        name: name_for(&sans),
+        sans,
+        usage,
+        ttl: Duration::from_secs(claims.ttl),
+        requested_by: Some(format!("token:{}", claims.jti)),
+        ..Default::default()
+    };
+    let pending = match state.ca.prepare_csr(b.csr.as_bytes(), &o) {
+        Ok(p) => p,
+        Err(e) => return pki_problem(e).into(),
+    };
+    if let Err(e) = state.ca.record_with_token(&pending, &claims.jti).await {
+        return pki_problem(e).into();
+    }
+    created(&pending.issued)
+}
+
+/// The verified client certificate of this connection, checked against the inventory: ours,
+/// not revoked, not expired. Used by every endpoint that acts on an identity.
+struct Me {
+    identity: Identity,
+    leaf: CertificateDer<'static>,
+    record: mutual_store::CertRecord,
+}
+
+async fn authenticated(
+    state: &State,
+    peer: &Peer,
+    identity: Option<&Identity>,
+) -> Result<Me, Problem> {
+    let (Some(leaf), Some(identity)) = (peer.chain.as_ref().and_then(|c| c.first()), identity)
+    else {
+        return Err(Problem::new(
+            "no_client_cert",
+            "this endpoint needs a client certificate issued by this CA (mTLS)",
+        ));
+    };
+    let now = unix_now();
+    let record = match state.ca.store().get(&identity.serial, now).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Err(Problem::new(
+                "unknown_ca",
+                format!(
+                    "certificate {} is not in this CA's inventory",
+                    identity.serial
+                ),
+            ))
+        }
+        Err(e) => return Err(Problem::internal(e)),
+    };
+    if record.sha256 != identity.sha256 {
+        return Err(Problem::new(
+            "unknown_ca",
+            "the certificate does not match this CA's record of its serial",
+        ));
+    }
+    if record.status == Status::Revoked {
+        return Err(Problem::new(
+            "revoked",
+            format!("certificate {} is revoked", record.serial),
+        ));
+    }
+    if record.status == Status::Expired || identity.not_after <= now {
+        return Err(Problem::new(
+            "expired",
+            format!(
+                "certificate {} expired at {}; enroll again with a token",
+                record.serial,
+                rfc3339(identity.not_after)
+            ),
+        ));
+    }
+    Ok(Me {
+        identity: identity.clone(),
+        leaf: leaf.clone(),
+        record,
+    })
+}
+
+async fn renew(state: &State, peer: &Peer, me: &Me, b: RenewBody) -> Outcome {
+    let _ = peer;
+    let r = &me.record;
+    let sans = match r.sans.iter().map(|s| s.parse::<San>()).collect() {
+        Ok(s) => s,
+        Err(e) => return Problem::internal(e).into(),
+    };
+    let usage = parse_usage(&r.usage).unwrap_or(Usage::Client);
+    // The same lifetime: issuance backdates notBefore by 5 minutes, so take that off again;
+    // never past the intermediate's own expiry.
+    let lifetime = r.not_after - r.not_before;
+    let mut ttl = if lifetime > 600 {
+        lifetime - 300
+    } else {
+        lifetime
+    };
+    let now = unix_now();
+    ttl = ttl.min(state.ca.intermediate_not_after() - now).max(1);
+    let o = IssueOptions {
+        name: r.name.clone(),
+        sans,
+        usage,
+        ttl: Duration::from_secs(u64::try_from(ttl).unwrap_or(1)),
+        requested_by: Some(format!("renew:{}", r.serial)),
+        ..Default::default()
+    };
+    let prepared = match &b.csr {
+        Some(csr) => state.ca.prepare_csr(csr.as_bytes(), &o),
+        None => match x509_parser::parse_x509_certificate(&me.leaf) {
+            Ok((_, c)) => state.ca.prepare_spki(c.public_key().raw, &o),
+            Err(e) => return Problem::internal(e).into(),
+        },
+    };
+    let pending = match prepared {
+        Ok(p) => p,
+        Err(e) => return pki_problem(e).into(),
+    };
+    if let Err(e) = state.ca.record(&pending).await {
+        return pki_problem(e).into();
+    }
+    created(&pending.issued)
+}
+
+/// `keyCompromise` (RFC 5280 spelling, as the contract writes it) or `key-compromise`.
+fn parse_reason(s: &str) -> Result<RevocationReason, PkiError> {
+    let mut kebab = String::with_capacity(s.len() + 4);
+    for (i, c) in s.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            kebab.push('-');
+        }
+        kebab.push(c.to_ascii_lowercase());
+    }
+    // RFC 5280 spells two of them with an acronym: cACompromise, aACompromise.
+    let kebab = kebab.replace("c-a-compromise", "ca-compromise");
+    kebab.parse()
+}
+
+async fn revoke(state: &State, me: &Me, b: RevokeBody) -> Outcome {
+    let serial = match mutual_pki::normalize_serial(&b.serial) {
+        Ok(s) => s,
+        Err(e) => return pki_problem(e).into(),
+    };
+    let reason = match b.reason.as_deref().map(parse_reason).transpose() {
+        Ok(r) => r.unwrap_or_default(),
+        Err(e) => return pki_problem(e).into(),
+    };
+    let is_self = serial == me.record.serial;
+    let is_admin = state
+        .admins
+        .iter()
+        .any(|r| r.matches_identity(&me.identity));
+    if !is_self && !is_admin {
+        return Problem::new(
+            "forbidden",
+            "only an admin identity (--admin) may revoke another certificate",
+        )
+        .into();
+    }
+    let by = format!("api-revoke:{}", me.identity.principal());
+    let outcome = state
+        .ca
+        .store()
+        .revoke_as(&serial, reason.as_str(), unix_now(), Some(&by))
+        .await;
+    match outcome {
+        Ok(RevokeOutcome::Revoked(_) | RevokeOutcome::AlreadyRevoked(_)) => {}
+        Err(StoreError::NotFound { serial }) => {
+            return Problem::new("not_found", format!("no certificate with serial {serial}")).into()
+        }
+        Err(e) => return Problem::internal(e).into(),
+    }
+    // Publish at once: the next /v1/crl must list it.
+    if let Err(e) = state.crl(true).await {
+        return Problem::internal(e).into();
+    }
+    Outcome {
+        resp: json(
+            StatusCode::OK,
+            &serde_json::json!({"serial": serial, "revoked": true}),
+        ),
+        reason: "ok",
+        serial: Some(serial),
+        detail: None,
+    }
+}
+
+async fn crl(state: &State) -> Outcome {
+    match state.crl(false).await {
+        Ok((der, next_update)) => {
+            let max_age = (next_update - unix_now()).max(0);
+            let resp = Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/pkix-crl")
+                .header("cache-control", format!("max-age={max_age}"))
+                .body(Full::new(Bytes::from(der)))
+                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+            ok(resp)
+        }
+        Err(e) => Problem::internal(e).into(),
+    }
+}
+
+/// Parses `--admin` patterns: `spiffe://...` globs, `dns:PATTERN` (or a bare DNS pattern).
+pub fn admin_rules(patterns: &[String]) -> Result<Vec<Rule>, mutual_policy::PolicyError> {
+    patterns
+        .iter()
+        .map(|p| {
+            let mut r = Rule::default();
+            if p.starts_with("spiffe://") {
+                r.spiffe = vec![mutual_policy::SpiffePattern::parse(p)?];
+            } else {
+                let d = p.strip_prefix("dns:").unwrap_or(p);
+                r.dns = vec![mutual_policy::DnsPattern::parse(d)?];
+            }
+            Ok(r)
+        })
+        .collect()
+}
+
+/// Shared handle for the connection tasks.
+pub type SharedState = Arc<State>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn reasons() {
+        assert_eq!(
+            parse_reason("keyCompromise").unwrap(),
+            RevocationReason::KeyCompromise
+        );
+        assert_eq!(
+            parse_reason("cACompromise").unwrap(),
+            RevocationReason::CaCompromise
+        );
+        assert_eq!(
+            parse_reason("key-compromise").unwrap(),
+            RevocationReason::KeyCompromise
+        );
+        assert_eq!(
+            parse_reason("cessationOfOperation").unwrap(),
+            RevocationReason::CessationOfOperation
+        );
+        assert!(parse_reason("bogus").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(name_for(&["dns:a.internal".parse().unwrap()]), "a.internal");
+        let long = format!("uri:spiffe://example.org/{}/web", "x".repeat(70));
+        assert_eq!(name_for(&[long.parse().unwrap()]), "web");
+    }
+
+    #[test]
+    fn admins() {
+        let r = admin_rules(&[
+            "spiffe://example.org/ops/*".into(),
+            "dns:*.ops.example".into(),
+        ])
+        .unwrap();
+        let id = Identity {
+            spiffe: Some("spiffe://example.org/ops/alice".into()),
+            ..Default::default()
+        };
+        assert!(r.iter().any(|r| r.matches_identity(&id)));
+        let other = Identity {
+            spiffe: Some("spiffe://example.org/dev/bob".into()),
+            ..Default::default()
+        };
+        assert!(!r.iter().any(|r| r.matches_identity(&other)));
+    }
+}

@@ -1,0 +1,337 @@
+//! The online CA: `mutual ca serve` runs the certificate authority over HTTPS so that services
+//! enroll with a one-time token (`POST /v1/sign`), renew over mTLS with the certificate they
+//! hold (`/v1/renew`), revoke (`/v1/revoke`) and fetch trust material (`/v1/roots`, `/v1/crl`).
+//!
+//! Why its own crate (DESIGN.md): the online CA is a network service with its own attack
+//! surface (tokens, rate limits, body limits), while mutual-pki stays a library that never
+//! speaks TLS. It sits beside mutual-proxy in the dependency graph: it uses mutual-pki (issuing),
+//! mutual-store (tokens spent), mutual-policy (admin identities), and rustls + hyper directly
+//! (axum has no TLS of its own; FIELD-NOTES.md).
+//!
+//! Shape: one TCP listener; each connection does a TLS handshake (client certificate optional,
+//! verified against our root when sent), then HTTP/1.1 via hyper with the peer chain handed to
+//! the handlers. The intermediate key is unlocked once at start. The server's own certificate is
+//! issued by the CA at start and replaced at two-thirds of its life. A shutdown signal stops
+//! accepting, lets in-flight requests finish (bounded by a drain timeout), then closes the
+//! inventory cleanly, so every certificate a client got a 201 for is on disk.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod problem;
+pub mod ratelimit;
+pub mod tls;
+pub mod token;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use mutual_pki::ca::Ca;
+use mutual_pki::{PkiError, San};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use ratelimit::RateSpec;
+pub use token::{Claims, Provisioner, TokenError};
+
+/// Why the server could not start (or stopped on its own).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("--admin: {0}")]
+    Admin(#[from] mutual_policy::PolicyError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Store(#[from] mutual_store::StoreError),
+}
+
+/// What `mutual ca serve` takes (besides the unlocked CA and provisioner key).
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    /// SANs of the server's own certificate.
+    pub sans: Vec<San>,
+    /// `--admin` patterns: identities that may revoke any certificate.
+    pub admins: Vec<String>,
+    pub rate: RateSpec,
+    pub tls12: bool,
+    /// Lifetime of the server's own certificate (renewed at two-thirds).
+    pub server_cert_ttl: Duration,
+    /// nextUpdate of the CRLs served at /v1/crl.
+    pub crl_next_update: Duration,
+    /// How long a shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+    pub handshake_timeout: Duration,
+}
+
+impl ServeOptions {
+    pub fn new(listen: SocketAddr, sans: Vec<San>) -> ServeOptions {
+        ServeOptions {
+            listen,
+            sans,
+            admins: Vec::new(),
+            rate: RateSpec {
+                per_sec: Some(10.0),
+                burst: 20.0,
+            },
+            tls12: false,
+            server_cert_ttl: Duration::from_secs(86_400),
+            crl_next_update: Duration::from_secs(86_400),
+            drain_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The default SANs of the server's certificate: localhost, 127.0.0.1, ::1 and the host name.
+pub fn default_sans() -> Vec<San> {
+    let mut sans: Vec<San> = ["dns:localhost", "ip:127.0.0.1", "ip:::1"]
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let h = h.trim().to_ascii_lowercase();
+        if let Ok(san) = format!("dns:{h}").parse::<San>() {
+            if h != "localhost" && !sans.contains(&san) {
+                sans.push(san);
+            }
+        }
+    }
+    sans
+}
+
+/// A bound listener with everything set up; [`Server::run`] serves until `shutdown` resolves.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<api::State>,
+    tls: tokio_rustls::TlsAcceptor,
+    resolver: Arc<tls::RotatingCert>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    opts: ServeOptions,
+    cert_serial: String,
+    cert_not_before: i64,
+    cert_not_after: i64,
+}
+
+impl Server {
+    /// Issues the server's certificate, binds the listener, builds the first CRL.
+    pub async fn bind(
+        ca: Ca,
+        provisioner: Provisioner,
+        opts: ServeOptions,
+    ) -> Result<Server, ServerError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let admins = api::admin_rules(&opts.admins)?;
+        let cert = tls::issue_server_cert(&ca, &opts.sans, opts.server_cert_ttl, &provider).await?;
+        let resolver = Arc::new(tls::RotatingCert::new(cert.key));
+        let verifier = Arc::new(tls::ClientVerifier::new(ca.root_pem(), provider.clone())?);
+        let cfg = tls::server_config(resolver.clone(), verifier, provider.clone(), opts.tls12)?;
+        let listener =
+            TcpListener::bind(opts.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: opts.listen,
+                    source,
+                })?;
+        let state = Arc::new(api::State::new(
+            ca,
+            provisioner,
+            admins,
+            ratelimit::RateLimiter::new(opts.rate),
+            opts.crl_next_update,
+        ));
+        state.crl(true).await?;
+        Ok(Server {
+            listener,
+            state,
+            tls: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
+            resolver,
+            provider,
+            opts,
+            cert_serial: cert.serial,
+            cert_not_before: cert.not_before,
+            cert_not_after: cert.not_after,
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serial of the server certificate issued at start.
+    pub fn cert_serial(&self) -> &str {
+        &self.cert_serial
+    }
+
+    /// Serves until `shutdown` resolves, then drains and closes the inventory.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server {
+            listener,
+            state,
+            tls,
+            resolver,
+            provider,
+            opts,
+            cert_serial,
+            cert_not_before,
+            cert_not_after,
+        } = self;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let rotation = tokio::spawn(rotate(
+            state.clone(),
+            resolver,
+            provider,
+            opts.clone(),
+            (cert_serial, cert_not_before, cert_not_after),
+            stop_rx.clone(),
+        ));
+        let mut conns = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            while conns.try_join_next().is_some() {}
+            let (tcp, addr) = tokio::select! {
+                _ = &mut shutdown => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            conns.spawn(connection(
+                tcp,
+                addr,
+                tls.clone(),
+                state.clone(),
+                opts.handshake_timeout,
+                stop_rx.clone(),
+            ));
+        }
+        drop(listener);
+        tracing::info!(open = conns.len(), "shutting down: draining connections");
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(opts.drain_timeout, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                open = conns.len(),
+                "drain timeout: closing the remaining connections"
+            );
+            conns.shutdown().await;
+        }
+        rotation.abort();
+        state.ca.store().close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// One connection: TLS handshake (bounded), then HTTP/1.1 until the peer leaves or a shutdown
+/// asks it to finish its current request and close.
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    addr: SocketAddr,
+    tls: tokio_rustls::TlsAcceptor,
+    state: Arc<api::State>,
+    handshake_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let stream = match tokio::time::timeout(handshake_timeout, tls.accept(tcp)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(peer_addr = %addr, error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(peer_addr = %addr, "handshake timeout");
+            return;
+        }
+    };
+    let chain = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
+    let peer = Arc::new(api::Peer { addr, chain });
+    let svc = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        let peer = peer.clone();
+        async move { Ok::<_, std::convert::Infallible>(api::handle(&state, &peer, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(peer_addr = %addr, error = %e, "connection ended with an error");
+            }
+            return;
+        }
+        _ = stop.wait_for(|s| *s) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    if let Err(e) = conn.await {
+        tracing::debug!(peer_addr = %addr, error = %e, "connection ended with an error");
+    }
+}
+
+/// Replaces the server certificate at two-thirds of its life; on failure retries every minute
+/// (the old certificate stays in use meanwhile).
+async fn rotate(
+    state: Arc<api::State>,
+    resolver: Arc<tls::RotatingCert>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    opts: ServeOptions,
+    first: (String, i64, i64),
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let (mut serial, mut not_before, mut not_after) = first;
+    loop {
+        // Two-thirds of the life from issuance (notBefore is backdated, so count back from
+        // notAfter instead).
+        let third = i64::try_from(opts.server_cert_ttl.as_secs() / 3).unwrap_or(i64::MAX);
+        let renew_at = not_after.saturating_sub(third).max(not_before);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let wait = Duration::from_secs(u64::try_from(renew_at - now).unwrap_or(0));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match tls::issue_server_cert(&state.ca, &opts.sans, opts.server_cert_ttl, &provider).await {
+            Ok(c) => {
+                tracing::info!(old_serial = %serial, serial = %c.serial, "server certificate rotated");
+                resolver.replace(c.key);
+                serial = c.serial;
+                not_before = c.not_before;
+                not_after = c.not_after;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "server certificate rotation failed; retrying in 60 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The CA server's own TLS: a server certificate the CA issues to itself at start and replaces
+//! at two-thirds of its life (a `ResolvesServerCert` over `ArcSwap`, so rotation never drops a
+//! connection), and client-certificate verification that is optional at the TLS layer.
+//!
+//! Why a lenient verifier for expiry: renewal and revocation must answer an expired client
+//! certificate with the contract's `403 expired`, which needs a completed handshake. The wrapper
+//! accepts an expired certificate only after re-running the full WebPKI path validation
+//! (signature chain to our root, EKU, constraints) at a moment inside its validity; the request
+//! layer then sees the real notAfter and refuses. Every other failure (unknown CA, bad
+//! signature, wrong purpose) still fails the handshake.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use mutual_pki::ca::{Ca, IssueOptions};
+use mutual_pki::{KeyType, San, Usage};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+
+use crate::ServerError;
+
+/// Who the server certificate's inventory row says asked for it.
+pub const SERVER_CERT_REQUESTER: &str = "ca-serve";
+
+/// The server certificate currently presented, swapped in place on rotation.
+#[derive(Debug)]
+pub struct RotatingCert {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl RotatingCert {
+    pub fn new(first: Arc<CertifiedKey>) -> RotatingCert {
+        RotatingCert {
+            current: ArcSwap::new(first),
+        }
+    }
+
+    pub fn replace(&self, next: Arc<CertifiedKey>) {
+        self.current.store(next);
+    }
+}
+
+impl ResolvesServerCert for RotatingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// A freshly issued (and recorded) server certificate.
+pub struct ServerCert {
+    pub key: Arc<CertifiedKey>,
+    pub serial: String,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// Issues the server's own certificate (usage server, recorded in the inventory with
+/// requested_by `ca-serve`).
+pub async fn issue_server_cert(
+    ca: &Ca,
+    sans: &[San],
+    ttl: Duration,
+    provider: &CryptoProvider,
+) -> Result<ServerCert, ServerError> {
+    let o = IssueOptions {
+        name: "mutual-ca-server".into(),
+        sans: sans.to_vec(),
+        usage: Usage::Server,
+        ttl,
+        key_type: KeyType::EcdsaP256,
+        requested_by: Some(SERVER_CERT_REQUESTER.into()),
+    };
+    let p = ca.prepare_issue(&o)?;
+    let chain = CertificateDer::pem_slice_iter(p.issued.chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerError::Tls(format!("own chain: {e}")))?;
+    let key_der = p
+        .key_der
+        .clone()
+        .ok_or_else(|| ServerError::Tls("the issued server certificate has no key".into()))?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der));
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| ServerError::Tls(format!("own key: {e}")))?;
+    let certified = Arc::new(CertifiedKey::new(chain, signing));
+    ca.record(&p).await?;
+    Ok(ServerCert {
+        key: certified,
+        serial: p.issued.serial_hex.clone(),
+        not_before: p.issued.not_before,
+        not_after: p.issued.not_after,
+    })
+}
+
+/// Optional client certificates checked against our root, expired ones let through for the
+/// request layer to refuse by name (see the module doc).
+#[derive(Debug)]
+pub struct ClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientVerifier {
+    pub fn new(
+        root_pem: &str,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<ClientVerifier, ServerError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+            let c = c.map_err(|e| ServerError::Tls(format!("root certificate: {e}")))?;
+            roots
+                .add(c)
+                .map_err(|e| ServerError::Tls(format!("root certificate: {e}")))?;
+        }
+        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| ServerError::Tls(format!("client verifier: {e}")))?;
+        Ok(ClientVerifier { inner })
+    }
+}
+
+/// notAfter of a certificate, Unix seconds.
+fn not_after(der: &[u8]) -> Option<i64> {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .map(|(_, c)| c.validity().not_after.timestamp())
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            )) => {
+                // Validate the whole path again one second before the leaf expired. Anything
+                // else wrong with it (or an intermediate already expired then) still fails.
+                let at = not_after(end_entity)
+                    .and_then(|t| u64::try_from(t.saturating_sub(1)).ok())
+                    .ok_or(rustls::Error::InvalidCertificate(
+                        CertificateError::BadEncoding,
+                    ))?;
+                self.inner.verify_client_cert(
+                    end_entity,
+                    intermediates,
+                    UnixTime::since_unix_epoch(Duration::from_secs(at)),
+                )
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The listener's rustls config: TLS 1.3 (1.2 too with `tls12`), HTTP/1.1 over ALPN.
+pub fn server_config(
+    resolver: Arc<RotatingCert>,
+    verifier: Arc<ClientVerifier>,
+    provider: Arc<CryptoProvider>,
+    tls12: bool,
+) -> Result<rustls::ServerConfig, ServerError> {
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12 {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}

@@ -1,0 +1,142 @@
+//! `mutual ca serve`: runs the CA online (crates/mutual-ca-server). This file only turns flags
+//! into `ServeOptions`, unlocks the CA once, wires SIGTERM/SIGINT to a graceful stop and sets up
+//! logging; docs/ca-server.md is the user guide.
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use mutual_ca_server::{default_sans, Provisioner, RateSpec, ServeOptions, Server};
+use mutual_pki::ca::Ca;
+use mutual_pki::San;
+
+use crate::cmd_ca::{parse_duration, DirArg, PasswordArg};
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Endpoints (HTTPS, JSON; docs/ca-server.md): GET /health, GET /v1/roots, GET /v1/crl,
+POST /v1/sign (one-time token from `mutual token create` + CSR), POST /v1/renew (mTLS with the
+current certificate), POST /v1/revoke (mTLS, admin or the certificate itself).
+
+SIGTERM or SIGINT: stop accepting, finish in-flight requests (up to --drain-timeout), exit 0.")]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:9443", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub dir: DirArg,
+    #[command(flatten)]
+    pub password: PasswordArg,
+    /// Identity allowed to revoke any certificate: a SPIFFE ID pattern (`spiffe://td/ops/*`)
+    /// or a DNS pattern (`dns:*.ops.example`). Repeatable. Anyone may revoke its own
+    /// certificate.
+    #[arg(long = "admin", value_name = "PATTERN")]
+    pub admins: Vec<String>,
+    /// SAN of the server's own certificate (repeatable) [default: dns:localhost, ip:127.0.0.1,
+    /// ip:::1 and the host name].
+    #[arg(long = "san", value_name = "TYPE:VALUE", value_parser = parse_san)]
+    pub sans: Vec<San>,
+    /// Requests per peer IP: N/s or N/m (burst twice that), or `off`. /health is not limited.
+    #[arg(long, default_value = "10/s", value_parser = parse_rate, value_name = "RATE")]
+    pub rate_limit: RateSpec,
+    /// Also accept TLS 1.2 (TLS 1.3 only by default).
+    #[arg(long)]
+    pub tls12: bool,
+    /// Lifetime of the server's own certificate; it is replaced at two-thirds of it.
+    #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    pub server_cert_ttl: Duration,
+    /// nextUpdate of the CRL served at /v1/crl (re-signed at half of it, and on every
+    /// revocation).
+    #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    pub crl_next_update: Duration,
+    /// How long a stop waits for in-flight requests.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub drain_timeout: Duration,
+    /// Log format on stderr: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+fn parse_san(s: &str) -> Result<San, String> {
+    s.parse().map_err(|e: mutual_pki::PkiError| e.to_string())
+}
+
+fn parse_rate(s: &str) -> Result<RateSpec, String> {
+    s.parse()
+}
+
+fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter);
+    let _ = if format == "json" {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(&a.log_format);
+    let dir = a.dir.resolve()?;
+    let password = a.password.get(false)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let ca = Ca::open(&dir, password.as_bytes()).await?;
+        let provisioner = Provisioner::load_or_create(&dir, password.as_bytes())?;
+        drop(password);
+        let mut opts = ServeOptions::new(
+            a.listen,
+            if a.sans.is_empty() {
+                default_sans()
+            } else {
+                a.sans
+            },
+        );
+        opts.admins = a.admins;
+        opts.rate = a.rate_limit;
+        opts.tls12 = a.tls12;
+        opts.server_cert_ttl = a.server_cert_ttl;
+        opts.crl_next_update = a.crl_next_update;
+        opts.drain_timeout = a.drain_timeout;
+        let server = Server::bind(ca, provisioner, opts).await?;
+        let addr = server
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(
+            listen = %addr,
+            server_cert_serial = %server.cert_serial(),
+            "online CA listening on https://{addr}"
+        );
+        server.run(termination_signal()).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
