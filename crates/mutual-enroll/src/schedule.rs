@@ -37,10 +37,16 @@ impl Default for Schedule {
 
 impl Schedule {
     /// The unix time (seconds, fractional) at which to renew `c`, with the jitter drawn from `r`
-    /// in [-1, 1].
-    pub fn renew_at(&self, c: &CertSummary, r: f64) -> f64 {
-        let life = c.lifetime() as f64;
-        c.not_before as f64 + life * self.at_fraction + life * self.jitter * r.clamp(-1.0, 1.0)
+    /// in [-1, 1]. The lifetime counts from `issued` (when we got the certificate: the file's
+    /// modification time) rather than from notBefore, which CAs backdate (mutual by 5 min, for
+    /// clock skew): for a 60 s certificate, two-thirds of notBefore..notAfter would already be
+    /// past when it arrives. `issued` is clamped into the validity period.
+    pub fn renew_at(&self, c: &CertSummary, issued: Option<f64>, r: f64) -> f64 {
+        let nb = c.not_before as f64;
+        let na = c.not_after as f64;
+        let start = issued.map_or(nb, |t| t.clamp(nb, na.max(nb)));
+        let life = (na - start).max(0.0);
+        start + life * self.at_fraction + life * self.jitter * r.clamp(-1.0, 1.0)
     }
 
     /// The delay before the next attempt after `failures` failed ones, capped so that the
@@ -94,7 +100,12 @@ impl Renewer {
                 Some((serial, at)) if *serial == summary.serial => *at,
                 _ => {
                     let r = rand::rng().random_range(-1.0..=1.0);
-                    let at = self.schedule.renew_at(&summary, r);
+                    let issued = std::fs::metadata(&self.opts.cert)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map(|d| d.as_secs_f64());
+                    let at = self.schedule.renew_at(&summary, issued, r);
                     tracing::info!(
                         serial = %summary.serial,
                         not_after = %mutual_tls::verify::rfc3339(summary.not_after),
@@ -190,10 +201,22 @@ mod tests {
     fn renews_at_two_thirds_within_jitter() {
         let s = Schedule::default();
         let c = cert(1000, 1000 + 90_000);
-        assert_eq!(s.renew_at(&c, 0.0), 1000.0 + 60_000.0);
-        assert_eq!(s.renew_at(&c, 1.0), 1000.0 + 60_000.0 + 4_500.0);
-        assert_eq!(s.renew_at(&c, -1.0), 1000.0 + 60_000.0 - 4_500.0);
-        assert_eq!(s.renew_at(&c, 7.0), s.renew_at(&c, 1.0));
+        assert_eq!(s.renew_at(&c, None, 0.0), 1000.0 + 60_000.0);
+        assert_eq!(s.renew_at(&c, None, 1.0), 1000.0 + 60_000.0 + 4_500.0);
+        assert_eq!(s.renew_at(&c, None, -1.0), 1000.0 + 60_000.0 - 4_500.0);
+        assert_eq!(s.renew_at(&c, None, 7.0), s.renew_at(&c, None, 1.0));
+    }
+
+    #[test]
+    fn backdated_not_before_does_not_count() {
+        let s = Schedule::default();
+        // A 60 s certificate backdated by 5 min, received at 1300.
+        let c = cert(1000, 1360);
+        assert_eq!(s.renew_at(&c, Some(1300.0), 0.0), 1340.0);
+        assert_eq!(s.renew_at(&c, Some(1300.0), 1.0), 1343.0);
+        // A modification time outside the validity is clamped into it.
+        assert_eq!(s.renew_at(&c, Some(10.0), 0.0), 1240.0);
+        assert_eq!(s.renew_at(&c, Some(9999.0), 0.0), 1360.0);
     }
 
     #[test]
