@@ -137,8 +137,13 @@ impl Ca {
     }
 
     fn token(&self, sans: &[&str], ttl_cert: &str) -> String {
+        self.token_for(sans, ttl_cert, "both")
+    }
+
+    fn token_for(&self, sans: &[&str], ttl_cert: &str, usage: &str) -> String {
         let d = self.d();
         let mut a = vec!["token", "create", "--dir", s(&d), "--ttl-cert", ttl_cert];
+        a.extend(["--usage", usage]);
         for san in sans {
             a.extend(["--san", san]);
         }
@@ -509,7 +514,7 @@ fn proxy_auto_rotation_end_to_end() {
         &be.addr.to_string(),
         &proxy_args(&sdir, &st, &["--allow-spiffe", OK_ID]),
     );
-    let ct = ca.token(&[&format!("uri:{OK_ID}")], "60s");
+    let ct = ca.token_for(&[&format!("uri:{OK_ID}")], "60s", "client");
     let connect = spawn_proxy(
         "connect",
         "--remote",
