@@ -235,16 +235,17 @@ async fn request_inner(
         .connect(url.server_name.clone(), tcp)
         .await
         .map_err(|e| {
-            let reason = if mutual_tls::classify::rustls_error_of(&e).is_some() {
-                mutual_tls::classify_io_error(&e).label()
+            if mutual_tls::classify::rustls_error_of(&e).is_some() {
+                EnrollError::Handshake {
+                    url: url.url.clone(),
+                    reason: mutual_tls::classify_io_error(&e).label(),
+                    detail: mutual_tls::describe_io(&e),
+                }
             } else {
                 // Reset or EOF mid-handshake: the CA is going away or restarting.
-                "other"
-            };
-            EnrollError::Handshake {
-                url: url.url.clone(),
-                reason,
-                detail: mutual_tls::describe_io(&e),
+                unreachable(format!(
+                    "the connection broke during the TLS handshake: {e}"
+                ))
             }
         })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -45,6 +45,7 @@ pub enum EnrollError {
     },
     #[error("cannot reach the CA at {url}: {detail}")]
     Unreachable { url: String, detail: String },
+    /// A TLS-level refusal by either side (a broken connection is `Unreachable`).
     #[error("TLS handshake with the CA at {url} failed ({reason}): {detail}")]
     Handshake {
         url: String,
@@ -83,9 +84,6 @@ impl EnrollError {
             EnrollError::Unreachable { .. }
             | EnrollError::Timeout { .. }
             | EnrollError::BadResponse { .. } => true,
-            // A handshake that broke off (reset, EOF) is the CA restarting; a certificate we
-            // reject is not going to fix itself.
-            EnrollError::Handshake { reason, .. } => *reason == "other",
             EnrollError::Refused { status, .. } => *status == 429 || *status >= 500,
             _ => false,
         }

@@ -414,11 +414,36 @@ fn renew_once_keeps_the_names_and_can_change_the_key() {
         "--ca",
         s(&ca.root()),
     ]);
+    // The CA verifies client certificates at the TLS layer: its alert is what we report.
     assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
     assert!(
-        o.stderr.contains("unknown_ca") || o.stderr.contains("handshake"),
+        o.stderr.contains("TLS handshake with the CA")
+            && o.stderr.contains(
+                "failed (unknown_ca): the peer refused the handshake with TLS alert unknown_ca"
+            ),
         "{}",
         o.stderr
+    );
+
+    // A --ca that is not this CA's root: our side refuses the CA's certificate (exit 1).
+    let other_root = other.root.clone();
+    let o = run(&[
+        "renew",
+        "--ca-url",
+        &ca.url(),
+        "--cert",
+        s(&cert),
+        "--key",
+        s(&key),
+        "--ca",
+        s(&other_root),
+    ]);
+    assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("failed (unknown_ca)"), "{}", o.stderr);
+    assert_eq!(
+        leaf_of(&cert).serial,
+        third.serial,
+        "nothing written on failure"
     );
 }
 
