@@ -645,3 +645,54 @@ fn proxy_auto_rotation_end_to_end() {
         assert!(!log.contains("PRIVATE KEY") && !log.contains(&st) && !log.contains(&ct));
     }
 }
+
+/// `serve --ca-url` without a usable certificate and without a token cannot start: exit 2 with
+/// what to do, before listening.
+#[test]
+fn proxy_without_certificate_or_token_says_what_to_do() {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let o = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "127.0.0.1:9",
+        "--cert",
+        s(&d.join("cert.pem")),
+        "--key",
+        s(&d.join("key.pem")),
+        "--ca",
+        s(&d.join("root.pem")),
+        "--allow-any",
+        "--ca-url",
+        "https://127.0.0.1:9",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("pass --token and --root-sha256 to enroll with --ca-url"),
+        "{}",
+        o.stderr
+    );
+    // --token without the pin is a usage error from the parser.
+    let o = run(&[
+        "connect",
+        "--listen",
+        "127.0.0.1:0",
+        "--remote",
+        "127.0.0.1:9",
+        "--cert",
+        s(&d.join("cert.pem")),
+        "--key",
+        s(&d.join("key.pem")),
+        "--ca",
+        s(&d.join("root.pem")),
+        "--ca-url",
+        "https://127.0.0.1:9",
+        "--token",
+        "x.y.z",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("--root-sha256"), "{}", o.stderr);
+}
