@@ -584,6 +584,7 @@ fn proxy_auto_rotation_end_to_end() {
         connect.stderr_text()
     );
     assert!(good > 500, "only {good} requests");
+    eprintln!("{good} requests through connect -> serve -> backend, none failed");
 
     let client_serials: BTreeSet<String> = serve
         .audit_lines()
@@ -601,6 +602,12 @@ fn proxy_auto_rotation_end_to_end() {
         client_serials.len() >= 3,
         "connect presented {client_serials:?}\n{}",
         connect.stderr_text()
+    );
+
+    eprintln!(
+        "serve presented {} serials, connect {}",
+        served.len(),
+        client_serials.len()
     );
 
     // Every serial after the first was a renewal of the one before it, recorded as such.
