@@ -331,6 +331,17 @@ pub fn prepare(
             not_after = %mutual_tls::verify::rfc3339(enrolled.cert.not_after),
             "enrolled with {url}"
         );
+        // An existing --ca was kept: renewal (and peers from this CA) need the pinned root in it.
+        let has_root = mutual_enroll::files::load_roots(ca)
+            .map(|roots| roots.iter().any(|r| enrolled.root.matches(r.as_ref())))
+            .unwrap_or(false);
+        if !has_root {
+            tracing::warn!(
+                "{} does not contain the CA root {} that was pinned: renewal will fail until it does",
+                ca.display(),
+                enrolled.root
+            );
+        }
     } else if args.token.is_some() {
         tracing::info!(
             "{} already holds a valid certificate; not enrolling (the token stays unused)",
