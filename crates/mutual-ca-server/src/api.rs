@@ -5,7 +5,6 @@
 //! who asked (peer address and certificate identity), what, and the outcome, never the token.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -245,7 +244,7 @@ async fn route(
             match authenticated(state, peer, identity).await {
                 Err(p) => p.into(),
                 Ok(me) => match read_json::<RenewBody>(req).await {
-                    Ok(b) => renew(state, peer, &me, b).await,
+                    Ok(b) => renew(state, &me, b).await,
                     Err(p) => p.into(),
                 },
             }
@@ -312,7 +311,13 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Re
     if seen > MAX_BODY {
         return Err(too_large());
     }
-    serde_json::from_slice(&buf)
+    // An empty body reads as `{}` (a renewal without a CSR may send nothing at all).
+    let text: &[u8] = if buf.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &buf
+    };
+    serde_json::from_slice(text)
         .map_err(|e| Problem::new("bad_request", format!("invalid JSON body: {e}")))
 }
 
@@ -520,8 +525,7 @@ async fn authenticated(
     })
 }
 
-async fn renew(state: &State, peer: &Peer, me: &Me, b: RenewBody) -> Outcome {
-    let _ = peer;
+async fn renew(state: &State, me: &Me, b: RenewBody) -> Outcome {
     let r = &me.record;
     let sans = match r.sans.iter().map(|s| s.parse::<San>()).collect() {
         Ok(s) => s,
@@ -658,9 +662,6 @@ pub fn admin_rules(patterns: &[String]) -> Result<Vec<Rule>, mutual_policy::Poli
         })
         .collect()
 }
-
-/// Shared handle for the connection tasks.
-pub type SharedState = Arc<State>;
 
 #[cfg(test)]
 mod tests {
