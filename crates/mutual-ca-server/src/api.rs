@@ -553,13 +553,17 @@ async fn renew(state: &State, me: &Me, b: RenewBody) -> Outcome {
         Err(e) => return Problem::internal(e).into(),
     };
     let usage = parse_usage(&r.usage).unwrap_or(Usage::Client);
-    // The same lifetime: issuance backdates notBefore by 5 minutes, so take that off again;
-    // never past the intermediate's own expiry.
-    let lifetime = r.not_after - r.not_before;
-    let mut ttl = if lifetime > 600 {
-        lifetime - 300
+    // The same lifetime as the presented certificate, never past the intermediate's expiry.
+    // Issuance backdates notBefore by 5 minutes (less when the intermediate is younger than
+    // that), so the lifetime asked for is notAfter - notBefore - 300 s; the inventory's
+    // created_at (the issuance second, give or take one) tells when that rule does not hold.
+    // Taking the backdate as part of the lifetime would make every renewal 5 minutes longer.
+    let exact = r.not_after - r.not_before - 300;
+    let from_record = r.not_after - r.created_at;
+    let mut ttl = if exact > 0 && (from_record - exact).abs() <= 5 {
+        exact
     } else {
-        lifetime
+        from_record
     };
     let now = unix_now();
     ttl = ttl.min(state.ca.intermediate_not_after() - now).max(1);

@@ -209,6 +209,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub enroll: crate::cmd_enroll::EnrollArgs,
 }
 
 /// `mutual connect` flags.
@@ -249,6 +252,9 @@ pub struct ConnectArgs {
 
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub enroll: crate::cmd_enroll::EnrollArgs,
 }
 
 /// Parses `500ms`, `10s`, `5m`, `1h` or a bare number of seconds (the config file uses the
@@ -380,11 +386,16 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.common.log_format);
     let listen = args.listen.clone();
     let common = args.common.clone();
+    let files = (args.enroll.clone(), args.cert.clone(), args.key.clone(), args.ca.clone());
     let cfg = serve_config(args)?;
+    // With --ca-url: enroll now if needed (after the flags are known to be good, so a bad
+    // command line does not spend the token), before anything loads the files.
+    let renewer = crate::cmd_enroll::prepare(&files.0, &files.1, &files.2, &files.3)?;
     let rt = runtime(common.threads)?;
     let shared = shared(&common)?;
     let result = rt.block_on(async {
         let serve = Serve::new(cfg, &shared)?;
+        renewer.map(|r| tokio::spawn(crate::cmd_enroll::run_renewer(r)));
         let listener = mutual_proxy::bind(&listen).await?;
         let s2 = Arc::clone(&serve);
         run_listener(&common, &shared, serve, move |sd| {
@@ -461,11 +472,15 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
 pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.common.log_format);
     let common = args.common.clone();
+    let files = (args.enroll.clone(), args.cert.clone(), args.key.clone(), args.ca.clone());
     let (cfg, first) = connect_config(args)?;
+    // With --ca-url: enroll now if needed, before anything loads the files.
+    let renewer = crate::cmd_enroll::prepare(&files.0, &files.1, &files.2, &files.3)?;
     let rt = runtime(common.threads)?;
     let shared = shared(&common)?;
     let result = rt.block_on(async {
         let connect = Connect::new(cfg, &shared)?;
+        renewer.map(|r| tokio::spawn(crate::cmd_enroll::run_renewer(r)));
         let listener = mutual_proxy::bind(&first.to_string()).await?;
         let c2 = Arc::clone(&connect);
         run_listener(&common, &shared, connect, move |sd| {

@@ -8,6 +8,7 @@ mod cmd_ca;
 mod cmd_ca_serve;
 mod cmd_cert;
 mod cmd_demo;
+mod cmd_enroll;
 mod cmd_probe;
 mod cmd_proxy;
 mod cmd_run;
@@ -54,6 +55,10 @@ enum Command {
     Probe(Box<cmd_probe::ProbeArgs>),
     /// Run a self-contained tour: CA, certificates, proxy, allowed and denied requests.
     Demo(cmd_demo::DemoArgs),
+    /// Get a certificate from the online CA with a one-time token (key generated locally).
+    Enroll(Box<cmd_enroll::EnrollCmdArgs>),
+    /// Renew a certificate from the online CA over mTLS, once or as a daemon.
+    Renew(Box<cmd_enroll::RenewArgs>),
     /// One-time enrollment tokens for the online CA (`mutual ca serve`).
     #[command(subcommand)]
     Token(cmd_token::TokenCommand),
@@ -70,6 +75,8 @@ fn main() -> ExitCode {
         Command::Config(c) => cmd_run::run_config(c),
         Command::Probe(a) => cmd_probe::run(*a),
         Command::Demo(a) => cmd_demo::run(a),
+        Command::Enroll(a) => cmd_enroll::run_enroll(*a),
+        Command::Renew(a) => cmd_enroll::run_renew(*a),
         Command::Token(c) => cmd_token::run(c),
     };
     match result {

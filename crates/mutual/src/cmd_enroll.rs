@@ -1,0 +1,367 @@
+//! `mutual enroll` and `mutual renew`: get a certificate from the online CA (`mutual ca serve`)
+//! with a one-time token, and keep it fresh over mTLS. Also `EnrollArgs`, the flags `serve` and
+//! `connect` flatten in so a proxy can enroll at start and renew itself while it runs.
+//! The work lives in the mutual-enroll crate; this is flags, exit codes and printing.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use mutual_enroll::{CaUrl, EnrollError, EnrollOptions, Fingerprint, RenewOptions, Renewer};
+use mutual_pki::KeyType;
+
+const ENROLL_HELP: &str = "\
+Generates a private key here (it never leaves this machine), checks that the CA's root has the
+SHA-256 fingerprint you pinned before sending anything secret, sends a CSR with the one-time token,
+and writes DIR/key.pem (0600), DIR/cert.pem (leaf + intermediate) and DIR/root.pem.
+
+The fingerprint is printed by `mutual ca init`/`mutual ca serve`, or:
+  openssl x509 -in root.pem -outform DER | sha256sum
+
+Example:
+  mutual token create --san dns:web.internal --ttl-cert 24h          # on the CA host
+  mutual enroll --ca-url https://ca.internal:9443 --token \"$TOKEN\" \\
+    --root-sha256 3a:5f:...:c2 --out /etc/mutual/web
+
+Exit codes: 0 enrolled; 1 the CA refused (its reason is printed: token_used, token_expired,
+name_not_allowed...), did not match the pin or could not be reached; 2 bad usage.
+See docs/enrollment.md.";
+
+const RENEW_HELP: &str = "\
+Presents the current certificate to the CA over mTLS and gets a new one with the same names,
+usage and lifetime (and, with --new-key, a new key generated here). The new files replace the old
+ones atomically; until then the old ones stay untouched.
+
+With --daemon: renews at two-thirds of each certificate's lifetime (plus or minus 5% jitter),
+retrying with exponential backoff (1 s to 1 min, never past expiry) while the CA is unreachable;
+exits 1 when renewal has become impossible (certificate expired, revoked, or not from this CA).
+
+Example:
+  mutual renew --ca-url https://ca.internal:9443 --cert /etc/mutual/web/cert.pem \\
+    --key /etc/mutual/web/key.pem --daemon
+
+See docs/enrollment.md.";
+
+/// `mutual enroll` flags.
+#[derive(clap::Args, Debug)]
+#[command(after_help = ENROLL_HELP)]
+pub struct EnrollCmdArgs {
+    /// The online CA, https://HOST[:PORT].
+    #[arg(long, value_name = "URL")]
+    pub ca_url: String,
+
+    /// One-time enrollment token from `mutual token create` (or $MUTUAL_TOKEN).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MUTUAL_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: String,
+
+    /// SHA-256 fingerprint of the CA root (hex; colons optional, any case).
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub root_sha256: String,
+
+    /// Directory for key.pem, cert.pem and root.pem (created 0700 if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Key algorithm: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072.
+    #[arg(long, value_name = "TYPE", default_value = "ecdsa-p256")]
+    pub key_type: String,
+
+    /// Replace key.pem/cert.pem/root.pem if DIR already holds them.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `mutual renew` flags.
+#[derive(clap::Args, Debug)]
+#[command(after_help = RENEW_HELP)]
+pub struct RenewArgs {
+    /// The online CA, https://HOST[:PORT].
+    #[arg(long, value_name = "URL")]
+    pub ca_url: String,
+
+    /// The current certificate chain (replaced by the new one).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+
+    /// Its private key (replaced only with --new-key).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+
+    /// The CA root to trust for the CA's server certificate [default: root.pem next to --cert].
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Keep running and renew at two-thirds of each certificate's lifetime.
+    #[arg(long)]
+    pub daemon: bool,
+
+    /// Generate a new key for the new certificate (default: keep the key).
+    #[arg(long)]
+    pub new_key: bool,
+
+    /// Key algorithm for --new-key: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072.
+    #[arg(
+        long,
+        value_name = "TYPE",
+        default_value = "ecdsa-p256",
+        requires = "new_key"
+    )]
+    pub key_type: String,
+
+    /// Log format on stderr (--daemon): human or json. The level comes from RUST_LOG.
+    #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    pub log_format: String,
+}
+
+/// Flags `serve` and `connect` flatten in: enroll at start into --cert/--key (unless they already
+/// hold a valid certificate) and renew while running.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EnrollArgs {
+    /// Online CA to renew --cert from while running (and to enroll from with --token):
+    /// https://HOST[:PORT]. The new files are picked up by the usual reload.
+    #[arg(long, value_name = "URL")]
+    pub ca_url: Option<String>,
+
+    /// One-time token to enroll with at start when --cert/--key do not hold a valid certificate
+    /// yet. Needs --ca-url and --root-sha256.
+    #[arg(long, value_name = "TOKEN", requires_all = ["ca_url", "root_sha256"])]
+    pub token: Option<String>,
+
+    /// SHA-256 fingerprint of the CA root to pin when enrolling (hex, colons optional).
+    #[arg(long, value_name = "FINGERPRINT", requires = "ca_url")]
+    pub root_sha256: Option<String>,
+}
+
+fn key_type(s: &str) -> anyhow::Result<KeyType> {
+    s.parse::<KeyType>().context("--key-type")
+}
+
+fn init_logging(format: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    // try_init: a second initialisation is harmless.
+    let _ = if format == "json" {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
+/// Configuration mistakes exit 2 (via `Err`); the CA saying no, the pin not matching or the CA
+/// being unreachable exit 1.
+fn failed(e: EnrollError) -> anyhow::Result<ExitCode> {
+    match e {
+        EnrollError::BadUrl { .. }
+        | EnrollError::BadFingerprint { .. }
+        | EnrollError::File { .. }
+        | EnrollError::Pki(_)
+        | EnrollError::Tls(_) => Err(e.into()),
+        other => {
+            eprintln!("error: {other}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
+    let url = CaUrl::parse(&args.ca_url)?;
+    let pin: Fingerprint = args.root_sha256.parse()?;
+    let kt = key_type(&args.key_type)?;
+    if args.token.trim().is_empty() {
+        anyhow::bail!("--token is empty");
+    }
+    let opts = EnrollOptions::into_dir(url, args.token.trim().to_string(), pin, kt, &args.out);
+    if !args.force {
+        for p in [Some(&opts.key), Some(&opts.cert), opts.root_out.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            if p.exists() {
+                anyhow::bail!(
+                    "{} already exists; pass --force to replace it (nothing was sent to the CA)",
+                    p.display()
+                );
+            }
+        }
+    }
+    match runtime()?.block_on(mutual_enroll::enroll(&opts)) {
+        Ok(e) => {
+            println!(
+                "enrolled: serial {}, valid until {}, names [{}]",
+                e.cert.serial,
+                mutual_tls::verify::rfc3339(e.cert.not_after),
+                e.cert.sans.join(", ")
+            );
+            println!(
+                "  key   {}\n  cert  {}\n  root  {} (sha256 {})",
+                opts.key.display(),
+                opts.cert.display(),
+                args.out.join("root.pem").display(),
+                e.root
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => failed(e),
+    }
+}
+
+fn renew_options(args: &RenewArgs) -> anyhow::Result<RenewOptions> {
+    let ca = match &args.ca {
+        Some(c) => c.clone(),
+        None => mutual_enroll::files::parent(&args.cert).join("root.pem"),
+    };
+    if !ca.exists() {
+        anyhow::bail!(
+            "the CA root {} does not exist; pass --ca ROOT.pem (the root.pem `mutual enroll` wrote)",
+            ca.display()
+        );
+    }
+    Ok(RenewOptions {
+        ca_url: CaUrl::parse(&args.ca_url)?,
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        ca,
+        new_key: if args.new_key {
+            Some(key_type(&args.key_type)?)
+        } else {
+            None
+        },
+    })
+}
+
+pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
+    let opts = renew_options(&args)?;
+    // Fail on unreadable or mismatched files before anything else (exit 2).
+    mutual_enroll::files::load_current(&opts.cert, &opts.key)?;
+    let rt = runtime()?;
+    if !args.daemon {
+        return match rt.block_on(mutual_enroll::renew_once(&opts)) {
+            Ok(r) => {
+                println!(
+                    "renewed: serial {} -> {}, valid until {}{}",
+                    r.old.serial,
+                    r.new.serial,
+                    mutual_tls::verify::rfc3339(r.new.not_after),
+                    if r.rekeyed { ", new key" } else { "" }
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => failed(e),
+        };
+    }
+    init_logging(&args.log_format);
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot install signal handlers")?;
+        tokio::select! {
+            e = Renewer::new(opts).run() => {
+                tracing::error!("renewal stopped: {e}");
+                Ok(ExitCode::from(1))
+            }
+            _ = term.recv() => Ok(ExitCode::SUCCESS),
+            _ = tokio::signal::ctrl_c() => Ok(ExitCode::SUCCESS),
+        }
+    })
+}
+
+/// For `serve`/`connect`: with --ca-url, makes sure `cert`/`key` hold a valid certificate
+/// (enrolling with --token if they do not; the pinned root is written to `ca` if that file does
+/// not exist yet) and returns the renewal loop to spawn on the proxy's runtime.
+pub fn prepare(
+    args: &EnrollArgs,
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+) -> anyhow::Result<Option<Renewer>> {
+    let Some(url) = &args.ca_url else {
+        return Ok(None);
+    };
+    let url = CaUrl::parse(url)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let current = mutual_enroll::files::load_current(cert, key);
+    let valid = matches!(&current, Ok(c) if c.summary.not_after > now);
+    if !valid {
+        let Some(token) = args.token.as_deref().filter(|t| !t.trim().is_empty()) else {
+            let why = match current {
+                Ok(_) => "has expired".to_string(),
+                Err(e) => format!("is not usable ({e})"),
+            };
+            anyhow::bail!(
+                "{} {why}: pass --token and --root-sha256 to enroll with --ca-url",
+                cert.display()
+            );
+        };
+        let pin: Fingerprint = args
+            .root_sha256
+            .as_deref()
+            .context("--token needs --root-sha256")?
+            .parse()?;
+        let opts = EnrollOptions {
+            ca_url: url.clone(),
+            token: token.trim().to_string(),
+            root: pin,
+            key_type: KeyType::default(),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            root_out: (!ca.exists()).then(|| ca.to_path_buf()),
+        };
+        let enrolled = runtime()?
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(60), mutual_enroll::enroll(&opts)).await
+            })
+            .map_err(|_| anyhow::anyhow!("enrollment with {url} did not finish within 60 s"))?
+            .with_context(|| format!("cannot enroll with {url}"))?;
+        tracing::info!(
+            serial = %enrolled.cert.serial,
+            not_after = %mutual_tls::verify::rfc3339(enrolled.cert.not_after),
+            "enrolled with {url}"
+        );
+        // An existing --ca was kept: renewal (and peers from this CA) need the pinned root in it.
+        let has_root = mutual_enroll::files::load_roots(ca)
+            .map(|roots| roots.iter().any(|r| enrolled.root.matches(r.as_ref())))
+            .unwrap_or(false);
+        if !has_root {
+            tracing::warn!(
+                "{} does not contain the CA root {} that was pinned: renewal will fail until it does",
+                ca.display(),
+                enrolled.root
+            );
+        }
+    } else if args.token.is_some() {
+        tracing::info!(
+            "{} already holds a valid certificate; not enrolling (the token stays unused)",
+            cert.display()
+        );
+    }
+    Ok(Some(Renewer::new(RenewOptions {
+        ca_url: url,
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        ca: ca.to_path_buf(),
+        new_key: None,
+    })))
+}
+
+/// The renewal task as the proxy spawns it: when renewal becomes impossible the proxy keeps
+/// serving with what it has and says so.
+pub async fn run_renewer(r: Renewer) {
+    let e = r.run().await;
+    tracing::error!(
+        "automatic renewal stopped: {e}; the current certificate stays in use until it expires"
+    );
+}

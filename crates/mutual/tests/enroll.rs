@@ -1,0 +1,705 @@
+//! Enrollment and renewal against the real online CA (`mutual ca serve` on an ephemeral port),
+//! with the real binary on both sides: pinning refuses a wrong root before the token leaves,
+//! files and modes, `openssl verify` of the result, renew once (same names, new serial, new key
+//! on request), a renewal daemon riding out a CA outage, and the proxy end to end: `serve` and
+//! `connect` enrolled and renewing 60-second certificates while requests flow.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod proxy_common;
+use proxy_common::*;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PW: &str = "enroll test password";
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(args: &[&str]) -> Out {
+    let o = Command::new(BIN)
+        .args(args)
+        .env_remove("MUTUAL_HOME")
+        .env_remove("MUTUAL_TOKEN")
+        .env("MUTUAL_CA_PASSWORD", PW)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+fn ok(args: &[&str]) -> Out {
+    let o = run(args);
+    assert_eq!(
+        o.code, 0,
+        "mutual {args:?}\nstdout: {}\nstderr: {}",
+        o.stdout, o.stderr
+    );
+    o
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A CA directory and `mutual ca serve` running on it.
+struct Ca {
+    dir: tempfile::TempDir,
+    port: u16,
+    server: Option<ChildGuard>,
+    log: PathBuf,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("ca");
+        ok(&["ca", "init", "--dir", s(&d), "--name", "Enroll Test CA"]);
+        let log = dir.path().join("ca-serve.log");
+        let mut ca = Ca {
+            dir,
+            port: free_port(),
+            server: None,
+            log,
+        };
+        ca.start();
+        ca
+    }
+
+    fn d(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["ca", "serve", "--dir", s(&self.d())])
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--rate-limit", "off"])
+            .env("MUTUAL_CA_PASSWORD", PW)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut g = ChildGuard(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let up = eventually(Duration::from_secs(20), || {
+            if let Ok(Some(st)) = g.0.try_wait() {
+                panic!("ca serve exited with {st}:\n{}", self.log_text());
+            }
+            std::net::TcpStream::connect(addr).ok().map(|_| ())
+        });
+        assert!(
+            up.is_some(),
+            "ca serve did not listen:\n{}",
+            self.log_text()
+        );
+        self.server = Some(g);
+    }
+
+    fn stop(&mut self) {
+        self.server = None;
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn root(&self) -> PathBuf {
+        self.d().join("root.pem")
+    }
+
+    /// The root's SHA-256 as openssl prints it (upper case with colons), which the client must
+    /// accept as is.
+    fn fingerprint(&self) -> String {
+        fingerprint_of(&self.root())
+    }
+
+    fn token(&self, sans: &[&str], ttl_cert: &str) -> String {
+        self.token_for(sans, ttl_cert, "both")
+    }
+
+    fn token_for(&self, sans: &[&str], ttl_cert: &str, usage: &str) -> String {
+        let d = self.d();
+        let mut a = vec!["token", "create", "--dir", s(&d), "--ttl-cert", ttl_cert];
+        a.extend(["--usage", usage]);
+        for san in sans {
+            a.extend(["--san", san]);
+        }
+        let t = ok(&a).stdout.trim().to_string();
+        assert_eq!(t.split('.').count(), 3, "not a JWT: {t}");
+        t
+    }
+
+    fn inventory(&self) -> Vec<serde_json::Value> {
+        let o = ok(&["cert", "list", "--dir", s(&self.d()), "--json"]);
+        serde_json::from_str(&o.stdout).unwrap()
+    }
+}
+
+fn fingerprint_of(pem: &Path) -> String {
+    let o = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", s(pem)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.trim().split_once('=').unwrap().1.to_string()
+}
+
+/// Serial (lowercase hex, no leading zeros), SANs and the SPKI of a PEM certificate file.
+fn leaf_of(cert: &Path) -> mutual_enroll::CertSummary {
+    let chain = mutual_tls::load::load_certs(cert).unwrap();
+    mutual_enroll::CertSummary::of(chain[0].as_ref()).unwrap()
+}
+
+fn norm_serial(s: &str) -> String {
+    let s = s.replace(':', "").to_ascii_lowercase();
+    let t = s.trim_start_matches('0');
+    if t.is_empty() {
+        "0".into()
+    } else {
+        t.to_string()
+    }
+}
+
+fn pubkey_of_cert(cert: &Path) -> String {
+    let o = Command::new("openssl")
+        .args(["x509", "-noout", "-pubkey", "-in", s(cert)])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn pubkey_of_key(key: &Path) -> String {
+    let o = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in", s(key)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "openssl pkey cannot read {key:?}");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+fn enroll_into(ca: &Ca, token: &str, out: &Path) -> Out {
+    run(&[
+        "enroll",
+        "--ca-url",
+        &ca.url(),
+        "--token",
+        token,
+        "--root-sha256",
+        &ca.fingerprint(),
+        "--out",
+        s(out),
+    ])
+}
+
+#[test]
+fn enroll_pins_the_root_before_sending_the_token() {
+    let ca = Ca::new();
+    let token = ca.token(&["dns:web.test", "ip:127.0.0.1"], "1h");
+    let work = tempfile::tempdir().unwrap();
+
+    // A pin that is not this CA's root (the intermediate's fingerprint): refused, nothing
+    // written, exit 1, and the token was never sent (it still works below).
+    let wrong = fingerprint_of(&ca.d().join("intermediate.pem"));
+    let bad_out = work.path().join("bad");
+    let o = run(&[
+        "enroll",
+        "--ca-url",
+        &ca.url(),
+        "--token",
+        &token,
+        "--root-sha256",
+        &wrong,
+        "--out",
+        s(&bad_out),
+    ]);
+    assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr
+            .contains("does not serve a root with SHA-256 fingerprint")
+            && o.stderr.contains("refusing to send the token"),
+        "{}",
+        o.stderr
+    );
+    assert!(!bad_out.join("key.pem").exists() && !bad_out.join("cert.pem").exists());
+    assert!(!o.stderr.contains(&token), "the token leaked into stderr");
+
+    // A malformed pin is a usage error (2).
+    let o = run(&[
+        "enroll",
+        "--ca-url",
+        &ca.url(),
+        "--token",
+        &token,
+        "--root-sha256",
+        "abcd",
+        "--out",
+        s(&bad_out),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("invalid root fingerprint"),
+        "{}",
+        o.stderr
+    );
+
+    // The right pin (openssl's upper-case, colon form): enrolled with the same token.
+    let out = work.path().join("web");
+    let o = enroll_into(&ca, &token, &out);
+    assert_eq!(
+        o.code,
+        0,
+        "{}\n{}\nCA log:\n{}",
+        o.stdout,
+        o.stderr,
+        ca.log_text()
+    );
+    assert!(!o.stdout.contains(&token) && !o.stderr.contains(&token));
+    let (key, cert, root) = (
+        out.join("key.pem"),
+        out.join("cert.pem"),
+        out.join("root.pem"),
+    );
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(
+        std::fs::read(&root).unwrap(),
+        std::fs::read(ca.root()).unwrap()
+    );
+    assert_eq!(pubkey_of_cert(&cert), pubkey_of_key(&key));
+    let leaf = leaf_of(&cert);
+    assert_eq!(leaf.sans, ["dns:web.test", "ip:127.0.0.1"]);
+    assert_eq!(mutual_tls::load::load_certs(&cert).unwrap().len(), 2);
+    let v = Command::new("openssl")
+        .args([
+            "verify",
+            "-CAfile",
+            s(&root),
+            "-untrusted",
+            s(&cert),
+            s(&cert),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success(),
+        "openssl verify: {}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+
+    // The inventory says who asked.
+    let rec = ca
+        .inventory()
+        .into_iter()
+        .find(|r| norm_serial(r["serial"].as_str().unwrap()) == norm_serial(&leaf.serial))
+        .expect("the enrolled certificate is in the inventory");
+    assert!(
+        rec["requested_by"].as_str().unwrap().starts_with("token:"),
+        "{rec}"
+    );
+
+    // The token is spent: a replay is refused with the CA's reason, exit 1.
+    let o = enroll_into(&ca, &token, &work.path().join("again"));
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("token_used"), "{}", o.stderr);
+
+    // Existing files are not overwritten without --force (nothing sent).
+    let t2 = ca.token(&["dns:web.test"], "1h");
+    let o = enroll_into(&ca, &t2, &out);
+    assert_eq!(o.code, 2);
+    assert!(o.stderr.contains("already exists"), "{}", o.stderr);
+    assert_eq!(pubkey_of_cert(&cert), pubkey_of_key(&key));
+}
+
+#[test]
+fn renew_once_keeps_the_names_and_can_change_the_key() {
+    let ca = Ca::new();
+    let token = ca.token(&["dns:api.test", "uri:spiffe://test.mutual/api"], "1h");
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("api");
+    let o = enroll_into(&ca, &token, &out);
+    assert_eq!(o.code, 0, "{}\nCA log:\n{}", o.stderr, ca.log_text());
+    let (key, cert) = (out.join("key.pem"), out.join("cert.pem"));
+    let first = leaf_of(&cert);
+    let key_before = std::fs::read(&key).unwrap();
+
+    let url = ca.url();
+    let renew = |extra: &[&str]| {
+        let mut a = vec![
+            "renew",
+            "--ca-url",
+            &url,
+            "--cert",
+            s(&cert),
+            "--key",
+            s(&key),
+        ];
+        a.extend_from_slice(extra);
+        ok(&a)
+    };
+    let o = renew(&[]);
+    let second = leaf_of(&cert);
+    assert!(o.stdout.contains(&second.serial), "{}", o.stdout);
+    assert_ne!(second.serial, first.serial);
+    assert_eq!(second.sans, first.sans);
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        key_before,
+        "the key must stay"
+    );
+    assert_eq!(pubkey_of_cert(&cert), pubkey_of_key(&key));
+
+    renew(&["--new-key", "--ca", s(&out.join("root.pem"))]);
+    let third = leaf_of(&cert);
+    assert_ne!(third.serial, second.serial);
+    assert_eq!(third.sans, first.sans);
+    assert_ne!(std::fs::read(&key).unwrap(), key_before, "--new-key");
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(pubkey_of_cert(&cert), pubkey_of_key(&key));
+
+    let inv = ca.inventory();
+    for (renewed, old) in [(&second, &first), (&third, &second)] {
+        let rec = inv
+            .iter()
+            .find(|r| norm_serial(r["serial"].as_str().unwrap()) == norm_serial(&renewed.serial))
+            .unwrap_or_else(|| panic!("{} not in {inv:?}", renewed.serial));
+        let by = rec["requested_by"].as_str().unwrap();
+        assert!(
+            by.starts_with("renew:")
+                && norm_serial(&by["renew:".len()..]) == norm_serial(&old.serial),
+            "{rec}"
+        );
+    }
+
+    // Renewing with a certificate from another CA: the CA refuses (exit 1, its reason).
+    let other = TestPki::new("Other");
+    let stranger = other.leaf(
+        "stranger",
+        LeafOpts::new("stranger").san("dns:stranger.test"),
+    );
+    let o = run(&[
+        "renew",
+        "--ca-url",
+        &ca.url(),
+        "--cert",
+        s(&stranger.cert),
+        "--key",
+        s(&stranger.key),
+        "--ca",
+        s(&ca.root()),
+    ]);
+    // The CA verifies client certificates at the TLS layer: its alert is what we report.
+    assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("TLS handshake with the CA")
+            && o.stderr.contains(
+                "failed (unknown_ca): the peer refused the handshake with TLS alert unknown_ca"
+            ),
+        "{}",
+        o.stderr
+    );
+
+    // A --ca that is not this CA's root: our side refuses the CA's certificate (exit 1).
+    let other_root = other.root.clone();
+    let o = run(&[
+        "renew",
+        "--ca-url",
+        &ca.url(),
+        "--cert",
+        s(&cert),
+        "--key",
+        s(&key),
+        "--ca",
+        s(&other_root),
+    ]);
+    assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
+    assert!(o.stderr.contains("failed (unknown_ca)"), "{}", o.stderr);
+    assert_eq!(
+        leaf_of(&cert).serial,
+        third.serial,
+        "nothing written on failure"
+    );
+}
+
+#[test]
+fn renew_daemon_rides_out_a_ca_outage() {
+    let mut ca = Ca::new();
+    // 30 s certificates: the daemon renews after 20 s (± 1.5 s), with time to spare for a few
+    // failed attempts before expiry even on a loaded machine.
+    let token = ca.token(&["dns:daemon.test"], "30s");
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("d");
+    let o = enroll_into(&ca, &token, &out);
+    assert_eq!(o.code, 0, "{}\nCA log:\n{}", o.stderr, ca.log_text());
+    let (key, cert) = (out.join("key.pem"), out.join("cert.pem"));
+    let first = leaf_of(&cert);
+    let (cert_bytes, key_bytes) = (std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap());
+
+    ca.stop();
+    let log = work.path().join("daemon.log");
+    let daemon = ChildGuard(
+        Command::new(BIN)
+            .args(["renew", "--ca-url", &ca.url(), "--daemon"])
+            .args(["--cert", s(&cert), "--key", s(&key)])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    // Two failed attempts while the CA is down; the files are untouched meanwhile.
+    let failed = eventually(Duration::from_secs(40), || {
+        (log_text().matches("renewal failed").count() >= 2).then_some(())
+    });
+    assert!(
+        failed.is_some(),
+        "no failed attempt logged:\n{}",
+        log_text()
+    );
+    assert!(log_text().contains("cannot reach the CA"), "{}", log_text());
+    assert_eq!(std::fs::read(&cert).unwrap(), cert_bytes);
+    assert_eq!(std::fs::read(&key).unwrap(), key_bytes);
+
+    ca.start();
+    let renewed = eventually(Duration::from_secs(20), || {
+        let l = leaf_of(&cert);
+        (l.serial != first.serial).then_some(l)
+    });
+    let renewed = renewed.unwrap_or_else(|| panic!("not renewed:\n{}", log_text()));
+    assert_eq!(renewed.sans, first.sans);
+    assert_eq!(std::fs::read(&key).unwrap(), key_bytes);
+    assert!(log_text().contains("certificate renewed"), "{}", log_text());
+    assert!(!log_text().contains("PRIVATE KEY"));
+    drop(daemon);
+}
+
+/// The end-to-end check: `serve` and `connect` enrolled with 60-second certificates and
+/// renewing themselves through `mutual ca serve` while requests flow for 2.5 lifetimes.
+#[test]
+fn proxy_auto_rotation_end_to_end() {
+    let ca = Ca::new();
+    let fp = ca.fingerprint();
+    let work = tempfile::tempdir().unwrap();
+    let be = http_backend();
+
+    let proxy_args = |dir: &Path, token: &str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "--cert",
+            s(&dir.join("cert.pem")),
+            "--key",
+            s(&dir.join("key.pem")),
+            "--ca",
+            s(&dir.join("root.pem")),
+            "--ca-url",
+            &ca.url(),
+            "--token",
+            token,
+            "--root-sha256",
+            &fp,
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let sdir = work.path().join("serve");
+    let cdir = work.path().join("connect");
+    let st = ca.token(&["dns:localhost", "ip:127.0.0.1"], "60s");
+    let serve = spawn_proxy(
+        "serve",
+        "--backend",
+        &be.addr.to_string(),
+        &proxy_args(&sdir, &st, &["--allow-spiffe", OK_ID]),
+    );
+    let ct = ca.token_for(&[&format!("uri:{OK_ID}")], "60s", "client");
+    let connect = spawn_proxy(
+        "connect",
+        "--remote",
+        &serve.addr().to_string(),
+        &proxy_args(&cdir, &ct, &[]),
+    );
+    let expiry = |p: &Proxy, role: &str| {
+        p.metric(&format!(
+            "mutual_cert_expiry_timestamp_seconds{{role=\"{role}\"}}"
+        ))
+        .unwrap()
+    };
+    let (s_exp0, c_exp0) = (expiry(&serve, "server"), expiry(&connect, "client"));
+
+    let probe_cfg = rustls_config(&sdir.join("root.pem"), None);
+    let mut served = BTreeSet::new();
+    let mut last_probe = Instant::now() - Duration::from_secs(10);
+    let (mut good, mut bad) = (0usize, Vec::new());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(155) {
+        match try_http_get(connect.addr(), "/") {
+            Some((200, body)) if body == BACKEND_BODY => good += 1,
+            other => bad.push(format!("{:?}: {other:?}", start.elapsed())),
+        }
+        if last_probe.elapsed() >= Duration::from_secs(3) {
+            last_probe = Instant::now();
+            // The certificate serve presents (TLS 1.3: seen before our missing client cert is
+            // noticed; serve audits that attempt as failed, which the checks below ignore).
+            if let Ok(s) = tls_connect(serve.addr(), &probe_cfg) {
+                let der = s.conn.peer_certificates().unwrap()[0].as_ref().to_vec();
+                served.insert(mutual_enroll::CertSummary::of(&der).unwrap().serial);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of {} requests failed: {bad:?}\nserve:\n{}\nconnect:\n{}",
+        bad.len(),
+        good + bad.len(),
+        serve.stderr_text(),
+        connect.stderr_text()
+    );
+    assert!(good > 500, "only {good} requests");
+    eprintln!("{good} requests through connect -> serve -> backend, none failed");
+
+    let client_serials: BTreeSet<String> = serve
+        .audit_lines()
+        .iter()
+        .filter(|l| l["result"] == "allowed")
+        .filter_map(|l| l["identity"]["serial"].as_str().map(norm_serial))
+        .collect();
+    let served: BTreeSet<String> = served.iter().map(|s| norm_serial(s)).collect();
+    assert!(
+        served.len() >= 3,
+        "serve presented {served:?}\n{}",
+        serve.stderr_text()
+    );
+    assert!(
+        client_serials.len() >= 3,
+        "connect presented {client_serials:?}\n{}",
+        connect.stderr_text()
+    );
+
+    eprintln!(
+        "serve presented {} serials, connect {}",
+        served.len(),
+        client_serials.len()
+    );
+
+    // Every serial after the first was a renewal of the one before it, recorded as such.
+    let inv = ca.inventory();
+    let by_serial = |s: &str| {
+        inv.iter()
+            .find(|r| norm_serial(r["serial"].as_str().unwrap()) == *s)
+            .unwrap_or_else(|| panic!("{s} not in the inventory"))
+    };
+    for set in [&served, &client_serials] {
+        let mut renewals = 0;
+        for s in set {
+            let by = by_serial(s)["requested_by"].as_str().unwrap().to_string();
+            assert!(by.starts_with("token:") || by.starts_with("renew:"), "{by}");
+            if let Some(old) = by.strip_prefix("renew:") {
+                renewals += 1;
+                let old = norm_serial(old);
+                let prev = by_serial(&old);
+                assert!(
+                    prev["requested_by"].as_str().unwrap().starts_with("token:")
+                        || prev["requested_by"].as_str().unwrap().starts_with("renew:")
+                );
+            }
+        }
+        assert!(renewals >= 2, "{set:?}");
+    }
+
+    // The expiry gauges moved with the renewals.
+    assert!(
+        expiry(&serve, "server") > s_exp0 + 60.0,
+        "{}",
+        serve.metrics()
+    );
+    assert!(
+        expiry(&connect, "client") > c_exp0 + 60.0,
+        "{}",
+        connect.metrics()
+    );
+    for p in [&serve, &connect] {
+        let log = p.stderr_text();
+        assert!(log.contains("certificate renewed"), "{log}");
+        assert!(!log.contains("PRIVATE KEY") && !log.contains(&st) && !log.contains(&ct));
+    }
+}
+
+/// `serve --ca-url` without a usable certificate and without a token cannot start: exit 2 with
+/// what to do, before listening.
+#[test]
+fn proxy_without_certificate_or_token_says_what_to_do() {
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path();
+    let o = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "127.0.0.1:9",
+        "--cert",
+        s(&d.join("cert.pem")),
+        "--key",
+        s(&d.join("key.pem")),
+        "--ca",
+        s(&d.join("root.pem")),
+        "--allow-any",
+        "--ca-url",
+        "https://127.0.0.1:9",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("pass --token and --root-sha256 to enroll with --ca-url"),
+        "{}",
+        o.stderr
+    );
+    // --token without the pin is a usage error from the parser.
+    let o = run(&[
+        "connect",
+        "--listen",
+        "127.0.0.1:0",
+        "--remote",
+        "127.0.0.1:9",
+        "--cert",
+        s(&d.join("cert.pem")),
+        "--key",
+        s(&d.join("key.pem")),
+        "--ca",
+        s(&d.join("root.pem")),
+        "--ca-url",
+        "https://127.0.0.1:9",
+        "--token",
+        "x.y.z",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(o.stderr.contains("--root-sha256"), "{}", o.stderr);
+}
