@@ -386,7 +386,12 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.common.log_format);
     let listen = args.listen.clone();
     let common = args.common.clone();
-    let files = (args.enroll.clone(), args.cert.clone(), args.key.clone(), args.ca.clone());
+    let files = (
+        args.enroll.clone(),
+        args.cert.clone(),
+        args.key.clone(),
+        args.ca.clone(),
+    );
     let cfg = serve_config(args)?;
     // With --ca-url: enroll now if needed (after the flags are known to be good, so a bad
     // command line does not spend the token), before anything loads the files.
@@ -472,7 +477,12 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
 pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.common.log_format);
     let common = args.common.clone();
-    let files = (args.enroll.clone(), args.cert.clone(), args.key.clone(), args.ca.clone());
+    let files = (
+        args.enroll.clone(),
+        args.cert.clone(),
+        args.key.clone(),
+        args.ca.clone(),
+    );
     let (cfg, first) = connect_config(args)?;
     // With --ca-url: enroll now if needed, before anything loads the files.
     let renewer = crate::cmd_enroll::prepare(&files.0, &files.1, &files.2, &files.3)?;

@@ -699,7 +699,10 @@ methods = ["GET"]
     assert!(!lower.contains("x-forwarded-client-cert"), "{body}");
     let (code, body) = get("GET", "/admin");
     assert_eq!(code, "403", "{body}");
-    assert!(body.contains("policy_denied") && body.contains(OK_ID), "{body}");
+    assert!(
+        body.contains("policy_denied") && body.contains(OK_ID),
+        "{body}"
+    );
     let (code, body) = get("POST", "/api/items");
     assert_eq!(code, "403", "{body}");
 }
