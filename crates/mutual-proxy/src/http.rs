@@ -181,8 +181,23 @@ pub(crate) async fn serve_connection<S>(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When we asked the connection to close: it gets one more idle period to finish.
     let mut closing: Option<Instant> = None;
+    // --max-connection-lifetime: past it, the connection is asked to close like on shutdown
+    // (in-flight requests finish; HTTP/2 gets a GOAWAY).
+    let lifetime = serve.config().max_connection_lifetime;
+    let expired = async move {
+        match lifetime {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(expired);
     loop {
         tokio::select! {
+            _ = &mut expired, if closing.is_none() => {
+                tracing::info!(listener = %name, %peer, "max connection lifetime reached: closing");
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Instant::now());
+            }
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     tracing::debug!(listener = %name, %peer, "HTTP connection ended: {e}");

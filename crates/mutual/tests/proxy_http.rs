@@ -666,6 +666,27 @@ fn idle_keep_alive_connections_close_on_idle_timeout_and_on_sigterm() {
 }
 
 #[test]
+fn max_connection_lifetime_closes_a_kept_alive_connection() {
+    let fx = fixture();
+    let be = echo_backend();
+    let proxy = start_http(&fx, &be.addr, &["--max-connection-lifetime", "1s"]);
+    let held = keep_alive_request(&proxy, &fx);
+    // Without the lifetime this connection would stay open for the 5-minute idle timeout.
+    let took = wait_closed(held);
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "closed after {took:?}"
+    );
+    assert!(
+        proxy
+            .stderr_text()
+            .contains("max connection lifetime reached"),
+        "{}",
+        proxy.stderr_text()
+    );
+}
+
+#[test]
 fn a_request_the_client_abandons_is_still_audited() {
     let fx = fixture();
     let be = echo_backend();
