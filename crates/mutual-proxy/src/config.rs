@@ -1320,7 +1320,7 @@ paths = ["/a"]
     }
 
     #[test]
-    fn pending_fields_are_parsed_and_flagged() {
+    fn edge_keys_reach_the_serve_config_and_enrollment_keys_are_flagged() {
         let d = dir_with_files();
         let text = GOOD.replace(
             "idle_timeout = \"1m\"",
@@ -1329,12 +1329,22 @@ paths = ["/a"]
         let c = parse(&text, d.path()).unwrap();
         let p = &c.listeners[0].pending;
         assert_eq!(p.proxy_protocol.as_deref(), Some("v2"));
-        assert_eq!(p.max_connection_lifetime, Some(Duration::from_secs(3600)));
-        assert_eq!(
-            p.unsupported(),
-            vec!["proxy_protocol", "max_connection_lifetime"]
-        );
+        assert!(p.unsupported().is_empty());
+        let ListenerKind::Serve(cfg) = &c.listeners[0].kind else {
+            panic!("listener 0 is a serve listener");
+        };
+        assert!(cfg.proxy_protocol.is_some());
+        assert_eq!(cfg.max_connection_lifetime, Some(Duration::from_secs(3600)));
         assert!(c.listeners[1].pending.unsupported().is_empty());
+        let text = GOOD.replace(
+            "idle_timeout = \"1m\"",
+            "idle_timeout = \"1m\"\nca_url = \"https://ca.internal:9443\"",
+        );
+        let c = parse(&text, d.path()).unwrap();
+        assert_eq!(
+            c.listeners[0].pending.unsupported(),
+            vec!["ca_url/token_file/root_sha256"]
+        );
     }
 
     #[test]
