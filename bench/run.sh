@@ -354,6 +354,41 @@ run_connect() {
   SPID=$serve_pid; stop_server
 }
 
+# The online CA: certificates issued per second through its API. `POST /v1/renew` over 4
+# kept-alive mTLS connections (one new certificate and one inventory row per request), the rate
+# limit off; the CA server runs pinned like the proxies.
+run_ca_api() {
+  local d=$WORK/ca-api port pid line
+  mkdir -p "$d"
+  export MUTUAL_CA_PASSWORD=bench-only-password
+  if ! "$MUTUAL" ca init --dir "$d/ca" >"$d/init.log" 2>&1 ||
+     ! "$MUTUAL" cert issue bench-client --dir "$d/ca" --client --san dns:bench-client.local \
+         --out "$d" >>"$d/init.log" 2>&1; then
+    log "CA API: cannot set up a CA: $(tail -n 1 "$d/init.log")"; unset MUTUAL_CA_PASSWORD; return
+  fi
+  port=$("$LOADGEN" free-port)
+  RUST_LOG=warn "${SRV[@]}" "$MUTUAL" ca serve --dir "$d/ca" --listen "127.0.0.1:$port" \
+    --rate-limit off >"$d/serve.log" 2>&1 &
+  pid=$!
+  STARTED_PIDS+=("$pid")
+  unset MUTUAL_CA_PASSWORD
+  if ! wait_port "$port"; then
+    log "CA API: ca serve did not listen: $(tail -n 2 "$d/serve.log" | tr '\n' ' ')"
+    SPID=$pid; stop_server; return
+  fi
+  line=$(timeout 60 "${CLI[@]}" "$LOADGEN" --threads "$CLIENT_THREADS" requests \
+           --addr "127.0.0.1:$port" --post /v1/renew --body '{}' --concurrency 4 --duration "$CA_D" \
+           --cert "$d/bench-client.pem" --key "$d/bench-client.key" --ca "$d/ca/root.pem" --no-verify-server \
+           --json --contender mutual --case ca_api_renew --server-pid "$pid" 2>>"$WORK/loadgen.err")
+  if [ -n "$line" ]; then
+    echo "$line" >>"$RES"
+    log "CA API: $(grep -oE '"(rate|failed|per_server_cpu_s)":[0-9.]+' <<<"$line" | tr '\n' ' ')"
+  else
+    log "CA API: no result (see $WORK/loadgen.err with KEEP=1)"
+  fi
+  SPID=$pid; stop_server
+}
+
 MUTUAL_NOTE=""
 for c in $CONTENDERS; do run_contender "$c"; done
 case " $CONTENDERS " in *" mutual "*)
@@ -370,6 +405,7 @@ case " $CONTENDERS " in *" mutual "*)
     else
       log "CA: no result (see $WORK/loadgen.err with KEEP=1)"
     fi
+    run_ca_api
   fi ;;
 esac
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)

@@ -158,15 +158,30 @@ pub async fn read_response<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -
     Ok(status)
 }
 
-/// One small GET and its response; an error unless the status is 200.
+/// The request `get_small` sends instead of `GET /` when `loadgen requests --post` set one (the
+/// online CA's `POST /v1/renew`, say). Set once at start.
+static CUSTOM_REQUEST: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+
+/// Makes every `get_small` send `POST path` with a JSON `body` (first call wins).
+pub fn set_post(path: &str, body: &str) {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = CUSTOM_REQUEST.set(req.into_bytes());
+}
+
+/// One small request (GET /, or the `--post` one) and its response; an error unless the status
+/// is 2xx.
 pub async fn get_small<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     buf: &mut Vec<u8>,
 ) -> io::Result<()> {
-    s.write_all(GET_SMALL).await?;
+    let req = CUSTOM_REQUEST.get().map_or(GET_SMALL, Vec::as_slice);
+    s.write_all(req).await?;
     s.flush().await?;
     match read_response(s, buf).await? {
-        200 => Ok(()),
+        200..=299 => Ok(()),
         other => Err(bad(&format!("status {other}"))),
     }
 }

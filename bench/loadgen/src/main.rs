@@ -89,6 +89,13 @@ enum Cmd {
         /// Plain TCP, no TLS (the backend-direct baseline).
         #[arg(long)]
         plain: bool,
+        /// Send `POST PATH` with --body instead of `GET /` (e.g. the online CA's /v1/renew: one
+        /// certificate issued per request); any 2xx counts as a success.
+        #[arg(long, value_name = "PATH")]
+        post: Option<String>,
+        /// JSON body for --post.
+        #[arg(long, default_value = "{}", requires = "post")]
+        body: String,
         #[command(flatten)]
         tls: tls::TlsArgs,
         #[command(flatten)]
@@ -313,11 +320,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             concurrency,
             duration,
             plain,
+            post,
+            body,
             tls,
             common,
         } => {
             if concurrency == 0 {
                 bail!("--concurrency must be at least 1");
+            }
+            if let Some(path) = &post {
+                http::set_post(path, &body);
             }
             let client = if plain {
                 None

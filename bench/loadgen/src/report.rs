@@ -347,6 +347,30 @@ pub fn render(input: &str) -> String {
         ] {
             out.push_str(&format!("| {label} | {} |\n", g(key)));
         }
+        if let Some(api) = lines.iter().find(|l| str_of(l, "case") == "ca_api_renew") {
+            let f = |k: &str| {
+                api.get(k)
+                    .and_then(Value::as_f64)
+                    .map(fmt_num)
+                    .unwrap_or_else(|| "–".into())
+            };
+            out.push_str(&format!(
+                "| certificates issued per second via the API (`mutual ca serve`, POST /v1/renew over 4 kept-alive mTLS connections) | {} |\n",
+                f("rate")
+            ));
+            out.push_str(&format!(
+                "| &nbsp;&nbsp;per CA-server CPU-second | {} |\n",
+                f("per_server_cpu_s")
+            ));
+            out.push_str(&format!(
+                "| &nbsp;&nbsp;p99 latency µs | {} |\n",
+                api.get("latency")
+                    .and_then(|l| l.get("p99_us"))
+                    .and_then(Value::as_f64)
+                    .map(fmt_num)
+                    .unwrap_or_else(|| "–".into())
+            ));
+        }
         if let Some(e) = c.get("first_error").and_then(Value::as_str) {
             out.push_str(&format!("\nfirst issuance error: {e}\n"));
         }
