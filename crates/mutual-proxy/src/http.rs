@@ -210,12 +210,7 @@ pub(crate) async fn serve_connection<S>(
             }
             // Live re-authorization: a reload (policy, CRL, config) no longer allows this peer.
             // Counted by the registry; the connection ends now, in-flight requests with it.
-            t = async {
-                match ended.as_mut() {
-                    Some(e) => e.wait().await,
-                    None => std::future::pending().await,
-                }
-            } => {
+            t = crate::live::wait_opt(ended.as_mut()) => {
                 if let crate::live::Termination::Unauthorized { reason, detail } = &t {
                     tracing::info!(listener = %name, %peer, result = "denied",
                         reason = reason.label(), "closing an HTTP connection: {detail}");

@@ -53,6 +53,15 @@ impl Ended {
     }
 }
 
+/// Waits on an optional handle: a connection that is not registered (it was never allowed) is
+/// never ended from outside, so this stays pending, ready for a `select!` arm.
+pub async fn wait_opt(ended: Option<&mut Ended>) -> Termination {
+    match ended {
+        Some(e) => e.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Entry {
     id: Arc<Identity>,
     chain: Arc<Vec<CertificateDer<'static>>>,

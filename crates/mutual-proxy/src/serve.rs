@@ -449,12 +449,7 @@ impl Serve {
                     (CopyEnd::Closed, None)
                 }
             },
-            t = async {
-                match ended.as_mut() {
-                    Some(e) => e.wait().await,
-                    None => std::future::pending().await,
-                }
-            } => (CopyEnd::Closed, Some(t)),
+            t = crate::live::wait_opt(ended.as_mut()) => (CopyEnd::Closed, Some(t)),
         };
         if terminated.is_some() {
             // Close politely (close_notify) but quickly; the backend side just closes.
