@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use mutual_test::{free_port, wait_for_port, ChildGuard};
+use mutual_test::{eventually, free_port, wait_for_port, ChildGuard};
 use pki_common::*;
 
 /// A running `mutual ca serve` on a fresh CA.
@@ -181,6 +181,51 @@ impl Online {
             .find(|r| r["serial"] == serial)
             .unwrap_or_else(|| panic!("serial {serial} not in the inventory"))
     }
+}
+
+/// Waits until the token's `exp` has passed on this clock (the CA checks `now >= exp` in whole
+/// seconds, without leeway): the event itself, not a guess at how long it takes.
+fn wait_token_expired(jwt: &str) {
+    let payload = URL_SAFE_NO_PAD
+        .decode(jwt.split('.').nth(1).unwrap())
+        .unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    let exp = claims["exp"].as_i64().unwrap();
+    wait_unix_secs(exp);
+}
+
+/// Waits until the clock reads at least `t` (Unix seconds).
+fn wait_unix_secs(t: i64) {
+    let now = || {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        i64::try_from(d.as_secs()).unwrap()
+    };
+    let done = eventually(Duration::from_secs(60), || (now() >= t).then_some(()));
+    assert!(done.is_some(), "the clock never reached {t}");
+}
+
+fn unix_now() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(d.as_secs()).unwrap()
+}
+
+/// Waits until `openssl x509 -checkend 0` says the certificate has expired.
+fn wait_cert_expired(pem: &std::path::Path) {
+    let done = eventually(Duration::from_secs(60), || {
+        let st = Command::new("openssl")
+            .args(["x509", "-noout", "-checkend", "0", "-in"])
+            .arg(pem)
+            .status()
+            .unwrap();
+        (!st.success()).then_some(())
+    });
+    assert!(done.is_some(), "{} never expired", pem.display());
+    // openssl counts notAfter itself as expired, webpki only the second after it.
+    wait_unix_secs(unix_now() + 1);
 }
 
 fn rand_suffix() -> String {
@@ -448,7 +493,7 @@ fn roots_sign_with_token_and_every_token_refusal() {
 
     // Expired.
     let (t_exp, _) = srv.token(&["--san", "dns:svc-a.internal", "--expires", "1s"]);
-    std::thread::sleep(Duration::from_millis(2100));
+    wait_token_expired(&t_exp);
     srv.post(
         "/v1/sign",
         &serde_json::json!({"csr": csr, "token": t_exp}),
@@ -669,7 +714,7 @@ fn renew_revoke_and_crl_over_mtls() {
 
     // Expired: a 2-second certificate, presented after it expired.
     srv.ca.issue("short", &["--ttl", "2s"]).ok();
-    std::thread::sleep(Duration::from_millis(2500));
+    wait_cert_expired(&srv.ca.out.join("short.pem"));
     srv.post(
         "/v1/renew",
         &serde_json::json!({}),
@@ -869,7 +914,7 @@ fn server_certificate_rotates_itself_at_two_thirds() {
         t.strip_prefix("serial=").map(|s| s.to_ascii_lowercase())
     };
     let first = presented().expect("no server certificate");
-    let second = mutual_test::eventually(Duration::from_secs(20), || {
+    let second = eventually(Duration::from_secs(60), || {
         presented().filter(|s| *s != first)
     })
     .expect("the server certificate was not rotated");
@@ -879,5 +924,10 @@ fn server_certificate_rotates_itself_at_two_thirds() {
     }
     // Clients verifying against the root keep working across the rotation.
     srv.curl("/health", &[]).expect(200);
-    assert!(srv.log_text().contains("server certificate rotated"));
+    let logged = eventually(Duration::from_secs(60), || {
+        srv.log_text()
+            .contains("server certificate rotated")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "{}", srv.log_text());
 }

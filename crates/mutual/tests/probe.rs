@@ -99,9 +99,9 @@ fn mutual(args: &[&str], limit: Duration) -> Out {
 }
 
 fn probe_json(extra: &[&str]) -> (i32, Value) {
-    let mut args = vec!["probe", "--json", "--timeout", "3s"];
+    let mut args = vec!["probe", "--json", "--timeout", "10s"];
     args.extend_from_slice(extra);
-    let out = mutual(&args, Duration::from_secs(40));
+    let out = mutual(&args, Duration::from_secs(90));
     let v: Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "no JSON from {args:?}: {e}\nstdout: {}\nstderr: {}",
@@ -461,13 +461,14 @@ fn reset_mid_handshake() {
 
 #[test]
 fn silent_server_times_out() {
+    // Held far longer than the probe's 1 s timeout, however late the probe's timer fires.
     let port = tcp_server(|s| {
-        std::thread::sleep(Duration::from_secs(5));
+        std::thread::sleep(Duration::from_secs(60));
         drop(s);
     });
     let out = mutual(
         &["probe", "--json", "--timeout", "1s", &target(port)],
-        Duration::from_secs(20),
+        Duration::from_secs(60),
     );
     assert_eq!(out.code, 1);
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
@@ -487,7 +488,7 @@ fn pair_checks() {
             "--ca",
             p(&f.good.root),
         ],
-        Duration::from_secs(20),
+        Duration::from_secs(60),
     );
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(out.code, 0, "{v:#}");
@@ -506,7 +507,7 @@ fn pair_checks() {
             p(&f.client.cert),
             p(&f.stranger.key),
         ],
-        Duration::from_secs(20),
+        Duration::from_secs(60),
     );
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(out.code, 1, "{v:#}");
@@ -518,7 +519,7 @@ fn pair_checks() {
     std::fs::write(&swapped, format!("{}{}", f.good.int_pem, f.client.leaf_pem)).unwrap();
     let out = mutual(
         &["probe", "--json", "--pair", p(&swapped), p(&f.client.key)],
-        Duration::from_secs(20),
+        Duration::from_secs(60),
     );
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(out.code, 1, "{v:#}");
@@ -533,7 +534,7 @@ fn pair_checks() {
             p(&f.expired.cert),
             p(&f.expired.key),
         ],
-        Duration::from_secs(20),
+        Duration::from_secs(60),
     );
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(out.code, 1);
@@ -548,7 +549,7 @@ fn pair_checks() {
             "--ca",
             p(&f.wrong.root),
         ],
-        Duration::from_secs(20),
+        Duration::from_secs(60),
     );
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(out.code, 1);
@@ -567,11 +568,11 @@ fn bad_usage_exits_2() {
             "--key",
             "/nonexistent.key",
         ],
-        Duration::from_secs(20),
+        Duration::from_secs(60),
     );
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("/nonexistent.pem"), "{}", out.stderr);
-    let out = mutual(&["probe", "no-port-here"], Duration::from_secs(20));
+    let out = mutual(&["probe", "no-port-here"], Duration::from_secs(60));
     assert_eq!(out.code, 2);
     // A key that does not belong to the certificate is bad configuration, not a probe result.
     let f = fx();
@@ -584,7 +585,7 @@ fn bad_usage_exits_2() {
             "--key",
             p(&f.stranger.key),
         ],
-        Duration::from_secs(20),
+        Duration::from_secs(60),
     );
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("does not match"));
@@ -595,7 +596,7 @@ fn mutual_serve_endpoint() {
     let f = fx();
     // A backend that accepts and holds connections (the probe never needs an answer).
     let backend = tcp_server(|s| {
-        std::thread::sleep(Duration::from_secs(10));
+        std::thread::sleep(Duration::from_secs(60));
         drop(s);
     });
     let port = free_port();

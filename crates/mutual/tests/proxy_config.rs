@@ -94,7 +94,7 @@ impl Run {
         metric_value(&self.metrics(), series).unwrap_or(0.0)
     }
     fn wait_metric(&self, series: &str, want: f64) {
-        let ok = eventually(Duration::from_secs(15), || {
+        let ok = eventually(EVENT_TIMEOUT, || {
             (self.metric(series) >= want).then_some(())
         });
         assert!(
@@ -238,7 +238,7 @@ fn start(fx: &Fixture, backend: SocketAddr) -> Run {
             .spawn()
             .unwrap(),
     );
-    let up = eventually(Duration::from_secs(20), || {
+    let up = eventually(EVENT_TIMEOUT, || {
         if let Ok(Some(st)) = child.0.try_wait() {
             panic!("mutual run exited with {st}:\n{}", r.stderr_text());
         }
@@ -330,7 +330,7 @@ fn three_listeners_live_reauthorization_and_broken_edits() {
     echo(&mut c_plain, "still here c\n").unwrap();
     assert_eq!(r.metric(&term("a", "policy_denied")), 1.0);
     assert_eq!(r.metric(&term("b", "policy_denied")), 0.0);
-    let line = eventually(Duration::from_secs(10), || {
+    let line = eventually(EVENT_TIMEOUT, || {
         r.audit().into_iter().find(|l| {
             l["listener"] == "a" && l["result"] == "denied" && l["identity"]["spiffe"] == B_ID
         })
@@ -355,7 +355,7 @@ fn three_listeners_live_reauthorization_and_broken_edits() {
     r.wait_metric(&term("b", "revoked"), 1.0);
     assert!(sees_eof(&mut b_doomed), "b_doomed should have been closed");
     echo(&mut b_ok, "still here after crl\n").unwrap();
-    let line = eventually(Duration::from_secs(10), || {
+    let line = eventually(EVENT_TIMEOUT, || {
         r.audit()
             .into_iter()
             .find(|l| l["listener"] == "b" && l["result"] == "denied" && l["reason"] == "revoked")
@@ -384,8 +384,14 @@ fn three_listeners_live_reauthorization_and_broken_edits() {
         out.contains(&format!("mutual.toml:{b_line}:")),
         "config check should name line {b_line}:\n{out}"
     );
+    // The failure is counted before it is logged: wait for the log line.
+    let logged = eventually(EVENT_TIMEOUT, || {
+        r.stderr_text()
+            .contains(&format!("mutual.toml:{b_line}:"))
+            .then_some(())
+    });
     assert!(
-        r.stderr_text().contains(&format!("mutual.toml:{b_line}:")),
+        logged.is_some(),
         "the log should name the line:\n{}",
         r.stderr_text()
     );
@@ -528,16 +534,17 @@ fn listeners_added_removed_and_moved_by_config_edits() {
     r.write("mutual.toml", &edited);
     let new_a_addr = SocketAddr::from(([127, 0, 0, 1], new_a));
     let d_addr = SocketAddr::from(([127, 0, 0, 1], d_port));
-    let moved = eventually(Duration::from_secs(15), || {
+    let moved = eventually(EVENT_TIMEOUT, || {
         (rustls_get(new_a_addr, &ok_cfg).ok()? == (200, BACKEND_BODY.to_string())).then_some(())
     });
     assert!(moved.is_some(), "a did not move:\n{}", r.stderr_text());
-    assert_eq!(
-        rustls_get(d_addr, &ok_cfg).unwrap(),
-        (200, BACKEND_BODY.to_string())
-    );
+    // `d` is started in the same pass as the move, but not necessarily before it: wait for it.
+    let d_up = eventually(EVENT_TIMEOUT, || {
+        (rustls_get(d_addr, &ok_cfg).ok()? == (200, BACKEND_BODY.to_string())).then_some(())
+    });
+    assert!(d_up.is_some(), "d did not start:\n{}", r.stderr_text());
     // The old address of `a` and the removed `c` no longer accept.
-    let closed = eventually(Duration::from_secs(15), || {
+    let closed = eventually(EVENT_TIMEOUT, || {
         (TcpStream::connect(r.addr(0)).is_err() && TcpStream::connect(r.addr(2)).is_err())
             .then_some(())
     });
@@ -559,7 +566,7 @@ fn listeners_added_removed_and_moved_by_config_edits() {
     // SIGHUP reloads the config file too (nothing changed: every listener keeps running).
     let pid = r.child.as_ref().unwrap().0.id();
     signal(pid, "HUP");
-    let hup = eventually(Duration::from_secs(15), || {
+    let hup = eventually(EVENT_TIMEOUT, || {
         r.stderr_text()
             .lines()
             .any(|l| {
@@ -582,7 +589,7 @@ fn listeners_added_removed_and_moved_by_config_edits() {
     drop(c_plain);
     signal(pid, "TERM");
     let mut child = r.child.take().unwrap();
-    let status = eventually(Duration::from_secs(20), || child.0.try_wait().unwrap());
+    let status = eventually(EVENT_TIMEOUT, || child.0.try_wait().unwrap());
     assert!(
         status.is_some_and(|s| s.success()),
         "mutual run did not exit 0 after SIGTERM: {status:?}\n{}",
@@ -665,7 +672,7 @@ methods = ["GET"]
     );
     assert!(mutual_test::wait_for_port(
         SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(20)
+        EVENT_TIMEOUT
     ));
     let get = |method: &str, path: &str| -> (String, String) {
         let out = Command::new("curl")

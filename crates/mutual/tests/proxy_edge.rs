@@ -215,7 +215,9 @@ fn max_connection_lifetime_closes_gracefully_and_audits_bytes() {
     let took = t.elapsed();
     assert!(out.is_empty());
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        // The upper bound only tells "ended by the lifetime" from "ended by the client's 15 s
+        // read timeout"; a loaded machine may be seconds late.
+        took >= Duration::from_millis(900) && took < Duration::from_secs(14),
         "{took:?}"
     );
     let line = &p.wait_audit(1)[0];
@@ -223,7 +225,7 @@ fn max_connection_lifetime_closes_gracefully_and_audits_bytes() {
     assert_eq!(line["reason"], "ok", "{line}");
     assert_eq!(line["bytes_in"], "GET / HTTP/1.0\r\n".len(), "{line}");
     assert!(line["duration_ms"].as_u64().unwrap() >= 900, "{line}");
-    assert!(p.stderr_text().contains("max connection lifetime reached"));
+    p.wait_stderr("max connection lifetime reached");
 }
 
 const CA_PW: &str = "edge test password";
@@ -395,13 +397,7 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
     wait_ready(&p);
     let (st, _) = rustls_get(p.addr(), &rustls_config(&root, Some(&client))).unwrap();
     assert_eq!(st, 200);
-    assert_eq!(
-        p.metric("mutual_crl_fetch_total{result=\"success\"}")
-            .map(|v| v >= 1.0),
-        Some(true),
-        "{}",
-        p.metrics()
-    );
+    p.wait_metric("mutual_crl_fetch_total{result=\"success\"}", |v| v >= 1.0);
     assert!(p
         .metrics()
         .contains("mutual_crl_next_update_timestamp_seconds{issuer="));
@@ -423,32 +419,32 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
         "--out",
         crl_out.to_str().unwrap(),
     ]);
-    let refused = eventually(Duration::from_secs(15), || {
-        rustls_get(p.addr(), &rustls_config(&root, Some(&client)))
-            .is_err()
-            .then_some(())
+    // Keep connecting until the handshake itself refuses the client. A connection accepted just
+    // before the reload may instead be ended by live re-authorization (`denied`, `revoked`): both
+    // are right, in either order, so wait for the handshake refusal's counter, not for an order.
+    let refused = eventually(Duration::from_secs(60), || {
+        let _ = rustls_get(p.addr(), &rustls_config(&root, Some(&client)));
+        (p.handshakes("failed", "revoked") >= 1.0).then_some(())
     });
-    assert!(refused.is_some(), "{}", p.stderr_text());
-    // The client sees the rejection before the proxy writes its audit line: wait for it.
-    p.wait_handshakes("failed", "revoked", 1.0);
+    assert!(refused.is_some(), "{}\n{}", p.metrics(), p.stderr_text());
+    // The counter moves just before the audit line is written: wait for the line itself.
+    p.wait_audit_line("failed", "revoked");
+    // Whatever the interleaving: every line is `ok` or `revoked` (a handshake refusal, or a live
+    // connection ended by re-authorization), and nothing was refused for another reason.
     let lines = p.audit_lines();
-    let last = lines.last().unwrap();
-    assert_eq!(last["result"], "failed", "{last}");
-    assert_eq!(last["reason"], "revoked", "{last}");
-    // Nothing but `ok` before it, and nothing refused for another reason.
     assert!(
-        lines[..lines.len() - 1].iter().all(|l| l["reason"] == "ok"),
+        lines.iter().all(|l| is_line(l, "allowed", "ok")
+            || is_line(l, "failed", "revoked")
+            || is_line(l, "denied", "revoked")),
         "{lines:?}"
     );
+    // And once refused, refused for good: a new connection now fails at the handshake.
+    assert!(rustls_get(p.addr(), &rustls_config(&root, Some(&client))).is_err());
     // The new CRL went through the listener's reload path (fresh session tickets).
-    assert!(
-        p.metric("mutual_config_reloads_total{result=\"success\"}")
-            .unwrap_or(0.0)
-            >= 1.0,
-        "{}",
-        p.metrics()
-    );
-    assert!(p.stderr_text().contains("CRL fetched and verified"));
+    p.wait_metric("mutual_config_reloads_total{result=\"success\"}", |v| {
+        v >= 1.0
+    });
+    p.wait_stderr("CRL fetched and verified");
     drop(p);
 
     // 3. CRL server down, cache from before: the cached CRL still applies after a restart.
@@ -456,7 +452,12 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
     let p = serve_cdp(&ca, &certs, &cache, &[]);
     wait_ready(&p);
     assert!(rustls_get(p.addr(), &rustls_config(&root, Some(&client))).is_err());
-    assert_eq!(p.wait_audit(1)[0]["reason"], "revoked");
+    p.wait_audit_line("failed", "revoked");
+    let lines = p.audit_lines();
+    assert!(
+        lines.iter().all(|l| is_line(l, "failed", "revoked")),
+        "{lines:?}"
+    );
     drop(p);
 
     // 4. CRL server down, no cache, deny: not ready, and a client is refused with
@@ -486,19 +487,17 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
         "{body}"
     );
     assert!(rustls_get(p.addr(), &rustls_config(&root, Some(&client2))).is_err());
-    let line = &p.wait_audit(1)[0];
-    assert_eq!(line["result"], "failed", "{line}");
-    assert_eq!(line["reason"], "revocation_unknown", "{line}");
+    p.wait_audit_line("failed", "revocation_unknown");
+    let lines = p.audit_lines();
     assert!(
-        p.stderr_text().contains("CRL fetch failed"),
-        "{}",
-        p.stderr_text()
+        lines
+            .iter()
+            .all(|l| is_line(l, "failed", "revocation_unknown")),
+        "{lines:?}"
     );
-    assert!(
-        p.metric("mutual_crl_fetch_total{result=\"failure\"}")
-            .unwrap_or(0.0)
-            >= 1.0
-    );
+    // The refusal does not wait for the fetch attempt: wait for the attempt's own traces.
+    p.wait_stderr("CRL fetch failed");
+    p.wait_metric("mutual_crl_fetch_total{result=\"failure\"}", |v| v >= 1.0);
     drop(p);
 
     // 5. Same, with --revocation-unknown allow: ready, and the client is let through.
@@ -511,7 +510,11 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
     wait_ready(&p);
     let (st, _) = rustls_get(p.addr(), &rustls_config(&root, Some(&client2))).unwrap();
     assert_eq!(st, 200);
-    assert_eq!(p.wait_audit(1)[0]["reason"], "ok");
+    let line = p.wait_audit_line("allowed", "ok");
+    assert_eq!(
+        line["identity"]["spiffe"], "spiffe://edge.test/client2",
+        "{line}"
+    );
 }
 
 #[test]

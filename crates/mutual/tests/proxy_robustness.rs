@@ -43,7 +43,8 @@ fn reasons(p: &Proxy) -> Vec<String> {
 fn silent_client_is_cut_and_garbage_is_malformed_while_others_work() {
     let fx = fixture();
     let be = http_backend();
-    let proxy = start_serve(&fx, &be.addr.to_string(), &["--handshake-timeout", "1s"]);
+    // 3 s, not less: the held connection's own handshake must finish within it on a loaded machine.
+    let proxy = start_serve(&fx, &be.addr.to_string(), &["--handshake-timeout", "3s"]);
     let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     let held = open_held(proxy.addr(), &cfg);
 
@@ -53,7 +54,7 @@ fn silent_client_is_cut_and_garbage_is_malformed_while_others_work() {
         closed_by_peer(&mut silent, Duration::from_secs(20)),
         "silent client not cut"
     );
-    assert!(t0.elapsed() >= Duration::from_millis(900));
+    assert!(t0.elapsed() >= Duration::from_millis(2900));
 
     let mut junk = TcpStream::connect(proxy.addr()).unwrap();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -74,11 +75,13 @@ fn silent_client_is_cut_and_garbage_is_malformed_while_others_work() {
     // The connection opened before both keeps working.
     assert_eq!(finish_request(held), 200);
 
-    proxy.wait_audit(3);
-    let r = reasons(&proxy);
-    assert!(r.contains(&"handshake_timeout".to_string()), "{r:?}");
-    assert!(r.contains(&"malformed".to_string()), "{r:?}");
-    assert!(r.contains(&"ok".to_string()), "{r:?}");
+    // Three connections, three lines, in whatever order they were written.
+    proxy.wait_audit_line("failed", "handshake_timeout");
+    proxy.wait_audit_line("failed", "malformed");
+    proxy.wait_audit_line("allowed", "ok");
+    let mut r = reasons(&proxy);
+    r.sort();
+    assert_eq!(r, ["handshake_timeout", "malformed", "ok"], "{r:?}");
     proxy.wait_handshakes("failed", "handshake_timeout", 1.0);
     proxy.wait_handshakes("failed", "malformed", 1.0);
     proxy.wait_handshakes("allowed", "ok", 1.0);
@@ -92,11 +95,14 @@ fn backend_down_is_backend_unavailable_and_the_proxy_stays_up() {
     let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     for i in 1..=2 {
         assert!(!matches!(rustls_get(proxy.addr(), &cfg), Ok((200, _))));
-        let lines = proxy.wait_audit(i);
-        let line = &lines[i - 1];
-        assert_eq!(line["result"], "failed", "{line}");
-        assert_eq!(line["reason"], "backend_unavailable", "{line}");
-        assert_eq!(line["identity"]["spiffe"], OK_ID, "{line}");
+        let lines = proxy.wait_audit_count_where("backend_unavailable", i, |l| {
+            is_line(l, "failed", "backend_unavailable")
+        });
+        assert_eq!(lines.len(), i, "{lines:?}");
+        assert!(
+            lines.iter().all(|l| l["identity"]["spiffe"] == OK_ID),
+            "{lines:?}"
+        );
         proxy.wait_handshakes("failed", "backend_unavailable", i as f64);
         assert!(
             proxy.child.0.try_wait().unwrap().is_none(),
@@ -138,19 +144,20 @@ fn max_connections_is_honoured() {
     let held = open_held(proxy.addr(), &cfg);
     // Over the limit: closed at once, before any TLS.
     assert!(tls_connect(proxy.addr(), &cfg).is_err());
-    let rejected = eventually(Duration::from_secs(10), || {
+    let rejected = eventually(EVENT_TIMEOUT, || {
         proxy
             .metric("mutual_connections_rejected_total{listener=\"serve\"}")
             .filter(|v| *v >= 1.0)
     });
     assert!(rejected.is_some(), "{}", proxy.metrics());
-    assert_eq!(
-        proxy.metric("mutual_connections_active{listener=\"serve\"}"),
-        Some(1.0)
-    );
+    // The rejected connection may still be counted for a moment: wait for the gauge to settle
+    // on the one held connection.
+    proxy.wait_metric("mutual_connections_active{listener=\"serve\"}", |v| {
+        v == 1.0
+    });
     assert_eq!(finish_request(held), 200);
     // Once the slot is free, new connections are served again.
-    let ok = eventually(Duration::from_secs(10), || {
+    let ok = eventually(EVENT_TIMEOUT, || {
         matches!(rustls_get(proxy.addr(), &cfg), Ok((200, _))).then_some(())
     });
     assert!(ok.is_some());
@@ -165,24 +172,27 @@ fn sigterm_stops_accepting_drains_and_exits_0() {
     let held = open_held(proxy.addr(), &cfg);
     signal(proxy.pid(), "TERM");
     // New connections are refused once the listener is closed...
-    let refused = eventually(Duration::from_secs(10), || {
+    let refused = eventually(EVENT_TIMEOUT, || {
         TcpStream::connect(proxy.addr()).is_err().then_some(())
     });
     assert!(refused.is_some(), "still accepting after SIGTERM");
     // ...but the open one finishes its request.
     assert!(proxy.child.0.try_wait().unwrap().is_none());
     assert_eq!(finish_request(held), 200);
-    let status = eventually(Duration::from_secs(15), || {
-        proxy.child.0.try_wait().unwrap()
-    });
+    let status = eventually(EVENT_TIMEOUT, || proxy.child.0.try_wait().unwrap());
     let status = status.expect("did not exit after draining");
     assert!(
         status.success(),
         "exit status {status}: {}",
         proxy.stderr_text()
     );
+    // The held connection was served; the probes above that reached the listener before it closed
+    // are refused before TLS (not `allowed`), whatever order their lines were written in.
     let lines = proxy.audit_lines();
-    assert_eq!(lines.last().unwrap()["reason"], "ok", "{lines:?}");
+    let allowed: Vec<_> = lines.iter().filter(|l| l["result"] == "allowed").collect();
+    assert_eq!(allowed.len(), 1, "{lines:?}");
+    assert_eq!(allowed[0]["reason"], "ok", "{lines:?}");
+    assert!(allowed[0]["bytes_out"].as_u64().unwrap() > 0, "{lines:?}");
 }
 
 #[test]

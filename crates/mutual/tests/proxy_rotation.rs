@@ -10,12 +10,18 @@ use proxy_common::*;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// The DER of the leaf the server presents now.
 fn served_leaf(p: &Proxy, cfg: &Arc<rustls::ClientConfig>) -> Vec<u8> {
     let s = tls_connect(p.addr(), cfg).unwrap();
     s.conn.peer_certificates().unwrap()[0].as_ref().to_vec()
+}
+
+/// Replaces a file by rename, so a reader sees the old or the new content, never a part.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 fn reloads(p: &Proxy, result: &str) -> f64 {
@@ -74,7 +80,7 @@ fn certificate_rotation_in_place_by_rename_and_garbage() {
         })
     };
     let wait_served = |want: &[u8], what: &str| {
-        let seen = eventually(Duration::from_secs(15), || {
+        let seen = eventually(EVENT_TIMEOUT, || {
             (served_leaf(&proxy, &cfg) == want).then_some(())
         });
         assert!(
@@ -113,7 +119,7 @@ fn certificate_rotation_in_place_by_rename_and_garbage() {
     // 3. Garbage: rejected, counted, and the previous certificate keeps serving.
     let failures = reloads(&proxy, "failure");
     std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\ngarbage\n").unwrap();
-    let counted = eventually(Duration::from_secs(15), || {
+    let counted = eventually(EVENT_TIMEOUT, || {
         (reloads(&proxy, "failure") > failures).then_some(())
     });
     assert!(
@@ -122,12 +128,10 @@ fn certificate_rotation_in_place_by_rename_and_garbage() {
         proxy.metrics()
     );
     assert_eq!(served_leaf(&proxy, &cfg), s3.der);
-    assert!(proxy
-        .stderr_text()
-        .contains("keeping the previous configuration"));
+    proxy.wait_stderr("keeping the previous configuration");
 
     let before = ok.load(Ordering::SeqCst);
-    let more = eventually(Duration::from_secs(10), || {
+    let more = eventually(EVENT_TIMEOUT, || {
         (ok.load(Ordering::SeqCst) > before + 5).then_some(())
     });
     assert!(more.is_some(), "requests stopped flowing");
@@ -166,9 +170,10 @@ fn policy_file_and_sighup_reload() {
     assert!(!matches!(rustls_get(proxy.addr(), &other), Ok((200, _))));
     proxy.wait_handshakes("denied", "policy_denied", 1.0);
 
-    // A bad policy edit is rejected and the old policy stays.
-    std::fs::write(&policy, "[[allow]]\nspiffe = 42\n").unwrap();
-    let failed = eventually(Duration::from_secs(15), || {
+    // A bad policy edit is rejected and the old policy stays. (Written by rename, as an editor
+    // does: a truncate-then-write could be read half-way, as an empty policy, before the bad one.)
+    replace_file(&policy, "[[allow]]\nspiffe = 42\n");
+    let failed = eventually(EVENT_TIMEOUT, || {
         (reloads(&proxy, "failure") >= 1.0).then_some(())
     });
     assert!(failed.is_some(), "{}", proxy.stderr_text());
@@ -176,12 +181,11 @@ fn policy_file_and_sighup_reload() {
     assert!(matches!(rustls_get(proxy.addr(), &ok_cfg), Ok((200, _))));
 
     // A good edit that allows the other identity takes effect for new connections.
-    std::fs::write(
+    replace_file(
         &policy,
-        format!("[[allow]]\nspiffe = \"{OK_ID}\"\n[[allow]]\nspiffe = \"{OTHER_ID}\"\n"),
-    )
-    .unwrap();
-    let allowed = eventually(Duration::from_secs(15), || {
+        &format!("[[allow]]\nspiffe = \"{OK_ID}\"\n[[allow]]\nspiffe = \"{OTHER_ID}\"\n"),
+    );
+    let allowed = eventually(EVENT_TIMEOUT, || {
         matches!(rustls_get(proxy.addr(), &other), Ok((200, _))).then_some(())
     });
     assert!(allowed.is_some(), "{}", proxy.stderr_text());
@@ -189,7 +193,7 @@ fn policy_file_and_sighup_reload() {
     // SIGHUP reloads too.
     let before = reloads(&proxy, "success");
     signal(proxy.pid(), "HUP");
-    let hup = eventually(Duration::from_secs(15), || {
+    let hup = eventually(EVENT_TIMEOUT, || {
         (reloads(&proxy, "success") > before).then_some(())
     });
     assert!(hup.is_some(), "{}", proxy.stderr_text());

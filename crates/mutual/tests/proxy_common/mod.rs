@@ -164,9 +164,11 @@ impl Proxy {
             .collect()
     }
 
-    /// Waits until there are at least `n` audit lines and returns them.
+    /// Waits until there are at least `n` audit lines and returns them. Use it only where the
+    /// test made exactly the connections it counts; otherwise wait for the line it needs
+    /// (`wait_audit_line`, `wait_audit_where`).
     pub fn wait_audit(&self, n: usize) -> Vec<serde_json::Value> {
-        eventually(Duration::from_secs(15), || {
+        eventually(EVENT_TIMEOUT, || {
             let v = self.audit_lines();
             (v.len() >= n).then_some(v)
         })
@@ -206,7 +208,7 @@ impl Proxy {
 
     /// Waits until the counter reaches `want` (metrics are updated just before the audit line).
     pub fn wait_handshakes(&self, result: &str, reason: &str, want: f64) {
-        let got = eventually(Duration::from_secs(10), || {
+        let got = eventually(EVENT_TIMEOUT, || {
             (self.handshakes(result, reason) >= want).then_some(())
         });
         assert!(
@@ -276,7 +278,7 @@ pub fn spawn_proxy(cmd: &str, target_flag: &str, target: &str, args: &[String]) 
         stderr,
         dir,
     };
-    let up = eventually(Duration::from_secs(20), || {
+    let up = eventually(EVENT_TIMEOUT, || {
         if let Ok(Some(st)) = p.child.0.try_wait() {
             panic!("mutual {cmd} exited with {st}:\n{}", p.stderr_text());
         }
@@ -523,13 +525,16 @@ pub fn run_matrix(proxy: &Proxy, fx: &Fixture, client: impl Fn(Option<&Leaf>) ->
             proxy.audit_lines(),
             proxy.stderr_text()
         );
-        let lines = proxy.wait_audit(i + 1);
+        // Each case has its own reason: wait for that line, not for "the next line" (the
+        // client may see the refusal before the proxy has written it).
+        let line = proxy.wait_audit_line(result, reason);
+        let lines = proxy.audit_lines();
         assert_eq!(
             lines.len(),
             i + 1,
             "case {name:?}: one audit line per connection: {lines:?}"
         );
-        let line = &lines[i];
+        let line = &line;
         assert_eq!(line["result"], result, "case {name:?}: {line}");
         assert_eq!(line["reason"], reason, "case {name:?}: {line}");
         assert_eq!(line["listener"], "serve");
@@ -547,5 +552,89 @@ pub fn run_matrix(proxy: &Proxy, fx: &Fixture, client: impl Fn(Option<&Leaf>) ->
             assert_eq!(line["bytes_in"], 0);
         }
         proxy.wait_handshakes(result, reason, 1.0);
+    }
+}
+
+// ---- Waiting for events, not for "the next line" (issue 24) ----
+//
+// On a loaded machine any interleaving happens: a connection accepted just before a reload can
+// be ended by live re-authorization before a new one is refused at the handshake, a probe
+// connection can be audited after the one a test cares about. These helpers wait for the event
+// a test needs (an audit line with a given result and reason, a metric value, a log message)
+// with generous upper bounds, so tests assert facts that hold whatever the order.
+
+/// Upper bound for waiting on an event (not a sleep: the wait ends as soon as the event happens).
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Whether an audit line has this `result` and `reason`.
+pub fn is_line(l: &serde_json::Value, result: &str, reason: &str) -> bool {
+    l["result"] == result && l["reason"] == reason
+}
+
+impl Proxy {
+    /// Waits until some audit line satisfies `pred` and returns the first such line.
+    pub fn wait_audit_where(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        self.wait_audit_count_where(what, 1, &pred)
+            .into_iter()
+            .find(|l| pred(l))
+            .unwrap()
+    }
+
+    /// Waits until at least `n` audit lines satisfy `pred`; returns every line then.
+    pub fn wait_audit_count_where(
+        &self,
+        what: &str,
+        n: usize,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        eventually(EVENT_TIMEOUT, || {
+            let v = self.audit_lines();
+            (v.iter().filter(|l| pred(l)).count() >= n).then_some(v)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "expected {n} audit line(s) {what}, have {:?}\nstderr:\n{}",
+                self.audit_lines(),
+                self.stderr_text()
+            )
+        })
+    }
+
+    /// Waits until an audit line with this `result` and `reason` is written; returns it.
+    pub fn wait_audit_line(&self, result: &str, reason: &str) -> serde_json::Value {
+        self.wait_audit_where(&format!("with result {result}, reason {reason}"), |l| {
+            is_line(l, result, reason)
+        })
+    }
+
+    /// Waits until the value of `series` satisfies `pred` (an absent series reads as 0).
+    pub fn wait_metric(&self, series: &str, pred: impl Fn(f64) -> bool) -> f64 {
+        eventually(EVENT_TIMEOUT, || {
+            let v = self.metric(series).unwrap_or(0.0);
+            pred(v).then_some(v)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{series} never reached the expected value\n{}\nstderr:\n{}",
+                self.metrics(),
+                self.stderr_text()
+            )
+        })
+    }
+
+    /// Waits until the proxy's stderr contains `needle`.
+    pub fn wait_stderr(&self, needle: &str) {
+        let seen = eventually(EVENT_TIMEOUT, || {
+            self.stderr_text().contains(needle).then_some(())
+        });
+        assert!(
+            seen.is_some(),
+            "stderr never said {needle:?}:\n{}",
+            self.stderr_text()
+        );
     }
 }
