@@ -81,7 +81,8 @@ mod tests {
         )
         .await;
         assert!(matches!(end, Ended::Lifetime));
-        assert!(t.elapsed() < Duration::from_secs(2));
+        // Only "ended by the lifetime, not by the 5 s idle timeout or never": loaded machines are late.
+        assert!(t.elapsed() < Duration::from_secs(5));
         drop((pa, pb));
         drain.await.unwrap();
         chatter.abort();

@@ -168,8 +168,9 @@ mod tests {
         }
     }
 
+    /// Polls `f` for up to 60 s: an upper bound for a loaded machine, not a delay.
     async fn until(f: impl Fn() -> bool) -> bool {
-        for _ in 0..200 {
+        for _ in 0..2400 {
             if f() {
                 return true;
             }

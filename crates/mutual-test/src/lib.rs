@@ -308,13 +308,39 @@ fn hex_decode(s: &str) -> Vec<u8> {
         .collect()
 }
 
-/// An ephemeral port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, for a child process to listen on.
+///
+/// Chosen at random *below* the kernel's ephemeral range (`ip_local_port_range`), not with
+/// `bind(0)`: between this check and the child's own bind, any outgoing connection on the machine
+/// (the tests make thousands) may take an ephemeral port as its source port, and the child's bind
+/// would then fail with "address in use". Below the range only another explicit bind can take
+/// it, and the random pick makes two such binds on one port unlikely.
 pub fn free_port() -> u16 {
+    let lo = ephemeral_range_start();
+    if lo > FIXED_PORTS_FLOOR + 1000 {
+        for _ in 0..500 {
+            let p = rand::random_range(FIXED_PORTS_FLOOR..lo);
+            if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+                return p;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Ports below this are left to services a developer may run (databases, dev servers).
+const FIXED_PORTS_FLOOR: u16 = 12000;
+
+/// The first port of the kernel's ephemeral range (Linux default 32768).
+fn ephemeral_range_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
 }
 
 /// Waits until something accepts TCP connections on `addr`, up to `timeout`.

@@ -104,7 +104,7 @@ impl Ca {
             .unwrap();
         let mut g = ChildGuard(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let up = eventually(Duration::from_secs(20), || {
+        let up = eventually(Duration::from_secs(60), || {
             if let Ok(Some(st)) = g.0.try_wait() {
                 panic!("ca serve exited with {st}:\n{}", self.log_text());
             }
@@ -450,9 +450,11 @@ fn renew_once_keeps_the_names_and_can_change_the_key() {
 #[test]
 fn renew_daemon_rides_out_a_ca_outage() {
     let mut ca = Ca::new();
-    // 30 s certificates: the daemon renews after 20 s (± 1.5 s), with time to spare for a few
+    // 60 s certificates: the daemon renews after 40 s (± 3 s) and retries with backoff until
+    // expiry, so the restarted CA has ~15 s to come up even on a loaded machine (with 30 s
+    // certificates a slow restart could miss the last attempt).
     // failed attempts before expiry even on a loaded machine.
-    let token = ca.token(&["dns:daemon.test"], "30s");
+    let token = ca.token(&["dns:daemon.test"], "60s");
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("d");
     let o = enroll_into(&ca, &token, &out);
@@ -476,7 +478,7 @@ fn renew_daemon_rides_out_a_ca_outage() {
     );
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     // Two failed attempts while the CA is down; the files are untouched meanwhile.
-    let failed = eventually(Duration::from_secs(40), || {
+    let failed = eventually(Duration::from_secs(120), || {
         (log_text().matches("renewal failed").count() >= 2).then_some(())
     });
     assert!(
@@ -489,14 +491,18 @@ fn renew_daemon_rides_out_a_ca_outage() {
     assert_eq!(std::fs::read(&key).unwrap(), key_bytes);
 
     ca.start();
-    let renewed = eventually(Duration::from_secs(20), || {
+    let renewed = eventually(Duration::from_secs(60), || {
         let l = leaf_of(&cert);
         (l.serial != first.serial).then_some(l)
     });
     let renewed = renewed.unwrap_or_else(|| panic!("not renewed:\n{}", log_text()));
     assert_eq!(renewed.sans, first.sans);
     assert_eq!(std::fs::read(&key).unwrap(), key_bytes);
-    assert!(log_text().contains("certificate renewed"), "{}", log_text());
+    // The new file is written before the line is logged: wait for the line.
+    let logged = eventually(Duration::from_secs(60), || {
+        log_text().contains("certificate renewed").then_some(())
+    });
+    assert!(logged.is_some(), "{}", log_text());
     assert!(!log_text().contains("PRIVATE KEY"));
     drop(daemon);
 }
@@ -583,7 +589,9 @@ fn proxy_auto_rotation_end_to_end() {
         serve.stderr_text(),
         connect.stderr_text()
     );
-    assert!(good > 500, "only {good} requests");
+    // A floor that says "requests flowed the whole time" (one every 50 ms when idle; a loaded
+    // machine is slower), not a throughput figure.
+    assert!(good > 150, "only {good} requests");
     eprintln!("{good} requests through connect -> serve -> backend, none failed");
 
     let client_serials: BTreeSet<String> = serve

@@ -164,9 +164,28 @@ fn audit_len(path: &Path) -> usize {
     read_lines(path).len()
 }
 
-/// Waits for the audit line after the first `before` ones and returns its reason.
+/// Waits until `mutual`'s metrics endpoint on `port` answers `/healthz`: it answers only once
+/// the proxy's listener is bound, so, unlike a TCP probe of the listener, this readiness check
+/// leaves no connection (and no audit line) behind.
+fn wait_healthz(port: u16) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    mutual_test::eventually(Duration::from_secs(60), || {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        s.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        (out.split_whitespace().nth(1) == Some("200")).then_some(())
+    })
+    .is_some()
+}
+
+/// Waits for the audit line after the first `before` ones and returns its reason. Each case
+/// makes exactly one connection and waits for its line before the next case starts, so the
+/// line at `before` is this case's.
 fn audit_reason(path: &Path, before: usize) -> String {
-    mutual_test::eventually(Duration::from_secs(10), || {
+    mutual_test::eventually(Duration::from_secs(60), || {
         let lines = read_lines(path);
         lines
             .get(before)
@@ -218,7 +237,7 @@ port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 ctx = ssl.create_default_context(cafile=ca)
 if cert:
     ctx.load_cert_chain(cert, key)
-with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+with socket.create_connection(("127.0.0.1", port), timeout=25) as raw:
     with ctx.wrap_socket(raw, server_hostname="localhost") as s:
         s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         data = b""
@@ -240,7 +259,7 @@ let data = '';
 s.on('data', d => { data += d; });
 s.on('end', () => { console.log(data); });
 s.on('error', e => { console.error('error: ' + e.message); process.exitCode = 1; });
-setTimeout(() => { console.error('timeout'); process.exit(1); }, 8000).unref();
+setTimeout(() => { console.error('timeout'); process.exit(1); }, 25000).unref();
 "#;
 
 const GO_CLIENT: &str = r#"
@@ -269,7 +288,7 @@ func main() {
 	}
 	c, err := tls.Dial("tcp", "127.0.0.1:"+port, cfg)
 	if err != nil { fmt.Println("error:", err); os.Exit(1) }
-	c.SetDeadline(time.Now().Add(8 * time.Second))
+	c.SetDeadline(time.Now().Add(25 * time.Second))
 	c.Write([]byte("GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"))
 	b, err := io.ReadAll(c)
 	fmt.Println(string(b))
@@ -319,7 +338,8 @@ fn run_client(
     match client {
         Client::Curl => {
             let mut cmd = Command::new("curl");
-            cmd.args(["-sS", "--max-time", "8", "--cacert"])
+            // Upper bounds (curl's, `timeout`'s) for a loaded machine; a case ends as soon as it is done.
+            cmd.args(["-sS", "--max-time", "30", "--cacert"])
                 .arg(ca)
                 .arg("--resolve")
                 .arg(format!("localhost:{port}:127.0.0.1"))
@@ -331,7 +351,7 @@ fn run_client(
         }
         Client::Openssl => {
             let mut cmd = Command::new("timeout");
-            cmd.args(["10", "openssl", "s_client", "-connect"])
+            cmd.args(["30", "openssl", "s_client", "-connect"])
                 .arg(format!("127.0.0.1:{port}"))
                 .args([
                     "-servername",
@@ -350,21 +370,21 @@ fn run_client(
         }
         Client::Python => {
             let mut cmd = Command::new("timeout");
-            cmd.args(["10", "python3", "-c", PY_CLIENT, &port.to_string()])
+            cmd.args(["30", "python3", "-c", PY_CLIENT, &port.to_string()])
                 .arg(ca)
                 .args([&c, &k]);
             output_of(cmd, "")
         }
         Client::Node => {
             let mut cmd = Command::new("timeout");
-            cmd.args(["10", "node", "-e", NODE_CLIENT, &port.to_string()])
+            cmd.args(["30", "node", "-e", NODE_CLIENT, &port.to_string()])
                 .arg(ca)
                 .args([&c, &k]);
             output_of(cmd, "")
         }
         Client::Go => {
             let mut cmd = Command::new("timeout");
-            cmd.arg("10")
+            cmd.arg("30")
                 .arg(go_bin.expect("go client built"))
                 .arg(port.to_string())
                 .arg(ca)
@@ -400,6 +420,7 @@ fn tool_version(cmd: &str, args: &[&str]) -> String {
 fn serve_matrix(fx: &Fixture, rows: &mut Vec<Row>) {
     let backend = start_backend();
     let port = free_port();
+    let mport = free_port();
     let audit = fx.good.path("serve-audit.log");
     let _serve = ChildGuard(
         Command::new(BIN)
@@ -414,19 +435,14 @@ fn serve_matrix(fx: &Fixture, rows: &mut Vec<Row>) {
             .arg("--allow-any")
             .arg("--audit-log")
             .arg(&audit)
+            .args(["--metrics", &format!("127.0.0.1:{mport}")])
             .args(["--handshake-timeout", "5s"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    assert!(
-        wait_for_port(
-            format!("127.0.0.1:{port}").parse().unwrap(),
-            Duration::from_secs(15)
-        ),
-        "mutual serve did not start"
-    );
+    assert!(wait_healthz(mport), "mutual serve did not start");
     let go_bin = build_go_client(fx.good.dir.path());
     for client in [
         Client::Curl,
@@ -455,8 +471,6 @@ fn serve_matrix(fx: &Fixture, rows: &mut Vec<Row>) {
             continue;
         }
         for case in CASES {
-            // The readiness check above is itself a (non-TLS) connection with an audit line,
-            // so count lines rather than assume an index.
             let before = audit_len(&audit);
             let (got_reply, text) = run_client(
                 client,
@@ -599,9 +613,10 @@ impl Server {
             }
         };
         let guard = ChildGuard(child);
+        // An upper bound: nginx or HAProxy can take seconds to start on a loaded machine.
         wait_for_port(
             format!("127.0.0.1:{port}").parse().unwrap(),
-            Duration::from_secs(10),
+            Duration::from_secs(60),
         )
         .then_some(guard)
     }
@@ -612,7 +627,7 @@ fn through_connect(local: u16) -> (bool, String) {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", local)) else {
         return (false, "connect refused".into());
     };
-    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let _ = s.write_all(REQUEST.as_bytes());
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
@@ -642,6 +657,7 @@ fn connect_matrix(fx: &Fixture, rows: &mut Vec<Row>) {
         for case in [Case::Ecdsa, Case::Rsa, Case::WrongCa, Case::Expired] {
             let leaf = fx.cert_for(case).unwrap();
             let local = free_port();
+            let mport = free_port();
             let audit = fx.good.path(&format!("connect-{port}-{local}.log"));
             let _conn = ChildGuard(
                 Command::new(BIN)
@@ -656,18 +672,14 @@ fn connect_matrix(fx: &Fixture, rows: &mut Vec<Row>) {
                     .args(["--server-name", "localhost"])
                     .arg("--audit-log")
                     .arg(&audit)
+                    .args(["--metrics", &format!("127.0.0.1:{mport}")])
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
                     .unwrap(),
             );
-            assert!(
-                wait_for_port(
-                    format!("127.0.0.1:{local}").parse().unwrap(),
-                    Duration::from_secs(15)
-                ),
-                "mutual connect did not start"
-            );
+            // Not a TCP probe of `local`: connect would dial the server for it and audit it.
+            assert!(wait_healthz(mport), "mutual connect did not start");
             let (ok, text) = through_connect(local);
             let reason = audit_reason(&audit, 0);
             // nginx verifies client certificates after the handshake and answers HTTP 400 over

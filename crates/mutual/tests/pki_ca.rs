@@ -329,8 +329,8 @@ fn list_filters_by_status_and_expiry() {
         ca.d(),
     ])
     .ok();
-    // Wait (briefly) for the 1-second certificate to expire.
-    let expired = mutual_test::eventually(std::time::Duration::from_secs(5), || {
+    // Wait for the 1-second certificate to expire (60 s is an upper bound for a loaded machine).
+    let expired = mutual_test::eventually(std::time::Duration::from_secs(60), || {
         let o = mutual(&[
             "cert",
             "list",

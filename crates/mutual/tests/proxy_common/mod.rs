@@ -406,7 +406,7 @@ pub fn curl(port: u16, root: &Path, leaf: Option<&Leaf>) -> (bool, String, Strin
     c.args([
         "-sS",
         "--max-time",
-        "10",
+        "30",
         "--cacert",
         root.to_str().unwrap(),
     ]);
@@ -434,7 +434,7 @@ pub fn curl(port: u16, root: &Path, leaf: Option<&Leaf>) -> (bool, String, Strin
 pub fn s_client(port: u16, root: &Path, leaf: Option<&Leaf>) -> (bool, String) {
     let mut c = Command::new("timeout");
     c.args([
-        "15",
+        "30",
         "openssl",
         "s_client",
         "-connect",
@@ -483,7 +483,7 @@ ctx.load_verify_locations(root)
 if cert:
     ctx.load_cert_chain(cert, key)
 try:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost") as s:
             s.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
             data = b""
