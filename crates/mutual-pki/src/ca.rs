@@ -368,6 +368,20 @@ impl Ca {
             later(t0, opts.intermediate_validity, "intermediate validity")?.min(rp.not_after);
         ip.serial_number = Some(SerialNumber::from_slice(&random_serial()));
         ip.use_authority_key_identifier_extension = true;
+        if let Some(td) = &opts.trust_domain {
+            // The intermediate's own SPIFFE ID is its trust domain (SPIFFE X509-SVID §3): mutual's
+            // path validation (mutual_tls Trust::check) then refuses any leaf under it naming
+            // another trust domain. Not a URI name constraint: rustls-webpki fails closed on
+            // those, which would make every SVID from this CA unusable with rustls peers.
+            ip.subject_alt_names = vec![rcgen::SanType::URI(
+                format!("spiffe://{td}").try_into().map_err(|e: rcgen::Error| {
+                    PkiError::InvalidSpiffeId {
+                        id: td.clone(),
+                        detail: e.to_string(),
+                    }
+                })?,
+            )];
+        }
         if !permitted.is_empty() {
             ip.name_constraints = Some(NameConstraints {
                 permitted_subtrees: permitted
@@ -597,8 +611,7 @@ impl Ca {
                     .into(),
             });
         }
-        if matches!(o.usage, Usage::Server | Usage::Both)
-            && !o.sans.iter().any(|s| matches!(s, San::Dns(_) | San::Ip(_)))
+        if matches!(o.usage, Usage::Server | Usage::Both) && !o.sans.iter().any(San::names_a_server)
         {
             return Err(PkiError::ServerNeedsSan);
         }

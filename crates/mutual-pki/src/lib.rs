@@ -56,7 +56,9 @@ pub enum PkiError {
     NotPermitted { name: String, permitted: String },
     #[error("a certificate may carry only one SPIFFE ID (got {count})")]
     MultipleSpiffeIds { count: usize },
-    #[error("a server certificate needs at least one dns: or ip: SAN (add --san dns:NAME)")]
+    #[error(
+        "a server certificate needs at least one dns: or ip: SAN, or a SPIFFE ID (add --san dns:NAME or --san uri:spiffe://DOMAIN/PATH)"
+    )]
     ServerNeedsSan,
     #[error("invalid name {name:?}: {detail}")]
     InvalidName { name: String, detail: String },
@@ -193,6 +195,13 @@ pub enum San {
 }
 
 impl San {
+    /// Whether a server (or server+client) certificate may carry this name as its identity: a
+    /// DNS name or IP address for host-name checks, or a SPIFFE ID, which X509-SVIDs carry alone
+    /// (peers match them by ID, not by host name).
+    pub fn names_a_server(&self) -> bool {
+        matches!(self, San::Dns(_) | San::Ip(_)) || self.spiffe_id().is_some()
+    }
+
     /// The SPIFFE ID in this SAN, if it is one.
     pub fn spiffe_id(&self) -> Option<&str> {
         match self {

@@ -44,13 +44,14 @@ pub struct IssueArgs {
     /// Subject alternative name: dns:NAME, ip:ADDRESS or uri:spiffe://DOMAIN/PATH. Repeatable.
     #[arg(long = "san", value_name = "TYPE:VALUE", value_parser = parse_san)]
     pub sans: Vec<San>,
-    /// TLS server certificate (EKU serverAuth; needs a dns: or ip: SAN).
+    /// TLS server certificate (EKU serverAuth; needs a dns: or ip: SAN, or a SPIFFE ID).
     #[arg(long)]
     pub server: bool,
     /// TLS client certificate (EKU clientAuth). The default.
     #[arg(long)]
     pub client: bool,
-    /// Server and client (EKU serverAuth + clientAuth; needs a dns: or ip: SAN).
+    /// Server and client (EKU serverAuth + clientAuth; needs a dns: or ip: SAN, or a SPIFFE
+    /// ID, as an X509-SVID).
     #[arg(long)]
     pub both: bool,
     /// Lifetime, e.g. 24h, 7d, 90m [default: the CA's default, 24h].

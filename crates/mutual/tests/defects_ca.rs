@@ -599,3 +599,93 @@ fn item13_sign_requires_application_json_and_spends_no_token_otherwise() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.ends_with("\n201"), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 9: SPIFFE-only server certificates, and a trust domain a leaked intermediate cannot
+// leave.
+
+fn openssl_ok(args: &[&str]) -> String {
+    let o = Command::new("openssl").args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn item9_spiffe_only_svids_and_the_trust_domain_binding() {
+    let ca = CaServer::new(&["--trust-domain", "example.org"]);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+
+    // The default usage ("both") with only a SPIFFE ID: an X509-SVID.
+    let token = ca.token(&["uri:spiffe://example.org/ns/prod/web"], "1h", "both");
+    let dir = w.join("svid");
+    let o = ca.enroll(&token, &dir);
+    assert_eq!(o.code, 0, "{}\n{}", o.text(), ca.log_text());
+    let cert = dir.join("cert.pem");
+    let eku = ext_key_usage(&cert);
+    assert!(eku.contains("Server Authentication") && eku.contains("Client Authentication"), "{eku}");
+    assert_eq!(ca.renew(&dir).code, 0, "{}", ca.log_text());
+    // Both verifiers accept it.
+    let o = run(&[
+        "cert", "verify", s(&cert), "--roots", s(&ca.root()), "--name",
+        "spiffe://example.org/ns/prod/web",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.text());
+    openssl_ok(&[
+        "verify", "-CAfile", s(&ca.root()), "-untrusted", s(&cert), "-purpose", "sslserver",
+        s(&cert),
+    ]);
+    // `cert issue --server` too.
+    ok(&[
+        "cert", "issue", "svc", "--server", "--san", "uri:spiffe://example.org/svc", "--dir",
+        s(&ca.dir), "--out", s(w),
+    ]);
+    // A URI that is not a SPIFFE ID is still not a server identity.
+    let o = run(&[
+        "token", "create", "--dir", s(&ca.dir), "--san", "uri:https://example.org/x",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+
+    // The intermediate is bound to its trust domain (its own SPIFFE ID, no path)...
+    let int = ca.dir.join("intermediate.pem");
+    let san = openssl_ok(&["x509", "-noout", "-ext", "subjectAltName", "-in", s(&int)]);
+    assert!(san.contains("URI:spiffe://example.org"), "{san}");
+    // ...so what a leaked intermediate key mints for another trust domain is refused.
+    let int_key = w.join("int.key");
+    openssl_ok(&[
+        "pkey", "-in", s(&ca.dir.join("intermediate.key")), "-passin", &format!("pass:{PW}"),
+        "-out", s(&int_key),
+    ]);
+    let ext = w.join("evil.cnf");
+    std::fs::write(
+        &ext,
+        "[e]\nbasicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=URI:spiffe://evil.org/admin\n",
+    )
+    .unwrap();
+    let (ekey, ecsr, ecert) = (w.join("evil.key"), w.join("evil.csr"), w.join("evil.pem"));
+    openssl_ok(&[
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", s(&ekey), "-out", s(&ecsr), "-subj", "/CN=evil",
+    ]);
+    openssl_ok(&[
+        "x509", "-req", "-in", s(&ecsr), "-CA", s(&int), "-CAkey", s(&int_key),
+        "-CAcreateserial", "-days", "1", "-extfile", s(&ext), "-extensions", "e", "-out",
+        s(&ecert),
+    ]);
+    let chain = w.join("evil-chain.pem");
+    std::fs::write(
+        &chain,
+        std::fs::read_to_string(&ecert).unwrap() + &std::fs::read_to_string(&int).unwrap(),
+    )
+    .unwrap();
+    let o = run(&["cert", "verify", s(&chain), "--roots", s(&ca.root())]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(o.stdout.contains("name_mismatch"), "{}", o.text());
+    assert!(o.stdout.contains("spiffe://evil.org/admin"), "{}", o.text());
+}
