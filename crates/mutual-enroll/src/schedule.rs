@@ -211,8 +211,8 @@ impl Renewer {
                             retry_in_ms = delay.as_millis() as u64,
                             expires_in_s = left_s,
                             not_after = %mutual_tls::verify::rfc3339(cur.not_after),
-                            "renewal keeps failing and the certificate expires in {left_s} s; \
-                             peers will refuse it then unless renewal succeeds: {e}"
+                            "renewal failed, keeping the current certificate: {e} (it expires \
+                             in {left_s} s; peers will refuse it then unless a renewal succeeds)"
                         );
                     } else {
                         tracing::warn!(

@@ -374,12 +374,12 @@ impl Ca {
             // another trust domain. Not a URI name constraint: rustls-webpki fails closed on
             // those, which would make every SVID from this CA unusable with rustls peers.
             ip.subject_alt_names = vec![rcgen::SanType::URI(
-                format!("spiffe://{td}").try_into().map_err(|e: rcgen::Error| {
-                    PkiError::InvalidSpiffeId {
+                format!("spiffe://{td}")
+                    .try_into()
+                    .map_err(|e: rcgen::Error| PkiError::InvalidSpiffeId {
                         id: td.clone(),
                         detail: e.to_string(),
-                    }
-                })?,
+                    })?,
             )];
         }
         if !permitted.is_empty() {
@@ -417,7 +417,10 @@ impl Ca {
             if dir.exists() {
                 // An existing directory open to group/other would let them replace root.pem or
                 // the inventory: tighten it (the CLI says so), as for a new one.
-                let mode = std::fs::metadata(dir).map_err(io(dir))?.permissions().mode();
+                let mode = std::fs::metadata(dir)
+                    .map_err(io(dir))?
+                    .permissions()
+                    .mode();
                 if mode & 0o1000 != 0 {
                     return Err(PkiError::Config {
                         path: dir.to_path_buf(),

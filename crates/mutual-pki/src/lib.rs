@@ -560,7 +560,13 @@ mod tests {
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
         assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
-        for huge in ["36501d", "3000000d", "10000000d", "99999999999999d", "18446744073709551615s"] {
+        for huge in [
+            "36501d",
+            "3000000d",
+            "10000000d",
+            "99999999999999d",
+            "18446744073709551615s",
+        ] {
             let e = parse_duration(huge).unwrap_err().to_string();
             assert!(e.contains("too large"), "{huge}: {e}");
         }

@@ -324,7 +324,11 @@ fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     Ok(f)
 }
 
-fn write_journal(path: &Path, serial: &str, created: &[PathBuf]) -> Result<(), mutual_pki::PkiError> {
+fn write_journal(
+    path: &Path,
+    serial: &str,
+    created: &[PathBuf],
+) -> Result<(), mutual_pki::PkiError> {
     let j = Journal {
         serial: serial.to_string(),
         created: created.to_vec(),
@@ -368,7 +372,10 @@ fn recover_interrupted(ca_dir: &Path, journal: &Path, targets: &[PathBuf]) -> an
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(e).with_context(|| {
-                    format!("cannot remove {} (left by an interrupted issuance)", f.display())
+                    format!(
+                        "cannot remove {} (left by an interrupted issuance)",
+                        f.display()
+                    )
                 })
             }
         }
@@ -376,8 +383,7 @@ fn recover_interrupted(ca_dir: &Path, journal: &Path, targets: &[PathBuf]) -> an
     let rt = runtime()?;
     let revoked = rt.block_on(async {
         let store = mutual_pki::ca::open_store(ca_dir).await?;
-        let out =
-            mutual_pki::ca::revoke_in(&store, &j.serial, RevocationReason::Superseded).await;
+        let out = mutual_pki::ca::revoke_in(&store, &j.serial, RevocationReason::Superseded).await;
         store.close().await;
         match out {
             Ok(RevokeOutcome::Revoked(_)) => Ok(true),
