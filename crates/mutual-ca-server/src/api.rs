@@ -271,6 +271,46 @@ fn method_not_allowed() -> Outcome {
     .into()
 }
 
+/// Refuses (415) a request whose body is not declared `application/json` (parameters such as
+/// `charset=utf-8` allowed). Only a request with no body at all may omit the header: a renewal
+/// without a CSR sends nothing. Checked before the body is read and before any token is spent,
+/// so a form post or a text/plain request from a browser cannot spend one.
+fn json_content_type(req: &Request<Incoming>) -> Result<(), Problem> {
+    let headers = req.headers();
+    let declared_empty = headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == "0");
+    let has_body = !declared_empty
+        && (headers.contains_key(hyper::header::CONTENT_LENGTH)
+            || headers.contains_key(hyper::header::TRANSFER_ENCODING));
+    match headers.get(hyper::header::CONTENT_TYPE) {
+        None if !has_body => Ok(()),
+        None => Err(Problem::new(
+            "unsupported_media_type",
+            "send the body with Content-Type: application/json",
+        )),
+        Some(v) => {
+            let essence = v
+                .to_str()
+                .ok()
+                .and_then(|t| t.split(';').next())
+                .map(|t| t.trim().to_ascii_lowercase());
+            if essence.as_deref() == Some("application/json") {
+                Ok(())
+            } else {
+                Err(Problem::new(
+                    "unsupported_media_type",
+                    format!(
+                        "Content-Type {:?} is not accepted; send application/json",
+                        String::from_utf8_lossy(v.as_bytes())
+                    ),
+                ))
+            }
+        }
+    }
+}
+
 /// Reads a JSON body of at most [`MAX_BODY`] bytes.
 ///
 /// An oversized body announced by Content-Length up to [`MAX_DRAIN`] (and any oversized
@@ -278,6 +318,7 @@ fn method_not_allowed() -> Outcome {
 /// sending when the server closes would see a broken pipe instead of the answer. Beyond
 /// `MAX_DRAIN` the connection is simply closed after the 413.
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Problem> {
+    json_content_type(&req)?;
     let too_large = || {
         Problem::new(
             "body_too_large",

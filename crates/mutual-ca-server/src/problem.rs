@@ -69,6 +69,7 @@ pub fn status_of(reason: &str) -> StatusCode {
         "not_found" => StatusCode::NOT_FOUND,
         "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
         "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
+        "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -88,6 +89,7 @@ fn title_of(reason: &str) -> &'static str {
         "forbidden" => "Not allowed for this identity",
         "not_found" => "Not found",
         "method_not_allowed" => "Method not allowed",
+        "unsupported_media_type" => "The request body must be application/json",
         "body_too_large" => "The request body is too large",
         "rate_limited" => "Too many requests",
         _ => "Internal error",

@@ -4,10 +4,17 @@
 //!
 //! Why a lenient verifier for expiry: renewal and revocation must answer an expired client
 //! certificate with the contract's `403 expired`, which needs a completed handshake. The wrapper
-//! accepts an expired certificate only after re-running the full WebPKI path validation
-//! (signature chain to our root, EKU, constraints) at a moment inside its validity; the request
-//! layer then sees the real notAfter and refuses. Every other failure (unknown CA, bad
-//! signature, wrong purpose) still fails the handshake.
+//! accepts an expired certificate only after re-running the full path validation (signature
+//! chain to our root, constraints) at a moment inside its validity; the request layer then sees
+//! the real notAfter and refuses. Every other failure (unknown CA, bad signature) still fails
+//! the handshake.
+//!
+//! Why no EKU requirement: the client certificate here only proves possession of a key this CA
+//! certified, so that its holder may renew or revoke it. A server-only certificate (EKU
+//! serverAuth) must be renewable too, so the chain is validated by mutual-tls's
+//! [`Trust::check`] with [`Purpose::Any`] instead of rustls' clientAuth-only verifier. The
+//! request layer still requires the exact certificate (serial and SHA-256) in the inventory,
+//! not revoked and not expired.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +22,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use mutual_pki::ca::{Ca, IssueOptions};
 use mutual_pki::{KeyType, San, Usage};
+use mutual_tls::verify::{Purpose, RevocationPolicy, Trust};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
@@ -101,11 +109,13 @@ pub async fn issue_server_cert(
     })
 }
 
-/// Optional client certificates checked against our root, expired ones let through for the
-/// request layer to refuse by name (see the module doc).
+/// Optional client certificates checked against our root, whatever their EKU, expired ones let
+/// through for the request layer to refuse by name (see the module doc).
 #[derive(Debug)]
 pub struct ClientVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
+    trust: Trust,
+    hints: Vec<DistinguishedName>,
+    provider: Arc<CryptoProvider>,
 }
 
 impl ClientVerifier {
@@ -113,18 +123,31 @@ impl ClientVerifier {
         root_pem: &str,
         provider: Arc<CryptoProvider>,
     ) -> Result<ClientVerifier, ServerError> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
-            let c = c.map_err(|e| ServerError::Tls(format!("root certificate: {e}")))?;
-            roots
-                .add(c)
-                .map_err(|e| ServerError::Tls(format!("root certificate: {e}")))?;
+        let roots = CertificateDer::pem_slice_iter(root_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ServerError::Tls(format!("root certificate: {e}")))?;
+        if roots.is_empty() {
+            return Err(ServerError::Tls("no root certificate".into()));
         }
-        let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| ServerError::Tls(format!("client verifier: {e}")))?;
-        Ok(ClientVerifier { inner })
+        let trust = Trust::new(roots, Vec::new(), RevocationPolicy::default())
+            .map_err(|e| ServerError::Tls(format!("root certificate: {e}")))?;
+        let hints = trust.root_subjects();
+        Ok(ClientVerifier {
+            trust,
+            hints,
+            provider,
+        })
+    }
+
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.trust
+            .check(end_entity, intermediates, now, &Purpose::Any, None, None)
+            .map(|_| ClientCertVerified::assertion())
     }
 }
 
@@ -145,7 +168,7 @@ impl ClientCertVerifier for ClientVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        &self.hints
     }
 
     fn verify_client_cert(
@@ -154,10 +177,7 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)
-        {
+        match self.check(end_entity, intermediates, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::Expired | CertificateError::ExpiredContext { .. },
             )) => {
@@ -168,7 +188,7 @@ impl ClientCertVerifier for ClientVerifier {
                     .ok_or(rustls::Error::InvalidCertificate(
                         CertificateError::BadEncoding,
                     ))?;
-                self.inner.verify_client_cert(
+                self.check(
                     end_entity,
                     intermediates,
                     UnixTime::since_unix_epoch(Duration::from_secs(at)),
@@ -184,7 +204,12 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -193,11 +218,18 @@ impl ClientCertVerifier for ClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 

@@ -21,7 +21,7 @@ pub use enroll::{enroll, EnrollOptions, Enrolled};
 pub use files::CertSummary;
 pub use fingerprint::Fingerprint;
 pub use renew::{renew_once, RenewOptions, Renewed};
-pub use schedule::{Renewer, Schedule};
+pub use schedule::{RenewalObserver, Renewer, Schedule};
 
 /// Everything that can go wrong talking to the CA or handling the files. Each variant carries
 /// what a person needs to act; none carries a key or a token.

@@ -1,10 +1,14 @@
 //! The renewal loop a long-running process spawns: wait until two-thirds of the certificate's
 //! lifetime (± 5 % jitter, so a fleet enrolled together does not renew together), renew, and
-//! when the CA cannot be reached retry with exponential backoff (1 s doubling to 1 min, never
-//! sleeping past the certificate's expiry) while the old certificate keeps serving.
+//! when the CA cannot be reached retry with exponential backoff (1 s doubling to 1 min, ± 20 %
+//! jitter, never faster than 1 s, never sleeping past the certificate's expiry) while the old
+//! certificate keeps serving. It does not give up while the certificate is valid; once the
+//! certificate is near its end (past 90 % of its life or under 5 minutes left) every failed
+//! attempt is logged as an error, and an observer (the proxy's metrics) hears of each one.
 //!
 //! The loop only writes files; whoever uses them (the proxy's watcher) picks them up.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
@@ -49,16 +53,28 @@ impl Schedule {
         start + life * self.at_fraction + life * self.jitter * r.clamp(-1.0, 1.0)
     }
 
-    /// The delay before the next attempt after `failures` failed ones, capped so that the
-    /// attempt still happens before `not_after`.
-    pub fn backoff(&self, failures: u32, now: f64, not_after: i64) -> Duration {
+    /// The delay before the next attempt after `failures` failed ones, with the jitter `r` in
+    /// [-1, 1] (± 20 %), capped so that the attempt still happens before `not_after`, and never
+    /// below `min_backoff`: close to expiry a short cap once made ten attempts 100 ms apart.
+    pub fn backoff(&self, failures: u32, now: f64, not_after: i64, r: f64) -> Duration {
         let exp = self
             .min_backoff
             .saturating_mul(1u32 << failures.min(16))
             .min(self.max_backoff);
+        let jittered = exp.mul_f64(1.0 + 0.2 * r.clamp(-1.0, 1.0));
         let left = (not_after as f64 - now - 1.0).max(0.0);
-        exp.min(Duration::from_secs_f64(left))
-            .max(Duration::from_millis(100))
+        jittered
+            .min(Duration::from_secs_f64(left))
+            .min(self.max_backoff)
+            .max(self.min_backoff)
+    }
+
+    /// Whether a certificate valid `nb..na` is near its end at `now`: past 90 % of its life or
+    /// under 5 minutes left. Failures then are logged as errors.
+    pub fn near_expiry(nb: i64, na: i64, now: f64) -> bool {
+        let left = na as f64 - now;
+        let life = (na - nb).max(1) as f64;
+        left < 300.0 || left < life * 0.1
     }
 }
 
@@ -66,11 +82,20 @@ fn now() -> f64 {
     time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9
 }
 
+/// Hears of each renewal attempt's outcome (the proxy counts them in its metrics).
+pub trait RenewalObserver: Send + Sync {
+    /// An attempt failed; `near_expiry` as [`Schedule::near_expiry`].
+    fn failed(&self, near_expiry: bool);
+    /// The certificate was renewed; the new one ends at `not_after` (Unix seconds).
+    fn renewed(&self, not_after: i64);
+}
+
 /// Renews the certificate in `opts` for as long as it runs. Log lines carry serials and dates,
 /// never the key.
 pub struct Renewer {
     pub opts: RenewOptions,
     pub schedule: Schedule,
+    observer: Option<Arc<dyn RenewalObserver>>,
 }
 
 impl Renewer {
@@ -78,7 +103,14 @@ impl Renewer {
         Renewer {
             opts,
             schedule: Schedule::default(),
+            observer: None,
         }
+    }
+
+    /// Reports every attempt's outcome to `o` too.
+    pub fn with_observer(mut self, o: Arc<dyn RenewalObserver>) -> Renewer {
+        self.observer = Some(o);
+        self
     }
 
     /// Runs until renewal can no longer succeed (the certificate expired, or the CA says it is
@@ -123,7 +155,12 @@ impl Renewer {
                 continue;
             }
             match self.renew_with_retries(&summary).await {
-                Ok(r) => log_renewed(&r),
+                Ok(r) => {
+                    log_renewed(&r);
+                    if let Some(o) = &self.observer {
+                        o.renewed(r.new.not_after);
+                    }
+                }
                 Err(e) => return e,
             }
         }
@@ -136,18 +173,26 @@ impl Renewer {
             match renew_once(&self.opts).await {
                 Ok(r) => return Ok(r),
                 Err(e) if e.is_fatal_for_renewal() => {
+                    if let Some(o) = &self.observer {
+                        o.failed(true);
+                    }
                     tracing::error!(serial = %cur.serial, "renewal impossible: {e}");
                     return Err(e);
                 }
                 Err(e) => {
                     let t = now();
+                    let near = Schedule::near_expiry(cur.not_before, cur.not_after, t);
+                    if let Some(o) = &self.observer {
+                        o.failed(near);
+                    }
                     if t >= cur.not_after as f64 {
                         return Err(EnrollError::Expired {
                             path: self.opts.cert.clone(),
                             not_after: mutual_tls::verify::rfc3339(cur.not_after),
                         });
                     }
-                    let mut delay = self.schedule.backoff(failures, t, cur.not_after);
+                    let r = rand::rng().random_range(-1.0..=1.0);
+                    let mut delay = self.schedule.backoff(failures, t, cur.not_after, r);
                     if let EnrollError::Refused {
                         retry_after: Some(s),
                         ..
@@ -158,13 +203,27 @@ impl Renewer {
                             delay.max(Duration::from_secs(*s).min(Duration::from_secs_f64(left)));
                     }
                     failures = failures.saturating_add(1);
-                    tracing::warn!(
-                        serial = %cur.serial,
-                        attempt = failures,
-                        retry_in_ms = delay.as_millis() as u64,
-                        transient = e.is_transient(),
-                        "renewal failed, keeping the current certificate: {e}"
-                    );
+                    let left_s = (cur.not_after as f64 - t).max(0.0) as u64;
+                    if near {
+                        tracing::error!(
+                            serial = %cur.serial,
+                            attempt = failures,
+                            retry_in_ms = delay.as_millis() as u64,
+                            expires_in_s = left_s,
+                            not_after = %mutual_tls::verify::rfc3339(cur.not_after),
+                            "renewal failed, keeping the current certificate: {e} (it expires \
+                             in {left_s} s; peers will refuse it then unless a renewal succeeds)"
+                        );
+                    } else {
+                        tracing::warn!(
+                            serial = %cur.serial,
+                            attempt = failures,
+                            retry_in_ms = delay.as_millis() as u64,
+                            expires_in_s = left_s,
+                            transient = e.is_transient(),
+                            "renewal failed, keeping the current certificate: {e}"
+                        );
+                    }
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -223,10 +282,32 @@ mod tests {
     fn backoff_doubles_to_a_minute_and_stops_before_expiry() {
         let s = Schedule::default();
         let far = 1_000_000;
-        let got: Vec<u64> = (0..9).map(|f| s.backoff(f, 0.0, far).as_secs()).collect();
+        let got: Vec<u64> = (0..9)
+            .map(|f| s.backoff(f, 0.0, far, 0.0).as_secs())
+            .collect();
         assert_eq!(got, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        // Jitter: ± 20 %, within [1 s, 1 min].
+        assert_eq!(s.backoff(3, 0.0, far, 1.0), Duration::from_millis(9600));
+        assert_eq!(s.backoff(3, 0.0, far, -1.0), Duration::from_millis(6400));
+        assert_eq!(s.backoff(0, 0.0, far, -1.0), Duration::from_secs(1));
+        assert_eq!(s.backoff(9, 0.0, far, 1.0), Duration::from_secs(60));
         // 10 s before expiry: never sleep past the last useful moment.
-        assert_eq!(s.backoff(8, 0.0, 10), Duration::from_secs(9));
-        assert_eq!(s.backoff(8, 0.0, 0), Duration::from_millis(100));
+        assert_eq!(s.backoff(8, 0.0, 10, 0.0), Duration::from_secs(9));
+        // At or past expiry, still never faster than 1 s (the issue saw ten tries 100 ms apart).
+        for f in 0..20 {
+            assert!(s.backoff(f, 0.0, 0, -1.0) >= Duration::from_secs(1));
+            assert!(s.backoff(f, 9.5, 10, -1.0) >= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn near_expiry_is_the_last_tenth_or_five_minutes() {
+        // A 24 h certificate: the last 2.4 h.
+        assert!(!Schedule::near_expiry(0, 86_400, 70_000.0));
+        assert!(Schedule::near_expiry(0, 86_400, 78_000.0));
+        // A 1 h certificate: the last 6 min (10 %), and any certificate's last 5 min.
+        assert!(!Schedule::near_expiry(0, 3600, 3000.0));
+        assert!(Schedule::near_expiry(0, 3600, 3300.0));
+        assert!(Schedule::near_expiry(0, 1_000_000, 999_800.0));
     }
 }

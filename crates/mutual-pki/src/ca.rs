@@ -188,6 +188,16 @@ fn to_time(d: Duration, what: &str) -> Result<time::Duration, PkiError> {
     })
 }
 
+/// `t + d`, refused rather than panicking when the date would leave `time`'s range (durations
+/// are bounded at parse time, but a library caller may pass anything).
+fn later(t: OffsetDateTime, d: Duration, what: &str) -> Result<OffsetDateTime, PkiError> {
+    t.checked_add(to_time(d, what)?)
+        .ok_or_else(|| PkiError::InvalidDuration {
+            input: format!("{}s", d.as_secs()),
+            detail: format!("{what} is too large"),
+        })
+}
+
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     let t = t.replace_nanosecond(0).unwrap_or(t);
     t.format(&time::format_description::well_known::Rfc3339)
@@ -316,6 +326,15 @@ impl Ca {
         if let Some(td) = &opts.trust_domain {
             validate_trust_domain(td)?;
         }
+        // A default no leaf could ever get would make every plain `cert issue` fail later.
+        let int_life = opts.intermediate_validity.min(opts.root_validity);
+        if opts.default_ttl > int_life {
+            return Err(PkiError::BeyondIntermediate {
+                what: "--default-ttl",
+                requested: format!("{}s", opts.default_ttl.as_secs()),
+                limit: format!("{}s (the intermediate's lifetime)", int_life.as_secs()),
+            });
+        }
         let mut permitted = Vec::new();
         for p in &opts.permitted_dns {
             let p = p.trim().to_ascii_lowercase();
@@ -335,7 +354,7 @@ impl Ca {
         rp.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
         rp.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         rp.not_before = t0 - time::Duration::hours(1);
-        rp.not_after = t0 + to_time(opts.root_validity, "root validity")?;
+        rp.not_after = later(t0, opts.root_validity, "root validity")?;
         rp.serial_number = Some(SerialNumber::from_slice(&random_serial()));
         let root = rp.self_signed(&root_key)?;
 
@@ -346,9 +365,23 @@ impl Ca {
         ip.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         ip.not_before = t0 - time::Duration::hours(1);
         ip.not_after =
-            (t0 + to_time(opts.intermediate_validity, "intermediate validity")?).min(rp.not_after);
+            later(t0, opts.intermediate_validity, "intermediate validity")?.min(rp.not_after);
         ip.serial_number = Some(SerialNumber::from_slice(&random_serial()));
         ip.use_authority_key_identifier_extension = true;
+        if let Some(td) = &opts.trust_domain {
+            // The intermediate's own SPIFFE ID is its trust domain (SPIFFE X509-SVID §3): mutual's
+            // path validation (mutual_tls Trust::check) then refuses any leaf under it naming
+            // another trust domain. Not a URI name constraint: rustls-webpki fails closed on
+            // those, which would make every SVID from this CA unusable with rustls peers.
+            ip.subject_alt_names = vec![rcgen::SanType::URI(
+                format!("spiffe://{td}")
+                    .try_into()
+                    .map_err(|e: rcgen::Error| PkiError::InvalidSpiffeId {
+                        id: td.clone(),
+                        detail: e.to_string(),
+                    })?,
+            )];
+        }
         if !permitted.is_empty() {
             ip.name_constraints = Some(NameConstraints {
                 permitted_subtrees: permitted
@@ -379,11 +412,32 @@ impl Ca {
         let root_key_pem = keys::encrypt_pkcs8_pem(root_key.serialized_der(), password)?;
         let int_key_pem = keys::encrypt_pkcs8_pem(int_key.serialized_der(), password)?;
 
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(io(dir))?;
+            if dir.exists() {
+                // An existing directory open to group/other would let them replace root.pem or
+                // the inventory: tighten it (the CLI says so), as for a new one.
+                let mode = std::fs::metadata(dir)
+                    .map_err(io(dir))?
+                    .permissions()
+                    .mode();
+                if mode & 0o1000 != 0 {
+                    return Err(PkiError::Config {
+                        path: dir.to_path_buf(),
+                        detail: "a shared (sticky) directory such as /tmp cannot hold a CA; \
+                                 use a directory of its own"
+                            .into(),
+                    });
+                }
+                if mode & 0o077 != 0 {
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                        .map_err(io(dir))?;
+                }
+            } else {
+                std::fs::create_dir_all(dir).map_err(io(dir))?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io(dir))?;
+            }
         }
         let staged = vec![
             StagedFile::write(&dir.join(ROOT_KEY), root_key_pem.as_bytes(), 0o600)?,
@@ -560,8 +614,7 @@ impl Ca {
                     .into(),
             });
         }
-        if matches!(o.usage, Usage::Server | Usage::Both)
-            && !o.sans.iter().any(|s| matches!(s, San::Dns(_) | San::Ip(_)))
+        if matches!(o.usage, Usage::Server | Usage::Both) && !o.sans.iter().any(San::names_a_server)
         {
             return Err(PkiError::ServerNeedsSan);
         }
@@ -614,7 +667,7 @@ impl Ca {
             });
         }
         let t0 = now();
-        let not_after = t0 + to_time(o.ttl, "TTL")?;
+        let not_after = later(t0, o.ttl, "TTL")?;
         if not_after > self.int_not_after {
             return Err(PkiError::TtlBeyondIntermediate {
                 requested: rfc3339(not_after),
@@ -884,10 +937,19 @@ impl Ca {
                 invalidity_date: None,
             });
         }
+        // Checked before a CRL number is taken: a refused request must not use one up.
+        let t0 = now();
+        let next = later(t0, next_update, "--next-update")?;
+        if next > self.int_not_after {
+            return Err(PkiError::BeyondIntermediate {
+                what: "--next-update",
+                requested: rfc3339(next),
+                limit: rfc3339(self.int_not_after),
+            });
+        }
         let number = self.store.next_counter(CRL_COUNTER).await?;
         let number_bytes = number.to_be_bytes();
         let first = number_bytes.iter().position(|b| *b != 0).unwrap_or(7);
-        let t0 = now();
         let issuer = self.issuer()?;
         let ski = match x509_parser::parse_x509_certificate(&self.int_der) {
             Ok((_, c)) => c
@@ -903,7 +965,7 @@ impl Ca {
         };
         let params = CertificateRevocationListParams {
             this_update: t0 - time::Duration::minutes(1),
-            next_update: t0 + to_time(next_update, "--next-update")?,
+            next_update: next,
             crl_number: SerialNumber::from_slice(&number_bytes[first..]),
             issuing_distribution_point: None,
             revoked_certs: entries,

@@ -141,8 +141,9 @@ impl StagedFile {
     /// Writes `data` to a temporary file next to `target`, with `mode`, and fsyncs it.
     pub fn write(target: &Path, data: &[u8], mode: u32) -> Result<StagedFile, PkiError> {
         let dir = parent_dir(target);
+        let prefix = tmp_prefix(target);
         let mut tmp = tempfile::Builder::new()
-            .prefix(".mutual-tmp-")
+            .prefix(&prefix)
             .permissions(std::fs::Permissions::from_mode(mode))
             .tempfile_in(&dir)
             .map_err(io(&dir))?;
@@ -180,6 +181,43 @@ impl StagedFile {
     }
 }
 
+/// The prefix of the temporary files staged for `target` (`.mutual-tmp-NAME-`), so that what a
+/// killed writer left behind can be found by name and removed ([`remove_stale_staged`]).
+fn tmp_prefix(target: &Path) -> String {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!(".mutual-tmp-{name}-")
+}
+
+/// Removes temporary files that a writer of `target` staged and never committed (it was killed
+/// between writing and renaming). Only call it while no other process can be writing `target`
+/// (the caller holds a lock); returns how many were removed.
+pub fn remove_stale_staged(target: &Path) -> usize {
+    let dir = parent_dir(target);
+    let prefix = tmp_prefix(target);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        // tempfile appends 6 random characters to the prefix.
+        if name.starts_with(&prefix)
+            && name.len() == prefix.len() + 6
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        sync_dir(&dir);
+    }
+    removed
+}
+
 fn parent_dir(p: &Path) -> PathBuf {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -188,7 +226,7 @@ fn parent_dir(p: &Path) -> PathBuf {
 }
 
 /// Makes the rename durable. Best effort: some filesystems refuse fsync on directories.
-fn sync_dir(dir: &Path) {
+pub fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

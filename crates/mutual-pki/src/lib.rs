@@ -56,7 +56,9 @@ pub enum PkiError {
     NotPermitted { name: String, permitted: String },
     #[error("a certificate may carry only one SPIFFE ID (got {count})")]
     MultipleSpiffeIds { count: usize },
-    #[error("a server certificate needs at least one dns: or ip: SAN (add --san dns:NAME)")]
+    #[error(
+        "a server certificate needs at least one dns: or ip: SAN, or a SPIFFE ID (add --san dns:NAME or --san uri:spiffe://DOMAIN/PATH)"
+    )]
     ServerNeedsSan,
     #[error("invalid name {name:?}: {detail}")]
     InvalidName { name: String, detail: String },
@@ -64,6 +66,14 @@ pub enum PkiError {
         "requested TTL would end at {requested}, after the intermediate expires ({limit}); use a shorter --ttl"
     )]
     TtlBeyondIntermediate { requested: String, limit: String },
+    #[error(
+        "{what} would end at {requested}, after the intermediate expires ({limit}); use a shorter {what}"
+    )]
+    BeyondIntermediate {
+        what: &'static str,
+        requested: String,
+        limit: String,
+    },
     #[error("invalid duration {input:?}: {detail}")]
     InvalidDuration { input: String, detail: String },
     #[error("malformed CSR: {detail}")]
@@ -185,6 +195,13 @@ pub enum San {
 }
 
 impl San {
+    /// Whether a server (or server+client) certificate may carry this name as its identity: a
+    /// DNS name or IP address for host-name checks, or a SPIFFE ID, which X509-SVIDs carry alone
+    /// (peers match them by ID, not by host name).
+    pub fn names_a_server(&self) -> bool {
+        matches!(self, San::Dns(_) | San::Ip(_)) || self.spiffe_id().is_some()
+    }
+
     /// The SPIFFE ID in this SAN, if it is one.
     pub fn spiffe_id(&self) -> Option<&str> {
         match self {
@@ -395,8 +412,14 @@ impl FromStr for RevocationReason {
     }
 }
 
+/// The longest duration any PKI flag takes (100 years of 365 days): longer than any root's
+/// life, and small enough that "now + duration" stays far inside every date type we use
+/// (a `--ttl 3000000d` once overflowed `time::OffsetDateTime` and panicked).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// Parses a duration such as `90s`, `15m`, `24h`, `7d`, `2w` or a sum like `1h30m`.
-/// A bare number is refused: a unit-less TTL is a mistake waiting to happen.
+/// A bare number is refused: a unit-less TTL is a mistake waiting to happen. Anything above
+/// [`MAX_DURATION`] is refused here, at parse time, so no later date arithmetic can overflow.
 pub fn parse_duration(input: &str) -> Result<Duration, PkiError> {
     let bad = |detail: &str| PkiError::InvalidDuration {
         input: input.to_string(),
@@ -439,6 +462,9 @@ pub fn parse_duration(input: &str) -> Result<Duration, PkiError> {
     }
     if total == 0 {
         return Err(bad("must be greater than zero"));
+    }
+    if total > MAX_DURATION.as_secs() {
+        return Err(bad("too large (at most 100 years, e.g. 36500d)"));
     }
     Ok(Duration::from_secs(total))
 }
@@ -533,6 +559,17 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("36500d").unwrap(), MAX_DURATION);
+        for huge in [
+            "36501d",
+            "3000000d",
+            "10000000d",
+            "99999999999999d",
+            "18446744073709551615s",
+        ] {
+            let e = parse_duration(huge).unwrap_err().to_string();
+            assert!(e.contains("too large"), "{huge}: {e}");
+        }
     }
 
     #[test]

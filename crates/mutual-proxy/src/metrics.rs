@@ -112,6 +112,8 @@ pub struct Metrics {
     pub ready: crate::ready::Readiness,
     crl_fetches: Family<ResultLabel, Counter>,
     crl_next_update: Family<IssuerLabel, Gauge>,
+    renewal_failures: Family<ListenerLabel, Counter>,
+    renewal_last_success: Family<ListenerLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -201,6 +203,19 @@ impl Metrics {
             "nextUpdate (Unix seconds) of the current CRL from each issuer (--crl-from-cdp)",
             crl_next_update.clone(),
         );
+        // The `--ca-url` renewal task's health: failures climb while the CA cannot renew us.
+        let renewal_failures = Family::<ListenerLabel, Counter>::default();
+        let renewal_last_success = Family::<ListenerLabel, Gauge>::default();
+        registry.register(
+            "mutual_renewal_failures",
+            "Failed attempts to renew this process's own certificate from the online CA (--ca-url)",
+            renewal_failures.clone(),
+        );
+        registry.register(
+            "mutual_renewal_last_success_timestamp_seconds",
+            "When (Unix seconds) this process's own certificate was last renewed (--ca-url)",
+            renewal_last_success.clone(),
+        );
         Metrics {
             registry,
             handshakes,
@@ -218,7 +233,34 @@ impl Metrics {
             ready: crate::ready::Readiness::default(),
             crl_fetches,
             crl_next_update,
+            renewal_failures,
+            renewal_last_success,
         }
+    }
+
+    /// A renewal task starts for `listener`: its failure counter shows as 0 from then on.
+    pub fn renewal_started(&self, listener: &str) {
+        let _ = self.renewal_failures.get_or_create(&ListenerLabel {
+            listener: listener.into(),
+        });
+    }
+
+    /// Counts a failed renewal attempt (`mutual_renewal_failures_total{listener}`).
+    pub fn renewal_failed(&self, listener: &str) {
+        self.renewal_failures
+            .get_or_create(&ListenerLabel {
+                listener: listener.into(),
+            })
+            .inc();
+    }
+
+    /// Records a successful renewal at `at` (Unix seconds).
+    pub fn renewal_succeeded(&self, listener: &str, at: i64) {
+        self.renewal_last_success
+            .get_or_create(&ListenerLabel {
+                listener: listener.into(),
+            })
+            .set(at);
     }
 
     /// A view for one listener; pre-creates its series so they show as 0 from the start.

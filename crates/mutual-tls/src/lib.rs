@@ -56,6 +56,17 @@ pub enum TlsError {
         expected: String,
         presented: Vec<String>,
     },
+    /// A URI SAN outside the trust domain that an issuing CA in the path is bound to
+    /// (`name_mismatch`, like a name-constraint violation): what a leaked intermediate minting
+    /// identities of another trust domain looks like.
+    #[error(
+        "the certificate names {uri:?}, but its issuer {issuer:?} may only issue SPIFFE IDs in spiffe://{trust_domain}"
+    )]
+    OutsideTrustDomain {
+        uri: String,
+        trust_domain: String,
+        issuer: String,
+    },
 }
 
 impl TlsError {
@@ -63,7 +74,9 @@ impl TlsError {
     pub fn reason(&self) -> Reason {
         match self {
             TlsError::WeakKey { .. } => Reason::WeakKey,
-            TlsError::UriMismatch { .. } => Reason::NameMismatch,
+            TlsError::UriMismatch { .. } | TlsError::OutsideTrustDomain { .. } => {
+                Reason::NameMismatch
+            }
             TlsError::Rustls(e) => classify_rustls_error(e),
             TlsError::BadFile { .. } => Reason::Malformed,
             _ => Reason::Other,

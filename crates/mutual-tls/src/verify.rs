@@ -286,6 +286,7 @@ impl Trust {
         }
 
         check_key_strength(end_entity)?;
+        check_trust_domain(&chain)?;
         if let Some(cdp) = &self.cdp {
             let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
             cdp.check_path(&chain, secs).map_err(pki_error)?;
@@ -424,6 +425,52 @@ fn check_key_strength(der: &CertificateDer<'_>) -> Result<(), rustls::Error> {
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Enforces the trust domain an issuing CA is bound to. An X509-SVID signing certificate may
+/// carry its trust domain's SPIFFE ID (no path) as a URI SAN (SPIFFE X509-SVID §3), and
+/// `mutual ca init --trust-domain` writes one into the intermediate. When any CA of the verified
+/// path declares one, every URI SAN of the leaf must be a SPIFFE ID in that trust domain, so a
+/// leaked intermediate cannot mint identities of another trust domain.
+///
+/// Why not a URI name constraint (RFC 5280 allows one): rustls-webpki 0.103 fails closed on URI
+/// subtrees, critical or not, so every SVID under such a CA would be refused by rustls peers,
+/// mutual's own proxy included. OpenSSL and Go honour them; this check is our equivalent.
+fn check_trust_domain(path: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
+    let Some((leaf, cas)) = path.split_first() else {
+        return Ok(());
+    };
+    let mut bound: Vec<(String, String)> = Vec::new();
+    for ca in cas {
+        for u in uri_sans(ca) {
+            if let Ok(id) = mutual_policy::SpiffeId::parse(&u) {
+                if id.path().is_empty() {
+                    let issuer = X509Certificate::from_der(ca.as_ref())
+                        .map(|(_, c)| c.subject().to_string())
+                        .unwrap_or_default();
+                    bound.push((id.trust_domain().to_string(), issuer));
+                }
+            }
+        }
+    }
+    if bound.is_empty() {
+        return Ok(());
+    }
+    for uri in uri_sans(leaf) {
+        let td = mutual_policy::SpiffeId::parse(&uri)
+            .ok()
+            .map(|id| id.trust_domain().to_string());
+        for (trust_domain, issuer) in &bound {
+            if td.as_deref() != Some(trust_domain.as_str()) {
+                return Err(other(TlsError::OutsideTrustDomain {
+                    uri,
+                    trust_domain: trust_domain.clone(),
+                    issuer: issuer.clone(),
+                }));
+            }
+        }
     }
     Ok(())
 }

@@ -167,6 +167,12 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let password = a.password.get(true)?;
+    let mode_before = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&dir)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777)
+    };
     let opts = InitOptions {
         name: a.name,
         key_type: a.key_type,
@@ -181,6 +187,12 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
         ca.store().close().await;
         Ok::<_, mutual_pki::PkiError>(ca)
     })?;
+    if let Some(before) = mode_before.filter(|m| m & 0o077 != 0) {
+        eprintln!(
+            "note: {} was open to group/other (mode {before:04o}); tightened to 0700",
+            dir.display()
+        );
+    }
     let fp = ca.root_fingerprint_sha256();
     let cfg = ca.config();
     if a.json {

@@ -1,9 +1,14 @@
 //! `mutual cert ...`: issue, list, revoke, inspect (the PKI work) and verify (the TLS work, in
 //! cmd_verify.rs).
 //!
-//! `issue` stages every output file in the target directory before recording the certificate,
-//! and records before making the files visible, so that a failure at any step leaves neither a
-//! half-written key nor an inventory row for a certificate nobody received.
+//! `issue` is crash-safe (a `kill -9` at any instant leaves nothing a re-run cannot finish):
+//! it holds a lock on the output directory, writes a journal (`.NAME.mutual-issue`: the serial
+//! and the files this run creates) before anything else, records the inventory row (durable)
+//! before any certificate file, temporary or not, is written, then stages and renames the files
+//! and removes the journal last. A re-run that finds a journal undoes the interrupted run: it
+//! removes the files that run created and its stale `.mutual-tmp-*` files, and revokes its
+//! serial (reason superseded) if the row was recorded, so no signed certificate escapes the
+//! inventory and no orphan key blocks the re-run.
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -39,13 +44,14 @@ pub struct IssueArgs {
     /// Subject alternative name: dns:NAME, ip:ADDRESS or uri:spiffe://DOMAIN/PATH. Repeatable.
     #[arg(long = "san", value_name = "TYPE:VALUE", value_parser = parse_san)]
     pub sans: Vec<San>,
-    /// TLS server certificate (EKU serverAuth; needs a dns: or ip: SAN).
+    /// TLS server certificate (EKU serverAuth; needs a dns: or ip: SAN, or a SPIFFE ID).
     #[arg(long)]
     pub server: bool,
     /// TLS client certificate (EKU clientAuth). The default.
     #[arg(long)]
     pub client: bool,
-    /// Server and client (EKU serverAuth + clientAuth; needs a dns: or ip: SAN).
+    /// Server and client (EKU serverAuth + clientAuth; needs a dns: or ip: SAN, or a SPIFFE
+    /// ID, as an X509-SVID).
     #[arg(long)]
     pub both: bool,
     /// Lifetime, e.g. 24h, 7d, 90m [default: the CA's default, 24h].
@@ -203,6 +209,8 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             a.out.display()
         );
     }
+    // One issuance at a time per output directory (released by the kernel if we are killed).
+    let _lock = lock_dir(&a.out)?;
     let cert_path = a.out.join(format!("{stem}.pem"));
     let key_path = a.out.join(format!("{stem}.key"));
     let p12_path = a.out.join(format!("{stem}.p12"));
@@ -213,6 +221,9 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     if a.p12 {
         targets.push(p12_path.clone());
     }
+    let journal = a.out.join(format!(".{stem}.mutual-issue"));
+    let all_targets = [cert_path.clone(), key_path.clone(), p12_path.clone()];
+    recover_interrupted(&dir, &journal, &all_targets)?;
     if !a.force {
         if let Some(t) = targets.iter().find(|t| t.exists()) {
             anyhow::bail!(
@@ -245,6 +256,8 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             Some(c) => ca.prepare_csr(c, &opts)?,
             None => ca.prepare_issue(&opts)?,
         };
+        let created: Vec<PathBuf> = targets.iter().filter(|t| !t.exists()).cloned().collect();
+        write_journal(&journal, &pending.issued.serial_hex, &created)?;
         let out = deliver(
             &ca,
             &pending,
@@ -255,6 +268,8 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             p12_password.as_deref(),
         )
         .await;
+        // Delivered, or rolled back by deliver: either way nothing is left to recover.
+        remove_journal(&journal);
         ca.store().close().await;
         out.map(|()| (pending.issued, opts))
     });
@@ -292,6 +307,100 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What an interrupted `cert issue` left to undo (see the module doc).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Journal {
+    serial: String,
+    /// Files the run was going to create (not the ones it would replace with --force).
+    created: Vec<PathBuf>,
+}
+
+/// An exclusive lock on `dir` for the life of the returned handle.
+fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let f = std::fs::File::open(dir)
+        .with_context(|| format!("cannot open {} to lock it", dir.display()))?;
+    f.lock()
+        .with_context(|| format!("cannot lock {}", dir.display()))?;
+    Ok(f)
+}
+
+fn write_journal(
+    path: &Path,
+    serial: &str,
+    created: &[PathBuf],
+) -> Result<(), mutual_pki::PkiError> {
+    let j = Journal {
+        serial: serial.to_string(),
+        created: created.to_vec(),
+    };
+    let text = serde_json::to_vec(&j).map_err(|e| mutual_pki::PkiError::Generate {
+        detail: format!("issuance journal: {e}"),
+    })?;
+    mutual_pki::keys::write_atomic(path, &text, 0o600, true)
+}
+
+fn remove_journal(path: &Path) {
+    if std::fs::remove_file(path).is_ok() {
+        if let Some(d) = path.parent() {
+            mutual_pki::keys::sync_dir(d);
+        }
+    }
+}
+
+/// Undoes a `cert issue` of the same name that was killed half-way (its journal is still
+/// there), and removes temporary files left next to `targets`. Runs under the directory lock.
+fn recover_interrupted(ca_dir: &Path, journal: &Path, targets: &[PathBuf]) -> anyhow::Result<()> {
+    for t in targets {
+        mutual_pki::keys::remove_stale_staged(t);
+    }
+    let text = match std::fs::read(journal) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", journal.display())),
+    };
+    // A journal cut short by a crash while it was written: nothing after it happened.
+    let Ok(j) = serde_json::from_slice::<Journal>(&text) else {
+        remove_journal(journal);
+        return Ok(());
+    };
+    for f in &j.created {
+        match std::fs::remove_file(f) {
+            Ok(()) => eprintln!(
+                "note: removed {} left by an interrupted issuance",
+                f.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot remove {} (left by an interrupted issuance)",
+                        f.display()
+                    )
+                })
+            }
+        }
+    }
+    let rt = runtime()?;
+    let revoked = rt.block_on(async {
+        let store = mutual_pki::ca::open_store(ca_dir).await?;
+        let out = mutual_pki::ca::revoke_in(&store, &j.serial, RevocationReason::Superseded).await;
+        store.close().await;
+        match out {
+            Ok(RevokeOutcome::Revoked(_)) => Ok(true),
+            Ok(_) | Err(mutual_pki::PkiError::UnknownSerial { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    })?;
+    if revoked {
+        eprintln!(
+            "note: revoked serial {} (superseded): it was signed by an interrupted issuance",
+            j.serial
+        );
+    }
+    remove_journal(journal);
+    Ok(())
+}
+
 /// Stages the files, records the row, then makes the files visible; undoes everything done so
 /// far on any failure.
 async fn deliver(
@@ -303,6 +412,29 @@ async fn deliver(
     p12_path: &Path,
     p12_password: Option<&str>,
 ) -> Result<(), mutual_pki::PkiError> {
+    let issued = &pending.issued;
+    // The row first: no certificate, not even a temporary file, exists without it.
+    ca.record(pending).await?;
+    let staged = match stage(ca, pending, a, cert_path, key_path, p12_path, p12_password) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ca.forget(&issued.serial_hex).await;
+            return Err(e);
+        }
+    };
+    commit_staged(ca, issued, staged, a.force).await
+}
+
+/// Writes every output file under a temporary name (fsynced), nothing visible yet.
+fn stage(
+    ca: &Ca,
+    pending: &mutual_pki::ca::Pending,
+    a: &IssueArgs,
+    cert_path: &Path,
+    key_path: &Path,
+    p12_path: &Path,
+    p12_password: Option<&str>,
+) -> Result<Vec<StagedFile>, mutual_pki::PkiError> {
     let issued = &pending.issued;
     let mut staged = Vec::new();
     if let Some(k) = &issued.key_pem {
@@ -320,14 +452,23 @@ async fn deliver(
         let p12 = mutual_pki::keys::pkcs12(&a.name, key_der, &chain, pw)?;
         staged.push(StagedFile::write(p12_path, &p12, 0o600)?);
     }
-    ca.record(pending).await?;
+    Ok(staged)
+}
+
+/// The continuation of [`deliver`] once the row is recorded.
+async fn commit_staged(
+    ca: &Ca,
+    issued: &mutual_pki::ca::Issued,
+    staged: Vec<StagedFile>,
+    force: bool,
+) -> Result<(), mutual_pki::PkiError> {
     // Files this call created (as opposed to replaced with --force): the ones to remove if a
     // later step fails.
     let mut created: Vec<PathBuf> = Vec::new();
     for s in staged {
         let target = s.target().to_path_buf();
         let existed = target.exists();
-        if let Err(e) = s.commit(a.force) {
+        if let Err(e) = s.commit(force) {
             for c in &created {
                 let _ = std::fs::remove_file(c);
             }

@@ -357,9 +357,34 @@ pub fn prepare(
     })))
 }
 
-/// The renewal task as the proxy spawns it: when renewal becomes impossible the proxy keeps
-/// serving with what it has and says so.
-pub async fn run_renewer(r: Renewer) {
+/// The proxy's metrics as the renewal task's observer: `mutual_renewal_failures_total` and
+/// `mutual_renewal_last_success_timestamp_seconds`, labelled with the listener's name.
+struct RenewalMetrics {
+    metrics: std::sync::Arc<mutual_proxy::Metrics>,
+    listener: String,
+}
+
+impl mutual_enroll::RenewalObserver for RenewalMetrics {
+    fn failed(&self, _near_expiry: bool) {
+        self.metrics.renewal_failed(&self.listener);
+    }
+
+    fn renewed(&self, _not_after: i64) {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.metrics.renewal_succeeded(&self.listener, now);
+    }
+}
+
+/// The renewal task as the proxy spawns it: failures are counted in `metrics` under
+/// `listener`; when renewal becomes impossible the proxy keeps serving with what it has and
+/// says so (and `/readyz` turns not ready when the certificate expires).
+pub async fn run_renewer(
+    r: Renewer,
+    metrics: std::sync::Arc<mutual_proxy::Metrics>,
+    listener: String,
+) {
+    metrics.renewal_started(&listener);
+    let r = r.with_observer(std::sync::Arc::new(RenewalMetrics { metrics, listener }));
     let e = r.run().await;
     tracing::error!(
         "automatic renewal stopped: {e}; the current certificate stays in use until it expires"

@@ -399,8 +399,15 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime(common.threads)?;
     let shared = shared(&common)?;
     let result = rt.block_on(async {
+        let name = cfg.name.clone();
         let serve = Serve::new(cfg, &shared)?;
-        renewer.map(|r| tokio::spawn(crate::cmd_enroll::run_renewer(r)));
+        renewer.map(|r| {
+            tokio::spawn(crate::cmd_enroll::run_renewer(
+                r,
+                Arc::clone(&shared.metrics),
+                name,
+            ))
+        });
         let listener = mutual_proxy::bind(&listen).await?;
         let s2 = Arc::clone(&serve);
         run_listener(&common, &shared, serve, move |sd| {
@@ -489,8 +496,15 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime(common.threads)?;
     let shared = shared(&common)?;
     let result = rt.block_on(async {
+        let name = cfg.name.clone();
         let connect = Connect::new(cfg, &shared)?;
-        renewer.map(|r| tokio::spawn(crate::cmd_enroll::run_renewer(r)));
+        renewer.map(|r| {
+            tokio::spawn(crate::cmd_enroll::run_renewer(
+                r,
+                Arc::clone(&shared.metrics),
+                name,
+            ))
+        });
         let listener = mutual_proxy::bind(&first.to_string()).await?;
         let c2 = Arc::clone(&connect);
         run_listener(&common, &shared, connect, move |sd| {

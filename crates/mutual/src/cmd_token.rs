@@ -68,11 +68,10 @@ fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
-    if matches!(a.usage, Usage::Server | Usage::Both)
-        && !a.sans.iter().any(|s| matches!(s, San::Dns(_) | San::Ip(_)))
-    {
+    // X509-SVIDs carry serverAuth + clientAuth with only a SPIFFE ID: that is enough.
+    if matches!(a.usage, Usage::Server | Usage::Both) && !a.sans.iter().any(San::names_a_server) {
         anyhow::bail!(
-            "a {} certificate needs a dns: or ip: SAN; add one, or use --usage client",
+            "a {} certificate needs a dns: or ip: SAN, or a SPIFFE ID (uri:spiffe://...); add one, or use --usage client",
             a.usage
         );
     }

@@ -95,7 +95,7 @@ fn name_rules_are_enforced_and_refusals_change_nothing() {
         ),
         (&["--server"], "needs at least one dns: or ip: SAN"),
         (
-            &["--both", "--san", "uri:spiffe://example.org/x"],
+            &["--both", "--san", "uri:https://example.org/x"],
             "needs at least one dns: or ip: SAN",
         ),
         (&["--ttl", "3650d"], "after the intermediate expires"),
