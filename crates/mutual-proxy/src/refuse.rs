@@ -94,6 +94,21 @@ pub struct HandshakeIo<S> {
     first_byte: Option<u8>,
     out: RecordWalker,
     done: bool,
+    /// The plaintext handshake bytes we sent (ServerHello and, in TLS 1.2, the rest of our
+    /// first flight), capped: a handshake refused inside the verifier leaves no rustls state to
+    /// ask, and the audit line still names the version, cipher and group.
+    sent: Vec<u8>,
+}
+
+/// Enough for a ServerHello and a TLS 1.2 ServerKeyExchange (certificates may be cut off).
+const SENT_CAP: usize = 16 * 1024;
+
+/// What our ServerHello (and TLS 1.2 ServerKeyExchange) said: version, cipher suite, group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Negotiated {
+    pub version: u16,
+    pub cipher: u16,
+    pub group: Option<u16>,
 }
 
 impl<S> HandshakeIo<S> {
@@ -103,7 +118,43 @@ impl<S> HandshakeIo<S> {
             first_byte: None,
             out: RecordWalker::default(),
             done: false,
+            sent: Vec::new(),
         }
+    }
+
+    /// Parses the handshake records we wrote (see [`Negotiated`]); None before a ServerHello.
+    pub fn negotiated(&self) -> Option<Negotiated> {
+        // Handshake messages from plaintext handshake records (type 22), concatenated.
+        let mut hs = Vec::new();
+        let mut rest = self.sent.as_slice();
+        while rest.len() >= 5 {
+            let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+            let body = rest.get(5..5 + len).unwrap_or(&rest[5..]);
+            if rest[0] == 22 {
+                hs.extend_from_slice(body);
+            }
+            rest = rest.get(5 + len..).unwrap_or_default();
+        }
+        let mut found: Option<Negotiated> = None;
+        let mut msgs = hs.as_slice();
+        while msgs.len() >= 4 {
+            let len = usize::from(msgs[1]) << 16 | usize::from(msgs[2]) << 8 | usize::from(msgs[3]);
+            let Some(body) = msgs.get(4..4 + len) else {
+                break;
+            };
+            match msgs[0] {
+                2 => found = parse_server_hello(body).or(found),
+                // TLS 1.2 ServerKeyExchange, ECDHE: curve_type 3 (named_curve), then the group.
+                12 => {
+                    if let (Some(n), [3, a, b, ..]) = (found.as_mut(), body) {
+                        n.group = Some(u16::from_be_bytes([*a, *b]));
+                    }
+                }
+                _ => {}
+            }
+            msgs = &msgs[4 + len..];
+        }
+        found
     }
 
     /// The first byte the peer sent (its first record's content type), if any arrived.
@@ -159,6 +210,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HandshakeIo<S> {
             for b in &mut scratch {
                 me.out.step(b);
             }
+            let room = SENT_CAP.saturating_sub(me.sent.len());
+            me.sent
+                .extend_from_slice(scratch.get(..room.min(scratch.len())).unwrap_or_default());
         }
         r
     }
@@ -170,6 +224,35 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HandshakeIo<S> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
+}
+
+/// ServerHello body: legacy_version, random, session id, cipher suite, compression,
+/// extensions (supported_versions 43 names TLS 1.3; key_share 51 starts with the group).
+fn parse_server_hello(b: &[u8]) -> Option<Negotiated> {
+    let legacy = u16::from_be_bytes([*b.first()?, *b.get(1)?]);
+    let sid_len = usize::from(*b.get(34)?);
+    let mut at = 35 + sid_len;
+    let cipher = u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]);
+    at += 3;
+    let mut n = Negotiated {
+        version: legacy,
+        cipher,
+        group: None,
+    };
+    let ext_len = usize::from(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]));
+    let mut ext = b.get(at + 2..at + 2 + ext_len)?;
+    while ext.len() >= 4 {
+        let ty = u16::from_be_bytes([ext[0], ext[1]]);
+        let len = usize::from(u16::from_be_bytes([ext[2], ext[3]]));
+        let data = ext.get(4..4 + len)?;
+        match (ty, data) {
+            (43, [a, b2, ..]) => n.version = u16::from_be_bytes([*a, *b2]),
+            (51, [a, b2, ..]) => n.group = Some(u16::from_be_bytes([*a, *b2])),
+            _ => {}
+        }
+        ext = &ext[4 + len..];
+    }
+    Some(n)
 }
 
 #[cfg(test)]

@@ -331,6 +331,7 @@ impl Serve {
                     detail =
                         format!("the client sent a TLS alert before any ClientHello ({detail})");
                 }
+                let negotiated = io.negotiated().map(TlsInfo::from_negotiated);
                 // Let the alert rustls wrote reach the client before the socket closes.
                 crate::refuse::linger(io.get_mut()).await;
                 let id = denied_leaf
@@ -343,7 +344,7 @@ impl Serve {
                         Outcome::Denied,
                         Reason::PolicyDenied,
                         Some(&id),
-                        None,
+                        negotiated,
                         "",
                         0,
                         0,
