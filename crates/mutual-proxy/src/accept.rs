@@ -44,14 +44,16 @@ impl Drop for ConnGuard {
     }
 }
 
-/// Accepts until `shutdown`, spawning `handle` per connection; then drains. Returns the number of
-/// connections still open when the drain timeout ran out.
+/// Accepts until `shutdown`, spawning `handle` per connection; then drains. At the drain timeout
+/// `force_close` ends what is still open (it returns how many it signalled). Returns the number
+/// of connections still open at the end (or handed over to a new generation).
 pub async fn run<F, Fut>(
     listener: TcpListener,
     limits: &Limits,
     lm: &ListenerMetrics,
     mut shutdown: Shutdown,
     handle: F,
+    force_close: impl FnOnce() -> usize,
 ) -> usize
 where
     F: Fn(TcpStream, SocketAddr, ConnGuard) -> Fut,
@@ -96,12 +98,28 @@ where
     }
     drop(listener);
     let open = tracker.open();
+    if shutdown.is_hand_over() {
+        // The next generation of this listener owns them now: nothing to drain or close here.
+        if open > 0 {
+            tracing::debug!(listener = %lm.name, "{open} open connection(s) handed to the new generation");
+        }
+        return open;
+    }
     if open > 0 {
         tracing::info!(listener = %lm.name, "stopped accepting; draining {open} open connection(s)");
     }
     let left = tracker.wait_idle(limits.drain_timeout).await;
     if left > 0 {
+        // End them ourselves (each writes its audit line as it goes) rather than leave them to
+        // die unrecorded with the process.
+        let ended = force_close();
         tracing::warn!(listener = %lm.name, "drain timeout: closing {left} connection(s)");
+        if ended > 0 {
+            return tracker.wait_idle(FORCE_GRACE).await;
+        }
     }
     left
 }
+
+/// How long connections ended at the drain timeout get to close and write their audit lines.
+const FORCE_GRACE: Duration = Duration::from_secs(2);

@@ -108,6 +108,37 @@ impl TlsInfo {
     }
 }
 
+impl TlsInfo {
+    /// From what our ServerHello said (a handshake refused before it finished).
+    pub fn from_negotiated(n: crate::refuse::Negotiated) -> TlsInfo {
+        let version = match rustls::ProtocolVersion::from(n.version) {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+            v => format!("{v:?}"),
+        };
+        let s = rustls::CipherSuite::from(n.cipher);
+        let cipher = s
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{s:?}"));
+        let group = n
+            .group
+            .map(|g| {
+                let g = rustls::NamedGroup::from(g);
+                g.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{g:?}"))
+            })
+            .unwrap_or_default();
+        TlsInfo {
+            version,
+            cipher,
+            group,
+            resumed: false,
+        }
+    }
+}
+
 /// One audit line.
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditRecord {

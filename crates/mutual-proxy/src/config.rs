@@ -217,6 +217,7 @@ const LISTENER_KEYS: &[&str] = &[
     "drain_timeout",
     "max_connections",
     "max_connection_lifetime",
+    "end_on_peer_expiry",
     "ca_url",
     "token_file",
     "root_sha256",
@@ -241,6 +242,7 @@ const SERVE_ONLY: &[&str] = &[
     "forward_client_cert",
     "forward_client_cert_details",
     "proxy_protocol",
+    "end_on_peer_expiry",
 ];
 
 /// Keys that only mean something on a connect listener.
@@ -310,6 +312,7 @@ struct RawListener {
     drain_timeout: Option<S>,
     max_connections: Option<Spanned<i64>>,
     max_connection_lifetime: Option<S>,
+    end_on_peer_expiry: Option<bool>,
     ca_url: Option<S>,
     token_file: Option<S>,
     root_sha256: Option<S>,
@@ -840,6 +843,7 @@ fn listener(
                         .as_deref()
                         .and_then(|p| p.parse().ok()),
                     max_connection_lifetime: pending.max_connection_lifetime,
+                    end_on_peer_expiry: raw.end_on_peer_expiry.unwrap_or(false),
                     crl_from_cdp: pending.crl_from_cdp.then(|| {
                         crate::cdp::CdpSettings::new(
                             !allow_unknown,
@@ -970,6 +974,7 @@ fn present_keys(r: &RawListener) -> Vec<(&'static str, bool)> {
         ("mode", r.mode.is_some()),
         ("forward_client_cert", r.forward_client_cert.is_some()),
         ("proxy_protocol", r.proxy_protocol.is_some()),
+        ("end_on_peer_expiry", r.end_on_peer_expiry.is_some()),
         ("remote", r.remote.is_some()),
         ("server_name", r.server_name.is_some()),
         ("expect_spiffe", r.expect_spiffe.is_some()),

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use mutual_policy::Identity;
 use mutual_tls::{ClientMaterial, ClientSettings, Reason};
 use time::OffsetDateTime;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::accept::{ConnGuard, Limits};
@@ -121,6 +122,8 @@ impl Connect {
             &self.lm,
             shutdown,
             move |tcp, peer, g| Arc::clone(&me).handle(tcp, peer, g),
+            // Connections `connect` carries are not registered: they die with the process.
+            || 0,
         )
         .await
     }
@@ -184,8 +187,7 @@ impl Connect {
             connector.connect(mat.server_name.clone(), tcp),
         )
         .await;
-        drop(mat);
-        let tls = match hs {
+        let mut tls = match hs {
             Err(_) => {
                 return end(
                     Outcome::Failed,
@@ -218,6 +220,25 @@ impl Connect {
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(|c| Identity::from_der(c.as_ref()).ok());
+        // A resumed session skips the server verifier (rustls reuses the chain it stored with
+        // the ticket), so check that chain again now: the server's certificate may have expired
+        // or been revoked since, and `serve` holds its clients to the same rule.
+        if info.resumed {
+            let chain = state.peer_certificates().unwrap_or_default();
+            if let Err((reason, detail)) = mat.recheck_peer(chain) {
+                drop(mat);
+                let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+                return end(
+                    Outcome::Failed,
+                    reason,
+                    id.as_ref(),
+                    Some(info),
+                    &detail,
+                    (0, 0),
+                );
+            }
+        }
+        drop(mat);
         let act = Arc::new(Activity::default());
         let mut lc = Metered::new(&mut local, self.lm.bytes_in.clone(), Arc::clone(&act));
         let mut rc = Metered::new(tls, self.lm.bytes_out.clone(), Arc::clone(&act)).lenient_eof();

@@ -153,6 +153,7 @@ pub(crate) async fn serve_connection<S>(
     // An IP address always forms a valid header value; the fallback is never used.
     let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let expiry = serve.config().end_on_peer_expiry.then_some(id.not_after);
     let ctx = Arc::new(ConnCtx {
         serve: Arc::clone(&serve),
         peer,
@@ -204,9 +205,14 @@ pub(crate) async fn serve_connection<S>(
                 }
                 break;
             }
-            _ = shutdown.wait(), if closing.is_none() => {
+            _ = shutdown.wait_drain(), if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 closing = Some(Instant::now());
+            }
+            _ = crate::live::peer_expiry(expiry) => {
+                tracing::info!(listener = %name, %peer, result = "denied", reason = "expired",
+                    "closing an HTTP connection: the peer's certificate expired (--end-on-peer-expiry)");
+                break;
             }
             // Live re-authorization: a reload (policy, CRL, config) no longer allows this peer.
             // Counted by the registry; the connection ends now, in-flight requests with it.

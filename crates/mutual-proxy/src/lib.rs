@@ -21,6 +21,7 @@ pub mod live;
 pub mod metrics;
 pub mod proxy_protocol;
 pub mod ready;
+pub mod refuse;
 pub mod reload;
 pub mod serve;
 pub mod shutdown;

@@ -62,6 +62,18 @@ pub async fn wait_opt(ended: Option<&mut Ended>) -> Termination {
     }
 }
 
+/// Resolves at `not_after` (Unix seconds; at once when already past); pending for `None`.
+/// The `--end-on-peer-expiry` timer: with it a connection ends when its peer's certificate
+/// does, whatever reloads happen meanwhile.
+pub async fn peer_expiry(not_after: Option<i64>) {
+    let Some(t) = not_after else {
+        return std::future::pending().await;
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let left = u64::try_from(t.saturating_sub(now)).unwrap_or(0);
+    tokio::time::sleep(std::time::Duration::from_secs(left)).await;
+}
+
 struct Entry {
     id: Arc<Identity>,
     chain: Arc<Vec<CertificateDer<'static>>>,
@@ -96,8 +108,23 @@ impl Drop for Registration {
 
 /// Whether a peer passes `m`: the chain against its trust (CRLs, time, CA) and the identity
 /// against its policy. `None`: still allowed.
+///
+/// Expiry after the handshake is not a reason here: whether a connection survives must not
+/// depend on an unrelated reload. An expired chain is checked as of the second before the
+/// leaf's notAfter (trust, revocation, policy still apply); ending connections at expiry is
+/// `--end-on-peer-expiry`'s job, on a timer (serve.rs).
 pub fn verdict(m: &Material, id: &Identity, chain: &[CertificateDer<'_>]) -> Option<Termination> {
-    if let Err((reason, detail)) = m.server.recheck_peer(chain) {
+    let mut checked = m.server.recheck_peer(chain);
+    if matches!(checked, Err((Reason::Expired, _))) {
+        let before_expiry = u64::try_from(id.not_after.saturating_sub(1)).unwrap_or(0);
+        checked = m.server.recheck_peer_at(
+            chain,
+            rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+                before_expiry,
+            )),
+        );
+    }
+    if let Err((reason, detail)) = checked {
         return Some(Termination::Unauthorized { reason, detail });
     }
     if !m.policy.authorize(id, None).allowed {

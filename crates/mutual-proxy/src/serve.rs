@@ -51,6 +51,10 @@ pub struct ServeConfig {
     pub max_connection_lifetime: Option<Duration>,
     /// Fetch CRLs from the client certificates' distribution points (H6c; None: off).
     pub crl_from_cdp: Option<crate::cdp::CdpSettings>,
+    /// End an established connection when its peer's certificate expires (a timer at the
+    /// leaf's notAfter). Off: expiry after the handshake never ends a connection, a reload
+    /// included (`--end-on-peer-expiry`, config key `end_on_peer_expiry`).
+    pub end_on_peer_expiry: bool,
 }
 
 /// The material a handshake uses; replaced as a whole on reload.
@@ -95,17 +99,49 @@ fn build(cfg: &ServeConfig) -> Result<Material, ProxyError> {
         // Such a rule would grant the whole connection in TCP mode: refuse rather than widen it.
         return Err(ProxyError::HttpRulesInTcpMode);
     }
+    let policy = Arc::new(policy);
     let server = if cfg.mode == crate::http::Mode::Http {
         let mut tls = cfg.tls.clone();
         tls.alpn = crate::http::alpn();
         mutual_tls::build_server_config_with(&tls, &cfg.tls_options)?
     } else {
-        mutual_tls::build_server_config_with(&cfg.tls, &cfg.tls_options)?
+        // TCP mode decides once per connection: decide inside the handshake so a denied peer
+        // gets an `access_denied` alert (HTTP mode answers 403 per request instead).
+        let mut options = cfg.tls_options.clone();
+        options.authorize = Some(policy_check(Arc::clone(&policy)));
+        mutual_tls::build_server_config_with(&cfg.tls, &options)?
     };
-    Ok(Material {
-        server,
-        policy: Arc::new(policy),
-    })
+    Ok(Material { server, policy })
+}
+
+tokio::task_local! {
+    /// The leaf a handshake's policy check refused, so the audit line can name who it was.
+    static DENIED_LEAF: std::cell::RefCell<Option<Vec<u8>>>;
+}
+
+/// The connection-level policy decision the verifier asks during a TCP-mode handshake.
+fn policy_check(policy: Arc<Policy>) -> mutual_tls::PeerCheck {
+    mutual_tls::PeerCheck(Arc::new(move |der: &[u8]| {
+        // A leaf whose names do not parse is refused after the handshake as `malformed`.
+        let Ok(id) = Identity::from_der(der) else {
+            return true;
+        };
+        let allowed = policy.authorize(&id, None).allowed;
+        if !allowed {
+            let _ = DENIED_LEAF.try_with(|slot| *slot.borrow_mut() = Some(der.to_vec()));
+        }
+        allowed
+    }))
+}
+
+/// Closes an established TLS connection we refuse: close_notify, FIN, then a bounded drain so
+/// the peer reads what we sent instead of a RST.
+async fn refuse_tls<S>(tls: &mut tokio_rustls::server::TlsStream<crate::refuse::HandshakeIo<S>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+    crate::refuse::linger(tls.get_mut().0.get_mut()).await;
 }
 
 /// Loads and checks a listener's files and policy without starting it (`mutual config check`,
@@ -245,6 +281,7 @@ impl Serve {
             &self.lm,
             shutdown,
             move |tcp, peer, g| Arc::clone(&me).handle(tcp, peer, g, sd.clone()),
+            || self.conns.drain_all(),
         )
         .await
     }
@@ -265,26 +302,59 @@ impl Serve {
         let local = tcp.local_addr().ok();
         let mat = self.current.load_full();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&mat.server.config));
-        let mut tls =
-            match tokio::time::timeout(self.cfg.handshake_timeout, acceptor.accept(tcp)).await {
-                Err(_) => {
+        let io = crate::refuse::HandshakeIo::new(tcp);
+        let timeout = self.cfg.handshake_timeout;
+        let (hs, denied_leaf) = DENIED_LEAF
+            .scope(std::cell::RefCell::new(None), async move {
+                let hs = tokio::time::timeout(timeout, acceptor.accept(io).into_fallible()).await;
+                (hs, DENIED_LEAF.with(|slot| slot.borrow_mut().take()))
+            })
+            .await;
+        let mut tls = match hs {
+            Err(_) => {
+                return conn.end(
+                    Outcome::Failed,
+                    Reason::HandshakeTimeout,
+                    None,
+                    None,
+                    "",
+                    0,
+                    0,
+                )
+            }
+            Ok(Err((e, mut io))) => {
+                let mut reason = mutual_tls::classify_io_error(&e);
+                let mut detail = mutual_tls::describe_io(&e);
+                if io.first_byte() == Some(crate::refuse::CONTENT_ALERT) {
+                    // Nothing we chose (cipher, version, certificate) can have caused it.
+                    reason = Reason::Malformed;
+                    detail =
+                        format!("the client sent a TLS alert before any ClientHello ({detail})");
+                }
+                let negotiated = io.negotiated().map(TlsInfo::from_negotiated);
+                // Let the alert rustls wrote reach the client before the socket closes.
+                crate::refuse::linger(io.get_mut()).await;
+                let id = denied_leaf
+                    .filter(|_| reason == Reason::PolicyDenied)
+                    .and_then(|der| Identity::from_der(&der).ok());
+                if let Some(id) = id {
+                    self.lm
+                        .observe_peer(&id.principal(), &id.serial, id.not_after);
                     return conn.end(
-                        Outcome::Failed,
-                        Reason::HandshakeTimeout,
-                        None,
-                        None,
+                        Outcome::Denied,
+                        Reason::PolicyDenied,
+                        Some(&id),
+                        negotiated,
                         "",
                         0,
                         0,
-                    )
+                    );
                 }
-                Ok(Err(e)) => {
-                    let reason = mutual_tls::classify_io_error(&e);
-                    let detail = mutual_tls::describe_io(&e);
-                    return conn.end(Outcome::Failed, reason, None, None, &detail, 0, 0);
-                }
-                Ok(Ok(s)) => s,
-            };
+                return conn.end(Outcome::Failed, reason, None, None, &detail, 0, 0);
+            }
+            Ok(Ok(s)) => s,
+        };
+        tls.get_mut().0.handshake_done();
         self.lm
             .handshake_duration
             .observe(conn.start.elapsed().as_secs_f64());
@@ -295,7 +365,7 @@ impl Serve {
             .and_then(|c| c.first())
             .map(|c| c.as_ref().to_vec());
         let Some(leaf) = leaf else {
-            let _ = tls.shutdown().await;
+            refuse_tls(&mut tls).await;
             return conn.end(
                 Outcome::Failed,
                 Reason::NoClientCert,
@@ -309,7 +379,7 @@ impl Serve {
         let id = match Identity::from_der(&leaf) {
             Ok(id) => id,
             Err(e) => {
-                let _ = tls.shutdown().await;
+                refuse_tls(&mut tls).await;
                 let detail = e.to_string();
                 return conn.end(
                     Outcome::Failed,
@@ -329,7 +399,7 @@ impl Serve {
         if info.resumed {
             let chain = state.peer_certificates().unwrap_or_default();
             if let Err((reason, detail)) = mat.server.recheck_peer(chain) {
-                let _ = tls.shutdown().await;
+                refuse_tls(&mut tls).await;
                 return conn.end(
                     Outcome::Failed,
                     reason,
@@ -379,7 +449,7 @@ impl Serve {
         }
         if !decision.allowed {
             // Close politely (close_notify) but quickly; a stalled peer must not hold the task.
-            let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+            refuse_tls(&mut tls).await;
             return conn.end(
                 Outcome::Denied,
                 Reason::PolicyDenied,
@@ -399,7 +469,7 @@ impl Serve {
                 match send_proxy_header(&mut b, proxy_header, self.cfg.connect_timeout).await {
                     Ok(()) => b,
                     Err(e) => {
-                        let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+                        refuse_tls(&mut tls).await;
                         let detail = format!("{}: PROXY header: {e}", self.cfg.backend);
                         return conn.end(
                             Outcome::Failed,
@@ -414,7 +484,7 @@ impl Serve {
                 }
             }
             Err(e) => {
-                let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
+                refuse_tls(&mut tls).await;
                 let detail = format!("{}: {e}", self.cfg.backend);
                 return conn.end(
                     Outcome::Failed,
@@ -435,6 +505,7 @@ impl Serve {
         let mut back = Metered::new(backend, self.lm.bytes_out.clone(), Arc::clone(&act));
         let (tin, tout) = (client.total(), back.total());
         let mut ended = registration.as_ref().map(|r| r.ended.clone());
+        let expiry = self.cfg.end_on_peer_expiry.then_some(id.not_after);
         let (end, terminated) = tokio::select! {
             end = crate::lifetime::pump_limited(
                 &mut client,
@@ -450,7 +521,22 @@ impl Serve {
                 }
             },
             t = crate::live::wait_opt(ended.as_mut()) => (CopyEnd::Closed, Some(t)),
+            _ = crate::live::peer_expiry(expiry) => (
+                CopyEnd::Closed,
+                Some(crate::live::Termination::Unauthorized {
+                    reason: Reason::Expired,
+                    detail: "the peer's certificate expired (--end-on-peer-expiry)".into(),
+                }),
+            ),
         };
+        if let Some(crate::live::Termination::Unauthorized {
+            reason: Reason::Expired,
+            detail,
+        }) = &terminated
+        {
+            tracing::info!(listener = %self.cfg.name, %peer, identity = %id.principal(),
+                reason = "expired", "closing an established connection: {detail}");
+        }
         if terminated.is_some() {
             // Close politely (close_notify) but quickly; the backend side just closes.
             let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;

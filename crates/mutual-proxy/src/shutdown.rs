@@ -7,33 +7,66 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
+/// What a fired trigger asks for.
+const RUNNING: u8 = 0;
+/// Stop accepting and drain: open connections finish (HTTP closes idle keep-alives), up to
+/// the drain timeout.
+const DRAIN: u8 = 1;
+/// Stop accepting; the open connections belong to the next generation of the same listener
+/// (`mutual run` after an edit of its block) and carry on untouched.
+const HAND_OVER: u8 = 2;
+
 /// Tells listeners to stop accepting. Dropping it also triggers shutdown.
-pub struct Trigger(watch::Sender<bool>);
+pub struct Trigger(watch::Sender<u8>);
 
 impl Trigger {
+    /// Stop accepting and drain the open connections.
     pub fn fire(&self) {
-        self.0.send_replace(true);
+        self.0.send_replace(DRAIN);
+    }
+
+    /// Stop accepting, leave the open connections to the next generation (see [`HAND_OVER`]).
+    /// A later [`Trigger::fire`] still drains them.
+    pub fn hand_over(&self) {
+        self.0.send_if_modified(|v| {
+            if *v == RUNNING {
+                *v = HAND_OVER;
+                true
+            } else {
+                false
+            }
+        });
     }
 }
 
 /// The receiving side; cheap to clone, one per task that must stop.
 #[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
+pub struct Shutdown(watch::Receiver<u8>);
 
 impl Shutdown {
-    /// Resolves once shutdown was requested (or the trigger dropped).
+    /// Resolves once shutdown was requested, drain or hand-over (or the trigger dropped).
     pub async fn wait(&mut self) {
         // An Err means the trigger is gone: treat as shutdown too.
-        let _ = self.0.wait_for(|v| *v).await;
+        let _ = self.0.wait_for(|v| *v != RUNNING).await;
+    }
+
+    /// Resolves once the open connections must drain: not on a hand-over.
+    pub async fn wait_drain(&mut self) {
+        let _ = self.0.wait_for(|v| *v == DRAIN).await;
     }
 
     pub fn is_triggered(&self) -> bool {
-        *self.0.borrow()
+        *self.0.borrow() != RUNNING
+    }
+
+    /// The listener stopped accepting because a new generation took its connections over.
+    pub fn is_hand_over(&self) -> bool {
+        *self.0.borrow() == HAND_OVER
     }
 }
 
 pub fn channel() -> (Trigger, Shutdown) {
-    let (tx, rx) = watch::channel(false);
+    let (tx, rx) = watch::channel(RUNNING);
     (Trigger(tx), Shutdown(rx))
 }
 

@@ -34,6 +34,9 @@ struct Running {
     task: JoinHandle<usize>,
     /// Serve listeners' open connections (None for connect).
     conns: Option<Arc<Registry>>,
+    /// Triggers of earlier generations of this listener whose connections this one took over:
+    /// kept alive (a dropped trigger reads as "drain"), fired when this generation drains.
+    predecessors: Vec<Trigger>,
     _watcher: notify::RecommendedWatcher,
 }
 
@@ -157,6 +160,7 @@ impl Supervisor {
             stop,
             task,
             conns,
+            predecessors: Vec::new(),
             _watcher: watcher,
         })
     }
@@ -164,8 +168,32 @@ impl Supervisor {
     /// Stops a generation's accepting and file watching; when `drain`, its open connections get
     /// the drain timeout and are then closed (a removed or moved listener). Otherwise they were
     /// handed to the next generation and live on.
+    /// The new generation `new` takes `old`'s open connections: `old` stops accepting and
+    /// leaves them running (TCP and HTTP alike: an HTTP keep-alive connection is not told to
+    /// close), until `new` itself drains.
+    fn hand_over(&self, old: Running, new: &mut Running) {
+        old.stop.hand_over();
+        let name = old.spec.name.clone();
+        let task = old.task;
+        new.predecessors.extend(old.predecessors);
+        new.predecessors.push(old.stop);
+        let h = tokio::spawn(async move {
+            let left = task.await.unwrap_or(0);
+            if left > 0 {
+                tracing::debug!(listener = %name, "{left} connection(s) handed to the new generation");
+            }
+        });
+        if let Ok(mut d) = self.draining.lock() {
+            d.retain(|h| !h.is_finished());
+            d.push(h);
+        }
+    }
+
     fn retire(&self, r: Running, drain: bool) {
         r.stop.fire();
+        for p in &r.predecessors {
+            p.fire();
+        }
         let name = r.spec.name.clone();
         let conns = r.conns;
         let task = r.task;
@@ -259,10 +287,17 @@ impl Supervisor {
                     let handover = matches!(p.spec.kind, ListenerKind::Serve(_))
                         .then(|| old.conns.clone())
                         .flatten();
-                    let handed = handover.is_some();
+                    // A connect listener's connections need no registry to carry on.
+                    let handed = handover.is_some()
+                        || (matches!(p.spec.kind, ListenerKind::Connect(_))
+                            && matches!(old.spec.kind, ListenerKind::Connect(_)));
                     match self.launch(p.spec, l, keep, handover) {
-                        Ok(r) => {
-                            self.retire(old, !handed);
+                        Ok(mut r) => {
+                            if handed {
+                                self.hand_over(old, &mut r);
+                            } else {
+                                self.retire(old, true);
+                            }
                             Ok(r)
                         }
                         Err(e) => {
@@ -324,6 +359,9 @@ impl Supervisor {
         let start = tokio::time::Instant::now();
         for (_, r) in running.drain() {
             r.stop.fire();
+            for p in &r.predecessors {
+                p.fire();
+            }
             tasks.push(r.task);
             if let (Some(c), ListenerKind::Serve(cfg)) = (r.conns, &r.spec.kind) {
                 handed_over.push((c, cfg.limits.drain_timeout));
@@ -339,6 +377,14 @@ impl Supervisor {
         for (c, drain) in handed_over {
             while !c.is_empty() && start.elapsed() < drain {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            if !c.is_empty() {
+                // Drain timeout: end them so each writes its audit line before the exit.
+                c.drain_all();
+                let grace = tokio::time::Instant::now();
+                while !c.is_empty() && grace.elapsed() < std::time::Duration::from_secs(2) {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
             }
             left = left.max(c.len());
         }

@@ -53,9 +53,13 @@ fn classify_certificate_error(c: &CertificateError) -> Reason {
         C::BadSignature => Reason::BadSignature,
         C::InvalidPurpose | C::InvalidPurposeContext { .. } => Reason::WrongPurpose,
         C::NotValidForName | C::NotValidForNameContext { .. } => Reason::NameMismatch,
-        C::UnsupportedSignatureAlgorithm
-        | C::UnsupportedSignatureAlgorithmContext { .. }
-        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => Reason::WeakKey,
+        C::UnsupportedSignatureAlgorithm | C::UnsupportedSignatureAlgorithmContext { .. } => {
+            Reason::WeakKey
+        }
+        // The algorithm named does not fit the key (an ECDSA CertificateVerify whose scheme
+        // names another curve, an RSA signature from an EC issuer): the signature is wrong,
+        // the key is not weak, and reissuing it would not help.
+        C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => Reason::BadSignature,
         C::BadEncoding | C::UnhandledCriticalExtension => Reason::Malformed,
         C::ApplicationVerificationFailure => Reason::PolicyDenied,
         C::Other(o) => {
@@ -258,9 +262,12 @@ fn describe_certificate_error(c: &CertificateError) -> String {
             presented.join(", ")
         ),
         C::NotValidForName => "the certificate is not valid for the expected name".into(),
-        C::UnsupportedSignatureAlgorithmContext { .. }
-        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. }
-        | C::UnsupportedSignatureAlgorithm => {
+        C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "a signature names an algorithm that does not fit the key it is checked with (say, \
+             an ECDSA scheme for another curve)"
+                .into()
+        }
+        C::UnsupportedSignatureAlgorithmContext { .. } | C::UnsupportedSignatureAlgorithm => {
             "a signature in the chain uses a forbidden algorithm or key (SHA-1, RSA < 2048, ...)"
                 .into()
         }

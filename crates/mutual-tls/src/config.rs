@@ -121,7 +121,8 @@ pub(crate) fn server(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMateria
         trust = trust.with_cdp(Arc::clone(cdp));
     }
     let trust = Arc::new(trust);
-    let verifier = Arc::new(MutualClientVerifier::new(trust.clone()));
+    let verifier =
+        Arc::new(MutualClientVerifier::new(trust.clone()).with_authorize(o.authorize.clone()));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions(s.allow_tls12))?
         .with_client_cert_verifier(verifier)
@@ -163,7 +164,10 @@ pub(crate) fn client(
         .unwrap_or(name_text);
     let server_name = ServerName::try_from(name_text.to_string())
         .map_err(|_| TlsError::InvalidName(name_text.to_string()))?;
-    let verifier = Arc::new(MutualServerVerifier::new(trust, expect));
+    let verifier = Arc::new(MutualServerVerifier::new(
+        Arc::clone(&trust),
+        expect.clone(),
+    ));
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions(s.allow_tls12))?
         .dangerous()
@@ -185,5 +189,7 @@ pub(crate) fn client(
         server_name,
         cert_not_after: not_after,
         cert_serial: serial,
+        trust,
+        expect_spiffe: expect,
     })
 }

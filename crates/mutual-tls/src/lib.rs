@@ -111,6 +111,20 @@ pub struct TlsOptions {
     /// Server side: CRLs fetched from the client certificates' distribution points
     /// (`--crl-from-cdp`), with the `revocation_unknown` rule; see [`cdp`].
     pub cdp: Option<Arc<cdp::CdpRevocation>>,
+    /// Server side: decides, from the verified leaf's DER, whether the peer is allowed at all.
+    /// Asked inside the handshake, after the chain checks pass, so that a refusal travels to
+    /// the client as an `access_denied` alert instead of a close after a completed handshake.
+    pub authorize: Option<PeerCheck>,
+}
+
+/// A connection-level authorization hook for [`TlsOptions::authorize`]: true allows.
+#[derive(Clone)]
+pub struct PeerCheck(pub Arc<dyn Fn(&[u8]) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for PeerCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerCheck")
+    }
 }
 
 /// A loaded, validated server configuration and facts about it for metrics/logs.
@@ -134,6 +148,17 @@ impl ServerMaterial {
         &self,
         chain: &[rustls_pki_types::CertificateDer<'_>],
     ) -> Result<(), (Reason, String)> {
+        self.recheck_peer_at(chain, rustls_pki_types::UnixTime::now())
+    }
+
+    /// [`ServerMaterial::recheck_peer`] as of `time` (live re-authorization of an established
+    /// connection checks trust and revocation as of before its peer's expiry: expiry alone does
+    /// not end a connection, see docs/proxy.md).
+    pub fn recheck_peer_at(
+        &self,
+        chain: &[rustls_pki_types::CertificateDer<'_>],
+        time: rustls_pki_types::UnixTime,
+    ) -> Result<(), (Reason, String)> {
         let Some((leaf, rest)) = chain.split_first() else {
             return Err((
                 Reason::NoClientCert,
@@ -141,14 +166,7 @@ impl ServerMaterial {
             ));
         };
         self.trust
-            .check(
-                leaf,
-                rest,
-                rustls_pki_types::UnixTime::now(),
-                &Purpose::Client,
-                None,
-                None,
-            )
+            .check(leaf, rest, time, &Purpose::Client, None, None)
             .map(|_| ())
             .map_err(|e| (classify_rustls_error(&e), describe(&e)))
     }
@@ -193,6 +211,40 @@ pub struct ClientMaterial {
     pub cert_not_after: i64,
     /// Empty when no client certificate is presented.
     pub cert_serial: String,
+    /// The roots (and CRLs) the server's chain is verified with, and the SPIFFE ID it must
+    /// carry: to re-check a resumed session's stored server chain ([`ClientMaterial::recheck_peer`]).
+    pub trust: Arc<Trust>,
+    pub expect_spiffe: Option<String>,
+}
+
+impl ClientMaterial {
+    /// Re-validates the server's chain (as from `peer_certificates()`) with this material's
+    /// trust, now, for the name this config connects to. rustls does not re-run the server
+    /// verifier on a resumed session, so without this a client keeps trusting a server whose
+    /// certificate expired (or was revoked) after the ticket was issued.
+    pub fn recheck_peer(
+        &self,
+        chain: &[rustls_pki_types::CertificateDer<'_>],
+    ) -> Result<(), (Reason, String)> {
+        let Some((leaf, rest)) = chain.split_first() else {
+            return Err((Reason::Other, "the server sent no certificate".into()));
+        };
+        let name = match &self.expect_spiffe {
+            Some(u) => PeerName::Uri(u.clone()),
+            None => PeerName::Server(self.server_name.clone()),
+        };
+        self.trust
+            .check(
+                leaf,
+                rest,
+                rustls_pki_types::UnixTime::now(),
+                &Purpose::Server,
+                Some(&name),
+                None,
+            )
+            .map(|_| ())
+            .map_err(|e| (classify_rustls_error(&e), describe(&e)))
+    }
 }
 
 /// `remote_host` is the host part of the remote address, used when no server name is set

@@ -16,12 +16,24 @@ use crate::verify::{PeerName, Purpose, Trust};
 pub struct MutualClientVerifier {
     trust: Arc<Trust>,
     hints: Vec<DistinguishedName>,
+    authorize: Option<crate::PeerCheck>,
 }
 
 impl MutualClientVerifier {
     pub fn new(trust: Arc<Trust>) -> MutualClientVerifier {
         let hints = trust.root_subjects();
-        MutualClientVerifier { trust, hints }
+        MutualClientVerifier {
+            trust,
+            hints,
+            authorize: None,
+        }
+    }
+
+    /// Also asks `check` about every verified leaf; a "no" fails the handshake with
+    /// `access_denied` (rustls' alert for `ApplicationVerificationFailure`).
+    pub fn with_authorize(mut self, check: Option<crate::PeerCheck>) -> MutualClientVerifier {
+        self.authorize = check;
+        self
     }
 }
 
@@ -45,8 +57,15 @@ impl ClientCertVerifier for MutualClientVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.trust
-            .check(end_entity, intermediates, now, &Purpose::Client, None, None)
-            .map(|_| ClientCertVerified::assertion())
+            .check(end_entity, intermediates, now, &Purpose::Client, None, None)?;
+        if let Some(check) = &self.authorize {
+            if !(check.0)(end_entity.as_ref()) {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+        }
+        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

@@ -300,6 +300,7 @@ async fn demo(dir: &Path, kept: bool) -> anyhow::Result<bool> {
             proxy_protocol: None,
             max_connection_lifetime: None,
             crl_from_cdp: None,
+            end_on_peer_expiry: false,
         },
         &shared,
     )?;

@@ -185,6 +185,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "VERSION")]
     pub proxy_protocol: Option<mutual_proxy::proxy_protocol::ProxyProtocol>,
 
+    /// End an established connection when its client's certificate expires (a timer at the
+    /// certificate's notAfter; audited as denied/expired). Without it expiry after the
+    /// handshake never ends a connection, reloads included.
+    #[arg(long)]
+    pub end_on_peer_expiry: bool,
+
     /// Fetch CRLs from the CRL distribution points (http/https) that certificates name: this
     /// listener's own chain and CA bundle at start, client chains when first seen. Each CRL is
     /// checked (issuer signature, thisUpdate/nextUpdate), cached in --crl-cache-dir, refreshed at
@@ -477,6 +483,7 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         proxy_protocol: args.proxy_protocol,
         max_connection_lifetime: common.max_connection_lifetime,
         crl_from_cdp: cdp,
+        end_on_peer_expiry: args.end_on_peer_expiry,
     };
     Ok(cfg)
 }

@@ -97,9 +97,32 @@ impl std::str::FromStr for XfccDetails {
     }
 }
 
-/// Removes the identity headers a client sent (every copy, any case).
+/// Headers the proxy sets itself (besides the identity headers): a spelling of one of these
+/// with `_` instead of `-` is stripped too, since CGI/WSGI backends would read it as the real one.
+const SET_BY_PROXY: [&str; 2] = ["x-forwarded-for", "x-forwarded-proto"];
+
+/// A header name as CGI, WSGI, PHP and Rack see it: case folded and `_` read as `-`
+/// (`X_Forwarded_Client_Cert` and `x-forwarded-client-cert` both become
+/// `HTTP_X_FORWARDED_CLIENT_CERT`).
+fn folded(name: &str) -> String {
+    name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Removes the identity headers a client sent (every copy, any case, any spelling that folds
+/// to one of them once `_` is read as `-`), and underscore spellings of the other headers the
+/// proxy sets. Strip rather than refuse: the request is served, and the backend sees only what
+/// the proxy vouches for (nginx drops underscore headers the same way by default).
 pub fn strip_identity_headers(h: &mut HeaderMap) {
-    for name in IDENTITY_HEADERS {
+    let doomed: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| {
+            let f = folded(n.as_str());
+            IDENTITY_HEADERS.contains(&f.as_str())
+                || (n.as_str().contains('_') && SET_BY_PROXY.contains(&f.as_str()))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
         h.remove(name);
     }
 }
@@ -325,6 +348,29 @@ mod tests {
             client_cert_chain(&[&[1], &[2, 3]]).unwrap(),
             ":AQ==:, :AgM=:"
         );
+    }
+
+    #[test]
+    fn strips_underscore_spellings_that_backends_fold_together() {
+        let mut h = HeaderMap::new();
+        for n in [
+            "X_Forwarded_Client_Cert",
+            "client_cert",
+            "Client_Cert-Chain",
+            "x_forwarded_proto",
+            "X_Forwarded_For",
+            "x-forwarded-for",
+            "x_kept",
+        ] {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                "v".parse().unwrap(),
+            );
+        }
+        strip_identity_headers(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
+        left.sort();
+        assert_eq!(left, ["x-forwarded-for", "x_kept"]);
     }
 
     #[test]
