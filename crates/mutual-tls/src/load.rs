@@ -120,3 +120,36 @@ pub fn check_certificate_der(path: &Path, der: &CertificateDer<'_>) -> Result<()
         .map(|_| ())
         .map_err(|e| bad(path, format!("not a valid X.509 certificate ({e:?})")))
 }
+
+/// Whether the bytes are DER at all: one complete SEQUENCE (definite length) at the start.
+/// `cert verify` tells "not a certificate file" (usage error, exit 2) apart from "a certificate
+/// that is invalid" (trailing data, a v1 or otherwise malformed certificate: a verdict, exit 1)
+/// with this, and leaves everything past it to path validation.
+pub fn check_der_sequence(path: &Path, der: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let b = der.as_ref();
+    let not_der = || {
+        bad(
+            path,
+            "not a certificate: the content is neither PEM nor DER (no ASN.1 SEQUENCE)",
+        )
+    };
+    if b.first() != Some(&0x30) {
+        return Err(not_der());
+    }
+    let (len, header) = match b.get(1) {
+        Some(&l) if l < 0x80 => (usize::from(l), 2),
+        Some(&l) if (0x81..=0x84).contains(&l) => {
+            let n = usize::from(l - 0x80);
+            let bytes = b.get(2..2 + n).ok_or_else(not_der)?;
+            (
+                bytes.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x)),
+                2 + n,
+            )
+        }
+        _ => return Err(not_der()),
+    };
+    if len == 0 || b.len() < header + len {
+        return Err(not_der());
+    }
+    Ok(())
+}

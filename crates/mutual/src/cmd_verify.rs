@@ -21,7 +21,8 @@ pub enum PurposeArg {
 }
 
 /// Exit 0 when the chain is valid, 1 when it is not (the reason label, one sentence and a hint
-/// are printed), 2 when an input file is unreadable or not a certificate/CRL.
+/// are printed; a readable but malformed certificate is `malformed`), 2 when an input file is
+/// missing or not PEM/DER at all.
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
     /// The certificate to verify (PEM or DER). Further certificates in the file are used as
@@ -68,7 +69,10 @@ fn parse_at(s: &str) -> anyhow::Result<UnixTime> {
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut certs = load::load_certs(&args.leaf)?;
     let leaf = certs.remove(0);
-    load::check_certificate_der(&args.leaf, &leaf)?;
+    // Only input that is not a certificate at all is a usage error; a readable certificate that
+    // is malformed (trailing data, v1, a duplicate or unknown critical extension, ...) gets a
+    // verdict like any other invalid certificate.
+    load::check_der_sequence(&args.leaf, &leaf)?;
     let mut intermediates = certs;
     if let Some(path) = &args.intermediates {
         intermediates.extend(load::load_certs(path)?);
