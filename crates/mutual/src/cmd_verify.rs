@@ -51,6 +51,9 @@ pub struct VerifyArgs {
     /// What the certificate must be good for. Default: server when --name is given, else any.
     #[arg(long, value_enum)]
     pub purpose: Option<PurposeArg>,
+    /// Most intermediates a path may have (default: webpki's own limit).
+    #[arg(long, value_name = "N")]
+    pub max_intermediates: Option<usize>,
     /// Print one JSON object: {"valid", "reason", "detail", "hint", "chain"}.
     #[arg(long)]
     pub json: bool,
@@ -100,7 +103,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         purpose,
         name,
         at,
-        max_intermediates: None,
+        max_intermediates: args.max_intermediates,
     });
     if args.json {
         let v = serde_json::json!({
