@@ -366,3 +366,333 @@ fn verify_missing_or_non_certificate_input_exits_2() {
         assert!(err.contains(file), "{file}: {err}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 3: the probe against servers that refuse after the handshake (3a) and servers that ask
+// for a certificate but take any (3b).
+// ---------------------------------------------------------------------------------------------
+
+struct Pki {
+    good: TestPki,
+    server: Leaf,
+    client: Leaf,
+}
+
+fn pki() -> &'static Pki {
+    static P: OnceLock<Pki> = OnceLock::new();
+    P.get_or_init(|| {
+        let good = TestPki::new("Probe");
+        let server = good.leaf(
+            "server",
+            LeafOpts::new("localhost")
+                .san("dns:localhost")
+                .san("ip:127.0.0.1")
+                .server(),
+        );
+        let client = good.leaf(
+            "client",
+            LeafOpts::new("client-a").san("uri:spiffe://example.org/client-a"),
+        );
+        Pki {
+            good,
+            server,
+            client,
+        }
+    })
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn target(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+/// Runs the real binary under a bound (a hang fails the test instead of stalling it).
+fn bounded(args: &[&str], limit: Duration) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mutual"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let (mut o, mut e) = (String::new(), String::new());
+            child.stdout.take().unwrap().read_to_string(&mut o).unwrap();
+            child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
+            return (status.code().unwrap_or(-1), o, e);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mutual {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `mutual probe --json` against `port` with the good CA, plus `extra`.
+fn probe(port: u16, extra: &[&str]) -> (i32, Value) {
+    let t = target(port);
+    let mut args = vec![
+        "probe",
+        "--json",
+        "--timeout",
+        "5s",
+        &t,
+        "--server-name",
+        "localhost",
+        "--ca",
+        p(&pki().good.root),
+    ];
+    args.extend_from_slice(extra);
+    let (code, out, err) = bounded(&args, Duration::from_secs(60));
+    let v = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("no JSON from {args:?}: {e}\n{out}\n{err}"));
+    (code, v)
+}
+
+fn with_client() -> Vec<&'static str> {
+    let f = pki();
+    vec!["--cert", p(&f.client.cert), "--key", p(&f.client.key)]
+}
+
+/// A backend that accepts and holds connections open.
+fn holding_backend() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 1024];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    port
+}
+
+/// `mutual serve` in front of a holding backend, with `policy` flags and an audit log file.
+fn serve(policy: &[&str], http: bool) -> (ChildGuard, u16, PathBuf, tempfile::TempDir) {
+    let f = pki();
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let backend = holding_backend();
+    for _ in 0..3 {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mutual"));
+        cmd.args(["serve", "--listen", &target(port)])
+            .args(["--backend", &target(backend)])
+            .args(["--cert", p(&f.server.cert), "--key", p(&f.server.key)])
+            .args(["--ca", p(&f.good.root), "--audit-log", p(&audit)])
+            .args(policy)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if http {
+            cmd.arg("--http");
+        }
+        let guard = ChildGuard(cmd.spawn().unwrap());
+        if wait_for_port(addr(port), Duration::from_secs(20)) {
+            return (guard, port, audit, dir);
+        }
+    }
+    panic!("mutual serve did not start");
+}
+
+/// Waits (bounded) for an audit line with this result and reason.
+fn audit_line(audit: &Path, result: &str, reason: &str) -> Value {
+    mutual_test::eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(audit)
+            .ok()?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["result"] == result && v["reason"] == reason)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no audit line {result}/{reason}: {}",
+            std::fs::read_to_string(audit).unwrap_or_default()
+        )
+    })
+}
+
+/// The reason the probe must give for a server that refuses after the handshake: the alert's
+/// label when it sends `access_denied`; `other` (with the detail saying the server closed right
+/// after the handshake) when it just closes.
+fn assert_refused_after_handshake(v: &Value) {
+    assert_eq!(v["accepted"], false, "{v:#}");
+    assert_eq!(v["client_cert"]["sent"], true, "{v:#}");
+    match v["alert"].as_str() {
+        Some("access_denied") => assert_eq!(v["reason"], "policy_denied", "{v:#}"),
+        None => {
+            assert_eq!(v["reason"], "other", "{v:#}");
+            let d = v["accepted_detail"].as_str().unwrap();
+            assert!(d.contains("closed the connection at once"), "{d}");
+            assert!(v["hint"].as_str().unwrap().contains("policy"), "{v:#}");
+        }
+        Some(a) => panic!("unexpected alert {a}: {v:#}"),
+    }
+    assert!(v["verdict"].as_str().unwrap().starts_with("FAIL: "), "{v:#}");
+}
+
+#[test]
+fn probe_policy_denial_is_not_accepted() {
+    let (_s, port, audit, _d) = serve(&["--allow-spiffe", "spiffe://example.org/someone-else"], false);
+    let (code, v) = probe(port, &with_client());
+    audit_line(&audit, "denied", "policy_denied");
+    assert_refused_after_handshake(&v);
+    assert_eq!(code, 1, "{v:#}");
+    // The endpoint itself does enforce mTLS.
+    assert_eq!(v["client_auth"], "required", "{v:#}");
+    assert_eq!(v["enforced"], true, "{v:#}");
+
+    // The readable report says "no", not "yes".
+    let t = target(port);
+    let f = pki();
+    let (code, out, _) = bounded(
+        &[
+            "probe",
+            &t,
+            "--server-name",
+            "localhost",
+            "--ca",
+            p(&f.good.root),
+            "--cert",
+            p(&f.client.cert),
+            "--key",
+            p(&f.client.key),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 1, "{out}");
+    let accepted = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("accepted"))
+        .unwrap();
+    assert!(accepted.contains("no ("), "{out}");
+    assert!(out.contains("\nFAIL: "), "{out}");
+}
+
+#[test]
+fn probe_http_mode_policy_denial_is_policy_denied() {
+    let (_s, port, audit, _d) = serve(&["--allow-spiffe", "spiffe://example.org/someone-else"], true);
+    let (code, v) = probe(port, &with_client());
+    audit_line(&audit, "denied", "policy_denied");
+    assert_eq!(v["accepted"], false, "{v:#}");
+    assert_eq!(v["reason"], "policy_denied", "{v:#}");
+    assert_eq!(code, 1);
+}
+
+#[test]
+fn probe_allowed_identity_is_accepted_and_enforced() {
+    let (_s, port, audit, _d) = serve(&["--allow-spiffe", "spiffe://example.org/client-a"], false);
+    let (code, v) = probe(port, &with_client());
+    assert_eq!(v["accepted"], true, "{v:#}");
+    assert_eq!(v["reason"], "ok");
+    assert_eq!(v["client_auth"], "required");
+    assert_eq!(v["enforced"], true);
+    assert_eq!(v["untrusted_cert"]["accepted"], false, "{v:#}");
+    assert_eq!(v["untrusted_cert"]["alert"], "unknown_ca", "{v:#}");
+    assert_eq!(code, 0, "{v:#}");
+    audit_line(&audit, "allowed", "ok");
+}
+
+/// openssl s_server with the good server certificate; its stdin stays open.
+fn s_server(extra: &[&str]) -> (ChildGuard, u16) {
+    let f = pki();
+    for _ in 0..3 {
+        let port = free_port();
+        let child = Command::new("openssl")
+            .args(["s_server", "-accept", &target(port)])
+            .args(["-cert", p(&f.server.cert), "-key", p(&f.server.key)])
+            .args(["-cert_chain", p(&f.good.intermediate)])
+            .args(["-CAfile", p(&f.good.root), "-quiet"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let guard = ChildGuard(child);
+        if wait_for_port(addr(port), Duration::from_secs(10)) {
+            return (guard, port);
+        }
+    }
+    panic!("openssl s_server did not start");
+}
+
+#[test]
+fn probe_server_accepting_unknown_ca_is_not_enforced() {
+    if !have("openssl") {
+        println!("SKIPPED: openssl not installed");
+        return;
+    }
+    // -Verify 1 refuses a client without a certificate, but without -verify_return_error it
+    // lets any certificate in.
+    let (_s, port) = s_server(&["-Verify", "1"]);
+    let (code, v) = probe(port, &[]);
+    assert_eq!(v["client_auth"], "not_enforced", "{v:#}");
+    assert_eq!(v["enforced"], false, "{v:#}");
+    assert_eq!(v["untrusted_cert"]["accepted"], true, "{v:#}");
+    assert_eq!(v["anonymous_alert"], "certificate_required", "{v:#}");
+    assert!(v["verdict"]
+        .as_str()
+        .unwrap()
+        .contains("accepted a client certificate from an unknown CA"));
+    assert_eq!(code, 1, "{v:#}");
+    // Even the right certificate cannot make it pass: the check is the server's, not ours.
+    let (code, v) = probe(port, &with_client());
+    assert_eq!(v["accepted"], true, "{v:#}");
+    assert_eq!(v["client_auth"], "not_enforced");
+    assert_eq!(code, 1);
+    // The readable report says so.
+    let t = target(port);
+    let (code, out, _) = bounded(
+        &[
+            "probe",
+            &t,
+            "--server-name",
+            "localhost",
+            "--ca",
+            p(&pki().good.root),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, 1);
+    assert!(out.contains("not enforced"), "{out}");
+}
+
+#[test]
+fn probe_server_verifying_clients_is_enforced() {
+    if !have("openssl") {
+        println!("SKIPPED: openssl not installed");
+        return;
+    }
+    let (_s, port) = s_server(&["-Verify", "1", "-verify_return_error"]);
+    let (code, v) = probe(port, &[]);
+    assert_eq!(v["client_auth"], "required", "{v:#}");
+    assert_eq!(v["enforced"], true, "{v:#}");
+    assert_eq!(v["untrusted_cert"]["accepted"], false, "{v:#}");
+    assert_eq!(v["untrusted_cert"]["alert"], "unknown_ca", "{v:#}");
+    assert_eq!(code, 0, "{v:#}");
+}
+
+#[test]
+fn probe_mutual_serve_is_enforced() {
+    let (_s, port, _audit, _d) = serve(&["--allow-any"], false);
+    let (code, v) = probe(port, &[]);
+    assert_eq!(v["client_auth"], "required", "{v:#}");
+    assert_eq!(v["enforced"], true, "{v:#}");
+    assert_eq!(v["untrusted_cert"]["accepted"], false, "{v:#}");
+    assert_eq!(code, 0, "{v:#}");
+}
