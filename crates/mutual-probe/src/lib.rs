@@ -834,8 +834,10 @@ fn throwaway_client_cert(provider: &CryptoProvider) -> Result<Arc<CertifiedKey>,
     let now = time::OffsetDateTime::now_utc();
     let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(fail)?;
     let mut ca = rcgen::CertificateParams::default();
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "mutual probe throwaway CA (trusted by nobody)");
+    ca.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "mutual probe throwaway CA (trusted by nobody)",
+    );
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
     ca.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,

@@ -116,7 +116,9 @@ pub fn report(r: &Report) -> String {
     if let Some(mode) = r.client_auth {
         let _ = writeln!(out, "\nClient authentication");
         let mode_text = match mode {
-            crate::ClientAuth::NotEnforced => "not enforced (a certificate from an unknown CA got through)",
+            crate::ClientAuth::NotEnforced => {
+                "not enforced (a certificate from an unknown CA got through)"
+            }
             m => m.as_str(),
         };
         row(&mut out, "mode", mode_text);

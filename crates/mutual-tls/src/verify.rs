@@ -466,14 +466,14 @@ fn parse_error_sentence(e: &webpki::Error) -> String {
             "it has a critical extension that is not understood (RFC 5280 requires rejecting it)"
                 .into()
         }
-        W::ExtensionValueInvalid => {
-            "an extension appears twice or its value is invalid".into()
-        }
+        W::ExtensionValueInvalid => "an extension appears twice or its value is invalid".into(),
         W::MalformedExtensions => "its extensions are not validly encoded".into(),
         W::SignatureAlgorithmMismatch => {
             "the signature algorithm inside the signed part differs from the one outside it".into()
         }
-        W::InvalidSerialNumber => "its serial number is invalid (negative, zero or too long)".into(),
+        W::InvalidSerialNumber => {
+            "its serial number is invalid (negative, zero or too long)".into()
+        }
         W::BadDerTime => "a validity time is not validly encoded".into(),
         W::BadDer => "it is not valid DER".into(),
         other => format!("{other:?}"),

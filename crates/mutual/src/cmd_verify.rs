@@ -75,7 +75,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     // Only input that is not a certificate at all is a usage error; a readable certificate that
     // is malformed (trailing data, v1, a duplicate or unknown critical extension, ...) gets a
     // verdict like any other invalid certificate.
-    load::check_der_sequence(&args.leaf, &leaf)?;
+    load::check_certificate_shape(&args.leaf, &leaf)?;
     let mut intermediates = certs;
     if let Some(path) = &args.intermediates {
         intermediates.extend(load::load_certs(path)?);

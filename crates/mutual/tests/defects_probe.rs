@@ -280,6 +280,8 @@ fn bad() -> &'static Bad {
         .unwrap();
         std::fs::write(d.join("garbage.pem"), "this is not a certificate\n").unwrap();
         std::fs::write(d.join("garbage.der"), [0x30, 0x82, 0xff, 0xff, 0x01]).unwrap();
+        // Valid DER, but a SEQUENCE { INTEGER 1 }: not shaped like a certificate at all.
+        std::fs::write(d.join("notcert.der"), [0x30, 0x03, 0x02, 0x01, 0x01]).unwrap();
         b
     })
 }
@@ -353,7 +355,12 @@ fn verify_readable_invalid_certificates_exit_1_malformed() {
 #[test]
 fn verify_missing_or_non_certificate_input_exits_2() {
     let b = bad();
-    for file in ["garbage.pem", "garbage.der", "no-such-file.pem"] {
+    for file in [
+        "garbage.pem",
+        "garbage.der",
+        "notcert.der",
+        "no-such-file.pem",
+    ] {
         let out = mutual(&[
             "cert",
             "verify",
@@ -542,12 +549,18 @@ fn assert_refused_after_handshake(v: &Value) {
         }
         Some(a) => panic!("unexpected alert {a}: {v:#}"),
     }
-    assert!(v["verdict"].as_str().unwrap().starts_with("FAIL: "), "{v:#}");
+    assert!(
+        v["verdict"].as_str().unwrap().starts_with("FAIL: "),
+        "{v:#}"
+    );
 }
 
 #[test]
 fn probe_policy_denial_is_not_accepted() {
-    let (_s, port, audit, _d) = serve(&["--allow-spiffe", "spiffe://example.org/someone-else"], false);
+    let (_s, port, audit, _d) = serve(
+        &["--allow-spiffe", "spiffe://example.org/someone-else"],
+        false,
+    );
     let (code, v) = probe(port, &with_client());
     audit_line(&audit, "denied", "policy_denied");
     assert_refused_after_handshake(&v);
@@ -585,7 +598,10 @@ fn probe_policy_denial_is_not_accepted() {
 
 #[test]
 fn probe_http_mode_policy_denial_is_policy_denied() {
-    let (_s, port, audit, _d) = serve(&["--allow-spiffe", "spiffe://example.org/someone-else"], true);
+    let (_s, port, audit, _d) = serve(
+        &["--allow-spiffe", "spiffe://example.org/someone-else"],
+        true,
+    );
     let (code, v) = probe(port, &with_client());
     audit_line(&audit, "denied", "policy_denied");
     assert_eq!(v["accepted"], false, "{v:#}");

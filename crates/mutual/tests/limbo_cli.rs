@@ -66,7 +66,10 @@ fn in_process(c: &Value) -> Option<(bool, String)> {
         "CLIENT" => (Purpose::Client, "clientAuth"),
         _ => return None,
     };
-    if strings(c, "extended_key_usage").iter().any(|e| e != implied) {
+    if strings(c, "extended_key_usage")
+        .iter()
+        .any(|e| e != implied)
+    {
         return None;
     }
     let name = match c["expected_peer_name"].as_object() {
