@@ -463,8 +463,11 @@ fn watch_after(
     handshake_time: Duration,
     deadline: Instant,
 ) -> After {
-    // Long enough for the server to read our Finished and answer, short enough to keep probes quick.
-    let settle = (handshake_time * 2 + Duration::from_millis(250)).min(Duration::from_secs(2));
+    // Long enough for the server to read our Finished, judge the certificate and authorize the
+    // peer (a refusal then is an alert or a close), short enough to keep probes quick. Writing
+    // before a refusal arrives would make the server's kernel answer with a reset that can
+    // destroy the alert unread, so the wait errs on the long side.
+    let settle = (handshake_time * 2 + Duration::from_millis(500)).min(Duration::from_secs(2));
     let until = (Instant::now() + settle).min(deadline);
     let mut plain = Vec::new();
     match read_some(conn, sock, until, &mut plain, false) {
@@ -523,15 +526,21 @@ fn parse_http(body: &[u8]) -> Option<After> {
         return None;
     }
     let status: u16 = words.next()?.parse().ok()?;
-    // The part of the body that names the problem (nginx puts it in <center>/<title>).
-    let snippet = [
-        "No required SSL certificate was sent",
-        "The SSL certificate error",
-    ]
-    .iter()
-    .find(|s| text.contains(**s))
-    .map(|s| s.to_string())
-    .unwrap_or_default();
+    // The part of the body that names the problem (nginx puts it in <center>/<title>; mutual
+    // serve in HTTP mode answers 403 with a problem+json body naming `policy_denied`).
+    let compact: String = text.split_whitespace().collect();
+    let snippet = if status == 403 && compact.contains("\"reason\":\"policy_denied\"") {
+        "policy_denied".to_string()
+    } else {
+        [
+            "No required SSL certificate was sent",
+            "The SSL certificate error",
+        ]
+        .iter()
+        .find(|s| text.contains(**s))
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+    };
     Some(After::Http { status, snippet })
 }
 
@@ -550,5 +559,13 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(parse_http(b"\x16\x03\x01").is_none());
+        let denied = b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/problem+json\r\n\r\n{\"status\":403,\"reason\": \"policy_denied\"}";
+        match parse_http(denied) {
+            Some(After::Http { status, snippet }) => {
+                assert_eq!(status, 403);
+                assert_eq!(snippet, "policy_denied");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -51,6 +51,9 @@ pub enum ProbeError {
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("no trust roots: {0}")]
     NoRoots(String),
+    /// Making the throwaway certificate failed (a crypto library fault, never the endpoint).
+    #[error("cannot make the throwaway client certificate: {0}")]
+    Throwaway(String),
 }
 
 /// What to probe and with what.
@@ -82,6 +85,10 @@ pub enum ClientAuth {
     Optional,
     /// The server never asks.
     None,
+    /// The server refuses a client without a certificate but let in one from an unknown CA
+    /// (a throwaway CA the probe made): it does not verify what it asks for.
+    #[serde(rename = "not_enforced")]
+    NotEnforced,
 }
 
 impl ClientAuth {
@@ -90,6 +97,7 @@ impl ClientAuth {
             ClientAuth::Required => "required",
             ClientAuth::Optional => "optional",
             ClientAuth::None => "none",
+            ClientAuth::NotEnforced => "not_enforced",
         }
     }
 }
@@ -122,6 +130,17 @@ pub struct ClientCertReport {
     pub findings: Vec<Finding>,
 }
 
+/// The handshake with a certificate from a CA nobody trusts, made on the fly: a server that
+/// enforces mTLS refuses it.
+#[derive(Clone, Debug, Serialize)]
+pub struct UntrustedCertReport {
+    /// The server let it in (then `client_auth` is `not_enforced`); `null` when the attempt
+    /// failed for another reason (timeout, reset before the certificate was judged).
+    pub accepted: Option<bool>,
+    pub alert: Option<String>,
+    pub detail: String,
+}
+
 /// Everything the probe found. `--json` prints this; the text report renders it.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -130,6 +149,12 @@ pub struct Report {
     /// `null` when a connection error kept the probe from finding out.
     pub client_auth: Option<ClientAuth>,
     pub client_auth_detail: String,
+    /// Whether the endpoint really enforces mTLS: it refused both a client without a certificate
+    /// and one with a certificate from an unknown CA. `null` when the probe could not tell.
+    pub enforced: Option<bool>,
+    /// What the server did with a certificate from an unknown CA (tried when it refused a
+    /// client without one).
+    pub untrusted_cert: Option<UntrustedCertReport>,
     /// `null` without `--cert` (or when the server never asked for it).
     pub accepted: Option<bool>,
     pub accepted_detail: Option<String>,
@@ -376,8 +401,13 @@ struct Outcome {
     /// The server rejected the client after asking for a certificate.
     rejected: bool,
     alert: Option<AlertDescription>,
+    /// The reason, when the server named it without an alert (mutual serve's HTTP 403).
+    named: Option<Reason>,
     detail: String,
 }
+
+/// What a close without an alert right after the handshake means, for the report.
+const CLOSED_AFTER_HANDSHAKE: &str = "the handshake completed, then the server closed the connection at once without an alert: it refused the client after the TLS handshake (an authorization policy, or a backend it could not reach)";
 
 fn outcome(a: &Attempt) -> Option<Outcome> {
     let req = a.recorded.cert_requested;
@@ -386,6 +416,7 @@ fn outcome(a: &Attempt) -> Option<Outcome> {
             admitted,
             rejected,
             alert,
+            named: None,
             detail: detail.to_string(),
         })
     };
@@ -421,6 +452,18 @@ fn outcome(a: &Attempt) -> Option<Outcome> {
             None,
             "the handshake completed, then the server reset the connection at once (no alert)",
         ),
+        // A server that closes before the client said anything has not accepted it, whatever
+        // the TLS layer concluded (mutual serve denying by policy, before it sent alerts).
+        (None, After::Closed) if req => o(false, true, None, CLOSED_AFTER_HANDSHAKE),
+        (None, After::Http { status: 403, snippet }) if snippet == "policy_denied" => {
+            Some(Outcome {
+                admitted: false,
+                rejected: true,
+                alert: None,
+                named: Some(Reason::PolicyDenied),
+                detail: "the TLS handshake completed but the server answered HTTP 403 with reason policy_denied".into(),
+            })
+        }
         (None, After::Http { status, snippet })
             if *status == 495
                 || *status == 496
@@ -492,6 +535,8 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
         server_name: name_str.clone(),
         client_auth: None,
         client_auth_detail: String::new(),
+        enforced: None,
+        untrusted_cert: None,
         accepted: None,
         accepted_detail: None,
         reason: Reason::Other,
@@ -600,6 +645,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
         admitted: false,
         rejected: false,
         alert: None,
+        named: None,
         detail: String::new(),
     });
     report.certificate_requested = Some(anon.recorded.cert_requested);
@@ -634,6 +680,47 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
         }
     } else {
         report.reason = Reason::Ok;
+    }
+    report.enforced = Some(false);
+
+    // 1b. A server that refuses a client without a certificate may still take any certificate
+    // (openssl s_server -Verify without -verify_return_error, a verify callback that returns
+    // ok): try one from a CA made here that nobody trusts.
+    if anon_outcome.rejected {
+        let u = spec(&all_versions, Some(throwaway_client_cert(&provider)?), true);
+        let untrusted = match outcome(&u) {
+            _ if u.failure.is_none() && !u.recorded.cert_sent => UntrustedCertReport {
+                accepted: None,
+                alert: None,
+                detail: "the certificate was not sent (the server did not ask for it this time)"
+                    .into(),
+            },
+            Some(o) => UntrustedCertReport {
+                accepted: Some(o.admitted),
+                alert: o.alert.map(judge::alert_name),
+                detail: o.detail,
+            },
+            None => {
+                let f = u.failure.clone().unwrap_or(Failure::Timeout);
+                let (err, _, _) = failure_report(&f, &opts.target, opts.timeout);
+                UntrustedCertReport {
+                    accepted: None,
+                    alert: None,
+                    detail: format!("could not tell: {}", err.message),
+                }
+            }
+        };
+        report.enforced = match untrusted.accepted {
+            Some(true) => {
+                report.client_auth = Some(ClientAuth::NotEnforced);
+                report.reason = Reason::Ok;
+                report.alert = None;
+                Some(false)
+            }
+            Some(false) => Some(true),
+            None => None,
+        };
+        report.untrusted_cert = Some(untrusted);
     }
 
     // 2. TLS versions: the anonymous handshake showed one; try the other alone.
@@ -679,9 +766,10 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
                 }
                 Some(o) => {
                     report.accepted = Some(false);
-                    let (mut reason, generic) = match o.alert {
-                        Some(a) => judge::alert_reason(a, sent),
-                        None => (Reason::Other, true),
+                    let (mut reason, generic) = match (o.named, o.alert) {
+                        (Some(r), _) => (r, false),
+                        (None, Some(a)) => judge::alert_reason(a, sent),
+                        (None, None) => (Reason::Other, true),
                     };
                     if generic {
                         if let Some(f) = findings.first() {
@@ -739,6 +827,46 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
     Ok(finish(report, opts))
 }
 
+/// A client certificate (clientAuth) from a CA made on the spot and thrown away: no server can
+/// trust it, so one that lets it in does not verify client certificates.
+fn throwaway_client_cert(provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, ProbeError> {
+    let fail = |e: rcgen::Error| ProbeError::Throwaway(e.to_string());
+    let now = time::OffsetDateTime::now_utc();
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(fail)?;
+    let mut ca = rcgen::CertificateParams::default();
+    ca.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "mutual probe throwaway CA (trusted by nobody)",
+    );
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    ca.not_before = now - time::Duration::hours(1);
+    ca.not_after = now + time::Duration::hours(1);
+    let ca_cert = ca.self_signed(&ca_key).map_err(fail)?;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(fail)?;
+    let mut leaf = rcgen::CertificateParams::default();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "mutual-probe-untrusted-client");
+    leaf.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    leaf.not_before = ca.not_before;
+    leaf.not_after = ca.not_after;
+    let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
+    let leaf_cert = leaf.signed_by(&key, &issuer).map_err(fail)?;
+    let der = PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let signing = provider
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| ProbeError::Throwaway(e.to_string()))?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![leaf_cert.der().clone(), ca_cert.der().clone()],
+        signing,
+    )))
+}
+
 fn summarize_chain(chain: &[CertificateDer<'static>]) -> Vec<CertSummary> {
     chain
         .iter()
@@ -774,7 +902,9 @@ pub fn chain_problems(chain: &[CertSummary]) -> Vec<String> {
 
 /// Decides pass/fail, the hint and the verdict line.
 fn finish(mut r: Report, opts: &ProbeOptions) -> Report {
-    r.explanation = if r.reason == Reason::Ok && opts.cert.is_none() {
+    r.explanation = if r.client_auth == Some(ClientAuth::NotEnforced) && opts.cert.is_none() {
+        "A certificate from an unknown CA (made by the probe) was accepted: the server does not verify client certificates.".to_string()
+    } else if r.reason == Reason::Ok && opts.cert.is_none() {
         "The handshake without a client certificate succeeded.".to_string()
     } else {
         r.reason.explanation().to_string()
@@ -786,6 +916,7 @@ fn finish(mut r: Report, opts: &ProbeOptions) -> Report {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     if let Some(err) = &r.error {
+        r.enforced = None;
         r.pass = false;
         r.verdict = format!("FAIL: {}", err.message);
         return r;
@@ -807,10 +938,17 @@ fn finish(mut r: Report, opts: &ProbeOptions) -> Report {
                     "Use a certificate issued under {} (the CAs the server advertises), or add your CA to the server's trust bundle.",
                     r.acceptable_cas.join(" | ")
                 );
+            } else if r.reason == Reason::Other
+                && r.accepted_detail.as_deref().is_some_and(|d| d.contains(CLOSED_AFTER_HANDSHAKE))
+            {
+                h = "The server took the certificate but then closed the connection: check its log for an authorization (policy) denial of this identity or an unreachable backend.".into();
             } else if r.reason == Reason::Other {
                 h = "The server did not say why: check its error log; the local checks found nothing wrong with the certificate.".into();
             }
             h
+        }
+        (Some(ClientAuth::NotEnforced), _) => {
+            "The server asks for a certificate but does not verify it: make verification failures fatal (openssl s_server: -verify_return_error; nginx: ssl_verify_client on; Go: tls.RequireAndVerifyClientCert) and trust only your CA.".into()
         }
         (Some(ClientAuth::Required), Some(true)) => "Nothing to do.".into(),
         (Some(ClientAuth::Required), None) if opts.cert.is_none() => {
@@ -847,6 +985,10 @@ fn finish(mut r: Report, opts: &ProbeOptions) -> Report {
         ),
         (Some(ClientAuth::None), _) => format!(
             "{} does not enforce mTLS: it never asks for a client certificate",
+            r.target
+        ),
+        (Some(ClientAuth::NotEnforced), _) => format!(
+            "{} does not enforce mTLS: it accepted a client certificate from an unknown CA (a throwaway CA the probe made)",
             r.target
         ),
         _ => format!("{} client authentication: {mode}", r.target),

@@ -115,8 +115,32 @@ pub fn report(r: &Report) -> String {
 
     if let Some(mode) = r.client_auth {
         let _ = writeln!(out, "\nClient authentication");
-        row(&mut out, "mode", mode.as_str());
+        let mode_text = match mode {
+            crate::ClientAuth::NotEnforced => {
+                "not enforced (a certificate from an unknown CA got through)"
+            }
+            m => m.as_str(),
+        };
+        row(&mut out, "mode", mode_text);
         row(&mut out, "how we know", &r.client_auth_detail);
+        if let Some(u) = &r.untrusted_cert {
+            let what = match u.accepted {
+                Some(true) => "ACCEPTED",
+                Some(false) => "refused",
+                None => "unknown",
+            };
+            row(
+                &mut out,
+                "unknown-CA cert",
+                &format!("{what}: {}", u.detail),
+            );
+        }
+        let enforced = match r.enforced {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "could not tell",
+        };
+        row(&mut out, "mTLS enforced", enforced);
         if let Some(a) = &r.anonymous_alert {
             row(&mut out, "alert (no cert)", a);
         }

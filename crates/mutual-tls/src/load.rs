@@ -120,3 +120,53 @@ pub fn check_certificate_der(path: &Path, der: &CertificateDer<'_>) -> Result<()
         .map(|_| ())
         .map_err(|e| bad(path, format!("not a valid X.509 certificate ({e:?})")))
 }
+
+/// Whether the bytes have the shape of a certificate at all: a DER SEQUENCE holding a SEQUENCE
+/// (the signed part), a SEQUENCE (the algorithm) and a BIT STRING (the signature), lengths
+/// consistent. `cert verify` tells "not a certificate" input (a usage error, exit 2) apart from
+/// "a certificate that is invalid" (trailing data, v1, a duplicate or unknown critical
+/// extension, a malformed SAN: a verdict, exit 1) with this, and leaves the rest to path
+/// validation.
+pub fn check_certificate_shape(path: &Path, der: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let not_cert = || {
+        bad(
+            path,
+            "not a certificate: the content is not a DER X.509 structure (SEQUENCE of signed part, algorithm, signature)",
+        )
+    };
+    let (tag, content, _) = der_tlv(der.as_ref()).ok_or_else(not_cert)?;
+    if tag != 0x30 {
+        return Err(not_cert());
+    }
+    let mut rest = content;
+    for want in [0x30, 0x30, 0x03] {
+        let (tag, _, after) = der_tlv(rest).ok_or_else(not_cert)?;
+        if tag != want {
+            return Err(not_cert());
+        }
+        rest = after;
+    }
+    Ok(())
+}
+
+/// One definite-length DER TLV: (tag, content, the bytes after it).
+fn der_tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *b.first()?;
+    let first = *b.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else if (0x81..=0x84).contains(&first) {
+        let n = usize::from(first - 0x80);
+        let bytes = b.get(2..2 + n)?;
+        (
+            bytes
+                .iter()
+                .fold(0usize, |acc, &x| (acc << 8) | usize::from(x)),
+            2 + n,
+        )
+    } else {
+        return None;
+    };
+    let end = header.checked_add(len)?;
+    Some((tag, b.get(header..end)?, b.get(end..)?))
+}

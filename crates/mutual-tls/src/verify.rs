@@ -197,6 +197,11 @@ impl Trust {
         max_intermediates: Option<usize>,
     ) -> Result<Vec<CertificateDer<'static>>, rustls::Error> {
         let ee = EndEntityCert::try_from(end_entity).map_err(pki_error)?;
+        // webpki reads the SAN only when it checks a name, so a certificate whose SAN does not
+        // parse would pass without --name; its identity is unreadable, so it is malformed.
+        if malformed_leaf(end_entity).is_some() {
+            return Err(CertificateError::BadEncoding.into());
+        }
         let cdp_snapshot = self.cdp.as_ref().map(|c| c.load());
         let mut crl_refs: Vec<&CertRevocationList<'static>> = self.crls.iter().collect();
         if let Some(s) = &cdp_snapshot {
@@ -475,6 +480,54 @@ fn check_trust_domain(path: &[CertificateDer<'_>]) -> Result<(), rustls::Error> 
     Ok(())
 }
 
+/// Why a certificate is malformed as an end entity, in one sentence; `None` when webpki parses
+/// it and its subjectAltName (if any) is well-formed.
+pub fn malformed_leaf(der: &CertificateDer<'_>) -> Option<String> {
+    if let Err(e) = EndEntityCert::try_from(der) {
+        return Some(parse_error_sentence(&e));
+    }
+    let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
+    for ext in cert.extensions() {
+        if ext.oid == x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME {
+            if let x509_parser::extensions::ParsedExtension::ParseError { error } =
+                ext.parsed_extension()
+            {
+                return Some(format!(
+                    "the certificate is malformed: its subjectAltName extension does not parse ({error})"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The sentence for a webpki error met while parsing a certificate.
+fn parse_error_sentence(e: &webpki::Error) -> String {
+    use webpki::Error as W;
+    let what = match e {
+        W::TrailingData(_) => "it has data after the end of the certificate".to_string(),
+        W::UnsupportedCertVersion => {
+            "it is an X.509 v1 (or v2) certificate; only v3 certificates are accepted".into()
+        }
+        W::UnsupportedCriticalExtension => {
+            "it has a critical extension that is not understood (RFC 5280 requires rejecting it)"
+                .into()
+        }
+        W::ExtensionValueInvalid => "an extension appears twice or its value is invalid".into(),
+        W::MalformedExtensions => "its extensions are not validly encoded".into(),
+        W::SignatureAlgorithmMismatch => {
+            "the signature algorithm inside the signed part differs from the one outside it".into()
+        }
+        W::InvalidSerialNumber => {
+            "its serial number is invalid (negative, zero or too long)".into()
+        }
+        W::BadDerTime => "a validity time is not validly encoded".into(),
+        W::BadDer => "it is not valid DER".into(),
+        other => format!("{other:?}"),
+    };
+    format!("the certificate is malformed: {what}")
+}
+
 /// URI SANs of a certificate (empty if it has none or does not parse).
 pub fn uri_sans(der: &CertificateDer<'_>) -> Vec<String> {
     let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
@@ -677,6 +730,16 @@ pub fn verify_chain(req: &VerifyRequest) -> VerifyOutcome {
             }
         }
     };
+    // A leaf that does not even parse is `malformed`, with a sentence saying what is wrong
+    // (the generic mapping of webpki's parse errors only says "not valid DER").
+    if let Some(detail) = malformed_leaf(&req.leaf) {
+        return VerifyOutcome {
+            valid: false,
+            reason: Reason::Malformed,
+            detail,
+            chain: presented(),
+        };
+    }
     let now = req.at.unwrap_or_else(UnixTime::now);
     match trust.check(
         &req.leaf,

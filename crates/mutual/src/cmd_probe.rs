@@ -9,22 +9,26 @@ use anyhow::Context;
 const AFTER_HELP: &str = "\
 How it works:
   The probe runs real handshakes: one without a client certificate (does the server ask for
-  one, and does it let the client in without it?), one with --cert/--key if given (accepted?
-  if not, the most likely reason from the alert and a local check of the certificate), and one
+  one, and does it let the client in without it?), one with a certificate from a throwaway CA
+  it makes on the spot (does the server really verify what it asks for?), one with --cert/--key
+  if given (accepted? a server that closes right after the handshake has not accepted it; if
+  not, the most likely reason from the alert and a local check of the certificate), and one
   per TLS version. The server's chain is recorded whatever it is and judged separately against
   --ca (or the system roots, read with rustls-native-certs) for the server name.
 
 Client authentication (\"client_auth\" in --json):
-  required  the server refuses a client without a certificate (alert, dropped connection, or nginx's HTTP 400
-            \"No required SSL certificate was sent\")
-  optional  the server asks for a certificate but lets a client without one in
-  none      the server never asks
+  required      the server refuses a client without a certificate (alert, dropped connection, or nginx's
+                HTTP 400 \"No required SSL certificate was sent\") and one from an unknown CA
+  not_enforced  the server refuses a client without a certificate but lets in one from an unknown CA
+  optional      the server asks for a certificate but lets a client without one in
+  none          the server never asks
 
 Exit codes:
   0  the endpoint enforces mTLS (client_auth is \"required\") AND, when --cert is given, it
      accepted that certificate (with --strict, the server certificate must also verify)
-  1  anything else: mTLS not enforced, the certificate rejected, or the endpoint unreachable,
-     not speaking TLS, resetting or timing out (a one-line message says which)
+  1  anything else: mTLS not enforced (not_enforced, optional, none), the certificate rejected,
+     or the endpoint unreachable, not speaking TLS, resetting or timing out (a one-line message
+     says which)
   2  bad usage: unreadable or malformed --cert/--key/--ca, a key that does not match its
      certificate, a bad HOST:PORT
 

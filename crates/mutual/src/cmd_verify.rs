@@ -21,7 +21,8 @@ pub enum PurposeArg {
 }
 
 /// Exit 0 when the chain is valid, 1 when it is not (the reason label, one sentence and a hint
-/// are printed), 2 when an input file is unreadable or not a certificate/CRL.
+/// are printed; a readable but malformed certificate is `malformed`), 2 when an input file is
+/// missing or not PEM/DER at all.
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
     /// The certificate to verify (PEM or DER). Further certificates in the file are used as
@@ -50,6 +51,9 @@ pub struct VerifyArgs {
     /// What the certificate must be good for. Default: server when --name is given, else any.
     #[arg(long, value_enum)]
     pub purpose: Option<PurposeArg>,
+    /// Most intermediates a path may have (default: webpki's own limit).
+    #[arg(long, value_name = "N")]
+    pub max_intermediates: Option<usize>,
     /// Print one JSON object: {"valid", "reason", "detail", "hint", "chain"}.
     #[arg(long)]
     pub json: bool,
@@ -68,7 +72,10 @@ fn parse_at(s: &str) -> anyhow::Result<UnixTime> {
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut certs = load::load_certs(&args.leaf)?;
     let leaf = certs.remove(0);
-    load::check_certificate_der(&args.leaf, &leaf)?;
+    // Only input that is not a certificate at all is a usage error; a readable certificate that
+    // is malformed (trailing data, v1, a duplicate or unknown critical extension, ...) gets a
+    // verdict like any other invalid certificate.
+    load::check_certificate_shape(&args.leaf, &leaf)?;
     let mut intermediates = certs;
     if let Some(path) = &args.intermediates {
         intermediates.extend(load::load_certs(path)?);
@@ -96,7 +103,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         purpose,
         name,
         at,
-        max_intermediates: None,
+        max_intermediates: args.max_intermediates,
     });
     if args.json {
         let v = serde_json::json!({
