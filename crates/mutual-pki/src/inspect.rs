@@ -13,7 +13,7 @@ use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use crate::ca::rfc3339;
-use crate::{colon_hex, human_duration, serial_hex, PkiError};
+use crate::{serial_hex, PkiError};
 
 /// A leaf valid for longer than this draws a warning (the CA/Browser Forum limit; a sign that
 /// the cert will not be rotated).
@@ -37,7 +37,7 @@ pub struct CertInfo {
     pub not_after_unix: i64,
     /// Seconds until notAfter (negative when expired).
     pub seconds_left: i64,
-    /// Human form of `seconds_left`, or "expired".
+    /// Human form of `seconds_left`: "23 h left" or "expired 3 s ago".
     pub time_left: String,
     /// e.g. "ECDSA P-256", "RSA", "Ed25519".
     pub key_type: String,
@@ -48,7 +48,8 @@ pub struct CertInfo {
     pub is_ca: bool,
     pub path_len: Option<u32>,
     pub self_signed: bool,
-    /// `AB:CD:...` SHA-256 of the DER.
+    /// SHA-256 of the DER, lowercase hex without colons (docs/json.md); the text output adds
+    /// colons.
     pub sha256: String,
     pub warnings: Vec<String>,
 }
@@ -245,12 +246,12 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
 
     let mut warnings = Vec::new();
     if na_u <= now {
-        warnings.push(format!("expired {} ago", human_duration(now - na_u)));
+        warnings.push(mutual_policy::human::time_left(na_u - now));
     }
     if nb_u > now {
         warnings.push(format!(
-            "not yet valid (starts in {})",
-            human_duration(nb_u - now)
+            "not yet valid (starts {})",
+            mutual_policy::human::relative(nb_u - now)
         ));
     }
     let weak = match key_type.as_str() {
@@ -293,11 +294,7 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
         not_before_unix: nb_u,
         not_after_unix: na_u,
         seconds_left: secs_left,
-        time_left: if secs_left <= 0 {
-            "expired".into()
-        } else {
-            human_duration(secs_left)
-        },
+        time_left: mutual_policy::human::time_left(secs_left),
         key_type,
         key_bits,
         signature_algorithm,
@@ -306,7 +303,7 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
         is_ca,
         path_len,
         self_signed,
-        sha256: colon_hex(&fp),
+        sha256: fp,
         warnings,
     })
 }

@@ -115,7 +115,10 @@ impl Trust {
         for (i, r) in roots.iter().enumerate() {
             let a = webpki::anchor_from_trusted_cert(r).map_err(|e| TlsError::BadFile {
                 path: PathBuf::from(format!("trusted certificate #{}", i + 1)),
-                detail: format!("not usable as a trust anchor: {e:?}"),
+                detail: format!(
+                    "not usable as a trust anchor: {}",
+                    crate::classify::describe_webpki(&e)
+                ),
             })?;
             anchors.push(a.to_owned());
         }
@@ -127,7 +130,10 @@ impl Trust {
                     .map(CertRevocationList::from)
                     .map_err(|e| TlsError::BadFile {
                         path: PathBuf::from(format!("CRL #{}", i + 1)),
-                        detail: format!("the CRL does not parse: {e:?}"),
+                        detail: format!(
+                            "the CRL does not parse: {}",
+                            crate::classify::describe_webpki(&e)
+                        ),
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -153,7 +159,10 @@ impl Trust {
         for r in &roots {
             webpki::anchor_from_trusted_cert(r).map_err(|e| TlsError::BadFile {
                 path: ca.to_path_buf(),
-                detail: format!("a certificate is not usable as a trust anchor: {e:?}"),
+                detail: format!(
+                    "a certificate is not usable as a trust anchor: {}",
+                    crate::classify::describe_webpki(&e)
+                ),
             })?;
             anchors_ok.push(r.clone());
         }

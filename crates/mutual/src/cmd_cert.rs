@@ -493,7 +493,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
             println!("  SPIFFE ID:    {id}");
         }
         println!("  Not before:   {}", c.not_before);
-        println!("  Not after:    {} ({} left)", c.not_after, c.time_left);
+        println!("  Not after:    {} ({})", c.not_after, c.time_left);
         println!("  Key:          {} {} bits", c.key_type, c.key_bits);
         println!("  Signature:    {}", c.signature_algorithm);
         if !c.key_usage.is_empty() {
@@ -511,7 +511,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
             "  CA:           {ca}{}",
             if c.self_signed { ", self-signed" } else { "" }
         );
-        println!("  SHA-256:      {}", c.sha256);
+        println!("  SHA-256:      {}", mutual_pki::colon_hex(&c.sha256));
         for w in &c.warnings {
             println!("  WARNING:      {w}");
         }
