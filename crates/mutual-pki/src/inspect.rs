@@ -80,7 +80,12 @@ pub fn certs_from_pem_or_der(input: &[u8]) -> Result<Vec<Vec<u8>>, PkiError> {
     if looks_pem {
         let mut out = Vec::new();
         for p in x509_parser::pem::Pem::iter_from_buffer(input) {
-            let p = p.map_err(|e| malformed(format!("bad PEM: {e}")))?;
+            let p = p.map_err(|e| {
+                malformed(format!(
+                    "bad PEM: {} (is the file truncated?)",
+                    e.to_string().trim_end_matches('.')
+                ))
+            })?;
             if p.label == "CERTIFICATE" || p.label == "X509 CERTIFICATE" {
                 out.push(p.contents);
             }
@@ -174,7 +179,12 @@ fn general_name(g: &GeneralName<'_>) -> String {
 
 fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError> {
     let (rest, c): (_, X509Certificate<'_>) = X509Certificate::from_der(der)
-        .map_err(|e| malformed(format!("certificate #{index} is not valid X.509: {e}")))?;
+        // x509-parser's errors print as nom internals (`NomError(Eof)`): say what it means.
+        .map_err(|_| {
+            malformed(format!(
+                "certificate #{index} is not valid X.509 DER (truncated, or not a certificate)"
+            ))
+        })?;
     if !rest.is_empty() {
         return Err(malformed(format!(
             "certificate #{index} has trailing bytes after it"
@@ -305,6 +315,46 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
         self_signed,
         sha256: fp,
         warnings,
+    })
+}
+
+/// What `ca crl --json` reports about a CRL (docs/json.md).
+#[derive(Clone, Debug, Serialize)]
+pub struct CrlInfo {
+    pub issuer: String,
+    /// The CRL number in lowercase hex, like serials.
+    pub crl_number: Option<String>,
+    /// RFC 3339 UTC, with `_unix` companions.
+    pub this_update: String,
+    pub this_update_unix: i64,
+    pub next_update: Option<String>,
+    pub next_update_unix: Option<i64>,
+    /// Serials of the revoked certificates (lowercase hex, no leading 00).
+    pub revoked: Vec<String>,
+    /// SHA-256 of the DER, lowercase hex.
+    pub sha256: String,
+}
+
+/// Reads a DER CRL for reporting.
+pub fn crl_info(der: &[u8]) -> Result<CrlInfo, PkiError> {
+    let (_, crl) = x509_parser::parse_x509_crl(der)
+        .map_err(|_| malformed("the CRL is not valid DER (truncated, or not a CRL)"))?;
+    let this = crl.last_update().to_datetime();
+    let next = crl.next_update().map(|t| t.to_datetime());
+    Ok(CrlInfo {
+        issuer: crl.issuer().to_string(),
+        crl_number: crl
+            .crl_number()
+            .map(|n| serial_hex(&n.to_bytes_be())),
+        this_update: rfc3339(this),
+        this_update_unix: this.unix_timestamp(),
+        next_update: next.map(rfc3339),
+        next_update_unix: next.map(OffsetDateTime::unix_timestamp),
+        revoked: crl
+            .iter_revoked_certificates()
+            .map(|r| serial_hex(r.raw_serial()))
+            .collect(),
+        sha256: hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)),
     })
 }
 

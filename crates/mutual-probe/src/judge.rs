@@ -205,8 +205,9 @@ pub fn check_client_chain(chain: &[CertSummary], advertised: &[String]) -> Vec<F
             out.push(Finding {
                 reason: Reason::Expired,
                 detail: format!(
-                    "{which} expired on {} ({} days ago)",
-                    c.not_after, -c.days_left
+                    "{which} expired on {} ({})",
+                    c.not_after,
+                    mutual_tls::human::relative(c.not_after_unix - now)
                 ),
             });
         } else if now < c.not_before_unix {

@@ -529,14 +529,17 @@ fn eku_purpose(values: Vec<usize>) -> rustls::ExtendedKeyPurpose {
 /// One certificate of a reported chain.
 #[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
 pub struct ChainEntry {
-    /// `leaf`, `intermediate` or `root` (for a verified path); `presented` for certificates
-    /// given but not (or not yet) placed in a verified path.
+    /// `leaf`, `intermediate` or `root`, whatever the verdict: for a chain that did not verify,
+    /// a given certificate is `root` when self-signed, else `intermediate` (docs/json.md).
     pub role: String,
     pub subject: String,
     pub issuer: String,
     pub serial: String,
     pub not_before: String,
     pub not_after: String,
+    /// Unix seconds companions of `not_before`/`not_after` (0 when unparsable).
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
     pub sha256: String,
 }
 
@@ -551,6 +554,8 @@ impl ChainEntry {
                 serial: mutual_policy::serial_hex(c.raw_serial()),
                 not_before: rfc3339(c.validity().not_before.timestamp()),
                 not_after: rfc3339(c.validity().not_after.timestamp()),
+                not_before_unix: c.validity().not_before.timestamp(),
+                not_after_unix: c.validity().not_after.timestamp(),
                 sha256,
             },
             Err(_) => ChainEntry {
@@ -560,6 +565,8 @@ impl ChainEntry {
                 serial: String::new(),
                 not_before: String::new(),
                 not_after: String::new(),
+                not_before_unix: 0,
+                not_after_unix: 0,
                 sha256,
             },
         }
@@ -624,8 +631,14 @@ pub struct VerifyOutcome {
 pub fn verify_chain(req: &VerifyRequest) -> VerifyOutcome {
     let presented = || {
         std::iter::once(("leaf", &req.leaf))
-            .chain(req.intermediates.iter().map(|c| ("presented", c)))
-            .map(|(role, c)| ChainEntry::from_der(role, c.as_ref()))
+            .chain(req.intermediates.iter().map(|c| ("intermediate", c)))
+            .map(|(role, c)| {
+                let mut e = ChainEntry::from_der(role, c.as_ref());
+                if role != "leaf" && !e.issuer.is_empty() && e.subject == e.issuer {
+                    e.role = "root".into();
+                }
+                e
+            })
             .collect::<Vec<_>>()
     };
     let trust = match Trust::new(req.roots.clone(), req.crls.clone(), req.revocation) {
