@@ -199,7 +199,7 @@ pub fn pair(r: &PairReport) -> String {
     if let Some(i) = &r.intermediate_missing {
         row(
             &mut out,
-            "intermediate missing",
+            "no intermediate",
             &format!("{i} (add it after the leaf)"),
         );
     }
