@@ -672,7 +672,10 @@ impl Ca {
                     None
                 };
                 if let Some(why) = why {
-                    return Err(PkiError::InvalidCrlUrl { url: u.clone(), why });
+                    return Err(PkiError::InvalidCrlUrl {
+                        url: u.clone(),
+                        why,
+                    });
                 }
             }
             p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {

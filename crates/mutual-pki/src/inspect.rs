@@ -343,9 +343,7 @@ pub fn crl_info(der: &[u8]) -> Result<CrlInfo, PkiError> {
     let next = crl.next_update().map(|t| t.to_datetime());
     Ok(CrlInfo {
         issuer: crl.issuer().to_string(),
-        crl_number: crl
-            .crl_number()
-            .map(|n| serial_hex(&n.to_bytes_be())),
+        crl_number: crl.crl_number().map(|n| serial_hex(&n.to_bytes_be())),
         this_update: rfc3339(this),
         this_update_unix: this.unix_timestamp(),
         next_update: next.map(rfc3339),

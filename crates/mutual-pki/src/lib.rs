@@ -432,7 +432,11 @@ pub fn parse_duration(input: &str) -> Result<Duration, PkiError> {
             "w" | "week" | "weeks" => 7 * 86_400,
             "y" | "year" | "years" => 365 * 86_400,
             "" => return Err(bad("missing unit (s, m, h, d, w or y), e.g. 24h")),
-            other => return Err(bad(&format!("unknown unit {other:?} (use s, m, h, d, w or y)"))),
+            other => {
+                return Err(bad(&format!(
+                    "unknown unit {other:?} (use s, m, h, d, w or y)"
+                )))
+            }
         };
         total = n
             .checked_mul(mult)

@@ -329,7 +329,9 @@ pub fn attempt(addrs: &[SocketAddr], spec: &Spec<'_>) -> Attempt {
         a.server_hello_seen = conn.protocol_version().is_some();
         // Known from the ServerHello (and, in TLS 1.2, its key exchange) even when the server
         // then refuses us: a TLS 1.2 server rejects before our handshake completes.
-        a.cipher = conn.negotiated_cipher_suite().map(|s| suite_name(s.suite()));
+        a.cipher = conn
+            .negotiated_cipher_suite()
+            .map(|s| suite_name(s.suite()));
         a.group = conn.negotiated_key_exchange_group().map(|g| g.name());
         a
     };
@@ -397,7 +399,9 @@ pub fn attempt(addrs: &[SocketAddr], spec: &Spec<'_>) -> Attempt {
         after,
         recorded: snapshot(&record),
         version: conn.protocol_version(),
-        cipher: conn.negotiated_cipher_suite().map(|s| suite_name(s.suite())),
+        cipher: conn
+            .negotiated_cipher_suite()
+            .map(|s| suite_name(s.suite())),
         group: conn.negotiated_key_exchange_group().map(|g| g.name()),
         alpn,
         server_hello_seen: true,

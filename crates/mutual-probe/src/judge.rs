@@ -178,7 +178,8 @@ pub fn verify_server_chain(
                 rustls::Error::InvalidCertificate(c) => certificate_error_reason(c),
                 other => rustls_error_reason(other, false),
             };
-            mk(Some(false), Some(reason), e.to_string())
+            // rustls' own text lists names as `DnsName("...")`: use the one description.
+            mk(Some(false), Some(reason), mutual_tls::describe(&e))
         }
     }
 }

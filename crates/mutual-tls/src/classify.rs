@@ -175,7 +175,10 @@ pub fn describe(e: &Error) -> String {
         Error::NoCertificatesPresented => "the client sent no certificate".into(),
         Error::InvalidCertificate(c) => describe_certificate_error(c),
         Error::InvalidCertRevocationList(c) => {
-            format!("a CRL could not be used: {}", debug_words(&format!("{c:?}")))
+            format!(
+                "a CRL could not be used: {}",
+                debug_words(&format!("{c:?}"))
+            )
         }
         Error::AlertReceived(a) => format!(
             "the peer refused the handshake with TLS alert {}",
@@ -346,11 +349,7 @@ pub fn presented_name(s: &str) -> String {
 /// Words for a library enum whose only text is its `Debug` (`MissingSectionEnd { .. }`,
 /// `NomError(Eof)`): the variant name split into lowercase words, its payload dropped.
 pub fn debug_words(debug: &str) -> String {
-    let name = debug
-        .split(['(', '{', ' '])
-        .next()
-        .unwrap_or(debug)
-        .trim();
+    let name = debug.split(['(', '{', ' ']).next().unwrap_or(debug).trim();
     let mut out = String::with_capacity(name.len() + 8);
     for (i, ch) in name.chars().enumerate() {
         if ch.is_ascii_uppercase() {

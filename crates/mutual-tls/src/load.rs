@@ -108,16 +108,15 @@ pub fn load_crls(
             ));
         }
         for crl in &crls {
-            webpki::OwnedCertRevocationList::from_der(crl.as_ref())
-                .map_err(|e| {
-                    bad(
-                        path,
-                        format!(
-                            "the CRL does not parse: {}",
-                            crate::classify::describe_webpki(&e)
-                        ),
-                    )
-                })?;
+            webpki::OwnedCertRevocationList::from_der(crl.as_ref()).map_err(|e| {
+                bad(
+                    path,
+                    format!(
+                        "the CRL does not parse: {}",
+                        crate::classify::describe_webpki(&e)
+                    ),
+                )
+            })?;
         }
         out.extend(crls);
     }

@@ -67,11 +67,12 @@ fn parse_at(s: &str) -> anyhow::Result<UnixTime> {
 
 /// The hint for a verdict, naming this command's flags (`--roots`, `--name`, `--purpose`,
 /// `--crl`, `--at`), not the proxy's (`--ca`, `--server-name`).
-fn verify_hint(args: &VerifyArgs, outcome: &mutual_tls::VerifyOutcome, given_intermediates: bool) -> String {
-    let leaf_is_client = outcome
-        .chain
-        .first()
-        .is_some_and(|c| c.role == "leaf")
+fn verify_hint(
+    args: &VerifyArgs,
+    outcome: &mutual_tls::VerifyOutcome,
+    given_intermediates: bool,
+) -> String {
+    let leaf_is_client = outcome.chain.first().is_some_and(|c| c.role == "leaf")
         && std::fs::read(&args.leaf)
             .ok()
             .and_then(|b| mutual_pki::inspect::inspect_pem_or_der(&b).ok())

@@ -27,7 +27,11 @@ impl fmt::Display for UserError {
 impl std::error::Error for UserError {}
 
 /// An error with this reason and hint (the hint should name this command's flags).
-pub fn user(reason: &'static str, message: impl Into<String>, hint: impl Into<String>) -> anyhow::Error {
+pub fn user(
+    reason: &'static str,
+    message: impl Into<String>,
+    hint: impl Into<String>,
+) -> anyhow::Error {
     UserError {
         reason,
         message: message.into(),
@@ -116,8 +120,10 @@ pub fn report(e: &anyhow::Error, command: &str) -> Report {
 
 fn classify(e: &anyhow::Error, help: &str) -> (&'static str, String) {
     let io_hint = || "check the path and its permissions".to_string();
-    let malformed_hint =
-        || "give a PEM or DER file of the right kind (look at it with `mutual cert inspect FILE`)".to_string();
+    let malformed_hint = || {
+        "give a PEM or DER file of the right kind (look at it with `mutual cert inspect FILE`)"
+            .to_string()
+    };
     for cause in e.chain() {
         if let Some(u) = cause.downcast_ref::<UserError>() {
             return (u.reason, u.hint.clone());
@@ -167,7 +173,10 @@ fn classify_store(s: &StoreError) -> (&'static str, String) {
             "config",
             "pass the --dir that holds the CA, or create one with `mutual ca init`".into(),
         ),
-        _ => ("io", "check the CA directory (--dir) and its permissions".into()),
+        _ => (
+            "io",
+            "check the CA directory (--dir) and its permissions".into(),
+        ),
     }
 }
 
@@ -229,14 +238,23 @@ mod tests {
         assert_eq!(message(&e), "cannot issue: x.pem: gone");
         let inner = anyhow::anyhow!("the 'year' component could not be parsed");
         let e = inner.context("--at: the 'year' component could not be parsed");
-        assert_eq!(message(&e), "--at: the 'year' component could not be parsed");
+        assert_eq!(
+            message(&e),
+            "--at: the 'year' component could not be parsed"
+        );
     }
 
     #[test]
     fn command_names() {
         let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(command_name(&a(&["mutual", "cert", "issue", "x"])), "cert issue");
-        assert_eq!(command_name(&a(&["mutual", "probe", "h:1", "--json"])), "probe");
+        assert_eq!(
+            command_name(&a(&["mutual", "cert", "issue", "x"])),
+            "cert issue"
+        );
+        assert_eq!(
+            command_name(&a(&["mutual", "probe", "h:1", "--json"])),
+            "probe"
+        );
         assert_eq!(command_name(&a(&["mutual", "--json"])), "");
     }
 }

@@ -141,15 +141,32 @@ fn every_json_output_speaks_the_vocabulary() {
 
     let issued = check(
         &mutual(&[
-            "cert", "issue", "srv", "--server", "--san", "dns:srv.test", "--dir", d, "--out", o,
+            "cert",
+            "issue",
+            "srv",
+            "--server",
+            "--san",
+            "dns:srv.test",
+            "--dir",
+            d,
+            "--out",
+            o,
             "--json",
         ])
         .ok(),
     );
     check(
         &mutual(&[
-            "cert", "issue", "cli", "--san", "uri:spiffe://example.org/cli", "--dir", d, "--out",
-            o, "--json",
+            "cert",
+            "issue",
+            "cli",
+            "--san",
+            "uri:spiffe://example.org/cli",
+            "--dir",
+            d,
+            "--out",
+            o,
+            "--json",
         ])
         .ok(),
     );
@@ -175,7 +192,13 @@ fn every_json_output_speaks_the_vocabulary() {
     let root = dir.join("root.pem");
     let ok = check(
         &mutual(&[
-            "cert", "verify", s(&out.join("srv.pem")), "--roots", s(&root), "--name", "srv.test",
+            "cert",
+            "verify",
+            s(&out.join("srv.pem")),
+            "--roots",
+            s(&root),
+            "--name",
+            "srv.test",
             "--json",
         ])
         .ok(),
@@ -189,7 +212,17 @@ fn every_json_output_speaks_the_vocabulary() {
     assert_eq!(roles, ["leaf", "intermediate", "root"]);
 
     let revoked = check(
-        &mutual(&["cert", "revoke", &serial, "--dir", d, "--reason", "superseded", "--json"]).ok(),
+        &mutual(&[
+            "cert",
+            "revoke",
+            &serial,
+            "--dir",
+            d,
+            "--reason",
+            "superseded",
+            "--json",
+        ])
+        .ok(),
     );
     assert!(revoked["revoked_at_unix"].is_i64(), "{revoked}");
     let crl_path = out.join("crl.pem");
@@ -198,8 +231,15 @@ fn every_json_output_speaks_the_vocabulary() {
 
     // A revoked leaf: the verdict changes, the roles do not.
     let bad = mutual(&[
-        "cert", "verify", s(&out.join("srv.pem")), "--roots", s(&root), "--crl", s(&crl_path),
-        "--crl-leaf-only", "--json",
+        "cert",
+        "verify",
+        s(&out.join("srv.pem")),
+        "--roots",
+        s(&root),
+        "--crl",
+        s(&crl_path),
+        "--crl-leaf-only",
+        "--json",
     ]);
     assert_eq!(bad.code, 1, "{}", bad.stdout);
     let bad = check(&bad);
@@ -212,13 +252,26 @@ fn every_json_output_speaks_the_vocabulary() {
         .collect();
     assert_eq!(roles, ["leaf", "intermediate"], "{bad}");
 
-    let tok = mutual(&["token", "create", "--san", "dns:a.test", "--dir", d, "--json"]).ok();
+    let tok = mutual(&[
+        "token",
+        "create",
+        "--san",
+        "dns:a.test",
+        "--dir",
+        d,
+        "--json",
+    ])
+    .ok();
     let tok = check(&tok);
     assert!(tok["expires_at_unix"].is_i64(), "{tok}");
 
     let pair = check(
         &mutual(&[
-            "probe", "--pair", s(&out.join("cli.pem")), s(&out.join("cli.key")), "--json",
+            "probe",
+            "--pair",
+            s(&out.join("cli.pem")),
+            s(&out.join("cli.key")),
+            "--json",
         ])
         .ok(),
     );
@@ -235,7 +288,16 @@ fn json_errors_are_objects_with_reason_message_hint() {
         "io",
     );
     json_error(
-        &mutual(&["cert", "issue", "x", "--ttl", "5q", "--dir", ca.d(), "--json"]),
+        &mutual(&[
+            "cert",
+            "issue",
+            "x",
+            "--ttl",
+            "5q",
+            "--dir",
+            ca.d(),
+            "--json",
+        ]),
         "usage",
     );
     json_error(&mutual(&["cert", "issue", "--json"]), "usage");
@@ -250,20 +312,38 @@ fn json_errors_are_objects_with_reason_message_hint() {
     );
     ca.issue("a", &[]).ok();
     let e = json_error(&ca.issue("a", &["--json"]), "exists");
-    assert!(e["error"]["hint"].as_str().unwrap().contains("--force"), "{e}");
+    assert!(
+        e["error"]["hint"].as_str().unwrap().contains("--force"),
+        "{e}"
+    );
     json_error(
         &mutual(&["cert", "revoke", "abcdef", "--dir", ca.d(), "--json"]),
         "not_found",
     );
     json_error(
-        &mutual_pw(Some("wrong"), &["ca", "crl", "--dir", ca.d(), "--out", s(&tmp.join("c.pem")), "--json"]),
+        &mutual_pw(
+            Some("wrong"),
+            &[
+                "ca",
+                "crl",
+                "--dir",
+                ca.d(),
+                "--out",
+                s(&tmp.join("c.pem")),
+                "--json",
+            ],
+        ),
         "password",
     );
     // Without --json the same failure is text on stderr, with a hint line, and stdout is empty.
     let t = mutual(&["cert", "inspect", s(&tmp.join("nope.pem"))]);
     assert_eq!(t.code, 2);
     assert!(t.stdout.is_empty());
-    assert!(t.stderr.starts_with("error: ") && t.stderr.contains("\nhint: "), "{}", t.stderr);
+    assert!(
+        t.stderr.starts_with("error: ") && t.stderr.contains("\nhint: "),
+        "{}",
+        t.stderr
+    );
 }
 
 #[test]
@@ -291,38 +371,77 @@ fn messages_are_sentences_with_each_cause_once() {
         assert_ne!(c.code, 0);
         no_debug_text(&format!("{}{}", c.stdout, c.stderr));
     }
-    let at = mutual(&["cert", "verify", s(&srv), "--roots", &root, "--at", "20x6-01-01T00:00:00Z"]);
+    let at = mutual(&[
+        "cert",
+        "verify",
+        s(&srv),
+        "--roots",
+        &root,
+        "--at",
+        "20x6-01-01T00:00:00Z",
+    ]);
     assert_eq!(at.code, 2);
-    assert_eq!(at.stderr.matches("could not be parsed").count(), 1, "{}", at.stderr);
+    assert_eq!(
+        at.stderr.matches("could not be parsed").count(),
+        1,
+        "{}",
+        at.stderr
+    );
 
-    let mm = mutual(&["cert", "verify", s(&srv), "--roots", &root, "--name", "other.test"]);
+    let mm = mutual(&[
+        "cert",
+        "verify",
+        s(&srv),
+        "--roots",
+        &root,
+        "--name",
+        "other.test",
+    ]);
     assert_eq!(mm.code, 1);
     assert!(mm.stdout.contains("dns:srv.test"), "{}", mm.stdout);
     no_debug_text(&mm.stdout);
 
     ca.issue("x", &["--crl-url", "http://a b/"])
         .fails_with("space");
-    ca.issue("x", &["--ttl", "5q"]).fails_with("s, m, h, d, w or y");
+    ca.issue("x", &["--ttl", "5q"])
+        .fails_with("s, m, h, d, w or y");
 }
 
 #[test]
 fn verify_hints_name_verify_flags() {
     let ca = TestCa::new(&[]);
-    ca.issue("cli", &["--san", "uri:spiffe://example.org/cli"]).ok();
+    ca.issue("cli", &["--san", "uri:spiffe://example.org/cli"])
+        .ok();
     let chain = ca.out.join("cli.pem");
     let root = ca.root();
     let spiffe = mutual(&[
-        "cert", "verify", s(&chain), "--roots", &root, "--name", "spiffe://example.org/cli",
+        "cert",
+        "verify",
+        s(&chain),
+        "--roots",
+        &root,
+        "--name",
+        "spiffe://example.org/cli",
         "--json",
     ]);
     assert_eq!(spiffe.code, 1);
     let v = json_of(&spiffe);
     assert_eq!(v["reason"], "wrong_purpose");
-    assert!(v["hint"].as_str().unwrap().contains("--purpose client"), "{v}");
+    assert!(
+        v["hint"].as_str().unwrap().contains("--purpose client"),
+        "{v}"
+    );
     // With the flag the hint names, it verifies.
     mutual(&[
-        "cert", "verify", s(&chain), "--roots", &root, "--name", "spiffe://example.org/cli",
-        "--purpose", "client",
+        "cert",
+        "verify",
+        s(&chain),
+        "--roots",
+        &root,
+        "--name",
+        "spiffe://example.org/cli",
+        "--purpose",
+        "client",
     ])
     .ok();
 
@@ -331,7 +450,14 @@ fn verify_hints_name_verify_flags() {
     let leaf = ca.tmp.path().join("leaf.pem");
     std::fs::write(&leaf, &text[..end]).unwrap();
     let lone = mutual(&[
-        "cert", "verify", s(&leaf), "--roots", &root, "--purpose", "client", "--json",
+        "cert",
+        "verify",
+        s(&leaf),
+        "--roots",
+        &root,
+        "--purpose",
+        "client",
+        "--json",
     ]);
     assert_eq!(lone.code, 1);
     let v = json_of(&lone);
@@ -343,17 +469,31 @@ fn verify_hints_name_verify_flags() {
     }
 
     // probe --pair: a leaf-only file lacks its intermediate; a reversed file is out of order.
-    let lone = mutual(&["probe", "--pair", s(&leaf), s(&ca.out.join("cli.key")), "--json"]);
+    let lone = mutual(&[
+        "probe",
+        "--pair",
+        s(&leaf),
+        s(&ca.out.join("cli.key")),
+        "--json",
+    ]);
     let v = json_of(&lone);
     assert!(v["intermediate_missing"].is_string(), "{v}");
     assert!(v["root_needed"].is_null(), "{v}");
     assert!(v["hint"].as_str().unwrap().contains("intermediate"), "{v}");
     let reversed = ca.tmp.path().join("reversed.pem");
-    std::fs::write(&reversed, format!("{}{}", &text[end..].trim_start(), &text[..end])).unwrap();
+    std::fs::write(
+        &reversed,
+        format!("{}{}", &text[end..].trim_start(), &text[..end]),
+    )
+    .unwrap();
     let rev = mutual(&["probe", "--pair", s(&reversed), s(&ca.out.join("cli.key"))]);
     assert_eq!(rev.code, 1);
     assert!(rev.stdout.contains("wrong order"), "{}", rev.stdout);
-    assert!(!rev.stdout.contains("does not match the certificate"), "{}", rev.stdout);
+    assert!(
+        !rev.stdout.contains("does not match the certificate"),
+        "{}",
+        rev.stdout
+    );
 }
 
 #[test]
@@ -369,16 +509,27 @@ fn durations_read_right() {
     let day = list.lines().find(|l| l.contains(" day ")).unwrap();
     assert!(day.contains("23 h") || day.contains("1 d"), "{list}");
     assert!(!list.contains("0.0"), "{list}");
-    let ins = mutual(&["cert", "inspect", s(&ca.out.join("day.pem"))]).ok().stdout;
+    let ins = mutual(&["cert", "inspect", s(&ca.out.join("day.pem"))])
+        .ok()
+        .stdout;
     assert!(ins.contains(" left)"), "{ins}");
-    assert!(!ins.contains("expired left") && !ins.contains("0 days"), "{ins}");
-    assert!(ins.contains("SHA-256:      ") && ins.contains(':'), "human output keeps colons");
+    assert!(
+        !ins.contains("expired left") && !ins.contains("0 days"),
+        "{ins}"
+    );
+    assert!(
+        ins.contains("SHA-256:      ") && ins.contains(':'),
+        "human output keeps colons"
+    );
 }
 
 #[test]
 fn requested_by_is_the_uid_name_without_user() {
     let ca = TestCa::new(&[]);
-    let mut c = mutual_cmd(Some(PW), &["cert", "issue", "anon", "--dir", ca.d(), "--out", ca.o()]);
+    let mut c = mutual_cmd(
+        Some(PW),
+        &["cert", "issue", "anon", "--dir", ca.d(), "--out", ca.o()],
+    );
     let st = c.env_remove("USER").stdin(Stdio::null()).status().unwrap();
     assert!(st.success());
     let who = Command::new("id").arg("-un").output().unwrap();
@@ -391,7 +542,8 @@ fn requested_by_is_the_uid_name_without_user() {
 #[test]
 fn probe_shows_tls12_cipher_and_group_and_plain_serials() {
     let ca = TestCa::new(&[]);
-    ca.issue("localhost", &["--server", "--san", "dns:localhost"]).ok();
+    ca.issue("localhost", &["--server", "--san", "dns:localhost"])
+        .ok();
     ca.issue("client", &[]).ok();
     let cert = ca.out.join("localhost.pem");
     let key = ca.out.join("localhost.key");
@@ -401,8 +553,23 @@ fn probe_shows_tls12_cipher_and_group_and_plain_serials() {
         let child = Command::new("openssl")
             .args(["s_server", "-accept"])
             .arg(format!("127.0.0.1:{port}"))
-            .args(["-cert", s(&cert), "-key", s(&key), "-cert_chain", &ca.intermediate()])
-            .args(["-CAfile", &ca.root(), "-Verify", "2", "-verify_return_error", "-tls1_2", "-quiet"])
+            .args([
+                "-cert",
+                s(&cert),
+                "-key",
+                s(&key),
+                "-cert_chain",
+                &ca.intermediate(),
+            ])
+            .args([
+                "-CAfile",
+                &ca.root(),
+                "-Verify",
+                "2",
+                "-verify_return_error",
+                "-tls1_2",
+                "-quiet",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -417,25 +584,50 @@ fn probe_shows_tls12_cipher_and_group_and_plain_serials() {
     let (_guard, port) = server.expect("openssl s_server did not start");
     let target = format!("127.0.0.1:{port}");
     let o = mutual(&[
-        "probe", &target, "--server-name", "localhost", "--ca", &ca.root(), "--no-http",
-        "--timeout", "5s", "--json",
+        "probe",
+        &target,
+        "--server-name",
+        "localhost",
+        "--ca",
+        &ca.root(),
+        "--no-http",
+        "--timeout",
+        "5s",
+        "--json",
     ]);
     let v = check(&o);
     assert_eq!(v["tls_version"], "TLS1.2", "{v}");
-    assert!(v["cipher"].as_str().is_some_and(|c| c.starts_with("TLS_ECDHE")), "{v}");
+    assert!(
+        v["cipher"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("TLS_ECDHE")),
+        "{v}"
+    );
     assert!(v["group"].is_string(), "{v}");
     let text = mutual(&[
-        "probe", &target, "--server-name", "localhost", "--ca", &ca.root(), "--no-http",
-        "--timeout", "5s",
+        "probe",
+        &target,
+        "--server-name",
+        "localhost",
+        "--ca",
+        &ca.root(),
+        "--no-http",
+        "--timeout",
+        "5s",
     ]);
     no_debug_text(&text.stdout);
-    assert!(!text.stdout.contains("days ago") && !text.stdout.contains("days left"), "{}", text.stdout);
+    assert!(
+        !text.stdout.contains("days ago") && !text.stdout.contains("days left"),
+        "{}",
+        text.stdout
+    );
 }
 
 #[test]
 fn serve_log_has_no_ansi_when_not_a_terminal() {
     let ca = TestCa::new(&[]);
-    ca.issue("srv", &["--server", "--san", "dns:localhost"]).ok();
+    ca.issue("srv", &["--server", "--san", "dns:localhost"])
+        .ok();
     let log = ca.tmp.path().join("serve.log");
     let port = free_port();
     let backend = free_port();
@@ -463,11 +655,17 @@ fn serve_log_has_no_ansi_when_not_a_terminal() {
     .spawn()
     .unwrap();
     let _guard = ChildGuard(child);
-    assert!(wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(20)));
+    assert!(wait_for_port(
+        ([127, 0, 0, 1], port).into(),
+        Duration::from_secs(20)
+    ));
     let text = eventually(Duration::from_secs(10), || {
         let t = std::fs::read_to_string(&log).ok()?;
         (!t.trim().is_empty()).then_some(t)
     })
     .expect("serve logged nothing");
-    assert!(!text.contains('\u{1b}'), "ANSI codes in the log file: {text:?}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "ANSI codes in the log file: {text:?}"
+    );
 }
