@@ -616,6 +616,35 @@ fn probe_shows_tls12_cipher_and_group_and_plain_serials() {
         "5s",
     ]);
     no_debug_text(&text.stdout);
+
+    // A client chain file without its intermediate: the hint says to add it (the leaf *is*
+    // issued under the advertised CA, so "use a certificate issued under ..." would mislead).
+    let chain = std::fs::read_to_string(ca.out.join("client.pem")).unwrap();
+    let end = chain.find("-----END CERTIFICATE-----").unwrap() + 26;
+    let leaf_only = ca.tmp.path().join("client-leaf.pem");
+    std::fs::write(&leaf_only, &chain[..end]).unwrap();
+    let key = ca.out.join("client.key");
+    let o = mutual(&[
+        "probe",
+        &target,
+        "--server-name",
+        "localhost",
+        "--ca",
+        &ca.root(),
+        "--no-http",
+        "--timeout",
+        "5s",
+        "--cert",
+        s(&leaf_only),
+        "--key",
+        s(&key),
+        "--json",
+    ]);
+    let v = check(&o);
+    assert_eq!(v["accepted"], false, "{v}");
+    assert_eq!(v["reason"], "unknown_ca", "{v}");
+    let hint = v["hint"].as_str().unwrap();
+    assert!(hint.contains("add the intermediate"), "{hint}");
     assert!(
         !text.stdout.contains("days ago") && !text.stdout.contains("days left"),
         "{}",
