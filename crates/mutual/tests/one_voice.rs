@@ -698,3 +698,70 @@ fn serve_log_has_no_ansi_when_not_a_terminal() {
         "ANSI codes in the log file: {text:?}"
     );
 }
+
+#[test]
+fn http_connect_gets_a_sentence_that_fits() {
+    let ca = TestCa::new(&[]);
+    ca.issue("srv", &["--server", "--san", "dns:localhost"])
+        .ok();
+    ca.issue("client", &["--san", "uri:spiffe://example.org/c"])
+        .ok();
+    let port = free_port();
+    let child = mutual_cmd(
+        Some(PW),
+        &[
+            "serve",
+            "--http",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--backend",
+            &format!("127.0.0.1:{}", free_port()),
+            "--cert",
+            s(&ca.out.join("srv.pem")),
+            "--key",
+            s(&ca.out.join("srv.key")),
+            "--ca",
+            &ca.root(),
+            "--allow-any",
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let _guard = ChildGuard(child);
+    assert!(wait_for_port(
+        ([127, 0, 0, 1], port).into(),
+        Duration::from_secs(20)
+    ));
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--http1.1",
+            "--max-time",
+            "15",
+            "--cacert",
+            &ca.root(),
+        ])
+        .args(["--cert", s(&ca.out.join("client.pem"))])
+        .args(["--key", s(&ca.out.join("client.key"))])
+        .args(["-X", "CONNECT", "--request-target", "example.org:443"])
+        .args(["-w", "\n%{http_code}"])
+        .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    assert_eq!(
+        code,
+        "405",
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(body).unwrap();
+    let detail = v["detail"].as_str().unwrap();
+    assert!(detail.contains("CONNECT"), "{detail}");
+    assert!(!detail.contains("not valid TLS"), "{detail}");
+}
