@@ -208,7 +208,7 @@ impl std::fmt::Debug for Provisioner {
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     move |source| PkiError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 
@@ -223,7 +223,7 @@ impl Provisioner {
             match keys::write_atomic(&key_path, pem.as_bytes(), 0o600, false) {
                 Ok(()) => {}
                 // Another process created it first: use theirs.
-                Err(PkiError::Io { source, .. })
+                Err(PkiError::Io { error: source, .. })
                     if source.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
             }

@@ -177,7 +177,7 @@ fn now() -> OffsetDateTime {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     move |source| PkiError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 
@@ -459,7 +459,7 @@ impl Ca {
             if let Err(e) = s.commit(false) {
                 rollback(&committed);
                 return Err(match e {
-                    PkiError::Io { source, .. }
+                    PkiError::Io { error: source, .. }
                         if source.kind() == std::io::ErrorKind::AlreadyExists =>
                     {
                         PkiError::AlreadyInitialised {
@@ -717,10 +717,18 @@ impl Ca {
         p.key_identifier_method = KeyIdMethod::Sha256;
         if !o.crl_urls.is_empty() {
             for u in &o.crl_urls {
-                if !(u.starts_with("http://") || u.starts_with("https://"))
-                    || u.contains(char::is_whitespace)
-                {
-                    return Err(PkiError::InvalidCrlUrl { url: u.clone() });
+                let why = if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    Some("it must be an http:// or https:// URL".to_string())
+                } else if u.contains(char::is_whitespace) {
+                    Some("it contains a space; write spaces as %20".to_string())
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(PkiError::InvalidCrlUrl {
+                        url: u.clone(),
+                        why,
+                    });
                 }
             }
             p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {

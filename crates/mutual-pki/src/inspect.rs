@@ -13,7 +13,7 @@ use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use crate::ca::rfc3339;
-use crate::{colon_hex, human_duration, serial_hex, PkiError};
+use crate::{serial_hex, PkiError};
 
 /// A leaf valid for longer than this draws a warning (the CA/Browser Forum limit; a sign that
 /// the cert will not be rotated).
@@ -37,7 +37,7 @@ pub struct CertInfo {
     pub not_after_unix: i64,
     /// Seconds until notAfter (negative when expired).
     pub seconds_left: i64,
-    /// Human form of `seconds_left`, or "expired".
+    /// Human form of `seconds_left`: "23 h left" or "expired 3 s ago".
     pub time_left: String,
     /// e.g. "ECDSA P-256", "RSA", "Ed25519".
     pub key_type: String,
@@ -48,7 +48,8 @@ pub struct CertInfo {
     pub is_ca: bool,
     pub path_len: Option<u32>,
     pub self_signed: bool,
-    /// `AB:CD:...` SHA-256 of the DER.
+    /// SHA-256 of the DER, lowercase hex without colons (docs/json.md); the text output adds
+    /// colons.
     pub sha256: String,
     pub warnings: Vec<String>,
 }
@@ -79,7 +80,12 @@ pub fn certs_from_pem_or_der(input: &[u8]) -> Result<Vec<Vec<u8>>, PkiError> {
     if looks_pem {
         let mut out = Vec::new();
         for p in x509_parser::pem::Pem::iter_from_buffer(input) {
-            let p = p.map_err(|e| malformed(format!("bad PEM: {e}")))?;
+            let p = p.map_err(|e| {
+                malformed(format!(
+                    "bad PEM: {} (is the file truncated?)",
+                    e.to_string().trim_end_matches('.')
+                ))
+            })?;
             if p.label == "CERTIFICATE" || p.label == "X509 CERTIFICATE" {
                 out.push(p.contents);
             }
@@ -173,7 +179,12 @@ fn general_name(g: &GeneralName<'_>) -> String {
 
 fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError> {
     let (rest, c): (_, X509Certificate<'_>) = X509Certificate::from_der(der)
-        .map_err(|e| malformed(format!("certificate #{index} is not valid X.509: {e}")))?;
+        // x509-parser's errors print as nom internals (`NomError(Eof)`): say what it means.
+        .map_err(|_| {
+            malformed(format!(
+                "certificate #{index} is not valid X.509 DER (truncated, or not a certificate)"
+            ))
+        })?;
     if !rest.is_empty() {
         return Err(malformed(format!(
             "certificate #{index} has trailing bytes after it"
@@ -245,12 +256,12 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
 
     let mut warnings = Vec::new();
     if na_u <= now {
-        warnings.push(format!("expired {} ago", human_duration(now - na_u)));
+        warnings.push(mutual_policy::human::time_left(na_u - now));
     }
     if nb_u > now {
         warnings.push(format!(
-            "not yet valid (starts in {})",
-            human_duration(nb_u - now)
+            "not yet valid (starts {})",
+            mutual_policy::human::relative(nb_u - now)
         ));
     }
     let weak = match key_type.as_str() {
@@ -293,11 +304,7 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
         not_before_unix: nb_u,
         not_after_unix: na_u,
         seconds_left: secs_left,
-        time_left: if secs_left <= 0 {
-            "expired".into()
-        } else {
-            human_duration(secs_left)
-        },
+        time_left: mutual_policy::human::time_left(secs_left),
         key_type,
         key_bits,
         signature_algorithm,
@@ -306,8 +313,46 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
         is_ca,
         path_len,
         self_signed,
-        sha256: colon_hex(&fp),
+        sha256: fp,
         warnings,
+    })
+}
+
+/// What `ca crl --json` reports about a CRL (docs/json.md).
+#[derive(Clone, Debug, Serialize)]
+pub struct CrlInfo {
+    pub issuer: String,
+    /// The CRL number in lowercase hex, like serials.
+    pub crl_number: Option<String>,
+    /// RFC 3339 UTC, with `_unix` companions.
+    pub this_update: String,
+    pub this_update_unix: i64,
+    pub next_update: Option<String>,
+    pub next_update_unix: Option<i64>,
+    /// Serials of the revoked certificates (lowercase hex, no leading 00).
+    pub revoked: Vec<String>,
+    /// SHA-256 of the DER, lowercase hex.
+    pub sha256: String,
+}
+
+/// Reads a DER CRL for reporting.
+pub fn crl_info(der: &[u8]) -> Result<CrlInfo, PkiError> {
+    let (_, crl) = x509_parser::parse_x509_crl(der)
+        .map_err(|_| malformed("the CRL is not valid DER (truncated, or not a CRL)"))?;
+    let this = crl.last_update().to_datetime();
+    let next = crl.next_update().map(|t| t.to_datetime());
+    Ok(CrlInfo {
+        issuer: crl.issuer().to_string(),
+        crl_number: crl.crl_number().map(|n| serial_hex(&n.to_bytes_be())),
+        this_update: rfc3339(this),
+        this_update_unix: this.unix_timestamp(),
+        next_update: next.map(rfc3339),
+        next_update_unix: next.map(OffsetDateTime::unix_timestamp),
+        revoked: crl
+            .iter_revoked_certificates()
+            .map(|r| serial_hex(r.raw_serial()))
+            .collect(),
+        sha256: hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der)),
     })
 }
 

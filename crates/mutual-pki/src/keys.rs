@@ -126,7 +126,7 @@ pub fn pkcs8_pem(key: &KeyPair) -> Result<Zeroizing<String>, PkiError> {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     move |source| PkiError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 
@@ -174,7 +174,7 @@ impl StagedFile {
         };
         res.map_err(|e| PkiError::Io {
             path: target.clone(),
-            source: e.error,
+            error: e.error,
         })?;
         sync_dir(&parent_dir(&target));
         Ok(())

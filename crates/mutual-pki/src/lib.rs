@@ -27,10 +27,12 @@ pub use spiffe::SpiffeId;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PkiError {
-    #[error("{path}: {source}")]
+    /// The I/O error is part of the message and deliberately not a `source`: anyhow's `{:#}`
+    /// would print it a second time.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("a CA already exists in {dir} ({file} is present); refusing to overwrite it")]
     AlreadyInitialised { dir: PathBuf, file: String },
@@ -104,8 +106,8 @@ pub enum PkiError {
         input: String,
         expected: &'static str,
     },
-    #[error("invalid CRL URL {url:?}: it must be an http:// or https:// URL")]
-    InvalidCrlUrl { url: String },
+    #[error("invalid CRL URL {url:?}: {why}")]
+    InvalidCrlUrl { url: String, why: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -435,7 +437,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, PkiError> {
         let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
         if digits == 0 {
             return Err(bad(
-                "expected a number followed by a unit (s, m, h, d, w), e.g. 24h",
+                "expected a number followed by a unit (s, m, h, d, w or y), e.g. 24h",
             ));
         }
         let n: u64 = rest[..digits]
@@ -452,8 +454,12 @@ pub fn parse_duration(input: &str) -> Result<Duration, PkiError> {
             "d" | "day" | "days" => 86_400,
             "w" | "week" | "weeks" => 7 * 86_400,
             "y" | "year" | "years" => 365 * 86_400,
-            "" => return Err(bad("missing unit (s, m, h, d, w), e.g. 24h")),
-            other => return Err(bad(&format!("unknown unit {other:?} (use s, m, h, d, w)"))),
+            "" => return Err(bad("missing unit (s, m, h, d, w or y), e.g. 24h")),
+            other => {
+                return Err(bad(&format!(
+                    "unknown unit {other:?} (use s, m, h, d, w or y)"
+                )))
+            }
         };
         total = n
             .checked_mul(mult)
@@ -469,21 +475,11 @@ pub fn parse_duration(input: &str) -> Result<Duration, PkiError> {
     Ok(Duration::from_secs(total))
 }
 
-/// Formats seconds as a short human duration (`3d 4h`, `45m`, `12s`).
+/// Formats seconds as a short human duration (`3 d 4 h`, `45 min`, `12 s`; `-` before a past
+/// one): [`mutual_policy::human::duration`], the one every command uses.
 pub fn human_duration(secs: i64) -> String {
-    let neg = secs < 0;
-    let s = secs.unsigned_abs();
-    let (d, h, m) = (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60);
-    let body = if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m")
-    } else {
-        format!("{s}s")
-    };
-    if neg {
+    let body = mutual_policy::human::duration(secs.unsigned_abs());
+    if secs < 0 {
         format!("-{body}")
     } else {
         body

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dn;
+pub mod human;
 mod identity;
 pub mod pattern;
 pub mod spiffe;

@@ -17,8 +17,11 @@ pub struct CertSummary {
     /// RFC 3339, UTC.
     pub not_before: String,
     pub not_after: String,
-    /// Whole days until notAfter (negative once expired).
+    /// Whole days until notAfter (negative once expired); the JSON carries `seconds_left`.
+    #[serde(skip)]
     pub days_left: i64,
+    /// Seconds until notAfter (negative once expired), as `cert inspect --json`.
+    pub seconds_left: i64,
     /// e.g. "ECDSA P-256", "RSA 2048", "Ed25519".
     pub key: String,
     pub signature_algorithm: String,
@@ -27,9 +30,8 @@ pub struct CertSummary {
     pub is_ca: bool,
     /// Extended key usages present ("serverAuth", "clientAuth", ...); empty when the extension is absent.
     pub eku: Vec<String>,
-    #[serde(skip)]
+    /// Unix seconds companions of `not_before`/`not_after` (docs/json.md).
     pub not_before_unix: i64,
-    #[serde(skip)]
     pub not_after_unix: i64,
     /// Raw DER of the subject and issuer names, to compare against advertised CA names exactly.
     #[serde(skip)]
@@ -204,14 +206,12 @@ pub fn summarize(der: &[u8]) -> Option<CertSummary> {
         issuer: cert.issuer().to_string(),
         sans,
         spiffe_id,
-        serial: cert
-            .raw_serial()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        // The one serial form (docs/json.md): no leading 00 byte, as every other command.
+        serial: mutual_tls::serial_hex(cert.raw_serial()),
         not_before: rfc3339(nb),
         not_after: rfc3339(na),
         days_left: (na - now_unix()).div_euclid(86_400),
+        seconds_left: na - now_unix(),
         key,
         signature_algorithm: oid_name(&cert.signature_algorithm.algorithm),
         sha256: sha256_hex(der),

@@ -277,6 +277,11 @@ fn remaining(deadline: Instant) -> Option<Duration> {
 }
 
 /// Runs one handshake to completion or failure, then (optionally) watches for a late rejection.
+/// The IANA name of a cipher suite (rustls' `as_str`, which is its IANA name).
+fn suite_name(s: rustls::CipherSuite) -> String {
+    s.as_str().map_or_else(|| format!("{s:?}"), str::to_string)
+}
+
 pub fn attempt(addrs: &[SocketAddr], spec: &Spec<'_>) -> Attempt {
     let record: Shared = Arc::new(Mutex::new(Recorded::default()));
     let snapshot = |r: &Shared| lock(r).clone();
@@ -322,6 +327,12 @@ pub fn attempt(addrs: &[SocketAddr], spec: &Spec<'_>) -> Attempt {
         let mut a = Attempt::failed(f, snapshot(record));
         a.version = conn.protocol_version();
         a.server_hello_seen = conn.protocol_version().is_some();
+        // Known from the ServerHello (and, in TLS 1.2, its key exchange) even when the server
+        // then refuses us: a TLS 1.2 server rejects before our handshake completes.
+        a.cipher = conn
+            .negotiated_cipher_suite()
+            .map(|s| suite_name(s.suite()));
+        a.group = conn.negotiated_key_exchange_group().map(|g| g.name());
         a
     };
 
@@ -390,7 +401,7 @@ pub fn attempt(addrs: &[SocketAddr], spec: &Spec<'_>) -> Attempt {
         version: conn.protocol_version(),
         cipher: conn
             .negotiated_cipher_suite()
-            .map(|s| format!("{:?}", s.suite())),
+            .map(|s| suite_name(s.suite())),
         group: conn.negotiated_key_exchange_group().map(|g| g.name()),
         alpn,
         server_hello_seen: true,

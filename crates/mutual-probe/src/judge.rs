@@ -178,7 +178,8 @@ pub fn verify_server_chain(
                 rustls::Error::InvalidCertificate(c) => certificate_error_reason(c),
                 other => rustls_error_reason(other, false),
             };
-            mk(Some(false), Some(reason), e.to_string())
+            // rustls' own text lists names as `DnsName("...")`: use the one description.
+            mk(Some(false), Some(reason), mutual_tls::describe(&e))
         }
     }
 }
@@ -205,8 +206,9 @@ pub fn check_client_chain(chain: &[CertSummary], advertised: &[String]) -> Vec<F
             out.push(Finding {
                 reason: Reason::Expired,
                 detail: format!(
-                    "{which} expired on {} ({} days ago)",
-                    c.not_after, -c.days_left
+                    "{which} expired on {} ({})",
+                    c.not_after,
+                    mutual_tls::human::relative(c.not_after_unix - now)
                 ),
             });
         } else if now < c.not_before_unix {

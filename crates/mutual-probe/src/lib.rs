@@ -933,7 +933,19 @@ fn finish(mut r: Report, opts: &ProbeOptions) -> Report {
     r.hint = match (r.client_auth, r.accepted) {
         (_, Some(false)) => {
             let mut h = r.reason.hint().to_string();
-            if r.reason == Reason::UnknownCa && !r.acceptable_cas.is_empty() {
+            // A chain file that ends with the leaf: its intermediate is missing, which is the fix
+            // to name (the leaf may well be issued under an advertised CA).
+            let missing_intermediate = r
+                .client_cert
+                .as_ref()
+                .and_then(|c| c.chain.last())
+                .filter(|last| !last.is_ca && last.subject != last.issuer)
+                .map(|last| last.issuer.clone());
+            if let (Reason::UnknownCa, Some(issuer)) = (r.reason, &missing_intermediate) {
+                h = format!(
+                    "{cert_name} holds the certificate without its intermediate ({issuer}): add the intermediate (the chain file must hold leaf + intermediate)."
+                );
+            } else if r.reason == Reason::UnknownCa && !r.acceptable_cas.is_empty() {
                 h = format!(
                     "Use a certificate issued under {} (the CAs the server advertises), or add your CA to the server's trust bundle.",
                     r.acceptable_cas.join(" | ")

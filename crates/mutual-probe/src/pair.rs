@@ -27,6 +27,11 @@ pub struct PairReport {
     /// with a self-signed root).
     pub root_needed: Option<String>,
     pub root_included: bool,
+    /// The issuer of a file that ends with a leaf (no CA certificate after it): the intermediate
+    /// that is missing, unless that issuer is itself a root the peers trust.
+    pub intermediate_missing: Option<String>,
+    /// The key matches a certificate other than the first: the file is in the wrong order.
+    pub key_matches_later: bool,
     pub leaf_valid: bool,
     /// With `--ca`: whether the chain verifies to it (`null` without `--ca`).
     pub chains_to_ca: Option<bool>,
@@ -124,8 +129,16 @@ pub fn check_pair(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<PairRepo
             path: key.to_path_buf(),
             detail: format!("unusable private key ({e})"),
         })?;
-    let ck = rustls::sign::CertifiedKey::new(chain_der.clone(), signing);
+    let ck = rustls::sign::CertifiedKey::new(chain_der.clone(), signing.clone());
     let key_matches = ck.keys_match().is_ok();
+    // A key that matches a later certificate means the leaf is not first (a reversed chain),
+    // which is what to say rather than "the key does not match".
+    let key_matches_later = !key_matches
+        && chain_der.iter().skip(1).any(|c| {
+            rustls::sign::CertifiedKey::new(vec![c.clone()], signing.clone())
+                .keys_match()
+                .is_ok()
+        });
 
     let chain: Vec<CertSummary> = chain_der
         .iter()
@@ -179,6 +192,16 @@ pub fn check_pair(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<PairRepo
         (Some(last), _) => (false, Some(last.issuer.clone())),
         _ => (false, None),
     };
+    // The file ends with a leaf: its issuer is most likely an intermediate left out.
+    let intermediate_missing = match chain.last() {
+        Some(last) if !last.is_ca && root_needed.is_some() => Some(last.issuer.clone()),
+        _ => None,
+    };
+    let root_needed = if intermediate_missing.is_some() {
+        None
+    } else {
+        root_needed
+    };
 
     let (chains_to_ca, ca_detail, ca_reason) = match (ca, leaf) {
         (Some(ca), Some(l)) => match verify_to_ca(&chain_der, l, ca)? {
@@ -201,7 +224,9 @@ pub fn check_pair(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<PairRepo
             None
         }
     });
-    let reason = if !key_matches {
+    let reason = if key_matches_later {
+        Reason::UnknownCa
+    } else if !key_matches {
         Reason::Other
     } else if let Some(r) = expired_reason {
         r
@@ -215,12 +240,19 @@ pub fn check_pair(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<PairRepo
         Reason::Ok
     };
     let pass = key_matches && leaf_valid && ordered && chains_to_ca != Some(false);
-    let hint = if !key_matches {
+    let hint = if key_matches_later {
+        "The chain is in the wrong order: the key matches a later certificate. Put the leaf first, then its intermediate; leave the root out."
+            .to_string()
+    } else if !key_matches {
         "Use the key generated with this certificate (compare `openssl x509 -noout -pubkey -in CERT` with `openssl pkey -pubout -in KEY`)."
             .to_string()
     } else if !ordered {
         "Put the leaf first, then each issuer in order (leaf, intermediate); leave the root out."
             .to_string()
+    } else if let Some(i) = &intermediate_missing {
+        format!(
+            "The file holds the leaf without its intermediate: add {i} after the leaf (the chain file must hold leaf + intermediate), unless it is itself a root your peers trust."
+        )
     } else if reason == Reason::Ok {
         match &root_needed {
             Some(r) => format!("Peers must trust {r} (as a root, or add it to this file if it is an intermediate)."),
@@ -233,6 +265,12 @@ pub fn check_pair(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<PairRepo
         format!(
             "PASS: the key matches {} and the chain is complete and in order",
             cert.display()
+        )
+    } else if key_matches_later {
+        format!(
+            "FAIL: the chain in {} is in the wrong order: the leaf (the certificate {} belongs to) must come first",
+            cert.display(),
+            key.display()
         )
     } else if !key_matches {
         format!(
@@ -257,6 +295,8 @@ pub fn check_pair(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<PairRepo
         chain_problems: problems,
         root_needed,
         root_included,
+        intermediate_missing,
+        key_matches_later,
         leaf_valid,
         chains_to_ca,
         ca_detail,

@@ -24,11 +24,7 @@ fn cert_rows(out: &mut String, i: usize, c: &CertSummary) {
     if let Some(s) = &c.spiffe_id {
         sub(out, "SPIFFE ID", s);
     }
-    let left = if c.days_left < 0 {
-        format!("EXPIRED {} days ago", -c.days_left)
-    } else {
-        format!("{} days left", c.days_left)
-    };
+    let left = mutual_policy_human_time_left(c.seconds_left);
     sub(
         out,
         "valid",
@@ -43,6 +39,10 @@ fn cert_rows(out: &mut String, i: usize, c: &CertSummary) {
         sub(out, "usage", &c.eku.join(", "));
     }
     sub(out, "sha256", &c.sha256);
+}
+
+fn mutual_policy_human_time_left(secs: i64) -> String {
+    mutual_tls::human::time_left(secs)
 }
 
 fn or_dash(v: &Option<String>) -> &str {
@@ -202,7 +202,11 @@ pub fn pair(r: &PairReport) -> String {
     row(
         &mut out,
         "key matches cert",
-        if r.key_matches { "yes" } else { "NO" },
+        match (r.key_matches, r.key_matches_later) {
+            (true, _) => "yes",
+            (false, true) => "NO (it matches a later certificate: wrong order)",
+            (false, false) => "NO",
+        },
     );
     row(
         &mut out,
@@ -215,6 +219,13 @@ pub fn pair(r: &PairReport) -> String {
     );
     for p in &r.chain_problems {
         row(&mut out, "problem", p);
+    }
+    if let Some(i) = &r.intermediate_missing {
+        row(
+            &mut out,
+            "no intermediate",
+            &format!("{i} (add it after the leaf)"),
+        );
     }
     match (&r.root_needed, r.root_included) {
         (Some(root), _) => row(

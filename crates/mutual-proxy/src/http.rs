@@ -296,18 +296,25 @@ impl Pending {
     }
 
     /// Answers the request itself with an RFC 9457 problem document; counted and audited.
-    fn problem(
+    fn problem(self, status: StatusCode, outcome: Outcome, reason: Reason) -> Response<RespBody> {
+        self.problem_detail(status, outcome, reason, reason.explanation())
+    }
+
+    /// `problem` with a detail sentence that fits this request better than the reason's
+    /// generic explanation.
+    fn problem_detail(
         mut self,
         status: StatusCode,
         outcome: Outcome,
         reason: Reason,
+        detail: &str,
     ) -> Response<RespBody> {
         let body = serde_json::json!({
             "type": "about:blank",
             "title": status.canonical_reason().unwrap_or(""),
             "status": status.as_u16(),
             "reason": reason.label(),
-            "detail": reason.explanation(),
+            "detail": detail,
             "identity": self.ctx.principal,
             "method": self.method,
             "path": self.path,
@@ -331,8 +338,7 @@ impl Pending {
             status = self.status,
             result = outcome.label(),
             reason = reason.label(),
-            "{}",
-            reason.explanation()
+            "{detail}"
         );
         self.write_audit();
         let mut r = Response::new(
@@ -377,10 +383,11 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody>
     }
     if parts.method == Method::CONNECT {
         // Tunnels would bypass per-request policy; HTTP mode does not open them.
-        return pending.problem(
+        return pending.problem_detail(
             StatusCode::METHOD_NOT_ALLOWED,
             Outcome::Failed,
             Reason::Malformed,
+            "CONNECT is not allowed: HTTP mode forwards requests one by one and does not open tunnels (use TCP mode for tunnelled traffic)",
         );
     }
     let ids = match &ctx.headers {

@@ -180,13 +180,24 @@ pub fn describe(e: &Error) -> String {
     match e {
         Error::NoCertificatesPresented => "the client sent no certificate".into(),
         Error::InvalidCertificate(c) => describe_certificate_error(c),
-        Error::InvalidCertRevocationList(c) => format!("a CRL could not be used: {c:?}"),
+        Error::InvalidCertRevocationList(c) => {
+            format!(
+                "a CRL could not be used: {}",
+                debug_words(&format!("{c:?}"))
+            )
+        }
         Error::AlertReceived(a) => format!(
             "the peer refused the handshake with TLS alert {}",
             alert_name(*a)
         ),
-        Error::PeerIncompatible(p) => format!("the peer is incompatible: {p:?}"),
-        Error::InvalidMessage(m) => format!("the peer sent an invalid TLS message: {m:?}"),
+        Error::PeerIncompatible(p) => format!(
+            "the peer is incompatible: {}",
+            debug_words(&format!("{p:?}"))
+        ),
+        Error::InvalidMessage(m) => format!(
+            "the peer sent an invalid TLS message: {}",
+            debug_words(&format!("{m:?}"))
+        ),
         other => other.to_string(),
     }
 }
@@ -259,7 +270,11 @@ fn describe_certificate_error(c: &CertificateError) -> String {
         } => format!(
             "the certificate is not valid for {:?}; it carries [{}]",
             expected.to_str(),
-            presented.join(", ")
+            presented
+                .iter()
+                .map(|p| presented_name(p))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         C::NotValidForName => "the certificate is not valid for the expected name".into(),
         C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
@@ -288,7 +303,9 @@ fn describe_certificate_error(c: &CertificateError) -> String {
     }
 }
 
-fn describe_webpki(e: &webpki::Error) -> String {
+/// One sentence for a webpki error (its `Display` is its `Debug`, e.g. `CaUsedAsEndEntity`,
+/// which must not reach a user or a log line).
+pub fn describe_webpki(e: &webpki::Error) -> String {
     use webpki::Error as W;
     match e {
         W::CaUsedAsEndEntity => {
@@ -303,7 +320,71 @@ fn describe_webpki(e: &webpki::Error) -> String {
         }
         W::MaximumPathDepthExceeded => "the chain has more intermediates than allowed".into(),
         W::EmptyEkuExtension => "the certificate has an empty extended key usage extension".into(),
-        other => format!("the certificate was rejected: {other:?}"),
+        W::BadDer | W::BadDerTime => "the certificate is not valid DER".into(),
+        W::TrailingData(_) => {
+            "there are extra bytes after the certificate (not one DER certificate)".into()
+        }
+        W::UnsupportedCertVersion => "the certificate is not X.509 v3".into(),
+        W::CertExpired { .. } => "the certificate has expired".into(),
+        W::CertNotValidYet { .. } => "the certificate is not valid yet".into(),
+        W::UnknownIssuer => "no path from the certificate to a trusted root".into(),
+        other => format!(
+            "the certificate was rejected: {}",
+            debug_words(&format!("{other:?}"))
+        ),
+    }
+}
+
+/// A name as rustls-webpki lists it in a name mismatch (`DnsName("srv.test")`, its `Debug`),
+/// in the `dns:`/`ip:`/`uri:` form every command prints.
+pub fn presented_name(s: &str) -> String {
+    let inner = |prefix: &str| {
+        s.strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix(')'))
+            .map(|r| r.trim_matches('"').to_string())
+    };
+    if let Some(d) = inner("DnsName(") {
+        return format!("dns:{d}");
+    }
+    if let Some(ip) = inner("IpAddress(") {
+        return format!("ip:{ip}");
+    }
+    if let Some(u) = inner("UniformResourceIdentifier(") {
+        return format!("uri:{u}");
+    }
+    debug_words(s)
+}
+
+/// Words for a library enum whose only text is its `Debug` (`MissingSectionEnd { .. }`,
+/// `NomError(Eof)`): the variant name split into lowercase words, its payload dropped.
+pub fn debug_words(debug: &str) -> String {
+    let name = debug.split(['(', '{', ' ']).next().unwrap_or(debug).trim();
+    let mut out = String::with_capacity(name.len() + 8);
+    for (i, ch) in name.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push(' ');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// One sentence for a PEM parsing error (its `Debug` shows byte arrays).
+pub fn describe_pem(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error as P;
+    match e {
+        P::MissingSectionEnd { .. } => {
+            "a PEM block has no matching -----END line (is the file truncated?)".into()
+        }
+        P::IllegalSectionStart { .. } => "a PEM -----BEGIN line is malformed".into(),
+        P::Base64Decode(_) => "a PEM block's base64 content does not decode".into(),
+        P::NoItemsFound => "no PEM block found".into(),
+        P::Io(e) => e.to_string(),
+        other => debug_words(&format!("{other:?}")),
     }
 }
 

@@ -22,7 +22,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use classify::{describe, describe_io};
+// Re-exported so the probe and the binary format durations and serials as every other command.
 pub use config::provider;
+pub use mutual_policy::{human, serial_hex};
 pub use peer::{peer_identity, TlsFacts};
 pub use reason::Reason;
 pub use verify::{

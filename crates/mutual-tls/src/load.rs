@@ -28,7 +28,10 @@ fn pem_err(path: &Path, e: pem::Error) -> TlsError {
             path: path.to_path_buf(),
             source,
         },
-        other => bad(path, format!("not valid PEM: {other:?}")),
+        other => bad(
+            path,
+            format!("not valid PEM: {}", crate::classify::describe_pem(&other)),
+        ),
     }
 }
 
@@ -105,8 +108,15 @@ pub fn load_crls(
             ));
         }
         for crl in &crls {
-            webpki::OwnedCertRevocationList::from_der(crl.as_ref())
-                .map_err(|e| bad(path, format!("the CRL does not parse: {e:?}")))?;
+            webpki::OwnedCertRevocationList::from_der(crl.as_ref()).map_err(|e| {
+                bad(
+                    path,
+                    format!(
+                        "the CRL does not parse: {}",
+                        crate::classify::describe_webpki(&e)
+                    ),
+                )
+            })?;
         }
         out.extend(crls);
     }
@@ -118,7 +128,15 @@ pub fn load_crls(
 pub fn check_certificate_der(path: &Path, der: &CertificateDer<'_>) -> Result<(), TlsError> {
     webpki::EndEntityCert::try_from(der)
         .map(|_| ())
-        .map_err(|e| bad(path, format!("not a valid X.509 certificate ({e:?})")))
+        .map_err(|e| {
+            bad(
+                path,
+                format!(
+                    "not a valid X.509 certificate: {}",
+                    crate::classify::describe_webpki(&e)
+                ),
+            )
+        })
 }
 
 /// Whether the bytes have the shape of a certificate at all: a DER SEQUENCE holding a SEQUENCE

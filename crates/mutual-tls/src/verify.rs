@@ -115,7 +115,10 @@ impl Trust {
         for (i, r) in roots.iter().enumerate() {
             let a = webpki::anchor_from_trusted_cert(r).map_err(|e| TlsError::BadFile {
                 path: PathBuf::from(format!("trusted certificate #{}", i + 1)),
-                detail: format!("not usable as a trust anchor: {e:?}"),
+                detail: format!(
+                    "not usable as a trust anchor: {}",
+                    crate::classify::describe_webpki(&e)
+                ),
             })?;
             anchors.push(a.to_owned());
         }
@@ -127,7 +130,10 @@ impl Trust {
                     .map(CertRevocationList::from)
                     .map_err(|e| TlsError::BadFile {
                         path: PathBuf::from(format!("CRL #{}", i + 1)),
-                        detail: format!("the CRL does not parse: {e:?}"),
+                        detail: format!(
+                            "the CRL does not parse: {}",
+                            crate::classify::describe_webpki(&e)
+                        ),
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -153,7 +159,10 @@ impl Trust {
         for r in &roots {
             webpki::anchor_from_trusted_cert(r).map_err(|e| TlsError::BadFile {
                 path: ca.to_path_buf(),
-                detail: format!("a certificate is not usable as a trust anchor: {e:?}"),
+                detail: format!(
+                    "a certificate is not usable as a trust anchor: {}",
+                    crate::classify::describe_webpki(&e)
+                ),
             })?;
             anchors_ok.push(r.clone());
         }
@@ -620,14 +629,17 @@ fn eku_purpose(values: Vec<usize>) -> rustls::ExtendedKeyPurpose {
 /// One certificate of a reported chain.
 #[derive(Clone, Debug, serde::Serialize, PartialEq, Eq)]
 pub struct ChainEntry {
-    /// `leaf`, `intermediate` or `root` (for a verified path); `presented` for certificates
-    /// given but not (or not yet) placed in a verified path.
+    /// `leaf`, `intermediate` or `root`, whatever the verdict: for a chain that did not verify,
+    /// a given certificate is `root` when self-signed, else `intermediate` (docs/json.md).
     pub role: String,
     pub subject: String,
     pub issuer: String,
     pub serial: String,
     pub not_before: String,
     pub not_after: String,
+    /// Unix seconds companions of `not_before`/`not_after` (0 when unparsable).
+    pub not_before_unix: i64,
+    pub not_after_unix: i64,
     pub sha256: String,
 }
 
@@ -642,6 +654,8 @@ impl ChainEntry {
                 serial: mutual_policy::serial_hex(c.raw_serial()),
                 not_before: rfc3339(c.validity().not_before.timestamp()),
                 not_after: rfc3339(c.validity().not_after.timestamp()),
+                not_before_unix: c.validity().not_before.timestamp(),
+                not_after_unix: c.validity().not_after.timestamp(),
                 sha256,
             },
             Err(_) => ChainEntry {
@@ -651,6 +665,8 @@ impl ChainEntry {
                 serial: String::new(),
                 not_before: String::new(),
                 not_after: String::new(),
+                not_before_unix: 0,
+                not_after_unix: 0,
                 sha256,
             },
         }
@@ -715,8 +731,14 @@ pub struct VerifyOutcome {
 pub fn verify_chain(req: &VerifyRequest) -> VerifyOutcome {
     let presented = || {
         std::iter::once(("leaf", &req.leaf))
-            .chain(req.intermediates.iter().map(|c| ("presented", c)))
-            .map(|(role, c)| ChainEntry::from_der(role, c.as_ref()))
+            .chain(req.intermediates.iter().map(|c| ("intermediate", c)))
+            .map(|(role, c)| {
+                let mut e = ChainEntry::from_der(role, c.as_ref());
+                if role != "leaf" && !e.issuer.is_empty() && e.subject == e.issuer {
+                    e.role = "root".into();
+                }
+                e
+            })
             .collect::<Vec<_>>()
     };
     let trust = match Trust::new(req.roots.clone(), req.crls.clone(), req.revocation) {

@@ -147,6 +147,9 @@ pub struct CrlArgs {
     /// How long relying parties may use this CRL (its nextUpdate).
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub next_update: std::time::Duration,
+    /// Print what was written as JSON (needs --out: stdout carries the JSON, not the CRL).
+    #[arg(long, requires = "out")]
+    pub json: bool,
 }
 
 pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
@@ -202,10 +205,11 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             "key_type": cfg.key_type.as_str(),
             "root": dir.join(mutual_pki::ca::ROOT_CERT),
             "intermediate": dir.join(mutual_pki::ca::INTERMEDIATE_CERT),
-            "root_sha256": fp,
+            "root_sha256": crate::json::fingerprint(&fp),
             "trust_domain": cfg.trust_domain,
             "permitted_dns": cfg.permitted_dns,
-            "intermediate_not_after": ca.intermediate_not_after(),
+            "intermediate_not_after": crate::json::rfc3339(ca.intermediate_not_after()),
+            "intermediate_not_after_unix": ca.intermediate_not_after(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -260,7 +264,20 @@ fn crl(a: CrlArgs) -> anyhow::Result<ExitCode> {
                 der.clone()
             };
             mutual_pki::keys::write_atomic(path, &data, 0o644, true)?;
-            eprintln!("wrote {}", path.display());
+            if a.json {
+                let info = mutual_pki::inspect::crl_info(&der)?;
+                let mut v = serde_json::to_value(&info)?;
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("out".into(), serde_json::json!(path));
+                    o.insert(
+                        "format".into(),
+                        serde_json::json!(if name.ends_with(".pem") { "pem" } else { "der" }),
+                    );
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                eprintln!("wrote {}", path.display());
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

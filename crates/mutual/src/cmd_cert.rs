@@ -156,15 +156,7 @@ pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
-}
+use crate::json::rfc3339;
 
 fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
@@ -226,19 +218,18 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     recover_interrupted(&dir, &journal, &all_targets)?;
     if !a.force {
         if let Some(t) = targets.iter().find(|t| t.exists()) {
-            anyhow::bail!(
-                "{} already exists; use --force to replace it (nothing was issued)",
-                t.display()
-            );
+            return Err(crate::errors::user(
+                "exists",
+                format!("{} already exists (nothing was issued)", t.display()),
+                "use --force to replace it, or another NAME or --out DIR",
+            ));
         }
     }
     let password = a.password.get(false)?;
-    let requested_by = a.requested_by.clone().or_else(|| {
-        Some(format!(
-            "cli:{}",
-            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-        ))
-    });
+    let requested_by = a
+        .requested_by
+        .clone()
+        .or_else(|| Some(format!("cli:{}", crate::whoami::user_name())));
 
     let rt = runtime()?;
     let result = rt.block_on(async {
@@ -282,9 +273,10 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             "usage": usage.as_str(),
             "sans": opts.sans.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "not_before": rfc3339(issued.not_before),
+            "not_before_unix": issued.not_before,
             "not_after": rfc3339(issued.not_after),
             "not_after_unix": issued.not_after,
-            "sha256": issued.sha256,
+            "sha256": crate::json::fingerprint(&issued.sha256),
             "cert": cert_path,
             "key": if wrote_key { Some(&key_path) } else { None },
             "p12": if a.p12 { Some(&p12_path) } else { None },
@@ -497,7 +489,8 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         Ok::<_, mutual_pki::PkiError>(rows?)
     })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        let v: Vec<_> = rows.iter().map(crate::json::record).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     if rows.is_empty() {
@@ -506,13 +499,16 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     println!(
-        "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>9}  SANS",
-        "SERIAL", "NAME", "USAGE", "STATUS", "NOT AFTER", "DAYS LEFT"
+        "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>13}  SANS",
+        "SERIAL", "NAME", "USAGE", "STATUS", "NOT AFTER", "LEFT"
     );
     let mut soon_count = 0;
     for r in &rows {
         let left = r.not_after - now;
-        let lifetime = (r.not_after - r.not_before).max(1);
+        // Life is measured from the issuance (the requested start), not from notBefore: the
+        // 5-minute backdate would otherwise put a `--ttl 2m` certificate past two thirds at once.
+        let start = r.created_at.clamp(r.not_before, r.not_after);
+        let lifetime = (r.not_after - start).max(1);
         // "Soon" = past the renewal point (two thirds of the lifetime), or within 7 days for
         // long-lived certificates (for 24 h certs every one would be "within 7 days").
         let soon = r.status == Status::Valid
@@ -522,8 +518,8 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         }
         let days = if r.status == Status::Valid {
             format!(
-                "{:.1}{}",
-                left as f64 / 86_400.0,
+                "{}{}",
+                mutual_policy::human::duration(left.max(0).unsigned_abs()),
                 if soon { " !" } else { "" }
             )
         } else {
@@ -531,7 +527,7 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         };
         let na = rfc3339(r.not_after);
         println!(
-            "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>9}  {}",
+            "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>13}  {}",
             r.serial,
             r.name,
             r.usage,
@@ -581,7 +577,12 @@ fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
             "name": rec.name,
             "already_revoked": already,
             "revoked_at": rec.revoked_at.map(rfc3339),
+            "revoked_at_unix": rec.revoked_at,
             "reason": rec.reason,
+            "status": rec.status.as_str(),
+            "not_after": rfc3339(rec.not_after),
+            "not_after_unix": rec.not_after,
+            "sha256": crate::json::fingerprint(&rec.sha256),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if already {
@@ -634,7 +635,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
             println!("  SPIFFE ID:    {id}");
         }
         println!("  Not before:   {}", c.not_before);
-        println!("  Not after:    {} ({} left)", c.not_after, c.time_left);
+        println!("  Not after:    {} ({})", c.not_after, c.time_left);
         println!("  Key:          {} {} bits", c.key_type, c.key_bits);
         println!("  Signature:    {}", c.signature_algorithm);
         if !c.key_usage.is_empty() {
@@ -652,7 +653,7 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
             "  CA:           {ca}{}",
             if c.self_signed { ", self-signed" } else { "" }
         );
-        println!("  SHA-256:      {}", c.sha256);
+        println!("  SHA-256:      {}", mutual_pki::colon_hex(&c.sha256));
         for w in &c.warnings {
             println!("  WARNING:      {w}");
         }

@@ -95,9 +95,8 @@ fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
         let v = serde_json::json!({
             "token": token,
             "jti": claims.jti,
-            "expires_at": time::OffsetDateTime::from_unix_timestamp(claims.exp)
-                .ok()
-                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok()),
+            "expires_at": crate::json::rfc3339(claims.exp),
+            "expires_at_unix": claims.exp,
             "sans": claims.sans,
             "ttl": claims.ttl,
             "usage": claims.usage,

@@ -69,6 +69,55 @@ fn parse_at(s: &str) -> anyhow::Result<UnixTime> {
     )))
 }
 
+/// The hint for a verdict, naming this command's flags (`--roots`, `--name`, `--purpose`,
+/// `--crl`, `--at`), not the proxy's (`--ca`, `--server-name`).
+fn verify_hint(
+    args: &VerifyArgs,
+    outcome: &mutual_tls::VerifyOutcome,
+    given_intermediates: bool,
+) -> String {
+    let leaf_is_client = outcome.chain.first().is_some_and(|c| c.role == "leaf")
+        && std::fs::read(&args.leaf)
+            .ok()
+            .and_then(|b| mutual_pki::inspect::inspect_pem_or_der(&b).ok())
+            .and_then(|v| v.into_iter().next())
+            .is_some_and(|c| {
+                c.extended_key_usage.iter().any(|e| e == "clientAuth")
+                    && !c.extended_key_usage.iter().any(|e| e == "serverAuth")
+            });
+    match outcome.reason {
+        Reason::UnknownCa if !given_intermediates => "The file holds the leaf alone: add the \
+            intermediate (the chain file must hold leaf + intermediate, or pass --intermediates \
+            FILE), and give the issuing root with --roots."
+            .into(),
+        Reason::UnknownCa => "Give the root that issued this chain with --roots, and check that \
+            the chain file holds leaf + intermediate in that order (mutual cert inspect FILE)."
+            .into(),
+        Reason::WrongPurpose if args.purpose.is_none() && leaf_is_client => "This is a client \
+            certificate and --name makes the check default to --purpose server: add --purpose \
+            client."
+            .into(),
+        Reason::WrongPurpose => "Check with the purpose the certificate was issued for \
+            (--purpose server, client or any), or reissue it with the right usage (mutual cert \
+            issue --client, --server or --both)."
+            .into(),
+        Reason::NameMismatch => "Check with a name the certificate carries (--name; see the \
+            detail), or reissue it with the right SAN (mutual cert issue --san)."
+            .into(),
+        Reason::Expired => "Renew the certificate (mutual cert issue / mutual renew), check the \
+            clock, or check it as of another time with --at."
+            .into(),
+        Reason::NotYetValid => "Check the clock, or check it as of a later time with --at.".into(),
+        Reason::RevocationUnknown => "Give a current CRL for every issuer in the chain with \
+            --crl, or check the leaf alone with --crl-leaf-only."
+            .into(),
+        Reason::BadSignature => "The chain mixes certificates from different CAs or was altered: \
+            rebuild the chain file, and check --roots."
+            .into(),
+        r => r.hint().to_string(),
+    }
+}
+
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut certs = load::load_certs(&args.leaf)?;
     let leaf = certs.remove(0);
@@ -77,6 +126,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     // verdict like any other invalid certificate.
     load::check_certificate_shape(&args.leaf, &leaf)?;
     let mut intermediates = certs;
+    let given_intermediates = !intermediates.is_empty() || args.intermediates.is_some();
     if let Some(path) = &args.intermediates {
         intermediates.extend(load::load_certs(path)?);
     }
@@ -105,12 +155,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         at,
         max_intermediates: args.max_intermediates,
     });
+    let hint = verify_hint(&args, &outcome, given_intermediates);
     if args.json {
         let v = serde_json::json!({
             "valid": outcome.valid,
             "reason": outcome.reason,
             "detail": outcome.detail,
-            "hint": outcome.reason.hint(),
+            "hint": hint,
             "chain": outcome.chain,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -126,7 +177,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         println!("invalid: {}", outcome.reason);
         println!("  {}", outcome.reason.explanation());
         println!("  detail: {}", outcome.detail);
-        println!("  hint: {}", outcome.reason.hint());
+        println!("  hint: {hint}");
     }
     Ok(if outcome.reason == Reason::Ok {
         ExitCode::SUCCESS

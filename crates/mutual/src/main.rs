@@ -14,6 +14,9 @@ mod cmd_proxy;
 mod cmd_run;
 mod cmd_token;
 mod cmd_verify;
+mod errors;
+mod json;
+mod whoami;
 
 use std::process::ExitCode;
 
@@ -65,7 +68,31 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    // With --json anywhere on the line, errors are JSON too (docs/json.md), even the ones clap
+    // raises before the command's own `json` field exists.
+    let json = args.iter().any(|a| a == "--json");
+    let command = errors::command_name(&args);
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(e) if json && e.use_stderr() => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            let help = if command.is_empty() {
+                "see `mutual --help`".to_string()
+            } else {
+                format!("see `mutual {command} --help`")
+            };
+            errors::Report {
+                reason: "usage",
+                message: first.trim_start_matches("error: ").to_string(),
+                hint: help,
+            }
+            .print(true);
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Ca(c) => cmd_ca::run(c),
         Command::Cert(c) => cmd_cert::run(c),
@@ -82,7 +109,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errors::report(&e, &command).print(json);
             ExitCode::from(2)
         }
     }

@@ -393,7 +393,7 @@ fn roots_sign_with_token_and_every_token_refusal() {
     assert_eq!(rec["requested_by"], format!("token:{jti}").as_str());
     assert_eq!(rec["sans"], serde_json::json!(["dns:svc-a.internal"]));
     assert_eq!(rec["usage"], "both");
-    let life = rec["not_after"].as_i64().unwrap() - rec["not_before"].as_i64().unwrap();
+    let life = rec["not_after_unix"].as_i64().unwrap() - rec["not_before_unix"].as_i64().unwrap();
     assert!((7200..=7200 + 301).contains(&life), "{life}");
     assert_eq!(srv.count(), before + 1);
 

@@ -1,0 +1,260 @@
+//! How a failure reaches the person or the script that ran `mutual`: one message in which each
+//! cause appears once (anyhow's `{:#}` repeats a cause that an error's own text already
+//! includes), a `reason` from a small documented set (docs/json.md), and a hint that names flags
+//! of the command that failed. As text on stderr, or with `--json` as
+//! `{"error": {"reason", "message", "hint"}}` on stdout; the exit code is 2 either way.
+
+use std::fmt;
+
+use mutual_pki::PkiError;
+use mutual_store::StoreError;
+use mutual_tls::TlsError;
+
+/// An error a command raises with its own reason and hint.
+#[derive(Debug)]
+pub struct UserError {
+    pub reason: &'static str,
+    pub message: String,
+    pub hint: String,
+}
+
+impl fmt::Display for UserError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+/// An error with this reason and hint (the hint should name this command's flags).
+pub fn user(
+    reason: &'static str,
+    message: impl Into<String>,
+    hint: impl Into<String>,
+) -> anyhow::Error {
+    UserError {
+        reason,
+        message: message.into(),
+        hint: hint.into(),
+    }
+    .into()
+}
+
+/// What is printed for a failed command.
+#[derive(Debug, serde::Serialize, PartialEq, Eq)]
+pub struct Report {
+    pub reason: &'static str,
+    pub message: String,
+    pub hint: String,
+}
+
+impl Report {
+    pub fn json(&self) -> String {
+        serde_json::json!({ "error": self }).to_string()
+    }
+
+    /// Prints the report where it belongs: JSON on stdout, or text on stderr.
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", self.json());
+        } else {
+            eprintln!("error: {}", self.message);
+            if !self.hint.is_empty() {
+                eprintln!("hint: {}", self.hint);
+            }
+        }
+    }
+}
+
+/// The error chain as one line, each cause once: a cause whose text is already in the message
+/// (because the outer error's `Display` includes it) is not repeated.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
+/// The command as typed (`cert issue`, `probe`), for hints that point at its `--help`.
+pub fn command_name(args: &[String]) -> String {
+    let words: Vec<&str> = args
+        .iter()
+        .skip(1)
+        .map(String::as_str)
+        .take_while(|a| !a.starts_with('-'))
+        .take(2)
+        .collect();
+    match words.as_slice() {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [first, second] if ["ca", "cert", "config", "token"].contains(first) => {
+            format!("{first} {second}")
+        }
+        [first, ..] => (*first).to_string(),
+    }
+}
+
+/// Reason and hint for an error that reached `main`.
+pub fn report(e: &anyhow::Error, command: &str) -> Report {
+    let message = message(e);
+    let help = if command.is_empty() {
+        "see `mutual --help`".to_string()
+    } else {
+        format!("see `mutual {command} --help`")
+    };
+    let (reason, hint) = classify(e, &help);
+    Report {
+        reason,
+        message,
+        hint,
+    }
+}
+
+fn classify(e: &anyhow::Error, help: &str) -> (&'static str, String) {
+    let io_hint = || "check the path and its permissions".to_string();
+    let malformed_hint = || {
+        "give a PEM or DER file of the right kind (look at it with `mutual cert inspect FILE`)"
+            .to_string()
+    };
+    for cause in e.chain() {
+        if let Some(u) = cause.downcast_ref::<UserError>() {
+            return (u.reason, u.hint.clone());
+        }
+        if let Some(p) = cause.downcast_ref::<PkiError>() {
+            return classify_pki(p, help);
+        }
+        if let Some(s) = cause.downcast_ref::<StoreError>() {
+            return classify_store(s);
+        }
+        if let Some(t) = cause.downcast_ref::<TlsError>() {
+            return match t {
+                TlsError::Io { .. } => ("io", io_hint()),
+                TlsError::KeyMismatch { .. } => (
+                    "malformed",
+                    "give the key generated with this certificate".into(),
+                ),
+                TlsError::InvalidName(_) => ("usage", help.to_string()),
+                _ => ("malformed", malformed_hint()),
+            };
+        }
+        if let Some(p) = cause.downcast_ref::<mutual_probe::ProbeError>() {
+            return match p {
+                mutual_probe::ProbeError::Io { .. } => ("io", io_hint()),
+                mutual_probe::ProbeError::BadFile { .. } => ("malformed", malformed_hint()),
+                mutual_probe::ProbeError::KeyMismatch { .. } => (
+                    "malformed",
+                    "give the key generated with this certificate".into(),
+                ),
+                _ => ("usage", help.to_string()),
+            };
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return ("io", io_hint());
+        }
+    }
+    ("usage", help.to_string())
+}
+
+fn classify_store(s: &StoreError) -> (&'static str, String) {
+    match s {
+        StoreError::NotFound { .. } => (
+            "not_found",
+            "list the inventory with `mutual cert list` (serials are hex, colons optional)".into(),
+        ),
+        StoreError::Missing { .. } => (
+            "config",
+            "pass the --dir that holds the CA, or create one with `mutual ca init`".into(),
+        ),
+        _ => (
+            "io",
+            "check the CA directory (--dir) and its permissions".into(),
+        ),
+    }
+}
+
+fn classify_pki(p: &PkiError, help: &str) -> (&'static str, String) {
+    use PkiError as P;
+    match p {
+        P::Io { .. } => ("io", "check the path and its permissions".into()),
+        P::AlreadyInitialised { .. } => (
+            "exists",
+            "use another --dir, or keep using the CA that is there".into(),
+        ),
+        P::NotInitialised { .. } => (
+            "config",
+            "pass the --dir that holds the CA, or create one with `mutual ca init`".into(),
+        ),
+        P::WrongPassword { .. } | P::EmptyPassword => (
+            "password",
+            "give the CA password with --password-file FILE or $MUTUAL_CA_PASSWORD".into(),
+        ),
+        P::Config { .. } => ("config", "fix the file named in the message".into()),
+        P::OutsideTrustDomain { .. } | P::NotPermitted { .. } => (
+            "name_not_allowed",
+            "request a name this CA may issue (see its mutual-ca.toml)".into(),
+        ),
+        P::MalformedCsr { .. } | P::CsrBadSignature | P::Malformed { .. } => (
+            "malformed",
+            "give a PEM or DER file of the right kind (look at it with `mutual cert inspect FILE`)"
+                .into(),
+        ),
+        P::WeakKey { .. } => (
+            "weak_key",
+            "use ECDSA P-256/P-384, Ed25519 or RSA >= 2048".into(),
+        ),
+        P::UnknownSerial { .. } => (
+            "not_found",
+            "list the inventory with `mutual cert list` (serials are hex, colons optional)".into(),
+        ),
+        P::Store(s) => classify_store(s),
+        P::Generate { .. } | P::Key { .. } | P::P12 { .. } => (
+            "other",
+            "this is unexpected: please report it with the message".into(),
+        ),
+        _ => ("usage", help.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_appear_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = anyhow::Error::new(PkiError::Io {
+            path: "x.pem".into(),
+            error: io,
+        })
+        .context("cannot issue");
+        assert_eq!(message(&e), "cannot issue: x.pem: gone");
+        let inner = anyhow::anyhow!("the 'year' component could not be parsed");
+        let e = inner.context("--at: the 'year' component could not be parsed");
+        assert_eq!(
+            message(&e),
+            "--at: the 'year' component could not be parsed"
+        );
+    }
+
+    #[test]
+    fn command_names() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            command_name(&a(&["mutual", "cert", "issue", "x"])),
+            "cert issue"
+        );
+        assert_eq!(
+            command_name(&a(&["mutual", "probe", "h:1", "--json"])),
+            "probe"
+        );
+        assert_eq!(command_name(&a(&["mutual", "--json"])), "");
+    }
+}

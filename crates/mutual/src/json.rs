@@ -1,0 +1,63 @@
+//! The one JSON vocabulary every `--json` output uses (docs/json.md): instants as RFC 3339 UTC
+//! strings with `_unix` integer companions, fingerprints and serials as lowercase hex without
+//! colons or a leading `00`, the same field names for the same facts in every command.
+
+use mutual_store::CertRecord;
+use serde_json::{json, Value};
+
+/// Unix seconds as RFC 3339 UTC (`2026-12-04T20:34:41Z`).
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// A fingerprint in the JSON form: lowercase hex, no colons (human output may keep colons).
+pub fn fingerprint(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+/// One inventory row, as `cert list --json` prints it.
+pub fn record(r: &CertRecord) -> Value {
+    let mut v = json!({
+        "serial": r.serial,
+        "name": r.name,
+        "subject": r.subject,
+        "sans": r.sans,
+        "usage": r.usage,
+        "status": r.status.as_str(),
+        "not_before": rfc3339(r.not_before),
+        "not_before_unix": r.not_before,
+        "not_after": rfc3339(r.not_after),
+        "not_after_unix": r.not_after,
+        "revoked_at": r.revoked_at.map(rfc3339),
+        "revoked_at_unix": r.revoked_at,
+        "reason": r.reason,
+        "requested_by": r.requested_by,
+        "sha256": fingerprint(&r.sha256),
+        "created_at": rfc3339(r.created_at),
+        "created_at_unix": r.created_at,
+    });
+    if let (Some(by), Some(obj)) = (&r.revoked_by, v.as_object_mut()) {
+        obj.insert("revoked_by".into(), json!(by));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(fingerprint("AB:cd:01"), "abcd01");
+    }
+}
