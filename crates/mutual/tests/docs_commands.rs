@@ -236,8 +236,8 @@ fn every_block_is_run_or_listed_with_a_reason() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let last_block = stderr
             .lines()
-            .filter_map(|l| l.strip_prefix(">>> "))
-            .last()
+            .rev()
+            .find_map(|l| l.strip_prefix(">>> "))
             .unwrap_or("?");
         assert!(
             out.status.success(),
