@@ -328,7 +328,12 @@ fn create_out_dir(dir: &Path) -> anyhow::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("cannot create --out {}", dir.display()))
+        .with_context(|| {
+            format!(
+                "--out {} is not a directory and cannot be created; nothing was issued",
+                dir.display()
+            )
+        })
 }
 
 /// Stages the files, records the row, then makes the files visible; undoes everything done so
