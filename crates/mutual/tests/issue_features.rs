@@ -549,3 +549,92 @@ fn man_pages_one_per_command_render() {
     assert!(text.contains("NAME") && text.contains("SYNOPSIS"), "{text}");
     assert!(text.contains("--not-after <TIME>"), "{text}");
 }
+
+/// The online CA's token path (`/v1/sign` through `mutual enroll`) issues email SANs too: the
+/// token names the address, the enroll client's CSR asks for it, the CA signs it.
+#[test]
+fn email_san_through_a_token_and_v1_sign() {
+    let ca = TestCa::new(&[]);
+    let port = proxy_common::free_port();
+    let log = ca.tmp.path().join("ca-serve.log");
+    let child = pki_common::mutual_cmd(Some(pki_common::PW), &["ca", "serve", "--dir", ca.d()])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--rate-limit",
+            "off",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut g = ChildGuard(child);
+    let up = mutual_test::eventually(Duration::from_secs(20), || {
+        if let Ok(Some(st)) = g.0.try_wait() {
+            panic!(
+                "ca serve exited with {st}: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    });
+    assert!(up.is_some(), "ca serve did not listen");
+    let token = mutual(&[
+        "token",
+        "create",
+        "--dir",
+        ca.d(),
+        "--usage",
+        "client",
+        "--san",
+        "email:ops@example.org",
+        "--san",
+        "uri:spiffe://example.org/ops",
+    ])
+    .ok()
+    .stdout
+    .trim()
+    .to_string();
+    let fp = openssl(&[
+        "x509",
+        "-in",
+        &ca.root(),
+        "-noout",
+        "-fingerprint",
+        "-sha256",
+    ])
+    .ok()
+    .stdout;
+    let fp = fp.trim().rsplit('=').next().unwrap().to_string();
+    let out = ca.tmp.path().join("enrolled");
+    mutual(&[
+        "enroll",
+        "--ca-url",
+        &format!("https://127.0.0.1:{port}"),
+        "--token",
+        &token,
+        "--root-sha256",
+        &fp,
+        "--out",
+        s(&out),
+    ])
+    .ok();
+    let o = openssl(&[
+        "x509",
+        "-in",
+        s(&out.join("cert.pem")),
+        "-noout",
+        "-ext",
+        "subjectAltName",
+    ])
+    .ok();
+    assert!(o.stdout.contains("email:ops@example.org"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("URI:spiffe://example.org/ops"),
+        "{}",
+        o.stdout
+    );
+}

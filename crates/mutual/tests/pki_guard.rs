@@ -53,10 +53,7 @@ fn name_rules_are_enforced_and_refusals_change_nothing() {
     let before = ca.snapshot();
 
     let cases: &[(&[&str], &str)] = &[
-        (
-            &["--san", "dirname:CN=bob"],
-            "unknown SAN type \"dirname\"",
-        ),
+        (&["--san", "dirname:CN=bob"], "unknown SAN type \"dirname\""),
         (&["--san", "web.internal.example"], "expected TYPE:VALUE"),
         (&["--san", "ip:10.0.0.300"], "not an IPv4 or IPv6 address"),
         (
