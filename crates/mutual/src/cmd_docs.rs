@@ -41,7 +41,7 @@ pub fn run_man(a: ManArgs) -> anyhow::Result<ExitCode> {
     match a.out {
         None => {
             let mut buf = Vec::new();
-            clap_mangen::Man::new(cmd)
+            page(cmd)
                 .render(&mut buf)
                 .context("cannot render the man page")?;
             let mut out = std::io::stdout().lock();
@@ -60,6 +60,11 @@ pub fn run_man(a: ManArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A page whose footer names the program (`mutual 0.1.0`), not the subcommand (`issue 0.1.0`).
+fn page(cmd: clap::Command) -> clap_mangen::Man {
+    clap_mangen::Man::new(cmd).source(format!("mutual {}", env!("CARGO_PKG_VERSION")))
+}
+
 /// Writes the page of `cmd` and, recursively, of each visible subcommand (not clap's `help`).
 fn write_pages(cmd: &clap::Command, dir: &Path, written: &mut usize) -> anyhow::Result<()> {
     let name = cmd
@@ -68,7 +73,7 @@ fn write_pages(cmd: &clap::Command, dir: &Path, written: &mut usize) -> anyhow::
         .to_string();
     let path = dir.join(format!("{name}.1"));
     let mut buf = Vec::new();
-    clap_mangen::Man::new(cmd.clone())
+    page(cmd.clone())
         .render(&mut buf)
         .with_context(|| format!("cannot render the man page of {name}"))?;
     std::fs::write(&path, &buf).with_context(|| format!("cannot write {}", path.display()))?;

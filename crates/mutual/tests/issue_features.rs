@@ -512,7 +512,7 @@ fn man_pages_one_per_command_render() {
     assert!(!out.join("mutual-help.1").exists());
     let issue = std::fs::read_to_string(out.join("mutual-cert-issue.1")).unwrap();
     assert!(
-        issue.starts_with(".ie") || issue.contains(".TH mutual-cert-issue 1"),
+        issue.contains(".TH mutual-cert-issue 1  \"mutual 0.1.0\""),
         "{}",
         &issue[..200.min(issue.len())]
     );
