@@ -1172,6 +1172,66 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn subject_validity_and_root_crl() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("ca");
+        let ca = Ca::init(&dir, &InitOptions::default(), b"pw")
+            .await
+            .unwrap();
+        let t0 = now().replace_nanosecond(0).unwrap();
+        let o = IssueOptions {
+            name: "svc".into(),
+            org: Some("Acme".into()),
+            ou: Some("payments".into()),
+            sans: vec!["email:ops@example.org".parse().unwrap()],
+            not_after: Some(t0 + time::Duration::days(3)),
+            ..Default::default()
+        };
+        assert_eq!(o.subject(), "O=Acme, OU=payments, CN=svc");
+        let issued = ca.issue(&o).await.unwrap();
+        assert_eq!(
+            issued.not_after,
+            (t0 + time::Duration::days(3)).unix_timestamp()
+        );
+        let (_, c) = x509_parser::parse_x509_certificate(&issued.leaf_der).unwrap();
+        assert_eq!(c.subject().to_string(), "O=Acme, OU=payments, CN=svc");
+        for (nb, na) in [
+            (None, Some(t0 - time::Duration::hours(1))),
+            (
+                Some(t0 + time::Duration::days(2)),
+                Some(t0 + time::Duration::days(1)),
+            ),
+            (None, Some(t0 + time::Duration::days(9000))),
+            (Some(t0 - time::Duration::days(2)), None),
+        ] {
+            let bad = IssueOptions {
+                not_before: nb,
+                not_after: na,
+                ..o.clone()
+            };
+            assert!(
+                matches!(ca.issue(&bad).await, Err(PkiError::InvalidValidity { .. })),
+                "{nb:?} {na:?}"
+            );
+        }
+        let der = ca.root_crl(b"pw", Duration::from_secs(3600)).await.unwrap();
+        let (_, crl) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+        let (_, root) = x509_parser::parse_x509_certificate(&ca.root_der).unwrap();
+        crl.verify_signature(root.public_key()).unwrap();
+        assert_eq!(crl.iter_revoked_certificates().count(), 0);
+        assert!(matches!(
+            ca.root_crl(b"wrong", Duration::from_secs(3600)).await,
+            Err(PkiError::WrongPassword { .. })
+        ));
+        std::fs::remove_file(dir.join(ROOT_KEY)).unwrap();
+        assert!(matches!(
+            ca.root_crl(b"pw", Duration::from_secs(3600)).await,
+            Err(PkiError::RootKeyOffline { .. })
+        ));
+    }
+
+    #[tokio::test]
     async fn init_issue_csr_revoke_crl() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("ca");
