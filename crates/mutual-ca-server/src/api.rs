@@ -459,6 +459,7 @@ fn name_for(sans: &[San]) -> String {
         San::Dns(d) => d.clone(),
         San::Ip(ip) => ip.to_string(),
         San::Uri(u) => u.clone(),
+        San::Email(e) => e.clone(),
     };
     if v.len() <= 64 {
         return v;

@@ -85,6 +85,7 @@ pub async fn issue_server_cert(
         key_type: KeyType::EcdsaP256,
         requested_by: Some(SERVER_CERT_REQUESTER.into()),
         crl_urls: Vec::new(),
+        ..Default::default()
     };
     let p = ca.prepare_issue(&o)?;
     let chain = CertificateDer::pem_slice_iter(p.issued.chain_pem.as_bytes())

@@ -135,6 +135,7 @@ fn to_rcgen(san: &mutual_pki::San) -> Option<rcgen::SanType> {
         mutual_pki::San::Dns(d) => rcgen::SanType::DnsName(d.clone().try_into().ok()?),
         mutual_pki::San::Ip(ip) => rcgen::SanType::IpAddress(*ip),
         mutual_pki::San::Uri(u) => rcgen::SanType::URI(u.clone().try_into().ok()?),
+        mutual_pki::San::Email(e) => rcgen::SanType::Rfc822Name(e.clone().try_into().ok()?),
     })
 }
 

@@ -36,6 +36,9 @@ pub const INTERMEDIATE_CERT: &str = "intermediate.pem";
 pub const INTERMEDIATE_KEY: &str = "intermediate.key";
 pub const INVENTORY: &str = "inventory.db";
 pub const CONFIG: &str = "mutual-ca.toml";
+/// The CRL number counter of root-signed CRLs (apart from the intermediate's: each issuer
+/// numbers its own CRLs).
+const ROOT_CRL_COUNTER: &str = "root_crl_number";
 
 /// Leaves are backdated by this much so that peers with a slightly slow clock accept them.
 const BACKDATE: time::Duration = time::Duration::minutes(5);
@@ -105,6 +108,15 @@ pub struct IssueOptions {
     /// CRL distribution point URLs (http:// or https://) to put in the certificate: where
     /// relying parties (`mutual serve --crl-from-cdp`) fetch the intermediate's CRL.
     pub crl_urls: Vec<String>,
+    /// Subject O; `None` leaves it out.
+    pub org: Option<String>,
+    /// Subject OU (what `serve --allow-ou` matches). One: rcgen's subject holds one value per
+    /// attribute type.
+    pub ou: Option<String>,
+    /// Absolute start of validity; `None`: now minus a small backdate.
+    pub not_before: Option<OffsetDateTime>,
+    /// Absolute end of validity; `None`: the start (or now) plus `ttl`.
+    pub not_after: Option<OffsetDateTime>,
 }
 
 impl Default for IssueOptions {
@@ -117,8 +129,41 @@ impl Default for IssueOptions {
             key_type: KeyType::EcdsaP256,
             requested_by: None,
             crl_urls: Vec::new(),
+            org: None,
+            ou: None,
+            not_before: None,
+            not_after: None,
         }
     }
+}
+
+impl IssueOptions {
+    /// The subject as the inventory records it and x509-parser prints it (`O=.., OU=.., CN=..`,
+    /// the order of the RDNs in the certificate).
+    pub fn subject(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(o) = &self.org {
+            parts.push(format!("O={}", o.trim()));
+        }
+        if let Some(ou) = &self.ou {
+            parts.push(format!("OU={}", ou.trim()));
+        }
+        parts.push(format!("CN={}", self.name.trim()));
+        parts.join(", ")
+    }
+}
+
+/// A subject attribute (O, OU) a person typed: 1 to 64 printable characters (X.520's upper
+/// bound), no control characters.
+fn check_attr(what: &str, v: &str) -> Result<(), PkiError> {
+    let t = v.trim();
+    if t.is_empty() || t.chars().count() > 64 || t.chars().any(char::is_control) {
+        return Err(PkiError::InvalidName {
+            name: v.to_string(),
+            detail: format!("{what} must be 1 to 64 printable characters"),
+        });
+    }
+    Ok(())
 }
 
 /// An issued certificate.
@@ -660,6 +705,12 @@ impl Ca {
                 }
             }
         }
+        if let Some(org) = &o.org {
+            check_attr("the organization (O)", org)?;
+        }
+        if let Some(ou) = &o.ou {
+            check_attr("the organizational unit (OU)", ou)?;
+        }
         if o.ttl.is_zero() {
             return Err(PkiError::InvalidDuration {
                 input: "0s".into(),
@@ -667,14 +718,66 @@ impl Ca {
             });
         }
         let t0 = now();
-        let not_after = later(t0, o.ttl, "TTL")?;
-        if not_after > self.int_not_after {
-            return Err(PkiError::TtlBeyondIntermediate {
-                requested: rfc3339(not_after),
-                limit: rfc3339(self.int_not_after),
-            });
+        if o.not_before.is_none() && o.not_after.is_none() {
+            let not_after = later(t0, o.ttl, "TTL")?;
+            if not_after > self.int_not_after {
+                return Err(PkiError::TtlBeyondIntermediate {
+                    requested: rfc3339(not_after),
+                    limit: rfc3339(self.int_not_after),
+                });
+            }
+            let not_before = (t0 - BACKDATE).max(self.int_not_before);
+            return Ok((not_before, not_after));
         }
-        let not_before = (t0 - BACKDATE).max(self.int_not_before);
+        self.check_validity(o, t0)
+    }
+
+    /// An absolute validity window: inside the intermediate's, ending after it starts and in
+    /// the future (an already expired certificate is never what anyone meant).
+    fn check_validity(
+        &self,
+        o: &IssueOptions,
+        t0: OffsetDateTime,
+    ) -> Result<(OffsetDateTime, OffsetDateTime), PkiError> {
+        let bad = |detail: String| Err(PkiError::InvalidValidity { detail });
+        // Certificates carry whole seconds; dropping the fraction here keeps what is checked
+        // equal to what is signed.
+        let secs = |t: OffsetDateTime| t.replace_nanosecond(0).unwrap_or(t);
+        let not_before = match o.not_before {
+            Some(t) => secs(t),
+            None => (t0 - BACKDATE).max(self.int_not_before),
+        };
+        let not_after = match o.not_after {
+            Some(t) => secs(t),
+            None => later(not_before, o.ttl, "TTL")?,
+        };
+        if not_before < self.int_not_before {
+            return bad(format!(
+                "--not-before {} is before the intermediate's own start ({}); use a later time",
+                rfc3339(not_before),
+                rfc3339(self.int_not_before)
+            ));
+        }
+        if not_after > self.int_not_after {
+            return bad(format!(
+                "--not-after {} is after the intermediate expires ({}); use an earlier time",
+                rfc3339(not_after),
+                rfc3339(self.int_not_after)
+            ));
+        }
+        if not_after <= t0 {
+            return bad(format!(
+                "--not-after {} is in the past: the certificate would be expired when issued",
+                rfc3339(not_after)
+            ));
+        }
+        if not_after <= not_before {
+            return bad(format!(
+                "--not-after {} must be later than --not-before {}",
+                rfc3339(not_after),
+                rfc3339(not_before)
+            ));
+        }
         Ok((not_before, not_after))
     }
 
@@ -687,6 +790,12 @@ impl Ca {
     ) -> Result<(CertificateParams, Vec<u8>), PkiError> {
         let mut p = CertificateParams::default();
         let mut d = rcgen::DistinguishedName::new();
+        if let Some(org) = &o.org {
+            d.push(DnType::OrganizationName, org.trim());
+        }
+        if let Some(ou) = &o.ou {
+            d.push(DnType::OrganizationalUnitName, ou.trim());
+        }
         d.push(DnType::CommonName, o.name.trim());
         p.distinguished_name = d;
         p.subject_alt_names = o
@@ -767,7 +876,7 @@ impl Ca {
         let record = NewCert {
             serial: serial_hex,
             name: o.name.trim().to_string(),
-            subject: format!("CN={}", o.name.trim()),
+            subject: o.subject(),
             sans: o.sans.iter().map(ToString::to_string).collect(),
             usage: o.usage.as_str().to_string(),
             not_before: issued.not_before,
@@ -923,6 +1032,48 @@ impl Ca {
         Ok(self.store.list(filter, now().unix_timestamp()).await?)
     }
 
+    /// A CRL (DER) signed by the root, for the certificates the root issued: the intermediate.
+    /// Relying parties that check every certificate in the chain (nginx's `ssl_crl`, `serve
+    /// --crl` without `--crl-leaf-only`) need it beside the intermediate's CRL. No command
+    /// revokes an intermediate (a compromised one means a new CA), so the list is empty; what
+    /// matters is a current CRL from the root. Needs the root key: it is decrypted with
+    /// `password` for this call only, and its absence (moved offline, as advised) is
+    /// [`PkiError::RootKeyOffline`].
+    pub async fn root_crl(
+        &self,
+        password: &[u8],
+        next_update: Duration,
+    ) -> Result<Vec<u8>, PkiError> {
+        let key_path = self.dir.join(ROOT_KEY);
+        let key_pem = match std::fs::read_to_string(&key_path) {
+            Ok(k) => pkcs8::der::zeroize::Zeroizing::new(k),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PkiError::RootKeyOffline { path: key_path })
+            }
+            Err(e) => return Err(io(&key_path)(e)),
+        };
+        let plain = keys::decrypt_pkcs8_pem(&key_pem, password, &key_path)?;
+        let root_key = keys::load_pkcs8(plain.as_bytes(), self.config.key_type)?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(&self.root_der).map_err(|e| PkiError::Config {
+                path: self.dir.join(ROOT_CERT),
+                detail: format!("not a certificate: {e}"),
+            })?;
+        if cert.public_key().raw != root_key.subject_public_key_info().as_slice() {
+            return Err(PkiError::Config {
+                path: key_path,
+                detail: format!(
+                    "this key does not belong to {}",
+                    self.dir.join(ROOT_CERT).display()
+                ),
+            });
+        }
+        let issuer =
+            Issuer::from_ca_cert_der(&CertificateDer::from(self.root_der.as_slice()), &root_key)?;
+        let number = self.store.next_counter(ROOT_CRL_COUNTER).await?;
+        sign_crl(&issuer, &self.root_der, Vec::new(), number, next_update)
+    }
+
     /// A CRL (DER) signed by the intermediate, listing every revoked certificate with its
     /// reason, with a CRL number one higher than any issued before.
     pub async fn crl(&self, next_update: Duration) -> Result<Vec<u8>, PkiError> {
@@ -956,10 +1107,25 @@ impl Ca {
             });
         }
         let number = self.store.next_counter(CRL_COUNTER).await?;
+        sign_crl(&self.issuer()?, &self.int_der, entries, number, next_update)
+    }
+}
+
+/// Signs a CRL for `issuer` (whose certificate is `issuer_der`), keyed to the issuer's subject
+/// key identifier so that relying parties find the right key.
+fn sign_crl(
+    issuer: &Issuer<'_, &KeyPair>,
+    issuer_der: &[u8],
+    entries: Vec<RevokedCertParams>,
+    number: i64,
+    next_update: Duration,
+) -> Result<Vec<u8>, PkiError> {
+    {
         let number_bytes = number.to_be_bytes();
         let first = number_bytes.iter().position(|b| *b != 0).unwrap_or(7);
-        let issuer = self.issuer()?;
-        let ski = match x509_parser::parse_x509_certificate(&self.int_der) {
+        let t0 = now();
+        let next = later(t0, next_update, "--next-update")?;
+        let ski = match x509_parser::parse_x509_certificate(issuer_der) {
             Ok((_, c)) => c
                 .extensions()
                 .iter()
@@ -982,7 +1148,7 @@ impl Ca {
                 None => KeyIdMethod::Sha256,
             },
         };
-        Ok(params.signed_by(&issuer)?.der().to_vec())
+        Ok(params.signed_by(issuer)?.der().to_vec())
     }
 }
 
@@ -1009,6 +1175,7 @@ pub fn csr_sans(csr: &[u8]) -> Result<Vec<San>, PkiError> {
             let text = match name {
                 GeneralName::DNSName(d) => format!("dns:{d}"),
                 GeneralName::URI(u) => format!("uri:{u}"),
+                GeneralName::RFC822Name(e) => format!("email:{e}"),
                 GeneralName::IPAddress(b) => match b.len() {
                     4 => {
                         let a: [u8; 4] = [b[0], b[1], b[2], b[3]];
@@ -1028,7 +1195,7 @@ pub fn csr_sans(csr: &[u8]) -> Result<Vec<San>, PkiError> {
                 other => {
                     return Err(PkiError::InvalidSan {
                         input: format!("{other:?}"),
-                        detail: "only dns:, ip: and uri: names can be issued".into(),
+                        detail: "only dns:, ip:, uri: and email: names can be issued".into(),
                     })
                 }
             };
@@ -1074,6 +1241,66 @@ mod tests {
         assert!(dns_permitted("x.internal.example", "internal.example"));
         assert!(!dns_permitted("evilinternal.example", "internal.example"));
         assert!(!dns_permitted("a.other.example", ".internal.example"));
+    }
+
+    #[tokio::test]
+    async fn subject_validity_and_root_crl() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("ca");
+        let ca = Ca::init(&dir, &InitOptions::default(), b"pw")
+            .await
+            .unwrap();
+        let t0 = now().replace_nanosecond(0).unwrap();
+        let o = IssueOptions {
+            name: "svc".into(),
+            org: Some("Acme".into()),
+            ou: Some("payments".into()),
+            sans: vec!["email:ops@example.org".parse().unwrap()],
+            not_after: Some(t0 + time::Duration::days(3)),
+            ..Default::default()
+        };
+        assert_eq!(o.subject(), "O=Acme, OU=payments, CN=svc");
+        let issued = ca.issue(&o).await.unwrap();
+        assert_eq!(
+            issued.not_after,
+            (t0 + time::Duration::days(3)).unix_timestamp()
+        );
+        let (_, c) = x509_parser::parse_x509_certificate(&issued.leaf_der).unwrap();
+        assert_eq!(c.subject().to_string(), "O=Acme, OU=payments, CN=svc");
+        for (nb, na) in [
+            (None, Some(t0 - time::Duration::hours(1))),
+            (
+                Some(t0 + time::Duration::days(2)),
+                Some(t0 + time::Duration::days(1)),
+            ),
+            (None, Some(t0 + time::Duration::days(9000))),
+            (Some(t0 - time::Duration::days(2)), None),
+        ] {
+            let bad = IssueOptions {
+                not_before: nb,
+                not_after: na,
+                ..o.clone()
+            };
+            assert!(
+                matches!(ca.issue(&bad).await, Err(PkiError::InvalidValidity { .. })),
+                "{nb:?} {na:?}"
+            );
+        }
+        let der = ca.root_crl(b"pw", Duration::from_secs(3600)).await.unwrap();
+        let (_, crl) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(&der).unwrap();
+        let (_, root) = x509_parser::parse_x509_certificate(&ca.root_der).unwrap();
+        crl.verify_signature(root.public_key()).unwrap();
+        assert_eq!(crl.iter_revoked_certificates().count(), 0);
+        assert!(matches!(
+            ca.root_crl(b"wrong", Duration::from_secs(3600)).await,
+            Err(PkiError::WrongPassword { .. })
+        ));
+        std::fs::remove_file(dir.join(ROOT_KEY)).unwrap();
+        assert!(matches!(
+            ca.root_crl(b"pw", Duration::from_secs(3600)).await,
+            Err(PkiError::RootKeyOffline { .. })
+        ));
     }
 
     #[tokio::test]

@@ -108,6 +108,12 @@ pub enum PkiError {
     },
     #[error("invalid CRL URL {url:?}: {why}")]
     InvalidCrlUrl { url: String, why: String },
+    #[error("invalid validity: {detail}")]
+    InvalidValidity { detail: String },
+    #[error(
+        "the root key {path} is not here (moved offline?): bring it back for this command, or run it where the root key is kept"
+    )]
+    RootKeyOffline { path: PathBuf },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -194,6 +200,8 @@ pub enum San {
     Ip(IpAddr),
     /// Any absolute URI; `spiffe://` URIs are validated as SPIFFE IDs when parsed.
     Uri(String),
+    /// An email address (rfc822Name), `local@domain`; the domain is lowercased.
+    Email(String),
 }
 
 impl San {
@@ -221,6 +229,7 @@ impl San {
             San::Dns(d) => rcgen::SanType::DnsName(d.clone().try_into().map_err(bad)?),
             San::Ip(ip) => rcgen::SanType::IpAddress(*ip),
             San::Uri(u) => rcgen::SanType::URI(u.clone().try_into().map_err(bad)?),
+            San::Email(e) => rcgen::SanType::Rfc822Name(e.clone().try_into().map_err(bad)?),
         })
     }
 }
@@ -231,6 +240,7 @@ impl fmt::Display for San {
             San::Dns(d) => write!(f, "dns:{d}"),
             San::Ip(ip) => write!(f, "ip:{ip}"),
             San::Uri(u) => write!(f, "uri:{u}"),
+            San::Email(e) => write!(f, "email:{e}"),
         }
     }
 }
@@ -244,7 +254,7 @@ impl FromStr for San {
         };
         let Some((kind, value)) = s.split_once(':') else {
             return Err(bad(
-                "expected TYPE:VALUE with TYPE one of dns, ip, uri (e.g. dns:web.internal)",
+                "expected TYPE:VALUE with TYPE one of dns, ip, uri, email (e.g. dns:web.internal)",
             ));
         };
         if value.is_empty() {
@@ -280,8 +290,31 @@ impl FromStr for San {
                 }
                 Ok(San::Uri(value.to_string()))
             }
+            "email" => {
+                let Some((local, domain)) = value.rsplit_once('@') else {
+                    return Err(bad(
+                        "an email address needs a '@' (e.g. email:ops@example.org)",
+                    ));
+                };
+                if local.is_empty()
+                    || local.len() > 64
+                    || !local
+                        .chars()
+                        .all(|c| c.is_ascii_graphic() && !"@<>()[]\\,;:\"".contains(c))
+                {
+                    return Err(bad(
+                        "the part before '@' must be 1 to 64 printable ASCII characters without spaces or <>()[],;:\"",
+                    ));
+                }
+                let domain = domain.to_ascii_lowercase();
+                if domain.starts_with("*.") {
+                    return Err(bad("an email domain cannot be a wildcard"));
+                }
+                validate_dns_name(&domain).map_err(|e| bad(&format!("domain: {e}")))?;
+                Ok(San::Email(format!("{local}@{domain}")))
+            }
             other => Err(bad(&format!(
-                "unknown SAN type {other:?} (expected dns:, ip: or uri:)"
+                "unknown SAN type {other:?} (expected dns:, ip:, uri: or email:)"
             ))),
         }
     }
@@ -580,8 +613,16 @@ mod tests {
             "uri:spiffe://example.org/ns/a".parse::<San>().unwrap(),
             San::Uri("spiffe://example.org/ns/a".into())
         );
-        let e = "email:a@b".parse::<San>().unwrap_err().to_string();
+        let e = "mail:a@b".parse::<San>().unwrap_err().to_string();
         assert!(e.contains("unknown SAN type"), "{e}");
+        assert_eq!(
+            "email:Ops@Example.ORG".parse::<San>().unwrap(),
+            San::Email("Ops@example.org".into())
+        );
+        assert!("email:nobody".parse::<San>().is_err());
+        assert!("email:a b@example.org".parse::<San>().is_err());
+        assert!("email:@example.org".parse::<San>().is_err());
+        assert!("email:a@bad..domain".parse::<San>().is_err());
         assert!("dns:bad..name".parse::<San>().is_err());
         assert!("ip:300.1.1.1".parse::<San>().is_err());
         assert!("uri:spiffe://Example.org/x".parse::<San>().is_err());

@@ -99,7 +99,8 @@ pub enum CaCommand {
     /// so root.key can be moved offline.
     Init(Box<InitArgs>),
     /// Write a CRL signed by the intermediate, listing every revoked certificate with its
-    /// reason; each run gets a higher CRL number.
+    /// reason; each run gets a higher CRL number. With --root, the root's CRL instead (for
+    /// relying parties that check the whole chain, e.g. nginx's ssl_crl).
     Crl(CrlArgs),
     /// Run the CA online over HTTPS: enrollment with one-time tokens, renewal and revocation
     /// over mTLS, roots and CRL (docs/ca-server.md).
@@ -150,6 +151,11 @@ pub struct CrlArgs {
     /// Print what was written as JSON (needs --out: stdout carries the JSON, not the CRL).
     #[arg(long, requires = "out")]
     pub json: bool,
+    /// Sign with the root key (root.key in --dir, same password) a CRL of what the root issued:
+    /// the intermediate. Needed beside the intermediate's CRL by checkers of every chain
+    /// certificate (nginx ssl_crl, `serve --crl` without --crl-leaf-only).
+    #[arg(long)]
+    pub root: bool,
 }
 
 pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
@@ -249,9 +255,13 @@ fn crl(a: CrlArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     let der = rt.block_on(async {
         let ca = Ca::open(&dir, password.as_bytes()).await?;
-        let der = ca.crl(a.next_update).await?;
+        let der = if a.root {
+            ca.root_crl(password.as_bytes(), a.next_update).await
+        } else {
+            ca.crl(a.next_update).await
+        };
         ca.store().close().await;
-        Ok::<_, mutual_pki::PkiError>(der)
+        der
     })?;
     let pem = || mutual_pki::pem_encode("X509 CRL", &der);
     match &a.out {

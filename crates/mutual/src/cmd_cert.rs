@@ -41,7 +41,8 @@ pub enum CertCommand {
 pub struct IssueArgs {
     /// Name of the certificate: its subject CN, the inventory name, and the output file stem.
     pub name: String,
-    /// Subject alternative name: dns:NAME, ip:ADDRESS or uri:spiffe://DOMAIN/PATH. Repeatable.
+    /// Subject alternative name: dns:NAME, ip:ADDRESS, uri:spiffe://DOMAIN/PATH or
+    /// email:USER@DOMAIN. Repeatable.
     #[arg(long = "san", value_name = "TYPE:VALUE", value_parser = parse_san)]
     pub sans: Vec<San>,
     /// TLS server certificate (EKU serverAuth; needs a dns: or ip: SAN, or a SPIFFE ID).
@@ -55,8 +56,22 @@ pub struct IssueArgs {
     #[arg(long)]
     pub both: bool,
     /// Lifetime, e.g. 24h, 7d, 90m [default: the CA's default, 24h].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = parse_duration, conflicts_with_all = ["not_before", "not_after"])]
     pub ttl: Option<std::time::Duration>,
+    /// Start of validity, RFC 3339 (2027-01-01T00:00:00Z) [default: now, backdated 5 minutes].
+    /// Not before the intermediate's own start.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub not_before: Option<time::OffsetDateTime>,
+    /// End of validity, RFC 3339 [default: the start plus the CA's default TTL]. Not after the
+    /// intermediate expires.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub not_after: Option<time::OffsetDateTime>,
+    /// Subject O (organization), e.g. "Acme".
+    #[arg(long, value_name = "ORG")]
+    pub org: Option<String>,
+    /// Subject OU (organizational unit), what `serve --allow-ou` matches.
+    #[arg(long, value_name = "UNIT")]
+    pub ou: Option<String>,
     /// Key type to generate: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072.
     #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type)]
     pub key_type: KeyType,
@@ -69,7 +84,7 @@ pub struct IssueArgs {
     /// its public key is used: names, usages and lifetime come from this command line.
     #[arg(long, value_name = "FILE")]
     pub csr: Option<PathBuf>,
-    /// Directory to write NAME.pem / NAME.key / NAME.p12 into.
+    /// Directory to write NAME.pem / NAME.key / NAME.p12 into (created 0700 if missing).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub out: PathBuf,
     /// Also write NAME.p12 (PKCS#12: key + chain). Password from --p12-password-file or
@@ -138,6 +153,12 @@ fn parse_san(s: &str) -> Result<San, String> {
     s.parse().map_err(|e: mutual_pki::PkiError| e.to_string())
 }
 
+fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .map(|t| t.to_offset(time::UtcOffset::UTC))
+        .map_err(|_| format!("{s:?} is not an RFC 3339 time (e.g. 2027-01-01T00:00:00Z)"))
+}
+
 fn parse_status(s: &str) -> Result<Status, String> {
     s.parse()
 }
@@ -195,6 +216,9 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     if csr.is_some() && a.p12 {
         anyhow::bail!("--p12 needs the private key, which a CSR does not carry");
     }
+    if !a.out.exists() {
+        create_out_dir(&a.out)?;
+    }
     if !a.out.is_dir() {
         anyhow::bail!(
             "--out {} is not a directory; nothing was issued",
@@ -242,6 +266,10 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             key_type: a.key_type,
             requested_by,
             crl_urls: a.crl_urls.clone(),
+            org: a.org.clone(),
+            ou: a.ou.clone(),
+            not_before: a.not_before,
+            not_after: a.not_after,
         };
         let pending = match &csr {
             Some(c) => ca.prepare_csr(c, &opts)?,
@@ -391,6 +419,22 @@ fn recover_interrupted(ca_dir: &Path, journal: &Path, targets: &[PathBuf]) -> an
     }
     remove_journal(journal);
     Ok(())
+}
+
+/// Creates `--out` (and missing parents) 0700: it is about to receive a private key, and a
+/// directory others can list tells them which keys exist. Enroll does the same.
+fn create_out_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| {
+            format!(
+                "--out {} is not a directory and cannot be created; nothing was issued",
+                dir.display()
+            )
+        })
 }
 
 /// Stages the files, records the row, then makes the files visible; undoes everything done so

@@ -8,6 +8,7 @@ mod cmd_ca;
 mod cmd_ca_serve;
 mod cmd_cert;
 mod cmd_demo;
+mod cmd_docs;
 mod cmd_enroll;
 mod cmd_probe;
 mod cmd_proxy;
@@ -65,6 +66,10 @@ enum Command {
     /// One-time enrollment tokens for the online CA (`mutual ca serve`).
     #[command(subcommand)]
     Token(cmd_token::TokenCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd_docs::CompletionsArgs),
+    /// Print the man page, or write one page per command with --out DIR.
+    Man(cmd_docs::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +110,8 @@ fn main() -> ExitCode {
         Command::Enroll(a) => cmd_enroll::run_enroll(*a),
         Command::Renew(a) => cmd_enroll::run_renew(*a),
         Command::Token(c) => cmd_token::run(c),
+        Command::Completions(a) => cmd_docs::run_completions(a),
+        Command::Man(a) => cmd_docs::run_man(a),
     };
     match result {
         Ok(code) => code,
