@@ -138,7 +138,7 @@ fn s_server(extra: &[&str]) -> (ChildGuard, u16) {
             .spawn()
             .unwrap();
         let guard = ChildGuard(child);
-        if wait_for_port(addr(port), Duration::from_secs(10)) {
+        if wait_for_port(addr(port), Duration::from_secs(60)) {
             return (guard, port);
         }
     }
@@ -343,7 +343,7 @@ fn nginx(verify: &str) -> Option<(ChildGuard, u16, tempfile::TempDir)> {
         .unwrap();
     let guard = ChildGuard(child);
     assert!(
-        wait_for_port(addr(port), Duration::from_secs(10)),
+        wait_for_port(addr(port), Duration::from_secs(60)),
         "nginx did not start: {}",
         std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
     );
@@ -612,7 +612,7 @@ fn mutual_serve_endpoint() {
         .unwrap();
     let _guard = ChildGuard(child);
     assert!(
-        wait_for_port(addr(port), Duration::from_secs(15)),
+        wait_for_port(addr(port), Duration::from_secs(60)),
         "mutual serve did not start"
     );
 

@@ -37,7 +37,7 @@ fn s_server(fx: &Fixture) -> (ChildGuard, u16) {
     let guard = ChildGuard(child);
     assert!(mutual_test::wait_for_port(
         SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(10)
+        Duration::from_secs(60)
     ));
     (guard, port)
 }
@@ -58,7 +58,7 @@ fn connect_args(fx: &Fixture, leaf: &Leaf, extra: &[&str]) -> Vec<String> {
 /// Sends a request through the local plaintext port; returns what came back.
 fn through(port: u16) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut out = Vec::new();
@@ -88,7 +88,7 @@ fn connect_to_openssl_s_server_verifies_the_server_name() {
         "{out}\n{}",
         good.stderr_text()
     );
-    let line = &good.wait_audit(1)[0];
+    let line = good.wait_only_line();
     assert_eq!(line["result"], "allowed", "{line}");
     assert_eq!(line["tls"]["version"], "TLSv1.3");
 
@@ -100,7 +100,7 @@ fn connect_to_openssl_s_server_verifies_the_server_name() {
     );
     let out = through(bad.port);
     assert!(out.is_empty(), "the local client must get nothing: {out}");
-    let line = &bad.wait_audit(1)[0];
+    let line = bad.wait_only_line();
     assert_eq!(line["result"], "failed", "{line}");
     assert_eq!(line["reason"], "name_mismatch", "{line}");
     bad.wait_handshakes("failed", "name_mismatch", 1.0);
@@ -122,11 +122,11 @@ fn connect_in_front_of_serve_end_to_end() {
     );
     let out = through(conn.port);
     assert!(out.ends_with(BACKEND_BODY), "{out}");
-    let cl = &conn.wait_audit(1)[0];
+    let cl = conn.wait_only_line();
     assert_eq!(cl["result"], "allowed", "{cl}");
     assert_eq!(cl["identity"]["dns"][0], "localhost", "{cl}");
     assert!(cl["bytes_out"].as_u64().unwrap() > 0);
-    let sl = &serve.wait_audit(1)[0];
+    let sl = serve.wait_only_line();
     assert_eq!(sl["identity"]["spiffe"], OK_ID, "{sl}");
     assert!(conn
         .metrics()
@@ -150,7 +150,7 @@ fn connect_in_front_of_serve_end_to_end() {
     );
     let out = through(other.port);
     assert!(out.is_empty(), "{out}");
-    let ol = &other.wait_audit(1)[0];
+    let ol = other.wait_only_line();
     assert_eq!(ol["result"], "failed", "{ol}");
     assert_eq!(ol["reason"], "unknown_ca", "{ol}");
     // serve's own refusal, found by its reason (not by its position in the log).
@@ -212,7 +212,7 @@ fn connect_expect_spiffe_checks_the_servers_exact_id() {
         &connect_args(&fx, &fx.ok, &["--expect-spiffe", server_id]),
     );
     assert!(through(right.port).ends_with(BACKEND_BODY));
-    assert_eq!(right.wait_audit(1)[0]["identity"]["spiffe"], server_id);
+    assert_eq!(right.wait_only_line()["identity"]["spiffe"], server_id);
 
     let wrong = spawn_proxy(
         "connect",
@@ -225,6 +225,6 @@ fn connect_expect_spiffe_checks_the_servers_exact_id() {
         ),
     );
     assert!(through(wrong.port).is_empty());
-    let line = &wrong.wait_audit(1)[0];
+    let line = wrong.wait_only_line();
     assert_eq!(line["reason"], "name_mismatch", "{line}");
 }

@@ -76,7 +76,7 @@ fn proxy_v2_header_carries_address_tls_facts_and_spiffe_id() {
         "{}",
         p.stderr_text()
     );
-    let raw = headers.recv_timeout(Duration::from_secs(10)).unwrap();
+    let raw = headers.recv_timeout(EVENT_TIMEOUT).unwrap();
     assert_eq!(&raw[..12], &pp::SIGNATURE);
     let h = parse(&raw).unwrap();
     assert_eq!(h.len, raw.len());
@@ -169,7 +169,7 @@ frontend fe
     );
     assert!(mutual_test::wait_for_port(
         SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(10)
+        EVENT_TIMEOUT
     ));
     let p = start_serve(
         &fx,
@@ -220,7 +220,7 @@ fn max_connection_lifetime_closes_gracefully_and_audits_bytes() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(14),
         "{took:?}"
     );
-    let line = &p.wait_audit(1)[0];
+    let line = p.wait_only_line();
     assert_eq!(line["result"], "allowed", "{line}");
     assert_eq!(line["reason"], "ok", "{line}");
     assert_eq!(line["bytes_in"], "GET / HTTP/1.0\r\n".len(), "{line}");
@@ -266,7 +266,7 @@ fn http_server(dir: &std::path::Path) -> (ChildGuard, u16) {
         .unwrap();
     assert!(mutual_test::wait_for_port(
         SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(10)
+        EVENT_TIMEOUT
     ));
     (ChildGuard(child), port)
 }
@@ -282,9 +282,7 @@ fn leaf(dir: &std::path::Path, stem: &str) -> Leaf {
 }
 
 fn wait_ready(p: &Proxy) {
-    let r = eventually(Duration::from_secs(15), || {
-        (readyz(p).0 == 200).then_some(())
-    });
+    let r = eventually(EVENT_TIMEOUT, || (readyz(p).0 == 200).then_some(()));
     assert!(
         r.is_some(),
         "not ready: {:?}\n{}",

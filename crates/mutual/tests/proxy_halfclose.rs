@@ -182,7 +182,7 @@ fn client_first_through_serve(how: ClientEnd, up: usize, down: usize) {
         "{how:?}: client received {got} of {down} bytes after its half-close"
     );
     assert!(same, "{how:?}: response corrupted");
-    let line = &serve.wait_audit(1)[0];
+    let line = serve.wait_only_line();
     assert_eq!(line["result"], "allowed", "{line}");
     assert_eq!(line["bytes_in"].as_u64(), Some(up as u64), "{line}");
     assert_eq!(line["bytes_out"].as_u64(), Some(down as u64), "{line}");
@@ -220,7 +220,7 @@ fn serve_backend_half_closes_first_client_still_uploads() {
         "backend received {bgot} of {MID} bytes after its own half-close"
     );
     assert!(bsame, "upload corrupted");
-    let line = &serve.wait_audit(1)[0];
+    let line = serve.wait_only_line();
     assert_eq!(line["bytes_in"].as_u64(), Some(MID as u64), "{line}");
     assert_eq!(line["bytes_out"].as_u64(), Some(MID as u64), "{line}");
 }
@@ -269,10 +269,10 @@ fn connect_to_serve_client_half_close_both_directions() {
         "client received {got} of {BIG} after its half-close"
     );
     assert!(same, "response corrupted");
-    let cl = &conn.wait_audit(1)[0];
+    let cl = conn.wait_only_line();
     assert_eq!(cl["bytes_in"].as_u64(), Some(BIG as u64), "{cl}");
     assert_eq!(cl["bytes_out"].as_u64(), Some(BIG as u64), "{cl}");
-    let sl = &serve.wait_audit(1)[0];
+    let sl = serve.wait_only_line();
     assert_eq!(sl["result"], "allowed", "{sl}");
 }
 
@@ -298,6 +298,6 @@ fn connect_to_serve_backend_half_closes_first() {
     // And the client sees the end of the connection once both halves are done.
     let mut rest = [0u8; 1];
     assert_eq!(s.read(&mut rest).unwrap(), 0);
-    let cl = &conn.wait_audit(1)[0];
+    let cl = conn.wait_only_line();
     assert_eq!(cl["result"], "allowed", "{cl}");
 }

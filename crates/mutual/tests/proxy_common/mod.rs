@@ -638,3 +638,13 @@ impl Proxy {
         );
     }
 }
+
+impl Proxy {
+    /// For a test that made exactly one connection (or request): waits for its audit line and
+    /// checks it is the only one.
+    pub fn wait_only_line(&self) -> serde_json::Value {
+        let lines = self.wait_audit_count_where("at all", 1, |_| true);
+        assert_eq!(lines.len(), 1, "one connection, one line: {lines:?}");
+        lines.into_iter().next().unwrap()
+    }
+}
