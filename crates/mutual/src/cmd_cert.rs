@@ -370,7 +370,8 @@ fn remove_journal(path: &Path) {
 /// Undoes a `cert issue` of the same name that was killed half-way (its journal is still
 /// there), and removes temporary files left next to `targets`. Runs under the directory lock.
 fn recover_interrupted(ca_dir: &Path, journal: &Path, targets: &[PathBuf]) -> anyhow::Result<()> {
-    for t in targets {
+    // The journal is written the same way: a kill while writing it leaves its temporary file.
+    for t in targets.iter().map(PathBuf::as_path).chain([journal]) {
         mutual_pki::keys::remove_stale_staged(t);
     }
     let text = match std::fs::read(journal) {
