@@ -61,6 +61,8 @@ pub struct Connect {
     current: ArcSwap<ClientMaterial>,
     lm: ListenerMetrics,
     shared: Shared,
+    /// Set at the drain timeout: every open connection ends and writes its audit line.
+    force: tokio::sync::watch::Sender<bool>,
 }
 
 impl Connect {
@@ -95,6 +97,7 @@ impl Connect {
             current: ArcSwap::from_pointee(m),
             lm,
             shared: shared.clone(),
+            force: tokio::sync::watch::channel(false).0,
         }))
     }
 
@@ -122,8 +125,10 @@ impl Connect {
             &self.lm,
             shutdown,
             move |tcp, peer, g| Arc::clone(&me).handle(tcp, peer, g),
-            // Connections `connect` carries are not registered: they die with the process.
-            || 0,
+            || {
+                self.force.send_replace(true);
+                self.force.receiver_count()
+            },
         )
         .await
     }
@@ -243,18 +248,26 @@ impl Connect {
         let mut lc = Metered::new(&mut local, self.lm.bytes_in.clone(), Arc::clone(&act));
         let mut rc = Metered::new(tls, self.lm.bytes_out.clone(), Arc::clone(&act)).lenient_eof();
         let (tin, tout, rerr) = (lc.total(), rc.total(), rc.read_error());
-        let copy_end = match crate::lifetime::pump_limited(
-            &mut lc,
-            &mut rc,
-            &act,
-            self.cfg.idle_timeout,
-            self.cfg.max_connection_lifetime,
-        )
-        .await
-        {
-            crate::lifetime::Ended::Pump(end) => end,
-            crate::lifetime::Ended::Lifetime => {
+        let mut force = self.force.subscribe();
+        let pumped = tokio::select! {
+            end = crate::lifetime::pump_limited(
+                &mut lc,
+                &mut rc,
+                &act,
+                self.cfg.idle_timeout,
+                self.cfg.max_connection_lifetime,
+            ) => Some(end),
+            _ = force.wait_for(|f| *f) => None,
+        };
+        let copy_end = match pumped {
+            Some(crate::lifetime::Ended::Pump(end)) => end,
+            Some(crate::lifetime::Ended::Lifetime) => {
                 tracing::info!(listener = %self.cfg.name, %peer, "max connection lifetime reached: closed");
+                CopyEnd::Closed
+            }
+            None => {
+                tracing::info!(listener = %self.cfg.name, %peer, "drain timeout: closed");
+                let _ = tokio::time::timeout(Duration::from_secs(1), rc.shutdown()).await;
                 CopyEnd::Closed
             }
         };

@@ -119,9 +119,12 @@ pub struct TlsOptions {
     pub authorize: Option<PeerCheck>,
 }
 
-/// A connection-level authorization hook for [`TlsOptions::authorize`]: true allows.
+/// Decides from a verified leaf's DER whether the peer is allowed (true allows).
+pub type PeerCheckFn = dyn Fn(&[u8]) -> bool + Send + Sync;
+
+/// A connection-level authorization hook for [`TlsOptions::authorize`].
 #[derive(Clone)]
-pub struct PeerCheck(pub Arc<dyn Fn(&[u8]) -> bool + Send + Sync>);
+pub struct PeerCheck(pub Arc<PeerCheckFn>);
 
 impl std::fmt::Debug for PeerCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

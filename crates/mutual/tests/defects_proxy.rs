@@ -203,6 +203,16 @@ except Exception as e:
     assert_eq!(line["result"], "denied", "{line}");
     assert_eq!(line["reason"], "policy_denied", "{line}");
     assert_eq!(line["identity"]["spiffe"], OTHER_ID, "{line}");
+    // Decided inside the handshake, yet the line still names what was negotiated.
+    assert_eq!(line["tls"]["version"], "TLSv1.3", "{line}");
+    assert!(
+        line["tls"]["cipher"]
+            .as_str()
+            .unwrap()
+            .starts_with("TLS13_"),
+        "{line}"
+    );
+    assert!(!line["tls"]["group"].as_str().unwrap().is_empty(), "{line}");
     p.wait_handshakes("denied", "policy_denied", 1.0);
     // The allowed identity still goes through.
     assert_eq!(
@@ -333,10 +343,21 @@ fn connect_refuses_a_resumed_session_with_an_expired_server() {
         assert_eq!(l["result"], "failed", "{l}");
         assert_eq!(l["reason"], "expired", "{l}");
     }
-    // At least one of them was a resumption (the serve side saw resumed handshakes succeed):
-    // the recheck, not the verifier, refused it.
-    let serve_lines = serve.wait_audit(2);
-    assert!(serve_lines.len() >= 2, "{serve_lines:?}");
+    // At least one of them was a resumption: serve completed it (its side of a resumed
+    // handshake succeeds), so the re-check in connect, not its verifier, refused it.
+    let resumed = eventually(Duration::from_secs(10), || {
+        let allowed = serve
+            .audit_lines()
+            .iter()
+            .filter(|l| l["result"] == "allowed")
+            .count();
+        (allowed >= 2).then_some(())
+    });
+    assert!(
+        resumed.is_some(),
+        "no resumption was tried after expiry: {:?}",
+        serve.audit_lines()
+    );
 }
 
 /// A held TCP-mode connection: established, half a request sent (the backend waits).
@@ -715,4 +736,97 @@ drain_timeout = "1s"
         log()
     );
     assert_eq!(finish_request(pipe), 200, "{}", log());
+}
+
+// Item 11, `connect`: its connections closed at the drain timeout get their audit line too.
+#[test]
+fn connect_drain_timeout_closes_are_audited() {
+    let fx = fixture();
+    let backend = http_backend();
+    let serve = start_serve(&fx, &backend.addr.to_string(), &[]);
+    let mut conn = spawn_proxy(
+        "connect",
+        "--remote",
+        &format!("127.0.0.1:{}", serve.port),
+        &[
+            "--cert".into(),
+            fx.ok.cert.display().to_string(),
+            "--key".into(),
+            fx.ok.key.display().to_string(),
+            "--ca".into(),
+            fx.pki.root.display().to_string(),
+            "--server-name".into(),
+            "localhost".into(),
+            "--drain-timeout".into(),
+            "1s".into(),
+        ],
+    );
+    let mut local = TcpStream::connect(("127.0.0.1", conn.port)).unwrap();
+    local.write_all(b"GET / HTTP/1.0\r\n").unwrap();
+    // Established end to end once serve has allowed it.
+    serve.wait_handshakes("allowed", "ok", 1.0);
+    signal(conn.pid(), "TERM");
+    let st = eventually(Duration::from_secs(20), || conn.child.0.try_wait().unwrap());
+    assert!(
+        st.is_some(),
+        "connect did not exit:\n{}",
+        conn.stderr_text()
+    );
+    let lines = conn.audit_lines();
+    assert_eq!(lines.len(), 1, "{lines:?}\n{}", conn.stderr_text());
+    assert_eq!(lines[0]["result"], "allowed", "{}", lines[0]);
+    assert!(lines[0]["bytes_in"].as_u64().unwrap() > 0, "{}", lines[0]);
+}
+
+// Item 10, HTTP mode: with --end-on-peer-expiry a kept-alive connection ends at the expiry.
+#[test]
+fn http_keepalive_ends_at_peer_expiry_with_the_flag() {
+    let fx = fixture();
+    let (backend, _seen) = recording_backend();
+    let t0 = now_secs();
+    let short = fx.pki.leaf(
+        "short-http",
+        LeafOpts::new("short")
+            .san(&format!("uri:{OK_ID}"))
+            .valid_for(8),
+    );
+    let expires = not_after(&short);
+    let p = start_serve(
+        &fx,
+        &backend.to_string(),
+        &["--http", "--end-on-peer-expiry"],
+    );
+    let mut s = tls_connect(p.addr(), &rustls_config(&fx.pki.root, Some(&short))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_response(&mut s),
+        (200, "recorded".into()),
+        "{}",
+        p.stderr_text()
+    );
+    assert!(t0 + 8 >= expires - 1, "unexpected notAfter");
+    // The connection is idle now (idle timeout 5m): only the expiry timer can end it.
+    let mut buf = [0u8; 16];
+    let r = s.read(&mut buf);
+    let ended = match &r {
+        Ok(0) => true,
+        Ok(_) => false,
+        // A read timeout is not an end.
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    };
+    assert!(ended, "{r:?}\n{}", p.stderr_text());
+    assert!(
+        now_secs() >= expires,
+        "ended before the expiry: {}",
+        p.stderr_text()
+    );
+    assert!(
+        p.stderr_text().contains("expired"),
+        "the log must say why:\n{}",
+        p.stderr_text()
+    );
 }
