@@ -208,7 +208,7 @@ impl Trust {
         let ee = EndEntityCert::try_from(end_entity).map_err(pki_error)?;
         // webpki reads the SAN only when it checks a name, so a certificate whose SAN does not
         // parse would pass without --name; its identity is unreadable, so it is malformed.
-        if malformed_leaf(end_entity).is_some() {
+        if san_problem(end_entity).is_some() {
             return Err(CertificateError::BadEncoding.into());
         }
         let cdp_snapshot = self.cdp.as_ref().map(|c| c.load());
@@ -495,19 +495,24 @@ pub fn malformed_leaf(der: &CertificateDer<'_>) -> Option<String> {
     if let Err(e) = EndEntityCert::try_from(der) {
         return Some(parse_error_sentence(&e));
     }
+    san_problem(der)
+}
+
+/// Why the subjectAltName extension does not parse, if it does not (`None` when it parses, is
+/// absent, or the certificate is beyond x509-parser: webpki has judged that part already).
+fn san_problem(der: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
-    for ext in cert.extensions() {
-        if ext.oid == x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME {
-            if let x509_parser::extensions::ParsedExtension::ParseError { error } =
-                ext.parsed_extension()
-            {
-                return Some(format!(
-                    "the certificate is malformed: its subjectAltName extension does not parse ({error})"
-                ));
-            }
+    cert.extensions().iter().find_map(|ext| {
+        if ext.oid != x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME {
+            return None;
         }
-    }
-    None
+        match ext.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::ParseError { error } => Some(format!(
+                "the certificate is malformed: its subjectAltName extension does not parse ({error})"
+            )),
+            _ => None,
+        }
+    })
 }
 
 /// The sentence for a webpki error met while parsing a certificate.
