@@ -401,6 +401,13 @@ fn messages_are_sentences_with_each_cause_once() {
     assert!(mm.stdout.contains("dns:srv.test"), "{}", mm.stdout);
     no_debug_text(&mm.stdout);
 
+    let csr = tmp.join("bad.csr");
+    std::fs::write(&csr, [0x30, 0x03, 0x02, 0x01, 0x00]).unwrap();
+    let o = ca
+        .issue("x", &["--csr", s(&csr)])
+        .fails_with("malformed CSR");
+    no_debug_text(&o.stderr);
+
     ca.issue("x", &["--crl-url", "http://a b/"])
         .fails_with("space");
     ca.issue("x", &["--ttl", "5q"])
