@@ -704,6 +704,21 @@ fn serve_log_has_no_ansi_when_not_a_terminal() {
         !text.contains('\u{1b}'),
         "ANSI codes in the log file: {text:?}"
     );
+
+    // A truncated certificate on reload: the log line says so in words, not in Debug form.
+    let pem = std::fs::read_to_string(ca.out.join("srv.pem")).unwrap();
+    let cut: String = pem.lines().take(3).collect::<Vec<_>>().join("\n");
+    std::fs::write(ca.out.join("srv.pem"), cut).unwrap();
+    let line = eventually(Duration::from_secs(20), || {
+        let t = std::fs::read_to_string(&log).ok()?;
+        t.lines()
+            .find(|l| l.contains("reload failed"))
+            .map(str::to_string)
+    })
+    .expect("no failed reload in the log");
+    assert!(line.contains("PEM"), "{line}");
+    no_debug_text(&line);
+    assert!(!line.contains('\u{1b}'), "{line:?}");
 }
 
 #[test]
