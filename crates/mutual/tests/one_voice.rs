@@ -524,6 +524,21 @@ fn durations_read_right() {
         !ins.contains("expired left") && !ins.contains("0 days"),
         "{ins}"
     );
+    // Seconds after expiry it says seconds, not "1 days ago" (poll until it has expired).
+    ca.issue("brief", &["--ttl", "1s"]).ok();
+    let brief = s(&ca.out.join("brief.pem")).to_string();
+    let root = ca.root();
+    let detail = eventually(Duration::from_secs(30), || {
+        let o = mutual(&["cert", "verify", &brief, "--roots", &root, "--json"]);
+        let v: Value = serde_json::from_str(&o.stdout).ok()?;
+        (v["reason"] == "expired").then(|| v["detail"].as_str().unwrap().to_string())
+    })
+    .expect("the 1 s certificate never expired");
+    assert!(
+        detail.contains(" s ago") || detail.contains(" min"),
+        "{detail}"
+    );
+    assert!(!detail.contains("days"), "{detail}");
     assert!(
         ins.contains("SHA-256:      ") && ins.contains(':'),
         "human output keeps colons"
