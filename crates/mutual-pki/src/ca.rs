@@ -298,9 +298,9 @@ fn first_cert_der(pem: &str, path: &Path) -> Result<Vec<u8>, PkiError> {
 }
 
 fn validity(der: &[u8], path: &Path) -> Result<(OffsetDateTime, OffsetDateTime), PkiError> {
-    let (_, c) = x509_parser::parse_x509_certificate(der).map_err(|e| PkiError::Config {
+    let (_, c) = x509_parser::parse_x509_certificate(der).map_err(|_| PkiError::Config {
         path: path.to_path_buf(),
-        detail: format!("not a certificate: {e}"),
+        detail: "not a valid X.509 certificate (truncated or corrupted)".into(),
     })?;
     Ok((
         c.validity().not_before.to_datetime(),
@@ -580,9 +580,9 @@ impl Ca {
         let plain = keys::decrypt_pkcs8_pem(&key_pem, password, &key_path)?;
         let int_key = keys::load_pkcs8(plain.as_bytes(), config.key_type)?;
         let (_, cert) =
-            x509_parser::parse_x509_certificate(&int_der).map_err(|e| PkiError::Config {
+            x509_parser::parse_x509_certificate(&int_der).map_err(|_| PkiError::Config {
                 path: int_path.clone(),
-                detail: format!("not a certificate: {e}"),
+                detail: "not a valid X.509 certificate (truncated or corrupted)".into(),
             })?;
         if cert.public_key().raw != int_key.subject_public_key_info().as_slice() {
             return Err(PkiError::Config {
@@ -908,12 +908,13 @@ impl Ca {
     /// ignored, so a requester cannot widen its own names or usages.
     pub fn prepare_csr(&self, csr: &[u8], o: &IssueOptions) -> Result<Pending, PkiError> {
         let der = csr_der(csr)?;
-        let (rest, req) = x509_parser::certification_request::X509CertificationRequest::from_der(
-            &der,
-        )
-        .map_err(|e| PkiError::MalformedCsr {
-            detail: e.to_string(),
-        })?;
+        let (rest, req) =
+            x509_parser::certification_request::X509CertificationRequest::from_der(&der)
+                // x509-parser's error text is nom/DER internals (`Der(UnexpectedTag { .. })`).
+                .map_err(|_| PkiError::MalformedCsr {
+                    detail: "not a valid PKCS#10 certificate request (truncated, or not a CSR)"
+                        .into(),
+                })?;
         if !rest.is_empty() {
             return Err(PkiError::MalformedCsr {
                 detail: "trailing bytes after the CSR".into(),
@@ -946,9 +947,9 @@ impl Ca {
     /// used in an mTLS handshake (the online CA's renewal without a CSR). Nothing is recorded.
     pub fn prepare_spki(&self, spki_der: &[u8], o: &IssueOptions) -> Result<Pending, PkiError> {
         let (rest, spki) =
-            x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| {
+            x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der).map_err(|_| {
                 PkiError::Malformed {
-                    detail: format!("not a SubjectPublicKeyInfo: {e}"),
+                    detail: "not a valid SubjectPublicKeyInfo (DER public key)".into(),
                 }
             })?;
         if !rest.is_empty() {
@@ -1160,8 +1161,9 @@ pub fn csr_sans(csr: &[u8]) -> Result<Vec<San>, PkiError> {
     use x509_parser::extensions::{GeneralName, ParsedExtension};
     let der = csr_der(csr)?;
     let (_, req) = x509_parser::certification_request::X509CertificationRequest::from_der(&der)
-        .map_err(|e| PkiError::MalformedCsr {
-            detail: e.to_string(),
+        // x509-parser's error text is nom/DER internals (`Der(UnexpectedTag { .. })`).
+        .map_err(|_| PkiError::MalformedCsr {
+            detail: "not a valid PKCS#10 certificate request (truncated, or not a CSR)".into(),
         })?;
     let mut out = Vec::new();
     let Some(exts) = req.requested_extensions() else {

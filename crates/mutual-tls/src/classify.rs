@@ -21,6 +21,17 @@ fn ts(t: &UnixTime) -> String {
     rfc3339(i64::try_from(t.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// `then` relative to `now` in the one human form (`3 s ago`, `in 4 min`), as every command
+/// prints durations ([`mutual_policy::human`]).
+fn since(then: &UnixTime, now: &UnixTime) -> String {
+    let (a, b) = (then.as_secs(), now.as_secs());
+    if b >= a {
+        format!("{} ago", mutual_policy::human::duration(b - a))
+    } else {
+        format!("in {}", mutual_policy::human::duration(a - b))
+    }
+}
+
 /// The reason label for a rustls error.
 pub fn classify_rustls_error(e: &Error) -> Reason {
     match e {
@@ -226,15 +237,17 @@ fn describe_certificate_error(c: &CertificateError) -> String {
     use CertificateError as C;
     match c {
         C::ExpiredContext { time, not_after } => format!(
-            "certificate expired at {}, now {}",
+            "certificate expired at {}, now {} ({})",
             ts(not_after),
-            ts(time)
+            ts(time),
+            since(not_after, time)
         ),
         C::Expired => "a certificate in the chain has expired (or its validity is inverted)".into(),
         C::NotValidYetContext { time, not_before } => format!(
-            "certificate not valid before {}, now {}",
+            "certificate not valid before {}, now {} (it starts {})",
             ts(not_before),
-            ts(time)
+            ts(time),
+            since(not_before, time)
         ),
         C::NotValidYet => "a certificate in the chain is not valid yet".into(),
         C::UnknownIssuer => {

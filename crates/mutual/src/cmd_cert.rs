@@ -96,7 +96,7 @@ pub struct IssueArgs {
     /// Replace existing output files.
     #[arg(long)]
     pub force: bool,
-    /// Recorded in the inventory as who asked [default: cli:$USER].
+    /// Recorded in the inventory as who asked [default: cli:$USER, else cli:NAME of the uid].
     #[arg(long, value_name = "WHO")]
     pub requested_by: Option<String>,
     #[command(flatten)]

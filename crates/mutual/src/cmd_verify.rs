@@ -114,6 +114,10 @@ fn verify_hint(
         Reason::BadSignature => "The chain mixes certificates from different CAs or was altered: \
             rebuild the chain file, and check --roots."
             .into(),
+        Reason::Malformed => "A certificate in the chain does not parse: look at the files \
+            with mutual cert inspect FILE."
+            .into(),
+        Reason::Other => "See the detail above.".into(),
         r => r.hint().to_string(),
     }
 }

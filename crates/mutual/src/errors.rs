@@ -201,7 +201,11 @@ fn classify_pki(p: &PkiError, help: &str) -> (&'static str, String) {
             "name_not_allowed",
             "request a name this CA may issue (see its mutual-ca.toml)".into(),
         ),
-        P::MalformedCsr { .. } | P::CsrBadSignature | P::Malformed { .. } => (
+        P::MalformedCsr { .. } | P::CsrBadSignature => (
+            "malformed",
+            "give a PKCS#10 CSR in PEM or DER, as `openssl req -new` writes it".into(),
+        ),
+        P::Malformed { .. } => (
             "malformed",
             "give a PEM or DER file of the right kind (look at it with `mutual cert inspect FILE`)"
                 .into(),

@@ -401,6 +401,13 @@ fn messages_are_sentences_with_each_cause_once() {
     assert!(mm.stdout.contains("dns:srv.test"), "{}", mm.stdout);
     no_debug_text(&mm.stdout);
 
+    let csr = tmp.join("bad.csr");
+    std::fs::write(&csr, [0x30, 0x03, 0x02, 0x01, 0x00]).unwrap();
+    let o = ca
+        .issue("x", &["--csr", s(&csr)])
+        .fails_with("malformed CSR");
+    no_debug_text(&o.stderr);
+
     ca.issue("x", &["--crl-url", "http://a b/"])
         .fails_with("space");
     ca.issue("x", &["--ttl", "5q"])
@@ -517,6 +524,21 @@ fn durations_read_right() {
         !ins.contains("expired left") && !ins.contains("0 days"),
         "{ins}"
     );
+    // Seconds after expiry it says seconds, not "1 days ago" (poll until it has expired).
+    ca.issue("brief", &["--ttl", "1s"]).ok();
+    let brief = s(&ca.out.join("brief.pem")).to_string();
+    let root = ca.root();
+    let detail = eventually(Duration::from_secs(30), || {
+        let o = mutual(&["cert", "verify", &brief, "--roots", &root, "--json"]);
+        let v: Value = serde_json::from_str(&o.stdout).ok()?;
+        (v["reason"] == "expired").then(|| v["detail"].as_str().unwrap().to_string())
+    })
+    .expect("the 1 s certificate never expired");
+    assert!(
+        detail.contains(" s ago") || detail.contains(" min"),
+        "{detail}"
+    );
+    assert!(!detail.contains("days"), "{detail}");
     assert!(
         ins.contains("SHA-256:      ") && ins.contains(':'),
         "human output keeps colons"
@@ -697,6 +719,21 @@ fn serve_log_has_no_ansi_when_not_a_terminal() {
         !text.contains('\u{1b}'),
         "ANSI codes in the log file: {text:?}"
     );
+
+    // A truncated certificate on reload: the log line says so in words, not in Debug form.
+    let pem = std::fs::read_to_string(ca.out.join("srv.pem")).unwrap();
+    let cut: String = pem.lines().take(3).collect::<Vec<_>>().join("\n");
+    std::fs::write(ca.out.join("srv.pem"), cut).unwrap();
+    let line = eventually(Duration::from_secs(20), || {
+        let t = std::fs::read_to_string(&log).ok()?;
+        t.lines()
+            .find(|l| l.contains("reload failed"))
+            .map(str::to_string)
+    })
+    .expect("no failed reload in the log");
+    assert!(line.contains("PEM"), "{line}");
+    no_debug_text(&line);
+    assert!(!line.contains('\u{1b}'), "{line:?}");
 }
 
 #[test]
