@@ -120,11 +120,12 @@ impl SqliteStore {
 
     /// Whether `table` exists (an old database opened read-only may predate a migration).
     pub(crate) async fn has_table(&self, table: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 AS one FROM sqlite_master WHERE type = 'table' AND name = $1")
-            .bind(table)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("inspect schema"))?;
+        let row =
+            sqlx::query("SELECT 1 AS one FROM sqlite_master WHERE type = 'table' AND name = $1")
+                .bind(table)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("inspect schema"))?;
         Ok(row.is_some())
     }
 }
@@ -241,7 +242,8 @@ where
     qb.push(COLUMNS).push(" FROM certificates WHERE 1=1");
     match f.status {
         Some(Status::Valid) => {
-            qb.push(" AND status = 'valid' AND not_after > ").push_bind(now);
+            qb.push(" AND status = 'valid' AND not_after > ")
+                .push_bind(now);
         }
         Some(Status::Revoked) => {
             qb.push(" AND status = 'revoked'");

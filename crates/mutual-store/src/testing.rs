@@ -15,7 +15,11 @@ use sqlx::{ConnectOptions, Connection};
 const HOST: &str = "127.0.0.1:5432";
 
 /// Users and maintenance databases to try, in order (Debian's `postgres`, CI's `root`/`test`).
-const ADMIN: [(&str, &str); 3] = [("postgres", "postgres"), ("root", "test"), ("root", "postgres")];
+const ADMIN: [(&str, &str); 3] = [
+    ("postgres", "postgres"),
+    ("root", "test"),
+    ("root", "postgres"),
+];
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 

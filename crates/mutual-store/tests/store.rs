@@ -303,10 +303,7 @@ both!(list_pages_cover_list_in_order, |s, db| {
         assert_eq!(a, b, "filter {filter:?}");
         assert!(!a.is_empty());
     }
-    assert_eq!(
-        s.list(&ListFilter::default(), 5).await.unwrap().len(),
-        25
-    );
+    assert_eq!(s.list(&ListFilter::default(), 5).await.unwrap().len(), 25);
 });
 
 both!(ensure_empty_refuses_an_inventory, |s, db| {
@@ -388,12 +385,19 @@ async fn copy_sqlite_into_postgres() {
         let s = Store::open_sqlite(&path, true).await.unwrap();
         // More than one batch of 1,000.
         for i in 0..2345 {
-            s.insert(&cert(&format!("{i:032x}"), 1000 + i)).await.unwrap();
-        }
-        for i in 0..120 {
-            s.revoke_as(&format!("{i:032x}"), "key-compromise", 50, Some("api-revoke:x"))
+            s.insert(&cert(&format!("{i:032x}"), 1000 + i))
                 .await
                 .unwrap();
+        }
+        for i in 0..120 {
+            s.revoke_as(
+                &format!("{i:032x}"),
+                "key-compromise",
+                50,
+                Some("api-revoke:x"),
+            )
+            .await
+            .unwrap();
         }
         for i in 3000..3003 {
             s.insert_with_token(&cert(&format!("{i:032x}"), 9999), &format!("jti{i}"), 7)
@@ -443,5 +447,9 @@ async fn copy_sqlite_into_postgres() {
     src.close().await;
     dst.close().await;
     pg.drop_db().await;
-    assert_eq!(std::fs::read(&path).unwrap(), before, "the SQLite file changed");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the SQLite file changed"
+    );
 }
