@@ -11,6 +11,6 @@ CREATE TABLE IF NOT EXISTS current_crl (
 -- Inventory queries page by (not_after, serial) and filter by status and identity: indexes so
 -- that a million rows are never scanned whole.
 CREATE INDEX IF NOT EXISTS certificates_not_after_serial ON certificates (not_after, serial);
-CREATE INDEX IF NOT EXISTS certificates_status_not_after ON certificates (status, not_after);
+CREATE INDEX IF NOT EXISTS certificates_status_not_after ON certificates (status, not_after, serial);
 CREATE INDEX IF NOT EXISTS certificates_name ON certificates (name);
 CREATE INDEX IF NOT EXISTS certificates_subject ON certificates (subject);
