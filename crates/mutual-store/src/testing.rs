@@ -105,3 +105,17 @@ impl PgTestDb {
         }
     }
 }
+
+impl PgTestDb {
+    /// Runs one statement as the admin user (e.g. to refuse connections to this database and end
+    /// the open ones, simulating a database outage without stopping the shared server).
+    pub async fn admin_exec(&self, sql: &str) -> Result<(), sqlx::Error> {
+        let opts: sqlx::postgres::PgConnectOptions = self.admin_url.parse()?;
+        let mut conn = opts.connect().await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut conn)
+            .await?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+}

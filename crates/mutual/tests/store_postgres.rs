@@ -201,3 +201,94 @@ async fn migrate_an_sqlite_ca_to_postgres() {
     mutual(&["ca", "migrate", "--dir", ca.d(), "--to", &pg.url]).fails_with("already uses");
     pg.drop_db().await;
 }
+
+/// `/health` of `ca serve` says whether its store answers: 503 `store_unavailable` while the
+/// database refuses connections, 200 again by itself when it accepts them.
+#[tokio::test]
+async fn health_reports_the_store_and_recovers() {
+    use mutual_test::{free_port, wait_for_port, ChildGuard};
+    let Some(pg) = PgTestDb::create().await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    mutual(&["ca", "init", "--dir", s(&dir), "--store", &pg.url]).ok();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let log = std::fs::File::create(tmp.path().join("serve.log")).unwrap();
+    let child = ChildGuard(
+        mutual_cmd(
+            Some(PW),
+            &["ca", "serve", "--listen", &listen, "--dir", s(&dir)],
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap(),
+    );
+    assert!(wait_for_port(
+        listen.parse().unwrap(),
+        std::time::Duration::from_secs(30)
+    ));
+    let root = dir.join("root.pem");
+    let health = || {
+        let o = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-w",
+                "\n%{http_code}",
+                "--cacert",
+            ])
+            .arg(&root)
+            .arg(format!("https://localhost:{port}/health"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Bounded polls for the state we need, whatever the timing.
+    let wait_for = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let h = health();
+            if h.ends_with(want) {
+                return h;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "health never became {want}: {h}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let h = wait_for("200");
+    assert!(h.contains("\"store\":\"ok\""), "{h}");
+
+    pg.admin_exec(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+        pg.name
+    ))
+    .await
+    .unwrap();
+    pg.admin_exec(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'",
+        pg.name
+    ))
+    .await
+    .unwrap();
+    let h = wait_for("503");
+    assert!(h.contains("\"reason\":\"store_unavailable\""), "{h}");
+
+    pg.admin_exec(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+        pg.name
+    ))
+    .await
+    .unwrap();
+    let h = wait_for("200");
+    assert!(h.contains("\"store\":\"ok\""), "{h}");
+    drop(child);
+    pg.drop_db().await;
+}
