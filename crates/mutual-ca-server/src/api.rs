@@ -171,6 +171,38 @@ fn ok(resp: Resp) -> Outcome {
     }
 }
 
+/// `/health`: 200 while the store answers a trivial query, else 503 with the reason, so a load
+/// balancer takes a replica whose database is gone out of rotation; it turns 200 again by itself
+/// once the pool reconnects.
+async fn health(state: &State) -> Outcome {
+    let ping =
+        tokio::time::timeout(std::time::Duration::from_secs(3), state.ca.store().ping()).await;
+    let detail = match ping {
+        Ok(Ok(())) => {
+            return ok(json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ok", "store": "ok"}),
+            ))
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "the store did not answer within 3 s".to_string(),
+    };
+    Outcome {
+        resp: json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({
+                "status": "unavailable",
+                "store": "unreachable",
+                "reason": "store_unavailable",
+                "detail": detail,
+            }),
+        ),
+        reason: "store_unavailable",
+        serial: None,
+        detail: Some(detail),
+    }
+}
+
 /// Serves one request: rate limit, route, handle, log.
 pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp {
     let started = Instant::now();
@@ -212,7 +244,7 @@ async fn route(
     // /health stays cheap and unthrottled so that liveness checks work during a flood.
     if path == "/health" {
         return if method == Method::GET {
-            ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"})))
+            health(state).await
         } else {
             method_not_allowed()
         };

@@ -22,7 +22,12 @@ use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 use x509_parser::prelude::FromDer;
 
-use mutual_store::{Inventory, ListFilter, NewCert, RevokeOutcome, Store};
+use mutual_store::{Inventory, ListFilter, NewCert, RevokeOutcome, Store, StoreUrl};
+
+mod store_cfg;
+pub use store_cfg::{
+    open_url, read_config, record_store, store_password, store_url, STORE_PASSWORD_ENV,
+};
 
 use crate::keys::{self, StagedFile};
 use crate::spiffe::{self, validate_trust_domain};
@@ -58,6 +63,10 @@ pub struct InitOptions {
     pub intermediate_validity: Duration,
     /// Default leaf lifetime recorded in the config (used by `cert issue` without `--ttl`).
     pub default_ttl: Duration,
+    /// Where the inventory lives; `None`: `inventory.db` in the CA directory.
+    pub store: Option<StoreUrl>,
+    /// A file holding the PostgreSQL password, recorded in the config (the password is not).
+    pub store_password_file: Option<PathBuf>,
 }
 
 impl Default for InitOptions {
@@ -70,6 +79,8 @@ impl Default for InitOptions {
             root_validity: Duration::from_secs(3650 * 86_400),
             intermediate_validity: Duration::from_secs(1825 * 86_400),
             default_ttl: Duration::from_secs(86_400),
+            store: None,
+            store_password_file: None,
         }
     }
 }
@@ -84,6 +95,13 @@ pub struct CaConfig {
     #[serde(default)]
     pub permitted_dns: Vec<String>,
     pub defaults: Defaults,
+    /// The inventory: `sqlite:PATH` or `postgres://user@host:port/db` (never with a password).
+    /// Absent: `inventory.db` in the CA directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreUrl>,
+    /// A file whose first line is the PostgreSQL password (`$MUTUAL_STORE_PASSWORD` wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_password_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -311,14 +329,18 @@ fn validity(der: &[u8], path: &Path) -> Result<(OffsetDateTime, OffsetDateTime),
 /// Opens the inventory of the CA in `dir` without unlocking any key (listing and revoking need
 /// no key; only signing does).
 pub async fn open_store(dir: &Path) -> Result<Store, PkiError> {
-    let db = dir.join(INVENTORY);
-    if !db.exists() {
-        return Err(PkiError::NotInitialised {
-            dir: dir.to_path_buf(),
-            file: INVENTORY.into(),
-        });
+    if !dir.join(CONFIG).exists() {
+        // No config: only the default inventory can be there.
+        let db = dir.join(INVENTORY);
+        if !db.exists() {
+            return Err(PkiError::NotInitialised {
+                dir: dir.to_path_buf(),
+                file: INVENTORY.into(),
+            });
+        }
+        return Ok(Store::open_sqlite(&db, false).await?);
     }
-    Ok(Store::open_sqlite(&db, false).await?)
+    store_cfg::open_configured(dir, &read_config(dir)?).await
 }
 
 /// Revokes a certificate in `store` by serial (any of the forms [`normalize_serial`] accepts).
@@ -448,6 +470,26 @@ impl Ca {
                 ttl: format!("{}s", opts.default_ttl.as_secs()),
                 key_type: KeyType::EcdsaP256,
             },
+            store: opts.store.clone(),
+            store_password_file: opts.store_password_file.clone(),
+        };
+        // A store other than the default file is reached (and checked empty) before any file is
+        // written, so a wrong URL or password leaves the directory untouched.
+        let early_store = match &opts.store {
+            Some(url) => {
+                let s = open_url(
+                    &url.clone().relative_to(dir),
+                    opts.store_password_file.as_deref(),
+                    true,
+                )
+                .await?;
+                if let Err(e) = s.ensure_empty().await {
+                    s.close().await;
+                    return Err(e.into());
+                }
+                Some(s)
+            }
+            None => None,
         };
         let config_text = toml::to_string(&config).map_err(|e| PkiError::Config {
             path: dir.join(CONFIG),
@@ -521,7 +563,11 @@ impl Ca {
             committed.push(target);
         }
         let db = dir.join(INVENTORY);
-        let store = match Store::open_sqlite(&db, true).await {
+        let opened = match early_store {
+            Some(s) => Ok(s),
+            None => Store::open_sqlite(&db, true).await,
+        };
+        let store = match opened {
             Ok(s) => s,
             Err(e) => {
                 rollback(&committed);
@@ -560,16 +606,11 @@ impl Ca {
                 })
             }
         };
-        let config_path = need(CONFIG)?;
+        need(CONFIG)?;
         let root_path = need(ROOT_CERT)?;
         let int_path = need(INTERMEDIATE_CERT)?;
         let key_path = need(INTERMEDIATE_KEY)?;
-        need(INVENTORY)?;
-        let config_text = std::fs::read_to_string(&config_path).map_err(io(&config_path))?;
-        let config: CaConfig = toml::from_str(&config_text).map_err(|e| PkiError::Config {
-            path: config_path.clone(),
-            detail: e.to_string(),
-        })?;
+        let config = read_config(dir)?;
         let root_pem = std::fs::read_to_string(&root_path).map_err(io(&root_path))?;
         let int_pem = std::fs::read_to_string(&int_path).map_err(io(&int_path))?;
         let root_der = first_cert_der(&root_pem, &root_path)?;
@@ -591,7 +632,7 @@ impl Ca {
             });
         }
         let (int_not_before, int_not_after) = validity(&int_der, &int_path)?;
-        let store = Store::open_sqlite(&dir.join(INVENTORY), false).await?;
+        let store = store_cfg::open_configured(dir, &config).await?;
         Ok(Ca {
             dir: dir.to_path_buf(),
             config,

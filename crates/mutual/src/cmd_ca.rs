@@ -105,6 +105,35 @@ pub enum CaCommand {
     /// Run the CA online over HTTPS: enrollment with one-time tokens, renewal and revocation
     /// over mTLS, roots and CRL (docs/ca-server.md).
     Serve(Box<crate::cmd_ca_serve::ServeArgs>),
+    /// Copy the CA's SQLite inventory (certificates, revocations, CRL number, spent tokens,
+    /// current CRL) into an empty PostgreSQL database, verify the row counts, then record the
+    /// new store in mutual-ca.toml. The SQLite file is opened read-only and left as it was.
+    /// Stop every process using the CA first (docs/ha.md).
+    Migrate(MigrateArgs),
+}
+
+/// Where the inventory goes (`ca init`, `ca migrate`). Parsed here rather than by clap, whose
+/// error message would echo the value, password included.
+fn parse_store_url(s: &str, flag: &str) -> anyhow::Result<mutual_store::StoreUrl> {
+    s.parse()
+        .map_err(|e: mutual_store::StoreUrlError| anyhow::anyhow!("{flag}: {e}"))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// The PostgreSQL database to copy into: postgres://user@host:port/db (no password in it).
+    /// It must exist and hold no inventory.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// File whose first line is the database password (recorded in mutual-ca.toml by name).
+    /// Otherwise $MUTUAL_STORE_PASSWORD, else libpq's PGPASSWORD / PGPASSFILE / ~/.pgpass.
+    #[arg(long, value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -130,6 +159,15 @@ pub struct InitArgs {
     /// Default leaf lifetime recorded in mutual-ca.toml.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub default_ttl: std::time::Duration,
+    /// Where the inventory lives: sqlite:PATH (or a path), or postgres://user@host:port/db for
+    /// several `ca serve` replicas (docs/ha.md). Recorded in mutual-ca.toml; a password in it is
+    /// refused. [default: inventory.db in --dir]
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// File whose first line is the database password (recorded in mutual-ca.toml by name).
+    /// Otherwise $MUTUAL_STORE_PASSWORD, else libpq's PGPASSWORD / PGPASSFILE / ~/.pgpass.
+    #[arg(long, value_name = "FILE")]
+    pub store_password_file: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -163,6 +201,7 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
         CaCommand::Init(a) => init(*a),
         CaCommand::Crl(a) => crl(a),
         CaCommand::Serve(a) => crate::cmd_ca_serve::run(*a),
+        CaCommand::Migrate(a) => migrate(a),
     }
 }
 
@@ -175,6 +214,13 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
+    // A bad --store is refused before the password prompt.
+    let store = absolute_store(
+        a.store
+            .as_deref()
+            .map(|u| parse_store_url(u, "--store"))
+            .transpose()?,
+    )?;
     let password = a.password.get(true)?;
     let mode_before = {
         use std::os::unix::fs::PermissionsExt;
@@ -188,6 +234,13 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
         permitted_dns: a.permitted_dns,
         trust_domain: a.trust_domain,
         default_ttl: a.default_ttl,
+        store,
+        store_password_file: match a.store_password_file {
+            Some(p) => Some(std::path::absolute(&p).with_context(|| {
+                format!("cannot resolve --store-password-file {}", p.display())
+            })?),
+            None => None,
+        },
         ..Default::default()
     };
     let rt = runtime()?;
@@ -229,7 +282,10 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
     println!("  root.pem          self-signed root, 10 years");
     println!("  intermediate.pem  issuing CA, pathlen 0, 5 years");
     println!("  root.key, intermediate.key  encrypted PKCS#8 (scrypt + AES-256), mode 0600");
-    println!("  inventory.db, mutual-ca.toml");
+    match &cfg.store {
+        None => println!("  inventory.db, mutual-ca.toml"),
+        Some(u) => println!("  mutual-ca.toml; inventory in {u}"),
+    }
     if let Some(td) = &cfg.trust_domain {
         println!("  trust domain: {td} (URI SANs must be spiffe://{td}/...)");
     }
@@ -247,6 +303,22 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
     );
     println!("root.key is not needed to issue or revoke: you may move it offline now.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A relative SQLite path on the command line is relative to the current directory; the
+/// config records it absolute (relative paths in the file are relative to the CA directory).
+pub fn absolute_store(
+    u: Option<mutual_store::StoreUrl>,
+) -> anyhow::Result<Option<mutual_store::StoreUrl>> {
+    Ok(match u {
+        Some(mutual_store::StoreUrl::Sqlite(p)) if p.is_relative() => {
+            Some(mutual_store::StoreUrl::Sqlite(
+                std::path::absolute(&p)
+                    .with_context(|| format!("cannot resolve --store {}", p.display()))?,
+            ))
+        }
+        other => other,
+    })
 }
 
 fn crl(a: CrlArgs) -> anyhow::Result<ExitCode> {
@@ -289,6 +361,87 @@ fn crl(a: CrlArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("wrote {}", path.display());
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ca migrate --to postgres://...`: SQLite inventory -> PostgreSQL, then the config.
+fn migrate(a: MigrateArgs) -> anyhow::Result<ExitCode> {
+    use mutual_store::StoreUrl;
+    let dir = a.dir.resolve()?;
+    let config = mutual_pki::ca::read_config(&dir)?;
+    let src_path = match mutual_pki::ca::store_url(&dir, &config) {
+        StoreUrl::Sqlite(p) => p,
+        other => anyhow::bail!(
+            "the CA in {} already uses {other}; `ca migrate` copies an SQLite inventory \
+             (nothing was changed)",
+            dir.display()
+        ),
+    };
+    let to_url = parse_store_url(&a.to, "--to")?;
+    let StoreUrl::Postgres(to) = &to_url else {
+        anyhow::bail!("--to must be a postgres://user@host:port/db URL (nothing was changed)");
+    };
+    let password_file = match &a.store_password_file {
+        Some(p) => Some(
+            std::path::absolute(p)
+                .with_context(|| format!("cannot resolve --store-password-file {}", p.display()))?,
+        ),
+        None => None,
+    };
+    let rt = runtime()?;
+    let copied = rt.block_on(async {
+        let src = mutual_store::SqliteStore::open_read_only(&src_path).await?;
+        let password = mutual_pki::ca::store_password(password_file.as_deref())?;
+        let dst = match mutual_store::PgStore::open(to, password.as_deref(), 4).await {
+            Ok(d) => d,
+            Err(e) => {
+                src.close().await;
+                return Err(mutual_pki::PkiError::from(e));
+            }
+        };
+        let out = mutual_store::copy_sqlite_to_postgres(&src, &dst).await;
+        src.close().await;
+        dst.close().await;
+        Ok(out)
+    })?;
+    let report = match copied {
+        Ok(r) => r,
+        Err(e @ mutual_store::StoreError::CopyMismatch { .. }) => {
+            // The check failed (exit 1); the copy was rolled back and the config not touched.
+            eprintln!(
+                "error: {e}; mutual-ca.toml still points at {}",
+                src_path.display()
+            );
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Only now, with every count verified and committed, does the CA switch stores.
+    let cfg_path = mutual_pki::ca::record_store(&dir, &to_url, password_file.as_deref())?;
+    let r = &report.target;
+    if a.json {
+        let v = serde_json::json!({
+            "from": StoreUrl::Sqlite(src_path.clone()).to_string(),
+            "to": to_url.to_string(),
+            "verified": true,
+            "source": report.source,
+            "target": report.target,
+            "config": cfg_path,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "Copied {} certificates ({} revoked), {} spent tokens, {} counters, {} stored CRL \
+             into {}; row counts verified.",
+            r.certificates, r.revoked, r.tokens, r.counters, r.crls, to_url
+        );
+        println!(
+            "{} now records store = {:?}; {} was left unchanged (keep it as a backup).",
+            cfg_path.display(),
+            to_url.to_string(),
+            src_path.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

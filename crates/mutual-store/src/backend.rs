@@ -1,0 +1,594 @@
+//! The two backends: SQLite (one file, one host) and PostgreSQL (shared by replicas).
+//!
+//! Why one macro for both rather than sqlx's `Any` or generic code over `Database`: each backend
+//! keeps its own concrete pool and types (no `Any` placeholder trap), yet the SQL, the error
+//! mapping and the semantics are written once. Every statement uses `$N` placeholders, which
+//! PostgreSQL takes natively and sqlx's SQLite driver maps to the same argument numbers; the SQL
+//! itself sticks to what both databases share (`ON CONFLICT ... DO NOTHING/UPDATE`, `RETURNING`,
+//! row-value comparisons).
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Database, QueryBuilder, Row};
+
+use crate::{
+    CertRecord, Cursor, Inventory, ListFilter, NewCert, Page, RevokeOutcome, RevokedEntry, Status,
+    StoreError, StoreUrl, StoredCrl, TableCounts,
+};
+
+fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Db { op, source }
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub(crate) const COLUMNS: &str =
+    "serial, name, subject, sans, usage, not_before, not_after, status, \
+     revoked_at, reason, requested_by, sha256, created_at, revoked_by";
+
+/// The embedded SQLite inventory (`inventory.db` in the CA directory by default).
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pub(crate) pool: SqlitePool,
+    path: PathBuf,
+}
+
+/// The PostgreSQL inventory several CA replicas share.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pub(crate) pool: PgPool,
+    /// Password-free, for messages.
+    url: String,
+}
+
+impl SqliteStore {
+    /// Opens the database, in WAL mode with a generous busy timeout so that concurrent issuers
+    /// wait for each other instead of failing, and applies pending migrations.
+    pub async fn open(path: &Path, create: bool) -> Result<SqliteStore, StoreError> {
+        if !create && !path.exists() {
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        SQLITE_MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(SqliteStore {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing database read-only and without migrating it: `ca migrate` copies from
+    /// it and must leave the file exactly as it was.
+    pub async fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(SqliteStore {
+            pool,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn url(&self) -> StoreUrl {
+        StoreUrl::Sqlite(self.path.clone())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    /// Whether `table` exists (an old database opened read-only may predate a migration).
+    pub(crate) async fn has_table(&self, table: &str) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT 1 AS one FROM sqlite_master WHERE type = 'table' AND name = $1")
+                .bind(table)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("inspect schema"))?;
+        Ok(row.is_some())
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (no password in it: `password`, else libpq's environment and pgpass
+    /// file) and applies pending migrations under the migrator's `pg_advisory_lock`.
+    pub async fn open(
+        url: &str,
+        password: Option<&str>,
+        max_connections: u32,
+    ) -> Result<PgStore, StoreError> {
+        let connect_err = |source| StoreError::Connect {
+            url: url.to_string(),
+            source,
+        };
+        let mut opts = PgConnectOptions::from_str(url).map_err(connect_err)?;
+        if let Some(p) = password {
+            opts = opts.password(p);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(if max_connections == 0 {
+                8
+            } else {
+                max_connections
+            })
+            // Fail a request rather than hang it when the database is gone: the caller answers
+            // 503 and retries; the pool reconnects by itself when the database returns.
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await
+            .map_err(connect_err)?;
+        PG_MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::MigrateDb {
+                url: url.to_string(),
+                source,
+            })?;
+        Ok(PgStore {
+            pool,
+            url: url.to_string(),
+        })
+    }
+
+    pub fn url(&self) -> StoreUrl {
+        StoreUrl::Postgres(self.url.clone())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+}
+
+pub(crate) fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A row of `SELECT {COLUMNS}` as a record, on either backend.
+fn record_from_row<R>(row: &R, now: i64) -> Result<CertRecord, StoreError>
+where
+    R: Row,
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let serial: String = row.try_get("serial").map_err(db("read row"))?;
+    let sans_json: String = row.try_get("sans").map_err(db("read row"))?;
+    let sans: Vec<String> = serde_json::from_str(&sans_json).map_err(|e| StoreError::Corrupt {
+        serial: serial.clone(),
+        detail: format!("sans is not a JSON array of strings: {e}"),
+    })?;
+    let stored: String = row.try_get("status").map_err(db("read row"))?;
+    let not_after: i64 = row.try_get("not_after").map_err(db("read row"))?;
+    let status = if stored == "revoked" {
+        Status::Revoked
+    } else if not_after <= now {
+        Status::Expired
+    } else {
+        Status::Valid
+    };
+    Ok(CertRecord {
+        name: row.try_get("name").map_err(db("read row"))?,
+        subject: row.try_get("subject").map_err(db("read row"))?,
+        sans,
+        usage: row.try_get("usage").map_err(db("read row"))?,
+        not_before: row.try_get("not_before").map_err(db("read row"))?,
+        not_after,
+        status,
+        revoked_at: row.try_get("revoked_at").map_err(db("read row"))?,
+        reason: row.try_get("reason").map_err(db("read row"))?,
+        requested_by: row.try_get("requested_by").map_err(db("read row"))?,
+        sha256: row.try_get("sha256").map_err(db("read row"))?,
+        created_at: row.try_get("created_at").map_err(db("read row"))?,
+        revoked_by: row.try_get("revoked_by").map_err(db("read row"))?,
+        serial,
+    })
+}
+
+/// The `list`/`list_page` query. Only constant fragments are pushed; every value is bound.
+fn list_query<DB>(
+    f: &ListFilter,
+    now: i64,
+    after: Option<&Cursor>,
+    limit: Option<u32>,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut qb = QueryBuilder::<DB>::new("SELECT ");
+    qb.push(COLUMNS).push(" FROM certificates WHERE 1=1");
+    match f.status {
+        Some(Status::Valid) => {
+            qb.push(" AND status = 'valid' AND not_after > ")
+                .push_bind(now);
+        }
+        Some(Status::Revoked) => {
+            qb.push(" AND status = 'revoked'");
+        }
+        Some(Status::Expired) => {
+            qb.push(" AND status = 'valid' AND not_after <= ")
+                .push_bind(now);
+        }
+        None => {}
+    }
+    if let Some(w) = f.expiring_within {
+        let window = i64::try_from(w.as_secs()).unwrap_or(i64::MAX);
+        qb.push(" AND status = 'valid' AND not_after > ")
+            .push_bind(now)
+            .push(" AND not_after <= ")
+            .push_bind(now.saturating_add(window));
+    }
+    if let Some(c) = after {
+        qb.push(" AND (not_after, serial) > (")
+            .push_bind(c.not_after)
+            .push(", ")
+            .push_bind(c.serial.clone())
+            .push(")");
+    }
+    qb.push(" ORDER BY not_after ASC, serial ASC");
+    if let Some(l) = limit {
+        qb.push(" LIMIT ").push_bind(i64::from(l));
+    }
+    qb
+}
+
+/// The row counts of every table, on a pool or inside a transaction.
+macro_rules! table_counts_on {
+    ($exec:expr) => {{
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM certificates) AS certificates, \
+             (SELECT COUNT(*) FROM certificates WHERE status = 'revoked') AS revoked, \
+             (SELECT COUNT(*) FROM tokens_used) AS tokens, \
+             (SELECT COUNT(*) FROM ca_counters) AS counters, \
+             (SELECT COUNT(*) FROM current_crl) AS crls",
+        )
+        .fetch_one($exec)
+        .await
+        .map_err(db("count rows"))?;
+        Ok::<_, StoreError>(TableCounts {
+            certificates: row.try_get("certificates").map_err(db("read count"))?,
+            revoked: row.try_get("revoked").map_err(db("read count"))?,
+            tokens: row.try_get("tokens").map_err(db("read count"))?,
+            counters: row.try_get("counters").map_err(db("read count"))?,
+            crls: row.try_get("crls").map_err(db("read count"))?,
+        })
+    }};
+}
+pub(crate) use table_counts_on;
+
+/// The [`Inventory`] implementation, written once for both concrete backends.
+macro_rules! impl_inventory {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// The certificate INSERT, on the pool or inside a transaction.
+            async fn insert_cert<'e, E>(exec: E, c: &NewCert) -> Result<(), StoreError>
+            where
+                E: sqlx::Executor<'e, Database = $db>,
+            {
+                let sans = serde_json::to_string(&c.sans).map_err(|e| StoreError::Corrupt {
+                    serial: c.serial.clone(),
+                    detail: e.to_string(),
+                })?;
+                let res = sqlx::query(
+                    "INSERT INTO certificates (serial, name, subject, sans, usage, not_before, \
+                     not_after, status, requested_by, sha256, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'valid', $8, $9, $10)",
+                )
+                .bind(&c.serial)
+                .bind(&c.name)
+                .bind(&c.subject)
+                .bind(sans)
+                .bind(&c.usage)
+                .bind(c.not_before)
+                .bind(c.not_after)
+                .bind(&c.requested_by)
+                .bind(&c.sha256)
+                .bind(unix_now())
+                .execute(exec)
+                .await;
+                match res {
+                    Ok(_) => Ok(()),
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        Err(StoreError::DuplicateSerial {
+                            serial: c.serial.clone(),
+                        })
+                    }
+                    Err(e) => Err(StoreError::Db {
+                        op: "insert certificate",
+                        source: e,
+                    }),
+                }
+            }
+        }
+
+        impl Inventory for $store {
+            async fn insert(&self, c: &NewCert) -> Result<(), StoreError> {
+                Self::insert_cert(&self.pool, c).await
+            }
+
+            async fn insert_with_token(
+                &self,
+                c: &NewCert,
+                jti: &str,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                // A conditional insert decides a race: of N transactions spending one jti, the
+                // first to insert wins, the others wait for it (row lock on the PRIMARY KEY) and
+                // then insert nothing. A rollback (explicit or on drop) undoes the certificate
+                // row with the token, so a failed issuance leaves the token unspent.
+                let mut tx = self.pool.begin().await.map_err(db("begin transaction"))?;
+                let spent = sqlx::query(
+                    "INSERT INTO tokens_used (jti, used_at, serial) VALUES ($1, $2, $3) \
+                     ON CONFLICT (jti) DO NOTHING",
+                )
+                .bind(jti)
+                .bind(now)
+                .bind(&c.serial)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("record token use"))?;
+                if spent.rows_affected() == 0 {
+                    return Err(StoreError::TokenUsed {
+                        jti: jti.to_string(),
+                    });
+                }
+                Self::insert_cert(&mut *tx, c).await?;
+                tx.commit().await.map_err(db("commit issuance"))
+            }
+
+            async fn token_used(&self, jti: &str) -> Result<bool, StoreError> {
+                let row = sqlx::query("SELECT 1 AS one FROM tokens_used WHERE jti = $1")
+                    .bind(jti)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("look up token"))?;
+                Ok(row.is_some())
+            }
+
+            async fn delete(&self, serial: &str) -> Result<(), StoreError> {
+                sqlx::query("DELETE FROM certificates WHERE serial = $1")
+                    .bind(serial)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("delete certificate"))?;
+                Ok(())
+            }
+
+            async fn get(&self, serial: &str, now: i64) -> Result<Option<CertRecord>, StoreError> {
+                // Only compile-time constants are spliced in; every value is bound.
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM certificates WHERE serial = $1"
+                )))
+                .bind(serial)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("get certificate"))?;
+                row.map(|r| record_from_row(&r, now)).transpose()
+            }
+
+            async fn list(&self, f: &ListFilter, now: i64) -> Result<Vec<CertRecord>, StoreError> {
+                let mut qb = list_query::<$db>(f, now, None, None);
+                let rows = qb
+                    .build()
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("list certificates"))?;
+                rows.iter().map(|r| record_from_row(r, now)).collect()
+            }
+
+            async fn list_page(
+                &self,
+                f: &ListFilter,
+                now: i64,
+                after: Option<&Cursor>,
+                limit: u32,
+            ) -> Result<Page, StoreError> {
+                let limit = limit.max(1);
+                let mut qb = list_query::<$db>(f, now, after, Some(limit));
+                let rows = qb
+                    .build()
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("list certificates"))?;
+                let rows = rows
+                    .iter()
+                    .map(|r| record_from_row(r, now))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let next = if rows.len() == limit as usize {
+                    rows.last().map(|r| Cursor {
+                        not_after: r.not_after,
+                        serial: r.serial.clone(),
+                    })
+                } else {
+                    None
+                };
+                Ok(Page { rows, next })
+            }
+
+            async fn revoke(
+                &self,
+                serial: &str,
+                reason: &str,
+                now: i64,
+            ) -> Result<RevokeOutcome, StoreError> {
+                self.revoke_as(serial, reason, now, None).await
+            }
+
+            async fn revoke_as(
+                &self,
+                serial: &str,
+                reason: &str,
+                now: i64,
+                revoked_by: Option<&str>,
+            ) -> Result<RevokeOutcome, StoreError> {
+                // One conditional UPDATE: two concurrent revocations cannot both "win".
+                let changed = sqlx::query(
+                    "UPDATE certificates SET status = 'revoked', revoked_at = $1, reason = $2, \
+                     revoked_by = $3 WHERE serial = $4 AND status != 'revoked'",
+                )
+                .bind(now)
+                .bind(reason)
+                .bind(revoked_by)
+                .bind(serial)
+                .execute(&self.pool)
+                .await
+                .map_err(db("revoke certificate"))?
+                .rows_affected();
+                let rec = self
+                    .get(serial, now)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound {
+                        serial: serial.to_string(),
+                    })?;
+                Ok(if changed > 0 {
+                    RevokeOutcome::Revoked(rec)
+                } else {
+                    RevokeOutcome::AlreadyRevoked(rec)
+                })
+            }
+
+            async fn revoked(&self) -> Result<Vec<RevokedEntry>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT serial, revoked_at, reason FROM certificates \
+                     WHERE status = 'revoked' ORDER BY revoked_at ASC, serial ASC",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("list revoked certificates"))?;
+                rows.iter()
+                    .map(|r| {
+                        let serial: String = r.try_get("serial").map_err(db("read row"))?;
+                        let revoked_at: Option<i64> =
+                            r.try_get("revoked_at").map_err(db("read row"))?;
+                        Ok(RevokedEntry {
+                            revoked_at: revoked_at.ok_or_else(|| StoreError::Corrupt {
+                                serial: serial.clone(),
+                                detail: "revoked without a revocation time".into(),
+                            })?,
+                            reason: r.try_get("reason").map_err(db("read row"))?,
+                            serial,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn next_counter(&self, name: &str) -> Result<i64, StoreError> {
+                // One statement: the row lock (PostgreSQL) or the write lock (SQLite) makes
+                // concurrent increments queue, so every caller gets a distinct, higher value.
+                let row = sqlx::query(
+                    "INSERT INTO ca_counters (name, value) VALUES ($1, 1) \
+                     ON CONFLICT (name) DO UPDATE SET value = ca_counters.value + 1 \
+                     RETURNING value",
+                )
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("increment counter"))?;
+                row.try_get("value").map_err(db("read counter"))
+            }
+
+            async fn count(&self) -> Result<i64, StoreError> {
+                let row = sqlx::query("SELECT COUNT(*) AS n FROM certificates")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("count certificates"))?;
+                row.try_get("n").map_err(db("read count"))
+            }
+
+            async fn store_crl(&self, crl: &StoredCrl) -> Result<bool, StoreError> {
+                let res = sqlx::query(
+                    "INSERT INTO current_crl (id, number, der, this_update, next_update) \
+                     VALUES (1, $1, $2, $3, $4) \
+                     ON CONFLICT (id) DO UPDATE SET number = excluded.number, \
+                     der = excluded.der, this_update = excluded.this_update, \
+                     next_update = excluded.next_update \
+                     WHERE current_crl.number < excluded.number",
+                )
+                .bind(crl.number)
+                .bind(&crl.der)
+                .bind(crl.this_update)
+                .bind(crl.next_update)
+                .execute(&self.pool)
+                .await
+                .map_err(db("store CRL"))?;
+                Ok(res.rows_affected() > 0)
+            }
+
+            async fn current_crl(&self) -> Result<Option<StoredCrl>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT number, der, this_update, next_update FROM current_crl WHERE id = 1",
+                )
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("read CRL"))?;
+                row.map(|r| {
+                    Ok(StoredCrl {
+                        number: r.try_get("number").map_err(db("read CRL"))?,
+                        der: r.try_get("der").map_err(db("read CRL"))?,
+                        this_update: r.try_get("this_update").map_err(db("read CRL"))?,
+                        next_update: r.try_get("next_update").map_err(db("read CRL"))?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("ping"))?;
+                Ok(())
+            }
+
+            async fn table_counts(&self) -> Result<TableCounts, StoreError> {
+                table_counts_on!(&self.pool)
+            }
+        }
+    };
+}
+
+impl_inventory!(SqliteStore, sqlx::Sqlite);
+impl_inventory!(PgStore, sqlx::Postgres);

@@ -1,0 +1,455 @@
+//! One store test suite, two backends: every test below runs against SQLite (a temporary file)
+//! and PostgreSQL (a database of its own on 127.0.0.1:5432, dropped at the end), so that both
+//! implementations keep the same semantics. Without a PostgreSQL server and without
+//! `$MUTUAL_REQUIRE_POSTGRES`, the PostgreSQL variants print "skipped: ..." and pass.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use mutual_store::testing::PgTestDb;
+use mutual_store::{
+    copy_sqlite_to_postgres, Cursor, Inventory, ListFilter, NewCert, OpenOptions, PgStore,
+    RevokeOutcome, SqliteStore, Status, Store, StoreError, StoreUrl, StoredCrl, TableCounts,
+};
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One backend's throwaway database; `url` opens it again (a second "replica").
+struct TestDb {
+    url: StoreUrl,
+    _dir: tempfile::TempDir,
+    pg: Option<PgTestDb>,
+}
+
+impl TestDb {
+    async fn new(b: Backend) -> Option<TestDb> {
+        let dir = tempfile::tempdir().unwrap();
+        match b {
+            Backend::Sqlite => Some(TestDb {
+                url: StoreUrl::Sqlite(dir.path().join("inv.db")),
+                _dir: dir,
+                pg: None,
+            }),
+            Backend::Postgres => {
+                let pg = PgTestDb::create().await?;
+                Some(TestDb {
+                    url: pg.url.parse().unwrap(),
+                    _dir: dir,
+                    pg: Some(pg),
+                })
+            }
+        }
+    }
+
+    async fn open(&self) -> Store {
+        Store::open(
+            &self.url,
+            &OpenOptions {
+                create: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+    }
+}
+
+/// Runs `body` on a fresh store of backend `b` (and the TestDb, to open more handles), then
+/// drops the database even when the body panicked.
+async fn run<F, Fut>(b: Backend, body: F)
+where
+    F: FnOnce(Store, std::sync::Arc<TestDb>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(db) = TestDb::new(b).await else {
+        return;
+    };
+    let db = std::sync::Arc::new(db);
+    let store = db.open().await;
+    let res = tokio::spawn(body(store.clone(), db.clone())).await;
+    store.close().await;
+    if let Some(pg) = &db.pg {
+        pg.drop_db().await;
+    }
+    if let Err(e) = res {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Declares `NAME::sqlite` and `NAME::postgres` from one body.
+macro_rules! both {
+    ($name:ident, |$s:ident, $db:ident| $body:block) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                run(Backend::Sqlite, |$s, $db| async move {
+                    let _ = &$db;
+                    $body
+                })
+                .await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                run(Backend::Postgres, |$s, $db| async move {
+                    let _ = &$db;
+                    $body
+                })
+                .await
+            }
+        }
+    };
+}
+
+fn cert(serial: &str, not_after: i64) -> NewCert {
+    NewCert {
+        serial: serial.into(),
+        name: "web".into(),
+        subject: "CN=web".into(),
+        sans: vec!["dns:web.internal".into()],
+        usage: "server".into(),
+        not_before: 0,
+        not_after,
+        requested_by: Some("test".into()),
+        sha256: "00".into(),
+    }
+}
+
+both!(insert_list_revoke_counter, |s, db| {
+    s.insert(&cert("aa", 1000)).await.unwrap();
+    s.insert(&cert("bb", 100)).await.unwrap();
+    assert!(matches!(
+        s.insert(&cert("aa", 5)).await,
+        Err(StoreError::DuplicateSerial { .. })
+    ));
+    let all = s.list(&ListFilter::default(), 500).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].status, Status::Expired);
+    assert_eq!(all[1].status, Status::Valid);
+    assert_eq!(all[1].sans, vec!["dns:web.internal".to_string()]);
+    let f = ListFilter {
+        expiring_within: Some(Duration::from_secs(600)),
+        ..Default::default()
+    };
+    assert_eq!(s.list(&f, 500).await.unwrap().len(), 1);
+    assert!(matches!(
+        s.revoke("aa", "superseded", 600).await.unwrap(),
+        RevokeOutcome::Revoked(_)
+    ));
+    assert!(matches!(
+        s.revoke("aa", "key-compromise", 700).await.unwrap(),
+        RevokeOutcome::AlreadyRevoked(_)
+    ));
+    assert!(matches!(
+        s.revoke("cc", "superseded", 600).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let r = s.revoked().await.unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(s.get("aa", 600).await.unwrap().unwrap().revoked_by, None);
+    s.revoke_as("bb", "superseded", 600, Some("api-revoke:x"))
+        .await
+        .unwrap();
+    let bb = s.get("bb", 600).await.unwrap().unwrap();
+    assert_eq!(bb.revoked_by.as_deref(), Some("api-revoke:x"));
+    assert_eq!(bb.requested_by.as_deref(), Some("test"));
+    let r = s.revoked().await.unwrap();
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].reason.as_deref(), Some("superseded"));
+    assert_eq!(r[0].revoked_at, 600);
+    let revoked_only = ListFilter {
+        status: Some(Status::Revoked),
+        ..Default::default()
+    };
+    assert_eq!(s.list(&revoked_only, 600).await.unwrap().len(), 2);
+    assert_eq!(s.next_counter("crl").await.unwrap(), 1);
+    assert_eq!(s.next_counter("crl").await.unwrap(), 2);
+    assert_eq!(s.count().await.unwrap(), 2);
+    s.delete("bb").await.unwrap();
+    assert_eq!(s.count().await.unwrap(), 1);
+    s.ping().await.unwrap();
+});
+
+both!(token_use_is_atomic_with_issuance, |s, db| {
+    assert!(!s.token_used("j1").await.unwrap());
+    s.insert_with_token(&cert("aa", 1000), "j1", 5)
+        .await
+        .unwrap();
+    assert!(s.token_used("j1").await.unwrap());
+    // Replay: refused, and the second certificate is not recorded.
+    assert!(matches!(
+        s.insert_with_token(&cert("bb", 1000), "j1", 6).await,
+        Err(StoreError::TokenUsed { .. })
+    ));
+    assert_eq!(s.count().await.unwrap(), 1);
+    // A duplicate serial rolls the token use back: the token stays unspent.
+    assert!(matches!(
+        s.insert_with_token(&cert("aa", 1000), "j2", 7).await,
+        Err(StoreError::DuplicateSerial { .. })
+    ));
+    assert!(!s.token_used("j2").await.unwrap());
+    assert_eq!(s.count().await.unwrap(), 1);
+});
+
+// 50 concurrent spends of one token, spread over two pools (two "replicas"): exactly one
+// certificate, 49 TokenUsed, whatever the interleaving.
+both!(concurrent_token_spend_exactly_once, |s, db| {
+    let other = db.open().await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let st = if i % 2 == 0 { s.clone() } else { other.clone() };
+        tasks.push(tokio::spawn(async move {
+            st.insert_with_token(&cert(&format!("{i:032x}"), 1000), "shared-jti", 5)
+                .await
+        }));
+    }
+    let (mut ok, mut used) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::TokenUsed { jti }) => {
+                assert_eq!(jti, "shared-jti");
+                used += 1
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!((ok, used), (1, 49));
+    assert_eq!(s.count().await.unwrap(), 1);
+    assert_eq!(s.table_counts().await.unwrap().tokens, 1);
+    other.close().await;
+});
+
+// 100 concurrent CRL number increments over two pools: all distinct, exactly 1..=100.
+both!(concurrent_counter_increments_distinct, |s, db| {
+    let other = db.open().await;
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let st = if i % 2 == 0 { s.clone() } else { other.clone() };
+        tasks.push(tokio::spawn(
+            async move { st.next_counter("crl_number").await },
+        ));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap().unwrap());
+    }
+    got.sort_unstable();
+    assert_eq!(got, (1..=100).collect::<Vec<i64>>());
+    other.close().await;
+});
+
+both!(stored_crl_only_moves_forward, |s, db| {
+    assert_eq!(s.current_crl().await.unwrap(), None);
+    let crl = |n: i64| StoredCrl {
+        number: n,
+        der: vec![0x30, n as u8, 0xff],
+        this_update: 100 + n,
+        next_update: 200 + n,
+    };
+    assert!(s.store_crl(&crl(2)).await.unwrap());
+    // An older CRL (a slower replica) never replaces a newer one, nor does the same number.
+    assert!(!s.store_crl(&crl(1)).await.unwrap());
+    assert!(!s.store_crl(&crl(2)).await.unwrap());
+    assert_eq!(s.current_crl().await.unwrap(), Some(crl(2)));
+    // Every handle (replica) reads the same stored CRL.
+    let other = db.open().await;
+    assert!(other.store_crl(&crl(3)).await.unwrap());
+    assert_eq!(s.current_crl().await.unwrap(), Some(crl(3)));
+    other.close().await;
+});
+
+both!(list_pages_cover_list_in_order, |s, db| {
+    // 25 rows, some sharing a not_after so the cursor's serial tie-break matters.
+    for i in 0..25i64 {
+        s.insert(&cert(&format!("{:02x}", 99 - i), 1000 + (i / 3) * 10))
+            .await
+            .unwrap();
+    }
+    s.revoke("63", "superseded", 10).await.unwrap();
+    for filter in [
+        ListFilter::default(),
+        ListFilter {
+            expiring_within: Some(Duration::from_secs(1045)),
+            ..Default::default()
+        },
+        ListFilter {
+            status: Some(Status::Valid),
+            ..Default::default()
+        },
+    ] {
+        let all = s.list(&filter, 5).await.unwrap();
+        let mut paged = Vec::new();
+        let mut after: Option<Cursor> = None;
+        let mut pages = 0;
+        loop {
+            let p = s.list_page(&filter, 5, after.as_ref(), 10).await.unwrap();
+            assert!(p.rows.len() <= 10);
+            paged.extend(p.rows);
+            pages += 1;
+            assert!(pages < 10, "paging does not end");
+            match p.next {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        let a: Vec<_> = all.iter().map(|r| r.serial.clone()).collect();
+        let b: Vec<_> = paged.iter().map(|r| r.serial.clone()).collect();
+        assert_eq!(a, b, "filter {filter:?}");
+        assert!(!a.is_empty());
+    }
+    assert_eq!(s.list(&ListFilter::default(), 5).await.unwrap().len(), 25);
+});
+
+both!(ensure_empty_refuses_an_inventory, |s, db| {
+    s.ensure_empty().await.unwrap();
+    s.next_counter("crl_number").await.unwrap();
+    assert!(matches!(
+        s.ensure_empty().await,
+        Err(StoreError::NotEmpty { counters: 1, .. })
+    ));
+});
+
+/// Replicas starting together on a fresh database: every one opens (the migrator's advisory
+/// lock makes them migrate once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_replicas_migrate_together() {
+    let Some(pg) = PgTestDb::create().await else {
+        return;
+    };
+    let url: StoreUrl = pg.url.parse().unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            Store::open(
+                &url,
+                &OpenOptions {
+                    max_connections: 2,
+                    ..Default::default()
+                },
+            )
+            .await
+        }));
+    }
+    let mut stores = Vec::new();
+    let mut errors = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(s) => stores.push(s),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    for s in &stores {
+        s.close().await;
+    }
+    pg.drop_db().await;
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// A wrong password or an unreachable server is a `Connect` error naming the password-free URL.
+#[tokio::test]
+async fn postgres_connect_error_names_url_without_password() {
+    // Port 1 on loopback: nothing listens there.
+    let url: StoreUrl = "postgres://mutual@127.0.0.1:1/ca".parse().unwrap();
+    let e = Store::open(
+        &url,
+        &OpenOptions {
+            password: Some("s3cret-pw".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, StoreError::Connect { .. }), "{text}");
+    assert!(text.contains("postgres://mutual@127.0.0.1:1/ca"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+}
+
+/// `ca migrate`'s copy: every table, counts verified, the SQLite file byte for byte unchanged,
+/// and a second copy into the now non-empty database refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_sqlite_into_postgres() {
+    let Some(pg) = PgTestDb::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inventory.db");
+    {
+        let s = Store::open_sqlite(&path, true).await.unwrap();
+        // More than one batch of 1,000.
+        for i in 0..2345 {
+            s.insert(&cert(&format!("{i:032x}"), 1000 + i))
+                .await
+                .unwrap();
+        }
+        for i in 0..120 {
+            s.revoke_as(
+                &format!("{i:032x}"),
+                "key-compromise",
+                50,
+                Some("api-revoke:x"),
+            )
+            .await
+            .unwrap();
+        }
+        for i in 3000..3003 {
+            s.insert_with_token(&cert(&format!("{i:032x}"), 9999), &format!("jti{i}"), 7)
+                .await
+                .unwrap();
+        }
+        for _ in 0..7 {
+            s.next_counter("crl_number").await.unwrap();
+        }
+        s.store_crl(&StoredCrl {
+            number: 7,
+            der: vec![1, 2, 3],
+            this_update: 1,
+            next_update: 2,
+        })
+        .await
+        .unwrap();
+        s.close().await;
+    }
+    let before = std::fs::read(&path).unwrap();
+    let src = SqliteStore::open_read_only(&path).await.unwrap();
+    let dst = PgStore::open(&pg.url, None, 4).await.unwrap();
+    let report = copy_sqlite_to_postgres(&src, &dst).await.unwrap();
+    let want = TableCounts {
+        certificates: 2348,
+        revoked: 120,
+        tokens: 3,
+        counters: 1,
+        crls: 1,
+    };
+    assert_eq!(report.source, want);
+    assert_eq!(report.target, want);
+    let d = Store::Postgres(dst.clone());
+    assert_eq!(d.table_counts().await.unwrap(), want);
+    let rec = d.get(&format!("{:032x}", 5), 0).await.unwrap().unwrap();
+    assert_eq!(rec.status, Status::Revoked);
+    assert_eq!(rec.revoked_by.as_deref(), Some("api-revoke:x"));
+    assert!(d.token_used("jti3001").await.unwrap());
+    // The CRL number continues after the copied one.
+    assert_eq!(d.next_counter("crl_number").await.unwrap(), 8);
+    assert_eq!(d.current_crl().await.unwrap().unwrap().der, vec![1, 2, 3]);
+    // Refused when the target is not empty; nothing changes.
+    assert!(matches!(
+        copy_sqlite_to_postgres(&src, &dst).await,
+        Err(StoreError::NotEmpty { .. })
+    ));
+    src.close().await;
+    dst.close().await;
+    pg.drop_db().await;
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the SQLite file changed"
+    );
+}
