@@ -70,15 +70,38 @@ pub fn channel() -> (Trigger, Shutdown) {
     (Trigger(tx), Shutdown(rx))
 }
 
-/// Resolves at the first SIGTERM or SIGINT.
+/// Resolves at the first SIGTERM or SIGINT (handlers installed on the first poll: prefer
+/// [`TerminationSignals::install`] before the process looks ready).
 pub async fn termination_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    })
+    Ok(TerminationSignals::install()?.recv().await)
+}
+
+/// SIGTERM and SIGINT handlers, installed when this is made. Make it before the process looks
+/// ready (its listener or metrics endpoint answers): until a handler is installed, SIGTERM has
+/// its default action and kills the process at once, without draining. (A supervisor that
+/// stops a proxy right after its readiness probe passed would otherwise lose open connections.)
+pub struct TerminationSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl TerminationSignals {
+    /// Installs both handlers; needs a Tokio runtime with signals enabled.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(TerminationSignals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves at the next SIGTERM or SIGINT (one received before this call counts).
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
 }
 
 /// Counts open connections; `wait_idle` lets shutdown wait for them.

@@ -79,19 +79,15 @@ fn init_logging(format: &str) {
     };
 }
 
-async fn termination_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                _ = int.recv() => tracing::info!("SIGINT: stopping"),
-            }
+/// Resolves at the first SIGTERM/SIGINT. The handlers are installed by the caller before the
+/// listener is bound: until then SIGTERM would kill the process without a graceful stop.
+async fn termination_signal(signals: Option<mutual_proxy::shutdown::TerminationSignals>) {
+    match signals {
+        Some(mut s) => {
+            let sig = s.recv().await;
+            tracing::info!("{sig}: stopping");
         }
-        _ => {
+        None => {
             tracing::error!("cannot install signal handlers; stop with SIGKILL");
             std::future::pending::<()>().await;
         }
@@ -125,6 +121,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         opts.server_cert_ttl = a.server_cert_ttl;
         opts.crl_next_update = a.crl_next_update;
         opts.drain_timeout = a.drain_timeout;
+        let signals = mutual_proxy::shutdown::TerminationSignals::install().ok();
         let server = Server::bind(ca, provisioner, opts).await?;
         let addr = server
             .local_addr()
@@ -135,7 +132,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             server_cert_serial = %server.cert_serial(),
             "online CA listening on https://{addr}"
         );
-        server.run(termination_signal()).await?;
+        server.run(termination_signal(signals)).await?;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

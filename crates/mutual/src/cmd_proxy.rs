@@ -336,6 +336,9 @@ async fn run_listener(
     run: impl FnOnce(mutual_proxy::shutdown::Shutdown) -> tokio::task::JoinHandle<usize>,
 ) -> anyhow::Result<()> {
     let (trigger, shutdown) = mutual_proxy::shutdown::channel();
+    // Before the metrics endpoint (the readiness probe) answers: see TerminationSignals.
+    let signals = mutual_proxy::shutdown::TerminationSignals::install()
+        .context("cannot install signal handlers")?;
     if let Some(addr) = &common.metrics {
         let l = mutual_proxy::bind(addr).await.context("--metrics")?;
         tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
@@ -344,22 +347,24 @@ async fn run_listener(
     let _watcher =
         mutual_proxy::reload::spawn(reload_target, Arc::clone(&shared.metrics), shutdown.clone())?;
     let task = run(shutdown.clone());
-    until_signal_then_drain(common.drain_timeout, move || trigger.fire(), async move {
-        task.await.unwrap_or(0)
-    })
+    until_signal_then_drain(
+        signals,
+        common.drain_timeout,
+        move || trigger.fire(),
+        async move { task.await.unwrap_or(0) },
+    )
     .await
 }
 
 /// Waits for SIGTERM/SIGINT, calls `stop`, then waits for `drained` (which yields the
 /// connections left open); a second signal while draining means "now".
 pub(crate) async fn until_signal_then_drain(
+    mut signals: mutual_proxy::shutdown::TerminationSignals,
     drain_timeout: Duration,
     stop: impl FnOnce(),
     drained: impl std::future::Future<Output = usize>,
 ) -> anyhow::Result<()> {
-    let sig = mutual_proxy::shutdown::termination_signal()
-        .await
-        .context("cannot install signal handlers")?;
+    let sig = signals.recv().await;
     tracing::info!("{sig}: stopping (drain timeout {drain_timeout:?})");
     stop();
     tokio::select! {
@@ -368,10 +373,8 @@ pub(crate) async fn until_signal_then_drain(
                 tracing::info!("all connections closed; exiting");
             }
         }
-        sig = mutual_proxy::shutdown::termination_signal() => {
-            if let Ok(sig) = sig {
-                tracing::warn!("{sig} again: exiting without waiting for open connections");
-            }
+        sig = signals.recv() => {
+            tracing::warn!("{sig} again: exiting without waiting for open connections");
         }
     }
     Ok(())

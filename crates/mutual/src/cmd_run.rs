@@ -212,6 +212,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let path = a.config.clone();
     let result = rt.block_on(async {
         let (trigger, shutdown) = mutual_proxy::shutdown::channel();
+        // Before any listener or the metrics endpoint answers: see TerminationSignals.
+        let signals = mutual_proxy::shutdown::TerminationSignals::install()
+            .context("cannot install signal handlers")?;
         let sup = Supervisor::start(&path, cfg, &shared)
             .await
             .context("cannot start the listeners")?;
@@ -230,9 +233,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         )?;
         tracing::info!(config = %path.display(), "running; edit the file or send SIGHUP to reload");
         let s2 = Arc::clone(&sup);
-        crate::cmd_proxy::until_signal_then_drain(drain, move || trigger.fire(), async move {
-            s2.shutdown().await
-        })
+        crate::cmd_proxy::until_signal_then_drain(
+            signals,
+            drain,
+            move || trigger.fire(),
+            async move { s2.shutdown().await },
+        )
         .await
     });
     shared.audit.flush(Duration::from_secs(2));
