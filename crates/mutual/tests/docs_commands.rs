@@ -1,24 +1,23 @@
-//! The docs' commands run as written. Every ```sh block of the tour files below is either run,
-//! in order, in a fresh directory with the real binary on PATH as `mutual`, or listed in
-//! [`SKIPPED`] with the reason it cannot run here (an outside peer, a long-running server, the
-//! build itself). A new block that is neither runnable nor listed fails this test, and so does a
-//! listed block that no longer exists.
+//! The docs' commands run as written. Every shell block (```sh, ```shell, ```bash, ```console, and
+//! a bare ``` block that is a transcript, i.e. starts with `$ `) of README.md and of every
+//! docs/*.md is either run, in order, in a fresh directory per file with the real binary on PATH
+//! as `mutual`, or listed in [`SKIPPED`] with the reason it cannot run here (an outside peer, a
+//! long-running server on a fixed port, the build itself). A new block that is neither runnable
+//! nor listed fails this test, and so does a listed block that no longer exists. A second test
+//! feeds the TOML examples of docs/config.md, docs/policy.md and docs/http.md to `mutual config
+//! check` and the policy parser, since users copy them.
 //!
 //! Conventions the docs follow so that a block is checkable as written:
 //! - a command that is meant to fail ends with a comment `# exit N: why`; it must exit N;
-//! - every other command must exit 0 (the blocks run under `set -e -o pipefail`).
+//! - every other command must exit 0 (the blocks run under `set -e -o pipefail`);
+//! - in a console block or transcript, only the lines starting with `$ ` are commands.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The tour files: their blocks build on each other, top to bottom.
-const FILES: &[&str] = &[
-    "README.md",
-    "docs/pki.md",
-    "docs/migrate-nginx.md",
-    "docs/probe.md",
-];
+/// Fenced-block languages whose contents are shell commands.
+const SHELL_LANGS: &[&str] = &["sh", "shell", "bash", "console"];
 
 /// Blocks that are not run, by file and first line, each with the reason.
 const SKIPPED: &[(&str, &str, &str)] = &[
@@ -59,8 +58,85 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "README.md",
-        "mutual probe api.internal:8443 --ca ca/root.pem                                # required / optional / none?",
+        "mutual probe api.internal:8443 --ca ca/root.pem                                # mTLS enforced? required / not_enforced / optional / none",
         "needs an outside endpoint (api.internal); tests/probe.rs probes real servers",
+    ),
+    (
+        "README.md",
+        "tests/soak.sh --runs 5            # the whole suite 5 times back to back",
+        "runs the whole test suite several times (tens of minutes): it is the soak, not a doc check",
+    ),
+    (
+        "docs/PERFORMANCE.md",
+        "bench/run.sh              # the full run: 347 s on 2 cores (2026-12-04), plus the release build",
+        "the benchmark: a release build and minutes of load against nginx, HAProxy and stunnel",
+    ),
+    (
+        "docs/ca-server.md",
+        "mutual ca serve --dir /srv/ca --listen 0.0.0.0:9443 \\",
+        "a long-running online CA on the fixed public port 9443; tests/ca_server.rs runs ca serve",
+    ),
+    (
+        "docs/ca-server.md",
+        "curl -s --cacert root.pem https://ca.internal.example:9443/v1/crl -o crl.der",
+        "needs the online CA at the host name ca.internal.example; tests/ca_server.rs fetches /v1/crl",
+    ),
+    (
+        "docs/ca-server.md",
+        "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout web.key \\",
+        "posts to the online CA at the host name ca.internal.example; tests/ca_server.rs signs CSRs",
+    ),
+    (
+        "docs/config.md",
+        "mutual run --config mutual.toml      # start all listeners; reload on change or SIGHUP",
+        "serves until stopped on fixed public ports; tests/proxy_config.rs runs `mutual run`",
+    ),
+    (
+        "docs/config.md",
+        "$ mutual config check mutual.toml",
+        "a transcript; its first half is compared with the real output by toml_examples_are_accepted, \
+         its broken.toml is not shown (tests/proxy_config.rs checks those errors)",
+    ),
+    (
+        "docs/conformance.md",
+        "MUTUAL_LIMBO=/path/to/limbo.json \\",
+        "needs the x509-limbo corpus (outside the repo, path is a placeholder) and builds another test",
+    ),
+    (
+        "docs/conformance.md",
+        "MUTUAL_LIMBO=/path/to/limbo.json cargo test -p mutual --test limbo_cli -- --nocapture",
+        "needs the x509-limbo corpus (outside the repo, path is a placeholder) and builds another test",
+    ),
+    (
+        "docs/enrollment.md",
+        "mutual enroll --ca-url https://ca.internal:9443 --token \"$TOKEN\" \\",
+        "needs an online CA at ca.internal and its root fingerprint; tests/enroll.rs",
+    ),
+    (
+        "docs/enrollment.md",
+        "mutual renew --ca-url https://ca.internal:9443 \\",
+        "needs an online CA at ca.internal; tests/enroll.rs renews",
+    ),
+    (
+        "docs/enrollment.md",
+        "mutual renew --ca-url https://ca.internal:9443 --cert cert.pem --key key.pem --daemon",
+        "a daemon against an online CA at ca.internal; tests/enroll.rs runs the daemon",
+    ),
+    (
+        "docs/enrollment.md",
+        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        "a long-running server enrolling from an online CA at ca.internal; tests/enroll.rs",
+    ),
+    (
+        "docs/http.md",
+        "mutual serve --http --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        "a long-running server on the fixed public port 8443; tests/proxy_http.rs runs HTTP mode",
+    ),
+    (
+        "docs/migrate-ghostunnel.md",
+        "# before",
+        "shows ghostunnel (not packaged here) next to a long-running serve/connect; \
+         tests/proxy_*.rs run the `after` flags",
     ),
     (
         "docs/migrate-nginx.md",
@@ -72,6 +148,49 @@ const SKIPPED: &[(&str, &str, &str)] = &[
         "mutual probe api.internal:8443 --ca ca/root.pem                                # required / optional / none?",
         "needs an outside endpoint (api.internal); tests/probe.rs probes real servers",
     ),
+    (
+        "docs/proxy.md",
+        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        "a long-running server on the fixed public port 8443; tests/proxy_*.rs run serve",
+    ),
+    (
+        "docs/proxy.md",
+        "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
+        "needs an outside peer (api.internal) and runs until stopped; tests/proxy_connect.rs",
+    ),
+    (
+        "docs/proxy.md",
+        "cp new-server.pem /etc/mutual/server.pem.tmp && mv /etc/mutual/server.pem.tmp /etc/mutual/server.pem",
+        "signals the running `mutual` processes of the machine; tests/proxy_rotation.rs rotates",
+    ),
+    (
+        "docs/proxy.md",
+        "mutual serve ... --ca root.pem --crl-from-cdp \\",
+        "`...` stands for the rest of a serve command line; tests/issue_features.rs runs --crl-from-cdp",
+    ),
+    (
+        "docs/troubleshooting.md",
+        "# Does the endpoint enforce mTLS? (no client certificate needed)",
+        "needs an outside endpoint (api.internal); tests/probe.rs probes real servers",
+    ),
+];
+
+/// Transcripts of docs/troubleshooting.md: each was taken against a server set up for it
+/// (openssl s_server, mutual serve, a plain HTTP server) on a fixed port; tests/probe.rs and
+/// tests/defects_probe.rs assert the same reasons against the same kinds of servers.
+const TRANSCRIPTS: &[&str] = &[
+    "$ mutual probe 127.0.0.1:8443 --server-name api.internal --ca root.pem --cert billing.pem --key billing.key",
+    "$ mutual probe 127.0.0.1:8443 --server-name api.internal --ca root.pem",
+    "$ mutual probe 127.0.0.1:8444 --server-name api.internal --ca root.pem",
+    "$ mutual probe 127.0.0.1:8443 --server-name api.internal --ca root.pem --cert stranger.pem --key stranger.key",
+    "$ mutual probe 127.0.0.1:8443 --server-name api.internal",
+    "$ mutual probe 127.0.0.1:8443 --server-name api.internal --ca root.pem --cert billing-old.pem --key billing-old.key",
+    "$ mutual probe 127.0.0.1:8443 --server-name api.internal --ca root.pem --cert webonly.pem --key webonly.key",
+    "$ mutual probe 127.0.0.1:8443 --server-name db.internal --ca root.pem",
+    "$ mutual probe 127.0.0.1:8445 --timeout 1s      # a server that accepts and never answers",
+    "$ mutual probe 127.0.0.1:8080",
+    "$ mutual probe 127.0.0.1:8081",
+    "$ mutual probe --pair billing.pem billing.key --ca root.pem",
 ];
 
 /// Text replaced before running, and why.
@@ -80,16 +199,62 @@ const SUBSTITUTIONS: &[(&str, &str)] = &[
     ("cargo run --release -p mutual -- ", "mutual "),
 ];
 
-/// Setup a file's blocks assume and the file does not show (its reader has a CA already).
-const PRELUDES: &[(&str, &str)] = &[(
-    "docs/migrate-nginx.md",
-    "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n",
-)];
+/// The operator's absolute directories the docs write to: rebased under `$R` (a directory in the
+/// test's temp dir, created with these subdirectories) so that the block runs without root and
+/// without touching the machine.
+const REBASED: &[&str] = &[
+    "/srv/",
+    "/etc/mutual",
+    "/var/lib/mutual",
+    "/var/log/mutual",
+    "/run/secrets",
+];
+
+/// Setup every file's script gets: `$R` for [`REBASED`] paths.
+const COMMON_PRELUDE: &str =
+    "R=$PWD/root; mkdir -p $R/srv/www $R/etc/mutual $R/var/lib/mutual $R/var/log/mutual $R/run/secrets\n";
+
+/// A reader of these pages has a CA already: `MUTUAL_HOME` set, as the README's tour does.
+const CA_PRELUDE: &str =
+    "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n";
+
+/// Setup a file's blocks assume and the file does not show.
+const PRELUDES: &[(&str, &str)] = &[
+    ("docs/migrate-nginx.md", CA_PRELUDE),
+    ("docs/proxy.md", CA_PRELUDE),
+    ("docs/enrollment.md", CA_PRELUDE),
+    // `config check mutual.toml` checks the example the page shows, with the files it names.
+    (
+        "docs/config.md",
+        "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n\
+         mutual cert issue api --server --san dns:api.internal --out certs >/dev/null\n\
+         mutual cert issue client --client --san uri:spiffe://example.org/c --out certs >/dev/null\n\
+         cp ca/root.pem certs/root.pem\nmutual ca crl --out certs/intermediate.crl >/dev/null\n\
+         printf '[[allow]]\\ndns = \"*.ops.example.org\"\\n' >admin-policy.toml\n\
+         awk '/^```toml/{f=1;next} /^```/{f=0} f' \"$DOCS_REPO/docs/config.md\" >mutual.toml\n",
+    ),
+    // `ca init --dir /srv/ca` reads the password from the environment instead of a prompt.
+    ("docs/ca-server.md", "export MUTUAL_CA_PASSWORD='change me'\n"),
+    // The page's examples use a server certificate for api.internal and the root beside it.
+    (
+        "docs/troubleshooting.md",
+        "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n\
+         mutual cert issue server --server --san dns:api.internal >/dev/null\ncp ca/root.pem root.pem\n",
+    ),
+];
+
+/// Why the transcripts in [`TRANSCRIPTS`] are not run.
+const TRANSCRIPT_REASON: &str =
+    "a transcript taken against a test server on a fixed port (openssl \
+     s_server, mutual serve, plain HTTP); tests/probe.rs and tests/defects_probe.rs assert these \
+     reasons against the same kinds of servers";
 
 struct Block {
-    file: &'static str,
+    file: String,
     /// 1-based line of the first command line.
     line: usize,
+    /// In a console block or transcript only `$ ` lines (and their continuations) are commands.
+    console: bool,
     lines: Vec<String>,
 }
 
@@ -97,26 +262,59 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn blocks(file: &'static str) -> Vec<Block> {
+/// README.md, then every docs/*.md in name order.
+fn doc_files() -> Vec<String> {
+    let mut docs: Vec<String> = std::fs::read_dir(repo_root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| format!("docs/{n}"))
+        .collect();
+    docs.sort();
+    let mut files = vec!["README.md".to_string()];
+    files.extend(docs);
+    files
+}
+
+/// Every fenced block, as (language, 1-based line of its first content line, lines).
+fn fenced(file: &str) -> Vec<(String, usize, Vec<String>)> {
     let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
     let mut out = Vec::new();
-    let mut cur: Option<Block> = None;
+    let mut cur: Option<(String, usize, Vec<String>)> = None;
     for (i, l) in text.lines().enumerate() {
+        let t = l.trim_end();
         match &mut cur {
-            None if l.trim_end() == "```sh" => {
-                cur = Some(Block {
-                    file,
-                    line: i + 2,
-                    lines: Vec::new(),
-                })
+            None => {
+                if let Some(lang) = t.strip_prefix("```") {
+                    cur = Some((lang.trim().to_string(), i + 2, Vec::new()));
+                }
             }
-            None => {}
-            Some(_) if l.trim_end() == "```" => out.push(cur.take().unwrap()),
-            Some(b) => b.lines.push(l.to_string()),
+            Some(_) if t == "```" => out.push(cur.take().unwrap()),
+            Some((_, _, lines)) => lines.push(l.to_string()),
         }
     }
-    assert!(cur.is_none(), "{file}: unterminated ```sh block");
+    assert!(cur.is_none(), "{file}: unterminated fenced block");
     out
+}
+
+/// The shell blocks of a file: the shell languages, and bare blocks that are transcripts.
+fn blocks(file: &str) -> Vec<Block> {
+    fenced(file)
+        .into_iter()
+        .filter_map(|(lang, line, lines)| {
+            let transcript = lang.is_empty()
+                && lines
+                    .iter()
+                    .find(|l| !l.trim().is_empty())
+                    .is_some_and(|l| l.starts_with("$ "));
+            (SHELL_LANGS.contains(&lang.as_str()) || transcript).then(|| Block {
+                file: file.to_string(),
+                line,
+                console: lang == "console" || transcript,
+                lines,
+            })
+        })
+        .collect()
 }
 
 fn first_line(b: &Block) -> &str {
@@ -127,11 +325,15 @@ fn first_line(b: &Block) -> &str {
         .unwrap_or("")
 }
 
-fn skip_reason(b: &Block) -> Option<&'static str> {
-    SKIPPED
-        .iter()
-        .find(|(f, first, _)| *f == b.file && *first == first_line(b))
-        .map(|(_, _, why)| *why)
+/// [`SKIPPED`] and the transcripts, as (file, first line, reason).
+fn skipped() -> Vec<(&'static str, &'static str, &'static str)> {
+    let mut all = SKIPPED.to_vec();
+    all.extend(
+        TRANSCRIPTS
+            .iter()
+            .map(|first| ("docs/troubleshooting.md", *first, TRANSCRIPT_REASON)),
+    );
+    all
 }
 
 /// `CMD   # exit N: why` -> (CMD, N).
@@ -148,6 +350,27 @@ fn expected_exit(cmd: &str) -> (String, Option<i32>) {
     (cmd.to_string(), None)
 }
 
+/// Absolute operator paths ([`REBASED`]) moved under `$R`, where they start a word.
+fn rebase(line: &str) -> String {
+    let mut out = line.to_string();
+    for prefix in REBASED {
+        let mut res = String::new();
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(prefix) {
+            let before = rest[..i].chars().last();
+            res.push_str(&rest[..i]);
+            if matches!(before, None | Some(' ' | '=' | '\'' | '"' | '\t')) {
+                res.push_str("$R");
+            }
+            res.push_str(prefix);
+            rest = &rest[i + prefix.len()..];
+        }
+        res.push_str(rest);
+        out = res;
+    }
+    out
+}
+
 /// The block as bash: continuation lines joined, each command that must fail wrapped so that it
 /// must fail with exactly its documented code.
 fn script(b: &Block) -> String {
@@ -155,13 +378,21 @@ fn script(b: &Block) -> String {
     let mut logical = String::new();
     let mut start = b.line;
     for (k, l) in b.lines.iter().enumerate() {
+        let mut l = l.clone();
         if logical.is_empty() {
             start = b.line + k;
+            if b.console {
+                // Output lines of a transcript are not commands.
+                match l.strip_prefix("$ ") {
+                    Some(cmd) => l = cmd.to_string(),
+                    None => continue,
+                }
+            }
         }
-        let mut l = l.clone();
         for (from, to) in SUBSTITUTIONS {
             l = l.replace(from, to);
         }
+        let l = rebase(&l);
         if let Some(cont) = l.strip_suffix('\\') {
             logical.push_str(cont);
             continue;
@@ -184,35 +415,50 @@ fn script(b: &Block) -> String {
     s
 }
 
+fn path_with_binary() -> String {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_mutual"));
+    format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Runs a bash script in `dir` with the binary on PATH and none of the caller's CA settings.
+fn run_bash(dir: &Path, body: &str) -> std::process::Output {
+    Command::new("timeout")
+        .args(["120", "bash", "-c", body])
+        .current_dir(dir)
+        .env("PATH", path_with_binary())
+        .env("DOCS_REPO", repo_root())
+        .env_remove("MUTUAL_HOME")
+        .env_remove("MUTUAL_CA_PASSWORD")
+        .env_remove("MUTUAL_P12_PASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn every_block_is_run_or_listed_with_a_reason() {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_mutual"));
-    let bin_dir = bin.parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut listed_seen = vec![false; SKIPPED.len()];
+    let skipped = skipped();
+    let mut listed_seen = vec![false; skipped.len()];
     let mut ran = 0;
-    for file in FILES {
+    let mut failures = Vec::new();
+    for file in doc_files() {
         let mut body = String::from("set -e -o pipefail\n");
-        if let Some((_, p)) = PRELUDES.iter().find(|(f, _)| f == file) {
+        body.push_str(COMMON_PRELUDE);
+        if let Some((_, p)) = PRELUDES.iter().find(|(f, _)| *f == file) {
             body.push_str(p);
         }
         let mut any = false;
-        for b in blocks(file) {
-            if let Some(i) = SKIPPED
+        for b in blocks(&file) {
+            if let Some(i) = skipped
                 .iter()
                 .position(|(f, first, _)| *f == b.file && *first == first_line(&b))
             {
                 listed_seen[i] = true;
-                println!(
-                    "skipped {}:{}: {}",
-                    b.file,
-                    b.line,
-                    skip_reason(&b).unwrap()
-                );
+                println!("skipped {}:{}: {}", b.file, b.line, skipped[i].2);
                 continue;
             }
             body.push_str(&script(&b));
@@ -223,38 +469,129 @@ fn every_block_is_run_or_listed_with_a_reason() {
             continue;
         }
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("timeout")
-            .args(["300", "bash", "-c", &body])
-            .current_dir(dir.path())
-            .env("PATH", &path)
-            .env_remove("MUTUAL_HOME")
-            .env_remove("MUTUAL_CA_PASSWORD")
-            .env_remove("MUTUAL_P12_PASSWORD")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = run_bash(dir.path(), &body);
         let stderr = String::from_utf8_lossy(&out.stderr);
         let last_block = stderr
             .lines()
             .rev()
             .find_map(|l| l.strip_prefix(">>> "))
             .unwrap_or("?");
-        assert!(
-            out.status.success(),
-            "{file}: the block at {last_block} failed as written (exit {:?}); if it cannot run \
-             here, list it in SKIPPED with the reason.\n--- script\n{body}\n--- stdout\n{}\n--- stderr\n{stderr}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-        );
+        if !out.status.success() {
+            failures.push(format!(
+                "{file}: the block at {last_block} failed as written (exit {:?}); if it cannot run \
+                 here, list it in SKIPPED with the reason.\n--- script\n{body}\n--- stdout\n{}\n--- stderr\n{stderr}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+            ));
+        }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     for (i, seen) in listed_seen.iter().enumerate() {
         assert!(
             seen,
             "SKIPPED lists a block that no longer exists: {:?}",
-            SKIPPED[i]
+            skipped[i]
         );
     }
-    assert!(ran >= 6, "only {ran} blocks ran: the extraction is broken");
+    assert!(ran >= 10, "only {ran} blocks ran: the extraction is broken");
+}
+
+/// Every ```toml block of the docs is accepted: a config file (it has `[[listener]]`) by
+/// `mutual config check`, with the certificate files and policy file it names in place, and its
+/// summary is the one docs/config.md shows; a policy file by the policy parser and by `mutual
+/// config check` as the policy of an HTTP-mode listener (its rules may name methods and paths).
+#[test]
+fn toml_examples_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = run_bash(
+        dir.path(),
+        "set -e\nexport MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD=pw\nmutual ca init >/dev/null\n\
+         mutual cert issue api --server --san dns:api.internal --out certs >/dev/null\n\
+         mutual cert issue client --client --san uri:spiffe://example.org/ns/web/sa/c --out certs >/dev/null\n\
+         cp ca/root.pem certs/root.pem\nmutual ca crl --out certs/intermediate.crl >/dev/null\n",
+    );
+    assert!(setup.status.success(), "{setup:?}");
+    // docs/config.md's admin listener names a policy file the page does not show.
+    std::fs::write(
+        dir.path().join("admin-policy.toml"),
+        "[[allow]]\nspiffe = \"spiffe://example.org/ns/ops/*\"\n",
+    )
+    .unwrap();
+    let mut configs = 0;
+    let mut policies = 0;
+    for file in doc_files() {
+        for (lang, line, lines) in fenced(&file) {
+            if lang != "toml" {
+                continue;
+            }
+            let text = lines.join("\n") + "\n";
+            let name = format!("{}-{line}.toml", file.replace(['/', '.'], "_"));
+            let check = |cfg: &str| {
+                let out = Command::new(env!("CARGO_BIN_EXE_mutual"))
+                    .args(["config", "check", cfg])
+                    .current_dir(dir.path())
+                    .output()
+                    .unwrap();
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{file}:{line}: `mutual config check` refused the example:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8(out.stdout).unwrap()
+            };
+            if text.contains("[[listener]]") {
+                configs += 1;
+                std::fs::write(dir.path().join("mutual.toml"), &text).unwrap();
+                let summary = check("mutual.toml");
+                if file == "docs/config.md" {
+                    let shown = config_check_transcript();
+                    assert_eq!(
+                        summary.trim_end(),
+                        shown.trim_end(),
+                        "{file}: the `mutual config check mutual.toml` output shown differs from the real one"
+                    );
+                }
+            } else {
+                policies += 1;
+                if let Err(e) = mutual_policy::Policy::from_toml(&text) {
+                    panic!("{file}:{line}: the policy parser refused the example: {e}");
+                }
+                std::fs::write(dir.path().join(&name), &text).unwrap();
+                let cfg = format!(
+                    "[[listener]]\nname = \"p\"\nkind = \"serve\"\nmode = \"http\"\n\
+                     listen = \"127.0.0.1:1\"\nbackend = \"127.0.0.1:2\"\ncert = \"certs/api.pem\"\n\
+                     key = \"certs/api.key\"\nca = \"certs/root.pem\"\npolicy = \"{name}\"\n"
+                );
+                let cfg_name = format!("{name}.config.toml");
+                std::fs::write(dir.path().join(&cfg_name), cfg).unwrap();
+                check(&cfg_name);
+            }
+        }
+    }
+    assert!(configs >= 1, "no config example found in the docs");
+    assert!(
+        policies >= 2,
+        "only {policies} policy examples found: docs/policy.md and docs/http.md have one each"
+    );
+}
+
+/// The output docs/config.md shows for `$ mutual config check mutual.toml`: the lines after that
+/// command, up to the blank line.
+fn config_check_transcript() -> String {
+    let (_, _, lines) = fenced("docs/config.md")
+        .into_iter()
+        .find(|(_, _, l)| {
+            l.first().map(String::as_str) == Some("$ mutual config check mutual.toml")
+        })
+        .expect("docs/config.md shows `$ mutual config check mutual.toml`");
+    lines
+        .iter()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 #[test]
