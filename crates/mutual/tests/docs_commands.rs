@@ -73,11 +73,6 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "docs/ca-server.md",
-        "mutual ca serve --dir /srv/ca --listen 0.0.0.0:9443 \\",
-        "a long-running online CA on the fixed public port 9443; tests/ca_server.rs runs ca serve",
-    ),
-    (
-        "docs/ca-server.md",
         "curl -s --cacert root.pem https://ca.internal.example:9443/v1/crl -o crl.der",
         "needs the online CA at the host name ca.internal.example; tests/ca_server.rs fetches /v1/crl",
     ),
@@ -128,11 +123,6 @@ const SKIPPED: &[(&str, &str, &str)] = &[
         "a long-running server enrolling from an online CA at ca.internal; tests/enroll.rs",
     ),
     (
-        "docs/http.md",
-        "mutual serve --http --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
-        "a long-running server on the fixed public port 8443; tests/proxy_http.rs runs HTTP mode",
-    ),
-    (
         "docs/migrate-ghostunnel.md",
         "# before",
         "shows ghostunnel (not packaged here) next to a long-running serve/connect; \
@@ -147,11 +137,6 @@ const SKIPPED: &[(&str, &str, &str)] = &[
         "docs/probe.md",
         "mutual probe api.internal:8443 --ca ca/root.pem                                # required / optional / none?",
         "needs an outside endpoint (api.internal); tests/probe.rs probes real servers",
-    ),
-    (
-        "docs/proxy.md",
-        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
-        "a long-running server on the fixed public port 8443; tests/proxy_*.rs run serve",
     ),
     (
         "docs/proxy.md",
@@ -210,9 +195,10 @@ const REBASED: &[&str] = &[
     "/run/secrets",
 ];
 
-/// Setup every file's script gets: `$R` for [`REBASED`] paths.
-const COMMON_PRELUDE: &str =
-    "R=$PWD/root; mkdir -p $R/srv/www $R/etc/mutual $R/var/lib/mutual $R/var/log/mutual $R/run/secrets\n";
+/// Setup every file's script gets: a background server dies with the script, whatever ends it;
+/// `$R` for [`REBASED`] paths.
+const COMMON_PRELUDE: &str = "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\ntrap 'exit 98' TERM INT\n\
+     R=$PWD/root; mkdir -p $R/srv/www $R/etc/mutual $R/var/lib/mutual $R/var/log/mutual $R/run/secrets\n";
 
 /// A reader of these pages has a CA already: `MUTUAL_HOME` set, as the README's tour does.
 const CA_PRELUDE: &str =
@@ -221,7 +207,19 @@ const CA_PRELUDE: &str =
 /// Setup a file's blocks assume and the file does not show.
 const PRELUDES: &[(&str, &str)] = &[
     ("docs/migrate-nginx.md", CA_PRELUDE),
-    ("docs/proxy.md", CA_PRELUDE),
+    // The serve example's certificate, key and CA bundle.
+    (
+        "docs/proxy.md",
+        "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n\
+         mutual cert issue server --server --san dns:api.internal >/dev/null\ncp ca/root.pem root.pem\n",
+    ),
+    // The serve example's files; its policy.toml is the one the page shows.
+    (
+        "docs/http.md",
+        "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n\
+         mutual cert issue server --server --san dns:api.internal >/dev/null\ncp ca/root.pem root.pem\n\
+         awk '/^```toml/{f=1;next} /^```/{f=0} f' \"$DOCS_REPO/docs/http.md\" >policy.toml\n",
+    ),
     ("docs/enrollment.md", CA_PRELUDE),
     // `config check mutual.toml` checks the example the page shows, with the files it names.
     (
@@ -234,12 +232,45 @@ const PRELUDES: &[(&str, &str)] = &[
          awk '/^```toml/{f=1;next} /^```/{f=0} f' \"$DOCS_REPO/docs/config.md\" >mutual.toml\n",
     ),
     // `ca init --dir /srv/ca` reads the password from the environment instead of a prompt.
-    ("docs/ca-server.md", "export MUTUAL_CA_PASSWORD='change me'\n"),
+    // and `ca serve` from its --password-file.
+    (
+        "docs/ca-server.md",
+        "export MUTUAL_CA_PASSWORD='change me'\nprintf 'change me' >$R/run/secrets/ca-password\n",
+    ),
     // The page's examples use a server certificate for api.internal and the root beside it.
     (
         "docs/troubleshooting.md",
         "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n\
          mutual cert issue server --server --san dns:api.internal >/dev/null\ncp ca/root.pem root.pem\n",
+    ),
+];
+
+/// Servers the docs start, run in the background as written except for their fixed ports (each
+/// `:PORT` becomes a free ephemeral port, `$PORT_<PORT>` in the readiness check), by file and first
+/// line, with the ports and a check that passes once the server serves: polled (bounded), then the
+/// server is stopped. A server that exits or never passes its check fails the test.
+const BACKGROUND: &[(&str, &str, &[&str], &str)] = &[
+    (
+        "docs/ca-server.md",
+        "mutual ca serve --dir /srv/ca --listen 0.0.0.0:9443 \\",
+        &["9443"],
+        "curl -sf --resolve ca.internal.example:$PORT_9443:127.0.0.1 --cacert $R/srv/ca/root.pem \
+         https://ca.internal.example:$PORT_9443/health",
+    ),
+    (
+        // Ready means: the probe sees mTLS enforced (exit 0) with the page's certificates.
+        "docs/http.md",
+        "mutual serve --http --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        &["8443", "9090"],
+        "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca root.pem && \
+         curl -sf http://127.0.0.1:$PORT_9090/readyz",
+    ),
+    (
+        "docs/proxy.md",
+        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        &["8443", "9090"],
+        "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca root.pem && \
+         curl -sf http://127.0.0.1:$PORT_9090/readyz && test -f $R/var/log/mutual/audit.log",
     ),
 ];
 
@@ -415,6 +446,53 @@ fn script(b: &Block) -> String {
     s
 }
 
+/// A server block: started in the background with its fixed ports swapped for `$PORT_<PORT>`,
+/// polled with `ready` (at most ~30 s, so a busy machine is not a failure), then stopped.
+fn background_script(b: &Block, ports: &[&str], ready: &str) -> String {
+    let mut swapped = Block {
+        file: b.file.clone(),
+        line: b.line,
+        console: b.console,
+        lines: b.lines.clone(),
+    };
+    for l in &mut swapped.lines {
+        for p in ports {
+            *l = l.replace(&format!(":{p}"), &format!(":$PORT_{p}"));
+        }
+    }
+    let run = script(&swapped);
+    let (marker, cmd) = run.split_once('\n').unwrap();
+    let cmd = cmd.trim_end();
+    assert!(
+        !cmd.contains('\n'),
+        "{}:{}: a background block must be one command",
+        b.file,
+        b.line
+    );
+    let log = format!("bg-{}.log", b.line);
+    format!(
+        "{marker}\n{cmd} >{log} 2>&1 &\n__pid=$!\n__ok=\n\
+         for __i in $(seq 1 300); do\n\
+           if ( {ready} ) >/dev/null 2>&1; then __ok=1; break; fi\n\
+           kill -0 $__pid 2>/dev/null || break\n\
+           sleep 0.1\n\
+         done\n\
+         kill $__pid 2>/dev/null || true\nwait $__pid || true\n\
+         [ -n \"$__ok\" ] || {{ echo '{f}:{l}: the server exited or never became ready:' >&2; cat {log} >&2; exit 97; }}\n",
+        f = b.file,
+        l = b.line,
+    )
+}
+
+/// A port nothing listens on now (the OS picks it; it is released for the server to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn path_with_binary() -> String {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_mutual"));
     format!(
@@ -443,6 +521,7 @@ fn run_bash(dir: &Path, body: &str) -> std::process::Output {
 fn every_block_is_run_or_listed_with_a_reason() {
     let skipped = skipped();
     let mut listed_seen = vec![false; skipped.len()];
+    let mut background_seen = vec![false; BACKGROUND.len()];
     let mut ran = 0;
     let mut failures = Vec::new();
     for file in doc_files() {
@@ -451,8 +530,24 @@ fn every_block_is_run_or_listed_with_a_reason() {
         if let Some((_, p)) = PRELUDES.iter().find(|(f, _)| *f == file) {
             body.push_str(p);
         }
+        for (_, _, ports, _) in BACKGROUND.iter().filter(|(f, ..)| *f == file) {
+            for p in *ports {
+                body.push_str(&format!("export PORT_{p}={}\n", free_port()));
+            }
+        }
         let mut any = false;
         for b in blocks(&file) {
+            if let Some(i) = BACKGROUND
+                .iter()
+                .position(|(f, first, ..)| *f == b.file && *first == first_line(&b))
+            {
+                background_seen[i] = true;
+                let (_, _, ports, ready) = BACKGROUND[i];
+                body.push_str(&background_script(&b, ports, ready));
+                any = true;
+                ran += 1;
+                continue;
+            }
             if let Some(i) = skipped
                 .iter()
                 .position(|(f, first, _)| *f == b.file && *first == first_line(&b))
@@ -491,6 +586,13 @@ fn every_block_is_run_or_listed_with_a_reason() {
             seen,
             "SKIPPED lists a block that no longer exists: {:?}",
             skipped[i]
+        );
+    }
+    for (i, seen) in background_seen.iter().enumerate() {
+        assert!(
+            seen,
+            "BACKGROUND lists a block that no longer exists: {:?}",
+            BACKGROUND[i].0
         );
     }
     assert!(ran >= 10, "only {ran} blocks ran: the extraction is broken");
