@@ -28,16 +28,6 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "README.md",
-        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
-        "a long-running server on a public address in front of a backend; tests/proxy_*.rs run serve",
-    ),
-    (
-        "README.md",
-        "mutual serve --http --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
-        "a long-running server; tests/proxy_http.rs runs HTTP mode",
-    ),
-    (
-        "README.md",
         "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
         "needs an outside peer (api.internal) and runs until stopped; tests/proxy_connect.rs",
     ),
@@ -45,11 +35,6 @@ const SKIPPED: &[(&str, &str, &str)] = &[
         "README.md",
         "mutual config check mutual.toml    # every error as FILE:LINE:COL, exit 2; or a summary, exit 0",
         "needs the operator's mutual.toml and `run` serves until stopped; tests/proxy_config.rs",
-    ),
-    (
-        "README.md",
-        "mutual ca serve --dir /srv/ca --listen 0.0.0.0:9443 --san dns:ca.internal.example \\",
-        "a long-running online CA in /srv/ca with a secrets file; tests/ca_server.rs",
     ),
     (
         "README.md",
@@ -247,15 +232,42 @@ const PRELUDES: &[(&str, &str)] = &[
 
 /// Servers the docs start, run in the background as written except for their fixed ports (each
 /// `:PORT` becomes a free ephemeral port, `$PORT_<PORT>` in the readiness check), by file and first
-/// line, with the ports and a check that passes once the server serves: polled (bounded), then the
-/// server is stopped. A server that exits or never passes its check fails the test.
-const BACKGROUND: &[(&str, &str, &[&str], &str)] = &[
+/// line, with the ports, a check that passes once the server serves (polled, bounded; then the
+/// server is stopped) and the setup the page assumes before it (files it names and does not
+/// make). A server that exits or never passes its check fails the test.
+const BACKGROUND: &[(&str, &str, &[&str], &str, &str)] = &[
+    (
+        // After the tour: its CA (MUTUAL_HOME) and crl.pem; a server certificate and a policy.
+        "README.md",
+        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        &["8443", "9090"],
+        "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca ca/root.pem && \
+         curl -sf http://127.0.0.1:$PORT_9090/readyz",
+        "mutual cert issue server --server --san dns:api.internal >/dev/null\n\
+         printf '[[allow]]\\ndns = \"*.ops.example.org\"\\n' >policy.toml",
+    ),
+    (
+        "README.md",
+        "mutual serve --http --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        &["8443"],
+        "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca ca/root.pem",
+        "",
+    ),
+    (
+        "README.md",
+        "mutual ca serve --dir /srv/ca --listen 0.0.0.0:9443 --san dns:ca.internal.example \\",
+        &["9443"],
+        "curl -sf --resolve ca.internal.example:$PORT_9443:127.0.0.1 --cacert $R/srv/ca/root.pem \
+         https://ca.internal.example:$PORT_9443/health",
+        "mutual ca init --dir $R/srv/ca >/dev/null\nprintf '%s' \"$MUTUAL_CA_PASSWORD\" >$R/run/secrets/ca-password",
+    ),
     (
         "docs/ca-server.md",
         "mutual ca serve --dir /srv/ca --listen 0.0.0.0:9443 \\",
         &["9443"],
         "curl -sf --resolve ca.internal.example:$PORT_9443:127.0.0.1 --cacert $R/srv/ca/root.pem \
          https://ca.internal.example:$PORT_9443/health",
+        "",
     ),
     (
         // Ready means: the probe sees mTLS enforced (exit 0) with the page's certificates.
@@ -264,6 +276,7 @@ const BACKGROUND: &[(&str, &str, &[&str], &str)] = &[
         &["8443", "9090"],
         "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca root.pem && \
          curl -sf http://127.0.0.1:$PORT_9090/readyz",
+        "",
     ),
     (
         "docs/proxy.md",
@@ -271,6 +284,7 @@ const BACKGROUND: &[(&str, &str, &[&str], &str)] = &[
         &["8443", "9090"],
         "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca root.pem && \
          curl -sf http://127.0.0.1:$PORT_9090/readyz && test -f $R/var/log/mutual/audit.log",
+        "",
     ),
 ];
 
@@ -530,7 +544,7 @@ fn every_block_is_run_or_listed_with_a_reason() {
         if let Some((_, p)) = PRELUDES.iter().find(|(f, _)| *f == file) {
             body.push_str(p);
         }
-        for (_, _, ports, _) in BACKGROUND.iter().filter(|(f, ..)| *f == file) {
+        for (_, _, ports, ..) in BACKGROUND.iter().filter(|(f, ..)| *f == file) {
             for p in *ports {
                 body.push_str(&format!("export PORT_{p}={}\n", free_port()));
             }
@@ -542,7 +556,9 @@ fn every_block_is_run_or_listed_with_a_reason() {
                 .position(|(f, first, ..)| *f == b.file && *first == first_line(&b))
             {
                 background_seen[i] = true;
-                let (_, _, ports, ready) = BACKGROUND[i];
+                let (_, _, ports, ready, setup) = BACKGROUND[i];
+                body.push_str(setup);
+                body.push('\n');
                 body.push_str(&background_script(&b, ports, ready));
                 any = true;
                 ran += 1;
