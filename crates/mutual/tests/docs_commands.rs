@@ -33,8 +33,8 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "README.md",
-        "mutual config check mutual.toml    # every error as FILE:LINE:COL, exit 2; or a summary, exit 0",
-        "needs the operator's mutual.toml and `run` serves until stopped; tests/proxy_config.rs",
+        "mutual run --config mutual.toml    # serve + connect listeners, one metrics endpoint, one audit log",
+        "serves until stopped on the fixed public ports of its file; tests/proxy_config.rs runs `mutual run`",
     ),
     (
         "README.md",
@@ -130,7 +130,7 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     (
         "docs/proxy.md",
         "mutual serve ... --ca root.pem --crl-from-cdp \\",
-        "`...` stands for the rest of a serve command line; tests/issue_features.rs runs --crl-from-cdp",
+        "`...` stands for the rest of a serve command line; tests/proxy_edge.rs runs --crl-from-cdp",
     ),
     (
         "docs/troubleshooting.md",
@@ -183,47 +183,52 @@ const COMMON_PRELUDE: &str = "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\nt
 const CA_PRELUDE: &str =
     "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n";
 
+/// docs/config.md's example config with the certificate and policy files it names.
+const CONFIG_EXAMPLE: &str =
+    "mutual cert issue api --server --san dns:api.internal --out certs >/dev/null\n\
+     mutual cert issue client --client --san uri:spiffe://example.org/c --out certs >/dev/null\n\
+     cp ca/root.pem certs/root.pem\nmutual ca crl --out certs/intermediate.crl >/dev/null\n\
+     printf '[[allow]]\\ndns = \"*.ops.example.org\"\\n' >admin-policy.toml\n\
+     awk '/^```toml/{f=1;next} /^```/{f=0} f' \"$DOCS_REPO/docs/config.md\" >mutual.toml\n";
+
+/// Setup one block assumes and its page does not show, by file and first line (run just before it).
+const BEFORE: &[(&str, &str, &str)] = &[(
+    "README.md",
+    "mutual config check mutual.toml    # every error as FILE:LINE:COL, exit 2; or a summary, exit 0",
+    CONFIG_EXAMPLE,
+)];
+
 /// Setup a file's blocks assume and the file does not show.
-const PRELUDES: &[(&str, &str)] = &[
-    ("docs/migrate-nginx.md", CA_PRELUDE),
-    ("docs/migrate-ghostunnel.md", CA_PRELUDE),
+const PRELUDES: &[(&str, &[&str])] = &[
+    ("docs/migrate-nginx.md", &[CA_PRELUDE]),
+    ("docs/migrate-ghostunnel.md", &[CA_PRELUDE]),
+    ("docs/enrollment.md", &[CA_PRELUDE]),
     // The serve example's certificate, key and CA bundle.
-    (
-        "docs/proxy.md",
-        "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n\
-         mutual cert issue server --server --san dns:api.internal >/dev/null\ncp ca/root.pem root.pem\n",
-    ),
+    ("docs/proxy.md", &[CA_PRELUDE, SERVER_CERT]),
     // The serve example's files; its policy.toml is the one the page shows.
     (
         "docs/http.md",
-        "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n\
-         mutual cert issue server --server --san dns:api.internal >/dev/null\ncp ca/root.pem root.pem\n\
-         awk '/^```toml/{f=1;next} /^```/{f=0} f' \"$DOCS_REPO/docs/http.md\" >policy.toml\n",
+        &[
+            CA_PRELUDE,
+            SERVER_CERT,
+            "awk '/^```toml/{f=1;next} /^```/{f=0} f' \"$DOCS_REPO/docs/http.md\" >policy.toml\n",
+        ],
     ),
-    ("docs/enrollment.md", CA_PRELUDE),
     // `config check mutual.toml` checks the example the page shows, with the files it names.
-    (
-        "docs/config.md",
-        "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n\
-         mutual cert issue api --server --san dns:api.internal --out certs >/dev/null\n\
-         mutual cert issue client --client --san uri:spiffe://example.org/c --out certs >/dev/null\n\
-         cp ca/root.pem certs/root.pem\nmutual ca crl --out certs/intermediate.crl >/dev/null\n\
-         printf '[[allow]]\\ndns = \"*.ops.example.org\"\\n' >admin-policy.toml\n\
-         awk '/^```toml/{f=1;next} /^```/{f=0} f' \"$DOCS_REPO/docs/config.md\" >mutual.toml\n",
-    ),
-    // `ca init --dir /srv/ca` reads the password from the environment instead of a prompt.
-    // and `ca serve` from its --password-file.
+    ("docs/config.md", &[CA_PRELUDE, CONFIG_EXAMPLE]),
+    // `ca init --dir /srv/ca` reads the password from the environment instead of a prompt, and
+    // `ca serve` from its --password-file.
     (
         "docs/ca-server.md",
-        "export MUTUAL_CA_PASSWORD='change me'\nprintf 'change me' >$R/run/secrets/ca-password\n",
+        &["export MUTUAL_CA_PASSWORD='change me'\nprintf 'change me' >$R/run/secrets/ca-password\n"],
     ),
     // The page's examples use a server certificate for api.internal and the root beside it.
-    (
-        "docs/troubleshooting.md",
-        "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n\
-         mutual cert issue server --server --san dns:api.internal >/dev/null\ncp ca/root.pem root.pem\n",
-    ),
+    ("docs/troubleshooting.md", &[CA_PRELUDE, SERVER_CERT]),
 ];
+
+/// A server certificate for api.internal (server.pem, server.key) and root.pem beside it.
+const SERVER_CERT: &str =
+    "mutual cert issue server --server --san dns:api.internal >/dev/null\ncp ca/root.pem root.pem\n";
 
 /// Servers the docs start, run in the background as written except for their fixed ports (each
 /// `:PORT` becomes a free ephemeral port, `$PORT_<PORT>` in the readiness check), by file and first
@@ -572,13 +577,14 @@ fn every_block_is_run_or_listed_with_a_reason() {
     let skipped = skipped();
     let mut listed_seen = vec![false; skipped.len()];
     let mut background_seen = vec![false; BACKGROUND.len()];
+    let mut before_seen = vec![false; BEFORE.len()];
     let mut ran = 0;
     let mut failures = Vec::new();
     for file in doc_files() {
         let mut body = String::from("set -e -o pipefail\n");
         body.push_str(COMMON_PRELUDE);
-        if let Some((_, p)) = PRELUDES.iter().find(|(f, _)| *f == file) {
-            body.push_str(p);
+        if let Some((_, pieces)) = PRELUDES.iter().find(|(f, _)| *f == file) {
+            pieces.iter().for_each(|p| body.push_str(p));
         }
         for (_, _, ports, ..) in BACKGROUND.iter().filter(|(f, ..)| *f == file) {
             for p in *ports {
@@ -587,6 +593,13 @@ fn every_block_is_run_or_listed_with_a_reason() {
         }
         let mut any = false;
         for b in blocks(&file) {
+            if let Some(i) = BEFORE
+                .iter()
+                .position(|(f, first, _)| *f == b.file && *first == first_line(&b))
+            {
+                before_seen[i] = true;
+                body.push_str(BEFORE[i].2);
+            }
             if let Some(i) = BACKGROUND
                 .iter()
                 .position(|(f, first, ..)| *f == b.file && *first == first_command(&b))
@@ -638,6 +651,13 @@ fn every_block_is_run_or_listed_with_a_reason() {
             seen,
             "SKIPPED lists a block that no longer exists: {:?}",
             skipped[i]
+        );
+    }
+    for (i, seen) in before_seen.iter().enumerate() {
+        assert!(
+            seen,
+            "BEFORE names a block that no longer exists: {:?}",
+            BEFORE[i].1
         );
     }
     for (i, seen) in background_seen.iter().enumerate() {
