@@ -779,3 +779,32 @@ fn expected_exit_comments_are_parsed() {
         ("mutual x   # not revoked".to_string(), None)
     );
 }
+
+#[test]
+fn console_blocks_run_only_their_prompt_lines_and_operator_paths_are_rebased() {
+    let b = Block {
+        file: "x.md".to_string(),
+        line: 3,
+        console: true,
+        lines: vec![
+            "$ mutual ca crl --out /srv/www/a.crl \\".to_string(),
+            "    --next-update 1d".to_string(),
+            "wrote /srv/www/a.crl".to_string(),
+            "$ mutual cert verify x.pem   # exit 1: not issued".to_string(),
+        ],
+    };
+    let s = script(&b);
+    assert!(
+        s.contains("mutual ca crl --out $R/srv/www/a.crl     --next-update 1d\n"),
+        "{s}"
+    );
+    assert!(!s.contains("wrote"), "{s}");
+    assert!(
+        s.contains("if mutual cert verify x.pem; then __rc=0; else __rc=$?; fi"),
+        "{s}"
+    );
+    assert_eq!(
+        rebase("cp a /etc/mutual/a --x=/var/lib/mutual/b https://h/srv/c"),
+        "cp a $R/etc/mutual/a --x=$R/var/lib/mutual/b https://h/srv/c"
+    );
+}
