@@ -1,8 +1,10 @@
 //! The docs' commands run as written. Every shell block (```sh, ```shell, ```bash, ```console, and
 //! a bare ``` block that is a transcript, i.e. starts with `$ `) of README.md and of every
 //! docs/*.md is either run, in order, in a fresh directory per file with the real binary on PATH
-//! as `mutual`, or listed in [`SKIPPED`] with the reason it cannot run here (an outside peer, a
-//! long-running server on a fixed port, the build itself). A new block that is neither runnable
+//! as `mutual`, or listed in [`SKIPPED`] with the reason it cannot run here (an outside peer or
+//! host name, a transcript against a test server, the build itself). A server a page starts
+//! (`serve`, `connect`, `ca serve`) is listed in [`BACKGROUND`]: it runs as written but on free
+//! ports, until a readiness check passes, then it is stopped. A new block that is neither runnable
 //! nor listed fails this test, and so does a listed block that no longer exists. A second test
 //! feeds the TOML examples of docs/config.md, docs/policy.md and docs/http.md to `mutual config
 //! check` and the policy parser, since users copy them.
