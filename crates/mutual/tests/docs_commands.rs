@@ -59,16 +59,6 @@ const SKIPPED: &[(&str, &str, &str)] = &[
         "the benchmark: a release build and minutes of load against nginx, HAProxy and stunnel",
     ),
     (
-        "docs/ca-server.md",
-        "curl -s --cacert root.pem https://ca.internal.example:9443/v1/crl -o crl.der",
-        "needs the online CA at the host name ca.internal.example; tests/ca_server.rs fetches /v1/crl",
-    ),
-    (
-        "docs/ca-server.md",
-        "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout web.key \\",
-        "posts to the online CA at the host name ca.internal.example; tests/ca_server.rs signs CSRs",
-    ),
-    (
         "docs/config.md",
         "mutual run --config mutual.toml      # start all listeners; reload on change or SIGHUP",
         "serves until stopped on fixed public ports; tests/proxy_config.rs runs `mutual run`",
@@ -199,11 +189,19 @@ const CONFIG_EXAMPLE: &str =
      awk '/^```toml/{f=1;next} /^```/{f=0} f' \"$DOCS_REPO/docs/config.md\" >mutual.toml\n";
 
 /// Setup one block assumes and its page does not show, by file and first line (run just before it).
-const BEFORE: &[(&str, &str, &str)] = &[(
-    "README.md",
-    "mutual config check mutual.toml    # every error as FILE:LINE:COL, exit 2; or a summary, exit 0",
-    CONFIG_EXAMPLE,
-)];
+const BEFORE: &[(&str, &str, &str)] = &[
+    (
+        "README.md",
+        "mutual config check mutual.toml    # every error as FILE:LINE:COL, exit 2; or a summary, exit 0",
+        CONFIG_EXAMPLE,
+    ),
+    // The root the operator hands out, beside the client.
+    (
+        "docs/ca-server.md",
+        "curl -s --cacert root.pem https://ca.internal.example:9443/v1/crl -o crl.der",
+        "cp $R/srv/ca/root.pem root.pem\n",
+    ),
+];
 
 /// Setup a file's blocks assume and the file does not show.
 const PRELUDES: &[(&str, &[&str])] = &[
@@ -242,7 +240,7 @@ const SERVER_CERT: &str =
 /// command line, with the ports, a check that passes once the server serves (polled, bounded; then the
 /// server is stopped) and the setup the page assumes before it (files it names and does not
 /// make). A server that exits or never passes its check fails the test.
-const BACKGROUND: &[(&str, &str, &[&str], &str, &str)] = &[
+const BACKGROUND: &[(&str, &str, &[&str], &str, &str, bool)] = &[
     (
         // After the tour: its CA (MUTUAL_HOME) and crl.pem; a server certificate and a policy.
         "README.md",
@@ -252,6 +250,7 @@ const BACKGROUND: &[(&str, &str, &[&str], &str, &str)] = &[
          curl -sf http://127.0.0.1:$PORT_9090/readyz",
         "mutual cert issue server --server --san dns:api.internal >/dev/null\n\
          printf '[[allow]]\\ndns = \"*.ops.example.org\"\\n' >policy.toml",
+        STOP,
     ),
     (
         "README.md",
@@ -259,6 +258,7 @@ const BACKGROUND: &[(&str, &str, &[&str], &str, &str)] = &[
         &["8443"],
         "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca ca/root.pem",
         "",
+        STOP,
     ),
     (
         "README.md",
@@ -267,14 +267,17 @@ const BACKGROUND: &[(&str, &str, &[&str], &str, &str)] = &[
         "curl -sf --resolve ca.internal.example:$PORT_9443:127.0.0.1 --cacert $R/srv/ca/root.pem \
          https://ca.internal.example:$PORT_9443/health",
         "mutual ca init --dir $R/srv/ca >/dev/null\nprintf '%s' \"$MUTUAL_CA_PASSWORD\" >$R/run/secrets/ca-password",
+        STOP,
     ),
     (
+        // In its own network namespace (see NETNS): its port and host name as written; it keeps
+        // serving the page's curl examples until the script ends.
         "docs/ca-server.md",
         "mutual ca serve --dir /srv/ca --listen 0.0.0.0:9443 \\",
-        &["9443"],
-        "curl -sf --resolve ca.internal.example:$PORT_9443:127.0.0.1 --cacert $R/srv/ca/root.pem \
-         https://ca.internal.example:$PORT_9443/health",
+        &[],
+        "curl -sf --cacert $R/srv/ca/root.pem https://ca.internal.example:9443/health",
         "",
+        KEEP,
     ),
     (
         // Ready means: the probe sees mTLS enforced (exit 0) with the page's certificates.
@@ -284,6 +287,7 @@ const BACKGROUND: &[(&str, &str, &[&str], &str, &str)] = &[
         "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca root.pem && \
          curl -sf http://127.0.0.1:$PORT_9090/readyz",
         "",
+        STOP,
     ),
     (
         // Files the page's ghostunnel setup had, in mutual's form.
@@ -294,6 +298,7 @@ const BACKGROUND: &[(&str, &str, &[&str], &str, &str)] = &[
          curl -sf http://127.0.0.1:$PORT_6060/readyz",
         "mutual cert issue server --server --san dns:api.internal >/dev/null\ncp ca/root.pem root.pem\n\
          mutual cert issue client --client --san uri:spiffe://example.org/ns/prod/sa/web >/dev/null",
+        STOP,
     ),
     (
         // Ready: it listens (it dials api.internal only when a client connects).
@@ -302,6 +307,7 @@ const BACKGROUND: &[(&str, &str, &[&str], &str, &str)] = &[
         &["7000"],
         "exec 3<>/dev/tcp/127.0.0.1/$PORT_7000",
         "",
+        STOP,
     ),
     (
         // The files the page's nginx had, under /etc/mutual; chain.crl.pem from the block above.
@@ -312,6 +318,7 @@ const BACKGROUND: &[(&str, &str, &[&str], &str, &str)] = &[
          curl -sf http://127.0.0.1:$PORT_9090/readyz",
         "mutual cert issue server --server --san dns:api.internal --out $R/etc/mutual >/dev/null\n\
          cp ca/root.pem chain.crl.pem $R/etc/mutual/",
+        STOP,
     ),
     (
         "docs/proxy.md",
@@ -320,8 +327,26 @@ const BACKGROUND: &[(&str, &str, &[&str], &str, &str)] = &[
         "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca root.pem && \
          curl -sf http://127.0.0.1:$PORT_9090/readyz && test -f $R/var/log/mutual/audit.log",
         "",
+        STOP,
     ),
 ];
+
+/// [`BACKGROUND`]: stop the server once it is ready, or keep it until the file's script ends.
+const STOP: bool = false;
+const KEEP: bool = true;
+
+/// Files whose script runs in a network namespace of its own (`unshare -n -m`: its own loopback,
+/// its own /etc/hosts naming these hosts 127.0.0.1), so that their servers and clients use the
+/// fixed ports and host names as written without meeting anything else on the machine.
+const NETNS: &[(&str, &[&str])] = &[("docs/ca-server.md", &["ca.internal.example"])];
+
+/// Checks run right after a block, by file and first line: what the block's own commands cannot
+/// show (`curl -s` exits 0 on an error status; the check proves the result is what the page says).
+const AFTER: &[(&str, &str, &str)] = &[(
+    "docs/ca-server.md",
+    "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout web.key \\",
+    "openssl x509 -in web.pem -noout -ext subjectAltName | grep -q DNS:web.internal.example\n",
+)];
 
 /// Why the transcripts in [`TRANSCRIPTS`] are not run.
 const TRANSCRIPT_REASON: &str =
@@ -506,7 +531,7 @@ fn script(b: &Block) -> String {
 
 /// A server block: started in the background with its fixed ports swapped for `$PORT_<PORT>`,
 /// polled with `ready` (at most ~30 s, so a busy machine is not a failure), then stopped.
-fn background_script(b: &Block, ports: &[&str], ready: &str) -> String {
+fn background_script(b: &Block, ports: &[&str], ready: &str, keep: bool) -> String {
     let mut swapped = Block {
         file: b.file.clone(),
         line: b.line,
@@ -539,8 +564,9 @@ fn background_script(b: &Block, ports: &[&str], ready: &str) -> String {
            kill -0 $__pid 2>/dev/null || break\n\
            sleep 0.1\n\
          done\n\
-         kill $__pid 2>/dev/null || true\nwait $__pid || true\n\
+         {stop}\
          [ -n \"$__ok\" ] || {{ echo '{f}:{l}: the server exited or never became ready:' >&2; cat {log} >&2; exit 97; }}\n",
+        stop = if keep { "" } else { "kill $__pid 2>/dev/null || true\nwait $__pid || true\n" },
         f = b.file,
         l = b.line,
     )
@@ -579,12 +605,26 @@ fn run_bash(dir: &Path, body: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// A script that runs `body` (written to `dir`) in a new network and mount namespace: loopback
+/// up, `hosts` resolving to 127.0.0.1 through a private /etc/hosts. Needs root, as the project's
+/// machines and CI have.
+fn in_netns(dir: &Path, hosts: &[&str], body: &str) -> String {
+    std::fs::write(dir.join("docs-script.sh"), body).unwrap();
+    format!(
+        "printf '127.0.0.1 localhost {}\\n' >hosts.netns\n\
+         exec unshare -n -m -- bash -c 'ip link set lo up && mount --bind hosts.netns /etc/hosts && \
+         exec bash docs-script.sh'\n",
+        hosts.join(" ")
+    )
+}
+
 #[test]
 fn every_block_is_run_or_listed_with_a_reason() {
     let skipped = skipped();
     let mut listed_seen = vec![false; skipped.len()];
     let mut background_seen = vec![false; BACKGROUND.len()];
     let mut before_seen = vec![false; BEFORE.len()];
+    let mut after_seen = vec![false; AFTER.len()];
     let mut ran = 0;
     let mut failures = Vec::new();
     for file in doc_files() {
@@ -612,10 +652,10 @@ fn every_block_is_run_or_listed_with_a_reason() {
                 .position(|(f, first, ..)| *f == b.file && *first == first_command(&b))
             {
                 background_seen[i] = true;
-                let (_, _, ports, ready, setup) = BACKGROUND[i];
+                let (_, _, ports, ready, setup, keep) = BACKGROUND[i];
                 body.push_str(setup);
                 body.push('\n');
-                body.push_str(&background_script(&b, ports, ready));
+                body.push_str(&background_script(&b, ports, ready, keep));
                 any = true;
                 ran += 1;
                 continue;
@@ -629,6 +669,13 @@ fn every_block_is_run_or_listed_with_a_reason() {
                 continue;
             }
             body.push_str(&script(&b));
+            if let Some(i) = AFTER
+                .iter()
+                .position(|(f, first, _)| *f == b.file && *first == first_line(&b))
+            {
+                after_seen[i] = true;
+                body.push_str(AFTER[i].2);
+            }
             any = true;
             ran += 1;
         }
@@ -636,7 +683,10 @@ fn every_block_is_run_or_listed_with_a_reason() {
             continue;
         }
         let dir = tempfile::tempdir().unwrap();
-        let out = run_bash(dir.path(), &body);
+        let out = match NETNS.iter().find(|(f, _)| *f == file) {
+            Some((_, hosts)) => run_bash(dir.path(), &in_netns(dir.path(), hosts, &body)),
+            None => run_bash(dir.path(), &body),
+        };
         let stderr = String::from_utf8_lossy(&out.stderr);
         let last_block = stderr
             .lines()
@@ -658,6 +708,13 @@ fn every_block_is_run_or_listed_with_a_reason() {
             seen,
             "SKIPPED lists a block that no longer exists: {:?}",
             skipped[i]
+        );
+    }
+    for (i, seen) in after_seen.iter().enumerate() {
+        assert!(
+            seen,
+            "AFTER names a block that no longer exists: {:?}",
+            AFTER[i].1
         );
     }
     for (i, seen) in before_seen.iter().enumerate() {
