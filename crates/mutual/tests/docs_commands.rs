@@ -235,12 +235,22 @@ const PRELUDES: &[(&str, &[&str])] = &[
 const SERVER_CERT: &str =
     "mutual cert issue server --server --san dns:api.internal >/dev/null\ncp ca/root.pem root.pem\n";
 
+/// (file, first command line, ports, readiness check, setup, [`KEEP`] or [`STOP`]).
+type Server = (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    &'static str,
+    bool,
+);
+
 /// Servers the docs start, run in the background as written except for their fixed ports (each
 /// `:PORT` becomes a free ephemeral port, `$PORT_<PORT>` in the readiness check), by file and first
 /// command line, with the ports, a check that passes once the server serves (polled, bounded; then the
 /// server is stopped) and the setup the page assumes before it (files it names and does not
 /// make). A server that exits or never passes its check fails the test.
-const BACKGROUND: &[(&str, &str, &[&str], &str, &str, bool)] = &[
+const BACKGROUND: &[Server] = &[
     (
         // After the tour: its CA (MUTUAL_HOME) and crl.pem; a server certificate and a policy.
         "README.md",
