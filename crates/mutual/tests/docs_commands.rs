@@ -40,8 +40,9 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "README.md",
-        "mutual enroll --ca-url https://ca.internal:9443 --token \"$TOKEN\" \\",
-        "needs an online CA at ca.internal and its root fingerprint; tests/enroll.rs",
+        "mutual renew --ca-url https://ca.internal.example:9443 \\",
+        "a daemon: it runs until stopped and renews at two-thirds of a 24 h lifetime; \
+         tests/enroll.rs runs it with short lifetimes",
     ),
     (
         "README.md",
@@ -144,9 +145,10 @@ const TRANSCRIPTS: &[&str] = &[
 const SUBSTITUTIONS: &[(&str, &str)] = &[
     // The binary under test is on PATH already; `cargo run` would rebuild it in release mode.
     ("cargo run --release -p mutual -- ", "mutual "),
-    // docs/enrollment.md's placeholder for the root fingerprint the CA operator hands out; its
-    // BEFORE setup computes the real one as the page says (`openssl x509 -fingerprint -sha256`).
+    // The placeholders of README and docs/enrollment.md for the root fingerprint the CA operator
+    // hands out; their BEFORE setup computes the real one (`openssl x509 -fingerprint -sha256`).
     ("3A:5F:...:C2", "$ROOT_SHA256"),
+    ("C4:18:...:30", "$ROOT_SHA256"),
 ];
 
 /// The operator's absolute directories the docs write to: rebased under `$R` (a directory in the
@@ -183,6 +185,12 @@ const BEFORE: &[(&str, &str, &str)] = &[
         "README.md",
         "mutual config check mutual.toml    # every error as FILE:LINE:COL, exit 2; or a summary, exit 0",
         CONFIG_EXAMPLE,
+    ),
+    // The fingerprint README's placeholder stands for, of the root its `ca serve` uses.
+    (
+        "README.md",
+        "mutual enroll --ca-url https://ca.internal.example:9443 --token \"$TOKEN\" \\",
+        "ROOT_SHA256=$(openssl x509 -in $R/srv/ca/root.pem -noout -fingerprint -sha256 | cut -d= -f2)\n",
     ),
     ("docs/enrollment.md", "mutual enroll --ca-url https://ca.internal:9443 --token \"$TOKEN\" \\", ENROLLMENT_CA),
     // The proxy enrolls at its first start: a token of its own (the first one was used).
@@ -267,13 +275,13 @@ const BACKGROUND: &[Server] = &[
         STOP,
     ),
     (
+        // In README's network namespace, as written; it serves the enroll example below.
         "README.md",
         "mutual ca serve --dir /srv/ca --listen 0.0.0.0:9443 --san dns:ca.internal.example \\",
-        &["9443"],
-        "curl -sf --resolve ca.internal.example:$PORT_9443:127.0.0.1 --cacert $R/srv/ca/root.pem \
-         https://ca.internal.example:$PORT_9443/health",
+        &[],
+        "curl -sf --cacert $R/srv/ca/root.pem https://ca.internal.example:9443/health",
         "mutual ca init --dir $R/srv/ca >/dev/null\nprintf '%s' \"$MUTUAL_CA_PASSWORD\" >$R/run/secrets/ca-password",
-        STOP,
+        KEEP,
     ),
     (
         // In its own network namespace (see NETNS): its port and host name as written; it keeps
@@ -355,6 +363,7 @@ const KEEP: bool = true;
 /// its own /etc/hosts naming these hosts 127.0.0.1), so that their servers and clients use the
 /// fixed ports and host names as written without meeting anything else on the machine.
 const NETNS: &[(&str, &[&str])] = &[
+    ("README.md", &["ca.internal.example"]),
     ("docs/ca-server.md", &["ca.internal.example"]),
     ("docs/enrollment.md", &["ca.internal"]),
 ];
