@@ -46,11 +46,6 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "README.md",
-        "mutual probe api.internal:8443 --ca ca/root.pem                                # mTLS enforced? required / not_enforced / optional / none",
-        "needs an outside endpoint (api.internal); tests/probe.rs probes real servers",
-    ),
-    (
-        "README.md",
         "tests/soak.sh --runs 5            # the whole suite 5 times back to back",
         "runs the whole test suite several times (tens of minutes): it is the soak, not a doc check",
     ),
@@ -117,11 +112,6 @@ const SKIPPED: &[(&str, &str, &str)] = &[
         "mutual serve ... --ca root.pem --crl-from-cdp \\",
         "`...` stands for the rest of a serve command line; tests/proxy_edge.rs runs --crl-from-cdp",
     ),
-    (
-        "docs/troubleshooting.md",
-        "# Does the endpoint enforce mTLS? (no client certificate needed)",
-        "needs an outside endpoint (api.internal); tests/probe.rs probes real servers",
-    ),
 ];
 
 /// Transcripts of docs/troubleshooting.md: each was taken against a server set up for it
@@ -180,30 +170,48 @@ const CONFIG_EXAMPLE: &str =
      awk '/^```toml/{f=1;next} /^```/{f=0} f' \"$DOCS_REPO/docs/config.md\" >mutual.toml\n";
 
 /// Setup one block assumes and its page does not show, by file and first line (run just before it).
-const BEFORE: &[(&str, &str, &str)] = &[
+const BEFORE: &[(&str, &str, &[&str])] = &[
     (
         "README.md",
         "mutual config check mutual.toml    # every error as FILE:LINE:COL, exit 2; or a summary, exit 0",
-        CONFIG_EXAMPLE,
+        &[CONFIG_EXAMPLE],
     ),
     // The fingerprint README's placeholder stands for, of the root its `ca serve` uses.
     (
         "README.md",
         "mutual enroll --ca-url https://ca.internal.example:9443 --token \"$TOKEN\" \\",
-        "ROOT_SHA256=$(openssl x509 -in $R/srv/ca/root.pem -noout -fingerprint -sha256 | cut -d= -f2)\n",
+        &["ROOT_SHA256=$(openssl x509 -in $R/srv/ca/root.pem -noout -fingerprint -sha256 | cut -d= -f2)\n"],
     ),
-    ("docs/enrollment.md", "mutual enroll --ca-url https://ca.internal:9443 --token \"$TOKEN\" \\", ENROLLMENT_CA),
+    ("docs/enrollment.md", "mutual enroll --ca-url https://ca.internal:9443 --token \"$TOKEN\" \\", &[ENROLLMENT_CA]),
     // The proxy enrolls at its first start: a token of its own (the first one was used).
     (
         "docs/enrollment.md",
         "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
-        "TOKEN=$(mutual token create --san dns:api.internal --san uri:spiffe://example.org/ns/prod/api)\n",
+        &["TOKEN=$(mutual token create --san dns:api.internal --san uri:spiffe://example.org/ns/prod/api)\n"],
+    ),
+    // The endpoint README probes, and the client certificate it probes with.
+    (
+        "README.md",
+        "mutual probe api.internal:8443 --ca ca/root.pem                                # mTLS enforced? required / not_enforced / optional / none",
+        &[
+            PROBE_TARGET,
+            "mutual cert issue me --client --san uri:spiffe://example.org/me >/dev/null\n",
+        ],
     ),
     // The root the operator hands out, beside the client.
     (
         "docs/ca-server.md",
         "curl -s --cacert root.pem https://ca.internal.example:9443/v1/crl -o crl.der",
-        "cp $R/srv/ca/root.pem root.pem\n",
+        &["cp $R/srv/ca/root.pem root.pem\n"],
+    ),
+    // The endpoint the page probes, and the client certificate it probes with.
+    (
+        "docs/troubleshooting.md",
+        "# Does the endpoint enforce mTLS? (no client certificate needed)",
+        &[
+            PROBE_TARGET,
+            "mutual cert issue billing --client --san uri:spiffe://example.org/billing >/dev/null\n",
+        ],
     ),
 ];
 
@@ -363,10 +371,22 @@ const KEEP: bool = true;
 /// its own /etc/hosts naming these hosts 127.0.0.1), so that their servers and clients use the
 /// fixed ports and host names as written without meeting anything else on the machine.
 const NETNS: &[(&str, &[&str])] = &[
-    ("README.md", &["ca.internal.example"]),
+    ("README.md", &["ca.internal.example", "api.internal"]),
+    ("docs/troubleshooting.md", &["api.internal"]),
     ("docs/ca-server.md", &["ca.internal.example"]),
     ("docs/enrollment.md", &["ca.internal"]),
 ];
+
+/// The endpoint the probe examples examine, api.internal:8443 (in the page's network namespace):
+/// `mutual serve` with a certificate for that name from the page's CA, in front of a plain HTTP
+/// backend, allowing any client of that CA (the page's own client certificate is then accepted).
+const PROBE_TARGET: &str = "mutual cert issue api --server --san dns:api.internal >/dev/null\n\
+     python3 -m http.server 8080 --bind 127.0.0.1 >backend.log 2>&1 &\n\
+     mutual serve --listen 127.0.0.1:8443 --backend 127.0.0.1:8080 --cert api.pem --key api.key \
+     --ca ca/root.pem --allow-any >api.log 2>&1 &\n\
+     for __i in $(seq 1 300); do mutual probe api.internal:8443 --ca ca/root.pem >/dev/null 2>&1 && \
+     curl -s -o /dev/null http://127.0.0.1:8080/ && break; \
+     [ $__i = 300 ] && { cat api.log backend.log >&2; exit 97; }; sleep 0.1; done\n";
 
 /// docs/enrollment.md's CA host, which the page assumes: `ca serve` at ca.internal:9443 (in the
 /// page's network namespace), the token the page's `token create` prints, and the fingerprint.
@@ -681,7 +701,7 @@ fn every_block_is_run_or_listed_with_a_reason() {
                 .position(|(f, first, _)| *f == b.file && *first == first_line(&b))
             {
                 before_seen[i] = true;
-                body.push_str(BEFORE[i].2);
+                BEFORE[i].2.iter().for_each(|p| body.push_str(p));
             }
             if let Some(i) = BACKGROUND
                 .iter()
