@@ -4,7 +4,9 @@
 //! as `mutual`, or listed in [`SKIPPED`] with the reason it cannot run here (an outside peer or
 //! host name, a transcript against a test server, the build itself). A server a page starts
 //! (`serve`, `connect`, `ca serve`) is listed in [`BACKGROUND`]: it runs as written but on free
-//! ports, until a readiness check passes, then it is stopped. A new block that is neither runnable
+//! ports, until a readiness check passes, then it is stopped. Pages whose examples name hosts
+//! (ca.internal, api.internal) and fixed ports run in a network namespace of their own ([`NETNS`])
+//! where those names are 127.0.0.1 and the servers they talk to are started. A new block that is neither runnable
 //! nor listed fails this test, and so does a listed block that no longer exists. A second test
 //! feeds the TOML examples of docs/config.md, docs/policy.md and docs/http.md to `mutual config
 //! check` and the policy parser, since users copy them.
@@ -95,7 +97,8 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     (
         "docs/probe.md",
         "mutual probe api.internal:8443 --ca ca/root.pem                                # required / optional / none?",
-        "needs an outside endpoint (api.internal); tests/probe.rs probes real servers",
+        "also probes 10.0.0.5, a private address no test may target; its api.internal lines run in \
+         README.md; tests/probe.rs probes real servers",
     ),
     (
         "docs/proxy.md",
