@@ -32,11 +32,6 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "README.md",
-        "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
-        "needs an outside peer (api.internal) and runs until stopped; tests/proxy_connect.rs",
-    ),
-    (
-        "README.md",
         "mutual run --config mutual.toml    # serve + connect listeners, one metrics endpoint, one audit log",
         "serves until stopped on the fixed public ports of its file; tests/proxy_config.rs runs `mutual run`",
     ),
@@ -99,11 +94,6 @@ const SKIPPED: &[(&str, &str, &str)] = &[
         "mutual probe api.internal:8443 --ca ca/root.pem                                # required / optional / none?",
         "also probes 10.0.0.5, a private address no test may target; its api.internal lines run in \
          README.md; tests/probe.rs probes real servers",
-    ),
-    (
-        "docs/proxy.md",
-        "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
-        "needs an outside peer (api.internal) and runs until stopped; tests/proxy_connect.rs",
     ),
     (
         "docs/proxy.md",
@@ -192,14 +182,25 @@ const BEFORE: &[(&str, &str, &[&str])] = &[
         "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
         &["TOKEN=$(mutual token create --san dns:api.internal --san uri:spiffe://example.org/ns/prod/api)\n"],
     ),
-    // The endpoint README probes, and the client certificate it probes with.
+    // The server README's connect example reaches (it serves the probe examples too).
+    (
+        "README.md",
+        "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
+        &[PROBE_TARGET],
+    ),
+    (
+        "docs/proxy.md",
+        "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
+        &[
+            PROBE_TARGET,
+            "mutual cert issue client --client --san uri:spiffe://example.org/client >/dev/null\n",
+        ],
+    ),
+    // The client certificate README's probe examples use (api.internal is up since connect).
     (
         "README.md",
         "mutual probe api.internal:8443 --ca ca/root.pem                                # mTLS enforced? required / not_enforced / optional / none",
-        &[
-            PROBE_TARGET,
-            "mutual cert issue me --client --san uri:spiffe://example.org/me >/dev/null\n",
-        ],
+        &["mutual cert issue me --client --san uri:spiffe://example.org/me >/dev/null\n"],
     ),
     // The root the operator hands out, beside the client.
     (
@@ -315,6 +316,24 @@ const BACKGROUND: &[Server] = &[
         STOP,
     ),
     (
+        // In the page's network namespace, as written, in front of api.internal:8443 (BEFORE);
+        // the page's curl then goes through it.
+        "README.md",
+        "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
+        &[],
+        "exec 3<>/dev/tcp/127.0.0.1/7000",
+        "",
+        KEEP,
+    ),
+    (
+        "docs/proxy.md",
+        "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
+        &[],
+        "exec 3<>/dev/tcp/127.0.0.1/7000",
+        "",
+        KEEP,
+    ),
+    (
         // Ready means: the probe sees mTLS enforced (exit 0) with the page's certificates.
         "docs/http.md",
         "mutual serve --http --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
@@ -376,6 +395,7 @@ const KEEP: bool = true;
 const NETNS: &[(&str, &[&str])] = &[
     ("README.md", &["ca.internal.example", "api.internal"]),
     ("docs/troubleshooting.md", &["api.internal"]),
+    ("docs/proxy.md", &["api.internal"]),
     ("docs/ca-server.md", &["ca.internal.example"]),
     ("docs/enrollment.md", &["ca.internal"]),
 ];
@@ -607,6 +627,8 @@ fn background_script(b: &Block, ports: &[&str], ready: &str, keep: bool) -> Stri
     let cmd = cmd
         .lines()
         .filter(|l| !l.trim_start().starts_with('#'))
+        // A trailing `# comment` would swallow the redirection and the `&` appended below.
+        .map(|l| l.split_once(" # ").map_or(l, |(c, _)| c).trim_end())
         .collect::<Vec<_>>()
         .join("\n");
     assert!(
