@@ -1,24 +1,27 @@
-//! The docs' commands run as written. Every ```sh block of the tour files below is either run,
-//! in order, in a fresh directory with the real binary on PATH as `mutual`, or listed in
-//! [`SKIPPED`] with the reason it cannot run here (an outside peer, a long-running server, the
-//! build itself). A new block that is neither runnable nor listed fails this test, and so does a
-//! listed block that no longer exists.
+//! The docs' commands run as written. Every shell block (```sh, ```shell, ```bash, ```console, and
+//! a bare ``` block that is a transcript, i.e. starts with `$ `) of README.md and of every
+//! docs/*.md is either run, in order, in a fresh directory per file with the real binary on PATH
+//! as `mutual`, or listed in [`SKIPPED`] with the reason it cannot run here (an outside peer or
+//! host name, a transcript against a test server, the build itself). A server a page starts
+//! (`serve`, `connect`, `ca serve`) is listed in [`BACKGROUND`]: it runs as written but on free
+//! ports, until a readiness check passes, then it is stopped. Pages whose examples name hosts
+//! (ca.internal, api.internal) and fixed ports run in a network namespace of their own ([`NETNS`])
+//! where those names are 127.0.0.1 and the servers they talk to are started. A new block that is neither runnable
+//! nor listed fails this test, and so does a listed block that no longer exists. A second test
+//! feeds the TOML examples of docs/config.md, docs/policy.md and docs/http.md to `mutual config
+//! check` and the policy parser, since users copy them.
 //!
 //! Conventions the docs follow so that a block is checkable as written:
 //! - a command that is meant to fail ends with a comment `# exit N: why`; it must exit N;
-//! - every other command must exit 0 (the blocks run under `set -e -o pipefail`).
+//! - every other command must exit 0 (the blocks run under `set -e -o pipefail`);
+//! - in a console block or transcript, only the lines starting with `$ ` are commands.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// The tour files: their blocks build on each other, top to bottom.
-const FILES: &[&str] = &[
-    "README.md",
-    "docs/pki.md",
-    "docs/migrate-nginx.md",
-    "docs/probe.md",
-];
+/// Fenced-block languages whose contents are shell commands.
+const SHELL_LANGS: &[&str] = &["sh", "shell", "bash", "console"];
 
 /// Blocks that are not run, by file and first line, each with the reason.
 const SKIPPED: &[(&str, &str, &str)] = &[
@@ -29,67 +32,413 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "README.md",
-        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
-        "a long-running server on a public address in front of a backend; tests/proxy_*.rs run serve",
+        "mutual run --config mutual.toml    # serve + connect listeners, one metrics endpoint, one audit log",
+        "serves until stopped on the fixed public ports of its file; tests/proxy_config.rs runs `mutual run`",
     ),
     (
         "README.md",
-        "mutual serve --http --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
-        "a long-running server; tests/proxy_http.rs runs HTTP mode",
+        "mutual renew --ca-url https://ca.internal.example:9443 \\",
+        "a daemon: it runs until stopped and renews at two-thirds of a 24 h lifetime; \
+         tests/enroll.rs runs it with short lifetimes",
     ),
     (
         "README.md",
-        "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
-        "needs an outside peer (api.internal) and runs until stopped; tests/proxy_connect.rs",
+        "tests/soak.sh --runs 5            # the whole suite 5 times back to back",
+        "runs the whole test suite several times (tens of minutes): it is the soak, not a doc check",
     ),
     (
-        "README.md",
-        "mutual config check mutual.toml    # every error as FILE:LINE:COL, exit 2; or a summary, exit 0",
-        "needs the operator's mutual.toml and `run` serves until stopped; tests/proxy_config.rs",
+        "docs/PERFORMANCE.md",
+        "bench/run.sh              # the full run: 347 s on 2 cores (2026-12-04), plus the release build",
+        "the benchmark: a release build and minutes of load against nginx, HAProxy and stunnel",
     ),
     (
-        "README.md",
-        "mutual ca serve --dir /srv/ca --listen 0.0.0.0:9443 --san dns:ca.internal.example \\",
-        "a long-running online CA in /srv/ca with a secrets file; tests/ca_server.rs",
+        "docs/config.md",
+        "mutual run --config mutual.toml      # start all listeners; reload on change or SIGHUP",
+        "serves until stopped on fixed public ports; tests/proxy_config.rs runs `mutual run`",
     ),
     (
-        "README.md",
-        "mutual enroll --ca-url https://ca.internal:9443 --token \"$TOKEN\" \\",
-        "needs an online CA at ca.internal and its root fingerprint; tests/enroll.rs",
+        "docs/config.md",
+        "$ mutual config check mutual.toml",
+        "a transcript; its first half is compared with the real output by toml_examples_are_accepted, \
+         its broken.toml is not shown (tests/proxy_config.rs checks those errors)",
     ),
     (
-        "README.md",
-        "mutual probe api.internal:8443 --ca ca/root.pem                                # required / optional / none?",
-        "needs an outside endpoint (api.internal); tests/probe.rs probes real servers",
+        "docs/conformance.md",
+        "MUTUAL_LIMBO=/path/to/limbo.json \\",
+        "needs the x509-limbo corpus (outside the repo, path is a placeholder) and builds another test",
     ),
     (
-        "docs/migrate-nginx.md",
-        "# after (TCP proxying; add --http for the HTTP-aware mode and the forwarded client-cert header)",
-        "a long-running server with files under /etc/mutual; tests/issue_features.rs runs serve with these CRLs",
+        "docs/conformance.md",
+        "MUTUAL_LIMBO=/path/to/limbo.json cargo test -p mutual --test limbo_cli -- --nocapture",
+        "needs the x509-limbo corpus (outside the repo, path is a placeholder) and builds another test",
+    ),
+    (
+        "docs/enrollment.md",
+        "mutual renew --ca-url https://ca.internal:9443 --cert cert.pem --key key.pem --daemon",
+        "a daemon: it runs until stopped and renews at two-thirds of a 24 h lifetime; \
+         tests/enroll.rs runs it with short lifetimes",
+    ),
+    (
+        "docs/migrate-ghostunnel.md",
+        "# before",
+        "ghostunnel is not installed here (no Debian package); the `after` blocks run",
+    ),
+    (
+        "docs/troubleshooting.md",
+        "$ mutual probe --pair billing.pem billing.key --ca root.pem",
+        "an offline transcript whose files (billing.pem under an intermediate, a stranger's key) \
+         the page does not make; the --pair block above runs; tests/probe.rs checks --pair",
     ),
     (
         "docs/probe.md",
         "mutual probe api.internal:8443 --ca ca/root.pem                                # required / optional / none?",
-        "needs an outside endpoint (api.internal); tests/probe.rs probes real servers",
+        "also probes 10.0.0.5, a private address no test may target; its api.internal lines run in \
+         README.md; tests/probe.rs probes real servers",
     ),
+    (
+        "docs/proxy.md",
+        "cp new-server.pem /etc/mutual/server.pem.tmp && mv /etc/mutual/server.pem.tmp /etc/mutual/server.pem",
+        "signals the running `mutual` processes of the machine; tests/proxy_rotation.rs rotates",
+    ),
+    (
+        "docs/proxy.md",
+        "mutual serve ... --ca root.pem --crl-from-cdp \\",
+        "`...` stands for the rest of a serve command line; tests/proxy_edge.rs runs --crl-from-cdp",
+    ),
+];
+
+/// Transcripts of docs/troubleshooting.md: each was taken against a server set up for it
+/// (openssl s_server, mutual serve, a plain HTTP server) on a fixed port; tests/probe.rs and
+/// tests/defects_probe.rs assert the same reasons against the same kinds of servers.
+const TRANSCRIPTS: &[&str] = &[
+    "$ mutual probe 127.0.0.1:8443 --server-name api.internal --ca root.pem --cert billing.pem --key billing.key",
+    "$ mutual probe 127.0.0.1:8443 --server-name api.internal --ca root.pem",
+    "$ mutual probe 127.0.0.1:8444 --server-name api.internal --ca root.pem",
+    "$ mutual probe 127.0.0.1:8443 --server-name api.internal --ca root.pem --cert stranger.pem --key stranger.key",
+    "$ mutual probe 127.0.0.1:8443 --server-name api.internal",
+    "$ mutual probe 127.0.0.1:8443 --server-name api.internal --ca root.pem --cert billing-old.pem --key billing-old.key",
+    "$ mutual probe 127.0.0.1:8443 --server-name api.internal --ca root.pem --cert webonly.pem --key webonly.key",
+    "$ mutual probe 127.0.0.1:8443 --server-name db.internal --ca root.pem",
+    "$ mutual probe 127.0.0.1:8445 --timeout 1s      # a server that accepts and never answers",
+    "$ mutual probe 127.0.0.1:8080",
+    "$ mutual probe 127.0.0.1:8081",
 ];
 
 /// Text replaced before running, and why.
 const SUBSTITUTIONS: &[(&str, &str)] = &[
     // The binary under test is on PATH already; `cargo run` would rebuild it in release mode.
     ("cargo run --release -p mutual -- ", "mutual "),
+    // The placeholders of README and docs/enrollment.md for the root fingerprint the CA operator
+    // hands out; their BEFORE setup computes the real one (`openssl x509 -fingerprint -sha256`).
+    ("3A:5F:...:C2", "$ROOT_SHA256"),
+    ("C4:18:...:30", "$ROOT_SHA256"),
 ];
 
-/// Setup a file's blocks assume and the file does not show (its reader has a CA already).
-const PRELUDES: &[(&str, &str)] = &[(
-    "docs/migrate-nginx.md",
-    "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n",
+/// The operator's absolute directories the docs write to: rebased under `$R` (a directory in the
+/// test's temp dir, created with these subdirectories) so that the block runs without root and
+/// without touching the machine.
+const REBASED: &[&str] = &[
+    "/srv/",
+    "/etc/mutual",
+    "/var/lib/mutual",
+    "/var/log/mutual",
+    "/run/secrets",
+];
+
+/// Setup every file's script gets: a background server dies with the script, whatever ends it;
+/// `$R` for [`REBASED`] paths.
+const COMMON_PRELUDE: &str = "trap 'kill $(jobs -p) 2>/dev/null || true' EXIT\ntrap 'exit 98' TERM INT\n\
+     R=$PWD/root; mkdir -p $R/srv/www $R/etc/mutual $R/var/lib/mutual $R/var/log/mutual $R/run/secrets\n";
+
+/// A reader of these pages has a CA already: `MUTUAL_HOME` set, as the README's tour does.
+const CA_PRELUDE: &str =
+    "export MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD='change me'\nmutual ca init >/dev/null\n";
+
+/// docs/config.md's example config with the certificate and policy files it names.
+const CONFIG_EXAMPLE: &str =
+    "mutual cert issue api --server --san dns:api.internal --out certs >/dev/null\n\
+     mutual cert issue client --client --san uri:spiffe://example.org/c --out certs >/dev/null\n\
+     cp ca/root.pem certs/root.pem\nmutual ca crl --out certs/intermediate.crl >/dev/null\n\
+     printf '[[allow]]\\ndns = \"*.ops.example.org\"\\n' >admin-policy.toml\n\
+     awk '/^```toml/{f=1;next} /^```/{f=0} f' \"$DOCS_REPO/docs/config.md\" >mutual.toml\n";
+
+/// Setup one block assumes and its page does not show, by file and first line (run just before it).
+const BEFORE: &[(&str, &str, &[&str])] = &[
+    (
+        "README.md",
+        "mutual config check mutual.toml    # every error as FILE:LINE:COL, exit 2; or a summary, exit 0",
+        &[CONFIG_EXAMPLE],
+    ),
+    // The fingerprint README's placeholder stands for, of the root its `ca serve` uses.
+    (
+        "README.md",
+        "mutual enroll --ca-url https://ca.internal.example:9443 --token \"$TOKEN\" \\",
+        &["ROOT_SHA256=$(openssl x509 -in $R/srv/ca/root.pem -noout -fingerprint -sha256 | cut -d= -f2)\n"],
+    ),
+    ("docs/enrollment.md", "mutual enroll --ca-url https://ca.internal:9443 --token \"$TOKEN\" \\", &[ENROLLMENT_CA]),
+    // The proxy enrolls at its first start: a token of its own (the first one was used).
+    (
+        "docs/enrollment.md",
+        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        &["TOKEN=$(mutual token create --san dns:api.internal --san uri:spiffe://example.org/ns/prod/api)\n"],
+    ),
+    // The server README's connect example reaches (it serves the probe examples too).
+    (
+        "README.md",
+        "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
+        &[PROBE_TARGET],
+    ),
+    (
+        "docs/proxy.md",
+        "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
+        &[
+            PROBE_TARGET,
+            "mutual cert issue client --client --san uri:spiffe://example.org/client >/dev/null\n",
+        ],
+    ),
+    // The client certificate README's probe examples use (api.internal is up since connect).
+    (
+        "README.md",
+        "mutual probe api.internal:8443 --ca ca/root.pem                                # mTLS enforced? required / not_enforced / optional / none",
+        &["mutual cert issue me --client --san uri:spiffe://example.org/me >/dev/null\n"],
+    ),
+    // The root the operator hands out, beside the client.
+    (
+        "docs/ca-server.md",
+        "curl -s --cacert root.pem https://ca.internal.example:9443/v1/crl -o crl.der",
+        &["cp $R/srv/ca/root.pem root.pem\n"],
+    ),
+    // The endpoint the page probes, and the client certificate it probes with.
+    (
+        "docs/troubleshooting.md",
+        "# Does the endpoint enforce mTLS? (no client certificate needed)",
+        &[
+            PROBE_TARGET,
+            "mutual cert issue billing --client --san uri:spiffe://example.org/billing >/dev/null\n",
+        ],
+    ),
+];
+
+/// Setup a file's blocks assume and the file does not show.
+const PRELUDES: &[(&str, &[&str])] = &[
+    ("docs/migrate-nginx.md", &[CA_PRELUDE]),
+    ("docs/migrate-ghostunnel.md", &[CA_PRELUDE]),
+    ("docs/enrollment.md", &[CA_PRELUDE]),
+    // The serve example's certificate, key and CA bundle.
+    ("docs/proxy.md", &[CA_PRELUDE, SERVER_CERT]),
+    // The serve example's files; its policy.toml is the one the page shows.
+    (
+        "docs/http.md",
+        &[
+            CA_PRELUDE,
+            SERVER_CERT,
+            "awk '/^```toml/{f=1;next} /^```/{f=0} f' \"$DOCS_REPO/docs/http.md\" >policy.toml\n",
+        ],
+    ),
+    // `config check mutual.toml` checks the example the page shows, with the files it names.
+    ("docs/config.md", &[CA_PRELUDE, CONFIG_EXAMPLE]),
+    // `ca init --dir /srv/ca` reads the password from the environment instead of a prompt, and
+    // `ca serve` from its --password-file.
+    (
+        "docs/ca-server.md",
+        &["export MUTUAL_CA_PASSWORD='change me'\nprintf 'change me' >$R/run/secrets/ca-password\n"],
+    ),
+    // The page's examples use a server certificate for api.internal and the root beside it.
+    ("docs/troubleshooting.md", &[CA_PRELUDE, SERVER_CERT]),
+];
+
+/// A server certificate for api.internal (server.pem, server.key) and root.pem beside it.
+const SERVER_CERT: &str =
+    "mutual cert issue server --server --san dns:api.internal >/dev/null\ncp ca/root.pem root.pem\n";
+
+/// (file, first command line, ports, readiness check, setup, [`KEEP`] or [`STOP`]).
+type Server = (
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+    &'static str,
+    bool,
+);
+
+/// Servers the docs start, run in the background as written except for their fixed ports (each
+/// `:PORT` becomes a free ephemeral port, `$PORT_<PORT>` in the readiness check), by file and first
+/// command line, with the ports, a check that passes once the server serves (polled, bounded; then the
+/// server is stopped) and the setup the page assumes before it (files it names and does not
+/// make). A server that exits or never passes its check fails the test.
+const BACKGROUND: &[Server] = &[
+    (
+        // After the tour: its CA (MUTUAL_HOME) and crl.pem; a server certificate and a policy.
+        "README.md",
+        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        &["8443", "9090"],
+        "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca ca/root.pem && \
+         curl -sf http://127.0.0.1:$PORT_9090/readyz",
+        "mutual cert issue server --server --san dns:api.internal >/dev/null\n\
+         printf '[[allow]]\\ndns = \"*.ops.example.org\"\\n' >policy.toml",
+        STOP,
+    ),
+    (
+        "README.md",
+        "mutual serve --http --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        &["8443"],
+        "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca ca/root.pem",
+        "",
+        STOP,
+    ),
+    (
+        // In README's network namespace, as written; it serves the enroll example below.
+        "README.md",
+        "mutual ca serve --dir /srv/ca --listen 0.0.0.0:9443 --san dns:ca.internal.example \\",
+        &[],
+        "curl -sf --cacert $R/srv/ca/root.pem https://ca.internal.example:9443/health",
+        "mutual ca init --dir $R/srv/ca >/dev/null\nprintf '%s' \"$MUTUAL_CA_PASSWORD\" >$R/run/secrets/ca-password",
+        KEEP,
+    ),
+    (
+        // In its own network namespace (see NETNS): its port and host name as written; it keeps
+        // serving the page's curl examples until the script ends.
+        "docs/ca-server.md",
+        "mutual ca serve --dir /srv/ca --listen 0.0.0.0:9443 \\",
+        &[],
+        "curl -sf --cacert $R/srv/ca/root.pem https://ca.internal.example:9443/health",
+        "",
+        KEEP,
+    ),
+    (
+        // In the page's network namespace, as written: it enrolls from the CA at ca.internal,
+        // then serves with the certificate it got.
+        "docs/enrollment.md",
+        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        &[],
+        "mutual probe 127.0.0.1:8443 --server-name api.internal --ca ca/root.pem",
+        "",
+        STOP,
+    ),
+    (
+        // In the page's network namespace, as written, in front of api.internal:8443 (BEFORE);
+        // the page's curl then goes through it.
+        "README.md",
+        "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
+        &[],
+        "exec 3<>/dev/tcp/127.0.0.1/7000",
+        "",
+        KEEP,
+    ),
+    (
+        "docs/proxy.md",
+        "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
+        &[],
+        "exec 3<>/dev/tcp/127.0.0.1/7000",
+        "",
+        KEEP,
+    ),
+    (
+        // Ready means: the probe sees mTLS enforced (exit 0) with the page's certificates.
+        "docs/http.md",
+        "mutual serve --http --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        &["8443", "9090"],
+        "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca root.pem && \
+         curl -sf http://127.0.0.1:$PORT_9090/readyz",
+        "",
+        STOP,
+    ),
+    (
+        // Files the page's ghostunnel setup had, in mutual's form.
+        "docs/migrate-ghostunnel.md",
+        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        &["8443", "6060"],
+        "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca root.pem && \
+         curl -sf http://127.0.0.1:$PORT_6060/readyz",
+        "mutual cert issue server --server --san dns:api.internal >/dev/null\ncp ca/root.pem root.pem\n\
+         mutual cert issue client --client --san uri:spiffe://example.org/ns/prod/sa/web >/dev/null",
+        STOP,
+    ),
+    (
+        // Ready: it listens (it dials api.internal only when a client connects).
+        "docs/migrate-ghostunnel.md",
+        "mutual connect --listen 127.0.0.1:7000 --remote api.internal:8443 \\",
+        &["7000"],
+        "exec 3<>/dev/tcp/127.0.0.1/$PORT_7000",
+        "",
+        STOP,
+    ),
+    (
+        // The files the page's nginx had, under /etc/mutual; chain.crl.pem from the block above.
+        "docs/migrate-nginx.md",
+        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        &["8443", "9090"],
+        "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca ca/root.pem && \
+         curl -sf http://127.0.0.1:$PORT_9090/readyz",
+        "mutual cert issue server --server --san dns:api.internal --out $R/etc/mutual >/dev/null\n\
+         cp ca/root.pem chain.crl.pem $R/etc/mutual/",
+        STOP,
+    ),
+    (
+        "docs/proxy.md",
+        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        &["8443", "9090"],
+        "mutual probe 127.0.0.1:$PORT_8443 --server-name api.internal --ca root.pem && \
+         curl -sf http://127.0.0.1:$PORT_9090/readyz && test -f $R/var/log/mutual/audit.log",
+        "",
+        STOP,
+    ),
+];
+
+/// [`BACKGROUND`]: stop the server once it is ready, or keep it until the file's script ends.
+const STOP: bool = false;
+const KEEP: bool = true;
+
+/// Files whose script runs in a network namespace of its own (`unshare -n -m`: its own loopback,
+/// its own /etc/hosts naming these hosts 127.0.0.1), so that their servers and clients use the
+/// fixed ports and host names as written without meeting anything else on the machine.
+const NETNS: &[(&str, &[&str])] = &[
+    ("README.md", &["ca.internal.example", "api.internal"]),
+    ("docs/troubleshooting.md", &["api.internal"]),
+    ("docs/proxy.md", &["api.internal"]),
+    ("docs/ca-server.md", &["ca.internal.example"]),
+    ("docs/enrollment.md", &["ca.internal"]),
+];
+
+/// The endpoint the probe examples examine, api.internal:8443 (in the page's network namespace):
+/// `mutual serve` with a certificate for that name from the page's CA, in front of a plain HTTP
+/// backend, allowing any client of that CA (the page's own client certificate is then accepted).
+const PROBE_TARGET: &str = "mutual cert issue api --server --san dns:api.internal >/dev/null\n\
+     python3 -m http.server 8080 --bind 127.0.0.1 >backend.log 2>&1 &\n\
+     mutual serve --listen 127.0.0.1:8443 --backend 127.0.0.1:8080 --cert api.pem --key api.key \
+     --ca ca/root.pem --allow-any >api.log 2>&1 &\n\
+     for __i in $(seq 1 300); do mutual probe api.internal:8443 --ca ca/root.pem >/dev/null 2>&1 && \
+     curl -s -o /dev/null http://127.0.0.1:8080/ && break; \
+     [ $__i = 300 ] && { cat api.log backend.log >&2; exit 97; }; sleep 0.1; done\n";
+
+/// docs/enrollment.md's CA host, which the page assumes: `ca serve` at ca.internal:9443 (in the
+/// page's network namespace), the token the page's `token create` prints, and the fingerprint.
+const ENROLLMENT_CA: &str = "mutual ca serve --listen 0.0.0.0:9443 --san dns:ca.internal >ca-serve.log 2>&1 &\n\
+     for __i in $(seq 1 300); do curl -sf --cacert ca/root.pem https://ca.internal:9443/health >/dev/null && break; \
+     [ $__i = 300 ] && { cat ca-serve.log >&2; exit 97; }; sleep 0.1; done\n\
+     TOKEN=$(mutual token create --san dns:web.internal --san uri:spiffe://example.org/web --ttl-cert 24h)\n\
+     ROOT_SHA256=$(openssl x509 -in ca/root.pem -noout -fingerprint -sha256 | cut -d= -f2)\n";
+
+/// Checks run right after a block, by file and first line: what the block's own commands cannot
+/// show (`curl -s` exits 0 on an error status; the check proves the result is what the page says).
+const AFTER: &[(&str, &str, &str)] = &[(
+    "docs/ca-server.md",
+    "openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout web.key \\",
+    "openssl x509 -in web.pem -noout -ext subjectAltName | grep -q DNS:web.internal.example\n",
 )];
 
+/// Why the transcripts in [`TRANSCRIPTS`] are not run.
+const TRANSCRIPT_REASON: &str =
+    "a transcript taken against a test server on a fixed port (openssl \
+     s_server, mutual serve, plain HTTP); tests/probe.rs and tests/defects_probe.rs assert these \
+     reasons against the same kinds of servers";
+
 struct Block {
-    file: &'static str,
+    file: String,
     /// 1-based line of the first command line.
     line: usize,
+    /// In a console block or transcript only `$ ` lines (and their continuations) are commands.
+    console: bool,
     lines: Vec<String>,
 }
 
@@ -97,26 +446,59 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn blocks(file: &'static str) -> Vec<Block> {
+/// README.md, then every docs/*.md in name order.
+fn doc_files() -> Vec<String> {
+    let mut docs: Vec<String> = std::fs::read_dir(repo_root().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| format!("docs/{n}"))
+        .collect();
+    docs.sort();
+    let mut files = vec!["README.md".to_string()];
+    files.extend(docs);
+    files
+}
+
+/// Every fenced block, as (language, 1-based line of its first content line, lines).
+fn fenced(file: &str) -> Vec<(String, usize, Vec<String>)> {
     let text = std::fs::read_to_string(repo_root().join(file)).unwrap();
     let mut out = Vec::new();
-    let mut cur: Option<Block> = None;
+    let mut cur: Option<(String, usize, Vec<String>)> = None;
     for (i, l) in text.lines().enumerate() {
+        let t = l.trim_end();
         match &mut cur {
-            None if l.trim_end() == "```sh" => {
-                cur = Some(Block {
-                    file,
-                    line: i + 2,
-                    lines: Vec::new(),
-                })
+            None => {
+                if let Some(lang) = t.strip_prefix("```") {
+                    cur = Some((lang.trim().to_string(), i + 2, Vec::new()));
+                }
             }
-            None => {}
-            Some(_) if l.trim_end() == "```" => out.push(cur.take().unwrap()),
-            Some(b) => b.lines.push(l.to_string()),
+            Some(_) if t == "```" => out.push(cur.take().unwrap()),
+            Some((_, _, lines)) => lines.push(l.to_string()),
         }
     }
-    assert!(cur.is_none(), "{file}: unterminated ```sh block");
+    assert!(cur.is_none(), "{file}: unterminated fenced block");
     out
+}
+
+/// The shell blocks of a file: the shell languages, and bare blocks that are transcripts.
+fn blocks(file: &str) -> Vec<Block> {
+    fenced(file)
+        .into_iter()
+        .filter_map(|(lang, line, lines)| {
+            let transcript = lang.is_empty()
+                && lines
+                    .iter()
+                    .find(|l| !l.trim().is_empty())
+                    .is_some_and(|l| l.starts_with("$ "));
+            (SHELL_LANGS.contains(&lang.as_str()) || transcript).then(|| Block {
+                file: file.to_string(),
+                line,
+                console: lang == "console" || transcript,
+                lines,
+            })
+        })
+        .collect()
 }
 
 fn first_line(b: &Block) -> &str {
@@ -127,11 +509,24 @@ fn first_line(b: &Block) -> &str {
         .unwrap_or("")
 }
 
-fn skip_reason(b: &Block) -> Option<&'static str> {
-    SKIPPED
+/// The first line that is not a comment: what [`BACKGROUND`] names a block by.
+fn first_command(b: &Block) -> &str {
+    b.lines
         .iter()
-        .find(|(f, first, _)| *f == b.file && *first == first_line(b))
-        .map(|(_, _, why)| *why)
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(String::as_str)
+        .unwrap_or("")
+}
+
+/// [`SKIPPED`] and the transcripts, as (file, first line, reason).
+fn skipped() -> Vec<(&'static str, &'static str, &'static str)> {
+    let mut all = SKIPPED.to_vec();
+    all.extend(
+        TRANSCRIPTS
+            .iter()
+            .map(|first| ("docs/troubleshooting.md", *first, TRANSCRIPT_REASON)),
+    );
+    all
 }
 
 /// `CMD   # exit N: why` -> (CMD, N).
@@ -148,6 +543,27 @@ fn expected_exit(cmd: &str) -> (String, Option<i32>) {
     (cmd.to_string(), None)
 }
 
+/// Absolute operator paths ([`REBASED`]) moved under `$R`, where they start a word.
+fn rebase(line: &str) -> String {
+    let mut out = line.to_string();
+    for prefix in REBASED {
+        let mut res = String::new();
+        let mut rest = out.as_str();
+        while let Some(i) = rest.find(prefix) {
+            let before = rest[..i].chars().last();
+            res.push_str(&rest[..i]);
+            if matches!(before, None | Some(' ' | '=' | '\'' | '"' | '\t')) {
+                res.push_str("$R");
+            }
+            res.push_str(prefix);
+            rest = &rest[i + prefix.len()..];
+        }
+        res.push_str(rest);
+        out = res;
+    }
+    out
+}
+
 /// The block as bash: continuation lines joined, each command that must fail wrapped so that it
 /// must fail with exactly its documented code.
 fn script(b: &Block) -> String {
@@ -155,13 +571,21 @@ fn script(b: &Block) -> String {
     let mut logical = String::new();
     let mut start = b.line;
     for (k, l) in b.lines.iter().enumerate() {
+        let mut l = l.clone();
         if logical.is_empty() {
             start = b.line + k;
+            if b.console {
+                // Output lines of a transcript are not commands.
+                match l.strip_prefix("$ ") {
+                    Some(cmd) => l = cmd.to_string(),
+                    None => continue,
+                }
+            }
         }
-        let mut l = l.clone();
         for (from, to) in SUBSTITUTIONS {
             l = l.replace(from, to);
         }
+        let l = rebase(&l);
         if let Some(cont) = l.strip_suffix('\\') {
             logical.push_str(cont);
             continue;
@@ -184,38 +608,155 @@ fn script(b: &Block) -> String {
     s
 }
 
+/// A server block: started in the background with its fixed ports swapped for `$PORT_<PORT>`,
+/// polled with `ready` (at most ~30 s, so a busy machine is not a failure), then stopped.
+fn background_script(b: &Block, ports: &[&str], ready: &str, keep: bool) -> String {
+    let mut swapped = Block {
+        file: b.file.clone(),
+        line: b.line,
+        console: b.console,
+        lines: b.lines.clone(),
+    };
+    for l in &mut swapped.lines {
+        for p in ports {
+            *l = l.replace(&format!(":{p}"), &format!(":$PORT_{p}"));
+        }
+    }
+    let run = script(&swapped);
+    let (marker, cmd) = run.split_once('\n').unwrap();
+    let cmd = cmd
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        // A trailing `# comment` would swallow the redirection and the `&` appended below.
+        .map(|l| l.split_once(" # ").map_or(l, |(c, _)| c).trim_end())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !cmd.contains('\n'),
+        "{}:{}: a background block must be one command",
+        b.file,
+        b.line
+    );
+    let log = format!("bg-{}.log", b.line);
+    format!(
+        "{marker}\n{cmd} >{log} 2>&1 &\n__pid=$!\n__ok=\n\
+         for __i in $(seq 1 300); do\n\
+           if ( {ready} ) >/dev/null 2>&1; then __ok=1; break; fi\n\
+           kill -0 $__pid 2>/dev/null || break\n\
+           sleep 0.1\n\
+         done\n\
+         {stop}\
+         [ -n \"$__ok\" ] || {{ echo '{f}:{l}: the server exited or never became ready:' >&2; cat {log} >&2; exit 97; }}\n",
+        stop = if keep { "" } else { "kill $__pid 2>/dev/null || true\nwait $__pid || true\n" },
+        f = b.file,
+        l = b.line,
+    )
+}
+
+/// A port nothing listens on now (the OS picks it; it is released for the server to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn path_with_binary() -> String {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_mutual"));
+    format!(
+        "{}:{}",
+        bin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Runs a bash script in `dir` with the binary on PATH and none of the caller's CA settings.
+fn run_bash(dir: &Path, body: &str) -> std::process::Output {
+    Command::new("timeout")
+        .args(["120", "bash", "-c", body])
+        .current_dir(dir)
+        .env("PATH", path_with_binary())
+        .env("DOCS_REPO", repo_root())
+        .env_remove("MUTUAL_HOME")
+        .env_remove("MUTUAL_CA_PASSWORD")
+        .env_remove("MUTUAL_P12_PASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A script that runs `body` (written to `dir`) in a new network and mount namespace: loopback
+/// up, `hosts` resolving to 127.0.0.1 through a private /etc/hosts. Needs root, as the project's
+/// machines and CI have.
+fn in_netns(dir: &Path, hosts: &[&str], body: &str) -> String {
+    std::fs::write(dir.join("docs-script.sh"), body).unwrap();
+    format!(
+        "printf '127.0.0.1 localhost {}\\n' >hosts.netns\n\
+         exec unshare -n -m -- bash -c 'ip link set lo up && mount --bind hosts.netns /etc/hosts && \
+         exec bash docs-script.sh'\n",
+        hosts.join(" ")
+    )
+}
+
 #[test]
 fn every_block_is_run_or_listed_with_a_reason() {
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_mutual"));
-    let bin_dir = bin.parent().unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut listed_seen = vec![false; SKIPPED.len()];
+    let skipped = skipped();
+    let mut listed_seen = vec![false; skipped.len()];
+    let mut background_seen = vec![false; BACKGROUND.len()];
+    let mut before_seen = vec![false; BEFORE.len()];
+    let mut after_seen = vec![false; AFTER.len()];
     let mut ran = 0;
-    for file in FILES {
+    let mut failures = Vec::new();
+    for file in doc_files() {
         let mut body = String::from("set -e -o pipefail\n");
-        if let Some((_, p)) = PRELUDES.iter().find(|(f, _)| f == file) {
-            body.push_str(p);
+        body.push_str(COMMON_PRELUDE);
+        if let Some((_, pieces)) = PRELUDES.iter().find(|(f, _)| *f == file) {
+            pieces.iter().for_each(|p| body.push_str(p));
+        }
+        for (_, _, ports, ..) in BACKGROUND.iter().filter(|(f, ..)| *f == file) {
+            for p in *ports {
+                body.push_str(&format!("export PORT_{p}={}\n", free_port()));
+            }
         }
         let mut any = false;
-        for b in blocks(file) {
-            if let Some(i) = SKIPPED
+        for b in blocks(&file) {
+            if let Some(i) = BEFORE
+                .iter()
+                .position(|(f, first, _)| *f == b.file && *first == first_line(&b))
+            {
+                before_seen[i] = true;
+                BEFORE[i].2.iter().for_each(|p| body.push_str(p));
+            }
+            if let Some(i) = BACKGROUND
+                .iter()
+                .position(|(f, first, ..)| *f == b.file && *first == first_command(&b))
+            {
+                background_seen[i] = true;
+                let (_, _, ports, ready, setup, keep) = BACKGROUND[i];
+                body.push_str(setup);
+                body.push('\n');
+                body.push_str(&background_script(&b, ports, ready, keep));
+                any = true;
+                ran += 1;
+                continue;
+            }
+            if let Some(i) = skipped
                 .iter()
                 .position(|(f, first, _)| *f == b.file && *first == first_line(&b))
             {
                 listed_seen[i] = true;
-                println!(
-                    "skipped {}:{}: {}",
-                    b.file,
-                    b.line,
-                    skip_reason(&b).unwrap()
-                );
+                println!("skipped {}:{}: {}", b.file, b.line, skipped[i].2);
                 continue;
             }
             body.push_str(&script(&b));
+            if let Some(i) = AFTER
+                .iter()
+                .position(|(f, first, _)| *f == b.file && *first == first_line(&b))
+            {
+                after_seen[i] = true;
+                body.push_str(AFTER[i].2);
+            }
             any = true;
             ran += 1;
         }
@@ -223,38 +764,153 @@ fn every_block_is_run_or_listed_with_a_reason() {
             continue;
         }
         let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("timeout")
-            .args(["300", "bash", "-c", &body])
-            .current_dir(dir.path())
-            .env("PATH", &path)
-            .env_remove("MUTUAL_HOME")
-            .env_remove("MUTUAL_CA_PASSWORD")
-            .env_remove("MUTUAL_P12_PASSWORD")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = match NETNS.iter().find(|(f, _)| *f == file) {
+            Some((_, hosts)) => run_bash(dir.path(), &in_netns(dir.path(), hosts, &body)),
+            None => run_bash(dir.path(), &body),
+        };
         let stderr = String::from_utf8_lossy(&out.stderr);
         let last_block = stderr
             .lines()
             .rev()
             .find_map(|l| l.strip_prefix(">>> "))
             .unwrap_or("?");
-        assert!(
-            out.status.success(),
-            "{file}: the block at {last_block} failed as written (exit {:?}); if it cannot run \
-             here, list it in SKIPPED with the reason.\n--- script\n{body}\n--- stdout\n{}\n--- stderr\n{stderr}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-        );
+        if !out.status.success() {
+            failures.push(format!(
+                "{file}: the block at {last_block} failed as written (exit {:?}); if it cannot run \
+                 here, list it in SKIPPED with the reason.\n--- script\n{body}\n--- stdout\n{}\n--- stderr\n{stderr}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout),
+            ));
+        }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     for (i, seen) in listed_seen.iter().enumerate() {
         assert!(
             seen,
             "SKIPPED lists a block that no longer exists: {:?}",
-            SKIPPED[i]
+            skipped[i]
         );
     }
-    assert!(ran >= 6, "only {ran} blocks ran: the extraction is broken");
+    for (i, seen) in after_seen.iter().enumerate() {
+        assert!(
+            seen,
+            "AFTER names a block that no longer exists: {:?}",
+            AFTER[i].1
+        );
+    }
+    for (i, seen) in before_seen.iter().enumerate() {
+        assert!(
+            seen,
+            "BEFORE names a block that no longer exists: {:?}",
+            BEFORE[i].1
+        );
+    }
+    for (i, seen) in background_seen.iter().enumerate() {
+        assert!(
+            seen,
+            "BACKGROUND lists a block that no longer exists: {:?}",
+            BACKGROUND[i].0
+        );
+    }
+    assert!(ran >= 10, "only {ran} blocks ran: the extraction is broken");
+}
+
+/// Every ```toml block of the docs is accepted: a config file (it has `[[listener]]`) by
+/// `mutual config check`, with the certificate files and policy file it names in place, and its
+/// summary is the one docs/config.md shows; a policy file by the policy parser and by `mutual
+/// config check` as the policy of an HTTP-mode listener (its rules may name methods and paths).
+#[test]
+fn toml_examples_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = run_bash(
+        dir.path(),
+        "set -e\nexport MUTUAL_HOME=$PWD/ca MUTUAL_CA_PASSWORD=pw\nmutual ca init >/dev/null\n\
+         mutual cert issue api --server --san dns:api.internal --out certs >/dev/null\n\
+         mutual cert issue client --client --san uri:spiffe://example.org/ns/web/sa/c --out certs >/dev/null\n\
+         cp ca/root.pem certs/root.pem\nmutual ca crl --out certs/intermediate.crl >/dev/null\n",
+    );
+    assert!(setup.status.success(), "{setup:?}");
+    // docs/config.md's admin listener names a policy file the page does not show.
+    std::fs::write(
+        dir.path().join("admin-policy.toml"),
+        "[[allow]]\nspiffe = \"spiffe://example.org/ns/ops/*\"\n",
+    )
+    .unwrap();
+    let mut configs = 0;
+    let mut policies = 0;
+    for file in doc_files() {
+        for (lang, line, lines) in fenced(&file) {
+            if lang != "toml" {
+                continue;
+            }
+            let text = lines.join("\n") + "\n";
+            let name = format!("{}-{line}.toml", file.replace(['/', '.'], "_"));
+            let check = |cfg: &str| {
+                let out = Command::new(env!("CARGO_BIN_EXE_mutual"))
+                    .args(["config", "check", cfg])
+                    .current_dir(dir.path())
+                    .output()
+                    .unwrap();
+                assert_eq!(
+                    out.status.code(),
+                    Some(0),
+                    "{file}:{line}: `mutual config check` refused the example:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8(out.stdout).unwrap()
+            };
+            if text.contains("[[listener]]") {
+                configs += 1;
+                std::fs::write(dir.path().join("mutual.toml"), &text).unwrap();
+                let summary = check("mutual.toml");
+                if file == "docs/config.md" {
+                    let shown = config_check_transcript();
+                    assert_eq!(
+                        summary.trim_end(),
+                        shown.trim_end(),
+                        "{file}: the `mutual config check mutual.toml` output shown differs from the real one"
+                    );
+                }
+            } else {
+                policies += 1;
+                if let Err(e) = mutual_policy::Policy::from_toml(&text) {
+                    panic!("{file}:{line}: the policy parser refused the example: {e}");
+                }
+                std::fs::write(dir.path().join(&name), &text).unwrap();
+                let cfg = format!(
+                    "[[listener]]\nname = \"p\"\nkind = \"serve\"\nmode = \"http\"\n\
+                     listen = \"127.0.0.1:1\"\nbackend = \"127.0.0.1:2\"\ncert = \"certs/api.pem\"\n\
+                     key = \"certs/api.key\"\nca = \"certs/root.pem\"\npolicy = \"{name}\"\n"
+                );
+                let cfg_name = format!("{name}.config.toml");
+                std::fs::write(dir.path().join(&cfg_name), cfg).unwrap();
+                check(&cfg_name);
+            }
+        }
+    }
+    assert!(configs >= 1, "no config example found in the docs");
+    assert!(
+        policies >= 2,
+        "only {policies} policy examples found: docs/policy.md and docs/http.md have one each"
+    );
+}
+
+/// The output docs/config.md shows for `$ mutual config check mutual.toml`: the lines after that
+/// command, up to the blank line.
+fn config_check_transcript() -> String {
+    let (_, _, lines) = fenced("docs/config.md")
+        .into_iter()
+        .find(|(_, _, l)| {
+            l.first().map(String::as_str) == Some("$ mutual config check mutual.toml")
+        })
+        .expect("docs/config.md shows `$ mutual config check mutual.toml`");
+    lines
+        .iter()
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 #[test]
@@ -266,5 +922,34 @@ fn expected_exit_comments_are_parsed() {
     assert_eq!(
         expected_exit("mutual x   # not revoked"),
         ("mutual x   # not revoked".to_string(), None)
+    );
+}
+
+#[test]
+fn console_blocks_run_only_their_prompt_lines_and_operator_paths_are_rebased() {
+    let b = Block {
+        file: "x.md".to_string(),
+        line: 3,
+        console: true,
+        lines: vec![
+            "$ mutual ca crl --out /srv/www/a.crl \\".to_string(),
+            "    --next-update 1d".to_string(),
+            "wrote /srv/www/a.crl".to_string(),
+            "$ mutual cert verify x.pem   # exit 1: not issued".to_string(),
+        ],
+    };
+    let s = script(&b);
+    assert!(
+        s.contains("mutual ca crl --out $R/srv/www/a.crl     --next-update 1d\n"),
+        "{s}"
+    );
+    assert!(!s.contains("wrote"), "{s}");
+    assert!(
+        s.contains("if mutual cert verify x.pem; then __rc=0; else __rc=$?; fi"),
+        "{s}"
+    );
+    assert_eq!(
+        rebase("cp a /etc/mutual/a --x=/var/lib/mutual/b https://h/srv/c"),
+        "cp a $R/etc/mutual/a --x=$R/var/lib/mutual/b https://h/srv/c"
     );
 }
