@@ -4,6 +4,7 @@
 //! Everything here is for tests only (`publish = false`); panics are the error handling.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -315,21 +316,33 @@ fn hex_decode(s: &str) -> Vec<u8> {
 /// (the tests make thousands) may take an ephemeral port as its source port, and the child's bind
 /// would then fail with "address in use". Below the range only another explicit bind can take
 /// it, and the random pick makes two such binds on one port unlikely.
+///
+/// A port is handed out at most once per test process: the tests of one binary run in parallel,
+/// and two of them drawing the same still-unbound port would race for it (seen under load as
+/// "address already in use" from a child's --metrics listener).
 pub fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     let lo = ephemeral_range_start();
     if lo > FIXED_PORTS_FLOOR + 1000 {
         for _ in 0..500 {
             let p = rand::random_range(FIXED_PORTS_FLOOR..lo);
-            if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            if !handed.contains(&p) && TcpListener::bind(("127.0.0.1", p)).is_ok() {
+                handed.insert(p);
                 return p;
             }
         }
     }
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let p = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if handed.insert(p) {
+            return p;
+        }
+    }
 }
 
 /// Ports below this are left to services a developer may run (databases, dev servers).

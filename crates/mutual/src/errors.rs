@@ -156,7 +156,14 @@ fn classify(e: &anyhow::Error, help: &str) -> (&'static str, String) {
                 _ => ("usage", help.to_string()),
             };
         }
-        if cause.downcast_ref::<std::io::Error>().is_some() {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::AddrInUse {
+                return (
+                    "io",
+                    "another process listens on that address: stop it or choose another port"
+                        .into(),
+                );
+            }
             return ("io", io_hint());
         }
     }
