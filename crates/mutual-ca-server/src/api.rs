@@ -477,6 +477,7 @@ fn pki_problem(e: PkiError) -> Problem {
         PkiError::Store(StoreError::TokenUsed { .. }) => {
             Problem::new("token_used", "this token was already used")
         }
+        PkiError::Store(e) => Problem::store(&e),
         other => Problem::internal(other),
     }
 }
@@ -510,7 +511,7 @@ async fn sign(state: &State, b: SignBody) -> Outcome {
     match state.ca.store().token_used(&claims.jti).await {
         Ok(true) => return Problem::new("token_used", "this token was already used").into(),
         Ok(false) => {}
-        Err(e) => return Problem::internal(e).into(),
+        Err(e) => return Problem::store(&e).into(),
     }
     let (allowed, usage) = match (claims.parsed_sans(), claims.parsed_usage()) {
         (Ok(s), Ok(u)) => (s, u),
@@ -589,7 +590,7 @@ async fn authenticated(
                 ),
             ))
         }
-        Err(e) => return Err(Problem::internal(e)),
+        Err(e) => return Err(Problem::store(&e)),
     };
     if record.sha256 != identity.sha256 {
         return Err(Problem::new(

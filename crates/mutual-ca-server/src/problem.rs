@@ -35,6 +35,19 @@ impl Problem {
         )
     }
 
+    /// A store failure: 503 `store_unavailable` when the database cannot be reached (a client
+    /// with several replicas moves on; nothing was issued), else `internal`.
+    pub fn store(e: &mutual_store::StoreError) -> Problem {
+        if e.is_unavailable() {
+            tracing::error!(error = %e, "the store is unavailable");
+            return Problem::new(
+                "store_unavailable",
+                "the CA's database cannot be reached; nothing was issued, try again or another replica",
+            );
+        }
+        Problem::internal(e)
+    }
+
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let body = serde_json::json!({
             "type": format!("https://mutual.dev/problems/{}", self.reason),
@@ -71,6 +84,7 @@ pub fn status_of(reason: &str) -> StatusCode {
         "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
+        "store_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -92,6 +106,7 @@ fn title_of(reason: &str) -> &'static str {
         "unsupported_media_type" => "The request body must be application/json",
         "body_too_large" => "The request body is too large",
         "rate_limited" => "Too many requests",
+        "store_unavailable" => "The CA's database is unavailable",
         _ => "Internal error",
     }
 }
@@ -118,6 +133,7 @@ mod tests {
             ("body_too_large", 413),
             ("rate_limited", 429),
             ("internal", 500),
+            ("store_unavailable", 503),
         ] {
             assert_eq!(status_of(r).as_u16(), s, "{r}");
             assert_eq!(Problem::new(r, "x").status.as_u16(), s);

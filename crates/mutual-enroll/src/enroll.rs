@@ -12,12 +12,14 @@ use mutual_pki::KeyType;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::client::{self, CaUrl};
+use crate::endpoints::CaUrls;
 use crate::files::{self, CertSummary, Staged, CERT_MODE, KEY_MODE};
 use crate::{EnrollError, Fingerprint};
 
 /// What `enroll` needs. `token` is a secret: it is only ever sent to the pinned CA.
 pub struct EnrollOptions {
-    pub ca_url: CaUrl,
+    /// One or more replicas of the CA, tried in turn (see [`crate::endpoints`]).
+    pub ca_url: CaUrls,
     pub token: String,
     pub root: Fingerprint,
     pub key_type: KeyType,
@@ -32,7 +34,7 @@ pub struct EnrollOptions {
 impl EnrollOptions {
     /// The `mutual enroll --out DIR` layout: DIR/key.pem, DIR/cert.pem, DIR/root.pem.
     pub fn into_dir(
-        ca_url: CaUrl,
+        ca_url: CaUrls,
         token: String,
         root: Fingerprint,
         key_type: KeyType,
@@ -53,7 +55,7 @@ impl EnrollOptions {
 impl std::fmt::Debug for EnrollOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnrollOptions")
-            .field("ca_url", &self.ca_url.as_str())
+            .field("ca_url", &self.ca_url.to_string())
             .field("token", &"<redacted>")
             .field("root", &self.root.to_string())
             .field("key_type", &self.key_type)
@@ -69,6 +71,8 @@ impl std::fmt::Debug for EnrollOptions {
 pub struct Enrolled {
     pub cert: CertSummary,
     pub root: Fingerprint,
+    /// The CA replica that issued it.
+    pub ca_url: String,
 }
 
 /// Fetches the CA's roots and returns the one matching `pin`, without sending anything secret.
@@ -178,9 +182,9 @@ pub(crate) fn new_key(
 }
 
 /// Enrolls: pin check, key, CSR, `/v1/sign`, checks the answer, writes key, chain and root.
+/// With several replicas, the pin check and the request go to one replica after another until
+/// one answers (the token is sent only to a replica that presented the pinned root).
 pub async fn enroll(o: &EnrollOptions) -> Result<Enrolled, EnrollError> {
-    let root = fetch_pinned_root(&o.ca_url, &o.root).await?;
-    let roots = vec![root.clone()];
     let (kp, key_der, key_pem) = new_key(o.key_type)?;
     let (sans, sub) = token_claims(&o.token);
     let csr = build_csr(&kp, &sans, sub.as_deref())?;
@@ -190,15 +194,23 @@ pub async fn enroll(o: &EnrollOptions) -> Result<Enrolled, EnrollError> {
                 detail: format!("cannot encode the request: {e}"),
             }
         })?;
-    let resp = client::request(
-        &o.ca_url,
-        client::pinned_config(&roots, None)?,
-        Method::POST,
-        "/v1/sign",
-        Some(body),
-    )
-    .await?;
-    let issued = client::issued(resp)?;
+    let body = &body;
+    let ((root, issued), served_by) = o
+        .ca_url
+        .failover("enroll", |url| async move {
+            let root = fetch_pinned_root(&url, &o.root).await?;
+            let resp = client::request(
+                &url,
+                client::pinned_config(std::slice::from_ref(&root), None)?,
+                Method::POST,
+                "/v1/sign",
+                Some(body.clone()),
+            )
+            .await?;
+            Ok((root, client::issued(resp)?))
+        })
+        .await?;
+    let roots = vec![root.clone()];
     let (chain, summary) = files::check_issued(&issued.certificate_chain, &key_der, &roots)?;
 
     for p in [Some(&o.cert), Some(&o.key), o.root_out.as_ref()]
@@ -221,6 +233,7 @@ pub async fn enroll(o: &EnrollOptions) -> Result<Enrolled, EnrollError> {
     Ok(Enrolled {
         cert: summary,
         root: o.root,
+        ca_url: served_by.to_string(),
     })
 }
 

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod endpoints;
 pub mod enroll;
 pub mod files;
 pub mod fingerprint;
@@ -17,6 +18,7 @@ pub mod schedule;
 use std::path::PathBuf;
 
 pub use client::CaUrl;
+pub use endpoints::CaUrls;
 pub use enroll::{enroll, EnrollOptions, Enrolled};
 pub use files::CertSummary;
 pub use fingerprint::Fingerprint;

@@ -7,14 +7,16 @@ use std::path::PathBuf;
 use hyper::Method;
 use mutual_pki::KeyType;
 
-use crate::client::{self, CaUrl};
+use crate::client;
+use crate::endpoints::CaUrls;
 use crate::files::{self, CertSummary, Staged, CERT_MODE, KEY_MODE};
 use crate::EnrollError;
 
 /// What `renew_once` needs.
 #[derive(Clone, Debug)]
 pub struct RenewOptions {
-    pub ca_url: CaUrl,
+    /// One or more replicas of the CA, tried in turn (see [`crate::endpoints`]).
+    pub ca_url: CaUrls,
     pub cert: PathBuf,
     pub key: PathBuf,
     /// The CA root(s) to trust for the CA's own server certificate.
@@ -29,6 +31,8 @@ pub struct Renewed {
     pub old: CertSummary,
     pub new: CertSummary,
     pub rekeyed: bool,
+    /// The CA replica that renewed it.
+    pub ca_url: String,
 }
 
 /// Renews once.
@@ -54,8 +58,21 @@ pub async fn renew_once(o: &RenewOptions) -> Result<Renewed, EnrollError> {
     let body = serde_json::to_vec(&body).map_err(|e| EnrollError::BadCertificate {
         detail: format!("cannot encode the request: {e}"),
     })?;
-    let resp = client::request(&o.ca_url, tls, Method::POST, "/v1/renew", Some(body)).await?;
-    let issued = client::issued(resp)?;
+    let (body, tls) = (&body, &tls);
+    let (issued, served_by) = o
+        .ca_url
+        .failover("renew", |url| async move {
+            let resp = client::request(
+                &url,
+                tls.clone(),
+                Method::POST,
+                "/v1/renew",
+                Some(body.clone()),
+            )
+            .await?;
+            client::issued(resp)
+        })
+        .await?;
     let key_der = key.as_ref().map_or(&cur.key, |(d, _)| d);
     let (chain, summary) = files::check_issued(&issued.certificate_chain, key_der, &roots)?;
 
@@ -70,5 +87,6 @@ pub async fn renew_once(o: &RenewOptions) -> Result<Renewed, EnrollError> {
         old: cur.summary,
         new: summary,
         rekeyed: key.is_some(),
+        ca_url: served_by.to_string(),
     })
 }

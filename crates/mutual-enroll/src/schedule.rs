@@ -238,6 +238,7 @@ pub fn log_renewed(r: &Renewed) {
         not_after = %mutual_tls::verify::rfc3339(r.new.not_after),
         previous_serial = %r.old.serial,
         new_key = r.rekeyed,
+        ca_url = %r.ca_url,
         "certificate renewed"
     );
 }

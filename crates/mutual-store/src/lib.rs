@@ -91,6 +91,37 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the database could not be reached (connection refused or broken, no pooled
+    /// connection within the acquire timeout, the server shutting down or refusing connections),
+    /// as opposed to a query or data error: the request may succeed on a replica, or here later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Connect { .. } => true,
+            StoreError::Db { source, .. } | StoreError::Open { source, .. } => {
+                sqlx_unavailable(source)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn sqlx_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08 connection exceptions; 57P01-57P03 admin/crash shutdown, cannot connect now;
+        // 55000 for a database that does not accept connections at the moment.
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "55000"),
+        _ => false,
+    }
+}
+
 /// A certificate's lifecycle state as shown to users. `Expired` is derived from `not_after` at
 /// query time; only `Valid` and `Revoked` are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

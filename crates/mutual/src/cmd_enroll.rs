@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use mutual_enroll::{CaUrl, EnrollError, EnrollOptions, Fingerprint, RenewOptions, Renewer};
+use mutual_enroll::{CaUrls, EnrollError, EnrollOptions, Fingerprint, RenewOptions, Renewer};
 use mutual_pki::KeyType;
 
 const ENROLL_HELP: &str = "\
@@ -46,9 +46,10 @@ See docs/enrollment.md.";
 #[derive(clap::Args, Debug)]
 #[command(after_help = ENROLL_HELP)]
 pub struct EnrollCmdArgs {
-    /// The online CA, https://HOST[:PORT].
-    #[arg(long, value_name = "URL")]
-    pub ca_url: String,
+    /// The online CA, https://HOST[:PORT]. Several replicas: repeat the flag or separate the
+    /// URLs with commas; one that cannot be reached (or answers 5xx) is skipped for the next.
+    #[arg(long, value_name = "URL", required = true)]
+    pub ca_url: Vec<String>,
 
     /// One-time enrollment token from `mutual token create` (or $MUTUAL_TOKEN).
     #[arg(
@@ -80,9 +81,10 @@ pub struct EnrollCmdArgs {
 #[derive(clap::Args, Debug)]
 #[command(after_help = RENEW_HELP)]
 pub struct RenewArgs {
-    /// The online CA, https://HOST[:PORT].
-    #[arg(long, value_name = "URL")]
-    pub ca_url: String,
+    /// The online CA, https://HOST[:PORT]. Several replicas: repeat the flag or separate the
+    /// URLs with commas; one that cannot be reached (or answers 5xx) is skipped for the next.
+    #[arg(long, value_name = "URL", required = true)]
+    pub ca_url: Vec<String>,
 
     /// The current certificate chain (replaced by the new one).
     #[arg(long, value_name = "FILE")]
@@ -123,9 +125,10 @@ pub struct RenewArgs {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct EnrollArgs {
     /// Online CA to renew --cert from while running (and to enroll from with --token):
-    /// https://HOST[:PORT]. The new files are picked up by the usual reload.
+    /// https://HOST[:PORT]. The new files are picked up by the usual reload. Several replicas:
+    /// repeat the flag or separate the URLs with commas (tried in turn).
     #[arg(long, value_name = "URL")]
-    pub ca_url: Option<String>,
+    pub ca_url: Vec<String>,
 
     /// One-time token to enroll with at start when --cert/--key do not hold a valid certificate
     /// yet. Needs --ca-url and --root-sha256.
@@ -183,7 +186,7 @@ fn failed(e: EnrollError) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
-    let url = CaUrl::parse(&args.ca_url)?;
+    let url = CaUrls::parse(&args.ca_url)?;
     let pin: Fingerprint = args.root_sha256.parse()?;
     let kt = key_type(&args.key_type)?;
     if args.token.trim().is_empty() {
@@ -218,6 +221,9 @@ pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
                 args.out.join("root.pem").display(),
                 e.root
             );
+            if opts.ca_url.len() > 1 {
+                println!("  by    {}", e.ca_url);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => failed(e),
@@ -236,7 +242,7 @@ fn renew_options(args: &RenewArgs) -> anyhow::Result<RenewOptions> {
         );
     }
     Ok(RenewOptions {
-        ca_url: CaUrl::parse(&args.ca_url)?,
+        ca_url: CaUrls::parse(&args.ca_url)?,
         cert: args.cert.clone(),
         key: args.key.clone(),
         ca,
@@ -263,6 +269,9 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
                     mutual_tls::verify::rfc3339(r.new.not_after),
                     if r.rekeyed { ", new key" } else { "" }
                 );
+                if opts.ca_url.len() > 1 {
+                    println!("  by    {}", r.ca_url);
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => failed(e),
@@ -292,10 +301,10 @@ pub fn prepare(
     key: &Path,
     ca: &Path,
 ) -> anyhow::Result<Option<Renewer>> {
-    let Some(url) = &args.ca_url else {
+    if args.ca_url.is_empty() {
         return Ok(None);
-    };
-    let url = CaUrl::parse(url)?;
+    }
+    let url = CaUrls::parse(&args.ca_url)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let current = mutual_enroll::files::load_current(cert, key);
     let valid = matches!(&current, Ok(c) if c.summary.not_after > now);
@@ -333,7 +342,9 @@ pub fn prepare(
         tracing::info!(
             serial = %enrolled.cert.serial,
             not_after = %mutual_tls::verify::rfc3339(enrolled.cert.not_after),
-            "enrolled with {url}"
+            ca_url = %enrolled.ca_url,
+            "enrolled with {}",
+            enrolled.ca_url
         );
         // An existing --ca was kept: renewal (and peers from this CA) need the pinned root in it.
         let has_root = mutual_enroll::files::load_roots(ca)
