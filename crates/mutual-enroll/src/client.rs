@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use hyper::{Method, Request, Uri};
+use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -20,6 +20,9 @@ use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use serde::Deserialize;
 
 use crate::EnrollError;
+
+/// The request methods [`request`] takes (hyper's), for callers without hyper.
+pub use hyper::Method;
 
 /// How long one request (connect, handshake, answer) may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
