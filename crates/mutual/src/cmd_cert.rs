@@ -519,75 +519,121 @@ async fn commit_staged(
     Ok(())
 }
 
+/// Rows per page of `cert list`: the inventory is walked page by page (keyset paging on
+/// notAfter then serial) and printed as it comes, so a million rows never sit in memory.
+const LIST_PAGE: u32 = 10_000;
+
 fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
     let dir = a.dir.resolve()?;
     let filter = ListFilter {
         status: a.status,
         expiring_within: a.expiring_within,
     };
     let rt = runtime()?;
-    let rows = rt.block_on(async {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (count, soon_count) = rt.block_on(async {
         let store = mutual_pki::ca::open_store(&dir).await?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let rows = mutual_store::Inventory::list(&store, &filter, now).await;
+        let r = list_pages(&store, &filter, now, a.json, &mut out).await;
         store.close().await;
-        Ok::<_, mutual_pki::PkiError>(rows?)
+        r
     })?;
     if a.json {
-        let v: Vec<_> = rows.iter().map(crate::json::record).collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if rows.is_empty() {
-        println!("no certificates");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    println!(
-        "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>13}  SANS",
-        "SERIAL", "NAME", "USAGE", "STATUS", "NOT AFTER", "LEFT"
-    );
-    let mut soon_count = 0;
-    for r in &rows {
-        let left = r.not_after - now;
-        // Life is measured from the issuance (the requested start), not from notBefore: the
-        // 5-minute backdate would otherwise put a `--ttl 2m` certificate past two thirds at once.
-        let start = r.created_at.clamp(r.not_before, r.not_after);
-        let lifetime = (r.not_after - start).max(1);
-        // "Soon" = past the renewal point (two thirds of the lifetime), or within 7 days for
-        // long-lived certificates (for 24 h certs every one would be "within 7 days").
-        let soon = r.status == Status::Valid
-            && (left * 3 < lifetime || (lifetime >= 21 * 86_400 && left < 7 * 86_400));
-        if soon {
-            soon_count += 1;
-        }
-        let days = if r.status == Status::Valid {
-            format!(
-                "{}{}",
-                mutual_policy::human::duration(left.max(0).unsigned_abs()),
-                if soon { " !" } else { "" }
-            )
-        } else {
-            "-".to_string()
-        };
-        let na = rfc3339(r.not_after);
-        println!(
-            "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>13}  {}",
-            r.serial,
-            r.name,
-            r.usage,
-            r.status.as_str(),
-            na,
-            days,
-            r.sans.join(",")
-        );
-    }
-    if soon_count > 0 {
-        println!(
+        writeln!(out, "{}", if count == 0 { "[]" } else { "\n]" })?;
+    } else if count == 0 {
+        writeln!(out, "no certificates")?;
+    } else if soon_count > 0 {
+        writeln!(
+            out,
             "! = expiring soon (past two thirds of its lifetime, or within 7 days): {soon_count}"
-        );
+        )?;
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints every matching row, one page at a time: JSON array elements (without the closing
+/// bracket) or table lines (with the header before the first). Returns (rows, expiring soon).
+async fn list_pages(
+    store: &mutual_store::Store,
+    filter: &ListFilter,
+    now: i64,
+    json: bool,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<(u64, u64)> {
+    let mut after: Option<mutual_store::Cursor> = None;
+    let (mut count, mut soon_count) = (0u64, 0u64);
+    loop {
+        let page =
+            mutual_store::Inventory::list_page(store, filter, now, after.as_ref(), LIST_PAGE)
+                .await
+                .map_err(mutual_pki::PkiError::from)?;
+        for r in &page.rows {
+            if json {
+                // The same layout as a pretty-printed array, element by element.
+                let el = serde_json::to_string_pretty(&crate::json::record(r))?;
+                let sep = if count == 0 { "[\n" } else { ",\n" };
+                write!(out, "{sep}  {}", el.replace('\n', "\n  "))?;
+            } else {
+                if count == 0 {
+                    writeln!(
+                        out,
+                        "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>13}  SANS",
+                        "SERIAL", "NAME", "USAGE", "STATUS", "NOT AFTER", "LEFT"
+                    )?;
+                }
+                if table_line(out, r, now)? {
+                    soon_count += 1;
+                }
+            }
+            count += 1;
+        }
+        match page.next {
+            Some(c) => after = Some(c),
+            None => return Ok((count, soon_count)),
+        }
+    }
+}
+
+/// One table line of `cert list`; returns whether the certificate is expiring soon.
+fn table_line(
+    out: &mut impl std::io::Write,
+    r: &mutual_store::CertRecord,
+    now: i64,
+) -> std::io::Result<bool> {
+    let left = r.not_after - now;
+    // Life is measured from the issuance (the requested start), not from notBefore: the
+    // 5-minute backdate would otherwise put a `--ttl 2m` certificate past two thirds at once.
+    let start = r.created_at.clamp(r.not_before, r.not_after);
+    let lifetime = (r.not_after - start).max(1);
+    // "Soon" = past the renewal point (two thirds of the lifetime), or within 7 days for
+    // long-lived certificates (for 24 h certs every one would be "within 7 days").
+    let soon = r.status == Status::Valid
+        && (left * 3 < lifetime || (lifetime >= 21 * 86_400 && left < 7 * 86_400));
+    let days = if r.status == Status::Valid {
+        format!(
+            "{}{}",
+            mutual_policy::human::duration(left.max(0).unsigned_abs()),
+            if soon { " !" } else { "" }
+        )
+    } else {
+        "-".to_string()
+    };
+    let na = rfc3339(r.not_after);
+    writeln!(
+        out,
+        "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>13}  {}",
+        r.serial,
+        r.name,
+        r.usage,
+        r.status.as_str(),
+        na,
+        days,
+        r.sans.join(",")
+    )?;
+    Ok(soon)
 }
 
 fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
