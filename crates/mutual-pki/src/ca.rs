@@ -333,6 +333,9 @@ pub async fn list_in(store: &Store, filter: &ListFilter) -> Result<Vec<CertRecor
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::Usage;
+    use rcgen::CertificateParams;
+    use x509_parser::prelude::FromDer;
 
     #[tokio::test]
     async fn subject_validity_and_root_crl() {
