@@ -112,11 +112,19 @@ impl State {
         Ok(c)
     }
 
-    /// The CRL being served, refreshed first if there is none yet.
+    /// The CRL to serve now: checked against the store first (one cheap query; a revocation
+    /// made anywhere, even with `mutual cert revoke`, is listed at once), or, when the store
+    /// does not answer, the last one served (relying parties keep a CRL rather than none).
     async fn served_crl(&self) -> Result<Arc<CurrentCrl>, PkiError> {
-        match self.crl.load_full() {
-            Some(c) => Ok(c),
-            None => self.refresh_crl().await,
+        match self.refresh_crl().await {
+            Ok(c) => Ok(c),
+            Err(e) => match self.crl.load_full() {
+                Some(c) => {
+                    tracing::warn!(error = %e, "CRL check failed; serving the last CRL");
+                    Ok(c)
+                }
+                None => Err(e),
+            },
         }
     }
 }
