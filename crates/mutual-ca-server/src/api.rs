@@ -5,18 +5,20 @@
 //! who asked (peer address and certificate identity), what, and the outcome, never the token.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use mutual_pki::ca::{Ca, IssueOptions, Issued};
+use mutual_pki::ca::{Ca, Csr, CurrentCrl, IssueOptions, IssueRequest, Issued, KeySource};
 use mutual_pki::{PkiError, RevocationReason, RevokeOutcome, San, Status, StoreError, Usage};
 use mutual_policy::{Identity, Rule};
 use mutual_store::Inventory;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
+use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::ratelimit::RateLimiter;
 use crate::token::{parse_usage, Provisioner};
@@ -34,13 +36,6 @@ pub struct Peer {
     pub chain: Option<Vec<CertificateDer<'static>>>,
 }
 
-/// The current CRL and what it was made from.
-struct CrlCache {
-    der: Vec<u8>,
-    next_update: i64,
-    serials: Vec<String>,
-}
-
 /// Everything the handlers share.
 pub struct State {
     pub ca: Ca,
@@ -48,7 +43,11 @@ pub struct State {
     pub admins: Vec<Rule>,
     pub limiter: RateLimiter,
     pub crl_next_update: Duration,
-    crl: tokio::sync::Mutex<Option<CrlCache>>,
+    pub metrics: Metrics,
+    /// The CRL served at /v1/crl: the stored current one, as last checked.
+    crl: arc_swap::ArcSwapOption<CurrentCrl>,
+    /// One check or publication at a time (a burst of revocations signs in turn).
+    crl_lock: tokio::sync::Mutex<()>,
 }
 
 impl State {
@@ -65,45 +64,69 @@ impl State {
             admins,
             limiter,
             crl_next_update,
-            crl: tokio::sync::Mutex::new(None),
+            metrics: Metrics::new(),
+            crl: arc_swap::ArcSwapOption::empty(),
+            crl_lock: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// The current CRL (DER) and its nextUpdate. Regenerated when the inventory's revoked set
-    /// changed (a revocation through the API, or `mutual cert revoke` by another process) or
-    /// when half of its validity has passed; otherwise the cached one is served.
-    pub async fn crl(&self, force: bool) -> Result<(Vec<u8>, i64), PkiError> {
-        let mut serials: Vec<String> = self
+    /// Brings the served CRL up to date with the store (see [`Ca::refresh_crl`]): adopts a
+    /// newer stored CRL (another replica's), or signs and stores one when the inventory has
+    /// revocations the stored one lacks (`mutual cert revoke`) or half of its validity passed.
+    /// Runs at start and every `--crl-refresh`.
+    pub async fn refresh_crl(&self) -> Result<Arc<CurrentCrl>, PkiError> {
+        let _g = self.crl_lock.lock().await;
+        let cached = self.crl.load_full();
+        match self
             .ca
-            .store()
-            .revoked()
+            .refresh_crl(cached.as_deref(), self.crl_next_update)
             .await?
-            .into_iter()
-            .map(|r| r.serial)
-            .collect();
-        serials.sort();
-        let now = unix_now();
-        let half = i64::try_from(self.crl_next_update.as_secs() / 2).unwrap_or(i64::MAX);
-        let mut g = self.crl.lock().await;
-        if let Some(c) = g.as_ref() {
-            if !force && c.serials == serials && c.next_update - now > half {
-                return Ok((c.der.clone(), c.next_update));
+        {
+            Some(c) => {
+                let c = Arc::new(c);
+                if cached.as_ref().is_none_or(|old| old.number != c.number) {
+                    tracing::info!(
+                        crl_number = c.number,
+                        entries = c.entries,
+                        "serving a new CRL"
+                    );
+                }
+                self.crl.store(Some(c.clone()));
+                Ok(c)
             }
+            None => match cached {
+                Some(c) => Ok(c),
+                None => Err(PkiError::Generate {
+                    detail: "no CRL to serve".into(),
+                }),
+            },
         }
-        let der = self.ca.crl(self.crl_next_update).await?;
-        let next_update = crl_next_update(&der).unwrap_or(now);
-        *g = Some(CrlCache {
-            der: der.clone(),
-            next_update,
-            serials,
-        });
-        Ok((der, next_update))
     }
-}
 
-fn crl_next_update(der: &[u8]) -> Option<i64> {
-    let (_, crl) = x509_parser::parse_x509_crl(der).ok()?;
-    crl.next_update().map(|t| t.timestamp())
+    /// Signs and stores a CRL now (after a revocation through this replica, so that its next
+    /// /v1/crl lists it at once) and serves it.
+    pub async fn publish_crl(&self) -> Result<Arc<CurrentCrl>, PkiError> {
+        let _g = self.crl_lock.lock().await;
+        let c = Arc::new(self.ca.publish_crl(self.crl_next_update).await?);
+        self.crl.store(Some(c.clone()));
+        Ok(c)
+    }
+
+    /// The CRL to serve now: checked against the store first (one cheap query; a revocation
+    /// made anywhere, even with `mutual cert revoke`, is listed at once), or, when the store
+    /// does not answer, the last one served (relying parties keep a CRL rather than none).
+    async fn served_crl(&self) -> Result<Arc<CurrentCrl>, PkiError> {
+        match self.refresh_crl().await {
+            Ok(c) => Ok(c),
+            Err(e) => match self.crl.load_full() {
+                Some(c) => {
+                    tracing::warn!(error = %e, "CRL check failed; serving the last CRL");
+                    Ok(c)
+                }
+                None => Err(e),
+            },
+        }
+    }
 }
 
 fn unix_now() -> i64 {
@@ -218,6 +241,22 @@ pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp 
         .map(Identity::principal)
         .unwrap_or_else(|| "-".into());
     let out = route(state, peer, identity.as_ref(), req, &method, &path).await;
+    let endpoint = endpoint(&path);
+    state
+        .metrics
+        .request(endpoint, started.elapsed().as_secs_f64());
+    if method == Method::POST {
+        match endpoint {
+            "/v1/sign" => {
+                state.metrics.issued("sign", out.reason);
+                if out.reason.starts_with("token_") {
+                    state.metrics.token_failure(out.reason);
+                }
+            }
+            "/v1/renew" => state.metrics.issued("renew", out.reason),
+            _ => {}
+        }
+    }
     tracing::info!(
         peer_addr = %peer.addr,
         identity = %who,
@@ -233,6 +272,21 @@ pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp 
     out.resp
 }
 
+/// The endpoint label of a path: one of the API's, or `other` (so that a scan of random paths
+/// cannot grow the metrics without bound).
+fn endpoint(path: &str) -> &'static str {
+    match path {
+        "/health" => "/health",
+        "/metrics" => "/metrics",
+        "/v1/roots" => "/v1/roots",
+        "/v1/crl" => "/v1/crl",
+        "/v1/sign" => "/v1/sign",
+        "/v1/renew" => "/v1/renew",
+        "/v1/revoke" => "/v1/revoke",
+        _ => "other",
+    }
+}
+
 async fn route(
     state: &State,
     peer: &Peer,
@@ -245,6 +299,18 @@ async fn route(
     if path == "/health" {
         return if method == Method::GET {
             health(state).await
+        } else {
+            method_not_allowed()
+        };
+    }
+    // /metrics too: a scraper polling every few seconds must not eat a client's budget.
+    if path == "/metrics" {
+        return if method == Method::GET {
+            ok(respond(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                state.metrics.encode(),
+            ))
         } else {
             method_not_allowed()
         };
@@ -266,7 +332,7 @@ async fn route(
             "application/x-pem-file",
             state.ca.root_pem().to_string(),
         )),
-        ("/v1/crl", &Method::GET) => crl(state).await,
+        ("/v1/crl", &Method::GET) => crl(state, req.headers()).await,
         ("/v1/sign", &Method::POST) => match read_json::<SignBody>(req).await {
             Ok(b) => sign(state, b).await,
             Err(p) => p.into(),
@@ -517,8 +583,13 @@ async fn sign(state: &State, b: SignBody) -> Outcome {
         (Ok(s), Ok(u)) => (s, u),
         (Err(e), _) | (_, Err(e)) => return Problem::new(e.reason(), e.to_string()).into(),
     };
-    let requested = match mutual_pki::ca::csr_sans(b.csr.as_bytes()) {
-        Ok(r) => r,
+    // The CSR is read once: its names are compared with the token's here, its key signed below.
+    let csr = match Csr::parse(b.csr.as_bytes()) {
+        Ok(c) => c,
+        Err(e) => return pki_problem(e).into(),
+    };
+    let requested = match csr.sans() {
+        Ok(r) => r.to_vec(),
         Err(e @ PkiError::InvalidSan { .. }) => {
             return Problem::new("name_not_allowed", e.to_string()).into()
         }
@@ -548,14 +619,16 @@ async fn sign(state: &State, b: SignBody) -> Outcome {
         requested_by: Some(format!("token:{}", claims.jti)),
         ..Default::default()
     };
-    let pending = match state.ca.prepare_csr(b.csr.as_bytes(), &o) {
-        Ok(p) => p,
-        Err(e) => return pki_problem(e).into(),
+    let req = IssueRequest {
+        profile: o,
+        key: KeySource::Csr(csr),
+        token: Some(claims.jti),
+        output: None,
     };
-    if let Err(e) = state.ca.record_with_token(&pending, &claims.jti).await {
-        return pki_problem(e).into();
+    match state.ca.issue(req).await {
+        Ok(issued) => created(&issued),
+        Err(e) => pki_problem(e).into(),
     }
-    created(&pending.issued)
 }
 
 /// The verified client certificate of this connection, checked against the inventory: ours,
@@ -650,21 +723,27 @@ async fn renew(state: &State, me: &Me, b: RenewBody) -> Outcome {
         requested_by: Some(format!("renew:{}", r.serial)),
         ..Default::default()
     };
-    let prepared = match &b.csr {
-        Some(csr) => state.ca.prepare_csr(csr.as_bytes(), &o),
+    let key = match &b.csr {
+        Some(csr) => match Csr::parse(csr.as_bytes()) {
+            Ok(c) => KeySource::Csr(c),
+            Err(e) => return pki_problem(e).into(),
+        },
+        // The key of the certificate that just authenticated this connection: proven.
         None => match x509_parser::parse_x509_certificate(&me.leaf) {
-            Ok((_, c)) => state.ca.prepare_spki(c.public_key().raw, &o),
+            Ok((_, c)) => KeySource::ProvenKey(c.public_key().raw.to_vec()),
             Err(e) => return Problem::internal(e).into(),
         },
     };
-    let pending = match prepared {
-        Ok(p) => p,
-        Err(e) => return pki_problem(e).into(),
+    let req = IssueRequest {
+        profile: o,
+        key,
+        token: None,
+        output: None,
     };
-    if let Err(e) = state.ca.record(&pending).await {
-        return pki_problem(e).into();
+    match state.ca.issue(req).await {
+        Ok(issued) => created(&issued),
+        Err(e) => pki_problem(e).into(),
     }
-    created(&pending.issued)
 }
 
 /// `keyCompromise` (RFC 5280 spelling, as the contract writes it) or `key-compromise`.
@@ -715,8 +794,9 @@ async fn revoke(state: &State, me: &Me, b: RevokeBody) -> Outcome {
         }
         Err(e) => return Problem::internal(e).into(),
     }
-    // Publish at once: the next /v1/crl must list it.
-    if let Err(e) = state.crl(true).await {
+    // Publish at once: the next /v1/crl of this replica must list it (the others pick the
+    // stored CRL up within --crl-refresh).
+    if let Err(e) = state.publish_crl().await {
         return Problem::internal(e).into();
     }
     Outcome {
@@ -730,20 +810,62 @@ async fn revoke(state: &State, me: &Me, b: RevokeBody) -> Outcome {
     }
 }
 
-async fn crl(state: &State) -> Outcome {
-    match state.crl(false).await {
-        Ok((der, next_update)) => {
-            let max_age = (next_update - unix_now()).max(0);
-            let resp = Response::builder()
-                .status(StatusCode::OK)
-                .header("content-type", "application/pkix-crl")
-                .header("cache-control", format!("max-age={max_age}"))
-                .body(Full::new(Bytes::from(der)))
-                .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
-            ok(resp)
-        }
-        Err(e) => Problem::internal(e).into(),
-    }
+/// `/v1/crl`: the stored current CRL, with an `ETag` (its CRL number, the same on every
+/// replica) and `Last-Modified` (its thisUpdate), answering 304 to a matching `If-None-Match`,
+/// or without one to an `If-Modified-Since` not older than the CRL.
+async fn crl(state: &State, headers: &hyper::HeaderMap) -> Outcome {
+    let c = match state.served_crl().await {
+        Ok(c) => c,
+        Err(e) => return Problem::internal(e).into(),
+    };
+    let etag = format!("\"crl-{}\"", c.number);
+    let last_modified = http_date(c.this_update);
+    let max_age = (c.next_update - unix_now()).max(0);
+    let not_modified = match headers.get(hyper::header::IF_NONE_MATCH) {
+        Some(v) => v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .map(|t| t.trim().trim_start_matches("W/"))
+                .any(|t| t == "*" || t == etag)
+        }),
+        None => headers
+            .get(hyper::header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_http_date)
+            .is_some_and(|since| since >= c.this_update),
+    };
+    let builder = Response::builder()
+        .header("etag", &etag)
+        .header("last-modified", &last_modified)
+        .header("cache-control", format!("max-age={max_age}"));
+    let resp = if not_modified {
+        builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Full::new(Bytes::new()))
+    } else {
+        builder
+            .status(StatusCode::OK)
+            .header("content-type", "application/pkix-crl")
+            .body(Full::new(Bytes::from(c.der.to_vec())))
+    };
+    ok(resp.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}
+
+/// The IMF-fixdate form of HTTP dates (RFC 9110 §5.6.7): `Sun, 06 Nov 1994 08:49:37 GMT`.
+const HTTP_DATE: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+);
+
+fn http_date(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|t| t.format(HTTP_DATE).ok())
+        .unwrap_or_default()
+}
+
+fn parse_http_date(s: &str) -> Option<i64> {
+    time::PrimitiveDateTime::parse(s.trim(), HTTP_DATE)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
 }
 
 /// Parses `--admin` patterns: `spiffe://...` globs, `dns:PATTERN` (or a bare DNS pattern).
@@ -787,6 +909,16 @@ mod tests {
             RevocationReason::CessationOfOperation
         );
         assert!(parse_reason("bogus").is_err());
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(http_date(784111777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784111777)
+        );
+        assert_eq!(parse_http_date("yesterday"), None);
     }
 
     #[test]

@@ -17,6 +17,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod metrics;
+pub mod own_cert;
 pub mod problem;
 pub mod ratelimit;
 pub mod tls;
@@ -70,6 +72,9 @@ pub struct ServeOptions {
     pub server_cert_ttl: Duration,
     /// nextUpdate of the CRLs served at /v1/crl.
     pub crl_next_update: Duration,
+    /// How often a replica checks the store for a newer CRL or revocations its CRL lacks
+    /// (docs/ha.md): a revocation made elsewhere is served within this interval.
+    pub crl_refresh: Duration,
     /// How long a shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
     pub handshake_timeout: Duration,
@@ -88,6 +93,7 @@ impl ServeOptions {
             tls12: false,
             server_cert_ttl: Duration::from_secs(86_400),
             crl_next_update: Duration::from_secs(86_400),
+            crl_refresh: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
         }
@@ -133,7 +139,8 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let admins = api::admin_rules(&opts.admins)?;
-        let cert = tls::issue_server_cert(&ca, &opts.sans, opts.server_cert_ttl, &provider).await?;
+        let cert =
+            own_cert::issue_server_cert(&ca, &opts.sans, opts.server_cert_ttl, &provider).await?;
         let resolver = Arc::new(tls::RotatingCert::new(cert.key));
         let verifier = Arc::new(tls::ClientVerifier::new(ca.root_pem(), provider.clone())?);
         let cfg = tls::server_config(resolver.clone(), verifier, provider.clone(), opts.tls12)?;
@@ -151,7 +158,8 @@ impl Server {
             ratelimit::RateLimiter::new(opts.rate),
             opts.crl_next_update,
         ));
-        state.crl(true).await?;
+        state.metrics.issued("server", "ok");
+        state.refresh_crl().await?;
         Ok(Server {
             listener,
             state,
@@ -196,6 +204,11 @@ impl Server {
             (cert_serial, cert_not_before, cert_not_after),
             stop_rx.clone(),
         ));
+        let crl_refresh = tokio::spawn(refresh_crl(
+            state.clone(),
+            opts.crl_refresh,
+            stop_rx.clone(),
+        ));
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -236,6 +249,7 @@ impl Server {
             conns.shutdown().await;
         }
         rotation.abort();
+        crl_refresh.abort();
         state.ca.store().close().await;
         tracing::info!("stopped");
         Ok(())
@@ -295,6 +309,25 @@ async fn connection(
     }
 }
 
+/// Every `every`, brings the served CRL up to date with the store (a newer CRL stored by
+/// another replica, a revocation made with `mutual cert revoke`, half of its life gone). A
+/// failure (the database away) keeps the current CRL and tries again next time.
+async fn refresh_crl(
+    state: Arc<api::State>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = state.refresh_crl().await {
+            tracing::warn!(error = %e, "CRL refresh failed; serving the current CRL");
+        }
+    }
+}
+
 /// Replaces the server certificate at two-thirds of its life; on failure retries every minute
 /// (the old certificate stays in use meanwhile).
 async fn rotate(
@@ -317,8 +350,11 @@ async fn rotate(
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match tls::issue_server_cert(&state.ca, &opts.sans, opts.server_cert_ttl, &provider).await {
+        match own_cert::issue_server_cert(&state.ca, &opts.sans, opts.server_cert_ttl, &provider)
+            .await
+        {
             Ok(c) => {
+                state.metrics.issued("server", "ok");
                 tracing::info!(old_serial = %serial, serial = %c.serial, "server certificate rotated");
                 resolver.replace(c.key);
                 serial = c.serial;
@@ -326,6 +362,7 @@ async fn rotate(
                 not_after = c.not_after;
             }
             Err(e) => {
+                state.metrics.issued("server", "internal");
                 tracing::error!(error = %e, "server certificate rotation failed; retrying in 60 s");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(60)) => {}

@@ -20,8 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use mutual_pki::ca::{Ca, IssueOptions};
-use mutual_pki::{KeyType, San, Usage};
 use mutual_tls::verify::{Purpose, RevocationPolicy, Trust};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
@@ -30,12 +28,9 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::ServerError;
-
-/// Who the server certificate's inventory row says asked for it.
-pub const SERVER_CERT_REQUESTER: &str = "ca-serve";
 
 /// The server certificate currently presented, swapped in place on rotation.
 #[derive(Debug)]
@@ -59,55 +54,6 @@ impl ResolvesServerCert for RotatingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())
     }
-}
-
-/// A freshly issued (and recorded) server certificate.
-pub struct ServerCert {
-    pub key: Arc<CertifiedKey>,
-    pub serial: String,
-    pub not_before: i64,
-    pub not_after: i64,
-}
-
-/// Issues the server's own certificate (usage server, recorded in the inventory with
-/// requested_by `ca-serve`).
-pub async fn issue_server_cert(
-    ca: &Ca,
-    sans: &[San],
-    ttl: Duration,
-    provider: &CryptoProvider,
-) -> Result<ServerCert, ServerError> {
-    let o = IssueOptions {
-        name: "mutual-ca-server".into(),
-        sans: sans.to_vec(),
-        usage: Usage::Server,
-        ttl,
-        key_type: KeyType::EcdsaP256,
-        requested_by: Some(SERVER_CERT_REQUESTER.into()),
-        crl_urls: Vec::new(),
-        ..Default::default()
-    };
-    let p = ca.prepare_issue(&o)?;
-    let chain = CertificateDer::pem_slice_iter(p.issued.chain_pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ServerError::Tls(format!("own chain: {e}")))?;
-    let key_der = p
-        .key_der
-        .clone()
-        .ok_or_else(|| ServerError::Tls("the issued server certificate has no key".into()))?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der));
-    let signing = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| ServerError::Tls(format!("own key: {e}")))?;
-    let certified = Arc::new(CertifiedKey::new(chain, signing));
-    ca.record(&p).await?;
-    Ok(ServerCert {
-        key: certified,
-        serial: p.issued.serial_hex.clone(),
-        not_before: p.issued.not_before,
-        not_after: p.issued.not_after,
-    })
 }
 
 /// Optional client certificates checked against our root, whatever their EKU, expired ones let

@@ -9,11 +9,10 @@ use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
-use x509_parser::public_key::PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
-use crate::ca::rfc3339;
-use crate::{serial_hex, PkiError};
+use crate::keys::KeyKind;
+use crate::{rfc3339, serial_hex, PkiError};
 
 /// A leaf valid for longer than this draws a warning (the CA/Browser Forum limit; a sign that
 /// the cert will not be rotated).
@@ -103,38 +102,10 @@ pub fn certs_from_pem_or_der(input: &[u8]) -> Result<Vec<Vec<u8>>, PkiError> {
     Ok(vec![input.to_vec()])
 }
 
-/// Key algorithm and size of a public key, as a person names them.
+/// Key algorithm and size of a public key, as a person names them ([`KeyKind`]'s words).
 pub fn describe_key(spki: &SubjectPublicKeyInfo<'_>) -> (String, usize) {
-    let oid = spki.algorithm.algorithm.to_id_string();
-    match oid.as_str() {
-        "1.3.101.112" => ("Ed25519".into(), 256),
-        "1.3.101.113" => ("Ed448".into(), 456),
-        "1.2.840.10045.2.1" => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|o| o.to_id_string());
-            let bits = match spki.parsed() {
-                Ok(PublicKey::EC(ec)) => ec.key_size(),
-                _ => 0,
-            };
-            let name = match curve.as_deref() {
-                Some("1.2.840.10045.3.1.7") => "ECDSA P-256".to_string(),
-                Some("1.3.132.0.34") => "ECDSA P-384".to_string(),
-                Some("1.3.132.0.35") => "ECDSA P-521".to_string(),
-                Some(other) => format!("ECDSA (curve {other})"),
-                None => "ECDSA (unknown curve)".to_string(),
-            };
-            (name, bits)
-        }
-        "1.2.840.113549.1.1.1" => match spki.parsed() {
-            Ok(PublicKey::RSA(r)) => ("RSA".into(), r.key_size()),
-            _ => ("RSA (unparsable)".into(), 0),
-        },
-        other => (format!("unknown key algorithm {other}"), 0),
-    }
+    let (kind, bits) = KeyKind::of(spki);
+    (kind.to_string(), bits)
 }
 
 fn sig_name(oid: &str) -> String {

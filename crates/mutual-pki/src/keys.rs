@@ -18,7 +18,106 @@ use pkcs8::der::zeroize::Zeroizing;
 use pkcs8::{EncryptedPrivateKeyInfo, LineEnding, PrivateKeyInfo, SecretDocument};
 use rcgen::KeyPair;
 
+use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
+
 use crate::{KeyType, PkiError};
+
+/// The kind of a public key someone presents (a CSR's, a certificate's): what the CA accepts
+/// is decided on this enum, what a person reads is its `Display`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa,
+    EcdsaP256,
+    EcdsaP384,
+    EcdsaP521,
+    /// An ECDSA key on another curve (its OID), or with no curve named.
+    EcdsaOther(Option<String>),
+    Ed25519,
+    Ed448,
+    /// An RSA key whose modulus cannot be read.
+    RsaUnparsable,
+    /// Any other algorithm (its OID).
+    Other(String),
+}
+
+impl KeyKind {
+    /// The kind and size in bits of a SubjectPublicKeyInfo.
+    pub fn of(spki: &SubjectPublicKeyInfo<'_>) -> (KeyKind, usize) {
+        let oid = spki.algorithm.algorithm.to_id_string();
+        match oid.as_str() {
+            "1.3.101.112" => (KeyKind::Ed25519, 256),
+            "1.3.101.113" => (KeyKind::Ed448, 456),
+            "1.2.840.10045.2.1" => {
+                let curve = spki
+                    .algorithm
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.as_oid().ok())
+                    .map(|o| o.to_id_string());
+                let bits = match spki.parsed() {
+                    Ok(PublicKey::EC(ec)) => ec.key_size(),
+                    _ => 0,
+                };
+                let kind = match curve.as_deref() {
+                    Some("1.2.840.10045.3.1.7") => KeyKind::EcdsaP256,
+                    Some("1.3.132.0.34") => KeyKind::EcdsaP384,
+                    Some("1.3.132.0.35") => KeyKind::EcdsaP521,
+                    other => KeyKind::EcdsaOther(other.map(str::to_string)),
+                };
+                (kind, bits)
+            }
+            "1.2.840.113549.1.1.1" => match spki.parsed() {
+                Ok(PublicKey::RSA(r)) => (KeyKind::Rsa, r.key_size()),
+                _ => (KeyKind::RsaUnparsable, 0),
+            },
+            _ => (KeyKind::Other(oid), 0),
+        }
+    }
+
+    /// Whether the CA signs certificates for a key of this kind and size: ECDSA P-256/P-384,
+    /// Ed25519, RSA of at least 2048 bits. `what` names the key in the message ("the CSR's key").
+    pub fn check_issuable(&self, bits: usize, what: &str) -> Result<(), PkiError> {
+        match self {
+            KeyKind::Rsa if bits < 2048 => Err(PkiError::WeakKey {
+                detail: format!("{what} is RSA-{bits}; at least 2048 bits required"),
+            }),
+            KeyKind::Rsa | KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::Ed25519 => Ok(()),
+            other => Err(PkiError::UnsupportedKey {
+                detail: format!("{what} is {other}; use ECDSA P-256/P-384, Ed25519 or RSA >= 2048"),
+            }),
+        }
+    }
+}
+
+/// The kind of a key the CA generates.
+impl From<KeyType> for KeyKind {
+    fn from(kt: KeyType) -> KeyKind {
+        match kt {
+            KeyType::EcdsaP256 => KeyKind::EcdsaP256,
+            KeyType::EcdsaP384 => KeyKind::EcdsaP384,
+            KeyType::Ed25519 => KeyKind::Ed25519,
+            KeyType::Rsa3072 => KeyKind::Rsa,
+        }
+    }
+}
+
+impl std::fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyKind::Rsa => f.write_str("RSA"),
+            KeyKind::EcdsaP256 => f.write_str("ECDSA P-256"),
+            KeyKind::EcdsaP384 => f.write_str("ECDSA P-384"),
+            KeyKind::EcdsaP521 => f.write_str("ECDSA P-521"),
+            KeyKind::EcdsaOther(Some(c)) => write!(f, "ECDSA (curve {c})"),
+            KeyKind::EcdsaOther(None) => f.write_str("ECDSA (unknown curve)"),
+            KeyKind::Ed25519 => f.write_str("Ed25519"),
+            KeyKind::Ed448 => f.write_str("Ed448"),
+            KeyKind::RsaUnparsable => f.write_str("RSA (unparsable)"),
+            KeyKind::Other(oid) => write!(f, "unknown key algorithm {oid}"),
+        }
+    }
+}
 
 /// scrypt cost: log2(N) = 14, r = 8, p = 1 (16 MiB, OpenSSL's default limit is 32 MiB).
 const SCRYPT_LOG_N: u8 = 14;

@@ -554,6 +554,13 @@ pub fn serial_hex(bytes: &[u8]) -> String {
     hex::encode(&bytes[first..])
 }
 
+/// RFC 3339 in UTC to the second, as every command prints times.
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
 /// PEM-encodes DER with `label` (e.g. `X509 CRL`, `CERTIFICATE`).
 pub fn pem_encode(label: &str, der: &[u8]) -> Result<String, PkiError> {
     pkcs8::der::pem::encode_string(label, pkcs8::LineEnding::LF, der).map_err(|e| {

@@ -17,8 +17,8 @@ use sqlx::sqlite::{
 use sqlx::{Database, QueryBuilder, Row};
 
 use crate::{
-    CertRecord, Cursor, Inventory, ListFilter, NewCert, Page, RevokeOutcome, RevokedEntry, Status,
-    StoreError, StoreUrl, StoredCrl, TableCounts,
+    CertRecord, CrlState, Cursor, Inventory, ListFilter, NewCert, Page, RevokeOutcome,
+    RevokedEntry, Status, StoreError, StoreUrl, StoredCrl, TableCounts,
 };
 
 fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -573,6 +573,22 @@ macro_rules! impl_inventory {
                     })
                 })
                 .transpose()
+            }
+
+            async fn crl_state(&self) -> Result<CrlState, StoreError> {
+                let row = sqlx::query(
+                    "SELECT (SELECT COUNT(*) FROM certificates WHERE status = 'revoked') AS revoked, \
+                     (SELECT number FROM current_crl WHERE id = 1) AS number, \
+                     (SELECT next_update FROM current_crl WHERE id = 1) AS next_update",
+                )
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("read CRL state"))?;
+                Ok(CrlState {
+                    revoked: row.try_get("revoked").map_err(db("read CRL state"))?,
+                    number: row.try_get("number").map_err(db("read CRL state"))?,
+                    next_update: row.try_get("next_update").map_err(db("read CRL state"))?,
+                })
             }
 
             async fn ping(&self) -> Result<(), StoreError> {

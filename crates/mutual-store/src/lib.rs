@@ -243,6 +243,18 @@ pub struct StoredCrl {
     pub next_update: i64,
 }
 
+/// What a replica compares with the CRL it serves, in one cheap query: how many certificates
+/// are revoked now, and which CRL is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrlState {
+    /// Revoked certificates in the inventory (a stored CRL with fewer entries is out of date).
+    pub revoked: i64,
+    /// The stored CRL's number, if one is stored.
+    pub number: Option<i64>,
+    /// The stored CRL's nextUpdate (Unix seconds).
+    pub next_update: Option<i64>,
+}
+
 /// One entry of a CRL.
 #[derive(Clone, Debug)]
 pub struct RevokedEntry {
@@ -317,6 +329,8 @@ pub trait Inventory {
     fn store_crl(&self, crl: &StoredCrl) -> impl Future<Output = Result<bool, StoreError>> + Send;
     /// The CRL stored by [`Inventory::store_crl`], if any.
     fn current_crl(&self) -> impl Future<Output = Result<Option<StoredCrl>, StoreError>> + Send;
+    /// The revoked count and the stored CRL's number and nextUpdate ([`CrlState`]).
+    fn crl_state(&self) -> impl Future<Output = Result<CrlState, StoreError>> + Send;
     /// Whether the database answers (a trivial query; for health checks).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Row counts of every table (for `ca migrate`'s verification and emptiness checks).
@@ -471,6 +485,9 @@ impl Inventory for Store {
     }
     async fn current_crl(&self) -> Result<Option<StoredCrl>, StoreError> {
         dispatch!(self, s => s.current_crl().await)
+    }
+    async fn crl_state(&self) -> Result<CrlState, StoreError> {
+        dispatch!(self, s => s.crl_state().await)
     }
     async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, s => s.ping().await)

@@ -5,18 +5,19 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use mutual_ca_server::{default_sans, Provisioner, RateSpec, ServeOptions, Server};
 use mutual_pki::ca::Ca;
 use mutual_pki::San;
 
-use crate::cmd_ca::{parse_duration, DirArg, PasswordArg};
+use crate::ca_args::{parse_duration, DirArg, PasswordArg};
+use crate::runtime::{init_logging, server_runtime};
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = "\
 Endpoints (HTTPS, JSON; docs/ca-server.md): GET /health, GET /v1/roots, GET /v1/crl,
 POST /v1/sign (one-time token from `mutual token create` + CSR), POST /v1/renew (mTLS with the
-current certificate), POST /v1/revoke (mTLS, admin or the certificate itself).
+current certificate), POST /v1/revoke (mTLS, admin or the certificate itself), GET /metrics
+(Prometheus).
 
 SIGTERM or SIGINT: stop accepting, finish in-flight requests (up to --drain-timeout), exit 0.")]
 pub struct ServeArgs {
@@ -49,6 +50,11 @@ pub struct ServeArgs {
     /// revocation).
     #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
     pub crl_next_update: Duration,
+    /// How often to check the store for a newer CRL (stored by another replica) or revocations
+    /// the served CRL lacks (`mutual cert revoke`): a revocation made elsewhere is in this
+    /// replica's /v1/crl within this interval (at once when made through this replica).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    pub crl_refresh: Duration,
     /// How long a stop waits for in-flight requests.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub drain_timeout: Duration,
@@ -63,20 +69,6 @@ fn parse_san(s: &str) -> Result<San, String> {
 
 fn parse_rate(s: &str) -> Result<RateSpec, String> {
     s.parse()
-}
-
-fn init_logging(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(filter);
-    let _ = if format == "json" {
-        b.json().try_init()
-    } else {
-        b.try_init()
-    };
 }
 
 /// Resolves at the first SIGTERM/SIGINT. The handlers are installed by the caller before the
@@ -98,11 +90,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&a.log_format);
     let dir = a.dir.resolve()?;
     let password = a.password.get(false)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt = server_runtime(Some(2))?;
     rt.block_on(async move {
         let ca = Ca::open(&dir, password.as_bytes()).await?;
         let provisioner = Provisioner::load_or_create(&dir, password.as_bytes())?;
@@ -120,6 +108,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         opts.tls12 = a.tls12;
         opts.server_cert_ttl = a.server_cert_ttl;
         opts.crl_next_update = a.crl_next_update;
+        opts.crl_refresh = a.crl_refresh;
         opts.drain_timeout = a.drain_timeout;
         let signals = mutual_proxy::shutdown::TerminationSignals::install().ok();
         let server = Server::bind(ca, provisioner, opts).await?;

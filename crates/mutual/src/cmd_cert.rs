@@ -2,23 +2,22 @@
 //! cmd_verify.rs).
 //!
 //! `issue` is crash-safe (a `kill -9` at any instant leaves nothing a re-run cannot finish):
-//! it holds a lock on the output directory, writes a journal (`.NAME.mutual-issue`: the serial
-//! and the files this run creates) before anything else, records the inventory row (durable)
-//! before any certificate file, temporary or not, is written, then stages and renames the files
-//! and removes the journal last. A re-run that finds a journal undoes the interrupted run: it
-//! removes the files that run created and its stale `.mutual-tmp-*` files, and revokes its
-//! serial (reason superseded) if the row was recorded, so no signed certificate escapes the
-//! inventory and no orphan key blocks the re-run.
+//! it holds a lock on the output directory and hands the rest to the library's issuance
+//! transaction (`Ca::issue` with output files and a journal, `.NAME.mutual-issue`; see
+//! crates/mutual-pki/src/ca/issue.rs). A re-run that finds a journal undoes the interrupted run
+//! first (`recover_interrupted`): it removes the files that run created and its stale
+//! `.mutual-tmp-*` files, and revokes its serial (reason superseded) if the row was recorded, so
+//! no signed certificate escapes the inventory and no orphan key blocks the re-run.
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use mutual_pki::ca::{Ca, IssueOptions};
-use mutual_pki::keys::StagedFile;
+use mutual_pki::ca::{Ca, Csr, IssueOptions, IssueRequest, KeySource, OutputFiles};
 use mutual_pki::{KeyType, ListFilter, RevocationReason, RevokeOutcome, San, Status, Usage};
 
-use crate::cmd_ca::{parse_duration, parse_key_type, runtime, DirArg, PasswordArg};
+use crate::ca_args::{parse_duration, parse_key_type, DirArg, PasswordArg};
+use crate::runtime::runtime;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CertCommand {
@@ -197,7 +196,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     }
     let p12_password = if a.p12 {
         let pw = match &a.p12_password_file {
-            Some(f) => crate::cmd_ca::read_secret_file(f, "PKCS#12 password")?,
+            Some(f) => crate::ca_args::read_secret_file(f, "PKCS#12 password")?,
             None => std::env::var("MUTUAL_P12_PASSWORD").unwrap_or_default(),
         };
         if pw.is_empty() {
@@ -210,7 +209,10 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let csr = match &a.csr {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        Some(p) => {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            Some(Csr::parse(&bytes)?)
+        }
         None => None,
     };
     if csr.is_some() && a.p12 {
@@ -239,7 +241,23 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     }
     let journal = a.out.join(format!(".{stem}.mutual-issue"));
     let all_targets = [cert_path.clone(), key_path.clone(), p12_path.clone()];
-    recover_interrupted(&dir, &journal, &all_targets)?;
+    let rt = runtime()?;
+    let recovered = rt.block_on(mutual_pki::ca::recover_interrupted(
+        &dir,
+        &journal,
+        &all_targets,
+    ))?;
+    for f in &recovered.removed {
+        eprintln!(
+            "note: removed {} left by an interrupted issuance",
+            f.display()
+        );
+    }
+    if let Some(serial) = &recovered.revoked {
+        eprintln!(
+            "note: revoked serial {serial} (superseded): it was signed by an interrupted issuance"
+        );
+    }
     if !a.force {
         if let Some(t) = targets.iter().find(|t| t.exists()) {
             return Err(crate::errors::user(
@@ -254,8 +272,18 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         .requested_by
         .clone()
         .or_else(|| Some(format!("cli:{}", crate::whoami::user_name())));
-
-    let rt = runtime()?;
+    let wrote_key = csr.is_none();
+    let key = match csr {
+        Some(c) => KeySource::Csr(c),
+        None => KeySource::Generate(a.key_type),
+    };
+    let output = OutputFiles {
+        cert: cert_path.clone(),
+        key: key_path.clone(),
+        p12: p12_password.map(|pw| (p12_path.clone(), pw.into())),
+        force: a.force,
+        journal: Some(journal),
+    };
     let result = rt.block_on(async {
         let ca = Ca::open(&dir, password.as_bytes()).await?;
         let opts = IssueOptions {
@@ -263,7 +291,6 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             sans: a.sans.clone(),
             usage,
             ttl: a.ttl.unwrap_or_else(|| ca.default_ttl()),
-            key_type: a.key_type,
             requested_by,
             crl_urls: a.crl_urls.clone(),
             org: a.org.clone(),
@@ -271,29 +298,18 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             not_before: a.not_before,
             not_after: a.not_after,
         };
-        let pending = match &csr {
-            Some(c) => ca.prepare_csr(c, &opts)?,
-            None => ca.prepare_issue(&opts)?,
-        };
-        let created: Vec<PathBuf> = targets.iter().filter(|t| !t.exists()).cloned().collect();
-        write_journal(&journal, &pending.issued.serial_hex, &created)?;
-        let out = deliver(
-            &ca,
-            &pending,
-            &a,
-            &cert_path,
-            &key_path,
-            &p12_path,
-            p12_password.as_deref(),
-        )
-        .await;
-        // Delivered, or rolled back by deliver: either way nothing is left to recover.
-        remove_journal(&journal);
+        let out = ca
+            .issue(IssueRequest {
+                profile: opts.clone(),
+                key,
+                token: None,
+                output: Some(output),
+            })
+            .await;
         ca.store().close().await;
-        out.map(|()| (pending.issued, opts))
+        out.map(|issued| (issued, opts))
     });
     let (issued, opts) = result?;
-    let wrote_key = csr.is_none();
     if a.json {
         let v = serde_json::json!({
             "name": stem,
@@ -327,14 +343,6 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What an interrupted `cert issue` left to undo (see the module doc).
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Journal {
-    serial: String,
-    /// Files the run was going to create (not the ones it would replace with --force).
-    created: Vec<PathBuf>,
-}
-
 /// An exclusive lock on `dir` for the life of the returned handle.
 fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     let f = std::fs::File::open(dir)
@@ -342,84 +350,6 @@ fn lock_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
     f.lock()
         .with_context(|| format!("cannot lock {}", dir.display()))?;
     Ok(f)
-}
-
-fn write_journal(
-    path: &Path,
-    serial: &str,
-    created: &[PathBuf],
-) -> Result<(), mutual_pki::PkiError> {
-    let j = Journal {
-        serial: serial.to_string(),
-        created: created.to_vec(),
-    };
-    let text = serde_json::to_vec(&j).map_err(|e| mutual_pki::PkiError::Generate {
-        detail: format!("issuance journal: {e}"),
-    })?;
-    mutual_pki::keys::write_atomic(path, &text, 0o600, true)
-}
-
-fn remove_journal(path: &Path) {
-    if std::fs::remove_file(path).is_ok() {
-        if let Some(d) = path.parent() {
-            mutual_pki::keys::sync_dir(d);
-        }
-    }
-}
-
-/// Undoes a `cert issue` of the same name that was killed half-way (its journal is still
-/// there), and removes temporary files left next to `targets`. Runs under the directory lock.
-fn recover_interrupted(ca_dir: &Path, journal: &Path, targets: &[PathBuf]) -> anyhow::Result<()> {
-    // The journal is written the same way: a kill while writing it leaves its temporary file.
-    for t in targets.iter().map(PathBuf::as_path).chain([journal]) {
-        mutual_pki::keys::remove_stale_staged(t);
-    }
-    let text = match std::fs::read(journal) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", journal.display())),
-    };
-    // A journal cut short by a crash while it was written: nothing after it happened.
-    let Ok(j) = serde_json::from_slice::<Journal>(&text) else {
-        remove_journal(journal);
-        return Ok(());
-    };
-    for f in &j.created {
-        match std::fs::remove_file(f) {
-            Ok(()) => eprintln!(
-                "note: removed {} left by an interrupted issuance",
-                f.display()
-            ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!(
-                        "cannot remove {} (left by an interrupted issuance)",
-                        f.display()
-                    )
-                })
-            }
-        }
-    }
-    let rt = runtime()?;
-    let revoked = rt.block_on(async {
-        let store = mutual_pki::ca::open_store(ca_dir).await?;
-        let out = mutual_pki::ca::revoke_in(&store, &j.serial, RevocationReason::Superseded).await;
-        store.close().await;
-        match out {
-            Ok(RevokeOutcome::Revoked(_)) => Ok(true),
-            Ok(_) | Err(mutual_pki::PkiError::UnknownSerial { .. }) => Ok(false),
-            Err(e) => Err(e),
-        }
-    })?;
-    if revoked {
-        eprintln!(
-            "note: revoked serial {} (superseded): it was signed by an interrupted issuance",
-            j.serial
-        );
-    }
-    remove_journal(journal);
-    Ok(())
 }
 
 /// Creates `--out` (and missing parents) 0700: it is about to receive a private key, and a
@@ -436,87 +366,6 @@ fn create_out_dir(dir: &Path) -> anyhow::Result<()> {
                 dir.display()
             )
         })
-}
-
-/// Stages the files, records the row, then makes the files visible; undoes everything done so
-/// far on any failure.
-async fn deliver(
-    ca: &Ca,
-    pending: &mutual_pki::ca::Pending,
-    a: &IssueArgs,
-    cert_path: &Path,
-    key_path: &Path,
-    p12_path: &Path,
-    p12_password: Option<&str>,
-) -> Result<(), mutual_pki::PkiError> {
-    let issued = &pending.issued;
-    // The row first: no certificate, not even a temporary file, exists without it.
-    ca.record(pending).await?;
-    let staged = match stage(ca, pending, a, cert_path, key_path, p12_path, p12_password) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = ca.forget(&issued.serial_hex).await;
-            return Err(e);
-        }
-    };
-    commit_staged(ca, issued, staged, a.force).await
-}
-
-/// Writes every output file under a temporary name (fsynced), nothing visible yet.
-fn stage(
-    ca: &Ca,
-    pending: &mutual_pki::ca::Pending,
-    a: &IssueArgs,
-    cert_path: &Path,
-    key_path: &Path,
-    p12_path: &Path,
-    p12_password: Option<&str>,
-) -> Result<Vec<StagedFile>, mutual_pki::PkiError> {
-    let issued = &pending.issued;
-    let mut staged = Vec::new();
-    if let Some(k) = &issued.key_pem {
-        staged.push(StagedFile::write(key_path, k.as_bytes(), 0o600)?);
-    }
-    staged.push(StagedFile::write(
-        cert_path,
-        issued.chain_pem.as_bytes(),
-        0o644,
-    )?);
-    if let (Some(pw), Some(key_der)) = (p12_password, &pending.key_der) {
-        let int = mutual_pki::inspect::certs_from_pem_or_der(ca.intermediate_pem().as_bytes())?;
-        let mut chain = vec![issued.leaf_der.clone()];
-        chain.extend(int);
-        let p12 = mutual_pki::keys::pkcs12(&a.name, key_der, &chain, pw)?;
-        staged.push(StagedFile::write(p12_path, &p12, 0o600)?);
-    }
-    Ok(staged)
-}
-
-/// The continuation of [`deliver`] once the row is recorded.
-async fn commit_staged(
-    ca: &Ca,
-    issued: &mutual_pki::ca::Issued,
-    staged: Vec<StagedFile>,
-    force: bool,
-) -> Result<(), mutual_pki::PkiError> {
-    // Files this call created (as opposed to replaced with --force): the ones to remove if a
-    // later step fails.
-    let mut created: Vec<PathBuf> = Vec::new();
-    for s in staged {
-        let target = s.target().to_path_buf();
-        let existed = target.exists();
-        if let Err(e) = s.commit(force) {
-            for c in &created {
-                let _ = std::fs::remove_file(c);
-            }
-            let _ = ca.forget(&issued.serial_hex).await;
-            return Err(e);
-        }
-        if !existed {
-            created.push(target);
-        }
-    }
-    Ok(())
 }
 
 /// Rows per page of `cert list`: the inventory is walked page by page (keyset paging on

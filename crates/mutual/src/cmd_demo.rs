@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mutual_pki::ca::{Ca, InitOptions, IssueOptions};
-use mutual_pki::{San, Usage};
+use mutual_pki::ca::{Ca, InitOptions, IssueOptions, IssueRequest, KeySource, OutputFiles};
+use mutual_pki::{KeyType, San, Usage};
 use mutual_policy::Policy;
 use mutual_proxy::accept::Limits;
 use mutual_proxy::connect::{Connect, ConnectConfig};
@@ -67,18 +67,34 @@ struct Files {
     denied: (PathBuf, PathBuf),
 }
 
-fn write_pair(
-    dir: &Path,
-    stem: &str,
-    chain: &str,
-    key: Option<&str>,
-) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let cert = dir.join(format!("{stem}.pem"));
-    let keyp = dir.join(format!("{stem}.key"));
-    std::fs::write(&cert, chain)?;
-    let key = key.context("the CA returned no private key")?;
-    mutual_pki::keys::write_atomic(&keyp, key.as_bytes(), 0o600, true)?;
-    Ok((cert, keyp))
+/// The issuance of one demo certificate, written as `STEM.pem` and `STEM.key` in `dir` by the
+/// CA's own transaction (the same as `mutual cert issue`).
+fn issue_to(dir: &Path, stem: &str, name: &str, sans: Vec<San>, usage: Usage) -> IssueRequest {
+    IssueRequest {
+        profile: IssueOptions {
+            name: name.into(),
+            sans,
+            usage,
+            ttl: Duration::from_secs(3600),
+            ..Default::default()
+        },
+        key: KeySource::Generate(KeyType::EcdsaP256),
+        token: None,
+        output: Some(OutputFiles {
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}.key")),
+            p12: None,
+            force: true,
+            journal: None,
+        }),
+    }
+}
+
+fn paths(dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    )
 }
 
 async fn make_pki(dir: &Path) -> anyhow::Result<Files> {
@@ -100,15 +116,10 @@ async fn make_pki(dir: &Path) -> anyhow::Result<Files> {
         "  CA \"Mutual Demo CA\" (root + intermediate, ECDSA P-256), root sha256 {}",
         ca.root_fingerprint_sha256()
     );
-    let issue = |name: &str, sans: Vec<San>, usage: Usage| IssueOptions {
-        name: name.into(),
-        sans,
-        usage,
-        ttl: Duration::from_secs(3600),
-        ..Default::default()
-    };
     let s = ca
-        .issue(&issue(
+        .issue(issue_to(
+            dir,
+            "server",
             "localhost",
             vec!["dns:localhost".parse()?, "ip:127.0.0.1".parse()?],
             Usage::Server,
@@ -119,7 +130,9 @@ async fn make_pki(dir: &Path) -> anyhow::Result<Files> {
         s.serial_hex
     );
     let a = ca
-        .issue(&issue(
+        .issue(issue_to(
+            dir,
+            "allowed",
             "allowed",
             vec![format!("uri:{ALLOWED}").parse()?],
             Usage::Client,
@@ -127,7 +140,9 @@ async fn make_pki(dir: &Path) -> anyhow::Result<Files> {
         .await?;
     println!("  client certificate  {ALLOWED}  serial {}", a.serial_hex);
     let d = ca
-        .issue(&issue(
+        .issue(issue_to(
+            dir,
+            "denied",
             "denied",
             vec![format!("uri:{DENIED}").parse()?],
             Usage::Client,
@@ -136,9 +151,9 @@ async fn make_pki(dir: &Path) -> anyhow::Result<Files> {
     println!("  client certificate  {DENIED}   serial {}", d.serial_hex);
     Ok(Files {
         root,
-        server: write_pair(dir, "server", &s.chain_pem, s.key_pem.as_deref())?,
-        allowed: write_pair(dir, "allowed", &a.chain_pem, a.key_pem.as_deref())?,
-        denied: write_pair(dir, "denied", &d.chain_pem, d.key_pem.as_deref())?,
+        server: paths(dir, "server"),
+        allowed: paths(dir, "allowed"),
+        denied: paths(dir, "denied"),
     })
 }
 

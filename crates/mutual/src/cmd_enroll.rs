@@ -10,6 +10,8 @@ use anyhow::Context;
 use mutual_enroll::{CaUrls, EnrollError, EnrollOptions, Fingerprint, RenewOptions, Renewer};
 use mutual_pki::KeyType;
 
+use crate::runtime::{init_logging, runtime};
+
 const ENROLL_HELP: &str = "\
 Generates a private key here (it never leaves this machine), checks that the CA's root has the
 SHA-256 fingerprint you pinned before sending anything secret, sends a CSR with the one-time token,
@@ -142,31 +144,6 @@ pub struct EnrollArgs {
 
 fn key_type(s: &str) -> anyhow::Result<KeyType> {
     s.parse::<KeyType>().context("--key-type")
-}
-
-fn init_logging(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour only for a person at a terminal: a log file or a pipe gets no ANSI codes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let b = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_env_filter(filter);
-    // try_init: a second initialisation is harmless.
-    let _ = if format == "json" {
-        b.json().try_init()
-    } else {
-        b.try_init()
-    };
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")
 }
 
 /// Configuration mistakes exit 2 (via `Err`); the CA saying no, the pin not matching or the CA

@@ -269,37 +269,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     mutual_proxy::config::parse_duration(s)
 }
 
-pub(crate) fn init_logging(format: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour only for a person at a terminal: a log file or a pipe gets no ANSI codes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    let b = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_env_filter(filter);
-    // try_init: a second initialisation (tests, demo) is harmless.
-    let _ = if format == "json" {
-        b.json().try_init()
-    } else {
-        b.try_init()
-    };
-}
-
-pub(crate) fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let n = match threads {
-        Some(0) => anyhow::bail!("--threads must be at least 1"),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-    };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(n)
-        .thread_name("mutual-worker")
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")
-}
+pub(crate) use crate::runtime::{init_logging, server_runtime as runtime};
 
 fn shared(common: &CommonArgs) -> anyhow::Result<Shared> {
     shared_for(common.audit_log.as_deref())

@@ -8,7 +8,7 @@ use anyhow::Context;
 use mutual_ca_server::{Claims, Provisioner};
 use mutual_pki::{San, Usage};
 
-use crate::cmd_ca::{parse_duration, DirArg, PasswordArg};
+use crate::ca_args::{parse_duration, DirArg, PasswordArg};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum TokenCommand {

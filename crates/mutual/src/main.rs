@@ -4,6 +4,7 @@
 //! denied); 2 bad usage or configuration (any `Err` that reaches `main`).
 #![forbid(unsafe_code)]
 
+mod ca_args;
 mod cmd_ca;
 mod cmd_ca_serve;
 mod cmd_cert;
@@ -17,6 +18,7 @@ mod cmd_token;
 mod cmd_verify;
 mod errors;
 mod json;
+mod runtime;
 mod whoami;
 
 use std::process::ExitCode;

@@ -1,0 +1,245 @@
+//! Revocation lists. The intermediate's CRL is signed once per change and stored in the
+//! inventory ([`Ca::publish_crl`]); every `ca serve` replica serves the stored one and checks
+//! with one cheap query whether it is still current ([`Ca::refresh_crl`]), so replicas agree on
+//! one CRL and CRL numbers (from the database) only increase. The root's CRL (`ca crl --root`)
+//! needs the root key and is signed on demand.
+use std::time::Duration;
+
+use mutual_store::{Inventory, StoredCrl};
+use rcgen::{
+    CertificateRevocationListParams, Issuer, KeyIdMethod, KeyPair, PublicKeyData,
+    RevokedCertParams, SerialNumber,
+};
+use rustls_pki_types::CertificateDer;
+use time::OffsetDateTime;
+
+use super::{io, later, now, Ca, CRL_COUNTER, ROOT_CERT, ROOT_CRL_COUNTER, ROOT_KEY};
+use crate::keys;
+use crate::{rfc3339, PkiError, RevocationReason};
+
+impl Ca {
+    /// A CRL (DER) signed by the root, for the certificates the root issued: the intermediate.
+    /// Relying parties that check every certificate in the chain (nginx's `ssl_crl`, `serve
+    /// --crl` without `--crl-leaf-only`) need it beside the intermediate's CRL. No command
+    /// revokes an intermediate (a compromised one means a new CA), so the list is empty; what
+    /// matters is a current CRL from the root. Needs the root key: it is decrypted with
+    /// `password` for this call only, and its absence (moved offline, as advised) is
+    /// [`PkiError::RootKeyOffline`].
+    pub async fn root_crl(
+        &self,
+        password: &[u8],
+        next_update: Duration,
+    ) -> Result<Vec<u8>, PkiError> {
+        let key_path = self.dir.join(ROOT_KEY);
+        let key_pem = match std::fs::read_to_string(&key_path) {
+            Ok(k) => pkcs8::der::zeroize::Zeroizing::new(k),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PkiError::RootKeyOffline { path: key_path })
+            }
+            Err(e) => return Err(io(&key_path)(e)),
+        };
+        let plain = keys::decrypt_pkcs8_pem(&key_pem, password, &key_path)?;
+        let root_key = keys::load_pkcs8(plain.as_bytes(), self.config.key_type)?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(&self.root_der).map_err(|e| PkiError::Config {
+                path: self.dir.join(ROOT_CERT),
+                detail: format!("not a certificate: {e}"),
+            })?;
+        if cert.public_key().raw != root_key.subject_public_key_info().as_slice() {
+            return Err(PkiError::Config {
+                path: key_path,
+                detail: format!(
+                    "this key does not belong to {}",
+                    self.dir.join(ROOT_CERT).display()
+                ),
+            });
+        }
+        let issuer =
+            Issuer::from_ca_cert_der(&CertificateDer::from(self.root_der.as_slice()), &root_key)?;
+        let number = self.store.next_counter(ROOT_CRL_COUNTER).await?;
+        Ok(sign_crl(&issuer, &self.root_der, Vec::new(), number, next_update)?.der)
+    }
+
+    /// A CRL (DER) signed by the intermediate, listing every revoked certificate with its
+    /// reason, with a CRL number one higher than any issued before; it becomes the stored
+    /// current CRL that every `ca serve` replica serves ([`Ca::publish_crl`]).
+    pub async fn crl(&self, next_update: Duration) -> Result<Vec<u8>, PkiError> {
+        Ok(self.publish_crl(next_update).await?.der.to_vec())
+    }
+
+    /// Signs a new CRL of every revoked certificate and stores it as the current one. When
+    /// another replica stored a newer one meanwhile, that one is returned instead (both list
+    /// the same revocations or more: the higher number wins, the store never goes back).
+    pub async fn publish_crl(&self, next_update: Duration) -> Result<CurrentCrl, PkiError> {
+        let revoked = self.store.revoked().await?;
+        let mut entries = Vec::with_capacity(revoked.len());
+        for r in revoked {
+            let serial = hex::decode(&r.serial).map_err(|_| PkiError::InvalidSerial {
+                input: r.serial.clone(),
+            })?;
+            let reason = r
+                .reason
+                .as_deref()
+                .and_then(|s| s.parse::<RevocationReason>().ok())
+                .unwrap_or_default();
+            entries.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&serial),
+                revocation_time: OffsetDateTime::from_unix_timestamp(r.revoked_at)
+                    .unwrap_or_else(|_| now()),
+                reason_code: reason.to_rcgen(),
+                invalidity_date: None,
+            });
+        }
+        // Checked before a CRL number is taken: a refused request must not use one up.
+        let t0 = now();
+        let next = later(t0, next_update, "--next-update")?;
+        if next > self.int_not_after {
+            return Err(PkiError::BeyondIntermediate {
+                what: "--next-update",
+                requested: rfc3339(next),
+                limit: rfc3339(self.int_not_after),
+            });
+        }
+        let count = entries.len();
+        let number = self.store.next_counter(CRL_COUNTER).await?;
+        let signed = sign_crl(&self.issuer()?, &self.int_der, entries, number, next_update)?;
+        let stored = StoredCrl {
+            number,
+            der: signed.der,
+            this_update: signed.this_update,
+            next_update: signed.next_update,
+        };
+        if self.store.store_crl(&stored).await? {
+            return Ok(CurrentCrl::from_stored(stored, count));
+        }
+        // A newer one is stored (another replica, at the same moment): serve that one.
+        match self.store.current_crl().await? {
+            Some(newer) => CurrentCrl::parse(newer),
+            None => Ok(CurrentCrl::from_stored(stored, count)),
+        }
+    }
+
+    /// The CRL to serve: `cached` while it is still current, else the stored one if that is
+    /// current, else a newly published one. Current means: it lists as many certificates as the
+    /// inventory has revoked (a `cert revoke` elsewhere makes it stale), it is the stored one
+    /// (or newer), and less than half of its validity has passed. One cheap query when nothing
+    /// changed; `None` then (keep serving `cached`).
+    pub async fn refresh_crl(
+        &self,
+        cached: Option<&CurrentCrl>,
+        next_update: Duration,
+    ) -> Result<Option<CurrentCrl>, PkiError> {
+        let state = self.store.crl_state().await?;
+        let t = now().unix_timestamp();
+        let half = i64::try_from(next_update.as_secs() / 2).unwrap_or(i64::MAX);
+        let fresh = |c: &CurrentCrl| {
+            i64::try_from(c.entries).unwrap_or(i64::MAX) == state.revoked
+                && c.next_update.saturating_sub(t) > half
+        };
+        if let Some(c) = cached {
+            if state.number.is_none_or(|n| n <= c.number) && fresh(c) {
+                return Ok(None);
+            }
+        }
+        if state
+            .number
+            .is_some_and(|n| cached.is_none_or(|c| n > c.number))
+        {
+            if let Some(stored) = self.store.current_crl().await? {
+                let c = CurrentCrl::parse(stored)?;
+                if fresh(&c) {
+                    return Ok(Some(c));
+                }
+            }
+        }
+        self.publish_crl(next_update).await.map(Some)
+    }
+}
+
+/// The CRL a replica serves, as stored for all of them.
+#[derive(Clone, Debug)]
+pub struct CurrentCrl {
+    pub number: i64,
+    pub der: std::sync::Arc<[u8]>,
+    /// Unix seconds.
+    pub this_update: i64,
+    /// Unix seconds.
+    pub next_update: i64,
+    /// How many certificates it lists.
+    pub entries: usize,
+}
+
+impl CurrentCrl {
+    fn from_stored(s: StoredCrl, entries: usize) -> CurrentCrl {
+        CurrentCrl {
+            number: s.number,
+            der: s.der.into(),
+            this_update: s.this_update,
+            next_update: s.next_update,
+            entries,
+        }
+    }
+
+    fn parse(s: StoredCrl) -> Result<CurrentCrl, PkiError> {
+        let (_, crl) = x509_parser::parse_x509_crl(&s.der).map_err(|_| PkiError::Malformed {
+            detail: format!("the stored CRL number {} does not parse", s.number),
+        })?;
+        let entries = crl.iter_revoked_certificates().count();
+        Ok(CurrentCrl::from_stored(s, entries))
+    }
+}
+
+/// A signed CRL and its dates (Unix seconds).
+struct SignedCrl {
+    der: Vec<u8>,
+    this_update: i64,
+    next_update: i64,
+}
+
+/// Signs a CRL for `issuer` (whose certificate is `issuer_der`), keyed to the issuer's subject
+/// key identifier so that relying parties find the right key.
+fn sign_crl(
+    issuer: &Issuer<'_, &KeyPair>,
+    issuer_der: &[u8],
+    entries: Vec<RevokedCertParams>,
+    number: i64,
+    next_update: Duration,
+) -> Result<SignedCrl, PkiError> {
+    let number_bytes = number.to_be_bytes();
+    let first = number_bytes.iter().position(|b| *b != 0).unwrap_or(7);
+    let t0 = now();
+    let next = later(t0, next_update, "--next-update")?;
+    let ski = match x509_parser::parse_x509_certificate(issuer_der) {
+        Ok((_, c)) => c
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                    Some(k.0.to_vec())
+                }
+                _ => None,
+            }),
+        Err(_) => None,
+    };
+    // Whole seconds, so that what is stored equals what the CRL says.
+    let this_update = (t0 - time::Duration::minutes(1))
+        .replace_nanosecond(0)
+        .unwrap_or(t0);
+    let next = next.replace_nanosecond(0).unwrap_or(next);
+    let params = CertificateRevocationListParams {
+        this_update,
+        next_update: next,
+        crl_number: SerialNumber::from_slice(&number_bytes[first..]),
+        issuing_distribution_point: None,
+        revoked_certs: entries,
+        key_identifier_method: match ski {
+            Some(k) => KeyIdMethod::PreSpecified(k),
+            None => KeyIdMethod::Sha256,
+        },
+    };
+    Ok(SignedCrl {
+        der: params.signed_by(issuer)?.der().to_vec(),
+        this_update: this_update.unix_timestamp(),
+        next_update: next.unix_timestamp(),
+    })
+}

@@ -1,0 +1,320 @@
+//! The issuance profile: what a certificate may say. Names, usages, lifetime and extensions
+//! come from [`IssueOptions`] and the CA's configuration (trust domain, permitted DNS names, the
+//! intermediate's validity), never from the requester; [`Ca::check`] refuses what the CA must
+//! not sign before anything is signed, and `leaf_params` builds the certificate.
+use std::time::Duration;
+
+use rcgen::{
+    CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyUsagePurpose,
+    SerialNumber,
+};
+use time::OffsetDateTime;
+
+use super::{later, now, random_serial, Ca, BACKDATE};
+use crate::keys::KeyKind;
+use crate::spiffe;
+use crate::{rfc3339, PkiError, San, Usage};
+
+/// What to issue.
+#[derive(Clone, Debug)]
+pub struct IssueOptions {
+    /// Subject CN and the inventory name.
+    pub name: String,
+    pub sans: Vec<San>,
+    pub usage: Usage,
+    pub ttl: Duration,
+    /// Who asked (recorded in the inventory): a user, a token id, a peer identity.
+    pub requested_by: Option<String>,
+    /// CRL distribution point URLs (http:// or https://) to put in the certificate: where
+    /// relying parties (`mutual serve --crl-from-cdp`) fetch the intermediate's CRL.
+    pub crl_urls: Vec<String>,
+    /// Subject O; `None` leaves it out.
+    pub org: Option<String>,
+    /// Subject OU (what `serve --allow-ou` matches). One: rcgen's subject holds one value per
+    /// attribute type.
+    pub ou: Option<String>,
+    /// Absolute start of validity; `None`: now minus a small backdate.
+    pub not_before: Option<OffsetDateTime>,
+    /// Absolute end of validity; `None`: the start (or now) plus `ttl`.
+    pub not_after: Option<OffsetDateTime>,
+}
+
+impl Default for IssueOptions {
+    fn default() -> Self {
+        IssueOptions {
+            name: String::new(),
+            sans: Vec::new(),
+            usage: Usage::Client,
+            ttl: Duration::from_secs(86_400),
+            requested_by: None,
+            crl_urls: Vec::new(),
+            org: None,
+            ou: None,
+            not_before: None,
+            not_after: None,
+        }
+    }
+}
+
+impl IssueOptions {
+    /// The subject as the inventory records it and x509-parser prints it (`O=.., OU=.., CN=..`,
+    /// the order of the RDNs in the certificate).
+    pub fn subject(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(o) = &self.org {
+            parts.push(format!("O={}", o.trim()));
+        }
+        if let Some(ou) = &self.ou {
+            parts.push(format!("OU={}", ou.trim()));
+        }
+        parts.push(format!("CN={}", self.name.trim()));
+        parts.join(", ")
+    }
+}
+
+/// A subject attribute (O, OU) a person typed: 1 to 64 printable characters (X.520's upper
+/// bound), no control characters.
+fn check_attr(what: &str, v: &str) -> Result<(), PkiError> {
+    let t = v.trim();
+    if t.is_empty() || t.chars().count() > 64 || t.chars().any(char::is_control) {
+        return Err(PkiError::InvalidName {
+            name: v.to_string(),
+            detail: format!("{what} must be 1 to 64 printable characters"),
+        });
+    }
+    Ok(())
+}
+
+/// Whether `name` is inside the permitted subtree `c` (RFC 5280 dNSName semantics, with the
+/// common leading-dot form meaning "subdomains only").
+fn dns_permitted(name: &str, c: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    let c = c.to_ascii_lowercase();
+    if c.starts_with('.') {
+        name.ends_with(&c)
+    } else {
+        name == c || name.ends_with(&format!(".{c}"))
+    }
+}
+
+impl Ca {
+    /// Checks a request against the CA's rules; returns (not_before, not_after).
+    pub(super) fn check(
+        &self,
+        o: &IssueOptions,
+    ) -> Result<(OffsetDateTime, OffsetDateTime), PkiError> {
+        let name = o.name.trim();
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(PkiError::InvalidName {
+                name: o.name.clone(),
+                detail: "NAME must be 1 to 64 printable characters (it becomes the subject CN)"
+                    .into(),
+            });
+        }
+        if matches!(o.usage, Usage::Server | Usage::Both) && !o.sans.iter().any(San::names_a_server)
+        {
+            return Err(PkiError::ServerNeedsSan);
+        }
+        let spiffe: Vec<&str> = o.sans.iter().filter_map(San::spiffe_id).collect();
+        if spiffe.len() > 1 {
+            return Err(PkiError::MultipleSpiffeIds {
+                count: spiffe.len(),
+            });
+        }
+        if let Some(td) = &self.config.trust_domain {
+            for s in &o.sans {
+                if let San::Uri(u) = s {
+                    let inside = spiffe::parse(u).is_ok_and(|id| id.trust_domain() == td);
+                    if !inside {
+                        return Err(PkiError::OutsideTrustDomain {
+                            uri: u.clone(),
+                            trust_domain: td.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        let permitted = &self.config.permitted_dns;
+        if !permitted.is_empty() {
+            let mut names: Vec<&str> = o
+                .sans
+                .iter()
+                .filter_map(|s| match s {
+                    San::Dns(d) => Some(d.as_str()),
+                    _ => None,
+                })
+                .collect();
+            // OpenSSL applies DNS constraints to a hostname-like CN too; refuse what it would.
+            if name.contains('.') && crate::validate_dns_name(&name.to_ascii_lowercase()).is_ok() {
+                names.push(name);
+            }
+            for n in names {
+                if !permitted.iter().any(|c| dns_permitted(n, c)) {
+                    return Err(PkiError::NotPermitted {
+                        name: n.to_string(),
+                        permitted: permitted.join(", "),
+                    });
+                }
+            }
+        }
+        if let Some(org) = &o.org {
+            check_attr("the organization (O)", org)?;
+        }
+        if let Some(ou) = &o.ou {
+            check_attr("the organizational unit (OU)", ou)?;
+        }
+        if o.ttl.is_zero() {
+            return Err(PkiError::InvalidDuration {
+                input: "0s".into(),
+                detail: "TTL must be greater than zero".into(),
+            });
+        }
+        let t0 = now();
+        if o.not_before.is_none() && o.not_after.is_none() {
+            let not_after = later(t0, o.ttl, "TTL")?;
+            if not_after > self.int_not_after {
+                return Err(PkiError::TtlBeyondIntermediate {
+                    requested: rfc3339(not_after),
+                    limit: rfc3339(self.int_not_after),
+                });
+            }
+            let not_before = (t0 - BACKDATE).max(self.int_not_before);
+            return Ok((not_before, not_after));
+        }
+        self.check_validity(o, t0)
+    }
+
+    /// An absolute validity window: inside the intermediate's, ending after it starts and in
+    /// the future (an already expired certificate is never what anyone meant).
+    fn check_validity(
+        &self,
+        o: &IssueOptions,
+        t0: OffsetDateTime,
+    ) -> Result<(OffsetDateTime, OffsetDateTime), PkiError> {
+        let bad = |detail: String| Err(PkiError::InvalidValidity { detail });
+        // Certificates carry whole seconds; dropping the fraction here keeps what is checked
+        // equal to what is signed.
+        let secs = |t: OffsetDateTime| t.replace_nanosecond(0).unwrap_or(t);
+        let not_before = match o.not_before {
+            Some(t) => secs(t),
+            None => (t0 - BACKDATE).max(self.int_not_before),
+        };
+        let not_after = match o.not_after {
+            Some(t) => secs(t),
+            None => later(not_before, o.ttl, "TTL")?,
+        };
+        if not_before < self.int_not_before {
+            return bad(format!(
+                "--not-before {} is before the intermediate's own start ({}); use a later time",
+                rfc3339(not_before),
+                rfc3339(self.int_not_before)
+            ));
+        }
+        if not_after > self.int_not_after {
+            return bad(format!(
+                "--not-after {} is after the intermediate expires ({}); use an earlier time",
+                rfc3339(not_after),
+                rfc3339(self.int_not_after)
+            ));
+        }
+        if not_after <= t0 {
+            return bad(format!(
+                "--not-after {} is in the past: the certificate would be expired when issued",
+                rfc3339(not_after)
+            ));
+        }
+        if not_after <= not_before {
+            return bad(format!(
+                "--not-after {} must be later than --not-before {}",
+                rfc3339(not_after),
+                rfc3339(not_before)
+            ));
+        }
+        Ok((not_before, not_after))
+    }
+
+    pub(super) fn leaf_params(
+        &self,
+        o: &IssueOptions,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        key: &KeyKind,
+    ) -> Result<(CertificateParams, Vec<u8>), PkiError> {
+        // RSA keys may also encipher (TLS 1.2 RSA key exchange); the others only sign.
+        let rsa = *key == KeyKind::Rsa;
+        let mut p = CertificateParams::default();
+        let mut d = rcgen::DistinguishedName::new();
+        if let Some(org) = &o.org {
+            d.push(DnType::OrganizationName, org.trim());
+        }
+        if let Some(ou) = &o.ou {
+            d.push(DnType::OrganizationalUnitName, ou.trim());
+        }
+        d.push(DnType::CommonName, o.name.trim());
+        p.distinguished_name = d;
+        p.subject_alt_names = o
+            .sans
+            .iter()
+            .map(San::to_rcgen)
+            .collect::<Result<Vec<_>, _>>()?;
+        p.not_before = not_before;
+        p.not_after = not_after;
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = if rsa {
+            vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ]
+        } else {
+            vec![KeyUsagePurpose::DigitalSignature]
+        };
+        p.extended_key_usages = match o.usage {
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::Both => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        };
+        p.use_authority_key_identifier_extension = true;
+        p.key_identifier_method = KeyIdMethod::Sha256;
+        if !o.crl_urls.is_empty() {
+            for u in &o.crl_urls {
+                let why = if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    Some("it must be an http:// or https:// URL".to_string())
+                } else if u.contains(char::is_whitespace) {
+                    Some("it contains a space; write spaces as %20".to_string())
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    return Err(PkiError::InvalidCrlUrl {
+                        url: u.clone(),
+                        why,
+                    });
+                }
+            }
+            p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: o.crl_urls.clone(),
+            }];
+        }
+        let serial = random_serial();
+        p.serial_number = Some(SerialNumber::from_slice(&serial));
+        Ok((p, serial))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_constraints() {
+        assert!(dns_permitted("a.internal.example", ".internal.example"));
+        assert!(!dns_permitted("internal.example", ".internal.example"));
+        assert!(dns_permitted("internal.example", "internal.example"));
+        assert!(dns_permitted("x.internal.example", "internal.example"));
+        assert!(!dns_permitted("evilinternal.example", "internal.example"));
+        assert!(!dns_permitted("a.other.example", ".internal.example"));
+    }
+}
