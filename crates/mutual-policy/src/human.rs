@@ -210,6 +210,11 @@ impl HumanDuration {
     }
 }
 
+/// [`HumanDuration`]'s grammar as a plain `Duration` (clap's `value_parser`, config keys).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, DurationError> {
+    s.parse::<HumanDuration>().map(HumanDuration::get)
+}
+
 impl std::str::FromStr for HumanDuration {
     type Err = DurationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

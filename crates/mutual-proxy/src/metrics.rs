@@ -41,7 +41,8 @@ struct BytesLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RoleLabel {
+struct ExpiryLabels {
+    listener: String,
     role: String,
 }
 
@@ -99,7 +100,7 @@ pub struct Metrics {
     active: Family<ListenerLabel, Gauge>,
     bytes: Family<BytesLabels, Counter>,
     handshake_duration: HistogramFamily,
-    cert_expiry: Family<RoleLabel, Gauge>,
+    cert_expiry: Family<ExpiryLabels, Gauge>,
     reloads: Family<ResultLabel, Counter>,
     peer_expiry: Family<PeerLabels, Gauge>,
     rejected: Family<ListenerLabel, Counter>,
@@ -129,7 +130,7 @@ impl Metrics {
         let active = Family::<ListenerLabel, Gauge>::default();
         let bytes = Family::<BytesLabels, Counter>::default();
         let handshake_duration: HistogramFamily = Family::new_with_constructor(handshake_histogram);
-        let cert_expiry = Family::<RoleLabel, Gauge>::default();
+        let cert_expiry = Family::<ExpiryLabels, Gauge>::default();
         let reloads = Family::<ResultLabel, Counter>::default();
         let peer_expiry = Family::<PeerLabels, Gauge>::default();
         let rejected = Family::<ListenerLabel, Counter>::default();
@@ -157,7 +158,7 @@ impl Metrics {
         );
         registry.register(
             "mutual_cert_expiry_timestamp_seconds",
-            "notAfter (Unix seconds) of this process's own certificate, by role (server|client)",
+            "notAfter (Unix seconds) of this process's own certificate, by listener and role (server|client)",
             cert_expiry.clone(),
         );
         registry.register(
@@ -306,10 +307,14 @@ impl Metrics {
         }
     }
 
-    /// Sets `mutual_cert_expiry_timestamp_seconds{role}`.
-    pub fn set_cert_expiry(&self, role: &str, not_after: i64) {
+    /// Sets `mutual_cert_expiry_timestamp_seconds{listener, role}` (one series per listener:
+    /// under `mutual run` each has its own certificate).
+    pub fn set_cert_expiry(&self, listener: &str, role: &str, not_after: i64) {
         self.cert_expiry
-            .get_or_create(&RoleLabel { role: role.into() })
+            .get_or_create(&ExpiryLabels {
+                listener: listener.into(),
+                role: role.into(),
+            })
             .set(not_after);
     }
 
@@ -546,7 +551,7 @@ mod tests {
         l.active.inc();
         l.bytes_in.inc_by(10);
         l.handshake_duration.observe(0.002);
-        m.set_cert_expiry("server", 1_800_000_000);
+        m.set_cert_expiry("web", "server", 1_800_000_000);
         m.reload(false);
         m.observe_peer("web", "spiffe://x/y", "01", 1_700_000_000);
         let text = m.encode();
@@ -558,7 +563,7 @@ mod tests {
             "mutual_bytes_total{listener=\"web\",direction=\"in\"} 10",
             "mutual_bytes_total{listener=\"web\",direction=\"out\"} 0",
             "mutual_handshake_duration_seconds_count{listener=\"web\"} 1",
-            "mutual_cert_expiry_timestamp_seconds{role=\"server\"} 1800000000",
+            "mutual_cert_expiry_timestamp_seconds{listener=\"web\",role=\"server\"} 1800000000",
             "mutual_config_reloads_total{result=\"failure\"} 1",
             "mutual_config_reloads_total{result=\"success\"} 0",
             "mutual_peer_cert_expiry_timestamp_seconds{listener=\"web\",identity=\"spiffe://x/y\"} 1700000000",

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use mutual_policy::human::parse_duration;
 use mutual_policy::Policy;
 use mutual_proxy::accept::Limits;
 use mutual_proxy::connect::{Connect, ConnectConfig};
@@ -261,12 +262,6 @@ pub struct ConnectArgs {
 
     #[command(flatten)]
     pub enroll: crate::cmd_enroll::EnrollArgs,
-}
-
-/// Parses `500ms`, `10s`, `5m`, `1h` or a bare number of seconds (the config file uses the
-/// same parser).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    mutual_proxy::config::parse_duration(s)
 }
 
 pub(crate) fn init_logging(format: &str) {
@@ -565,23 +560,4 @@ pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig
         max_connection_lifetime: common.max_connection_lifetime,
     };
     Ok((cfg, first))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        for bad in ["", "s", "10x", "-1s", "ten"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -66,26 +66,23 @@ pub fn run_config(c: ConfigCommand) -> anyhow::Result<ExitCode> {
 
 /// Parses the file, then loads each listener's material; every problem as a diagnostic.
 fn check_all(path: &std::path::Path) -> Result<RunConfig, ConfigError> {
-    let cfg = config::load(path)?;
+    check_material(path, config::load(path)?)
+}
+
+/// Loads each listener's material (a listener that enrolls and has no certificate yet is
+/// skipped: enrollment writes it at start).
+fn check_material(path: &std::path::Path, cfg: RunConfig) -> Result<RunConfig, ConfigError> {
     let mut diagnostics = Vec::new();
     for spec in &cfg.listeners {
+        let (cert, key, _) = spec.files();
+        if spec.enroll.is_some() && !(cert.exists() && key.exists()) {
+            continue;
+        }
         if let Err(e) = mutual_proxy::supervise::check_listener(spec) {
             diagnostics.push(Diagnostic {
                 line: spec.line,
                 col: 1,
                 message: format!("listener {:?}: {e}", spec.name),
-            });
-        }
-        let unsupported = spec.pending.unsupported();
-        if !unsupported.is_empty() {
-            diagnostics.push(Diagnostic {
-                line: spec.line,
-                col: 1,
-                message: format!(
-                    "listener {:?}: {} not supported by this build of mutual",
-                    spec.name,
-                    unsupported.join(", ")
-                ),
             });
         }
     }
@@ -187,16 +184,64 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let cfg = match check_all(&a.config) {
-        Ok(c) => c,
-        Err(e @ ConfigError::Invalid { .. }) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(2));
+/// The `serve`/`connect` enrollment flags a listener's `ca_url`/`token_file`/`root_sha256`
+/// stand for (the token read from its file).
+fn enroll_args(e: &config::Enrollment) -> anyhow::Result<crate::cmd_enroll::EnrollArgs> {
+    let token = match &e.token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("token_file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(crate::cmd_enroll::EnrollArgs {
+        // lead: with c-ha's failover, pass the whole list (EnrollArgs.ca_url: Vec<String>).
+        ca_url: e.ca_url.first().cloned(),
+        token,
+        root_sha256: e.root_sha256.clone(),
+    })
+}
+
+/// Enrolls (when needed) every listener with `ca_url`, before anything loads their files;
+/// returns the renewers to start, with their listener's name.
+fn enroll_all(cfg: &RunConfig) -> anyhow::Result<Vec<(String, mutual_enroll::Renewer)>> {
+    let mut renewers = Vec::new();
+    for spec in &cfg.listeners {
+        let Some(e) = &spec.enroll else { continue };
+        let (cert, key, ca) = spec.files();
+        let r = crate::cmd_enroll::prepare(&enroll_args(e)?, cert, key, ca)
+            .with_context(|| format!("listener {:?}", spec.name))?;
+        if let Some(r) = r {
+            renewers.push((spec.name.clone(), r));
         }
-        Err(e) => return Err(e.into()),
+    }
+    Ok(renewers)
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let invalid = |e: ConfigError| -> anyhow::Result<ExitCode> {
+        match e {
+            e @ ConfigError::Invalid { .. } => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(2))
+            }
+            e => Err(e.into()),
+        }
+    };
+    let cfg = match config::load(&a.config) {
+        Ok(c) => c,
+        Err(e) => return invalid(e),
     };
     crate::cmd_proxy::init_logging(&cfg.log_format);
+    // After the file is known to be good (a broken file does not spend a token), before
+    // anything loads the listeners' files.
+    let renewers = enroll_all(&cfg)?;
+    let cfg = match check_material(&a.config, cfg) {
+        Ok(c) => c,
+        Err(e) => return invalid(e),
+    };
     let rt = crate::cmd_proxy::runtime(cfg.threads)?;
     let shared = crate::cmd_proxy::shared_for(cfg.audit_log.as_deref())?;
     let drain = cfg
@@ -218,6 +263,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         let sup = Supervisor::start(&path, cfg, &shared)
             .await
             .context("cannot start the listeners")?;
+        for (name, r) in renewers {
+            tokio::spawn(crate::cmd_enroll::run_renewer(
+                r,
+                Arc::clone(&shared.metrics),
+                name,
+            ));
+        }
         if let Some(addr) = &metrics_addr {
             let l = mutual_proxy::bind(addr).await.context("metrics")?;
             tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
