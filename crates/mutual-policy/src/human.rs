@@ -140,9 +140,8 @@ impl HumanDuration {
                 1_000_000_000
             } else {
                 had_unit = true;
-                unit_nanos(unit).ok_or_else(|| {
-                    bad(format!("unknown unit {unit:?} (use {UNITS_HINT})"))
-                })?
+                unit_nanos(unit)
+                    .ok_or_else(|| bad(format!("unknown unit {unit:?} (use {UNITS_HINT})")))?
             };
             let int: u128 = if int.is_empty() {
                 0

@@ -26,6 +26,23 @@ use crate::accept::Limits;
 use crate::connect::ConnectConfig;
 use crate::serve::ServeConfig;
 
+/// The defaults of the listener options, for the flags (clap's `default_value`) and the
+/// config keys alike: written once, in the duration grammar.
+pub mod defaults {
+    pub const HANDSHAKE_TIMEOUT: &str = "10s";
+    pub const IDLE_TIMEOUT: &str = "5m";
+    pub const CONNECT_TIMEOUT: &str = "10s";
+    pub const DRAIN_TIMEOUT: &str = "30s";
+    pub const MIN_TLS: &str = "1.3";
+    pub const FORWARD_CLIENT_CERT: &str = "xfcc";
+    pub const REVOCATION_UNKNOWN: &str = "deny";
+
+    /// A default above as a `Duration`.
+    pub fn duration(d: &str) -> std::time::Duration {
+        mutual_policy::human::parse_duration(d).unwrap_or_default()
+    }
+}
+
 /// One problem in a config file, at a 1-based line and column (characters).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -316,7 +333,10 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Stri
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
             Ok(v.split(',').map(|s| s.trim().to_string()).collect())
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<String>, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Vec<String>, A::Error> {
             let mut out = Vec::new();
             while let Some(s) = a.next_element::<String>()? {
                 out.extend(s.split(',').map(|s| s.trim().to_string()));
@@ -704,10 +724,11 @@ fn listener(
             }),
         }
     };
-    let handshake_timeout = dur(&raw.handshake_timeout, Duration::from_secs(10), sink);
-    let idle_timeout = dur(&raw.idle_timeout, Duration::from_secs(300), sink);
-    let connect_timeout = dur(&raw.connect_timeout, Duration::from_secs(10), sink);
-    let drain_timeout = dur(&raw.drain_timeout, Duration::from_secs(30), sink);
+    let d = defaults::duration;
+    let handshake_timeout = dur(&raw.handshake_timeout, d(defaults::HANDSHAKE_TIMEOUT), sink);
+    let idle_timeout = dur(&raw.idle_timeout, d(defaults::IDLE_TIMEOUT), sink);
+    let connect_timeout = dur(&raw.connect_timeout, d(defaults::CONNECT_TIMEOUT), sink);
+    let drain_timeout = dur(&raw.drain_timeout, d(defaults::DRAIN_TIMEOUT), sink);
     let max_connections = match &raw.max_connections {
         None => None,
         Some(n) => match usize::try_from(*n.get_ref()) {
@@ -1053,7 +1074,10 @@ fn enrollment(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Option<Enr
             ("root_sha256", key_span(&raw.root_sha256)),
         ] {
             if let Some(span) = span {
-                sink.at(span, format!("{k} needs ca_url (the online CA to enroll with)"));
+                sink.at(
+                    span,
+                    format!("{k} needs ca_url (the online CA to enroll with)"),
+                );
             }
         }
         return None;
