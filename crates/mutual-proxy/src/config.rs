@@ -309,17 +309,43 @@ struct RawListener {
     forward_client_cert: Option<S>,
     forward_client_cert_details: Option<Vec<S>>,
     proxy_protocol: Option<S>,
-    handshake_timeout: Option<S>,
-    idle_timeout: Option<S>,
-    connect_timeout: Option<S>,
-    drain_timeout: Option<S>,
+    handshake_timeout: Option<Spanned<DurationText>>,
+    idle_timeout: Option<Spanned<DurationText>>,
+    connect_timeout: Option<Spanned<DurationText>>,
+    drain_timeout: Option<Spanned<DurationText>>,
     max_connections: Option<Spanned<i64>>,
-    max_connection_lifetime: Option<S>,
+    max_connection_lifetime: Option<Spanned<DurationText>>,
     end_on_peer_expiry: Option<bool>,
     #[serde(default, deserialize_with = "one_or_many")]
     ca_url: Option<Vec<String>>,
     token_file: Option<S>,
     root_sha256: Option<S>,
+}
+
+/// A duration key's value as written: a string in the duration grammar or an integer number of
+/// seconds (parsed later, so a bad one is reported with the block's other errors).
+struct DurationText(String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as \"10s\" or a number of seconds")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A string (comma-separated values allowed) or an array of strings.
@@ -715,15 +741,16 @@ fn listener(
             false
         }
     };
-    let dur = |v: &Option<S>, default: Duration, sink: &mut Sink<'_>| -> Duration {
-        match v {
-            None => default,
-            Some(s) => parse_duration(s.get_ref()).unwrap_or_else(|e| {
-                sink.at(s.span(), e.to_string());
-                default
-            }),
-        }
-    };
+    let dur =
+        |v: &Option<Spanned<DurationText>>, default: Duration, sink: &mut Sink<'_>| -> Duration {
+            match v {
+                None => default,
+                Some(s) => parse_duration(&s.get_ref().0).unwrap_or_else(|e| {
+                    sink.at(s.span(), e.to_string());
+                    default
+                }),
+            }
+        };
     let d = defaults::duration;
     let handshake_timeout = dur(&raw.handshake_timeout, d(defaults::HANDSHAKE_TIMEOUT), sink);
     let idle_timeout = dur(&raw.idle_timeout, d(defaults::IDLE_TIMEOUT), sink);
@@ -1012,7 +1039,7 @@ fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
     let max_connection_lifetime =
         raw.max_connection_lifetime
             .as_ref()
-            .and_then(|s| match parse_duration(s.get_ref()) {
+            .and_then(|s| match parse_duration(&s.get_ref().0) {
                 Ok(d) if !d.is_zero() => Some(d),
                 Ok(_) => {
                     sink.at(
