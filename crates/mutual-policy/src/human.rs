@@ -275,6 +275,11 @@ impl<'de> serde::Deserialize<'de> for HumanDuration {
                     .parse()
                     .map_err(|e: DurationError| E::custom(e))
             }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<HumanDuration, E> {
+                v.to_string()
+                    .parse()
+                    .map_err(|e: DurationError| E::custom(e))
+            }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<HumanDuration, E> {
                 match u64::try_from(v) {
                     Ok(v) => self.visit_u64(v),

@@ -322,8 +322,7 @@ struct RawListener {
     root_sha256: Option<S>,
 }
 
-/// A duration key's value as written: a string in the duration grammar or an integer number of
-/// seconds (parsed later, so a bad one is reported with the block's other errors).
+/// A duration key's value as written: a string in the duration grammar or a number of seconds (parsed later, so a bad one is reported with the block's other errors).
 struct DurationText(String);
 
 impl<'de> Deserialize<'de> for DurationText {
@@ -341,6 +340,9 @@ impl<'de> Deserialize<'de> for DurationText {
                 Ok(DurationText(v.to_string()))
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<DurationText, E> {
                 Ok(DurationText(v.to_string()))
             }
         }

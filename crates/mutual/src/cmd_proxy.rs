@@ -457,6 +457,9 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         tls_options: mutual_tls::TlsOptions {
             revocation: mutual_tls::RevocationPolicy {
                 leaf_only: args.crl_leaf_only,
+                // As the config key sets it (with --crl-from-cdp, which the flag needs, the
+                // verifier lets the CDP rule judge unknown status either way).
+                allow_unknown: args.crl_from_cdp && args.revocation_unknown == "allow",
                 ..Default::default()
             },
             ..Default::default()
