@@ -237,7 +237,7 @@ impl From<std::time::Duration> for HumanDuration {
 impl std::fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let nanos = self.0.subsec_nanos();
-        if nanos % 1_000_000 != 0 {
+        if !nanos.is_multiple_of(1_000_000) {
             return write!(f, "{}s", self.0.as_secs_f64());
         }
         let mut secs = self.0.as_secs();
@@ -301,6 +301,7 @@ impl serde::Serialize for HumanDuration {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]
