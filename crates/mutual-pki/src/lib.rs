@@ -447,65 +447,21 @@ impl FromStr for RevocationReason {
     }
 }
 
-/// The longest duration any PKI flag takes (100 years of 365 days): longer than any root's
-/// life, and small enough that "now + duration" stays far inside every date type we use
-/// (a `--ttl 3000000d` once overflowed `time::OffsetDateTime` and panicked).
-pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// The longest duration any PKI flag takes (100 years of 365 days): the bound of the one
+/// duration grammar, [`mutual_policy::human::MAX_DURATION`].
+pub const MAX_DURATION: Duration = mutual_policy::human::MAX_DURATION;
 
-/// Parses a duration such as `90s`, `15m`, `24h`, `7d`, `2w` or a sum like `1h30m`.
-/// A bare number is refused: a unit-less TTL is a mistake waiting to happen. Anything above
-/// [`MAX_DURATION`] is refused here, at parse time, so no later date arithmetic can overflow.
+/// Parses a CA duration such as `90s`, `15m`, `24h`, `7d`, `2w` or a sum like `1h30m`: the
+/// binary's one grammar ([`mutual_policy::human::HumanDuration`]) with the CA's rules: a bare
+/// number is refused (a unit-less TTL is a mistake waiting to happen), so is zero, and anything
+/// above [`MAX_DURATION`] is refused at parse time, so no later date arithmetic can overflow.
 pub fn parse_duration(input: &str) -> Result<Duration, PkiError> {
-    let bad = |detail: &str| PkiError::InvalidDuration {
-        input: input.to_string(),
-        detail: detail.to_string(),
-    };
-    let s = input.trim();
-    if s.is_empty() {
-        return Err(bad("empty"));
-    }
-    let mut total: u64 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
-        if digits == 0 {
-            return Err(bad(
-                "expected a number followed by a unit (s, m, h, d, w or y), e.g. 24h",
-            ));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| bad("number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.chars().take_while(|c| c.is_ascii_alphabetic()).count();
-        let unit = &rest[..unit_len];
-        rest = rest[unit_len..].trim_start();
-        let mult: u64 = match unit {
-            "s" | "sec" | "secs" | "second" | "seconds" => 1,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60,
-            "h" | "hr" | "hour" | "hours" => 3600,
-            "d" | "day" | "days" => 86_400,
-            "w" | "week" | "weeks" => 7 * 86_400,
-            "y" | "year" | "years" => 365 * 86_400,
-            "" => return Err(bad("missing unit (s, m, h, d, w or y), e.g. 24h")),
-            other => {
-                return Err(bad(&format!(
-                    "unknown unit {other:?} (use s, m, h, d, w or y)"
-                )))
-            }
-        };
-        total = n
-            .checked_mul(mult)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| bad("too large"))?;
-    }
-    if total == 0 {
-        return Err(bad("must be greater than zero"));
-    }
-    if total > MAX_DURATION.as_secs() {
-        return Err(bad("too large (at most 100 years, e.g. 36500d)"));
-    }
-    Ok(Duration::from_secs(total))
+    mutual_policy::human::HumanDuration::parse_ttl(input)
+        .map(|d| d.get())
+        .map_err(|e| PkiError::InvalidDuration {
+            input: e.input,
+            detail: e.detail,
+        })
 }
 
 /// Formats seconds as a short human duration (`3 d 4 h`, `45 min`, `12 s`; `-` before a past

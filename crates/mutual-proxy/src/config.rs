@@ -16,6 +16,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mutual_policy::human::parse_duration;
 use mutual_policy::Policy;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -24,6 +25,23 @@ use toml::Spanned;
 use crate::accept::Limits;
 use crate::connect::ConnectConfig;
 use crate::serve::ServeConfig;
+
+/// The defaults of the listener options, for the flags (clap's `default_value`) and the
+/// config keys alike: written once, in the duration grammar.
+pub mod defaults {
+    pub const HANDSHAKE_TIMEOUT: &str = "10s";
+    pub const IDLE_TIMEOUT: &str = "5m";
+    pub const CONNECT_TIMEOUT: &str = "10s";
+    pub const DRAIN_TIMEOUT: &str = "30s";
+    pub const MIN_TLS: &str = "1.3";
+    pub const FORWARD_CLIENT_CERT: &str = "xfcc";
+    pub const REVOCATION_UNKNOWN: &str = "deny";
+
+    /// A default above as a `Duration`.
+    pub fn duration(d: &str) -> std::time::Duration {
+        mutual_policy::human::parse_duration(d).unwrap_or_default()
+    }
+}
 
 /// One problem in a config file, at a 1-based line and column (characters).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,8 +98,23 @@ pub struct ListenerSpec {
     /// Line of the block's `[[listener]]` header (for log lines about it).
     pub line: usize,
     pub kind: ListenerKind,
-    /// Keys parsed and checked here whose `ServeConfig` fields come from other branches.
+    /// The values of the keys with a spelling of their own in the file (already mapped into
+    /// the `ServeConfig`), kept so the fingerprint sees them as written.
     pub pending: Pending,
+    /// `ca_url`/`token_file`/`root_sha256`: enroll (when the files are not usable yet) and
+    /// renew this listener's certificate from the online CA, as `serve --ca-url` does.
+    pub enroll: Option<Enrollment>,
+}
+
+/// The enrollment keys of a listener (the `--ca-url`/`--token`/`--root-sha256` flags of
+/// `serve` and `connect`; a config file names a token *file*, never the token itself).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Enrollment {
+    /// The online CA, `https://HOST[:PORT]`; several (a string with commas, or an array) for
+    /// failover, in order.
+    pub ca_url: Vec<String>,
+    pub token_file: Option<PathBuf>,
+    pub root_sha256: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -90,10 +123,8 @@ pub enum ListenerKind {
     Connect(Box<ConnectConfig>),
 }
 
-/// Values of keys whose proxy fields are not on this branch yet (HTTP mode, PROXY protocol,
-/// connection lifetime, CRLs from CDPs, enrollment). They are parsed and validated so a config
-/// file is accepted or rejected the same way before and after the merge; `mutual run` refuses a
-/// listener that sets one (ignoring `crl_from_cdp = true` would silently drop revocation checks).
+/// Values of keys spelled differently in the file than in the proxy's types (`mode` is
+/// `--http`, CDP settings are grouped); parsed and validated here.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pending {
     /// `tcp` | `http`.
@@ -107,30 +138,24 @@ pub struct Pending {
     pub max_connection_lifetime: Option<Duration>,
     pub crl_from_cdp: bool,
     pub crl_cache_dir: Option<PathBuf>,
-    // lead: map to the enrollment settings once merged (H5b)
-    pub ca_url: Option<String>,
-    // lead: map to the enrollment settings once merged (H5b)
-    pub token_file: Option<PathBuf>,
-    // lead: map to the enrollment settings once merged (H5b)
-    pub root_sha256: Option<String>,
-}
-
-impl Pending {
-    /// The keys set to something this build cannot honour yet (empty: none).
-    pub fn unsupported(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if self.ca_url.is_some() || self.token_file.is_some() || self.root_sha256.is_some() {
-            v.push("ca_url/token_file/root_sha256");
-        }
-        v
-    }
 }
 
 impl ListenerSpec {
     /// A text that changes exactly when the block's meaning changes: a reload keeps a listener
     /// whose fingerprint is the same untouched (its files are watched on their own).
     pub fn fingerprint(&self) -> String {
-        format!("{}|{:?}|{:?}", self.listen, self.kind, self.pending)
+        format!(
+            "{}|{:?}|{:?}|{:?}",
+            self.listen, self.kind, self.pending, self.enroll
+        )
+    }
+
+    /// The certificate, key and CA bundle the listener loads (and enrollment writes).
+    pub fn files(&self) -> (&Path, &Path, &Path) {
+        match &self.kind {
+            ListenerKind::Serve(s) => (&s.tls.cert, &s.tls.key, &s.tls.ca),
+            ListenerKind::Connect(c) => (&c.tls.cert, &c.tls.key, &c.tls.ca),
+        }
     }
 
     pub fn kind_label(&self) -> &'static str {
@@ -139,29 +164,6 @@ impl ListenerSpec {
             ListenerKind::Connect(_) => "connect",
         }
     }
-}
-
-/// Parses `500ms`, `10s`, `5m`, `1h` or a bare number of seconds (the CLI's duration syntax).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (try 500ms, 10s, 5m, 1h)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("{s:?} is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Reads and checks a config file; relative paths in it are taken from its directory.
@@ -182,46 +184,47 @@ pub fn load(path: &Path) -> Result<RunConfig, ConfigError> {
 
 const GLOBAL_KEYS: &[&str] = &["metrics", "audit_log", "threads", "log_format", "listener"];
 
-const LISTENER_KEYS: &[&str] = &[
-    "name",
-    "kind",
-    "mode",
-    "listen",
-    "backend",
-    "remote",
-    "server_name",
-    "expect_spiffe",
-    "allow_remote_clients",
-    "cert",
-    "key",
-    "ca",
-    "crls",
-    "crl_leaf_only",
-    "crl_from_cdp",
-    "revocation_unknown",
-    "crl_cache_dir",
-    "min_tls",
-    "policy",
-    "allow_any",
-    "allow_spiffe",
-    "allow_dns",
-    "allow_cn",
-    "allow_ou",
-    "allow",
-    "forward_client_cert",
-    "forward_client_cert_details",
-    "proxy_protocol",
-    "handshake_timeout",
-    "idle_timeout",
-    "connect_timeout",
-    "drain_timeout",
-    "max_connections",
-    "max_connection_lifetime",
-    "end_on_peer_expiry",
-    "ca_url",
-    "token_file",
-    "root_sha256",
-];
+/// The field names serde's derive lists for a struct: the keys a `[[listener]]` block takes
+/// are [`RawListener`]'s fields, written once.
+fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    #[derive(Debug)]
+    struct Stop;
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("field names only")
+        }
+    }
+    impl std::error::Error for Stop {}
+    impl serde::de::Error for Stop {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Stop
+        }
+    }
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = Stop;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Stop> {
+            *self.0 = fields;
+            Err(Stop)
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Fields(&mut fields));
+    fields
+}
 
 /// Keys that only mean something on a serve listener.
 const SERVE_ONLY: &[&str] = &[
@@ -306,16 +309,70 @@ struct RawListener {
     forward_client_cert: Option<S>,
     forward_client_cert_details: Option<Vec<S>>,
     proxy_protocol: Option<S>,
-    handshake_timeout: Option<S>,
-    idle_timeout: Option<S>,
-    connect_timeout: Option<S>,
-    drain_timeout: Option<S>,
+    handshake_timeout: Option<Spanned<DurationText>>,
+    idle_timeout: Option<Spanned<DurationText>>,
+    connect_timeout: Option<Spanned<DurationText>>,
+    drain_timeout: Option<Spanned<DurationText>>,
     max_connections: Option<Spanned<i64>>,
-    max_connection_lifetime: Option<S>,
+    max_connection_lifetime: Option<Spanned<DurationText>>,
     end_on_peer_expiry: Option<bool>,
-    ca_url: Option<S>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    ca_url: Option<Vec<String>>,
     token_file: Option<S>,
     root_sha256: Option<S>,
+}
+
+/// A duration key's value as written: a string in the duration grammar or a number of seconds (parsed later, so a bad one is reported with the block's other errors).
+struct DurationText(String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration such as \"10s\" or a number of seconds")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<DurationText, E> {
+                Ok(DurationText(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A string (comma-separated values allowed) or an array of strings.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or an array of strings")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(v.split(',').map(|s| s.trim().to_string()).collect())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut a: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(s) = a.next_element::<String>()? {
+                out.extend(s.split(',').map(|s| s.trim().to_string()));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(V).map(Some)
 }
 
 /// Collects diagnostics against the source text (offsets -> line:col).
@@ -444,11 +501,13 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
                     for item in items {
                         let ispan = item.span();
                         let mut item = item;
+                        let mut present = Vec::new();
                         if let DeValue::Table(t) = item.get_mut() {
-                            strip_unknown(t, LISTENER_KEYS, "[[listener]]", sink);
+                            strip_unknown(t, field_names::<RawListener>(), "[[listener]]", sink);
+                            present = t.iter().map(|(k, _)| k.get_ref().to_string()).collect();
                         }
                         match RawListener::deserialize(ValueDeserializer::from(item)) {
-                            Ok(l) => raw_listeners.push((ispan, l)),
+                            Ok(l) => raw_listeners.push((ispan, present, l)),
                             Err(e) => sink.de(&e, ispan),
                         }
                     }
@@ -507,7 +566,7 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
 
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut addrs: HashMap<String, usize> = HashMap::new();
-    for (span, raw) in raw_listeners {
+    for (span, present, raw) in raw_listeners {
         let header_line = sink_line(text, span.start);
         // Duplicates are checked on the raw values, so they are reported even when the block
         // has other errors.
@@ -542,7 +601,7 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
                 );
             }
         }
-        if let Some(spec) = listener(raw, span.clone(), base, sink) {
+        if let Some(spec) = listener(raw, &present, span.clone(), base, sink) {
             cfg.listeners.push(spec);
         }
     }
@@ -574,6 +633,7 @@ fn host_port(s: &str) -> Result<(), ()> {
 /// One block: every check that can be made on it alone.
 fn listener(
     raw: RawListener,
+    present: &[String],
     span: Range<usize>,
     base: &Path,
     sink: &mut Sink<'_>,
@@ -619,10 +679,8 @@ fn listener(
         }
     };
     // Keys of the other kind are mistakes (a `backend` on a connect listener is never used).
-    for (key, present) in present_keys(&raw) {
-        if !present {
-            continue;
-        }
+    for key in present {
+        let key = key.as_str();
         let wrong = if kind == "serve" {
             CONNECT_ONLY.contains(&key)
         } else {
@@ -657,12 +715,15 @@ fn listener(
         }
     };
 
+    let enroll = enrollment(&raw, base, sink);
     let file = |v: &Option<S>, key: &str, sink: &mut Sink<'_>| -> Option<PathBuf> {
         match v {
             None => {
                 sink.at(header.clone(), format!("`{key}` is required"));
                 None
             }
+            // Enrollment writes the files: they need not exist yet.
+            Some(p) if enroll.is_some() && !p.get_ref().is_empty() => Some(base.join(p.get_ref())),
             Some(p) => existing(p, base, sink),
         }
     };
@@ -682,19 +743,21 @@ fn listener(
             false
         }
     };
-    let dur = |v: &Option<S>, default: Duration, sink: &mut Sink<'_>| -> Duration {
-        match v {
-            None => default,
-            Some(s) => parse_duration(s.get_ref()).unwrap_or_else(|e| {
-                sink.at(s.span(), e);
-                default
-            }),
-        }
-    };
-    let handshake_timeout = dur(&raw.handshake_timeout, Duration::from_secs(10), sink);
-    let idle_timeout = dur(&raw.idle_timeout, Duration::from_secs(300), sink);
-    let connect_timeout = dur(&raw.connect_timeout, Duration::from_secs(10), sink);
-    let drain_timeout = dur(&raw.drain_timeout, Duration::from_secs(30), sink);
+    let dur =
+        |v: &Option<Spanned<DurationText>>, default: Duration, sink: &mut Sink<'_>| -> Duration {
+            match v {
+                None => default,
+                Some(s) => parse_duration(&s.get_ref().0).unwrap_or_else(|e| {
+                    sink.at(s.span(), e.to_string());
+                    default
+                }),
+            }
+        };
+    let d = defaults::duration;
+    let handshake_timeout = dur(&raw.handshake_timeout, d(defaults::HANDSHAKE_TIMEOUT), sink);
+    let idle_timeout = dur(&raw.idle_timeout, d(defaults::IDLE_TIMEOUT), sink);
+    let connect_timeout = dur(&raw.connect_timeout, d(defaults::CONNECT_TIMEOUT), sink);
+    let drain_timeout = dur(&raw.drain_timeout, d(defaults::DRAIN_TIMEOUT), sink);
     let max_connections = match &raw.max_connections {
         None => None,
         Some(n) => match usize::try_from(*n.get_ref()) {
@@ -925,6 +988,7 @@ fn listener(
         line,
         kind: kind?,
         pending,
+        enroll,
     })
 }
 
@@ -955,33 +1019,6 @@ fn existing(p: &S, base: &Path, sink: &mut Sink<'_>) -> Option<PathBuf> {
     }
 }
 
-/// Which listener keys are set (to report keys of the wrong kind).
-fn present_keys(r: &RawListener) -> Vec<(&'static str, bool)> {
-    vec![
-        ("backend", r.backend.is_some()),
-        ("crls", r.crls.is_some()),
-        ("crl_leaf_only", r.crl_leaf_only.is_some()),
-        ("crl_from_cdp", r.crl_from_cdp.is_some()),
-        ("revocation_unknown", r.revocation_unknown.is_some()),
-        ("crl_cache_dir", r.crl_cache_dir.is_some()),
-        ("policy", r.policy.is_some()),
-        ("allow_any", r.allow_any.is_some()),
-        ("allow_spiffe", r.allow_spiffe.is_some()),
-        ("allow_dns", r.allow_dns.is_some()),
-        ("allow_cn", r.allow_cn.is_some()),
-        ("allow_ou", r.allow_ou.is_some()),
-        ("allow", r.allow.is_some()),
-        ("mode", r.mode.is_some()),
-        ("forward_client_cert", r.forward_client_cert.is_some()),
-        ("proxy_protocol", r.proxy_protocol.is_some()),
-        ("end_on_peer_expiry", r.end_on_peer_expiry.is_some()),
-        ("remote", r.remote.is_some()),
-        ("server_name", r.server_name.is_some()),
-        ("expect_spiffe", r.expect_spiffe.is_some()),
-        ("allow_remote_clients", r.allow_remote_clients.is_some()),
-    ]
-}
-
 fn one_of(v: &Option<S>, key: &str, allowed: &[&str], sink: &mut Sink<'_>) -> Option<String> {
     let v = v.as_ref()?;
     if allowed.contains(&v.get_ref().as_str()) {
@@ -1004,7 +1041,7 @@ fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
     let max_connection_lifetime =
         raw.max_connection_lifetime
             .as_ref()
-            .and_then(|s| match parse_duration(s.get_ref()) {
+            .and_then(|s| match parse_duration(&s.get_ref().0) {
                 Ok(d) if !d.is_zero() => Some(d),
                 Ok(_) => {
                     sink.at(
@@ -1014,19 +1051,10 @@ fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
                     None
                 }
                 Err(e) => {
-                    sink.at(s.span(), e);
+                    sink.at(s.span(), e.to_string());
                     None
                 }
             });
-    if let Some(h) = &raw.root_sha256 {
-        let hex = h.get_ref().replace(':', "");
-        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            sink.at(
-                h.span(),
-                "root_sha256 must be a SHA-256 fingerprint (64 hex digits)",
-            );
-        }
-    }
     Pending {
         mode: one_of(&raw.mode, "mode", &["tcp", "http"], sink),
         forward_client_cert: one_of(
@@ -1054,13 +1082,64 @@ fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
         max_connection_lifetime,
         crl_from_cdp: raw.crl_from_cdp.unwrap_or(false),
         crl_cache_dir: raw.crl_cache_dir.as_ref().map(|p| base.join(p.get_ref())),
-        ca_url: raw.ca_url.as_ref().map(|s| s.get_ref().clone()),
+    }
+}
+
+/// `ca_url`, `token_file`, `root_sha256`: checked as `serve --ca-url` checks its flags.
+fn enrollment(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Option<Enrollment> {
+    let key_span = |k: &Option<S>| k.as_ref().map(|s| s.span());
+    if let Some(h) = &raw.root_sha256 {
+        let hex = h.get_ref().replace(':', "");
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            sink.at(
+                h.span(),
+                "root_sha256 must be a SHA-256 fingerprint (64 hex digits)",
+            );
+        }
+    }
+    let Some(urls) = &raw.ca_url else {
+        for (k, span) in [
+            ("token_file", key_span(&raw.token_file)),
+            ("root_sha256", key_span(&raw.root_sha256)),
+        ] {
+            if let Some(span) = span {
+                sink.at(
+                    span,
+                    format!("{k} needs ca_url (the online CA to enroll with)"),
+                );
+            }
+        }
+        return None;
+    };
+    let fallback = key_span(&raw.token_file)
+        .or(key_span(&raw.root_sha256))
+        .unwrap_or(0..0);
+    let urls: Vec<String> = urls.iter().filter(|u| !u.is_empty()).cloned().collect();
+    if urls.is_empty() {
+        sink.at(fallback.clone(), "ca_url: give https://HOST[:PORT]");
+    }
+    for u in &urls {
+        if !u.starts_with("https://") {
+            sink.at(
+                fallback.clone(),
+                format!("ca_url {u:?}: the online CA is reached over https://HOST[:PORT]"),
+            );
+        }
+    }
+    if raw.token_file.is_some() && raw.root_sha256.is_none() {
+        sink.at(
+            fallback,
+            "token_file needs root_sha256 (the CA root to pin when enrolling)",
+        );
+    }
+    Some(Enrollment {
+        ca_url: urls,
         token_file: raw
             .token_file
             .as_ref()
             .and_then(|p| existing(p, base, sink)),
         root_sha256: raw.root_sha256.as_ref().map(|s| s.get_ref().clone()),
-    }
+    })
 }
 
 /// The allow_* keys and `[[listener.allow]]` rules as one policy; each bad pattern is reported
@@ -1325,7 +1404,7 @@ paths = ["/a"]
     }
 
     #[test]
-    fn edge_keys_reach_the_serve_config_and_enrollment_keys_are_flagged() {
+    fn edge_keys_reach_the_serve_config_and_enrollment_keys_are_kept() {
         let d = dir_with_files();
         let text = GOOD.replace(
             "idle_timeout = \"1m\"",
@@ -1334,21 +1413,23 @@ paths = ["/a"]
         let c = parse(&text, d.path()).unwrap();
         let p = &c.listeners[0].pending;
         assert_eq!(p.proxy_protocol.as_deref(), Some("v2"));
-        assert!(p.unsupported().is_empty());
         let ListenerKind::Serve(cfg) = &c.listeners[0].kind else {
             panic!("listener 0 is a serve listener");
         };
         assert!(cfg.proxy_protocol.is_some());
         assert_eq!(cfg.max_connection_lifetime, Some(Duration::from_secs(3600)));
-        assert!(c.listeners[1].pending.unsupported().is_empty());
+        assert!(c.listeners[1].enroll.is_none());
         let text = GOOD.replace(
             "idle_timeout = \"1m\"",
-            "idle_timeout = \"1m\"\nca_url = \"https://ca.internal:9443\"",
+            "idle_timeout = \"1m\"\nca_url = \"https://ca.internal:9443, https://ca2.internal:9443\"",
         );
         let c = parse(&text, d.path()).unwrap();
         assert_eq!(
-            c.listeners[0].pending.unsupported(),
-            vec!["ca_url/token_file/root_sha256"]
+            c.listeners[0].enroll.as_ref().map(|e| e.ca_url.clone()),
+            Some(vec![
+                "https://ca.internal:9443".to_string(),
+                "https://ca2.internal:9443".to_string()
+            ])
         );
     }
 
@@ -1360,14 +1441,5 @@ paths = ["/a"]
         assert_ne!(a.listeners[0].fingerprint(), b.listeners[0].fingerprint());
         assert_eq!(a.listeners[1].fingerprint(), b.listeners[1].fingerprint());
         assert_eq!(a.listeners[2].fingerprint(), b.listeners[2].fingerprint());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        for bad in ["", "s", "10x", "-1s", "ten"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -75,7 +75,9 @@ impl Connect {
             });
         }
         let m = mutual_tls::build_client_config(&cfg.tls, remote_host(&cfg.remote))?;
-        shared.metrics.set_cert_expiry("client", m.cert_not_after);
+        shared
+            .metrics
+            .set_cert_expiry(&cfg.name, "client", m.cert_not_after);
         let lm = shared.metrics.listener(&cfg.name);
         // /readyz (H6c): not ready until accepting; a client certificate past notAfter is not
         // ready either (0 = no certificate presented).
@@ -308,7 +310,7 @@ impl Reload for Connect {
         let m = mutual_tls::build_client_config(&self.cfg.tls, remote_host(&self.cfg.remote))?;
         self.shared
             .metrics
-            .set_cert_expiry("client", m.cert_not_after);
+            .set_cert_expiry(&self.cfg.name, "client", m.cert_not_after);
         if m.cert_not_after != 0 {
             self.shared.metrics.ready.set_deadline(
                 &format!("certificate {}", self.cfg.name),

@@ -41,7 +41,8 @@ struct BytesLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RoleLabel {
+struct ExpiryLabels {
+    listener: String,
     role: String,
 }
 
@@ -92,28 +93,178 @@ pub const PEER_WINDOW: Duration = Duration::from_secs(3600);
 /// Per-certificate bookkeeping for the peer expiry gauge: serial -> (notAfter, last seen).
 type PeerCerts = HashMap<String, (i64, std::time::Instant)>;
 
-/// The process-wide registry and metric families.
+/// The process-wide registry and metric families, registered domain by domain (as linkerd
+/// does): each part of the proxy owns its families and registers them itself; names and labels
+/// are those of docs/proxy.md.
 pub struct Metrics {
     registry: Registry,
+    conn: ConnFamilies,
+    certs: CertFamilies,
+    reloads: Family<ResultLabel, Counter>,
+    cdp: CdpFamilies,
+    renewal: RenewalFamilies,
+    peers: Mutex<HashMap<(String, String), PeerCerts>>,
+    /// Identities that have their own `mutual_http_requests_total` series (bounded).
+    http_identities: Mutex<std::collections::HashSet<(String, String)>>,
+    /// `/readyz` conditions.
+    pub ready: crate::ready::Readiness,
+}
+
+/// Connections and requests of the listeners (serve, connect, HTTP mode, live
+/// re-authorization).
+struct ConnFamilies {
     handshakes: Family<HandshakeLabels, Counter>,
     active: Family<ListenerLabel, Gauge>,
     bytes: Family<BytesLabels, Counter>,
     handshake_duration: HistogramFamily,
-    cert_expiry: Family<RoleLabel, Gauge>,
-    reloads: Family<ResultLabel, Counter>,
-    peer_expiry: Family<PeerLabels, Gauge>,
     rejected: Family<ListenerLabel, Counter>,
-    peers: Mutex<HashMap<(String, String), PeerCerts>>,
     authz_terminated: Family<ListenerReasonLabels, Counter>,
     http_requests: Family<HttpRequestLabels, Counter>,
-    /// Identities that have their own `mutual_http_requests_total` series (bounded).
-    http_identities: Mutex<std::collections::HashSet<(String, String)>>,
-    /// `/readyz` conditions (H6c).
-    pub ready: crate::ready::Readiness,
+}
+
+impl ConnFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let f = ConnFamilies {
+            handshakes: Family::default(),
+            active: Family::default(),
+            bytes: Family::default(),
+            handshake_duration: Family::new_with_constructor(handshake_histogram),
+            rejected: Family::default(),
+            authz_terminated: Family::default(),
+            http_requests: Family::default(),
+        };
+        // Counters get their `_total` suffix from the OpenMetrics encoder.
+        registry.register(
+            "mutual_handshakes",
+            "Connections by outcome: result (allowed|denied|failed) and reason label",
+            f.handshakes.clone(),
+        );
+        registry.register(
+            "mutual_connections_active",
+            "Connections currently open (handshaking or proxying)",
+            f.active.clone(),
+        );
+        registry.register(
+            "mutual_bytes",
+            "Bytes proxied; direction in = from the accepted client, out = towards it",
+            f.bytes.clone(),
+        );
+        registry.register(
+            "mutual_handshake_duration_seconds",
+            "Time from accept to a finished TLS handshake",
+            f.handshake_duration.clone(),
+        );
+        registry.register(
+            "mutual_connections_rejected",
+            "Connections closed at once because --max-connections was reached",
+            f.rejected.clone(),
+        );
+        registry.register(
+            "mutual_authz_terminated",
+            "Established connections closed because a reload (policy, CRL, config) no longer allows their peer, by reason",
+            f.authz_terminated.clone(),
+        );
+        registry.register(
+            "mutual_http_requests",
+            "HTTP-mode requests by result (allowed|denied|failed) and client identity (identities beyond the tracking limit count as `other`)",
+            f.http_requests.clone(),
+        );
+        f
+    }
+}
+
+/// This process's own certificates and its peers' (expiry gauges).
+struct CertFamilies {
+    cert_expiry: Family<ExpiryLabels, Gauge>,
+    peer_expiry: Family<PeerLabels, Gauge>,
+}
+
+impl CertFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let f = CertFamilies {
+            cert_expiry: Family::default(),
+            peer_expiry: Family::default(),
+        };
+        registry.register(
+            "mutual_cert_expiry_timestamp_seconds",
+            "notAfter (Unix seconds) of this process's own certificate, by listener and role (server|client)",
+            f.cert_expiry.clone(),
+        );
+        registry.register(
+            "mutual_peer_cert_expiry_timestamp_seconds",
+            "Soonest notAfter (Unix seconds) among the verified certificates each peer identity presented in the last hour",
+            f.peer_expiry.clone(),
+        );
+        f
+    }
+}
+
+/// Reloads (file watcher, SIGHUP, config file): both results show from the start.
+fn register_reloads(registry: &mut Registry) -> Family<ResultLabel, Counter> {
+    let reloads = Family::<ResultLabel, Counter>::default();
+    registry.register(
+        "mutual_config_reloads",
+        "Reloads of certificates, keys, CA bundles, CRLs and policies, by result (success|failure)",
+        reloads.clone(),
+    );
+    for result in ["success", "failure"] {
+        let _ = reloads.get_or_create(&ResultLabel {
+            result: result.into(),
+        });
+    }
+    reloads
+}
+
+/// CRLs fetched from distribution points (`cdp.rs`).
+struct CdpFamilies {
     crl_fetches: Family<ResultLabel, Counter>,
     crl_next_update: Family<IssuerLabel, Gauge>,
+}
+
+impl CdpFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let f = CdpFamilies {
+            crl_fetches: Family::default(),
+            crl_next_update: Family::default(),
+        };
+        registry.register(
+            "mutual_crl_fetch",
+            "CRL downloads from distribution points (--crl-from-cdp), by result (success|failure|invalid)",
+            f.crl_fetches.clone(),
+        );
+        registry.register(
+            "mutual_crl_next_update_timestamp_seconds",
+            "nextUpdate (Unix seconds) of the current CRL from each issuer (--crl-from-cdp)",
+            f.crl_next_update.clone(),
+        );
+        f
+    }
+}
+
+/// The `--ca-url` renewal task's health: failures climb while the CA cannot renew us.
+struct RenewalFamilies {
     renewal_failures: Family<ListenerLabel, Counter>,
     renewal_last_success: Family<ListenerLabel, Gauge>,
+}
+
+impl RenewalFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let f = RenewalFamilies {
+            renewal_failures: Family::default(),
+            renewal_last_success: Family::default(),
+        };
+        registry.register(
+            "mutual_renewal_failures",
+            "Failed attempts to renew this process's own certificate from the online CA (--ca-url)",
+            f.renewal_failures.clone(),
+        );
+        registry.register(
+            "mutual_renewal_last_success_timestamp_seconds",
+            "When (Unix seconds) this process's own certificate was last renewed (--ca-url)",
+            f.renewal_last_success.clone(),
+        );
+        f
+    }
 }
 
 impl Default for Metrics {
@@ -125,129 +276,35 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let handshakes = Family::<HandshakeLabels, Counter>::default();
-        let active = Family::<ListenerLabel, Gauge>::default();
-        let bytes = Family::<BytesLabels, Counter>::default();
-        let handshake_duration: HistogramFamily = Family::new_with_constructor(handshake_histogram);
-        let cert_expiry = Family::<RoleLabel, Gauge>::default();
-        let reloads = Family::<ResultLabel, Counter>::default();
-        let peer_expiry = Family::<PeerLabels, Gauge>::default();
-        let rejected = Family::<ListenerLabel, Counter>::default();
-        let http_requests = Family::<HttpRequestLabels, Counter>::default();
-        // Counters get their `_total` suffix from the OpenMetrics encoder.
-        registry.register(
-            "mutual_handshakes",
-            "Connections by outcome: result (allowed|denied|failed) and reason label",
-            handshakes.clone(),
-        );
-        registry.register(
-            "mutual_connections_active",
-            "Connections currently open (handshaking or proxying)",
-            active.clone(),
-        );
-        registry.register(
-            "mutual_bytes",
-            "Bytes proxied; direction in = from the accepted client, out = towards it",
-            bytes.clone(),
-        );
-        registry.register(
-            "mutual_handshake_duration_seconds",
-            "Time from accept to a finished TLS handshake",
-            handshake_duration.clone(),
-        );
-        registry.register(
-            "mutual_cert_expiry_timestamp_seconds",
-            "notAfter (Unix seconds) of this process's own certificate, by role (server|client)",
-            cert_expiry.clone(),
-        );
-        registry.register(
-            "mutual_config_reloads",
-            "Reloads of certificates, keys, CA bundles, CRLs and policies, by result (success|failure)",
-            reloads.clone(),
-        );
-        registry.register(
-            "mutual_peer_cert_expiry_timestamp_seconds",
-            "Soonest notAfter (Unix seconds) among the verified certificates each peer identity presented in the last hour",
-            peer_expiry.clone(),
-        );
-        registry.register(
-            "mutual_connections_rejected",
-            "Connections closed at once because --max-connections was reached",
-            rejected.clone(),
-        );
-        let authz_terminated = Family::<ListenerReasonLabels, Counter>::default();
-        registry.register(
-            "mutual_authz_terminated",
-            "Established connections closed because a reload (policy, CRL, config) no longer allows their peer, by reason",
-            authz_terminated.clone(),
-        );
-        registry.register(
-            "mutual_http_requests",
-            "HTTP-mode requests by result (allowed|denied|failed) and client identity (identities beyond the tracking limit count as `other`)",
-            http_requests.clone(),
-        );
-        for result in ["success", "failure"] {
-            let _ = reloads.get_or_create(&ResultLabel {
-                result: result.into(),
-            });
-        }
-        let crl_fetches = Family::<ResultLabel, Counter>::default();
-        let crl_next_update = Family::<IssuerLabel, Gauge>::default();
-        registry.register(
-            "mutual_crl_fetch",
-            "CRL downloads from distribution points (--crl-from-cdp), by result (success|failure|invalid)",
-            crl_fetches.clone(),
-        );
-        registry.register(
-            "mutual_crl_next_update_timestamp_seconds",
-            "nextUpdate (Unix seconds) of the current CRL from each issuer (--crl-from-cdp)",
-            crl_next_update.clone(),
-        );
-        // The `--ca-url` renewal task's health: failures climb while the CA cannot renew us.
-        let renewal_failures = Family::<ListenerLabel, Counter>::default();
-        let renewal_last_success = Family::<ListenerLabel, Gauge>::default();
-        registry.register(
-            "mutual_renewal_failures",
-            "Failed attempts to renew this process's own certificate from the online CA (--ca-url)",
-            renewal_failures.clone(),
-        );
-        registry.register(
-            "mutual_renewal_last_success_timestamp_seconds",
-            "When (Unix seconds) this process's own certificate was last renewed (--ca-url)",
-            renewal_last_success.clone(),
-        );
+        let conn = ConnFamilies::register(&mut registry);
+        let certs = CertFamilies::register(&mut registry);
+        let reloads = register_reloads(&mut registry);
+        let cdp = CdpFamilies::register(&mut registry);
+        let renewal = RenewalFamilies::register(&mut registry);
         Metrics {
             registry,
-            handshakes,
-            active,
-            bytes,
-            handshake_duration,
-            cert_expiry,
+            conn,
+            certs,
             reloads,
-            peer_expiry,
-            rejected,
+            cdp,
+            renewal,
             peers: Mutex::new(HashMap::new()),
-            authz_terminated,
-            http_requests,
             http_identities: Mutex::new(std::collections::HashSet::new()),
             ready: crate::ready::Readiness::default(),
-            crl_fetches,
-            crl_next_update,
-            renewal_failures,
-            renewal_last_success,
         }
     }
 
     /// A renewal task starts for `listener`: its failure counter shows as 0 from then on.
     pub fn renewal_started(&self, listener: &str) {
-        let _ = self.renewal_failures.get_or_create(&ListenerLabel {
+        let _ = self.renewal.renewal_failures.get_or_create(&ListenerLabel {
             listener: listener.into(),
         });
     }
 
     /// Counts a failed renewal attempt (`mutual_renewal_failures_total{listener}`).
     pub fn renewal_failed(&self, listener: &str) {
-        self.renewal_failures
+        self.renewal
+            .renewal_failures
             .get_or_create(&ListenerLabel {
                 listener: listener.into(),
             })
@@ -256,7 +313,8 @@ impl Metrics {
 
     /// Records a successful renewal at `at` (Unix seconds).
     pub fn renewal_succeeded(&self, listener: &str, at: i64) {
-        self.renewal_last_success
+        self.renewal
+            .renewal_last_success
             .get_or_create(&ListenerLabel {
                 listener: listener.into(),
             })
@@ -275,7 +333,7 @@ impl Metrics {
                 Reason::PolicyDenied => Outcome::Denied,
                 _ => Outcome::Failed,
             };
-            let c = self.handshakes.get_or_create_owned(&HandshakeLabels {
+            let c = self.conn.handshakes.get_or_create_owned(&HandshakeLabels {
                 listener: name.to_string(),
                 result: outcome.label().to_string(),
                 reason: reason.label().to_string(),
@@ -283,33 +341,41 @@ impl Metrics {
             handshakes.insert((outcome, reason), c);
         }
         for reason in [Reason::PolicyDenied, Reason::Revoked] {
-            let _ = self.authz_terminated.get_or_create(&ListenerReasonLabels {
-                listener: name.to_string(),
-                reason: reason.label().to_string(),
-            });
+            let _ = self
+                .conn
+                .authz_terminated
+                .get_or_create(&ListenerReasonLabels {
+                    listener: name.to_string(),
+                    reason: reason.label().to_string(),
+                });
         }
         ListenerMetrics {
             name: name.to_string(),
             metrics: Arc::clone(self),
             handshakes,
-            active: self.active.get_or_create_owned(&l),
-            bytes_in: self.bytes.get_or_create_owned(&BytesLabels {
+            active: self.conn.active.get_or_create_owned(&l),
+            bytes_in: self.conn.bytes.get_or_create_owned(&BytesLabels {
                 listener: name.to_string(),
                 direction: "in".into(),
             }),
-            bytes_out: self.bytes.get_or_create_owned(&BytesLabels {
+            bytes_out: self.conn.bytes.get_or_create_owned(&BytesLabels {
                 listener: name.to_string(),
                 direction: "out".into(),
             }),
-            handshake_duration: self.handshake_duration.get_or_create_owned(&l),
-            rejected: self.rejected.get_or_create_owned(&l),
+            handshake_duration: self.conn.handshake_duration.get_or_create_owned(&l),
+            rejected: self.conn.rejected.get_or_create_owned(&l),
         }
     }
 
-    /// Sets `mutual_cert_expiry_timestamp_seconds{role}`.
-    pub fn set_cert_expiry(&self, role: &str, not_after: i64) {
-        self.cert_expiry
-            .get_or_create(&RoleLabel { role: role.into() })
+    /// Sets `mutual_cert_expiry_timestamp_seconds{listener, role}` (one series per listener:
+    /// under `mutual run` each has its own certificate).
+    pub fn set_cert_expiry(&self, listener: &str, role: &str, not_after: i64) {
+        self.certs
+            .cert_expiry
+            .get_or_create(&ExpiryLabels {
+                listener: listener.into(),
+                role: role.into(),
+            })
             .set(not_after);
     }
 
@@ -326,7 +392,8 @@ impl Metrics {
     /// Counts a CRL download by result: `success`, `failure` (network/HTTP), `invalid` (the
     /// CRL was refused: signature, issuer, dates).
     pub fn crl_fetch(&self, result: &str) {
-        self.crl_fetches
+        self.cdp
+            .crl_fetches
             .get_or_create(&ResultLabel {
                 result: result.into(),
             })
@@ -335,7 +402,8 @@ impl Metrics {
 
     /// Sets `mutual_crl_next_update_timestamp_seconds{issuer}`.
     pub fn set_crl_next_update(&self, issuer: &str, next_update: i64) {
-        self.crl_next_update
+        self.cdp
+            .crl_next_update
             .get_or_create(&IssuerLabel {
                 issuer: issuer.into(),
             })
@@ -364,7 +432,8 @@ impl Metrics {
             }
         }
         let soonest = certs.values().map(|(na, _)| *na).min().unwrap_or(not_after);
-        self.peer_expiry
+        self.certs
+            .peer_expiry
             .get_or_create(&PeerLabels {
                 listener: listener.to_string(),
                 identity: identity.to_string(),
@@ -390,7 +459,8 @@ impl Metrics {
             }
             Err(_) => false, // a panicked holder: count under `other` rather than fail
         };
-        self.http_requests
+        self.conn
+            .http_requests
             .get_or_create(&HttpRequestLabels {
                 listener: key.0,
                 result: outcome.label().to_string(),
@@ -494,6 +564,7 @@ impl ListenerMetrics {
             }
             None => {
                 self.metrics
+                    .conn
                     .handshakes
                     .get_or_create(&HandshakeLabels {
                         listener: self.name.clone(),
@@ -513,6 +584,7 @@ impl ListenerMetrics {
     /// Counts an established connection closed by re-authorization.
     pub fn authz_terminated(&self, reason: Reason) {
         self.metrics
+            .conn
             .authz_terminated
             .get_or_create(&ListenerReasonLabels {
                 listener: self.name.clone(),
@@ -546,7 +618,7 @@ mod tests {
         l.active.inc();
         l.bytes_in.inc_by(10);
         l.handshake_duration.observe(0.002);
-        m.set_cert_expiry("server", 1_800_000_000);
+        m.set_cert_expiry("web", "server", 1_800_000_000);
         m.reload(false);
         m.observe_peer("web", "spiffe://x/y", "01", 1_700_000_000);
         let text = m.encode();
@@ -558,7 +630,7 @@ mod tests {
             "mutual_bytes_total{listener=\"web\",direction=\"in\"} 10",
             "mutual_bytes_total{listener=\"web\",direction=\"out\"} 0",
             "mutual_handshake_duration_seconds_count{listener=\"web\"} 1",
-            "mutual_cert_expiry_timestamp_seconds{role=\"server\"} 1800000000",
+            "mutual_cert_expiry_timestamp_seconds{listener=\"web\",role=\"server\"} 1800000000",
             "mutual_config_reloads_total{result=\"failure\"} 1",
             "mutual_config_reloads_total{result=\"success\"} 0",
             "mutual_peer_cert_expiry_timestamp_seconds{listener=\"web\",identity=\"spiffe://x/y\"} 1700000000",

@@ -2,7 +2,9 @@
 //! configuration first; publish it only if every file loaded and checked. A bad or half-written
 //! file keeps the old configuration, is logged (without secrets) and counted in
 //! `mutual_config_reloads_total{result="failure"}`; the next change is tried again. New handshakes
-//! use the new material; established connections are untouched.
+//! use the new material. Established connections keep the material they were accepted with,
+//! unless the new policy or CRLs no longer allow their peer: live re-authorization (`live.rs`)
+//! then ends them (audited, counted in `mutual_authz_terminated_total`).
 //!
 //! The parent directories are watched, not the files, so replacement by rename (`mv new cert.pem`,
 //! Kubernetes' `..data` symlink swap) is seen as well as writes in place. Events are debounced so a

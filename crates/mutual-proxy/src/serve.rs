@@ -184,7 +184,7 @@ impl Serve {
         let m = Arc::new(build(&cfg)?);
         shared
             .metrics
-            .set_cert_expiry("server", m.server.cert_not_after);
+            .set_cert_expiry(&cfg.name, "server", m.server.cert_not_after);
         let lm = shared.metrics.listener(&cfg.name);
         let conns = match conns {
             Some(c) => {
@@ -673,7 +673,7 @@ impl Reload for Serve {
         let serial = m.server.cert_serial.clone();
         self.shared
             .metrics
-            .set_cert_expiry("server", m.server.cert_not_after);
+            .set_cert_expiry(&self.cfg.name, "server", m.server.cert_not_after);
         self.shared.metrics.ready.set_deadline(
             &format!("certificate {}", self.cfg.name),
             m.server.cert_not_after,

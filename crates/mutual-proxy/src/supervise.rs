@@ -225,15 +225,6 @@ impl Supervisor {
                 "metrics, audit_log, threads and log_format changes take effect after a restart"
             );
         }
-        for spec in &cfg.listeners {
-            let unsupported = spec.pending.unsupported();
-            if !unsupported.is_empty() {
-                return Err(ProxyError::Unsupported {
-                    listener: spec.name.clone(),
-                    keys: unsupported.join(", "),
-                });
-            }
-        }
         let names: std::collections::HashSet<String> =
             cfg.listeners.iter().map(|l| l.name.clone()).collect();
         let mut running = self.running.lock().await;

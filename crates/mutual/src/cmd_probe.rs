@@ -83,26 +83,13 @@ pub struct ProbeArgs {
     pair: Option<Vec<PathBuf>>,
 }
 
-/// Parses `5s`, `500ms`, `2m` or a bare number of seconds.
+/// The binary's one duration grammar (`5s`, `500ms`, `2m`, a bare number of seconds), between
+/// 1 ms and 1 h.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (e.g. 5s, 500ms)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    if !(secs > 0.0 && secs <= 3600.0) {
-        return Err(format!("{s:?}: must be between 1ms and 1h"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    let d: mutual_policy::human::HumanDuration = s.parse().map_err(|e| format!("{e}"))?;
+    d.within(s, Duration::from_millis(1), Duration::from_secs(3600))
+        .map(|d| d.get())
+        .map_err(|e| e.to_string())
 }
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {

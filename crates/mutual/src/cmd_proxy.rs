@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use mutual_policy::human::parse_duration;
 use mutual_policy::Policy;
 use mutual_proxy::accept::Limits;
+use mutual_proxy::config::defaults;
 use mutual_proxy::connect::{Connect, ConnectConfig};
 use mutual_proxy::serve::{Serve, ServeConfig};
 use mutual_proxy::{Audit, Metrics, Shared};
@@ -50,7 +52,7 @@ See docs/proxy.md.";
 #[derive(clap::Args, Debug, Clone)]
 pub struct CommonArgs {
     /// Lowest TLS version accepted: 1.3 (default) or 1.2.
-    #[arg(long, value_name = "VERSION", default_value = "1.3", value_parser = ["1.2", "1.3"])]
+    #[arg(long, value_name = "VERSION", default_value = defaults::MIN_TLS, value_parser = ["1.2", "1.3"])]
     pub min_tls: String,
 
     /// Write one JSON line per connection (`-` for stdout). Fields: ts, listener, peer_addr,
@@ -63,15 +65,15 @@ pub struct CommonArgs {
     pub metrics: Option<String>,
 
     /// Give up on a TLS handshake that has not finished after this long.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = defaults::HANDSHAKE_TIMEOUT, value_parser = parse_duration)]
     pub handshake_timeout: Duration,
 
     /// Close a connection with no traffic in either direction for this long.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = defaults::IDLE_TIMEOUT, value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
     /// Give up dialling the backend (serve) or the remote (connect) after this long.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = defaults::CONNECT_TIMEOUT, value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
     /// At most N connections open at once; beyond that, new connections are closed at once and
@@ -80,7 +82,7 @@ pub struct CommonArgs {
     pub max_connections: Option<usize>,
 
     /// On SIGTERM/SIGINT, stop accepting and let open connections finish for up to this long.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = defaults::DRAIN_TIMEOUT, value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
     /// Close an allowed connection after this long, however busy it is (gracefully: close_notify;
@@ -171,7 +173,7 @@ pub struct ServeArgs {
     /// HTTP mode: identity headers for the backend: xfcc (X-Forwarded-Client-Cert, Envoy's
     /// format), rfc9440 (Client-Cert, Client-Cert-Chain), both, or none. Copies a client sent
     /// are always removed.
-    #[arg(long, value_name = "FORMAT", default_value = "xfcc", value_parser = ["xfcc", "rfc9440", "both", "none"], requires = "http")]
+    #[arg(long, value_name = "FORMAT", default_value = defaults::FORWARD_CLIENT_CERT, value_parser = ["xfcc", "rfc9440", "both", "none"], requires = "http")]
     pub forward_client_cert: String,
 
     /// HTTP mode: also put the client's certificate (`cert`) and/or the chain it sent
@@ -201,7 +203,7 @@ pub struct ServeArgs {
     /// With --crl-from-cdp: what to do with a certificate whose CRL is not available (not yet
     /// fetched, server down, past nextUpdate): deny (the handshake fails with
     /// revocation_unknown) or allow.
-    #[arg(long, value_name = "deny|allow", default_value = "deny", value_parser = ["deny", "allow"], requires = "crl_from_cdp")]
+    #[arg(long, value_name = "deny|allow", default_value = defaults::REVOCATION_UNKNOWN, value_parser = ["deny", "allow"], requires = "crl_from_cdp")]
     pub revocation_unknown: String,
 
     /// With --crl-from-cdp: where fetched CRLs are kept across restarts
@@ -261,12 +263,6 @@ pub struct ConnectArgs {
 
     #[command(flatten)]
     pub enroll: crate::cmd_enroll::EnrollArgs,
-}
-
-/// Parses `500ms`, `10s`, `5m`, `1h` or a bare number of seconds (the config file uses the
-/// same parser).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    mutual_proxy::config::parse_duration(s)
 }
 
 pub(crate) use crate::runtime::{init_logging, server_runtime as runtime};
@@ -431,6 +427,9 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         tls_options: mutual_tls::TlsOptions {
             revocation: mutual_tls::RevocationPolicy {
                 leaf_only: args.crl_leaf_only,
+                // As the config key sets it (with --crl-from-cdp, which the flag needs, the
+                // verifier lets the CDP rule judge unknown status either way).
+                allow_unknown: args.crl_from_cdp && args.revocation_unknown == "allow",
                 ..Default::default()
             },
             ..Default::default()
@@ -535,23 +534,4 @@ pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig
         max_connection_lifetime: common.max_connection_lifetime,
     };
     Ok((cfg, first))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
-        for bad in ["", "s", "10x", "-1s", "ten"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -66,26 +66,23 @@ pub fn run_config(c: ConfigCommand) -> anyhow::Result<ExitCode> {
 
 /// Parses the file, then loads each listener's material; every problem as a diagnostic.
 fn check_all(path: &std::path::Path) -> Result<RunConfig, ConfigError> {
-    let cfg = config::load(path)?;
+    check_material(path, config::load(path)?)
+}
+
+/// Loads each listener's material (a listener that enrolls and has no certificate yet is
+/// skipped: enrollment writes it at start).
+fn check_material(path: &std::path::Path, cfg: RunConfig) -> Result<RunConfig, ConfigError> {
     let mut diagnostics = Vec::new();
     for spec in &cfg.listeners {
+        let (cert, key, _) = spec.files();
+        if spec.enroll.is_some() && !(cert.exists() && key.exists()) {
+            continue;
+        }
         if let Err(e) = mutual_proxy::supervise::check_listener(spec) {
             diagnostics.push(Diagnostic {
                 line: spec.line,
                 col: 1,
                 message: format!("listener {:?}: {e}", spec.name),
-            });
-        }
-        let unsupported = spec.pending.unsupported();
-        if !unsupported.is_empty() {
-            diagnostics.push(Diagnostic {
-                line: spec.line,
-                col: 1,
-                message: format!(
-                    "listener {:?}: {} not supported by this build of mutual",
-                    spec.name,
-                    unsupported.join(", ")
-                ),
             });
         }
     }
@@ -187,16 +184,64 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let cfg = match check_all(&a.config) {
-        Ok(c) => c,
-        Err(e @ ConfigError::Invalid { .. }) => {
-            eprintln!("{e}");
-            return Ok(ExitCode::from(2));
+/// The `serve`/`connect` enrollment flags a listener's `ca_url`/`token_file`/`root_sha256`
+/// stand for (the token read from its file).
+fn enroll_args(e: &config::Enrollment) -> anyhow::Result<crate::cmd_enroll::EnrollArgs> {
+    let token = match &e.token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("token_file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(crate::cmd_enroll::EnrollArgs {
+        // Every replica of the list: mutual-enroll fails over between them.
+        ca_url: e.ca_url.clone(),
+        token,
+        root_sha256: e.root_sha256.clone(),
+    })
+}
+
+/// Enrolls (when needed) every listener with `ca_url`, before anything loads their files;
+/// returns the renewers to start, with their listener's name.
+fn enroll_all(cfg: &RunConfig) -> anyhow::Result<Vec<(String, mutual_enroll::Renewer)>> {
+    let mut renewers = Vec::new();
+    for spec in &cfg.listeners {
+        let Some(e) = &spec.enroll else { continue };
+        let (cert, key, ca) = spec.files();
+        let r = crate::cmd_enroll::prepare(&enroll_args(e)?, cert, key, ca)
+            .with_context(|| format!("listener {:?}", spec.name))?;
+        if let Some(r) = r {
+            renewers.push((spec.name.clone(), r));
         }
-        Err(e) => return Err(e.into()),
+    }
+    Ok(renewers)
+}
+
+pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let invalid = |e: ConfigError| -> anyhow::Result<ExitCode> {
+        match e {
+            e @ ConfigError::Invalid { .. } => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(2))
+            }
+            e => Err(e.into()),
+        }
+    };
+    let cfg = match config::load(&a.config) {
+        Ok(c) => c,
+        Err(e) => return invalid(e),
     };
     crate::cmd_proxy::init_logging(&cfg.log_format);
+    // After the file is known to be good (a broken file does not spend a token), before
+    // anything loads the listeners' files.
+    let renewers = enroll_all(&cfg)?;
+    let cfg = match check_material(&a.config, cfg) {
+        Ok(c) => c,
+        Err(e) => return invalid(e),
+    };
     let rt = crate::cmd_proxy::runtime(cfg.threads)?;
     let shared = crate::cmd_proxy::shared_for(cfg.audit_log.as_deref())?;
     let drain = cfg
@@ -218,6 +263,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         let sup = Supervisor::start(&path, cfg, &shared)
             .await
             .context("cannot start the listeners")?;
+        for (name, r) in renewers {
+            tokio::spawn(crate::cmd_enroll::run_renewer(
+                r,
+                Arc::clone(&shared.metrics),
+                name,
+            ));
+        }
         if let Some(addr) = &metrics_addr {
             let l = mutual_proxy::bind(addr).await.context("metrics")?;
             tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
@@ -361,5 +413,424 @@ ca = "root.pem"
             panic!()
         };
         assert_eq!(format!("{from_flags:?}"), format!("{from_file:?}"));
+    }
+
+    use mutual_proxy::connect::ConnectConfig;
+    use mutual_proxy::serve::ServeConfig;
+
+    type Same<T> = fn(&T, &T) -> bool;
+    type Set<T> = fn(&T) -> bool;
+
+    /// One row per option: the flags, the config key(s), how to compare the two built values,
+    /// and a check that the option changed the listener (so a row cannot pass by both sides
+    /// ignoring it).
+    struct Row<T> {
+        flags: Vec<String>,
+        keys: String,
+        same: Same<T>,
+        set: Set<T>,
+    }
+
+    fn row<T>(flags: &[&str], keys: &str, same: Same<T>, set: Set<T>) -> Row<T> {
+        Row {
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            keys: keys.to_string(),
+            same,
+            set,
+        }
+    }
+
+    fn files() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["s.pem", "s.key", "root.pem", "crl.pem", "p.toml"] {
+            std::fs::write(d.path().join(f), "[[allow]]\ndns = \"x.example\"\n").unwrap();
+        }
+        std::fs::create_dir(d.path().join("cache")).unwrap();
+        d
+    }
+
+    fn serve_pair(d: &std::path::Path, r: &Row<ServeConfig>) -> (ServeConfig, ServeConfig) {
+        let p = |f: &str| d.join(f).display().to_string();
+        let mut argv: Vec<String> = [
+            "mutual",
+            "serve",
+            "--name",
+            "api",
+            "--listen",
+            "127.0.0.1:8443",
+            "--backend",
+            "127.0.0.1:8080",
+            "--cert",
+            &p("s.pem"),
+            "--key",
+            &p("s.key"),
+            "--ca",
+            &p("root.pem"),
+            "--policy",
+            &p("p.toml"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        argv.extend(
+            r.flags
+                .iter()
+                .map(|f| f.replace("@", &format!("{}/", d.display()))),
+        );
+        let cli = crate::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let crate::Command::Serve(args) = cli.command else {
+            panic!()
+        };
+        let from_flags = crate::cmd_proxy::serve_config(*args).unwrap();
+        let text = format!(
+            "[[listener]]\nname = \"api\"\nkind = \"serve\"\nlisten = \"127.0.0.1:8443\"\n\
+             backend = \"127.0.0.1:8080\"\ncert = \"s.pem\"\nkey = \"s.key\"\nca = \"root.pem\"\n\
+             policy = \"p.toml\"\n{}\n",
+            r.keys
+        );
+        let cfg = config::parse(&text, d).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        let ListenerKind::Serve(from_file) = &cfg.listeners[0].kind else {
+            panic!()
+        };
+        (from_flags, (**from_file).clone())
+    }
+
+    fn connect_pair(d: &std::path::Path, r: &Row<ConnectConfig>) -> (ConnectConfig, ConnectConfig) {
+        let p = |f: &str| d.join(f).display().to_string();
+        let mut argv: Vec<String> = [
+            "mutual",
+            "connect",
+            "--name",
+            "out",
+            "--listen",
+            "127.0.0.1:7000",
+            "--remote",
+            "api.internal:8443",
+            "--cert",
+            &p("s.pem"),
+            "--key",
+            &p("s.key"),
+            "--ca",
+            &p("root.pem"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        argv.extend(r.flags.iter().cloned());
+        let cli = crate::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let crate::Command::Connect(args) = cli.command else {
+            panic!()
+        };
+        let (from_flags, _) = crate::cmd_proxy::connect_config(*args).unwrap();
+        let text = format!(
+            "[[listener]]\nname = \"out\"\nkind = \"connect\"\nlisten = \"127.0.0.1:7000\"\n\
+             remote = \"api.internal:8443\"\ncert = \"s.pem\"\nkey = \"s.key\"\nca = \"root.pem\"\n{}\n",
+            r.keys
+        );
+        let cfg = config::parse(&text, d).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        let ListenerKind::Connect(from_file) = &cfg.listeners[0].kind else {
+            panic!()
+        };
+        (from_flags, (**from_file).clone())
+    }
+
+    /// Every serve option: its flag and its config key build the same value.
+    #[test]
+    fn each_serve_option_flag_and_key_build_the_same_listener() {
+        use mutual_proxy::http::Mode;
+        let d = files();
+        let rows: Vec<Row<ServeConfig>> = vec![
+            row(
+                &[],
+                "",
+                |a, b| {
+                    a.name == b.name
+                        && a.backend == b.backend
+                        && a.tls.cert == b.tls.cert
+                        && a.tls.key == b.tls.key
+                        && a.tls.ca == b.tls.ca
+                        && a.policy_file == b.policy_file
+                },
+                |a| a.policy_file.is_some(),
+            ),
+            row(
+                &["--crl", "@crl.pem"],
+                "crls = [\"crl.pem\"]",
+                |a, b| a.tls.crls == b.tls.crls,
+                |a| a.tls.crls.len() == 1,
+            ),
+            row(
+                &["--crl", "@crl.pem", "--crl-leaf-only"],
+                "crls = [\"crl.pem\"]\ncrl_leaf_only = true",
+                |a, b| a.tls_options.revocation == b.tls_options.revocation,
+                |a| a.tls_options.revocation.leaf_only,
+            ),
+            row(
+                &["--allow-spiffe", "spiffe://t/a/*"],
+                "allow_spiffe = [\"spiffe://t/a/*\"]",
+                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
+                |a| a.policy_flags.rules().len() == 1,
+            ),
+            row(
+                &["--allow-dns", "*.ops.example"],
+                "allow_dns = [\"*.ops.example\"]",
+                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
+                |a| a.policy_flags.rules().len() == 1,
+            ),
+            row(
+                &["--allow-cn", "web"],
+                "allow_cn = [\"web\"]",
+                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
+                |a| a.policy_flags.rules().len() == 1,
+            ),
+            row(
+                &["--allow-ou", "ops"],
+                "allow_ou = [\"ops\"]",
+                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
+                |a| a.policy_flags.rules().len() == 1,
+            ),
+            row(
+                &["--allow-any"],
+                "allow_any = true",
+                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
+                |a| a.policy_flags.rules().len() == 1,
+            ),
+            row(
+                &["--http"],
+                "mode = \"http\"",
+                |a, b| a.mode == b.mode,
+                |a| a.mode == Mode::Http,
+            ),
+            row(
+                &["--http", "--forward-client-cert", "both"],
+                "mode = \"http\"\nforward_client_cert = \"both\"",
+                |a, b| a.http.forward_client_cert == b.http.forward_client_cert,
+                |a| a.http.forward_client_cert != Default::default(),
+            ),
+            row(
+                &["--http", "--forward-client-cert-details", "cert,chain"],
+                "mode = \"http\"\nforward_client_cert_details = [\"cert\", \"chain\"]",
+                |a, b| a.http.details == b.http.details,
+                |a| a.http.details != Default::default(),
+            ),
+            row(
+                &["--proxy-protocol", "v2"],
+                "proxy_protocol = \"v2\"",
+                |a, b| a.proxy_protocol == b.proxy_protocol,
+                |a| a.proxy_protocol.is_some(),
+            ),
+            row(
+                &["--end-on-peer-expiry"],
+                "end_on_peer_expiry = true",
+                |a, b| a.end_on_peer_expiry == b.end_on_peer_expiry,
+                |a| a.end_on_peer_expiry,
+            ),
+            row(
+                &["--crl-from-cdp", "--crl-cache-dir", "@cache"],
+                "crl_from_cdp = true\ncrl_cache_dir = \"cache\"",
+                |a, b| match (&a.crl_from_cdp, &b.crl_from_cdp) {
+                    (Some(x), Some(y)) => {
+                        x.deny_unknown == y.deny_unknown
+                            && x.cache_dir == y.cache_dir
+                            && x.fetch_timeout == y.fetch_timeout
+                            && x.max_bytes == y.max_bytes
+                    }
+                    _ => false,
+                },
+                |a| a.crl_from_cdp.is_some(),
+            ),
+            row(
+                &[
+                    "--crl-from-cdp",
+                    "--crl-cache-dir",
+                    "@cache",
+                    "--revocation-unknown",
+                    "allow",
+                ],
+                "crl_from_cdp = true\ncrl_cache_dir = \"cache\"\nrevocation_unknown = \"allow\"",
+                |a, b| {
+                    a.crl_from_cdp.as_ref().map(|c| c.deny_unknown)
+                        == b.crl_from_cdp.as_ref().map(|c| c.deny_unknown)
+                        && a.tls_options.revocation == b.tls_options.revocation
+                },
+                |a| a.crl_from_cdp.as_ref().is_some_and(|c| !c.deny_unknown),
+            ),
+            row(
+                &["--min-tls", "1.2"],
+                "min_tls = \"1.2\"",
+                |a, b| a.tls.allow_tls12 == b.tls.allow_tls12,
+                |a| a.tls.allow_tls12,
+            ),
+            row(
+                &["--handshake-timeout", "3s"],
+                "handshake_timeout = \"3s\"",
+                |a, b| a.handshake_timeout == b.handshake_timeout,
+                |a| a.handshake_timeout.as_secs() == 3,
+            ),
+            row(
+                &["--idle-timeout", "1h30m"],
+                "idle_timeout = \"1h30m\"",
+                |a, b| a.idle_timeout == b.idle_timeout,
+                |a| a.idle_timeout.as_secs() == 5400,
+            ),
+            row(
+                &["--connect-timeout", "1.5s"],
+                "connect_timeout = 1.5",
+                |a, b| a.connect_timeout == b.connect_timeout,
+                |a| a.connect_timeout.as_millis() == 1500,
+            ),
+            row(
+                &["--drain-timeout", "5s"],
+                "drain_timeout = 5",
+                |a, b| a.limits.drain_timeout == b.limits.drain_timeout,
+                |a| a.limits.drain_timeout.as_secs() == 5,
+            ),
+            row(
+                &["--max-connections", "7"],
+                "max_connections = 7",
+                |a, b| a.limits.max_connections == b.limits.max_connections,
+                |a| a.limits.max_connections == Some(7),
+            ),
+            row(
+                &["--max-connection-lifetime", "1h"],
+                "max_connection_lifetime = \"1h\"",
+                |a, b| a.max_connection_lifetime == b.max_connection_lifetime,
+                |a| a.max_connection_lifetime.is_some(),
+            ),
+        ];
+        for r in &rows {
+            let (a, b) = serve_pair(d.path(), r);
+            assert!(
+                (r.same)(&a, &b),
+                "{:?} / {:?}: flag and key differ",
+                r.flags,
+                r.keys
+            );
+            assert!(
+                (r.set)(&a),
+                "{:?}: the flag did not reach the listener",
+                r.flags
+            );
+            assert!(
+                (r.set)(&b),
+                "{:?}: the key did not reach the listener",
+                r.keys
+            );
+        }
+        // The defaults are the same too (no flag, no key).
+        let (a, b) = serve_pair(d.path(), &rows[0]);
+        assert_eq!(
+            (
+                a.handshake_timeout,
+                a.idle_timeout,
+                a.connect_timeout,
+                a.limits.drain_timeout,
+                a.tls.allow_tls12,
+                a.mode,
+                a.http.forward_client_cert
+            ),
+            (
+                b.handshake_timeout,
+                b.idle_timeout,
+                b.connect_timeout,
+                b.limits.drain_timeout,
+                b.tls.allow_tls12,
+                b.mode,
+                b.http.forward_client_cert
+            )
+        );
+    }
+
+    /// Every connect option: its flag and its config key build the same value.
+    #[test]
+    fn each_connect_option_flag_and_key_build_the_same_listener() {
+        let d = files();
+        let rows: Vec<Row<ConnectConfig>> = vec![
+            row(
+                &[],
+                "",
+                |a, b| {
+                    a.name == b.name
+                        && a.remote == b.remote
+                        && a.tls.cert == b.tls.cert
+                        && a.tls.key == b.tls.key
+                        && a.tls.ca == b.tls.ca
+                },
+                |a| a.remote == "api.internal:8443",
+            ),
+            row(
+                &["--server-name", "api.example"],
+                "server_name = \"api.example\"",
+                |a, b| a.tls.server_name == b.tls.server_name,
+                |a| a.tls.server_name.is_some(),
+            ),
+            row(
+                &["--expect-spiffe", "spiffe://t/api"],
+                "expect_spiffe = \"spiffe://t/api\"",
+                |a, b| a.tls.expect_spiffe == b.tls.expect_spiffe,
+                |a| a.tls.expect_spiffe.is_some(),
+            ),
+            row(
+                &["--min-tls", "1.2"],
+                "min_tls = \"1.2\"",
+                |a, b| a.tls.allow_tls12 == b.tls.allow_tls12,
+                |a| a.tls.allow_tls12,
+            ),
+            row(
+                &["--handshake-timeout", "3s"],
+                "handshake_timeout = \"3s\"",
+                |a, b| a.handshake_timeout == b.handshake_timeout,
+                |a| a.handshake_timeout.as_secs() == 3,
+            ),
+            row(
+                &["--idle-timeout", "2m"],
+                "idle_timeout = \"2m\"",
+                |a, b| a.idle_timeout == b.idle_timeout,
+                |a| a.idle_timeout.as_secs() == 120,
+            ),
+            row(
+                &["--connect-timeout", "250ms"],
+                "connect_timeout = \"250ms\"",
+                |a, b| a.connect_timeout == b.connect_timeout,
+                |a| a.connect_timeout.as_millis() == 250,
+            ),
+            row(
+                &["--drain-timeout", "5s"],
+                "drain_timeout = \"5s\"",
+                |a, b| a.limits.drain_timeout == b.limits.drain_timeout,
+                |a| a.limits.drain_timeout.as_secs() == 5,
+            ),
+            row(
+                &["--max-connections", "3"],
+                "max_connections = 3",
+                |a, b| a.limits.max_connections == b.limits.max_connections,
+                |a| a.limits.max_connections == Some(3),
+            ),
+            row(
+                &["--max-connection-lifetime", "10m"],
+                "max_connection_lifetime = \"10m\"",
+                |a, b| a.max_connection_lifetime == b.max_connection_lifetime,
+                |a| a.max_connection_lifetime.is_some(),
+            ),
+        ];
+        for r in &rows {
+            let (a, b) = connect_pair(d.path(), r);
+            assert!(
+                (r.same)(&a, &b),
+                "{:?} / {:?}: flag and key differ",
+                r.flags,
+                r.keys
+            );
+            assert!(
+                (r.set)(&a),
+                "{:?}: the flag did not reach the listener",
+                r.flags
+            );
+            assert!(
+                (r.set)(&b),
+                "{:?}: the key did not reach the listener",
+                r.keys
+            );
+        }
     }
 }

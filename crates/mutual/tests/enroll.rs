@@ -554,7 +554,8 @@ fn proxy_auto_rotation_end_to_end() {
     );
     let expiry = |p: &Proxy, role: &str| {
         p.metric(&format!(
-            "mutual_cert_expiry_timestamp_seconds{{role=\"{role}\"}}"
+            "mutual_cert_expiry_timestamp_seconds{{listener=\"{role_listener}\",role=\"{role}\"}}",
+            role_listener = if role == "server" { "serve" } else { "connect" }
         ))
         .unwrap()
     };

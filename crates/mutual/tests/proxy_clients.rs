@@ -28,7 +28,7 @@ fn curl_matrix() {
         "{m}"
     );
     assert!(
-        m.contains("mutual_cert_expiry_timestamp_seconds{role=\"server\"}"),
+        m.contains("mutual_cert_expiry_timestamp_seconds{listener=\"serve\",role=\"server\"}"),
         "{m}"
     );
     assert!(m.contains("mutual_handshake_duration_seconds_count{listener=\"serve\"}"));

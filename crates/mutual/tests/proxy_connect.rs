@@ -130,7 +130,7 @@ fn connect_in_front_of_serve_end_to_end() {
     assert_eq!(sl["identity"]["spiffe"], OK_ID, "{sl}");
     assert!(conn
         .metrics()
-        .contains("mutual_cert_expiry_timestamp_seconds{role=\"client\"}"));
+        .contains("mutual_cert_expiry_timestamp_seconds{listener=\"connect\",role=\"client\"}"));
 
     // The server rejects a certificate from another CA after our side of the TLS 1.3
     // handshake is done; connect still reports the server's reason.
