@@ -1,8 +1,8 @@
 //! The CA server's own TLS: a server certificate the CA issues to itself at start and replaces
 //! at two-thirds of its life (a `ResolvesServerCert` over `ArcSwap`, so rotation never drops a
 //! connection), and client-certificate verification that is optional at the TLS layer
-//! ([`KeyHolderVerifier`]: any EKU, an expired certificate let through for the request layer
-//! to refuse as `403 expired`; its doc says why). The rustls config itself is built by
+//! ([`MutualClientVerifier::key_holder`]: any EKU, an expired certificate let through for the
+//! request layer to refuse as `403 expired`; its doc says why). The rustls config itself is built by
 //! mutual-tls ([`mutual_tls::server::ca_server`]).
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use mutual_pki::ca::{Ca, IssueOptions};
 use mutual_pki::{KeyType, San, Usage};
-use mutual_tls::verifiers::KeyHolderVerifier;
+use mutual_tls::verifiers::MutualClientVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -97,21 +97,18 @@ pub async fn issue_server_cert(
 }
 
 /// Optional client certificates checked against our root, whatever their EKU, expired ones let
-/// through for the request layer to refuse by name (see [`KeyHolderVerifier`]).
-pub type ClientVerifier = KeyHolderVerifier;
+/// through for the request layer to refuse by name (see [`MutualClientVerifier::key_holder`]).
+pub type ClientVerifier = MutualClientVerifier;
 
 /// The [`ClientVerifier`] for the CA whose root certificate is `root_pem`.
-pub fn client_verifier(
-    root_pem: &str,
-    provider: Arc<CryptoProvider>,
-) -> Result<ClientVerifier, ServerError> {
+pub fn client_verifier(root_pem: &str) -> Result<ClientVerifier, ServerError> {
     let roots = CertificateDer::pem_slice_iter(root_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ServerError::Tls(format!("root certificate: {e}")))?;
     if roots.is_empty() {
         return Err(ServerError::Tls("no root certificate".into()));
     }
-    KeyHolderVerifier::new(roots, provider)
+    MutualClientVerifier::key_holder(roots)
         .map_err(|e| ServerError::Tls(format!("root certificate: {e}")))
 }
 

@@ -46,8 +46,8 @@ pub fn build(
     Ok(config)
 }
 
-/// The CA server's listener: the rotating own certificate, [`crate::verifiers::KeyHolderVerifier`]
-/// (optional client certificates), HTTP/1.1 over ALPN.
+/// The CA server's listener: the rotating own certificate, a key-holder verifier
+/// ([`MutualClientVerifier::key_holder`]: optional client certificates), HTTP/1.1 over ALPN.
 pub fn ca_server(
     resolver: Arc<dyn ResolvesServerCert>,
     verifier: Arc<dyn ClientCertVerifier>,

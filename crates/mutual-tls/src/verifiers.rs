@@ -1,8 +1,7 @@
 //! Every rustls verifier object in mutual, for both directions:
-//! - [`MutualClientVerifier`] / [`MutualServerVerifier`]: the proxy's and `mutual connect`'s,
-//!   holding a [`Trust`] and delegating to [`Trust::check`], so handshakes and
-//!   `mutual cert verify` cannot disagree;
-//! - [`KeyHolderVerifier`]: the CA server's optional client certificate (renewal, revocation);
+//! - [`MutualClientVerifier`] / [`MutualServerVerifier`]: the proxy's, `mutual connect`'s and
+//!   (in its key-holder mode) the CA server's, holding a [`Trust`] and delegating to
+//!   [`Trust::check`], so handshakes and `mutual cert verify` cannot disagree;
 //! - [`SignatureOnly`]: accepts any server certificate but still checks the handshake signature
 //!   (enroll's first contact, the probe's recording handshakes).
 //!
@@ -66,11 +65,26 @@ macro_rules! handshake_signatures {
 
 /// Server side: a client certificate is required and must chain to our roots for clientAuth
 /// (and pass the CRLs, when given).
+///
+/// In the CA server's mode ([`MutualClientVerifier::key_holder`]) a client certificate is
+/// optional, any EKU is accepted and an expired one is let through for the request layer to
+/// refuse by name:
+/// - lenient about expiry because renewal and revocation must answer an expired client
+///   certificate with the contract's `403 expired`, which needs a completed handshake. An
+///   expired certificate is accepted only after the full path validation (signature chain to
+///   the root, constraints) passes again at a moment inside its validity (one second before its
+///   notAfter); every other failure (unknown CA, bad signature) still fails the handshake;
+/// - no EKU requirement because the certificate only proves possession of a key the CA
+///   certified, so that its holder may renew or revoke it, and a server-only certificate (EKU
+///   serverAuth) must be renewable too: the chain is validated with [`Purpose::Any`]. The
+///   request layer still requires the exact certificate in the inventory, not revoked and not
+///   expired.
 #[derive(Debug)]
 pub struct MutualClientVerifier {
     trust: Arc<Trust>,
     hints: Vec<DistinguishedName>,
     authorize: Option<crate::PeerCheck>,
+    key_holder: bool,
 }
 
 impl MutualClientVerifier {
@@ -80,7 +94,19 @@ impl MutualClientVerifier {
             trust,
             hints,
             authorize: None,
+            key_holder: false,
         }
+    }
+
+    /// The CA server's verifier over `roots` (at least one): see the type's doc.
+    pub fn key_holder(
+        roots: Vec<CertificateDer<'static>>,
+    ) -> Result<MutualClientVerifier, TlsError> {
+        let trust = Trust::new(roots, Vec::new(), RevocationPolicy::default())?;
+        Ok(MutualClientVerifier {
+            key_holder: true,
+            ..MutualClientVerifier::new(Arc::new(trust))
+        })
     }
 
     /// Also asks `check` about every verified leaf; a "no" fails the handshake with
@@ -89,6 +115,29 @@ impl MutualClientVerifier {
         self.authorize = check;
         self
     }
+
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let purpose = if self.key_holder {
+            Purpose::Any
+        } else {
+            Purpose::Client
+        };
+        self.trust
+            .check(end_entity, intermediates, now, &purpose, None, None)
+            .map(|_| ())
+    }
+}
+
+/// notAfter of a certificate, Unix seconds.
+fn not_after(der: &[u8]) -> Option<i64> {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .map(|(_, c)| c.validity().not_after.timestamp())
 }
 
 impl SignatureAlgorithms for MutualClientVerifier {
@@ -103,7 +152,7 @@ impl ClientCertVerifier for MutualClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        !self.key_holder
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -116,8 +165,25 @@ impl ClientCertVerifier for MutualClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.trust
-            .check(end_entity, intermediates, now, &Purpose::Client, None, None)?;
+        match self.check(end_entity, intermediates, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            )) if self.key_holder => {
+                // Validate the whole path again one second before the leaf expired. Anything
+                // else wrong with it (or an intermediate already expired then) still fails.
+                let at = not_after(end_entity)
+                    .and_then(|t| u64::try_from(t.saturating_sub(1)).ok())
+                    .ok_or(rustls::Error::InvalidCertificate(
+                        CertificateError::BadEncoding,
+                    ))?;
+                self.check(
+                    end_entity,
+                    intermediates,
+                    UnixTime::since_unix_epoch(Duration::from_secs(at)),
+                )?;
+            }
+            other => other?,
+        }
         if let Some(check) = &self.authorize {
             if !(check.0)(end_entity.as_ref()) {
                 return Err(rustls::Error::InvalidCertificate(
@@ -236,110 +302,6 @@ impl ServerCertVerifier for SignatureOnly {
             sink(end_entity, intermediates);
         }
         Ok(ServerCertVerified::assertion())
-    }
-
-    handshake_signatures!();
-}
-
-/// The CA server's client verifier: client certificates are optional, checked against the CA's
-/// roots whatever their EKU, and an expired one is let through for the request layer to refuse
-/// by name.
-///
-/// Why lenient about expiry: renewal and revocation must answer an expired client certificate
-/// with the contract's `403 expired`, which needs a completed handshake. An expired certificate
-/// is accepted only after the full path validation (signature chain to the root, constraints)
-/// passes again at a moment inside its validity (one second before its notAfter); every other
-/// failure (unknown CA, bad signature) still fails the handshake.
-///
-/// Why no EKU requirement: the certificate only proves possession of a key the CA certified, so
-/// that its holder may renew or revoke it, and a server-only certificate (EKU serverAuth) must
-/// be renewable too: the chain is validated with [`Purpose::Any`]. The request layer still
-/// requires the exact certificate in the inventory, not revoked and not expired.
-#[derive(Debug)]
-pub struct KeyHolderVerifier {
-    trust: Trust,
-    hints: Vec<DistinguishedName>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl KeyHolderVerifier {
-    /// Trusts `roots` (at least one); handshake signatures are checked with `provider`.
-    pub fn new(
-        roots: Vec<CertificateDer<'static>>,
-        provider: Arc<CryptoProvider>,
-    ) -> Result<KeyHolderVerifier, TlsError> {
-        let trust = Trust::new(roots, Vec::new(), RevocationPolicy::default())?;
-        let hints = trust.root_subjects();
-        Ok(KeyHolderVerifier {
-            trust,
-            hints,
-            provider,
-        })
-    }
-
-    fn check(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.trust
-            .check(end_entity, intermediates, now, &Purpose::Any, None, None)
-            .map(|_| ClientCertVerified::assertion())
-    }
-}
-
-/// notAfter of a certificate, Unix seconds.
-fn not_after(der: &[u8]) -> Option<i64> {
-    x509_parser::parse_x509_certificate(der)
-        .ok()
-        .map(|(_, c)| c.validity().not_after.timestamp())
-}
-
-impl SignatureAlgorithms for KeyHolderVerifier {
-    fn signature_algorithms(&self) -> &WebPkiSupportedAlgorithms {
-        &self.provider.signature_verification_algorithms
-    }
-}
-
-impl ClientCertVerifier for KeyHolderVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &self.hints
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        match self.check(end_entity, intermediates, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::Expired | CertificateError::ExpiredContext { .. },
-            )) => {
-                // Validate the whole path again one second before the leaf expired. Anything
-                // else wrong with it (or an intermediate already expired then) still fails.
-                let at = not_after(end_entity)
-                    .and_then(|t| u64::try_from(t.saturating_sub(1)).ok())
-                    .ok_or(rustls::Error::InvalidCertificate(
-                        CertificateError::BadEncoding,
-                    ))?;
-                self.check(
-                    end_entity,
-                    intermediates,
-                    UnixTime::since_unix_epoch(Duration::from_secs(at)),
-                )
-            }
-            other => other,
-        }
     }
 
     handshake_signatures!();
