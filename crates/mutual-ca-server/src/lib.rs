@@ -142,7 +142,7 @@ impl Server {
         let cert =
             own_cert::issue_server_cert(&ca, &opts.sans, opts.server_cert_ttl, &provider).await?;
         let resolver = Arc::new(tls::RotatingCert::new(cert.key));
-        let verifier = Arc::new(tls::ClientVerifier::new(ca.root_pem(), provider.clone())?);
+        let verifier = Arc::new(tls::client_verifier(ca.root_pem())?);
         let cfg = tls::server_config(resolver.clone(), verifier, provider.clone(), opts.tls12)?;
         let listener =
             TcpListener::bind(opts.listen)

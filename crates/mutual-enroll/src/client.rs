@@ -14,9 +14,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::ClientConfig;
 use serde::Deserialize;
 
 use crate::EnrollError;
@@ -90,71 +89,10 @@ impl std::fmt::Display for CaUrl {
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(mutual_tls::provider(false))
-}
-
-/// For the first contact only: accepts whatever certificate the server presents (still checking
-/// that it holds the key: handshake signatures are verified). Nothing but `GET /v1/roots` is
-/// ever sent over it; what comes back is trusted only if it matches the pinned fingerprint.
-#[derive(Debug)]
-struct FirstContact(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for FirstContact {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// The configuration for fetching the roots before the pin is checked.
+/// The configuration for fetching the roots before the pin is checked: any server certificate
+/// (its handshake signature still checked); see [`mutual_tls::client::first_contact`].
 pub fn first_contact_config() -> Result<Arc<ClientConfig>, EnrollError> {
-    let p = provider();
-    let cfg = ClientConfig::builder_with_provider(Arc::clone(&p))
-        .with_safe_default_protocol_versions()
-        .map_err(mutual_tls::TlsError::from)?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(FirstContact(p)))
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
+    Ok(mutual_tls::client::first_contact()?)
 }
 
 /// A configuration that trusts only `roots` and checks the CA's name; with `client`, presents
@@ -163,34 +101,13 @@ pub fn pinned_config(
     roots: &[CertificateDer<'static>],
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<Arc<ClientConfig>, EnrollError> {
-    let mut store = rustls::RootCertStore::empty();
-    for r in roots {
-        store
-            .add(r.clone())
-            .map_err(|e| EnrollError::BadCertificate {
-                detail: format!("the CA root is not usable as a trust anchor: {e}"),
-            })?;
-    }
-    let p = provider();
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(store),
-        Arc::clone(&p),
-    )
-    .build()
-    .map_err(|e| EnrollError::BadCertificate {
-        detail: format!("cannot build the verifier: {e}"),
-    })?;
-    let b = ClientConfig::builder_with_provider(p)
-        .with_safe_default_protocol_versions()
-        .map_err(mutual_tls::TlsError::from)?
-        .with_webpki_verifier(verifier);
-    let cfg = match client {
-        Some((chain, key)) => b
-            .with_client_auth_cert(chain, key)
-            .map_err(mutual_tls::TlsError::from)?,
-        None => b.with_no_client_auth(),
-    };
-    Ok(Arc::new(cfg))
+    use mutual_tls::client::PinnedError;
+    mutual_tls::client::pinned(roots, client).map_err(|e| match e {
+        PinnedError::Tls(e) => EnrollError::from(e),
+        other => EnrollError::BadCertificate {
+            detail: other.to_string(),
+        },
+    })
 }
 
 /// What came back: status, the headers we use, the body.

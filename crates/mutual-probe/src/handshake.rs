@@ -1,6 +1,6 @@
-//! One TLS handshake against the endpoint, recorded rather than judged: the server's chain (the
-//! recording verifier accepts any certificate but still checks the handshake signature, so a
-//! server cannot fake possession of its key), whether the server sent a CertificateRequest and
+//! One TLS handshake against the endpoint, recorded rather than judged: the server's chain
+//! (mutual-tls's `SignatureOnly` verifier accepts any certificate but still checks the handshake
+//! signature, so a server cannot fake possession of its key), whether the server sent a CertificateRequest and
 //! which CA names it advertised, and how the connection ended: in the handshake, after it (TLS 1.3
 //! servers reject a client certificate only after the client's Finished), or not at all.
 //!
@@ -11,14 +11,15 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use mutual_tls::client::{ClientCert, ClientSpec, ServerCheck};
+use mutual_tls::verifiers::SignatureOnly;
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::sign::CertifiedKey;
 use rustls::{
-    AlertDescription, ClientConfig, ClientConnection, DigitallySignedStruct, NamedGroup,
-    ProtocolVersion, SignatureScheme, SupportedProtocolVersion,
+    AlertDescription, ClientConnection, NamedGroup, ProtocolVersion, SignatureScheme,
+    SupportedProtocolVersion,
 };
 
 /// What the server revealed through the callbacks during one handshake.
@@ -38,65 +39,6 @@ type Shared = Arc<Mutex<Recorded>>;
 fn lock(r: &Shared) -> std::sync::MutexGuard<'_, Recorded> {
     // A poisoned lock only means another callback panicked; the record is still plain data.
     r.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-#[derive(Debug)]
-struct RecordingVerifier {
-    provider: Arc<CryptoProvider>,
-    record: Shared,
-}
-
-impl ServerCertVerifier for RecordingVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        // Judged later, separately, so the report can show the chain even when it is invalid.
-        let mut r = lock(&self.record);
-        r.server_chain = std::iter::once(end_entity)
-            .chain(intermediates)
-            .map(|c| c.clone().into_owned())
-            .collect();
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 #[derive(Debug)]
@@ -288,26 +230,35 @@ pub fn attempt(addrs: &[SocketAddr], spec: &Spec<'_>) -> Attempt {
     let started = Instant::now();
     let deadline = started + spec.timeout;
 
-    let config = match ClientConfig::builder_with_provider(Arc::clone(spec.provider))
-        .with_protocol_versions(spec.versions)
-    {
-        Ok(b) => b,
-        Err(e) => return Attempt::failed(Failure::Tls(e), Recorded::default()),
-    };
-    let mut config = config
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(RecordingVerifier {
-            provider: Arc::clone(spec.provider),
-            record: Arc::clone(&record),
-        }))
-        .with_client_cert_resolver(Arc::new(RecordingResolver {
+    // The chain is judged later, separately, so the report can show it even when it is invalid.
+    let sink = Arc::clone(&record);
+    let verifier = SignatureOnly::new(Arc::clone(spec.provider)).recording(Arc::new(
+        move |leaf: &CertificateDer<'_>, rest: &[CertificateDer<'_>]| {
+            lock(&sink).server_chain = std::iter::once(leaf)
+                .chain(rest)
+                .map(|c| c.clone().into_owned())
+                .collect();
+        },
+    ));
+    let config = mutual_tls::client::build(ClientSpec {
+        provider: Arc::clone(spec.provider),
+        versions: spec.versions,
+        server: ServerCheck::Verifier(Arc::new(verifier)),
+        cert: ClientCert::Resolver(Arc::new(RecordingResolver {
             key: spec.client_cert.clone(),
             record: Arc::clone(&record),
-        }));
-    config.resumption = rustls::client::Resumption::disabled();
-    if spec.http {
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    }
+        })),
+        alpn: if spec.http {
+            vec![b"http/1.1".to_vec()]
+        } else {
+            Vec::new()
+        },
+        resumption: false,
+    });
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => return Attempt::failed(Failure::Tls(e), Recorded::default()),
+    };
     let mut conn = match ClientConnection::new(Arc::new(config), spec.server_name.clone()) {
         Ok(c) => c,
         Err(e) => return Attempt::failed(Failure::Tls(e), Recorded::default()),

@@ -149,21 +149,17 @@ pub fn verify_server_chain(
     let Some((leaf, intermediates)) = chain.split_first() else {
         return mk(None, None, "the server sent no certificate".into());
     };
-    let verifier = match rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::clone(roots),
-        Arc::clone(provider),
-    )
-    .build()
-    {
-        Ok(v) => v,
-        Err(e) => {
-            return mk(
-                Some(false),
-                Some(Reason::UnknownCa),
-                format!("no usable trust roots ({e})"),
-            )
-        }
-    };
+    let verifier =
+        match mutual_tls::client::webpki_verifier(Arc::clone(roots), Arc::clone(provider)) {
+            Ok(v) => v,
+            Err(e) => {
+                return mk(
+                    Some(false),
+                    Some(Reason::UnknownCa),
+                    format!("no usable trust roots ({e})"),
+                )
+            }
+        };
     match verifier.verify_server_cert(leaf, intermediates, name, &[], UnixTime::now()) {
         Ok(_) => mk(
             Some(true),

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use mutual_tls::Reason;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::sign::CertifiedKey;
 use rustls::{AlertDescription, NamedGroup, ProtocolVersion, RootCertStore};
@@ -213,37 +212,30 @@ pub fn split_target(t: &str) -> Result<(String, u16), ProbeError> {
     Ok((host.to_string(), port))
 }
 
-/// Reads every certificate in a PEM file.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProbeError> {
-    let data = std::fs::read(path).map_err(|source| ProbeError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let certs = CertificateDer::pem_slice_iter(&data)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ProbeError::BadFile {
-            path: path.to_path_buf(),
-            detail: format!("not a PEM certificate file ({e})"),
-        })?;
-    if certs.is_empty() {
-        return Err(ProbeError::BadFile {
-            path: path.to_path_buf(),
-            detail: "no CERTIFICATE block found".into(),
-        });
+impl From<mutual_tls::TlsError> for ProbeError {
+    /// The loader's errors (mutual-tls reads every file): the same file, the same sentence.
+    fn from(e: mutual_tls::TlsError) -> ProbeError {
+        use mutual_tls::TlsError as T;
+        match e {
+            T::Io { path, source } => ProbeError::Io { path, source },
+            T::BadFile { path, detail } => ProbeError::BadFile { path, detail },
+            T::KeyMismatch { cert, key } => ProbeError::KeyMismatch { cert, key },
+            other => ProbeError::BadFile {
+                path: PathBuf::new(),
+                detail: other.to_string(),
+            },
+        }
     }
-    Ok(certs)
 }
 
-/// Reads a PEM private key (PKCS#8, SEC1 or PKCS#1). The error never contains key material.
+/// Reads every certificate in a file (PEM, or one DER certificate): mutual-tls's loader.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProbeError> {
+    Ok(mutual_tls::load::load_certs(path)?)
+}
+
+/// Reads a private key (PKCS#8, SEC1 or PKCS#1). The error never contains key material.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, ProbeError> {
-    let data = std::fs::read(path).map_err(|source| ProbeError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    PrivateKeyDer::from_pem_slice(&data).map_err(|_| ProbeError::BadFile {
-        path: path.to_path_buf(),
-        detail: "no unencrypted PEM private key found (PKCS#8, SEC1 or PKCS#1)".into(),
-    })
+    Ok(mutual_tls::load::load_key(path)?)
 }
 
 /// Loads a certificate chain and its key into a `CertifiedKey`, refusing a key that does not match.
@@ -252,24 +244,7 @@ pub fn load_certified_key(
     key: &Path,
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, ProbeError> {
-    let chain = load_certs(cert)?;
-    let der = load_key(key)?;
-    let signing = provider
-        .key_provider
-        .load_private_key(der)
-        .map_err(|e| ProbeError::BadFile {
-            path: key.to_path_buf(),
-            detail: format!("unusable private key ({e})"),
-        })?;
-    let ck = CertifiedKey::new(chain, signing);
-    match ck.keys_match() {
-        Ok(()) => Ok(ck),
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(ck),
-        Err(_) => Err(ProbeError::KeyMismatch {
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-        }),
-    }
+    Ok(mutual_tls::load::certified_key(provider, cert, key)?.0)
 }
 
 /// Trust roots from `--ca`, or the system store; with a line saying which.

@@ -3,18 +3,23 @@
 //! side (server name or exact SPIFFE ID), path validation for `cert verify`, and the mapping of
 //! every failure onto the one reason vocabulary (`Reason`).
 //!
-//! Layout: `load` reads files; `verify` is the single path-validation routine ([`Trust::check`])
-//! that `verifiers` plugs into rustls and `verify_chain` exposes to the CLI and the conformance
-//! run; `config` builds rustls configs; `classify` names failures; `peer` reads what a finished
-//! handshake established.
+//! Layout: `load` reads files (the one loader of certificates, keys and CRLs); `verify` is the
+//! single path-validation routine ([`Trust::check`]) that `verifiers` plugs into rustls and
+//! `verify_chain` exposes to the CLI and the conformance run; `server` and `client` build every
+//! rustls config of the project (proxy, `connect`, CA server, enroll, the CRL fetcher, the probe)
+//! on what `config` shares (provider, versions, credentials); `verifiers` holds every rustls
+//! verifier (one signature-checking "accept any certificate" verifier among them); `classify`
+//! names failures; `peer` reads what a finished handshake established.
 #![forbid(unsafe_code)]
 
 pub mod cdp;
 pub mod classify;
+pub mod client;
 mod config;
 pub mod load;
 pub mod peer;
 pub mod reason;
+pub mod server;
 pub mod verifiers;
 pub mod verify;
 
@@ -23,7 +28,7 @@ use std::sync::Arc;
 
 pub use classify::{describe, describe_io};
 // Re-exported so the probe and the binary format durations and serials as every other command.
-pub use config::provider;
+pub use config::{provider, versions};
 pub use mutual_policy::{human, serial_hex};
 pub use peer::{peer_identity, TlsFacts};
 pub use reason::Reason;
@@ -181,7 +186,7 @@ impl ServerMaterial {
 /// client certificate. A bad file is an error; nothing half-loaded is returned. Each call makes
 /// a new ticketer and session cache, so swapping in a rebuilt config ends old resumptions.
 pub fn build_server_config(s: &ServerSettings) -> Result<ServerMaterial, TlsError> {
-    config::server(s, &TlsOptions::default())
+    server::mutual(s, &TlsOptions::default())
 }
 
 /// [`build_server_config`] with extra options (revocation policy).
@@ -189,7 +194,7 @@ pub fn build_server_config_with(
     s: &ServerSettings,
     o: &TlsOptions,
 ) -> Result<ServerMaterial, TlsError> {
-    config::server(s, o)
+    server::mutual(s, o)
 }
 
 /// Client side (`mutual connect`, the probe): what to present, how to check the server.
@@ -258,7 +263,7 @@ pub fn build_client_config(
     s: &ClientSettings,
     remote_host: &str,
 ) -> Result<ClientMaterial, TlsError> {
-    config::client(s, remote_host, &TlsOptions::default())
+    client::mutual(s, remote_host, &TlsOptions::default())
 }
 
 /// [`build_client_config`] with extra options (CRLs for the server's chain).
@@ -267,7 +272,7 @@ pub fn build_client_config_with(
     remote_host: &str,
     o: &TlsOptions,
 ) -> Result<ClientMaterial, TlsError> {
-    config::client(s, remote_host, o)
+    client::mutual(s, remote_host, o)
 }
 
 /// The reason label for a failed TLS accept/connect (tokio-rustls wraps rustls::Error in io::Error).

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
@@ -84,6 +86,37 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
             }
         }
         Err(e) => Err(pem_err(path, e)),
+    }
+}
+
+/// A certificate chain and its private key, checked to belong together: the key usable by
+/// `provider` and matching the leaf. Also returns the key's DER (rustls' builders take it).
+pub fn certified_key(
+    provider: &CryptoProvider,
+    cert: &Path,
+    key: &Path,
+) -> Result<(CertifiedKey, PrivateKeyDer<'static>), TlsError> {
+    let chain = load_certs(cert)?;
+    let key_der = load_key(key)?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der.clone_key())
+        .map_err(|e| bad(key, format!("unsupported private key: {e}")))?;
+    let ck = CertifiedKey::new(chain, signing);
+    match ck.keys_match() {
+        // A key that cannot tell its public half cannot be checked here; rustls checks it
+        // again when it signs.
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok((ck, key_der))
+        }
+        Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        }),
+        Err(e) => Err(bad(
+            cert,
+            format!("the certificate cannot be used with its key: {e}"),
+        )),
     }
 }
 

@@ -5,7 +5,11 @@
 use std::fmt;
 
 /// Why a handshake or an authorization decision ended the way it did.
+///
+/// `#[non_exhaustive]`: a reason added later (ACME, EST, the Workload API) must not break a
+/// `match` in another crate; such matches keep a `_` arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Reason {
     Ok,
     NoClientCert,

@@ -721,3 +721,71 @@ fn verify_chain_reports_the_path() {
         PeerName::Server(_)
     ));
 }
+
+#[test]
+fn signature_only_accepts_any_server_certificate_and_records_it() {
+    // A server whose certificate comes from a CA the client has never seen.
+    let a = TestPki::new("sigonly-a");
+    let b = TestPki::new("sigonly-b");
+    let srv = b.leaf(
+        "server",
+        LeafOpts::new("server").san("dns:server.test").server(),
+    );
+    let server = build_server_config(&ServerSettings {
+        cert: srv.cert.clone(),
+        key: srv.key,
+        ca: a.root.clone(),
+        ..Default::default()
+    })
+    .unwrap();
+    let leaf = a.leaf("c", LeafOpts::new("c"));
+    let (certified, key) = load::certified_key(&provider(false), &leaf.cert, &leaf.key).unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let verifier = verifiers::SignatureOnly::new(Arc::new(provider(false))).recording(Arc::new(
+        move |ee: &rustls_pki_types::CertificateDer<'_>,
+              _: &[rustls_pki_types::CertificateDer<'_>]| {
+            sink.lock().unwrap().push(ee.as_ref().to_vec());
+        },
+    ));
+    let cfg = client::build(client::ClientSpec {
+        provider: Arc::new(provider(false)),
+        versions: versions(false),
+        server: client::ServerCheck::Verifier(Arc::new(verifier)),
+        cert: client::ClientCert::Single(certified.cert.clone(), key),
+        alpn: Vec::new(),
+        resumption: false,
+    })
+    .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("server.test").unwrap();
+    let o = handshake_cfg(&server.config, Arc::new(cfg), name.clone());
+    assert_eq!(reason_of(&o.client), Reason::Ok, "{:?}", o.client);
+    assert_eq!(reason_of(&o.server), Reason::Ok, "{:?}", o.server);
+    let served = load::load_certs(&srv.cert).unwrap();
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        &[served[0].as_ref().to_vec()]
+    );
+
+    // Enroll's first contact takes it too; the pinned configuration (roots of A) does not.
+    let o = handshake_cfg(
+        &server.config,
+        client::first_contact().unwrap(),
+        name.clone(),
+    );
+    assert_eq!(reason_of(&o.server), Reason::NoClientCert, "{:?}", o.server);
+    let roots_a = load::load_certs(&a.root).unwrap();
+    let o = handshake_cfg(
+        &server.config,
+        client::pinned(&roots_a, None).unwrap(),
+        name,
+    );
+    assert_eq!(reason_of(&o.client), Reason::UnknownCa, "{:?}", o.client);
+    assert!(matches!(
+        client::pinned(
+            &[rustls_pki_types::CertificateDer::from(vec![1, 2, 3])],
+            None
+        ),
+        Err(client::PinnedError::BadRoot(_))
+    ));
+}

@@ -1,22 +1,90 @@
-//! The rustls verifier objects for both directions. They hold a [`Trust`] and delegate to
-//! [`Trust::check`], so handshakes and `mutual cert verify` cannot disagree.
+//! Every rustls verifier object in mutual, for both directions:
+//! - [`MutualClientVerifier`] / [`MutualServerVerifier`]: the proxy's, `mutual connect`'s and
+//!   (in its key-holder mode) the CA server's, holding a [`Trust`] and delegating to
+//!   [`Trust::check`], so handshakes and `mutual cert verify` cannot disagree;
+//! - [`SignatureOnly`]: accepts any server certificate but still checks the handshake signature
+//!   (enroll's first contact, the probe's recording handshakes).
+//!
+//! All of them check handshake signatures the same way, with one set of algorithms
+//! (`handshake_signatures!`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-use crate::verify::{PeerName, Purpose, Trust};
+use crate::verify::{PeerName, Purpose, RevocationPolicy, Trust};
+use crate::TlsError;
+
+/// The algorithms a verifier checks handshake signatures with.
+trait SignatureAlgorithms {
+    fn signature_algorithms(&self) -> &WebPkiSupportedAlgorithms;
+}
+
+/// The three handshake-signature methods of a rustls verifier trait, checked with the
+/// verifier's [`SignatureAlgorithms`]: written once for every verifier here.
+macro_rules! handshake_signatures {
+    () => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                SignatureAlgorithms::signature_algorithms(self),
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                SignatureAlgorithms::signature_algorithms(self),
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            SignatureAlgorithms::signature_algorithms(self).supported_schemes()
+        }
+    };
+}
 
 /// Server side: a client certificate is required and must chain to our roots for clientAuth
 /// (and pass the CRLs, when given).
+///
+/// In the CA server's mode ([`MutualClientVerifier::key_holder`]) a client certificate is
+/// optional, any EKU is accepted and an expired one is let through for the request layer to
+/// refuse by name:
+/// - lenient about expiry because renewal and revocation must answer an expired client
+///   certificate with the contract's `403 expired`, which needs a completed handshake. An
+///   expired certificate is accepted only after the full path validation (signature chain to
+///   the root, constraints) passes again at a moment inside its validity (one second before its
+///   notAfter); every other failure (unknown CA, bad signature) still fails the handshake;
+/// - no EKU requirement because the certificate only proves possession of a key the CA
+///   certified, so that its holder may renew or revoke it, and a server-only certificate (EKU
+///   serverAuth) must be renewable too: the chain is validated with [`Purpose::Any`]. The
+///   request layer still requires the exact certificate in the inventory, not revoked and not
+///   expired.
 #[derive(Debug)]
 pub struct MutualClientVerifier {
     trust: Arc<Trust>,
     hints: Vec<DistinguishedName>,
     authorize: Option<crate::PeerCheck>,
+    key_holder: bool,
 }
 
 impl MutualClientVerifier {
@@ -26,7 +94,19 @@ impl MutualClientVerifier {
             trust,
             hints,
             authorize: None,
+            key_holder: false,
         }
+    }
+
+    /// The CA server's verifier over `roots` (at least one): see the type's doc.
+    pub fn key_holder(
+        roots: Vec<CertificateDer<'static>>,
+    ) -> Result<MutualClientVerifier, TlsError> {
+        let trust = Trust::new(roots, Vec::new(), RevocationPolicy::default())?;
+        Ok(MutualClientVerifier {
+            key_holder: true,
+            ..MutualClientVerifier::new(Arc::new(trust))
+        })
     }
 
     /// Also asks `check` about every verified leaf; a "no" fails the handshake with
@@ -34,6 +114,35 @@ impl MutualClientVerifier {
     pub fn with_authorize(mut self, check: Option<crate::PeerCheck>) -> MutualClientVerifier {
         self.authorize = check;
         self
+    }
+
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let purpose = if self.key_holder {
+            Purpose::Any
+        } else {
+            Purpose::Client
+        };
+        self.trust
+            .check(end_entity, intermediates, now, &purpose, None, None)
+            .map(|_| ())
+    }
+}
+
+/// notAfter of a certificate, Unix seconds.
+fn not_after(der: &[u8]) -> Option<i64> {
+    x509_parser::parse_x509_certificate(der)
+        .ok()
+        .map(|(_, c)| c.validity().not_after.timestamp())
+}
+
+impl SignatureAlgorithms for MutualClientVerifier {
+    fn signature_algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        self.trust.algorithms()
     }
 }
 
@@ -43,7 +152,7 @@ impl ClientCertVerifier for MutualClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        !self.key_holder
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
@@ -56,8 +165,25 @@ impl ClientCertVerifier for MutualClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.trust
-            .check(end_entity, intermediates, now, &Purpose::Client, None, None)?;
+        match self.check(end_entity, intermediates, now) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. },
+            )) if self.key_holder => {
+                // Validate the whole path again one second before the leaf expired. Anything
+                // else wrong with it (or an intermediate already expired then) still fails.
+                let at = not_after(end_entity)
+                    .and_then(|t| u64::try_from(t.saturating_sub(1)).ok())
+                    .ok_or(rustls::Error::InvalidCertificate(
+                        CertificateError::BadEncoding,
+                    ))?;
+                self.check(
+                    end_entity,
+                    intermediates,
+                    UnixTime::since_unix_epoch(Duration::from_secs(at)),
+                )?;
+            }
+            other => other?,
+        }
         if let Some(check) = &self.authorize {
             if !(check.0)(end_entity.as_ref()) {
                 return Err(rustls::Error::InvalidCertificate(
@@ -68,27 +194,7 @@ impl ClientCertVerifier for MutualClientVerifier {
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.trust.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.trust.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.trust.algorithms().supported_schemes()
-    }
+    handshake_signatures!();
 }
 
 /// Client side: the server certificate must chain to our roots for serverAuth and carry either
@@ -103,6 +209,12 @@ pub struct MutualServerVerifier {
 impl MutualServerVerifier {
     pub fn new(trust: Arc<Trust>, expect_uri: Option<String>) -> MutualServerVerifier {
         MutualServerVerifier { trust, expect_uri }
+    }
+}
+
+impl SignatureAlgorithms for MutualServerVerifier {
+    fn signature_algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        self.trust.algorithms()
     }
 }
 
@@ -131,25 +243,66 @@ impl ServerCertVerifier for MutualServerVerifier {
             .map(|_| ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.trust.verify_tls12_signature(message, cert, dss)
+    handshake_signatures!();
+}
+
+/// Told the certificates a [`SignatureOnly`] verifier accepted: the leaf, then the rest.
+pub type ChainSink = dyn Fn(&CertificateDer<'_>, &[CertificateDer<'_>]) + Send + Sync;
+
+/// Accepts whatever certificate the server presents, still checking that the server holds its
+/// key (handshake signatures are verified). For the two places that judge the certificate
+/// later, outside the handshake: enroll's first contact (only `GET /v1/roots` is sent, and what
+/// comes back is trusted only if it matches the pinned fingerprint) and the probe (which shows
+/// the chain even when it is invalid, then judges it).
+pub struct SignatureOnly {
+    provider: Arc<CryptoProvider>,
+    sink: Option<Arc<ChainSink>>,
+}
+
+impl SignatureOnly {
+    /// Signatures checked with `provider`'s algorithms.
+    pub fn new(provider: Arc<CryptoProvider>) -> SignatureOnly {
+        SignatureOnly {
+            provider,
+            sink: None,
+        }
     }
 
-    fn verify_tls13_signature(
+    /// Also hands every presented chain to `sink`.
+    pub fn recording(mut self, sink: Arc<ChainSink>) -> SignatureOnly {
+        self.sink = Some(sink);
+        self
+    }
+}
+
+impl std::fmt::Debug for SignatureOnly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignatureOnly")
+            .field("recording", &self.sink.is_some())
+            .finish()
+    }
+}
+
+impl SignatureAlgorithms for SignatureOnly {
+    fn signature_algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        &self.provider.signature_verification_algorithms
+    }
+}
+
+impl ServerCertVerifier for SignatureOnly {
+    fn verify_server_cert(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.trust.verify_tls13_signature(message, cert, dss)
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(sink) = &self.sink {
+            sink(end_entity, intermediates);
+        }
+        Ok(ServerCertVerified::assertion())
     }
 
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.trust.algorithms().supported_schemes()
-    }
+    handshake_signatures!();
 }

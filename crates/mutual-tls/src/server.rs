@@ -1,0 +1,96 @@
+//! Every rustls `ServerConfig` of mutual: the proxy's listeners ([`crate::build_server_config`])
+//! and the CA server's ([`ca_server`]), both through [`build`].
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::ResolvesServerCert;
+use rustls::ServerConfig;
+
+use crate::config::{load_credentials, provider, versions};
+use crate::verifiers::MutualClientVerifier;
+use crate::verify::Trust;
+use crate::{ServerMaterial, ServerSettings, TlsError, TlsOptions};
+
+/// How many TLS 1.2 sessions the proxy's listener remembers (resumption by session ID).
+const SESSION_CACHE_SIZE: usize = 4096;
+
+/// What a server presents.
+pub enum ServerCert {
+    /// One chain and its key, fixed for the config's life.
+    Single(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    /// Chosen per handshake (a certificate rotated in place).
+    Resolver(Arc<dyn ResolvesServerCert>),
+}
+
+/// The one `ServerConfig` builder: `provider`'s suites, TLS 1.3 (and 1.2 with `allow_tls12`),
+/// client certificates judged by `verifier`, ALPN `alpn`; tickets and session cache are
+/// rustls' defaults unless the caller replaces them.
+pub fn build(
+    provider: Arc<CryptoProvider>,
+    allow_tls12: bool,
+    verifier: Arc<dyn ClientCertVerifier>,
+    cert: ServerCert,
+    alpn: Vec<Vec<u8>>,
+) -> Result<ServerConfig, rustls::Error> {
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions(allow_tls12))?
+        .with_client_cert_verifier(verifier);
+    let mut config = match cert {
+        ServerCert::Single(chain, key) => builder.with_single_cert(chain, key)?,
+        ServerCert::Resolver(r) => builder.with_cert_resolver(r),
+    };
+    config.alpn_protocols = alpn;
+    Ok(config)
+}
+
+/// The CA server's listener: the rotating own certificate, a key-holder verifier
+/// ([`MutualClientVerifier::key_holder`]: optional client certificates), HTTP/1.1 over ALPN.
+pub fn ca_server(
+    resolver: Arc<dyn ResolvesServerCert>,
+    verifier: Arc<dyn ClientCertVerifier>,
+    provider: Arc<CryptoProvider>,
+    allow_tls12: bool,
+) -> Result<ServerConfig, rustls::Error> {
+    build(
+        provider,
+        allow_tls12,
+        verifier,
+        ServerCert::Resolver(resolver),
+        vec![b"http/1.1".to_vec()],
+    )
+}
+
+/// The proxy's listener (see [`crate::build_server_config`]): a required client certificate
+/// verified by [`MutualClientVerifier`], fresh tickets and session cache.
+pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMaterial, TlsError> {
+    let provider = Arc::new(provider(s.allow_tls12));
+    let creds = load_credentials(&provider, &s.cert, &s.key)?;
+    let mut trust = Trust::from_files(&s.ca, &s.crls, o.revocation)?;
+    if let Some(cdp) = &o.cdp {
+        trust = trust.with_cdp(Arc::clone(cdp));
+    }
+    let trust = Arc::new(trust);
+    let verifier =
+        Arc::new(MutualClientVerifier::new(trust.clone()).with_authorize(o.authorize.clone()));
+    let mut config = build(
+        provider,
+        s.allow_tls12,
+        verifier,
+        ServerCert::Single(creds.chain, creds.key),
+        s.alpn.clone(),
+    )?;
+    // Fresh ticket keys and session cache on every build: resumption skips the client
+    // certificate verifier, so a reload (new CRL, new CA) must invalidate old sessions.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
+    config.send_tls13_tickets = 2;
+    Ok(ServerMaterial {
+        config: Arc::new(config),
+        cert_not_after: creds.not_after,
+        cert_serial: creds.serial,
+        trust,
+    })
+}
