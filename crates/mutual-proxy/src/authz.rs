@@ -11,28 +11,7 @@ use std::sync::Arc;
 use mutual_policy::{Identity, Policy};
 use mutual_tls::{Reason, VerifiedPeer};
 
-use crate::material::Material;
-
-/// How a serve listener treats a connection once the client is verified.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Mode {
-    /// Copy bytes both ways (any protocol); authorized once per connection.
-    #[default]
-    Tcp,
-    /// Terminate HTTP/1.1 and HTTP/2, authorize and forward each request.
-    Http,
-}
-
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "tcp" => Ok(Mode::Tcp),
-            "http" => Ok(Mode::Http),
-            _ => Err(format!("unknown mode {s:?}: expected tcp or http")),
-        }
-    }
-}
+use crate::material::{Material, Mode};
 
 /// Whether `id` may have a connection in `mode`. TCP mode: a rule that lists methods or paths
 /// never grants a byte pipe. HTTP mode: whether any rule names this identity (each request is

@@ -18,11 +18,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::accept::{ConnGuard, Limits};
 use crate::audit::Outcome;
-use crate::authz::Mode;
 use crate::backend::Backend;
 use crate::conn::record::Recorder;
 use crate::io::{Activity, CopyEnd, Metered};
-use crate::material::Material;
+use crate::material::{Material, Mode};
 use crate::metrics::ListenerMetrics;
 use crate::reload::Reload;
 use crate::shutdown::Shutdown;

@@ -35,7 +35,7 @@ use crate::conn::record::{ConnRecord, Recorder};
 use crate::material::Material;
 use crate::shutdown::Shutdown;
 
-pub use crate::authz::Mode;
+pub use crate::material::Mode;
 pub use headers::{ForwardClientCert, XfccDetails};
 
 /// HTTP-mode settings of a serve listener.
