@@ -27,6 +27,11 @@ pub struct CertNames {
 pub fn cert_names(der: &[u8]) -> Result<CertNames, PolicyError> {
     let (_, cert) = X509Certificate::from_der(der)
         .map_err(|e| PolicyError::Certificate(format!("cannot parse certificate: {e}")))?;
+    names_of(&cert)
+}
+
+/// [`cert_names`] of a certificate the caller has parsed already.
+pub fn names_of(cert: &X509Certificate<'_>) -> Result<CertNames, PolicyError> {
     let mut uris = Vec::new();
     let san = cert
         .subject_alternative_name()

@@ -41,6 +41,12 @@ impl Identity {
                 "trailing data after the certificate".into(),
             ));
         }
+        Identity::from_parsed(&cert, der)
+    }
+
+    /// [`Identity::from_der`] for a certificate the caller has parsed already (`der` is its
+    /// encoding, for the fingerprint), so one parse serves every reader of a handshake's leaf.
+    pub fn from_parsed(cert: &X509Certificate<'_>, der: &[u8]) -> Result<Identity, PolicyError> {
         let mut id = Identity::default();
         let san = cert
             .subject_alternative_name()

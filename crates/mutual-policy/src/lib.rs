@@ -310,20 +310,6 @@ impl Policy {
         Ok(Policy { rules })
     }
 
-    /// One rule per `--allow-ip` value (an address or CIDR block); merge it with `from_flags`.
-    pub fn from_ip_flags(ip: &[String]) -> Result<Policy, PolicyError> {
-        let rules = ip
-            .iter()
-            .map(|s| {
-                Ok(Rule {
-                    ip: vec![IpPattern::parse(s)?],
-                    ..Rule::default()
-                })
-            })
-            .collect::<Result<_, PolicyError>>()?;
-        Ok(Policy { rules })
-    }
-
     /// A policy from rules built in code.
     pub fn from_rules(rules: Vec<Rule>) -> Policy {
         Policy { rules }
@@ -344,12 +330,14 @@ impl Policy {
         &self.rules
     }
 
-    /// Decides for a connection (`req` = None) or an HTTP request.
+    /// Decides for an HTTP connection (`req` = None: does any rule name this identity?) or an
+    /// HTTP request.
     ///
     /// For a connection, a rule matches on identity alone even when it lists `methods`/`paths`:
     /// the HTTP layer calls again per request with `Some(req)`, and only then are methods and
     /// paths checked. A TCP-mode proxy must therefore not accept rules with `methods`/`paths`
-    /// as connection grants; use [`Policy::authorize_tcp`] there.
+    /// as connection grants; it uses [`Policy::authorize_tcp`] (mutual-proxy's `authz` module
+    /// picks the entry point).
     pub fn authorize(&self, id: &Identity, req: Option<&Request<'_>>) -> Decision {
         self.find(|r| r.matches_identity(id) && req.is_none_or(|q| r.matches_request(q)))
     }

@@ -172,7 +172,7 @@ fn from_flags_one_rule_per_value() {
     assert!(Policy::from_flags(&["spiffe://*/x".into()], &[], &[], &[], false).is_err());
     let any = Policy::from_flags(&[], &[], &[], &[], true).unwrap();
     assert!(any.authorize(&ident(None, &[], None), None).allowed);
-    let merged = p.merged(Policy::from_ip_flags(&["10.0.0.0/8".into()]).unwrap());
+    let merged = p.merged(Policy::from_toml("[[allow]]\nip = \"10.0.0.0/8\"\n").unwrap());
     let mut ip = ident(None, &[], None);
     ip.ip = vec!["10.1.2.3".into()];
     assert_eq!(merged.authorize(&ip, None).rule, Some(5));

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender};
 
 use mutual_policy::Identity;
+use mutual_tls::TlsFacts;
 use serde::Serialize;
 
 use crate::ProxyError;
@@ -57,91 +58,9 @@ impl From<&Identity> for AuditIdentity {
     }
 }
 
-/// What was negotiated.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct TlsInfo {
-    /// `TLSv1.3` or `TLSv1.2`.
-    pub version: String,
-    /// IANA name, e.g. `TLS13_AES_128_GCM_SHA256`.
-    pub cipher: String,
-    /// e.g. `X25519MLKEM768`, `X25519`, `secp256r1`.
-    pub group: String,
-    /// Whether this was a resumed session (not in the audit line; used for the re-check).
-    #[serde(skip)]
-    pub resumed: bool,
-}
-
-impl TlsInfo {
-    /// Reads the negotiated parameters from a finished handshake (client or server side).
-    pub fn from_state(c: &rustls::CommonState) -> TlsInfo {
-        let version = match c.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
-            Some(v) => format!("{v:?}"),
-            None => String::new(),
-        };
-        let cipher = c
-            .negotiated_cipher_suite()
-            .map(|s| {
-                let s = s.suite();
-                s.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("{s:?}"))
-            })
-            .unwrap_or_default();
-        let group = c
-            .negotiated_key_exchange_group()
-            .map(|g| {
-                let n = g.name();
-                n.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("{n:?}"))
-            })
-            .unwrap_or_default();
-        let resumed = c.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-        TlsInfo {
-            version,
-            cipher,
-            group,
-            resumed,
-        }
-    }
-}
-
-impl TlsInfo {
-    /// From what our ServerHello said (a handshake refused before it finished).
-    pub fn from_negotiated(n: crate::refuse::Negotiated) -> TlsInfo {
-        let version = match rustls::ProtocolVersion::from(n.version) {
-            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
-            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
-            v => format!("{v:?}"),
-        };
-        let s = rustls::CipherSuite::from(n.cipher);
-        let cipher = s
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| format!("{s:?}"));
-        let group = n
-            .group
-            .map(|g| {
-                let g = rustls::NamedGroup::from(g);
-                g.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("{g:?}"))
-            })
-            .unwrap_or_default();
-        TlsInfo {
-            version,
-            cipher,
-            group,
-            resumed: false,
-        }
-    }
-}
-
 /// One audit line.
 #[derive(Clone, Debug, Serialize)]
-pub struct AuditRecord {
+pub struct AuditRecord<'a> {
     /// RFC 3339, UTC, milliseconds.
     pub ts: String,
     pub listener: String,
@@ -149,7 +68,8 @@ pub struct AuditRecord {
     pub result: Outcome,
     pub reason: &'static str,
     pub identity: Option<AuditIdentity>,
-    pub tls: Option<TlsInfo>,
+    /// What was negotiated (`version`, `cipher`, `group`), as [`TlsFacts`] spells it.
+    pub tls: Option<&'a TlsFacts>,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration_ms: u64,
@@ -253,7 +173,7 @@ impl Audit {
     }
 
     /// Queues one record (a no-op when disabled).
-    pub fn log(&self, rec: &AuditRecord) {
+    pub fn log(&self, rec: &AuditRecord<'_>) {
         let Some(tx) = &self.tx else { return };
         match serde_json::to_string(rec) {
             Ok(mut line) => {
@@ -321,7 +241,7 @@ mod tests {
                 sha256: "ff".into(),
                 issuer: "CN=Issuer".into(),
             }),
-            tls: Some(TlsInfo {
+            tls: Some(&TlsFacts {
                 version: "TLSv1.3".into(),
                 cipher: "TLS13_AES_128_GCM_SHA256".into(),
                 group: "X25519MLKEM768".into(),

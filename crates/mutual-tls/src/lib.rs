@@ -30,7 +30,7 @@ pub use classify::{describe, describe_io};
 // Re-exported so the probe and the binary format durations and serials as every other command.
 pub use config::{provider, versions};
 pub use mutual_policy::{human, serial_hex};
-pub use peer::{peer_identity, TlsFacts};
+pub use peer::{PeerError, TlsFacts, VerifiedPeer, Wanted};
 pub use reason::Reason;
 pub use verify::{
     verify_chain, ChainEntry, PeerName, Purpose, RevocationPolicy, Trust, VerifyOutcome,

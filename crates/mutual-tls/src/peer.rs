@@ -1,57 +1,180 @@
-//! What a finished handshake established, in the words the audit log and metrics use: the
-//! peer's identity and the negotiated version, suite and group.
+//! What a finished handshake established, in the words the audit log and metrics use: one
+//! [`VerifiedPeer`] per connection (the chain the peer presented, its [`Identity`], the
+//! negotiated [`TlsFacts`], and on request its names and key algorithms), built once right
+//! after the handshake from one parse of the leaf, and passed to everything that asks about
+//! the peer afterwards (authorization, live re-authorization, audit, HTTP headers, PROXY header).
 
-use mutual_policy::{Identity, PolicyError};
+use std::sync::Arc;
 
-/// Negotiated parameters, as strings for the audit log's `tls` object.
+use mutual_policy::{CertNames, Identity, PolicyError};
+use rustls_pki_types::CertificateDer;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// Negotiated parameters, as the audit log's `tls` object spells them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TlsFacts {
-    /// `TLSv1_3` / `TLSv1_2`.
+    /// `TLSv1.3` / `TLSv1.2`.
     pub version: String,
-    /// e.g. `TLS13_AES_128_GCM_SHA256`.
+    /// IANA name, e.g. `TLS13_AES_128_GCM_SHA256`.
     pub cipher: String,
-    /// e.g. `X25519MLKEM768`.
+    /// e.g. `X25519MLKEM768`, `X25519`, `secp256r1`.
     pub group: String,
-    /// The session was resumed (no certificate verification ran in this handshake).
+    /// The session was resumed (no certificate verification ran in this handshake). Not in
+    /// the audit line.
+    #[serde(skip)]
     pub resumed: bool,
 }
 
 impl TlsFacts {
+    /// Reads the negotiated parameters from a finished handshake (client or server side).
     pub fn of(conn: &rustls::CommonState) -> TlsFacts {
         TlsFacts {
             version: conn
                 .protocol_version()
-                .map(|v| format!("{v:?}"))
+                .map(version_name)
                 .unwrap_or_default(),
             cipher: conn
                 .negotiated_cipher_suite()
-                .map(|s| format!("{:?}", s.suite()))
+                .map(|s| suite_name(s.suite()))
                 .unwrap_or_default(),
             group: conn
                 .negotiated_key_exchange_group()
-                .map(|g| format!("{:?}", g.name()))
+                .map(|g| group_name(g.name()))
                 .unwrap_or_default(),
-            resumed: matches!(conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed)),
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+        }
+    }
+
+    /// From the wire codes of a ServerHello (a handshake refused before it finished).
+    pub fn from_codes(version: u16, cipher: u16, group: Option<u16>) -> TlsFacts {
+        TlsFacts {
+            version: version_name(rustls::ProtocolVersion::from(version)),
+            cipher: suite_name(rustls::CipherSuite::from(cipher)),
+            group: group
+                .map(|g| group_name(rustls::NamedGroup::from(g)))
+                .unwrap_or_default(),
+            resumed: false,
         }
     }
 }
 
-/// The verified peer's identity after a successful handshake (server or client side; with
-/// tokio-rustls: `stream.get_ref().1`). `Ok(None)` when the peer presented no certificate.
-pub fn peer_identity(conn: &rustls::CommonState) -> Result<Option<Identity>, PolicyError> {
-    match conn.peer_certificates().and_then(|c| c.first()) {
-        Some(leaf) => Identity::from_der(leaf.as_ref()).map(Some),
-        None => Ok(None),
+fn version_name(v: rustls::ProtocolVersion) -> String {
+    match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+        v => format!("{v:?}"),
     }
 }
 
-/// Names for the PROXY protocol's SSL sub-TLVs (and logs) from a leaf certificate's DER:
-/// algorithms in the words haproxy/OpenSSL use (`ecdsa-with-SHA256`, `EC256`, `RSA2048`).
-pub fn cert_algorithms(leaf: &[u8]) -> (String, String) {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let Ok((_, c)) = X509Certificate::from_der(leaf) else {
-        return (String::new(), String::new());
-    };
+fn suite_name(s: rustls::CipherSuite) -> String {
+    s.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{s:?}"))
+}
+
+fn group_name(g: rustls::NamedGroup) -> String {
+    g.as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{g:?}"))
+}
+
+/// What a caller needs from the leaf beyond the identity (each costs work; ask only for it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// An owned copy of the presented chain ([`VerifiedPeer::chain`], for re-checks after the
+    /// handshake); without it `chain` is empty.
+    pub chain: bool,
+    /// Subject DN and URI SANs ([`VerifiedPeer::names`], HTTP mode's identity headers).
+    pub names: bool,
+    /// Signature and key algorithm names ([`VerifiedPeer::algorithms`], the PROXY header).
+    pub algorithms: bool,
+}
+
+/// Why a finished handshake yields no [`VerifiedPeer`].
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The peer presented no certificate (`no_client_cert` on the server side).
+    #[error("the peer presented no certificate")]
+    NoCertificate,
+    /// The leaf's names do not parse (`malformed`).
+    #[error(transparent)]
+    Malformed(#[from] PolicyError),
+}
+
+/// A peer after a successful handshake: everything later steps ask about it, read once.
+#[derive(Clone, Debug)]
+pub struct VerifiedPeer {
+    /// The certificates the peer presented, its own first (what the verifier checked; live
+    /// re-authorization checks it again), when [`Wanted::chain`] (else empty). Shared, never
+    /// copied again.
+    pub chain: Arc<[CertificateDer<'static>]>,
+    pub id: Identity,
+    pub tls: TlsFacts,
+    /// Subject DN and URI SANs, when [`Wanted::names`].
+    pub names: Option<CertNames>,
+    /// `(signature, key)` algorithm names in the words haproxy/OpenSSL use
+    /// (`ecdsa-with-SHA256`, `EC256`), when [`Wanted::algorithms`].
+    pub algorithms: Option<(String, String)>,
+}
+
+impl VerifiedPeer {
+    /// Reads the peer of a finished handshake (server or client side; with tokio-rustls:
+    /// `stream.get_ref().1`). The leaf is parsed at most once; `known` is the identity the
+    /// handshake's own policy check already read from this leaf, if any, which saves even
+    /// that parse when nothing else is wanted.
+    pub fn of(
+        conn: &rustls::CommonState,
+        wanted: Wanted,
+        known: Option<Identity>,
+    ) -> Result<VerifiedPeer, PeerError> {
+        let presented = conn.peer_certificates().unwrap_or_default();
+        let Some(leaf) = presented.first() else {
+            return Err(PeerError::NoCertificate);
+        };
+        let tls = TlsFacts::of(conn);
+        let (id, names, algorithms) = match known {
+            Some(id) if !wanted.names && !wanted.algorithms => (id, None, None),
+            known => {
+                let (rest, cert) = X509Certificate::from_der(leaf.as_ref()).map_err(|e| {
+                    PolicyError::Certificate(format!("cannot parse certificate: {e}"))
+                })?;
+                if !rest.is_empty() {
+                    return Err(PolicyError::Certificate(
+                        "trailing data after the certificate".into(),
+                    )
+                    .into());
+                }
+                let id = match known {
+                    Some(id) => id,
+                    None => Identity::from_parsed(&cert, leaf.as_ref())?,
+                };
+                let names = if wanted.names {
+                    Some(mutual_policy::dn::names_of(&cert)?)
+                } else {
+                    None
+                };
+                let algorithms = wanted.algorithms.then(|| algorithms_of(&cert));
+                (id, names, algorithms)
+            }
+        };
+        let chain: Arc<[CertificateDer<'static>]> = if wanted.chain {
+            presented.iter().map(|c| c.clone().into_owned()).collect()
+        } else {
+            Arc::new([])
+        };
+        Ok(VerifiedPeer {
+            chain,
+            id,
+            tls,
+            names,
+            algorithms,
+        })
+    }
+}
+
+/// Names for the PROXY protocol's SSL sub-TLVs (and logs): algorithms in the words
+/// haproxy/OpenSSL use (`ecdsa-with-SHA256`, `EC256`, `RSA2048`).
+fn algorithms_of(c: &X509Certificate<'_>) -> (String, String) {
     let sig = match c.signature_algorithm.algorithm.to_id_string().as_str() {
         "1.2.840.10045.4.3.2" => "ecdsa-with-SHA256".to_string(),
         "1.2.840.10045.4.3.3" => "ecdsa-with-SHA384".to_string(),

@@ -150,14 +150,16 @@ fn mutual_handshake_succeeds_and_reports_identity_and_parameters() {
         o.server,
         o.client
     );
-    let id = peer_identity(&o.sconn).unwrap().unwrap();
+    let id = VerifiedPeer::of(&o.sconn, Wanted::default(), None)
+        .unwrap()
+        .id;
     assert_eq!(
         id.spiffe.as_deref(),
         Some("spiffe://example.org/ns/prod/sa/web")
     );
     assert_eq!(id.serial, c.cert_serial);
     let facts = TlsFacts::of(&o.sconn);
-    assert_eq!(facts.version, "TLSv1_3");
+    assert_eq!(facts.version, "TLSv1.3");
     assert_eq!(facts.cipher, "TLS13_AES_128_GCM_SHA256");
     assert_eq!(facts.group, "X25519MLKEM768");
     assert!(!facts.resumed);

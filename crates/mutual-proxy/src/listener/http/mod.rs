@@ -1,5 +1,5 @@
-//! HTTP mode of `mutual serve` (`--http`): after the handshake, identity and re-check of
-//! serve.rs, the connection speaks HTTP/1.1 or HTTP/2 (ALPN `h2`, `http/1.1`) instead of being a
+//! HTTP mode of `mutual serve` (`--http`): after the handshake, [`VerifiedPeer`] and re-check
+//! of [`crate::serve`], the connection speaks HTTP/1.1 or HTTP/2 (ALPN `h2`, `http/1.1`) instead of being a
 //! byte pipe, so that each request can be authorized on method and path, answered with a
 //! readable 403, counted and audited, and forwarded with the verified identity in headers the
 //! backend can trust (any client-sent copy of them is removed first). docs/http.md is the user
@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
@@ -24,38 +25,18 @@ use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use mutual_policy::Identity;
-use mutual_tls::Reason;
+use mutual_tls::{Reason, VerifiedPeer};
 use prometheus_client::metrics::counter::Counter;
-use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::audit::{rfc3339_ms, AuditIdentity, AuditRecord, HttpFields, Outcome, TlsInfo};
-use crate::serve::Serve;
+use crate::audit::Outcome;
+use crate::backend::Backend;
+use crate::conn::record::{ConnRecord, Recorder};
+use crate::material::Material;
 use crate::shutdown::Shutdown;
 
+pub use crate::material::Mode;
 pub use headers::{ForwardClientCert, XfccDetails};
-
-/// How a serve listener treats a connection once the client is verified.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Mode {
-    /// Copy bytes both ways (any protocol).
-    #[default]
-    Tcp,
-    /// Terminate HTTP/1.1 and HTTP/2, authorize and forward each request.
-    Http,
-}
-
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "tcp" => Ok(Mode::Tcp),
-            "http" => Ok(Mode::Http),
-            _ => Err(format!("unknown mode {s:?}: expected tcp or http")),
-        }
-    }
-}
 
 /// HTTP-mode settings of a serve listener.
 #[derive(Clone, Debug, Default)]
@@ -74,92 +55,109 @@ pub fn alpn() -> Vec<Vec<u8>> {
 /// Response bodies sent to the client.
 type RespBody = BoxBody<Bytes, hyper::Error>;
 
+/// What every connection of one HTTP-mode serve listener shares (built once per listener).
+pub(crate) struct Site {
+    /// The material in force now: each request is decided with its policy (a reload applies
+    /// to the next request of an open connection).
+    current: Arc<ArcSwap<Material>>,
+    rec: Arc<Recorder>,
+    /// The backend connection pool.
+    forwarder: forward::Forwarder,
+    backend: Backend,
+    opts: HttpOptions,
+    idle_timeout: Duration,
+    max_connection_lifetime: Option<Duration>,
+    end_on_peer_expiry: bool,
+}
+
+impl Site {
+    pub(crate) fn new(
+        cfg: &crate::serve::ServeConfig,
+        current: Arc<ArcSwap<Material>>,
+        rec: Arc<Recorder>,
+    ) -> Arc<Site> {
+        Arc::new(Site {
+            current,
+            rec,
+            forwarder: forward::Forwarder::new(&cfg.backend, cfg.connect_timeout),
+            backend: cfg.backend.clone(),
+            opts: cfg.http.clone(),
+            idle_timeout: cfg.idle_timeout,
+            max_connection_lifetime: cfg.max_connection_lifetime,
+            end_on_peer_expiry: cfg.end_on_peer_expiry,
+        })
+    }
+
+    fn name(&self) -> &str {
+        &self.rec.lm.name
+    }
+}
+
 /// What every request of one connection shares.
 struct ConnCtx {
-    serve: Arc<Serve>,
+    site: Arc<Site>,
     peer: SocketAddr,
-    id: Identity,
+    vp: Arc<VerifiedPeer>,
     principal: String,
-    tls: TlsInfo,
     /// Identity headers for the backend; `Err` (with why) when the certificate's names cannot
     /// be written as header values: then nothing is forwarded (fail closed).
     headers: Result<headers::IdentityHeaders, String>,
     peer_ip: HeaderValue,
 }
 
-/// What serve.rs learned about a connection before handing it to HTTP mode.
-pub(crate) struct Verified {
-    /// The certificates the client presented, its own first (DER).
-    pub chain: Vec<Vec<u8>>,
-    pub peer: SocketAddr,
-    pub id: Identity,
-    pub info: TlsInfo,
-    /// Whether any rule names this identity (see `serve_connection`).
-    pub known: bool,
-}
-
 /// Serves HTTP on a verified, re-checked connection until the client closes it, it is idle for
 /// `--idle-timeout`, or shutdown (then in-flight requests finish; HTTP/2 gets a GOAWAY).
 /// `known` says whether any rule names this identity at all: counted once as the connection's
-/// handshake outcome; each request is then authorized on its own.
+/// handshake outcome (`rec`); each request is then authorized and recorded on its own.
 pub(crate) async fn serve_connection<S>(
-    serve: Arc<Serve>,
+    site: Arc<Site>,
     tls: S,
-    verified: Verified,
+    rec: ConnRecord,
+    vp: Arc<VerifiedPeer>,
+    known: bool,
     mut shutdown: Shutdown,
     mut ended: Option<crate::live::Ended>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Verified {
-        chain,
-        peer,
-        id,
-        info,
-        known,
-    } = verified;
-    let principal = id.principal();
-    let lm = serve.listener_metrics().clone();
-    let name = serve.config().name.clone();
+    let peer = rec.peer_addr();
+    let principal = vp.id.principal();
+    let lm = site.rec.lm.clone();
+    let name = site.name().to_string();
     if known {
-        lm.outcome(Outcome::Allowed, Reason::Ok);
+        rec.count(Outcome::Allowed, Reason::Ok);
         tracing::debug!(listener = %name, %peer, identity = %principal, "HTTP connection");
     } else {
         // Still served: every request gets a 403 that says why, which helps more than a reset.
-        lm.outcome(Outcome::Denied, Reason::PolicyDenied);
+        rec.count(Outcome::Denied, Reason::PolicyDenied);
         tracing::info!(listener = %name, %peer, identity = %principal, result = "denied",
             reason = "policy_denied", "no rule names this identity; its HTTP requests get 403");
     }
-    let opts = serve.config().http.clone();
-    let refs: Vec<&[u8]> = chain.iter().map(Vec::as_slice).collect();
-    let hdrs = match refs.first() {
-        None => Err("no client certificate".to_string()),
-        Some(leaf) => mutual_policy::cert_names(leaf)
-            .map_err(|e| e.to_string())
-            .and_then(|names| {
-                headers::IdentityHeaders::build(
-                    opts.forward_client_cert,
-                    opts.details,
-                    &id,
-                    &names,
-                    &refs,
-                )
-                .map_err(|_| {
-                    "a name in the client certificate cannot be written as an HTTP header value"
-                        .to_string()
-                })
-            }),
+    rec.hand_over();
+    let opts = &site.opts;
+    let refs: Vec<&[u8]> = vp.chain.iter().map(|c| c.as_ref()).collect();
+    let hdrs = match &vp.names {
+        None => Err("the client certificate's names were not read".to_string()),
+        Some(names) => headers::IdentityHeaders::build(
+            opts.forward_client_cert,
+            opts.details,
+            &vp.id,
+            names,
+            &refs,
+        )
+        .map_err(|_| {
+            "a name in the client certificate cannot be written as an HTTP header value".to_string()
+        }),
     };
     // An IP address always forms a valid header value; the fallback is never used.
     let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let expiry = serve.config().end_on_peer_expiry.then_some(id.not_after);
+    let expiry = site.end_on_peer_expiry.then_some(vp.id.not_after);
     let ctx = Arc::new(ConnCtx {
-        serve: Arc::clone(&serve),
+        site: Arc::clone(&site),
         peer,
-        id,
+        vp,
         principal,
-        tls: info,
         headers: hdrs,
         peer_ip,
     });
@@ -177,14 +175,14 @@ pub(crate) async fn serve_connection<S>(
     let builder = auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    let idle = serve.config().idle_timeout;
+    let idle = site.idle_timeout;
     let mut tick = tokio::time::interval((idle / 4).max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // When we asked the connection to close: it gets one more idle period to finish.
     let mut closing: Option<Instant> = None;
     // --max-connection-lifetime: past it, the connection is asked to close like on shutdown
     // (in-flight requests finish; HTTP/2 gets a GOAWAY).
-    let lifetime = serve.config().max_connection_lifetime;
+    let lifetime = site.max_connection_lifetime;
     let expired = async move {
         match lifetime {
             Some(d) => tokio::time::sleep(d).await,
@@ -241,60 +239,29 @@ pub(crate) async fn serve_connection<S>(
     }
 }
 
-/// One request's bookkeeping: its audit line is written when the response is complete (or
+/// One request's bookkeeping: its [`ConnRecord`] is ended when the response is complete (or
 /// abandoned), so bytes and duration cover the whole exchange.
 struct Pending {
     ctx: Arc<ConnCtx>,
-    ts: OffsetDateTime,
-    start: Instant,
+    /// Taken when the request is answered here (`problem`); otherwise dropped with `Pending`.
+    rec: Option<ConnRecord>,
     method: String,
     path: String,
     bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
-    outcome: Outcome,
-    reason: Reason,
-    status: u16,
-    written: bool,
 }
 
 impl Drop for Pending {
-    /// The audit line of a request whose response was sent, streamed or abandoned. A request
-    /// dropped before any response (the client went away while the backend was busy) is
-    /// `failed`/`other` with status 0.
+    /// The record of a request whose response was streamed or abandoned: dropping it writes
+    /// its line (`failed`/`other` with status 0 when no response was sent at all).
     fn drop(&mut self) {
-        if !self.written {
-            if self.status == 0 {
-                self.outcome = Outcome::Failed;
-                self.reason = Reason::Other;
-            }
-            self.write_audit();
+        if let Some(rec) = &mut self.rec {
+            rec.bytes(self.bytes_in.load(Ordering::Relaxed), self.bytes_out);
         }
     }
 }
 
 impl Pending {
-    fn write_audit(&mut self) {
-        self.written = true;
-        let serve = &self.ctx.serve;
-        serve.shared().audit.log(&AuditRecord {
-            ts: rfc3339_ms(self.ts),
-            listener: serve.config().name.clone(),
-            peer_addr: self.ctx.peer.to_string(),
-            result: self.outcome,
-            reason: self.reason.label(),
-            identity: Some(AuditIdentity::from(&self.ctx.id)),
-            tls: Some(self.ctx.tls.clone()),
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
-            bytes_out: self.bytes_out,
-            duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
-            http: Some(HttpFields {
-                method: self.method.clone(),
-                path: self.path.clone(),
-                status: self.status,
-            }),
-        });
-    }
-
     /// Answers the request itself with an RFC 9457 problem document; counted and audited.
     fn problem(self, status: StatusCode, outcome: Outcome, reason: Reason) -> Response<RespBody> {
         self.problem_detail(status, outcome, reason, reason.explanation())
@@ -321,26 +288,11 @@ impl Pending {
         });
         let mut text = body.to_string();
         text.push('\n');
-        self.outcome = outcome;
-        self.reason = reason;
-        self.status = status.as_u16();
-        self.bytes_out = text.len() as u64;
-        let serve = &self.ctx.serve;
-        serve
-            .listener_metrics()
-            .http_request(outcome, &self.ctx.principal);
-        tracing::info!(
-            listener = %serve.config().name,
-            peer = %self.ctx.peer,
-            identity = %self.ctx.principal,
-            method = %self.method,
-            path = %self.path,
-            status = self.status,
-            result = outcome.label(),
-            reason = reason.label(),
-            "{detail}"
-        );
-        self.write_audit();
+        if let Some(mut rec) = self.rec.take() {
+            rec.status(status.as_u16());
+            rec.bytes(self.bytes_in.load(Ordering::Relaxed), text.len() as u64);
+            rec.end(outcome, reason, detail);
+        }
         let mut r = Response::new(
             Full::new(Bytes::from(text))
                 .map_err(|never| match never {})
@@ -357,28 +309,29 @@ impl Pending {
 
 async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody> {
     let (mut parts, body) = req.into_parts();
+    let method = parts.method.as_str().to_string();
+    let path = parts.uri.path().to_string();
+    let mut rec = ctx.site.rec.start(ctx.peer);
+    rec.peer(&ctx.vp);
+    rec.request(method.clone(), path.clone());
     let pending = Pending {
         ctx: Arc::clone(&ctx),
-        ts: OffsetDateTime::now_utc(),
-        start: Instant::now(),
-        method: parts.method.as_str().to_string(),
-        path: parts.uri.path().to_string(),
+        rec: Some(rec),
+        method,
+        path,
         bytes_in: Arc::new(AtomicU64::new(0)),
         bytes_out: 0,
-        outcome: Outcome::Allowed,
-        reason: Reason::Ok,
-        status: 0,
-        written: false,
     };
     // First, before anything can look at them: what the client claims is never forwarded.
     headers::strip_identity_headers(&mut parts.headers);
     // The policy in force now (a reload applies to the next request of an open connection).
-    let policy = ctx.serve.policy();
-    let facts = mutual_policy::Request {
-        method: &pending.method,
-        path: &pending.path,
-    };
-    if !policy.authorize(&ctx.id, Some(&facts)).allowed {
+    let allowed = crate::authz::request(
+        &ctx.site.current.load().policy,
+        &ctx.vp.id,
+        &pending.method,
+        &pending.path,
+    );
+    if !allowed {
         return pending.problem(StatusCode::FORBIDDEN, Outcome::Denied, Reason::PolicyDenied);
     }
     if parts.method == Method::CONNECT {
@@ -393,11 +346,11 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody>
     let ids = match &ctx.headers {
         Ok(h) => h,
         Err(why) => {
-            tracing::warn!(listener = %ctx.serve.config().name, peer = %ctx.peer, "{why}");
+            tracing::warn!(listener = %ctx.site.name(), peer = %ctx.peer, "{why}");
             return pending.problem(StatusCode::BAD_REQUEST, Outcome::Failed, Reason::Malformed);
         }
     };
-    let forwarder = ctx.serve.forwarder();
+    let forwarder = Some(&ctx.site.forwarder);
     let pq = parts
         .uri
         .path_and_query()
@@ -439,18 +392,19 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody>
             let (mut rp, rb) = resp.into_parts();
             headers::strip_hop_by_hop(&mut rp.headers);
             let mut pending = pending;
-            pending.status = rp.status.as_u16();
-            ctx.serve
-                .listener_metrics()
-                .http_request(Outcome::Allowed, &ctx.principal);
-            tracing::debug!(listener = %ctx.serve.config().name, peer = %ctx.peer,
+            let status = rp.status.as_u16();
+            if let Some(rec) = &mut pending.rec {
+                rec.status(status);
+                rec.count(Outcome::Allowed, Reason::Ok);
+            }
+            tracing::debug!(listener = %ctx.site.name(), peer = %ctx.peer,
                 identity = %ctx.principal, method = %pending.method, path = %pending.path,
-                status = pending.status, "forwarded");
+                status, "forwarded");
             Response::from_parts(rp, Audited { inner: rb, pending }.boxed())
         }
         Err(e) => {
-            tracing::warn!(listener = %ctx.serve.config().name, peer = %ctx.peer,
-                backend = %ctx.serve.config().backend, "backend request failed: {}", error_chain(&e));
+            tracing::warn!(listener = %ctx.site.name(), peer = %ctx.peer,
+                backend = %ctx.site.backend, "backend request failed: {}", error_chain(&e));
             pending.problem(
                 StatusCode::BAD_GATEWAY,
                 Outcome::Failed,

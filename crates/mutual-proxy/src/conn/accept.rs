@@ -1,4 +1,4 @@
-//! The accept loop every listener kind shares (TCP serve, connect, and later HTTP mode): limits
+//! The accept loop every listener kind shares (TCP and HTTP serve, connect): limits
 //! (`--max-connections`: a connection over the limit is closed at once and counted), the
 //! open-connections gauge, and graceful shutdown (stop accepting, drain up to a timeout).
 

@@ -77,6 +77,20 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// Connects to a TCP address (`connect`'s remote, where TLS is originated); a Unix socket
+    /// is an error here, never a silent skip.
+    pub async fn dial_tcp(&self, timeout: Duration) -> io::Result<TcpStream> {
+        match self.dial(timeout).await? {
+            BackendStream::Tcp(t) => Ok(t),
+            BackendStream::Unix(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{self} is not a TCP address"),
+            )),
+        }
+    }
+}
+
 /// A connected backend, TCP or Unix.
 pub enum BackendStream {
     Tcp(TcpStream),

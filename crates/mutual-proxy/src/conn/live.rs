@@ -14,12 +14,11 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 use mutual_policy::Identity;
-use mutual_tls::Reason;
-use rustls_pki_types::CertificateDer;
+use mutual_tls::{Reason, VerifiedPeer};
 use tokio::sync::watch;
 
+use crate::material::Material;
 use crate::metrics::ListenerMetrics;
-use crate::serve::Material;
 
 /// Why an established connection is being ended from outside its task.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,8 +74,7 @@ pub async fn peer_expiry(not_after: Option<i64>) {
 }
 
 struct Entry {
-    id: Arc<Identity>,
-    chain: Arc<Vec<CertificateDer<'static>>>,
+    peer: Arc<VerifiedPeer>,
     tx: Arc<watch::Sender<Option<Termination>>>,
 }
 
@@ -106,34 +104,11 @@ impl Drop for Registration {
     }
 }
 
-/// Whether a peer passes `m`: the chain against its trust (CRLs, time, CA) and the identity
-/// against its policy. `None`: still allowed.
-///
-/// Expiry after the handshake is not a reason here: whether a connection survives must not
-/// depend on an unrelated reload. An expired chain is checked as of the second before the
-/// leaf's notAfter (trust, revocation, policy still apply); ending connections at expiry is
-/// `--end-on-peer-expiry`'s job, on a timer (serve.rs).
-pub fn verdict(m: &Material, id: &Identity, chain: &[CertificateDer<'_>]) -> Option<Termination> {
-    let mut checked = m.server.recheck_peer(chain);
-    if matches!(checked, Err((Reason::Expired, _))) {
-        let before_expiry = u64::try_from(id.not_after.saturating_sub(1)).unwrap_or(0);
-        checked = m.server.recheck_peer_at(
-            chain,
-            rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
-                before_expiry,
-            )),
-        );
-    }
-    if let Err((reason, detail)) = checked {
-        return Some(Termination::Unauthorized { reason, detail });
-    }
-    if !m.policy.authorize(id, None).allowed {
-        return Some(Termination::Unauthorized {
-            reason: Reason::PolicyDenied,
-            detail: "no rule of the new policy allows this peer".into(),
-        });
-    }
-    None
+/// Whether a peer passes `m` ([`crate::authz::recheck`]); `None`: still allowed.
+pub fn verdict(m: &Material, peer: &VerifiedPeer) -> Option<Termination> {
+    crate::authz::recheck(m, peer)
+        .err()
+        .map(|(reason, detail)| Termination::Unauthorized { reason, detail })
 }
 
 impl Registry {
@@ -159,29 +134,25 @@ impl Registry {
     /// the connection is checked against it at once.
     pub fn register(
         self: &Arc<Self>,
-        id: Identity,
-        chain: Vec<CertificateDer<'static>>,
+        peer: &Arc<VerifiedPeer>,
         used: &Arc<Material>,
     ) -> Registration {
         let (tx, rx) = watch::channel(None);
         let tx = Arc::new(tx);
-        let id = Arc::new(id);
-        let chain = Arc::new(chain);
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.conns.lock() {
             m.insert(
                 key,
                 Entry {
-                    id: Arc::clone(&id),
-                    chain: Arc::clone(&chain),
+                    peer: Arc::clone(peer),
                     tx: Arc::clone(&tx),
                 },
             );
         }
         if let Some(latest) = self.latest.load_full() {
             if !Arc::ptr_eq(&latest, used) {
-                if let Some(t) = verdict(&latest, &id, &chain) {
-                    self.terminate(&tx, &id, t);
+                if let Some(t) = verdict(&latest, peer) {
+                    self.terminate(&tx, &peer.id, t);
                 }
             }
         }
@@ -205,14 +176,14 @@ impl Registry {
             Ok(map) => map
                 .values()
                 .filter(|e| e.tx.borrow().is_none())
-                .map(|e| (Arc::clone(&e.id), Arc::clone(&e.chain), Arc::clone(&e.tx)))
+                .map(|e| (Arc::clone(&e.peer), Arc::clone(&e.tx)))
                 .collect(),
             Err(_) => return 0,
         };
         let mut closed = 0;
-        for (id, chain, tx) in snapshot {
-            if let Some(t) = verdict(&m, &id, &chain) {
-                if self.terminate(&tx, &id, t) {
+        for (peer, tx) in snapshot {
+            if let Some(t) = verdict(&m, &peer) {
+                if self.terminate(&tx, &peer.id, t) {
                     closed += 1;
                 }
             }

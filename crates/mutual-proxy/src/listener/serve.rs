@@ -1,24 +1,27 @@
-//! `mutual serve`: terminate mutual TLS and forward to an unmodified backend. Per connection:
-//! handshake under a timeout (client certificate required and verified by mutual-tls), identity
-//! from the leaf, policy decision, and only then is the backend dialled. Nothing reaches the
-//! backend from a peer that is not both authenticated and allowed.
+//! `mutual serve`: terminate mutual TLS and forward to an unmodified backend. Per connection
+//! ([`Serve::handle`]): handshake under a timeout (client certificate required and verified by
+//! mutual-tls; in TCP mode the policy decides inside it), one [`VerifiedPeer`], the decision of
+//! [`crate::authz`], registration for live re-authorization, and only then is the backend
+//! dialled. Nothing reaches the backend from a peer that is not both authenticated and allowed.
+//! Each connection has one [`crate::conn::record::ConnRecord`] that counts, logs and audits it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use mutual_policy::{Identity, Policy};
-use mutual_tls::{Reason, ServerSettings};
-use time::OffsetDateTime;
+use mutual_policy::Policy;
+use mutual_tls::{PeerError, Reason, ServerSettings, TlsFacts, VerifiedPeer, Wanted};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::accept::{ConnGuard, Limits};
-use crate::audit::{rfc3339_ms, AuditIdentity, AuditRecord, Outcome, TlsInfo};
+use crate::audit::Outcome;
 use crate::backend::Backend;
+use crate::conn::record::Recorder;
 use crate::io::{Activity, CopyEnd, Metered};
+use crate::material::{Material, Mode};
 use crate::metrics::ListenerMetrics;
 use crate::reload::Reload;
 use crate::shutdown::Shutdown;
@@ -41,15 +44,15 @@ pub struct ServeConfig {
     /// How long dialling the backend may take.
     pub connect_timeout: Duration,
     pub limits: Limits,
-    /// `tcp` (byte pipe) or `http` (HTTP/1.1 + HTTP/2, per-request policy): see http.rs.
-    pub mode: crate::http::Mode,
+    /// `tcp` (byte pipe) or `http` (HTTP/1.1 + HTTP/2, per-request policy): see [`crate::http`].
+    pub mode: Mode,
     /// HTTP mode only: identity headers for the backend.
     pub http: crate::http::HttpOptions,
-    /// Send a PROXY protocol header to the backend before any client byte (H6c).
+    /// Send a PROXY protocol header to the backend before any client byte.
     pub proxy_protocol: Option<crate::proxy_protocol::ProxyProtocol>,
-    /// Close an allowed connection after this long, however busy (H6c; None: no limit).
+    /// Close an allowed connection after this long, however busy (None: no limit).
     pub max_connection_lifetime: Option<Duration>,
-    /// Fetch CRLs from the client certificates' distribution points (H6c; None: off).
+    /// Fetch CRLs from the client certificates' distribution points (None: off).
     pub crl_from_cdp: Option<crate::cdp::CdpSettings>,
     /// End an established connection when its peer's certificate expires (a timer at the
     /// leaf's notAfter). Off: expiry after the handshake never ends a connection, a reload
@@ -57,22 +60,21 @@ pub struct ServeConfig {
     pub end_on_peer_expiry: bool,
 }
 
-/// The material a handshake uses; replaced as a whole on reload.
-pub struct Material {
-    pub server: mutual_tls::ServerMaterial,
-    pub policy: Arc<Policy>,
-}
-
 /// A serve listener: configuration, current material, metrics, audit.
 pub struct Serve {
     cfg: ServeConfig,
-    current: ArcSwap<Material>,
+    current: Arc<ArcSwap<Material>>,
     lm: ListenerMetrics,
     shared: Shared,
+    /// Counts, logs and audits each connection.
+    rec: Arc<Recorder>,
+    /// What the leaf must yield beyond the identity (names for HTTP headers, algorithms for
+    /// the PROXY header).
+    wanted: Wanted,
     /// Established connections, re-checked on every reload (live re-authorization).
     conns: Arc<crate::live::Registry>,
-    /// HTTP mode: the backend connection pool.
-    forwarder: Option<crate::http::forward::Forwarder>,
+    /// HTTP mode: what serving requests needs (backend pool, options, current policy).
+    http: Option<Arc<crate::http::Site>>,
     /// The CRL fetcher when `crl_from_cdp` is on (started by `run`).
     cdp: Option<Arc<crate::cdp::CdpFetcher>>,
 }
@@ -95,12 +97,12 @@ fn build(cfg: &ServeConfig) -> Result<Material, ProxyError> {
     if policy.is_empty() {
         return Err(ProxyError::NoPolicy);
     }
-    if cfg.mode == crate::http::Mode::Tcp && policy.has_http_rules() {
+    if cfg.mode == Mode::Tcp && policy.has_http_rules() {
         // Such a rule would grant the whole connection in TCP mode: refuse rather than widen it.
         return Err(ProxyError::HttpRulesInTcpMode);
     }
     let policy = Arc::new(policy);
-    let server = if cfg.mode == crate::http::Mode::Http {
+    let server = if cfg.mode == Mode::Http {
         let mut tls = cfg.tls.clone();
         tls.alpn = crate::http::alpn();
         mutual_tls::build_server_config_with(&tls, &cfg.tls_options)?
@@ -108,30 +110,14 @@ fn build(cfg: &ServeConfig) -> Result<Material, ProxyError> {
         // TCP mode decides once per connection: decide inside the handshake so a denied peer
         // gets an `access_denied` alert (HTTP mode answers 403 per request instead).
         let mut options = cfg.tls_options.clone();
-        options.authorize = Some(policy_check(Arc::clone(&policy)));
+        options.authorize = Some(crate::authz::handshake_check(Arc::clone(&policy)));
         mutual_tls::build_server_config_with(&cfg.tls, &options)?
     };
-    Ok(Material { server, policy })
-}
-
-tokio::task_local! {
-    /// The leaf a handshake's policy check refused, so the audit line can name who it was.
-    static DENIED_LEAF: std::cell::RefCell<Option<Vec<u8>>>;
-}
-
-/// The connection-level policy decision the verifier asks during a TCP-mode handshake.
-fn policy_check(policy: Arc<Policy>) -> mutual_tls::PeerCheck {
-    mutual_tls::PeerCheck(Arc::new(move |der: &[u8]| {
-        // A leaf whose names do not parse is refused after the handshake as `malformed`.
-        let Ok(id) = Identity::from_der(der) else {
-            return true;
-        };
-        let allowed = policy.authorize(&id, None).allowed;
-        if !allowed {
-            let _ = DENIED_LEAF.try_with(|slot| *slot.borrow_mut() = Some(der.to_vec()));
-        }
-        allowed
-    }))
+    Ok(Material {
+        server,
+        policy,
+        mode: cfg.mode,
+    })
 }
 
 /// Closes an established TLS connection we refuse: close_notify, FIN, then a bounded drain so
@@ -197,8 +183,16 @@ impl Serve {
                 c
             }
         };
-        let forwarder = (cfg.mode == crate::http::Mode::Http)
-            .then(|| crate::http::forward::Forwarder::new(&cfg.backend, cfg.connect_timeout));
+        let current = Arc::new(ArcSwap::new(m));
+        let rec = Recorder::serve(lm.clone(), Arc::clone(&shared.audit));
+        let http = (cfg.mode == Mode::Http)
+            .then(|| crate::http::Site::new(&cfg, Arc::clone(&current), Arc::clone(&rec)));
+        let wanted = Wanted {
+            chain: true,
+            names: cfg.mode == Mode::Http,
+            algorithms: cfg.proxy_protocol.is_some(),
+        };
+        let not_after = current.load().server.cert_not_after;
         let ready = &shared.metrics.ready;
         ready.set(
             &format!("listener {}", cfg.name),
@@ -206,16 +200,18 @@ impl Serve {
         );
         ready.set_deadline(
             &format!("certificate {}", cfg.name),
-            m.server.cert_not_after,
+            not_after,
             "the served certificate has expired",
         );
         let serve = Arc::new(Serve {
             cfg,
-            current: ArcSwap::new(m),
+            current,
             lm,
             shared: shared.clone(),
+            rec,
+            wanted,
             conns,
-            forwarder,
+            http,
             cdp,
         });
         if let Some(f) = &serve.cdp {
@@ -237,23 +233,6 @@ impl Serve {
 
     pub fn config(&self) -> &ServeConfig {
         &self.cfg
-    }
-
-    /// The policy in force now (HTTP mode asks per request).
-    pub(crate) fn policy(&self) -> Arc<Policy> {
-        Arc::clone(&self.current.load().policy)
-    }
-
-    pub(crate) fn listener_metrics(&self) -> &ListenerMetrics {
-        &self.lm
-    }
-
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.shared
-    }
-
-    pub(crate) fn forwarder(&self) -> Option<&crate::http::forward::Forwarder> {
-        self.forwarder.as_ref()
     }
 
     /// Accepts on `listener` until `shutdown`, then drains. Returns connections left open.
@@ -286,6 +265,7 @@ impl Serve {
         .await
     }
 
+    /// One connection, from the accepted socket to its audit line.
     async fn handle(
         self: Arc<Self>,
         tcp: TcpStream,
@@ -293,35 +273,18 @@ impl Serve {
         _guard: ConnGuard,
         shutdown: Shutdown,
     ) {
-        let mut conn = Conn {
-            serve: &self,
-            peer,
-            ts: OffsetDateTime::now_utc(),
-            start: Instant::now(),
-        };
+        let mut rec = self.rec.start(peer);
         let local = tcp.local_addr().ok();
         let mat = self.current.load_full();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&mat.server.config));
         let io = crate::refuse::HandshakeIo::new(tcp);
-        let timeout = self.cfg.handshake_timeout;
-        let (hs, denied_leaf) = DENIED_LEAF
-            .scope(std::cell::RefCell::new(None), async move {
-                let hs = tokio::time::timeout(timeout, acceptor.accept(io).into_fallible()).await;
-                (hs, DENIED_LEAF.with(|slot| slot.borrow_mut().take()))
-            })
-            .await;
+        let (hs, checked) = crate::authz::with_handshake_check(tokio::time::timeout(
+            self.cfg.handshake_timeout,
+            acceptor.accept(io).into_fallible(),
+        ))
+        .await;
         let mut tls = match hs {
-            Err(_) => {
-                return conn.end(
-                    Outcome::Failed,
-                    Reason::HandshakeTimeout,
-                    None,
-                    None,
-                    "",
-                    0,
-                    0,
-                )
-            }
+            Err(_) => return rec.end(Outcome::Failed, Reason::HandshakeTimeout, ""),
             Ok(Err((e, mut io))) => {
                 let mut reason = mutual_tls::classify_io_error(&e);
                 let mut detail = mutual_tls::describe_io(&e);
@@ -331,139 +294,77 @@ impl Serve {
                     detail =
                         format!("the client sent a TLS alert before any ClientHello ({detail})");
                 }
-                let negotiated = io.negotiated().map(TlsInfo::from_negotiated);
+                let negotiated = io
+                    .negotiated()
+                    .map(|n| TlsFacts::from_codes(n.version, n.cipher, n.group));
                 // Let the alert rustls wrote reach the client before the socket closes.
                 crate::refuse::linger(io.get_mut()).await;
-                let id = denied_leaf
-                    .filter(|_| reason == Reason::PolicyDenied)
-                    .and_then(|der| Identity::from_der(&der).ok());
-                if let Some(id) = id {
-                    self.lm
-                        .observe_peer(&id.principal(), &id.serial, id.not_after);
-                    return conn.end(
-                        Outcome::Denied,
-                        Reason::PolicyDenied,
-                        Some(&id),
-                        negotiated,
-                        "",
-                        0,
-                        0,
-                    );
+                let denied = checked.filter(|c| !c.allowed && reason == Reason::PolicyDenied);
+                if let Some(c) = denied {
+                    rec.identity(c.id);
+                    rec.seen();
+                    if let Some(n) = negotiated {
+                        rec.tls(n);
+                    }
+                    return rec.end(Outcome::Denied, Reason::PolicyDenied, "");
                 }
-                return conn.end(Outcome::Failed, reason, None, None, &detail, 0, 0);
+                return rec.end(Outcome::Failed, reason, &detail);
             }
             Ok(Ok(s)) => s,
         };
         tls.get_mut().0.handshake_done();
-        self.lm
-            .handshake_duration
-            .observe(conn.start.elapsed().as_secs_f64());
+        rec.handshake_done();
         let (_, state) = tls.get_ref();
-        let info = TlsInfo::from_state(state);
-        let leaf = state
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| c.as_ref().to_vec());
-        let Some(leaf) = leaf else {
-            refuse_tls(&mut tls).await;
-            return conn.end(
-                Outcome::Failed,
-                Reason::NoClientCert,
-                None,
-                Some(info),
-                "",
-                0,
-                0,
-            );
-        };
-        let id = match Identity::from_der(&leaf) {
-            Ok(id) => id,
+        let known = checked.filter(|c| c.allowed).map(|c| c.id);
+        let vp = match VerifiedPeer::of(state, self.wanted, known) {
+            Ok(p) => Arc::new(p),
             Err(e) => {
+                rec.tls(TlsFacts::of(state));
                 refuse_tls(&mut tls).await;
-                let detail = e.to_string();
-                return conn.end(
-                    Outcome::Failed,
-                    Reason::Malformed,
-                    None,
-                    Some(info),
-                    &detail,
-                    0,
-                    0,
-                );
+                return match e {
+                    PeerError::NoCertificate => rec.end(Outcome::Failed, Reason::NoClientCert, ""),
+                    PeerError::Malformed(e) => {
+                        rec.end(Outcome::Failed, Reason::Malformed, &e.to_string())
+                    }
+                };
             }
         };
-        self.lm
-            .observe_peer(&id.principal(), &id.serial, id.not_after);
+        rec.peer(&vp);
+        rec.seen();
         // A resumed session skips the certificate verifier (rustls reuses the stored chain), so
         // check the chain again: time may have passed (expiry) since the ticket was issued.
-        if info.resumed {
-            let chain = state.peer_certificates().unwrap_or_default();
-            if let Err((reason, detail)) = mat.server.recheck_peer(chain) {
+        if vp.tls.resumed {
+            if let Err((reason, detail)) = mat.server.recheck_peer(&vp.chain) {
                 refuse_tls(&mut tls).await;
-                return conn.end(
-                    Outcome::Failed,
-                    reason,
-                    Some(&id),
-                    Some(info),
-                    &detail,
-                    0,
-                    0,
-                );
+                return rec.end(Outcome::Failed, reason, &detail);
             }
         }
-        let decision = mat.policy.authorize(&id, None);
+        let allowed = crate::authz::connection(&mat.policy, mat.mode, &vp.id);
         // Registered before the backend is dialled so a reload from here on re-checks it.
-        let chain: Vec<_> = state
-            .peer_certificates()
-            .unwrap_or_default()
-            .iter()
-            .map(|c| c.clone().into_owned())
-            .collect();
-        let registration = decision
-            .allowed
-            .then(|| self.conns.register(id.clone(), chain, &mat));
+        let registration = allowed.then(|| self.conns.register(&vp, &mat));
         drop(mat);
-        if self.cfg.mode == crate::http::Mode::Http {
+        if let Some(site) = &self.http {
             // Each request is authorized (methods, paths) and audited by the HTTP layer.
-            let chain = state
-                .peer_certificates()
-                .unwrap_or_default()
-                .iter()
-                .map(|c| c.as_ref().to_vec())
-                .collect();
-            let serve = Arc::clone(&self);
             return crate::http::serve_connection(
-                serve,
+                Arc::clone(site),
                 tls,
-                crate::http::Verified {
-                    chain,
-                    peer,
-                    id,
-                    info,
-                    known: decision.allowed,
-                },
+                rec,
+                vp,
+                allowed,
                 shutdown,
                 registration.as_ref().map(|r| r.ended.clone()),
             )
             .await;
         }
-        if !decision.allowed {
+        if !allowed {
             // Close politely (close_notify) but quickly; a stalled peer must not hold the task.
             refuse_tls(&mut tls).await;
-            return conn.end(
-                Outcome::Denied,
-                Reason::PolicyDenied,
-                Some(&id),
-                Some(info),
-                "",
-                0,
-                0,
-            );
+            return rec.end(Outcome::Denied, Reason::PolicyDenied, "");
         }
         let proxy_header = self
             .cfg
             .proxy_protocol
-            .and_then(|_| proxy_v2_header(peer, local, &id, state));
+            .and_then(|_| proxy_v2_header(peer, local, &vp));
         let backend = match self.cfg.backend.dial(self.cfg.connect_timeout).await {
             Ok(mut b) => {
                 match send_proxy_header(&mut b, proxy_header, self.cfg.connect_timeout).await {
@@ -471,41 +372,25 @@ impl Serve {
                     Err(e) => {
                         refuse_tls(&mut tls).await;
                         let detail = format!("{}: PROXY header: {e}", self.cfg.backend);
-                        return conn.end(
-                            Outcome::Failed,
-                            Reason::BackendUnavailable,
-                            Some(&id),
-                            Some(info),
-                            &detail,
-                            0,
-                            0,
-                        );
+                        return rec.end(Outcome::Failed, Reason::BackendUnavailable, &detail);
                     }
                 }
             }
             Err(e) => {
                 refuse_tls(&mut tls).await;
                 let detail = format!("{}: {e}", self.cfg.backend);
-                return conn.end(
-                    Outcome::Failed,
-                    Reason::BackendUnavailable,
-                    Some(&id),
-                    Some(info),
-                    &detail,
-                    0,
-                    0,
-                );
+                return rec.end(Outcome::Failed, Reason::BackendUnavailable, &detail);
             }
         };
-        self.lm.outcome(Outcome::Allowed, Reason::Ok);
-        tracing::debug!(listener = %self.cfg.name, %peer, identity = %id.principal(), "allowed");
+        rec.count(Outcome::Allowed, Reason::Ok);
+        tracing::debug!(listener = %self.cfg.name, %peer, identity = %vp.id.principal(), "allowed");
         let act = Arc::new(Activity::default());
         let mut client =
             Metered::new(tls, self.lm.bytes_in.clone(), Arc::clone(&act)).lenient_eof();
         let mut back = Metered::new(backend, self.lm.bytes_out.clone(), Arc::clone(&act));
         let (tin, tout) = (client.total(), back.total());
         let mut ended = registration.as_ref().map(|r| r.ended.clone());
-        let expiry = self.cfg.end_on_peer_expiry.then_some(id.not_after);
+        let expiry = self.cfg.end_on_peer_expiry.then_some(vp.id.not_after);
         let (end, terminated) = tokio::select! {
             end = crate::lifetime::pump_limited(
                 &mut client,
@@ -534,7 +419,7 @@ impl Serve {
             detail,
         }) = &terminated
         {
-            tracing::info!(listener = %self.cfg.name, %peer, identity = %id.principal(),
+            tracing::info!(listener = %self.cfg.name, %peer, identity = %vp.id.principal(),
                 reason = "expired", "closing an established connection: {detail}");
         }
         if terminated.is_some() {
@@ -549,15 +434,16 @@ impl Serve {
                 tracing::debug!(listener = %self.cfg.name, %peer, "connection ended: {e}")
             }
         }
-        let bytes_in = tin.load(std::sync::atomic::Ordering::Relaxed);
-        let bytes_out = tout.load(std::sync::atomic::Ordering::Relaxed);
-        let (outcome, reason) = match &terminated {
+        rec.bytes(
+            tin.load(std::sync::atomic::Ordering::Relaxed),
+            tout.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        match &terminated {
             Some(crate::live::Termination::Unauthorized { reason, .. }) => {
-                (Outcome::Denied, *reason)
+                rec.close(Outcome::Denied, *reason)
             }
-            _ => (Outcome::Allowed, Reason::Ok),
-        };
-        conn.record(outcome, reason, Some(&id), Some(info), bytes_in, bytes_out);
+            _ => rec.close(Outcome::Allowed, Reason::Ok),
+        }
     }
 }
 
@@ -565,25 +451,22 @@ impl Serve {
 fn proxy_v2_header(
     peer: SocketAddr,
     local: Option<SocketAddr>,
-    id: &Identity,
-    state: &rustls::ServerConnection,
+    vp: &VerifiedPeer,
 ) -> Option<Vec<u8>> {
     use crate::proxy_protocol::{iana_cipher, Header, SslInfo};
-    let info = TlsInfo::from_state(state);
-    let leaf = state.peer_certificates().and_then(|c| c.first())?;
-    let (sig_alg, key_alg) = mutual_tls::peer::cert_algorithms(leaf.as_ref());
+    let (sig_alg, key_alg) = vp.algorithms.clone().unwrap_or_default();
     Some(
         Header {
             source: peer,
             destination: local?,
             ssl: SslInfo {
-                version: info.version,
-                cn: id.cn.clone().unwrap_or_default(),
-                cipher: iana_cipher(&info.cipher),
+                version: vp.tls.version.clone(),
+                cn: vp.id.cn.clone().unwrap_or_default(),
+                cipher: iana_cipher(&vp.tls.cipher),
                 sig_alg,
                 key_alg,
             },
-            spiffe: id.spiffe.clone(),
+            spiffe: vp.id.spiffe.clone(),
         }
         .encode(),
     )
@@ -602,68 +485,6 @@ async fn send_proxy_header<W: tokio::io::AsyncWrite + Unpin>(
             std::io::ErrorKind::TimedOut,
             "timed out writing the header",
         )),
-    }
-}
-
-/// One connection's bookkeeping for its audit line.
-struct Conn<'a> {
-    serve: &'a Serve,
-    peer: SocketAddr,
-    ts: OffsetDateTime,
-    start: Instant,
-}
-
-impl Conn<'_> {
-    /// A connection that ends before proxying: counted and audited at once, logged.
-    #[allow(clippy::too_many_arguments)]
-    fn end(
-        &mut self,
-        outcome: Outcome,
-        reason: Reason,
-        id: Option<&Identity>,
-        tls: Option<TlsInfo>,
-        detail: &str,
-        bytes_in: u64,
-        bytes_out: u64,
-    ) {
-        self.serve.lm.outcome(outcome, reason);
-        let who = id.map(Identity::principal).unwrap_or_default();
-        tracing::info!(
-            listener = %self.serve.cfg.name,
-            peer = %self.peer,
-            identity = %who,
-            result = outcome.label(),
-            reason = reason.label(),
-            "{}{}{}",
-            reason.explanation(),
-            if detail.is_empty() { "" } else { " " },
-            detail
-        );
-        self.record(outcome, reason, id, tls, bytes_in, bytes_out);
-    }
-
-    fn record(
-        &self,
-        outcome: Outcome,
-        reason: Reason,
-        id: Option<&Identity>,
-        tls: Option<TlsInfo>,
-        bytes_in: u64,
-        bytes_out: u64,
-    ) {
-        self.serve.shared.audit.log(&AuditRecord {
-            ts: rfc3339_ms(self.ts),
-            listener: self.serve.cfg.name.clone(),
-            peer_addr: self.peer.to_string(),
-            result: outcome,
-            reason: reason.label(),
-            identity: id.map(AuditIdentity::from),
-            tls,
-            bytes_in,
-            bytes_out,
-            duration_ms: u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX),
-            http: None,
-        });
     }
 }
 

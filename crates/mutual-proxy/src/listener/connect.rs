@@ -1,23 +1,23 @@
 //! `mutual connect`: accept plaintext from a local, unmodified client and originate mutual TLS to
 //! the remote, presenting our certificate and verifying the server's name or exact SPIFFE ID.
 //! A failed handshake is logged and audited with its reason and the local connection is closed:
-//! the client sees a closed connection, the operator sees why.
+//! the client sees a closed connection, the operator sees why. Each connection has one
+//! [`crate::conn::record::ConnRecord`]: every way out of [`Connect::handle`] writes its line.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use mutual_policy::Identity;
-use mutual_tls::{ClientMaterial, ClientSettings, Reason};
-use time::OffsetDateTime;
+use mutual_tls::{ClientMaterial, ClientSettings, Reason, TlsFacts, VerifiedPeer, Wanted};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::accept::{ConnGuard, Limits};
-use crate::audit::{rfc3339_ms, AuditIdentity, AuditRecord, Outcome, TlsInfo};
+use crate::audit::Outcome;
 use crate::backend::Backend;
+use crate::conn::record::Recorder;
 use crate::io::{Activity, CopyEnd, Metered};
 use crate::metrics::ListenerMetrics;
 use crate::reload::Reload;
@@ -34,7 +34,7 @@ pub struct ConnectConfig {
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub limits: Limits,
-    /// Close a connection after this long, however busy (H6c; None: no limit).
+    /// Close a connection after this long, however busy (None: no limit).
     pub max_connection_lifetime: Option<Duration>,
 }
 
@@ -61,6 +61,8 @@ pub struct Connect {
     current: ArcSwap<ClientMaterial>,
     lm: ListenerMetrics,
     shared: Shared,
+    /// Counts, logs and audits each connection.
+    rec: Arc<Recorder>,
     /// Set at the drain timeout: every open connection ends and writes its audit line.
     force: tokio::sync::watch::Sender<bool>,
 }
@@ -79,7 +81,7 @@ impl Connect {
             .metrics
             .set_cert_expiry(&cfg.name, "client", m.cert_not_after);
         let lm = shared.metrics.listener(&cfg.name);
-        // /readyz (H6c): not ready until accepting; a client certificate past notAfter is not
+        // /readyz: not ready until accepting; a client certificate past notAfter is not
         // ready either (0 = no certificate presented).
         let ready = &shared.metrics.ready;
         ready.set(
@@ -93,10 +95,12 @@ impl Connect {
                 "the client certificate has expired",
             );
         }
+        let rec = Recorder::connect(lm.clone(), Arc::clone(&shared.audit), cfg.remote.clone());
         Ok(Arc::new(Connect {
             cfg,
             remote,
             current: ArcSwap::from_pointee(m),
+            rec,
             lm,
             shared: shared.clone(),
             force: tokio::sync::watch::channel(false).0,
@@ -135,57 +139,15 @@ impl Connect {
         .await
     }
 
+    /// One local connection, from the accepted socket to its audit line.
     async fn handle(self: Arc<Self>, mut local: TcpStream, peer: SocketAddr, _guard: ConnGuard) {
-        let ts = OffsetDateTime::now_utc();
-        let start = Instant::now();
-        let end = |outcome: Outcome,
-                   reason: Reason,
-                   id: Option<&Identity>,
-                   tls: Option<TlsInfo>,
-                   detail: &str,
-                   bytes: (u64, u64)| {
-            self.lm.outcome(outcome, reason);
-            if outcome != Outcome::Allowed {
-                tracing::warn!(
-                    listener = %self.cfg.name,
-                    peer = %peer,
-                    remote = %self.cfg.remote,
-                    result = outcome.label(),
-                    reason = reason.label(),
-                    "{} {} Hint: {}",
-                    reason.explanation(),
-                    detail,
-                    reason.hint()
-                );
-            }
-            self.shared.audit.log(&AuditRecord {
-                ts: rfc3339_ms(ts),
-                listener: self.cfg.name.clone(),
-                peer_addr: peer.to_string(),
-                result: outcome,
-                reason: reason.label(),
-                identity: id.map(AuditIdentity::from),
-                tls,
-                bytes_in: bytes.0,
-                bytes_out: bytes.1,
-                duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
-                http: None,
-            });
-        };
+        let mut rec = self.rec.start(peer);
         let mat = self.current.load_full();
-        let tcp = match self.remote.dial(self.cfg.connect_timeout).await {
-            Ok(crate::backend::BackendStream::Tcp(t)) => t,
-            Ok(_) => return, // unreachable: `new` only accepts TCP remotes
+        let tcp = match self.remote.dial_tcp(self.cfg.connect_timeout).await {
+            Ok(t) => t,
             Err(e) => {
                 let d = format!("{}: {e}", self.cfg.remote);
-                return end(
-                    Outcome::Failed,
-                    Reason::BackendUnavailable,
-                    None,
-                    None,
-                    &d,
-                    (0, 0),
-                );
+                return rec.end(Outcome::Failed, Reason::BackendUnavailable, &d);
             }
         };
         let connector = tokio_rustls::TlsConnector::from(Arc::clone(&mat.config));
@@ -195,54 +157,29 @@ impl Connect {
         )
         .await;
         let mut tls = match hs {
-            Err(_) => {
-                return end(
-                    Outcome::Failed,
-                    Reason::HandshakeTimeout,
-                    None,
-                    None,
-                    "",
-                    (0, 0),
-                )
-            }
+            Err(_) => return rec.end(Outcome::Failed, Reason::HandshakeTimeout, ""),
             Ok(Err(e)) => {
                 let reason = mutual_tls::classify_io_error(&e);
-                return end(
-                    Outcome::Failed,
-                    reason,
-                    None,
-                    None,
-                    &mutual_tls::describe_io(&e),
-                    (0, 0),
-                );
+                return rec.end(Outcome::Failed, reason, &mutual_tls::describe_io(&e));
             }
             Ok(Ok(s)) => s,
         };
-        self.lm
-            .handshake_duration
-            .observe(start.elapsed().as_secs_f64());
+        rec.handshake_done();
         let (_, state) = tls.get_ref();
-        let info = TlsInfo::from_state(state);
-        let id = state
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| Identity::from_der(c.as_ref()).ok());
+        match VerifiedPeer::of(state, Wanted::default(), None) {
+            Ok(p) => rec.peer(&Arc::new(p)),
+            // The server's names do not parse: the line still says what was negotiated.
+            Err(_) => rec.tls(TlsFacts::of(state)),
+        }
         // A resumed session skips the server verifier (rustls reuses the chain it stored with
         // the ticket), so check that chain again now: the server's certificate may have expired
         // or been revoked since, and `serve` holds its clients to the same rule.
-        if info.resumed {
+        if state.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
             let chain = state.peer_certificates().unwrap_or_default();
             if let Err((reason, detail)) = mat.recheck_peer(chain) {
                 drop(mat);
                 let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
-                return end(
-                    Outcome::Failed,
-                    reason,
-                    id.as_ref(),
-                    Some(info),
-                    &detail,
-                    (0, 0),
-                );
+                return rec.end(Outcome::Failed, reason, &detail);
             }
         }
         drop(mat);
@@ -273,33 +210,27 @@ impl Connect {
                 CopyEnd::Closed
             }
         };
-        let bytes = (
+        let (bytes_in, bytes_out) = (
             tin.load(std::sync::atomic::Ordering::Relaxed),
             tout.load(std::sync::atomic::Ordering::Relaxed),
         );
+        rec.bytes(bytes_in, bytes_out);
         // With TLS 1.3 the server checks our certificate after our side of the handshake is
         // done: its rejection arrives as an alert on the first read. Report that as the outcome.
         let remote_failure = rerr.lock().ok().and_then(|g| *g);
-        match (remote_failure, bytes.1) {
+        match (remote_failure, bytes_out) {
             (Some(reason), 0) => {
                 let d = match &copy_end {
                     CopyEnd::Error(e) => mutual_tls::describe_io(e),
                     _ => String::new(),
                 };
-                end(Outcome::Failed, reason, id.as_ref(), Some(info), &d, bytes)
+                rec.end(Outcome::Failed, reason, &d)
             }
             _ => {
                 if let CopyEnd::Error(e) = &copy_end {
                     tracing::debug!(listener = %self.cfg.name, %peer, "connection ended: {e}");
                 }
-                end(
-                    Outcome::Allowed,
-                    Reason::Ok,
-                    id.as_ref(),
-                    Some(info),
-                    "",
-                    bytes,
-                )
+                rec.end(Outcome::Allowed, Reason::Ok, "")
             }
         }
     }
