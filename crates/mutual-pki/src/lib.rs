@@ -512,9 +512,7 @@ pub fn serial_hex(bytes: &[u8]) -> String {
 
 /// RFC 3339 in UTC to the second, as every command prints times.
 pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
-    let t = t.replace_nanosecond(0).unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+    mutual_policy::human::rfc3339(t.unix_timestamp())
 }
 
 /// PEM-encodes DER with `label` (e.g. `X509 CRL`, `CERTIFICATE`).

@@ -4,6 +4,18 @@
 //! "0 days left" for 23 hours). It lives in this pure crate because it is the one every other
 //! crate already depends on.
 
+/// Unix seconds as RFC 3339 UTC to the second (`2026-12-04T20:34:41Z`): the one spelling of an
+/// instant in every output, log line and JSON document (a time out of range prints as seconds).
+pub fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}
+
 const MIN: u64 = 60;
 const HOUR: u64 = 3_600;
 const DAY: u64 = 86_400;

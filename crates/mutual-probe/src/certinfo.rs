@@ -55,15 +55,7 @@ pub fn sha256_hex(der: &[u8]) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn rfc3339(t: i64) -> String {
-    ::time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&::time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
-}
+use mutual_tls::verify::rfc3339;
 
 /// Now, in Unix seconds.
 pub fn now_unix() -> i64 {

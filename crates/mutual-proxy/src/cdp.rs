@@ -151,26 +151,13 @@ impl CdpFetcher {
                 }
             }),
         ));
-        let mut store = rustls::RootCertStore::empty();
-        for c in rustls_native_certs::load_native_certs().certs {
-            let _ = store.add(c);
-        }
-        for r in roots {
-            let _ = store.add(r.clone());
-        }
-        let https =
-            rustls::ClientConfig::builder_with_provider(Arc::new(mutual_tls::provider(true)))
-                .with_safe_default_protocol_versions()
-                .map(|b| b.with_root_certificates(store).with_no_client_auth());
-        let https = match https {
-            Ok(c) => Arc::new(c),
-            // Our own provider always supports the default versions; keep going without https.
-            Err(_) => Arc::new(
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
-            ),
-        };
+        // System roots plus the listener's own: a CDP may be on a public or a private server.
+        let https = mutual_tls::client::cdp_https(
+            rustls_native_certs::load_native_certs()
+                .certs
+                .into_iter()
+                .chain(roots.iter().cloned()),
+        );
         Ok(Arc::new(CdpFetcher {
             settings,
             revocation,

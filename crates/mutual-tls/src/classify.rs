@@ -14,8 +14,8 @@ use std::io;
 use rustls::{AlertDescription, CertificateError, Error, PeerIncompatible};
 use rustls_pki_types::UnixTime;
 
-use crate::verify::rfc3339;
 use crate::{Reason, TlsError};
+use mutual_policy::human::rfc3339;
 
 fn ts(t: &UnixTime) -> String {
     rfc3339(i64::try_from(t.as_secs()).unwrap_or(i64::MAX))

@@ -678,16 +678,7 @@ impl ChainEntry {
     }
 }
 
-/// Unix seconds as RFC 3339 UTC (`2026-11-22T10:00:00Z`).
-pub fn rfc3339(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("@{secs}"))
-}
+pub use mutual_policy::human::rfc3339;
 
 /// A `cert verify` / conformance question: is this chain valid for this use?
 #[derive(Clone, Debug)]

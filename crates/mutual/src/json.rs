@@ -5,16 +5,7 @@
 use mutual_store::CertRecord;
 use serde_json::{json, Value};
 
-/// Unix seconds as RFC 3339 UTC (`2026-12-04T20:34:41Z`).
-pub fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
-}
+pub use mutual_policy::human::rfc3339;
 
 /// A fingerprint in the JSON form: lowercase hex, no colons (human output may keep colons).
 pub fn fingerprint(s: &str) -> String {
