@@ -476,7 +476,7 @@ async fn proxies_renew_through_a_replica_killed_and_restarted() {
         // Both enrolled from the first replica; kill it.
         cluster.replicas[0].kill();
         t.until(&p, Duration::from_secs(75), "the first renewals", |_| {
-            renewed_lines(&p.serve).len() >= 1 && renewed_lines(&p.connect).len() >= 1
+            !renewed_lines(&p.serve).is_empty() && !renewed_lines(&p.connect).is_empty()
         });
         for px in [&p.serve, &p.connect] {
             let l = &renewed_lines(px)[0];
