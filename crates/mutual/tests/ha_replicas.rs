@@ -9,7 +9,9 @@
 //! without `$MUTUAL_REQUIRE_POSTGRES` the tests print "skipped" and pass.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod pki_common;
 mod proxy_common;
+use pki_common::{s, Out};
 use proxy_common::*;
 
 use std::collections::BTreeSet;
@@ -25,40 +27,13 @@ use mutual_store::testing::PgTestDb;
 
 const PW: &str = "ha replicas test password";
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
+/// `mutual ARGS` with this file's CA password (pki_common runs the binary, hermetic env).
 fn run(args: &[&str]) -> Out {
-    let o = Command::new(BIN)
-        .args(args)
-        .env_remove("MUTUAL_HOME")
-        .env_remove("MUTUAL_TOKEN")
-        .env("MUTUAL_CA_PASSWORD", PW)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    pki_common::mutual_pw(Some(PW), args)
 }
 
 fn ok(args: &[&str]) -> Out {
-    let o = run(args);
-    assert_eq!(
-        o.code, 0,
-        "mutual {args:?}\nstdout: {}\nstderr: {}",
-        o.stdout, o.stderr
-    );
-    o
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    run(args).ok()
 }
 
 fn norm_serial(s: &str) -> String {

@@ -52,6 +52,7 @@ pub fn mutual_cmd(pw: Option<&str>, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mutual"));
     c.args(args)
         .env_remove("MUTUAL_HOME")
+        .env_remove("MUTUAL_TOKEN")
         .env_remove("MUTUAL_CA_PASSWORD")
         .env_remove("MUTUAL_P12_PASSWORD");
     if let Some(pw) = pw {
