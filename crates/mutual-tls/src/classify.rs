@@ -80,6 +80,7 @@ fn classify_certificate_error(c: &CertificateError) -> Reason {
                     TlsError::UriMismatch { .. } | TlsError::OutsideTrustDomain { .. } => {
                         Reason::NameMismatch
                     }
+                    TlsError::ProfileViolation { .. } => Reason::Malformed,
                     _ => Reason::Other,
                 };
             }

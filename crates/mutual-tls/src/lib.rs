@@ -16,6 +16,7 @@ pub mod cdp;
 pub mod classify;
 pub mod client;
 mod config;
+pub mod lint;
 pub mod load;
 pub mod peer;
 pub mod reason;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 pub use classify::{describe, describe_io};
 // Re-exported so the probe and the binary format durations and serials as every other command.
 pub use config::{provider, versions};
+pub use lint::Profile;
 pub use mutual_policy::{human, serial_hex};
 pub use peer::{PeerError, TlsFacts, VerifiedPeer, Wanted};
 pub use reason::Reason;
@@ -66,6 +68,10 @@ pub enum TlsError {
     /// A URI SAN outside the trust domain that an issuing CA in the path is bound to
     /// (`name_mismatch`, like a name-constraint violation): what a leaked intermediate minting
     /// identities of another trust domain looks like.
+    /// The strict profile refused a certificate or CRL of the built path (`malformed`): the
+    /// first error-severity lint finding, with its rule and section.
+    #[error("strict profile: {finding}")]
+    ProfileViolation { finding: Box<lint::Finding> },
     #[error(
         "the certificate names {uri:?}, but its issuer {issuer:?} may only issue SPIFFE IDs in spiffe://{trust_domain}"
     )]
@@ -85,7 +91,7 @@ impl TlsError {
                 Reason::NameMismatch
             }
             TlsError::Rustls(e) => classify_rustls_error(e),
-            TlsError::BadFile { .. } => Reason::Malformed,
+            TlsError::BadFile { .. } | TlsError::ProfileViolation { .. } => Reason::Malformed,
             _ => Reason::Other,
         }
     }

@@ -97,6 +97,10 @@ pub struct Trust {
     algs: WebPkiSupportedAlgorithms,
     /// CRLs fetched from distribution points, consulted at each check (`--crl-from-cdp`).
     cdp: Option<Arc<crate::cdp::CdpRevocation>>,
+    /// Strict: the lint's errors on the built path refuse it (see [`Trust::with_profile`]).
+    profile: crate::lint::Profile,
+    /// The static CRLs as given (DER), for the strict profile's CRL rules.
+    crl_ders: Vec<CertificateRevocationListDer<'static>>,
 }
 
 /// The provider's signature algorithms: what our configs negotiate is what we verify with.
@@ -122,6 +126,7 @@ impl Trust {
             })?;
             anchors.push(a.to_owned());
         }
+        let crl_ders = crls.clone();
         let crls = crls
             .iter()
             .enumerate()
@@ -144,6 +149,8 @@ impl Trust {
             revocation,
             algs: default_algs(),
             cdp: None,
+            profile: crate::lint::Profile::Compatible,
+            crl_ders,
         })
     }
 
@@ -174,6 +181,19 @@ impl Trust {
     pub fn with_cdp(mut self, cdp: Arc<crate::cdp::CdpRevocation>) -> Trust {
         self.cdp = Some(cdp);
         self
+    }
+
+    /// Sets the verification profile. Strict: after webpki has built and checked the path,
+    /// every certificate of it (trust anchor included, and its validity at the check time) and
+    /// every given CRL issued by one of its CAs must pass the lint's error rules
+    /// ([`crate::lint`]); the first error refuses the chain as `malformed`.
+    pub fn with_profile(mut self, profile: crate::lint::Profile) -> Trust {
+        self.profile = profile;
+        self
+    }
+
+    pub fn profile(&self) -> crate::lint::Profile {
+        self.profile
     }
 
     pub fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
@@ -301,6 +321,9 @@ impl Trust {
 
         check_key_strength(end_entity)?;
         check_trust_domain(&chain)?;
+        if self.profile == crate::lint::Profile::Strict {
+            self.check_strict(&chain, now, name)?;
+        }
         if let Some(cdp) = &self.cdp {
             let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
             cdp.check_path(&chain, secs).map_err(pki_error)?;
@@ -321,6 +344,36 @@ impl Trust {
             }
         }
         Ok(chain)
+    }
+
+    /// The strict profile's hook: the lint's first error on the verified path, as `malformed`.
+    fn check_strict(
+        &self,
+        chain: &[CertificateDer<'static>],
+        now: UnixTime,
+        name: Option<&PeerName>,
+    ) -> Result<(), rustls::Error> {
+        if let (Some(PeerName::Server(ServerName::DnsName(n))), Some(leaf)) = (name, chain.first())
+        {
+            if let Some(f) = crate::lint::lint_name_match(leaf.as_ref(), n.as_ref()) {
+                return Err(other(TlsError::ProfileViolation {
+                    finding: Box::new(f),
+                }));
+            }
+        }
+        let path: Vec<&[u8]> = chain.iter().map(|c| c.as_ref()).collect();
+        let crls: Vec<&[u8]> = self.crl_ders.iter().map(|c| c.as_ref()).collect();
+        let at = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let findings = crate::lint::lint_path(&path, Some(at), &crls);
+        match findings
+            .into_iter()
+            .find(|f| f.severity == crate::lint::Severity::Error)
+        {
+            Some(f) => Err(other(TlsError::ProfileViolation {
+                finding: Box::new(f),
+            })),
+            None => Ok(()),
+        }
     }
 
     /// The handshake signature check that goes with [`Trust::check`] (same algorithms).
@@ -694,6 +747,8 @@ pub struct VerifyRequest {
     pub at: Option<UnixTime>,
     /// Most intermediates allowed in the path (`None`: webpki's own limits).
     pub max_intermediates: Option<usize>,
+    /// Compatible (default) or strict (the lint's errors on the built path refuse it).
+    pub profile: crate::lint::Profile,
 }
 
 impl Default for VerifyRequest {
@@ -708,6 +763,7 @@ impl Default for VerifyRequest {
             name: None,
             at: None,
             max_intermediates: None,
+            profile: crate::lint::Profile::Compatible,
         }
     }
 }
@@ -738,7 +794,7 @@ pub fn verify_chain(req: &VerifyRequest) -> VerifyOutcome {
             .collect::<Vec<_>>()
     };
     let trust = match Trust::new(req.roots.clone(), req.crls.clone(), req.revocation) {
-        Ok(t) => t,
+        Ok(t) => t.with_profile(req.profile),
         Err(e) => {
             return VerifyOutcome {
                 valid: false,

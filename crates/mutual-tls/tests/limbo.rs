@@ -3,6 +3,11 @@
 //! expected results, the rustls-webpki baseline and our list of explained exceptions
 //! (conformance/limbo-exceptions.txt). docs/conformance.md reports the figures.
 //!
+//! Both profiles run: `compatible` (the default) against conformance/limbo-exceptions.txt and
+//! `strict` (webpki plus the lint's errors on the built path) against
+//! conformance/limbo-exceptions-strict.txt. Strict must accept no chain the suite says must
+//! fail and must reject no valid chain the compatible profile accepts.
+//!
 //! Environment: MUTUAL_LIMBO (suite JSON; unset: the test passes without running),
 //! MUTUAL_LIMBO_BASELINE (optional baseline to compare with), MUTUAL_LIMBO_RESULTS (where to
 //! write the harness result JSON; default: Cargo's target tmp dir).
@@ -11,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use mutual_tls::{verify_chain, PeerName, Purpose, VerifyRequest};
+use mutual_tls::{verify_chain, PeerName, Profile, Purpose, VerifyRequest};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use serde::Deserialize;
@@ -78,7 +83,7 @@ fn certs(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
         .map_err(|e| format!("PEM: {e:?}"))
 }
 
-fn run_case(c: &Case) -> Verdict {
+fn run_case(c: &Case, profile: Profile) -> Verdict {
     if !c.signature_algorithms.is_empty() {
         return Verdict::Skipped("signature algorithm restrictions are not configurable".into());
     }
@@ -153,6 +158,7 @@ fn run_case(c: &Case) -> Verdict {
         name,
         at,
         max_intermediates: c.max_chain_depth.map(|d| usize::try_from(d).unwrap()),
+        profile,
         ..Default::default()
     });
     if out.valid {
@@ -162,11 +168,8 @@ fn run_case(c: &Case) -> Verdict {
     }
 }
 
-fn exceptions() -> BTreeMap<String, String> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../conformance/limbo-exceptions.txt"
-    );
+fn exceptions(file: &str) -> BTreeMap<String, String> {
+    let path = format!("{}/../../conformance/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .map(str::trim)
@@ -185,15 +188,81 @@ fn limbo() {
         println!("limbo: MUTUAL_LIMBO not set, not run");
         return;
     };
-    let started = std::time::Instant::now();
     let suite: Suite = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let exceptions = exceptions();
+    let compatible = run_profile(&suite, Profile::Compatible, "limbo-exceptions.txt", "");
+    let strict = run_profile(
+        &suite,
+        Profile::Strict,
+        "limbo-exceptions-strict.txt",
+        "-strict",
+    );
+    // Cases where the suite contradicts itself (an explicit `conflicts_with` pair, or two
+    // cases with the same certificate shape and opposite verdicts): listed as `conflict:`.
+    let conflicts = exceptions("limbo-exceptions-strict.txt")
+        .into_iter()
+        .filter(|(_, why)| why.starts_with("conflict:"))
+        .map(|(id, _)| id)
+        .collect::<BTreeSet<String>>();
+
+    // Strict: no invalid chain accepted, on any case kind.
+    let false_accepts: Vec<&str> = strict
+        .disagree
+        .iter()
+        .filter(|d| d.1 == "FAILURE" && !conflicts.contains(&d.0))
+        .map(|d| d.0.as_str())
+        .collect();
+    // Strict: no valid chain rejected that the compatible profile accepts.
+    let new_rejects: Vec<&str> = suite
+        .testcases
+        .iter()
+        .filter(|c| {
+            c.expected_result == "SUCCESS"
+                && compatible.actual.get(&c.id) == Some(&"SUCCESS")
+                && strict.actual.get(&c.id) == Some(&"FAILURE")
+                && !conflicts.contains(&c.id)
+        })
+        .map(|c| c.id.as_str())
+        .collect();
+    println!(
+        "limbo: compatible {} agree, strict {} agree; strict false accepts {}, new false rejects {}",
+        compatible.agree,
+        strict.agree,
+        false_accepts.len(),
+        new_rejects.len()
+    );
+    assert!(
+        false_accepts.is_empty(),
+        "strict profile accepts invalid chains: {false_accepts:?}"
+    );
+    assert!(
+        new_rejects.is_empty(),
+        "strict profile rejects valid chains the compatible profile accepts: {new_rejects:?}"
+    );
+    assert!(
+        strict.agree > compatible.agree,
+        "strict ({}) must agree more often than compatible ({})",
+        strict.agree,
+        compatible.agree
+    );
+}
+
+struct Run {
+    agree: usize,
+    disagree: Vec<(String, String, &'static str, String)>,
+    actual: BTreeMap<String, &'static str>,
+}
+
+fn run_profile(suite: &Suite, profile: Profile, exceptions_file: &str, suffix: &str) -> Run {
+    let started = std::time::Instant::now();
+    let exceptions = exceptions(exceptions_file);
+    let label = profile.label();
 
     let mut results = Vec::with_capacity(suite.testcases.len());
     let (mut agree, mut skipped) = (0usize, 0usize);
-    let mut disagree: Vec<(String, &str, &str, String)> = Vec::new();
+    let mut disagree: Vec<(String, String, &'static str, String)> = Vec::new();
+    let mut actual_by_id = BTreeMap::new();
     for c in &suite.testcases {
-        let (actual, context) = match run_case(c) {
+        let (actual, context) = match run_case(c, profile) {
             Verdict::Success => ("SUCCESS", String::new()),
             Verdict::Failure(why) => ("FAILURE", why),
             Verdict::Skipped(why) => ("SKIPPED", why),
@@ -203,11 +272,12 @@ fn limbo() {
             a if a == c.expected_result => agree += 1,
             _ => disagree.push((
                 c.id.clone(),
-                c.expected_result.as_str(),
+                c.expected_result.clone(),
                 actual,
                 context.clone(),
             )),
         }
+        actual_by_id.insert(c.id.clone(), actual);
         results.push(ResultEntry {
             id: c.id.clone(),
             actual_result: actual,
@@ -216,16 +286,20 @@ fn limbo() {
     }
 
     let out_path = std::env::var("MUTUAL_LIMBO_RESULTS")
-        .unwrap_or_else(|_| format!("{}/limbo-results.json", env!("CARGO_TARGET_TMPDIR")));
+        .map(|p| match p.strip_suffix(".json") {
+            Some(stem) => format!("{stem}{suffix}.json"),
+            None => format!("{p}{suffix}"),
+        })
+        .unwrap_or_else(|_| format!("{}/limbo-results{suffix}.json", env!("CARGO_TARGET_TMPDIR")));
     let doc = serde_json::json!({
         "version": 1,
-        "harness": "mutual-tls verify_chain (rustls-webpki 0.103)",
+        "harness": format!("mutual-tls verify_chain (rustls-webpki 0.103), profile {label}"),
         "results": results,
     });
     std::fs::write(&out_path, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
 
     println!(
-        "limbo: {} cases, {agree} agree, {} disagree, {skipped} skipped ({:.1}s); results in {out_path}",
+        "limbo [{label}]: {} cases, {agree} agree, {} disagree, {skipped} skipped ({:.1}s); results in {out_path}",
         suite.testcases.len(),
         disagree.len(),
         started.elapsed().as_secs_f64()
@@ -236,10 +310,10 @@ fn limbo() {
         } else {
             "NOT LISTED"
         };
-        println!("  disagree [{listed}] {id}: expected {expected}, got {actual} ({ctx})");
+        println!("  [{label}] disagree [{listed}] {id}: expected {expected}, got {actual} ({ctx})");
     }
 
-    if let Ok(bpath) = std::env::var("MUTUAL_LIMBO_BASELINE") {
+    if let (Ok(bpath), Profile::Compatible) = (std::env::var("MUTUAL_LIMBO_BASELINE"), profile) {
         let base: Baseline = serde_json::from_slice(&std::fs::read(&bpath).unwrap()).unwrap();
         let base_ids: BTreeSet<&str> = base.disagreements.iter().map(|d| d.id.as_str()).collect();
         let ours: BTreeSet<&str> = disagree.iter().map(|d| d.0.as_str()).collect();
@@ -269,7 +343,7 @@ fn limbo() {
         .filter(|id| !disagree.iter().any(|d| &d.0 == *id))
         .collect();
     for id in &stale {
-        println!("  note: exception {id} no longer disagrees; remove it from the list");
+        println!("  [{label}] note: exception {id} no longer disagrees; remove it from the list");
     }
     assert!(
         agree >= MIN_AGREE,
@@ -277,17 +351,26 @@ fn limbo() {
     );
     assert!(
         unlisted.is_empty(),
-        "unexplained disagreements: {unlisted:?}"
+        "[{label}] unexplained disagreements: {unlisted:?}"
     );
     // A valid chain we reject is an outage for someone: each must be an explained webpki
     // limitation, never something our own layer adds.
     let rejected_valid: Vec<&str> = disagree
         .iter()
-        .filter(|d| d.1 == "SUCCESS" && !exceptions[&d.0].starts_with("webpki:"))
+        .filter(|d| {
+            d.1 == "SUCCESS"
+                && !exceptions[&d.0].starts_with("webpki:")
+                && !exceptions[&d.0].starts_with("conflict:")
+        })
         .map(|d| d.0.as_str())
         .collect();
     assert!(
         rejected_valid.is_empty(),
         "valid chains rejected by mutual's own checks: {rejected_valid:?}"
     );
+    Run {
+        agree,
+        disagree,
+        actual: actual_by_id,
+    }
 }

@@ -176,6 +176,12 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
+    // What our CA makes must pass its own lint (a failure is a bug in mutual, said loudly).
+    crate::cmd_lint::check_own(&dir.join(mutual_pki::ca::ROOT_CERT), "root certificate")?;
+    crate::cmd_lint::check_own(
+        &dir.join(mutual_pki::ca::INTERMEDIATE_CERT),
+        "intermediate certificate",
+    )?;
     let fp = ca.root_fingerprint_sha256();
     let cfg = ca.config();
     if a.json {

@@ -33,6 +33,9 @@ pub enum CertCommand {
     Inspect(InspectArgs),
     /// Validate a certificate's path to a trusted root (exit 0 valid, 1 invalid).
     Verify(Box<crate::cmd_verify::VerifyArgs>),
+    /// Report RFC 5280 / CA/B Forum profile violations in certificates, chains and CRLs
+    /// (exit 0 clean or warnings only, 1 any error, 2 unreadable input).
+    Lint(crate::cmd_lint::LintArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -169,6 +172,7 @@ fn parse_reason(s: &str) -> Result<RevocationReason, String> {
 pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CertCommand::Verify(a) => crate::cmd_verify::run(*a),
+        CertCommand::Lint(a) => crate::cmd_lint::run(a),
         CertCommand::Issue(a) => issue(*a),
         CertCommand::List(a) => list(a),
         CertCommand::Revoke(a) => revoke(a),
@@ -310,6 +314,8 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         out.map(|issued| (issued, opts))
     });
     let (issued, opts) = result?;
+    // What our CA makes must pass its own lint (a failure is a bug in mutual, said loudly).
+    crate::cmd_lint::check_own(&cert_path, "certificate")?;
     if a.json {
         let v = serde_json::json!({
             "name": stem,

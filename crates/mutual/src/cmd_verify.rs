@@ -54,9 +54,18 @@ pub struct VerifyArgs {
     /// Most intermediates a path may have (default: webpki's own limit).
     #[arg(long, value_name = "N")]
     pub max_intermediates: Option<usize>,
+    /// `compatible` (default): webpki's path validation. `strict`: that, then every
+    /// certificate of the built path (root included) and every CRL must pass the RFC 5280 /
+    /// CA/B Forum rules of `mutual cert lint` (docs/lint.md); a violation is `malformed`.
+    #[arg(long, default_value = "compatible", value_parser = parse_profile, value_name = "PROFILE")]
+    pub profile: mutual_tls::Profile,
     /// Print one JSON object: {"valid", "reason", "detail", "hint", "chain"}.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_profile(s: &str) -> Result<mutual_tls::Profile, String> {
+    s.parse()
 }
 
 fn parse_at(s: &str) -> anyhow::Result<UnixTime> {
@@ -114,6 +123,10 @@ fn verify_hint(
         Reason::BadSignature => "The chain mixes certificates from different CAs or was altered: \
             rebuild the chain file, and check --roots."
             .into(),
+        Reason::Malformed if outcome.detail.starts_with("strict profile:") => "A certificate or \
+            CRL of the path breaks an RFC 5280 / CA/B Forum rule (see the detail): list every \
+            violation with mutual cert lint FILE, or check with --profile compatible."
+            .into(),
         Reason::Malformed => "A certificate in the chain does not parse: look at the files \
             with mutual cert inspect FILE."
             .into(),
@@ -158,6 +171,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         name,
         at,
         max_intermediates: args.max_intermediates,
+        profile: args.profile,
     });
     let hint = verify_hint(&args, &outcome, given_intermediates);
     if args.json {
