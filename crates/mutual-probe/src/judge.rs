@@ -180,6 +180,49 @@ pub fn verify_server_chain(
     }
 }
 
+/// `--profile strict`: a chain webpki accepted must also pass the lint's error rules on every
+/// certificate of its path (mutual_tls's strict profile, the same as `cert verify`); a
+/// violation turns the verdict into `malformed` with the rule in the detail.
+pub fn apply_strict_profile(
+    v: &mut ServerVerification,
+    chain: &[CertificateDer<'static>],
+    ca: Option<&std::path::Path>,
+    name: &ServerName<'static>,
+) {
+    if v.valid != Some(true) {
+        return;
+    }
+    let Some((leaf, intermediates)) = chain.split_first() else {
+        return;
+    };
+    let roots = match ca {
+        Some(p) => mutual_tls::load::load_certs(p).unwrap_or_default(),
+        None => rustls_native_certs::load_native_certs().certs,
+    };
+    let trust = match mutual_tls::Trust::new(roots, Vec::new(), Default::default()) {
+        Ok(t) => t.with_profile(mutual_tls::Profile::Strict),
+        Err(e) => {
+            v.valid = Some(false);
+            v.reason = Some(Reason::Malformed);
+            v.detail = e.to_string();
+            return;
+        }
+    };
+    let peer = mutual_tls::PeerName::Server(name.clone());
+    if let Err(e) = trust.check(
+        leaf,
+        intermediates,
+        UnixTime::now(),
+        &mutual_tls::Purpose::Server,
+        Some(&peer),
+        None,
+    ) {
+        v.valid = Some(false);
+        v.reason = Some(mutual_tls::classify_rustls_error(&e));
+        v.detail = mutual_tls::describe(&e);
+    }
+}
+
 /// Something wrong with `--cert` found without the network.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {

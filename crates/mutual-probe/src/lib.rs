@@ -72,6 +72,9 @@ pub struct ProbeOptions {
     pub http: bool,
     /// A server certificate that does not verify fails the probe too.
     pub strict: bool,
+    /// Verification profile for the server's chain: strict adds the RFC 5280 / CA/B Forum
+    /// rules of `mutual_tls::lint` to webpki's checks (a violation is `malformed`).
+    pub profile: mutual_tls::Profile,
 }
 
 /// How the server treats a client without a certificate.
@@ -799,6 +802,14 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
         &server_name,
         &provider,
     );
+    if opts.profile == mutual_tls::Profile::Strict {
+        judge::apply_strict_profile(
+            &mut report.server_verification,
+            &anon.recorded.server_chain,
+            opts.ca.as_deref(),
+            &server_name,
+        );
+    }
     Ok(finish(report, opts))
 }
 

@@ -1,0 +1,736 @@
+//! `mutual cert lint` and the strict profile, against certificates and CRLs made by the real
+//! `openssl` (one violation each, from an extension config written here), and against what
+//! our own CA makes (root, intermediate, every kind of leaf, the CRL), which must lint clean.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod pki_common;
+
+use std::path::{Path, PathBuf};
+
+use pki_common::*;
+
+/// A throwaway openssl CA in a temp dir: a P-256 root with a well-formed profile.
+struct Ossl {
+    tmp: tempfile::TempDir,
+}
+
+impl Ossl {
+    fn new() -> Ossl {
+        let o = Ossl {
+            tmp: tempfile::tempdir().unwrap(),
+        };
+        o.key("root.key", "ec");
+        o.self_signed(
+            "root",
+            "/CN=Lint Test Root",
+            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n\
+             subjectKeyIdentifier=hash\nauthorityKeyIdentifier=none\n",
+        );
+        o
+    }
+
+    fn p(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn key(&self, name: &str, kind: &str) {
+        let k = self.p(name);
+        let args: Vec<&str> = match kind {
+            "ec" => vec![
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                s(&k),
+            ],
+            bits => vec![
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                bits,
+                "-out",
+                s(&k),
+            ],
+        };
+        openssl(&args).ok();
+    }
+
+    /// A self-signed certificate `NAME.pem` with `NAME`'s key (root.key for "root").
+    fn self_signed(&self, name: &str, subj: &str, ext: &str) -> PathBuf {
+        let extf = self.p(&format!("{name}.ext"));
+        std::fs::write(&extf, format!("[x]\n{ext}")).unwrap();
+        let out = self.p(&format!("{name}.pem"));
+        let key = self.p(&format!("{name}.key"));
+        if !key.exists() {
+            self.key(&format!("{name}.key"), "ec");
+        }
+        openssl(&[
+            "req",
+            "-new",
+            "-x509",
+            "-key",
+            s(&key),
+            "-subj",
+            subj,
+            "-days",
+            "30",
+            "-config",
+            s(&extf),
+            "-extensions",
+            "x",
+            "-out",
+            s(&out),
+        ])
+        .ok();
+        out
+    }
+
+    /// A certificate `NAME.pem` signed by the root, with `ext` as its only extensions
+    /// (openssl adds none of its own: SKI/AKI are written explicitly where wanted).
+    fn issue(&self, name: &str, subj: &str, ext: &str, extra: &[&str]) -> PathBuf {
+        let key = self.p(&format!("{name}.key"));
+        if !key.exists() {
+            self.key(&format!("{name}.key"), "ec");
+        }
+        let csr = self.p(&format!("{name}.csr"));
+        openssl(&[
+            "req",
+            "-new",
+            "-key",
+            s(&key),
+            "-subj",
+            subj,
+            "-out",
+            s(&csr),
+        ])
+        .ok();
+        let extf = self.p(&format!("{name}.ext"));
+        std::fs::write(&extf, format!("[x]\n{ext}")).unwrap();
+        let out = self.p(&format!("{name}.pem"));
+        let root = self.p("root.pem");
+        let root_key = self.p("root.key");
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            s(&csr),
+            "-CA",
+            s(&root),
+            "-CAkey",
+            s(&root_key),
+            "-days",
+            "30",
+            "-extfile",
+            s(&extf),
+            "-extensions",
+            "x",
+            "-out",
+            s(&out),
+        ];
+        if !extra.contains(&"-set_serial") {
+            args.extend(["-set_serial", "0x4c696e7454657374"]);
+        }
+        args.extend_from_slice(extra);
+        openssl(&args).ok();
+        out
+    }
+}
+
+/// A well-formed server leaf's extensions; tests change one line.
+const GOOD_LEAF: &str = "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
+    extendedKeyUsage=serverAuth\nsubjectAltName=DNS:svc.example.com\nsubjectKeyIdentifier=hash\n\
+    authorityKeyIdentifier=keyid:always\n";
+
+fn lint_json(files: &[&Path]) -> (i32, serde_json::Value) {
+    let mut args = vec!["cert", "lint", "--json"];
+    args.extend(files.iter().map(|p| s(p)));
+    let o = mutual(&args);
+    let v = serde_json::from_str(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} / {}", o.stdout, o.stderr));
+    (o.code, v)
+}
+
+fn rules(v: &serde_json::Value) -> Vec<(String, String)> {
+    v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["findings"].as_array().unwrap().iter())
+        .map(|x| {
+            (
+                x["rule"].as_str().unwrap().to_string(),
+                x["severity"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Lints `file` and asserts exactly `rule` (and its severity) among the findings, exit 1 for an
+/// error and 0 for a warning, and that the finding carries a section and a sentence.
+fn expect_rule(file: &Path, rule: &str, severity: &str) {
+    let (code, v) = lint_json(&[file]);
+    let found = rules(&v);
+    assert!(
+        found.iter().any(|(r, s)| r == rule && s == severity),
+        "expected {severity} {rule} in {found:?}"
+    );
+    let errors = found.iter().filter(|(_, s)| s == "error").count();
+    assert_eq!(code, i32::from(errors > 0), "{v}");
+    let x = v["files"][0]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["rule"] == rule)
+        .unwrap();
+    assert!(!x["section"].as_str().unwrap().is_empty());
+    assert!(!x["message"].as_str().unwrap().is_empty());
+}
+
+fn leaf_with(
+    o: &Ossl,
+    name: &str,
+    subj: &str,
+    replace: &str,
+    with: &str,
+    extra: &[&str],
+) -> PathBuf {
+    let ext = if replace.is_empty() {
+        format!("{GOOD_LEAF}{with}")
+    } else {
+        GOOD_LEAF.replace(replace, with)
+    };
+    o.issue(name, subj, &ext, extra)
+}
+
+#[test]
+fn a_well_formed_openssl_chain_lints_clean_and_verifies_strictly() {
+    let o = Ossl::new();
+    let leaf = leaf_with(&o, "good", "/CN=svc.example.com", "", "", &[]);
+    let (code, v) = lint_json(&[&leaf, &o.p("root.pem")]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    let out = mutual(&[
+        "cert",
+        "verify",
+        s(&leaf),
+        "--roots",
+        s(&o.p("root.pem")),
+        "--name",
+        "svc.example.com",
+        "--profile",
+        "strict",
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn serial_rules() {
+    let o = Ossl::new();
+    expect_rule(
+        &leaf_with(
+            &o,
+            "z",
+            "/CN=svc.example.com",
+            "",
+            "",
+            &["-set_serial", "0"],
+        ),
+        "serial-zero",
+        "error",
+    );
+    let long = format!("0x{}", "11".repeat(21));
+    expect_rule(
+        &leaf_with(
+            &o,
+            "l",
+            "/CN=svc.example.com",
+            "",
+            "",
+            &["-set_serial", &long],
+        ),
+        "serial-too-long",
+        "error",
+    );
+}
+
+#[test]
+fn key_identifier_rules() {
+    let o = Ossl::new();
+    expect_rule(
+        &leaf_with(
+            &o,
+            "a1",
+            "/CN=svc.example.com",
+            "authorityKeyIdentifier=keyid:always",
+            "authorityKeyIdentifier=none",
+            &[],
+        ),
+        "aki-missing",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(
+            &o,
+            "a2",
+            "/CN=svc.example.com",
+            "authorityKeyIdentifier=keyid:always",
+            "authorityKeyIdentifier=critical,keyid:always",
+            &[],
+        ),
+        "aki-critical",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(
+            &o,
+            "a3",
+            "/CN=svc.example.com",
+            "authorityKeyIdentifier=keyid:always",
+            "authorityKeyIdentifier=keyid:always,issuer:always",
+            &[],
+        ),
+        "aki-issuer-and-serial",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(
+            &o,
+            "s1",
+            "/CN=svc.example.com",
+            "subjectKeyIdentifier=hash",
+            "subjectKeyIdentifier=critical,hash",
+            &[],
+        ),
+        "ski-critical",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(
+            &o,
+            "s2",
+            "/CN=svc.example.com",
+            "subjectKeyIdentifier=hash",
+            "subjectKeyIdentifier=none",
+            &[],
+        ),
+        "ski-missing-ee",
+        "warning",
+    );
+    let ca = o.issue("ica", "/CN=Lint ICA", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=none\nauthorityKeyIdentifier=keyid:always\n", &[]);
+    expect_rule(&ca, "ski-missing-ca", "error");
+}
+
+#[test]
+fn ca_extension_rules() {
+    let o = Ossl::new();
+    expect_rule(
+        &leaf_with(
+            &o,
+            "k",
+            "/CN=svc.example.com",
+            "keyUsage=critical,digitalSignature",
+            "keyUsage=critical,digitalSignature,keyCertSign",
+            &[],
+        ),
+        "keycertsign-without-ca",
+        "error",
+    );
+    let ica = |n: &str, ext: &str| {
+        o.issue(
+            n,
+            "/CN=Lint ICA",
+            &format!("{ext}\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n"),
+            &[],
+        )
+    };
+    expect_rule(
+        &ica(
+            "c1",
+            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,digitalSignature",
+        ),
+        "ca-without-keycertsign",
+        "error",
+    );
+    expect_rule(
+        &ica(
+            "c2",
+            "basicConstraints=CA:TRUE\nkeyUsage=critical,keyCertSign",
+        ),
+        "ca-basic-constraints-not-critical",
+        "error",
+    );
+    expect_rule(&ica("c3", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\nnameConstraints=permitted;DNS:example.com"), "name-constraints-not-critical", "error");
+    expect_rule(&ica("c4", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\nnameConstraints=critical,permitted;DNS:.example.com"), "name-constraints-dns-invalid", "error");
+    expect_rule(&ica("c5", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\npolicyConstraints=requireExplicitPolicy:0"), "policy-constraints-not-critical", "error");
+    expect_rule(
+        &ica("c6", "basicConstraints=critical,CA:TRUE"),
+        "ca-key-usage-missing",
+        "warning",
+    );
+    // A self-signed CA (keyCertSign) without basicConstraints, and a root with an EKU.
+    let r1 = o.self_signed(
+        "r1",
+        "/CN=No BC Root",
+        "keyUsage=critical,keyCertSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=none\n",
+    );
+    expect_rule(&r1, "ca-basic-constraints-missing", "error");
+    let r2 = o.self_signed("r2", "/CN=EKU Root", "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\nextendedKeyUsage=serverAuth\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=none\n");
+    expect_rule(&r2, "root-eku-present", "error");
+    expect_rule(
+        &leaf_with(
+            &o,
+            "nc",
+            "/CN=svc.example.com",
+            "",
+            "nameConstraints=critical,permitted;DNS:example.com\n",
+            &[],
+        ),
+        "name-constraints-in-ee",
+        "error",
+    );
+}
+
+#[test]
+fn name_rules() {
+    let o = Ossl::new();
+    let san = "subjectAltName=DNS:svc.example.com";
+    expect_rule(
+        &leaf_with(
+            &o,
+            "n1",
+            "/CN=svc.example.com",
+            san,
+            "subjectAltName=critical,DNS:svc.example.com",
+            &[],
+        ),
+        "san-critical-with-subject",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(
+            &o,
+            "n2",
+            "/CN=a_b.example.com",
+            san,
+            "subjectAltName=DNS:a_b.example.com",
+            &[],
+        ),
+        "san-dns-invalid",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(&o, "n3", "/O=Lint", san, "subjectAltName=DNS:*.co.uk", &[]),
+        "san-wildcard-public-suffix",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(
+            &o,
+            "n4",
+            "/O=Lint",
+            san,
+            "subjectAltName=DNS:*.s3.amazonaws.com",
+            &[],
+        ),
+        "san-wildcard-private-suffix",
+        "warning",
+    );
+    expect_rule(
+        &leaf_with(&o, "n5", "/CN=SVC.Example.com", "", "", &[]),
+        "cn-san-not-verbatim",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(
+            &o,
+            "n6",
+            "/CN=192.168.001.001",
+            san,
+            "subjectAltName=IP:192.168.1.1",
+            &[],
+        ),
+        "cn-san-not-verbatim",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(&o, "n7", "/CN=other.example.com", "", "", &[]),
+        "cn-not-in-san",
+        "warning",
+    );
+    expect_rule(
+        &leaf_with(
+            &o,
+            "n8",
+            "/",
+            san,
+            "subjectAltName=DNS:svc.example.com",
+            &[],
+        ),
+        "san-not-critical-with-empty-subject",
+        "error",
+    );
+}
+
+#[test]
+fn eku_aia_extension_and_key_rules() {
+    let o = Ossl::new();
+    let eku = "extendedKeyUsage=serverAuth";
+    let cn = "/CN=svc.example.com";
+    expect_rule(
+        &leaf_with(&o, "e1", cn, eku, "", &[]),
+        "ee-eku-missing",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(
+            &o,
+            "e2",
+            cn,
+            eku,
+            "extendedKeyUsage=serverAuth,anyExtendedKeyUsage",
+            &[],
+        ),
+        "ee-eku-any",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(
+            &o,
+            "e3",
+            cn,
+            eku,
+            "extendedKeyUsage=critical,serverAuth",
+            &[],
+        ),
+        "ee-eku-critical",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(
+            &o,
+            "i1",
+            cn,
+            "",
+            "authorityInfoAccess=critical,OCSP;URI:http://ocsp.example.com\n",
+            &[],
+        ),
+        "aia-critical",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(&o, "i2", cn, "", "1.3.6.1.5.5.7.1.1=DER:30:00\n", &[]),
+        "aia-malformed",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(
+            &o,
+            "u1",
+            cn,
+            "",
+            "1.3.6.1.4.1.55738.666.1=critical,DER:05:00\n",
+            &[],
+        ),
+        "unknown-critical-extension",
+        "error",
+    );
+    o.key("rsa.key", "rsa_keygen_bits:2052");
+    expect_rule(
+        &leaf_with(&o, "rsa", cn, "", "", &[]),
+        "rsa-modulus-size",
+        "error",
+    );
+}
+
+/// An openssl CA directory able to `openssl ca -gencrl`, with or without a crlnumber file.
+fn openssl_crl(o: &Ossl, name: &str, with_number: bool) -> PathBuf {
+    let d = o.p(&format!("crlca-{name}"));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("index.txt"), "").unwrap();
+    let number = if with_number {
+        std::fs::write(d.join("crlnumber"), "01\n").unwrap();
+        format!("crlnumber = {}\n", s(&d.join("crlnumber")))
+    } else {
+        String::new()
+    };
+    let cnf = d.join("ca.cnf");
+    std::fs::write(
+        &cnf,
+        format!(
+            "[ca]\ndefault_ca = c\n[c]\ndatabase = {}\n{number}certificate = {}\nprivate_key = {}\n\
+             default_md = sha256\ndefault_crl_days = 7\ncrl_extensions = e\n[e]\nauthorityKeyIdentifier=keyid:always\n",
+            s(&d.join("index.txt")),
+            s(&o.p("root.pem")),
+            s(&o.p("root.key")),
+        ),
+    )
+    .unwrap();
+    let out = d.join("crl.pem");
+    openssl(&["ca", "-gencrl", "-config", s(&cnf), "-out", s(&out)]).ok();
+    out
+}
+
+#[test]
+fn crl_rules_and_the_strict_profile_on_crls() {
+    let o = Ossl::new();
+    let good = openssl_crl(&o, "good", true);
+    let (code, v) = lint_json(&[&good]);
+    assert_eq!((code, v["errors"].as_u64()), (0, Some(0)), "{v}");
+    let bad = openssl_crl(&o, "bad", false);
+    expect_rule(&bad, "crl-number-missing", "error");
+
+    // The strict profile refuses a chain checked with that CRL; compatible accepts it.
+    let leaf = leaf_with(&o, "leaf", "/CN=svc.example.com", "", "", &[]);
+    let verify = |profile: &str| {
+        let out = mutual(&[
+            "cert",
+            "verify",
+            s(&leaf),
+            "--roots",
+            s(&o.p("root.pem")),
+            "--name",
+            "svc.example.com",
+            "--crl",
+            s(&bad),
+            "--profile",
+            profile,
+            "--json",
+        ]);
+        (
+            out.code,
+            serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap(),
+        )
+    };
+    let (code, v) = verify("compatible");
+    assert_eq!(code, 0, "{v}");
+    let (code, v) = verify("strict");
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["reason"], "malformed");
+    assert!(
+        v["detail"].as_str().unwrap().contains("crl-number-missing"),
+        "{v}"
+    );
+}
+
+#[test]
+fn strict_profile_refuses_what_compatible_accepts_with_the_rule_in_the_detail() {
+    let o = Ossl::new();
+    let leaf = leaf_with(
+        &o,
+        "noaki",
+        "/CN=svc.example.com",
+        "authorityKeyIdentifier=keyid:always",
+        "authorityKeyIdentifier=none",
+        &[],
+    );
+    let run = |profile: &str| {
+        let out = mutual(&[
+            "cert",
+            "verify",
+            s(&leaf),
+            "--roots",
+            s(&o.p("root.pem")),
+            "--name",
+            "svc.example.com",
+            "--profile",
+            profile,
+            "--json",
+        ]);
+        (
+            out.code,
+            serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap(),
+        )
+    };
+    assert_eq!(run("compatible").0, 0);
+    let (code, v) = run("strict");
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["reason"], "malformed");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("aki-missing") && detail.contains("RFC 5280 4.2.1.1"),
+        "{detail}"
+    );
+    assert!(
+        v["hint"].as_str().unwrap().contains("mutual cert lint"),
+        "{v}"
+    );
+    // An unknown profile is a usage error.
+    let out = mutual(&[
+        "cert",
+        "verify",
+        s(&leaf),
+        "--roots",
+        s(&o.p("root.pem")),
+        "--profile",
+        "lax",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+}
+
+#[test]
+fn unreadable_input_exits_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("junk.pem");
+    std::fs::write(&f, "not a certificate").unwrap();
+    let out = mutual(&["cert", "lint", s(&f)]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let out = mutual(&["cert", "lint", s(&tmp.path().join("missing.pem"))]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+}
+
+#[test]
+fn what_our_ca_makes_lints_clean() {
+    let ca = TestCa::new(&["--trust-domain", "example.org"]);
+    ca.issue("srv", &["--server", "--san", "dns:srv.example.org"])
+        .ok();
+    ca.issue("cli", &["--client"]).ok();
+    ca.issue("both", &["--both", "--san", "dns:both.example.org"])
+        .ok();
+    ca.issue(
+        "svid",
+        &[
+            "--client",
+            "--san",
+            "uri:spiffe://example.org/ns/prod/sa/web",
+        ],
+    )
+    .ok();
+    ca.issue(
+        "ip",
+        &["--server", "--san", "ip:127.0.0.1", "--san", "ip:::1"],
+    )
+    .ok();
+    let crl = ca.tmp.path().join("ca.crl");
+    mutual(&["ca", "crl", "--dir", ca.d(), "--out", s(&crl)]).ok();
+    let root = PathBuf::from(ca.root());
+    let int = PathBuf::from(ca.intermediate());
+    let mut files: Vec<PathBuf> = vec![root, int, crl];
+    for n in ["srv", "cli", "both", "svid", "ip"] {
+        files.push(ca.out.join(format!("{n}.pem")));
+    }
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let (code, v) = lint_json(&refs);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+    // Every leaf chain file was read as leaf + intermediate, and the CRL as a CRL.
+    assert_eq!(v["files"][2]["crls"], 1, "{v}");
+    assert_eq!(v["files"][3]["certificates"], 2, "{v}");
+    // And a chain of ours passes the strict profile end to end.
+    let out = mutual(&[
+        "cert",
+        "verify",
+        s(&ca.out.join("srv.pem")),
+        "--roots",
+        &ca.root(),
+        "--name",
+        "srv.example.org",
+        "--profile",
+        "strict",
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+}
