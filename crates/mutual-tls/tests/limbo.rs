@@ -223,8 +223,19 @@ fn limbo() {
         })
         .map(|c| c.id.as_str())
         .collect();
+    let conflict_accepts = strict
+        .disagree
+        .iter()
+        .filter(|d| d.1 == "FAILURE" && conflicts.contains(&d.0))
+        .count();
+    let conflict_rejects = strict
+        .disagree
+        .iter()
+        .filter(|d| d.1 == "SUCCESS" && conflicts.contains(&d.0))
+        .count();
     println!(
-        "limbo: compatible {} agree, strict {} agree; strict false accepts {}, new false rejects {}",
+        "limbo: compatible {} agree, strict {} agree; strict false accepts {} (+{conflict_accepts} \
+         on suite conflicts), new false rejects {} (+{conflict_rejects} on suite conflicts)",
         compatible.agree,
         strict.agree,
         false_accepts.len(),

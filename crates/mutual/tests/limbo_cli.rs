@@ -10,6 +10,10 @@
 //! a depth limit, KU/EKU restrictions, CLIENT, no peer name), every 4th case the in-process
 //! harness calls malformed (those used to exit 2), and every 13th case. `MUTUAL_LIMBO_FULL=1`
 //! runs all of them. Without `MUTUAL_LIMBO` the test says so and passes.
+//!
+//! Both profiles run: each sampled case goes through the CLI once with the default profile and
+//! once with `--profile strict`, and each must match the in-process verdict of its profile
+//! (the sample also takes every case where the two profiles' in-process verdicts differ).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -18,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use mutual_tls::{verify_chain, PeerName, Purpose, VerifyRequest};
+use mutual_tls::{verify_chain, PeerName, Profile, Purpose, VerifyRequest};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
 use serde_json::Value;
@@ -57,7 +61,7 @@ fn at(c: &Value) -> Option<UnixTime> {
 
 /// The in-process verdict, as crates/mutual-tls/tests/limbo.rs computes it: `None` for the cases
 /// that harness skips; otherwise (valid, reason).
-fn in_process(c: &Value) -> Option<(bool, String)> {
+fn in_process(c: &Value, profile: Profile) -> Option<(bool, String)> {
     if !strings(c, "signature_algorithms").is_empty() || !strings(c, "key_usage").is_empty() {
         return None;
     }
@@ -93,6 +97,7 @@ fn in_process(c: &Value) -> Option<(bool, String)> {
         max_intermediates: c["max_chain_depth"]
             .as_u64()
             .map(|d| usize::try_from(d).unwrap()),
+        profile,
         ..Default::default()
     });
     Some((out.valid, out.reason.to_string()))
@@ -115,13 +120,19 @@ struct CliResult {
 }
 
 /// Writes the case to `dir` and runs `mutual cert verify` on it as a user would.
-fn run_cli(c: &Value, dir: &Path) -> CliResult {
+fn run_cli(c: &Value, dir: &Path, profile: Profile) -> CliResult {
     let write = |name: &str, pems: &[String]| {
         let path = dir.join(name);
         std::fs::write(&path, pems.concat()).unwrap();
         path.to_str().unwrap().to_string()
     };
-    let mut args: Vec<String> = vec!["cert".into(), "verify".into(), "--json".into()];
+    let mut args: Vec<String> = vec![
+        "cert".into(),
+        "verify".into(),
+        "--json".into(),
+        "--profile".into(),
+        profile.label().into(),
+    ];
     args.push(write("leaf.pem", &[s(c, "peer_certificate").to_string()]));
     args.push("--roots".into());
     args.push(write("roots.pem", &strings(c, "trusted_certs")));
@@ -184,9 +195,10 @@ fn limbo_through_the_cli() {
     let cases = suite["testcases"].as_array().unwrap();
 
     let mut malformed_seen = 0usize;
-    let mut sample: Vec<(usize, Option<(bool, String)>)> = Vec::new();
+    let mut sample: Vec<(usize, Profile, Option<(bool, String)>)> = Vec::new();
     for (i, c) in cases.iter().enumerate() {
-        let ip = in_process(c);
+        let ip = in_process(c, Profile::Compatible);
+        let strict = in_process(c, Profile::Strict);
         let expected_ok = s(c, "expected_result") == "SUCCESS";
         let wrong_or_skipped = ip.as_ref().is_none_or(|(ok, _)| *ok != expected_ok);
         let malformed = ip.as_ref().is_some_and(|(_, r)| r == "malformed");
@@ -197,9 +209,11 @@ fn limbo_through_the_cli() {
             || wrong_or_skipped
             || unusual(c)
             || (malformed && malformed_seen % 4 == 1)
-            || i % 13 == 0;
+            || i % 13 == 0
+            || strict != ip;
         if pick {
-            sample.push((i, ip));
+            sample.push((i, Profile::Compatible, ip));
+            sample.push((i, Profile::Strict, strict));
         }
     }
 
@@ -212,21 +226,23 @@ fn limbo_through_the_cli() {
                 let dir = tempfile::tempdir().unwrap();
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((i, _)) = sample.get(k) else { break };
-                    let r = run_cli(&cases[*i], dir.path());
-                    results.lock().unwrap().push((*i, r));
+                    let Some((i, profile, _)) = sample.get(k) else {
+                        break;
+                    };
+                    let r = run_cli(&cases[*i], dir.path(), *profile);
+                    results.lock().unwrap().push((k, r));
                 }
             });
         }
     });
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|r| r.0);
-
     let (mut cli_agree, mut ip_agree, mut judged) = (0usize, 0usize, 0usize);
+    let (mut strict_cli_agree, mut strict_ip_agree) = (0usize, 0usize);
     let mut exit2 = Vec::new();
     let mut differ = Vec::new();
-    for ((i, ip), (j, r)) in sample.iter().zip(&results) {
-        assert_eq!(i, j);
+    for (k, ((i, profile, ip), (j, r))) in sample.iter().zip(&results).enumerate() {
+        assert_eq!(k, *j);
         let c = &cases[*i];
         let id = s(c, "id");
         if r.code != 0 && r.code != 1 {
@@ -236,22 +252,30 @@ fn limbo_through_the_cli() {
         let Some((ip_ok, ip_reason)) = ip else {
             continue; // skipped in-process: only the exit code is judged
         };
-        judged += 1;
         let expected_ok = s(c, "expected_result") == "SUCCESS";
         let cli_ok = r.code == 0;
-        cli_agree += usize::from(cli_ok == expected_ok);
-        ip_agree += usize::from(*ip_ok == expected_ok);
+        if *profile == Profile::Strict {
+            strict_cli_agree += usize::from(cli_ok == expected_ok);
+            strict_ip_agree += usize::from(*ip_ok == expected_ok);
+        } else {
+            judged += 1;
+            cli_agree += usize::from(cli_ok == expected_ok);
+            ip_agree += usize::from(*ip_ok == expected_ok);
+        }
         if cli_ok != *ip_ok || r.reason != *ip_reason {
             differ.push(format!(
-                "{id}: in-process {ip_reason}, CLI exit {} {}",
-                r.code, r.reason
+                "{id} [{}]: in-process {ip_reason}, CLI exit {} {}",
+                profile.label(),
+                r.code,
+                r.reason
             ));
         }
     }
     println!(
         "limbo_cli: {} of {} cases through `mutual cert verify` ({}), {judged} judged in-process too: \
-         CLI agrees with the suite on {cli_agree}, in-process on {ip_agree}; {} exit 2; {} differ from in-process ({:.1}s)",
-        sample.len(),
+         CLI agrees with the suite on {cli_agree}, in-process on {ip_agree}; strict profile: CLI {strict_cli_agree}, \
+         in-process {strict_ip_agree}; {} exit 2; {} differ from in-process ({:.1}s)",
+        sample.len() / 2,
         cases.len(),
         if full { "full run" } else { "sample; MUTUAL_LIMBO_FULL=1 for all" },
         exit2.len(),
@@ -265,6 +289,10 @@ fn limbo_through_the_cli() {
     assert!(
         cli_agree >= ip_agree,
         "the CLI agrees on {cli_agree} cases, in-process on {ip_agree}: {differ:#?}"
+    );
+    assert!(
+        strict_cli_agree >= strict_ip_agree,
+        "strict: the CLI agrees on {strict_cli_agree} cases, in-process on {strict_ip_agree}"
     );
     assert!(differ.is_empty(), "CLI and in-process differ: {differ:#?}");
 }
