@@ -160,7 +160,8 @@ pub(crate) fn mutual(
     o: &TlsOptions,
 ) -> Result<ClientMaterial, TlsError> {
     let provider = Arc::new(provider(s.allow_tls12));
-    let trust = Arc::new(Trust::from_files(&s.ca, &o.client_crls, o.revocation)?);
+    let trust =
+        Arc::new(Trust::from_files(&s.ca, &o.client_crls, o.revocation)?.with_profile(o.profile));
     let expect = match &s.expect_spiffe {
         Some(id) => {
             mutual_policy::SpiffeId::parse(id)

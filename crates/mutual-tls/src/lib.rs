@@ -128,6 +128,9 @@ pub struct TlsOptions {
     /// Asked inside the handshake, after the chain checks pass, so that a refusal travels to
     /// the client as an `access_denied` alert instead of a close after a completed handshake.
     pub authorize: Option<PeerCheck>,
+    /// Verification profile of the peer's chain (both sides): compatible (default) or strict,
+    /// which adds the `lint` module's error rules on the built path ([`Trust::with_profile`]).
+    pub profile: Profile,
 }
 
 /// Decides from a verified leaf's DER whether the peer is allowed (true allows).

@@ -791,3 +791,51 @@ fn signature_only_accepts_any_server_certificate_and_records_it() {
         Err(client::PinnedError::BadRoot(_))
     ));
 }
+
+#[test]
+fn strict_profile_on_the_server_side_refuses_a_client_chain_that_breaks_a_rule() {
+    let pki = TestPki::new("strict");
+    let srv = pki.leaf(
+        "server",
+        LeafOpts::new("server").san("dns:server.test").server(),
+    );
+    let server = |profile: Profile| {
+        build_server_config_with(
+            &ServerSettings {
+                cert: srv.cert.clone(),
+                key: srv.key.clone(),
+                ca: pki.root.clone(),
+                ..Default::default()
+            },
+            &TlsOptions {
+                profile,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let client = |stem: &str, san: &str| {
+        let leaf = pki.leaf(stem, LeafOpts::new(stem).san(san));
+        build_client_config(
+            &ClientSettings {
+                cert: leaf.cert,
+                key: leaf.key,
+                ca: pki.root.clone(),
+                server_name: Some("server.test".into()),
+                ..Default::default()
+            },
+            "127.0.0.1",
+        )
+        .unwrap()
+    };
+    let (strict, compatible) = (server(Profile::Strict), server(Profile::Compatible));
+    // A dNSName with an underscore: webpki accepts it, RFC 5280 4.2.1.6 does not.
+    let bad = client("underscore", "dns:a_b.client.test");
+    let o = handshake(&compatible.config, &bad);
+    assert_eq!(reason_of(&o.server), Reason::Ok, "{:?}", o.server);
+    let o = handshake(&strict.config, &bad);
+    assert_eq!(reason_of(&o.server), Reason::Malformed, "{:?}", o.server);
+    let why = describe(o.server.as_ref().unwrap_err());
+    assert!(why.contains("san-dns-invalid"), "{why}");
+    assert_eq!(strict.trust.profile(), Profile::Strict);
+}

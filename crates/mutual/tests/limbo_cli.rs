@@ -113,6 +113,9 @@ fn unusual(c: &Value) -> bool {
         || c["expected_peer_name"].is_null()
 }
 
+/// An in-process verdict: `None` when that harness skips the case, else (valid, reason).
+type Verdict = Option<(bool, String)>;
+
 struct CliResult {
     code: i32,
     reason: String,
@@ -195,7 +198,7 @@ fn limbo_through_the_cli() {
     let cases = suite["testcases"].as_array().unwrap();
 
     let mut malformed_seen = 0usize;
-    let mut sample: Vec<(usize, Profile, Option<(bool, String)>)> = Vec::new();
+    let mut sample: Vec<(usize, Profile, Verdict)> = Vec::new();
     for (i, c) in cases.iter().enumerate() {
         let ip = in_process(c, Profile::Compatible);
         let strict = in_process(c, Profile::Strict);

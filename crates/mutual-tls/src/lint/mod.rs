@@ -624,7 +624,7 @@ pub fn lint_cert(der: &[u8], role: Role) -> Vec<Finding> {
     // Key size.
     if let Ok(x509_parser::public_key::PublicKey::RSA(rsa)) = c.public_key().parsed() {
         let bits = bit_length(rsa.modulus);
-        if bits < 2048 || bits % 8 != 0 {
+        if bits < 2048 || !bits.is_multiple_of(8) {
             o.hit(
                 "rsa-modulus-size",
                 format!("the RSA modulus is {bits} bits"),

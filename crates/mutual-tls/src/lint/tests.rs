@@ -1,5 +1,6 @@
 //! Rule bookkeeping; the per-rule tests with openssl-made certificates are in
 //! crates/mutual/tests/lint.rs.
+#![allow(clippy::unwrap_used)]
 use super::*;
 
 #[test]
