@@ -548,6 +548,10 @@ fn eku_aia_extension_and_key_rules() {
 
 /// An openssl CA directory able to `openssl ca -gencrl`, with or without a crlnumber file.
 fn openssl_crl(o: &Ossl, name: &str, with_number: bool) -> PathBuf {
+    openssl_crl_with(o, name, with_number, "authorityKeyIdentifier=keyid:always")
+}
+
+fn openssl_crl_with(o: &Ossl, name: &str, with_number: bool, crl_ext: &str) -> PathBuf {
     let d = o.p(&format!("crlca-{name}"));
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("index.txt"), "").unwrap();
@@ -562,7 +566,7 @@ fn openssl_crl(o: &Ossl, name: &str, with_number: bool) -> PathBuf {
         &cnf,
         format!(
             "[ca]\ndefault_ca = c\n[c]\ndatabase = {}\n{number}certificate = {}\nprivate_key = {}\n\
-             default_md = sha256\ndefault_crl_days = 7\ncrl_extensions = e\n[e]\nauthorityKeyIdentifier=keyid:always\n",
+             default_md = sha256\ndefault_crl_days = 7\ncrl_extensions = e\n[e]\n{crl_ext}\n",
             s(&d.join("index.txt")),
             s(&o.p("root.pem")),
             s(&o.p("root.key")),
@@ -812,4 +816,102 @@ fn probe_with_the_strict_profile_names_the_broken_rule_of_a_real_server() {
     assert_eq!(v["server_verification"]["reason"], "malformed", "{v:#}");
     let detail = v["server_verification"]["detail"].as_str().unwrap();
     assert!(detail.contains("aki-missing"), "{detail}");
+}
+
+/// `cert verify --json` of `leaf` against `root` with `extra` flags, in one profile.
+fn verify(leaf: &Path, root: &Path, profile: &str, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut args = vec![
+        "cert",
+        "verify",
+        s(leaf),
+        "--roots",
+        s(root),
+        "--json",
+        "--profile",
+        profile,
+    ];
+    args.extend_from_slice(extra);
+    let out = mutual(&args);
+    let v = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} / {}", out.stdout, out.stderr));
+    (out.code, v)
+}
+
+/// Compatible accepts, strict refuses as `malformed` naming `rule`.
+fn strict_only_refuses(leaf: &Path, root: &Path, extra: &[&str], rule: &str) {
+    let (code, v) = verify(leaf, root, "compatible", extra);
+    assert_eq!(code, 0, "compatible: {v}");
+    let (code, v) = verify(leaf, root, "strict", extra);
+    assert_eq!(code, 1, "strict: {v}");
+    assert_eq!(v["reason"], "malformed", "{v}");
+    assert!(v["detail"].as_str().unwrap().contains(rule), "{v}");
+}
+
+#[test]
+fn path_rules_only_the_strict_profile_sees() {
+    let o = Ossl::new();
+    // A wildcard over a PRIVATE public suffix: a warning in the lint, an error when the name
+    // checked is matched only through it.
+    let w = leaf_with(
+        &o,
+        "w",
+        "/O=Lint",
+        "subjectAltName=DNS:svc.example.com",
+        "subjectAltName=DNS:*.s3.amazonaws.com",
+        &[],
+    );
+    strict_only_refuses(
+        &w,
+        &o.p("root.pem"),
+        &["--name", "bucket.s3.amazonaws.com"],
+        "name-matched-by-suffix-wildcard",
+    );
+
+    // The trust anchor's own validity: a leaf that outlives its root, checked after the root
+    // expired (webpki treats the anchor as a name and a key and does not look).
+    let long = leaf_with(&o, "long", "/CN=svc.example.com", "", "", &["-days", "400"]);
+    let later = time::OffsetDateTime::now_utc() + time::Duration::days(100);
+    let at = later
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    strict_only_refuses(
+        &long,
+        &o.p("root.pem"),
+        &["--name", "svc.example.com", "--at", &at],
+        "validity-anchor",
+    );
+
+    // A CRL from an issuer whose keyUsage lacks cRLSign.
+    let o2 = Ossl::new();
+    let r = o2.self_signed(
+        "root",
+        "/CN=No CRLSign Root",
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=none\n",
+    );
+    let leaf = leaf_with(&o2, "l", "/CN=svc.example.com", "", "", &[]);
+    let crl = openssl_crl(&o2, "nocrlsign", true);
+    strict_only_refuses(
+        &leaf,
+        &r,
+        &["--name", "svc.example.com", "--crl", s(&crl)],
+        "crl-issuer-without-crlsign",
+    );
+
+    // A CRL without an authorityKeyIdentifier.
+    let crl = openssl_crl_with(&o, "noaki", true, "issuerAltName=DNS:ca.example.com");
+    expect_rule(&crl, "crl-aki-missing", "error");
+
+    // pathLenConstraint on a certificate that is not a CA.
+    expect_rule(
+        &leaf_with(
+            &o,
+            "pl",
+            "/CN=svc.example.com",
+            "basicConstraints=critical,CA:FALSE",
+            "basicConstraints=critical,CA:FALSE,pathlen:0",
+            &[],
+        ),
+        "pathlen-without-ca",
+        "error",
+    );
 }

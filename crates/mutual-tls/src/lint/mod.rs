@@ -210,7 +210,7 @@ struct Out<'a> {
 
 impl Out<'_> {
     fn hit(&mut self, id: &'static str, message: String) {
-        // Invariant: every id used below is in RULES (the test `every_rule_is_used` checks
+        // Invariant: every id used below is in RULES (the test `every_rule_is_used_and_every_used_rule_exists` checks
         // both directions), so the fallback is never taken.
         let (severity, section) =
             rule(id).map_or((Severity::Error, "?"), |r| (r.severity, r.section));
