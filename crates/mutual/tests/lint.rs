@@ -915,3 +915,43 @@ fn path_rules_only_the_strict_profile_sees() {
         "error",
     );
 }
+
+#[test]
+fn a_leading_dot_permitted_dns_is_the_operators_choice_and_is_said_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    let out = mutual(&[
+        "ca",
+        "init",
+        "--dir",
+        s(&dir),
+        "--name",
+        "Dot CA",
+        "--permitted-dns",
+        ".internal.example",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("warning:") && out.stderr.contains("name-constraints-dns-invalid"),
+        "{}",
+        out.stderr
+    );
+    let (code, v) = lint_json(&[&dir.join("intermediate.pem")]);
+    assert_eq!(code, 1, "{v}");
+    assert!(rules(&v).contains(&("name-constraints-dns-invalid".into(), "error".into())));
+    // Without the period the intermediate lints clean and init says nothing.
+    let dir2 = tmp.path().join("ca2");
+    let out = mutual(&[
+        "ca",
+        "init",
+        "--dir",
+        s(&dir2),
+        "--name",
+        "NoDot CA",
+        "--permitted-dns",
+        "internal.example",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("warning:"), "{}", out.stderr);
+    assert_eq!(lint_json(&[&dir2.join("intermediate.pem")]).0, 0);
+}
