@@ -128,6 +128,49 @@ fn expiry_gauge_has_one_series_per_listener_under_run() {
     );
 }
 
+/// A reload that removes a listener removes its expiry series too (it used to stay in /metrics
+/// with the removed listener's certificate, so an expiry alert would keep firing for it); the
+/// listener that stays keeps its series.
+#[test]
+fn a_removed_listeners_expiry_series_leaves_metrics() {
+    let fx = fixture();
+    let be = http_backend();
+    let dir = tempfile::tempdir().unwrap();
+    let api = serve_block(&fx, "api", free_port(), be.addr, "");
+    let admin = serve_block(&fx, "admin", free_port(), be.addr, "");
+    let r = start_run(dir.path(), &format!("{api}{admin}"));
+    let series = |l: &str| {
+        format!("mutual_cert_expiry_timestamp_seconds{{listener=\"{l}\",role=\"server\"}}")
+    };
+    let m = r.metrics();
+    assert!(
+        metric_value(&m, &series("admin")).is_some(),
+        "no admin series before the reload:\n{m}"
+    );
+    let ok = "mutual_config_reloads_total{result=\"success\"}";
+    let before = metric_value(&m, ok).unwrap_or(0.0);
+    // The same file without the `admin` block; SIGHUP as well as the file watch.
+    let path = dir.path().join("mutual.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace(&admin, "")).unwrap();
+    signal(r.child.0.id(), "HUP");
+    let reloaded = eventually(EVENT_TIMEOUT, || {
+        let m = r.metrics();
+        (metric_value(&m, ok).unwrap_or(0.0) > before
+            && metric_value(&m, &series("admin")).is_none())
+        .then_some(m)
+    });
+    let m = reloaded.unwrap_or_else(|| {
+        panic!(
+            "the admin series is still there after the reload:\n{}\nstderr:\n{}",
+            r.metrics(),
+            r.stderr_text()
+        )
+    });
+    let v = metric_value(&m, &series("api")).unwrap_or_else(|| panic!("api lost its series:\n{m}"));
+    assert!(v > 1.0e9, "api = {v}");
+}
+
 /// `forward_client_cert_details` on a connect listener is an error naming the key and the kind
 /// (it used to be accepted and ignored).
 #[test]

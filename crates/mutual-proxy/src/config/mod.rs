@@ -9,6 +9,13 @@
 //! syntax errors are listed), unknown keys, bad values, then the semantic checks (duplicate
 //! names or addresses, missing files, bad policy patterns, a serve listener that allows no one).
 //! Each comes with the line and column of the key or value concerned.
+//!
+//! The folder holds what runs listeners from configuration: this parser, [`supervise`]
+//! (many listeners from one file, reloaded block by block) and [`reload`] (the file watch and
+//! SIGHUP that trigger a reload, for one listener or a whole file).
+
+pub mod reload;
+pub mod supervise;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -155,6 +162,14 @@ impl ListenerSpec {
         match &self.kind {
             ListenerKind::Serve(s) => (&s.tls.cert, &s.tls.key, &s.tls.ca),
             ListenerKind::Connect(c) => (&c.tls.cert, &c.tls.key, &c.tls.ca),
+        }
+    }
+
+    /// The `role` label of the listener's own certificate in the expiry gauge.
+    pub fn cert_role(&self) -> &'static str {
+        match self.kind {
+            ListenerKind::Serve(_) => "server",
+            ListenerKind::Connect(_) => "client",
         }
     }
 
