@@ -9,8 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use mutual_policy::human::parse_duration;
 use mutual_policy::Policy;
-use mutual_proxy::accept::Limits;
-use mutual_proxy::config::defaults;
+use mutual_proxy::config::{defaults, ListenerOpts};
 use mutual_proxy::connect::{Connect, ConnectConfig};
 use mutual_proxy::serve::{Serve, ServeConfig};
 use mutual_proxy::{Audit, Metrics, Shared};
@@ -48,12 +47,12 @@ Example:
 
 See docs/proxy.md.";
 
-/// Options `serve` and `connect` share: TLS floor, observability, limits, runtime.
+/// Options `serve` and `connect` share: the listener options (TLS floor, timeouts, limits: the
+/// same type as a `[[listener]]` block's keys), observability, runtime.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CommonArgs {
-    /// Lowest TLS version accepted: 1.3 (default) or 1.2.
-    #[arg(long, value_name = "VERSION", default_value = defaults::MIN_TLS, value_parser = ["1.2", "1.3"])]
-    pub min_tls: String,
+    #[command(flatten)]
+    pub listener: ListenerOpts,
 
     /// Write one JSON line per connection (`-` for stdout). Fields: ts, listener, peer_addr,
     /// result, reason, identity, tls, bytes_in, bytes_out, duration_ms.
@@ -63,33 +62,6 @@ pub struct CommonArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz, /readyz), plain HTTP.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
-
-    /// Give up on a TLS handshake that has not finished after this long.
-    #[arg(long, value_name = "DURATION", default_value = defaults::HANDSHAKE_TIMEOUT, value_parser = parse_duration)]
-    pub handshake_timeout: Duration,
-
-    /// Close a connection with no traffic in either direction for this long.
-    #[arg(long, value_name = "DURATION", default_value = defaults::IDLE_TIMEOUT, value_parser = parse_duration)]
-    pub idle_timeout: Duration,
-
-    /// Give up dialling the backend (serve) or the remote (connect) after this long.
-    #[arg(long, value_name = "DURATION", default_value = defaults::CONNECT_TIMEOUT, value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-
-    /// At most N connections open at once; beyond that, new connections are closed at once and
-    /// counted in mutual_connections_rejected_total (default: unlimited).
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<usize>,
-
-    /// On SIGTERM/SIGINT, stop accepting and let open connections finish for up to this long.
-    #[arg(long, value_name = "DURATION", default_value = defaults::DRAIN_TIMEOUT, value_parser = parse_duration)]
-    pub drain_timeout: Duration,
-
-    /// Close an allowed connection after this long, however busy it is (gracefully: close_notify;
-    /// audited with its bytes). Long-lived connections then pick up new certificates, CRLs and
-    /// policy. Default: no limit.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub max_connection_lifetime: Option<Duration>,
 
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
@@ -283,14 +255,12 @@ pub(crate) fn shared_for(audit_log: Option<&str>) -> anyhow::Result<Shared> {
     })
 }
 
-fn limits(common: &CommonArgs) -> anyhow::Result<Limits> {
-    if common.max_connections == Some(0) {
-        anyhow::bail!("--max-connections must be at least 1");
+/// The listener options, checked as a config file's keys are (the message names the flag).
+fn listener_opts(common: &CommonArgs) -> anyhow::Result<&ListenerOpts> {
+    if let Some(p) = common.listener.problems().first() {
+        anyhow::bail!("{}", p.for_flag());
     }
-    Ok(Limits {
-        max_connections: common.max_connections,
-        drain_timeout: common.drain_timeout,
-    })
+    Ok(&common.listener)
 }
 
 /// What the async part of both commands does once the listener is built: metrics endpoint,
@@ -315,7 +285,7 @@ async fn run_listener(
     let task = run(shutdown.clone());
     until_signal_then_drain(
         signals,
-        common.drain_timeout,
+        common.listener.drain_timeout.get(),
         move || trigger.fire(),
         async move { task.await.unwrap_or(0) },
     )
@@ -413,6 +383,7 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         return Err(mutual_proxy::ProxyError::NoPolicy.into());
     }
     let common = args.common.clone();
+    let opts = listener_opts(&common)?;
     let cdp = cdp_settings(&args)?;
     let cfg = ServeConfig {
         name: common.name.clone().unwrap_or_else(|| "serve".into()),
@@ -421,7 +392,7 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
             key: args.key,
             ca: args.ca,
             crls: args.crls,
-            allow_tls12: common.min_tls == "1.2",
+            allow_tls12: opts.allow_tls12(),
             ..Default::default()
         },
         tls_options: mutual_tls::TlsOptions {
@@ -437,10 +408,10 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         policy_flags,
         policy_file: args.policy,
         backend: args.backend.parse()?,
-        handshake_timeout: common.handshake_timeout,
-        idle_timeout: common.idle_timeout,
-        connect_timeout: common.connect_timeout,
-        limits: limits(&common)?,
+        handshake_timeout: opts.handshake_timeout.get(),
+        idle_timeout: opts.idle_timeout.get(),
+        connect_timeout: opts.connect_timeout.get(),
+        limits: opts.limits(),
         mode: if args.http {
             mutual_proxy::http::Mode::Http
         } else {
@@ -457,7 +428,7 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
                 .map_err(|e: String| anyhow::anyhow!("--forward-client-cert-details: {e}"))?,
         },
         proxy_protocol: args.proxy_protocol,
-        max_connection_lifetime: common.max_connection_lifetime,
+        max_connection_lifetime: opts.max_connection_lifetime(),
         crl_from_cdp: cdp,
         end_on_peer_expiry: args.end_on_peer_expiry,
     };
@@ -515,6 +486,7 @@ pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig
         mutual_proxy::connect::check_loopback(*a, args.allow_remote_clients)?;
     }
     let common = args.common.clone();
+    let opts = listener_opts(&common)?;
     let cfg = ConnectConfig {
         name: common.name.clone().unwrap_or_else(|| "connect".into()),
         tls: mutual_tls::ClientSettings {
@@ -523,15 +495,15 @@ pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig
             ca: args.ca,
             server_name: args.server_name,
             expect_spiffe: args.expect_spiffe,
-            allow_tls12: common.min_tls == "1.2",
+            allow_tls12: opts.allow_tls12(),
             ..Default::default()
         },
         remote: args.remote,
-        handshake_timeout: common.handshake_timeout,
-        idle_timeout: common.idle_timeout,
-        connect_timeout: common.connect_timeout,
-        limits: limits(&common)?,
-        max_connection_lifetime: common.max_connection_lifetime,
+        handshake_timeout: opts.handshake_timeout.get(),
+        idle_timeout: opts.idle_timeout.get(),
+        connect_timeout: opts.connect_timeout.get(),
+        limits: opts.limits(),
+        max_connection_lifetime: opts.max_connection_lifetime(),
     };
     Ok((cfg, first))
 }

@@ -14,22 +14,22 @@
 //! (many listeners from one file, reloaded block by block) and [`reload`] (the file watch and
 //! SIGHUP that trigger a reload, for one listener or a whole file).
 
+pub mod options;
 pub mod reload;
 pub mod supervise;
+
+pub use options::ListenerOpts;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use mutual_policy::human::parse_duration;
 use mutual_policy::Policy;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use crate::accept::Limits;
 use crate::connect::ConnectConfig;
 use crate::serve::ServeConfig;
 
@@ -142,7 +142,6 @@ pub struct Pending {
     pub forward_client_cert_details: Option<String>,
     /// `v2` (the only version written).
     pub proxy_protocol: Option<String>,
-    pub max_connection_lifetime: Option<Duration>,
     pub crl_from_cdp: bool,
     pub crl_cache_dir: Option<PathBuf>,
 }
@@ -200,7 +199,7 @@ pub fn load(path: &Path) -> Result<RunConfig, ConfigError> {
 const GLOBAL_KEYS: &[&str] = &["metrics", "audit_log", "threads", "log_format", "listener"];
 
 /// The field names serde's derive lists for a struct: the keys a `[[listener]]` block takes
-/// are [`RawListener`]'s fields, written once.
+/// are [`RawListener`]'s and [`ListenerOpts`]'s fields, written once.
 fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
     #[derive(Debug)]
     struct Stop;
@@ -313,7 +312,6 @@ struct RawListener {
     crl_from_cdp: Option<bool>,
     revocation_unknown: Option<S>,
     crl_cache_dir: Option<S>,
-    min_tls: Option<S>,
     policy: Option<S>,
     allow_any: Option<bool>,
     allow_spiffe: Option<Vec<S>>,
@@ -324,45 +322,11 @@ struct RawListener {
     forward_client_cert: Option<S>,
     forward_client_cert_details: Option<Vec<S>>,
     proxy_protocol: Option<S>,
-    handshake_timeout: Option<Spanned<DurationText>>,
-    idle_timeout: Option<Spanned<DurationText>>,
-    connect_timeout: Option<Spanned<DurationText>>,
-    drain_timeout: Option<Spanned<DurationText>>,
-    max_connections: Option<Spanned<i64>>,
-    max_connection_lifetime: Option<Spanned<DurationText>>,
     end_on_peer_expiry: Option<bool>,
     #[serde(default, deserialize_with = "one_or_many")]
     ca_url: Option<Vec<String>>,
     token_file: Option<S>,
     root_sha256: Option<S>,
-}
-
-/// A duration key's value as written: a string in the duration grammar or a number of seconds (parsed later, so a bad one is reported with the block's other errors).
-struct DurationText(String);
-
-impl<'de> Deserialize<'de> for DurationText {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = DurationText;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a duration such as \"10s\" or a number of seconds")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationText, E> {
-                Ok(DurationText(v.to_string()))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationText, E> {
-                Ok(DurationText(v.to_string()))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationText, E> {
-                Ok(DurationText(v.to_string()))
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<DurationText, E> {
-                Ok(DurationText(v.to_string()))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 /// A string (comma-separated values allowed) or an array of strings.
@@ -517,12 +481,22 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
                         let ispan = item.span();
                         let mut item = item;
                         let mut present = Vec::new();
+                        let mut opts = (DeTable::new(), HashMap::new());
                         if let DeValue::Table(t) = item.get_mut() {
-                            strip_unknown(t, field_names::<RawListener>(), "[[listener]]", sink);
+                            strip_unknown(t, listener_keys(), "[[listener]]", sink);
                             present = t.iter().map(|(k, _)| k.get_ref().to_string()).collect();
+                            opts = take_keys(t, ListenerOpts::keys());
                         }
+                        let (opts_table, opt_spans) = opts;
+                        let opts = ListenerOpts::deserialize(ValueDeserializer::from(
+                            Spanned::new(ispan.clone(), DeValue::Table(opts_table)),
+                        ))
+                        .unwrap_or_else(|e| {
+                            sink.de(&e, ispan.clone());
+                            ListenerOpts::default()
+                        });
                         match RawListener::deserialize(ValueDeserializer::from(item)) {
-                            Ok(l) => raw_listeners.push((ispan, present, l)),
+                            Ok(l) => raw_listeners.push((ispan, present, l, opts, opt_spans)),
                             Err(e) => sink.de(&e, ispan),
                         }
                     }
@@ -581,7 +555,7 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
 
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut addrs: HashMap<String, usize> = HashMap::new();
-    for (span, present, raw) in raw_listeners {
+    for (span, present, raw, opts, opt_spans) in raw_listeners {
         let header_line = sink_line(text, span.start);
         // Duplicates are checked on the raw values, so they are reported even when the block
         // has other errors.
@@ -616,7 +590,12 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
                 );
             }
         }
-        if let Some(spec) = listener(raw, &present, span.clone(), base, sink) {
+        let given = Given {
+            present: &present,
+            opts,
+            opt_spans: &opt_spans,
+        };
+        if let Some(spec) = listener(raw, given, span.clone(), base, sink) {
             cfg.listeners.push(spec);
         }
     }
@@ -645,10 +624,50 @@ fn host_port(s: &str) -> Result<(), ()> {
     }
 }
 
+/// Every key a `[[listener]]` block takes: the block's own and the shared listener options.
+fn listener_keys() -> &'static [&'static str] {
+    static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut k = field_names::<RawListener>().to_vec();
+        k.extend_from_slice(ListenerOpts::keys());
+        k
+    })
+}
+
+/// Moves `keys` out of `table` into a table of their own, with the span of each value (so a
+/// value out of range is reported where it is written).
+fn take_keys<'t>(
+    table: &mut DeTable<'t>,
+    keys: &[&str],
+) -> (DeTable<'t>, HashMap<String, Range<usize>>) {
+    let mut out = DeTable::new();
+    let mut spans = HashMap::new();
+    let names: Vec<_> = table
+        .iter()
+        .filter(|(k, _)| keys.contains(&k.get_ref().as_ref()))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in names {
+        if let Some(v) = table.remove(k.get_ref().as_ref()) {
+            spans.insert(k.get_ref().to_string(), v.span());
+            out.insert(k, v);
+        }
+    }
+    (out, spans)
+}
+
+/// What a block gave besides its own keys: which keys were present, and the shared listener
+/// options with the spans of their values.
+struct Given<'a> {
+    present: &'a [String],
+    opts: ListenerOpts,
+    opt_spans: &'a HashMap<String, Range<usize>>,
+}
+
 /// One block: every check that can be made on it alone.
 fn listener(
     raw: RawListener,
-    present: &[String],
+    given: Given<'_>,
     span: Range<usize>,
     base: &Path,
     sink: &mut Sink<'_>,
@@ -694,7 +713,7 @@ fn listener(
         }
     };
     // Keys of the other kind are mistakes (a `backend` on a connect listener is never used).
-    for key in present {
+    for key in given.present {
         let key = key.as_str();
         let wrong = if kind == "serve" {
             CONNECT_ONLY.contains(&key)
@@ -746,47 +765,16 @@ fn listener(
     let key = file(&raw.key, "key", sink);
     let ca = file(&raw.ca, "ca", sink);
 
-    let min_tls = match &raw.min_tls {
-        None => false,
-        Some(v) if v.get_ref() == "1.3" => false,
-        Some(v) if v.get_ref() == "1.2" => true,
-        Some(v) => {
-            sink.at(
-                v.span(),
-                format!("min_tls must be \"1.2\" or \"1.3\", not {:?}", v.get_ref()),
-            );
-            false
-        }
-    };
-    let dur =
-        |v: &Option<Spanned<DurationText>>, default: Duration, sink: &mut Sink<'_>| -> Duration {
-            match v {
-                None => default,
-                Some(s) => parse_duration(&s.get_ref().0).unwrap_or_else(|e| {
-                    sink.at(s.span(), e.to_string());
-                    default
-                }),
-            }
-        };
-    let d = defaults::duration;
-    let handshake_timeout = dur(&raw.handshake_timeout, d(defaults::HANDSHAKE_TIMEOUT), sink);
-    let idle_timeout = dur(&raw.idle_timeout, d(defaults::IDLE_TIMEOUT), sink);
-    let connect_timeout = dur(&raw.connect_timeout, d(defaults::CONNECT_TIMEOUT), sink);
-    let drain_timeout = dur(&raw.drain_timeout, d(defaults::DRAIN_TIMEOUT), sink);
-    let max_connections = match &raw.max_connections {
-        None => None,
-        Some(n) => match usize::try_from(*n.get_ref()) {
-            Ok(v) if v >= 1 => Some(v),
-            _ => {
-                sink.at(n.span(), "max_connections must be at least 1");
-                None
-            }
-        },
-    };
-    let limits = Limits {
-        max_connections,
-        drain_timeout,
-    };
+    let opts = given.opts;
+    for p in opts.problems() {
+        let at = given.opt_spans.get(p.key).cloned();
+        sink.at(at.unwrap_or_else(|| header.clone()), p.for_key());
+    }
+    let min_tls = opts.allow_tls12();
+    let handshake_timeout = opts.handshake_timeout.get();
+    let idle_timeout = opts.idle_timeout.get();
+    let connect_timeout = opts.connect_timeout.get();
+    let limits = opts.limits();
 
     let pending = pending(&raw, base, sink);
 
@@ -920,7 +908,7 @@ fn listener(
                         .proxy_protocol
                         .as_deref()
                         .and_then(|p| p.parse().ok()),
-                    max_connection_lifetime: pending.max_connection_lifetime,
+                    max_connection_lifetime: opts.max_connection_lifetime(),
                     end_on_peer_expiry: raw.end_on_peer_expiry.unwrap_or(false),
                     crl_from_cdp: pending.crl_from_cdp.then(|| {
                         crate::cdp::CdpSettings::new(
@@ -988,7 +976,7 @@ fn listener(
                     idle_timeout,
                     connect_timeout,
                     limits,
-                    max_connection_lifetime: pending.max_connection_lifetime,
+                    max_connection_lifetime: opts.max_connection_lifetime(),
                 })))
             }
             _ => None,
@@ -1053,23 +1041,6 @@ fn one_of(v: &Option<S>, key: &str, allowed: &[&str], sink: &mut Sink<'_>) -> Op
 }
 
 fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
-    let max_connection_lifetime =
-        raw.max_connection_lifetime
-            .as_ref()
-            .and_then(|s| match parse_duration(&s.get_ref().0) {
-                Ok(d) if !d.is_zero() => Some(d),
-                Ok(_) => {
-                    sink.at(
-                        s.span(),
-                        "max_connection_lifetime must be more than 0 (leave it out: unlimited)",
-                    );
-                    None
-                }
-                Err(e) => {
-                    sink.at(s.span(), e.to_string());
-                    None
-                }
-            });
     Pending {
         mode: one_of(&raw.mode, "mode", &["tcp", "http"], sink),
         forward_client_cert: one_of(
@@ -1094,7 +1065,6 @@ fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
             }
         }),
         proxy_protocol: one_of(&raw.proxy_protocol, "proxy_protocol", &["v2"], sink),
-        max_connection_lifetime,
         crl_from_cdp: raw.crl_from_cdp.unwrap_or(false),
         crl_cache_dir: raw.crl_cache_dir.as_ref().map(|p| base.join(p.get_ref())),
     }
@@ -1234,6 +1204,7 @@ fn inline_policy(raw: &RawListener, http: bool, sink: &mut Sink<'_>) -> Policy {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use std::time::Duration;
 
     fn dir_with_files() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
