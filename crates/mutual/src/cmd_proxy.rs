@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use mutual_policy::human::parse_duration;
 use mutual_policy::Policy;
-use mutual_proxy::config::{defaults, ListenerOpts};
+use mutual_proxy::config::{defaults, ConnectOpts, ListenerOpts};
 use mutual_proxy::connect::{Connect, ConnectConfig};
 use mutual_proxy::serve::{Serve, ServeConfig};
 use mutual_proxy::{Audit, Metrics, Shared};
@@ -218,17 +218,9 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "FILE")]
     pub ca: PathBuf,
 
-    /// Name the server certificate must carry (and SNI); default: the host part of --remote.
-    #[arg(long, value_name = "NAME", conflicts_with = "expect_spiffe")]
-    pub server_name: Option<String>,
-
-    /// Require the server to present exactly this SPIFFE ID (URI SAN) instead of a DNS name.
-    #[arg(long, value_name = "SPIFFE_ID")]
-    pub expect_spiffe: Option<String>,
-
-    /// Allow a non-loopback --listen address: anyone who can reach it gets your identity.
-    #[arg(long)]
-    pub allow_remote_clients: bool,
+    /// `--server-name`, `--expect-spiffe`, `--allow-remote-clients` (the keys of a connect block).
+    #[command(flatten)]
+    pub connect: ConnectOpts,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -483,7 +475,7 @@ pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig
         .first()
         .with_context(|| format!("--listen {}: no address", args.listen))?;
     for a in &listen {
-        mutual_proxy::connect::check_loopback(*a, args.allow_remote_clients)?;
+        mutual_proxy::connect::check_loopback(*a, args.connect.allow_remote_clients)?;
     }
     let common = args.common.clone();
     let opts = listener_opts(&common)?;
@@ -493,8 +485,8 @@ pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig
             cert: args.cert,
             key: args.key,
             ca: args.ca,
-            server_name: args.server_name,
-            expect_spiffe: args.expect_spiffe,
+            server_name: args.connect.server_name,
+            expect_spiffe: args.connect.expect_spiffe,
             allow_tls12: opts.allow_tls12(),
             ..Default::default()
         },

@@ -18,7 +18,7 @@ pub mod options;
 pub mod reload;
 pub mod supervise;
 
-pub use options::ListenerOpts;
+pub use options::{ConnectOpts, ListenerOpts};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -262,13 +262,10 @@ const SERVE_ONLY: &[&str] = &[
     "end_on_peer_expiry",
 ];
 
-/// Keys that only mean something on a connect listener.
-const CONNECT_ONLY: &[&str] = &[
-    "remote",
-    "server_name",
-    "expect_spiffe",
-    "allow_remote_clients",
-];
+/// Keys that only mean something on a connect listener: `remote` and [`ConnectOpts`]'s.
+fn connect_only(key: &str) -> bool {
+    key == "remote" || ConnectOpts::keys().contains(&key)
+}
 
 const RULE_KEYS: &[&str] = &[
     "spiffe",
@@ -301,9 +298,6 @@ struct RawListener {
     listen: Option<S>,
     backend: Option<S>,
     remote: Option<S>,
-    server_name: Option<S>,
-    expect_spiffe: Option<S>,
-    allow_remote_clients: Option<bool>,
     cert: Option<S>,
     key: Option<S>,
     ca: Option<S>,
@@ -481,22 +475,25 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
                         let ispan = item.span();
                         let mut item = item;
                         let mut present = Vec::new();
-                        let mut opts = (DeTable::new(), HashMap::new());
+                        let mut spans = HashMap::new();
+                        let (mut opts, mut connect) = Default::default();
                         if let DeValue::Table(t) = item.get_mut() {
                             strip_unknown(t, listener_keys(), "[[listener]]", sink);
                             present = t.iter().map(|(k, _)| k.get_ref().to_string()).collect();
-                            opts = take_keys(t, ListenerOpts::keys());
+                            opts = split_opts(ListenerOpts::keys(), t, &ispan, &mut spans, sink);
+                            connect = split_opts(ConnectOpts::keys(), t, &ispan, &mut spans, sink);
                         }
-                        let (opts_table, opt_spans) = opts;
-                        let opts = ListenerOpts::deserialize(ValueDeserializer::from(
-                            Spanned::new(ispan.clone(), DeValue::Table(opts_table)),
-                        ))
-                        .unwrap_or_else(|e| {
-                            sink.de(&e, ispan.clone());
-                            ListenerOpts::default()
-                        });
                         match RawListener::deserialize(ValueDeserializer::from(item)) {
-                            Ok(l) => raw_listeners.push((ispan, present, l, opts, opt_spans)),
+                            Ok(raw) => raw_listeners.push((
+                                ispan,
+                                raw,
+                                Given {
+                                    present,
+                                    opts,
+                                    connect,
+                                    spans,
+                                },
+                            )),
                             Err(e) => sink.de(&e, ispan),
                         }
                     }
@@ -555,7 +552,7 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
 
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut addrs: HashMap<String, usize> = HashMap::new();
-    for (span, present, raw, opts, opt_spans) in raw_listeners {
+    for (span, raw, given) in raw_listeners {
         let header_line = sink_line(text, span.start);
         // Duplicates are checked on the raw values, so they are reported even when the block
         // has other errors.
@@ -590,11 +587,6 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
                 );
             }
         }
-        let given = Given {
-            present: &present,
-            opts,
-            opt_spans: &opt_spans,
-        };
         if let Some(spec) = listener(raw, given, span.clone(), base, sink) {
             cfg.listeners.push(spec);
         }
@@ -630,6 +622,7 @@ fn listener_keys() -> &'static [&'static str] {
     KEYS.get_or_init(|| {
         let mut k = field_names::<RawListener>().to_vec();
         k.extend_from_slice(ListenerOpts::keys());
+        k.extend_from_slice(ConnectOpts::keys());
         k
     })
 }
@@ -656,18 +649,41 @@ fn take_keys<'t>(
     (out, spans)
 }
 
-/// What a block gave besides its own keys: which keys were present, and the shared listener
-/// options with the spans of their values.
-struct Given<'a> {
-    present: &'a [String],
+/// Moves `T`'s keys out of a block and deserializes them (a bad value is reported at its span
+/// and `T`'s defaults stand in, so the block's other problems are still found); the spans of
+/// the values go to `spans`.
+fn split_opts<T: serde::de::DeserializeOwned + Default>(
+    keys: &[&str],
+    table: &mut DeTable<'_>,
+    block: &Range<usize>,
+    spans: &mut HashMap<String, Range<usize>>,
+    sink: &mut Sink<'_>,
+) -> T {
+    let (sub, sub_spans) = take_keys(table, keys);
+    spans.extend(sub_spans);
+    T::deserialize(ValueDeserializer::from(Spanned::new(
+        block.clone(),
+        DeValue::Table(sub),
+    )))
+    .unwrap_or_else(|e| {
+        sink.de(&e, block.clone());
+        T::default()
+    })
+}
+
+/// What a block gave besides its own keys: which keys were present, and the option types
+/// shared with the flags, with the spans of their values.
+struct Given {
+    present: Vec<String>,
     opts: ListenerOpts,
-    opt_spans: &'a HashMap<String, Range<usize>>,
+    connect: ConnectOpts,
+    spans: HashMap<String, Range<usize>>,
 }
 
 /// One block: every check that can be made on it alone.
 fn listener(
     raw: RawListener,
-    given: Given<'_>,
+    given: Given,
     span: Range<usize>,
     base: &Path,
     sink: &mut Sink<'_>,
@@ -713,10 +729,10 @@ fn listener(
         }
     };
     // Keys of the other kind are mistakes (a `backend` on a connect listener is never used).
-    for key in given.present {
+    for key in &given.present {
         let key = key.as_str();
         let wrong = if kind == "serve" {
-            CONNECT_ONLY.contains(&key)
+            connect_only(key)
         } else {
             SERVE_ONLY.contains(&key)
         };
@@ -767,7 +783,7 @@ fn listener(
 
     let opts = given.opts;
     for p in opts.problems() {
-        let at = given.opt_spans.get(p.key).cloned();
+        let at = given.spans.get(p.key).cloned();
         sink.at(at.unwrap_or_else(|| header.clone()), p.for_key());
     }
     let min_tls = opts.allow_tls12();
@@ -939,18 +955,21 @@ fn listener(
                 None
             }
         };
-        if let (Some(n), Some(_)) = (&raw.server_name, &raw.expect_spiffe) {
-            sink.at(n.span(), "give server_name or expect_spiffe, not both");
+        let c = &given.connect;
+        let span_of = |k: &str| given.spans.get(k).cloned().unwrap_or(header.clone());
+        if c.server_name.is_some() && c.expect_spiffe.is_some() {
+            sink.at(
+                span_of("server_name"),
+                "give server_name or expect_spiffe, not both",
+            );
         }
-        if let Some(id) = &raw.expect_spiffe {
-            if let Err(e) = mutual_policy::SpiffeId::parse(id.get_ref()) {
-                sink.at(id.span(), format!("expect_spiffe: {e}"));
+        if let Some(id) = &c.expect_spiffe {
+            if let Err(e) = mutual_policy::SpiffeId::parse(id) {
+                sink.at(span_of("expect_spiffe"), format!("expect_spiffe: {e}"));
             }
         }
         if let (Some(l), Ok(a)) = (&raw.listen, listen.parse::<SocketAddr>()) {
-            if let Err(e) =
-                crate::connect::check_loopback(a, raw.allow_remote_clients.unwrap_or(false))
-            {
+            if let Err(e) = crate::connect::check_loopback(a, c.allow_remote_clients) {
                 sink.at(
                     l.span(),
                     e.to_string()
@@ -966,8 +985,8 @@ fn listener(
                         cert,
                         key,
                         ca,
-                        server_name: raw.server_name.as_ref().map(|s| s.get_ref().clone()),
-                        expect_spiffe: raw.expect_spiffe.as_ref().map(|s| s.get_ref().clone()),
+                        server_name: c.server_name.clone(),
+                        expect_spiffe: c.expect_spiffe.clone(),
                         allow_tls12: min_tls,
                         ..Default::default()
                     },

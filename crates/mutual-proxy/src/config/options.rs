@@ -69,6 +69,32 @@ impl Default for ListenerOpts {
     }
 }
 
+/// Options only a connect listener has (besides `remote`, required on both surfaces, and the
+/// files): `--server-name`/`server_name` and the like. A serve block that sets one of these keys
+/// is refused (the field list says which keys they are).
+#[derive(clap::Args, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectOpts {
+    /// Name the server certificate must carry (and SNI); default: the host part of --remote.
+    #[arg(long, value_name = "NAME", conflicts_with = "expect_spiffe")]
+    pub server_name: Option<String>,
+
+    /// Require the server to present exactly this SPIFFE ID (URI SAN) instead of a DNS name.
+    #[arg(long, value_name = "SPIFFE_ID")]
+    pub expect_spiffe: Option<String>,
+
+    /// Allow a non-loopback --listen address: anyone who can reach it gets your identity.
+    #[arg(long)]
+    pub allow_remote_clients: bool,
+}
+
+impl ConnectOpts {
+    /// The config keys these options take.
+    pub fn keys() -> &'static [&'static str] {
+        super::field_names::<ConnectOpts>()
+    }
+}
+
 /// A value the type accepts but the option does not: the field (config key spelling) and what
 /// is wrong, to be prefixed with `--flag` or `key` by the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +174,30 @@ mod tests {
         opts: ListenerOpts,
     }
 
+    #[derive(clap::Parser)]
+    struct ConnectCli {
+        #[command(flatten)]
+        opts: ConnectOpts,
+    }
+
+    /// The long flags of a command, spelled as config keys.
+    fn flags_as_keys(cmd: &clap::Command) -> Vec<String> {
+        let mut flags: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .map(|l| l.replace('-', "_"))
+            .filter(|l| l != "help")
+            .collect();
+        flags.sort();
+        flags
+    }
+
+    fn sorted(keys: &[&str]) -> Vec<String> {
+        let mut k: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        k.sort();
+        k
+    }
+
     /// One default: no flag and no key give the same options.
     #[test]
     fn clap_defaults_are_the_default() {
@@ -161,17 +211,15 @@ mod tests {
     #[test]
     fn every_flag_is_a_key() {
         use clap::CommandFactory;
-        let cmd = Cli::command();
-        let mut flags: Vec<String> = cmd
-            .get_arguments()
-            .filter_map(|a| a.get_long())
-            .map(|l| l.replace('-', "_"))
-            .filter(|l| l != "help")
-            .collect();
-        flags.sort();
-        let mut keys: Vec<String> = ListenerOpts::keys().iter().map(|k| k.to_string()).collect();
-        keys.sort();
-        assert_eq!(flags, keys);
+        assert_eq!(flags_as_keys(&Cli::command()), sorted(ListenerOpts::keys()));
+        assert_eq!(
+            flags_as_keys(&ConnectCli::command()),
+            sorted(ConnectOpts::keys())
+        );
+        assert_eq!(
+            ConnectCli::try_parse_from(["x"]).unwrap().opts,
+            ConnectOpts::default()
+        );
     }
 
     #[test]
