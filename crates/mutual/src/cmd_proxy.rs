@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use mutual_policy::human::parse_duration;
 use mutual_policy::Policy;
-use mutual_proxy::config::{defaults, ConnectOpts, ListenerOpts};
+use mutual_proxy::config::{defaults, ConnectOpts, ListenerOpts, ServeOpts};
 use mutual_proxy::connect::{Connect, ConnectConfig};
 use mutual_proxy::serve::{Serve, ServeConfig};
 use mutual_proxy::{Audit, Metrics, Shared};
@@ -105,12 +105,6 @@ pub struct ServeArgs {
     #[arg(long = "crl", value_name = "FILE")]
     pub crls: Vec<PathBuf>,
 
-    /// Check revocation of the client's own certificate only, not of its intermediates (for CAs
-    /// that publish a CRL only for leaves, like `mutual ca crl`; Envoy's
-    /// only_verify_leaf_cert_crl). Default: every certificate in the chain needs a CRL.
-    #[arg(long, requires = "crls")]
-    pub crl_leaf_only: bool,
-
     /// Allow clients whose SPIFFE ID matches (exact, or `*` for one path segment); repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub allow_spiffe: Vec<String>,
@@ -126,10 +120,6 @@ pub struct ServeArgs {
     /// Allow clients whose subject OU matches (legacy); repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub allow_ou: Vec<String>,
-
-    /// Allow every client with a valid certificate from --ca (no identity check).
-    #[arg(long)]
-    pub allow_any: bool,
 
     /// Policy file (TOML, [[allow]] rules); its rules are added to the --allow-* flags and it is
     /// reloaded when it changes.
@@ -159,24 +149,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "VERSION")]
     pub proxy_protocol: Option<mutual_proxy::proxy_protocol::ProxyProtocol>,
 
-    /// End an established connection when its client's certificate expires (a timer at the
-    /// certificate's notAfter; audited as denied/expired). Without it expiry after the
-    /// handshake never ends a connection, reloads included.
-    #[arg(long)]
-    pub end_on_peer_expiry: bool,
-
-    /// Fetch CRLs from the CRL distribution points (http/https) that certificates name: this
-    /// listener's own chain and CA bundle at start, client chains when first seen. Each CRL is
-    /// checked (issuer signature, thisUpdate/nextUpdate), cached in --crl-cache-dir, refreshed at
-    /// 2/3 of its validity and applied without a restart. See docs/proxy.md.
-    #[arg(long)]
-    pub crl_from_cdp: bool,
-
-    /// With --crl-from-cdp: what to do with a certificate whose CRL is not available (not yet
-    /// fetched, server down, past nextUpdate): deny (the handshake fails with
-    /// revocation_unknown) or allow.
-    #[arg(long, value_name = "deny|allow", default_value = defaults::REVOCATION_UNKNOWN, value_parser = ["deny", "allow"], requires = "crl_from_cdp")]
-    pub revocation_unknown: String,
+    /// `--crl-leaf-only`, `--allow-any`, `--end-on-peer-expiry`, `--crl-from-cdp`,
+    /// `--revocation-unknown` (the same keys in a serve block).
+    #[command(flatten)]
+    pub serve: ServeOpts,
 
     /// With --crl-from-cdp: where fetched CRLs are kept across restarts
     /// [default: $MUTUAL_HOME/crl-cache or ~/.mutual/crl-cache].
@@ -310,7 +286,7 @@ pub(crate) async fn until_signal_then_drain(
 
 /// `--crl-from-cdp` and its companions as fetcher settings.
 fn cdp_settings(args: &ServeArgs) -> anyhow::Result<Option<mutual_proxy::cdp::CdpSettings>> {
-    if !args.crl_from_cdp {
+    if !args.serve.crl_from_cdp {
         return Ok(None);
     }
     let dir = match &args.crl_cache_dir {
@@ -318,7 +294,7 @@ fn cdp_settings(args: &ServeArgs) -> anyhow::Result<Option<mutual_proxy::cdp::Cd
         None => mutual_proxy::cdp::default_cache_dir()
             .context("--crl-from-cdp: set --crl-cache-dir (neither MUTUAL_HOME nor HOME is set)")?,
     };
-    let mut s = mutual_proxy::cdp::CdpSettings::new(args.revocation_unknown == "deny", dir);
+    let mut s = mutual_proxy::cdp::CdpSettings::new(args.serve.revocation_unknown == "deny", dir);
     s.max_refresh = args.crl_refresh_max;
     Ok(Some(s))
 }
@@ -369,7 +345,7 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         &args.allow_dns,
         &args.allow_cn,
         &args.allow_ou,
-        args.allow_any,
+        args.serve.allow_any,
     )?;
     if policy_flags.is_empty() && args.policy.is_none() {
         return Err(mutual_proxy::ProxyError::NoPolicy.into());
@@ -389,10 +365,10 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         },
         tls_options: mutual_tls::TlsOptions {
             revocation: mutual_tls::RevocationPolicy {
-                leaf_only: args.crl_leaf_only,
+                leaf_only: args.serve.crl_leaf_only,
                 // As the config key sets it (with --crl-from-cdp, which the flag needs, the
                 // verifier lets the CDP rule judge unknown status either way).
-                allow_unknown: args.crl_from_cdp && args.revocation_unknown == "allow",
+                allow_unknown: args.serve.crl_from_cdp && args.serve.revocation_unknown == "allow",
                 ..Default::default()
             },
             ..Default::default()
@@ -422,7 +398,7 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         proxy_protocol: args.proxy_protocol,
         max_connection_lifetime: opts.max_connection_lifetime(),
         crl_from_cdp: cdp,
-        end_on_peer_expiry: args.end_on_peer_expiry,
+        end_on_peer_expiry: args.serve.end_on_peer_expiry,
     };
     Ok(cfg)
 }

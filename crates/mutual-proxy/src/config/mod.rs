@@ -18,7 +18,7 @@ pub mod options;
 pub mod reload;
 pub mod supervise;
 
-pub use options::{ConnectOpts, ListenerOpts};
+pub use options::{ConnectOpts, ListenerOpts, ServeOpts};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -240,16 +240,12 @@ fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
     fields
 }
 
-/// Keys that only mean something on a serve listener.
+/// Keys that only mean something on a serve listener: these and [`ServeOpts`]'s.
 const SERVE_ONLY: &[&str] = &[
     "backend",
     "crls",
-    "crl_leaf_only",
-    "crl_from_cdp",
-    "revocation_unknown",
     "crl_cache_dir",
     "policy",
-    "allow_any",
     "allow_spiffe",
     "allow_dns",
     "allow_cn",
@@ -259,8 +255,11 @@ const SERVE_ONLY: &[&str] = &[
     "forward_client_cert",
     "forward_client_cert_details",
     "proxy_protocol",
-    "end_on_peer_expiry",
 ];
+
+fn serve_only(key: &str) -> bool {
+    SERVE_ONLY.contains(&key) || ServeOpts::keys().contains(&key)
+}
 
 /// Keys that only mean something on a connect listener: `remote` and [`ConnectOpts`]'s.
 fn connect_only(key: &str) -> bool {
@@ -302,12 +301,8 @@ struct RawListener {
     key: Option<S>,
     ca: Option<S>,
     crls: Option<Vec<S>>,
-    crl_leaf_only: Option<bool>,
-    crl_from_cdp: Option<bool>,
-    revocation_unknown: Option<S>,
     crl_cache_dir: Option<S>,
     policy: Option<S>,
-    allow_any: Option<bool>,
     allow_spiffe: Option<Vec<S>>,
     allow_dns: Option<Vec<S>>,
     allow_cn: Option<Vec<S>>,
@@ -316,7 +311,6 @@ struct RawListener {
     forward_client_cert: Option<S>,
     forward_client_cert_details: Option<Vec<S>>,
     proxy_protocol: Option<S>,
-    end_on_peer_expiry: Option<bool>,
     #[serde(default, deserialize_with = "one_or_many")]
     ca_url: Option<Vec<String>>,
     token_file: Option<S>,
@@ -476,11 +470,12 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
                         let mut item = item;
                         let mut present = Vec::new();
                         let mut spans = HashMap::new();
-                        let (mut opts, mut connect) = Default::default();
+                        let (mut opts, mut serve, mut connect) = Default::default();
                         if let DeValue::Table(t) = item.get_mut() {
                             strip_unknown(t, listener_keys(), "[[listener]]", sink);
                             present = t.iter().map(|(k, _)| k.get_ref().to_string()).collect();
                             opts = split_opts(ListenerOpts::keys(), t, &ispan, &mut spans, sink);
+                            serve = split_opts(ServeOpts::keys(), t, &ispan, &mut spans, sink);
                             connect = split_opts(ConnectOpts::keys(), t, &ispan, &mut spans, sink);
                         }
                         match RawListener::deserialize(ValueDeserializer::from(item)) {
@@ -490,6 +485,7 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
                                 Given {
                                     present,
                                     opts,
+                                    serve,
                                     connect,
                                     spans,
                                 },
@@ -623,6 +619,7 @@ fn listener_keys() -> &'static [&'static str] {
         let mut k = field_names::<RawListener>().to_vec();
         k.extend_from_slice(ListenerOpts::keys());
         k.extend_from_slice(ConnectOpts::keys());
+        k.extend_from_slice(ServeOpts::keys());
         k
     })
 }
@@ -676,6 +673,7 @@ fn split_opts<T: serde::de::DeserializeOwned + Default>(
 struct Given {
     present: Vec<String>,
     opts: ListenerOpts,
+    serve: ServeOpts,
     connect: ConnectOpts,
     spans: HashMap<String, Range<usize>>,
 }
@@ -734,7 +732,7 @@ fn listener(
         let wrong = if kind == "serve" {
             connect_only(key)
         } else {
-            SERVE_ONLY.contains(&key)
+            serve_only(key)
         };
         if wrong {
             let other = if kind == "serve" { "connect" } else { "serve" };
@@ -782,7 +780,13 @@ fn listener(
     let ca = file(&raw.ca, "ca", sink);
 
     let opts = given.opts;
-    for p in opts.problems() {
+    let sv = &given.serve;
+    let problems = opts.problems().into_iter().chain(if kind == "serve" {
+        sv.problems()
+    } else {
+        Vec::new()
+    });
+    for p in problems {
         let at = given.spans.get(p.key).cloned();
         sink.at(at.unwrap_or_else(|| header.clone()), p.for_key());
     }
@@ -792,7 +796,7 @@ fn listener(
     let connect_timeout = opts.connect_timeout.get();
     let limits = opts.limits();
 
-    let pending = pending(&raw, base, sink);
+    let pending = pending(&raw, given.serve.crl_from_cdp, base, sink);
 
     let kind = if kind == "serve" {
         let backend = match &raw.backend {
@@ -817,26 +821,12 @@ fn listener(
             .flatten()
             .filter_map(|c| existing(c, base, sink))
             .collect();
-        if raw.crl_leaf_only == Some(true) && raw.crls.as_ref().is_none_or(Vec::is_empty) {
+        if sv.crl_leaf_only && raw.crls.as_ref().is_none_or(Vec::is_empty) {
             sink.at(header.clone(), "crl_leaf_only needs `crls`");
         }
-        let allow_unknown = match &raw.revocation_unknown {
-            None => false,
-            Some(v) if v.get_ref() == "deny" => false,
-            Some(v) if v.get_ref() == "allow" => true,
-            Some(v) => {
-                sink.at(
-                    v.span(),
-                    format!(
-                        "revocation_unknown must be \"deny\" or \"allow\", not {:?}",
-                        v.get_ref()
-                    ),
-                );
-                false
-            }
-        };
+        let allow_unknown = sv.allow_unknown();
         let http = pending.mode.as_deref() == Some("http");
-        let policy_flags = inline_policy(&raw, http, sink);
+        let policy_flags = inline_policy(&raw, sv.allow_any, http, sink);
         let policy_file = match &raw.policy {
             None => None,
             Some(p) => {
@@ -868,7 +858,7 @@ fn listener(
             || raw.allow_cn.as_ref().is_some_and(|v| !v.is_empty())
             || raw.allow_ou.as_ref().is_some_and(|v| !v.is_empty())
             || raw.allow.as_ref().is_some_and(|v| !v.is_empty())
-            || raw.allow_any == Some(true);
+            || sv.allow_any;
         // (A rule that failed to parse was reported already; do not add "allows no one".)
         if !any_rule_key && raw.policy.is_none() {
             sink.at(
@@ -890,7 +880,7 @@ fn listener(
                     },
                     tls_options: mutual_tls::TlsOptions {
                         revocation: mutual_tls::RevocationPolicy {
-                            leaf_only: raw.crl_leaf_only.unwrap_or(false),
+                            leaf_only: sv.crl_leaf_only,
                             allow_unknown,
                             ..Default::default()
                         },
@@ -925,7 +915,7 @@ fn listener(
                         .as_deref()
                         .and_then(|p| p.parse().ok()),
                     max_connection_lifetime: opts.max_connection_lifetime(),
-                    end_on_peer_expiry: raw.end_on_peer_expiry.unwrap_or(false),
+                    end_on_peer_expiry: sv.end_on_peer_expiry,
                     crl_from_cdp: pending.crl_from_cdp.then(|| {
                         crate::cdp::CdpSettings::new(
                             !allow_unknown,
@@ -1059,7 +1049,7 @@ fn one_of(v: &Option<S>, key: &str, allowed: &[&str], sink: &mut Sink<'_>) -> Op
     }
 }
 
-fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
+fn pending(raw: &RawListener, crl_from_cdp: bool, base: &Path, sink: &mut Sink<'_>) -> Pending {
     Pending {
         mode: one_of(&raw.mode, "mode", &["tcp", "http"], sink),
         forward_client_cert: one_of(
@@ -1084,7 +1074,7 @@ fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
             }
         }),
         proxy_protocol: one_of(&raw.proxy_protocol, "proxy_protocol", &["v2"], sink),
-        crl_from_cdp: raw.crl_from_cdp.unwrap_or(false),
+        crl_from_cdp,
         crl_cache_dir: raw.crl_cache_dir.as_ref().map(|p| base.join(p.get_ref())),
     }
 }
@@ -1148,7 +1138,7 @@ fn enrollment(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Option<Enr
 
 /// The allow_* keys and `[[listener.allow]]` rules as one policy; each bad pattern is reported
 /// at its own value.
-fn inline_policy(raw: &RawListener, http: bool, sink: &mut Sink<'_>) -> Policy {
+fn inline_policy(raw: &RawListener, allow_any: bool, http: bool, sink: &mut Sink<'_>) -> Policy {
     let mut policy = Policy::default();
     let groups: [(&Option<Vec<S>>, usize); 4] = [
         (&raw.allow_spiffe, 0),
@@ -1213,7 +1203,7 @@ fn inline_policy(raw: &RawListener, http: bool, sink: &mut Sink<'_>) -> Policy {
             Err(msg) => sink.at(span.clone(), format!("[[listener.allow]]: {msg}")),
         }
     }
-    if raw.allow_any == Some(true) {
+    if allow_any {
         policy = policy.merged(Policy::from_flags(&[], &[], &[], &[], true).unwrap_or_default());
     }
     policy

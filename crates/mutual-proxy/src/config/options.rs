@@ -69,6 +69,81 @@ impl Default for ListenerOpts {
     }
 }
 
+/// Options only a serve listener has that are the same value on both surfaces (the others,
+/// such as `--http`/`mode` or the `--allow-*` patterns reported element by element, are still
+/// spelled once per surface). A connect block that sets one of these keys is refused.
+#[derive(clap::Args, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeOpts {
+    /// Check revocation of the client's own certificate only, not of its intermediates (for CAs
+    /// that publish a CRL only for leaves, like `mutual ca crl`; Envoy's
+    /// only_verify_leaf_cert_crl). Default: every certificate in the chain needs a CRL.
+    #[arg(long, requires = "crls")]
+    pub crl_leaf_only: bool,
+
+    /// Allow every client with a valid certificate from --ca (no identity check).
+    #[arg(long)]
+    pub allow_any: bool,
+
+    /// End an established connection when its client's certificate expires (a timer at the
+    /// certificate's notAfter; audited as denied/expired). Without it expiry after the
+    /// handshake never ends a connection, reloads included.
+    #[arg(long)]
+    pub end_on_peer_expiry: bool,
+
+    /// Fetch CRLs from the CRL distribution points (http/https) that certificates name: this
+    /// listener's own chain and CA bundle at start, client chains when first seen. Each CRL is
+    /// checked (issuer signature, thisUpdate/nextUpdate), cached in --crl-cache-dir, refreshed at
+    /// 2/3 of its validity and applied without a restart. See docs/proxy.md.
+    #[arg(long)]
+    pub crl_from_cdp: bool,
+
+    /// With --crl-from-cdp: what to do with a certificate whose CRL is not available (not yet
+    /// fetched, server down, past nextUpdate): deny (the handshake fails with
+    /// revocation_unknown) or allow.
+    #[arg(long, value_name = "deny|allow", default_value = defaults::REVOCATION_UNKNOWN, value_parser = ["deny", "allow"], requires = "crl_from_cdp")]
+    pub revocation_unknown: String,
+}
+
+impl Default for ServeOpts {
+    fn default() -> Self {
+        ServeOpts {
+            crl_leaf_only: false,
+            allow_any: false,
+            end_on_peer_expiry: false,
+            crl_from_cdp: false,
+            revocation_unknown: defaults::REVOCATION_UNKNOWN.to_string(),
+        }
+    }
+}
+
+impl ServeOpts {
+    /// The config keys these options take.
+    pub fn keys() -> &'static [&'static str] {
+        super::field_names::<ServeOpts>()
+    }
+
+    /// Every value out of range (as [`ListenerOpts::problems`]).
+    pub fn problems(&self) -> Vec<OptProblem> {
+        let mut out = Vec::new();
+        if self.revocation_unknown != "deny" && self.revocation_unknown != "allow" {
+            out.push(OptProblem {
+                key: "revocation_unknown",
+                message: format!(
+                    "must be \"deny\" or \"allow\", not {:?}",
+                    self.revocation_unknown
+                ),
+            });
+        }
+        out
+    }
+
+    /// A certificate whose revocation status is unknown is allowed.
+    pub fn allow_unknown(&self) -> bool {
+        self.revocation_unknown == "allow"
+    }
+}
+
 /// Options only a connect listener has (besides `remote`, required on both surfaces, and the
 /// files): `--server-name`/`server_name` and the like. A serve block that sets one of these keys
 /// is refused (the field list says which keys they are).
@@ -175,6 +250,15 @@ mod tests {
     }
 
     #[derive(clap::Parser)]
+    struct ServeCli {
+        #[command(flatten)]
+        opts: ServeOpts,
+        /// Stands for serve's `--crl` (which `--crl-leaf-only` requires).
+        #[arg(long = "crl")]
+        crls: Vec<String>,
+    }
+
+    #[derive(clap::Parser)]
     struct ConnectCli {
         #[command(flatten)]
         opts: ConnectOpts,
@@ -219,6 +303,13 @@ mod tests {
         assert_eq!(
             ConnectCli::try_parse_from(["x"]).unwrap().opts,
             ConnectOpts::default()
+        );
+        let mut serve = flags_as_keys(&ServeCli::command());
+        serve.retain(|f| f != "crl");
+        assert_eq!(serve, sorted(ServeOpts::keys()));
+        assert_eq!(
+            ServeCli::try_parse_from(["x"]).unwrap().opts,
+            ServeOpts::default()
         );
     }
 
