@@ -570,30 +570,6 @@ mod tests {
                 |a| a.tls_options.revocation.leaf_only,
             ),
             row(
-                &["--allow-spiffe", "spiffe://t/a/*"],
-                "allow_spiffe = [\"spiffe://t/a/*\"]",
-                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
-                |a| a.policy_flags.rules().len() == 1,
-            ),
-            row(
-                &["--allow-dns", "*.ops.example"],
-                "allow_dns = [\"*.ops.example\"]",
-                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
-                |a| a.policy_flags.rules().len() == 1,
-            ),
-            row(
-                &["--allow-cn", "web"],
-                "allow_cn = [\"web\"]",
-                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
-                |a| a.policy_flags.rules().len() == 1,
-            ),
-            row(
-                &["--allow-ou", "ops"],
-                "allow_ou = [\"ops\"]",
-                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
-                |a| a.policy_flags.rules().len() == 1,
-            ),
-            row(
                 &["--allow-any"],
                 "allow_any = true",
                 |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
@@ -661,6 +637,20 @@ mod tests {
                 |a| a.crl_from_cdp.as_ref().is_some_and(|c| !c.deny_unknown),
             ),
         ];
+        // The --allow-* patterns: each flag and its key give the same single rule.
+        for (flag, key, v) in [
+            ("--allow-spiffe", "allow_spiffe", "spiffe://t/a/*"),
+            ("--allow-dns", "allow_dns", "*.ops.example"),
+            ("--allow-cn", "allow_cn", "web"),
+            ("--allow-ou", "allow_ou", "ops"),
+        ] {
+            rows.push(row(
+                &[flag, v],
+                &format!("{key} = [\"{v}\"]"),
+                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
+                |a| a.policy_flags.rules().len() == 1,
+            ));
+        }
         rows.append(&mut listener_opts_rows!());
         rows
     }
