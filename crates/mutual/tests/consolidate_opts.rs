@@ -320,3 +320,51 @@ fn durations_are_one_grammar_in_flags_and_config() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// The listener options are one type for flags and keys, so a value out of range is refused
+/// the same way by both: exit 2, the same words, named as a flag or as a key (at its line).
+#[test]
+fn listener_option_ranges_are_one_check_for_flags_and_keys() {
+    let fx = fixture();
+    let be = http_backend();
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, key, value, why) in [
+        (
+            "--max-connections",
+            "max_connections",
+            "0",
+            "must be at least 1",
+        ),
+        (
+            "--max-connection-lifetime",
+            "max_connection_lifetime",
+            "\"0s\"",
+            "must be more than 0 (leave it out: unlimited)",
+        ),
+    ] {
+        let block = serve_block(
+            &fx,
+            "api",
+            free_port(),
+            be.addr,
+            &format!("{key} = {value}"),
+        );
+        let line = block.lines().count();
+        let (code, out) = config_check(dir.path(), &block);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(
+            out.contains(&format!(":{line}:")) && out.contains(&format!("{key} {why}")),
+            "{key}: {out}"
+        );
+        let o = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:1", "--backend"])
+            .arg(be.addr.to_string())
+            .args(["--cert", "c", "--key", "k", "--ca", "r", "--allow-any"])
+            .args([flag, value.trim_matches('"')])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(&format!("{flag} {why}")), "{flag}: {err}");
+    }
+}
