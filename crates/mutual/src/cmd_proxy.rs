@@ -355,14 +355,7 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     let cdp = cdp_settings(&args)?;
     let cfg = ServeConfig {
         name: common.name.clone().unwrap_or_else(|| "serve".into()),
-        tls: mutual_tls::ServerSettings {
-            cert: args.cert,
-            key: args.key,
-            ca: args.ca,
-            crls: args.crls,
-            allow_tls12: opts.allow_tls12(),
-            ..Default::default()
-        },
+        tls: opts.server_settings(args.cert, args.key, args.ca, args.crls),
         tls_options: mutual_tls::TlsOptions {
             revocation: mutual_tls::RevocationPolicy {
                 leaf_only: args.serve.crl_leaf_only,
@@ -457,15 +450,7 @@ pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig
     let opts = listener_opts(&common)?;
     let cfg = ConnectConfig {
         name: common.name.clone().unwrap_or_else(|| "connect".into()),
-        tls: mutual_tls::ClientSettings {
-            cert: args.cert,
-            key: args.key,
-            ca: args.ca,
-            server_name: args.connect.server_name,
-            expect_spiffe: args.connect.expect_spiffe,
-            allow_tls12: opts.allow_tls12(),
-            ..Default::default()
-        },
+        tls: opts.client_settings(args.cert, args.key, args.ca, &args.connect),
         remote: args.remote,
         handshake_timeout: opts.handshake_timeout.get(),
         idle_timeout: opts.idle_timeout.get(),

@@ -790,7 +790,6 @@ fn listener(
         let at = given.spans.get(p.key).cloned();
         sink.at(at.unwrap_or_else(|| header.clone()), p.for_key());
     }
-    let min_tls = opts.allow_tls12();
     let handshake_timeout = opts.handshake_timeout.get();
     let idle_timeout = opts.idle_timeout.get();
     let connect_timeout = opts.connect_timeout.get();
@@ -870,14 +869,7 @@ fn listener(
             (Some(cert), Some(key), Some(ca), Some(backend)) => {
                 Some(ListenerKind::Serve(Box::new(ServeConfig {
                     name: name.clone(),
-                    tls: mutual_tls::ServerSettings {
-                        cert,
-                        key,
-                        ca,
-                        crls,
-                        allow_tls12: min_tls,
-                        ..Default::default()
-                    },
+                    tls: opts.server_settings(cert, key, ca, crls),
                     tls_options: mutual_tls::TlsOptions {
                         revocation: mutual_tls::RevocationPolicy {
                             leaf_only: sv.crl_leaf_only,
@@ -971,15 +963,7 @@ fn listener(
             (Some(cert), Some(key), Some(ca), Some(remote)) => {
                 Some(ListenerKind::Connect(Box::new(ConnectConfig {
                     name: name.clone(),
-                    tls: mutual_tls::ClientSettings {
-                        cert,
-                        key,
-                        ca,
-                        server_name: c.server_name.clone(),
-                        expect_spiffe: c.expect_spiffe.clone(),
-                        allow_tls12: min_tls,
-                        ..Default::default()
-                    },
+                    tls: opts.client_settings(cert, key, ca, c),
                     remote,
                     handshake_timeout,
                     idle_timeout,

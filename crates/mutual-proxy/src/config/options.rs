@@ -10,6 +10,8 @@
 //! default is not the type's, a line in `Default`); the config parser learns the key from serde's
 //! field list, and "did you mean" learns it with it.
 
+use std::path::PathBuf;
+
 use mutual_policy::human::HumanDuration;
 use serde::Deserialize;
 
@@ -234,6 +236,45 @@ impl ListenerOpts {
 
     pub fn max_connection_lifetime(&self) -> Option<std::time::Duration> {
         self.max_connection_lifetime.map(HumanDuration::get)
+    }
+
+    /// A serve listener's TLS settings: its files and these options. The flags and a config
+    /// block both build them here, so a TLS option added to this type is mapped once.
+    pub fn server_settings(
+        &self,
+        cert: PathBuf,
+        key: PathBuf,
+        ca: PathBuf,
+        crls: Vec<PathBuf>,
+    ) -> mutual_tls::ServerSettings {
+        mutual_tls::ServerSettings {
+            cert,
+            key,
+            ca,
+            crls,
+            allow_tls12: self.allow_tls12(),
+            ..Default::default()
+        }
+    }
+
+    /// A connect listener's TLS settings: its files, the connect options and these options
+    /// (built here for the flags and a config block alike).
+    pub fn client_settings(
+        &self,
+        cert: PathBuf,
+        key: PathBuf,
+        ca: PathBuf,
+        connect: &ConnectOpts,
+    ) -> mutual_tls::ClientSettings {
+        mutual_tls::ClientSettings {
+            cert,
+            key,
+            ca,
+            server_name: connect.server_name.clone(),
+            expect_spiffe: connect.expect_spiffe.clone(),
+            allow_tls12: self.allow_tls12(),
+            ..Default::default()
+        }
     }
 }
 
