@@ -356,16 +356,7 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     let cfg = ServeConfig {
         name: common.name.clone().unwrap_or_else(|| "serve".into()),
         tls: opts.server_settings(args.cert, args.key, args.ca, args.crls),
-        tls_options: mutual_tls::TlsOptions {
-            revocation: mutual_tls::RevocationPolicy {
-                leaf_only: args.serve.crl_leaf_only,
-                // As the config key sets it (with --crl-from-cdp, which the flag needs, the
-                // verifier lets the CDP rule judge unknown status either way).
-                allow_unknown: args.serve.crl_from_cdp && args.serve.revocation_unknown == "allow",
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        tls_options: args.serve.tls_options(),
         policy_flags,
         policy_file: args.policy,
         backend: args.backend.parse()?,

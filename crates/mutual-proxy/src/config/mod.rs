@@ -870,14 +870,7 @@ fn listener(
                 Some(ListenerKind::Serve(Box::new(ServeConfig {
                     name: name.clone(),
                     tls: opts.server_settings(cert, key, ca, crls),
-                    tls_options: mutual_tls::TlsOptions {
-                        revocation: mutual_tls::RevocationPolicy {
-                            leaf_only: sv.crl_leaf_only,
-                            allow_unknown,
-                            ..Default::default()
-                        },
-                        ..Default::default()
-                    },
+                    tls_options: sv.tls_options(),
                     policy_flags,
                     policy_file,
                     backend,

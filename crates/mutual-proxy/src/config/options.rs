@@ -144,6 +144,19 @@ impl ServeOpts {
     pub fn allow_unknown(&self) -> bool {
         self.revocation_unknown == "allow"
     }
+
+    /// The verifier's revocation settings these options give (the flags and a config block
+    /// alike; `--revocation-unknown` needs `--crl-from-cdp`, so "allow" means the CDP rule).
+    pub fn tls_options(&self) -> mutual_tls::TlsOptions {
+        mutual_tls::TlsOptions {
+            revocation: mutual_tls::RevocationPolicy {
+                leaf_only: self.crl_leaf_only,
+                allow_unknown: self.allow_unknown(),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
 }
 
 /// Options only a connect listener has (besides `remote`, required on both surfaces, and the
