@@ -52,8 +52,6 @@ pub enum ProxyError {
         line: usize,
         source: Box<ProxyError>,
     },
-    #[error("listener {listener:?}: {keys} not supported by this build of mutual")]
-    Unsupported { listener: String, keys: String },
     #[error(transparent)]
     Cdp(#[from] crate::cdp::CdpError),
 }

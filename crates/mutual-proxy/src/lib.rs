@@ -6,12 +6,12 @@
 //! [`conn`] the plumbing every connection shares (accept loop, byte pumps, backend dialling, the
 //! PROXY header, polite refusal, lifetime, live re-authorization, and the [`conn::record`] that
 //! counts, logs and audits each connection); [`authz`] the one place a peer is authorized;
-//! [`material`] what a handshake uses; [`audit`] and [`metrics`] what is observed;
-//! [`config`], [`supervise`], [`reload`], [`shutdown`] run many listeners from one process.
+//! [`material`] what a handshake uses; [`observe`] what is observed (audit log, metrics,
+//! readiness); [`config`] (the file, its supervisor and reloads) and [`shutdown`] run many
+//! listeners from one process.
 //! ARCHITECTURE.md ("How a connection flows") names the function of each step.
 #![forbid(unsafe_code)]
 
-pub mod audit;
 pub mod authz;
 pub mod cdp;
 pub mod config;
@@ -19,15 +19,14 @@ pub mod conn;
 mod error;
 pub mod listener;
 pub mod material;
-pub mod metrics;
-pub mod ready;
-pub mod reload;
+pub mod observe;
 pub mod shutdown;
-pub mod supervise;
 
 // The paths the binary, the config loader and the tests use.
+pub use config::{reload, supervise};
 pub use conn::{accept, backend, io, lifetime, live, proxy_protocol, refuse};
 pub use listener::{connect, http, serve};
+pub use observe::{audit, metrics, ready};
 
 use std::sync::Arc;
 

@@ -9,8 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use mutual_policy::human::parse_duration;
 use mutual_policy::Policy;
-use mutual_proxy::accept::Limits;
-use mutual_proxy::config::defaults;
+use mutual_proxy::config::{defaults, ConnectOpts, ListenerOpts, ServeOpts};
 use mutual_proxy::connect::{Connect, ConnectConfig};
 use mutual_proxy::serve::{Serve, ServeConfig};
 use mutual_proxy::{Audit, Metrics, Shared};
@@ -48,12 +47,12 @@ Example:
 
 See docs/proxy.md.";
 
-/// Options `serve` and `connect` share: TLS floor, observability, limits, runtime.
+/// Options `serve` and `connect` share: the listener options (TLS floor, timeouts, limits: the
+/// same type as a `[[listener]]` block's keys), observability, runtime.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CommonArgs {
-    /// Lowest TLS version accepted: 1.3 (default) or 1.2.
-    #[arg(long, value_name = "VERSION", default_value = defaults::MIN_TLS, value_parser = ["1.2", "1.3"])]
-    pub min_tls: String,
+    #[command(flatten)]
+    pub listener: ListenerOpts,
 
     /// Write one JSON line per connection (`-` for stdout). Fields: ts, listener, peer_addr,
     /// result, reason, identity, tls, bytes_in, bytes_out, duration_ms.
@@ -63,33 +62,6 @@ pub struct CommonArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics (and /healthz, /readyz), plain HTTP.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
-
-    /// Give up on a TLS handshake that has not finished after this long.
-    #[arg(long, value_name = "DURATION", default_value = defaults::HANDSHAKE_TIMEOUT, value_parser = parse_duration)]
-    pub handshake_timeout: Duration,
-
-    /// Close a connection with no traffic in either direction for this long.
-    #[arg(long, value_name = "DURATION", default_value = defaults::IDLE_TIMEOUT, value_parser = parse_duration)]
-    pub idle_timeout: Duration,
-
-    /// Give up dialling the backend (serve) or the remote (connect) after this long.
-    #[arg(long, value_name = "DURATION", default_value = defaults::CONNECT_TIMEOUT, value_parser = parse_duration)]
-    pub connect_timeout: Duration,
-
-    /// At most N connections open at once; beyond that, new connections are closed at once and
-    /// counted in mutual_connections_rejected_total (default: unlimited).
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<usize>,
-
-    /// On SIGTERM/SIGINT, stop accepting and let open connections finish for up to this long.
-    #[arg(long, value_name = "DURATION", default_value = defaults::DRAIN_TIMEOUT, value_parser = parse_duration)]
-    pub drain_timeout: Duration,
-
-    /// Close an allowed connection after this long, however busy it is (gracefully: close_notify;
-    /// audited with its bytes). Long-lived connections then pick up new certificates, CRLs and
-    /// policy. Default: no limit.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub max_connection_lifetime: Option<Duration>,
 
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
@@ -133,12 +105,6 @@ pub struct ServeArgs {
     #[arg(long = "crl", value_name = "FILE")]
     pub crls: Vec<PathBuf>,
 
-    /// Check revocation of the client's own certificate only, not of its intermediates (for CAs
-    /// that publish a CRL only for leaves, like `mutual ca crl`; Envoy's
-    /// only_verify_leaf_cert_crl). Default: every certificate in the chain needs a CRL.
-    #[arg(long, requires = "crls")]
-    pub crl_leaf_only: bool,
-
     /// Allow clients whose SPIFFE ID matches (exact, or `*` for one path segment); repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub allow_spiffe: Vec<String>,
@@ -154,10 +120,6 @@ pub struct ServeArgs {
     /// Allow clients whose subject OU matches (legacy); repeatable.
     #[arg(long, value_name = "PATTERN")]
     pub allow_ou: Vec<String>,
-
-    /// Allow every client with a valid certificate from --ca (no identity check).
-    #[arg(long)]
-    pub allow_any: bool,
 
     /// Policy file (TOML, [[allow]] rules); its rules are added to the --allow-* flags and it is
     /// reloaded when it changes.
@@ -187,24 +149,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "VERSION")]
     pub proxy_protocol: Option<mutual_proxy::proxy_protocol::ProxyProtocol>,
 
-    /// End an established connection when its client's certificate expires (a timer at the
-    /// certificate's notAfter; audited as denied/expired). Without it expiry after the
-    /// handshake never ends a connection, reloads included.
-    #[arg(long)]
-    pub end_on_peer_expiry: bool,
-
-    /// Fetch CRLs from the CRL distribution points (http/https) that certificates name: this
-    /// listener's own chain and CA bundle at start, client chains when first seen. Each CRL is
-    /// checked (issuer signature, thisUpdate/nextUpdate), cached in --crl-cache-dir, refreshed at
-    /// 2/3 of its validity and applied without a restart. See docs/proxy.md.
-    #[arg(long)]
-    pub crl_from_cdp: bool,
-
-    /// With --crl-from-cdp: what to do with a certificate whose CRL is not available (not yet
-    /// fetched, server down, past nextUpdate): deny (the handshake fails with
-    /// revocation_unknown) or allow.
-    #[arg(long, value_name = "deny|allow", default_value = defaults::REVOCATION_UNKNOWN, value_parser = ["deny", "allow"], requires = "crl_from_cdp")]
-    pub revocation_unknown: String,
+    /// `--crl-leaf-only`, `--allow-any`, `--end-on-peer-expiry`, `--crl-from-cdp`,
+    /// `--revocation-unknown` (the same keys in a serve block).
+    #[command(flatten)]
+    pub serve: ServeOpts,
 
     /// With --crl-from-cdp: where fetched CRLs are kept across restarts
     /// [default: $MUTUAL_HOME/crl-cache or ~/.mutual/crl-cache].
@@ -246,17 +194,9 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "FILE")]
     pub ca: PathBuf,
 
-    /// Name the server certificate must carry (and SNI); default: the host part of --remote.
-    #[arg(long, value_name = "NAME", conflicts_with = "expect_spiffe")]
-    pub server_name: Option<String>,
-
-    /// Require the server to present exactly this SPIFFE ID (URI SAN) instead of a DNS name.
-    #[arg(long, value_name = "SPIFFE_ID")]
-    pub expect_spiffe: Option<String>,
-
-    /// Allow a non-loopback --listen address: anyone who can reach it gets your identity.
-    #[arg(long)]
-    pub allow_remote_clients: bool,
+    /// `--server-name`, `--expect-spiffe`, `--allow-remote-clients` (the keys of a connect block).
+    #[command(flatten)]
+    pub connect: ConnectOpts,
 
     #[command(flatten)]
     pub common: CommonArgs,
@@ -283,14 +223,12 @@ pub(crate) fn shared_for(audit_log: Option<&str>) -> anyhow::Result<Shared> {
     })
 }
 
-fn limits(common: &CommonArgs) -> anyhow::Result<Limits> {
-    if common.max_connections == Some(0) {
-        anyhow::bail!("--max-connections must be at least 1");
+/// The listener options, checked as a config file's keys are (the message names the flag).
+fn listener_opts(common: &CommonArgs) -> anyhow::Result<&ListenerOpts> {
+    if let Some(p) = common.listener.problems().first() {
+        anyhow::bail!("{}", p.for_flag());
     }
-    Ok(Limits {
-        max_connections: common.max_connections,
-        drain_timeout: common.drain_timeout,
-    })
+    Ok(&common.listener)
 }
 
 /// What the async part of both commands does once the listener is built: metrics endpoint,
@@ -315,7 +253,7 @@ async fn run_listener(
     let task = run(shutdown.clone());
     until_signal_then_drain(
         signals,
-        common.drain_timeout,
+        common.listener.drain_timeout.get(),
         move || trigger.fire(),
         async move { task.await.unwrap_or(0) },
     )
@@ -348,7 +286,7 @@ pub(crate) async fn until_signal_then_drain(
 
 /// `--crl-from-cdp` and its companions as fetcher settings.
 fn cdp_settings(args: &ServeArgs) -> anyhow::Result<Option<mutual_proxy::cdp::CdpSettings>> {
-    if !args.crl_from_cdp {
+    if !args.serve.crl_from_cdp {
         return Ok(None);
     }
     let dir = match &args.crl_cache_dir {
@@ -356,7 +294,7 @@ fn cdp_settings(args: &ServeArgs) -> anyhow::Result<Option<mutual_proxy::cdp::Cd
         None => mutual_proxy::cdp::default_cache_dir()
             .context("--crl-from-cdp: set --crl-cache-dir (neither MUTUAL_HOME nor HOME is set)")?,
     };
-    let mut s = mutual_proxy::cdp::CdpSettings::new(args.revocation_unknown == "deny", dir);
+    let mut s = mutual_proxy::cdp::CdpSettings::new(args.serve.revocation_unknown == "deny", dir);
     s.max_refresh = args.crl_refresh_max;
     Ok(Some(s))
 }
@@ -407,40 +345,25 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         &args.allow_dns,
         &args.allow_cn,
         &args.allow_ou,
-        args.allow_any,
+        args.serve.allow_any,
     )?;
     if policy_flags.is_empty() && args.policy.is_none() {
         return Err(mutual_proxy::ProxyError::NoPolicy.into());
     }
     let common = args.common.clone();
+    let opts = listener_opts(&common)?;
     let cdp = cdp_settings(&args)?;
     let cfg = ServeConfig {
         name: common.name.clone().unwrap_or_else(|| "serve".into()),
-        tls: mutual_tls::ServerSettings {
-            cert: args.cert,
-            key: args.key,
-            ca: args.ca,
-            crls: args.crls,
-            allow_tls12: common.min_tls == "1.2",
-            ..Default::default()
-        },
-        tls_options: mutual_tls::TlsOptions {
-            revocation: mutual_tls::RevocationPolicy {
-                leaf_only: args.crl_leaf_only,
-                // As the config key sets it (with --crl-from-cdp, which the flag needs, the
-                // verifier lets the CDP rule judge unknown status either way).
-                allow_unknown: args.crl_from_cdp && args.revocation_unknown == "allow",
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        tls: opts.server_settings(args.cert, args.key, args.ca, args.crls),
+        tls_options: args.serve.tls_options(),
         policy_flags,
         policy_file: args.policy,
         backend: args.backend.parse()?,
-        handshake_timeout: common.handshake_timeout,
-        idle_timeout: common.idle_timeout,
-        connect_timeout: common.connect_timeout,
-        limits: limits(&common)?,
+        handshake_timeout: opts.handshake_timeout.get(),
+        idle_timeout: opts.idle_timeout.get(),
+        connect_timeout: opts.connect_timeout.get(),
+        limits: opts.limits(),
         mode: if args.http {
             mutual_proxy::http::Mode::Http
         } else {
@@ -457,9 +380,9 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
                 .map_err(|e: String| anyhow::anyhow!("--forward-client-cert-details: {e}"))?,
         },
         proxy_protocol: args.proxy_protocol,
-        max_connection_lifetime: common.max_connection_lifetime,
+        max_connection_lifetime: opts.max_connection_lifetime(),
         crl_from_cdp: cdp,
-        end_on_peer_expiry: args.end_on_peer_expiry,
+        end_on_peer_expiry: args.serve.end_on_peer_expiry,
     };
     Ok(cfg)
 }
@@ -512,26 +435,19 @@ pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig
         .first()
         .with_context(|| format!("--listen {}: no address", args.listen))?;
     for a in &listen {
-        mutual_proxy::connect::check_loopback(*a, args.allow_remote_clients)?;
+        mutual_proxy::connect::check_loopback(*a, args.connect.allow_remote_clients)?;
     }
     let common = args.common.clone();
+    let opts = listener_opts(&common)?;
     let cfg = ConnectConfig {
         name: common.name.clone().unwrap_or_else(|| "connect".into()),
-        tls: mutual_tls::ClientSettings {
-            cert: args.cert,
-            key: args.key,
-            ca: args.ca,
-            server_name: args.server_name,
-            expect_spiffe: args.expect_spiffe,
-            allow_tls12: common.min_tls == "1.2",
-            ..Default::default()
-        },
+        tls: opts.client_settings(args.cert, args.key, args.ca, &args.connect),
         remote: args.remote,
-        handshake_timeout: common.handshake_timeout,
-        idle_timeout: common.idle_timeout,
-        connect_timeout: common.connect_timeout,
-        limits: limits(&common)?,
-        max_connection_lifetime: common.max_connection_lifetime,
+        handshake_timeout: opts.handshake_timeout.get(),
+        idle_timeout: opts.idle_timeout.get(),
+        connect_timeout: opts.connect_timeout.get(),
+        limits: opts.limits(),
+        max_connection_lifetime: opts.max_connection_lifetime(),
     };
     Ok((cfg, first))
 }

@@ -303,119 +303,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use clap::Parser;
-
-    /// A `[[listener]]` block and the equivalent `serve`/`connect` flags build the same config,
-    /// so a listener behaves the same whichever way it was started.
-    #[test]
-    fn flags_and_config_file_build_the_same_listener() {
-        let d = tempfile::tempdir().unwrap();
-        for f in ["s.pem", "s.key", "root.pem", "crl.pem", "p.toml"] {
-            std::fs::write(d.path().join(f), "[[allow]]\ndns = \"x.example\"\n").unwrap();
-        }
-        let p = |f: &str| d.path().join(f).display().to_string();
-        let cli = crate::Cli::try_parse_from([
-            "mutual",
-            "serve",
-            "--name",
-            "api",
-            "--listen",
-            "127.0.0.1:8443",
-            "--backend",
-            "127.0.0.1:8080",
-            "--cert",
-            &p("s.pem"),
-            "--key",
-            &p("s.key"),
-            "--ca",
-            &p("root.pem"),
-            "--crl",
-            &p("crl.pem"),
-            "--crl-leaf-only",
-            "--allow-spiffe",
-            "spiffe://t/a/*",
-            "--allow-dns",
-            "*.ops.example",
-            "--policy",
-            &p("p.toml"),
-            "--idle-timeout",
-            "1m",
-            "--drain-timeout",
-            "5s",
-            "--max-connections",
-            "7",
-            "--min-tls",
-            "1.2",
-        ])
-        .unwrap();
-        let crate::Command::Serve(args) = cli.command else {
-            panic!()
-        };
-        let from_flags = crate::cmd_proxy::serve_config(*args).unwrap();
-        let text = r#"
-[[listener]]
-name = "api"
-kind = "serve"
-listen = "127.0.0.1:8443"
-backend = "127.0.0.1:8080"
-cert = "s.pem"
-key = "s.key"
-ca = "root.pem"
-crls = ["crl.pem"]
-crl_leaf_only = true
-allow_spiffe = ["spiffe://t/a/*"]
-allow_dns = ["*.ops.example"]
-policy = "p.toml"
-idle_timeout = "1m"
-drain_timeout = "5s"
-max_connections = 7
-min_tls = "1.2"
-
-[[listener]]
-name = "out"
-kind = "connect"
-listen = "127.0.0.1:7000"
-remote = "api.internal:8443"
-expect_spiffe = "spiffe://t/api"
-cert = "s.pem"
-key = "s.key"
-ca = "root.pem"
-"#;
-        let cfg = config::parse(text, d.path()).unwrap();
-        let ListenerKind::Serve(from_file) = &cfg.listeners[0].kind else {
-            panic!()
-        };
-        assert_eq!(format!("{from_flags:?}"), format!("{from_file:?}"));
-
-        let cli = crate::Cli::try_parse_from([
-            "mutual",
-            "connect",
-            "--name",
-            "out",
-            "--listen",
-            "127.0.0.1:7000",
-            "--remote",
-            "api.internal:8443",
-            "--expect-spiffe",
-            "spiffe://t/api",
-            "--cert",
-            &p("s.pem"),
-            "--key",
-            &p("s.key"),
-            "--ca",
-            &p("root.pem"),
-        ])
-        .unwrap();
-        let crate::Command::Connect(args) = cli.command else {
-            panic!()
-        };
-        let (from_flags, _) = crate::cmd_proxy::connect_config(*args).unwrap();
-        let ListenerKind::Connect(from_file) = &cfg.listeners[1].kind else {
-            panic!()
-        };
-        assert_eq!(format!("{from_flags:?}"), format!("{from_file:?}"));
-    }
-
     use mutual_proxy::connect::ConnectConfig;
+    use mutual_proxy::http::Mode;
     use mutual_proxy::serve::ServeConfig;
 
     type Same<T> = fn(&T, &T) -> bool;
@@ -449,9 +338,18 @@ ca = "root.pem"
         d
     }
 
-    fn serve_pair(d: &std::path::Path, r: &Row<ServeConfig>) -> (ServeConfig, ServeConfig) {
-        let p = |f: &str| d.join(f).display().to_string();
-        let mut argv: Vec<String> = [
+    /// A listener kind's two ways in: the command line and the `[[listener]]` block every row
+    /// adds to (`@` in a flag stands for the files' directory), and how to take the built
+    /// listener out of each.
+    struct Kind<T> {
+        argv: &'static [&'static str],
+        block: &'static str,
+        from_cli: fn(crate::Command) -> T,
+        from_file: fn(&ListenerKind) -> Option<T>,
+    }
+
+    const SERVE: Kind<ServeConfig> = Kind {
+        argv: &[
             "mutual",
             "serve",
             "--name",
@@ -461,43 +359,29 @@ ca = "root.pem"
             "--backend",
             "127.0.0.1:8080",
             "--cert",
-            &p("s.pem"),
+            "@s.pem",
             "--key",
-            &p("s.key"),
+            "@s.key",
             "--ca",
-            &p("root.pem"),
+            "@root.pem",
             "--policy",
-            &p("p.toml"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        argv.extend(
-            r.flags
-                .iter()
-                .map(|f| f.replace("@", &format!("{}/", d.display()))),
-        );
-        let cli = crate::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-        let crate::Command::Serve(args) = cli.command else {
-            panic!()
-        };
-        let from_flags = crate::cmd_proxy::serve_config(*args).unwrap();
-        let text = format!(
-            "[[listener]]\nname = \"api\"\nkind = \"serve\"\nlisten = \"127.0.0.1:8443\"\n\
-             backend = \"127.0.0.1:8080\"\ncert = \"s.pem\"\nkey = \"s.key\"\nca = \"root.pem\"\n\
-             policy = \"p.toml\"\n{}\n",
-            r.keys
-        );
-        let cfg = config::parse(&text, d).unwrap_or_else(|e| panic!("{text}: {e:?}"));
-        let ListenerKind::Serve(from_file) = &cfg.listeners[0].kind else {
-            panic!()
-        };
-        (from_flags, (**from_file).clone())
-    }
+            "@p.toml",
+        ],
+        block: "[[listener]]\nname = \"api\"\nkind = \"serve\"\nlisten = \"127.0.0.1:8443\"\n\
+                backend = \"127.0.0.1:8080\"\ncert = \"s.pem\"\nkey = \"s.key\"\nca = \"root.pem\"\n\
+                policy = \"p.toml\"\n",
+        from_cli: |c| match c {
+            crate::Command::Serve(a) => crate::cmd_proxy::serve_config(*a).unwrap(),
+            _ => panic!("not a serve command line"),
+        },
+        from_file: |k| match k {
+            ListenerKind::Serve(s) => Some((**s).clone()),
+            ListenerKind::Connect(_) => None,
+        },
+    };
 
-    fn connect_pair(d: &std::path::Path, r: &Row<ConnectConfig>) -> (ConnectConfig, ConnectConfig) {
-        let p = |f: &str| d.join(f).display().to_string();
-        let mut argv: Vec<String> = [
+    const CONNECT: Kind<ConnectConfig> = Kind {
+        argv: &[
             "mutual",
             "connect",
             "--name",
@@ -507,39 +391,159 @@ ca = "root.pem"
             "--remote",
             "api.internal:8443",
             "--cert",
-            &p("s.pem"),
+            "@s.pem",
             "--key",
-            &p("s.key"),
+            "@s.key",
             "--ca",
-            &p("root.pem"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        argv.extend(r.flags.iter().cloned());
+            "@root.pem",
+        ],
+        block: "[[listener]]\nname = \"out\"\nkind = \"connect\"\nlisten = \"127.0.0.1:7000\"\n\
+                remote = \"api.internal:8443\"\ncert = \"s.pem\"\nkey = \"s.key\"\nca = \"root.pem\"\n",
+        from_cli: |c| match c {
+            crate::Command::Connect(a) => crate::cmd_proxy::connect_config(*a).unwrap().0,
+            _ => panic!("not a connect command line"),
+        },
+        from_file: |k| match k {
+            ListenerKind::Connect(c) => Some((**c).clone()),
+            ListenerKind::Serve(_) => None,
+        },
+    };
+
+    /// The listener the kind's flags plus `flags` build, and the one its block plus `keys` builds.
+    fn pair<T>(d: &std::path::Path, k: &Kind<T>, flags: &[String], keys: &str) -> (T, T) {
+        let at = |s: &str| s.replace('@', &format!("{}/", d.display()));
+        let argv: Vec<String> = k
+            .argv
+            .iter()
+            .map(|s| at(s))
+            .chain(flags.iter().map(|s| at(s)))
+            .collect();
         let cli = crate::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-        let crate::Command::Connect(args) = cli.command else {
-            panic!()
-        };
-        let (from_flags, _) = crate::cmd_proxy::connect_config(*args).unwrap();
-        let text = format!(
-            "[[listener]]\nname = \"out\"\nkind = \"connect\"\nlisten = \"127.0.0.1:7000\"\n\
-             remote = \"api.internal:8443\"\ncert = \"s.pem\"\nkey = \"s.key\"\nca = \"root.pem\"\n{}\n",
-            r.keys
-        );
+        let text = format!("{}{keys}\n", k.block);
         let cfg = config::parse(&text, d).unwrap_or_else(|e| panic!("{text}: {e:?}"));
-        let ListenerKind::Connect(from_file) = &cfg.listeners[0].kind else {
-            panic!()
-        };
-        (from_flags, (**from_file).clone())
+        let from_file = (k.from_file)(&cfg.listeners[0].kind).expect("the block's kind");
+        ((k.from_cli)(cli.command), from_file)
     }
 
-    /// Every serve option: its flag and its config key build the same value.
+    /// Every row: its flag and its key build the same value, and both reach the listener.
+    fn check_rows<T>(d: &std::path::Path, k: &Kind<T>, rows: &[Row<T>]) {
+        for r in rows {
+            let (a, b) = pair(d, k, &r.flags, &r.keys);
+            assert!(
+                (r.same)(&a, &b),
+                "{:?} / {:?}: flag and key differ",
+                r.flags,
+                r.keys
+            );
+            assert!(
+                (r.set)(&a),
+                "{:?}: the flag did not reach the listener",
+                r.flags
+            );
+            assert!(
+                (r.set)(&b),
+                "{:?}: the key did not reach the listener",
+                r.keys
+            );
+        }
+    }
+
+    /// Many options at once: the flags and the keys build listeners equal in every row's value.
     #[test]
-    fn each_serve_option_flag_and_key_build_the_same_listener() {
-        use mutual_proxy::http::Mode;
+    fn flags_and_config_file_build_the_same_listener() {
         let d = files();
-        let rows: Vec<Row<ServeConfig>> = vec![
+        let flags: Vec<String> = [
+            "--crl",
+            "@crl.pem",
+            "--crl-leaf-only",
+            "--allow-spiffe",
+            "spiffe://t/a/*",
+            "--allow-dns",
+            "*.ops.example",
+            "--idle-timeout",
+            "1m",
+            "--drain-timeout",
+            "5s",
+            "--max-connections",
+            "7",
+            "--min-tls",
+            "1.2",
+        ]
+        .map(String::from)
+        .to_vec();
+        let keys = "crls = [\"crl.pem\"]\ncrl_leaf_only = true\nallow_spiffe = [\"spiffe://t/a/*\"]\n\
+                    allow_dns = [\"*.ops.example\"]\nidle_timeout = \"1m\"\ndrain_timeout = \"5s\"\n\
+                    max_connections = 7\nmin_tls = \"1.2\"";
+        let (a, b) = pair(d.path(), &SERVE, &flags, keys);
+        for r in serve_rows() {
+            assert!((r.same)(&a, &b), "{:?} differs", r.flags);
+        }
+        assert_eq!(a.policy_flags.rules().len(), 2);
+        let flags = ["--expect-spiffe", "spiffe://t/api"].map(String::from);
+        let (a, b) = pair(
+            d.path(),
+            &CONNECT,
+            &flags,
+            "expect_spiffe = \"spiffe://t/api\"",
+        );
+        for r in connect_rows() {
+            assert!((r.same)(&a, &b), "{:?} differs", r.flags);
+        }
+    }
+
+    /// The rows of the options every listener has (`ListenerOpts`): the same fields on both
+    /// kinds' configs, so written once for both (a macro: the closures are typed per kind).
+    macro_rules! listener_opts_rows {
+        () => {
+            vec![
+                row(
+                    &["--min-tls", "1.2"],
+                    "min_tls = \"1.2\"",
+                    |a, b| a.tls.allow_tls12 == b.tls.allow_tls12,
+                    |a| a.tls.allow_tls12,
+                ),
+                row(
+                    &["--handshake-timeout", "3s"],
+                    "handshake_timeout = \"3s\"",
+                    |a, b| a.handshake_timeout == b.handshake_timeout,
+                    |a| a.handshake_timeout.as_secs() == 3,
+                ),
+                row(
+                    &["--idle-timeout", "1h30m"],
+                    "idle_timeout = \"1h30m\"",
+                    |a, b| a.idle_timeout == b.idle_timeout,
+                    |a| a.idle_timeout.as_secs() == 5400,
+                ),
+                row(
+                    &["--connect-timeout", "1.5s"],
+                    "connect_timeout = 1.5",
+                    |a, b| a.connect_timeout == b.connect_timeout,
+                    |a| a.connect_timeout.as_millis() == 1500,
+                ),
+                row(
+                    &["--drain-timeout", "5s"],
+                    "drain_timeout = 5",
+                    |a, b| a.limits.drain_timeout == b.limits.drain_timeout,
+                    |a| a.limits.drain_timeout.as_secs() == 5,
+                ),
+                row(
+                    &["--max-connections", "7"],
+                    "max_connections = 7",
+                    |a, b| a.limits.max_connections == b.limits.max_connections,
+                    |a| a.limits.max_connections == Some(7),
+                ),
+                row(
+                    &["--max-connection-lifetime", "1h"],
+                    "max_connection_lifetime = \"1h\"",
+                    |a, b| a.max_connection_lifetime == b.max_connection_lifetime,
+                    |a| a.max_connection_lifetime.is_some(),
+                ),
+            ]
+        };
+    }
+
+    fn serve_rows() -> Vec<Row<ServeConfig>> {
+        let mut rows: Vec<Row<ServeConfig>> = vec![
             row(
                 &[],
                 "",
@@ -564,30 +568,6 @@ ca = "root.pem"
                 "crls = [\"crl.pem\"]\ncrl_leaf_only = true",
                 |a, b| a.tls_options.revocation == b.tls_options.revocation,
                 |a| a.tls_options.revocation.leaf_only,
-            ),
-            row(
-                &["--allow-spiffe", "spiffe://t/a/*"],
-                "allow_spiffe = [\"spiffe://t/a/*\"]",
-                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
-                |a| a.policy_flags.rules().len() == 1,
-            ),
-            row(
-                &["--allow-dns", "*.ops.example"],
-                "allow_dns = [\"*.ops.example\"]",
-                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
-                |a| a.policy_flags.rules().len() == 1,
-            ),
-            row(
-                &["--allow-cn", "web"],
-                "allow_cn = [\"web\"]",
-                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
-                |a| a.policy_flags.rules().len() == 1,
-            ),
-            row(
-                &["--allow-ou", "ops"],
-                "allow_ou = [\"ops\"]",
-                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
-                |a| a.policy_flags.rules().len() == 1,
             ),
             row(
                 &["--allow-any"],
@@ -635,6 +615,7 @@ ca = "root.pem"
                             && x.fetch_timeout == y.fetch_timeout
                             && x.max_bytes == y.max_bytes
                     }
+                    (None, None) => true,
                     _ => false,
                 },
                 |a| a.crl_from_cdp.is_some(),
@@ -655,70 +636,64 @@ ca = "root.pem"
                 },
                 |a| a.crl_from_cdp.as_ref().is_some_and(|c| !c.deny_unknown),
             ),
+        ];
+        // The --allow-* patterns: each flag and its key give the same single rule.
+        for (flag, key, v) in [
+            ("--allow-spiffe", "allow_spiffe", "spiffe://t/a/*"),
+            ("--allow-dns", "allow_dns", "*.ops.example"),
+            ("--allow-cn", "allow_cn", "web"),
+            ("--allow-ou", "allow_ou", "ops"),
+        ] {
+            rows.push(row(
+                &[flag, v],
+                &format!("{key} = [\"{v}\"]"),
+                |a, b| a.policy_flags.rules() == b.policy_flags.rules(),
+                |a| a.policy_flags.rules().len() == 1,
+            ));
+        }
+        rows.append(&mut listener_opts_rows!());
+        rows
+    }
+
+    fn connect_rows() -> Vec<Row<ConnectConfig>> {
+        let mut rows: Vec<Row<ConnectConfig>> = vec![
             row(
-                &["--min-tls", "1.2"],
-                "min_tls = \"1.2\"",
-                |a, b| a.tls.allow_tls12 == b.tls.allow_tls12,
-                |a| a.tls.allow_tls12,
+                &[],
+                "",
+                |a, b| {
+                    a.name == b.name
+                        && a.remote == b.remote
+                        && a.tls.cert == b.tls.cert
+                        && a.tls.key == b.tls.key
+                        && a.tls.ca == b.tls.ca
+                },
+                |a| a.remote == "api.internal:8443",
             ),
             row(
-                &["--handshake-timeout", "3s"],
-                "handshake_timeout = \"3s\"",
-                |a, b| a.handshake_timeout == b.handshake_timeout,
-                |a| a.handshake_timeout.as_secs() == 3,
+                &["--server-name", "api.example"],
+                "server_name = \"api.example\"",
+                |a, b| a.tls.server_name == b.tls.server_name,
+                |a| a.tls.server_name.is_some(),
             ),
             row(
-                &["--idle-timeout", "1h30m"],
-                "idle_timeout = \"1h30m\"",
-                |a, b| a.idle_timeout == b.idle_timeout,
-                |a| a.idle_timeout.as_secs() == 5400,
-            ),
-            row(
-                &["--connect-timeout", "1.5s"],
-                "connect_timeout = 1.5",
-                |a, b| a.connect_timeout == b.connect_timeout,
-                |a| a.connect_timeout.as_millis() == 1500,
-            ),
-            row(
-                &["--drain-timeout", "5s"],
-                "drain_timeout = 5",
-                |a, b| a.limits.drain_timeout == b.limits.drain_timeout,
-                |a| a.limits.drain_timeout.as_secs() == 5,
-            ),
-            row(
-                &["--max-connections", "7"],
-                "max_connections = 7",
-                |a, b| a.limits.max_connections == b.limits.max_connections,
-                |a| a.limits.max_connections == Some(7),
-            ),
-            row(
-                &["--max-connection-lifetime", "1h"],
-                "max_connection_lifetime = \"1h\"",
-                |a, b| a.max_connection_lifetime == b.max_connection_lifetime,
-                |a| a.max_connection_lifetime.is_some(),
+                &["--expect-spiffe", "spiffe://t/api"],
+                "expect_spiffe = \"spiffe://t/api\"",
+                |a, b| a.tls.expect_spiffe == b.tls.expect_spiffe,
+                |a| a.tls.expect_spiffe.is_some(),
             ),
         ];
-        for r in &rows {
-            let (a, b) = serve_pair(d.path(), r);
-            assert!(
-                (r.same)(&a, &b),
-                "{:?} / {:?}: flag and key differ",
-                r.flags,
-                r.keys
-            );
-            assert!(
-                (r.set)(&a),
-                "{:?}: the flag did not reach the listener",
-                r.flags
-            );
-            assert!(
-                (r.set)(&b),
-                "{:?}: the key did not reach the listener",
-                r.keys
-            );
-        }
+        rows.append(&mut listener_opts_rows!());
+        rows
+    }
+
+    /// Every serve option: its flag and its config key build the same value.
+    #[test]
+    fn each_serve_option_flag_and_key_build_the_same_listener() {
+        let d = files();
+        let rows = serve_rows();
+        check_rows(d.path(), &SERVE, &rows);
         // The defaults are the same too (no flag, no key).
-        let (a, b) = serve_pair(d.path(), &rows[0]);
+        let (a, b) = pair(d.path(), &SERVE, &[], "");
         assert_eq!(
             (
                 a.handshake_timeout,
@@ -745,92 +720,6 @@ ca = "root.pem"
     #[test]
     fn each_connect_option_flag_and_key_build_the_same_listener() {
         let d = files();
-        let rows: Vec<Row<ConnectConfig>> = vec![
-            row(
-                &[],
-                "",
-                |a, b| {
-                    a.name == b.name
-                        && a.remote == b.remote
-                        && a.tls.cert == b.tls.cert
-                        && a.tls.key == b.tls.key
-                        && a.tls.ca == b.tls.ca
-                },
-                |a| a.remote == "api.internal:8443",
-            ),
-            row(
-                &["--server-name", "api.example"],
-                "server_name = \"api.example\"",
-                |a, b| a.tls.server_name == b.tls.server_name,
-                |a| a.tls.server_name.is_some(),
-            ),
-            row(
-                &["--expect-spiffe", "spiffe://t/api"],
-                "expect_spiffe = \"spiffe://t/api\"",
-                |a, b| a.tls.expect_spiffe == b.tls.expect_spiffe,
-                |a| a.tls.expect_spiffe.is_some(),
-            ),
-            row(
-                &["--min-tls", "1.2"],
-                "min_tls = \"1.2\"",
-                |a, b| a.tls.allow_tls12 == b.tls.allow_tls12,
-                |a| a.tls.allow_tls12,
-            ),
-            row(
-                &["--handshake-timeout", "3s"],
-                "handshake_timeout = \"3s\"",
-                |a, b| a.handshake_timeout == b.handshake_timeout,
-                |a| a.handshake_timeout.as_secs() == 3,
-            ),
-            row(
-                &["--idle-timeout", "2m"],
-                "idle_timeout = \"2m\"",
-                |a, b| a.idle_timeout == b.idle_timeout,
-                |a| a.idle_timeout.as_secs() == 120,
-            ),
-            row(
-                &["--connect-timeout", "250ms"],
-                "connect_timeout = \"250ms\"",
-                |a, b| a.connect_timeout == b.connect_timeout,
-                |a| a.connect_timeout.as_millis() == 250,
-            ),
-            row(
-                &["--drain-timeout", "5s"],
-                "drain_timeout = \"5s\"",
-                |a, b| a.limits.drain_timeout == b.limits.drain_timeout,
-                |a| a.limits.drain_timeout.as_secs() == 5,
-            ),
-            row(
-                &["--max-connections", "3"],
-                "max_connections = 3",
-                |a, b| a.limits.max_connections == b.limits.max_connections,
-                |a| a.limits.max_connections == Some(3),
-            ),
-            row(
-                &["--max-connection-lifetime", "10m"],
-                "max_connection_lifetime = \"10m\"",
-                |a, b| a.max_connection_lifetime == b.max_connection_lifetime,
-                |a| a.max_connection_lifetime.is_some(),
-            ),
-        ];
-        for r in &rows {
-            let (a, b) = connect_pair(d.path(), r);
-            assert!(
-                (r.same)(&a, &b),
-                "{:?} / {:?}: flag and key differ",
-                r.flags,
-                r.keys
-            );
-            assert!(
-                (r.set)(&a),
-                "{:?}: the flag did not reach the listener",
-                r.flags
-            );
-            assert!(
-                (r.set)(&b),
-                "{:?}: the key did not reach the listener",
-                r.keys
-            );
-        }
+        check_rows(d.path(), &CONNECT, &connect_rows());
     }
 }

@@ -128,6 +128,49 @@ fn expiry_gauge_has_one_series_per_listener_under_run() {
     );
 }
 
+/// A reload that removes a listener removes its expiry series too (it used to stay in /metrics
+/// with the removed listener's certificate, so an expiry alert would keep firing for it); the
+/// listener that stays keeps its series.
+#[test]
+fn a_removed_listeners_expiry_series_leaves_metrics() {
+    let fx = fixture();
+    let be = http_backend();
+    let dir = tempfile::tempdir().unwrap();
+    let api = serve_block(&fx, "api", free_port(), be.addr, "");
+    let admin = serve_block(&fx, "admin", free_port(), be.addr, "");
+    let r = start_run(dir.path(), &format!("{api}{admin}"));
+    let series = |l: &str| {
+        format!("mutual_cert_expiry_timestamp_seconds{{listener=\"{l}\",role=\"server\"}}")
+    };
+    let m = r.metrics();
+    assert!(
+        metric_value(&m, &series("admin")).is_some(),
+        "no admin series before the reload:\n{m}"
+    );
+    let ok = "mutual_config_reloads_total{result=\"success\"}";
+    let before = metric_value(&m, ok).unwrap_or(0.0);
+    // The same file without the `admin` block; SIGHUP as well as the file watch.
+    let path = dir.path().join("mutual.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace(&admin, "")).unwrap();
+    signal(r.child.0.id(), "HUP");
+    let reloaded = eventually(EVENT_TIMEOUT, || {
+        let m = r.metrics();
+        (metric_value(&m, ok).unwrap_or(0.0) > before
+            && metric_value(&m, &series("admin")).is_none())
+        .then_some(m)
+    });
+    let m = reloaded.unwrap_or_else(|| {
+        panic!(
+            "the admin series is still there after the reload:\n{}\nstderr:\n{}",
+            r.metrics(),
+            r.stderr_text()
+        )
+    });
+    let v = metric_value(&m, &series("api")).unwrap_or_else(|| panic!("api lost its series:\n{m}"));
+    assert!(v > 1.0e9, "api = {v}");
+}
+
 /// `forward_client_cert_details` on a connect listener is an error naming the key and the kind
 /// (it used to be accepted and ignored).
 #[test]
@@ -276,4 +319,52 @@ fn durations_are_one_grammar_in_flags_and_config() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// The listener options are one type for flags and keys, so a value out of range is refused
+/// the same way by both: exit 2, the same words, named as a flag or as a key (at its line).
+#[test]
+fn listener_option_ranges_are_one_check_for_flags_and_keys() {
+    let fx = fixture();
+    let be = http_backend();
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, key, value, why) in [
+        (
+            "--max-connections",
+            "max_connections",
+            "0",
+            "must be at least 1",
+        ),
+        (
+            "--max-connection-lifetime",
+            "max_connection_lifetime",
+            "\"0s\"",
+            "must be more than 0 (leave it out: unlimited)",
+        ),
+    ] {
+        let block = serve_block(
+            &fx,
+            "api",
+            free_port(),
+            be.addr,
+            &format!("{key} = {value}"),
+        );
+        let line = block.lines().count();
+        let (code, out) = config_check(dir.path(), &block);
+        assert_eq!(code, Some(2), "{out}");
+        assert!(
+            out.contains(&format!(":{line}:")) && out.contains(&format!("{key} {why}")),
+            "{key}: {out}"
+        );
+        let o = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:1", "--backend"])
+            .arg(be.addr.to_string())
+            .args(["--cert", "c", "--key", "k", "--ca", "r", "--allow-any"])
+            .args([flag, value.trim_matches('"')])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(&format!("{flag} {why}")), "{flag}: {err}");
+    }
 }

@@ -256,6 +256,12 @@ impl Supervisor {
         for p in prepared {
             let name = p.spec.name.clone();
             let old = running.remove(&name);
+            // The old generation's role, when the block changed kind (serve <-> connect): its
+            // series goes once the new generation is running.
+            let stale_role = old
+                .as_ref()
+                .map(|o| o.spec.cert_role())
+                .filter(|r| *r != p.spec.cert_role());
             let result = match (old, p.socket) {
                 (Some(old), None) => {
                     // Same address: keep the socket; hand the open connections over when both
@@ -319,6 +325,9 @@ impl Supervisor {
             match result {
                 Ok(r) => {
                     tracing::info!(listener = %name, "listener (re)started from the config file");
+                    if let Some(role) = stale_role {
+                        self.shared.metrics.forget_cert_expiry(&name, role);
+                    }
                     running.insert(name, r);
                 }
                 Err(e) => {
@@ -335,6 +344,9 @@ impl Supervisor {
         for name in removed {
             if let Some(r) = running.remove(&name) {
                 tracing::info!(listener = %name, "listener removed from the config file: draining");
+                self.shared
+                    .metrics
+                    .forget_cert_expiry(&name, r.spec.cert_role());
                 self.retire(r, true);
             }
         }

@@ -379,6 +379,16 @@ impl Metrics {
             .set(not_after);
     }
 
+    /// Drops a listener's `mutual_cert_expiry_timestamp_seconds{listener, role}` series: a
+    /// listener a reload removed (or whose kind, hence role, changed) no longer presents that
+    /// certificate, and a stale series would keep an expiry alert firing for nothing.
+    pub fn forget_cert_expiry(&self, listener: &str, role: &str) {
+        self.certs.cert_expiry.remove(&ExpiryLabels {
+            listener: listener.into(),
+            role: role.into(),
+        });
+    }
+
     /// Counts a reload attempt.
     pub fn reload(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
@@ -637,6 +647,20 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_forgotten_listener_has_no_expiry_series() {
+        let m = Metrics::new();
+        m.set_cert_expiry("a", "server", 1);
+        m.set_cert_expiry("b", "client", 2);
+        m.forget_cert_expiry("a", "server");
+        let text = m.encode();
+        assert!(!text.contains("listener=\"a\""), "{text}");
+        assert!(
+            text.contains("mutual_cert_expiry_timestamp_seconds{listener=\"b\",role=\"client\"} 2"),
+            "{text}"
+        );
     }
 
     #[test]

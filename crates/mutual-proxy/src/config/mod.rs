@@ -9,20 +9,27 @@
 //! syntax errors are listed), unknown keys, bad values, then the semantic checks (duplicate
 //! names or addresses, missing files, bad policy patterns, a serve listener that allows no one).
 //! Each comes with the line and column of the key or value concerned.
+//!
+//! The folder holds what runs listeners from configuration: this parser, [`supervise`]
+//! (many listeners from one file, reloaded block by block) and [`reload`] (the file watch and
+//! SIGHUP that trigger a reload, for one listener or a whole file).
+
+pub mod options;
+pub mod reload;
+pub mod supervise;
+
+pub use options::{ConnectOpts, ListenerOpts, ServeOpts};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use mutual_policy::human::parse_duration;
 use mutual_policy::Policy;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
-use crate::accept::Limits;
 use crate::connect::ConnectConfig;
 use crate::serve::ServeConfig;
 
@@ -135,7 +142,6 @@ pub struct Pending {
     pub forward_client_cert_details: Option<String>,
     /// `v2` (the only version written).
     pub proxy_protocol: Option<String>,
-    pub max_connection_lifetime: Option<Duration>,
     pub crl_from_cdp: bool,
     pub crl_cache_dir: Option<PathBuf>,
 }
@@ -155,6 +161,14 @@ impl ListenerSpec {
         match &self.kind {
             ListenerKind::Serve(s) => (&s.tls.cert, &s.tls.key, &s.tls.ca),
             ListenerKind::Connect(c) => (&c.tls.cert, &c.tls.key, &c.tls.ca),
+        }
+    }
+
+    /// The `role` label of the listener's own certificate in the expiry gauge.
+    pub fn cert_role(&self) -> &'static str {
+        match self.kind {
+            ListenerKind::Serve(_) => "server",
+            ListenerKind::Connect(_) => "client",
         }
     }
 
@@ -185,7 +199,7 @@ pub fn load(path: &Path) -> Result<RunConfig, ConfigError> {
 const GLOBAL_KEYS: &[&str] = &["metrics", "audit_log", "threads", "log_format", "listener"];
 
 /// The field names serde's derive lists for a struct: the keys a `[[listener]]` block takes
-/// are [`RawListener`]'s fields, written once.
+/// are [`RawListener`]'s and [`ListenerOpts`]'s fields, written once.
 fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
     #[derive(Debug)]
     struct Stop;
@@ -226,16 +240,12 @@ fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
     fields
 }
 
-/// Keys that only mean something on a serve listener.
+/// Keys that only mean something on a serve listener: these and [`ServeOpts`]'s.
 const SERVE_ONLY: &[&str] = &[
     "backend",
     "crls",
-    "crl_leaf_only",
-    "crl_from_cdp",
-    "revocation_unknown",
     "crl_cache_dir",
     "policy",
-    "allow_any",
     "allow_spiffe",
     "allow_dns",
     "allow_cn",
@@ -245,16 +255,16 @@ const SERVE_ONLY: &[&str] = &[
     "forward_client_cert",
     "forward_client_cert_details",
     "proxy_protocol",
-    "end_on_peer_expiry",
 ];
 
-/// Keys that only mean something on a connect listener.
-const CONNECT_ONLY: &[&str] = &[
-    "remote",
-    "server_name",
-    "expect_spiffe",
-    "allow_remote_clients",
-];
+fn serve_only(key: &str) -> bool {
+    SERVE_ONLY.contains(&key) || ServeOpts::keys().contains(&key)
+}
+
+/// Keys that only mean something on a connect listener: `remote` and [`ConnectOpts`]'s.
+fn connect_only(key: &str) -> bool {
+    key == "remote" || ConnectOpts::keys().contains(&key)
+}
 
 const RULE_KEYS: &[&str] = &[
     "spiffe",
@@ -287,20 +297,12 @@ struct RawListener {
     listen: Option<S>,
     backend: Option<S>,
     remote: Option<S>,
-    server_name: Option<S>,
-    expect_spiffe: Option<S>,
-    allow_remote_clients: Option<bool>,
     cert: Option<S>,
     key: Option<S>,
     ca: Option<S>,
     crls: Option<Vec<S>>,
-    crl_leaf_only: Option<bool>,
-    crl_from_cdp: Option<bool>,
-    revocation_unknown: Option<S>,
     crl_cache_dir: Option<S>,
-    min_tls: Option<S>,
     policy: Option<S>,
-    allow_any: Option<bool>,
     allow_spiffe: Option<Vec<S>>,
     allow_dns: Option<Vec<S>>,
     allow_cn: Option<Vec<S>>,
@@ -309,45 +311,10 @@ struct RawListener {
     forward_client_cert: Option<S>,
     forward_client_cert_details: Option<Vec<S>>,
     proxy_protocol: Option<S>,
-    handshake_timeout: Option<Spanned<DurationText>>,
-    idle_timeout: Option<Spanned<DurationText>>,
-    connect_timeout: Option<Spanned<DurationText>>,
-    drain_timeout: Option<Spanned<DurationText>>,
-    max_connections: Option<Spanned<i64>>,
-    max_connection_lifetime: Option<Spanned<DurationText>>,
-    end_on_peer_expiry: Option<bool>,
     #[serde(default, deserialize_with = "one_or_many")]
     ca_url: Option<Vec<String>>,
     token_file: Option<S>,
     root_sha256: Option<S>,
-}
-
-/// A duration key's value as written: a string in the duration grammar or a number of seconds (parsed later, so a bad one is reported with the block's other errors).
-struct DurationText(String);
-
-impl<'de> Deserialize<'de> for DurationText {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = DurationText;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a duration such as \"10s\" or a number of seconds")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<DurationText, E> {
-                Ok(DurationText(v.to_string()))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationText, E> {
-                Ok(DurationText(v.to_string()))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationText, E> {
-                Ok(DurationText(v.to_string()))
-            }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<DurationText, E> {
-                Ok(DurationText(v.to_string()))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 /// A string (comma-separated values allowed) or an array of strings.
@@ -502,12 +469,27 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
                         let ispan = item.span();
                         let mut item = item;
                         let mut present = Vec::new();
+                        let mut spans = HashMap::new();
+                        let (mut opts, mut serve, mut connect) = Default::default();
                         if let DeValue::Table(t) = item.get_mut() {
-                            strip_unknown(t, field_names::<RawListener>(), "[[listener]]", sink);
+                            strip_unknown(t, listener_keys(), "[[listener]]", sink);
                             present = t.iter().map(|(k, _)| k.get_ref().to_string()).collect();
+                            opts = split_opts(ListenerOpts::keys(), t, &ispan, &mut spans, sink);
+                            serve = split_opts(ServeOpts::keys(), t, &ispan, &mut spans, sink);
+                            connect = split_opts(ConnectOpts::keys(), t, &ispan, &mut spans, sink);
                         }
                         match RawListener::deserialize(ValueDeserializer::from(item)) {
-                            Ok(l) => raw_listeners.push((ispan, present, l)),
+                            Ok(raw) => raw_listeners.push((
+                                ispan,
+                                raw,
+                                Given {
+                                    present,
+                                    opts,
+                                    serve,
+                                    connect,
+                                    spans,
+                                },
+                            )),
                             Err(e) => sink.de(&e, ispan),
                         }
                     }
@@ -566,7 +548,7 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
 
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut addrs: HashMap<String, usize> = HashMap::new();
-    for (span, present, raw) in raw_listeners {
+    for (span, raw, given) in raw_listeners {
         let header_line = sink_line(text, span.start);
         // Duplicates are checked on the raw values, so they are reported even when the block
         // has other errors.
@@ -601,7 +583,7 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
                 );
             }
         }
-        if let Some(spec) = listener(raw, &present, span.clone(), base, sink) {
+        if let Some(spec) = listener(raw, given, span.clone(), base, sink) {
             cfg.listeners.push(spec);
         }
     }
@@ -630,10 +612,76 @@ fn host_port(s: &str) -> Result<(), ()> {
     }
 }
 
+/// Every key a `[[listener]]` block takes: the block's own and the shared listener options.
+fn listener_keys() -> &'static [&'static str] {
+    static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut k = field_names::<RawListener>().to_vec();
+        k.extend_from_slice(ListenerOpts::keys());
+        k.extend_from_slice(ConnectOpts::keys());
+        k.extend_from_slice(ServeOpts::keys());
+        k
+    })
+}
+
+/// Moves `keys` out of `table` into a table of their own, with the span of each value (so a
+/// value out of range is reported where it is written).
+fn take_keys<'t>(
+    table: &mut DeTable<'t>,
+    keys: &[&str],
+) -> (DeTable<'t>, HashMap<String, Range<usize>>) {
+    let mut out = DeTable::new();
+    let mut spans = HashMap::new();
+    let names: Vec<_> = table
+        .iter()
+        .filter(|(k, _)| keys.contains(&k.get_ref().as_ref()))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in names {
+        if let Some(v) = table.remove(k.get_ref().as_ref()) {
+            spans.insert(k.get_ref().to_string(), v.span());
+            out.insert(k, v);
+        }
+    }
+    (out, spans)
+}
+
+/// Moves `T`'s keys out of a block and deserializes them (a bad value is reported at its span
+/// and `T`'s defaults stand in, so the block's other problems are still found); the spans of
+/// the values go to `spans`.
+fn split_opts<T: serde::de::DeserializeOwned + Default>(
+    keys: &[&str],
+    table: &mut DeTable<'_>,
+    block: &Range<usize>,
+    spans: &mut HashMap<String, Range<usize>>,
+    sink: &mut Sink<'_>,
+) -> T {
+    let (sub, sub_spans) = take_keys(table, keys);
+    spans.extend(sub_spans);
+    T::deserialize(ValueDeserializer::from(Spanned::new(
+        block.clone(),
+        DeValue::Table(sub),
+    )))
+    .unwrap_or_else(|e| {
+        sink.de(&e, block.clone());
+        T::default()
+    })
+}
+
+/// What a block gave besides its own keys: which keys were present, and the option types
+/// shared with the flags, with the spans of their values.
+struct Given {
+    present: Vec<String>,
+    opts: ListenerOpts,
+    serve: ServeOpts,
+    connect: ConnectOpts,
+    spans: HashMap<String, Range<usize>>,
+}
+
 /// One block: every check that can be made on it alone.
 fn listener(
     raw: RawListener,
-    present: &[String],
+    given: Given,
     span: Range<usize>,
     base: &Path,
     sink: &mut Sink<'_>,
@@ -679,12 +727,12 @@ fn listener(
         }
     };
     // Keys of the other kind are mistakes (a `backend` on a connect listener is never used).
-    for key in present {
+    for key in &given.present {
         let key = key.as_str();
         let wrong = if kind == "serve" {
-            CONNECT_ONLY.contains(&key)
+            connect_only(key)
         } else {
-            SERVE_ONLY.contains(&key)
+            serve_only(key)
         };
         if wrong {
             let other = if kind == "serve" { "connect" } else { "serve" };
@@ -731,49 +779,23 @@ fn listener(
     let key = file(&raw.key, "key", sink);
     let ca = file(&raw.ca, "ca", sink);
 
-    let min_tls = match &raw.min_tls {
-        None => false,
-        Some(v) if v.get_ref() == "1.3" => false,
-        Some(v) if v.get_ref() == "1.2" => true,
-        Some(v) => {
-            sink.at(
-                v.span(),
-                format!("min_tls must be \"1.2\" or \"1.3\", not {:?}", v.get_ref()),
-            );
-            false
-        }
-    };
-    let dur =
-        |v: &Option<Spanned<DurationText>>, default: Duration, sink: &mut Sink<'_>| -> Duration {
-            match v {
-                None => default,
-                Some(s) => parse_duration(&s.get_ref().0).unwrap_or_else(|e| {
-                    sink.at(s.span(), e.to_string());
-                    default
-                }),
-            }
-        };
-    let d = defaults::duration;
-    let handshake_timeout = dur(&raw.handshake_timeout, d(defaults::HANDSHAKE_TIMEOUT), sink);
-    let idle_timeout = dur(&raw.idle_timeout, d(defaults::IDLE_TIMEOUT), sink);
-    let connect_timeout = dur(&raw.connect_timeout, d(defaults::CONNECT_TIMEOUT), sink);
-    let drain_timeout = dur(&raw.drain_timeout, d(defaults::DRAIN_TIMEOUT), sink);
-    let max_connections = match &raw.max_connections {
-        None => None,
-        Some(n) => match usize::try_from(*n.get_ref()) {
-            Ok(v) if v >= 1 => Some(v),
-            _ => {
-                sink.at(n.span(), "max_connections must be at least 1");
-                None
-            }
-        },
-    };
-    let limits = Limits {
-        max_connections,
-        drain_timeout,
-    };
+    let opts = given.opts;
+    let sv = &given.serve;
+    let problems = opts.problems().into_iter().chain(if kind == "serve" {
+        sv.problems()
+    } else {
+        Vec::new()
+    });
+    for p in problems {
+        let at = given.spans.get(p.key).cloned();
+        sink.at(at.unwrap_or_else(|| header.clone()), p.for_key());
+    }
+    let handshake_timeout = opts.handshake_timeout.get();
+    let idle_timeout = opts.idle_timeout.get();
+    let connect_timeout = opts.connect_timeout.get();
+    let limits = opts.limits();
 
-    let pending = pending(&raw, base, sink);
+    let pending = pending(&raw, given.serve.crl_from_cdp, base, sink);
 
     let kind = if kind == "serve" {
         let backend = match &raw.backend {
@@ -798,26 +820,12 @@ fn listener(
             .flatten()
             .filter_map(|c| existing(c, base, sink))
             .collect();
-        if raw.crl_leaf_only == Some(true) && raw.crls.as_ref().is_none_or(Vec::is_empty) {
+        if sv.crl_leaf_only && raw.crls.as_ref().is_none_or(Vec::is_empty) {
             sink.at(header.clone(), "crl_leaf_only needs `crls`");
         }
-        let allow_unknown = match &raw.revocation_unknown {
-            None => false,
-            Some(v) if v.get_ref() == "deny" => false,
-            Some(v) if v.get_ref() == "allow" => true,
-            Some(v) => {
-                sink.at(
-                    v.span(),
-                    format!(
-                        "revocation_unknown must be \"deny\" or \"allow\", not {:?}",
-                        v.get_ref()
-                    ),
-                );
-                false
-            }
-        };
+        let allow_unknown = sv.allow_unknown();
         let http = pending.mode.as_deref() == Some("http");
-        let policy_flags = inline_policy(&raw, http, sink);
+        let policy_flags = inline_policy(&raw, sv.allow_any, http, sink);
         let policy_file = match &raw.policy {
             None => None,
             Some(p) => {
@@ -849,7 +857,7 @@ fn listener(
             || raw.allow_cn.as_ref().is_some_and(|v| !v.is_empty())
             || raw.allow_ou.as_ref().is_some_and(|v| !v.is_empty())
             || raw.allow.as_ref().is_some_and(|v| !v.is_empty())
-            || raw.allow_any == Some(true);
+            || sv.allow_any;
         // (A rule that failed to parse was reported already; do not add "allows no one".)
         if !any_rule_key && raw.policy.is_none() {
             sink.at(
@@ -861,22 +869,8 @@ fn listener(
             (Some(cert), Some(key), Some(ca), Some(backend)) => {
                 Some(ListenerKind::Serve(Box::new(ServeConfig {
                     name: name.clone(),
-                    tls: mutual_tls::ServerSettings {
-                        cert,
-                        key,
-                        ca,
-                        crls,
-                        allow_tls12: min_tls,
-                        ..Default::default()
-                    },
-                    tls_options: mutual_tls::TlsOptions {
-                        revocation: mutual_tls::RevocationPolicy {
-                            leaf_only: raw.crl_leaf_only.unwrap_or(false),
-                            allow_unknown,
-                            ..Default::default()
-                        },
-                        ..Default::default()
-                    },
+                    tls: opts.server_settings(cert, key, ca, crls),
+                    tls_options: sv.tls_options(),
                     policy_flags,
                     policy_file,
                     backend,
@@ -905,8 +899,8 @@ fn listener(
                         .proxy_protocol
                         .as_deref()
                         .and_then(|p| p.parse().ok()),
-                    max_connection_lifetime: pending.max_connection_lifetime,
-                    end_on_peer_expiry: raw.end_on_peer_expiry.unwrap_or(false),
+                    max_connection_lifetime: opts.max_connection_lifetime(),
+                    end_on_peer_expiry: sv.end_on_peer_expiry,
                     crl_from_cdp: pending.crl_from_cdp.then(|| {
                         crate::cdp::CdpSettings::new(
                             !allow_unknown,
@@ -936,18 +930,21 @@ fn listener(
                 None
             }
         };
-        if let (Some(n), Some(_)) = (&raw.server_name, &raw.expect_spiffe) {
-            sink.at(n.span(), "give server_name or expect_spiffe, not both");
+        let c = &given.connect;
+        let span_of = |k: &str| given.spans.get(k).cloned().unwrap_or(header.clone());
+        if c.server_name.is_some() && c.expect_spiffe.is_some() {
+            sink.at(
+                span_of("server_name"),
+                "give server_name or expect_spiffe, not both",
+            );
         }
-        if let Some(id) = &raw.expect_spiffe {
-            if let Err(e) = mutual_policy::SpiffeId::parse(id.get_ref()) {
-                sink.at(id.span(), format!("expect_spiffe: {e}"));
+        if let Some(id) = &c.expect_spiffe {
+            if let Err(e) = mutual_policy::SpiffeId::parse(id) {
+                sink.at(span_of("expect_spiffe"), format!("expect_spiffe: {e}"));
             }
         }
         if let (Some(l), Ok(a)) = (&raw.listen, listen.parse::<SocketAddr>()) {
-            if let Err(e) =
-                crate::connect::check_loopback(a, raw.allow_remote_clients.unwrap_or(false))
-            {
+            if let Err(e) = crate::connect::check_loopback(a, c.allow_remote_clients) {
                 sink.at(
                     l.span(),
                     e.to_string()
@@ -959,21 +956,13 @@ fn listener(
             (Some(cert), Some(key), Some(ca), Some(remote)) => {
                 Some(ListenerKind::Connect(Box::new(ConnectConfig {
                     name: name.clone(),
-                    tls: mutual_tls::ClientSettings {
-                        cert,
-                        key,
-                        ca,
-                        server_name: raw.server_name.as_ref().map(|s| s.get_ref().clone()),
-                        expect_spiffe: raw.expect_spiffe.as_ref().map(|s| s.get_ref().clone()),
-                        allow_tls12: min_tls,
-                        ..Default::default()
-                    },
+                    tls: opts.client_settings(cert, key, ca, c),
                     remote,
                     handshake_timeout,
                     idle_timeout,
                     connect_timeout,
                     limits,
-                    max_connection_lifetime: pending.max_connection_lifetime,
+                    max_connection_lifetime: opts.max_connection_lifetime(),
                 })))
             }
             _ => None,
@@ -1037,24 +1026,7 @@ fn one_of(v: &Option<S>, key: &str, allowed: &[&str], sink: &mut Sink<'_>) -> Op
     }
 }
 
-fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
-    let max_connection_lifetime =
-        raw.max_connection_lifetime
-            .as_ref()
-            .and_then(|s| match parse_duration(&s.get_ref().0) {
-                Ok(d) if !d.is_zero() => Some(d),
-                Ok(_) => {
-                    sink.at(
-                        s.span(),
-                        "max_connection_lifetime must be more than 0 (leave it out: unlimited)",
-                    );
-                    None
-                }
-                Err(e) => {
-                    sink.at(s.span(), e.to_string());
-                    None
-                }
-            });
+fn pending(raw: &RawListener, crl_from_cdp: bool, base: &Path, sink: &mut Sink<'_>) -> Pending {
     Pending {
         mode: one_of(&raw.mode, "mode", &["tcp", "http"], sink),
         forward_client_cert: one_of(
@@ -1079,8 +1051,7 @@ fn pending(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Pending {
             }
         }),
         proxy_protocol: one_of(&raw.proxy_protocol, "proxy_protocol", &["v2"], sink),
-        max_connection_lifetime,
-        crl_from_cdp: raw.crl_from_cdp.unwrap_or(false),
+        crl_from_cdp,
         crl_cache_dir: raw.crl_cache_dir.as_ref().map(|p| base.join(p.get_ref())),
     }
 }
@@ -1144,7 +1115,7 @@ fn enrollment(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Option<Enr
 
 /// The allow_* keys and `[[listener.allow]]` rules as one policy; each bad pattern is reported
 /// at its own value.
-fn inline_policy(raw: &RawListener, http: bool, sink: &mut Sink<'_>) -> Policy {
+fn inline_policy(raw: &RawListener, allow_any: bool, http: bool, sink: &mut Sink<'_>) -> Policy {
     let mut policy = Policy::default();
     let groups: [(&Option<Vec<S>>, usize); 4] = [
         (&raw.allow_spiffe, 0),
@@ -1209,7 +1180,7 @@ fn inline_policy(raw: &RawListener, http: bool, sink: &mut Sink<'_>) -> Policy {
             Err(msg) => sink.at(span.clone(), format!("[[listener.allow]]: {msg}")),
         }
     }
-    if raw.allow_any == Some(true) {
+    if allow_any {
         policy = policy.merged(Policy::from_flags(&[], &[], &[], &[], true).unwrap_or_default());
     }
     policy
@@ -1219,6 +1190,7 @@ fn inline_policy(raw: &RawListener, http: bool, sink: &mut Sink<'_>) -> Policy {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use std::time::Duration;
 
     fn dir_with_files() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
