@@ -336,6 +336,7 @@ async fn demo(dir: &Path, kept: bool) -> anyhow::Result<bool> {
             connect_timeout: timeouts.2,
             limits: Limits::default(),
             max_connection_lifetime: None,
+            profile: Default::default(),
         },
         &shared,
     )?;

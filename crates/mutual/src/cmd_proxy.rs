@@ -356,7 +356,7 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     let cfg = ServeConfig {
         name: common.name.clone().unwrap_or_else(|| "serve".into()),
         tls: opts.server_settings(args.cert, args.key, args.ca, args.crls),
-        tls_options: args.serve.tls_options(),
+        tls_options: args.serve.tls_options(&opts),
         policy_flags,
         policy_file: args.policy,
         backend: args.backend.parse()?,
@@ -448,6 +448,7 @@ pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig
         connect_timeout: opts.connect_timeout.get(),
         limits: opts.limits(),
         max_connection_lifetime: opts.max_connection_lifetime(),
+        profile: opts.profile(),
     };
     Ok((cfg, first))
 }

@@ -651,6 +651,12 @@ mod tests {
                 |a| a.policy_flags.rules().len() == 1,
             ));
         }
+        rows.push(row(
+            &["--profile", "strict"],
+            "profile = \"strict\"",
+            |a, b| a.tls_options.profile == b.tls_options.profile,
+            |a| a.tls_options.profile == mutual_tls::Profile::Strict,
+        ));
         rows.append(&mut listener_opts_rows!());
         rows
     }
@@ -682,6 +688,12 @@ mod tests {
                 |a| a.tls.expect_spiffe.is_some(),
             ),
         ];
+        rows.push(row(
+            &["--profile", "strict"],
+            "profile = \"strict\"",
+            |a, b| a.profile == b.profile,
+            |a| a.profile == mutual_tls::Profile::Strict,
+        ));
         rows.append(&mut listener_opts_rows!());
         rows
     }

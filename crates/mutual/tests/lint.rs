@@ -955,3 +955,140 @@ fn a_leading_dot_permitted_dns_is_the_operators_choice_and_is_said_so() {
     assert!(!out.stderr.contains("warning:"), "{}", out.stderr);
     assert_eq!(lint_json(&[&dir2.join("intermediate.pem")]).0, 0);
 }
+
+/// A free ephemeral port on 127.0.0.1 (bound, then released for the child to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts on `port`, or panics naming `what`.
+fn wait_listening(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{what} did not listen on {port}");
+}
+
+/// The audit line of the first connection that sent a ClientHello (waits for it: the line is
+/// written when the connection ends). The readiness probe's bare TCP connect is logged too, as
+/// `failed`/`other` with no TLS facts: it is skipped.
+fn first_audit_line(log: &Path) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap());
+        if let Some(line) = lines
+            .filter(|l| !(l["reason"] == "other" && l["tls"].is_null()))
+            .next()
+        {
+            return line;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no audit line in {}", log.display());
+}
+
+/// `mutual serve --profile P` in front of a one-line backend, a real `openssl s_client` with a
+/// client certificate that has no authorityKeyIdentifier (webpki accepts it; RFC 5280 4.2.1.1
+/// says a CA-issued certificate must carry one): compatible lets it through, strict refuses the
+/// handshake with the exact label `malformed`, from the flag and from a config file alike.
+#[test]
+fn serve_with_the_strict_profile_refuses_a_client_chain_webpki_accepts() {
+    let o = Ossl::new();
+    let srv = leaf_with(&o, "srv", "/CN=svc.example.com", "", "", &[]);
+    // A client certificate (clientAuth) without an authorityKeyIdentifier.
+    let cli = o.issue(
+        "cli",
+        "/CN=client.example.com",
+        &GOOD_LEAF
+            .replace("serverAuth", "clientAuth")
+            .replace(
+                "authorityKeyIdentifier=keyid:always",
+                "authorityKeyIdentifier=none",
+            )
+            .replace("DNS:svc.example.com", "DNS:client.example.com"),
+        &[],
+    );
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for c in backend.incoming().flatten() {
+            let mut c = c;
+            let _ = std::io::Write::write_all(&mut c, b"hello from backend\n");
+        }
+    });
+    let run = |how: &str| -> serde_json::Value {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log = o.p(&format!("audit-{how}.jsonl"));
+        let mut cmd = mutual_cmd(None, &[]);
+        match how {
+            "flag-compatible" | "flag-strict" => {
+                cmd.args(["serve", "--listen", &listen, "--backend", &backend_addr])
+                    .args(["--cert", s(&srv), "--key", s(&o.p("srv.key"))])
+                    .args(["--ca", s(&o.p("root.pem")), "--allow-any"])
+                    .args(["--audit-log", s(&log)])
+                    .args(["--profile", how.trim_start_matches("flag-")]);
+            }
+            _ => {
+                let cfg = o.p("run.toml");
+                std::fs::write(
+                    &cfg,
+                    format!(
+                        "audit_log = {:?}\n[[listener]]\nname = \"strict\"\nkind = \"serve\"\n\
+                         listen = {listen:?}\nbackend = {backend_addr:?}\ncert = {:?}\n\
+                         key = {:?}\nca = {:?}\nallow_any = true\nprofile = \"strict\"\n",
+                        s(&log),
+                        s(&srv),
+                        s(&o.p("srv.key")),
+                        s(&o.p("root.pem")),
+                    ),
+                )
+                .unwrap();
+                cmd.args(["run", "--config", s(&cfg)]);
+            }
+        }
+        let _serve = Child(
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_listening(port, how);
+        let out = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &listen, "-quiet"])
+            .args(["-cert", s(&cli), "-key", s(&o.p("cli.key"))])
+            .args(["-CAfile", s(&o.p("root.pem"))])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = first_audit_line(&log);
+        // What the client saw matches what the audit line says.
+        assert_eq!(
+            said.contains("hello from backend"),
+            line["result"] == "allowed",
+            "{how}: client saw {said:?}, audit {line}"
+        );
+        line
+    };
+    let line = run("flag-compatible");
+    assert_eq!(line["result"], "allowed", "{line}");
+    assert_eq!(line["reason"], "ok", "{line}");
+    let line = run("flag-strict");
+    assert_eq!(line["result"], "failed", "{line}");
+    assert_eq!(line["reason"], "malformed", "{line}");
+    let line = run("config-strict");
+    assert_eq!(line["result"], "failed", "{line}");
+    assert_eq!(line["reason"], "malformed", "{line}");
+}

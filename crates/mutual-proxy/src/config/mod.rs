@@ -41,6 +41,7 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: &str = "10s";
     pub const DRAIN_TIMEOUT: &str = "30s";
     pub const MIN_TLS: &str = "1.3";
+    pub const PROFILE: &str = "compatible";
     pub const FORWARD_CLIENT_CERT: &str = "xfcc";
     pub const REVOCATION_UNKNOWN: &str = "deny";
 
@@ -870,7 +871,7 @@ fn listener(
                 Some(ListenerKind::Serve(Box::new(ServeConfig {
                     name: name.clone(),
                     tls: opts.server_settings(cert, key, ca, crls),
-                    tls_options: sv.tls_options(),
+                    tls_options: sv.tls_options(&opts),
                     policy_flags,
                     policy_file,
                     backend,
@@ -963,6 +964,7 @@ fn listener(
                     connect_timeout,
                     limits,
                     max_connection_lifetime: opts.max_connection_lifetime(),
+                    profile: opts.profile(),
                 })))
             }
             _ => None,

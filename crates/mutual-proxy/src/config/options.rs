@@ -52,6 +52,12 @@ pub struct ListenerOpts {
     /// policy. Default: no limit.
     #[arg(long, value_name = "DURATION")]
     pub max_connection_lifetime: Option<HumanDuration>,
+
+    /// How strictly the peer's chain is checked: compatible (default: webpki's checks, as every
+    /// TLS stack) or strict (also the RFC 5280 / CA/B Forum error rules of `mutual cert lint` on
+    /// every certificate and CRL of the built path; a violation is refused as `malformed`).
+    #[arg(long, value_name = "PROFILE", default_value = defaults::PROFILE, value_parser = ["compatible", "strict"])]
+    pub profile: String,
 }
 
 /// The same values clap's `default_value`s give (a test parses an empty command line and
@@ -67,6 +73,7 @@ impl Default for ListenerOpts {
             max_connections: None,
             drain_timeout: d(defaults::DRAIN_TIMEOUT),
             max_connection_lifetime: None,
+            profile: defaults::PROFILE.to_string(),
         }
     }
 }
@@ -147,8 +154,9 @@ impl ServeOpts {
 
     /// The verifier's revocation settings these options give (the flags and a config block
     /// alike; `--revocation-unknown` needs `--crl-from-cdp`, so "allow" means the CDP rule).
-    pub fn tls_options(&self) -> mutual_tls::TlsOptions {
+    pub fn tls_options(&self, listener: &ListenerOpts) -> mutual_tls::TlsOptions {
         mutual_tls::TlsOptions {
+            profile: listener.profile(),
             revocation: mutual_tls::RevocationPolicy {
                 leaf_only: self.crl_leaf_only,
                 allow_unknown: self.allow_unknown(),
@@ -220,6 +228,15 @@ impl ListenerOpts {
                 message: format!("must be \"1.2\" or \"1.3\", not {:?}", self.min_tls),
             });
         }
+        if self.profile.parse::<mutual_tls::Profile>().is_err() {
+            out.push(OptProblem {
+                key: "profile",
+                message: format!(
+                    "must be \"compatible\" or \"strict\", not {:?}",
+                    self.profile
+                ),
+            });
+        }
         if self.max_connections == Some(0) {
             out.push(OptProblem {
                 key: "max_connections",
@@ -233,6 +250,11 @@ impl ListenerOpts {
             });
         }
         out
+    }
+
+    /// The verification profile (an unknown name was refused by [`ListenerOpts::problems`]).
+    pub fn profile(&self) -> mutual_tls::Profile {
+        self.profile.parse().unwrap_or_default()
     }
 
     /// TLS 1.2 accepted as well as 1.3.

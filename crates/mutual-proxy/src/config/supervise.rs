@@ -69,7 +69,7 @@ pub fn check_listener(spec: &ListenerSpec) -> Result<(), ProxyError> {
     match &spec.kind {
         ListenerKind::Serve(cfg) => crate::serve::check(cfg),
         ListenerKind::Connect(cfg) => {
-            mutual_tls::build_client_config(&cfg.tls, crate::connect::remote_host(&cfg.remote))?;
+            cfg.material()?;
             Ok(())
         }
     }

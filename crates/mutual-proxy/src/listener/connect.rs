@@ -36,6 +36,19 @@ pub struct ConnectConfig {
     pub limits: Limits,
     /// Close a connection after this long, however busy (None: no limit).
     pub max_connection_lifetime: Option<Duration>,
+    /// How strictly the server's chain is checked (`--profile`).
+    pub profile: mutual_tls::Profile,
+}
+
+impl ConnectConfig {
+    /// The client-side TLS material these settings give (the files, the profile).
+    pub fn material(&self) -> Result<mutual_tls::ClientMaterial, mutual_tls::TlsError> {
+        let options = mutual_tls::TlsOptions {
+            profile: self.profile,
+            ..Default::default()
+        };
+        mutual_tls::build_client_config_with(&self.tls, remote_host(&self.remote), &options)
+    }
 }
 
 /// The host part of `host:port` / `[v6]:port`, for the default server name.
@@ -76,7 +89,7 @@ impl Connect {
                 why: "the remote must be HOST:PORT".into(),
             });
         }
-        let m = mutual_tls::build_client_config(&cfg.tls, remote_host(&cfg.remote))?;
+        let m = cfg.material()?;
         shared
             .metrics
             .set_cert_expiry(&cfg.name, "client", m.cert_not_after);
@@ -238,7 +251,7 @@ impl Connect {
 
 impl Reload for Connect {
     fn reload(&self) -> Result<(), ProxyError> {
-        let m = mutual_tls::build_client_config(&self.cfg.tls, remote_host(&self.cfg.remote))?;
+        let m = self.cfg.material()?;
         self.shared
             .metrics
             .set_cert_expiry(&self.cfg.name, "client", m.cert_not_after);
