@@ -336,3 +336,49 @@ impl ServerCertVerifier for AnyCert {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn alpn_cert(names: &[&str], key_authorization: &str, critical: bool) -> Vec<u8> {
+        let mut p =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key_authorization.as_bytes());
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(d.as_ref());
+        let mut ext = rcgen::CustomExtension::new_acme_identifier(&digest);
+        ext.set_criticality(critical);
+        p.custom_extensions = vec![ext];
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn tls_alpn_certificate_checks() {
+        let ka = "tok.thumb";
+        check_alpn_cert(
+            &alpn_cert(&["a.example.test"], ka, true),
+            "a.example.test",
+            ka,
+        )
+        .unwrap();
+        for (der, why) in [
+            (
+                alpn_cert(&["a.example.test"], "other.thumb", true),
+                "wrong key authorization",
+            ),
+            (alpn_cert(&["a.example.test"], ka, false), "not critical"),
+            (
+                alpn_cert(&["a.example.test", "b.example.test"], ka, true),
+                "two names",
+            ),
+            (alpn_cert(&["b.example.test"], ka, true), "other name"),
+        ] {
+            let e = check_alpn_cert(&der, "a.example.test", ka).unwrap_err();
+            assert_eq!(e.kind, "incorrectResponse", "{why}: {}", e.detail);
+        }
+    }
+}
