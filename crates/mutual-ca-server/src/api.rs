@@ -48,6 +48,8 @@ pub struct State {
     crl: arc_swap::ArcSwapOption<CurrentCrl>,
     /// One check or publication at a time (a burst of revocations signs in turn).
     crl_lock: tokio::sync::Mutex<()>,
+    /// The ACME front door (`ca serve --acme`), mounted at `/acme/`.
+    pub acme: Option<Arc<mutual_acme::Acme>>,
 }
 
 impl State {
@@ -67,7 +69,14 @@ impl State {
             metrics: Metrics::new(),
             crl: arc_swap::ArcSwapOption::empty(),
             crl_lock: tokio::sync::Mutex::new(()),
+            acme: None,
         }
+    }
+
+    /// Mounts the ACME server at `/acme/`.
+    pub fn with_acme(mut self, acme: Option<Arc<mutual_acme::Acme>>) -> State {
+        self.acme = acme;
+        self
     }
 
     /// Brings the served CRL up to date with the store (see [`Ca::refresh_crl`]): adopts a
@@ -232,6 +241,16 @@ pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp 
         .as_ref()
         .map(Identity::principal)
         .unwrap_or_else(|| "-".into());
+    if let (Some(acme), true) = (&state.acme, path.starts_with("/acme/")) {
+        // ACME authenticates with JWS, not the TLS client certificate; it logs its refusals.
+        let resp = acme.handle(&state.ca, req).await;
+        state
+            .metrics
+            .request("/acme", started.elapsed().as_secs_f64());
+        tracing::info!(peer_addr = %peer.addr, method = %method, path = %path,
+            status = resp.status().as_u16(), duration_ms = started.elapsed().as_millis() as u64, "acme request");
+        return resp;
+    }
     let out = route(state, peer, identity.as_ref(), req, &method, &path).await;
     let endpoint = endpoint(&path);
     state

@@ -78,6 +78,8 @@ pub struct ServeOptions {
     /// How long a shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
     pub handshake_timeout: Duration,
+    /// `--acme`: serve ACME (RFC 8555) at `/acme/` (crates/mutual-acme).
+    pub acme: Option<mutual_acme::AcmeConfig>,
 }
 
 impl ServeOptions {
@@ -96,6 +98,7 @@ impl ServeOptions {
             crl_refresh: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            acme: None,
         }
     }
 }
@@ -151,13 +154,20 @@ impl Server {
                     addr: opts.listen,
                     source,
                 })?;
-        let state = Arc::new(api::State::new(
-            ca,
-            provisioner,
-            admins,
-            ratelimit::RateLimiter::new(opts.rate),
-            opts.crl_next_update,
-        ));
+        let acme = opts
+            .acme
+            .clone()
+            .map(|c| mutual_acme::Acme::new(ca.store().clone(), c));
+        let state = Arc::new(
+            api::State::new(
+                ca,
+                provisioner,
+                admins,
+                ratelimit::RateLimiter::new(opts.rate),
+                opts.crl_next_update,
+            )
+            .with_acme(acme),
+        );
         state.metrics.issued("server", "ok");
         state.refresh_crl().await?;
         Ok(Server {

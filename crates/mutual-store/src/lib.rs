@@ -24,12 +24,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+mod acme;
 mod backend;
 mod copy;
 mod location;
 #[doc(hidden)]
 pub mod testing;
 
+pub use acme::{AcmeAccount, AcmeKind, AcmeObject, AcmeStore};
 pub use backend::{PgStore, SqliteStore};
 pub use copy::{copy_sqlite_to_postgres, CopyReport, TableCounts};
 pub use location::{StoreUrl, StoreUrlError};

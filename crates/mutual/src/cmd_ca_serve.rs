@@ -17,7 +17,7 @@ use crate::runtime::{init_logging, server_runtime};
 Endpoints (HTTPS, JSON; docs/ca-server.md): GET /health, GET /v1/roots, GET /v1/crl,
 POST /v1/sign (one-time token from `mutual token create` + CSR), POST /v1/renew (mTLS with the
 current certificate), POST /v1/revoke (mTLS, admin or the certificate itself), GET /metrics
-(Prometheus).
+(Prometheus). With --acme: ACME at /acme/directory (docs/acme.md).
 
 SIGTERM or SIGINT: stop accepting, finish in-flight requests (up to --drain-timeout), exit 0.")]
 pub struct ServeArgs {
@@ -58,6 +58,34 @@ pub struct ServeArgs {
     /// How long a stop waits for in-flight requests.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub drain_timeout: Duration,
+    /// Serve ACME (RFC 8555, docs/acme.md) at https://HOST:PORT/acme/directory. Needs at least
+    /// one --acme-allow-dns or --acme-allow-ip: by default ACME certifies nothing.
+    #[arg(long)]
+    pub acme: bool,
+    /// DNS suffix ACME may certify: the name itself and its subdomains (repeatable).
+    #[arg(long = "acme-allow-dns", value_name = "SUFFIX", requires = "acme")]
+    pub acme_allow_dns: Vec<String>,
+    /// IP range ACME may certify, CIDR or one address (repeatable).
+    #[arg(long = "acme-allow-ip", value_name = "CIDR", requires = "acme", value_parser = mutual_acme::parse_cidr)]
+    pub acme_allow_ip: Vec<(std::net::IpAddr, u8)>,
+    /// Lifetime of certificates issued by ACME.
+    #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    pub acme_ttl: Duration,
+    /// Usage of certificates issued by ACME: server, or both (server and client auth).
+    #[arg(long, default_value = "server", value_parser = ["server", "both"])]
+    pub acme_usage: String,
+    /// Port the CA connects to for http-01 validation.
+    #[arg(long, default_value_t = 80, value_name = "PORT")]
+    pub acme_http_port: u16,
+    /// Port the CA connects to for tls-alpn-01 validation.
+    #[arg(long, default_value_t = 443, value_name = "PORT")]
+    pub acme_tls_port: u16,
+    /// Resolve NAME to IP for validation instead of DNS (like curl --resolve; repeatable).
+    #[arg(long = "acme-resolve", value_name = "NAME=IP", value_parser = parse_resolve)]
+    pub acme_resolve: Vec<(String, std::net::IpAddr)>,
+    /// Validation attempts before a challenge is invalid.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub acme_attempts: u32,
     /// Log format on stderr: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -65,6 +93,53 @@ pub struct ServeArgs {
 
 fn parse_san(s: &str) -> Result<San, String> {
     s.parse().map_err(|e: mutual_pki::PkiError| e.to_string())
+}
+
+fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
+    let (n, ip) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected NAME=IP"))?;
+    let ip = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address"))?;
+    Ok((n.trim().to_ascii_lowercase(), ip))
+}
+
+/// The ACME configuration from the flags; `--acme` without anything to certify is a usage error.
+fn acme_config(a: &ServeArgs) -> anyhow::Result<Option<mutual_acme::AcmeConfig>> {
+    if !a.acme {
+        return Ok(None);
+    }
+    if a.acme_allow_dns.is_empty() && a.acme_allow_ip.is_empty() {
+        anyhow::bail!(
+            "--acme needs at least one --acme-allow-dns SUFFIX or --acme-allow-ip CIDR: \
+             by default ACME certifies nothing"
+        );
+    }
+    let validation = mutual_acme::ValidationConfig {
+        http_port: a.acme_http_port,
+        tls_port: a.acme_tls_port,
+        resolve: a.acme_resolve.iter().cloned().collect(),
+        attempts: a.acme_attempts.max(1),
+        ..Default::default()
+    };
+    Ok(Some(mutual_acme::AcmeConfig {
+        policy: mutual_acme::AcmePolicy {
+            dns_suffixes: a
+                .acme_allow_dns
+                .iter()
+                .map(|s| s.trim_start_matches('.').to_ascii_lowercase())
+                .collect(),
+            ip_ranges: a.acme_allow_ip.clone(),
+            usage: if a.acme_usage == "both" {
+                mutual_pki::Usage::Both
+            } else {
+                mutual_pki::Usage::Server
+            },
+            ttl: a.acme_ttl,
+        },
+        validation,
+    }))
 }
 
 fn parse_rate(s: &str) -> Result<RateSpec, String> {
@@ -89,6 +164,7 @@ async fn termination_signal(signals: Option<mutual_proxy::shutdown::TerminationS
 pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&a.log_format);
     let dir = a.dir.resolve()?;
+    let acme = acme_config(&a)?;
     let password = a.password.get(false)?;
     let rt = server_runtime(Some(2))?;
     rt.block_on(async move {
@@ -110,6 +186,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         opts.crl_next_update = a.crl_next_update;
         opts.crl_refresh = a.crl_refresh;
         opts.drain_timeout = a.drain_timeout;
+        opts.acme = acme;
         let signals = mutual_proxy::shutdown::TerminationSignals::install().ok();
         let server = Server::bind(ca, provisioner, opts).await?;
         let addr = server

@@ -1,0 +1,427 @@
+//! ACME server state (crates/mutual-acme) in the inventory database, for both backends.
+//!
+//! Why here and not in the ACME crate: every state a CA replica needs lives in the store
+//! (DESIGN.md "The CA as it grows"), and the two concrete pools are private to this crate.
+//! Replica safety comes from the statements themselves: a nonce is spent by one `DELETE` whose
+//! row count says whether this request was the one that spent it, and an order or
+//! authorization moves from one status to the next with `UPDATE ... WHERE status = $expected`,
+//! so of two replicas racing on the same object exactly one wins.
+use std::future::Future;
+
+use sqlx::Row;
+
+use crate::{PgStore, SqliteStore, Store, StoreError};
+
+fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Db { op, source }
+}
+
+/// An ACME account as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeAccount {
+    pub id: String,
+    /// RFC 7638 thumbprint (base64url) of the account key.
+    pub thumbprint: String,
+    /// The account's public key, JWK JSON.
+    pub jwk: String,
+    pub status: String,
+    /// JSON array of contact URLs.
+    pub contact: String,
+    pub created_at: i64,
+}
+
+/// An order or an authorization: a JSON document and its status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeObject {
+    pub id: String,
+    pub account_id: String,
+    pub status: String,
+    pub body: String,
+}
+
+/// Which kind of [`AcmeObject`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcmeKind {
+    Order,
+    Authz,
+}
+
+impl AcmeKind {
+    fn table(self) -> &'static str {
+        match self {
+            AcmeKind::Order => "acme_orders",
+            AcmeKind::Authz => "acme_authzs",
+        }
+    }
+}
+
+/// The store operations the ACME server needs.
+pub trait AcmeStore {
+    /// Records a nonce handed out, valid until `expires`.
+    fn nonce_put(
+        &self,
+        nonce: &str,
+        expires: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Spends `nonce`: true exactly once per nonce issued and still unexpired, across replicas.
+    /// Also drops expired nonces now and then.
+    fn nonce_take(
+        &self,
+        nonce: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Inserts the account unless one with the same key exists; returns the stored one (the
+    /// new row or the existing account of that key) and whether it was created.
+    fn account_create(
+        &self,
+        a: &AcmeAccount,
+    ) -> impl Future<Output = Result<(AcmeAccount, bool), StoreError>> + Send;
+    fn account_by_thumbprint(
+        &self,
+        thumbprint: &str,
+    ) -> impl Future<Output = Result<Option<AcmeAccount>, StoreError>> + Send;
+    fn account_get(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<AcmeAccount>, StoreError>> + Send;
+    /// Sets status and contact of an account.
+    fn account_update(
+        &self,
+        id: &str,
+        status: &str,
+        contact: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn object_insert(
+        &self,
+        kind: AcmeKind,
+        o: &AcmeObject,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn object_get(
+        &self,
+        kind: AcmeKind,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<AcmeObject>, StoreError>> + Send;
+    /// Replaces status and body if the stored status is still `expected`; returns whether it
+    /// did (false: another request moved the object first).
+    fn object_transition(
+        &self,
+        kind: AcmeKind,
+        id: &str,
+        expected: &str,
+        status: &str,
+        body: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+fn account_from_row<R>(row: &R) -> Result<AcmeAccount, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(AcmeAccount {
+        id: row.try_get("id").map_err(db("read ACME account"))?,
+        thumbprint: row.try_get("thumbprint").map_err(db("read ACME account"))?,
+        jwk: row.try_get("jwk").map_err(db("read ACME account"))?,
+        status: row.try_get("status").map_err(db("read ACME account"))?,
+        contact: row.try_get("contact").map_err(db("read ACME account"))?,
+        created_at: row.try_get("created_at").map_err(db("read ACME account"))?,
+    })
+}
+
+macro_rules! impl_acme {
+    ($store:ty) => {
+        impl AcmeStore for $store {
+            async fn nonce_put(&self, nonce: &str, expires: i64) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO acme_nonces (nonce, expires) VALUES ($1, $2)")
+                    .bind(nonce)
+                    .bind(expires)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("store ACME nonce"))?;
+                Ok(())
+            }
+
+            async fn nonce_take(&self, nonce: &str, now: i64) -> Result<bool, StoreError> {
+                let res = sqlx::query("DELETE FROM acme_nonces WHERE nonce = $1 AND expires > $2")
+                    .bind(nonce)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("spend ACME nonce"))?;
+                // Housekeeping on a fraction of requests: nonces nobody used expire here.
+                if nonce.as_bytes().first().is_some_and(|b| b % 16 == 0) {
+                    let _ = sqlx::query("DELETE FROM acme_nonces WHERE expires <= $1")
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await;
+                }
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn account_create(
+                &self,
+                a: &AcmeAccount,
+            ) -> Result<(AcmeAccount, bool), StoreError> {
+                let res = sqlx::query(
+                    "INSERT INTO acme_accounts (id, thumbprint, jwk, status, contact, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (thumbprint) DO NOTHING",
+                )
+                .bind(&a.id)
+                .bind(&a.thumbprint)
+                .bind(&a.jwk)
+                .bind(&a.status)
+                .bind(&a.contact)
+                .bind(a.created_at)
+                .execute(&self.pool)
+                .await
+                .map_err(db("create ACME account"))?;
+                if res.rows_affected() == 1 {
+                    return Ok((a.clone(), true));
+                }
+                match self.account_by_thumbprint(&a.thumbprint).await? {
+                    Some(existing) => Ok((existing, false)),
+                    None => Err(StoreError::Corrupt {
+                        serial: a.id.clone(),
+                        detail: "ACME account neither inserted nor found".into(),
+                    }),
+                }
+            }
+
+            async fn account_by_thumbprint(
+                &self,
+                thumbprint: &str,
+            ) -> Result<Option<AcmeAccount>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT id, thumbprint, jwk, status, contact, created_at \
+                     FROM acme_accounts WHERE thumbprint = $1",
+                )
+                .bind(thumbprint)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("read ACME account"))?;
+                row.as_ref().map(account_from_row).transpose()
+            }
+
+            async fn account_get(&self, id: &str) -> Result<Option<AcmeAccount>, StoreError> {
+                let row = sqlx::query(
+                    "SELECT id, thumbprint, jwk, status, contact, created_at \
+                     FROM acme_accounts WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("read ACME account"))?;
+                row.as_ref().map(account_from_row).transpose()
+            }
+
+            async fn account_update(
+                &self,
+                id: &str,
+                status: &str,
+                contact: &str,
+            ) -> Result<(), StoreError> {
+                sqlx::query("UPDATE acme_accounts SET status = $2, contact = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(status)
+                    .bind(contact)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("update ACME account"))?;
+                Ok(())
+            }
+
+            async fn object_insert(
+                &self,
+                kind: AcmeKind,
+                o: &AcmeObject,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                // The table name is one of two constants, never input.
+                let sql = format!(
+                    "INSERT INTO {} (id, account_id, status, body, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                    kind.table()
+                );
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(&o.id)
+                    .bind(&o.account_id)
+                    .bind(&o.status)
+                    .bind(&o.body)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("insert ACME object"))?;
+                Ok(())
+            }
+
+            async fn object_get(
+                &self,
+                kind: AcmeKind,
+                id: &str,
+            ) -> Result<Option<AcmeObject>, StoreError> {
+                // The table name is one of two constants, never input.
+                let sql = format!(
+                    "SELECT id, account_id, status, body FROM {} WHERE id = $1",
+                    kind.table()
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("read ACME object"))?;
+                match row {
+                    None => Ok(None),
+                    Some(r) => Ok(Some(AcmeObject {
+                        id: r.try_get("id").map_err(db("read ACME object"))?,
+                        account_id: r.try_get("account_id").map_err(db("read ACME object"))?,
+                        status: r.try_get("status").map_err(db("read ACME object"))?,
+                        body: r.try_get("body").map_err(db("read ACME object"))?,
+                    })),
+                }
+            }
+
+            async fn object_transition(
+                &self,
+                kind: AcmeKind,
+                id: &str,
+                expected: &str,
+                status: &str,
+                body: &str,
+                now: i64,
+            ) -> Result<bool, StoreError> {
+                // The table name is one of two constants, never input.
+                let sql = format!(
+                    "UPDATE {} SET status = $3, body = $4, updated_at = $5 \
+                     WHERE id = $1 AND status = $2",
+                    kind.table()
+                );
+                let res = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(expected)
+                    .bind(status)
+                    .bind(body)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("update ACME object"))?;
+                Ok(res.rows_affected() == 1)
+            }
+        }
+    };
+}
+
+impl_acme!(SqliteStore);
+impl_acme!(PgStore);
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
+        }
+    };
+}
+
+impl AcmeStore for Store {
+    async fn nonce_put(&self, nonce: &str, expires: i64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.nonce_put(nonce, expires).await)
+    }
+    async fn nonce_take(&self, nonce: &str, now: i64) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.nonce_take(nonce, now).await)
+    }
+    async fn account_create(&self, a: &AcmeAccount) -> Result<(AcmeAccount, bool), StoreError> {
+        dispatch!(self, s => s.account_create(a).await)
+    }
+    async fn account_by_thumbprint(&self, t: &str) -> Result<Option<AcmeAccount>, StoreError> {
+        dispatch!(self, s => s.account_by_thumbprint(t).await)
+    }
+    async fn account_get(&self, id: &str) -> Result<Option<AcmeAccount>, StoreError> {
+        dispatch!(self, s => s.account_get(id).await)
+    }
+    async fn account_update(
+        &self,
+        id: &str,
+        status: &str,
+        contact: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.account_update(id, status, contact).await)
+    }
+    async fn object_insert(&self, k: AcmeKind, o: &AcmeObject, now: i64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.object_insert(k, o, now).await)
+    }
+    async fn object_get(&self, k: AcmeKind, id: &str) -> Result<Option<AcmeObject>, StoreError> {
+        dispatch!(self, s => s.object_get(k, id).await)
+    }
+    async fn object_transition(
+        &self,
+        k: AcmeKind,
+        id: &str,
+        expected: &str,
+        status: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.object_transition(k, id, expected, status, body, now).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn nonce_is_spent_once_and_transitions_are_conditional() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open_sqlite(&d.path().join("i.db"), true)
+            .await
+            .unwrap();
+        s.nonce_put("n1", 100).await.unwrap();
+        s.nonce_put("n2", 10).await.unwrap();
+        assert!(s.nonce_take("n1", 50).await.unwrap());
+        assert!(!s.nonce_take("n1", 50).await.unwrap(), "replayed nonce");
+        assert!(!s.nonce_take("n2", 50).await.unwrap(), "expired nonce");
+        assert!(!s.nonce_take("never", 50).await.unwrap());
+        let a = AcmeAccount {
+            id: "a1".into(),
+            thumbprint: "t".into(),
+            jwk: "{}".into(),
+            status: "valid".into(),
+            contact: "[]".into(),
+            created_at: 1,
+        };
+        assert!(s.account_create(&a).await.unwrap().1);
+        let again = AcmeAccount {
+            id: "a2".into(),
+            ..a.clone()
+        };
+        let (got, created) = s.account_create(&again).await.unwrap();
+        assert!(!created);
+        assert_eq!(got.id, "a1");
+        let o = AcmeObject {
+            id: "o1".into(),
+            account_id: "a1".into(),
+            status: "pending".into(),
+            body: "{}".into(),
+        };
+        s.object_insert(AcmeKind::Order, &o, 1).await.unwrap();
+        assert!(s
+            .object_transition(AcmeKind::Order, "o1", "pending", "ready", "{\"x\":1}", 2)
+            .await
+            .unwrap());
+        assert!(!s
+            .object_transition(AcmeKind::Order, "o1", "pending", "invalid", "{}", 3)
+            .await
+            .unwrap());
+        let got = s.object_get(AcmeKind::Order, "o1").await.unwrap().unwrap();
+        assert_eq!(
+            (got.status.as_str(), got.body.as_str()),
+            ("ready", "{\"x\":1}")
+        );
+        assert!(s.object_get(AcmeKind::Authz, "o1").await.unwrap().is_none());
+    }
+}
