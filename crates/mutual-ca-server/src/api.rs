@@ -58,13 +58,14 @@ impl State {
         limiter: RateLimiter,
         crl_next_update: Duration,
     ) -> State {
+        let metrics = Metrics::new().with_store_errors(ca.store().errors().clone());
         State {
             ca,
             provisioner,
             admins,
             limiter,
             crl_next_update,
-            metrics: Metrics::new(),
+            metrics,
             crl: arc_swap::ArcSwapOption::empty(),
             crl_lock: tokio::sync::Mutex::new(()),
         }
