@@ -785,7 +785,7 @@ async fn revoke(state: &State, me: &Me, b: RevokeBody) -> Outcome {
         Err(StoreError::NotFound { serial }) => {
             return Problem::new("not_found", format!("no certificate with serial {serial}")).into()
         }
-        Err(e) => return Problem::internal(e).into(),
+        Err(e) => return Problem::store(&e).into(),
     }
     // Publish at once: the next /v1/crl of this replica must list it (the others pick the
     // stored CRL up within --crl-refresh).
