@@ -133,6 +133,10 @@ fn sqlx_unavailable(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
+        // The connection broke during the handshake: with TLS compiled in, a server (or a cut
+        // network path) that closes right after accepting TCP answers the SSLRequest with EOF,
+        // "unexpected response from SSLRequest: 0x00". A connection failure, not a query error.
+        sqlx::Error::Protocol(m) => m.contains("SSLRequest") || m.contains("unexpected EOF"),
         // Class 08 connection exceptions; 57P01-57P03 admin/crash shutdown, cannot connect now;
         // 55000 for a database that does not accept connections at the moment.
         sqlx::Error::Database(d) => d

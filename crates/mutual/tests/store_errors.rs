@@ -203,7 +203,7 @@ async fn store_errors_are_counted_while_the_database_is_gone() {
 
         relay.cut();
         let (st, body) = sign(&ca, &base, &late, "late");
-        assert_eq!(st, 503, "{body}");
+        assert_eq!(st, 503, "{body}\n{}", logs());
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["reason"], "store_unavailable", "{body}");
         let (st, body) = curl(&ca, &format!("{base}/health"), &[]);
@@ -224,7 +224,8 @@ async fn store_errors_are_counted_while_the_database_is_gone() {
         );
         assert!(
             get(r#"{op="ping",kind="unavailable"}"#) >= 1.0,
-            "{errors:?}"
+            "{errors:?}\n{}",
+            logs()
         );
         assert!(
             errors
