@@ -3,7 +3,8 @@
 #   1. issuance per second through the HTTPS API (`POST /v1/renew` over mTLS, kept-alive
 #      connections, one certificate and one inventory row per request): SQLite with one
 #      `ca serve`, PostgreSQL with one and with two replicas (each replica gets half the clients);
-#   2. `cert list --expiring-within 7d`, `cert list --json` (every row) and `ca crl` with ROWS
+#   2. `cert list --expiring-within 7d`, `cert list --json` (every row), `cert list --identity`
+#      (one SPIFFE ID among ROWS, through the certificate_sans index) and `ca crl` with ROWS
 #      synthetic rows (REVOKED of them revoked) on both backends: wall time and peak RSS
 #      (/usr/bin/time -v).
 # Needs PostgreSQL on 127.0.0.1:5432 with trust authentication for PGUSER (a database per run is
@@ -132,7 +133,11 @@ SELECT printf('7e%030x', i), 'synthetic-' || i, 'CN=synthetic-' || i,
     CASE WHEN i % $every = 0 THEN 'key-compromise' END,
     NULL, printf('%064x', i), $now
 FROM n;
+INSERT INTO certificate_sans (serial, kind, value)
+SELECT serial, 'uri', substr(json_extract(sans, '\$[0]'), 5) FROM certificates
+WHERE name LIKE 'synthetic-%';
 COMMIT;
+ANALYZE;
 SQL
     else
         cat <<SQL
@@ -146,7 +151,10 @@ SELECT '7e' || lpad(to_hex(i), 30, '0'), 'synthetic-' || i, 'CN=synthetic-' || i
     CASE WHEN i % $every = 0 THEN 'key-compromise' END,
     NULL, lpad(to_hex(i), 64, '0'), $now
 FROM generate_series(0, $ROWS - 1) AS i;
+INSERT INTO certificate_sans (serial, kind, value)
+SELECT serial, 'uri', substr(sans::json->>0, 5) FROM certificates WHERE name LIKE 'synthetic-%';
 ANALYZE certificates;
+ANALYZE certificate_sans;
 SQL
     fi
 }
@@ -173,14 +181,18 @@ big_run() { # label dir
     fi
     t1=$(date +%s.%N)
     local fill_s; fill_s=$(python3 -c "print(f'{$t1 - $t0:.1f}')")
-    local soon all crl
+    local soon all crl one
     soon=$(timed "$MUTUAL" cert list --dir "$dir" --expiring-within 7d)
     all=$(timed "$MUTUAL" cert list --dir "$dir" --json)
+    local id="spiffe://bench.example/synthetic/$(( ROWS / 2 + 1 ))"
+    one=$(timed "$MUTUAL" cert list --dir "$dir" --identity "$id" --json)
+    local none; none=$("$MUTUAL" cert list --dir "$dir" --identity "$id" --json | grep -c '"serial"' || true)
+    [ "$none" = 1 ] || { echo "store.sh: --identity $id found $none rows, expected 1" >&2; exit 1; }
     crl=$(timed "$MUTUAL" ca crl --dir "$dir" --out "$work/$label.crl")
     local nsoon; nsoon=$("$MUTUAL" cert list --dir "$dir" --expiring-within 7d | grep -c synthetic || true)
     local crl_bytes; crl_bytes=$(stat -c %s "$work/$label.crl")
-    echo "| $label | $ROWS ($REVOKED revoked, fill ${fill_s} s) | $soon ($nsoon rows) | $all | $crl ($crl_bytes bytes) |" >>"$work/big.md"
-    echo "1M $label: list7d $soon; list-all $all; crl $crl" >&2
+    echo "| $label | $ROWS ($REVOKED revoked, fill ${fill_s} s) | $soon ($nsoon rows) | $all | $one | $crl ($crl_bytes bytes) |" >>"$work/big.md"
+    echo "1M $label: list7d $soon; list-all $all; by identity $one; crl $crl" >&2
 }
 
 echo "| store | replicas | clients | certificates/s | failed | server peak RSS (KiB, each) |" >"$work/issue.md"
@@ -192,8 +204,8 @@ issue_run postgres "$work/pg1" 1
 new_db "${db}_2"; make_ca "$work/pg2" "$(pg_url "${db}_2")"
 issue_run postgres "$work/pg2" 2
 
-echo "| store | rows | cert list --expiring-within 7d (wall, peak RSS) | cert list --json, every row | ca crl |" >"$work/big.md"
-echo "|---|---|---|---|---|" >>"$work/big.md"
+echo "| store | rows | cert list --expiring-within 7d (wall, peak RSS) | cert list --json, every row | cert list --identity (1 row) | ca crl |" >"$work/big.md"
+echo "|---|---|---|---|---|---|" >>"$work/big.md"
 "$MUTUAL" ca init --dir "$work/big-sq" --name "Big CA" >/dev/null
 big_run sqlite "$work/big-sq"
 new_db "${db}_3"

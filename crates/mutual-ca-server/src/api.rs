@@ -60,13 +60,14 @@ impl State {
         limiter: RateLimiter,
         crl_next_update: Duration,
     ) -> State {
+        let metrics = Metrics::new().with_store_errors(ca.store().errors().clone());
         State {
             ca,
             provisioner,
             admins,
             limiter,
             crl_next_update,
-            metrics: Metrics::new(),
+            metrics,
             crl: arc_swap::ArcSwapOption::empty(),
             crl_lock: tokio::sync::Mutex::new(()),
             acme: None,
@@ -803,7 +804,7 @@ async fn revoke(state: &State, me: &Me, b: RevokeBody) -> Outcome {
         Err(StoreError::NotFound { serial }) => {
             return Problem::new("not_found", format!("no certificate with serial {serial}")).into()
         }
-        Err(e) => return Problem::internal(e).into(),
+        Err(e) => return Problem::store(&e).into(),
     }
     // Publish at once: the next /v1/crl of this replica must list it (the others pick the
     // stored CRL up within --crl-refresh).

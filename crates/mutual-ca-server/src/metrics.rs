@@ -1,8 +1,18 @@
 //! The online CA's Prometheus metrics (`GET /metrics` on the CA's own listener, OpenMetrics
 //! text), named after the proxy's (DESIGN.md): `mutual_ca_issued_total{method,result}`,
-//! `mutual_ca_token_failures_total{reason}` and `mutual_ca_request_duration_seconds{endpoint}`. Labels are the API's reason words and fixed endpoint names,
-//! never an identity, a serial or a token, so the series stay few and hold no secret.
-use prometheus_client::encoding::EncodeLabelSet;
+//! `mutual_ca_token_failures_total{reason}`, `mutual_ca_request_duration_seconds{endpoint}` and
+//! `mutual_ca_store_errors_total{op,kind}`. Labels are the API's reason words, fixed endpoint
+//! names and the store's operation names, never an identity, a serial or a token, so the series
+//! stay few and hold no secret.
+//!
+//! Store errors are counted by the store itself (every failed call of every caller: a request,
+//! the background CRL refresh, `/health`), and read here at scrape time, so no call site can
+//! forget to count.
+use std::sync::Arc;
+
+use mutual_store::StoreErrorCounts;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -22,6 +32,37 @@ struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabel {
     endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreErrorLabels {
+    /// The store operation (`insert_with_token`, `ping`, `crl_state`, ...).
+    op: &'static str,
+    /// `unavailable` (the database could not be reached) or `error` (it answered with one).
+    kind: &'static str,
+}
+
+/// `mutual_ca_store_errors_total{op,kind}`, from the store's own counts at scrape time.
+#[derive(Debug)]
+struct StoreErrors(Arc<StoreErrorCounts>);
+
+impl Collector for StoreErrors {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let family = Family::<StoreErrorLabels, Counter>::default();
+        for (op, kind, n) in self.0.snapshot() {
+            family
+                .get_or_create(&StoreErrorLabels { op, kind })
+                .inc_by(n);
+        }
+        let metric = encoder.encode_descriptor(
+            "mutual_ca_store_errors",
+            "Failed inventory (store) calls by operation and kind (unavailable: the database \
+             could not be reached; error: it answered with an error)",
+            None,
+            family.metric_type(),
+        )?;
+        family.encode(metric)
+    }
 }
 
 fn duration_histogram() -> Histogram {
@@ -82,6 +123,13 @@ impl Metrics {
         }
     }
 
+    /// Exports the store's failed-call counts as `mutual_ca_store_errors_total{op,kind}`.
+    pub fn with_store_errors(mut self, counts: Arc<StoreErrorCounts>) -> Metrics {
+        self.registry
+            .register_collector(Box::new(StoreErrors(counts)));
+        self
+    }
+
     /// One issuance attempt: `method` sign, renew or server; `result` `ok` or the reason label.
     pub fn issued(&self, method: &'static str, result: &'static str) {
         self.issued
@@ -113,6 +161,7 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -128,5 +177,25 @@ mod tests {
         );
         assert!(text.contains(r#"mutual_ca_token_failures_total{reason="token_used"} 1"#));
         assert!(text.contains(r#"mutual_ca_request_duration_seconds_count{endpoint="/v1/sign"} 1"#));
+    }
+
+    /// The store's counts appear as a counter family, read at each scrape.
+    #[tokio::test]
+    async fn store_errors_from_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = mutual_store::Store::open_sqlite(&dir.path().join("i.db"), true)
+            .await
+            .unwrap();
+        let m = Metrics::new().with_store_errors(store.errors().clone());
+        assert!(m.encode().contains("# TYPE mutual_ca_store_errors counter"));
+        store.close().await;
+        use mutual_store::Inventory;
+        assert!(store.ping().await.is_err());
+        assert!(store.ping().await.is_err());
+        let text = m.encode();
+        assert!(
+            text.contains(r#"mutual_ca_store_errors_total{op="ping",kind="unavailable"} 2"#),
+            "{text}"
+        );
     }
 }

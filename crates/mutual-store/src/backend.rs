@@ -16,10 +16,19 @@ use sqlx::sqlite::{
 };
 use sqlx::{Database, QueryBuilder, Row};
 
+use std::sync::Arc;
+
 use crate::{
     CertRecord, CrlState, Cursor, Inventory, ListFilter, NewCert, Page, RevokeOutcome,
-    RevokedEntry, Status, StoreError, StoreUrl, StoredCrl, TableCounts,
+    RevokedEntry, SanMatch, Status, StoreError, StoreErrorCounts, StoreUrl, StoredCrl, TableCounts,
 };
+
+/// Fills `certificate_sans` from the `sans` JSON of every certificate (PostgreSQL): the backfill
+/// of migrations/postgres/0004_sans.sql, also run by `ca migrate` after copying the rows.
+pub const PG_SANS_FROM_CERTIFICATES: &str = "INSERT INTO certificate_sans (serial, kind, value) \
+     SELECT c.serial, lower(split_part(j.s, ':', 1)), substr(j.s, strpos(j.s, ':') + 1) \
+     FROM certificates AS c, json_array_elements_text(c.sans::json) AS j(s) \
+     WHERE strpos(j.s, ':') > 1 ON CONFLICT DO NOTHING";
 
 fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Db { op, source }
@@ -37,6 +46,7 @@ pub(crate) const COLUMNS: &str =
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
     path: PathBuf,
+    pub(crate) errors: Arc<StoreErrorCounts>,
 }
 
 /// The PostgreSQL inventory several CA replicas share.
@@ -45,6 +55,7 @@ pub struct PgStore {
     pub(crate) pool: PgPool,
     /// Password-free, for messages.
     url: String,
+    pub(crate) errors: Arc<StoreErrorCounts>,
 }
 
 impl SqliteStore {
@@ -81,6 +92,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             path: path.to_path_buf(),
+            errors: Arc::default(),
         })
     }
 
@@ -107,6 +119,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             path: path.to_path_buf(),
+            errors: Arc::default(),
         })
     }
 
@@ -168,6 +181,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             url: url.to_string(),
+            errors: Arc::default(),
         })
     }
 
@@ -261,6 +275,14 @@ where
             .push(" AND not_after <= ")
             .push_bind(now.saturating_add(window));
     }
+    if let Some(SanMatch { kind, value }) = &f.san {
+        // The (kind, value) index finds the few serials; the serial index finds their rows.
+        qb.push(" AND serial IN (SELECT serial FROM certificate_sans WHERE kind = ")
+            .push_bind(kind.clone())
+            .push(" AND value = ")
+            .push_bind(value.clone())
+            .push(")");
+    }
     if let Some(c) = after {
         qb.push(" AND (not_after, serial) > (")
             .push_bind(c.not_after)
@@ -303,11 +325,11 @@ pub(crate) use table_counts_on;
 macro_rules! impl_inventory {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// The certificate INSERT, on the pool or inside a transaction.
-            async fn insert_cert<'e, E>(exec: E, c: &NewCert) -> Result<(), StoreError>
-            where
-                E: sqlx::Executor<'e, Database = $db>,
-            {
+            /// The certificate row and its SAN index rows, inside the caller's transaction.
+            async fn insert_cert(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                c: &NewCert,
+            ) -> Result<(), StoreError> {
                 let sans = serde_json::to_string(&c.sans).map_err(|e| StoreError::Corrupt {
                     serial: c.serial.clone(),
                     detail: e.to_string(),
@@ -327,26 +349,51 @@ macro_rules! impl_inventory {
                 .bind(&c.requested_by)
                 .bind(&c.sha256)
                 .bind(unix_now())
-                .execute(exec)
+                .execute(&mut *conn)
                 .await;
                 match res {
-                    Ok(_) => Ok(()),
+                    Ok(_) => {}
                     Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                        Err(StoreError::DuplicateSerial {
+                        return Err(StoreError::DuplicateSerial {
                             serial: c.serial.clone(),
                         })
                     }
-                    Err(e) => Err(StoreError::Db {
-                        op: "insert certificate",
-                        source: e,
-                    }),
+                    Err(e) => {
+                        return Err(StoreError::Db {
+                            op: "insert certificate",
+                            source: e,
+                        })
+                    }
                 }
+                let index: Vec<SanMatch> =
+                    c.sans.iter().filter_map(|s| SanMatch::from_stored(s)).collect();
+                if index.is_empty() {
+                    return Ok(());
+                }
+                // One statement for all of them (a certificate has a handful of SANs).
+                let mut qb = QueryBuilder::<$db>::new(
+                    "INSERT INTO certificate_sans (serial, kind, value) ",
+                );
+                qb.push_values(index, |mut b, m| {
+                    b.push_bind(c.serial.clone())
+                        .push_bind(m.kind)
+                        .push_bind(m.value);
+                });
+                qb.push(" ON CONFLICT DO NOTHING");
+                qb.build()
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(db("index certificate SANs"))?;
+                Ok(())
             }
         }
 
         impl Inventory for $store {
             async fn insert(&self, c: &NewCert) -> Result<(), StoreError> {
-                Self::insert_cert(&self.pool, c).await
+                // The row and its SAN index rows commit together or not at all.
+                let mut tx = self.pool.begin().await.map_err(db("begin transaction"))?;
+                Self::insert_cert(&mut tx, c).await?;
+                tx.commit().await.map_err(db("commit certificate"))
             }
 
             async fn insert_with_token(
@@ -375,7 +422,7 @@ macro_rules! impl_inventory {
                         jti: jti.to_string(),
                     });
                 }
-                Self::insert_cert(&mut *tx, c).await?;
+                Self::insert_cert(&mut tx, c).await?;
                 tx.commit().await.map_err(db("commit issuance"))
             }
 

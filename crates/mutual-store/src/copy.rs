@@ -127,6 +127,13 @@ pub async fn copy_sqlite_to_postgres(
             .map_err(db("copy certificates"))?;
     }
 
+    // The SAN index is derived from the copied rows (a source from before migration 0004 has
+    // none), in the same transaction.
+    sqlx::query(crate::backend::PG_SANS_FROM_CERTIFICATES)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("index copied SANs"))?;
+
     if has_tokens {
         let mut last = String::new();
         loop {

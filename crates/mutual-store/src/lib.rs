@@ -32,6 +32,7 @@ mod location;
 pub mod testing;
 
 pub use acme::{AcmeAccount, AcmeKind, AcmeObject, AcmeStore};
+pub use backend::PG_SANS_FROM_CERTIFICATES;
 pub use backend::{PgStore, SqliteStore};
 pub use copy::{copy_sqlite_to_postgres, CopyReport, TableCounts};
 pub use location::{StoreUrl, StoreUrlError};
@@ -108,6 +109,25 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// `Some("unavailable")` or `Some("error")` for a failed store call, `None` for an answer
+    /// that is not a failure (see [`StoreErrorCounts`]).
+    pub fn failure_kind(&self) -> Option<&'static str> {
+        if self.is_unavailable() {
+            return Some("unavailable");
+        }
+        match self {
+            StoreError::Open { .. }
+            | StoreError::Migrate { .. }
+            | StoreError::Db { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Connect { .. }
+            | StoreError::MigrateDb { .. } => Some("error"),
+            _ => None,
+        }
+    }
+}
+
 fn sqlx_unavailable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_)
@@ -115,6 +135,10 @@ fn sqlx_unavailable(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
+        // The connection broke during the handshake: with TLS compiled in, a server (or a cut
+        // network path) that closes right after accepting TCP answers the SSLRequest with EOF,
+        // "unexpected response from SSLRequest: 0x00". A connection failure, not a query error.
+        sqlx::Error::Protocol(m) => m.contains("SSLRequest") || m.contains("unexpected EOF"),
         // Class 08 connection exceptions; 57P01-57P03 admin/crash shutdown, cannot connect now;
         // 55000 for a database that does not accept connections at the moment.
         sqlx::Error::Database(d) => d
@@ -210,6 +234,62 @@ pub struct ListFilter {
     pub status: Option<Status>,
     /// Only certificates that are still valid and whose notAfter is within this window.
     pub expiring_within: Option<Duration>,
+    /// Only certificates carrying this subject alternative name (an index lookup in
+    /// `certificate_sans`, not a scan).
+    pub san: Option<SanMatch>,
+}
+
+/// One subject alternative name to look certificates up by, in the stored form split at its
+/// first ':': `kind` `dns`, `ip`, `uri` or `email`, `value` exactly as issuance records it
+/// (callers normalise first: mutual-pki's `San` parser lowercases DNS names, writes IPs in
+/// canonical form and checks SPIFFE IDs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SanMatch {
+    pub kind: String,
+    pub value: String,
+}
+
+impl SanMatch {
+    /// Splits a stored SAN (`dns:web.internal`, `uri:spiffe://td/x`) at its first ':'; the kind
+    /// is lowercased. `None` without a ':' or with an empty kind or value.
+    pub fn from_stored(s: &str) -> Option<SanMatch> {
+        let (kind, value) = s.split_once(':')?;
+        if kind.is_empty() || value.is_empty() {
+            return None;
+        }
+        Some(SanMatch {
+            kind: kind.to_ascii_lowercase(),
+            value: value.to_string(),
+        })
+    }
+}
+
+/// Store calls that failed, by operation and kind, since the store was opened (shared by every
+/// clone of a [`Store`]): what the online CA exports as `mutual_ca_store_errors_total`.
+///
+/// `kind` is `unavailable` (the database could not be reached: [`StoreError::is_unavailable`])
+/// or `error` (it answered with an error, or a row was corrupt). Refusals that are answers, not
+/// failures (a token already used, a duplicate serial, an unknown serial), are not counted.
+#[derive(Debug, Default)]
+pub struct StoreErrorCounts {
+    counts: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl StoreErrorCounts {
+    fn record(&self, op: &'static str, e: &StoreError) {
+        let Some(kind) = e.failure_kind() else {
+            return;
+        };
+        // A poisoned lock only means another thread panicked mid-increment: the map is intact.
+        let mut m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((op, kind)).or_insert(0) += 1;
+    }
+
+    /// (op, kind, count) for every pair seen, in a stable order.
+    pub fn snapshot(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter().map(|(&(op, kind), &n)| (op, kind, n)).collect()
+    }
 }
 
 /// What `revoke` did.
@@ -381,7 +461,23 @@ macro_rules! dispatch {
     };
 }
 
+/// [`dispatch!`], counting a failure in the store's [`StoreErrorCounts`] under `op`.
+macro_rules! counted {
+    ($self:ident, $op:literal, $s:ident => $e:expr) => {{
+        let r = dispatch!($self, $s => $e);
+        if let Err(e) = &r {
+            $self.errors().record($op, e);
+        }
+        r
+    }};
+}
+
 impl Store {
+    /// Failed calls so far, by operation and kind (shared by every clone of this store).
+    pub fn errors(&self) -> &std::sync::Arc<StoreErrorCounts> {
+        dispatch!(self, s => &s.errors)
+    }
+
     /// Opens (and with `create`, creates) the SQLite inventory at `path`.
     pub async fn open_sqlite(path: &std::path::Path, create: bool) -> Result<Store, StoreError> {
         Ok(Store::Sqlite(SqliteStore::open(path, create).await?))
@@ -425,7 +521,7 @@ impl Store {
 
 impl Inventory for Store {
     async fn insert(&self, cert: &NewCert) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert(cert).await)
+        counted!(self, "insert", s => s.insert(cert).await)
     }
     async fn insert_with_token(
         &self,
@@ -433,19 +529,19 @@ impl Inventory for Store {
         jti: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_with_token(cert, jti, now).await)
+        counted!(self, "insert_with_token", s => s.insert_with_token(cert, jti, now).await)
     }
     async fn token_used(&self, jti: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.token_used(jti).await)
+        counted!(self, "token_used", s => s.token_used(jti).await)
     }
     async fn delete(&self, serial: &str) -> Result<(), StoreError> {
-        dispatch!(self, s => s.delete(serial).await)
+        counted!(self, "delete", s => s.delete(serial).await)
     }
     async fn get(&self, serial: &str, now: i64) -> Result<Option<CertRecord>, StoreError> {
-        dispatch!(self, s => s.get(serial, now).await)
+        counted!(self, "get", s => s.get(serial, now).await)
     }
     async fn list(&self, filter: &ListFilter, now: i64) -> Result<Vec<CertRecord>, StoreError> {
-        dispatch!(self, s => s.list(filter, now).await)
+        counted!(self, "list", s => s.list(filter, now).await)
     }
     async fn revoke(
         &self,
@@ -453,7 +549,7 @@ impl Inventory for Store {
         reason: &str,
         now: i64,
     ) -> Result<RevokeOutcome, StoreError> {
-        dispatch!(self, s => s.revoke(serial, reason, now).await)
+        counted!(self, "revoke", s => s.revoke(serial, reason, now).await)
     }
     async fn revoke_as(
         &self,
@@ -462,16 +558,16 @@ impl Inventory for Store {
         now: i64,
         revoked_by: Option<&str>,
     ) -> Result<RevokeOutcome, StoreError> {
-        dispatch!(self, s => s.revoke_as(serial, reason, now, revoked_by).await)
+        counted!(self, "revoke_as", s => s.revoke_as(serial, reason, now, revoked_by).await)
     }
     async fn revoked(&self) -> Result<Vec<RevokedEntry>, StoreError> {
-        dispatch!(self, s => s.revoked().await)
+        counted!(self, "revoked", s => s.revoked().await)
     }
     async fn next_counter(&self, name: &str) -> Result<i64, StoreError> {
-        dispatch!(self, s => s.next_counter(name).await)
+        counted!(self, "next_counter", s => s.next_counter(name).await)
     }
     async fn count(&self) -> Result<i64, StoreError> {
-        dispatch!(self, s => s.count().await)
+        counted!(self, "count", s => s.count().await)
     }
     async fn list_page(
         &self,
@@ -480,21 +576,21 @@ impl Inventory for Store {
         after: Option<&Cursor>,
         limit: u32,
     ) -> Result<Page, StoreError> {
-        dispatch!(self, s => s.list_page(filter, now, after, limit).await)
+        counted!(self, "list_page", s => s.list_page(filter, now, after, limit).await)
     }
     async fn store_crl(&self, crl: &StoredCrl) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.store_crl(crl).await)
+        counted!(self, "store_crl", s => s.store_crl(crl).await)
     }
     async fn current_crl(&self) -> Result<Option<StoredCrl>, StoreError> {
-        dispatch!(self, s => s.current_crl().await)
+        counted!(self, "current_crl", s => s.current_crl().await)
     }
     async fn crl_state(&self) -> Result<CrlState, StoreError> {
-        dispatch!(self, s => s.crl_state().await)
+        counted!(self, "crl_state", s => s.crl_state().await)
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.ping().await)
+        counted!(self, "ping", s => s.ping().await)
     }
     async fn table_counts(&self) -> Result<TableCounts, StoreError> {
-        dispatch!(self, s => s.table_counts().await)
+        counted!(self, "table_counts", s => s.table_counts().await)
     }
 }

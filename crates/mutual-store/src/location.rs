@@ -25,7 +25,25 @@ pub enum StoreUrlError {
     UnsupportedScheme { scheme: String },
     #[error("the PostgreSQL URL is malformed: {detail}")]
     Malformed { detail: String },
+    /// `sslmode` is not one of libpq's words.
+    #[error(
+        "sslmode={value:?} in the store URL: use disable, allow, prefer, require, verify-ca or \
+         verify-full (verify-full with sslrootcert=CA.pem checks the server's certificate and name)"
+    )]
+    SslMode { value: String },
 }
+
+/// libpq's `sslmode` words, as sqlx reads them from the URL (with `sslrootcert`, `sslcert`,
+/// `sslkey`): TLS to PostgreSQL is configured in the store URL itself, so every replica and
+/// `mutual-ca.toml` carry it.
+const SSL_MODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
 
 /// A parsed, password-free store location.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +85,16 @@ impl FromStr for StoreUrl {
             })?;
             if u.password().is_some() || u.query_pairs().any(|(k, _)| k == "password") {
                 return Err(StoreUrlError::PasswordInUrl);
+            }
+            if let Some((_, v)) = u
+                .query_pairs()
+                .find(|(k, _)| k == "sslmode" || k == "ssl-mode")
+            {
+                if !SSL_MODES.contains(&v.as_ref()) {
+                    return Err(StoreUrlError::SslMode {
+                        value: v.into_owned(),
+                    });
+                }
             }
             if u.host_str().is_none_or(str::is_empty) {
                 return Err(StoreUrlError::Malformed {
@@ -159,5 +187,41 @@ mod tests {
         ));
         assert_eq!("".parse::<StoreUrl>(), Err(StoreUrlError::Empty));
         assert_eq!("sqlite:".parse::<StoreUrl>(), Err(StoreUrlError::Empty));
+    }
+
+    /// TLS options stay in the URL and reach sqlx's connect options unchanged.
+    #[test]
+    fn sslmode_in_the_url() {
+        use sqlx::postgres::{PgConnectOptions, PgSslMode};
+        for (mode, want) in [
+            ("disable", PgSslMode::Disable),
+            ("prefer", PgSslMode::Prefer),
+            ("require", PgSslMode::Require),
+            ("verify-ca", PgSslMode::VerifyCa),
+            ("verify-full", PgSslMode::VerifyFull),
+        ] {
+            let s = format!("postgres://ca@db.internal/ca?sslmode={mode}&sslrootcert=/etc/ca.pem");
+            let StoreUrl::Postgres(u) = s.parse::<StoreUrl>().unwrap() else {
+                panic!("{s} is not a PostgreSQL URL");
+            };
+            assert_eq!(u, s);
+            let o: PgConnectOptions = u.parse().unwrap();
+            // PgSslMode has no PartialEq.
+            assert_eq!(
+                format!("{:?}", o.get_ssl_mode()),
+                format!("{want:?}"),
+                "{mode}"
+            );
+        }
+        let e = "postgres://ca@db/ca?sslmode=verify"
+            .parse::<StoreUrl>()
+            .unwrap_err();
+        assert_eq!(
+            e,
+            StoreUrlError::SslMode {
+                value: "verify".into()
+            }
+        );
+        assert!(e.to_string().contains("verify-full"), "{e}");
     }
 }

@@ -118,4 +118,18 @@ impl PgTestDb {
         let _ = conn.close().await;
         Ok(())
     }
+
+    /// The first column of the first row of `sql` as text, run as the admin user (`SHOW ssl`,
+    /// a count cast to text).
+    pub async fn admin_text(&self, sql: &str) -> Result<String, sqlx::Error> {
+        use sqlx::Row;
+        let opts: sqlx::postgres::PgConnectOptions = self.admin_url.parse()?;
+        let mut conn = opts.connect().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&mut conn)
+            .await?;
+        let v: String = row.try_get(0)?;
+        let _ = conn.close().await;
+        Ok(v)
+    }
 }

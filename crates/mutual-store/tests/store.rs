@@ -10,7 +10,8 @@ use std::time::Duration;
 use mutual_store::testing::PgTestDb;
 use mutual_store::{
     copy_sqlite_to_postgres, Cursor, Inventory, ListFilter, NewCert, OpenOptions, PgStore,
-    RevokeOutcome, SqliteStore, Status, Store, StoreError, StoreUrl, StoredCrl, TableCounts,
+    RevokeOutcome, SanMatch, SqliteStore, Status, Store, StoreError, StoreUrl, StoredCrl,
+    TableCounts,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -315,6 +316,206 @@ both!(ensure_empty_refuses_an_inventory, |s, db| {
     ));
 });
 
+/// Runs raw SQL statements on the test database (to age a schema or corrupt a row).
+async fn exec_raw(db: &TestDb, sqls: &[&str]) {
+    use sqlx::Connection;
+    match &db.url {
+        StoreUrl::Sqlite(p) => {
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", p.display()))
+                .await
+                .unwrap();
+            for q in sqls {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(q.to_string()))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+            c.close().await.unwrap();
+        }
+        StoreUrl::Postgres(u) => {
+            let mut c = sqlx::PgConnection::connect(u).await.unwrap();
+            for q in sqls {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(q.to_string()))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+            }
+            c.close().await.unwrap();
+        }
+    }
+}
+
+fn with_sans(serial: &str, not_after: i64, sans: &[&str]) -> NewCert {
+    NewCert {
+        sans: sans.iter().map(|s| s.to_string()).collect(),
+        ..cert(serial, not_after)
+    }
+}
+
+fn by_san(stored: &str) -> ListFilter {
+    ListFilter {
+        san: Some(SanMatch::from_stored(stored).unwrap()),
+        ..Default::default()
+    }
+}
+
+async fn serials(s: &Store, f: &ListFilter, now: i64) -> Vec<String> {
+    s.list(f, now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.serial)
+        .collect()
+}
+
+// Lookup by SAN through the certificate_sans index: exact kind and value, every kind, combined
+// with the status filter and paging; rows written with the certificate (insert and
+// insert_with_token), none left by a refused insert, removed with the certificate.
+both!(lookup_by_san, |s, db| {
+    let web = "uri:spiffe://example.org/ns/prod/sa/web";
+    s.insert(&with_sans(
+        "aa",
+        1000,
+        &[web, "dns:web.internal", "ip:10.0.0.1"],
+    ))
+    .await
+    .unwrap();
+    s.insert(&with_sans(
+        "bb",
+        2000,
+        &[web, "dns:web.internal", "dns:web.internal"],
+    ))
+    .await
+    .unwrap();
+    s.insert_with_token(
+        &with_sans(
+            "cc",
+            3000,
+            &[
+                "uri:spiffe://example.org/ns/prod/sa/api",
+                "email:ops@example.org",
+            ],
+        ),
+        "j1",
+        5,
+    )
+    .await
+    .unwrap();
+    assert_eq!(serials(&s, &by_san(web), 500).await, ["aa", "bb"]);
+    assert_eq!(
+        serials(&s, &by_san("dns:web.internal"), 500).await,
+        ["aa", "bb"]
+    );
+    assert_eq!(serials(&s, &by_san("ip:10.0.0.1"), 500).await, ["aa"]);
+    assert_eq!(
+        serials(&s, &by_san("email:ops@example.org"), 500).await,
+        ["cc"]
+    );
+    // Exact match only: no prefix, no other kind, no other trust domain.
+    for miss in [
+        "uri:spiffe://example.org/ns/prod",
+        "dns:10.0.0.1",
+        "uri:spiffe://example.com/ns/prod/sa/web",
+        "dns:web",
+    ] {
+        assert!(serials(&s, &by_san(miss), 500).await.is_empty(), "{miss}");
+    }
+    // With the status filter and across pages.
+    s.revoke("aa", "superseded", 600).await.unwrap();
+    let valid_web = ListFilter {
+        status: Some(Status::Valid),
+        ..by_san(web)
+    };
+    assert_eq!(serials(&s, &valid_web, 700).await, ["bb"]);
+    let p1 = s.list_page(&by_san(web), 700, None, 1).await.unwrap();
+    assert_eq!(p1.rows[0].serial, "aa");
+    let p2 = s
+        .list_page(&by_san(web), 700, p1.next.as_ref(), 1)
+        .await
+        .unwrap();
+    assert_eq!(p2.rows[0].serial, "bb");
+    // A refused insert (duplicate serial, token already used) indexes nothing.
+    assert!(matches!(
+        s.insert(&with_sans("aa", 1000, &["dns:other.internal"]))
+            .await,
+        Err(StoreError::DuplicateSerial { .. })
+    ));
+    assert!(matches!(
+        s.insert_with_token(&with_sans("dd", 1000, &["dns:other.internal"]), "j1", 6)
+            .await,
+        Err(StoreError::TokenUsed { .. })
+    ));
+    assert!(serials(&s, &by_san("dns:other.internal"), 500)
+        .await
+        .is_empty());
+    // Deleting a certificate removes its index rows.
+    s.delete("bb").await.unwrap();
+    assert_eq!(serials(&s, &by_san("dns:web.internal"), 500).await, ["aa"]);
+});
+
+// Rows recorded before migration 0004 are indexed by it (backfill from the sans JSON): the
+// table and its migration record are dropped, and the next open re-runs it.
+both!(sans_migration_backfills_existing_rows, |s, db| {
+    s.insert(&with_sans(
+        "aa",
+        1000,
+        &["uri:spiffe://td/a", "dns:a.internal"],
+    ))
+    .await
+    .unwrap();
+    s.insert(&with_sans("bb", 1000, &["dns:a.internal", "ip:::1"]))
+        .await
+        .unwrap();
+    s.close().await;
+    exec_raw(
+        &db,
+        &[
+            "DROP TABLE certificate_sans",
+            "DELETE FROM _sqlx_migrations WHERE version = 4",
+        ],
+    )
+    .await;
+    let s = db.open().await;
+    assert_eq!(serials(&s, &by_san("uri:spiffe://td/a"), 5).await, ["aa"]);
+    assert_eq!(
+        serials(&s, &by_san("dns:a.internal"), 5).await,
+        ["aa", "bb"]
+    );
+    assert_eq!(serials(&s, &by_san("ip:::1"), 5).await, ["bb"]);
+    s.close().await;
+});
+
+// Failed store calls are counted by operation and kind; answers that are refusals are not.
+both!(failed_calls_are_counted, |s, db| {
+    s.insert(&cert("aa", 1000)).await.unwrap();
+    assert!(matches!(
+        s.revoke("zz", "superseded", 5).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        s.insert(&cert("aa", 1000)).await,
+        Err(StoreError::DuplicateSerial { .. })
+    ));
+    assert!(s.errors().snapshot().is_empty());
+    exec_raw(
+        &db,
+        &["UPDATE certificates SET sans = 'not json' WHERE serial = 'aa'"],
+    )
+    .await;
+    assert!(matches!(
+        s.get("aa", 5).await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    let other = s.clone();
+    s.close().await;
+    let e = other.ping().await.unwrap_err();
+    assert!(e.is_unavailable(), "{e}");
+    assert_eq!(
+        other.errors().snapshot(),
+        [("get", "error", 1), ("ping", "unavailable", 1)]
+    );
+});
+
 /// Replicas starting together on a fresh database: every one opens (the migrator's advisory
 /// lock makes them migrate once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,7 +601,8 @@ async fn copy_sqlite_into_postgres() {
             .unwrap();
         }
         for i in 3000..3003 {
-            s.insert_with_token(&cert(&format!("{i:032x}"), 9999), &format!("jti{i}"), 7)
+            let c = with_sans(&format!("{i:032x}"), 9999, &["uri:spiffe://td/copied"]);
+            s.insert_with_token(&c, &format!("jti{i}"), 7)
                 .await
                 .unwrap();
         }
@@ -436,6 +638,17 @@ async fn copy_sqlite_into_postgres() {
     assert_eq!(rec.status, Status::Revoked);
     assert_eq!(rec.revoked_by.as_deref(), Some("api-revoke:x"));
     assert!(d.token_used("jti3001").await.unwrap());
+    // The SAN index is rebuilt in the target: lookup by identity works there.
+    assert_eq!(
+        serials(&d, &by_san("uri:spiffe://td/copied"), 0)
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        serials(&d, &by_san("dns:web.internal"), 0).await.len(),
+        2345
+    );
     // The CRL number continues after the copied one.
     assert_eq!(d.next_counter("crl_number").await.unwrap(), 8);
     assert_eq!(d.current_crl().await.unwrap().unwrap().der, vec![1, 2, 3]);
@@ -452,4 +665,97 @@ async fn copy_sqlite_into_postgres() {
         before,
         "the SQLite file changed"
     );
+}
+
+/// TLS to PostgreSQL is asked for in the URL (libpq's words, read by sqlx). Against the local
+/// server's own TLS (Debian's default: `ssl = on` with the snakeoil certificate for `localhost`):
+/// `sslmode=require` connects encrypted (pg_stat_ssl says so for every pooled connection);
+/// `verify-full` with that certificate as `sslrootcert` connects to `localhost`, and is refused
+/// for another root (unknown issuer) or another name (127.0.0.1 is not in the certificate), with
+/// the password-free URL in the message. A server without TLS refuses `require` outright.
+#[tokio::test]
+async fn postgres_tls_from_the_url() {
+    let Some(pg) = PgTestDb::create().await else {
+        return;
+    };
+    let open = |url: String| async move {
+        Store::open(&url.parse().unwrap(), &OpenOptions::default()).await
+    };
+    let ssl = pg.admin_text("SHOW ssl").await.unwrap();
+    if ssl != "on" {
+        let url = format!("{}?sslmode=require", pg.url);
+        let e = open(url.clone()).await.unwrap_err();
+        pg.drop_db().await;
+        assert!(matches!(e, StoreError::Connect { .. }), "{e:?}");
+        assert!(e.to_string().contains("server does not support TLS"), "{e}");
+        eprintln!("skipped the TLS handshakes: the local PostgreSQL has ssl = {ssl}");
+        return;
+    }
+    let cert_file = pg.admin_text("SHOW ssl_cert_file").await.unwrap();
+    let encrypted = || async {
+        pg.admin_text(&format!(
+            "SELECT count(*)::text || '/' || count(*) FILTER (WHERE s.ssl)::text \
+             FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{}'",
+            pg.name
+        ))
+        .await
+        .unwrap()
+    };
+    let mut failures = Vec::new();
+    // require: encrypted, the certificate not checked.
+    let s = open(format!("{}?sslmode=require", pg.url)).await.unwrap();
+    s.ping().await.unwrap();
+    let seen = encrypted().await;
+    s.close().await;
+    if seen.split('/').next() != seen.split('/').nth(1) || seen.starts_with("0/") {
+        failures.push(format!("sslmode=require: {seen} connections encrypted"));
+    }
+    // verify-full against localhost with the server's certificate as the root.
+    let local = pg.url.replace("127.0.0.1", "localhost");
+    match open(format!(
+        "{local}?sslmode=verify-full&sslrootcert={cert_file}"
+    ))
+    .await
+    {
+        Ok(s) => {
+            s.ping().await.unwrap();
+            s.close().await;
+        }
+        Err(e) => failures.push(format!("verify-full on localhost: {e}")),
+    }
+    // Another root: refused (the server is not trusted), no fallback to plain text.
+    let wrong_root = "/etc/ssl/certs/ca-certificates.crt";
+    let bad = [
+        (
+            format!("{local}?sslmode=verify-full&sslrootcert={wrong_root}"),
+            "UnknownIssuer",
+        ),
+        // Another name: the certificate says localhost, not 127.0.0.1.
+        (
+            format!("{}?sslmode=verify-full&sslrootcert={cert_file}", pg.url),
+            "certificate not valid for name",
+        ),
+    ];
+    for (url, why) in bad {
+        if why == "UnknownIssuer" && !std::path::Path::new(wrong_root).exists() {
+            continue;
+        }
+        match open(url.clone()).await {
+            Ok(s) => {
+                s.close().await;
+                failures.push(format!("{url} connected"));
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if !matches!(e, StoreError::Connect { .. })
+                    || !msg.contains(&url)
+                    || !msg.contains(why)
+                {
+                    failures.push(format!("{url}: expected Connect with {why}, got {msg}"));
+                }
+            }
+        }
+    }
+    pg.drop_db().await;
+    assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use mutual_pki::ca::{Ca, Csr, IssueOptions, IssueRequest, KeySource, OutputFiles};
 use mutual_pki::{KeyType, ListFilter, RevocationReason, RevokeOutcome, San, Status, Usage};
+use mutual_store::SanMatch;
 
 use crate::ca_args::{parse_duration, parse_key_type, DirArg, PasswordArg};
 use crate::runtime::runtime;
@@ -111,7 +112,21 @@ pub struct IssueArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("by_name").args(["identity", "dns", "ip", "san"])))]
 pub struct ListArgs {
+    /// Only certificates for this SPIFFE ID (URI SAN spiffe://trust-domain/path), exact match.
+    #[arg(long, value_name = "SPIFFE_ID", value_parser = parse_identity)]
+    pub identity: Option<SanMatch>,
+    /// Only certificates with this DNS SAN (exact, case-insensitive; no wildcard expansion).
+    #[arg(long, value_name = "NAME", value_parser = |v: &str| san_match("dns", v))]
+    pub dns: Option<SanMatch>,
+    /// Only certificates with this IP SAN (IPv4 or IPv6, any spelling of the address).
+    #[arg(long, value_name = "ADDR", value_parser = |v: &str| san_match("ip", v))]
+    pub ip: Option<SanMatch>,
+    /// Only certificates with this SAN, as `cert issue --san` takes it: dns:NAME, ip:ADDR,
+    /// uri:URI or email:ADDRESS.
+    #[arg(long, value_name = "TYPE:VALUE", value_parser = parse_san_match)]
+    pub san: Option<SanMatch>,
     /// Only valid certificates expiring within this window (e.g. 7d).
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub expiring_within: Option<std::time::Duration>,
@@ -153,6 +168,31 @@ pub struct InspectArgs {
 
 fn parse_san(s: &str) -> Result<San, String> {
     s.parse().map_err(|e: mutual_pki::PkiError| e.to_string())
+}
+
+/// A SAN to look up, normalised as issuance records it (the `San` parser: lowercase DNS
+/// names, canonical IPs, checked SPIFFE IDs), so the index lookup is exact.
+fn parse_san_match(s: &str) -> Result<SanMatch, String> {
+    let san = parse_san(s)?;
+    SanMatch::from_stored(&san.to_string())
+        .ok_or_else(|| format!("{s:?} is not TYPE:VALUE (e.g. dns:web.internal)"))
+}
+
+fn san_match(kind: &str, value: &str) -> Result<SanMatch, String> {
+    parse_san_match(&format!("{kind}:{value}"))
+}
+
+fn parse_identity(s: &str) -> Result<SanMatch, String> {
+    if !s
+        .get(..9)
+        .is_some_and(|p| p.eq_ignore_ascii_case("spiffe://"))
+    {
+        return Err(format!(
+            "{s:?} is not a SPIFFE ID (spiffe://trust-domain/path); use --dns, --ip or --san \
+             for other names"
+        ));
+    }
+    san_match("uri", s)
 }
 
 fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {
@@ -385,6 +425,7 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     let filter = ListFilter {
         status: a.status,
         expiring_within: a.expiring_within,
+        san: a.identity.or(a.dns).or(a.ip).or(a.san),
     };
     let rt = runtime()?;
     let stdout = std::io::stdout();
@@ -392,12 +433,16 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let (count, soon_count) = rt.block_on(async {
         let store = mutual_pki::ca::open_store(&dir).await?;
-        let r = list_pages(&store, &filter, now, a.json, &mut out).await;
+        let r = if a.json {
+            list_json(&store, &filter, now, &mut out).await
+        } else {
+            list_table(&store, &filter, now, &mut out).await
+        };
         store.close().await;
         r
     })?;
     if a.json {
-        writeln!(out, "{}", if count == 0 { "[]" } else { "\n]" })?;
+        writeln!(out)?;
     } else if count == 0 {
         writeln!(out, "no certificates")?;
     } else if soon_count > 0 {
@@ -410,45 +455,125 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints every matching row, one page at a time: JSON array elements (without the closing
-/// bracket) or table lines (with the header before the first). Returns (rows, expiring soon).
-async fn list_pages(
+/// Calls `each` on every matching row, one page at a time.
+async fn for_each_row(
     store: &mutual_store::Store,
     filter: &ListFilter,
     now: i64,
-    json: bool,
-    out: &mut impl std::io::Write,
-) -> anyhow::Result<(u64, u64)> {
+    mut each: impl FnMut(&mutual_store::CertRecord) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut after: Option<mutual_store::Cursor> = None;
-    let (mut count, mut soon_count) = (0u64, 0u64);
     loop {
         let page =
             mutual_store::Inventory::list_page(store, filter, now, after.as_ref(), LIST_PAGE)
                 .await
                 .map_err(mutual_pki::PkiError::from)?;
         for r in &page.rows {
-            if json {
-                // The same layout as a pretty-printed array, element by element.
-                let el = serde_json::to_string_pretty(&crate::json::record(r))?;
-                let sep = if count == 0 { "[\n" } else { ",\n" };
-                write!(out, "{sep}  {}", el.replace('\n', "\n  "))?;
-            } else {
-                if count == 0 {
-                    writeln!(
-                        out,
-                        "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>13}  SANS",
-                        "SERIAL", "NAME", "USAGE", "STATUS", "NOT AFTER", "LEFT"
-                    )?;
-                }
-                if table_line(out, r, now)? {
-                    soon_count += 1;
-                }
-            }
-            count += 1;
+            each(r)?;
         }
         match page.next {
             Some(c) => after = Some(c),
-            None => return Ok((count, soon_count)),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The table, header before the first row. Returns (rows, expiring soon).
+async fn list_table(
+    store: &mutual_store::Store,
+    filter: &ListFilter,
+    now: i64,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<(u64, u64)> {
+    let (mut count, mut soon_count) = (0u64, 0u64);
+    for_each_row(store, filter, now, |r| {
+        if count == 0 {
+            writeln!(
+                out,
+                "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>13}  SANS",
+                "SERIAL", "NAME", "USAGE", "STATUS", "NOT AFTER", "LEFT"
+            )?;
+        }
+        if table_line(out, r, now)? {
+            soon_count += 1;
+        }
+        count += 1;
+        Ok(())
+    })
+    .await?;
+    Ok((count, soon_count))
+}
+
+/// A pretty-printed JSON array, each row serialised straight into the output as it is read
+/// (no `serde_json::Value` per row, no re-indenting): a million rows in flat memory.
+async fn list_json(
+    store: &mutual_store::Store,
+    filter: &ListFilter,
+    now: i64,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<(u64, u64)> {
+    use serde::ser::{SerializeSeq, Serializer};
+    let mut ser =
+        serde_json::Serializer::with_formatter(out, serde_json::ser::PrettyFormatter::new());
+    let mut seq = ser.serialize_seq(None)?;
+    let mut count = 0u64;
+    for_each_row(store, filter, now, |r| {
+        seq.serialize_element(&ListRow::of(r))?;
+        count += 1;
+        Ok(())
+    })
+    .await?;
+    seq.end()?;
+    Ok((count, 0))
+}
+
+/// One inventory row as `cert list --json` prints it (docs/json.md). The fields are in
+/// alphabetical order, the order in which `json::record`'s map prints them, so streaming did not
+/// change a byte of the output (a unit test compares the two).
+#[derive(serde::Serialize)]
+struct ListRow<'a> {
+    created_at: String,
+    created_at_unix: i64,
+    name: &'a str,
+    not_after: String,
+    not_after_unix: i64,
+    not_before: String,
+    not_before_unix: i64,
+    reason: Option<&'a str>,
+    requested_by: Option<&'a str>,
+    revoked_at: Option<String>,
+    revoked_at_unix: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_by: Option<&'a str>,
+    sans: &'a [String],
+    serial: &'a str,
+    sha256: String,
+    status: &'static str,
+    subject: &'a str,
+    usage: &'a str,
+}
+
+impl<'a> ListRow<'a> {
+    fn of(r: &'a mutual_store::CertRecord) -> ListRow<'a> {
+        ListRow {
+            created_at: rfc3339(r.created_at),
+            created_at_unix: r.created_at,
+            name: &r.name,
+            not_after: rfc3339(r.not_after),
+            not_after_unix: r.not_after,
+            not_before: rfc3339(r.not_before),
+            not_before_unix: r.not_before,
+            reason: r.reason.as_deref(),
+            requested_by: r.requested_by.as_deref(),
+            revoked_at: r.revoked_at.map(rfc3339),
+            revoked_at_unix: r.revoked_at,
+            revoked_by: r.revoked_by.as_deref(),
+            sans: &r.sans,
+            serial: &r.serial,
+            sha256: crate::json::fingerprint(&r.sha256),
+            status: r.status.as_str(),
+            subject: &r.subject,
+            usage: &r.usage,
         }
     }
 }
@@ -606,4 +731,63 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The streamed row is byte for byte what `json::record` + pretty-printing gave.
+    #[test]
+    fn list_row_keeps_the_json_shape() {
+        let valid = mutual_store::CertRecord {
+            serial: "0a1b".into(),
+            name: "web".into(),
+            subject: "CN=web".into(),
+            sans: vec!["dns:web.internal".into(), "uri:spiffe://td/web".into()],
+            usage: "server".into(),
+            not_before: 100,
+            not_after: 200,
+            status: Status::Valid,
+            revoked_at: None,
+            reason: None,
+            requested_by: Some("cli:root".into()),
+            sha256: "AB:CD".into(),
+            created_at: 150,
+            revoked_by: None,
+        };
+        let revoked = mutual_store::CertRecord {
+            sans: vec![],
+            status: Status::Revoked,
+            revoked_at: Some(170),
+            reason: Some("key-compromise".into()),
+            requested_by: None,
+            revoked_by: Some("api-revoke:spiffe://td/admin".into()),
+            ..valid.clone()
+        };
+        for r in [&valid, &revoked] {
+            assert_eq!(
+                serde_json::to_string_pretty(&ListRow::of(r)).unwrap(),
+                serde_json::to_string_pretty(&crate::json::record(r)).unwrap()
+            );
+        }
+        let both = [crate::json::record(&valid), crate::json::record(&revoked)];
+        let mut streamed = Vec::new();
+        {
+            use serde::ser::{SerializeSeq, Serializer};
+            let mut ser = serde_json::Serializer::with_formatter(
+                &mut streamed,
+                serde_json::ser::PrettyFormatter::new(),
+            );
+            let mut seq = ser.serialize_seq(None).unwrap();
+            seq.serialize_element(&ListRow::of(&valid)).unwrap();
+            seq.serialize_element(&ListRow::of(&revoked)).unwrap();
+            seq.end().unwrap();
+        }
+        assert_eq!(
+            String::from_utf8(streamed).unwrap(),
+            serde_json::to_string_pretty(&both).unwrap()
+        );
+    }
 }

@@ -2,7 +2,9 @@
 //! strings with `_unix` integer companions, fingerprints and serials as lowercase hex without
 //! colons or a leading `00`, the same field names for the same facts in every command.
 
+#[cfg(test)]
 use mutual_store::CertRecord;
+#[cfg(test)]
 use serde_json::{json, Value};
 
 pub use mutual_policy::human::rfc3339;
@@ -15,7 +17,9 @@ pub fn fingerprint(s: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// One inventory row, as `cert list --json` prints it.
+/// One inventory row, as `cert list --json` printed it before it streamed: the reference shape
+/// that cmd_cert.rs's `ListRow` is tested against.
+#[cfg(test)]
 pub fn record(r: &CertRecord) -> Value {
     let mut v = json!({
         "serial": r.serial,
