@@ -64,6 +64,14 @@ impl LeafOpts {
     pub fn server(self) -> Self {
         self.purpose(Purpose::Server)
     }
+    /// The server leaf most tests present: CN `localhost`, SANs `dns:localhost` and
+    /// `ip:127.0.0.1`, serverAuth only.
+    pub fn localhost_server() -> Self {
+        LeafOpts::new("localhost")
+            .san("dns:localhost")
+            .san("ip:127.0.0.1")
+            .server()
+    }
     pub fn expired(mut self) -> Self {
         self.not_before_secs = -48 * 3600;
         self.not_after_secs = -24 * 3600;
@@ -376,6 +384,98 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `openssl s_server` on an ephemeral 127.0.0.1 port presenting `server` (chain completed with
+/// `pki`'s intermediate) and trusting `pki`'s root for client certificates; `extra` picks the
+/// client-auth mode (`-verify 1`, `-Verify 1`, `-verify_return_error`, ...). Its stdin stays
+/// open: s_server drops the connection on stdin EOF. Returns once it listens.
+pub fn openssl_s_server(pki: &TestPki, server: &Leaf, extra: &[&str]) -> (ChildGuard, u16) {
+    openssl_s_server_files(
+        [&server.cert, &server.key, &pki.intermediate, &pki.root],
+        extra,
+    )
+}
+
+/// `openssl_s_server` from files: `[cert, key, cert_chain, CAfile]`.
+pub fn openssl_s_server_files(files: [&Path; 4], extra: &[&str]) -> (ChildGuard, u16) {
+    let [cert, key, chain, ca] = files;
+    for _ in 0..3 {
+        let port = free_port();
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .arg("-cert_chain")
+            .arg(chain)
+            .arg("-CAfile")
+            .arg(ca)
+            .arg("-quiet")
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let guard = ChildGuard(child);
+        if wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(60),
+        ) {
+            return (guard, port);
+        }
+    }
+    panic!("openssl s_server did not start");
+}
+
+/// Spawns `cmd` with stdin, stdout and stderr closed (`/dev/null`), guarded.
+pub fn spawn_quiet(cmd: &mut std::process::Command) -> ChildGuard {
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ChildGuard(child)
+}
+
+/// nginx in the foreground (one process, files in a fresh temp dir) serving HTTPS on an
+/// ephemeral 127.0.0.1 port: `ssl` is the `server` block's TLS directives (certificate, key,
+/// `ssl_verify_client`, `ssl_crl`, ...), every request is answered `200 ok`. Returns once it
+/// listens, with its port and the temp dir (`error.log` is there).
+pub fn nginx_tls(ssl: &str) -> (ChildGuard, u16, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+         events {{}}\nhttp {{\n access_log off;\n client_body_temp_path {d}/body;\n\
+         proxy_temp_path {d}/proxy;\n server {{\n  listen 127.0.0.1:{port} ssl;\n{ssl}\n\
+         location / {{ return 200 \"ok\\n\"; }}\n }}\n}}\n",
+        d = dir.path().display(),
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let guard = spawn_quiet(
+        std::process::Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path),
+    );
+    assert!(
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(60)
+        ),
+        "nginx did not start: {}",
+        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+    );
+    (guard, port, dir)
 }
 
 /// Whether a program is on PATH.

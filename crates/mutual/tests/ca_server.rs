@@ -7,81 +7,44 @@
 mod pki_common;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use mutual_test::{eventually, free_port, wait_for_port, ChildGuard};
+use mutual_test::eventually;
 use pki_common::*;
 
 /// A running `mutual ca serve` on a fresh CA.
 struct Online {
     ca: TestCa,
-    port: u16,
-    child: Option<ChildGuard>,
-    log: PathBuf,
-    extra: Vec<String>,
+    srv: CaServe,
 }
 
 impl Online {
     fn start(init: &[&str], extra: &[&str]) -> Online {
         let ca = TestCa::new(init);
-        let log = ca.tmp.path().join("server.log");
-        let mut o = Online {
-            ca,
-            port: free_port(),
-            child: None,
-            log,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        o.spawn();
-        o
+        let srv = CaServe::start_new(&ca.dir, ca.tmp.path().join("server.log"), extra);
+        Online { ca, srv }
     }
 
+    /// Starts the server again after `stop`, on the same port.
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let listen = format!("127.0.0.1:{}", self.port);
-        let mut c = mutual_cmd(Some(PW), &["ca", "serve", "--listen", &listen]);
-        c.args(["--dir", self.ca.d()])
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = ChildGuard(c.spawn().unwrap());
-        let addr: SocketAddr = listen.parse().unwrap();
-        assert!(
-            wait_for_port(addr, Duration::from_secs(30)),
-            "server did not start: {}",
-            self.log_text()
-        );
-        self.child = Some(child);
+        self.srv.start();
     }
 
     /// SIGTERM, and the exit status.
     fn stop(&mut self) -> std::process::ExitStatus {
-        let mut g = self.child.take().unwrap();
-        let pid = g.0.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        g.0.wait().unwrap()
+        self.srv.terminate()
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.srv.log_text()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.port)
+        format!("https://localhost:{}{path}", self.srv.port)
     }
 
     fn p(&self, name: &str) -> PathBuf {
@@ -132,27 +95,8 @@ impl Online {
     fn csr(&self, stem: &str, sans: &str) -> (PathBuf, String) {
         let key = self.p(&format!("{stem}.key"));
         let csr = self.p(&format!("{stem}.csr"));
-        let mut a = vec![
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            s(&key),
-            "-out",
-            s(&csr),
-            "-subj",
-            "/CN=ignored",
-        ];
-        let ext = format!("subjectAltName={sans}");
-        if !sans.is_empty() {
-            a.extend_from_slice(&["-addext", &ext]);
-        }
-        openssl(&a).ok();
-        (key, std::fs::read_to_string(csr).unwrap())
+        let pem = openssl_csr(&key, &csr, "/CN=ignored", sans);
+        (key, pem)
     }
 
     /// Enrolls `stem` with a fresh token for `san` (dns:NAME): (cert chain path, key, serial).
@@ -906,7 +850,7 @@ fn server_certificate_rotates_itself_at_two_thirds() {
             .arg(format!(
                 "openssl s_client -connect 127.0.0.1:{} -servername localhost </dev/null \
                  2>/dev/null | openssl x509 -noout -serial",
-                srv.port
+                srv.srv.port
             ))
             .output()
             .unwrap();

@@ -10,12 +10,17 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
-use mutual_test::{free_port, have, wait_for_port, ChildGuard, Leaf, LeafOpts, TestPki};
+mod pki_common;
+
+use mutual_test::{
+    free_port, have, openssl_s_server, wait_for_port, ChildGuard, Leaf, LeafOpts, TestPki,
+};
+use pki_common::{mutual_pw, mutual_within, Out};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -286,27 +291,20 @@ fn bad() -> &'static Bad {
     })
 }
 
-fn mutual(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mutual"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+/// `mutual cert verify FILE --roots ca.pem ARGS...` on one of the crafted certificates.
+fn verify_cmd(file: &str, args: &[&str]) -> Out {
+    let b = bad();
+    let (f, roots) = (b.path(file), b.path("ca.pem"));
+    let mut a = vec!["cert", "verify", p(&f), "--roots", p(&roots)];
+    a.extend_from_slice(args);
+    mutual_pw(None, &a)
 }
 
+/// `verify_cmd` with `--json`: (exit code, report, stderr).
 fn verify(file: &str) -> (i32, Value, String) {
-    let b = bad();
-    let out = mutual(&[
-        "cert",
-        "verify",
-        b.path(file).to_str().unwrap(),
-        "--roots",
-        b.path("ca.pem").to_str().unwrap(),
-        "--json",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code().unwrap_or(-1), v, stderr)
+    let out = verify_cmd(file, &["--json"]);
+    let v = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+    (out.code, v, out.stderr)
 }
 
 #[test]
@@ -338,38 +336,24 @@ fn verify_readable_invalid_certificates_exit_1_malformed() {
         assert!(detail.contains(words), "{file}: detail {detail:?}");
         assert!(!v["hint"].as_str().unwrap().is_empty());
         // The readable form says the same: a verdict, not an error.
-        let b = bad();
-        let out = mutual(&[
-            "cert",
-            "verify",
-            b.path(file).to_str().unwrap(),
-            "--roots",
-            b.path("ca.pem").to_str().unwrap(),
-        ]);
-        assert_eq!(out.status.code(), Some(1), "{file}");
-        let text = String::from_utf8_lossy(&out.stdout);
+        let out = verify_cmd(file, &[]);
+        assert_eq!(out.code, 1, "{file}");
+        let text = out.stdout;
         assert!(text.starts_with("invalid: malformed"), "{file}: {text}");
     }
 }
 
 #[test]
 fn verify_missing_or_non_certificate_input_exits_2() {
-    let b = bad();
     for file in [
         "garbage.pem",
         "garbage.der",
         "notcert.der",
         "no-such-file.pem",
     ] {
-        let out = mutual(&[
-            "cert",
-            "verify",
-            b.path(file).to_str().unwrap(),
-            "--roots",
-            b.path("ca.pem").to_str().unwrap(),
-        ]);
-        assert_eq!(out.status.code(), Some(2), "{file}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let out = verify_cmd(file, &[]);
+        assert_eq!(out.code, 2, "{file}");
+        let err = out.stderr;
         assert!(err.contains(file), "{file}: {err}");
     }
 }
@@ -389,13 +373,7 @@ fn pki() -> &'static Pki {
     static P: OnceLock<Pki> = OnceLock::new();
     P.get_or_init(|| {
         let good = TestPki::new("Probe");
-        let server = good.leaf(
-            "server",
-            LeafOpts::new("localhost")
-                .san("dns:localhost")
-                .san("ip:127.0.0.1")
-                .server(),
-        );
+        let server = good.leaf("server", LeafOpts::localhost_server());
         let client = good.leaf(
             "client",
             LeafOpts::new("client-a").san("uri:spiffe://example.org/client-a"),
@@ -422,28 +400,8 @@ fn target(port: u16) -> String {
 
 /// Runs the real binary under a bound (a hang fails the test instead of stalling it).
 fn bounded(args: &[&str], limit: Duration) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mutual"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let (mut o, mut e) = (String::new(), String::new());
-            child.stdout.take().unwrap().read_to_string(&mut o).unwrap();
-            child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
-            return (status.code().unwrap_or(-1), o, e);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mutual {args:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let o = mutual_within(args, limit);
+    (o.code, o.stdout, o.stderr)
 }
 
 /// `mutual probe --json` against `port` with the good CA, plus `extra`.
@@ -623,28 +581,10 @@ fn probe_allowed_identity_is_accepted_and_enforced() {
     audit_line(&audit, "allowed", "ok");
 }
 
-/// openssl s_server with the good server certificate; its stdin stays open.
+/// openssl s_server with the good server certificate; `extra` picks the client-auth mode.
 fn s_server(extra: &[&str]) -> (ChildGuard, u16) {
     let f = pki();
-    for _ in 0..3 {
-        let port = free_port();
-        let child = Command::new("openssl")
-            .args(["s_server", "-accept", &target(port)])
-            .args(["-cert", p(&f.server.cert), "-key", p(&f.server.key)])
-            .args(["-cert_chain", p(&f.good.intermediate)])
-            .args(["-CAfile", p(&f.good.root), "-quiet"])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let guard = ChildGuard(child);
-        if wait_for_port(addr(port), Duration::from_secs(10)) {
-            return (guard, port);
-        }
-    }
-    panic!("openssl s_server did not start");
+    openssl_s_server(&f.good, &f.server, extra)
 }
 
 #[test]

@@ -270,14 +270,9 @@ print("SEEN", seen, errors[:3])
 #[test]
 fn connect_refuses_a_resumed_session_with_an_expired_server() {
     let fx = fixture();
-    let short = fx.pki.leaf(
-        "short-server",
-        LeafOpts::new("localhost")
-            .san("dns:localhost")
-            .san("ip:127.0.0.1")
-            .server()
-            .valid_for(15),
-    );
+    let short = fx
+        .pki
+        .leaf("short-server", LeafOpts::localhost_server().valid_for(15));
     let expires = not_after(&short);
     let backend = http_backend();
     let serve = spawn_proxy(

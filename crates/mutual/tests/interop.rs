@@ -77,13 +77,7 @@ impl Fixture {
     fn new() -> Fixture {
         let good = TestPki::new("Interop");
         let wrong = TestPki::new("Stranger");
-        let server = good.leaf(
-            "server",
-            LeafOpts::new("localhost")
-                .san("dns:localhost")
-                .san("ip:127.0.0.1")
-                .purpose(Purpose::Server),
-        );
+        let server = good.leaf("server", LeafOpts::localhost_server());
         let ecdsa = good.leaf(
             "client-ecdsa",
             LeafOpts::new("client-ecdsa").san("uri:spiffe://interop.test/ecdsa"),

@@ -305,42 +305,15 @@ fn chain_crls() -> ChainCrls {
 }
 
 fn nginx(ca: &TestCa, crl: &Path) -> (ChildGuard, u16, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let port = proxy_common::free_port();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-         events {{}}\nhttp {{\n access_log off;\n client_body_temp_path {d}/body;\n\
-         proxy_temp_path {d}/proxy;\n server {{\n  listen 127.0.0.1:{port} ssl;\n\
-         ssl_certificate {cert};\n  ssl_certificate_key {key};\n  ssl_client_certificate {root};\n\
-         ssl_verify_client on;\n  ssl_verify_depth 2;\n  ssl_crl {crl};\n\
-         location / {{ return 200 \"ok\\n\"; }}\n }}\n}}\n",
-        d = dir.path().display(),
+    let ssl = format!(
+        "  ssl_certificate {cert};\n  ssl_certificate_key {key};\n  ssl_client_certificate {root};\n\
+         ssl_verify_client on;\n  ssl_verify_depth 2;\n  ssl_crl {crl};",
         cert = s(&pem(ca, "server")),
         key = s(&key(ca, "server")),
         root = ca.root(),
         crl = s(crl),
     );
-    let conf_path = dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-e")
-        .arg(dir.path().join("error.log"))
-        .arg("-c")
-        .arg(&conf_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = ChildGuard(child);
-    assert!(
-        mutual_test::wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10)),
-        "nginx did not start: {}",
-        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-    );
-    (guard, port, dir)
+    mutual_test::nginx_tls(&ssl)
 }
 
 #[test]

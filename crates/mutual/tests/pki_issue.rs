@@ -97,30 +97,21 @@ fn openssl_csr_is_signed_with_the_profile_not_the_request() {
     let t = ca.tmp.path();
     let csr = t.join("req.pem");
     let key = t.join("req.key");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&key),
-        "-subj",
+    openssl_csr_with(
+        &key,
+        &csr,
         "/CN=evil/O=Evil",
-        "-addext",
-        "subjectAltName=DNS:evil.example,DNS:admin.example",
-        "-addext",
-        "extendedKeyUsage=serverAuth,clientAuth",
-        "-addext",
-        "subjectKeyIdentifier=hash",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-out",
-        s(&csr),
-    ])
-    .ok();
+        &[
+            "-addext",
+            "subjectAltName=DNS:evil.example,DNS:admin.example",
+            "-addext",
+            "extendedKeyUsage=serverAuth,clientAuth",
+            "-addext",
+            "subjectKeyIdentifier=hash",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ],
+    );
     let o = ca
         .issue(
             "svc",

@@ -9,37 +9,21 @@ mod proxy_common;
 use proxy_common::*;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::TcpStream;
+use std::process::Command;
 use std::time::Duration;
 
+/// openssl s_server answering HTTP (`-www`) and requiring a client certificate from `fx.pki`.
 fn s_server(fx: &Fixture) -> (ChildGuard, u16) {
-    let port = free_port();
-    let child = Command::new("openssl")
-        .args([
-            "s_server",
-            "-accept",
-            &port.to_string(),
-            "-www",
-            "-naccept",
-            "100",
-        ])
-        .args(["-cert", fx.server.cert.to_str().unwrap()])
-        .args(["-cert_chain", fx.server.cert.to_str().unwrap()])
-        .args(["-key", fx.server.key.to_str().unwrap()])
-        .args(["-CAfile", fx.pki.root.to_str().unwrap()])
-        .args(["-Verify", "1", "-verify_return_error"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = ChildGuard(child);
-    assert!(mutual_test::wait_for_port(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(60)
-    ));
-    (guard, port)
+    let mode = [
+        "-www",
+        "-naccept",
+        "100",
+        "-Verify",
+        "1",
+        "-verify_return_error",
+    ];
+    mutual_test::openssl_s_server(&fx.pki, &fx.server, &mode)
 }
 
 fn connect_args(fx: &Fixture, leaf: &Leaf, extra: &[&str]) -> Vec<String> {

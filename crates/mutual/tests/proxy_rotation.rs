@@ -89,15 +89,7 @@ fn certificate_rotation_in_place_by_rename_and_garbage() {
             proxy.stderr_text()
         );
     };
-    let server = |stem: &str| {
-        fx.pki.leaf(
-            stem,
-            LeafOpts::new("localhost")
-                .san("dns:localhost")
-                .san("ip:127.0.0.1")
-                .server(),
-        )
-    };
+    let server = |stem: &str| fx.pki.leaf(stem, LeafOpts::localhost_server());
 
     // 1. Written in place (truncate + write), key first then certificate.
     let s2 = server("server2");

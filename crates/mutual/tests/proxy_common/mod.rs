@@ -33,13 +33,7 @@ pub struct Fixture {
 pub fn fixture() -> Fixture {
     let pki = TestPki::new("Test");
     let other = TestPki::new("Other");
-    let server = pki.leaf(
-        "server",
-        LeafOpts::new("localhost")
-            .san("dns:localhost")
-            .san("ip:127.0.0.1")
-            .server(),
-    );
+    let server = pki.leaf("server", LeafOpts::localhost_server());
     let ok = pki.leaf("ok", LeafOpts::new("ok").san(&format!("uri:{OK_ID}")));
     let denied = pki.leaf(
         "denied",
