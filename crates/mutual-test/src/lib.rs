@@ -478,6 +478,16 @@ pub fn nginx_tls(ssl: &str) -> (ChildGuard, u16, tempfile::TempDir) {
     (guard, port, dir)
 }
 
+/// For a test that needs `program` as its peer: true (and a `SKIPPED` line naming it) when it
+/// is not on PATH, so the test returns early. `.ci/run` installs every peer, so CI skips nothing.
+pub fn skip_without(program: &str) -> bool {
+    let missing = !have(program);
+    if missing {
+        eprintln!("SKIPPED: {program} not installed");
+    }
+    missing
+}
+
 /// Whether a program is on PATH.
 pub fn have(program: &str) -> bool {
     std::process::Command::new("sh")

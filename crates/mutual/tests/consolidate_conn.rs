@@ -13,16 +13,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 fn connect_args(fx: &Fixture, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        "--cert".into(),
-        fx.ok.cert.display().to_string(),
-        "--key".into(),
-        fx.ok.key.display().to_string(),
-        "--ca".into(),
-        fx.pki.root.display().to_string(),
-    ];
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+    tls_args(&fx.ok.cert, &fx.ok.key, &fx.pki.root, extra)
 }
 
 /// Opens a local connection, sends a line, and reads until the proxy closes it.

@@ -18,7 +18,7 @@ use base64::Engine;
 mod pki_common;
 
 use mutual_test::{
-    free_port, have, openssl_s_server, wait_for_port, ChildGuard, Leaf, LeafOpts, TestPki,
+    free_port, openssl_s_server, skip_without, wait_for_port, ChildGuard, Leaf, LeafOpts, TestPki,
 };
 use pki_common::{mutual_pw, mutual_within, Out};
 use serde_json::Value;
@@ -589,8 +589,7 @@ fn s_server(extra: &[&str]) -> (ChildGuard, u16) {
 
 #[test]
 fn probe_server_accepting_unknown_ca_is_not_enforced() {
-    if !have("openssl") {
-        println!("SKIPPED: openssl not installed");
+    if skip_without("openssl") {
         return;
     }
     // -Verify 1 refuses a client without a certificate, but without -verify_return_error it
@@ -630,8 +629,7 @@ fn probe_server_accepting_unknown_ca_is_not_enforced() {
 
 #[test]
 fn probe_server_verifying_clients_is_enforced() {
-    if !have("openssl") {
-        println!("SKIPPED: openssl not installed");
+    if skip_without("openssl") {
         return;
     }
     let (_s, port) = s_server(&["-Verify", "1", "-verify_return_error"]);

@@ -93,8 +93,7 @@ fn python_run(script: &str, args: &[String]) -> String {
 // Item 2: underscore spellings of identity headers never reach the backend.
 #[test]
 fn http_mode_strips_underscore_spellings_of_identity_headers() {
-    if !have("curl") {
-        eprintln!("skipped: curl not installed");
+    if mutual_test::skip_without("curl") {
         return;
     }
     let fx = fixture();
@@ -279,31 +278,23 @@ fn connect_refuses_a_resumed_session_with_an_expired_server() {
         "serve",
         "--backend",
         &backend.addr.to_string(),
-        &[
-            "--cert".into(),
-            short.cert.display().to_string(),
-            "--key".into(),
-            short.key.display().to_string(),
-            "--ca".into(),
-            fx.pki.root.display().to_string(),
-            "--allow-spiffe".into(),
-            OK_ID.into(),
-        ],
+        &tls_args(
+            &short.cert,
+            &short.key,
+            &fx.pki.root,
+            &["--allow-spiffe", OK_ID],
+        ),
     );
     let conn = spawn_proxy(
         "connect",
         "--remote",
         &format!("127.0.0.1:{}", serve.port),
-        &[
-            "--cert".into(),
-            fx.ok.cert.display().to_string(),
-            "--key".into(),
-            fx.ok.key.display().to_string(),
-            "--ca".into(),
-            fx.pki.root.display().to_string(),
-            "--server-name".into(),
-            "localhost".into(),
-        ],
+        &tls_args(
+            &fx.ok.cert,
+            &fx.ok.key,
+            &fx.pki.root,
+            &["--server-name", "localhost"],
+        ),
     );
     let through = || {
         let mut s = TcpStream::connect(("127.0.0.1", conn.port)).unwrap();
@@ -448,8 +439,7 @@ fn drain_timeout_closes_are_audited() {
 // certificate_required alert.
 #[test]
 fn tls12_missing_certificate_gets_handshake_failure() {
-    if !have("openssl") {
-        eprintln!("skipped: openssl not installed");
+    if mutual_test::skip_without("openssl") {
         return;
     }
     let fx = fixture();
@@ -743,18 +733,12 @@ fn connect_drain_timeout_closes_are_audited() {
         "connect",
         "--remote",
         &format!("127.0.0.1:{}", serve.port),
-        &[
-            "--cert".into(),
-            fx.ok.cert.display().to_string(),
-            "--key".into(),
-            fx.ok.key.display().to_string(),
-            "--ca".into(),
-            fx.pki.root.display().to_string(),
-            "--server-name".into(),
-            "localhost".into(),
-            "--drain-timeout".into(),
-            "1s".into(),
-        ],
+        &tls_args(
+            &fx.ok.cert,
+            &fx.ok.key,
+            &fx.pki.root,
+            &["--server-name", "localhost", "--drain-timeout", "1s"],
+        ),
     );
     let mut local = TcpStream::connect(("127.0.0.1", conn.port)).unwrap();
     local.write_all(b"GET / HTTP/1.0\r\n").unwrap();

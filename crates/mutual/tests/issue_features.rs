@@ -318,8 +318,7 @@ fn nginx(ca: &TestCa, crl: &Path) -> (ChildGuard, u16, tempfile::TempDir) {
 
 #[test]
 fn nginx_ssl_crl_accepts_good_and_refuses_revoked_with_the_root_crl() {
-    if !have("nginx") {
-        println!("SKIPPED: nginx not installed (apt-get install nginx-light)");
+    if mutual_test::skip_without("nginx") {
         return;
     }
     let c = chain_crls();

@@ -13,8 +13,8 @@ use std::time::Duration;
 mod pki_common;
 
 use mutual_test::{
-    free_port, have, nginx_tls, openssl_s_server, wait_for_port, ChildGuard, Leaf, LeafOpts,
-    TestPki,
+    free_port, nginx_tls, openssl_s_server, skip_without, wait_for_port, ChildGuard, Leaf,
+    LeafOpts, TestPki,
 };
 use pki_common::{mutual_within, Out};
 use serde_json::Value;
@@ -252,8 +252,7 @@ fn tls12_only_server() {
 }
 
 fn nginx(verify: &str) -> Option<(ChildGuard, u16, tempfile::TempDir)> {
-    if !have("nginx") {
-        println!("SKIPPED: nginx not installed (apt-get install nginx-light)");
+    if skip_without("nginx") {
         return None;
     }
     let f = fx();

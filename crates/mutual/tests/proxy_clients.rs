@@ -64,24 +64,10 @@ fn rustls_matrix_and_policy_file() {
     // The allow rule comes from a policy file here instead of a flag.
     let fx = fixture();
     let be = http_backend();
-    let policy = fx.pki.path("policy.toml");
-    std::fs::write(&policy, format!("[[allow]]\nspiffe = \"{OK_ID}\"\n")).unwrap();
-    let mut args: Vec<String> = [
-        "--cert",
-        fx.server.cert.to_str().unwrap(),
-        "--key",
-        fx.server.key.to_str().unwrap(),
-        "--ca",
-        fx.pki.root.to_str().unwrap(),
-        "--crl",
-        fx.crl.to_str().unwrap(),
-        "--crl-leaf-only",
-        "--policy",
-        policy.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let policy = ok_policy(&fx);
+    let (crl, policy) = (fx.crl.display().to_string(), policy.display().to_string());
+    let extra = ["--crl", &crl, "--crl-leaf-only", "--policy", &policy];
+    let mut args = tls_args(&fx.server.cert, &fx.server.key, &fx.pki.root, &extra);
     args.extend(["--name".to_string(), "serve".to_string()]);
     let proxy = spawn_proxy("serve", "--backend", &be.addr.to_string(), &args);
     run_matrix(&proxy, &fx, |leaf| {

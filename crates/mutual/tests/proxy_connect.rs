@@ -27,16 +27,7 @@ fn s_server(fx: &Fixture) -> (ChildGuard, u16) {
 }
 
 fn connect_args(fx: &Fixture, leaf: &Leaf, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        "--cert".into(),
-        leaf.cert.display().to_string(),
-        "--key".into(),
-        leaf.key.display().to_string(),
-        "--ca".into(),
-        fx.pki.root.display().to_string(),
-    ];
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+    tls_args(&leaf.cert, &leaf.key, &fx.pki.root, extra)
 }
 
 /// Sends a request through the local plaintext port; returns what came back.
@@ -52,8 +43,7 @@ fn through(port: u16) -> String {
 
 #[test]
 fn connect_to_openssl_s_server_verifies_the_server_name() {
-    if !have("openssl") {
-        eprintln!("skipped: openssl not installed");
+    if mutual_test::skip_without("openssl") {
         return;
     }
     let fx = fixture();
@@ -122,15 +112,7 @@ fn connect_in_front_of_serve_end_to_end() {
         "connect",
         "--remote",
         &remote,
-        &[
-            "--cert",
-            fx.other_ca.cert.to_str().unwrap(),
-            "--key",
-            fx.other_ca.key.to_str().unwrap(),
-            "--ca",
-            fx.pki.root.to_str().unwrap(),
-        ]
-        .map(String::from),
+        &connect_args(&fx, &fx.other_ca, &[]),
     );
     let out = through(other.port);
     assert!(out.is_empty(), "{out}");
@@ -174,18 +156,7 @@ fn connect_expect_spiffe_checks_the_servers_exact_id() {
             .san("dns:localhost")
             .server(),
     );
-    let args: Vec<String> = [
-        "--cert",
-        spiffe_server.cert.to_str().unwrap(),
-        "--key",
-        spiffe_server.key.to_str().unwrap(),
-        "--ca",
-        fx.pki.root.to_str().unwrap(),
-        "--allow-spiffe",
-        OK_ID,
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = connect_args(&fx, &spiffe_server, &["--allow-spiffe", OK_ID]);
     let serve = spawn_proxy("serve", "--backend", &be.addr.to_string(), &args);
     let remote = format!("127.0.0.1:{}", serve.port);
 

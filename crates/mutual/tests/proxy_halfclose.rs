@@ -234,14 +234,7 @@ fn connect_chain(
 ) -> (Fixture, Proxy, Proxy, mpsc::Receiver<(usize, bool)>) {
     let (be, rx) = backend(script, up_seed, down_seed);
     let (fx, serve) = serve_for(be);
-    let args: Vec<String> = vec![
-        "--cert".into(),
-        fx.ok.cert.display().to_string(),
-        "--key".into(),
-        fx.ok.key.display().to_string(),
-        "--ca".into(),
-        fx.pki.root.display().to_string(),
-    ];
+    let args = tls_args(&fx.ok.cert, &fx.ok.key, &fx.pki.root, &[]);
     let conn = spawn_proxy(
         "connect",
         "--remote",

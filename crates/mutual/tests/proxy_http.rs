@@ -124,20 +124,12 @@ paths = ["/public/*"]
 fn start_http(fx: &Fixture, backend: &str, extra: &[&str]) -> Proxy {
     let policy = fx.pki.path("http-policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
-    let mut args: Vec<String> = [
-        "--http",
-        "--cert",
-        fx.server.cert.to_str().unwrap(),
-        "--key",
-        fx.server.key.to_str().unwrap(),
-        "--ca",
-        fx.pki.root.to_str().unwrap(),
-        "--policy",
-        policy.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = tls_args(
+        &fx.server.cert,
+        &fx.server.key,
+        &fx.pki.root,
+        &["--http", "--policy", policy.to_str().unwrap()],
+    );
     args.extend(extra.iter().map(|s| s.to_string()));
     spawn_proxy("serve", "--backend", backend, &args)
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use mutual_test::{have, Leaf, LeafOpts, TestPki};
+use mutual_test::{skip_without, Leaf, LeafOpts, TestPki};
 
 struct Fx {
     pki: TestPki,
@@ -330,8 +330,7 @@ fn malformed_or_missing_input_is_exit_2() {
 /// openssl verify agrees with us on valid, expired and unknown-CA chains.
 #[test]
 fn openssl_agrees() {
-    if !have("openssl") {
-        eprintln!("openssl not installed: cross-check skipped");
+    if skip_without("openssl") {
         return;
     }
     let f = fx();

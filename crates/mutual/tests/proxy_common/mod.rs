@@ -221,21 +221,34 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// `--cert CERT --key KEY --ca CA EXTRA...`: the arguments of a `serve` or `connect` that
+/// presents `cert` and `key` and trusts `ca`.
+pub fn tls_args(cert: &Path, key: &Path, ca: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["--cert", "--key", "--ca"]
+        .into_iter()
+        .zip([cert, key, ca])
+        .flat_map(|(flag, p)| [flag.to_string(), p.display().to_string()])
+        .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// A policy file in `fx.pki`'s directory that allows OK_ID and nobody else.
+pub fn ok_policy(fx: &Fixture) -> PathBuf {
+    let policy = fx.pki.path("policy.toml");
+    std::fs::write(&policy, format!("[[allow]]\nspiffe = \"{OK_ID}\"\n")).unwrap();
+    policy
+}
+
 /// `mutual serve` in front of `backend`, trusting `fx.pki`, checking its CRL, allowing OK_ID.
 pub fn start_serve(fx: &Fixture, backend: &str, extra: &[&str]) -> Proxy {
-    let mut args: Vec<String> = vec![
-        "--cert".into(),
-        fx.server.cert.display().to_string(),
-        "--key".into(),
-        fx.server.key.display().to_string(),
-        "--ca".into(),
-        fx.pki.root.display().to_string(),
-        "--crl".into(),
-        fx.crl.display().to_string(),
-        "--crl-leaf-only".into(),
-        "--allow-spiffe".into(),
-        OK_ID.into(),
-    ];
+    let crl = fx.crl.display().to_string();
+    let mut args = tls_args(
+        &fx.server.cert,
+        &fx.server.key,
+        &fx.pki.root,
+        &["--crl", &crl, "--crl-leaf-only", "--allow-spiffe", OK_ID],
+    );
     args.extend(extra.iter().map(|s| s.to_string()));
     spawn_proxy("serve", "--backend", backend, &args)
 }
