@@ -64,19 +64,15 @@ impl Online {
 
     /// POST a JSON value.
     fn post(&self, path: &str, body: &serde_json::Value, args: &[&str]) -> Reply {
-        let f = self.p(&format!("body-{}.json", rand_suffix()));
-        std::fs::write(&f, serde_json::to_vec(body).unwrap()).unwrap();
-        let data = format!("@{}", s(&f));
-        let mut a = vec![
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "--data-binary",
-            &data,
-        ];
-        a.extend_from_slice(args);
+        let a = json_post_args(self.ca.tmp.path(), body, args);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
         self.curl(path, &a)
+    }
+
+    /// POST /v1/sign with this CSR (PEM) and token.
+    fn sign(&self, csr: &str, token: &str) -> Reply {
+        let body = serde_json::json!({"csr": csr, "token": token});
+        self.post("/v1/sign", &body, &[])
     }
 
     /// `mutual token create ... --json`: (token, jti).
@@ -103,11 +99,7 @@ impl Online {
     fn enroll(&self, stem: &str, name: &str) -> (PathBuf, PathBuf, String) {
         let (token, _) = self.token(&["--san", &format!("dns:{name}")]);
         let (key, csr) = self.csr(stem, &format!("DNS:{name}"));
-        let r = self.post(
-            "/v1/sign",
-            &serde_json::json!({"csr": csr, "token": token}),
-            &[],
-        );
+        let r = self.sign(&csr, &token);
         r.expect(201);
         let chain = self.p(&format!("{stem}.pem"));
         std::fs::write(&chain, r.json()["certificate_chain"].as_str().unwrap()).unwrap();
@@ -170,16 +162,6 @@ fn wait_cert_expired(pem: &std::path::Path) {
     assert!(done.is_some(), "{} never expired", pem.display());
     // openssl counts notAfter itself as expired, webpki only the second after it.
     wait_unix_secs(unix_now() + 1);
-}
-
-fn rand_suffix() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// An HTTP response as curl -i printed it.
@@ -309,11 +291,7 @@ fn roots_sign_with_token_and_every_token_refusal() {
     ]);
     let (_key, csr) = srv.csr("a", "DNS:svc-a.internal");
     let before = srv.count();
-    let r = srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr, "token": token}),
-        &[],
-    );
+    let r = srv.sign(&csr, &token);
     r.expect(201);
     let v = r.json();
     let serial = v["serial"].as_str().unwrap().to_string();
@@ -344,11 +322,7 @@ fn roots_sign_with_token_and_every_token_refusal() {
     // An empty CSR SAN list means every SAN of the token.
     let (t_all, _) = srv.token(&["--san", "dns:b.internal", "--san", "ip:10.1.2.3"]);
     let (_k, csr_none) = srv.csr("b", "");
-    let r = srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr_none, "token": t_all}),
-        &[],
-    );
+    let r = srv.sign(&csr_none, &t_all);
     r.expect(201);
     let rec = srv.record(r.json()["serial"].as_str().unwrap());
     assert_eq!(
@@ -358,30 +332,15 @@ fn roots_sign_with_token_and_every_token_refusal() {
     let n = srv.count();
 
     // Replay of a spent token.
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr, "token": token}),
-        &[],
-    )
-    .problem(401, "token_used");
+    srv.sign(&csr, &token).problem(401, "token_used");
     assert_eq!(srv.count(), n);
 
     // A token for svc-a used to ask for svc-b; and a CSR asking for one name too many.
     let (t_a, jti_a) = srv.token(&["--san", "dns:svc-a.internal"]);
     let (_k, csr_b) = srv.csr("b2", "DNS:svc-b.internal");
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr_b, "token": t_a}),
-        &[],
-    )
-    .problem(403, "name_not_allowed");
+    srv.sign(&csr_b, &t_a).problem(403, "name_not_allowed");
     let (_k, csr_ab) = srv.csr("ab", "DNS:svc-a.internal,DNS:svc-b.internal");
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr_ab, "token": t_a}),
-        &[],
-    )
-    .problem(403, "name_not_allowed");
+    srv.sign(&csr_ab, &t_a).problem(403, "name_not_allowed");
     assert_eq!(srv.count(), n);
 
     // Forged: payload edited (another SAN), signature kept.
@@ -396,24 +355,14 @@ fn roots_sign_with_token_and_every_token_refusal() {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()),
         parts[2]
     );
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr_b, "token": edited}),
-        &[],
-    )
-    .problem(401, "token_invalid");
+    srv.sign(&csr_b, &edited).problem(401, "token_invalid");
     // alg none.
     let none = format!(
         "{}.{}.",
         URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
         parts[1]
     );
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr, "token": none}),
-        &[],
-    )
-    .problem(401, "token_invalid");
+    srv.sign(&csr, &none).problem(401, "token_invalid");
     // Signed by another CA's provisioner key.
     let other = TestCa::new(&[]);
     let o = mutual(&[
@@ -427,31 +376,17 @@ fn roots_sign_with_token_and_every_token_refusal() {
     .ok();
     let foreign = o.stdout.trim().to_string();
     assert_eq!(foreign.split('.').count(), 3, "stdout is the JWT alone");
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr, "token": foreign}),
-        &[],
-    )
-    .problem(401, "token_invalid");
+    srv.sign(&csr, &foreign).problem(401, "token_invalid");
     assert_eq!(srv.count(), n);
 
     // Expired.
     let (t_exp, _) = srv.token(&["--san", "dns:svc-a.internal", "--expires", "1s"]);
     wait_token_expired(&t_exp);
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr, "token": t_exp}),
-        &[],
-    )
-    .problem(401, "token_expired");
+    srv.sign(&csr, &t_exp).problem(401, "token_expired");
     assert_eq!(srv.count(), n);
 
     // The refused token for svc-a was not spent: it still works for what it allows.
-    let r = srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr, "token": t_a}),
-        &[],
-    );
+    let r = srv.sign(&csr, &t_a);
     r.expect(201);
     assert_eq!(
         srv.record(r.json()["serial"].as_str().unwrap())["requested_by"],
@@ -723,11 +658,7 @@ fn restart_mid_traffic_loses_no_issued_certificate() {
             srv.spawn();
             restarted = true;
         }
-        let r = srv.post(
-            "/v1/sign",
-            &serde_json::json!({"csr": csr, "token": token}),
-            &[],
-        );
+        let r = srv.sign(&csr, &token);
         match r.status {
             201 => issued.push(r.json()["serial"].as_str().unwrap().to_string()),
             // The racer may have spent this token before the stop.

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mutual_store::testing::PgTestDb;
-use mutual_test::{eventually, free_port};
+use mutual_test::eventually;
 use pki_common::*;
 
 /// One `mutual ca serve` on the CA of `ca`.
@@ -89,18 +89,8 @@ fn curl(ca: &TestCa, url: &str, args: &[&str]) -> Answer {
 }
 
 fn post(ca: &TestCa, url: &str, body: &serde_json::Value, args: &[&str]) -> Answer {
-    let f = ca.tmp.path().join(format!("req-{}.json", free_port()));
-    std::fs::write(&f, serde_json::to_vec(body).unwrap()).unwrap();
-    let data = format!("@{}", s(&f));
-    let mut a = vec![
-        "-X",
-        "POST",
-        "-H",
-        "content-type: application/json",
-        "--data-binary",
-        &data,
-    ];
-    a.extend_from_slice(args);
+    let a = json_post_args(ca.tmp.path(), body, args);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
     curl(ca, url, &a)
 }
 

@@ -7,7 +7,7 @@
 
 mod pki_common;
 mod proxy_common;
-use pki_common::{fingerprint_of, mutual, s, CaServe};
+use pki_common::{fingerprint_of, mutual, norm_serial, s, CaServe};
 use proxy_common::*;
 
 use std::collections::BTreeSet;
@@ -23,20 +23,17 @@ fn new_ca() -> Ca {
     CaServe::with_new_ca("Enroll Test CA", &[], &["--rate-limit", "off"])
 }
 
+/// `--cert DIR/cert.pem --key DIR/key.pem --ca DIR/root.pem EXTRA...`: where `enroll` and the
+/// enrolling proxies keep their files.
+fn pair_in(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let f = |name: &str| dir.join(name);
+    tls_args(&f("cert.pem"), &f("key.pem"), &f("root.pem"), extra)
+}
+
 /// Serial (lowercase hex, no leading zeros), SANs and the SPKI of a PEM certificate file.
 fn leaf_of(cert: &Path) -> mutual_enroll::CertSummary {
     let chain = mutual_tls::load::load_certs(cert).unwrap();
     mutual_enroll::CertSummary::of(chain[0].as_ref()).unwrap()
-}
-
-fn norm_serial(s: &str) -> String {
-    let s = s.replace(':', "").to_ascii_lowercase();
-    let t = s.trim_start_matches('0');
-    if t.is_empty() {
-        "0".into()
-    } else {
-        t.to_string()
-    }
 }
 
 fn pubkey_of_cert(cert: &Path) -> String {
@@ -70,17 +67,7 @@ fn enroll_pins_the_root_before_sending_the_token() {
     // written, exit 1, and the token was never sent (it still works below).
     let wrong = fingerprint_of(&ca.d().join("intermediate.pem"));
     let bad_out = work.path().join("bad");
-    let o = mutual(&[
-        "enroll",
-        "--ca-url",
-        &ca.url(),
-        "--token",
-        &token,
-        "--root-sha256",
-        &wrong,
-        "--out",
-        s(&bad_out),
-    ]);
+    let o = ca.enroll_pinned(&token, &wrong, &bad_out);
     assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
     assert!(
         o.stderr
@@ -93,17 +80,7 @@ fn enroll_pins_the_root_before_sending_the_token() {
     assert!(!o.stderr.contains(&token), "the token leaked into stderr");
 
     // A malformed pin is a usage error (2).
-    let o = mutual(&[
-        "enroll",
-        "--ca-url",
-        &ca.url(),
-        "--token",
-        &token,
-        "--root-sha256",
-        "abcd",
-        "--out",
-        s(&bad_out),
-    ]);
+    let o = ca.enroll_pinned(&token, "abcd", &bad_out);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(
         o.stderr.contains("invalid root fingerprint"),
@@ -362,23 +339,12 @@ fn proxy_auto_rotation_end_to_end() {
     let work = tempfile::tempdir().unwrap();
     let be = http_backend();
 
+    let url = ca.url();
     let proxy_args = |dir: &Path, token: &str, extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "--cert",
-            s(&dir.join("cert.pem")),
-            "--key",
-            s(&dir.join("key.pem")),
-            "--ca",
-            s(&dir.join("root.pem")),
-            "--ca-url",
-            &ca.url(),
-            "--token",
-            token,
-            "--root-sha256",
-            &fp,
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut a = pair_in(
+            dir,
+            &["--ca-url", &url, "--token", token, "--root-sha256", &fp],
+        );
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
@@ -514,22 +480,18 @@ fn proxy_auto_rotation_end_to_end() {
 fn proxy_without_certificate_or_token_says_what_to_do() {
     let work = tempfile::tempdir().unwrap();
     let d = work.path();
-    let o = mutual(&[
+    let flags = pair_in(d, &["--ca-url", "https://127.0.0.1:9"]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut a = vec![
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--backend",
         "127.0.0.1:9",
-        "--cert",
-        s(&d.join("cert.pem")),
-        "--key",
-        s(&d.join("key.pem")),
-        "--ca",
-        s(&d.join("root.pem")),
-        "--allow-any",
-        "--ca-url",
-        "https://127.0.0.1:9",
-    ]);
+    ];
+    a.push("--allow-any");
+    a.extend(&flags);
+    let o = mutual(&a);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(
         o.stderr
@@ -538,23 +500,16 @@ fn proxy_without_certificate_or_token_says_what_to_do() {
         o.stderr
     );
     // --token without the pin is a usage error from the parser.
-    let o = mutual(&[
+    let mut a = vec![
         "connect",
         "--listen",
         "127.0.0.1:0",
         "--remote",
         "127.0.0.1:9",
-        "--cert",
-        s(&d.join("cert.pem")),
-        "--key",
-        s(&d.join("key.pem")),
-        "--ca",
-        s(&d.join("root.pem")),
-        "--ca-url",
-        "https://127.0.0.1:9",
-        "--token",
-        "x.y.z",
-    ]);
+    ];
+    a.extend(&flags);
+    a.extend(["--token", "x.y.z"]);
+    let o = mutual(&a);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(o.stderr.contains("--root-sha256"), "{}", o.stderr);
 }

@@ -188,6 +188,33 @@ pub fn fingerprint_of(pem: &Path) -> String {
     o.stdout.trim().split_once('=').unwrap().1.to_string()
 }
 
+/// curl arguments that POST `body` as `application/json` (written to a fresh file in `dir`,
+/// which curl reads with `@`), followed by `args`.
+pub fn json_post_args(dir: &Path, body: &serde_json::Value, args: &[&str]) -> Vec<String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let f = dir.join(format!("body-{}.json", N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::write(&f, serde_json::to_vec(body).unwrap()).unwrap();
+    let mut a: Vec<String> = ["-X", "POST", "-H", "content-type: application/json"]
+        .map(String::from)
+        .to_vec();
+    a.extend(["--data-binary".to_string(), format!("@{}", s(&f))]);
+    a.extend(args.iter().map(|s| s.to_string()));
+    a
+}
+
+/// A serial as `cert list` and the audit log print it: lowercase hex without colons or
+/// leading zeros (openssl prints `0A:1B...`).
+pub fn norm_serial(s: &str) -> String {
+    let s = s.replace(':', "").to_ascii_lowercase();
+    let t = s.trim_start_matches('0');
+    if t.is_empty() {
+        "0".into()
+    } else {
+        t.to_string()
+    }
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -398,14 +425,20 @@ impl CaServe {
 
     /// `mutual enroll` against this server with `token`, pinning its root, writing into `out`.
     pub fn enroll(&self, token: &str, out: &Path) -> Out {
+        self.enroll_pinned(token, &self.fingerprint(), out)
+    }
+
+    /// `mutual enroll` against this server with `token`, pinning the root to `pin`.
+    pub fn enroll_pinned(&self, token: &str, pin: &str, out: &Path) -> Out {
+        let url = self.url();
         mutual(&[
             "enroll",
             "--ca-url",
-            &self.url(),
+            &url,
             "--token",
             token,
             "--root-sha256",
-            &self.fingerprint(),
+            pin,
             "--out",
             s(out),
         ])
