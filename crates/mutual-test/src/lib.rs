@@ -430,6 +430,23 @@ pub fn openssl_s_server_files(files: [&Path; 4], extra: &[&str]) -> (ChildGuard,
     panic!("openssl s_server did not start");
 }
 
+/// Runs `cmd` with `input` written to its stdin (then closed) and returns what it printed.
+pub fn output_with_stdin(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(mut stdin) = child.stdin.take() {
+        // A peer that exits before reading everything is judged by its output, not by EPIPE.
+        let _ = stdin.write_all(input);
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// Spawns `cmd` with stdin, stdout and stderr closed (`/dev/null`), guarded.
 pub fn spawn_quiet(cmd: &mut std::process::Command) -> ChildGuard {
     use std::process::Stdio;

@@ -497,34 +497,19 @@ fn renew_revoke_and_crl_over_mtls() {
     assert!((86_000..=86_400).contains(&max_age), "{max_age}");
     let crl_file = srv.p("crl.der");
     std::fs::write(&crl_file, &crl.body).unwrap();
+    let crl_cmd = |args: &[&str]| {
+        let mut a = vec!["crl", "-inform", "DER", "-in", s(&crl_file), "-noout"];
+        a.extend_from_slice(args);
+        openssl(&a).ok().stdout
+    };
     let crl_text = || {
         std::fs::write(&crl_file, &srv.curl("/v1/crl", &[]).body).unwrap();
-        openssl(&[
-            "crl",
-            "-inform",
-            "DER",
-            "-in",
-            s(&crl_file),
-            "-noout",
-            "-text",
-        ])
-        .ok()
-        .stdout
+        crl_cmd(&["-text"])
     };
     let t = crl_text();
     assert!(t.contains(&upper_serial(&b_serial)), "{t}");
     // The CRL verifies against the intermediate.
-    openssl(&[
-        "crl",
-        "-inform",
-        "DER",
-        "-in",
-        s(&crl_file),
-        "-noout",
-        "-CAfile",
-        &srv.ca.intermediate(),
-    ])
-    .ok();
+    crl_cmd(&["-CAfile", &srv.ca.intermediate()]);
 
     // Revoke via the API: by another non-admin -> forbidden; by itself -> ok.
     let (c_pem, c_key, c_serial) = srv.enroll("c", "svc-c.internal");

@@ -42,15 +42,9 @@ fn inventory(dir: &Path) -> Vec<serde_json::Value> {
 }
 
 fn crl_number(pem: &str) -> u64 {
-    let mut c = Command::new("openssl")
-        .args(["crl", "-noout", "-crlnumber"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin.take().unwrap().write_all(pem.as_bytes()).unwrap();
-    let o = c.wait_with_output().unwrap();
+    let mut c = Command::new("openssl");
+    c.args(["crl", "-noout", "-crlnumber"]);
+    let o = mutual_test::output_with_stdin(&mut c, pem.as_bytes());
     let t = String::from_utf8_lossy(&o.stdout);
     let hex = t.trim().split_once('=').unwrap().1;
     u64::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
@@ -516,41 +510,31 @@ fn item13_sign_requires_application_json_and_spends_no_token_otherwise() {
     let dir = work.path().join("c");
     let t2 = ca.token(&["dns:c.test"], "1h", "client");
     assert_eq!(ca.enroll(&t2, &dir).code, 0);
-    for path in ["/v1/renew", "/v1/revoke"] {
-        let o = Command::new("curl")
+    // curl presenting the enrolled certificate, `-w` appending the status.
+    let curl_as = |args: &[&str]| {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        Command::new("curl")
             .args(["-sS", "--cacert", s(&ca.root())])
-            .args([
-                "--cert",
-                s(&dir.join("cert.pem")),
-                "--key",
-                s(&dir.join("key.pem")),
-            ])
-            .args(["-H", "Content-Type: text/plain", "--data-binary", "{}"])
-            .args(["-w", "\n%{http_code}", &format!("{}{path}", ca.url())])
+            .args(["--cert", s(&cert), "--key", s(&key), "-w", "\n%{http_code}"])
+            .args(args)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    for path in ["/v1/renew", "/v1/revoke"] {
+        let url = format!("{}{path}", ca.url());
+        let o = curl_as(&[
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            "{}",
+            &url,
+        ]);
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(text.ends_with("\n415"), "{path}: {text}");
         assert!(text.contains("unsupported_media_type"), "{path}: {text}");
     }
     // A renewal with no body at all needs no Content-Type (what `mutual renew` may send).
-    let o = Command::new("curl")
-        .args(["-sS", "--cacert", s(&ca.root())])
-        .args([
-            "--cert",
-            s(&dir.join("cert.pem")),
-            "--key",
-            s(&dir.join("key.pem")),
-        ])
-        .args([
-            "-X",
-            "POST",
-            "-w",
-            "\n%{http_code}",
-            &format!("{}/v1/renew", ca.url()),
-        ])
-        .output()
-        .unwrap();
+    let o = curl_as(&["-X", "POST", &format!("{}/v1/renew", ca.url())]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.ends_with("\n201"), "{text}");
 }

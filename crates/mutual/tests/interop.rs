@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mutual_test::{free_port, have, wait_for_port, ChildGuard, Leaf, LeafOpts, Purpose, TestPki};
+use mutual_test::{free_port, have, wait_for_port, ChildGuard, Leaf, LeafOpts, TestPki};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mutual");
 const REPLY: &str = "pong-from-backend";
@@ -189,14 +189,7 @@ fn audit_reason(path: &Path, before: usize) -> String {
 }
 
 fn output_of(mut cmd: Command, stdin: &str) -> (bool, String) {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn client");
-    if let Some(mut si) = child.stdin.take() {
-        let _ = si.write_all(stdin.as_bytes());
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = mutual_test::output_with_stdin(&mut cmd, stdin.as_bytes());
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (text.contains(REPLY), text)

@@ -48,17 +48,7 @@ fn key(ca: &TestCa, name: &str) -> PathBuf {
 }
 
 fn server_cert(ca: &TestCa) {
-    ca.issue(
-        "server",
-        &[
-            "--server",
-            "--san",
-            "dns:localhost",
-            "--san",
-            "ip:127.0.0.1",
-        ],
-    )
-    .ok();
+    ca.issue("server", pki_common::LOCALHOST_SERVER).ok();
 }
 
 /// The audit line for the `n`-th connection (1-based), waiting for it.
@@ -570,17 +560,7 @@ fn email_san_through_a_token_and_v1_sign() {
     .stdout
     .trim()
     .to_string();
-    let fp = openssl(&[
-        "x509",
-        "-in",
-        &ca.root(),
-        "-noout",
-        "-fingerprint",
-        "-sha256",
-    ])
-    .ok()
-    .stdout;
-    let fp = fp.trim().rsplit('=').next().unwrap().to_string();
+    let fp = pki_common::fingerprint_of(Path::new(&ca.root()));
     let out = ca.tmp.path().join("enrolled");
     mutual(&[
         "enroll",

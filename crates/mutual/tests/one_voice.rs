@@ -203,13 +203,7 @@ fn every_json_output_speaks_the_vocabulary() {
         ])
         .ok(),
     );
-    let roles: Vec<_> = ok["chain"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["role"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(roles, ["leaf", "intermediate", "root"]);
+    assert_eq!(chain_roles(&ok), ["leaf", "intermediate", "root"]);
 
     let revoked = check(
         &mutual(&[

@@ -11,17 +11,7 @@ fn init_prints_the_fingerprint_and_refuses_to_run_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ca");
     let o = mutual(&["ca", "init", "--dir", s(&dir), "--name", "Acme Internal CA"]).ok();
-    let fp = openssl(&[
-        "x509",
-        "-in",
-        s(&dir.join("root.pem")),
-        "-noout",
-        "-fingerprint",
-        "-sha256",
-    ])
-    .ok()
-    .stdout;
-    let fp = fp.trim().rsplit('=').next().unwrap().to_string();
+    let fp = fingerprint_of(&dir.join("root.pem"));
     assert!(
         o.stdout.contains(&fp),
         "fingerprint {fp} not in: {}",

@@ -181,22 +181,7 @@ fn bad_csrs_are_refused_and_nothing_is_recorded() {
     ca.issue("weak", &["--csr", s(&rsa)]).fails_with("RSA-1024");
 
     let good = t.join("good.pem");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&t.join("good.key")),
-        "-subj",
-        "/CN=x",
-        "-out",
-        s(&good),
-    ])
-    .ok();
+    openssl_csr(&t.join("good.key"), &good, "/CN=x", "");
     let der = t.join("good.der");
     openssl(&["req", "-in", s(&good), "-outform", "DER", "-out", s(&der)]).ok();
     let mut bytes = std::fs::read(&der).unwrap();

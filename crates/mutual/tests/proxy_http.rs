@@ -176,24 +176,15 @@ struct Curl {
 fn py(proxy: &Proxy, fx: &Fixture, leaf: &Leaf, reqs: serde_json::Value) -> Vec<serde_json::Value> {
     let script = proxy.dir.path().join("client.py");
     std::fs::write(&script, PY_CLIENT).unwrap();
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .args(["127.0.0.1", &proxy.port.to_string()])
-        .arg(&fx.pki.root)
-        .arg(&leaf.cert)
-        .arg(&leaf.key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(reqs.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = mutual_test::output_with_stdin(
+        Command::new("python3")
+            .arg(&script)
+            .args(["127.0.0.1", &proxy.port.to_string()])
+            .arg(&fx.pki.root)
+            .arg(&leaf.cert)
+            .arg(&leaf.key),
+        reqs.to_string().as_bytes(),
+    );
     assert!(
         out.status.success(),
         "python client failed: {}\n{}",

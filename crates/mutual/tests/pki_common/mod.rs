@@ -215,6 +215,24 @@ pub fn norm_serial(s: &str) -> String {
     }
 }
 
+/// The `role` of each certificate in a `cert verify --json` report's `chain`, leaf first.
+pub fn chain_roles(report: &serde_json::Value) -> Vec<String> {
+    let chain = report["chain"].as_array().unwrap();
+    chain
+        .iter()
+        .map(|c| c["role"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `cert issue` flags of a server certificate for `localhost` and 127.0.0.1.
+pub const LOCALHOST_SERVER: &[&str] = &[
+    "--server",
+    "--san",
+    "dns:localhost",
+    "--san",
+    "ip:127.0.0.1",
+];
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }

@@ -459,19 +459,7 @@ pub fn s_client(port: u16, root: &Path, leaf: Option<&Leaf>) -> (bool, String) {
         // -cert sends only the first certificate of the file; the chain goes separately.
         c.args(["-cert_chain", l.cert.to_str().unwrap()]);
     }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = mutual_test::output_with_stdin(&mut c, b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
