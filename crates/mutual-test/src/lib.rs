@@ -430,6 +430,35 @@ pub fn openssl_s_server_files(files: [&Path; 4], extra: &[&str]) -> (ChildGuard,
     panic!("openssl s_server did not start");
 }
 
+/// A TCP server on an ephemeral 127.0.0.1 port that runs `handle` on every accepted
+/// connection, each in its own thread, for the rest of the test process. Returns its address.
+pub fn tcp_server(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let handle = std::sync::Arc::new(handle);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let handle = std::sync::Arc::clone(&handle);
+            std::thread::spawn(move || handle(s));
+        }
+    });
+    addr
+}
+
+/// Reads from `s` until the end of an HTTP request head (`\r\n\r\n`); false if the peer
+/// closed or failed first.
+pub fn read_request_head(s: &mut impl std::io::Read) -> bool {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
 /// Runs `cmd` with `input` written to its stdin (then closed) and returns what it printed.
 pub fn output_with_stdin(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
     use std::io::Write;

@@ -432,18 +432,11 @@ fn with_client() -> Vec<&'static str> {
 
 /// A backend that accepts and holds connections open.
 fn holding_backend() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = [0u8; 1024];
-                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-            });
-        }
+    let addr = mutual_test::tcp_server(|mut s| {
+        let mut buf = [0u8; 1024];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
     });
-    port
+    addr.port()
 }
 
 /// `mutual serve` in front of a holding backend, with `policy` flags and an audit log file.

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -299,14 +299,7 @@ fn nginx_verify_client_optional() {
 
 /// A TCP server on an ephemeral port running `f` on each accepted connection, in a thread.
 fn tcp_server(f: fn(std::net::TcpStream)) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || f(s));
-        }
-    });
-    port
+    mutual_test::tcp_server(f).port()
 }
 
 fn assert_clean_failure(v: &Value, kind: &str, reason: &str) {

@@ -8,7 +8,7 @@ mod proxy_common;
 use proxy_common::*;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -17,43 +17,30 @@ use mutual_proxy::proxy_protocol::{self as pp, parse};
 
 /// A backend that reads a PROXY v2 header, hands the raw header to the test, then answers HTTP.
 fn proxy_backend() -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut head = [0u8; 16];
-                if s.read_exact(&mut head).is_err() {
-                    return;
-                }
-                let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
-                let mut rest = vec![0u8; len];
-                if s.read_exact(&mut rest).is_err() {
-                    return;
-                }
-                let mut header = head.to_vec();
-                header.extend_from_slice(&rest);
-                let _ = tx.send(header);
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s.write_all(
-                    format!(
-                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{BACKEND_BODY}",
-                        BACKEND_BODY.len()
-                    )
-                    .as_bytes(),
-                );
-            });
+    let addr = tcp_server(move |mut s| {
+        let mut head = [0u8; 16];
+        if s.read_exact(&mut head).is_err() {
+            return;
         }
+        let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+        let mut rest = vec![0u8; len];
+        if s.read_exact(&mut rest).is_err() {
+            return;
+        }
+        let mut header = head.to_vec();
+        header.extend_from_slice(&rest);
+        let _ = tx.send(header);
+        if !read_request_head(&mut s) {
+            return;
+        }
+        let _ = s.write_all(
+            format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{BACKEND_BODY}",
+                BACKEND_BODY.len()
+            )
+            .as_bytes(),
+        );
     });
     (addr, rx)
 }

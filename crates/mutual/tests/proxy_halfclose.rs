@@ -10,7 +10,7 @@ mod proxy_common;
 use proxy_common::*;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -99,30 +99,22 @@ fn backend(
     up_seed: u64,
     down_seed: u64,
 ) -> (SocketAddr, mpsc::Receiver<(usize, bool)>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-                match script {
-                    Script::SinkThenAnswer { down } => {
-                        let r = read_pattern(&mut s, up_seed);
-                        let _ = tx.send(r);
-                        write_pattern(&mut s, down_seed, down).unwrap();
-                        s.shutdown(Shutdown::Write).unwrap();
-                    }
-                    Script::AnswerThenSink { down } => {
-                        write_pattern(&mut s, down_seed, down).unwrap();
-                        s.shutdown(Shutdown::Write).unwrap();
-                        let r = read_pattern(&mut s, up_seed);
-                        let _ = tx.send(r);
-                    }
-                }
-            });
+    let addr = tcp_server(move |mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        match script {
+            Script::SinkThenAnswer { down } => {
+                let r = read_pattern(&mut s, up_seed);
+                let _ = tx.send(r);
+                write_pattern(&mut s, down_seed, down).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+            }
+            Script::AnswerThenSink { down } => {
+                write_pattern(&mut s, down_seed, down).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                let r = read_pattern(&mut s, up_seed);
+                let _ = tx.send(r);
+            }
         }
     });
     (addr, rx)

@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use mutual_test::{eventually, free_port, have, ChildGuard, Leaf, LeafOpts, TestPki};
+pub use mutual_test::{
+    eventually, free_port, have, read_request_head, tcp_server, ChildGuard, Leaf, LeafOpts, TestPki,
+};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mutual");
 pub const OK_ID: &str = "spiffe://test.mutual/client/ok";
@@ -101,27 +103,15 @@ pub struct HttpBackend {
 pub const BACKEND_BODY: &str = "hello from the backend";
 
 pub fn http_backend() -> HttpBackend {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let resp = format!(
-                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BACKEND_BODY}",
-                    BACKEND_BODY.len()
-                );
-                let _ = s.write_all(resp.as_bytes());
-            });
+    let addr = mutual_test::tcp_server(|mut s| {
+        if !mutual_test::read_request_head(&mut s) {
+            return;
         }
+        let resp = format!(
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BACKEND_BODY}",
+            BACKEND_BODY.len()
+        );
+        let _ = s.write_all(resp.as_bytes());
     });
     HttpBackend { addr }
 }
