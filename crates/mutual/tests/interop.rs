@@ -9,6 +9,8 @@
 //! rather than silently passing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod proxy_common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mutual_test::{free_port, have, wait_for_port, ChildGuard, Leaf, LeafOpts, TestPki};
+use proxy_common::{tls_args, PY_TLS_GET};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mutual");
 const REPLY: &str = "pong-from-backend";
@@ -205,24 +208,6 @@ impl Client {
     }
 }
 
-const PY_CLIENT: &str = r#"
-import socket, ssl, sys
-port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-ctx = ssl.create_default_context(cafile=ca)
-if cert:
-    ctx.load_cert_chain(cert, key)
-with socket.create_connection(("127.0.0.1", port), timeout=25) as raw:
-    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        print(data.decode(errors="replace"))
-"#;
-
 const NODE_CLIENT: &str = r#"
 const tls = require('tls'); const fs = require('fs');
 const [port, ca, cert, key] = process.argv.slice(1);
@@ -344,7 +329,7 @@ fn run_client(
         }
         Client::Python => {
             let mut cmd = Command::new("timeout");
-            cmd.args(["30", "python3", "-c", PY_CLIENT, &port.to_string()])
+            cmd.args(["30", "python3", "-c", PY_TLS_GET, &port.to_string()])
                 .arg(ca)
                 .args([&c, &k]);
             output_of(cmd, "")
@@ -400,13 +385,12 @@ fn serve_matrix(fx: &Fixture, rows: &mut Vec<Row>) {
         Command::new(BIN)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--backend", &backend.to_string()])
-            .arg("--cert")
-            .arg(&fx.server.cert)
-            .arg("--key")
-            .arg(&fx.server.key)
-            .arg("--ca")
-            .arg(&fx.good.root)
-            .arg("--allow-any")
+            .args(tls_args(
+                &fx.server.cert,
+                &fx.server.key,
+                &fx.good.root,
+                &["--allow-any"],
+            ))
             .arg("--audit-log")
             .arg(&audit)
             .args(["--metrics", &format!("127.0.0.1:{mport}")])

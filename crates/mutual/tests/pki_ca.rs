@@ -114,41 +114,19 @@ fn ca_keys_are_encrypted_and_wrong_passwords_change_nothing() {
     .fails_with("MUTUAL_CA_PASSWORD");
     let pwfile = ca.tmp.path().join("pw");
     std::fs::write(&pwfile, "also wrong\n").unwrap();
-    mutual_pw(
-        None,
-        &[
-            "cert",
-            "issue",
-            "x",
-            "--dir",
-            ca.d(),
-            "--out",
-            ca.o(),
-            "--password-file",
-            s(&pwfile),
-        ],
-    )
-    .fails_with("wrong CA password");
+    let issue_with_pwfile = || {
+        let a = ["cert", "issue", "x", "--dir", ca.d(), "--out", ca.o()];
+        let mut a = a.to_vec();
+        a.extend(["--password-file", s(&pwfile)]);
+        mutual_pw(None, &a)
+    };
+    issue_with_pwfile().fails_with("wrong CA password");
     assert!(!ca.out.join("x.key").exists() && !ca.out.join("x.pem").exists());
     assert_eq!(ca.inventory(), inv);
     assert_eq!(ca.snapshot(), before);
     // The right password from a file works.
     std::fs::write(&pwfile, format!("{PW}\n")).unwrap();
-    mutual_pw(
-        None,
-        &[
-            "cert",
-            "issue",
-            "x",
-            "--dir",
-            ca.d(),
-            "--out",
-            ca.o(),
-            "--password-file",
-            s(&pwfile),
-        ],
-    )
-    .ok();
+    issue_with_pwfile().ok();
 }
 
 #[test]

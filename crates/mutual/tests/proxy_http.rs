@@ -557,24 +557,13 @@ fn tcp_mode_refuses_a_policy_with_http_rules() {
     let fx = fixture();
     let policy = fx.pki.path("http-policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "127.0.0.1:1",
-        ])
-        .arg("--cert")
-        .arg(&fx.server.cert)
-        .arg("--key")
-        .arg(&fx.server.key)
-        .arg("--ca")
-        .arg(&fx.pki.root)
-        .arg("--policy")
-        .arg(&policy)
-        .output()
-        .unwrap();
+    let extra = ["--policy", policy.to_str().unwrap()];
+    let out = serve_refusal(&tls_args(
+        &fx.server.cert,
+        &fx.server.key,
+        &fx.pki.root,
+        &extra,
+    ));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

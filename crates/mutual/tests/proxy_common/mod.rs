@@ -223,6 +223,23 @@ pub fn tls_args(cert: &Path, key: &Path, ca: &Path, extra: &[&str]) -> Vec<Strin
     v
 }
 
+/// Runs `mutual serve ARGS` on an address and backend no client uses, to its end: for the
+/// configuration a serve must refuse (exit 2) before it listens.
+pub fn serve_refusal(args: &[String]) -> std::process::Output {
+    Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "127.0.0.1:1",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// A policy file in `fx.pki`'s directory that allows OK_ID and nobody else.
 pub fn ok_policy(fx: &Fixture) -> PathBuf {
     let policy = fx.pki.path("policy.toml");
@@ -458,29 +475,33 @@ pub fn s_client(port: u16, root: &Path, leaf: Option<&Leaf>) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// Python's `ssl` module sending one HTTP request; prints the status line or `ERROR ...`.
-pub fn python(port: u16, root: &Path, leaf: Option<&Leaf>) -> String {
-    let script = r#"
+/// A Python `ssl` client (the standard library's default context): `PORT CA CERT KEY` (CERT and
+/// KEY may be empty), sends one HTTP/1.1 request for `/` to localhost, prints the whole answer, or
+/// `ERROR <exception> <message>` when the handshake or the connection fails.
+pub const PY_TLS_GET: &str = r#"
 import socket, ssl, sys
-port, root, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.load_verify_locations(root)
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
 if cert:
     ctx.load_cert_chain(cert, key)
 try:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+    with socket.create_connection(("127.0.0.1", port), timeout=25) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             data = b""
             while True:
                 chunk = s.recv(4096)
                 if not chunk:
                     break
                 data += chunk
-    print(data.decode().splitlines()[0] if data else "ERROR empty response")
+    print(data.decode(errors="replace") if data else "ERROR empty response")
 except Exception as e:
     print("ERROR", type(e).__name__, e)
 "#;
+
+/// `PY_TLS_GET` against `port`; the first line it printed (the status line or `ERROR ...`).
+pub fn python(port: u16, root: &Path, leaf: Option<&Leaf>) -> String {
+    let script = PY_TLS_GET;
     let (cert, key) = leaf
         .map(|l| (l.cert.display().to_string(), l.key.display().to_string()))
         .unwrap_or_default();
@@ -495,7 +516,8 @@ except Exception as e:
         ])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().unwrap_or_default().trim().to_string()
 }
 
 /// Runs every case with `client`, checking the client saw the right thing, the audit line and
