@@ -459,6 +459,24 @@ pub fn read_request_head(s: &mut impl std::io::Read) -> bool {
     true
 }
 
+/// Runs `cmd` to its end (stdin closed) and asserts it succeeded, with what it printed in the
+/// failure message; returns its output.
+pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    // Program and arguments only: the environment may hold a password.
+    let what: Vec<_> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .collect();
+    assert!(
+        out.status.success(),
+        "{what:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// Runs `cmd` with `input` written to its stdin (then closed) and returns what it printed.
 pub fn output_with_stdin(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
     use std::io::Write;

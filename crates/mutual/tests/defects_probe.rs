@@ -28,16 +28,7 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------------
 
 fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mutual_test::output_ok(Command::new("openssl").args(args).current_dir(dir));
 }
 
 /// One DER TLV: (tag, header length, content length).

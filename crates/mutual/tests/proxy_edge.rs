@@ -45,24 +45,26 @@ fn proxy_backend() -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
     (addr, rx)
 }
 
+/// Sends `req` as `fx.ok` over one TLS connection to `p`; (the client's own address, the whole
+/// answer).
+fn exchange_as_ok(fx: &Fixture, p: &Proxy, req: &[u8]) -> (SocketAddr, String) {
+    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
+    let mut s = tls_connect(p.addr(), &cfg).unwrap();
+    let client_addr = s.sock.local_addr().unwrap();
+    s.write_all(req).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    (client_addr, String::from_utf8_lossy(&out).into_owned())
+}
+
 #[test]
 fn proxy_v2_header_carries_address_tls_facts_and_spiffe_id() {
     let fx = fixture();
     let (backend, headers) = proxy_backend();
     let p = start_serve(&fx, &backend.to_string(), &["--proxy-protocol", "v2"]);
-    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     // Note the client's own address to compare with the header's source.
-    let mut s = tls_connect(p.addr(), &cfg).unwrap();
-    let client_addr = s.sock.local_addr().unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    assert!(
-        String::from_utf8_lossy(&out).contains(BACKEND_BODY),
-        "{}",
-        p.stderr_text()
-    );
+    let (client_addr, text) = exchange_as_ok(&fx, &p, b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    assert!(text.contains(BACKEND_BODY), "{}", p.stderr_text());
     let raw = headers.recv_timeout(EVENT_TIMEOUT).unwrap();
     assert_eq!(&raw[..12], &pp::SIGNATURE);
     let h = parse(&raw).unwrap();
@@ -137,15 +139,7 @@ frontend fe
         ),
     )
     .unwrap();
-    let check = Command::new(haproxy)
-        .args(["-c", "-f", cfg_path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "haproxy -c: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    mutual_test::output_ok(Command::new(haproxy).args(["-c", "-f", cfg_path.to_str().unwrap()]));
     let _h = ChildGuard(
         Command::new(haproxy)
             .args(["-db", "-f", cfg_path.to_str().unwrap()])
@@ -163,14 +157,8 @@ frontend fe
         &format!("127.0.0.1:{port}"),
         &["--proxy-protocol", "v2"],
     );
-    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
-    let mut s = tls_connect(p.addr(), &cfg).unwrap();
-    let client_addr = s.sock.local_addr().unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
+    let req = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let (client_addr, text) = exchange_as_ok(&fx, &p, req);
     assert!(
         text.starts_with("HTTP/1.1 200"),
         "{text}\n{}",
@@ -219,19 +207,11 @@ const CA_PW: &str = "edge test password";
 
 /// Runs the real `mutual` with the test CA password; asserts success.
 fn mutual_ok(args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
+    let mut c = Command::new(BIN);
+    c.args(args)
         .env_remove("MUTUAL_HOME")
-        .env("MUTUAL_CA_PASSWORD", CA_PW)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mutual {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .env("MUTUAL_CA_PASSWORD", CA_PW);
+    String::from_utf8_lossy(&mutual_test::output_ok(&mut c).stdout).into_owned()
 }
 
 /// `python3 -m http.server` serving `dir` on 127.0.0.1.
@@ -291,23 +271,19 @@ fn serve_cdp(
     cache: &std::path::Path,
     extra: &[&str],
 ) -> Proxy {
-    let mut args: Vec<String> = [
-        "--cert",
-        certs.join("server.pem").to_str().unwrap(),
-        "--key",
-        certs.join("server.key").to_str().unwrap(),
-        "--ca",
-        ca.join("root.pem").to_str().unwrap(),
+    let cdp = [
         "--allow-any",
         "--crl-from-cdp",
-        "--crl-cache-dir",
-        cache.to_str().unwrap(),
         "--crl-refresh-max",
         "500ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ];
+    let mut args = tls_args(
+        &certs.join("server.pem"),
+        &certs.join("server.key"),
+        &ca.join("root.pem"),
+        &cdp,
+    );
+    args.extend(["--crl-cache-dir".to_string(), cache.display().to_string()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     spawn_proxy(
         "serve",
@@ -334,14 +310,12 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
     let (crl_server, port) = http_server(&www);
     let url = format!("http://127.0.0.1:{port}/edge.crl");
     let crl_out = www.join("edge.crl");
-    mutual_ok(&[
-        "ca",
-        "crl",
-        "--dir",
-        ca_s,
-        "--out",
-        crl_out.to_str().unwrap(),
-    ]);
+    // Publishes the CA's current CRL where the CDP points.
+    let publish_crl = || {
+        let out = crl_out.to_str().unwrap();
+        mutual_ok(&["ca", "crl", "--dir", ca_s, "--out", out]);
+    };
+    publish_crl();
     let out = certs.to_str().unwrap();
     mutual_ok(&[
         "cert",
@@ -359,20 +333,24 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
         "--out",
         out,
     ]);
-    mutual_ok(&[
-        "cert",
-        "issue",
-        "client",
-        "--client",
-        "--san",
-        "uri:spiffe://edge.test/client",
-        "--crl-url",
-        &url,
-        "--dir",
-        ca_s,
-        "--out",
-        out,
-    ]);
+    // A client certificate for spiffe://edge.test/NAME whose CDP is `url`.
+    let issue_client = |name: &str| {
+        let id = format!("uri:spiffe://edge.test/{name}");
+        let a = [
+            "cert",
+            "issue",
+            name,
+            "--client",
+            "--san",
+            &id,
+            "--crl-url",
+            &url,
+        ];
+        let mut a = a.to_vec();
+        a.extend(["--dir", ca_s, "--out", out]);
+        mutual_ok(&a);
+    };
+    issue_client("client");
     let root = ca.join("root.pem");
     let client = leaf(&certs, "client");
     let cache = tmp.path().join("cache");
@@ -396,14 +374,7 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
         "--dir",
         ca_s,
     ]);
-    mutual_ok(&[
-        "ca",
-        "crl",
-        "--dir",
-        ca_s,
-        "--out",
-        crl_out.to_str().unwrap(),
-    ]);
+    publish_crl();
     // Keep connecting until the handshake itself refuses the client. A connection accepted just
     // before the reload may instead be ended by live re-authorization (`denied`, `revoked`): both
     // are right, in either order, so wait for the handshake refusal's counter, not for an order.
@@ -447,20 +418,7 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
 
     // 4. CRL server down, no cache, deny: not ready, and a client is refused with
     // revocation_unknown (a fresh client certificate, not revoked).
-    mutual_ok(&[
-        "cert",
-        "issue",
-        "client2",
-        "--client",
-        "--san",
-        "uri:spiffe://edge.test/client2",
-        "--crl-url",
-        &url,
-        "--dir",
-        ca_s,
-        "--out",
-        out,
-    ]);
+    issue_client("client2");
     let client2 = leaf(&certs, "client2");
     let p = serve_cdp(&ca, &certs, &tmp.path().join("cache-empty"), &[]);
     let (st, body) = readyz(&p);

@@ -206,18 +206,7 @@ fn received(echo: &serde_json::Value, name: &str) -> Vec<String> {
 }
 
 fn openssl(args: &[&str], input: &Path) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .arg("-in")
-        .arg(input)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    mutual_test::output_ok(Command::new("openssl").args(args).arg("-in").arg(input)).stdout
 }
 
 /// What openssl says about the first certificate in `pem`: (sha256 of DER hex, RFC 2253
