@@ -66,9 +66,7 @@ fn connect_to_a_remote_that_never_answers_audits_handshake_timeout() {
 
 #[test]
 fn serve_audits_the_verified_peer_with_the_audit_spelling_of_tls() {
-    let fx = fixture();
-    let be = http_backend();
-    let proxy = start_serve(&fx, &be.addr.to_string(), &[]);
+    let (fx, _, proxy) = serve_fixture(&[]);
     let root = fx.pki.root.clone();
     let (status, body) = rustls_get(proxy.addr(), &rustls_config(&root, Some(&fx.ok))).unwrap();
     assert_eq!(status, 200, "{body}");

@@ -154,18 +154,12 @@ fn bad() -> &'static Bad {
             "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
         )
         .unwrap();
-        openssl(
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "ca.key",
-            ],
-            d,
-        );
+        // A P-256 private key at `name` in the work dir.
+        let ec_key = |name: &str| {
+            let args = ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", name];
+            openssl(&args, d)
+        };
+        ec_key("ca.key");
         openssl(
             &[
                 "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=Defects Root", "-days",
@@ -173,18 +167,7 @@ fn bad() -> &'static Bad {
             ],
             d,
         );
-        openssl(
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "leaf.key",
-            ],
-            d,
-        );
+        ec_key("leaf.key");
         openssl(
             &[
                 "req", "-new", "-key", "leaf.key", "-subj", "/CN=leaf", "-out", "leaf.csr",

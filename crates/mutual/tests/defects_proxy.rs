@@ -167,9 +167,7 @@ fn http_mode_strips_underscore_spellings_of_identity_headers() {
 // Item 3 (server half): a policy denial in TCP mode is an `access_denied` alert.
 #[test]
 fn tcp_policy_denial_sends_access_denied() {
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(&fx, &backend.addr.to_string(), &[]);
+    let (fx, _, p) = serve_fixture(&[]);
     let script = r#"
 import socket, ssl, sys
 port, root, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -223,9 +221,7 @@ except Exception as e:
 // Item 4: the refusal alert survives a client whose data is still arriving.
 #[test]
 fn missing_certificate_alert_reaches_a_client_that_writes_records_separately() {
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(&fx, &backend.addr.to_string(), &[]);
+    let (fx, _, p) = serve_fixture(&[]);
     let script = r#"
 import socket, ssl, sys, time
 port, root = int(sys.argv[1]), sys.argv[2]
@@ -417,9 +413,7 @@ fn peer_expiry_ends_a_connection_only_with_the_flag_and_never_on_reload() {
 // Item 11: connections closed at the drain timeout get their audit line.
 #[test]
 fn drain_timeout_closes_are_audited() {
-    let fx = fixture();
-    let backend = http_backend();
-    let mut p = start_serve(&fx, &backend.addr.to_string(), &["--drain-timeout", "1s"]);
+    let (fx, _, mut p) = serve_fixture(&["--drain-timeout", "1s"]);
     let _held = held(&p, &fx, &fx.ok);
     let got = eventually(Duration::from_secs(10), || {
         (p.metric("mutual_connections_active{listener=\"serve\"}") == Some(1.0)).then_some(())
@@ -442,9 +436,7 @@ fn tls12_missing_certificate_gets_handshake_failure() {
     if mutual_test::skip_without("openssl") {
         return;
     }
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(&fx, &backend.addr.to_string(), &["--min-tls", "1.2"]);
+    let (fx, _, p) = serve_fixture(&["--min-tls", "1.2"]);
     let out = Command::new("timeout")
         .args(["15", "openssl", "s_client", "-tls1_2", "-connect"])
         .arg(format!("127.0.0.1:{}", p.port))
@@ -469,9 +461,7 @@ fn tls12_missing_certificate_gets_handshake_failure() {
 // Item 14: a client whose first record is an alert is malformed, not no_shared_cipher.
 #[test]
 fn alert_before_client_hello_is_malformed() {
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(&fx, &backend.addr.to_string(), &[]);
+    let (_fx, _, p) = serve_fixture(&[]);
     let mut s = TcpStream::connect(p.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // A fatal handshake_failure alert record, before any ClientHello.
@@ -542,9 +532,7 @@ mod wrong_curve {
 fn ecdsa_scheme_for_the_wrong_curve_is_bad_signature() {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(&fx, &backend.addr.to_string(), &[]);
+    let (fx, _, p) = serve_fixture(&[]);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&fx.pki.root).unwrap() {
@@ -726,9 +714,7 @@ drain_timeout = "1s"
 // Item 11, `connect`: its connections closed at the drain timeout get their audit line too.
 #[test]
 fn connect_drain_timeout_closes_are_audited() {
-    let fx = fixture();
-    let backend = http_backend();
-    let serve = start_serve(&fx, &backend.addr.to_string(), &[]);
+    let (fx, _, serve) = serve_fixture(&[]);
     let mut conn = spawn_proxy(
         "connect",
         "--remote",

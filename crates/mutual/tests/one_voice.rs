@@ -415,16 +415,13 @@ fn verify_hints_name_verify_flags() {
         .ok();
     let chain = ca.out.join("cli.pem");
     let root = ca.root();
-    let spiffe = mutual(&[
-        "cert",
-        "verify",
-        s(&chain),
-        "--roots",
-        &root,
-        "--name",
-        "spiffe://example.org/cli",
-        "--json",
-    ]);
+    // `cert verify CERT --roots ROOT ARGS...`
+    let verify = |cert: &std::path::Path, args: &[&str]| {
+        let mut a = vec!["cert", "verify", s(cert), "--roots", &root];
+        a.extend_from_slice(args);
+        mutual(&a)
+    };
+    let spiffe = verify(&chain, &["--name", "spiffe://example.org/cli", "--json"]);
     assert_eq!(spiffe.code, 1);
     let v = json_of(&spiffe);
     assert_eq!(v["reason"], "wrong_purpose");
@@ -433,33 +430,14 @@ fn verify_hints_name_verify_flags() {
         "{v}"
     );
     // With the flag the hint names, it verifies.
-    mutual(&[
-        "cert",
-        "verify",
-        s(&chain),
-        "--roots",
-        &root,
-        "--name",
-        "spiffe://example.org/cli",
-        "--purpose",
-        "client",
-    ])
-    .ok();
+    let as_client = ["--name", "spiffe://example.org/cli", "--purpose", "client"];
+    verify(&chain, &as_client).ok();
 
     let text = std::fs::read_to_string(&chain).unwrap();
     let end = text.find("-----END CERTIFICATE-----").unwrap() + 26;
     let leaf = ca.tmp.path().join("leaf.pem");
     std::fs::write(&leaf, &text[..end]).unwrap();
-    let lone = mutual(&[
-        "cert",
-        "verify",
-        s(&leaf),
-        "--roots",
-        &root,
-        "--purpose",
-        "client",
-        "--json",
-    ]);
+    let lone = verify(&leaf, &["--purpose", "client", "--json"]);
     assert_eq!(lone.code, 1);
     let v = json_of(&lone);
     assert_eq!(v["reason"], "unknown_ca");

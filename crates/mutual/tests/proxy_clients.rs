@@ -9,9 +9,7 @@ use proxy_common::*;
 
 #[test]
 fn curl_matrix() {
-    let fx = fixture();
-    let be = http_backend();
-    let proxy = start_serve(&fx, &be.addr.to_string(), &[]);
+    let (fx, _, proxy) = serve_fixture(&[]);
     run_matrix(&proxy, &fx, |leaf| {
         let (ok, code, body) = curl(proxy.port, &fx.pki.root, leaf);
         (
@@ -36,9 +34,7 @@ fn curl_matrix() {
 
 #[test]
 fn openssl_s_client_matrix() {
-    let fx = fixture();
-    let be = http_backend();
-    let proxy = start_serve(&fx, &be.addr.to_string(), &[]);
+    let (fx, _, proxy) = serve_fixture(&[]);
     run_matrix(&proxy, &fx, |leaf| {
         let (_, out) = s_client(proxy.port, &fx.pki.root, leaf);
         (
@@ -50,9 +46,7 @@ fn openssl_s_client_matrix() {
 
 #[test]
 fn python_ssl_matrix() {
-    let fx = fixture();
-    let be = http_backend();
-    let proxy = start_serve(&fx, &be.addr.to_string(), &[]);
+    let (fx, _, proxy) = serve_fixture(&[]);
     run_matrix(&proxy, &fx, |leaf| {
         let out = python(proxy.port, &fx.pki.root, leaf);
         (out.starts_with("HTTP/1.0 200"), out)

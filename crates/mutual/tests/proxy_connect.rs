@@ -83,9 +83,7 @@ fn connect_to_openssl_s_server_verifies_the_server_name() {
 
 #[test]
 fn connect_in_front_of_serve_end_to_end() {
-    let fx = fixture();
-    let be = http_backend();
-    let serve = start_serve(&fx, &be.addr.to_string(), &[]);
+    let (fx, _, serve) = serve_fixture(&[]);
     let remote = format!("localhost:{}", serve.port);
 
     let conn = spawn_proxy(

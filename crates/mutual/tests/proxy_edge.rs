@@ -172,13 +172,7 @@ frontend fe
 
 #[test]
 fn max_connection_lifetime_closes_gracefully_and_audits_bytes() {
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(
-        &fx,
-        &backend.addr.to_string(),
-        &["--max-connection-lifetime", "1s"],
-    );
+    let (fx, _, p) = serve_fixture(&["--max-connection-lifetime", "1s"]);
     let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     let t = Instant::now();
     // Half a request: the backend waits for the rest, so only the lifetime can end this.
@@ -462,9 +456,7 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
 
 #[test]
 fn readyz_is_200_when_serving_and_healthz_stays() {
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(&fx, &backend.addr.to_string(), &[]);
+    let (_fx, _, p) = serve_fixture(&[]);
     wait_ready(&p);
     let (st, body) = readyz(&p);
     assert_eq!(st, 200, "{body}");

@@ -137,9 +137,7 @@ fn unix_socket_backend() {
 
 #[test]
 fn max_connections_is_honoured() {
-    let fx = fixture();
-    let be = http_backend();
-    let proxy = start_serve(&fx, &be.addr.to_string(), &["--max-connections", "1"]);
+    let (fx, _, proxy) = serve_fixture(&["--max-connections", "1"]);
     let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     let held = open_held(proxy.addr(), &cfg);
     // Over the limit: closed at once, before any TLS.
@@ -165,9 +163,7 @@ fn max_connections_is_honoured() {
 
 #[test]
 fn sigterm_stops_accepting_drains_and_exits_0() {
-    let fx = fixture();
-    let be = http_backend();
-    let mut proxy = start_serve(&fx, &be.addr.to_string(), &["--drain-timeout", "20s"]);
+    let (fx, _, mut proxy) = serve_fixture(&["--drain-timeout", "20s"]);
     let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     let held = open_held(proxy.addr(), &cfg);
     signal(proxy.pid(), "TERM");

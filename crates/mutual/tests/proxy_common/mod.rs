@@ -260,6 +260,15 @@ pub fn start_serve(fx: &Fixture, backend: &str, extra: &[&str]) -> Proxy {
     spawn_proxy("serve", "--backend", backend, &args)
 }
 
+/// The usual start of a proxy test: a fresh fixture, an HTTP backend, and `start_serve` in
+/// front of it with `extra`.
+pub fn serve_fixture(extra: &[&str]) -> (Fixture, HttpBackend, Proxy) {
+    let fx = fixture();
+    let backend = http_backend();
+    let p = start_serve(&fx, &backend.addr.to_string(), extra);
+    (fx, backend, p)
+}
+
 /// Starts `mutual <cmd> --listen .. <target_flag> <target> ..args` with an audit log and
 /// metrics, and waits until it listens (its metrics endpoint answers only after the listener
 /// is bound, so no probe connection pollutes the audit log).
