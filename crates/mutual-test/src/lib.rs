@@ -459,6 +459,29 @@ pub fn read_request_head(s: &mut impl std::io::Read) -> bool {
     true
 }
 
+/// What a finished command printed: stdout then stderr, as text.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Spawns a long-running `cmd` (a server, a daemon) with `RUST_LOG=info`, stdin and stdout
+/// closed and stderr written to `log`, guarded.
+pub fn spawn_logged(cmd: &mut std::process::Command, log: &Path) -> ChildGuard {
+    use std::process::Stdio;
+    let child = cmd
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    ChildGuard(child)
+}
+
 /// Runs `cmd` to its end (stdin closed) and asserts it succeeded, with what it printed in the
 /// failure message; returns its output.
 pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
@@ -504,6 +527,18 @@ pub fn spawn_quiet(cmd: &mut std::process::Command) -> ChildGuard {
         .spawn()
         .unwrap();
     ChildGuard(child)
+}
+
+/// `spawn_quiet`, then waits (up to a minute) until the server listens on 127.0.0.1:`port`.
+pub fn spawn_listening(cmd: &mut std::process::Command, port: u16) -> ChildGuard {
+    let guard = spawn_quiet(cmd);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        wait_for_port(addr, Duration::from_secs(60)),
+        "{:?} did not listen on {addr}",
+        cmd.get_program()
+    );
+    guard
 }
 
 /// nginx in the foreground (one process, files in a fresh temp dir) serving HTTPS on an

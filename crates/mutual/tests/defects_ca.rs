@@ -391,23 +391,21 @@ fn item1_failing_renewal_is_loud_and_backs_off() {
     // A server-only certificate (the usage that could never renew), 20 s of life: renewal
     // starts about 13 s in, the CA is down by then.
     let token = ca.token(&["dns:localhost", "ip:127.0.0.1"], "20s", "server");
-    let args: Vec<String> = [
-        "--cert",
-        s(&sdir.join("cert.pem")),
-        "--key",
-        s(&sdir.join("key.pem")),
-        "--ca",
-        s(&sdir.join("root.pem")),
-        "--ca-url",
-        &ca.url(),
-        "--token",
-        &token,
-        "--root-sha256",
-        &ca.fingerprint(),
-        "--allow-any",
-    ]
-    .map(String::from)
-    .to_vec();
+    let (url, pin) = (ca.url(), ca.fingerprint());
+    let args = tls_args(
+        &sdir.join("cert.pem"),
+        &sdir.join("key.pem"),
+        &sdir.join("root.pem"),
+        &[
+            "--ca-url",
+            &url,
+            "--token",
+            &token,
+            "--root-sha256",
+            &pin,
+            "--allow-any",
+        ],
+    );
     let serve = spawn_proxy("serve", "--backend", &be.addr.to_string(), &args);
     let not_after = mutual_tls::load::load_certs(&sdir.join("cert.pem")).unwrap();
     let not_after = mutual_enroll::CertSummary::of(not_after[0].as_ref())

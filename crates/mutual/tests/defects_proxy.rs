@@ -83,11 +83,7 @@ fn python_run(script: &str, args: &[String]) -> String {
         .args(args)
         .output()
         .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    mutual_test::output_text(&out)
 }
 
 // Item 2: underscore spellings of identity headers never reach the backend.
@@ -445,11 +441,7 @@ fn tls12_missing_certificate_gets_handshake_failure() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = mutual_test::output_text(&out);
     assert!(
         text.contains("alert handshake failure") && text.contains("alert number 40"),
         "{text}"
@@ -638,16 +630,8 @@ drain_timeout = "1s"
     let cfg = dir.path().join("mutual.toml");
     std::fs::write(&cfg, text("")).unwrap();
     let stderr = dir.path().join("stderr.log");
-    let mut child = ChildGuard(
-        Command::new(BIN)
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let run = ["run", "--config", cfg.to_str().unwrap()];
+    let mut child = mutual_test::spawn_logged(Command::new(BIN).args(run), &stderr);
     let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
     let metrics = SocketAddr::from(([127, 0, 0, 1], m));
     let up = eventually(Duration::from_secs(20), || {

@@ -13,7 +13,7 @@ use proxy_common::*;
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A CA directory and `mutual ca serve` running on it.
@@ -280,16 +280,11 @@ fn renew_daemon_rides_out_a_ca_outage() {
 
     ca.stop();
     let log = work.path().join("daemon.log");
-    let daemon = ChildGuard(
+    let daemon = mutual_test::spawn_logged(
         Command::new(BIN)
             .args(["renew", "--ca-url", &ca.url(), "--daemon"])
-            .args(["--cert", s(&cert), "--key", s(&key)])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+            .args(["--cert", s(&cert), "--key", s(&key)]),
+        &log,
     );
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     // Two failed attempts while the CA is down; the files are untouched meanwhile.

@@ -9,7 +9,7 @@ use proxy_common::*;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -140,18 +140,8 @@ frontend fe
     )
     .unwrap();
     mutual_test::output_ok(Command::new(haproxy).args(["-c", "-f", cfg_path.to_str().unwrap()]));
-    let _h = ChildGuard(
-        Command::new(haproxy)
-            .args(["-db", "-f", cfg_path.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(mutual_test::wait_for_port(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        EVENT_TIMEOUT
-    ));
+    let run = ["-db", "-f", cfg_path.to_str().unwrap()];
+    let _h = mutual_test::spawn_listening(Command::new(haproxy).args(run), port);
     let p = start_serve(
         &fx,
         &format!("127.0.0.1:{port}"),
@@ -211,25 +201,16 @@ fn mutual_ok(args: &[&str]) -> String {
 /// `python3 -m http.server` serving `dir` on 127.0.0.1.
 fn http_server(dir: &std::path::Path) -> (ChildGuard, u16) {
     let port = free_port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--directory")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(mutual_test::wait_for_port(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        EVENT_TIMEOUT
-    ));
-    (ChildGuard(child), port)
+    let serve = [
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ];
+    let mut c = Command::new("python3");
+    c.args(serve).arg("--directory").arg(dir);
+    (mutual_test::spawn_listening(&mut c, port), port)
 }
 
 fn leaf(dir: &std::path::Path, stem: &str) -> Leaf {

@@ -278,22 +278,19 @@ pub fn spawn_proxy(cmd: &str, target_flag: &str, target: &str, args: &[String]) 
     let metrics_port = free_port();
     let audit = dir.path().join("audit.log");
     let stderr = dir.path().join("stderr.log");
-    let child = Command::new(BIN)
-        .arg(cmd)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([target_flag, target])
-        .args(["--audit-log", audit.to_str().unwrap()])
-        .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--threads", "2"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
+    let child = mutual_test::spawn_logged(
+        Command::new(BIN)
+            .arg(cmd)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([target_flag, target])
+            .args(["--audit-log", audit.to_str().unwrap()])
+            .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--threads", "2"])
+            .args(args),
+        &stderr,
+    );
     let mut p = Proxy {
-        child: ChildGuard(child),
+        child,
         listener: cmd.to_string(),
         port,
         metrics_port,
@@ -476,12 +473,7 @@ pub fn s_client(port: u16, root: &Path, leaf: Option<&Leaf>) -> (bool, String) {
         c.args(["-cert_chain", l.cert.to_str().unwrap()]);
     }
     let out = mutual_test::output_with_stdin(&mut c, b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    (out.status.success(), mutual_test::output_text(&out))
 }
 
 /// A Python `ssl` client (the standard library's default context): `PORT CA CERT KEY` (CERT and
