@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pki_common::{mutual, openssl, s, TestCa};
+use pki_common::{mutual, openssl, s, x509, TestCa};
 use proxy_common::{have, http_backend, spawn_proxy, ChildGuard};
 
 /// curl over mTLS to https://localhost:PORT/; returns (curl exit code, HTTP status).
@@ -64,17 +64,8 @@ fn org_and_ou_reach_the_subject_and_serve_allow_ou_matches_them() {
         .ok();
     ca.issue("bob", &["--org", "Acme", "--ou", "marketing"])
         .ok();
-    let subj = openssl(&[
-        "x509",
-        "-in",
-        s(&pem(&ca, "alice")),
-        "-noout",
-        "-subject",
-        "-nameopt",
-        "RFC2253",
-    ])
-    .ok();
-    assert_eq!(subj.stdout.trim(), "subject=CN=alice,OU=payments,O=Acme");
+    let subj = x509(&pem(&ca, "alice"), &["-subject", "-nameopt", "RFC2253"]);
+    assert_eq!(subj.trim(), "subject=CN=alice,OU=payments,O=Acme");
     let inv = ca.inventory();
     let alice = inv.iter().find(|r| r["name"] == "alice").unwrap();
     assert_eq!(alice["subject"], "O=Acme, OU=payments, CN=alice");
@@ -119,16 +110,8 @@ fn org_and_ou_reach_the_subject_and_serve_allow_ou_matches_them() {
 fn email_sans_are_issued_and_verify() {
     let ca = TestCa::new(&[]);
     ca.issue("ops", &["--san", "email:Ops@Example.ORG"]).ok();
-    let o = openssl(&[
-        "x509",
-        "-in",
-        s(&pem(&ca, "ops")),
-        "-noout",
-        "-ext",
-        "subjectAltName",
-    ])
-    .ok();
-    assert!(o.stdout.contains("email:Ops@example.org"), "{}", o.stdout);
+    let o = x509(&pem(&ca, "ops"), &["-ext", "subjectAltName"]);
+    assert!(o.contains("email:Ops@example.org"), "{}", o);
     ca.openssl_verify(&pem(&ca, "ops"), "sslclient").ok();
     let v = mutual(&[
         "cert",
@@ -149,20 +132,10 @@ fn email_sans_are_issued_and_verify() {
 }
 
 fn dates(p: &Path) -> (String, String) {
-    let o = openssl(&[
-        "x509",
-        "-in",
-        s(p),
-        "-noout",
-        "-startdate",
-        "-enddate",
-        "-dateopt",
-        "iso_8601",
-    ])
-    .ok();
+    let o = x509(p, &["-startdate", "-enddate", "-dateopt", "iso_8601"]);
     let mut nb = String::new();
     let mut na = String::new();
-    for l in o.stdout.lines() {
+    for l in o.lines() {
         if let Some(v) = l.strip_prefix("notBefore=") {
             nb = v.to_string();
         }
@@ -574,19 +547,7 @@ fn email_san_through_a_token_and_v1_sign() {
         s(&out),
     ])
     .ok();
-    let o = openssl(&[
-        "x509",
-        "-in",
-        s(&out.join("cert.pem")),
-        "-noout",
-        "-ext",
-        "subjectAltName",
-    ])
-    .ok();
-    assert!(o.stdout.contains("email:ops@example.org"), "{}", o.stdout);
-    assert!(
-        o.stdout.contains("URI:spiffe://example.org/ops"),
-        "{}",
-        o.stdout
-    );
+    let o = x509(&out.join("cert.pem"), &["-ext", "subjectAltName"]);
+    assert!(o.contains("email:ops@example.org"), "{}", o);
+    assert!(o.contains("URI:spiffe://example.org/ops"), "{}", o);
 }

@@ -35,15 +35,7 @@ fn init_prints_the_fingerprint_and_refuses_to_run_twice() {
         root_text.contains("CN = Acme Internal CA Root"),
         "{root_text}"
     );
-    let int_text = openssl(&[
-        "x509",
-        "-in",
-        s(&dir.join("intermediate.pem")),
-        "-noout",
-        "-text",
-    ])
-    .ok()
-    .stdout;
+    let int_text = x509(&dir.join("intermediate.pem"), &["-text"]);
     assert!(int_text.contains("pathlen:0"), "{int_text}");
 
     let ca = TestCa {

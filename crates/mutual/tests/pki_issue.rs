@@ -320,16 +320,7 @@ fn inspect_shows_everything_and_warns() {
         serial.trim().trim_start_matches("serial=").to_lowercase(),
         leaf["serial"].as_str().unwrap()
     );
-    let fp = openssl(&[
-        "x509",
-        "-in",
-        s(&chain),
-        "-noout",
-        "-fingerprint",
-        "-sha256",
-    ])
-    .ok()
-    .stdout;
+    let fp = x509(&chain, &["-fingerprint", "-sha256"]);
     // JSON fingerprints are lowercase hex without colons (docs/json.md); openssl adds them.
     let fp = fp.replace(':', "").to_ascii_lowercase();
     assert!(fp.contains(leaf["sha256"].as_str().unwrap()), "{fp}");

@@ -140,6 +140,13 @@ pub fn openssl(args: &[&str]) -> Out {
     collect(c)
 }
 
+/// `openssl x509 -in CERT -noout ARGS...` that must succeed; its stdout.
+pub fn x509(cert: &Path, args: &[&str]) -> String {
+    let mut a = vec!["x509", "-in", s(cert), "-noout"];
+    a.extend_from_slice(args);
+    openssl_ok(&a)
+}
+
 /// `openssl ARGS` that must succeed; its stdout.
 pub fn openssl_ok(args: &[&str]) -> String {
     let o = openssl(args);

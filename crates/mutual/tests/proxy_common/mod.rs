@@ -313,6 +313,18 @@ pub fn spawn_proxy(cmd: &str, target_flag: &str, target: &str, args: &[String]) 
     p
 }
 
+/// Sends a plain HTTP/1.0 request for `/` into a `connect` listener's local port and returns
+/// whatever came back (empty when connect refused the far end).
+pub fn through(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
+}
+
 /// Sends a signal with kill(1).
 pub fn signal(pid: u32, sig: &str) {
     let st = Command::new("kill")
@@ -654,5 +666,15 @@ impl Proxy {
         let lines = self.wait_audit_count_where("at all", 1, |_| true);
         assert_eq!(lines.len(), 1, "one connection, one line: {lines:?}");
         lines.into_iter().next().unwrap()
+    }
+
+    /// For a test that made exactly one connection, refused: its only audit line says `failed`
+    /// with `reason`, and the handshake counter for that reason moved. Returns the line.
+    pub fn assert_only_failure(&self, reason: &str) -> serde_json::Value {
+        let line = self.wait_only_line();
+        assert_eq!(line["result"], "failed", "{line}");
+        assert_eq!(line["reason"], reason, "{line}");
+        self.wait_handshakes("failed", reason, 1.0);
+        line
     }
 }
