@@ -399,6 +399,17 @@ fn probe(port: u16, extra: &[&str]) -> (i32, Value) {
     (code, v)
 }
 
+/// The readable report of `mutual probe` against `port` with the good CA, plus `extra`:
+/// (exit code, stdout).
+fn probe_text(port: u16, extra: &[&str]) -> (i32, String) {
+    let t = target(port);
+    let mut args = vec!["probe", &t, "--server-name", "localhost"];
+    args.extend(["--ca", p(&pki().good.root)]);
+    args.extend_from_slice(extra);
+    let (code, out, _) = bounded(&args, Duration::from_secs(60));
+    (code, out)
+}
+
 fn with_client() -> Vec<&'static str> {
     let f = pki();
     vec!["--cert", p(&f.client.cert), "--key", p(&f.client.key)]
@@ -480,14 +491,19 @@ fn assert_refused_after_handshake(v: &Value) {
     );
 }
 
-#[test]
-fn probe_policy_denial_is_not_accepted() {
-    let (_s, port, audit, _d) = serve(
-        &["--allow-spiffe", "spiffe://example.org/someone-else"],
-        false,
-    );
+/// `mutual serve` (TCP, or `--http`) allowing only someone else, probed with the client
+/// certificate once serve has audited the denial: (serve, its dir, port, exit code, report).
+fn probe_denied_by_policy(http: bool) -> (ChildGuard, tempfile::TempDir, u16, i32, Value) {
+    let other = ["--allow-spiffe", "spiffe://example.org/someone-else"];
+    let (s, port, audit, d) = serve(&other, http);
     let (code, v) = probe(port, &with_client());
     audit_line(&audit, "denied", "policy_denied");
+    (s, d, port, code, v)
+}
+
+#[test]
+fn probe_policy_denial_is_not_accepted() {
+    let (_s, _d, port, code, v) = probe_denied_by_policy(false);
     assert_refused_after_handshake(&v);
     assert_eq!(code, 1, "{v:#}");
     // The endpoint itself does enforce mTLS.
@@ -495,23 +511,7 @@ fn probe_policy_denial_is_not_accepted() {
     assert_eq!(v["enforced"], true, "{v:#}");
 
     // The readable report says "no", not "yes".
-    let t = target(port);
-    let f = pki();
-    let (code, out, _) = bounded(
-        &[
-            "probe",
-            &t,
-            "--server-name",
-            "localhost",
-            "--ca",
-            p(&f.good.root),
-            "--cert",
-            p(&f.client.cert),
-            "--key",
-            p(&f.client.key),
-        ],
-        Duration::from_secs(60),
-    );
+    let (code, out) = probe_text(port, &with_client());
     assert_eq!(code, 1, "{out}");
     let accepted = out
         .lines()
@@ -523,12 +523,7 @@ fn probe_policy_denial_is_not_accepted() {
 
 #[test]
 fn probe_http_mode_policy_denial_is_policy_denied() {
-    let (_s, port, audit, _d) = serve(
-        &["--allow-spiffe", "spiffe://example.org/someone-else"],
-        true,
-    );
-    let (code, v) = probe(port, &with_client());
-    audit_line(&audit, "denied", "policy_denied");
+    let (_s, _d, _, code, v) = probe_denied_by_policy(true);
     assert_eq!(v["accepted"], false, "{v:#}");
     assert_eq!(v["reason"], "policy_denied", "{v:#}");
     assert_eq!(code, 1);
@@ -578,18 +573,7 @@ fn probe_server_accepting_unknown_ca_is_not_enforced() {
     assert_eq!(v["client_auth"], "not_enforced");
     assert_eq!(code, 1);
     // The readable report says so.
-    let t = target(port);
-    let (code, out, _) = bounded(
-        &[
-            "probe",
-            &t,
-            "--server-name",
-            "localhost",
-            "--ca",
-            p(&pki().good.root),
-        ],
-        Duration::from_secs(60),
-    );
+    let (code, out) = probe_text(port, &[]);
     assert_eq!(code, 1);
     assert!(out.contains("not enforced"), "{out}");
 }

@@ -70,6 +70,15 @@ fn wait_until_past(t: i64) {
     assert!(got.is_some(), "the clock never passed {t}");
 }
 
+/// A client certificate for OK_ID (CN `short`, file stem `stem`) that expires `secs` seconds
+/// from now, and its notAfter.
+fn short_ok_client(fx: &Fixture, stem: &str, secs: i64) -> (Leaf, i64) {
+    let opts = LeafOpts::new("short").san(&format!("uri:{OK_ID}"));
+    let leaf = fx.pki.leaf(stem, opts.valid_for(secs));
+    let expires = not_after(&leaf);
+    (leaf, expires)
+}
+
 fn not_after(leaf: &Leaf) -> i64 {
     mutual_policy::Identity::from_der(&leaf.der)
         .unwrap()
@@ -277,17 +286,7 @@ fn connect_refuses_a_resumed_session_with_an_expired_server() {
             &["--allow-spiffe", OK_ID],
         ),
     );
-    let conn = spawn_proxy(
-        "connect",
-        "--remote",
-        &format!("127.0.0.1:{}", serve.port),
-        &tls_args(
-            &fx.ok.cert,
-            &fx.ok.key,
-            &fx.pki.root,
-            &["--server-name", "localhost"],
-        ),
-    );
+    let conn = connect_as_ok(&fx, &serve, &[]);
     let through = || through(conn.port);
     // Before expiry: a full handshake, which leaves tickets for resumption.
     assert!(
@@ -345,13 +344,7 @@ fn reloads(p: &Proxy) -> f64 {
 fn peer_expiry_ends_a_connection_only_with_the_flag_and_never_on_reload() {
     let fx = fixture();
     let backend = http_backend();
-    let short = fx.pki.leaf(
-        "short-client",
-        LeafOpts::new("short")
-            .san(&format!("uri:{OK_ID}"))
-            .valid_for(12),
-    );
-    let expires = not_after(&short);
+    let (short, expires) = short_ok_client(&fx, "short-client", 12);
     let plain = start_serve(&fx, &backend.addr.to_string(), &[]);
     let timed = start_serve(&fx, &backend.addr.to_string(), &["--end-on-peer-expiry"]);
     let plain_conn = held(&plain, &fx, &short);
@@ -691,17 +684,7 @@ drain_timeout = "1s"
 #[test]
 fn connect_drain_timeout_closes_are_audited() {
     let (fx, _, serve) = serve_fixture(&[]);
-    let mut conn = spawn_proxy(
-        "connect",
-        "--remote",
-        &format!("127.0.0.1:{}", serve.port),
-        &tls_args(
-            &fx.ok.cert,
-            &fx.ok.key,
-            &fx.pki.root,
-            &["--server-name", "localhost", "--drain-timeout", "1s"],
-        ),
-    );
+    let mut conn = connect_as_ok(&fx, &serve, &["--drain-timeout", "1s"]);
     let mut local = TcpStream::connect(("127.0.0.1", conn.port)).unwrap();
     local.write_all(b"GET / HTTP/1.0\r\n").unwrap();
     // Established end to end once serve has allowed it.
@@ -725,13 +708,7 @@ fn http_keepalive_ends_at_peer_expiry_with_the_flag() {
     let fx = fixture();
     let (backend, _seen) = recording_backend();
     let t0 = now_secs();
-    let short = fx.pki.leaf(
-        "short-http",
-        LeafOpts::new("short")
-            .san(&format!("uri:{OK_ID}"))
-            .valid_for(8),
-    );
-    let expires = not_after(&short);
+    let (short, expires) = short_ok_client(&fx, "short-http", 8);
     let p = start_serve(
         &fx,
         &backend.to_string(),

@@ -120,6 +120,26 @@ fn backend(
     (addr, rx)
 }
 
+/// Checks a finished exchange both ways: the backend got `up` intact bytes (as it reported on
+/// `rx`), the client read `down` intact bytes (`client`, as the read_*pattern helpers return).
+fn assert_both_ways(
+    what: &str,
+    rx: &mpsc::Receiver<(usize, bool)>,
+    up: usize,
+    client: (usize, bool),
+    down: usize,
+) {
+    let (bgot, bsame) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(bgot, up, "{what}: backend received {bgot} of {up} bytes");
+    assert!(bsame, "{what}: upload corrupted");
+    let (got, same) = client;
+    assert_eq!(
+        got, down,
+        "{what}: client received {got} of {down} bytes after its half-close"
+    );
+    assert!(same, "{what}: response corrupted");
+}
+
 /// How the TLS client ends its upload.
 #[derive(Clone, Copy, Debug)]
 enum ClientEnd {
@@ -165,15 +185,8 @@ fn client_first_through_serve(how: ClientEnd, up: usize, down: usize) {
         .unwrap();
     write_pattern(&mut s, 11, up).unwrap();
     tls_half_close(&mut s, how);
-    let (got, same) = read_tls_pattern(&mut s, 22);
-    let (bgot, bsame) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-    assert_eq!(bgot, up, "{how:?}: backend received {bgot} of {up} bytes");
-    assert!(bsame, "{how:?}: upload corrupted");
-    assert_eq!(
-        got, down,
-        "{how:?}: client received {got} of {down} bytes after its half-close"
-    );
-    assert!(same, "{how:?}: response corrupted");
+    let client = read_tls_pattern(&mut s, 22);
+    assert_both_ways(&format!("{how:?}"), &rx, up, client, down);
     let line = serve.wait_only_line();
     assert_eq!(line["result"], "allowed", "{line}");
     assert_eq!(line["bytes_in"].as_u64(), Some(up as u64), "{line}");
@@ -245,15 +258,8 @@ fn connect_to_serve_client_half_close_both_directions() {
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write_pattern(&mut s, 55, BIG).unwrap();
     s.shutdown(Shutdown::Write).unwrap();
-    let (got, same) = read_pattern(&mut s, 66);
-    let (bgot, bsame) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-    assert_eq!(bgot, BIG, "backend received {bgot} of {BIG}");
-    assert!(bsame, "upload corrupted");
-    assert_eq!(
-        got, BIG,
-        "client received {got} of {BIG} after its half-close"
-    );
-    assert!(same, "response corrupted");
+    let client = read_pattern(&mut s, 66);
+    assert_both_ways("through connect", &rx, BIG, client, BIG);
     let cl = conn.wait_only_line();
     assert_eq!(cl["bytes_in"].as_u64(), Some(BIG as u64), "{cl}");
     assert_eq!(cl["bytes_out"].as_u64(), Some(BIG as u64), "{cl}");

@@ -36,31 +36,19 @@ pub fn fixture() -> Fixture {
     let pki = TestPki::new("Test");
     let other = TestPki::new("Other");
     let server = pki.leaf("server", LeafOpts::localhost_server());
-    let ok = pki.leaf("ok", LeafOpts::new("ok").san(&format!("uri:{OK_ID}")));
+    // A leaf for OK_ID from `ca`, file stem and CN `name`, shaped by `opts`.
+    let for_ok = |ca: &TestPki, name: &str, opts: fn(LeafOpts) -> LeafOpts| {
+        ca.leaf(name, opts(LeafOpts::new(name).san(&format!("uri:{OK_ID}"))))
+    };
+    let ok = for_ok(&pki, "ok", |o| o);
     let denied = pki.leaf(
         "denied",
         LeafOpts::new("other").san(&format!("uri:{OTHER_ID}")),
     );
-    let expired = pki.leaf(
-        "expired",
-        LeafOpts::new("expired")
-            .san(&format!("uri:{OK_ID}"))
-            .expired(),
-    );
-    let revoked = pki.leaf(
-        "revoked",
-        LeafOpts::new("revoked").san(&format!("uri:{OK_ID}")),
-    );
-    let wrong_purpose = pki.leaf(
-        "wrong-purpose",
-        LeafOpts::new("wrong-purpose")
-            .san(&format!("uri:{OK_ID}"))
-            .server(),
-    );
-    let other_ca = other.leaf(
-        "other-ca",
-        LeafOpts::new("other-ca").san(&format!("uri:{OK_ID}")),
-    );
+    let expired = for_ok(&pki, "expired", LeafOpts::expired);
+    let revoked = for_ok(&pki, "revoked", |o| o);
+    let wrong_purpose = for_ok(&pki, "wrong-purpose", LeafOpts::server);
+    let other_ca = for_ok(&other, "other-ca", |o| o);
     pki.revoke(&revoked);
     let crl = pki.crl("crl.pem");
     Fixture {
@@ -267,6 +255,20 @@ pub fn serve_fixture(extra: &[&str]) -> (Fixture, HttpBackend, Proxy) {
     let backend = http_backend();
     let p = start_serve(&fx, &backend.addr.to_string(), extra);
     (fx, backend, p)
+}
+
+/// `mutual connect` in front of `serve` (on 127.0.0.1, server name `localhost`), presenting
+/// `fx.ok` and trusting `fx.pki`, with `extra`.
+pub fn connect_as_ok(fx: &Fixture, serve: &Proxy, extra: &[&str]) -> Proxy {
+    let mut args = tls_args(
+        &fx.ok.cert,
+        &fx.ok.key,
+        &fx.pki.root,
+        &["--server-name", "localhost"],
+    );
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let remote = format!("127.0.0.1:{}", serve.port);
+    spawn_proxy("connect", "--remote", &remote, &args)
 }
 
 /// Starts `mutual <cmd> --listen .. <target_flag> <target> ..args` with an audit log and
