@@ -202,36 +202,23 @@ fn required_server_and_client_certs() {
 fn server_name_mismatch_is_reported_separately() {
     let (_s, port) = s_server(&["-Verify", "1", "-verify_return_error"]);
     let t = target(port);
-    let (code, v) = probe_json(&[
-        &t,
-        "--server-name",
-        "api.example.org",
-        "--ca",
-        p(&fx().good.root),
-    ]);
+    // `probe --json TARGET --server-name NAME --ca ROOT EXTRA...`
+    let probe_as = |name: &str, root: &Path, extra: &[&str]| {
+        let mut a = vec![t.as_str(), "--server-name", name, "--ca", p(root)];
+        a.extend_from_slice(extra);
+        probe_json(&a)
+    };
+    let (code, v) = probe_as("api.example.org", &fx().good.root, &[]);
     assert_eq!(v["server_verification"]["valid"], false, "{v:#}");
     assert_eq!(v["server_verification"]["reason"], "name_mismatch");
     assert_eq!(v["client_auth"], "required");
     assert!(v["verdict"].as_str().unwrap().contains("name_mismatch"));
     // Client auth is enforced: exit 0 unless --strict.
     assert_eq!(code, 0);
-    let (code, _) = probe_json(&[
-        &t,
-        "--server-name",
-        "api.example.org",
-        "--ca",
-        p(&fx().good.root),
-        "--strict",
-    ]);
+    let (code, _) = probe_as("api.example.org", &fx().good.root, &["--strict"]);
     assert_eq!(code, 1);
     // The server chain does not chain to another CA's root: unknown_ca.
-    let (_, v) = probe_json(&[
-        &t,
-        "--server-name",
-        "localhost",
-        "--ca",
-        p(&fx().wrong.root),
-    ]);
+    let (_, v) = probe_as("localhost", &fx().wrong.root, &[]);
     assert_eq!(v["server_verification"]["reason"], "unknown_ca", "{v:#}");
 }
 

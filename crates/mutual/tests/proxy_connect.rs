@@ -23,6 +23,12 @@ fn s_server(fx: &Fixture) -> (ChildGuard, u16) {
     mutual_test::openssl_s_server(&fx.pki, &fx.server, &mode)
 }
 
+/// `mutual connect` to `remote` as `fx.ok`, expecting the server name `name`.
+fn connect_named(fx: &Fixture, remote: &str, name: &str) -> Proxy {
+    let args = connect_args(fx, &fx.ok, &["--server-name", name]);
+    spawn_proxy("connect", "--remote", remote, &args)
+}
+
 fn connect_args(fx: &Fixture, leaf: &Leaf, extra: &[&str]) -> Vec<String> {
     tls_args(&leaf.cert, &leaf.key, &fx.pki.root, extra)
 }
@@ -36,12 +42,7 @@ fn connect_to_openssl_s_server_verifies_the_server_name() {
     let (_srv, port) = s_server(&fx);
     let remote = format!("127.0.0.1:{port}");
 
-    let good = spawn_proxy(
-        "connect",
-        "--remote",
-        &remote,
-        &connect_args(&fx, &fx.ok, &["--server-name", "localhost"]),
-    );
+    let good = connect_named(&fx, &remote, "localhost");
     let out = through(good.port);
     assert!(
         out.starts_with("HTTP/1.0 200"),
@@ -52,12 +53,7 @@ fn connect_to_openssl_s_server_verifies_the_server_name() {
     assert_eq!(line["result"], "allowed", "{line}");
     assert_eq!(line["tls"]["version"], "TLSv1.3");
 
-    let bad = spawn_proxy(
-        "connect",
-        "--remote",
-        &remote,
-        &connect_args(&fx, &fx.ok, &["--server-name", "wrong.example"]),
-    );
+    let bad = connect_named(&fx, &remote, "wrong.example");
     let out = through(bad.port);
     assert!(out.is_empty(), "the local client must get nothing: {out}");
     bad.assert_only_failure("name_mismatch");

@@ -120,6 +120,16 @@ fn backend(
     (addr, rx)
 }
 
+/// A TLS connection to `serve` as `fx.ok`, reads bounded by a minute.
+fn tls_as_ok(fx: &Fixture, serve: &Proxy) -> TlsStream {
+    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
+    let s = tls_connect(serve.addr(), &cfg).unwrap();
+    s.sock
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    s
+}
+
 /// Checks a finished exchange both ways: the backend got `up` intact bytes (as it reported on
 /// `rx`), the client read `down` intact bytes (`client`, as the read_*pattern helpers return).
 fn assert_both_ways(
@@ -178,11 +188,7 @@ fn serve_for(be: SocketAddr) -> (Fixture, Proxy) {
 fn client_first_through_serve(how: ClientEnd, up: usize, down: usize) {
     let (be, rx) = backend(Script::SinkThenAnswer { down }, 11, 22);
     let (fx, serve) = serve_for(be);
-    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
-    let mut s = tls_connect(serve.addr(), &cfg).unwrap();
-    s.sock
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    let mut s = tls_as_ok(&fx, &serve);
     write_pattern(&mut s, 11, up).unwrap();
     tls_half_close(&mut s, how);
     let client = read_tls_pattern(&mut s, 22);
@@ -209,11 +215,7 @@ fn serve_client_tcp_shutdown_then_reads_whole_response() {
 fn serve_backend_half_closes_first_client_still_uploads() {
     let (be, rx) = backend(Script::AnswerThenSink { down: MID }, 33, 44);
     let (fx, serve) = serve_for(be);
-    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
-    let mut s = tls_connect(serve.addr(), &cfg).unwrap();
-    s.sock
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    let mut s = tls_as_ok(&fx, &serve);
     let (got, same) = read_tls_pattern(&mut s, 44);
     assert_eq!(got, MID, "client received {got} of {MID} bytes");
     assert!(same, "response corrupted");
