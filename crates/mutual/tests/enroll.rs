@@ -12,7 +12,7 @@ use proxy_common::*;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,15 @@ type Ca = CaServe;
 
 fn new_ca() -> Ca {
     CaServe::with_new_ca("Enroll Test CA", &[], &["--rate-limit", "off"])
+}
+
+/// `enroll` with `token` into a fresh `WORK/name` that must succeed: (WORK, WORK/name).
+fn enroll_ok(ca: &Ca, token: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join(name);
+    let o = ca.enroll(token, &out);
+    assert_eq!(o.code, 0, "{}\nCA log:\n{}", o.stderr, ca.log_text());
+    (work, out)
 }
 
 /// `--cert DIR/cert.pem --key DIR/key.pem --ca DIR/root.pem EXTRA...`: where `enroll` and the
@@ -156,10 +165,7 @@ fn renew_once_keeps_the_names_and_can_change_the_key() {
         "1h",
         "both",
     );
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("api");
-    let o = ca.enroll(&token, &out);
-    assert_eq!(o.code, 0, "{}\nCA log:\n{}", o.stderr, ca.log_text());
+    let (_work, out) = enroll_ok(&ca, &token, "api");
     let (key, cert) = (out.join("key.pem"), out.join("cert.pem"));
     let first = leaf_of(&cert);
     let key_before = std::fs::read(&key).unwrap();
@@ -270,10 +276,7 @@ fn renew_daemon_rides_out_a_ca_outage() {
     // certificates a slow restart could miss the last attempt).
     // failed attempts before expiry even on a loaded machine.
     let token = ca.token(&["dns:daemon.test"], "60s", "both");
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("d");
-    let o = ca.enroll(&token, &out);
-    assert_eq!(o.code, 0, "{}\nCA log:\n{}", o.stderr, ca.log_text());
+    let (work, out) = enroll_ok(&ca, &token, "d");
     let (key, cert) = (out.join("key.pem"), out.join("cert.pem"));
     let first = leaf_of(&cert);
     let (cert_bytes, key_bytes) = (std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap());

@@ -106,6 +106,21 @@ fn org_and_ou_reach_the_subject_and_serve_allow_ou_matches_them() {
     assert_eq!(b["reason"], "policy_denied", "{b}");
 }
 
+/// `mutual cert verify` of the CA's certificate `name` as a client certificate.
+fn verify_as_client(ca: &TestCa, name: &str) -> pki_common::Out {
+    let root = ca.root();
+    let cert = pem(ca, name);
+    mutual(&[
+        "cert",
+        "verify",
+        s(&cert),
+        "--roots",
+        &root,
+        "--purpose",
+        "client",
+    ])
+}
+
 #[test]
 fn email_sans_are_issued_and_verify() {
     let ca = TestCa::new(&[]);
@@ -113,15 +128,7 @@ fn email_sans_are_issued_and_verify() {
     let o = x509(&pem(&ca, "ops"), &["-ext", "subjectAltName"]);
     assert!(o.contains("email:Ops@example.org"), "{}", o);
     ca.openssl_verify(&pem(&ca, "ops"), "sslclient").ok();
-    let v = mutual(&[
-        "cert",
-        "verify",
-        s(&pem(&ca, "ops")),
-        "--roots",
-        &ca.root(),
-        "--purpose",
-        "client",
-    ]);
+    let v = verify_as_client(&ca, "ops");
     assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
     let inv = ca.inventory();
     assert_eq!(inv[0]["sans"], serde_json::json!(["email:Ops@example.org"]));
@@ -164,15 +171,7 @@ fn absolute_validity_is_signed_as_given_and_bounded() {
     assert_eq!(got_nb.replace(' ', "T"), nb);
     assert_eq!(got_na.replace(' ', "T"), na);
     // Not valid yet: the verifier says so with its reason label.
-    let v = mutual(&[
-        "cert",
-        "verify",
-        s(&pem(&ca, "later")),
-        "--roots",
-        &ca.root(),
-        "--purpose",
-        "client",
-    ]);
+    let v = verify_as_client(&ca, "later");
     assert_eq!(v.code, 1);
     assert!(v.stdout.contains("not_yet_valid"), "{}", v.stdout);
 

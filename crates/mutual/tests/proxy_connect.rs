@@ -23,10 +23,14 @@ fn s_server(fx: &Fixture) -> (ChildGuard, u16) {
     mutual_test::openssl_s_server(&fx.pki, &fx.server, &mode)
 }
 
-/// `mutual connect` to `remote` as `fx.ok`, expecting the server name `name`.
-fn connect_named(fx: &Fixture, remote: &str, name: &str) -> Proxy {
-    let args = connect_args(fx, &fx.ok, &["--server-name", name]);
-    spawn_proxy("connect", "--remote", remote, &args)
+/// `mutual connect` to `remote` presenting `leaf`, with `extra`.
+fn connect_to(fx: &Fixture, remote: &str, leaf: &Leaf, extra: &[&str]) -> Proxy {
+    spawn_proxy(
+        "connect",
+        "--remote",
+        remote,
+        &connect_args(fx, leaf, extra),
+    )
 }
 
 fn connect_args(fx: &Fixture, leaf: &Leaf, extra: &[&str]) -> Vec<String> {
@@ -42,7 +46,7 @@ fn connect_to_openssl_s_server_verifies_the_server_name() {
     let (_srv, port) = s_server(&fx);
     let remote = format!("127.0.0.1:{port}");
 
-    let good = connect_named(&fx, &remote, "localhost");
+    let good = connect_to(&fx, &remote, &fx.ok, &["--server-name", "localhost"]);
     let out = through(good.port);
     assert!(
         out.starts_with("HTTP/1.0 200"),
@@ -53,7 +57,7 @@ fn connect_to_openssl_s_server_verifies_the_server_name() {
     assert_eq!(line["result"], "allowed", "{line}");
     assert_eq!(line["tls"]["version"], "TLSv1.3");
 
-    let bad = connect_named(&fx, &remote, "wrong.example");
+    let bad = connect_to(&fx, &remote, &fx.ok, &["--server-name", "wrong.example"]);
     let out = through(bad.port);
     assert!(out.is_empty(), "the local client must get nothing: {out}");
     bad.assert_only_failure("name_mismatch");
@@ -65,12 +69,7 @@ fn connect_in_front_of_serve_end_to_end() {
     let (fx, _, serve) = serve_fixture(&[]);
     let remote = format!("localhost:{}", serve.port);
 
-    let conn = spawn_proxy(
-        "connect",
-        "--remote",
-        &remote,
-        &connect_args(&fx, &fx.ok, &[]),
-    );
+    let conn = connect_to(&fx, &remote, &fx.ok, &[]);
     let out = through(conn.port);
     assert!(out.ends_with(BACKEND_BODY), "{out}");
     let cl = conn.wait_only_line();
@@ -85,12 +84,7 @@ fn connect_in_front_of_serve_end_to_end() {
 
     // The server rejects a certificate from another CA after our side of the TLS 1.3
     // handshake is done; connect still reports the server's reason.
-    let other = spawn_proxy(
-        "connect",
-        "--remote",
-        &remote,
-        &connect_args(&fx, &fx.other_ca, &[]),
-    );
+    let other = connect_to(&fx, &remote, &fx.other_ca, &[]);
     let out = through(other.port);
     assert!(out.is_empty(), "{out}");
     let ol = other.wait_only_line();
@@ -137,24 +131,15 @@ fn connect_expect_spiffe_checks_the_servers_exact_id() {
     let serve = spawn_proxy("serve", "--backend", &be.addr.to_string(), &args);
     let remote = format!("127.0.0.1:{}", serve.port);
 
-    let right = spawn_proxy(
-        "connect",
-        "--remote",
-        &remote,
-        &connect_args(&fx, &fx.ok, &["--expect-spiffe", server_id]),
-    );
+    let right = connect_to(&fx, &remote, &fx.ok, &["--expect-spiffe", server_id]);
     assert!(through(right.port).ends_with(BACKEND_BODY));
     assert_eq!(right.wait_only_line()["identity"]["spiffe"], server_id);
 
-    let wrong = spawn_proxy(
-        "connect",
-        "--remote",
+    let wrong = connect_to(
+        &fx,
         &remote,
-        &connect_args(
-            &fx,
-            &fx.ok,
-            &["--expect-spiffe", "spiffe://test.mutual/server/other"],
-        ),
+        &fx.ok,
+        &["--expect-spiffe", "spiffe://test.mutual/server/other"],
     );
     assert!(through(wrong.port).is_empty());
     let line = wrong.wait_only_line();
