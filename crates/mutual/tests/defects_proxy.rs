@@ -635,13 +635,13 @@ drain_timeout = "1s"
     let ok = rustls_config(&fx.pki.root, Some(&fx.ok));
     let mut web = tls_connect(SocketAddr::from(([127, 0, 0, 1], p_http)), &ok).unwrap();
     let get = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    web.write_all(get).unwrap();
-    assert_eq!(
-        read_response(&mut web),
-        (200, "recorded".into()),
-        "{}",
-        log()
-    );
+    // One request on the kept-alive HTTP connection, answered by the recording backend.
+    let request = |web: &mut TlsStream, what: &str| {
+        web.write_all(get).unwrap();
+        let got = read_response(web);
+        assert_eq!(got, (200, "recorded".into()), "{what}:\n{}", log());
+    };
+    request(&mut web, "first request");
     let pipe = open_held(SocketAddr::from(([127, 0, 0, 1], p_tcp)), &ok);
 
     let before = reloads();
@@ -659,12 +659,9 @@ drain_timeout = "1s"
     });
     assert!(restarted.is_some(), "{}", log());
 
-    web.write_all(get).unwrap();
-    assert_eq!(
-        read_response(&mut web),
-        (200, "recorded".into()),
-        "the HTTP keep-alive connection must survive the edit:\n{}",
-        log()
+    request(
+        &mut web,
+        "the HTTP keep-alive connection must survive the edit",
     );
     // The old generation's drain timeout (1 s) passes with the TCP connection still open: it
     // was handed over, so nothing may claim to close it. (A window, not a synchronization:
