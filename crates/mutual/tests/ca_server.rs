@@ -643,7 +643,7 @@ fn restart_mid_traffic_loses_no_issued_certificate() {
             srv.spawn();
             restarted = true;
         }
-        let r = srv.sign(&csr, &token);
+        let r = srv.sign(&csr, token);
         match r.status {
             201 => issued.push(r.json()["serial"].as_str().unwrap().to_string()),
             // The racer may have spent this token before the stop.
