@@ -64,6 +64,14 @@ impl LeafOpts {
     pub fn server(self) -> Self {
         self.purpose(Purpose::Server)
     }
+    /// The server leaf most tests present: CN `localhost`, SANs `dns:localhost` and
+    /// `ip:127.0.0.1`, serverAuth only.
+    pub fn localhost_server() -> Self {
+        LeafOpts::new("localhost")
+            .san("dns:localhost")
+            .san("ip:127.0.0.1")
+            .server()
+    }
     pub fn expired(mut self) -> Self {
         self.not_before_secs = -48 * 3600;
         self.not_after_secs = -24 * 3600;
@@ -376,6 +384,207 @@ impl Drop for ChildGuard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `openssl s_server` on an ephemeral 127.0.0.1 port presenting `server` (chain completed with
+/// `pki`'s intermediate) and trusting `pki`'s root for client certificates; `extra` picks the
+/// client-auth mode (`-verify 1`, `-Verify 1`, `-verify_return_error`, ...). Its stdin stays
+/// open: s_server drops the connection on stdin EOF. Returns once it listens.
+pub fn openssl_s_server(pki: &TestPki, server: &Leaf, extra: &[&str]) -> (ChildGuard, u16) {
+    openssl_s_server_files(
+        [&server.cert, &server.key, &pki.intermediate, &pki.root],
+        extra,
+    )
+}
+
+/// `openssl_s_server` from files: `[cert, key, cert_chain, CAfile]`.
+pub fn openssl_s_server_files(files: [&Path; 4], extra: &[&str]) -> (ChildGuard, u16) {
+    let [cert, key, chain, ca] = files;
+    for _ in 0..3 {
+        let port = free_port();
+        let child = std::process::Command::new("openssl")
+            .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .arg("-cert_chain")
+            .arg(chain)
+            .arg("-CAfile")
+            .arg(ca)
+            .arg("-quiet")
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let guard = ChildGuard(child);
+        if wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(60),
+        ) {
+            return (guard, port);
+        }
+    }
+    panic!("openssl s_server did not start");
+}
+
+/// A TCP server on an ephemeral 127.0.0.1 port that runs `handle` on every accepted
+/// connection, each in its own thread, for the rest of the test process. Returns its address.
+pub fn tcp_server(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let handle = std::sync::Arc::new(handle);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let handle = std::sync::Arc::clone(&handle);
+            std::thread::spawn(move || handle(s));
+        }
+    });
+    addr
+}
+
+/// Reads from `s` until the end of an HTTP request head (`\r\n\r\n`); false if the peer
+/// closed or failed first.
+pub fn read_request_head(s: &mut impl std::io::Read) -> bool {
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+/// What a finished command printed: stdout then stderr, as text.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Spawns a long-running `cmd` (a server, a daemon) with `RUST_LOG=info`, stdin and stdout
+/// closed and stderr written to `log`, guarded.
+pub fn spawn_logged(cmd: &mut std::process::Command, log: &Path) -> ChildGuard {
+    use std::process::Stdio;
+    let child = cmd
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    ChildGuard(child)
+}
+
+/// Runs `cmd` to its end (stdin closed) and asserts it succeeded, with what it printed in the
+/// failure message; returns its output.
+pub fn output_ok(cmd: &mut std::process::Command) -> std::process::Output {
+    let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
+    // Program and arguments only: the environment may hold a password.
+    let what: Vec<_> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .collect();
+    assert!(
+        out.status.success(),
+        "{what:?}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `cmd` with `input` written to its stdin (then closed) and returns what it printed.
+pub fn output_with_stdin(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(mut stdin) = child.stdin.take() {
+        // A peer that exits before reading everything is judged by its output, not by EPIPE.
+        let _ = stdin.write_all(input);
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Spawns `cmd` with stdin, stdout and stderr closed (`/dev/null`), guarded.
+pub fn spawn_quiet(cmd: &mut std::process::Command) -> ChildGuard {
+    use std::process::Stdio;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    ChildGuard(child)
+}
+
+/// `spawn_quiet`, then waits (up to a minute) until the server listens on 127.0.0.1:`port`.
+pub fn spawn_listening(cmd: &mut std::process::Command, port: u16) -> ChildGuard {
+    let guard = spawn_quiet(cmd);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    assert!(
+        wait_for_port(addr, Duration::from_secs(60)),
+        "{:?} did not listen on {addr}",
+        cmd.get_program()
+    );
+    guard
+}
+
+/// nginx in the foreground (one process, files in a fresh temp dir) serving HTTPS on an
+/// ephemeral 127.0.0.1 port: `ssl` is the `server` block's TLS directives (certificate, key,
+/// `ssl_verify_client`, `ssl_crl`, ...), every request is answered `200 ok`. Returns once it
+/// listens, with its port and the temp dir (`error.log` is there).
+pub fn nginx_tls(ssl: &str) -> (ChildGuard, u16, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
+         events {{}}\nhttp {{\n access_log off;\n client_body_temp_path {d}/body;\n\
+         proxy_temp_path {d}/proxy;\n server {{\n  listen 127.0.0.1:{port} ssl;\n{ssl}\n\
+         location / {{ return 200 \"ok\\n\"; }}\n }}\n}}\n",
+        d = dir.path().display(),
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let guard = spawn_quiet(
+        std::process::Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path),
+    );
+    assert!(
+        wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(60)
+        ),
+        "nginx did not start: {}",
+        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+    );
+    (guard, port, dir)
+}
+
+/// For a test that needs `program` as its peer: true (and a `SKIPPED` line naming it) when it
+/// is not on PATH, so the test returns early. `.ci/run` installs every peer, so CI skips nothing.
+pub fn skip_without(program: &str) -> bool {
+    let missing = !have(program);
+    if missing {
+        eprintln!("SKIPPED: {program} not installed");
+    }
+    missing
 }
 
 /// Whether a program is on PATH.

@@ -7,81 +7,44 @@
 mod pki_common;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use mutual_test::{eventually, free_port, wait_for_port, ChildGuard};
+use mutual_test::eventually;
 use pki_common::*;
 
 /// A running `mutual ca serve` on a fresh CA.
 struct Online {
     ca: TestCa,
-    port: u16,
-    child: Option<ChildGuard>,
-    log: PathBuf,
-    extra: Vec<String>,
+    srv: CaServe,
 }
 
 impl Online {
     fn start(init: &[&str], extra: &[&str]) -> Online {
         let ca = TestCa::new(init);
-        let log = ca.tmp.path().join("server.log");
-        let mut o = Online {
-            ca,
-            port: free_port(),
-            child: None,
-            log,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        o.spawn();
-        o
+        let srv = CaServe::start_new(&ca.dir, ca.tmp.path().join("server.log"), extra);
+        Online { ca, srv }
     }
 
+    /// Starts the server again after `stop`, on the same port.
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let listen = format!("127.0.0.1:{}", self.port);
-        let mut c = mutual_cmd(Some(PW), &["ca", "serve", "--listen", &listen]);
-        c.args(["--dir", self.ca.d()])
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = ChildGuard(c.spawn().unwrap());
-        let addr: SocketAddr = listen.parse().unwrap();
-        assert!(
-            wait_for_port(addr, Duration::from_secs(30)),
-            "server did not start: {}",
-            self.log_text()
-        );
-        self.child = Some(child);
+        self.srv.start();
     }
 
     /// SIGTERM, and the exit status.
     fn stop(&mut self) -> std::process::ExitStatus {
-        let mut g = self.child.take().unwrap();
-        let pid = g.0.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        g.0.wait().unwrap()
+        self.srv.terminate()
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.srv.log_text()
     }
 
     fn url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.port)
+        format!("https://localhost:{}{path}", self.srv.port)
     }
 
     fn p(&self, name: &str) -> PathBuf {
@@ -101,19 +64,15 @@ impl Online {
 
     /// POST a JSON value.
     fn post(&self, path: &str, body: &serde_json::Value, args: &[&str]) -> Reply {
-        let f = self.p(&format!("body-{}.json", rand_suffix()));
-        std::fs::write(&f, serde_json::to_vec(body).unwrap()).unwrap();
-        let data = format!("@{}", s(&f));
-        let mut a = vec![
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "--data-binary",
-            &data,
-        ];
-        a.extend_from_slice(args);
+        let a = json_post_args(self.ca.tmp.path(), body, args);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
         self.curl(path, &a)
+    }
+
+    /// POST /v1/sign with this CSR (PEM) and token.
+    fn sign(&self, csr: &str, token: &str) -> Reply {
+        let body = serde_json::json!({"csr": csr, "token": token});
+        self.post("/v1/sign", &body, &[])
     }
 
     /// `mutual token create ... --json`: (token, jti).
@@ -132,38 +91,15 @@ impl Online {
     fn csr(&self, stem: &str, sans: &str) -> (PathBuf, String) {
         let key = self.p(&format!("{stem}.key"));
         let csr = self.p(&format!("{stem}.csr"));
-        let mut a = vec![
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            s(&key),
-            "-out",
-            s(&csr),
-            "-subj",
-            "/CN=ignored",
-        ];
-        let ext = format!("subjectAltName={sans}");
-        if !sans.is_empty() {
-            a.extend_from_slice(&["-addext", &ext]);
-        }
-        openssl(&a).ok();
-        (key, std::fs::read_to_string(csr).unwrap())
+        let pem = openssl_csr(&key, &csr, "/CN=ignored", sans);
+        (key, pem)
     }
 
     /// Enrolls `stem` with a fresh token for `san` (dns:NAME): (cert chain path, key, serial).
     fn enroll(&self, stem: &str, name: &str) -> (PathBuf, PathBuf, String) {
         let (token, _) = self.token(&["--san", &format!("dns:{name}")]);
         let (key, csr) = self.csr(stem, &format!("DNS:{name}"));
-        let r = self.post(
-            "/v1/sign",
-            &serde_json::json!({"csr": csr, "token": token}),
-            &[],
-        );
+        let r = self.sign(&csr, &token);
         r.expect(201);
         let chain = self.p(&format!("{stem}.pem"));
         std::fs::write(&chain, r.json()["certificate_chain"].as_str().unwrap()).unwrap();
@@ -226,16 +162,6 @@ fn wait_cert_expired(pem: &std::path::Path) {
     assert!(done.is_some(), "{} never expired", pem.display());
     // openssl counts notAfter itself as expired, webpki only the second after it.
     wait_unix_secs(unix_now() + 1);
-}
-
-fn rand_suffix() -> String {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// An HTTP response as curl -i printed it.
@@ -365,11 +291,7 @@ fn roots_sign_with_token_and_every_token_refusal() {
     ]);
     let (_key, csr) = srv.csr("a", "DNS:svc-a.internal");
     let before = srv.count();
-    let r = srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr, "token": token}),
-        &[],
-    );
+    let r = srv.sign(&csr, &token);
     r.expect(201);
     let v = r.json();
     let serial = v["serial"].as_str().unwrap().to_string();
@@ -400,11 +322,7 @@ fn roots_sign_with_token_and_every_token_refusal() {
     // An empty CSR SAN list means every SAN of the token.
     let (t_all, _) = srv.token(&["--san", "dns:b.internal", "--san", "ip:10.1.2.3"]);
     let (_k, csr_none) = srv.csr("b", "");
-    let r = srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr_none, "token": t_all}),
-        &[],
-    );
+    let r = srv.sign(&csr_none, &t_all);
     r.expect(201);
     let rec = srv.record(r.json()["serial"].as_str().unwrap());
     assert_eq!(
@@ -414,30 +332,15 @@ fn roots_sign_with_token_and_every_token_refusal() {
     let n = srv.count();
 
     // Replay of a spent token.
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr, "token": token}),
-        &[],
-    )
-    .problem(401, "token_used");
+    srv.sign(&csr, &token).problem(401, "token_used");
     assert_eq!(srv.count(), n);
 
     // A token for svc-a used to ask for svc-b; and a CSR asking for one name too many.
     let (t_a, jti_a) = srv.token(&["--san", "dns:svc-a.internal"]);
     let (_k, csr_b) = srv.csr("b2", "DNS:svc-b.internal");
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr_b, "token": t_a}),
-        &[],
-    )
-    .problem(403, "name_not_allowed");
+    srv.sign(&csr_b, &t_a).problem(403, "name_not_allowed");
     let (_k, csr_ab) = srv.csr("ab", "DNS:svc-a.internal,DNS:svc-b.internal");
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr_ab, "token": t_a}),
-        &[],
-    )
-    .problem(403, "name_not_allowed");
+    srv.sign(&csr_ab, &t_a).problem(403, "name_not_allowed");
     assert_eq!(srv.count(), n);
 
     // Forged: payload edited (another SAN), signature kept.
@@ -452,24 +355,14 @@ fn roots_sign_with_token_and_every_token_refusal() {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()),
         parts[2]
     );
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr_b, "token": edited}),
-        &[],
-    )
-    .problem(401, "token_invalid");
+    srv.sign(&csr_b, &edited).problem(401, "token_invalid");
     // alg none.
     let none = format!(
         "{}.{}.",
         URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
         parts[1]
     );
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr, "token": none}),
-        &[],
-    )
-    .problem(401, "token_invalid");
+    srv.sign(&csr, &none).problem(401, "token_invalid");
     // Signed by another CA's provisioner key.
     let other = TestCa::new(&[]);
     let o = mutual(&[
@@ -483,31 +376,17 @@ fn roots_sign_with_token_and_every_token_refusal() {
     .ok();
     let foreign = o.stdout.trim().to_string();
     assert_eq!(foreign.split('.').count(), 3, "stdout is the JWT alone");
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr, "token": foreign}),
-        &[],
-    )
-    .problem(401, "token_invalid");
+    srv.sign(&csr, &foreign).problem(401, "token_invalid");
     assert_eq!(srv.count(), n);
 
     // Expired.
     let (t_exp, _) = srv.token(&["--san", "dns:svc-a.internal", "--expires", "1s"]);
     wait_token_expired(&t_exp);
-    srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr, "token": t_exp}),
-        &[],
-    )
-    .problem(401, "token_expired");
+    srv.sign(&csr, &t_exp).problem(401, "token_expired");
     assert_eq!(srv.count(), n);
 
     // The refused token for svc-a was not spent: it still works for what it allows.
-    let r = srv.post(
-        "/v1/sign",
-        &serde_json::json!({"csr": csr, "token": t_a}),
-        &[],
-    );
+    let r = srv.sign(&csr, &t_a);
     r.expect(201);
     assert_eq!(
         srv.record(r.json()["serial"].as_str().unwrap())["requested_by"],
@@ -618,34 +497,19 @@ fn renew_revoke_and_crl_over_mtls() {
     assert!((86_000..=86_400).contains(&max_age), "{max_age}");
     let crl_file = srv.p("crl.der");
     std::fs::write(&crl_file, &crl.body).unwrap();
+    let crl_cmd = |args: &[&str]| {
+        let mut a = vec!["crl", "-inform", "DER", "-in", s(&crl_file), "-noout"];
+        a.extend_from_slice(args);
+        openssl(&a).ok().stdout
+    };
     let crl_text = || {
         std::fs::write(&crl_file, &srv.curl("/v1/crl", &[]).body).unwrap();
-        openssl(&[
-            "crl",
-            "-inform",
-            "DER",
-            "-in",
-            s(&crl_file),
-            "-noout",
-            "-text",
-        ])
-        .ok()
-        .stdout
+        crl_cmd(&["-text"])
     };
     let t = crl_text();
     assert!(t.contains(&upper_serial(&b_serial)), "{t}");
     // The CRL verifies against the intermediate.
-    openssl(&[
-        "crl",
-        "-inform",
-        "DER",
-        "-in",
-        s(&crl_file),
-        "-noout",
-        "-CAfile",
-        &srv.ca.intermediate(),
-    ])
-    .ok();
+    crl_cmd(&["-CAfile", &srv.ca.intermediate()]);
 
     // Revoke via the API: by another non-admin -> forbidden; by itself -> ok.
     let (c_pem, c_key, c_serial) = srv.enroll("c", "svc-c.internal");
@@ -779,11 +643,7 @@ fn restart_mid_traffic_loses_no_issued_certificate() {
             srv.spawn();
             restarted = true;
         }
-        let r = srv.post(
-            "/v1/sign",
-            &serde_json::json!({"csr": csr, "token": token}),
-            &[],
-        );
+        let r = srv.sign(&csr, token);
         match r.status {
             201 => issued.push(r.json()["serial"].as_str().unwrap().to_string()),
             // The racer may have spent this token before the stop.
@@ -906,7 +766,7 @@ fn server_certificate_rotates_itself_at_two_thirds() {
             .arg(format!(
                 "openssl s_client -connect 127.0.0.1:{} -servername localhost </dev/null \
                  2>/dev/null | openssl x509 -noout -serial",
-                srv.port
+                srv.srv.port
             ))
             .output()
             .unwrap();

@@ -13,16 +13,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 
 fn connect_args(fx: &Fixture, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = vec![
-        "--cert".into(),
-        fx.ok.cert.display().to_string(),
-        "--key".into(),
-        fx.ok.key.display().to_string(),
-        "--ca".into(),
-        fx.pki.root.display().to_string(),
-    ];
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+    tls_args(&fx.ok.cert, &fx.ok.key, &fx.pki.root, extra)
 }
 
 /// Opens a local connection, sends a line, and reads until the proxy closes it.
@@ -43,12 +34,9 @@ fn connect_with_its_remote_down_audits_backend_unavailable() {
     let conn = spawn_proxy("connect", "--remote", &remote, &connect_args(&fx, &[]));
     let out = poke(conn.port);
     assert!(out.is_empty(), "{out:?}");
-    let line = conn.wait_only_line();
-    assert_eq!(line["result"], "failed", "{line}");
-    assert_eq!(line["reason"], "backend_unavailable", "{line}");
+    let line = conn.assert_only_failure("backend_unavailable");
     assert!(line["identity"].is_null(), "{line}");
     assert!(line["tls"].is_null(), "{line}");
-    conn.wait_handshakes("failed", "backend_unavailable", 1.0);
     conn.wait_stderr("Hint:");
 }
 
@@ -66,18 +54,13 @@ fn connect_to_a_remote_that_never_answers_audits_handshake_timeout() {
     );
     let out = poke(conn.port);
     assert!(out.is_empty(), "{out:?}");
-    let line = conn.wait_only_line();
-    assert_eq!(line["result"], "failed", "{line}");
-    assert_eq!(line["reason"], "handshake_timeout", "{line}");
-    conn.wait_handshakes("failed", "handshake_timeout", 1.0);
+    conn.assert_only_failure("handshake_timeout");
     drop(silent);
 }
 
 #[test]
 fn serve_audits_the_verified_peer_with_the_audit_spelling_of_tls() {
-    let fx = fixture();
-    let be = http_backend();
-    let proxy = start_serve(&fx, &be.addr.to_string(), &[]);
+    let (fx, _, proxy) = serve_fixture(&[]);
     let root = fx.pki.root.clone();
     let (status, body) = rustls_get(proxy.addr(), &rustls_config(&root, Some(&fx.ok))).unwrap();
     assert_eq!(status, 200, "{body}");

@@ -8,52 +8,29 @@
 
 mod pki_common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mutual_store::testing::PgTestDb;
-use mutual_test::{eventually, free_port, wait_for_port, ChildGuard};
+use mutual_test::eventually;
 use pki_common::*;
 
 /// One `mutual ca serve` on the CA of `ca`.
 struct Replica {
     port: u16,
-    _child: ChildGuard,
-    log: PathBuf,
+    _srv: CaServe,
 }
 
 impl Replica {
     fn start(ca: &TestCa, name: &str) -> Replica {
-        let port = free_port();
         let log = ca.tmp.path().join(format!("{name}.log"));
-        let listen = format!("127.0.0.1:{port}");
-        let mut c = mutual_cmd(Some(PW), &["ca", "serve", "--listen", &listen]);
-        c.args([
-            "--dir",
-            ca.d(),
-            "--crl-refresh",
-            "1s",
-            "--rate-limit",
-            "off",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap());
-        let child = ChildGuard(c.spawn().unwrap());
-        let addr: SocketAddr = listen.parse().unwrap();
-        let r = Replica {
-            port,
-            _child: child,
-            log,
-        };
-        assert!(
-            wait_for_port(addr, Duration::from_secs(30)),
-            "replica {name} did not start: {}",
-            std::fs::read_to_string(&r.log).unwrap_or_default()
-        );
-        r
+        let extra = ["--crl-refresh", "1s", "--rate-limit", "off"];
+        let srv = CaServe::start_new(&ca.dir, log, &extra);
+        Replica {
+            port: srv.port,
+            _srv: srv,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -112,18 +89,8 @@ fn curl(ca: &TestCa, url: &str, args: &[&str]) -> Answer {
 }
 
 fn post(ca: &TestCa, url: &str, body: &serde_json::Value, args: &[&str]) -> Answer {
-    let f = ca.tmp.path().join(format!("req-{}.json", free_port()));
-    std::fs::write(&f, serde_json::to_vec(body).unwrap()).unwrap();
-    let data = format!("@{}", s(&f));
-    let mut a = vec![
-        "-X",
-        "POST",
-        "-H",
-        "content-type: application/json",
-        "--data-binary",
-        &data,
-    ];
-    a.extend_from_slice(args);
+    let a = json_post_args(ca.tmp.path(), body, args);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
     curl(ca, url, &a)
 }
 
@@ -146,25 +113,8 @@ fn token(ca: &TestCa, name: &str) -> String {
 fn csr(ca: &TestCa, name: &str) -> (PathBuf, String) {
     let key = ca.tmp.path().join(format!("{name}.key"));
     let csr = ca.tmp.path().join(format!("{name}.csr"));
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&key),
-        "-out",
-        s(&csr),
-        "-subj",
-        "/CN=ignored",
-        "-addext",
-        &format!("subjectAltName=DNS:{name}"),
-    ])
-    .ok();
-    (key, std::fs::read_to_string(csr).unwrap())
+    let pem = openssl_csr(&key, &csr, "/CN=ignored", &format!("DNS:{name}"));
+    (key, pem)
 }
 
 /// Enrolls `name` through replica `r`: (chain path, key path, serial).

@@ -3,7 +3,9 @@
 //! openssl as independent clients. Each one failed before its fix.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod pki_common;
 mod proxy_common;
+use pki_common::{mutual, mutual_cmd, openssl_csr, openssl_ok, s, CaServe, Out, PW};
 use proxy_common::*;
 
 use std::net::SocketAddr;
@@ -12,56 +14,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PW: &str = "defects test password";
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn text(&self) -> String {
-        format!(
-            "exit {}\nstdout: {}\nstderr: {}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
-fn run(args: &[&str]) -> Out {
-    let o = Command::new(BIN)
-        .args(args)
-        .env_remove("MUTUAL_HOME")
-        .env_remove("MUTUAL_TOKEN")
-        .env("MUTUAL_CA_PASSWORD", PW)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
 fn ok(args: &[&str]) -> Out {
-    let o = run(args);
-    assert_eq!(o.code, 0, "mutual {args:?}\n{}", o.text());
-    o
+    mutual(args).ok()
 }
 
 /// Exit 2 with a message containing `needle`, and no panic.
 fn usage_error(args: &[&str], needle: &str) -> Out {
-    let o = run(args);
+    let o = mutual(args);
     assert_eq!(o.code, 2, "mutual {args:?}\n{}", o.text());
     assert!(o.stderr.contains(needle), "mutual {args:?}\n{}", o.text());
     assert!(!o.stderr.contains("panicked"), "{}", o.text());
     o
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn new_ca(extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
@@ -79,15 +42,9 @@ fn inventory(dir: &Path) -> Vec<serde_json::Value> {
 }
 
 fn crl_number(pem: &str) -> u64 {
-    let mut c = Command::new("openssl")
-        .args(["crl", "-noout", "-crlnumber"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    c.stdin.take().unwrap().write_all(pem.as_bytes()).unwrap();
-    let o = c.wait_with_output().unwrap();
+    let mut c = Command::new("openssl");
+    c.args(["crl", "-noout", "-crlnumber"]);
+    let o = mutual_test::output_with_stdin(&mut c, pem.as_bytes());
     let t = String::from_utf8_lossy(&o.stdout);
     let hex = t.trim().split_once('=').unwrap().1;
     u64::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
@@ -220,10 +177,11 @@ fn item7_kill_9_during_cert_issue_leaves_nothing_unrevocable() {
     let out = tempfile::tempdir().unwrap();
     let o = out.path();
     let issue_cmd = |name: &str| {
-        let mut c = Command::new(BIN);
-        c.args(["cert", "issue", name, "--dir", s(&d), "--out", s(o)])
-            .args(["--both", "--san", "dns:k.test", "--p12"])
-            .env("MUTUAL_CA_PASSWORD", PW)
+        let mut c = mutual_cmd(
+            Some(PW),
+            &["cert", "issue", name, "--dir", s(&d), "--out", s(o)],
+        );
+        c.args(["--both", "--san", "dns:k.test", "--p12"])
             .env("MUTUAL_P12_PASSWORD", "p12 pw")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -315,137 +273,24 @@ fn item7_kill_9_during_cert_issue_leaves_nothing_unrevocable() {
 // ---------------------------------------------------------------------------------------------
 // The online CA (items 1 and 13).
 
-struct CaServer {
-    _t: tempfile::TempDir,
-    dir: PathBuf,
-    port: u16,
-    server: Option<ChildGuard>,
-    log: PathBuf,
+/// `mutual ca serve` on a fresh CA made with `ca init EXTRA_INIT...`, rate limits off.
+fn ca_server(extra_init: &[&str]) -> CaServe {
+    CaServe::with_new_ca("Defects CA", extra_init, &["--rate-limit", "off"])
 }
 
-impl CaServer {
-    fn new(extra_init: &[&str]) -> CaServer {
-        let (t, dir) = new_ca(extra_init);
-        let log = t.path().join("ca-serve.log");
-        let mut c = CaServer {
-            _t: t,
-            dir,
-            port: free_port(),
-            server: None,
-            log,
-        };
-        c.start();
-        c
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["ca", "serve", "--dir", s(&self.dir)])
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--rate-limit", "off"])
-            .env("MUTUAL_CA_PASSWORD", PW)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut g = ChildGuard(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let up = eventually(Duration::from_secs(20), || {
-            if let Ok(Some(st)) = g.0.try_wait() {
-                panic!("ca serve exited with {st}:\n{}", self.log_text());
-            }
-            std::net::TcpStream::connect(addr).ok().map(|_| ())
-        });
-        assert!(
-            up.is_some(),
-            "ca serve did not listen:\n{}",
-            self.log_text()
-        );
-        self.server = Some(g);
-    }
-
-    fn stop(&mut self) {
-        self.server = None;
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
-    }
-
-    fn root(&self) -> PathBuf {
-        self.dir.join("root.pem")
-    }
-
-    fn fingerprint(&self) -> String {
-        let o = Command::new("openssl")
-            .args([
-                "x509",
-                "-noout",
-                "-fingerprint",
-                "-sha256",
-                "-in",
-                s(&self.root()),
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&o.stdout);
-        text.trim().split_once('=').unwrap().1.to_string()
-    }
-
-    fn token(&self, sans: &[&str], ttl_cert: &str, usage: &str) -> String {
-        let mut a = vec![
-            "token",
-            "create",
-            "--dir",
-            s(&self.dir),
-            "--ttl-cert",
-            ttl_cert,
-        ];
-        a.extend(["--usage", usage]);
-        for san in sans {
-            a.extend(["--san", san]);
-        }
-        ok(&a).stdout.trim().to_string()
-    }
-
-    fn enroll(&self, token: &str, out: &Path) -> Out {
-        run(&[
-            "enroll",
-            "--ca-url",
-            &self.url(),
-            "--token",
-            token,
-            "--root-sha256",
-            &self.fingerprint(),
-            "--out",
-            s(out),
-        ])
-    }
-
-    fn renew(&self, dir: &Path) -> Out {
-        run(&[
-            "renew",
-            "--ca-url",
-            &self.url(),
-            "--cert",
-            s(&dir.join("cert.pem")),
-            "--key",
-            s(&dir.join("key.pem")),
-            "--ca",
-            s(&self.root()),
-        ])
-    }
+/// `mutual renew` of the pair `dir/cert.pem`, `dir/key.pem` against `ca`.
+fn renew(ca: &CaServe, dir: &Path) -> Out {
+    mutual(&[
+        "renew",
+        "--ca-url",
+        &ca.url(),
+        "--cert",
+        s(&dir.join("cert.pem")),
+        "--key",
+        s(&dir.join("key.pem")),
+        "--ca",
+        s(&ca.root()),
+    ])
 }
 
 fn serial_of(cert: &Path) -> String {
@@ -466,7 +311,7 @@ fn ext_key_usage(cert: &Path) -> String {
 
 #[test]
 fn item1_every_usage_renews_and_foreign_or_revoked_certificates_do_not() {
-    let ca = CaServer::new(&[]);
+    let ca = ca_server(&[]);
     let work = tempfile::tempdir().unwrap();
     for usage in ["server", "client", "both"] {
         let dir = work.path().join(usage);
@@ -475,7 +320,7 @@ fn item1_every_usage_renews_and_foreign_or_revoked_certificates_do_not() {
         assert_eq!(o.code, 0, "enroll {usage}: {}\n{}", o.text(), ca.log_text());
         let cert = dir.join("cert.pem");
         let before = serial_of(&cert);
-        let o = ca.renew(&dir);
+        let o = renew(&ca, &dir);
         assert_eq!(
             o.code,
             0,
@@ -516,7 +361,7 @@ fn item1_every_usage_renews_and_foreign_or_revoked_certificates_do_not() {
     ]);
     std::fs::rename(odir.join("srv.pem"), odir.join("cert.pem")).unwrap();
     std::fs::rename(odir.join("srv.key"), odir.join("key.pem")).unwrap();
-    let o = ca.renew(&odir);
+    let o = renew(&ca, &odir);
     assert_ne!(o.code, 0, "a foreign certificate renewed: {}", o.text());
     assert!(
         o.stderr.contains("unknown_ca") || o.stderr.contains("handshake"),
@@ -529,7 +374,7 @@ fn item1_every_usage_renews_and_foreign_or_revoked_certificates_do_not() {
     let serial = serial_of(&sdir.join("cert.pem"));
     let serial = serial.split_once('=').unwrap().1;
     ok(&["cert", "revoke", serial, "--dir", s(&ca.dir)]);
-    let o = ca.renew(&sdir);
+    let o = renew(&ca, &sdir);
     assert_ne!(o.code, 0, "a revoked certificate renewed: {}", o.text());
     assert!(o.stderr.contains("revoked"), "{}", o.text());
 }
@@ -539,30 +384,28 @@ fn item1_every_usage_renews_and_foreign_or_revoked_certificates_do_not() {
 /// certificate has expired.
 #[test]
 fn item1_failing_renewal_is_loud_and_backs_off() {
-    let mut ca = CaServer::new(&[]);
+    let mut ca = ca_server(&[]);
     let work = tempfile::tempdir().unwrap();
     let sdir = work.path().join("serve");
     let be = http_backend();
     // A server-only certificate (the usage that could never renew), 20 s of life: renewal
     // starts about 13 s in, the CA is down by then.
     let token = ca.token(&["dns:localhost", "ip:127.0.0.1"], "20s", "server");
-    let args: Vec<String> = [
-        "--cert",
-        s(&sdir.join("cert.pem")),
-        "--key",
-        s(&sdir.join("key.pem")),
-        "--ca",
-        s(&sdir.join("root.pem")),
-        "--ca-url",
-        &ca.url(),
-        "--token",
-        &token,
-        "--root-sha256",
-        &ca.fingerprint(),
-        "--allow-any",
-    ]
-    .map(String::from)
-    .to_vec();
+    let (url, pin) = (ca.url(), ca.fingerprint());
+    let args = tls_args(
+        &sdir.join("cert.pem"),
+        &sdir.join("key.pem"),
+        &sdir.join("root.pem"),
+        &[
+            "--ca-url",
+            &url,
+            "--token",
+            &token,
+            "--root-sha256",
+            &pin,
+            "--allow-any",
+        ],
+    );
     let serve = spawn_proxy("serve", "--backend", &be.addr.to_string(), &args);
     let not_after = mutual_tls::load::load_certs(&sdir.join("cert.pem")).unwrap();
     let not_after = mutual_enroll::CertSummary::of(not_after[0].as_ref())
@@ -629,33 +472,11 @@ fn curl_post(url: &str, root: &Path, content_type: Option<&str>, body: &str) -> 
 
 #[test]
 fn item13_sign_requires_application_json_and_spends_no_token_otherwise() {
-    let ca = CaServer::new(&[]);
+    let ca = ca_server(&[]);
     let work = tempfile::tempdir().unwrap();
     let key = work.path().join("k.pem");
     let csr = work.path().join("r.csr");
-    let st = Command::new("openssl")
-        .args([
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args([
-            "-nodes",
-            "-keyout",
-            s(&key),
-            "-out",
-            s(&csr),
-            "-subj",
-            "/CN=ct.test",
-        ])
-        .args(["-addext", "subjectAltName=DNS:ct.test"])
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    openssl_csr(&key, &csr, "/CN=ct.test", "DNS:ct.test");
     let token = ca.token(&["dns:ct.test"], "1h", "client");
     let body = serde_json::json!({
         "token": token,
@@ -687,41 +508,31 @@ fn item13_sign_requires_application_json_and_spends_no_token_otherwise() {
     let dir = work.path().join("c");
     let t2 = ca.token(&["dns:c.test"], "1h", "client");
     assert_eq!(ca.enroll(&t2, &dir).code, 0);
-    for path in ["/v1/renew", "/v1/revoke"] {
-        let o = Command::new("curl")
+    // curl presenting the enrolled certificate, `-w` appending the status.
+    let curl_as = |args: &[&str]| {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        Command::new("curl")
             .args(["-sS", "--cacert", s(&ca.root())])
-            .args([
-                "--cert",
-                s(&dir.join("cert.pem")),
-                "--key",
-                s(&dir.join("key.pem")),
-            ])
-            .args(["-H", "Content-Type: text/plain", "--data-binary", "{}"])
-            .args(["-w", "\n%{http_code}", &format!("{}{path}", ca.url())])
+            .args(["--cert", s(&cert), "--key", s(&key), "-w", "\n%{http_code}"])
+            .args(args)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    for path in ["/v1/renew", "/v1/revoke"] {
+        let url = format!("{}{path}", ca.url());
+        let o = curl_as(&[
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            "{}",
+            &url,
+        ]);
         let text = String::from_utf8_lossy(&o.stdout);
         assert!(text.ends_with("\n415"), "{path}: {text}");
         assert!(text.contains("unsupported_media_type"), "{path}: {text}");
     }
     // A renewal with no body at all needs no Content-Type (what `mutual renew` may send).
-    let o = Command::new("curl")
-        .args(["-sS", "--cacert", s(&ca.root())])
-        .args([
-            "--cert",
-            s(&dir.join("cert.pem")),
-            "--key",
-            s(&dir.join("key.pem")),
-        ])
-        .args([
-            "-X",
-            "POST",
-            "-w",
-            "\n%{http_code}",
-            &format!("{}/v1/renew", ca.url()),
-        ])
-        .output()
-        .unwrap();
+    let o = curl_as(&["-X", "POST", &format!("{}/v1/renew", ca.url())]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.ends_with("\n201"), "{text}");
 }
@@ -730,20 +541,9 @@ fn item13_sign_requires_application_json_and_spends_no_token_otherwise() {
 // Item 9: SPIFFE-only server certificates, and a trust domain a leaked intermediate cannot
 // leave.
 
-fn openssl_ok(args: &[&str]) -> String {
-    let o = Command::new("openssl").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 #[test]
 fn item9_spiffe_only_svids_and_the_trust_domain_binding() {
-    let ca = CaServer::new(&["--trust-domain", "example.org"]);
+    let ca = ca_server(&["--trust-domain", "example.org"]);
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
 
@@ -758,9 +558,9 @@ fn item9_spiffe_only_svids_and_the_trust_domain_binding() {
         eku.contains("Server Authentication") && eku.contains("Client Authentication"),
         "{eku}"
     );
-    assert_eq!(ca.renew(&dir).code, 0, "{}", ca.log_text());
+    assert_eq!(renew(&ca, &dir).code, 0, "{}", ca.log_text());
     // Both verifiers accept it.
-    let o = run(&[
+    let o = mutual(&[
         "cert",
         "verify",
         s(&cert),
@@ -794,7 +594,7 @@ fn item9_spiffe_only_svids_and_the_trust_domain_binding() {
         s(w),
     ]);
     // A URI that is not a SPIFFE ID is still not a server identity.
-    let o = run(&[
+    let o = mutual(&[
         "token",
         "create",
         "--dir",
@@ -827,21 +627,7 @@ fn item9_spiffe_only_svids_and_the_trust_domain_binding() {
     )
     .unwrap();
     let (ekey, ecsr, ecert) = (w.join("evil.key"), w.join("evil.csr"), w.join("evil.pem"));
-    openssl_ok(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&ekey),
-        "-out",
-        s(&ecsr),
-        "-subj",
-        "/CN=evil",
-    ]);
+    openssl_csr(&ekey, &ecsr, "/CN=evil", "");
     openssl_ok(&[
         "x509",
         "-req",
@@ -867,7 +653,7 @@ fn item9_spiffe_only_svids_and_the_trust_domain_binding() {
         std::fs::read_to_string(&ecert).unwrap() + &std::fs::read_to_string(&int).unwrap(),
     )
     .unwrap();
-    let o = run(&["cert", "verify", s(&chain), "--roots", s(&ca.root())]);
+    let o = mutual(&["cert", "verify", s(&chain), "--roots", s(&ca.root())]);
     assert_eq!(o.code, 1, "{}", o.text());
     assert!(o.stdout.contains("name_mismatch"), "{}", o.text());
     assert!(o.stdout.contains("spiffe://evil.org/admin"), "{}", o.text());

@@ -10,12 +10,17 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
-use mutual_test::{free_port, have, wait_for_port, ChildGuard, Leaf, LeafOpts, TestPki};
+mod pki_common;
+
+use mutual_test::{
+    free_port, openssl_s_server, skip_without, wait_for_port, ChildGuard, Leaf, LeafOpts, TestPki,
+};
+use pki_common::{mutual_pw, mutual_within, Out};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -23,16 +28,7 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------------
 
 fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    mutual_test::output_ok(Command::new("openssl").args(args).current_dir(dir));
 }
 
 /// One DER TLV: (tag, header length, content length).
@@ -158,18 +154,12 @@ fn bad() -> &'static Bad {
             "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
         )
         .unwrap();
-        openssl(
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "ca.key",
-            ],
-            d,
-        );
+        // A P-256 private key at `name` in the work dir.
+        let ec_key = |name: &str| {
+            let args = ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", name];
+            openssl(&args, d)
+        };
+        ec_key("ca.key");
         openssl(
             &[
                 "req", "-x509", "-new", "-key", "ca.key", "-subj", "/CN=Defects Root", "-days",
@@ -177,18 +167,7 @@ fn bad() -> &'static Bad {
             ],
             d,
         );
-        openssl(
-            &[
-                "ecparam",
-                "-name",
-                "prime256v1",
-                "-genkey",
-                "-noout",
-                "-out",
-                "leaf.key",
-            ],
-            d,
-        );
+        ec_key("leaf.key");
         openssl(
             &[
                 "req", "-new", "-key", "leaf.key", "-subj", "/CN=leaf", "-out", "leaf.csr",
@@ -286,27 +265,20 @@ fn bad() -> &'static Bad {
     })
 }
 
-fn mutual(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mutual"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+/// `mutual cert verify FILE --roots ca.pem ARGS...` on one of the crafted certificates.
+fn verify_cmd(file: &str, args: &[&str]) -> Out {
+    let b = bad();
+    let (f, roots) = (b.path(file), b.path("ca.pem"));
+    let mut a = vec!["cert", "verify", p(&f), "--roots", p(&roots)];
+    a.extend_from_slice(args);
+    mutual_pw(None, &a)
 }
 
+/// `verify_cmd` with `--json`: (exit code, report, stderr).
 fn verify(file: &str) -> (i32, Value, String) {
-    let b = bad();
-    let out = mutual(&[
-        "cert",
-        "verify",
-        b.path(file).to_str().unwrap(),
-        "--roots",
-        b.path("ca.pem").to_str().unwrap(),
-        "--json",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    (out.status.code().unwrap_or(-1), v, stderr)
+    let out = verify_cmd(file, &["--json"]);
+    let v = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+    (out.code, v, out.stderr)
 }
 
 #[test]
@@ -338,38 +310,24 @@ fn verify_readable_invalid_certificates_exit_1_malformed() {
         assert!(detail.contains(words), "{file}: detail {detail:?}");
         assert!(!v["hint"].as_str().unwrap().is_empty());
         // The readable form says the same: a verdict, not an error.
-        let b = bad();
-        let out = mutual(&[
-            "cert",
-            "verify",
-            b.path(file).to_str().unwrap(),
-            "--roots",
-            b.path("ca.pem").to_str().unwrap(),
-        ]);
-        assert_eq!(out.status.code(), Some(1), "{file}");
-        let text = String::from_utf8_lossy(&out.stdout);
+        let out = verify_cmd(file, &[]);
+        assert_eq!(out.code, 1, "{file}");
+        let text = out.stdout;
         assert!(text.starts_with("invalid: malformed"), "{file}: {text}");
     }
 }
 
 #[test]
 fn verify_missing_or_non_certificate_input_exits_2() {
-    let b = bad();
     for file in [
         "garbage.pem",
         "garbage.der",
         "notcert.der",
         "no-such-file.pem",
     ] {
-        let out = mutual(&[
-            "cert",
-            "verify",
-            b.path(file).to_str().unwrap(),
-            "--roots",
-            b.path("ca.pem").to_str().unwrap(),
-        ]);
-        assert_eq!(out.status.code(), Some(2), "{file}");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let out = verify_cmd(file, &[]);
+        assert_eq!(out.code, 2, "{file}");
+        let err = out.stderr;
         assert!(err.contains(file), "{file}: {err}");
     }
 }
@@ -389,13 +347,7 @@ fn pki() -> &'static Pki {
     static P: OnceLock<Pki> = OnceLock::new();
     P.get_or_init(|| {
         let good = TestPki::new("Probe");
-        let server = good.leaf(
-            "server",
-            LeafOpts::new("localhost")
-                .san("dns:localhost")
-                .san("ip:127.0.0.1")
-                .server(),
-        );
+        let server = good.leaf("server", LeafOpts::localhost_server());
         let client = good.leaf(
             "client",
             LeafOpts::new("client-a").san("uri:spiffe://example.org/client-a"),
@@ -422,28 +374,8 @@ fn target(port: u16) -> String {
 
 /// Runs the real binary under a bound (a hang fails the test instead of stalling it).
 fn bounded(args: &[&str], limit: Duration) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mutual"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let (mut o, mut e) = (String::new(), String::new());
-            child.stdout.take().unwrap().read_to_string(&mut o).unwrap();
-            child.stderr.take().unwrap().read_to_string(&mut e).unwrap();
-            return (status.code().unwrap_or(-1), o, e);
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mutual {args:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let o = mutual_within(args, limit);
+    (o.code, o.stdout, o.stderr)
 }
 
 /// `mutual probe --json` against `port` with the good CA, plus `extra`.
@@ -467,6 +399,17 @@ fn probe(port: u16, extra: &[&str]) -> (i32, Value) {
     (code, v)
 }
 
+/// The readable report of `mutual probe` against `port` with the good CA, plus `extra`:
+/// (exit code, stdout).
+fn probe_text(port: u16, extra: &[&str]) -> (i32, String) {
+    let t = target(port);
+    let mut args = vec!["probe", &t, "--server-name", "localhost"];
+    args.extend(["--ca", p(&pki().good.root)]);
+    args.extend_from_slice(extra);
+    let (code, out, _) = bounded(&args, Duration::from_secs(60));
+    (code, out)
+}
+
 fn with_client() -> Vec<&'static str> {
     let f = pki();
     vec!["--cert", p(&f.client.cert), "--key", p(&f.client.key)]
@@ -474,18 +417,11 @@ fn with_client() -> Vec<&'static str> {
 
 /// A backend that accepts and holds connections open.
 fn holding_backend() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = [0u8; 1024];
-                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
-            });
-        }
+    let addr = mutual_test::tcp_server(|mut s| {
+        let mut buf = [0u8; 1024];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
     });
-    port
+    addr.port()
 }
 
 /// `mutual serve` in front of a holding backend, with `policy` flags and an audit log file.
@@ -555,14 +491,19 @@ fn assert_refused_after_handshake(v: &Value) {
     );
 }
 
-#[test]
-fn probe_policy_denial_is_not_accepted() {
-    let (_s, port, audit, _d) = serve(
-        &["--allow-spiffe", "spiffe://example.org/someone-else"],
-        false,
-    );
+/// `mutual serve` (TCP, or `--http`) allowing only someone else, probed with the client
+/// certificate once serve has audited the denial: (serve, its dir, port, exit code, report).
+fn probe_denied_by_policy(http: bool) -> (ChildGuard, tempfile::TempDir, u16, i32, Value) {
+    let other = ["--allow-spiffe", "spiffe://example.org/someone-else"];
+    let (s, port, audit, d) = serve(&other, http);
     let (code, v) = probe(port, &with_client());
     audit_line(&audit, "denied", "policy_denied");
+    (s, d, port, code, v)
+}
+
+#[test]
+fn probe_policy_denial_is_not_accepted() {
+    let (_s, _d, port, code, v) = probe_denied_by_policy(false);
     assert_refused_after_handshake(&v);
     assert_eq!(code, 1, "{v:#}");
     // The endpoint itself does enforce mTLS.
@@ -570,23 +511,7 @@ fn probe_policy_denial_is_not_accepted() {
     assert_eq!(v["enforced"], true, "{v:#}");
 
     // The readable report says "no", not "yes".
-    let t = target(port);
-    let f = pki();
-    let (code, out, _) = bounded(
-        &[
-            "probe",
-            &t,
-            "--server-name",
-            "localhost",
-            "--ca",
-            p(&f.good.root),
-            "--cert",
-            p(&f.client.cert),
-            "--key",
-            p(&f.client.key),
-        ],
-        Duration::from_secs(60),
-    );
+    let (code, out) = probe_text(port, &with_client());
     assert_eq!(code, 1, "{out}");
     let accepted = out
         .lines()
@@ -598,12 +523,7 @@ fn probe_policy_denial_is_not_accepted() {
 
 #[test]
 fn probe_http_mode_policy_denial_is_policy_denied() {
-    let (_s, port, audit, _d) = serve(
-        &["--allow-spiffe", "spiffe://example.org/someone-else"],
-        true,
-    );
-    let (code, v) = probe(port, &with_client());
-    audit_line(&audit, "denied", "policy_denied");
+    let (_s, _d, _, code, v) = probe_denied_by_policy(true);
     assert_eq!(v["accepted"], false, "{v:#}");
     assert_eq!(v["reason"], "policy_denied", "{v:#}");
     assert_eq!(code, 1);
@@ -623,34 +543,15 @@ fn probe_allowed_identity_is_accepted_and_enforced() {
     audit_line(&audit, "allowed", "ok");
 }
 
-/// openssl s_server with the good server certificate; its stdin stays open.
+/// openssl s_server with the good server certificate; `extra` picks the client-auth mode.
 fn s_server(extra: &[&str]) -> (ChildGuard, u16) {
     let f = pki();
-    for _ in 0..3 {
-        let port = free_port();
-        let child = Command::new("openssl")
-            .args(["s_server", "-accept", &target(port)])
-            .args(["-cert", p(&f.server.cert), "-key", p(&f.server.key)])
-            .args(["-cert_chain", p(&f.good.intermediate)])
-            .args(["-CAfile", p(&f.good.root), "-quiet"])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let guard = ChildGuard(child);
-        if wait_for_port(addr(port), Duration::from_secs(10)) {
-            return (guard, port);
-        }
-    }
-    panic!("openssl s_server did not start");
+    openssl_s_server(&f.good, &f.server, extra)
 }
 
 #[test]
 fn probe_server_accepting_unknown_ca_is_not_enforced() {
-    if !have("openssl") {
-        println!("SKIPPED: openssl not installed");
+    if skip_without("openssl") {
         return;
     }
     // -Verify 1 refuses a client without a certificate, but without -verify_return_error it
@@ -672,26 +573,14 @@ fn probe_server_accepting_unknown_ca_is_not_enforced() {
     assert_eq!(v["client_auth"], "not_enforced");
     assert_eq!(code, 1);
     // The readable report says so.
-    let t = target(port);
-    let (code, out, _) = bounded(
-        &[
-            "probe",
-            &t,
-            "--server-name",
-            "localhost",
-            "--ca",
-            p(&pki().good.root),
-        ],
-        Duration::from_secs(60),
-    );
+    let (code, out) = probe_text(port, &[]);
     assert_eq!(code, 1);
     assert!(out.contains("not enforced"), "{out}");
 }
 
 #[test]
 fn probe_server_verifying_clients_is_enforced() {
-    if !have("openssl") {
-        println!("SKIPPED: openssl not installed");
+    if skip_without("openssl") {
         return;
     }
     let (_s, port) = s_server(&["-Verify", "1", "-verify_return_error"]);

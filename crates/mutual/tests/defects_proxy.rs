@@ -70,6 +70,15 @@ fn wait_until_past(t: i64) {
     assert!(got.is_some(), "the clock never passed {t}");
 }
 
+/// A client certificate for OK_ID (CN `short`, file stem `stem`) that expires `secs` seconds
+/// from now, and its notAfter.
+fn short_ok_client(fx: &Fixture, stem: &str, secs: i64) -> (Leaf, i64) {
+    let opts = LeafOpts::new("short").san(&format!("uri:{OK_ID}"));
+    let leaf = fx.pki.leaf(stem, opts.valid_for(secs));
+    let expires = not_after(&leaf);
+    (leaf, expires)
+}
+
 fn not_after(leaf: &Leaf) -> i64 {
     mutual_policy::Identity::from_der(&leaf.der)
         .unwrap()
@@ -83,18 +92,13 @@ fn python_run(script: &str, args: &[String]) -> String {
         .args(args)
         .output()
         .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    mutual_test::output_text(&out)
 }
 
 // Item 2: underscore spellings of identity headers never reach the backend.
 #[test]
 fn http_mode_strips_underscore_spellings_of_identity_headers() {
-    if !have("curl") {
-        eprintln!("skipped: curl not installed");
+    if mutual_test::skip_without("curl") {
         return;
     }
     let fx = fixture();
@@ -168,9 +172,7 @@ fn http_mode_strips_underscore_spellings_of_identity_headers() {
 // Item 3 (server half): a policy denial in TCP mode is an `access_denied` alert.
 #[test]
 fn tcp_policy_denial_sends_access_denied() {
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(&fx, &backend.addr.to_string(), &[]);
+    let (fx, _, p) = serve_fixture(&[]);
     let script = r#"
 import socket, ssl, sys
 port, root, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
@@ -224,9 +226,7 @@ except Exception as e:
 // Item 4: the refusal alert survives a client whose data is still arriving.
 #[test]
 fn missing_certificate_alert_reaches_a_client_that_writes_records_separately() {
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(&fx, &backend.addr.to_string(), &[]);
+    let (fx, _, p) = serve_fixture(&[]);
     let script = r#"
 import socket, ssl, sys, time
 port, root = int(sys.argv[1]), sys.argv[2]
@@ -270,55 +270,24 @@ print("SEEN", seen, errors[:3])
 #[test]
 fn connect_refuses_a_resumed_session_with_an_expired_server() {
     let fx = fixture();
-    let short = fx.pki.leaf(
-        "short-server",
-        LeafOpts::new("localhost")
-            .san("dns:localhost")
-            .san("ip:127.0.0.1")
-            .server()
-            .valid_for(15),
-    );
+    let short = fx
+        .pki
+        .leaf("short-server", LeafOpts::localhost_server().valid_for(15));
     let expires = not_after(&short);
     let backend = http_backend();
     let serve = spawn_proxy(
         "serve",
         "--backend",
         &backend.addr.to_string(),
-        &[
-            "--cert".into(),
-            short.cert.display().to_string(),
-            "--key".into(),
-            short.key.display().to_string(),
-            "--ca".into(),
-            fx.pki.root.display().to_string(),
-            "--allow-spiffe".into(),
-            OK_ID.into(),
-        ],
+        &tls_args(
+            &short.cert,
+            &short.key,
+            &fx.pki.root,
+            &["--allow-spiffe", OK_ID],
+        ),
     );
-    let conn = spawn_proxy(
-        "connect",
-        "--remote",
-        &format!("127.0.0.1:{}", serve.port),
-        &[
-            "--cert".into(),
-            fx.ok.cert.display().to_string(),
-            "--key".into(),
-            fx.ok.key.display().to_string(),
-            "--ca".into(),
-            fx.pki.root.display().to_string(),
-            "--server-name".into(),
-            "localhost".into(),
-        ],
-    );
-    let through = || {
-        let mut s = TcpStream::connect(("127.0.0.1", conn.port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        String::from_utf8_lossy(&out).to_string()
-    };
+    let conn = connect_as_ok(&fx, &serve, &[]);
+    let through = || through(conn.port);
     // Before expiry: a full handshake, which leaves tickets for resumption.
     assert!(
         through().ends_with(BACKEND_BODY),
@@ -375,13 +344,7 @@ fn reloads(p: &Proxy) -> f64 {
 fn peer_expiry_ends_a_connection_only_with_the_flag_and_never_on_reload() {
     let fx = fixture();
     let backend = http_backend();
-    let short = fx.pki.leaf(
-        "short-client",
-        LeafOpts::new("short")
-            .san(&format!("uri:{OK_ID}"))
-            .valid_for(12),
-    );
-    let expires = not_after(&short);
+    let (short, expires) = short_ok_client(&fx, "short-client", 12);
     let plain = start_serve(&fx, &backend.addr.to_string(), &[]);
     let timed = start_serve(&fx, &backend.addr.to_string(), &["--end-on-peer-expiry"]);
     let plain_conn = held(&plain, &fx, &short);
@@ -431,9 +394,7 @@ fn peer_expiry_ends_a_connection_only_with_the_flag_and_never_on_reload() {
 // Item 11: connections closed at the drain timeout get their audit line.
 #[test]
 fn drain_timeout_closes_are_audited() {
-    let fx = fixture();
-    let backend = http_backend();
-    let mut p = start_serve(&fx, &backend.addr.to_string(), &["--drain-timeout", "1s"]);
+    let (fx, _, mut p) = serve_fixture(&["--drain-timeout", "1s"]);
     let _held = held(&p, &fx, &fx.ok);
     let got = eventually(Duration::from_secs(10), || {
         (p.metric("mutual_connections_active{listener=\"serve\"}") == Some(1.0)).then_some(())
@@ -453,13 +414,10 @@ fn drain_timeout_closes_are_audited() {
 // certificate_required alert.
 #[test]
 fn tls12_missing_certificate_gets_handshake_failure() {
-    if !have("openssl") {
-        eprintln!("skipped: openssl not installed");
+    if mutual_test::skip_without("openssl") {
         return;
     }
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(&fx, &backend.addr.to_string(), &["--min-tls", "1.2"]);
+    let (fx, _, p) = serve_fixture(&["--min-tls", "1.2"]);
     let out = Command::new("timeout")
         .args(["15", "openssl", "s_client", "-tls1_2", "-connect"])
         .arg(format!("127.0.0.1:{}", p.port))
@@ -468,11 +426,7 @@ fn tls12_missing_certificate_gets_handshake_failure() {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = mutual_test::output_text(&out);
     assert!(
         text.contains("alert handshake failure") && text.contains("alert number 40"),
         "{text}"
@@ -484,9 +438,7 @@ fn tls12_missing_certificate_gets_handshake_failure() {
 // Item 14: a client whose first record is an alert is malformed, not no_shared_cipher.
 #[test]
 fn alert_before_client_hello_is_malformed() {
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(&fx, &backend.addr.to_string(), &[]);
+    let (_fx, _, p) = serve_fixture(&[]);
     let mut s = TcpStream::connect(p.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // A fatal handshake_failure alert record, before any ClientHello.
@@ -557,9 +509,7 @@ mod wrong_curve {
 fn ecdsa_scheme_for_the_wrong_curve_is_bad_signature() {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(&fx, &backend.addr.to_string(), &[]);
+    let (fx, _, p) = serve_fixture(&[]);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(&fx.pki.root).unwrap() {
@@ -665,16 +615,8 @@ drain_timeout = "1s"
     let cfg = dir.path().join("mutual.toml");
     std::fs::write(&cfg, text("")).unwrap();
     let stderr = dir.path().join("stderr.log");
-    let mut child = ChildGuard(
-        Command::new(BIN)
-            .args(["run", "--config", cfg.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let run = ["run", "--config", cfg.to_str().unwrap()];
+    let mut child = mutual_test::spawn_logged(Command::new(BIN).args(run), &stderr);
     let log = || std::fs::read_to_string(&stderr).unwrap_or_default();
     let metrics = SocketAddr::from(([127, 0, 0, 1], m));
     let up = eventually(Duration::from_secs(20), || {
@@ -693,13 +635,13 @@ drain_timeout = "1s"
     let ok = rustls_config(&fx.pki.root, Some(&fx.ok));
     let mut web = tls_connect(SocketAddr::from(([127, 0, 0, 1], p_http)), &ok).unwrap();
     let get = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    web.write_all(get).unwrap();
-    assert_eq!(
-        read_response(&mut web),
-        (200, "recorded".into()),
-        "{}",
-        log()
-    );
+    // One request on the kept-alive HTTP connection, answered by the recording backend.
+    let request = |web: &mut TlsStream, what: &str| {
+        web.write_all(get).unwrap();
+        let got = read_response(web);
+        assert_eq!(got, (200, "recorded".into()), "{what}:\n{}", log());
+    };
+    request(&mut web, "first request");
     let pipe = open_held(SocketAddr::from(([127, 0, 0, 1], p_tcp)), &ok);
 
     let before = reloads();
@@ -717,12 +659,9 @@ drain_timeout = "1s"
     });
     assert!(restarted.is_some(), "{}", log());
 
-    web.write_all(get).unwrap();
-    assert_eq!(
-        read_response(&mut web),
-        (200, "recorded".into()),
-        "the HTTP keep-alive connection must survive the edit:\n{}",
-        log()
+    request(
+        &mut web,
+        "the HTTP keep-alive connection must survive the edit",
     );
     // The old generation's drain timeout (1 s) passes with the TCP connection still open: it
     // was handed over, so nothing may claim to close it. (A window, not a synchronization:
@@ -741,26 +680,8 @@ drain_timeout = "1s"
 // Item 11, `connect`: its connections closed at the drain timeout get their audit line too.
 #[test]
 fn connect_drain_timeout_closes_are_audited() {
-    let fx = fixture();
-    let backend = http_backend();
-    let serve = start_serve(&fx, &backend.addr.to_string(), &[]);
-    let mut conn = spawn_proxy(
-        "connect",
-        "--remote",
-        &format!("127.0.0.1:{}", serve.port),
-        &[
-            "--cert".into(),
-            fx.ok.cert.display().to_string(),
-            "--key".into(),
-            fx.ok.key.display().to_string(),
-            "--ca".into(),
-            fx.pki.root.display().to_string(),
-            "--server-name".into(),
-            "localhost".into(),
-            "--drain-timeout".into(),
-            "1s".into(),
-        ],
-    );
+    let (fx, _, serve) = serve_fixture(&[]);
+    let mut conn = connect_as_ok(&fx, &serve, &["--drain-timeout", "1s"]);
     let mut local = TcpStream::connect(("127.0.0.1", conn.port)).unwrap();
     local.write_all(b"GET / HTTP/1.0\r\n").unwrap();
     // Established end to end once serve has allowed it.
@@ -784,13 +705,7 @@ fn http_keepalive_ends_at_peer_expiry_with_the_flag() {
     let fx = fixture();
     let (backend, _seen) = recording_backend();
     let t0 = now_secs();
-    let short = fx.pki.leaf(
-        "short-http",
-        LeafOpts::new("short")
-            .san(&format!("uri:{OK_ID}"))
-            .valid_for(8),
-    );
-    let expires = not_after(&short);
+    let (short, expires) = short_ok_client(&fx, "short-http", 8);
     let p = start_serve(
         &fx,
         &backend.to_string(),

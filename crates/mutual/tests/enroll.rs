@@ -5,182 +5,44 @@
 //! `connect` enrolled and renewing 60-second certificates while requests flow.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod pki_common;
 mod proxy_common;
+use pki_common::{fingerprint_of, mutual, norm_serial, s, CaServe};
 use proxy_common::*;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const PW: &str = "enroll test password";
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(args: &[&str]) -> Out {
-    let o = Command::new(BIN)
-        .args(args)
-        .env_remove("MUTUAL_HOME")
-        .env_remove("MUTUAL_TOKEN")
-        .env("MUTUAL_CA_PASSWORD", PW)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-fn ok(args: &[&str]) -> Out {
-    let o = run(args);
-    assert_eq!(
-        o.code, 0,
-        "mutual {args:?}\nstdout: {}\nstderr: {}",
-        o.stdout, o.stderr
-    );
-    o
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// A CA directory and `mutual ca serve` running on it.
-struct Ca {
-    dir: tempfile::TempDir,
-    port: u16,
-    server: Option<ChildGuard>,
-    log: PathBuf,
+type Ca = CaServe;
+
+fn new_ca() -> Ca {
+    CaServe::with_new_ca("Enroll Test CA", &[], &["--rate-limit", "off"])
 }
 
-impl Ca {
-    fn new() -> Ca {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().join("ca");
-        ok(&["ca", "init", "--dir", s(&d), "--name", "Enroll Test CA"]);
-        let log = dir.path().join("ca-serve.log");
-        let mut ca = Ca {
-            dir,
-            port: free_port(),
-            server: None,
-            log,
-        };
-        ca.start();
-        ca
-    }
-
-    fn d(&self) -> PathBuf {
-        self.dir.path().join("ca")
-    }
-
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["ca", "serve", "--dir", s(&self.d())])
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .args(["--rate-limit", "off"])
-            .env("MUTUAL_CA_PASSWORD", PW)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut g = ChildGuard(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let up = eventually(Duration::from_secs(60), || {
-            if let Ok(Some(st)) = g.0.try_wait() {
-                panic!("ca serve exited with {st}:\n{}", self.log_text());
-            }
-            std::net::TcpStream::connect(addr).ok().map(|_| ())
-        });
-        assert!(
-            up.is_some(),
-            "ca serve did not listen:\n{}",
-            self.log_text()
-        );
-        self.server = Some(g);
-    }
-
-    fn stop(&mut self) {
-        self.server = None;
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn root(&self) -> PathBuf {
-        self.d().join("root.pem")
-    }
-
-    /// The root's SHA-256 as openssl prints it (upper case with colons), which the client must
-    /// accept as is.
-    fn fingerprint(&self) -> String {
-        fingerprint_of(&self.root())
-    }
-
-    fn token(&self, sans: &[&str], ttl_cert: &str) -> String {
-        self.token_for(sans, ttl_cert, "both")
-    }
-
-    fn token_for(&self, sans: &[&str], ttl_cert: &str, usage: &str) -> String {
-        let d = self.d();
-        let mut a = vec!["token", "create", "--dir", s(&d), "--ttl-cert", ttl_cert];
-        a.extend(["--usage", usage]);
-        for san in sans {
-            a.extend(["--san", san]);
-        }
-        let t = ok(&a).stdout.trim().to_string();
-        assert_eq!(t.split('.').count(), 3, "not a JWT: {t}");
-        t
-    }
-
-    fn inventory(&self) -> Vec<serde_json::Value> {
-        let o = ok(&["cert", "list", "--dir", s(&self.d()), "--json"]);
-        serde_json::from_str(&o.stdout).unwrap()
-    }
+/// `enroll` with `token` into a fresh `WORK/name` that must succeed: (WORK, WORK/name).
+fn enroll_ok(ca: &Ca, token: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join(name);
+    let o = ca.enroll(token, &out);
+    assert_eq!(o.code, 0, "{}\nCA log:\n{}", o.stderr, ca.log_text());
+    (work, out)
 }
 
-fn fingerprint_of(pem: &Path) -> String {
-    let o = Command::new("openssl")
-        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", s(pem)])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    text.trim().split_once('=').unwrap().1.to_string()
+/// `--cert DIR/cert.pem --key DIR/key.pem --ca DIR/root.pem EXTRA...`: where `enroll` and the
+/// enrolling proxies keep their files.
+fn pair_in(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let f = |name: &str| dir.join(name);
+    tls_args(&f("cert.pem"), &f("key.pem"), &f("root.pem"), extra)
 }
 
 /// Serial (lowercase hex, no leading zeros), SANs and the SPKI of a PEM certificate file.
 fn leaf_of(cert: &Path) -> mutual_enroll::CertSummary {
     let chain = mutual_tls::load::load_certs(cert).unwrap();
     mutual_enroll::CertSummary::of(chain[0].as_ref()).unwrap()
-}
-
-fn norm_serial(s: &str) -> String {
-    let s = s.replace(':', "").to_ascii_lowercase();
-    let t = s.trim_start_matches('0');
-    if t.is_empty() {
-        "0".into()
-    } else {
-        t.to_string()
-    }
 }
 
 fn pubkey_of_cert(cert: &Path) -> String {
@@ -204,41 +66,17 @@ fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
-fn enroll_into(ca: &Ca, token: &str, out: &Path) -> Out {
-    run(&[
-        "enroll",
-        "--ca-url",
-        &ca.url(),
-        "--token",
-        token,
-        "--root-sha256",
-        &ca.fingerprint(),
-        "--out",
-        s(out),
-    ])
-}
-
 #[test]
 fn enroll_pins_the_root_before_sending_the_token() {
-    let ca = Ca::new();
-    let token = ca.token(&["dns:web.test", "ip:127.0.0.1"], "1h");
+    let ca = new_ca();
+    let token = ca.token(&["dns:web.test", "ip:127.0.0.1"], "1h", "both");
     let work = tempfile::tempdir().unwrap();
 
     // A pin that is not this CA's root (the intermediate's fingerprint): refused, nothing
     // written, exit 1, and the token was never sent (it still works below).
     let wrong = fingerprint_of(&ca.d().join("intermediate.pem"));
     let bad_out = work.path().join("bad");
-    let o = run(&[
-        "enroll",
-        "--ca-url",
-        &ca.url(),
-        "--token",
-        &token,
-        "--root-sha256",
-        &wrong,
-        "--out",
-        s(&bad_out),
-    ]);
+    let o = ca.enroll_pinned(&token, &wrong, &bad_out);
     assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
     assert!(
         o.stderr
@@ -251,17 +89,7 @@ fn enroll_pins_the_root_before_sending_the_token() {
     assert!(!o.stderr.contains(&token), "the token leaked into stderr");
 
     // A malformed pin is a usage error (2).
-    let o = run(&[
-        "enroll",
-        "--ca-url",
-        &ca.url(),
-        "--token",
-        &token,
-        "--root-sha256",
-        "abcd",
-        "--out",
-        s(&bad_out),
-    ]);
+    let o = ca.enroll_pinned(&token, "abcd", &bad_out);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(
         o.stderr.contains("invalid root fingerprint"),
@@ -271,7 +99,7 @@ fn enroll_pins_the_root_before_sending_the_token() {
 
     // The right pin (openssl's upper-case, colon form): enrolled with the same token.
     let out = work.path().join("web");
-    let o = enroll_into(&ca, &token, &out);
+    let o = ca.enroll(&token, &out);
     assert_eq!(
         o.code,
         0,
@@ -295,23 +123,15 @@ fn enroll_pins_the_root_before_sending_the_token() {
     let leaf = leaf_of(&cert);
     assert_eq!(leaf.sans, ["dns:web.test", "ip:127.0.0.1"]);
     assert_eq!(mutual_tls::load::load_certs(&cert).unwrap().len(), 2);
-    let v = Command::new("openssl")
-        .args([
-            "verify",
-            "-CAfile",
-            s(&root),
-            "-untrusted",
-            s(&cert),
-            s(&cert),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        v.status.success(),
-        "openssl verify: {}{}",
-        String::from_utf8_lossy(&v.stdout),
-        String::from_utf8_lossy(&v.stderr)
-    );
+    let verify = [
+        "verify",
+        "-CAfile",
+        s(&root),
+        "-untrusted",
+        s(&cert),
+        s(&cert),
+    ];
+    mutual_test::output_ok(Command::new("openssl").args(verify));
 
     // The inventory says who asked.
     let rec = ca
@@ -325,13 +145,13 @@ fn enroll_pins_the_root_before_sending_the_token() {
     );
 
     // The token is spent: a replay is refused with the CA's reason, exit 1.
-    let o = enroll_into(&ca, &token, &work.path().join("again"));
+    let o = ca.enroll(&token, &work.path().join("again"));
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert!(o.stderr.contains("token_used"), "{}", o.stderr);
 
     // Existing files are not overwritten without --force (nothing sent).
-    let t2 = ca.token(&["dns:web.test"], "1h");
-    let o = enroll_into(&ca, &t2, &out);
+    let t2 = ca.token(&["dns:web.test"], "1h", "both");
+    let o = ca.enroll(&t2, &out);
     assert_eq!(o.code, 2);
     assert!(o.stderr.contains("already exists"), "{}", o.stderr);
     assert_eq!(pubkey_of_cert(&cert), pubkey_of_key(&key));
@@ -339,12 +159,13 @@ fn enroll_pins_the_root_before_sending_the_token() {
 
 #[test]
 fn renew_once_keeps_the_names_and_can_change_the_key() {
-    let ca = Ca::new();
-    let token = ca.token(&["dns:api.test", "uri:spiffe://test.mutual/api"], "1h");
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("api");
-    let o = enroll_into(&ca, &token, &out);
-    assert_eq!(o.code, 0, "{}\nCA log:\n{}", o.stderr, ca.log_text());
+    let ca = new_ca();
+    let token = ca.token(
+        &["dns:api.test", "uri:spiffe://test.mutual/api"],
+        "1h",
+        "both",
+    );
+    let (_work, out) = enroll_ok(&ca, &token, "api");
     let (key, cert) = (out.join("key.pem"), out.join("cert.pem"));
     let first = leaf_of(&cert);
     let key_before = std::fs::read(&key).unwrap();
@@ -361,7 +182,7 @@ fn renew_once_keeps_the_names_and_can_change_the_key() {
             s(&key),
         ];
         a.extend_from_slice(extra);
-        ok(&a)
+        mutual(&a).ok()
     };
     let o = renew(&[]);
     let second = leaf_of(&cert);
@@ -403,7 +224,7 @@ fn renew_once_keeps_the_names_and_can_change_the_key() {
         "stranger",
         LeafOpts::new("stranger").san("dns:stranger.test"),
     );
-    let o = run(&[
+    let o = mutual(&[
         "renew",
         "--ca-url",
         &ca.url(),
@@ -427,7 +248,7 @@ fn renew_once_keeps_the_names_and_can_change_the_key() {
 
     // A --ca that is not this CA's root: our side refuses the CA's certificate (exit 1).
     let other_root = other.root.clone();
-    let o = run(&[
+    let o = mutual(&[
         "renew",
         "--ca-url",
         &ca.url(),
@@ -449,32 +270,24 @@ fn renew_once_keeps_the_names_and_can_change_the_key() {
 
 #[test]
 fn renew_daemon_rides_out_a_ca_outage() {
-    let mut ca = Ca::new();
+    let mut ca = new_ca();
     // 60 s certificates: the daemon renews after 40 s (± 3 s) and retries with backoff until
     // expiry, so the restarted CA has ~15 s to come up even on a loaded machine (with 30 s
     // certificates a slow restart could miss the last attempt).
     // failed attempts before expiry even on a loaded machine.
-    let token = ca.token(&["dns:daemon.test"], "60s");
-    let work = tempfile::tempdir().unwrap();
-    let out = work.path().join("d");
-    let o = enroll_into(&ca, &token, &out);
-    assert_eq!(o.code, 0, "{}\nCA log:\n{}", o.stderr, ca.log_text());
+    let token = ca.token(&["dns:daemon.test"], "60s", "both");
+    let (work, out) = enroll_ok(&ca, &token, "d");
     let (key, cert) = (out.join("key.pem"), out.join("cert.pem"));
     let first = leaf_of(&cert);
     let (cert_bytes, key_bytes) = (std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap());
 
     ca.stop();
     let log = work.path().join("daemon.log");
-    let daemon = ChildGuard(
+    let daemon = mutual_test::spawn_logged(
         Command::new(BIN)
             .args(["renew", "--ca-url", &ca.url(), "--daemon"])
-            .args(["--cert", s(&cert), "--key", s(&key)])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+            .args(["--cert", s(&cert), "--key", s(&key)]),
+        &log,
     );
     let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
     // Two failed attempts while the CA is down; the files are untouched meanwhile.
@@ -511,41 +324,30 @@ fn renew_daemon_rides_out_a_ca_outage() {
 /// renewing themselves through `mutual ca serve` while requests flow for 2.5 lifetimes.
 #[test]
 fn proxy_auto_rotation_end_to_end() {
-    let ca = Ca::new();
+    let ca = new_ca();
     let fp = ca.fingerprint();
     let work = tempfile::tempdir().unwrap();
     let be = http_backend();
 
+    let url = ca.url();
     let proxy_args = |dir: &Path, token: &str, extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "--cert",
-            s(&dir.join("cert.pem")),
-            "--key",
-            s(&dir.join("key.pem")),
-            "--ca",
-            s(&dir.join("root.pem")),
-            "--ca-url",
-            &ca.url(),
-            "--token",
-            token,
-            "--root-sha256",
-            &fp,
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut a = pair_in(
+            dir,
+            &["--ca-url", &url, "--token", token, "--root-sha256", &fp],
+        );
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
     let sdir = work.path().join("serve");
     let cdir = work.path().join("connect");
-    let st = ca.token(&["dns:localhost", "ip:127.0.0.1"], "60s");
+    let st = ca.token(&["dns:localhost", "ip:127.0.0.1"], "60s", "both");
     let serve = spawn_proxy(
         "serve",
         "--backend",
         &be.addr.to_string(),
         &proxy_args(&sdir, &st, &["--allow-spiffe", OK_ID]),
     );
-    let ct = ca.token_for(&[&format!("uri:{OK_ID}")], "60s", "client");
+    let ct = ca.token(&[&format!("uri:{OK_ID}")], "60s", "client");
     let connect = spawn_proxy(
         "connect",
         "--remote",
@@ -668,22 +470,18 @@ fn proxy_auto_rotation_end_to_end() {
 fn proxy_without_certificate_or_token_says_what_to_do() {
     let work = tempfile::tempdir().unwrap();
     let d = work.path();
-    let o = run(&[
+    let flags = pair_in(d, &["--ca-url", "https://127.0.0.1:9"]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut a = vec![
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--backend",
         "127.0.0.1:9",
-        "--cert",
-        s(&d.join("cert.pem")),
-        "--key",
-        s(&d.join("key.pem")),
-        "--ca",
-        s(&d.join("root.pem")),
-        "--allow-any",
-        "--ca-url",
-        "https://127.0.0.1:9",
-    ]);
+    ];
+    a.push("--allow-any");
+    a.extend(&flags);
+    let o = mutual(&a);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(
         o.stderr
@@ -692,23 +490,16 @@ fn proxy_without_certificate_or_token_says_what_to_do() {
         o.stderr
     );
     // --token without the pin is a usage error from the parser.
-    let o = run(&[
+    let mut a = vec![
         "connect",
         "--listen",
         "127.0.0.1:0",
         "--remote",
         "127.0.0.1:9",
-        "--cert",
-        s(&d.join("cert.pem")),
-        "--key",
-        s(&d.join("key.pem")),
-        "--ca",
-        s(&d.join("root.pem")),
-        "--ca-url",
-        "https://127.0.0.1:9",
-        "--token",
-        "x.y.z",
-    ]);
+    ];
+    a.extend(&flags);
+    a.extend(["--token", "x.y.z"]);
+    let o = mutual(&a);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(o.stderr.contains("--root-sha256"), "{}", o.stderr);
 }

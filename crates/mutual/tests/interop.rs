@@ -9,13 +9,16 @@
 //! rather than silently passing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod proxy_common;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mutual_test::{free_port, have, wait_for_port, ChildGuard, Leaf, LeafOpts, Purpose, TestPki};
+use mutual_test::{free_port, have, wait_for_port, ChildGuard, Leaf, LeafOpts, TestPki};
+use proxy_common::{tls_args, PY_TLS_GET};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mutual");
 const REPLY: &str = "pong-from-backend";
@@ -77,13 +80,7 @@ impl Fixture {
     fn new() -> Fixture {
         let good = TestPki::new("Interop");
         let wrong = TestPki::new("Stranger");
-        let server = good.leaf(
-            "server",
-            LeafOpts::new("localhost")
-                .san("dns:localhost")
-                .san("ip:127.0.0.1")
-                .purpose(Purpose::Server),
-        );
+        let server = good.leaf("server", LeafOpts::localhost_server());
         let ecdsa = good.leaf(
             "client-ecdsa",
             LeafOpts::new("client-ecdsa").san("uri:spiffe://interop.test/ecdsa"),
@@ -123,31 +120,18 @@ impl Fixture {
 
 /// A backend that answers every connection with one small HTTP response and closes.
 fn start_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let body = REPLY;
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
+    mutual_test::tcp_server(|mut s| {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if !mutual_test::read_request_head(&mut s) {
+            return;
         }
-    });
-    addr
+        let body = REPLY;
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    })
 }
 
 fn read_lines(path: &Path) -> Vec<serde_json::Value> {
@@ -195,14 +179,7 @@ fn audit_reason(path: &Path, before: usize) -> String {
 }
 
 fn output_of(mut cmd: Command, stdin: &str) -> (bool, String) {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn client");
-    if let Some(mut si) = child.stdin.take() {
-        let _ = si.write_all(stdin.as_bytes());
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = mutual_test::output_with_stdin(&mut cmd, stdin.as_bytes());
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (text.contains(REPLY), text)
@@ -230,24 +207,6 @@ impl Client {
         }
     }
 }
-
-const PY_CLIENT: &str = r#"
-import socket, ssl, sys
-port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-ctx = ssl.create_default_context(cafile=ca)
-if cert:
-    ctx.load_cert_chain(cert, key)
-with socket.create_connection(("127.0.0.1", port), timeout=25) as raw:
-    with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        print(data.decode(errors="replace"))
-"#;
 
 const NODE_CLIENT: &str = r#"
 const tls = require('tls'); const fs = require('fs');
@@ -370,7 +329,7 @@ fn run_client(
         }
         Client::Python => {
             let mut cmd = Command::new("timeout");
-            cmd.args(["30", "python3", "-c", PY_CLIENT, &port.to_string()])
+            cmd.args(["30", "python3", "-c", PY_TLS_GET, &port.to_string()])
                 .arg(ca)
                 .args([&c, &k]);
             output_of(cmd, "")
@@ -404,6 +363,20 @@ struct Row {
     pass: bool,
 }
 
+impl Row {
+    /// A peer this machine does not have: listed in the table, not counted as a failure.
+    fn not_installed(side: &'static str, peer: &str) -> Row {
+        Row {
+            side,
+            peer: peer.to_string(),
+            case: Case::Ecdsa,
+            outcome: "not installed".into(),
+            reason: "-".into(),
+            pass: true,
+        }
+    }
+}
+
 fn tool_version(cmd: &str, args: &[&str]) -> String {
     Command::new(cmd)
         .args(args)
@@ -426,13 +399,12 @@ fn serve_matrix(fx: &Fixture, rows: &mut Vec<Row>) {
         Command::new(BIN)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--backend", &backend.to_string()])
-            .arg("--cert")
-            .arg(&fx.server.cert)
-            .arg("--key")
-            .arg(&fx.server.key)
-            .arg("--ca")
-            .arg(&fx.good.root)
-            .arg("--allow-any")
+            .args(tls_args(
+                &fx.server.cert,
+                &fx.server.key,
+                &fx.good.root,
+                &["--allow-any"],
+            ))
             .arg("--audit-log")
             .arg(&audit)
             .args(["--metrics", &format!("127.0.0.1:{mport}")])
@@ -460,14 +432,7 @@ fn serve_matrix(fx: &Fixture, rows: &mut Vec<Row>) {
         };
         if !installed {
             eprintln!("interop: {} not installed, not tested", client.name());
-            rows.push(Row {
-                side: "serve",
-                peer: client.name().to_string(),
-                case: Case::Ecdsa,
-                outcome: "not installed".into(),
-                reason: "-".into(),
-                pass: true,
-            });
+            rows.push(Row::not_installed("serve", client.name()));
             continue;
         }
         for case in CASES {
@@ -643,14 +608,7 @@ fn connect_matrix(fx: &Fixture, rows: &mut Vec<Row>) {
         let port = free_port();
         let Some(_srv) = server.start(fx, port) else {
             eprintln!("interop: {} not available, not tested", server.name());
-            rows.push(Row {
-                side: "connect",
-                peer: server.name().to_string(),
-                case: Case::Ecdsa,
-                outcome: "not installed".into(),
-                reason: "-".into(),
-                pass: true,
-            });
+            rows.push(Row::not_installed("connect", server.name()));
             continue;
         };
         // `mutual connect` always presents a certificate, so "no certificate" is a serve-side case.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pki_common::{mutual, openssl, s, TestCa};
+use pki_common::{mutual, openssl, s, x509, TestCa};
 use proxy_common::{have, http_backend, spawn_proxy, ChildGuard};
 
 /// curl over mTLS to https://localhost:PORT/; returns (curl exit code, HTTP status).
@@ -48,17 +48,7 @@ fn key(ca: &TestCa, name: &str) -> PathBuf {
 }
 
 fn server_cert(ca: &TestCa) {
-    ca.issue(
-        "server",
-        &[
-            "--server",
-            "--san",
-            "dns:localhost",
-            "--san",
-            "ip:127.0.0.1",
-        ],
-    )
-    .ok();
+    ca.issue("server", pki_common::LOCALHOST_SERVER).ok();
 }
 
 /// The audit line for the `n`-th connection (1-based), waiting for it.
@@ -74,17 +64,8 @@ fn org_and_ou_reach_the_subject_and_serve_allow_ou_matches_them() {
         .ok();
     ca.issue("bob", &["--org", "Acme", "--ou", "marketing"])
         .ok();
-    let subj = openssl(&[
-        "x509",
-        "-in",
-        s(&pem(&ca, "alice")),
-        "-noout",
-        "-subject",
-        "-nameopt",
-        "RFC2253",
-    ])
-    .ok();
-    assert_eq!(subj.stdout.trim(), "subject=CN=alice,OU=payments,O=Acme");
+    let subj = x509(&pem(&ca, "alice"), &["-subject", "-nameopt", "RFC2253"]);
+    assert_eq!(subj.trim(), "subject=CN=alice,OU=payments,O=Acme");
     let inv = ca.inventory();
     let alice = inv.iter().find(|r| r["name"] == "alice").unwrap();
     assert_eq!(alice["subject"], "O=Acme, OU=payments, CN=alice");
@@ -125,30 +106,29 @@ fn org_and_ou_reach_the_subject_and_serve_allow_ou_matches_them() {
     assert_eq!(b["reason"], "policy_denied", "{b}");
 }
 
+/// `mutual cert verify` of the CA's certificate `name` as a client certificate.
+fn verify_as_client(ca: &TestCa, name: &str) -> pki_common::Out {
+    let root = ca.root();
+    let cert = pem(ca, name);
+    mutual(&[
+        "cert",
+        "verify",
+        s(&cert),
+        "--roots",
+        &root,
+        "--purpose",
+        "client",
+    ])
+}
+
 #[test]
 fn email_sans_are_issued_and_verify() {
     let ca = TestCa::new(&[]);
     ca.issue("ops", &["--san", "email:Ops@Example.ORG"]).ok();
-    let o = openssl(&[
-        "x509",
-        "-in",
-        s(&pem(&ca, "ops")),
-        "-noout",
-        "-ext",
-        "subjectAltName",
-    ])
-    .ok();
-    assert!(o.stdout.contains("email:Ops@example.org"), "{}", o.stdout);
+    let o = x509(&pem(&ca, "ops"), &["-ext", "subjectAltName"]);
+    assert!(o.contains("email:Ops@example.org"), "{}", o);
     ca.openssl_verify(&pem(&ca, "ops"), "sslclient").ok();
-    let v = mutual(&[
-        "cert",
-        "verify",
-        s(&pem(&ca, "ops")),
-        "--roots",
-        &ca.root(),
-        "--purpose",
-        "client",
-    ]);
+    let v = verify_as_client(&ca, "ops");
     assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
     let inv = ca.inventory();
     assert_eq!(inv[0]["sans"], serde_json::json!(["email:Ops@example.org"]));
@@ -159,20 +139,10 @@ fn email_sans_are_issued_and_verify() {
 }
 
 fn dates(p: &Path) -> (String, String) {
-    let o = openssl(&[
-        "x509",
-        "-in",
-        s(p),
-        "-noout",
-        "-startdate",
-        "-enddate",
-        "-dateopt",
-        "iso_8601",
-    ])
-    .ok();
+    let o = x509(p, &["-startdate", "-enddate", "-dateopt", "iso_8601"]);
     let mut nb = String::new();
     let mut na = String::new();
-    for l in o.stdout.lines() {
+    for l in o.lines() {
         if let Some(v) = l.strip_prefix("notBefore=") {
             nb = v.to_string();
         }
@@ -201,15 +171,7 @@ fn absolute_validity_is_signed_as_given_and_bounded() {
     assert_eq!(got_nb.replace(' ', "T"), nb);
     assert_eq!(got_na.replace(' ', "T"), na);
     // Not valid yet: the verifier says so with its reason label.
-    let v = mutual(&[
-        "cert",
-        "verify",
-        s(&pem(&ca, "later")),
-        "--roots",
-        &ca.root(),
-        "--purpose",
-        "client",
-    ]);
+    let v = verify_as_client(&ca, "later");
     assert_eq!(v.code, 1);
     assert!(v.stdout.contains("not_yet_valid"), "{}", v.stdout);
 
@@ -305,48 +267,20 @@ fn chain_crls() -> ChainCrls {
 }
 
 fn nginx(ca: &TestCa, crl: &Path) -> (ChildGuard, u16, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let port = proxy_common::free_port();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-         events {{}}\nhttp {{\n access_log off;\n client_body_temp_path {d}/body;\n\
-         proxy_temp_path {d}/proxy;\n server {{\n  listen 127.0.0.1:{port} ssl;\n\
-         ssl_certificate {cert};\n  ssl_certificate_key {key};\n  ssl_client_certificate {root};\n\
-         ssl_verify_client on;\n  ssl_verify_depth 2;\n  ssl_crl {crl};\n\
-         location / {{ return 200 \"ok\\n\"; }}\n }}\n}}\n",
-        d = dir.path().display(),
+    let ssl = format!(
+        "  ssl_certificate {cert};\n  ssl_certificate_key {key};\n  ssl_client_certificate {root};\n\
+         ssl_verify_client on;\n  ssl_verify_depth 2;\n  ssl_crl {crl};",
         cert = s(&pem(ca, "server")),
         key = s(&key(ca, "server")),
         root = ca.root(),
         crl = s(crl),
     );
-    let conf_path = dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-e")
-        .arg(dir.path().join("error.log"))
-        .arg("-c")
-        .arg(&conf_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = ChildGuard(child);
-    assert!(
-        mutual_test::wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10)),
-        "nginx did not start: {}",
-        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-    );
-    (guard, port, dir)
+    mutual_test::nginx_tls(&ssl)
 }
 
 #[test]
 fn nginx_ssl_crl_accepts_good_and_refuses_revoked_with_the_root_crl() {
-    if !have("nginx") {
-        println!("SKIPPED: nginx not installed (apt-get install nginx-light)");
+    if mutual_test::skip_without("nginx") {
         return;
     }
     let c = chain_crls();
@@ -598,17 +532,7 @@ fn email_san_through_a_token_and_v1_sign() {
     .stdout
     .trim()
     .to_string();
-    let fp = openssl(&[
-        "x509",
-        "-in",
-        &ca.root(),
-        "-noout",
-        "-fingerprint",
-        "-sha256",
-    ])
-    .ok()
-    .stdout;
-    let fp = fp.trim().rsplit('=').next().unwrap().to_string();
+    let fp = pki_common::fingerprint_of(Path::new(&ca.root()));
     let out = ca.tmp.path().join("enrolled");
     mutual(&[
         "enroll",
@@ -622,19 +546,7 @@ fn email_san_through_a_token_and_v1_sign() {
         s(&out),
     ])
     .ok();
-    let o = openssl(&[
-        "x509",
-        "-in",
-        s(&out.join("cert.pem")),
-        "-noout",
-        "-ext",
-        "subjectAltName",
-    ])
-    .ok();
-    assert!(o.stdout.contains("email:ops@example.org"), "{}", o.stdout);
-    assert!(
-        o.stdout.contains("URI:spiffe://example.org/ops"),
-        "{}",
-        o.stdout
-    );
+    let o = x509(&out.join("cert.pem"), &["-ext", "subjectAltName"]);
+    assert!(o.contains("email:ops@example.org"), "{}", o);
+    assert!(o.contains("URI:spiffe://example.org/ops"), "{}", o);
 }

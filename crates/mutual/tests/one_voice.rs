@@ -10,7 +10,7 @@ mod pki_common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mutual_test::{eventually, free_port, wait_for_port, ChildGuard};
+use mutual_test::{eventually, free_port, openssl_s_server_files, wait_for_port, ChildGuard};
 use pki_common::*;
 use serde_json::Value;
 
@@ -203,13 +203,7 @@ fn every_json_output_speaks_the_vocabulary() {
         ])
         .ok(),
     );
-    let roles: Vec<_> = ok["chain"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["role"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(roles, ["leaf", "intermediate", "root"]);
+    assert_eq!(chain_roles(&ok), ["leaf", "intermediate", "root"]);
 
     let revoked = check(
         &mutual(&[
@@ -421,16 +415,13 @@ fn verify_hints_name_verify_flags() {
         .ok();
     let chain = ca.out.join("cli.pem");
     let root = ca.root();
-    let spiffe = mutual(&[
-        "cert",
-        "verify",
-        s(&chain),
-        "--roots",
-        &root,
-        "--name",
-        "spiffe://example.org/cli",
-        "--json",
-    ]);
+    // `cert verify CERT --roots ROOT ARGS...`
+    let verify = |cert: &std::path::Path, args: &[&str]| {
+        let mut a = vec!["cert", "verify", s(cert), "--roots", &root];
+        a.extend_from_slice(args);
+        mutual(&a)
+    };
+    let spiffe = verify(&chain, &["--name", "spiffe://example.org/cli", "--json"]);
     assert_eq!(spiffe.code, 1);
     let v = json_of(&spiffe);
     assert_eq!(v["reason"], "wrong_purpose");
@@ -439,33 +430,14 @@ fn verify_hints_name_verify_flags() {
         "{v}"
     );
     // With the flag the hint names, it verifies.
-    mutual(&[
-        "cert",
-        "verify",
-        s(&chain),
-        "--roots",
-        &root,
-        "--name",
-        "spiffe://example.org/cli",
-        "--purpose",
-        "client",
-    ])
-    .ok();
+    let as_client = ["--name", "spiffe://example.org/cli", "--purpose", "client"];
+    verify(&chain, &as_client).ok();
 
     let text = std::fs::read_to_string(&chain).unwrap();
     let end = text.find("-----END CERTIFICATE-----").unwrap() + 26;
     let leaf = ca.tmp.path().join("leaf.pem");
     std::fs::write(&leaf, &text[..end]).unwrap();
-    let lone = mutual(&[
-        "cert",
-        "verify",
-        s(&leaf),
-        "--roots",
-        &root,
-        "--purpose",
-        "client",
-        "--json",
-    ]);
+    let lone = verify(&leaf, &["--purpose", "client", "--json"]);
     assert_eq!(lone.code, 1);
     let v = json_of(&lone);
     assert_eq!(v["reason"], "unknown_ca");
@@ -569,54 +541,26 @@ fn probe_shows_tls12_cipher_and_group_and_plain_serials() {
     ca.issue("client", &[]).ok();
     let cert = ca.out.join("localhost.pem");
     let key = ca.out.join("localhost.key");
-    let mut server = None;
-    for _ in 0..3 {
-        let port = free_port();
-        let child = Command::new("openssl")
-            .args(["s_server", "-accept"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args([
-                "-cert",
-                s(&cert),
-                "-key",
-                s(&key),
-                "-cert_chain",
-                &ca.intermediate(),
-            ])
-            .args([
-                "-CAfile",
-                &ca.root(),
-                "-Verify",
-                "2",
-                "-verify_return_error",
-                "-tls1_2",
-                "-quiet",
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let guard = ChildGuard(child);
-        if wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(10)) {
-            server = Some((guard, port));
-            break;
-        }
-    }
-    let (_guard, port) = server.expect("openssl s_server did not start");
+    let chain = std::path::PathBuf::from(ca.intermediate());
+    let roots = std::path::PathBuf::from(ca.root());
+    let mode = ["-Verify", "2", "-verify_return_error", "-tls1_2"];
+    let (_guard, port) = openssl_s_server_files([&cert, &key, &chain, &roots], &mode);
     let target = format!("127.0.0.1:{port}");
-    let o = mutual(&[
-        "probe",
-        &target,
-        "--server-name",
-        "localhost",
-        "--ca",
-        &ca.root(),
-        "--no-http",
-        "--timeout",
-        "5s",
-        "--json",
-    ]);
+    let root = ca.root();
+    let probe = |extra: &[&str]| {
+        let mut a = vec![
+            "probe",
+            &target,
+            "--server-name",
+            "localhost",
+            "--ca",
+            &root,
+        ];
+        a.extend(["--no-http", "--timeout", "5s"]);
+        a.extend_from_slice(extra);
+        mutual(&a)
+    };
+    let o = probe(&["--json"]);
     let v = check(&o);
     assert_eq!(v["tls_version"], "TLS1.2", "{v}");
     assert!(
@@ -626,17 +570,7 @@ fn probe_shows_tls12_cipher_and_group_and_plain_serials() {
         "{v}"
     );
     assert!(v["group"].is_string(), "{v}");
-    let text = mutual(&[
-        "probe",
-        &target,
-        "--server-name",
-        "localhost",
-        "--ca",
-        &ca.root(),
-        "--no-http",
-        "--timeout",
-        "5s",
-    ]);
+    let text = probe(&[]);
     no_debug_text(&text.stdout);
 
     // A client chain file without its intermediate: the hint says to add it (the leaf *is*
@@ -646,22 +580,7 @@ fn probe_shows_tls12_cipher_and_group_and_plain_serials() {
     let leaf_only = ca.tmp.path().join("client-leaf.pem");
     std::fs::write(&leaf_only, &chain[..end]).unwrap();
     let key = ca.out.join("client.key");
-    let o = mutual(&[
-        "probe",
-        &target,
-        "--server-name",
-        "localhost",
-        "--ca",
-        &ca.root(),
-        "--no-http",
-        "--timeout",
-        "5s",
-        "--cert",
-        s(&leaf_only),
-        "--key",
-        s(&key),
-        "--json",
-    ]);
+    let o = probe(&["--cert", s(&leaf_only), "--key", s(&key), "--json"]);
     let v = check(&o);
     assert_eq!(v["accepted"], false, "{v}");
     assert_eq!(v["reason"], "unknown_ca", "{v}");
@@ -674,6 +593,27 @@ fn probe_shows_tls12_cipher_and_group_and_plain_serials() {
     );
 }
 
+/// `mutual serve EXTRA... --listen 127.0.0.1:PORT --backend 127.0.0.1:BACKEND` with the CA's
+/// `srv` pair and `--allow-any`, its stderr to `stderr`; returns once it listens.
+fn serve_srv(ca: &TestCa, port: u16, backend: u16, extra: &[&str], stderr: Stdio) -> ChildGuard {
+    let (listen, backend) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{backend}"));
+    let (cert, key) = (ca.out.join("srv.pem"), ca.out.join("srv.key"));
+    let mut c = mutual_cmd(Some(PW), &["serve"]);
+    c.args(extra)
+        .args(["--listen", &listen, "--backend", &backend])
+        .args(["--cert", s(&cert), "--key", s(&key), "--ca", &ca.root()])
+        .arg("--allow-any")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    let guard = ChildGuard(c.spawn().unwrap());
+    assert!(wait_for_port(
+        ([127, 0, 0, 1], port).into(),
+        Duration::from_secs(20)
+    ));
+    guard
+}
+
 #[test]
 fn serve_log_has_no_ansi_when_not_a_terminal() {
     let ca = TestCa::new(&[]);
@@ -683,33 +623,7 @@ fn serve_log_has_no_ansi_when_not_a_terminal() {
     let port = free_port();
     let backend = free_port();
     let file = std::fs::File::create(&log).unwrap();
-    let child = mutual_cmd(
-        Some(PW),
-        &[
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backend",
-            &format!("127.0.0.1:{backend}"),
-            "--cert",
-            s(&ca.out.join("srv.pem")),
-            "--key",
-            s(&ca.out.join("srv.key")),
-            "--ca",
-            &ca.root(),
-            "--allow-any",
-        ],
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(file)
-    .spawn()
-    .unwrap();
-    let _guard = ChildGuard(child);
-    assert!(wait_for_port(
-        ([127, 0, 0, 1], port).into(),
-        Duration::from_secs(20)
-    ));
+    let _guard = serve_srv(&ca, port, backend, &[], file.into());
     let text = eventually(Duration::from_secs(10), || {
         let t = std::fs::read_to_string(&log).ok()?;
         (!t.trim().is_empty()).then_some(t)
@@ -744,34 +658,7 @@ fn http_connect_gets_a_sentence_that_fits() {
     ca.issue("client", &["--san", "uri:spiffe://example.org/c"])
         .ok();
     let port = free_port();
-    let child = mutual_cmd(
-        Some(PW),
-        &[
-            "serve",
-            "--http",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--backend",
-            &format!("127.0.0.1:{}", free_port()),
-            "--cert",
-            s(&ca.out.join("srv.pem")),
-            "--key",
-            s(&ca.out.join("srv.key")),
-            "--ca",
-            &ca.root(),
-            "--allow-any",
-        ],
-    )
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let _guard = ChildGuard(child);
-    assert!(wait_for_port(
-        ([127, 0, 0, 1], port).into(),
-        Duration::from_secs(20)
-    ));
+    let _guard = serve_srv(&ca, port, free_port(), &["--http"], Stdio::null());
     let out = Command::new("curl")
         .args([
             "-sS",

@@ -11,17 +11,7 @@ fn init_prints_the_fingerprint_and_refuses_to_run_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ca");
     let o = mutual(&["ca", "init", "--dir", s(&dir), "--name", "Acme Internal CA"]).ok();
-    let fp = openssl(&[
-        "x509",
-        "-in",
-        s(&dir.join("root.pem")),
-        "-noout",
-        "-fingerprint",
-        "-sha256",
-    ])
-    .ok()
-    .stdout;
-    let fp = fp.trim().rsplit('=').next().unwrap().to_string();
+    let fp = fingerprint_of(&dir.join("root.pem"));
     assert!(
         o.stdout.contains(&fp),
         "fingerprint {fp} not in: {}",
@@ -45,15 +35,7 @@ fn init_prints_the_fingerprint_and_refuses_to_run_twice() {
         root_text.contains("CN = Acme Internal CA Root"),
         "{root_text}"
     );
-    let int_text = openssl(&[
-        "x509",
-        "-in",
-        s(&dir.join("intermediate.pem")),
-        "-noout",
-        "-text",
-    ])
-    .ok()
-    .stdout;
+    let int_text = x509(&dir.join("intermediate.pem"), &["-text"]);
     assert!(int_text.contains("pathlen:0"), "{int_text}");
 
     let ca = TestCa {
@@ -124,41 +106,19 @@ fn ca_keys_are_encrypted_and_wrong_passwords_change_nothing() {
     .fails_with("MUTUAL_CA_PASSWORD");
     let pwfile = ca.tmp.path().join("pw");
     std::fs::write(&pwfile, "also wrong\n").unwrap();
-    mutual_pw(
-        None,
-        &[
-            "cert",
-            "issue",
-            "x",
-            "--dir",
-            ca.d(),
-            "--out",
-            ca.o(),
-            "--password-file",
-            s(&pwfile),
-        ],
-    )
-    .fails_with("wrong CA password");
+    let issue_with_pwfile = || {
+        let a = ["cert", "issue", "x", "--dir", ca.d(), "--out", ca.o()];
+        let mut a = a.to_vec();
+        a.extend(["--password-file", s(&pwfile)]);
+        mutual_pw(None, &a)
+    };
+    issue_with_pwfile().fails_with("wrong CA password");
     assert!(!ca.out.join("x.key").exists() && !ca.out.join("x.pem").exists());
     assert_eq!(ca.inventory(), inv);
     assert_eq!(ca.snapshot(), before);
     // The right password from a file works.
     std::fs::write(&pwfile, format!("{PW}\n")).unwrap();
-    mutual_pw(
-        None,
-        &[
-            "cert",
-            "issue",
-            "x",
-            "--dir",
-            ca.d(),
-            "--out",
-            ca.o(),
-            "--password-file",
-            s(&pwfile),
-        ],
-    )
-    .ok();
+    issue_with_pwfile().ok();
 }
 
 #[test]

@@ -97,30 +97,21 @@ fn openssl_csr_is_signed_with_the_profile_not_the_request() {
     let t = ca.tmp.path();
     let csr = t.join("req.pem");
     let key = t.join("req.key");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&key),
-        "-subj",
+    openssl_csr_with(
+        &key,
+        &csr,
         "/CN=evil/O=Evil",
-        "-addext",
-        "subjectAltName=DNS:evil.example,DNS:admin.example",
-        "-addext",
-        "extendedKeyUsage=serverAuth,clientAuth",
-        "-addext",
-        "subjectKeyIdentifier=hash",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-out",
-        s(&csr),
-    ])
-    .ok();
+        &[
+            "-addext",
+            "subjectAltName=DNS:evil.example,DNS:admin.example",
+            "-addext",
+            "extendedKeyUsage=serverAuth,clientAuth",
+            "-addext",
+            "subjectKeyIdentifier=hash",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ],
+    );
     let o = ca
         .issue(
             "svc",
@@ -190,22 +181,7 @@ fn bad_csrs_are_refused_and_nothing_is_recorded() {
     ca.issue("weak", &["--csr", s(&rsa)]).fails_with("RSA-1024");
 
     let good = t.join("good.pem");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&t.join("good.key")),
-        "-subj",
-        "/CN=x",
-        "-out",
-        s(&good),
-    ])
-    .ok();
+    openssl_csr(&t.join("good.key"), &good, "/CN=x", "");
     let der = t.join("good.der");
     openssl(&["req", "-in", s(&good), "-outform", "DER", "-out", s(&der)]).ok();
     let mut bytes = std::fs::read(&der).unwrap();
@@ -344,16 +320,7 @@ fn inspect_shows_everything_and_warns() {
         serial.trim().trim_start_matches("serial=").to_lowercase(),
         leaf["serial"].as_str().unwrap()
     );
-    let fp = openssl(&[
-        "x509",
-        "-in",
-        s(&chain),
-        "-noout",
-        "-fingerprint",
-        "-sha256",
-    ])
-    .ok()
-    .stdout;
+    let fp = x509(&chain, &["-fingerprint", "-sha256"]);
     // JSON fingerprints are lowercase hex without colons (docs/json.md); openssl adds them.
     let fp = fp.replace(':', "").to_ascii_lowercase();
     assert!(fp.contains(leaf["sha256"].as_str().unwrap()), "{fp}");

@@ -4,13 +4,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use mutual_test::{free_port, have, wait_for_port, ChildGuard, Leaf, LeafOpts, TestPki};
+mod pki_common;
+
+use mutual_test::{
+    free_port, nginx_tls, openssl_s_server, skip_without, wait_for_port, ChildGuard, Leaf,
+    LeafOpts, TestPki,
+};
+use pki_common::{mutual_within, Out};
 use serde_json::Value;
 
 struct Fixture {
@@ -27,13 +33,7 @@ fn fx() -> &'static Fixture {
     F.get_or_init(|| {
         let good = TestPki::new("Good");
         let wrong = TestPki::new("Wrong");
-        let server = good.leaf(
-            "server",
-            LeafOpts::new("localhost")
-                .san("dns:localhost")
-                .san("ip:127.0.0.1")
-                .server(),
-        );
+        let server = good.leaf("server", LeafOpts::localhost_server());
         let client = good.leaf(
             "client",
             LeafOpts::new("client-a").san("uri:spiffe://example.org/client-a"),
@@ -51,51 +51,9 @@ fn fx() -> &'static Fixture {
     })
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 /// Runs the real binary, killing it (and failing the test) if it runs longer than `limit`.
 fn mutual(args: &[&str], limit: Duration) -> Out {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mutual"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stdout = String::new();
-            let mut stderr = String::new();
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut stdout)
-                .unwrap();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            return Out {
-                code: status.code().unwrap_or(-1),
-                stdout,
-                stderr,
-            };
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mutual {args:?} still running after {limit:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    mutual_within(args, limit)
 }
 
 fn probe_json(extra: &[&str]) -> (i32, Value) {
@@ -119,34 +77,30 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-/// openssl s_server with the good server cert; `extra` picks the client-auth mode. Its stdin
-/// stays open (s_server drops the connection on stdin EOF).
+/// openssl s_server with the good server cert; `extra` picks the client-auth mode.
 fn s_server(extra: &[&str]) -> (ChildGuard, u16) {
     let f = fx();
-    for _ in 0..3 {
-        let port = free_port();
-        let child = Command::new("openssl")
-            .args(["s_server", "-accept"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-cert", p(&f.server.cert), "-key", p(&f.server.key)])
-            .args(["-cert_chain", p(&f.good.intermediate)])
-            .args(["-CAfile", p(&f.good.root), "-quiet"])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let guard = ChildGuard(child);
-        if wait_for_port(addr(port), Duration::from_secs(60)) {
-            return (guard, port);
-        }
-    }
-    panic!("openssl s_server did not start");
+    openssl_s_server(&f.good, &f.server, extra)
 }
 
 fn target(port: u16) -> String {
     format!("127.0.0.1:{port}")
+}
+
+/// `probe_json` with the good CA, presenting `leaf`.
+fn probe_with(target: &str, leaf: &Leaf) -> (i32, Value) {
+    let mut args = with_ca(target);
+    args.extend(["--cert", p(&leaf.cert), "--key", p(&leaf.key)]);
+    probe_json(&args)
+}
+
+/// Presents `leaf` to `target` and checks the verdict: accepted or not, the reason label and
+/// the exit code.
+fn assert_presented(target: &str, leaf: &Leaf, accepted: bool, reason: &str, code: i32) {
+    let (got, v) = probe_with(target, leaf);
+    assert_eq!(v["accepted"], accepted, "{v:#}");
+    assert_eq!(v["reason"], reason, "{v:#}");
+    assert_eq!(got, code, "{v:#}");
 }
 
 fn with_ca(port: &str) -> Vec<&str> {
@@ -215,9 +169,7 @@ fn required_server_and_client_certs() {
     assert_eq!(code, 0);
 
     // The right certificate: accepted, exit 0.
-    let mut args = with_ca(&t);
-    args.extend(["--cert", p(&f.client.cert), "--key", p(&f.client.key)]);
-    let (code, v) = probe_json(&args);
+    let (code, v) = probe_with(&t, &f.client);
     assert_eq!(v["client_auth"], "required", "{v:#}");
     assert_eq!(v["accepted"], true);
     assert_eq!(v["reason"], "ok");
@@ -229,9 +181,7 @@ fn required_server_and_client_certs() {
     assert_eq!(code, 0);
 
     // A certificate from another CA: unknown_ca, and the local check names the mismatch.
-    let mut args = with_ca(&t);
-    args.extend(["--cert", p(&f.stranger.cert), "--key", p(&f.stranger.key)]);
-    let (code, v) = probe_json(&args);
+    let (code, v) = probe_with(&t, &f.stranger);
     assert_eq!(v["accepted"], false, "{v:#}");
     assert_eq!(v["reason"], "unknown_ca");
     assert_eq!(v["alert"], "unknown_ca");
@@ -244,12 +194,7 @@ fn required_server_and_client_certs() {
     assert_eq!(code, 1);
 
     // An expired certificate: expired.
-    let mut args = with_ca(&t);
-    args.extend(["--cert", p(&f.expired.cert), "--key", p(&f.expired.key)]);
-    let (code, v) = probe_json(&args);
-    assert_eq!(v["accepted"], false, "{v:#}");
-    assert_eq!(v["reason"], "expired");
-    assert_eq!(code, 1);
+    assert_presented(&t, &f.expired, false, "expired", 1);
     let _ = &f.wrong;
 }
 
@@ -257,36 +202,23 @@ fn required_server_and_client_certs() {
 fn server_name_mismatch_is_reported_separately() {
     let (_s, port) = s_server(&["-Verify", "1", "-verify_return_error"]);
     let t = target(port);
-    let (code, v) = probe_json(&[
-        &t,
-        "--server-name",
-        "api.example.org",
-        "--ca",
-        p(&fx().good.root),
-    ]);
+    // `probe --json TARGET --server-name NAME --ca ROOT EXTRA...`
+    let probe_as = |name: &str, root: &Path, extra: &[&str]| {
+        let mut a = vec![t.as_str(), "--server-name", name, "--ca", p(root)];
+        a.extend_from_slice(extra);
+        probe_json(&a)
+    };
+    let (code, v) = probe_as("api.example.org", &fx().good.root, &[]);
     assert_eq!(v["server_verification"]["valid"], false, "{v:#}");
     assert_eq!(v["server_verification"]["reason"], "name_mismatch");
     assert_eq!(v["client_auth"], "required");
     assert!(v["verdict"].as_str().unwrap().contains("name_mismatch"));
     // Client auth is enforced: exit 0 unless --strict.
     assert_eq!(code, 0);
-    let (code, _) = probe_json(&[
-        &t,
-        "--server-name",
-        "api.example.org",
-        "--ca",
-        p(&fx().good.root),
-        "--strict",
-    ]);
+    let (code, _) = probe_as("api.example.org", &fx().good.root, &["--strict"]);
     assert_eq!(code, 1);
     // The server chain does not chain to another CA's root: unknown_ca.
-    let (_, v) = probe_json(&[
-        &t,
-        "--server-name",
-        "localhost",
-        "--ca",
-        p(&fx().wrong.root),
-    ]);
+    let (_, v) = probe_as("localhost", &fx().wrong.root, &[]);
     assert_eq!(v["server_verification"]["reason"], "unknown_ca", "{v:#}");
 }
 
@@ -301,53 +233,24 @@ fn tls12_only_server() {
     assert_eq!(v["client_auth"], "required");
     assert_eq!(code, 0);
     let f = fx();
-    let mut args = with_ca(&t);
-    args.extend(["--cert", p(&f.stranger.cert), "--key", p(&f.stranger.key)]);
-    let (_, v) = probe_json(&args);
+    let (_, v) = probe_with(&t, &f.stranger);
     assert_eq!(v["accepted"], false, "{v:#}");
     assert_eq!(v["reason"], "unknown_ca");
 }
 
 fn nginx(verify: &str) -> Option<(ChildGuard, u16, tempfile::TempDir)> {
-    if !have("nginx") {
-        println!("SKIPPED: nginx not installed (apt-get install nginx-light)");
+    if skip_without("nginx") {
         return None;
     }
     let f = fx();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let conf = format!(
-        "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{}}\nhttp {{\n access_log off;\n client_body_temp_path {d}/body;\n\
-         proxy_temp_path {d}/proxy;\n server {{\n  listen 127.0.0.1:{port} ssl;\n\
-         ssl_certificate {cert};\n  ssl_certificate_key {key};\n  ssl_client_certificate {root};\n\
-         ssl_verify_client {verify};\n  ssl_verify_depth 3;\n  location / {{ return 200 \"ok\\n\"; }}\n }}\n}}\n",
-        d = dir.path().display(),
+    let ssl = format!(
+        "  ssl_certificate {cert};\n  ssl_certificate_key {key};\n  ssl_client_certificate {root};\n\
+         ssl_verify_client {verify};\n  ssl_verify_depth 3;",
         cert = p(&f.server.cert),
         key = p(&f.server.key),
         root = p(&f.good.root),
     );
-    let conf_path = dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-e")
-        .arg(dir.path().join("error.log"))
-        .arg("-c")
-        .arg(&conf_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = ChildGuard(child);
-    assert!(
-        wait_for_port(addr(port), Duration::from_secs(60)),
-        "nginx did not start: {}",
-        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-    );
-    Some((guard, port, dir))
+    Some(nginx_tls(&ssl))
 }
 
 #[test]
@@ -363,20 +266,10 @@ fn nginx_verify_client_on() {
     assert_eq!(v["alpn"], "http/1.1");
     assert_eq!(code, 0);
 
-    let mut args = with_ca(&t);
-    args.extend(["--cert", p(&f.client.cert), "--key", p(&f.client.key)]);
-    let (code, v) = probe_json(&args);
-    assert_eq!(v["accepted"], true, "{v:#}");
-    assert_eq!(v["reason"], "ok");
-    assert_eq!(code, 0);
+    assert_presented(&t, &f.client, true, "ok", 0);
 
     // nginx completes the handshake and refuses at the HTTP level; the local check names why.
-    let mut args = with_ca(&t);
-    args.extend(["--cert", p(&f.stranger.cert), "--key", p(&f.stranger.key)]);
-    let (code, v) = probe_json(&args);
-    assert_eq!(v["accepted"], false, "{v:#}");
-    assert_eq!(v["reason"], "unknown_ca");
-    assert_eq!(code, 1);
+    assert_presented(&t, &f.stranger, false, "unknown_ca", 1);
 }
 
 #[test]
@@ -393,14 +286,7 @@ fn nginx_verify_client_optional() {
 
 /// A TCP server on an ephemeral port running `f` on each accepted connection, in a thread.
 fn tcp_server(f: fn(std::net::TcpStream)) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || f(s));
-        }
-    });
-    port
+    mutual_test::tcp_server(f).port()
 }
 
 fn assert_clean_failure(v: &Value, kind: &str, reason: &str) {
@@ -475,23 +361,21 @@ fn silent_server_times_out() {
     assert_clean_failure(&v, "timeout", "handshake_timeout");
 }
 
+/// `mutual probe --json --pair ARGS...`: (exit code, report).
+fn pair_json(args: &[&str]) -> (i32, Value) {
+    let mut a = vec!["probe", "--json", "--pair"];
+    a.extend_from_slice(args);
+    let out = mutual(&a, Duration::from_secs(60));
+    let v = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON from {a:?}: {e}\n{}", out.text()));
+    (out.code, v)
+}
+
 #[test]
 fn pair_checks() {
     let f = fx();
-    let out = mutual(
-        &[
-            "probe",
-            "--json",
-            "--pair",
-            p(&f.client.cert),
-            p(&f.client.key),
-            "--ca",
-            p(&f.good.root),
-        ],
-        Duration::from_secs(60),
-    );
-    let v: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(out.code, 0, "{v:#}");
+    let (code, v) = pair_json(&[p(&f.client.cert), p(&f.client.key), "--ca", p(&f.good.root)]);
+    assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["key_matches"], true);
     assert_eq!(v["chain_ordered"], true);
     assert_eq!(v["root_needed"], "CN=Good Root");
@@ -499,60 +383,29 @@ fn pair_checks() {
     assert_eq!(v["reason"], "ok");
 
     // Someone else's key.
-    let out = mutual(
-        &[
-            "probe",
-            "--json",
-            "--pair",
-            p(&f.client.cert),
-            p(&f.stranger.key),
-        ],
-        Duration::from_secs(60),
-    );
-    let v: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(out.code, 1, "{v:#}");
+    let (code, v) = pair_json(&[p(&f.client.cert), p(&f.stranger.key)]);
+    assert_eq!(code, 1, "{v:#}");
     assert_eq!(v["key_matches"], false);
     assert!(v["verdict"].as_str().unwrap().contains("does not match"));
 
     // Chain in the wrong order (intermediate first).
     let swapped = f.good.path("swapped.pem");
     std::fs::write(&swapped, format!("{}{}", f.good.int_pem, f.client.leaf_pem)).unwrap();
-    let out = mutual(
-        &["probe", "--json", "--pair", p(&swapped), p(&f.client.key)],
-        Duration::from_secs(60),
-    );
-    let v: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(out.code, 1, "{v:#}");
+    let (code, v) = pair_json(&[p(&swapped), p(&f.client.key)]);
+    assert_eq!(code, 1, "{v:#}");
     assert_eq!(v["chain_ordered"], false);
 
     // Expired leaf, and a chain to the wrong CA.
-    let out = mutual(
-        &[
-            "probe",
-            "--json",
-            "--pair",
-            p(&f.expired.cert),
-            p(&f.expired.key),
-        ],
-        Duration::from_secs(60),
-    );
-    let v: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(out.code, 1);
+    let (code, v) = pair_json(&[p(&f.expired.cert), p(&f.expired.key)]);
+    assert_eq!(code, 1);
     assert_eq!(v["reason"], "expired");
-    let out = mutual(
-        &[
-            "probe",
-            "--json",
-            "--pair",
-            p(&f.client.cert),
-            p(&f.client.key),
-            "--ca",
-            p(&f.wrong.root),
-        ],
-        Duration::from_secs(60),
-    );
-    let v: Value = serde_json::from_str(&out.stdout).unwrap();
-    assert_eq!(out.code, 1);
+    let (code, v) = pair_json(&[
+        p(&f.client.cert),
+        p(&f.client.key),
+        "--ca",
+        p(&f.wrong.root),
+    ]);
+    assert_eq!(code, 1);
     assert_eq!(v["chains_to_ca"], false);
     assert_eq!(v["reason"], "unknown_ca");
 }
@@ -627,24 +480,9 @@ fn mutual_serve_endpoint() {
     assert_eq!(v["post_quantum"], true);
     assert_eq!(code, 0);
 
-    let mut args = with_ca(&listen);
-    args.extend(["--cert", p(&f.client.cert), "--key", p(&f.client.key)]);
-    let (code, v) = probe_json(&args);
-    assert_eq!(v["accepted"], true, "{v:#}");
-    assert_eq!(v["reason"], "ok");
-    assert_eq!(code, 0);
+    assert_presented(&listen, &f.client, true, "ok", 0);
 
-    let mut args = with_ca(&listen);
-    args.extend(["--cert", p(&f.stranger.cert), "--key", p(&f.stranger.key)]);
-    let (code, v) = probe_json(&args);
-    assert_eq!(v["accepted"], false, "{v:#}");
-    assert_eq!(v["reason"], "unknown_ca");
-    assert_eq!(code, 1);
+    assert_presented(&listen, &f.stranger, false, "unknown_ca", 1);
 
-    let mut args = with_ca(&listen);
-    args.extend(["--cert", p(&f.expired.cert), "--key", p(&f.expired.key)]);
-    let (code, v) = probe_json(&args);
-    assert_eq!(v["accepted"], false, "{v:#}");
-    assert_eq!(v["reason"], "expired");
-    assert_eq!(code, 1);
+    assert_presented(&listen, &f.expired, false, "expired", 1);
 }

@@ -9,9 +9,7 @@ use proxy_common::*;
 
 #[test]
 fn curl_matrix() {
-    let fx = fixture();
-    let be = http_backend();
-    let proxy = start_serve(&fx, &be.addr.to_string(), &[]);
+    let (fx, _, proxy) = serve_fixture(&[]);
     run_matrix(&proxy, &fx, |leaf| {
         let (ok, code, body) = curl(proxy.port, &fx.pki.root, leaf);
         (
@@ -36,9 +34,7 @@ fn curl_matrix() {
 
 #[test]
 fn openssl_s_client_matrix() {
-    let fx = fixture();
-    let be = http_backend();
-    let proxy = start_serve(&fx, &be.addr.to_string(), &[]);
+    let (fx, _, proxy) = serve_fixture(&[]);
     run_matrix(&proxy, &fx, |leaf| {
         let (_, out) = s_client(proxy.port, &fx.pki.root, leaf);
         (
@@ -50,9 +46,7 @@ fn openssl_s_client_matrix() {
 
 #[test]
 fn python_ssl_matrix() {
-    let fx = fixture();
-    let be = http_backend();
-    let proxy = start_serve(&fx, &be.addr.to_string(), &[]);
+    let (fx, _, proxy) = serve_fixture(&[]);
     run_matrix(&proxy, &fx, |leaf| {
         let out = python(proxy.port, &fx.pki.root, leaf);
         (out.starts_with("HTTP/1.0 200"), out)
@@ -64,24 +58,10 @@ fn rustls_matrix_and_policy_file() {
     // The allow rule comes from a policy file here instead of a flag.
     let fx = fixture();
     let be = http_backend();
-    let policy = fx.pki.path("policy.toml");
-    std::fs::write(&policy, format!("[[allow]]\nspiffe = \"{OK_ID}\"\n")).unwrap();
-    let mut args: Vec<String> = [
-        "--cert",
-        fx.server.cert.to_str().unwrap(),
-        "--key",
-        fx.server.key.to_str().unwrap(),
-        "--ca",
-        fx.pki.root.to_str().unwrap(),
-        "--crl",
-        fx.crl.to_str().unwrap(),
-        "--crl-leaf-only",
-        "--policy",
-        policy.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let policy = ok_policy(&fx);
+    let (crl, policy) = (fx.crl.display().to_string(), policy.display().to_string());
+    let extra = ["--crl", &crl, "--crl-leaf-only", "--policy", &policy];
+    let mut args = tls_args(&fx.server.cert, &fx.server.key, &fx.pki.root, &extra);
     args.extend(["--name".to_string(), "serve".to_string()]);
     let proxy = spawn_proxy("serve", "--backend", &be.addr.to_string(), &args);
     run_matrix(&proxy, &fx, |leaf| {

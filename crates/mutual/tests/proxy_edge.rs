@@ -8,8 +8,8 @@ mod proxy_common;
 use proxy_common::*;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -17,45 +17,44 @@ use mutual_proxy::proxy_protocol::{self as pp, parse};
 
 /// A backend that reads a PROXY v2 header, hands the raw header to the test, then answers HTTP.
 fn proxy_backend() -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                let mut head = [0u8; 16];
-                if s.read_exact(&mut head).is_err() {
-                    return;
-                }
-                let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
-                let mut rest = vec![0u8; len];
-                if s.read_exact(&mut rest).is_err() {
-                    return;
-                }
-                let mut header = head.to_vec();
-                header.extend_from_slice(&rest);
-                let _ = tx.send(header);
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s.write_all(
-                    format!(
-                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{BACKEND_BODY}",
-                        BACKEND_BODY.len()
-                    )
-                    .as_bytes(),
-                );
-            });
+    let addr = tcp_server(move |mut s| {
+        let mut head = [0u8; 16];
+        if s.read_exact(&mut head).is_err() {
+            return;
         }
+        let len = usize::from(u16::from_be_bytes([head[14], head[15]]));
+        let mut rest = vec![0u8; len];
+        if s.read_exact(&mut rest).is_err() {
+            return;
+        }
+        let mut header = head.to_vec();
+        header.extend_from_slice(&rest);
+        let _ = tx.send(header);
+        if !read_request_head(&mut s) {
+            return;
+        }
+        let _ = s.write_all(
+            format!(
+                "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{BACKEND_BODY}",
+                BACKEND_BODY.len()
+            )
+            .as_bytes(),
+        );
     });
     (addr, rx)
+}
+
+/// Sends `req` as `fx.ok` over one TLS connection to `p`; (the client's own address, the whole
+/// answer).
+fn exchange_as_ok(fx: &Fixture, p: &Proxy, req: &[u8]) -> (SocketAddr, String) {
+    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
+    let mut s = tls_connect(p.addr(), &cfg).unwrap();
+    let client_addr = s.sock.local_addr().unwrap();
+    s.write_all(req).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    (client_addr, String::from_utf8_lossy(&out).into_owned())
 }
 
 #[test]
@@ -63,19 +62,9 @@ fn proxy_v2_header_carries_address_tls_facts_and_spiffe_id() {
     let fx = fixture();
     let (backend, headers) = proxy_backend();
     let p = start_serve(&fx, &backend.to_string(), &["--proxy-protocol", "v2"]);
-    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     // Note the client's own address to compare with the header's source.
-    let mut s = tls_connect(p.addr(), &cfg).unwrap();
-    let client_addr = s.sock.local_addr().unwrap();
-    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    assert!(
-        String::from_utf8_lossy(&out).contains(BACKEND_BODY),
-        "{}",
-        p.stderr_text()
-    );
+    let (client_addr, text) = exchange_as_ok(&fx, &p, b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    assert!(text.contains(BACKEND_BODY), "{}", p.stderr_text());
     let raw = headers.recv_timeout(EVENT_TIMEOUT).unwrap();
     assert_eq!(&raw[..12], &pp::SIGNATURE);
     let h = parse(&raw).unwrap();
@@ -150,40 +139,16 @@ frontend fe
         ),
     )
     .unwrap();
-    let check = Command::new(haproxy)
-        .args(["-c", "-f", cfg_path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "haproxy -c: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let _h = ChildGuard(
-        Command::new(haproxy)
-            .args(["-db", "-f", cfg_path.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(mutual_test::wait_for_port(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        EVENT_TIMEOUT
-    ));
+    mutual_test::output_ok(Command::new(haproxy).args(["-c", "-f", cfg_path.to_str().unwrap()]));
+    let run = ["-db", "-f", cfg_path.to_str().unwrap()];
+    let _h = mutual_test::spawn_listening(Command::new(haproxy).args(run), port);
     let p = start_serve(
         &fx,
         &format!("127.0.0.1:{port}"),
         &["--proxy-protocol", "v2"],
     );
-    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
-    let mut s = tls_connect(p.addr(), &cfg).unwrap();
-    let client_addr = s.sock.local_addr().unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out);
+    let req = b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let (client_addr, text) = exchange_as_ok(&fx, &p, req);
     assert!(
         text.starts_with("HTTP/1.1 200"),
         "{text}\n{}",
@@ -197,13 +162,7 @@ frontend fe
 
 #[test]
 fn max_connection_lifetime_closes_gracefully_and_audits_bytes() {
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(
-        &fx,
-        &backend.addr.to_string(),
-        &["--max-connection-lifetime", "1s"],
-    );
+    let (fx, _, p) = serve_fixture(&["--max-connection-lifetime", "1s"]);
     let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     let t = Instant::now();
     // Half a request: the backend waits for the rest, so only the lifetime can end this.
@@ -232,43 +191,26 @@ const CA_PW: &str = "edge test password";
 
 /// Runs the real `mutual` with the test CA password; asserts success.
 fn mutual_ok(args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
+    let mut c = Command::new(BIN);
+    c.args(args)
         .env_remove("MUTUAL_HOME")
-        .env("MUTUAL_CA_PASSWORD", CA_PW)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mutual {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .env("MUTUAL_CA_PASSWORD", CA_PW);
+    String::from_utf8_lossy(&mutual_test::output_ok(&mut c).stdout).into_owned()
 }
 
 /// `python3 -m http.server` serving `dir` on 127.0.0.1.
 fn http_server(dir: &std::path::Path) -> (ChildGuard, u16) {
     let port = free_port();
-    let child = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--directory")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    assert!(mutual_test::wait_for_port(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        EVENT_TIMEOUT
-    ));
-    (ChildGuard(child), port)
+    let serve = [
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ];
+    let mut c = Command::new("python3");
+    c.args(serve).arg("--directory").arg(dir);
+    (mutual_test::spawn_listening(&mut c, port), port)
 }
 
 fn leaf(dir: &std::path::Path, stem: &str) -> Leaf {
@@ -304,23 +246,19 @@ fn serve_cdp(
     cache: &std::path::Path,
     extra: &[&str],
 ) -> Proxy {
-    let mut args: Vec<String> = [
-        "--cert",
-        certs.join("server.pem").to_str().unwrap(),
-        "--key",
-        certs.join("server.key").to_str().unwrap(),
-        "--ca",
-        ca.join("root.pem").to_str().unwrap(),
+    let cdp = [
         "--allow-any",
         "--crl-from-cdp",
-        "--crl-cache-dir",
-        cache.to_str().unwrap(),
         "--crl-refresh-max",
         "500ms",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ];
+    let mut args = tls_args(
+        &certs.join("server.pem"),
+        &certs.join("server.key"),
+        &ca.join("root.pem"),
+        &cdp,
+    );
+    args.extend(["--crl-cache-dir".to_string(), cache.display().to_string()]);
     args.extend(extra.iter().map(|s| s.to_string()));
     spawn_proxy(
         "serve",
@@ -347,14 +285,12 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
     let (crl_server, port) = http_server(&www);
     let url = format!("http://127.0.0.1:{port}/edge.crl");
     let crl_out = www.join("edge.crl");
-    mutual_ok(&[
-        "ca",
-        "crl",
-        "--dir",
-        ca_s,
-        "--out",
-        crl_out.to_str().unwrap(),
-    ]);
+    // Publishes the CA's current CRL where the CDP points.
+    let publish_crl = || {
+        let out = crl_out.to_str().unwrap();
+        mutual_ok(&["ca", "crl", "--dir", ca_s, "--out", out]);
+    };
+    publish_crl();
     let out = certs.to_str().unwrap();
     mutual_ok(&[
         "cert",
@@ -372,20 +308,24 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
         "--out",
         out,
     ]);
-    mutual_ok(&[
-        "cert",
-        "issue",
-        "client",
-        "--client",
-        "--san",
-        "uri:spiffe://edge.test/client",
-        "--crl-url",
-        &url,
-        "--dir",
-        ca_s,
-        "--out",
-        out,
-    ]);
+    // A client certificate for spiffe://edge.test/NAME whose CDP is `url`.
+    let issue_client = |name: &str| {
+        let id = format!("uri:spiffe://edge.test/{name}");
+        let a = [
+            "cert",
+            "issue",
+            name,
+            "--client",
+            "--san",
+            &id,
+            "--crl-url",
+            &url,
+        ];
+        let mut a = a.to_vec();
+        a.extend(["--dir", ca_s, "--out", out]);
+        mutual_ok(&a);
+    };
+    issue_client("client");
     let root = ca.join("root.pem");
     let client = leaf(&certs, "client");
     let cache = tmp.path().join("cache");
@@ -409,14 +349,7 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
         "--dir",
         ca_s,
     ]);
-    mutual_ok(&[
-        "ca",
-        "crl",
-        "--dir",
-        ca_s,
-        "--out",
-        crl_out.to_str().unwrap(),
-    ]);
+    publish_crl();
     // Keep connecting until the handshake itself refuses the client. A connection accepted just
     // before the reload may instead be ended by live re-authorization (`denied`, `revoked`): both
     // are right, in either order, so wait for the handshake refusal's counter, not for an order.
@@ -460,20 +393,7 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
 
     // 4. CRL server down, no cache, deny: not ready, and a client is refused with
     // revocation_unknown (a fresh client certificate, not revoked).
-    mutual_ok(&[
-        "cert",
-        "issue",
-        "client2",
-        "--client",
-        "--san",
-        "uri:spiffe://edge.test/client2",
-        "--crl-url",
-        &url,
-        "--dir",
-        ca_s,
-        "--out",
-        out,
-    ]);
+    issue_client("client2");
     let client2 = leaf(&certs, "client2");
     let p = serve_cdp(&ca, &certs, &tmp.path().join("cache-empty"), &[]);
     let (st, body) = readyz(&p);
@@ -517,9 +437,7 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
 
 #[test]
 fn readyz_is_200_when_serving_and_healthz_stays() {
-    let fx = fixture();
-    let backend = http_backend();
-    let p = start_serve(&fx, &backend.addr.to_string(), &[]);
+    let (_fx, _, p) = serve_fixture(&[]);
     wait_ready(&p);
     let (st, body) = readyz(&p);
     assert_eq!(st, 200, "{body}");

@@ -10,7 +10,7 @@ mod proxy_common;
 use proxy_common::*;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -99,33 +99,55 @@ fn backend(
     up_seed: u64,
     down_seed: u64,
 ) -> (SocketAddr, mpsc::Receiver<(usize, bool)>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-                match script {
-                    Script::SinkThenAnswer { down } => {
-                        let r = read_pattern(&mut s, up_seed);
-                        let _ = tx.send(r);
-                        write_pattern(&mut s, down_seed, down).unwrap();
-                        s.shutdown(Shutdown::Write).unwrap();
-                    }
-                    Script::AnswerThenSink { down } => {
-                        write_pattern(&mut s, down_seed, down).unwrap();
-                        s.shutdown(Shutdown::Write).unwrap();
-                        let r = read_pattern(&mut s, up_seed);
-                        let _ = tx.send(r);
-                    }
-                }
-            });
+    let addr = tcp_server(move |mut s| {
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        match script {
+            Script::SinkThenAnswer { down } => {
+                let r = read_pattern(&mut s, up_seed);
+                let _ = tx.send(r);
+                write_pattern(&mut s, down_seed, down).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+            }
+            Script::AnswerThenSink { down } => {
+                write_pattern(&mut s, down_seed, down).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                let r = read_pattern(&mut s, up_seed);
+                let _ = tx.send(r);
+            }
         }
     });
     (addr, rx)
+}
+
+/// A TLS connection to `serve` as `fx.ok`, reads bounded by a minute.
+fn tls_as_ok(fx: &Fixture, serve: &Proxy) -> TlsStream {
+    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
+    let s = tls_connect(serve.addr(), &cfg).unwrap();
+    s.sock
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    s
+}
+
+/// Checks a finished exchange both ways: the backend got `up` intact bytes (as it reported on
+/// `rx`), the client read `down` intact bytes (`client`, as the read_*pattern helpers return).
+fn assert_both_ways(
+    what: &str,
+    rx: &mpsc::Receiver<(usize, bool)>,
+    up: usize,
+    client: (usize, bool),
+    down: usize,
+) {
+    let (bgot, bsame) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(bgot, up, "{what}: backend received {bgot} of {up} bytes");
+    assert!(bsame, "{what}: upload corrupted");
+    let (got, same) = client;
+    assert_eq!(
+        got, down,
+        "{what}: client received {got} of {down} bytes after its half-close"
+    );
+    assert!(same, "{what}: response corrupted");
 }
 
 /// How the TLS client ends its upload.
@@ -166,22 +188,11 @@ fn serve_for(be: SocketAddr) -> (Fixture, Proxy) {
 fn client_first_through_serve(how: ClientEnd, up: usize, down: usize) {
     let (be, rx) = backend(Script::SinkThenAnswer { down }, 11, 22);
     let (fx, serve) = serve_for(be);
-    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
-    let mut s = tls_connect(serve.addr(), &cfg).unwrap();
-    s.sock
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    let mut s = tls_as_ok(&fx, &serve);
     write_pattern(&mut s, 11, up).unwrap();
     tls_half_close(&mut s, how);
-    let (got, same) = read_tls_pattern(&mut s, 22);
-    let (bgot, bsame) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-    assert_eq!(bgot, up, "{how:?}: backend received {bgot} of {up} bytes");
-    assert!(bsame, "{how:?}: upload corrupted");
-    assert_eq!(
-        got, down,
-        "{how:?}: client received {got} of {down} bytes after its half-close"
-    );
-    assert!(same, "{how:?}: response corrupted");
+    let client = read_tls_pattern(&mut s, 22);
+    assert_both_ways(&format!("{how:?}"), &rx, up, client, down);
     let line = serve.wait_only_line();
     assert_eq!(line["result"], "allowed", "{line}");
     assert_eq!(line["bytes_in"].as_u64(), Some(up as u64), "{line}");
@@ -204,11 +215,7 @@ fn serve_client_tcp_shutdown_then_reads_whole_response() {
 fn serve_backend_half_closes_first_client_still_uploads() {
     let (be, rx) = backend(Script::AnswerThenSink { down: MID }, 33, 44);
     let (fx, serve) = serve_for(be);
-    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
-    let mut s = tls_connect(serve.addr(), &cfg).unwrap();
-    s.sock
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    let mut s = tls_as_ok(&fx, &serve);
     let (got, same) = read_tls_pattern(&mut s, 44);
     assert_eq!(got, MID, "client received {got} of {MID} bytes");
     assert!(same, "response corrupted");
@@ -234,14 +241,7 @@ fn connect_chain(
 ) -> (Fixture, Proxy, Proxy, mpsc::Receiver<(usize, bool)>) {
     let (be, rx) = backend(script, up_seed, down_seed);
     let (fx, serve) = serve_for(be);
-    let args: Vec<String> = vec![
-        "--cert".into(),
-        fx.ok.cert.display().to_string(),
-        "--key".into(),
-        fx.ok.key.display().to_string(),
-        "--ca".into(),
-        fx.pki.root.display().to_string(),
-    ];
+    let args = tls_args(&fx.ok.cert, &fx.ok.key, &fx.pki.root, &[]);
     let conn = spawn_proxy(
         "connect",
         "--remote",
@@ -260,15 +260,8 @@ fn connect_to_serve_client_half_close_both_directions() {
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     write_pattern(&mut s, 55, BIG).unwrap();
     s.shutdown(Shutdown::Write).unwrap();
-    let (got, same) = read_pattern(&mut s, 66);
-    let (bgot, bsame) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
-    assert_eq!(bgot, BIG, "backend received {bgot} of {BIG}");
-    assert!(bsame, "upload corrupted");
-    assert_eq!(
-        got, BIG,
-        "client received {got} of {BIG} after its half-close"
-    );
-    assert!(same, "response corrupted");
+    let client = read_pattern(&mut s, 66);
+    assert_both_ways("through connect", &rx, BIG, client, BIG);
     let cl = conn.wait_only_line();
     assert_eq!(cl["bytes_in"].as_u64(), Some(BIG as u64), "{cl}");
     assert_eq!(cl["bytes_out"].as_u64(), Some(BIG as u64), "{cl}");

@@ -124,20 +124,12 @@ paths = ["/public/*"]
 fn start_http(fx: &Fixture, backend: &str, extra: &[&str]) -> Proxy {
     let policy = fx.pki.path("http-policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
-    let mut args: Vec<String> = [
-        "--http",
-        "--cert",
-        fx.server.cert.to_str().unwrap(),
-        "--key",
-        fx.server.key.to_str().unwrap(),
-        "--ca",
-        fx.pki.root.to_str().unwrap(),
-        "--policy",
-        policy.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = tls_args(
+        &fx.server.cert,
+        &fx.server.key,
+        &fx.pki.root,
+        &["--http", "--policy", policy.to_str().unwrap()],
+    );
     args.extend(extra.iter().map(|s| s.to_string()));
     spawn_proxy("serve", "--backend", backend, &args)
 }
@@ -184,24 +176,15 @@ struct Curl {
 fn py(proxy: &Proxy, fx: &Fixture, leaf: &Leaf, reqs: serde_json::Value) -> Vec<serde_json::Value> {
     let script = proxy.dir.path().join("client.py");
     std::fs::write(&script, PY_CLIENT).unwrap();
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .args(["127.0.0.1", &proxy.port.to_string()])
-        .arg(&fx.pki.root)
-        .arg(&leaf.cert)
-        .arg(&leaf.key)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(reqs.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = mutual_test::output_with_stdin(
+        Command::new("python3")
+            .arg(&script)
+            .args(["127.0.0.1", &proxy.port.to_string()])
+            .arg(&fx.pki.root)
+            .arg(&leaf.cert)
+            .arg(&leaf.key),
+        reqs.to_string().as_bytes(),
+    );
     assert!(
         out.status.success(),
         "python client failed: {}\n{}",
@@ -223,18 +206,7 @@ fn received(echo: &serde_json::Value, name: &str) -> Vec<String> {
 }
 
 fn openssl(args: &[&str], input: &Path) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .arg("-in")
-        .arg(input)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    mutual_test::output_ok(Command::new("openssl").args(args).arg("-in").arg(input)).stdout
 }
 
 /// What openssl says about the first certificate in `pem`: (sha256 of DER hex, RFC 2253
@@ -574,24 +546,13 @@ fn tcp_mode_refuses_a_policy_with_http_rules() {
     let fx = fixture();
     let policy = fx.pki.path("http-policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "127.0.0.1:1",
-        ])
-        .arg("--cert")
-        .arg(&fx.server.cert)
-        .arg("--key")
-        .arg(&fx.server.key)
-        .arg("--ca")
-        .arg(&fx.pki.root)
-        .arg("--policy")
-        .arg(&policy)
-        .output()
-        .unwrap();
+    let extra = ["--policy", policy.to_str().unwrap()];
+    let out = serve_refusal(&tls_args(
+        &fx.server.cert,
+        &fx.server.key,
+        &fx.pki.root,
+        &extra,
+    ));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -641,13 +602,18 @@ fn keep_alive_request(proxy: &Proxy, fx: &Fixture) -> TlsStream {
     s
 }
 
-/// Reads until the proxy closes the connection; returns how long that took.
-fn wait_closed(mut s: TlsStream) -> std::time::Duration {
+/// Reads until the proxy closes the connection and asserts that came well before any
+/// default timeout (14 s; the tests set 1 s limits or signal the proxy).
+fn assert_closed_soon(mut s: TlsStream) {
     use std::io::Read;
     let t = std::time::Instant::now();
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
-    t.elapsed()
+    let took = t.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(14),
+        "closed after {took:?}"
+    );
 }
 
 #[test]
@@ -655,22 +621,13 @@ fn idle_keep_alive_connections_close_on_idle_timeout_and_on_sigterm() {
     let fx = fixture();
     let be = echo_backend();
     let proxy = start_http(&fx, &be.addr, &["--idle-timeout", "1s"]);
-    let held = keep_alive_request(&proxy, &fx);
-    let took = wait_closed(held);
-    assert!(
-        took < std::time::Duration::from_secs(14),
-        "closed after {took:?}"
-    );
+    assert_closed_soon(keep_alive_request(&proxy, &fx));
 
     let mut proxy = start_http(&fx, &be.addr, &["--drain-timeout", "30s"]);
     let held = keep_alive_request(&proxy, &fx);
     signal(proxy.pid(), "TERM");
     // The idle keep-alive connection is closed at once, not kept until the drain timeout.
-    let took = wait_closed(held);
-    assert!(
-        took < std::time::Duration::from_secs(14),
-        "closed after {took:?}"
-    );
+    assert_closed_soon(held);
     let st = eventually(EVENT_TIMEOUT, || proxy.child.0.try_wait().unwrap())
         .expect("mutual serve --http did not exit after SIGTERM");
     assert_eq!(st.code(), Some(0), "{}", proxy.stderr_text());
@@ -681,13 +638,8 @@ fn max_connection_lifetime_closes_a_kept_alive_connection() {
     let fx = fixture();
     let be = echo_backend();
     let proxy = start_http(&fx, &be.addr, &["--max-connection-lifetime", "1s"]);
-    let held = keep_alive_request(&proxy, &fx);
     // Without the lifetime this connection would stay open for the 5-minute idle timeout.
-    let took = wait_closed(held);
-    assert!(
-        took < std::time::Duration::from_secs(14),
-        "closed after {took:?}"
-    );
+    assert_closed_soon(keep_alive_request(&proxy, &fx));
     proxy.wait_stderr("max connection lifetime reached");
 }
 

@@ -137,9 +137,7 @@ fn unix_socket_backend() {
 
 #[test]
 fn max_connections_is_honoured() {
-    let fx = fixture();
-    let be = http_backend();
-    let proxy = start_serve(&fx, &be.addr.to_string(), &["--max-connections", "1"]);
+    let (fx, _, proxy) = serve_fixture(&["--max-connections", "1"]);
     let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     let held = open_held(proxy.addr(), &cfg);
     // Over the limit: closed at once, before any TLS.
@@ -165,9 +163,7 @@ fn max_connections_is_honoured() {
 
 #[test]
 fn sigterm_stops_accepting_drains_and_exits_0() {
-    let fx = fixture();
-    let be = http_backend();
-    let mut proxy = start_serve(&fx, &be.addr.to_string(), &["--drain-timeout", "20s"]);
+    let (fx, _, mut proxy) = serve_fixture(&["--drain-timeout", "20s"]);
     let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     let held = open_held(proxy.addr(), &cfg);
     signal(proxy.pid(), "TERM");
@@ -198,19 +194,12 @@ fn sigterm_stops_accepting_drains_and_exits_0() {
 #[test]
 fn refuses_to_start_without_a_rule() {
     let fx = fixture();
-    let out = std::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "127.0.0.1:1",
-        ])
-        .args(["--cert", fx.server.cert.to_str().unwrap()])
-        .args(["--key", fx.server.key.to_str().unwrap()])
-        .args(["--ca", fx.pki.root.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = serve_refusal(&tls_args(
+        &fx.server.cert,
+        &fx.server.key,
+        &fx.pki.root,
+        &[],
+    ));
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--allow-any"), "{err}");
@@ -218,20 +207,12 @@ fn refuses_to_start_without_a_rule() {
     // A bad certificate file is a configuration error too (exit 2), naming the file.
     let bad = fx.pki.path("bad.pem");
     std::fs::write(&bad, "not a certificate").unwrap();
-    let out = std::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "127.0.0.1:1",
-            "--allow-any",
-        ])
-        .args(["--cert", bad.to_str().unwrap()])
-        .args(["--key", fx.server.key.to_str().unwrap()])
-        .args(["--ca", fx.pki.root.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = serve_refusal(&tls_args(
+        &bad,
+        &fx.server.key,
+        &fx.pki.root,
+        &["--allow-any"],
+    ));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.pem"));
 }

@@ -40,18 +40,7 @@ fn certificate_rotation_in_place_by_rename_and_garbage() {
     let key = live.path().join("server.key");
     std::fs::copy(&fx.server.cert, &cert).unwrap();
     std::fs::copy(&fx.server.key, &key).unwrap();
-    let args: Vec<String> = [
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--ca",
-        fx.pki.root.to_str().unwrap(),
-        "--allow-spiffe",
-        OK_ID,
-    ]
-    .map(String::from)
-    .to_vec();
+    let args = tls_args(&cert, &key, &fx.pki.root, &["--allow-spiffe", OK_ID]);
     let proxy = spawn_proxy("serve", "--backend", &be.addr.to_string(), &args);
     let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
     assert_eq!(served_leaf(&proxy, &cfg), fx.server.der);
@@ -89,15 +78,7 @@ fn certificate_rotation_in_place_by_rename_and_garbage() {
             proxy.stderr_text()
         );
     };
-    let server = |stem: &str| {
-        fx.pki.leaf(
-            stem,
-            LeafOpts::new("localhost")
-                .san("dns:localhost")
-                .san("ip:127.0.0.1")
-                .server(),
-        )
-    };
+    let server = |stem: &str| fx.pki.leaf(stem, LeafOpts::localhost_server());
 
     // 1. Written in place (truncate + write), key first then certificate.
     let s2 = server("server2");
@@ -151,20 +132,9 @@ fn certificate_rotation_in_place_by_rename_and_garbage() {
 fn policy_file_and_sighup_reload() {
     let fx = fixture();
     let be = http_backend();
-    let policy = fx.pki.path("policy.toml");
-    std::fs::write(&policy, format!("[[allow]]\nspiffe = \"{OK_ID}\"\n")).unwrap();
-    let args: Vec<String> = [
-        "--cert",
-        fx.server.cert.to_str().unwrap(),
-        "--key",
-        fx.server.key.to_str().unwrap(),
-        "--ca",
-        fx.pki.root.to_str().unwrap(),
-        "--policy",
-        policy.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec();
+    let policy = ok_policy(&fx);
+    let extra = ["--policy", policy.to_str().unwrap()];
+    let args = tls_args(&fx.server.cert, &fx.server.key, &fx.pki.root, &extra);
     let mut proxy = spawn_proxy("serve", "--backend", &be.addr.to_string(), &args);
     let other = rustls_config(&fx.pki.root, Some(&fx.denied));
     assert!(!matches!(rustls_get(proxy.addr(), &other), Ok((200, _))));

@@ -7,7 +7,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use mutual_test::{have, Leaf, LeafOpts, TestPki};
+mod pki_common;
+
+use mutual_test::{skip_without, Leaf, LeafOpts, TestPki};
+use pki_common::chain_roles;
 
 struct Fx {
     pki: TestPki,
@@ -117,13 +120,7 @@ fn assert_reason(leaf: &Path, extra: &[&str], code: i32, reason: &str) -> serde_
 fn valid_chain_is_ok_with_its_path() {
     let f = fx();
     let v = assert_reason(&f.server.cert, &["--name", "api.example.test"], 0, "ok");
-    let roles: Vec<_> = v["chain"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["role"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(roles, ["leaf", "intermediate", "root"]);
+    assert_eq!(chain_roles(&v), ["leaf", "intermediate", "root"]);
     assert_eq!(v["chain"][0]["serial"], f.server.serial_hex.as_str());
     assert_reason(&f.server.cert, &["--name", "10.0.0.7"], 0, "ok");
     assert_reason(
@@ -330,8 +327,7 @@ fn malformed_or_missing_input_is_exit_2() {
 /// openssl verify agrees with us on valid, expired and unknown-CA chains.
 #[test]
 fn openssl_agrees() {
-    if !have("openssl") {
-        eprintln!("openssl not installed: cross-check skipped");
+    if skip_without("openssl") {
         return;
     }
     let f = fx();

@@ -1,9 +1,17 @@
-//! Shared helpers for the PKI integration tests (pki_*.rs): run the real `mutual` binary and the
-//! real `openssl`, and read the inventory through `cert list --json`.
+//! Shared helpers for the tests that run the real `mutual` binary and the real `openssl`
+//! (pki_*.rs, ca_server.rs, enroll.rs, defects_*.rs, probe.rs, ...): one way to run a command
+//! and read its result, a throwaway CA read back through `cert list --json`, `mutual ca serve`
+//! on an ephemeral port, and the openssl invocations several files need (CSR, fingerprint).
+//! One copy of each, so that a change of the CLI is fixed in one place.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mutual_test::{eventually, free_port, ChildGuard};
 
 pub const PW: &str = "correct horse battery staple";
 
@@ -14,6 +22,15 @@ pub struct Out {
 }
 
 impl Out {
+    /// Exit code, stdout and stderr, for assertion messages.
+    pub fn text(&self) -> String {
+        format!(
+            "exit {}\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// Asserts exit 0.
     pub fn ok(self) -> Out {
         assert_eq!(
             self.code, 0,
@@ -48,6 +65,53 @@ fn collect(mut c: Command) -> Out {
     }
 }
 
+/// Runs `c` (stdin closed), killing it and failing the test if it runs longer than `limit`:
+/// a hang is a defect, not a slow test.
+pub fn run_within(mut c: Command, limit: Duration) -> Out {
+    let what = format!("{c:?}");
+    let mut child = c
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read both pipes on threads so a chatty child never blocks on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still running after {limit:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// `mutual ARGS` (hermetic environment, no CA password) that must end within `limit`.
+pub fn mutual_within(args: &[&str], limit: Duration) -> Out {
+    run_within(mutual_cmd(None, args), limit)
+}
+
 pub fn mutual_cmd(pw: Option<&str>, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mutual"));
     c.args(args)
@@ -75,6 +139,106 @@ pub fn openssl(args: &[&str]) -> Out {
     c.args(args);
     collect(c)
 }
+
+/// `openssl x509 -in CERT -noout ARGS...` that must succeed; its stdout.
+pub fn x509(cert: &Path, args: &[&str]) -> String {
+    let mut a = vec!["x509", "-in", s(cert), "-noout"];
+    a.extend_from_slice(args);
+    openssl_ok(&a)
+}
+
+/// `openssl ARGS` that must succeed; its stdout.
+pub fn openssl_ok(args: &[&str]) -> String {
+    let o = openssl(args);
+    assert_eq!(o.code, 0, "openssl {args:?}\n{}", o.text());
+    o.stdout
+}
+
+/// A fresh P-256 key at `key` and a CSR for it at `csr`, made by `openssl req` with subject
+/// `subj` and, unless empty, `subjectAltName=SANS` (openssl syntax); returns the CSR PEM.
+pub fn openssl_csr(key: &Path, csr: &Path, subj: &str, sans: &str) -> String {
+    let ext = format!("subjectAltName={sans}");
+    let extra: &[&str] = if sans.is_empty() {
+        &[]
+    } else {
+        &["-addext", &ext]
+    };
+    openssl_csr_with(key, csr, subj, extra)
+}
+
+/// Like `openssl_csr`, with any further `openssl req` arguments (`-addext ...`).
+pub fn openssl_csr_with(key: &Path, csr: &Path, subj: &str, extra: &[&str]) -> String {
+    let mut a = vec![
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        s(key),
+        "-out",
+        s(csr),
+        "-subj",
+        subj,
+    ];
+    a.extend_from_slice(extra);
+    openssl(&a).ok();
+    std::fs::read_to_string(csr).unwrap()
+}
+
+/// The SHA-256 fingerprint of a PEM certificate as openssl prints it (upper case with colons),
+/// the form an operator hands out for `--root-sha256`.
+pub fn fingerprint_of(pem: &Path) -> String {
+    let o = openssl(&["x509", "-noout", "-fingerprint", "-sha256", "-in", s(pem)]).ok();
+    o.stdout.trim().split_once('=').unwrap().1.to_string()
+}
+
+/// curl arguments that POST `body` as `application/json` (written to a fresh file in `dir`,
+/// which curl reads with `@`), followed by `args`.
+pub fn json_post_args(dir: &Path, body: &serde_json::Value, args: &[&str]) -> Vec<String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let f = dir.join(format!("body-{}.json", N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::write(&f, serde_json::to_vec(body).unwrap()).unwrap();
+    let mut a: Vec<String> = ["-X", "POST", "-H", "content-type: application/json"]
+        .map(String::from)
+        .to_vec();
+    a.extend(["--data-binary".to_string(), format!("@{}", s(&f))]);
+    a.extend(args.iter().map(|s| s.to_string()));
+    a
+}
+
+/// A serial as `cert list` and the audit log print it: lowercase hex without colons or
+/// leading zeros (openssl prints `0A:1B...`).
+pub fn norm_serial(s: &str) -> String {
+    let s = s.replace(':', "").to_ascii_lowercase();
+    let t = s.trim_start_matches('0');
+    if t.is_empty() {
+        "0".into()
+    } else {
+        t.to_string()
+    }
+}
+
+/// The `role` of each certificate in a `cert verify --json` report's `chain`, leaf first.
+pub fn chain_roles(report: &serde_json::Value) -> Vec<String> {
+    let chain = report["chain"].as_array().unwrap();
+    chain
+        .iter()
+        .map(|c| c["role"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `cert issue` flags of a server certificate for `localhost` and 127.0.0.1.
+pub const LOCALHOST_SERVER: &[&str] = &[
+    "--server",
+    "--san",
+    "dns:localhost",
+    "--san",
+    "ip:127.0.0.1",
+];
 
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -162,5 +326,158 @@ impl TestCa {
             .collect();
         v.sort();
         v
+    }
+}
+
+/// `mutual ca serve --dir DIR --listen 127.0.0.1:PORT EXTRA...` on a fixed ephemeral port, its
+/// stderr appended to `log`; `stop` and `start` again simulate an outage on the same address.
+pub struct CaServe {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub log: PathBuf,
+    pub extra: Vec<String>,
+    child: Option<ChildGuard>,
+    /// The temp dir holding `dir` and `log` when `with_new_ca` made them.
+    tmp: Option<tempfile::TempDir>,
+}
+
+impl CaServe {
+    /// `ca init --name NAME INIT_EXTRA...` in a fresh temp dir, then `start_new` on it.
+    pub fn with_new_ca(name: &str, init_extra: &[&str], serve_extra: &[&str]) -> CaServe {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ca");
+        let mut a = vec!["ca", "init", "--dir", s(&dir), "--name", name];
+        a.extend_from_slice(init_extra);
+        mutual(&a).ok();
+        let mut c = CaServe::start_new(&dir, tmp.path().join("ca-serve.log"), serve_extra);
+        c.tmp = Some(tmp);
+        c
+    }
+
+    /// The CA directory.
+    pub fn d(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts serving the CA in `dir` (password `PW`, `RUST_LOG=info`) and waits until it listens.
+    pub fn start_new(dir: &Path, log: PathBuf, extra: &[&str]) -> CaServe {
+        let mut c = CaServe {
+            dir: dir.to_path_buf(),
+            port: free_port(),
+            log,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            tmp: None,
+        };
+        c.start();
+        c
+    }
+
+    /// Spawns the server and waits until it accepts TCP connections (fails fast if it exits).
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let listen = format!("127.0.0.1:{}", self.port);
+        let mut c = mutual_cmd(Some(PW), &["ca", "serve", "--dir", s(&self.dir)]);
+        c.args(["--listen", &listen])
+            .args(&self.extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let mut g = ChildGuard(c.spawn().unwrap());
+        let addr = self.addr();
+        let up = eventually(Duration::from_secs(60), || {
+            if let Ok(Some(st)) = g.0.try_wait() {
+                panic!("ca serve exited with {st}:\n{}", self.log_text());
+            }
+            std::net::TcpStream::connect(addr).ok().map(|_| ())
+        });
+        assert!(
+            up.is_some(),
+            "ca serve did not listen:\n{}",
+            self.log_text()
+        );
+        self.child = Some(g);
+    }
+
+    /// Kills the server (SIGKILL through the guard).
+    pub fn stop(&mut self) {
+        self.child = None;
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut g = self.child.take().unwrap();
+        let pid = g.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        g.0.wait().unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `https://127.0.0.1:PORT`, the `--ca-url` clients use.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root.pem")
+    }
+
+    pub fn fingerprint(&self) -> String {
+        fingerprint_of(&self.root())
+    }
+
+    /// The inventory as JSON objects.
+    pub fn inventory(&self) -> Vec<serde_json::Value> {
+        let o = mutual(&["cert", "list", "--dir", s(&self.dir), "--json"]).ok();
+        serde_json::from_str(&o.stdout).unwrap()
+    }
+
+    /// `mutual enroll` against this server with `token`, pinning its root, writing into `out`.
+    pub fn enroll(&self, token: &str, out: &Path) -> Out {
+        self.enroll_pinned(token, &self.fingerprint(), out)
+    }
+
+    /// `mutual enroll` against this server with `token`, pinning the root to `pin`.
+    pub fn enroll_pinned(&self, token: &str, pin: &str, out: &Path) -> Out {
+        let url = self.url();
+        mutual(&[
+            "enroll",
+            "--ca-url",
+            &url,
+            "--token",
+            token,
+            "--root-sha256",
+            pin,
+            "--out",
+            s(out),
+        ])
+    }
+
+    /// `mutual token create` for `sans`, certificates living `ttl_cert`, for `usage`; the JWT.
+    pub fn token(&self, sans: &[&str], ttl_cert: &str, usage: &str) -> String {
+        let mut a = vec!["token", "create", "--dir", s(&self.dir)];
+        a.extend(["--ttl-cert", ttl_cert, "--usage", usage]);
+        for san in sans {
+            a.extend(["--san", san]);
+        }
+        let t = mutual(&a).ok().stdout.trim().to_string();
+        assert_eq!(t.split('.').count(), 3, "not a JWT: {t}");
+        t
     }
 }

@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use mutual_test::{eventually, free_port, have, ChildGuard, Leaf, LeafOpts, TestPki};
+pub use mutual_test::{
+    eventually, free_port, have, read_request_head, tcp_server, ChildGuard, Leaf, LeafOpts, TestPki,
+};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mutual");
 pub const OK_ID: &str = "spiffe://test.mutual/client/ok";
@@ -33,38 +35,20 @@ pub struct Fixture {
 pub fn fixture() -> Fixture {
     let pki = TestPki::new("Test");
     let other = TestPki::new("Other");
-    let server = pki.leaf(
-        "server",
-        LeafOpts::new("localhost")
-            .san("dns:localhost")
-            .san("ip:127.0.0.1")
-            .server(),
-    );
-    let ok = pki.leaf("ok", LeafOpts::new("ok").san(&format!("uri:{OK_ID}")));
+    let server = pki.leaf("server", LeafOpts::localhost_server());
+    // A leaf for OK_ID from `ca`, file stem and CN `name`, shaped by `opts`.
+    let for_ok = |ca: &TestPki, name: &str, opts: fn(LeafOpts) -> LeafOpts| {
+        ca.leaf(name, opts(LeafOpts::new(name).san(&format!("uri:{OK_ID}"))))
+    };
+    let ok = for_ok(&pki, "ok", |o| o);
     let denied = pki.leaf(
         "denied",
         LeafOpts::new("other").san(&format!("uri:{OTHER_ID}")),
     );
-    let expired = pki.leaf(
-        "expired",
-        LeafOpts::new("expired")
-            .san(&format!("uri:{OK_ID}"))
-            .expired(),
-    );
-    let revoked = pki.leaf(
-        "revoked",
-        LeafOpts::new("revoked").san(&format!("uri:{OK_ID}")),
-    );
-    let wrong_purpose = pki.leaf(
-        "wrong-purpose",
-        LeafOpts::new("wrong-purpose")
-            .san(&format!("uri:{OK_ID}"))
-            .server(),
-    );
-    let other_ca = other.leaf(
-        "other-ca",
-        LeafOpts::new("other-ca").san(&format!("uri:{OK_ID}")),
-    );
+    let expired = for_ok(&pki, "expired", LeafOpts::expired);
+    let revoked = for_ok(&pki, "revoked", |o| o);
+    let wrong_purpose = for_ok(&pki, "wrong-purpose", LeafOpts::server);
+    let other_ca = for_ok(&other, "other-ca", |o| o);
     pki.revoke(&revoked);
     let crl = pki.crl("crl.pem");
     Fixture {
@@ -107,27 +91,15 @@ pub struct HttpBackend {
 pub const BACKEND_BODY: &str = "hello from the backend";
 
 pub fn http_backend() -> HttpBackend {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let resp = format!(
-                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BACKEND_BODY}",
-                    BACKEND_BODY.len()
-                );
-                let _ = s.write_all(resp.as_bytes());
-            });
+    let addr = mutual_test::tcp_server(|mut s| {
+        if !mutual_test::read_request_head(&mut s) {
+            return;
         }
+        let resp = format!(
+            "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BACKEND_BODY}",
+            BACKEND_BODY.len()
+        );
+        let _ = s.write_all(resp.as_bytes());
     });
     HttpBackend { addr }
 }
@@ -227,23 +199,76 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// `--cert CERT --key KEY --ca CA EXTRA...`: the arguments of a `serve` or `connect` that
+/// presents `cert` and `key` and trusts `ca`.
+pub fn tls_args(cert: &Path, key: &Path, ca: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["--cert", "--key", "--ca"]
+        .into_iter()
+        .zip([cert, key, ca])
+        .flat_map(|(flag, p)| [flag.to_string(), p.display().to_string()])
+        .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// Runs `mutual serve ARGS` on an address and backend no client uses, to its end: for the
+/// configuration a serve must refuse (exit 2) before it listens.
+pub fn serve_refusal(args: &[String]) -> std::process::Output {
+    Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "127.0.0.1:1",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A policy file in `fx.pki`'s directory that allows OK_ID and nobody else.
+pub fn ok_policy(fx: &Fixture) -> PathBuf {
+    let policy = fx.pki.path("policy.toml");
+    std::fs::write(&policy, format!("[[allow]]\nspiffe = \"{OK_ID}\"\n")).unwrap();
+    policy
+}
+
 /// `mutual serve` in front of `backend`, trusting `fx.pki`, checking its CRL, allowing OK_ID.
 pub fn start_serve(fx: &Fixture, backend: &str, extra: &[&str]) -> Proxy {
-    let mut args: Vec<String> = vec![
-        "--cert".into(),
-        fx.server.cert.display().to_string(),
-        "--key".into(),
-        fx.server.key.display().to_string(),
-        "--ca".into(),
-        fx.pki.root.display().to_string(),
-        "--crl".into(),
-        fx.crl.display().to_string(),
-        "--crl-leaf-only".into(),
-        "--allow-spiffe".into(),
-        OK_ID.into(),
-    ];
+    let crl = fx.crl.display().to_string();
+    let mut args = tls_args(
+        &fx.server.cert,
+        &fx.server.key,
+        &fx.pki.root,
+        &["--crl", &crl, "--crl-leaf-only", "--allow-spiffe", OK_ID],
+    );
     args.extend(extra.iter().map(|s| s.to_string()));
     spawn_proxy("serve", "--backend", backend, &args)
+}
+
+/// The usual start of a proxy test: a fresh fixture, an HTTP backend, and `start_serve` in
+/// front of it with `extra`.
+pub fn serve_fixture(extra: &[&str]) -> (Fixture, HttpBackend, Proxy) {
+    let fx = fixture();
+    let backend = http_backend();
+    let p = start_serve(&fx, &backend.addr.to_string(), extra);
+    (fx, backend, p)
+}
+
+/// `mutual connect` in front of `serve` (on 127.0.0.1, server name `localhost`), presenting
+/// `fx.ok` and trusting `fx.pki`, with `extra`.
+pub fn connect_as_ok(fx: &Fixture, serve: &Proxy, extra: &[&str]) -> Proxy {
+    let mut args = tls_args(
+        &fx.ok.cert,
+        &fx.ok.key,
+        &fx.pki.root,
+        &["--server-name", "localhost"],
+    );
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let remote = format!("127.0.0.1:{}", serve.port);
+    spawn_proxy("connect", "--remote", &remote, &args)
 }
 
 /// Starts `mutual <cmd> --listen .. <target_flag> <target> ..args` with an audit log and
@@ -255,22 +280,19 @@ pub fn spawn_proxy(cmd: &str, target_flag: &str, target: &str, args: &[String]) 
     let metrics_port = free_port();
     let audit = dir.path().join("audit.log");
     let stderr = dir.path().join("stderr.log");
-    let child = Command::new(BIN)
-        .arg(cmd)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args([target_flag, target])
-        .args(["--audit-log", audit.to_str().unwrap()])
-        .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--threads", "2"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
+    let child = mutual_test::spawn_logged(
+        Command::new(BIN)
+            .arg(cmd)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([target_flag, target])
+            .args(["--audit-log", audit.to_str().unwrap()])
+            .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--threads", "2"])
+            .args(args),
+        &stderr,
+    );
     let mut p = Proxy {
-        child: ChildGuard(child),
+        child,
         listener: cmd.to_string(),
         port,
         metrics_port,
@@ -291,6 +313,18 @@ pub fn spawn_proxy(cmd: &str, target_flag: &str, target: &str, args: &[String]) 
         p.stderr_text()
     );
     p
+}
+
+/// Sends a plain HTTP/1.0 request for `/` into a `connect` listener's local port and returns
+/// whatever came back (empty when connect refused the far end).
+pub fn through(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
 }
 
 /// Sends a signal with kill(1).
@@ -452,50 +486,37 @@ pub fn s_client(port: u16, root: &Path, leaf: Option<&Leaf>) -> (bool, String) {
         // -cert sends only the first certificate of the file; the chain goes separately.
         c.args(["-cert_chain", l.cert.to_str().unwrap()]);
     }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let out = mutual_test::output_with_stdin(&mut c, b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    (out.status.success(), mutual_test::output_text(&out))
 }
 
-/// Python's `ssl` module sending one HTTP request; prints the status line or `ERROR ...`.
-pub fn python(port: u16, root: &Path, leaf: Option<&Leaf>) -> String {
-    let script = r#"
+/// A Python `ssl` client (the standard library's default context): `PORT CA CERT KEY` (CERT and
+/// KEY may be empty), sends one HTTP/1.1 request for `/` to localhost, prints the whole answer, or
+/// `ERROR <exception> <message>` when the handshake or the connection fails.
+pub const PY_TLS_GET: &str = r#"
 import socket, ssl, sys
-port, root, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.load_verify_locations(root)
+port, ca, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
 if cert:
     ctx.load_cert_chain(cert, key)
 try:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+    with socket.create_connection(("127.0.0.1", port), timeout=25) as raw:
         with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-            s.sendall(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             data = b""
             while True:
                 chunk = s.recv(4096)
                 if not chunk:
                     break
                 data += chunk
-    print(data.decode().splitlines()[0] if data else "ERROR empty response")
+    print(data.decode(errors="replace") if data else "ERROR empty response")
 except Exception as e:
     print("ERROR", type(e).__name__, e)
 "#;
+
+/// `PY_TLS_GET` against `port`; the first line it printed (the status line or `ERROR ...`).
+pub fn python(port: u16, root: &Path, leaf: Option<&Leaf>) -> String {
+    let script = PY_TLS_GET;
     let (cert, key) = leaf
         .map(|l| (l.cert.display().to_string(), l.key.display().to_string()))
         .unwrap_or_default();
@@ -510,7 +531,8 @@ except Exception as e:
         ])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().next().unwrap_or_default().trim().to_string()
 }
 
 /// Runs every case with `client`, checking the client saw the right thing, the audit line and
@@ -646,5 +668,15 @@ impl Proxy {
         let lines = self.wait_audit_count_where("at all", 1, |_| true);
         assert_eq!(lines.len(), 1, "one connection, one line: {lines:?}");
         lines.into_iter().next().unwrap()
+    }
+
+    /// For a test that made exactly one connection, refused: its only audit line says `failed`
+    /// with `reason`, and the handshake counter for that reason moved. Returns the line.
+    pub fn assert_only_failure(&self, reason: &str) -> serde_json::Value {
+        let line = self.wait_only_line();
+        assert_eq!(line["result"], "failed", "{line}");
+        assert_eq!(line["reason"], reason, "{line}");
+        self.wait_handshakes("failed", reason, 1.0);
+        line
     }
 }
