@@ -30,7 +30,7 @@ pub use classify::{describe, describe_io};
 // Re-exported so the probe and the binary format durations and serials as every other command.
 pub use config::{provider, versions};
 pub use mutual_policy::{human, serial_hex};
-pub use peer::{PeerError, TlsFacts, VerifiedPeer, Wanted};
+pub use peer::{Leaf, LeafFacts, PeerError, TlsFacts, VerifiedPeer, Wanted};
 pub use reason::Reason;
 pub use verify::{
     verify_chain, ChainEntry, PeerName, Purpose, RevocationPolicy, Trust, VerifyOutcome,
@@ -118,14 +118,15 @@ pub struct TlsOptions {
     /// Server side: CRLs fetched from the client certificates' distribution points
     /// (`--crl-from-cdp`), with the `revocation_unknown` rule; see [`cdp`].
     pub cdp: Option<Arc<cdp::CdpRevocation>>,
-    /// Server side: decides, from the verified leaf's DER, whether the peer is allowed at all.
+    /// Server side: decides, from the verified leaf, whether the peer is allowed at all.
     /// Asked inside the handshake, after the chain checks pass, so that a refusal travels to
     /// the client as an `access_denied` alert instead of a close after a completed handshake.
     pub authorize: Option<PeerCheck>,
 }
 
-/// Decides from a verified leaf's DER whether the peer is allowed (true allows).
-pub type PeerCheckFn = dyn Fn(&[u8]) -> bool + Send + Sync;
+/// Decides from a verified leaf (the verifier's own parse of it) whether the peer is allowed
+/// (true allows).
+pub type PeerCheckFn = dyn Fn(&Leaf<'_>) -> bool + Send + Sync;
 
 /// A connection-level authorization hook for [`TlsOptions::authorize`].
 #[derive(Clone)]
