@@ -637,8 +637,7 @@ async fn authenticated(
     let (Some(leaf), Some(identity)) = (
         peer.verified.as_ref().and_then(|v| v.chain.first()),
         identity,
-    )
-    else {
+    ) else {
         return Err(Problem::new(
             "no_client_cert",
             "this endpoint needs a client certificate issued by this CA (mTLS)",
