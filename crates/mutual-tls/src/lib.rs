@@ -170,17 +170,34 @@ impl ServerMaterial {
         chain: &[rustls_pki_types::CertificateDer<'_>],
         time: rustls_pki_types::UnixTime,
     ) -> Result<(), (Reason, String)> {
-        let Some((leaf, rest)) = chain.split_first() else {
-            return Err((
-                Reason::NoClientCert,
-                "the client sent no certificate".into(),
-            ));
-        };
-        self.trust
-            .check(leaf, rest, time, &Purpose::Client, None, None)
-            .map(|_| ())
-            .map_err(|e| (classify_rustls_error(&e), describe(&e)))
+        recheck_chain(
+            &self.trust,
+            chain,
+            time,
+            &Purpose::Client,
+            None,
+            (Reason::NoClientCert, "the client sent no certificate"),
+        )
     }
+}
+
+/// Re-validates a peer's chain (leaf first) after a handshake, for both directions; `none` is
+/// the verdict when the peer presented nothing.
+fn recheck_chain(
+    trust: &Trust,
+    chain: &[rustls_pki_types::CertificateDer<'_>],
+    time: rustls_pki_types::UnixTime,
+    purpose: &Purpose,
+    name: Option<&PeerName>,
+    none: (Reason, &str),
+) -> Result<(), (Reason, String)> {
+    let Some((leaf, rest)) = chain.split_first() else {
+        return Err((none.0, none.1.to_string()));
+    };
+    trust
+        .check(leaf, rest, time, purpose, name, None)
+        .map(|_| ())
+        .map_err(|e| (classify_rustls_error(&e), describe(&e)))
 }
 
 /// Loads and validates everything in `s` and builds a config that requires and verifies a
@@ -237,24 +254,18 @@ impl ClientMaterial {
         &self,
         chain: &[rustls_pki_types::CertificateDer<'_>],
     ) -> Result<(), (Reason, String)> {
-        let Some((leaf, rest)) = chain.split_first() else {
-            return Err((Reason::Other, "the server sent no certificate".into()));
-        };
         let name = match &self.expect_spiffe {
             Some(u) => PeerName::Uri(u.clone()),
             None => PeerName::Server(self.server_name.clone()),
         };
-        self.trust
-            .check(
-                leaf,
-                rest,
-                rustls_pki_types::UnixTime::now(),
-                &Purpose::Server,
-                Some(&name),
-                None,
-            )
-            .map(|_| ())
-            .map_err(|e| (classify_rustls_error(&e), describe(&e)))
+        recheck_chain(
+            &self.trust,
+            chain,
+            rustls_pki_types::UnixTime::now(),
+            &Purpose::Server,
+            Some(&name),
+            (Reason::Other, "the server sent no certificate"),
+        )
     }
 }
 
