@@ -15,6 +15,7 @@ use mutual_pki::ca::{Ca, Csr, CurrentCrl, IssueOptions, IssueRequest, Issued, Ke
 use mutual_pki::{PkiError, RevocationReason, RevokeOutcome, San, Status, StoreError, Usage};
 use mutual_policy::{Identity, Rule};
 use mutual_store::Inventory;
+use mutual_tls::VerifiedPeer;
 use rustls_pki_types::CertificateDer;
 use serde::Deserialize;
 
@@ -28,12 +29,14 @@ pub const MAX_BODY: usize = 64 * 1024;
 /// An oversized body up to this size is read and discarded so the client gets its 413.
 const MAX_DRAIN: usize = 1024 * 1024;
 
-/// What the TLS layer learned about the peer of one connection.
+/// What the TLS layer learned about the peer of one connection, read once after its
+/// handshake and shared by every request on it.
 #[derive(Debug)]
 pub struct Peer {
     pub addr: SocketAddr,
-    /// The verified client chain, leaf first (`None`: no client certificate).
-    pub chain: Option<Vec<CertificateDer<'static>>>,
+    /// The verified client (chain, leaf first, and identity); `None`: no client certificate,
+    /// or one whose names do not parse (refused as `no_client_cert` where one is needed).
+    pub verified: Option<VerifiedPeer>,
 }
 
 /// Everything the handlers share.
@@ -233,13 +236,8 @@ pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp 
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let identity = peer
-        .chain
-        .as_ref()
-        .and_then(|c| c.first())
-        .and_then(|leaf| Identity::from_der(leaf).ok());
+    let identity = peer.verified.as_ref().map(|v| &v.id);
     let who = identity
-        .as_ref()
         .map(Identity::principal)
         .unwrap_or_else(|| "-".into());
     if let (Some(acme), true) = (&state.acme, path.starts_with("/acme/")) {
@@ -252,7 +250,7 @@ pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp 
             status = resp.status().as_u16(), duration_ms = started.elapsed().as_millis() as u64, "acme request");
         return resp;
     }
-    let out = route(state, peer, identity.as_ref(), req, &method, &path).await;
+    let out = route(state, peer, identity, req, &method, &path).await;
     let endpoint = endpoint(&path);
     state
         .metrics
@@ -656,8 +654,10 @@ async fn authenticated(
     peer: &Peer,
     identity: Option<&Identity>,
 ) -> Result<Me, Problem> {
-    let (Some(leaf), Some(identity)) = (peer.chain.as_ref().and_then(|c| c.first()), identity)
-    else {
+    let (Some(leaf), Some(identity)) = (
+        peer.verified.as_ref().and_then(|v| v.chain.first()),
+        identity,
+    ) else {
         return Err(Problem::new(
             "no_client_cert",
             "this endpoint needs a client certificate issued by this CA (mTLS)",

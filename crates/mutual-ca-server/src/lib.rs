@@ -288,12 +288,21 @@ async fn connection(
             return;
         }
     };
-    let chain = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .map(|c| c.iter().map(|d| d.clone().into_owned()).collect());
-    let peer = Arc::new(api::Peer { addr, chain });
+    // Read the client once: every request on this connection (renew, revoke, the admin
+    // check, the log line) takes this one reading instead of parsing the leaf again.
+    let wanted = mutual_tls::Wanted {
+        chain: true,
+        ..Default::default()
+    };
+    let verified = match mutual_tls::VerifiedPeer::of(stream.get_ref().1, wanted, None) {
+        Ok(v) => Some(v),
+        Err(mutual_tls::PeerError::NoCertificate) => None,
+        Err(mutual_tls::PeerError::Malformed(e)) => {
+            tracing::info!(peer_addr = %addr, error = %e, "client certificate names unreadable");
+            None
+        }
+    };
+    let peer = Arc::new(api::Peer { addr, verified });
     let svc = hyper::service::service_fn(move |req| {
         let state = state.clone();
         let peer = peer.clone();

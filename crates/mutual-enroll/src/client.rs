@@ -127,91 +127,84 @@ pub async fn request(
     path: &str,
     json: Option<Vec<u8>>,
 ) -> Result<Response, EnrollError> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, request_inner(url, tls, method, path, json)).await {
+    let exchange = async {
+        let unreachable = |detail: String| EnrollError::Unreachable {
+            url: url.url.clone(),
+            detail,
+        };
+        let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(url.server_name.clone(), tcp)
+            .await
+            .map_err(|e| {
+                if mutual_tls::classify::rustls_error_of(&e).is_some() {
+                    EnrollError::Handshake {
+                        url: url.url.clone(),
+                        reason: mutual_tls::classify_io_error(&e).label(),
+                        detail: mutual_tls::describe_io(&e),
+                    }
+                } else {
+                    // Reset or EOF mid-handshake: the CA is going away or restarting.
+                    unreachable(format!(
+                        "the connection broke during the TLS handshake: {e}"
+                    ))
+                }
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(format!("HTTP: {e}")))?;
+        let conn_task = tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, url.authority.as_str())
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("mutual/", env!("CARGO_PKG_VERSION")),
+            )
+            .header(hyper::header::ACCEPT, "application/json");
+        if json.is_some() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(json.unwrap_or_default())))
+            .map_err(|e| unreachable(format!("cannot build the request: {e}")))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| http_error(url, &e))?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(hyper::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| EnrollError::BadResponse {
+                status,
+                detail: format!("cannot read the answer: {e}"),
+            })?
+            .to_bytes();
+        drop(sender);
+        conn_task.abort();
+        Ok::<_, EnrollError>(Response {
+            status,
+            retry_after,
+            body,
+        })
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
         Ok(r) => r,
         Err(_) => Err(EnrollError::Timeout {
             url: url.url.clone(),
             secs: REQUEST_TIMEOUT.as_secs(),
         }),
     }
-}
-
-async fn request_inner(
-    url: &CaUrl,
-    tls: Arc<ClientConfig>,
-    method: Method,
-    path: &str,
-    json: Option<Vec<u8>>,
-) -> Result<Response, EnrollError> {
-    let unreachable = |detail: String| EnrollError::Unreachable {
-        url: url.url.clone(),
-        detail,
-    };
-    let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(url.server_name.clone(), tcp)
-        .await
-        .map_err(|e| {
-            if mutual_tls::classify::rustls_error_of(&e).is_some() {
-                EnrollError::Handshake {
-                    url: url.url.clone(),
-                    reason: mutual_tls::classify_io_error(&e).label(),
-                    detail: mutual_tls::describe_io(&e),
-                }
-            } else {
-                // Reset or EOF mid-handshake: the CA is going away or restarting.
-                unreachable(format!(
-                    "the connection broke during the TLS handshake: {e}"
-                ))
-            }
-        })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(format!("HTTP: {e}")))?;
-    let conn_task = tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(hyper::header::HOST, url.authority.as_str())
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("mutual/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(hyper::header::ACCEPT, "application/json");
-    if json.is_some() {
-        req = req.header(hyper::header::CONTENT_TYPE, "application/json");
-    }
-    let req = req
-        .body(Full::new(Bytes::from(json.unwrap_or_default())))
-        .map_err(|e| unreachable(format!("cannot build the request: {e}")))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| http_error(url, &e))?;
-    let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get(hyper::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let body = Limited::new(resp.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| EnrollError::BadResponse {
-            status,
-            detail: format!("cannot read the answer: {e}"),
-        })?
-        .to_bytes();
-    drop(sender);
-    conn_task.abort();
-    Ok(Response {
-        status,
-        retry_after,
-        body,
-    })
 }
 
 /// A failed exchange. With TLS 1.3 the CA judges our client certificate after our side of the

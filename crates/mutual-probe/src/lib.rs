@@ -39,15 +39,11 @@ pub enum ProbeError {
     BadTarget(String),
     #[error("invalid server name {0:?}")]
     BadServerName(String),
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {detail}")]
-    BadFile { path: PathBuf, detail: String },
-    #[error("the private key in {key} does not match the certificate in {cert}")]
-    KeyMismatch { cert: PathBuf, key: PathBuf },
+    /// A file given to the probe (certificate, key, roots) cannot be read or is not what it
+    /// should be: mutual-tls's own error (it loads every file), so the same file fault reads
+    /// the same here as in `serve` or `cert verify`.
+    #[error(transparent)]
+    File(#[from] mutual_tls::TlsError),
     #[error("no trust roots: {0}")]
     NoRoots(String),
     /// Making the throwaway certificate failed (a crypto library fault, never the endpoint).
@@ -215,20 +211,12 @@ pub fn split_target(t: &str) -> Result<(String, u16), ProbeError> {
     Ok((host.to_string(), port))
 }
 
-impl From<mutual_tls::TlsError> for ProbeError {
-    /// The loader's errors (mutual-tls reads every file): the same file, the same sentence.
-    fn from(e: mutual_tls::TlsError) -> ProbeError {
-        use mutual_tls::TlsError as T;
-        match e {
-            T::Io { path, source } => ProbeError::Io { path, source },
-            T::BadFile { path, detail } => ProbeError::BadFile { path, detail },
-            T::KeyMismatch { cert, key } => ProbeError::KeyMismatch { cert, key },
-            other => ProbeError::BadFile {
-                path: PathBuf::new(),
-                detail: other.to_string(),
-            },
-        }
-    }
+/// A file that parsed but is not what the probe needs (`BadFile`, as the loader says it).
+pub(crate) fn bad_file(path: impl Into<PathBuf>, detail: impl Into<String>) -> ProbeError {
+    ProbeError::File(mutual_tls::TlsError::BadFile {
+        path: path.into(),
+        detail: detail.into(),
+    })
 }
 
 /// Reads every certificate in a file (PEM, or one DER certificate): mutual-tls's loader.
@@ -256,9 +244,8 @@ pub fn load_roots(ca: Option<&Path>) -> Result<(Arc<RootCertStore>, String), Pro
     match ca {
         Some(p) => {
             for c in load_certs(p)? {
-                store.add(c).map_err(|e| ProbeError::BadFile {
-                    path: p.to_path_buf(),
-                    detail: format!("not a usable trust anchor ({e})"),
+                store.add(c).map_err(|e| {
+                    bad_file(p.to_path_buf(), format!("not a usable trust anchor ({e})"))
                 })?;
             }
             Ok((Arc::new(store), format!("--ca {}", p.display())))
@@ -490,10 +477,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
         (Some(c), Some(k)) => Some((c.clone(), Arc::new(load_certified_key(c, k, &provider)?))),
         (None, None) => None,
         (Some(c), None) | (None, Some(c)) => {
-            return Err(ProbeError::BadFile {
-                path: c.clone(),
-                detail: "--cert and --key go together".into(),
-            })
+            return Err(bad_file(c.clone(), "--cert and --key go together"))
         }
     };
     let client_chain: Vec<CertSummary> = client

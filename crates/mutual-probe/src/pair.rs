@@ -82,9 +82,8 @@ fn verify_to_ca(
         .map(|r| {
             webpki::anchor_from_trusted_cert(r)
                 .map(|a| a.to_owned())
-                .map_err(|e| ProbeError::BadFile {
-                    path: ca.to_path_buf(),
-                    detail: format!("not a usable trust anchor ({e})"),
+                .map_err(|e| {
+                    crate::bad_file(ca.to_path_buf(), format!("not a usable trust anchor ({e})"))
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -125,10 +124,7 @@ pub fn check_pair(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<PairRepo
     let signing = p
         .key_provider
         .load_private_key(key_der)
-        .map_err(|e| ProbeError::BadFile {
-            path: key.to_path_buf(),
-            detail: format!("unusable private key ({e})"),
-        })?;
+        .map_err(|e| crate::bad_file(key.to_path_buf(), format!("unusable private key ({e})")))?;
     let ck = rustls::sign::CertifiedKey::new(chain_der.clone(), signing.clone());
     let key_matches = ck.keys_match().is_ok();
     // A key that matches a later certificate means the leaf is not first (a reversed chain),
@@ -143,9 +139,11 @@ pub fn check_pair(cert: &Path, key: &Path, ca: Option<&Path>) -> Result<PairRepo
     let chain: Vec<CertSummary> = chain_der
         .iter()
         .map(|c| {
-            certinfo::summarize(c).ok_or_else(|| ProbeError::BadFile {
-                path: cert.to_path_buf(),
-                detail: "a certificate in the file does not parse".into(),
+            certinfo::summarize(c).ok_or_else(|| {
+                crate::bad_file(
+                    cert.to_path_buf(),
+                    "a certificate in the file does not parse",
+                )
             })
         })
         .collect::<Result<_, _>>()?;

@@ -1,5 +1,5 @@
 //! Authorization, in one place: whether a verified peer may have a connection (TCP mode: inside
-//! the handshake, see [`handshake_check`]; HTTP mode: whether any rule names it), whether an
+//! the handshake, see [`handshake_check`]; HTTP mode: whether any rule names it, after it), whether an
 //! HTTP request may pass, and whether an established connection still may live after a reload
 //! ([`recheck`], live re-authorization). Every decision goes through [`mutual_policy::Policy`]'s
 //! two entry points: `authorize_tcp` for a whole connection, `authorize` for HTTP.
@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use mutual_policy::{Identity, Policy};
-use mutual_tls::{Reason, VerifiedPeer};
+use mutual_tls::{Leaf, LeafFacts, Reason, VerifiedPeer, Wanted};
 
 use crate::material::{Material, Mode};
 
@@ -58,9 +58,10 @@ pub fn recheck(m: &Material, peer: &VerifiedPeer) -> Result<(), (Reason, String)
     Ok(())
 }
 
-/// What the handshake's policy check read from the leaf: the identity and the decision.
+/// What the handshake's policy check read from the leaf (from the verifier's own parse of
+/// it: identity, and names/algorithms as the listener wants them) and what it decided.
 pub struct Checked {
-    pub id: Identity,
+    pub facts: LeafFacts,
     pub allowed: bool,
 }
 
@@ -68,23 +69,25 @@ tokio::task_local! {
     static CHECKED: RefCell<Option<Checked>>;
 }
 
-/// TCP mode's connection decision, asked by the verifier inside the handshake (so a denied
-/// peer gets an `access_denied` alert). Run the handshake inside [`with_handshake_check`] to
-/// learn what it decided.
-pub fn handshake_check(policy: Arc<Policy>) -> mutual_tls::PeerCheck {
-    mutual_tls::PeerCheck(Arc::new(move |der: &[u8]| {
+/// Asked by the verifier inside the handshake, with its parse of the leaf: reads what the
+/// listener `wanted` from it (so [`VerifiedPeer::of`] need not parse the leaf again) and, in
+/// TCP mode, decides the connection there (so a denied peer gets an `access_denied` alert;
+/// HTTP mode lets every verified peer finish the handshake and answers 403 per request).
+/// Run the handshake inside [`with_handshake_check`] to learn what it read and decided.
+pub fn handshake_check(policy: Arc<Policy>, mode: Mode, wanted: Wanted) -> mutual_tls::PeerCheck {
+    mutual_tls::PeerCheck(Arc::new(move |leaf: &Leaf<'_>| {
         // A leaf whose names do not parse is refused after the handshake as `malformed`.
-        let Ok(id) = Identity::from_der(der) else {
+        let Ok(facts) = leaf.facts(wanted) else {
             return true;
         };
-        let allowed = connection(&policy, Mode::Tcp, &id);
-        let _ = CHECKED.try_with(|slot| *slot.borrow_mut() = Some(Checked { id, allowed }));
+        let allowed = mode == Mode::Http || connection(&policy, Mode::Tcp, &facts.id);
+        let _ = CHECKED.try_with(|slot| *slot.borrow_mut() = Some(Checked { facts, allowed }));
         allowed
     }))
 }
 
-/// Runs a handshake and returns what its [`handshake_check`] decided, if it ran (it does not
-/// on a resumed session, nor in HTTP mode).
+/// Runs a handshake and returns what its [`handshake_check`] read and decided, if it ran (it
+/// does not on a resumed session).
 pub async fn with_handshake_check<F: Future>(hs: F) -> (F::Output, Option<Checked>) {
     CHECKED
         .scope(RefCell::new(None), async move {

@@ -32,7 +32,7 @@ pub use classify::{describe, describe_io};
 pub use config::{provider, versions};
 pub use lint::Profile;
 pub use mutual_policy::{human, serial_hex};
-pub use peer::{PeerError, TlsFacts, VerifiedPeer, Wanted};
+pub use peer::{Leaf, LeafFacts, PeerError, TlsFacts, VerifiedPeer, Wanted};
 pub use reason::Reason;
 pub use verify::{
     verify_chain, ChainEntry, PeerName, Purpose, RevocationPolicy, Trust, VerifyOutcome,
@@ -124,7 +124,7 @@ pub struct TlsOptions {
     /// Server side: CRLs fetched from the client certificates' distribution points
     /// (`--crl-from-cdp`), with the `revocation_unknown` rule; see [`cdp`].
     pub cdp: Option<Arc<cdp::CdpRevocation>>,
-    /// Server side: decides, from the verified leaf's DER, whether the peer is allowed at all.
+    /// Server side: decides, from the verified leaf, whether the peer is allowed at all.
     /// Asked inside the handshake, after the chain checks pass, so that a refusal travels to
     /// the client as an `access_denied` alert instead of a close after a completed handshake.
     pub authorize: Option<PeerCheck>,
@@ -133,8 +133,9 @@ pub struct TlsOptions {
     pub profile: Profile,
 }
 
-/// Decides from a verified leaf's DER whether the peer is allowed (true allows).
-pub type PeerCheckFn = dyn Fn(&[u8]) -> bool + Send + Sync;
+/// Decides from a verified leaf (the verifier's own parse of it) whether the peer is allowed
+/// (true allows).
+pub type PeerCheckFn = dyn Fn(&Leaf<'_>) -> bool + Send + Sync;
 
 /// A connection-level authorization hook for [`TlsOptions::authorize`].
 #[derive(Clone)]
@@ -178,17 +179,34 @@ impl ServerMaterial {
         chain: &[rustls_pki_types::CertificateDer<'_>],
         time: rustls_pki_types::UnixTime,
     ) -> Result<(), (Reason, String)> {
-        let Some((leaf, rest)) = chain.split_first() else {
-            return Err((
-                Reason::NoClientCert,
-                "the client sent no certificate".into(),
-            ));
-        };
-        self.trust
-            .check(leaf, rest, time, &Purpose::Client, None, None)
-            .map(|_| ())
-            .map_err(|e| (classify_rustls_error(&e), describe(&e)))
+        recheck_chain(
+            &self.trust,
+            chain,
+            time,
+            &Purpose::Client,
+            None,
+            (Reason::NoClientCert, "the client sent no certificate"),
+        )
     }
+}
+
+/// Re-validates a peer's chain (leaf first) after a handshake, for both directions; `none` is
+/// the verdict when the peer presented nothing.
+fn recheck_chain(
+    trust: &Trust,
+    chain: &[rustls_pki_types::CertificateDer<'_>],
+    time: rustls_pki_types::UnixTime,
+    purpose: &Purpose,
+    name: Option<&PeerName>,
+    none: (Reason, &str),
+) -> Result<(), (Reason, String)> {
+    let Some((leaf, rest)) = chain.split_first() else {
+        return Err((none.0, none.1.to_string()));
+    };
+    trust
+        .check(leaf, rest, time, purpose, name, None)
+        .map(|_| ())
+        .map_err(|e| (classify_rustls_error(&e), describe(&e)))
 }
 
 /// Loads and validates everything in `s` and builds a config that requires and verifies a
@@ -245,24 +263,18 @@ impl ClientMaterial {
         &self,
         chain: &[rustls_pki_types::CertificateDer<'_>],
     ) -> Result<(), (Reason, String)> {
-        let Some((leaf, rest)) = chain.split_first() else {
-            return Err((Reason::Other, "the server sent no certificate".into()));
-        };
         let name = match &self.expect_spiffe {
             Some(u) => PeerName::Uri(u.clone()),
             None => PeerName::Server(self.server_name.clone()),
         };
-        self.trust
-            .check(
-                leaf,
-                rest,
-                rustls_pki_types::UnixTime::now(),
-                &Purpose::Server,
-                Some(&name),
-                None,
-            )
-            .map(|_| ())
-            .map_err(|e| (classify_rustls_error(&e), describe(&e)))
+        recheck_chain(
+            &self.trust,
+            chain,
+            rustls_pki_types::UnixTime::now(),
+            &Purpose::Server,
+            Some(&name),
+            (Reason::Other, "the server sent no certificate"),
+        )
     }
 }
 

@@ -3,6 +3,12 @@
 //! negotiated [`TlsFacts`], and on request its names and key algorithms), built once right
 //! after the handshake from one parse of the leaf, and passed to everything that asks about
 //! the peer afterwards (authorization, live re-authorization, audit, HTTP headers, PROXY header).
+//!
+//! "One parse": the verifier parses the leaf once for its own checks (key strength, SAN
+//! syntax, trust domain) and hands that parse to the listener's [`crate::PeerCheck`] as a
+//! [`Leaf`]; the hook reads the [`LeafFacts`] the listener wants from it, and
+//! [`VerifiedPeer::of`] takes them as known. Only a resumed session (no verifier ran) parses
+//! the leaf here.
 
 use std::sync::Arc;
 
@@ -90,6 +96,58 @@ pub struct Wanted {
     pub algorithms: bool,
 }
 
+/// The leaf as the verifier parsed it, for a [`crate::PeerCheck`].
+#[derive(Clone, Copy)]
+pub struct Leaf<'a> {
+    /// Its DER (for the fingerprint).
+    pub der: &'a [u8],
+    /// x509-parser's reading (`None`: webpki accepted what x509-parser cannot read, so its
+    /// names are unreadable and the connection ends as `malformed` after the handshake).
+    pub cert: Option<&'a X509Certificate<'a>>,
+}
+
+impl Leaf<'_> {
+    /// What `wanted` asks for, read from this parse (no second parse).
+    pub fn facts(&self, wanted: Wanted) -> Result<LeafFacts, PolicyError> {
+        let cert = self
+            .cert
+            .ok_or_else(|| PolicyError::Certificate("cannot parse certificate".into()))?;
+        LeafFacts::read(cert, self.der, wanted)
+    }
+}
+
+/// What a peer's leaf says: its identity and, as [`Wanted`], its names and algorithms.
+#[derive(Clone, Debug)]
+pub struct LeafFacts {
+    pub id: Identity,
+    pub names: Option<CertNames>,
+    pub algorithms: Option<(String, String)>,
+}
+
+impl LeafFacts {
+    /// Reads the facts `wanted` asks for from a parsed leaf (`der` is its encoding).
+    pub fn read(
+        cert: &X509Certificate<'_>,
+        der: &[u8],
+        wanted: Wanted,
+    ) -> Result<LeafFacts, PolicyError> {
+        Ok(LeafFacts {
+            id: Identity::from_parsed(cert, der)?,
+            names: if wanted.names {
+                Some(mutual_policy::dn::names_of(cert)?)
+            } else {
+                None
+            },
+            algorithms: wanted.algorithms.then(|| algorithms_of(cert)),
+        })
+    }
+
+    /// Whether these facts answer everything `wanted` asks.
+    fn covers(&self, wanted: Wanted) -> bool {
+        (!wanted.names || self.names.is_some()) && (!wanted.algorithms || self.algorithms.is_some())
+    }
+}
+
 /// Why a finished handshake yields no [`VerifiedPeer`].
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -119,22 +177,22 @@ pub struct VerifiedPeer {
 
 impl VerifiedPeer {
     /// Reads the peer of a finished handshake (server or client side; with tokio-rustls:
-    /// `stream.get_ref().1`). The leaf is parsed at most once; `known` is the identity the
-    /// handshake's own policy check already read from this leaf, if any, which saves even
-    /// that parse when nothing else is wanted.
+    /// `stream.get_ref().1`). `known` is what the handshake's [`crate::PeerCheck`] already read
+    /// from the verifier's parse of this leaf, if anything: when it covers `wanted` the leaf is
+    /// not parsed at all, else it is parsed once here.
     pub fn of(
         conn: &rustls::CommonState,
         wanted: Wanted,
-        known: Option<Identity>,
+        known: Option<LeafFacts>,
     ) -> Result<VerifiedPeer, PeerError> {
         let presented = conn.peer_certificates().unwrap_or_default();
         let Some(leaf) = presented.first() else {
             return Err(PeerError::NoCertificate);
         };
         let tls = TlsFacts::of(conn);
-        let (id, names, algorithms) = match known {
-            Some(id) if !wanted.names && !wanted.algorithms => (id, None, None),
-            known => {
+        let facts = match known {
+            Some(f) if f.covers(wanted) => f,
+            _ => {
                 let (rest, cert) = X509Certificate::from_der(leaf.as_ref()).map_err(|e| {
                     PolicyError::Certificate(format!("cannot parse certificate: {e}"))
                 })?;
@@ -144,19 +202,14 @@ impl VerifiedPeer {
                     )
                     .into());
                 }
-                let id = match known {
-                    Some(id) => id,
-                    None => Identity::from_parsed(&cert, leaf.as_ref())?,
-                };
-                let names = if wanted.names {
-                    Some(mutual_policy::dn::names_of(&cert)?)
-                } else {
-                    None
-                };
-                let algorithms = wanted.algorithms.then(|| algorithms_of(&cert));
-                (id, names, algorithms)
+                LeafFacts::read(&cert, leaf.as_ref(), wanted)?
             }
         };
+        let LeafFacts {
+            id,
+            names,
+            algorithms,
+        } = facts;
         let chain: Arc<[CertificateDer<'static>]> = if wanted.chain {
             presented.iter().map(|c| c.clone().into_owned()).collect()
         } else {

@@ -16,6 +16,7 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use x509_parser::prelude::X509Certificate;
 
 use crate::verify::{PeerName, Purpose, RevocationPolicy, Trust};
 use crate::TlsError;
@@ -116,20 +117,20 @@ impl MutualClientVerifier {
         self
     }
 
-    fn check(
+    fn check<'a>(
         &self,
-        end_entity: &CertificateDer<'_>,
+        end_entity: &'a CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
-    ) -> Result<(), rustls::Error> {
+    ) -> Result<Option<X509Certificate<'a>>, rustls::Error> {
         let purpose = if self.key_holder {
             Purpose::Any
         } else {
             Purpose::Client
         };
         self.trust
-            .check(end_entity, intermediates, now, &purpose, None, None)
-            .map(|_| ())
+            .check_parsed(end_entity, intermediates, now, &purpose, None, None)
+            .map(|v| v.leaf)
     }
 }
 
@@ -165,7 +166,7 @@ impl ClientCertVerifier for MutualClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        match self.check(end_entity, intermediates, now) {
+        let leaf = match self.check(end_entity, intermediates, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::Expired | CertificateError::ExpiredContext { .. },
             )) if self.key_holder => {
@@ -180,12 +181,16 @@ impl ClientCertVerifier for MutualClientVerifier {
                     end_entity,
                     intermediates,
                     UnixTime::since_unix_epoch(Duration::from_secs(at)),
-                )?;
+                )?
             }
             other => other?,
-        }
+        };
         if let Some(check) = &self.authorize {
-            if !(check.0)(end_entity.as_ref()) {
+            let leaf = crate::Leaf {
+                der: end_entity.as_ref(),
+                cert: leaf.as_ref(),
+            };
+            if !(check.0)(&leaf) {
                 return Err(rustls::Error::InvalidCertificate(
                     rustls::CertificateError::ApplicationVerificationFailure,
                 ));

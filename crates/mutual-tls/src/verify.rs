@@ -225,10 +225,38 @@ impl Trust {
         name: Option<&PeerName>,
         max_intermediates: Option<usize>,
     ) -> Result<Vec<CertificateDer<'static>>, rustls::Error> {
+        self.check_parsed(
+            end_entity,
+            intermediates,
+            now,
+            purpose,
+            name,
+            max_intermediates,
+        )
+        .map(|v| v.chain)
+    }
+
+    /// [`Trust::check`], also handing back the one x509-parser parse of the leaf that the
+    /// checks beyond webpki's (SAN syntax, key strength, trust domain, URI name) all read, so
+    /// a caller that wants the peer's identity or names does not parse the leaf again.
+    pub fn check_parsed<'a>(
+        &self,
+        end_entity: &'a CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        purpose: &Purpose,
+        name: Option<&PeerName>,
+        max_intermediates: Option<usize>,
+    ) -> Result<Verified<'a>, rustls::Error> {
         let ee = EndEntityCert::try_from(end_entity).map_err(pki_error)?;
+        // `None`: beyond x509-parser though webpki reads it; the checks below that need the
+        // parse then have nothing more to learn (webpki has judged the encoding).
+        let leaf = X509Certificate::from_der(end_entity.as_ref())
+            .ok()
+            .map(|(_, c)| c);
         // webpki reads the SAN only when it checks a name, so a certificate whose SAN does not
         // parse would pass without --name; its identity is unreadable, so it is malformed.
-        if san_problem(end_entity).is_some() {
+        if leaf.as_ref().and_then(san_problem_of).is_some() {
             return Err(CertificateError::BadEncoding.into());
         }
         let cdp_snapshot = self.cdp.as_ref().map(|c| c.load());
@@ -319,8 +347,10 @@ impl Trust {
             }
         }
 
-        check_key_strength(end_entity)?;
-        check_trust_domain(&chain)?;
+        if let Some(leaf) = &leaf {
+            check_key_strength(leaf)?;
+        }
+        check_trust_domain(leaf.as_ref(), &chain[1..])?;
         if self.profile == crate::lint::Profile::Strict {
             self.check_strict(&chain, now, name)?;
         }
@@ -334,7 +364,7 @@ impl Trust {
                 ee.verify_is_valid_for_subject_name(n).map_err(pki_error)?
             }
             Some(PeerName::Uri(expected)) => {
-                let presented = uri_sans(end_entity);
+                let presented = leaf.as_ref().map(uri_sans_of).unwrap_or_default();
                 if !presented.iter().any(|u| u == expected) {
                     return Err(other(TlsError::UriMismatch {
                         expected: expected.clone(),
@@ -343,7 +373,7 @@ impl Trust {
                 }
             }
         }
-        Ok(chain)
+        Ok(Verified { chain, leaf })
     }
 
     /// The strict profile's hook: the lint's first error on the verified path, as `malformed`.
@@ -394,6 +424,14 @@ impl Trust {
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
     }
+}
+
+/// What [`Trust::check_parsed`] verified: the path and the parsed leaf.
+pub struct Verified<'a> {
+    /// The verified path, leaf first, root last.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf as x509-parser reads it (`None` when only webpki can).
+    pub leaf: Option<X509Certificate<'a>>,
 }
 
 /// An extra check on a candidate path (webpki tries other paths when it fails).
@@ -449,10 +487,7 @@ pub(crate) fn other(e: TlsError) -> rustls::Error {
 /// P-256/384/521): webpki refuses such keys for signatures it checks in the chain, but the
 /// leaf's own key is only exercised by the handshake signature, which would report a
 /// misleading `bad_signature` (or, for `cert verify`, nothing). Named `weak_key` here.
-fn check_key_strength(der: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-    let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
-        return Ok(()); // webpki already parsed it; nothing more to learn here
-    };
+fn check_key_strength(cert: &X509Certificate<'_>) -> Result<(), rustls::Error> {
     let spki = cert.public_key();
     let weak = |detail: String| {
         Err(other(TlsError::WeakKey {
@@ -505,19 +540,19 @@ fn check_key_strength(der: &CertificateDer<'_>) -> Result<(), rustls::Error> {
 /// Why not a URI name constraint (RFC 5280 allows one): rustls-webpki 0.103 fails closed on URI
 /// subtrees, critical or not, so every SVID under such a CA would be refused by rustls peers,
 /// mutual's own proxy included. OpenSSL and Go honour them; this check is our equivalent.
-fn check_trust_domain(path: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
-    let Some((leaf, cas)) = path.split_first() else {
-        return Ok(());
-    };
+fn check_trust_domain(
+    leaf: Option<&X509Certificate<'_>>,
+    cas: &[CertificateDer<'_>],
+) -> Result<(), rustls::Error> {
     let mut bound: Vec<(String, String)> = Vec::new();
     for ca in cas {
-        for u in uri_sans(ca) {
+        let Ok((_, ca)) = X509Certificate::from_der(ca.as_ref()) else {
+            continue;
+        };
+        for u in uri_sans_of(&ca) {
             if let Ok(id) = mutual_policy::SpiffeId::parse(&u) {
                 if id.path().is_empty() {
-                    let issuer = X509Certificate::from_der(ca.as_ref())
-                        .map(|(_, c)| c.subject().to_string())
-                        .unwrap_or_default();
-                    bound.push((id.trust_domain().to_string(), issuer));
+                    bound.push((id.trust_domain().to_string(), ca.subject().to_string()));
                 }
             }
         }
@@ -525,7 +560,7 @@ fn check_trust_domain(path: &[CertificateDer<'_>]) -> Result<(), rustls::Error> 
     if bound.is_empty() {
         return Ok(());
     }
-    for uri in uri_sans(leaf) {
+    for uri in leaf.map(uri_sans_of).unwrap_or_default() {
         let td = mutual_policy::SpiffeId::parse(&uri)
             .ok()
             .map(|id| id.trust_domain().to_string());
@@ -555,6 +590,10 @@ pub fn malformed_leaf(der: &CertificateDer<'_>) -> Option<String> {
 /// absent, or the certificate is beyond x509-parser: webpki has judged that part already).
 fn san_problem(der: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = X509Certificate::from_der(der.as_ref()).ok()?;
+    san_problem_of(&cert)
+}
+
+fn san_problem_of(cert: &X509Certificate<'_>) -> Option<String> {
     cert.extensions().iter().find_map(|ext| {
         if ext.oid != x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME {
             return None;
@@ -597,9 +636,13 @@ fn parse_error_sentence(e: &webpki::Error) -> String {
 
 /// URI SANs of a certificate (empty if it has none or does not parse).
 pub fn uri_sans(der: &CertificateDer<'_>) -> Vec<String> {
-    let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
-        return Vec::new();
-    };
+    X509Certificate::from_der(der.as_ref())
+        .map(|(_, c)| uri_sans_of(&c))
+        .unwrap_or_default()
+}
+
+/// URI SANs of a parsed certificate (empty if it has none or its SAN does not parse).
+fn uri_sans_of(cert: &X509Certificate<'_>) -> Vec<String> {
     let Ok(Some(san)) = cert.subject_alternative_name() else {
         return Vec::new();
     };

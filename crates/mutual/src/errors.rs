@@ -134,7 +134,14 @@ fn classify(e: &anyhow::Error, help: &str) -> (&'static str, String) {
         if let Some(s) = cause.downcast_ref::<StoreError>() {
             return classify_store(s);
         }
-        if let Some(t) = cause.downcast_ref::<TlsError>() {
+        // The probe's file faults are mutual-tls's own error, carried transparently.
+        let tls = cause.downcast_ref::<TlsError>().or_else(|| {
+            match cause.downcast_ref::<mutual_probe::ProbeError>() {
+                Some(mutual_probe::ProbeError::File(t)) => Some(t),
+                _ => None,
+            }
+        });
+        if let Some(t) = tls {
             return match t {
                 TlsError::Io { .. } => ("io", io_hint()),
                 TlsError::KeyMismatch { .. } => (
@@ -145,16 +152,9 @@ fn classify(e: &anyhow::Error, help: &str) -> (&'static str, String) {
                 _ => ("malformed", malformed_hint()),
             };
         }
-        if let Some(p) = cause.downcast_ref::<mutual_probe::ProbeError>() {
-            return match p {
-                mutual_probe::ProbeError::Io { .. } => ("io", io_hint()),
-                mutual_probe::ProbeError::BadFile { .. } => ("malformed", malformed_hint()),
-                mutual_probe::ProbeError::KeyMismatch { .. } => (
-                    "malformed",
-                    "give the key generated with this certificate".into(),
-                ),
-                _ => ("usage", help.to_string()),
-            };
+        if cause.is::<mutual_probe::ProbeError>() {
+            // What is left of it (the file faults were taken above) is bad usage.
+            return ("usage", help.to_string());
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::AddrInUse {

@@ -102,22 +102,35 @@ fn build(cfg: &ServeConfig) -> Result<Material, ProxyError> {
         return Err(ProxyError::HttpRulesInTcpMode);
     }
     let policy = Arc::new(policy);
-    let server = if cfg.mode == Mode::Http {
-        let mut tls = cfg.tls.clone();
+    let mut tls = cfg.tls.clone();
+    if cfg.mode == Mode::Http {
         tls.alpn = crate::http::alpn();
-        mutual_tls::build_server_config_with(&tls, &cfg.tls_options)?
-    } else {
-        // TCP mode decides once per connection: decide inside the handshake so a denied peer
-        // gets an `access_denied` alert (HTTP mode answers 403 per request instead).
-        let mut options = cfg.tls_options.clone();
-        options.authorize = Some(crate::authz::handshake_check(Arc::clone(&policy)));
-        mutual_tls::build_server_config_with(&cfg.tls, &options)?
-    };
+    }
+    // TCP mode decides once per connection: decide inside the handshake so a denied peer gets
+    // an `access_denied` alert (HTTP mode answers 403 per request instead). Both modes read
+    // the peer's identity there, from the verifier's own parse of the leaf.
+    let mut options = cfg.tls_options.clone();
+    options.authorize = Some(crate::authz::handshake_check(
+        Arc::clone(&policy),
+        cfg.mode,
+        wanted(cfg),
+    ));
+    let server = mutual_tls::build_server_config_with(&tls, &options)?;
     Ok(Material {
         server,
         policy,
         mode: cfg.mode,
     })
+}
+
+/// What a listener reads from each peer's leaf: the chain (live re-authorization), the
+/// names for HTTP mode's identity headers, the algorithms for the PROXY header.
+fn wanted(cfg: &ServeConfig) -> Wanted {
+    Wanted {
+        chain: true,
+        names: cfg.mode == Mode::Http,
+        algorithms: cfg.proxy_protocol.is_some(),
+    }
 }
 
 /// Closes an established TLS connection we refuse: close_notify, FIN, then a bounded drain so
@@ -187,11 +200,7 @@ impl Serve {
         let rec = Recorder::serve(lm.clone(), Arc::clone(&shared.audit));
         let http = (cfg.mode == Mode::Http)
             .then(|| crate::http::Site::new(&cfg, Arc::clone(&current), Arc::clone(&rec)));
-        let wanted = Wanted {
-            chain: true,
-            names: cfg.mode == Mode::Http,
-            algorithms: cfg.proxy_protocol.is_some(),
-        };
+        let wanted = wanted(&cfg);
         let not_after = current.load().server.cert_not_after;
         let ready = &shared.metrics.ready;
         ready.set(
@@ -301,7 +310,7 @@ impl Serve {
                 crate::refuse::linger(io.get_mut()).await;
                 let denied = checked.filter(|c| !c.allowed && reason == Reason::PolicyDenied);
                 if let Some(c) = denied {
-                    rec.identity(c.id);
+                    rec.identity(c.facts.id);
                     rec.seen();
                     if let Some(n) = negotiated {
                         rec.tls(n);
@@ -315,7 +324,7 @@ impl Serve {
         tls.get_mut().0.handshake_done();
         rec.handshake_done();
         let (_, state) = tls.get_ref();
-        let known = checked.filter(|c| c.allowed).map(|c| c.id);
+        let known = checked.filter(|c| c.allowed).map(|c| c.facts);
         let vp = match VerifiedPeer::of(state, self.wanted, known) {
             Ok(p) => Arc::new(p),
             Err(e) => {

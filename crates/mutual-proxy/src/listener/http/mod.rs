@@ -378,9 +378,12 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody>
     ids.apply(&mut parts.headers);
     parts.uri = uri;
     parts.version = Version::HTTP_11;
-    let body = Counted {
+    let bytes_in = Arc::clone(&pending.bytes_in);
+    let body = Tallied {
         inner: body,
-        n: Arc::clone(&pending.bytes_in),
+        on_data: move |n| {
+            bytes_in.fetch_add(n, Ordering::Relaxed);
+        },
     }
     .boxed();
     match forwarder
@@ -400,7 +403,16 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody>
             tracing::debug!(listener = %ctx.site.name(), peer = %ctx.peer,
                 identity = %ctx.principal, method = %pending.method, path = %pending.path,
                 status, "forwarded");
-            Response::from_parts(rp, Audited { inner: rb, pending }.boxed())
+            let body = Tallied {
+                inner: rb,
+                // Moves the whole `pending` in (a closure naming only `pending.bytes_out`
+                // would capture that field alone and drop `pending`, and its audit line, now).
+                on_data: move |n| {
+                    let whole: &mut Pending = &mut pending;
+                    whole.bytes_out += n;
+                },
+            };
+            Response::from_parts(rp, body.boxed())
         }
         Err(e) => {
             tracing::warn!(listener = %ctx.site.name(), peer = %ctx.peer,
@@ -443,13 +455,20 @@ fn append_forwarded_for(h: &mut hyper::HeaderMap, ip: &HeaderValue) {
     h.insert(name, value);
 }
 
-/// A request body that counts its data bytes (for the audit line).
-struct Counted<B> {
+/// A body that reports the size of each data frame passing through it: the request body on
+/// its way to the backend (into the audit line's `bytes_in`), and the backend's response on
+/// its way to the client (into its `Pending`, whose drop, when the body is sent in full or
+/// abandoned by the client, writes the audit line).
+struct Tallied<B, F> {
     inner: B,
-    n: Arc<AtomicU64>,
+    on_data: F,
 }
 
-impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
+impl<B, F> Body for Tallied<B, F>
+where
+    B: Body<Data = Bytes> + Unpin,
+    F: FnMut(u64) + Unpin,
+{
     type Data = Bytes;
     type Error = B::Error;
 
@@ -460,40 +479,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Counted<B> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(f))) = &r {
             if let Some(d) = f.data_ref() {
-                self.n.fetch_add(d.len() as u64, Ordering::Relaxed);
-            }
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The backend's response body on its way to the client; counts its bytes. Dropping it (sent in
-/// full, or abandoned by the client) drops its `Pending`, which writes the audit line.
-struct Audited<B> {
-    inner: B,
-    pending: Pending,
-}
-
-impl<B: Body<Data = Bytes> + Unpin> Body for Audited<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                self.pending.bytes_out += d.len() as u64;
+                (self.on_data)(d.len() as u64);
             }
         }
         r
