@@ -38,6 +38,10 @@ pub struct Printed {
     pub reused: u64,
 }
 
+/// The characters `s_time` prints per connection: `r` reused, `t` TLS 1.0, `3` SSL 3, `*` any
+/// other version (TLS 1.3 here).
+const PROGRESS: &str = "rt3*";
+
 /// Parses `s_time`'s output: the progress characters (one per connection, `r` when the session
 /// was reused) and the summary line `N connections in Ts; X connections/user sec, bytes read B`.
 pub fn parse(stdout: &str) -> Option<Printed> {
@@ -55,7 +59,8 @@ pub fn parse(stdout: &str) -> Option<Printed> {
             {
                 out = Some((connections, bytes_read));
             }
-        } else if !line.contains(' ') {
+        } else if !line.is_empty() && line.chars().all(|c| PROGRESS.contains(c)) {
+            // Not "starting", which -reuse prints first.
             reused += line.chars().filter(|&c| c == 'r').count() as u64;
         }
     }
@@ -143,11 +148,11 @@ pub fn run(o: &Opts, server: &Server) -> anyhow::Result<Value> {
             err.lines().take(3).collect::<Vec<_>>().join(" | ")
         );
     };
-    let ok = if o.response_bytes == 0 {
-        0
-    } else {
-        (p.bytes_read / o.response_bytes).min(p.connections)
-    };
+    let ok = p
+        .bytes_read
+        .checked_div(o.response_bytes)
+        .unwrap_or(0)
+        .min(p.connections);
     let failed = p.connections - ok;
     let mut v = json!({
         "mode": "s_time",
@@ -191,7 +196,7 @@ mod tests {
     #[test]
     fn parses_new_and_reuse_output() {
         let new = "Collecting connection statistics for 2 seconds\n\
-                   ttttttttttttttttttttt\n\n\
+                   *********************\n\n\
                    1323 connections in 1.04s; 1272.12 connections/user sec, bytes read 52920\n\
                    1323 connections in 3 real seconds, 40 bytes read per connection\n";
         assert_eq!(
