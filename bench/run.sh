@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench/run.sh: mutual serve side by side with nginx, HAProxy and stunnel (issue 7).
+# bench/run.sh: mutual serve side by side with nginx, HAProxy and stunnel (issue 7), each
+# handshake case measured by two clients: loadgen and openssl s_time (issue 25).
 #
 # Same machine, same ECDSA P-256 chain (root, intermediate, leaves; client certificates required
 # and verified by every contender), same backend, same number of server cores, TLS 1.3 only,
@@ -86,6 +87,8 @@ case " $CONTENDERS " in *" stunnel "*)
   command -v stunnel >/dev/null 2>&1 || command -v stunnel4 >/dev/null 2>&1 || apt_install stunnel4 ;;
 esac
 STUNNEL=$(command -v stunnel || command -v stunnel4 || true)
+# The second client of the handshake cases (`openssl s_time`, issue 25).
+command -v openssl >/dev/null 2>&1 || apt_install openssl
 
 # ---------------------------------------------------------------- build
 cd "$ROOT" || exit 2
@@ -303,6 +306,10 @@ run_contender() {
   measure "$who" hs_c16 "$DL" handshakes --concurrency 16 --duration "$D"
   measure "$who" hs_c256 "$DL" handshakes --concurrency 256 --duration "$D"
   measure "$who" resume_c16 "$DL" handshakes --resume --concurrency 16 --duration "$D"
+  # The independent client (issue 25): openssl s_time, one connection at a time, same certs
+  # (leaf + intermediate sent), counted only when the backend's response came back.
+  measure "$who" hs_c1_openssl "$DL" s-time --seconds "${D%s}" --scratch "$WORK"
+  measure "$who" resume_c1_openssl "$DL" s-time --reuse --seconds "${D%s}" --scratch "$WORK"
   measure "$who" req_c16 "$DL" requests --concurrency 16 --duration "$D"
   measure "$who" bulk_up "$(secs "$BULK_MAX")" bulk --bytes "$BULK" --direction up --max-time "$BULK_MAX"
   measure "$who" bulk_down "$(secs "$BULK_MAX")" bulk --bytes "$BULK" --direction down --max-time "$BULK_MAX"
@@ -432,6 +439,10 @@ mkdir -p "$(dirname "$OUT")"
   echo "- TLS 1.3 only, key exchange offered by the client: $KX; ECDSA P-256 root -> intermediate -> leaf,"
   echo "  client sends leaf + intermediate, every server trusts only the root and requires and verifies the client cert"
   echo "- the load generator does not verify the server (keeps its CPU off the critical path); the servers do all their work"
+  echo "- two clients for the handshake cases: loadgen (rustls, X25519 only) and \`openssl s_time\` ($(openssl version 2>/dev/null | cut -d' ' -f1-2),"
+  echo "  its default ClientHello: X25519 key share, leaf + intermediate sent), one connection at a time (\`-new\`: full,"
+  echo "  \`-reuse\`: resumed), each counted only when the backend's response came back; h2load is not used: it has no"
+  echo "  client-certificate option and every contender requires one"
   echo "- every contender forwards TCP to the same backend (\`loadgen backend\`); nginx uses its stream module, HAProxy mode tcp"
   [ -n "$MUTUAL_NOTE" ] && echo "- $MUTUAL_NOTE"
   echo

@@ -13,6 +13,7 @@ mod http;
 mod modes;
 mod report;
 mod stats;
+mod stime;
 mod tls;
 
 use std::net::SocketAddr;
@@ -73,6 +74,36 @@ enum Cmd {
         /// proxy), which makes the mTLS handshake itself.
         #[arg(long, conflicts_with = "resume")]
         plain: bool,
+        #[command(flatten)]
+        tls: tls::TlsArgs,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The same handshakes made by `openssl s_time` (one connection at a time, `-new` or
+    /// `-reuse`, `GET /` each): the independent client. Counts only connections whose response
+    /// came back (s_time itself also counts handshakes the server then refused).
+    STime {
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Whole seconds (`s_time -time`).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Resume one session over and over (`s_time -reuse`) instead of full handshakes.
+        #[arg(long)]
+        reuse: bool,
+        /// The openssl binary.
+        #[arg(long, default_value = "openssl")]
+        openssl: PathBuf,
+        /// Bytes of the backend's answer to `GET / HTTP/1.0`: one per accepted connection.
+        #[arg(long, default_value_t = http::OK_SMALL.len() as u64)]
+        response_bytes: u64,
+        /// Where to write the scratch CA file (roots + intermediates of --cert).
+        #[arg(long, default_value = "/tmp")]
+        scratch: PathBuf,
+        /// Send the leaf alone (no intermediate): every server refuses it, s_time counts it
+        /// anyway. Shows what an s_time run with `-cert chain.pem -CAfile root.pem` measures.
+        #[arg(long)]
+        leaf_only: bool,
         #[command(flatten)]
         tls: tls::TlsArgs,
         #[command(flatten)]
@@ -313,6 +344,40 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 resume,
                 &server_of(&common),
             ));
+            emit(&common, Some(addr), v)
+        }
+        Cmd::STime {
+            addr,
+            seconds,
+            reuse,
+            openssl,
+            response_bytes,
+            scratch,
+            leaf_only,
+            tls,
+            common,
+        } => {
+            let (Some(cert), Some(key), Some(ca)) = (tls.cert, tls.key, tls.ca) else {
+                bail!("--cert, --key and --ca are required");
+            };
+            if seconds == 0 {
+                bail!("--seconds must be at least 1");
+            }
+            let v = stime::run(
+                &stime::Opts {
+                    openssl,
+                    addr,
+                    seconds,
+                    reuse,
+                    cert,
+                    key,
+                    ca,
+                    response_bytes,
+                    scratch,
+                    leaf_only,
+                },
+                &server_of(&common),
+            )?;
             emit(&common, Some(addr), v)
         }
         Cmd::Requests {

@@ -26,6 +26,18 @@ const ROWS: &[Row] = &[
         ratio: true,
     },
     Row {
+        label: "full handshakes/s, c=1, client openssl s_time -new",
+        case: "hs_c1_openssl",
+        pointer: "/rate",
+        ratio: true,
+    },
+    Row {
+        label: "  per server CPU-second",
+        case: "hs_c1_openssl",
+        pointer: "/per_server_cpu_s",
+        ratio: true,
+    },
+    Row {
         label: "full handshakes/s, c=16",
         case: "hs_c16",
         pointer: "/rate",
@@ -64,6 +76,24 @@ const ROWS: &[Row] = &[
     Row {
         label: "  fraction resumed",
         case: "resume_c16",
+        pointer: "/resumed_fraction",
+        ratio: false,
+    },
+    Row {
+        label: "resumed handshakes/s, c=1, client openssl s_time -reuse",
+        case: "resume_c1_openssl",
+        pointer: "/rate",
+        ratio: true,
+    },
+    Row {
+        label: "  per server CPU-second",
+        case: "resume_c1_openssl",
+        pointer: "/per_server_cpu_s",
+        ratio: true,
+    },
+    Row {
+        label: "  fraction resumed",
+        case: "resume_c1_openssl",
         pointer: "/resumed_fraction",
         ratio: false,
     },
@@ -139,6 +169,15 @@ const ROWS: &[Row] = &[
         pointer: "/latency/p99_us",
         ratio: true,
     },
+];
+
+/// Full-handshake cases and the client that made them: the "two clients" section compares the
+/// per-server-CPU-second figure of each (issue 25).
+const HANDSHAKE_CLIENTS: &[(&str, &str)] = &[
+    ("hs_c1", "loadgen (rustls), c=1"),
+    ("hs_c16", "loadgen (rustls), c=16"),
+    ("hs_c256", "loadgen (rustls), c=256"),
+    ("hs_c1_openssl", "openssl s_time -new, c=1"),
 ];
 
 /// The contender the ratios are about, and the baseline that gets a column but no ratio.
@@ -247,6 +286,68 @@ pub fn render(input: &str) -> String {
         }
         out.push_str(&line);
         out.push('\n');
+    }
+
+    // Full handshakes per server CPU-second under each client, and the lowest mutual/peer ratio
+    // over the clients: the conservative figure a headline may quote, with the client named.
+    if contenders
+        .iter()
+        .any(|(n, _)| find(n, "hs_c1_openssl").is_some())
+    {
+        out.push_str("\n### Full handshakes per server CPU-second, by client\n\n");
+        let mut header = String::from("| client |");
+        let mut rule = String::from("|---|");
+        let servers: Vec<&str> = contenders
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| *n != DIRECT)
+            .collect();
+        for n in &servers {
+            header.push_str(&format!(" {n} |"));
+            rule.push_str("---:|");
+        }
+        out.push_str(&format!("{header}\n{rule}\n"));
+        let per_cpu = |case: &'static str| Row {
+            label: "",
+            case,
+            pointer: "/per_server_cpu_s",
+            ratio: true,
+        };
+        for (case, client) in HANDSHAKE_CLIENTS {
+            let row = per_cpu(case);
+            if servers.iter().all(|n| find(n, case).is_none()) {
+                continue;
+            }
+            let mut line = format!("| {client} |");
+            for n in &servers {
+                line.push_str(&format!(" {} |", cell(n, &row)));
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        if available(US) {
+            let mut line = format!("| lowest {US}/peer over these clients (client) |");
+            for n in &servers {
+                let lowest = (*n != US && available(n))
+                    .then(|| {
+                        HANDSHAKE_CLIENTS
+                            .iter()
+                            .filter_map(|(case, client)| {
+                                let row = per_cpu(case);
+                                let (a, b) = (value(US, &row)?, value(n, &row)?);
+                                (b > 0.0).then_some((a / b, *client))
+                            })
+                            .min_by(|x, y| x.0.total_cmp(&y.0))
+                    })
+                    .flatten();
+                match lowest {
+                    Some((r, client)) => line.push_str(&format!(" {r:.2} ({client}) |")),
+                    None => line.push_str(" – |"),
+                }
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
     }
 
     out.push_str("\n### Contenders\n\n");
@@ -446,6 +547,43 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("- mutual: not available: serve not implemented"));
+    }
+
+    #[test]
+    fn two_clients_section_names_the_client_of_the_lowest_ratio() {
+        let input = r#"{"contender":"mutual","status":"ok"}
+{"contender":"haproxy","status":"ok"}
+{"contender":"stunnel","status":"not available: not installed"}
+{"contender":"mutual","case":"hs_c1","ok":10,"rate":1000.0,"per_server_cpu_s":2000.0}
+{"contender":"haproxy","case":"hs_c1","ok":10,"rate":500.0,"per_server_cpu_s":640.0}
+{"contender":"mutual","case":"hs_c1_openssl","ok":10,"rate":900.0,"per_server_cpu_s":2100.0}
+{"contender":"haproxy","case":"hs_c1_openssl","ok":10,"rate":600.0,"per_server_cpu_s":700.0}"#;
+        let md = render(input);
+        assert!(
+            md.contains("| full handshakes/s, c=1, client openssl s_time -new | 900 | 600 | n/a | 1.50 | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| client | mutual | haproxy | stunnel |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| openssl s_time -new, c=1 | 2100 | 700 | n/a |"),
+            "{md}"
+        );
+        // 2000/640 = 3.13 under loadgen, 2100/700 = 3.00 under s_time: the lower one, named.
+        assert!(
+            md.contains(
+                "| lowest mutual/peer over these clients (client) | – | 3.00 (openssl s_time -new, c=1) | – |"
+            ),
+            "{md}"
+        );
+        // Without an s_time line the section is not printed.
+        let md = render(
+            r#"{"contender":"mutual","status":"ok"}
+{"contender":"mutual","case":"hs_c1","ok":10,"rate":1000.0,"per_server_cpu_s":2000.0}"#,
+        );
+        assert!(!md.contains("by client"), "{md}");
     }
 
     #[test]

@@ -169,6 +169,22 @@ pub fn self_cpu_seconds(ticks: f64) -> f64 {
     read_stat(Path::new("/proc/self/stat")).map_or(0.0, |(_, t)| t as f64 / ticks)
 }
 
+/// CPU seconds used by the children this process has waited for (cutime + cstime): the cost of
+/// an external client such as `openssl s_time` run by `loadgen s-time`.
+pub fn children_cpu_seconds(ticks: f64) -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .as_deref()
+        .and_then(stat_fields)
+        .and_then(|f| {
+            // After the name: cutime(13) cstime(14), i.e. fields 16 and 17 of proc(5).
+            let cu: u64 = f.get(13)?.parse().ok()?;
+            let cs: u64 = f.get(14)?.parse().ok()?;
+            Some((cu + cs) as f64 / ticks)
+        })
+        .unwrap_or(0.0)
+}
+
 /// Rounds for display in JSON: figures are noisy beyond three significant digits anyway.
 pub fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0

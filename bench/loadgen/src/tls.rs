@@ -94,6 +94,10 @@ impl Client {
                 .set_certificate_verifier(Arc::new(AcceptAnyServer(schemes)));
         }
         cfg.resumption = Resumption::disabled();
+        // Writes the handshake secrets to $SSLKEYLOGFILE when it is set (a no-op otherwise), as
+        // curl and browsers do: lets a packet capture of the bench be decrypted and compared with
+        // another client's (docs/PERFORMANCE.md, "Two clients").
+        cfg.key_log = Arc::new(rustls::KeyLogFile::new());
         let config = Arc::new(cfg);
         Ok(Client {
             connector: TlsConnector::from(config.clone()),
