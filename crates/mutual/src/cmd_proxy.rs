@@ -356,7 +356,7 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     let cfg = ServeConfig {
         name: common.name.clone().unwrap_or_else(|| "serve".into()),
         tls: opts.server_settings(args.cert, args.key, args.ca, args.crls),
-        tls_options: args.serve.tls_options(&opts),
+        tls_options: args.serve.tls_options(opts),
         policy_flags,
         policy_file: args.policy,
         backend: args.backend.parse()?,
