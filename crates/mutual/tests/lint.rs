@@ -984,13 +984,10 @@ fn first_audit_line(log: &Path) -> serde_json::Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::time::Instant::now() < deadline {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let lines = text
+        let mut lines = text
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap());
-        if let Some(line) = lines
-            .filter(|l| !(l["reason"] == "other" && l["tls"].is_null()))
-            .next()
-        {
+        if let Some(line) = lines.find(|l| !(l["reason"] == "other" && l["tls"].is_null())) {
             return line;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
