@@ -8,15 +8,12 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
@@ -209,20 +206,13 @@ impl ValidationConfig {
                 "tls-alpn-01 is offered for DNS identifiers only",
             ));
         }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(AcmeError::internal)?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+        let cfg = mutual_tls::client::tls_alpn_01().map_err(AcmeError::internal)?;
         let name = ServerName::try_from(t.value.clone())
             .map_err(|_| AcmeError::malformed("the identifier is not a valid server name"))?;
         let tcp = self.connect(&t.value, self.tls_port).await?;
         let tls = tokio::time::timeout(
             self.timeout,
-            tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp),
+            tokio_rustls::TlsConnector::from(cfg).connect(name, tcp),
         )
         .await
         .map_err(|_| AcmeError::new("tls", "the TLS handshake timed out"))?
@@ -284,57 +274,6 @@ pub fn check_alpn_cert(der: &[u8], name: &str, key_authorization: &str) -> Resul
         ));
     }
     Ok(())
-}
-
-/// Accepts any certificate (the challenge certificate is self-signed by design; what it proves
-/// is checked by [`check_alpn_cert`]) but still verifies the handshake signatures, so the peer
-/// holds the key of the certificate it showed.
-#[derive(Debug)]
-struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 #[cfg(test)]

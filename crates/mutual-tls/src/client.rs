@@ -12,7 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
 
 use crate::config::{load_credentials, provider, versions, TLS13_AND_12};
-use crate::verifiers::{MutualServerVerifier, SignatureOnly};
+use crate::verifiers::{ChallengeKeyOnly, MutualServerVerifier, SignatureOnly};
 use crate::verify::Trust;
 use crate::{ClientMaterial, ClientSettings, TlsError, TlsOptions};
 
@@ -85,6 +85,24 @@ pub fn first_contact() -> Result<Arc<ClientConfig>, TlsError> {
         cert: ClientCert::None,
         alpn: Vec::new(),
         resumption: true,
+    })?;
+    Ok(Arc::new(config))
+}
+
+/// The ACME CA's tls-alpn-01 validation (RFC 8737): TLS 1.3, ALPN `acme-tls/1` only, any
+/// server certificate (the challenge certificate is self-signed by design; the caller checks
+/// what it proves) with the handshake signature still checked against its key
+/// ([`ChallengeKeyOnly`]), no client certificate, no resumption (every validation is a fresh
+/// look at the name's server).
+pub fn tls_alpn_01() -> Result<Arc<ClientConfig>, TlsError> {
+    let p = Arc::new(provider(false));
+    let config = build(ClientSpec {
+        provider: Arc::clone(&p),
+        versions: crate::config::versions(false),
+        server: ServerCheck::Verifier(Arc::new(ChallengeKeyOnly::new(p))),
+        cert: ClientCert::None,
+        alpn: vec![b"acme-tls/1".to_vec()],
+        resumption: false,
     })?;
     Ok(Arc::new(config))
 }

@@ -311,3 +311,70 @@ impl ServerCertVerifier for SignatureOnly {
 
     handshake_signatures!();
 }
+
+/// The ACME CA's view of a tls-alpn-01 responder (RFC 8737). The challenge certificate carries
+/// the critical acmeIdentifier extension, which webpki does not know: it refuses to read such a
+/// certificate at all, even just to check a handshake signature (`UnsupportedCriticalExtension`,
+/// found by lego). So this verifier accepts any certificate (the validator judges what it proves)
+/// and checks the TLS 1.3 handshake signature against the certificate's public key as
+/// x509-parser reads it, so the responder must hold the key of the certificate it showed.
+/// TLS 1.3 only (every current ACME client's responder speaks it).
+#[derive(Debug)]
+pub struct ChallengeKeyOnly {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ChallengeKeyOnly {
+    pub fn new(provider: Arc<CryptoProvider>) -> ChallengeKeyOnly {
+        ChallengeKeyOnly { provider }
+    }
+}
+
+impl ServerCertVerifier for ChallengeKeyOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Unreachable with the TLS 1.3-only config of `client::tls_alpn_01`; refuse if not.
+        Err(rustls::Error::General(
+            "tls-alpn-01 validation speaks TLS 1.3 only".into(),
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        use x509_parser::prelude::FromDer;
+        let (_, parsed) = X509Certificate::from_der(cert.as_ref())
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        let spki = rustls_pki_types::SubjectPublicKeyInfoDer::from(parsed.public_key().raw);
+        rustls::crypto::verify_tls13_signature_with_raw_key(
+            message,
+            &spki,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

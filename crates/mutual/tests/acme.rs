@@ -52,6 +52,7 @@ struct AcmeCa {
     ca: TestCa,
     port: u16,
     http_port: u16,
+    tls_port: u16,
     _child: ChildGuard,
     log: PathBuf,
 }
@@ -85,6 +86,7 @@ impl AcmeCa {
             ca,
             port,
             http_port,
+            tls_port,
             _child: child,
             log,
         }
@@ -106,6 +108,26 @@ impl AcmeCa {
             .args(["--config-dir", &d("conf"), "--work-dir", &d("work")])
             .args(["--logs-dir", &d("logs"), "--non-interactive"])
             .env("REQUESTS_CA_BUNDLE", self.ca.root())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// lego (Debian's 4.9) with our root trusted through LEGO_CA_CERTIFICATES, its state in
+    /// the CA's temp dir; `args` go after the global options (a command and its options).
+    fn lego(&self, domain: &str, challenge: &[&str], args: &[&str]) -> Out {
+        let path = self.ca.tmp.path().join("lego");
+        let o = Command::new("lego")
+            .args(["--server", &self.directory(), "--email", "ops@example.test"])
+            .args(["--accept-tos", "--path", s(&path), "--domains", domain])
+            .args(challenge)
+            .args(args)
+            .env("LEGO_CA_CERTIFICATES", self.ca.root())
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -213,6 +235,90 @@ fn certbot_obtains_renews_and_revokes_by_http01() {
     assert!(
         crl.contains(&second.to_uppercase()),
         "{second} not in the CRL:\n{crl}"
+    );
+    assert!(crl.contains("Key Compromise"), "{crl}");
+}
+
+/// lego, an independent ACME client in Go: a certificate by http-01 and one by tls-alpn-01
+/// (RFC 8737: lego answers on `--tls.port` with ALPN acme-tls/1 and the acmeIdentifier
+/// certificate, the CA connects there for the name), a renewal, a revocation that lands in the
+/// CRL; each certificate verifies against our root.
+#[test]
+fn lego_obtains_by_http01_and_tls_alpn01_renews_and_revokes() {
+    if Command::new("lego").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "lego is not installed (Debian package lego; .ci/run installs it)"
+        );
+        eprintln!("lego not installed: skipped");
+        return;
+    }
+    let srv = AcmeCa::start();
+    let http = [
+        "--http".to_string(),
+        "--http.port".to_string(),
+        format!("127.0.0.1:{}", srv.http_port),
+    ];
+    let tls = [
+        "--tls".to_string(),
+        "--tls.port".to_string(),
+        format!("127.0.0.1:{}", srv.tls_port),
+    ];
+    let http: Vec<&str> = http.iter().map(String::as_str).collect();
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let certs = srv.ca.tmp.path().join("lego/certificates");
+    let check = |domain: &str| -> String {
+        let crt = certs.join(format!("{domain}.crt"));
+        let issuer = certs.join(format!("{domain}.issuer.crt"));
+        openssl(&[
+            "verify",
+            "-CAfile",
+            &srv.ca.root(),
+            "-untrusted",
+            s(&issuer),
+            s(&crt),
+        ])
+        .ok();
+        let text = openssl(&["x509", "-in", s(&crt), "-noout", "-text"])
+            .ok()
+            .stdout;
+        assert!(text.contains(&format!("DNS:{domain}")), "{text}");
+        serial_of(&crt)
+    };
+    for (domain, challenge) in [("b.example.test", &http), ("c.example.test", &tls)] {
+        let o = srv.lego(domain, challenge, &["run"]);
+        assert_eq!(
+            o.code,
+            0,
+            "lego run {domain}: {}\n{}\nCA log:\n{}",
+            o.stdout,
+            o.stderr,
+            srv.log_text()
+        );
+        check(domain);
+    }
+    // Renewal by tls-alpn-01 (our certificates live 24 h: --days 30 renews at once; without
+    // --no-random-sleep lego waits up to 8 minutes first, as a cron job should).
+    let before = check("c.example.test");
+    let o = srv.lego(
+        "c.example.test",
+        &tls,
+        &["renew", "--days", "30", "--no-random-sleep"],
+    );
+    assert_eq!(o.code, 0, "lego renew: {}\n{}", o.stdout, o.stderr);
+    let after = check("c.example.test");
+    assert_ne!(before, after, "lego renew kept the old certificate");
+    // Revocation: the serial is in /v1/crl with its reason.
+    let o = srv.lego(
+        "c.example.test",
+        &tls,
+        &["revoke", "--reason", "1", "--keep"],
+    );
+    assert_eq!(o.code, 0, "lego revoke: {}\n{}", o.stdout, o.stderr);
+    let crl = srv.crl_text();
+    assert!(
+        crl.contains(&after.to_uppercase()),
+        "{after} not in the CRL:\n{crl}"
     );
     assert!(crl.contains("Key Compromise"), "{crl}");
 }
