@@ -610,3 +610,73 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// A TCP relay in front of `target` (e.g. PostgreSQL on 127.0.0.1:5432) that can be cut (every
+/// open connection shut, new ones closed at once) and restored: an outage of a shared server
+/// that a test cannot stop.
+pub struct CutRelay {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl CutRelay {
+    pub fn start(target: &str) -> CutRelay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>> = Default::default();
+        let (up2, open2) = (up.clone(), open.clone());
+        let target = target.to_string();
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                let Ok(c) = c else { continue };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(c);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (Ok(c2), Ok(s2)) = (c.try_clone(), server.try_clone()) else {
+                    continue;
+                };
+                if let (Ok(mut o), Ok(c3), Ok(s3)) =
+                    (open2.lock(), c.try_clone(), server.try_clone())
+                {
+                    o.push(c3);
+                    o.push(s3);
+                }
+                for (mut from, mut to) in [(c2, s2), (server, c)] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16384];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CutRelay { port, up, open }
+    }
+
+    /// The outage: open connections shut, new ones closed at once.
+    pub fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut o) = self.open.lock() {
+            for s in o.drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// The server is reachable again.
+    pub fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

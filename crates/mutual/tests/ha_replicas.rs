@@ -15,12 +15,10 @@ use pki_common::{s, Out};
 use proxy_common::*;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mutual_store::testing::PgTestDb;
@@ -522,71 +520,6 @@ async fn proxies_renew_through_a_replica_killed_and_restarted() {
     pg.drop_db().await;
 }
 
-/// A TCP relay in front of 127.0.0.1:5432 that can be cut (every open connection shut, new ones
-/// closed at once) and restored: a database outage without stopping the shared server.
-struct Relay {
-    port: u16,
-    up: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Relay {
-    fn start() -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (up2, open2) = (Arc::clone(&up), Arc::clone(&open));
-        std::thread::spawn(move || {
-            for c in listener.incoming() {
-                let Ok(c) = c else { continue };
-                if !up2.load(Ordering::SeqCst) {
-                    drop(c);
-                    continue;
-                }
-                let Ok(pg) = TcpStream::connect("127.0.0.1:5432") else {
-                    continue;
-                };
-                {
-                    let mut o = open2.lock().unwrap();
-                    o.push(c.try_clone().unwrap());
-                    o.push(pg.try_clone().unwrap());
-                }
-                for (mut from, mut to) in
-                    [(c.try_clone().unwrap(), pg.try_clone().unwrap()), (pg, c)]
-                {
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16384];
-                        loop {
-                            match from.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => {
-                                    if to.write_all(&buf[..n]).is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Relay { port, up, open }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for s in self.open.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
 /// Runs `mutual renew` once against `url`.
 fn renew_once(url: &str, dir: &Path) -> Out {
     run(&[
@@ -609,7 +542,7 @@ async fn a_database_outage_is_503_and_recovers() {
     let Some(pg) = PgTestDb::create().await else {
         return;
     };
-    let relay = Relay::start();
+    let relay = mutual_test::CutRelay::start("127.0.0.1:5432");
     // The CA reaches the database only through the relay.
     let store = pg
         .url

@@ -9,77 +9,14 @@
 
 mod pki_common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mutual_store::testing::PgTestDb;
 use mutual_test::{eventually, free_port, wait_for_port, ChildGuard};
 use pki_common::*;
-
-/// A TCP relay in front of 127.0.0.1:5432 that can be cut (open connections shut, new ones
-/// closed at once) and restored (the pattern of ha_replicas.rs).
-struct Relay {
-    port: u16,
-    up: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Relay {
-    fn start() -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (up2, open2) = (Arc::clone(&up), Arc::clone(&open));
-        std::thread::spawn(move || {
-            for c in listener.incoming() {
-                let Ok(c) = c else { continue };
-                if !up2.load(Ordering::SeqCst) {
-                    drop(c);
-                    continue;
-                }
-                let Ok(pg) = TcpStream::connect("127.0.0.1:5432") else {
-                    continue;
-                };
-                {
-                    let mut o = open2.lock().unwrap();
-                    o.push(c.try_clone().unwrap());
-                    o.push(pg.try_clone().unwrap());
-                }
-                for (mut from, mut to) in
-                    [(c.try_clone().unwrap(), pg.try_clone().unwrap()), (pg, c)]
-                {
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16384];
-                        while let Ok(n) = from.read(&mut buf) {
-                            if n == 0 || to.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Relay { port, up, open }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for s in self.open.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
 
 /// curl against the CA: (status, body).
 fn curl(ca: &TestCa, url: &str, args: &[&str]) -> (u16, String) {
@@ -102,22 +39,7 @@ fn curl(ca: &TestCa, url: &str, args: &[&str]) -> (u16, String) {
 fn sign(ca: &TestCa, base: &str, token: &str, name: &str) -> (u16, String) {
     let key = ca.tmp.path().join(format!("{name}.key"));
     let csr = ca.tmp.path().join(format!("{name}.csr"));
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        s(&key),
-        "-out",
-        s(&csr),
-        "-subj",
-        "/CN=ignored",
-    ])
-    .ok();
+    openssl_csr(&key, &csr, "/CN=ignored", "");
     let req = ca.tmp.path().join(format!("{name}-{}.json", free_port()));
     let body = serde_json::json!({"csr": std::fs::read_to_string(&csr).unwrap(), "token": token});
     std::fs::write(&req, body.to_string()).unwrap();
@@ -158,7 +80,7 @@ async fn store_errors_are_counted_while_the_database_is_gone() {
     let Some(pg) = PgTestDb::create().await else {
         return;
     };
-    let relay = Relay::start();
+    let relay = mutual_test::CutRelay::start("127.0.0.1:5432");
     let store = pg
         .url
         .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
