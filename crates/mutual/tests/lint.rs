@@ -956,27 +956,6 @@ fn a_leading_dot_permitted_dns_is_the_operators_choice_and_is_said_so() {
     assert_eq!(lint_json(&[&dir2.join("intermediate.pem")]).0, 0);
 }
 
-/// A free ephemeral port on 127.0.0.1 (bound, then released for the child to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits until something accepts on `port`, or panics naming `what`.
-fn wait_listening(port: u16, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::time::Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("{what} did not listen on {port}");
-}
-
 /// The audit line of the first connection that sent a ClientHello (waits for it: the line is
 /// written when the connection ends). The readiness probe's bare TCP connect is logged too, as
 /// `failed`/`other` with no TLS facts: it is skipped.
@@ -1025,7 +1004,7 @@ fn serve_with_the_strict_profile_refuses_a_client_chain_webpki_accepts() {
         }
     });
     let run = |how: &str| -> serde_json::Value {
-        let port = free_port();
+        let port = mutual_test::free_port();
         let listen = format!("127.0.0.1:{port}");
         let log = o.p(&format!("audit-{how}.jsonl"));
         let mut cmd = mutual_cmd(None, &[]);
@@ -1055,13 +1034,7 @@ fn serve_with_the_strict_profile_refuses_a_client_chain_webpki_accepts() {
                 cmd.args(["run", "--config", s(&cfg)]);
             }
         }
-        let _serve = Child(
-            cmd.stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_listening(port, how);
+        let _serve = mutual_test::spawn_listening(&mut cmd, port);
         let out = std::process::Command::new("openssl")
             .args(["s_client", "-connect", &listen, "-quiet"])
             .args(["-cert", s(&cli), "-key", s(&o.p("cli.key"))])
