@@ -151,10 +151,15 @@ pub struct AcmeConfig {
     pub validation: ValidationConfig,
 }
 
+/// What the ACME server calls after each issuance attempt, with `ok` or the CA's result label
+/// (the online CA counts it in `mutual_ca_issued_total{method="acme"}`).
+pub type IssueHook = Box<dyn Fn(&'static str) + Send + Sync>;
+
 /// The ACME server: stateless apart from the store.
 pub struct Acme {
     store: Store,
     cfg: AcmeConfig,
+    on_issue: std::sync::OnceLock<IssueHook>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -229,7 +234,22 @@ struct Signed {
 
 impl Acme {
     pub fn new(store: Store, cfg: AcmeConfig) -> Arc<Acme> {
-        Arc::new(Acme { store, cfg })
+        Arc::new(Acme {
+            store,
+            cfg,
+            on_issue: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Sets what is called after each issuance attempt (once; later calls are ignored).
+    pub fn on_issue(&self, hook: IssueHook) {
+        let _ = self.on_issue.set(hook);
+    }
+
+    fn issued(&self, result: &'static str) {
+        if let Some(hook) = self.on_issue.get() {
+            hook(result);
+        }
     }
 
     /// Serves one request under `/acme/`. `ca` issues and revokes.
@@ -838,24 +858,28 @@ impl Acme {
         };
         let (status, err) = match ca.issue(req).await {
             Ok(issued) => {
+                self.issued("ok");
                 tracing::info!(account = %acct.id, order = %id, serial = %issued.serial_hex, "ACME certificate issued");
                 body.serial = Some(issued.serial_hex);
                 body.chain_pem = Some(issued.chain_pem);
                 ("valid", None)
             }
             Err(e) => {
-                let err = match &e {
-                    PkiError::InvalidSan { .. } => {
-                        AcmeError::new("rejectedIdentifier", e.to_string())
-                    }
+                let (label, err) = match &e {
+                    PkiError::InvalidSan { .. } => (
+                        "name_not_allowed",
+                        AcmeError::new("rejectedIdentifier", e.to_string()),
+                    ),
                     PkiError::MalformedCsr { .. }
                     | PkiError::CsrBadSignature
-                    | PkiError::UnsupportedKey { .. } => bad_csr(e.to_string()),
-                    _ if e.to_string().contains("not allowed") => {
-                        AcmeError::new("rejectedIdentifier", e.to_string())
-                    }
-                    _ => AcmeError::internal(&e),
+                    | PkiError::UnsupportedKey { .. } => ("bad_request", bad_csr(e.to_string())),
+                    _ if e.to_string().contains("not allowed") => (
+                        "name_not_allowed",
+                        AcmeError::new("rejectedIdentifier", e.to_string()),
+                    ),
+                    _ => ("internal", AcmeError::internal(&e)),
                 };
+                self.issued(label);
                 body.error = Some(err.to_json());
                 ("invalid", Some(err))
             }

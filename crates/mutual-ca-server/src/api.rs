@@ -79,6 +79,9 @@ impl State {
 
     /// Mounts the ACME server at `/acme/`.
     pub fn with_acme(mut self, acme: Option<Arc<mutual_acme::Acme>>) -> State {
+        if let Some(a) = &acme {
+            a.on_issue(Box::new(self.metrics.issued_by("acme")));
+        }
         self.acme = acme;
         self
     }

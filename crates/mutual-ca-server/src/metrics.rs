@@ -130,11 +130,20 @@ impl Metrics {
         self
     }
 
-    /// One issuance attempt: `method` sign, renew or server; `result` `ok` or the reason label.
+    /// One issuance attempt: `method` sign, renew, server or acme; `result` `ok` or the reason label.
     pub fn issued(&self, method: &'static str, result: &'static str) {
         self.issued
             .get_or_create(&IssuedLabels { method, result })
             .inc();
+    }
+
+    /// [`Metrics::issued`] for one `method`, as a closure another crate can call (the ACME
+    /// server counts its issuances through it).
+    pub fn issued_by(&self, method: &'static str) -> impl Fn(&'static str) + Send + Sync + 'static {
+        let issued = self.issued.clone();
+        move |result| {
+            issued.get_or_create(&IssuedLabels { method, result }).inc();
+        }
     }
 
     pub fn token_failure(&self, reason: &'static str) {

@@ -219,6 +219,19 @@ fn certbot_obtains_renews_and_revokes_by_http01() {
     assert_eq!(o.code, 0, "renew: {}\n{}", o.stdout, o.stderr);
     let second = serial_of(&live.join("cert.pem"));
     assert_ne!(first, second, "renew kept the old certificate");
+    // Both issuances are counted under method="acme" on the CA's /metrics.
+    let metrics = Command::new("curl")
+        .args(["-sf", "--cacert", &srv.ca.root()])
+        .arg(format!("https://127.0.0.1:{}/metrics", srv.port))
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == r#"mutual_ca_issued_total{method="acme",result="ok"} 2"#),
+        "{metrics}"
+    );
 
     // Revocation by the account: the serial appears in /v1/crl.
     assert!(!srv.crl_text().contains(&second.to_uppercase()));
