@@ -872,8 +872,9 @@ impl Acme {
                     ),
                     PkiError::MalformedCsr { .. }
                     | PkiError::CsrBadSignature
+                    | PkiError::WeakKey { .. }
                     | PkiError::UnsupportedKey { .. } => ("bad_request", bad_csr(e.to_string())),
-                    _ if e.to_string().contains("not allowed") => (
+                    PkiError::NotPermitted { .. } | PkiError::OutsideTrustDomain { .. } => (
                         "name_not_allowed",
                         AcmeError::new("rejectedIdentifier", e.to_string()),
                     ),
