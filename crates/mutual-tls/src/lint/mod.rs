@@ -797,9 +797,9 @@ pub fn lint_path(path: &[&[u8]], at: Option<i64>, crls: &[&[u8]]) -> Vec<Finding
                     "validity-anchor",
                     format!(
                         "the certificate is valid from {} to {}, not at {}",
-                        crate::verify::rfc3339(nb),
-                        crate::verify::rfc3339(na),
-                        crate::verify::rfc3339(t)
+                        mutual_policy::human::rfc3339(nb),
+                        mutual_policy::human::rfc3339(na),
+                        mutual_policy::human::rfc3339(t)
                     ),
                 );
             }
