@@ -1,0 +1,3 @@
+module mutual/limbo-go
+
+go 1.19
