@@ -1062,3 +1062,257 @@ fn serve_with_the_strict_profile_refuses_a_client_chain_webpki_accepts() {
     assert_eq!(line["result"], "failed", "{line}");
     assert_eq!(line["reason"], "malformed", "{line}");
 }
+
+/// `openssl x509|crl -outform DER` of `pem`, handed to `edit`, written as `NAME.der` (lint reads
+/// DER too). Used where openssl itself will not make the violation (it merges duplicate
+/// extensions, always writes v3 with extensions and always sets nextUpdate): the bytes openssl
+/// signed are changed in one place, which the linter, not checking signatures, still reads.
+fn edited_der(
+    o: &Ossl,
+    pem: &Path,
+    kind: &str,
+    name: &str,
+    edit: impl Fn(Vec<u8>) -> Vec<u8>,
+) -> PathBuf {
+    let der = o.p(&format!("{name}.orig.der"));
+    openssl_ok(&[kind, "-in", s(pem), "-outform", "DER", "-out", s(&der)]);
+    let out = o.p(&format!("{name}.der"));
+    std::fs::write(&out, edit(std::fs::read(&der).unwrap())).unwrap();
+    out
+}
+
+/// `bytes` with the one occurrence of `from` replaced by `to` (same length).
+fn replace_once(mut bytes: Vec<u8>, from: &[u8], to: &[u8]) -> Vec<u8> {
+    let at: Vec<usize> = (0..=bytes.len() - from.len())
+        .filter(|&i| &bytes[i..i + from.len()] == from)
+        .collect();
+    assert_eq!(at.len(), 1, "{from:02x?} must occur once");
+    bytes[at[0]..at[0] + to.len()].copy_from_slice(to);
+    bytes
+}
+
+/// A DER TLV split into (tag, header length, total length).
+fn tlv(b: &[u8]) -> (u8, usize, usize) {
+    let (len, hdr) = match b[1] {
+        n if n < 0x80 => (n as usize, 2),
+        n => {
+            let k = (n & 0x7f) as usize;
+            (
+                b[2..2 + k].iter().fold(0usize, |a, &x| a << 8 | x as usize),
+                2 + k,
+            )
+        }
+    };
+    (b[0], hdr, hdr + len)
+}
+
+fn der_seq(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match body.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n < 0x100 => out.extend([0x81, n as u8]),
+        n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// The CRL without its nextUpdate: TBSCertList's fifth field (after version, signature, issuer,
+/// thisUpdate) when it is a Time (UTCTime 0x17 or GeneralizedTime 0x18).
+fn drop_next_update(crl: Vec<u8>) -> Vec<u8> {
+    let (_, hdr, _) = tlv(&crl);
+    let (_, tbs_hdr, tbs_len) = tlv(&crl[hdr..]);
+    let tbs = &crl[hdr..hdr + tbs_len];
+    let mut fields = Vec::new();
+    let mut at = tbs_hdr;
+    while at < tbs.len() {
+        let (tag, _, len) = tlv(&tbs[at..]);
+        fields.push((tag, &tbs[at..at + len]));
+        at += len;
+    }
+    assert!(
+        matches!(fields[4].0, 0x17 | 0x18),
+        "fields: {:02x?}",
+        fields.iter().map(|f| f.0).collect::<Vec<_>>()
+    );
+    let body: Vec<u8> = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 4)
+        .flat_map(|(_, f)| f.1.to_vec())
+        .collect();
+    let mut outer = der_seq(0x30, &body);
+    outer.extend_from_slice(&crl[hdr + tbs_len..]);
+    der_seq(0x30, &outer)
+}
+
+#[test]
+fn the_rules_openssl_makes_only_with_an_unusual_config_or_an_edited_byte() {
+    let o = Ossl::new();
+    let cn = "/CN=svc.example.com";
+    // Serial numbers: a root may use zero (warning); nobody may be negative.
+    // (self_signed picks a random serial: it writes r0.key and r0.ext, then the root is
+    // signed again with serial 0.)
+    o.self_signed(
+        "r0",
+        "/CN=Zero Root",
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n\
+         subjectKeyIdentifier=hash\nauthorityKeyIdentifier=none\n",
+    );
+    let r0 = o.p("r0z.pem");
+    openssl_ok(&[
+        "req",
+        "-new",
+        "-x509",
+        "-key",
+        s(&o.p("r0.key")),
+        "-subj",
+        "/CN=Zero Root",
+        "-days",
+        "30",
+        "-config",
+        s(&o.p("r0.ext")),
+        "-extensions",
+        "x",
+        "-set_serial",
+        "0",
+        "-out",
+        s(&r0),
+    ]);
+    expect_rule(&r0, "serial-zero-anchor", "warning");
+    expect_rule(
+        &leaf_with(&o, "neg", cn, "", "", &["-set_serial", "-5"]),
+        "serial-negative",
+        "error",
+    );
+
+    // Subjects: an empty subject needs a SAN; a CA's may not be empty at all.
+    let no_san = GOOD_LEAF.replace("subjectAltName=DNS:svc.example.com\n", "");
+    expect_rule(
+        &o.issue("e1", "/", &no_san, &[]),
+        "subject-empty-without-san",
+        "error",
+    );
+    let ca_ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n\
+                  subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid:always\n";
+    expect_rule(
+        &o.issue("e2", "/", ca_ext, &[]),
+        "ca-subject-empty",
+        "error",
+    );
+    // An empty SAN, an empty nameConstraints and a malformed basicConstraints, as raw DER.
+    expect_rule(
+        &leaf_with(
+            &o,
+            "se",
+            cn,
+            "subjectAltName=DNS:svc.example.com",
+            "2.5.29.17=DER:3000",
+            &[],
+        ),
+        "san-empty",
+        "error",
+    );
+    expect_rule(
+        &o.issue(
+            "nce",
+            "/CN=Lint ICA",
+            &format!("{ca_ext}2.5.29.30=critical,DER:3000\n"),
+            &[],
+        ),
+        "name-constraints-empty",
+        "error",
+    );
+    expect_rule(
+        &leaf_with(
+            &o,
+            "bm",
+            cn,
+            "basicConstraints=critical,CA:FALSE",
+            "basicConstraints=critical,DER:0101ff",
+            &[],
+        ),
+        "extension-malformed",
+        "error",
+    );
+    // AKI: issuer name + serial but no keyIdentifier; a root whose AKI is not its own SKI.
+    expect_rule(
+        &leaf_with(
+            &o,
+            "ak",
+            cn,
+            "authorityKeyIdentifier=keyid:always",
+            "authorityKeyIdentifier=issuer:always",
+            &[],
+        ),
+        "aki-no-key-identifier",
+        "error",
+    );
+    let rm = o.self_signed(
+        "rm",
+        "/CN=Mismatch Root",
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n\
+         subjectKeyIdentifier=hash\n2.5.29.35=DER:30068004deadbeef\n",
+    );
+    expect_rule(&rm, "aki-ski-mismatch", "error");
+
+    // Edited bytes: version 2 with extensions; a second subjectAltName (an unknown extension
+    // 2.5.29.99 carrying a SAN's value, renamed to 2.5.29.17).
+    let good = leaf_with(&o, "v", cn, "", "", &[]);
+    let v2 = edited_der(&o, &good, "x509", "v2", |d| {
+        replace_once(d, &[0xa0, 3, 2, 1, 2], &[0xa0, 3, 2, 1, 1])
+    });
+    expect_rule(&v2, "version-not-v3", "error");
+    let two = leaf_with(
+        &o,
+        "dup",
+        cn,
+        "",
+        "2.5.29.99=DER:3011820f7376632e6578616d706c652e636f6d\n",
+        &[],
+    );
+    let dup = edited_der(&o, &two, "x509", "dup2", |d| {
+        replace_once(
+            d,
+            &[0x06, 3, 0x55, 0x1d, 0x63],
+            &[0x06, 3, 0x55, 0x1d, 0x11],
+        )
+    });
+    expect_rule(&dup, "extension-duplicate", "error");
+
+    // CRLs: a critical cRLNumber (openssl writes it from crl_extensions when no crlnumber
+    // file is set), and one without nextUpdate (openssl always sets it: edited out).
+    let crit = openssl_crl_with(
+        &o,
+        "crit",
+        false,
+        "authorityKeyIdentifier=keyid:always\n2.5.29.20=critical,DER:020101",
+    );
+    expect_rule(&crit, "crl-number-critical", "error");
+    let good_crl = openssl_crl(&o, "nu", true);
+    let no_next = edited_der(&o, &good_crl, "crl", "nonext", drop_next_update);
+    expect_rule(&no_next, "crl-next-update-missing", "error");
+}
+
+/// Every rule of the linter is raised by at least one openssl-made file in this file's tests.
+#[test]
+fn every_lint_rule_has_an_openssl_test_here() {
+    let src = include_str!("../../mutual-tls/src/lint/mod.rs");
+    let table = &src[src.find("rules! {").unwrap()..];
+    let table = &table[..table.find("\n}\n").unwrap()];
+    let me = include_str!("lint.rs");
+    let ids: Vec<&str> = table
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('"'))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    assert!(ids.len() > 40, "the rule table was not found: {ids:?}");
+    let missing: Vec<&&str> = ids
+        .iter()
+        .filter(|id| !me.contains(&format!("\"{id}\"")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "rules without an openssl-made test here: {missing:?}"
+    );
+}
