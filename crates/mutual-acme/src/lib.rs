@@ -15,6 +15,8 @@
 //! task of its own; clients poll the authorization.
 #![forbid(unsafe_code)]
 
+pub mod ari;
+pub mod eab;
 pub mod jws;
 pub mod problem;
 pub mod validate;
@@ -149,6 +151,9 @@ pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
 pub struct AcmeConfig {
     pub policy: AcmePolicy,
     pub validation: ValidationConfig,
+    /// `--acme-require-eab`: a new account needs an External Account Binding made by
+    /// `mutual acme eab create` (`externalAccountRequired` otherwise).
+    pub require_eab: bool,
 }
 
 /// What the ACME server calls after each issuance attempt, with `ok` or the CA's result label
@@ -195,6 +200,9 @@ struct OrderBody {
     chain_pem: Option<String>,
     #[serde(default)]
     error: Option<Value>,
+    /// The certID this order replaces (RFC 9773 §5), as the client sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replaces: Option<String>,
 }
 
 #[derive(serde::Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -234,11 +242,29 @@ struct Signed {
 
 impl Acme {
     pub fn new(store: Store, cfg: AcmeConfig) -> Arc<Acme> {
-        Arc::new(Acme {
+        let acme = Arc::new(Acme {
             store,
             cfg,
             on_issue: std::sync::OnceLock::new(),
-        })
+        });
+        // Expired nonces and abandoned orders are swept hourly by every replica (the DELETEs are
+        // idempotent, so replicas need not agree on who does it).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&acme);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tick.tick().await;
+                    let Some(a) = weak.upgrade() else { return };
+                    let t = now();
+                    match a.store.acme_sweep(t, t - ORDER_LIFETIME - 86_400).await {
+                        Ok(n) => tracing::debug!(rows = n, "ACME sweep"),
+                        Err(e) => tracing::warn!(error = %e, "ACME sweep failed"),
+                    }
+                }
+            });
+        }
+        acme
     }
 
     /// Sets what is called after each issuance attempt (once; later calls are ignored).
@@ -273,9 +299,13 @@ impl Acme {
             Err(e) => {
                 tracing::info!(path = %path, error_type = e.kind, detail = %e.detail, "ACME request refused");
                 let body = serde_json::to_vec(&e.to_json()).unwrap_or_default();
-                Response::builder()
+                let mut b = Response::builder()
                     .status(e.status)
-                    .header("content-type", "application/problem+json")
+                    .header("content-type", "application/problem+json");
+                if let Some(l) = &e.location {
+                    b = b.header("location", l.as_str());
+                }
+                b
                     .body(Full::new(Bytes::from(body)))
                     .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
             }
@@ -323,6 +353,7 @@ impl Acme {
             (&Method::GET, ["directory"]) => Ok(json_resp(StatusCode::OK, &self.directory(base))),
             (&Method::HEAD, ["new-nonce"]) => Ok(empty(StatusCode::OK)),
             (&Method::GET, ["new-nonce"]) => Ok(empty(StatusCode::NO_CONTENT)),
+            (&Method::GET, ["renewal-info", id]) => self.renewal_info(ca, id).await,
             (&Method::POST, _) => {
                 let ct = req
                     .headers()
@@ -347,6 +378,8 @@ impl Acme {
                     ["new-account"] => self.new_account(base, signed).await,
                     ["new-order"] => self.new_order(base, signed).await,
                     ["acct", id] => self.account(base, signed, id).await,
+                    ["acct", id, "orders"] => self.orders(base, signed, id).await,
+                    ["key-change"] => self.key_change(base, signed).await,
                     ["order", id] => self.order(base, signed, id).await,
                     ["order", id, "finalize"] => self.finalize(ca, base, signed, id).await,
                     ["authz", id] => self.authz(base, signed, id).await,
@@ -370,8 +403,10 @@ impl Acme {
             "newAccount": format!("{base}/new-account"),
             "newOrder": format!("{base}/new-order"),
             "revokeCert": format!("{base}/revoke-cert"),
+            "keyChange": format!("{base}/key-change"),
+            "renewalInfo": format!("{base}/renewal-info"),
             "meta": {
-                "externalAccountRequired": false,
+                "externalAccountRequired": self.cfg.require_eab,
             }
         })
     }
@@ -455,6 +490,8 @@ impl Acme {
             contact: Vec<String>,
             #[serde(default)]
             only_return_existing: bool,
+            #[serde(default)]
+            external_account_binding: Option<Value>,
         }
         let p: NewAccount = if s.jws.is_post_as_get() {
             NewAccount::default()
@@ -471,16 +508,21 @@ impl Acme {
                 "no account exists with this key",
             ));
         }
-        for c in &p.contact {
-            if !c.starts_with("mailto:") {
+        check_contacts(&p.contact)?;
+        let id = random_id();
+        match (&p.external_account_binding, self.cfg.require_eab) {
+            (None, false) => {}
+            (None, true) => {
                 return Err(AcmeError::new(
-                    "unsupportedContact",
-                    format!("{c:?}: only mailto: contacts are supported"),
-                ));
+                    "externalAccountRequired",
+                    "this CA requires an externalAccountBinding (ask its operator for a key id \
+                     and HMAC key from `mutual acme eab create`)",
+                ))
             }
+            (Some(v), _) => self.bind_eab(base, v, &s.jwk, &id).await?,
         }
         let a = AcmeAccount {
-            id: random_id(),
+            id,
             thumbprint: thumb,
             jwk: s.jwk.to_json().to_string(),
             status: "valid".into(),
@@ -495,6 +537,107 @@ impl Acme {
             StatusCode::OK
         };
         Ok(account_resp(base, status, &stored))
+    }
+
+    /// Verifies an External Account Binding and spends its key on account `id`.
+    async fn bind_eab(
+        &self,
+        base: &str,
+        v: &Value,
+        jwk: &Jwk,
+        id: &str,
+    ) -> Result<(), AcmeError> {
+        let b = eab::Binding::parse(v, &format!("{base}/new-account"))?;
+        let (key, bound) = self.store.eab_get(&b.kid).await?.ok_or_else(|| {
+            AcmeError::unauthorized("externalAccountBinding: unknown key id")
+        })?;
+        b.verify(&key, jwk)?;
+        let used = || {
+            AcmeError::unauthorized("externalAccountBinding: this key id already bound an account")
+        };
+        if bound.is_some() || !self.store.eab_bind(&b.kid, id, now()).await? {
+            return Err(used());
+        }
+        tracing::info!(account = %id, eab_kid = %b.kid, "ACME external account bound");
+        Ok(())
+    }
+
+    /// The account's orders list (RFC 8555 §7.1.2.1): POST-as-GET of `acct/<id>/orders`.
+    async fn orders(&self, base: &str, s: Signed, id: &str) -> Result<Resp, AcmeError> {
+        let a = Self::account_of(&s)?;
+        if a.id != id {
+            return Err(AcmeError::unauthorized(
+                "the kid does not match the account URL",
+            ));
+        }
+        let ids = self.store.orders_of(id).await?;
+        let urls: Vec<String> = ids.iter().map(|o| format!("{base}/order/{o}")).collect();
+        Ok(json_resp(StatusCode::OK, &json!({ "orders": urls })))
+    }
+
+    /// keyChange (RFC 8555 §7.3.5): the outer JWS is signed by the account's current key
+    /// (`kid`), its payload is an inner JWS signed by the new key (`jwk`, same `url`, no nonce)
+    /// whose payload names the account and its old key.
+    async fn key_change(&self, base: &str, s: Signed) -> Result<Resp, AcmeError> {
+        let acct = Self::account_of(&s)?.clone();
+        let inner = Jws::parse(&s.jws.payload)?;
+        let KeyRef::Jwk(new_key) = &inner.protected.key else {
+            return Err(AcmeError::malformed(
+                "keyChange: the inner JWS must carry the new key as jwk",
+            ));
+        };
+        inner.verify(new_key)?;
+        if inner.protected.url != s.jws.protected.url {
+            return Err(AcmeError::malformed(
+                "keyChange: the inner and outer url differ",
+            ));
+        }
+        if inner.protected.nonce.is_some() {
+            return Err(AcmeError::malformed(
+                "keyChange: the inner JWS must not carry a nonce",
+            ));
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct KeyChange {
+            account: String,
+            old_key: Value,
+        }
+        let kc: KeyChange = inner.json()?;
+        if kc.account != format!("{base}/acct/{}", acct.id) {
+            return Err(AcmeError::unauthorized(
+                "keyChange: the inner payload names another account",
+            ));
+        }
+        if Jwk::from_json(&kc.old_key)?.thumbprint() != acct.thumbprint {
+            return Err(AcmeError::unauthorized(
+                "keyChange: oldKey is not the account's current key",
+            ));
+        }
+        let new_thumb = new_key.thumbprint();
+        if let Some(other) = self.store.account_by_thumbprint(&new_thumb).await? {
+            let mut e = AcmeError::malformed("keyChange: another account already uses the new key")
+                .with_status(StatusCode::CONFLICT);
+            e.location = Some(format!("{base}/acct/{}", other.id));
+            return Err(e);
+        }
+        let jwk = new_key.to_json().to_string();
+        if !self
+            .store
+            .account_rekey(&acct.id, &acct.thumbprint, &new_thumb, &jwk)
+            .await?
+        {
+            return Err(AcmeError::unauthorized(
+                "keyChange: the account's key changed meanwhile",
+            ));
+        }
+        tracing::info!(account = %acct.id, "ACME account key changed");
+        let a = AcmeAccount {
+            thumbprint: new_thumb,
+            jwk,
+            ..acct
+        };
+        Ok(account_resp(base, StatusCode::OK, &a))
     }
 
     async fn account(&self, base: &str, s: Signed, id: &str) -> Result<Resp, AcmeError> {
@@ -515,6 +658,7 @@ impl Acme {
         let u: Update = s.jws.json()?;
         let mut a = a.clone();
         if let Some(c) = u.contact {
+            check_contacts(&c)?;
             a.contact = serde_json::to_string(&c).map_err(AcmeError::internal)?;
         }
         match u.status.as_deref() {
@@ -537,8 +681,13 @@ impl Acme {
         #[derive(Deserialize)]
         struct NewOrder {
             identifiers: Vec<Identifier>,
+            #[serde(default)]
+            replaces: Option<String>,
         }
         let p: NewOrder = s.jws.json()?;
+        if let Some(r) = &p.replaces {
+            self.check_replaces(&acct, r).await?;
+        }
         if p.identifiers.is_empty() || p.identifiers.len() > 100 {
             return Err(AcmeError::malformed("an order names 1 to 100 identifiers"));
         }
@@ -599,6 +748,7 @@ impl Acme {
             serial: None,
             chain_pem: None,
             error: None,
+            replaces: p.replaces,
         };
         let o = AcmeObject {
             id: order_id.clone(),
@@ -611,6 +761,20 @@ impl Acme {
         let mut r = json_resp(StatusCode::CREATED, &order_json(base, &o, &body));
         set_location(&mut r, &format!("{base}/order/{order_id}"));
         Ok(r)
+    }
+
+    /// `replaces` (RFC 9773 §5) must name a certificate of this CA ordered by this account.
+    async fn check_replaces(&self, acct: &AcmeAccount, certid: &str) -> Result<(), AcmeError> {
+        let cid = ari::CertId::parse(certid)?;
+        let rec = self.store.get(&cid.serial, now()).await?.ok_or_else(|| {
+            AcmeError::malformed(format!("replaces: no certificate of this CA has certID {certid}"))
+        })?;
+        if rec.requested_by.as_deref() != Some(&format!("acme:{}", acct.id)) {
+            return Err(AcmeError::unauthorized(
+                "replaces names a certificate this account did not order",
+            ));
+        }
+        Ok(())
     }
 
     /// An object of this account (another account's is `unauthorized`, an unknown id
@@ -902,6 +1066,36 @@ impl Acme {
         Ok(r)
     }
 
+    /// renewalInfo (RFC 9773 §4): an unauthenticated GET of `renewal-info/<certID>` answers the
+    /// suggested renewal window of one of our certificates: two-thirds to five-sixths of its
+    /// life, or a window in the past when it is revoked or was signed by an intermediate the CA
+    /// no longer uses (the certID's key identifier is not the current intermediate's).
+    async fn renewal_info(&self, ca: &Ca, id: &str) -> Result<Resp, AcmeError> {
+        let cid = ari::CertId::parse(id)?;
+        let t = now();
+        let rec = ca.store().get(&cid.serial, t).await?.ok_or_else(|| {
+            AcmeError::malformed("no certificate of this CA has this certID")
+                .with_status(StatusCode::NOT_FOUND)
+        })?;
+        let why = if rec.status == mutual_store::Status::Revoked {
+            ari::Why::Revoked
+        } else if intermediate_ski(ca).is_some_and(|k| k != cid.aki) {
+            ari::Why::Rotated
+        } else {
+            ari::Why::Schedule
+        };
+        let (start, end, retry) = ari::window(rec.not_before, rec.not_after, why, t);
+        tracing::debug!(serial = %cid.serial, why = ?why, "ACME renewalInfo");
+        let mut r = json_resp(
+            StatusCode::OK,
+            &json!({ "suggestedWindow": { "start": rfc3339(start), "end": rfc3339(end) } }),
+        );
+        if let Ok(v) = retry.to_string().parse() {
+            r.headers_mut().insert("retry-after", v);
+        }
+        Ok(r)
+    }
+
     async fn certificate(&self, s: Signed, id: &str) -> Result<Resp, AcmeError> {
         let o = self.owned(AcmeKind::Order, &s, id).await?;
         let body: OrderBody = from_str(&o.body)?;
@@ -1008,6 +1202,28 @@ impl AcmeError {
     }
 }
 
+fn check_contacts(contacts: &[String]) -> Result<(), AcmeError> {
+    for c in contacts {
+        if !c.starts_with("mailto:") {
+            return Err(AcmeError::new(
+                "unsupportedContact",
+                format!("{c:?}: only mailto: contacts are supported"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The subject key identifier of the CA's current intermediate (the AKI of what it issues now).
+fn intermediate_ski(ca: &Ca) -> Option<Vec<u8>> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(ca.intermediate_pem().as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    cert.extensions().iter().find_map(|e| match e.parsed_extension() {
+        x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+        _ => None,
+    })
+}
+
 fn method_not_allowed() -> AcmeError {
     AcmeError::malformed("method not allowed").with_status(StatusCode::METHOD_NOT_ALLOWED)
 }
@@ -1069,6 +1285,9 @@ fn order_json(base: &str, o: &AcmeObject, b: &OrderBody) -> Value {
     }
     if let Some(e) = &b.error {
         v["error"] = e.clone();
+    }
+    if let Some(r) = &b.replaces {
+        v["replaces"] = json!(r);
     }
     v
 }

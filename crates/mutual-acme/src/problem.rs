@@ -11,6 +11,8 @@ pub struct AcmeError {
     pub kind: &'static str,
     pub status: StatusCode,
     pub detail: String,
+    /// A `Location` to send with the problem (keyChange's 409 names the account holding the key).
+    pub location: Option<String>,
 }
 
 impl AcmeError {
@@ -19,6 +21,7 @@ impl AcmeError {
             kind,
             status: status_of(kind),
             detail: detail.into(),
+            location: None,
         }
     }
 

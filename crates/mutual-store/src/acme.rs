@@ -113,6 +113,46 @@ pub trait AcmeStore {
         body: &str,
         now: i64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Key rollover: replaces the account's key if it is still `old_thumbprint`; returns
+    /// whether it did. A key another account holds fails on the UNIQUE thumbprint.
+    fn account_rekey(
+        &self,
+        id: &str,
+        old_thumbprint: &str,
+        new_thumbprint: &str,
+        new_jwk: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The ids of an account's orders that are not `invalid`, oldest first.
+    fn orders_of(
+        &self,
+        account_id: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Stores a new External Account Binding key.
+    fn eab_create(
+        &self,
+        kid: &str,
+        hmac_key: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The HMAC key of `kid` and the account it already bound, if any.
+    fn eab_get(
+        &self,
+        kid: &str,
+    ) -> impl Future<Output = Result<Option<(String, Option<String>)>, StoreError>> + Send;
+    /// Binds `kid` to `account_id` if it bound none yet; true exactly once per key.
+    fn eab_bind(
+        &self,
+        kid: &str,
+        account_id: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Removes expired nonces and orders/authorizations not touched since `before` that can
+    /// no longer be used (pending, ready or invalid); returns how many rows went.
+    fn acme_sweep(
+        &self,
+        now: i64,
+        before: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 fn account_from_row<R>(row: &R) -> Result<AcmeAccount, StoreError>
@@ -310,6 +350,118 @@ macro_rules! impl_acme {
                     .map_err(db("update ACME object"))?;
                 Ok(res.rows_affected() == 1)
             }
+
+            async fn account_rekey(
+                &self,
+                id: &str,
+                old_thumbprint: &str,
+                new_thumbprint: &str,
+                new_jwk: &str,
+            ) -> Result<bool, StoreError> {
+                let res = sqlx::query(
+                    "UPDATE acme_accounts SET thumbprint = $3, jwk = $4 \
+                     WHERE id = $1 AND thumbprint = $2",
+                )
+                .bind(id)
+                .bind(old_thumbprint)
+                .bind(new_thumbprint)
+                .bind(new_jwk)
+                .execute(&self.pool)
+                .await
+                .map_err(db("change ACME account key"))?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn orders_of(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id FROM acme_orders WHERE account_id = $1 AND status <> 'invalid' \
+                     ORDER BY updated_at, id",
+                )
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("list ACME orders"))?;
+                rows.iter()
+                    .map(|r| r.try_get("id").map_err(db("list ACME orders")))
+                    .collect()
+            }
+
+            async fn eab_create(
+                &self,
+                kid: &str,
+                hmac_key: &str,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO acme_eab (kid, hmac_key, created_at) VALUES ($1, $2, $3)")
+                    .bind(kid)
+                    .bind(hmac_key)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("create ACME EAB key"))?;
+                Ok(())
+            }
+
+            async fn eab_get(
+                &self,
+                kid: &str,
+            ) -> Result<Option<(String, Option<String>)>, StoreError> {
+                let row = sqlx::query("SELECT hmac_key, account_id FROM acme_eab WHERE kid = $1")
+                    .bind(kid)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("read ACME EAB key"))?;
+                match row {
+                    None => Ok(None),
+                    Some(r) => Ok(Some((
+                        r.try_get("hmac_key").map_err(db("read ACME EAB key"))?,
+                        r.try_get("account_id").map_err(db("read ACME EAB key"))?,
+                    ))),
+                }
+            }
+
+            async fn eab_bind(
+                &self,
+                kid: &str,
+                account_id: &str,
+                now: i64,
+            ) -> Result<bool, StoreError> {
+                let res = sqlx::query(
+                    "UPDATE acme_eab SET account_id = $2, bound_at = $3 \
+                     WHERE kid = $1 AND account_id IS NULL",
+                )
+                .bind(kid)
+                .bind(account_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(db("bind ACME EAB key"))?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn acme_sweep(&self, now: i64, before: i64) -> Result<u64, StoreError> {
+                let mut n = sqlx::query("DELETE FROM acme_nonces WHERE expires <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("sweep ACME nonces"))?
+                    .rows_affected();
+                // Authorizations first: they name their order only inside the JSON body.
+                for table in ["acme_authzs", "acme_orders"] {
+                    // The table name is one of two constants, never input.
+                    let sql = format!(
+                        "DELETE FROM {table} WHERE updated_at < $1 \
+                         AND status IN ('pending', 'ready', 'invalid', 'deactivated')"
+                    );
+                    n += sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(before)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("sweep ACME orders"))?
+                        .rows_affected();
+                }
+                Ok(n)
+            }
         }
     };
 }
@@ -367,6 +519,30 @@ impl AcmeStore for Store {
     ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.object_transition(k, id, expected, status, body, now).await)
     }
+    async fn account_rekey(
+        &self,
+        id: &str,
+        old: &str,
+        new: &str,
+        jwk: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.account_rekey(id, old, new, jwk).await)
+    }
+    async fn orders_of(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.orders_of(account_id).await)
+    }
+    async fn eab_create(&self, kid: &str, key: &str, now: i64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.eab_create(kid, key, now).await)
+    }
+    async fn eab_get(&self, kid: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+        dispatch!(self, s => s.eab_get(kid).await)
+    }
+    async fn eab_bind(&self, kid: &str, account_id: &str, now: i64) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.eab_bind(kid, account_id, now).await)
+    }
+    async fn acme_sweep(&self, now: i64, before: i64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.acme_sweep(now, before).await)
+    }
 }
 
 #[cfg(test)]
@@ -423,5 +599,40 @@ mod tests {
             ("ready", "{\"x\":1}")
         );
         assert!(s.object_get(AcmeKind::Authz, "o1").await.unwrap().is_none());
+        assert_eq!(s.orders_of("a1").await.unwrap(), vec!["o1".to_string()]);
+
+        // Key rollover is conditional on the old key; a key another account holds fails.
+        assert!(s.account_rekey("a1", "t", "t2", "{}").await.unwrap());
+        assert!(!s.account_rekey("a1", "t", "t3", "{}").await.unwrap());
+        let b = AcmeAccount {
+            id: "b1".into(),
+            thumbprint: "tb".into(),
+            ..a.clone()
+        };
+        s.account_create(&b).await.unwrap();
+        assert!(s.account_rekey("b1", "tb", "t2", "{}").await.is_err());
+
+        // An EAB key binds one account, once.
+        s.eab_create("k1", "secret", 1).await.unwrap();
+        assert_eq!(s.eab_get("k1").await.unwrap(), Some(("secret".into(), None)));
+        assert!(s.eab_bind("k1", "a1", 2).await.unwrap());
+        assert!(!s.eab_bind("k1", "b1", 3).await.unwrap());
+        assert_eq!(
+            s.eab_get("k1").await.unwrap(),
+            Some(("secret".into(), Some("a1".into())))
+        );
+        assert!(s.eab_get("nope").await.unwrap().is_none());
+
+        // The sweep removes expired nonces and stale unfinished orders, not issued ones.
+        s.nonce_put("old", 5).await.unwrap();
+        let done = AcmeObject {
+            id: "o2".into(),
+            status: "valid".into(),
+            ..o.clone()
+        };
+        s.object_insert(AcmeKind::Order, &done, 1).await.unwrap();
+        assert_eq!(s.acme_sweep(50, 10).await.unwrap(), 3, "nonces n2, old + order o1");
+        assert!(s.object_get(AcmeKind::Order, "o1").await.unwrap().is_none());
+        assert!(s.object_get(AcmeKind::Order, "o2").await.unwrap().is_some());
     }
 }

@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// Resolve NAME to IP for validation instead of DNS (like curl --resolve; repeatable).
     #[arg(long = "acme-resolve", value_name = "NAME=IP", value_parser = parse_resolve)]
     pub acme_resolve: Vec<(String, std::net::IpAddr)>,
+    /// ACME accounts need an External Account Binding: a key id and HMAC key from
+    /// `mutual acme eab create` (clients: certbot --eab-kid/--eab-hmac-key, lego --eab).
+    #[arg(long, requires = "acme")]
+    pub acme_require_eab: bool,
     /// Validation attempts before a challenge is invalid.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub acme_attempts: u32,
@@ -139,6 +143,7 @@ fn acme_config(a: &ServeArgs) -> anyhow::Result<Option<mutual_acme::AcmeConfig>>
             ttl: a.acme_ttl,
         },
         validation,
+        require_eab: a.acme_require_eab,
     }))
 }
 
