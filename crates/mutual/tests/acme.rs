@@ -59,6 +59,11 @@ struct AcmeCa {
 
 impl AcmeCa {
     fn start() -> AcmeCa {
+        AcmeCa::start_with(&[])
+    }
+
+    /// A CA serving ACME with `extra` flags after the usual ones.
+    fn start_with(extra: &[&str]) -> AcmeCa {
         let ca = TestCa::new(&[]);
         let log = ca.tmp.path().join("server.log");
         let (port, http_port, tls_port) = (free_port(), free_port(), free_port());
@@ -69,9 +74,10 @@ impl AcmeCa {
             .args(["--acme-http-port", &http_port.to_string()])
             .args(["--acme-tls-port", &tls_port.to_string()])
             .args(["--acme-attempts", "1"]);
-        for n in ["a", "b", "c", "d", "e"] {
+        for n in ["a", "b", "c", "d", "e", "f", "g"] {
             c.args(["--acme-resolve", &format!("{n}.example.test=127.0.0.1")]);
         }
+        c.args(extra);
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -387,4 +393,199 @@ fn acme_without_an_allowed_identifier_is_a_usage_error() {
         "--acme",
     ])
     .fails_with("--acme needs at least one --acme-allow-dns");
+}
+
+/// Runs one of the Python clients in tests/acme/ against the CA and returns its JSON verdicts.
+fn python_client(srv: &AcmeCa, script: &str, args: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/acme").join(script);
+    let o = Command::new(venv().join("bin/python"))
+        .arg(&script)
+        .arg(srv.directory())
+        .arg(srv.http_port.to_string())
+        .args(args)
+        .env("REQUESTS_CA_BUNDLE", srv.ca.root())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{script:?}: {stdout}\n{}\nCA log:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        srv.log_text()
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+/// ES384 and EdDSA account keys end to end, contact update, the orders list, keyChange, revokeCert
+/// signed by the certificate's key, ARI renewalInfo before and after that revocation, `replaces`,
+/// and account deactivation, each refusal with its exact ACME error type (tests/acme/lifecycle.py,
+/// an independent client on Python `cryptography`).
+#[test]
+fn account_lifecycle_key_change_revoke_by_certificate_key_and_renewal_info() {
+    let srv = AcmeCa::start();
+    let got = python_client(&srv, "lifecycle.py", &["f.example.test", "g.example.test"]);
+    let want = serde_json::json!({
+        "es384": "valid",
+        "eddsa": "valid",
+        "contact_update": ["mailto:new@example.test"],
+        "contact_tel": "unsupportedContact",
+        "orders_list": true,
+        "orders_of_another": "unauthorized",
+        "ari_window": true,
+        "ari_unknown": "404:malformed",
+        "ari_malformed": "malformed",
+        "replaces_foreign": "unauthorized",
+        "replaces_own": true,
+        "key_change_in_use": "malformed",
+        "key_change_in_use_location": true,
+        "key_change_wrong_old_key": "unauthorized",
+        "key_change": 200,
+        "old_key_after_change": "unauthorized",
+        "new_key_after_change": "valid",
+        "lookup_by_new_key": true,
+        "revoke_by_other_key": "unauthorized",
+        "revoke_by_cert_key": 200,
+        "revoke_again": "alreadyRevoked",
+        "ari_after_revoke": true,
+        "deactivate": "deactivated",
+        "after_deactivation": "unauthorized",
+    });
+    assert_eq!(got, want);
+    // The revocation signed by the certificate's key is in the CRL.
+    let g = srv
+        .ca
+        .inventory()
+        .into_iter()
+        .find(|r| r["sans"].to_string().contains("g.example.test"))
+        .unwrap();
+    assert_eq!(g["status"], "revoked", "{g}");
+    let serial = g["serial"].as_str().unwrap().to_uppercase();
+    let crl = srv.crl_text();
+    assert!(
+        crl.contains(serial.trim_start_matches('0')),
+        "{serial} not in the CRL:\n{crl}"
+    );
+}
+
+/// `--acme-require-eab`: the directory says so, an account without a binding is
+/// `externalAccountRequired`, a wrong MAC, an unknown key id or a binding of another key are
+/// `unauthorized`, a key binds one account only; certbot with `--eab-kid/--eab-hmac-key` gets a
+/// certificate.
+#[test]
+fn external_account_binding_is_required_and_binds_one_account() {
+    let srv = AcmeCa::start_with(&["--acme-require-eab"]);
+    let eab = || -> (String, String) {
+        let o = mutual(&["acme", "eab", "create", "--dir", srv.ca.d(), "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        (
+            v["kid"].as_str().unwrap().to_string(),
+            v["hmac_key"].as_str().unwrap().to_string(),
+        )
+    };
+    let (kid, key) = eab();
+    let got = python_client(&srv, "lifecycle.py", &["--eab", &kid, &key]);
+    let want = serde_json::json!({
+        "directory_says_required": true,
+        "no_binding": "externalAccountRequired",
+        "wrong_mac": "unauthorized",
+        "unknown_kid": "unauthorized",
+        "binding_of_another_key": "unauthorized",
+        "bound": 201,
+        "kid_used_twice": "unauthorized",
+        "existing_account": 200,
+    });
+    assert_eq!(got, want);
+    // The HMAC key is in no log line.
+    assert!(!srv.log_text().contains(&key));
+
+    // certbot without a binding is refused; with a fresh key it registers and obtains.
+    let port = srv.http_port.to_string();
+    let dir = srv.directory();
+    let base = [
+        "certonly",
+        "--server",
+        &dir,
+        "--standalone",
+        "--http-01-port",
+        &port,
+        "--agree-tos",
+        "--register-unsafely-without-email",
+        "-d",
+        "a.example.test",
+    ];
+    let o = srv.certbot(&base);
+    assert_ne!(o.code, 0, "certbot without EAB: {}\n{}", o.stdout, o.stderr);
+    let (kid, key) = eab();
+    let mut args = base.to_vec();
+    args.extend_from_slice(&["--eab-kid", &kid, "--eab-hmac-key", &key]);
+    let o = srv.certbot(&args);
+    assert_eq!(
+        o.code,
+        0,
+        "certbot with EAB: {}\n{}\nCA log:\n{}",
+        o.stdout,
+        o.stderr,
+        srv.log_text()
+    );
+    let live = srv.ca.tmp.path().join("certbot/conf/live/a.example.test");
+    srv.ca
+        .openssl_verify(&live.join("cert.pem"), "sslserver")
+        .ok();
+}
+
+/// ARI with certbot 5.x, whose `renew` asks renewalInfo (RFC 9773): a fresh certificate is not
+/// renewed (the window is two-thirds into its life), a revoked one is renewed at the next
+/// `certbot renew` (the window moved into the past). certbot's own fallback (OCSP, half the
+/// lifetime) would renew neither: our certificates name no OCSP responder, and they are minutes
+/// old.
+#[test]
+fn certbot_renews_when_renewal_info_says_so_after_a_revocation() {
+    let srv = AcmeCa::start();
+    let port = srv.http_port.to_string();
+    let dir = srv.directory();
+    for name in ["a.example.test", "b.example.test"] {
+        let o = srv.certbot(&[
+            "certonly",
+            "--server",
+            &dir,
+            "--standalone",
+            "--http-01-port",
+            &port,
+            "--agree-tos",
+            "--register-unsafely-without-email",
+            "-d",
+            name,
+        ]);
+        assert_eq!(o.code, 0, "certbot {name}: {}\n{}", o.stdout, o.stderr);
+    }
+    let conf = srv.ca.tmp.path().join("certbot/conf");
+    let cert = |name: &str| conf.join("live").join(name).join("cert.pem");
+    let renew = |name: &str| {
+        let o = srv.certbot(&[
+            "renew",
+            "--cert-name",
+            name,
+            "--no-random-sleep-on-renew",
+            "--standalone",
+            "--http-01-port",
+            &port,
+        ]);
+        assert_eq!(o.code, 0, "renew {name}: {}\n{}", o.stdout, o.stderr);
+    };
+    let (a0, b0) = (serial_of(&cert("a.example.test")), serial_of(&cert("b.example.test")));
+    renew("a.example.test");
+    assert_eq!(serial_of(&cert("a.example.test")), a0, "renewed before the window");
+    // certbot did ask: it keeps the Retry-After of our answer in the lineage's config.
+    let renewal_conf =
+        std::fs::read_to_string(conf.join("renewal/a.example.test.conf")).unwrap();
+    assert!(renewal_conf.contains("ari_retry_after"), "{renewal_conf}");
+    assert!(srv.log_text().contains("/acme/renewal-info/"), "{}", srv.log_text());
+
+    // Revoked outside ACME (the operator's CLI): the next renew replaces it.
+    mutual(&["cert", "revoke", "--dir", srv.ca.d(), &b0, "--reason", "key-compromise"]).ok();
+    renew("b.example.test");
+    let b1 = serial_of(&cert("b.example.test"));
+    assert_ne!(b1, b0, "a revoked certificate was not renewed");
+    srv.ca.openssl_verify(&cert("b.example.test"), "sslserver").ok();
 }

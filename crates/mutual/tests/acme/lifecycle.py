@@ -248,7 +248,7 @@ out["replaces_foreign"] = err(post(ked, D["newOrder"], body, kided))
 r = post(k384, D["newOrder"], {"identifiers": [{"type": "dns", "value": NAME1}], "replaces": cid384}, kid384)
 out["replaces_own"] = r.json().get("replaces") == cid384
 
-# keyChange: ES384 account rolls over to a new P-256 key.
+# keyChange: the ES384 account rolls over to a new ES384 key (the old one then fails to verify).
 def key_change(old, kid, new, url_account=None, old_jwk=None):
     inner = jws_obj(new, D["keyChange"], {"account": url_account or kid, "oldKey": old_jwk or old.jwk()}, with_nonce=False)
     return post(old, D["keyChange"], inner, kid)
@@ -256,7 +256,7 @@ def key_change(old, kid, new, url_account=None, old_jwk=None):
 out["key_change_in_use"] = err(key_change(k384, kid384, ked))
 r = key_change(k384, kid384, ked)
 out["key_change_in_use_location"] = r.status_code == 409 and r.headers.get("Location") == kided
-knew = Key("ES256")
+knew = Key("ES384")
 out["key_change_wrong_old_key"] = err(key_change(k384, kid384, knew, old_jwk=knew.jwk()))
 r = key_change(k384, kid384, knew)
 out["key_change"] = r.status_code
