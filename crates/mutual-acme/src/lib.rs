@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ari;
+pub mod dns;
 pub mod eab;
 pub mod jws;
 pub mod problem;
@@ -710,6 +711,7 @@ impl Acme {
             let mut kinds = vec!["http-01"];
             if i.kind == "dns" {
                 kinds.push("tls-alpn-01");
+                kinds.push("dns-01");
             }
             let body = AuthzBody {
                 order: order_id.clone(),

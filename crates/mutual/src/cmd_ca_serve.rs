@@ -87,6 +87,10 @@ pub struct ServeArgs {
     /// `mutual acme eab create` (clients: certbot --eab-kid/--eab-hmac-key, lego --eab).
     #[arg(long, requires = "acme")]
     pub acme_require_eab: bool,
+    /// DNS resolver that dns-01 validation asks for TXT records [default: the first nameserver
+    /// of /etc/resolv.conf].
+    #[arg(long, value_name = "IP:PORT", requires = "acme")]
+    pub acme_dns_resolver: Option<SocketAddr>,
     /// Validation attempts before a challenge is invalid.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub acme_attempts: u32,
@@ -125,6 +129,7 @@ fn acme_config(a: &ServeArgs) -> anyhow::Result<Option<mutual_acme::AcmeConfig>>
         tls_port: a.acme_tls_port,
         resolve: a.acme_resolve.iter().cloned().collect(),
         attempts: a.acme_attempts.max(1),
+        dns_resolver: a.acme_dns_resolver,
         ..Default::default()
     };
     Ok(Some(mutual_acme::AcmeConfig {

@@ -36,7 +36,7 @@ fn venv() -> PathBuf {
                 .success();
             assert!(ok, "python3 -m venv failed");
             let ok = Command::new(v.join("bin/pip"))
-                .args(["install", "-q", "certbot", "cryptography", "requests"])
+                .args(["install", "-q", "certbot", "cryptography", "requests", "dnslib"])
                 .status()
                 .unwrap()
                 .success();
@@ -107,10 +107,15 @@ impl AcmeCa {
     }
 
     fn certbot(&self, args: &[&str]) -> Out {
+        self.certbot_env(args, &[])
+    }
+
+    fn certbot_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
         let dir = self.ca.tmp.path().join("certbot");
         let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
         let o = Command::new(venv().join("bin/certbot"))
             .args(args)
+            .envs(env.iter().copied())
             .args(["--config-dir", &d("conf"), "--work-dir", &d("work")])
             .args(["--logs-dir", &d("logs"), "--non-interactive"])
             .env("REQUESTS_CA_BUNDLE", self.ca.root())
@@ -588,4 +593,96 @@ fn certbot_renews_when_renewal_info_says_so_after_a_revocation() {
     let b1 = serial_of(&cert("b.example.test"));
     assert_ne!(b1, b0, "a revoked certificate was not renewed");
     srv.ca.openssl_verify(&cert("b.example.test"), "sslserver").ok();
+}
+
+/// dns-01 (`--acme-dns-resolver`): certbot's manual hook publishes the TXT record in a real DNS
+/// server on 127.0.0.1 (PyPI dnslib, tests/acme/dns_server.py), the CA asks that server for
+/// `_acme-challenge.NAME` and issues; a spoiled TXT value fails with `incorrectResponse`.
+#[test]
+fn certbot_obtains_by_dns01_through_a_real_dns_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let zone = tmp.path().join("zone");
+    std::fs::create_dir(&zone).unwrap();
+    let port_file = tmp.path().join("dns.port");
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/acme");
+    if Command::new(venv().join("bin/python"))
+        .args(["-c", "import dnslib"])
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        let ok = Command::new(venv().join("bin/pip"))
+            .args(["install", "-q", "dnslib"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pip install dnslib failed");
+    }
+    let _dns = ChildGuard(
+        Command::new(venv().join("bin/python"))
+            .arg(here.join("dns_server.py"))
+            .arg(&zone)
+            .arg(&port_file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = String::new();
+    for _ in 0..300 {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            port = p;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!port.is_empty(), "the DNS server did not start");
+    let resolver = format!("127.0.0.1:{}", port.trim());
+    let srv = AcmeCa::start_with(&["--acme-dns-resolver", &resolver]);
+    let dir = srv.directory();
+    let hook = here.join("dns_hook.sh");
+    let zone_s = zone.to_string_lossy().into_owned();
+    let obtain = |name: &str, prefix: &str| {
+        srv.certbot_env(
+            &[
+                "certonly",
+                "--server",
+                &dir,
+                "--manual",
+                "--preferred-challenges",
+                "dns",
+                "--manual-auth-hook",
+                s(&hook),
+                "--agree-tos",
+                "--register-unsafely-without-email",
+                "-d",
+                name,
+            ],
+            &[("DNS_DIR", &zone_s), ("DNS_VALUE_PREFIX", prefix)],
+        )
+    };
+    let o = obtain("e.example.test", "");
+    assert_eq!(
+        o.code,
+        0,
+        "certbot dns-01: {}\n{}\nCA log:\n{}",
+        o.stdout,
+        o.stderr,
+        srv.log_text()
+    );
+    let cert = srv
+        .ca
+        .tmp
+        .path()
+        .join("certbot/conf/live/e.example.test/cert.pem");
+    srv.ca.openssl_verify(&cert, "sslserver").ok();
+    assert!(srv.log_text().contains("dns-01"), "{}", srv.log_text());
+
+    let o = obtain("f.example.test", "spoiled");
+    assert_ne!(o.code, 0, "a wrong TXT value was accepted");
+    assert!(
+        o.text().contains("incorrectResponse"),
+        "{}\n{}",
+        o.stdout,
+        o.stderr
+    );
 }
