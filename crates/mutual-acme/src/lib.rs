@@ -155,6 +155,9 @@ pub struct AcmeConfig {
     /// `--acme-require-eab`: a new account needs an External Account Binding made by
     /// `mutual acme eab create` (`externalAccountRequired` otherwise).
     pub require_eab: bool,
+    /// Orders one account may create per hour, across replicas (0: no limit); beyond it
+    /// newOrder is `rateLimited` with a Retry-After.
+    pub orders_per_hour: u32,
 }
 
 /// What the ACME server calls after each issuance attempt, with `ok` or the CA's result label
@@ -305,6 +308,9 @@ impl Acme {
                     .header("content-type", "application/problem+json");
                 if let Some(l) = &e.location {
                     b = b.header("location", l.as_str());
+                }
+                if let Some(s) = e.retry_after {
+                    b = b.header("retry-after", s.to_string());
                 }
                 b
                     .body(Full::new(Bytes::from(body)))
@@ -689,6 +695,7 @@ impl Acme {
         if let Some(r) = &p.replaces {
             self.check_replaces(&acct, r).await?;
         }
+        self.check_rate(&acct).await?;
         if p.identifiers.is_empty() || p.identifiers.len() > 100 {
             return Err(AcmeError::malformed("an order names 1 to 100 identifiers"));
         }
@@ -763,6 +770,25 @@ impl Acme {
         let mut r = json_resp(StatusCode::CREATED, &order_json(base, &o, &body));
         set_location(&mut r, &format!("{base}/order/{order_id}"));
         Ok(r)
+    }
+
+    /// The per-account order limit: counted in the store, so it holds across replicas.
+    async fn check_rate(&self, acct: &AcmeAccount) -> Result<(), AcmeError> {
+        let limit = self.cfg.orders_per_hour;
+        if limit == 0 {
+            return Ok(());
+        }
+        let t = now();
+        let (n, oldest) = self.store.orders_since(&acct.id, t - 3600).await?;
+        if n < i64::from(limit) {
+            return Ok(());
+        }
+        let mut e = AcmeError::new(
+            "rateLimited",
+            format!("this account created {n} orders in the last hour; the limit is {limit}"),
+        );
+        e.retry_after = Some(oldest.map_or(3600, |o| o + 3600 - t).max(1));
+        Err(e)
     }
 
     /// `replaces` (RFC 9773 §5) must name a certificate of this CA ordered by this account.

@@ -13,6 +13,8 @@ pub struct AcmeError {
     pub detail: String,
     /// A `Location` to send with the problem (keyChange's 409 names the account holding the key).
     pub location: Option<String>,
+    /// Seconds for a `Retry-After` header (`rateLimited`).
+    pub retry_after: Option<i64>,
 }
 
 impl AcmeError {
@@ -22,6 +24,7 @@ impl AcmeError {
             status: status_of(kind),
             detail: detail.into(),
             location: None,
+            retry_after: None,
         }
     }
 

@@ -127,6 +127,13 @@ pub trait AcmeStore {
         &self,
         account_id: &str,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// How many orders `account_id` created since `since`, and when the oldest of them was
+    /// created (for Retry-After).
+    fn orders_since(
+        &self,
+        account_id: &str,
+        since: i64,
+    ) -> impl Future<Output = Result<(i64, Option<i64>), StoreError>> + Send;
     /// Stores a new External Account Binding key.
     fn eab_create(
         &self,
@@ -282,8 +289,8 @@ macro_rules! impl_acme {
             ) -> Result<(), StoreError> {
                 // The table name is one of two constants, never input.
                 let sql = format!(
-                    "INSERT INTO {} (id, account_id, status, body, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO {} (id, account_id, status, body, updated_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5)",
                     kind.table()
                 );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -384,6 +391,26 @@ macro_rules! impl_acme {
                 rows.iter()
                     .map(|r| r.try_get("id").map_err(db("list ACME orders")))
                     .collect()
+            }
+
+            async fn orders_since(
+                &self,
+                account_id: &str,
+                since: i64,
+            ) -> Result<(i64, Option<i64>), StoreError> {
+                let row = sqlx::query(
+                    "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM acme_orders \
+                     WHERE account_id = $1 AND created_at >= $2",
+                )
+                .bind(account_id)
+                .bind(since)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("count ACME orders"))?;
+                Ok((
+                    row.try_get("n").map_err(db("count ACME orders"))?,
+                    row.try_get("oldest").map_err(db("count ACME orders"))?,
+                ))
             }
 
             async fn eab_create(
@@ -531,6 +558,13 @@ impl AcmeStore for Store {
     async fn orders_of(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
         dispatch!(self, s => s.orders_of(account_id).await)
     }
+    async fn orders_since(
+        &self,
+        account_id: &str,
+        since: i64,
+    ) -> Result<(i64, Option<i64>), StoreError> {
+        dispatch!(self, s => s.orders_since(account_id, since).await)
+    }
     async fn eab_create(&self, kid: &str, key: &str, now: i64) -> Result<(), StoreError> {
         dispatch!(self, s => s.eab_create(kid, key, now).await)
     }
@@ -600,6 +634,8 @@ mod tests {
         );
         assert!(s.object_get(AcmeKind::Authz, "o1").await.unwrap().is_none());
         assert_eq!(s.orders_of("a1").await.unwrap(), vec!["o1".to_string()]);
+        assert_eq!(s.orders_since("a1", 1).await.unwrap(), (1, Some(1)));
+        assert_eq!(s.orders_since("a1", 2).await.unwrap(), (0, None));
 
         // Key rollover is conditional on the old key; a key another account holds fails.
         assert!(s.account_rekey("a1", "t", "t2", "{}").await.unwrap());

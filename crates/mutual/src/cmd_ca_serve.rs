@@ -91,6 +91,10 @@ pub struct ServeArgs {
     /// of /etc/resolv.conf].
     #[arg(long, value_name = "IP:PORT", requires = "acme")]
     pub acme_dns_resolver: Option<SocketAddr>,
+    /// Orders one ACME account may create per hour (all replicas together); 0: no limit.
+    /// Beyond it newOrder answers rateLimited with a Retry-After.
+    #[arg(long, default_value_t = 300, value_name = "N")]
+    pub acme_orders_per_hour: u32,
     /// Validation attempts before a challenge is invalid.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub acme_attempts: u32,
@@ -149,6 +153,7 @@ fn acme_config(a: &ServeArgs) -> anyhow::Result<Option<mutual_acme::AcmeConfig>>
         },
         validation,
         require_eab: a.acme_require_eab,
+        orders_per_hour: a.acme_orders_per_hour,
     }))
 }
 

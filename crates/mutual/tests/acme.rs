@@ -686,3 +686,19 @@ fn certbot_obtains_by_dns01_through_a_real_dns_server() {
         o.stderr
     );
 }
+
+/// `--acme-orders-per-hour`: beyond the limit newOrder is `rateLimited` (429) with a Retry-After
+/// within the hour; another account is not affected.
+#[test]
+fn orders_beyond_the_hourly_limit_are_rate_limited() {
+    let srv = AcmeCa::start_with(&["--acme-orders-per-hour", "3"]);
+    let got = python_client(&srv, "lifecycle.py", &["--rate", "3", "a.example.test"]);
+    let want = serde_json::json!({
+        "within_limit": [201, 201, 201],
+        "beyond_limit": "rateLimited",
+        "status": 429,
+        "retry_after_within_the_hour": true,
+        "other_account": 201,
+    });
+    assert_eq!(got, want);
+}

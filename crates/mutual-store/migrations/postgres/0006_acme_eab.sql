@@ -9,3 +9,8 @@ CREATE TABLE IF NOT EXISTS acme_eab (
     account_id TEXT,                    -- the account it bound, once used
     bound_at   BIGINT
 );
+
+-- Per-account rate limits count the orders an account created in the last hour, on any replica.
+ALTER TABLE acme_orders ADD COLUMN created_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE acme_authzs ADD COLUMN created_at BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS acme_orders_account_created ON acme_orders (account_id, created_at);

@@ -6,6 +6,7 @@ and External Account Binding (RFC 8555 §7.3.4). Prints one JSON object, case ->
 ACME error type without urn:ietf:params:acme:error:, or a short word). Usage:
     lifecycle.py DIRECTORY_URL HTTP_PORT NAME1 NAME2                 (an open CA)
     lifecycle.py DIRECTORY_URL HTTP_PORT --eab KID HMAC_KEY          (--acme-require-eab)
+    lifecycle.py DIRECTORY_URL HTTP_PORT --rate N NAME               (--acme-orders-per-hour N)
 with REQUESTS_CA_BUNDLE pointing at the CA's root.
 """
 import base64, datetime, hashlib, hmac, json, sys, threading, time
@@ -201,6 +202,22 @@ if sys.argv[3] == "--eab":
     out["kid_used_twice"] = err(account(other, {"externalAccountBinding": binding(other, eab_kid, eab_key)}))
     # The bound account exists: asking again with its key needs no binding.
     out["existing_account"] = account(k).status_code
+    print(json.dumps(out))
+    srv.shutdown()
+    sys.exit(0)
+
+if sys.argv[3] == "--rate":
+    limit, name = int(sys.argv[4]), sys.argv[5]
+    order = {"identifiers": [{"type": "dns", "value": name}]}
+    k, k2 = Key("ES256"), Key("ES256")
+    kid, kid2 = account(k).headers["Location"], account(k2).headers["Location"]
+    out["within_limit"] = [post(k, D["newOrder"], order, kid).status_code for _ in range(limit)]
+    r = post(k, D["newOrder"], order, kid)
+    out["beyond_limit"] = err(r)
+    out["status"] = r.status_code
+    out["retry_after_within_the_hour"] = 0 < int(r.headers["Retry-After"]) <= 3600
+    # The limit is per account: another account still orders.
+    out["other_account"] = post(k2, D["newOrder"], order, kid2).status_code
     print(json.dumps(out))
     srv.shutdown()
     sys.exit(0)
