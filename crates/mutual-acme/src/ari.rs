@@ -74,11 +74,7 @@ pub fn window(not_before: i64, not_after: i64, why: Why, now: i64) -> (i64, i64,
     // (a tenth of the lifetime, at least a minute) so that a revocation is seen in time.
     let retry = (life / 10).clamp(60, 6 * 3600);
     match why {
-        Why::Schedule => (
-            not_before + life * 2 / 3,
-            not_before + life * 5 / 6,
-            retry,
-        ),
+        Why::Schedule => (not_before + life * 2 / 3, not_before + life * 5 / 6, retry),
         // A window wholly in the past: RFC 9773 §4.2 says a client renews at once then.
         Why::Revoked | Why::Rotated => (now - 2 * 3600, now - 3600, retry),
     }

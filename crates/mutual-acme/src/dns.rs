@@ -184,9 +184,14 @@ mod tests {
         // record of two character-strings and a CNAME, names compressed to offset 12.
         let mut a = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0];
         a.extend_from_slice(&q[12..]);
-        a.extend_from_slice(&[0xc0, 12, 0, 16, 0, 1, 0, 0, 0, 60, 0, 6, 2, b'a', b'b', 2, b'c', b'd']);
+        a.extend_from_slice(&[
+            0xc0, 12, 0, 16, 0, 1, 0, 0, 0, 60, 0, 6, 2, b'a', b'b', 2, b'c', b'd',
+        ]);
         a.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0, 60, 0, 2, 0xc0, 12]);
-        assert_eq!(parse(&a, 0x1234).unwrap(), Answer::Txt(vec![b"abcd".to_vec()]));
+        assert_eq!(
+            parse(&a, 0x1234).unwrap(),
+            Answer::Txt(vec![b"abcd".to_vec()])
+        );
         assert_eq!(parse(&a, 0x9999).unwrap_err().kind, "dns");
         let mut nx = a[..12].to_vec();
         nx[3] = 0x83;
@@ -206,7 +211,10 @@ mod tests {
     fn resolv_conf() {
         let t = "# x\nsearch example\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n";
         assert_eq!(system_resolver(t), Some("10.0.0.2:53".parse().unwrap()));
-        assert_eq!(system_resolver("nameserver fe80::1%eth0"), Some("[fe80::1]:53".parse().unwrap()));
+        assert_eq!(
+            system_resolver("nameserver fe80::1%eth0"),
+            Some("[fe80::1]:53".parse().unwrap())
+        );
         assert_eq!(system_resolver(""), None);
     }
 }

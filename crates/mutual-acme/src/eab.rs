@@ -67,8 +67,8 @@ impl Binding {
 
     /// Checks the MAC with the stored key (base64url) and that the payload is the account key.
     pub fn verify(&self, hmac_key: &str, account_key: &Jwk) -> Result<(), AcmeError> {
-        let key = unb64(hmac_key, "the stored EAB key")
-            .map_err(|e| AcmeError::internal(e.detail))?;
+        let key =
+            unb64(hmac_key, "the stored EAB key").map_err(|e| AcmeError::internal(e.detail))?;
         hmac::verify(
             &hmac::Key::new(self.alg, &key),
             &self.signing_input,
@@ -132,7 +132,9 @@ mod tests {
             "unauthorized"
         );
         assert_eq!(
-            Binding::parse(&b, "https://ca/acme/other").unwrap_err().kind,
+            Binding::parse(&b, "https://ca/acme/other")
+                .unwrap_err()
+                .kind,
             "malformed"
         );
         let h = json!({"alg": "HS256", "kid": "k1", "url": url, "nonce": "n"});

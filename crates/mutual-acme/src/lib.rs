@@ -312,8 +312,7 @@ impl Acme {
                 if let Some(s) = e.retry_after {
                     b = b.header("retry-after", s.to_string());
                 }
-                b
-                    .body(Full::new(Bytes::from(body)))
+                b.body(Full::new(Bytes::from(body)))
                     .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
             }
         };
@@ -547,17 +546,13 @@ impl Acme {
     }
 
     /// Verifies an External Account Binding and spends its key on account `id`.
-    async fn bind_eab(
-        &self,
-        base: &str,
-        v: &Value,
-        jwk: &Jwk,
-        id: &str,
-    ) -> Result<(), AcmeError> {
+    async fn bind_eab(&self, base: &str, v: &Value, jwk: &Jwk, id: &str) -> Result<(), AcmeError> {
         let b = eab::Binding::parse(v, &format!("{base}/new-account"))?;
-        let (key, bound) = self.store.eab_get(&b.kid).await?.ok_or_else(|| {
-            AcmeError::unauthorized("externalAccountBinding: unknown key id")
-        })?;
+        let (key, bound) = self
+            .store
+            .eab_get(&b.kid)
+            .await?
+            .ok_or_else(|| AcmeError::unauthorized("externalAccountBinding: unknown key id"))?;
         b.verify(&key, jwk)?;
         let used = || {
             AcmeError::unauthorized("externalAccountBinding: this key id already bound an account")
@@ -795,7 +790,9 @@ impl Acme {
     async fn check_replaces(&self, acct: &AcmeAccount, certid: &str) -> Result<(), AcmeError> {
         let cid = ari::CertId::parse(certid)?;
         let rec = self.store.get(&cid.serial, now()).await?.ok_or_else(|| {
-            AcmeError::malformed(format!("replaces: no certificate of this CA has certID {certid}"))
+            AcmeError::malformed(format!(
+                "replaces: no certificate of this CA has certID {certid}"
+            ))
         })?;
         if rec.requested_by.as_deref() != Some(&format!("acme:{}", acct.id)) {
             return Err(AcmeError::unauthorized(
@@ -1246,10 +1243,12 @@ fn check_contacts(contacts: &[String]) -> Result<(), AcmeError> {
 fn intermediate_ski(ca: &Ca) -> Option<Vec<u8>> {
     let (_, pem) = x509_parser::pem::parse_x509_pem(ca.intermediate_pem().as_bytes()).ok()?;
     let cert = pem.parse_x509().ok()?;
-    cert.extensions().iter().find_map(|e| match e.parsed_extension() {
-        x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
-        _ => None,
-    })
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
 }
 
 fn method_not_allowed() -> AcmeError {

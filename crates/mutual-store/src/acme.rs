@@ -650,7 +650,10 @@ mod tests {
 
         // An EAB key binds one account, once.
         s.eab_create("k1", "secret", 1).await.unwrap();
-        assert_eq!(s.eab_get("k1").await.unwrap(), Some(("secret".into(), None)));
+        assert_eq!(
+            s.eab_get("k1").await.unwrap(),
+            Some(("secret".into(), None))
+        );
         assert!(s.eab_bind("k1", "a1", 2).await.unwrap());
         assert!(!s.eab_bind("k1", "b1", 3).await.unwrap());
         assert_eq!(
@@ -667,7 +670,11 @@ mod tests {
             ..o.clone()
         };
         s.object_insert(AcmeKind::Order, &done, 1).await.unwrap();
-        assert_eq!(s.acme_sweep(50, 10).await.unwrap(), 3, "nonces n2, old + order o1");
+        assert_eq!(
+            s.acme_sweep(50, 10).await.unwrap(),
+            3,
+            "nonces n2, old + order o1"
+        );
         assert!(s.object_get(AcmeKind::Order, "o1").await.unwrap().is_none());
         assert!(s.object_get(AcmeKind::Order, "o2").await.unwrap().is_some());
     }

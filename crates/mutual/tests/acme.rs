@@ -36,7 +36,14 @@ fn venv() -> PathBuf {
                 .success();
             assert!(ok, "python3 -m venv failed");
             let ok = Command::new(v.join("bin/pip"))
-                .args(["install", "-q", "certbot", "cryptography", "requests", "dnslib"])
+                .args([
+                    "install",
+                    "-q",
+                    "certbot",
+                    "cryptography",
+                    "requests",
+                    "dnslib",
+                ])
                 .status()
                 .unwrap()
                 .success();
@@ -64,20 +71,33 @@ impl AcmeCa {
 
     /// A CA serving ACME with `extra` flags after the usual ones.
     fn start_with(extra: &[&str]) -> AcmeCa {
-        let ca = TestCa::new(&[]);
+        let (http_port, tls_port) = (free_port(), free_port());
+        let mut args: Vec<String> = ["--acme", "--acme-allow-dns", "example.test"]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        args.extend(["--acme-http-port".into(), http_port.to_string()]);
+        args.extend(["--acme-tls-port".into(), tls_port.to_string()]);
+        args.extend(["--acme-attempts".into(), "1".into()]);
+        for n in ["a", "b", "c", "d", "e", "f", "g"] {
+            args.extend([
+                "--acme-resolve".into(),
+                format!("{n}.example.test=127.0.0.1"),
+            ]);
+        }
+        args.extend(extra.iter().map(ToString::to_string));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        AcmeCa::spawn(TestCa::new(&[]), &args, http_port, tls_port)
+    }
+
+    /// `ca serve` of `ca` with `args` (the ACME settings, as flags or none when the CA config
+    /// has an [acme] section).
+    fn spawn(ca: TestCa, args: &[&str], http_port: u16, tls_port: u16) -> AcmeCa {
         let log = ca.tmp.path().join("server.log");
-        let (port, http_port, tls_port) = (free_port(), free_port(), free_port());
+        let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut c = mutual_cmd(Some(PW), &["ca", "serve", "--listen", &listen]);
-        c.args(["--dir", ca.d(), "--rate-limit", "off", "--acme"])
-            .args(["--acme-allow-dns", "example.test"])
-            .args(["--acme-http-port", &http_port.to_string()])
-            .args(["--acme-tls-port", &tls_port.to_string()])
-            .args(["--acme-attempts", "1"]);
-        for n in ["a", "b", "c", "d", "e", "f", "g"] {
-            c.args(["--acme-resolve", &format!("{n}.example.test=127.0.0.1")]);
-        }
-        c.args(extra);
+        c.args(["--dir", ca.d(), "--rate-limit", "off"]).args(args);
         c.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
@@ -402,7 +422,9 @@ fn acme_without_an_allowed_identifier_is_a_usage_error() {
 
 /// Runs one of the Python clients in tests/acme/ against the CA and returns its JSON verdicts.
 fn python_client(srv: &AcmeCa, script: &str, args: &[&str]) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/acme").join(script);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/acme")
+        .join(script);
     let o = Command::new(venv().join("bin/python"))
         .arg(&script)
         .arg(srv.directory())
@@ -578,21 +600,42 @@ fn certbot_renews_when_renewal_info_says_so_after_a_revocation() {
         ]);
         assert_eq!(o.code, 0, "renew {name}: {}\n{}", o.stdout, o.stderr);
     };
-    let (a0, b0) = (serial_of(&cert("a.example.test")), serial_of(&cert("b.example.test")));
+    let (a0, b0) = (
+        serial_of(&cert("a.example.test")),
+        serial_of(&cert("b.example.test")),
+    );
     renew("a.example.test");
-    assert_eq!(serial_of(&cert("a.example.test")), a0, "renewed before the window");
+    assert_eq!(
+        serial_of(&cert("a.example.test")),
+        a0,
+        "renewed before the window"
+    );
     // certbot did ask: it keeps the Retry-After of our answer in the lineage's config.
-    let renewal_conf =
-        std::fs::read_to_string(conf.join("renewal/a.example.test.conf")).unwrap();
+    let renewal_conf = std::fs::read_to_string(conf.join("renewal/a.example.test.conf")).unwrap();
     assert!(renewal_conf.contains("ari_retry_after"), "{renewal_conf}");
-    assert!(srv.log_text().contains("/acme/renewal-info/"), "{}", srv.log_text());
+    assert!(
+        srv.log_text().contains("/acme/renewal-info/"),
+        "{}",
+        srv.log_text()
+    );
 
     // Revoked outside ACME (the operator's CLI): the next renew replaces it.
-    mutual(&["cert", "revoke", "--dir", srv.ca.d(), &b0, "--reason", "key-compromise"]).ok();
+    mutual(&[
+        "cert",
+        "revoke",
+        "--dir",
+        srv.ca.d(),
+        &b0,
+        "--reason",
+        "key-compromise",
+    ])
+    .ok();
     renew("b.example.test");
     let b1 = serial_of(&cert("b.example.test"));
     assert_ne!(b1, b0, "a revoked certificate was not renewed");
-    srv.ca.openssl_verify(&cert("b.example.test"), "sslserver").ok();
+    srv.ca
+        .openssl_verify(&cert("b.example.test"), "sslserver")
+        .ok();
 }
 
 /// dns-01 (`--acme-dns-resolver`): certbot's manual hook publishes the TXT record in a real DNS
@@ -701,4 +744,50 @@ fn orders_beyond_the_hourly_limit_are_rate_limited() {
         "other_account": 201,
     });
     assert_eq!(got, want);
+}
+
+/// The CA config's `[acme]` section is equal to the flags: a CA whose mutual-ca.toml enables ACME
+/// (allowed names, validation ports and overrides, EAB, the order limit) serves it without any
+/// --acme flag, with the section's order limit; an unknown key is a usage error.
+#[test]
+fn acme_section_of_the_ca_config_equals_the_flags() {
+    let ca = TestCa::new(&[]);
+    let (http_port, tls_port) = (free_port(), free_port());
+    let config = Path::new(ca.d()).join("mutual-ca.toml");
+    let base = std::fs::read_to_string(&config).unwrap();
+    let section = format!(
+        "\n[acme]\nenabled = true\nallow_dns = [\"example.test\"]\nhttp_port = {http_port}\n\
+         tls_port = {tls_port}\nattempts = 1\nresolve = [\"a.example.test=127.0.0.1\"]\n\
+         orders_per_hour = 2\nrequire_eab = false\n"
+    );
+    std::fs::write(&config, format!("{base}{section}")).unwrap();
+    // A typo in the section is refused with its name.
+    std::fs::write(&config, format!("{base}{section}allow_dsn = [\"x\"]\n")).unwrap();
+    mutual_pw(
+        Some(PW),
+        &["ca", "serve", "--dir", ca.d(), "--listen", "127.0.0.1:0"],
+    )
+    .fails_with("allow_dsn");
+    std::fs::write(&config, format!("{base}{section}")).unwrap();
+    // ACME settings without ACME are a usage error too.
+    let plain = TestCa::new(&[]);
+    mutual_pw(
+        Some(PW),
+        &[
+            "ca",
+            "serve",
+            "--dir",
+            plain.d(),
+            "--listen",
+            "127.0.0.1:0",
+            "--acme-require-eab",
+        ],
+    )
+    .fails_with("need --acme");
+
+    let srv = AcmeCa::spawn(ca, &[], http_port, tls_port);
+    let got = python_client(&srv, "lifecycle.py", &["--rate", "2", "a.example.test"]);
+    assert_eq!(got["within_limit"], serde_json::json!([201, 201]), "{got}");
+    assert_eq!(got["beyond_limit"], "rateLimited", "{got}");
+    drop(srv);
 }
