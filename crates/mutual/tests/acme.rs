@@ -791,3 +791,90 @@ fn acme_section_of_the_ca_config_equals_the_flags() {
     assert_eq!(got["beyond_limit"], "rateLimited", "{got}");
     drop(srv);
 }
+
+/// Two `ca serve --acme` replicas on one PostgreSQL store, an ACME client whose every request goes
+/// to the other replica (tests/acme/replicas.py): account, order, authorization, validation and
+/// finalize complete across them, and a nonce spent at one replica is `badNonce` at the other.
+/// Without a PostgreSQL server (and without `$MUTUAL_REQUIRE_POSTGRES`) it prints "skipped".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_store_serve_alternating_requests() {
+    let Some(pg) = mutual_store::testing::PgTestDb::create().await else {
+        return;
+    };
+    let url = pg.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let ca = TestCa::new(&["--store", &url]);
+        let http_port = free_port();
+        let mut replicas = Vec::new();
+        for i in 0..2 {
+            // Each replica has its own copy of the CA directory, as on its own host.
+            let dir = ca.tmp.path().join(format!("replica{i}"));
+            let ok = Command::new("cp")
+                .args(["-a", ca.d(), s(&dir)])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let log = ca.tmp.path().join(format!("replica{i}.log"));
+            let mut c = mutual_cmd(Some(PW), &["ca", "serve", "--listen", &listen]);
+            c.args(["--dir", s(&dir), "--rate-limit", "off", "--acme"])
+                .args(["--acme-allow-dns", "example.test"])
+                .args(["--acme-http-port", &http_port.to_string()])
+                .args(["--acme-resolve", "a.example.test=127.0.0.1"])
+                .args(["--acme-attempts", "1"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+            let child = ChildGuard(c.spawn().unwrap());
+            assert!(
+                wait_for_port(listen.parse().unwrap(), Duration::from_secs(60)),
+                "replica {i} did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            replicas.push((child, port, log));
+        }
+        let dirs: Vec<String> = replicas
+            .iter()
+            .map(|(_, port, _)| format!("https://127.0.0.1:{port}/acme/directory"))
+            .collect();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/acme/replicas.py");
+        let o = Command::new(venv().join("bin/python"))
+            .arg(&script)
+            .args(&dirs)
+            .arg(http_port.to_string())
+            .arg("a.example.test")
+            .env("REQUESTS_CA_BUNDLE", ca.root())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let logs: String = replicas
+            .iter()
+            .map(|(_, _, l)| std::fs::read_to_string(l).unwrap_or_default())
+            .collect();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "replicas.py: {stdout}\n{}\nlogs:\n{logs}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let mut got: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert!(got["requests"].as_u64().unwrap() >= 8, "{got}");
+        got.as_object_mut().unwrap().remove("requests");
+        assert_eq!(
+            got,
+            serde_json::json!({
+                "nonce_replayed_at_the_other_replica": "badNonce",
+                "order_ready": "ready",
+                "order": "valid",
+                "chain_certificates": 2,
+                "both_replicas_served": true,
+            })
+        );
+        drop(replicas);
+    })
+    .await
+    .unwrap();
+    pg.drop_db().await;
+}
