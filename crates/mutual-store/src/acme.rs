@@ -579,6 +579,115 @@ impl AcmeStore for Store {
     }
 }
 
+/// `ca migrate`: copies the ACME accounts, orders, authorizations and EAB keys of an SQLite
+/// inventory into the PostgreSQL transaction of the copy (crates/mutual-store/src/copy.rs), and
+/// checks each table's row count inside that transaction. Nonces are not copied: they live an
+/// hour, and a client answered `badNonce` retries with a fresh one. A source from before the
+/// ACME migrations has nothing to copy.
+pub(crate) async fn copy_to_postgres(
+    src: &SqliteStore,
+    tx: &mut sqlx::PgConnection,
+) -> Result<(), StoreError> {
+    if !src.has_table("acme_accounts").await? {
+        return Ok(());
+    }
+    // Migration 0006 added created_at and the EAB table; before it, updated_at stands in.
+    let has_0006 = src.has_table("acme_eab").await?;
+    let accounts: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
+        "SELECT id, thumbprint, jwk, status, contact, created_at FROM acme_accounts ORDER BY id",
+    )
+    .fetch_all(&src.pool)
+    .await
+    .map_err(db("read source ACME accounts"))?;
+    for a in &accounts {
+        sqlx::query(
+            "INSERT INTO acme_accounts (id, thumbprint, jwk, status, contact, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&a.0)
+        .bind(&a.1)
+        .bind(&a.2)
+        .bind(&a.3)
+        .bind(&a.4)
+        .bind(a.5)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("copy ACME accounts"))?;
+    }
+    let mut counts = vec![("acme_accounts", accounts.len())];
+    for table in ["acme_orders", "acme_authzs"] {
+        let created = if has_0006 { "created_at" } else { "updated_at" };
+        // Both names are constants, never input.
+        let sql = format!(
+            "SELECT id, account_id, status, body, updated_at, {created} FROM {table} ORDER BY id"
+        );
+        let rows: Vec<(String, String, String, String, i64, i64)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&src.pool)
+                .await
+                .map_err(db("read source ACME orders"))?;
+        let insert = format!(
+            "INSERT INTO {table} (id, account_id, status, body, updated_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)"
+        );
+        for r in &rows {
+            sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+                .bind(&r.0)
+                .bind(&r.1)
+                .bind(&r.2)
+                .bind(&r.3)
+                .bind(r.4)
+                .bind(r.5)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("copy ACME orders"))?;
+        }
+        counts.push((table, rows.len()));
+    }
+    if has_0006 {
+        let keys: Vec<(String, String, i64, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT kid, hmac_key, created_at, account_id, bound_at FROM acme_eab ORDER BY kid",
+        )
+        .fetch_all(&src.pool)
+        .await
+        .map_err(db("read source ACME EAB keys"))?;
+        for k in &keys {
+            sqlx::query(
+                "INSERT INTO acme_eab (kid, hmac_key, created_at, account_id, bound_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&k.0)
+            .bind(&k.1)
+            .bind(k.2)
+            .bind(&k.3)
+            .bind(k.4)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("copy ACME EAB keys"))?;
+        }
+        counts.push(("acme_eab", keys.len()));
+    }
+    for (table, n) in counts {
+        // The table name is one of four constants, never input.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM {table}"
+        )))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("count copied ACME rows"))?;
+        let t: i64 = row.try_get("n").map_err(db("count copied ACME rows"))?;
+        let s = i64::try_from(n).unwrap_or(i64::MAX);
+        if s != t {
+            return Err(StoreError::CopyMismatch {
+                table,
+                source_rows: s,
+                target_rows: t,
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -95,19 +95,7 @@ impl AcmeCa {
     fn spawn(ca: TestCa, args: &[&str], http_port: u16, tls_port: u16) -> AcmeCa {
         let log = ca.tmp.path().join("server.log");
         let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut c = mutual_cmd(Some(PW), &["ca", "serve", "--listen", &listen]);
-        c.args(["--dir", ca.d(), "--rate-limit", "off"]).args(args);
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let child = ChildGuard(c.spawn().unwrap());
-        let addr: SocketAddr = listen.parse().unwrap();
-        assert!(
-            wait_for_port(addr, Duration::from_secs(30)),
-            "server did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        let child = AcmeCa::serve(&ca, port, args, &log);
         AcmeCa {
             ca,
             port,
@@ -116,6 +104,42 @@ impl AcmeCa {
             _child: child,
             log,
         }
+    }
+
+    fn serve(ca: &TestCa, port: u16, args: &[&str], log: &Path) -> ChildGuard {
+        let listen = format!("127.0.0.1:{port}");
+        let mut c = mutual_cmd(Some(PW), &["ca", "serve", "--listen", &listen]);
+        c.args(["--dir", ca.d(), "--rate-limit", "off"]).args(args);
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        );
+        let child = ChildGuard(c.spawn().unwrap());
+        let addr: SocketAddr = listen.parse().unwrap();
+        assert!(
+            wait_for_port(addr, Duration::from_secs(30)),
+            "server did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        child
+    }
+
+    /// Stops the server (its guard kills and reaps it).
+    fn stop(&mut self) {
+        let old = std::mem::replace(
+            &mut self._child,
+            ChildGuard(Command::new("true").spawn().unwrap()),
+        );
+        drop(old);
+    }
+
+    /// Stops the server and starts it again on the same port with `args`.
+    fn restart(&mut self, args: &[&str]) {
+        self.stop();
+        self._child = AcmeCa::serve(&self.ca, self.port, args, &self.log);
     }
 
     fn directory(&self) -> String {
@@ -873,6 +897,79 @@ async fn two_replicas_on_one_postgres_store_serve_alternating_requests() {
             })
         );
         drop(replicas);
+    })
+    .await
+    .unwrap();
+    pg.drop_db().await;
+}
+
+/// `ca migrate` to PostgreSQL copies the ACME accounts, orders and EAB keys: certbot's account
+/// made on the SQLite CA renews against the migrated CA without registering again, and an EAB
+/// key made before the migration binds an account after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_migrate_copies_the_acme_accounts_orders_and_eab_keys() {
+    let Some(pg) = mutual_store::testing::PgTestDb::create().await else {
+        return;
+    };
+    let url = pg.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let (http_port, tls_port) = (free_port(), free_port());
+        let hp = http_port.to_string();
+        let flags = [
+            "--acme",
+            "--acme-allow-dns",
+            "example.test",
+            "--acme-http-port",
+            &hp,
+            "--acme-resolve",
+            "a.example.test=127.0.0.1",
+            "--acme-attempts",
+            "1",
+        ];
+        let mut srv = AcmeCa::spawn(TestCa::new(&[]), &flags, http_port, tls_port);
+        let dir = srv.directory();
+        let o = srv.certbot(&[
+            "certonly",
+            "--server",
+            &dir,
+            "--standalone",
+            "--http-01-port",
+            &hp,
+            "--agree-tos",
+            "--register-unsafely-without-email",
+            "-d",
+            "a.example.test",
+        ]);
+        assert_eq!(o.code, 0, "certbot: {}\n{}", o.stdout, o.stderr);
+        let o = mutual(&["acme", "eab", "create", "--dir", srv.ca.d(), "--json"]).ok();
+        let eab: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+
+        // Stop, migrate, serve from PostgreSQL on the same port.
+        srv.stop();
+        mutual(&["ca", "migrate", "--dir", srv.ca.d(), "--to", &url, "--json"]).ok();
+        let mut with_eab = flags.to_vec();
+        with_eab.push("--acme-require-eab");
+        srv.restart(&with_eab);
+
+        let o = srv.certbot(&["renew", "--force-renewal", "--no-random-sleep-on-renew"]);
+        assert_eq!(
+            o.code,
+            0,
+            "renew after migrate: {}\n{}\nCA log:\n{}",
+            o.stdout,
+            o.stderr,
+            srv.log_text()
+        );
+        let got = python_client(
+            &srv,
+            "lifecycle.py",
+            &[
+                "--eab",
+                eab["kid"].as_str().unwrap(),
+                eab["hmac_key"].as_str().unwrap(),
+            ],
+        );
+        assert_eq!(got["bound"], 201, "{got}");
     })
     .await
     .unwrap();
