@@ -579,6 +579,9 @@ impl AcmeStore for Store {
     }
 }
 
+/// kid, hmac_key, created_at, account_id, bound_at.
+type EabRow = (String, String, i64, Option<String>, Option<i64>);
+
 /// `ca migrate`: copies the ACME accounts, orders, authorizations and EAB keys of an SQLite
 /// inventory into the PostgreSQL transaction of the copy (crates/mutual-store/src/copy.rs), and
 /// checks each table's row count inside that transaction. Nonces are not copied: they live an
@@ -645,7 +648,7 @@ pub(crate) async fn copy_to_postgres(
         counts.push((table, rows.len()));
     }
     if has_0006 {
-        let keys: Vec<(String, String, i64, Option<String>, Option<i64>)> = sqlx::query_as(
+        let keys: Vec<EabRow> = sqlx::query_as(
             "SELECT kid, hmac_key, created_at, account_id, bound_at FROM acme_eab ORDER BY kid",
         )
         .fetch_all(&src.pool)
