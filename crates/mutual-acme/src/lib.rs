@@ -786,7 +786,8 @@ impl Acme {
         Err(e)
     }
 
-    /// `replaces` (RFC 9773 §5) must name a certificate of this CA ordered by this account.
+    /// `replaces` (RFC 9773 §5) must name a certificate of this CA ordered by this account, and
+    /// one no valid order of the account has replaced already (`alreadyReplaced`).
     async fn check_replaces(&self, acct: &AcmeAccount, certid: &str) -> Result<(), AcmeError> {
         let cid = ari::CertId::parse(certid)?;
         let rec = self.store.get(&cid.serial, now()).await?.ok_or_else(|| {
@@ -798,6 +799,21 @@ impl Acme {
             return Err(AcmeError::unauthorized(
                 "replaces names a certificate this account did not order",
             ));
+        }
+        for o in self.store.orders_of(&acct.id).await? {
+            let Some(o) = self.store.object_get(AcmeKind::Order, &o).await? else {
+                continue;
+            };
+            if o.status != "valid" {
+                continue;
+            }
+            let body: OrderBody = from_str(&o.body)?;
+            if body.replaces.as_deref() == Some(certid) {
+                return Err(AcmeError::new(
+                    "alreadyReplaced",
+                    format!("order {} already replaced this certificate", o.id),
+                ));
+            }
         }
         Ok(())
     }

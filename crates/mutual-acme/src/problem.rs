@@ -73,6 +73,7 @@ pub fn status_of(kind: &str) -> StatusCode {
         }
         "serverInternal" => StatusCode::INTERNAL_SERVER_ERROR,
         "rateLimited" => StatusCode::TOO_MANY_REQUESTS,
+        "alreadyReplaced" => StatusCode::CONFLICT,
         "accountDoesNotExist"
         | "badNonce"
         | "malformed"

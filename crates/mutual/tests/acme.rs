@@ -488,6 +488,8 @@ fn account_lifecycle_key_change_revoke_by_certificate_key_and_renewal_info() {
         "ari_malformed": "malformed",
         "replaces_foreign": "unauthorized",
         "replaces_own": true,
+        "ari_other_issuer": true,
+        "replaced_twice": "409:alreadyReplaced",
         "key_change_in_use": "malformed",
         "key_change_in_use_location": true,
         "key_change_wrong_old_key": "unauthorized",

@@ -135,9 +135,12 @@ def poll(key, kid, url, until):
     raise SystemExit(f"{url} stuck: {v}")
 
 
-def obtain(key, kid, name):
+def obtain(key, kid, name, replaces=None):
     """newOrder, http-01, finalize; returns (certificate PEM chain, certificate key, order URL)."""
-    r = post(key, D["newOrder"], {"identifiers": [{"type": "dns", "value": name}]}, kid)
+    order = {"identifiers": [{"type": "dns", "value": name}]}
+    if replaces:
+        order["replaces"] = replaces
+    r = post(key, D["newOrder"], order, kid)
     assert r.status_code == 201, r.text
     order_url, o = r.headers["Location"], r.json()
     a = post(key, o["authorizations"][0], None, kid).json()
@@ -264,6 +267,17 @@ body = {"identifiers": [{"type": "dns", "value": NAME2}], "replaces": cid384}
 out["replaces_foreign"] = err(post(ked, D["newOrder"], body, kided))
 r = post(k384, D["newOrder"], {"identifiers": [{"type": "dns", "value": NAME1}], "replaces": cid384}, kid384)
 out["replaces_own"] = r.json().get("replaces") == cid384
+# Once an order replacing it is valid, the certificate cannot be replaced again.
+obtain(k384, kid384, NAME1, replaces=cid384)
+r = post(k384, D["newOrder"], {"identifiers": [{"type": "dns", "value": NAME1}], "replaces": cid384}, kid384)
+out["replaced_twice"] = f"{r.status_code}:{err(r)}"
+
+# A certID naming our serial under another issuing key (an intermediate the CA no longer uses,
+# as after a rotation): the window is in the past.
+r = S.get(f"{D['renewalInfo']}/{b64(bytes(20))}.{cid384.split('.')[1]}")
+w = r.json()["suggestedWindow"]
+end = datetime.datetime.fromisoformat(w["end"].replace("Z", "+00:00"))
+out["ari_other_issuer"] = end < datetime.datetime.now(datetime.timezone.utc)
 
 # keyChange: the ES384 account rolls over to a new ES384 key (the old one then fails to verify).
 def key_change(old, kid, new, url_account=None, old_jwk=None):
