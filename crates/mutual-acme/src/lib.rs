@@ -62,18 +62,18 @@ impl AcmePolicy {
         match kind {
             "dns" => {
                 let v = value.to_ascii_lowercase();
-                if v.starts_with("*.") {
+                // A wildcard `*.NAME` is allowed when NAME is; it is validated by dns-01 on NAME.
+                let base = v.strip_prefix("*.").unwrap_or(&v);
+                if base.contains('*') {
                     return Err(AcmeError::new(
                         "rejectedIdentifier",
-                        format!(
-                            "{value}: wildcards need dns-01, which this server does not offer yet"
-                        ),
+                        format!("{value}: a wildcard is only allowed as the whole first label"),
                     ));
                 }
                 let ok = self
                     .dns_suffixes
                     .iter()
-                    .any(|s| v == *s || v.ends_with(&format!(".{s}")));
+                    .any(|s| base == s || base.ends_with(&format!(".{s}")));
                 if !ok {
                     return Err(AcmeError::new(
                         "rejectedIdentifier",
@@ -219,9 +219,12 @@ struct Identifier {
 #[derive(serde::Serialize, Deserialize, Clone, Debug)]
 struct AuthzBody {
     order: String,
+    /// For a wildcard order identifier `*.NAME`: NAME, with `wildcard` set (RFC 8555 §7.1.4).
     identifier: Identifier,
     expires: i64,
     challenges: Vec<Challenge>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    wildcard: bool,
 }
 
 #[derive(serde::Serialize, Deserialize, Clone, Debug)]
@@ -710,14 +713,20 @@ impl Acme {
         let order_id = random_id();
         let mut authzs = Vec::new();
         for i in &idents {
-            let mut kinds = vec!["http-01"];
-            if i.kind == "dns" {
-                kinds.push("tls-alpn-01");
-                kinds.push("dns-01");
-            }
+            let base = i.value.strip_prefix("*.").filter(|_| i.kind == "dns");
+            let kinds = match (i.kind.as_str(), base) {
+                // A wildcard is proven on its base name's DNS only.
+                (_, Some(_)) => vec!["dns-01"],
+                ("dns", None) => vec!["http-01", "tls-alpn-01", "dns-01"],
+                _ => vec!["http-01"],
+            };
             let body = AuthzBody {
                 order: order_id.clone(),
-                identifier: i.clone(),
+                identifier: Identifier {
+                    kind: i.kind.clone(),
+                    value: base.unwrap_or(&i.value).to_string(),
+                },
+                wildcard: base.is_some(),
                 expires,
                 challenges: kinds
                     .into_iter()
@@ -1352,12 +1361,16 @@ fn challenge_json(base: &str, authz: &str, c: &Challenge) -> Value {
 }
 
 fn authz_json(base: &str, a: &AcmeObject, b: &AuthzBody) -> Value {
-    json!({
+    let mut v = json!({
         "status": a.status,
         "expires": rfc3339(b.expires),
         "identifier": b.identifier,
         "challenges": b.challenges.iter().map(|c| challenge_json(base, &a.id, c)).collect::<Vec<_>>(),
-    })
+    });
+    if b.wildcard {
+        v["wildcard"] = json!(true);
+    }
+    v
 }
 
 #[cfg(test)]
@@ -1379,8 +1392,14 @@ mod tests {
             p.allows("dns", "badexample.test").unwrap_err().kind,
             "rejectedIdentifier"
         );
+        assert!(p.allows("dns", "*.example.test").is_ok());
+        assert!(p.allows("dns", "*.a.example.test").is_ok());
         assert_eq!(
-            p.allows("dns", "*.example.test").unwrap_err().kind,
+            p.allows("dns", "*.other.test").unwrap_err().kind,
+            "rejectedIdentifier"
+        );
+        assert_eq!(
+            p.allows("dns", "a.*.example.test").unwrap_err().kind,
             "rejectedIdentifier"
         );
         assert!(p.allows("ip", "127.1.2.3").is_ok());

@@ -666,7 +666,8 @@ fn certbot_renews_when_renewal_info_says_so_after_a_revocation() {
 
 /// dns-01 (`--acme-dns-resolver`): certbot's manual hook publishes the TXT record in a real DNS
 /// server on 127.0.0.1 (PyPI dnslib, tests/acme/dns_server.py), the CA asks that server for
-/// `_acme-challenge.NAME` and issues; a spoiled TXT value fails with `incorrectResponse`.
+/// `_acme-challenge.NAME` and issues, a wildcard `*.NAME` too (proven on NAME); a spoiled TXT
+/// value fails with `incorrectResponse`.
 #[test]
 fn certbot_obtains_by_dns01_through_a_real_dns_server() {
     let tmp = tempfile::tempdir().unwrap();
@@ -745,6 +746,20 @@ fn certbot_obtains_by_dns01_through_a_real_dns_server() {
         .join("certbot/conf/live/e.example.test/cert.pem");
     srv.ca.openssl_verify(&cert, "sslserver").ok();
     assert!(srv.log_text().contains("dns-01"), "{}", srv.log_text());
+
+    // A wildcard is validated by dns-01 on its base name (certbot's hook gets g.example.test).
+    let o = obtain("*.g.example.test", "");
+    assert_eq!(o.code, 0, "certbot wildcard: {}\n{}", o.stdout, o.stderr);
+    let live = srv
+        .ca
+        .tmp
+        .path()
+        .join("certbot/conf/live/g.example.test/cert.pem");
+    srv.ca.openssl_verify(&live, "sslserver").ok();
+    let text = openssl(&["x509", "-in", s(&live), "-noout", "-ext", "subjectAltName"])
+        .ok()
+        .stdout;
+    assert!(text.contains("DNS:*.g.example.test"), "{text}");
 
     let o = obtain("f.example.test", "spoiled");
     assert_ne!(o.code, 0, "a wrong TXT value was accepted");
