@@ -207,6 +207,28 @@ mod tests {
         assert!(query("a..b", 1).is_err());
     }
 
+    /// What fuzz/fuzz_targets/acme_inputs.rs does, over every one-byte change of a real answer
+    /// and every truncation: refusals, never a panic.
+    #[test]
+    fn mutated_answers_are_refused_not_panicked_on() {
+        let q = query("_acme-challenge.a.example.test", 7).unwrap();
+        let mut a = vec![0, 7, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0];
+        a.extend_from_slice(&q[12..]);
+        a.extend_from_slice(&[0xc0, 12, 0, 16, 0, 1, 0, 0, 0, 60, 0, 3, 2, b'o', b'k']);
+        assert_eq!(parse(&a, 7).unwrap(), Answer::Txt(vec![b"ok".to_vec()]));
+        for i in 0..a.len() {
+            for v in [0u8, 1, 0x3f, 0x40, 0xc0, 0xff] {
+                let mut m = a.clone();
+                m[i] = v;
+                let _ = parse(&m, 7);
+            }
+            let _ = parse(&a[..i], 7);
+        }
+        let _ = crate::ari::CertId::parse("\u{0}.\u{ff}");
+        let v = serde_json::json!({"protected": "e30", "payload": "", "signature": ""});
+        assert!(crate::eab::Binding::parse(&v, "https://ca.test/acme/new-account").is_err());
+    }
+
     #[test]
     fn resolv_conf() {
         let t = "# x\nsearch example\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n";
