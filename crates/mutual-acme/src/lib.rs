@@ -15,6 +15,9 @@
 //! task of its own; clients poll the authorization.
 #![forbid(unsafe_code)]
 
+pub mod ari;
+pub mod dns;
+pub mod eab;
 pub mod jws;
 pub mod problem;
 pub mod validate;
@@ -59,18 +62,18 @@ impl AcmePolicy {
         match kind {
             "dns" => {
                 let v = value.to_ascii_lowercase();
-                if v.starts_with("*.") {
+                // A wildcard `*.NAME` is allowed when NAME is; it is validated by dns-01 on NAME.
+                let base = v.strip_prefix("*.").unwrap_or(&v);
+                if base.contains('*') {
                     return Err(AcmeError::new(
                         "rejectedIdentifier",
-                        format!(
-                            "{value}: wildcards need dns-01, which this server does not offer yet"
-                        ),
+                        format!("{value}: a wildcard is only allowed as the whole first label"),
                     ));
                 }
                 let ok = self
                     .dns_suffixes
                     .iter()
-                    .any(|s| v == *s || v.ends_with(&format!(".{s}")));
+                    .any(|s| base == s || base.ends_with(&format!(".{s}")));
                 if !ok {
                     return Err(AcmeError::new(
                         "rejectedIdentifier",
@@ -149,6 +152,12 @@ pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
 pub struct AcmeConfig {
     pub policy: AcmePolicy,
     pub validation: ValidationConfig,
+    /// `--acme-require-eab`: a new account needs an External Account Binding made by
+    /// `mutual acme eab create` (`externalAccountRequired` otherwise).
+    pub require_eab: bool,
+    /// Orders one account may create per hour, across replicas (0: no limit); beyond it
+    /// newOrder is `rateLimited` with a Retry-After.
+    pub orders_per_hour: u32,
 }
 
 /// What the ACME server calls after each issuance attempt, with `ok` or the CA's result label
@@ -195,6 +204,9 @@ struct OrderBody {
     chain_pem: Option<String>,
     #[serde(default)]
     error: Option<Value>,
+    /// The certID this order replaces (RFC 9773 §5), as the client sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replaces: Option<String>,
 }
 
 #[derive(serde::Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -207,9 +219,12 @@ struct Identifier {
 #[derive(serde::Serialize, Deserialize, Clone, Debug)]
 struct AuthzBody {
     order: String,
+    /// For a wildcard order identifier `*.NAME`: NAME, with `wildcard` set (RFC 8555 §7.1.4).
     identifier: Identifier,
     expires: i64,
     challenges: Vec<Challenge>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    wildcard: bool,
 }
 
 #[derive(serde::Serialize, Deserialize, Clone, Debug)]
@@ -234,11 +249,29 @@ struct Signed {
 
 impl Acme {
     pub fn new(store: Store, cfg: AcmeConfig) -> Arc<Acme> {
-        Arc::new(Acme {
+        let acme = Arc::new(Acme {
             store,
             cfg,
             on_issue: std::sync::OnceLock::new(),
-        })
+        });
+        // Expired nonces and abandoned orders are swept hourly by every replica (the DELETEs are
+        // idempotent, so replicas need not agree on who does it).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&acme);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tick.tick().await;
+                    let Some(a) = weak.upgrade() else { return };
+                    let t = now();
+                    match a.store.acme_sweep(t, t - ORDER_LIFETIME - 86_400).await {
+                        Ok(n) => tracing::debug!(rows = n, "ACME sweep"),
+                        Err(e) => tracing::warn!(error = %e, "ACME sweep failed"),
+                    }
+                }
+            });
+        }
+        acme
     }
 
     /// Sets what is called after each issuance attempt (once; later calls are ignored).
@@ -273,10 +306,16 @@ impl Acme {
             Err(e) => {
                 tracing::info!(path = %path, error_type = e.kind, detail = %e.detail, "ACME request refused");
                 let body = serde_json::to_vec(&e.to_json()).unwrap_or_default();
-                Response::builder()
+                let mut b = Response::builder()
                     .status(e.status)
-                    .header("content-type", "application/problem+json")
-                    .body(Full::new(Bytes::from(body)))
+                    .header("content-type", "application/problem+json");
+                if let Some(l) = &e.location {
+                    b = b.header("location", l.as_str());
+                }
+                if let Some(s) = e.retry_after {
+                    b = b.header("retry-after", s.to_string());
+                }
+                b.body(Full::new(Bytes::from(body)))
                     .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
             }
         };
@@ -323,6 +362,7 @@ impl Acme {
             (&Method::GET, ["directory"]) => Ok(json_resp(StatusCode::OK, &self.directory(base))),
             (&Method::HEAD, ["new-nonce"]) => Ok(empty(StatusCode::OK)),
             (&Method::GET, ["new-nonce"]) => Ok(empty(StatusCode::NO_CONTENT)),
+            (&Method::GET, ["renewal-info", id]) => self.renewal_info(ca, id).await,
             (&Method::POST, _) => {
                 let ct = req
                     .headers()
@@ -347,6 +387,8 @@ impl Acme {
                     ["new-account"] => self.new_account(base, signed).await,
                     ["new-order"] => self.new_order(base, signed).await,
                     ["acct", id] => self.account(base, signed, id).await,
+                    ["acct", id, "orders"] => self.orders(base, signed, id).await,
+                    ["key-change"] => self.key_change(base, signed).await,
                     ["order", id] => self.order(base, signed, id).await,
                     ["order", id, "finalize"] => self.finalize(ca, base, signed, id).await,
                     ["authz", id] => self.authz(base, signed, id).await,
@@ -370,8 +412,10 @@ impl Acme {
             "newAccount": format!("{base}/new-account"),
             "newOrder": format!("{base}/new-order"),
             "revokeCert": format!("{base}/revoke-cert"),
+            "keyChange": format!("{base}/key-change"),
+            "renewalInfo": format!("{base}/renewal-info"),
             "meta": {
-                "externalAccountRequired": false,
+                "externalAccountRequired": self.cfg.require_eab,
             }
         })
     }
@@ -455,6 +499,8 @@ impl Acme {
             contact: Vec<String>,
             #[serde(default)]
             only_return_existing: bool,
+            #[serde(default)]
+            external_account_binding: Option<Value>,
         }
         let p: NewAccount = if s.jws.is_post_as_get() {
             NewAccount::default()
@@ -471,16 +517,21 @@ impl Acme {
                 "no account exists with this key",
             ));
         }
-        for c in &p.contact {
-            if !c.starts_with("mailto:") {
+        check_contacts(&p.contact)?;
+        let id = random_id();
+        match (&p.external_account_binding, self.cfg.require_eab) {
+            (None, false) => {}
+            (None, true) => {
                 return Err(AcmeError::new(
-                    "unsupportedContact",
-                    format!("{c:?}: only mailto: contacts are supported"),
-                ));
+                    "externalAccountRequired",
+                    "this CA requires an externalAccountBinding (ask its operator for a key id \
+                     and HMAC key from `mutual acme eab create`)",
+                ))
             }
+            (Some(v), _) => self.bind_eab(base, v, &s.jwk, &id).await?,
         }
         let a = AcmeAccount {
-            id: random_id(),
+            id,
             thumbprint: thumb,
             jwk: s.jwk.to_json().to_string(),
             status: "valid".into(),
@@ -495,6 +546,103 @@ impl Acme {
             StatusCode::OK
         };
         Ok(account_resp(base, status, &stored))
+    }
+
+    /// Verifies an External Account Binding and spends its key on account `id`.
+    async fn bind_eab(&self, base: &str, v: &Value, jwk: &Jwk, id: &str) -> Result<(), AcmeError> {
+        let b = eab::Binding::parse(v, &format!("{base}/new-account"))?;
+        let (key, bound) = self
+            .store
+            .eab_get(&b.kid)
+            .await?
+            .ok_or_else(|| AcmeError::unauthorized("externalAccountBinding: unknown key id"))?;
+        b.verify(&key, jwk)?;
+        let used = || {
+            AcmeError::unauthorized("externalAccountBinding: this key id already bound an account")
+        };
+        if bound.is_some() || !self.store.eab_bind(&b.kid, id, now()).await? {
+            return Err(used());
+        }
+        tracing::info!(account = %id, eab_kid = %b.kid, "ACME external account bound");
+        Ok(())
+    }
+
+    /// The account's orders list (RFC 8555 §7.1.2.1): POST-as-GET of `acct/<id>/orders`.
+    async fn orders(&self, base: &str, s: Signed, id: &str) -> Result<Resp, AcmeError> {
+        let a = Self::account_of(&s)?;
+        if a.id != id {
+            return Err(AcmeError::unauthorized(
+                "the kid does not match the account URL",
+            ));
+        }
+        let ids = self.store.orders_of(id).await?;
+        let urls: Vec<String> = ids.iter().map(|o| format!("{base}/order/{o}")).collect();
+        Ok(json_resp(StatusCode::OK, &json!({ "orders": urls })))
+    }
+
+    /// keyChange (RFC 8555 §7.3.5): the outer JWS is signed by the account's current key
+    /// (`kid`), its payload is an inner JWS signed by the new key (`jwk`, same `url`, no nonce)
+    /// whose payload names the account and its old key.
+    async fn key_change(&self, base: &str, s: Signed) -> Result<Resp, AcmeError> {
+        let acct = Self::account_of(&s)?.clone();
+        let inner = Jws::parse(&s.jws.payload)?;
+        let KeyRef::Jwk(new_key) = &inner.protected.key else {
+            return Err(AcmeError::malformed(
+                "keyChange: the inner JWS must carry the new key as jwk",
+            ));
+        };
+        inner.verify(new_key)?;
+        if inner.protected.url != s.jws.protected.url {
+            return Err(AcmeError::malformed(
+                "keyChange: the inner and outer url differ",
+            ));
+        }
+        if inner.protected.nonce.is_some() {
+            return Err(AcmeError::malformed(
+                "keyChange: the inner JWS must not carry a nonce",
+            ));
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct KeyChange {
+            account: String,
+            old_key: Value,
+        }
+        let kc: KeyChange = inner.json()?;
+        if kc.account != format!("{base}/acct/{}", acct.id) {
+            return Err(AcmeError::unauthorized(
+                "keyChange: the inner payload names another account",
+            ));
+        }
+        if Jwk::from_json(&kc.old_key)?.thumbprint() != acct.thumbprint {
+            return Err(AcmeError::unauthorized(
+                "keyChange: oldKey is not the account's current key",
+            ));
+        }
+        let new_thumb = new_key.thumbprint();
+        if let Some(other) = self.store.account_by_thumbprint(&new_thumb).await? {
+            let mut e = AcmeError::malformed("keyChange: another account already uses the new key")
+                .with_status(StatusCode::CONFLICT);
+            e.location = Some(format!("{base}/acct/{}", other.id));
+            return Err(e);
+        }
+        let jwk = new_key.to_json().to_string();
+        if !self
+            .store
+            .account_rekey(&acct.id, &acct.thumbprint, &new_thumb, &jwk)
+            .await?
+        {
+            return Err(AcmeError::unauthorized(
+                "keyChange: the account's key changed meanwhile",
+            ));
+        }
+        tracing::info!(account = %acct.id, "ACME account key changed");
+        let a = AcmeAccount {
+            thumbprint: new_thumb,
+            jwk,
+            ..acct
+        };
+        Ok(account_resp(base, StatusCode::OK, &a))
     }
 
     async fn account(&self, base: &str, s: Signed, id: &str) -> Result<Resp, AcmeError> {
@@ -515,6 +663,7 @@ impl Acme {
         let u: Update = s.jws.json()?;
         let mut a = a.clone();
         if let Some(c) = u.contact {
+            check_contacts(&c)?;
             a.contact = serde_json::to_string(&c).map_err(AcmeError::internal)?;
         }
         match u.status.as_deref() {
@@ -537,8 +686,14 @@ impl Acme {
         #[derive(Deserialize)]
         struct NewOrder {
             identifiers: Vec<Identifier>,
+            #[serde(default)]
+            replaces: Option<String>,
         }
         let p: NewOrder = s.jws.json()?;
+        if let Some(r) = &p.replaces {
+            self.check_replaces(&acct, r).await?;
+        }
+        self.check_rate(&acct).await?;
         if p.identifiers.is_empty() || p.identifiers.len() > 100 {
             return Err(AcmeError::malformed("an order names 1 to 100 identifiers"));
         }
@@ -558,13 +713,20 @@ impl Acme {
         let order_id = random_id();
         let mut authzs = Vec::new();
         for i in &idents {
-            let mut kinds = vec!["http-01"];
-            if i.kind == "dns" {
-                kinds.push("tls-alpn-01");
-            }
+            let base = i.value.strip_prefix("*.").filter(|_| i.kind == "dns");
+            let kinds = match (i.kind.as_str(), base) {
+                // A wildcard is proven on its base name's DNS only.
+                (_, Some(_)) => vec!["dns-01"],
+                ("dns", None) => vec!["http-01", "tls-alpn-01", "dns-01"],
+                _ => vec!["http-01"],
+            };
             let body = AuthzBody {
                 order: order_id.clone(),
-                identifier: i.clone(),
+                identifier: Identifier {
+                    kind: i.kind.clone(),
+                    value: base.unwrap_or(&i.value).to_string(),
+                },
+                wildcard: base.is_some(),
                 expires,
                 challenges: kinds
                     .into_iter()
@@ -599,6 +761,7 @@ impl Acme {
             serial: None,
             chain_pem: None,
             error: None,
+            replaces: p.replaces,
         };
         let o = AcmeObject {
             id: order_id.clone(),
@@ -611,6 +774,57 @@ impl Acme {
         let mut r = json_resp(StatusCode::CREATED, &order_json(base, &o, &body));
         set_location(&mut r, &format!("{base}/order/{order_id}"));
         Ok(r)
+    }
+
+    /// The per-account order limit: counted in the store, so it holds across replicas.
+    async fn check_rate(&self, acct: &AcmeAccount) -> Result<(), AcmeError> {
+        let limit = self.cfg.orders_per_hour;
+        if limit == 0 {
+            return Ok(());
+        }
+        let t = now();
+        let (n, oldest) = self.store.orders_since(&acct.id, t - 3600).await?;
+        if n < i64::from(limit) {
+            return Ok(());
+        }
+        let mut e = AcmeError::new(
+            "rateLimited",
+            format!("this account created {n} orders in the last hour; the limit is {limit}"),
+        );
+        e.retry_after = Some(oldest.map_or(3600, |o| o + 3600 - t).max(1));
+        Err(e)
+    }
+
+    /// `replaces` (RFC 9773 §5) must name a certificate of this CA ordered by this account, and
+    /// one no valid order of the account has replaced already (`alreadyReplaced`).
+    async fn check_replaces(&self, acct: &AcmeAccount, certid: &str) -> Result<(), AcmeError> {
+        let cid = ari::CertId::parse(certid)?;
+        let rec = self.store.get(&cid.serial, now()).await?.ok_or_else(|| {
+            AcmeError::malformed(format!(
+                "replaces: no certificate of this CA has certID {certid}"
+            ))
+        })?;
+        if rec.requested_by.as_deref() != Some(&format!("acme:{}", acct.id)) {
+            return Err(AcmeError::unauthorized(
+                "replaces names a certificate this account did not order",
+            ));
+        }
+        for o in self.store.orders_of(&acct.id).await? {
+            let Some(o) = self.store.object_get(AcmeKind::Order, &o).await? else {
+                continue;
+            };
+            if o.status != "valid" {
+                continue;
+            }
+            let body: OrderBody = from_str(&o.body)?;
+            if body.replaces.as_deref() == Some(certid) {
+                return Err(AcmeError::new(
+                    "alreadyReplaced",
+                    format!("order {} already replaced this certificate", o.id),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// An object of this account (another account's is `unauthorized`, an unknown id
@@ -902,6 +1116,36 @@ impl Acme {
         Ok(r)
     }
 
+    /// renewalInfo (RFC 9773 §4): an unauthenticated GET of `renewal-info/<certID>` answers the
+    /// suggested renewal window of one of our certificates: two-thirds to five-sixths of its
+    /// life, or a window in the past when it is revoked or was signed by an intermediate the CA
+    /// no longer uses (the certID's key identifier is not the current intermediate's).
+    async fn renewal_info(&self, ca: &Ca, id: &str) -> Result<Resp, AcmeError> {
+        let cid = ari::CertId::parse(id)?;
+        let t = now();
+        let rec = ca.store().get(&cid.serial, t).await?.ok_or_else(|| {
+            AcmeError::malformed("no certificate of this CA has this certID")
+                .with_status(StatusCode::NOT_FOUND)
+        })?;
+        let why = if rec.status == mutual_store::Status::Revoked {
+            ari::Why::Revoked
+        } else if intermediate_ski(ca).is_some_and(|k| k != cid.aki) {
+            ari::Why::Rotated
+        } else {
+            ari::Why::Schedule
+        };
+        let (start, end, retry) = ari::window(rec.not_before, rec.not_after, why, t);
+        tracing::debug!(serial = %cid.serial, why = ?why, "ACME renewalInfo");
+        let mut r = json_resp(
+            StatusCode::OK,
+            &json!({ "suggestedWindow": { "start": rfc3339(start), "end": rfc3339(end) } }),
+        );
+        if let Ok(v) = retry.to_string().parse() {
+            r.headers_mut().insert("retry-after", v);
+        }
+        Ok(r)
+    }
+
     async fn certificate(&self, s: Signed, id: &str) -> Result<Resp, AcmeError> {
         let o = self.owned(AcmeKind::Order, &s, id).await?;
         let body: OrderBody = from_str(&o.body)?;
@@ -1008,6 +1252,30 @@ impl AcmeError {
     }
 }
 
+fn check_contacts(contacts: &[String]) -> Result<(), AcmeError> {
+    for c in contacts {
+        if !c.starts_with("mailto:") {
+            return Err(AcmeError::new(
+                "unsupportedContact",
+                format!("{c:?}: only mailto: contacts are supported"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The subject key identifier of the CA's current intermediate (the AKI of what it issues now).
+fn intermediate_ski(ca: &Ca) -> Option<Vec<u8>> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(ca.intermediate_pem().as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => Some(k.0.to_vec()),
+            _ => None,
+        })
+}
+
 fn method_not_allowed() -> AcmeError {
     AcmeError::malformed("method not allowed").with_status(StatusCode::METHOD_NOT_ALLOWED)
 }
@@ -1070,6 +1338,9 @@ fn order_json(base: &str, o: &AcmeObject, b: &OrderBody) -> Value {
     if let Some(e) = &b.error {
         v["error"] = e.clone();
     }
+    if let Some(r) = &b.replaces {
+        v["replaces"] = json!(r);
+    }
     v
 }
 
@@ -1090,12 +1361,16 @@ fn challenge_json(base: &str, authz: &str, c: &Challenge) -> Value {
 }
 
 fn authz_json(base: &str, a: &AcmeObject, b: &AuthzBody) -> Value {
-    json!({
+    let mut v = json!({
         "status": a.status,
         "expires": rfc3339(b.expires),
         "identifier": b.identifier,
         "challenges": b.challenges.iter().map(|c| challenge_json(base, &a.id, c)).collect::<Vec<_>>(),
-    })
+    });
+    if b.wildcard {
+        v["wildcard"] = json!(true);
+    }
+    v
 }
 
 #[cfg(test)]
@@ -1117,8 +1392,14 @@ mod tests {
             p.allows("dns", "badexample.test").unwrap_err().kind,
             "rejectedIdentifier"
         );
+        assert!(p.allows("dns", "*.example.test").is_ok());
+        assert!(p.allows("dns", "*.a.example.test").is_ok());
         assert_eq!(
-            p.allows("dns", "*.example.test").unwrap_err().kind,
+            p.allows("dns", "*.other.test").unwrap_err().kind,
+            "rejectedIdentifier"
+        );
+        assert_eq!(
+            p.allows("dns", "a.*.example.test").unwrap_err().kind,
             "rejectedIdentifier"
         );
         assert!(p.allows("ip", "127.1.2.3").is_ok());

@@ -11,6 +11,10 @@ pub struct AcmeError {
     pub kind: &'static str,
     pub status: StatusCode,
     pub detail: String,
+    /// A `Location` to send with the problem (keyChange's 409 names the account holding the key).
+    pub location: Option<String>,
+    /// Seconds for a `Retry-After` header (`rateLimited`).
+    pub retry_after: Option<i64>,
 }
 
 impl AcmeError {
@@ -19,6 +23,8 @@ impl AcmeError {
             kind,
             status: status_of(kind),
             detail: detail.into(),
+            location: None,
+            retry_after: None,
         }
     }
 
@@ -67,6 +73,7 @@ pub fn status_of(kind: &str) -> StatusCode {
         }
         "serverInternal" => StatusCode::INTERNAL_SERVER_ERROR,
         "rateLimited" => StatusCode::TOO_MANY_REQUESTS,
+        "alreadyReplaced" => StatusCode::CONFLICT,
         "accountDoesNotExist"
         | "badNonce"
         | "malformed"

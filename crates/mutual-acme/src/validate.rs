@@ -32,6 +32,9 @@ pub struct ValidationConfig {
     /// Attempts before a challenge is invalid (a name that is briefly unreachable gets another).
     pub attempts: u32,
     pub retry_delay: Duration,
+    /// The resolver dns-01 asks (`--acme-dns-resolver`); `None`: the first nameserver of
+    /// /etc/resolv.conf.
+    pub dns_resolver: Option<SocketAddr>,
 }
 
 impl Default for ValidationConfig {
@@ -44,6 +47,7 @@ impl Default for ValidationConfig {
             max_redirects: 10,
             attempts: 3,
             retry_delay: Duration::from_secs(1),
+            dns_resolver: None,
         }
     }
 }
@@ -103,6 +107,7 @@ impl ValidationConfig {
             let r = match challenge {
                 "http-01" => self.http01(target, token, key_authorization).await,
                 "tls-alpn-01" => self.tls_alpn01(target, key_authorization).await,
+                "dns-01" => self.dns01(target, key_authorization).await,
                 other => Err(AcmeError::malformed(format!("unknown challenge {other}"))),
             };
             match r {
@@ -117,6 +122,45 @@ impl ValidationConfig {
                 }
             }
         }
+    }
+
+    /// dns-01: a TXT record at `_acme-challenge.NAME` holding base64url(SHA-256(key
+    /// authorization)). No record yet is retried (propagation); other records are final.
+    async fn dns01(&self, t: &Target, key_authorization: &str) -> Result<(), AcmeError> {
+        if t.kind != "dns" {
+            return Err(AcmeError::malformed("dns-01 validates DNS names only"));
+        }
+        let resolver = match self.dns_resolver {
+            Some(r) => r,
+            None => std::fs::read_to_string("/etc/resolv.conf")
+                .ok()
+                .and_then(|t| crate::dns::system_resolver(&t))
+                .ok_or_else(|| {
+                    AcmeError::new("dns", "no resolver: /etc/resolv.conf names no nameserver")
+                })?,
+        };
+        let name = format!("_acme-challenge.{}", t.value);
+        let want = crate::jws::b64(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key_authorization.as_bytes())
+                .as_ref(),
+        );
+        let records = crate::dns::txt(resolver, &name, self.timeout).await?;
+        if records.iter().any(|r| r == want.as_bytes()) {
+            return Ok(());
+        }
+        if records.is_empty() {
+            return Err(AcmeError::new(
+                "dns",
+                format!("no TXT record at {name} (asked {resolver})"),
+            ));
+        }
+        Err(AcmeError::new(
+            "incorrectResponse",
+            format!(
+                "the {} TXT record(s) at {name} do not hold the key authorization's digest",
+                records.len()
+            ),
+        ))
     }
 
     /// http-01: GET http://NAME/.well-known/acme-challenge/TOKEN, following at most

@@ -113,6 +113,53 @@ pub trait AcmeStore {
         body: &str,
         now: i64,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Key rollover: replaces the account's key if it is still `old_thumbprint`; returns
+    /// whether it did. A key another account holds fails on the UNIQUE thumbprint.
+    fn account_rekey(
+        &self,
+        id: &str,
+        old_thumbprint: &str,
+        new_thumbprint: &str,
+        new_jwk: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The ids of an account's orders that are not `invalid`, oldest first.
+    fn orders_of(
+        &self,
+        account_id: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// How many orders `account_id` created since `since`, and when the oldest of them was
+    /// created (for Retry-After).
+    fn orders_since(
+        &self,
+        account_id: &str,
+        since: i64,
+    ) -> impl Future<Output = Result<(i64, Option<i64>), StoreError>> + Send;
+    /// Stores a new External Account Binding key.
+    fn eab_create(
+        &self,
+        kid: &str,
+        hmac_key: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The HMAC key of `kid` and the account it already bound, if any.
+    fn eab_get(
+        &self,
+        kid: &str,
+    ) -> impl Future<Output = Result<Option<(String, Option<String>)>, StoreError>> + Send;
+    /// Binds `kid` to `account_id` if it bound none yet; true exactly once per key.
+    fn eab_bind(
+        &self,
+        kid: &str,
+        account_id: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Removes expired nonces and orders/authorizations not touched since `before` that can
+    /// no longer be used (pending, ready or invalid); returns how many rows went.
+    fn acme_sweep(
+        &self,
+        now: i64,
+        before: i64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 fn account_from_row<R>(row: &R) -> Result<AcmeAccount, StoreError>
@@ -242,8 +289,8 @@ macro_rules! impl_acme {
             ) -> Result<(), StoreError> {
                 // The table name is one of two constants, never input.
                 let sql = format!(
-                    "INSERT INTO {} (id, account_id, status, body, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO {} (id, account_id, status, body, updated_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $5)",
                     kind.table()
                 );
                 sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -310,6 +357,138 @@ macro_rules! impl_acme {
                     .map_err(db("update ACME object"))?;
                 Ok(res.rows_affected() == 1)
             }
+
+            async fn account_rekey(
+                &self,
+                id: &str,
+                old_thumbprint: &str,
+                new_thumbprint: &str,
+                new_jwk: &str,
+            ) -> Result<bool, StoreError> {
+                let res = sqlx::query(
+                    "UPDATE acme_accounts SET thumbprint = $3, jwk = $4 \
+                     WHERE id = $1 AND thumbprint = $2",
+                )
+                .bind(id)
+                .bind(old_thumbprint)
+                .bind(new_thumbprint)
+                .bind(new_jwk)
+                .execute(&self.pool)
+                .await
+                .map_err(db("change ACME account key"))?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn orders_of(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+                let rows = sqlx::query(
+                    "SELECT id FROM acme_orders WHERE account_id = $1 AND status <> 'invalid' \
+                     ORDER BY updated_at, id",
+                )
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("list ACME orders"))?;
+                rows.iter()
+                    .map(|r| r.try_get("id").map_err(db("list ACME orders")))
+                    .collect()
+            }
+
+            async fn orders_since(
+                &self,
+                account_id: &str,
+                since: i64,
+            ) -> Result<(i64, Option<i64>), StoreError> {
+                let row = sqlx::query(
+                    "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM acme_orders \
+                     WHERE account_id = $1 AND created_at >= $2",
+                )
+                .bind(account_id)
+                .bind(since)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db("count ACME orders"))?;
+                Ok((
+                    row.try_get("n").map_err(db("count ACME orders"))?,
+                    row.try_get("oldest").map_err(db("count ACME orders"))?,
+                ))
+            }
+
+            async fn eab_create(
+                &self,
+                kid: &str,
+                hmac_key: &str,
+                now: i64,
+            ) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO acme_eab (kid, hmac_key, created_at) VALUES ($1, $2, $3)")
+                    .bind(kid)
+                    .bind(hmac_key)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("create ACME EAB key"))?;
+                Ok(())
+            }
+
+            async fn eab_get(
+                &self,
+                kid: &str,
+            ) -> Result<Option<(String, Option<String>)>, StoreError> {
+                let row = sqlx::query("SELECT hmac_key, account_id FROM acme_eab WHERE kid = $1")
+                    .bind(kid)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("read ACME EAB key"))?;
+                match row {
+                    None => Ok(None),
+                    Some(r) => Ok(Some((
+                        r.try_get("hmac_key").map_err(db("read ACME EAB key"))?,
+                        r.try_get("account_id").map_err(db("read ACME EAB key"))?,
+                    ))),
+                }
+            }
+
+            async fn eab_bind(
+                &self,
+                kid: &str,
+                account_id: &str,
+                now: i64,
+            ) -> Result<bool, StoreError> {
+                let res = sqlx::query(
+                    "UPDATE acme_eab SET account_id = $2, bound_at = $3 \
+                     WHERE kid = $1 AND account_id IS NULL",
+                )
+                .bind(kid)
+                .bind(account_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(db("bind ACME EAB key"))?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn acme_sweep(&self, now: i64, before: i64) -> Result<u64, StoreError> {
+                let mut n = sqlx::query("DELETE FROM acme_nonces WHERE expires <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("sweep ACME nonces"))?
+                    .rows_affected();
+                // Authorizations first: they name their order only inside the JSON body.
+                for table in ["acme_authzs", "acme_orders"] {
+                    // The table name is one of two constants, never input.
+                    let sql = format!(
+                        "DELETE FROM {table} WHERE updated_at < $1 \
+                         AND status IN ('pending', 'ready', 'invalid', 'deactivated')"
+                    );
+                    n += sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(before)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(db("sweep ACME orders"))?
+                        .rows_affected();
+                }
+                Ok(n)
+            }
         }
     };
 }
@@ -367,6 +546,149 @@ impl AcmeStore for Store {
     ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.object_transition(k, id, expected, status, body, now).await)
     }
+    async fn account_rekey(
+        &self,
+        id: &str,
+        old: &str,
+        new: &str,
+        jwk: &str,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.account_rekey(id, old, new, jwk).await)
+    }
+    async fn orders_of(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.orders_of(account_id).await)
+    }
+    async fn orders_since(
+        &self,
+        account_id: &str,
+        since: i64,
+    ) -> Result<(i64, Option<i64>), StoreError> {
+        dispatch!(self, s => s.orders_since(account_id, since).await)
+    }
+    async fn eab_create(&self, kid: &str, key: &str, now: i64) -> Result<(), StoreError> {
+        dispatch!(self, s => s.eab_create(kid, key, now).await)
+    }
+    async fn eab_get(&self, kid: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+        dispatch!(self, s => s.eab_get(kid).await)
+    }
+    async fn eab_bind(&self, kid: &str, account_id: &str, now: i64) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.eab_bind(kid, account_id, now).await)
+    }
+    async fn acme_sweep(&self, now: i64, before: i64) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.acme_sweep(now, before).await)
+    }
+}
+
+/// kid, hmac_key, created_at, account_id, bound_at.
+type EabRow = (String, String, i64, Option<String>, Option<i64>);
+
+/// `ca migrate`: copies the ACME accounts, orders, authorizations and EAB keys of an SQLite
+/// inventory into the PostgreSQL transaction of the copy (crates/mutual-store/src/copy.rs), and
+/// checks each table's row count inside that transaction. Nonces are not copied: they live an
+/// hour, and a client answered `badNonce` retries with a fresh one. A source from before the
+/// ACME migrations has nothing to copy.
+pub(crate) async fn copy_to_postgres(
+    src: &SqliteStore,
+    tx: &mut sqlx::PgConnection,
+) -> Result<(), StoreError> {
+    if !src.has_table("acme_accounts").await? {
+        return Ok(());
+    }
+    // Migration 0006 added created_at and the EAB table; before it, updated_at stands in.
+    let has_0006 = src.has_table("acme_eab").await?;
+    let accounts: Vec<(String, String, String, String, String, i64)> = sqlx::query_as(
+        "SELECT id, thumbprint, jwk, status, contact, created_at FROM acme_accounts ORDER BY id",
+    )
+    .fetch_all(&src.pool)
+    .await
+    .map_err(db("read source ACME accounts"))?;
+    for a in &accounts {
+        sqlx::query(
+            "INSERT INTO acme_accounts (id, thumbprint, jwk, status, contact, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&a.0)
+        .bind(&a.1)
+        .bind(&a.2)
+        .bind(&a.3)
+        .bind(&a.4)
+        .bind(a.5)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("copy ACME accounts"))?;
+    }
+    let mut counts = vec![("acme_accounts", accounts.len())];
+    for table in ["acme_orders", "acme_authzs"] {
+        let created = if has_0006 { "created_at" } else { "updated_at" };
+        // Both names are constants, never input.
+        let sql = format!(
+            "SELECT id, account_id, status, body, updated_at, {created} FROM {table} ORDER BY id"
+        );
+        let rows: Vec<(String, String, String, String, i64, i64)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&src.pool)
+                .await
+                .map_err(db("read source ACME orders"))?;
+        let insert = format!(
+            "INSERT INTO {table} (id, account_id, status, body, updated_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)"
+        );
+        for r in &rows {
+            sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+                .bind(&r.0)
+                .bind(&r.1)
+                .bind(&r.2)
+                .bind(&r.3)
+                .bind(r.4)
+                .bind(r.5)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("copy ACME orders"))?;
+        }
+        counts.push((table, rows.len()));
+    }
+    if has_0006 {
+        let keys: Vec<EabRow> = sqlx::query_as(
+            "SELECT kid, hmac_key, created_at, account_id, bound_at FROM acme_eab ORDER BY kid",
+        )
+        .fetch_all(&src.pool)
+        .await
+        .map_err(db("read source ACME EAB keys"))?;
+        for k in &keys {
+            sqlx::query(
+                "INSERT INTO acme_eab (kid, hmac_key, created_at, account_id, bound_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&k.0)
+            .bind(&k.1)
+            .bind(k.2)
+            .bind(&k.3)
+            .bind(k.4)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("copy ACME EAB keys"))?;
+        }
+        counts.push(("acme_eab", keys.len()));
+    }
+    for (table, n) in counts {
+        // The table name is one of four constants, never input.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM {table}"
+        )))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db("count copied ACME rows"))?;
+        let t: i64 = row.try_get("n").map_err(db("count copied ACME rows"))?;
+        let s = i64::try_from(n).unwrap_or(i64::MAX);
+        if s != t {
+            return Err(StoreError::CopyMismatch {
+                table,
+                source_rows: s,
+                target_rows: t,
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -423,5 +745,49 @@ mod tests {
             ("ready", "{\"x\":1}")
         );
         assert!(s.object_get(AcmeKind::Authz, "o1").await.unwrap().is_none());
+        assert_eq!(s.orders_of("a1").await.unwrap(), vec!["o1".to_string()]);
+        assert_eq!(s.orders_since("a1", 1).await.unwrap(), (1, Some(1)));
+        assert_eq!(s.orders_since("a1", 2).await.unwrap(), (0, None));
+
+        // Key rollover is conditional on the old key; a key another account holds fails.
+        assert!(s.account_rekey("a1", "t", "t2", "{}").await.unwrap());
+        assert!(!s.account_rekey("a1", "t", "t3", "{}").await.unwrap());
+        let b = AcmeAccount {
+            id: "b1".into(),
+            thumbprint: "tb".into(),
+            ..a.clone()
+        };
+        s.account_create(&b).await.unwrap();
+        assert!(s.account_rekey("b1", "tb", "t2", "{}").await.is_err());
+
+        // An EAB key binds one account, once.
+        s.eab_create("k1", "secret", 1).await.unwrap();
+        assert_eq!(
+            s.eab_get("k1").await.unwrap(),
+            Some(("secret".into(), None))
+        );
+        assert!(s.eab_bind("k1", "a1", 2).await.unwrap());
+        assert!(!s.eab_bind("k1", "b1", 3).await.unwrap());
+        assert_eq!(
+            s.eab_get("k1").await.unwrap(),
+            Some(("secret".into(), Some("a1".into())))
+        );
+        assert!(s.eab_get("nope").await.unwrap().is_none());
+
+        // The sweep removes expired nonces and stale unfinished orders, not issued ones.
+        s.nonce_put("old", 5).await.unwrap();
+        let done = AcmeObject {
+            id: "o2".into(),
+            status: "valid".into(),
+            ..o.clone()
+        };
+        s.object_insert(AcmeKind::Order, &done, 1).await.unwrap();
+        assert_eq!(
+            s.acme_sweep(50, 10).await.unwrap(),
+            3,
+            "nonces n2, old + order o1"
+        );
+        assert!(s.object_get(AcmeKind::Order, "o1").await.unwrap().is_none());
+        assert!(s.object_get(AcmeKind::Order, "o2").await.unwrap().is_some());
     }
 }

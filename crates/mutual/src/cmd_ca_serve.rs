@@ -58,34 +58,10 @@ pub struct ServeArgs {
     /// How long a stop waits for in-flight requests.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub drain_timeout: Duration,
-    /// Serve ACME (RFC 8555, docs/acme.md) at https://HOST:PORT/acme/directory. Needs at least
-    /// one --acme-allow-dns or --acme-allow-ip: by default ACME certifies nothing.
-    #[arg(long)]
-    pub acme: bool,
-    /// DNS suffix ACME may certify: the name itself and its subdomains (repeatable).
-    #[arg(long = "acme-allow-dns", value_name = "SUFFIX", requires = "acme")]
-    pub acme_allow_dns: Vec<String>,
-    /// IP range ACME may certify, CIDR or one address (repeatable).
-    #[arg(long = "acme-allow-ip", value_name = "CIDR", requires = "acme", value_parser = mutual_acme::parse_cidr)]
-    pub acme_allow_ip: Vec<(std::net::IpAddr, u8)>,
-    /// Lifetime of certificates issued by ACME.
-    #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
-    pub acme_ttl: Duration,
-    /// Usage of certificates issued by ACME: server, or both (server and client auth).
-    #[arg(long, default_value = "server", value_parser = ["server", "both"])]
-    pub acme_usage: String,
-    /// Port the CA connects to for http-01 validation.
-    #[arg(long, default_value_t = 80, value_name = "PORT")]
-    pub acme_http_port: u16,
-    /// Port the CA connects to for tls-alpn-01 validation.
-    #[arg(long, default_value_t = 443, value_name = "PORT")]
-    pub acme_tls_port: u16,
-    /// Resolve NAME to IP for validation instead of DNS (like curl --resolve; repeatable).
-    #[arg(long = "acme-resolve", value_name = "NAME=IP", value_parser = parse_resolve)]
-    pub acme_resolve: Vec<(String, std::net::IpAddr)>,
-    /// Validation attempts before a challenge is invalid.
-    #[arg(long, default_value_t = 3, value_name = "N")]
-    pub acme_attempts: u32,
+    // The ACME front door (docs/acme.md); the CA config's `[acme]` section gives the same
+    // settings, a flag wins over it.
+    #[command(flatten)]
+    pub acme: crate::cmd_acme::AcmeArgs,
     /// Log format on stderr: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -93,53 +69,6 @@ pub struct ServeArgs {
 
 fn parse_san(s: &str) -> Result<San, String> {
     s.parse().map_err(|e: mutual_pki::PkiError| e.to_string())
-}
-
-fn parse_resolve(s: &str) -> Result<(String, std::net::IpAddr), String> {
-    let (n, ip) = s
-        .split_once('=')
-        .ok_or_else(|| format!("{s:?}: expected NAME=IP"))?;
-    let ip = ip
-        .parse()
-        .map_err(|_| format!("{ip:?} is not an IP address"))?;
-    Ok((n.trim().to_ascii_lowercase(), ip))
-}
-
-/// The ACME configuration from the flags; `--acme` without anything to certify is a usage error.
-fn acme_config(a: &ServeArgs) -> anyhow::Result<Option<mutual_acme::AcmeConfig>> {
-    if !a.acme {
-        return Ok(None);
-    }
-    if a.acme_allow_dns.is_empty() && a.acme_allow_ip.is_empty() {
-        anyhow::bail!(
-            "--acme needs at least one --acme-allow-dns SUFFIX or --acme-allow-ip CIDR: \
-             by default ACME certifies nothing"
-        );
-    }
-    let validation = mutual_acme::ValidationConfig {
-        http_port: a.acme_http_port,
-        tls_port: a.acme_tls_port,
-        resolve: a.acme_resolve.iter().cloned().collect(),
-        attempts: a.acme_attempts.max(1),
-        ..Default::default()
-    };
-    Ok(Some(mutual_acme::AcmeConfig {
-        policy: mutual_acme::AcmePolicy {
-            dns_suffixes: a
-                .acme_allow_dns
-                .iter()
-                .map(|s| s.trim_start_matches('.').to_ascii_lowercase())
-                .collect(),
-            ip_ranges: a.acme_allow_ip.clone(),
-            usage: if a.acme_usage == "both" {
-                mutual_pki::Usage::Both
-            } else {
-                mutual_pki::Usage::Server
-            },
-            ttl: a.acme_ttl,
-        },
-        validation,
-    }))
 }
 
 fn parse_rate(s: &str) -> Result<RateSpec, String> {
@@ -164,7 +93,7 @@ async fn termination_signal(signals: Option<mutual_proxy::shutdown::TerminationS
 pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&a.log_format);
     let dir = a.dir.resolve()?;
-    let acme = acme_config(&a)?;
+    let acme = crate::cmd_acme::serve_config(&a.acme, &dir)?;
     let password = a.password.get(false)?;
     let rt = server_runtime(Some(2))?;
     rt.block_on(async move {

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod ca_args;
+mod cmd_acme;
 mod cmd_ca;
 mod cmd_ca_serve;
 mod cmd_cert;
@@ -66,6 +67,9 @@ enum Command {
     Enroll(Box<cmd_enroll::EnrollCmdArgs>),
     /// Renew a certificate from the online CA over mTLS, once or as a daemon.
     Renew(Box<cmd_enroll::RenewArgs>),
+    /// Operate the ACME front door of `mutual ca serve --acme` (External Account Binding keys).
+    #[command(subcommand)]
+    Acme(cmd_acme::AcmeCommand),
     /// One-time enrollment tokens for the online CA (`mutual ca serve`).
     #[command(subcommand)]
     Token(cmd_token::TokenCommand),
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Command::Enroll(a) => cmd_enroll::run_enroll(*a),
         Command::Renew(a) => cmd_enroll::run_renew(*a),
         Command::Token(c) => cmd_token::run(c),
+        Command::Acme(c) => cmd_acme::run(c),
         Command::Completions(a) => cmd_docs::run_completions(a),
         Command::Man(a) => cmd_docs::run_man(a),
     };

@@ -36,7 +36,14 @@ fn venv() -> PathBuf {
                 .success();
             assert!(ok, "python3 -m venv failed");
             let ok = Command::new(v.join("bin/pip"))
-                .args(["install", "-q", "certbot", "cryptography", "requests"])
+                .args([
+                    "install",
+                    "-q",
+                    "certbot",
+                    "cryptography",
+                    "requests",
+                    "dnslib",
+                ])
                 .status()
                 .unwrap()
                 .success();
@@ -59,29 +66,36 @@ struct AcmeCa {
 
 impl AcmeCa {
     fn start() -> AcmeCa {
-        let ca = TestCa::new(&[]);
-        let log = ca.tmp.path().join("server.log");
-        let (port, http_port, tls_port) = (free_port(), free_port(), free_port());
-        let listen = format!("127.0.0.1:{port}");
-        let mut c = mutual_cmd(Some(PW), &["ca", "serve", "--listen", &listen]);
-        c.args(["--dir", ca.d(), "--rate-limit", "off", "--acme"])
-            .args(["--acme-allow-dns", "example.test"])
-            .args(["--acme-http-port", &http_port.to_string()])
-            .args(["--acme-tls-port", &tls_port.to_string()])
-            .args(["--acme-attempts", "1"]);
-        for n in ["a", "b", "c", "d", "e"] {
-            c.args(["--acme-resolve", &format!("{n}.example.test=127.0.0.1")]);
+        AcmeCa::start_with(&[])
+    }
+
+    /// A CA serving ACME with `extra` flags after the usual ones.
+    fn start_with(extra: &[&str]) -> AcmeCa {
+        let (http_port, tls_port) = (free_port(), free_port());
+        let mut args: Vec<String> = ["--acme", "--acme-allow-dns", "example.test"]
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        args.extend(["--acme-http-port".into(), http_port.to_string()]);
+        args.extend(["--acme-tls-port".into(), tls_port.to_string()]);
+        args.extend(["--acme-attempts".into(), "1".into()]);
+        for n in ["a", "b", "c", "d", "e", "f", "g"] {
+            args.extend([
+                "--acme-resolve".into(),
+                format!("{n}.example.test=127.0.0.1"),
+            ]);
         }
-        c.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let child = ChildGuard(c.spawn().unwrap());
-        let addr: SocketAddr = listen.parse().unwrap();
-        assert!(
-            wait_for_port(addr, Duration::from_secs(30)),
-            "server did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        args.extend(extra.iter().map(ToString::to_string));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        AcmeCa::spawn(TestCa::new(&[]), &args, http_port, tls_port)
+    }
+
+    /// `ca serve` of `ca` with `args` (the ACME settings, as flags or none when the CA config
+    /// has an [acme] section).
+    fn spawn(ca: TestCa, args: &[&str], http_port: u16, tls_port: u16) -> AcmeCa {
+        let log = ca.tmp.path().join("server.log");
+        let port = free_port();
+        let child = AcmeCa::serve(&ca, port, args, &log);
         AcmeCa {
             ca,
             port,
@@ -90,6 +104,42 @@ impl AcmeCa {
             _child: child,
             log,
         }
+    }
+
+    fn serve(ca: &TestCa, port: u16, args: &[&str], log: &Path) -> ChildGuard {
+        let listen = format!("127.0.0.1:{port}");
+        let mut c = mutual_cmd(Some(PW), &["ca", "serve", "--listen", &listen]);
+        c.args(["--dir", ca.d(), "--rate-limit", "off"]).args(args);
+        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        );
+        let child = ChildGuard(c.spawn().unwrap());
+        let addr: SocketAddr = listen.parse().unwrap();
+        assert!(
+            wait_for_port(addr, Duration::from_secs(30)),
+            "server did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        child
+    }
+
+    /// Stops the server (its guard kills and reaps it).
+    fn stop(&mut self) {
+        let old = std::mem::replace(
+            &mut self._child,
+            ChildGuard(Command::new("true").spawn().unwrap()),
+        );
+        drop(old);
+    }
+
+    /// Stops the server and starts it again on the same port with `args`.
+    fn restart(&mut self, args: &[&str]) {
+        self.stop();
+        self._child = AcmeCa::serve(&self.ca, self.port, args, &self.log);
     }
 
     fn directory(&self) -> String {
@@ -101,10 +151,15 @@ impl AcmeCa {
     }
 
     fn certbot(&self, args: &[&str]) -> Out {
+        self.certbot_env(args, &[])
+    }
+
+    fn certbot_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
         let dir = self.ca.tmp.path().join("certbot");
         let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
         let o = Command::new(venv().join("bin/certbot"))
             .args(args)
+            .envs(env.iter().copied())
             .args(["--config-dir", &d("conf"), "--work-dir", &d("work")])
             .args(["--logs-dir", &d("logs"), "--non-interactive"])
             .env("REQUESTS_CA_BUNDLE", self.ca.root())
@@ -387,4 +442,553 @@ fn acme_without_an_allowed_identifier_is_a_usage_error() {
         "--acme",
     ])
     .fails_with("--acme needs at least one --acme-allow-dns");
+}
+
+/// Runs one of the Python clients in tests/acme/ against the CA and returns its JSON verdicts.
+fn python_client(srv: &AcmeCa, script: &str, args: &[&str]) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/acme")
+        .join(script);
+    let o = Command::new(venv().join("bin/python"))
+        .arg(&script)
+        .arg(srv.directory())
+        .arg(srv.http_port.to_string())
+        .args(args)
+        .env("REQUESTS_CA_BUNDLE", srv.ca.root())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{script:?}: {stdout}\n{}\nCA log:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        srv.log_text()
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+/// ES384 and EdDSA account keys end to end, contact update, the orders list, keyChange, revokeCert
+/// signed by the certificate's key, ARI renewalInfo before and after that revocation, `replaces`,
+/// and account deactivation, each refusal with its exact ACME error type (tests/acme/lifecycle.py,
+/// an independent client on Python `cryptography`).
+#[test]
+fn account_lifecycle_key_change_revoke_by_certificate_key_and_renewal_info() {
+    let srv = AcmeCa::start();
+    let got = python_client(&srv, "lifecycle.py", &["f.example.test", "g.example.test"]);
+    let want = serde_json::json!({
+        "es384": "valid",
+        "eddsa": "valid",
+        "contact_update": ["mailto:new@example.test"],
+        "contact_tel": "unsupportedContact",
+        "orders_list": true,
+        "orders_of_another": "unauthorized",
+        "ari_window": true,
+        "ari_unknown": "404:malformed",
+        "ari_malformed": "malformed",
+        "replaces_foreign": "unauthorized",
+        "replaces_own": true,
+        "ari_other_issuer": true,
+        "replaced_twice": "409:alreadyReplaced",
+        "key_change_in_use": "malformed",
+        "key_change_in_use_location": true,
+        "key_change_wrong_old_key": "unauthorized",
+        "key_change": 200,
+        "old_key_after_change": "unauthorized",
+        "new_key_after_change": "valid",
+        "lookup_by_new_key": true,
+        "revoke_by_other_key": "unauthorized",
+        "revoke_by_cert_key": 200,
+        "revoke_again": "alreadyRevoked",
+        "ari_after_revoke": true,
+        "deactivate": "deactivated",
+        "after_deactivation": "unauthorized",
+    });
+    assert_eq!(got, want);
+    // The revocation signed by the certificate's key is in the CRL.
+    let g = srv
+        .ca
+        .inventory()
+        .into_iter()
+        .find(|r| r["sans"].to_string().contains("g.example.test"))
+        .unwrap();
+    assert_eq!(g["status"], "revoked", "{g}");
+    let serial = g["serial"].as_str().unwrap().to_uppercase();
+    let crl = srv.crl_text();
+    assert!(
+        crl.contains(serial.trim_start_matches('0')),
+        "{serial} not in the CRL:\n{crl}"
+    );
+}
+
+/// `--acme-require-eab`: the directory says so, an account without a binding is
+/// `externalAccountRequired`, a wrong MAC, an unknown key id or a binding of another key are
+/// `unauthorized`, a key binds one account only; certbot with `--eab-kid/--eab-hmac-key` gets a
+/// certificate.
+#[test]
+fn external_account_binding_is_required_and_binds_one_account() {
+    let srv = AcmeCa::start_with(&["--acme-require-eab"]);
+    let eab = || -> (String, String) {
+        let o = mutual(&["acme", "eab", "create", "--dir", srv.ca.d(), "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        (
+            v["kid"].as_str().unwrap().to_string(),
+            v["hmac_key"].as_str().unwrap().to_string(),
+        )
+    };
+    let (kid, key) = eab();
+    let got = python_client(&srv, "lifecycle.py", &["--eab", &kid, &key]);
+    let want = serde_json::json!({
+        "directory_says_required": true,
+        "no_binding": "externalAccountRequired",
+        "wrong_mac": "unauthorized",
+        "unknown_kid": "unauthorized",
+        "binding_of_another_key": "unauthorized",
+        "bound": 201,
+        "kid_used_twice": "unauthorized",
+        "existing_account": 200,
+    });
+    assert_eq!(got, want);
+    // The HMAC key is in no log line.
+    assert!(!srv.log_text().contains(&key));
+
+    // certbot without a binding is refused; with a fresh key it registers and obtains.
+    let port = srv.http_port.to_string();
+    let dir = srv.directory();
+    let base = [
+        "certonly",
+        "--server",
+        &dir,
+        "--standalone",
+        "--http-01-port",
+        &port,
+        "--agree-tos",
+        "--register-unsafely-without-email",
+        "-d",
+        "a.example.test",
+    ];
+    let o = srv.certbot(&base);
+    assert_ne!(o.code, 0, "certbot without EAB: {}\n{}", o.stdout, o.stderr);
+    let (kid, key) = eab();
+    let mut args = base.to_vec();
+    args.extend_from_slice(&["--eab-kid", &kid, "--eab-hmac-key", &key]);
+    let o = srv.certbot(&args);
+    assert_eq!(
+        o.code,
+        0,
+        "certbot with EAB: {}\n{}\nCA log:\n{}",
+        o.stdout,
+        o.stderr,
+        srv.log_text()
+    );
+    let live = srv.ca.tmp.path().join("certbot/conf/live/a.example.test");
+    srv.ca
+        .openssl_verify(&live.join("cert.pem"), "sslserver")
+        .ok();
+}
+
+/// ARI with certbot 5.x, whose `renew` asks renewalInfo (RFC 9773): a fresh certificate is not
+/// renewed (the window is two-thirds into its life), a revoked one is renewed at the next
+/// `certbot renew` (the window moved into the past). certbot's own fallback (OCSP, half the
+/// lifetime) would renew neither: our certificates name no OCSP responder, and they are minutes
+/// old.
+#[test]
+fn certbot_renews_when_renewal_info_says_so_after_a_revocation() {
+    let srv = AcmeCa::start();
+    let port = srv.http_port.to_string();
+    let dir = srv.directory();
+    for name in ["a.example.test", "b.example.test"] {
+        let o = srv.certbot(&[
+            "certonly",
+            "--server",
+            &dir,
+            "--standalone",
+            "--http-01-port",
+            &port,
+            "--agree-tos",
+            "--register-unsafely-without-email",
+            "-d",
+            name,
+        ]);
+        assert_eq!(o.code, 0, "certbot {name}: {}\n{}", o.stdout, o.stderr);
+    }
+    let conf = srv.ca.tmp.path().join("certbot/conf");
+    let cert = |name: &str| conf.join("live").join(name).join("cert.pem");
+    let renew = |name: &str| {
+        let o = srv.certbot(&[
+            "renew",
+            "--cert-name",
+            name,
+            "--no-random-sleep-on-renew",
+            "--standalone",
+            "--http-01-port",
+            &port,
+        ]);
+        assert_eq!(o.code, 0, "renew {name}: {}\n{}", o.stdout, o.stderr);
+    };
+    let (a0, b0) = (
+        serial_of(&cert("a.example.test")),
+        serial_of(&cert("b.example.test")),
+    );
+    renew("a.example.test");
+    assert_eq!(
+        serial_of(&cert("a.example.test")),
+        a0,
+        "renewed before the window"
+    );
+    // certbot did ask: it keeps the Retry-After of our answer in the lineage's config.
+    let renewal_conf = std::fs::read_to_string(conf.join("renewal/a.example.test.conf")).unwrap();
+    assert!(renewal_conf.contains("ari_retry_after"), "{renewal_conf}");
+    assert!(
+        srv.log_text().contains("/acme/renewal-info/"),
+        "{}",
+        srv.log_text()
+    );
+
+    // Revoked outside ACME (the operator's CLI): the next renew replaces it.
+    mutual(&[
+        "cert",
+        "revoke",
+        "--dir",
+        srv.ca.d(),
+        &b0,
+        "--reason",
+        "key-compromise",
+    ])
+    .ok();
+    renew("b.example.test");
+    let b1 = serial_of(&cert("b.example.test"));
+    assert_ne!(b1, b0, "a revoked certificate was not renewed");
+    srv.ca
+        .openssl_verify(&cert("b.example.test"), "sslserver")
+        .ok();
+}
+
+/// dns-01 (`--acme-dns-resolver`): certbot's manual hook publishes the TXT record in a real DNS
+/// server on 127.0.0.1 (PyPI dnslib, tests/acme/dns_server.py), the CA asks that server for
+/// `_acme-challenge.NAME` and issues, a wildcard `*.NAME` too (proven on NAME); a spoiled TXT
+/// value fails with `incorrectResponse`.
+#[test]
+fn certbot_obtains_by_dns01_through_a_real_dns_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let zone = tmp.path().join("zone");
+    std::fs::create_dir(&zone).unwrap();
+    let port_file = tmp.path().join("dns.port");
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/acme");
+    if Command::new(venv().join("bin/python"))
+        .args(["-c", "import dnslib"])
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        let ok = Command::new(venv().join("bin/pip"))
+            .args(["install", "-q", "dnslib"])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "pip install dnslib failed");
+    }
+    let _dns = ChildGuard(
+        Command::new(venv().join("bin/python"))
+            .arg(here.join("dns_server.py"))
+            .arg(&zone)
+            .arg(&port_file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = String::new();
+    for _ in 0..300 {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            port = p;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!port.is_empty(), "the DNS server did not start");
+    let resolver = format!("127.0.0.1:{}", port.trim());
+    let srv = AcmeCa::start_with(&["--acme-dns-resolver", &resolver]);
+    let dir = srv.directory();
+    let hook = here.join("dns_hook.sh");
+    let zone_s = zone.to_string_lossy().into_owned();
+    let obtain = |name: &str, prefix: &str| {
+        srv.certbot_env(
+            &[
+                "certonly",
+                "--server",
+                &dir,
+                "--manual",
+                "--preferred-challenges",
+                "dns",
+                "--manual-auth-hook",
+                s(&hook),
+                "--agree-tos",
+                "--register-unsafely-without-email",
+                "-d",
+                name,
+            ],
+            &[("DNS_DIR", &zone_s), ("DNS_VALUE_PREFIX", prefix)],
+        )
+    };
+    let o = obtain("e.example.test", "");
+    assert_eq!(
+        o.code,
+        0,
+        "certbot dns-01: {}\n{}\nCA log:\n{}",
+        o.stdout,
+        o.stderr,
+        srv.log_text()
+    );
+    let cert = srv
+        .ca
+        .tmp
+        .path()
+        .join("certbot/conf/live/e.example.test/cert.pem");
+    srv.ca.openssl_verify(&cert, "sslserver").ok();
+    assert!(srv.log_text().contains("dns-01"), "{}", srv.log_text());
+
+    // A wildcard is validated by dns-01 on its base name (certbot's hook gets g.example.test).
+    let o = obtain("*.g.example.test", "");
+    assert_eq!(o.code, 0, "certbot wildcard: {}\n{}", o.stdout, o.stderr);
+    let live = srv
+        .ca
+        .tmp
+        .path()
+        .join("certbot/conf/live/g.example.test/cert.pem");
+    srv.ca.openssl_verify(&live, "sslserver").ok();
+    let text = openssl(&["x509", "-in", s(&live), "-noout", "-ext", "subjectAltName"])
+        .ok()
+        .stdout;
+    assert!(text.contains("DNS:*.g.example.test"), "{text}");
+
+    let o = obtain("f.example.test", "spoiled");
+    assert_ne!(o.code, 0, "a wrong TXT value was accepted");
+    assert!(
+        o.text().contains("incorrectResponse"),
+        "{}\n{}",
+        o.stdout,
+        o.stderr
+    );
+}
+
+/// `--acme-orders-per-hour`: beyond the limit newOrder is `rateLimited` (429) with a Retry-After
+/// within the hour; another account is not affected.
+#[test]
+fn orders_beyond_the_hourly_limit_are_rate_limited() {
+    let srv = AcmeCa::start_with(&["--acme-orders-per-hour", "3"]);
+    let got = python_client(&srv, "lifecycle.py", &["--rate", "3", "a.example.test"]);
+    let want = serde_json::json!({
+        "within_limit": [201, 201, 201],
+        "beyond_limit": "rateLimited",
+        "status": 429,
+        "retry_after_within_the_hour": true,
+        "other_account": 201,
+    });
+    assert_eq!(got, want);
+}
+
+/// The CA config's `[acme]` section is equal to the flags: a CA whose mutual-ca.toml enables ACME
+/// (allowed names, validation ports and overrides, EAB, the order limit) serves it without any
+/// --acme flag, with the section's order limit; an unknown key is a usage error.
+#[test]
+fn acme_section_of_the_ca_config_equals_the_flags() {
+    let ca = TestCa::new(&[]);
+    let (http_port, tls_port) = (free_port(), free_port());
+    let config = Path::new(ca.d()).join("mutual-ca.toml");
+    let base = std::fs::read_to_string(&config).unwrap();
+    let section = format!(
+        "\n[acme]\nenabled = true\nallow_dns = [\"example.test\"]\nhttp_port = {http_port}\n\
+         tls_port = {tls_port}\nattempts = 1\nresolve = [\"a.example.test=127.0.0.1\"]\n\
+         orders_per_hour = 2\nrequire_eab = false\n"
+    );
+    std::fs::write(&config, format!("{base}{section}")).unwrap();
+    // A typo in the section is refused with its name.
+    std::fs::write(&config, format!("{base}{section}allow_dsn = [\"x\"]\n")).unwrap();
+    mutual_pw(
+        Some(PW),
+        &["ca", "serve", "--dir", ca.d(), "--listen", "127.0.0.1:0"],
+    )
+    .fails_with("allow_dsn");
+    std::fs::write(&config, format!("{base}{section}")).unwrap();
+    // ACME settings without ACME are a usage error too.
+    let plain = TestCa::new(&[]);
+    mutual_pw(
+        Some(PW),
+        &[
+            "ca",
+            "serve",
+            "--dir",
+            plain.d(),
+            "--listen",
+            "127.0.0.1:0",
+            "--acme-require-eab",
+        ],
+    )
+    .fails_with("need --acme");
+
+    let srv = AcmeCa::spawn(ca, &[], http_port, tls_port);
+    let got = python_client(&srv, "lifecycle.py", &["--rate", "2", "a.example.test"]);
+    assert_eq!(got["within_limit"], serde_json::json!([201, 201]), "{got}");
+    assert_eq!(got["beyond_limit"], "rateLimited", "{got}");
+    drop(srv);
+}
+
+/// Two `ca serve --acme` replicas on one PostgreSQL store, an ACME client whose every request goes
+/// to the other replica (tests/acme/replicas.py): account, order, authorization, validation and
+/// finalize complete across them, and a nonce spent at one replica is `badNonce` at the other.
+/// Without a PostgreSQL server (and without `$MUTUAL_REQUIRE_POSTGRES`) it prints "skipped".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_postgres_store_serve_alternating_requests() {
+    let Some(pg) = mutual_store::testing::PgTestDb::create().await else {
+        return;
+    };
+    let url = pg.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let ca = TestCa::new(&["--store", &url]);
+        let http_port = free_port();
+        let mut replicas = Vec::new();
+        for i in 0..2 {
+            // Each replica has its own copy of the CA directory, as on its own host.
+            let dir = ca.tmp.path().join(format!("replica{i}"));
+            let ok = Command::new("cp")
+                .args(["-a", ca.d(), s(&dir)])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            let port = free_port();
+            let listen = format!("127.0.0.1:{port}");
+            let log = ca.tmp.path().join(format!("replica{i}.log"));
+            let mut c = mutual_cmd(Some(PW), &["ca", "serve", "--listen", &listen]);
+            c.args(["--dir", s(&dir), "--rate-limit", "off", "--acme"])
+                .args(["--acme-allow-dns", "example.test"])
+                .args(["--acme-http-port", &http_port.to_string()])
+                .args(["--acme-resolve", "a.example.test=127.0.0.1"])
+                .args(["--acme-attempts", "1"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap());
+            let child = ChildGuard(c.spawn().unwrap());
+            assert!(
+                wait_for_port(listen.parse().unwrap(), Duration::from_secs(60)),
+                "replica {i} did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            replicas.push((child, port, log));
+        }
+        let dirs: Vec<String> = replicas
+            .iter()
+            .map(|(_, port, _)| format!("https://127.0.0.1:{port}/acme/directory"))
+            .collect();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/acme/replicas.py");
+        let o = Command::new(venv().join("bin/python"))
+            .arg(&script)
+            .args(&dirs)
+            .arg(http_port.to_string())
+            .arg("a.example.test")
+            .env("REQUESTS_CA_BUNDLE", ca.root())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let logs: String = replicas
+            .iter()
+            .map(|(_, _, l)| std::fs::read_to_string(l).unwrap_or_default())
+            .collect();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "replicas.py: {stdout}\n{}\nlogs:\n{logs}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let mut got: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert!(got["requests"].as_u64().unwrap() >= 8, "{got}");
+        got.as_object_mut().unwrap().remove("requests");
+        assert_eq!(
+            got,
+            serde_json::json!({
+                "nonce_replayed_at_the_other_replica": "badNonce",
+                "order_ready": "ready",
+                "order": "valid",
+                "chain_certificates": 2,
+                "both_replicas_served": true,
+            })
+        );
+        drop(replicas);
+    })
+    .await
+    .unwrap();
+    pg.drop_db().await;
+}
+
+/// `ca migrate` to PostgreSQL copies the ACME accounts, orders and EAB keys: certbot's account
+/// made on the SQLite CA renews against the migrated CA without registering again, and an EAB
+/// key made before the migration binds an account after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_migrate_copies_the_acme_accounts_orders_and_eab_keys() {
+    let Some(pg) = mutual_store::testing::PgTestDb::create().await else {
+        return;
+    };
+    let url = pg.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let (http_port, tls_port) = (free_port(), free_port());
+        let hp = http_port.to_string();
+        let flags = [
+            "--acme",
+            "--acme-allow-dns",
+            "example.test",
+            "--acme-http-port",
+            &hp,
+            "--acme-resolve",
+            "a.example.test=127.0.0.1",
+            "--acme-attempts",
+            "1",
+        ];
+        let mut srv = AcmeCa::spawn(TestCa::new(&[]), &flags, http_port, tls_port);
+        let dir = srv.directory();
+        let o = srv.certbot(&[
+            "certonly",
+            "--server",
+            &dir,
+            "--standalone",
+            "--http-01-port",
+            &hp,
+            "--agree-tos",
+            "--register-unsafely-without-email",
+            "-d",
+            "a.example.test",
+        ]);
+        assert_eq!(o.code, 0, "certbot: {}\n{}", o.stdout, o.stderr);
+        let o = mutual(&["acme", "eab", "create", "--dir", srv.ca.d(), "--json"]).ok();
+        let eab: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+
+        // Stop, migrate, serve from PostgreSQL on the same port.
+        srv.stop();
+        mutual(&["ca", "migrate", "--dir", srv.ca.d(), "--to", &url, "--json"]).ok();
+        let mut with_eab = flags.to_vec();
+        with_eab.push("--acme-require-eab");
+        srv.restart(&with_eab);
+
+        let o = srv.certbot(&["renew", "--force-renewal", "--no-random-sleep-on-renew"]);
+        assert_eq!(
+            o.code,
+            0,
+            "renew after migrate: {}\n{}\nCA log:\n{}",
+            o.stdout,
+            o.stderr,
+            srv.log_text()
+        );
+        let got = python_client(
+            &srv,
+            "lifecycle.py",
+            &[
+                "--eab",
+                eab["kid"].as_str().unwrap(),
+                eab["hmac_key"].as_str().unwrap(),
+            ],
+        );
+        assert_eq!(got["bound"], 201, "{got}");
+    })
+    .await
+    .unwrap();
+    pg.drop_db().await;
 }

@@ -1,0 +1,237 @@
+//! `mutual acme ...`: operator commands for the ACME front door of `mutual ca serve --acme`
+//! (docs/acme.md). For now External Account Binding keys: the operator makes one per client (or
+//! team), hands over the key id and HMAC key, and `ca serve --acme-require-eab` admits only
+//! accounts bound with such a key (RFC 8555 §7.3.4).
+use std::process::ExitCode;
+
+use mutual_store::AcmeStore;
+
+use crate::ca_args::DirArg;
+use crate::runtime::runtime;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AcmeCommand {
+    /// External Account Binding keys for `ca serve --acme-require-eab`.
+    #[command(subcommand)]
+    Eab(EabCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum EabCommand {
+    /// Make a key id and HMAC key, store them in the CA's inventory, print them once.
+    ///
+    /// The HMAC key is shown only here: give it to the ACME client's operator (certbot
+    /// --eab-kid KID --eab-hmac-key KEY; lego --eab --kid KID --hmac KEY). Each key binds exactly
+    /// one ACME account, at that account's creation.
+    Create(EabCreateArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EabCreateArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Print {"kid", "hmac_key"} as JSON instead of two KEY=VALUE lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: AcmeCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AcmeCommand::Eab(EabCommand::Create(a)) => eab_create(a),
+    }
+}
+
+fn eab_create(a: EabCreateArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.dir.resolve()?;
+    let (kid, key) = mutual_acme::eab::new_key();
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = mutual_pki::ca::open_store(&dir).await?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        store.eab_create(&kid, &key, now).await?;
+        anyhow::Ok(())
+    })?;
+    if a.json {
+        let v = serde_json::json!({ "kid": kid, "hmac_key": key });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("kid={kid}\nhmac_key={key}");
+    }
+    eprintln!("the HMAC key is shown only now; it binds one ACME account");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `ca serve` flags of the ACME front door. Each has the same key in the CA config's
+/// `[acme]` section (`mutual-ca.toml`, docs/acme.md); a flag given wins over the file, lists
+/// given as flags replace the file's.
+#[derive(clap::Args, Debug, Default)]
+pub struct AcmeArgs {
+    /// Serve ACME (RFC 8555, docs/acme.md) at https://HOST:PORT/acme/directory (or `enabled =
+    /// true` in [acme]). Needs at least one allowed DNS suffix or IP range: by default ACME
+    /// certifies nothing.
+    #[arg(long)]
+    pub acme: bool,
+    /// DNS suffix ACME may certify: the name itself and its subdomains (repeatable).
+    #[arg(long = "acme-allow-dns", value_name = "SUFFIX")]
+    pub acme_allow_dns: Vec<String>,
+    /// IP range ACME may certify, CIDR or one address (repeatable).
+    #[arg(long = "acme-allow-ip", value_name = "CIDR")]
+    pub acme_allow_ip: Vec<String>,
+    /// Lifetime of certificates issued by ACME [default: 24h].
+    #[arg(long, value_name = "DURATION")]
+    pub acme_ttl: Option<String>,
+    /// Usage of certificates issued by ACME: server, or both (server and client auth)
+    /// [default: server].
+    #[arg(long, value_parser = ["server", "both"])]
+    pub acme_usage: Option<String>,
+    /// Port the CA connects to for http-01 validation [default: 80].
+    #[arg(long, value_name = "PORT")]
+    pub acme_http_port: Option<u16>,
+    /// Port the CA connects to for tls-alpn-01 validation [default: 443].
+    #[arg(long, value_name = "PORT")]
+    pub acme_tls_port: Option<u16>,
+    /// Resolve NAME to IP for http-01/tls-alpn-01 validation instead of DNS (like curl
+    /// --resolve; repeatable).
+    #[arg(long = "acme-resolve", value_name = "NAME=IP")]
+    pub acme_resolve: Vec<String>,
+    /// ACME accounts need an External Account Binding: a key id and HMAC key from
+    /// `mutual acme eab create` (clients: certbot --eab-kid/--eab-hmac-key, lego --eab).
+    #[arg(long)]
+    pub acme_require_eab: bool,
+    /// DNS resolver that dns-01 validation asks for TXT records [default: the first nameserver
+    /// of /etc/resolv.conf].
+    #[arg(long, value_name = "IP:PORT")]
+    pub acme_dns_resolver: Option<String>,
+    /// Orders one ACME account may create per hour (all replicas together); 0: no limit.
+    /// Beyond it newOrder answers rateLimited with a Retry-After [default: 300].
+    #[arg(long, value_name = "N")]
+    pub acme_orders_per_hour: Option<u32>,
+    /// Validation attempts (1 s apart) before a challenge is invalid [default: 3].
+    #[arg(long, value_name = "N")]
+    pub acme_attempts: Option<u32>,
+}
+
+/// The `[acme]` section of `mutual-ca.toml`: the same settings as the flags.
+#[derive(serde::Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct AcmeSection {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default)]
+    allow_dns: Vec<String>,
+    #[serde(default)]
+    allow_ip: Vec<String>,
+    ttl: Option<String>,
+    usage: Option<String>,
+    http_port: Option<u16>,
+    tls_port: Option<u16>,
+    #[serde(default)]
+    resolve: Vec<String>,
+    #[serde(default)]
+    require_eab: bool,
+    dns_resolver: Option<String>,
+    orders_per_hour: Option<u32>,
+    attempts: Option<u32>,
+}
+
+fn section(dir: &std::path::Path) -> anyhow::Result<AcmeSection> {
+    let path = dir.join(mutual_pki::ca::CONFIG);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(AcmeSection::default());
+    };
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    match table.get("acme") {
+        None => Ok(AcmeSection::default()),
+        Some(v) => v
+            .clone()
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{}: [acme]: {e}", path.display())),
+    }
+}
+
+fn list<'a>(flag: &'a [String], file: &'a [String]) -> &'a [String] {
+    if flag.is_empty() {
+        file
+    } else {
+        flag
+    }
+}
+
+fn parse_resolve(s: &str) -> anyhow::Result<(String, std::net::IpAddr)> {
+    let (n, ip) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("acme resolve {s:?}: expected NAME=IP"))?;
+    let ip = ip
+        .parse()
+        .map_err(|_| anyhow::anyhow!("acme resolve {s:?}: {ip:?} is not an IP address"))?;
+    Ok((n.trim().to_ascii_lowercase(), ip))
+}
+
+/// The ACME configuration of `ca serve`: flags over the `[acme]` section over the defaults.
+/// ACME settings without ACME enabled, or ACME without anything to certify, are usage errors.
+pub fn serve_config(
+    a: &AcmeArgs,
+    dir: &std::path::Path,
+) -> anyhow::Result<Option<mutual_acme::AcmeConfig>> {
+    let f = section(dir)?;
+    if !(a.acme || f.enabled) {
+        // Every field but `acme` (false here) at its default: no ACME setting was given.
+        if format!("{a:?}") != format!("{:?}", AcmeArgs::default()) {
+            anyhow::bail!("--acme-* settings need --acme (or enabled = true in [acme])");
+        }
+        return Ok(None);
+    }
+    let allow_dns = list(&a.acme_allow_dns, &f.allow_dns);
+    let allow_ip = list(&a.acme_allow_ip, &f.allow_ip);
+    if allow_dns.is_empty() && allow_ip.is_empty() {
+        anyhow::bail!(
+            "--acme needs at least one --acme-allow-dns SUFFIX or --acme-allow-ip CIDR \
+             (allow_dns / allow_ip in [acme]): by default ACME certifies nothing"
+        );
+    }
+    let ip_ranges = allow_ip
+        .iter()
+        .map(|s| mutual_acme::parse_cidr(s).map_err(|e| anyhow::anyhow!("acme allow-ip {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ttl = a.acme_ttl.clone().or(f.ttl).unwrap_or_else(|| "24h".into());
+    let ttl = crate::ca_args::parse_duration(&ttl)
+        .map_err(|e| anyhow::anyhow!("acme ttl {ttl:?}: {e}"))?;
+    let usage = match a.acme_usage.as_deref().or(f.usage.as_deref()) {
+        None | Some("server") => mutual_pki::Usage::Server,
+        Some("both") => mutual_pki::Usage::Both,
+        Some(u) => anyhow::bail!("acme usage {u:?}: expected server or both"),
+    };
+    let resolve = list(&a.acme_resolve, &f.resolve)
+        .iter()
+        .map(|s| parse_resolve(s))
+        .collect::<anyhow::Result<_>>()?;
+    let dns_resolver = match a.acme_dns_resolver.as_ref().or(f.dns_resolver.as_ref()) {
+        None => None,
+        Some(r) => Some(r.parse().map_err(|_| {
+            anyhow::anyhow!("acme dns resolver {r:?}: expected IP:PORT, e.g. 10.0.0.2:53")
+        })?),
+    };
+    let validation = mutual_acme::ValidationConfig {
+        http_port: a.acme_http_port.or(f.http_port).unwrap_or(80),
+        tls_port: a.acme_tls_port.or(f.tls_port).unwrap_or(443),
+        resolve,
+        attempts: a.acme_attempts.or(f.attempts).unwrap_or(3).max(1),
+        dns_resolver,
+        ..Default::default()
+    };
+    Ok(Some(mutual_acme::AcmeConfig {
+        policy: mutual_acme::AcmePolicy {
+            dns_suffixes: allow_dns
+                .iter()
+                .map(|s| s.trim_start_matches('.').to_ascii_lowercase())
+                .collect(),
+            ip_ranges,
+            usage,
+            ttl,
+        },
+        validation,
+        require_eab: a.acme_require_eab || f.require_eab,
+        orders_per_hour: a.acme_orders_per_hour.or(f.orders_per_hour).unwrap_or(300),
+    }))
+}
