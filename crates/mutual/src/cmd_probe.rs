@@ -76,7 +76,13 @@ pub struct ProbeArgs {
     /// Verification profile for the server's chain: `compatible` (default, webpki) or
     /// `strict` (also the RFC 5280 / CA/B Forum rules of `mutual cert lint`; a violation is
     /// `malformed`).
-    #[arg(long, default_value = "compatible", value_parser = parse_profile, value_name = "PROFILE")]
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        hide_possible_values = true,
+        value_name = "PROFILE"
+    )]
     profile: mutual_tls::Profile,
     /// Offline: check that KEY matches CERT and that the chain in CERT is complete and ordered.
     #[arg(
@@ -86,10 +92,6 @@ pub struct ProbeArgs {
         conflicts_with_all = ["target", "cert", "key", "server_name", "no_http", "strict"]
     )]
     pair: Option<Vec<PathBuf>>,
-}
-
-fn parse_profile(s: &str) -> Result<mutual_tls::Profile, String> {
-    s.parse()
 }
 
 /// The binary's one duration grammar (`5s`, `500ms`, `2m`, a bare number of seconds), between

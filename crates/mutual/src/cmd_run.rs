@@ -588,6 +588,12 @@ mod tests {
                 |a| a.http.forward_client_cert != Default::default(),
             ),
             row(
+                &["--http", "--forward-client-cert", "none"],
+                "mode = \"http\"\nforward_client_cert = \"none\"",
+                |a, b| a.http.forward_client_cert == b.http.forward_client_cert,
+                |a| !a.http.forward_client_cert.xfcc() && !a.http.forward_client_cert.rfc9440(),
+            ),
+            row(
                 &["--http", "--forward-client-cert-details", "cert,chain"],
                 "mode = \"http\"\nforward_client_cert_details = [\"cert\", \"chain\"]",
                 |a, b| a.http.details == b.http.details,

@@ -57,15 +57,17 @@ pub struct VerifyArgs {
     /// `compatible` (default): webpki's path validation. `strict`: that, then every
     /// certificate of the built path (root included) and every CRL must pass the RFC 5280 /
     /// CA/B Forum rules of `mutual cert lint` (docs/lint.md); a violation is `malformed`.
-    #[arg(long, default_value = "compatible", value_parser = parse_profile, value_name = "PROFILE")]
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        hide_possible_values = true,
+        value_name = "PROFILE"
+    )]
     pub profile: mutual_tls::Profile,
     /// Print one JSON object: {"valid", "reason", "detail", "hint", "chain"}.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_profile(s: &str) -> Result<mutual_tls::Profile, String> {
-    s.parse()
 }
 
 fn parse_at(s: &str) -> anyhow::Result<UnixTime> {

@@ -613,11 +613,4 @@ mod tests {
             ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
         );
     }
-
-    #[test]
-    fn modes_parse() {
-        assert_eq!("http".parse(), Ok(Mode::Http));
-        assert_eq!("tcp".parse(), Ok(Mode::Tcp));
-        assert!("https".parse::<Mode>().is_err());
-    }
 }
