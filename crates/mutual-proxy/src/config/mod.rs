@@ -1184,6 +1184,40 @@ ca = "root.pem"
         has(19, "already used by the listener at line 4");
     }
 
+    /// A bad `allow_*` pattern is reported at its own array element; a value of the wrong type
+    /// at itself, named by its key, without hiding the block's other problems.
+    #[test]
+    fn a_bad_value_points_at_itself() {
+        let d = dir_with_files();
+        let text = "[[listener]]\nname = \"a\"\nkind = \"serve\"\nlisten = \"127.0.0.1:1\"\n\
+                    backend = 5\ncert = \"s.pem\"\nkey = \"s.key\"\nca = \"nope.pem\"\n\
+                    allow_spiffe = [\"spiffe://t/a\", \"http://x\"]\n";
+        let errs = parse(text, d.path()).unwrap_err();
+        let all: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{}:{} {}", e.line, e.col, e.message))
+            .collect();
+        assert!(
+            all.iter()
+                .any(|e| e.starts_with("5:11 backend: invalid type")),
+            "{all:#?}"
+        );
+        assert!(
+            all.iter()
+                .any(|e| e.starts_with("8:6 ") && e.contains("nope.pem")),
+            "{all:#?}"
+        );
+        assert!(
+            all.iter()
+                .any(|e| e.starts_with("9:33 ") && e.contains("starts with spiffe://")),
+            "{all:#?}"
+        );
+        assert!(
+            !all.iter().any(|e| e.contains("`backend` is required")),
+            "{all:#?}"
+        );
+    }
+
     #[test]
     fn syntax_errors_have_line_and_column() {
         let errs = parse("[[listener]]\nname = \"a\nkind = 3\n", Path::new(".")).unwrap_err();
