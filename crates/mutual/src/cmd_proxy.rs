@@ -188,29 +188,51 @@ pub(crate) async fn until_signal_then_drain(
 
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.common.log_format);
-    let common = args.common.clone();
-    let listen = common.listener.listen.clone();
-    let enroll = args.enroll.clone();
+    let (common, enroll) = (args.common.clone(), args.enroll.clone());
     let cfg = serve_config(args)?;
-    // With --ca-url: enroll now if needed (after the flags are known to be good, so a bad
-    // command line does not spend the token), before anything loads the files.
-    let renewer = prepare_enroll(&enroll, &common.listener)?;
+    let listen = common.listener.listen.clone();
+    run_one(
+        common,
+        &enroll,
+        cfg.name.clone(),
+        listen,
+        |shared| Serve::new(cfg, shared),
+        Serve::run,
+    )
+}
+
+/// What `serve` and `connect` do once their listener is described: with --ca-url, enroll if
+/// needed (after the flags are known to be good, so a bad command line does not spend the
+/// token, and before anything loads the files); then the runtime, the listener, its renewer,
+/// and [`run_listener`] until a signal; then the audit log is flushed.
+fn run_one<L, F>(
+    common: CommonArgs,
+    enroll: &crate::cmd_enroll::EnrollArgs,
+    name: String,
+    listen: String,
+    start: impl FnOnce(&Shared) -> Result<Arc<L>, mutual_proxy::ProxyError>,
+    run: impl FnOnce(Arc<L>, tokio::net::TcpListener, mutual_proxy::shutdown::Shutdown) -> F
+        + Send
+        + 'static,
+) -> anyhow::Result<ExitCode>
+where
+    L: mutual_proxy::reload::Reload + 'static,
+    F: std::future::Future<Output = usize> + Send + 'static,
+{
+    let l = &common.listener;
+    let renewer = crate::cmd_enroll::prepare(enroll, &l.cert, &l.key, &l.ca)?;
     let rt = runtime(common.threads)?;
     let shared = shared(&common)?;
     let result = rt.block_on(async {
-        let name = cfg.name.clone();
-        let serve = Serve::new(cfg, &shared)?;
-        renewer.map(|r| {
-            tokio::spawn(crate::cmd_enroll::run_renewer(
-                r,
-                Arc::clone(&shared.metrics),
-                name,
-            ))
-        });
-        let listener = mutual_proxy::bind(&listen).await?;
-        let s2 = Arc::clone(&serve);
-        run_listener(&common, &shared, serve, move |sd| {
-            tokio::spawn(s2.run(listener, sd))
+        let listener = start(&shared)?;
+        if let Some(r) = renewer {
+            let metrics = Arc::clone(&shared.metrics);
+            tokio::spawn(crate::cmd_enroll::run_renewer(r, metrics, name));
+        }
+        let socket = mutual_proxy::bind(&listen).await?;
+        let l2 = Arc::clone(&listener);
+        run_listener(&common, &shared, listener, move |sd| {
+            tokio::spawn(run(l2, socket, sd))
         })
         .await
     });
@@ -238,43 +260,20 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
     Ok(s.config(name, opts, policy_flags, cdp)?)
 }
 
-/// With --ca-url: enrolls into the listener's --cert/--key when needed and returns the renewer.
-fn prepare_enroll(
-    enroll: &crate::cmd_enroll::EnrollArgs,
-    l: &ListenerOpts,
-) -> anyhow::Result<Option<mutual_enroll::Renewer>> {
-    crate::cmd_enroll::prepare(enroll, &l.cert, &l.key, &l.ca)
-}
-
 pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.common.log_format);
-    let common = args.common.clone();
-    let enroll = args.enroll.clone();
+    let (common, enroll) = (args.common.clone(), args.enroll.clone());
     let (cfg, first) = connect_config(args)?;
-    // With --ca-url: enroll now if needed, before anything loads the files.
-    let renewer = prepare_enroll(&enroll, &common.listener)?;
-    let rt = runtime(common.threads)?;
-    let shared = shared(&common)?;
-    let result = rt.block_on(async {
-        let name = cfg.name.clone();
-        let connect = Connect::new(cfg, &shared)?;
-        renewer.map(|r| {
-            tokio::spawn(crate::cmd_enroll::run_renewer(
-                r,
-                Arc::clone(&shared.metrics),
-                name,
-            ))
-        });
-        let listener = mutual_proxy::bind(&first.to_string()).await?;
-        let c2 = Arc::clone(&connect);
-        run_listener(&common, &shared, connect, move |sd| {
-            tokio::spawn(c2.run(listener, sd))
-        })
-        .await
-    });
-    shared.audit.flush(Duration::from_secs(2));
-    rt.shutdown_timeout(Duration::from_millis(200));
-    result.map(|()| ExitCode::SUCCESS)
+    let name = cfg.name.clone();
+    let start = |shared: &Shared| Connect::new(cfg, shared);
+    run_one(
+        common,
+        &enroll,
+        name,
+        first.to_string(),
+        start,
+        Connect::run,
+    )
 }
 
 /// The listener the `connect` flags describe and the address to bind (a `[[listener]]` block

@@ -8,7 +8,7 @@
 
 mod pki_common;
 mod proxy_common;
-use pki_common::CaServe;
+use pki_common::{mutual, CaServe, Out};
 use proxy_common::*;
 
 use std::net::SocketAddr;
@@ -90,18 +90,17 @@ fn serve_block(fx: &Fixture, name: &str, port: u16, backend: SocketAddr, extra: 
 fn config_check(dir: &Path, text: &str) -> (Option<i32>, String) {
     let path = dir.join("check.toml");
     std::fs::write(&path, text).unwrap();
-    let o = Command::new(BIN)
-        .args(["config", "check", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    (
-        o.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    let o = mutual(&["config", "check", path.to_str().unwrap()]);
+    (Some(o.code), format!("{}{}", o.stdout, o.stderr))
+}
+
+/// `mutual serve` with placeholder files and `--allow-any`, plus `extra` (refused before any
+/// file is read, which is what the callers check).
+fn serve_flags(backend: &str, extra: &[&str]) -> Out {
+    let mut a = vec!["serve", "--listen", "127.0.0.1:1", "--backend", backend];
+    a.extend(["--cert", "c", "--key", "k", "--ca", "r", "--allow-any"]);
+    a.extend_from_slice(extra);
+    mutual(&a)
 }
 
 /// Two serve listeners in one process: each has its own expiry series (before, the second
@@ -243,12 +242,9 @@ fn run_accepts_the_enrollment_keys() {
     assert_eq!(code, Some(0), "{out}");
     let path = dir.path().join("enroll.toml");
     std::fs::write(&path, &missing).unwrap();
-    let o = Command::new(BIN)
-        .args(["run", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "{err}");
+    let o = mutual(&["run", "--config", path.to_str().unwrap()]);
+    let err = &o.stderr;
+    assert_ne!(o.code, 0, "{err}");
     assert!(
         err.contains("listener \"api\"") && err.contains("cannot enroll with https://127.0.0.1:1"),
         "{err}"
@@ -366,30 +362,8 @@ fn durations_are_one_grammar_in_flags_and_config() {
     assert_eq!(code, Some(2), "{out}");
     let want = "invalid duration \"5 parsecs\": unknown unit \"parsecs\"";
     assert!(out.contains(want), "{out}");
-    let o = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:1",
-            "--backend",
-            "127.0.0.1:2",
-        ])
-        .args(["--cert", "c", "--key", "k", "--ca", "r", "--allow-any"])
-        .args(["--idle-timeout", "5 parsecs"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains(want));
-    let o = Command::new(BIN)
-        .args(["probe", "127.0.0.1:1", "--timeout", "2h"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("must be between 1ms and 1h"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    serve_flags("127.0.0.1:2", &["--idle-timeout", "5 parsecs"]).fails_with(want);
+    mutual(&["probe", "127.0.0.1:1", "--timeout", "2h"]).fails_with("must be between 1ms and 1h");
 }
 
 /// The listener options are one type for flags and keys, so a value out of range is refused
@@ -427,15 +401,7 @@ fn listener_option_ranges_are_one_check_for_flags_and_keys() {
             out.contains(&format!(":{line}:")) && out.contains(&format!("{key} {why}")),
             "{key}: {out}"
         );
-        let o = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:1", "--backend"])
-            .arg(be.addr.to_string())
-            .args(["--cert", "c", "--key", "k", "--ca", "r", "--allow-any"])
-            .args([flag, value.trim_matches('"')])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{err}");
-        assert!(err.contains(&format!("{flag} {why}")), "{flag}: {err}");
+        serve_flags(&be.addr.to_string(), &[flag, value.trim_matches('"')])
+            .fails_with(&format!("{flag} {why}"));
     }
 }
