@@ -22,6 +22,32 @@ fn handshake(server: &Arc<rustls::ServerConfig>, client: &ClientMaterial) -> Out
     handshake_cfg(server, client.config.clone(), client.server_name.clone())
 }
 
+/// Moves what `from` has to write into `to` (unless `to` already failed, its error then in
+/// `err`); whether anything was written.
+fn flight<F, T>(
+    from: &mut rustls::ConnectionCommon<F>,
+    to: &mut rustls::ConnectionCommon<T>,
+    err: &mut Option<rustls::Error>,
+) -> bool {
+    let mut buf = Vec::new();
+    while from.wants_write() {
+        from.write_tls(&mut buf).unwrap();
+    }
+    if !buf.is_empty() && err.is_none() {
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            if to.read_tls(&mut rd).unwrap() == 0 {
+                break;
+            }
+            if let Err(e) = to.process_new_packets() {
+                *err = Some(e);
+                break;
+            }
+        }
+    }
+    !buf.is_empty()
+}
+
 fn handshake_cfg(
     server: &Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
@@ -31,40 +57,8 @@ fn handshake_cfg(
     let mut sconn = ServerConnection::new(server.clone()).unwrap();
     let (mut serr, mut cerr) = (None, None);
     for _ in 0..20 {
-        let mut buf = Vec::new();
-        while cconn.wants_write() {
-            cconn.write_tls(&mut buf).unwrap();
-        }
-        let moved_c = !buf.is_empty();
-        if moved_c && serr.is_none() {
-            let mut rd = &buf[..];
-            while !rd.is_empty() {
-                if sconn.read_tls(&mut rd).unwrap() == 0 {
-                    break;
-                }
-                if let Err(e) = sconn.process_new_packets() {
-                    serr = Some(e);
-                    break;
-                }
-            }
-        }
-        let mut buf = Vec::new();
-        while sconn.wants_write() {
-            sconn.write_tls(&mut buf).unwrap();
-        }
-        let moved_s = !buf.is_empty();
-        if moved_s && cerr.is_none() {
-            let mut rd = &buf[..];
-            while !rd.is_empty() {
-                if cconn.read_tls(&mut rd).unwrap() == 0 {
-                    break;
-                }
-                if let Err(e) = cconn.process_new_packets() {
-                    cerr = Some(e);
-                    break;
-                }
-            }
-        }
+        let moved_c = flight(&mut cconn, &mut sconn, &mut serr);
+        let moved_s = flight(&mut sconn, &mut cconn, &mut cerr);
         if !moved_c && !moved_s {
             break;
         }

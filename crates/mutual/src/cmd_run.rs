@@ -505,6 +505,17 @@ mod tests {
         () => {
             vec![
                 row(
+                    &[],
+                    "",
+                    |a, b| {
+                        a.name == b.name
+                            && a.tls.cert == b.tls.cert
+                            && a.tls.key == b.tls.key
+                            && a.tls.ca == b.tls.ca
+                    },
+                    |a| a.tls.cert.ends_with("s.pem"),
+                ),
+                row(
                     &["--min-tls", "1.2"],
                     "min_tls = \"1.2\"",
                     |a, b| a.tls.allow_tls12 == b.tls.allow_tls12,
@@ -555,14 +566,7 @@ mod tests {
             row(
                 &[],
                 "",
-                |a, b| {
-                    a.name == b.name
-                        && a.backend == b.backend
-                        && a.tls.cert == b.tls.cert
-                        && a.tls.key == b.tls.key
-                        && a.tls.ca == b.tls.ca
-                        && a.policy_file == b.policy_file
-                },
+                |a, b| a.backend == b.backend && a.policy_file == b.policy_file,
                 |a| a.policy_file.is_some(),
             ),
             row(
@@ -680,13 +684,7 @@ mod tests {
             row(
                 &[],
                 "",
-                |a, b| {
-                    a.name == b.name
-                        && a.remote == b.remote
-                        && a.tls.cert == b.tls.cert
-                        && a.tls.key == b.tls.key
-                        && a.tls.ca == b.tls.ca
-                },
+                |a, b| a.remote == b.remote,
                 |a| a.remote == "api.internal:8443",
             ),
             row(
