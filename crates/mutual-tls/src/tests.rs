@@ -114,12 +114,16 @@ fn fixture(name: &str) -> Fixture {
 }
 
 fn client_for(f: &Fixture, stem: &str, opts: LeafOpts, name: &str) -> ClientMaterial {
-    let leaf = f.pki.leaf(stem, opts);
+    client_of(&f.pki, &f.pki.leaf(stem, opts), name)
+}
+
+/// A client presenting `leaf`, trusting `pki`'s root, expecting the server name `name`.
+fn client_of(pki: &TestPki, leaf: &mutual_test::Leaf, name: &str) -> ClientMaterial {
     build_client_config(
         &ClientSettings {
-            cert: leaf.cert,
-            key: leaf.key,
-            ca: f.pki.root.clone(),
+            cert: leaf.cert.clone(),
+            key: leaf.key.clone(),
+            ca: pki.root.clone(),
             server_name: Some(name.to_string()),
             ..Default::default()
         },
@@ -301,19 +305,7 @@ fn revocation_is_checked_for_the_whole_chain() {
         )
         .unwrap()
     };
-    let client = |leaf: &mutual_test::Leaf| {
-        build_client_config(
-            &ClientSettings {
-                cert: leaf.cert.clone(),
-                key: leaf.key.clone(),
-                ca: pki.root.clone(),
-                server_name: Some("server.test".into()),
-                ..Default::default()
-            },
-            "x",
-        )
-        .unwrap()
-    };
+    let client = |leaf: &mutual_test::Leaf| client_of(&pki, leaf, "server.test");
     let full = server(vec![int_crl.clone(), root_crl], RevocationPolicy::default());
     assert_eq!(
         reason_of(&handshake(&full.config, &client(&good)).server),
@@ -534,18 +526,7 @@ fn resumption_ends_when_the_config_is_rebuilt() {
         ..Default::default()
     };
     let first = build_server_config(&settings).unwrap();
-    let leaf = pki.leaf("c", LeafOpts::new("c"));
-    let client = build_client_config(
-        &ClientSettings {
-            cert: leaf.cert,
-            key: leaf.key,
-            ca: pki.root.clone(),
-            server_name: Some("server.test".into()),
-            ..Default::default()
-        },
-        "x",
-    )
-    .unwrap();
+    let client = client_of(&pki, &pki.leaf("c", LeafOpts::new("c")), "server.test");
     let mut o = handshake(&first.config, &client);
     assert!(o.client.is_ok());
     // Let the client read the tickets sent after the handshake.
@@ -809,18 +790,11 @@ fn strict_profile_on_the_server_side_refuses_a_client_chain_that_breaks_a_rule()
         .unwrap()
     };
     let client = |stem: &str, san: &str| {
-        let leaf = pki.leaf(stem, LeafOpts::new(stem).san(san));
-        build_client_config(
-            &ClientSettings {
-                cert: leaf.cert,
-                key: leaf.key,
-                ca: pki.root.clone(),
-                server_name: Some("server.test".into()),
-                ..Default::default()
-            },
-            "127.0.0.1",
+        client_of(
+            &pki,
+            &pki.leaf(stem, LeafOpts::new(stem).san(san)),
+            "server.test",
         )
-        .unwrap()
     };
     let (strict, compatible) = (server(Profile::Strict), server(Profile::Compatible));
     // A dNSName with an underscore: webpki accepts it, RFC 5280 4.2.1.6 does not.
