@@ -639,9 +639,16 @@ fn split_opts<T: serde::de::DeserializeOwned + Default>(
             sink.de(&e, block.clone());
             return T::default();
         };
+        // Named by its key, unless the message names it already ("invalid backend ...").
         let msg = e.message().trim().replace('\n', " ");
-        let sep = if msg.starts_with("must ") { " " } else { ": " };
-        sink.at(at, format!("{key}{sep}{msg}"));
+        let msg = if msg.starts_with("must ") {
+            format!("{key} {msg}")
+        } else if msg.contains(&key.replace('_', " ")) {
+            msg
+        } else {
+            format!("{key}: {msg}")
+        };
+        sink.at(at, msg);
         sub.remove(key.as_str());
         spans
             .0
@@ -1215,6 +1222,13 @@ ca = "root.pem"
         assert!(
             !all.iter().any(|e| e.contains("`backend` is required")),
             "{all:#?}"
+        );
+        // A message that names its key already is not prefixed again.
+        let errs = parse(&text.replace("backend = 5", "backend = \"nope\""), d.path()).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.line == 5 && e.message.starts_with("invalid backend \"nope\"")),
+            "{errs:#?}"
         );
     }
 
