@@ -313,25 +313,18 @@ mod tests {
 
     #[test]
     fn alerts_map_with_context() {
-        assert_eq!(
-            alert_reason(AlertDescription::CertificateRequired, false).0,
-            Reason::NoClientCert
-        );
-        assert_eq!(
-            alert_reason(AlertDescription::BadCertificate, false).0,
-            Reason::NoClientCert
-        );
+        use AlertDescription as A;
+        for (alert, after_handshake, want) in [
+            (A::CertificateRequired, false, Reason::NoClientCert),
+            (A::BadCertificate, false, Reason::NoClientCert),
+            (A::UnknownCA, true, Reason::UnknownCa),
+            (A::AccessDenied, true, Reason::PolicyDenied),
+        ] {
+            assert_eq!(alert_reason(alert, after_handshake).0, want, "{alert:?}");
+        }
         assert_eq!(
             alert_reason(AlertDescription::BadCertificate, true),
             (Reason::Other, true)
-        );
-        assert_eq!(
-            alert_reason(AlertDescription::UnknownCA, true).0,
-            Reason::UnknownCa
-        );
-        assert_eq!(
-            alert_reason(AlertDescription::AccessDenied, true).0,
-            Reason::PolicyDenied
         );
         assert_eq!(alert_name(AlertDescription::UnknownCA), "unknown_ca");
     }

@@ -54,4 +54,7 @@ pub enum ProxyError {
     },
     #[error(transparent)]
     Cdp(#[from] crate::cdp::CdpError),
+    /// Enrollment with the online CA failed (the binary's message, with its causes).
+    #[error("{0}")]
+    Enroll(String),
 }

@@ -14,23 +14,13 @@ pub struct Material {
     pub mode: Mode,
 }
 
-/// How a serve listener treats a connection once the client is verified.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a serve listener treats a connection once the client is verified (`mode = "tcp" |
+/// "http"`; the flag is `--http`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mode {
     /// Copy bytes both ways (any protocol); authorized once per connection.
     #[default]
     Tcp,
     /// Terminate HTTP/1.1 and HTTP/2, authorize and forward each request.
     Http,
-}
-
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "tcp" => Ok(Mode::Tcp),
-            "http" => Ok(Mode::Http),
-            _ => Err(format!("unknown mode {s:?}: expected tcp or http")),
-        }
-    }
 }

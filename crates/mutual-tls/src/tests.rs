@@ -22,6 +22,32 @@ fn handshake(server: &Arc<rustls::ServerConfig>, client: &ClientMaterial) -> Out
     handshake_cfg(server, client.config.clone(), client.server_name.clone())
 }
 
+/// Moves what `from` has to write into `to` (unless `to` already failed, its error then in
+/// `err`); whether anything was written.
+fn flight<F, T>(
+    from: &mut rustls::ConnectionCommon<F>,
+    to: &mut rustls::ConnectionCommon<T>,
+    err: &mut Option<rustls::Error>,
+) -> bool {
+    let mut buf = Vec::new();
+    while from.wants_write() {
+        from.write_tls(&mut buf).unwrap();
+    }
+    if !buf.is_empty() && err.is_none() {
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            if to.read_tls(&mut rd).unwrap() == 0 {
+                break;
+            }
+            if let Err(e) = to.process_new_packets() {
+                *err = Some(e);
+                break;
+            }
+        }
+    }
+    !buf.is_empty()
+}
+
 fn handshake_cfg(
     server: &Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
@@ -31,40 +57,8 @@ fn handshake_cfg(
     let mut sconn = ServerConnection::new(server.clone()).unwrap();
     let (mut serr, mut cerr) = (None, None);
     for _ in 0..20 {
-        let mut buf = Vec::new();
-        while cconn.wants_write() {
-            cconn.write_tls(&mut buf).unwrap();
-        }
-        let moved_c = !buf.is_empty();
-        if moved_c && serr.is_none() {
-            let mut rd = &buf[..];
-            while !rd.is_empty() {
-                if sconn.read_tls(&mut rd).unwrap() == 0 {
-                    break;
-                }
-                if let Err(e) = sconn.process_new_packets() {
-                    serr = Some(e);
-                    break;
-                }
-            }
-        }
-        let mut buf = Vec::new();
-        while sconn.wants_write() {
-            sconn.write_tls(&mut buf).unwrap();
-        }
-        let moved_s = !buf.is_empty();
-        if moved_s && cerr.is_none() {
-            let mut rd = &buf[..];
-            while !rd.is_empty() {
-                if cconn.read_tls(&mut rd).unwrap() == 0 {
-                    break;
-                }
-                if let Err(e) = cconn.process_new_packets() {
-                    cerr = Some(e);
-                    break;
-                }
-            }
-        }
+        let moved_c = flight(&mut cconn, &mut sconn, &mut serr);
+        let moved_s = flight(&mut sconn, &mut cconn, &mut cerr);
         if !moved_c && !moved_s {
             break;
         }
@@ -120,12 +114,16 @@ fn fixture(name: &str) -> Fixture {
 }
 
 fn client_for(f: &Fixture, stem: &str, opts: LeafOpts, name: &str) -> ClientMaterial {
-    let leaf = f.pki.leaf(stem, opts);
+    client_of(&f.pki, &f.pki.leaf(stem, opts), name)
+}
+
+/// A client presenting `leaf`, trusting `pki`'s root, expecting the server name `name`.
+fn client_of(pki: &TestPki, leaf: &mutual_test::Leaf, name: &str) -> ClientMaterial {
     build_client_config(
         &ClientSettings {
-            cert: leaf.cert,
-            key: leaf.key,
-            ca: f.pki.root.clone(),
+            cert: leaf.cert.clone(),
+            key: leaf.key.clone(),
+            ca: pki.root.clone(),
             server_name: Some(name.to_string()),
             ..Default::default()
         },
@@ -307,19 +305,7 @@ fn revocation_is_checked_for_the_whole_chain() {
         )
         .unwrap()
     };
-    let client = |leaf: &mutual_test::Leaf| {
-        build_client_config(
-            &ClientSettings {
-                cert: leaf.cert.clone(),
-                key: leaf.key.clone(),
-                ca: pki.root.clone(),
-                server_name: Some("server.test".into()),
-                ..Default::default()
-            },
-            "x",
-        )
-        .unwrap()
-    };
+    let client = |leaf: &mutual_test::Leaf| client_of(&pki, leaf, "server.test");
     let full = server(vec![int_crl.clone(), root_crl], RevocationPolicy::default());
     assert_eq!(
         reason_of(&handshake(&full.config, &client(&good)).server),
@@ -540,18 +526,7 @@ fn resumption_ends_when_the_config_is_rebuilt() {
         ..Default::default()
     };
     let first = build_server_config(&settings).unwrap();
-    let leaf = pki.leaf("c", LeafOpts::new("c"));
-    let client = build_client_config(
-        &ClientSettings {
-            cert: leaf.cert,
-            key: leaf.key,
-            ca: pki.root.clone(),
-            server_name: Some("server.test".into()),
-            ..Default::default()
-        },
-        "x",
-    )
-    .unwrap();
+    let client = client_of(&pki, &pki.leaf("c", LeafOpts::new("c")), "server.test");
     let mut o = handshake(&first.config, &client);
     assert!(o.client.is_ok());
     // Let the client read the tickets sent after the handshake.
@@ -815,18 +790,11 @@ fn strict_profile_on_the_server_side_refuses_a_client_chain_that_breaks_a_rule()
         .unwrap()
     };
     let client = |stem: &str, san: &str| {
-        let leaf = pki.leaf(stem, LeafOpts::new(stem).san(san));
-        build_client_config(
-            &ClientSettings {
-                cert: leaf.cert,
-                key: leaf.key,
-                ca: pki.root.clone(),
-                server_name: Some("server.test".into()),
-                ..Default::default()
-            },
-            "127.0.0.1",
+        client_of(
+            &pki,
+            &pki.leaf(stem, LeafOpts::new(stem).san(san)),
+            "server.test",
         )
-        .unwrap()
     };
     let (strict, compatible) = (server(Profile::Strict), server(Profile::Compatible));
     // A dNSName with an underscore: webpki accepts it, RFC 5280 4.2.1.6 does not.

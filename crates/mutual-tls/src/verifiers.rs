@@ -3,7 +3,9 @@
 //!   (in its key-holder mode) the CA server's, holding a [`Trust`] and delegating to
 //!   [`Trust::check`], so handshakes and `mutual cert verify` cannot disagree;
 //! - [`SignatureOnly`]: accepts any server certificate but still checks the handshake signature
-//!   (enroll's first contact, the probe's recording handshakes).
+//!   (enroll's first contact, the probe's recording handshakes);
+//! - [`ChallengeKeyOnly`]: ACME tls-alpn-01, accepting like `SignatureOnly` but checking the
+//!   signature against the key x509-parser reads.
 //!
 //! All of them check handshake signatures the same way, with one set of algorithms
 //! (`handshake_signatures!`).
@@ -321,25 +323,29 @@ impl ServerCertVerifier for SignatureOnly {
 /// TLS 1.3 only (every current ACME client's responder speaks it).
 #[derive(Debug)]
 pub struct ChallengeKeyOnly {
-    provider: Arc<CryptoProvider>,
+    /// Accepts the certificate, as for the probe; only the signature check differs.
+    any: SignatureOnly,
 }
 
 impl ChallengeKeyOnly {
     pub fn new(provider: Arc<CryptoProvider>) -> ChallengeKeyOnly {
-        ChallengeKeyOnly { provider }
+        ChallengeKeyOnly {
+            any: SignatureOnly::new(provider),
+        }
     }
 }
 
 impl ServerCertVerifier for ChallengeKeyOnly {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        self.any
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -368,13 +374,11 @@ impl ServerCertVerifier for ChallengeKeyOnly {
             message,
             &spki,
             dss,
-            &self.provider.signature_verification_algorithms,
+            self.any.signature_algorithms(),
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.any.supported_verify_schemes()
     }
 }

@@ -73,11 +73,8 @@ pub struct ProbeArgs {
     /// Fail (exit 1) when the server certificate does not verify, too.
     #[arg(long)]
     strict: bool,
-    /// Verification profile for the server's chain: `compatible` (default, webpki) or
-    /// `strict` (also the RFC 5280 / CA/B Forum rules of `mutual cert lint`; a violation is
-    /// `malformed`).
-    #[arg(long, default_value = "compatible", value_parser = parse_profile, value_name = "PROFILE")]
-    profile: mutual_tls::Profile,
+    #[command(flatten)]
+    profile: crate::cmd_verify::ProfileArg,
     /// Offline: check that KEY matches CERT and that the chain in CERT is complete and ordered.
     #[arg(
         long,
@@ -86,10 +83,6 @@ pub struct ProbeArgs {
         conflicts_with_all = ["target", "cert", "key", "server_name", "no_http", "strict"]
     )]
     pair: Option<Vec<PathBuf>>,
-}
-
-fn parse_profile(s: &str) -> Result<mutual_tls::Profile, String> {
-    s.parse()
 }
 
 /// The binary's one duration grammar (`5s`, `500ms`, `2m`, a bare number of seconds), between
@@ -128,7 +121,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         timeout: args.timeout,
         http: !args.no_http,
         strict: args.strict,
-        profile: args.profile,
+        profile: args.profile.profile,
     };
     let r = mutual_probe::probe(&opts).context("mutual probe")?;
     if args.json {

@@ -1,15 +1,13 @@
 //! `mutual serve` and `mutual connect`: flags, logging, the tokio runtime (sized by `--threads`),
 //! signals and wiring. The proxy itself lives in the mutual-proxy crate.
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use mutual_policy::human::parse_duration;
-use mutual_policy::Policy;
-use mutual_proxy::config::{defaults, ConnectOpts, ListenerOpts, ServeOpts};
+use mutual_proxy::config::{ConnectOpts, ListenerOpts, ServeOpts};
 use mutual_proxy::connect::{Connect, ConnectConfig};
 use mutual_proxy::serve::{Serve, ServeConfig};
 use mutual_proxy::{Audit, Metrics, Shared};
@@ -76,95 +74,20 @@ pub struct CommonArgs {
     pub log_format: String,
 }
 
-/// `mutual serve` flags (the subcommand's one-line description lives in main.rs).
+/// `mutual serve` flags (the subcommand's one-line description lives in main.rs): the listener
+/// options and the serve options are the same types as a `[[listener]]` block's keys.
 #[derive(clap::Args, Debug)]
 #[command(after_help = SERVE_HELP)]
 pub struct ServeArgs {
-    /// Address to accept mTLS on, e.g. 0.0.0.0:8443.
-    #[arg(long, value_name = "ADDR")]
-    pub listen: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
 
-    /// Where to forward allowed connections: HOST:PORT or unix:/path/to/socket.
-    #[arg(long, value_name = "HOST:PORT|unix:PATH")]
-    pub backend: String,
-
-    /// Certificate chain to present (PEM: leaf first, then intermediates).
-    #[arg(long, value_name = "FILE")]
-    pub cert: PathBuf,
-
-    /// Private key for --cert (PEM, PKCS#8/SEC1/PKCS#1).
-    #[arg(long, value_name = "FILE")]
-    pub key: PathBuf,
-
-    /// Trusted roots for client certificates (PEM bundle).
-    #[arg(long, value_name = "FILE")]
-    pub ca: PathBuf,
-
-    /// CRL file (PEM or DER); repeat for several. With CRLs, every certificate in the client's
-    /// chain must have a CRL from its issuer (unknown status is denied).
-    #[arg(long = "crl", value_name = "FILE")]
-    pub crls: Vec<PathBuf>,
-
-    /// Allow clients whose SPIFFE ID matches (exact, or `*` for one path segment); repeatable.
-    #[arg(long, value_name = "PATTERN")]
-    pub allow_spiffe: Vec<String>,
-
-    /// Allow clients with a matching DNS SAN (exact, or `*` for one label); repeatable.
-    #[arg(long, value_name = "PATTERN")]
-    pub allow_dns: Vec<String>,
-
-    /// Allow clients whose subject CN matches (legacy); repeatable.
-    #[arg(long, value_name = "PATTERN")]
-    pub allow_cn: Vec<String>,
-
-    /// Allow clients whose subject OU matches (legacy); repeatable.
-    #[arg(long, value_name = "PATTERN")]
-    pub allow_ou: Vec<String>,
-
-    /// Policy file (TOML, [[allow]] rules); its rules are added to the --allow-* flags and it is
-    /// reloaded when it changes.
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
-
-    /// HTTP mode: terminate HTTP/1.1 and HTTP/2 (ALPN h2, http/1.1), authorize each request
-    /// (rules may then have `methods`/`paths`), forward over pooled keep-alive connections with
-    /// the client's identity in headers; denied requests get 403. See docs/http.md.
-    #[arg(long)]
-    pub http: bool,
-
-    /// HTTP mode: identity headers for the backend: xfcc (X-Forwarded-Client-Cert, Envoy's
-    /// format), rfc9440 (Client-Cert, Client-Cert-Chain), both, or none. Copies a client sent
-    /// are always removed.
-    #[arg(long, value_name = "FORMAT", default_value = defaults::FORWARD_CLIENT_CERT, value_parser = ["xfcc", "rfc9440", "both", "none"], requires = "http")]
-    pub forward_client_cert: String,
-
-    /// HTTP mode: also put the client's certificate (`cert`) and/or the chain it sent
-    /// (`chain`) into X-Forwarded-Client-Cert as URL-encoded PEM; comma-separated.
-    #[arg(long, value_name = "cert,chain", default_value = "", requires = "http")]
-    pub forward_client_cert_details: String,
-    /// Send a PROXY protocol header to the backend first: the client's address, TLS facts
-    /// (version, CN, cipher, algorithms) and the verified SPIFFE ID (TLV 0x05 and 0xE0), with a
-    /// CRC32C. Only `v2`. The backend must expect it (haproxy `accept-proxy`, nginx
-    /// `proxy_protocol`).
-    #[arg(long, value_name = "VERSION")]
-    pub proxy_protocol: Option<mutual_proxy::proxy_protocol::ProxyProtocol>,
-
-    /// `--crl-leaf-only`, `--allow-any`, `--end-on-peer-expiry`, `--crl-from-cdp`,
-    /// `--revocation-unknown` (the same keys in a serve block).
     #[command(flatten)]
     pub serve: ServeOpts,
-
-    /// With --crl-from-cdp: where fetched CRLs are kept across restarts
-    /// [default: $MUTUAL_HOME/crl-cache or ~/.mutual/crl-cache].
-    #[arg(long, value_name = "DIR", requires = "crl_from_cdp")]
-    pub crl_cache_dir: Option<PathBuf>,
 
     /// Testing aid: refresh CDP CRLs at least this often (and retry failures no later).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, hide = true)]
     pub crl_refresh_max: Option<Duration>,
-
-    #[command(flatten)]
-    pub common: CommonArgs,
 
     #[command(flatten)]
     pub enroll: crate::cmd_enroll::EnrollArgs,
@@ -174,32 +97,11 @@ pub struct ServeArgs {
 #[derive(clap::Args, Debug)]
 #[command(after_help = CONNECT_HELP)]
 pub struct ConnectArgs {
-    /// Local plaintext address, loopback unless --allow-remote-clients (e.g. 127.0.0.1:7000).
-    #[arg(long, value_name = "ADDR")]
-    pub listen: String,
-
-    /// The mTLS server to connect to, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
-    pub remote: String,
-
-    /// Client certificate chain to present (PEM).
-    #[arg(long, value_name = "FILE")]
-    pub cert: PathBuf,
-
-    /// Private key for --cert (PEM).
-    #[arg(long, value_name = "FILE")]
-    pub key: PathBuf,
-
-    /// Trusted roots for the server certificate (PEM bundle).
-    #[arg(long, value_name = "FILE")]
-    pub ca: PathBuf,
-
-    /// `--server-name`, `--expect-spiffe`, `--allow-remote-clients` (the keys of a connect block).
-    #[command(flatten)]
-    pub connect: ConnectOpts,
-
     #[command(flatten)]
     pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub connect: ConnectOpts,
 
     #[command(flatten)]
     pub enroll: crate::cmd_enroll::EnrollArgs,
@@ -284,51 +186,53 @@ pub(crate) async fn until_signal_then_drain(
     Ok(())
 }
 
-/// `--crl-from-cdp` and its companions as fetcher settings.
-fn cdp_settings(args: &ServeArgs) -> anyhow::Result<Option<mutual_proxy::cdp::CdpSettings>> {
-    if !args.serve.crl_from_cdp {
-        return Ok(None);
-    }
-    let dir = match &args.crl_cache_dir {
-        Some(d) => d.clone(),
-        None => mutual_proxy::cdp::default_cache_dir()
-            .context("--crl-from-cdp: set --crl-cache-dir (neither MUTUAL_HOME nor HOME is set)")?,
-    };
-    let mut s = mutual_proxy::cdp::CdpSettings::new(args.serve.revocation_unknown == "deny", dir);
-    s.max_refresh = args.crl_refresh_max;
-    Ok(Some(s))
-}
-
 pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.common.log_format);
-    let listen = args.listen.clone();
-    let common = args.common.clone();
-    let files = (
-        args.enroll.clone(),
-        args.cert.clone(),
-        args.key.clone(),
-        args.ca.clone(),
-    );
+    let (common, enroll) = (args.common.clone(), args.enroll.clone());
     let cfg = serve_config(args)?;
-    // With --ca-url: enroll now if needed (after the flags are known to be good, so a bad
-    // command line does not spend the token), before anything loads the files.
-    let renewer = crate::cmd_enroll::prepare(&files.0, &files.1, &files.2, &files.3)?;
+    let listen = common.listener.listen.clone();
+    run_one(
+        common,
+        &enroll,
+        cfg.name.clone(),
+        listen,
+        |shared| Serve::new(cfg, shared),
+        Serve::run,
+    )
+}
+
+/// What `serve` and `connect` do once their listener is described: with --ca-url, enroll if
+/// needed (after the flags are known to be good, so a bad command line does not spend the
+/// token, and before anything loads the files); then the runtime, the listener, its renewer,
+/// and [`run_listener`] until a signal; then the audit log is flushed.
+fn run_one<L, F>(
+    common: CommonArgs,
+    enroll: &crate::cmd_enroll::EnrollArgs,
+    name: String,
+    listen: String,
+    start: impl FnOnce(&Shared) -> Result<Arc<L>, mutual_proxy::ProxyError>,
+    run: impl FnOnce(Arc<L>, tokio::net::TcpListener, mutual_proxy::shutdown::Shutdown) -> F
+        + Send
+        + 'static,
+) -> anyhow::Result<ExitCode>
+where
+    L: mutual_proxy::reload::Reload + 'static,
+    F: std::future::Future<Output = usize> + Send + 'static,
+{
+    let l = &common.listener;
+    let renewer = crate::cmd_enroll::prepare(enroll, &l.cert, &l.key, &l.ca)?;
     let rt = runtime(common.threads)?;
     let shared = shared(&common)?;
     let result = rt.block_on(async {
-        let name = cfg.name.clone();
-        let serve = Serve::new(cfg, &shared)?;
-        renewer.map(|r| {
-            tokio::spawn(crate::cmd_enroll::run_renewer(
-                r,
-                Arc::clone(&shared.metrics),
-                name,
-            ))
-        });
-        let listener = mutual_proxy::bind(&listen).await?;
-        let s2 = Arc::clone(&serve);
-        run_listener(&common, &shared, serve, move |sd| {
-            tokio::spawn(s2.run(listener, sd))
+        let listener = start(&shared)?;
+        if let Some(r) = renewer {
+            let metrics = Arc::clone(&shared.metrics);
+            tokio::spawn(crate::cmd_enroll::run_renewer(r, metrics, name));
+        }
+        let socket = mutual_proxy::bind(&listen).await?;
+        let l2 = Arc::clone(&listener);
+        run_listener(&common, &shared, listener, move |sd| {
+            tokio::spawn(run(l2, socket, sd))
         })
         .await
     });
@@ -340,115 +244,53 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// The listener the `serve` flags describe (a `[[listener]]` block of `mutual run --config`
 /// builds the same `ServeConfig`: cmd_run's tests compare them).
 pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
-    let policy_flags = Policy::from_flags(
-        &args.allow_spiffe,
-        &args.allow_dns,
-        &args.allow_cn,
-        &args.allow_ou,
-        args.serve.allow_any,
-    )?;
-    if policy_flags.is_empty() && args.policy.is_none() {
+    let s = &args.serve;
+    let policy_flags = s.inline_policy()?;
+    if policy_flags.is_empty() && s.policy.is_none() {
         return Err(mutual_proxy::ProxyError::NoPolicy.into());
     }
-    let common = args.common.clone();
-    let opts = listener_opts(&common)?;
-    let cdp = cdp_settings(&args)?;
-    let cfg = ServeConfig {
-        name: common.name.clone().unwrap_or_else(|| "serve".into()),
-        tls: opts.server_settings(args.cert, args.key, args.ca, args.crls),
-        tls_options: args.serve.tls_options(opts),
-        policy_flags,
-        policy_file: args.policy,
-        backend: args.backend.parse()?,
-        handshake_timeout: opts.handshake_timeout.get(),
-        idle_timeout: opts.idle_timeout.get(),
-        connect_timeout: opts.connect_timeout.get(),
-        limits: opts.limits(),
-        mode: if args.http {
-            mutual_proxy::http::Mode::Http
-        } else {
-            mutual_proxy::http::Mode::Tcp
-        },
-        http: mutual_proxy::http::HttpOptions {
-            forward_client_cert: args
-                .forward_client_cert
-                .parse()
-                .map_err(anyhow::Error::msg)?,
-            details: args
-                .forward_client_cert_details
-                .parse()
-                .map_err(|e: String| anyhow::anyhow!("--forward-client-cert-details: {e}"))?,
-        },
-        proxy_protocol: args.proxy_protocol,
-        max_connection_lifetime: opts.max_connection_lifetime(),
-        crl_from_cdp: cdp,
-        end_on_peer_expiry: args.serve.end_on_peer_expiry,
-    };
-    Ok(cfg)
+    let opts = listener_opts(&args.common)?;
+    let mut cdp = s
+        .cdp(mutual_proxy::cdp::default_cache_dir)
+        .context("--crl-from-cdp: set --crl-cache-dir (neither MUTUAL_HOME nor HOME is set)")?;
+    if let Some(c) = &mut cdp {
+        c.max_refresh = args.crl_refresh_max;
+    }
+    let name = args.common.name.clone().unwrap_or_else(|| "serve".into());
+    Ok(s.config(name, opts, policy_flags, cdp)?)
 }
 
 pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.common.log_format);
-    let common = args.common.clone();
-    let files = (
-        args.enroll.clone(),
-        args.cert.clone(),
-        args.key.clone(),
-        args.ca.clone(),
-    );
+    let (common, enroll) = (args.common.clone(), args.enroll.clone());
     let (cfg, first) = connect_config(args)?;
-    // With --ca-url: enroll now if needed, before anything loads the files.
-    let renewer = crate::cmd_enroll::prepare(&files.0, &files.1, &files.2, &files.3)?;
-    let rt = runtime(common.threads)?;
-    let shared = shared(&common)?;
-    let result = rt.block_on(async {
-        let name = cfg.name.clone();
-        let connect = Connect::new(cfg, &shared)?;
-        renewer.map(|r| {
-            tokio::spawn(crate::cmd_enroll::run_renewer(
-                r,
-                Arc::clone(&shared.metrics),
-                name,
-            ))
-        });
-        let listener = mutual_proxy::bind(&first.to_string()).await?;
-        let c2 = Arc::clone(&connect);
-        run_listener(&common, &shared, connect, move |sd| {
-            tokio::spawn(c2.run(listener, sd))
-        })
-        .await
-    });
-    shared.audit.flush(Duration::from_secs(2));
-    rt.shutdown_timeout(Duration::from_millis(200));
-    result.map(|()| ExitCode::SUCCESS)
+    let name = cfg.name.clone();
+    let start = |shared: &Shared| Connect::new(cfg, shared);
+    run_one(
+        common,
+        &enroll,
+        name,
+        first.to_string(),
+        start,
+        Connect::run,
+    )
 }
 
 /// The listener the `connect` flags describe and the address to bind (a `[[listener]]` block
 /// of `mutual run --config` builds the same `ConnectConfig`).
 pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig, SocketAddr)> {
-    let listen: Vec<SocketAddr> = args
+    let opts = listener_opts(&args.common)?;
+    let listen: Vec<SocketAddr> = opts
         .listen
         .to_socket_addrs()
-        .with_context(|| format!("--listen {}", args.listen))?
+        .with_context(|| format!("--listen {}", opts.listen))?
         .collect();
     let first = *listen
         .first()
-        .with_context(|| format!("--listen {}: no address", args.listen))?;
+        .with_context(|| format!("--listen {}: no address", opts.listen))?;
     for a in &listen {
         mutual_proxy::connect::check_loopback(*a, args.connect.allow_remote_clients)?;
     }
-    let common = args.common.clone();
-    let opts = listener_opts(&common)?;
-    let cfg = ConnectConfig {
-        name: common.name.clone().unwrap_or_else(|| "connect".into()),
-        tls: opts.client_settings(args.cert, args.key, args.ca, &args.connect),
-        remote: args.remote,
-        handshake_timeout: opts.handshake_timeout.get(),
-        idle_timeout: opts.idle_timeout.get(),
-        connect_timeout: opts.connect_timeout.get(),
-        limits: opts.limits(),
-        max_connection_lifetime: opts.max_connection_lifetime(),
-        profile: opts.profile(),
-    };
-    Ok((cfg, first))
+    let name = args.common.name.clone().unwrap_or_else(|| "connect".into());
+    Ok((args.connect.config(name, opts), first))
 }

@@ -204,20 +204,33 @@ fn enroll_args(e: &config::Enrollment) -> anyhow::Result<crate::cmd_enroll::Enro
     })
 }
 
-/// Enrolls (when needed) every listener with `ca_url`, before anything loads their files;
-/// returns the renewers to start, with their listener's name.
-fn enroll_all(cfg: &RunConfig) -> anyhow::Result<Vec<(String, mutual_enroll::Renewer)>> {
-    let mut renewers = Vec::new();
-    for spec in &cfg.listeners {
-        let Some(e) = &spec.enroll else { continue };
+/// `mutual run`'s enrollment: a listener's `ca_url`/`token_file`/`root_sha256` do what
+/// `serve --ca-url --token --root-sha256` do (enroll when the files are not usable yet, then
+/// renew), at start and for a block a reload adds or changes.
+struct RunEnroller {
+    metrics: Arc<mutual_proxy::Metrics>,
+}
+
+impl mutual_proxy::supervise::Enroller for RunEnroller {
+    fn enroll(
+        &self,
+        spec: &config::ListenerSpec,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, mutual_proxy::ProxyError> {
+        let Some(e) = &spec.enroll else {
+            return Ok(None);
+        };
         let (cert, key, ca) = spec.files();
-        let r = crate::cmd_enroll::prepare(&enroll_args(e)?, cert, key, ca)
-            .with_context(|| format!("listener {:?}", spec.name))?;
-        if let Some(r) = r {
-            renewers.push((spec.name.clone(), r));
-        }
+        let renewer = enroll_args(e)
+            .and_then(|a| crate::cmd_enroll::prepare(&a, cert, key, ca))
+            .map_err(|e| mutual_proxy::ProxyError::Enroll(format!("{e:#}")))?;
+        Ok(renewer.map(|r| {
+            tokio::spawn(crate::cmd_enroll::run_renewer(
+                r,
+                Arc::clone(&self.metrics),
+                spec.name.clone(),
+            ))
+        }))
     }
-    Ok(renewers)
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
@@ -235,9 +248,6 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return invalid(e),
     };
     crate::cmd_proxy::init_logging(&cfg.log_format);
-    // After the file is known to be good (a broken file does not spend a token), before
-    // anything loads the listeners' files.
-    let renewers = enroll_all(&cfg)?;
     let cfg = match check_material(&a.config, cfg) {
         Ok(c) => c,
         Err(e) => return invalid(e),
@@ -260,16 +270,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         // Before any listener or the metrics endpoint answers: see TerminationSignals.
         let signals = mutual_proxy::shutdown::TerminationSignals::install()
             .context("cannot install signal handlers")?;
-        let sup = Supervisor::start(&path, cfg, &shared)
+        // Enrollment runs after the file is known to be good (a broken file does not spend a
+        // token) and before anything loads the listeners' files.
+        let enroller = Arc::new(RunEnroller {
+            metrics: Arc::clone(&shared.metrics),
+        });
+        let sup = Supervisor::start(&path, cfg, &shared, Some(enroller))
             .await
             .context("cannot start the listeners")?;
-        for (name, r) in renewers {
-            tokio::spawn(crate::cmd_enroll::run_renewer(
-                r,
-                Arc::clone(&shared.metrics),
-                name,
-            ));
-        }
         if let Some(addr) = &metrics_addr {
             let l = mutual_proxy::bind(addr).await.context("metrics")?;
             tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
@@ -497,6 +505,17 @@ mod tests {
         () => {
             vec![
                 row(
+                    &[],
+                    "",
+                    |a, b| {
+                        a.name == b.name
+                            && a.tls.cert == b.tls.cert
+                            && a.tls.key == b.tls.key
+                            && a.tls.ca == b.tls.ca
+                    },
+                    |a| a.tls.cert.ends_with("s.pem"),
+                ),
+                row(
                     &["--min-tls", "1.2"],
                     "min_tls = \"1.2\"",
                     |a, b| a.tls.allow_tls12 == b.tls.allow_tls12,
@@ -547,14 +566,7 @@ mod tests {
             row(
                 &[],
                 "",
-                |a, b| {
-                    a.name == b.name
-                        && a.backend == b.backend
-                        && a.tls.cert == b.tls.cert
-                        && a.tls.key == b.tls.key
-                        && a.tls.ca == b.tls.ca
-                        && a.policy_file == b.policy_file
-                },
+                |a, b| a.backend == b.backend && a.policy_file == b.policy_file,
                 |a| a.policy_file.is_some(),
             ),
             row(
@@ -586,6 +598,12 @@ mod tests {
                 "mode = \"http\"\nforward_client_cert = \"both\"",
                 |a, b| a.http.forward_client_cert == b.http.forward_client_cert,
                 |a| a.http.forward_client_cert != Default::default(),
+            ),
+            row(
+                &["--http", "--forward-client-cert", "none"],
+                "mode = \"http\"\nforward_client_cert = \"none\"",
+                |a, b| a.http.forward_client_cert == b.http.forward_client_cert,
+                |a| !a.http.forward_client_cert.xfcc() && !a.http.forward_client_cert.rfc9440(),
             ),
             row(
                 &["--http", "--forward-client-cert-details", "cert,chain"],
@@ -666,13 +684,7 @@ mod tests {
             row(
                 &[],
                 "",
-                |a, b| {
-                    a.name == b.name
-                        && a.remote == b.remote
-                        && a.tls.cert == b.tls.cert
-                        && a.tls.key == b.tls.key
-                        && a.tls.ca == b.tls.ca
-                },
+                |a, b| a.remote == b.remote,
                 |a| a.remote == "api.internal:8443",
             ),
             row(

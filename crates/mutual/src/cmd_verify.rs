@@ -23,6 +23,23 @@ pub enum PurposeArg {
 /// Exit 0 when the chain is valid, 1 when it is not (the reason label, one sentence and a hint
 /// are printed; a readable but malformed certificate is `malformed`), 2 when an input file is
 /// missing or not PEM/DER at all.
+/// `--profile` as the commands that check a chain they are given take it (`cert verify`,
+/// `probe`); a proxy listener's is one of its options.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct ProfileArg {
+    /// `compatible` (default): webpki's path validation. `strict`: that, then every
+    /// certificate of the built path (root included) and every CRL must pass the RFC 5280 /
+    /// CA/B Forum rules of `mutual cert lint` (docs/lint.md); a violation is `malformed`.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t,
+        hide_possible_values = true,
+        value_name = "PROFILE"
+    )]
+    pub profile: mutual_tls::Profile,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
     /// The certificate to verify (PEM or DER). Further certificates in the file are used as
@@ -54,18 +71,11 @@ pub struct VerifyArgs {
     /// Most intermediates a path may have (default: webpki's own limit).
     #[arg(long, value_name = "N")]
     pub max_intermediates: Option<usize>,
-    /// `compatible` (default): webpki's path validation. `strict`: that, then every
-    /// certificate of the built path (root included) and every CRL must pass the RFC 5280 /
-    /// CA/B Forum rules of `mutual cert lint` (docs/lint.md); a violation is `malformed`.
-    #[arg(long, default_value = "compatible", value_parser = parse_profile, value_name = "PROFILE")]
-    pub profile: mutual_tls::Profile,
+    #[command(flatten)]
+    pub profile: ProfileArg,
     /// Print one JSON object: {"valid", "reason", "detail", "hint", "chain"}.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_profile(s: &str) -> Result<mutual_tls::Profile, String> {
-    s.parse()
 }
 
 fn parse_at(s: &str) -> anyhow::Result<UnixTime> {
@@ -171,7 +181,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         name,
         at,
         max_intermediates: args.max_intermediates,
-        profile: args.profile,
+        profile: args.profile.profile,
     });
     let hint = verify_hint(&args, &outcome, given_intermediates);
     if args.json {

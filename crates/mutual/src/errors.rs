@@ -170,16 +170,16 @@ fn classify(e: &anyhow::Error, help: &str) -> (&'static str, String) {
     ("usage", help.to_string())
 }
 
+/// The hint for a command pointed at a directory without a CA (the inventory's view or the CA's).
+const NO_CA: &str = "pass the --dir that holds the CA, or create one with `mutual ca init`";
+
 fn classify_store(s: &StoreError) -> (&'static str, String) {
     match s {
         StoreError::NotFound { .. } => (
             "not_found",
             "list the inventory with `mutual cert list` (serials are hex, colons optional)".into(),
         ),
-        StoreError::Missing { .. } => (
-            "config",
-            "pass the --dir that holds the CA, or create one with `mutual ca init`".into(),
-        ),
+        StoreError::Missing { .. } => ("config", NO_CA.into()),
         _ => (
             "io",
             "check the CA directory (--dir) and its permissions".into(),
@@ -195,10 +195,7 @@ fn classify_pki(p: &PkiError, help: &str) -> (&'static str, String) {
             "exists",
             "use another --dir, or keep using the CA that is there".into(),
         ),
-        P::NotInitialised { .. } => (
-            "config",
-            "pass the --dir that holds the CA, or create one with `mutual ca init`".into(),
-        ),
+        P::NotInitialised { .. } => ("config", NO_CA.into()),
         P::WrongPassword { .. } | P::EmptyPassword => (
             "password",
             "give the CA password with --password-file FILE or $MUTUAL_CA_PASSWORD".into(),

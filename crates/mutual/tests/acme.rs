@@ -157,40 +157,26 @@ impl AcmeCa {
     fn certbot_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
         let dir = self.ca.tmp.path().join("certbot");
         let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
-        let o = Command::new(venv().join("bin/certbot"))
-            .args(args)
+        let mut c = Command::new(venv().join("bin/certbot"));
+        c.args(args)
             .envs(env.iter().copied())
             .args(["--config-dir", &d("conf"), "--work-dir", &d("work")])
             .args(["--logs-dir", &d("logs"), "--non-interactive"])
-            .env("REQUESTS_CA_BUNDLE", self.ca.root())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+            .env("REQUESTS_CA_BUNDLE", self.ca.root());
+        collect(c)
     }
 
     /// lego (Debian's 4.9) with our root trusted through LEGO_CA_CERTIFICATES, its state in
     /// the CA's temp dir; `args` go after the global options (a command and its options).
     fn lego(&self, domain: &str, challenge: &[&str], args: &[&str]) -> Out {
         let path = self.ca.tmp.path().join("lego");
-        let o = Command::new("lego")
-            .args(["--server", &self.directory(), "--email", "ops@example.test"])
+        let mut c = Command::new("lego");
+        c.args(["--server", &self.directory(), "--email", "ops@example.test"])
             .args(["--accept-tos", "--path", s(&path), "--domains", domain])
             .args(challenge)
             .args(args)
-            .env("LEGO_CA_CERTIFICATES", self.ca.root())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        Out {
-            code: o.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-        }
+            .env("LEGO_CA_CERTIFICATES", self.ca.root());
+        collect(c)
     }
 
     fn crl_text(&self) -> String {
@@ -205,6 +191,16 @@ impl AcmeCa {
         openssl(&["crl", "-inform", "DER", "-in", s(&crl), "-noout", "-text"])
             .ok()
             .stdout
+    }
+
+    /// `serial` is in /v1/crl with the reason keyCompromise.
+    fn assert_revoked(&self, serial: &str) {
+        let crl = self.crl_text();
+        assert!(
+            crl.contains(&serial.to_uppercase()),
+            "{serial} not in the CRL:\n{crl}"
+        );
+        assert!(crl.contains("Key Compromise"), "{crl}");
     }
 }
 
@@ -299,12 +295,7 @@ fn certbot_obtains_renews_and_revokes_by_http01() {
         "--no-delete-after-revoke",
     ]);
     assert_eq!(o.code, 0, "revoke: {}\n{}", o.stdout, o.stderr);
-    let crl = srv.crl_text();
-    assert!(
-        crl.contains(&second.to_uppercase()),
-        "{second} not in the CRL:\n{crl}"
-    );
-    assert!(crl.contains("Key Compromise"), "{crl}");
+    srv.assert_revoked(&second);
 }
 
 /// lego, an independent ACME client in Go: a certificate by http-01 and one by tls-alpn-01
@@ -383,12 +374,7 @@ fn lego_obtains_by_http01_and_tls_alpn01_renews_and_revokes() {
         &["revoke", "--reason", "1", "--keep"],
     );
     assert_eq!(o.code, 0, "lego revoke: {}\n{}", o.stdout, o.stderr);
-    let crl = srv.crl_text();
-    assert!(
-        crl.contains(&after.to_uppercase()),
-        "{after} not in the CRL:\n{crl}"
-    );
-    assert!(crl.contains("Key Compromise"), "{crl}");
+    srv.assert_revoked(&after);
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //! grammar in flags and config files alike.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod pki_common;
 mod proxy_common;
+use pki_common::{mutual, CaServe, Out};
 use proxy_common::*;
 
 use std::net::SocketAddr;
@@ -88,18 +90,17 @@ fn serve_block(fx: &Fixture, name: &str, port: u16, backend: SocketAddr, extra: 
 fn config_check(dir: &Path, text: &str) -> (Option<i32>, String) {
     let path = dir.join("check.toml");
     std::fs::write(&path, text).unwrap();
-    let o = Command::new(BIN)
-        .args(["config", "check", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    (
-        o.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
+    let o = mutual(&["config", "check", path.to_str().unwrap()]);
+    (Some(o.code), format!("{}{}", o.stdout, o.stderr))
+}
+
+/// `mutual serve` with placeholder files and `--allow-any`, plus `extra` (refused before any
+/// file is read, which is what the callers check).
+fn serve_flags(backend: &str, extra: &[&str]) -> Out {
+    let mut a = vec!["serve", "--listen", "127.0.0.1:1", "--backend", backend];
+    a.extend(["--cert", "c", "--key", "k", "--ca", "r", "--allow-any"]);
+    a.extend_from_slice(extra);
+    mutual(&a)
 }
 
 /// Two serve listeners in one process: each has its own expiry series (before, the second
@@ -241,12 +242,9 @@ fn run_accepts_the_enrollment_keys() {
     assert_eq!(code, Some(0), "{out}");
     let path = dir.path().join("enroll.toml");
     std::fs::write(&path, &missing).unwrap();
-    let o = Command::new(BIN)
-        .args(["run", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "{err}");
+    let o = mutual(&["run", "--config", path.to_str().unwrap()]);
+    let err = &o.stderr;
+    assert_ne!(o.code, 0, "{err}");
     assert!(
         err.contains("listener \"api\"") && err.contains("cannot enroll with https://127.0.0.1:1"),
         "{err}"
@@ -264,6 +262,75 @@ fn run_accepts_the_enrollment_keys() {
     let (code, out) = config_check(dir.path(), &orphan);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("token_file needs ca_url"), "{out}");
+}
+
+/// A listener that a reload adds with the enrollment keys enrolls with the online CA before
+/// its files are loaded, serves with the certificate it got, and renews (before, the reload
+/// failed: its files did not exist and nothing enrolled until a restart).
+#[test]
+fn a_listener_added_by_a_reload_enrolls() {
+    let fx = fixture();
+    let be = http_backend();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CaServe::with_new_ca("Reload CA", &[], &[]);
+    let api = serve_block(&fx, "api", free_port(), be.addr, "");
+    let r = start_run(dir.path(), &api);
+
+    // A client of the online CA's, for the new listener (which trusts that CA's root).
+    let client_dir = dir.path().join("client");
+    let client_token = ca.token(&[&format!("uri:{OK_ID}")], "1h", "client");
+    ca.enroll(&client_token, &client_dir).ok();
+    let client = Leaf {
+        cert: client_dir.join("cert.pem"),
+        key: client_dir.join("key.pem"),
+        leaf_pem: String::new(),
+        der: Vec::new(),
+        serial_hex: String::new(),
+    };
+
+    let token = ca.token(&["dns:localhost", "ip:127.0.0.1"], "1h", "server");
+    std::fs::write(dir.path().join("edge.token"), format!("{token}\n")).unwrap();
+    std::fs::create_dir(dir.path().join("edge")).unwrap();
+    let port = free_port();
+    let edge = format!(
+        "[[listener]]\nname = \"edge\"\nkind = \"serve\"\nlisten = \"127.0.0.1:{port}\"\n\
+         backend = \"{}\"\ncert = \"edge/cert.pem\"\nkey = \"edge/key.pem\"\nca = \"edge/root.pem\"\n\
+         allow_spiffe = [\"{OK_ID}\"]\nca_url = \"{}\"\ntoken_file = \"edge.token\"\n\
+         root_sha256 = \"{}\"\n",
+        be.addr,
+        ca.url(),
+        ca.fingerprint()
+    );
+    let path = dir.path().join("mutual.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}{edge}")).unwrap();
+    signal(r.child.0.id(), "HUP");
+
+    let served = eventually(EVENT_TIMEOUT, || {
+        let (ok, code, body) = curl(port, &ca.root(), Some(&client));
+        (ok && code == "200").then_some(body)
+    });
+    assert!(
+        served.is_some(),
+        "the added listener does not serve:\n{}\nCA:\n{}",
+        r.stderr_text(),
+        ca.log_text()
+    );
+    assert_eq!(served.as_deref(), Some(BACKEND_BODY));
+    // It got its certificate from the CA (one issuance for it, besides the client's), and its
+    // renewer runs under its name.
+    let issued = ca.inventory();
+    assert!(
+        issued.iter().any(|c| c.to_string().contains("localhost")),
+        "{issued:?}"
+    );
+    let m = r.metrics();
+    assert_eq!(
+        metric_value(&m, "mutual_renewal_failures_total{listener=\"edge\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    assert!(!r.stderr_text().contains(&token), "the token was logged");
 }
 
 /// The one duration grammar: a config key and a flag take the same spellings (`1h30m`, `1.5s`,
@@ -295,30 +362,8 @@ fn durations_are_one_grammar_in_flags_and_config() {
     assert_eq!(code, Some(2), "{out}");
     let want = "invalid duration \"5 parsecs\": unknown unit \"parsecs\"";
     assert!(out.contains(want), "{out}");
-    let o = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:1",
-            "--backend",
-            "127.0.0.1:2",
-        ])
-        .args(["--cert", "c", "--key", "k", "--ca", "r", "--allow-any"])
-        .args(["--idle-timeout", "5 parsecs"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains(want));
-    let o = Command::new(BIN)
-        .args(["probe", "127.0.0.1:1", "--timeout", "2h"])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("must be between 1ms and 1h"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    serve_flags("127.0.0.1:2", &["--idle-timeout", "5 parsecs"]).fails_with(want);
+    mutual(&["probe", "127.0.0.1:1", "--timeout", "2h"]).fails_with("must be between 1ms and 1h");
 }
 
 /// The listener options are one type for flags and keys, so a value out of range is refused
@@ -356,15 +401,7 @@ fn listener_option_ranges_are_one_check_for_flags_and_keys() {
             out.contains(&format!(":{line}:")) && out.contains(&format!("{key} {why}")),
             "{key}: {out}"
         );
-        let o = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:1", "--backend"])
-            .arg(be.addr.to_string())
-            .args(["--cert", "c", "--key", "k", "--ca", "r", "--allow-any"])
-            .args([flag, value.trim_matches('"')])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{err}");
-        assert!(err.contains(&format!("{flag} {why}")), "{flag}: {err}");
+        serve_flags(&be.addr.to_string(), &[flag, value.trim_matches('"')])
+            .fails_with(&format!("{flag} {why}"));
     }
 }

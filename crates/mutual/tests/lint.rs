@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod pki_common;
+mod proxy_common;
 
 use std::path::{Path, PathBuf};
 
@@ -956,24 +957,6 @@ fn a_leading_dot_permitted_dns_is_the_operators_choice_and_is_said_so() {
     assert_eq!(lint_json(&[&dir2.join("intermediate.pem")]).0, 0);
 }
 
-/// The audit line of the first connection that sent a ClientHello (waits for it: the line is
-/// written when the connection ends). The readiness probe's bare TCP connect is logged too, as
-/// `failed`/`other` with no TLS facts: it is skipped.
-fn first_audit_line(log: &Path) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let mut lines = text
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap());
-        if let Some(line) = lines.find(|l| !(l["reason"] == "other" && l["tls"].is_null())) {
-            return line;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    panic!("no audit line in {}", log.display());
-}
-
 /// `mutual serve --profile P` in front of a one-line backend, a real `openssl s_client` with a
 /// client certificate that has no authorityKeyIdentifier (webpki accepts it; RFC 5280 4.2.1.1
 /// says a CA-issued certificate must carry one): compatible lets it through, strict refuses the
@@ -1003,7 +986,7 @@ fn serve_with_the_strict_profile_refuses_a_client_chain_webpki_accepts() {
             let _ = std::io::Write::write_all(&mut c, b"hello from backend\n");
         }
     });
-    let run = |how: &str| -> serde_json::Value {
+    let run = |how: &str, result: &str, reason: &str| {
         let port = mutual_test::free_port();
         let listen = format!("127.0.0.1:{port}");
         let log = o.p(&format!("audit-{how}.jsonl"));
@@ -1043,24 +1026,17 @@ fn serve_with_the_strict_profile_refuses_a_client_chain_webpki_accepts() {
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&out.stdout).to_string();
-        let line = first_audit_line(&log);
+        let line = proxy_common::wait_audit_line_in(&log, result, reason);
         // What the client saw matches what the audit line says.
         assert_eq!(
             said.contains("hello from backend"),
-            line["result"] == "allowed",
+            result == "allowed",
             "{how}: client saw {said:?}, audit {line}"
         );
-        line
     };
-    let line = run("flag-compatible");
-    assert_eq!(line["result"], "allowed", "{line}");
-    assert_eq!(line["reason"], "ok", "{line}");
-    let line = run("flag-strict");
-    assert_eq!(line["result"], "failed", "{line}");
-    assert_eq!(line["reason"], "malformed", "{line}");
-    let line = run("config-strict");
-    assert_eq!(line["result"], "failed", "{line}");
-    assert_eq!(line["reason"], "malformed", "{line}");
+    run("flag-compatible", "allowed", "ok");
+    run("flag-strict", "failed", "malformed");
+    run("config-strict", "failed", "malformed");
 }
 
 /// `openssl x509|crl -outform DER` of `pem`, handed to `edit`, written as `NAME.der` (lint reads

@@ -376,20 +376,24 @@ fn three_listeners_live_reauthorization_and_broken_edits() {
     .collect();
     let failures = "mutual_config_reloads_total{result=\"failure\"}";
     let before = r.metric(failures);
+    // A broken edit (the `n`th): the reload fails and is counted, traffic keeps flowing, and
+    // `config check` refuses the file; the line holding `needle` and the check's output.
+    let broken_edit = |text: &str, n: f64, needle: &str| -> (usize, String) {
+        r.write("mutual.toml", text);
+        r.wait_metric(failures, before + n);
+        traffic(&r);
+        let (code, out) = config_check(&cfg_path);
+        assert_eq!(code, 2, "{out}");
+        (
+            text.lines().position(|l| l.contains(needle)).unwrap() + 1,
+            out,
+        )
+    };
     let good = config_text(&r, backend, &quoted(&[OK_ID]), "server.pem");
     let broken = good.replace("name = \"b\"", "name = \"b");
-    r.write("mutual.toml", &broken);
-    r.wait_metric(failures, before + 1.0);
-    traffic(&r);
+    let (b_line, out) = broken_edit(&broken, 1.0, "name = \"b");
     echo(&mut a_ok, "after syntax error\n").unwrap();
     echo(&mut c_plain, "after syntax error c\n").unwrap();
-    let (code, out) = config_check(&cfg_path);
-    assert_eq!(code, 2, "{out}");
-    let b_line = broken
-        .lines()
-        .position(|l| l.starts_with("name = \"b"))
-        .unwrap()
-        + 1;
     assert!(
         out.contains(&format!("mutual.toml:{b_line}:")),
         "config check should name line {b_line}:\n{out}"
@@ -407,18 +411,9 @@ fn three_listeners_live_reauthorization_and_broken_edits() {
     );
 
     let missing = config_text(&r, backend, &quoted(&[OK_ID]), "nope.pem");
-    r.write("mutual.toml", &missing);
-    r.wait_metric(failures, before + 2.0);
-    traffic(&r);
+    let (cert_line, out) = broken_edit(&missing, 2.0, "nope.pem");
     echo(&mut a_ok, "after missing cert\n").unwrap();
     echo(&mut b_ok, "after missing cert b\n").unwrap();
-    let (code, out) = config_check(&cfg_path);
-    assert_eq!(code, 2, "{out}");
-    let cert_line = missing
-        .lines()
-        .position(|l| l.contains("nope.pem"))
-        .unwrap()
-        + 1;
     assert!(
         out.contains(&format!("mutual.toml:{cert_line}:8: ")) && out.contains("nope.pem"),
         "config check should name line {cert_line}:\n{out}"

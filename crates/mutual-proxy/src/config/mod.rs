@@ -40,10 +40,6 @@ pub mod defaults {
     pub const IDLE_TIMEOUT: &str = "5m";
     pub const CONNECT_TIMEOUT: &str = "10s";
     pub const DRAIN_TIMEOUT: &str = "30s";
-    pub const MIN_TLS: &str = "1.3";
-    pub const PROFILE: &str = "compatible";
-    pub const FORWARD_CLIENT_CERT: &str = "xfcc";
-    pub const REVOCATION_UNKNOWN: &str = "deny";
 
     /// A default above as a `Duration`.
     pub fn duration(d: &str) -> std::time::Duration {
@@ -106,9 +102,6 @@ pub struct ListenerSpec {
     /// Line of the block's `[[listener]]` header (for log lines about it).
     pub line: usize,
     pub kind: ListenerKind,
-    /// The values of the keys with a spelling of their own in the file (already mapped into
-    /// the `ServeConfig`), kept so the fingerprint sees them as written.
-    pub pending: Pending,
     /// `ca_url`/`token_file`/`root_sha256`: enroll (when the files are not usable yet) and
     /// renew this listener's certificate from the online CA, as `serve --ca-url` does.
     pub enroll: Option<Enrollment>,
@@ -131,30 +124,11 @@ pub enum ListenerKind {
     Connect(Box<ConnectConfig>),
 }
 
-/// Values of keys spelled differently in the file than in the proxy's types (`mode` is
-/// `--http`, CDP settings are grouped); parsed and validated here.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Pending {
-    /// `tcp` | `http`.
-    pub mode: Option<String>,
-    /// `xfcc` | `rfc9440` | `both` | `none`.
-    pub forward_client_cert: Option<String>,
-    /// Extra XFCC elements, comma-joined (`cert`, `chain`).
-    pub forward_client_cert_details: Option<String>,
-    /// `v2` (the only version written).
-    pub proxy_protocol: Option<String>,
-    pub crl_from_cdp: bool,
-    pub crl_cache_dir: Option<PathBuf>,
-}
-
 impl ListenerSpec {
     /// A text that changes exactly when the block's meaning changes: a reload keeps a listener
     /// whose fingerprint is the same untouched (its files are watched on their own).
     pub fn fingerprint(&self) -> String {
-        format!(
-            "{}|{:?}|{:?}|{:?}",
-            self.listen, self.kind, self.pending, self.enroll
-        )
+        format!("{}|{:?}|{:?}", self.listen, self.kind, self.enroll)
     }
 
     /// The certificate, key and CA bundle the listener loads (and enrollment writes).
@@ -241,30 +215,15 @@ fn field_names<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
     fields
 }
 
-/// Keys that only mean something on a serve listener: these and [`ServeOpts`]'s.
-const SERVE_ONLY: &[&str] = &[
-    "backend",
-    "crls",
-    "crl_cache_dir",
-    "policy",
-    "allow_spiffe",
-    "allow_dns",
-    "allow_cn",
-    "allow_ou",
-    "allow",
-    "mode",
-    "forward_client_cert",
-    "forward_client_cert_details",
-    "proxy_protocol",
-];
-
+/// Keys that only mean something on a serve listener: [`ServeOpts`]'s and the
+/// `[[listener.allow]]` tables.
 fn serve_only(key: &str) -> bool {
-    SERVE_ONLY.contains(&key) || ServeOpts::keys().contains(&key)
+    key == "allow" || ServeOpts::keys().contains(&key)
 }
 
-/// Keys that only mean something on a connect listener: `remote` and [`ConnectOpts`]'s.
+/// Keys that only mean something on a connect listener: [`ConnectOpts`]'s.
 fn connect_only(key: &str) -> bool {
-    key == "remote" || ConnectOpts::keys().contains(&key)
+    ConnectOpts::keys().contains(&key)
 }
 
 const RULE_KEYS: &[&str] = &[
@@ -289,29 +248,14 @@ struct RawGlobal {
 
 type S = Spanned<String>;
 
+/// The keys of a block that are not options (those are [`ListenerOpts`], [`ServeOpts`] and
+/// [`ConnectOpts`], shared with the flags): what only a file has.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawListener {
     name: Option<S>,
     kind: Option<S>,
-    mode: Option<S>,
-    listen: Option<S>,
-    backend: Option<S>,
-    remote: Option<S>,
-    cert: Option<S>,
-    key: Option<S>,
-    ca: Option<S>,
-    crls: Option<Vec<S>>,
-    crl_cache_dir: Option<S>,
-    policy: Option<S>,
-    allow_spiffe: Option<Vec<S>>,
-    allow_dns: Option<Vec<S>>,
-    allow_cn: Option<Vec<S>>,
-    allow_ou: Option<Vec<S>>,
     allow: Option<Vec<Spanned<toml::Table>>>,
-    forward_client_cert: Option<S>,
-    forward_client_cert_details: Option<Vec<S>>,
-    proxy_protocol: Option<S>,
     #[serde(default, deserialize_with = "one_or_many")]
     ca_url: Option<Vec<String>>,
     token_file: Option<S>,
@@ -470,7 +414,7 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
                         let ispan = item.span();
                         let mut item = item;
                         let mut present = Vec::new();
-                        let mut spans = HashMap::new();
+                        let mut spans = Spans::default();
                         let (mut opts, mut serve, mut connect) = Default::default();
                         if let DeValue::Table(t) = item.get_mut() {
                             strip_unknown(t, listener_keys(), "[[listener]]", sink);
@@ -564,23 +508,23 @@ fn parse_into(text: &str, base: &Path, sink: &mut Sink<'_>) -> Option<RunConfig>
                 );
             }
         }
-        if let Some(l) = &raw.listen {
-            let key = normalized_addr(l.get_ref());
+        if let Some(at) = given.spans.get("listen") {
+            let l = &given.opts.listen;
+            let key = normalized_addr(l);
             if !key.ends_with(":0") {
                 if let Some(first) = addrs.insert(key.clone(), header_line) {
                     sink.at(
-                        l.span(),
+                        at.clone(),
                         format!(
-                            "listen address {} is already used by the listener at line {first}",
-                            l.get_ref()
+                            "listen address {l} is already used by the listener at line {first}"
                         ),
                     );
                 }
             }
             if cfg.metrics.as_deref().map(normalized_addr) == Some(key) {
                 sink.at(
-                    l.span(),
-                    format!("listen address {} is also the metrics address", l.get_ref()),
+                    at,
+                    format!("listen address {l} is also the metrics address"),
                 );
             }
         }
@@ -625,14 +569,26 @@ fn listener_keys() -> &'static [&'static str] {
     })
 }
 
-/// Moves `keys` out of `table` into a table of their own, with the span of each value (so a
-/// value out of range is reported where it is written).
-fn take_keys<'t>(
-    table: &mut DeTable<'t>,
-    keys: &[&str],
-) -> (DeTable<'t>, HashMap<String, Range<usize>>) {
+/// Where each option value of a block is written: `key` for a value, `key[i]` for an array
+/// element (so a bad `allow_*` pattern is reported at itself). A key whose value was refused
+/// for its type is left out.
+#[derive(Default)]
+struct Spans(HashMap<String, Range<usize>>);
+
+impl Spans {
+    fn get(&self, key: &str) -> Option<Range<usize>> {
+        self.0.get(key).cloned()
+    }
+
+    fn elem(&self, key: &str, i: usize) -> Option<Range<usize>> {
+        self.get(&format!("{key}[{i}]")).or_else(|| self.get(key))
+    }
+}
+
+/// Moves `keys` out of `table` into a table of their own, with the span of each value and of
+/// each array element (so a value out of range is reported where it is written).
+fn take_keys<'t>(table: &mut DeTable<'t>, keys: &[&str], spans: &mut Spans) -> DeTable<'t> {
     let mut out = DeTable::new();
-    let mut spans = HashMap::new();
     let names: Vec<_> = table
         .iter()
         .filter(|(k, _)| keys.contains(&k.get_ref().as_ref()))
@@ -640,43 +596,74 @@ fn take_keys<'t>(
         .collect();
     for k in names {
         if let Some(v) = table.remove(k.get_ref().as_ref()) {
-            spans.insert(k.get_ref().to_string(), v.span());
+            let key = k.get_ref().to_string();
+            if let DeValue::Array(items) = v.get_ref() {
+                for (i, item) in items.iter().enumerate() {
+                    spans.0.insert(format!("{key}[{i}]"), item.span());
+                }
+            }
+            spans.0.insert(key, v.span());
             out.insert(k, v);
         }
     }
-    (out, spans)
+    out
 }
 
-/// Moves `T`'s keys out of a block and deserializes them (a bad value is reported at its span
-/// and `T`'s defaults stand in, so the block's other problems are still found); the spans of
-/// the values go to `spans`.
+/// Moves `T`'s keys out of a block and deserializes them. A value serde refuses is reported
+/// at its span, named by its key, and left out (so the other values are still read and every
+/// bad one is reported); the spans of the values go to `spans`.
 fn split_opts<T: serde::de::DeserializeOwned + Default>(
     keys: &[&str],
     table: &mut DeTable<'_>,
     block: &Range<usize>,
-    spans: &mut HashMap<String, Range<usize>>,
+    spans: &mut Spans,
     sink: &mut Sink<'_>,
 ) -> T {
-    let (sub, sub_spans) = take_keys(table, keys);
-    spans.extend(sub_spans);
-    T::deserialize(ValueDeserializer::from(Spanned::new(
-        block.clone(),
-        DeValue::Table(sub),
-    )))
-    .unwrap_or_else(|e| {
-        sink.de(&e, block.clone());
-        T::default()
-    })
+    let mut sub = take_keys(table, keys, spans);
+    loop {
+        let attempt = T::deserialize(ValueDeserializer::from(Spanned::new(
+            block.clone(),
+            DeValue::Table(sub.clone()),
+        )));
+        let e = match attempt {
+            Ok(t) => return t,
+            Err(e) => e,
+        };
+        let at = e.span().unwrap_or(block.clone());
+        let key = sub
+            .iter()
+            .map(|(k, v)| (k.get_ref().to_string(), v.span()))
+            .find(|(_, v)| v.start <= at.start && at.end <= v.end)
+            .map(|(k, _)| k);
+        let Some(key) = key else {
+            sink.de(&e, block.clone());
+            return T::default();
+        };
+        // Named by its key, unless the message names it already ("invalid backend ...").
+        let msg = e.message().trim().replace('\n', " ");
+        let msg = if msg.starts_with("must ") {
+            format!("{key} {msg}")
+        } else if msg.contains(&key.replace('_', " ")) {
+            msg
+        } else {
+            format!("{key}: {msg}")
+        };
+        sink.at(at, msg);
+        sub.remove(key.as_str());
+        spans
+            .0
+            .retain(|k, _| k != &key && !k.starts_with(&format!("{key}[")));
+    }
 }
 
-/// What a block gave besides its own keys: which keys were present, and the option types
+/// What a block gave besides its own keys: which keys were written, and the option types
 /// shared with the flags, with the spans of their values.
 struct Given {
     present: Vec<String>,
     opts: ListenerOpts,
     serve: ServeOpts,
     connect: ConnectOpts,
-    spans: HashMap<String, Range<usize>>,
+    spans: Spans,
 }
 
 /// One block: every check that can be made on it alone.
@@ -746,239 +733,164 @@ fn listener(
         }
     }
 
-    let listen = match &raw.listen {
-        Some(l) if host_port(l.get_ref()).is_ok() => l.get_ref().clone(),
-        Some(l) => {
-            sink.at(
-                l.span(),
-                format!(
-                    "listen: {:?} is not HOST:PORT (e.g. 0.0.0.0:8443)",
-                    l.get_ref()
-                ),
-            );
-            String::new()
+    let Given {
+        present,
+        mut opts,
+        serve: mut sv,
+        connect: c,
+        spans,
+    } = given;
+    let at = |k: &str| spans.get(k).unwrap_or(header.clone());
+    let written = |k: &str| present.iter().any(|p| p == k);
+    match spans.get("listen") {
+        None if !written("listen") => {
+            sink.at(header.clone(), "listener without `listen` (HOST:PORT)")
         }
-        None => {
-            sink.at(header.clone(), "listener without `listen` (HOST:PORT)");
-            String::new()
-        }
-    };
+        Some(span) if host_port(&opts.listen).is_err() => sink.at(
+            span,
+            format!(
+                "listen: {:?} is not HOST:PORT (e.g. 0.0.0.0:8443)",
+                opts.listen
+            ),
+        ),
+        _ => {}
+    }
 
     let enroll = enrollment(&raw, base, sink);
-    let file = |v: &Option<S>, key: &str, sink: &mut Sink<'_>| -> Option<PathBuf> {
-        match v {
-            None => {
-                sink.at(header.clone(), format!("`{key}` is required"));
-                None
-            }
+    for (key, path) in [
+        ("cert", &mut opts.cert),
+        ("key", &mut opts.key),
+        ("ca", &mut opts.ca),
+    ] {
+        match spans.get(key) {
+            None if !written(key) => sink.at(header.clone(), format!("`{key}` is required")),
+            None => {}
             // Enrollment writes the files: they need not exist yet.
-            Some(p) if enroll.is_some() && !p.get_ref().is_empty() => Some(base.join(p.get_ref())),
-            Some(p) => existing(p, base, sink),
+            Some(_) if enroll.is_some() && !path.as_os_str().is_empty() => {
+                *path = base.join(&*path)
+            }
+            Some(span) => *path = existing(path, span, base, sink).unwrap_or_default(),
         }
-    };
-    let cert = file(&raw.cert, "cert", sink);
-    let key = file(&raw.key, "key", sink);
-    let ca = file(&raw.ca, "ca", sink);
-
-    let opts = given.opts;
-    let sv = &given.serve;
-    let problems = opts.problems().into_iter().chain(if kind == "serve" {
-        sv.problems()
-    } else {
-        Vec::new()
-    });
-    for p in problems {
-        let at = given.spans.get(p.key).cloned();
-        sink.at(at.unwrap_or_else(|| header.clone()), p.for_key());
     }
-    let handshake_timeout = opts.handshake_timeout.get();
-    let idle_timeout = opts.idle_timeout.get();
-    let connect_timeout = opts.connect_timeout.get();
-    let limits = opts.limits();
 
-    let pending = pending(&raw, given.serve.crl_from_cdp, base, sink);
+    let problems = opts.problems();
+    for p in problems {
+        sink.at(at(p.key), p.for_key());
+    }
 
     let kind = if kind == "serve" {
-        let backend = match &raw.backend {
-            None => {
-                sink.at(
-                    header.clone(),
-                    "`backend` is required (HOST:PORT or unix:/path)",
-                );
-                None
-            }
-            Some(b) => match b.get_ref().parse::<crate::Backend>() {
-                Ok(be) => Some(be),
-                Err(e) => {
-                    sink.at(b.span(), e.to_string());
-                    None
-                }
-            },
-        };
-        let crls: Vec<PathBuf> = raw
-            .crls
-            .iter()
-            .flatten()
-            .filter_map(|c| existing(c, base, sink))
-            .collect();
-        if sv.crl_leaf_only && raw.crls.as_ref().is_none_or(Vec::is_empty) {
-            sink.at(header.clone(), "crl_leaf_only needs `crls`");
+        if !written("backend") {
+            sink.at(
+                header.clone(),
+                "`backend` is required (HOST:PORT or unix:/path)",
+            );
         }
-        let allow_unknown = sv.allow_unknown();
-        let http = pending.mode.as_deref() == Some("http");
-        let policy_flags = inline_policy(&raw, sv.allow_any, http, sink);
-        let policy_file = match &raw.policy {
-            None => None,
-            Some(p) => {
-                let path = existing(p, base, sink);
-                if let Some(path) = &path {
-                    match crate::serve::load_policy(&Policy::default(), Some(path)) {
-                        Ok(pol) => {
-                            if !http && pol.has_http_rules() {
-                                sink.at(
-                                    p.span(),
-                                    format!("policy file {}: rules with `methods`/`paths` only apply with mode = \"http\"", path.display()),
-                                );
-                            }
-                            if pol.is_empty() && policy_flags.is_empty() {
-                                sink.at(
-                                    p.span(),
-                                    format!("policy file {} has no [[allow]] rule and the listener has no other: every client would be denied", path.display()),
-                                );
-                            }
+        sv.crls = std::mem::take(&mut sv.crls)
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                existing(
+                    c,
+                    spans.elem("crls", i).unwrap_or(header.clone()),
+                    base,
+                    sink,
+                )
+            })
+            .collect();
+        if sv.crl_leaf_only && !written("crls") {
+            sink.at(at("crl_leaf_only"), "crl_leaf_only needs `crls`");
+        }
+        sv.crl_cache_dir = sv.crl_cache_dir.map(|d| base.join(d));
+        let http = sv.mode == crate::http::Mode::Http;
+        let policy_flags = inline_policy(&raw, &sv, &spans, http, sink);
+        if let (Some(p), Some(span)) = (sv.policy.take(), spans.get("policy")) {
+            sv.policy = existing(&p, span.clone(), base, sink);
+            if let Some(path) = &sv.policy {
+                match crate::serve::load_policy(&Policy::default(), Some(path)) {
+                    Ok(pol) => {
+                        if !http && pol.has_http_rules() {
+                            sink.at(
+                                span.clone(),
+                                format!("policy file {}: rules with `methods`/`paths` only apply with mode = \"http\"", path.display()),
+                            );
                         }
-                        Err(e) => sink.at(p.span(), e.to_string()),
+                        if pol.is_empty() && policy_flags.is_empty() {
+                            sink.at(
+                                span,
+                                format!("policy file {} has no [[allow]] rule and the listener has no other: every client would be denied", path.display()),
+                            );
+                        }
                     }
+                    Err(e) => sink.at(span, e.to_string()),
                 }
-                path
             }
-        };
-        let any_rule_key = raw.allow_spiffe.as_ref().is_some_and(|v| !v.is_empty())
-            || raw.allow_dns.as_ref().is_some_and(|v| !v.is_empty())
-            || raw.allow_cn.as_ref().is_some_and(|v| !v.is_empty())
-            || raw.allow_ou.as_ref().is_some_and(|v| !v.is_empty())
+        }
+        let any_rule_key = [
+            "allow_spiffe",
+            "allow_dns",
+            "allow_cn",
+            "allow_ou",
+            "policy",
+        ]
+        .iter()
+        .any(|k| written(k))
             || raw.allow.as_ref().is_some_and(|v| !v.is_empty())
             || sv.allow_any;
         // (A rule that failed to parse was reported already; do not add "allows no one".)
-        if !any_rule_key && raw.policy.is_none() {
+        if !any_rule_key {
             sink.at(
                 header.clone(),
                 format!("serve listener {name:?} allows no one: add allow_spiffe/allow_dns/allow_cn/allow_ou, [[listener.allow]] rules, a `policy` file, or allow_any = true"),
             );
         }
-        match (cert, key, ca, backend) {
-            (Some(cert), Some(key), Some(ca), Some(backend)) => {
-                Some(ListenerKind::Serve(Box::new(ServeConfig {
-                    name: name.clone(),
-                    tls: opts.server_settings(cert, key, ca, crls),
-                    tls_options: sv.tls_options(&opts),
-                    policy_flags,
-                    policy_file,
-                    backend,
-                    handshake_timeout,
-                    idle_timeout,
-                    connect_timeout,
-                    limits,
-                    mode: if http {
-                        crate::http::Mode::Http
-                    } else {
-                        crate::http::Mode::Tcp
-                    },
-                    http: crate::http::HttpOptions {
-                        forward_client_cert: pending
-                            .forward_client_cert
-                            .as_deref()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or_default(),
-                        details: pending
-                            .forward_client_cert_details
-                            .as_deref()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or_default(),
-                    },
-                    proxy_protocol: pending
-                        .proxy_protocol
-                        .as_deref()
-                        .and_then(|p| p.parse().ok()),
-                    max_connection_lifetime: opts.max_connection_lifetime(),
-                    end_on_peer_expiry: sv.end_on_peer_expiry,
-                    crl_from_cdp: pending.crl_from_cdp.then(|| {
-                        crate::cdp::CdpSettings::new(
-                            !allow_unknown,
-                            pending
-                                .crl_cache_dir
-                                .clone()
-                                .or_else(crate::cdp::default_cache_dir)
-                                .unwrap_or_else(|| base.join("crl-cache")),
-                        )
-                    }),
-                })))
-            }
-            _ => None,
-        }
+        let cdp = sv
+            .cdp(|| crate::cdp::default_cache_dir().or_else(|| Some(base.join("crl-cache"))))
+            .flatten();
+        sv.config(name.clone(), &opts, policy_flags, cdp)
+            .ok()
+            .map(|s| ListenerKind::Serve(Box::new(s)))
     } else {
-        let remote = match &raw.remote {
-            None => {
-                sink.at(header.clone(), "`remote` is required (HOST:PORT)");
-                None
+        match spans.get("remote") {
+            None if !written("remote") => {
+                sink.at(header.clone(), "`remote` is required (HOST:PORT)")
             }
-            Some(r) if host_port(r.get_ref()).is_ok() => Some(r.get_ref().clone()),
-            Some(r) => {
-                sink.at(
-                    r.span(),
-                    format!("remote: {:?} is not HOST:PORT", r.get_ref()),
-                );
-                None
+            Some(span) if host_port(&c.remote).is_err() => {
+                sink.at(span, format!("remote: {:?} is not HOST:PORT", c.remote))
             }
-        };
-        let c = &given.connect;
-        let span_of = |k: &str| given.spans.get(k).cloned().unwrap_or(header.clone());
+            _ => {}
+        }
         if c.server_name.is_some() && c.expect_spiffe.is_some() {
             sink.at(
-                span_of("server_name"),
+                at("server_name"),
                 "give server_name or expect_spiffe, not both",
             );
         }
         if let Some(id) = &c.expect_spiffe {
             if let Err(e) = mutual_policy::SpiffeId::parse(id) {
-                sink.at(span_of("expect_spiffe"), format!("expect_spiffe: {e}"));
+                sink.at(at("expect_spiffe"), format!("expect_spiffe: {e}"));
             }
         }
-        if let (Some(l), Ok(a)) = (&raw.listen, listen.parse::<SocketAddr>()) {
+        if let Ok(a) = opts.listen.parse::<SocketAddr>() {
             if let Err(e) = crate::connect::check_loopback(a, c.allow_remote_clients) {
                 sink.at(
-                    l.span(),
+                    at("listen"),
                     e.to_string()
                         .replace("--allow-remote-clients", "allow_remote_clients = true"),
                 );
             }
         }
-        match (cert, key, ca, remote) {
-            (Some(cert), Some(key), Some(ca), Some(remote)) => {
-                Some(ListenerKind::Connect(Box::new(ConnectConfig {
-                    name: name.clone(),
-                    tls: opts.client_settings(cert, key, ca, c),
-                    remote,
-                    handshake_timeout,
-                    idle_timeout,
-                    connect_timeout,
-                    limits,
-                    max_connection_lifetime: opts.max_connection_lifetime(),
-                    profile: opts.profile(),
-                })))
-            }
-            _ => None,
-        }
+        Some(ListenerKind::Connect(Box::new(
+            c.config(name.clone(), &opts),
+        )))
     };
     if sink.out.len() > before {
         return None;
     }
     Some(ListenerSpec {
         name,
-        listen,
+        listen: opts.listen,
         line,
         kind: kind?,
-        pending,
         enroll,
     })
 }
@@ -990,71 +902,24 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// Resolves a path against the config file's directory and checks that it exists.
-fn existing(p: &S, base: &Path, sink: &mut Sink<'_>) -> Option<PathBuf> {
-    let path = base.join(p.get_ref());
-    if p.get_ref().is_empty() {
-        sink.at(p.span(), "empty path");
+/// Resolves a path as written against the config file's directory and checks that it exists;
+/// a problem is reported at `span`.
+fn existing(p: &Path, span: Range<usize>, base: &Path, sink: &mut Sink<'_>) -> Option<PathBuf> {
+    if p.as_os_str().is_empty() {
+        sink.at(span, "empty path");
         return None;
     }
+    let path = base.join(p);
     match std::fs::metadata(&path) {
         Ok(m) if m.is_file() => Some(path),
         Ok(_) => {
-            sink.at(p.span(), format!("{} is not a file", path.display()));
+            sink.at(span, format!("{} is not a file", path.display()));
             None
         }
         Err(e) => {
-            sink.at(p.span(), format!("{}: {e}", path.display()));
+            sink.at(span, format!("{}: {e}", path.display()));
             None
         }
-    }
-}
-
-fn one_of(v: &Option<S>, key: &str, allowed: &[&str], sink: &mut Sink<'_>) -> Option<String> {
-    let v = v.as_ref()?;
-    if allowed.contains(&v.get_ref().as_str()) {
-        Some(v.get_ref().clone())
-    } else {
-        let list = allowed
-            .iter()
-            .map(|a| format!("\"{a}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        sink.at(
-            v.span(),
-            format!("{key} must be one of {list}, not {:?}", v.get_ref()),
-        );
-        None
-    }
-}
-
-fn pending(raw: &RawListener, crl_from_cdp: bool, base: &Path, sink: &mut Sink<'_>) -> Pending {
-    Pending {
-        mode: one_of(&raw.mode, "mode", &["tcp", "http"], sink),
-        forward_client_cert: one_of(
-            &raw.forward_client_cert,
-            "forward_client_cert",
-            &["xfcc", "rfc9440", "both", "none"],
-            sink,
-        ),
-        forward_client_cert_details: raw.forward_client_cert_details.as_ref().and_then(|v| {
-            let joined = v
-                .iter()
-                .map(|s| s.get_ref().as_str())
-                .collect::<Vec<_>>()
-                .join(",");
-            match joined.parse::<crate::http::XfccDetails>() {
-                Ok(_) => Some(joined),
-                Err(e) => {
-                    let span = v.first().map(|s| s.span()).unwrap_or(0..0);
-                    sink.at(span, format!("forward_client_cert_details: {e}"));
-                    None
-                }
-            }
-        }),
-        proxy_protocol: one_of(&raw.proxy_protocol, "proxy_protocol", &["v2"], sink),
-        crl_from_cdp,
-        crl_cache_dir: raw.crl_cache_dir.as_ref().map(|p| base.join(p.get_ref())),
     }
 }
 
@@ -1110,33 +975,38 @@ fn enrollment(raw: &RawListener, base: &Path, sink: &mut Sink<'_>) -> Option<Enr
         token_file: raw
             .token_file
             .as_ref()
-            .and_then(|p| existing(p, base, sink)),
+            .and_then(|p| existing(Path::new(p.get_ref()), p.span(), base, sink)),
         root_sha256: raw.root_sha256.as_ref().map(|s| s.get_ref().clone()),
     })
 }
 
-/// The allow_* keys and `[[listener.allow]]` rules as one policy; each bad pattern is reported
-/// at its own value.
-fn inline_policy(raw: &RawListener, allow_any: bool, http: bool, sink: &mut Sink<'_>) -> Policy {
-    let mut policy = Policy::default();
-    let groups: [(&Option<Vec<S>>, usize); 4] = [
-        (&raw.allow_spiffe, 0),
-        (&raw.allow_dns, 1),
-        (&raw.allow_cn, 2),
-        (&raw.allow_ou, 3),
-    ];
-    for (values, slot) in groups {
-        for v in values.iter().flatten() {
-            let one = std::slice::from_ref(v.get_ref());
-            let none: &[String] = &[];
-            let mut args = [none, none, none, none];
-            args[slot] = one;
-            match Policy::from_flags(args[0], args[1], args[2], args[3], false) {
-                Ok(p) => policy = policy.merged(p),
-                Err(e) => sink.at(v.span(), e.to_string()),
+/// The allow_* keys (built as the flags build them) and `[[listener.allow]]` rules as one
+/// policy; each bad pattern is reported at its own array element.
+fn inline_policy(
+    raw: &RawListener,
+    sv: &ServeOpts,
+    spans: &Spans,
+    http: bool,
+    sink: &mut Sink<'_>,
+) -> Policy {
+    let mut policy = sv.inline_policy().unwrap_or_else(|_| {
+        let groups = [
+            ("allow_spiffe", &sv.allow_spiffe),
+            ("allow_dns", &sv.allow_dns),
+            ("allow_cn", &sv.allow_cn),
+            ("allow_ou", &sv.allow_ou),
+        ];
+        for (slot, (key, values)) in groups.iter().enumerate() {
+            for (i, v) in values.iter().enumerate() {
+                let mut args: [&[String]; 4] = [&[], &[], &[], &[]];
+                args[slot] = std::slice::from_ref(v);
+                if let Err(e) = Policy::from_flags(args[0], args[1], args[2], args[3], false) {
+                    sink.at(spans.elem(key, i).unwrap_or(0..0), e.to_string());
+                }
             }
         }
-    }
+        Policy::default()
+    });
     for rule in raw.allow.iter().flatten() {
         let span = rule.span();
         let table = rule.get_ref();
@@ -1181,9 +1051,6 @@ fn inline_policy(raw: &RawListener, allow_any: bool, http: bool, sink: &mut Sink
             }
             Err(msg) => sink.at(span.clone(), format!("[[listener.allow]]: {msg}")),
         }
-    }
-    if allow_any {
-        policy = policy.merged(Policy::from_flags(&[], &[], &[], &[], true).unwrap_or_default());
     }
     policy
 }
@@ -1324,6 +1191,47 @@ ca = "root.pem"
         has(19, "already used by the listener at line 4");
     }
 
+    /// A bad `allow_*` pattern is reported at its own array element; a value of the wrong type
+    /// at itself, named by its key, without hiding the block's other problems.
+    #[test]
+    fn a_bad_value_points_at_itself() {
+        let d = dir_with_files();
+        let text = "[[listener]]\nname = \"a\"\nkind = \"serve\"\nlisten = \"127.0.0.1:1\"\n\
+                    backend = 5\ncert = \"s.pem\"\nkey = \"s.key\"\nca = \"nope.pem\"\n\
+                    allow_spiffe = [\"spiffe://t/a\", \"http://x\"]\n";
+        let errs = parse(text, d.path()).unwrap_err();
+        let all: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{}:{} {}", e.line, e.col, e.message))
+            .collect();
+        assert!(
+            all.iter()
+                .any(|e| e.starts_with("5:11 backend: invalid type")),
+            "{all:#?}"
+        );
+        assert!(
+            all.iter()
+                .any(|e| e.starts_with("8:6 ") && e.contains("nope.pem")),
+            "{all:#?}"
+        );
+        assert!(
+            all.iter()
+                .any(|e| e.starts_with("9:33 ") && e.contains("starts with spiffe://")),
+            "{all:#?}"
+        );
+        assert!(
+            !all.iter().any(|e| e.contains("`backend` is required")),
+            "{all:#?}"
+        );
+        // A message that names its key already is not prefixed again.
+        let errs = parse(&text.replace("backend = 5", "backend = \"nope\""), d.path()).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.line == 5 && e.message.starts_with("invalid backend \"nope\"")),
+            "{errs:#?}"
+        );
+    }
+
     #[test]
     fn syntax_errors_have_line_and_column() {
         let errs = parse("[[listener]]\nname = \"a\nkind = 3\n", Path::new(".")).unwrap_err();
@@ -1369,8 +1277,8 @@ paths = ["/a"]
         for needle in [
             "1:1 `backend` applies to kind = \"serve\"",
             "4:10 0.0.0.0:7000 is not a loopback address",
-            "10:11 min_tls must be",
-            "15:8 mode must be one of",
+            "10:11 min_tls must be one of \"1.2\", \"1.3\", not \"1.1\"",
+            "15:8 mode must be one of \"tcp\", \"http\", not \"udp\"",
             "only apply with mode = \"http\"",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in\n{all}");
@@ -1385,8 +1293,6 @@ paths = ["/a"]
             "idle_timeout = \"1m\"\nproxy_protocol = \"v2\"\nmax_connection_lifetime = \"1h\"",
         );
         let c = parse(&text, d.path()).unwrap();
-        let p = &c.listeners[0].pending;
-        assert_eq!(p.proxy_protocol.as_deref(), Some("v2"));
         let ListenerKind::Serve(cfg) = &c.listeners[0].kind else {
             panic!("listener 0 is a serve listener");
         };

@@ -1,30 +1,84 @@
-//! The options every listener has, serve and connect alike (TLS floor, timeouts, limits), as one
-//! type that is both the `serve`/`connect` flags (clap, flattened into their argument structs)
-//! and the keys of a `[[listener]]` block (serde): the field is the option, so its flag
-//! (`--idle-timeout`) and its key (`idle_timeout`) cannot drift apart, and the default, the doc
-//! string, the duration grammar ([`HumanDuration`]) and the range checks ([`ListenerOpts::problems`])
-//! are written once. Both the CLI and the config file build a listener's timeouts and limits
-//! through the methods below.
+//! A listener's options as types that are both the `serve`/`connect` flags (clap, flattened into
+//! their argument structs) and the keys of a `[[listener]]` block (serde): the field is the
+//! option, so its flag (`--idle-timeout`) and its key (`idle_timeout`) cannot drift apart, and
+//! the default, the doc string, the value's type and parse (one `FromStr` or one clap
+//! `ValueEnum`, read by serde through [`value_enum`] / [`parsed`]) and the range checks
+//! ([`ListenerOpts::problems`]) are written once. Three types: [`ListenerOpts`] (every listener:
+//! address, files, TLS floor, timeouts, limits), [`ServeOpts`] and [`ConnectOpts`] (one kind's).
+//! Both surfaces build the listener from them here ([`ServeOpts::config`],
+//! [`ConnectOpts::config`]); the config parser only adds what a file has and a command line
+//! has not: paths taken from the file's directory, `FILE:LINE:COL` of each value, and
+//! `[[listener.allow]]` tables.
 //!
-//! Adding an option every listener takes is one field here (with its `#[arg]` and, when the
-//! default is not the type's, a line in `Default`); the config parser learns the key from serde's
-//! field list, and "did you mean" learns it with it.
+//! Adding an option is one field in one of these types (with its `#[arg]`; a `Default` line
+//! when the default is not the type's) and, if the listener uses it, one line in `config`; the
+//! config parser learns the key from serde's field list, and "did you mean" learns it with it.
 
 use std::path::PathBuf;
 
+use clap::builder::TypedValueParser;
 use mutual_policy::human::HumanDuration;
-use serde::Deserialize;
+use mutual_policy::Policy;
+use serde::{Deserialize, Deserializer};
 
 use super::defaults;
 use crate::accept::Limits;
+use crate::connect::ConnectConfig;
+use crate::http::{ForwardClientCert, Mode, XfccDetails};
+use crate::proxy_protocol::ProxyProtocol;
+use crate::serve::ServeConfig;
+use crate::{Backend, ProxyError};
 
-/// Options shared by every listener kind: `--min-tls`/`min_tls`, the timeouts, the limits.
+/// The lowest TLS version a listener accepts.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MinTls {
+    /// TLS 1.2 and 1.3.
+    #[value(name = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[default]
+    #[value(name = "1.3")]
+    Tls13,
+}
+
+/// With `--crl-from-cdp`: what a certificate whose CRL is not available gets.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RevocationUnknown {
+    /// The handshake fails with `revocation_unknown`.
+    #[default]
+    Deny,
+    /// The certificate is accepted.
+    Allow,
+}
+
+/// Options every listener has, serve and connect alike: where it listens, its own certificate,
+/// key and CA bundle, `--min-tls`/`min_tls`, the timeouts, the limits, the profile.
 #[derive(clap::Args, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListenerOpts {
-    /// Lowest TLS version accepted: 1.3 (default) or 1.2.
-    #[arg(long, value_name = "VERSION", default_value = defaults::MIN_TLS, value_parser = ["1.2", "1.3"])]
-    pub min_tls: String,
+    /// Address to accept on, HOST:PORT: mTLS clients for serve (e.g. 0.0.0.0:8443), local
+    /// plaintext clients for connect (loopback unless --allow-remote-clients, e.g.
+    /// 127.0.0.1:7000).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: String,
+
+    /// Certificate chain to present (PEM: leaf first, then intermediates).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+
+    /// Private key for --cert (PEM: PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+
+    /// Trusted roots for the peer's certificate (PEM bundle): the clients' for serve, the
+    /// server's for connect.
+    #[arg(long, value_name = "FILE")]
+    pub ca: PathBuf,
+
+    /// Lowest TLS version accepted.
+    #[arg(long, value_name = "VERSION", value_enum, default_value_t)]
+    #[serde(deserialize_with = "value_enum")]
+    pub min_tls: MinTls,
 
     /// Give up on a TLS handshake that has not finished after this long.
     #[arg(long, value_name = "DURATION", default_value = defaults::HANDSHAKE_TIMEOUT)]
@@ -53,46 +107,130 @@ pub struct ListenerOpts {
     #[arg(long, value_name = "DURATION")]
     pub max_connection_lifetime: Option<HumanDuration>,
 
-    /// How strictly the peer's chain is checked: compatible (default: webpki's checks, as every
-    /// TLS stack) or strict (also the RFC 5280 / CA/B Forum error rules of `mutual cert lint` on
+    /// How strictly the peer's chain is checked: compatible (webpki's checks, as every TLS
+    /// stack) or strict (also the RFC 5280 / CA/B Forum error rules of `mutual cert lint` on
     /// every certificate and CRL of the built path; a violation is refused as `malformed`).
-    #[arg(long, value_name = "PROFILE", default_value = defaults::PROFILE, value_parser = ["compatible", "strict"])]
-    pub profile: String,
+    #[arg(
+        long,
+        value_name = "PROFILE",
+        value_enum,
+        default_value_t,
+        hide_possible_values = true
+    )]
+    #[serde(deserialize_with = "value_enum")]
+    pub profile: mutual_tls::Profile,
 }
 
-/// The same values clap's `default_value`s give (a test parses an empty command line and
-/// compares), for a `[[listener]]` block that leaves a key out.
+/// The same values clap's defaults give (a test parses a command line without the options
+/// and compares), for a `[[listener]]` block that leaves a key out.
 impl Default for ListenerOpts {
     fn default() -> Self {
         let d = |s: &str| HumanDuration(defaults::duration(s));
         ListenerOpts {
-            min_tls: defaults::MIN_TLS.to_string(),
+            listen: String::new(),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            ca: PathBuf::new(),
+            min_tls: MinTls::default(),
             handshake_timeout: d(defaults::HANDSHAKE_TIMEOUT),
             idle_timeout: d(defaults::IDLE_TIMEOUT),
             connect_timeout: d(defaults::CONNECT_TIMEOUT),
             max_connections: None,
             drain_timeout: d(defaults::DRAIN_TIMEOUT),
             max_connection_lifetime: None,
-            profile: defaults::PROFILE.to_string(),
+            profile: mutual_tls::Profile::default(),
         }
     }
 }
 
-/// Options only a serve listener has that are the same value on both surfaces (the others,
-/// such as `--http`/`mode` or the `--allow-*` patterns reported element by element, are still
-/// spelled once per surface). A connect block that sets one of these keys is refused.
-#[derive(clap::Args, Deserialize, Debug, Clone, PartialEq, Eq)]
+/// `--http` is the flag of the `mode` key: on, HTTP mode; absent, TCP.
+fn http_flag() -> impl TypedValueParser<Value = Mode> {
+    clap::builder::BoolishValueParser::new().map(|on| if on { Mode::Http } else { Mode::Tcp })
+}
+
+/// Options only a serve listener has. A connect block that sets one of these keys is refused
+/// (the field list says which keys they are).
+#[derive(clap::Args, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServeOpts {
+    /// Where to forward allowed connections: HOST:PORT or unix:/path/to/socket.
+    #[arg(long, value_name = "HOST:PORT|unix:PATH", required = true)]
+    #[serde(deserialize_with = "some_parsed")]
+    pub backend: Option<Backend>,
+
+    /// CRL file (PEM or DER); repeat for several (config key: `crls`, an array). With CRLs,
+    /// every certificate in the client's chain must have a CRL from its issuer (unknown status
+    /// is denied).
+    #[arg(long = "crl", value_name = "FILE")]
+    #[serde(rename = "crls")]
+    pub crls: Vec<PathBuf>,
+
     /// Check revocation of the client's own certificate only, not of its intermediates (for CAs
     /// that publish a CRL only for leaves, like `mutual ca crl`; Envoy's
     /// only_verify_leaf_cert_crl). Default: every certificate in the chain needs a CRL.
     #[arg(long, requires = "crls")]
     pub crl_leaf_only: bool,
 
+    /// Allow clients whose SPIFFE ID matches (exact, or `*` for one path segment); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub allow_spiffe: Vec<String>,
+
+    /// Allow clients with a matching DNS SAN (exact, or `*` for one label); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub allow_dns: Vec<String>,
+
+    /// Allow clients whose subject CN matches (legacy); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub allow_cn: Vec<String>,
+
+    /// Allow clients whose subject OU matches (legacy); repeatable.
+    #[arg(long, value_name = "PATTERN")]
+    pub allow_ou: Vec<String>,
+
     /// Allow every client with a valid certificate from --ca (no identity check).
     #[arg(long)]
     pub allow_any: bool,
+
+    /// Policy file (TOML, [[allow]] rules); its rules are added to the --allow-* flags and it is
+    /// reloaded when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// HTTP mode (config key: `mode = "http"`, default "tcp"): terminate HTTP/1.1 and HTTP/2
+    /// (ALPN h2, http/1.1), authorize each request (rules may then have `methods`/`paths`),
+    /// forward over pooled keep-alive connections with the client's identity in headers; denied
+    /// requests get 403. See docs/http.md.
+    #[arg(long = "http", action = clap::ArgAction::SetTrue, value_parser = http_flag())]
+    #[serde(deserialize_with = "value_enum")]
+    pub mode: Mode,
+
+    /// HTTP mode: identity headers for the backend: xfcc (X-Forwarded-Client-Cert, Envoy's
+    /// format), rfc9440 (Client-Cert, Client-Cert-Chain), both, or none. Copies a client sent
+    /// are always removed.
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        value_enum,
+        default_value_t,
+        requires = "mode"
+    )]
+    #[serde(deserialize_with = "value_enum")]
+    pub forward_client_cert: ForwardClientCert,
+
+    /// HTTP mode: also put the client's certificate (`cert`) and/or the chain it sent
+    /// (`chain`) into X-Forwarded-Client-Cert as URL-encoded PEM; comma-separated (config: an
+    /// array).
+    #[arg(long, value_name = "cert,chain", default_value = "", requires = "mode")]
+    #[serde(deserialize_with = "xfcc_details")]
+    pub forward_client_cert_details: XfccDetails,
+
+    /// Send a PROXY protocol header to the backend first: the client's address, TLS facts
+    /// (version, CN, cipher, algorithms) and the verified SPIFFE ID (TLV 0x05 and 0xE0), with a
+    /// CRC32C. Only `v2`. The backend must expect it (haproxy `accept-proxy`, nginx
+    /// `proxy_protocol`).
+    #[arg(long, value_name = "VERSION")]
+    #[serde(deserialize_with = "some_parsed")]
+    pub proxy_protocol: Option<ProxyProtocol>,
 
     /// End an established connection when its client's certificate expires (a timer at the
     /// certificate's notAfter; audited as denied/expired). Without it expiry after the
@@ -110,20 +248,20 @@ pub struct ServeOpts {
     /// With --crl-from-cdp: what to do with a certificate whose CRL is not available (not yet
     /// fetched, server down, past nextUpdate): deny (the handshake fails with
     /// revocation_unknown) or allow.
-    #[arg(long, value_name = "deny|allow", default_value = defaults::REVOCATION_UNKNOWN, value_parser = ["deny", "allow"], requires = "crl_from_cdp")]
-    pub revocation_unknown: String,
-}
+    #[arg(
+        long,
+        value_name = "deny|allow",
+        value_enum,
+        default_value_t,
+        requires = "crl_from_cdp"
+    )]
+    #[serde(deserialize_with = "value_enum")]
+    pub revocation_unknown: RevocationUnknown,
 
-impl Default for ServeOpts {
-    fn default() -> Self {
-        ServeOpts {
-            crl_leaf_only: false,
-            allow_any: false,
-            end_on_peer_expiry: false,
-            crl_from_cdp: false,
-            revocation_unknown: defaults::REVOCATION_UNKNOWN.to_string(),
-        }
-    }
+    /// With --crl-from-cdp: where fetched CRLs are kept across restarts
+    /// [default: $MUTUAL_HOME/crl-cache or ~/.mutual/crl-cache].
+    #[arg(long, value_name = "DIR", requires = "crl_from_cdp")]
+    pub crl_cache_dir: Option<PathBuf>,
 }
 
 impl ServeOpts {
@@ -132,31 +270,43 @@ impl ServeOpts {
         super::field_names::<ServeOpts>()
     }
 
-    /// Every value out of range (as [`ListenerOpts::problems`]).
-    pub fn problems(&self) -> Vec<OptProblem> {
-        let mut out = Vec::new();
-        if self.revocation_unknown != "deny" && self.revocation_unknown != "allow" {
-            out.push(OptProblem {
-                key: "revocation_unknown",
-                message: format!(
-                    "must be \"deny\" or \"allow\", not {:?}",
-                    self.revocation_unknown
-                ),
-            });
-        }
-        out
-    }
-
     /// A certificate whose revocation status is unknown is allowed.
     pub fn allow_unknown(&self) -> bool {
-        self.revocation_unknown == "allow"
+        self.revocation_unknown == RevocationUnknown::Allow
     }
 
-    /// The verifier's revocation settings these options give (the flags and a config block
-    /// alike; `--revocation-unknown` needs `--crl-from-cdp`, so "allow" means the CDP rule).
+    /// The rules of the `--allow-*` flags / `allow_*` keys and `--allow-any` / `allow_any`.
+    pub fn inline_policy(&self) -> Result<Policy, mutual_policy::PolicyError> {
+        Policy::from_flags(
+            &self.allow_spiffe,
+            &self.allow_dns,
+            &self.allow_cn,
+            &self.allow_ou,
+            self.allow_any,
+        )
+    }
+
+    /// With `crl_from_cdp`: the fetcher's settings, its cache in `crl_cache_dir` or else in
+    /// `default_cache` (None: there is no default, the caller says which setting to give).
+    pub fn cdp(
+        &self,
+        default_cache: impl FnOnce() -> Option<PathBuf>,
+    ) -> Option<Option<crate::cdp::CdpSettings>> {
+        if !self.crl_from_cdp {
+            return Some(None);
+        }
+        let dir = self.crl_cache_dir.clone().or_else(default_cache)?;
+        Some(Some(crate::cdp::CdpSettings::new(
+            !self.allow_unknown(),
+            dir,
+        )))
+    }
+
+    /// The verifier's revocation settings these options give (`--revocation-unknown` needs
+    /// `--crl-from-cdp`, so "allow" means the CDP rule).
     pub fn tls_options(&self, listener: &ListenerOpts) -> mutual_tls::TlsOptions {
         mutual_tls::TlsOptions {
-            profile: listener.profile(),
+            profile: listener.profile,
             revocation: mutual_tls::RevocationPolicy {
                 leaf_only: self.crl_leaf_only,
                 allow_unknown: self.allow_unknown(),
@@ -165,14 +315,57 @@ impl ServeOpts {
             ..Default::default()
         }
     }
+
+    /// The serve listener these options describe: the flags and a config block both build it
+    /// here. `policy_flags` are the inline rules (a config block adds its `[[listener.allow]]`
+    /// tables to [`ServeOpts::inline_policy`]); `cdp` comes from [`ServeOpts::cdp`].
+    pub fn config(
+        &self,
+        name: String,
+        l: &ListenerOpts,
+        policy_flags: Policy,
+        cdp: Option<crate::cdp::CdpSettings>,
+    ) -> Result<ServeConfig, ProxyError> {
+        let backend = self
+            .backend
+            .clone()
+            .ok_or_else(|| ProxyError::InvalidBackend {
+                spec: String::new(),
+                why: "a backend is required".into(),
+            })?;
+        Ok(ServeConfig {
+            name,
+            tls: l.server_settings(self.crls.clone()),
+            tls_options: self.tls_options(l),
+            policy_flags,
+            policy_file: self.policy.clone(),
+            backend,
+            handshake_timeout: l.handshake_timeout.get(),
+            idle_timeout: l.idle_timeout.get(),
+            connect_timeout: l.connect_timeout.get(),
+            limits: l.limits(),
+            mode: self.mode,
+            http: crate::http::HttpOptions {
+                forward_client_cert: self.forward_client_cert,
+                details: self.forward_client_cert_details,
+            },
+            proxy_protocol: self.proxy_protocol,
+            max_connection_lifetime: l.max_connection_lifetime(),
+            crl_from_cdp: cdp,
+            end_on_peer_expiry: self.end_on_peer_expiry,
+        })
+    }
 }
 
-/// Options only a connect listener has (besides `remote`, required on both surfaces, and the
-/// files): `--server-name`/`server_name` and the like. A serve block that sets one of these keys
-/// is refused (the field list says which keys they are).
+/// Options only a connect listener has. A serve block that sets one of these keys is refused
+/// (the field list says which keys they are).
 #[derive(clap::Args, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConnectOpts {
+    /// The mTLS server to connect to, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub remote: String,
+
     /// Name the server certificate must carry (and SNI); default: the host part of --remote.
     #[arg(long, value_name = "NAME", conflicts_with = "expect_spiffe")]
     pub server_name: Option<String>,
@@ -190,6 +383,29 @@ impl ConnectOpts {
     /// The config keys these options take.
     pub fn keys() -> &'static [&'static str] {
         super::field_names::<ConnectOpts>()
+    }
+
+    /// The connect listener these options describe (the flags and a config block alike).
+    pub fn config(&self, name: String, l: &ListenerOpts) -> ConnectConfig {
+        ConnectConfig {
+            name,
+            tls: mutual_tls::ClientSettings {
+                cert: l.cert.clone(),
+                key: l.key.clone(),
+                ca: l.ca.clone(),
+                server_name: self.server_name.clone(),
+                expect_spiffe: self.expect_spiffe.clone(),
+                allow_tls12: l.allow_tls12(),
+                ..Default::default()
+            },
+            remote: self.remote.clone(),
+            handshake_timeout: l.handshake_timeout.get(),
+            idle_timeout: l.idle_timeout.get(),
+            connect_timeout: l.connect_timeout.get(),
+            limits: l.limits(),
+            max_connection_lifetime: l.max_connection_lifetime(),
+            profile: l.profile,
+        }
     }
 }
 
@@ -222,21 +438,6 @@ impl ListenerOpts {
     /// Every value out of range (clap's and serde's types already refuse the wrong kind).
     pub fn problems(&self) -> Vec<OptProblem> {
         let mut out = Vec::new();
-        if self.min_tls != "1.2" && self.min_tls != "1.3" {
-            out.push(OptProblem {
-                key: "min_tls",
-                message: format!("must be \"1.2\" or \"1.3\", not {:?}", self.min_tls),
-            });
-        }
-        if self.profile.parse::<mutual_tls::Profile>().is_err() {
-            out.push(OptProblem {
-                key: "profile",
-                message: format!(
-                    "must be \"compatible\" or \"strict\", not {:?}",
-                    self.profile
-                ),
-            });
-        }
         if self.max_connections == Some(0) {
             out.push(OptProblem {
                 key: "max_connections",
@@ -252,14 +453,9 @@ impl ListenerOpts {
         out
     }
 
-    /// The verification profile (an unknown name was refused by [`ListenerOpts::problems`]).
-    pub fn profile(&self) -> mutual_tls::Profile {
-        self.profile.parse().unwrap_or_default()
-    }
-
     /// TLS 1.2 accepted as well as 1.3.
     pub fn allow_tls12(&self) -> bool {
-        self.min_tls == "1.2"
+        self.min_tls == MinTls::Tls12
     }
 
     pub fn limits(&self) -> Limits {
@@ -273,44 +469,61 @@ impl ListenerOpts {
         self.max_connection_lifetime.map(HumanDuration::get)
     }
 
-    /// A serve listener's TLS settings: its files and these options. The flags and a config
-    /// block both build them here, so a TLS option added to this type is mapped once.
-    pub fn server_settings(
-        &self,
-        cert: PathBuf,
-        key: PathBuf,
-        ca: PathBuf,
-        crls: Vec<PathBuf>,
-    ) -> mutual_tls::ServerSettings {
+    /// A serve listener's TLS settings: its files and these options.
+    fn server_settings(&self, crls: Vec<PathBuf>) -> mutual_tls::ServerSettings {
         mutual_tls::ServerSettings {
-            cert,
-            key,
-            ca,
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: self.ca.clone(),
             crls,
             allow_tls12: self.allow_tls12(),
             ..Default::default()
         }
     }
+}
 
-    /// A connect listener's TLS settings: its files, the connect options and these options
-    /// (built here for the flags and a config block alike).
-    pub fn client_settings(
-        &self,
-        cert: PathBuf,
-        key: PathBuf,
-        ca: PathBuf,
-        connect: &ConnectOpts,
-    ) -> mutual_tls::ClientSettings {
-        mutual_tls::ClientSettings {
-            cert,
-            key,
-            ca,
-            server_name: connect.server_name.clone(),
-            expect_spiffe: connect.expect_spiffe.clone(),
-            allow_tls12: self.allow_tls12(),
-            ..Default::default()
-        }
-    }
+/// Reads a clap `ValueEnum` from its command-line spelling, so a flag and a key parse alike
+/// (one list of names, clap's) and a bad value is named the same way.
+pub fn value_enum<'de, D: Deserializer<'de>, T: clap::ValueEnum>(d: D) -> Result<T, D::Error> {
+    let s = String::deserialize(d)?;
+    T::from_str(&s, false).map_err(|_| {
+        let names: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|p| format!("{:?}", p.get_name()))
+            .collect();
+        serde::de::Error::custom(format!("must be one of {}, not {s:?}", names.join(", ")))
+    })
+}
+
+/// Reads a value through its `FromStr`, the parse its flag uses.
+fn parsed<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    String::deserialize(d)?
+        .parse()
+        .map_err(serde::de::Error::custom)
+}
+
+fn some_parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    parsed(d).map(Some)
+}
+
+/// `["cert", "chain"]` (or `"cert,chain"`), parsed as the flag's comma-separated value.
+fn xfcc_details<'de, D: Deserializer<'de>>(d: D) -> Result<XfccDetails, D::Error> {
+    super::one_or_many(d)?
+        .unwrap_or_default()
+        .join(",")
+        .parse()
+        .map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]
@@ -329,9 +542,6 @@ mod tests {
     struct ServeCli {
         #[command(flatten)]
         opts: ServeOpts,
-        /// Stands for serve's `--crl` (which `--crl-leaf-only` requires).
-        #[arg(long = "crl")]
-        crls: Vec<String>,
     }
 
     #[derive(clap::Parser)]
@@ -340,12 +550,33 @@ mod tests {
         opts: ConnectOpts,
     }
 
-    /// The long flags of a command, spelled as config keys.
+    /// The flags a command needs besides the options under test.
+    const REQUIRED: [&str; 9] = [
+        "x", "--listen", "l", "--cert", "c", "--key", "k", "--ca", "r",
+    ];
+
+    /// The defaults with the values of [`REQUIRED`].
+    fn required() -> ListenerOpts {
+        ListenerOpts {
+            listen: "l".into(),
+            cert: "c".into(),
+            key: "k".into(),
+            ca: "r".into(),
+            ..Default::default()
+        }
+    }
+
+    /// The long flags of a command, spelled as config keys (the two flags whose key is spelled
+    /// otherwise, `--crl` for `crls` and `--http` for `mode`, mapped).
     fn flags_as_keys(cmd: &clap::Command) -> Vec<String> {
         let mut flags: Vec<String> = cmd
             .get_arguments()
             .filter_map(|a| a.get_long())
-            .map(|l| l.replace('-', "_"))
+            .map(|l| match l {
+                "crl" => "crls".to_string(),
+                "http" => "mode".to_string(),
+                l => l.replace('-', "_"),
+            })
             .filter(|l| l != "help")
             .collect();
         flags.sort();
@@ -361,13 +592,20 @@ mod tests {
     /// One default: no flag and no key give the same options.
     #[test]
     fn clap_defaults_are_the_default() {
-        let from_flags = Cli::try_parse_from(["x"]).unwrap().opts;
-        assert_eq!(from_flags, ListenerOpts::default());
-        let from_keys: ListenerOpts = toml::from_str("").unwrap();
-        assert_eq!(from_keys, ListenerOpts::default());
+        let from_flags = Cli::try_parse_from(REQUIRED).unwrap().opts;
+        assert_eq!(from_flags, required());
+        let from_keys: ListenerOpts =
+            toml::from_str("listen = \"l\"\ncert = \"c\"\nkey = \"k\"\nca = \"r\"").unwrap();
+        assert_eq!(from_keys, required());
+        let serve = ServeCli::try_parse_from(["x", "--backend", "127.0.0.1:1"]).unwrap();
+        let from_keys: ServeOpts = toml::from_str("backend = \"127.0.0.1:1\"").unwrap();
+        assert_eq!(serve.opts, from_keys);
+        let connect = ConnectCli::try_parse_from(["x", "--remote", "r"]).unwrap();
+        let from_keys: ConnectOpts = toml::from_str("remote = \"r\"").unwrap();
+        assert_eq!(connect.opts, from_keys);
     }
 
-    /// One field: every flag is a key, with `-` for `_`.
+    /// One field: every flag is a key.
     #[test]
     fn every_flag_is_a_key() {
         use clap::CommandFactory;
@@ -377,16 +615,49 @@ mod tests {
             sorted(ConnectOpts::keys())
         );
         assert_eq!(
-            ConnectCli::try_parse_from(["x"]).unwrap().opts,
-            ConnectOpts::default()
+            flags_as_keys(&ServeCli::command()),
+            sorted(ServeOpts::keys())
         );
-        let mut serve = flags_as_keys(&ServeCli::command());
-        serve.retain(|f| f != "crl");
-        assert_eq!(serve, sorted(ServeOpts::keys()));
+    }
+
+    /// The enums: one spelling list (clap's), the same value from a flag and a key, and a bad
+    /// key value named with the list.
+    #[test]
+    fn enums_parse_alike_from_flags_and_keys() {
+        let mut argv = REQUIRED.to_vec();
+        argv.extend(["--min-tls", "1.2", "--profile", "strict"]);
+        let flags = Cli::try_parse_from(argv).unwrap().opts;
+        let keys: ListenerOpts = toml::from_str("min_tls = \"1.2\"\nprofile = \"strict\"").unwrap();
         assert_eq!(
-            ServeCli::try_parse_from(["x"]).unwrap().opts,
-            ServeOpts::default()
+            flags,
+            ListenerOpts {
+                min_tls: keys.min_tls,
+                profile: keys.profile,
+                ..required()
+            }
         );
+        assert_eq!(keys.min_tls, MinTls::Tls12);
+        assert_eq!(keys.profile, mutual_tls::Profile::Strict);
+        let e = toml::from_str::<ListenerOpts>("min_tls = \"1.1\"").unwrap_err();
+        assert_eq!(e.message(), "must be one of \"1.2\", \"1.3\", not \"1.1\"");
+        let serve = ServeCli::try_parse_from([
+            "x",
+            "--backend",
+            "127.0.0.1:1",
+            "--http",
+            "--crl-from-cdp",
+            "--revocation-unknown",
+            "allow",
+        ])
+        .unwrap()
+        .opts;
+        let keys: ServeOpts = toml::from_str(
+            "backend = \"127.0.0.1:1\"\nmode = \"http\"\ncrl_from_cdp = true\nrevocation_unknown = \"allow\"",
+        )
+        .unwrap();
+        assert_eq!(serve, keys);
+        assert_eq!(keys.mode, Mode::Http);
+        assert!(keys.allow_unknown());
     }
 
     #[test]

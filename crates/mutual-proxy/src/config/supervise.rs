@@ -10,6 +10,11 @@
 //! - changed address, or removed: the old listener stops accepting and drains (up to its
 //!   `drain_timeout`, then its remaining connections are closed);
 //! - added: started.
+//!
+//! A listener with enrollment keys (`ca_url`...) is enrolled (when its files do not hold a
+//! valid certificate yet) and gets its renewal task through an [`Enroller`] before its files
+//! are loaded, at start and whenever a reload adds or changes its block; the renewal task lives
+//! and ends with that generation of the listener.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +43,29 @@ struct Running {
     /// kept alive (a dropped trigger reads as "drain"), fired when this generation drains.
     predecessors: Vec<Trigger>,
     _watcher: notify::RecommendedWatcher,
+    _renewal: Renewal,
+}
+
+/// Enrolls a listener that names an online CA (`ca_url`, `token_file`, `root_sha256`) into its
+/// certificate and key files when they do not hold a valid certificate yet, and starts its
+/// renewal. The binary implements it (mutual-enroll is beside this crate, not below it); the
+/// supervisor calls it on a blocking thread, before the listener's files are loaded.
+pub trait Enroller: Send + Sync {
+    /// The renewal task of this listener (spawned on the current runtime), if any.
+    fn enroll(&self, spec: &ListenerSpec) -> Result<Option<JoinHandle<()>>, ProxyError>;
+}
+
+/// A generation's renewal task: aborted when the generation is dropped (retired, replaced, or
+/// never started because the reload failed), so a listener has one renewer at a time.
+#[derive(Default)]
+struct Renewal(Option<JoinHandle<()>>);
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
 }
 
 /// The listeners of one process and the config file they come from.
@@ -49,12 +77,23 @@ pub struct Supervisor {
     draining: Mutex<Vec<JoinHandle<()>>>,
     /// The process-wide part of the file as first loaded (it cannot change without a restart).
     globals: String,
+    enroller: Option<Arc<dyn Enroller>>,
 }
 
 /// A listener built and bound, not yet accepting.
 struct Prepared {
     spec: ListenerSpec,
     socket: Option<tokio::net::TcpListener>,
+    renewal: Renewal,
+}
+
+/// An error about one listener, with its name and line.
+fn in_listener(spec: &ListenerSpec, e: ProxyError) -> ProxyError {
+    ProxyError::InListener {
+        listener: spec.name.clone(),
+        line: spec.line,
+        source: Box::new(e),
+    }
 }
 
 fn globals_of(c: &RunConfig) -> String {
@@ -91,11 +130,13 @@ fn dup(
 }
 
 impl Supervisor {
-    /// Starts every listener of `cfg` (loaded from `path`). Any failure: nothing keeps running.
+    /// Starts every listener of `cfg` (loaded from `path`), enrolling those with enrollment
+    /// keys through `enroller` first. Any failure: nothing keeps running.
     pub async fn start(
         path: &Path,
         cfg: RunConfig,
         shared: &Shared,
+        enroller: Option<Arc<dyn Enroller>>,
     ) -> Result<Arc<Supervisor>, ProxyError> {
         let sup = Arc::new(Supervisor {
             path: path.to_path_buf(),
@@ -103,11 +144,13 @@ impl Supervisor {
             running: tokio::sync::Mutex::new(HashMap::new()),
             draining: Mutex::new(Vec::new()),
             globals: globals_of(&cfg),
+            enroller,
         });
         let mut running = sup.running.lock().await;
         for spec in cfg.listeners {
+            let renewal = sup.enroll(&spec).await?;
             let (l, keep) = bind_dup(&spec.listen).await?;
-            let r = sup.launch(spec, l, keep, None)?;
+            let r = sup.launch(spec, l, keep, None, renewal)?;
             running.insert(r.spec.name.clone(), r);
         }
         drop(running);
@@ -130,12 +173,27 @@ impl Supervisor {
         v
     }
 
+    /// Enrolls `spec` when it has enrollment keys (on a blocking thread: enrolling waits for
+    /// the CA) and returns its renewal task.
+    async fn enroll(&self, spec: &ListenerSpec) -> Result<Renewal, ProxyError> {
+        let (Some(enroller), Some(_)) = (&self.enroller, &spec.enroll) else {
+            return Ok(Renewal::default());
+        };
+        let (enroller, spec2) = (Arc::clone(enroller), spec.clone());
+        let task = tokio::task::spawn_blocking(move || enroller.enroll(&spec2))
+            .await
+            .map_err(|e| ProxyError::Io(std::io::Error::other(e)))?
+            .map_err(|e| in_listener(spec, e))?;
+        Ok(Renewal(task))
+    }
+
     fn launch(
         &self,
         spec: ListenerSpec,
         listener: tokio::net::TcpListener,
         socket: std::net::TcpListener,
         conns: Option<Arc<Registry>>,
+        renewal: Renewal,
     ) -> Result<Running, ProxyError> {
         let (stop, sd) = shutdown::channel();
         let metrics = Arc::clone(&self.shared.metrics);
@@ -162,6 +220,7 @@ impl Supervisor {
             conns,
             predecessors: Vec::new(),
             _watcher: watcher,
+            _renewal: renewal,
         })
     }
 
@@ -235,22 +294,24 @@ impl Supervisor {
             if old.is_some_and(|o| o.spec.fingerprint() == spec.fingerprint()) {
                 continue;
             }
+            // A new or changed block that enrolls: before its files are loaded.
+            let renewal = self.enroll(&spec).await?;
             let spec2 = spec.clone();
             tokio::task::spawn_blocking(move || check_listener(&spec2))
                 .await
                 .map_err(|e| ProxyError::Io(std::io::Error::other(e)))?
-                .map_err(|e| ProxyError::InListener {
-                    listener: spec.name.clone(),
-                    line: spec.line,
-                    source: Box::new(e),
-                })?;
+                .map_err(|e| in_listener(&spec, e))?;
             let same_addr = old.is_some_and(|o| o.spec.listen == spec.listen);
             let socket = if same_addr {
                 None
             } else {
                 Some(crate::bind(&spec.listen).await?)
             };
-            prepared.push(Prepared { spec, socket });
+            prepared.push(Prepared {
+                spec,
+                socket,
+                renewal,
+            });
         }
         // Phase 2: swap.
         for p in prepared {
@@ -288,7 +349,7 @@ impl Supervisor {
                     let handed = handover.is_some()
                         || (matches!(p.spec.kind, ListenerKind::Connect(_))
                             && matches!(old.spec.kind, ListenerKind::Connect(_)));
-                    match self.launch(p.spec, l, keep, handover) {
+                    match self.launch(p.spec, l, keep, handover, p.renewal) {
                         Ok(mut r) => {
                             if handed {
                                 self.hand_over(old, &mut r);
@@ -305,7 +366,7 @@ impl Supervisor {
                 }
                 (old, Some(l)) => {
                     let (l, keep) = dup(l)?;
-                    match self.launch(p.spec, l, keep, None) {
+                    match self.launch(p.spec, l, keep, None, p.renewal) {
                         Ok(r) => {
                             if let Some(old) = old {
                                 self.retire(old, true);

@@ -34,7 +34,7 @@ impl Default for Activity {
 }
 
 impl Activity {
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
@@ -42,14 +42,23 @@ impl Activity {
     fn last(&self) -> Instant {
         self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
+
+    /// How long since the last read or counted write on either side.
+    pub fn idle_for(&self) -> Duration {
+        self.last().elapsed()
+    }
 }
 
 /// Wraps one side of a connection: counts the bytes read from it (into a Prometheus counter and a
 /// local total), marks activity, and optionally treats a TLS peer's missing close_notify as a
 /// plain EOF (most clients just close the socket; that must read as a half-close, not an error).
+/// A TCP-mode pump wraps both sides, so counting reads counts both directions; HTTP mode wraps
+/// only the client side and also counts what is written to it ([`Metered::count_writes`]).
 pub struct Metered<S> {
     inner: S,
     counter: Counter,
+    /// Bytes written to this side, when counted.
+    written: Option<Counter>,
     total: Arc<AtomicU64>,
     activity: Arc<Activity>,
     lenient_eof: bool,
@@ -63,10 +72,27 @@ impl<S> Metered<S> {
         Metered {
             inner,
             counter,
+            written: None,
             total: Arc::new(AtomicU64::new(0)),
             activity,
             lenient_eof: false,
             read_error: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Also counts the bytes written to this side into `counter` (and marks activity).
+    pub fn count_writes(mut self, counter: Counter) -> Self {
+        self.written = Some(counter);
+        self
+    }
+
+    /// A write of `r` bytes, counted when asked.
+    fn wrote(&self, r: &Poll<io::Result<usize>>) {
+        if let (Some(c), Poll::Ready(Ok(n))) = (&self.written, r) {
+            if *n > 0 {
+                c.inc_by(*n as u64);
+                self.activity.touch();
+            }
         }
     }
 
@@ -130,7 +156,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&r);
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -146,7 +174,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&r);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -496,6 +526,24 @@ mod tests {
             down.len()
         );
         assert!(p.await.unwrap());
+    }
+
+    /// HTTP mode's client side: reads count in, writes count out (only when asked).
+    #[tokio::test]
+    async fn count_writes_counts_both_directions() {
+        use tokio::io::AsyncWriteExt;
+        let (mut peer, side) = tokio::io::duplex(64);
+        let (cin, cout) = (Counter::default(), Counter::default());
+        let act = Arc::new(Activity::default());
+        let mut m = Metered::new(side, cin.clone(), Arc::clone(&act)).count_writes(cout.clone());
+        m.write_all(b"hello").await.unwrap();
+        peer.write_all(b"abc").await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(m.read(&mut buf).await.unwrap(), 3);
+        assert_eq!((cin.get(), cout.get()), (3, 5));
+        let mut plain = Metered::new(peer, Counter::default(), act);
+        plain.write_all(b"x").await.unwrap();
+        assert!(plain.written.is_none());
     }
 
     #[tokio::test]

@@ -283,20 +283,28 @@ mod tests {
         assert_eq!(tk, ["cipher", "group", "version"]);
     }
 
-    #[test]
-    fn failed_before_handshake_has_null_identity_and_tls() {
-        let rec = AuditRecord {
+    /// A line with only these fields set.
+    fn bare(listener: &str, result: Outcome, reason: &'static str) -> AuditRecord<'static> {
+        AuditRecord {
             ts: String::new(),
-            listener: "l".into(),
-            peer_addr: "p".into(),
-            result: Outcome::Failed,
-            reason: "malformed",
+            listener: listener.into(),
+            peer_addr: String::new(),
+            result,
+            reason,
             identity: None,
             tls: None,
             bytes_in: 0,
             bytes_out: 0,
             duration_ms: 0,
             http: None,
+        }
+    }
+
+    #[test]
+    fn failed_before_handshake_has_null_identity_and_tls() {
+        let rec = AuditRecord {
+            peer_addr: "p".into(),
+            ..bare("l", Outcome::Failed, "malformed")
         };
         let v = serde_json::to_value(&rec).unwrap();
         assert!(v["identity"].is_null());
@@ -309,19 +317,7 @@ mod tests {
         let p = dir.path().join("audit.log");
         let a = Audit::open(p.to_str().unwrap()).unwrap();
         for i in 0..3 {
-            a.log(&AuditRecord {
-                ts: String::new(),
-                listener: format!("l{i}"),
-                peer_addr: String::new(),
-                result: Outcome::Allowed,
-                reason: "ok",
-                identity: None,
-                tls: None,
-                bytes_in: 0,
-                bytes_out: 0,
-                duration_ms: 0,
-                http: None,
-            });
+            a.log(&bare(&format!("l{i}"), Outcome::Allowed, "ok"));
         }
         a.flush(std::time::Duration::from_secs(5));
         let lines: Vec<String> = std::fs::read_to_string(&p)

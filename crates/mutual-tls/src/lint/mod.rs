@@ -23,8 +23,11 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::prelude::FromDer;
 use x509_parser::revocation_list::CertificateRevocationList;
 
-/// Which verification rules apply on top of webpki's path building.
+/// Which verification rules apply on top of webpki's path building. With the `clap` feature,
+/// its variants (lowercase) are the values of `--profile` and of the `profile` config key (the
+/// one spelling list).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// webpki's checks (and mutual's own: key strength, trust domain, CDP). The default.
@@ -40,19 +43,6 @@ impl Profile {
         match self {
             Profile::Compatible => "compatible",
             Profile::Strict => "strict",
-        }
-    }
-}
-
-impl std::str::FromStr for Profile {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Profile, String> {
-        match s {
-            "compatible" => Ok(Profile::Compatible),
-            "strict" => Ok(Profile::Strict),
-            o => Err(format!(
-                "unknown profile {o:?} (expected \"compatible\" or \"strict\")"
-            )),
         }
     }
 }

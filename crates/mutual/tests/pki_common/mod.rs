@@ -56,7 +56,7 @@ impl Out {
     }
 }
 
-fn collect(mut c: Command) -> Out {
+pub fn collect(mut c: Command) -> Out {
     let o = c.stdin(Stdio::null()).output().expect("spawn");
     Out {
         code: o.status.code().unwrap_or(-1),

@@ -127,13 +127,7 @@ impl Proxy {
 
     /// Every audit line so far, parsed.
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.audit)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}"))
-            })
-            .collect()
+        audit_lines_in(&self.audit)
     }
 
     /// Waits until there are at least `n` audit lines and returns them. Use it only where the
@@ -591,6 +585,32 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Whether an audit line has this `result` and `reason`.
 pub fn is_line(l: &serde_json::Value, result: &str, reason: &str) -> bool {
     l["result"] == result && l["reason"] == reason
+}
+
+/// The audit lines written to `path` so far.
+pub fn audit_lines_in(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad audit line {l:?}: {e}")))
+        .collect()
+}
+
+/// [`Proxy::wait_audit_line`] for an audit log at `path` of a proxy started some other way
+/// (`mutual run`, a command line of the test's own).
+pub fn wait_audit_line_in(path: &Path, result: &str, reason: &str) -> serde_json::Value {
+    eventually(EVENT_TIMEOUT, || {
+        audit_lines_in(path)
+            .into_iter()
+            .find(|l| is_line(l, result, reason))
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no audit line with result {result}, reason {reason} in {}: {:?}",
+            path.display(),
+            audit_lines_in(path)
+        )
+    })
 }
 
 impl Proxy {

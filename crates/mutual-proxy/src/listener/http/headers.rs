@@ -29,8 +29,9 @@ const HOP_BY_HOP: [&str; 6] = [
     "upgrade",
 ];
 
-/// Which identity headers the backend receives.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which identity headers the backend receives (`--forward-client-cert` / `forward_client_cert`:
+/// the variants' names, lowercase, are the values).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ForwardClientCert {
     /// `X-Forwarded-Client-Cert` (Envoy's format).
     #[default]
@@ -40,23 +41,6 @@ pub enum ForwardClientCert {
     Both,
     /// No identity header (client-sent copies are still removed).
     None,
-}
-
-impl std::str::FromStr for ForwardClientCert {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "xfcc" => ForwardClientCert::Xfcc,
-            "rfc9440" => ForwardClientCert::Rfc9440,
-            "both" => ForwardClientCert::Both,
-            "none" => ForwardClientCert::None,
-            _ => {
-                return Err(format!(
-                    "unknown forward-client-cert mode {s:?}: expected xfcc, rfc9440, both or none"
-                ))
-            }
-        })
-    }
 }
 
 impl ForwardClientCert {
@@ -403,8 +387,12 @@ mod tests {
 
     #[test]
     fn modes_and_details_parse() {
-        assert_eq!("both".parse(), Ok(ForwardClientCert::Both));
-        assert!("XFCC".parse::<ForwardClientCert>().is_err());
+        use clap::ValueEnum;
+        assert_eq!(
+            ForwardClientCert::from_str("both", false),
+            Ok(ForwardClientCert::Both)
+        );
+        assert!(ForwardClientCert::from_str("XFCC", false).is_err());
         assert_eq!(
             "cert, chain".parse(),
             Ok(XfccDetails {

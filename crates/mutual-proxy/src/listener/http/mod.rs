@@ -9,7 +9,6 @@ pub mod forward;
 pub mod headers;
 
 use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +25,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use mutual_tls::{Reason, VerifiedPeer};
-use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::audit::Outcome;
 use crate::backend::Backend;
@@ -161,13 +159,11 @@ pub(crate) async fn serve_connection<S>(
         headers: hdrs,
         peer_ip,
     });
-    let activity = Arc::new(LastActivity::new());
-    let io = CountingIo {
-        inner: tls,
-        bytes_in: lm.bytes_in.clone(),
-        bytes_out: lm.bytes_out.clone(),
-        activity: Arc::clone(&activity),
-    };
+    // Plaintext bytes into mutual_bytes_total (in = read from the client, out = written to
+    // it), and activity for the idle timeout.
+    let activity = Arc::new(crate::io::Activity::default());
+    let io = crate::io::Metered::new(tls, lm.bytes_in.clone(), Arc::clone(&activity))
+        .count_writes(lm.bytes_out.clone());
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let ctx = Arc::clone(&ctx);
         async move { Ok::<_, Infallible>(handle(ctx, req).await) }
@@ -494,102 +490,6 @@ where
     }
 }
 
-/// Milliseconds since a base instant of the last read or write, shared with the idle check.
-struct LastActivity {
-    base: Instant,
-    last_ms: AtomicU64,
-}
-
-impl LastActivity {
-    fn new() -> Self {
-        LastActivity {
-            base: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let last = self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        last.elapsed()
-    }
-}
-
-/// The client side of an HTTP-mode connection: counts plaintext bytes into
-/// `mutual_bytes_total` (in = read from the client, out = written to it) and marks activity
-/// for the idle timeout.
-struct CountingIo<S> {
-    inner: S,
-    bytes_in: Counter,
-    bytes_out: Counter,
-    activity: Arc<LastActivity>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for CountingIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.bytes_in.inc_by(n as u64);
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for CountingIo<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            if *n > 0 {
-                self.bytes_out.inc_by(*n as u64);
-                self.activity.touch();
-            }
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = &r {
-            if *n > 0 {
-                self.bytes_out.inc_by(*n as u64);
-                self.activity.touch();
-            }
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -612,12 +512,5 @@ mod tests {
             h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
             ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
         );
-    }
-
-    #[test]
-    fn modes_parse() {
-        assert_eq!("http".parse(), Ok(Mode::Http));
-        assert_eq!("tcp".parse(), Ok(Mode::Tcp));
-        assert!("https".parse::<Mode>().is_err());
     }
 }
