@@ -41,8 +41,20 @@ pub trait Reload: Send + Sync + 'static {
 pub fn spawn(
     target: Arc<dyn Reload>,
     metrics: Arc<Metrics>,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> Result<notify::RecommendedWatcher, ProxyError> {
+    spawn_tracked(target, metrics, shutdown).map(|(w, _)| w)
+}
+
+/// [`spawn`], also returning the reload loop's task: it ends once `shutdown` has fired and any
+/// reload already running has finished, so a supervisor that removes a listener can wait for it
+/// before withdrawing what that listener publishes (its expiry series, its readiness deadline),
+/// and a late reload of the removed listener cannot publish them again.
+pub fn spawn_tracked(
+    target: Arc<dyn Reload>,
+    metrics: Arc<Metrics>,
+    mut shutdown: Shutdown,
+) -> Result<(notify::RecommendedWatcher, tokio::task::JoinHandle<()>), ProxyError> {
     let files = target.watched_files();
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let (dirs, names) = watch_set(&files);
@@ -74,9 +86,11 @@ pub fn spawn(
             })?;
     }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let why = tokio::select! {
+                // Shutdown first: a stopped listener never starts another reload.
+                biased;
                 _ = shutdown.wait() => return,
                 ev = rx.recv() => {
                     if ev.is_none() { return; }
@@ -119,7 +133,7 @@ pub fn spawn(
             }
         }
     });
-    Ok(watcher)
+    Ok((watcher, task))
 }
 
 /// Parent directories to watch and file names to react to.

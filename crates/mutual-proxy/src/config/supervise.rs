@@ -43,6 +43,9 @@ struct Running {
     /// kept alive (a dropped trigger reads as "drain"), fired when this generation drains.
     predecessors: Vec<Trigger>,
     _watcher: notify::RecommendedWatcher,
+    /// The file/SIGHUP reload loop (see `reload::spawn_tracked`): awaited before this
+    /// generation's series and readiness deadline are withdrawn.
+    reload_loop: Option<JoinHandle<()>>,
     _renewal: Renewal,
 }
 
@@ -197,18 +200,24 @@ impl Supervisor {
     ) -> Result<Running, ProxyError> {
         let (stop, sd) = shutdown::channel();
         let metrics = Arc::clone(&self.shared.metrics);
-        let (task, watcher, conns) = match &spec.kind {
+        let (task, (watcher, reload_loop), conns) = match &spec.kind {
             ListenerKind::Serve(cfg) => {
                 let s = Serve::with_registry((**cfg).clone(), &self.shared, conns)?;
                 let conns = Arc::clone(s.registry());
-                let w =
-                    crate::reload::spawn(Arc::clone(&s) as Arc<dyn Reload>, metrics, sd.clone())?;
+                let w = crate::reload::spawn_tracked(
+                    Arc::clone(&s) as Arc<dyn Reload>,
+                    metrics,
+                    sd.clone(),
+                )?;
                 (tokio::spawn(s.run(listener, sd)), w, Some(conns))
             }
             ListenerKind::Connect(cfg) => {
                 let c = Connect::new((**cfg).clone(), &self.shared)?;
-                let w =
-                    crate::reload::spawn(Arc::clone(&c) as Arc<dyn Reload>, metrics, sd.clone())?;
+                let w = crate::reload::spawn_tracked(
+                    Arc::clone(&c) as Arc<dyn Reload>,
+                    metrics,
+                    sd.clone(),
+                )?;
                 (tokio::spawn(c.run(listener, sd)), w, None)
             }
         };
@@ -220,6 +229,7 @@ impl Supervisor {
             conns,
             predecessors: Vec::new(),
             _watcher: watcher,
+            reload_loop: Some(reload_loop),
             _renewal: renewal,
         })
     }
@@ -316,7 +326,8 @@ impl Supervisor {
         // Phase 2: swap.
         for p in prepared {
             let name = p.spec.name.clone();
-            let old = running.remove(&name);
+            let mut old = running.remove(&name);
+            let old_loop = old.as_mut().and_then(|o| o.reload_loop.take());
             // The old generation's role, when the block changed kind (serve <-> connect): its
             // series goes once the new generation is running.
             let stale_role = old
@@ -387,6 +398,9 @@ impl Supervisor {
                 Ok(r) => {
                     tracing::info!(listener = %name, "listener (re)started from the config file");
                     if let Some(role) = stale_role {
+                        if let Some(l) = old_loop {
+                            let _ = l.await;
+                        }
                         self.shared.metrics.forget_cert_expiry(&name, role);
                     }
                     running.insert(name, r);
@@ -403,12 +417,21 @@ impl Supervisor {
             .cloned()
             .collect();
         for name in removed {
-            if let Some(r) = running.remove(&name) {
+            if let Some(mut r) = running.remove(&name) {
                 tracing::info!(listener = %name, "listener removed from the config file: draining");
+                let role = r.spec.cert_role();
+                let reload_loop = r.reload_loop.take();
+                self.retire(r, true);
+                // Its reload loop has stopped (and any reload it was running has published)
+                // before its series and deadline go: nothing can bring them back.
+                if let Some(l) = reload_loop {
+                    let _ = l.await;
+                }
+                self.shared.metrics.forget_cert_expiry(&name, role);
                 self.shared
                     .metrics
-                    .forget_cert_expiry(&name, r.spec.cert_role());
-                self.retire(r, true);
+                    .ready
+                    .forget_deadline(&format!("certificate {name}"));
             }
         }
         Ok(())

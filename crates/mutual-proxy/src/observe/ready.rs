@@ -44,6 +44,13 @@ impl Readiness {
         }
     }
 
+    /// Drops `what`'s deadline (a listener that a reload removed no longer serves that certificate).
+    pub fn forget_deadline(&self, what: &str) {
+        if let Ok(mut d) = self.deadlines.lock() {
+            d.remove(what);
+        }
+    }
+
     /// Every condition that is not ready now, with its reason.
     pub fn not_ready(&self) -> BTreeMap<String, String> {
         let mut out = self.problems.lock().map(|p| p.clone()).unwrap_or_default();
