@@ -414,3 +414,89 @@ fn nginx_ssl_ocsp_accepts_good_client_refuses_revoked() {
         "{srv_log}"
     );
 }
+
+#[path = "proxy_common/mod.rs"]
+#[allow(unused)]
+mod proxy_common;
+
+/// `openssl s_client -status` against `mutual serve` as client `who`; its whole output.
+fn s_client_status(r: &Responder, port: u16, who: &str) -> String {
+    let root = r.srv.root();
+    let cert = r.out.join(format!("{who}.pem"));
+    let key = r.out.join(format!("{who}.key"));
+    let mut c = Command::new("timeout");
+    c.args(["30", "openssl", "s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args([
+            "-servername",
+            "localhost",
+            "-status",
+            "-verify_return_error",
+        ])
+        .args(["-CAfile", s(&root), "-cert", s(&cert), "-key", s(&key)])
+        .args(["-cert_chain", s(&cert)]);
+    let out = mutual_test::output_with_stdin(&mut c, b"GET / HTTP/1.0\r\n\r\n");
+    mutual_test::output_text(&out)
+}
+
+/// `mutual serve --ocsp-staple` fetches the status of its own certificate from the responder in
+/// its AIA and staples it; an unreachable responder means no staple (and a log line), never a
+/// refused handshake.
+#[test]
+fn serve_staples_ocsp_for_its_own_certificate() {
+    if skip_without("openssl") {
+        return;
+    }
+    let r = Responder::start(&[]);
+    let server = r.issue(
+        "server",
+        &[
+            "--server",
+            "--san",
+            "dns:localhost",
+            "--san",
+            "ip:127.0.0.1",
+        ],
+    );
+    r.issue("alice", &[]);
+    let root = r.srv.root();
+    let backend = proxy_common::http_backend();
+    let args = proxy_common::tls_args(
+        &server,
+        &r.out.join("server.key"),
+        &root,
+        &["--allow-any", "--ocsp-staple"],
+    );
+    let proxy = proxy_common::spawn_proxy("serve", "--backend", &backend.addr.to_string(), &args);
+    proxy.wait_stderr("OCSP staple refreshed");
+    proxy.wait_stderr("new TLS configuration and policy in use");
+    let t = s_client_status(&r, proxy.port, "alice");
+    assert!(t.contains("OCSP Response Status: successful"), "{t}");
+    assert!(t.contains("Cert Status: good"), "{t}");
+    let serial = x509(&server, &["-noout", "-serial"]);
+    let serial = serial.trim().trim_start_matches("serial=");
+    assert!(
+        t.contains(&format!("Serial Number: {serial}")),
+        "the staple is about our certificate: {t}"
+    );
+    assert!(t.contains("Verify return code: 0 (ok)"), "{t}");
+    let log = r.srv.log_text();
+    assert!(
+        log.contains("method=POST path=\"/ocsp\" result=\"good\""),
+        "{log}"
+    );
+
+    // A responder that does not answer: no staple, the handshake still succeeds.
+    let dead = format!("http://127.0.0.1:{}/ocsp", free_port());
+    let args = proxy_common::tls_args(
+        &server,
+        &r.out.join("server.key"),
+        &root,
+        &["--allow-any", "--ocsp-staple-url", &dead],
+    );
+    let proxy = proxy_common::spawn_proxy("serve", "--backend", &backend.addr.to_string(), &args);
+    proxy.wait_stderr("OCSP staple not refreshed");
+    let t = s_client_status(&r, proxy.port, "alice");
+    assert!(t.contains("OCSP response: no response sent"), "{t}");
+    assert!(t.contains("Verify return code: 0 (ok)"), "{t}");
+}

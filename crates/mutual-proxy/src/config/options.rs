@@ -112,6 +112,18 @@ pub struct ServeOpts {
     /// revocation_unknown) or allow.
     #[arg(long, value_name = "deny|allow", default_value = defaults::REVOCATION_UNKNOWN, value_parser = ["deny", "allow"], requires = "crl_from_cdp")]
     pub revocation_unknown: String,
+
+    /// Staple an OCSP response for this listener's own certificate (TLS status_request, what
+    /// `openssl s_client -status` shows), fetched from the responder in the certificate's AIA
+    /// (or --ocsp-staple-url), refreshed at half of its validity and whenever the certificate
+    /// changes. See docs/ocsp.md.
+    #[arg(long)]
+    pub ocsp_staple: bool,
+
+    /// OCSP responder (http://) to fetch the staple from instead of the certificate's AIA.
+    /// Implies --ocsp-staple.
+    #[arg(long, value_name = "URL")]
+    pub ocsp_staple_url: Option<String>,
 }
 
 impl Default for ServeOpts {
@@ -122,6 +134,8 @@ impl Default for ServeOpts {
             end_on_peer_expiry: false,
             crl_from_cdp: false,
             revocation_unknown: defaults::REVOCATION_UNKNOWN.to_string(),
+            ocsp_staple: false,
+            ocsp_staple_url: None,
         }
     }
 }
@@ -135,6 +149,14 @@ impl ServeOpts {
     /// Every value out of range (as [`ListenerOpts::problems`]).
     pub fn problems(&self) -> Vec<OptProblem> {
         let mut out = Vec::new();
+        if let Some(u) = &self.ocsp_staple_url {
+            if !u.starts_with("http://") {
+                out.push(OptProblem {
+                    key: "ocsp_staple_url",
+                    message: format!("must be an http:// URL, not {u:?}"),
+                });
+            }
+        }
         if self.revocation_unknown != "deny" && self.revocation_unknown != "allow" {
             out.push(OptProblem {
                 key: "revocation_unknown",
@@ -162,6 +184,12 @@ impl ServeOpts {
                 allow_unknown: self.allow_unknown(),
                 ..Default::default()
             },
+            ocsp_staple: (self.ocsp_staple || self.ocsp_staple_url.is_some()).then(|| {
+                mutual_tls::ocsp::Stapling {
+                    url: self.ocsp_staple_url.clone(),
+                    ..Default::default()
+                }
+            }),
             ..Default::default()
         }
     }
