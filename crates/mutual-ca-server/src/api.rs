@@ -53,6 +53,8 @@ pub struct State {
     crl_lock: tokio::sync::Mutex<()>,
     /// The ACME front door (`ca serve --acme`), mounted at `/acme/`.
     pub acme: Option<Arc<mutual_acme::Acme>>,
+    /// The OCSP responder (`ca serve --ocsp`), mounted at `/ocsp` (crate::ocsp).
+    pub ocsp: Option<Arc<crate::ocsp::Ocsp>>,
 }
 
 impl State {
@@ -74,7 +76,14 @@ impl State {
             crl: arc_swap::ArcSwapOption::empty(),
             crl_lock: tokio::sync::Mutex::new(()),
             acme: None,
+            ocsp: None,
         }
+    }
+
+    /// Mounts the OCSP responder at `/ocsp`.
+    pub fn with_ocsp(mut self, ocsp: Option<crate::ocsp::Ocsp>) -> State {
+        self.ocsp = ocsp.map(Arc::new);
+        self
     }
 
     /// Mounts the ACME server at `/acme/`.
@@ -252,6 +261,10 @@ pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp 
         tracing::info!(peer_addr = %peer.addr, method = %method, path = %path,
             status = resp.status().as_u16(), duration_ms = started.elapsed().as_millis() as u64, "acme request");
         return resp;
+    }
+    if let (Some(o), true) = (&state.ocsp, crate::ocsp::is_ocsp_path(&path)) {
+        // OCSP answers anyone (the response is signed); it logs and counts its own requests.
+        return crate::ocsp::handle(state, o, peer.addr, req).await;
     }
     let out = route(state, peer, identity, req, &method, &path).await;
     let endpoint = endpoint(&path);

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod metrics;
+pub mod ocsp;
 pub mod own_cert;
 pub mod problem;
 pub mod ratelimit;
@@ -80,6 +81,8 @@ pub struct ServeOptions {
     pub handshake_timeout: Duration,
     /// `--acme`: serve ACME (RFC 8555) at `/acme/` (crates/mutual-acme).
     pub acme: Option<mutual_acme::AcmeConfig>,
+    /// `--ocsp`: answer OCSP at `/ocsp` (crate::ocsp, docs/ocsp.md).
+    pub ocsp: Option<ocsp::OcspConfig>,
 }
 
 impl ServeOptions {
@@ -99,6 +102,7 @@ impl ServeOptions {
             drain_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             acme: None,
+            ocsp: None,
         }
     }
 }
@@ -131,6 +135,7 @@ pub struct Server {
     cert_serial: String,
     cert_not_before: i64,
     cert_not_after: i64,
+    ocsp_listener: Option<TcpListener>,
 }
 
 impl Server {
@@ -154,6 +159,18 @@ impl Server {
                     addr: opts.listen,
                     source,
                 })?;
+        let ocsp_listener = match opts.ocsp.as_ref().and_then(|o| o.listen) {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let ocsp = match &opts.ocsp {
+            Some(c) => Some(ocsp::Ocsp::new(&ca, c.clone()).await?),
+            None => None,
+        };
         let acme = opts
             .acme
             .clone()
@@ -166,7 +183,8 @@ impl Server {
                 ratelimit::RateLimiter::new(opts.rate),
                 opts.crl_next_update,
             )
-            .with_acme(acme),
+            .with_acme(acme)
+            .with_ocsp(ocsp),
         );
         state.metrics.issued("server", "ok");
         state.refresh_crl().await?;
@@ -180,7 +198,15 @@ impl Server {
             cert_serial: cert.serial,
             cert_not_before: cert.not_before,
             cert_not_after: cert.not_after,
+            ocsp_listener,
         })
+    }
+
+    /// The plain-HTTP OCSP listener's address (`--ocsp-listen`).
+    pub fn ocsp_local_addr(&self) -> Option<SocketAddr> {
+        self.ocsp_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
@@ -204,6 +230,7 @@ impl Server {
             cert_serial,
             cert_not_before,
             cert_not_after,
+            ocsp_listener,
         } = self;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let rotation = tokio::spawn(rotate(
@@ -219,6 +246,14 @@ impl Server {
             opts.crl_refresh,
             stop_rx.clone(),
         ));
+        let ocsp_tasks = [
+            ocsp_listener
+                .map(|l| tokio::spawn(ocsp::serve_plain(l, state.clone(), stop_rx.clone()))),
+            Some(tokio::spawn(ocsp::renew_responder(
+                state.clone(),
+                stop_rx.clone(),
+            ))),
+        ];
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -260,6 +295,9 @@ impl Server {
         }
         rotation.abort();
         crl_refresh.abort();
+        for t in ocsp_tasks.into_iter().flatten() {
+            t.abort();
+        }
         state.ca.store().close().await;
         tracing::info!("stopped");
         Ok(())

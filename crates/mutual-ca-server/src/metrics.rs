@@ -30,6 +30,14 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OcspLabels {
+    /// good, revoked, unknown, multiple, or the OCSP error status (malformedRequest, ...).
+    result: &'static str,
+    /// Whether a pre-signed response was served.
+    cached: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabel {
     endpoint: &'static str,
 }
@@ -77,6 +85,7 @@ pub struct Metrics {
     issued: Family<IssuedLabels, Counter>,
     token_failures: Family<ReasonLabel, Counter>,
     durations: Family<EndpointLabel, Histogram, fn() -> Histogram>,
+    ocsp: Family<OcspLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -115,11 +124,18 @@ impl Metrics {
             "Time to answer an API request, by endpoint",
             durations.clone(),
         );
+        let ocsp = Family::<OcspLabels, Counter>::default();
+        registry.register(
+            "mutual_ca_ocsp_responses",
+            "OCSP responses by result (good, revoked, unknown, multiple or the OCSP error status) and whether a pre-signed one was served",
+            ocsp.clone(),
+        );
         Metrics {
             registry,
             issued,
             token_failures,
             durations,
+            ocsp,
         }
     }
 
@@ -156,6 +172,14 @@ impl Metrics {
         self.durations
             .get_or_create(&EndpointLabel { endpoint })
             .observe(seconds);
+    }
+
+    /// One OCSP response.
+    pub fn ocsp(&self, result: &'static str, cached: bool) {
+        let cached = if cached { "true" } else { "false" };
+        self.ocsp
+            .get_or_create(&OcspLabels { result, cached })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

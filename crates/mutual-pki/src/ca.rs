@@ -29,6 +29,7 @@ mod crl;
 mod csr;
 mod init;
 mod issue;
+pub mod ocsp;
 mod profile;
 mod store_cfg;
 
@@ -75,6 +76,10 @@ pub struct CaConfig {
     /// A file whose first line is the PostgreSQL password (`$MUTUAL_STORE_PASSWORD` wins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_password_file: Option<PathBuf>,
+    /// OCSP responder URL put in every certificate's AIA unless the request names its own
+    /// (`ca init --ocsp-url`, docs/ocsp.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsp_url: Option<String>,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

@@ -108,6 +108,8 @@ pub enum PkiError {
     },
     #[error("invalid CRL URL {url:?}: {why}")]
     InvalidCrlUrl { url: String, why: String },
+    #[error("invalid OCSP URL {url:?}: {why}")]
+    InvalidOcspUrl { url: String, why: String },
     #[error("invalid validity: {detail}")]
     InvalidValidity { detail: String },
     #[error(

@@ -21,6 +21,7 @@ pub mod listener;
 pub mod material;
 pub mod observe;
 pub mod shutdown;
+pub mod staple;
 
 // The paths the binary, the config loader and the tests use.
 pub use config::{reload, supervise};

@@ -18,6 +18,7 @@ pub mod client;
 mod config;
 pub mod lint;
 pub mod load;
+pub mod ocsp;
 pub mod peer;
 pub mod reason;
 pub mod server;
@@ -131,6 +132,9 @@ pub struct TlsOptions {
     /// Verification profile of the peer's chain (both sides): compatible (default) or strict,
     /// which adds the `lint` module's error rules on the built path ([`Trust::with_profile`]).
     pub profile: Profile,
+    /// Server side: staple this OCSP response for the listener's own certificate
+    /// (`--ocsp-staple`), when it is about the certificate being loaded ([`ocsp::Stapling`]).
+    pub ocsp_staple: Option<ocsp::Stapling>,
 }
 
 /// Decides from a verified leaf (the verifier's own parse of it) whether the peer is allowed

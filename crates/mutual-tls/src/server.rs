@@ -21,6 +21,12 @@ const SESSION_CACHE_SIZE: usize = 4096;
 pub enum ServerCert {
     /// One chain and its key, fixed for the config's life.
     Single(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    /// One chain, its key and a stapled OCSP response (DER).
+    Stapled(
+        Vec<CertificateDer<'static>>,
+        PrivateKeyDer<'static>,
+        Vec<u8>,
+    ),
     /// Chosen per handshake (a certificate rotated in place).
     Resolver(Arc<dyn ResolvesServerCert>),
 }
@@ -40,6 +46,9 @@ pub fn build(
         .with_client_cert_verifier(verifier);
     let mut config = match cert {
         ServerCert::Single(chain, key) => builder.with_single_cert(chain, key)?,
+        ServerCert::Stapled(chain, key, ocsp) => {
+            builder.with_single_cert_with_ocsp(chain, key, ocsp)?
+        }
         ServerCert::Resolver(r) => builder.with_cert_resolver(r),
     };
     config.alpn_protocols = alpn;
@@ -75,13 +84,16 @@ pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMateria
     let trust = Arc::new(trust);
     let verifier =
         Arc::new(MutualClientVerifier::new(trust.clone()).with_authorize(o.authorize.clone()));
-    let mut config = build(
-        provider,
-        s.allow_tls12,
-        verifier,
-        ServerCert::Single(creds.chain, creds.key),
-        s.alpn.clone(),
-    )?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let staple = o
+        .ocsp_staple
+        .as_ref()
+        .and_then(|st| st.for_serial(&creds.serial, now));
+    let cert = match staple {
+        Some(der) => ServerCert::Stapled(creds.chain, creds.key, der),
+        None => ServerCert::Single(creds.chain, creds.key),
+    };
+    let mut config = build(provider, s.allow_tls12, verifier, cert, s.alpn.clone())?;
     // Fresh ticket keys and session cache on every build: resumption skips the client
     // certificate verifier, so a reload (new CRL, new CA) must invalidate old sessions.
     config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;

@@ -77,6 +77,11 @@ pub struct InitArgs {
     /// SPIFFE trust domain: URI SANs must then be spiffe://DOMAIN/... IDs.
     #[arg(long, value_name = "DOMAIN")]
     pub trust_domain: Option<String>,
+    /// OCSP responder URL written into every certificate's Authority Information Access
+    /// (recorded in mutual-ca.toml as `ocsp_url`), e.g. http://ca.internal:8080/ocsp for
+    /// `ca serve --ocsp-listen 0.0.0.0:8080` (docs/ocsp.md). `cert issue --ocsp-url` overrides it.
+    #[arg(long, value_name = "URL")]
+    pub ocsp_url: Option<String>,
     /// Default leaf lifetime recorded in mutual-ca.toml.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub default_ttl: std::time::Duration,
@@ -155,6 +160,7 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
         permitted_dns: a.permitted_dns,
         trust_domain: a.trust_domain,
         default_ttl: a.default_ttl,
+        ocsp_url: a.ocsp_url,
         store,
         store_password_file: match a.store_password_file {
             Some(p) => Some(std::path::absolute(&p).with_context(|| {

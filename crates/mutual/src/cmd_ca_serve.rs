@@ -17,7 +17,8 @@ use crate::runtime::{init_logging, server_runtime};
 Endpoints (HTTPS, JSON; docs/ca-server.md): GET /health, GET /v1/roots, GET /v1/crl,
 POST /v1/sign (one-time token from `mutual token create` + CSR), POST /v1/renew (mTLS with the
 current certificate), POST /v1/revoke (mTLS, admin or the certificate itself), GET /metrics
-(Prometheus). With --acme: ACME at /acme/directory (docs/acme.md).
+(Prometheus). With --acme: ACME at /acme/directory (docs/acme.md). With --ocsp: OCSP at
+/ocsp (GET /ocsp/BASE64, POST application/ocsp-request; docs/ocsp.md).
 
 SIGTERM or SIGINT: stop accepting, finish in-flight requests (up to --drain-timeout), exit 0.")]
 pub struct ServeArgs {
@@ -62,6 +63,22 @@ pub struct ServeArgs {
     // settings, a flag wins over it.
     #[command(flatten)]
     pub acme: crate::cmd_acme::AcmeArgs,
+    /// Answer OCSP (RFC 6960, docs/ocsp.md) at https://HOST:PORT/ocsp, signed by a delegated
+    /// responder certificate this server issues to itself.
+    #[arg(long)]
+    pub ocsp: bool,
+    /// Also answer OCSP over plain HTTP on this address (http://ADDR/ocsp): what nginx and most
+    /// OCSP clients need, and what `ca init --ocsp-url` / `cert issue --ocsp-url` should name.
+    /// Implies --ocsp.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub ocsp_listen: Option<SocketAddr>,
+    /// Validity of each OCSP response (nextUpdate - thisUpdate); a response is re-signed after
+    /// half of it, or at once when the certificate's status changes.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    pub ocsp_next_update: Duration,
+    /// Lifetime of the delegated OCSP responder certificate; it is replaced at two-thirds of it.
+    #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    pub ocsp_responder_ttl: Duration,
     /// Log format on stderr: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -116,6 +133,13 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         opts.crl_refresh = a.crl_refresh;
         opts.drain_timeout = a.drain_timeout;
         opts.acme = acme;
+        if a.ocsp || a.ocsp_listen.is_some() {
+            opts.ocsp = Some(mutual_ca_server::ocsp::OcspConfig {
+                validity: a.ocsp_next_update,
+                responder_ttl: a.ocsp_responder_ttl,
+                listen: a.ocsp_listen,
+            });
+        }
         let signals = mutual_proxy::shutdown::TerminationSignals::install().ok();
         let server = Server::bind(ca, provisioner, opts).await?;
         let addr = server
@@ -127,6 +151,9 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             server_cert_serial = %server.cert_serial(),
             "online CA listening on https://{addr}"
         );
+        if let Some(o) = server.ocsp_local_addr() {
+            tracing::info!(listen = %o, "OCSP responder listening on http://{o}/ocsp");
+        }
         server.run(termination_signal(signals)).await?;
         Ok::<_, anyhow::Error>(())
     })?;

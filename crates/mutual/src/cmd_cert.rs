@@ -83,6 +83,11 @@ pub struct IssueArgs {
     /// Repeatable.
     #[arg(long = "crl-url", value_name = "URL")]
     pub crl_urls: Vec<String>,
+    /// Put an OCSP responder URL in the certificate (Authority Information Access, id-ad-ocsp):
+    /// where relying parties ask `mutual ca serve --ocsp-listen` for its status (docs/ocsp.md).
+    /// Repeatable [default: the CA's ocsp_url from `ca init --ocsp-url`, if any].
+    #[arg(long = "ocsp-url", value_name = "URL")]
+    pub ocsp_urls: Vec<String>,
     /// Sign this CSR (PEM or DER, e.g. from `openssl req`) instead of generating a key. Only
     /// its public key is used: names, usages and lifetime come from this command line.
     #[arg(long, value_name = "FILE")]
@@ -337,6 +342,8 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             ttl: a.ttl.unwrap_or_else(|| ca.default_ttl()),
             requested_by,
             crl_urls: a.crl_urls.clone(),
+            ocsp_urls: a.ocsp_urls.clone(),
+            ocsp_signing: false,
             org: a.org.clone(),
             ou: a.ou.clone(),
             not_before: a.not_before,

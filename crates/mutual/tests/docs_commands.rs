@@ -26,6 +26,23 @@ const SHELL_LANGS: &[&str] = &["sh", "shell", "bash", "console"];
 /// Blocks that are not run, by file and first line, each with the reason.
 const SKIPPED: &[(&str, &str, &str)] = &[
     (
+        "docs/ocsp.md",
+        "mutual ca serve --listen 127.0.0.1:9443 --ocsp-listen 127.0.0.1:8080",
+        "a server on fixed ports; tests/ocsp.rs starts `ca serve --ocsp-listen` on free ports",
+    ),
+    (
+        "docs/ocsp.md",
+        "openssl ocsp -issuer ca/intermediate.pem -cert certs/api.pem \\",
+        "asks the responder the previous block starts; tests/ocsp.rs runs these openssl ocsp \
+         commands (good, revoked with reason, unknown) against it on a free port",
+    ),
+    (
+        "docs/ocsp.md",
+        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",
+        "serves until stopped and staples from the responder above; tests/ocsp.rs runs `serve \
+         --ocsp-staple` and reads the staple with `openssl s_client -status`",
+    ),
+    (
         "docs/acme.md",
         "mutual ca serve --dir /etc/mutual/ca --listen 0.0.0.0:9443 \\",
         "a server on a public port with a CA dir made by `ca init`; tests/acme.rs starts `ca serve \

@@ -42,6 +42,8 @@ pub struct InitOptions {
     pub store: Option<StoreUrl>,
     /// A file holding the PostgreSQL password, recorded in the config (the password is not).
     pub store_password_file: Option<PathBuf>,
+    /// OCSP responder URL for the AIA of every certificate (recorded in the config).
+    pub ocsp_url: Option<String>,
 }
 
 impl Default for InitOptions {
@@ -56,6 +58,7 @@ impl Default for InitOptions {
             default_ttl: Duration::from_secs(86_400),
             store: None,
             store_password_file: None,
+            ocsp_url: None,
         }
     }
 }
@@ -66,6 +69,9 @@ impl Ca {
     pub async fn init(dir: &Path, opts: &InitOptions, password: &[u8]) -> Result<Ca, PkiError> {
         if password.is_empty() {
             return Err(PkiError::EmptyPassword);
+        }
+        if let Some(u) = &opts.ocsp_url {
+            super::ocsp::check_url(u)?;
         }
         for f in [
             ROOT_CERT,
@@ -171,6 +177,7 @@ impl Ca {
             },
             store: opts.store.clone(),
             store_password_file: opts.store_password_file.clone(),
+            ocsp_url: opts.ocsp_url.clone(),
         };
         // A store other than the default file is reached (and checked empty) before any file is
         // written, so a wrong URL or password leaves the directory untouched.

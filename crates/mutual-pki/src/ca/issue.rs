@@ -324,7 +324,13 @@ impl Ca {
             name: o.name.trim().to_string(),
             subject: o.subject(),
             sans: o.sans.iter().map(ToString::to_string).collect(),
-            usage: o.usage.as_str().to_string(),
+            // A delegated OCSP responder is neither a server nor a client certificate.
+            usage: if o.ocsp_signing {
+                "ocsp"
+            } else {
+                o.usage.as_str()
+            }
+            .to_string(),
             not_before: issued.not_before,
             not_after: issued.not_after,
             requested_by: o.requested_by.clone(),

@@ -28,6 +28,12 @@ pub struct IssueOptions {
     /// CRL distribution point URLs (http:// or https://) to put in the certificate: where
     /// relying parties (`mutual serve --crl-from-cdp`) fetch the intermediate's CRL.
     pub crl_urls: Vec<String>,
+    /// OCSP responder URLs for the Authority Information Access extension (id-ad-ocsp): where
+    /// relying parties ask `mutual ca serve`'s /ocsp. Empty: the CA's `ocsp_url`, if any.
+    pub ocsp_urls: Vec<String>,
+    /// A delegated OCSP responder certificate (EKU OCSPSigning only, id-pkix-ocsp-nocheck):
+    /// only the CA server asks for one, for itself (crates/mutual-ca-server/src/ocsp.rs).
+    pub ocsp_signing: bool,
     /// Subject O; `None` leaves it out.
     pub org: Option<String>,
     /// Subject OU (what `serve --allow-ou` matches). One: rcgen's subject holds one value per
@@ -48,6 +54,8 @@ impl Default for IssueOptions {
             ttl: Duration::from_secs(86_400),
             requested_by: None,
             crl_urls: Vec::new(),
+            ocsp_urls: Vec::new(),
+            ocsp_signing: false,
             org: None,
             ou: None,
             not_before: None,
@@ -269,6 +277,7 @@ impl Ca {
             vec![KeyUsagePurpose::DigitalSignature]
         };
         p.extended_key_usages = match o.usage {
+            _ if o.ocsp_signing => vec![ExtendedKeyUsagePurpose::OcspSigning],
             Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
             Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
             Usage::Both => vec![
@@ -276,6 +285,18 @@ impl Ca {
                 ExtendedKeyUsagePurpose::ClientAuth,
             ],
         };
+        if o.ocsp_signing {
+            p.custom_extensions.push(super::ocsp::nocheck_extension());
+        } else {
+            let urls = if o.ocsp_urls.is_empty() {
+                self.config.ocsp_url.iter().cloned().collect()
+            } else {
+                o.ocsp_urls.clone()
+            };
+            if !urls.is_empty() {
+                p.custom_extensions.push(super::ocsp::aia_extension(&urls)?);
+            }
+        }
         p.use_authority_key_identifier_extension = true;
         p.key_identifier_method = KeyIdMethod::Sha256;
         if !o.crl_urls.is_empty() {

@@ -262,12 +262,38 @@ pub struct ServeOpts {
     /// [default: $MUTUAL_HOME/crl-cache or ~/.mutual/crl-cache].
     #[arg(long, value_name = "DIR", requires = "crl_from_cdp")]
     pub crl_cache_dir: Option<PathBuf>,
+
+    /// Staple an OCSP response for this listener's own certificate (TLS status_request, what
+    /// `openssl s_client -status` shows), fetched from the responder in the certificate's AIA
+    /// (or --ocsp-staple-url), refreshed at half of its validity and whenever the certificate
+    /// changes. See docs/ocsp.md.
+    #[arg(long)]
+    pub ocsp_staple: bool,
+
+    /// OCSP responder (http://) to fetch the staple from instead of the certificate's AIA.
+    /// Implies --ocsp-staple.
+    #[arg(long, value_name = "URL")]
+    pub ocsp_staple_url: Option<String>,
 }
 
 impl ServeOpts {
     /// The config keys these options take.
     pub fn keys() -> &'static [&'static str] {
         super::field_names::<ServeOpts>()
+    }
+
+    /// Every value out of range (as [`ListenerOpts::problems`]).
+    pub fn problems(&self) -> Vec<OptProblem> {
+        let mut out = Vec::new();
+        if let Some(u) = &self.ocsp_staple_url {
+            if !u.starts_with("http://") {
+                out.push(OptProblem {
+                    key: "ocsp_staple_url",
+                    message: format!("must be an http:// URL, not {u:?}"),
+                });
+            }
+        }
+        out
     }
 
     /// A certificate whose revocation status is unknown is allowed.
@@ -312,6 +338,12 @@ impl ServeOpts {
                 allow_unknown: self.allow_unknown(),
                 ..Default::default()
             },
+            ocsp_staple: (self.ocsp_staple || self.ocsp_staple_url.is_some()).then(|| {
+                mutual_tls::ocsp::Stapling {
+                    url: self.ocsp_staple_url.clone(),
+                    ..Default::default()
+                }
+            }),
             ..Default::default()
         }
     }

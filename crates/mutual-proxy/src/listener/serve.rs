@@ -77,6 +77,8 @@ pub struct Serve {
     http: Option<Arc<crate::http::Site>>,
     /// The CRL fetcher when `crl_from_cdp` is on (started by `run`).
     cdp: Option<Arc<crate::cdp::CdpFetcher>>,
+    /// The OCSP staple fetcher when `--ocsp-staple` is on (started by `run`).
+    stapler: Option<Arc<crate::staple::Stapler>>,
 }
 
 /// Loads the policy: flags plus the file, if any.
@@ -180,6 +182,11 @@ impl Serve {
             }
             None => None,
         };
+        let stapler = cfg
+            .tls_options
+            .ocsp_staple
+            .clone()
+            .map(|st| crate::staple::Stapler::new(&cfg.name, cfg.tls.cert.clone(), st));
         let m = Arc::new(build(&cfg)?);
         shared
             .metrics
@@ -222,10 +229,15 @@ impl Serve {
             conns,
             http,
             cdp,
+            stapler,
         });
         if let Some(f) = &serve.cdp {
             let weak: std::sync::Weak<Serve> = Arc::downgrade(&serve);
             f.set_reload_target(weak);
+        }
+        if let Some(st) = &serve.stapler {
+            let weak: std::sync::Weak<Serve> = Arc::downgrade(&serve);
+            st.set_reload_target(weak);
         }
         Ok(serve)
     }
@@ -256,6 +268,9 @@ impl Serve {
         }
         if let Some(f) = &self.cdp {
             tokio::spawn(Arc::clone(f).run(shutdown.clone()));
+        }
+        if let Some(st) = &self.stapler {
+            tokio::spawn(Arc::clone(st).run(shutdown.clone()));
         }
         self.shared
             .metrics
