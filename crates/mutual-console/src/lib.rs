@@ -112,7 +112,7 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 /// The headers every console response carries: no caching (a page can hold a token), no
-/// script of any kind, no framing, no referrer leaking a search.
+/// script of any kind, no framing, no referrer leaking a search to another site.
 fn base(status: StatusCode) -> hyper::http::response::Builder {
     Response::builder()
         .status(status)
@@ -124,7 +124,9 @@ fn base(status: StatusCode) -> hyper::http::response::Builder {
         )
         .header("x-content-type-options", "nosniff")
         .header("x-frame-options", "DENY")
-        .header("referrer-policy", "no-referrer")
+        // same-origin, not no-referrer: with no-referrer a browser sends `Origin: null` on its
+        // own form posts, which the cross-site check must refuse.
+        .header("referrer-policy", "same-origin")
 }
 
 fn finish(b: hyper::http::response::Builder, body: impl Into<Bytes>) -> Resp {
