@@ -167,9 +167,14 @@ where
     let query = req.uri().query().unwrap_or("").to_string();
     let session = auth::Session::from_headers(req.headers(), admin.tls);
     let resp = if method == Method::POST {
-        if let Err(r) = auth::same_origin(req.headers(), &admin) {
+        if auth::cross_site(req.headers()) {
             pages::audit_refusal(&admin, &path, "csrf_failed");
-            return r;
+            return refusal(
+                StatusCode::FORBIDDEN,
+                "csrf_failed",
+                "this form was sent from another site",
+                &admin.principal,
+            );
         }
         let form = match read_form(req).await {
             Ok(f) => f,
