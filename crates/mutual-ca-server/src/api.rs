@@ -266,6 +266,20 @@ pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp 
         // OCSP answers anyone (the response is signed); it logs and counts its own requests.
         return crate::ocsp::handle(state, o, peer.addr, req).await;
     }
+    if mutual_console::is_console_path(&path) {
+        // The console authenticates a person (admin certificate), checks CSRF and audits its
+        // actions itself (crates/mutual-console); it shares the per-IP rate limit.
+        let resp = match state.limiter.check(peer.addr.ip(), Instant::now()) {
+            Ok(()) => {
+                mutual_console::handle(state, mutual_console::Viewer::Mtls(identity), req).await
+            }
+            Err(_) => {
+                Problem::new("rate_limited", "too many requests; retry shortly").into_response()
+            }
+        };
+        console_log(state, peer.addr, &who, &method, &path, &resp, started);
+        return resp;
+    }
     let out = route(state, peer, identity, req, &method, &path).await;
     let endpoint = endpoint(&path);
     state
@@ -296,6 +310,91 @@ pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp 
         "request"
     );
     out.resp
+}
+
+/// A request on the `--ui-listen` loopback listener: the console, nothing else.
+pub async fn handle_loopback(state: &State, addr: SocketAddr, req: Request<Incoming>) -> Resp {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = if !mutual_console::is_console_path(&path) {
+        Problem::new(
+            "not_found",
+            "this listener serves the console only, at /ui/",
+        )
+        .into_response()
+    } else if state.limiter.check(addr.ip(), Instant::now()).is_err() {
+        Problem::new("rate_limited", "too many requests; retry shortly").into_response()
+    } else {
+        mutual_console::handle(state, mutual_console::loopback_viewer(addr), req).await
+    };
+    console_log(state, addr, "-", &method, &path, &resp, started);
+    resp
+}
+
+/// The request line of a console request (the console writes its own audit lines for actions).
+pub(crate) fn console_log(
+    state: &State,
+    addr: SocketAddr,
+    who: &str,
+    method: &Method,
+    path: &str,
+    resp: &Resp,
+    started: Instant,
+) {
+    state
+        .metrics
+        .request("/ui", started.elapsed().as_secs_f64());
+    let reason = resp
+        .headers()
+        .get("x-mutual-reason")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("ok");
+    tracing::info!(peer_addr = %addr, identity = %who, method = %method, path = %path,
+        status = resp.status().as_u16(), reason, duration_ms = started.elapsed().as_millis() as u64,
+        "console request");
+}
+
+/// The console's view of the CA server (crates/mutual-console): the CA, the admin patterns,
+/// CRL publication after a revocation, and token minting with the provisioner key.
+impl mutual_console::Authority for State {
+    fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    fn is_admin(&self, id: &Identity) -> bool {
+        self.admins.iter().any(|r| r.matches_identity(id))
+    }
+
+    fn publish_crl(&self) -> mutual_console::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            State::publish_crl(self)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn mint_token(
+        &self,
+        req: &mutual_console::TokenRequest,
+    ) -> Result<mutual_console::MintedToken, String> {
+        let expires = i64::try_from(req.expires.as_secs()).map_err(|e| e.to_string())?;
+        let claims = crate::token::Claims::new(
+            &req.sans,
+            req.cert_ttl.as_secs(),
+            req.usage,
+            unix_now(),
+            expires,
+        )
+        .map_err(|e| e.to_string())?;
+        let token = self.provisioner.sign(&claims).map_err(|e| e.to_string())?;
+        Ok(mutual_console::MintedToken {
+            token,
+            jti: claims.jti,
+            expires_at: claims.exp,
+        })
+    }
 }
 
 /// The endpoint label of a path: one of the API's, or `other` (so that a scan of random paths

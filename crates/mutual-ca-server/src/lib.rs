@@ -57,6 +57,9 @@ pub enum ServerError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Store(#[from] mutual_store::StoreError),
+    /// `--ui-listen` on an address other people can reach: it has no client certificates.
+    #[error("--ui-listen {0}: the console without client certificates listens on loopback only (127.0.0.1, ::1)")]
+    UiNotLoopback(SocketAddr),
 }
 
 /// What `mutual ca serve` takes (besides the unlocked CA and provisioner key).
@@ -83,6 +86,9 @@ pub struct ServeOptions {
     pub acme: Option<mutual_acme::AcmeConfig>,
     /// `--ocsp`: answer OCSP at `/ocsp` (crate::ocsp, docs/ocsp.md).
     pub ocsp: Option<ocsp::OcspConfig>,
+    /// `--ui-listen`: also serve the console (only) over plain HTTP on this loopback address,
+    /// without client certificates (crates/mutual-console, docs/console.md).
+    pub ui_listen: Option<SocketAddr>,
 }
 
 impl ServeOptions {
@@ -103,6 +109,7 @@ impl ServeOptions {
             handshake_timeout: Duration::from_secs(10),
             acme: None,
             ocsp: None,
+            ui_listen: None,
         }
     }
 }
@@ -127,6 +134,7 @@ pub fn default_sans() -> Vec<San> {
 /// A bound listener with everything set up; [`Server::run`] serves until `shutdown` resolves.
 pub struct Server {
     listener: TcpListener,
+    ui_listener: Option<TcpListener>,
     state: Arc<api::State>,
     tls: tokio_rustls::TlsAcceptor,
     resolver: Arc<tls::RotatingCert>,
@@ -159,6 +167,15 @@ impl Server {
                     addr: opts.listen,
                     source,
                 })?;
+        let ui_listener = match opts.ui_listen {
+            None => None,
+            Some(a) if !a.ip().is_loopback() => return Err(ServerError::UiNotLoopback(a)),
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+        };
         let ocsp_listener = match opts.ocsp.as_ref().and_then(|o| o.listen) {
             Some(addr) => Some(
                 TcpListener::bind(addr)
@@ -190,6 +207,7 @@ impl Server {
         state.refresh_crl().await?;
         Ok(Server {
             listener,
+            ui_listener,
             state,
             tls: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
             resolver,
@@ -213,6 +231,11 @@ impl Server {
         self.listener.local_addr().ok()
     }
 
+    /// The `--ui-listen` address, once bound.
+    pub fn ui_local_addr(&self) -> Option<SocketAddr> {
+        self.ui_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serial of the server certificate issued at start.
     pub fn cert_serial(&self) -> &str {
         &self.cert_serial
@@ -222,6 +245,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Server {
             listener,
+            ui_listener,
             state,
             tls,
             resolver,
@@ -254,6 +278,7 @@ impl Server {
                 stop_rx.clone(),
             ))),
         ];
+        let ui = ui_listener.map(|l| tokio::spawn(ui_loopback(l, state.clone(), stop_rx.clone())));
         let mut conns = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
@@ -297,6 +322,9 @@ impl Server {
         crl_refresh.abort();
         for t in ocsp_tasks.into_iter().flatten() {
             t.abort();
+        }
+        if let Some(ui) = ui {
+            ui.abort();
         }
         state.ca.store().close().await;
         tracing::info!("stopped");
@@ -364,6 +392,50 @@ async fn connection(
     if let Err(e) = conn.await {
         tracing::debug!(peer_addr = %addr, error = %e, "connection ended with an error");
     }
+}
+
+/// The `--ui-listen` loopback listener: plain HTTP/1.1, the console only, no client
+/// certificates (being on this machine is the credential; the console checks the Host header).
+async fn ui_loopback(
+    listener: TcpListener,
+    state: Arc<api::State>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => None,
+            r = listener.accept() => Some(r),
+        };
+        let (tcp, addr) = match accepted {
+            None => break,
+            Some(Ok(x)) => x,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "console accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        conns.spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(api::handle_loopback(&state, addr, req).await)
+                }
+            });
+            let r = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(peer_addr = %addr, error = %e, "console connection ended with an error");
+            }
+        });
+    }
+    conns.shutdown().await;
 }
 
 /// Every `every`, brings the served CRL up to date with the store (a newer CRL stored by

@@ -283,6 +283,21 @@ where
             .push_bind(value.clone())
             .push(")");
     }
+    if let Some(n) = &f.name {
+        qb.push(" AND name = ").push_bind(n.clone());
+    }
+    if let Some(h) = &f.sha256 {
+        qb.push(" AND sha256 = ").push_bind(h.clone());
+    }
+    if let Some(r) = &f.requested_by {
+        // A prefix compare without LIKE, so that '%' and '_' in the value mean themselves.
+        // length() is int on both databases (a bound i64 would be bigint, which PostgreSQL's
+        // substr does not take).
+        qb.push(" AND substr(requested_by, 1, length(")
+            .push_bind(r.clone())
+            .push(")) = ")
+            .push_bind(r.clone());
+    }
     if let Some(c) = after {
         qb.push(" AND (not_after, serial) > (")
             .push_bind(c.not_after)

@@ -237,6 +237,12 @@ pub struct ListFilter {
     /// Only certificates carrying this subject alternative name (an index lookup in
     /// `certificate_sans`, not a scan).
     pub san: Option<SanMatch>,
+    /// Only the certificate issued under this NAME (exact; the `certificates_name` index).
+    pub name: Option<String>,
+    /// Only the certificate with this SHA-256 fingerprint (lowercase hex, no colons).
+    pub sha256: Option<String>,
+    /// Only certificates whose `requested_by` starts with this (`token:`, `acme:`, `renew:..`).
+    pub requested_by: Option<String>,
 }
 
 /// One subject alternative name to look certificates up by, in the stored form split at its

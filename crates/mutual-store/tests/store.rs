@@ -759,3 +759,61 @@ async fn postgres_tls_from_the_url() {
     pg.drop_db().await;
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+// The console's lookups (crates/mutual-console): by NAME, by SHA-256 and by a prefix of
+// requested_by, alone, with the status filter and across keyset pages; '%' and '_' in a prefix
+// mean themselves.
+both!(lookup_by_name_fingerprint_requester, |s, _db| {
+    for (serial, name, sha, by) in [
+        ("01", "web", "aa11", "token:1"),
+        ("02", "web", "bb22", "acme:acct1"),
+        ("03", "db", "cc33", "acme:acct2"),
+        ("04", "api", "dd44", "a%_x"),
+    ] {
+        s.insert(&NewCert {
+            name: name.into(),
+            sha256: sha.into(),
+            requested_by: Some(by.into()),
+            ..cert(serial, 1000 + i64::from(serial.parse::<u8>().unwrap()))
+        })
+        .await
+        .unwrap();
+    }
+    let f = |name: Option<&str>, sha: Option<&str>, by: Option<&str>| ListFilter {
+        name: name.map(Into::into),
+        sha256: sha.map(Into::into),
+        requested_by: by.map(Into::into),
+        ..Default::default()
+    };
+    assert_eq!(
+        serials(&s, &f(Some("web"), None, None), 500).await,
+        ["01", "02"]
+    );
+    assert_eq!(serials(&s, &f(None, Some("cc33"), None), 500).await, ["03"]);
+    assert_eq!(
+        serials(&s, &f(None, None, Some("acme:")), 500).await,
+        ["02", "03"]
+    );
+    assert_eq!(serials(&s, &f(None, None, Some("a%")), 500).await, ["04"]);
+    assert!(serials(&s, &f(None, None, Some("%")), 500).await.is_empty());
+    assert_eq!(
+        serials(&s, &f(Some("web"), None, Some("acme:")), 500).await,
+        ["02"]
+    );
+    s.revoke("02", "superseded", 10).await.unwrap();
+    let valid_acme = ListFilter {
+        status: Some(Status::Valid),
+        ..f(None, None, Some("acme:"))
+    };
+    assert_eq!(serials(&s, &valid_acme, 500).await, ["03"]);
+    let p1 = s
+        .list_page(&f(None, None, Some("acme:")), 500, None, 1)
+        .await
+        .unwrap();
+    assert_eq!(p1.rows[0].serial, "02");
+    let p2 = s
+        .list_page(&f(None, None, Some("acme:")), 500, p1.next.as_ref(), 1)
+        .await
+        .unwrap();
+    assert_eq!(p2.rows[0].serial, "03");
+});

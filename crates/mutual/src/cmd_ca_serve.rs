@@ -18,7 +18,8 @@ Endpoints (HTTPS, JSON; docs/ca-server.md): GET /health, GET /v1/roots, GET /v1/
 POST /v1/sign (one-time token from `mutual token create` + CSR), POST /v1/renew (mTLS with the
 current certificate), POST /v1/revoke (mTLS, admin or the certificate itself), GET /metrics
 (Prometheus). With --acme: ACME at /acme/directory (docs/acme.md). With --ocsp: OCSP at
-/ocsp (GET /ocsp/BASE64, POST application/ocsp-request; docs/ocsp.md).
+/ocsp (GET /ocsp/BASE64, POST application/ocsp-request; docs/ocsp.md). The web console at /ui/
+(an --admin client certificate, or --ui-listen on loopback; docs/console.md).
 
 SIGTERM or SIGINT: stop accepting, finish in-flight requests (up to --drain-timeout), exit 0.")]
 pub struct ServeArgs {
@@ -79,9 +80,26 @@ pub struct ServeArgs {
     /// Lifetime of the delegated OCSP responder certificate; it is replaced at two-thirds of it.
     #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
     pub ocsp_responder_ttl: Duration,
+    /// Also serve the web console (only) over plain HTTP on this loopback address, without
+    /// client certificates: for an operator on the CA's machine or through an SSH tunnel
+    /// (docs/console.md). On the main listener the console at /ui/ needs an --admin certificate.
+    #[arg(long, value_name = "127.0.0.1:PORT", value_parser = parse_ui_listen)]
+    pub ui_listen: Option<SocketAddr>,
     /// Log format on stderr: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+fn parse_ui_listen(s: &str) -> Result<SocketAddr, String> {
+    let a: SocketAddr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not an address:port"))?;
+    if !a.ip().is_loopback() {
+        return Err(format!(
+            "{a} is not a loopback address: the console without client certificates listens              on 127.0.0.1 or [::1] only (use the main listener with --admin for remote access)"
+        ));
+    }
+    Ok(a)
 }
 
 fn parse_san(s: &str) -> Result<San, String> {
@@ -140,6 +158,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
                 listen: a.ocsp_listen,
             });
         }
+        opts.ui_listen = a.ui_listen;
         let signals = mutual_proxy::shutdown::TerminationSignals::install().ok();
         let server = Server::bind(ca, provisioner, opts).await?;
         let addr = server
@@ -153,6 +172,9 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         );
         if let Some(o) = server.ocsp_local_addr() {
             tracing::info!(listen = %o, "OCSP responder listening on http://{o}/ocsp");
+        }
+        if let Some(ui) = server.ui_local_addr() {
+            tracing::info!(ui_listen = %ui, "console (loopback, no client certificate) on http://{ui}/ui/");
         }
         server.run(termination_signal(signals)).await?;
         Ok::<_, anyhow::Error>(())

@@ -433,6 +433,7 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         status: a.status,
         expiring_within: a.expiring_within,
         san: a.identity.or(a.dns).or(a.ip).or(a.san),
+        ..Default::default()
     };
     let rt = runtime()?;
     let stdout = std::io::stdout();

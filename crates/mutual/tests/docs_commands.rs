@@ -43,6 +43,24 @@ const SKIPPED: &[(&str, &str, &str)] = &[
          --ocsp-staple` and reads the staple with `openssl s_client -status`",
     ),
     (
+        "docs/console.md",
+        "mutual ca serve --listen 0.0.0.0:9443 --admin 'spiffe://example.org/ops/*'",
+        "a server on a fixed public port, used from a browser; tests/console.rs starts `ca serve \
+         --admin` on a free port and drives a real Chromium against it",
+    ),
+    (
+        "docs/console.md",
+        "mutual ca serve --ui-listen 127.0.0.1:9444",
+        "a server plus an SSH tunnel to a named host; tests/console.rs runs `--ui-listen` on a \
+         free loopback port",
+    ),
+    (
+        "docs/console.md",
+        "mutual enroll --ca-url https://CA-HOST:9443 --root-sha256 ROOT-FINGERPRINT --token TOKEN --out certs/",
+        "placeholders for the CA's host, fingerprint and a token shown in the browser; \
+         tests/console.rs enrolls with the token the browser created",
+    ),
+    (
         "docs/acme.md",
         "mutual ca serve --dir /etc/mutual/ca --listen 0.0.0.0:9443 \\",
         "a server on a public port with a CA dir made by `ca init`; tests/acme.rs starts `ca serve \

@@ -1,0 +1,711 @@
+//! The console's pages (GET) and actions (POST). Every action writes one audit line to the
+//! CA's log (`console action`: who, what, on which serial, the outcome, when), the same place
+//! the API's request lines go; a token is never logged, only its id.
+
+use std::fmt::Write;
+
+use hyper::{header, StatusCode};
+use mutual_pki::{RevocationReason, RevokeOutcome, San, StoreError, Usage};
+use mutual_policy::human::rfc3339;
+use mutual_store::{CertRecord, Inventory, Page, Status};
+
+use crate::auth::{Admin, Session};
+use crate::html::{csrf_field, esc, page, url_part};
+use crate::search::{candidates, Key, Query};
+use crate::{base, finish, form_value, refusal, unix_now, Authority, Resp, TokenRequest};
+
+fn html_ok(title: &str, admin: &Admin, body: &str) -> Resp {
+    finish(
+        base(StatusCode::OK).header("content-type", "text/html; charset=utf-8"),
+        page(title, &admin.principal, body),
+    )
+}
+
+fn store_failed(admin: &Admin, e: &StoreError) -> Resp {
+    tracing::warn!(error = %e, "console: inventory query failed");
+    refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the inventory did not answer; try again",
+        &admin.principal,
+    )
+}
+
+fn not_found(admin: &Admin, what: &str) -> Resp {
+    refusal(StatusCode::NOT_FOUND, "not_found", what, &admin.principal)
+}
+
+/// One audit line for a console action.
+fn audit(admin: &Admin, action: &str, serial: &str, result: &str, detail: &str) {
+    tracing::info!(
+        ts = %rfc3339(unix_now()),
+        identity = %admin.principal,
+        action,
+        serial,
+        result,
+        detail,
+        "console action"
+    );
+}
+
+/// The audit line of a POST refused before it was read (CSRF).
+pub(crate) fn audit_refusal(admin: &Admin, path: &str, reason: &str) {
+    audit(admin, path, "-", reason, "refused");
+}
+
+pub(crate) async fn get(
+    auth: &dyn Authority,
+    admin: &Admin,
+    session: &Session,
+    path: &str,
+    query: &str,
+) -> Resp {
+    match path {
+        "/ui" | "/ui/" => inventory(auth, admin, query).await,
+        "/ui/chain.pem" => finish(
+            base(StatusCode::OK)
+                .header("content-type", "application/x-pem-file")
+                .header(
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"ca-chain.pem\"",
+                ),
+            format!("{}{}", auth.ca().intermediate_pem(), auth.ca().root_pem()),
+        ),
+        "/ui/tokens/new" => token_form(admin, session, None),
+        "/ui/crl" => crl(auth, admin).await,
+        "/ui/enrollments" => enrollments(auth, admin, session).await,
+        _ => match path.strip_prefix("/ui/cert/") {
+            Some(serial) if !serial.contains('/') => {
+                certificate(auth, admin, session, serial, None).await
+            }
+            _ => not_found(admin, "no such console page"),
+        },
+    }
+}
+
+pub(crate) async fn post(
+    auth: &dyn Authority,
+    admin: &Admin,
+    session: &Session,
+    path: &str,
+    form: &[(String, String)],
+) -> Resp {
+    if path == "/ui/tokens" {
+        return create_token(auth, admin, session, form);
+    }
+    if let Some(serial) = path
+        .strip_prefix("/ui/cert/")
+        .and_then(|r| r.strip_suffix("/revoke"))
+    {
+        return revoke(auth, admin, session, serial, form).await;
+    }
+    if let Some(rest) = path.strip_prefix("/ui/enrollments/") {
+        // The place for EST's approve/reject: no enrollment waits for approval yet.
+        audit(admin, "enrollment_decision", "-", "not_found", rest);
+        return not_found(admin, "no such pending enrollment");
+    }
+    not_found(admin, "no such console action")
+}
+
+fn status_cell(r: &CertRecord) -> String {
+    let s = r.status.as_str();
+    format!("<span class=\"{s}\">{s}</span>")
+}
+
+fn cert_link(serial: &str) -> String {
+    format!("/ui/cert/{}", url_part(serial))
+}
+
+/// `/ui/`: search, filters, one page of rows, the link to the next.
+async fn inventory(auth: &dyn Authority, admin: &Admin, qs: &str) -> Resp {
+    let q = Query::parse(qs);
+    let store = auth.ca().store();
+    let now = unix_now();
+    let cands = candidates(&q.q, q.by.as_deref());
+    let mut chosen: Option<Key> = None;
+    let mut page = Page {
+        rows: Vec::new(),
+        next: None,
+    };
+    if q.q.trim().is_empty() {
+        match store
+            .list_page(&q.filter(None), now, q.after.as_ref(), q.limit)
+            .await
+        {
+            Ok(p) => page = p,
+            Err(e) => return store_failed(admin, &e),
+        }
+    } else {
+        for (i, k) in cands.iter().enumerate() {
+            let last = i + 1 == cands.len();
+            let p = match k {
+                Key::Serial(s) => match store.get(s, now).await {
+                    Ok(r) => Page {
+                        rows: r.into_iter().collect(),
+                        next: None,
+                    },
+                    Err(e) => return store_failed(admin, &e),
+                },
+                _ => match store
+                    .list_page(&q.filter(Some(k)), now, q.after.as_ref(), q.limit)
+                    .await
+                {
+                    Ok(p) => p,
+                    Err(e) => return store_failed(admin, &e),
+                },
+            };
+            if !p.rows.is_empty() || last {
+                chosen = Some(k.clone());
+                page = p;
+                break;
+            }
+        }
+    }
+    let total = store.count().await.unwrap_or(-1);
+    let mut b = String::new();
+    let _ = write!(
+        b,
+        "<h1>Inventory</h1><p>{} certificates in the inventory.</p>",
+        if total < 0 {
+            "?".into()
+        } else {
+            total.to_string()
+        }
+    );
+    for e in &q.errors {
+        let _ = write!(b, "<div class=\"err\">{}</div>", esc(e));
+    }
+    // The search and filter form (GET: nothing changes, so no CSRF token).
+    let sel = |v: &str| {
+        if q.status.map(|s| s.as_str()) == Some(v) {
+            " selected"
+        } else {
+            ""
+        }
+    };
+    let _ = write!(
+        b,
+        "<form method=\"get\" action=\"/ui/\" id=\"search\"><fieldset>\
+         <input type=\"search\" name=\"q\" id=\"q\" size=\"48\" value=\"{}\" \
+         placeholder=\"name, SPIFFE ID, DNS name, IP, serial or SHA-256\">\
+         <label>Status <select name=\"status\" id=\"status\"><option value=\"\">all</option>\
+         <option{}>valid</option><option{}>revoked</option><option{}>expired</option></select></label>\
+         <label>Expiring within <input name=\"expiring\" id=\"expiring\" size=\"5\" value=\"{}\" placeholder=\"7d\"></label>\
+         <label>Requested by <input name=\"requester\" id=\"requester\" size=\"14\" value=\"{}\" placeholder=\"token:\"></label>\
+         <button type=\"submit\" id=\"go\">Search</button> <a href=\"/ui/\">clear</a></fieldset></form>",
+        esc(&q.q),
+        sel("valid"),
+        sel("revoked"),
+        sel("expired"),
+        esc(q.expiring.as_ref().map(|(s, _)| s.as_str()).unwrap_or("")),
+        esc(&q.requester),
+    );
+    if let Some(k) = &chosen {
+        let _ = write!(
+            b,
+            "<p id=\"matched\">Matching <b>{}</b> as a {}.</p>",
+            esc(&q.q),
+            esc(&k.describe())
+        );
+    }
+    b.push_str(
+        "<table id=\"certs\"><thead><tr><th>Name</th><th>Names (SANs)</th><th>Serial</th>\
+         <th>Status</th><th>Not after</th><th>Usage</th><th>Requested by</th></tr></thead><tbody>",
+    );
+    for r in &page.rows {
+        let _ = write!(
+            b,
+            "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td class=\"mono\">{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&cert_link(&r.serial)),
+            esc(&r.name),
+            esc(&r.sans.join(", ")),
+            esc(&r.serial),
+            status_cell(r),
+            esc(&rfc3339(r.not_after)),
+            esc(&r.usage),
+            esc(r.requested_by.as_deref().unwrap_or("-")),
+        );
+    }
+    b.push_str("</tbody></table>");
+    if page.rows.is_empty() {
+        b.push_str("<p id=\"empty\">No certificate matches.</p>");
+    }
+    b.push_str("<p class=\"pager\">");
+    if q.after.is_some() {
+        let _ = write!(
+            b,
+            "<a href=\"/ui/?{}\">first page</a>",
+            esc(&q.link(chosen.as_ref().map(Key::by), None))
+        );
+    }
+    if let Some(c) = &page.next {
+        let _ = write!(
+            b,
+            "<a id=\"next\" href=\"/ui/?{}\">next page</a>",
+            esc(&q.link(chosen.as_ref().map(Key::by), Some(c)))
+        );
+    }
+    b.push_str("</p>");
+    html_ok("Inventory", admin, &b)
+}
+
+/// Subject, notAfter and SHA-256 of each CA certificate above the leaf.
+fn chain_rows(auth: &dyn Authority) -> String {
+    let mut o = String::new();
+    for (role, pem) in [
+        ("intermediate", auth.ca().intermediate_pem()),
+        ("root", auth.ca().root_pem()),
+    ] {
+        let Ok((_, p)) = x509_parser::pem::parse_x509_pem(pem.as_bytes()) else {
+            continue;
+        };
+        let sha = hex::encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            &p.contents,
+        ));
+        let (subject, not_after) = match p.parse_x509() {
+            Ok(c) => (
+                c.subject().to_string(),
+                rfc3339(c.validity().not_after.timestamp()),
+            ),
+            Err(_) => ("(unreadable)".into(), "-".into()),
+        };
+        let _ = write!(
+            o,
+            "<tr><td>{role}</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td></tr>",
+            esc(&subject),
+            esc(&not_after),
+            esc(&sha)
+        );
+    }
+    o
+}
+
+fn eku(usage: &str) -> &'static str {
+    match usage {
+        "server" => "serverAuth",
+        "client" => "clientAuth",
+        "both" => "serverAuth, clientAuth",
+        _ => "-",
+    }
+}
+
+const REASONS: [RevocationReason; 8] = [
+    RevocationReason::Unspecified,
+    RevocationReason::KeyCompromise,
+    RevocationReason::CaCompromise,
+    RevocationReason::AffiliationChanged,
+    RevocationReason::Superseded,
+    RevocationReason::CessationOfOperation,
+    RevocationReason::CertificateHold,
+    RevocationReason::PrivilegeWithdrawn,
+];
+
+/// `/ui/cert/SERIAL`: the inventory's record, the chain above it, who asked, the revoke form.
+async fn certificate(
+    auth: &dyn Authority,
+    admin: &Admin,
+    session: &Session,
+    serial: &str,
+    message: Option<&str>,
+) -> Resp {
+    let Ok(serial) = mutual_pki::normalize_serial(serial) else {
+        return not_found(admin, "that is not a serial number");
+    };
+    let r = match auth.ca().store().get(&serial, unix_now()).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return not_found(admin, "no certificate with that serial in the inventory"),
+        Err(e) => return store_failed(admin, &e),
+    };
+    let mut b = String::new();
+    if let Some(m) = message {
+        let _ = write!(b, "<div class=\"msg\" id=\"message\">{}</div>", esc(m));
+    }
+    let _ = write!(
+        b,
+        "<h1 id=\"cert-name\">{}</h1><table id=\"fields\">",
+        esc(&r.name)
+    );
+    let mut row = |k: &str, v: String| {
+        let _ = write!(b, "<tr><th>{k}</th><td>{v}</td></tr>");
+    };
+    row(
+        "Status",
+        format!("<span id=\"status\">{}</span>", status_cell(&r)),
+    );
+    row("Serial", format!("<code>{}</code>", esc(&r.serial)));
+    row("Subject", esc(&r.subject));
+    row(
+        "Subject alternative names",
+        r.sans
+            .iter()
+            .map(|s| esc(s))
+            .collect::<Vec<_>>()
+            .join("<br>"),
+    );
+    row(
+        "Key usage / extended key usage",
+        format!("digitalSignature / {}", eku(&r.usage)),
+    );
+    row("Not before", esc(&rfc3339(r.not_before)));
+    row("Not after", esc(&rfc3339(r.not_after)));
+    row(
+        "SHA-256 fingerprint",
+        format!("<code>{}</code>", esc(&r.sha256)),
+    );
+    row(
+        "Requested by",
+        format!(
+            "<span id=\"requested-by\">{}</span> at {}",
+            esc(r
+                .requested_by
+                .as_deref()
+                .unwrap_or("mutual cert issue (CLI)")),
+            esc(&rfc3339(r.created_at))
+        ),
+    );
+    if r.status == Status::Revoked {
+        row(
+            "Revoked",
+            format!(
+                "{} ({}) by {}",
+                esc(&r.revoked_at.map(rfc3339).unwrap_or_default()),
+                esc(r.reason.as_deref().unwrap_or("unspecified")),
+                esc(r
+                    .revoked_by
+                    .as_deref()
+                    .unwrap_or("mutual cert revoke (CLI)"))
+            ),
+        );
+    }
+    b.push_str("</table>");
+    let _ = write!(
+        b,
+        "<h2>Chain</h2><table id=\"chain\"><tr><th>Role</th><th>Subject</th><th>Not after</th>\
+         <th>SHA-256</th></tr><tr><td>leaf</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td></tr>{}</table>\
+         <p><a href=\"/ui/chain.pem\" id=\"chain-pem\">Download the CA chain (PEM)</a>. The inventory \
+         keeps each certificate's fingerprint, not its bytes: the leaf's PEM is with its holder.</p>",
+        esc(&r.subject),
+        esc(&rfc3339(r.not_after)),
+        esc(&r.sha256),
+        chain_rows(auth)
+    );
+    if r.status != Status::Revoked {
+        let mut opts = String::new();
+        for reason in REASONS {
+            let _ = write!(opts, "<option>{}</option>", reason.as_str());
+        }
+        let _ = write!(
+            b,
+            "<h2>Revoke</h2><form method=\"post\" action=\"{}/revoke\" id=\"revoke\"><fieldset>{}\
+             <label>Reason <select name=\"reason\" id=\"reason-select\">{opts}</select></label>\
+             <button type=\"submit\" id=\"revoke-button\">Revoke this certificate</button>\
+             </fieldset></form>",
+            esc(&cert_link(&r.serial)),
+            csrf_field(session.token())
+        );
+    }
+    html_ok(&r.name, admin, &b)
+}
+
+/// POST `/ui/cert/SERIAL/revoke`: revoke with the form's reason, publish a CRL, show the page.
+async fn revoke(
+    auth: &dyn Authority,
+    admin: &Admin,
+    session: &Session,
+    serial: &str,
+    form: &[(String, String)],
+) -> Resp {
+    let Ok(serial) = mutual_pki::normalize_serial(serial) else {
+        return not_found(admin, "that is not a serial number");
+    };
+    let reason: RevocationReason = match form_value(form, "reason").unwrap_or("unspecified").parse()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            audit(admin, "revoke", &serial, "bad_request", "unknown reason");
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &e.to_string(),
+                &admin.principal,
+            );
+        }
+    };
+    let by = format!("console:{}", admin.principal);
+    let out = auth
+        .ca()
+        .store()
+        .revoke_as(&serial, reason.as_str(), unix_now(), Some(&by))
+        .await;
+    let msg = match out {
+        Ok(RevokeOutcome::Revoked(_)) => {
+            if let Err(e) = auth.publish_crl().await {
+                // The row is revoked; the next --crl-refresh signs the CRL that lists it.
+                tracing::warn!(error = %e, "console: CRL publication after a revocation failed");
+            }
+            audit(admin, "revoke", &serial, "ok", reason.as_str());
+            format!(
+                "Revoked ({}). The CRL at /v1/crl lists it.",
+                reason.as_str()
+            )
+        }
+        Ok(RevokeOutcome::AlreadyRevoked(_)) => {
+            audit(admin, "revoke", &serial, "already_revoked", reason.as_str());
+            "It was already revoked; nothing changed.".to_string()
+        }
+        Err(StoreError::NotFound { .. }) => {
+            audit(admin, "revoke", &serial, "not_found", reason.as_str());
+            return not_found(admin, "no certificate with that serial in the inventory");
+        }
+        Err(e) => {
+            audit(
+                admin,
+                "revoke",
+                &serial,
+                "store_unavailable",
+                reason.as_str(),
+            );
+            return store_failed(admin, &e);
+        }
+    };
+    certificate(auth, admin, session, &serial, Some(&msg)).await
+}
+
+fn token_form(admin: &Admin, session: &Session, error: Option<&str>) -> Resp {
+    let mut b = String::from("<h1>New enrollment token</h1>");
+    if let Some(e) = error {
+        let _ = write!(b, "<div class=\"err\" id=\"error\">{}</div>", esc(e));
+    }
+    let _ = write!(
+        b,
+        "<p>A one-time token for <code>mutual enroll</code> or <code>POST /v1/sign</code>. It is \
+         shown once, after you create it, and is spent by its first use.</p>\
+         <form method=\"post\" action=\"/ui/tokens\" id=\"token-form\"><fieldset>{}\
+         <p><label>Names, one per line (dns:NAME, ip:ADDR, uri:spiffe://TD/PATH)<br>\
+         <textarea name=\"sans\" id=\"sans\" rows=\"3\" cols=\"60\"></textarea></label></p>\
+         <p><label>Usage <select name=\"usage\" id=\"usage\"><option>both</option><option>server</option>\
+         <option>client</option></select></label>\
+         <label>Certificate lifetime <input name=\"ttl_cert\" id=\"ttl_cert\" value=\"24h\" size=\"6\"></label>\
+         <label>Token valid for <input name=\"expires\" id=\"expires\" value=\"10m\" size=\"6\"></label></p>\
+         <button type=\"submit\" id=\"create-token\">Create token</button></fieldset></form>",
+        csrf_field(session.token())
+    );
+    html_ok("New token", admin, &b)
+}
+
+/// The token request in a form, checked as `mutual token create` checks its flags.
+fn token_request(form: &[(String, String)]) -> Result<TokenRequest, String> {
+    let mut sans: Vec<San> = Vec::new();
+    for s in form_value(form, "sans")
+        .unwrap_or("")
+        .split(|c: char| c == '\n' || c == ',' || c.is_whitespace())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let san: San = s.parse().map_err(|e: mutual_pki::PkiError| e.to_string())?;
+        if sans.contains(&san) {
+            return Err(format!("{san} is given twice"));
+        }
+        sans.push(san);
+    }
+    if sans.is_empty() {
+        return Err("a token needs at least one name".into());
+    }
+    let usage = match form_value(form, "usage").unwrap_or("both") {
+        "server" => Usage::Server,
+        "client" => Usage::Client,
+        "both" => Usage::Both,
+        other => return Err(format!("unknown usage {other:?} (server, client or both)")),
+    };
+    if matches!(usage, Usage::Server | Usage::Both) && !sans.iter().any(San::names_a_server) {
+        return Err(format!(
+            "a {usage} certificate needs a dns: or ip: name, or a SPIFFE ID; add one, or choose client"
+        ));
+    }
+    let dur = |k: &str, d: &str| {
+        mutual_pki::parse_duration(form_value(form, k).unwrap_or(d)).map_err(|e| e.to_string())
+    };
+    let cert_ttl = dur("ttl_cert", "24h")?;
+    let expires = dur("expires", "10m")?;
+    if expires > std::time::Duration::from_secs(30 * 86_400) {
+        return Err("a token is valid for at most 30d: it is a bearer credential".into());
+    }
+    Ok(TokenRequest {
+        sans,
+        cert_ttl,
+        usage,
+        expires,
+    })
+}
+
+/// POST `/ui/tokens`: mint and show once.
+fn create_token(
+    auth: &dyn Authority,
+    admin: &Admin,
+    session: &Session,
+    form: &[(String, String)],
+) -> Resp {
+    let req = match token_request(form) {
+        Ok(r) => r,
+        Err(e) => {
+            audit(admin, "token_create", "-", "bad_request", &e);
+            return token_form(admin, session, Some(&e));
+        }
+    };
+    let minted = match auth.mint_token(&req) {
+        Ok(m) => m,
+        Err(e) => {
+            audit(admin, "token_create", "-", "internal", &e);
+            return refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the token could not be signed (see the CA's log)",
+                &admin.principal,
+            );
+        }
+    };
+    let names: Vec<String> = req.sans.iter().map(ToString::to_string).collect();
+    audit(
+        admin,
+        "token_create",
+        "-",
+        "ok",
+        &format!("jti={} sans={}", minted.jti, names.join(",")),
+    );
+    let mut b = String::from("<h1>Token created</h1>");
+    let _ = write!(
+        b,
+        "<div class=\"secret\"><p>Copy it now: it is not shown again and not stored.</p>\
+         <textarea readonly id=\"token\" rows=\"5\" cols=\"80\">{}</textarea></div>\
+         <table><tr><th>Id (jti)</th><td class=\"mono\" id=\"jti\">{}</td></tr>\
+         <tr><th>Names</th><td>{}</td></tr><tr><th>Usage</th><td>{}</td></tr>\
+         <tr><th>Valid until</th><td>{}</td></tr></table>\
+         <p>Use it: <code>mutual enroll --ca-url https://THIS-CA --root-sha256 {} --token TOKEN --out DIR</code></p>",
+        esc(&minted.token),
+        esc(&minted.jti),
+        esc(&names.join(", ")),
+        esc(req.usage.as_str()),
+        esc(&rfc3339(minted.expires_at)),
+        esc(&auth.ca().root_fingerprint_sha256()),
+    );
+    html_ok("Token created", admin, &b)
+}
+
+/// `/ui/crl`: the stored current CRL (the one every replica serves).
+async fn crl(auth: &dyn Authority, admin: &Admin) -> Resp {
+    let store = auth.ca().store();
+    let (current, state) = match (store.current_crl().await, store.crl_state().await) {
+        (Ok(c), Ok(s)) => (c, s),
+        (Err(e), _) | (_, Err(e)) => return store_failed(admin, &e),
+    };
+    let mut b = String::from("<h1>CRL</h1>");
+    match current {
+        None => b.push_str("<p id=\"crl-none\">No CRL is stored yet.</p>"),
+        Some(c) => {
+            let now = unix_now();
+            let _ = write!(
+                b,
+                "<table id=\"crl\"><tr><th>CRL number</th><td id=\"crl-number\">{}</td></tr>\
+                 <tr><th>thisUpdate</th><td>{}</td></tr>\
+                 <tr><th>nextUpdate</th><td id=\"next-update\">{}{}</td></tr>\
+                 <tr><th>Revoked certificates in the inventory</th><td id=\"revoked-count\">{}</td></tr>\
+                 </table>",
+                c.number,
+                esc(&rfc3339(c.this_update)),
+                esc(&rfc3339(c.next_update)),
+                if c.next_update <= now {
+                    " <b class=\"revoked\">(past: relying parties will refuse it)</b>"
+                } else {
+                    ""
+                },
+                state.revoked
+            );
+        }
+    }
+    b.push_str("<p><a href=\"/v1/crl\">Download the CRL (DER)</a></p>");
+    html_ok("CRL", admin, &b)
+}
+
+/// `/ui/enrollments`: enrollments waiting for an operator (EST's manual approval, later).
+async fn enrollments(auth: &dyn Authority, admin: &Admin, session: &Session) -> Resp {
+    let list = match auth.pending_enrollments().await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "console: pending enrollments unavailable");
+            Vec::new()
+        }
+    };
+    let mut b = String::from("<h1>Pending enrollments</h1>");
+    if list.is_empty() {
+        b.push_str(
+            "<p id=\"none-pending\">No enrollment is waiting for approval. Enrollments that need an \
+             operator's approval (EST) are listed here, with approve and reject.</p>",
+        );
+    } else {
+        b.push_str("<table><tr><th>Subject</th><th>Names</th><th>Requested by</th><th>Received</th><th></th></tr>");
+        for p in &list {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>\
+                 <form class=\"inline\" method=\"post\" action=\"/ui/enrollments/{id}/approve\">{c}<button>Approve</button></form>\
+                 <form class=\"inline\" method=\"post\" action=\"/ui/enrollments/{id}/reject\">{c}<button>Reject</button></form>\
+                 </td></tr>",
+                esc(&p.subject),
+                esc(&p.sans.join(", ")),
+                esc(&p.requested_by),
+                esc(&rfc3339(p.received_at)),
+                id = esc(&url_part(&p.id)),
+                c = csrf_field(session.token()),
+            );
+        }
+        b.push_str("</table>");
+    }
+    html_ok("Pending enrollments", admin, &b)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn token_forms() {
+        let r = token_request(&form(&[
+            ("sans", "dns:web.internal\nuri:spiffe://example.org/web"),
+            ("usage", "server"),
+            ("ttl_cert", "8h"),
+            ("expires", "5m"),
+        ]))
+        .unwrap();
+        assert_eq!(r.sans.len(), 2);
+        assert_eq!(r.cert_ttl.as_secs(), 8 * 3600);
+        for (f, needle) in [
+            (form(&[("sans", "")]), "at least one"),
+            (form(&[("sans", "dns:a dns:a")]), "twice"),
+            (
+                form(&[("sans", "email:a@b.c"), ("usage", "server")]),
+                "needs a dns",
+            ),
+            (
+                form(&[("sans", "dns:a"), ("expires", "31d")]),
+                "at most 30d",
+            ),
+            (
+                form(&[("sans", "dns:a"), ("usage", "root")]),
+                "unknown usage",
+            ),
+        ] {
+            let e = token_request(&f).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+}

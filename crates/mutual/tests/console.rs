@@ -1,0 +1,462 @@
+//! The web console (`/ui/`, crates/mutual-console) against real clients: curl for the access
+//! rules, CSRF, escaping, paging and the loopback listener; a real headless Chromium driven over
+//! WebDriver (tests/console/console_browser.py) for what a person does: load it with an admin
+//! client certificate from an NSS db, search, filter, open a certificate, revoke it (then
+//! `/v1/crl` lists it, read with `openssl crl`), create a token (then `mutual enroll` spends it);
+//! a non-admin certificate and no certificate are refused; a POST without the CSRF token is
+//! refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod pki_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use mutual_test::{free_port, have};
+use pki_common::*;
+
+const ADMIN: &str = "spiffe://example.org/ops/alice";
+const P12_PASS: &str = "console-test";
+
+/// A CA with an admin, a non-admin, a server certificate `web`, a 1-hour `soon` and one whose
+/// subject holds markup, served with `--admin spiffe://example.org/ops/*` and `--ui-listen`.
+struct Console {
+    ca: TestCa,
+    srv: CaServe,
+    ui_port: u16,
+}
+
+impl Console {
+    fn start() -> Console {
+        let ca = TestCa::new(&["--trust-domain", "example.org"]);
+        ca.issue("admin", &["--san", &format!("uri:{ADMIN}")]).ok();
+        ca.issue("user", &["--san", "uri:spiffe://example.org/dev/bob"])
+            .ok();
+        ca.issue("web", &["--server", "--san", "dns:web.internal"])
+            .ok();
+        ca.issue("soon", &["--san", "dns:soon.internal", "--ttl", "1h"])
+            .ok();
+        ca.issue(
+            "xss",
+            &[
+                "--san",
+                "dns:xss.internal",
+                "--org",
+                "<script>alert(1)</script>",
+            ],
+        )
+        .ok();
+        let ui_port = free_port();
+        let ui = format!("127.0.0.1:{ui_port}");
+        let srv = CaServe::start_new(
+            &ca.dir,
+            ca.tmp.path().join("server.log"),
+            &[
+                "--admin",
+                "spiffe://example.org/ops/*",
+                "--ui-listen",
+                &ui,
+                "--rate-limit",
+                "off",
+            ],
+        );
+        Console { ca, srv, ui_port }
+    }
+
+    fn serial(&self, name: &str) -> String {
+        self.ca
+            .inventory()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()["serial"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn pem(&self, name: &str) -> (String, String) {
+        let o = &self.ca.out;
+        (
+            s(&o.join(format!("{name}.pem"))).to_string(),
+            s(&o.join(format!("{name}.key"))).to_string(),
+        )
+    }
+
+    /// curl against the TLS listener as `who` (a certificate name, or None), extra args first.
+    /// Returns (status, x-mutual-reason, body).
+    fn curl(&self, who: Option<&str>, path: &str, extra: &[&str]) -> (u16, String, String) {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--cacert", &self.ca.root(), "-D", "-"]);
+        if let Some(w) = who {
+            let (cert, key) = self.pem(w);
+            c.args(["--cert", &cert, "--key", &key]);
+        }
+        c.args(extra).arg(format!("{}{path}", self.srv.url()));
+        parse_http(&c.output().unwrap().stdout)
+    }
+}
+
+/// (status, x-mutual-reason, body) of `curl -D -` output.
+fn parse_http(raw: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let reason = head
+        .lines()
+        .find_map(|l| l.strip_prefix("x-mutual-reason: "))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    (status, reason, body.to_string())
+}
+
+/// The value of the hidden CSRF field in a page.
+fn csrf_of(body: &str) -> String {
+    let at = body.find("name=\"csrf\" value=\"").unwrap() + 19;
+    body[at..at + 64].to_string()
+}
+
+#[test]
+fn console_access_csrf_escaping_and_audit() {
+    if mutual_test::skip_without("curl") {
+        return;
+    }
+    let c = Console::start();
+    // No certificate, a non-admin certificate: refused with their reasons.
+    let (st, reason, _) = c.curl(None, "/ui/", &[]);
+    assert_eq!((st, reason.as_str()), (403, "no_client_cert"));
+    let (st, reason, body) = c.curl(Some("user"), "/ui/", &[]);
+    assert_eq!((st, reason.as_str()), (403, "forbidden"));
+    assert!(body.contains("spiffe://example.org/dev/bob is not an admin"));
+    // The admin gets the inventory and a CSRF cookie.
+    let jar = c.ca.tmp.path().join("jar");
+    let jar = s(&jar);
+    let (st, _, body) = c.curl(Some("admin"), "/ui/", &["-c", jar]);
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("<span class=\"who\" id=\"who\">spiffe://example.org/ops/alice</span>"));
+    // Markup in a subject is escaped on the certificate page.
+    let xss = c.serial("xss");
+    let (st, _, body) = c.curl(Some("admin"), &format!("/ui/cert/{xss}"), &[]);
+    assert_eq!(st, 200);
+    assert!(
+        body.contains("O=&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{body}"
+    );
+    assert!(!body.contains("<script>"), "{body}");
+    // The certificate page carries the form's token; without it, or with another, refused.
+    let web = c.serial("web");
+    let (_, _, page) = c.curl(Some("admin"), &format!("/ui/cert/{web}"), &["-b", jar]);
+    let token = csrf_of(&page);
+    let revoke = format!("/ui/cert/{web}/revoke");
+    for (form, origin, why) in [
+        ("reason=key-compromise".to_string(), None, "no csrf field"),
+        (
+            format!("reason=key-compromise&csrf={}", "0".repeat(64)),
+            None,
+            "wrong csrf",
+        ),
+        (
+            format!("reason=key-compromise&csrf={token}"),
+            Some("Origin: https://evil.example"),
+            "cross-site origin",
+        ),
+    ] {
+        let mut args = vec!["-b", jar, "--data", form.as_str()];
+        if let Some(o) = origin {
+            args.extend(["-H", o]);
+        }
+        let (st, reason, _) = c.curl(Some("admin"), &revoke, &args);
+        assert_eq!((st, reason.as_str()), (403, "csrf_failed"), "{why}");
+    }
+    // Without the cookie, even the right value is refused (double submit).
+    let form = format!("reason=key-compromise&csrf={token}");
+    let (st, reason, _) = c.curl(Some("admin"), &revoke, &["--data", &form]);
+    assert_eq!((st, reason.as_str()), (403, "csrf_failed"));
+    assert_eq!(
+        c.ca.inventory()
+            .iter()
+            .find(|r| r["name"] == "web")
+            .unwrap()["status"],
+        "valid"
+    );
+    // With both: revoked, audited with who, what and when, and in /v1/crl at once.
+    let (st, _, body) = c.curl(Some("admin"), &revoke, &["-b", jar, "--data", &form]);
+    assert_eq!(st, 200, "{body}");
+    assert!(body.contains("Revoked (key-compromise)"), "{body}");
+    let row =
+        c.ca.inventory()
+            .into_iter()
+            .find(|r| r["name"] == "web")
+            .unwrap();
+    assert_eq!(row["status"], "revoked");
+    assert_eq!(row["reason"], "key-compromise");
+    let log = c.srv.log_text();
+    let audit = log
+        .lines()
+        .find(|l| l.contains("console action") && l.contains("action=\"revoke\""))
+        .unwrap_or_else(|| panic!("no audit line:\n{log}"));
+    for needle in [ADMIN, "action=\"revoke\"", "result=\"ok\"", "ts="] {
+        assert!(audit.contains(needle), "{needle} in {audit}");
+    }
+    assert!(
+        log.contains("result=\"csrf_failed\""),
+        "refusals are audited:\n{log}"
+    );
+    assert!(crl_lists(&c, &web), "the CRL lists {web}");
+    // A token minted in the console is shown once and never logged.
+    let (_, _, page) = c.curl(Some("admin"), "/ui/tokens/new", &["-b", jar]);
+    let form = format!(
+        "csrf={}&sans=dns%3Anew.internal&usage=server&ttl_cert=1h&expires=5m",
+        csrf_of(&page)
+    );
+    let (st, _, body) = c.curl(Some("admin"), "/ui/tokens", &["-b", jar, "--data", &form]);
+    assert_eq!(st, 200, "{body}");
+    let jwt = body
+        .split("id=\"token\" rows=\"5\" cols=\"80\">")
+        .nth(1)
+        .unwrap();
+    let jwt = &jwt[..jwt.find('<').unwrap()];
+    assert_eq!(jwt.split('.').count(), 3, "{jwt}");
+    assert!(!c.srv.log_text().contains(jwt), "the token reached the log");
+    let out = c.ca.tmp.path().join("enrolled");
+    c.srv.enroll(jwt, &out).ok();
+    // GET-only pages and methods.
+    let (st, reason, _) = c.curl(Some("admin"), "/ui/", &["-X", "DELETE"]);
+    assert_eq!((st, reason.as_str()), (405, "method_not_allowed"));
+    let (st, reason, _) = c.curl(Some("admin"), "/ui/nope", &[]);
+    assert_eq!((st, reason.as_str()), (404, "not_found"));
+}
+
+/// `openssl crl` reads the DER from /v1/crl and lists `serial`.
+fn crl_lists(c: &Console, serial: &str) -> bool {
+    let der = c.ca.tmp.path().join("crl.der");
+    let st = Command::new("curl")
+        .args(["-sSf", "--cacert", &c.ca.root(), "-o", s(&der)])
+        .arg(format!("{}/v1/crl", c.srv.url()))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let text = openssl_ok(&["crl", "-inform", "DER", "-in", s(&der), "-noout", "-text"]);
+    text.to_ascii_lowercase()
+        .replace(':', "")
+        .contains(&serial.to_ascii_lowercase())
+}
+
+#[test]
+fn console_pages_follow_the_keyset_and_the_loopback_listener() {
+    if mutual_test::skip_without("curl") {
+        return;
+    }
+    let c = Console::start();
+    let all: Vec<String> =
+        c.ca.inventory()
+            .iter()
+            .map(|r| r["serial"].as_str().unwrap().to_string())
+            .collect();
+    // The loopback listener: no certificate needed, every page of 2 rows in turn.
+    let ui = format!("http://127.0.0.1:{}", c.ui_port);
+    let mut seen = Vec::new();
+    let mut next = Some("/ui/?limit=2".to_string());
+    let mut pages = 0;
+    while let Some(path) = next.take() {
+        let raw = Command::new("curl")
+            .args(["-sS", "-D", "-"])
+            .arg(format!("{ui}{}", path.replace("&amp;", "&")))
+            .output()
+            .unwrap();
+        let (st, _, body) = parse_http(&raw.stdout);
+        assert_eq!(st, 200, "{body}");
+        for cell in body.split("<td class=\"mono\">").skip(1) {
+            seen.push(cell[..cell.find('<').unwrap()].to_string());
+        }
+        next = body
+            .split("<a id=\"next\" href=\"")
+            .nth(1)
+            .map(|r| r[..r.find('"').unwrap()].to_string());
+        pages += 1;
+        assert!(pages < 20, "paging does not end");
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "a row on two pages: {seen:?}");
+    let mut want = all.clone();
+    want.sort();
+    assert_eq!(sorted, want, "every row once");
+    assert!(pages >= 3);
+    // A Host that is not loopback (DNS rebinding) is refused; the listener serves /ui/ only.
+    let raw = Command::new("curl")
+        .args(["-sS", "-D", "-", "-H", "Host: evil.example"])
+        .arg(format!("{ui}/ui/"))
+        .output()
+        .unwrap();
+    assert_eq!(parse_http(&raw.stdout).1, "bad_host");
+    let raw = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{ui}/v1/roots"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&raw.stdout), "404");
+    // Search by serial, by fingerprint, and a filter by requester.
+    let web = c.serial("web");
+    let sha =
+        c.ca.inventory()
+            .into_iter()
+            .find(|r| r["name"] == "web")
+            .unwrap()["sha256"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    for q in [web.clone(), sha, "web.internal".into(), "name:web".into()] {
+        let raw = Command::new("curl")
+            .args(["-sS", "-G", "--data-urlencode", &format!("q={q}")])
+            .arg(format!("{ui}/ui/"))
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&raw.stdout);
+        assert_eq!(
+            body.matches("<td class=\"mono\">").count(),
+            1,
+            "{q}: {body}"
+        );
+        assert!(body.contains(&web), "{q}");
+    }
+    let raw = Command::new("curl")
+        .args(["-sS", "-G", "--data-urlencode", "requester=ca-serve"])
+        .arg(format!("{ui}/ui/"))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&raw.stdout);
+    assert_eq!(body.matches("<td class=\"mono\">").count(), 1, "{body}");
+    assert!(body.contains("mutual-ca-server"));
+}
+
+#[test]
+fn ui_listen_must_be_loopback() {
+    let ca = TestCa::new(&[]);
+    let o = mutual(&["ca", "serve", "--dir", ca.d(), "--ui-listen", "0.0.0.0:1"]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.text().contains("is not a loopback address"),
+        "{}",
+        o.text()
+    );
+}
+
+/// The managed policy that makes Chromium present the NSS db's certificate to 127.0.0.1
+/// without a prompt (the test's HOMEs each hold one certificate).
+const POLICY_DIR: &str = "/etc/chromium/policies/managed";
+const POLICY: &str =
+    r#"{"AutoSelectCertificateForUrls": ["{\"pattern\":\"https://127.0.0.1:*\",\"filter\":{}}"]}"#;
+
+fn browser_ready() -> Result<(), String> {
+    for p in [
+        "chromium",
+        "chromedriver",
+        "certutil",
+        "pk12util",
+        "python3",
+    ] {
+        if !have(p) {
+            return Err(format!(
+                "{p} not installed (Debian: chromium chromium-driver libnss3-tools)"
+            ));
+        }
+    }
+    let file = Path::new(POLICY_DIR).join("mutual-console-test.json");
+    if std::fs::read_to_string(&file).ok().as_deref() != Some(POLICY) {
+        std::fs::create_dir_all(POLICY_DIR)
+            .and_then(|_| std::fs::write(&file, POLICY))
+            .map_err(|e| format!("cannot write the Chromium policy {}: {e}", file.display()))?;
+    }
+    Ok(())
+}
+
+fn p12(c: &Console, name: &str) -> PathBuf {
+    let (cert, key) = c.pem(name);
+    let out = c.ca.tmp.path().join(format!("{name}.p12"));
+    openssl_ok(&[
+        "pkcs12",
+        "-export",
+        "-in",
+        &cert,
+        "-inkey",
+        &key,
+        "-out",
+        s(&out),
+        "-passout",
+        &format!("pass:{P12_PASS}"),
+        "-name",
+        name,
+    ]);
+    out
+}
+
+#[test]
+fn console_in_a_real_browser() {
+    if let Err(why) = browser_ready() {
+        if std::env::var_os("MUTUAL_REQUIRE_BROWSER").is_some() {
+            panic!("MUTUAL_REQUIRE_BROWSER is set but the browser test cannot run: {why}");
+        }
+        eprintln!("SKIPPED: console browser test: {why}");
+        return;
+    }
+    let c = Console::start();
+    let work = c.ca.tmp.path().join("browser");
+    std::fs::create_dir_all(&work).unwrap();
+    let shots = std::env::var("MUTUAL_CONSOLE_SCREENSHOTS").ok();
+    let cfg = serde_json::json!({
+        "work": s(&work),
+        "url": c.srv.url(),
+        "root": c.ca.root(),
+        "admin_id": ADMIN,
+        "admin_p12": s(&p12(&c, "admin")),
+        "user_p12": s(&p12(&c, "user")),
+        "p12_pass": P12_PASS,
+        "web_serial": c.serial("web"),
+        "xss_serial": c.serial("xss"),
+        "shots": shots,
+    });
+    let cfg_file = work.join("config.json");
+    std::fs::write(&cfg_file, cfg.to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console/console_browser.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(&cfg_file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{text}\n--- server ---\n{}",
+        c.srv.log_text()
+    );
+    let res: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    // What the browser did is real: the revocation is in /v1/crl, the token enrolls.
+    let web = res["revoked_serial"].as_str().unwrap();
+    assert!(crl_lists(&c, web), "the CRL lists {web}");
+    assert!(res["crl_number"].as_i64().unwrap() >= 2);
+    let enrolled = c.ca.tmp.path().join("enrolled");
+    c.srv.enroll(res["token"].as_str().unwrap(), &enrolled).ok();
+    let row =
+        c.ca.inventory()
+            .into_iter()
+            .find(|r| r["name"] == "new.internal")
+            .unwrap();
+    assert!(row["requested_by"].as_str().unwrap().starts_with("token:"));
+    let log = c.srv.log_text();
+    assert!(
+        log.contains("console action") && log.contains("action=\"token_create\""),
+        "{log}"
+    );
+    assert!(log.contains("result=\"csrf_failed\""), "{log}");
+}
