@@ -76,7 +76,7 @@ Version: $version
 Architecture: $arch
 Maintainer: mutual maintainers <mutual@localhost>
 Installed-Size: $size_kib
-Depends: libc6 (>= 2.34), passwd
+Depends: libc6 (>= 2.34), libgcc-s1, passwd
 Section: net
 Priority: optional
 Homepage: https://github.com/mutual/mutual

@@ -109,7 +109,8 @@ impl State {
                         "serving a new CRL"
                     );
                 }
-                self.metrics.crl_served(c.number, c.this_update, c.next_update);
+                self.metrics
+                    .crl_served(c.number, c.this_update, c.next_update);
                 self.crl.store(Some(c.clone()));
                 Ok(c)
             }
@@ -127,7 +128,8 @@ impl State {
     pub async fn publish_crl(&self) -> Result<Arc<CurrentCrl>, PkiError> {
         let _g = self.crl_lock.lock().await;
         let c = Arc::new(self.ca.publish_crl(self.crl_next_update).await?);
-        self.metrics.crl_served(c.number, c.this_update, c.next_update);
+        self.metrics
+            .crl_served(c.number, c.this_update, c.next_update);
         self.crl.store(Some(c.clone()));
         Ok(c)
     }

@@ -128,7 +128,7 @@ impl Metrics {
         // Counters get their `_total` suffix from the OpenMetrics encoder.
         registry.register(
             "mutual_ca_issued",
-            "Certificate issuance attempts by method (sign, renew, acme, est, server) and result (ok or the refusal reason)",
+            "Certificate issuance attempts by method (sign, renew, acme, server) and result (ok or the refusal reason)",
             issued.clone(),
         );
         registry.register(
@@ -141,10 +141,9 @@ impl Metrics {
             "Time to answer an API request, by endpoint",
             durations.clone(),
         );
-        let store_durations =
-            Family::<OpLabel, Histogram, fn() -> Histogram>::new_with_constructor(
-                duration_histogram,
-            );
+        let store_durations = Family::<OpLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
         registry.register(
             "mutual_ca_store_duration_seconds",
             "Time of inventory (store) calls, failed or not, by operation",
