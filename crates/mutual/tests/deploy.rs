@@ -300,11 +300,15 @@ fn every_metric_of_the_rules_and_the_dashboard_is_exported() {
             "{series} missing:\n{ca_text}"
         );
     }
-    assert!(
-        proxy_text
-            .contains(r#"mutual_cert_expiry_timestamp_seconds{listener="serve",role="server"}"#),
-        "{proxy_text}"
-    );
+    for series in [
+        r#"mutual_cert_expiry_timestamp_seconds{listener="serve",role="server"}"#,
+        r#"mutual_cert_not_before_timestamp_seconds{listener="serve",role="server"}"#,
+    ] {
+        assert!(
+            proxy_text.contains(series),
+            "{series} missing:\n{proxy_text}"
+        );
+    }
 }
 
 const UNITS: [&str; 4] = [
