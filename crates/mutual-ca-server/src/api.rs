@@ -65,7 +65,9 @@ impl State {
         limiter: RateLimiter,
         crl_next_update: Duration,
     ) -> State {
-        let metrics = Metrics::new().with_store_errors(ca.store().errors().clone());
+        let metrics = Metrics::new()
+            .with_store_errors(ca.store().errors().clone())
+            .with_ca_certs(ca.root_pem(), ca.intermediate_pem());
         State {
             ca,
             provisioner,
@@ -116,6 +118,8 @@ impl State {
                         "serving a new CRL"
                     );
                 }
+                self.metrics
+                    .crl_served(c.number, c.this_update, c.next_update);
                 self.crl.store(Some(c.clone()));
                 Ok(c)
             }
@@ -133,6 +137,8 @@ impl State {
     pub async fn publish_crl(&self) -> Result<Arc<CurrentCrl>, PkiError> {
         let _g = self.crl_lock.lock().await;
         let c = Arc::new(self.ca.publish_crl(self.crl_next_update).await?);
+        self.metrics
+            .crl_served(c.number, c.this_update, c.next_update);
         self.crl.store(Some(c.clone()));
         Ok(c)
     }

@@ -204,6 +204,9 @@ impl Server {
             .with_ocsp(ocsp),
         );
         state.metrics.issued("server", "ok");
+        state
+            .metrics
+            .cert_validity("server", cert.not_before, cert.not_after);
         state.refresh_crl().await?;
         Ok(Server {
             listener,
@@ -484,6 +487,9 @@ async fn rotate(
         {
             Ok(c) => {
                 state.metrics.issued("server", "ok");
+                state
+                    .metrics
+                    .cert_validity("server", c.not_before, c.not_after);
                 tracing::info!(old_serial = %serial, serial = %c.serial, "server certificate rotated");
                 resolver.replace(c.key);
                 serial = c.serial;

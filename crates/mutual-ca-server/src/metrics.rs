@@ -1,9 +1,17 @@
 //! The online CA's Prometheus metrics (`GET /metrics` on the CA's own listener, OpenMetrics
 //! text), named after the proxy's (DESIGN.md): `mutual_ca_issued_total{method,result}`,
-//! `mutual_ca_token_failures_total{reason}`, `mutual_ca_request_duration_seconds{endpoint}` and
-//! `mutual_ca_store_errors_total{op,kind}`. Labels are the API's reason words, fixed endpoint
+//! `mutual_ca_token_failures_total{reason}`, `mutual_ca_request_duration_seconds{endpoint}`,
+//! `mutual_ca_store_errors_total{op,kind}` and `mutual_ca_store_duration_seconds{op}`; the CRL
+//! being served (`mutual_ca_crl_number`, `mutual_ca_crl_this_update_timestamp_seconds`,
+//! `mutual_ca_crl_next_update_timestamp_seconds`) and the CA's own certificates
+//! (`mutual_ca_cert_expiry_timestamp_seconds{role}` and `mutual_ca_cert_not_before_timestamp_seconds{role}`,
+//! role root, intermediate or server: the alert rules in deploy/prometheus/ page on a fraction of
+//! the lifetime, which needs both ends). Labels are the API's reason words, fixed endpoint
 //! names and the store's operation names, never an identity, a serial or a token, so the series
 //! stay few and hold no secret.
+//!
+//! Issuances by `mutual cert issue` happen in another process (the CLI writes the inventory
+//! directly), so this server cannot count them: `mutual cert list` shows them, with who asked.
 //!
 //! Store errors are counted by the store itself (every failed call of every caller: a request,
 //! the background CRL refresh, `/health`), and read here at scrape time, so no call site can
@@ -15,6 +23,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -40,6 +49,17 @@ struct OcspLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabel {
     endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    /// `root`, `intermediate` or `server` (the CA server's own TLS certificate).
+    role: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -86,6 +106,12 @@ pub struct Metrics {
     token_failures: Family<ReasonLabel, Counter>,
     durations: Family<EndpointLabel, Histogram, fn() -> Histogram>,
     ocsp: Family<OcspLabels, Counter>,
+    store_durations: Family<OpLabel, Histogram, fn() -> Histogram>,
+    crl_number: Gauge,
+    crl_this_update: Gauge,
+    crl_next_update: Gauge,
+    cert_expiry: Family<RoleLabel, Gauge>,
+    cert_not_before: Family<RoleLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -111,7 +137,7 @@ impl Metrics {
         // Counters get their `_total` suffix from the OpenMetrics encoder.
         registry.register(
             "mutual_ca_issued",
-            "Certificate issuance attempts by method (sign, renew, server) and result (ok or the refusal reason)",
+            "Certificate issuance attempts by method (sign, renew, acme, server) and result (ok or the refusal reason)",
             issued.clone(),
         );
         registry.register(
@@ -130,17 +156,95 @@ impl Metrics {
             "OCSP responses by result (good, revoked, unknown, multiple or the OCSP error status) and whether a pre-signed one was served",
             ocsp.clone(),
         );
+        let store_durations = Family::<OpLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        registry.register(
+            "mutual_ca_store_duration_seconds",
+            "Time of inventory (store) calls, failed or not, by operation",
+            store_durations.clone(),
+        );
+        let (crl_number, crl_this_update, crl_next_update) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register(
+            "mutual_ca_crl_number",
+            "cRLNumber of the CRL served at /v1/crl",
+            crl_number.clone(),
+        );
+        registry.register(
+            "mutual_ca_crl_this_update_timestamp_seconds",
+            "thisUpdate (Unix seconds) of the CRL served at /v1/crl: its age is time() minus this",
+            crl_this_update.clone(),
+        );
+        registry.register(
+            "mutual_ca_crl_next_update_timestamp_seconds",
+            "nextUpdate (Unix seconds) of the CRL served at /v1/crl",
+            crl_next_update.clone(),
+        );
+        let cert_expiry = Family::<RoleLabel, Gauge>::default();
+        let cert_not_before = Family::<RoleLabel, Gauge>::default();
+        registry.register(
+            "mutual_ca_cert_expiry_timestamp_seconds",
+            "notAfter (Unix seconds) of the CA's own certificates, by role (root, intermediate, server)",
+            cert_expiry.clone(),
+        );
+        registry.register(
+            "mutual_ca_cert_not_before_timestamp_seconds",
+            "notBefore (Unix seconds) of the CA's own certificates, by role (root, intermediate, server)",
+            cert_not_before.clone(),
+        );
         Metrics {
             registry,
             issued,
             token_failures,
             durations,
             ocsp,
+            store_durations,
+            crl_number,
+            crl_this_update,
+            crl_next_update,
+            cert_expiry,
+            cert_not_before,
         }
     }
 
-    /// Exports the store's failed-call counts as `mutual_ca_store_errors_total{op,kind}`.
+    /// The root's and the intermediate's validity, from the CA's PEM files (a file that does not
+    /// parse leaves its series out rather than exporting a wrong date: the CA opened it, so it
+    /// parses).
+    pub fn with_ca_certs(self, root_pem: &str, intermediate_pem: &str) -> Metrics {
+        for (role, pem) in [("root", root_pem), ("intermediate", intermediate_pem)] {
+            if let Some((nb, na)) = pem_validity(pem) {
+                self.cert_validity(role, nb, na);
+            }
+        }
+        self
+    }
+
+    /// Sets the validity gauges of one of the CA's own certificates.
+    pub fn cert_validity(&self, role: &'static str, not_before: i64, not_after: i64) {
+        self.cert_not_before
+            .get_or_create(&RoleLabel { role })
+            .set(not_before);
+        self.cert_expiry
+            .get_or_create(&RoleLabel { role })
+            .set(not_after);
+    }
+
+    /// The CRL now served at /v1/crl.
+    pub fn crl_served(&self, number: i64, this_update: i64, next_update: i64) {
+        self.crl_number.set(number);
+        self.crl_this_update.set(this_update);
+        self.crl_next_update.set(next_update);
+    }
+
+    /// Exports the store's failed-call counts as `mutual_ca_store_errors_total{op,kind}` and
+    /// observes every store call's latency as `mutual_ca_store_duration_seconds{op}` (through
+    /// the store's timing hook; the first server on a store takes it).
     pub fn with_store_errors(mut self, counts: Arc<StoreErrorCounts>) -> Metrics {
+        let family = self.store_durations.clone();
+        counts.on_duration(Box::new(move |op, seconds| {
+            family.get_or_create(&OpLabel { op }).observe(seconds);
+        }));
         self.registry
             .register_collector(Box::new(StoreErrors(counts)));
         self
@@ -192,6 +296,16 @@ impl Metrics {
     }
 }
 
+/// (notBefore, notAfter) in Unix seconds of the first certificate in `pem`.
+fn pem_validity(pem: &str) -> Option<(i64, i64)> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let c = p.parse_x509().ok()?;
+    Some((
+        c.validity().not_before.timestamp(),
+        c.validity().not_after.timestamp(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -212,6 +326,31 @@ mod tests {
         assert!(text.contains(r#"mutual_ca_request_duration_seconds_count{endpoint="/v1/sign"} 1"#));
     }
 
+    #[test]
+    fn crl_and_own_certificates() {
+        let m = Metrics::new();
+        m.crl_served(7, 1_800_000_000, 1_800_086_400);
+        m.cert_validity("server", 1_799_999_000, 1_800_086_400);
+        let text = m.encode();
+        for line in [
+            "mutual_ca_crl_number 7",
+            "mutual_ca_crl_this_update_timestamp_seconds 1800000000",
+            "mutual_ca_crl_next_update_timestamp_seconds 1800086400",
+            r#"mutual_ca_cert_expiry_timestamp_seconds{role="server"} 1800086400"#,
+            r#"mutual_ca_cert_not_before_timestamp_seconds{role="server"} 1799999000"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn validity_from_pem() {
+        let pem = "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_validity(pem), None);
+        let m = Metrics::new().with_ca_certs(pem, pem);
+        assert!(!m.encode().contains("role=\"root\""));
+    }
+
     /// The store's counts appear as a counter family, read at each scrape.
     #[tokio::test]
     async fn store_errors_from_the_store() {
@@ -228,6 +367,11 @@ mod tests {
         let text = m.encode();
         assert!(
             text.contains(r#"mutual_ca_store_errors_total{op="ping",kind="unavailable"} 2"#),
+            "{text}"
+        );
+        // Failed calls are timed too: a slow outage shows in the latency as well.
+        assert!(
+            text.contains(r#"mutual_ca_store_duration_seconds_count{op="ping"} 2"#),
             "{text}"
         );
     }

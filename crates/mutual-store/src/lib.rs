@@ -276,12 +276,40 @@ impl SanMatch {
 /// `kind` is `unavailable` (the database could not be reached: [`StoreError::is_unavailable`])
 /// or `error` (it answered with an error, or a row was corrupt). Refusals that are answers, not
 /// failures (a token already used, a duplicate serial, an unknown serial), are not counted.
-#[derive(Debug, Default)]
+///
+/// It also carries the one timing hook: the CA server sets it to observe every call's latency
+/// (`mutual_ca_store_duration_seconds{op}`), so the store stays free of any metrics library.
+#[derive(Default)]
 pub struct StoreErrorCounts {
     counts: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    on_duration: std::sync::OnceLock<DurationHook>,
+}
+
+/// Called with (op, seconds) after every store call, failed or not.
+pub type DurationHook = Box<dyn Fn(&'static str, f64) + Send + Sync>;
+
+impl std::fmt::Debug for StoreErrorCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreErrorCounts")
+            .field("counts", &self.snapshot())
+            .field("timed", &self.on_duration.get().is_some())
+            .finish()
+    }
 }
 
 impl StoreErrorCounts {
+    /// Sets the latency hook; the first one set stays (one CA server per store). Returns
+    /// whether this one was taken.
+    pub fn on_duration(&self, hook: DurationHook) -> bool {
+        self.on_duration.set(hook).is_ok()
+    }
+
+    fn timed(&self, op: &'static str, started: std::time::Instant) {
+        if let Some(h) = self.on_duration.get() {
+            h(op, started.elapsed().as_secs_f64());
+        }
+    }
+
     fn record(&self, op: &'static str, e: &StoreError) {
         let Some(kind) = e.failure_kind() else {
             return;
@@ -467,10 +495,13 @@ macro_rules! dispatch {
     };
 }
 
-/// [`dispatch!`], counting a failure in the store's [`StoreErrorCounts`] under `op`.
+/// [`dispatch!`], counting a failure in the store's [`StoreErrorCounts`] under `op` and timing
+/// the call.
 macro_rules! counted {
     ($self:ident, $op:literal, $s:ident => $e:expr) => {{
+        let started = std::time::Instant::now();
         let r = dispatch!($self, $s => $e);
+        $self.errors().timed($op, started);
         if let Err(e) = &r {
             $self.errors().record($op, e);
         }

@@ -200,12 +200,13 @@ pub(crate) fn mutual(
         expect.clone(),
     ));
     let no_cert = s.cert.as_os_str().is_empty() && s.key.as_os_str().is_empty();
-    let (cert, not_after, serial) = if no_cert {
-        (ClientCert::None, 0, String::new())
+    let (cert, not_before, not_after, serial) = if no_cert {
+        (ClientCert::None, 0, 0, String::new())
     } else {
         let creds = load_credentials(&provider, &s.cert, &s.key)?;
         (
             ClientCert::Single(creds.chain, creds.key),
+            creds.not_before,
             creds.not_after,
             creds.serial,
         )
@@ -221,6 +222,7 @@ pub(crate) fn mutual(
     Ok(ClientMaterial {
         config: Arc::new(config),
         server_name,
+        cert_not_before: not_before,
         cert_not_after: not_after,
         cert_serial: serial,
         trust,

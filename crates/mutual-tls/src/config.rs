@@ -55,6 +55,7 @@ pub fn versions(allow_tls12: bool) -> &'static [&'static rustls::SupportedProtoc
 pub(crate) struct Credentials {
     pub chain: Vec<CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    pub not_before: i64,
     pub not_after: i64,
     pub serial: String,
 }
@@ -74,11 +75,13 @@ pub(crate) fn load_credentials(
         path: cert.to_path_buf(),
         detail: format!("the certificate does not parse: {e}"),
     })?;
+    let not_before = parsed.validity().not_before.timestamp();
     let not_after = parsed.validity().not_after.timestamp();
     let serial = mutual_policy::serial_hex(parsed.raw_serial());
     Ok(Credentials {
         chain,
         key,
+        not_before,
         not_after,
         serial,
     })

@@ -155,6 +155,9 @@ impl std::fmt::Debug for PeerCheck {
 #[derive(Clone)]
 pub struct ServerMaterial {
     pub config: Arc<rustls::ServerConfig>,
+    /// notBefore of the served leaf, Unix seconds (with notAfter: the lifetime, which the
+    /// expiry alerts take a fraction of).
+    pub cert_not_before: i64,
     /// notAfter of the served leaf, Unix seconds.
     pub cert_not_after: i64,
     /// Serial of the served leaf, lowercase hex.
@@ -248,6 +251,8 @@ pub struct ClientSettings {
 pub struct ClientMaterial {
     pub config: Arc<rustls::ClientConfig>,
     pub server_name: rustls_pki_types::ServerName<'static>,
+    /// 0 when no client certificate is presented.
+    pub cert_not_before: i64,
     /// 0 when no client certificate is presented.
     pub cert_not_after: i64,
     /// Empty when no client certificate is presented.

@@ -101,6 +101,7 @@ pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMateria
     config.send_tls13_tickets = 2;
     Ok(ServerMaterial {
         config: Arc::new(config),
+        cert_not_before: creds.not_before,
         cert_not_after: creds.not_after,
         cert_serial: creds.serial,
         trust,

@@ -164,6 +164,36 @@ const SKIPPED: &[(&str, &str, &str)] = &[
         "mutual serve ... --ca root.pem --crl-from-cdp \\",
         "`...` stands for the rest of a serve command line; tests/proxy_edge.rs runs --crl-from-cdp",
     ),
+    (
+        "README.md",
+        "packaging/deb.sh && sudo dpkg -i target/deb/mutual_*.deb        # binary, man pages, completions, units",
+        "installs a package and enables services on the machine; tests/deploy.rs builds the .deb, \
+         installs, checks and purges it, and runs promtool on the rules",
+    ),
+    (
+        "docs/operations.md",
+        "cp deploy/prometheus/mutual-alerts.yml /etc/prometheus/",
+        "writes into a Prometheus installation; tests/deploy.rs runs `promtool check rules` and \
+         `promtool test rules` on deploy/prometheus/",
+    ),
+    (
+        "docs/operations.md",
+        "cargo build --release -p mutual",
+        "a release build and dpkg -i on the machine; tests/deploy.rs builds the .deb from the test \
+         binary with packaging/deb.sh and installs, checks and purges it",
+    ),
+    (
+        "docs/operations.md",
+        "# the CA",
+        "systemctl on a machine booted with systemd; tests/deploy.rs checks the units with \
+         systemd-analyze verify and security",
+    ),
+    (
+        "docs/operations.md",
+        "# an image (deploy/kubernetes/Dockerfile: Debian slim + the binary)",
+        "docker and kubectl against a cluster; tests/deploy.rs parses the manifests and checks \
+         their flags against the binary",
+    ),
 ];
 
 /// Transcripts of docs/troubleshooting.md: each was taken against a server set up for it

@@ -92,7 +92,7 @@ impl Connect {
         let m = cfg.material()?;
         shared
             .metrics
-            .set_cert_expiry(&cfg.name, "client", m.cert_not_after);
+            .set_cert_validity(&cfg.name, "client", m.cert_not_before, m.cert_not_after);
         let lm = shared.metrics.listener(&cfg.name);
         // /readyz: not ready until accepting; a client certificate past notAfter is not
         // ready either (0 = no certificate presented).
@@ -252,9 +252,12 @@ impl Connect {
 impl Reload for Connect {
     fn reload(&self) -> Result<(), ProxyError> {
         let m = self.cfg.material()?;
-        self.shared
-            .metrics
-            .set_cert_expiry(&self.cfg.name, "client", m.cert_not_after);
+        self.shared.metrics.set_cert_validity(
+            &self.cfg.name,
+            "client",
+            m.cert_not_before,
+            m.cert_not_after,
+        );
         if m.cert_not_after != 0 {
             self.shared.metrics.ready.set_deadline(
                 &format!("certificate {}", self.cfg.name),

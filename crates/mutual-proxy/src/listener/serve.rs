@@ -188,9 +188,12 @@ impl Serve {
             .clone()
             .map(|st| crate::staple::Stapler::new(&cfg.name, cfg.tls.cert.clone(), st));
         let m = Arc::new(build(&cfg)?);
-        shared
-            .metrics
-            .set_cert_expiry(&cfg.name, "server", m.server.cert_not_after);
+        shared.metrics.set_cert_validity(
+            &cfg.name,
+            "server",
+            m.server.cert_not_before,
+            m.server.cert_not_after,
+        );
         let lm = shared.metrics.listener(&cfg.name);
         let conns = match conns {
             Some(c) => {
@@ -516,9 +519,12 @@ impl Reload for Serve {
     fn reload(&self) -> Result<(), ProxyError> {
         let m = Arc::new(build(&self.cfg)?);
         let serial = m.server.cert_serial.clone();
-        self.shared
-            .metrics
-            .set_cert_expiry(&self.cfg.name, "server", m.server.cert_not_after);
+        self.shared.metrics.set_cert_validity(
+            &self.cfg.name,
+            "server",
+            m.server.cert_not_before,
+            m.server.cert_not_after,
+        );
         self.shared.metrics.ready.set_deadline(
             &format!("certificate {}", self.cfg.name),
             m.server.cert_not_after,

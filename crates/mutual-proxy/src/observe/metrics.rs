@@ -176,6 +176,7 @@ impl ConnFamilies {
 /// This process's own certificates and its peers' (expiry gauges).
 struct CertFamilies {
     cert_expiry: Family<ExpiryLabels, Gauge>,
+    cert_not_before: Family<ExpiryLabels, Gauge>,
     peer_expiry: Family<PeerLabels, Gauge>,
 }
 
@@ -183,12 +184,18 @@ impl CertFamilies {
     fn register(registry: &mut Registry) -> Self {
         let f = CertFamilies {
             cert_expiry: Family::default(),
+            cert_not_before: Family::default(),
             peer_expiry: Family::default(),
         };
         registry.register(
             "mutual_cert_expiry_timestamp_seconds",
             "notAfter (Unix seconds) of this process's own certificate, by listener and role (server|client)",
             f.cert_expiry.clone(),
+        );
+        registry.register(
+            "mutual_cert_not_before_timestamp_seconds",
+            "notBefore (Unix seconds) of this process's own certificate, by listener and role: with the notAfter, its lifetime",
+            f.cert_not_before.clone(),
         );
         registry.register(
             "mutual_peer_cert_expiry_timestamp_seconds",
@@ -379,14 +386,30 @@ impl Metrics {
             .set(not_after);
     }
 
+    /// Sets both ends of a listener's own certificate: `mutual_cert_not_before_timestamp_seconds`
+    /// and `mutual_cert_expiry_timestamp_seconds` (the alert rules page on a fraction of the
+    /// lifetime, deploy/prometheus/).
+    pub fn set_cert_validity(&self, listener: &str, role: &str, not_before: i64, not_after: i64) {
+        self.certs
+            .cert_not_before
+            .get_or_create(&ExpiryLabels {
+                listener: listener.into(),
+                role: role.into(),
+            })
+            .set(not_before);
+        self.set_cert_expiry(listener, role, not_after);
+    }
+
     /// Drops a listener's `mutual_cert_expiry_timestamp_seconds{listener, role}` series: a
     /// listener a reload removed (or whose kind, hence role, changed) no longer presents that
     /// certificate, and a stale series would keep an expiry alert firing for nothing.
     pub fn forget_cert_expiry(&self, listener: &str, role: &str) {
-        self.certs.cert_expiry.remove(&ExpiryLabels {
+        let labels = ExpiryLabels {
             listener: listener.into(),
             role: role.into(),
-        });
+        };
+        self.certs.cert_expiry.remove(&labels);
+        self.certs.cert_not_before.remove(&labels);
     }
 
     /// Counts a reload attempt.
@@ -628,7 +651,7 @@ mod tests {
         l.active.inc();
         l.bytes_in.inc_by(10);
         l.handshake_duration.observe(0.002);
-        m.set_cert_expiry("web", "server", 1_800_000_000);
+        m.set_cert_validity("web", "server", 1_799_913_600, 1_800_000_000);
         m.reload(false);
         m.observe_peer("web", "spiffe://x/y", "01", 1_700_000_000);
         let text = m.encode();
@@ -641,6 +664,7 @@ mod tests {
             "mutual_bytes_total{listener=\"web\",direction=\"out\"} 0",
             "mutual_handshake_duration_seconds_count{listener=\"web\"} 1",
             "mutual_cert_expiry_timestamp_seconds{listener=\"web\",role=\"server\"} 1800000000",
+            "mutual_cert_not_before_timestamp_seconds{listener=\"web\",role=\"server\"} 1799913600",
             "mutual_config_reloads_total{result=\"failure\"} 1",
             "mutual_config_reloads_total{result=\"success\"} 0",
             "mutual_peer_cert_expiry_timestamp_seconds{listener=\"web\",identity=\"spiffe://x/y\"} 1700000000",
