@@ -80,6 +80,11 @@ pub struct ServeOptions {
     pub handshake_timeout: Duration,
     /// `--acme`: serve ACME (RFC 8555) at `/acme/` (crates/mutual-acme).
     pub acme: Option<mutual_acme::AcmeConfig>,
+    /// `--est`: serve EST (RFC 7030) at `/.well-known/est/` (crates/mutual-est).
+    pub est: Option<mutual_est::EstConfig>,
+    /// `--renew-grace`: how long after expiry a certificate may still renew (`/v1/renew`, EST
+    /// simplereenroll); zero (the default): not at all.
+    pub renew_grace: Duration,
 }
 
 impl ServeOptions {
@@ -99,6 +104,8 @@ impl ServeOptions {
             drain_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             acme: None,
+            est: None,
+            renew_grace: Duration::ZERO,
         }
     }
 }
@@ -145,7 +152,14 @@ impl Server {
         let cert =
             own_cert::issue_server_cert(&ca, &opts.sans, opts.server_cert_ttl, &provider).await?;
         let resolver = Arc::new(tls::RotatingCert::new(cert.key));
-        let verifier = Arc::new(tls::client_verifier(ca.root_pem())?);
+        let est = match opts.est.clone() {
+            Some(c) => Some(mutual_est::Est::new(c).map_err(ServerError::Tls)?),
+            None => None,
+        };
+        // EST's manufacturer roots are accepted at the TLS layer too; only EST's simpleenroll
+        // honours them (the native API looks a client up in the inventory).
+        let bootstrap = est.as_ref().map(|e| e.bootstrap_roots()).unwrap_or(&[]);
+        let verifier = Arc::new(tls::client_verifier(ca.root_pem(), bootstrap)?);
         let cfg = tls::server_config(resolver.clone(), verifier, provider.clone(), opts.tls12)?;
         let listener =
             TcpListener::bind(opts.listen)
@@ -166,7 +180,8 @@ impl Server {
                 ratelimit::RateLimiter::new(opts.rate),
                 opts.crl_next_update,
             )
-            .with_acme(acme),
+            .with_acme(acme)
+            .with_est(est, opts.renew_grace),
         );
         state.metrics.issued("server", "ok");
         state.refresh_crl().await?;
