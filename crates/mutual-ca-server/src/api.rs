@@ -455,13 +455,15 @@ async fn route(
                 },
             }
         }
-        ("/v1/revoke", &Method::POST) => match authenticated(state, peer, identity, Duration::ZERO).await {
-            Err(p) => p.into(),
-            Ok(me) => match read_json::<RevokeBody>(req).await {
-                Ok(b) => revoke(state, &me, b).await,
+        ("/v1/revoke", &Method::POST) => {
+            match authenticated(state, peer, identity, Duration::ZERO).await {
                 Err(p) => p.into(),
-            },
-        },
+                Ok(me) => match read_json::<RevokeBody>(req).await {
+                    Ok(b) => revoke(state, &me, b).await,
+                    Err(p) => p.into(),
+                },
+            }
+        }
         ("/v1/roots" | "/v1/crl" | "/v1/sign" | "/v1/renew" | "/v1/revoke", _) => {
             method_not_allowed()
         }

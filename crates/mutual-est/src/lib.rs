@@ -251,7 +251,7 @@ impl Est {
         let who = if let Some(leaf) = client.chain.first() {
             match self.bootstrap_facts(leaf, &client.chain[1..])? {
                 Some(facts) => Who::Factory(facts),
-                None if auth.is_some() => Who::Token,
+                None if auth.is_some() => Who::Token(self.grant(ca, tokens, auth).await?),
                 None => {
                     return Err(EstError::new(
                         "unknown_ca",
@@ -261,7 +261,7 @@ impl Est {
                 }
             }
         } else if auth.is_some() {
-            Who::Token
+            Who::Token(self.grant(ca, tokens, auth).await?)
         } else {
             return Err(EstError::new(
                 "no_client_cert",
@@ -301,17 +301,7 @@ impl Est {
                 };
                 issue(ca, o, csr, None).await
             }
-            Who::Token => {
-                let token = auth.unwrap_or_default();
-                let grant = tokens.check(token.trim(), now())?;
-                // Cheap early refusal of a replay; the issuance transaction guarantees it.
-                match ca.store().token_used(&grant.jti).await {
-                    Ok(true) => {
-                        return Err(EstError::new("token_used", "this token was already used"))
-                    }
-                    Ok(false) => {}
-                    Err(e) => return Err(EstError::store(&e)),
-                }
+            Who::Token(grant) => {
                 if let Some(extra) = requested.iter().find(|r| !grant.sans.contains(r)) {
                     return Err(EstError::new(
                         "name_not_allowed",
@@ -320,7 +310,10 @@ impl Est {
                 }
                 let sans = grant.sans.clone();
                 let o = IssueOptions {
-                    name: sans.first().map(short_name).unwrap_or_else(|| "device".into()),
+                    name: sans
+                        .first()
+                        .map(short_name)
+                        .unwrap_or_else(|| "device".into()),
                     sans,
                     usage: grant.usage,
                     ttl: grant.ttl,
@@ -329,6 +322,23 @@ impl Est {
                 };
                 issue(ca, o, csr, Some(grant.jti)).await
             }
+        }
+    }
+
+    /// The grant of the token in the Basic password: verified, not yet spent (the issuance
+    /// transaction spends it; this look-up is the cheap early refusal of a replay).
+    async fn grant(
+        &self,
+        ca: &Ca,
+        tokens: &dyn TokenCheck,
+        auth: Option<String>,
+    ) -> Result<TokenGrant, EstError> {
+        let token = auth.unwrap_or_default();
+        let grant = tokens.check(token.trim(), now())?;
+        match ca.store().token_used(&grant.jti).await {
+            Ok(true) => Err(EstError::new("token_used", "this token was already used")),
+            Ok(false) => Ok(grant),
+            Err(e) => Err(EstError::store(&e)),
         }
     }
 
@@ -442,7 +452,7 @@ impl Est {
 
 enum Who {
     Factory(DeviceFacts),
-    Token,
+    Token(TokenGrant),
 }
 
 fn refused(e: EstError) -> Outcome {
@@ -481,7 +491,11 @@ fn short_name(san: &San) -> String {
     let v = match san {
         San::Dns(d) => d.clone(),
         San::Ip(ip) => ip.to_string(),
-        San::Uri(u) => u.rsplit('/').find(|s| !s.is_empty()).unwrap_or(u).to_string(),
+        San::Uri(u) => u
+            .rsplit('/')
+            .find(|s| !s.is_empty())
+            .unwrap_or(u)
+            .to_string(),
         San::Email(e) => e.clone(),
     };
     v.chars().take(64).collect()
@@ -568,7 +582,11 @@ fn cacerts(ca: &Ca) -> Result<Resp, EstError> {
 
 fn csrattrs() -> Result<Resp, EstError> {
     let der = wire::csr_attrs().map_err(EstError::internal)?;
-    Ok(base64_response(StatusCode::OK, "application/csrattrs", &der))
+    Ok(base64_response(
+        StatusCode::OK,
+        "application/csrattrs",
+        &der,
+    ))
 }
 
 /// Runs every request parser on `input` (for the fuzzer): path, Basic credentials, base64

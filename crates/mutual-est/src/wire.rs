@@ -168,7 +168,10 @@ pub fn parse_certs_only(der: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     use cms::signed_data::SignedData;
     let ci = ContentInfo::from_der(der).map_err(|e| format!("not a PKCS#7 ContentInfo: {e}"))?;
     if ci.content_type != ID_SIGNED_DATA {
-        return Err(format!("PKCS#7 content type {} is not signedData", ci.content_type));
+        return Err(format!(
+            "PKCS#7 content type {} is not signedData",
+            ci.content_type
+        ));
     }
     let sd: SignedData = ci
         .content
@@ -250,7 +253,10 @@ mod tests {
 
     #[test]
     fn base64_bodies() {
-        assert_eq!(decode_base64_body(b"AAEC\r\nAw==\n").unwrap(), vec![0, 1, 2, 3]);
+        assert_eq!(
+            decode_base64_body(b"AAEC\r\nAw==\n").unwrap(),
+            vec![0, 1, 2, 3]
+        );
         let e = decode_base64_body(b"not base64!").unwrap_err();
         assert_eq!(e.reason, "bad_request");
         assert!(e.detail.contains("not base64"), "{}", e.detail);

@@ -182,7 +182,9 @@ fn parse_label(s: &str) -> Result<(String, mutual_est::IdentityTemplate), String
     if mutual_est::wire::parse_path(&format!("{}{label}/cacerts", mutual_est::wire::PREFIX))
         .is_none_or(|(l, _)| l.is_none())
     {
-        return Err(format!("{label:?} is not a valid EST label (letters, digits, - _ .)"));
+        return Err(format!(
+            "{label:?} is not a valid EST label (letters, digits, - _ .)"
+        ));
     }
     Ok((label.to_string(), mutual_est::IdentityTemplate::parse(t)?))
 }
