@@ -211,7 +211,7 @@ impl Est {
 
     fn issued(&self, r: Result<Issued, EstError>) -> Outcome {
         let mut out = match r {
-            Ok(i) => match certs_response(&[i.leaf_der.clone()]) {
+            Ok(i) => match certs_response(std::slice::from_ref(&i.leaf_der)) {
                 Ok(resp) => Outcome {
                     resp,
                     reason: "ok",
