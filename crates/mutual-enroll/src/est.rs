@@ -329,11 +329,18 @@ pub async fn est_renew_daemon(o: &EstRenewOptions, retry: Duration) -> EnrollErr
             Ok(c) => c.summary,
             Err(e) => return e,
         };
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let life = (cur.not_after - cur.not_before).max(0);
-        let at = cur.not_before + life * 2 / 3;
+        // Two-thirds of the life from when we got it (the file's mtime), not from the
+        // backdated notBefore: the same schedule as `renew --daemon` (schedule.rs).
+        let issued = std::fs::metadata(&o.cert)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64());
+        let r: f64 = rand::random::<f64>() * 2.0 - 1.0;
+        let at = crate::Schedule::default().renew_at(&cur, issued, r);
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9;
         if at > now {
-            tokio::time::sleep(Duration::from_secs(u64::try_from(at - now).unwrap_or(0))).await;
+            tokio::time::sleep(Duration::from_secs_f64(at - now)).await;
         }
         match est_renew(o).await {
             Ok(r) => tracing::info!(

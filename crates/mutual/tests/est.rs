@@ -847,3 +847,201 @@ fn a_fleet_enrolls_and_reenrolls() {
     assert_eq!(by("est:bootstrap:"), enrolled.iter().cloned().collect());
     assert_eq!(by("est:reenroll:"), reenrolled.iter().cloned().collect());
 }
+
+/// The device side in the binary: `mutual enroll --est` with a factory certificate (root pinned
+/// against cacerts) or a token, `mutual renew --est`, `--daemon` re-enrolling before expiry, and
+/// its refusals (wrong pin, untrusted manufacturer, revoked).
+#[test]
+fn enroll_and_renew_with_the_est_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let factory = Factory::new(t, "Acme");
+    let evil = Factory::new(t, "Evil");
+    let ca = est_server(t, &factory, &["--est-ttl", "9s"]);
+    let url = ca.url();
+    let fp = ca.fingerprint();
+    let (fcert, fkey) = factory.device("SN0500");
+    let dir = t.join("dev");
+    let o = mutual(&[
+        "enroll",
+        "--est",
+        &url,
+        "--bootstrap-cert",
+        s(&fcert),
+        "--bootstrap-key",
+        s(&fkey),
+        "--root-sha256",
+        &fp,
+        "--out",
+        s(&dir),
+    ])
+    .ok();
+    assert!(
+        o.stdout
+            .contains("uri:spiffe://fleet.example/device/SN0500"),
+        "{}",
+        o.text()
+    );
+    let cert = dir.join("cert.pem");
+    let v = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&dir.join("root.pem")),
+        "-untrusted",
+        s(&cert),
+        s(&cert),
+    ]);
+    assert!(v.stdout.contains(": OK"), "{}", v.text());
+    let first = serial_of(&cert);
+    assert_eq!(
+        row(&ca.inventory(), &first)["requested_by"],
+        "est:bootstrap:SN0500"
+    );
+
+    // renew --est: a new key and certificate, recorded as a re-enrollment of the first.
+    let key = dir.join("key.pem");
+    let key_before = std::fs::read(&key).unwrap();
+    let o = mutual(&["renew", "--est", &url, "--cert", s(&cert), "--key", s(&key)]).ok();
+    assert!(o.stdout.contains("new key"), "{}", o.text());
+    let second = serial_of(&cert);
+    assert_ne!(first, second);
+    assert_ne!(std::fs::read(&key).unwrap(), key_before);
+    assert_eq!(
+        by_serial(row(&ca.inventory(), &second), "est:reenroll:"),
+        first
+    );
+
+    // --daemon re-enrolls at two-thirds of the 9 s lifetime: wait for the file to change.
+    let mut daemon = mutual_test::ChildGuard(
+        mutual_cmd(
+            None,
+            &[
+                "renew",
+                "--est",
+                &url,
+                "--cert",
+                s(&cert),
+                "--key",
+                s(&key),
+                "--daemon",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let third = eventually(Duration::from_secs(60), || {
+        if let Ok(Some(st)) = daemon.0.try_wait() {
+            panic!("renew --daemon exited: {st}");
+        }
+        let s3 = std::fs::read_to_string(&cert)
+            .ok()
+            .filter(|p| p.contains("END CERTIFICATE"))
+            .map(|_| serial_of(&cert))?;
+        (s3 != second).then_some(s3)
+    })
+    .expect("the daemon did not re-enroll");
+    drop(daemon);
+    assert_eq!(
+        by_serial(row(&ca.inventory(), &third), "est:reenroll:"),
+        second
+    );
+
+    // A token instead of a factory certificate, the root from a file.
+    let token = ca.token(&["uri:spiffe://fleet.example/device/T9"], "1h", "client");
+    let tdir = t.join("tok");
+    let o = mutual(&[
+        "enroll",
+        "--est",
+        &url,
+        "--token",
+        &token,
+        "--est-ca",
+        s(&ca.root()),
+        "--out",
+        s(&tdir),
+    ])
+    .ok();
+    assert!(
+        o.stdout.contains("uri:spiffe://fleet.example/device/T9"),
+        "{}",
+        o.text()
+    );
+    let o = mutual(&[
+        "enroll",
+        "--est",
+        &url,
+        "--token",
+        &token,
+        "--est-ca",
+        s(&ca.root()),
+        "--out",
+        s(&t.join("tok2")),
+    ]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(o.stderr.contains("token_used"), "{}", o.text());
+    assert!(!o.stderr.contains(&token));
+
+    // Refusals: a pin that is not the CA's root (nothing sent), an untrusted manufacturer, a
+    // revoked device re-enrolling.
+    let wrong = "00".repeat(32);
+    let o = mutual(&[
+        "enroll",
+        "--est",
+        &url,
+        "--bootstrap-cert",
+        s(&fcert),
+        "--bootstrap-key",
+        s(&fkey),
+        "--root-sha256",
+        &wrong,
+        "--out",
+        s(&t.join("x")),
+    ]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(
+        o.stderr
+            .contains("does not serve a root with SHA-256 fingerprint"),
+        "{}",
+        o.text()
+    );
+    let (ecert, ekey) = evil.device("SN0500");
+    let o = mutual(&[
+        "enroll",
+        "--est",
+        &url,
+        "--bootstrap-cert",
+        s(&ecert),
+        "--bootstrap-key",
+        s(&ekey),
+        "--root-sha256",
+        &fp,
+        "--out",
+        s(&t.join("y")),
+    ]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(o.stderr.contains("(unknown_ca)"), "{}", o.text());
+    mutual(&["cert", "revoke", &serial_of(&cert), "--dir", s(ca.d())]).ok();
+    let o = mutual(&["renew", "--est", &url, "--cert", s(&cert), "--key", s(&key)]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(o.stderr.contains("revoked (HTTP 403)"), "{}", o.text());
+    // Usage: --est without a way to trust the CA.
+    let o = mutual(&[
+        "enroll",
+        "--est",
+        &url,
+        "--bootstrap-cert",
+        s(&fcert),
+        "--bootstrap-key",
+        s(&fkey),
+        "--out",
+        s(&t.join("z")),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr.contains("--root-sha256 FINGERPRINT or --est-ca"),
+        "{}",
+        o.text()
+    );
+}
