@@ -37,6 +37,13 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "docs/est.md",
+        "mutual enroll --est https://ca.fleet.example:9443 \\",
+        "a device enrolling from the CA server at ca.fleet.example with a factory certificate; \
+         tests/est.rs runs `mutual enroll --est` and `mutual renew --est [--daemon]` against \
+         `ca serve --est` on 127.0.0.1 with a free port",
+    ),
+    (
+        "docs/est.md",
         "EST=https://ca.fleet.example:9443/.well-known/est",
         "a device recipe against the CA server at ca.fleet.example; tests/est.rs runs these curl + openssl steps against `ca serve --est` on 127.0.0.1 with a free port",
     ),
