@@ -81,6 +81,7 @@ impl EstError {
             | "forbidden" | "rejected" | "bad_signature" | "wrong_purpose" | "weak_key" => {
                 StatusCode::FORBIDDEN
             }
+            "pending" => StatusCode::ACCEPTED,
             "not_found" => StatusCode::NOT_FOUND,
             "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
             "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,

@@ -58,6 +58,10 @@ pub struct EstConfig {
     pub labels: BTreeMap<String, EstProfile>,
     /// `--renew-grace`: how long after expiry `simplereenroll` still accepts a certificate.
     pub renew_grace: Duration,
+    /// `--est-approval manual`: hold each request for `mutual cert approve|reject`; the device
+    /// gets `202` with this many seconds in `Retry-After` and polls with the same CSR.
+    /// `None`: issue at once.
+    pub manual_approval: Option<u64>,
 }
 
 /// What a token grants (the online CA verifies the token; EST only reads the grant).
@@ -181,11 +185,11 @@ impl Est {
             (Op::CaCerts, &Method::GET) => cacerts(ca),
             (Op::CsrAttrs, &Method::GET) => csrattrs(),
             (Op::SimpleEnroll, &Method::POST) => {
-                let r = self.enroll(ca, client, tokens, profile, req).await;
+                let r = self.enroll(ca, client, tokens, label, profile, req).await;
                 return self.issued(r);
             }
             (Op::SimpleReenroll, &Method::POST) => {
-                let r = self.reenroll(ca, client, profile, req).await;
+                let r = self.reenroll(ca, client, label, profile, req).await;
                 return self.issued(r);
             }
             (Op::ServerKeygen, _) => Err(EstError::new(
@@ -209,18 +213,24 @@ impl Est {
         }
     }
 
-    fn issued(&self, r: Result<Issued, EstError>) -> Outcome {
+    fn issued(&self, r: Result<Delivered, EstError>) -> Outcome {
         let mut out = match r {
-            Ok(i) => match certs_response(std::slice::from_ref(&i.leaf_der)) {
-                Ok(resp) => Outcome {
-                    resp,
-                    reason: "ok",
-                    serial: Some(i.serial_hex),
-                    detail: None,
-                    issuance: true,
-                },
-                Err(e) => refused(e),
-            },
+            Ok(d) => {
+                let (serial, der) = match d {
+                    Delivered::New(i) => (i.serial_hex, i.leaf_der),
+                    Delivered::Again { serial, der } => (serial, der),
+                };
+                match certs_response(std::slice::from_ref(&der)) {
+                    Ok(resp) => Outcome {
+                        resp,
+                        reason: "ok",
+                        serial: Some(serial),
+                        detail: None,
+                        issuance: true,
+                    },
+                    Err(e) => refused(e),
+                }
+            }
             Err(e) => refused(e),
         };
         out.issuance = true;
@@ -236,9 +246,10 @@ impl Est {
         ca: &Ca,
         client: Client<'_>,
         tokens: &dyn TokenCheck,
+        label: Option<&str>,
         profile: &EstProfile,
         req: Request<B>,
-    ) -> Result<Issued, EstError>
+    ) -> Result<Delivered, EstError>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -269,7 +280,7 @@ impl Est {
                  one-time token as the HTTP Basic password",
             ));
         };
-        let csr = read_csr(req).await?;
+        let (csr, id) = read_csr(req).await?;
         let requested = csr_names(&csr)?;
         match who {
             Who::Factory(facts) => {
@@ -299,7 +310,7 @@ impl Est {
                     requested_by: Some(format!("est:bootstrap:{who}")),
                     ..Default::default()
                 };
-                issue(ca, o, csr, None).await
+                self.deliver(ca, label, &id, o, csr, None).await
             }
             Who::Token(grant) => {
                 if let Some(extra) = requested.iter().find(|r| !grant.sans.contains(r)) {
@@ -320,7 +331,7 @@ impl Est {
                     requested_by: Some(format!("est:token:{}", grant.jti)),
                     ..Default::default()
                 };
-                issue(ca, o, csr, Some(grant.jti)).await
+                self.deliver(ca, label, &id, o, csr, Some(grant.jti)).await
             }
         }
     }
@@ -381,9 +392,10 @@ impl Est {
         &self,
         ca: &Ca,
         client: Client<'_>,
+        label: Option<&str>,
         profile: &EstProfile,
         req: Request<B>,
-    ) -> Result<Issued, EstError>
+    ) -> Result<Delivered, EstError>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -411,7 +423,7 @@ impl Est {
         };
         let renewal = mutual_pki::ca::renewable(&record, not_after, t, self.cfg.renew_grace)
             .map_err(|e| EstError::new(e.reason(), e.to_string()))?;
-        let csr = read_csr(req).await?;
+        let (csr, id) = read_csr(req).await?;
         let requested = csr_names(&csr)?;
         let sans: Vec<San> = record
             .sans
@@ -446,8 +458,97 @@ impl Est {
             requested_by: Some(by),
             ..Default::default()
         };
-        issue(ca, o, csr, None).await
+        self.deliver(ca, label, &id, o, csr, None).await
     }
+
+    /// Issues now, or with manual approval: holds the request (202 + Retry-After) until an
+    /// operator approves it, then issues it when the device polls, and answers a later poll
+    /// with the same certificate.
+    async fn deliver(
+        &self,
+        ca: &Ca,
+        label: Option<&str>,
+        id: &str,
+        o: IssueOptions,
+        csr: Csr,
+        token: Option<String>,
+    ) -> Result<Delivered, EstError> {
+        use mutual_store::{EstRequest, EstStore};
+        let Some(retry_after) = self.cfg.manual_approval else {
+            return issue(ca, o, csr, token).await.map(Delivered::New);
+        };
+        let by = o.requested_by.clone().unwrap_or_default();
+        let names: Vec<String> = o.sans.iter().map(ToString::to_string).collect();
+        let r = EstRequest {
+            id: id.to_string(),
+            label: label.unwrap_or_default().to_string(),
+            requested_by: by.clone(),
+            names: serde_json::to_string(&names).unwrap_or_default(),
+            status: "pending".into(),
+            serial: None,
+            certificate: None,
+            created_at: now(),
+            decided_at: None,
+            decided_by: None,
+        };
+        let stored = ca
+            .store()
+            .est_request_put(&r)
+            .await
+            .map_err(|e| EstError::store(&e))?;
+        if stored.requested_by != by || stored.label != r.label {
+            return Err(EstError::new(
+                "forbidden",
+                format!("request {id} was made by someone else"),
+            ));
+        }
+        match stored.status.as_str() {
+            "pending" => Err(EstError {
+                retry_after: Some(retry_after),
+                ..EstError::new(
+                    "pending",
+                    format!("request {id} waits for approval (mutual cert approve {id}); send the same CSR again after Retry-After"),
+                )
+            }),
+            "rejected" => Err(EstError::new(
+                "rejected",
+                format!(
+                    "request {id} was rejected by {}",
+                    stored.decided_by.as_deref().unwrap_or("the operator")
+                ),
+            )),
+            "issued" => {
+                let pem = stored.certificate.unwrap_or_default();
+                let der = rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
+                    .next()
+                    .and_then(Result::ok)
+                    .map(|c: CertificateDer<'static>| c.to_vec())
+                    .ok_or_else(|| EstError::internal(format!("request {id}: no stored certificate")))?;
+                Ok(Delivered::Again {
+                    serial: stored.serial.unwrap_or_default(),
+                    der,
+                })
+            }
+            _ => {
+                // Approved: issue now, then record it on the request (one poll wins).
+                let issued = issue(ca, o, csr, token).await?;
+                let pem = mutual_pki::pem_encode("CERTIFICATE", &issued.leaf_der)
+                    .map_err(EstError::internal)?;
+                ca.store()
+                    .est_request_move(id, "approved", "issued", None, Some(&issued.serial_hex), Some(&pem), now())
+                    .await
+                    .map_err(|e| EstError::store(&e))?;
+                Ok(Delivered::New(issued))
+            }
+        }
+    }
+}
+
+/// What an enrollment hands back: a new certificate, or (a repeated poll after manual
+/// approval) the one issued for this request before.
+enum Delivered {
+    New(Issued),
+    Again { serial: String, der: Vec<u8> },
 }
 
 enum Who {
@@ -516,12 +617,12 @@ fn cert_facts(der: &[u8]) -> Result<(String, String, i64), EstError> {
     let (_, c) = x509_parser::parse_x509_certificate(der)
         .map_err(|_| EstError::new("malformed", "the client certificate does not parse"))?;
     let serial = mutual_pki::serial_hex(c.raw_serial());
-    let sha = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der));
+    let sha = sha256_hex(der);
     Ok((serial, sha, c.validity().not_after.timestamp()))
 }
 
 /// Reads a `application/pkcs10` body (base64 DER, at most [`MAX_BODY`]) into a CSR.
-async fn read_csr<B>(req: Request<B>) -> Result<Csr, EstError>
+async fn read_csr<B>(req: Request<B>) -> Result<(Csr, String), EstError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -548,7 +649,15 @@ where
             )
         })?
         .to_bytes();
-    wire::parse_enroll_body(&body)
+    let csr = wire::parse_enroll_body(&body)?;
+    // The id a held request is found by when the device polls with the same CSR.
+    let der = wire::decode_base64_body(&body)?;
+    let id = sha256_hex(&der)[..16].to_string();
+    Ok((csr, id))
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der))
 }
 
 fn base64_response(status: StatusCode, content_type: &str, der: &[u8]) -> Resp {

@@ -110,6 +110,14 @@ pub struct ServeArgs {
     /// carries its own).
     #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
     pub est_ttl: Duration,
+    /// EST approval: auto (issue at once) or manual (hold each request in the inventory for
+    /// `mutual cert approve|reject ID`; the device gets 202 + Retry-After and polls with the same
+    /// CSR).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "manual"], requires = "est")]
+    pub est_approval: String,
+    /// Retry-After (seconds) of a 202 answer while a request waits for approval.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub est_retry_after: u64,
     /// How long after it expired a certificate may still renew (/v1/renew and EST
     /// simplereenroll), for devices that were offline; never a revoked one. Off by default,
     /// at most 30d; each such renewal is logged and recorded (requested_by `...-grace:SERIAL`).
@@ -228,6 +236,7 @@ fn est_config(a: &ServeArgs) -> anyhow::Result<Option<mutual_est::EstConfig>> {
             .map(|(l, t)| (l.clone(), profile(Some(t.clone()))))
             .collect(),
         renew_grace: a.renew_grace,
+        manual_approval: (a.est_approval == "manual").then_some(a.est_retry_after.max(1)),
     }))
 }
 

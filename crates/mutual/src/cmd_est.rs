@@ -188,3 +188,109 @@ pub fn run_renew(
         }
     })
 }
+
+/// `mutual cert pending`.
+#[derive(clap::Args, Debug)]
+pub struct PendingArgs {
+    #[command(flatten)]
+    pub dir: crate::ca_args::DirArg,
+    /// All held EST requests (approved, rejected, issued too), not only the pending ones.
+    #[arg(long)]
+    pub all: bool,
+    /// JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mutual cert approve|reject`.
+#[derive(clap::Args, Debug)]
+pub struct DecideArgs {
+    /// The request id `mutual cert pending` shows.
+    pub id: String,
+    #[command(flatten)]
+    pub dir: crate::ca_args::DirArg,
+}
+
+/// Lists EST requests held for manual approval (`ca serve --est-approval manual`).
+pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
+    use mutual_store::EstStore;
+    let dir = a.dir.resolve()?;
+    let list = runtime()?.block_on(async {
+        let store = mutual_pki::ca::open_store(&dir).await?;
+        let l = store
+            .est_request_list((!a.all).then_some("pending"))
+            .await?;
+        store.close().await;
+        Ok::<_, anyhow::Error>(l)
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        println!("no EST requests {}", if a.all { "held" } else { "pending" });
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16}  {:<8}  {:<20}  {:<28}  NAMES",
+        "ID", "STATUS", "REQUESTED", "BY"
+    );
+    for r in &list {
+        let names: Vec<String> = serde_json::from_str(&r.names).unwrap_or_default();
+        println!(
+            "{:<16}  {:<8}  {:<20}  {:<28}  {}",
+            r.id,
+            r.status,
+            mutual_tls::verify::rfc3339(r.created_at),
+            r.requested_by,
+            names.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Approves (`approve`) or rejects a pending EST request; exit 1 when it is not pending.
+pub fn decide(a: DecideArgs, approve: bool) -> anyhow::Result<ExitCode> {
+    use mutual_store::EstStore;
+    let dir = a.dir.resolve()?;
+    let to = if approve { "approved" } else { "rejected" };
+    let by = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map_or_else(|| "cli".to_string(), |u| format!("cli:{u}"));
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (moved, current) = runtime()?.block_on(async {
+        let store = mutual_pki::ca::open_store(&dir).await?;
+        let moved = store
+            .est_request_move(&a.id, "pending", to, Some(&by), None, None, now)
+            .await?;
+        let current = store.est_request_get(&a.id).await?;
+        store.close().await;
+        Ok::<_, anyhow::Error>((moved, current))
+    })?;
+    match (moved, current) {
+        (true, _) => {
+            println!(
+                "{to} EST request {}{}",
+                a.id,
+                if approve {
+                    "; the device gets its certificate at its next poll"
+                } else {
+                    ""
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        (false, Some(r)) => {
+            eprintln!("error: EST request {} is {}, not pending", a.id, r.status);
+            Ok(ExitCode::from(1))
+        }
+        (false, None) => {
+            eprintln!(
+                "error: no EST request {} (see `mutual cert pending --all`)",
+                a.id
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}

@@ -1045,3 +1045,85 @@ fn enroll_and_renew_with_the_est_client() {
         o.text()
     );
 }
+
+/// `--est-approval manual`: a request waits in the store (202 + Retry-After) until
+/// `mutual cert approve`; the device polls with the same CSR and gets its certificate, and the
+/// same one again on a later poll; a rejected request is refused; a decision is made once.
+#[test]
+fn manual_approval_holds_requests_until_an_operator_decides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let factory = Factory::new(t, "Acme");
+    let ca = est_server(
+        t,
+        &factory,
+        &["--est-approval", "manual", "--est-retry-after", "7"],
+    );
+    let ep = "/.well-known/est/simpleenroll";
+    let (fcert, fkey) = factory.device("SN0700");
+    let (_, b64) = est_csr(t, "held", "");
+    let args = enroll_args(&b64, Some((&fcert, &fkey)));
+    let a = curl(&ca, t, ep, &args);
+    let v = a.refused(202, "pending");
+    assert_eq!(a.header("retry-after").as_deref(), Some("7"));
+    assert!(
+        v["detail"].as_str().unwrap().contains("waits for approval"),
+        "{v}"
+    );
+    // Polling with the same CSR finds the same request.
+    curl(&ca, t, ep, &args).refused(202, "pending");
+    let list = mutual(&["cert", "pending", "--dir", s(ca.d()), "--json"]).ok();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["requested_by"], "est:bootstrap:SN0700");
+    assert_eq!(
+        list[0]["names"],
+        "[\"uri:spiffe://fleet.example/device/SN0700\"]"
+    );
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert!(ca
+        .inventory()
+        .iter()
+        .all(|r| r["requested_by"] != "est:bootstrap:SN0700"));
+
+    mutual(&["cert", "approve", &id, "--dir", s(ca.d())]).ok();
+    let leaf = t.join("held.pem");
+    print_certs(t, &curl(&ca, t, ep, &args), &leaf);
+    let serial = serial_of(&leaf);
+    // A later poll: the same certificate, nothing issued twice.
+    let again = t.join("again.pem");
+    print_certs(t, &curl(&ca, t, ep, &args), &again);
+    assert_eq!(serial_of(&again), serial);
+    let inv = ca.inventory();
+    assert_eq!(
+        inv.iter()
+            .filter(|r| r["requested_by"] == "est:bootstrap:SN0700")
+            .count(),
+        1
+    );
+    // Decided once: approving or rejecting it again fails.
+    let o = mutual(&["cert", "reject", &id, "--dir", s(ca.d())]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(o.stderr.contains("is issued, not pending"), "{}", o.text());
+
+    // Rejected: the next poll is refused.
+    let (fcert2, fkey2) = factory.device("SN0701");
+    let (_, b64) = est_csr(t, "held2", "");
+    let args = enroll_args(&b64, Some((&fcert2, &fkey2)));
+    curl(&ca, t, ep, &args).refused(202, "pending");
+    let o = mutual(&["cert", "pending", "--dir", s(ca.d())]).ok();
+    let id2 = o
+        .stdout
+        .lines()
+        .find(|l| l.contains("SN0701"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    mutual(&["cert", "reject", &id2, "--dir", s(ca.d())]).ok();
+    curl(&ca, t, ep, &args).refused(403, "rejected");
+    let o = mutual(&["cert", "approve", &id2, "--dir", s(ca.d())]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    let o = mutual(&["cert", "approve", "0000000000000000", "--dir", s(ca.d())]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(o.stderr.contains("no EST request"), "{}", o.text());
+}
