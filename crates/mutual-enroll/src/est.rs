@@ -60,6 +60,9 @@ pub struct EstEnrollOptions {
     pub key_type: KeyType,
     /// DIR/key.pem, DIR/cert.pem (leaf + CA certificates), DIR/root.pem.
     pub out: PathBuf,
+    /// While the CA holds the request for manual approval (202), poll with the same CSR at its
+    /// Retry-After for up to this long; zero: report `pending` at once.
+    pub wait: Duration,
 }
 
 /// `mutual renew --est`.
@@ -246,18 +249,37 @@ pub async fn est_enroll(o: &EstEnrollOptions) -> Result<EstEnrolled, EnrollError
     };
     let tls = client::pinned_config(&roots, client_auth)?;
     let (key_der, key_pem, csr) = key_and_csr(o.key_type)?;
-    let (chain, summary) = post_csr(
-        &o.url,
-        tls,
-        label,
-        "simpleenroll",
-        csr,
-        authorization,
-        &key_der,
-        &roots,
-        &ca_certs,
-    )
-    .await?;
+    let deadline = tokio::time::Instant::now() + o.wait;
+    let (chain, summary) = loop {
+        let r = post_csr(
+            &o.url,
+            tls.clone(),
+            label,
+            "simpleenroll",
+            csr.clone(),
+            authorization.clone(),
+            &key_der,
+            &roots,
+            &ca_certs,
+        )
+        .await;
+        match r {
+            Err(EnrollError::Refused {
+                status: 202,
+                retry_after,
+                ..
+            }) if tokio::time::Instant::now() < deadline => {
+                // The same CSR again: that is how the CA finds the held request.
+                let wait = Duration::from_secs(retry_after.unwrap_or(60).clamp(1, 3600));
+                tracing::info!(
+                    retry_after_s = wait.as_secs(),
+                    "waiting for the CA's approval"
+                );
+                tokio::time::sleep(wait.min(deadline - tokio::time::Instant::now())).await;
+            }
+            other => break other?,
+        }
+    };
     files::ensure_dir(&o.out)?;
     let mut staged = Staged::default();
     staged.add(&o.out.join("key.pem"), key_pem.as_bytes(), KEY_MODE)?;

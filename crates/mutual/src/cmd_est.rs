@@ -32,6 +32,10 @@ pub struct EstEnrollFlags {
     /// The EST label (/.well-known/est/LABEL/...) to enroll under.
     #[arg(long, value_name = "LABEL", requires = "est")]
     pub est_label: Option<String>,
+    /// When the CA holds the request for manual approval (202), keep polling with the same CSR
+    /// at its Retry-After for up to this long [default: 0s, report `pending` and exit 1].
+    #[arg(long, value_name = "DURATION", requires = "est", value_parser = crate::ca_args::parse_duration)]
+    pub est_wait: Option<Duration>,
 }
 
 /// `mutual renew --est ...` flags.
@@ -110,6 +114,7 @@ pub fn run_enroll(
         auth,
         key_type: key_type(key_type_s)?,
         out: out.clone(),
+        wait: flags.est_wait.unwrap_or(Duration::ZERO),
     };
     match runtime()?.block_on(mutual_enroll::est::est_enroll(&o)) {
         Ok(e) => {

@@ -1057,7 +1057,7 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
     let ca = est_server(
         t,
         &factory,
-        &["--est-approval", "manual", "--est-retry-after", "7"],
+        &["--est-approval", "manual", "--est-retry-after", "1"],
     );
     let ep = "/.well-known/est/simpleenroll";
     let (fcert, fkey) = factory.device("SN0700");
@@ -1065,7 +1065,7 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
     let args = enroll_args(&b64, Some((&fcert, &fkey)));
     let a = curl(&ca, t, ep, &args);
     let v = a.refused(202, "pending");
-    assert_eq!(a.header("retry-after").as_deref(), Some("7"));
+    assert_eq!(a.header("retry-after").as_deref(), Some("1"));
     assert!(
         v["detail"].as_str().unwrap().contains("waits for approval"),
         "{v}"
@@ -1126,4 +1126,51 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
     let o = mutual(&["cert", "approve", "0000000000000000", "--dir", s(ca.d())]);
     assert_eq!(o.code, 1, "{}", o.text());
     assert!(o.stderr.contains("no EST request"), "{}", o.text());
+
+    // The binary's client polls with the same CSR until the operator approves.
+    let (fcert3, fkey3) = factory.device("SN0702");
+    let dir = t.join("dev702");
+    let root = ca.root();
+    let mut child = mutual_test::ChildGuard(
+        mutual_cmd(
+            None,
+            &[
+                "enroll",
+                "--est",
+                &ca.url(),
+                "--bootstrap-cert",
+                s(&fcert3),
+                "--bootstrap-key",
+                s(&fkey3),
+                "--est-ca",
+                s(&root),
+                "--est-wait",
+                "5m",
+                "--out",
+                s(&dir),
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let id3 = eventually(Duration::from_secs(60), || {
+        let o = mutual(&["cert", "pending", "--dir", s(ca.d())]);
+        o.stdout
+            .lines()
+            .find(|l| l.contains("SN0702"))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_string)
+    })
+    .expect("the client's request never arrived");
+    mutual(&["cert", "approve", &id3, "--dir", s(ca.d())]).ok();
+    let st = eventually(Duration::from_secs(120), || child.0.try_wait().unwrap())
+        .expect("enroll --est-wait did not finish after the approval");
+    assert!(st.success(), "{st}");
+    let san = x509(&dir.join("cert.pem"), &["-ext", "subjectAltName"]);
+    assert!(
+        san.contains("spiffe://fleet.example/device/SN0702"),
+        "{san}"
+    );
 }
