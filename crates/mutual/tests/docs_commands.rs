@@ -44,6 +44,12 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "docs/est.md",
+        "mutual cert pending --dir /srv/ca              # ID, status, when, who (est:bootstrap:SN0001), names",
+        "request ids of a CA at /srv/ca that devices made over EST; tests/est.rs holds requests with \
+         `--est-approval manual` and runs cert pending, approve and reject",
+    ),
+    (
+        "docs/est.md",
         "EST=https://ca.fleet.example:9443/.well-known/est",
         "a device recipe against the CA server at ca.fleet.example; tests/est.rs runs these curl + openssl steps against `ca serve --est` on 127.0.0.1 with a free port",
     ),
