@@ -684,6 +684,27 @@ fn renewal_grace_after_expiry() {
         ),
         b_serial
     );
+    // `mutual renew` (the native client) too: it sends the expired certificate, the CA renews.
+    let o = mutual(&[
+        "renew",
+        "--ca-url",
+        &lenient.url(),
+        "--cert",
+        s(&cert("a")),
+        "--key",
+        s(&key("a")),
+        "--ca",
+        s(&lenient.root()),
+    ])
+    .ok();
+    assert!(o.stdout.contains("renewed"), "{}", o.text());
+    assert_eq!(
+        by_serial(
+            row(&lenient.inventory(), &serial_of(&cert("a"))),
+            "renew-grace:"
+        ),
+        a_serial
+    );
     // Never after revocation, grace or not.
     let c_serial = serial_of(&cert("c"));
     mutual(&["cert", "revoke", &c_serial, "--dir", s(&dir)]).ok();
