@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use mutual_pki::ca::{Ca, Csr, CurrentCrl, IssueOptions, IssueRequest, Issued, KeySource};
-use mutual_pki::{PkiError, RevocationReason, RevokeOutcome, San, Status, StoreError, Usage};
+use mutual_pki::{PkiError, RevocationReason, RevokeOutcome, San, StoreError, Usage};
 use mutual_policy::{Identity, Rule};
 use mutual_store::Inventory;
 use mutual_tls::VerifiedPeer;
@@ -55,6 +55,10 @@ pub struct State {
     pub acme: Option<Arc<mutual_acme::Acme>>,
     /// The OCSP responder (`ca serve --ocsp`), mounted at `/ocsp` (crate::ocsp).
     pub ocsp: Option<Arc<crate::ocsp::Ocsp>>,
+    /// `--renew-grace`: how long after expiry a certificate may still renew (zero: not at all).
+    pub renew_grace: Duration,
+    /// The EST front door (`ca serve --est`), mounted at `/.well-known/est/`.
+    pub est: Option<Arc<mutual_est::Est>>,
 }
 
 impl State {
@@ -79,6 +83,8 @@ impl State {
             crl_lock: tokio::sync::Mutex::new(()),
             acme: None,
             ocsp: None,
+            renew_grace: Duration::ZERO,
+            est: None,
         }
     }
 
@@ -94,6 +100,17 @@ impl State {
             a.on_issue(Box::new(self.metrics.issued_by("acme")));
         }
         self.acme = acme;
+        self
+    }
+
+    /// Mounts the EST server at `/.well-known/est/` and sets the renewal grace (one rule for
+    /// `/v1/renew` and EST's simplereenroll).
+    pub fn with_est(mut self, est: Option<Arc<mutual_est::Est>>, renew_grace: Duration) -> State {
+        if let Some(e) = &est {
+            e.on_issue(Box::new(self.metrics.issued_by("est")));
+        }
+        self.est = est;
+        self.renew_grace = renew_grace;
         self
     }
 
@@ -258,6 +275,9 @@ pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp 
     let who = identity
         .map(Identity::principal)
         .unwrap_or_else(|| "-".into());
+    if let (Some(est), true) = (&state.est, path.starts_with(mutual_est::wire::PREFIX)) {
+        return est_request(state, est, peer, req, started).await;
+    }
     if let (Some(acme), true) = (&state.acme, path.starts_with("/acme/")) {
         // ACME authenticates with JWS, not the TLS client certificate; it logs its refusals.
         let resp = acme.handle(&state.ca, req).await;
@@ -403,6 +423,81 @@ impl mutual_console::Authority for State {
     }
 }
 
+/// The EST front door: rate limited like the native API, authenticated by EST itself (a
+/// factory certificate, a token as HTTP Basic password, or the current certificate), logged in
+/// the same line format.
+async fn est_request(
+    state: &State,
+    est: &mutual_est::Est,
+    peer: &Peer,
+    req: Request<Incoming>,
+    started: Instant,
+) -> Resp {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let who = peer
+        .verified
+        .as_ref()
+        .map(|v| v.id.principal())
+        .unwrap_or_else(|| "-".into());
+    let out = if let Err(wait) = state.limiter.check(peer.addr.ip(), Instant::now()) {
+        let mut p = Problem::new(
+            "rate_limited",
+            format!("too many requests from {}", peer.addr.ip()),
+        );
+        p.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        let detail = p.detail.clone();
+        mutual_est::Outcome {
+            resp: p.into_response(),
+            reason: "rate_limited",
+            serial: None,
+            detail: Some(detail),
+            issuance: false,
+        }
+    } else {
+        let chain: &[CertificateDer<'static>] =
+            peer.verified.as_ref().map(|v| &v.chain[..]).unwrap_or(&[]);
+        let client = mutual_est::Client { chain };
+        est.handle(&state.ca, client, &EstTokens(&state.provisioner), req)
+            .await
+    };
+    state
+        .metrics
+        .request("/.well-known/est", started.elapsed().as_secs_f64());
+    if out.reason.starts_with("token_") {
+        state.metrics.token_failure(out.reason);
+    }
+    tracing::info!(
+        peer_addr = %peer.addr,
+        identity = %who,
+        method = %method,
+        path = %path,
+        status = out.resp.status().as_u16(),
+        reason = out.reason,
+        serial = out.serial.as_deref().unwrap_or("-"),
+        detail = out.detail.as_deref().unwrap_or("-"),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "est request"
+    );
+    out.resp
+}
+
+/// EST's view of the provisioner: verifies a token (never spends it: issuance does).
+struct EstTokens<'a>(&'a Provisioner);
+
+impl mutual_est::TokenCheck for EstTokens<'_> {
+    fn check(&self, token: &str, now: i64) -> Result<mutual_est::TokenGrant, mutual_est::EstError> {
+        let refuse = |e: crate::TokenError| mutual_est::EstError::new(e.reason(), e.to_string());
+        let claims = self.0.verify(token, now).map_err(refuse)?;
+        Ok(mutual_est::TokenGrant {
+            sans: claims.parsed_sans().map_err(refuse)?,
+            usage: claims.parsed_usage().map_err(refuse)?,
+            ttl: Duration::from_secs(claims.ttl),
+            jti: claims.jti,
+        })
+    }
+}
+
 /// The endpoint label of a path: one of the API's, or `other` (so that a scan of random paths
 /// cannot grow the metrics without bound).
 fn endpoint(path: &str) -> &'static str {
@@ -470,7 +565,7 @@ async fn route(
         },
         ("/v1/renew", &Method::POST) => {
             // Authenticate before reading the body: an anonymous peer gets no work done.
-            match authenticated(state, peer, identity).await {
+            match authenticated(state, peer, identity, state.renew_grace).await {
                 Err(p) => p.into(),
                 Ok(me) => match read_json::<RenewBody>(req).await {
                     Ok(b) => renew(state, &me, b).await,
@@ -478,13 +573,15 @@ async fn route(
                 },
             }
         }
-        ("/v1/revoke", &Method::POST) => match authenticated(state, peer, identity).await {
-            Err(p) => p.into(),
-            Ok(me) => match read_json::<RevokeBody>(req).await {
-                Ok(b) => revoke(state, &me, b).await,
+        ("/v1/revoke", &Method::POST) => {
+            match authenticated(state, peer, identity, Duration::ZERO).await {
                 Err(p) => p.into(),
-            },
-        },
+                Ok(me) => match read_json::<RevokeBody>(req).await {
+                    Ok(b) => revoke(state, &me, b).await,
+                    Err(p) => p.into(),
+                },
+            }
+        }
         ("/v1/roots" | "/v1/crl" | "/v1/sign" | "/v1/renew" | "/v1/revoke", _) => {
             method_not_allowed()
         }
@@ -768,12 +865,14 @@ struct Me {
     identity: Identity,
     leaf: CertificateDer<'static>,
     record: mutual_store::CertRecord,
+    renewal: mutual_pki::ca::Renewal,
 }
 
 async fn authenticated(
     state: &State,
     peer: &Peer,
     identity: Option<&Identity>,
+    grace: Duration,
 ) -> Result<Me, Problem> {
     let (Some(leaf), Some(identity)) = (
         peer.verified.as_ref().and_then(|v| v.chain.first()),
@@ -804,26 +903,15 @@ async fn authenticated(
             "the certificate does not match this CA's record of its serial",
         ));
     }
-    if record.status == Status::Revoked {
-        return Err(Problem::new(
-            "revoked",
-            format!("certificate {} is revoked", record.serial),
-        ));
-    }
-    if record.status == Status::Expired || identity.not_after <= now {
-        return Err(Problem::new(
-            "expired",
-            format!(
-                "certificate {} expired at {}; enroll again with a token",
-                record.serial,
-                rfc3339(identity.not_after)
-            ),
-        ));
-    }
+    // Revoked never, expired only within `grace` (renewal's `--renew-grace`; zero elsewhere):
+    // the one rule in mutual-pki that EST's simplereenroll applies too.
+    let renewal = mutual_pki::ca::renewable(&record, identity.not_after, now, grace)
+        .map_err(|e| Problem::new(e.reason(), e.to_string()))?;
     Ok(Me {
         identity: identity.clone(),
         leaf: leaf.clone(),
         record,
+        renewal,
     })
 }
 
@@ -853,7 +941,13 @@ async fn renew(state: &State, me: &Me, b: RenewBody) -> Outcome {
         sans,
         usage,
         ttl: Duration::from_secs(u64::try_from(ttl).unwrap_or(1)),
-        requested_by: Some(format!("renew:{}", r.serial)),
+        requested_by: Some(match me.renewal {
+            mutual_pki::ca::Renewal::Valid => format!("renew:{}", r.serial),
+            mutual_pki::ca::Renewal::InGrace { ago } => {
+                tracing::info!(serial = %r.serial, expired_s_ago = ago, "renewing an expired certificate within --renew-grace");
+                format!("renew-grace:{}", r.serial)
+            }
+        }),
         ..Default::default()
     };
     let key = match &b.csr {

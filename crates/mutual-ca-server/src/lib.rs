@@ -89,6 +89,11 @@ pub struct ServeOptions {
     /// `--ui-listen`: also serve the console (only) over plain HTTP on this loopback address,
     /// without client certificates (crates/mutual-console, docs/console.md).
     pub ui_listen: Option<SocketAddr>,
+    /// `--est`: serve EST (RFC 7030) at `/.well-known/est/` (crates/mutual-est).
+    pub est: Option<mutual_est::EstConfig>,
+    /// `--renew-grace`: how long after expiry a certificate may still renew (`/v1/renew`, EST
+    /// simplereenroll); zero (the default): not at all.
+    pub renew_grace: Duration,
 }
 
 impl ServeOptions {
@@ -110,6 +115,8 @@ impl ServeOptions {
             acme: None,
             ocsp: None,
             ui_listen: None,
+            est: None,
+            renew_grace: Duration::ZERO,
         }
     }
 }
@@ -158,7 +165,14 @@ impl Server {
         let cert =
             own_cert::issue_server_cert(&ca, &opts.sans, opts.server_cert_ttl, &provider).await?;
         let resolver = Arc::new(tls::RotatingCert::new(cert.key));
-        let verifier = Arc::new(tls::client_verifier(ca.root_pem())?);
+        let est = match opts.est.clone() {
+            Some(c) => Some(mutual_est::Est::new(c).map_err(ServerError::Tls)?),
+            None => None,
+        };
+        // EST's manufacturer roots are accepted at the TLS layer too; only EST's simpleenroll
+        // honours them (the native API looks a client up in the inventory).
+        let bootstrap = est.as_ref().map(|e| e.bootstrap_roots()).unwrap_or(&[]);
+        let verifier = Arc::new(tls::client_verifier(ca.root_pem(), bootstrap)?);
         let cfg = tls::server_config(resolver.clone(), verifier, provider.clone(), opts.tls12)?;
         let listener =
             TcpListener::bind(opts.listen)
@@ -201,7 +215,8 @@ impl Server {
                 opts.crl_next_update,
             )
             .with_acme(acme)
-            .with_ocsp(ocsp),
+            .with_ocsp(ocsp)
+            .with_est(est, opts.renew_grace),
         );
         state.metrics.issued("server", "ok");
         state

@@ -45,14 +45,19 @@ impl ResolvesServerCert for RotatingCert {
 /// through for the request layer to refuse by name (see [`MutualClientVerifier::key_holder`]).
 pub type ClientVerifier = MutualClientVerifier;
 
-/// The [`ClientVerifier`] for the CA whose root certificate is `root_pem`.
-pub fn client_verifier(root_pem: &str) -> Result<ClientVerifier, ServerError> {
-    let roots = CertificateDer::pem_slice_iter(root_pem.as_bytes())
+/// The [`ClientVerifier`] for the CA whose root certificate is `root_pem`, also accepting
+/// certificates from `bootstrap` (EST's manufacturer roots, for enrollment only).
+pub fn client_verifier(
+    root_pem: &str,
+    bootstrap: &[CertificateDer<'static>],
+) -> Result<ClientVerifier, ServerError> {
+    let mut roots = CertificateDer::pem_slice_iter(root_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ServerError::Tls(format!("root certificate: {e}")))?;
     if roots.is_empty() {
         return Err(ServerError::Tls("no root certificate".into()));
     }
+    roots.extend_from_slice(bootstrap);
     MutualClientVerifier::key_holder(roots)
         .map_err(|e| ServerError::Tls(format!("root certificate: {e}")))
 }

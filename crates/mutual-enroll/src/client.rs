@@ -127,6 +127,30 @@ pub async fn request(
     path: &str,
     json: Option<Vec<u8>>,
 ) -> Result<Response, EnrollError> {
+    let body = json.map(|j| Body {
+        content_type: "application/json",
+        data: j,
+    });
+    request_with(url, tls, method, path, body, "application/json", None).await
+}
+
+/// A request body and its content type (EST sends `application/pkcs10`).
+pub struct Body {
+    pub content_type: &'static str,
+    pub data: Vec<u8>,
+}
+
+/// [`request`] with any body type, `Accept` value and an `Authorization` header (EST's HTTP
+/// Basic token; never logged).
+pub async fn request_with(
+    url: &CaUrl,
+    tls: Arc<ClientConfig>,
+    method: Method,
+    path: &str,
+    body: Option<Body>,
+    accept: &str,
+    authorization: Option<String>,
+) -> Result<Response, EnrollError> {
     let exchange = async {
         let unreachable = |detail: String| EnrollError::Unreachable {
             url: url.url.clone(),
@@ -165,12 +189,17 @@ pub async fn request(
                 hyper::header::USER_AGENT,
                 concat!("mutual/", env!("CARGO_PKG_VERSION")),
             )
-            .header(hyper::header::ACCEPT, "application/json");
-        if json.is_some() {
-            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+            .header(hyper::header::ACCEPT, accept);
+        if let Some(b) = &body {
+            req = req.header(hyper::header::CONTENT_TYPE, b.content_type);
+        }
+        if let Some(a) = &authorization {
+            req = req.header(hyper::header::AUTHORIZATION, a.as_str());
         }
         let req = req
-            .body(Full::new(Bytes::from(json.unwrap_or_default())))
+            .body(Full::new(Bytes::from(
+                body.map(|b| b.data).unwrap_or_default(),
+            )))
             .map_err(|e| unreachable(format!("cannot build the request: {e}")))?;
         let resp = sender
             .send_request(req)

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod endpoints;
 pub mod enroll;
+pub mod est;
 pub mod files;
 pub mod fingerprint;
 pub mod renew;

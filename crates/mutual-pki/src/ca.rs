@@ -31,6 +31,7 @@ mod init;
 mod issue;
 pub mod ocsp;
 mod profile;
+mod renew;
 mod store_cfg;
 
 pub use crl::CurrentCrl;
@@ -38,6 +39,7 @@ pub use csr::{csr_sans, Csr};
 pub use init::InitOptions;
 pub use issue::{recover_interrupted, IssueRequest, Issued, KeySource, OutputFiles, Recovery};
 pub use profile::IssueOptions;
+pub use renew::{check_renew_grace, renewable, RenewRefusal, Renewal, MAX_RENEW_GRACE};
 pub use store_cfg::{
     open_url, read_config, record_store, store_password, store_url, STORE_PASSWORD_ENV,
 };

@@ -27,6 +27,7 @@ use serde::Serialize;
 mod acme;
 mod backend;
 mod copy;
+mod est;
 mod location;
 #[doc(hidden)]
 pub mod testing;
@@ -35,6 +36,7 @@ pub use acme::{AcmeAccount, AcmeKind, AcmeObject, AcmeStore};
 pub use backend::PG_SANS_FROM_CERTIFICATES;
 pub use backend::{PgStore, SqliteStore};
 pub use copy::{copy_sqlite_to_postgres, CopyReport, TableCounts};
+pub use est::{EstRequest, EstStore};
 pub use location::{StoreUrl, StoreUrlError};
 
 /// Everything that can go wrong with the inventory.

@@ -18,8 +18,9 @@ Endpoints (HTTPS, JSON; docs/ca-server.md): GET /health, GET /v1/roots, GET /v1/
 POST /v1/sign (one-time token from `mutual token create` + CSR), POST /v1/renew (mTLS with the
 current certificate), POST /v1/revoke (mTLS, admin or the certificate itself), GET /metrics
 (Prometheus). With --acme: ACME at /acme/directory (docs/acme.md). With --ocsp: OCSP at
-/ocsp (GET /ocsp/BASE64, POST application/ocsp-request; docs/ocsp.md). The web console at /ui/
-(an --admin client certificate, or --ui-listen on loopback; docs/console.md).
+/ocsp (GET /ocsp/BASE64, POST application/ocsp-request; docs/ocsp.md). With --est: EST (RFC 7030)
+at /.well-known/est/ (docs/est.md). The web console at /ui/ (an --admin client certificate, or
+--ui-listen on loopback; docs/console.md).
 
 SIGTERM or SIGINT: stop accepting, finish in-flight requests (up to --drain-timeout), exit 0.")]
 pub struct ServeArgs {
@@ -85,6 +86,42 @@ pub struct ServeArgs {
     /// (docs/console.md). On the main listener the console at /ui/ needs an --admin certificate.
     #[arg(long, value_name = "127.0.0.1:PORT", value_parser = parse_ui_listen)]
     pub ui_listen: Option<SocketAddr>,
+    /// Serve EST (RFC 7030, docs/est.md) at https://HOST:PORT/.well-known/est/: cacerts,
+    /// csrattrs, simpleenroll (factory certificate or one-time token as HTTP Basic password),
+    /// simplereenroll (the current certificate over mTLS).
+    #[arg(long)]
+    pub est: bool,
+    /// Manufacturer CA (PEM, repeatable) whose certificates may enroll over EST, mapped to a name
+    /// by --est-identity. Trusted for EST enrollment only: such a certificate opens no other
+    /// endpoint.
+    #[arg(long = "est-bootstrap-ca", value_name = "PEM", requires = "est")]
+    pub est_bootstrap_ca: Vec<std::path::PathBuf>,
+    /// The name a factory certificate enrolls for: a SPIFFE ID or a SAN (`dns:...`) with
+    /// {serial} (the certificate's subject serialNumber) or {cn}, e.g.
+    /// 'spiffe://fleet.example/device/{serial}'.
+    #[arg(long, value_name = "TEMPLATE", requires = "est", value_parser = parse_identity)]
+    pub est_identity: Option<mutual_est::IdentityTemplate>,
+    /// An EST label (/.well-known/est/LABEL/...) with its own --est-identity template
+    /// (repeatable): LABEL=TEMPLATE.
+    #[arg(long = "est-label", value_name = "LABEL=TEMPLATE", requires = "est", value_parser = parse_label)]
+    pub est_label: Vec<(String, mutual_est::IdentityTemplate)>,
+    /// Lifetime of certificates issued over EST (factory certificate or re-enrollment; a token
+    /// carries its own).
+    #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    pub est_ttl: Duration,
+    /// EST approval: auto (issue at once) or manual (hold each request in the inventory for
+    /// `mutual cert approve|reject ID`; the device gets 202 + Retry-After and polls with the same
+    /// CSR).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "manual"], requires = "est")]
+    pub est_approval: String,
+    /// Retry-After (seconds) of a 202 answer while a request waits for approval.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub est_retry_after: u64,
+    /// How long after it expired a certificate may still renew (/v1/renew and EST
+    /// simplereenroll), for devices that were offline; never a revoked one. Off by default,
+    /// at most 30d; each such renewal is logged and recorded (requested_by `...-grace:SERIAL`).
+    #[arg(long, default_value = "0s", value_parser = parse_grace, value_name = "DURATION")]
+    pub renew_grace: Duration,
     /// Log format on stderr: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -104,6 +141,67 @@ fn parse_ui_listen(s: &str) -> Result<SocketAddr, String> {
 
 fn parse_san(s: &str) -> Result<San, String> {
     s.parse().map_err(|e: mutual_pki::PkiError| e.to_string())
+}
+
+fn parse_identity(s: &str) -> Result<mutual_est::IdentityTemplate, String> {
+    mutual_est::IdentityTemplate::parse(s)
+}
+
+fn parse_label(s: &str) -> Result<(String, mutual_est::IdentityTemplate), String> {
+    let (label, t) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected LABEL=TEMPLATE"))?;
+    if mutual_est::wire::parse_path(&format!("{}{label}/cacerts", mutual_est::wire::PREFIX))
+        .is_none_or(|(l, _)| l.is_none())
+    {
+        return Err(format!(
+            "{label:?} is not a valid EST label (letters, digits, - _ .)"
+        ));
+    }
+    Ok((label.to_string(), mutual_est::IdentityTemplate::parse(t)?))
+}
+
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" || s.trim() == "0s" || s.trim() == "off" {
+        return Ok(Duration::ZERO);
+    }
+    let d = parse_duration(s)?;
+    mutual_pki::ca::check_renew_grace(d)
+}
+
+/// The EST configuration from the flags; a bootstrap CA without an identity rule is a usage
+/// error (a factory certificate must map to exactly one name).
+fn est_config(a: &ServeArgs) -> anyhow::Result<Option<mutual_est::EstConfig>> {
+    if !a.est {
+        return Ok(None);
+    }
+    let mut roots = Vec::new();
+    for p in &a.est_bootstrap_ca {
+        let certs = mutual_tls::load::load_certs(p)?;
+        roots.extend(certs);
+    }
+    if !roots.is_empty() && a.est_identity.is_none() && a.est_label.is_empty() {
+        anyhow::bail!(
+            "--est-bootstrap-ca needs --est-identity TEMPLATE (or --est-label LABEL=TEMPLATE): \
+             the name a factory certificate may enroll for"
+        );
+    }
+    let profile = |identity: Option<mutual_est::IdentityTemplate>| mutual_est::EstProfile {
+        identity,
+        ttl: a.est_ttl,
+        usage: mutual_pki::Usage::Client,
+    };
+    Ok(Some(mutual_est::EstConfig {
+        bootstrap_roots: roots,
+        default: profile(a.est_identity.clone()),
+        labels: a
+            .est_label
+            .iter()
+            .map(|(l, t)| (l.clone(), profile(Some(t.clone()))))
+            .collect(),
+        renew_grace: a.renew_grace,
+        manual_approval: (a.est_approval == "manual").then_some(a.est_retry_after.max(1)),
+    }))
 }
 
 fn parse_rate(s: &str) -> Result<RateSpec, String> {
@@ -129,6 +227,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&a.log_format);
     let dir = a.dir.resolve()?;
     let acme = crate::cmd_acme::serve_config(&a.acme, &dir)?;
+    let est = est_config(&a)?;
     let password = a.password.get(false)?;
     let rt = server_runtime(Some(2))?;
     rt.block_on(async move {
@@ -159,6 +258,8 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             });
         }
         opts.ui_listen = a.ui_listen;
+        opts.est = est;
+        opts.renew_grace = a.renew_grace;
         let signals = mutual_proxy::shutdown::TerminationSignals::install().ok();
         let server = Server::bind(ca, provisioner, opts).await?;
         let addr = server

@@ -37,6 +37,12 @@ pub enum CertCommand {
     /// Report RFC 5280 / CA/B Forum profile violations in certificates, chains and CRLs
     /// (exit 0 clean or warnings only, 1 any error, 2 unreadable input).
     Lint(crate::cmd_lint::LintArgs),
+    /// EST requests waiting for manual approval (`ca serve --est-approval manual`, docs/est.md).
+    Pending(crate::cmd_est::PendingArgs),
+    /// Approve a pending EST request: the device gets its certificate at its next poll.
+    Approve(crate::cmd_est::DecideArgs),
+    /// Reject a pending EST request: the device's next poll is refused (403 rejected).
+    Reject(crate::cmd_est::DecideArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -218,6 +224,9 @@ pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         CertCommand::Verify(a) => crate::cmd_verify::run(*a),
         CertCommand::Lint(a) => crate::cmd_lint::run(a),
+        CertCommand::Pending(a) => crate::cmd_est::pending(a),
+        CertCommand::Approve(a) => crate::cmd_est::decide(a, true),
+        CertCommand::Reject(a) => crate::cmd_est::decide(a, false),
         CertCommand::Issue(a) => issue(*a),
         CertCommand::List(a) => list(a),
         CertCommand::Revoke(a) => revoke(a),

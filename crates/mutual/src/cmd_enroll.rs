@@ -50,7 +50,7 @@ See docs/enrollment.md.";
 pub struct EnrollCmdArgs {
     /// The online CA, https://HOST[:PORT]. Several replicas: repeat the flag or separate the
     /// URLs with commas; one that cannot be reached (or answers 5xx) is skipped for the next.
-    #[arg(long, value_name = "URL", required = true)]
+    #[arg(long, value_name = "URL", required_unless_present = "est")]
     pub ca_url: Vec<String>,
 
     /// One-time enrollment token from `mutual token create` (or $MUTUAL_TOKEN).
@@ -58,13 +58,17 @@ pub struct EnrollCmdArgs {
         long,
         value_name = "TOKEN",
         env = "MUTUAL_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        required_unless_present_any = ["est"]
     )]
-    pub token: String,
+    pub token: Option<String>,
 
     /// SHA-256 fingerprint of the CA root (hex; colons optional, any case).
-    #[arg(long, value_name = "FINGERPRINT")]
-    pub root_sha256: String,
+    #[arg(long, value_name = "FINGERPRINT", required_unless_present_any = ["est"])]
+    pub root_sha256: Option<String>,
+
+    #[command(flatten)]
+    pub est: crate::cmd_est::EstEnrollFlags,
 
     /// Directory for key.pem, cert.pem and root.pem (created 0700 if missing).
     #[arg(long, value_name = "DIR")]
@@ -85,8 +89,11 @@ pub struct EnrollCmdArgs {
 pub struct RenewArgs {
     /// The online CA, https://HOST[:PORT]. Several replicas: repeat the flag or separate the
     /// URLs with commas; one that cannot be reached (or answers 5xx) is skipped for the next.
-    #[arg(long, value_name = "URL", required = true)]
+    #[arg(long, value_name = "URL", required_unless_present = "est")]
     pub ca_url: Vec<String>,
+
+    #[command(flatten)]
+    pub est: crate::cmd_est::EstRenewFlags,
 
     /// The current certificate chain (replaced by the new one).
     #[arg(long, value_name = "FILE")]
@@ -163,13 +170,25 @@ fn failed(e: EnrollError) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
+    if let Some(est) = &args.est.est {
+        return crate::cmd_est::run_enroll(
+            est,
+            &args.est,
+            args.token.as_deref(),
+            args.root_sha256.as_deref(),
+            args.out.clone(),
+            &args.key_type,
+            args.force,
+        );
+    }
     let url = CaUrls::parse(&args.ca_url)?;
-    let pin: Fingerprint = args.root_sha256.parse()?;
+    let pin: Fingerprint = args.root_sha256.as_deref().unwrap_or_default().parse()?;
     let kt = key_type(&args.key_type)?;
-    if args.token.trim().is_empty() {
+    let token = args.token.as_deref().unwrap_or_default();
+    if token.trim().is_empty() {
         anyhow::bail!("--token is empty");
     }
-    let opts = EnrollOptions::into_dir(url, args.token.trim().to_string(), pin, kt, &args.out);
+    let opts = EnrollOptions::into_dir(url, token.trim().to_string(), pin, kt, &args.out);
     if !args.force {
         for p in [Some(&opts.key), Some(&opts.cert), opts.root_out.as_ref()]
             .into_iter()
@@ -232,6 +251,18 @@ fn renew_options(args: &RenewArgs) -> anyhow::Result<RenewOptions> {
 }
 
 pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
+    if let Some(est) = &args.est.est {
+        return crate::cmd_est::run_renew(
+            est,
+            &args.est,
+            args.cert.clone(),
+            args.key.clone(),
+            args.ca.clone(),
+            args.daemon,
+            &args.key_type,
+            &args.log_format,
+        );
+    }
     let opts = renew_options(&args)?;
     // Fail on unreadable or mismatched files before anything else (exit 2).
     mutual_enroll::files::load_current(&opts.cert, &opts.key)?;

@@ -12,6 +12,7 @@ mod cmd_cert;
 mod cmd_demo;
 mod cmd_docs;
 mod cmd_enroll;
+mod cmd_est;
 mod cmd_lint;
 mod cmd_probe;
 mod cmd_proxy;

@@ -61,6 +61,49 @@ const SKIPPED: &[(&str, &str, &str)] = &[
          tests/console.rs enrolls with the token the browser created",
     ),
     (
+        "docs/est.md",
+        "mutual ca init --dir /srv/ca --trust-domain fleet.example",
+        "a CA dir under /srv and a server on a public port with a manufacturer CA file; tests/est.rs starts `ca serve --est --est-bootstrap-ca --est-identity` on a free port",
+    ),
+    (
+        "docs/est.md",
+        "# at the factory: the device's key and its factory certificate",
+        "needs the manufacturer's CA key (acme-manufacturing-ca.key), which the page does not make; tests/est.rs makes a manufacturer CA and factory certificates with these openssl commands",
+    ),
+    (
+        "docs/est.md",
+        "mutual enroll --est https://ca.fleet.example:9443 \\",
+        "a device enrolling from the CA server at ca.fleet.example with a factory certificate; \
+         tests/est.rs runs `mutual enroll --est` and `mutual renew --est [--daemon]` against \
+         `ca serve --est` on 127.0.0.1 with a free port",
+    ),
+    (
+        "docs/est.md",
+        "mutual cert pending --dir /srv/ca              # ID, status, when, who (est:bootstrap:SN0001), names",
+        "request ids of a CA at /srv/ca that devices made over EST; tests/est.rs holds requests with \
+         `--est-approval manual` and runs cert pending, approve and reject",
+    ),
+    (
+        "docs/est.md",
+        "EST=https://ca.fleet.example:9443/.well-known/est",
+        "a device recipe against the CA server at ca.fleet.example; tests/est.rs runs these curl + openssl steps against `ca serve --est` on 127.0.0.1 with a free port",
+    ),
+    (
+        "docs/est.md",
+        "curl -sf --cacert root.pem -u \"device:$TOKEN\" \\",
+        "a device recipe against the CA server at ca.fleet.example; tests/est.rs runs these curl + openssl steps against `ca serve --est` on 127.0.0.1 with a free port",
+    ),
+    (
+        "docs/est.md",
+        "# on the device: a new key, authenticated by the current certificate",
+        "a device recipe against the CA server at ca.fleet.example; tests/est.rs runs these curl + openssl steps against `ca serve --est` on 127.0.0.1 with a free port",
+    ),
+    (
+        "docs/est.md",
+        "mutual cert list --dir /srv/ca --san uri:spiffe://fleet.example/device/SN0001",
+        "the CA dir of step 1 and a SERIAL placeholder; tests/est.rs revokes an enrolled device and checks that it cannot re-enroll",
+    ),
+    (
         "docs/acme.md",
         "mutual ca serve --dir /etc/mutual/ca --listen 0.0.0.0:9443 \\",
         "a server on a public port with a CA dir made by `ca init`; tests/acme.rs starts `ca serve \

@@ -1,0 +1,275 @@
+//! EST requests held for manual approval (crates/mutual-est, `mutual cert pending|approve|reject`),
+//! for both backends, like the ACME state beside it: every state a replica needs is in the
+//! store, and a decision is one conditional `UPDATE` so two operators (or replicas) cannot both
+//! decide one request.
+use std::future::Future;
+
+use sqlx::Row;
+
+use crate::{PgStore, SqliteStore, Store, StoreError};
+
+fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| StoreError::Db { op, source }
+}
+
+/// One held request.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct EstRequest {
+    pub id: String,
+    pub label: String,
+    pub requested_by: String,
+    /// JSON array of SANs (CLI form).
+    pub names: String,
+    /// `pending`, `approved`, `rejected` or `issued`.
+    pub status: String,
+    pub serial: Option<String>,
+    #[serde(skip)]
+    pub certificate: Option<String>,
+    pub created_at: i64,
+    pub decided_at: Option<i64>,
+    pub decided_by: Option<String>,
+}
+
+/// The store operations manual approval needs.
+pub trait EstStore {
+    /// Records a pending request unless one with this id exists; returns the stored one.
+    fn est_request_put(
+        &self,
+        r: &EstRequest,
+    ) -> impl Future<Output = Result<EstRequest, StoreError>> + Send;
+    fn est_request_get(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<EstRequest>, StoreError>> + Send;
+    /// Requests with this status (all when `None`), oldest first.
+    fn est_request_list(
+        &self,
+        status: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<EstRequest>, StoreError>> + Send;
+    /// Moves a request from `from` to `to` (approve, reject; `issued` with serial and
+    /// certificate); false when it was not in `from` (decided already, or unknown).
+    #[allow(clippy::too_many_arguments)]
+    fn est_request_move(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        by: Option<&str>,
+        serial: Option<&str>,
+        certificate: Option<&str>,
+        now: i64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+const COLUMNS: &str = "id, label, requested_by, names, status, serial, certificate, created_at, \
+                       decided_at, decided_by";
+
+fn from_row<R>(row: &R) -> Result<EstRequest, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let e = || db("read EST request");
+    Ok(EstRequest {
+        id: row.try_get("id").map_err(e())?,
+        label: row.try_get("label").map_err(e())?,
+        requested_by: row.try_get("requested_by").map_err(e())?,
+        names: row.try_get("names").map_err(e())?,
+        status: row.try_get("status").map_err(e())?,
+        serial: row.try_get("serial").map_err(e())?,
+        certificate: row.try_get("certificate").map_err(e())?,
+        created_at: row.try_get("created_at").map_err(e())?,
+        decided_at: row.try_get("decided_at").map_err(e())?,
+        decided_by: row.try_get("decided_by").map_err(e())?,
+    })
+}
+
+macro_rules! impl_est {
+    ($store:ty) => {
+        impl EstStore for $store {
+            async fn est_request_put(&self, r: &EstRequest) -> Result<EstRequest, StoreError> {
+                sqlx::query(
+                    "INSERT INTO est_requests (id, label, requested_by, names, status, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&r.id)
+                .bind(&r.label)
+                .bind(&r.requested_by)
+                .bind(&r.names)
+                .bind(&r.status)
+                .bind(r.created_at)
+                .execute(&self.pool)
+                .await
+                .map_err(db("store EST request"))?;
+                match self.est_request_get(&r.id).await? {
+                    Some(stored) => Ok(stored),
+                    None => Err(StoreError::Corrupt {
+                        serial: r.id.clone(),
+                        detail: "EST request neither inserted nor found".into(),
+                    }),
+                }
+            }
+
+            async fn est_request_get(&self, id: &str) -> Result<Option<EstRequest>, StoreError> {
+                let sql = format!("SELECT {COLUMNS} FROM est_requests WHERE id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("read EST request"))?;
+                row.as_ref().map(from_row).transpose()
+            }
+
+            async fn est_request_list(
+                &self,
+                status: Option<&str>,
+            ) -> Result<Vec<EstRequest>, StoreError> {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM est_requests WHERE ($1 IS NULL OR status = $1) \
+                     ORDER BY created_at, id"
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(status)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db("list EST requests"))?;
+                rows.iter().map(from_row).collect()
+            }
+
+            async fn est_request_move(
+                &self,
+                id: &str,
+                from: &str,
+                to: &str,
+                by: Option<&str>,
+                serial: Option<&str>,
+                certificate: Option<&str>,
+                now: i64,
+            ) -> Result<bool, StoreError> {
+                let res = sqlx::query(
+                    "UPDATE est_requests SET status = $3, \
+                     decided_at = COALESCE($4, decided_at), decided_by = COALESCE($5, decided_by), \
+                     serial = COALESCE($6, serial), certificate = COALESCE($7, certificate) \
+                     WHERE id = $1 AND status = $2",
+                )
+                .bind(id)
+                .bind(from)
+                .bind(to)
+                .bind(by.map(|_| now))
+                .bind(by)
+                .bind(serial)
+                .bind(certificate)
+                .execute(&self.pool)
+                .await
+                .map_err(db("update EST request"))?;
+                Ok(res.rows_affected() == 1)
+            }
+        }
+    };
+}
+
+impl_est!(SqliteStore);
+impl_est!(PgStore);
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
+        }
+    };
+}
+
+impl EstStore for Store {
+    async fn est_request_put(&self, r: &EstRequest) -> Result<EstRequest, StoreError> {
+        dispatch!(self, s => s.est_request_put(r).await)
+    }
+    async fn est_request_get(&self, id: &str) -> Result<Option<EstRequest>, StoreError> {
+        dispatch!(self, s => s.est_request_get(id).await)
+    }
+    async fn est_request_list(&self, status: Option<&str>) -> Result<Vec<EstRequest>, StoreError> {
+        dispatch!(self, s => s.est_request_list(status).await)
+    }
+    async fn est_request_move(
+        &self,
+        id: &str,
+        from: &str,
+        to: &str,
+        by: Option<&str>,
+        serial: Option<&str>,
+        certificate: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.est_request_move(id, from, to, by, serial, certificate, now).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_is_decided_once() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open_sqlite(&d.path().join("i.db"), true)
+            .await
+            .unwrap();
+        let r = EstRequest {
+            id: "abc".into(),
+            label: String::new(),
+            requested_by: "est:bootstrap:SN1".into(),
+            names: "[\"uri:spiffe://x/y\"]".into(),
+            status: "pending".into(),
+            serial: None,
+            certificate: None,
+            created_at: 5,
+            decided_at: None,
+            decided_by: None,
+        };
+        assert_eq!(s.est_request_put(&r).await.unwrap(), r);
+        // A repeated poll finds the stored request.
+        let again = EstRequest {
+            requested_by: "other".into(),
+            ..r.clone()
+        };
+        assert_eq!(s.est_request_put(&again).await.unwrap(), r);
+        assert_eq!(s.est_request_list(Some("pending")).await.unwrap().len(), 1);
+        assert!(s
+            .est_request_move("abc", "pending", "approved", Some("alice"), None, None, 9)
+            .await
+            .unwrap());
+        assert!(!s
+            .est_request_move("abc", "pending", "rejected", Some("bob"), None, None, 10)
+            .await
+            .unwrap());
+        assert!(s
+            .est_request_move(
+                "abc",
+                "approved",
+                "issued",
+                None,
+                Some("01"),
+                Some("PEM"),
+                11
+            )
+            .await
+            .unwrap());
+        let got = s.est_request_get("abc").await.unwrap().unwrap();
+        assert_eq!(got.status, "issued");
+        assert_eq!(got.decided_by.as_deref(), Some("alice"));
+        assert_eq!(got.decided_at, Some(9));
+        assert_eq!(got.serial.as_deref(), Some("01"));
+        assert_eq!(got.certificate.as_deref(), Some("PEM"));
+        assert!(s
+            .est_request_list(Some("pending"))
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(s.est_request_list(None).await.unwrap().len(), 1);
+    }
+}

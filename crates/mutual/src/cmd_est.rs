@@ -1,0 +1,301 @@
+//! The EST (RFC 7030) device side of `mutual enroll --est` and `mutual renew --est`
+//! (docs/est.md): the flags `cmd_enroll.rs` flattens in, and their runs. The work is in
+//! mutual-enroll's `est` module; this is flags, exit codes and printing.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use mutual_enroll::est::{EstAuth, EstEnrollOptions, EstRenewOptions, EstTrust};
+use mutual_enroll::{CaUrl, EnrollError, Fingerprint};
+use mutual_pki::KeyType;
+
+use crate::runtime::{init_logging, runtime};
+
+/// `mutual enroll --est ...` flags.
+#[derive(clap::Args, Debug, Default)]
+pub struct EstEnrollFlags {
+    /// Enroll over EST (RFC 7030) from this CA, https://HOST[:PORT], instead of --ca-url:
+    /// with a factory certificate (--bootstrap-cert/--bootstrap-key) or --token as the HTTP Basic
+    /// password. Trust the CA with --root-sha256 (checked against its cacerts) or --ca.
+    #[arg(long, value_name = "URL", conflicts_with = "ca_url")]
+    pub est: Option<String>,
+    /// The factory (bootstrap) certificate the device authenticates simpleenroll with (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["est", "bootstrap_key"])]
+    pub bootstrap_cert: Option<PathBuf>,
+    /// The factory certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "bootstrap_cert")]
+    pub bootstrap_key: Option<PathBuf>,
+    /// The CA root to trust (PEM), instead of pinning it with --root-sha256.
+    #[arg(long = "est-ca", value_name = "FILE", requires = "est")]
+    pub est_ca: Option<PathBuf>,
+    /// The EST label (/.well-known/est/LABEL/...) to enroll under.
+    #[arg(long, value_name = "LABEL", requires = "est")]
+    pub est_label: Option<String>,
+    /// When the CA holds the request for manual approval (202), keep polling with the same CSR
+    /// at its Retry-After for up to this long [default: 0s, report `pending` and exit 1].
+    #[arg(long, value_name = "DURATION", requires = "est", value_parser = crate::ca_args::parse_duration)]
+    pub est_wait: Option<Duration>,
+}
+
+/// `mutual renew --est ...` flags.
+#[derive(clap::Args, Debug, Default)]
+pub struct EstRenewFlags {
+    /// Re-enroll over EST (simplereenroll, a new key every time) from this CA instead of
+    /// --ca-url. With --daemon: at two-thirds of each lifetime.
+    #[arg(long, value_name = "URL", conflicts_with = "ca_url")]
+    pub est: Option<String>,
+    /// The EST label (/.well-known/est/LABEL/...) to re-enroll under.
+    #[arg(long, value_name = "LABEL", requires = "est")]
+    pub est_label: Option<String>,
+}
+
+fn key_type(s: &str) -> anyhow::Result<KeyType> {
+    s.parse::<KeyType>().context("--key-type")
+}
+
+/// A usage error (exit 2) or the CA's refusal / an unreachable CA (exit 1, printed).
+fn failed(e: EnrollError) -> anyhow::Result<ExitCode> {
+    match e {
+        EnrollError::BadUrl { .. }
+        | EnrollError::BadFingerprint { .. }
+        | EnrollError::File { .. }
+        | EnrollError::Pki(_)
+        | EnrollError::Tls(_) => Err(e.into()),
+        other => {
+            eprintln!("error: {other}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn run_enroll(
+    url: &str,
+    flags: &EstEnrollFlags,
+    token: Option<&str>,
+    root_sha256: Option<&str>,
+    out: PathBuf,
+    key_type_s: &str,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    let url = CaUrl::parse(url)?;
+    let trust = match (&flags.est_ca, root_sha256) {
+        (Some(p), None) => EstTrust::File(p.clone()),
+        (None, Some(pin)) => EstTrust::Pin(pin.parse::<Fingerprint>()?),
+        _ => anyhow::bail!(
+            "--est needs exactly one of --root-sha256 FINGERPRINT or --est-ca ROOT.pem"
+        ),
+    };
+    let auth = match (&flags.bootstrap_cert, &flags.bootstrap_key, token) {
+        (Some(c), Some(k), None) => EstAuth::Bootstrap {
+            cert: c.clone(),
+            key: k.clone(),
+        },
+        (None, None, Some(t)) if !t.trim().is_empty() => EstAuth::Token(t.trim().to_string()),
+        _ => anyhow::bail!(
+            "--est needs either --bootstrap-cert and --bootstrap-key (a factory certificate) or --token"
+        ),
+    };
+    if !force {
+        for p in mutual_enroll::est::out_files(&out) {
+            if p.exists() {
+                anyhow::bail!(
+                    "{} already exists; pass --force to replace it (nothing was sent to the CA)",
+                    p.display()
+                );
+            }
+        }
+    }
+    let o = EstEnrollOptions {
+        url,
+        label: flags.est_label.clone(),
+        trust,
+        auth,
+        key_type: key_type(key_type_s)?,
+        out: out.clone(),
+        wait: flags.est_wait.unwrap_or(Duration::ZERO),
+    };
+    match runtime()?.block_on(mutual_enroll::est::est_enroll(&o)) {
+        Ok(e) => {
+            println!(
+                "enrolled over EST: serial {}, valid until {}, names [{}]",
+                e.cert.serial,
+                mutual_tls::verify::rfc3339(e.cert.not_after),
+                e.cert.sans.join(", ")
+            );
+            println!(
+                "  key   {}\n  cert  {}\n  root  {} (sha256 {})",
+                out.join("key.pem").display(),
+                out.join("cert.pem").display(),
+                out.join("root.pem").display(),
+                e.root_sha256
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => failed(e),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn run_renew(
+    url: &str,
+    flags: &EstRenewFlags,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: Option<PathBuf>,
+    daemon: bool,
+    key_type_s: &str,
+    log_format: &str,
+) -> anyhow::Result<ExitCode> {
+    let ca = ca.unwrap_or_else(|| mutual_enroll::files::parent(&cert).join("root.pem"));
+    if !ca.exists() {
+        anyhow::bail!(
+            "the CA root {} does not exist; pass --ca ROOT.pem (the root.pem `mutual enroll` wrote)",
+            ca.display()
+        );
+    }
+    let o = EstRenewOptions {
+        url: CaUrl::parse(url)?,
+        label: flags.est_label.clone(),
+        cert,
+        key,
+        ca,
+        key_type: key_type(key_type_s)?,
+    };
+    mutual_enroll::files::load_current(&o.cert, &o.key)?;
+    let rt = runtime()?;
+    if !daemon {
+        return match rt.block_on(mutual_enroll::est::est_renew(&o)) {
+            Ok(r) => {
+                println!(
+                    "re-enrolled over EST: serial {} -> {}, valid until {}, new key",
+                    r.old.serial,
+                    r.new.serial,
+                    mutual_tls::verify::rfc3339(r.new.not_after)
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => failed(e),
+        };
+    }
+    init_logging(log_format);
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot install signal handlers")?;
+        tokio::select! {
+            e = mutual_enroll::est::est_renew_daemon(&o, Duration::from_secs(30)) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::from(1))
+            }
+            _ = term.recv() => Ok(ExitCode::SUCCESS),
+            _ = tokio::signal::ctrl_c() => Ok(ExitCode::SUCCESS),
+        }
+    })
+}
+
+/// `mutual cert pending`.
+#[derive(clap::Args, Debug)]
+pub struct PendingArgs {
+    #[command(flatten)]
+    pub dir: crate::ca_args::DirArg,
+    /// All held EST requests (approved, rejected, issued too), not only the pending ones.
+    #[arg(long)]
+    pub all: bool,
+    /// JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mutual cert approve|reject`.
+#[derive(clap::Args, Debug)]
+pub struct DecideArgs {
+    /// The request id `mutual cert pending` shows.
+    pub id: String,
+    #[command(flatten)]
+    pub dir: crate::ca_args::DirArg,
+}
+
+/// Lists EST requests held for manual approval (`ca serve --est-approval manual`).
+pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
+    use mutual_store::EstStore;
+    let dir = a.dir.resolve()?;
+    let list = runtime()?.block_on(async {
+        let store = mutual_pki::ca::open_store(&dir).await?;
+        let l = store
+            .est_request_list((!a.all).then_some("pending"))
+            .await?;
+        store.close().await;
+        Ok::<_, anyhow::Error>(l)
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        println!("no EST requests {}", if a.all { "held" } else { "pending" });
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16}  {:<8}  {:<20}  {:<28}  NAMES",
+        "ID", "STATUS", "REQUESTED", "BY"
+    );
+    for r in &list {
+        let names: Vec<String> = serde_json::from_str(&r.names).unwrap_or_default();
+        println!(
+            "{:<16}  {:<8}  {:<20}  {:<28}  {}",
+            r.id,
+            r.status,
+            mutual_tls::verify::rfc3339(r.created_at),
+            r.requested_by,
+            names.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Approves (`approve`) or rejects a pending EST request; exit 1 when it is not pending.
+pub fn decide(a: DecideArgs, approve: bool) -> anyhow::Result<ExitCode> {
+    use mutual_store::EstStore;
+    let dir = a.dir.resolve()?;
+    let to = if approve { "approved" } else { "rejected" };
+    let by = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map_or_else(|| "cli".to_string(), |u| format!("cli:{u}"));
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (moved, current) = runtime()?.block_on(async {
+        let store = mutual_pki::ca::open_store(&dir).await?;
+        let moved = store
+            .est_request_move(&a.id, "pending", to, Some(&by), None, None, now)
+            .await?;
+        let current = store.est_request_get(&a.id).await?;
+        store.close().await;
+        Ok::<_, anyhow::Error>((moved, current))
+    })?;
+    match (moved, current) {
+        (true, _) => {
+            println!(
+                "{to} EST request {}{}",
+                a.id,
+                if approve {
+                    "; the device gets its certificate at its next poll"
+                } else {
+                    ""
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        (false, Some(r)) => {
+            eprintln!("error: EST request {} is {}, not pending", a.id, r.status);
+            Ok(ExitCode::from(1))
+        }
+        (false, None) => {
+            eprintln!(
+                "error: no EST request {} (see `mutual cert pending --all`)",
+                a.id
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}

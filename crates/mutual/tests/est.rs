@@ -1,0 +1,1197 @@
+//! EST (RFC 7030) at `/.well-known/est/` (`ca serve --est`, docs/est.md), driven by the
+//! independent clients a device would use: curl + `openssl base64 -d | openssl pkcs7
+//! -print_certs` for every endpoint, Python's `cryptography` PKCS#7 loader, `openssl verify`
+//! of the issued chain, and a fleet of Python devices (tests/est/fleet.py). The manufacturer
+//! CA and factory certificates are made by `openssl`, not by us. Every refusal is asserted by
+//! its exact reason label.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod pki_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use mutual_test::eventually;
+use pki_common::*;
+
+const IDENTITY: &str = "spiffe://fleet.example/device/{serial}";
+
+/// A manufacturer CA (openssl) that signs factory certificates with a subject serialNumber.
+struct Factory {
+    dir: PathBuf,
+}
+
+impl Factory {
+    fn new(dir: &Path, name: &str) -> Factory {
+        let dir = dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        openssl_ok(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            s(&dir.join("mfg.key")),
+            "-out",
+            s(&dir.join("mfg.pem")),
+            "-subj",
+            &format!("/O={name}/CN={name} Manufacturing CA"),
+            "-days",
+            "3650",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        std::fs::write(
+            dir.join("ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        Factory { dir }
+    }
+
+    fn pem(&self) -> PathBuf {
+        self.dir.join("mfg.pem")
+    }
+
+    /// A factory certificate for device `serial`: (cert, key).
+    fn device(&self, serial: &str) -> (PathBuf, PathBuf) {
+        let key = self.dir.join(format!("{serial}.key"));
+        let csr = self.dir.join(format!("{serial}.csr"));
+        let cert = self.dir.join(format!("{serial}.pem"));
+        openssl_csr(
+            &key,
+            &csr,
+            &format!("/O=Devices/serialNumber={serial}/CN=sensor"),
+            "",
+        );
+        openssl_ok(&[
+            "x509",
+            "-req",
+            "-in",
+            s(&csr),
+            "-CA",
+            s(&self.pem()),
+            "-CAkey",
+            s(&self.dir.join("mfg.key")),
+            "-CAcreateserial",
+            "-days",
+            "3650",
+            "-extfile",
+            s(&self.dir.join("ext")),
+            "-out",
+            s(&cert),
+        ]);
+        (cert, key)
+    }
+}
+
+/// One curl answer.
+struct Answer {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+    curl_code: i32,
+    stderr: String,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A refusal: status and the problem's reason label.
+    fn refused(&self, status: u16, reason: &str) -> serde_json::Value {
+        assert_eq!(self.status, status, "{}\n{}", self.headers, self.text());
+        assert!(
+            self.headers
+                .to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{}",
+            self.headers
+        );
+        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
+        assert_eq!(v["reason"], reason, "{v}");
+        v
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// `curl` against the CA (trusting its root) with `args`; the body is kept as bytes.
+fn curl<S: AsRef<std::ffi::OsStr>>(ca: &CaServe, dir: &Path, path: &str, args: &[S]) -> Answer {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let body = dir.join(format!("answer-{n}.body"));
+    let headers = dir.join(format!("answer-{n}.headers"));
+    let url = format!("{}{path}", ca.url());
+    let o = Command::new("curl")
+        .args(["-sS", "--cacert", s(&ca.root()), "-o", s(&body), "-D"])
+        .arg(&headers)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .arg(&url)
+        .output()
+        .unwrap();
+    Answer {
+        status: String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
+        headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+        body: std::fs::read(&body).unwrap_or_default(),
+        curl_code: o.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// curl arguments that POST the file `b64` as `application/pkcs10`, with a client
+/// certificate when given.
+fn enroll_args(b64: &Path, cert: Option<(&Path, &Path)>) -> Vec<String> {
+    let mut a: Vec<String> = ["-H", "Content-Type: application/pkcs10", "--data-binary"]
+        .map(String::from)
+        .to_vec();
+    a.push(format!("@{}", s(b64)));
+    if let Some((c, k)) = cert {
+        a.extend(["--cert".into(), s(c).into(), "--key".into(), s(k).into()]);
+    }
+    a
+}
+
+/// `curl` GET without further arguments.
+fn get(ca: &CaServe, dir: &Path, path: &str) -> Answer {
+    curl(ca, dir, path, &[] as &[&str])
+}
+
+/// A new P-256 key and the base64 DER of a CSR for it (the EST request body), with `sans`
+/// (openssl syntax) unless empty; returns (key, b64 file).
+fn est_csr(dir: &Path, name: &str, sans: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let der = dir.join(format!("{name}.der"));
+    let b64 = dir.join(format!("{name}.b64"));
+    openssl_csr(&key, &csr, "/CN=sensor", sans);
+    openssl_ok(&["req", "-in", s(&csr), "-outform", "DER", "-out", s(&der)]);
+    openssl_ok(&["base64", "-in", s(&der), "-out", s(&b64)]);
+    (key, b64)
+}
+
+/// The certificates of a base64 certs-only answer, as `openssl pkcs7 -print_certs` prints them
+/// (PEM), written to `out`.
+fn print_certs(dir: &Path, a: &Answer, out: &Path) -> String {
+    assert_eq!(a.status, 200, "{}\n{}", a.headers, a.text());
+    assert_eq!(
+        a.header("content-type").as_deref(),
+        Some("application/pkcs7-mime; smime-type=certs-only"),
+        "{}",
+        a.headers
+    );
+    let b64 = out.with_extension("p7.b64");
+    let der = out.with_extension("p7");
+    std::fs::write(&b64, &a.body).unwrap();
+    let _ = dir;
+    openssl_ok(&["base64", "-d", "-in", s(&b64), "-out", s(&der)]);
+    openssl_ok(&[
+        "pkcs7",
+        "-inform",
+        "DER",
+        "-in",
+        s(&der),
+        "-print_certs",
+        "-out",
+        s(out),
+    ]);
+    std::fs::read_to_string(out).unwrap()
+}
+
+/// python3 with `cryptography`: the system's, or the venv .ci/run makes for the ACME tests.
+fn python() -> PathBuf {
+    let sys = Command::new("python3")
+        .args([
+            "-c",
+            "import cryptography.hazmat.primitives.serialization.pkcs7",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if sys {
+        return PathBuf::from("python3");
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/acme-venv/bin/python");
+    if !venv.exists() {
+        let v = venv.parent().unwrap().parent().unwrap();
+        assert!(Command::new("python3")
+            .args(["-m", "venv", s(v)])
+            .status()
+            .unwrap()
+            .success());
+        assert!(Command::new(v.join("bin/pip"))
+            .args(["install", "-q", "cryptography"])
+            .status()
+            .unwrap()
+            .success());
+    }
+    venv
+}
+
+/// Subjects of the certificates in a base64 PKCS#7 body, read by Python's `cryptography`.
+fn python_pkcs7_subjects(body: &[u8]) -> Vec<String> {
+    let o = mutual_test::output_with_stdin(
+        Command::new(python()).args([
+            "-c",
+            "import sys, base64\n\
+             from cryptography.hazmat.primitives.serialization import pkcs7\n\
+             for c in pkcs7.load_der_pkcs7_certificates(base64.b64decode(sys.stdin.buffer.read())):\n\
+             \x20   print(c.subject.rfc4514_string())",
+        ]),
+        body,
+    );
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn est_server(tmp: &Path, factory: &Factory, extra: &[&str]) -> CaServe {
+    let mfg = factory.pem();
+    let mut args = vec![
+        "--est",
+        "--est-bootstrap-ca",
+        s(&mfg),
+        "--est-identity",
+        IDENTITY,
+        "--rate-limit",
+        "off",
+    ];
+    args.extend_from_slice(extra);
+    mutual(&[
+        "ca",
+        "init",
+        "--dir",
+        s(&tmp.join("ca")),
+        "--name",
+        "Fleet CA",
+    ])
+    .ok();
+    CaServe::start_new(&tmp.join("ca"), tmp.join("ca-serve.log"), &args)
+}
+
+fn row<'a>(inv: &'a [serde_json::Value], serial: &str) -> &'a serde_json::Value {
+    let serial = norm_serial(serial);
+    inv.iter()
+        .find(|r| norm_serial(r["serial"].as_str().unwrap()) == serial)
+        .unwrap_or_else(|| panic!("no inventory row for {serial}"))
+}
+
+/// The serial after `prefix` in a row's `requested_by`, normalized.
+fn by_serial(row: &serde_json::Value, prefix: &str) -> String {
+    let by = row["requested_by"].as_str().unwrap();
+    norm_serial(
+        by.strip_prefix(prefix)
+            .unwrap_or_else(|| panic!("{by} lacks {prefix}")),
+    )
+}
+
+fn serial_of(pem: &Path) -> String {
+    norm_serial(x509(pem, &["-serial"]).trim().split_once('=').unwrap().1)
+}
+
+#[test]
+fn every_endpoint_with_curl_openssl_and_python() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let factory = Factory::new(t, "Acme");
+    let ca = est_server(
+        t,
+        &factory,
+        &["--est-label", "line2=dns:{cn}-{serial}.line2.example"],
+    );
+
+    // cacerts: the root and the intermediate, for openssl and for Python.
+    let a = get(&ca, t, "/.well-known/est/cacerts");
+    let pem = print_certs(t, &a, &t.join("cacerts.pem"));
+    assert!(
+        pem.contains("subject=O = Fleet CA, CN = Fleet CA Root"),
+        "{pem}"
+    );
+    assert!(pem.contains("CN = Fleet CA Intermediate"), "{pem}");
+    let mut subjects = python_pkcs7_subjects(&a.body);
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [
+            "CN=Fleet CA Intermediate,O=Fleet CA",
+            "CN=Fleet CA Root,O=Fleet CA"
+        ]
+    );
+
+    // csrattrs: an EC P-256 key, ecdsa-with-SHA256, read by openssl asn1parse.
+    let a = get(&ca, t, "/.well-known/est/csrattrs");
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(
+        a.header("content-type").as_deref(),
+        Some("application/csrattrs")
+    );
+    std::fs::write(t.join("attrs.b64"), &a.body).unwrap();
+    openssl_ok(&[
+        "base64",
+        "-d",
+        "-in",
+        s(&t.join("attrs.b64")),
+        "-out",
+        s(&t.join("attrs.der")),
+    ]);
+    let parsed = openssl_ok(&[
+        "asn1parse",
+        "-inform",
+        "DER",
+        "-in",
+        s(&t.join("attrs.der")),
+    ]);
+    for oid in ["id-ecPublicKey", "prime256v1", "ecdsa-with-SHA256"] {
+        assert!(parsed.contains(oid), "{parsed}");
+    }
+
+    // simpleenroll with a factory certificate: the name comes from its serialNumber.
+    let (fcert, fkey) = factory.device("SN0001");
+    let (key, b64) = est_csr(t, "dev1", "");
+    let a = curl(
+        &ca,
+        t,
+        "/.well-known/est/simpleenroll",
+        &enroll_args(&b64, Some((&fcert, &fkey))),
+    );
+    let leaf = t.join("dev1.pem");
+    let pem = print_certs(t, &a, &leaf);
+    assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 1, "{pem}");
+    assert_eq!(python_pkcs7_subjects(&a.body), ["CN=SN0001"]);
+    let san = x509(&leaf, &["-ext", "subjectAltName"]);
+    assert!(
+        san.contains("URI:spiffe://fleet.example/device/SN0001"),
+        "{san}"
+    );
+    let v = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&ca.root()),
+        "-untrusted",
+        s(&ca.d().join("intermediate.pem")),
+        "-purpose",
+        "sslclient",
+        s(&leaf),
+    ]);
+    assert!(v.code == 0 && v.stdout.contains(": OK"), "{}", v.text());
+    let serial1 = serial_of(&leaf);
+    let inv = ca.inventory();
+    assert_eq!(row(&inv, &serial1)["requested_by"], "est:bootstrap:SN0001");
+
+    // simplereenroll with the issued certificate (leaf + intermediate) and a new key.
+    let chain = t.join("dev1-chain.pem");
+    let int = std::fs::read_to_string(ca.d().join("intermediate.pem")).unwrap();
+    std::fs::write(&chain, format!("{pem}{int}")).unwrap();
+    let (key2, b64_2) = est_csr(t, "dev1b", "URI:spiffe://fleet.example/device/SN0001");
+    let a = curl(
+        &ca,
+        t,
+        "/.well-known/est/simplereenroll",
+        &enroll_args(&b64_2, Some((&chain, &key))),
+    );
+    let leaf2 = t.join("dev1-2.pem");
+    print_certs(t, &a, &leaf2);
+    let serial2 = serial_of(&leaf2);
+    assert_ne!(serial1, serial2);
+    let inv = ca.inventory();
+    assert_eq!(
+        row(&inv, &serial2)["requested_by"],
+        format!("est:reenroll:{serial1}").as_str()
+    );
+    // The new certificate is for the new key.
+    let pub_of = |args: &[&str]| openssl_ok(args);
+    assert_eq!(
+        pub_of(&["x509", "-in", s(&leaf2), "-noout", "-pubkey"]),
+        pub_of(&["pkey", "-in", s(&key2), "-pubout"])
+    );
+
+    // A label with its own rule.
+    let (fcert2, fkey2) = factory.device("SN0002");
+    let (_, b64) = est_csr(t, "dev2", "");
+    let a = curl(
+        &ca,
+        t,
+        "/.well-known/est/line2/simpleenroll",
+        &enroll_args(&b64, Some((&fcert2, &fkey2))),
+    );
+    let leaf = t.join("dev2.pem");
+    print_certs(t, &a, &leaf);
+    let san = x509(&leaf, &["-ext", "subjectAltName"]);
+    assert!(san.contains("DNS:sensor-sn0002.line2.example"), "{san}");
+    get(&ca, t, "/.well-known/est/nope/cacerts").refused(404, "not_found");
+    let a = curl(&ca, t, "/.well-known/est/serverkeygen", &["-X", "POST"]);
+    a.refused(501, "not_implemented");
+
+    // A one-time token as the HTTP Basic password (a device with no factory certificate).
+    let token = ca.token(&["uri:spiffe://fleet.example/device/T1"], "1h", "client");
+    let (_, b64) = est_csr(t, "tok", "");
+    let user = format!("device:{token}");
+    let mut args = enroll_args(&b64, None);
+    args.extend(["-u".to_string(), user]);
+    let a = curl(&ca, t, "/.well-known/est/simpleenroll", &args);
+    let leaf = t.join("tok.pem");
+    print_certs(t, &a, &leaf);
+    let serial = serial_of(&leaf);
+    let by = row(&ca.inventory(), &serial)["requested_by"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(by.starts_with("est:token:"), "{by}");
+    // Spent: the same token again.
+    curl(&ca, t, "/.well-known/est/simpleenroll", &args).refused(401, "token_used");
+
+    // The log names no token.
+    assert!(!ca.log_text().contains(&token));
+    // Counted as EST issuances.
+    let m = get(&ca, t, "/metrics").text();
+    assert!(
+        m.contains(r#"mutual_ca_issued_total{method="est",result="ok"} 4"#),
+        "{m}"
+    );
+}
+
+#[test]
+fn refusals_carry_the_exact_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let factory = Factory::new(t, "Acme");
+    let evil = Factory::new(t, "Evil");
+    let ca = est_server(t, &factory, &[]);
+    let (fcert, fkey) = factory.device("SN0100");
+    let (_, b64) = est_csr(t, "ok", "");
+    let ep = "/.well-known/est/simpleenroll";
+
+    // A factory certificate from a manufacturer the CA does not trust: the handshake fails
+    // with the TLS alert unknown_ca (the listener only accepts our root and --est-bootstrap-ca).
+    let (ecert, ekey) = evil.device("SN0100");
+    let a = curl(&ca, t, ep, &enroll_args(&b64, Some((&ecert, &ekey))));
+    assert_ne!(a.curl_code, 0);
+    assert!(a.stderr.contains("unknown ca"), "{}", a.stderr);
+    assert!(ca.log_text().contains("UnknownIssuer"), "{}", ca.log_text());
+
+    // A CSR asking for another device's name.
+    let (_, other) = est_csr(t, "other", "URI:spiffe://fleet.example/device/SN9999");
+    let v = curl(&ca, t, ep, &enroll_args(&other, Some((&fcert, &fkey))))
+        .refused(403, "name_not_allowed");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("may have uri:spiffe://fleet.example/device/SN0100 only"),
+        "{v}"
+    );
+
+    // Malformed bodies: not base64; base64 of something that is not a PKCS#10.
+    let bad = t.join("bad.b64");
+    std::fs::write(&bad, "this is not base64!").unwrap();
+    let v = curl(&ca, t, ep, &enroll_args(&bad, Some((&fcert, &fkey)))).refused(400, "bad_request");
+    assert!(v["detail"].as_str().unwrap().contains("not base64"), "{v}");
+    std::fs::write(&bad, "MIIBADCBpwIBADAP\n").unwrap();
+    let v = curl(&ca, t, ep, &enroll_args(&bad, Some((&fcert, &fkey)))).refused(400, "bad_request");
+    assert!(
+        v["detail"].as_str().unwrap().contains("malformed CSR"),
+        "{v}"
+    );
+    // A CSR whose signature does not verify (one byte of the signature flipped).
+    let (_, good) = est_csr(t, "flip", "");
+    let mut der = openssl_decode(&good);
+    let n = der.len();
+    der[n - 3] ^= 0x01;
+    std::fs::write(&bad, base64_of(&der)).unwrap();
+    curl(&ca, t, ep, &enroll_args(&bad, Some((&fcert, &fkey)))).refused(400, "bad_request");
+
+    // Wrong content type; no credentials at all.
+    let a = curl(
+        &ca,
+        t,
+        ep,
+        &[
+            "-H",
+            "Content-Type: text/plain",
+            "--data-binary",
+            "x",
+            "--cert",
+            s(&fcert),
+            "--key",
+            s(&fkey),
+        ],
+    );
+    a.refused(415, "unsupported_media_type");
+    let a = curl(&ca, t, ep, &enroll_args(&b64, None));
+    a.refused(401, "no_client_cert");
+    assert_eq!(
+        a.header("www-authenticate").as_deref(),
+        Some("Basic realm=\"mutual EST\"")
+    );
+
+    // A token that is not ours.
+    let mut args = enroll_args(&b64, None);
+    args.extend(["-u".into(), "device:eyJhbGciOiJFUzI1NiJ9.e30.AAAA".into()]);
+    curl(&ca, t, ep, &args).refused(401, "token_invalid");
+
+    // Enroll, then: our own certificate is not a factory certificate; a factory certificate
+    // cannot re-enroll; the revoked device cannot re-enroll.
+    let a = curl(&ca, t, ep, &enroll_args(&b64, Some((&fcert, &fkey))));
+    let leaf = t.join("dev.pem");
+    let pem = print_certs(t, &a, &leaf);
+    let chain = t.join("chain.pem");
+    let int = std::fs::read_to_string(ca.d().join("intermediate.pem")).unwrap();
+    std::fs::write(&chain, format!("{pem}{int}")).unwrap();
+    let key = t.join("ok.key");
+    let (_, b64b) = est_csr(t, "next", "");
+    curl(&ca, t, ep, &enroll_args(&b64b, Some((&chain, &key)))).refused(403, "unknown_ca");
+    let re = "/.well-known/est/simplereenroll";
+    curl(&ca, t, re, &enroll_args(&b64b, Some((&fcert, &fkey)))).refused(403, "unknown_ca");
+    curl(&ca, t, re, &enroll_args(&b64b, None)).refused(401, "no_client_cert");
+    // Re-enrollment may not add a name.
+    let (_, more) = est_csr(
+        t,
+        "more",
+        "URI:spiffe://fleet.example/device/SN0100,DNS:extra.example",
+    );
+    curl(&ca, t, re, &enroll_args(&more, Some((&chain, &key)))).refused(403, "name_not_allowed");
+    let serial = serial_of(&leaf);
+    mutual(&["cert", "revoke", &serial, "--dir", s(ca.d())]).ok();
+    let v = curl(&ca, t, re, &enroll_args(&b64b, Some((&chain, &key)))).refused(403, "revoked");
+    assert!(v["detail"].as_str().unwrap().contains(&serial), "{v}");
+}
+
+fn openssl_decode(b64: &Path) -> Vec<u8> {
+    let der = b64.with_extension("decoded");
+    openssl_ok(&["base64", "-d", "-in", s(b64), "-out", s(&der)]);
+    std::fs::read(der).unwrap()
+}
+
+fn base64_of(der: &[u8]) -> String {
+    let o = mutual_test::output_with_stdin(Command::new("openssl").arg("base64"), der);
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// `--renew-grace`: an expired certificate re-enrolls (EST) and renews (`/v1/renew`) within the
+/// grace, recorded as such; not without a grace, not beyond it.
+#[test]
+fn renewal_grace_after_expiry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let dir = t.join("ca");
+    mutual(&["ca", "init", "--dir", s(&dir), "--name", "Fleet CA"]).ok();
+    let out = t.join("out");
+    std::fs::create_dir(&out).unwrap();
+    for name in ["a", "b", "c"] {
+        mutual(&[
+            "cert",
+            "issue",
+            name,
+            "--dir",
+            s(&dir),
+            "--out",
+            s(&out),
+            "--client",
+            "--san",
+            &format!("uri:spiffe://fleet.example/device/{name}"),
+            "--ttl",
+            "1s",
+        ])
+        .ok();
+    }
+    let expired = |p: &Path| openssl(&["x509", "-in", s(p), "-noout", "-checkend", "0"]).code == 1;
+    // Wait (an event, not a timed assertion) until all three have expired.
+    assert!(eventually(Duration::from_secs(30), || {
+        ["a", "b", "c"]
+            .iter()
+            .all(|n| expired(&out.join(format!("{n}.pem"))))
+            .then_some(())
+    })
+    .is_some());
+    let cert = |n: &str| out.join(format!("{n}.pem"));
+    let key = |n: &str| out.join(format!("{n}.key"));
+    let (_, b64) = est_csr(t, "csr", "");
+    let re = "/.well-known/est/simplereenroll";
+
+    // No grace (the default): refused as expired, on both doors.
+    let strict = CaServe::start_new(
+        &dir,
+        t.join("strict.log"),
+        &["--est", "--rate-limit", "off"],
+    );
+    let v = curl(
+        &strict,
+        t,
+        re,
+        &enroll_args(&b64, Some((&cert("a"), &key("a")))),
+    )
+    .refused(403, "expired");
+    assert!(!v["detail"].as_str().unwrap().contains("grace"), "{v}");
+    let renew = |ca: &CaServe, n: &str| {
+        curl(
+            ca,
+            t,
+            "/v1/renew",
+            &["-X", "POST", "--cert", s(&cert(n)), "--key", s(&key(n))],
+        )
+    };
+    renew(&strict, "a").refused(403, "expired");
+    drop(strict);
+
+    // Within a one-hour grace: both doors renew, and the inventory says so.
+    let lenient = CaServe::start_new(
+        &dir,
+        t.join("lenient.log"),
+        &["--est", "--rate-limit", "off", "--renew-grace", "1h"],
+    );
+    let a = curl(
+        &lenient,
+        t,
+        re,
+        &enroll_args(&b64, Some((&cert("a"), &key("a")))),
+    );
+    let new_a = t.join("a2.pem");
+    print_certs(t, &a, &new_a);
+    let a_serial = serial_of(&cert("a"));
+    let b_serial = serial_of(&cert("b"));
+    let r = renew(&lenient, "b");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let renewed: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let inv = lenient.inventory();
+    assert_eq!(
+        by_serial(row(&inv, &serial_of(&new_a)), "est:reenroll-grace:"),
+        a_serial
+    );
+    assert_eq!(
+        by_serial(
+            row(&inv, renewed["serial"].as_str().unwrap()),
+            "renew-grace:"
+        ),
+        b_serial
+    );
+    // `mutual renew` (the native client) too: it sends the expired certificate, the CA renews.
+    let o = mutual(&[
+        "renew",
+        "--ca-url",
+        &lenient.url(),
+        "--cert",
+        s(&cert("a")),
+        "--key",
+        s(&key("a")),
+        "--ca",
+        s(&lenient.root()),
+    ])
+    .ok();
+    assert!(o.stdout.contains("renewed"), "{}", o.text());
+    assert_eq!(
+        by_serial(
+            row(&lenient.inventory(), &serial_of(&cert("a"))),
+            "renew-grace:"
+        ),
+        a_serial
+    );
+    // Never after revocation, grace or not.
+    let c_serial = serial_of(&cert("c"));
+    mutual(&["cert", "revoke", &c_serial, "--dir", s(&dir)]).ok();
+    curl(
+        &lenient,
+        t,
+        re,
+        &enroll_args(&b64, Some((&cert("c"), &key("c")))),
+    )
+    .refused(403, "revoked");
+    drop(lenient);
+
+    // Beyond a one-second grace: refused, and the refusal names the grace.
+    let short = CaServe::start_new(
+        &dir,
+        t.join("short.log"),
+        &["--est", "--rate-limit", "off", "--renew-grace", "1s"],
+    );
+    let not_after = |p: &Path| {
+        let d = x509(p, &["-enddate"]);
+        let o = Command::new("date")
+            .args(["-u", "+%s", "-d", d.trim().split_once('=').unwrap().1])
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let a_end = not_after(&cert("a"));
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    assert!(eventually(Duration::from_secs(30), || (now() > a_end + 2)
+        .then_some(()))
+    .is_some());
+    let v = curl(
+        &short,
+        t,
+        re,
+        &enroll_args(&b64, Some((&cert("a"), &key("a")))),
+    )
+    .refused(403, "expired");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("beyond the renewal grace of 1 s"),
+        "{v}"
+    );
+    renew(&short, "a").refused(403, "expired");
+}
+
+#[test]
+fn flags_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ca");
+    mutual(&["ca", "init", "--dir", s(&dir), "--name", "Fleet CA"]).ok();
+    let f = Factory::new(tmp.path(), "Acme");
+    let run = |extra: &[&str]| {
+        let mut a = vec!["ca", "serve", "--dir", s(&dir), "--listen", "127.0.0.1:0"];
+        a.extend_from_slice(extra);
+        mutual_within(&a, Duration::from_secs(20))
+    };
+    let o = run(&["--renew-grace", "31d"]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr.contains("longer than the limit of 30 d"),
+        "{}",
+        o.text()
+    );
+    let o = run(&["--est", "--est-bootstrap-ca", s(&f.pem())]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr.contains("--est-bootstrap-ca needs --est-identity"),
+        "{}",
+        o.text()
+    );
+    let o = run(&["--est", "--est-identity", "spiffe://fleet.example/device"]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(o.stderr.contains("has no {serial} or {cn}"), "{}", o.text());
+}
+
+/// A fleet of devices (Python, bounded concurrency) enrolls with factory certificates and then
+/// re-enrolls: every device ends with a certificate for its own name, the inventory has one row
+/// per issuance, no serial twice. bench/est.sh runs the same script with 10,000 devices and
+/// reports the rate; here only the outcome is asserted.
+#[test]
+fn a_fleet_enrolls_and_reenrolls() {
+    let n: usize = std::env::var("MUTUAL_EST_FLEET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let factory = Factory::new(t, "Acme");
+    let ca = est_server(t, &factory, &[]);
+    let out = t.join("fleet.json");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/est/fleet.py");
+    let o = Command::new(python())
+        .arg(&script)
+        .args([
+            &ca.url(),
+            s(&ca.root()),
+            s(&factory.pem()),
+            s(&factory.dir.join("mfg.key")),
+            &n.to_string(),
+            "8",
+            s(&out),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", mutual_test::output_text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(
+        r["failures"].as_array().unwrap().len(),
+        0,
+        "{}",
+        r["failures"]
+    );
+    let enrolled: Vec<String> = r["enrolled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| norm_serial(v.as_str().unwrap()))
+        .collect();
+    let reenrolled: Vec<String> = r["reenrolled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| norm_serial(v.as_str().unwrap()))
+        .collect();
+    assert_eq!((enrolled.len(), reenrolled.len()), (n, n));
+    let mut all: Vec<&String> = enrolled.iter().chain(&reenrolled).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 2 * n, "a serial was issued twice");
+    // Each device's name is its own.
+    for (sn, names) in r["names"].as_object().unwrap() {
+        assert_eq!(
+            names[0],
+            format!("spiffe://fleet.example/device/{sn}").as_str()
+        );
+    }
+    // The inventory: one row per issuance, each recorded with who asked.
+    let inv = ca.inventory();
+    let by = |prefix: &str| {
+        inv.iter()
+            .filter(|r| {
+                r["requested_by"]
+                    .as_str()
+                    .is_some_and(|b| b.starts_with(prefix))
+            })
+            .map(|r| norm_serial(r["serial"].as_str().unwrap()))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(by("est:bootstrap:"), enrolled.iter().cloned().collect());
+    assert_eq!(by("est:reenroll:"), reenrolled.iter().cloned().collect());
+}
+
+/// The device side in the binary: `mutual enroll --est` with a factory certificate (root pinned
+/// against cacerts) or a token, `mutual renew --est`, `--daemon` re-enrolling before expiry, and
+/// its refusals (wrong pin, untrusted manufacturer, revoked).
+#[test]
+fn enroll_and_renew_with_the_est_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let factory = Factory::new(t, "Acme");
+    let evil = Factory::new(t, "Evil");
+    let ca = est_server(t, &factory, &["--est-ttl", "9s"]);
+    let url = ca.url();
+    let fp = ca.fingerprint();
+    let (fcert, fkey) = factory.device("SN0500");
+    let dir = t.join("dev");
+    let o = mutual(&[
+        "enroll",
+        "--est",
+        &url,
+        "--bootstrap-cert",
+        s(&fcert),
+        "--bootstrap-key",
+        s(&fkey),
+        "--root-sha256",
+        &fp,
+        "--out",
+        s(&dir),
+    ])
+    .ok();
+    assert!(
+        o.stdout
+            .contains("uri:spiffe://fleet.example/device/SN0500"),
+        "{}",
+        o.text()
+    );
+    let cert = dir.join("cert.pem");
+    let v = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&dir.join("root.pem")),
+        "-untrusted",
+        s(&cert),
+        s(&cert),
+    ]);
+    assert!(v.stdout.contains(": OK"), "{}", v.text());
+    let first = serial_of(&cert);
+    assert_eq!(
+        row(&ca.inventory(), &first)["requested_by"],
+        "est:bootstrap:SN0500"
+    );
+
+    // renew --est: a new key and certificate, recorded as a re-enrollment of the first.
+    let key = dir.join("key.pem");
+    let key_before = std::fs::read(&key).unwrap();
+    let o = mutual(&["renew", "--est", &url, "--cert", s(&cert), "--key", s(&key)]).ok();
+    assert!(o.stdout.contains("new key"), "{}", o.text());
+    let second = serial_of(&cert);
+    assert_ne!(first, second);
+    assert_ne!(std::fs::read(&key).unwrap(), key_before);
+    assert_eq!(
+        by_serial(row(&ca.inventory(), &second), "est:reenroll:"),
+        first
+    );
+
+    // --daemon re-enrolls at two-thirds of the 9 s lifetime: wait for the file to change.
+    let mut daemon = mutual_test::ChildGuard(
+        mutual_cmd(
+            None,
+            &[
+                "renew",
+                "--est",
+                &url,
+                "--cert",
+                s(&cert),
+                "--key",
+                s(&key),
+                "--daemon",
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let third = eventually(Duration::from_secs(60), || {
+        if let Ok(Some(st)) = daemon.0.try_wait() {
+            panic!("renew --daemon exited: {st}");
+        }
+        let s3 = std::fs::read_to_string(&cert)
+            .ok()
+            .filter(|p| p.contains("END CERTIFICATE"))
+            .map(|_| serial_of(&cert))?;
+        (s3 != second).then_some(s3)
+    })
+    .expect("the daemon did not re-enroll");
+    drop(daemon);
+    assert_eq!(
+        by_serial(row(&ca.inventory(), &third), "est:reenroll:"),
+        second
+    );
+
+    // A token instead of a factory certificate, the root from a file.
+    let token = ca.token(&["uri:spiffe://fleet.example/device/T9"], "1h", "client");
+    let tdir = t.join("tok");
+    let o = mutual(&[
+        "enroll",
+        "--est",
+        &url,
+        "--token",
+        &token,
+        "--est-ca",
+        s(&ca.root()),
+        "--out",
+        s(&tdir),
+    ])
+    .ok();
+    assert!(
+        o.stdout.contains("uri:spiffe://fleet.example/device/T9"),
+        "{}",
+        o.text()
+    );
+    let o = mutual(&[
+        "enroll",
+        "--est",
+        &url,
+        "--token",
+        &token,
+        "--est-ca",
+        s(&ca.root()),
+        "--out",
+        s(&t.join("tok2")),
+    ]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(o.stderr.contains("token_used"), "{}", o.text());
+    assert!(!o.stderr.contains(&token));
+
+    // Refusals: a pin that is not the CA's root (nothing sent), an untrusted manufacturer, a
+    // revoked device re-enrolling.
+    let wrong = "00".repeat(32);
+    let o = mutual(&[
+        "enroll",
+        "--est",
+        &url,
+        "--bootstrap-cert",
+        s(&fcert),
+        "--bootstrap-key",
+        s(&fkey),
+        "--root-sha256",
+        &wrong,
+        "--out",
+        s(&t.join("x")),
+    ]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(
+        o.stderr
+            .contains("does not serve a root with SHA-256 fingerprint"),
+        "{}",
+        o.text()
+    );
+    let (ecert, ekey) = evil.device("SN0500");
+    let o = mutual(&[
+        "enroll",
+        "--est",
+        &url,
+        "--bootstrap-cert",
+        s(&ecert),
+        "--bootstrap-key",
+        s(&ekey),
+        "--root-sha256",
+        &fp,
+        "--out",
+        s(&t.join("y")),
+    ]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(o.stderr.contains("(unknown_ca)"), "{}", o.text());
+    mutual(&["cert", "revoke", &serial_of(&cert), "--dir", s(ca.d())]).ok();
+    let o = mutual(&["renew", "--est", &url, "--cert", s(&cert), "--key", s(&key)]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(o.stderr.contains("revoked (HTTP 403)"), "{}", o.text());
+    // Usage: --est without a way to trust the CA.
+    let o = mutual(&[
+        "enroll",
+        "--est",
+        &url,
+        "--bootstrap-cert",
+        s(&fcert),
+        "--bootstrap-key",
+        s(&fkey),
+        "--out",
+        s(&t.join("z")),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr.contains("--root-sha256 FINGERPRINT or --est-ca"),
+        "{}",
+        o.text()
+    );
+}
+
+/// `--est-approval manual`: a request waits in the store (202 + Retry-After) until
+/// `mutual cert approve`; the device polls with the same CSR and gets its certificate, and the
+/// same one again on a later poll; a rejected request is refused; a decision is made once.
+#[test]
+fn manual_approval_holds_requests_until_an_operator_decides() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let factory = Factory::new(t, "Acme");
+    let ca = est_server(
+        t,
+        &factory,
+        &["--est-approval", "manual", "--est-retry-after", "1"],
+    );
+    let ep = "/.well-known/est/simpleenroll";
+    let (fcert, fkey) = factory.device("SN0700");
+    let (_, b64) = est_csr(t, "held", "");
+    let args = enroll_args(&b64, Some((&fcert, &fkey)));
+    let a = curl(&ca, t, ep, &args);
+    let v = a.refused(202, "pending");
+    assert_eq!(a.header("retry-after").as_deref(), Some("1"));
+    assert!(
+        v["detail"].as_str().unwrap().contains("waits for approval"),
+        "{v}"
+    );
+    // Polling with the same CSR finds the same request.
+    curl(&ca, t, ep, &args).refused(202, "pending");
+    let list = mutual(&["cert", "pending", "--dir", s(ca.d()), "--json"]).ok();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["requested_by"], "est:bootstrap:SN0700");
+    assert_eq!(
+        list[0]["names"],
+        "[\"uri:spiffe://fleet.example/device/SN0700\"]"
+    );
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    assert!(ca
+        .inventory()
+        .iter()
+        .all(|r| r["requested_by"] != "est:bootstrap:SN0700"));
+
+    mutual(&["cert", "approve", &id, "--dir", s(ca.d())]).ok();
+    let leaf = t.join("held.pem");
+    print_certs(t, &curl(&ca, t, ep, &args), &leaf);
+    let serial = serial_of(&leaf);
+    // A later poll: the same certificate, nothing issued twice.
+    let again = t.join("again.pem");
+    print_certs(t, &curl(&ca, t, ep, &args), &again);
+    assert_eq!(serial_of(&again), serial);
+    let inv = ca.inventory();
+    assert_eq!(
+        inv.iter()
+            .filter(|r| r["requested_by"] == "est:bootstrap:SN0700")
+            .count(),
+        1
+    );
+    // Decided once: approving or rejecting it again fails.
+    let o = mutual(&["cert", "reject", &id, "--dir", s(ca.d())]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(o.stderr.contains("is issued, not pending"), "{}", o.text());
+
+    // Rejected: the next poll is refused.
+    let (fcert2, fkey2) = factory.device("SN0701");
+    let (_, b64) = est_csr(t, "held2", "");
+    let args = enroll_args(&b64, Some((&fcert2, &fkey2)));
+    curl(&ca, t, ep, &args).refused(202, "pending");
+    let o = mutual(&["cert", "pending", "--dir", s(ca.d())]).ok();
+    let id2 = o
+        .stdout
+        .lines()
+        .find(|l| l.contains("SN0701"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    mutual(&["cert", "reject", &id2, "--dir", s(ca.d())]).ok();
+    curl(&ca, t, ep, &args).refused(403, "rejected");
+    let o = mutual(&["cert", "approve", &id2, "--dir", s(ca.d())]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    let o = mutual(&["cert", "approve", "0000000000000000", "--dir", s(ca.d())]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(o.stderr.contains("no EST request"), "{}", o.text());
+
+    // The binary's client polls with the same CSR until the operator approves.
+    let (fcert3, fkey3) = factory.device("SN0702");
+    let dir = t.join("dev702");
+    let root = ca.root();
+    let mut child = mutual_test::ChildGuard(
+        mutual_cmd(
+            None,
+            &[
+                "enroll",
+                "--est",
+                &ca.url(),
+                "--bootstrap-cert",
+                s(&fcert3),
+                "--bootstrap-key",
+                s(&fkey3),
+                "--est-ca",
+                s(&root),
+                "--est-wait",
+                "5m",
+                "--out",
+                s(&dir),
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let id3 = eventually(Duration::from_secs(60), || {
+        let o = mutual(&["cert", "pending", "--dir", s(ca.d())]);
+        o.stdout
+            .lines()
+            .find(|l| l.contains("SN0702"))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_string)
+    })
+    .expect("the client's request never arrived");
+    mutual(&["cert", "approve", &id3, "--dir", s(ca.d())]).ok();
+    let st = eventually(Duration::from_secs(120), || child.0.try_wait().unwrap())
+        .expect("enroll --est-wait did not finish after the approval");
+    assert!(st.success(), "{st}");
+    let san = x509(&dir.join("cert.pem"), &["-ext", "subjectAltName"]);
+    assert!(
+        san.contains("spiffe://fleet.example/device/SN0702"),
+        "{san}"
+    );
+}
