@@ -51,10 +51,11 @@ fn bit_string(b: &[u8]) -> Vec<u8> {
 
 /// `SEQUENCE { r, s }` from the r||s a token returns for CKM_ECDSA.
 pub(crate) fn ecdsa_sig(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    let half = raw.len() / 2;
+    if half == 0 || half * 2 != raw.len() {
         return None;
     }
-    let (r, s) = raw.split_at(raw.len() / 2);
+    let (r, s) = raw.split_at(half);
     let mut c = uint(r);
     c.extend(uint(s));
     Some(tlv(0x30, &c))
