@@ -171,6 +171,16 @@ impl KeyRef {
         let token = Token::open(&self.module, &uri, self.pin_file.as_deref())?;
         TokenKey::generate(token, uri, kind)
     }
+
+    /// The key the URI names if the token has it, else a new one of `kind` (`true` when made
+    /// now): how `ca init` and `cert issue` take an existing key or create one.
+    pub fn open_or_generate(&self, kind: KeyKind) -> Result<(Arc<TokenKey>, bool), HsmError> {
+        match self.open() {
+            Ok(k) => Ok((k, false)),
+            Err(HsmError::ObjectNotFound { .. }) => Ok((self.generate(kind)?, true)),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Whether a `--key` value is a PKCS#11 URI rather than a path.

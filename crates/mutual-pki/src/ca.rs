@@ -36,7 +36,7 @@ mod store_cfg;
 pub use crl::CurrentCrl;
 pub use csr::{csr_sans, Csr};
 pub use init::InitOptions;
-pub use key::{CaKey, KeyStorage};
+pub use key::{token_kind, CaKey, KeyStorage};
 pub use issue::{recover_interrupted, IssueRequest, Issued, KeySource, OutputFiles, Recovery};
 pub use profile::IssueOptions;
 pub use store_cfg::{

@@ -4,6 +4,9 @@
 //! (DESIGN.md "Defaults").
 
 use std::path::Path;
+use std::sync::Arc;
+
+use rustls::sign::CertifiedKey;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -54,9 +57,33 @@ pub fn versions(allow_tls12: bool) -> &'static [&'static rustls::SupportedProtoc
 /// metrics and logs.
 pub(crate) struct Credentials {
     pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
+    /// A file key's DER; `None` for a key in a PKCS#11 token, which signs through `certified`.
+    pub key: Option<PrivateKeyDer<'static>>,
+    pub certified: Arc<CertifiedKey>,
     pub not_after: i64,
     pub serial: String,
+}
+
+impl Credentials {
+    /// What a server presents: the chain and key, or for a token key a fixed resolver over it.
+    pub fn server_cert(self) -> crate::server::ServerCert {
+        match self.key {
+            Some(k) => crate::server::ServerCert::Single(self.chain, k),
+            None => crate::server::ServerCert::Resolver(Arc::new(
+                rustls::sign::SingleCertAndKey::from(self.certified),
+            )),
+        }
+    }
+
+    /// What a client presents, likewise.
+    pub fn client_cert(self) -> crate::client::ClientCert {
+        match self.key {
+            Some(k) => crate::client::ClientCert::Single(self.chain, k),
+            None => crate::client::ClientCert::Resolver(Arc::new(
+                rustls::sign::SingleCertAndKey::from(self.certified),
+            )),
+        }
+    }
 }
 
 pub(crate) fn load_credentials(
@@ -64,8 +91,8 @@ pub(crate) fn load_credentials(
     cert: &Path,
     key: &Path,
 ) -> Result<Credentials, TlsError> {
-    let (certified, key) = load::certified_key(provider, cert, key)?;
-    let chain = certified.cert;
+    let (certified, key) = load::certified_key_any(provider, cert, key)?;
+    let chain = certified.cert.clone();
     let leaf = chain.first().ok_or_else(|| TlsError::BadFile {
         path: cert.to_path_buf(),
         detail: "no certificate found".into(),
@@ -79,6 +106,7 @@ pub(crate) fn load_credentials(
     Ok(Credentials {
         chain,
         key,
+        certified: Arc::new(certified),
         not_after,
         serial,
     })

@@ -2,6 +2,7 @@
 //! wrong with it: a misconfigured path is the most common mTLS outage, so the message matters.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
@@ -102,13 +103,44 @@ pub fn certified_key(
         .key_provider
         .load_private_key(key_der.clone_key())
         .map_err(|e| bad(key, format!("unsupported private key: {e}")))?;
-    let ck = CertifiedKey::new(chain, signing);
+    Ok((matched(CertifiedKey::new(chain, signing), cert, key)?, key_der))
+}
+
+/// Whether a `--key` value is a PKCS#11 URI (`pkcs11:token=...;object=...`) rather than a file.
+pub fn is_pkcs11(key: &Path) -> bool {
+    mutual_hsm::is_pkcs11(key)
+}
+
+/// Like [`certified_key`], for a key that is a file or a key in a PKCS#11 token (`key` a
+/// `pkcs11:` URI; the module from its `module-path` or `$MUTUAL_PKCS11_MODULE`, the PIN from
+/// its `pin-source` or `$MUTUAL_PKCS11_PIN`; docs/keys.md). The DER comes back only for a file
+/// key: a token key never leaves the token, and rustls signs through it handshake by handshake.
+pub fn certified_key_any(
+    provider: &CryptoProvider,
+    cert: &Path,
+    key: &Path,
+) -> Result<(CertifiedKey, Option<PrivateKeyDer<'static>>), TlsError> {
+    if !is_pkcs11(key) {
+        let (ck, der) = certified_key(provider, cert, key)?;
+        return Ok((ck, Some(der)));
+    }
+    let chain = load_certs(cert)?;
+    let token_key = token_key(key)?;
+    let signing = Arc::new(mutual_hsm::TlsSigningKey(token_key));
+    Ok((matched(CertifiedKey::new(chain, signing), cert, key)?, None))
+}
+
+/// The token key a `pkcs11:` URI names, opened (module loaded once, token logged in once).
+pub fn token_key(key: &Path) -> Result<Arc<mutual_hsm::TokenKey>, TlsError> {
+    let uri = key.to_str().unwrap_or_default();
+    Ok(mutual_hsm::KeyRef::new(uri, None, None)?.open()?)
+}
+
+fn matched(ck: CertifiedKey, cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     match ck.keys_match() {
         // A key that cannot tell its public half cannot be checked here; rustls checks it
         // again when it signs.
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
-            Ok((ck, key_der))
-        }
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(ck),
         Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),

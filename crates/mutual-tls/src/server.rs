@@ -68,6 +68,7 @@ pub fn ca_server(
 pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMaterial, TlsError> {
     let provider = Arc::new(provider(s.allow_tls12));
     let creds = load_credentials(&provider, &s.cert, &s.key)?;
+    let (not_after, serial) = (creds.not_after, creds.serial.clone());
     let mut trust = Trust::from_files(&s.ca, &s.crls, o.revocation)?.with_profile(o.profile);
     if let Some(cdp) = &o.cdp {
         trust = trust.with_cdp(Arc::clone(cdp));
@@ -79,7 +80,7 @@ pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMateria
         provider,
         s.allow_tls12,
         verifier,
-        ServerCert::Single(creds.chain, creds.key),
+        creds.server_cert(),
         s.alpn.clone(),
     )?;
     // Fresh ticket keys and session cache on every build: resumption skips the client
@@ -89,8 +90,8 @@ pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMateria
     config.send_tls13_tickets = 2;
     Ok(ServerMaterial {
         config: Arc::new(config),
-        cert_not_after: creds.not_after,
-        cert_serial: creds.serial,
+        cert_not_after: not_after,
+        cert_serial: serial,
         trust,
     })
 }

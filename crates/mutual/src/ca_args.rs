@@ -93,9 +93,10 @@ pub enum StorageKind {
 /// value: it comes from --pkcs11-pin-file or $MUTUAL_PKCS11_PIN.
 #[derive(clap::Args, Debug, Clone)]
 pub struct KeyStorageArgs {
-    /// Where the intermediate key is made and kept: file (intermediate.key, encrypted with the
-    /// CA password) or pkcs11 (inside the token --pkcs11-uri names; generated there,
-    /// non-extractable, unless the URI names an existing key). Recorded in mutual-ca.toml.
+    /// Where the key is made and kept: file, or pkcs11 (inside the token --pkcs11-uri names;
+    /// generated there, sensitive and non-extractable, unless the URI names an existing key).
+    /// For `ca init` the intermediate key (file: intermediate.key, encrypted with the CA
+    /// password; recorded in mutual-ca.toml), for `cert issue` the leaf key (file: NAME.key).
     /// [default: pkcs11 when --pkcs11-uri is given, else file]
     #[arg(long, value_enum, value_name = "KIND")]
     pub key_storage: Option<StorageKind>,
@@ -106,8 +107,8 @@ pub struct KeyStorageArgs {
     /// The key in the token, an RFC 7512 URI: 'pkcs11:token=LABEL;object=KEYLABEL'.
     #[arg(long, value_name = "URI")]
     pub pkcs11_uri: Option<String>,
-    /// File whose first line is the token's user PIN (recorded in mutual-ca.toml by name).
-    /// Otherwise the URI's pin-source, else $MUTUAL_PKCS11_PIN.
+    /// File whose first line is the token's user PIN (`ca init` records it in mutual-ca.toml by
+    /// name). Otherwise the URI's pin-source, else $MUTUAL_PKCS11_PIN.
     #[arg(long, value_name = "FILE")]
     pub pkcs11_pin_file: Option<PathBuf>,
 }

@@ -106,6 +106,8 @@ pub struct IssueArgs {
     pub dir: DirArg,
     #[command(flatten)]
     pub password: PasswordArg,
+    #[command(flatten)]
+    pub key_storage: crate::ca_args::KeyStorageArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -311,15 +313,27 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     }
+    let token_key = match a.key_storage.resolve()? {
+        mutual_pki::ca::KeyStorage::File => None,
+        mutual_pki::ca::KeyStorage::Pkcs11(r) => {
+            if csr.is_some() {
+                anyhow::bail!("--csr and --key-storage pkcs11 both name the key: give one");
+            }
+            let kind = mutual_pki::ca::token_kind(a.key_type)?;
+            Some(r.open_or_generate(kind)?.0)
+        }
+    };
     let password = a.password.get(false)?;
     let requested_by = a
         .requested_by
         .clone()
         .or_else(|| Some(format!("cli:{}", crate::whoami::user_name())));
-    let wrote_key = csr.is_none();
-    let key = match csr {
-        Some(c) => KeySource::Csr(c),
-        None => KeySource::Generate(a.key_type),
+    let wrote_key = csr.is_none() && token_key.is_none();
+    let key = match (csr, &token_key) {
+        (Some(c), _) => KeySource::Csr(c),
+        // The token just made or found the key, so its possession is proven.
+        (None, Some(k)) => KeySource::ProvenKey(k.spki().to_vec()),
+        (None, None) => KeySource::Generate(a.key_type),
     };
     let output = OutputFiles {
         cert: cert_path.clone(),
@@ -369,7 +383,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             "not_after_unix": issued.not_after,
             "sha256": crate::json::fingerprint(&issued.sha256),
             "cert": cert_path,
-            "key": if wrote_key { Some(&key_path) } else { None },
+            "key": if wrote_key { Some(key_path.display().to_string()) } else { token_key.as_ref().map(|k| k.uri().to_string()) },
             "p12": if a.p12 { Some(&p12_path) } else { None },
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -382,6 +396,14 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         println!("  cert: {} (leaf + intermediate)", cert_path.display());
         if wrote_key {
             println!("  key:  {} (0600)", key_path.display());
+        }
+        if let Some(k) = &token_key {
+            println!(
+                "  key:  {} in token {:?}: {} (never leaves it)",
+                k.kind(),
+                k.token().label(),
+                k.uri()
+            );
         }
         if a.p12 {
             println!("  p12:  {} (0600)", p12_path.display());

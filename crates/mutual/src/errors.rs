@@ -152,6 +152,7 @@ fn classify(e: &anyhow::Error, help: &str) -> (&'static str, String) {
                     "give the key generated with this certificate".into(),
                 ),
                 TlsError::InvalidName(_) => ("usage", help.to_string()),
+                TlsError::Hsm(h) => classify_hsm(h),
                 _ => ("malformed", malformed_hint()),
             };
         }

@@ -48,7 +48,7 @@ impl std::fmt::Debug for CaKey {
     }
 }
 
-pub(crate) fn token_kind(kt: KeyType) -> Result<KeyKind, PkiError> {
+pub fn token_kind(kt: KeyType) -> Result<KeyKind, PkiError> {
     match kt {
         KeyType::EcdsaP256 => Ok(KeyKind::EcdsaP256),
         KeyType::EcdsaP384 => Ok(KeyKind::EcdsaP384),
@@ -79,13 +79,7 @@ impl CaKey {
     pub(crate) fn create(storage: &KeyStorage, kt: KeyType) -> Result<CaKey, PkiError> {
         match storage {
             KeyStorage::File => Ok(CaKey::File(keys::generate(kt)?)),
-            KeyStorage::Pkcs11(r) => match r.open() {
-                Ok(k) => Ok(CaKey::Token(k)),
-                Err(mutual_hsm::HsmError::ObjectNotFound { .. }) => {
-                    Ok(CaKey::Token(r.generate(token_kind(kt)?)?))
-                }
-                Err(e) => Err(e.into()),
-            },
+            KeyStorage::Pkcs11(r) => Ok(CaKey::Token(r.open_or_generate(token_kind(kt)?)?.0)),
         }
     }
 
