@@ -36,8 +36,8 @@ mod store_cfg;
 pub use crl::CurrentCrl;
 pub use csr::{csr_sans, Csr};
 pub use init::InitOptions;
-pub use key::{token_kind, CaKey, KeyStorage};
 pub use issue::{recover_interrupted, IssueRequest, Issued, KeySource, OutputFiles, Recovery};
+pub use key::{token_kind, CaKey, KeyStorage};
 pub use profile::IssueOptions;
 pub use store_cfg::{
     open_url, read_config, record_store, store_password, store_url, STORE_PASSWORD_ENV,

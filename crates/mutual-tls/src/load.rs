@@ -103,7 +103,10 @@ pub fn certified_key(
         .key_provider
         .load_private_key(key_der.clone_key())
         .map_err(|e| bad(key, format!("unsupported private key: {e}")))?;
-    Ok((matched(CertifiedKey::new(chain, signing), cert, key)?, key_der))
+    Ok((
+        matched(CertifiedKey::new(chain, signing), cert, key)?,
+        key_der,
+    ))
 }
 
 /// Whether a `--key` value is a PKCS#11 URI (`pkcs11:token=...;object=...`) rather than a file.

@@ -236,9 +236,9 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
     println!("  root.pem          self-signed root, 10 years");
     println!("  intermediate.pem  issuing CA, pathlen 0, 5 years");
     match ca.intermediate_key().token_key() {
-        None => println!(
-            "  root.key, intermediate.key  encrypted PKCS#8 (scrypt + AES-256), mode 0600"
-        ),
+        None => {
+            println!("  root.key, intermediate.key  encrypted PKCS#8 (scrypt + AES-256), mode 0600")
+        }
         Some(k) => {
             println!("  root.key          encrypted PKCS#8 (scrypt + AES-256), mode 0600");
             println!(

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use mutual_store::{Inventory, StoredCrl};
 use rcgen::{
-    CertificateRevocationListParams, Issuer, KeyIdMethod, PublicKeyData,
-    RevokedCertParams, SerialNumber,
+    CertificateRevocationListParams, Issuer, KeyIdMethod, PublicKeyData, RevokedCertParams,
+    SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;

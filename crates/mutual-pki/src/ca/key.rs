@@ -68,7 +68,9 @@ pub(crate) fn key_type_of(k: &TokenKey) -> Result<KeyType, PkiError> {
         KeyKind::EcdsaP384 => Ok(KeyType::EcdsaP384),
         KeyKind::Rsa(3072) => Ok(KeyType::Rsa3072),
         other => Err(PkiError::UnsupportedKey {
-            detail: format!("the token key is {other}; a CA key is ecdsa-p256, ecdsa-p384 or rsa-3072"),
+            detail: format!(
+                "the token key is {other}; a CA key is ecdsa-p256, ecdsa-p384 or rsa-3072"
+            ),
         }),
     }
 }
