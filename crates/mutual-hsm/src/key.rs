@@ -69,6 +69,63 @@ pub struct TokenKey {
     handle: Mutex<ObjectHandle>,
     signatures: AtomicU64,
     failures: AtomicU64,
+    /// The last signature's failure, cleared by the next success (readiness and metrics).
+    last_error: Mutex<Option<String>>,
+}
+
+/// A token key's health as the last signature left it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyStatus {
+    pub uri: String,
+    pub token: String,
+    /// Whether the last signature succeeded (true before the first).
+    pub up: bool,
+    pub signatures: u64,
+    pub failures: u64,
+    pub last_error: Option<String>,
+}
+
+/// Every token key this process has opened (keys live as long as the process uses them; a
+/// reload that opens the same key again gets a new entry, so entries are weak).
+static KEYS: Mutex<Vec<std::sync::Weak<TokenKey>>> = Mutex::new(Vec::new());
+
+fn register(k: &Arc<TokenKey>) {
+    let mut keys = KEYS.lock().unwrap_or_else(|p| p.into_inner());
+    keys.retain(|w| w.strong_count() > 0);
+    keys.push(Arc::downgrade(k));
+}
+
+fn live_keys() -> Vec<Arc<TokenKey>> {
+    let keys = KEYS.lock().unwrap_or_else(|p| p.into_inner());
+    keys.iter().filter_map(std::sync::Weak::upgrade).collect()
+}
+
+/// The health of every token key in use, one entry per URI (the newest key of a URI wins).
+pub fn key_status() -> Vec<KeyStatus> {
+    let mut out: Vec<KeyStatus> = Vec::new();
+    for k in live_keys() {
+        let st = k.status();
+        match out.iter_mut().find(|o| o.uri == st.uri) {
+            Some(o) => *o = st,
+            None => out.push(st),
+        }
+    }
+    out
+}
+
+/// Tries one signature with every key whose last signature failed, so that a token that came
+/// back is seen without waiting for traffic (a not-ready proxy gets none). Returns the status.
+pub fn recheck_keys() -> Vec<KeyStatus> {
+    for k in live_keys() {
+        if !k.status().up {
+            let how = match k.kind {
+                KeyKind::Rsa(_) => SigKind::RsaPkcs1Sha256,
+                _ => SigKind::Ecdsa,
+            };
+            let _ = k.sign(b"mutual readiness check", how);
+        }
+    }
+    key_status()
 }
 
 impl std::fmt::Debug for TokenKey {
@@ -140,7 +197,7 @@ impl TokenKey {
             KeyKind::EcdsaP384 => der::ec_spki(der::OID_P384, &public),
             KeyKind::Rsa(_) => der::rsa_spki(&public),
         };
-        Ok(Arc::new(TokenKey {
+        let k = Arc::new(TokenKey {
             token,
             uri,
             kind,
@@ -149,7 +206,10 @@ impl TokenKey {
             handle: Mutex::new(handle),
             signatures: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-        }))
+            last_error: Mutex::new(None),
+        });
+        register(&k);
+        Ok(k)
     }
 
     /// Generates a key pair in `token`, private half sensitive and never extractable, both
@@ -265,6 +325,24 @@ impl TokenKey {
         )
     }
 
+    /// The key's health as its last signature left it.
+    pub fn status(&self) -> KeyStatus {
+        let (signatures, failures) = self.counts();
+        let last_error = self
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        KeyStatus {
+            uri: self.uri.to_string(),
+            token: self.token.label().to_string(),
+            up: last_error.is_none(),
+            signatures,
+            failures,
+            last_error,
+        }
+    }
+
     /// Where the key lives and how the token protects it (CKA_SENSITIVE, CKA_EXTRACTABLE as the
     /// token reports them).
     pub fn info(&self) -> KeyInfo {
@@ -351,10 +429,18 @@ impl TokenKey {
                     Ok(sig)
                 }
             });
+        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         match &res {
-            Ok(_) => self.signatures.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.failures.fetch_add(1, Ordering::Relaxed),
-        };
+            Ok(_) => {
+                self.signatures.fetch_add(1, Ordering::Relaxed);
+                *last = None;
+            }
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                *last = Some(e.to_string());
+            }
+        }
+        drop(last);
         res
     }
 }

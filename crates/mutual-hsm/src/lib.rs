@@ -29,7 +29,7 @@ mod uri;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use key::{KeyInfo, KeyKind, TokenKey};
+pub use key::{key_status, recheck_keys, KeyInfo, KeyKind, KeyStatus, TokenKey};
 pub use tls::TlsSigningKey;
 pub use token::Token;
 pub use uri::Pkcs11Uri;

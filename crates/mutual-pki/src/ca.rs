@@ -343,7 +343,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::Usage;
-    use rcgen::CertificateParams;
+    use rcgen::{CertificateParams, KeyPair};
     use x509_parser::prelude::FromDer;
 
     #[tokio::test]

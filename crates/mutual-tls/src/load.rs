@@ -139,6 +139,12 @@ pub fn token_key(key: &Path) -> Result<Arc<mutual_hsm::TokenKey>, TlsError> {
     Ok(mutual_hsm::KeyRef::new(uri, None, None)?.open()?)
 }
 
+/// The health of every token key this process signs with (for `/readyz` and metrics); keys
+/// whose last signature failed are tried once more first, so a token that came back is seen.
+pub fn token_key_status() -> Vec<mutual_hsm::KeyStatus> {
+    mutual_hsm::recheck_keys()
+}
+
 fn matched(ck: CertifiedKey, cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     match ck.keys_match() {
         // A key that cannot tell its public half cannot be checked here; rustls checks it

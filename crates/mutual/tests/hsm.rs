@@ -348,6 +348,17 @@ fn serve_with_key_in_token_takes_curl_and_openssl() {
     let (ok, text) = proxy_common::s_client(proxy.port, &root, Some(&c));
     assert!(ok && text.contains("200 OK"), "{text}");
     assert!(proxy.handshakes("allowed", "ok") >= 2.0);
+    let up_series = "mutual_pkcs11_key_up{key=\"pkcs11:token=serve-tls;object=tls?module-path=";
+    let up = |p: &proxy_common::Proxy| {
+        p.metrics()
+            .lines()
+            .find(|l| l.starts_with(up_series))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    assert_eq!(up(&proxy).as_deref(), Some("1"), "{}", proxy.metrics());
+    let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], proxy.metrics_port));
+    let (status, _) = proxy_common::http_get(metrics_addr, "/readyz");
+    assert_eq!(status, 200);
 
     // The token goes away (its files moved out) while serve runs: new full handshakes fail
     // with the reason in the log, the process keeps running and says nothing of the PIN.
@@ -371,6 +382,19 @@ fn serve_with_key_in_token_takes_curl_and_openssl() {
         (n >= 1.0).then_some(n)
     });
     assert!(failed.is_some(), "{}", proxy.metrics());
+    // ... and says so: the key is down in the metrics, /readyz names it.
+    assert_eq!(up(&proxy).as_deref(), Some("0"), "{}", proxy.metrics());
+    let (status, body) = proxy_common::http_get(metrics_addr, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    let why = v["not_ready"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.starts_with("pkcs11 key pkcs11:token=serve-tls;object=tls"))
+        .map(|(_, v)| v.as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(why.contains("token"), "{why}");
     let mut p = proxy;
     assert!(
         p.child.0.try_wait().unwrap().is_none(),
