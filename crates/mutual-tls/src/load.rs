@@ -139,6 +139,56 @@ pub fn token_key(key: &Path) -> Result<Arc<mutual_hsm::TokenKey>, TlsError> {
     Ok(mutual_hsm::KeyRef::new(uri, None, None)?.open()?)
 }
 
+/// Where a private key lives, for `cert inspect --key` and the probe: a file or a PKCS#11
+/// token, with the public key (SPKI DER) to match against a certificate.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyLocation {
+    /// `file` or `pkcs11`.
+    pub storage: &'static str,
+    /// The file, or the token key's URI (no PIN in it).
+    pub location: String,
+    /// The token, the module and how the token protects the key (pkcs11 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<mutual_hsm::KeyInfo>,
+    #[serde(skip)]
+    pub spki: Vec<u8>,
+}
+
+impl KeyLocation {
+    /// Whether this key is the one `cert` (DER) certifies.
+    pub fn matches(&self, cert: &CertificateDer<'_>) -> bool {
+        x509_parser::parse_x509_certificate(cert.as_ref())
+            .is_ok_and(|(_, x)| x.public_key().raw == self.spki.as_slice())
+    }
+}
+
+/// Opens `key` (a file or a `pkcs11:` URI) far enough to say where it lives and what its
+/// public half is. Nothing secret is returned.
+pub fn key_location(key: &Path) -> Result<KeyLocation, TlsError> {
+    if is_pkcs11(key) {
+        let k = token_key(key)?;
+        return Ok(KeyLocation {
+            storage: "pkcs11",
+            location: k.uri().to_string(),
+            token: Some(k.info()),
+            spki: k.spki().to_vec(),
+        });
+    }
+    let der = load_key(key)?;
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&der)
+        .map_err(|e| bad(key, format!("unsupported private key: {e}")))?;
+    let spki = signing
+        .public_key()
+        .map(|p| p.as_ref().to_vec())
+        .unwrap_or_default();
+    Ok(KeyLocation {
+        storage: "file",
+        location: key.display().to_string(),
+        token: None,
+        spki,
+    })
+}
+
 /// The health of every token key this process signs with (for `/readyz` and metrics); keys
 /// whose last signature failed are tried once more first, so a token that came back is seen.
 pub fn token_key_status() -> Vec<mutual_hsm::KeyStatus> {

@@ -164,6 +164,12 @@ pub struct RevokeArgs {
 pub struct InspectArgs {
     /// Certificate file (PEM, possibly a chain, or DER), or `-` for stdin.
     pub file: PathBuf,
+    /// Also show where this private key lives (a file, or a PKCS#11 URI
+    /// 'pkcs11:token=T;object=K?module-path=M&pin-source=F') and whether it belongs to the
+    /// first certificate. With --json the output becomes {"certificates": [...], "key": {...}}.
+    #[arg(long, value_name = "FILE|URI")]
+    pub key: Option<PathBuf>,
+    /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -698,6 +704,56 @@ fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cert inspect --key`: the certificates, then where the key lives and whether it is the first
+/// certificate's.
+fn inspect_key(
+    bytes: &[u8],
+    infos: Vec<mutual_pki::inspect::CertInfo>,
+    key: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let loc = mutual_tls::load::key_location(key)?;
+    let leaf = mutual_tls::load::certs_from_bytes(key, bytes)?;
+    let matches = leaf.first().is_some_and(|c| loc.matches(c));
+    if json {
+        let v = serde_json::json!({
+            "certificates": infos,
+            "key": { "location": loc, "matches_certificate": matches },
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for c in &infos {
+        println!(
+            "Certificate #{}: {} (serial {}, {} {} bits)",
+            c.index, c.subject, c.serial, c.key_type, c.key_bits
+        );
+    }
+    match &loc.token {
+        None => println!("Private key:  file {}", loc.location),
+        Some(t) => {
+            let flag = |v: Option<bool>, yes: &str, no: &str| match v {
+                Some(true) => yes.to_string(),
+                Some(false) => no.to_string(),
+                None => "unknown".to_string(),
+            };
+            println!("Private key:  PKCS#11 token {:?} ({})", t.token, t.module);
+            println!("  URI:        {}", t.uri);
+            println!("  Type:       {}", t.kind);
+            println!(
+                "  Protection: {}, {}",
+                flag(t.sensitive, "sensitive", "not sensitive"),
+                flag(t.extractable, "extractable", "never extractable")
+            );
+        }
+    }
+    println!(
+        "  Matches certificate #0: {}",
+        if matches { "yes" } else { "NO" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
     let bytes = if a.file.as_os_str() == "-" {
         let mut b = Vec::new();
@@ -710,6 +766,9 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
     };
     let infos = mutual_pki::inspect::inspect_pem_or_der(&bytes)
         .with_context(|| format!("{}", a.file.display()))?;
+    if let Some(key) = &a.key {
+        return inspect_key(&bytes, infos, key, a.json);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&infos)?);
         return Ok(ExitCode::SUCCESS);

@@ -334,6 +334,29 @@ fn serve_with_key_in_token_takes_curl_and_openssl() {
     };
     let block = private_key_block(&pkcs11_tool_objects("serve-tls"), "tls");
     assert!(block.contains("never extractable"), "{block}");
+    // cert inspect --key says where the key lives and that it is the certificate's.
+    let cert = ca.out.join("server.pem");
+    let o = mutual(&["cert", "inspect", s(&cert), "--key", &key, "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let k = &v["key"];
+    assert_eq!(k["matches_certificate"], true, "{}", o.stdout);
+    assert_eq!(k["location"]["storage"], "pkcs11");
+    assert_eq!(k["location"]["token"]["token"], "serve-tls");
+    assert_eq!(k["location"]["token"]["sensitive"], true);
+    assert_eq!(k["location"]["token"]["extractable"], false);
+    let o = mutual(&[
+        "cert",
+        "inspect",
+        s(&ca.out.join("client.pem")),
+        "--key",
+        &key,
+    ])
+    .ok();
+    assert!(
+        o.stdout.contains("Matches certificate #0: NO"),
+        "{}",
+        o.stdout
+    );
     let backend = proxy_common::http_backend();
     let proxy = proxy_common::spawn_proxy(
         "serve",
