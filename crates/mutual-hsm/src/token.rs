@@ -18,15 +18,19 @@ use cryptoki::types::AuthPin;
 use crate::uri::Pkcs11Uri;
 use crate::{module, HsmError, PIN_ENV};
 
-/// Sessions kept open per token beyond what is in use (more are opened under load and closed
-/// when returned to a full pool).
+/// Sessions kept open per token when idle: enough for every thread of the process to sign at
+/// once (tokio's workers plus blocking threads), so a busy proxy never opens one per signature.
 fn pool_size() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+    std::thread::available_parallelism().map_or(2, |n| n.get()) * 8
 }
 
 struct State {
     slot: Slot,
     idle: Vec<Session>,
+    /// Whether a session of ours is logged in (login state is per token, shared by all of the
+    /// application's sessions), so that a new session needs no C_Login, which is slow on
+    /// tokens that derive a key from the PIN.
+    logged_in: bool,
 }
 
 /// A logged-in token.
@@ -124,6 +128,7 @@ impl Token {
             state: Mutex::new(State {
                 slot,
                 idle: Vec::new(),
+                logged_in: false,
             }),
         });
         // Log in now, so a wrong PIN is a start-up error and not a failed handshake later.
@@ -159,13 +164,19 @@ impl Token {
             self.ctx.open_ro_session(slot)
         }
         .map_err(|e| self.unavailable(e))?;
+        if self.state().logged_in {
+            return Ok(s);
+        }
         let Some(pin) = &self.pin else {
             return Err(HsmError::NoPin {
                 token: self.label.clone(),
             });
         };
         match s.login(UserType::User, Some(pin)) {
-            Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(s),
+            Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {
+                self.state().logged_in = true;
+                Ok(s)
+            }
             Err(Error::Pkcs11(
                 RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange,
                 _,
@@ -212,6 +223,7 @@ impl Token {
         let mut st = self.state();
         st.idle.clear();
         st.slot = slot;
+        st.logged_in = false;
         Ok(())
     }
 
