@@ -265,24 +265,28 @@ impl TokenKey {
                 )
             }
         };
+        let key_type = match kind {
+            KeyKind::Rsa(_) => KeyType::RSA,
+            _ => KeyType::EC,
+        };
         public.extend([
+            // Some modules (tpm2-pkcs11) infer nothing from the mechanism: name the type.
+            Attribute::KeyType(key_type),
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
             Attribute::Token(true),
             Attribute::Verify(true),
-            Attribute::Encrypt(false),
-            Attribute::Wrap(false),
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Id(id.clone()),
         ]);
         let private = vec![
+            Attribute::KeyType(key_type),
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
             Attribute::Token(true),
             Attribute::Private(true),
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
             Attribute::Sign(true),
             // A signing key only: no decryption or unwrapping oracle for whoever holds a session.
-            Attribute::Decrypt(false),
-            Attribute::Unwrap(false),
-            Attribute::Derive(false),
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Id(id.clone()),
         ];
