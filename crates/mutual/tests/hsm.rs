@@ -18,7 +18,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use mutual_test::{eventually, free_port, Leaf};
-use pki_common::{mutual, mutual_cmd, s, Out, TestCa, PW};
+use pki_common::{mutual, mutual_cmd, s, Out, TestCa};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "20261205";
@@ -236,27 +236,19 @@ fn ca_in_token_issues_revokes_and_signs_crls() {
 }
 
 #[test]
-fn ca_serve_signs_its_own_certificate_through_the_token() {
+fn ca_serve_signs_its_own_certificate_enrollments_and_renewals_through_the_token() {
     let Some(dir) = token("ca-serve") else { return };
     let ca = token_ca("ca-serve", dir);
-    let port = free_port();
-    let log = ca.tmp.path().join("serve.log");
-    let mut c = mutual_cmd(Some(PW), &["ca", "serve", "--dir", ca.d()]);
-    c.args(["--listen", &format!("127.0.0.1:{port}")]);
-    let _g = mutual_test::spawn_logged(&mut c, &log);
-    assert!(
-        mutual_test::wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(60)),
-        "ca serve did not listen: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    // openssl checks the server's chain (its own certificate, issued through the token).
+    // SOFTHSM2_CONF is in this process's environment, so `ca serve` finds the token.
+    let srv = pki_common::CaServe::start_new(&ca.dir, ca.tmp.path().join("serve.log"), &[]);
+    // openssl checks the server's chain: its own certificate, issued through the token.
     let out = mutual_test::output_with_stdin(
         Command::new("timeout").args([
             "30",
             "openssl",
             "s_client",
             "-connect",
-            &format!("127.0.0.1:{port}"),
+            &srv.addr().to_string(),
             "-CAfile",
             &ca.root(),
             "-verify_return_error",
@@ -265,12 +257,41 @@ fn ca_serve_signs_its_own_certificate_through_the_token() {
     );
     let text = mutual_test::output_text(&out);
     assert!(text.contains("Verification: OK"), "{text}");
-    // A renewal over the API is the same Ca::issue; the inventory shows the own certificate.
-    let inv = ca.inventory();
-    assert!(
-        !inv.is_empty(),
-        "the server's own certificate is in the inventory"
-    );
+    // Enroll with a one-time token, then renew over mTLS: both certificates signed in the token.
+    let jwt = srv.token(&["dns:svc.test"], "1h", "both");
+    let got = ca.tmp.path().join("svc");
+    srv.enroll(&jwt, &got).ok();
+    let cert = got.join("cert.pem");
+    let serial_of = |c: &Path| {
+        openssl(&["x509", "-in", s(c), "-noout", "-serial"])
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
+    };
+    let first = serial_of(&cert);
+    let url = srv.url();
+    mutual(&[
+        "renew",
+        "--ca-url",
+        &url,
+        "--cert",
+        s(&cert),
+        "--key",
+        s(&got.join("key.pem")),
+    ])
+    .ok();
+    assert_ne!(serial_of(&cert), first, "renewed");
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.root(),
+        "-untrusted",
+        &ca.intermediate(),
+        s(&cert),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    assert!(!srv.log_text().contains(PIN));
 }
 
 fn backend_and_server_key(label: &str) -> Option<(TestCa, &'static Path, String)> {
