@@ -773,6 +773,10 @@ fn listener(
             }
             // Enrollment writes the files: they need not exist yet.
             Some(p) if enroll.is_some() && !p.get_ref().is_empty() => Some(base.join(p.get_ref())),
+            // A key in a PKCS#11 token (docs/keys.md) is a URI, not a path: opened at build.
+            Some(p) if key == "key" && mutual_tls::load::is_pkcs11(Path::new(p.get_ref())) => {
+                Some(PathBuf::from(p.get_ref()))
+            }
             Some(p) => existing(p, base, sink),
         }
     };
