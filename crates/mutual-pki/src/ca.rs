@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{Issuer, KeyPair, PublicKeyData};
+use rcgen::{Issuer, PublicKeyData};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
@@ -30,6 +30,7 @@ mod csr;
 mod init;
 mod issue;
 pub mod ocsp;
+mod key;
 mod profile;
 mod renew;
 mod store_cfg;
@@ -38,13 +39,13 @@ pub use crl::CurrentCrl;
 pub use csr::{csr_sans, Csr};
 pub use init::InitOptions;
 pub use issue::{recover_interrupted, IssueRequest, Issued, KeySource, OutputFiles, Recovery};
+pub use key::{token_kind, CaKey, KeyStorage};
 pub use profile::IssueOptions;
 pub use renew::{check_renew_grace, renewable, RenewRefusal, Renewal, MAX_RENEW_GRACE};
 pub use store_cfg::{
     open_url, read_config, record_store, store_password, store_url, STORE_PASSWORD_ENV,
 };
 
-use crate::keys;
 use crate::{normalize_serial, CertRecord, KeyType, PkiError, RevocationReason};
 
 pub const ROOT_CERT: &str = "root.pem";
@@ -82,6 +83,10 @@ pub struct CaConfig {
     /// (`ca init --ocsp-url`, docs/ocsp.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ocsp_url: Option<String>,
+    /// Where the intermediate key is: `intermediate.key` (absent or `kind = "file"`) or a
+    /// PKCS#11 token (`kind = "pkcs11"`, `module`, `uri`, `pin_file`).
+    #[serde(default)]
+    pub key_storage: KeyStorage,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -91,7 +96,7 @@ pub struct Defaults {
     pub key_type: KeyType,
 }
 
-/// An unlocked CA: the intermediate's key is in memory.
+/// An unlocked CA: the intermediate's key is in memory or open in its token.
 pub struct Ca {
     dir: PathBuf,
     config: CaConfig,
@@ -99,7 +104,7 @@ pub struct Ca {
     root_der: Vec<u8>,
     int_pem: String,
     int_der: Vec<u8>,
-    int_key: KeyPair,
+    int_key: CaKey,
     int_not_before: OffsetDateTime,
     int_not_after: OffsetDateTime,
     store: Store,
@@ -235,17 +240,16 @@ impl Ca {
         need(CONFIG)?;
         let root_path = need(ROOT_CERT)?;
         let int_path = need(INTERMEDIATE_CERT)?;
-        let key_path = need(INTERMEDIATE_KEY)?;
         let config = read_config(dir)?;
+        let key_path = match config.key_storage {
+            KeyStorage::File => need(INTERMEDIATE_KEY)?,
+            KeyStorage::Pkcs11(_) => dir.join(INTERMEDIATE_KEY),
+        };
         let root_pem = std::fs::read_to_string(&root_path).map_err(io(&root_path))?;
         let int_pem = std::fs::read_to_string(&int_path).map_err(io(&int_path))?;
         let root_der = first_cert_der(&root_pem, &root_path)?;
         let int_der = first_cert_der(&int_pem, &int_path)?;
-        let key_pem = pkcs8::der::zeroize::Zeroizing::new(
-            std::fs::read_to_string(&key_path).map_err(io(&key_path))?,
-        );
-        let plain = keys::decrypt_pkcs8_pem(&key_pem, password, &key_path)?;
-        let int_key = keys::load_pkcs8(plain.as_bytes(), config.key_type)?;
+        let int_key = CaKey::load(&config.key_storage, &key_path, config.key_type, password)?;
         let (_, cert) =
             x509_parser::parse_x509_certificate(&int_der).map_err(|_| PkiError::Config {
                 path: int_path.clone(),
@@ -309,7 +313,12 @@ impl Ca {
         crate::parse_duration(&self.config.defaults.ttl).unwrap_or(Duration::from_secs(86_400))
     }
 
-    fn issuer(&self) -> Result<Issuer<'_, &KeyPair>, PkiError> {
+    /// The intermediate's signing key (a file key in memory, or a token key).
+    pub fn intermediate_key(&self) -> &CaKey {
+        &self.int_key
+    }
+
+    fn issuer(&self) -> Result<Issuer<'_, &CaKey>, PkiError> {
         Ok(Issuer::from_ca_cert_der(
             &CertificateDer::from(self.int_der.as_slice()),
             &self.int_key,
@@ -341,7 +350,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::Usage;
-    use rcgen::CertificateParams;
+    use rcgen::{CertificateParams, KeyPair};
     use x509_parser::prelude::FromDer;
 
     #[tokio::test]

@@ -118,6 +118,9 @@ pub enum PkiError {
     RootKeyOffline { path: PathBuf },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A key in a PKCS#11 token (the CA's, when `key_storage` is pkcs11).
+    #[error(transparent)]
+    Hsm(#[from] mutual_hsm::HsmError),
 }
 
 impl From<rcgen::Error> for PkiError {

@@ -235,7 +235,7 @@ pub fn load_certified_key(
     key: &Path,
     provider: &CryptoProvider,
 ) -> Result<CertifiedKey, ProbeError> {
-    Ok(mutual_tls::load::certified_key(provider, cert, key)?.0)
+    Ok(mutual_tls::load::certified_key_any(provider, cert, key)?.0)
 }
 
 /// Trust roots from `--ca`, or the system store; with a line saying which.

@@ -204,12 +204,9 @@ pub(crate) fn mutual(
         (ClientCert::None, 0, 0, String::new())
     } else {
         let creds = load_credentials(&provider, &s.cert, &s.key)?;
-        (
-            ClientCert::Single(creds.chain, creds.key),
-            creds.not_before,
-            creds.not_after,
-            creds.serial,
-        )
+        let (not_before, not_after, serial) =
+            (creds.not_before, creds.not_after, creds.serial.clone());
+        (creds.client_cert(), not_before, not_after, serial)
     };
     let config = build(ClientSpec {
         provider,

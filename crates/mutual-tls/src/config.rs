@@ -4,6 +4,9 @@
 //! (DESIGN.md "Defaults").
 
 use std::path::Path;
+use std::sync::Arc;
+
+use rustls::sign::CertifiedKey;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -54,10 +57,48 @@ pub fn versions(allow_tls12: bool) -> &'static [&'static rustls::SupportedProtoc
 /// metrics and logs.
 pub(crate) struct Credentials {
     pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
+    /// A file key's DER; `None` for a key in a PKCS#11 token, which signs through `certified`.
+    pub key: Option<PrivateKeyDer<'static>>,
+    pub certified: Arc<CertifiedKey>,
     pub not_before: i64,
     pub not_after: i64,
     pub serial: String,
+}
+
+impl Credentials {
+    /// What a server presents: the chain and key, or for a token key a fixed resolver over it.
+    pub fn server_cert(self) -> crate::server::ServerCert {
+        match self.key {
+            Some(k) => crate::server::ServerCert::Single(self.chain, k),
+            None => crate::server::ServerCert::Resolver(Arc::new(
+                rustls::sign::SingleCertAndKey::from(self.certified),
+            )),
+        }
+    }
+
+    /// What a server presents with a stapled OCSP response (DER) for its certificate.
+    pub fn server_cert_stapled(self, ocsp: Vec<u8>) -> crate::server::ServerCert {
+        match self.key {
+            Some(k) => crate::server::ServerCert::Stapled(self.chain, k, ocsp),
+            None => {
+                let mut certified = (*self.certified).clone();
+                certified.ocsp = Some(ocsp);
+                crate::server::ServerCert::Resolver(Arc::new(
+                    rustls::sign::SingleCertAndKey::from(certified),
+                ))
+            }
+        }
+    }
+
+    /// What a client presents, likewise.
+    pub fn client_cert(self) -> crate::client::ClientCert {
+        match self.key {
+            Some(k) => crate::client::ClientCert::Single(self.chain, k),
+            None => crate::client::ClientCert::Resolver(Arc::new(
+                rustls::sign::SingleCertAndKey::from(self.certified),
+            )),
+        }
+    }
 }
 
 pub(crate) fn load_credentials(
@@ -65,8 +106,8 @@ pub(crate) fn load_credentials(
     cert: &Path,
     key: &Path,
 ) -> Result<Credentials, TlsError> {
-    let (certified, key) = load::certified_key(provider, cert, key)?;
-    let chain = certified.cert;
+    let (certified, key) = load::certified_key_any(provider, cert, key)?;
+    let chain = certified.cert.clone();
     let leaf = chain.first().ok_or_else(|| TlsError::BadFile {
         path: cert.to_path_buf(),
         detail: "no certificate found".into(),
@@ -82,6 +123,7 @@ pub(crate) fn load_credentials(
         chain,
         key,
         not_before,
+        certified: Arc::new(certified),
         not_after,
         serial,
     })

@@ -57,6 +57,9 @@ pub enum TlsError {
     InvalidName(String),
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A `--key pkcs11:...` that could not be opened (module, token, PIN, object).
+    #[error(transparent)]
+    Hsm(#[from] mutual_hsm::HsmError),
     /// A certificate key too weak to accept (raised during verification; `weak_key`).
     #[error("the certificate {subject:?} has a weak key: {detail}")]
     WeakKey { subject: String, detail: String },

@@ -2,6 +2,7 @@
 //! wrong with it: a misconfigured path is the most common mTLS outage, so the message matters.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
@@ -102,13 +103,103 @@ pub fn certified_key(
         .key_provider
         .load_private_key(key_der.clone_key())
         .map_err(|e| bad(key, format!("unsupported private key: {e}")))?;
-    let ck = CertifiedKey::new(chain, signing);
+    Ok((
+        matched(CertifiedKey::new(chain, signing), cert, key)?,
+        key_der,
+    ))
+}
+
+/// Whether a `--key` value is a PKCS#11 URI (`pkcs11:token=...;object=...`) rather than a file.
+pub fn is_pkcs11(key: &Path) -> bool {
+    mutual_hsm::is_pkcs11(key)
+}
+
+/// Like [`certified_key`], for a key that is a file or a key in a PKCS#11 token (`key` a
+/// `pkcs11:` URI; the module from its `module-path` or `$MUTUAL_PKCS11_MODULE`, the PIN from
+/// its `pin-source` or `$MUTUAL_PKCS11_PIN`; docs/keys.md). The DER comes back only for a file
+/// key: a token key never leaves the token, and rustls signs through it handshake by handshake.
+pub fn certified_key_any(
+    provider: &CryptoProvider,
+    cert: &Path,
+    key: &Path,
+) -> Result<(CertifiedKey, Option<PrivateKeyDer<'static>>), TlsError> {
+    if !is_pkcs11(key) {
+        let (ck, der) = certified_key(provider, cert, key)?;
+        return Ok((ck, Some(der)));
+    }
+    let chain = load_certs(cert)?;
+    let token_key = token_key(key)?;
+    let signing = Arc::new(mutual_hsm::TlsSigningKey(token_key));
+    Ok((matched(CertifiedKey::new(chain, signing), cert, key)?, None))
+}
+
+/// The token key a `pkcs11:` URI names, opened (module loaded once, token logged in once).
+pub fn token_key(key: &Path) -> Result<Arc<mutual_hsm::TokenKey>, TlsError> {
+    let uri = key.to_str().unwrap_or_default();
+    Ok(mutual_hsm::KeyRef::new(uri, None, None)?.open()?)
+}
+
+/// Where a private key lives, for `cert inspect --key` and the probe: a file or a PKCS#11
+/// token, with the public key (SPKI DER) to match against a certificate.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyLocation {
+    /// `file` or `pkcs11`.
+    pub storage: &'static str,
+    /// The file, or the token key's URI (no PIN in it).
+    pub location: String,
+    /// The token, the module and how the token protects the key (pkcs11 only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<mutual_hsm::KeyInfo>,
+    #[serde(skip)]
+    pub spki: Vec<u8>,
+}
+
+impl KeyLocation {
+    /// Whether this key is the one `cert` (DER) certifies.
+    pub fn matches(&self, cert: &CertificateDer<'_>) -> bool {
+        x509_parser::parse_x509_certificate(cert.as_ref())
+            .is_ok_and(|(_, x)| x.public_key().raw == self.spki.as_slice())
+    }
+}
+
+/// Opens `key` (a file or a `pkcs11:` URI) far enough to say where it lives and what its
+/// public half is. Nothing secret is returned.
+pub fn key_location(key: &Path) -> Result<KeyLocation, TlsError> {
+    if is_pkcs11(key) {
+        let k = token_key(key)?;
+        return Ok(KeyLocation {
+            storage: "pkcs11",
+            location: k.uri().to_string(),
+            token: Some(k.info()),
+            spki: k.spki().to_vec(),
+        });
+    }
+    let der = load_key(key)?;
+    let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&der)
+        .map_err(|e| bad(key, format!("unsupported private key: {e}")))?;
+    let spki = signing
+        .public_key()
+        .map(|p| p.as_ref().to_vec())
+        .unwrap_or_default();
+    Ok(KeyLocation {
+        storage: "file",
+        location: key.display().to_string(),
+        token: None,
+        spki,
+    })
+}
+
+/// The health of every token key this process signs with (for `/readyz` and metrics); keys
+/// whose last signature failed are tried once more first, so a token that came back is seen.
+pub fn token_key_status() -> Vec<mutual_hsm::KeyStatus> {
+    mutual_hsm::recheck_keys()
+}
+
+fn matched(ck: CertifiedKey, cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     match ck.keys_match() {
         // A key that cannot tell its public half cannot be checked here; rustls checks it
         // again when it signs.
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
-            Ok((ck, key_der))
-        }
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(ck),
         Err(rustls::Error::InconsistentKeys(_)) => Err(TlsError::KeyMismatch {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),

@@ -77,6 +77,8 @@ pub fn ca_server(
 pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMaterial, TlsError> {
     let provider = Arc::new(provider(s.allow_tls12));
     let creds = load_credentials(&provider, &s.cert, &s.key)?;
+    let (not_before, not_after, serial) =
+        (creds.not_before, creds.not_after, creds.serial.clone());
     let mut trust = Trust::from_files(&s.ca, &s.crls, o.revocation)?.with_profile(o.profile);
     if let Some(cdp) = &o.cdp {
         trust = trust.with_cdp(Arc::clone(cdp));
@@ -88,10 +90,10 @@ pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMateria
     let staple = o
         .ocsp_staple
         .as_ref()
-        .and_then(|st| st.for_serial(&creds.serial, now));
+        .and_then(|st| st.for_serial(&serial, now));
     let cert = match staple {
-        Some(der) => ServerCert::Stapled(creds.chain, creds.key, der),
-        None => ServerCert::Single(creds.chain, creds.key),
+        Some(der) => creds.server_cert_stapled(der),
+        None => creds.server_cert(),
     };
     let mut config = build(provider, s.allow_tls12, verifier, cert, s.alpn.clone())?;
     // Fresh ticket keys and session cache on every build: resumption skips the client
@@ -101,9 +103,9 @@ pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMateria
     config.send_tls13_tickets = 2;
     Ok(ServerMaterial {
         config: Arc::new(config),
-        cert_not_before: creds.not_before,
-        cert_not_after: creds.not_after,
-        cert_serial: creds.serial,
+        cert_not_before: not_before,
+        cert_not_after: not_after,
+        cert_serial: serial,
         trust,
     })
 }

@@ -79,3 +79,83 @@ pub fn parse_key_type(s: &str) -> Result<KeyType, String> {
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     mutual_pki::parse_duration(s).map_err(|e| e.to_string())
 }
+
+/// Where a key is made and kept.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageKind {
+    /// A file (for the CA: password-encrypted PKCS#8).
+    File,
+    /// A PKCS#11 token (HSM, SoftHSM2, TPM via tpm2-pkcs11): the key never leaves it.
+    Pkcs11,
+}
+
+/// `--key-storage` and the PKCS#11 flags (`ca init`, docs/keys.md). The PIN is never a flag
+/// value: it comes from --pkcs11-pin-file or $MUTUAL_PKCS11_PIN.
+#[derive(clap::Args, Debug, Clone)]
+pub struct KeyStorageArgs {
+    /// Where the key is made and kept: file, or pkcs11 (inside the token --pkcs11-uri names;
+    /// generated there, sensitive and non-extractable, unless the URI names an existing key).
+    /// For `ca init` the intermediate key (file: intermediate.key, encrypted with the CA
+    /// password; recorded in mutual-ca.toml), for `cert issue` the leaf key (file: NAME.key).
+    /// [default: pkcs11 when --pkcs11-uri is given, else file]
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub key_storage: Option<StorageKind>,
+    /// The PKCS#11 library, e.g. /usr/lib/softhsm/libsofthsm2.so. Otherwise the URI's
+    /// module-path, else $MUTUAL_PKCS11_MODULE.
+    #[arg(long, value_name = "PATH")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// The key in the token, an RFC 7512 URI: 'pkcs11:token=LABEL;object=KEYLABEL'.
+    #[arg(long, value_name = "URI")]
+    pub pkcs11_uri: Option<String>,
+    /// File whose first line is the token's user PIN (`ca init` records it in mutual-ca.toml by
+    /// name). Otherwise the URI's pin-source, else $MUTUAL_PKCS11_PIN.
+    #[arg(long, value_name = "FILE")]
+    pub pkcs11_pin_file: Option<PathBuf>,
+}
+
+impl KeyStorageArgs {
+    /// The storage these flags ask for; an inconsistent combination is a usage error.
+    pub fn resolve(&self) -> anyhow::Result<mutual_pki::ca::KeyStorage> {
+        use mutual_pki::ca::KeyStorage;
+        let kind = self.key_storage.unwrap_or(if self.pkcs11_uri.is_some() {
+            StorageKind::Pkcs11
+        } else {
+            StorageKind::File
+        });
+        match kind {
+            StorageKind::File => {
+                if self.pkcs11_uri.is_some()
+                    || self.pkcs11_module.is_some()
+                    || self.pkcs11_pin_file.is_some()
+                {
+                    anyhow::bail!(
+                        "--pkcs11-* flags need --key-storage pkcs11 (the key goes to a file otherwise)"
+                    );
+                }
+                Ok(KeyStorage::File)
+            }
+            StorageKind::Pkcs11 => {
+                let Some(uri) = &self.pkcs11_uri else {
+                    anyhow::bail!(
+                        "--key-storage pkcs11 needs --pkcs11-uri 'pkcs11:token=LABEL;object=KEYLABEL'"
+                    );
+                };
+                let abs = |p: &Option<PathBuf>, flag: &str| -> anyhow::Result<Option<PathBuf>> {
+                    p.as_ref()
+                        .map(|p| {
+                            std::path::absolute(p)
+                                .with_context(|| format!("cannot resolve {flag} {}", p.display()))
+                        })
+                        .transpose()
+                };
+                let module = abs(&self.pkcs11_module, "--pkcs11-module")?;
+                let pin = abs(&self.pkcs11_pin_file, "--pkcs11-pin-file")?;
+                Ok(KeyStorage::Pkcs11(mutual_hsm::KeyRef::new(
+                    uri,
+                    module.as_deref(),
+                    pin.as_deref(),
+                )?))
+            }
+        }
+    }
+}

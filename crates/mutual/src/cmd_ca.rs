@@ -8,7 +8,7 @@ use anyhow::Context;
 use mutual_pki::ca::{Ca, InitOptions};
 use mutual_pki::KeyType;
 
-use crate::ca_args::{parse_duration, parse_key_type, DirArg, PasswordArg};
+use crate::ca_args::{parse_duration, parse_key_type, DirArg, KeyStorageArgs, PasswordArg};
 use crate::runtime::runtime;
 
 #[derive(clap::Subcommand, Debug)]
@@ -94,6 +94,8 @@ pub struct InitArgs {
     /// Otherwise $MUTUAL_STORE_PASSWORD, else libpq's PGPASSWORD / PGPASSFILE / ~/.pgpass.
     #[arg(long, value_name = "FILE")]
     pub store_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub key_storage: KeyStorageArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -147,6 +149,7 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             .map(|u| parse_store_url(u, "--store"))
             .transpose()?,
     )?;
+    let key_storage = a.key_storage.resolve()?;
     let password = a.password.get(true)?;
     let mode_before = {
         use std::os::unix::fs::PermissionsExt;
@@ -168,6 +171,7 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             })?),
             None => None,
         },
+        key_storage,
         ..Default::default()
     };
     let rt = runtime()?;
@@ -223,6 +227,8 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             "permitted_dns": cfg.permitted_dns,
             "intermediate_not_after": crate::json::rfc3339(ca.intermediate_not_after()),
             "intermediate_not_after_unix": ca.intermediate_not_after(),
+            "key_storage": cfg.key_storage.as_str(),
+            "intermediate_key": key_location(&ca),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -235,7 +241,20 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
     );
     println!("  root.pem          self-signed root, 10 years");
     println!("  intermediate.pem  issuing CA, pathlen 0, 5 years");
-    println!("  root.key, intermediate.key  encrypted PKCS#8 (scrypt + AES-256), mode 0600");
+    match ca.intermediate_key().token_key() {
+        None => {
+            println!("  root.key, intermediate.key  encrypted PKCS#8 (scrypt + AES-256), mode 0600")
+        }
+        Some(k) => {
+            println!("  root.key          encrypted PKCS#8 (scrypt + AES-256), mode 0600");
+            println!(
+                "  intermediate key  {} in token {:?} ({}), never leaves it",
+                k.kind(),
+                k.token().label(),
+                k.uri()
+            );
+        }
+    }
     match &cfg.store {
         None => println!("  inventory.db, mutual-ca.toml"),
         Some(u) => println!("  mutual-ca.toml; inventory in {u}"),
@@ -257,6 +276,18 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
     );
     println!("root.key is not needed to issue or revoke: you may move it offline now.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the intermediate key lives, for JSON output: `intermediate.key` or the token key's
+/// URI, module and protection.
+fn key_location(ca: &Ca) -> serde_json::Value {
+    match ca.intermediate_key().token_key() {
+        None => serde_json::json!({
+            "storage": "file",
+            "path": ca.dir().join(mutual_pki::ca::INTERMEDIATE_KEY),
+        }),
+        Some(k) => serde_json::to_value(k.info()).unwrap_or_default(),
+    }
 }
 
 /// A relative SQLite path on the command line is relative to the current directory; the

@@ -117,6 +117,8 @@ pub struct IssueArgs {
     pub dir: DirArg,
     #[command(flatten)]
     pub password: PasswordArg,
+    #[command(flatten)]
+    pub key_storage: crate::ca_args::KeyStorageArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -173,6 +175,12 @@ pub struct RevokeArgs {
 pub struct InspectArgs {
     /// Certificate file (PEM, possibly a chain, or DER), or `-` for stdin.
     pub file: PathBuf,
+    /// Also show where this private key lives (a file, or a PKCS#11 URI
+    /// 'pkcs11:token=T;object=K?module-path=M&pin-source=F') and whether it belongs to the
+    /// first certificate. With --json the output becomes {"certificates": [...], "key": {...}}.
+    #[arg(long, value_name = "FILE|URI")]
+    pub key: Option<PathBuf>,
+    /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
 }
@@ -325,15 +333,27 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     }
+    let token_key = match a.key_storage.resolve()? {
+        mutual_pki::ca::KeyStorage::File => None,
+        mutual_pki::ca::KeyStorage::Pkcs11(r) => {
+            if csr.is_some() {
+                anyhow::bail!("--csr and --key-storage pkcs11 both name the key: give one");
+            }
+            let kind = mutual_pki::ca::token_kind(a.key_type)?;
+            Some(r.open_or_generate(kind)?.0)
+        }
+    };
     let password = a.password.get(false)?;
     let requested_by = a
         .requested_by
         .clone()
         .or_else(|| Some(format!("cli:{}", crate::whoami::user_name())));
-    let wrote_key = csr.is_none();
-    let key = match csr {
-        Some(c) => KeySource::Csr(c),
-        None => KeySource::Generate(a.key_type),
+    let wrote_key = csr.is_none() && token_key.is_none();
+    let key = match (csr, &token_key) {
+        (Some(c), _) => KeySource::Csr(c),
+        // The token just made or found the key, so its possession is proven.
+        (None, Some(k)) => KeySource::ProvenKey(k.spki().to_vec()),
+        (None, None) => KeySource::Generate(a.key_type),
     };
     let output = OutputFiles {
         cert: cert_path.clone(),
@@ -385,7 +405,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             "not_after_unix": issued.not_after,
             "sha256": crate::json::fingerprint(&issued.sha256),
             "cert": cert_path,
-            "key": if wrote_key { Some(&key_path) } else { None },
+            "key": if wrote_key { Some(key_path.display().to_string()) } else { token_key.as_ref().map(|k| k.uri().to_string()) },
             "p12": if a.p12 { Some(&p12_path) } else { None },
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -398,6 +418,14 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         println!("  cert: {} (leaf + intermediate)", cert_path.display());
         if wrote_key {
             println!("  key:  {} (0600)", key_path.display());
+        }
+        if let Some(k) = &token_key {
+            println!(
+                "  key:  {} in token {:?}: {} (never leaves it)",
+                k.kind(),
+                k.token().label(),
+                k.uri()
+            );
         }
         if a.p12 {
             println!("  p12:  {} (0600)", p12_path.display());
@@ -693,6 +721,56 @@ fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cert inspect --key`: the certificates, then where the key lives and whether it is the first
+/// certificate's.
+fn inspect_key(
+    bytes: &[u8],
+    infos: Vec<mutual_pki::inspect::CertInfo>,
+    key: &Path,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let loc = mutual_tls::load::key_location(key)?;
+    let leaf = mutual_tls::load::certs_from_bytes(key, bytes)?;
+    let matches = leaf.first().is_some_and(|c| loc.matches(c));
+    if json {
+        let v = serde_json::json!({
+            "certificates": infos,
+            "key": { "location": loc, "matches_certificate": matches },
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for c in &infos {
+        println!(
+            "Certificate #{}: {} (serial {}, {} {} bits)",
+            c.index, c.subject, c.serial, c.key_type, c.key_bits
+        );
+    }
+    match &loc.token {
+        None => println!("Private key:  file {}", loc.location),
+        Some(t) => {
+            let flag = |v: Option<bool>, yes: &str, no: &str| match v {
+                Some(true) => yes.to_string(),
+                Some(false) => no.to_string(),
+                None => "unknown".to_string(),
+            };
+            println!("Private key:  PKCS#11 token {:?} ({})", t.token, t.module);
+            println!("  URI:        {}", t.uri);
+            println!("  Type:       {}", t.kind);
+            println!(
+                "  Protection: {}, {}",
+                flag(t.sensitive, "sensitive", "not sensitive"),
+                flag(t.extractable, "extractable", "never extractable")
+            );
+        }
+    }
+    println!(
+        "  Matches certificate #0: {}",
+        if matches { "yes" } else { "NO" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
     let bytes = if a.file.as_os_str() == "-" {
         let mut b = Vec::new();
@@ -705,6 +783,9 @@ fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
     };
     let infos = mutual_pki::inspect::inspect_pem_or_der(&bytes)
         .with_context(|| format!("{}", a.file.display()))?;
+    if let Some(key) = &a.key {
+        return inspect_key(&bytes, infos, key, a.json);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&infos)?);
         return Ok(ExitCode::SUCCESS);

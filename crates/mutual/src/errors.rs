@@ -134,6 +134,9 @@ fn classify(e: &anyhow::Error, help: &str) -> (&'static str, String) {
         if let Some(s) = cause.downcast_ref::<StoreError>() {
             return classify_store(s);
         }
+        if let Some(h) = cause.downcast_ref::<mutual_hsm::HsmError>() {
+            return classify_hsm(h);
+        }
         // The probe's file faults are mutual-tls's own error, carried transparently.
         let tls = cause.downcast_ref::<TlsError>().or_else(|| {
             match cause.downcast_ref::<mutual_probe::ProbeError>() {
@@ -149,6 +152,7 @@ fn classify(e: &anyhow::Error, help: &str) -> (&'static str, String) {
                     "give the key generated with this certificate".into(),
                 ),
                 TlsError::InvalidName(_) => ("usage", help.to_string()),
+                TlsError::Hsm(h) => classify_hsm(h),
                 _ => ("malformed", malformed_hint()),
             };
         }
@@ -187,6 +191,25 @@ fn classify_store(s: &StoreError) -> (&'static str, String) {
     }
 }
 
+/// A token key's failure: reason `pkcs11`, the hint by what went wrong (docs/keys.md).
+fn classify_hsm(h: &mutual_hsm::HsmError) -> (&'static str, String) {
+    use mutual_hsm::HsmError as H;
+    let hint = match h {
+        H::NotAModule { .. } | H::ModuleMissing { .. } | H::NoModule { .. } => {
+            "give the path of the token's PKCS#11 library (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)"
+        }
+        H::WrongPin { .. } | H::NoPin { .. } | H::PinFile { .. } => {
+            "give the token's user PIN with --pkcs11-pin-file FILE, ?pin-source=FILE or $MUTUAL_PKCS11_PIN"
+        }
+        H::TokenNotFound { .. } => "list the tokens with `pkcs11-tool --module MODULE -L`",
+        H::ObjectNotFound { .. } | H::Ambiguous { .. } | H::KeyExists { .. } => {
+            "list the token's keys with `pkcs11-tool --module MODULE --login -O`"
+        }
+        _ => "see docs/keys.md",
+    };
+    ("pkcs11", hint.into())
+}
+
 fn classify_pki(p: &PkiError, help: &str) -> (&'static str, String) {
     use PkiError as P;
     match p {
@@ -223,6 +246,7 @@ fn classify_pki(p: &PkiError, help: &str) -> (&'static str, String) {
             "list the inventory with `mutual cert list` (serials are hex, colons optional)".into(),
         ),
         P::Store(s) => classify_store(s),
+        P::Hsm(h) => classify_hsm(h),
         P::Generate { .. } | P::Key { .. } | P::P12 { .. } => (
             "other",
             "this is unexpected: please report it with the message".into(),

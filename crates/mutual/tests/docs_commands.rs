@@ -400,6 +400,17 @@ type Server = (
 /// make). A server that exits or never passes its check fails the test.
 const BACKGROUND: &[Server] = &[
     (
+        // docs/keys.md: serve with its TLS key in the SoftHSM2 token the page made; ready once
+        // it serves a handshake signed by the token and /readyz counts the key as up.
+        "docs/keys.md",
+        "mutual serve --listen 127.0.0.1:8443 --backend 127.0.0.1:8080 \\",
+        &["8443", "9090"],
+        "mutual probe 127.0.0.1:$PORT_8443 --server-name localhost --ca ca/root.pem && \
+         curl -sf http://127.0.0.1:$PORT_9090/readyz",
+        "",
+        STOP,
+    ),
+    (
         // After the tour: its CA (MUTUAL_HOME) and crl.pem; a server certificate and a policy.
         "README.md",
         "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\",

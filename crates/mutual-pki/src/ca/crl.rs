@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use mutual_store::{Inventory, StoredCrl};
 use rcgen::{
-    CertificateRevocationListParams, Issuer, KeyIdMethod, KeyPair, PublicKeyData,
-    RevokedCertParams, SerialNumber,
+    CertificateRevocationListParams, Issuer, KeyIdMethod, PublicKeyData, RevokedCertParams,
+    SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
@@ -198,8 +198,8 @@ struct SignedCrl {
 
 /// Signs a CRL for `issuer` (whose certificate is `issuer_der`), keyed to the issuer's subject
 /// key identifier so that relying parties find the right key.
-fn sign_crl(
-    issuer: &Issuer<'_, &KeyPair>,
+fn sign_crl<S: rcgen::SigningKey>(
+    issuer: &Issuer<'_, S>,
     issuer_der: &[u8],
     entries: Vec<RevokedCertParams>,
     number: i64,

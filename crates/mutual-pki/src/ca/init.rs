@@ -9,6 +9,7 @@ use rcgen::{
     NameConstraints, SerialNumber,
 };
 
+use super::key::{key_type_of, CaKey, KeyStorage};
 use super::{
     io, later, now, open_url, random_serial, Ca, CaConfig, Defaults, CONFIG, INTERMEDIATE_CERT,
     INTERMEDIATE_KEY, INVENTORY, ROOT_CERT, ROOT_KEY,
@@ -44,6 +45,9 @@ pub struct InitOptions {
     pub store_password_file: Option<PathBuf>,
     /// OCSP responder URL for the AIA of every certificate (recorded in the config).
     pub ocsp_url: Option<String>,
+    /// Where the intermediate key is made and kept: a file, or a PKCS#11 token (an existing
+    /// key the URI names is used; otherwise one is generated inside the token).
+    pub key_storage: KeyStorage,
 }
 
 impl Default for InitOptions {
@@ -59,6 +63,7 @@ impl Default for InitOptions {
             store: None,
             store_password_file: None,
             ocsp_url: None,
+            key_storage: KeyStorage::File,
         }
     }
 }
@@ -130,7 +135,12 @@ impl Ca {
         rp.serial_number = Some(SerialNumber::from_slice(&random_serial()));
         let root = rp.self_signed(&root_key)?;
 
-        let int_key = keys::generate(opts.key_type)?;
+        let int_key = CaKey::create(&opts.key_storage, opts.key_type)?;
+        // An existing token key decides the type (it is what will sign).
+        let key_type = match int_key.token_key() {
+            Some(k) => key_type_of(k)?,
+            None => opts.key_type,
+        };
         let mut ip = CertificateParams::default();
         ip.distinguished_name = dn(&format!("{name} Intermediate"), name);
         ip.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -168,7 +178,7 @@ impl Ca {
 
         let config = CaConfig {
             name: name.to_string(),
-            key_type: opts.key_type,
+            key_type,
             trust_domain: opts.trust_domain.clone(),
             permitted_dns: permitted,
             defaults: Defaults {
@@ -178,6 +188,7 @@ impl Ca {
             store: opts.store.clone(),
             store_password_file: opts.store_password_file.clone(),
             ocsp_url: opts.ocsp_url.clone(),
+            key_storage: opts.key_storage.clone(),
         };
         // A store other than the default file is reached (and checked empty) before any file is
         // written, so a wrong URL or password leaves the directory untouched.
@@ -203,7 +214,10 @@ impl Ca {
         })?;
 
         let root_key_pem = keys::encrypt_pkcs8_pem(root_key.serialized_der(), password)?;
-        let int_key_pem = keys::encrypt_pkcs8_pem(int_key.serialized_der(), password)?;
+        let int_key_pem = match int_key.file_der() {
+            Some(der) => Some(keys::encrypt_pkcs8_pem(der, password)?),
+            None => None,
+        };
 
         {
             use std::os::unix::fs::PermissionsExt;
@@ -232,13 +246,23 @@ impl Ca {
                     .map_err(io(dir))?;
             }
         }
-        let staged = vec![
-            StagedFile::write(&dir.join(ROOT_KEY), root_key_pem.as_bytes(), 0o600)?,
-            StagedFile::write(&dir.join(INTERMEDIATE_KEY), int_key_pem.as_bytes(), 0o600)?,
+        let mut staged = vec![StagedFile::write(
+            &dir.join(ROOT_KEY),
+            root_key_pem.as_bytes(),
+            0o600,
+        )?];
+        if let Some(pem) = &int_key_pem {
+            staged.push(StagedFile::write(
+                &dir.join(INTERMEDIATE_KEY),
+                pem.as_bytes(),
+                0o600,
+            )?);
+        }
+        staged.extend([
             StagedFile::write(&dir.join(ROOT_CERT), root.pem().as_bytes(), 0o644)?,
             StagedFile::write(&dir.join(INTERMEDIATE_CERT), int.pem().as_bytes(), 0o644)?,
             StagedFile::write(&dir.join(CONFIG), config_text.as_bytes(), 0o644)?,
-        ];
+        ]);
         // Commit without clobbering; on any failure remove what this call created so that a
         // failed init leaves the directory as it found it.
         let mut committed: Vec<PathBuf> = Vec::new();

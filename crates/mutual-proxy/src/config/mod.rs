@@ -769,6 +769,8 @@ fn listener(
             Some(_) if enroll.is_some() && !path.as_os_str().is_empty() => {
                 *path = base.join(&*path)
             }
+            // A key in a PKCS#11 token (docs/keys.md) is a URI, not a path: opened at build.
+            Some(_) if key == "key" && mutual_tls::load::is_pkcs11(path) => {}
             Some(span) => *path = existing(path, span, base, sink).unwrap_or_default(),
         }
     }

@@ -140,7 +140,8 @@ pub fn spawn_tracked(
 fn watch_set(files: &[PathBuf]) -> (BTreeSet<PathBuf>, BTreeSet<OsString>) {
     let mut dirs = BTreeSet::new();
     let mut names = BTreeSet::new();
-    for f in files {
+    // A key in a PKCS#11 token (`--key pkcs11:...`) is no file to watch.
+    for f in files.iter().filter(|f| !mutual_tls::load::is_pkcs11(f)) {
         let parent = match f.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => Path::new(".").to_path_buf(),

@@ -30,6 +30,11 @@ struct HandshakeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabel {
+    key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ListenerLabel {
     listener: String,
 }
@@ -108,6 +113,8 @@ pub struct Metrics {
     http_identities: Mutex<std::collections::HashSet<(String, String)>>,
     /// `/readyz` conditions.
     pub ready: crate::ready::Readiness,
+    /// `mutual_pkcs11_key_up{key}`: 1 while a token key signs, 0 after a failed signature.
+    pkcs11_up: Family<KeyLabel, Gauge>,
 }
 
 /// Connections and requests of the listeners (serve, connect, HTTP mode, live
@@ -288,6 +295,12 @@ impl Metrics {
         let reloads = register_reloads(&mut registry);
         let cdp = CdpFamilies::register(&mut registry);
         let renewal = RenewalFamilies::register(&mut registry);
+        let pkcs11_up = Family::<KeyLabel, Gauge>::default();
+        registry.register(
+            "mutual_pkcs11_key_up",
+            "Whether the TLS key in a PKCS#11 token signs (1) or its last signature failed (0)",
+            pkcs11_up.clone(),
+        );
         Metrics {
             registry,
             conn,
@@ -298,6 +311,7 @@ impl Metrics {
             peers: Mutex::new(HashMap::new()),
             http_identities: Mutex::new(std::collections::HashSet::new()),
             ready: crate::ready::Readiness::default(),
+            pkcs11_up,
         }
     }
 
@@ -504,6 +518,11 @@ impl Metrics {
 
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
+        for k in mutual_tls::load::token_key_status() {
+            self.pkcs11_up
+                .get_or_create(&KeyLabel { key: k.uri })
+                .set(i64::from(k.up));
+        }
         let mut s = String::new();
         if prometheus_client::encoding::text::encode(&mut s, &self.registry).is_err() {
             s.clear();

@@ -54,6 +54,13 @@ impl Readiness {
     /// Every condition that is not ready now, with its reason.
     pub fn not_ready(&self) -> BTreeMap<String, String> {
         let mut out = self.problems.lock().map(|p| p.clone()).unwrap_or_default();
+        // A key in a PKCS#11 token that can no longer sign (token removed or reset): new full
+        // handshakes fail until it is back (resumed sessions need no signature).
+        for k in mutual_tls::load::token_key_status() {
+            if let Some(e) = k.last_error.filter(|_| !k.up) {
+                out.insert(format!("pkcs11 key {}", k.uri), e);
+            }
+        }
         let t = now();
         if let Ok(d) = self.deadlines.lock() {
             for (k, (at, why)) in d.iter() {

@@ -1,0 +1,544 @@
+//! Keys in PKCS#11 tokens (issue 18) with the real SoftHSM2 module and real peers: the CA's
+//! intermediate generated in a token signs certificates, CRLs and `ca serve`'s own certificate;
+//! `serve` with its TLS key in a token takes curl and openssl clients; pkcs11-tool (OpenSC, an
+//! independent PKCS#11 client) shows the keys sensitive and never extractable. Each refusal is
+//! checked by its message and exit code 2.
+//!
+//! SoftHSM reads SOFTHSM2_CONF when a process loads it: this test binary points it once at one
+//! throwaway token directory, and each test makes its own token there (`softhsm2-util
+//! --init-token --free`), so tests running in parallel never share a token.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod pki_common;
+mod proxy_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use mutual_test::{eventually, free_port, Leaf};
+use pki_common::{mutual, mutual_cmd, s, Out, TestCa};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "20261205";
+
+/// The shared token directory (SOFTHSM2_CONF set for this process and its children), or
+/// `None` (with a SKIPPED line) when SoftHSM2 or pkcs11-tool is missing; `.ci/run` installs both.
+fn softhsm() -> Option<&'static Path> {
+    static DIR: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
+    let d = DIR.get_or_init(|| {
+        if !Path::new(MODULE).exists() || mutual_test::skip_without("softhsm2-util") {
+            eprintln!("SKIPPED: softhsm2 not installed");
+            return None;
+        }
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("tokens")).unwrap();
+        let conf = d.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                d.path().join("tokens").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(d.path().join("pin"), format!("{PIN}\n")).unwrap();
+        std::fs::write(d.path().join("wrong-pin"), "11111111\n").unwrap();
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        Some(d)
+    });
+    d.as_ref().map(|d| d.path())
+}
+
+/// A new token labelled `label` (one per test).
+fn token(label: &str) -> Option<&'static Path> {
+    let dir = softhsm()?;
+    // softhsm2-util picks "the free slot": one at a time.
+    static ONE: Mutex<()> = Mutex::new(());
+    let _g = ONE.lock().unwrap_or_else(|p| p.into_inner());
+    let o = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label])
+        .args(["--pin", PIN, "--so-pin", "87654321"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Some(dir)
+}
+
+fn pin_file(dir: &Path) -> String {
+    dir.join("pin").to_string_lossy().into_owned()
+}
+
+/// The token's objects as OpenSC's pkcs11-tool lists them (logged in).
+fn pkcs11_tool_objects(label: &str) -> String {
+    let o = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            label,
+            "--login",
+            "--pin",
+            PIN,
+            "-O",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The private-key block of `object` in pkcs11-tool's listing.
+fn private_key_block(listing: &str, object: &str) -> String {
+    listing
+        .split("Private Key Object")
+        .skip(1)
+        .find(|b| b.contains(&format!("label:      {object}\n")))
+        .unwrap_or_else(|| panic!("no private key {object} in:\n{listing}"))
+        .split("Object;")
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// `ca init` with the intermediate in token `label`.
+fn token_ca(label: &str, dir: &Path) -> TestCa {
+    let uri = format!("pkcs11:token={label};object=intermediate");
+    TestCa::new(&[
+        "--pkcs11-module",
+        MODULE,
+        "--pkcs11-uri",
+        &uri,
+        "--pkcs11-pin-file",
+        &pin_file(dir),
+    ])
+}
+
+fn openssl(args: &[&str]) -> Out {
+    pki_common::openssl(args)
+}
+
+#[test]
+fn ca_in_token_issues_revokes_and_signs_crls() {
+    let Some(dir) = token("ca-issue") else { return };
+    let ca = token_ca("ca-issue", dir);
+    // The config records where the key is; no intermediate key file exists.
+    let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
+    assert!(cfg.contains("kind = \"pkcs11\""), "{cfg}");
+    assert!(
+        cfg.contains("uri = \"pkcs11:token=ca-issue;object=intermediate\""),
+        "{cfg}"
+    );
+    assert!(!cfg.contains(PIN));
+    assert!(!ca.dir.join("intermediate.key").exists());
+    let key_files: Vec<_> = std::fs::read_dir(&ca.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".key"))
+        .collect();
+    assert_eq!(key_files, vec!["root.key".to_string()]);
+    // OpenSC sees the intermediate key: sensitive, never extractable, generated in the token.
+    let block = private_key_block(&pkcs11_tool_objects("ca-issue"), "intermediate");
+    assert!(block.contains("never extractable"), "{block}");
+    assert!(block.contains("always sensitive"), "{block}");
+    assert!(block.contains("local"), "{block}");
+    // The intermediate certificate carries the token key.
+    let spki_cert = openssl(&["x509", "-in", &ca.intermediate(), "-noout", "-pubkey"]).ok();
+    let o = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            "ca-issue",
+            "--login",
+            "--pin",
+            PIN,
+        ])
+        .args([
+            "--read-object",
+            "--type",
+            "pubkey",
+            "--label",
+            "intermediate",
+        ])
+        .args(["-o", s(&ca.tmp.path().join("int-pub.der"))])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let spki_token = openssl(&[
+        "pkey",
+        "-pubin",
+        "-inform",
+        "DER",
+        "-in",
+        s(&ca.tmp.path().join("int-pub.der")),
+    ])
+    .ok();
+    assert_eq!(spki_cert.stdout, spki_token.stdout);
+
+    // Issue (signed by the token), checked by openssl.
+    let issued = ca
+        .issue("web", &["--server", "--san", "dns:web.test", "--json"])
+        .ok();
+    let v: serde_json::Value = serde_json::from_str(&issued.stdout).unwrap();
+    let cert = ca.out.join("web.pem");
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.root(),
+        "-untrusted",
+        &ca.intermediate(),
+        s(&cert),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+
+    // Revoke, then a CRL signed by the token: openssl checks its signature and sees the serial.
+    let serial = v["serial"].as_str().unwrap().to_string();
+    mutual(&["cert", "revoke", "--dir", ca.d(), &serial]).ok();
+    let crl = ca.tmp.path().join("crl.pem");
+    mutual(&["ca", "crl", "--dir", ca.d(), "--out", s(&crl)]).ok();
+    let chk = openssl(&[
+        "crl",
+        "-in",
+        s(&crl),
+        "-noout",
+        "-CAfile",
+        &ca.intermediate(),
+    ]);
+    assert!(
+        chk.stderr.contains("verify OK") || chk.stdout.contains("verify OK"),
+        "{}",
+        chk.text()
+    );
+    let both = ca.tmp.path().join("chain.pem");
+    std::fs::write(
+        &both,
+        std::fs::read_to_string(ca.root()).unwrap()
+            + &std::fs::read_to_string(ca.intermediate()).unwrap(),
+    )
+    .unwrap();
+    let revoked = openssl(&[
+        "verify",
+        "-crl_check",
+        "-CAfile",
+        s(&both),
+        "-CRLfile",
+        s(&crl),
+        s(&cert),
+    ]);
+    assert_ne!(revoked.code, 0);
+    assert!(
+        revoked.text().contains("certificate revoked"),
+        "{}",
+        revoked.text()
+    );
+}
+
+#[test]
+fn ca_serve_signs_its_own_certificate_enrollments_and_renewals_through_the_token() {
+    let Some(dir) = token("ca-serve") else { return };
+    let ca = token_ca("ca-serve", dir);
+    // SOFTHSM2_CONF is in this process's environment, so `ca serve` finds the token.
+    let srv = pki_common::CaServe::start_new(&ca.dir, ca.tmp.path().join("serve.log"), &[]);
+    // openssl checks the server's chain: its own certificate, issued through the token.
+    let out = mutual_test::output_with_stdin(
+        Command::new("timeout").args([
+            "30",
+            "openssl",
+            "s_client",
+            "-connect",
+            &srv.addr().to_string(),
+            "-CAfile",
+            &ca.root(),
+            "-verify_return_error",
+        ]),
+        b"",
+    );
+    let text = mutual_test::output_text(&out);
+    assert!(text.contains("Verification: OK"), "{text}");
+    // Enroll with a one-time token, then renew over mTLS: both certificates signed in the token.
+    let jwt = srv.token(&["dns:svc.test"], "1h", "both");
+    let got = ca.tmp.path().join("svc");
+    srv.enroll(&jwt, &got).ok();
+    let cert = got.join("cert.pem");
+    let serial_of = |c: &Path| {
+        openssl(&["x509", "-in", s(c), "-noout", "-serial"])
+            .ok()
+            .stdout
+            .trim()
+            .to_string()
+    };
+    let first = serial_of(&cert);
+    let url = srv.url();
+    mutual(&[
+        "renew",
+        "--ca-url",
+        &url,
+        "--cert",
+        s(&cert),
+        "--key",
+        s(&got.join("key.pem")),
+    ])
+    .ok();
+    assert_ne!(serial_of(&cert), first, "renewed");
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.root(),
+        "-untrusted",
+        &ca.intermediate(),
+        s(&cert),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    assert!(!srv.log_text().contains(PIN));
+}
+
+fn backend_and_server_key(label: &str) -> Option<(TestCa, &'static Path, String)> {
+    let dir = token(label)?;
+    let ca = TestCa::new(&[]);
+    let uri = format!("pkcs11:token={label};object=tls");
+    ca.issue(
+        "server",
+        &[
+            "--server",
+            "--san",
+            "dns:localhost",
+            "--pkcs11-module",
+            MODULE,
+            "--pkcs11-uri",
+            &uri,
+            "--pkcs11-pin-file",
+            &pin_file(dir),
+        ],
+    )
+    .ok();
+    assert!(!ca.out.join("server.key").exists());
+    ca.issue("client", &["--client", "--san", "dns:client.test"])
+        .ok();
+    let key = format!(
+        "pkcs11:token={label};object=tls?module-path={MODULE}&pin-source={}",
+        pin_file(dir)
+    );
+    Some((ca, dir, key))
+}
+
+fn serve_args(ca: &TestCa, key: &str) -> Vec<String> {
+    [
+        "--cert",
+        s(&ca.out.join("server.pem")),
+        "--key",
+        key,
+        "--ca",
+        &ca.root(),
+        "--allow-any",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn client(ca: &TestCa) -> Leaf {
+    Leaf {
+        cert: ca.out.join("client.pem"),
+        key: ca.out.join("client.key"),
+        leaf_pem: String::new(),
+        der: Vec::new(),
+        serial_hex: String::new(),
+    }
+}
+
+#[test]
+fn serve_with_key_in_token_takes_curl_and_openssl() {
+    let Some((ca, _dir, key)) = backend_and_server_key("serve-tls") else {
+        return;
+    };
+    let block = private_key_block(&pkcs11_tool_objects("serve-tls"), "tls");
+    assert!(block.contains("never extractable"), "{block}");
+    // cert inspect --key says where the key lives and that it is the certificate's.
+    let cert = ca.out.join("server.pem");
+    let o = mutual(&["cert", "inspect", s(&cert), "--key", &key, "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let k = &v["key"];
+    assert_eq!(k["matches_certificate"], true, "{}", o.stdout);
+    assert_eq!(k["location"]["storage"], "pkcs11");
+    assert_eq!(k["location"]["token"]["token"], "serve-tls");
+    assert_eq!(k["location"]["token"]["sensitive"], true);
+    assert_eq!(k["location"]["token"]["extractable"], false);
+    let o = mutual(&[
+        "cert",
+        "inspect",
+        s(&ca.out.join("client.pem")),
+        "--key",
+        &key,
+    ])
+    .ok();
+    assert!(
+        o.stdout.contains("Matches certificate #0: NO"),
+        "{}",
+        o.stdout
+    );
+    let backend = proxy_common::http_backend();
+    let proxy = proxy_common::spawn_proxy(
+        "serve",
+        "--backend",
+        &backend.addr.to_string(),
+        &serve_args(&ca, &key),
+    );
+    let root = PathBuf::from(ca.root());
+    let c = client(&ca);
+    let (ok, code, _) = proxy_common::curl(proxy.port, &root, Some(&c));
+    assert!(ok && code == "200", "curl: {code}\n{}", proxy.stderr_text());
+    let (ok, text) = proxy_common::s_client(proxy.port, &root, Some(&c));
+    assert!(ok && text.contains("200 OK"), "{text}");
+    assert!(proxy.handshakes("allowed", "ok") >= 2.0);
+    let up_series = "mutual_pkcs11_key_up{key=\"pkcs11:token=serve-tls;object=tls?module-path=";
+    let up = |p: &proxy_common::Proxy| {
+        p.metrics()
+            .lines()
+            .find(|l| l.starts_with(up_series))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    assert_eq!(up(&proxy).as_deref(), Some("1"), "{}", proxy.metrics());
+    let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], proxy.metrics_port));
+    let (status, _) = proxy_common::http_get(metrics_addr, "/readyz");
+    assert_eq!(status, 200);
+
+    // The token goes away (its files moved out) while serve runs: new full handshakes fail
+    // with the reason in the log, the process keeps running and says nothing of the PIN.
+    let tokens = softhsm().unwrap().join("tokens");
+    let gone = softhsm().unwrap().join("away-serve-tls");
+    let tdir = std::fs::read_dir(&tokens)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            std::fs::read(p.join("token.object"))
+                .map(|b| b.windows(9).any(|w| w == b"serve-tls"))
+                .unwrap_or(false)
+        })
+        .expect("the token's directory");
+    std::fs::rename(&tdir, &gone).unwrap();
+    let (ok, _, _) = proxy_common::curl(proxy.port, &root, Some(&c));
+    assert!(!ok, "a full handshake needs the token");
+    proxy.wait_stderr("PKCS#11 signature failed");
+    let failed = eventually(Duration::from_secs(30), || {
+        let n = proxy.handshakes("failed", "other");
+        (n >= 1.0).then_some(n)
+    });
+    assert!(failed.is_some(), "{}", proxy.metrics());
+    // ... and says so: the key is down in the metrics, /readyz names it.
+    assert_eq!(up(&proxy).as_deref(), Some("0"), "{}", proxy.metrics());
+    let (status, body) = proxy_common::http_get(metrics_addr, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    let why = v["not_ready"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.starts_with("pkcs11 key pkcs11:token=serve-tls;object=tls"))
+        .map(|(_, v)| v.as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(why.contains("token"), "{why}");
+    let mut p = proxy;
+    assert!(
+        p.child.0.try_wait().unwrap().is_none(),
+        "serve must keep running"
+    );
+    assert!(!p.stderr_text().contains(PIN));
+    std::fs::rename(&gone, &tdir).unwrap();
+}
+
+#[test]
+fn refusals_are_clear_and_exit_2() {
+    let Some((ca, dir, key)) = backend_and_server_key("refusals") else {
+        return;
+    };
+    let backend = proxy_common::http_backend().addr.to_string();
+    let serve = |key: &str| {
+        let port = free_port().to_string();
+        let listen = format!("127.0.0.1:{port}");
+        let mut a = vec!["serve", "--listen", &listen, "--backend", &backend];
+        let extra = serve_args(&ca, key);
+        a.extend(extra.iter().map(String::as_str));
+        pki_common::run_within(mutual_cmd(None, &a), Duration::from_secs(60))
+    };
+    // Wrong PIN: refused at start, the PIN never printed.
+    let wrong = key.replace(&pin_file(dir), s(&dir.join("wrong-pin")));
+    let o = serve(&wrong);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr.contains("wrong PIN for token \"refusals\""),
+        "{}",
+        o.text()
+    );
+    assert!(!o.text().contains("11111111"));
+    // A missing object.
+    let o = serve(&key.replace("object=tls", "object=nothing"));
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(o.stderr.contains("no private key matches"), "{}", o.text());
+    // A PIN in the URI is refused without echoing it.
+    let o = serve("pkcs11:token=refusals;object=tls?pin-value=424242");
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr
+            .contains("pin-value would put the PIN on the command line"),
+        "{}",
+        o.text()
+    );
+    assert!(!o.text().contains("424242"));
+    // Not a PKCS#11 library: a real shared library without the entry points, and a text file.
+    let libz = [
+        "/lib/x86_64-linux-gnu/libz.so.1",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    let junk = ca.tmp.path().join("junk.so");
+    std::fs::write(&junk, "not a library").unwrap();
+    for module in libz.into_iter().chain([s(&junk)]) {
+        let d = ca.tmp.path().join(format!("ca-{}", module.len()));
+        let o = pki_common::mutual(&[
+            "ca",
+            "init",
+            "--dir",
+            s(&d),
+            "--pkcs11-module",
+            module,
+            "--pkcs11-uri",
+            "pkcs11:token=refusals;object=int",
+            "--pkcs11-pin-file",
+            &pin_file(dir),
+            "--json",
+        ]);
+        assert_eq!(o.code, 2, "{}", o.text());
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(v["error"]["reason"], "pkcs11", "{}", o.text());
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("is not a PKCS#11 module"),
+            "{}",
+            o.text()
+        );
+        assert!(!d.join("mutual-ca.toml").exists());
+    }
+    // --pkcs11-* with file storage is a usage error.
+    let o = mutual(&[
+        "ca",
+        "init",
+        "--dir",
+        s(&ca.tmp.path().join("x")),
+        "--key-storage",
+        "file",
+        "--pkcs11-uri",
+        "pkcs11:token=refusals;object=int",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr
+            .contains("--pkcs11-* flags need --key-storage pkcs11"),
+        "{}",
+        o.text()
+    );
+}
