@@ -83,9 +83,9 @@ impl Credentials {
             None => {
                 let mut certified = (*self.certified).clone();
                 certified.ocsp = Some(ocsp);
-                crate::server::ServerCert::Resolver(Arc::new(
-                    rustls::sign::SingleCertAndKey::from(certified),
-                ))
+                crate::server::ServerCert::Resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                    certified,
+                )))
             }
         }
     }

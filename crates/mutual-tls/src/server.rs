@@ -77,8 +77,7 @@ pub fn ca_server(
 pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMaterial, TlsError> {
     let provider = Arc::new(provider(s.allow_tls12));
     let creds = load_credentials(&provider, &s.cert, &s.key)?;
-    let (not_before, not_after, serial) =
-        (creds.not_before, creds.not_after, creds.serial.clone());
+    let (not_before, not_after, serial) = (creds.not_before, creds.not_after, creds.serial.clone());
     let mut trust = Trust::from_files(&s.ca, &s.crls, o.revocation)?.with_profile(o.profile);
     if let Some(cdp) = &o.cdp {
         trust = trust.with_cdp(Arc::clone(cdp));
