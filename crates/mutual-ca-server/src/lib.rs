@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod own_cert;
 pub mod problem;
 pub mod ratelimit;
+pub mod roots;
 pub mod tls;
 pub mod token;
 

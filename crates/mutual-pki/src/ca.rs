@@ -19,8 +19,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{Issuer, KeyPair, PublicKeyData};
-use rustls_pki_types::CertificateDer;
+use std::sync::{Arc, RwLock};
+
+use pkcs8::der::zeroize::Zeroizing;
 use time::OffsetDateTime;
 
 use mutual_store::{Inventory, ListFilter, RevokeOutcome, Store, StoreUrl};
@@ -29,19 +30,22 @@ mod crl;
 mod csr;
 mod init;
 mod issue;
+pub mod issuers;
 mod profile;
 mod store_cfg;
+pub mod trust;
 
 pub use crl::CurrentCrl;
 pub use csr::{csr_sans, Csr};
 pub use init::InitOptions;
 pub use issue::{recover_interrupted, IssueRequest, Issued, KeySource, OutputFiles, Recovery};
+pub use issuers::{Issuer, IssuerSet, IssuerState, RotateOptions, Rotated};
 pub use profile::IssueOptions;
 pub use store_cfg::{
     open_url, read_config, record_store, store_password, store_url, STORE_PASSWORD_ENV,
 };
+pub use trust::{trust_bundle, TrustBundle};
 
-use crate::keys;
 use crate::{normalize_serial, CertRecord, KeyType, PkiError, RevocationReason};
 
 pub const ROOT_CERT: &str = "root.pem";
@@ -84,17 +88,16 @@ pub struct Defaults {
     pub key_type: KeyType,
 }
 
-/// An unlocked CA: the intermediate's key is in memory.
+/// An unlocked CA: the intermediates' keys are in memory ([`IssuerSet`]).
 pub struct Ca {
     dir: PathBuf,
     config: CaConfig,
     root_pem: String,
     root_der: Vec<u8>,
-    int_pem: String,
-    int_der: Vec<u8>,
-    int_key: KeyPair,
-    int_not_before: OffsetDateTime,
-    int_not_after: OffsetDateTime,
+    /// The issuing intermediates, re-read when `issuers.toml` changes (another replica rotated).
+    issuers: RwLock<Arc<IssuerSet>>,
+    /// Kept to unlock an intermediate another replica added; never logged.
+    password: Zeroizing<Vec<u8>>,
     store: Store,
 }
 
@@ -227,41 +230,20 @@ impl Ca {
         };
         need(CONFIG)?;
         let root_path = need(ROOT_CERT)?;
-        let int_path = need(INTERMEDIATE_CERT)?;
-        let key_path = need(INTERMEDIATE_KEY)?;
+        need(INTERMEDIATE_CERT)?;
+        need(INTERMEDIATE_KEY)?;
         let config = read_config(dir)?;
         let root_pem = std::fs::read_to_string(&root_path).map_err(io(&root_path))?;
-        let int_pem = std::fs::read_to_string(&int_path).map_err(io(&int_path))?;
         let root_der = first_cert_der(&root_pem, &root_path)?;
-        let int_der = first_cert_der(&int_pem, &int_path)?;
-        let key_pem = pkcs8::der::zeroize::Zeroizing::new(
-            std::fs::read_to_string(&key_path).map_err(io(&key_path))?,
-        );
-        let plain = keys::decrypt_pkcs8_pem(&key_pem, password, &key_path)?;
-        let int_key = keys::load_pkcs8(plain.as_bytes(), config.key_type)?;
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(&int_der).map_err(|_| PkiError::Config {
-                path: int_path.clone(),
-                detail: "not a valid X.509 certificate (truncated or corrupted)".into(),
-            })?;
-        if cert.public_key().raw != int_key.subject_public_key_info().as_slice() {
-            return Err(PkiError::Config {
-                path: key_path,
-                detail: format!("this key does not belong to {}", int_path.display()),
-            });
-        }
-        let (int_not_before, int_not_after) = validity(&int_der, &int_path)?;
+        let issuers = IssuerSet::load(dir, &config, password)?;
         let store = store_cfg::open_configured(dir, &config).await?;
         Ok(Ca {
             dir: dir.to_path_buf(),
             config,
             root_pem,
             root_der,
-            int_pem,
-            int_der,
-            int_key,
-            int_not_before,
-            int_not_after,
+            issuers: RwLock::new(Arc::new(issuers)),
+            password: Zeroizing::new(password.to_vec()),
             store,
         })
     }
@@ -282,8 +264,32 @@ impl Ca {
         &self.root_pem
     }
 
-    pub fn intermediate_pem(&self) -> &str {
-        &self.int_pem
+    /// The default issuer's certificate, PEM.
+    pub fn intermediate_pem(&self) -> String {
+        self.issuers().default_issuer().pem().to_string()
+    }
+
+    /// The issuing intermediates as they are now: re-read from the CA directory when
+    /// `issuers.toml` changed since they were loaded (a rotation by `mutual ca
+    /// rotate-intermediate` or another replica). A manifest that cannot be loaded keeps the
+    /// set in use (logged by the caller's next rotation, not here): issuing goes on.
+    pub fn issuers(&self) -> Arc<IssuerSet> {
+        let cur = self
+            .issuers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if cur.is_current(&self.dir) {
+            return cur;
+        }
+        match IssuerSet::load(&self.dir, &self.config, &self.password) {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *self.issuers.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+                fresh
+            }
+            Err(_) => cur,
+        }
     }
 
     /// SHA-256 of the root certificate's DER, `AB:CD:...` (as `openssl x509 -fingerprint
@@ -292,21 +298,14 @@ impl Ca {
         crate::colon_hex(&sha256_hex(&self.root_der))
     }
 
-    /// The intermediate's notAfter, Unix seconds (no leaf may outlive it).
+    /// The default intermediate's notAfter, Unix seconds (no leaf may outlive it).
     pub fn intermediate_not_after(&self) -> i64 {
-        self.int_not_after.unix_timestamp()
+        self.issuers().default_issuer().not_after_unix()
     }
 
     /// The default leaf TTL from the config.
     pub fn default_ttl(&self) -> Duration {
         crate::parse_duration(&self.config.defaults.ttl).unwrap_or(Duration::from_secs(86_400))
-    }
-
-    fn issuer(&self) -> Result<Issuer<'_, &KeyPair>, PkiError> {
-        Ok(Issuer::from_ca_cert_der(
-            &CertificateDer::from(self.int_der.as_slice()),
-            &self.int_key,
-        )?)
     }
 
     /// Revokes a certificate by serial (any of the forms [`normalize_serial`] accepts).

@@ -114,6 +114,10 @@ pub enum PkiError {
         "the root key {path} is not here (moved offline?): bring it back for this command, or run it where the root key is kept"
     )]
     RootKeyOffline { path: PathBuf },
+    #[error(
+        "no active issuer {selector:?} in this CA (active: {active}); see `mutual ca issuers`"
+    )]
+    UnknownIssuer { selector: String, active: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -27,6 +27,7 @@ use serde::Serialize;
 mod acme;
 mod backend;
 mod copy;
+mod issuers;
 mod location;
 #[doc(hidden)]
 pub mod testing;
@@ -35,6 +36,7 @@ pub use acme::{AcmeAccount, AcmeKind, AcmeObject, AcmeStore};
 pub use backend::PG_SANS_FROM_CERTIFICATES;
 pub use backend::{PgStore, SqliteStore};
 pub use copy::{copy_sqlite_to_postgres, CopyReport, TableCounts};
+pub use issuers::FIRST_ISSUER;
 pub use location::{StoreUrl, StoreUrlError};
 
 /// Everything that can go wrong with the inventory.
@@ -204,6 +206,8 @@ pub struct NewCert {
     pub requested_by: Option<String>,
     /// Lowercase hex SHA-256 of the certificate's DER.
     pub sha256: String,
+    /// The id of the intermediate that signed it (`int-1` for the one `ca init` made).
+    pub issuer: String,
 }
 
 /// A certificate as recorded in the inventory.
@@ -226,6 +230,8 @@ pub struct CertRecord {
     /// Who revoked it through the online CA (`api-revoke:<identity>`), if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_by: Option<String>,
+    /// The id of the intermediate that signed it (`int-1` for the one `ca init` made).
+    pub issuer: String,
 }
 
 /// Which rows `list` returns.

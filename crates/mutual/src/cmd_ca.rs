@@ -31,6 +31,13 @@ pub enum CaCommand {
     /// new store in mutual-ca.toml. The SQLite file is opened read-only and left as it was.
     /// Stop every process using the CA first (docs/ha.md).
     Migrate(MigrateArgs),
+    /// Make a new issuing intermediate under the same root (needs root.key): new certificates
+    /// come from it at once, on every replica; the old one becomes `retiring` and signs only its
+    /// CRL until its last certificate expires. With --add, both stay active (docs/lifecycle.md).
+    RotateIntermediate(Box<crate::cmd_ca_rotate::RotateIntermediateArgs>),
+    /// List the CA's issuing intermediates: id, key type, state (active, retiring, retired),
+    /// which one is the default, and when the last certificate each signed expires.
+    Issuers(crate::cmd_ca_rotate::IssuersArgs),
 }
 
 /// Where the inventory goes (`ca init`, `ca migrate`). Parsed here rather than by clap, whose
@@ -115,6 +122,10 @@ pub struct CrlArgs {
     /// certificate (nginx ssl_crl, `serve --crl` without --crl-leaf-only).
     #[arg(long)]
     pub root: bool,
+    /// The CRL of this issuing intermediate (an id from `mutual ca issuers`, e.g. int-1): each
+    /// signs the CRL of its own certificates. [default: the default issuer]
+    #[arg(long, value_name = "ID", conflicts_with = "root")]
+    pub issuer: Option<String>,
 }
 
 pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
@@ -123,6 +134,8 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
         CaCommand::Crl(a) => crl(a),
         CaCommand::Serve(a) => crate::cmd_ca_serve::run(*a),
         CaCommand::Migrate(a) => migrate(a),
+        CaCommand::RotateIntermediate(a) => crate::cmd_ca_rotate::rotate_intermediate(*a),
+        CaCommand::Issuers(a) => crate::cmd_ca_rotate::list(a),
     }
 }
 
@@ -277,6 +290,8 @@ fn crl(a: CrlArgs) -> anyhow::Result<ExitCode> {
         let ca = Ca::open(&dir, password.as_bytes()).await?;
         let der = if a.root {
             ca.root_crl(password.as_bytes(), a.next_update).await
+        } else if let Some(id) = &a.issuer {
+            ca.crl_for(id, a.next_update).await
         } else {
             ca.crl(a.next_update).await
         };
