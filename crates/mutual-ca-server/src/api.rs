@@ -382,7 +382,7 @@ async fn route(
         return p.into();
     }
     match (path, method) {
-        ("/v1/roots", &Method::GET) => crate::roots::roots(state, req.headers(), req.uri().query()),
+        ("/v1/roots", &Method::GET) => crate::roots::roots(state, req.uri().query()),
         ("/v1/crl", &Method::GET) => crl(state, None, req.headers()).await,
         (p, &Method::GET) if p.starts_with("/v1/crl/") => {
             crl(state, p.strip_prefix("/v1/crl/"), req.headers()).await

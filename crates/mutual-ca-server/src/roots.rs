@@ -1,6 +1,7 @@
 //! `GET /v1/roots`: the trust bundle with its version (docs/lifecycle.md). PEM by default (what
-//! it always served), JSON with `Accept: application/json` or `?format=json`; the version is in
-//! the `Mutual-Trust-Bundle-Version` header of both, so a client can compare before parsing.
+//! it always served, whatever the Accept header: enroll clients send `Accept: application/json`
+//! and read PEM), JSON with `?format=json`; the version is in the `Mutual-Trust-Bundle-Version`
+//! header of both, so a client can compare before parsing.
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Response, StatusCode};
@@ -11,16 +12,12 @@ use crate::problem::Problem;
 /// The header that carries the bundle's version.
 pub const VERSION_HEADER: &str = "mutual-trust-bundle-version";
 
-pub(crate) fn roots(state: &State, headers: &hyper::HeaderMap, query: Option<&str>) -> Outcome {
+pub(crate) fn roots(state: &State, query: Option<&str>) -> Outcome {
     let b = match mutual_pki::ca::trust_bundle(state.ca.dir()) {
         Ok(b) => b,
         Err(e) => return Problem::internal(e).into(),
     };
-    let wants_json = query.is_some_and(|q| q.split('&').any(|kv| kv == "format=json"))
-        || headers
-            .get(hyper::header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("application/json"));
+    let wants_json = query.is_some_and(|q| q.split('&').any(|kv| kv == "format=json"));
     let (ctype, body) = if wants_json {
         let v = serde_json::json!({
             "version": b.version,
