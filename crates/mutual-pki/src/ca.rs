@@ -449,7 +449,7 @@ mod tests {
             Err(PkiError::TtlBeyondIntermediate { .. })
         ));
         // A CSR made by rcgen, requesting names the profile does not give.
-        let k = KeyPair::generate().unwrap();
+        let k = rcgen::KeyPair::generate().unwrap();
         let csr = CertificateParams::new(vec!["evil.example".to_string()])
             .unwrap()
             .serialize_request(&k)
