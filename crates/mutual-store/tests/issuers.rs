@@ -68,8 +68,10 @@ async fn rows_from_before_0008_are_backfilled_as_int_1() {
     s.insert(&cert("bb", "int-2")).await.unwrap();
     s.revoke("bb", "superseded", 6).await.unwrap();
     let rows = s.list(&ListFilter::default(), 0).await.unwrap();
-    let mut got: Vec<(String, String)> =
-        rows.iter().map(|r| (r.serial.clone(), r.issuer.clone())).collect();
+    let mut got: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.serial.clone(), r.issuer.clone()))
+        .collect();
     got.sort();
     assert_eq!(
         got,
@@ -80,8 +82,14 @@ async fn rows_from_before_0008_are_backfilled_as_int_1() {
     let serials = |v: Vec<mutual_store::RevokedEntry>| -> Vec<String> {
         v.into_iter().map(|e| e.serial).collect()
     };
-    assert_eq!(serials(s.revoked_for_issuer("int-1").await.unwrap()), ["aa"]);
-    assert_eq!(serials(s.revoked_for_issuer("int-2").await.unwrap()), ["bb"]);
+    assert_eq!(
+        serials(s.revoked_for_issuer("int-1").await.unwrap()),
+        ["aa"]
+    );
+    assert_eq!(
+        serials(s.revoked_for_issuer("int-2").await.unwrap()),
+        ["bb"]
+    );
     let crl = |n: i64| StoredCrl {
         number: n,
         der: vec![n as u8],
@@ -89,14 +97,20 @@ async fn rows_from_before_0008_are_backfilled_as_int_1() {
         next_update: 2,
     };
     assert!(s.store_issuer_crl("int-2", &crl(3)).await.unwrap());
-    assert!(!s.store_issuer_crl("int-2", &crl(2)).await.unwrap(), "never back");
+    assert!(
+        !s.store_issuer_crl("int-2", &crl(2)).await.unwrap(),
+        "never back"
+    );
     assert!(s.store_issuer_crl("int-1", &crl(1)).await.unwrap());
     assert_eq!(s.issuer_crl("int-2").await.unwrap().unwrap().number, 3);
     // int-1's CRL is the one current_crl always held.
     assert_eq!(s.current_crl().await.unwrap().unwrap().number, 1);
     let st = s.crl_state_for("int-2").await.unwrap();
     assert_eq!((st.revoked, st.number), (1, Some(3)));
-    assert_eq!(s.issuer_last_expiry("int-2").await.unwrap(), Some(2_000_000_000));
+    assert_eq!(
+        s.issuer_last_expiry("int-2").await.unwrap(),
+        Some(2_000_000_000)
+    );
     assert_eq!(s.issuer_last_expiry("int-9").await.unwrap(), None);
     s.close().await;
 }

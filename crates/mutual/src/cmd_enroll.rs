@@ -365,6 +365,10 @@ impl mutual_enroll::RenewalObserver for RenewalMetrics {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         self.metrics.renewal_succeeded(&self.listener, now);
     }
+
+    fn trust_bundle(&self, version: u64) {
+        self.metrics.trust_bundle_checked(&self.listener, version);
+    }
 }
 
 /// The renewal task as the proxy spawns it: failures are counted in `metrics` under
