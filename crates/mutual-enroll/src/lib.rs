@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod enroll;
 pub mod files;
 pub mod fingerprint;
+pub mod hook;
 pub mod renew;
 pub mod schedule;
 pub mod trust;

@@ -88,6 +88,8 @@ pub trait RenewalObserver: Send + Sync {
     fn failed(&self, near_expiry: bool);
     /// The certificate was renewed; the new one ends at `not_after` (Unix seconds).
     fn renewed(&self, not_after: i64);
+    /// The certificate was renewed (with what changed): `renew --daemon --exec` runs its hook.
+    fn renewed_with(&self, _r: &Renewed) {}
     /// The trust bundle was checked against the CA's: its version (`mutual_trust_bundle_version`).
     fn trust_bundle(&self, _version: u64) {}
 }
@@ -173,6 +175,7 @@ impl Renewer {
                     log_renewed(&r);
                     if let Some(o) = &self.observer {
                         o.renewed(r.new.not_after);
+                        o.renewed_with(&r);
                     }
                 }
                 Err(e) => return e,

@@ -361,3 +361,71 @@ fn a_running_ca_picks_up_a_rotation_and_serves_a_crl_per_issuer() {
     assert_eq!(j["roots_pem"].as_str().unwrap().as_bytes(), pem.as_slice());
     assert_eq!(j["sha256"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn renew_exec_runs_once_per_renewal_and_a_failure_keeps_the_new_certificate() {
+    let ca = CaServe::with_new_ca("Hook CA", &[], &[]);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("svc");
+    let t = ca.token(&["dns:svc.test"], "1h", "server");
+    ca.enroll(&t, &out).ok();
+    let (cert, key) = (out.join("cert.pem"), out.join("key.pem"));
+    let log = work.path().join("hook.log");
+    let url = ca.url();
+    let serial_now = || {
+        openssl(&["x509", "-in", s(&cert), "-noout", "-serial"])
+            .stdout
+            .trim()
+            .trim_start_matches("serial=")
+            .to_ascii_lowercase()
+    };
+    let hook = format!(
+        "echo \"$MUTUAL_SERIAL $MUTUAL_PREVIOUS_SERIAL $MUTUAL_CERT\" >> {}",
+        s(&log)
+    );
+    let before = serial_now();
+    let o = mutual(&[
+        "renew",
+        "--ca-url",
+        &url,
+        "--cert",
+        s(&cert),
+        "--key",
+        s(&key),
+        "--exec",
+        &hook,
+    ])
+    .ok();
+    assert!(o.stdout.contains("exec  exit status 0"), "{}", o.text());
+    let after = serial_now();
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        lines.lines().collect::<Vec<_>>(),
+        vec![format!("{after} {before} {}", s(&cert))],
+        "one run, with the new and old serials"
+    );
+
+    // A failing hook: exit 1 with its status, and the renewal stands.
+    let o = mutual(&[
+        "renew",
+        "--ca-url",
+        &url,
+        "--cert",
+        s(&cert),
+        "--key",
+        s(&key),
+        "--exec",
+        "exit 3",
+    ]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(
+        o.stderr
+            .contains("--exec failed (exit status 3); the new certificate"),
+        "{}",
+        o.text()
+    );
+    let third = serial_now();
+    assert_ne!(third, after);
+    assert!(o.stderr.contains(&third), "{}", o.text());
+    verify_chain(s(&ca.root()), &cert);
+}
