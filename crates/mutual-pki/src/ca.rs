@@ -32,6 +32,7 @@ mod init;
 mod issue;
 pub mod issuers;
 mod profile;
+pub mod rollover;
 mod store_cfg;
 pub mod trust;
 

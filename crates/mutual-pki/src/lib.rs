@@ -118,6 +118,8 @@ pub enum PkiError {
         "no active issuer {selector:?} in this CA (active: {active}); see `mutual ca issuers`"
     )]
     UnknownIssuer { selector: String, active: String },
+    #[error("refused: {detail}")]
+    RolloverRefused { detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

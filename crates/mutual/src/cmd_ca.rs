@@ -38,6 +38,13 @@ pub enum CaCommand {
     /// List the CA's issuing intermediates: id, key type, state (active, retiring, retired),
     /// which one is the default, and when the last certificate each signed expires.
     Issuers(crate::cmd_ca_rotate::IssuersArgs),
+    /// Start a root rollover (needs root.key): a new root cross-signed both ways and a trust
+    /// bundle with both roots under a new version; with --activate (after --min-overlap),
+    /// issue from the new root. Then `ca retire-root` (docs/lifecycle.md).
+    RotateRoot(Box<crate::cmd_ca_rotate::RotateRootArgs>),
+    /// End a root rollover: the new root becomes root.pem and the bundle's only root. Refused
+    /// while a certificate from the old root's intermediates is still valid.
+    RetireRoot(crate::cmd_ca_rotate::RetireRootArgs),
 }
 
 /// Where the inventory goes (`ca init`, `ca migrate`). Parsed here rather than by clap, whose
@@ -136,6 +143,8 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
         CaCommand::Migrate(a) => migrate(a),
         CaCommand::RotateIntermediate(a) => crate::cmd_ca_rotate::rotate_intermediate(*a),
         CaCommand::Issuers(a) => crate::cmd_ca_rotate::list(a),
+        CaCommand::RotateRoot(a) => crate::cmd_ca_rotate::rotate_root(*a),
+        CaCommand::RetireRoot(a) => crate::cmd_ca_rotate::retire_root(a),
     }
 }
 

@@ -49,6 +49,7 @@ pub fn rotate_intermediate(a: RotateIntermediateArgs) -> anyhow::Result<ExitCode
         key_type: a.key_type,
         add: a.add,
         validity: a.validity,
+        root: None,
     };
     let r = issuers::rotate_intermediate(&dir, password.as_bytes(), &opts)?;
     crate::cmd_lint::check_own(&r.certificate, "intermediate certificate", &[], None)?;
@@ -135,6 +136,103 @@ pub fn list(a: IssuersArgs) -> anyhow::Result<ExitCode> {
             s("not_after"),
             s("last_certificate_expires"),
             s("subject")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RotateRootArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    #[command(flatten)]
+    pub password: PasswordArg,
+    /// How long the bundle with both roots must be published (GET /v1/roots) before
+    /// --activate may issue from the new root: longer than the slowest party's refresh
+    /// (renewal tasks check every 5 min and before each renewal).
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub min_overlap: std::time::Duration,
+    /// Step 2: issue from the new root (a new default intermediate under it; chains carry the
+    /// new root cross-signed by the old). Refused before --min-overlap has passed.
+    #[arg(long)]
+    pub activate: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RetireRootArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    #[command(flatten)]
+    pub password: PasswordArg,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn rotate_root(a: RotateRootArgs) -> anyhow::Result<ExitCode> {
+    use mutual_pki::ca::rollover;
+    let dir = a.dir.resolve()?;
+    let password = a.password.get(false)?;
+    if a.activate {
+        let r = rollover::activate_root(&dir, password.as_bytes())?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!(
+                "Issuing from the new root: intermediate {} ({}), until {}",
+                r.id, r.subject, r.not_after
+            );
+            println!("  chains carry the new root cross-signed by the old one until `mutual ca retire-root`");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let r = rollover::rotate_root(&dir, password.as_bytes(), a.min_overlap)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "New root {} (sha256 {}), cross-signed both ways: {}",
+        r.new_root,
+        r.sha256,
+        r.certificate.display()
+    );
+    println!(
+        "  trust bundle version {} (both roots) is published at /v1/roots now",
+        r.bundle_version
+    );
+    println!(
+        "  next: `mutual ca rotate-root --activate`, accepted after {}",
+        r.activate_after
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn retire_root(a: RetireRootArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.dir.resolve()?;
+    let password = a.password.get(false)?;
+    let rt = runtime()?;
+    let r = rt.block_on(async {
+        let store = mutual_pki::ca::open_store(&dir).await?;
+        let r = mutual_pki::ca::rollover::retire_root(&dir, password.as_bytes(), &store).await;
+        store.close().await;
+        r
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "Retired the old root: {} is root.pem now; trust bundle version {} holds it alone",
+        r.root, r.bundle_version
+    );
+    if !r.dropped_issuers.is_empty() {
+        println!(
+            "  intermediates of the old root dropped: {}",
+            r.dropped_issuers.join(", ")
         );
     }
     Ok(ExitCode::SUCCESS)

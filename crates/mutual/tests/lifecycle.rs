@@ -429,3 +429,159 @@ fn renew_exec_runs_once_per_renewal_and_a_failure_keeps_the_new_certificate() {
     assert!(o.stderr.contains(&third), "{}", o.text());
     verify_chain(s(&ca.root()), &cert);
 }
+
+/// `mutual cert verify LEAF --roots ROOTS [EXTRA...]`: the webpki path builder (it tries every
+/// candidate issuer, as rustls peers do).
+fn webpki_verify(leaf: &Path, roots: &Path, extra: &[&str]) -> pki_common::Out {
+    let mut a = vec!["cert", "verify", s(leaf), "--roots", s(roots)];
+    a.extend_from_slice(extra);
+    mutual(&a)
+}
+
+/// Runs `args` until it exits 0 (a condition that becomes true with time: the overlap, an
+/// expiry), at most `limit`; the last output.
+fn until_ok(args: &[&str], limit: std::time::Duration) -> pki_common::Out {
+    let start = std::time::Instant::now();
+    loop {
+        let o = mutual(args);
+        if o.code == 0 || start.elapsed() > limit {
+            return o;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn root_rollover_publishes_then_activates_then_retires_and_refuses_unsafe_steps() {
+    let ca = TestCa::new(&[]);
+    let out = Path::new(ca.o()).to_path_buf();
+    let root1 = ca.tmp.path().join("root1.pem");
+    std::fs::copy(ca.root(), &root1).unwrap();
+    ca.issue("early", &["--ttl", "20s"]).ok();
+    let early_valid_at = mutual(&["cert", "list", "--dir", ca.d(), "--json"]).ok();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&early_valid_at.stdout).unwrap();
+    let at = rows[0]["not_before"].as_str().unwrap().to_string();
+
+    // Nothing to activate or retire yet.
+    mutual(&["ca", "rotate-root", "--dir", ca.d(), "--activate"])
+        .fails_with("no root rollover to activate (phase none)");
+    mutual(&["ca", "retire-root", "--dir", ca.d()])
+        .fails_with("the old root can be retired only after `mutual ca rotate-root --activate`");
+
+    // Step 1: the bundle with both roots, version 2; nothing issued from the new root yet.
+    let r = mutual(&[
+        "ca",
+        "rotate-root",
+        "--dir",
+        ca.d(),
+        "--min-overlap",
+        "3s",
+        "--json",
+    ])
+    .ok();
+    let r: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (r["new_root"].as_str(), r["bundle_version"].as_u64()),
+        (Some("root-2"), Some(2))
+    );
+    let root2 = ca.dir.join("roots/root-2.pem");
+    let bundle = std::fs::read_to_string(ca.dir.join("trust-bundle.pem")).unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2);
+    mutual(&["ca", "rotate-root", "--dir", ca.d(), "--min-overlap", "3s"])
+        .fails_with("a root rollover is under way (phase published)");
+    // Issuing from the new root before the overlap is refused (the first try comes within
+    // the 3 s: rotate-root just returned).
+    let early = mutual(&["ca", "rotate-root", "--dir", ca.d(), "--activate"]);
+    if early.code != 0 {
+        assert_eq!(early.code, 2, "{}", early.text());
+        assert!(
+            early
+                .stderr
+                .contains("refused: the trust bundle with root-2 (version 2) was published")
+                && early.stderr.contains("--min-overlap is 3 s"),
+            "{}",
+            early.text()
+        );
+        assert_eq!(
+            issuer_cn(&{
+                ca.issue("still-old", &["--ttl", "20s"]).ok();
+                out.join("still-old.pem")
+            }),
+            "Test CA Intermediate"
+        );
+        // Step 2, once the overlap has passed.
+        until_ok(
+            &["ca", "rotate-root", "--dir", ca.d(), "--activate"],
+            std::time::Duration::from_secs(30),
+        )
+        .ok();
+    }
+    ca.issue("during", &[]).ok();
+    let during = out.join("during.pem");
+    let chain = std::fs::read_to_string(&during).unwrap();
+    assert_eq!(
+        chain.matches("BEGIN CERTIFICATE").count(),
+        3,
+        "leaf, int-2, int-2 by the old root"
+    );
+    // Parties with the old root only, the new root only, or both, all verify it.
+    webpki_verify(&during, &root1, &[]).ok();
+    webpki_verify(&during, &root2, &[]).ok();
+    let both = ca.dir.join("trust-bundle.pem");
+    let o = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&both),
+        "-untrusted",
+        s(&during),
+        s(&during),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.text());
+    // A certificate from before the rollover verifies for a party that keeps only the new root,
+    // through the old root cross-signed by the new one.
+    let old_by_new = ca.dir.join("roots/root-1-by-root-2.pem");
+    webpki_verify(
+        &out.join("early.pem"),
+        &root2,
+        &["--intermediates", s(&old_by_new), "--at", &at],
+    )
+    .ok();
+
+    // Step 3 is refused while an old-root certificate is valid, then done once it expired.
+    mutual(&["ca", "retire-root", "--dir", ca.d()])
+        .fails_with("int-1 (under the old root) signed certificates valid until");
+    let done = until_ok(
+        &["ca", "retire-root", "--dir", ca.d(), "--json"],
+        std::time::Duration::from_secs(60),
+    )
+    .ok();
+    let done: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(done["bundle_version"], 3);
+    assert_eq!(done["dropped_issuers"], serde_json::json!(["int-1"]));
+    assert_eq!(
+        std::fs::read(ca.root()).unwrap(),
+        std::fs::read(&root2).unwrap(),
+        "root.pem is the new root"
+    );
+    let bundle = std::fs::read_to_string(ca.dir.join("trust-bundle.pem")).unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 1);
+    ca.issue("after", &[]).ok();
+    let after = out.join("after.pem");
+    assert_eq!(
+        std::fs::read_to_string(&after)
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2,
+        "no cross certificate after the retirement"
+    );
+    webpki_verify(&after, &root2, &[]).ok();
+    webpki_verify(&during, &root2, &[]).ok();
+    let o = webpki_verify(&after, &root1, &[]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(
+        o.stdout.contains("invalid: unknown_ca") || o.text().contains("unknown_ca"),
+        "{}",
+        o.text()
+    );
+}

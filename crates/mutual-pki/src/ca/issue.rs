@@ -313,7 +313,7 @@ impl Ca {
         let sha256 = sha256_hex(&leaf_der);
         let serial_hex = serial_hex(serial);
         let issued = Issued {
-            chain_pem: format!("{}{}", cert.pem(), issuer.pem()),
+            chain_pem: format!("{}{}", cert.pem(), issuer.chain_pem()),
             key_pem: match key {
                 Some(k) => Some(keys::pkcs8_pem(k)?.to_string()),
                 None => None,

@@ -64,6 +64,10 @@ pub struct IssuerEntry {
     pub id: String,
     pub key_type: KeyType,
     pub state: IssuerState,
+    /// The root that signed it, when not `root.pem`'s: a new root during a rollover
+    /// (`roots/ID.pem`, docs/lifecycle.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
 }
 
 /// `issuers.toml`.
@@ -86,6 +90,11 @@ pub struct Issuer {
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     subject: String,
+    /// The root it chains to, when not `root.pem`'s.
+    pub root: Option<String>,
+    /// What follows it in issued chains: during a root rollover, the new root cross-signed by
+    /// the old one, so that parties that trust only the old root still verify.
+    chain_extra: String,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -117,7 +126,7 @@ impl Issuer {
         );
         let plain = keys::decrypt_pkcs8_pem(&key_pem, password, &key_path)?;
         let key = keys::load_pkcs8(plain.as_bytes(), e.key_type)?;
-        Issuer::new(
+        let mut i = Issuer::new(
             e.id.clone(),
             e.key_type,
             e.state,
@@ -126,7 +135,17 @@ impl Issuer {
             key,
             &cert_path,
             &key_path,
-        )
+        )?;
+        if let Some(r) = &e.root {
+            let cross = cross_file(dir, &e.id);
+            match std::fs::read_to_string(&cross) {
+                Ok(t) => i.chain_extra = t,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(io(&cross)(err)),
+            }
+            i.root = Some(r.clone());
+        }
+        Ok(i)
     }
 
     /// An issuer from a certificate and its key (checked to match).
@@ -164,12 +183,20 @@ impl Issuer {
             not_before,
             not_after,
             subject,
+            root: None,
+            chain_extra: String::new(),
         })
     }
 
-    /// The intermediate's certificate, PEM (what a chain ends with).
+    /// The intermediate's certificate, PEM.
     pub fn pem(&self) -> &str {
         &self.pem
+    }
+
+    /// What an issued chain carries after the leaf: this intermediate, and during a root
+    /// rollover the new root cross-signed by the old one.
+    pub fn chain_pem(&self) -> String {
+        format!("{}{}", self.pem, self.chain_extra)
     }
 
     pub fn der(&self) -> &[u8] {
@@ -212,6 +239,12 @@ impl Issuer {
     }
 }
 
+/// Issuer `id` signed by the old root during a root rollover (carried in chains until
+/// `ca retire-root`).
+pub fn cross_file(dir: &Path, id: &str) -> PathBuf {
+    dir.join(ISSUERS_DIR).join(format!("{id}.cross.pem"))
+}
+
 /// The certificate and key files of issuer `id`.
 pub fn files(dir: &Path, id: &str) -> (PathBuf, PathBuf) {
     if id == FIRST_ISSUER {
@@ -249,6 +282,7 @@ fn parse_manifest(dir: &Path, text: Option<&str>, config: &CaConfig) -> Result<M
                 id: FIRST_ISSUER.into(),
                 key_type: config.key_type,
                 state: IssuerState::Active,
+                root: None,
             }],
         });
     };
@@ -370,6 +404,8 @@ pub struct RotateOptions {
     /// type), instead of making it the default and retiring the others.
     pub add: bool,
     pub validity: Duration,
+    /// Sign it with this root of `roots/` instead of `root.pem`'s (a root rollover's new root).
+    pub root: Option<String>,
 }
 
 impl Default for RotateOptions {
@@ -378,6 +414,7 @@ impl Default for RotateOptions {
             key_type: None,
             add: false,
             validity: Duration::from_secs(1825 * 86_400),
+            root: None,
         }
     }
 }
@@ -403,7 +440,24 @@ pub(super) fn root_key(
     root_der: &[u8],
     password: &[u8],
 ) -> Result<KeyPair, PkiError> {
-    let key_path = dir.join(ROOT_KEY);
+    root_key_at(
+        &dir.join(ROOT_KEY),
+        &dir.join(ROOT_CERT),
+        config,
+        root_der,
+        password,
+    )
+}
+
+/// [`root_key`] of a root whose files are `key_path` and `cert_path`.
+pub(super) fn root_key_at(
+    key_path: &Path,
+    cert_path: &Path,
+    config: &CaConfig,
+    root_der: &[u8],
+    password: &[u8],
+) -> Result<KeyPair, PkiError> {
+    let key_path = key_path.to_path_buf();
     let key_pem = match std::fs::read_to_string(&key_path) {
         Ok(k) => pkcs8::der::zeroize::Zeroizing::new(k),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -415,16 +469,13 @@ pub(super) fn root_key(
     let root_key = keys::load_pkcs8(plain.as_bytes(), config.key_type)?;
     let (_, cert) =
         x509_parser::parse_x509_certificate(root_der).map_err(|e| PkiError::Config {
-            path: dir.join(ROOT_CERT),
+            path: cert_path.to_path_buf(),
             detail: format!("not a certificate: {e}"),
         })?;
     if cert.public_key().raw != root_key.subject_public_key_info().as_slice() {
         return Err(PkiError::Config {
             path: key_path,
-            detail: format!(
-                "this key does not belong to {}",
-                dir.join(ROOT_CERT).display()
-            ),
+            detail: format!("this key does not belong to {}", cert_path.display()),
         });
     }
     Ok(root_key)
@@ -475,6 +526,54 @@ pub(super) fn intermediate_params(
     Ok(ip)
 }
 
+/// Removes the issuers `ids` from `issuers.toml` (a retired root's intermediates, whose
+/// certificates have all expired); their files stay.
+pub(super) fn drop_issuers(
+    dir: &Path,
+    config: &CaConfig,
+    password: &[u8],
+    ids: &[String],
+) -> Result<(), PkiError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let current = IssuerSet::load(dir, config, password)?;
+    let entries: Vec<IssuerEntry> = current
+        .issuers
+        .iter()
+        .filter(|i| !ids.contains(&i.id))
+        .map(|i| IssuerEntry {
+            id: i.id.clone(),
+            key_type: i.key_type,
+            state: i.state,
+            root: i.root.clone(),
+        })
+        .collect();
+    if !entries.iter().any(|e| e.id == current.default) {
+        return Err(PkiError::RolloverRefused {
+            detail: format!("the default issuer {} would be dropped", current.default),
+        });
+    }
+    write_manifest(
+        dir,
+        &Manifest {
+            default: current.default.clone(),
+            issuers: entries,
+        },
+    )
+}
+
+fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), PkiError> {
+    let text = format!(
+        "# The CA's issuing intermediates (mutual ca rotate-intermediate; docs/lifecycle.md).\n{}",
+        toml::to_string(m).map_err(|e| PkiError::Config {
+            path: dir.join(ISSUERS_FILE),
+            detail: e.to_string(),
+        })?
+    );
+    keys::write_atomic(&dir.join(ISSUERS_FILE), text.as_bytes(), 0o644, true)
+}
+
 /// `mutual ca rotate-intermediate`: a new intermediate under the same root (the root key is
 /// needed for this one command), written beside the others, then published by replacing
 /// `issuers.toml` atomically: the manifest is the commit point, so a failure before it leaves
@@ -487,10 +586,13 @@ pub fn rotate_intermediate(
 ) -> Result<Rotated, PkiError> {
     let config = super::read_config(dir)?;
     let current = IssuerSet::load(dir, &config, password)?;
-    let root_path = dir.join(ROOT_CERT);
+    let (root_path, root_key_path) = match &opts.root {
+        Some(r) => super::rollover::root_files(dir, r),
+        None => (dir.join(ROOT_CERT), dir.join(ROOT_KEY)),
+    };
     let root_pem = std::fs::read_to_string(&root_path).map_err(io(&root_path))?;
     let root_der = first_cert_der(&root_pem, &root_path)?;
-    let rkey = root_key(dir, &config, &root_der, password)?;
+    let rkey = root_key_at(&root_key_path, &root_path, &config, &root_der, password)?;
     let root_issuer =
         rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(root_der.as_slice()), &rkey)?;
     let (_, root_not_after) = validity(&root_der, &root_path)?;
@@ -525,6 +627,28 @@ pub fn rotate_intermediate(
         not_after,
     )?;
     let cert = params.signed_by(&key, &root_issuer)?;
+    // Under a rollover's new root: the same intermediate (name and key) signed by the current
+    // root too, carried in issued chains, so that parties still trusting only the old root
+    // verify. A cross-signed *root* would not do: roots from `ca init` have pathlen 1, which
+    // leaves no room for a second CA certificate between them and a leaf.
+    let cross = match &opts.root {
+        Some(_) => {
+            let cur_path = dir.join(ROOT_CERT);
+            let cur_pem = std::fs::read_to_string(&cur_path).map_err(io(&cur_path))?;
+            let cur_der = first_cert_der(&cur_pem, &cur_path)?;
+            let cur_key = root_key(dir, &config, &cur_der, password)?;
+            let cur_issuer = rcgen::Issuer::from_ca_cert_der(
+                &CertificateDer::from(cur_der.as_slice()),
+                &cur_key,
+            )?;
+            let (_, cur_not_after) = validity(&cur_der, &cur_path)?;
+            let mut cp = params.clone();
+            cp.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+            cp.not_after = cp.not_after.min(cur_not_after);
+            Some(cp.signed_by(&key, &cur_issuer)?.pem())
+        }
+        None => None,
+    };
     let key_pem = keys::encrypt_pkcs8_pem(key.serialized_der(), password)?;
 
     let (cert_path, key_path) = files(dir, &id);
@@ -543,6 +667,13 @@ pub fn rotate_intermediate(
         let _ = std::fs::remove_file(&key_path);
         return Err(e);
     }
+    if let Some(c) = &cross {
+        if let Err(e) = keys::write_atomic(&cross_file(dir, &id), c.as_bytes(), 0o644, true) {
+            let _ = std::fs::remove_file(&key_path);
+            let _ = std::fs::remove_file(&cert_path);
+            return Err(e);
+        }
+    }
 
     let mut retired = Vec::new();
     let mut entries: Vec<IssuerEntry> = current
@@ -559,6 +690,7 @@ pub fn rotate_intermediate(
                 id: i.id.clone(),
                 key_type: i.key_type,
                 state,
+                root: i.root.clone(),
             }
         })
         .collect();
@@ -566,6 +698,7 @@ pub fn rotate_intermediate(
         id: id.clone(),
         key_type,
         state: IssuerState::Active,
+        root: opts.root.clone(),
     });
     let default = if opts.add {
         current.default.clone()
@@ -576,14 +709,7 @@ pub fn rotate_intermediate(
         default: default.clone(),
         issuers: entries,
     };
-    let text = format!(
-        "# The CA's issuing intermediates (mutual ca rotate-intermediate; docs/lifecycle.md).\n{}",
-        toml::to_string(&manifest).map_err(|e| PkiError::Config {
-            path: dir.join(ISSUERS_FILE),
-            detail: e.to_string(),
-        })?
-    );
-    if let Err(e) = keys::write_atomic(&dir.join(ISSUERS_FILE), text.as_bytes(), 0o644, true) {
+    if let Err(e) = write_manifest(dir, &manifest) {
         let _ = std::fs::remove_file(&key_path);
         let _ = std::fs::remove_file(&cert_path);
         return Err(e);

@@ -23,6 +23,43 @@ pub struct TrustState {
     /// Unix seconds when this version was first published.
     #[serde(default)]
     pub published_at: i64,
+    /// Where a root rollover stands: `published` (the bundle holds both roots; issuing still
+    /// from the old one), `active` (issuing from the new one, chains carry the cross-signed
+    /// new root), `retired` (the bundle holds the new root only). Absent: no rollover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// The new root's id (`roots/ID.pem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_root: Option<String>,
+    /// How long the bundle with both roots must have been published before issuing from the
+    /// new root (seconds).
+    #[serde(default)]
+    pub min_overlap_secs: u64,
+}
+
+/// The CA's `trust.toml`; the default (version 1, no rollover) when there is none.
+pub fn read_state(dir: &Path) -> Result<TrustState, PkiError> {
+    let p = dir.join(TRUST_STATE);
+    match std::fs::read_to_string(&p) {
+        Ok(t) => toml::from_str(&t).map_err(|e| PkiError::Config {
+            path: p.clone(),
+            detail: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TrustState {
+            version: 1,
+            ..Default::default()
+        }),
+        Err(e) => Err(io(&p)(e)),
+    }
+}
+
+/// Writes `trust.toml` atomically (the commit point of each rollover step).
+pub(super) fn write_state(dir: &Path, s: &TrustState) -> Result<(), PkiError> {
+    let text = toml::to_string(s).map_err(|e| PkiError::Config {
+        path: dir.join(TRUST_STATE),
+        detail: e.to_string(),
+    })?;
+    crate::keys::write_atomic(&dir.join(TRUST_STATE), text.as_bytes(), 0o644, true)
 }
 
 /// What `/v1/roots` serves.
