@@ -185,7 +185,10 @@ pub fn rotate_root(a: RotateRootArgs) -> anyhow::Result<ExitCode> {
                 "Issuing from the new root: intermediate {} ({}), until {}",
                 r.id, r.subject, r.not_after
             );
-            println!("  chains carry the new root cross-signed by the old one until `mutual ca retire-root`");
+            println!(
+                "  chains also carry {} signed by the old root until `mutual ca retire-root`",
+                r.id
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -5,12 +5,12 @@
 //!    the old, the old by the new), and a trust bundle with both roots under a new version.
 //!    Nothing is issued from the new root yet: every party must fetch the bundle first.
 //! 2. `ca rotate-root --activate` (phase `active`), refused until the bundle has been published
-//!    for `--min-overlap`: a new default intermediate under the new root; chains it issues carry
-//!    the new root cross-signed by the old, so parties still trusting only the old root verify.
+//!    for `--min-overlap`: a new default intermediate under the new root, signed by the old root
+//!    too; chains carry both, so parties still trusting only the old root verify.
 //! 3. `ca retire-root` (phase `retired`), refused while a certificate from an intermediate of the
 //!    old root is still valid: the bundle holds the new root only, `root.pem` / `root.key`
-//!    become the new root's (the old ones are kept in `roots/`), chains stop carrying the cross
-//!    certificate.
+//!    become the new root's (the old ones are kept in `roots/`), chains stop carrying the old
+//!    root's signature.
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
