@@ -38,7 +38,7 @@ fn issuer_cn(pem: &Path) -> String {
 }
 
 #[test]
-fn intermediate_rotation_under_load_fails_no_request() {
+fn rotation_and_root_rollover_under_load_fail_no_request() {
     let mut ca = CaServe::with_new_ca(
         "Load CA",
         &[],
