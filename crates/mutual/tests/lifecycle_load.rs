@@ -132,13 +132,11 @@ fn rotation_and_root_rollover_under_load_fail_no_request() {
                 assert_eq!((chain_len(&sdir), chain_len(&cdir)), (3, 3));
                 phase = 4;
             }
-            4 => {
-                if mutual(&["ca", "retire-root", "--dir", &dir]).code == 0 {
-                    // Replicas re-read root.pem for their client check at start.
-                    ca.stop();
-                    ca.start();
-                    phase = 5;
-                }
+            4 if mutual(&["ca", "retire-root", "--dir", &dir]).code == 0 => {
+                // Replicas re-read root.pem for their client check at start.
+                ca.stop();
+                ca.start();
+                phase = 5;
             }
             // Both proxies hold the final bundle (version 3, the new root alone)...
             5 if both_at(3.0) => phase = 6,
