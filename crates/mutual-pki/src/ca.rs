@@ -99,6 +99,9 @@ pub struct Ca {
     issuers: RwLock<Arc<IssuerSet>>,
     /// Kept to unlock an intermediate another replica added; never logged.
     password: Zeroizing<Vec<u8>>,
+    /// An `issuers.toml` text that failed to load, not retried until it changes (each try
+    /// decrypts keys: a bad file must not cost that on every request).
+    bad_manifest: std::sync::Mutex<Option<Option<String>>>,
     store: Store,
 }
 
@@ -245,6 +248,7 @@ impl Ca {
             root_der,
             issuers: RwLock::new(Arc::new(issuers)),
             password: Zeroizing::new(password.to_vec()),
+            bad_manifest: std::sync::Mutex::new(None),
             store,
         })
     }
@@ -273,23 +277,34 @@ impl Ca {
     /// The issuing intermediates as they are now: re-read from the CA directory when
     /// `issuers.toml` changed since they were loaded (a rotation by `mutual ca
     /// rotate-intermediate` or another replica). A manifest that cannot be loaded keeps the
-    /// set in use (logged by the caller's next rotation, not here): issuing goes on.
+    /// set in use, and is not tried again until it changes: issuing goes on.
     pub fn issuers(&self) -> Arc<IssuerSet> {
         let cur = self
             .issuers
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        if cur.is_current(&self.dir) {
+        let Ok(text) = issuers::read_manifest(&self.dir) else {
+            return cur;
+        };
+        if text.as_deref() == cur.manifest() {
+            return cur;
+        }
+        let mut bad = self.bad_manifest.lock().unwrap_or_else(|p| p.into_inner());
+        if bad.as_ref() == Some(&text) {
             return cur;
         }
         match IssuerSet::load(&self.dir, &self.config, &self.password) {
             Ok(fresh) => {
                 let fresh = Arc::new(fresh);
                 *self.issuers.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+                *bad = None;
                 fresh
             }
-            Err(_) => cur,
+            Err(_) => {
+                *bad = Some(text);
+                cur
+            }
         }
     }
 

@@ -585,3 +585,37 @@ fn root_rollover_publishes_then_activates_then_retires_and_refuses_unsafe_steps(
         o.text()
     );
 }
+
+#[test]
+fn a_broken_issuers_toml_keeps_a_running_ca_issuing_from_the_set_it_has() {
+    let ca = CaServe::with_new_ca("Steady CA", &[], &[]);
+    let work = tempfile::tempdir().unwrap();
+    mutual(&["ca", "rotate-intermediate", "--dir", s(ca.d())]).ok();
+    let enroll = |name: &str| -> PathBuf {
+        let out = work.path().join(name);
+        let t = ca.token(&[&format!("dns:{name}.test")], "1h", "client");
+        ca.enroll(&t, &out).ok();
+        out.join("cert.pem")
+    };
+    assert_eq!(issuer_cn(&enroll("a")), "Steady CA Intermediate 2");
+    // A half-edited manifest naming a default that does not exist.
+    let manifest = ca.d().join("issuers.toml");
+    let good = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        good.replace("default = \"int-2\"", "default = \"int-9\""),
+    )
+    .unwrap();
+    assert_eq!(issuer_cn(&enroll("b")), "Steady CA Intermediate 2");
+    // The CLI says what is wrong with it.
+    mutual(&["ca", "issuers", "--dir", s(ca.d())])
+        .fails_with("the default issuer int-9 is not listed");
+    // Fixed (back to int-1 as default): the running CA follows.
+    std::fs::write(
+        &manifest,
+        good.replace("default = \"int-2\"", "default = \"int-1\"")
+            .replace("state = \"retiring\"", "state = \"active\""),
+    )
+    .unwrap();
+    assert_eq!(issuer_cn(&enroll("c")), "Steady CA Intermediate");
+}

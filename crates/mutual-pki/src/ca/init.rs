@@ -267,6 +267,7 @@ impl Ca {
             root_der: root.der().to_vec(),
             issuers: std::sync::RwLock::new(std::sync::Arc::new(IssuerSet::single(first))),
             password: pkcs8::der::zeroize::Zeroizing::new(password.to_vec()),
+            bad_manifest: std::sync::Mutex::new(None),
             store,
         })
     }

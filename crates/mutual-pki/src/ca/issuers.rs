@@ -265,7 +265,7 @@ pub struct IssuerSet {
 }
 
 /// Reads `issuers.toml`; `None` when there is none.
-fn read_manifest(dir: &Path) -> Result<Option<String>, PkiError> {
+pub(super) fn read_manifest(dir: &Path) -> Result<Option<String>, PkiError> {
     let p = dir.join(ISSUERS_FILE);
     match std::fs::read_to_string(&p) {
         Ok(t) => Ok(Some(t)),
@@ -345,9 +345,9 @@ impl IssuerSet {
         }
     }
 
-    /// Whether `issuers.toml` in `dir` still says what this set was loaded from.
-    pub(super) fn is_current(&self, dir: &Path) -> bool {
-        read_manifest(dir).is_ok_and(|m| m == self.manifest)
+    /// The `issuers.toml` text this set was loaded from (`None`: there was none).
+    pub(super) fn manifest(&self) -> Option<&str> {
+        self.manifest.as_deref()
     }
 
     /// The issuer new certificates come from by default.
