@@ -1,6 +1,7 @@
-//! The CA: a self-signed root that signs one issuing intermediate (pathlen 0) at `init`, after
-//! which only the intermediate is used, for leaves, CSRs and CRLs. The root key can therefore
-//! live offline; nothing after `init` reads it.
+//! The CA: a self-signed root that signs an issuing intermediate (pathlen 0) at `init`, after
+//! which only intermediates are used, for leaves, CSRs and CRLs (`issuers.rs`: several of them
+//! over the CA's life, one default). The root key can therefore live offline; only `init`,
+//! `ca crl --root` and the rotations (`issuers.rs`, `rollover.rs`) read it.
 //!
 //! Every certificate goes through one transaction, [`Ca::issue`] (in `issue.rs`): check the
 //! request against the profile, sign, record the inventory row (spending the request's one-time
@@ -14,7 +15,8 @@
 //!
 //! The parts, by job: `init.rs` creates a CA, `profile.rs` decides what may be issued,
 //! `csr.rs` reads certificate requests, `issue.rs` is the transaction, `crl.rs` signs and stores
-//! CRLs, `store_cfg.rs` finds the inventory.
+//! CRLs, `issuers.rs` holds the intermediates, `trust.rs` the published trust bundle,
+//! `rollover.rs` the root rollover, `store_cfg.rs` finds the inventory.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

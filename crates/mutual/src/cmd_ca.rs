@@ -1,5 +1,5 @@
 //! `mutual ca ...`: create the CA (`init`), publish its revocation list (`crl`), move its
-//! inventory (`migrate`); `ca serve` is in cmd_ca_serve.rs, the shared `--dir` and password
+//! inventory (`migrate`); `ca serve` is in cmd_ca_serve.rs, the rotations in cmd_ca_rotate.rs, the shared `--dir` and password
 //! arguments in ca_args.rs.
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,8 +19,8 @@ pub enum CaCommand {
     /// The root key is only used here: afterwards the intermediate signs certificates and CRLs,
     /// so root.key can be moved offline.
     Init(Box<InitArgs>),
-    /// Write a CRL signed by the intermediate, listing every revoked certificate with its
-    /// reason; each run gets a higher CRL number. With --root, the root's CRL instead (for
+    /// Write a CRL signed by the default intermediate (or --issuer ID), listing every revoked
+    /// certificate it signed with its reason; each run gets a higher CRL number. With --root, the root's CRL instead (for
     /// relying parties that check the whole chain, e.g. nginx's ssl_crl).
     Crl(CrlArgs),
     /// Run the CA online over HTTPS: enrollment with one-time tokens, renewal and revocation
