@@ -47,8 +47,9 @@ pub struct State {
     pub limiter: RateLimiter,
     pub crl_next_update: Duration,
     pub metrics: Metrics,
-    /// The CRL served at /v1/crl: the stored current one, as last checked.
-    crl: arc_swap::ArcSwapOption<CurrentCrl>,
+    /// The CRLs served at /v1/crl (the default issuer's) and /v1/crl/ID: the stored current
+    /// one of each issuer, as last checked.
+    crls: std::sync::Mutex<std::collections::HashMap<String, Arc<CurrentCrl>>>,
     /// One check or publication at a time (a burst of revocations signs in turn).
     crl_lock: tokio::sync::Mutex<()>,
     /// The ACME front door (`ca serve --acme`), mounted at `/acme/`.
@@ -71,7 +72,7 @@ impl State {
     ) -> State {
         let metrics = Metrics::new()
             .with_store_errors(ca.store().errors().clone())
-            .with_ca_certs(ca.root_pem(), ca.intermediate_pem());
+            .with_ca_certs(ca.root_pem(), &ca.intermediate_pem());
         State {
             ca,
             provisioner,
@@ -79,7 +80,7 @@ impl State {
             limiter,
             crl_next_update,
             metrics,
-            crl: arc_swap::ArcSwapOption::empty(),
+            crls: std::sync::Mutex::default(),
             crl_lock: tokio::sync::Mutex::new(()),
             acme: None,
             ocsp: None,
@@ -117,27 +118,60 @@ impl State {
     /// Brings the served CRL up to date with the store (see [`Ca::refresh_crl`]): adopts a
     /// newer stored CRL (another replica's), or signs and stores one when the inventory has
     /// revocations the stored one lacks (`mutual cert revoke`) or half of its validity passed.
-    /// Runs at start and every `--crl-refresh`.
+    /// Runs at start and every `--crl-refresh`, for every issuer (a retiring intermediate
+    /// keeps a current CRL too).
     pub async fn refresh_crl(&self) -> Result<Arc<CurrentCrl>, PkiError> {
+        let set = self.ca.issuers();
+        for i in set.all() {
+            if i.id != set.default_issuer().id {
+                if let Err(e) = self.refresh_crl_for(&i.id).await {
+                    tracing::warn!(issuer = %i.id, error = %e, "CRL refresh failed");
+                }
+            }
+        }
+        self.refresh_crl_for(&set.default_issuer().id).await
+    }
+
+    fn cached_crl(&self, id: &str) -> Option<Arc<CurrentCrl>> {
+        self.crls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn cache_crl(&self, c: Arc<CurrentCrl>) {
+        // The CRL metrics describe the one served at /v1/crl: the default issuer's.
+        if c.issuer == self.ca.issuers().default_issuer().id {
+            self.metrics
+                .crl_served(c.number, c.this_update, c.next_update);
+        }
+        self.crls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(c.issuer.clone(), c);
+    }
+
+    /// [`State::refresh_crl`] for the issuer `id`.
+    pub async fn refresh_crl_for(&self, id: &str) -> Result<Arc<CurrentCrl>, PkiError> {
         let _g = self.crl_lock.lock().await;
-        let cached = self.crl.load_full();
+        let cached = self.cached_crl(id);
         match self
             .ca
-            .refresh_crl(cached.as_deref(), self.crl_next_update)
+            .refresh_crl_for(id, cached.as_deref(), self.crl_next_update)
             .await?
         {
             Some(c) => {
                 let c = Arc::new(c);
                 if cached.as_ref().is_none_or(|old| old.number != c.number) {
                     tracing::info!(
+                        issuer = %c.issuer,
                         crl_number = c.number,
                         entries = c.entries,
                         "serving a new CRL"
                     );
                 }
-                self.metrics
-                    .crl_served(c.number, c.this_update, c.next_update);
-                self.crl.store(Some(c.clone()));
+                self.cache_crl(c.clone());
                 Ok(c)
             }
             None => match cached {
@@ -149,24 +183,28 @@ impl State {
         }
     }
 
-    /// Signs and stores a CRL now (after a revocation through this replica, so that its next
-    /// /v1/crl lists it at once) and serves it.
-    pub async fn publish_crl(&self) -> Result<Arc<CurrentCrl>, PkiError> {
+    /// Signs and stores a CRL of issuer `id` now (after a revocation through this replica, so
+    /// that its next CRL lists it at once) and serves it.
+    pub async fn publish_crl_for(&self, id: &str) -> Result<Arc<CurrentCrl>, PkiError> {
         let _g = self.crl_lock.lock().await;
-        let c = Arc::new(self.ca.publish_crl(self.crl_next_update).await?);
-        self.metrics
-            .crl_served(c.number, c.this_update, c.next_update);
-        self.crl.store(Some(c.clone()));
+        let c = Arc::new(self.ca.publish_crl_for(id, self.crl_next_update).await?);
+        self.cache_crl(c.clone());
         Ok(c)
     }
 
-    /// The CRL to serve now: checked against the store first (one cheap query; a revocation
-    /// made anywhere, even with `mutual cert revoke`, is listed at once), or, when the store
-    /// does not answer, the last one served (relying parties keep a CRL rather than none).
-    async fn served_crl(&self) -> Result<Arc<CurrentCrl>, PkiError> {
-        match self.refresh_crl().await {
+    /// The CRL of issuer `id` (`None`: the default) to serve now: checked against the store
+    /// first (one cheap query; a revocation made anywhere, even with `mutual cert revoke`, is
+    /// listed at once), or, when the store does not answer, the last one served (relying
+    /// parties keep a CRL rather than none).
+    async fn served_crl(&self, id: Option<&str>) -> Result<Arc<CurrentCrl>, PkiError> {
+        let id = match id {
+            Some(i) => i.to_string(),
+            None => self.ca.issuers().default_issuer().id.clone(),
+        };
+        match self.refresh_crl_for(&id).await {
             Ok(c) => Ok(c),
-            Err(e) => match self.crl.load_full() {
+            Err(e @ PkiError::UnknownIssuer { .. }) => Err(e),
+            Err(e) => match self.cached_crl(&id) {
                 Some(c) => {
                     tracing::warn!(error = %e, "CRL check failed; serving the last CRL");
                     Ok(c)
@@ -203,7 +241,7 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Resp {
 }
 
 /// The outcome of one request, for the log line.
-struct Outcome {
+pub(crate) struct Outcome {
     resp: Resp,
     reason: &'static str,
     /// Serial issued or revoked, if any.
@@ -223,6 +261,10 @@ impl From<Problem> for Outcome {
             detail,
         }
     }
+}
+
+pub(crate) fn ok_response(resp: Resp) -> Outcome {
+    ok(resp)
 }
 
 fn ok(resp: Resp) -> Outcome {
@@ -506,6 +548,7 @@ fn endpoint(path: &str) -> &'static str {
         "/metrics" => "/metrics",
         "/v1/roots" => "/v1/roots",
         "/v1/crl" => "/v1/crl",
+        p if p.starts_with("/v1/crl/") => "/v1/crl/{issuer}",
         "/v1/sign" => "/v1/sign",
         "/v1/renew" => "/v1/renew",
         "/v1/revoke" => "/v1/revoke",
@@ -553,12 +596,11 @@ async fn route(
         return p.into();
     }
     match (path, method) {
-        ("/v1/roots", &Method::GET) => ok(respond(
-            StatusCode::OK,
-            "application/x-pem-file",
-            state.ca.root_pem().to_string(),
-        )),
-        ("/v1/crl", &Method::GET) => crl(state, req.headers()).await,
+        ("/v1/roots", &Method::GET) => crate::roots::roots(state, req.uri().query()),
+        ("/v1/crl", &Method::GET) => crl(state, None, req.headers()).await,
+        (p, &Method::GET) if p.starts_with("/v1/crl/") => {
+            crl(state, p.strip_prefix("/v1/crl/"), req.headers()).await
+        }
         ("/v1/sign", &Method::POST) => match read_json::<SignBody>(req).await {
             Ok(b) => sign(state, b).await,
             Err(p) => p.into(),
@@ -735,6 +777,7 @@ fn issued_body(i: &Issued) -> serde_json::Value {
     serde_json::json!({
         "certificate_chain": i.chain_pem,
         "serial": i.serial_hex,
+        "issuer": i.issuer,
         "not_before": rfc3339(i.not_before),
         "not_after": rfc3339(i.not_after),
     })
@@ -1014,16 +1057,16 @@ async fn revoke(state: &State, me: &Me, b: RevokeBody) -> Outcome {
         .store()
         .revoke_as(&serial, reason.as_str(), unix_now(), Some(&by))
         .await;
-    match outcome {
-        Ok(RevokeOutcome::Revoked(_) | RevokeOutcome::AlreadyRevoked(_)) => {}
+    let issuer = match outcome {
+        Ok(RevokeOutcome::Revoked(r) | RevokeOutcome::AlreadyRevoked(r)) => r.issuer,
         Err(StoreError::NotFound { serial }) => {
             return Problem::new("not_found", format!("no certificate with serial {serial}")).into()
         }
         Err(e) => return Problem::store(&e).into(),
-    }
-    // Publish at once: the next /v1/crl of this replica must list it (the others pick the
-    // stored CRL up within --crl-refresh).
-    if let Err(e) = state.publish_crl().await {
+    };
+    // Publish at once: the next CRL of its issuer from this replica must list it (the others
+    // pick the stored CRL up within --crl-refresh).
+    if let Err(e) = state.publish_crl_for(&issuer).await {
         return Problem::internal(e).into();
     }
     Outcome {
@@ -1040,12 +1083,21 @@ async fn revoke(state: &State, me: &Me, b: RevokeBody) -> Outcome {
 /// `/v1/crl`: the stored current CRL, with an `ETag` (its CRL number, the same on every
 /// replica) and `Last-Modified` (its thisUpdate), answering 304 to a matching `If-None-Match`,
 /// or without one to an `If-Modified-Since` not older than the CRL.
-async fn crl(state: &State, headers: &hyper::HeaderMap) -> Outcome {
-    let c = match state.served_crl().await {
+async fn crl(state: &State, issuer: Option<&str>, headers: &hyper::HeaderMap) -> Outcome {
+    let c = match state.served_crl(issuer).await {
         Ok(c) => c,
+        Err(e @ PkiError::UnknownIssuer { .. }) => {
+            return Problem::new("not_found", e.to_string()).into()
+        }
         Err(e) => return Problem::internal(e).into(),
     };
-    let etag = format!("\"crl-{}\"", c.number);
+    // The first issuer keeps the ETag form it always had; the others name themselves, so an
+    // ETag never matches another issuer's CRL of the same number.
+    let etag = if c.issuer == mutual_pki::ca::issuers::FIRST_ISSUER {
+        format!("\"crl-{}\"", c.number)
+    } else {
+        format!("\"crl-{}-{}\"", c.issuer, c.number)
+    };
     let last_modified = http_date(c.this_update);
     let max_age = (c.next_update - unix_now()).max(0);
     let not_modified = match headers.get(hyper::header::IF_NONE_MATCH) {

@@ -22,6 +22,7 @@ pub mod ocsp;
 pub mod own_cert;
 pub mod problem;
 pub mod ratelimit;
+pub mod roots;
 pub mod tls;
 pub mod token;
 

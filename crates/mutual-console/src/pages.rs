@@ -255,7 +255,7 @@ fn chain_rows(auth: &dyn Authority) -> String {
     let mut o = String::new();
     for (role, pem) in [
         ("intermediate", auth.ca().intermediate_pem()),
-        ("root", auth.ca().root_pem()),
+        ("root", auth.ca().root_pem().to_string()),
     ] {
         let Ok((_, p)) = x509_parser::pem::parse_x509_pem(pem.as_bytes()) else {
             continue;

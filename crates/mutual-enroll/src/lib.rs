@@ -13,8 +13,10 @@ pub mod enroll;
 pub mod est;
 pub mod files;
 pub mod fingerprint;
+pub mod hook;
 pub mod renew;
 pub mod schedule;
+pub mod trust;
 
 use std::path::PathBuf;
 
@@ -25,6 +27,7 @@ pub use files::CertSummary;
 pub use fingerprint::Fingerprint;
 pub use renew::{renew_once, RenewOptions, Renewed};
 pub use schedule::{RenewalObserver, Renewer, Schedule};
+pub use trust::{refresh_trust, TrustRefresh};
 
 /// Everything that can go wrong talking to the CA or handling the files. Each variant carries
 /// what a person needs to act; none carries a key or a token.

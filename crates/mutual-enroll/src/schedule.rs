@@ -88,7 +88,15 @@ pub trait RenewalObserver: Send + Sync {
     fn failed(&self, near_expiry: bool);
     /// The certificate was renewed; the new one ends at `not_after` (Unix seconds).
     fn renewed(&self, not_after: i64);
+    /// The certificate was renewed (with what changed): `renew --daemon --exec` runs its hook.
+    fn renewed_with(&self, _r: &Renewed) {}
+    /// The trust bundle was checked against the CA's: its version (`mutual_trust_bundle_version`).
+    fn trust_bundle(&self, _version: u64) {}
 }
+
+/// How often the renewal task checks the CA's trust bundle between renewals (it also checks
+/// before each renewal).
+pub const TRUST_REFRESH: Duration = Duration::from_secs(300);
 
 /// Renews the certificate in `opts` for as long as it runs. Log lines carry serials and dates,
 /// never the key.
@@ -117,7 +125,12 @@ impl Renewer {
     /// revoked or not its own), and returns why. Cancel by dropping or aborting the task.
     pub async fn run(self) -> EnrollError {
         let mut planned: Option<(String, f64)> = None;
+        let mut trust_checked: Option<f64> = None;
         loop {
+            if trust_checked.is_none_or(|t| now() - t >= TRUST_REFRESH.as_secs_f64()) {
+                self.refresh_trust().await;
+                trust_checked = Some(now());
+            }
             let summary = match files::load_current(&self.opts.cert, &self.opts.key) {
                 Ok(c) => c.summary,
                 Err(e) => {
@@ -154,15 +167,43 @@ impl Renewer {
                 tokio::time::sleep(Duration::from_secs_f64(wait.min(300.0))).await;
                 continue;
             }
+            // A new root must be trusted before a certificate from it arrives.
+            self.refresh_trust().await;
+            trust_checked = Some(now());
             match self.renew_with_retries(&summary).await {
                 Ok(r) => {
                     log_renewed(&r);
                     if let Some(o) = &self.observer {
                         o.renewed(r.new.not_after);
+                        o.renewed_with(&r);
                     }
                 }
                 Err(e) => return e,
             }
+        }
+    }
+
+    /// Brings the trust file (`--ca`) up to date with the CA's bundle; a failure is logged and
+    /// the current file kept (the next check tries again).
+    async fn refresh_trust(&self) {
+        match crate::trust::refresh_trust(&self.opts.ca_url, &self.opts.ca).await {
+            Ok(t) => {
+                if t.changed {
+                    tracing::info!(
+                        version = t.version,
+                        roots = t.roots,
+                        file = %self.opts.ca.display(),
+                        "trust bundle updated"
+                    );
+                }
+                if let Some(o) = &self.observer {
+                    o.trust_bundle(t.version);
+                }
+            }
+            Err(e) => tracing::warn!(
+                file = %self.opts.ca.display(),
+                "cannot refresh the trust bundle, keeping the current one: {e}"
+            ),
         }
     }
 

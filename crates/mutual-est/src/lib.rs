@@ -680,7 +680,7 @@ fn certs_response(certs: &[Vec<u8>]) -> Result<Resp, EstError> {
 /// `cacerts`: the root and the issuing intermediate, so a device can build and pin the chain.
 fn cacerts(ca: &Ca) -> Result<Resp, EstError> {
     let mut certs = Vec::new();
-    for pem in [ca.root_pem(), ca.intermediate_pem()] {
+    for pem in [ca.root_pem(), &ca.intermediate_pem()] {
         for c in rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()) {
             let c: CertificateDer<'static> = c.map_err(EstError::internal)?;
             certs.push(c.to_vec());

@@ -1,6 +1,7 @@
-//! The CA: a self-signed root that signs one issuing intermediate (pathlen 0) at `init`, after
-//! which only the intermediate is used, for leaves, CSRs and CRLs. The root key can therefore
-//! live offline; nothing after `init` reads it.
+//! The CA: a self-signed root that signs an issuing intermediate (pathlen 0) at `init`, after
+//! which only intermediates are used, for leaves, CSRs and CRLs (`issuers.rs`: several of them
+//! over the CA's life, one default). The root key can therefore live offline; only `init`,
+//! `ca crl --root` and the rotations (`issuers.rs`, `rollover.rs`) read it.
 //!
 //! Every certificate goes through one transaction, [`Ca::issue`] (in `issue.rs`): check the
 //! request against the profile, sign, record the inventory row (spending the request's one-time
@@ -14,13 +15,15 @@
 //!
 //! The parts, by job: `init.rs` creates a CA, `profile.rs` decides what may be issued,
 //! `csr.rs` reads certificate requests, `issue.rs` is the transaction, `crl.rs` signs and stores
-//! CRLs, `store_cfg.rs` finds the inventory.
+//! CRLs, `issuers.rs` holds the intermediates, `trust.rs` the published trust bundle,
+//! `rollover.rs` the root rollover, `store_cfg.rs` finds the inventory.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{Issuer, PublicKeyData};
-use rustls_pki_types::CertificateDer;
+use std::sync::{Arc, RwLock};
+
+use pkcs8::der::zeroize::Zeroizing;
 use time::OffsetDateTime;
 
 use mutual_store::{Inventory, ListFilter, RevokeOutcome, Store, StoreUrl};
@@ -29,22 +32,37 @@ mod crl;
 mod csr;
 mod init;
 mod issue;
+pub mod issuers;
 mod key;
 pub mod ocsp;
 mod profile;
 mod renew;
+pub mod rollover;
 mod store_cfg;
+pub mod trust;
 
 pub use crl::CurrentCrl;
 pub use csr::{csr_sans, Csr};
 pub use init::InitOptions;
 pub use issue::{recover_interrupted, IssueRequest, Issued, KeySource, OutputFiles, Recovery};
 pub use key::{token_kind, CaKey, KeyStorage};
+
+/// A handle on one issuer's key that outlives a rotation re-read of the issuer set.
+pub struct CaKeyRef(Arc<Issuer>);
+
+impl std::ops::Deref for CaKeyRef {
+    type Target = CaKey;
+    fn deref(&self) -> &CaKey {
+        self.0.key()
+    }
+}
+pub use issuers::{Issuer, IssuerSet, IssuerState, RotateOptions, Rotated};
 pub use profile::IssueOptions;
 pub use renew::{check_renew_grace, renewable, RenewRefusal, Renewal, MAX_RENEW_GRACE};
 pub use store_cfg::{
     open_url, read_config, record_store, store_password, store_url, STORE_PASSWORD_ENV,
 };
+pub use trust::{trust_bundle, TrustBundle};
 
 use crate::{normalize_serial, CertRecord, KeyType, PkiError, RevocationReason};
 
@@ -96,17 +114,19 @@ pub struct Defaults {
     pub key_type: KeyType,
 }
 
-/// An unlocked CA: the intermediate's key is in memory or open in its token.
+/// An unlocked CA: the intermediates' keys are in memory ([`IssuerSet`]).
 pub struct Ca {
     dir: PathBuf,
     config: CaConfig,
     root_pem: String,
     root_der: Vec<u8>,
-    int_pem: String,
-    int_der: Vec<u8>,
-    int_key: CaKey,
-    int_not_before: OffsetDateTime,
-    int_not_after: OffsetDateTime,
+    /// The issuing intermediates, re-read when `issuers.toml` changes (another replica rotated).
+    issuers: RwLock<Arc<IssuerSet>>,
+    /// Kept to unlock an intermediate another replica added; never logged.
+    password: Zeroizing<Vec<u8>>,
+    /// An `issuers.toml` text that failed to load, not retried until it changes (each try
+    /// decrypts keys: a bad file must not cost that on every request).
+    bad_manifest: std::sync::Mutex<Option<Option<String>>>,
     store: Store,
 }
 
@@ -239,40 +259,21 @@ impl Ca {
         };
         need(CONFIG)?;
         let root_path = need(ROOT_CERT)?;
-        let int_path = need(INTERMEDIATE_CERT)?;
+        need(INTERMEDIATE_CERT)?;
         let config = read_config(dir)?;
-        let key_path = match config.key_storage {
-            KeyStorage::File => need(INTERMEDIATE_KEY)?,
-            KeyStorage::Pkcs11(_) => dir.join(INTERMEDIATE_KEY),
-        };
+        // The intermediate keys (intermediate.key unless it is in a token): IssuerSet::load.
         let root_pem = std::fs::read_to_string(&root_path).map_err(io(&root_path))?;
-        let int_pem = std::fs::read_to_string(&int_path).map_err(io(&int_path))?;
         let root_der = first_cert_der(&root_pem, &root_path)?;
-        let int_der = first_cert_der(&int_pem, &int_path)?;
-        let int_key = CaKey::load(&config.key_storage, &key_path, config.key_type, password)?;
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(&int_der).map_err(|_| PkiError::Config {
-                path: int_path.clone(),
-                detail: "not a valid X.509 certificate (truncated or corrupted)".into(),
-            })?;
-        if cert.public_key().raw != int_key.subject_public_key_info().as_slice() {
-            return Err(PkiError::Config {
-                path: key_path,
-                detail: format!("this key does not belong to {}", int_path.display()),
-            });
-        }
-        let (int_not_before, int_not_after) = validity(&int_der, &int_path)?;
+        let issuers = IssuerSet::load(dir, &config, password)?;
         let store = store_cfg::open_configured(dir, &config).await?;
         Ok(Ca {
             dir: dir.to_path_buf(),
             config,
             root_pem,
             root_der,
-            int_pem,
-            int_der,
-            int_key,
-            int_not_before,
-            int_not_after,
+            issuers: RwLock::new(Arc::new(issuers)),
+            password: Zeroizing::new(password.to_vec()),
+            bad_manifest: std::sync::Mutex::new(None),
             store,
         })
     }
@@ -293,8 +294,48 @@ impl Ca {
         &self.root_pem
     }
 
-    pub fn intermediate_pem(&self) -> &str {
-        &self.int_pem
+    /// The default issuer's certificate, PEM.
+    pub fn intermediate_pem(&self) -> String {
+        self.issuers().default_issuer().pem().to_string()
+    }
+
+    /// The default issuer's signing key (a file key in memory, or a token key).
+    pub fn intermediate_key(&self) -> CaKeyRef {
+        CaKeyRef(self.issuers().default_issuer().clone())
+    }
+
+    /// The issuing intermediates as they are now: re-read from the CA directory when
+    /// `issuers.toml` changed since they were loaded (a rotation by `mutual ca
+    /// rotate-intermediate` or another replica). A manifest that cannot be loaded keeps the
+    /// set in use, and is not tried again until it changes: issuing goes on.
+    pub fn issuers(&self) -> Arc<IssuerSet> {
+        let cur = self
+            .issuers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Ok(text) = issuers::read_manifest(&self.dir) else {
+            return cur;
+        };
+        if text.as_deref() == cur.manifest() {
+            return cur;
+        }
+        let mut bad = self.bad_manifest.lock().unwrap_or_else(|p| p.into_inner());
+        if bad.as_ref() == Some(&text) {
+            return cur;
+        }
+        match IssuerSet::load(&self.dir, &self.config, &self.password) {
+            Ok(fresh) => {
+                let fresh = Arc::new(fresh);
+                *self.issuers.write().unwrap_or_else(|p| p.into_inner()) = fresh.clone();
+                *bad = None;
+                fresh
+            }
+            Err(_) => {
+                *bad = Some(text);
+                cur
+            }
+        }
     }
 
     /// SHA-256 of the root certificate's DER, `AB:CD:...` (as `openssl x509 -fingerprint
@@ -303,26 +344,14 @@ impl Ca {
         crate::colon_hex(&sha256_hex(&self.root_der))
     }
 
-    /// The intermediate's notAfter, Unix seconds (no leaf may outlive it).
+    /// The default intermediate's notAfter, Unix seconds (no leaf may outlive it).
     pub fn intermediate_not_after(&self) -> i64 {
-        self.int_not_after.unix_timestamp()
+        self.issuers().default_issuer().not_after_unix()
     }
 
     /// The default leaf TTL from the config.
     pub fn default_ttl(&self) -> Duration {
         crate::parse_duration(&self.config.defaults.ttl).unwrap_or(Duration::from_secs(86_400))
-    }
-
-    /// The intermediate's signing key (a file key in memory, or a token key).
-    pub fn intermediate_key(&self) -> &CaKey {
-        &self.int_key
-    }
-
-    fn issuer(&self) -> Result<Issuer<'_, &CaKey>, PkiError> {
-        Ok(Issuer::from_ca_cert_der(
-            &CertificateDer::from(self.int_der.as_slice()),
-            &self.int_key,
-        )?)
     }
 
     /// Revokes a certificate by serial (any of the forms [`normalize_serial`] accepts).
@@ -350,7 +379,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::Usage;
-    use rcgen::{CertificateParams, KeyPair};
+    use rcgen::CertificateParams;
     use x509_parser::prelude::FromDer;
 
     #[tokio::test]
@@ -466,7 +495,7 @@ mod tests {
             Err(PkiError::TtlBeyondIntermediate { .. })
         ));
         // A CSR made by rcgen, requesting names the profile does not give.
-        let k = KeyPair::generate().unwrap();
+        let k = rcgen::KeyPair::generate().unwrap();
         let csr = CertificateParams::new(vec!["evil.example".to_string()])
             .unwrap()
             .serialize_request(&k)

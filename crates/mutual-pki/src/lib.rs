@@ -116,6 +116,12 @@ pub enum PkiError {
         "the root key {path} is not here (moved offline?): bring it back for this command, or run it where the root key is kept"
     )]
     RootKeyOffline { path: PathBuf },
+    #[error(
+        "no active issuer {selector:?} in this CA (active: {active}); see `mutual ca issuers`"
+    )]
+    UnknownIssuer { selector: String, active: String },
+    #[error("refused: {detail}")]
+    RolloverRefused { detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A key in a PKCS#11 token (the CA's, when `key_storage` is pkcs11).

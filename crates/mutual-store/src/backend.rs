@@ -30,7 +30,7 @@ pub const PG_SANS_FROM_CERTIFICATES: &str = "INSERT INTO certificate_sans (seria
      FROM certificates AS c, json_array_elements_text(c.sans::json) AS j(s) \
      WHERE strpos(j.s, ':') > 1 ON CONFLICT DO NOTHING";
 
-fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+pub(crate) fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| StoreError::Db { op, source }
 }
 
@@ -39,7 +39,7 @@ static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postg
 
 pub(crate) const COLUMNS: &str =
     "serial, name, subject, sans, usage, not_before, not_after, status, \
-     revoked_at, reason, requested_by, sha256, created_at, revoked_by";
+     revoked_at, reason, requested_by, sha256, created_at, revoked_by, issuer";
 
 /// The embedded SQLite inventory (`inventory.db` in the CA directory by default).
 #[derive(Clone, Debug)]
@@ -141,6 +141,17 @@ impl SqliteStore {
                 .map_err(db("inspect schema"))?;
         Ok(row.is_some())
     }
+
+    /// Whether `table` has `column` (an old database opened read-only may predate a migration).
+    pub(crate) async fn has_column(&self, table: &str, column: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT 1 AS one FROM pragma_table_info($1) WHERE name = $2")
+            .bind(table)
+            .bind(column)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("inspect schema"))?;
+        Ok(row.is_some())
+    }
 }
 
 impl PgStore {
@@ -235,6 +246,7 @@ where
         sha256: row.try_get("sha256").map_err(db("read row"))?,
         created_at: row.try_get("created_at").map_err(db("read row"))?,
         revoked_by: row.try_get("revoked_by").map_err(db("read row"))?,
+        issuer: row.try_get("issuer").map_err(db("read row"))?,
         serial,
     })
 }
@@ -351,8 +363,8 @@ macro_rules! impl_inventory {
                 })?;
                 let res = sqlx::query(
                     "INSERT INTO certificates (serial, name, subject, sans, usage, not_before, \
-                     not_after, status, requested_by, sha256, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'valid', $8, $9, $10)",
+                     not_after, status, requested_by, sha256, created_at, issuer) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'valid', $8, $9, $10, $11)",
                 )
                 .bind(&c.serial)
                 .bind(&c.name)
@@ -364,6 +376,7 @@ macro_rules! impl_inventory {
                 .bind(&c.requested_by)
                 .bind(&c.sha256)
                 .bind(unix_now())
+                .bind(&c.issuer)
                 .execute(&mut *conn)
                 .await;
                 match res {

@@ -36,7 +36,7 @@ pub struct CopyReport {
     pub target: TableCounts,
 }
 
-/// Rows per INSERT: 14 columns x 1,000 stays far below PostgreSQL's 65,535 bind parameters.
+/// Rows per INSERT: 15 columns x 1,000 stays far below PostgreSQL's 65,535 bind parameters.
 const BATCH: i64 = 1000;
 
 type CertRow = (
@@ -55,6 +55,7 @@ type CertRow = (
     String,
     i64,
     Option<String>,
+    String,
 );
 
 /// Copies every table of `src` into the empty `dst` in one transaction, verifying row counts
@@ -85,9 +86,15 @@ pub async fn copy_sqlite_to_postgres(
     } else {
         "NULL AS revoked_by"
     };
+    // The signing intermediate arrived with migration 0008; older rows were all int-1's.
+    let issuer = if src.has_column("certificates", "issuer").await? {
+        "issuer"
+    } else {
+        "'int-1' AS issuer"
+    };
     let select = format!(
         "SELECT id, serial, name, subject, sans, usage, not_before, not_after, status, \
-         revoked_at, reason, requested_by, sha256, created_at, {revoked_by} \
+         revoked_at, reason, requested_by, sha256, created_at, {revoked_by}, {issuer} \
          FROM certificates WHERE id > $1 ORDER BY id LIMIT $2"
     );
     let mut last_id = i64::MIN;
@@ -103,7 +110,7 @@ pub async fn copy_sqlite_to_postgres(
         last_id = last.0;
         let mut qb = QueryBuilder::<Postgres>::new(
             "INSERT INTO certificates (serial, name, subject, sans, usage, not_before, not_after, \
-             status, revoked_at, reason, requested_by, sha256, created_at, revoked_by) ",
+             status, revoked_at, reason, requested_by, sha256, created_at, revoked_by, issuer) ",
         );
         qb.push_values(rows, |mut b, r| {
             b.push_bind(r.1)
@@ -119,7 +126,8 @@ pub async fn copy_sqlite_to_postgres(
                 .push_bind(r.11)
                 .push_bind(r.12)
                 .push_bind(r.13)
-                .push_bind(r.14);
+                .push_bind(r.14)
+                .push_bind(r.15);
         });
         qb.build()
             .execute(&mut *tx)

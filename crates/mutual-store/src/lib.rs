@@ -28,6 +28,7 @@ mod acme;
 mod backend;
 mod copy;
 mod est;
+mod issuers;
 mod location;
 #[doc(hidden)]
 pub mod testing;
@@ -37,6 +38,7 @@ pub use backend::PG_SANS_FROM_CERTIFICATES;
 pub use backend::{PgStore, SqliteStore};
 pub use copy::{copy_sqlite_to_postgres, CopyReport, TableCounts};
 pub use est::{EstRequest, EstStore};
+pub use issuers::FIRST_ISSUER;
 pub use location::{StoreUrl, StoreUrlError};
 
 /// Everything that can go wrong with the inventory.
@@ -206,6 +208,8 @@ pub struct NewCert {
     pub requested_by: Option<String>,
     /// Lowercase hex SHA-256 of the certificate's DER.
     pub sha256: String,
+    /// The id of the intermediate that signed it (`int-1` for the one `ca init` made).
+    pub issuer: String,
 }
 
 /// A certificate as recorded in the inventory.
@@ -228,6 +232,8 @@ pub struct CertRecord {
     /// Who revoked it through the online CA (`api-revoke:<identity>`), if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_by: Option<String>,
+    /// The id of the intermediate that signed it (`int-1` for the one `ca init` made).
+    pub issuer: String,
 }
 
 /// Which rows `list` returns.

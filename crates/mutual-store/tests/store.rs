@@ -118,6 +118,7 @@ fn cert(serial: &str, not_after: i64) -> NewCert {
         not_after,
         requested_by: Some("test".into()),
         sha256: "00".into(),
+        issuer: "int-1".into(),
     }
 }
 

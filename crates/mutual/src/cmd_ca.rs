@@ -1,5 +1,5 @@
 //! `mutual ca ...`: create the CA (`init`), publish its revocation list (`crl`), move its
-//! inventory (`migrate`); `ca serve` is in cmd_ca_serve.rs, the shared `--dir` and password
+//! inventory (`migrate`); `ca serve` is in cmd_ca_serve.rs, the rotations in cmd_ca_rotate.rs, the shared `--dir` and password
 //! arguments in ca_args.rs.
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,8 +19,8 @@ pub enum CaCommand {
     /// The root key is only used here: afterwards the intermediate signs certificates and CRLs,
     /// so root.key can be moved offline.
     Init(Box<InitArgs>),
-    /// Write a CRL signed by the intermediate, listing every revoked certificate with its
-    /// reason; each run gets a higher CRL number. With --root, the root's CRL instead (for
+    /// Write a CRL signed by the default intermediate (or --issuer ID), listing every revoked
+    /// certificate it signed with its reason; each run gets a higher CRL number. With --root, the root's CRL instead (for
     /// relying parties that check the whole chain, e.g. nginx's ssl_crl).
     Crl(CrlArgs),
     /// Run the CA online over HTTPS: enrollment with one-time tokens, renewal and revocation
@@ -31,6 +31,20 @@ pub enum CaCommand {
     /// new store in mutual-ca.toml. The SQLite file is opened read-only and left as it was.
     /// Stop every process using the CA first (docs/ha.md).
     Migrate(MigrateArgs),
+    /// Make a new issuing intermediate under the same root (needs root.key): new certificates
+    /// come from it at once, on every replica; the old one becomes `retiring` and signs only its
+    /// CRL until its last certificate expires. With --add, both stay active (docs/lifecycle.md).
+    RotateIntermediate(Box<crate::cmd_ca_rotate::RotateIntermediateArgs>),
+    /// List the CA's issuing intermediates: id, key type, state (active, retiring, retired),
+    /// which one is the default, and when the last certificate each signed expires.
+    Issuers(crate::cmd_ca_rotate::IssuersArgs),
+    /// Start a root rollover (needs root.key): a new root cross-signed both ways and a trust
+    /// bundle with both roots under a new version; with --activate (after --min-overlap),
+    /// issue from the new root. Then `ca retire-root` (docs/lifecycle.md).
+    RotateRoot(Box<crate::cmd_ca_rotate::RotateRootArgs>),
+    /// End a root rollover: the new root becomes root.pem and the bundle's only root. Refused
+    /// while a certificate from the old root's intermediates is still valid.
+    RetireRoot(crate::cmd_ca_rotate::RetireRootArgs),
 }
 
 /// Where the inventory goes (`ca init`, `ca migrate`). Parsed here rather than by clap, whose
@@ -122,6 +136,10 @@ pub struct CrlArgs {
     /// certificate (nginx ssl_crl, `serve --crl` without --crl-leaf-only).
     #[arg(long)]
     pub root: bool,
+    /// The CRL of this issuing intermediate (an id from `mutual ca issuers`, e.g. int-1): each
+    /// signs the CRL of its own certificates. [default: the default issuer]
+    #[arg(long, value_name = "ID", conflicts_with = "root")]
+    pub issuer: Option<String>,
 }
 
 pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
@@ -130,6 +148,10 @@ pub fn run(cmd: CaCommand) -> anyhow::Result<ExitCode> {
         CaCommand::Crl(a) => crl(a),
         CaCommand::Serve(a) => crate::cmd_ca_serve::run(*a),
         CaCommand::Migrate(a) => migrate(a),
+        CaCommand::RotateIntermediate(a) => crate::cmd_ca_rotate::rotate_intermediate(*a),
+        CaCommand::Issuers(a) => crate::cmd_ca_rotate::list(a),
+        CaCommand::RotateRoot(a) => crate::cmd_ca_rotate::rotate_root(*a),
+        CaCommand::RetireRoot(a) => crate::cmd_ca_rotate::retire_root(a),
     }
 }
 
@@ -314,6 +336,8 @@ fn crl(a: CrlArgs) -> anyhow::Result<ExitCode> {
         let ca = Ca::open(&dir, password.as_bytes()).await?;
         let der = if a.root {
             ca.root_crl(password.as_bytes(), a.next_update).await
+        } else if let Some(id) = &a.issuer {
+            ca.crl_for(id, a.next_update).await
         } else {
             ca.crl(a.next_update).await
         };

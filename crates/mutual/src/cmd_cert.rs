@@ -86,7 +86,8 @@ pub struct IssueArgs {
     pub key_type: KeyType,
     /// Put a CRL distribution point in the certificate: the http(s) URL where `mutual ca crl`
     /// output is published (relying parties fetch it, e.g. `mutual serve --crl-from-cdp`).
-    /// Repeatable.
+    /// Repeatable. `{issuer}` in it becomes the signing intermediate's id, so the point is
+    /// its own issuer's CRL: --crl-url 'https://ca:8443/v1/crl/{issuer}' (docs/lifecycle.md).
     #[arg(long = "crl-url", value_name = "URL")]
     pub crl_urls: Vec<String>,
     /// Put an OCSP responder URL in the certificate (Authority Information Access, id-ad-ocsp):
@@ -94,6 +95,10 @@ pub struct IssueArgs {
     /// Repeatable [default: the CA's ocsp_url from `ca init --ocsp-url`, if any].
     #[arg(long = "ocsp-url", value_name = "URL")]
     pub ocsp_urls: Vec<String>,
+    /// Which active intermediate signs: an id (int-2) or a key type (ecdsa-p384), see `mutual
+    /// ca issuers`. [default: the CA's default issuer]
+    #[arg(long, value_name = "ID|KEY-TYPE")]
+    pub issuer: Option<String>,
     /// Sign this CSR (PEM or DER, e.g. from `openssl req`) instead of generating a key. Only
     /// its public key is used: names, usages and lifetime come from this command line.
     #[arg(long, value_name = "FILE")]
@@ -377,6 +382,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             ou: a.ou.clone(),
             not_before: a.not_before,
             not_after: a.not_after,
+            issuer: a.issuer.clone(),
         };
         let out = ca
             .issue(IssueRequest {
@@ -404,6 +410,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             "not_after": rfc3339(issued.not_after),
             "not_after_unix": issued.not_after,
             "sha256": crate::json::fingerprint(&issued.sha256),
+            "issuer": issued.issuer,
             "cert": cert_path,
             "key": if wrote_key { Some(key_path.display().to_string()) } else { token_key.as_ref().map(|k| k.uri().to_string()) },
             "p12": if a.p12 { Some(&p12_path) } else { None },
@@ -411,9 +418,10 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
-            "Issued {stem} ({usage}) serial {} valid until {}",
+            "Issued {stem} ({usage}) serial {} valid until {}, by {}",
             issued.serial_hex,
-            rfc3339(issued.not_after)
+            rfc3339(issued.not_after),
+            issued.issuer
         );
         println!("  cert: {} (leaf + intermediate)", cert_path.display());
         if wrote_key {
@@ -535,8 +543,8 @@ async fn list_table(
         if count == 0 {
             writeln!(
                 out,
-                "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>13}  SANS",
-                "SERIAL", "NAME", "USAGE", "STATUS", "NOT AFTER", "LEFT"
+                "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>13}  {:<6}  SANS",
+                "SERIAL", "NAME", "USAGE", "STATUS", "NOT AFTER", "LEFT", "ISSUER"
             )?;
         }
         if table_line(out, r, now)? {
@@ -579,6 +587,7 @@ async fn list_json(
 struct ListRow<'a> {
     created_at: String,
     created_at_unix: i64,
+    issuer: &'a str,
     name: &'a str,
     not_after: String,
     not_after_unix: i64,
@@ -603,6 +612,7 @@ impl<'a> ListRow<'a> {
         ListRow {
             created_at: rfc3339(r.created_at),
             created_at_unix: r.created_at,
+            issuer: &r.issuer,
             name: &r.name,
             not_after: rfc3339(r.not_after),
             not_after_unix: r.not_after,
@@ -650,13 +660,14 @@ fn table_line(
     let na = rfc3339(r.not_after);
     writeln!(
         out,
-        "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>13}  {}",
+        "{:<32}  {:<20}  {:<6}  {:<7}  {:<20}  {:>13}  {:<6}  {}",
         r.serial,
         r.name,
         r.usage,
         r.status.as_str(),
         na,
         days,
+        r.issuer,
         r.sans.join(",")
     )?;
     Ok(soon)
@@ -854,6 +865,7 @@ mod tests {
             sha256: "AB:CD".into(),
             created_at: 150,
             revoked_by: None,
+            issuer: "int-1".into(),
         };
         let revoked = mutual_store::CertRecord {
             sans: vec![],

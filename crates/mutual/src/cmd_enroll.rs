@@ -127,6 +127,13 @@ pub struct RenewArgs {
     /// Log format on stderr (--daemon): human or json. The level comes from RUST_LOG.
     #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
     pub log_format: String,
+
+    /// Run this shell command (sh -c) after each renewal, e.g. 'systemctl reload nginx', with
+    /// MUTUAL_CERT, MUTUAL_KEY, MUTUAL_SERIAL, MUTUAL_PREVIOUS_SERIAL and MUTUAL_NOT_AFTER set.
+    /// Its failure is reported (exit status in the log, exit 1 without --daemon) and never
+    /// undoes the renewal: the new certificate stays.
+    #[arg(long, value_name = "CMD")]
+    pub exec: Option<String>,
 }
 
 /// Flags `serve` and `connect` flatten in: enroll at start into --cert/--key (unless they already
@@ -280,17 +287,37 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
                 if opts.ca_url.len() > 1 {
                     println!("  by    {}", r.ca_url);
                 }
+                if let Some(cmd) = &args.exec {
+                    let out = mutual_enroll::hook::run_hook(cmd, &opts.cert, &opts.key, &r);
+                    if !out.is_ok() {
+                        eprintln!(
+                            "error: --exec failed ({out}); the new certificate {} is in place",
+                            r.new.serial
+                        );
+                        return Ok(ExitCode::from(1));
+                    }
+                    println!("  exec  {out}");
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => failed(e),
         };
     }
     init_logging(&args.log_format);
+    let mut renewer = Renewer::new(opts.clone());
+    if let Some(cmd) = &args.exec {
+        renewer = renewer.with_observer(std::sync::Arc::new(ExecHook {
+            cmd: cmd.clone(),
+            cert: opts.cert.clone(),
+            key: opts.key.clone(),
+            failures: std::sync::atomic::AtomicU64::new(0),
+        }));
+    }
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot install signal handlers")?;
         tokio::select! {
-            e = Renewer::new(opts).run() => {
+            e = renewer.run() => {
                 tracing::error!("renewal stopped: {e}");
                 Ok(ExitCode::from(1))
             }
@@ -380,6 +407,40 @@ pub fn prepare(
     })))
 }
 
+/// `renew --daemon --exec CMD`: the hook after each renewal, its outcome in the log (one line
+/// with the exit status, and a running count of failures).
+struct ExecHook {
+    cmd: String,
+    cert: PathBuf,
+    key: PathBuf,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl mutual_enroll::RenewalObserver for ExecHook {
+    fn failed(&self, _near_expiry: bool) {}
+
+    fn renewed(&self, _not_after: i64) {}
+
+    fn renewed_with(&self, r: &mutual_enroll::Renewed) {
+        // The renewal task waits for the hook: one hook per renewal, never two at once.
+        let out = mutual_enroll::hook::run_hook(&self.cmd, &self.cert, &self.key, r);
+        if out.is_ok() {
+            tracing::info!(serial = %r.new.serial, result = %out, "--exec hook ran");
+        } else {
+            let n = self
+                .failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            tracing::error!(
+                serial = %r.new.serial,
+                result = %out,
+                hook_failures_total = n,
+                "--exec hook failed; the new certificate is in place"
+            );
+        }
+    }
+}
+
 /// The proxy's metrics as the renewal task's observer: `mutual_renewal_failures_total` and
 /// `mutual_renewal_last_success_timestamp_seconds`, labelled with the listener's name.
 struct RenewalMetrics {
@@ -395,6 +456,10 @@ impl mutual_enroll::RenewalObserver for RenewalMetrics {
     fn renewed(&self, _not_after: i64) {
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         self.metrics.renewal_succeeded(&self.listener, now);
+    }
+
+    fn trust_bundle(&self, version: u64) {
+        self.metrics.trust_bundle_checked(&self.listener, version);
     }
 }
 

@@ -7,6 +7,7 @@
 mod ca_args;
 mod cmd_acme;
 mod cmd_ca;
+mod cmd_ca_rotate;
 mod cmd_ca_serve;
 mod cmd_cert;
 mod cmd_demo;

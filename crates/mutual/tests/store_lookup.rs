@@ -164,6 +164,7 @@ fn list_json_shape() {
         [
             "created_at",
             "created_at_unix",
+            "issuer",
             "name",
             "not_after",
             "not_after_unix",

@@ -1,4 +1,4 @@
-//! Revocation lists. The intermediate's CRL is signed once per change and stored in the
+//! Revocation lists, one per issuing intermediate (ca/issuers.rs). Each CRL is signed once per change and stored in the
 //! inventory ([`Ca::publish_crl`]); every `ca serve` replica serves the stored one and checks
 //! with one cheap query whether it is still current ([`Ca::refresh_crl`]), so replicas agree on
 //! one CRL and CRL numbers (from the database) only increase. The root's CRL (`ca crl --root`)
@@ -6,15 +6,11 @@
 use std::time::Duration;
 
 use mutual_store::{Inventory, StoredCrl};
-use rcgen::{
-    CertificateRevocationListParams, Issuer, KeyIdMethod, PublicKeyData, RevokedCertParams,
-    SerialNumber,
-};
+use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
-use super::{io, later, now, Ca, CRL_COUNTER, ROOT_CERT, ROOT_CRL_COUNTER, ROOT_KEY};
-use crate::keys;
+use super::{later, now, Ca, Issuer, ROOT_CRL_COUNTER};
 use crate::{rfc3339, PkiError, RevocationReason};
 
 impl Ca {
@@ -30,48 +26,59 @@ impl Ca {
         password: &[u8],
         next_update: Duration,
     ) -> Result<Vec<u8>, PkiError> {
-        let key_path = self.dir.join(ROOT_KEY);
-        let key_pem = match std::fs::read_to_string(&key_path) {
-            Ok(k) => pkcs8::der::zeroize::Zeroizing::new(k),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(PkiError::RootKeyOffline { path: key_path })
-            }
-            Err(e) => return Err(io(&key_path)(e)),
-        };
-        let plain = keys::decrypt_pkcs8_pem(&key_pem, password, &key_path)?;
-        let root_key = keys::load_pkcs8(plain.as_bytes(), self.config.key_type)?;
-        let (_, cert) =
-            x509_parser::parse_x509_certificate(&self.root_der).map_err(|e| PkiError::Config {
-                path: self.dir.join(ROOT_CERT),
-                detail: format!("not a certificate: {e}"),
-            })?;
-        if cert.public_key().raw != root_key.subject_public_key_info().as_slice() {
-            return Err(PkiError::Config {
-                path: key_path,
-                detail: format!(
-                    "this key does not belong to {}",
-                    self.dir.join(ROOT_CERT).display()
-                ),
-            });
-        }
-        let issuer =
-            Issuer::from_ca_cert_der(&CertificateDer::from(self.root_der.as_slice()), &root_key)?;
+        let root_key = super::issuers::root_key(&self.dir, &self.config, &self.root_der, password)?;
+        let issuer = rcgen::Issuer::from_ca_cert_der(
+            &CertificateDer::from(self.root_der.as_slice()),
+            &root_key,
+        )?;
         let number = self.store.next_counter(ROOT_CRL_COUNTER).await?;
         Ok(sign_crl(&issuer, &self.root_der, Vec::new(), number, next_update)?.der)
     }
 
-    /// A CRL (DER) signed by the intermediate, listing every revoked certificate with its
-    /// reason, with a CRL number one higher than any issued before; it becomes the stored
-    /// current CRL that every `ca serve` replica serves ([`Ca::publish_crl`]).
+    /// A CRL (DER) signed by the default intermediate, listing every revoked certificate it
+    /// signed with its reason, with a CRL number one higher than any issued before; it becomes
+    /// the stored current CRL that every `ca serve` replica serves ([`Ca::publish_crl`]).
     pub async fn crl(&self, next_update: Duration) -> Result<Vec<u8>, PkiError> {
         Ok(self.publish_crl(next_update).await?.der.to_vec())
     }
 
-    /// Signs a new CRL of every revoked certificate and stores it as the current one. When
-    /// another replica stored a newer one meanwhile, that one is returned instead (both list
-    /// the same revocations or more: the higher number wins, the store never goes back).
+    /// [`Ca::crl`] for the issuer `id` (each intermediate signs the CRL of its own
+    /// certificates, a retiring one until its last certificate expires).
+    pub async fn crl_for(&self, id: &str, next_update: Duration) -> Result<Vec<u8>, PkiError> {
+        Ok(self.publish_crl_for(id, next_update).await?.der.to_vec())
+    }
+
+    /// [`Ca::publish_crl_for`] the default issuer.
     pub async fn publish_crl(&self, next_update: Duration) -> Result<CurrentCrl, PkiError> {
-        let revoked = self.store.revoked().await?;
+        let id = self.issuers().default_issuer().id.clone();
+        self.publish_crl_for(&id, next_update).await
+    }
+
+    /// The issuer `id`, active or retiring.
+    fn issuer_by_id(&self, id: &str) -> Result<std::sync::Arc<Issuer>, PkiError> {
+        let set = self.issuers();
+        set.get(id).cloned().ok_or_else(|| PkiError::UnknownIssuer {
+            selector: id.to_string(),
+            active: set
+                .all()
+                .iter()
+                .map(|i| i.id.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// Signs a new CRL of every revoked certificate issuer `id` signed and stores it as its
+    /// current one. When another replica stored a newer one meanwhile, that one is returned
+    /// instead (both list the same revocations or more: the higher number wins, the store never
+    /// goes back).
+    pub async fn publish_crl_for(
+        &self,
+        id: &str,
+        next_update: Duration,
+    ) -> Result<CurrentCrl, PkiError> {
+        let issuer = self.issuer_by_id(id)?;
+        let revoked = self.store.revoked_for_issuer(id).await?;
         let mut entries = Vec::with_capacity(revoked.len());
         for r in revoked {
             let serial = hex::decode(&r.serial).map_err(|_| PkiError::InvalidSerial {
@@ -93,29 +100,35 @@ impl Ca {
         // Checked before a CRL number is taken: a refused request must not use one up.
         let t0 = now();
         let next = later(t0, next_update, "--next-update")?;
-        if next > self.int_not_after {
+        if next > issuer.not_after() {
             return Err(PkiError::BeyondIntermediate {
                 what: "--next-update",
                 requested: rfc3339(next),
-                limit: rfc3339(self.int_not_after),
+                limit: rfc3339(issuer.not_after()),
             });
         }
         let count = entries.len();
-        let number = self.store.next_counter(CRL_COUNTER).await?;
-        let signed = sign_crl(&self.issuer()?, &self.int_der, entries, number, next_update)?;
+        let number = self.store.next_counter(&issuer.crl_counter()).await?;
+        let signed = sign_crl(
+            &issuer.signer()?,
+            issuer.der(),
+            entries,
+            number,
+            next_update,
+        )?;
         let stored = StoredCrl {
             number,
             der: signed.der,
             this_update: signed.this_update,
             next_update: signed.next_update,
         };
-        if self.store.store_crl(&stored).await? {
-            return Ok(CurrentCrl::from_stored(stored, count));
+        if self.store.store_issuer_crl(id, &stored).await? {
+            return Ok(CurrentCrl::from_stored(id, stored, count));
         }
         // A newer one is stored (another replica, at the same moment): serve that one.
-        match self.store.current_crl().await? {
-            Some(newer) => CurrentCrl::parse(newer),
-            None => Ok(CurrentCrl::from_stored(stored, count)),
+        match self.store.issuer_crl(id).await? {
+            Some(newer) => CurrentCrl::parse(id, newer),
+            None => Ok(CurrentCrl::from_stored(id, stored, count)),
         }
     }
 
@@ -129,7 +142,20 @@ impl Ca {
         cached: Option<&CurrentCrl>,
         next_update: Duration,
     ) -> Result<Option<CurrentCrl>, PkiError> {
-        let state = self.store.crl_state().await?;
+        let id = self.issuers().default_issuer().id.clone();
+        self.refresh_crl_for(&id, cached, next_update).await
+    }
+
+    /// [`Ca::refresh_crl`] for the issuer `id`. A `cached` CRL of another issuer (the default
+    /// changed since) counts as none.
+    pub async fn refresh_crl_for(
+        &self,
+        id: &str,
+        cached: Option<&CurrentCrl>,
+        next_update: Duration,
+    ) -> Result<Option<CurrentCrl>, PkiError> {
+        let cached = cached.filter(|c| c.issuer == id);
+        let state = self.store.crl_state_for(id).await?;
         let t = now().unix_timestamp();
         let half = i64::try_from(next_update.as_secs() / 2).unwrap_or(i64::MAX);
         let fresh = |c: &CurrentCrl| {
@@ -145,20 +171,22 @@ impl Ca {
             .number
             .is_some_and(|n| cached.is_none_or(|c| n > c.number))
         {
-            if let Some(stored) = self.store.current_crl().await? {
-                let c = CurrentCrl::parse(stored)?;
+            if let Some(stored) = self.store.issuer_crl(id).await? {
+                let c = CurrentCrl::parse(id, stored)?;
                 if fresh(&c) {
                     return Ok(Some(c));
                 }
             }
         }
-        self.publish_crl(next_update).await.map(Some)
+        self.publish_crl_for(id, next_update).await.map(Some)
     }
 }
 
 /// The CRL a replica serves, as stored for all of them.
 #[derive(Clone, Debug)]
 pub struct CurrentCrl {
+    /// The intermediate that signed it.
+    pub issuer: String,
     pub number: i64,
     pub der: std::sync::Arc<[u8]>,
     /// Unix seconds.
@@ -170,8 +198,9 @@ pub struct CurrentCrl {
 }
 
 impl CurrentCrl {
-    fn from_stored(s: StoredCrl, entries: usize) -> CurrentCrl {
+    fn from_stored(issuer: &str, s: StoredCrl, entries: usize) -> CurrentCrl {
         CurrentCrl {
+            issuer: issuer.to_string(),
             number: s.number,
             der: s.der.into(),
             this_update: s.this_update,
@@ -180,12 +209,12 @@ impl CurrentCrl {
         }
     }
 
-    fn parse(s: StoredCrl) -> Result<CurrentCrl, PkiError> {
+    fn parse(issuer: &str, s: StoredCrl) -> Result<CurrentCrl, PkiError> {
         let (_, crl) = x509_parser::parse_x509_crl(&s.der).map_err(|_| PkiError::Malformed {
             detail: format!("the stored CRL number {} does not parse", s.number),
         })?;
         let entries = crl.iter_revoked_certificates().count();
-        Ok(CurrentCrl::from_stored(s, entries))
+        Ok(CurrentCrl::from_stored(issuer, s, entries))
     }
 }
 
@@ -199,7 +228,7 @@ struct SignedCrl {
 /// Signs a CRL for `issuer` (whose certificate is `issuer_der`), keyed to the issuer's subject
 /// key identifier so that relying parties find the right key.
 fn sign_crl<S: rcgen::SigningKey>(
-    issuer: &Issuer<'_, S>,
+    issuer: &rcgen::Issuer<'_, S>,
     issuer_der: &[u8],
     entries: Vec<RevokedCertParams>,
     number: i64,

@@ -4,11 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mutual_store::{Store, StoreUrl};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, GeneralSubtree, IsCa, Issuer, KeyUsagePurpose,
-    NameConstraints, SerialNumber,
-};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose, SerialNumber};
 
+use super::issuers::{intermediate_params, Issuer, IssuerSet, IssuerState, FIRST_ISSUER};
 use super::key::{key_type_of, CaKey, KeyStorage};
 use super::{
     io, later, now, open_url, random_serial, Ca, CaConfig, Defaults, CONFIG, INTERMEDIATE_CERT,
@@ -18,7 +16,7 @@ use crate::keys::{self, StagedFile};
 use crate::spiffe::validate_trust_domain;
 use crate::{KeyType, PkiError};
 
-fn dn(cn: &str, org: &str) -> rcgen::DistinguishedName {
+pub(super) fn dn(cn: &str, org: &str) -> rcgen::DistinguishedName {
     let mut d = rcgen::DistinguishedName::new();
     d.push(DnType::OrganizationName, org);
     d.push(DnType::CommonName, cn);
@@ -141,39 +139,15 @@ impl Ca {
             Some(k) => key_type_of(k)?,
             None => opts.key_type,
         };
-        let mut ip = CertificateParams::default();
-        ip.distinguished_name = dn(&format!("{name} Intermediate"), name);
-        ip.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        ip.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        ip.not_before = t0 - time::Duration::hours(1);
-        ip.not_after =
-            later(t0, opts.intermediate_validity, "intermediate validity")?.min(rp.not_after);
-        ip.serial_number = Some(SerialNumber::from_slice(&random_serial()));
-        ip.use_authority_key_identifier_extension = true;
-        if let Some(td) = &opts.trust_domain {
-            // The intermediate's own SPIFFE ID is its trust domain (SPIFFE X509-SVID §3): mutual's
-            // path validation (mutual_tls Trust::check) then refuses any leaf under it naming
-            // another trust domain. Not a URI name constraint: rustls-webpki fails closed on
-            // those, which would make every SVID from this CA unusable with rustls peers.
-            ip.subject_alt_names = vec![rcgen::SanType::URI(
-                format!("spiffe://{td}")
-                    .try_into()
-                    .map_err(|e: rcgen::Error| PkiError::InvalidSpiffeId {
-                        id: td.clone(),
-                        detail: e.to_string(),
-                    })?,
-            )];
-        }
-        if !permitted.is_empty() {
-            ip.name_constraints = Some(NameConstraints {
-                permitted_subtrees: permitted
-                    .iter()
-                    .map(|p| GeneralSubtree::DnsName(p.clone()))
-                    .collect(),
-                excluded_subtrees: Vec::new(),
-            });
-        }
-        let root_issuer = Issuer::from_params(&rp, &root_key);
+        let ip = intermediate_params(
+            format!("{name} Intermediate"),
+            name,
+            opts.trust_domain.as_deref(),
+            &permitted,
+            t0 - time::Duration::hours(1),
+            later(t0, opts.intermediate_validity, "intermediate validity")?.min(rp.not_after),
+        )?;
+        let root_issuer = rcgen::Issuer::from_params(&rp, &root_key);
         let int = ip.signed_by(&int_key, &root_issuer)?;
 
         let config = CaConfig {
@@ -307,17 +281,24 @@ impl Ca {
                 return Err(e.into());
             }
         };
-        let int_der = int.der().to_vec();
+        let first = Issuer::new(
+            FIRST_ISSUER.to_string(),
+            key_type,
+            IssuerState::Active,
+            int.pem(),
+            int.der().to_vec(),
+            int_key,
+            &dir.join(INTERMEDIATE_CERT),
+            &dir.join(INTERMEDIATE_KEY),
+        )?;
         Ok(Ca {
             dir: dir.to_path_buf(),
             config,
             root_pem: root.pem(),
             root_der: root.der().to_vec(),
-            int_pem: int.pem(),
-            int_der,
-            int_key,
-            int_not_before: ip.not_before,
-            int_not_after: ip.not_after,
+            issuers: std::sync::RwLock::new(std::sync::Arc::new(IssuerSet::single(first))),
+            password: pkcs8::der::zeroize::Zeroizing::new(password.to_vec()),
+            bad_manifest: std::sync::Mutex::new(None),
             store,
         })
     }

@@ -20,7 +20,7 @@ use rcgen::KeyPair;
 use time::OffsetDateTime;
 use x509_parser::prelude::FromDer;
 
-use super::{now, open_store, revoke_in, sha256_hex, Ca, Csr, IssueOptions};
+use super::{now, open_store, revoke_in, sha256_hex, Ca, Csr, IssueOptions, Issuer};
 use crate::keys::{self, KeyKind, StagedFile};
 use crate::{serial_hex, KeyType, PkiError, RevocationReason, RevokeOutcome};
 
@@ -114,6 +114,8 @@ pub struct Issued {
     pub leaf_der: Vec<u8>,
     /// Lowercase hex SHA-256 of the leaf DER.
     pub sha256: String,
+    /// The id of the intermediate that signed it (`int-1`, `int-2`, ...).
+    pub issuer: String,
 }
 
 impl std::fmt::Debug for Issued {
@@ -133,6 +135,8 @@ impl std::fmt::Debug for Issued {
 struct Pending {
     issued: Issued,
     record: NewCert,
+    /// The intermediate that signed it (its certificate ends the chain).
+    issuer: std::sync::Arc<Issuer>,
 }
 
 impl Ca {
@@ -224,7 +228,7 @@ impl Ca {
             0o644,
         )?);
         if let (Some((path, pw)), Some(key_der)) = (&out.p12, &issued.key_der) {
-            let chain = vec![issued.leaf_der.clone(), self.int_der.clone()];
+            let chain = vec![issued.leaf_der.clone(), pending.issuer.der().to_vec()];
             let p12 = keys::pkcs12(req.profile.name.trim(), key_der, &chain, pw)?;
             staged.push(StagedFile::write(path, &p12, 0o600)?);
         }
@@ -242,20 +246,22 @@ impl Ca {
         }
     }
 
-    /// Checks the request and signs the leaf; nothing is recorded.
+    /// Checks the request and signs the leaf with the issuer its profile selects (the CA's
+    /// default unless it names one); nothing is recorded.
     fn sign(&self, req: &IssueRequest) -> Result<Pending, PkiError> {
         let o = &req.profile;
+        let issuer = self.issuers().select(o.issuer.as_deref())?;
         match &req.key {
             KeySource::Generate(kt) => {
-                let (nb, na) = self.check(o)?;
+                let (nb, na) = self.check(o, &issuer)?;
                 let key = keys::generate(*kt)?;
-                let (params, serial) = self.leaf_params(o, nb, na, &KeyKind::from(*kt))?;
-                let cert = params.signed_by(&key, &self.issuer()?)?;
-                self.finish(o, &cert, &serial, nb, na, Some(&key))
+                let (params, serial) = self.leaf_params(o, nb, na, &KeyKind::from(*kt), &issuer)?;
+                let cert = params.signed_by(&key, &issuer.signer()?)?;
+                self.finish(o, &cert, &serial, nb, na, Some(&key), issuer)
             }
             KeySource::Csr(csr) => {
                 csr.check()?;
-                self.sign_spki(csr.public_key(), csr.key_kind(), o)
+                self.sign_spki(csr.public_key(), csr.key_kind(), o, issuer)
             }
             KeySource::ProvenKey(spki_der) => {
                 let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
@@ -269,7 +275,7 @@ impl Ca {
                 }
                 let (kind, bits) = KeyKind::of(&spki);
                 kind.check_issuable(bits, "the key")?;
-                self.sign_spki(spki_der, &kind, o)
+                self.sign_spki(spki_der, &kind, o, issuer)
             }
         }
     }
@@ -279,18 +285,20 @@ impl Ca {
         spki_der: &[u8],
         kind: &KeyKind,
         o: &IssueOptions,
+        issuer: std::sync::Arc<Issuer>,
     ) -> Result<Pending, PkiError> {
         let pubkey = rcgen::SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| {
             PkiError::UnsupportedKey {
                 detail: format!("cannot use the public key: {e}"),
             }
         })?;
-        let (nb, na) = self.check(o)?;
-        let (params, serial) = self.leaf_params(o, nb, na, kind)?;
-        let cert = params.signed_by(&pubkey, &self.issuer()?)?;
-        self.finish(o, &cert, &serial, nb, na, None)
+        let (nb, na) = self.check(o, &issuer)?;
+        let (params, serial) = self.leaf_params(o, nb, na, kind, &issuer)?;
+        let cert = params.signed_by(&pubkey, &issuer.signer()?)?;
+        self.finish(o, &cert, &serial, nb, na, None, issuer)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn finish(
         &self,
         o: &IssueOptions,
@@ -299,12 +307,13 @@ impl Ca {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
         key: Option<&KeyPair>,
+        issuer: std::sync::Arc<Issuer>,
     ) -> Result<Pending, PkiError> {
         let leaf_der = cert.der().to_vec();
         let sha256 = sha256_hex(&leaf_der);
         let serial_hex = serial_hex(serial);
         let issued = Issued {
-            chain_pem: format!("{}{}", cert.pem(), self.int_pem),
+            chain_pem: format!("{}{}", cert.pem(), issuer.chain_pem()),
             key_pem: match key {
                 Some(k) => Some(keys::pkcs8_pem(k)?.to_string()),
                 None => None,
@@ -318,6 +327,7 @@ impl Ca {
             not_after: not_after.unix_timestamp(),
             leaf_der,
             sha256: sha256.clone(),
+            issuer: issuer.id.clone(),
         };
         let record = NewCert {
             serial: serial_hex,
@@ -335,8 +345,13 @@ impl Ca {
             not_after: issued.not_after,
             requested_by: o.requested_by.clone(),
             sha256,
+            issuer: issuer.id.clone(),
         };
-        Ok(Pending { issued, record })
+        Ok(Pending {
+            issued,
+            record,
+            issuer,
+        })
     }
 }
 

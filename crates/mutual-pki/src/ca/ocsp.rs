@@ -439,9 +439,10 @@ pub(super) fn nocheck_extension() -> CustomExtension {
 }
 
 impl Ca {
-    /// The intermediate, as CertIDs name it.
+    /// The default intermediate, as CertIDs name it (the responder answers for it; certificates
+    /// of a retiring intermediate get `unauthorized`, docs/ocsp.md).
     pub fn ocsp_issuer(&self) -> Result<IssuerId, PkiError> {
-        IssuerId::of(&self.int_der)
+        IssuerId::of(self.issuers().default_issuer().der())
     }
 
     /// Issues (and records, requested_by `ca-serve-ocsp`) a delegated responder certificate
@@ -464,7 +465,8 @@ impl Ca {
             .ok_or_else(|| PkiError::Generate {
                 detail: "the responder certificate came without its key".into(),
             })?;
-        Responder::new(&issued.leaf_der, key, &self.int_der)
+        let issuer = self.issuers().default_issuer().clone();
+        Responder::new(&issued.leaf_der, key, issuer.der())
     }
 
     /// The inventory's answer for `serial` (lowercase hex): revoked wins over expired, an
@@ -552,7 +554,8 @@ mod tests {
             .unwrap();
         let responder = ca.ocsp_responder(Duration::from_secs(3600)).await.unwrap();
         let issuer = ca.ocsp_issuer().unwrap();
-        let (_, int) = x509_parser::parse_x509_certificate(&ca.int_der).unwrap();
+        let int_der = ca.issuers().default_issuer().der().to_vec();
+        let (_, int) = x509_parser::parse_x509_certificate(&int_der).unwrap();
         for (alg, oid) in [
             (HashAlg::Sha1, "1.3.14.3.2.26"),
             (HashAlg::Sha256, "2.16.840.1.101.3.4.2.1"),

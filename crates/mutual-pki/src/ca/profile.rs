@@ -10,7 +10,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use super::{later, now, random_serial, Ca, BACKDATE};
+use super::{later, now, random_serial, Ca, Issuer, BACKDATE};
 use crate::keys::KeyKind;
 use crate::spiffe;
 use crate::{rfc3339, PkiError, San, Usage};
@@ -43,6 +43,9 @@ pub struct IssueOptions {
     pub not_before: Option<OffsetDateTime>,
     /// Absolute end of validity; `None`: the start (or now) plus `ttl`.
     pub not_after: Option<OffsetDateTime>,
+    /// Which active intermediate signs: `None` the CA's default, an issuer id (`int-2`) or a
+    /// key type (`ecdsa-p384`) (see [`super::IssuerSet::select`]).
+    pub issuer: Option<String>,
 }
 
 impl Default for IssueOptions {
@@ -60,6 +63,7 @@ impl Default for IssueOptions {
             ou: None,
             not_before: None,
             not_after: None,
+            issuer: None,
         }
     }
 }
@@ -110,6 +114,7 @@ impl Ca {
     pub(super) fn check(
         &self,
         o: &IssueOptions,
+        issuer: &Issuer,
     ) -> Result<(OffsetDateTime, OffsetDateTime), PkiError> {
         let name = o.name.trim();
         if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
@@ -180,73 +185,76 @@ impl Ca {
         let t0 = now();
         if o.not_before.is_none() && o.not_after.is_none() {
             let not_after = later(t0, o.ttl, "TTL")?;
-            if not_after > self.int_not_after {
+            if not_after > issuer.not_after() {
                 return Err(PkiError::TtlBeyondIntermediate {
                     requested: rfc3339(not_after),
-                    limit: rfc3339(self.int_not_after),
+                    limit: rfc3339(issuer.not_after()),
                 });
             }
-            let not_before = (t0 - BACKDATE).max(self.int_not_before);
+            let not_before = (t0 - BACKDATE).max(issuer.not_before());
             return Ok((not_before, not_after));
         }
-        self.check_validity(o, t0)
+        check_validity(o, t0, issuer)
     }
+}
 
-    /// An absolute validity window: inside the intermediate's, ending after it starts and in
-    /// the future (an already expired certificate is never what anyone meant).
-    fn check_validity(
-        &self,
-        o: &IssueOptions,
-        t0: OffsetDateTime,
-    ) -> Result<(OffsetDateTime, OffsetDateTime), PkiError> {
-        let bad = |detail: String| Err(PkiError::InvalidValidity { detail });
-        // Certificates carry whole seconds; dropping the fraction here keeps what is checked
-        // equal to what is signed.
-        let secs = |t: OffsetDateTime| t.replace_nanosecond(0).unwrap_or(t);
-        let not_before = match o.not_before {
-            Some(t) => secs(t),
-            None => (t0 - BACKDATE).max(self.int_not_before),
-        };
-        let not_after = match o.not_after {
-            Some(t) => secs(t),
-            None => later(not_before, o.ttl, "TTL")?,
-        };
-        if not_before < self.int_not_before {
-            return bad(format!(
-                "--not-before {} is before the intermediate's own start ({}); use a later time",
-                rfc3339(not_before),
-                rfc3339(self.int_not_before)
-            ));
-        }
-        if not_after > self.int_not_after {
-            return bad(format!(
-                "--not-after {} is after the intermediate expires ({}); use an earlier time",
-                rfc3339(not_after),
-                rfc3339(self.int_not_after)
-            ));
-        }
-        if not_after <= t0 {
-            return bad(format!(
-                "--not-after {} is in the past: the certificate would be expired when issued",
-                rfc3339(not_after)
-            ));
-        }
-        if not_after <= not_before {
-            return bad(format!(
-                "--not-after {} must be later than --not-before {}",
-                rfc3339(not_after),
-                rfc3339(not_before)
-            ));
-        }
-        Ok((not_before, not_after))
+/// An absolute validity window: inside the intermediate's, ending after it starts and in the
+/// future (an already expired certificate is never what anyone meant).
+fn check_validity(
+    o: &IssueOptions,
+    t0: OffsetDateTime,
+    issuer: &Issuer,
+) -> Result<(OffsetDateTime, OffsetDateTime), PkiError> {
+    let bad = |detail: String| Err(PkiError::InvalidValidity { detail });
+    // Certificates carry whole seconds; dropping the fraction here keeps what is checked
+    // equal to what is signed.
+    let secs = |t: OffsetDateTime| t.replace_nanosecond(0).unwrap_or(t);
+    let not_before = match o.not_before {
+        Some(t) => secs(t),
+        None => (t0 - BACKDATE).max(issuer.not_before()),
+    };
+    let not_after = match o.not_after {
+        Some(t) => secs(t),
+        None => later(not_before, o.ttl, "TTL")?,
+    };
+    if not_before < issuer.not_before() {
+        return bad(format!(
+            "--not-before {} is before the intermediate's own start ({}); use a later time",
+            rfc3339(not_before),
+            rfc3339(issuer.not_before())
+        ));
     }
+    if not_after > issuer.not_after() {
+        return bad(format!(
+            "--not-after {} is after the intermediate expires ({}); use an earlier time",
+            rfc3339(not_after),
+            rfc3339(issuer.not_after())
+        ));
+    }
+    if not_after <= t0 {
+        return bad(format!(
+            "--not-after {} is in the past: the certificate would be expired when issued",
+            rfc3339(not_after)
+        ));
+    }
+    if not_after <= not_before {
+        return bad(format!(
+            "--not-after {} must be later than --not-before {}",
+            rfc3339(not_after),
+            rfc3339(not_before)
+        ));
+    }
+    Ok((not_before, not_after))
+}
 
+impl Ca {
     pub(super) fn leaf_params(
         &self,
         o: &IssueOptions,
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
         key: &KeyKind,
+        issuer: &Issuer,
     ) -> Result<(CertificateParams, Vec<u8>), PkiError> {
         // RSA keys may also encipher (TLS 1.2 RSA key exchange); the others only sign.
         let rsa = *key == KeyKind::Rsa;
@@ -315,8 +323,14 @@ impl Ca {
                     });
                 }
             }
+            // `{issuer}` becomes the signing intermediate's id, so that each certificate points
+            // at its own issuer's CRL (`https://ca:8443/v1/crl/{issuer}`; docs/lifecycle.md).
             p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
-                uris: o.crl_urls.clone(),
+                uris: o
+                    .crl_urls
+                    .iter()
+                    .map(|u| u.replace("{issuer}", &issuer.id))
+                    .collect(),
             }];
         }
         let serial = random_serial();

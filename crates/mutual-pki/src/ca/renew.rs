@@ -116,6 +116,7 @@ mod tests {
             sha256: String::new(),
             created_at: 0,
             revoked_by: None,
+            issuer: "int-1".into(),
         }
     }
 

@@ -259,6 +259,7 @@ impl CdpFamilies {
 struct RenewalFamilies {
     renewal_failures: Family<ListenerLabel, Counter>,
     renewal_last_success: Family<ListenerLabel, Gauge>,
+    trust_bundle_version: Family<ListenerLabel, Gauge>,
 }
 
 impl RenewalFamilies {
@@ -266,6 +267,7 @@ impl RenewalFamilies {
         let f = RenewalFamilies {
             renewal_failures: Family::default(),
             renewal_last_success: Family::default(),
+            trust_bundle_version: Family::default(),
         };
         registry.register(
             "mutual_renewal_failures",
@@ -276,6 +278,11 @@ impl RenewalFamilies {
             "mutual_renewal_last_success_timestamp_seconds",
             "When (Unix seconds) this process's own certificate was last renewed (--ca-url)",
             f.renewal_last_success.clone(),
+        );
+        registry.register(
+            "mutual_trust_bundle_version",
+            "Version of the CA's trust bundle (/v1/roots) this listener's --ca file was last checked against (--ca-url)",
+            f.trust_bundle_version.clone(),
         );
         f
     }
@@ -340,6 +347,16 @@ impl Metrics {
                 listener: listener.into(),
             })
             .set(at);
+    }
+
+    /// The trust bundle version `listener`'s --ca file matches (`mutual_trust_bundle_version`).
+    pub fn trust_bundle_checked(&self, listener: &str, version: u64) {
+        self.renewal
+            .trust_bundle_version
+            .get_or_create(&ListenerLabel {
+                listener: listener.into(),
+            })
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
     }
 
     /// A view for one listener; pre-creates its series so they show as 0 from the start.

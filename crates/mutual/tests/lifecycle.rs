@@ -1,0 +1,621 @@
+//! The CA's life cycle (issue 19, docs/lifecycle.md) with the real binary and real peers:
+//! intermediate rotation (each row says its issuer, each issuer signs its own CRL, checked by
+//! `openssl crl` / `openssl verify`), a rotation picked up by a running `ca serve` without a
+//! restart (the CA dir is what replicas share), renewal across the rotation, per-issuer CRLs
+//! over HTTP with curl, and `/v1/roots` with its version.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod pki_common;
+use pki_common::{mutual, openssl, s, CaServe, TestCa};
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `issuer` of every inventory row, by name.
+fn issuers_by_name(rows: &[serde_json::Value]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["issuer"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Serials (lowercase hex) a CRL lists, read by openssl after it checked the CRL's signature
+/// against `issuer_pem` (a CRL signed by another key fails here).
+fn crl_serials(crl: &Path, issuer_pem: &Path) -> Vec<String> {
+    let o = openssl(&[
+        "crl",
+        "-in",
+        s(crl),
+        "-inform",
+        if crl.extension().is_some_and(|e| e == "pem") {
+            "PEM"
+        } else {
+            "DER"
+        },
+        "-CAfile",
+        s(issuer_pem),
+        "-noout",
+        "-text",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.text());
+    assert!(o.stderr.contains("verify OK"), "{}", o.text());
+    let mut v: Vec<String> = o
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Serial Number: "))
+        .map(|x| x.trim().to_ascii_lowercase())
+        .collect();
+    v.sort();
+    v
+}
+
+fn serial_of(rows: &[serde_json::Value], name: &str) -> String {
+    rows.iter().find(|r| r["name"] == name).unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `openssl verify` of a chain file (leaf + its intermediate) against the root alone.
+fn verify_chain(root: &str, chain: &Path) {
+    let o = openssl(&["verify", "-CAfile", root, "-untrusted", s(chain), s(chain)]);
+    assert_eq!(o.code, 0, "{}", o.text());
+}
+
+/// The issuer CN of the first certificate of a PEM file.
+fn issuer_cn(pem: &Path) -> String {
+    let o = openssl(&[
+        "x509",
+        "-in",
+        s(pem),
+        "-noout",
+        "-issuer",
+        "-nameopt",
+        "multiline",
+    ]);
+    o.stdout
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("commonName")
+                .map(|v| v.trim_start_matches([' ', '=']).to_string())
+        })
+        .unwrap()
+}
+
+#[test]
+fn rotate_intermediate_records_issuers_and_signs_a_crl_per_issuer() {
+    let ca = TestCa::new(&[]);
+    let cdp = "http://crl.test/v1/crl/{issuer}";
+    ca.issue("before", &["--crl-url", cdp]).ok();
+    let r = mutual(&["ca", "rotate-intermediate", "--dir", ca.d(), "--json"]).ok();
+    let r: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(r["id"], "int-2");
+    assert_eq!(r["default"], "int-2");
+    assert_eq!(r["retired"], serde_json::json!(["int-1"]));
+    let int2 = ca.dir.join("issuers/int-2.pem");
+    assert!(int2.exists());
+
+    // New certificates come from int-2 at once; the CDP names their own issuer.
+    ca.issue("after", &["--crl-url", cdp]).ok();
+    let out = Path::new(ca.o());
+    assert_eq!(issuer_cn(&out.join("before.pem")), "Test CA Intermediate");
+    assert_eq!(issuer_cn(&out.join("after.pem")), "Test CA Intermediate 2");
+    let text = |p: &Path| openssl(&["x509", "-in", s(p), "-noout", "-text"]).stdout;
+    assert!(text(&out.join("before.pem")).contains("URI:http://crl.test/v1/crl/int-1"));
+    assert!(text(&out.join("after.pem")).contains("URI:http://crl.test/v1/crl/int-2"));
+    // Certificates from both issuers verify against the one root during the overlap.
+    let root = ca.root();
+    verify_chain(&root, &out.join("before.pem"));
+    verify_chain(&root, &out.join("after.pem"));
+
+    // Each row says who signed it, in JSON and in the table.
+    let rows = ca.inventory();
+    assert_eq!(
+        issuers_by_name(&rows),
+        vec![
+            ("after".to_string(), "int-2".to_string()),
+            ("before".to_string(), "int-1".to_string())
+        ]
+    );
+    let table = mutual(&["cert", "list", "--dir", ca.d()]).ok().stdout;
+    assert!(table.lines().next().unwrap().contains("ISSUER"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("before") && l.contains("int-1")),
+        "{table}"
+    );
+
+    // A retiring issuer signs no new certificate; an unknown one is named as such.
+    ca.issue("old", &["--issuer", "int-1"])
+        .fails_with("no active issuer \"int-1\"");
+    ca.issue("nope", &["--issuer", "int-7"])
+        .fails_with("no active issuer \"int-7\"");
+
+    // Revoke one of each: each issuer's CRL lists its own, signed by its own key.
+    let (s1, s2) = (serial_of(&rows, "before"), serial_of(&rows, "after"));
+    for serial in [&s1, &s2] {
+        mutual(&["cert", "revoke", "--dir", ca.d(), serial]).ok();
+    }
+    let crl1 = ca.tmp.path().join("int-1.crl.pem");
+    let crl2 = ca.tmp.path().join("int-2.crl.pem");
+    mutual(&[
+        "ca",
+        "crl",
+        "--dir",
+        ca.d(),
+        "--issuer",
+        "int-1",
+        "--out",
+        s(&crl1),
+    ])
+    .ok();
+    mutual(&["ca", "crl", "--dir", ca.d(), "--out", s(&crl2)]).ok();
+    assert_eq!(crl_serials(&crl1, Path::new(&ca.intermediate())), vec![s1]);
+    assert_eq!(crl_serials(&crl2, &int2), vec![s2]);
+    // int-2 is not the issuer of int-1's CRL.
+    let wrong = openssl(&["crl", "-in", s(&crl1), "-CAfile", s(&int2), "-noout"]);
+    assert_ne!(wrong.code, 0);
+    assert!(
+        wrong
+            .stderr
+            .contains("Error getting CRL issuer certificate"),
+        "{}",
+        wrong.text()
+    );
+
+    // A second issuer of another key type, beside the default, chosen by key type.
+    let r = mutual(&[
+        "ca",
+        "rotate-intermediate",
+        "--dir",
+        ca.d(),
+        "--add",
+        "--key-type",
+        "ecdsa-p384",
+        "--json",
+    ])
+    .ok();
+    let r: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (r["id"].as_str(), r["default"].as_str()),
+        (Some("int-3"), Some("int-2"))
+    );
+    ca.issue("p384", &["--issuer", "ecdsa-p384"]).ok();
+    ca.issue("default", &[]).ok();
+    assert_eq!(issuer_cn(&out.join("p384.pem")), "Test CA Intermediate 3");
+    assert_eq!(
+        issuer_cn(&out.join("default.pem")),
+        "Test CA Intermediate 2"
+    );
+    let list = mutual(&["ca", "issuers", "--dir", ca.d(), "--json"]).ok();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    let states: Vec<(&str, &str, bool)> = list
+        .iter()
+        .map(|i| {
+            (
+                i["id"].as_str().unwrap(),
+                i["state"].as_str().unwrap(),
+                i["default"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("int-1", "retiring", false),
+            ("int-2", "active", true),
+            ("int-3", "active", false)
+        ]
+    );
+}
+
+#[test]
+fn rotate_intermediate_refuses_without_the_root_key_and_changes_nothing() {
+    let ca = TestCa::new(&[]);
+    let before = ca.snapshot();
+    std::fs::rename(ca.dir.join("root.key"), ca.tmp.path().join("root.key")).unwrap();
+    let o = mutual(&["ca", "rotate-intermediate", "--dir", ca.d()]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr.contains("is not here (moved offline?)"),
+        "{}",
+        o.text()
+    );
+    std::fs::rename(ca.tmp.path().join("root.key"), ca.dir.join("root.key")).unwrap();
+    assert_eq!(ca.snapshot(), before);
+    assert!(!ca.dir.join("issuers").exists());
+}
+
+/// curl GET with our root as the only trust anchor: (status, headers, body bytes).
+fn curl(ca: &CaServe, path: &str, args: &[&str]) -> (u16, String, Vec<u8>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (hdr, body) = (tmp.path().join("h"), tmp.path().join("b"));
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            "--cacert",
+            s(&ca.root()),
+            "-D",
+            s(&hdr),
+            "-o",
+            s(&body),
+        ])
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .arg(format!("{}{path}", ca.url()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let code = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    (
+        code,
+        std::fs::read_to_string(&hdr).unwrap().to_ascii_lowercase(),
+        std::fs::read(&body).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn a_running_ca_picks_up_a_rotation_and_serves_a_crl_per_issuer() {
+    let ca = CaServe::with_new_ca("Life CA", &[], &[]);
+    let work = tempfile::tempdir().unwrap();
+    let enroll = |name: &str| -> PathBuf {
+        let out = work.path().join(name);
+        let t = ca.token(&[&format!("dns:{name}.test")], "1h", "client");
+        ca.enroll(&t, &out).ok();
+        out
+    };
+    let a = enroll("a");
+    assert_eq!(issuer_cn(&a.join("cert.pem")), "Life CA Intermediate");
+
+    // Rotated by another process while this one serves: the next request uses int-2.
+    mutual(&["ca", "rotate-intermediate", "--dir", s(ca.d())]).ok();
+    let b = enroll("b");
+    assert_eq!(issuer_cn(&b.join("cert.pem")), "Life CA Intermediate 2");
+
+    // A certificate from the retiring issuer renews (mTLS with its old chain) into int-2.
+    let url = ca.url();
+    let (cert_a, key_a) = (a.join("cert.pem"), a.join("key.pem"));
+    mutual(&[
+        "renew",
+        "--ca-url",
+        &url,
+        "--cert",
+        s(&cert_a),
+        "--key",
+        s(&key_a),
+    ])
+    .ok();
+    assert_eq!(issuer_cn(&cert_a), "Life CA Intermediate 2");
+    let root = s(&ca.root()).to_string();
+    verify_chain(&root, &cert_a);
+
+    // Revoke the first certificate (int-1's) and b (int-2's).
+    let rows = ca.inventory();
+    let old_a = rows
+        .iter()
+        .find(|r| r["issuer"] == "int-1" && r["sans"][0] == "dns:a.test")
+        .unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b_serial = rows.iter().find(|r| r["sans"][0] == "dns:b.test").unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for serial in [&old_a, &b_serial] {
+        mutual(&["cert", "revoke", "--dir", s(ca.d()), serial]).ok();
+    }
+
+    let int1 = ca.d().join("intermediate.pem");
+    let int2 = ca.d().join("issuers/int-2.pem");
+    let save = |path: &str, name: &str| -> (PathBuf, String) {
+        let (code, headers, body) = curl(&ca, path, &[]);
+        assert_eq!(code, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        let p = work.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        (p, headers)
+    };
+    let (c1, h1) = save("/v1/crl/int-1", "c1.crl");
+    let (c2, h2) = save("/v1/crl/int-2", "c2.crl");
+    let (cur, _) = save("/v1/crl", "cur.crl");
+    assert_eq!(crl_serials(&c1, &int1), vec![old_a]);
+    assert_eq!(crl_serials(&c2, &int2), vec![b_serial.clone()]);
+    // /v1/crl is the default (current) issuer's.
+    assert_eq!(crl_serials(&cur, &int2), vec![b_serial]);
+    assert!(h1.contains("etag: \"crl-"), "{h1}");
+    assert!(h2.contains("etag: \"crl-int-2-"), "{h2}");
+
+    let (code, _, body) = curl(&ca, "/v1/crl/int-9", &[]);
+    assert_eq!(code, 404);
+    let p: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(p["reason"], "not_found", "{p}");
+
+    // The trust bundle: PEM as before (even to `Accept: application/json`, which enroll clients
+    // send), JSON with ?format=json, the version in a header of both.
+    let (code, headers, pem) = curl(&ca, "/v1/roots", &[]);
+    assert_eq!(code, 200);
+    assert!(
+        headers.contains("mutual-trust-bundle-version: 1"),
+        "{headers}"
+    );
+    assert_eq!(pem, std::fs::read(ca.root()).unwrap());
+    let (_, _, same) = curl(&ca, "/v1/roots", &["-H", "Accept: application/json"]);
+    assert_eq!(same, pem);
+    let (code, headers, body) = curl(&ca, "/v1/roots?format=json", &[]);
+    assert_eq!(code, 200);
+    assert!(
+        headers.contains("content-type: application/json"),
+        "{headers}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(j["version"], 1);
+    assert_eq!(j["roots_pem"].as_str().unwrap().as_bytes(), pem.as_slice());
+    assert_eq!(j["sha256"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn renew_exec_runs_once_per_renewal_and_a_failure_keeps_the_new_certificate() {
+    let ca = CaServe::with_new_ca("Hook CA", &[], &[]);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("svc");
+    let t = ca.token(&["dns:svc.test"], "1h", "server");
+    ca.enroll(&t, &out).ok();
+    let (cert, key) = (out.join("cert.pem"), out.join("key.pem"));
+    let log = work.path().join("hook.log");
+    let url = ca.url();
+    let serial_now = || {
+        openssl(&["x509", "-in", s(&cert), "-noout", "-serial"])
+            .stdout
+            .trim()
+            .trim_start_matches("serial=")
+            .to_ascii_lowercase()
+    };
+    let hook = format!(
+        "echo \"$MUTUAL_SERIAL $MUTUAL_PREVIOUS_SERIAL $MUTUAL_CERT\" >> {}",
+        s(&log)
+    );
+    let before = serial_now();
+    let o = mutual(&[
+        "renew",
+        "--ca-url",
+        &url,
+        "--cert",
+        s(&cert),
+        "--key",
+        s(&key),
+        "--exec",
+        &hook,
+    ])
+    .ok();
+    assert!(o.stdout.contains("exec  exit status 0"), "{}", o.text());
+    let after = serial_now();
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        lines.lines().collect::<Vec<_>>(),
+        vec![format!("{after} {before} {}", s(&cert))],
+        "one run, with the new and old serials"
+    );
+
+    // A failing hook: exit 1 with its status, and the renewal stands.
+    let o = mutual(&[
+        "renew",
+        "--ca-url",
+        &url,
+        "--cert",
+        s(&cert),
+        "--key",
+        s(&key),
+        "--exec",
+        "exit 3",
+    ]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(
+        o.stderr
+            .contains("--exec failed (exit status 3); the new certificate"),
+        "{}",
+        o.text()
+    );
+    let third = serial_now();
+    assert_ne!(third, after);
+    assert!(o.stderr.contains(&third), "{}", o.text());
+    verify_chain(s(&ca.root()), &cert);
+}
+
+/// `mutual cert verify LEAF --roots ROOTS [EXTRA...]`: the webpki path builder (it tries every
+/// candidate issuer, as rustls peers do).
+fn webpki_verify(leaf: &Path, roots: &Path, extra: &[&str]) -> pki_common::Out {
+    let mut a = vec!["cert", "verify", s(leaf), "--roots", s(roots)];
+    a.extend_from_slice(extra);
+    mutual(&a)
+}
+
+/// Runs `args` until it exits 0 (a condition that becomes true with time: the overlap, an
+/// expiry), at most `limit`; the last output.
+fn until_ok(args: &[&str], limit: std::time::Duration) -> pki_common::Out {
+    let start = std::time::Instant::now();
+    loop {
+        let o = mutual(args);
+        if o.code == 0 || start.elapsed() > limit {
+            return o;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn root_rollover_publishes_then_activates_then_retires_and_refuses_unsafe_steps() {
+    let ca = TestCa::new(&[]);
+    let out = Path::new(ca.o()).to_path_buf();
+    let root1 = ca.tmp.path().join("root1.pem");
+    std::fs::copy(ca.root(), &root1).unwrap();
+    ca.issue("early", &["--ttl", "20s"]).ok();
+    let early_valid_at = mutual(&["cert", "list", "--dir", ca.d(), "--json"]).ok();
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&early_valid_at.stdout).unwrap();
+    let at = rows[0]["not_before"].as_str().unwrap().to_string();
+
+    // Nothing to activate or retire yet.
+    mutual(&["ca", "rotate-root", "--dir", ca.d(), "--activate"])
+        .fails_with("no root rollover to activate (phase none)");
+    mutual(&["ca", "retire-root", "--dir", ca.d()])
+        .fails_with("the old root can be retired only after `mutual ca rotate-root --activate`");
+
+    // Step 1: the bundle with both roots, version 2; nothing issued from the new root yet.
+    let r = mutual(&[
+        "ca",
+        "rotate-root",
+        "--dir",
+        ca.d(),
+        "--min-overlap",
+        "3s",
+        "--json",
+    ])
+    .ok();
+    let r: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        (r["new_root"].as_str(), r["bundle_version"].as_u64()),
+        (Some("root-2"), Some(2))
+    );
+    let root2 = ca.dir.join("roots/root-2.pem");
+    let bundle = std::fs::read_to_string(ca.dir.join("trust-bundle.pem")).unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 2);
+    mutual(&["ca", "rotate-root", "--dir", ca.d(), "--min-overlap", "3s"])
+        .fails_with("a root rollover is under way (phase published)");
+    // Issuing from the new root before the overlap is refused (the first try comes within
+    // the 3 s: rotate-root just returned).
+    let early = mutual(&["ca", "rotate-root", "--dir", ca.d(), "--activate"]);
+    if early.code != 0 {
+        assert_eq!(early.code, 2, "{}", early.text());
+        assert!(
+            early
+                .stderr
+                .contains("refused: the trust bundle with root-2 (version 2) was published")
+                && early.stderr.contains("--min-overlap is 3 s"),
+            "{}",
+            early.text()
+        );
+        assert_eq!(
+            issuer_cn(&{
+                ca.issue("still-old", &["--ttl", "20s"]).ok();
+                out.join("still-old.pem")
+            }),
+            "Test CA Intermediate"
+        );
+        // Step 2, once the overlap has passed.
+        until_ok(
+            &["ca", "rotate-root", "--dir", ca.d(), "--activate"],
+            std::time::Duration::from_secs(30),
+        )
+        .ok();
+    }
+    ca.issue("during", &[]).ok();
+    let during = out.join("during.pem");
+    let chain = std::fs::read_to_string(&during).unwrap();
+    assert_eq!(
+        chain.matches("BEGIN CERTIFICATE").count(),
+        3,
+        "leaf, int-2, int-2 by the old root"
+    );
+    // Parties with the old root only, the new root only, or both, all verify it.
+    webpki_verify(&during, &root1, &[]).ok();
+    webpki_verify(&during, &root2, &[]).ok();
+    let both = ca.dir.join("trust-bundle.pem");
+    let o = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&both),
+        "-untrusted",
+        s(&during),
+        s(&during),
+    ]);
+    assert_eq!(o.code, 0, "{}", o.text());
+    // A certificate from before the rollover verifies for a party that keeps only the new root,
+    // through the old root cross-signed by the new one.
+    let old_by_new = ca.dir.join("roots/root-1-by-root-2.pem");
+    webpki_verify(
+        &out.join("early.pem"),
+        &root2,
+        &["--intermediates", s(&old_by_new), "--at", &at],
+    )
+    .ok();
+
+    // Step 3 is refused while an old-root certificate is valid, then done once it expired.
+    mutual(&["ca", "retire-root", "--dir", ca.d()])
+        .fails_with("int-1 (under the old root) signed certificates valid until");
+    let done = until_ok(
+        &["ca", "retire-root", "--dir", ca.d(), "--json"],
+        std::time::Duration::from_secs(60),
+    )
+    .ok();
+    let done: serde_json::Value = serde_json::from_str(&done.stdout).unwrap();
+    assert_eq!(done["bundle_version"], 3);
+    assert_eq!(done["dropped_issuers"], serde_json::json!(["int-1"]));
+    assert_eq!(
+        std::fs::read(ca.root()).unwrap(),
+        std::fs::read(&root2).unwrap(),
+        "root.pem is the new root"
+    );
+    let bundle = std::fs::read_to_string(ca.dir.join("trust-bundle.pem")).unwrap();
+    assert_eq!(bundle.matches("BEGIN CERTIFICATE").count(), 1);
+    ca.issue("after", &[]).ok();
+    let after = out.join("after.pem");
+    assert_eq!(
+        std::fs::read_to_string(&after)
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2,
+        "no cross certificate after the retirement"
+    );
+    webpki_verify(&after, &root2, &[]).ok();
+    webpki_verify(&during, &root2, &[]).ok();
+    let o = webpki_verify(&after, &root1, &[]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert!(
+        o.stdout.contains("invalid: unknown_ca") || o.text().contains("unknown_ca"),
+        "{}",
+        o.text()
+    );
+}
+
+#[test]
+fn a_broken_issuers_toml_keeps_a_running_ca_issuing_from_the_set_it_has() {
+    let ca = CaServe::with_new_ca("Steady CA", &[], &[]);
+    let work = tempfile::tempdir().unwrap();
+    mutual(&["ca", "rotate-intermediate", "--dir", s(ca.d())]).ok();
+    let enroll = |name: &str| -> PathBuf {
+        let out = work.path().join(name);
+        let t = ca.token(&[&format!("dns:{name}.test")], "1h", "client");
+        ca.enroll(&t, &out).ok();
+        out.join("cert.pem")
+    };
+    assert_eq!(issuer_cn(&enroll("a")), "Steady CA Intermediate 2");
+    // A half-edited manifest naming a default that does not exist.
+    let manifest = ca.d().join("issuers.toml");
+    let good = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(
+        &manifest,
+        good.replace("default = \"int-2\"", "default = \"int-9\""),
+    )
+    .unwrap();
+    assert_eq!(issuer_cn(&enroll("b")), "Steady CA Intermediate 2");
+    // The CLI says what is wrong with it.
+    mutual(&["ca", "issuers", "--dir", s(ca.d())])
+        .fails_with("the default issuer int-9 is not listed");
+    // Fixed (back to int-1 as default): the running CA follows.
+    std::fs::write(
+        &manifest,
+        good.replace("default = \"int-2\"", "default = \"int-1\"")
+            .replace("state = \"retiring\"", "state = \"active\""),
+    )
+    .unwrap();
+    assert_eq!(issuer_cn(&enroll("c")), "Steady CA Intermediate");
+}
