@@ -332,7 +332,7 @@ pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp 
     }
     if let (Some(o), true) = (&state.ocsp, crate::ocsp::is_ocsp_path(&path)) {
         // OCSP answers anyone (the response is signed); it logs and counts its own requests.
-        return crate::ocsp::handle(state, o, peer.addr, req).await;
+        return crate::ocsp::handle(&state.ca, &state.metrics, o, peer.addr, req).await;
     }
     if mutual_console::is_console_path(&path) {
         // The console authenticates a person (admin certificate), checks CSRF and audits its
@@ -421,6 +421,19 @@ pub(crate) fn console_log(
     tracing::info!(peer_addr = %addr, identity = %who, method = %method, path = %path,
         status = resp.status().as_u16(), reason, duration_ms = started.elapsed().as_millis() as u64,
         "console request");
+}
+
+/// The OCSP front door's view of the CA server.
+impl crate::ocsp::Host for State {
+    fn ca(&self) -> &Ca {
+        &self.ca
+    }
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
+    }
+    fn ocsp(&self) -> Option<&Arc<crate::ocsp::Ocsp>> {
+        self.ocsp.as_ref()
+    }
 }
 
 /// The console's view of the CA server (crates/mutual-console): the CA, the admin patterns,

@@ -29,7 +29,15 @@ use mutual_pki::ca::ocsp::{
 use mutual_pki::ca::Ca;
 use mutual_pki::PkiError;
 
-use crate::api::State;
+use crate::metrics::Metrics;
+
+/// What the OCSP front door needs of the server it is mounted in (the CA, its metrics and the
+/// responder), so that this module does not reach into `api::State` (no file loop).
+pub trait Host: Send + Sync + 'static {
+    fn ca(&self) -> &Ca;
+    fn metrics(&self) -> &Metrics;
+    fn ocsp(&self) -> Option<&Arc<Ocsp>>;
+}
 
 /// At most this many cached responses per replica; past it the cache starts over (a bound on
 /// memory, not an eviction policy: a full cache is a sign of 100,000 live certificates, whose
@@ -284,7 +292,13 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// Serves one OCSP request (either listener). Malformed input gets an HTTP 200 with the
 /// `malformedRequest` OCSP status (RFC 6960 §2.3), never a 500.
-pub async fn handle(state: &State, ocsp: &Ocsp, peer: SocketAddr, req: Request<Incoming>) -> Resp {
+pub async fn handle(
+    ca: &Ca,
+    metrics: &Metrics,
+    ocsp: &Ocsp,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Resp {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -314,7 +328,7 @@ pub async fn handle(state: &State, ocsp: &Ocsp, peer: SocketAddr, req: Request<I
             false,
             Some(detail),
         ),
-        Ok(q) => match ocsp.answer(&state.ca, &q).await {
+        Ok(q) => match ocsp.answer(ca, &q).await {
             Ok((der, window, label, cached)) => (
                 ocsp_response(der, if method == Method::GET { window } else { None }),
                 label,
@@ -329,10 +343,8 @@ pub async fn handle(state: &State, ocsp: &Ocsp, peer: SocketAddr, req: Request<I
             ),
         },
     };
-    state.metrics.ocsp(label, cached);
-    state
-        .metrics
-        .request("/ocsp", started.elapsed().as_secs_f64());
+    metrics.ocsp(label, cached);
+    metrics.request("/ocsp", started.elapsed().as_secs_f64());
     tracing::info!(peer_addr = %peer, method = %method, path = "/ocsp", result = label, cached,
         detail = detail.as_deref().unwrap_or("-"),
         duration_ms = started.elapsed().as_millis() as u64, "ocsp request");
@@ -340,9 +352,9 @@ pub async fn handle(state: &State, ocsp: &Ocsp, peer: SocketAddr, req: Request<I
 }
 
 /// Serves /ocsp over plain HTTP on `listener` until `stop` turns true (`--ocsp-listen`).
-pub async fn serve_plain(
+pub async fn serve_plain<H: Host>(
     listener: tokio::net::TcpListener,
-    state: Arc<State>,
+    state: Arc<H>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
@@ -368,9 +380,9 @@ pub async fn serve_plain(
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
                 async move {
-                    let resp = match &state.ocsp {
+                    let resp = match state.ocsp() {
                         Some(o) if is_ocsp_path(req.uri().path()) => {
-                            handle(&state, o, addr, req).await
+                            handle(state.ca(), state.metrics(), o, addr, req).await
                         }
                         _ => plain(StatusCode::NOT_FOUND, "this listener serves only /ocsp"),
                     };
@@ -398,8 +410,8 @@ pub async fn serve_plain(
 
 /// Replaces the responder certificate at two-thirds of its life; a failure retries every
 /// minute (the current one keeps signing meanwhile).
-pub async fn renew_responder(state: Arc<State>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let Some(ocsp) = state.ocsp.clone() else {
+pub async fn renew_responder<H: Host>(state: Arc<H>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(ocsp) = state.ocsp().cloned() else {
         return;
     };
     loop {
@@ -408,7 +420,7 @@ pub async fn renew_responder(state: Arc<State>, mut stop: tokio::sync::watch::Re
             _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        if let Err(e) = ocsp.renew(&state.ca).await {
+        if let Err(e) = ocsp.renew(state.ca()).await {
             tracing::error!(error = %e, "OCSP responder renewal failed; retrying in 60 s");
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(60)) => {}

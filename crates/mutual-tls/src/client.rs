@@ -226,3 +226,15 @@ pub(crate) fn mutual(
         expect_spiffe: expect,
     })
 }
+
+impl crate::config::Credentials {
+    /// What a client presents: the chain and key, or for a token key a fixed resolver over it.
+    pub(crate) fn client_cert(self) -> ClientCert {
+        match self.key {
+            Some(k) => ClientCert::Single(self.chain, k),
+            None => ClientCert::Resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                self.certified,
+            ))),
+        }
+    }
+}

@@ -65,42 +65,6 @@ pub(crate) struct Credentials {
     pub serial: String,
 }
 
-impl Credentials {
-    /// What a server presents: the chain and key, or for a token key a fixed resolver over it.
-    pub fn server_cert(self) -> crate::server::ServerCert {
-        match self.key {
-            Some(k) => crate::server::ServerCert::Single(self.chain, k),
-            None => crate::server::ServerCert::Resolver(Arc::new(
-                rustls::sign::SingleCertAndKey::from(self.certified),
-            )),
-        }
-    }
-
-    /// What a server presents with a stapled OCSP response (DER) for its certificate.
-    pub fn server_cert_stapled(self, ocsp: Vec<u8>) -> crate::server::ServerCert {
-        match self.key {
-            Some(k) => crate::server::ServerCert::Stapled(self.chain, k, ocsp),
-            None => {
-                let mut certified = (*self.certified).clone();
-                certified.ocsp = Some(ocsp);
-                crate::server::ServerCert::Resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
-                    certified,
-                )))
-            }
-        }
-    }
-
-    /// What a client presents, likewise.
-    pub fn client_cert(self) -> crate::client::ClientCert {
-        match self.key {
-            Some(k) => crate::client::ClientCert::Single(self.chain, k),
-            None => crate::client::ClientCert::Resolver(Arc::new(
-                rustls::sign::SingleCertAndKey::from(self.certified),
-            )),
-        }
-    }
-}
-
 pub(crate) fn load_credentials(
     provider: &CryptoProvider,
     cert: &Path,

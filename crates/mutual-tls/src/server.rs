@@ -108,3 +108,27 @@ pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMateria
         trust,
     })
 }
+
+impl crate::config::Credentials {
+    /// What a server presents: the chain and key, or for a token key a fixed resolver over it.
+    pub(crate) fn server_cert(self) -> ServerCert {
+        match self.key {
+            Some(k) => ServerCert::Single(self.chain, k),
+            None => ServerCert::Resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+                self.certified,
+            ))),
+        }
+    }
+
+    /// What a server presents with a stapled OCSP response (DER) for its certificate.
+    pub(crate) fn server_cert_stapled(self, ocsp: Vec<u8>) -> ServerCert {
+        match self.key {
+            Some(k) => ServerCert::Stapled(self.chain, k, ocsp),
+            None => {
+                let mut certified = (*self.certified).clone();
+                certified.ocsp = Some(ocsp);
+                ServerCert::Resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)))
+            }
+        }
+    }
+}
