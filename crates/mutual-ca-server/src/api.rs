@@ -609,7 +609,11 @@ async fn route(
         return p.into();
     }
     match (path, method) {
-        ("/v1/roots", &Method::GET) => crate::roots::roots(state, req.uri().query()),
+        ("/v1/roots", &Method::GET) => match crate::roots::roots(state.ca.dir(), req.uri().query())
+        {
+            Ok(r) => ok_response(r),
+            Err(p) => p.into(),
+        },
         ("/v1/crl", &Method::GET) => crl(state, None, req.headers()).await,
         (p, &Method::GET) if p.starts_with("/v1/crl/") => {
             crl(state, p.strip_prefix("/v1/crl/"), req.headers()).await

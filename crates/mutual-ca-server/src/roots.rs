@@ -6,17 +6,16 @@ use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Response, StatusCode};
 
-use crate::api::{ok_response, Outcome, State};
 use crate::problem::Problem;
 
 /// The header that carries the bundle's version.
 pub const VERSION_HEADER: &str = "mutual-trust-bundle-version";
 
-pub(crate) fn roots(state: &State, query: Option<&str>) -> Outcome {
-    let b = match mutual_pki::ca::trust_bundle(state.ca.dir()) {
-        Ok(b) => b,
-        Err(e) => return Problem::internal(e).into(),
-    };
+pub(crate) fn roots(
+    ca_dir: &std::path::Path,
+    query: Option<&str>,
+) -> Result<Response<Full<Bytes>>, Problem> {
+    let b = mutual_pki::ca::trust_bundle(ca_dir).map_err(Problem::internal)?;
     let wants_json = query.is_some_and(|q| q.split('&').any(|kv| kv == "format=json"));
     let (ctype, body) = if wants_json {
         let v = serde_json::json!({
@@ -39,5 +38,5 @@ pub(crate) fn roots(state: &State, query: Option<&str>) -> Outcome {
         .header("etag", format!("\"roots-{}\"", b.version))
         .body(Full::new(Bytes::from(body)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
-    ok_response(resp)
+    Ok(resp)
 }

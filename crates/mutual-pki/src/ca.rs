@@ -139,6 +139,13 @@ impl std::fmt::Debug for Ca {
     }
 }
 
+fn dn(cn: &str, org: &str) -> rcgen::DistinguishedName {
+    let mut d = rcgen::DistinguishedName::new();
+    d.push(rcgen::DnType::OrganizationName, org);
+    d.push(rcgen::DnType::CommonName, cn);
+    d
+}
+
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mutual_store::{Store, StoreUrl};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyUsagePurpose, SerialNumber};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyUsagePurpose, SerialNumber};
 
 use super::issuers::{intermediate_params, Issuer, IssuerSet, IssuerState, FIRST_ISSUER};
 use super::key::{key_type_of, CaKey, KeyStorage};
@@ -15,13 +15,6 @@ use super::{
 use crate::keys::{self, StagedFile};
 use crate::spiffe::validate_trust_domain;
 use crate::{KeyType, PkiError};
-
-pub(super) fn dn(cn: &str, org: &str) -> rcgen::DistinguishedName {
-    let mut d = rcgen::DistinguishedName::new();
-    d.push(DnType::OrganizationName, org);
-    d.push(DnType::CommonName, cn);
-    d
-}
 
 /// What `mutual ca init` takes.
 #[derive(Clone, Debug)]
@@ -125,7 +118,7 @@ impl Ca {
         let t0 = now();
         let root_key = keys::generate(opts.key_type)?;
         let mut rp = CertificateParams::default();
-        rp.distinguished_name = dn(&format!("{name} Root"), name);
+        rp.distinguished_name = super::dn(&format!("{name} Root"), name);
         rp.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
         rp.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         rp.not_before = t0 - time::Duration::hours(1);

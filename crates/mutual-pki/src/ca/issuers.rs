@@ -515,7 +515,7 @@ pub(super) fn intermediate_params(
     not_after: OffsetDateTime,
 ) -> Result<CertificateParams, PkiError> {
     let mut ip = CertificateParams::default();
-    ip.distinguished_name = super::init::dn(&cn, org);
+    ip.distinguished_name = super::dn(&cn, org);
     ip.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ip.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ip.not_before = not_before;
@@ -609,7 +609,7 @@ pub fn rotate_intermediate(
     let config = super::read_config(dir)?;
     let current = IssuerSet::load(dir, &config, password)?;
     let (root_path, root_key_path) = match &opts.root {
-        Some(r) => super::rollover::root_files(dir, r),
+        Some(r) => root_files(dir, r),
         None => (dir.join(ROOT_CERT), dir.join(ROOT_KEY)),
     };
     let root_pem = std::fs::read_to_string(&root_path).map_err(io(&root_path))?;
@@ -745,4 +745,13 @@ pub fn rotate_intermediate(
         default,
         retired,
     })
+}
+
+/// Where the roots of a rollover live.
+pub const ROOTS_DIR: &str = "roots";
+
+/// The certificate and key of root `id`.
+pub fn root_files(dir: &Path, id: &str) -> (PathBuf, PathBuf) {
+    let d = dir.join(ROOTS_DIR);
+    (d.join(format!("{id}.pem")), d.join(format!("{id}.key")))
 }

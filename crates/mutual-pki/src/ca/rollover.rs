@@ -17,20 +17,11 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyUsagePurpose, SerialNumber};
 use rustls_pki_types::CertificateDer;
 
-use super::issuers::{self, IssuerSet, RotateOptions, Rotated};
+use super::issuers::{self, root_files, IssuerSet, RotateOptions, Rotated, ROOTS_DIR};
 use super::trust::{read_state, write_state, TrustState, TRUST_BUNDLE};
 use super::{first_cert_der, io, later, now, random_serial, read_config, ROOT_CERT, ROOT_KEY};
 use crate::keys::{self, StagedFile};
 use crate::{rfc3339, PkiError};
-
-/// Where the roots of a rollover live.
-pub const ROOTS_DIR: &str = "roots";
-
-/// The certificate and key of root `id`.
-pub fn root_files(dir: &Path, id: &str) -> (PathBuf, PathBuf) {
-    let d = dir.join(ROOTS_DIR);
-    (d.join(format!("{id}.pem")), d.join(format!("{id}.key")))
-}
 
 fn rfc3339_unix(t: i64) -> String {
     rfc3339(time::OffsetDateTime::from_unix_timestamp(t).unwrap_or_else(|_| now()))
@@ -79,7 +70,7 @@ pub fn rotate_root(
     let t0 = now();
     let new_key = keys::generate(config.key_type)?;
     let mut rp = CertificateParams::default();
-    rp.distinguished_name = super::init::dn(&format!("{} Root {n}", config.name), &config.name);
+    rp.distinguished_name = super::dn(&format!("{} Root {n}", config.name), &config.name);
     // pathlen 2: room for the old root cross-signed by this one above an old intermediate.
     rp.is_ca = IsCa::Ca(BasicConstraints::Constrained(2));
     rp.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
@@ -113,7 +104,7 @@ pub fn rotate_root(
     let old_cn = attr(&mut old_cert.subject().iter_common_name());
     let old_o = attr(&mut old_cert.subject().iter_organization());
     let mut op = CertificateParams::default();
-    op.distinguished_name = super::init::dn(&old_cn, &old_o);
+    op.distinguished_name = super::dn(&old_cn, &old_o);
     op.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     op.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     op.not_before = t0 - time::Duration::hours(1);
