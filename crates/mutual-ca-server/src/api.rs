@@ -448,11 +448,16 @@ impl mutual_console::Authority for State {
     }
 
     fn publish_crl(&self) -> mutual_console::BoxFuture<'_, Result<(), String>> {
+        // The certificate just revoked may be any issuer's (a retiring intermediate's too):
+        // each issuer's CRL is signed anew. (This called `State::publish_crl`, which after the
+        // per-issuer CRLs resolved to this very method: endless recursion.)
         Box::pin(async move {
-            State::publish_crl(self)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
+            for i in self.ca.issuers().all() {
+                self.publish_crl_for(&i.id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
         })
     }
 

@@ -32,6 +32,7 @@ macro_rules! on_pool {
 impl Store {
     /// Every revoked certificate signed by `issuer` (for its CRL).
     pub async fn revoked_for_issuer(&self, issuer: &str) -> Result<Vec<RevokedEntry>, StoreError> {
+        let started = std::time::Instant::now();
         let sql = "SELECT serial, revoked_at, reason FROM certificates \
                    WHERE status = 'revoked' AND issuer = $1 ORDER BY revoked_at ASC, serial ASC";
         let r: Result<Vec<RevokedEntry>, StoreError> = on_pool!(self, p => {
@@ -55,11 +56,12 @@ impl Store {
                 })
                 .collect()
         });
-        self.note("revoked_for_issuer", r)
+        self.note("revoked_for_issuer", started, r)
     }
 
     /// [`crate::Inventory::crl_state`] for one issuer: its revoked count and its stored CRL.
     pub async fn crl_state_for(&self, issuer: &str) -> Result<CrlState, StoreError> {
+        let started = std::time::Instant::now();
         let sql = if issuer == FIRST_ISSUER {
             "SELECT (SELECT COUNT(*) FROM certificates WHERE status = 'revoked' AND issuer = $1) \
              AS revoked, (SELECT number FROM current_crl WHERE id = 1) AS number, \
@@ -81,7 +83,7 @@ impl Store {
                 next_update: row.try_get("next_update").map_err(db("read CRL state"))?,
             })
         });
-        self.note("crl_state_for", r)
+        self.note("crl_state_for", started, r)
     }
 
     /// Stores `crl` as `issuer`'s current CRL if its number is higher than the stored one's.
@@ -90,6 +92,7 @@ impl Store {
         issuer: &str,
         crl: &StoredCrl,
     ) -> Result<bool, StoreError> {
+        let started = std::time::Instant::now();
         if issuer == FIRST_ISSUER {
             return crate::Inventory::store_crl(self, crl).await;
         }
@@ -111,11 +114,12 @@ impl Store {
                 .map_err(db("store CRL"))?;
             Ok(res.rows_affected() > 0)
         });
-        self.note("store_issuer_crl", r)
+        self.note("store_issuer_crl", started, r)
     }
 
     /// The CRL stored for `issuer`, if any.
     pub async fn issuer_crl(&self, issuer: &str) -> Result<Option<StoredCrl>, StoreError> {
+        let started = std::time::Instant::now();
         if issuer == FIRST_ISSUER {
             return crate::Inventory::current_crl(self).await;
         }
@@ -136,12 +140,13 @@ impl Store {
             })
             .transpose()
         });
-        self.note("issuer_crl", r)
+        self.note("issuer_crl", started, r)
     }
 
     /// The latest notAfter of any certificate `issuer` signed (revoked ones included: they stay
     /// on its CRL until they expire); `None` when it signed none.
     pub async fn issuer_last_expiry(&self, issuer: &str) -> Result<Option<i64>, StoreError> {
+        let started = std::time::Instant::now();
         let sql = "SELECT MAX(not_after) AS last FROM certificates WHERE issuer = $1";
         let r: Result<Option<i64>, StoreError> = on_pool!(self, p => {
             let row = sqlx::query(sql)
@@ -151,10 +156,18 @@ impl Store {
                 .map_err(db("read issuer expiry"))?;
             row.try_get("last").map_err(db("read issuer expiry"))
         });
-        self.note("issuer_last_expiry", r)
+        self.note("issuer_last_expiry", started, r)
     }
 
-    fn note<T>(&self, op: &'static str, r: Result<T, StoreError>) -> Result<T, StoreError> {
+    /// Times and counts one call, as `counted!` does for the Inventory methods (so
+    /// `mutual_ca_store_duration_seconds` and `_errors_total` see the per-issuer calls too).
+    fn note<T>(
+        &self,
+        op: &'static str,
+        started: std::time::Instant,
+        r: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.errors().timed(op, started);
         if let Err(e) = &r {
             self.errors().record(op, e);
         }

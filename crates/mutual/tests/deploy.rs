@@ -293,7 +293,7 @@ fn every_metric_of_the_rules_and_the_dashboard_is_exported() {
         "mutual_ca_crl_next_update_timestamp_seconds ",
         // Renewal went through the CA: counted as a renew issuance, and the store was timed.
         r#"mutual_ca_issued_total{method="renew",result="ok"} "#,
-        r#"mutual_ca_store_duration_seconds_count{op="crl_state"}"#,
+        r#"mutual_ca_store_duration_seconds_count{op="crl_state_for"}"#,
     ] {
         assert!(
             ca_text.lines().any(|l| l.starts_with(series)),

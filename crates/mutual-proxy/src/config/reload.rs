@@ -221,9 +221,13 @@ mod tests {
 
         std::fs::write(&f, "garbage").unwrap();
         assert!(until(|| t.fail.load(Ordering::SeqCst) == 1).await);
-        assert!(m
-            .encode()
-            .contains("mutual_config_reloads_total{result=\"failure\"} 1"));
+        // The loop counts the failure after the reload returns: wait for it rather than race it.
+        assert!(
+            until(|| m
+                .encode()
+                .contains("mutual_config_reloads_total{result=\"failure\"} 1"))
+            .await
+        );
 
         // Unrelated files in the same directory do not trigger reloads.
         let before = t.ok.load(Ordering::SeqCst) + t.fail.load(Ordering::SeqCst);
