@@ -665,6 +665,14 @@ impl CutRelay {
         CutRelay { port, up, open }
     }
 
+    /// A relay in front of `target` and `url` rewritten to reach `target` through it (a
+    /// database URL whose server the test will cut off).
+    pub fn in_front_of(url: &str, target: &str) -> (CutRelay, String) {
+        let relay = CutRelay::start(target);
+        let url = url.replace(target, &format!("127.0.0.1:{}", relay.port));
+        (relay, url)
+    }
+
     /// The outage: open connections shut, new ones closed at once.
     pub fn cut(&self) {
         self.up.store(false, std::sync::atomic::Ordering::SeqCst);
