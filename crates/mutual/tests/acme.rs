@@ -380,23 +380,7 @@ fn lego_obtains_by_http01_and_tls_alpn01_renews_and_revokes() {
 #[test]
 fn refusals_carry_the_exact_acme_error_type() {
     let srv = AcmeCa::start();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/acme/negative.py");
-    let o = Command::new(venv().join("bin/python"))
-        .arg(&script)
-        .arg(srv.directory())
-        .arg(srv.http_port.to_string())
-        .env("REQUESTS_CA_BUNDLE", srv.ca.root())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "negative.py: {stdout}\n{}\nCA log:\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        srv.log_text()
-    );
-    let got: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let got = python_client(&srv, "negative.py", &[]);
     let want = serde_json::json!({
         "malformed": "malformed",
         "replayed_nonce": "badNonce",

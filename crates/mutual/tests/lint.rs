@@ -213,19 +213,13 @@ fn a_well_formed_openssl_chain_lints_clean_and_verifies_strictly() {
     let (code, v) = lint_json(&[&leaf, &o.p("root.pem")]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["errors"], 0, "{v}");
-    let out = mutual(&[
-        "cert",
-        "verify",
-        s(&leaf),
-        "--roots",
-        s(&o.p("root.pem")),
-        "--name",
-        "svc.example.com",
-        "--profile",
+    let (code, v) = verify(
+        &leaf,
+        &o.p("root.pem"),
         "strict",
-        "--json",
-    ]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        &["--name", "svc.example.com"],
+    );
+    assert_eq!(code, 0, "{v}");
 }
 
 #[test]
@@ -590,29 +584,10 @@ fn crl_rules_and_the_strict_profile_on_crls() {
 
     // The strict profile refuses a chain checked with that CRL; compatible accepts it.
     let leaf = leaf_with(&o, "leaf", "/CN=svc.example.com", "", "", &[]);
-    let verify = |profile: &str| {
-        let out = mutual(&[
-            "cert",
-            "verify",
-            s(&leaf),
-            "--roots",
-            s(&o.p("root.pem")),
-            "--name",
-            "svc.example.com",
-            "--crl",
-            s(&bad),
-            "--profile",
-            profile,
-            "--json",
-        ]);
-        (
-            out.code,
-            serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap(),
-        )
-    };
-    let (code, v) = verify("compatible");
+    let extra = ["--name", "svc.example.com", "--crl", s(&bad)];
+    let (code, v) = verify(&leaf, &o.p("root.pem"), "compatible", &extra);
     assert_eq!(code, 0, "{v}");
-    let (code, v) = verify("strict");
+    let (code, v) = verify(&leaf, &o.p("root.pem"), "strict", &extra);
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["reason"], "malformed");
     assert!(
@@ -633,21 +608,11 @@ fn strict_profile_refuses_what_compatible_accepts_with_the_rule_in_the_detail() 
         &[],
     );
     let run = |profile: &str| {
-        let out = mutual(&[
-            "cert",
-            "verify",
-            s(&leaf),
-            "--roots",
-            s(&o.p("root.pem")),
-            "--name",
-            "svc.example.com",
-            "--profile",
+        verify(
+            &leaf,
+            &o.p("root.pem"),
             profile,
-            "--json",
-        ]);
-        (
-            out.code,
-            serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap(),
+            &["--name", "svc.example.com"],
         )
     };
     assert_eq!(run("compatible").0, 0);
@@ -725,19 +690,14 @@ fn what_our_ca_makes_lints_clean() {
     assert_eq!(v["files"][2]["crls"], 1, "{v}");
     assert_eq!(v["files"][3]["certificates"], 2, "{v}");
     // And a chain of ours passes the strict profile end to end.
-    let out = mutual(&[
-        "cert",
-        "verify",
-        s(&ca.out.join("srv.pem")),
-        "--roots",
-        &ca.root(),
-        "--name",
-        "srv.example.org",
-        "--profile",
+    let root = PathBuf::from(ca.root());
+    let (code, v) = verify(
+        &ca.out.join("srv.pem"),
+        &root,
         "strict",
-        "--json",
-    ]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        &["--name", "srv.example.org"],
+    );
+    assert_eq!(code, 0, "{v}");
 }
 
 /// Kills the server on drop.
