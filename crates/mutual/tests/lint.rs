@@ -700,45 +700,6 @@ fn what_our_ca_makes_lints_clean() {
     assert_eq!(code, 0, "{v}");
 }
 
-/// Kills the server on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `openssl s_server` on an ephemeral 127.0.0.1 port presenting `cert`.
-fn s_server(cert: &Path, key: &Path) -> (Child, u16) {
-    for _ in 0..3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("openssl")
-            .args(["s_server", "-quiet", "-accept"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-cert", s(cert), "-key", s(key)])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let guard = Child(child);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return (guard, port);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-    panic!("openssl s_server did not start");
-}
-
 #[test]
 fn probe_with_the_strict_profile_names_the_broken_rule_of_a_real_server() {
     let o = Ossl::new();
@@ -750,7 +711,8 @@ fn probe_with_the_strict_profile_names_the_broken_rule_of_a_real_server() {
         "authorityKeyIdentifier=none",
         &[],
     );
-    let (_server, port) = s_server(&leaf, &o.p("srv.key"));
+    let key = o.p("srv.key");
+    let (_server, port) = mutual_test::openssl_s_server_args(&["-cert", s(&leaf), "-key", s(&key)]);
     let target = format!("127.0.0.1:{port}");
     let probe = |profile: &str| {
         let out = mutual(&[
