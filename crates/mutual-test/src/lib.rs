@@ -400,20 +400,28 @@ pub fn openssl_s_server(pki: &TestPki, server: &Leaf, extra: &[&str]) -> (ChildG
 /// `openssl_s_server` from files: `[cert, key, cert_chain, CAfile]`.
 pub fn openssl_s_server_files(files: [&Path; 4], extra: &[&str]) -> (ChildGuard, u16) {
     let [cert, key, chain, ca] = files;
+    let mut args = Vec::new();
+    for (flag, file) in [
+        ("-cert", cert),
+        ("-key", key),
+        ("-cert_chain", chain),
+        ("-CAfile", ca),
+    ] {
+        args.push(std::ffi::OsString::from(flag));
+        args.push(file.as_os_str().to_owned());
+    }
+    args.extend(extra.iter().map(std::ffi::OsString::from));
+    openssl_s_server_args(&args)
+}
+
+/// `openssl s_server -quiet ARGS` on an ephemeral 127.0.0.1 port, once it accepts connections.
+pub fn openssl_s_server_args<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (ChildGuard, u16) {
     for _ in 0..3 {
         let port = free_port();
         let child = std::process::Command::new("openssl")
             .args(["s_server", "-accept", &format!("127.0.0.1:{port}")])
-            .arg("-cert")
-            .arg(cert)
-            .arg("-key")
-            .arg(key)
-            .arg("-cert_chain")
-            .arg(chain)
-            .arg("-CAfile")
-            .arg(ca)
             .arg("-quiet")
-            .args(extra)
+            .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -663,6 +671,14 @@ impl CutRelay {
             }
         });
         CutRelay { port, up, open }
+    }
+
+    /// A relay in front of `target` and `url` rewritten to reach `target` through it (a
+    /// database URL whose server the test will cut off).
+    pub fn in_front_of(url: &str, target: &str) -> (CutRelay, String) {
+        let relay = CutRelay::start(target);
+        let url = url.replace(target, &format!("127.0.0.1:{}", relay.port));
+        (relay, url)
     }
 
     /// The outage: open connections shut, new ones closed at once.

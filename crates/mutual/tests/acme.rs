@@ -150,6 +150,26 @@ impl AcmeCa {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `certbot certonly -d NAME` against this CA, answering http-01 with certbot's standalone
+    /// server on the port the CA validates; `extra` after (EAB flags).
+    fn certonly(&self, name: &str, extra: &[&str]) -> Out {
+        let (dir, port) = (self.directory(), self.http_port.to_string());
+        let mut args = vec![
+            "certonly",
+            "--server",
+            &dir,
+            "--standalone",
+            "--http-01-port",
+            &port,
+            "--agree-tos",
+            "--register-unsafely-without-email",
+            "-d",
+            name,
+        ];
+        args.extend_from_slice(extra);
+        self.certbot(&args)
+    }
+
     fn certbot(&self, args: &[&str]) -> Out {
         self.certbot_env(args, &[])
     }
@@ -212,20 +232,7 @@ fn serial_of(cert: &Path) -> String {
 #[test]
 fn certbot_obtains_renews_and_revokes_by_http01() {
     let srv = AcmeCa::start();
-    let port = srv.http_port.to_string();
-    let common = [
-        "--standalone",
-        "--http-01-port",
-        &port,
-        "--agree-tos",
-        "--register-unsafely-without-email",
-    ];
-    let mut args = vec!["certonly", "--server"];
-    let dir = srv.directory();
-    args.push(&dir);
-    args.extend_from_slice(&common);
-    args.extend_from_slice(&["-d", "a.example.test"]);
-    let o = srv.certbot(&args);
+    let o = srv.certonly("a.example.test", &[]);
     assert_eq!(
         o.code,
         0,
@@ -380,23 +387,7 @@ fn lego_obtains_by_http01_and_tls_alpn01_renews_and_revokes() {
 #[test]
 fn refusals_carry_the_exact_acme_error_type() {
     let srv = AcmeCa::start();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/acme/negative.py");
-    let o = Command::new(venv().join("bin/python"))
-        .arg(&script)
-        .arg(srv.directory())
-        .arg(srv.http_port.to_string())
-        .env("REQUESTS_CA_BUNDLE", srv.ca.root())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "negative.py: {stdout}\n{}\nCA log:\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        srv.log_text()
-    );
-    let got: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let got = python_client(&srv, "negative.py", &[]);
     let want = serde_json::json!({
         "malformed": "malformed",
         "replayed_nonce": "badNonce",
@@ -539,26 +530,13 @@ fn external_account_binding_is_required_and_binds_one_account() {
     assert!(!srv.log_text().contains(&key));
 
     // certbot without a binding is refused; with a fresh key it registers and obtains.
-    let port = srv.http_port.to_string();
-    let dir = srv.directory();
-    let base = [
-        "certonly",
-        "--server",
-        &dir,
-        "--standalone",
-        "--http-01-port",
-        &port,
-        "--agree-tos",
-        "--register-unsafely-without-email",
-        "-d",
-        "a.example.test",
-    ];
-    let o = srv.certbot(&base);
+    let o = srv.certonly("a.example.test", &[]);
     assert_ne!(o.code, 0, "certbot without EAB: {}\n{}", o.stdout, o.stderr);
     let (kid, key) = eab();
-    let mut args = base.to_vec();
-    args.extend_from_slice(&["--eab-kid", &kid, "--eab-hmac-key", &key]);
-    let o = srv.certbot(&args);
+    let o = srv.certonly(
+        "a.example.test",
+        &["--eab-kid", &kid, "--eab-hmac-key", &key],
+    );
     assert_eq!(
         o.code,
         0,
@@ -582,20 +560,8 @@ fn external_account_binding_is_required_and_binds_one_account() {
 fn certbot_renews_when_renewal_info_says_so_after_a_revocation() {
     let srv = AcmeCa::start();
     let port = srv.http_port.to_string();
-    let dir = srv.directory();
     for name in ["a.example.test", "b.example.test"] {
-        let o = srv.certbot(&[
-            "certonly",
-            "--server",
-            &dir,
-            "--standalone",
-            "--http-01-port",
-            &port,
-            "--agree-tos",
-            "--register-unsafely-without-email",
-            "-d",
-            name,
-        ]);
+        let o = srv.certonly(name, &[]);
         assert_eq!(o.code, 0, "certbot {name}: {}\n{}", o.stdout, o.stderr);
     }
     let conf = srv.ca.tmp.path().join("certbot/conf");
@@ -930,19 +896,7 @@ async fn ca_migrate_copies_the_acme_accounts_orders_and_eab_keys() {
             "1",
         ];
         let mut srv = AcmeCa::spawn(TestCa::new(&[]), &flags, http_port, tls_port);
-        let dir = srv.directory();
-        let o = srv.certbot(&[
-            "certonly",
-            "--server",
-            &dir,
-            "--standalone",
-            "--http-01-port",
-            &hp,
-            "--agree-tos",
-            "--register-unsafely-without-email",
-            "-d",
-            "a.example.test",
-        ]);
+        let o = srv.certonly("a.example.test", &[]);
         assert_eq!(o.code, 0, "certbot: {}\n{}", o.stdout, o.stderr);
         let o = mutual(&["acme", "eab", "create", "--dir", srv.ca.d(), "--json"]).ok();
         let eab: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();

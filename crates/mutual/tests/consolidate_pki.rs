@@ -94,21 +94,6 @@ fn post(ca: &TestCa, url: &str, body: &serde_json::Value, args: &[&str]) -> Answ
     curl(ca, url, &a)
 }
 
-fn token(ca: &TestCa, name: &str) -> String {
-    let o = mutual(&[
-        "token",
-        "create",
-        "--dir",
-        ca.d(),
-        "--san",
-        &format!("dns:{name}"),
-        "--json",
-    ])
-    .ok();
-    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
-    v["token"].as_str().unwrap().to_string()
-}
-
 /// A key and a CSR for `name` made by openssl: (key path, CSR PEM).
 fn csr(ca: &TestCa, name: &str) -> (PathBuf, String) {
     let key = ca.tmp.path().join(format!("{name}.key"));
@@ -123,7 +108,7 @@ fn enroll(ca: &TestCa, r: &Replica, name: &str) -> (PathBuf, PathBuf, String) {
     let a = post(
         ca,
         &r.url("/v1/sign"),
-        &serde_json::json!({"csr": csr, "token": token(ca, name)}),
+        &serde_json::json!({"csr": csr, "token": ca.token(name)}),
         &[],
     );
     assert_eq!(a.status, 201, "{}", a.text());
@@ -269,7 +254,7 @@ fn metrics_count_issuances_and_token_failures() {
     );
     assert_eq!(bad.status, 401, "{}", bad.text());
     assert_eq!(bad.json()["reason"], "token_invalid");
-    let t = token(&ca, "twice.internal");
+    let t = ca.token("twice.internal");
     let (_, csr2) = csr(&ca, "twice.internal");
     let body = serde_json::json!({"csr": csr2, "token": t});
     assert_eq!(post(&ca, &r.url("/v1/sign"), &body, &[]).status, 201);

@@ -11,7 +11,7 @@
 
 mod pki_common;
 mod proxy_common;
-use pki_common::{s, Out};
+use pki_common::{norm_serial, s, Out};
 use proxy_common::*;
 
 use std::collections::BTreeSet;
@@ -32,16 +32,6 @@ fn run(args: &[&str]) -> Out {
 
 fn ok(args: &[&str]) -> Out {
     run(args).ok()
-}
-
-fn norm_serial(s: &str) -> String {
-    let s = s.replace(':', "").to_ascii_lowercase();
-    let t = s.trim_start_matches('0');
-    if t.is_empty() {
-        "0".into()
-    } else {
-        t.to_string()
-    }
 }
 
 fn fingerprint_of(pem: &Path) -> String {
@@ -542,11 +532,8 @@ async fn a_database_outage_is_503_and_recovers() {
     let Some(pg) = PgTestDb::create().await else {
         return;
     };
-    let relay = mutual_test::CutRelay::start("127.0.0.1:5432");
     // The CA reaches the database only through the relay.
-    let store = pg
-        .url
-        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
+    let (relay, store) = mutual_test::CutRelay::in_front_of(&pg.url, "127.0.0.1:5432");
     tokio::task::spawn_blocking(move || {
         let cluster = Cluster::new(&store, 1);
         let ca = cluster.replicas[0].url();

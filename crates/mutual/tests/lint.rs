@@ -213,19 +213,13 @@ fn a_well_formed_openssl_chain_lints_clean_and_verifies_strictly() {
     let (code, v) = lint_json(&[&leaf, &o.p("root.pem")]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["errors"], 0, "{v}");
-    let out = mutual(&[
-        "cert",
-        "verify",
-        s(&leaf),
-        "--roots",
-        s(&o.p("root.pem")),
-        "--name",
-        "svc.example.com",
-        "--profile",
+    let (code, v) = verify(
+        &leaf,
+        &o.p("root.pem"),
         "strict",
-        "--json",
-    ]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+        &["--name", "svc.example.com"],
+    );
+    assert_eq!(code, 0, "{v}");
 }
 
 #[test]
@@ -590,29 +584,10 @@ fn crl_rules_and_the_strict_profile_on_crls() {
 
     // The strict profile refuses a chain checked with that CRL; compatible accepts it.
     let leaf = leaf_with(&o, "leaf", "/CN=svc.example.com", "", "", &[]);
-    let verify = |profile: &str| {
-        let out = mutual(&[
-            "cert",
-            "verify",
-            s(&leaf),
-            "--roots",
-            s(&o.p("root.pem")),
-            "--name",
-            "svc.example.com",
-            "--crl",
-            s(&bad),
-            "--profile",
-            profile,
-            "--json",
-        ]);
-        (
-            out.code,
-            serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap(),
-        )
-    };
-    let (code, v) = verify("compatible");
+    let extra = ["--name", "svc.example.com", "--crl", s(&bad)];
+    let (code, v) = verify(&leaf, &o.p("root.pem"), "compatible", &extra);
     assert_eq!(code, 0, "{v}");
-    let (code, v) = verify("strict");
+    let (code, v) = verify(&leaf, &o.p("root.pem"), "strict", &extra);
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["reason"], "malformed");
     assert!(
@@ -633,21 +608,11 @@ fn strict_profile_refuses_what_compatible_accepts_with_the_rule_in_the_detail() 
         &[],
     );
     let run = |profile: &str| {
-        let out = mutual(&[
-            "cert",
-            "verify",
-            s(&leaf),
-            "--roots",
-            s(&o.p("root.pem")),
-            "--name",
-            "svc.example.com",
-            "--profile",
+        verify(
+            &leaf,
+            &o.p("root.pem"),
             profile,
-            "--json",
-        ]);
-        (
-            out.code,
-            serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap(),
+            &["--name", "svc.example.com"],
         )
     };
     assert_eq!(run("compatible").0, 0);
@@ -725,58 +690,14 @@ fn what_our_ca_makes_lints_clean() {
     assert_eq!(v["files"][2]["crls"], 1, "{v}");
     assert_eq!(v["files"][3]["certificates"], 2, "{v}");
     // And a chain of ours passes the strict profile end to end.
-    let out = mutual(&[
-        "cert",
-        "verify",
-        s(&ca.out.join("srv.pem")),
-        "--roots",
-        &ca.root(),
-        "--name",
-        "srv.example.org",
-        "--profile",
+    let root = PathBuf::from(ca.root());
+    let (code, v) = verify(
+        &ca.out.join("srv.pem"),
+        &root,
         "strict",
-        "--json",
-    ]);
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-}
-
-/// Kills the server on drop.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `openssl s_server` on an ephemeral 127.0.0.1 port presenting `cert`.
-fn s_server(cert: &Path, key: &Path) -> (Child, u16) {
-    for _ in 0..3 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("openssl")
-            .args(["s_server", "-quiet", "-accept"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-cert", s(cert), "-key", s(key)])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let guard = Child(child);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return (guard, port);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-    panic!("openssl s_server did not start");
+        &["--name", "srv.example.org"],
+    );
+    assert_eq!(code, 0, "{v}");
 }
 
 #[test]
@@ -790,7 +711,8 @@ fn probe_with_the_strict_profile_names_the_broken_rule_of_a_real_server() {
         "authorityKeyIdentifier=none",
         &[],
     );
-    let (_server, port) = s_server(&leaf, &o.p("srv.key"));
+    let key = o.p("srv.key");
+    let (_server, port) = mutual_test::openssl_s_server_args(&["-cert", s(&leaf), "-key", s(&key)]);
     let target = format!("127.0.0.1:{port}");
     let probe = |profile: &str| {
         let out = mutual(&[

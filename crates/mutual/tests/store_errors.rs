@@ -80,28 +80,12 @@ async fn store_errors_are_counted_while_the_database_is_gone() {
     let Some(pg) = PgTestDb::create().await else {
         return;
     };
-    let relay = mutual_test::CutRelay::start("127.0.0.1:5432");
-    let store = pg
-        .url
-        .replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
+    // The CA reaches the database only through the relay.
+    let (relay, store) = mutual_test::CutRelay::in_front_of(&pg.url, "127.0.0.1:5432");
     let r = tokio::task::spawn_blocking(move || {
         let ca = TestCa::new(&["--store", &store]);
-        let token = |name: &str| {
-            mutual(&[
-                "token",
-                "create",
-                "--dir",
-                ca.d(),
-                "--san",
-                &format!("dns:{name}"),
-            ])
-            .ok()
-            .stdout
-            .trim()
-            .to_string()
-        };
-        let first = token("first.internal");
-        let late = token("late.internal");
+        let first = ca.token("first.internal");
+        let late = ca.token("late.internal");
         let port = free_port();
         let log: PathBuf = ca.tmp.path().join("serve.log");
         let listen = format!("127.0.0.1:{port}");

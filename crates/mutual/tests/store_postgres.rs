@@ -36,28 +36,15 @@ async fn init_issue_list_revoke_crl_on_postgres() {
     let Some(pg) = PgTestDb::create().await else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("ca");
-    let out = tmp.path().join("out");
-    std::fs::create_dir(&out).unwrap();
-    mutual(&[
-        "ca",
-        "init",
-        "--dir",
-        s(&dir),
-        "--name",
-        "PG CA",
-        "--store",
-        &pg.url,
-    ])
-    .ok();
-    let cfg = std::fs::read_to_string(dir.join("mutual-ca.toml")).unwrap();
+    let ca = TestCa::new(&["--store", &pg.url]);
+    let tmp = ca.tmp.path();
+    let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
     assert!(
         cfg.contains(&format!("store = \"{}\"", pg.url)),
         "mutual-ca.toml: {cfg}"
     );
     assert!(
-        !dir.join("inventory.db").exists(),
+        !ca.dir.join("inventory.db").exists(),
         "no SQLite file with a PostgreSQL store"
     );
 
@@ -67,15 +54,15 @@ async fn init_issue_list_revoke_crl_on_postgres() {
             "issue",
             name,
             "--dir",
-            s(&dir),
+            ca.d(),
             "--out",
-            s(&out),
+            ca.o(),
             "--san",
             &format!("dns:{name}.internal"),
         ])
         .ok();
     }
-    let list = mutual(&["cert", "list", "--dir", s(&dir), "--json"]).ok();
+    let list = mutual(&["cert", "list", "--dir", ca.d(), "--json"]).ok();
     let rows: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(rows.len(), 2, "{}", list.stdout);
     let web = rows.iter().find(|r| r["name"] == "web").unwrap();
@@ -86,13 +73,13 @@ async fn init_issue_list_revoke_crl_on_postgres() {
         "revoke",
         &serial,
         "--dir",
-        s(&dir),
+        ca.d(),
         "--reason",
         "key-compromise",
     ])
     .ok();
-    let crl = tmp.path().join("crl.pem");
-    mutual(&["ca", "crl", "--dir", s(&dir), "--out", s(&crl)]).ok();
+    let crl = tmp.join("crl.pem");
+    mutual(&["ca", "crl", "--dir", ca.d(), "--out", s(&crl)]).ok();
     let text = revoked_serials_in_crl(&crl);
     assert!(text.contains(&serial), "CRL lacks {serial}: {text}");
 
@@ -104,7 +91,7 @@ async fn init_issue_list_revoke_crl_on_postgres() {
     st.close().await;
 
     // A second CA onto the same (now non-empty) database is refused before any file is written.
-    let dir2 = tmp.path().join("ca2");
+    let dir2 = tmp.join("ca2");
     mutual(&["ca", "init", "--dir", s(&dir2), "--store", &pg.url]).fails_with("is not empty");
     assert!(
         !dir2.join("mutual-ca.toml").exists() && !dir2.join("root.pem").exists(),

@@ -117,99 +117,69 @@ pub struct Metrics {
     pkcs11_up: Family<KeyLabel, Gauge>,
 }
 
-/// Connections and requests of the listeners (serve, connect, HTTP mode, live
-/// re-authorization).
-struct ConnFamilies {
-    handshakes: Family<HandshakeLabels, Counter>,
-    active: Family<ListenerLabel, Gauge>,
-    bytes: Family<BytesLabels, Counter>,
-    handshake_duration: HistogramFamily,
-    rejected: Family<ListenerLabel, Counter>,
-    authz_terminated: Family<ListenerReasonLabels, Counter>,
-    http_requests: Family<HttpRequestLabels, Counter>,
+/// A group of metric families: the struct and its `register`, from one table of
+/// `field: Type = constructor => "name", "help";` rows (Prometheus name and HELP text beside
+/// the field that feeds it).
+macro_rules! families {
+    ($(#[$doc:meta])* struct $name:ident {
+        $($field:ident: $ty:ty = $init:expr => $metric:literal, $help:literal;)*
+    }) => {
+        $(#[$doc])*
+        struct $name {
+            $($field: $ty,)*
+        }
+
+        impl $name {
+            fn register(registry: &mut Registry) -> Self {
+                let f = $name { $($field: $init,)* };
+                $(registry.register($metric, $help, f.$field.clone());)*
+                f
+            }
+        }
+    };
 }
 
-impl ConnFamilies {
-    fn register(registry: &mut Registry) -> Self {
-        let f = ConnFamilies {
-            handshakes: Family::default(),
-            active: Family::default(),
-            bytes: Family::default(),
-            handshake_duration: Family::new_with_constructor(handshake_histogram),
-            rejected: Family::default(),
-            authz_terminated: Family::default(),
-            http_requests: Family::default(),
-        };
-        // Counters get their `_total` suffix from the OpenMetrics encoder.
-        registry.register(
+// Counters get their `_total` suffix from the OpenMetrics encoder.
+families! {
+    /// Connections and requests of the listeners (serve, connect, HTTP mode, live
+    /// re-authorization).
+    struct ConnFamilies {
+        handshakes: Family<HandshakeLabels, Counter> = Family::default() =>
             "mutual_handshakes",
-            "Connections by outcome: result (allowed|denied|failed) and reason label",
-            f.handshakes.clone(),
-        );
-        registry.register(
+            "Connections by outcome: result (allowed|denied|failed) and reason label";
+        active: Family<ListenerLabel, Gauge> = Family::default() =>
             "mutual_connections_active",
-            "Connections currently open (handshaking or proxying)",
-            f.active.clone(),
-        );
-        registry.register(
+            "Connections currently open (handshaking or proxying)";
+        bytes: Family<BytesLabels, Counter> = Family::default() =>
             "mutual_bytes",
-            "Bytes proxied; direction in = from the accepted client, out = towards it",
-            f.bytes.clone(),
-        );
-        registry.register(
+            "Bytes proxied; direction in = from the accepted client, out = towards it";
+        handshake_duration: HistogramFamily = Family::new_with_constructor(handshake_histogram) =>
             "mutual_handshake_duration_seconds",
-            "Time from accept to a finished TLS handshake",
-            f.handshake_duration.clone(),
-        );
-        registry.register(
+            "Time from accept to a finished TLS handshake";
+        rejected: Family<ListenerLabel, Counter> = Family::default() =>
             "mutual_connections_rejected",
-            "Connections closed at once because --max-connections was reached",
-            f.rejected.clone(),
-        );
-        registry.register(
+            "Connections closed at once because --max-connections was reached";
+        authz_terminated: Family<ListenerReasonLabels, Counter> = Family::default() =>
             "mutual_authz_terminated",
-            "Established connections closed because a reload (policy, CRL, config) no longer allows their peer, by reason",
-            f.authz_terminated.clone(),
-        );
-        registry.register(
+            "Established connections closed because a reload (policy, CRL, config) no longer allows their peer, by reason";
+        http_requests: Family<HttpRequestLabels, Counter> = Family::default() =>
             "mutual_http_requests",
-            "HTTP-mode requests by result (allowed|denied|failed) and client identity (identities beyond the tracking limit count as `other`)",
-            f.http_requests.clone(),
-        );
-        f
+            "HTTP-mode requests by result (allowed|denied|failed) and client identity (identities beyond the tracking limit count as `other`)";
     }
 }
 
-/// This process's own certificates and its peers' (expiry gauges).
-struct CertFamilies {
-    cert_expiry: Family<ExpiryLabels, Gauge>,
-    cert_not_before: Family<ExpiryLabels, Gauge>,
-    peer_expiry: Family<PeerLabels, Gauge>,
-}
-
-impl CertFamilies {
-    fn register(registry: &mut Registry) -> Self {
-        let f = CertFamilies {
-            cert_expiry: Family::default(),
-            cert_not_before: Family::default(),
-            peer_expiry: Family::default(),
-        };
-        registry.register(
+families! {
+    /// This process's own certificates and its peers' (expiry gauges).
+    struct CertFamilies {
+        cert_expiry: Family<ExpiryLabels, Gauge> = Family::default() =>
             "mutual_cert_expiry_timestamp_seconds",
-            "notAfter (Unix seconds) of this process's own certificate, by listener and role (server|client)",
-            f.cert_expiry.clone(),
-        );
-        registry.register(
+            "notAfter (Unix seconds) of this process's own certificate, by listener and role (server|client)";
+        cert_not_before: Family<ExpiryLabels, Gauge> = Family::default() =>
             "mutual_cert_not_before_timestamp_seconds",
-            "notBefore (Unix seconds) of this process's own certificate, by listener and role: with the notAfter, its lifetime",
-            f.cert_not_before.clone(),
-        );
-        registry.register(
+            "notBefore (Unix seconds) of this process's own certificate, by listener and role: with the notAfter, its lifetime";
+        peer_expiry: Family<PeerLabels, Gauge> = Family::default() =>
             "mutual_peer_cert_expiry_timestamp_seconds",
-            "Soonest notAfter (Unix seconds) among the verified certificates each peer identity presented in the last hour",
-            f.peer_expiry.clone(),
-        );
-        f
+            "Soonest notAfter (Unix seconds) among the verified certificates each peer identity presented in the last hour";
     }
 }
 
@@ -229,62 +199,30 @@ fn register_reloads(registry: &mut Registry) -> Family<ResultLabel, Counter> {
     reloads
 }
 
-/// CRLs fetched from distribution points (`cdp.rs`).
-struct CdpFamilies {
-    crl_fetches: Family<ResultLabel, Counter>,
-    crl_next_update: Family<IssuerLabel, Gauge>,
-}
-
-impl CdpFamilies {
-    fn register(registry: &mut Registry) -> Self {
-        let f = CdpFamilies {
-            crl_fetches: Family::default(),
-            crl_next_update: Family::default(),
-        };
-        registry.register(
+families! {
+    /// CRLs fetched from distribution points (`cdp.rs`).
+    struct CdpFamilies {
+        crl_fetches: Family<ResultLabel, Counter> = Family::default() =>
             "mutual_crl_fetch",
-            "CRL downloads from distribution points (--crl-from-cdp), by result (success|failure|invalid)",
-            f.crl_fetches.clone(),
-        );
-        registry.register(
+            "CRL downloads from distribution points (--crl-from-cdp), by result (success|failure|invalid)";
+        crl_next_update: Family<IssuerLabel, Gauge> = Family::default() =>
             "mutual_crl_next_update_timestamp_seconds",
-            "nextUpdate (Unix seconds) of the current CRL from each issuer (--crl-from-cdp)",
-            f.crl_next_update.clone(),
-        );
-        f
+            "nextUpdate (Unix seconds) of the current CRL from each issuer (--crl-from-cdp)";
     }
 }
 
-/// The `--ca-url` renewal task's health: failures climb while the CA cannot renew us.
-struct RenewalFamilies {
-    renewal_failures: Family<ListenerLabel, Counter>,
-    renewal_last_success: Family<ListenerLabel, Gauge>,
-    trust_bundle_version: Family<ListenerLabel, Gauge>,
-}
-
-impl RenewalFamilies {
-    fn register(registry: &mut Registry) -> Self {
-        let f = RenewalFamilies {
-            renewal_failures: Family::default(),
-            renewal_last_success: Family::default(),
-            trust_bundle_version: Family::default(),
-        };
-        registry.register(
+families! {
+    /// The `--ca-url` renewal task's health: failures climb while the CA cannot renew us.
+    struct RenewalFamilies {
+        renewal_failures: Family<ListenerLabel, Counter> = Family::default() =>
             "mutual_renewal_failures",
-            "Failed attempts to renew this process's own certificate from the online CA (--ca-url)",
-            f.renewal_failures.clone(),
-        );
-        registry.register(
+            "Failed attempts to renew this process's own certificate from the online CA (--ca-url)";
+        renewal_last_success: Family<ListenerLabel, Gauge> = Family::default() =>
             "mutual_renewal_last_success_timestamp_seconds",
-            "When (Unix seconds) this process's own certificate was last renewed (--ca-url)",
-            f.renewal_last_success.clone(),
-        );
-        registry.register(
+            "When (Unix seconds) this process's own certificate was last renewed (--ca-url)";
+        trust_bundle_version: Family<ListenerLabel, Gauge> = Family::default() =>
             "mutual_trust_bundle_version",
-            "Version of the CA's trust bundle (/v1/roots) this listener's --ca file was last checked against (--ca-url)",
-            f.trust_bundle_version.clone(),
-        );
-        f
+            "Version of the CA's trust bundle (/v1/roots) this listener's --ca file was last checked against (--ca-url)";
     }
 }
 

@@ -9,89 +9,25 @@ ACME error type without urn:ietf:params:acme:error:, or a short word). Usage:
     lifecycle.py DIRECTORY_URL HTTP_PORT --rate N NAME               (--acme-orders-per-hour N)
 with REQUESTS_CA_BUNDLE pointing at the CA's root.
 """
-import base64, datetime, hashlib, hmac, json, sys, threading, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import datetime, hashlib, hmac, json, sys, time
 
-import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID, ExtensionOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtensionOID
+
+from acme_common import PREFIX, S, TOKENS, Key, b64, csr_b64, jws, new_nonce, send, serve_http01, unb64
 
 DIRECTORY, HTTP_PORT = sys.argv[1], int(sys.argv[2])
-S = requests.Session()
 D = S.get(DIRECTORY).json()
-PREFIX = "urn:ietf:params:acme:error:"
-
-
-def b64(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def unb64(s):
-    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
-
-
-class Key:
-    """An account (or certificate) key: ES256, ES384 or EdDSA."""
-
-    def __init__(self, kind):
-        self.kind = kind
-        if kind == "ES256":
-            self.k = ec.generate_private_key(ec.SECP256R1())
-        elif kind == "ES384":
-            self.k = ec.generate_private_key(ec.SECP384R1())
-        else:
-            self.k = ed25519.Ed25519PrivateKey.generate()
-
-    @staticmethod
-    def of(private, kind):
-        k = Key.__new__(Key)
-        k.kind, k.k = kind, private
-        return k
-
-    def jwk(self):
-        if self.kind == "EdDSA":
-            raw = self.k.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-            return {"kty": "OKP", "crv": "Ed25519", "x": b64(raw)}
-        n = self.k.public_key().public_numbers()
-        size, crv = (32, "P-256") if self.kind == "ES256" else (48, "P-384")
-        return {"kty": "EC", "crv": crv, "x": b64(n.x.to_bytes(size, "big")), "y": b64(n.y.to_bytes(size, "big"))}
-
-    def thumb(self):
-        j = self.jwk()
-        canon = json.dumps({k: j[k] for k in sorted(j)}, separators=(",", ":")).encode()
-        return b64(hashlib.sha256(canon).digest())
-
-    def sign(self, msg):
-        if self.kind == "EdDSA":
-            return self.k.sign(msg)
-        size, h = (32, hashes.SHA256()) if self.kind == "ES256" else (48, hashes.SHA384())
-        r, s = decode_dss_signature(self.k.sign(msg, ec.ECDSA(h)))
-        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
-
-
-def nonce():
-    return S.head(D["newNonce"]).headers["Replay-Nonce"]
 
 
 def jws_obj(key, url, payload, kid=None, with_nonce=True):
-    prot = {"alg": key.kind, "url": url}
-    if with_nonce:
-        prot["nonce"] = nonce()
-    if kid:
-        prot["kid"] = kid
-    else:
-        prot["jwk"] = key.jwk()
-    p = b64(json.dumps(prot).encode())
-    pl = "" if payload is None else b64(json.dumps(payload).encode())
-    return {"protected": p, "payload": pl, "signature": b64(key.sign(f"{p}.{pl}".encode()))}
+    return jws(key, url, payload, new_nonce(D) if with_nonce else None, kid)
 
 
 def post(key, url, payload, kid=None):
     body = json.dumps(jws_obj(key, url, payload, kid)).encode()
-    return S.post(url, data=body, headers={"Content-Type": "application/jose+json"})
+    return send(url, body)
 
 
 def err(resp):
@@ -100,23 +36,7 @@ def err(resp):
     return t[len(PREFIX):] if t.startswith(PREFIX) else f"{resp.status_code}:{resp.text}"
 
 
-TOKENS = {}
-
-
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = TOKENS.get(self.path.rsplit("/", 1)[-1], "nothing here").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
-
-
-srv = HTTPServer(("127.0.0.1", HTTP_PORT), H)
-threading.Thread(target=srv.serve_forever, daemon=True).start()
+srv = serve_http01(HTTP_PORT)
 
 
 def account(key, extra=None):
@@ -149,14 +69,8 @@ def obtain(key, kid, name, replaces=None):
     post(key, ch["url"], {}, kid)
     o = poll(key, kid, order_url, ("ready", "invalid"))
     assert o["status"] == "ready", o
-    ckey = ec.generate_private_key(ec.SECP256R1())
-    csr = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .sign(ckey, hashes.SHA256())
-    )
-    r = post(key, o["finalize"], {"csr": b64(csr.public_bytes(serialization.Encoding.DER))}, kid)
+    csr, ckey = csr_b64(name)
+    r = post(key, o["finalize"], {"csr": csr}, kid)
     assert r.status_code == 200, r.text
     o = poll(key, kid, order_url, ("valid", "invalid"))
     assert o["status"] == "valid", o

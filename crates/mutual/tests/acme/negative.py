@@ -6,59 +6,20 @@ answered (the part after urn:ietf:params:acme:error:). Usage:
     negative.py DIRECTORY_URL HTTP_PORT
 with REQUESTS_CA_BUNDLE pointing at the CA's root.
 """
-import base64, json, sys, threading, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import json, sys, time
 
-import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
+from acme_common import PREFIX, S, TOKENS, Key, csr_b64, jws as jws_obj, new_nonce, send, serve_http01
 
 DIRECTORY, HTTP_PORT = sys.argv[1], int(sys.argv[2])
-S = requests.Session()
 D = S.get(DIRECTORY).json()
-PREFIX = "urn:ietf:params:acme:error:"
 
 
-def b64(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def jwk(key):
-    n = key.public_key().public_numbers()
-    return {"kty": "EC", "crv": "P-256", "x": b64(n.x.to_bytes(32, "big")), "y": b64(n.y.to_bytes(32, "big"))}
-
-
-def thumb(key):
-    j = jwk(key)
-    canon = json.dumps({k: j[k] for k in sorted(j)}, separators=(",", ":")).encode()
-    h = hashes.Hash(hashes.SHA256())
-    h.update(canon)
-    return b64(h.finalize())
-
-
-def nonce():
-    return S.head(D["newNonce"]).headers["Replay-Nonce"]
-
-
-def jws(key, url, payload, kid=None, nonce_value=None):
-    prot = {"alg": "ES256", "nonce": nonce_value or nonce(), "url": url}
-    if kid:
-        prot["kid"] = kid
-    else:
-        prot["jwk"] = jwk(key)
-    p = b64(json.dumps(prot).encode())
-    pl = "" if payload is None else b64(json.dumps(payload).encode())
-    der = key.sign(f"{p}.{pl}".encode(), ec.ECDSA(hashes.SHA256()))
-    r, s = decode_dss_signature(der)
-    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return json.dumps({"protected": p, "payload": pl, "signature": b64(sig)}).encode()
+def jws(key, url, payload, kid=None):
+    return json.dumps(jws_obj(key, url, payload, new_nonce(D), kid)).encode()
 
 
 def post(body, url):
-    return S.post(url, data=body, headers={"Content-Type": "application/jose+json"})
+    return send(url, body)
 
 
 def err(resp):
@@ -67,28 +28,11 @@ def err(resp):
     return t[len(PREFIX):] if t.startswith(PREFIX) else t
 
 
-TOKENS = {}
-
-
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        tok = self.path.rsplit("/", 1)[-1]
-        body = TOKENS.get(tok, "nothing here").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
-
-
-srv = HTTPServer(("127.0.0.1", HTTP_PORT), H)
-threading.Thread(target=srv.serve_forever, daemon=True).start()
+srv = serve_http01(HTTP_PORT)
 
 out = {}
-key = ec.generate_private_key(ec.SECP256R1())
-other = ec.generate_private_key(ec.SECP256R1())
+key = Key("ES256")
+other = Key("ES256")
 
 # malformed: not a JWS at all.
 out["malformed"] = err(post(b'{"protected": 1}', D["newAccount"]))
@@ -138,17 +82,10 @@ out["wrong_key_authorization"] = c.get("error", {}).get("type", a["status"])[len
 
 # A ready order finalized with a CSR for another name: badCSR.
 order_url, o, authz_url, ch = new_order("c.example.test")
-TOKENS[ch["token"]] = ch["token"] + "." + thumb(key)
+TOKENS[ch["token"]] = ch["token"] + "." + key.thumb()
 post(jws(key, ch["url"], {}, kid=kid), ch["url"])
 poll(order_url, ("ready", "invalid"))
-ckey = ec.generate_private_key(ec.SECP256R1())
-csr = (
-    x509.CertificateSigningRequestBuilder()
-    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "d.example.test")]))
-    .add_extension(x509.SubjectAlternativeName([x509.DNSName("d.example.test")]), critical=False)
-    .sign(ckey, hashes.SHA256())
-)
-fin = {"csr": b64(csr.public_bytes(serialization.Encoding.DER))}
+fin = {"csr": csr_b64("d.example.test")[0]}
 out["csr_names_differ"] = err(post(jws(key, o["finalize"], fin, kid=kid), o["finalize"]))
 
 # Finalizing before the order is ready: orderNotReady.

@@ -6,39 +6,16 @@ replica A (badNonce). Prints one JSON object. Usage:
     replicas.py DIRECTORY_URL_A DIRECTORY_URL_B HTTP_PORT NAME
 with REQUESTS_CA_BUNDLE pointing at the CA's root.
 """
-import base64, hashlib, json, sys, threading, time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+import json, sys, time
 from urllib.parse import urlsplit
 
-import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
+from acme_common import PREFIX, S, TOKENS, Key, csr_b64, jws, send, serve_http01
 
 DIRS, HTTP_PORT, NAME = sys.argv[1:3], int(sys.argv[3]), sys.argv[4]
-S = requests.Session()
 HOSTS = [urlsplit(d).netloc for d in DIRS]
 D = S.get(DIRS[0]).json()
-PREFIX = "urn:ietf:params:acme:error:"
-key = ec.generate_private_key(ec.SECP256R1())
+key = Key("ES256")
 state = {"turn": 0, "nonce": None, "served": []}
-
-
-def b64(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-
-
-def jwk():
-    n = key.public_key().public_numbers()
-    return {"kty": "EC", "crv": "P-256", "x": b64(n.x.to_bytes(32, "big")), "y": b64(n.y.to_bytes(32, "big"))}
-
-
-def thumb():
-    j = jwk()
-    canon = json.dumps({k: j[k] for k in sorted(j)}, separators=(",", ":")).encode()
-    return b64(hashlib.sha256(canon).digest())
 
 
 def on(url, i):
@@ -55,39 +32,24 @@ def post(url, payload, kid=None, nonce=None):
     url = on(url, i)
     if state["nonce"] is None:
         state["nonce"] = S.head(on(D["newNonce"], 1 - i)).headers["Replay-Nonce"]
-    prot = {"alg": "ES256", "nonce": nonce or state["nonce"], "url": url}
-    if kid:
-        prot["kid"] = on(kid, i)
-    else:
-        prot["jwk"] = jwk()
-    p = b64(json.dumps(prot).encode())
-    pl = "" if payload is None else b64(json.dumps(payload).encode())
-    r, s = decode_dss_signature(key.sign(f"{p}.{pl}".encode(), ec.ECDSA(hashes.SHA256())))
-    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    body = json.dumps({"protected": p, "payload": pl, "signature": b64(sig)})
-    resp = S.post(url, data=body, headers={"Content-Type": "application/jose+json"})
+    nonce = nonce or state["nonce"]
+    body = json.dumps(jws(key, url, payload, nonce, on(kid, i) if kid else None))
+    resp = send(url, body)
     state["nonce"] = resp.headers.get("Replay-Nonce")
     state["served"].append(i)
-    return resp, prot["nonce"]
+    return resp, nonce
 
 
-TOKENS = {}
+def poll_order(until):
+    for _ in range(100):
+        o = post(order_url, None, kid)[0].json()
+        if o["status"] in until:
+            return o
+        time.sleep(0.1)
+    raise SystemExit(f"{order_url} stuck: {o}")
 
 
-class H(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = TOKENS.get(self.path.rsplit("/", 1)[-1], "nothing here").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *a):
-        pass
-
-
-srv = HTTPServer(("127.0.0.1", HTTP_PORT), H)
-threading.Thread(target=srv.serve_forever, daemon=True).start()
+srv = serve_http01(HTTP_PORT)
 out = {}
 
 r, spent = post(D["newAccount"], {"termsOfServiceAgreed": True})
@@ -102,28 +64,13 @@ assert r.status_code == 201, r.text
 order_url, o = r.headers["Location"], r.json()
 a = post(o["authorizations"][0], None, kid)[0].json()
 ch = [c for c in a["challenges"] if c["type"] == "http-01"][0]
-TOKENS[ch["token"]] = ch["token"] + "." + thumb()
+TOKENS[ch["token"]] = ch["token"] + "." + key.thumb()
 post(ch["url"], {}, kid)
-for _ in range(100):
-    o = post(order_url, None, kid)[0].json()
-    if o["status"] in ("ready", "invalid"):
-        break
-    time.sleep(0.1)
+o = poll_order(("ready", "invalid"))
 out["order_ready"] = o["status"]
-ckey = ec.generate_private_key(ec.SECP256R1())
-csr = (
-    x509.CertificateSigningRequestBuilder()
-    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)]))
-    .add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False)
-    .sign(ckey, hashes.SHA256())
-)
-r, _ = post(o["finalize"], {"csr": b64(csr.public_bytes(serialization.Encoding.DER))}, kid)
+r, _ = post(o["finalize"], {"csr": csr_b64(NAME)[0]}, kid)
 assert r.status_code == 200, r.text
-for _ in range(100):
-    o = post(order_url, None, kid)[0].json()
-    if o["status"] in ("valid", "invalid"):
-        break
-    time.sleep(0.1)
+o = poll_order(("valid", "invalid"))
 out["order"] = o["status"]
 pem = post(o["certificate"], None, kid)[0].text
 out["chain_certificates"] = pem.count("BEGIN CERTIFICATE")

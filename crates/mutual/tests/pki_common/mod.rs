@@ -289,6 +289,23 @@ impl TestCa {
         mutual(&a)
     }
 
+    /// A one-time enrollment token for `dns:NAME` (`token create`).
+    pub fn token(&self, name: &str) -> String {
+        let san = format!("dns:{name}");
+        let o = mutual(&[
+            "token",
+            "create",
+            "--dir",
+            self.d(),
+            "--san",
+            &san,
+            "--json",
+        ])
+        .ok();
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        v["token"].as_str().unwrap().to_string()
+    }
+
     /// The inventory as JSON objects.
     pub fn inventory(&self) -> Vec<serde_json::Value> {
         let o = mutual(&["cert", "list", "--dir", self.d(), "--json"]).ok();
