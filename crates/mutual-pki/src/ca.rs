@@ -45,7 +45,7 @@ pub use crl::CurrentCrl;
 pub use csr::{csr_sans, Csr};
 pub use init::InitOptions;
 pub use issue::{recover_interrupted, IssueRequest, Issued, KeySource, OutputFiles, Recovery};
-pub use key::{token_kind, CaKey, KeyStorage};
+pub use key::{token_csr, token_kind, CaKey, KeyStorage};
 
 /// A handle on one issuer's key that outlives a rotation re-read of the issuer set.
 pub struct CaKeyRef(Arc<Issuer>);

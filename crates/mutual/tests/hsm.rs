@@ -542,3 +542,129 @@ fn refusals_are_clear_and_exit_2() {
         o.text()
     );
 }
+
+/// The public key (PEM, as openssl prints it) of the certificate `ca serve` presents now, and its
+/// serial; `None` while it does not answer.
+fn presented_key(port: u16) -> Option<(String, String)> {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "timeout 30 openssl s_client -connect 127.0.0.1:{port} -servername localhost \
+             </dev/null 2>/dev/null | openssl x509 -noout -serial -pubkey"
+        ))
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stdout).into_owned();
+    let serial = t.lines().next()?.strip_prefix("serial=")?.to_string();
+    let key = t.split_once("-----BEGIN PUBLIC KEY-----")?.1.to_string();
+    Some((serial, key))
+}
+
+#[test]
+fn ca_serve_tls_key_in_token_signs_handshakes_and_each_rotated_certificate() {
+    let Some(dir) = token("ca-tls") else { return };
+    // The key is made by OpenSC's pkcs11-tool, not by mutual: any key already in a token will do.
+    // (pkcs11-tool matches --token-label as a prefix: no other test's token starts with "ca-tls".)
+    let gen = Command::new("pkcs11-tool")
+        .args(["--module", MODULE, "--token-label", "ca-tls", "--login"])
+        .args(["--pin", PIN, "--keypairgen", "--key-type", "EC:prime256v1"])
+        .args(["--label", "ca-server", "--id", "0a"])
+        .output()
+        .unwrap();
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let exported = Command::new("pkcs11-tool")
+        .args(["--module", MODULE, "--token-label", "ca-tls"])
+        .args(["--read-object", "--type", "pubkey", "--label", "ca-server"])
+        .output()
+        .unwrap();
+    assert!(exported.status.success());
+    let ca = TestCa::new(&[]);
+    let der = ca.tmp.path().join("token-pub.der");
+    std::fs::write(&der, &exported.stdout).unwrap();
+    let token_pub = openssl(&["pkey", "-pubin", "-inform", "DER", "-in", s(&der)])
+        .ok()
+        .stdout;
+    let token_pub = token_pub
+        .split_once("-----BEGIN PUBLIC KEY-----")
+        .unwrap()
+        .1
+        .to_string();
+    let uri = format!(
+        "pkcs11:token=ca-tls;object=ca-server?module-path={MODULE}&pin-source={}",
+        pin_file(dir)
+    );
+    // 6 s certificates: the replacement comes ~4 s after start.
+    let srv = pki_common::CaServe::start_new(
+        &ca.dir,
+        ca.tmp.path().join("serve.log"),
+        &[
+            "--server-key",
+            &uri,
+            "--server-cert-ttl",
+            "6s",
+            "--san",
+            "dns:localhost",
+        ],
+    );
+    let (first, key) = presented_key(srv.port).expect("no server certificate");
+    assert_eq!(
+        key, token_pub,
+        "the server certificate is for the token key"
+    );
+    // curl (its own TLS stack) completes handshakes signed in the token.
+    let health = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert", &ca.root()])
+        .arg(format!("https://localhost:{}/health", srv.port))
+        .output()
+        .unwrap();
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+    // The rotated certificate is for the same token key.
+    let (second, key2) = eventually(Duration::from_secs(60), || {
+        presented_key(srv.port).filter(|(s, _)| *s != first)
+    })
+    .expect("the server certificate was not rotated");
+    assert_ne!(first, second);
+    assert_eq!(key2, token_pub);
+    let log = srv.log_text();
+    assert!(log.contains("server certificate rotated"), "{log}");
+    assert!(!log.contains(PIN));
+}
+
+#[test]
+fn ca_serve_server_key_refusals_exit_2() {
+    let Some(dir) = token("srvkey-refusals") else {
+        return;
+    };
+    let ca = TestCa::new(&[]);
+    let port = free_port().to_string();
+    let serve = |key: &str| {
+        mutual_cmd(Some(pki_common::PW), &["ca", "serve", "--dir", s(&ca.dir)])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--server-key",
+                key,
+            ])
+            .output()
+            .unwrap()
+    };
+    let missing = serve(&format!(
+        "pkcs11:token=srvkey-refusals;object=nothing?module-path={MODULE}&pin-source={}",
+        pin_file(dir)
+    ));
+    let text = String::from_utf8_lossy(&missing.stderr).into_owned();
+    assert_eq!(missing.status.code(), Some(2), "{text}");
+    assert!(text.contains("no private key matches"), "{text}");
+    let file = serve(s(&ca.dir.join("root.key")));
+    let text = String::from_utf8_lossy(&file.stderr).into_owned();
+    assert_eq!(file.status.code(), Some(2), "{text}");
+    assert!(text.contains("not a pkcs11: URI"), "{text}");
+}

@@ -153,3 +153,16 @@ impl SigningKey for CaKey {
         }
     }
 }
+
+/// A certificate request for `cn`, signed by a token key: how a key that cannot leave its token
+/// asks the CA for a certificate (the CA checks the request's signature, so a token that signs
+/// with the wrong key or not at all is caught before anything is issued). `ca serve
+/// --server-key pkcs11:...` gets its rotating server certificate this way.
+pub fn token_csr(key: &TokenKey, cn: &str) -> Result<super::Csr, PkiError> {
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let req = params.serialize_request(key)?;
+    super::Csr::parse(req.der())
+}
