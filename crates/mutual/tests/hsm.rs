@@ -636,6 +636,69 @@ fn ca_serve_tls_key_in_token_signs_handshakes_and_each_rotated_certificate() {
     let log = srv.log_text();
     assert!(log.contains("server certificate rotated"), "{log}");
     assert!(!log.contains(PIN));
+    // `mutual probe --key` says where the client key lives: in the token, with its protection.
+    ca.issue(
+        "device",
+        &[
+            "--client",
+            "--san",
+            "dns:device.test",
+            "--pkcs11-module",
+            MODULE,
+            "--pkcs11-uri",
+            "pkcs11:token=ca-tls;object=device",
+            "--pkcs11-pin-file",
+            &pin_file(dir),
+        ],
+    )
+    .ok();
+    let device_key = format!(
+        "pkcs11:token=ca-tls;object=device?module-path={MODULE}&pin-source={}",
+        pin_file(dir)
+    );
+    let target = format!("localhost:{}", srv.port);
+    let probe = |key: &str| {
+        let cert = ca.out.join("device.pem");
+        mutual_cmd(
+            None,
+            &["probe", &target, "--ca", &ca.root(), "--cert", s(&cert)],
+        )
+        .args(["--key", key, "--json"])
+        .output()
+        .unwrap()
+    };
+    let o = probe(&device_key);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    let k = &v["client_cert"]["key"];
+    assert_eq!(k["storage"], "pkcs11", "{v}");
+    assert_eq!(
+        k["location"],
+        "pkcs11:token=ca-tls;object=device?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source="
+            .to_string()
+            + &pin_file(dir),
+        "{v}"
+    );
+    assert_eq!(k["token"]["token"], "ca-tls");
+    assert_eq!(k["token"]["sensitive"], true);
+    assert_eq!(k["token"]["extractable"], false);
+    assert_eq!(v["client_cert"]["sent"], true, "{v}");
+    let text = mutual_cmd(None, &["probe", &target, "--ca", &ca.root()])
+        .args([
+            "--cert",
+            s(&ca.out.join("device.pem")),
+            "--key",
+            &device_key,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("private key         PKCS#11 token \"ca-tls\"")
+            && text.contains("sensitive, never extractable"),
+        "{text}"
+    );
+    assert!(!text.contains(PIN));
 }
 
 #[test]
