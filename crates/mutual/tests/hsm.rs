@@ -731,3 +731,69 @@ fn ca_serve_server_key_refusals_exit_2() {
     assert_eq!(file.status.code(), Some(2), "{text}");
     assert!(text.contains("not a pkcs11: URI"), "{text}");
 }
+
+#[test]
+fn rotate_intermediate_puts_the_new_key_in_a_token() {
+    let Some(dir) = token("rotate-int") else {
+        return;
+    };
+    let ca = TestCa::new(&[]);
+    let r = mutual(&[
+        "ca",
+        "rotate-intermediate",
+        "--dir",
+        s(&ca.dir),
+        "--key-storage",
+        "pkcs11",
+        "--pkcs11-module",
+        MODULE,
+        "--pkcs11-uri",
+        "pkcs11:token=rotate-int;object=int-2",
+        "--pkcs11-pin-file",
+        &pin_file(dir),
+        "--json",
+    ])
+    .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["id"], "int-2", "{}", r.stdout);
+    // No key file for it; issuers.toml says which token key it is (and no PIN).
+    assert!(ca.dir.join("issuers/int-2.pem").exists());
+    assert!(!ca.dir.join("issuers/int-2.key").exists());
+    let manifest = std::fs::read_to_string(ca.dir.join("issuers.toml")).unwrap();
+    assert!(
+        manifest.contains("uri = \"pkcs11:token=rotate-int;object=int-2\""),
+        "{manifest}"
+    );
+    assert!(!manifest.contains(PIN));
+    let block = private_key_block(&pkcs11_tool_objects("rotate-int"), "int-2");
+    assert!(block.contains("never extractable"), "{block}");
+    // A certificate issued now is signed in the token; openssl checks it up to the root.
+    ca.issue("svc", &["--server", "--san", "dns:svc.test"]).ok();
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.root(),
+        "-untrusted",
+        s(&ca.dir.join("issuers/int-2.pem")),
+        s(&ca.out.join("svc.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    let issuer = openssl(&[
+        "x509",
+        "-in",
+        s(&ca.out.join("svc.pem")),
+        "-noout",
+        "-issuer",
+    ])
+    .ok();
+    assert!(
+        issuer.stdout.contains("Intermediate 2"),
+        "{}",
+        issuer.stdout
+    );
+    // The issuer set loads again from issuers.toml in each new process.
+    ca.issue("svc2", &["--client", "--san", "dns:svc2.test"])
+        .ok();
+    let r = mutual(&["ca", "issuers", "--dir", s(&ca.dir), "--json"]).ok();
+    assert!(r.stdout.contains("int-2"), "{}", r.stdout);
+}

@@ -69,6 +69,10 @@ pub struct IssuerEntry {
     /// (`roots/ID.pem`, docs/lifecycle.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<String>,
+    /// Where its key is, when in a PKCS#11 token (`rotate-intermediate --key-storage pkcs11`);
+    /// absent: `issuers/ID.key` (the first issuer: `key_storage` in mutual-ca.toml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<mutual_hsm::KeyRef>,
 }
 
 /// `issuers.toml`.
@@ -93,6 +97,9 @@ pub struct Issuer {
     subject: String,
     /// The root it chains to, when not `root.pem`'s.
     pub root: Option<String>,
+    /// Its token key's reference, for a rotated issuer whose key is in a token (kept in
+    /// `issuers.toml` when the manifest is rewritten).
+    pkcs11: Option<mutual_hsm::KeyRef>,
     /// What follows it in issued chains: during a root rollover, the new root cross-signed by
     /// the old one, so that parties that trust only the old root still verify.
     chain_extra: String,
@@ -111,7 +118,8 @@ impl std::fmt::Debug for Issuer {
 impl Issuer {
     /// Loads an intermediate from its files, checking that the key belongs to the certificate.
     /// The first issuer's key is where `ca init` put it (`storage`: a file or a PKCS#11 token);
-    /// intermediates made by `ca rotate-intermediate` have file keys.
+    /// intermediates made by `ca rotate-intermediate` have file keys unless their entry names a
+    /// token key.
     fn load(
         dir: &Path,
         e: &IssuerEntry,
@@ -119,10 +127,10 @@ impl Issuer {
         password: &[u8],
     ) -> Result<Issuer, PkiError> {
         let (cert_path, key_path) = files(dir, &e.id);
-        let storage = if e.id == FIRST_ISSUER {
-            storage.clone()
-        } else {
-            KeyStorage::File
+        let storage = match &e.pkcs11 {
+            _ if e.id == FIRST_ISSUER => storage.clone(),
+            Some(r) => KeyStorage::Pkcs11(r.clone()),
+            None => KeyStorage::File,
         };
         for p in [&cert_path, &key_path] {
             if p == &key_path && storage != KeyStorage::File {
@@ -157,6 +165,7 @@ impl Issuer {
             }
             i.root = Some(r.clone());
         }
+        i.pkcs11 = e.pkcs11.clone();
         Ok(i)
     }
 
@@ -196,6 +205,7 @@ impl Issuer {
             not_after,
             subject,
             root: None,
+            pkcs11: None,
             chain_extra: String::new(),
         })
     }
@@ -300,6 +310,7 @@ fn parse_manifest(dir: &Path, text: Option<&str>, config: &CaConfig) -> Result<M
                 key_type: config.key_type,
                 state: IssuerState::Active,
                 root: None,
+                pkcs11: None,
             }],
         });
     };
@@ -428,6 +439,9 @@ pub struct RotateOptions {
     pub validity: Duration,
     /// Sign it with this root of `roots/` instead of `root.pem`'s (a root rollover's new root).
     pub root: Option<String>,
+    /// Where the new intermediate's key is made: `issuers/ID.key` encrypted with the CA
+    /// password, or in a PKCS#11 token (an existing key the URI names, else a new one).
+    pub key_storage: KeyStorage,
 }
 
 impl Default for RotateOptions {
@@ -437,6 +451,7 @@ impl Default for RotateOptions {
             add: false,
             validity: Duration::from_secs(1825 * 86_400),
             root: None,
+            key_storage: KeyStorage::File,
         }
     }
 }
@@ -569,6 +584,7 @@ pub(super) fn drop_issuers(
             key_type: i.key_type,
             state: i.state,
             root: i.root.clone(),
+            pkcs11: i.pkcs11.clone(),
         })
         .collect();
     if !entries.iter().any(|e| e.id == current.default) {
@@ -639,7 +655,7 @@ pub fn rotate_intermediate(
             ),
         });
     }
-    let key = keys::generate(key_type)?;
+    let key = CaKey::create(&opts.key_storage, key_type)?;
     let params = intermediate_params(
         format!("{} Intermediate {n}", config.name),
         &config.name,
@@ -671,7 +687,10 @@ pub fn rotate_intermediate(
         }
         None => None,
     };
-    let key_pem = keys::encrypt_pkcs8_pem(key.serialized_der(), password)?;
+    let key_pem = match key.file_der() {
+        Some(der) => Some(keys::encrypt_pkcs8_pem(der, password)?),
+        None => None,
+    };
 
     let (cert_path, key_path) = files(dir, &id);
     let idir = dir.join(ISSUERS_DIR);
@@ -682,7 +701,9 @@ pub fn rotate_intermediate(
             .map_err(io(&idir))?;
     }
     // Never over an existing file: two rotations at once must not share an id.
-    StagedFile::write(&key_path, key_pem.as_bytes(), 0o600)?.commit(false)?;
+    if let Some(pem) = &key_pem {
+        StagedFile::write(&key_path, pem.as_bytes(), 0o600)?.commit(false)?;
+    }
     if let Err(e) =
         StagedFile::write(&cert_path, cert.pem().as_bytes(), 0o644).and_then(|s| s.commit(false))
     {
@@ -713,6 +734,7 @@ pub fn rotate_intermediate(
                 key_type: i.key_type,
                 state,
                 root: i.root.clone(),
+                pkcs11: i.pkcs11.clone(),
             }
         })
         .collect();
@@ -721,6 +743,10 @@ pub fn rotate_intermediate(
         key_type,
         state: IssuerState::Active,
         root: opts.root.clone(),
+        pkcs11: match &opts.key_storage {
+            KeyStorage::Pkcs11(r) => Some(r.clone()),
+            KeyStorage::File => None,
+        },
     });
     let default = if opts.add {
         current.default.clone()
