@@ -105,6 +105,10 @@ pub struct CaConfig {
     /// PKCS#11 token (`kind = "pkcs11"`, `module`, `uri`, `pin_file`).
     #[serde(default)]
     pub key_storage: KeyStorage,
+    /// Where the root key is: `root.key` (absent) or a PKCS#11 token (`ca init
+    /// --pkcs11-root-uri`), used by `ca crl --root`, `rotate-intermediate` and `rotate-root`.
+    #[serde(default, skip_serializing_if = "KeyStorage::is_file")]
+    pub root_key_storage: KeyStorage,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

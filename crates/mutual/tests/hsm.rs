@@ -797,3 +797,58 @@ fn rotate_intermediate_puts_the_new_key_in_a_token() {
     let r = mutual(&["ca", "issuers", "--dir", s(&ca.dir), "--json"]).ok();
     assert!(r.stdout.contains("int-2"), "{}", r.stdout);
 }
+
+#[test]
+fn root_key_in_token_signs_the_root_crl_rotations_and_the_rollover() {
+    let Some(dir) = token("root-in") else { return };
+    let ca = TestCa::new(&[
+        "--pkcs11-module",
+        MODULE,
+        "--pkcs11-uri",
+        "pkcs11:token=root-in;object=intermediate",
+        "--pkcs11-root-uri",
+        "pkcs11:token=root-in;object=root",
+        "--pkcs11-pin-file",
+        &pin_file(dir),
+    ]);
+    // No private key file at all; the config says where both keys are.
+    let key_files: Vec<_> = std::fs::read_dir(&ca.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".key"))
+        .collect();
+    assert!(key_files.is_empty(), "{key_files:?}");
+    let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
+    assert!(cfg.contains("[root_key_storage]"), "{cfg}");
+    assert!(
+        cfg.contains("uri = \"pkcs11:token=root-in;object=root\""),
+        "{cfg}"
+    );
+    let listing = pkcs11_tool_objects("root-in");
+    for obj in ["root", "intermediate"] {
+        let block = private_key_block(&listing, obj);
+        assert!(block.contains("never extractable"), "{obj}: {block}");
+    }
+    // openssl checks the root's self-signature and the intermediate under it (both made in the
+    // token), and the root CRL signed in the token.
+    let ok = openssl(&["verify", "-CAfile", &ca.root(), &ca.intermediate()]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    let crl = ca.tmp.path().join("root-crl.pem");
+    mutual(&["ca", "crl", "--dir", s(&ca.dir), "--root", "--out", s(&crl)]).ok();
+    let v = openssl(&["crl", "-in", s(&crl), "-CAfile", &ca.root(), "-noout"]);
+    assert!(v.stderr.contains("verify OK"), "{}", v.text());
+    // rotate-intermediate signs the new intermediate with the root key in the token.
+    mutual(&["ca", "rotate-intermediate", "--dir", s(&ca.dir)]).ok();
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.root(),
+        s(&ca.dir.join("issuers/int-2.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    // rotate-root cross-signs the new root with the old root key (in the token).
+    mutual(&["ca", "rotate-root", "--dir", s(&ca.dir)]).ok();
+    let cross = ca.dir.join("roots/root-2-by-old-root.pem");
+    let ok = openssl(&["verify", "-CAfile", &ca.root(), s(&cross)]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+}

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, GeneralSubtree, IsCa, KeyPair, KeyUsagePurpose,
-    NameConstraints, PublicKeyData, SerialNumber,
+    BasicConstraints, CertificateParams, GeneralSubtree, IsCa, KeyUsagePurpose, NameConstraints,
+    PublicKeyData, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
@@ -470,40 +470,39 @@ pub struct Rotated {
     pub retired: Vec<String>,
 }
 
-/// The root's key, decrypted for one command (it may be offline: [`PkiError::RootKeyOffline`]).
+/// The root's key for one command: decrypted from `root.key` (it may be offline:
+/// [`PkiError::RootKeyOffline`]), or opened in its token when `root_key_storage` says so.
 pub(super) fn root_key(
     dir: &Path,
     config: &CaConfig,
     root_der: &[u8],
     password: &[u8],
-) -> Result<KeyPair, PkiError> {
+) -> Result<CaKey, PkiError> {
     root_key_at(
         &dir.join(ROOT_KEY),
         &dir.join(ROOT_CERT),
-        config,
+        &config.root_key_storage,
+        config.key_type,
         root_der,
         password,
     )
 }
 
-/// [`root_key`] of a root whose files are `key_path` and `cert_path`.
+/// [`root_key`] of a root whose files are `key_path` and `cert_path` and whose key is where
+/// `storage` says (a rollover's new roots, `roots/ID.key`, are files).
 pub(super) fn root_key_at(
     key_path: &Path,
     cert_path: &Path,
-    config: &CaConfig,
+    storage: &KeyStorage,
+    key_type: KeyType,
     root_der: &[u8],
     password: &[u8],
-) -> Result<KeyPair, PkiError> {
+) -> Result<CaKey, PkiError> {
     let key_path = key_path.to_path_buf();
-    let key_pem = match std::fs::read_to_string(&key_path) {
-        Ok(k) => pkcs8::der::zeroize::Zeroizing::new(k),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(PkiError::RootKeyOffline { path: key_path })
-        }
-        Err(e) => return Err(io(&key_path)(e)),
-    };
-    let plain = keys::decrypt_pkcs8_pem(&key_pem, password, &key_path)?;
-    let root_key = keys::load_pkcs8(plain.as_bytes(), config.key_type)?;
+    if storage.is_file() && !key_path.exists() {
+        return Err(PkiError::RootKeyOffline { path: key_path });
+    }
+    let root_key = CaKey::load(storage, &key_path, key_type, password)?;
     let (_, cert) =
         x509_parser::parse_x509_certificate(root_der).map_err(|e| PkiError::Config {
             path: cert_path.to_path_buf(),
@@ -624,13 +623,27 @@ pub fn rotate_intermediate(
 ) -> Result<Rotated, PkiError> {
     let config = super::read_config(dir)?;
     let current = IssuerSet::load(dir, &config, password)?;
-    let (root_path, root_key_path) = match &opts.root {
-        Some(r) => root_files(dir, r),
-        None => (dir.join(ROOT_CERT), dir.join(ROOT_KEY)),
+    let (root_path, root_key_path, root_storage) = match &opts.root {
+        Some(r) => {
+            let (c, k) = root_files(dir, r);
+            (c, k, KeyStorage::File)
+        }
+        None => (
+            dir.join(ROOT_CERT),
+            dir.join(ROOT_KEY),
+            config.root_key_storage.clone(),
+        ),
     };
     let root_pem = std::fs::read_to_string(&root_path).map_err(io(&root_path))?;
     let root_der = first_cert_der(&root_pem, &root_path)?;
-    let rkey = root_key_at(&root_key_path, &root_path, &config, &root_der, password)?;
+    let rkey = root_key_at(
+        &root_key_path,
+        &root_path,
+        &root_storage,
+        config.key_type,
+        &root_der,
+        password,
+    )?;
     let root_issuer =
         rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(root_der.as_slice()), &rkey)?;
     let (_, root_not_after) = validity(&root_der, &root_path)?;

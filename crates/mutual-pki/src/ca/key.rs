@@ -25,6 +25,11 @@ pub enum KeyStorage {
 }
 
 impl KeyStorage {
+    /// Whether the key is in a file (what a config without the field means).
+    pub fn is_file(&self) -> bool {
+        *self == KeyStorage::File
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             KeyStorage::File => "file",
