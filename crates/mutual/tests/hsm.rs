@@ -852,3 +852,150 @@ fn root_key_in_token_signs_the_root_crl_rotations_and_the_rollover() {
     let ok = openssl(&["verify", "-CAfile", &ca.root(), s(&cross)]);
     assert!(ok.stdout.contains(": OK"), "{}", ok.text());
 }
+
+#[test]
+fn an_existing_file_intermediate_moves_into_a_token_as_docs_keys_md_says() {
+    let Some(dir) = token("moved") else { return };
+    let ca = TestCa::new(&[]);
+    ca.issue("before", &["--server", "--san", "dns:before.test"])
+        .ok();
+    // docs/keys.md "Moving an existing CA's intermediate into a token", step 2, verbatim.
+    let der = ca.tmp.path().join("int.der");
+    let pub_der = ca.tmp.path().join("int-pub.der");
+    let key = ca.dir.join("intermediate.key");
+    let pass = format!("pass:{}", pki_common::PW);
+    openssl(&[
+        "pkey",
+        "-in",
+        s(&key),
+        "-passin",
+        &pass,
+        "-out",
+        s(&der),
+        "-outform",
+        "DER",
+    ])
+    .ok();
+    openssl(&[
+        "pkey",
+        "-in",
+        s(&key),
+        "-passin",
+        &pass,
+        "-pubout",
+        "-out",
+        s(&pub_der),
+        "-outform",
+        "DER",
+    ])
+    .ok();
+    for (file, kind, extra) in [
+        (
+            &der,
+            "privkey",
+            &["--usage-sign", "--sensitive", "--private"][..],
+        ),
+        (&pub_der, "pubkey", &[][..]),
+    ] {
+        let o = Command::new("pkcs11-tool")
+            .args([
+                "--module",
+                MODULE,
+                "--login",
+                "--pin",
+                PIN,
+                "--token-label",
+                "moved",
+            ])
+            .args(["--write-object", s(file), "--type", kind])
+            .args(["--label", "intermediate", "--id", "01"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    std::fs::remove_file(&der).unwrap();
+    // Step 3: the [key_storage] block in mutual-ca.toml; step 4: the key file goes offline.
+    let cfg_path = ca.dir.join("mutual-ca.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let file_block = "[key_storage]\nkind = \"file\"\n";
+    assert!(cfg.contains(file_block), "{cfg}");
+    let cfg = cfg.replace(
+        file_block,
+        &format!(
+            "[key_storage]\nkind = \"pkcs11\"\nmodule = \"{MODULE}\"\n\
+             uri = \"pkcs11:token=moved;object=intermediate\"\npin_file = \"{}\"\n",
+            pin_file(dir)
+        ),
+    );
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let offline = ca.tmp.path().join("intermediate.key.offline");
+    std::fs::rename(&key, &offline).unwrap();
+    // The CA signs through the token now: a new certificate and a CRL, checked by openssl.
+    ca.issue("after", &["--server", "--san", "dns:after.test"])
+        .ok();
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.root(),
+        "-untrusted",
+        &ca.intermediate(),
+        s(&ca.out.join("after.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    let crl = ca.tmp.path().join("crl.pem");
+    mutual(&["ca", "crl", "--dir", s(&ca.dir), "--out", s(&crl)]).ok();
+    let v = openssl(&[
+        "crl",
+        "-in",
+        s(&crl),
+        "-CAfile",
+        &ca.intermediate(),
+        "-noout",
+    ]);
+    assert!(v.stderr.contains("verify OK"), "{}", v.text());
+    let block = private_key_block(&pkcs11_tool_objects("moved"), "intermediate");
+    assert!(block.contains("sensitive"), "{block}");
+    // Wrong key in the token: the CA refuses to open rather than sign with it.
+    let o = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--login",
+            "--pin",
+            PIN,
+            "--token-label",
+            "moved",
+        ])
+        .args([
+            "--delete-object",
+            "--type",
+            "privkey",
+            "--label",
+            "intermediate",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--login",
+            "--pin",
+            PIN,
+            "--token-label",
+            "moved",
+        ])
+        .args([
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            "intermediate",
+        ])
+        .output()
+        .unwrap();
+    ca.issue("wrong", &["--server", "--san", "dns:wrong.test"])
+        .fails_with("does not belong to");
+}
