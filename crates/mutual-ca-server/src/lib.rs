@@ -95,6 +95,9 @@ pub struct ServeOptions {
     /// `--renew-grace`: how long after expiry a certificate may still renew (`/v1/renew`, EST
     /// simplereenroll); zero (the default): not at all.
     pub renew_grace: Duration,
+    /// `--server-key pkcs11:...`: the server's own TLS key, in a token (own_cert.rs); `None`:
+    /// a new in-memory key with each certificate.
+    pub server_key: Option<std::sync::Arc<mutual_hsm::TokenKey>>,
 }
 
 impl ServeOptions {
@@ -118,6 +121,7 @@ impl ServeOptions {
             ui_listen: None,
             est: None,
             renew_grace: Duration::ZERO,
+            server_key: None,
         }
     }
 }
@@ -163,8 +167,14 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let admins = api::admin_rules(&opts.admins)?;
-        let cert =
-            own_cert::issue_server_cert(&ca, &opts.sans, opts.server_cert_ttl, &provider).await?;
+        let cert = own_cert::issue_server_cert(
+            &ca,
+            &opts.sans,
+            opts.server_cert_ttl,
+            &provider,
+            opts.server_key.as_ref(),
+        )
+        .await?;
         let resolver = Arc::new(tls::RotatingCert::new(cert.key));
         let est = match opts.est.clone() {
             Some(c) => Some(mutual_est::Est::new(c).map_err(ServerError::Tls)?),
@@ -498,8 +508,14 @@ async fn rotate(
             _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match own_cert::issue_server_cert(&state.ca, &opts.sans, opts.server_cert_ttl, &provider)
-            .await
+        match own_cert::issue_server_cert(
+            &state.ca,
+            &opts.sans,
+            opts.server_cert_ttl,
+            &provider,
+            opts.server_key.as_ref(),
+        )
+        .await
         {
             Ok(c) => {
                 state.metrics.issued("server", "ok");

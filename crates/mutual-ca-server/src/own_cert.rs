@@ -1,10 +1,14 @@
 //! The CA server's own TLS certificate: issued by the CA to itself at start and at two-thirds
 //! of its life, through the same issuance transaction as every other certificate (so it has
 //! its inventory row, requested_by `ca-serve`), then turned into a rustls `CertifiedKey`.
+//! The key is new each time, in memory, unless `ca serve --server-key pkcs11:...` names a token
+//! key: then every certificate is issued for that key from a request the token signed, and TLS
+//! handshakes are signed in the token.
 use std::sync::Arc;
 use std::time::Duration;
 
-use mutual_pki::ca::{Ca, IssueOptions, IssueRequest};
+use mutual_hsm::{TlsSigningKey, TokenKey};
+use mutual_pki::ca::{token_csr, Ca, IssueOptions, IssueRequest, KeySource};
 use mutual_pki::{KeyType, San, Usage};
 use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
@@ -25,12 +29,13 @@ pub struct ServerCert {
 }
 
 /// Issues the server's own certificate (usage server, recorded in the inventory with
-/// requested_by `ca-serve`).
+/// requested_by `ca-serve`), for a new in-memory key or for `token_key`.
 pub async fn issue_server_cert(
     ca: &Ca,
     sans: &[San],
     ttl: Duration,
     provider: &CryptoProvider,
+    token_key: Option<&Arc<TokenKey>>,
 ) -> Result<ServerCert, ServerError> {
     let o = IssueOptions {
         name: "mutual-ca-server".into(),
@@ -40,12 +45,25 @@ pub async fn issue_server_cert(
         requested_by: Some(SERVER_CERT_REQUESTER.into()),
         ..Default::default()
     };
-    let issued = ca
-        .issue(IssueRequest::generate(o, KeyType::EcdsaP256))
-        .await?;
+    let mut req = IssueRequest::generate(o, KeyType::EcdsaP256);
+    if let Some(k) = token_key {
+        req.key = KeySource::Csr(token_csr(k, "mutual-ca-server")?);
+    }
+    let issued = ca.issue(req).await?;
     let chain = CertificateDer::pem_slice_iter(issued.chain_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ServerError::Tls(format!("own chain: {e}")))?;
+    if let Some(k) = token_key {
+        return Ok(ServerCert {
+            key: Arc::new(CertifiedKey::new(
+                chain,
+                Arc::new(TlsSigningKey(Arc::clone(k))),
+            )),
+            serial: issued.serial_hex,
+            not_before: issued.not_before,
+            not_after: issued.not_after,
+        });
+    }
     let key_der = issued
         .key_der
         .clone()

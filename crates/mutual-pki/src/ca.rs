@@ -45,7 +45,7 @@ pub use crl::CurrentCrl;
 pub use csr::{csr_sans, Csr};
 pub use init::InitOptions;
 pub use issue::{recover_interrupted, IssueRequest, Issued, KeySource, OutputFiles, Recovery};
-pub use key::{token_kind, CaKey, KeyStorage};
+pub use key::{token_csr, token_kind, CaKey, KeyStorage};
 
 /// A handle on one issuer's key that outlives a rotation re-read of the issuer set.
 pub struct CaKeyRef(Arc<Issuer>);
@@ -105,6 +105,10 @@ pub struct CaConfig {
     /// PKCS#11 token (`kind = "pkcs11"`, `module`, `uri`, `pin_file`).
     #[serde(default)]
     pub key_storage: KeyStorage,
+    /// Where the root key is: `root.key` (absent) or a PKCS#11 token (`ca init
+    /// --pkcs11-root-uri`), used by `ca crl --root`, `rotate-intermediate` and `rotate-root`.
+    #[serde(default, skip_serializing_if = "KeyStorage::is_file")]
+    pub root_key_storage: KeyStorage,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

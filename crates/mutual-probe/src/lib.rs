@@ -124,6 +124,9 @@ pub struct ClientCertReport {
     pub chain: Vec<CertSummary>,
     /// Whether it was actually sent (the server asked and a signature scheme was shared).
     pub sent: bool,
+    /// Where `--key` lives: a file, or a PKCS#11 token with its URI and how it protects the key
+    /// (sensitive, never extractable). No secret is in it.
+    pub key: Option<mutual_tls::load::KeyLocation>,
     /// Problems found locally (validity, purpose, issuer vs advertised CAs).
     pub findings: Vec<Finding>,
 }
@@ -765,6 +768,10 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
             file: file.display().to_string(),
             chain: client_chain,
             sent,
+            key: opts
+                .key
+                .as_deref()
+                .and_then(|k| mutual_tls::load::key_location(k).ok()),
             findings,
         });
         if anon.recorded.server_chain.is_empty() {

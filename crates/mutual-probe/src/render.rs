@@ -41,6 +41,29 @@ fn cert_rows(out: &mut String, i: usize, c: &CertSummary) {
     sub(out, "sha256", &c.sha256);
 }
 
+/// Where a private key lives, in one line: the file, or the token, its URI and its protection.
+fn key_where(k: &mutual_tls::load::KeyLocation) -> String {
+    match &k.token {
+        None => format!("file {}", k.location),
+        Some(t) => {
+            let flag = |v: Option<bool>, yes: &'static str, no: &'static str| match v {
+                Some(true) => yes,
+                Some(false) => no,
+                None => "unknown",
+            };
+            format!(
+                "PKCS#11 token {:?} ({}) {} {}, {}, {}",
+                t.token,
+                t.module,
+                t.uri,
+                t.kind,
+                flag(t.sensitive, "sensitive", "not sensitive"),
+                flag(t.extractable, "extractable", "never extractable")
+            )
+        }
+    }
+}
+
 fn mutual_policy_human_time_left(secs: i64) -> String {
     mutual_tls::human::time_left(secs)
 }
@@ -158,6 +181,9 @@ pub fn report(r: &Report) -> String {
         let _ = writeln!(out, "\nClient certificate ({})", c.file);
         for (i, s) in c.chain.iter().enumerate() {
             cert_rows(&mut out, i, s);
+        }
+        if let Some(k) = &c.key {
+            row(&mut out, "private key", &key_where(k));
         }
         row(&mut out, "sent", if c.sent { "yes" } else { "no" });
         if let Some(a) = &r.alert {

@@ -110,6 +110,13 @@ pub struct InitArgs {
     pub store_password_file: Option<PathBuf>,
     #[command(flatten)]
     pub key_storage: KeyStorageArgs,
+    /// The root key in a PKCS#11 token too: an RFC 7512 URI ('pkcs11:token=LABEL;object=root'),
+    /// with the module and PIN of --pkcs11-module / --pkcs11-pin-file (or the URI's, or the
+    /// environment). Generated there unless the URI names an existing key; recorded in
+    /// mutual-ca.toml as root_key_storage and used by `ca crl --root`, `rotate-intermediate` and
+    /// `rotate-root`. No root.key is written.
+    #[arg(long, value_name = "URI")]
+    pub pkcs11_root_uri: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -172,6 +179,19 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             .transpose()?,
     )?;
     let key_storage = a.key_storage.resolve()?;
+    let root_key_storage = match &a.pkcs11_root_uri {
+        None => mutual_pki::ca::KeyStorage::File,
+        Some(uri) => {
+            let abs = |p: &Option<PathBuf>| p.as_ref().map(std::path::absolute).transpose();
+            let module = abs(&a.key_storage.pkcs11_module).context("--pkcs11-module")?;
+            let pin = abs(&a.key_storage.pkcs11_pin_file).context("--pkcs11-pin-file")?;
+            mutual_pki::ca::KeyStorage::Pkcs11(mutual_hsm::KeyRef::new(
+                uri,
+                module.as_deref(),
+                pin.as_deref(),
+            )?)
+        }
+    };
     let password = a.password.get(true)?;
     let mode_before = {
         use std::os::unix::fs::PermissionsExt;
@@ -194,6 +214,7 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             None => None,
         },
         key_storage,
+        root_key_storage,
         ..Default::default()
     };
     let rt = runtime()?;
@@ -250,6 +271,7 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             "intermediate_not_after": crate::json::rfc3339(ca.intermediate_not_after()),
             "intermediate_not_after_unix": ca.intermediate_not_after(),
             "key_storage": cfg.key_storage.as_str(),
+            "root_key_storage": cfg.root_key_storage.as_str(),
             "intermediate_key": key_location(&ca),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -263,12 +285,22 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
     );
     println!("  root.pem          self-signed root, 10 years");
     println!("  intermediate.pem  issuing CA, pathlen 0, 5 years");
+    match &cfg.root_key_storage {
+        mutual_pki::ca::KeyStorage::Pkcs11(r) => {
+            println!(
+                "  root key          in the token {} (never leaves it)",
+                r.uri
+            )
+        }
+        mutual_pki::ca::KeyStorage::File => {
+            println!("  root.key          encrypted PKCS#8 (scrypt + AES-256), mode 0600")
+        }
+    }
     match ca.intermediate_key().token_key() {
         None => {
-            println!("  root.key, intermediate.key  encrypted PKCS#8 (scrypt + AES-256), mode 0600")
+            println!("  intermediate.key  encrypted PKCS#8 (scrypt + AES-256), mode 0600")
         }
         Some(k) => {
-            println!("  root.key          encrypted PKCS#8 (scrypt + AES-256), mode 0600");
             println!(
                 "  intermediate key  {} in token {:?} ({}), never leaves it",
                 k.kind(),
@@ -296,7 +328,9 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
         "  openssl x509 -in {} -noout -fingerprint -sha256",
         dir.join(mutual_pki::ca::ROOT_CERT).display()
     );
-    println!("root.key is not needed to issue or revoke: you may move it offline now.");
+    if cfg.root_key_storage.is_file() {
+        println!("root.key is not needed to issue or revoke: you may move it offline now.");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

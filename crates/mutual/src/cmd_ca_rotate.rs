@@ -26,6 +26,11 @@ pub struct RotateIntermediateArgs {
     /// Lifetime of the new intermediate (never past the root's).
     #[arg(long, default_value = "1825d", value_parser = parse_duration)]
     pub validity: std::time::Duration,
+    /// Where the new intermediate's key goes: `--key-storage pkcs11 --pkcs11-uri ...` makes
+    /// (or takes) it in a token and records the URI in issuers.toml; file (the default):
+    /// issuers/ID.key encrypted with the CA password (docs/keys.md).
+    #[command(flatten)]
+    pub key_storage: crate::ca_args::KeyStorageArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -50,6 +55,7 @@ pub fn rotate_intermediate(a: RotateIntermediateArgs) -> anyhow::Result<ExitCode
         add: a.add,
         validity: a.validity,
         root: None,
+        key_storage: a.key_storage.resolve()?,
     };
     let r = issuers::rotate_intermediate(&dir, password.as_bytes(), &opts)?;
     crate::cmd_lint::check_own(&r.certificate, "intermediate certificate", &[], None)?;

@@ -46,6 +46,13 @@ pub struct ServeArgs {
     /// Also accept TLS 1.2 (TLS 1.3 only by default).
     #[arg(long)]
     pub tls12: bool,
+    /// The server's own TLS key in a PKCS#11 token (docs/keys.md): a `pkcs11:` URI naming an
+    /// existing ECDSA P-256/P-384 or RSA key, the module from `?module-path=` or
+    /// $MUTUAL_PKCS11_MODULE, the PIN from `?pin-source=FILE` or $MUTUAL_PKCS11_PIN. Each server
+    /// certificate is then issued for that key (from a request the token signs) and every
+    /// handshake is signed in the token. Default: a new in-memory key with each certificate.
+    #[arg(long, value_name = "PKCS11_URI")]
+    pub server_key: Option<std::path::PathBuf>,
     /// Lifetime of the server's own certificate; it is replaced at two-thirds of it.
     #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
     pub server_cert_ttl: Duration,
@@ -228,6 +235,17 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
     let acme = crate::cmd_acme::serve_config(&a.acme, &dir)?;
     let est = est_config(&a)?;
+    let server_key = match &a.server_key {
+        Some(k) if !mutual_tls::load::is_pkcs11(k) => {
+            return Err(crate::errors::user(
+                "usage",
+                format!("--server-key {}: not a pkcs11: URI", k.display()),
+                "name a key in a token: --server-key 'pkcs11:token=LABEL;object=KEY'",
+            ))
+        }
+        Some(k) => Some(mutual_tls::load::token_key(k)?),
+        None => None,
+    };
     let password = a.password.get(false)?;
     let rt = server_runtime(Some(2))?;
     rt.block_on(async move {
@@ -260,6 +278,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         opts.ui_listen = a.ui_listen;
         opts.est = est;
         opts.renew_grace = a.renew_grace;
+        opts.server_key = server_key;
         let signals = mutual_proxy::shutdown::TerminationSignals::install().ok();
         let server = Server::bind(ca, provisioner, opts).await?;
         let addr = server

@@ -407,6 +407,16 @@ type Server = (
 /// make). A server that exits or never passes its check fails the test.
 const BACKGROUND: &[Server] = &[
     (
+        // docs/keys.md: ca serve with its own TLS key in the token; ready once a handshake
+        // signed by the token key lets curl fetch /health.
+        "docs/keys.md",
+        "mutual ca serve --dir ca --listen 127.0.0.1:9443 \\",
+        &["9443"],
+        "curl -sf --cacert ca/root.pem https://localhost:$PORT_9443/health",
+        "",
+        STOP,
+    ),
+    (
         // docs/keys.md: serve with its TLS key in the SoftHSM2 token the page made; ready once
         // it serves a handshake signed by the token and /readyz counts the key as up.
         "docs/keys.md",

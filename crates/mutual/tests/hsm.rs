@@ -542,3 +542,460 @@ fn refusals_are_clear_and_exit_2() {
         o.text()
     );
 }
+
+/// The public key (PEM, as openssl prints it) of the certificate `ca serve` presents now, and its
+/// serial; `None` while it does not answer.
+fn presented_key(port: u16) -> Option<(String, String)> {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "timeout 30 openssl s_client -connect 127.0.0.1:{port} -servername localhost \
+             </dev/null 2>/dev/null | openssl x509 -noout -serial -pubkey"
+        ))
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stdout).into_owned();
+    let serial = t.lines().next()?.strip_prefix("serial=")?.to_string();
+    let key = t.split_once("-----BEGIN PUBLIC KEY-----")?.1.to_string();
+    Some((serial, key))
+}
+
+#[test]
+fn ca_serve_tls_key_in_token_signs_handshakes_and_each_rotated_certificate() {
+    let Some(dir) = token("ca-tls") else { return };
+    // The key is made by OpenSC's pkcs11-tool, not by mutual: any key already in a token will do.
+    // (pkcs11-tool matches --token-label as a prefix: no other test's token starts with "ca-tls".)
+    let gen = Command::new("pkcs11-tool")
+        .args(["--module", MODULE, "--token-label", "ca-tls", "--login"])
+        .args(["--pin", PIN, "--keypairgen", "--key-type", "EC:prime256v1"])
+        .args(["--label", "ca-server", "--id", "0a"])
+        .output()
+        .unwrap();
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let exported = Command::new("pkcs11-tool")
+        .args(["--module", MODULE, "--token-label", "ca-tls"])
+        .args(["--read-object", "--type", "pubkey", "--label", "ca-server"])
+        .output()
+        .unwrap();
+    assert!(exported.status.success());
+    let ca = TestCa::new(&[]);
+    let der = ca.tmp.path().join("token-pub.der");
+    std::fs::write(&der, &exported.stdout).unwrap();
+    let token_pub = openssl(&["pkey", "-pubin", "-inform", "DER", "-in", s(&der)])
+        .ok()
+        .stdout;
+    let token_pub = token_pub
+        .split_once("-----BEGIN PUBLIC KEY-----")
+        .unwrap()
+        .1
+        .to_string();
+    let uri = format!(
+        "pkcs11:token=ca-tls;object=ca-server?module-path={MODULE}&pin-source={}",
+        pin_file(dir)
+    );
+    // 6 s certificates: the replacement comes ~4 s after start.
+    let srv = pki_common::CaServe::start_new(
+        &ca.dir,
+        ca.tmp.path().join("serve.log"),
+        &[
+            "--server-key",
+            &uri,
+            "--server-cert-ttl",
+            "6s",
+            "--san",
+            "dns:localhost",
+        ],
+    );
+    let (first, key) = presented_key(srv.port).expect("no server certificate");
+    assert_eq!(
+        key, token_pub,
+        "the server certificate is for the token key"
+    );
+    // curl (its own TLS stack) completes handshakes signed in the token.
+    let health = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert", &ca.root()])
+        .arg(format!("https://localhost:{}/health", srv.port))
+        .output()
+        .unwrap();
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+    // The rotated certificate is for the same token key.
+    let (second, key2) = eventually(Duration::from_secs(60), || {
+        presented_key(srv.port).filter(|(s, _)| *s != first)
+    })
+    .expect("the server certificate was not rotated");
+    assert_ne!(first, second);
+    assert_eq!(key2, token_pub);
+    let log = srv.log_text();
+    assert!(log.contains("server certificate rotated"), "{log}");
+    assert!(!log.contains(PIN));
+    // `mutual probe --key` says where the client key lives: in the token, with its protection.
+    ca.issue(
+        "device",
+        &[
+            "--client",
+            "--san",
+            "dns:device.test",
+            "--pkcs11-module",
+            MODULE,
+            "--pkcs11-uri",
+            "pkcs11:token=ca-tls;object=device",
+            "--pkcs11-pin-file",
+            &pin_file(dir),
+        ],
+    )
+    .ok();
+    let device_key = format!(
+        "pkcs11:token=ca-tls;object=device?module-path={MODULE}&pin-source={}",
+        pin_file(dir)
+    );
+    let target = format!("localhost:{}", srv.port);
+    let probe = |key: &str| {
+        let cert = ca.out.join("device.pem");
+        mutual_cmd(
+            None,
+            &["probe", &target, "--ca", &ca.root(), "--cert", s(&cert)],
+        )
+        .args(["--key", key, "--json"])
+        .output()
+        .unwrap()
+    };
+    let o = probe(&device_key);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+    let k = &v["client_cert"]["key"];
+    assert_eq!(k["storage"], "pkcs11", "{v}");
+    assert_eq!(
+        k["location"],
+        "pkcs11:token=ca-tls;object=device?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source="
+            .to_string()
+            + &pin_file(dir),
+        "{v}"
+    );
+    assert_eq!(k["token"]["token"], "ca-tls");
+    assert_eq!(k["token"]["sensitive"], true);
+    assert_eq!(k["token"]["extractable"], false);
+    assert_eq!(v["client_cert"]["sent"], true, "{v}");
+    let text = mutual_cmd(None, &["probe", &target, "--ca", &ca.root()])
+        .args([
+            "--cert",
+            s(&ca.out.join("device.pem")),
+            "--key",
+            &device_key,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("private key         PKCS#11 token \"ca-tls\"")
+            && text.contains("sensitive, never extractable"),
+        "{text}"
+    );
+    assert!(!text.contains(PIN));
+}
+
+#[test]
+fn ca_serve_server_key_refusals_exit_2() {
+    let Some(dir) = token("srvkey-refusals") else {
+        return;
+    };
+    let ca = TestCa::new(&[]);
+    let port = free_port().to_string();
+    let serve = |key: &str| {
+        mutual_cmd(Some(pki_common::PW), &["ca", "serve", "--dir", s(&ca.dir)])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--server-key",
+                key,
+            ])
+            .output()
+            .unwrap()
+    };
+    let missing = serve(&format!(
+        "pkcs11:token=srvkey-refusals;object=nothing?module-path={MODULE}&pin-source={}",
+        pin_file(dir)
+    ));
+    let text = String::from_utf8_lossy(&missing.stderr).into_owned();
+    assert_eq!(missing.status.code(), Some(2), "{text}");
+    assert!(text.contains("no private key matches"), "{text}");
+    let file = serve(s(&ca.dir.join("root.key")));
+    let text = String::from_utf8_lossy(&file.stderr).into_owned();
+    assert_eq!(file.status.code(), Some(2), "{text}");
+    assert!(text.contains("not a pkcs11: URI"), "{text}");
+}
+
+#[test]
+fn rotate_intermediate_puts_the_new_key_in_a_token() {
+    let Some(dir) = token("rotate-int") else {
+        return;
+    };
+    let ca = TestCa::new(&[]);
+    let r = mutual(&[
+        "ca",
+        "rotate-intermediate",
+        "--dir",
+        s(&ca.dir),
+        "--key-storage",
+        "pkcs11",
+        "--pkcs11-module",
+        MODULE,
+        "--pkcs11-uri",
+        "pkcs11:token=rotate-int;object=int-2",
+        "--pkcs11-pin-file",
+        &pin_file(dir),
+        "--json",
+    ])
+    .ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["id"], "int-2", "{}", r.stdout);
+    // No key file for it; issuers.toml says which token key it is (and no PIN).
+    assert!(ca.dir.join("issuers/int-2.pem").exists());
+    assert!(!ca.dir.join("issuers/int-2.key").exists());
+    let manifest = std::fs::read_to_string(ca.dir.join("issuers.toml")).unwrap();
+    assert!(
+        manifest.contains("uri = \"pkcs11:token=rotate-int;object=int-2\""),
+        "{manifest}"
+    );
+    assert!(!manifest.contains(PIN));
+    let block = private_key_block(&pkcs11_tool_objects("rotate-int"), "int-2");
+    assert!(block.contains("never extractable"), "{block}");
+    // A certificate issued now is signed in the token; openssl checks it up to the root.
+    ca.issue("svc", &["--server", "--san", "dns:svc.test"]).ok();
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.root(),
+        "-untrusted",
+        s(&ca.dir.join("issuers/int-2.pem")),
+        s(&ca.out.join("svc.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    let issuer = openssl(&[
+        "x509",
+        "-in",
+        s(&ca.out.join("svc.pem")),
+        "-noout",
+        "-issuer",
+    ])
+    .ok();
+    assert!(
+        issuer.stdout.contains("Intermediate 2"),
+        "{}",
+        issuer.stdout
+    );
+    // The issuer set loads again from issuers.toml in each new process.
+    ca.issue("svc2", &["--client", "--san", "dns:svc2.test"])
+        .ok();
+    let r = mutual(&["ca", "issuers", "--dir", s(&ca.dir), "--json"]).ok();
+    assert!(r.stdout.contains("int-2"), "{}", r.stdout);
+}
+
+#[test]
+fn root_key_in_token_signs_the_root_crl_rotations_and_the_rollover() {
+    let Some(dir) = token("root-in") else { return };
+    let ca = TestCa::new(&[
+        "--pkcs11-module",
+        MODULE,
+        "--pkcs11-uri",
+        "pkcs11:token=root-in;object=intermediate",
+        "--pkcs11-root-uri",
+        "pkcs11:token=root-in;object=root",
+        "--pkcs11-pin-file",
+        &pin_file(dir),
+    ]);
+    // No private key file at all; the config says where both keys are.
+    let key_files: Vec<_> = std::fs::read_dir(&ca.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".key"))
+        .collect();
+    assert!(key_files.is_empty(), "{key_files:?}");
+    let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
+    assert!(cfg.contains("[root_key_storage]"), "{cfg}");
+    assert!(
+        cfg.contains("uri = \"pkcs11:token=root-in;object=root\""),
+        "{cfg}"
+    );
+    let listing = pkcs11_tool_objects("root-in");
+    for obj in ["root", "intermediate"] {
+        let block = private_key_block(&listing, obj);
+        assert!(block.contains("never extractable"), "{obj}: {block}");
+    }
+    // openssl checks the root's self-signature and the intermediate under it (both made in the
+    // token), and the root CRL signed in the token.
+    let ok = openssl(&["verify", "-CAfile", &ca.root(), &ca.intermediate()]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    let crl = ca.tmp.path().join("root-crl.pem");
+    mutual(&["ca", "crl", "--dir", s(&ca.dir), "--root", "--out", s(&crl)]).ok();
+    let v = openssl(&["crl", "-in", s(&crl), "-CAfile", &ca.root(), "-noout"]);
+    assert!(v.stderr.contains("verify OK"), "{}", v.text());
+    // rotate-intermediate signs the new intermediate with the root key in the token.
+    mutual(&["ca", "rotate-intermediate", "--dir", s(&ca.dir)]).ok();
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.root(),
+        s(&ca.dir.join("issuers/int-2.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    // rotate-root cross-signs the new root with the old root key (in the token).
+    mutual(&["ca", "rotate-root", "--dir", s(&ca.dir)]).ok();
+    let cross = ca.dir.join("roots/root-2-by-old-root.pem");
+    let ok = openssl(&["verify", "-CAfile", &ca.root(), s(&cross)]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+}
+
+#[test]
+fn an_existing_file_intermediate_moves_into_a_token_as_docs_keys_md_says() {
+    let Some(dir) = token("moved") else { return };
+    let ca = TestCa::new(&[]);
+    ca.issue("before", &["--server", "--san", "dns:before.test"])
+        .ok();
+    // docs/keys.md "Moving an existing CA's intermediate into a token", step 2, verbatim.
+    let der = ca.tmp.path().join("int.der");
+    let pub_der = ca.tmp.path().join("int-pub.der");
+    let key = ca.dir.join("intermediate.key");
+    let pass = format!("pass:{}", pki_common::PW);
+    openssl(&[
+        "pkey",
+        "-in",
+        s(&key),
+        "-passin",
+        &pass,
+        "-out",
+        s(&der),
+        "-outform",
+        "DER",
+    ])
+    .ok();
+    openssl(&[
+        "pkey",
+        "-in",
+        s(&key),
+        "-passin",
+        &pass,
+        "-pubout",
+        "-out",
+        s(&pub_der),
+        "-outform",
+        "DER",
+    ])
+    .ok();
+    for (file, kind, extra) in [
+        (
+            &der,
+            "privkey",
+            &["--usage-sign", "--sensitive", "--private"][..],
+        ),
+        (&pub_der, "pubkey", &[][..]),
+    ] {
+        let o = Command::new("pkcs11-tool")
+            .args([
+                "--module",
+                MODULE,
+                "--login",
+                "--pin",
+                PIN,
+                "--token-label",
+                "moved",
+            ])
+            .args(["--write-object", s(file), "--type", kind])
+            .args(["--label", "intermediate", "--id", "01"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    std::fs::remove_file(&der).unwrap();
+    // Step 3: the [key_storage] block in mutual-ca.toml; step 4: the key file goes offline.
+    let cfg_path = ca.dir.join("mutual-ca.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let file_block = "[key_storage]\nkind = \"file\"\n";
+    assert!(cfg.contains(file_block), "{cfg}");
+    let cfg = cfg.replace(
+        file_block,
+        &format!(
+            "[key_storage]\nkind = \"pkcs11\"\nmodule = \"{MODULE}\"\n\
+             uri = \"pkcs11:token=moved;object=intermediate\"\npin_file = \"{}\"\n",
+            pin_file(dir)
+        ),
+    );
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let offline = ca.tmp.path().join("intermediate.key.offline");
+    std::fs::rename(&key, &offline).unwrap();
+    // The CA signs through the token now: a new certificate and a CRL, checked by openssl.
+    ca.issue("after", &["--server", "--san", "dns:after.test"])
+        .ok();
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.root(),
+        "-untrusted",
+        &ca.intermediate(),
+        s(&ca.out.join("after.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    let crl = ca.tmp.path().join("crl.pem");
+    mutual(&["ca", "crl", "--dir", s(&ca.dir), "--out", s(&crl)]).ok();
+    let v = openssl(&[
+        "crl",
+        "-in",
+        s(&crl),
+        "-CAfile",
+        &ca.intermediate(),
+        "-noout",
+    ]);
+    assert!(v.stderr.contains("verify OK"), "{}", v.text());
+    let block = private_key_block(&pkcs11_tool_objects("moved"), "intermediate");
+    assert!(block.contains("sensitive"), "{block}");
+    // Wrong key in the token: the CA refuses to open rather than sign with it.
+    let o = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--login",
+            "--pin",
+            PIN,
+            "--token-label",
+            "moved",
+        ])
+        .args([
+            "--delete-object",
+            "--type",
+            "privkey",
+            "--label",
+            "intermediate",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--login",
+            "--pin",
+            PIN,
+            "--token-label",
+            "moved",
+        ])
+        .args([
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            "intermediate",
+        ])
+        .output()
+        .unwrap();
+    ca.issue("wrong", &["--server", "--san", "dns:wrong.test"])
+        .fails_with("does not belong to");
+}

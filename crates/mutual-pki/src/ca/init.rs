@@ -39,6 +39,9 @@ pub struct InitOptions {
     /// Where the intermediate key is made and kept: a file, or a PKCS#11 token (an existing
     /// key the URI names is used; otherwise one is generated inside the token).
     pub key_storage: KeyStorage,
+    /// Where the root key is made and kept: `root.key` encrypted with the CA password, or a
+    /// PKCS#11 token (`ca init --pkcs11-root-uri`).
+    pub root_key_storage: KeyStorage,
 }
 
 impl Default for InitOptions {
@@ -55,6 +58,7 @@ impl Default for InitOptions {
             store_password_file: None,
             ocsp_url: None,
             key_storage: KeyStorage::File,
+            root_key_storage: KeyStorage::File,
         }
     }
 }
@@ -116,7 +120,7 @@ impl Ca {
         }
 
         let t0 = now();
-        let root_key = keys::generate(opts.key_type)?;
+        let root_key = CaKey::create(&opts.root_key_storage, opts.key_type)?;
         let mut rp = CertificateParams::default();
         rp.distinguished_name = super::dn(&format!("{name} Root"), name);
         rp.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
@@ -156,6 +160,7 @@ impl Ca {
             store_password_file: opts.store_password_file.clone(),
             ocsp_url: opts.ocsp_url.clone(),
             key_storage: opts.key_storage.clone(),
+            root_key_storage: opts.root_key_storage.clone(),
         };
         // A store other than the default file is reached (and checked empty) before any file is
         // written, so a wrong URL or password leaves the directory untouched.
@@ -180,7 +185,10 @@ impl Ca {
             detail: e.to_string(),
         })?;
 
-        let root_key_pem = keys::encrypt_pkcs8_pem(root_key.serialized_der(), password)?;
+        let root_key_pem = match root_key.file_der() {
+            Some(der) => Some(keys::encrypt_pkcs8_pem(der, password)?),
+            None => None,
+        };
         let int_key_pem = match int_key.file_der() {
             Some(der) => Some(keys::encrypt_pkcs8_pem(der, password)?),
             None => None,
@@ -213,11 +221,14 @@ impl Ca {
                     .map_err(io(dir))?;
             }
         }
-        let mut staged = vec![StagedFile::write(
-            &dir.join(ROOT_KEY),
-            root_key_pem.as_bytes(),
-            0o600,
-        )?];
+        let mut staged = Vec::new();
+        if let Some(pem) = &root_key_pem {
+            staged.push(StagedFile::write(
+                &dir.join(ROOT_KEY),
+                pem.as_bytes(),
+                0o600,
+            )?);
+        }
         if let Some(pem) = &int_key_pem {
             staged.push(StagedFile::write(
                 &dir.join(INTERMEDIATE_KEY),

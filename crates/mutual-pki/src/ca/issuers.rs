@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, GeneralSubtree, IsCa, KeyPair, KeyUsagePurpose,
-    NameConstraints, PublicKeyData, SerialNumber,
+    BasicConstraints, CertificateParams, GeneralSubtree, IsCa, KeyUsagePurpose, NameConstraints,
+    PublicKeyData, SerialNumber,
 };
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
@@ -69,6 +69,10 @@ pub struct IssuerEntry {
     /// (`roots/ID.pem`, docs/lifecycle.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<String>,
+    /// Where its key is, when in a PKCS#11 token (`rotate-intermediate --key-storage pkcs11`);
+    /// absent: `issuers/ID.key` (the first issuer: `key_storage` in mutual-ca.toml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<mutual_hsm::KeyRef>,
 }
 
 /// `issuers.toml`.
@@ -93,6 +97,9 @@ pub struct Issuer {
     subject: String,
     /// The root it chains to, when not `root.pem`'s.
     pub root: Option<String>,
+    /// Its token key's reference, for a rotated issuer whose key is in a token (kept in
+    /// `issuers.toml` when the manifest is rewritten).
+    pkcs11: Option<mutual_hsm::KeyRef>,
     /// What follows it in issued chains: during a root rollover, the new root cross-signed by
     /// the old one, so that parties that trust only the old root still verify.
     chain_extra: String,
@@ -111,7 +118,8 @@ impl std::fmt::Debug for Issuer {
 impl Issuer {
     /// Loads an intermediate from its files, checking that the key belongs to the certificate.
     /// The first issuer's key is where `ca init` put it (`storage`: a file or a PKCS#11 token);
-    /// intermediates made by `ca rotate-intermediate` have file keys.
+    /// intermediates made by `ca rotate-intermediate` have file keys unless their entry names a
+    /// token key.
     fn load(
         dir: &Path,
         e: &IssuerEntry,
@@ -119,10 +127,10 @@ impl Issuer {
         password: &[u8],
     ) -> Result<Issuer, PkiError> {
         let (cert_path, key_path) = files(dir, &e.id);
-        let storage = if e.id == FIRST_ISSUER {
-            storage.clone()
-        } else {
-            KeyStorage::File
+        let storage = match &e.pkcs11 {
+            _ if e.id == FIRST_ISSUER => storage.clone(),
+            Some(r) => KeyStorage::Pkcs11(r.clone()),
+            None => KeyStorage::File,
         };
         for p in [&cert_path, &key_path] {
             if p == &key_path && storage != KeyStorage::File {
@@ -157,6 +165,7 @@ impl Issuer {
             }
             i.root = Some(r.clone());
         }
+        i.pkcs11 = e.pkcs11.clone();
         Ok(i)
     }
 
@@ -196,6 +205,7 @@ impl Issuer {
             not_after,
             subject,
             root: None,
+            pkcs11: None,
             chain_extra: String::new(),
         })
     }
@@ -300,6 +310,7 @@ fn parse_manifest(dir: &Path, text: Option<&str>, config: &CaConfig) -> Result<M
                 key_type: config.key_type,
                 state: IssuerState::Active,
                 root: None,
+                pkcs11: None,
             }],
         });
     };
@@ -428,6 +439,9 @@ pub struct RotateOptions {
     pub validity: Duration,
     /// Sign it with this root of `roots/` instead of `root.pem`'s (a root rollover's new root).
     pub root: Option<String>,
+    /// Where the new intermediate's key is made: `issuers/ID.key` encrypted with the CA
+    /// password, or in a PKCS#11 token (an existing key the URI names, else a new one).
+    pub key_storage: KeyStorage,
 }
 
 impl Default for RotateOptions {
@@ -437,6 +451,7 @@ impl Default for RotateOptions {
             add: false,
             validity: Duration::from_secs(1825 * 86_400),
             root: None,
+            key_storage: KeyStorage::File,
         }
     }
 }
@@ -455,40 +470,39 @@ pub struct Rotated {
     pub retired: Vec<String>,
 }
 
-/// The root's key, decrypted for one command (it may be offline: [`PkiError::RootKeyOffline`]).
+/// The root's key for one command: decrypted from `root.key` (it may be offline:
+/// [`PkiError::RootKeyOffline`]), or opened in its token when `root_key_storage` says so.
 pub(super) fn root_key(
     dir: &Path,
     config: &CaConfig,
     root_der: &[u8],
     password: &[u8],
-) -> Result<KeyPair, PkiError> {
+) -> Result<CaKey, PkiError> {
     root_key_at(
         &dir.join(ROOT_KEY),
         &dir.join(ROOT_CERT),
-        config,
+        &config.root_key_storage,
+        config.key_type,
         root_der,
         password,
     )
 }
 
-/// [`root_key`] of a root whose files are `key_path` and `cert_path`.
+/// [`root_key`] of a root whose files are `key_path` and `cert_path` and whose key is where
+/// `storage` says (a rollover's new roots, `roots/ID.key`, are files).
 pub(super) fn root_key_at(
     key_path: &Path,
     cert_path: &Path,
-    config: &CaConfig,
+    storage: &KeyStorage,
+    key_type: KeyType,
     root_der: &[u8],
     password: &[u8],
-) -> Result<KeyPair, PkiError> {
+) -> Result<CaKey, PkiError> {
     let key_path = key_path.to_path_buf();
-    let key_pem = match std::fs::read_to_string(&key_path) {
-        Ok(k) => pkcs8::der::zeroize::Zeroizing::new(k),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(PkiError::RootKeyOffline { path: key_path })
-        }
-        Err(e) => return Err(io(&key_path)(e)),
-    };
-    let plain = keys::decrypt_pkcs8_pem(&key_pem, password, &key_path)?;
-    let root_key = keys::load_pkcs8(plain.as_bytes(), config.key_type)?;
+    if storage.is_file() && !key_path.exists() {
+        return Err(PkiError::RootKeyOffline { path: key_path });
+    }
+    let root_key = CaKey::load(storage, &key_path, key_type, password)?;
     let (_, cert) =
         x509_parser::parse_x509_certificate(root_der).map_err(|e| PkiError::Config {
             path: cert_path.to_path_buf(),
@@ -569,6 +583,7 @@ pub(super) fn drop_issuers(
             key_type: i.key_type,
             state: i.state,
             root: i.root.clone(),
+            pkcs11: i.pkcs11.clone(),
         })
         .collect();
     if !entries.iter().any(|e| e.id == current.default) {
@@ -608,13 +623,27 @@ pub fn rotate_intermediate(
 ) -> Result<Rotated, PkiError> {
     let config = super::read_config(dir)?;
     let current = IssuerSet::load(dir, &config, password)?;
-    let (root_path, root_key_path) = match &opts.root {
-        Some(r) => root_files(dir, r),
-        None => (dir.join(ROOT_CERT), dir.join(ROOT_KEY)),
+    let (root_path, root_key_path, root_storage) = match &opts.root {
+        Some(r) => {
+            let (c, k) = root_files(dir, r);
+            (c, k, KeyStorage::File)
+        }
+        None => (
+            dir.join(ROOT_CERT),
+            dir.join(ROOT_KEY),
+            config.root_key_storage.clone(),
+        ),
     };
     let root_pem = std::fs::read_to_string(&root_path).map_err(io(&root_path))?;
     let root_der = first_cert_der(&root_pem, &root_path)?;
-    let rkey = root_key_at(&root_key_path, &root_path, &config, &root_der, password)?;
+    let rkey = root_key_at(
+        &root_key_path,
+        &root_path,
+        &root_storage,
+        config.key_type,
+        &root_der,
+        password,
+    )?;
     let root_issuer =
         rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(root_der.as_slice()), &rkey)?;
     let (_, root_not_after) = validity(&root_der, &root_path)?;
@@ -639,7 +668,7 @@ pub fn rotate_intermediate(
             ),
         });
     }
-    let key = keys::generate(key_type)?;
+    let key = CaKey::create(&opts.key_storage, key_type)?;
     let params = intermediate_params(
         format!("{} Intermediate {n}", config.name),
         &config.name,
@@ -671,7 +700,10 @@ pub fn rotate_intermediate(
         }
         None => None,
     };
-    let key_pem = keys::encrypt_pkcs8_pem(key.serialized_der(), password)?;
+    let key_pem = match key.file_der() {
+        Some(der) => Some(keys::encrypt_pkcs8_pem(der, password)?),
+        None => None,
+    };
 
     let (cert_path, key_path) = files(dir, &id);
     let idir = dir.join(ISSUERS_DIR);
@@ -682,7 +714,9 @@ pub fn rotate_intermediate(
             .map_err(io(&idir))?;
     }
     // Never over an existing file: two rotations at once must not share an id.
-    StagedFile::write(&key_path, key_pem.as_bytes(), 0o600)?.commit(false)?;
+    if let Some(pem) = &key_pem {
+        StagedFile::write(&key_path, pem.as_bytes(), 0o600)?.commit(false)?;
+    }
     if let Err(e) =
         StagedFile::write(&cert_path, cert.pem().as_bytes(), 0o644).and_then(|s| s.commit(false))
     {
@@ -713,6 +747,7 @@ pub fn rotate_intermediate(
                 key_type: i.key_type,
                 state,
                 root: i.root.clone(),
+                pkcs11: i.pkcs11.clone(),
             }
         })
         .collect();
@@ -721,6 +756,10 @@ pub fn rotate_intermediate(
         key_type,
         state: IssuerState::Active,
         root: opts.root.clone(),
+        pkcs11: match &opts.key_storage {
+            KeyStorage::Pkcs11(r) => Some(r.clone()),
+            KeyStorage::File => None,
+        },
     });
     let default = if opts.add {
         current.default.clone()

@@ -25,6 +25,11 @@ pub enum KeyStorage {
 }
 
 impl KeyStorage {
+    /// Whether the key is in a file (what a config without the field means).
+    pub fn is_file(&self) -> bool {
+        *self == KeyStorage::File
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             KeyStorage::File => "file",
@@ -152,4 +157,17 @@ impl SigningKey for CaKey {
             CaKey::Token(k) => SigningKey::sign(k.as_ref(), msg),
         }
     }
+}
+
+/// A certificate request for `cn`, signed by a token key: how a key that cannot leave its token
+/// asks the CA for a certificate (the CA checks the request's signature, so a token that signs
+/// with the wrong key or not at all is caught before anything is issued). `ca serve
+/// --server-key pkcs11:...` gets its rotating server certificate this way.
+pub fn token_csr(key: &TokenKey, cn: &str) -> Result<super::Csr, PkiError> {
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    let req = params.serialize_request(key)?;
+    super::Csr::parse(req.der())
 }
