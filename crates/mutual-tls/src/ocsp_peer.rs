@@ -5,7 +5,11 @@
 //! response is about exactly this certificate, signed by its issuer or by a delegated responder
 //! that the issuer certified for OCSPSigning (valid now), and current (thisUpdate..nextUpdate).
 //! No I/O, so it can be tested and fuzzed alone; the fetching will live in mutual-proxy.
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use der::{Decode, Encode};
+use rustls_pki_types::CertificateDer;
 use x509_ocsp::{BasicOcspResponse, CertStatus, OcspResponse, OcspResponseStatus, ResponderId};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -199,6 +203,107 @@ pub fn verify_response(
     })
 }
 
+/// A leaf with an OCSP responder in its AIA and no current answer: the fetcher (in
+/// mutual-proxy) asks `url` about `leaf`, checks the answer with [`verify_response`] against
+/// `issuer` (from the verified path) and publishes it.
+#[derive(Clone, Debug)]
+pub struct OcspSighting {
+    pub url: String,
+    pub leaf: CertificateDer<'static>,
+    pub issuer: CertificateDer<'static>,
+}
+
+/// At most this many answers are kept (one per peer certificate); past it the set starts over
+/// (a bound on memory: the next handshake of each peer asks again).
+const MAX_ANSWERS: usize = 10_000;
+
+/// The OCSP answers about peers' certificates that handshakes use now, keyed by the leaf's
+/// SHA-256, consulted by [`crate::Trust::check`] like the CDP CRLs ([`crate::cdp`]).
+pub struct OcspPeerRevocation {
+    answers: RwLock<HashMap<Vec<u8>, PeerAnswer>>,
+    deny_unknown: bool,
+    on_unknown: Box<dyn Fn(OcspSighting) + Send + Sync>,
+}
+
+impl std::fmt::Debug for OcspPeerRevocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OcspPeerRevocation")
+            .field("deny_unknown", &self.deny_unknown)
+            .finish_non_exhaustive()
+    }
+}
+
+fn leaf_key(leaf_der: &[u8]) -> Vec<u8> {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der)
+        .as_ref()
+        .to_vec()
+}
+
+impl OcspPeerRevocation {
+    /// `on_unknown` is called (from a handshake: it must not block) for a leaf whose status is
+    /// not known now; `deny_unknown` is `--revocation-unknown deny`.
+    pub fn new(deny_unknown: bool, on_unknown: Box<dyn Fn(OcspSighting) + Send + Sync>) -> Self {
+        OcspPeerRevocation {
+            answers: RwLock::new(HashMap::new()),
+            deny_unknown,
+            on_unknown,
+        }
+    }
+
+    /// Records a verified answer about `leaf_der` (kept until its nextUpdate; a revocation for
+    /// good).
+    pub fn publish(&self, leaf_der: &[u8], answer: PeerAnswer) {
+        let mut m = self.answers.write().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_ANSWERS {
+            m.clear();
+        }
+        m.insert(leaf_key(leaf_der), answer);
+    }
+
+    /// Checks a verified path (leaf first): a leaf naming a responder needs a current good
+    /// answer; revoked is `CertRevoked` (the `revoked` label); no current answer (never asked,
+    /// stale, `unknown`, the responder unreachable) is reported and, when denying,
+    /// `UnknownRevocationStatus` (`revocation_unknown`). A leaf without an OCSP URL passes.
+    pub(crate) fn check_path(
+        &self,
+        path: &[CertificateDer<'static>],
+        now: i64,
+    ) -> Result<(), webpki::Error> {
+        let [leaf, issuer, ..] = path else {
+            return Ok(());
+        };
+        let Some(url) = crate::ocsp::aia_ocsp_url(leaf.as_ref()) else {
+            return Ok(());
+        };
+        let known = self
+            .answers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&leaf_key(leaf.as_ref()))
+            .cloned();
+        match known {
+            Some(PeerAnswer {
+                status: PeerStatus::Revoked { .. },
+                ..
+            }) => return Err(webpki::Error::CertRevoked),
+            Some(PeerAnswer {
+                status: PeerStatus::Good,
+                next_update,
+            }) if now < next_update => return Ok(()),
+            _ => {}
+        }
+        (self.on_unknown)(OcspSighting {
+            url,
+            leaf: leaf.clone(),
+            issuer: issuer.clone(),
+        });
+        if self.deny_unknown {
+            return Err(webpki::Error::UnknownRevocationStatus);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -317,5 +422,94 @@ mod tests {
             verify_response(b"\x30\x03\x0a\x01\x06", &leaf.leaf_der, &int, t).unwrap_err(),
             "the responder said Unauthorized"
         );
+    }
+
+    #[tokio::test]
+    async fn trust_check_uses_the_answers_and_the_unknown_rule() {
+        use rustls_pki_types::pem::PemObject;
+        use std::sync::{Arc, Mutex};
+        let d = tempfile::tempdir().unwrap();
+        let ca = Ca::init(&d.path().join("ca"), &Default::default(), b"pw")
+            .await
+            .unwrap();
+        let leaf = ca
+            .issue(&IssueOptions {
+                name: "peer".into(),
+                ocsp_urls: vec!["http://127.0.0.1:9/ocsp".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let no_aia = ca
+            .issue(&IssueOptions {
+                name: "plain".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let root = CertificateDer::from_pem_slice(ca.root_pem().as_bytes()).unwrap();
+        let int = CertificateDer::from(ca.issuers().default_issuer().der().to_vec());
+        let reason = |r: Result<Vec<CertificateDer<'static>>, rustls::Error>| match r {
+            Ok(_) => "ok".to_string(),
+            Err(e) => crate::classify::classify_rustls_error(&e).to_string(),
+        };
+        for deny in [true, false] {
+            let seen = Arc::new(Mutex::new(Vec::<OcspSighting>::new()));
+            let s2 = seen.clone();
+            let state = Arc::new(OcspPeerRevocation::new(
+                deny,
+                Box::new(move |s| s2.lock().unwrap().push(s)),
+            ));
+            let trust = crate::Trust::new(vec![root.clone()], vec![], Default::default())
+                .unwrap()
+                .with_ocsp_peer(state.clone());
+            let check = |der: &[u8]| {
+                trust.check(
+                    &CertificateDer::from(der.to_vec()),
+                    std::slice::from_ref(&int),
+                    rustls_pki_types::UnixTime::now(),
+                    &crate::Purpose::Client,
+                    None,
+                    None,
+                )
+            };
+            // Not asked yet: reported to the fetcher, and the unknown rule decides.
+            let want = if deny { "revocation_unknown" } else { "ok" };
+            assert_eq!(reason(check(&leaf.leaf_der)), want);
+            {
+                let seen = seen.lock().unwrap();
+                assert_eq!(seen.len(), 1);
+                assert_eq!(seen[0].url, "http://127.0.0.1:9/ocsp");
+                assert_eq!(seen[0].issuer, int);
+            }
+            // No responder named: nothing to ask, it passes.
+            assert_eq!(reason(check(&no_aia.leaf_der)), "ok");
+            let t = now();
+            state.publish(
+                &leaf.leaf_der,
+                PeerAnswer {
+                    status: PeerStatus::Good,
+                    next_update: t + 600,
+                },
+            );
+            assert_eq!(reason(check(&leaf.leaf_der)), "ok");
+            // A good answer past its nextUpdate no longer counts.
+            state.publish(
+                &leaf.leaf_der,
+                PeerAnswer {
+                    status: PeerStatus::Good,
+                    next_update: t - 1,
+                },
+            );
+            assert_eq!(reason(check(&leaf.leaf_der)), want);
+            state.publish(
+                &leaf.leaf_der,
+                PeerAnswer {
+                    status: PeerStatus::Revoked { at: t - 10 },
+                    next_update: t + 600,
+                },
+            );
+            assert_eq!(reason(check(&leaf.leaf_der)), "revoked");
+        }
     }
 }
