@@ -148,7 +148,7 @@ pub struct Server {
     listener: TcpListener,
     ui_listener: Option<TcpListener>,
     state: Arc<api::State>,
-    tls: tokio_rustls::TlsAcceptor,
+    tls: Arc<tls::TrustingAcceptor>,
     resolver: Arc<tls::RotatingCert>,
     provider: Arc<rustls::crypto::CryptoProvider>,
     opts: ServeOptions,
@@ -183,8 +183,13 @@ impl Server {
         // EST's manufacturer roots are accepted at the TLS layer too; only EST's simpleenroll
         // honours them (the native API looks a client up in the inventory).
         let bootstrap = est.as_ref().map(|e| e.bootstrap_roots()).unwrap_or(&[]);
-        let verifier = Arc::new(tls::client_verifier(ca.root_pem(), bootstrap)?);
-        let cfg = tls::server_config(resolver.clone(), verifier, provider.clone(), opts.tls12)?;
+        let tls = Arc::new(tls::TrustingAcceptor::new(
+            ca.dir(),
+            bootstrap,
+            resolver.clone(),
+            provider.clone(),
+            opts.tls12,
+        )?);
         let listener =
             TcpListener::bind(opts.listen)
                 .await
@@ -238,7 +243,7 @@ impl Server {
             listener,
             ui_listener,
             state,
-            tls: tokio_rustls::TlsAcceptor::from(Arc::new(cfg)),
+            tls,
             resolver,
             provider,
             opts,
@@ -327,7 +332,7 @@ impl Server {
             conns.spawn(connection(
                 tcp,
                 addr,
-                tls.clone(),
+                tls.current(),
                 state.clone(),
                 opts.handshake_timeout,
                 stop_rx.clone(),

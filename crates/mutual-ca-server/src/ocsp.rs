@@ -10,9 +10,11 @@
 //! never need to agree on it: a status change makes the next request sign anew everywhere.
 //! A request with a nonce is signed for itself (and echoes it).
 //!
-//! Responses are signed by a delegated responder certificate that this replica asks the CA
-//! for at start (through `Ca::issue`, requested_by `ca-serve-ocsp`) and replaces at two-thirds
-//! of its life; a replacement empties the cache.
+//! Responses are signed by a delegated responder certificate per intermediate (active and
+//! retiring), issued by that intermediate, that this replica asks the CA for at start (through
+//! `Ca::issue`, requested_by `ca-serve-ocsp`), for a new intermediate when a request first
+//! names it (after `ca rotate-intermediate`), and replaces at two-thirds of its life; a
+//! replacement empties the cache.
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -68,6 +70,13 @@ impl Default for OcspConfig {
     }
 }
 
+/// One intermediate and the responder that answers for its certificates.
+struct ForIssuer {
+    id: String,
+    issuer: IssuerId,
+    responder: Arc<Responder>,
+}
+
 struct Cached {
     status: OcspStatus,
     der: Bytes,
@@ -78,8 +87,9 @@ struct Cached {
 /// The responder of one replica.
 pub struct Ocsp {
     pub config: OcspConfig,
-    issuer: IssuerId,
-    responder: ArcSwap<Responder>,
+    responders: ArcSwap<Vec<ForIssuer>>,
+    /// One issuance of responder certificates at a time.
+    syncing: tokio::sync::Mutex<()>,
     cache: Mutex<HashMap<Vec<u8>, Arc<Cached>>>,
 }
 
@@ -107,31 +117,86 @@ fn http_date(unix: i64) -> String {
 }
 
 impl Ocsp {
-    /// Issues the first responder certificate.
+    /// Issues the first responder certificates, one per intermediate.
     pub async fn new(ca: &Ca, config: OcspConfig) -> Result<Ocsp, PkiError> {
-        let responder = ca.ocsp_responder(config.responder_ttl).await?;
-        tracing::info!(serial = %responder.serial, "OCSP responder certificate issued");
-        Ok(Ocsp {
-            issuer: ca.ocsp_issuer()?,
-            responder: ArcSwap::from_pointee(responder),
+        let o = Ocsp {
+            responders: ArcSwap::from_pointee(Vec::new()),
+            syncing: tokio::sync::Mutex::new(()),
             cache: Mutex::new(HashMap::new()),
             config,
-        })
+        };
+        o.sync(ca, false).await?;
+        Ok(o)
     }
 
-    /// When the current responder certificate should be replaced (two-thirds of its life).
+    /// When the first responder certificate should be replaced (two-thirds of its life).
     pub fn renew_at(&self) -> i64 {
-        let r = self.responder.load();
-        r.not_before + (r.not_after - r.not_before) * 2 / 3
+        self.responders
+            .load()
+            .iter()
+            .map(|f| {
+                let r = &f.responder;
+                r.not_before + (r.not_after - r.not_before) * 2 / 3
+            })
+            .min()
+            .unwrap_or(0)
     }
 
-    /// Replaces the responder certificate and forgets every response the old one signed.
+    /// Replaces the responder certificates past two-thirds of their life (and follows the
+    /// CA's intermediates); a replacement forgets every cached response.
     pub async fn renew(&self, ca: &Ca) -> Result<(), PkiError> {
-        let r = ca.ocsp_responder(self.config.responder_ttl).await?;
-        tracing::info!(serial = %r.serial, "OCSP responder certificate renewed");
-        self.responder.store(Arc::new(r));
-        self.lock_cache().clear();
+        self.sync(ca, false).await
+    }
+
+    /// Makes the responders follow the CA's intermediates: one for each (a new one after
+    /// `ca rotate-intermediate`, none for an intermediate no longer listed), every one
+    /// re-issued when `renew_all` or when past two-thirds of its life.
+    async fn sync(&self, ca: &Ca, renew_all: bool) -> Result<(), PkiError> {
+        let _one = self.syncing.lock().await;
+        let issuers = ca.ocsp_issuers()?;
+        let current = self.responders.load_full();
+        let now = unix_now();
+        let mut next = Vec::with_capacity(issuers.len());
+        let mut changed = issuers.len() != current.len();
+        for (id, issuer) in issuers {
+            let keep = current.iter().find(|f| f.id == id).filter(|f| {
+                let r = &f.responder;
+                !renew_all && now < r.not_before + (r.not_after - r.not_before) * 2 / 3
+            });
+            let responder = match keep {
+                Some(f) => f.responder.clone(),
+                None => {
+                    let r = ca
+                        .ocsp_responder_for(&id, self.config.responder_ttl)
+                        .await?;
+                    tracing::info!(issuer = %id, serial = %r.serial,
+                        "OCSP responder certificate issued");
+                    changed = true;
+                    Arc::new(r)
+                }
+            };
+            next.push(ForIssuer {
+                id,
+                issuer,
+                responder,
+            });
+        }
+        if changed {
+            self.responders.store(Arc::new(next));
+            self.lock_cache().clear();
+        }
         Ok(())
+    }
+
+    /// The responder for the intermediate every certificate of `q` names, if one does (a
+    /// response has one signer, so a request mixing intermediates is not answered).
+    fn responder_for(&self, q: &OcspQuery) -> Option<Arc<Responder>> {
+        let all = self.responders.load();
+        let f = all.iter().find(|f| f.issuer.matches(&q.certs[0]))?;
+        q.certs
+            .iter()
+            .all(|a| f.issuer.matches(a))
+            .then(|| f.responder.clone())
     }
 
     fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Arc<Cached>>> {
@@ -145,11 +210,18 @@ impl Ocsp {
         ca: &Ca,
         q: &OcspQuery,
     ) -> Result<(Bytes, Option<(i64, i64)>, &'static str, bool), OcspFailure> {
-        if q.certs.iter().any(|a| !self.issuer.matches(a)) {
-            // Not our intermediate (or a hash we do not compute): we cannot say anything
-            // authoritative about it (RFC 6960 §2.3).
-            return Err(OcspFailure::Unauthorized);
-        }
+        let responder = match self.responder_for(q) {
+            Some(r) => r,
+            None => {
+                // Perhaps an intermediate made since (issuers.toml is re-read by the CA).
+                if let Err(e) = self.sync(ca, false).await {
+                    tracing::warn!(error = %e, "OCSP responder for a new intermediate failed");
+                }
+                // Still none: not one of our intermediates (or a hash we do not compute): we
+                // cannot say anything authoritative about it (RFC 6960 §2.3).
+                self.responder_for(q).ok_or(OcspFailure::Unauthorized)?
+            }
+        };
         let mut answers = Vec::with_capacity(q.certs.len());
         for a in &q.certs {
             let st = ca.ocsp_status(&a.serial).await.map_err(|e| {
@@ -177,7 +249,6 @@ impl Ocsp {
                 }
             }
         }
-        let responder = self.responder.load_full();
         // Never before a revocation it reports (a response older than the event it tells).
         let revoked_at = answers
             .iter()

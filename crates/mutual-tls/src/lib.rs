@@ -19,6 +19,7 @@ mod config;
 pub mod lint;
 pub mod load;
 pub mod ocsp;
+pub mod ocsp_peer;
 pub mod peer;
 pub mod reason;
 pub mod server;

@@ -96,6 +96,8 @@ pub struct Trust {
     algs: WebPkiSupportedAlgorithms,
     /// CRLs fetched from distribution points, consulted at each check (`--crl-from-cdp`).
     cdp: Option<Arc<crate::cdp::CdpRevocation>>,
+    /// OCSP answers about leaves, consulted at each check (`--ocsp-from-aia`, `connect --ocsp`).
+    ocsp_peer: Option<Arc<crate::ocsp_peer::OcspPeerRevocation>>,
     /// Strict: the lint's errors on the built path refuse it (see [`Trust::with_profile`]).
     profile: crate::lint::Profile,
     /// The static CRLs as given (DER), for the strict profile's CRL rules.
@@ -148,6 +150,7 @@ impl Trust {
             revocation,
             algs: default_algs(),
             cdp: None,
+            ocsp_peer: None,
             profile: crate::lint::Profile::Compatible,
             crl_ders,
         })
@@ -179,6 +182,12 @@ impl Trust {
     /// naming a distribution point needs a current CRL from it (see [`crate::cdp`]).
     pub fn with_cdp(mut self, cdp: Arc<crate::cdp::CdpRevocation>) -> Trust {
         self.cdp = Some(cdp);
+        self
+    }
+
+    /// Adds OCSP for leaves naming a responder in their AIA (see [`crate::ocsp_peer`]).
+    pub fn with_ocsp_peer(mut self, ocsp: Arc<crate::ocsp_peer::OcspPeerRevocation>) -> Trust {
+        self.ocsp_peer = Some(ocsp);
         self
     }
 
@@ -356,6 +365,10 @@ impl Trust {
         if let Some(cdp) = &self.cdp {
             let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
             cdp.check_path(&chain, secs).map_err(pki_error)?;
+        }
+        if let Some(ocsp) = &self.ocsp_peer {
+            let secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+            ocsp.check_path(&chain, secs).map_err(pki_error)?;
         }
         match name {
             None => {}

@@ -26,6 +26,12 @@ const SHELL_LANGS: &[&str] = &["sh", "shell", "bash", "console"];
 /// Blocks that are not run, by file and first line, each with the reason.
 const SKIPPED: &[(&str, &str, &str)] = &[
     (
+        "docs/ocsp.md",
+        "mutual ca rotate-intermediate",
+        "asks the responder started two blocks above, on fixed ports; tests/ocsp_issuers.rs \
+         runs these openssl ocsp calls after a rotation on free ports",
+    ),
+    (
         "docs/conformance.md",
         "python3 conformance/harness/openssl.py  limbo.json /tmp/openssl.json    # ~5 min (one process per case)",
         "needs the x509-limbo suite (limbo.json, 10 MB, kept beside the repo in ../shared, not \

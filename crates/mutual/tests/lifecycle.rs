@@ -619,3 +619,67 @@ fn a_broken_issuers_toml_keeps_a_running_ca_issuing_from_the_set_it_has() {
     .unwrap();
     assert_eq!(issuer_cn(&enroll("c")), "Steady CA Intermediate");
 }
+
+/// `ca serve` checks client certificates against the CA's trust bundle as it is now: after
+/// `ca retire-root` (root.pem becomes the new root, chains stop carrying the old root's
+/// signature) a certificate under the new root renews over mTLS with no restart.
+#[test]
+fn a_running_ca_trusts_the_new_root_after_retire_root_without_a_restart() {
+    let ca = CaServe::with_new_ca("Roll CA", &[], &["--server-cert-ttl", "9s"]);
+    let d = s(ca.d()).to_string();
+    mutual(&["ca", "rotate-root", "--dir", &d, "--min-overlap", "1s"]).ok();
+    until_ok(
+        &["ca", "rotate-root", "--dir", &d, "--activate"],
+        std::time::Duration::from_secs(30),
+    )
+    .ok();
+    // Refused while the server's own first certificate (from int-1, under the old root) is
+    // valid; it is replaced from the new intermediate at two-thirds of its 9 s.
+    until_ok(
+        &["ca", "retire-root", "--dir", &d],
+        std::time::Duration::from_secs(60),
+    )
+    .ok();
+    let work = tempfile::tempdir().unwrap();
+    let out = s(work.path()).to_string();
+    mutual(&[
+        "cert", "issue", "late", "--client", "--dir", &d, "--out", &out,
+    ])
+    .ok();
+    let cert = work.path().join("late.pem");
+    let chain = std::fs::read_to_string(&cert).unwrap();
+    assert_eq!(
+        chain.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "leaf and int-2 only: no path to the old root"
+    );
+    let before = serial_of_file(&cert);
+    let url = ca.url();
+    let root = s(&ca.root()).to_string();
+    let o = mutual(&[
+        "renew",
+        "--ca-url",
+        &url,
+        "--cert",
+        s(&cert),
+        "--key",
+        s(&work.path().join("late.key")),
+        "--ca",
+        &root,
+    ]);
+    assert_eq!(o.code, 0, "{}\nCA log:\n{}", o.text(), ca.log_text());
+    assert_ne!(serial_of_file(&cert), before, "renewed");
+    assert!(
+        ca.log_text()
+            .contains("trust bundle changed: client certificates now checked against it"),
+        "{}",
+        ca.log_text()
+    );
+}
+
+fn serial_of_file(pem: &Path) -> String {
+    openssl(&["x509", "-in", s(pem), "-noout", "-serial"])
+        .stdout
+        .trim()
+        .to_string()
+}

@@ -250,7 +250,16 @@ impl Ca {
     /// default unless it names one); nothing is recorded.
     fn sign(&self, req: &IssueRequest) -> Result<Pending, PkiError> {
         let o = &req.profile;
-        let issuer = self.issuers().select(o.issuer.as_deref())?;
+        let set = self.issuers();
+        let issuer = match (
+            o.ocsp_signing,
+            o.issuer.as_deref().and_then(|id| set.get(id)),
+        ) {
+            // A retiring intermediate signs no new certificates, but still vouches for those
+            // it signed: the OCSP responder for them is its own (ca/ocsp.rs).
+            (true, Some(i)) => i.clone(),
+            _ => set.select(o.issuer.as_deref())?,
+        };
         match &req.key {
             KeySource::Generate(kt) => {
                 let (nb, na) = self.check(o, &issuer)?;

@@ -439,21 +439,51 @@ pub(super) fn nocheck_extension() -> CustomExtension {
 }
 
 impl Ca {
-    /// The default intermediate, as CertIDs name it (the responder answers for it; certificates
-    /// of a retiring intermediate get `unauthorized`, docs/ocsp.md).
+    /// The default intermediate, as CertIDs name it.
     pub fn ocsp_issuer(&self) -> Result<IssuerId, PkiError> {
         IssuerId::of(self.issuers().default_issuer().der())
     }
 
+    /// Every intermediate of the CA (active and retiring), each with the CertID hashes that
+    /// name it: the responder answers for the certificates of each, a retiring one's too.
+    pub fn ocsp_issuers(&self) -> Result<Vec<(String, IssuerId)>, PkiError> {
+        self.issuers()
+            .all()
+            .iter()
+            .map(|i| Ok((i.id.clone(), IssuerId::of(i.der())?)))
+            .collect()
+    }
+
     /// Issues (and records, requested_by `ca-serve-ocsp`) a delegated responder certificate
-    /// living `ttl`, through the one issuance transaction.
+    /// for the default intermediate, living `ttl`, through the one issuance transaction.
     pub async fn ocsp_responder(&self, ttl: Duration) -> Result<Responder, PkiError> {
+        let id = self.issuers().default_issuer().id.clone();
+        self.ocsp_responder_for(&id, ttl).await
+    }
+
+    /// The delegated responder of intermediate `issuer_id` (active or retiring), signed by
+    /// that intermediate: RFC 6960 §4.2.2.2 wants the responder certificate issued by the CA
+    /// that issued the certificate asked about.
+    pub async fn ocsp_responder_for(
+        &self,
+        issuer_id: &str,
+        ttl: Duration,
+    ) -> Result<Responder, PkiError> {
+        let issuer =
+            self.issuers()
+                .get(issuer_id)
+                .cloned()
+                .ok_or_else(|| PkiError::UnknownIssuer {
+                    selector: issuer_id.to_string(),
+                    active: String::new(),
+                })?;
         let o = IssueOptions {
             name: "mutual OCSP responder".into(),
             usage: Usage::Client,
             ocsp_signing: true,
             ttl,
             requested_by: Some(RESPONDER_REQUESTER.into()),
+            issuer: Some(issuer.id.clone()),
             ..Default::default()
         };
         let issued = self
@@ -465,7 +495,6 @@ impl Ca {
             .ok_or_else(|| PkiError::Generate {
                 detail: "the responder certificate came without its key".into(),
             })?;
-        let issuer = self.issuers().default_issuer().clone();
         Responder::new(&issued.leaf_der, key, issuer.der())
     }
 
