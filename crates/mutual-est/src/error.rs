@@ -82,6 +82,7 @@ impl EstError {
                 StatusCode::FORBIDDEN
             }
             "pending" => StatusCode::ACCEPTED,
+            "key_not_kept" => StatusCode::GONE,
             "not_found" => StatusCode::NOT_FOUND,
             "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
             "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
