@@ -1,6 +1,7 @@
 //! EST (RFC 7030) for devices, mounted by `mutual ca serve --est` at `/.well-known/est/` and
 //! `/.well-known/est/LABEL/` (docs/est.md): `cacerts`, `csrattrs`, `simpleenroll`,
-//! `simplereenroll`.
+//! `simplereenroll`, `serverkeygen` (the CA generates the key: [`KeySource::Generate`], answered
+//! once, kept nowhere).
 //!
 //! Why its own crate: EST authenticates its own way (a factory certificate from a manufacturer
 //! CA trusted for enrollment only, or a one-time token as HTTP Basic password, or the device's
