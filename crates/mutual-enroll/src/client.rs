@@ -378,6 +378,7 @@ mod tests {
         let r = Response {
             status: 429,
             retry_after: Some(3),
+            content_type: None,
             body: Bytes::from_static(br#"{"reason":"rate_limited"}"#),
         };
         let e = issued(r).unwrap_err();
