@@ -78,9 +78,8 @@ impl EstError {
                 StatusCode::UNAUTHORIZED
             }
             "name_not_allowed" | "revoked" | "expired" | "not_yet_valid" | "unknown_ca"
-            | "forbidden" | "rejected" | "bad_signature" | "wrong_purpose" | "weak_key" => {
-                StatusCode::FORBIDDEN
-            }
+            | "forbidden" | "rejected" | "device_denied" | "bad_signature" | "wrong_purpose"
+            | "weak_key" => StatusCode::FORBIDDEN,
             "pending" => StatusCode::ACCEPTED,
             "key_not_kept" => StatusCode::GONE,
             "not_found" => StatusCode::NOT_FOUND,

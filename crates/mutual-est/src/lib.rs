@@ -64,6 +64,9 @@ pub struct EstConfig {
     /// gets `202` with this many seconds in `Retry-After` and polls with the same CSR.
     /// `None`: issue at once.
     pub manual_approval: Option<u64>,
+    /// `--est-deny-serial FILE`: factory certificates whose subject serialNumber is listed (one
+    /// per line, `#` comments) enroll no more (`device_denied`); re-read when the file changes.
+    pub deny_serials: Option<std::path::PathBuf>,
 }
 
 /// What a token grants (the online CA verifies the token; EST only reads the grant).
@@ -97,6 +100,8 @@ pub type IssueHook = Box<dyn Fn(&'static str) + Send + Sync>;
 /// The EST front door.
 pub struct Est {
     cfg: EstConfig,
+    /// The deny list as last read: (file modification time, serials).
+    denied: std::sync::Mutex<Option<(std::time::SystemTime, std::collections::HashSet<String>)>>,
     /// Path validation against the manufacturer roots only.
     bootstrap: Option<mutual_tls::Trust>,
     on_issue: std::sync::OnceLock<IssueHook>,
@@ -133,8 +138,12 @@ impl Est {
                 .map_err(|e| format!("--est-bootstrap-ca: {e}"))?,
             )
         };
+        if let Some(p) = &cfg.deny_serials {
+            read_deny_list(p).map_err(|e| format!("--est-deny-serial: {e}"))?;
+        }
         Ok(Arc::new(Est {
             cfg,
+            denied: std::sync::Mutex::new(None),
             bootstrap,
             on_issue: std::sync::OnceLock::new(),
         }))
@@ -157,6 +166,42 @@ impl Est {
                 EstError::new("not_found", format!("no EST label {l:?} on this CA"))
             }),
         }
+    }
+
+    /// `Err(device_denied)` when the factory certificate's serial is on the deny list. The file
+    /// is read again when its modification time changes; an unreadable file refuses every
+    /// factory enrollment (fail closed) until it is fixed.
+    fn check_denied(&self, facts: &DeviceFacts) -> Result<(), EstError> {
+        let Some(path) = &self.cfg.deny_serials else {
+            return Ok(());
+        };
+        let mtime = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(|e| {
+                EstError::internal(format!("--est-deny-serial {}: {e}", path.display()))
+            })?;
+        let mut cache = self
+            .denied
+            .lock()
+            .map_err(|_| EstError::internal("deny list lock poisoned"))?;
+        if cache.as_ref().is_none_or(|(t, _)| *t != mtime) {
+            let set = read_deny_list(path).map_err(EstError::internal)?;
+            *cache = Some((mtime, set));
+        }
+        let listed = match (&facts.serial, cache.as_ref()) {
+            (Some(s), Some((_, set))) => set.contains(s),
+            _ => false,
+        };
+        if listed {
+            return Err(EstError::new(
+                "device_denied",
+                format!(
+                    "factory certificate serial {} is on this CA's deny list (--est-deny-serial)",
+                    facts.serial.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Serves one request under `/.well-known/est/`.
@@ -275,7 +320,10 @@ impl Est {
         // Who is asking, decided before the body is read: an anonymous peer gets no work done.
         let who = if let Some(leaf) = client.chain.first() {
             match self.bootstrap_facts(leaf, &client.chain[1..])? {
-                Some(facts) => Who::Factory(facts),
+                Some(facts) => {
+                    self.check_denied(&facts)?;
+                    Who::Factory(facts)
+                }
                 None if auth.is_some() => Who::Token(self.grant(ca, tokens, auth).await?),
                 None => {
                     return Err(EstError::new(
@@ -572,6 +620,17 @@ impl Est {
             }
         }
     }
+}
+
+/// The serials of a deny-list file: one per line, blank lines and `#` comments skipped.
+fn read_deny_list(path: &std::path::Path) -> Result<std::collections::HashSet<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// What an enrollment hands back: a new certificate, or (a repeated poll after manual

@@ -695,6 +695,69 @@ fn serverkeygen_sends_the_key_and_keeps_none() {
     assert!(!log.is_empty());
 }
 
+/// `--est-deny-serial`: a listed factory serial is refused (`device_denied`) on simpleenroll
+/// and serverkeygen; adding a serial to the file takes effect without a restart.
+#[test]
+fn a_denied_factory_serial_enrolls_no_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let factory = Factory::new(t, "Acme");
+    let deny = t.join("deny.txt");
+    std::fs::write(&deny, "# retired devices\nSN0901  # stolen\n").unwrap();
+    let ca = est_server(t, &factory, &["--est-deny-serial", s(&deny)]);
+    let (ok_cert, ok_key) = factory.device("SN0900");
+    let (bad_cert, bad_key) = factory.device("SN0901");
+    let (_, b64) = est_csr(t, "deny", "");
+    let a = curl(
+        &ca,
+        t,
+        "/.well-known/est/simpleenroll",
+        &enroll_args(&b64, Some((&ok_cert, &ok_key))),
+    );
+    print_certs(t, &a, &t.join("ok.pem"));
+    for op in ["simpleenroll", "serverkeygen"] {
+        let v = curl(
+            &ca,
+            t,
+            &format!("/.well-known/est/{op}"),
+            &enroll_args(&b64, Some((&bad_cert, &bad_key))),
+        )
+        .refused(403, "device_denied");
+        assert!(v["detail"].as_str().unwrap().contains("SN0901"), "{v}");
+    }
+    // Listed later: refused from the next request on (the file is re-read when it changes).
+    std::fs::write(&deny, "SN0901\nSN0900\n").unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&deny)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    curl(
+        &ca,
+        t,
+        "/.well-known/est/simpleenroll",
+        &enroll_args(&b64, Some((&ok_cert, &ok_key))),
+    )
+    .refused(403, "device_denied");
+    // One issuance in all.
+    assert_eq!(ca.inventory().len(), 1 + ca_own_rows(&ca));
+}
+
+/// Rows the CA server itself has in the inventory (its own TLS certificate).
+fn ca_own_rows(ca: &CaServe) -> usize {
+    ca.inventory()
+        .iter()
+        .filter(|r| {
+            !r["requested_by"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("est:")
+        })
+        .count()
+}
+
 #[test]
 fn refusals_carry_the_exact_reason() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1009,6 +1072,17 @@ fn flags_are_checked() {
     assert_eq!(o.code, 2, "{}", o.text());
     assert!(
         o.stderr.contains("--est-bootstrap-ca needs --est-identity"),
+        "{}",
+        o.text()
+    );
+    let o = run(&[
+        "--est",
+        "--est-deny-serial",
+        s(&tmp.path().join("no-such-file")),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr.contains("--est-deny-serial") && o.stderr.contains("no-such-file"),
         "{}",
         o.text()
     );
