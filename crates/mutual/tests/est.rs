@@ -758,6 +758,65 @@ fn ca_own_rows(ca: &CaServe) -> usize {
         .count()
 }
 
+/// Manual approval and serverkeygen: held like simpleenroll, answered with a key once; a later
+/// poll gets `410 key_not_kept` (the CA kept no key to send again), and one certificate exists.
+#[test]
+fn serverkeygen_under_manual_approval_answers_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let factory = Factory::new(t, "Acme");
+    let ca = est_server(
+        t,
+        &factory,
+        &["--est-approval", "manual", "--est-retry-after", "1"],
+    );
+    let ep = "/.well-known/est/serverkeygen";
+    let (fcert, fkey) = factory.device("SN0800");
+    let (_, b64) = est_csr(t, "kgheld", "");
+    let args = enroll_args(&b64, Some((&fcert, &fkey)));
+    curl(&ca, t, ep, &args).refused(202, "pending");
+    let list = mutual(&["cert", "pending", "--dir", s(ca.d()), "--json"]).ok();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["requested_by"], "est:bootstrap:SN0800");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    mutual(&["cert", "approve", &id, "--dir", s(ca.d())]).ok();
+    let a = curl(&ca, t, ep, &args);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let stem = t.join("kgheld");
+    python_split_multipart(&a, &stem);
+    let leaf = t.join("kgheld.pem");
+    openssl_ok(&[
+        "pkcs7",
+        "-inform",
+        "DER",
+        "-in",
+        s(&stem.with_extension("p7")),
+        "-print_certs",
+        "-out",
+        s(&leaf),
+    ]);
+    assert_eq!(
+        openssl_ok(&["x509", "-in", s(&leaf), "-noout", "-pubkey"]),
+        openssl_ok(&[
+            "pkey",
+            "-inform",
+            "DER",
+            "-in",
+            s(&stem.with_extension("key.der")),
+            "-pubout"
+        ])
+    );
+    curl(&ca, t, ep, &args).refused(410, "key_not_kept");
+    assert_eq!(
+        ca.inventory()
+            .iter()
+            .filter(|r| r["requested_by"] == "est:bootstrap:SN0800")
+            .count(),
+        1
+    );
+}
+
 #[test]
 fn refusals_carry_the_exact_reason() {
     let tmp = tempfile::tempdir().unwrap();
