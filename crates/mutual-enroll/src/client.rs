@@ -115,6 +115,8 @@ pub fn pinned_config(
 pub struct Response {
     pub status: u16,
     pub retry_after: Option<u64>,
+    /// The Content-Type header (EST's serverkeygen answer is multipart: its boundary is here).
+    pub content_type: Option<String>,
     pub body: Bytes,
 }
 
@@ -211,6 +213,11 @@ pub async fn request_with(
             .get(hyper::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
+        let content_type = resp
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()
             .await
@@ -224,6 +231,7 @@ pub async fn request_with(
         Ok::<_, EnrollError>(Response {
             status,
             retry_after,
+            content_type,
             body,
         })
     };
@@ -356,6 +364,7 @@ mod tests {
         let r = Response {
             status: 401,
             retry_after: None,
+            content_type: None,
             body: Bytes::from_static(
                 br#"{"type":"https://mutual.dev/problems/token_used","title":"t","status":401,"detail":"d","reason":"token_used"}"#,
             ),
@@ -369,6 +378,7 @@ mod tests {
         let r = Response {
             status: 429,
             retry_after: Some(3),
+            content_type: None,
             body: Bytes::from_static(br#"{"reason":"rate_limited"}"#),
         };
         let e = issued(r).unwrap_err();
@@ -376,6 +386,7 @@ mod tests {
         let r = Response {
             status: 502,
             retry_after: None,
+            content_type: None,
             body: Bytes::from_static(b"<html>bad gateway</html>"),
         };
         assert!(issued(r).unwrap_err().is_transient());

@@ -63,6 +63,9 @@ pub struct EstEnrollOptions {
     /// While the CA holds the request for manual approval (202), poll with the same CSR at its
     /// Retry-After for up to this long; zero: report `pending` at once.
     pub wait: Duration,
+    /// `serverkeygen` instead of `simpleenroll`: the CA generates the key and sends it back
+    /// (it saw the key; docs/est.md). The CSR sent is only a carrier for the request.
+    pub server_keygen: bool,
 }
 
 /// `mutual renew --est`.
@@ -168,7 +171,8 @@ async fn post_csr(
     key: &PrivateKeyDer<'static>,
     roots: &[CertificateDer<'static>],
     ca_certs: &[CertificateDer<'static>],
-) -> Result<(Vec<CertificateDer<'static>>, CertSummary), EnrollError> {
+) -> Result<Posted, EnrollError> {
+    let keygen = op == "serverkeygen";
     let resp = client::request_with(
         url,
         tls,
@@ -178,7 +182,11 @@ async fn post_csr(
             content_type: "application/pkcs10",
             data: csr_b64.into_bytes(),
         }),
-        "application/pkcs7-mime",
+        if keygen {
+            "multipart/mixed"
+        } else {
+            "application/pkcs7-mime"
+        },
         authorization,
     )
     .await?;
@@ -190,7 +198,16 @@ async fn post_csr(
             retry_after: resp.retry_after,
         });
     }
-    let issued = certs_of(resp)?;
+    let (issued, new_key) = if keygen {
+        let (issued, k) = keygen_of(resp)?;
+        (issued, Some(k))
+    } else {
+        (certs_of(resp)?, None)
+    };
+    let key = match &new_key {
+        Some((der, _)) => der,
+        None => key,
+    };
     let Some(leaf) = issued.first() else {
         return Err(bad("the answer holds no certificate"));
     };
@@ -202,7 +219,49 @@ async fn post_csr(
             .cloned(),
     );
     let pem = files::chain_pem(&chain)?;
-    files::check_issued(&pem, key, roots)
+    let (chain, summary) = files::check_issued(&pem, key, roots)?;
+    Ok(Posted {
+        chain,
+        summary,
+        new_key,
+    })
+}
+
+/// What an enrollment answer held.
+struct Posted {
+    chain: Vec<CertificateDer<'static>>,
+    summary: CertSummary,
+    /// `serverkeygen`: the key the CA generated (DER for the check, PEM for the file).
+    new_key: Option<(PrivateKeyDer<'static>, String)>,
+}
+
+/// The certificates and the private key of a `serverkeygen` answer (multipart/mixed).
+#[allow(clippy::type_complexity)]
+fn keygen_of(
+    resp: client::Response,
+) -> Result<
+    (
+        Vec<CertificateDer<'static>>,
+        (PrivateKeyDer<'static>, String),
+    ),
+    EnrollError,
+> {
+    if resp.status != 200 {
+        return Err(client::refusal(resp));
+    }
+    let bad_resp = |detail: String| EnrollError::BadResponse {
+        status: resp.status,
+        detail,
+    };
+    let ct = resp.content_type.clone().unwrap_or_default();
+    let (key, p7) = mutual_est::wire::parse_keygen_body(&ct, &resp.body).map_err(bad_resp)?;
+    let certs = mutual_est::wire::parse_certs_only(&p7).map_err(bad_resp)?;
+    let pem = mutual_pki::pem_encode("PRIVATE KEY", &key)?;
+    let der = PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(key));
+    Ok((
+        certs.into_iter().map(CertificateDer::from).collect(),
+        (der, pem),
+    ))
 }
 
 /// What `enroll --est` wrote.
@@ -250,12 +309,17 @@ pub async fn est_enroll(o: &EstEnrollOptions) -> Result<EstEnrolled, EnrollError
     let tls = client::pinned_config(&roots, client_auth)?;
     let (key_der, key_pem, csr) = key_and_csr(o.key_type)?;
     let deadline = tokio::time::Instant::now() + o.wait;
-    let (chain, summary) = loop {
+    let op = if o.server_keygen {
+        "serverkeygen"
+    } else {
+        "simpleenroll"
+    };
+    let posted = loop {
         let r = post_csr(
             &o.url,
             tls.clone(),
             label,
-            "simpleenroll",
+            op,
             csr.clone(),
             authorization.clone(),
             &key_der,
@@ -280,6 +344,12 @@ pub async fn est_enroll(o: &EstEnrollOptions) -> Result<EstEnrolled, EnrollError
             other => break other?,
         }
     };
+    let Posted {
+        chain,
+        summary,
+        new_key,
+    } = posted;
+    let key_pem = new_key.map_or(key_pem, |(_, pem)| pem);
     files::ensure_dir(&o.out)?;
     let mut staged = Staged::default();
     staged.add(&o.out.join("key.pem"), key_pem.as_bytes(), KEY_MODE)?;
@@ -320,7 +390,7 @@ pub async fn est_renew(o: &EstRenewOptions) -> Result<EstRenewed, EnrollError> {
     let ca_certs = cacerts(&o.url, client::pinned_config(&roots, None)?, label).await?;
     let tls = client::pinned_config(&roots, Some((cur.chain.clone(), cur.key.clone_key())))?;
     let (key_der, key_pem, csr) = key_and_csr(o.key_type)?;
-    let (chain, summary) = post_csr(
+    let Posted { chain, summary, .. } = post_csr(
         &o.url,
         tls,
         label,

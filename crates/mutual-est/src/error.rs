@@ -78,10 +78,10 @@ impl EstError {
                 StatusCode::UNAUTHORIZED
             }
             "name_not_allowed" | "revoked" | "expired" | "not_yet_valid" | "unknown_ca"
-            | "forbidden" | "rejected" | "bad_signature" | "wrong_purpose" | "weak_key" => {
-                StatusCode::FORBIDDEN
-            }
+            | "forbidden" | "rejected" | "device_denied" | "bad_signature" | "wrong_purpose"
+            | "weak_key" => StatusCode::FORBIDDEN,
             "pending" => StatusCode::ACCEPTED,
+            "key_not_kept" => StatusCode::GONE,
             "not_found" => StatusCode::NOT_FOUND,
             "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
             "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,

@@ -1,6 +1,7 @@
 //! EST (RFC 7030) for devices, mounted by `mutual ca serve --est` at `/.well-known/est/` and
 //! `/.well-known/est/LABEL/` (docs/est.md): `cacerts`, `csrattrs`, `simpleenroll`,
-//! `simplereenroll`.
+//! `simplereenroll`, `serverkeygen` (the CA generates the key: [`KeySource::Generate`], answered
+//! once, kept nowhere).
 //!
 //! Why its own crate: EST authenticates its own way (a factory certificate from a manufacturer
 //! CA trusted for enrollment only, or a one-time token as HTTP Basic password, or the device's
@@ -28,6 +29,7 @@ use mutual_pki::ca::{Ca, Csr, IssueOptions, IssueRequest, Issued, KeySource, Ren
 use mutual_pki::{San, Usage};
 use mutual_store::Inventory;
 use rustls_pki_types::{CertificateDer, UnixTime};
+use zeroize::Zeroizing;
 
 pub use error::EstError;
 pub use identity::{DeviceFacts, IdentityTemplate};
@@ -62,6 +64,9 @@ pub struct EstConfig {
     /// gets `202` with this many seconds in `Retry-After` and polls with the same CSR.
     /// `None`: issue at once.
     pub manual_approval: Option<u64>,
+    /// `--est-deny-serial FILE`: factory certificates whose subject serialNumber is listed (one
+    /// per line, `#` comments) enroll no more (`device_denied`); re-read when the file changes.
+    pub deny_serials: Option<std::path::PathBuf>,
 }
 
 /// What a token grants (the online CA verifies the token; EST only reads the grant).
@@ -95,6 +100,8 @@ pub type IssueHook = Box<dyn Fn(&'static str) + Send + Sync>;
 /// The EST front door.
 pub struct Est {
     cfg: EstConfig,
+    /// The deny list as last read: (file modification time, serials).
+    denied: std::sync::Mutex<Option<(std::time::SystemTime, std::collections::HashSet<String>)>>,
     /// Path validation against the manufacturer roots only.
     bootstrap: Option<mutual_tls::Trust>,
     on_issue: std::sync::OnceLock<IssueHook>,
@@ -131,8 +138,12 @@ impl Est {
                 .map_err(|e| format!("--est-bootstrap-ca: {e}"))?,
             )
         };
+        if let Some(p) = &cfg.deny_serials {
+            read_deny_list(p).map_err(|e| format!("--est-deny-serial: {e}"))?;
+        }
         Ok(Arc::new(Est {
             cfg,
+            denied: std::sync::Mutex::new(None),
             bootstrap,
             on_issue: std::sync::OnceLock::new(),
         }))
@@ -155,6 +166,42 @@ impl Est {
                 EstError::new("not_found", format!("no EST label {l:?} on this CA"))
             }),
         }
+    }
+
+    /// `Err(device_denied)` when the factory certificate's serial is on the deny list. The file
+    /// is read again when its modification time changes; an unreadable file refuses every
+    /// factory enrollment (fail closed) until it is fixed.
+    fn check_denied(&self, facts: &DeviceFacts) -> Result<(), EstError> {
+        let Some(path) = &self.cfg.deny_serials else {
+            return Ok(());
+        };
+        let mtime = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(|e| {
+                EstError::internal(format!("--est-deny-serial {}: {e}", path.display()))
+            })?;
+        let mut cache = self
+            .denied
+            .lock()
+            .map_err(|_| EstError::internal("deny list lock poisoned"))?;
+        if cache.as_ref().is_none_or(|(t, _)| *t != mtime) {
+            let set = read_deny_list(path).map_err(EstError::internal)?;
+            *cache = Some((mtime, set));
+        }
+        let listed = match (&facts.serial, cache.as_ref()) {
+            (Some(s), Some((_, set))) => set.contains(s),
+            _ => false,
+        };
+        if listed {
+            return Err(EstError::new(
+                "device_denied",
+                format!(
+                    "factory certificate serial {} is on this CA's deny list (--est-deny-serial)",
+                    facts.serial.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Serves one request under `/.well-known/est/`.
@@ -185,17 +232,21 @@ impl Est {
             (Op::CaCerts, &Method::GET) => cacerts(ca),
             (Op::CsrAttrs, &Method::GET) => csrattrs(),
             (Op::SimpleEnroll, &Method::POST) => {
-                let r = self.enroll(ca, client, tokens, label, profile, req).await;
+                let r = self
+                    .enroll(ca, client, tokens, label, profile, req, false)
+                    .await;
                 return self.issued(r);
             }
             (Op::SimpleReenroll, &Method::POST) => {
                 let r = self.reenroll(ca, client, label, profile, req).await;
                 return self.issued(r);
             }
-            (Op::ServerKeygen, _) => Err(EstError::new(
-                "not_implemented",
-                "serverkeygen is not offered: generate the key on the device and use simpleenroll",
-            )),
+            (Op::ServerKeygen, &Method::POST) => {
+                let r = self
+                    .enroll(ca, client, tokens, label, profile, req, true)
+                    .await;
+                return self.issued(r);
+            }
             _ => Err(EstError::new(
                 "method_not_allowed",
                 format!("{} does not take {method}", op.as_str()),
@@ -216,11 +267,15 @@ impl Est {
     fn issued(&self, r: Result<Delivered, EstError>) -> Outcome {
         let mut out = match r {
             Ok(d) => {
-                let (serial, der) = match d {
-                    Delivered::New(i) => (i.serial_hex, i.leaf_der),
-                    Delivered::Again { serial, der } => (serial, der),
+                let (serial, der, key) = match d {
+                    Delivered::New(i) => (i.serial_hex, i.leaf_der, i.key_der.map(Zeroizing::new)),
+                    Delivered::Again { serial, der } => (serial, der, None),
                 };
-                match certs_response(std::slice::from_ref(&der)) {
+                let resp = match key {
+                    Some(key) => keygen_response(&key, &der),
+                    None => certs_response(std::slice::from_ref(&der)),
+                };
+                match resp {
                     Ok(resp) => Outcome {
                         resp,
                         reason: "ok",
@@ -241,6 +296,9 @@ impl Est {
     }
 
     /// `simpleenroll`: a factory certificate (mapped to one name) or a token (its names).
+    /// `serverkeygen` (`keygen`): the same, but the CA generates the key (RFC 7030 §4.4: the
+    /// CSR's public key and signature are ignored, only its names count).
+    #[allow(clippy::too_many_arguments)]
     async fn enroll<B>(
         &self,
         ca: &Ca,
@@ -249,6 +307,7 @@ impl Est {
         label: Option<&str>,
         profile: &EstProfile,
         req: Request<B>,
+        keygen: bool,
     ) -> Result<Delivered, EstError>
     where
         B: Body<Data = Bytes>,
@@ -261,7 +320,10 @@ impl Est {
         // Who is asking, decided before the body is read: an anonymous peer gets no work done.
         let who = if let Some(leaf) = client.chain.first() {
             match self.bootstrap_facts(leaf, &client.chain[1..])? {
-                Some(facts) => Who::Factory(facts),
+                Some(facts) => {
+                    self.check_denied(&facts)?;
+                    Who::Factory(facts)
+                }
                 None if auth.is_some() => Who::Token(self.grant(ca, tokens, auth).await?),
                 None => {
                     return Err(EstError::new(
@@ -282,6 +344,13 @@ impl Est {
         };
         let (csr, id) = read_csr(req).await?;
         let requested = csr_names(&csr)?;
+        let (key, id) = if keygen {
+            // A held serverkeygen request is not the simpleenroll of the same CSR.
+            let id = sha256_hex(format!("serverkeygen:{id}").as_bytes())[..16].to_string();
+            (KeySource::Generate(ca.config().defaults.key_type), id)
+        } else {
+            (KeySource::Csr(csr), id)
+        };
         match who {
             Who::Factory(facts) => {
                 let Some(template) = &profile.identity else {
@@ -310,7 +379,7 @@ impl Est {
                     requested_by: Some(format!("est:bootstrap:{who}")),
                     ..Default::default()
                 };
-                self.deliver(ca, label, &id, o, csr, None).await
+                self.deliver(ca, label, &id, o, key, None).await
             }
             Who::Token(grant) => {
                 if let Some(extra) = requested.iter().find(|r| !grant.sans.contains(r)) {
@@ -331,7 +400,7 @@ impl Est {
                     requested_by: Some(format!("est:token:{}", grant.jti)),
                     ..Default::default()
                 };
-                self.deliver(ca, label, &id, o, csr, Some(grant.jti)).await
+                self.deliver(ca, label, &id, o, key, Some(grant.jti)).await
             }
         }
     }
@@ -458,7 +527,8 @@ impl Est {
             requested_by: Some(by),
             ..Default::default()
         };
-        self.deliver(ca, label, &id, o, csr, None).await
+        self.deliver(ca, label, &id, o, KeySource::Csr(csr), None)
+            .await
     }
 
     /// Issues now, or with manual approval: holds the request (202 + Retry-After) until an
@@ -470,13 +540,14 @@ impl Est {
         label: Option<&str>,
         id: &str,
         o: IssueOptions,
-        csr: Csr,
+        key: KeySource,
         token: Option<String>,
     ) -> Result<Delivered, EstError> {
         use mutual_store::{EstRequest, EstStore};
         let Some(retry_after) = self.cfg.manual_approval else {
-            return issue(ca, o, csr, token).await.map(Delivered::New);
+            return issue(ca, o, key, token).await.map(Delivered::New);
         };
+        let keygen = matches!(key, KeySource::Generate(_));
         let by = o.requested_by.clone().unwrap_or_default();
         let names: Vec<String> = o.sans.iter().map(ToString::to_string).collect();
         let r = EstRequest {
@@ -517,6 +588,13 @@ impl Est {
                     stored.decided_by.as_deref().unwrap_or("the operator")
                 ),
             )),
+            "issued" if keygen => Err(EstError::new(
+                "key_not_kept",
+                format!(
+                    "request {id} was answered already with a key the CA generated and did not \
+                     keep; send a new request (a CSR for another key)"
+                ),
+            )),
             "issued" => {
                 let pem = stored.certificate.unwrap_or_default();
                 let der = rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
@@ -531,7 +609,7 @@ impl Est {
             }
             _ => {
                 // Approved: issue now, then record it on the request (one poll wins).
-                let issued = issue(ca, o, csr, token).await?;
+                let issued = issue(ca, o, key, token).await?;
                 let pem = mutual_pki::pem_encode("CERTIFICATE", &issued.leaf_der)
                     .map_err(EstError::internal)?;
                 ca.store()
@@ -542,6 +620,17 @@ impl Est {
             }
         }
     }
+}
+
+/// The serials of a deny-list file: one per line, blank lines and `#` comments skipped.
+fn read_deny_list(path: &std::path::Path) -> Result<std::collections::HashSet<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// What an enrollment hands back: a new certificate, or (a repeated poll after manual
@@ -569,7 +658,7 @@ fn refused(e: EstError) -> Outcome {
 async fn issue(
     ca: &Ca,
     profile: IssueOptions,
-    csr: Csr,
+    key: KeySource,
     token: Option<String>,
 ) -> Result<Issued, EstError> {
     let mut profile = profile;
@@ -579,7 +668,7 @@ async fn issue(
     profile.ttl = profile.ttl.min(left);
     ca.issue(IssueRequest {
         profile,
-        key: KeySource::Csr(csr),
+        key,
         token,
         output: None,
     })
@@ -672,6 +761,25 @@ fn base64_response(status: StatusCode, content_type: &str, der: &[u8]) -> Resp {
 
 const CERTS_ONLY: &str = "application/pkcs7-mime; smime-type=certs-only";
 
+/// The `multipart/mixed` boundary of `serverkeygen` answers (never inside base64 text).
+pub const KEYGEN_BOUNDARY: &str = "mutual-est-part";
+
+/// `serverkeygen` (RFC 7030 §4.4.2): the PKCS#8 private key, then the certs-only PKCS#7, each
+/// base64. Not cached anywhere: the key exists only in this answer.
+fn keygen_response(key_pkcs8: &[u8], leaf: &[u8]) -> Result<Resp, EstError> {
+    let p7 = wire::certs_only(&[leaf.to_vec()]).map_err(EstError::internal)?;
+    let body = Zeroizing::new(wire::keygen_body(KEYGEN_BOUNDARY, key_pkcs8, &p7));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(
+            "content-type",
+            format!("multipart/mixed; boundary={KEYGEN_BOUNDARY}"),
+        )
+        .header("cache-control", "no-store")
+        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+        .map_err(EstError::internal)
+}
+
 fn certs_response(certs: &[Vec<u8>]) -> Result<Resp, EstError> {
     let p7 = wire::certs_only(certs).map_err(EstError::internal)?;
     Ok(base64_response(StatusCode::OK, CERTS_ONLY, &p7))
@@ -719,5 +827,6 @@ pub fn parse_for_fuzzing(input: &[u8]) {
     let _ = mutual_pki::ca::Csr::parse(input).map(|c| c.sans().map(<[San]>::len));
     let _ = wire::parse_certs_only(input);
     let _ = wire::parse_csr_attrs(input);
+    let _ = wire::parse_keygen_body("multipart/mixed; boundary=mutual-est-part", input);
     let _ = DeviceFacts::of(input);
 }

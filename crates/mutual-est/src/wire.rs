@@ -127,6 +127,61 @@ pub fn parse_enroll_body(body: &[u8]) -> Result<mutual_pki::ca::Csr, EstError> {
     mutual_pki::ca::Csr::parse(&der).map_err(|e| EstError::new("bad_request", e.to_string()))
 }
 
+/// The body of a `serverkeygen` answer (RFC 7030 §4.4.2): `multipart/mixed` with the private
+/// key (`application/pkcs8`, PKCS#8 PrivateKeyInfo DER) and the certificate
+/// (`application/pkcs7-mime; smime-type=certs-only`), both base64 with CRLF line ends.
+pub fn keygen_body(boundary: &str, key_pkcs8: &[u8], certs_only: &[u8]) -> String {
+    format!(
+        "--{boundary}\r\nContent-Type: application/pkcs8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}--{boundary}\r\nContent-Type: application/pkcs7-mime; smime-type=certs-only\r\nContent-Transfer-Encoding: base64\r\n\r\n{}--{boundary}--\r\n",
+        encode_base64_body(key_pkcs8),
+        encode_base64_body(certs_only),
+    )
+}
+
+/// The two parts of a `serverkeygen` answer (the client's reading of [`keygen_body`], also
+/// fuzzed): (PKCS#8 DER, PKCS#7 DER), found by their content types in either order.
+pub fn parse_keygen_body(content_type: &str, body: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let boundary = content_type
+        .split(';')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("boundary="))
+        .map(|b| b.trim_matches('"'))
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| format!("{content_type:?} is not multipart with a boundary"))?;
+    let text = std::str::from_utf8(body).map_err(|_| "the answer is not text".to_string())?;
+    let delim = format!("--{boundary}");
+    let (mut key, mut p7) = (None, None);
+    for part in text.split(delim.as_str()).skip(1) {
+        if part.starts_with("--") {
+            break;
+        }
+        let part = part.trim_start_matches(['\r', '\n']);
+        let (head, content) = part
+            .split_once("\r\n\r\n")
+            .or_else(|| part.split_once("\n\n"))
+            .ok_or_else(|| "a part has no header/body separator".to_string())?;
+        let ct = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-type")
+                    .then(|| v.trim().to_ascii_lowercase())
+            })
+            .unwrap_or_default();
+        let der = decode_base64_body(content.as_bytes()).map_err(|e| e.detail)?;
+        if ct.starts_with("application/pkcs8") {
+            key = Some(der);
+        } else if ct.starts_with("application/pkcs7-mime") {
+            p7 = Some(der);
+        }
+    }
+    match (key, p7) {
+        (Some(k), Some(p)) => Ok((k, p)),
+        _ => Err("the answer lacks the application/pkcs8 or the PKCS#7 part".into()),
+    }
+}
+
 const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.1");
 const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
 
@@ -306,6 +361,15 @@ mod tests {
             }
             crate::parse_for_fuzzing(&der[..i]);
         }
+    }
+
+    #[test]
+    fn keygen_body_round_trip() {
+        let body = keygen_body("b0", &[1u8; 150], &[2u8; 70]);
+        let (k, p) = parse_keygen_body("multipart/mixed; boundary=b0", body.as_bytes()).unwrap();
+        assert_eq!((k, p), (vec![1u8; 150], vec![2u8; 70]));
+        assert!(parse_keygen_body("multipart/mixed", body.as_bytes()).is_err());
+        assert!(parse_keygen_body("multipart/mixed; boundary=zz", body.as_bytes()).is_err());
     }
 
     #[test]

@@ -108,6 +108,11 @@ pub struct ServeArgs {
     /// 'spiffe://fleet.example/device/{serial}'.
     #[arg(long, value_name = "TEMPLATE", requires = "est", value_parser = parse_identity)]
     pub est_identity: Option<mutual_est::IdentityTemplate>,
+    /// A file of factory serials (the subject serialNumber --est-identity reads), one per line,
+    /// `#` comments: those devices may no longer enroll (403 device_denied). Re-read when the
+    /// file changes, no restart needed.
+    #[arg(long = "est-deny-serial", value_name = "FILE", requires = "est")]
+    pub est_deny_serial: Option<std::path::PathBuf>,
     /// An EST label (/.well-known/est/LABEL/...) with its own --est-identity template
     /// (repeatable): LABEL=TEMPLATE.
     #[arg(long = "est-label", value_name = "LABEL=TEMPLATE", requires = "est", value_parser = parse_label)]
@@ -193,6 +198,11 @@ fn est_config(a: &ServeArgs) -> anyhow::Result<Option<mutual_est::EstConfig>> {
              the name a factory certificate may enroll for"
         );
     }
+    if let Some(p) = &a.est_deny_serial {
+        if let Err(e) = std::fs::read_to_string(p) {
+            anyhow::bail!("--est-deny-serial {}: {e}", p.display());
+        }
+    }
     let profile = |identity: Option<mutual_est::IdentityTemplate>| mutual_est::EstProfile {
         identity,
         ttl: a.est_ttl,
@@ -208,6 +218,7 @@ fn est_config(a: &ServeArgs) -> anyhow::Result<Option<mutual_est::EstConfig>> {
             .collect(),
         renew_grace: a.renew_grace,
         manual_approval: (a.est_approval == "manual").then_some(a.est_retry_after.max(1)),
+        deny_serials: a.est_deny_serial.clone(),
     }))
 }
 

@@ -439,8 +439,7 @@ fn every_endpoint_with_curl_openssl_and_python() {
     let san = x509(&leaf, &["-ext", "subjectAltName"]);
     assert!(san.contains("DNS:sensor-sn0002.line2.example"), "{san}");
     get(&ca, t, "/.well-known/est/nope/cacerts").refused(404, "not_found");
-    let a = curl(&ca, t, "/.well-known/est/serverkeygen", &["-X", "POST"]);
-    a.refused(501, "not_implemented");
+    get(&ca, t, "/.well-known/est/serverkeygen").refused(405, "method_not_allowed");
 
     // A one-time token as the HTTP Basic password (a device with no factory certificate).
     let token = ca.token(&["uri:spiffe://fleet.example/device/T1"], "1h", "client");
@@ -467,6 +466,354 @@ fn every_endpoint_with_curl_openssl_and_python() {
     assert!(
         m.contains(r#"mutual_ca_issued_total{method="est",result="ok"} 4"#),
         "{m}"
+    );
+}
+
+/// The two parts of a `serverkeygen` answer, split by Python's `email` module (a MIME parser
+/// that is not ours) into `stem.key.der` (application/pkcs8) and `stem.p7` (PKCS#7); returns the
+/// content types of the parts in order.
+fn python_split_multipart(a: &Answer, stem: &Path) -> Vec<String> {
+    let ct = a.header("content-type").unwrap();
+    let o = mutual_test::output_with_stdin(
+        Command::new("python3").args([
+            "-c",
+            "import sys, email, email.policy\n\
+             ct, key_out, p7_out = sys.argv[1:4]\n\
+             raw = b'Content-Type: ' + ct.encode() + b'\\r\\n\\r\\n' + sys.stdin.buffer.read()\n\
+             msg = email.message_from_bytes(raw, policy=email.policy.HTTP)\n\
+             assert msg.is_multipart(), 'not multipart'\n\
+             for part in msg.iter_parts():\n\
+             \x20   t = part.get_content_type()\n\
+             \x20   print(t)\n\
+             \x20   data = part.get_payload(decode=True)\n\
+             \x20   out = key_out if t == 'application/pkcs8' else p7_out\n\
+             \x20   open(out, 'wb').write(data)",
+            &ct,
+            s(&stem.with_extension("key.der")),
+            s(&stem.with_extension("p7")),
+        ]),
+        &a.body,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every file under `dir` (the CA's directory: inventory, WAL, log files).
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(all_files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn serverkeygen_sends_the_key_and_keeps_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let factory = Factory::new(t, "Acme");
+    let ca = est_server(t, &factory, &[]);
+    let (fcert, fkey) = factory.device("SN0700");
+    // The CSR carries the request; its key is a throwaway the CA ignores (RFC 7030 §4.4.1).
+    let (csr_key, b64) = est_csr(t, "kg", "");
+    let a = curl(
+        &ca,
+        t,
+        "/.well-known/est/serverkeygen",
+        &enroll_args(&b64, Some((&fcert, &fkey))),
+    );
+    assert_eq!(a.status, 200, "{}\n{}", a.headers, a.text());
+    assert!(
+        a.header("content-type")
+            .unwrap()
+            .starts_with("multipart/mixed; boundary="),
+        "{}",
+        a.headers
+    );
+    let stem = t.join("kg");
+    assert_eq!(
+        python_split_multipart(&a, &stem),
+        [
+            "application/pkcs8",
+            "application/pkcs7-mime" // smime-type is a parameter
+        ]
+    );
+    let key_der = stem.with_extension("key.der");
+    let leaf = t.join("kg-leaf.pem");
+    openssl_ok(&[
+        "pkcs7",
+        "-inform",
+        "DER",
+        "-in",
+        s(&stem.with_extension("p7")),
+        "-print_certs",
+        "-out",
+        s(&leaf),
+    ]);
+    // The key openssl reads from the answer is the certificate's, not the CSR's.
+    let cert_pub = openssl_ok(&["x509", "-in", s(&leaf), "-noout", "-pubkey"]);
+    let key_pub = openssl_ok(&["pkey", "-inform", "DER", "-in", s(&key_der), "-pubout"]);
+    assert_eq!(cert_pub, key_pub);
+    assert_ne!(
+        cert_pub,
+        openssl_ok(&["pkey", "-in", s(&csr_key), "-pubout"])
+    );
+    let san = x509(&leaf, &["-ext", "subjectAltName"]);
+    assert!(
+        san.contains("URI:spiffe://fleet.example/device/SN0700"),
+        "{san}"
+    );
+    let v = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&ca.root()),
+        "-untrusted",
+        s(&ca.d().join("intermediate.pem")),
+        "-purpose",
+        "sslclient",
+        s(&leaf),
+    ]);
+    assert!(v.code == 0 && v.stdout.contains(": OK"), "{}", v.text());
+    let serial = serial_of(&leaf);
+    assert_eq!(
+        row(&ca.inventory(), &serial)["requested_by"],
+        "est:bootstrap:SN0700"
+    );
+
+    // The same identity rules as simpleenroll: a name the device may not have.
+    let (_, other) = est_csr(t, "kg-other", "URI:spiffe://fleet.example/device/SN9999");
+    curl(
+        &ca,
+        t,
+        "/.well-known/est/serverkeygen",
+        &enroll_args(&other, Some((&fcert, &fkey))),
+    )
+    .refused(403, "name_not_allowed");
+    // No credentials at all.
+    curl(
+        &ca,
+        t,
+        "/.well-known/est/serverkeygen",
+        &enroll_args(&b64, None),
+    )
+    .refused(401, "no_client_cert");
+    // A token pays for one generated key, once.
+    let token = ca.token(&["uri:spiffe://fleet.example/device/T7"], "1h", "client");
+    let mut args = enroll_args(&b64, None);
+    args.extend(["-u".to_string(), format!("device:{token}")]);
+    let a = curl(&ca, t, "/.well-known/est/serverkeygen", &args);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let stem2 = t.join("kg-token");
+    python_split_multipart(&a, &stem2);
+    curl(&ca, t, "/.well-known/est/serverkeygen", &args).refused(401, "token_used");
+
+    // The mutual client: --server-keygen writes the CA's key, which matches its certificate.
+    let (fcert2, fkey2) = factory.device("SN0701");
+    let dir = t.join("dev");
+    let o = mutual(&[
+        "enroll",
+        "--est",
+        &ca.url(),
+        "--server-keygen",
+        "--bootstrap-cert",
+        s(&fcert2),
+        "--bootstrap-key",
+        s(&fkey2),
+        "--est-ca",
+        s(&ca.root()),
+        "--out",
+        s(&dir),
+    ])
+    .ok();
+    assert!(o.stdout.contains("key generated by the CA"), "{}", o.text());
+    assert_eq!(
+        openssl_ok(&["x509", "-in", s(&dir.join("cert.pem")), "-noout", "-pubkey"]),
+        openssl_ok(&["pkey", "-in", s(&dir.join("key.pem")), "-pubout"])
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join("key.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Never logged, never stored: neither the PKCS#8 (DER or base64) nor the private scalar
+    // of any generated key is in the CA's log or anywhere in its directory (inventory, WAL).
+    let mut secrets: Vec<Vec<u8>> = Vec::new();
+    for k in [key_der.clone(), stem2.with_extension("key.der")] {
+        let der = std::fs::read(&k).unwrap();
+        let text = openssl_ok(&["pkey", "-inform", "DER", "-in", s(&k), "-text", "-noout"]);
+        // "priv:" then hex bytes "aa:bb:..." over several lines until "pub:".
+        let hex: String = text
+            .split("priv:")
+            .nth(1)
+            .unwrap()
+            .split("pub:")
+            .next()
+            .unwrap()
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .collect();
+        let mut scalar = hex::decode(&hex).unwrap();
+        while scalar.len() > 32 && scalar[0] == 0 {
+            scalar.remove(0);
+        }
+        assert_eq!(scalar.len(), 32, "{text}");
+        secrets.push(base64_of(&der).replace('\n', "").into_bytes());
+        secrets.push(der);
+        secrets.push(hex.into_bytes());
+        secrets.push(scalar);
+    }
+    let pem_body: String = std::fs::read_to_string(dir.join("key.pem"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    secrets.push(pem_body.into_bytes());
+    let log = ca.log_text();
+    let mut places = all_files(ca.d());
+    places.push(t.join("ca-serve.log"));
+    for p in &places {
+        let bytes = std::fs::read(p).unwrap();
+        for secret in &secrets {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_slice()),
+                "a generated key is in {}",
+                p.display()
+            );
+        }
+    }
+    assert!(!log.is_empty());
+}
+
+/// `--est-deny-serial`: a listed factory serial is refused (`device_denied`) on simpleenroll
+/// and serverkeygen; adding a serial to the file takes effect without a restart.
+#[test]
+fn a_denied_factory_serial_enrolls_no_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let factory = Factory::new(t, "Acme");
+    let deny = t.join("deny.txt");
+    std::fs::write(&deny, "# retired devices\nSN0901  # stolen\n").unwrap();
+    let ca = est_server(t, &factory, &["--est-deny-serial", s(&deny)]);
+    let (ok_cert, ok_key) = factory.device("SN0900");
+    let (bad_cert, bad_key) = factory.device("SN0901");
+    let (_, b64) = est_csr(t, "deny", "");
+    let a = curl(
+        &ca,
+        t,
+        "/.well-known/est/simpleenroll",
+        &enroll_args(&b64, Some((&ok_cert, &ok_key))),
+    );
+    print_certs(t, &a, &t.join("ok.pem"));
+    for op in ["simpleenroll", "serverkeygen"] {
+        let v = curl(
+            &ca,
+            t,
+            &format!("/.well-known/est/{op}"),
+            &enroll_args(&b64, Some((&bad_cert, &bad_key))),
+        )
+        .refused(403, "device_denied");
+        assert!(v["detail"].as_str().unwrap().contains("SN0901"), "{v}");
+    }
+    // Listed later: refused from the next request on (the file is re-read when it changes).
+    std::fs::write(&deny, "SN0901\nSN0900\n").unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&deny)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    curl(
+        &ca,
+        t,
+        "/.well-known/est/simpleenroll",
+        &enroll_args(&b64, Some((&ok_cert, &ok_key))),
+    )
+    .refused(403, "device_denied");
+    // One issuance in all.
+    assert_eq!(ca.inventory().len(), 1 + ca_own_rows(&ca));
+}
+
+/// Rows the CA server itself has in the inventory (its own TLS certificate).
+fn ca_own_rows(ca: &CaServe) -> usize {
+    ca.inventory()
+        .iter()
+        .filter(|r| {
+            !r["requested_by"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("est:")
+        })
+        .count()
+}
+
+/// Manual approval and serverkeygen: held like simpleenroll, answered with a key once; a later
+/// poll gets `410 key_not_kept` (the CA kept no key to send again), and one certificate exists.
+#[test]
+fn serverkeygen_under_manual_approval_answers_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let factory = Factory::new(t, "Acme");
+    let ca = est_server(
+        t,
+        &factory,
+        &["--est-approval", "manual", "--est-retry-after", "1"],
+    );
+    let ep = "/.well-known/est/serverkeygen";
+    let (fcert, fkey) = factory.device("SN0800");
+    let (_, b64) = est_csr(t, "kgheld", "");
+    let args = enroll_args(&b64, Some((&fcert, &fkey)));
+    curl(&ca, t, ep, &args).refused(202, "pending");
+    let list = mutual(&["cert", "pending", "--dir", s(ca.d()), "--json"]).ok();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["requested_by"], "est:bootstrap:SN0800");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    mutual(&["cert", "approve", &id, "--dir", s(ca.d())]).ok();
+    let a = curl(&ca, t, ep, &args);
+    assert_eq!(a.status, 200, "{}", a.text());
+    let stem = t.join("kgheld");
+    python_split_multipart(&a, &stem);
+    let leaf = t.join("kgheld.pem");
+    openssl_ok(&[
+        "pkcs7",
+        "-inform",
+        "DER",
+        "-in",
+        s(&stem.with_extension("p7")),
+        "-print_certs",
+        "-out",
+        s(&leaf),
+    ]);
+    assert_eq!(
+        openssl_ok(&["x509", "-in", s(&leaf), "-noout", "-pubkey"]),
+        openssl_ok(&[
+            "pkey",
+            "-inform",
+            "DER",
+            "-in",
+            s(&stem.with_extension("key.der")),
+            "-pubout"
+        ])
+    );
+    curl(&ca, t, ep, &args).refused(410, "key_not_kept");
+    assert_eq!(
+        ca.inventory()
+            .iter()
+            .filter(|r| r["requested_by"] == "est:bootstrap:SN0800")
+            .count(),
+        1
     );
 }
 
@@ -784,6 +1131,17 @@ fn flags_are_checked() {
     assert_eq!(o.code, 2, "{}", o.text());
     assert!(
         o.stderr.contains("--est-bootstrap-ca needs --est-identity"),
+        "{}",
+        o.text()
+    );
+    let o = run(&[
+        "--est",
+        "--est-deny-serial",
+        s(&tmp.path().join("no-such-file")),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr.contains("--est-deny-serial") && o.stderr.contains("no-such-file"),
         "{}",
         o.text()
     );
