@@ -290,10 +290,14 @@ fn chain_rows(auth: &dyn Authority, issuer: &str) -> String {
         );
         return o;
     };
-    let root = int
-        .root
-        .clone()
-        .unwrap_or_else(|| auth.ca().root_pem().to_string());
+    // During a root rollover an intermediate may chain to a new root (`roots/ID.pem`).
+    let root = match &int.root {
+        Some(id) => {
+            let (pem, _) = mutual_pki::ca::issuers::root_files(auth.ca().dir(), id);
+            std::fs::read_to_string(pem).unwrap_or_default()
+        }
+        None => auth.ca().root_pem().to_string(),
+    };
     for (role, pem) in [
         (format!("intermediate {}", int.id), int.pem().to_string()),
         ("root".to_string(), root),
