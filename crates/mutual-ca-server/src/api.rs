@@ -447,9 +447,14 @@ impl mutual_console::Authority for State {
         self.admins.iter().any(|r| r.matches_identity(id))
     }
 
-    fn publish_crl(&self) -> mutual_console::BoxFuture<'_, Result<(), String>> {
+    fn publish_crl<'a>(
+        &'a self,
+        issuer: &'a str,
+    ) -> mutual_console::BoxFuture<'a, Result<(), String>> {
+        // The inherent `publish_crl_for` (a bare `State::publish_crl` here would name this trait
+        // method itself and recurse until the worker's stack overflows).
         Box::pin(async move {
-            State::publish_crl(self)
+            self.publish_crl_for(issuer)
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())

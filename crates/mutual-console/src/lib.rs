@@ -48,8 +48,9 @@ pub trait Authority: Send + Sync {
     fn ca(&self) -> &Ca;
     /// Whether `id` matches one of the `--admin` patterns.
     fn is_admin(&self, id: &Identity) -> bool;
-    /// Signs and stores a CRL after a revocation, so that `/v1/crl` lists it at once.
-    fn publish_crl(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// Signs and stores the CRL of intermediate `issuer` after a revocation of one of its
+    /// certificates, so that its CRL (`/v1/crl` for the default issuer) lists it at once.
+    fn publish_crl<'a>(&'a self, issuer: &'a str) -> BoxFuture<'a, Result<(), String>>;
     /// Mints a one-time enrollment token with the CA server's provisioner key.
     fn mint_token(&self, req: &TokenRequest) -> Result<MintedToken, String>;
     /// EST enrollments waiting for an operator's approval (`ca serve --est-approval manual`),
@@ -94,10 +95,12 @@ pub trait Authority: Send + Sync {
             if moved {
                 return Ok(Decided::Done);
             }
-            Ok(match store.est_request_get(id).await.map_err(|e| e.to_string())? {
-                Some(r) => Decided::NotPending(r.status),
-                None => Decided::Unknown,
-            })
+            Ok(
+                match store.est_request_get(id).await.map_err(|e| e.to_string())? {
+                    Some(r) => Decided::NotPending(r.status),
+                    None => Decided::Unknown,
+                },
+            )
         })
     }
 }
@@ -327,9 +330,15 @@ mod tests {
 
     #[test]
     fn ca_urls() {
-        assert_eq!(ca_url(true, Some("ca.example:9443")), "https://ca.example:9443");
+        assert_eq!(
+            ca_url(true, Some("ca.example:9443")),
+            "https://ca.example:9443"
+        );
         assert_eq!(ca_url(true, Some("[::1]:9443")), "https://[::1]:9443");
-        assert_eq!(ca_url(false, Some("127.0.0.1:9444")), "https://CA-HOST:PORT");
+        assert_eq!(
+            ca_url(false, Some("127.0.0.1:9444")),
+            "https://CA-HOST:PORT"
+        );
         assert_eq!(ca_url(true, Some("a\"><b")), "https://CA-HOST:PORT");
         assert_eq!(ca_url(true, None), "https://CA-HOST:PORT");
     }

@@ -61,7 +61,7 @@ pub(crate) async fn get(
     query: &str,
 ) -> Resp {
     match path {
-        "/ui" | "/ui/" => inventory(auth, admin, query).await,
+        "/ui" | "/ui/" => Box::pin(inventory(auth, admin, query)).await,
         "/ui/chain.pem" => finish(
             base(StatusCode::OK)
                 .header("content-type", "application/x-pem-file")
@@ -73,10 +73,10 @@ pub(crate) async fn get(
         ),
         "/ui/tokens/new" => token_form(admin, session, None),
         "/ui/crl" => crl(auth, admin).await,
-        "/ui/enrollments" => enrollments(auth, admin, session, None).await,
+        "/ui/enrollments" => Box::pin(enrollments(auth, admin, session, None)).await,
         _ => match path.strip_prefix("/ui/cert/") {
             Some(serial) if !serial.contains('/') => {
-                certificate(auth, admin, session, serial, None).await
+                Box::pin(certificate(auth, admin, session, serial, None)).await
             }
             _ => not_found(admin, "no such console page"),
         },
@@ -98,7 +98,9 @@ pub(crate) async fn post(
         .strip_prefix("/ui/cert/")
         .and_then(|r| r.strip_suffix("/revoke"))
     {
-        return revoke(auth, admin, session, serial, form).await;
+        // Boxed: each page's future lives on the heap, so that the connection task's future
+        // (and the worker's stack in debug builds) does not grow with every page.
+        return Box::pin(revoke(auth, admin, session, serial, form)).await;
     }
     if let Some(rest) = path.strip_prefix("/ui/enrollments/") {
         let (id, approve) = match rest.rsplit_once('/') {
@@ -106,7 +108,7 @@ pub(crate) async fn post(
             Some((id, "reject")) => (id, false),
             _ => return not_found(admin, "no such console action"),
         };
-        return decide(auth, admin, session, id, approve).await;
+        return Box::pin(decide(auth, admin, session, id, approve)).await;
     }
     not_found(admin, "no such console action")
 }
@@ -490,8 +492,8 @@ async fn revoke(
         .revoke_as(&serial, reason.as_str(), unix_now(), Some(&by))
         .await;
     let msg = match out {
-        Ok(RevokeOutcome::Revoked(_)) => {
-            if let Err(e) = auth.publish_crl().await {
+        Ok(RevokeOutcome::Revoked(rec)) => {
+            if let Err(e) = auth.publish_crl(&rec.issuer).await {
                 // The row is revoked; the next --crl-refresh signs the CRL that lists it.
                 tracing::warn!(error = %e, "console: CRL publication after a revocation failed");
             }
@@ -520,7 +522,7 @@ async fn revoke(
             return store_failed(admin, &e);
         }
     };
-    certificate(auth, admin, session, &serial, Some(&msg)).await
+    Box::pin(certificate(auth, admin, session, &serial, Some(&msg))).await
 }
 
 fn token_form(admin: &Admin, session: &Session, error: Option<&str>) -> Resp {
@@ -708,10 +710,16 @@ async fn decide(
             } else {
                 format!("Rejected {id}: the device's next poll is refused.")
             };
-            enrollments(auth, admin, session, Some(&msg)).await
+            Box::pin(enrollments(auth, admin, session, Some(&msg))).await
         }
         Ok(crate::Decided::NotPending(status)) => {
-            audit(admin, action, "-", "not_pending", &format!("id={id} status={status}"));
+            audit(
+                admin,
+                action,
+                "-",
+                "not_pending",
+                &format!("id={id} status={status}"),
+            );
             refusal(
                 StatusCode::CONFLICT,
                 "not_pending",

@@ -281,7 +281,9 @@ where
     String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     let mut qb = QueryBuilder::<DB>::new(head);
-    qb.push("SELECT ").push(COLUMNS).push(" FROM certificates WHERE 1=1");
+    qb.push("SELECT ")
+        .push(COLUMNS)
+        .push(" FROM certificates WHERE 1=1");
     match f.status {
         Some(Status::Valid) => {
             qb.push(" AND status = 'valid' AND not_after > ")
@@ -751,7 +753,9 @@ impl PgStore {
             .map_err(db("explain list"))?;
         let mut qb = list_query::<sqlx::Postgres>("EXPLAIN ", f, now, None, limit);
         let rows = qb.build().fetch_all(&mut *conn).await;
-        let reset = sqlx::query("RESET enable_seqscan").execute(&mut *conn).await;
+        let reset = sqlx::query("RESET enable_seqscan")
+            .execute(&mut *conn)
+            .await;
         let rows = rows.map_err(db("explain list"))?;
         reset.map_err(db("explain list"))?;
         rows.iter()

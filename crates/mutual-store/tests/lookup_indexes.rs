@@ -88,13 +88,18 @@ async fn check(s: &Store, uses: &dyn Fn(&str, &str) -> bool) {
         .await
         .unwrap()
         .join("\n");
-    assert!(uses(&plan, "certificates_requested_by"), "requester:\n{plan}");
+    assert!(
+        uses(&plan, "certificates_requested_by"),
+        "requester:\n{plan}"
+    );
 }
 
 #[tokio::test]
 async fn sqlite_searches_fingerprints_and_requesters_by_index() {
     let d = tempfile::tempdir().unwrap();
-    let s = Store::open_sqlite(&d.path().join("i.db"), true).await.unwrap();
+    let s = Store::open_sqlite(&d.path().join("i.db"), true)
+        .await
+        .unwrap();
     // SQLite says "SEARCH certificates USING INDEX NAME (...)"; a scan would be "SCAN".
     check(&s, &|plan, index| {
         plan.lines()
