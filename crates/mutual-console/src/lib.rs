@@ -324,6 +324,15 @@ where
     Ok(url::form_urlencoded::parse(&body).into_owned().collect())
 }
 
+pub(crate) fn form_value<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// What a request on the loopback listener (`--ui-listen`) may reach: the console only.
+pub fn loopback_viewer(addr: SocketAddr) -> Viewer<'static> {
+    Viewer::Loopback(addr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::ca_url;
@@ -342,13 +351,4 @@ mod tests {
         assert_eq!(ca_url(true, Some("a\"><b")), "https://CA-HOST:PORT");
         assert_eq!(ca_url(true, None), "https://CA-HOST:PORT");
     }
-}
-
-pub(crate) fn form_value<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-/// What a request on the loopback listener (`--ui-listen`) may reach: the console only.
-pub fn loopback_viewer(addr: SocketAddr) -> Viewer<'static> {
-    Viewer::Loopback(addr)
 }

@@ -18,7 +18,12 @@ fn cert(i: usize, requested_by: &str) -> NewCert {
         not_after: 2_000_000_000 + i as i64,
         requested_by: Some(requested_by.into()),
         sha256: format!("{i:064x}"),
-        issuer: if i % 2 == 0 { "int-1" } else { "int-2" }.into(),
+        issuer: if i.is_multiple_of(2) {
+            "int-1"
+        } else {
+            "int-2"
+        }
+        .into(),
     }
 }
 
