@@ -1,4 +1,4 @@
-//! Migration 0009: the inventory page's fingerprint search and requester-prefix filter are index
+//! Migration 0009: the inventory page's fingerprint search, requester-prefix and issuer filters are index
 //! searches, not scans (docs/console.md, "Scale"), checked with the database's own plan of the
 //! real query (`Store::explain_list`: `EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on
 //! PostgreSQL), and the prefix range returns exactly the rows a prefix compare would.

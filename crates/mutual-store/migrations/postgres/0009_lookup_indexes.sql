@@ -7,3 +7,6 @@
 CREATE INDEX IF NOT EXISTS certificates_sha256 ON certificates (sha256);
 CREATE INDEX IF NOT EXISTS certificates_requested_by
     ON certificates ((requested_by COLLATE "C"), not_after, serial);
+-- The issuer filter (`int-2`...) in notAfter order: with one issuer holding nearly every row, a
+-- filter on another would otherwise walk the whole notAfter index to find none.
+CREATE INDEX IF NOT EXISTS certificates_issuer_not_after ON certificates (issuer, not_after, serial);
