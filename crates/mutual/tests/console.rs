@@ -386,6 +386,34 @@ fn console_pages_follow_the_keyset_and_the_loopback_listener() {
             "{issuer}: {body}"
         );
     }
+    // After a rotation, a certificate's page shows the chain of its own intermediate: int-2's
+    // for one it signed, still int-1's for the ones before.
+    mutual(&["ca", "rotate-intermediate", "--dir", c.ca.d()]).ok();
+    c.ca.issue("rotated", &["--san", "dns:rotated.internal"])
+        .ok();
+    let page = |name: &str| {
+        let raw = Command::new("curl")
+            .args(["-sS", &format!("{ui}/ui/cert/{}", c.serial(name))])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&raw.stdout).into_owned()
+    };
+    let hex = |pem: &Path| fingerprint_of(pem).replace(':', "").to_ascii_lowercase();
+    let int2 = hex(&c.ca.dir.join("issuers/int-2.pem"));
+    let int1 = hex(&c.ca.dir.join("intermediate.pem"));
+    let body = page("rotated");
+    assert!(body.contains("<td>intermediate int-2</td>"), "{body}");
+    assert!(body.contains(&int2) && !body.contains(&int1), "{body}");
+    let body = page("web");
+    assert!(body.contains("<td>intermediate int-1</td>"), "{body}");
+    assert!(body.contains(&int1) && !body.contains(&int2), "{body}");
+    let raw = Command::new("curl")
+        .args(["-sS", &format!("{ui}/ui/?issuer=int-2")])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&raw.stdout);
+    assert_eq!(body.matches("<td class=\"mono\">").count(), 1, "{body}");
+    assert!(body.contains("rotated.internal"), "{body}");
 }
 
 #[test]
