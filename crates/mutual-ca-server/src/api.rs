@@ -447,17 +447,17 @@ impl mutual_console::Authority for State {
         self.admins.iter().any(|r| r.matches_identity(id))
     }
 
-    fn publish_crl(&self) -> mutual_console::BoxFuture<'_, Result<(), String>> {
-        // The certificate just revoked may be any issuer's (a retiring intermediate's too):
-        // each issuer's CRL is signed anew. (This called `State::publish_crl`, which after the
-        // per-issuer CRLs resolved to this very method: endless recursion.)
+    fn publish_crl<'a>(
+        &'a self,
+        issuer: &'a str,
+    ) -> mutual_console::BoxFuture<'a, Result<(), String>> {
+        // The inherent `publish_crl_for` (a bare `State::publish_crl` here would name this trait
+        // method itself and recurse until the worker's stack overflows).
         Box::pin(async move {
-            for i in self.ca.issuers().all() {
-                self.publish_crl_for(&i.id)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            Ok(())
+            self.publish_crl_for(issuer)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
     }
 

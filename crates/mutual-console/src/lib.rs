@@ -1,7 +1,7 @@
 //! The CA's web console, served by `mutual ca serve` at `/ui/` (docs/console.md): the inventory
 //! with search, filters and keyset paging, a certificate's page, revocation with a reason, a new
-//! enrollment token (shown once), the CRL's status, and the place where pending enrollments
-//! will be approved.
+//! enrollment token (shown once), the CRL's status, and EST enrollments waiting for an
+//! operator's approval or rejection.
 //!
 //! Why a crate of its own: the console is one more front door of the CA (DESIGN.md, "one CA,
 //! many front doors") with its own way of authenticating a person (an admin client certificate
@@ -48,15 +48,71 @@ pub trait Authority: Send + Sync {
     fn ca(&self) -> &Ca;
     /// Whether `id` matches one of the `--admin` patterns.
     fn is_admin(&self, id: &Identity) -> bool;
-    /// Signs and stores a CRL after a revocation, so that `/v1/crl` lists it at once.
-    fn publish_crl(&self) -> BoxFuture<'_, Result<(), String>>;
+    /// Signs and stores the CRL of intermediate `issuer` after a revocation of one of its
+    /// certificates, so that its CRL (`/v1/crl` for the default issuer) lists it at once.
+    fn publish_crl<'a>(&'a self, issuer: &'a str) -> BoxFuture<'a, Result<(), String>>;
     /// Mints a one-time enrollment token with the CA server's provisioner key.
     fn mint_token(&self, req: &TokenRequest) -> Result<MintedToken, String>;
-    /// Enrollments waiting for an operator's approval. None exist before EST's manual approval
-    /// mode: the console already lists them and has the place for approve/reject.
+    /// EST enrollments waiting for an operator's approval (`ca serve --est-approval manual`),
+    /// oldest first: the same list as `mutual cert pending`.
     fn pending_enrollments(&self) -> BoxFuture<'_, Result<Vec<PendingEnrollment>, String>> {
-        Box::pin(async { Ok(Vec::new()) })
+        Box::pin(async move {
+            use mutual_store::EstStore;
+            let list = self
+                .ca()
+                .store()
+                .est_request_list(Some("pending"))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(list
+                .into_iter()
+                .map(|r| PendingEnrollment {
+                    sans: serde_json::from_str(&r.names).unwrap_or_default(),
+                    id: r.id,
+                    label: r.label,
+                    requested_by: r.requested_by,
+                    received_at: r.created_at,
+                })
+                .collect())
+        })
     }
+    /// Approves or rejects a pending EST enrollment as `by`, with the same effect as
+    /// `mutual cert approve|reject ID`: one conditional update, so a request is decided once.
+    fn decide_enrollment<'a>(
+        &'a self,
+        id: &'a str,
+        approve: bool,
+        by: &'a str,
+    ) -> BoxFuture<'a, Result<Decided, String>> {
+        Box::pin(async move {
+            use mutual_store::EstStore;
+            let store = self.ca().store();
+            let to = if approve { "approved" } else { "rejected" };
+            let moved = store
+                .est_request_move(id, "pending", to, Some(by), None, None, unix_now())
+                .await
+                .map_err(|e| e.to_string())?;
+            if moved {
+                return Ok(Decided::Done);
+            }
+            Ok(
+                match store.est_request_get(id).await.map_err(|e| e.to_string())? {
+                    Some(r) => Decided::NotPending(r.status),
+                    None => Decided::Unknown,
+                },
+            )
+        })
+    }
+}
+
+/// What became of an approve/reject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decided {
+    Done,
+    /// Decided already (by someone else, or a second click): its status now.
+    NotPending(String),
+    /// No such request.
+    Unknown,
 }
 
 /// A token an admin asks for in the console.
@@ -88,12 +144,15 @@ impl std::fmt::Debug for MintedToken {
     }
 }
 
-/// An enrollment waiting for approval (filled by EST's manual approval mode, later).
+/// An EST enrollment waiting for approval.
 #[derive(Clone, Debug)]
 pub struct PendingEnrollment {
+    /// The id `mutual cert pending` shows (from the CSR).
     pub id: String,
-    pub subject: String,
+    /// The EST label (`''`: /.well-known/est/).
+    pub label: String,
     pub sans: Vec<String>,
+    /// `est:bootstrap:SN`, `est:token:JTI`, `est:reenroll:SERIAL`.
     pub requested_by: String,
     /// Unix seconds.
     pub received_at: i64,
@@ -166,6 +225,12 @@ where
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let session = auth::Session::from_headers(req.headers(), admin.tls);
+    let req_host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
     let resp = if method == Method::POST {
         if auth::cross_site(req.headers()) {
             pages::audit_refusal(&admin, &path, "csrf_failed");
@@ -190,7 +255,8 @@ where
                 &admin.principal,
             );
         }
-        pages::post(auth, &admin, &session, &path, &form).await
+        let ca_url = ca_url(admin.tls, req_host.as_deref());
+        pages::post(auth, &admin, &session, &path, &form, &ca_url).await
     } else if method == Method::GET || method == Method::HEAD {
         pages::get(auth, &admin, &session, &path, &query).await
     } else {
@@ -202,6 +268,23 @@ where
         )
     };
     session.set_cookie(resp)
+}
+
+/// The CA's URL as the browser reached it (`https://` + the request's Host), for the `mutual
+/// enroll --ca-url` line of a new token. On the loopback listener the Host is the console's own
+/// port, not the API's, so the line keeps a placeholder. A Host with anything but host-name,
+/// address and port characters is not repeated.
+fn ca_url(tls: bool, host: Option<&str>) -> String {
+    let ok = |h: &str| {
+        !h.is_empty()
+            && h.len() <= 255
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+    };
+    match host {
+        Some(h) if tls && ok(h) => format!("https://{h}"),
+        _ => "https://CA-HOST:PORT".to_string(),
+    }
 }
 
 /// A `application/x-www-form-urlencoded` body of at most [`MAX_FORM`] bytes, as pairs.
@@ -248,4 +331,24 @@ pub(crate) fn form_value<'a>(form: &'a [(String, String)], key: &str) -> Option<
 /// What a request on the loopback listener (`--ui-listen`) may reach: the console only.
 pub fn loopback_viewer(addr: SocketAddr) -> Viewer<'static> {
     Viewer::Loopback(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ca_url;
+
+    #[test]
+    fn ca_urls() {
+        assert_eq!(
+            ca_url(true, Some("ca.example:9443")),
+            "https://ca.example:9443"
+        );
+        assert_eq!(ca_url(true, Some("[::1]:9443")), "https://[::1]:9443");
+        assert_eq!(
+            ca_url(false, Some("127.0.0.1:9444")),
+            "https://CA-HOST:PORT"
+        );
+        assert_eq!(ca_url(true, Some("a\"><b")), "https://CA-HOST:PORT");
+        assert_eq!(ca_url(true, None), "https://CA-HOST:PORT");
+    }
 }

@@ -61,7 +61,7 @@ pub(crate) async fn get(
     query: &str,
 ) -> Resp {
     match path {
-        "/ui" | "/ui/" => inventory(auth, admin, query).await,
+        "/ui" | "/ui/" => Box::pin(inventory(auth, admin, query)).await,
         "/ui/chain.pem" => finish(
             base(StatusCode::OK)
                 .header("content-type", "application/x-pem-file")
@@ -73,10 +73,10 @@ pub(crate) async fn get(
         ),
         "/ui/tokens/new" => token_form(admin, session, None),
         "/ui/crl" => crl(auth, admin).await,
-        "/ui/enrollments" => enrollments(auth, admin, session).await,
+        "/ui/enrollments" => Box::pin(enrollments(auth, admin, session, None)).await,
         _ => match path.strip_prefix("/ui/cert/") {
             Some(serial) if !serial.contains('/') => {
-                certificate(auth, admin, session, serial, None).await
+                Box::pin(certificate(auth, admin, session, serial, None)).await
             }
             _ => not_found(admin, "no such console page"),
         },
@@ -89,20 +89,26 @@ pub(crate) async fn post(
     session: &Session,
     path: &str,
     form: &[(String, String)],
+    ca_url: &str,
 ) -> Resp {
     if path == "/ui/tokens" {
-        return create_token(auth, admin, session, form);
+        return create_token(auth, admin, session, form, ca_url);
     }
     if let Some(serial) = path
         .strip_prefix("/ui/cert/")
         .and_then(|r| r.strip_suffix("/revoke"))
     {
-        return revoke(auth, admin, session, serial, form).await;
+        // Boxed: each page's future lives on the heap, so that the connection task's future
+        // (and the worker's stack in debug builds) does not grow with every page.
+        return Box::pin(revoke(auth, admin, session, serial, form)).await;
     }
     if let Some(rest) = path.strip_prefix("/ui/enrollments/") {
-        // The place for EST's approve/reject: no enrollment waits for approval yet.
-        audit(admin, "enrollment_decision", "-", "not_found", rest);
-        return not_found(admin, "no such pending enrollment");
+        let (id, approve) = match rest.rsplit_once('/') {
+            Some((id, "approve")) => (id, true),
+            Some((id, "reject")) => (id, false),
+            _ => return not_found(admin, "no such console action"),
+        };
+        return Box::pin(decide(auth, admin, session, id, approve)).await;
     }
     not_found(admin, "no such console action")
 }
@@ -192,6 +198,7 @@ async fn inventory(auth: &dyn Authority, admin: &Admin, qs: &str) -> Resp {
          <option{}>valid</option><option{}>revoked</option><option{}>expired</option></select></label>\
          <label>Expiring within <input name=\"expiring\" id=\"expiring\" size=\"5\" value=\"{}\" placeholder=\"7d\"></label>\
          <label>Requested by <input name=\"requester\" id=\"requester\" size=\"14\" value=\"{}\" placeholder=\"token:\"></label>\
+         <label>Issuer <select name=\"issuer\" id=\"issuer\"><option value=\"\">all</option>{}</select></label>\
          <button type=\"submit\" id=\"go\">Search</button> <a href=\"/ui/\">clear</a></fieldset></form>",
         esc(&q.q),
         sel("valid"),
@@ -199,6 +206,7 @@ async fn inventory(auth: &dyn Authority, admin: &Admin, qs: &str) -> Resp {
         sel("expired"),
         esc(q.expiring.as_ref().map(|(s, _)| s.as_str()).unwrap_or("")),
         esc(&q.requester),
+        issuer_options(auth, q.issuer.as_deref()),
     );
     if let Some(k) = &chosen {
         let _ = write!(
@@ -210,13 +218,13 @@ async fn inventory(auth: &dyn Authority, admin: &Admin, qs: &str) -> Resp {
     }
     b.push_str(
         "<table id=\"certs\"><thead><tr><th>Name</th><th>Names (SANs)</th><th>Serial</th>\
-         <th>Status</th><th>Not after</th><th>Usage</th><th>Requested by</th></tr></thead><tbody>",
+         <th>Status</th><th>Not after</th><th>Usage</th><th>Issuer</th><th>Requested by</th></tr></thead><tbody>",
     );
     for r in &page.rows {
         let _ = write!(
             b,
             "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td class=\"mono\">{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&cert_link(&r.serial)),
             esc(&r.name),
             esc(&r.sans.join(", ")),
@@ -224,6 +232,7 @@ async fn inventory(auth: &dyn Authority, admin: &Admin, qs: &str) -> Resp {
             status_cell(r),
             esc(&rfc3339(r.not_after)),
             esc(&r.usage),
+            esc(&r.issuer),
             esc(r.requested_by.as_deref().unwrap_or("-")),
         );
     }
@@ -250,12 +259,50 @@ async fn inventory(auth: &dyn Authority, admin: &Admin, qs: &str) -> Resp {
     html_ok("Inventory", admin, &b)
 }
 
-/// Subject, notAfter and SHA-256 of each CA certificate above the leaf.
-fn chain_rows(auth: &dyn Authority) -> String {
+/// The issuer filter's options: every intermediate in issuers.toml, the chosen one selected.
+fn issuer_options(auth: &dyn Authority, chosen: Option<&str>) -> String {
     let mut o = String::new();
+    let set = auth.ca().issuers();
+    let mut ids: Vec<String> = set.all().iter().map(|i| i.id.clone()).collect();
+    if let Some(c) = chosen.filter(|c| !ids.iter().any(|i| i == c)) {
+        ids.push(c.to_string());
+    }
+    for id in ids {
+        let sel = if Some(id.as_str()) == chosen {
+            " selected"
+        } else {
+            ""
+        };
+        let _ = write!(o, "<option{sel}>{}</option>", esc(&id));
+    }
+    o
+}
+
+/// Subject, notAfter and SHA-256 of each CA certificate above a leaf signed by `issuer` (its
+/// own intermediate, not the default one: after `ca rotate-intermediate` they differ).
+fn chain_rows(auth: &dyn Authority, issuer: &str) -> String {
+    let mut o = String::new();
+    let set = auth.ca().issuers();
+    let Some(int) = set.get(issuer) else {
+        let _ = write!(
+            o,
+            "<tr><td>intermediate</td><td colspan=\"3\" id=\"issuer-missing\">{} is not in this \
+             CA's issuers.toml any more</td></tr>",
+            esc(issuer)
+        );
+        return o;
+    };
+    // During a root rollover an intermediate may chain to a new root (`roots/ID.pem`).
+    let root = match &int.root {
+        Some(id) => {
+            let (pem, _) = mutual_pki::ca::issuers::root_files(auth.ca().dir(), id);
+            std::fs::read_to_string(pem).unwrap_or_default()
+        }
+        None => auth.ca().root_pem().to_string(),
+    };
     for (role, pem) in [
-        ("intermediate", auth.ca().intermediate_pem()),
-        ("root", auth.ca().root_pem().to_string()),
+        (format!("intermediate {}", int.id), int.pem().to_string()),
+        ("root".to_string(), root),
     ] {
         let Ok((_, p)) = x509_parser::pem::parse_x509_pem(pem.as_bytes()) else {
             continue;
@@ -273,7 +320,8 @@ fn chain_rows(auth: &dyn Authority) -> String {
         };
         let _ = write!(
             o,
-            "<tr><td>{role}</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td></tr>",
+            esc(&role),
             esc(&subject),
             esc(&not_after),
             esc(&sha)
@@ -348,6 +396,10 @@ async fn certificate(
         "Key usage / extended key usage",
         format!("digitalSignature / {}", eku(&r.usage)),
     );
+    row(
+        "Issuer",
+        format!("<code id=\"issuer\">{}</code>", esc(&r.issuer)),
+    );
     row("Not before", esc(&rfc3339(r.not_before)));
     row("Not after", esc(&rfc3339(r.not_after)));
     row(
@@ -389,7 +441,7 @@ async fn certificate(
         esc(&r.subject),
         esc(&rfc3339(r.not_after)),
         esc(&r.sha256),
-        chain_rows(auth)
+        chain_rows(auth, &r.issuer)
     );
     if r.status != Status::Revoked {
         let mut opts = String::new();
@@ -440,8 +492,8 @@ async fn revoke(
         .revoke_as(&serial, reason.as_str(), unix_now(), Some(&by))
         .await;
     let msg = match out {
-        Ok(RevokeOutcome::Revoked(_)) => {
-            if let Err(e) = auth.publish_crl().await {
+        Ok(RevokeOutcome::Revoked(rec)) => {
+            if let Err(e) = auth.publish_crl(&rec.issuer).await {
                 // The row is revoked; the next --crl-refresh signs the CRL that lists it.
                 tracing::warn!(error = %e, "console: CRL publication after a revocation failed");
             }
@@ -470,7 +522,7 @@ async fn revoke(
             return store_failed(admin, &e);
         }
     };
-    certificate(auth, admin, session, &serial, Some(&msg)).await
+    Box::pin(certificate(auth, admin, session, &serial, Some(&msg))).await
 }
 
 fn token_form(admin: &Admin, session: &Session, error: Option<&str>) -> Resp {
@@ -546,6 +598,7 @@ fn create_token(
     admin: &Admin,
     session: &Session,
     form: &[(String, String)],
+    ca_url: &str,
 ) -> Resp {
     let req = match token_request(form) {
         Ok(r) => r,
@@ -582,12 +635,13 @@ fn create_token(
          <table><tr><th>Id (jti)</th><td class=\"mono\" id=\"jti\">{}</td></tr>\
          <tr><th>Names</th><td>{}</td></tr><tr><th>Usage</th><td>{}</td></tr>\
          <tr><th>Valid until</th><td>{}</td></tr></table>\
-         <p>Use it: <code>mutual enroll --ca-url https://THIS-CA --root-sha256 {} --token TOKEN --out DIR</code></p>",
+         <p>Use it: <code id=\"enroll-line\">mutual enroll --ca-url {} --root-sha256 {} --token TOKEN --out DIR</code></p>",
         esc(&minted.token),
         esc(&minted.jti),
         esc(&names.join(", ")),
         esc(req.usage.as_str()),
         esc(&rfc3339(minted.expires_at)),
+        esc(ca_url),
         esc(&auth.ca().root_fingerprint_sha256()),
     );
     html_ok("Token created", admin, &b)
@@ -628,31 +682,108 @@ async fn crl(auth: &dyn Authority, admin: &Admin) -> Resp {
     html_ok("CRL", admin, &b)
 }
 
-/// `/ui/enrollments`: enrollments waiting for an operator (EST's manual approval, later).
-async fn enrollments(auth: &dyn Authority, admin: &Admin, session: &Session) -> Resp {
+/// POST `/ui/enrollments/ID/approve|reject`: the decision `mutual cert approve|reject` makes,
+/// recorded as `console:<who>`; the device gets its certificate (or its refusal) at its next poll.
+async fn decide(
+    auth: &dyn Authority,
+    admin: &Admin,
+    session: &Session,
+    id: &str,
+    approve: bool,
+) -> Resp {
+    let action = if approve {
+        "enrollment_approve"
+    } else {
+        "enrollment_reject"
+    };
+    // Ids are 16 hex digits (from the CSR); anything else cannot be one.
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        audit(admin, action, "-", "not_found", "malformed id");
+        return not_found(admin, "no such pending enrollment");
+    }
+    let by = format!("console:{}", admin.principal);
+    match auth.decide_enrollment(id, approve, &by).await {
+        Ok(crate::Decided::Done) => {
+            audit(admin, action, "-", "ok", &format!("id={id}"));
+            let msg = if approve {
+                format!("Approved {id}: the device gets its certificate at its next poll.")
+            } else {
+                format!("Rejected {id}: the device's next poll is refused.")
+            };
+            Box::pin(enrollments(auth, admin, session, Some(&msg))).await
+        }
+        Ok(crate::Decided::NotPending(status)) => {
+            audit(
+                admin,
+                action,
+                "-",
+                "not_pending",
+                &format!("id={id} status={status}"),
+            );
+            refusal(
+                StatusCode::CONFLICT,
+                "not_pending",
+                &format!("enrollment {id} is {status}, not pending: it was decided already"),
+                &admin.principal,
+            )
+        }
+        Ok(crate::Decided::Unknown) => {
+            audit(admin, action, "-", "not_found", &format!("id={id}"));
+            not_found(admin, "no such pending enrollment")
+        }
+        Err(e) => {
+            audit(admin, action, "-", "store_unavailable", &format!("id={id}"));
+            tracing::warn!(error = %e, "console: enrollment decision failed");
+            refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store did not answer; try again",
+                &admin.principal,
+            )
+        }
+    }
+}
+
+/// `/ui/enrollments`: EST enrollments waiting for an operator (`--est-approval manual`).
+async fn enrollments(
+    auth: &dyn Authority,
+    admin: &Admin,
+    session: &Session,
+    message: Option<&str>,
+) -> Resp {
     let list = match auth.pending_enrollments().await {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "console: pending enrollments unavailable");
-            Vec::new()
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store did not answer; try again",
+                &admin.principal,
+            );
         }
     };
-    let mut b = String::from("<h1>Pending enrollments</h1>");
+    let mut b = String::new();
+    if let Some(m) = message {
+        let _ = write!(b, "<div class=\"msg\" id=\"message\">{}</div>", esc(m));
+    }
+    b.push_str("<h1>Pending enrollments</h1>");
     if list.is_empty() {
         b.push_str(
-            "<p id=\"none-pending\">No enrollment is waiting for approval. Enrollments that need an \
-             operator's approval (EST) are listed here, with approve and reject.</p>",
+            "<p id=\"none-pending\">No enrollment is waiting for approval. EST enrollments held for \
+             an operator (<code>ca serve --est-approval manual</code>) are listed here, with approve \
+             and reject.</p>",
         );
     } else {
-        b.push_str("<table><tr><th>Subject</th><th>Names</th><th>Requested by</th><th>Received</th><th></th></tr>");
+        b.push_str("<table id=\"pending\"><tr><th>Id</th><th>Label</th><th>Names</th><th>Requested by</th><th>Received</th><th></th></tr>");
         for p in &list {
             let _ = write!(
                 b,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>\
-                 <form class=\"inline\" method=\"post\" action=\"/ui/enrollments/{id}/approve\">{c}<button>Approve</button></form>\
-                 <form class=\"inline\" method=\"post\" action=\"/ui/enrollments/{id}/reject\">{c}<button>Reject</button></form>\
+                "<tr id=\"enr-{id}\"><td class=\"mono\">{id}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>\
+                 <form class=\"inline\" method=\"post\" action=\"/ui/enrollments/{id}/approve\">{c}<button class=\"approve\">Approve</button></form>\
+                 <form class=\"inline\" method=\"post\" action=\"/ui/enrollments/{id}/reject\">{c}<button class=\"reject\">Reject</button></form>\
                  </td></tr>",
-                esc(&p.subject),
+                esc(if p.label.is_empty() { "-" } else { &p.label }),
                 esc(&p.sans.join(", ")),
                 esc(&p.requested_by),
                 esc(&rfc3339(p.received_at)),

@@ -120,6 +120,8 @@ pub struct Query {
     pub expiring: Option<(String, Duration)>,
     /// `requested_by` prefix (`token:`, `acme:`, `renew:`, `console:`, a person's name).
     pub requester: String,
+    /// Only certificates signed by this intermediate (`int-2`).
+    pub issuer: Option<String>,
     pub after: Option<Cursor>,
     pub limit: u32,
     /// What was wrong with the query (shown above the table; the rest still applies).
@@ -150,6 +152,7 @@ impl Query {
                     Err(e) => q.errors.push(format!("expiring within: {e}")),
                 },
                 "requester" => q.requester = v.to_string(),
+                "issuer" if !v.is_empty() => q.issuer = Some(v.to_string()),
                 "after" if !v.is_empty() => match parse_cursor(v) {
                     Some(c) => q.after = Some(c),
                     None => q
@@ -174,6 +177,7 @@ impl Query {
             status: self.status,
             expiring_within: self.expiring.as_ref().map(|(_, d)| *d),
             requested_by: (!self.requester.is_empty()).then(|| self.requester.clone()),
+            issuer: self.issuer.clone(),
             ..Default::default()
         };
         match key {
@@ -202,6 +206,9 @@ impl Query {
         }
         if !self.requester.is_empty() {
             s.append_pair("requester", &self.requester);
+        }
+        if let Some(i) = &self.issuer {
+            s.append_pair("issuer", i);
         }
         if self.limit != DEFAULT_LIMIT {
             s.append_pair("limit", &self.limit.to_string());
@@ -263,7 +270,9 @@ mod tests {
 
     #[test]
     fn query_round_trip() {
-        let q = Query::parse("q=a+b&status=revoked&expiring=7d&requester=token%3A&limit=9999");
+        let q = Query::parse(
+            "q=a+b&status=revoked&expiring=7d&requester=token%3A&issuer=int-2&limit=9999",
+        );
         assert_eq!(q.q, "a b");
         assert_eq!(q.status, Some(Status::Revoked));
         assert_eq!(q.limit, MAX_LIMIT);
@@ -276,6 +285,7 @@ mod tests {
         assert_eq!(back.after, Some(c));
         assert_eq!(back.by.as_deref(), Some("name"));
         assert_eq!(back.requester, "token:");
+        assert_eq!(back.issuer.as_deref(), Some("int-2"));
         let bad = Query::parse("expiring=soon&status=weird&after=x");
         assert_eq!(bad.errors.len(), 3);
     }

@@ -251,8 +251,24 @@ where
     })
 }
 
+/// The least string greater than every string that starts with `prefix`, in code point order
+/// (which is UTF-8 byte order): the prefix with its last character incremented, after dropping
+/// trailing `char::MAX`es. `None`: no upper bound (every string from `prefix` on qualifies).
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(n) = next {
+            chars.push(n);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// The `list`/`list_page` query. Only constant fragments are pushed; every value is bound.
 fn list_query<DB>(
+    head: &'static str,
     f: &ListFilter,
     now: i64,
     after: Option<&Cursor>,
@@ -264,8 +280,10 @@ where
     i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    let mut qb = QueryBuilder::<DB>::new("SELECT ");
-    qb.push(COLUMNS).push(" FROM certificates WHERE 1=1");
+    let mut qb = QueryBuilder::<DB>::new(head);
+    qb.push("SELECT ")
+        .push(COLUMNS)
+        .push(" FROM certificates WHERE 1=1");
     match f.status {
         Some(Status::Valid) => {
             qb.push(" AND status = 'valid' AND not_after > ")
@@ -301,14 +319,27 @@ where
     if let Some(h) = &f.sha256 {
         qb.push(" AND sha256 = ").push_bind(h.clone());
     }
-    if let Some(r) = &f.requested_by {
-        // A prefix compare without LIKE, so that '%' and '_' in the value mean themselves.
-        // length() is int on both databases (a bound i64 would be bigint, which PostgreSQL's
-        // substr does not take).
-        qb.push(" AND substr(requested_by, 1, length(")
-            .push_bind(r.clone())
-            .push(")) = ")
-            .push_bind(r.clone());
+    if let Some(r) = f.requested_by.as_deref().filter(|r| !r.is_empty()) {
+        // A prefix as a range (`>= prefix AND < the next string after every one that starts
+        // with it`), so that the requested_by index answers it (migration 0009) and '%' and '_'
+        // mean themselves. The compare must be bytewise: SQLite's default BINARY collation is;
+        // on PostgreSQL the column's collation may be a locale's, so the compare (and the
+        // index) say COLLATE "C".
+        let col = if DB::NAME == "PostgreSQL" {
+            "requested_by COLLATE \"C\""
+        } else {
+            "requested_by"
+        };
+        qb.push(" AND ")
+            .push(col)
+            .push(" >= ")
+            .push_bind(r.to_string());
+        if let Some(end) = prefix_end(r) {
+            qb.push(" AND ").push(col).push(" < ").push_bind(end);
+        }
+    }
+    if let Some(i) = &f.issuer {
+        qb.push(" AND issuer = ").push_bind(i.clone());
     }
     if let Some(c) = after {
         qb.push(" AND (not_after, serial) > (")
@@ -485,7 +516,7 @@ macro_rules! impl_inventory {
             }
 
             async fn list(&self, f: &ListFilter, now: i64) -> Result<Vec<CertRecord>, StoreError> {
-                let mut qb = list_query::<$db>(f, now, None, None);
+                let mut qb = list_query::<$db>("", f, now, None, None);
                 let rows = qb
                     .build()
                     .fetch_all(&self.pool)
@@ -502,7 +533,7 @@ macro_rules! impl_inventory {
                 limit: u32,
             ) -> Result<Page, StoreError> {
                 let limit = limit.max(1);
-                let mut qb = list_query::<$db>(f, now, after, Some(limit));
+                let mut qb = list_query::<$db>("", f, now, after, Some(limit));
                 let rows = qb
                     .build()
                     .fetch_all(&self.pool)
@@ -683,3 +714,67 @@ macro_rules! impl_inventory {
 
 impl_inventory!(SqliteStore, sqlx::Sqlite);
 impl_inventory!(PgStore, sqlx::Postgres);
+
+impl SqliteStore {
+    /// The plan SQLite makes for the inventory page's query (`EXPLAIN QUERY PLAN`), one line
+    /// per step: how tests (and an operator) check that a filter is an index search.
+    pub async fn explain_list(
+        &self,
+        f: &ListFilter,
+        now: i64,
+        limit: Option<u32>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut qb = list_query::<sqlx::Sqlite>("EXPLAIN QUERY PLAN ", f, now, None, limit);
+        let rows = qb
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("explain list"))?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("detail").map_err(db("explain list")))
+            .collect()
+    }
+}
+
+impl PgStore {
+    /// The plan PostgreSQL makes for the inventory page's query (`EXPLAIN`), with sequential
+    /// scans priced out (`enable_seqscan = off` on that one connection, then reset), so that a
+    /// small test table still shows whether an index *can* answer the filter.
+    pub async fn explain_list(
+        &self,
+        f: &ListFilter,
+        now: i64,
+        limit: Option<u32>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db("explain list"))?;
+        sqlx::query("SET enable_seqscan = off")
+            .execute(&mut *conn)
+            .await
+            .map_err(db("explain list"))?;
+        let mut qb = list_query::<sqlx::Postgres>("EXPLAIN ", f, now, None, limit);
+        let rows = qb.build().fetch_all(&mut *conn).await;
+        let reset = sqlx::query("RESET enable_seqscan")
+            .execute(&mut *conn)
+            .await;
+        let rows = rows.map_err(db("explain list"))?;
+        reset.map_err(db("explain list"))?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(db("explain list")))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end("token:").as_deref(), Some("token;"));
+        assert_eq!(prefix_end("acme:acct7").as_deref(), Some("acme:acct8"));
+        assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{10FFFF}"), None);
+        assert_eq!(prefix_end(""), None);
+    }
+}

@@ -249,8 +249,11 @@ pub struct ListFilter {
     pub name: Option<String>,
     /// Only the certificate with this SHA-256 fingerprint (lowercase hex, no colons).
     pub sha256: Option<String>,
-    /// Only certificates whose `requested_by` starts with this (`token:`, `acme:`, `renew:..`).
+    /// Only certificates whose `requested_by` starts with this (`token:`, `acme:`, `renew:..`):
+    /// a range on the `certificates_requested_by` index (migration 0009), not a scan.
     pub requested_by: Option<String>,
+    /// Only certificates signed by this intermediate (`int-1`, `int-2`, ...).
+    pub issuer: Option<String>,
 }
 
 /// One subject alternative name to look certificates up by, in the stored form split at its
@@ -556,6 +559,17 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// The database's plan for the inventory page's query with `filter` (see
+    /// [`SqliteStore::explain_list`], [`PgStore::explain_list`]).
+    pub async fn explain_list(
+        &self,
+        filter: &ListFilter,
+        now: i64,
+        limit: Option<u32>,
+    ) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.explain_list(filter, now, limit).await)
     }
 
     /// Closes the pool cleanly (checkpoints the SQLite WAL).

@@ -58,6 +58,11 @@ impl Console {
                 &ui,
                 "--rate-limit",
                 "off",
+                "--est",
+                "--est-approval",
+                "manual",
+                "--est-retry-after",
+                "1",
             ],
         );
         Console { ca, srv, ui_port }
@@ -94,6 +99,39 @@ impl Console {
         c.args(extra).arg(format!("{}{path}", self.srv.url()));
         parse_http(&c.output().unwrap().stdout)
     }
+}
+
+/// A device's EST simpleenroll (curl, a one-time token as the HTTP Basic password) with the CSR
+/// of key `name` (made on first use, the same CSR on every poll): (status, body).
+fn est_enroll(c: &Console, name: &str, token: &str) -> (u16, String) {
+    let dir = c.ca.tmp.path().join("est");
+    std::fs::create_dir_all(&dir).unwrap();
+    let b64 = dir.join(format!("{name}.b64"));
+    if !b64.exists() {
+        let key = dir.join(format!("{name}.key"));
+        let csr = dir.join(format!("{name}.csr"));
+        let der = dir.join(format!("{name}.der"));
+        openssl_csr(&key, &csr, "/CN=sensor", "");
+        openssl_ok(&["req", "-in", s(&csr), "-outform", "DER", "-out", s(&der)]);
+        openssl_ok(&["base64", "-in", s(&der), "-out", s(&b64)]);
+    }
+    let o = Command::new("curl")
+        .args(["-sS", "--cacert", &c.ca.root(), "-w", "\n%{http_code}"])
+        .args(["-H", "Content-Type: application/pkcs10", "--data-binary"])
+        .arg(format!("@{}", s(&b64)))
+        .args(["-u", &format!("device:{token}")])
+        .arg(format!("{}/.well-known/est/simpleenroll", c.srv.url()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap(), body.to_string())
+}
+
+/// `mutual cert pending --all --json`, by `requested_by`.
+fn held(c: &Console) -> Vec<serde_json::Value> {
+    let o = mutual(&["cert", "pending", "--all", "--json", "--dir", c.ca.d()]).ok();
+    serde_json::from_str(&o.stdout).unwrap()
 }
 
 /// (status, x-mutual-reason, body) of `curl -D -` output.
@@ -333,6 +371,49 @@ fn console_pages_follow_the_keyset_and_the_loopback_listener() {
     let body = String::from_utf8_lossy(&raw.stdout);
     assert_eq!(body.matches("<td class=\"mono\">").count(), 1, "{body}");
     assert!(body.contains("mutual-ca-server"));
+    // The issuer filter: every row is int-1's (one intermediate), none is int-2's.
+    for (issuer, rows) in [("int-1", all.len()), ("int-2", 0)] {
+        let raw = Command::new("curl")
+            .args(["-sS", "-G", "--data-urlencode", &format!("issuer={issuer}")])
+            .args(["--data-urlencode", "limit=500"])
+            .arg(format!("{ui}/ui/"))
+            .output()
+            .unwrap();
+        let body = String::from_utf8_lossy(&raw.stdout);
+        assert_eq!(
+            body.matches("<td class=\"mono\">").count(),
+            rows,
+            "{issuer}: {body}"
+        );
+    }
+    // After a rotation, a certificate's page shows the chain of its own intermediate: int-2's
+    // for one it signed, still int-1's for the ones before.
+    mutual(&["ca", "rotate-intermediate", "--dir", c.ca.d()]).ok();
+    c.ca.issue("rotated", &["--san", "dns:rotated.internal"])
+        .ok();
+    let page = |name: &str| {
+        let raw = Command::new("curl")
+            .args(["-sS", &format!("{ui}/ui/cert/{}", c.serial(name))])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&raw.stdout).into_owned()
+    };
+    let hex = |pem: &Path| fingerprint_of(pem).replace(':', "").to_ascii_lowercase();
+    let int2 = hex(&c.ca.dir.join("issuers/int-2.pem"));
+    let int1 = hex(&c.ca.dir.join("intermediate.pem"));
+    let body = page("rotated");
+    assert!(body.contains("<td>intermediate int-2</td>"), "{body}");
+    assert!(body.contains(&int2) && !body.contains(&int1), "{body}");
+    let body = page("web");
+    assert!(body.contains("<td>intermediate int-1</td>"), "{body}");
+    assert!(body.contains(&int1) && !body.contains(&int2), "{body}");
+    let raw = Command::new("curl")
+        .args(["-sS", &format!("{ui}/ui/?issuer=int-2")])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&raw.stdout);
+    assert_eq!(body.matches("<td class=\"mono\">").count(), 1, "{body}");
+    assert!(body.contains("rotated.internal"), "{body}");
 }
 
 #[test]
@@ -406,6 +487,23 @@ fn console_in_a_real_browser() {
         return;
     }
     let c = Console::start();
+    // Two devices ask over EST; the CA holds both for an operator (202 pending).
+    let mut ids = Vec::new();
+    for dev in ["dev-ok", "dev-no"] {
+        let t = c.srv.token(
+            &[&format!("uri:spiffe://example.org/device/{dev}")],
+            "1h",
+            "client",
+        );
+        let (st, body) = est_enroll(&c, dev, &t);
+        assert_eq!(st, 202, "{body}");
+        assert!(body.contains("\"pending\""), "{body}");
+        let by = held(&c)
+            .into_iter()
+            .find(|r| r["names"].as_str().unwrap().contains(dev))
+            .unwrap();
+        ids.push((by["id"].as_str().unwrap().to_string(), t));
+    }
     let work = c.ca.tmp.path().join("browser");
     std::fs::create_dir_all(&work).unwrap();
     let shots = std::env::var("MUTUAL_CONSOLE_SCREENSHOTS").ok();
@@ -419,6 +517,8 @@ fn console_in_a_real_browser() {
         "p12_pass": P12_PASS,
         "web_serial": c.serial("web"),
         "xss_serial": c.serial("xss"),
+        "approve_id": ids[0].0,
+        "reject_id": ids[1].0,
         "shots": shots,
     });
     let cfg_file = work.join("config.json");
@@ -459,4 +559,55 @@ fn console_in_a_real_browser() {
         "{log}"
     );
     assert!(log.contains("result=\"csrf_failed\""), "{log}");
+
+    // The approval in the browser is the CLI's: the device's next poll gets its certificate,
+    // the rejected one is refused; both are recorded as the console's admin and audited.
+    let (st, body) = est_enroll(&c, "dev-ok", &ids[0].1);
+    assert_eq!(st, 200, "{body}");
+    let p7 = c.ca.tmp.path().join("est/dev-ok.p7");
+    std::fs::write(p7.with_extension("b64"), &body).unwrap();
+    openssl_ok(&[
+        "base64",
+        "-d",
+        "-in",
+        s(&p7.with_extension("b64")),
+        "-out",
+        s(&p7),
+    ]);
+    let certs = openssl_ok(&["pkcs7", "-inform", "DER", "-in", s(&p7), "-print_certs"]);
+    assert!(certs.contains("BEGIN CERTIFICATE"), "{certs}");
+    let (st, body) = est_enroll(&c, "dev-no", &ids[1].1);
+    assert_eq!(st, 403, "{body}");
+    assert!(body.contains("\"rejected\""), "{body}");
+    for r in held(&c) {
+        assert_eq!(r["decided_by"], format!("console:{ADMIN}"), "{r}");
+    }
+    for (action, id) in [
+        ("enrollment_approve", &ids[0].0),
+        ("enrollment_reject", &ids[1].0),
+    ] {
+        assert!(
+            log.lines().any(|l| l.contains("console action")
+                && l.contains(&format!("action=\"{action}\""))
+                && l.contains("result=\"ok\"")
+                && l.contains(id.as_str())),
+            "{action} audited:\n{log}"
+        );
+    }
+    // Decided once: approving the rejected one again is refused, and nothing changes.
+    let jar = c.ca.tmp.path().join("jar2");
+    let (_, _, page) = c.curl(Some("admin"), "/ui/tokens/new", &["-c", s(&jar)]);
+    let form = format!("csrf={}", csrf_of(&page));
+    let (st, reason, _) = c.curl(
+        Some("admin"),
+        &format!("/ui/enrollments/{}/approve", ids[1].0),
+        &["-b", s(&jar), "--data", &form],
+    );
+    assert_eq!((st, reason.as_str()), (409, "not_pending"));
+    let (st, reason, _) = c.curl(
+        Some("admin"),
+        "/ui/enrollments/00000000000000ff/reject",
+        &["-b", s(&jar), "--data", &form],
+    );
+    assert_eq!((st, reason.as_str()), (404, "not_found"));
 }

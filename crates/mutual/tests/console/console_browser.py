@@ -86,6 +86,7 @@ def main():
         d.click_and_wait("#certs tbody a")
         expect(d.text("#cert-name") == "web", "certificate page", d)
         expect(len(d.find_all("#chain tr")) == 4, "leaf, intermediate and root rows", d)
+        expect(d.text("#issuer") == "int-1", "issuer int-1: " + d.text("#issuer"), d)
         expect(d.text("#requested-by").startswith("cli:"), "who asked", d)
         shot(d, "console-certificate.png")
         web_page = d.url()
@@ -127,6 +128,8 @@ def main():
         token = d.execute("return document.querySelector('#token').value;")
         expect(token.count(".") == 2, "a JWT: " + token[:20], d)
         out["token"] = token
+        line = d.text("#enroll-line")
+        expect(line.startswith("mutual enroll --ca-url " + url + " --root-sha256 "), "enroll line: " + line, d)
         if shots:
             d.execute("document.querySelector('#token').value = 'eyJhbGciOiJFUzI1NiIs... (shown once)';")
             shot(d, "console-token.png")
@@ -136,6 +139,18 @@ def main():
         out["crl_number"] = int(d.text("#crl-number"))
         expect(d.text("#revoked-count") == "1", "one revoked", d)
         shot(d, "console-crl.png")
+
+        # Pending EST enrollments: approve one, reject the other.
+        d.get(url + "/ui/enrollments")
+        for i in (cfg["approve_id"], cfg["reject_id"]):
+            expect(len(d.find_all("#enr-" + i)) == 1, "pending " + i, d)
+        shot(d, "console-enrollments.png")
+        d.click_and_wait("#enr-" + cfg["approve_id"] + " button.approve")
+        expect(d.text("#message").startswith("Approved " + cfg["approve_id"]), "approved", d)
+        expect(len(d.find_all("#enr-" + cfg["approve_id"])) == 0, "no longer pending", d)
+        d.click_and_wait("#enr-" + cfg["reject_id"] + " button.reject")
+        expect(d.text("#message").startswith("Rejected " + cfg["reject_id"]), "rejected", d)
+        expect(len(d.find_all("#none-pending")) == 1, "nothing pending", d)
     finally:
         d.quit()
 

@@ -1,0 +1,139 @@
+//! Migration 0009: the inventory page's fingerprint search, requester-prefix and issuer filters are index
+//! searches, not scans (docs/console.md, "Scale"), checked with the database's own plan of the
+//! real query (`Store::explain_list`: `EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on
+//! PostgreSQL), and the prefix range returns exactly the rows a prefix compare would.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use mutual_store::testing::PgTestDb;
+use mutual_store::{Inventory, ListFilter, NewCert, OpenOptions, Store, StoreUrl};
+
+fn cert(i: usize, requested_by: &str) -> NewCert {
+    NewCert {
+        serial: format!("{i:04x}"),
+        name: format!("c{i}"),
+        subject: format!("CN=c{i}"),
+        sans: vec![],
+        usage: "client".into(),
+        not_before: 0,
+        not_after: 2_000_000_000 + i as i64,
+        requested_by: Some(requested_by.into()),
+        sha256: format!("{i:064x}"),
+        issuer: if i.is_multiple_of(2) {
+            "int-1"
+        } else {
+            "int-2"
+        }
+        .into(),
+    }
+}
+
+/// Rows whose requesters sit around the prefixes' edges: '%' and '_' must mean themselves, and
+/// a string that shares all but the last character must not match.
+const REQUESTERS: [&str; 8] = [
+    "token:a",
+    "token:b",
+    "tokem:z",
+    "token;",
+    "acme:acct7",
+    "acme:acct70",
+    "acme:acct8",
+    "a%b_c:x",
+];
+
+async fn fill(s: &Store) {
+    for (i, r) in REQUESTERS.iter().enumerate() {
+        s.insert(&cert(i, r)).await.unwrap();
+    }
+}
+
+fn filter_by(requester: Option<&str>, sha: Option<String>) -> ListFilter {
+    ListFilter {
+        requested_by: requester.map(str::to_string),
+        sha256: sha,
+        ..Default::default()
+    }
+}
+
+async fn check(s: &Store, uses: &dyn Fn(&str, &str) -> bool) {
+    fill(s).await;
+    // The rows: exactly the prefix's.
+    for (prefix, want) in [
+        ("token:", vec!["token:a", "token:b"]),
+        ("acme:acct7", vec!["acme:acct7", "acme:acct70"]),
+        ("a%b_", vec!["a%b_c:x"]),
+        ("a%", vec!["a%b_c:x"]),
+        ("nobody:", vec![]),
+    ] {
+        let rows = s.list(&filter_by(Some(prefix), None), 0).await.unwrap();
+        let mut got: Vec<String> = rows.into_iter().filter_map(|r| r.requested_by).collect();
+        got.sort();
+        assert_eq!(got, want, "prefix {prefix:?}");
+    }
+    let one = s
+        .list(&filter_by(None, Some(format!("{:064x}", 3))), 0)
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].name, "c3");
+    let f = ListFilter {
+        issuer: Some("int-2".into()),
+        ..Default::default()
+    };
+    assert_eq!(s.list(&f, 0).await.unwrap().len(), 4);
+
+    // The plans: index searches on the new indexes.
+    let plan = s
+        .explain_list(&filter_by(None, Some("ab".repeat(32))), 0, Some(50))
+        .await
+        .unwrap()
+        .join("\n");
+    assert!(uses(&plan, "certificates_sha256"), "fingerprint:\n{plan}");
+    let plan = s
+        .explain_list(&filter_by(Some("acme:acct7"), None), 0, Some(50))
+        .await
+        .unwrap()
+        .join("\n");
+    assert!(
+        uses(&plan, "certificates_requested_by"),
+        "requester:\n{plan}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_searches_fingerprints_and_requesters_by_index() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Store::open_sqlite(&d.path().join("i.db"), true)
+        .await
+        .unwrap();
+    // SQLite says "SEARCH certificates USING INDEX NAME (...)"; a scan would be "SCAN".
+    check(&s, &|plan, index| {
+        plan.lines()
+            .any(|l| l.contains("SEARCH") && l.contains(&format!("INDEX {index} ")))
+    })
+    .await;
+    s.close().await;
+}
+
+#[tokio::test]
+async fn postgres_searches_fingerprints_and_requesters_by_index() {
+    let Some(pg) = PgTestDb::create().await else {
+        return;
+    };
+    let url: StoreUrl = pg.url.parse().unwrap();
+    let s = Store::open(
+        &url,
+        &OpenOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // PostgreSQL: "Index Scan using NAME" or "Bitmap Index Scan on NAME" with an Index Cond.
+    check(&s, &|plan, index| {
+        plan.contains(&format!("using {index}")) || plan.contains(&format!("on {index}"))
+    })
+    .await;
+    s.close().await;
+    pg.drop_db().await;
+}
