@@ -481,13 +481,40 @@ fn read_public(
                 Some(p) if p == der::OID_P384 => (KeyKind::EcdsaP384, 97),
                 _ => return Ok(Err("an EC key on a curve other than P-256 or P-384".into())),
             };
-            let pubs = s.find_objects(&template(uri, ObjectClass::PUBLIC_KEY))?;
-            let Some(pub_h) = pubs.first() else {
-                return Ok(Err(
-                    "the token has no public key object beside the private key (same label/id), \
-                     so its public half cannot be read"
-                        .into(),
-                ));
+            // The public half is the public key object paired with this private key: same
+            // label (when the URI names one) and the private key's own CKA_ID. Matching on the
+            // label alone could pick a stale public object left beside a replaced key, and the
+            // CA would then check the certificate against one key and sign with another.
+            let mut t = template(uri, ObjectClass::PUBLIC_KEY);
+            let own_id = s
+                .get_attributes(private, &[AttributeType::Id])?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::Id(id) if !id.is_empty() => Some(id),
+                    _ => None,
+                });
+            if uri.id.is_none() {
+                if let Some(id) = own_id {
+                    t.push(Attribute::Id(id));
+                }
+            }
+            let pubs = s.find_objects(&t)?;
+            let pub_h = match pubs.as_slice() {
+                [h] => h,
+                [] => {
+                    return Ok(Err(
+                        "the token has no public key object beside the private key (same label \
+                         and CKA_ID), so its public half cannot be read"
+                            .into(),
+                    ))
+                }
+                many => {
+                    return Ok(Err(format!(
+                        "{} public key objects match the private key (same label and CKA_ID); \
+                         delete the stale ones so its public half is unambiguous",
+                        many.len()
+                    )))
+                }
             };
             let point = s
                 .get_attributes(*pub_h, &[AttributeType::EcPoint])?

@@ -834,7 +834,16 @@ fn refusals_carry_the_exact_reason() {
     let a = curl(&ca, t, ep, &enroll_args(&b64, Some((&ecert, &ekey))));
     assert_ne!(a.curl_code, 0);
     assert!(a.stderr.contains("unknown ca"), "{}", a.stderr);
-    assert!(ca.log_text().contains("UnknownIssuer"), "{}", ca.log_text());
+    // The CA writes its handshake-failure line after the alert is on the wire: wait for it.
+    assert!(
+        eventually(Duration::from_secs(10), || ca
+            .log_text()
+            .contains("UnknownIssuer")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        ca.log_text()
+    );
 
     // A CSR asking for another device's name.
     let (_, other) = est_csr(t, "other", "URI:spiffe://fleet.example/device/SN9999");

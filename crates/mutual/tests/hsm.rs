@@ -977,7 +977,10 @@ fn an_existing_file_intermediate_moves_into_a_token_as_docs_keys_md_says() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    Command::new("pkcs11-tool")
+    // A new pair under the same label with its own CKA_ID; the old public object (id 01)
+    // stays behind, as it would after a careless swap. The CA pairs the private key with the
+    // public object of the same CKA_ID, so it sees the new key and refuses it.
+    let o = Command::new("pkcs11-tool")
         .args([
             "--module",
             MODULE,
@@ -993,9 +996,13 @@ fn an_existing_file_intermediate_moves_into_a_token_as_docs_keys_md_says() {
             "EC:prime256v1",
             "--label",
             "intermediate",
+            "--id",
+            "02",
         ])
         .output()
         .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     ca.issue("wrong", &["--server", "--san", "dns:wrong.test"])
         .fails_with("does not belong to");
+    assert!(!ca.out.join("wrong.pem").exists());
 }
