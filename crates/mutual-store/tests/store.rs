@@ -119,6 +119,8 @@ fn cert(serial: &str, not_after: i64) -> NewCert {
         requested_by: Some("test".into()),
         sha256: "00".into(),
         issuer: "int-1".into(),
+        der: None,
+        key_type: None,
     }
 }
 
