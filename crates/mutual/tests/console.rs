@@ -69,14 +69,7 @@ impl Console {
     }
 
     fn serial(&self, name: &str) -> String {
-        self.ca
-            .inventory()
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap()["serial"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        self.ca.serial(name)
     }
 
     fn pem(&self, name: &str) -> (String, String) {
@@ -544,7 +537,7 @@ fn certificate_page_extensions_pem_and_key_type() {
     assert_eq!(ecdsa.len(), inventory.len() - 1);
     assert_eq!(
         serials_on_every_page(&c, "/ui/?key_type=rsa-3072").0,
-        [rsa.clone()]
+        std::slice::from_ref(&rsa)
     );
     let (mut got, pages) = serials_on_every_page(&c, "/ui/?key_type=ecdsa-p256&limit=2");
     got.sort();

@@ -65,11 +65,7 @@ fn lookups(ca: &TestCa) {
     assert!(list(ca, &["--identity", "spiffe://example.org/ns/prod"]).is_empty());
     assert!(list(ca, &["--dns", "internal"]).is_empty());
     // With the status filter: revoke web2, then only web is valid for that identity.
-    let rows = ca.inventory();
-    let serial = rows.iter().find(|r| r["name"] == "web2").unwrap()["serial"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let serial = ca.serial("web2");
     mutual(&["cert", "revoke", &serial, "--dir", ca.d()]).ok();
     assert_eq!(list(ca, &["--identity", web, "--status", "valid"]), ["web"]);
     assert_eq!(
@@ -134,14 +130,7 @@ fn key_types(ca: &TestCa) {
         assert_eq!(r["key_type"], want, "{r}");
     }
     // The stored certificate is the issued leaf: openssl writes the same PEM from the file.
-    let serial = ca
-        .inventory()
-        .into_iter()
-        .find(|r| r["name"] == "rsa")
-        .unwrap()["serial"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let serial = ca.serial("rsa");
     let pem = mutual(&[
         "cert",
         "inspect",
@@ -179,14 +168,7 @@ fn lookup_by_name_on_sqlite() {
     lookups(&ca);
     key_types(&ca);
     // A row from before the inventory kept certificates: key type unknown, nothing to inspect.
-    let web = ca
-        .inventory()
-        .into_iter()
-        .find(|r| r["name"] == "web")
-        .unwrap()["serial"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let web = ca.serial("web");
     forget_certificate(&ca.dir, &web);
     assert_eq!(list(&ca, &["--key-type", "unknown"]), ["web"]);
     let row = ca

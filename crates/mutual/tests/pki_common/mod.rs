@@ -312,6 +312,17 @@ impl TestCa {
         serde_json::from_str::<Vec<serde_json::Value>>(&o.stdout).unwrap()
     }
 
+    /// The serial of the certificate issued as `name` (from the inventory).
+    pub fn serial(&self, name: &str) -> String {
+        self.inventory()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no certificate {name} in the inventory"))["serial"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// `openssl verify` of `cert` against root + intermediate, with a purpose.
     pub fn openssl_verify(&self, cert: &Path, purpose: &str) -> Out {
         let root = self.root();
