@@ -509,6 +509,71 @@ mod tests {
         assert!(inspect_pem_or_der(&[0x30, 0x03, 0x01, 0x01]).is_err());
     }
 
+    /// A CA certificate with the extensions the console lists, read back as words.
+    #[test]
+    fn extensions_as_words() {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![]).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        p.name_constraints = Some(rcgen::NameConstraints {
+            permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName("example.org".into())],
+            excluded_subtrees: vec![rcgen::GeneralSubtree::IpAddress(
+                rcgen::CidrSubnet::from_v4_prefix([10, 0, 0, 0], 8),
+            )],
+        });
+        p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+            uris: vec!["http://crl.example/ca.crl".into()],
+        }];
+        // certificatePolicies { anyPolicy }; authorityInfoAccess { OCSP http://ocsp.example }
+        p.custom_extensions = vec![
+            rcgen::CustomExtension::from_oid_content(
+                &[2, 5, 29, 32],
+                vec![0x30, 0x08, 0x30, 0x06, 0x06, 0x04, 0x55, 0x1d, 0x20, 0x00],
+            ),
+            rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], {
+                let mut v = vec![
+                    0x30, 0x21, 0x30, 0x1f, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30,
+                    0x01, 0x86, 0x13,
+                ];
+                v.extend_from_slice(b"http://ocsp.example");
+                v
+            }),
+        ];
+        let c = p.self_signed(&k).unwrap();
+        let exts = extensions(c.der()).unwrap();
+        let get = |name: &str| {
+            exts.iter()
+                .find(|e| e.name == name)
+                .unwrap_or_else(|| panic!("{name} missing: {exts:?}"))
+        };
+        let bc = get("basicConstraints");
+        assert!(bc.critical);
+        assert_eq!(bc.values, ["CA:true", "pathlen:0"]);
+        assert_eq!(get("keyUsage").values, ["keyCertSign", "cRLSign"]);
+        assert_eq!(
+            get("nameConstraints").values,
+            [
+                "permitted dns:example.org",
+                "excluded ip:10.0.0.0/255.0.0.0"
+            ]
+        );
+        assert_eq!(
+            get("cRLDistributionPoints").values,
+            ["uri:http://crl.example/ca.crl"]
+        );
+        assert_eq!(get("certificatePolicies").values, ["anyPolicy"]);
+        assert_eq!(
+            get("authorityInfoAccess").values,
+            ["OCSP - uri:http://ocsp.example"]
+        );
+        assert_eq!(get("subjectKeyIdentifier").values.len(), 1);
+        assert!(extensions(b"\x30\x03\x02\x01\x00").is_err());
+    }
+
     #[test]
     fn leaf_without_eku_warns() {
         let k = rcgen::KeyPair::generate().unwrap();

@@ -432,6 +432,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn key_type_labels_and_filters() {
+        assert_eq!(KeyKind::Rsa.label(2048), "rsa-2048");
+        assert_eq!(KeyKind::EcdsaP384.label(384), "ecdsa-p384");
+        assert_eq!(KeyKind::Ed25519.label(256), "ed25519");
+        // The CA's own key types label as --key-type names them.
+        for kt in KeyType::ALL {
+            let bits = if kt == KeyType::Rsa3072 { 3072 } else { 0 };
+            assert_eq!(KeyKind::from(kt).label(bits), kt.as_str());
+        }
+        assert_eq!(parse_key_type_filter(" RSA-4096 ").unwrap(), "rsa-4096");
+        assert_eq!(parse_key_type_filter("unknown").unwrap(), "unknown");
+        for bad in ["rsa-", "rsa-x", "dsa", "ecdsa", ""] {
+            let e = parse_key_type_filter(bad).unwrap_err();
+            assert!(e.starts_with("unknown key type"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn encrypt_roundtrip_and_wrong_password() {
         let k = generate(KeyType::EcdsaP256).unwrap();
         let t = std::time::Instant::now();
