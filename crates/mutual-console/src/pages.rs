@@ -66,19 +66,21 @@ pub(crate) async fn get(
         "/ui/tokens/new" => token_form(admin, session, None),
         "/ui/crl" => crl(auth, admin).await,
         "/ui/enrollments" => Box::pin(enrollments(auth, admin, session, None)).await,
-        _ => match path.strip_prefix("/ui/cert/").map(|r| r.split_once('/')) {
-            Some(None) => {
-                let serial = &path["/ui/cert/".len()..];
-                Box::pin(certificate(auth, admin, session, serial, None)).await
+        _ => {
+            let Some(rest) = path.strip_prefix("/ui/cert/") else {
+                return not_found(admin, "no such console page");
+            };
+            match rest.split_once('/') {
+                None => Box::pin(certificate(auth, admin, session, rest, None)).await,
+                Some((serial, "cert.pem")) => {
+                    Box::pin(certificate_pem(auth, admin, serial, false)).await
+                }
+                Some((serial, "fullchain.pem")) => {
+                    Box::pin(certificate_pem(auth, admin, serial, true)).await
+                }
+                Some(_) => not_found(admin, "no such console page"),
             }
-            Some(Some((serial, "cert.pem"))) => {
-                Box::pin(certificate_pem(auth, admin, serial, false)).await
-            }
-            Some(Some((serial, "fullchain.pem"))) => {
-                Box::pin(certificate_pem(auth, admin, serial, true)).await
-            }
-            _ => not_found(admin, "no such console page"),
-        },
+        }
     }
 }
 
