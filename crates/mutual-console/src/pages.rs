@@ -62,24 +62,25 @@ pub(crate) async fn get(
 ) -> Resp {
     match path {
         "/ui" | "/ui/" => Box::pin(inventory(auth, admin, query)).await,
-        "/ui/chain.pem" => finish(
-            base(StatusCode::OK)
-                .header("content-type", "application/x-pem-file")
-                .header(
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"ca-chain.pem\"",
-                ),
-            format!("{}{}", auth.ca().intermediate_pem(), auth.ca().root_pem()),
-        ),
+        "/ui/chain.pem" => ca_chain(auth, admin, query),
         "/ui/tokens/new" => token_form(admin, session, None),
         "/ui/crl" => crl(auth, admin).await,
         "/ui/enrollments" => Box::pin(enrollments(auth, admin, session, None)).await,
-        _ => match path.strip_prefix("/ui/cert/") {
-            Some(serial) if !serial.contains('/') => {
-                Box::pin(certificate(auth, admin, session, serial, None)).await
+        _ => {
+            let Some(rest) = path.strip_prefix("/ui/cert/") else {
+                return not_found(admin, "no such console page");
+            };
+            match rest.split_once('/') {
+                None => Box::pin(certificate(auth, admin, session, rest, None)).await,
+                Some((serial, "cert.pem")) => {
+                    Box::pin(certificate_pem(auth, admin, serial, false)).await
+                }
+                Some((serial, "fullchain.pem")) => {
+                    Box::pin(certificate_pem(auth, admin, serial, true)).await
+                }
+                Some(_) => not_found(admin, "no such console page"),
             }
-            _ => not_found(admin, "no such console page"),
-        },
+        }
     }
 }
 
@@ -199,6 +200,7 @@ async fn inventory(auth: &dyn Authority, admin: &Admin, qs: &str) -> Resp {
          <label>Expiring within <input name=\"expiring\" id=\"expiring\" size=\"5\" value=\"{}\" placeholder=\"7d\"></label>\
          <label>Requested by <input name=\"requester\" id=\"requester\" size=\"14\" value=\"{}\" placeholder=\"token:\"></label>\
          <label>Issuer <select name=\"issuer\" id=\"issuer\"><option value=\"\">all</option>{}</select></label>\
+         <label>Key type <select name=\"key_type\" id=\"key-type\"><option value=\"\">all</option>{}</select></label>\
          <button type=\"submit\" id=\"go\">Search</button> <a href=\"/ui/\">clear</a></fieldset></form>",
         esc(&q.q),
         sel("valid"),
@@ -207,6 +209,7 @@ async fn inventory(auth: &dyn Authority, admin: &Admin, qs: &str) -> Resp {
         esc(q.expiring.as_ref().map(|(s, _)| s.as_str()).unwrap_or("")),
         esc(&q.requester),
         issuer_options(auth, q.issuer.as_deref()),
+        key_type_options(q.key_type.as_deref()),
     );
     if let Some(k) = &chosen {
         let _ = write!(
@@ -218,13 +221,14 @@ async fn inventory(auth: &dyn Authority, admin: &Admin, qs: &str) -> Resp {
     }
     b.push_str(
         "<table id=\"certs\"><thead><tr><th>Name</th><th>Names (SANs)</th><th>Serial</th>\
-         <th>Status</th><th>Not after</th><th>Usage</th><th>Issuer</th><th>Requested by</th></tr></thead><tbody>",
+         <th>Status</th><th>Not after</th><th>Usage</th><th>Key type</th><th>Issuer</th><th>Requested by</th></tr></thead><tbody>",
     );
     for r in &page.rows {
-        let _ = write!(
+        let _ =
+            write!(
             b,
             "<tr><td><a href=\"{}\">{}</a></td><td>{}</td><td class=\"mono\">{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&cert_link(&r.serial)),
             esc(&r.name),
             esc(&r.sans.join(", ")),
@@ -232,6 +236,7 @@ async fn inventory(auth: &dyn Authority, admin: &Admin, qs: &str) -> Resp {
             status_cell(r),
             esc(&rfc3339(r.not_after)),
             esc(&r.usage),
+            esc(r.key_type.as_deref().unwrap_or(mutual_store::KEY_TYPE_UNKNOWN)),
             esc(&r.issuer),
             esc(r.requested_by.as_deref().unwrap_or("-")),
         );
@@ -259,6 +264,19 @@ async fn inventory(auth: &dyn Authority, admin: &Admin, qs: &str) -> Resp {
     html_ok("Inventory", admin, &b)
 }
 
+/// The key-type filter's options, the chosen one selected.
+fn key_type_options(chosen: Option<&str>) -> String {
+    let mut o = String::new();
+    for k in mutual_pki::keys::KEY_TYPE_FILTERS {
+        let sel = if Some(k) == chosen { " selected" } else { "" };
+        let _ = write!(o, "<option{sel}>{k}</option>");
+    }
+    if let Some(c) = chosen.filter(|c| !mutual_pki::keys::KEY_TYPE_FILTERS.contains(c)) {
+        let _ = write!(o, "<option selected>{}</option>", esc(c));
+    }
+    o
+}
+
 /// The issuer filter's options: every intermediate in issuers.toml, the chosen one selected.
 fn issuer_options(auth: &dyn Authority, chosen: Option<&str>) -> String {
     let mut o = String::new();
@@ -278,12 +296,123 @@ fn issuer_options(auth: &dyn Authority, chosen: Option<&str>) -> String {
     o
 }
 
+/// The intermediate `issuer` names and the PEM of the root it chains to (during a root
+/// rollover an intermediate may chain to a new root, `roots/ID.pem`); `None` when the issuer is
+/// not in issuers.toml any more.
+fn issuer_and_root(
+    auth: &dyn Authority,
+    issuer: &str,
+) -> Option<(std::sync::Arc<mutual_pki::ca::Issuer>, String)> {
+    let int = auth.ca().issuers().get(issuer)?.clone();
+    let root = match &int.root {
+        Some(id) => {
+            let (pem, _) = mutual_pki::ca::issuers::root_files(auth.ca().dir(), id);
+            std::fs::read_to_string(pem).unwrap_or_default()
+        }
+        None => auth.ca().root_pem().to_string(),
+    };
+    Some((int, root))
+}
+
+/// `/ui/chain.pem[?issuer=ID]`: the CA chain (intermediate, then its root) of one issuer, the
+/// default one without `issuer=`: a certificate's page links to its own issuer's.
+fn ca_chain(auth: &dyn Authority, admin: &Admin, query: &str) -> Resp {
+    let asked = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "issuer")
+        .map(|(_, v)| v.into_owned());
+    let id = asked.unwrap_or_else(|| auth.ca().issuers().default_issuer().id.clone());
+    let Some((int, root)) = issuer_and_root(auth, &id) else {
+        return not_found(admin, "no such issuer in this CA's issuers.toml");
+    };
+    // The id comes from issuers.toml; only filename-safe characters reach the header.
+    let safe: String = int
+        .id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .collect();
+    pem_download(
+        &format!("ca-chain-{safe}.pem"),
+        format!("{}{root}", int.pem()),
+    )
+}
+
+/// A PEM file the browser saves rather than shows.
+fn pem_download(filename: &str, body: String) -> Resp {
+    finish(
+        base(StatusCode::OK)
+            .header("content-type", "application/x-pem-file")
+            .header(
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        body,
+    )
+}
+
+/// `/ui/cert/SERIAL/cert.pem` (the leaf) and `/ui/cert/SERIAL/fullchain.pem` (the leaf and its
+/// issuer's chain, byte for byte the file `cert issue` wrote): from the DER the inventory kept
+/// (migration 0010); a row from before it has none.
+async fn certificate_pem(
+    auth: &dyn Authority,
+    admin: &Admin,
+    serial: &str,
+    with_chain: bool,
+) -> Resp {
+    let Ok(serial) = mutual_pki::normalize_serial(serial) else {
+        return not_found(admin, "that is not a serial number");
+    };
+    let store = auth.ca().store();
+    let r = match store.get(&serial, unix_now()).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return not_found(admin, "no certificate with that serial in the inventory"),
+        Err(e) => return store_failed(admin, &e),
+    };
+    let der = match store.certificate_der(&serial).await {
+        Ok(Some(d)) => d,
+        Ok(None) => {
+            return refusal(
+                StatusCode::NOT_FOUND,
+                "not_stored",
+                NOT_STORED,
+                &admin.principal,
+            )
+        }
+        Err(e) => return store_failed(admin, &e),
+    };
+    let Ok(leaf) = mutual_pki::pem_encode("CERTIFICATE", &der) else {
+        return store_failed(
+            admin,
+            &StoreError::Corrupt {
+                serial,
+                detail: "the stored certificate cannot be PEM-encoded".into(),
+            },
+        );
+    };
+    if !with_chain {
+        return pem_download(&format!("{serial}.pem"), leaf);
+    }
+    match auth.ca().issuers().get(&r.issuer) {
+        Some(int) => pem_download(
+            &format!("{serial}-fullchain.pem"),
+            format!("{leaf}{}", int.chain_pem()),
+        ),
+        None => not_found(
+            admin,
+            "its issuer is not in this CA's issuers.toml any more",
+        ),
+    }
+}
+
+/// Why a row has no certificate bytes.
+const NOT_STORED: &str = "The inventory has no copy of this certificate: it was recorded before \
+     mutual kept certificates (migration 0010), with only its fingerprint. Its PEM is with its \
+     holder (mutual cert inspect FILE reads it).";
+
 /// Subject, notAfter and SHA-256 of each CA certificate above a leaf signed by `issuer` (its
 /// own intermediate, not the default one: after `ca rotate-intermediate` they differ).
 fn chain_rows(auth: &dyn Authority, issuer: &str) -> String {
     let mut o = String::new();
-    let set = auth.ca().issuers();
-    let Some(int) = set.get(issuer) else {
+    let Some((int, root)) = issuer_and_root(auth, issuer) else {
         let _ = write!(
             o,
             "<tr><td>intermediate</td><td colspan=\"3\" id=\"issuer-missing\">{} is not in this \
@@ -291,14 +420,6 @@ fn chain_rows(auth: &dyn Authority, issuer: &str) -> String {
             esc(issuer)
         );
         return o;
-    };
-    // During a root rollover an intermediate may chain to a new root (`roots/ID.pem`).
-    let root = match &int.root {
-        Some(id) => {
-            let (pem, _) = mutual_pki::ca::issuers::root_files(auth.ca().dir(), id);
-            std::fs::read_to_string(pem).unwrap_or_default()
-        }
-        None => auth.ca().root_pem().to_string(),
     };
     for (role, pem) in [
         (format!("intermediate {}", int.id), int.pem().to_string()),
@@ -327,6 +448,46 @@ fn chain_rows(auth: &dyn Authority, issuer: &str) -> String {
             esc(&sha)
         );
     }
+    o
+}
+
+/// "ECDSA P-256, 256 bits": the key of a stored certificate as a person names it.
+fn key_of(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    let (_, c) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let (kind, bits) = mutual_pki::inspect::describe_key(c.public_key());
+    Some(format!("{kind}, {bits} bits"))
+}
+
+/// The extensions table of a stored certificate (every value escaped).
+fn extension_rows(der: &[u8]) -> String {
+    let exts = match mutual_pki::inspect::extensions(der) {
+        Ok(e) => e,
+        Err(e) => {
+            return format!(
+                "<p id=\"extensions-error\">The stored certificate cannot be read: {}</p>",
+                esc(&e.to_string())
+            )
+        }
+    };
+    let mut o = String::from(
+        "<table id=\"extensions\"><tr><th>Extension</th><th>Critical</th><th>Values</th></tr>",
+    );
+    for e in &exts {
+        let _ = write!(
+            o,
+            "<tr><td title=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&e.oid),
+            esc(&e.name),
+            if e.critical { "critical" } else { "-" },
+            e.values
+                .iter()
+                .map(|v| esc(v))
+                .collect::<Vec<_>>()
+                .join("<br>")
+        );
+    }
+    o.push_str("</table>");
     o
 }
 
@@ -366,6 +527,10 @@ async fn certificate(
         Ok(None) => return not_found(admin, "no certificate with that serial in the inventory"),
         Err(e) => return store_failed(admin, &e),
     };
+    let der = match auth.ca().store().certificate_der(&serial).await {
+        Ok(d) => d,
+        Err(e) => return store_failed(admin, &e),
+    };
     let mut b = String::new();
     if let Some(m) = message {
         let _ = write!(b, "<div class=\"msg\" id=\"message\">{}</div>", esc(m));
@@ -392,10 +557,23 @@ async fn certificate(
             .collect::<Vec<_>>()
             .join("<br>"),
     );
-    row(
-        "Key usage / extended key usage",
-        format!("digitalSignature / {}", eku(&r.usage)),
-    );
+    if der.is_none() {
+        // Without the certificate, what the recorded usage implies (the extensions table
+        // shows the real ones when the inventory kept it).
+        row(
+            "Key usage / extended key usage",
+            format!(
+                "digitalSignature / {} (from the recorded usage)",
+                eku(&r.usage)
+            ),
+        );
+    }
+    let key = match (&r.key_type, der.as_deref().and_then(key_of)) {
+        (Some(t), Some(k)) => format!("<code>{}</code> ({})", esc(t), esc(&k)),
+        (Some(t), None) => format!("<code>{}</code>", esc(t)),
+        (None, _) => "unknown (recorded before the inventory kept key types)".to_string(),
+    };
+    row("Key type", format!("<span id=\"key-type\">{key}</span>"));
     row(
         "Issuer",
         format!("<code id=\"issuer\">{}</code>", esc(&r.issuer)),
@@ -435,14 +613,35 @@ async fn certificate(
     let _ = write!(
         b,
         "<h2>Chain</h2><table id=\"chain\"><tr><th>Role</th><th>Subject</th><th>Not after</th>\
-         <th>SHA-256</th></tr><tr><td>leaf</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td></tr>{}</table>\
-         <p><a href=\"/ui/chain.pem\" id=\"chain-pem\">Download the CA chain (PEM)</a>. The inventory \
-         keeps each certificate's fingerprint, not its bytes: the leaf's PEM is with its holder.</p>",
+         <th>SHA-256</th></tr><tr><td>leaf</td><td>{}</td><td>{}</td><td class=\"mono\">{}</td></tr>{}</table>",
         esc(&r.subject),
         esc(&rfc3339(r.not_after)),
         esc(&r.sha256),
         chain_rows(auth, &r.issuer)
     );
+    let link = esc(&cert_link(&r.serial));
+    b.push_str("<p id=\"downloads\">");
+    if der.is_some() {
+        let _ = write!(
+            b,
+            "<a href=\"{link}/cert.pem\" id=\"cert-pem\">Download certificate (PEM)</a> · \
+             <a href=\"{link}/fullchain.pem\" id=\"fullchain-pem\">leaf + chain (PEM)</a> · "
+        );
+    }
+    let _ = write!(
+        b,
+        "<a href=\"/ui/chain.pem?issuer={}\" id=\"chain-pem\">Download the CA chain (PEM)</a> \
+         of its issuer, {}.</p>",
+        esc(&url_part(&r.issuer)),
+        esc(&r.issuer)
+    );
+    b.push_str("<h2>Extensions</h2>");
+    match &der {
+        Some(d) => b.push_str(&extension_rows(d)),
+        None => {
+            let _ = write!(b, "<p id=\"not-stored\">{}</p>", esc(NOT_STORED));
+        }
+    }
     if r.status != Status::Revoked {
         let mut opts = String::new();
         for reason in REASONS {

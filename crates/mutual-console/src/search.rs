@@ -122,6 +122,8 @@ pub struct Query {
     pub requester: String,
     /// Only certificates signed by this intermediate (`int-2`).
     pub issuer: Option<String>,
+    /// Only certificates with this key type (`ecdsa-p256`, `rsa-2048`, `unknown`...).
+    pub key_type: Option<String>,
     pub after: Option<Cursor>,
     pub limit: u32,
     /// What was wrong with the query (shown above the table; the rest still applies).
@@ -153,6 +155,10 @@ impl Query {
                 },
                 "requester" => q.requester = v.to_string(),
                 "issuer" if !v.is_empty() => q.issuer = Some(v.to_string()),
+                "key_type" if !v.is_empty() => match mutual_pki::keys::parse_key_type_filter(v) {
+                    Ok(k) => q.key_type = Some(k),
+                    Err(e) => q.errors.push(e),
+                },
                 "after" if !v.is_empty() => match parse_cursor(v) {
                     Some(c) => q.after = Some(c),
                     None => q
@@ -178,6 +184,7 @@ impl Query {
             expiring_within: self.expiring.as_ref().map(|(_, d)| *d),
             requested_by: (!self.requester.is_empty()).then(|| self.requester.clone()),
             issuer: self.issuer.clone(),
+            key_type: self.key_type.clone(),
             ..Default::default()
         };
         match key {
@@ -209,6 +216,9 @@ impl Query {
         }
         if let Some(i) = &self.issuer {
             s.append_pair("issuer", i);
+        }
+        if let Some(k) = &self.key_type {
+            s.append_pair("key_type", k);
         }
         if self.limit != DEFAULT_LIMIT {
             s.append_pair("limit", &self.limit.to_string());
@@ -271,7 +281,7 @@ mod tests {
     #[test]
     fn query_round_trip() {
         let q = Query::parse(
-            "q=a+b&status=revoked&expiring=7d&requester=token%3A&issuer=int-2&limit=9999",
+            "q=a+b&status=revoked&expiring=7d&requester=token%3A&issuer=int-2&key_type=RSA-2048&limit=9999",
         );
         assert_eq!(q.q, "a b");
         assert_eq!(q.status, Some(Status::Revoked));
@@ -286,7 +296,8 @@ mod tests {
         assert_eq!(back.by.as_deref(), Some("name"));
         assert_eq!(back.requester, "token:");
         assert_eq!(back.issuer.as_deref(), Some("int-2"));
-        let bad = Query::parse("expiring=soon&status=weird&after=x");
-        assert_eq!(bad.errors.len(), 3);
+        assert_eq!(back.key_type.as_deref(), Some("rsa-2048"));
+        let bad = Query::parse("expiring=soon&status=weird&after=x&key_type=dsa");
+        assert_eq!(bad.errors.len(), 4);
     }
 }

@@ -140,12 +140,207 @@ fn general_name(g: &GeneralName<'_>) -> String {
                 a.copy_from_slice(b);
                 format!("ip:{}", std::net::Ipv6Addr::from(a))
             }
+            // A name constraint's subtree: an address and its mask.
+            8 => format!(
+                "ip:{}/{}",
+                std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]),
+                std::net::Ipv4Addr::new(b[4], b[5], b[6], b[7])
+            ),
+            32 => {
+                let (mut a, mut m) = ([0u8; 16], [0u8; 16]);
+                a.copy_from_slice(&b[..16]);
+                m.copy_from_slice(&b[16..]);
+                format!(
+                    "ip:{}/{}",
+                    std::net::Ipv6Addr::from(a),
+                    std::net::Ipv6Addr::from(m)
+                )
+            }
             _ => format!("ip:<{} bytes>", b.len()),
         },
         GeneralName::URI(u) => format!("uri:{u}"),
         GeneralName::RFC822Name(e) => format!("email:{e}"),
+        GeneralName::DirectoryName(n) => format!("dirName:{n}"),
+        GeneralName::RegisteredID(o) => format!("registeredID:{}", o.to_id_string()),
+        GeneralName::OtherName(o, _) => format!("otherName:{}", o.to_id_string()),
         other => format!("other:{other:?}"),
     }
+}
+
+/// One extension of a certificate as a person reads it (the console's certificate page).
+#[derive(Clone, Debug, Serialize)]
+pub struct ExtensionInfo {
+    /// RFC 5280's name (`subjectAltName`, `keyUsage`...) or the OID when unknown.
+    pub name: String,
+    pub oid: String,
+    pub critical: bool,
+    /// One line per value (`dns:web.internal`, `serverAuth`, `CA:false`...).
+    pub values: Vec<String>,
+}
+
+fn key_usage_names(k: &x509_parser::extensions::KeyUsage) -> Vec<String> {
+    [
+        (k.digital_signature(), "digitalSignature"),
+        (k.non_repudiation(), "contentCommitment"),
+        (k.key_encipherment(), "keyEncipherment"),
+        (k.data_encipherment(), "dataEncipherment"),
+        (k.key_agreement(), "keyAgreement"),
+        (k.key_cert_sign(), "keyCertSign"),
+        (k.crl_sign(), "cRLSign"),
+        (k.encipher_only(), "encipherOnly"),
+        (k.decipher_only(), "decipherOnly"),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| n.to_string())
+    .collect()
+}
+
+fn eku_names(e: &x509_parser::extensions::ExtendedKeyUsage<'_>) -> Vec<String> {
+    let mut out: Vec<String> = [
+        (e.any, "any"),
+        (e.server_auth, "serverAuth"),
+        (e.client_auth, "clientAuth"),
+        (e.code_signing, "codeSigning"),
+        (e.email_protection, "emailProtection"),
+        (e.time_stamping, "timeStamping"),
+        (e.ocsp_signing, "OCSPSigning"),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| n.to_string())
+    .collect();
+    out.extend(e.other.iter().map(|o| o.to_id_string()));
+    out
+}
+
+/// `AB:CD:...`, as openssl prints key identifiers.
+fn colon_bytes(b: &[u8]) -> String {
+    crate::colon_hex(&hex::encode(b))
+}
+
+fn access_method(oid: &str) -> &str {
+    match oid {
+        "1.3.6.1.5.5.7.48.1" => "OCSP",
+        "1.3.6.1.5.5.7.48.2" => "caIssuers",
+        other => other,
+    }
+}
+
+/// Every extension of the certificate `der`, in the certificate's order, read with
+/// x509-parser: SANs, key usage, EKU, basic constraints, AKI/SKI, CRL distribution points,
+/// authority information access, name constraints, policies; any other as its OID and size.
+/// Values are plain text (the caller escapes them for HTML).
+pub fn extensions(der: &[u8]) -> Result<Vec<ExtensionInfo>, PkiError> {
+    let (_, c) = X509Certificate::from_der(der)
+        .map_err(|_| malformed("not valid X.509 DER (truncated, or not a certificate)"))?;
+    let mut out = Vec::new();
+    for ext in c.extensions() {
+        let oid = ext.oid.to_id_string();
+        let (name, values): (&str, Vec<String>) = match ext.parsed_extension() {
+            ParsedExtension::SubjectAlternativeName(s) => (
+                "subjectAltName",
+                s.general_names.iter().map(general_name).collect(),
+            ),
+            ParsedExtension::KeyUsage(k) => ("keyUsage", key_usage_names(k)),
+            ParsedExtension::ExtendedKeyUsage(e) => ("extKeyUsage", eku_names(e)),
+            ParsedExtension::BasicConstraints(b) => (
+                "basicConstraints",
+                std::iter::once(format!("CA:{}", b.ca))
+                    .chain(b.path_len_constraint.map(|n| format!("pathlen:{n}")))
+                    .collect(),
+            ),
+            ParsedExtension::SubjectKeyIdentifier(k) => {
+                ("subjectKeyIdentifier", vec![colon_bytes(k.0)])
+            }
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                let mut v = Vec::new();
+                if let Some(k) = &a.key_identifier {
+                    v.push(format!("keyid:{}", colon_bytes(k.0)));
+                }
+                for g in a.authority_cert_issuer.iter().flatten() {
+                    v.push(format!("issuer:{}", general_name(g)));
+                }
+                if let Some(sn) = a.authority_cert_serial {
+                    v.push(format!("serial:{}", serial_hex(sn)));
+                }
+                ("authorityKeyIdentifier", v)
+            }
+            ParsedExtension::CRLDistributionPoints(p) => {
+                let mut v = Vec::new();
+                for point in &p.points {
+                    match &point.distribution_point {
+                        Some(x509_parser::extensions::DistributionPointName::FullName(names)) => {
+                            v.extend(names.iter().map(general_name));
+                        }
+                        Some(
+                            x509_parser::extensions::DistributionPointName::NameRelativeToCRLIssuer(
+                                rdn,
+                            ),
+                        ) => v.push(format!(
+                            "relative name {}",
+                            rdn.iter()
+                                .map(|a| format!(
+                                    "{}={}",
+                                    a.attr_type().to_id_string(),
+                                    a.as_str().unwrap_or("?")
+                                ))
+                                .collect::<Vec<_>>()
+                                .join("+")
+                        )),
+                        None => v.push("(no distribution point name)".into()),
+                    }
+                }
+                ("cRLDistributionPoints", v)
+            }
+            ParsedExtension::AuthorityInfoAccess(a) => (
+                "authorityInfoAccess",
+                a.accessdescs
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{} - {}",
+                            access_method(&d.access_method.to_id_string()),
+                            general_name(&d.access_location)
+                        )
+                    })
+                    .collect(),
+            ),
+            ParsedExtension::NameConstraints(nc) => {
+                let mut v = Vec::new();
+                for (label, subtrees) in [
+                    ("permitted", &nc.permitted_subtrees),
+                    ("excluded", &nc.excluded_subtrees),
+                ] {
+                    for t in subtrees.iter().flatten() {
+                        v.push(format!("{label} {}", general_name(&t.base)));
+                    }
+                }
+                ("nameConstraints", v)
+            }
+            ParsedExtension::CertificatePolicies(p) => (
+                "certificatePolicies",
+                p.iter()
+                    .map(|i| match i.policy_id.to_id_string().as_str() {
+                        "2.5.29.32.0" => "anyPolicy".to_string(),
+                        id => id.to_string(),
+                    })
+                    .collect(),
+            ),
+            ParsedExtension::ParseError { .. } => (
+                oid.as_str(),
+                vec![format!("(unparsable, {} bytes)", ext.value.len())],
+            ),
+            _ => (oid.as_str(), vec![format!("({} bytes)", ext.value.len())]),
+        };
+        out.push(ExtensionInfo {
+            name: name.to_string(),
+            oid: oid.clone(),
+            critical: ext.critical,
+            values,
+        });
+    }
+    Ok(out)
 }
 
 fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError> {
@@ -175,39 +370,10 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
             ParsedExtension::SubjectAlternativeName(s) => {
                 sans.extend(s.general_names.iter().map(general_name));
             }
-            ParsedExtension::KeyUsage(k) => {
-                for (on, n) in [
-                    (k.digital_signature(), "digitalSignature"),
-                    (k.non_repudiation(), "contentCommitment"),
-                    (k.key_encipherment(), "keyEncipherment"),
-                    (k.data_encipherment(), "dataEncipherment"),
-                    (k.key_agreement(), "keyAgreement"),
-                    (k.key_cert_sign(), "keyCertSign"),
-                    (k.crl_sign(), "cRLSign"),
-                    (k.encipher_only(), "encipherOnly"),
-                    (k.decipher_only(), "decipherOnly"),
-                ] {
-                    if on {
-                        key_usage.push(n.to_string());
-                    }
-                }
-            }
+            ParsedExtension::KeyUsage(k) => key_usage.extend(key_usage_names(k)),
             ParsedExtension::ExtendedKeyUsage(e) => {
                 has_eku = true;
-                for (on, n) in [
-                    (e.any, "any"),
-                    (e.server_auth, "serverAuth"),
-                    (e.client_auth, "clientAuth"),
-                    (e.code_signing, "codeSigning"),
-                    (e.email_protection, "emailProtection"),
-                    (e.time_stamping, "timeStamping"),
-                    (e.ocsp_signing, "OCSPSigning"),
-                ] {
-                    if on {
-                        eku.push(n.to_string());
-                    }
-                }
-                eku.extend(e.other.iter().map(|o| o.to_id_string()));
+                eku.extend(eku_names(e));
             }
             ParsedExtension::BasicConstraints(b) => {
                 is_ca = b.ca;
@@ -341,6 +507,71 @@ mod tests {
         )
         .is_err());
         assert!(inspect_pem_or_der(&[0x30, 0x03, 0x01, 0x01]).is_err());
+    }
+
+    /// A CA certificate with the extensions the console lists, read back as words.
+    #[test]
+    fn extensions_as_words() {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![]).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        p.name_constraints = Some(rcgen::NameConstraints {
+            permitted_subtrees: vec![rcgen::GeneralSubtree::DnsName("example.org".into())],
+            excluded_subtrees: vec![rcgen::GeneralSubtree::IpAddress(
+                rcgen::CidrSubnet::from_v4_prefix([10, 0, 0, 0], 8),
+            )],
+        });
+        p.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+            uris: vec!["http://crl.example/ca.crl".into()],
+        }];
+        // certificatePolicies { anyPolicy }; authorityInfoAccess { OCSP http://ocsp.example }
+        p.custom_extensions = vec![
+            rcgen::CustomExtension::from_oid_content(
+                &[2, 5, 29, 32],
+                vec![0x30, 0x08, 0x30, 0x06, 0x06, 0x04, 0x55, 0x1d, 0x20, 0x00],
+            ),
+            rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], {
+                let mut v = vec![
+                    0x30, 0x21, 0x30, 0x1f, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30,
+                    0x01, 0x86, 0x13,
+                ];
+                v.extend_from_slice(b"http://ocsp.example");
+                v
+            }),
+        ];
+        let c = p.self_signed(&k).unwrap();
+        let exts = extensions(c.der()).unwrap();
+        let get = |name: &str| {
+            exts.iter()
+                .find(|e| e.name == name)
+                .unwrap_or_else(|| panic!("{name} missing: {exts:?}"))
+        };
+        let bc = get("basicConstraints");
+        assert!(bc.critical);
+        assert_eq!(bc.values, ["CA:true", "pathlen:0"]);
+        assert_eq!(get("keyUsage").values, ["keyCertSign", "cRLSign"]);
+        assert_eq!(
+            get("nameConstraints").values,
+            [
+                "permitted dns:example.org",
+                "excluded ip:10.0.0.0/255.0.0.0"
+            ]
+        );
+        assert_eq!(
+            get("cRLDistributionPoints").values,
+            ["uri:http://crl.example/ca.crl"]
+        );
+        assert_eq!(get("certificatePolicies").values, ["anyPolicy"]);
+        assert_eq!(
+            get("authorityInfoAccess").values,
+            ["OCSP - uri:http://ocsp.example"]
+        );
+        assert_eq!(get("subjectKeyIdentifier").values.len(), 1);
+        assert!(extensions(b"\x30\x03\x02\x01\x00").is_err());
     }
 
     #[test]

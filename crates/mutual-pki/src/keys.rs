@@ -75,6 +75,23 @@ impl KeyKind {
         }
     }
 
+    /// The inventory's word for a key of this kind and size (`key_type`, `cert list
+    /// --key-type`): the `--key-type` vocabulary, with RSA's size (`rsa-2048`, `rsa-4096`), and
+    /// the kind's own name for keys the CA does not issue for (`ecdsa-p521`, `ed448`, `other`).
+    pub fn label(&self, bits: usize) -> String {
+        match self {
+            KeyKind::Rsa => format!("rsa-{bits}"),
+            KeyKind::EcdsaP256 => "ecdsa-p256".into(),
+            KeyKind::EcdsaP384 => "ecdsa-p384".into(),
+            KeyKind::EcdsaP521 => "ecdsa-p521".into(),
+            KeyKind::EcdsaOther(_) => "ecdsa-other".into(),
+            KeyKind::Ed25519 => "ed25519".into(),
+            KeyKind::Ed448 => "ed448".into(),
+            KeyKind::RsaUnparsable => "rsa-unknown".into(),
+            KeyKind::Other(_) => "other".into(),
+        }
+    }
+
     /// Whether the CA signs certificates for a key of this kind and size: ECDSA P-256/P-384,
     /// Ed25519, RSA of at least 2048 bits. `what` names the key in the message ("the CSR's key").
     pub fn check_issuable(&self, bits: usize, what: &str) -> Result<(), PkiError> {
@@ -87,6 +104,47 @@ impl KeyKind {
                 detail: format!("{what} is {other}; use ECDSA P-256/P-384, Ed25519 or RSA >= 2048"),
             }),
         }
+    }
+}
+
+/// The key types a filter offers (`cert list --key-type`, the console's select): what the CA
+/// issues for, the usual RSA sizes, and `unknown` for rows recorded before the inventory kept
+/// key types (migration 0010).
+pub const KEY_TYPE_FILTERS: [&str; 7] = [
+    "ecdsa-p256",
+    "ecdsa-p384",
+    "ed25519",
+    "rsa-2048",
+    "rsa-3072",
+    "rsa-4096",
+    mutual_store::KEY_TYPE_UNKNOWN,
+];
+
+/// A key-type filter as a person typed it: one of [`KeyKind::label`]'s words (any RSA size) or
+/// `unknown`, in any case.
+pub fn parse_key_type_filter(s: &str) -> Result<String, String> {
+    let v = s.trim().to_ascii_lowercase();
+    let rsa_size = v
+        .strip_prefix("rsa-")
+        .is_some_and(|n| !n.is_empty() && n.len() <= 5 && n.bytes().all(|b| b.is_ascii_digit()));
+    let known = [
+        "ecdsa-p256",
+        "ecdsa-p384",
+        "ecdsa-p521",
+        "ecdsa-other",
+        "ed25519",
+        "ed448",
+        "rsa-unknown",
+        "other",
+        mutual_store::KEY_TYPE_UNKNOWN,
+    ];
+    if rsa_size || known.contains(&v.as_str()) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "unknown key type {s:?} (expected {}, rsa-BITS or unknown)",
+            KEY_TYPE_FILTERS[..KEY_TYPE_FILTERS.len() - 1].join(", ")
+        ))
     }
 }
 
@@ -372,6 +430,24 @@ pub fn pkcs12(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn key_type_labels_and_filters() {
+        assert_eq!(KeyKind::Rsa.label(2048), "rsa-2048");
+        assert_eq!(KeyKind::EcdsaP384.label(384), "ecdsa-p384");
+        assert_eq!(KeyKind::Ed25519.label(256), "ed25519");
+        // The CA's own key types label as --key-type names them.
+        for kt in KeyType::ALL {
+            let bits = if kt == KeyType::Rsa3072 { 3072 } else { 0 };
+            assert_eq!(KeyKind::from(kt).label(bits), kt.as_str());
+        }
+        assert_eq!(parse_key_type_filter(" RSA-4096 ").unwrap(), "rsa-4096");
+        assert_eq!(parse_key_type_filter("unknown").unwrap(), "unknown");
+        for bad in ["rsa-", "rsa-x", "dsa", "ecdsa", ""] {
+            let e = parse_key_type_filter(bad).unwrap_err();
+            assert!(e.starts_with("unknown key type"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn encrypt_roundtrip_and_wrong_password() {

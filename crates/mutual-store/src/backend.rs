@@ -39,7 +39,7 @@ static PG_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postg
 
 pub(crate) const COLUMNS: &str =
     "serial, name, subject, sans, usage, not_before, not_after, status, \
-     revoked_at, reason, requested_by, sha256, created_at, revoked_by, issuer";
+     revoked_at, reason, requested_by, sha256, created_at, revoked_by, issuer, key_type";
 
 /// The embedded SQLite inventory (`inventory.db` in the CA directory by default).
 #[derive(Clone, Debug)]
@@ -247,6 +247,7 @@ where
         created_at: row.try_get("created_at").map_err(db("read row"))?,
         revoked_by: row.try_get("revoked_by").map_err(db("read row"))?,
         issuer: row.try_get("issuer").map_err(db("read row"))?,
+        key_type: row.try_get("key_type").map_err(db("read row"))?,
         serial,
     })
 }
@@ -341,6 +342,15 @@ where
     if let Some(i) = &f.issuer {
         qb.push(" AND issuer = ").push_bind(i.clone());
     }
+    match f.key_type.as_deref() {
+        Some(crate::KEY_TYPE_UNKNOWN) => {
+            qb.push(" AND key_type IS NULL");
+        }
+        Some(k) => {
+            qb.push(" AND key_type = ").push_bind(k.to_string());
+        }
+        None => {}
+    }
     if let Some(c) = after {
         qb.push(" AND (not_after, serial) > (")
             .push_bind(c.not_after)
@@ -394,8 +404,8 @@ macro_rules! impl_inventory {
                 })?;
                 let res = sqlx::query(
                     "INSERT INTO certificates (serial, name, subject, sans, usage, not_before, \
-                     not_after, status, requested_by, sha256, created_at, issuer) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'valid', $8, $9, $10, $11)",
+                     not_after, status, requested_by, sha256, created_at, issuer, der, key_type) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'valid', $8, $9, $10, $11, $12, $13)",
                 )
                 .bind(&c.serial)
                 .bind(&c.name)
@@ -408,6 +418,8 @@ macro_rules! impl_inventory {
                 .bind(&c.sha256)
                 .bind(unix_now())
                 .bind(&c.issuer)
+                .bind(&c.der)
+                .bind(&c.key_type)
                 .execute(&mut *conn)
                 .await;
                 match res {
@@ -513,6 +525,18 @@ macro_rules! impl_inventory {
                 .await
                 .map_err(db("get certificate"))?;
                 row.map(|r| record_from_row(&r, now)).transpose()
+            }
+
+            async fn certificate_der(&self, serial: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                let row = sqlx::query("SELECT der FROM certificates WHERE serial = $1")
+                    .bind(serial)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("get certificate DER"))?;
+                match row {
+                    Some(r) => r.try_get("der").map_err(db("read certificate DER")),
+                    None => Ok(None),
+                }
             }
 
             async fn list(&self, f: &ListFilter, now: i64) -> Result<Vec<CertRecord>, StoreError> {

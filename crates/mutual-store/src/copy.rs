@@ -36,27 +36,31 @@ pub struct CopyReport {
     pub target: TableCounts,
 }
 
-/// Rows per INSERT: 15 columns x 1,000 stays far below PostgreSQL's 65,535 bind parameters.
+/// Rows per INSERT: 17 columns x 1,000 stays far below PostgreSQL's 65,535 bind parameters.
 const BATCH: i64 = 1000;
 
-type CertRow = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    String,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    String,
-    i64,
-    Option<String>,
-    String,
-);
+/// One certificate row as read from the source.
+#[derive(sqlx::FromRow)]
+struct CertRow {
+    id: i64,
+    serial: String,
+    name: String,
+    subject: String,
+    sans: String,
+    usage: String,
+    not_before: i64,
+    not_after: i64,
+    status: String,
+    revoked_at: Option<i64>,
+    reason: Option<String>,
+    requested_by: Option<String>,
+    sha256: String,
+    created_at: i64,
+    revoked_by: Option<String>,
+    issuer: String,
+    der: Option<Vec<u8>>,
+    key_type: Option<String>,
+}
 
 /// Copies every table of `src` into the empty `dst` in one transaction, verifying row counts
 /// before committing. On any error (including a count mismatch) nothing is committed.
@@ -92,9 +96,15 @@ pub async fn copy_sqlite_to_postgres(
     } else {
         "'int-1' AS issuer"
     };
+    // The certificate's DER and key type arrived with migration 0010 (NULL before it).
+    let der = if src.has_column("certificates", "der").await? {
+        "der, key_type"
+    } else {
+        "NULL AS der, NULL AS key_type"
+    };
     let select = format!(
         "SELECT id, serial, name, subject, sans, usage, not_before, not_after, status, \
-         revoked_at, reason, requested_by, sha256, created_at, {revoked_by}, {issuer} \
+         revoked_at, reason, requested_by, sha256, created_at, {revoked_by}, {issuer}, {der} \
          FROM certificates WHERE id > $1 ORDER BY id LIMIT $2"
     );
     let mut last_id = i64::MIN;
@@ -107,27 +117,30 @@ pub async fn copy_sqlite_to_postgres(
             .await
             .map_err(db("read source certificates"))?;
         let Some(last) = rows.last() else { break };
-        last_id = last.0;
+        last_id = last.id;
         let mut qb = QueryBuilder::<Postgres>::new(
             "INSERT INTO certificates (serial, name, subject, sans, usage, not_before, not_after, \
-             status, revoked_at, reason, requested_by, sha256, created_at, revoked_by, issuer) ",
+             status, revoked_at, reason, requested_by, sha256, created_at, revoked_by, issuer, \
+             der, key_type) ",
         );
         qb.push_values(rows, |mut b, r| {
-            b.push_bind(r.1)
-                .push_bind(r.2)
-                .push_bind(r.3)
-                .push_bind(r.4)
-                .push_bind(r.5)
-                .push_bind(r.6)
-                .push_bind(r.7)
-                .push_bind(r.8)
-                .push_bind(r.9)
-                .push_bind(r.10)
-                .push_bind(r.11)
-                .push_bind(r.12)
-                .push_bind(r.13)
-                .push_bind(r.14)
-                .push_bind(r.15);
+            b.push_bind(r.serial)
+                .push_bind(r.name)
+                .push_bind(r.subject)
+                .push_bind(r.sans)
+                .push_bind(r.usage)
+                .push_bind(r.not_before)
+                .push_bind(r.not_after)
+                .push_bind(r.status)
+                .push_bind(r.revoked_at)
+                .push_bind(r.reason)
+                .push_bind(r.requested_by)
+                .push_bind(r.sha256)
+                .push_bind(r.created_at)
+                .push_bind(r.revoked_by)
+                .push_bind(r.issuer)
+                .push_bind(r.der)
+                .push_bind(r.key_type);
         });
         qb.build()
             .execute(&mut *tx)

@@ -210,7 +210,15 @@ pub struct NewCert {
     pub sha256: String,
     /// The id of the intermediate that signed it (`int-1` for the one `ca init` made).
     pub issuer: String,
+    /// The certificate itself (DER), kept since migration 0010 for its page and PEM download.
+    pub der: Option<Vec<u8>>,
+    /// The key type in the `--key-type` words plus the RSA size (`ecdsa-p256`, `rsa-2048`...).
+    pub key_type: Option<String>,
 }
+
+/// The `key_type` filter value that selects rows recorded before migration 0010, whose key
+/// type is not known (`key_type IS NULL`).
+pub const KEY_TYPE_UNKNOWN: &str = "unknown";
 
 /// A certificate as recorded in the inventory.
 #[derive(Clone, Debug, Serialize)]
@@ -234,6 +242,8 @@ pub struct CertRecord {
     pub revoked_by: Option<String>,
     /// The id of the intermediate that signed it (`int-1` for the one `ca init` made).
     pub issuer: String,
+    /// `ecdsa-p256`, `rsa-3072`, ...; `None` for rows recorded before migration 0010.
+    pub key_type: Option<String>,
 }
 
 /// Which rows `list` returns.
@@ -254,6 +264,10 @@ pub struct ListFilter {
     pub requested_by: Option<String>,
     /// Only certificates signed by this intermediate (`int-1`, `int-2`, ...).
     pub issuer: Option<String>,
+    /// Only certificates with this key type (`ecdsa-p256`, `rsa-2048`, ...), or
+    /// [`KEY_TYPE_UNKNOWN`] for rows recorded before migration 0010 (the
+    /// `certificates_key_type_not_after` index).
+    pub key_type: Option<String>,
 }
 
 /// One subject alternative name to look certificates up by, in the stored form split at its
@@ -416,6 +430,12 @@ pub trait Inventory {
         serial: &str,
         now: i64,
     ) -> impl Future<Output = Result<Option<CertRecord>, StoreError>> + Send;
+    /// The certificate's DER as recorded at issuance; `None` for an unknown serial or a row
+    /// recorded before migration 0010 (which kept only the fingerprint).
+    fn certificate_der(
+        &self,
+        serial: &str,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
     fn list(
         &self,
         filter: &ListFilter,
@@ -598,6 +618,9 @@ impl Inventory for Store {
     }
     async fn get(&self, serial: &str, now: i64) -> Result<Option<CertRecord>, StoreError> {
         counted!(self, "get", s => s.get(serial, now).await)
+    }
+    async fn certificate_der(&self, serial: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        counted!(self, "certificate_der", s => s.certificate_der(serial).await)
     }
     async fn list(&self, filter: &ListFilter, now: i64) -> Result<Vec<CertRecord>, StoreError> {
         counted!(self, "list", s => s.list(filter, now).await)

@@ -18,6 +18,8 @@ fn cert(serial: &str, issuer: &str) -> NewCert {
         requested_by: None,
         sha256: "00".into(),
         issuer: issuer.into(),
+        der: None,
+        key_type: None,
     }
 }
 

@@ -1,4 +1,5 @@
-//! Migration 0009: the inventory page's fingerprint search, requester-prefix and issuer filters are index
+//! Migrations 0009 and 0010: the inventory page's fingerprint search, requester-prefix, issuer and
+//! key-type filters are index
 //! searches, not scans (docs/console.md, "Scale"), checked with the database's own plan of the
 //! real query (`Store::explain_list`: `EXPLAIN QUERY PLAN` on SQLite, `EXPLAIN` on
 //! PostgreSQL), and the prefix range returns exactly the rows a prefix compare would.
@@ -24,8 +25,13 @@ fn cert(i: usize, requested_by: &str) -> NewCert {
             "int-2"
         }
         .into(),
+        der: None,
+        key_type: KEY_TYPES[i % 3].map(str::to_string),
     }
 }
+
+/// Key types by row (`None`: a row from before migration 0010, "unknown").
+const KEY_TYPES: [Option<&str>; 3] = [Some("ecdsa-p256"), Some("rsa-3072"), None];
 
 /// Rows whose requesters sit around the prefixes' edges: '%' and '_' must mean themselves, and
 /// a string that shares all but the last character must not match.
@@ -80,6 +86,33 @@ async fn check(s: &Store, uses: &dyn Fn(&str, &str) -> bool) {
         ..Default::default()
     };
     assert_eq!(s.list(&f, 0).await.unwrap().len(), 4);
+    // The key-type filter, "unknown" meaning the rows without one, and keyset paging on it.
+    for (kt, want) in [
+        ("ecdsa-p256", vec!["0000", "0003", "0006"]),
+        ("rsa-3072", vec!["0001", "0004", "0007"]),
+        ("unknown", vec!["0002", "0005"]),
+        ("ed25519", vec![]),
+    ] {
+        let f = ListFilter {
+            key_type: Some(kt.into()),
+            ..Default::default()
+        };
+        let mut got = Vec::new();
+        let mut after = None;
+        loop {
+            let p = s.list_page(&f, 0, after.as_ref(), 2).await.unwrap();
+            got.extend(p.rows.iter().map(|r| r.serial.clone()));
+            assert!(p
+                .rows
+                .iter()
+                .all(|r| r.key_type.as_deref() == (kt != "unknown").then_some(kt)));
+            match p.next {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(got, want, "key type {kt}");
+    }
 
     // The plans: index searches on the new indexes.
     let plan = s
@@ -97,6 +130,17 @@ async fn check(s: &Store, uses: &dyn Fn(&str, &str) -> bool) {
         uses(&plan, "certificates_requested_by"),
         "requester:\n{plan}"
     );
+    for kt in ["rsa-3072", "unknown"] {
+        let f = ListFilter {
+            key_type: Some(kt.into()),
+            ..Default::default()
+        };
+        let plan = s.explain_list(&f, 0, Some(50)).await.unwrap().join("\n");
+        assert!(
+            uses(&plan, "certificates_key_type_not_after"),
+            "key type {kt}:\n{plan}"
+        );
+    }
 }
 
 #[tokio::test]

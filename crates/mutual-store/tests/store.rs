@@ -119,6 +119,8 @@ fn cert(serial: &str, not_after: i64) -> NewCert {
         requested_by: Some("test".into()),
         sha256: "00".into(),
         issuer: "int-1".into(),
+        der: None,
+        key_type: None,
     }
 }
 
@@ -602,7 +604,11 @@ async fn copy_sqlite_into_postgres() {
             .unwrap();
         }
         for i in 3000..3003 {
-            let c = with_sans(&format!("{i:032x}"), 9999, &["uri:spiffe://td/copied"]);
+            let c = NewCert {
+                der: Some(vec![0x30, 3, 2, 1, i as u8]),
+                key_type: Some("ed25519".into()),
+                ..with_sans(&format!("{i:032x}"), 9999, &["uri:spiffe://td/copied"])
+            };
             s.insert_with_token(&c, &format!("jti{i}"), 7)
                 .await
                 .unwrap();
@@ -639,6 +645,30 @@ async fn copy_sqlite_into_postgres() {
     assert_eq!(rec.status, Status::Revoked);
     assert_eq!(rec.revoked_by.as_deref(), Some("api-revoke:x"));
     assert!(d.token_used("jti3001").await.unwrap());
+    // The certificate's DER and key type are copied (NULL stays NULL).
+    let copied = format!("{:032x}", 3001);
+    assert_eq!(
+        d.certificate_der(&copied).await.unwrap(),
+        Some(vec![0x30, 3, 2, 1, 3001u32 as u8])
+    );
+    assert_eq!(
+        d.get(&copied, 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .key_type
+            .as_deref(),
+        Some("ed25519")
+    );
+    assert_eq!(
+        d.certificate_der(&format!("{:032x}", 5)).await.unwrap(),
+        None
+    );
+    let unknown = ListFilter {
+        key_type: Some("unknown".into()),
+        ..Default::default()
+    };
+    assert_eq!(serials(&d, &unknown, 0).await.len(), 2345);
     // The SAN index is rebuilt in the target: lookup by identity works there.
     assert_eq!(
         serials(&d, &by_san("uri:spiffe://td/copied"), 0)
@@ -818,3 +848,145 @@ both!(lookup_by_name_fingerprint_requester, |s, _db| {
         .unwrap();
     assert_eq!(p2.rows[0].serial, "03");
 });
+
+// The certificate's DER and key type (migration 0010): written with the row by insert and
+// insert_with_token, read back by certificate_der and in every record, filtered on ("unknown":
+// the rows without one), and nothing for an unknown serial.
+both!(certificate_der_and_key_type, |s, _db| {
+    let der = vec![0x30, 0x82, 1, 2, 3, 0, 255];
+    s.insert(&NewCert {
+        der: Some(der.clone()),
+        key_type: Some("rsa-2048".into()),
+        ..cert("aa", 1000)
+    })
+    .await
+    .unwrap();
+    s.insert_with_token(
+        &NewCert {
+            der: Some(vec![1]),
+            key_type: Some("ecdsa-p256".into()),
+            ..cert("bb", 2000)
+        },
+        "jti-b",
+        5,
+    )
+    .await
+    .unwrap();
+    s.insert(&cert("cc", 3000)).await.unwrap();
+    assert_eq!(s.certificate_der("aa").await.unwrap(), Some(der));
+    assert_eq!(s.certificate_der("bb").await.unwrap(), Some(vec![1]));
+    assert_eq!(s.certificate_der("cc").await.unwrap(), None);
+    assert_eq!(s.certificate_der("zz").await.unwrap(), None);
+    let kt = |k: &str| ListFilter {
+        key_type: Some(k.into()),
+        ..Default::default()
+    };
+    assert_eq!(serials(&s, &kt("rsa-2048"), 0).await, ["aa"]);
+    assert_eq!(serials(&s, &kt("ecdsa-p256"), 0).await, ["bb"]);
+    assert_eq!(serials(&s, &kt("unknown"), 0).await, ["cc"]);
+    assert!(serials(&s, &kt("rsa-4096"), 0).await.is_empty());
+    let rows = s.list(&ListFilter::default(), 0).await.unwrap();
+    let types: Vec<Option<&str>> = rows.iter().map(|r| r.key_type.as_deref()).collect();
+    assert_eq!(types, [Some("rsa-2048"), Some("ecdsa-p256"), None]);
+    // A refused insert (token already used) records no certificate.
+    assert!(matches!(
+        s.insert_with_token(
+            &NewCert {
+                der: Some(vec![2]),
+                ..cert("dd", 4000)
+            },
+            "jti-b",
+            6
+        )
+        .await,
+        Err(StoreError::TokenUsed { .. })
+    ));
+    assert_eq!(s.certificate_der("dd").await.unwrap(), None);
+});
+
+/// A database migrated to 0009 (before the inventory kept certificates) with rows in it, as an
+/// operator's CA has it, then opened by this version: 0010 runs, the old rows read back with no
+/// key type and no DER, keep working (filter "unknown", revoke), and new rows get both.
+async fn upgrade_from_0009(b: Backend) {
+    let Some(db) = TestDb::new(b).await else {
+        return;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(match b {
+        Backend::Sqlite => "migrations/sqlite",
+        Backend::Postgres => "migrations/postgres",
+    });
+    let old = sqlx::migrate::Migrator::new(dir.as_path()).await.unwrap();
+    // Two rows as the 0009-era insert wrote them (the row, then its SAN index rows).
+    let insert_old = "INSERT INTO certificates (serial, name, subject, sans, usage, not_before, \
+                      not_after, status, requested_by, sha256, created_at, issuer) VALUES \
+                      ('0a', 'old1', 'CN=old1', '[\"dns:old.internal\"]', 'server', 0, 5000, \
+                      'valid', 'cli:root', 'ab', 1, 'int-1'), \
+                      ('0b', 'old2', 'CN=old2', '[]', 'client', 0, 6000, 'valid', NULL, 'cd', 1, \
+                      'int-1'); \
+                      INSERT INTO certificate_sans (serial, kind, value) \
+                      VALUES ('0a', 'dns', 'old.internal')";
+    match &db.url {
+        StoreUrl::Sqlite(p) => {
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .connect_with(
+                    sqlx::sqlite::SqliteConnectOptions::new()
+                        .filename(p)
+                        .create_if_missing(true),
+                )
+                .await
+                .unwrap();
+            old.run_to(9, &pool).await.unwrap();
+            sqlx::raw_sql(insert_old).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        StoreUrl::Postgres(u) => {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .connect(u)
+                .await
+                .unwrap();
+            old.run_to(9, &pool).await.unwrap();
+            sqlx::raw_sql(insert_old).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+    let s = db.open().await;
+    let r = s.get("0a", 10).await.unwrap().unwrap();
+    assert_eq!((r.name.as_str(), r.key_type), ("old1", None));
+    assert_eq!(s.certificate_der("0a").await.unwrap(), None);
+    s.insert(&NewCert {
+        der: Some(vec![0x30, 0]),
+        key_type: Some("ed25519".into()),
+        ..cert("0c", 7000)
+    })
+    .await
+    .unwrap();
+    let unknown = ListFilter {
+        key_type: Some("unknown".into()),
+        ..Default::default()
+    };
+    assert_eq!(serials(&s, &unknown, 10).await, ["0a", "0b"]);
+    assert!(matches!(
+        s.revoke("0b", "superseded", 20).await.unwrap(),
+        RevokeOutcome::Revoked(_)
+    ));
+    let ed = ListFilter {
+        key_type: Some("ed25519".into()),
+        ..Default::default()
+    };
+    assert_eq!(serials(&s, &ed, 10).await, ["0c"]);
+    assert_eq!(serials(&s, &by_san("dns:old.internal"), 10).await, ["0a"]);
+    s.close().await;
+    if let Some(pg) = &db.pg {
+        pg.drop_db().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_from_0009_sqlite() {
+    upgrade_from_0009(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_from_0009_postgres() {
+    upgrade_from_0009(Backend::Postgres).await;
+}

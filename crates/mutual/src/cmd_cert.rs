@@ -151,6 +151,10 @@ pub struct ListArgs {
     /// Only certificates in this state: valid, revoked, expired.
     #[arg(long, value_parser = parse_status)]
     pub status: Option<Status>,
+    /// Only certificates with this key type: ecdsa-p256, ecdsa-p384, ed25519, rsa-BITS
+    /// (rsa-2048, rsa-3072, ...), or unknown (recorded before the inventory kept key types).
+    #[arg(long, value_name = "TYPE", value_parser = mutual_pki::keys::parse_key_type_filter)]
+    pub key_type: Option<String>,
     #[command(flatten)]
     pub dir: DirArg,
     /// Print a JSON array of objects.
@@ -177,9 +181,19 @@ pub struct RevokeArgs {
 }
 
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").args(["file", "serial"]).required(true)))]
 pub struct InspectArgs {
     /// Certificate file (PEM, possibly a chain, or DER), or `-` for stdin.
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
+    /// Inspect the certificate the inventory recorded under this serial (hex, colons optional)
+    /// instead of a file; `--pem` prints it.
+    #[arg(long, value_name = "SERIAL", conflicts_with = "key")]
+    pub serial: Option<String>,
+    /// With --serial: print the stored certificate as PEM instead of inspecting it.
+    #[arg(long, requires = "serial", conflicts_with = "json")]
+    pub pem: bool,
+    #[command(flatten)]
+    pub dir: DirArg,
     /// Also show where this private key lives (a file, or a PKCS#11 URI
     /// 'pkcs11:token=T;object=K?module-path=M&pin-source=F') and whether it belongs to the
     /// first certificate. With --json the output becomes {"certificates": [...], "key": {...}}.
@@ -478,6 +492,7 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         status: a.status,
         expiring_within: a.expiring_within,
         san: a.identity.or(a.dns).or(a.ip).or(a.san),
+        key_type: a.key_type,
         ..Default::default()
     };
     let rt = runtime()?;
@@ -588,6 +603,7 @@ struct ListRow<'a> {
     created_at: String,
     created_at_unix: i64,
     issuer: &'a str,
+    key_type: Option<&'a str>,
     name: &'a str,
     not_after: String,
     not_after_unix: i64,
@@ -613,6 +629,7 @@ impl<'a> ListRow<'a> {
             created_at: rfc3339(r.created_at),
             created_at_unix: r.created_at,
             issuer: &r.issuer,
+            key_type: r.key_type.as_deref(),
             name: &r.name,
             not_after: rfc3339(r.not_after),
             not_after_unix: r.not_after,
@@ -782,18 +799,63 @@ fn inspect_key(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The certificate the inventory recorded under `serial` (DER), or why there is none.
+fn stored_certificate(dir: &Path, serial: &str) -> anyhow::Result<Vec<u8>> {
+    let serial = mutual_pki::normalize_serial(serial)?;
+    let rt = runtime()?;
+    let der = rt.block_on(async {
+        let store = mutual_pki::ca::open_store(dir).await?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let found = match mutual_store::Inventory::get(&store, &serial, now).await {
+            Ok(None) => Err(mutual_pki::PkiError::from(
+                mutual_store::StoreError::NotFound {
+                    serial: serial.clone(),
+                },
+            )),
+            Ok(Some(_)) => mutual_store::Inventory::certificate_der(&store, &serial)
+                .await
+                .map_err(mutual_pki::PkiError::from),
+            Err(e) => Err(e.into()),
+        };
+        store.close().await;
+        found
+    })?;
+    der.ok_or_else(|| {
+        crate::errors::user(
+            "not_found",
+            format!(
+                "the inventory has no copy of certificate {serial}: it was recorded before \
+                 mutual kept certificates (only its fingerprint)"
+            ),
+            "inspect its holder's file: mutual cert inspect FILE",
+        )
+    })
+}
+
 fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
-    let bytes = if a.file.as_os_str() == "-" {
-        let mut b = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut b)
-            .context("cannot read stdin")?;
-        b
-    } else {
-        std::fs::read(&a.file).with_context(|| format!("cannot read {}", a.file.display()))?
+    let (bytes, source) = match (&a.file, &a.serial) {
+        (_, Some(serial)) => {
+            let der = stored_certificate(&a.dir.resolve()?, serial)?;
+            if a.pem {
+                print!("{}", mutual_pki::pem_encode("CERTIFICATE", &der)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            (der, format!("serial {serial}"))
+        }
+        (Some(f), None) if f.as_os_str() == "-" => {
+            let mut b = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut b)
+                .context("cannot read stdin")?;
+            (b, "-".to_string())
+        }
+        (Some(f), None) => (
+            std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+            f.display().to_string(),
+        ),
+        (None, None) => anyhow::bail!("give a certificate FILE or --serial SERIAL"),
     };
-    let infos = mutual_pki::inspect::inspect_pem_or_der(&bytes)
-        .with_context(|| format!("{}", a.file.display()))?;
+    let infos = mutual_pki::inspect::inspect_pem_or_der(&bytes).with_context(|| source)?;
     if let Some(key) = &a.key {
         return inspect_key(&bytes, infos, key, a.json);
     }
@@ -866,6 +928,7 @@ mod tests {
             created_at: 150,
             revoked_by: None,
             issuer: "int-1".into(),
+            key_type: Some("ecdsa-p256".into()),
         };
         let revoked = mutual_store::CertRecord {
             sans: vec![],

@@ -40,6 +40,7 @@ pub fn record(r: &CertRecord) -> Value {
         "created_at": rfc3339(r.created_at),
         "created_at_unix": r.created_at,
         "issuer": r.issuer,
+        "key_type": r.key_type,
     });
     if let (Some(by), Some(obj)) = (&r.revoked_by, v.as_object_mut()) {
         obj.insert("revoked_by".into(), json!(by));

@@ -69,14 +69,7 @@ impl Console {
     }
 
     fn serial(&self, name: &str) -> String {
-        self.ca
-            .inventory()
-            .iter()
-            .find(|c| c["name"] == name)
-            .unwrap()["serial"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        self.ca.serial(name)
     }
 
     fn pem(&self, name: &str) -> (String, String) {
@@ -297,27 +290,7 @@ fn console_pages_follow_the_keyset_and_the_loopback_listener() {
             .collect();
     // The loopback listener: no certificate needed, every page of 2 rows in turn.
     let ui = format!("http://127.0.0.1:{}", c.ui_port);
-    let mut seen = Vec::new();
-    let mut next = Some("/ui/?limit=2".to_string());
-    let mut pages = 0;
-    while let Some(path) = next.take() {
-        let raw = Command::new("curl")
-            .args(["-sS", "-D", "-"])
-            .arg(format!("{ui}{}", path.replace("&amp;", "&")))
-            .output()
-            .unwrap();
-        let (st, _, body) = parse_http(&raw.stdout);
-        assert_eq!(st, 200, "{body}");
-        for cell in body.split("<td class=\"mono\">").skip(1) {
-            seen.push(cell[..cell.find('<').unwrap()].to_string());
-        }
-        next = body
-            .split("<a id=\"next\" href=\"")
-            .nth(1)
-            .map(|r| r[..r.find('"').unwrap()].to_string());
-        pages += 1;
-        assert!(pages < 20, "paging does not end");
-    }
+    let (seen, pages) = serials_on_every_page(&c, "/ui/?limit=2");
     let mut sorted = seen.clone();
     sorted.sort();
     sorted.dedup();
@@ -414,6 +387,208 @@ fn console_pages_follow_the_keyset_and_the_loopback_listener() {
     let body = String::from_utf8_lossy(&raw.stdout);
     assert_eq!(body.matches("<td class=\"mono\">").count(), 1, "{body}");
     assert!(body.contains("rotated.internal"), "{body}");
+}
+
+/// GET `path` on the loopback console listener: (status, response head, body).
+fn loopback_get(c: &Console, path: &str) -> (u16, String, String) {
+    let raw = Command::new("curl")
+        .args(["-sS", "-D", "-"])
+        .arg(format!("http://127.0.0.1:{}{path}", c.ui_port))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        parse_http(&raw.stdout).0,
+        head.to_string(),
+        body.to_string(),
+    )
+}
+
+/// The serials of the inventory pages from `first` on, following every "next page" link (keyset
+/// paging), and how many pages there were.
+fn serials_on_every_page(c: &Console, first: &str) -> (Vec<String>, usize) {
+    let mut seen = Vec::new();
+    let mut next = Some(first.to_string());
+    let mut pages = 0;
+    while let Some(path) = next.take() {
+        let (st, _, body) = loopback_get(c, &path.replace("&amp;", "&"));
+        assert_eq!(st, 200, "{body}");
+        for cell in body.split("<td class=\"mono\">").skip(1) {
+            seen.push(cell[..cell.find('<').unwrap()].to_string());
+        }
+        next = body
+            .split("<a id=\"next\" href=\"")
+            .nth(1)
+            .map(|r| r[..r.find('"').unwrap()].to_string());
+        pages += 1;
+        assert!(pages < 20, "paging does not end");
+    }
+    (seen, pages)
+}
+
+/// A certificate's page shows the extensions of the certificate the inventory kept (issued here
+/// with known SANs, EKU and CRL distribution point) and its key type; its PEM downloads are the
+/// issued files byte for byte; the CA-chain link is its own issuer's; the inventory filters by
+/// key type across keyset pages; a row from before migration 0010 says it has no copy.
+#[test]
+fn certificate_page_extensions_pem_and_key_type() {
+    if mutual_test::skip_without("curl") {
+        return;
+    }
+    let c = Console::start();
+    c.ca.issue(
+        "api",
+        &[
+            "--both",
+            "--san",
+            "dns:api.internal",
+            "--san",
+            "ip:10.1.2.3",
+            "--san",
+            "uri:spiffe://example.org/ns/prod/sa/api",
+            "--crl-url",
+            "http://ca.example/v1/crl/{issuer}",
+        ],
+    )
+    .ok();
+    c.ca.issue(
+        "rsa",
+        &[
+            "--server",
+            "--san",
+            "dns:rsa.internal",
+            "--key-type",
+            "rsa-3072",
+        ],
+    )
+    .ok();
+    let api = c.serial("api");
+    let (st, _, body) = loopback_get(&c, &format!("/ui/cert/{api}"));
+    assert_eq!(st, 200, "{body}");
+    let ext = &body[body
+        .find("<table id=\"extensions\">")
+        .expect("extensions table")..];
+    let ext = &ext[..ext.find("</table>").unwrap()];
+    let int_ski = x509(
+        &c.ca.dir.join("intermediate.pem"),
+        &["-ext", "subjectKeyIdentifier"],
+    );
+    let int_ski = int_ski.lines().nth(1).unwrap().trim();
+    for row in [
+        "<td title=\"2.5.29.17\">subjectAltName</td><td>-</td><td>dns:api.internal<br>ip:10.1.2.3<br>\
+         uri:spiffe://example.org/ns/prod/sa/api</td>"
+            .to_string(),
+        "<td title=\"2.5.29.37\">extKeyUsage</td><td>-</td><td>serverAuth<br>clientAuth</td>".into(),
+        "<td title=\"2.5.29.15\">keyUsage</td><td>critical</td><td>digitalSignature</td>".into(),
+        "<td title=\"2.5.29.19\">basicConstraints</td><td>critical</td><td>CA:false</td>".into(),
+        "<td title=\"2.5.29.31\">cRLDistributionPoints</td><td>-</td>\
+         <td>uri:http://ca.example/v1/crl/int-1</td>"
+            .into(),
+        format!("<td title=\"2.5.29.35\">authorityKeyIdentifier</td><td>-</td><td>keyid:{int_ski}</td>"),
+    ] {
+        assert!(ext.contains(&row), "{row}\nnot in\n{ext}");
+    }
+    assert!(
+        body.contains(
+            "<span id=\"key-type\"><code>ecdsa-p256</code> (ECDSA P-256, 256 bits)</span>"
+        ),
+        "{body}"
+    );
+    // The downloads: the leaf as openssl writes it from the issued file, and leaf + chain
+    // exactly the file `cert issue` wrote.
+    let issued = c.ca.out.join("api.pem");
+    for (file, want) in [
+        ("cert.pem", openssl_ok(&["x509", "-in", s(&issued)])),
+        ("fullchain.pem", std::fs::read_to_string(&issued).unwrap()),
+    ] {
+        assert!(
+            body.contains(&format!("href=\"/ui/cert/{api}/{file}\"")),
+            "{body}"
+        );
+        let (st, head, pem) = loopback_get(&c, &format!("/ui/cert/{api}/{file}"));
+        assert_eq!(st, 200, "{head}");
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/x-pem-file"),
+            "{head}"
+        );
+        assert!(
+            head.contains("content-disposition: attachment; filename="),
+            "{head}"
+        );
+        assert_eq!(pem, want, "{file}");
+    }
+    // The RSA certificate's key type; the filter finds it alone, and every ECDSA one across
+    // pages of 2 rows; no row is of an unknown type yet.
+    let rsa = c.serial("rsa");
+    let (_, _, body) = loopback_get(&c, &format!("/ui/cert/{rsa}"));
+    assert!(
+        body.contains("<code>rsa-3072</code> (RSA, 3072 bits)"),
+        "{body}"
+    );
+    let inventory = c.ca.inventory();
+    let mut ecdsa: Vec<String> = inventory
+        .iter()
+        .filter(|r| r["key_type"] == "ecdsa-p256")
+        .map(|r| r["serial"].as_str().unwrap().to_string())
+        .collect();
+    ecdsa.sort();
+    assert_eq!(ecdsa.len(), inventory.len() - 1);
+    assert_eq!(
+        serials_on_every_page(&c, "/ui/?key_type=rsa-3072").0,
+        std::slice::from_ref(&rsa)
+    );
+    let (mut got, pages) = serials_on_every_page(&c, "/ui/?key_type=ecdsa-p256&limit=2");
+    got.sort();
+    assert_eq!(got, ecdsa);
+    assert!(pages >= 3, "{pages}");
+    assert!(serials_on_every_page(&c, "/ui/?key_type=unknown")
+        .0
+        .is_empty());
+    let (_, _, body) = loopback_get(&c, "/ui/?key_type=dsa");
+    assert!(body.contains("unknown key type &quot;dsa&quot;"), "{body}");
+    // After a rotation, the CA-chain link of a certificate is its own issuer's chain.
+    mutual(&["ca", "rotate-intermediate", "--dir", c.ca.d()]).ok();
+    c.ca.issue("rotated", &["--san", "dns:rotated.internal"])
+        .ok();
+    for (name, issuer, int) in [
+        ("rotated", "int-2", c.ca.dir.join("issuers/int-2.pem")),
+        ("api", "int-1", c.ca.dir.join("intermediate.pem")),
+    ] {
+        let (_, _, body) = loopback_get(&c, &format!("/ui/cert/{}", c.serial(name)));
+        let link = format!("/ui/chain.pem?issuer={issuer}");
+        assert!(
+            body.contains(&format!("href=\"{link}\" id=\"chain-pem\"")),
+            "{body}"
+        );
+        let (st, _, chain) = loopback_get(&c, &link);
+        assert_eq!(st, 200);
+        let want = format!(
+            "{}{}",
+            std::fs::read_to_string(&int).unwrap(),
+            std::fs::read_to_string(c.ca.root()).unwrap()
+        );
+        assert_eq!(chain, want, "{name}");
+    }
+    // A row recorded before the inventory kept certificates: the page says so, no download,
+    // and the "unknown" filter finds it.
+    let web = c.serial("web");
+    forget_certificate(&c.ca.dir, &web);
+    let (_, _, body) = loopback_get(&c, &format!("/ui/cert/{web}"));
+    assert!(
+        body.contains("<p id=\"not-stored\">The inventory has no copy"),
+        "{body}"
+    );
+    assert!(!body.contains("id=\"cert-pem\""), "{body}");
+    assert!(
+        body.contains("unknown (recorded before the inventory kept key types)"),
+        "{body}"
+    );
+    let (st, head, _) = loopback_get(&c, &format!("/ui/cert/{web}/cert.pem"));
+    assert_eq!(st, 404);
+    assert!(head.contains("x-mutual-reason: not_stored"), "{head}");
+    assert_eq!(serials_on_every_page(&c, "/ui/?key_type=unknown").0, [web]);
 }
 
 #[test]

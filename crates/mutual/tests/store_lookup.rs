@@ -2,7 +2,8 @@
 //! `certificate_sans` index, with the real binary, on SQLite and on PostgreSQL (its own database
 //! on 127.0.0.1:5432; without a server and without `$MUTUAL_REQUIRE_POSTGRES` the PostgreSQL half
 //! prints "skipped"). Inputs are normalised as issuance records them (DNS case, IPv6 spelling),
-//! the match is exact, and bad input is exit 2 with the reason. `--json` keeps its shape.
+//! the match is exact, and bad input is exit 2 with the reason. `--json` keeps its shape. Also
+//! `--key-type` and `cert inspect --serial` (the certificate the inventory keeps, migration 0010).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod pki_common;
@@ -64,11 +65,7 @@ fn lookups(ca: &TestCa) {
     assert!(list(ca, &["--identity", "spiffe://example.org/ns/prod"]).is_empty());
     assert!(list(ca, &["--dns", "internal"]).is_empty());
     // With the status filter: revoke web2, then only web is valid for that identity.
-    let rows = ca.inventory();
-    let serial = rows.iter().find(|r| r["name"] == "web2").unwrap()["serial"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let serial = ca.serial("web2");
     mutual(&["cert", "revoke", &serial, "--dir", ca.d()]).ok();
     assert_eq!(list(ca, &["--identity", web, "--status", "valid"]), ["web"]);
     assert_eq!(
@@ -97,10 +94,94 @@ fn lookups(ca: &TestCa) {
     assert_eq!(none.stdout, "[]\n");
 }
 
+/// `cert list --key-type` and the `key_type` field, read from each certificate's key at
+/// issuance; `cert inspect --serial` reads the certificate the inventory kept. Runs after
+/// [`lookups`], whose certificates are ECDSA P-256 (the default).
+fn key_types(ca: &TestCa) {
+    for (name, kt) in [
+        ("ec", "ecdsa-p256"),
+        ("ec384", "ecdsa-p384"),
+        ("rsa", "rsa-3072"),
+        ("ed", "ed25519"),
+    ] {
+        ca.issue(
+            name,
+            &["--san", &format!("dns:{name}.internal"), "--key-type", kt],
+        )
+        .ok();
+    }
+    for (filter, want) in [
+        ("rsa-3072", vec!["rsa"]),
+        ("ECDSA-P256", vec!["api", "ec", "web", "web2"]),
+        ("ecdsa-p384", vec!["ec384"]),
+        ("ed25519", vec!["ed"]),
+        ("rsa-2048", vec![]),
+        ("unknown", vec![]),
+    ] {
+        assert_eq!(list(ca, &["--key-type", filter]), want, "{filter}");
+    }
+    for r in ca.inventory() {
+        let want = match r["name"].as_str().unwrap() {
+            "rsa" => "rsa-3072",
+            "ec384" => "ecdsa-p384",
+            "ed" => "ed25519",
+            _ => "ecdsa-p256",
+        };
+        assert_eq!(r["key_type"], want, "{r}");
+    }
+    // The stored certificate is the issued leaf: openssl writes the same PEM from the file.
+    let serial = ca.serial("rsa");
+    let pem = mutual(&[
+        "cert",
+        "inspect",
+        "--serial",
+        &serial,
+        "--pem",
+        "--dir",
+        ca.d(),
+    ])
+    .ok()
+    .stdout;
+    let issued = ca.out.join("rsa.pem");
+    assert_eq!(pem, openssl_ok(&["x509", "-in", s(&issued)]));
+    let o = mutual(&[
+        "cert",
+        "inspect",
+        "--serial",
+        &serial,
+        "--json",
+        "--dir",
+        ca.d(),
+    ])
+    .ok();
+    let info: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(info[0]["key_type"], "RSA");
+    assert_eq!(info[0]["key_bits"], 3072);
+    assert_eq!(info[0]["sans"], serde_json::json!(["dns:rsa.internal"]));
+    mutual(&["cert", "inspect", "--serial", "abcd", "--dir", ca.d()])
+        .fails_with("no certificate with serial abcd");
+}
+
 #[test]
 fn lookup_by_name_on_sqlite() {
     let ca = TestCa::new(&[]);
     lookups(&ca);
+    key_types(&ca);
+    // A row from before the inventory kept certificates: key type unknown, nothing to inspect.
+    let web = ca.serial("web");
+    forget_certificate(&ca.dir, &web);
+    assert_eq!(list(&ca, &["--key-type", "unknown"]), ["web"]);
+    let row = ca
+        .inventory()
+        .into_iter()
+        .find(|r| r["name"] == "web")
+        .unwrap();
+    assert!(row["key_type"].is_null(), "{row}");
+    mutual(&["cert", "inspect", "--serial", &web, "--dir", ca.d()])
+        .fails_with("the inventory has no copy of certificate");
+    mutual(&["cert", "list", "--dir", ca.d(), "--key-type", "dsa"])
+        .fails_with("unknown key type \"dsa\"");
+    mutual(&["cert", "inspect", "--dir", ca.d()]).fails_with("--serial");
     // Bad input: exit 2 with the reason, nothing read.
     mutual(&[
         "cert",
@@ -136,6 +217,7 @@ async fn lookup_by_name_on_postgres() {
     let r = tokio::task::spawn_blocking(move || {
         let ca = TestCa::new(&["--store", &url]);
         lookups(&ca);
+        key_types(&ca);
     })
     .await;
     pg.drop_db().await;
@@ -165,6 +247,7 @@ fn list_json_shape() {
             "created_at",
             "created_at_unix",
             "issuer",
+            "key_type",
             "name",
             "not_after",
             "not_after_unix",

@@ -168,6 +168,23 @@ async fn migrate_an_sqlite_ca_to_postgres() {
         }
     }
     assert_eq!(key(&after), want);
+    // Each certificate and its key type came along (migration 0010's columns).
+    assert!(
+        after.iter().all(|r| r["key_type"] == "ecdsa-p256"),
+        "{after:?}"
+    );
+    let pem = mutual(&[
+        "cert",
+        "inspect",
+        "--serial",
+        &ca.serial("b"),
+        "--pem",
+        "--dir",
+        ca.d(),
+    ])
+    .ok()
+    .stdout;
+    assert_eq!(pem, openssl_ok(&["x509", "-in", s(&ca.out.join("b.pem"))]));
 
     // New work goes to PostgreSQL; the SQLite file stays as it was.
     ca.issue("d", &["--san", "dns:d.internal"]).ok();

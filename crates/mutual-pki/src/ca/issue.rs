@@ -320,6 +320,18 @@ impl Ca {
     ) -> Result<Pending, PkiError> {
         let leaf_der = cert.der().to_vec();
         let sha256 = sha256_hex(&leaf_der);
+        // Read from the signed certificate itself, the same for every key source.
+        let key_type = match x509_parser::certificate::X509Certificate::from_der(&leaf_der) {
+            Ok((_, c)) => {
+                let (kind, bits) = KeyKind::of(c.public_key());
+                kind.label(bits)
+            }
+            Err(_) => {
+                return Err(PkiError::Generate {
+                    detail: "the certificate just signed does not parse".into(),
+                })
+            }
+        };
         let serial_hex = serial_hex(serial);
         let issued = Issued {
             chain_pem: format!("{}{}", cert.pem(), issuer.chain_pem()),
@@ -355,6 +367,8 @@ impl Ca {
             requested_by: o.requested_by.clone(),
             sha256,
             issuer: issuer.id.clone(),
+            der: Some(issued.leaf_der.clone()),
+            key_type: Some(key_type),
         };
         Ok(Pending {
             issued,

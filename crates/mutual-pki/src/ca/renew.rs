@@ -117,6 +117,7 @@ mod tests {
             created_at: 0,
             revoked_by: None,
             issuer: "int-1".into(),
+            key_type: None,
         }
     }
 

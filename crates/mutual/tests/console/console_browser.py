@@ -89,6 +89,12 @@ def main():
         expect(d.text("#issuer") == "int-1", "issuer int-1: " + d.text("#issuer"), d)
         expect(d.text("#requested-by").startswith("cli:"), "who asked", d)
         shot(d, "console-certificate.png")
+        # Its extensions, read from the certificate the inventory kept.
+        exts = d.text("#extensions")
+        expect("dns:web.internal" in exts and "serverAuth" in exts, "extensions: " + exts, d)
+        expect(d.text("#key-type").startswith("ecdsa-p256"), "key type: " + d.text("#key-type"), d)
+        d.execute("document.querySelector('#downloads').scrollIntoView();")
+        shot(d, "console-extensions.png")
         web_page = d.url()
 
         # A POST without the CSRF token is refused, and nothing changes.

@@ -312,6 +312,17 @@ impl TestCa {
         serde_json::from_str::<Vec<serde_json::Value>>(&o.stdout).unwrap()
     }
 
+    /// The serial of the certificate issued as `name` (from the inventory).
+    pub fn serial(&self, name: &str) -> String {
+        self.inventory()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no certificate {name} in the inventory"))["serial"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// `openssl verify` of `cert` against root + intermediate, with a purpose.
     pub fn openssl_verify(&self, cert: &Path, purpose: &str) -> Out {
         let root = self.root();
@@ -497,4 +508,25 @@ impl CaServe {
         assert_eq!(t.split('.').count(), 3, "not a JWT: {t}");
         t
     }
+}
+
+/// Makes the SQLite inventory row of `serial` look like one recorded before migration 0010:
+/// no certificate bytes, no key type (python3's sqlite3, as an operator's old database).
+pub fn forget_certificate(ca_dir: &Path, serial: &str) {
+    let db = ca_dir.join("inventory.db");
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys\n\
+             c=sqlite3.connect(sys.argv[1], timeout=30)\n\
+             n=c.execute('UPDATE certificates SET der=NULL, key_type=NULL WHERE serial=?', \
+             (sys.argv[2],)).rowcount\n\
+             c.commit()\n\
+             assert n==1, n",
+            s(&db),
+            serial,
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
