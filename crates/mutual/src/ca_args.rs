@@ -33,7 +33,8 @@ impl DirArg {
 #[derive(clap::Args, Debug, Clone)]
 pub struct PasswordArg {
     /// Read the CA password from this file (first line). Otherwise $MUTUAL_CA_PASSWORD, else
-    /// an interactive prompt.
+    /// an interactive prompt. Not asked for (nor read) when every key the command uses is in a
+    /// PKCS#11 token (docs/keys.md).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
 }
@@ -46,8 +47,31 @@ pub fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<String> {
 }
 
 impl PasswordArg {
+    /// The CA password when a command on the CA in `dir` needs it: some key it uses (`keys`)
+    /// is a file, as the CA's own files say (read before anything is asked). Otherwise empty.
+    pub fn get_for(&self, dir: &Path, keys: mutual_pki::ca::KeysUsed) -> anyhow::Result<String> {
+        self.get_if(mutual_pki::ca::needs_password(dir, keys)?, false)
+    }
+
+    /// The CA password if `needed`; otherwise empty, nothing read or asked, and a note when
+    /// --password-file was given (an explicit flag that does nothing should say so; a
+    /// $MUTUAL_CA_PASSWORD set for other CAs is left alone silently).
+    pub fn get_if(&self, needed: bool, confirm: bool) -> anyhow::Result<String> {
+        if needed {
+            return self.get(confirm);
+        }
+        if let Some(f) = &self.password_file {
+            eprintln!(
+                "note: --password-file {} not read: every key this command uses is in a PKCS#11 \
+                 token",
+                f.display()
+            );
+        }
+        Ok(String::new())
+    }
+
     /// The CA password. `confirm` asks twice when prompting (init).
-    pub fn get(&self, confirm: bool) -> anyhow::Result<String> {
+    fn get(&self, confirm: bool) -> anyhow::Result<String> {
         let pw = if let Some(f) = &self.password_file {
             read_secret_file(f, "password")?
         } else if let Ok(v) = std::env::var("MUTUAL_CA_PASSWORD") {

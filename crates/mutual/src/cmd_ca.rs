@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use mutual_pki::ca::{Ca, InitOptions};
+use mutual_pki::ca::{Ca, InitOptions, KeysUsed};
 use mutual_pki::KeyType;
 
 use crate::ca_args::{parse_duration, parse_key_type, DirArg, KeyStorageArgs, PasswordArg};
@@ -192,7 +192,10 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             )?)
         }
     };
-    let password = a.password.get(true)?;
+    // A CA with both keys in tokens has nothing to encrypt: no password (docs/keys.md).
+    let password = a
+        .password
+        .get_if(key_storage.is_file() || root_key_storage.is_file(), true)?;
     let mode_before = {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(&dir)
@@ -364,7 +367,14 @@ pub fn absolute_store(
 
 fn crl(a: CrlArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
-    let password = a.password.get(false)?;
+    let password = a.password.get_for(
+        &dir,
+        KeysUsed {
+            issuers: true,
+            root: a.root,
+            ..Default::default()
+        },
+    )?;
     let rt = runtime()?;
     let der = rt.block_on(async {
         let ca = Ca::open(&dir, password.as_bytes()).await?;

@@ -406,18 +406,7 @@ fn serve_with_key_in_token_takes_curl_and_openssl() {
 
     // The token goes away (its files moved out) while serve runs: new full handshakes fail
     // with the reason in the log, the process keeps running and says nothing of the PIN.
-    let tokens = softhsm().unwrap().join("tokens");
-    let gone = softhsm().unwrap().join("away-serve-tls");
-    let tdir = std::fs::read_dir(&tokens)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            std::fs::read(p.join("token.object"))
-                .map(|b| b.windows(9).any(|w| w == b"serve-tls"))
-                .unwrap_or(false)
-        })
-        .expect("the token's directory");
-    std::fs::rename(&tdir, &gone).unwrap();
+    let (tdir, gone) = take_token_away("serve-tls");
     let (ok, _, _) = proxy_common::curl(proxy.port, &root, Some(&c));
     assert!(!ok, "a full handshake needs the token");
     proxy.wait_stderr("PKCS#11 signature failed");
@@ -446,6 +435,24 @@ fn serve_with_key_in_token_takes_curl_and_openssl() {
     );
     assert!(!p.stderr_text().contains(PIN));
     std::fs::rename(&gone, &tdir).unwrap();
+}
+
+/// Moves token `label`'s files out of SoftHSM's token directory (the token is gone for every
+/// process); returns (where it was, where it is) so the test can put it back.
+fn take_token_away(label: &str) -> (PathBuf, PathBuf) {
+    let tokens = softhsm().unwrap().join("tokens");
+    let gone = softhsm().unwrap().join(format!("away-{label}"));
+    let tdir = std::fs::read_dir(&tokens)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            std::fs::read(p.join("token.object"))
+                .map(|b| b.windows(label.len()).any(|w| w == label.as_bytes()))
+                .unwrap_or(false)
+        })
+        .expect("the token's directory");
+    std::fs::rename(&tdir, &gone).unwrap();
+    (tdir, gone)
 }
 
 #[test]
@@ -1005,4 +1012,231 @@ fn an_existing_file_intermediate_moves_into_a_token_as_docs_keys_md_says() {
     ca.issue("wrong", &["--server", "--san", "dns:wrong.test"])
         .fails_with("does not belong to");
     assert!(!ca.out.join("wrong.pem").exists());
+}
+
+/// `mutual ARGS` with no CA password source at all: no $MUTUAL_CA_PASSWORD, stdin closed, and
+/// no controlling terminal (setsid), so a command that asked for the password would fail.
+fn no_password(args: &[&str]) -> Out {
+    let mut c = Command::new("setsid");
+    c.arg("-w")
+        .arg(env!("CARGO_BIN_EXE_mutual"))
+        .args(args)
+        .env_remove("MUTUAL_HOME")
+        .env_remove("MUTUAL_CA_PASSWORD");
+    pki_common::run_within(c, Duration::from_secs(120))
+}
+
+const NO_TERMINAL: &str = "no terminal to ask for the CA password: use --password-file FILE or \
+                           set MUTUAL_CA_PASSWORD";
+
+/// `ca init` with the root and intermediate in token `label` and no password anywhere.
+fn all_token_ca(label: &str, dir: &Path) -> TestCa {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca_dir = tmp.path().join("ca");
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let int = format!("pkcs11:token={label};object=intermediate");
+    let root = format!("pkcs11:token={label};object=root");
+    no_password(&[
+        "ca",
+        "init",
+        "--dir",
+        s(&ca_dir),
+        "--name",
+        "Token CA",
+        "--pkcs11-module",
+        MODULE,
+        "--pkcs11-uri",
+        &int,
+        "--pkcs11-root-uri",
+        &root,
+        "--pkcs11-pin-file",
+        &pin_file(dir),
+    ])
+    .ok();
+    TestCa {
+        tmp,
+        dir: ca_dir,
+        out,
+    }
+}
+
+fn files_ending(dir: &Path, suffix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(suffix))
+        .collect()
+}
+
+#[test]
+fn a_ca_with_every_key_in_a_token_never_needs_the_password() {
+    let Some(dir) = token("nopw") else { return };
+    let ca = all_token_ca("nopw", dir);
+    let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
+    assert!(cfg.contains("[provisioner_key_storage]"), "{cfg}");
+    assert!(
+        cfg.contains("uri = \"pkcs11:token=nopw;object=mutual-provisioner\""),
+        "{cfg}"
+    );
+    assert!(files_ending(&ca.dir, ".key").is_empty());
+
+    // Issue and revoke; CRLs from the intermediate and the root, all in the token.
+    let issued = no_password(&[
+        "cert",
+        "issue",
+        "web",
+        "--dir",
+        ca.d(),
+        "--out",
+        ca.o(),
+        "--server",
+        "--san",
+        "dns:web.test",
+        "--json",
+    ])
+    .ok();
+    let ok = ca.openssl_verify(&ca.out.join("web.pem"), "sslserver");
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    let v: serde_json::Value = serde_json::from_str(&issued.stdout).unwrap();
+    let serial = v["serial"].as_str().unwrap().to_string();
+    no_password(&["cert", "revoke", "--dir", ca.d(), &serial]).ok();
+    let crl = ca.tmp.path().join("crl.pem");
+    no_password(&["ca", "crl", "--dir", ca.d(), "--out", s(&crl)]).ok();
+    let v = openssl(&["crl", "-in", s(&crl), "-CAfile", &ca.intermediate(), "-noout"]);
+    assert!(v.stderr.contains("verify OK"), "{}", v.text());
+    let text = openssl(&["crl", "-in", s(&crl), "-noout", "-text"]).ok();
+    assert!(
+        text.stdout
+            .to_ascii_uppercase()
+            .contains(&pki_common::norm_serial(&serial).to_ascii_uppercase()),
+        "{}",
+        text.stdout
+    );
+    let root_crl = ca.tmp.path().join("root-crl.pem");
+    no_password(&["ca", "crl", "--dir", ca.d(), "--root", "--out", s(&root_crl)]).ok();
+    let v = openssl(&["crl", "-in", s(&root_crl), "-CAfile", &ca.root(), "-noout"]);
+    assert!(v.stderr.contains("verify OK"), "{}", v.text());
+
+    // An explicit --password-file that is not needed is said to be unused, not read.
+    let o = no_password(&[
+        "cert",
+        "issue",
+        "other",
+        "--dir",
+        ca.d(),
+        "--out",
+        ca.o(),
+        "--client",
+        "--san",
+        "dns:other.test",
+        "--password-file",
+        "/nonexistent/pw",
+    ])
+    .ok();
+    assert!(
+        o.stderr.contains(
+            "note: --password-file /nonexistent/pw not read: every key this command uses is in \
+             a PKCS#11 token"
+        ),
+        "{}",
+        o.stderr
+    );
+
+    // Enrollment tokens are signed by a provisioner key made in the same token.
+    let jwt = no_password(&[
+        "token",
+        "create",
+        "--dir",
+        ca.d(),
+        "--san",
+        "dns:svc.test",
+        "--usage",
+        "both",
+    ])
+    .ok()
+    .stdout
+    .trim()
+    .to_string();
+    assert_eq!(jwt.split('.').count(), 3, "{jwt}");
+    assert!(!ca.dir.join("provisioner.key").exists());
+    let block = private_key_block(&pkcs11_tool_objects("nopw"), "mutual-provisioner");
+    assert!(block.contains("never extractable"), "{block}");
+    assert!(block.contains("always sensitive"), "{block}");
+
+    // ca serve with no password: enroll with that token, renew over mTLS.
+    let srv = pki_common::CaServe::start_with_password(
+        &ca.dir,
+        ca.tmp.path().join("serve.log"),
+        &[],
+        None,
+    );
+    let got = ca.tmp.path().join("svc");
+    let url = srv.url();
+    let pin = srv.fingerprint();
+    no_password(&[
+        "enroll",
+        "--ca-url",
+        &url,
+        "--token",
+        &jwt,
+        "--root-sha256",
+        &pin,
+        "--out",
+        s(&got),
+    ])
+    .ok();
+    let cert = got.join("cert.pem");
+    let first = pki_common::x509(&cert, &["-serial"]);
+    no_password(&[
+        "renew",
+        "--ca-url",
+        &url,
+        "--cert",
+        s(&cert),
+        "--key",
+        s(&got.join("key.pem")),
+    ])
+    .ok();
+    assert_ne!(pki_common::x509(&cert, &["-serial"]), first, "renewed");
+    let ok = ca.openssl_verify(&cert, "sslclient");
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    assert!(!srv.log_text().contains(PIN));
+    drop(srv);
+
+    // A new intermediate in the token: no password. One in a file would need it to encrypt
+    // its key, and there is none to be had.
+    no_password(&[
+        "ca",
+        "rotate-intermediate",
+        "--dir",
+        ca.d(),
+        "--key-storage",
+        "pkcs11",
+        "--pkcs11-module",
+        MODULE,
+        "--pkcs11-uri",
+        "pkcs11:token=nopw;object=int-2",
+        "--pkcs11-pin-file",
+        &pin_file(dir),
+    ])
+    .ok();
+    no_password(&[
+        "cert", "issue", "after", "--dir", ca.d(), "--out", ca.o(), "--server", "--san",
+        "dns:after.test",
+    ])
+    .ok();
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.root(),
+        "-untrusted",
+        s(&ca.dir.join("issuers/int-2.pem")),
+        s(&ca.out.join("after.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    let o = no_password(&["ca", "rotate-intermediate", "--dir", ca.d()]);
+    assert!(o.stderr.contains(NO_TERMINAL), "{}", o.text());
+    assert!(!ca.dir.join("issuers/int-3.pem").exists());
+    assert!(files_ending(&ca.dir, ".key").is_empty());
 }

@@ -123,3 +123,27 @@ pub fn record_store(
     crate::keys::write_atomic(&path, new_text.as_bytes(), 0o644, true)?;
     Ok(path)
 }
+
+/// Records where the root key is (`root_key_storage` in `mutual-ca.toml`), atomically, editing
+/// the file as a table like [`record_store`]: `ca retire-root` when the new root's key is kept
+/// elsewhere than the old one's.
+pub(super) fn record_root_key_storage(
+    dir: &Path,
+    storage: &super::KeyStorage,
+) -> Result<(), PkiError> {
+    let path = dir.join(CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let config_err = |detail: String| PkiError::Config {
+        path: path.clone(),
+        detail,
+    };
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| config_err(e.to_string()))?;
+    if storage.is_file() {
+        table.remove("root_key_storage");
+    } else {
+        let v = toml::Value::try_from(storage).map_err(|e| config_err(e.to_string()))?;
+        table.insert("root_key_storage".into(), v);
+    }
+    let new_text = toml::to_string(&table).map_err(|e| config_err(e.to_string()))?;
+    crate::keys::write_atomic(&path, new_text.as_bytes(), 0o644, true)
+}

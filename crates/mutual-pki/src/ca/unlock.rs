@@ -1,0 +1,72 @@
+//! Which of the CA's private keys a command uses, and so whether it needs the CA password: only
+//! keys kept in files are encrypted with it. A CA whose keys all live in PKCS#11 tokens needs no
+//! password at all (docs/keys.md), and each command learns that from the CA's own files
+//! (`mutual-ca.toml`, `issuers.toml`, `trust.toml`) before anything asks for one.
+use std::path::Path;
+
+use super::issuers::{parse_manifest, read_manifest, FIRST_ISSUER};
+use super::key::KeyStorage;
+use super::trust::read_state;
+use super::{read_config, CaConfig, CONFIG};
+use crate::PkiError;
+
+/// The file of the provisioner key (signs enrollment tokens) when it is not in a token.
+pub const PROVISIONER_KEY: &str = "provisioner.key";
+/// The label of the provisioner key when it lives in the intermediate's token.
+pub const PROVISIONER_OBJECT: &str = "mutual-provisioner";
+
+/// The keys a command uses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeysUsed {
+    /// Every issuing intermediate's: anything that opens the CA ([`super::Ca::open`]).
+    pub issuers: bool,
+    /// The root's (`ca crl --root`, the rotations).
+    pub root: bool,
+    /// The new root's, during a root rollover (`rotate-root --activate`).
+    pub new_root: bool,
+    /// The provisioner key that signs enrollment tokens (`ca serve`, `token create`).
+    pub provisioner: bool,
+    /// A key the command creates in a file (encrypted with the password).
+    pub new_file_key: bool,
+}
+
+/// Where the provisioner key is: `provisioner.key` when that file exists (a CA that made it
+/// before its keys moved into a token keeps it), else where `mutual-ca.toml` says (`ca init`
+/// puts it in the intermediate's token when that key is in one).
+pub fn provisioner_storage(dir: &Path, config: &CaConfig) -> KeyStorage {
+    if dir.join(PROVISIONER_KEY).exists() {
+        KeyStorage::File
+    } else {
+        config.provisioner_key_storage.clone()
+    }
+}
+
+/// Whether a command using `keys` on the CA in `dir` needs the CA password: some key it uses
+/// (or makes) is a file. No CA there yet: `true` (the command itself says what is missing).
+pub fn needs_password(dir: &Path, keys: KeysUsed) -> Result<bool, PkiError> {
+    if keys.new_file_key {
+        return Ok(true);
+    }
+    if !dir.join(CONFIG).exists() {
+        return Ok(true);
+    }
+    let config = read_config(dir)?;
+    if keys.issuers {
+        let m = parse_manifest(dir, read_manifest(dir)?.as_deref(), &config)?;
+        let file = m.issuers.iter().any(|e| match &e.pkcs11 {
+            _ if e.id == FIRST_ISSUER => config.key_storage.is_file(),
+            Some(_) => false,
+            None => true,
+        });
+        if file {
+            return Ok(true);
+        }
+    }
+    if keys.root && config.root_key_storage.is_file() {
+        return Ok(true);
+    }
+    if keys.new_root && read_state(dir)?.new_root_key.is_none() {
+        return Ok(true);
+    }
+    Ok(keys.provisioner && provisioner_storage(dir, &config).is_file())
+}
