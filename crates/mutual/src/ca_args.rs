@@ -77,9 +77,13 @@ impl PasswordArg {
         } else if let Ok(v) = std::env::var("MUTUAL_CA_PASSWORD") {
             v
         } else {
-            let first = rpassword::prompt_password("CA password: ").context(
-                "no terminal to ask for the CA password: use --password-file FILE or set MUTUAL_CA_PASSWORD",
-            )?;
+            let first = rpassword::prompt_password("CA password: ").map_err(|_| {
+                crate::errors::user(
+                    "password",
+                    "no terminal to ask for the CA password (a key this command uses is in a file)",
+                    "use --password-file FILE or set MUTUAL_CA_PASSWORD",
+                )
+            })?;
             if confirm {
                 let again = rpassword::prompt_password("CA password (again): ")
                     .context("cannot read the CA password confirmation")?;

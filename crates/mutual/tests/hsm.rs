@@ -1026,8 +1026,9 @@ fn no_password(args: &[&str]) -> Out {
     pki_common::run_within(c, Duration::from_secs(120))
 }
 
-const NO_TERMINAL: &str = "no terminal to ask for the CA password: use --password-file FILE or \
-                           set MUTUAL_CA_PASSWORD";
+const NO_TERMINAL: &str = "error: no terminal to ask for the CA password (a key this command \
+                           uses is in a file)\nhint: use --password-file FILE or set \
+                           MUTUAL_CA_PASSWORD";
 
 /// `ca init` with the root and intermediate in token `label` and no password anywhere.
 fn all_token_ca(label: &str, dir: &Path) -> TestCa {
@@ -1238,5 +1239,237 @@ fn a_ca_with_every_key_in_a_token_never_needs_the_password() {
     let o = no_password(&["ca", "rotate-intermediate", "--dir", ca.d()]);
     assert!(o.stderr.contains(NO_TERMINAL), "{}", o.text());
     assert!(!ca.dir.join("issuers/int-3.pem").exists());
+    assert!(files_ending(&ca.dir, ".key").is_empty());
+}
+
+#[test]
+fn a_file_root_still_needs_the_password_for_the_commands_that_use_it() {
+    let Some(dir) = token("fileroot") else { return };
+    // Without a password, a root that would go to a file is refused and nothing is made.
+    let tmp = tempfile::tempdir().unwrap();
+    let o = no_password(&[
+        "ca",
+        "init",
+        "--dir",
+        s(&tmp.path().join("ca")),
+        "--pkcs11-module",
+        MODULE,
+        "--pkcs11-uri",
+        "pkcs11:token=fileroot;object=other",
+        "--pkcs11-pin-file",
+        &pin_file(dir),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(o.stderr.contains(NO_TERMINAL), "{}", o.text());
+    assert!(!tmp.path().join("ca").exists());
+
+    // Intermediate in the token, root.key a file (encrypted with the password).
+    let ca = token_ca("fileroot", dir);
+    assert_eq!(files_ending(&ca.dir, ".key"), vec!["root.key".to_string()]);
+    // What uses only the intermediate and the provisioner key needs no password...
+    no_password(&[
+        "cert", "issue", "web", "--dir", ca.d(), "--out", ca.o(), "--server", "--san",
+        "dns:web.test",
+    ])
+    .ok();
+    no_password(&["token", "create", "--dir", ca.d(), "--san", "dns:a.test"]).ok();
+    no_password(&["ca", "crl", "--dir", ca.d(), "--out", s(&ca.out.join("c.pem"))]).ok();
+    assert!(!ca.dir.join("provisioner.key").exists());
+    // ... what signs with the root does, and is refused without it, changing nothing.
+    let before = ca.snapshot();
+    for args in [
+        &["ca", "crl", "--dir", ca.d(), "--root"][..],
+        &["ca", "rotate-root", "--dir", ca.d()][..],
+        &[
+            "ca",
+            "rotate-intermediate",
+            "--dir",
+            ca.d(),
+            "--key-storage",
+            "pkcs11",
+            "--pkcs11-module",
+            MODULE,
+            "--pkcs11-uri",
+            "pkcs11:token=fileroot;object=int-2",
+            "--pkcs11-pin-file",
+            &pin_file(dir),
+        ][..],
+    ] {
+        let o = no_password(args);
+        assert_eq!(o.code, 2, "{args:?}: {}", o.text());
+        assert!(o.stderr.contains(NO_TERMINAL), "{args:?}: {}", o.text());
+    }
+    assert!(ca.snapshot() == before, "a refused command changed the CA");
+    // With the password the root signs.
+    let crl = ca.tmp.path().join("root-crl.pem");
+    mutual(&["ca", "crl", "--dir", ca.d(), "--root", "--out", s(&crl)]).ok();
+    let v = openssl(&["crl", "-in", s(&crl), "-CAfile", &ca.root(), "-noout"]);
+    assert!(v.stderr.contains("verify OK"), "{}", v.text());
+}
+
+/// The value of the `mutual_pkcs11_key_up` series of `uri` in a metrics text.
+fn key_up(metrics: &str, uri: &str) -> Option<String> {
+    let series = format!("mutual_pkcs11_key_up{{key=\"{uri}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(|v| v.trim().to_string())
+}
+
+#[test]
+fn ca_serve_reports_a_lost_token_key_in_metrics_and_health() {
+    let Some(_dir) = token("health-gone") else {
+        return;
+    };
+    let ca = all_token_ca("health-gone", _dir);
+    let srv = pki_common::CaServe::start_with_password(
+        &ca.dir,
+        ca.tmp.path().join("serve.log"),
+        &[],
+        None,
+    );
+    let int = "pkcs11:token=health-gone;object=intermediate";
+    let prov = "pkcs11:token=health-gone;object=mutual-provisioner";
+    let (status, body) = srv.get("/health");
+    assert_eq!(status, 200, "{body}");
+    let (_, m) = srv.get("/metrics");
+    assert_eq!(key_up(&m, int).as_deref(), Some("1"), "{m}");
+    assert_eq!(key_up(&m, prov).as_deref(), Some("1"), "{m}");
+    let jwt = no_password(&["token", "create", "--dir", ca.d(), "--san", "dns:x.test"])
+        .ok()
+        .stdout
+        .trim()
+        .to_string();
+
+    // The token goes away: the enrollment that needs the intermediate's signature fails, and
+    // from then on /health answers 503 naming the key, and the metric says 0.
+    let (tdir, gone) = take_token_away("health-gone");
+    let url = srv.url();
+    let pin = srv.fingerprint();
+    let o = no_password(&[
+        "enroll",
+        "--ca-url",
+        &url,
+        "--token",
+        &jwt,
+        "--root-sha256",
+        &pin,
+        "--out",
+        s(&ca.tmp.path().join("x")),
+    ]);
+    assert_ne!(o.code, 0, "{}", o.text());
+    let (status, body) = srv.get("/health");
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(v["reason"], "key_unavailable", "{body}");
+    assert_eq!(v["store"], "ok", "{body}");
+    let why = v["pkcs11_keys_down"][int].as_str().unwrap_or_else(|| panic!("{body}"));
+    assert!(why.contains("token"), "{why}");
+    let (_, m) = srv.get("/metrics");
+    assert_eq!(key_up(&m, int).as_deref(), Some("0"), "{m}");
+    assert!(!srv.log_text().contains(PIN));
+
+    // The process keeps serving what needs no token (SoftHSM does not rescan its token
+    // directory within a process, so the key's return is not observable here).
+    assert!(srv.get("/v1/roots").0 == 200);
+    std::fs::rename(&gone, &tdir).unwrap();
+}
+
+#[test]
+fn rotate_root_makes_the_new_root_in_a_token_and_retire_root_records_it() {
+    let Some(dir) = token("rollover-tok") else {
+        return;
+    };
+    let ca = all_token_ca("rollover-tok", dir);
+    let pin = pin_file(dir);
+    let in_token = |object: &str| {
+        vec![
+            "--key-storage".to_string(),
+            "pkcs11".into(),
+            "--pkcs11-module".into(),
+            MODULE.into(),
+            "--pkcs11-uri".into(),
+            format!("pkcs11:token=rollover-tok;object={object}"),
+            "--pkcs11-pin-file".into(),
+            pin.clone(),
+        ]
+    };
+    let with = |base: &[&str], extra: &[String]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend(extra.iter().map(String::as_str));
+        no_password(&a)
+    };
+    with(
+        &["ca", "rotate-root", "--dir", ca.d(), "--min-overlap", "1s"],
+        &in_token("root-2"),
+    )
+    .ok();
+    assert!(!ca.dir.join("roots/root-2.key").exists());
+    let trust = std::fs::read_to_string(ca.dir.join("trust.toml")).unwrap();
+    assert!(
+        trust.contains("uri = \"pkcs11:token=rollover-tok;object=root-2\""),
+        "{trust}"
+    );
+    assert!(!trust.contains(PIN));
+    let block = private_key_block(&pkcs11_tool_objects("rollover-tok"), "root-2");
+    assert!(block.contains("never extractable"), "{block}");
+    // openssl checks both cross certificates: the new root (key in the token) under the old
+    // root, and the old root under the new one.
+    let roots = ca.dir.join("roots");
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.root(),
+        s(&roots.join("root-2-by-old-root.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&roots.join("root-2.pem")),
+        s(&roots.join("root-1-by-root-2.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+
+    // Activate: the new intermediate (in the token) is signed by the new root in the token.
+    let activated = eventually(Duration::from_secs(60), || {
+        let o = with(
+            &["ca", "rotate-root", "--dir", ca.d(), "--activate"],
+            &in_token("int-r2"),
+        );
+        (o.code == 0).then_some(o)
+    });
+    assert!(activated.is_some());
+    no_password(&[
+        "cert", "issue", "late", "--dir", ca.d(), "--out", ca.o(), "--client", "--san",
+        "dns:late.test",
+    ])
+    .ok();
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&roots.join("root-2.pem")),
+        "-untrusted",
+        s(&ca.dir.join("issuers/int-2.pem")),
+        s(&ca.out.join("late.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+
+    // Retire: root.pem is the new root and mutual-ca.toml says its key is in the token; the
+    // root CRL is signed there.
+    no_password(&["ca", "retire-root", "--dir", ca.d()]).ok();
+    let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
+    assert!(
+        cfg.contains("uri = \"pkcs11:token=rollover-tok;object=root-2\""),
+        "{cfg}"
+    );
+    assert_eq!(
+        std::fs::read(ca.root()).unwrap(),
+        std::fs::read(roots.join("root-2.pem")).unwrap()
+    );
+    let crl = ca.tmp.path().join("root-crl.pem");
+    no_password(&["ca", "crl", "--dir", ca.d(), "--root", "--out", s(&crl)]).ok();
+    let v = openssl(&["crl", "-in", s(&crl), "-CAfile", &ca.root(), "-noout"]);
+    assert!(v.stderr.contains("verify OK"), "{}", v.text());
     assert!(files_ending(&ca.dir, ".key").is_empty());
 }
