@@ -114,7 +114,8 @@ pub struct InitArgs {
     /// with the module and PIN of --pkcs11-module / --pkcs11-pin-file (or the URI's, or the
     /// environment). Generated there unless the URI names an existing key; recorded in
     /// mutual-ca.toml as root_key_storage and used by `ca crl --root`, `rotate-intermediate` and
-    /// `rotate-root`. No root.key is written.
+    /// `rotate-root`. No root.key is written. With both keys in tokens the CA has no key file
+    /// and no command asks for the CA password (docs/keys.md).
     #[arg(long, value_name = "URI")]
     pub pkcs11_root_uri: Option<String>,
     /// Print the result as JSON.
@@ -276,6 +277,7 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             "key_storage": cfg.key_storage.as_str(),
             "root_key_storage": cfg.root_key_storage.as_str(),
             "intermediate_key": key_location(&ca),
+            "provisioner_key_storage": cfg.provisioner_key_storage.as_str(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -311,6 +313,15 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
                 k.uri()
             );
         }
+    }
+    if let mutual_pki::ca::KeyStorage::Pkcs11(r) = &cfg.provisioner_key_storage {
+        println!(
+            "  provisioner key   signs enrollment tokens, in the token {} (made at first use)",
+            r.uri
+        );
+    }
+    if !cfg.root_key_storage.is_file() && !cfg.key_storage.is_file() {
+        println!("  no key file: no command on this CA needs the CA password");
     }
     match &cfg.store {
         None => println!("  inventory.db, mutual-ca.toml"),

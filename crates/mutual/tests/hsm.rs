@@ -1104,7 +1104,14 @@ fn a_ca_with_every_key_in_a_token_never_needs_the_password() {
     no_password(&["cert", "revoke", "--dir", ca.d(), &serial]).ok();
     let crl = ca.tmp.path().join("crl.pem");
     no_password(&["ca", "crl", "--dir", ca.d(), "--out", s(&crl)]).ok();
-    let v = openssl(&["crl", "-in", s(&crl), "-CAfile", &ca.intermediate(), "-noout"]);
+    let v = openssl(&[
+        "crl",
+        "-in",
+        s(&crl),
+        "-CAfile",
+        &ca.intermediate(),
+        "-noout",
+    ]);
     assert!(v.stderr.contains("verify OK"), "{}", v.text());
     let text = openssl(&["crl", "-in", s(&crl), "-noout", "-text"]).ok();
     assert!(
@@ -1115,7 +1122,16 @@ fn a_ca_with_every_key_in_a_token_never_needs_the_password() {
         text.stdout
     );
     let root_crl = ca.tmp.path().join("root-crl.pem");
-    no_password(&["ca", "crl", "--dir", ca.d(), "--root", "--out", s(&root_crl)]).ok();
+    no_password(&[
+        "ca",
+        "crl",
+        "--dir",
+        ca.d(),
+        "--root",
+        "--out",
+        s(&root_crl),
+    ])
+    .ok();
     let v = openssl(&["crl", "-in", s(&root_crl), "-CAfile", &ca.root(), "-noout"]);
     assert!(v.stderr.contains("verify OK"), "{}", v.text());
 
@@ -1223,7 +1239,15 @@ fn a_ca_with_every_key_in_a_token_never_needs_the_password() {
     ])
     .ok();
     no_password(&[
-        "cert", "issue", "after", "--dir", ca.d(), "--out", ca.o(), "--server", "--san",
+        "cert",
+        "issue",
+        "after",
+        "--dir",
+        ca.d(),
+        "--out",
+        ca.o(),
+        "--server",
+        "--san",
         "dns:after.test",
     ])
     .ok();
@@ -1268,12 +1292,28 @@ fn a_file_root_still_needs_the_password_for_the_commands_that_use_it() {
     assert_eq!(files_ending(&ca.dir, ".key"), vec!["root.key".to_string()]);
     // What uses only the intermediate and the provisioner key needs no password...
     no_password(&[
-        "cert", "issue", "web", "--dir", ca.d(), "--out", ca.o(), "--server", "--san",
+        "cert",
+        "issue",
+        "web",
+        "--dir",
+        ca.d(),
+        "--out",
+        ca.o(),
+        "--server",
+        "--san",
         "dns:web.test",
     ])
     .ok();
     no_password(&["token", "create", "--dir", ca.d(), "--san", "dns:a.test"]).ok();
-    no_password(&["ca", "crl", "--dir", ca.d(), "--out", s(&ca.out.join("c.pem"))]).ok();
+    no_password(&[
+        "ca",
+        "crl",
+        "--dir",
+        ca.d(),
+        "--out",
+        s(&ca.out.join("c.pem")),
+    ])
+    .ok();
     assert!(!ca.dir.join("provisioner.key").exists());
     // ... what signs with the root does, and is refused without it, changing nothing.
     let before = ca.snapshot();
@@ -1363,7 +1403,9 @@ fn ca_serve_reports_a_lost_token_key_in_metrics_and_health() {
     let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
     assert_eq!(v["reason"], "key_unavailable", "{body}");
     assert_eq!(v["store"], "ok", "{body}");
-    let why = v["pkcs11_keys_down"][int].as_str().unwrap_or_else(|| panic!("{body}"));
+    let why = v["pkcs11_keys_down"][int]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"));
     assert!(why.contains("token"), "{why}");
     let (_, m) = srv.get("/metrics");
     assert_eq!(key_up(&m, int).as_deref(), Some("0"), "{m}");
@@ -1441,7 +1483,15 @@ fn rotate_root_makes_the_new_root_in_a_token_and_retire_root_records_it() {
     });
     assert!(activated.is_some());
     no_password(&[
-        "cert", "issue", "late", "--dir", ca.d(), "--out", ca.o(), "--client", "--san",
+        "cert",
+        "issue",
+        "late",
+        "--dir",
+        ca.d(),
+        "--out",
+        ca.o(),
+        "--client",
+        "--san",
         "dns:late.test",
     ])
     .ok();

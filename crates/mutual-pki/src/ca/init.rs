@@ -167,9 +167,7 @@ impl Ca {
             // key in a token keeps its token-signing key there too (made at first use).
             provisioner_key_storage: match &opts.key_storage {
                 KeyStorage::File => KeyStorage::File,
-                KeyStorage::Pkcs11(r) => {
-                    KeyStorage::Pkcs11(r.sibling(super::PROVISIONER_OBJECT)?)
-                }
+                KeyStorage::Pkcs11(r) => KeyStorage::Pkcs11(r.sibling(super::PROVISIONER_OBJECT)?),
             },
         };
         // A store other than the default file is reached (and checked empty) before any file is

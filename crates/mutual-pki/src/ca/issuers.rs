@@ -301,7 +301,11 @@ pub(super) fn read_manifest(dir: &Path) -> Result<Option<String>, PkiError> {
     }
 }
 
-pub(super) fn parse_manifest(dir: &Path, text: Option<&str>, config: &CaConfig) -> Result<Manifest, PkiError> {
+pub(super) fn parse_manifest(
+    dir: &Path,
+    text: Option<&str>,
+    config: &CaConfig,
+) -> Result<Manifest, PkiError> {
     let Some(text) = text else {
         return Ok(Manifest {
             default: FIRST_ISSUER.into(),
