@@ -99,13 +99,9 @@ pub fn rotate_intermediate(a: RotateIntermediateArgs) -> anyhow::Result<ExitCode
 
 pub fn list(a: IssuersArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
-    let password = a.password.get_for(
-        &dir,
-        KeysUsed {
-            issuers: true,
-            ..Default::default()
-        },
-    )?;
+    let password = a
+        .password
+        .get_for(&dir, mutual_pki::ca::KeysUsed::ISSUERS)?;
     let rt = runtime()?;
     let rows = rt.block_on(async {
         let ca = Ca::open(&dir, password.as_bytes()).await?;
@@ -255,13 +251,9 @@ pub fn rotate_root(a: RotateRootArgs) -> anyhow::Result<ExitCode> {
 
 pub fn retire_root(a: RetireRootArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
-    let password = a.password.get_for(
-        &dir,
-        KeysUsed {
-            issuers: true,
-            ..Default::default()
-        },
-    )?;
+    let password = a
+        .password
+        .get_for(&dir, mutual_pki::ca::KeysUsed::ISSUERS)?;
     let rt = runtime()?;
     let r = rt.block_on(async {
         let store = mutual_pki::ca::open_store(&dir).await?;

@@ -348,13 +348,9 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             Some(r.open_or_generate(kind)?.0)
         }
     };
-    let password = a.password.get_for(
-        &dir,
-        mutual_pki::ca::KeysUsed {
-            issuers: true,
-            ..Default::default()
-        },
-    )?;
+    let password = a
+        .password
+        .get_for(&dir, mutual_pki::ca::KeysUsed::ISSUERS)?;
     let requested_by = a
         .requested_by
         .clone()

@@ -132,11 +132,7 @@ fn ca_in_token_issues_revokes_and_signs_crls() {
     );
     assert!(!cfg.contains(PIN));
     assert!(!ca.dir.join("intermediate.key").exists());
-    let key_files: Vec<_> = std::fs::read_dir(&ca.dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".key"))
-        .collect();
+    let key_files = files_ending(&ca.dir, ".key");
     assert_eq!(key_files, vec!["root.key".to_string()]);
     // OpenSC sees the intermediate key: sensitive, never extractable, generated in the token.
     let block = private_key_block(&pkcs11_tool_objects("ca-issue"), "intermediate");
@@ -819,11 +815,7 @@ fn root_key_in_token_signs_the_root_crl_rotations_and_the_rollover() {
         &pin_file(dir),
     ]);
     // No private key file at all; the config says where both keys are.
-    let key_files: Vec<_> = std::fs::read_dir(&ca.dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".key"))
-        .collect();
+    let key_files = files_ending(&ca.dir, ".key");
     assert!(key_files.is_empty(), "{key_files:?}");
     let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
     assert!(cfg.contains("[root_key_storage]"), "{cfg}");
@@ -1062,6 +1054,42 @@ fn all_token_ca(label: &str, dir: &Path) -> TestCa {
     }
 }
 
+/// `cert issue NAME --dir D --out O ARGS...` with no password source.
+fn issue_no_password(ca: &TestCa, name: &str, args: &[&str]) -> Out {
+    let mut a = vec!["cert", "issue", name, "--dir", ca.d(), "--out", ca.o()];
+    a.extend_from_slice(args);
+    no_password(&a)
+}
+
+/// `token create --dir D --san SAN` with no password source: the JWT.
+fn token_no_password(ca: &TestCa, san: &str) -> String {
+    let o = no_password(&["token", "create", "--dir", ca.d(), "--san", san]).ok();
+    let jwt = o.stdout.trim().to_string();
+    assert_eq!(jwt.split('.').count(), 3, "not a JWT: {jwt}");
+    jwt
+}
+
+/// `ca serve` on `ca` with no password source in its environment.
+fn serve_no_password(ca: &TestCa) -> pki_common::CaServe {
+    pki_common::CaServe::start_with_password(&ca.dir, ca.tmp.path().join("serve.log"), &[], None)
+}
+
+/// `enroll` with `jwt` against `srv` (its root pinned) into `out`, with no password source.
+fn enroll_no_password(srv: &pki_common::CaServe, jwt: &str, out: &Path) -> Out {
+    let (url, pin) = (srv.url(), srv.fingerprint());
+    no_password(&[
+        "enroll",
+        "--ca-url",
+        &url,
+        "--token",
+        jwt,
+        "--root-sha256",
+        &pin,
+        "--out",
+        s(out),
+    ])
+}
+
 fn files_ending(dir: &Path, suffix: &str) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -1083,20 +1111,8 @@ fn a_ca_with_every_key_in_a_token_never_needs_the_password() {
     assert!(files_ending(&ca.dir, ".key").is_empty());
 
     // Issue and revoke; CRLs from the intermediate and the root, all in the token.
-    let issued = no_password(&[
-        "cert",
-        "issue",
-        "web",
-        "--dir",
-        ca.d(),
-        "--out",
-        ca.o(),
-        "--server",
-        "--san",
-        "dns:web.test",
-        "--json",
-    ])
-    .ok();
+    let issued =
+        issue_no_password(&ca, "web", &["--server", "--san", "dns:web.test", "--json"]).ok();
     let ok = ca.openssl_verify(&ca.out.join("web.pem"), "sslserver");
     assert!(ok.stdout.contains(": OK"), "{}", ok.text());
     let v: serde_json::Value = serde_json::from_str(&issued.stdout).unwrap();
@@ -1136,20 +1152,17 @@ fn a_ca_with_every_key_in_a_token_never_needs_the_password() {
     assert!(v.stderr.contains("verify OK"), "{}", v.text());
 
     // An explicit --password-file that is not needed is said to be unused, not read.
-    let o = no_password(&[
-        "cert",
-        "issue",
+    let o = issue_no_password(
+        &ca,
         "other",
-        "--dir",
-        ca.d(),
-        "--out",
-        ca.o(),
-        "--client",
-        "--san",
-        "dns:other.test",
-        "--password-file",
-        "/nonexistent/pw",
-    ])
+        &[
+            "--client",
+            "--san",
+            "dns:other.test",
+            "--password-file",
+            "/nonexistent/pw",
+        ],
+    )
     .ok();
     assert!(
         o.stderr.contains(
@@ -1161,48 +1174,17 @@ fn a_ca_with_every_key_in_a_token_never_needs_the_password() {
     );
 
     // Enrollment tokens are signed by a provisioner key made in the same token.
-    let jwt = no_password(&[
-        "token",
-        "create",
-        "--dir",
-        ca.d(),
-        "--san",
-        "dns:svc.test",
-        "--usage",
-        "both",
-    ])
-    .ok()
-    .stdout
-    .trim()
-    .to_string();
-    assert_eq!(jwt.split('.').count(), 3, "{jwt}");
+    let jwt = token_no_password(&ca, "dns:svc.test");
     assert!(!ca.dir.join("provisioner.key").exists());
     let block = private_key_block(&pkcs11_tool_objects("nopw"), "mutual-provisioner");
     assert!(block.contains("never extractable"), "{block}");
     assert!(block.contains("always sensitive"), "{block}");
 
     // ca serve with no password: enroll with that token, renew over mTLS.
-    let srv = pki_common::CaServe::start_with_password(
-        &ca.dir,
-        ca.tmp.path().join("serve.log"),
-        &[],
-        None,
-    );
+    let srv = serve_no_password(&ca);
     let got = ca.tmp.path().join("svc");
+    enroll_no_password(&srv, &jwt, &got).ok();
     let url = srv.url();
-    let pin = srv.fingerprint();
-    no_password(&[
-        "enroll",
-        "--ca-url",
-        &url,
-        "--token",
-        &jwt,
-        "--root-sha256",
-        &pin,
-        "--out",
-        s(&got),
-    ])
-    .ok();
     let cert = got.join("cert.pem");
     let first = pki_common::x509(&cert, &["-serial"]);
     no_password(&[
@@ -1238,19 +1220,7 @@ fn a_ca_with_every_key_in_a_token_never_needs_the_password() {
         &pin_file(dir),
     ])
     .ok();
-    no_password(&[
-        "cert",
-        "issue",
-        "after",
-        "--dir",
-        ca.d(),
-        "--out",
-        ca.o(),
-        "--server",
-        "--san",
-        "dns:after.test",
-    ])
-    .ok();
+    issue_no_password(&ca, "after", &["--server", "--san", "dns:after.test"]).ok();
     let ok = openssl(&[
         "verify",
         "-CAfile",
@@ -1291,20 +1261,8 @@ fn a_file_root_still_needs_the_password_for_the_commands_that_use_it() {
     let ca = token_ca("fileroot", dir);
     assert_eq!(files_ending(&ca.dir, ".key"), vec!["root.key".to_string()]);
     // What uses only the intermediate and the provisioner key needs no password...
-    no_password(&[
-        "cert",
-        "issue",
-        "web",
-        "--dir",
-        ca.d(),
-        "--out",
-        ca.o(),
-        "--server",
-        "--san",
-        "dns:web.test",
-    ])
-    .ok();
-    no_password(&["token", "create", "--dir", ca.d(), "--san", "dns:a.test"]).ok();
+    issue_no_password(&ca, "web", &["--server", "--san", "dns:web.test"]).ok();
+    token_no_password(&ca, "dns:a.test");
     no_password(&[
         "ca",
         "crl",
@@ -1362,12 +1320,7 @@ fn ca_serve_reports_a_lost_token_key_in_metrics_and_health() {
         return;
     };
     let ca = all_token_ca("health-gone", _dir);
-    let srv = pki_common::CaServe::start_with_password(
-        &ca.dir,
-        ca.tmp.path().join("serve.log"),
-        &[],
-        None,
-    );
+    let srv = serve_no_password(&ca);
     let int = "pkcs11:token=health-gone;object=intermediate";
     let prov = "pkcs11:token=health-gone;object=mutual-provisioner";
     let (status, body) = srv.get("/health");
@@ -1375,28 +1328,12 @@ fn ca_serve_reports_a_lost_token_key_in_metrics_and_health() {
     let (_, m) = srv.get("/metrics");
     assert_eq!(key_up(&m, int).as_deref(), Some("1"), "{m}");
     assert_eq!(key_up(&m, prov).as_deref(), Some("1"), "{m}");
-    let jwt = no_password(&["token", "create", "--dir", ca.d(), "--san", "dns:x.test"])
-        .ok()
-        .stdout
-        .trim()
-        .to_string();
+    let jwt = token_no_password(&ca, "dns:x.test");
 
     // The token goes away: the enrollment that needs the intermediate's signature fails, and
     // from then on /health answers 503 naming the key, and the metric says 0.
     let (tdir, gone) = take_token_away("health-gone");
-    let url = srv.url();
-    let pin = srv.fingerprint();
-    let o = no_password(&[
-        "enroll",
-        "--ca-url",
-        &url,
-        "--token",
-        &jwt,
-        "--root-sha256",
-        &pin,
-        "--out",
-        s(&ca.tmp.path().join("x")),
-    ]);
+    let o = enroll_no_password(&srv, &jwt, &ca.tmp.path().join("x"));
     assert_ne!(o.code, 0, "{}", o.text());
     let (status, body) = srv.get("/health");
     assert_eq!(status, 503, "{body}");
@@ -1482,19 +1419,7 @@ fn rotate_root_makes_the_new_root_in_a_token_and_retire_root_records_it() {
         (o.code == 0).then_some(o)
     });
     assert!(activated.is_some());
-    no_password(&[
-        "cert",
-        "issue",
-        "late",
-        "--dir",
-        ca.d(),
-        "--out",
-        ca.o(),
-        "--client",
-        "--san",
-        "dns:late.test",
-    ])
-    .ok();
+    issue_no_password(&ca, "late", &["--client", "--san", "dns:late.test"]).ok();
     let ok = openssl(&[
         "verify",
         "-CAfile",

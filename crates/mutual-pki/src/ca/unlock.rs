@@ -30,6 +30,23 @@ pub struct KeysUsed {
     pub new_file_key: bool,
 }
 
+impl KeysUsed {
+    /// Only the issuing intermediates: whatever opens the CA to sign with them.
+    pub const ISSUERS: KeysUsed = KeysUsed {
+        issuers: true,
+        root: false,
+        new_root: false,
+        provisioner: false,
+        new_file_key: false,
+    };
+    /// Only the provisioner key (`token create`).
+    pub const PROVISIONER: KeysUsed = KeysUsed {
+        provisioner: true,
+        issuers: false,
+        ..KeysUsed::ISSUERS
+    };
+}
+
 /// Where the provisioner key is: `provisioner.key` when that file exists (a CA that made it
 /// before its keys moved into a token keeps it), else where `mutual-ca.toml` says (`ca init`
 /// puts it in the intermediate's token when that key is in one).
