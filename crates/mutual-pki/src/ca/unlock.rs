@@ -87,3 +87,75 @@ pub fn needs_password(dir: &Path, keys: KeysUsed) -> Result<bool, PkiError> {
     }
     Ok(keys.provisioner && provisioner_storage(dir, &config).is_file())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn block(name: &str, object: &str) -> String {
+        format!(
+            "[{name}]\nkind = \"pkcs11\"\nmodule = \"/m.so\"\nuri = \"pkcs11:token=t;object={object}\"\n"
+        )
+    }
+
+    /// A CA directory holding only a `mutual-ca.toml` with these storage blocks.
+    fn ca(blocks: &[String]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = "name = \"T\"\nkey_type = \"ecdsa-p256\"\n[defaults]\nttl = \"86400s\"\n\
+                       key_type = \"ecdsa-p256\"\n"
+            .to_string();
+        blocks.iter().for_each(|b| cfg.push_str(b));
+        std::fs::write(d.path().join(CONFIG), cfg).unwrap();
+        d
+    }
+
+    const ALL: KeysUsed = KeysUsed {
+        issuers: true,
+        root: true,
+        new_root: false,
+        provisioner: true,
+        new_file_key: false,
+    };
+
+    #[test]
+    fn only_file_keys_need_the_password() {
+        let all_token = ca(&[
+            block("key_storage", "int"),
+            block("root_key_storage", "root"),
+            block("provisioner_key_storage", "mutual-provisioner"),
+        ]);
+        let d = all_token.path();
+        assert!(!needs_password(d, ALL).unwrap());
+        // A new file key, or a provisioner.key made before, needs it.
+        let new_key = KeysUsed {
+            new_file_key: true,
+            ..KeysUsed::ISSUERS
+        };
+        assert!(needs_password(d, new_key).unwrap());
+        std::fs::write(d.join(PROVISIONER_KEY), "x").unwrap();
+        assert!(needs_password(d, KeysUsed::PROVISIONER).unwrap());
+        assert!(!needs_password(d, KeysUsed::ISSUERS).unwrap());
+        // A rotated file intermediate in issuers.toml needs it for anything opening the CA.
+        std::fs::write(
+            d.join("issuers.toml"),
+            "default = \"int-2\"\n[[issuer]]\nid = \"int-1\"\nkey_type = \"ecdsa-p256\"\n\
+             state = \"retiring\"\n[[issuer]]\nid = \"int-2\"\nkey_type = \"ecdsa-p256\"\n\
+             state = \"active\"\n",
+        )
+        .unwrap();
+        assert!(needs_password(d, KeysUsed::ISSUERS).unwrap());
+
+        // A file root: only what uses the root needs it.
+        let file_root = ca(&[
+            block("key_storage", "int"),
+            block("provisioner_key_storage", "mutual-provisioner"),
+        ]);
+        let d = file_root.path();
+        assert!(!needs_password(d, KeysUsed::ISSUERS).unwrap());
+        assert!(!needs_password(d, KeysUsed::PROVISIONER).unwrap());
+        assert!(needs_password(d, ALL).unwrap());
+        // No CA there: asked as before (the command then says what is missing).
+        assert!(needs_password(&d.join("nothing"), KeysUsed::ISSUERS).unwrap());
+    }
+}
