@@ -1378,6 +1378,19 @@ fn rotate_root_makes_the_new_root_in_a_token_and_retire_root_records_it() {
         a.extend(extra.iter().map(String::as_str));
         no_password(&a)
     };
+    // The current root's own key is no new root: refused, nothing written.
+    let before = ca.snapshot();
+    let o = with(&["ca", "rotate-root", "--dir", ca.d()], &in_token("root"));
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr.contains(
+            "refused: the key named for the new root is the current root's key: a rollover \
+             needs a new key (name another object in --pkcs11-uri)"
+        ),
+        "{}",
+        o.text()
+    );
+    assert!(ca.snapshot() == before);
     with(
         &["ca", "rotate-root", "--dir", ca.d(), "--min-overlap", "1s"],
         &in_token("root-2"),

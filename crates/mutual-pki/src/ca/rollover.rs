@@ -73,6 +73,17 @@ pub fn rotate_root(
     let id = format!("root-{n}");
     let t0 = now();
     let new_key = CaKey::create(key_storage, config.key_type)?;
+    // A token URI may name a key that exists: never the current root's own.
+    {
+        use rcgen::PublicKeyData;
+        if new_key.subject_public_key_info() == old_key.subject_public_key_info() {
+            return Err(refused(
+                "the key named for the new root is the current root's key: a rollover needs a \
+                 new key (name another object in --pkcs11-uri)"
+                    .into(),
+            ));
+        }
+    }
     let mut rp = CertificateParams::default();
     rp.distinguished_name = super::dn(&format!("{} Root {n}", config.name), &config.name);
     // pathlen 2: room for the old root cross-signed by this one above an old intermediate.
