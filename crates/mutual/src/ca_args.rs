@@ -124,7 +124,9 @@ pub struct KeyStorageArgs {
     /// Where the key is made and kept: file, or pkcs11 (inside the token --pkcs11-uri names;
     /// generated there, sensitive and non-extractable, unless the URI names an existing key).
     /// For `ca init` the intermediate key (file: intermediate.key, encrypted with the CA
-    /// password; recorded in mutual-ca.toml), for `cert issue` the leaf key (file: NAME.key).
+    /// password; recorded in mutual-ca.toml), for `ca rotate-intermediate` the new
+    /// intermediate's (issuers/ID.key), for `ca rotate-root` the new root's (roots/ID.key; with
+    /// --activate the new intermediate's), for `cert issue` the leaf key (file: NAME.key).
     /// [default: pkcs11 when --pkcs11-uri is given, else file]
     #[arg(long, value_enum, value_name = "KIND")]
     pub key_storage: Option<StorageKind>,

@@ -38,7 +38,7 @@ pub enum CaCommand {
     /// List the CA's issuing intermediates: id, key type, state (active, retiring, retired),
     /// which one is the default, and when the last certificate each signed expires.
     Issuers(crate::cmd_ca_rotate::IssuersArgs),
-    /// Start a root rollover (needs root.key): a new root cross-signed both ways and a trust
+    /// Start a root rollover (needs the root key): a new root cross-signed both ways and a trust
     /// bundle with both roots under a new version; with --activate (after --min-overlap),
     /// issue from the new root. Then `ca retire-root` (docs/lifecycle.md).
     RotateRoot(Box<crate::cmd_ca_rotate::RotateRootArgs>),
