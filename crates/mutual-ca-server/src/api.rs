@@ -276,19 +276,15 @@ fn ok(resp: Resp) -> Outcome {
     }
 }
 
-/// `/health`: 200 while the store answers a trivial query, else 503 with the reason, so a load
-/// balancer takes a replica whose database is gone out of rotation; it turns 200 again by itself
-/// once the pool reconnects.
+/// `/health`: 200 while the store answers a trivial query and every PKCS#11 token key the CA
+/// signs with can sign, else 503 with the reason, so a load balancer takes a replica whose
+/// database or token is gone out of rotation; it turns 200 again by itself once the pool
+/// reconnects or the token is back (a key whose last signature failed is tried again here).
 async fn health(state: &State) -> Outcome {
     let ping =
         tokio::time::timeout(std::time::Duration::from_secs(3), state.ca.store().ping()).await;
     let detail = match ping {
-        Ok(Ok(())) => {
-            return ok(json(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ok", "store": "ok"}),
-            ))
-        }
+        Ok(Ok(())) => return key_health().await,
         Ok(Err(e)) => e.to_string(),
         Err(_) => "the store did not answer within 3 s".to_string(),
     };
@@ -303,6 +299,45 @@ async fn health(state: &State) -> Outcome {
             }),
         ),
         reason: "store_unavailable",
+        serial: None,
+        detail: Some(detail),
+    }
+}
+
+/// The token keys' part of `/health` (the store answered): 503 `key_unavailable` naming each
+/// key whose last signature failed, as `mutual serve`'s `/readyz` does.
+async fn key_health() -> Outcome {
+    let down: std::collections::BTreeMap<String, String> =
+        tokio::task::spawn_blocking(mutual_hsm::recheck_keys)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|k| !k.up)
+            .map(|k| (k.uri, k.last_error.unwrap_or_default()))
+            .collect();
+    if down.is_empty() {
+        return ok(json(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok", "store": "ok"}),
+        ));
+    }
+    let detail = down
+        .iter()
+        .map(|(k, e)| format!("pkcs11 key {k}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Outcome {
+        resp: json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({
+                "status": "unavailable",
+                "store": "ok",
+                "reason": "key_unavailable",
+                "detail": detail,
+                "pkcs11_keys_down": down,
+            }),
+        ),
+        reason: "key_unavailable",
         serial: None,
         detail: Some(detail),
     }

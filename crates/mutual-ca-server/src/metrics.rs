@@ -6,7 +6,8 @@
 //! `mutual_ca_crl_next_update_timestamp_seconds`) and the CA's own certificates
 //! (`mutual_ca_cert_expiry_timestamp_seconds{role}` and `mutual_ca_cert_not_before_timestamp_seconds{role}`,
 //! role root, intermediate or server: the alert rules in deploy/prometheus/ page on a fraction of
-//! the lifetime, which needs both ends). Labels are the API's reason words, fixed endpoint
+//! the lifetime, which needs both ends); `mutual_pkcs11_key_up{key}` for keys in tokens, named
+//! as `mutual serve` names it. Labels are the API's reason words, fixed endpoint
 //! names and the store's operation names, never an identity, a serial or a token, so the series
 //! stay few and hold no secret.
 //!
@@ -86,6 +87,41 @@ impl Collector for StoreErrors {
             "mutual_ca_store_errors",
             "Failed inventory (store) calls by operation and kind (unavailable: the database \
              could not be reached; error: it answered with an error)",
+            None,
+            family.metric_type(),
+        )?;
+        family.encode(metric)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabel {
+    /// The key's PKCS#11 URI (never a PIN: the PIN is not part of it).
+    key: String,
+}
+
+/// `mutual_pkcs11_key_up{key}`, as `mutual serve` exports it: 1 while a token key the CA uses
+/// (an intermediate, the provisioner key, `--server-key`) signs, 0 after its last signature
+/// failed. Read at scrape time from mutual-hsm's registry, a down key tried once more first, so
+/// a token that came back shows up without waiting for a request.
+#[derive(Debug)]
+struct TokenKeys;
+
+impl Collector for TokenKeys {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let keys = mutual_hsm::recheck_keys();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let family = Family::<KeyLabel, Gauge>::default();
+        for k in keys {
+            family
+                .get_or_create(&KeyLabel { key: k.uri })
+                .set(i64::from(k.up));
+        }
+        let metric = encoder.encode_descriptor(
+            "mutual_pkcs11_key_up",
+            "Whether a CA key in a PKCS#11 token signs (1) or its last signature failed (0)",
             None,
             family.metric_type(),
         )?;
@@ -193,6 +229,7 @@ impl Metrics {
             "notBefore (Unix seconds) of the CA's own certificates, by role (root, intermediate, server)",
             cert_not_before.clone(),
         );
+        registry.register_collector(Box::new(TokenKeys));
         Metrics {
             registry,
             issued,

@@ -84,7 +84,7 @@ pub fn status_of(reason: &str) -> StatusCode {
         "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
         "unsupported_media_type" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "rate_limited" => StatusCode::TOO_MANY_REQUESTS,
-        "store_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable" | "key_unavailable" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -107,6 +107,7 @@ fn title_of(reason: &str) -> &'static str {
         "body_too_large" => "The request body is too large",
         "rate_limited" => "Too many requests",
         "store_unavailable" => "The CA's database is unavailable",
+        "key_unavailable" => "A CA key in a PKCS#11 token cannot sign",
         _ => "Internal error",
     }
 }

@@ -10,8 +10,10 @@
 //! clock runs slightly ahead). Single use is enforced by the inventory, not here.
 //!
 //! The provisioner key (P-256) lives next to the CA keys as `provisioner.key`, encrypted with
-//! the CA password the same way; `provisioner.pub.pem` is its public half for anyone who wants
-//! to check a token offline.
+//! the CA password the same way, or, in a CA whose intermediate key is in a PKCS#11 token, in
+//! that token (`mutual-provisioner`, generated there at first use, sensitive), so that a CA
+//! with every key in tokens needs no password (docs/keys.md). `provisioner.pub.pem` is its
+//! public half for anyone who wants to check a token offline.
 
 use std::path::Path;
 
@@ -21,12 +23,13 @@ use aws_lc_rs::signature::{
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use mutual_pki::ca::KeyStorage;
 use mutual_pki::{keys, KeyType, PkiError, San, Usage};
 use serde::{Deserialize, Serialize};
 
 pub const ISSUER: &str = "mutual-ca";
 pub const AUDIENCE: &str = "mutual-ca/sign";
-pub const PROVISIONER_KEY: &str = "provisioner.key";
+pub const PROVISIONER_KEY: &str = mutual_pki::ca::PROVISIONER_KEY;
 pub const PROVISIONER_PUB: &str = "provisioner.pub.pem";
 /// How far in the future `nbf`/`iat` may be (clock skew between token minting and checking).
 pub const NBF_LEEWAY_SECS: i64 = 60;
@@ -192,7 +195,7 @@ pub fn parse_usage(s: &str) -> Option<Usage> {
 
 /// The provisioner key: signs tokens (`mutual token create`) and checks them (`ca serve`).
 pub struct Provisioner {
-    key: EcdsaKeyPair,
+    key: ProvisionerKey,
     kid: String,
     spki_der: Vec<u8>,
 }
@@ -212,10 +215,64 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
     }
 }
 
+/// Where the provisioner key signs.
+enum ProvisionerKey {
+    File(EcdsaKeyPair),
+    Token(std::sync::Arc<mutual_hsm::TokenKey>),
+}
+
 impl Provisioner {
-    /// Loads `DIR/provisioner.key` (decrypting it with the CA password), creating it and
-    /// `provisioner.pub.pem` first when absent.
+    /// The CA's provisioner key, where [`mutual_pki::ca::provisioner_storage`] says: in its
+    /// token (generated there when absent), or `DIR/provisioner.key` (decrypted with the CA
+    /// password, created first when absent). Writes `provisioner.pub.pem` when it differs.
     pub fn load_or_create(dir: &Path, password: &[u8]) -> Result<Provisioner, PkiError> {
+        let storage = if dir.join(mutual_pki::ca::CONFIG).exists() {
+            mutual_pki::ca::provisioner_storage(dir, &mutual_pki::ca::read_config(dir)?)
+        } else {
+            KeyStorage::File
+        };
+        let (key, spki_der) = match storage {
+            KeyStorage::File => Self::file_key(dir, password)?,
+            KeyStorage::Pkcs11(r) => Self::token_key(&r)?,
+        };
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki_der);
+        let kid = hex::encode(&digest.as_ref()[..16]);
+        let p = Provisioner { key, kid, spki_der };
+        let pub_path = dir.join(PROVISIONER_PUB);
+        let pub_pem = mutual_pki::pem_encode("PUBLIC KEY", &p.spki_der)?;
+        let current = std::fs::read_to_string(&pub_path).unwrap_or_default();
+        if current != pub_pem {
+            keys::write_atomic(&pub_path, pub_pem.as_bytes(), 0o644, true)?;
+        }
+        Ok(p)
+    }
+
+    /// The key in its token, generated there (P-256, sensitive, never extractable) at first use.
+    fn token_key(r: &mutual_hsm::KeyRef) -> Result<(ProvisionerKey, Vec<u8>), PkiError> {
+        let key = match r.open_or_generate(mutual_hsm::KeyKind::EcdsaP256) {
+            Ok((k, _)) => k,
+            // Another process (a replica starting at the same time) generated it first.
+            Err(mutual_hsm::HsmError::KeyExists { .. }) => r.open()?,
+            Err(e) => return Err(e.into()),
+        };
+        let spki = key.spki();
+        if key.kind() != mutual_hsm::KeyKind::EcdsaP256
+            || !spki.starts_with(&P256_SPKI_PREFIX)
+            || spki.len() != P256_SPKI_PREFIX.len() + 65
+        {
+            return Err(PkiError::Key {
+                detail: format!(
+                    "the provisioner key {} is {}; tokens are signed with ECDSA P-256 (ES256)",
+                    r.uri,
+                    key.kind()
+                ),
+            });
+        }
+        let spki = spki.to_vec();
+        Ok((ProvisionerKey::Token(key), spki))
+    }
+
+    fn file_key(dir: &Path, password: &[u8]) -> Result<(ProvisionerKey, Vec<u8>), PkiError> {
         let key_path = dir.join(PROVISIONER_KEY);
         if !key_path.exists() {
             let fresh = keys::generate(KeyType::EcdsaP256)?;
@@ -238,16 +295,7 @@ impl Provisioner {
             })?;
         let mut spki_der = P256_SPKI_PREFIX.to_vec();
         spki_der.extend_from_slice(key.public_key().as_ref());
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki_der);
-        let kid = hex::encode(&digest.as_ref()[..16]);
-        let p = Provisioner { key, kid, spki_der };
-        let pub_path = dir.join(PROVISIONER_PUB);
-        let pub_pem = mutual_pki::pem_encode("PUBLIC KEY", &p.spki_der)?;
-        let current = std::fs::read_to_string(&pub_path).unwrap_or_default();
-        if current != pub_pem {
-            keys::write_atomic(&pub_path, pub_pem.as_bytes(), 0o644, true)?;
-        }
-        Ok(p)
+        Ok((ProvisionerKey::File(key), spki_der))
     }
 
     /// The key id put in every token header: the first 128 bits of SHA-256(SPKI), hex.
@@ -266,12 +314,17 @@ impl Provisioner {
         let h = serde_json::to_vec(&header).map_err(|e| invalid(e.to_string()))?;
         let c = serde_json::to_vec(claims).map_err(|e| invalid(e.to_string()))?;
         let input = format!("{}.{}", enc(&h), enc(&c));
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let sig = self
-            .key
-            .sign(&rng, input.as_bytes())
-            .map_err(|_| invalid("signing failed"))?;
-        Ok(format!("{input}.{}", enc(sig.as_ref())))
+        let sig = match &self.key {
+            ProvisionerKey::File(k) => k
+                .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
+                .map_err(|_| invalid("signing failed"))?
+                .as_ref()
+                .to_vec(),
+            ProvisionerKey::Token(k) => k
+                .sign_ecdsa_fixed(input.as_bytes())
+                .map_err(|e| invalid(format!("signing failed: {e}")))?,
+        };
+        Ok(format!("{input}.{}", enc(&sig)))
     }
 
     /// Verifies a token's form, header, signature and claims at `now` (Unix seconds). Single

@@ -40,6 +40,8 @@ impl std::fmt::Display for KeyKind {
 pub(crate) enum SigKind {
     /// ECDSA with the curve's hash (SHA-256 for P-256, SHA-384 for P-384), DER output.
     Ecdsa,
+    /// The same, r||s as the token returns it (JWS ES256, RFC 7518 §3.4).
+    EcdsaFixed,
     /// RSASSA-PKCS1-v1_5 with SHA-256 (X.509 signatures).
     RsaPkcs1Sha256,
     /// RSASSA-PSS with SHA-256, MGF1-SHA-256, salt 32 (TLS 1.3).
@@ -388,15 +390,21 @@ impl TokenKey {
         Ok(*h)
     }
 
+    /// An ECDSA signature of `msg` in the fixed r||s form JWS uses (ES256 for a P-256 key):
+    /// how the CA's provisioner key signs enrollment tokens when it lives in a token.
+    pub fn sign_ecdsa_fixed(&self, msg: &[u8]) -> Result<Vec<u8>, HsmError> {
+        self.sign(msg, SigKind::EcdsaFixed)
+    }
+
     /// Signs `msg` (hashing it here where the mechanism needs a digest).
     pub(crate) fn sign(&self, msg: &[u8], how: SigKind) -> Result<Vec<u8>, HsmError> {
         use aws_lc_rs::digest;
         let (mech, data) = match (how, self.kind) {
-            (SigKind::Ecdsa, KeyKind::EcdsaP256) => (
+            (SigKind::Ecdsa | SigKind::EcdsaFixed, KeyKind::EcdsaP256) => (
                 Mechanism::Ecdsa,
                 digest::digest(&digest::SHA256, msg).as_ref().to_vec(),
             ),
-            (SigKind::Ecdsa, KeyKind::EcdsaP384) => (
+            (SigKind::Ecdsa | SigKind::EcdsaFixed, KeyKind::EcdsaP384) => (
                 Mechanism::Ecdsa,
                 digest::digest(&digest::SHA384, msg).as_ref().to_vec(),
             ),

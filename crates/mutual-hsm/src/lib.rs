@@ -156,6 +156,39 @@ impl KeyRef {
         self.uri.parse()
     }
 
+    /// Another key in the same token (same module and PIN source), labelled `object`: where the
+    /// CA keeps a key of its own beside the one the user named (the provisioner key that signs
+    /// enrollment tokens, beside the intermediate). The token's selectors and the query are
+    /// kept; the key's `object=`, `id=` and `type=` are replaced.
+    pub fn sibling(&self, object: &str) -> Result<KeyRef, HsmError> {
+        let rest = self.uri.get(7..).unwrap_or_default();
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        let mut attrs: Vec<String> = path
+            .split(';')
+            .filter(|a| {
+                let k = a.split('=').next().unwrap_or_default().to_ascii_lowercase();
+                !a.is_empty() && !matches!(k.as_str(), "object" | "id" | "type")
+            })
+            .map(str::to_string)
+            .collect();
+        let label: String = url_escape(object);
+        attrs.push(format!("object={label}"));
+        let mut text = format!("pkcs11:{}", attrs.join(";"));
+        if let Some(q) = query {
+            text.push('?');
+            text.push_str(q);
+        }
+        let parsed: Pkcs11Uri = text.parse()?;
+        Ok(KeyRef {
+            module: self.module.clone(),
+            uri: parsed.to_string(),
+            pin_file: self.pin_file.clone(),
+        })
+    }
+
     /// Opens the token (loading the module once per process, logging in once per token) and
     /// finds the key.
     pub fn open(&self) -> Result<Arc<TokenKey>, HsmError> {
@@ -183,7 +216,47 @@ impl KeyRef {
     }
 }
 
+/// `v` percent-encoded where RFC 7512 needs it (anything but unreserved characters).
+fn url_escape(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Whether a `--key` value is a PKCS#11 URI rather than a path.
 pub fn is_pkcs11(key: &Path) -> bool {
     key.to_str().is_some_and(Pkcs11Uri::is_pkcs11)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn a_sibling_key_shares_the_token_module_and_pin() {
+        let r = KeyRef::new(
+            "pkcs11:token=ca%20hsm;object=intermediate;id=%01;type=private?module-path=/m.so",
+            None,
+            Some(Path::new("/run/pin")),
+        )
+        .unwrap();
+        let p = r.sibling("mutual provisioner").unwrap();
+        assert_eq!(
+            p.uri,
+            "pkcs11:token=ca%20hsm;object=mutual%20provisioner?module-path=/m.so"
+        );
+        let u = p.parsed().unwrap();
+        assert_eq!(u.token.as_deref(), Some("ca hsm"));
+        assert_eq!(u.object.as_deref(), Some("mutual provisioner"));
+        assert_eq!(u.id, None);
+        assert_eq!(p.module, Path::new("/m.so"));
+        assert_eq!(p.pin_file.as_deref(), Some(Path::new("/run/pin")));
+    }
 }

@@ -40,6 +40,7 @@ mod renew;
 pub mod rollover;
 mod store_cfg;
 pub mod trust;
+mod unlock;
 
 pub use crl::CurrentCrl;
 pub use csr::{csr_sans, Csr};
@@ -63,6 +64,9 @@ pub use store_cfg::{
     open_url, read_config, record_store, store_password, store_url, STORE_PASSWORD_ENV,
 };
 pub use trust::{trust_bundle, TrustBundle};
+pub use unlock::{
+    needs_password, provisioner_storage, KeysUsed, PROVISIONER_KEY, PROVISIONER_OBJECT,
+};
 
 use crate::{normalize_serial, CertRecord, KeyType, PkiError, RevocationReason};
 
@@ -109,6 +113,11 @@ pub struct CaConfig {
     /// --pkcs11-root-uri`), used by `ca crl --root`, `rotate-intermediate` and `rotate-root`.
     #[serde(default, skip_serializing_if = "KeyStorage::is_file")]
     pub root_key_storage: KeyStorage,
+    /// Where the provisioner key (it signs enrollment tokens) is made and kept when
+    /// `provisioner.key` does not exist: `ca init` puts it in the intermediate's token when
+    /// that key is in one, so that a CA with every key in tokens needs no password.
+    #[serde(default, skip_serializing_if = "KeyStorage::is_file")]
+    pub provisioner_key_storage: KeyStorage,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]

@@ -33,7 +33,8 @@ impl DirArg {
 #[derive(clap::Args, Debug, Clone)]
 pub struct PasswordArg {
     /// Read the CA password from this file (first line). Otherwise $MUTUAL_CA_PASSWORD, else
-    /// an interactive prompt.
+    /// an interactive prompt. Not asked for (nor read) when every key the command uses is in a
+    /// PKCS#11 token (docs/keys.md).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
 }
@@ -46,16 +47,43 @@ pub fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<String> {
 }
 
 impl PasswordArg {
+    /// The CA password when a command on the CA in `dir` needs it: some key it uses (`keys`)
+    /// is a file, as the CA's own files say (read before anything is asked). Otherwise empty.
+    pub fn get_for(&self, dir: &Path, keys: mutual_pki::ca::KeysUsed) -> anyhow::Result<String> {
+        self.get_if(mutual_pki::ca::needs_password(dir, keys)?, false)
+    }
+
+    /// The CA password if `needed`; otherwise empty, nothing read or asked, and a note when
+    /// --password-file was given (an explicit flag that does nothing should say so; a
+    /// $MUTUAL_CA_PASSWORD set for other CAs is left alone silently).
+    pub fn get_if(&self, needed: bool, confirm: bool) -> anyhow::Result<String> {
+        if needed {
+            return self.get(confirm);
+        }
+        if let Some(f) = &self.password_file {
+            eprintln!(
+                "note: --password-file {} not read: every key this command uses is in a PKCS#11 \
+                 token",
+                f.display()
+            );
+        }
+        Ok(String::new())
+    }
+
     /// The CA password. `confirm` asks twice when prompting (init).
-    pub fn get(&self, confirm: bool) -> anyhow::Result<String> {
+    fn get(&self, confirm: bool) -> anyhow::Result<String> {
         let pw = if let Some(f) = &self.password_file {
             read_secret_file(f, "password")?
         } else if let Ok(v) = std::env::var("MUTUAL_CA_PASSWORD") {
             v
         } else {
-            let first = rpassword::prompt_password("CA password: ").context(
-                "no terminal to ask for the CA password: use --password-file FILE or set MUTUAL_CA_PASSWORD",
-            )?;
+            let first = rpassword::prompt_password("CA password: ").map_err(|_| {
+                crate::errors::user(
+                    "password",
+                    "no terminal to ask for the CA password (a key this command uses is in a file)",
+                    "use --password-file FILE or set MUTUAL_CA_PASSWORD",
+                )
+            })?;
             if confirm {
                 let again = rpassword::prompt_password("CA password (again): ")
                     .context("cannot read the CA password confirmation")?;
@@ -96,7 +124,9 @@ pub struct KeyStorageArgs {
     /// Where the key is made and kept: file, or pkcs11 (inside the token --pkcs11-uri names;
     /// generated there, sensitive and non-extractable, unless the URI names an existing key).
     /// For `ca init` the intermediate key (file: intermediate.key, encrypted with the CA
-    /// password; recorded in mutual-ca.toml), for `cert issue` the leaf key (file: NAME.key).
+    /// password; recorded in mutual-ca.toml), for `ca rotate-intermediate` the new
+    /// intermediate's (issuers/ID.key), for `ca rotate-root` the new root's (roots/ID.key; with
+    /// --activate the new intermediate's), for `cert issue` the leaf key (file: NAME.key).
     /// [default: pkcs11 when --pkcs11-uri is given, else file]
     #[arg(long, value_enum, value_name = "KIND")]
     pub key_storage: Option<StorageKind>,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use mutual_pki::ca::{Ca, InitOptions};
+use mutual_pki::ca::{Ca, InitOptions, KeysUsed};
 use mutual_pki::KeyType;
 
 use crate::ca_args::{parse_duration, parse_key_type, DirArg, KeyStorageArgs, PasswordArg};
@@ -38,7 +38,7 @@ pub enum CaCommand {
     /// List the CA's issuing intermediates: id, key type, state (active, retiring, retired),
     /// which one is the default, and when the last certificate each signed expires.
     Issuers(crate::cmd_ca_rotate::IssuersArgs),
-    /// Start a root rollover (needs root.key): a new root cross-signed both ways and a trust
+    /// Start a root rollover (needs the root key): a new root cross-signed both ways and a trust
     /// bundle with both roots under a new version; with --activate (after --min-overlap),
     /// issue from the new root. Then `ca retire-root` (docs/lifecycle.md).
     RotateRoot(Box<crate::cmd_ca_rotate::RotateRootArgs>),
@@ -114,7 +114,8 @@ pub struct InitArgs {
     /// with the module and PIN of --pkcs11-module / --pkcs11-pin-file (or the URI's, or the
     /// environment). Generated there unless the URI names an existing key; recorded in
     /// mutual-ca.toml as root_key_storage and used by `ca crl --root`, `rotate-intermediate` and
-    /// `rotate-root`. No root.key is written.
+    /// `rotate-root`. No root.key is written. With both keys in tokens the CA has no key file
+    /// and no command asks for the CA password (docs/keys.md).
     #[arg(long, value_name = "URI")]
     pub pkcs11_root_uri: Option<String>,
     /// Print the result as JSON.
@@ -192,7 +193,10 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             )?)
         }
     };
-    let password = a.password.get(true)?;
+    // A CA with both keys in tokens has nothing to encrypt: no password (docs/keys.md).
+    let password = a
+        .password
+        .get_if(key_storage.is_file() || root_key_storage.is_file(), true)?;
     let mode_before = {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(&dir)
@@ -273,6 +277,7 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             "key_storage": cfg.key_storage.as_str(),
             "root_key_storage": cfg.root_key_storage.as_str(),
             "intermediate_key": key_location(&ca),
+            "provisioner_key_storage": cfg.provisioner_key_storage.as_str(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -308,6 +313,15 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
                 k.uri()
             );
         }
+    }
+    if let mutual_pki::ca::KeyStorage::Pkcs11(r) = &cfg.provisioner_key_storage {
+        println!(
+            "  provisioner key   signs enrollment tokens, in the token {} (made at first use)",
+            r.uri
+        );
+    }
+    if !cfg.root_key_storage.is_file() && !cfg.key_storage.is_file() {
+        println!("  no key file: no command on this CA needs the CA password");
     }
     match &cfg.store {
         None => println!("  inventory.db, mutual-ca.toml"),
@@ -364,7 +378,14 @@ pub fn absolute_store(
 
 fn crl(a: CrlArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
-    let password = a.password.get(false)?;
+    let password = a.password.get_for(
+        &dir,
+        KeysUsed {
+            issuers: true,
+            root: a.root,
+            ..Default::default()
+        },
+    )?;
     let rt = runtime()?;
     let der = rt.block_on(async {
         let ca = Ca::open(&dir, password.as_bytes()).await?;

@@ -3,7 +3,7 @@
 //! printing.
 use std::process::ExitCode;
 
-use mutual_pki::ca::{issuers, Ca, IssuerState, RotateOptions};
+use mutual_pki::ca::{issuers, Ca, IssuerState, KeysUsed, RotateOptions};
 use mutual_pki::KeyType;
 
 use crate::ca_args::{parse_duration, parse_key_type, DirArg, PasswordArg};
@@ -49,13 +49,22 @@ pub struct IssuersArgs {
 
 pub fn rotate_intermediate(a: RotateIntermediateArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
-    let password = a.password.get(false)?;
+    let key_storage = a.key_storage.resolve()?;
+    let password = a.password.get_for(
+        &dir,
+        KeysUsed {
+            issuers: true,
+            root: true,
+            new_file_key: key_storage.is_file(),
+            ..Default::default()
+        },
+    )?;
     let opts = RotateOptions {
         key_type: a.key_type,
         add: a.add,
         validity: a.validity,
         root: None,
-        key_storage: a.key_storage.resolve()?,
+        key_storage,
     };
     let r = issuers::rotate_intermediate(&dir, password.as_bytes(), &opts)?;
     crate::cmd_lint::check_own(&r.certificate, "intermediate certificate", &[], None)?;
@@ -90,7 +99,9 @@ pub fn rotate_intermediate(a: RotateIntermediateArgs) -> anyhow::Result<ExitCode
 
 pub fn list(a: IssuersArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
-    let password = a.password.get(false)?;
+    let password = a
+        .password
+        .get_for(&dir, mutual_pki::ca::KeysUsed::ISSUERS)?;
     let rt = runtime()?;
     let rows = rt.block_on(async {
         let ca = Ca::open(&dir, password.as_bytes()).await?;
@@ -162,6 +173,13 @@ pub struct RotateRootArgs {
     /// new root cross-signed by the old). Refused before --min-overlap has passed.
     #[arg(long)]
     pub activate: bool,
+    /// Where the new key goes: the new root's (step 1) or, with --activate, the new
+    /// intermediate's. `--key-storage pkcs11 --pkcs11-uri 'pkcs11:token=LABEL;object=root-2'`
+    /// makes (or takes) it in a token, recorded in trust.toml (root) or issuers.toml
+    /// (intermediate); file (the default): roots/ID.key or issuers/ID.key, encrypted with the
+    /// CA password (docs/keys.md).
+    #[command(flatten)]
+    pub key_storage: crate::ca_args::KeyStorageArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -181,9 +199,20 @@ pub struct RetireRootArgs {
 pub fn rotate_root(a: RotateRootArgs) -> anyhow::Result<ExitCode> {
     use mutual_pki::ca::rollover;
     let dir = a.dir.resolve()?;
-    let password = a.password.get(false)?;
+    let key_storage = a.key_storage.resolve()?;
+    // Step 1 signs with the current root; step 2 with both roots, and opens the issuers.
+    let password = a.password.get_for(
+        &dir,
+        KeysUsed {
+            issuers: a.activate,
+            root: true,
+            new_root: a.activate,
+            new_file_key: key_storage.is_file(),
+            ..Default::default()
+        },
+    )?;
     if a.activate {
-        let r = rollover::activate_root(&dir, password.as_bytes())?;
+        let r = rollover::activate_root(&dir, password.as_bytes(), &key_storage)?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&r)?);
         } else {
@@ -198,7 +227,7 @@ pub fn rotate_root(a: RotateRootArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let r = rollover::rotate_root(&dir, password.as_bytes(), a.min_overlap)?;
+    let r = rollover::rotate_root(&dir, password.as_bytes(), a.min_overlap, &key_storage)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
@@ -222,7 +251,9 @@ pub fn rotate_root(a: RotateRootArgs) -> anyhow::Result<ExitCode> {
 
 pub fn retire_root(a: RetireRootArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
-    let password = a.password.get(false)?;
+    let password = a
+        .password
+        .get_for(&dir, mutual_pki::ca::KeysUsed::ISSUERS)?;
     let rt = runtime()?;
     let r = rt.block_on(async {
         let store = mutual_pki::ca::open_store(&dir).await?;

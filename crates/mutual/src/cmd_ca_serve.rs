@@ -257,7 +257,14 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(k) => Some(mutual_tls::load::token_key(k)?),
         None => None,
     };
-    let password = a.password.get(false)?;
+    let password = a.password.get_for(
+        &dir,
+        mutual_pki::ca::KeysUsed {
+            issuers: true,
+            provisioner: true,
+            ..Default::default()
+        },
+    )?;
     let rt = server_runtime(Some(2))?;
     rt.block_on(async move {
         let ca = Ca::open(&dir, password.as_bytes()).await?;

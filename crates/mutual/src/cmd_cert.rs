@@ -362,7 +362,9 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             Some(r.open_or_generate(kind)?.0)
         }
     };
-    let password = a.password.get(false)?;
+    let password = a
+        .password
+        .get_for(&dir, mutual_pki::ca::KeysUsed::ISSUERS)?;
     let requested_by = a
         .requested_by
         .clone()

@@ -85,7 +85,9 @@ fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
         }
         seen.push(s.clone());
     }
-    let password = a.password.get(false)?;
+    let password = a
+        .password
+        .get_for(&dir, mutual_pki::ca::KeysUsed::PROVISIONER)?;
     let prov = Provisioner::load_or_create(&dir, password.as_bytes())?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let expires = i64::try_from(a.expires.as_secs()).context("--expires is too large")?;

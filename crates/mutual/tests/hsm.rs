@@ -132,11 +132,7 @@ fn ca_in_token_issues_revokes_and_signs_crls() {
     );
     assert!(!cfg.contains(PIN));
     assert!(!ca.dir.join("intermediate.key").exists());
-    let key_files: Vec<_> = std::fs::read_dir(&ca.dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".key"))
-        .collect();
+    let key_files = files_ending(&ca.dir, ".key");
     assert_eq!(key_files, vec!["root.key".to_string()]);
     // OpenSC sees the intermediate key: sensitive, never extractable, generated in the token.
     let block = private_key_block(&pkcs11_tool_objects("ca-issue"), "intermediate");
@@ -406,18 +402,7 @@ fn serve_with_key_in_token_takes_curl_and_openssl() {
 
     // The token goes away (its files moved out) while serve runs: new full handshakes fail
     // with the reason in the log, the process keeps running and says nothing of the PIN.
-    let tokens = softhsm().unwrap().join("tokens");
-    let gone = softhsm().unwrap().join("away-serve-tls");
-    let tdir = std::fs::read_dir(&tokens)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            std::fs::read(p.join("token.object"))
-                .map(|b| b.windows(9).any(|w| w == b"serve-tls"))
-                .unwrap_or(false)
-        })
-        .expect("the token's directory");
-    std::fs::rename(&tdir, &gone).unwrap();
+    let (tdir, gone) = take_token_away("serve-tls");
     let (ok, _, _) = proxy_common::curl(proxy.port, &root, Some(&c));
     assert!(!ok, "a full handshake needs the token");
     proxy.wait_stderr("PKCS#11 signature failed");
@@ -446,6 +431,24 @@ fn serve_with_key_in_token_takes_curl_and_openssl() {
     );
     assert!(!p.stderr_text().contains(PIN));
     std::fs::rename(&gone, &tdir).unwrap();
+}
+
+/// Moves token `label`'s files out of SoftHSM's token directory (the token is gone for every
+/// process); returns (where it was, where it is) so the test can put it back.
+fn take_token_away(label: &str) -> (PathBuf, PathBuf) {
+    let tokens = softhsm().unwrap().join("tokens");
+    let gone = softhsm().unwrap().join(format!("away-{label}"));
+    let tdir = std::fs::read_dir(&tokens)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            std::fs::read(p.join("token.object"))
+                .map(|b| b.windows(label.len()).any(|w| w == label.as_bytes()))
+                .unwrap_or(false)
+        })
+        .expect("the token's directory");
+    std::fs::rename(&tdir, &gone).unwrap();
+    (tdir, gone)
 }
 
 #[test]
@@ -812,11 +815,7 @@ fn root_key_in_token_signs_the_root_crl_rotations_and_the_rollover() {
         &pin_file(dir),
     ]);
     // No private key file at all; the config says where both keys are.
-    let key_files: Vec<_> = std::fs::read_dir(&ca.dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".key"))
-        .collect();
+    let key_files = files_ending(&ca.dir, ".key");
     assert!(key_files.is_empty(), "{key_files:?}");
     let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
     assert!(cfg.contains("[root_key_storage]"), "{cfg}");
@@ -1005,4 +1004,460 @@ fn an_existing_file_intermediate_moves_into_a_token_as_docs_keys_md_says() {
     ca.issue("wrong", &["--server", "--san", "dns:wrong.test"])
         .fails_with("does not belong to");
     assert!(!ca.out.join("wrong.pem").exists());
+}
+
+/// `mutual ARGS` with no CA password source at all: no $MUTUAL_CA_PASSWORD, stdin closed, and
+/// no controlling terminal (setsid), so a command that asked for the password would fail.
+fn no_password(args: &[&str]) -> Out {
+    let mut c = Command::new("setsid");
+    c.arg("-w")
+        .arg(env!("CARGO_BIN_EXE_mutual"))
+        .args(args)
+        .env_remove("MUTUAL_HOME")
+        .env_remove("MUTUAL_CA_PASSWORD");
+    pki_common::run_within(c, Duration::from_secs(120))
+}
+
+const NO_TERMINAL: &str = "error: no terminal to ask for the CA password (a key this command \
+                           uses is in a file)\nhint: use --password-file FILE or set \
+                           MUTUAL_CA_PASSWORD";
+
+/// `ca init` with the root and intermediate in token `label` and no password anywhere.
+fn all_token_ca(label: &str, dir: &Path) -> TestCa {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca_dir = tmp.path().join("ca");
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let int = format!("pkcs11:token={label};object=intermediate");
+    let root = format!("pkcs11:token={label};object=root");
+    no_password(&[
+        "ca",
+        "init",
+        "--dir",
+        s(&ca_dir),
+        "--name",
+        "Token CA",
+        "--pkcs11-module",
+        MODULE,
+        "--pkcs11-uri",
+        &int,
+        "--pkcs11-root-uri",
+        &root,
+        "--pkcs11-pin-file",
+        &pin_file(dir),
+    ])
+    .ok();
+    TestCa {
+        tmp,
+        dir: ca_dir,
+        out,
+    }
+}
+
+/// `cert issue NAME --dir D --out O ARGS...` with no password source.
+fn issue_no_password(ca: &TestCa, name: &str, args: &[&str]) -> Out {
+    let mut a = vec!["cert", "issue", name, "--dir", ca.d(), "--out", ca.o()];
+    a.extend_from_slice(args);
+    no_password(&a)
+}
+
+/// `token create --dir D --san SAN` with no password source: the JWT.
+fn token_no_password(ca: &TestCa, san: &str) -> String {
+    let o = no_password(&["token", "create", "--dir", ca.d(), "--san", san]).ok();
+    let jwt = o.stdout.trim().to_string();
+    assert_eq!(jwt.split('.').count(), 3, "not a JWT: {jwt}");
+    jwt
+}
+
+/// `ca serve` on `ca` with no password source in its environment.
+fn serve_no_password(ca: &TestCa) -> pki_common::CaServe {
+    pki_common::CaServe::start_with_password(&ca.dir, ca.tmp.path().join("serve.log"), &[], None)
+}
+
+/// `enroll` with `jwt` against `srv` (its root pinned) into `out`, with no password source.
+fn enroll_no_password(srv: &pki_common::CaServe, jwt: &str, out: &Path) -> Out {
+    let (url, pin) = (srv.url(), srv.fingerprint());
+    no_password(&[
+        "enroll",
+        "--ca-url",
+        &url,
+        "--token",
+        jwt,
+        "--root-sha256",
+        &pin,
+        "--out",
+        s(out),
+    ])
+}
+
+fn files_ending(dir: &Path, suffix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(suffix))
+        .collect()
+}
+
+#[test]
+fn a_ca_with_every_key_in_a_token_never_needs_the_password() {
+    let Some(dir) = token("nopw") else { return };
+    let ca = all_token_ca("nopw", dir);
+    let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
+    assert!(cfg.contains("[provisioner_key_storage]"), "{cfg}");
+    assert!(
+        cfg.contains("uri = \"pkcs11:token=nopw;object=mutual-provisioner\""),
+        "{cfg}"
+    );
+    assert!(files_ending(&ca.dir, ".key").is_empty());
+
+    // Issue and revoke; CRLs from the intermediate and the root, all in the token.
+    let issued =
+        issue_no_password(&ca, "web", &["--server", "--san", "dns:web.test", "--json"]).ok();
+    let ok = ca.openssl_verify(&ca.out.join("web.pem"), "sslserver");
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    let v: serde_json::Value = serde_json::from_str(&issued.stdout).unwrap();
+    let serial = v["serial"].as_str().unwrap().to_string();
+    no_password(&["cert", "revoke", "--dir", ca.d(), &serial]).ok();
+    let crl = ca.tmp.path().join("crl.pem");
+    no_password(&["ca", "crl", "--dir", ca.d(), "--out", s(&crl)]).ok();
+    let v = openssl(&[
+        "crl",
+        "-in",
+        s(&crl),
+        "-CAfile",
+        &ca.intermediate(),
+        "-noout",
+    ]);
+    assert!(v.stderr.contains("verify OK"), "{}", v.text());
+    let text = openssl(&["crl", "-in", s(&crl), "-noout", "-text"]).ok();
+    assert!(
+        text.stdout
+            .to_ascii_uppercase()
+            .contains(&pki_common::norm_serial(&serial).to_ascii_uppercase()),
+        "{}",
+        text.stdout
+    );
+    let root_crl = ca.tmp.path().join("root-crl.pem");
+    no_password(&[
+        "ca",
+        "crl",
+        "--dir",
+        ca.d(),
+        "--root",
+        "--out",
+        s(&root_crl),
+    ])
+    .ok();
+    let v = openssl(&["crl", "-in", s(&root_crl), "-CAfile", &ca.root(), "-noout"]);
+    assert!(v.stderr.contains("verify OK"), "{}", v.text());
+
+    // An explicit --password-file that is not needed is said to be unused, not read.
+    let o = issue_no_password(
+        &ca,
+        "other",
+        &[
+            "--client",
+            "--san",
+            "dns:other.test",
+            "--password-file",
+            "/nonexistent/pw",
+        ],
+    )
+    .ok();
+    assert!(
+        o.stderr.contains(
+            "note: --password-file /nonexistent/pw not read: every key this command uses is in \
+             a PKCS#11 token"
+        ),
+        "{}",
+        o.stderr
+    );
+
+    // Enrollment tokens are signed by a provisioner key made in the same token.
+    let jwt = token_no_password(&ca, "dns:svc.test");
+    assert!(!ca.dir.join("provisioner.key").exists());
+    let block = private_key_block(&pkcs11_tool_objects("nopw"), "mutual-provisioner");
+    assert!(block.contains("never extractable"), "{block}");
+    assert!(block.contains("always sensitive"), "{block}");
+
+    // ca serve with no password: enroll with that token, renew over mTLS.
+    let srv = serve_no_password(&ca);
+    let got = ca.tmp.path().join("svc");
+    enroll_no_password(&srv, &jwt, &got).ok();
+    let url = srv.url();
+    let cert = got.join("cert.pem");
+    let first = pki_common::x509(&cert, &["-serial"]);
+    no_password(&[
+        "renew",
+        "--ca-url",
+        &url,
+        "--cert",
+        s(&cert),
+        "--key",
+        s(&got.join("key.pem")),
+    ])
+    .ok();
+    assert_ne!(pki_common::x509(&cert, &["-serial"]), first, "renewed");
+    let ok = ca.openssl_verify(&cert, "sslclient");
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    assert!(!srv.log_text().contains(PIN));
+    drop(srv);
+
+    // A new intermediate in the token: no password. One in a file would need it to encrypt
+    // its key, and there is none to be had.
+    no_password(&[
+        "ca",
+        "rotate-intermediate",
+        "--dir",
+        ca.d(),
+        "--key-storage",
+        "pkcs11",
+        "--pkcs11-module",
+        MODULE,
+        "--pkcs11-uri",
+        "pkcs11:token=nopw;object=int-2",
+        "--pkcs11-pin-file",
+        &pin_file(dir),
+    ])
+    .ok();
+    issue_no_password(&ca, "after", &["--server", "--san", "dns:after.test"]).ok();
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.root(),
+        "-untrusted",
+        s(&ca.dir.join("issuers/int-2.pem")),
+        s(&ca.out.join("after.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    let o = no_password(&["ca", "rotate-intermediate", "--dir", ca.d()]);
+    assert!(o.stderr.contains(NO_TERMINAL), "{}", o.text());
+    assert!(!ca.dir.join("issuers/int-3.pem").exists());
+    assert!(files_ending(&ca.dir, ".key").is_empty());
+}
+
+#[test]
+fn a_file_root_still_needs_the_password_for_the_commands_that_use_it() {
+    let Some(dir) = token("fileroot") else { return };
+    // Without a password, a root that would go to a file is refused and nothing is made.
+    let tmp = tempfile::tempdir().unwrap();
+    let o = no_password(&[
+        "ca",
+        "init",
+        "--dir",
+        s(&tmp.path().join("ca")),
+        "--pkcs11-module",
+        MODULE,
+        "--pkcs11-uri",
+        "pkcs11:token=fileroot;object=other",
+        "--pkcs11-pin-file",
+        &pin_file(dir),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(o.stderr.contains(NO_TERMINAL), "{}", o.text());
+    assert!(!tmp.path().join("ca").exists());
+
+    // Intermediate in the token, root.key a file (encrypted with the password).
+    let ca = token_ca("fileroot", dir);
+    assert_eq!(files_ending(&ca.dir, ".key"), vec!["root.key".to_string()]);
+    // What uses only the intermediate and the provisioner key needs no password...
+    issue_no_password(&ca, "web", &["--server", "--san", "dns:web.test"]).ok();
+    token_no_password(&ca, "dns:a.test");
+    no_password(&[
+        "ca",
+        "crl",
+        "--dir",
+        ca.d(),
+        "--out",
+        s(&ca.out.join("c.pem")),
+    ])
+    .ok();
+    assert!(!ca.dir.join("provisioner.key").exists());
+    // ... what signs with the root does, and is refused without it, changing nothing.
+    let before = ca.snapshot();
+    for args in [
+        &["ca", "crl", "--dir", ca.d(), "--root"][..],
+        &["ca", "rotate-root", "--dir", ca.d()][..],
+        &[
+            "ca",
+            "rotate-intermediate",
+            "--dir",
+            ca.d(),
+            "--key-storage",
+            "pkcs11",
+            "--pkcs11-module",
+            MODULE,
+            "--pkcs11-uri",
+            "pkcs11:token=fileroot;object=int-2",
+            "--pkcs11-pin-file",
+            &pin_file(dir),
+        ][..],
+    ] {
+        let o = no_password(args);
+        assert_eq!(o.code, 2, "{args:?}: {}", o.text());
+        assert!(o.stderr.contains(NO_TERMINAL), "{args:?}: {}", o.text());
+    }
+    assert!(ca.snapshot() == before, "a refused command changed the CA");
+    // With the password the root signs.
+    let crl = ca.tmp.path().join("root-crl.pem");
+    mutual(&["ca", "crl", "--dir", ca.d(), "--root", "--out", s(&crl)]).ok();
+    let v = openssl(&["crl", "-in", s(&crl), "-CAfile", &ca.root(), "-noout"]);
+    assert!(v.stderr.contains("verify OK"), "{}", v.text());
+}
+
+/// The value of the `mutual_pkcs11_key_up` series of `uri` in a metrics text.
+fn key_up(metrics: &str, uri: &str) -> Option<String> {
+    let series = format!("mutual_pkcs11_key_up{{key=\"{uri}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map(|v| v.trim().to_string())
+}
+
+#[test]
+fn ca_serve_reports_a_lost_token_key_in_metrics_and_health() {
+    let Some(_dir) = token("health-gone") else {
+        return;
+    };
+    let ca = all_token_ca("health-gone", _dir);
+    let srv = serve_no_password(&ca);
+    let int = "pkcs11:token=health-gone;object=intermediate";
+    let prov = "pkcs11:token=health-gone;object=mutual-provisioner";
+    let (status, body) = srv.get("/health");
+    assert_eq!(status, 200, "{body}");
+    let (_, m) = srv.get("/metrics");
+    assert_eq!(key_up(&m, int).as_deref(), Some("1"), "{m}");
+    assert_eq!(key_up(&m, prov).as_deref(), Some("1"), "{m}");
+    let jwt = token_no_password(&ca, "dns:x.test");
+
+    // The token goes away: the enrollment that needs the intermediate's signature fails, and
+    // from then on /health answers 503 naming the key, and the metric says 0.
+    let (tdir, gone) = take_token_away("health-gone");
+    let o = enroll_no_password(&srv, &jwt, &ca.tmp.path().join("x"));
+    assert_ne!(o.code, 0, "{}", o.text());
+    let (status, body) = srv.get("/health");
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
+    assert_eq!(v["reason"], "key_unavailable", "{body}");
+    assert_eq!(v["store"], "ok", "{body}");
+    let why = v["pkcs11_keys_down"][int]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(why.contains("token"), "{why}");
+    let (_, m) = srv.get("/metrics");
+    assert_eq!(key_up(&m, int).as_deref(), Some("0"), "{m}");
+    assert!(!srv.log_text().contains(PIN));
+
+    // The process keeps serving what needs no token (SoftHSM does not rescan its token
+    // directory within a process, so the key's return is not observable here).
+    assert!(srv.get("/v1/roots").0 == 200);
+    std::fs::rename(&gone, &tdir).unwrap();
+}
+
+#[test]
+fn rotate_root_makes_the_new_root_in_a_token_and_retire_root_records_it() {
+    let Some(dir) = token("rollover-tok") else {
+        return;
+    };
+    let ca = all_token_ca("rollover-tok", dir);
+    let pin = pin_file(dir);
+    let in_token = |object: &str| {
+        vec![
+            "--key-storage".to_string(),
+            "pkcs11".into(),
+            "--pkcs11-module".into(),
+            MODULE.into(),
+            "--pkcs11-uri".into(),
+            format!("pkcs11:token=rollover-tok;object={object}"),
+            "--pkcs11-pin-file".into(),
+            pin.clone(),
+        ]
+    };
+    let with = |base: &[&str], extra: &[String]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend(extra.iter().map(String::as_str));
+        no_password(&a)
+    };
+    // The current root's own key is no new root: refused, nothing written.
+    let before = ca.snapshot();
+    let o = with(&["ca", "rotate-root", "--dir", ca.d()], &in_token("root"));
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr.contains(
+            "refused: the key named for the new root is the current root's key: a rollover \
+             needs a new key (name another object in --pkcs11-uri)"
+        ),
+        "{}",
+        o.text()
+    );
+    assert!(ca.snapshot() == before);
+    with(
+        &["ca", "rotate-root", "--dir", ca.d(), "--min-overlap", "1s"],
+        &in_token("root-2"),
+    )
+    .ok();
+    assert!(!ca.dir.join("roots/root-2.key").exists());
+    let trust = std::fs::read_to_string(ca.dir.join("trust.toml")).unwrap();
+    assert!(
+        trust.contains("uri = \"pkcs11:token=rollover-tok;object=root-2\""),
+        "{trust}"
+    );
+    assert!(!trust.contains(PIN));
+    let block = private_key_block(&pkcs11_tool_objects("rollover-tok"), "root-2");
+    assert!(block.contains("never extractable"), "{block}");
+    // openssl checks both cross certificates: the new root (key in the token) under the old
+    // root, and the old root under the new one.
+    let roots = ca.dir.join("roots");
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        &ca.root(),
+        s(&roots.join("root-2-by-old-root.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&roots.join("root-2.pem")),
+        s(&roots.join("root-1-by-root-2.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+
+    // Activate: the new intermediate (in the token) is signed by the new root in the token.
+    let activated = eventually(Duration::from_secs(60), || {
+        let o = with(
+            &["ca", "rotate-root", "--dir", ca.d(), "--activate"],
+            &in_token("int-r2"),
+        );
+        (o.code == 0).then_some(o)
+    });
+    assert!(activated.is_some());
+    issue_no_password(&ca, "late", &["--client", "--san", "dns:late.test"]).ok();
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        s(&roots.join("root-2.pem")),
+        "-untrusted",
+        s(&ca.dir.join("issuers/int-2.pem")),
+        s(&ca.out.join("late.pem")),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+
+    // Retire: root.pem is the new root and mutual-ca.toml says its key is in the token; the
+    // root CRL is signed there.
+    no_password(&["ca", "retire-root", "--dir", ca.d()]).ok();
+    let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
+    assert!(
+        cfg.contains("uri = \"pkcs11:token=rollover-tok;object=root-2\""),
+        "{cfg}"
+    );
+    assert_eq!(
+        std::fs::read(ca.root()).unwrap(),
+        std::fs::read(roots.join("root-2.pem")).unwrap()
+    );
+    let crl = ca.tmp.path().join("root-crl.pem");
+    no_password(&["ca", "crl", "--dir", ca.d(), "--root", "--out", s(&crl)]).ok();
+    let v = openssl(&["crl", "-in", s(&crl), "-CAfile", &ca.root(), "-noout"]);
+    assert!(v.stderr.contains("verify OK"), "{}", v.text());
+    assert!(files_ending(&ca.dir, ".key").is_empty());
 }

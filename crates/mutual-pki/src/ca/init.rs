@@ -64,10 +64,12 @@ impl Default for InitOptions {
 }
 
 impl Ca {
-    /// Creates a root and an intermediate in `dir`, both keys encrypted with `password`, plus the
-    /// inventory and the config file. Refuses (changing nothing) if any CA file already exists.
+    /// Creates a root and an intermediate in `dir`, their keys encrypted with `password` (or in
+    /// PKCS#11 tokens), plus the inventory and the config file. With both keys in tokens no
+    /// password is used and `password` may be empty: the provisioner key then goes into the
+    /// intermediate's token too. Refuses (changing nothing) if any CA file already exists.
     pub async fn init(dir: &Path, opts: &InitOptions, password: &[u8]) -> Result<Ca, PkiError> {
-        if password.is_empty() {
+        if password.is_empty() && (opts.key_storage.is_file() || opts.root_key_storage.is_file()) {
             return Err(PkiError::EmptyPassword);
         }
         if let Some(u) = &opts.ocsp_url {
@@ -161,6 +163,12 @@ impl Ca {
             ocsp_url: opts.ocsp_url.clone(),
             key_storage: opts.key_storage.clone(),
             root_key_storage: opts.root_key_storage.clone(),
+            // Beside the intermediate, which every online CA uses anyway: a CA that keeps that
+            // key in a token keeps its token-signing key there too (made at first use).
+            provisioner_key_storage: match &opts.key_storage {
+                KeyStorage::File => KeyStorage::File,
+                KeyStorage::Pkcs11(r) => KeyStorage::Pkcs11(r.sibling(super::PROVISIONER_OBJECT)?),
+            },
         };
         // A store other than the default file is reached (and checked empty) before any file is
         // written, so a wrong URL or password leaves the directory untouched.

@@ -77,11 +77,11 @@ pub struct IssuerEntry {
 
 /// `issuers.toml`.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct Manifest {
+pub(super) struct Manifest {
     /// The issuer new certificates come from unless their profile selects another.
     default: String,
     #[serde(rename = "issuer")]
-    issuers: Vec<IssuerEntry>,
+    pub(super) issuers: Vec<IssuerEntry>,
 }
 
 /// An unlocked intermediate: its certificate and key.
@@ -301,7 +301,11 @@ pub(super) fn read_manifest(dir: &Path) -> Result<Option<String>, PkiError> {
     }
 }
 
-fn parse_manifest(dir: &Path, text: Option<&str>, config: &CaConfig) -> Result<Manifest, PkiError> {
+pub(super) fn parse_manifest(
+    dir: &Path,
+    text: Option<&str>,
+    config: &CaConfig,
+) -> Result<Manifest, PkiError> {
     let Some(text) = text else {
         return Ok(Manifest {
             default: FIRST_ISSUER.into(),
@@ -626,7 +630,15 @@ pub fn rotate_intermediate(
     let (root_path, root_key_path, root_storage) = match &opts.root {
         Some(r) => {
             let (c, k) = root_files(dir, r);
-            (c, k, KeyStorage::File)
+            // A rollover's new root: its key is in the token `trust.toml` names, if any.
+            let state = super::trust::read_state(dir)?;
+            let storage = match state.new_root_key {
+                Some(key) if state.new_root.as_deref() == Some(r.as_str()) => {
+                    KeyStorage::Pkcs11(key)
+                }
+                _ => KeyStorage::File,
+            };
+            (c, k, storage)
         }
         None => (
             dir.join(ROOT_CERT),

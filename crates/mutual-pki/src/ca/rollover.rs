@@ -18,6 +18,7 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyUsagePurpose, SerialNu
 use rustls_pki_types::CertificateDer;
 
 use super::issuers::{self, root_files, IssuerSet, RotateOptions, Rotated, ROOTS_DIR};
+use super::key::{CaKey, KeyStorage};
 use super::trust::{read_state, write_state, TrustState, TRUST_BUNDLE};
 use super::{first_cert_der, io, later, now, random_serial, read_config, ROOT_CERT, ROOT_KEY};
 use crate::keys::{self, StagedFile};
@@ -42,11 +43,14 @@ pub struct RootRotated {
     pub activate_after: String,
 }
 
-/// Step 1: a new root, both cross certificates, and the bundle with both roots.
+/// Step 1: a new root, both cross certificates, and the bundle with both roots. The new root's
+/// key is made where `key_storage` says: `roots/ID.key` encrypted with `password`, or in a
+/// PKCS#11 token (an existing key the URI names, else a new one), recorded in `trust.toml`.
 pub fn rotate_root(
     dir: &Path,
     password: &[u8],
     min_overlap: Duration,
+    key_storage: &KeyStorage,
 ) -> Result<RootRotated, PkiError> {
     let config = read_config(dir)?;
     let mut state = read_state(dir)?;
@@ -68,7 +72,18 @@ pub fn rotate_root(
         .unwrap_or(2);
     let id = format!("root-{n}");
     let t0 = now();
-    let new_key = keys::generate(config.key_type)?;
+    let new_key = CaKey::create(key_storage, config.key_type)?;
+    // A token URI may name a key that exists: never the current root's own.
+    {
+        use rcgen::PublicKeyData;
+        if new_key.subject_public_key_info() == old_key.subject_public_key_info() {
+            return Err(refused(
+                "the key named for the new root is the current root's key: a rollover needs a \
+                 new key (name another object in --pkcs11-uri)"
+                    .into(),
+            ));
+        }
+    }
     let mut rp = CertificateParams::default();
     rp.distinguished_name = super::dn(&format!("{} Root {n}", config.name), &config.name);
     // pathlen 2: room for the old root cross-signed by this one above an old intermediate.
@@ -121,9 +136,12 @@ pub fn rotate_root(
             .map_err(io(&rdir))?;
     }
     let (cert_path, key_path) = root_files(dir, &id);
-    let key_pem = keys::encrypt_pkcs8_pem(new_key.serialized_der(), password)?;
-    let files = [
-        (key_path.clone(), key_pem.as_bytes().to_vec(), 0o600),
+    let mut files = Vec::new();
+    if let Some(der) = new_key.file_der() {
+        let key_pem = keys::encrypt_pkcs8_pem(der, password)?;
+        files.push((key_path.clone(), key_pem.as_bytes().to_vec(), 0o600));
+    }
+    files.extend([
         (cert_path.clone(), new_root.pem().into_bytes(), 0o644),
         (
             rdir.join(format!("{id}-by-old-root.pem")),
@@ -135,7 +153,7 @@ pub fn rotate_root(
             old_by_new.pem().into_bytes(),
             0o644,
         ),
-    ];
+    ]);
     let mut written = Vec::new();
     for (p, data, mode) in &files {
         if let Err(e) = StagedFile::write(p, data, *mode).and_then(|s| s.commit(false)) {
@@ -156,6 +174,10 @@ pub fn rotate_root(
     state.published_at = t0.unix_timestamp();
     state.phase = Some("published".into());
     state.new_root = Some(id.clone());
+    state.new_root_key = match key_storage {
+        KeyStorage::Pkcs11(r) => Some(r.clone()),
+        KeyStorage::File => None,
+    };
     state.min_overlap_secs = min_overlap.as_secs();
     write_state(dir, &state)?;
     Ok(RootRotated {
@@ -171,8 +193,13 @@ pub fn rotate_root(
     })
 }
 
-/// Step 2: issue from the new root, once its bundle has been out for the minimum overlap.
-pub fn activate_root(dir: &Path, password: &[u8]) -> Result<Rotated, PkiError> {
+/// Step 2: issue from the new root, once its bundle has been out for the minimum overlap. The
+/// new intermediate's key is made where `key_storage` says (as `rotate-intermediate`).
+pub fn activate_root(
+    dir: &Path,
+    password: &[u8],
+    key_storage: &KeyStorage,
+) -> Result<Rotated, PkiError> {
     let mut state = read_state(dir)?;
     let id = match (state.phase.as_deref(), &state.new_root) {
         (Some("published"), Some(id)) => id.clone(),
@@ -199,6 +226,7 @@ pub fn activate_root(dir: &Path, password: &[u8]) -> Result<Rotated, PkiError> {
         password,
         &RotateOptions {
             root: Some(id),
+            key_storage: key_storage.clone(),
             ..Default::default()
         },
     )?;
@@ -271,9 +299,26 @@ pub async fn retire_root(
         }
     }
     let pem = std::fs::read(&new_cert).map_err(io(&new_cert))?;
-    let key = std::fs::read(&new_key).map_err(io(&new_key))?;
-    keys::write_atomic(&dir.join(ROOT_KEY), &key, 0o600, true)?;
+    let new_storage = match &state.new_root_key {
+        Some(r) => KeyStorage::Pkcs11(r.clone()),
+        None => KeyStorage::File,
+    };
+    if new_storage.is_file() {
+        let key = std::fs::read(&new_key).map_err(io(&new_key))?;
+        keys::write_atomic(&dir.join(ROOT_KEY), &key, 0o600, true)?;
+    } else {
+        // The old root's key file (kept in roots/ above) must not pass for the new root's.
+        match std::fs::remove_file(dir.join(ROOT_KEY)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(&dir.join(ROOT_KEY))(e))
+            }
+            _ => {}
+        }
+    }
     keys::write_atomic(&dir.join(ROOT_CERT), &pem, 0o644, true)?;
+    if new_storage != config.root_key_storage {
+        super::store_cfg::record_root_key_storage(dir, &new_storage)?;
+    }
     keys::write_atomic(&dir.join(TRUST_BUNDLE), &pem, 0o644, true)?;
     // Chains stop carrying the old root's signatures on the new intermediates.
     for i in set.all() {
@@ -289,6 +334,7 @@ pub async fn retire_root(
         published_at: t,
         phase: Some("retired".into()),
         new_root: Some(id.clone()),
+        new_root_key: state.new_root_key.clone(),
         min_overlap_secs: state.min_overlap_secs,
     };
     write_state(dir, &state)?;

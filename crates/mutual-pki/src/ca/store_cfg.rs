@@ -93,12 +93,52 @@ pub async fn open_configured(dir: &Path, config: &CaConfig) -> Result<Store, Pki
 }
 
 /// Records `url` (and the password file's name, or none) as the CA's store in `mutual-ca.toml`,
-/// atomically. The file is edited as a table so that keys this version does not know survive.
-/// Returns the config's path.
+/// atomically. Returns the config's path.
 pub fn record_store(
     dir: &Path,
     url: &StoreUrl,
     password_file: Option<&Path>,
+) -> Result<std::path::PathBuf, PkiError> {
+    edit_config(dir, |table| {
+        table.insert("store".into(), toml::Value::String(url.to_string()));
+        match password_file {
+            Some(p) => {
+                table.insert(
+                    "store_password_file".into(),
+                    toml::Value::String(p.display().to_string()),
+                );
+            }
+            None => {
+                table.remove("store_password_file");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Records where the root key is (`root_key_storage` in `mutual-ca.toml`), atomically: `ca
+/// retire-root` when the new root's key is kept elsewhere than the old one's.
+pub(super) fn record_root_key_storage(
+    dir: &Path,
+    storage: &super::KeyStorage,
+) -> Result<(), PkiError> {
+    edit_config(dir, |table| {
+        if storage.is_file() {
+            table.remove("root_key_storage");
+        } else {
+            let v = toml::Value::try_from(storage).map_err(|e| e.to_string())?;
+            table.insert("root_key_storage".into(), v);
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Rewrites `mutual-ca.toml` through `edit`, atomically. The file is edited as a table so that
+/// keys this version does not know survive. Returns the config's path.
+fn edit_config(
+    dir: &Path,
+    edit: impl FnOnce(&mut toml::Table) -> Result<(), String>,
 ) -> Result<std::path::PathBuf, PkiError> {
     let path = dir.join(CONFIG);
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
@@ -107,18 +147,7 @@ pub fn record_store(
         detail,
     };
     let mut table: toml::Table = toml::from_str(&text).map_err(|e| config_err(e.to_string()))?;
-    table.insert("store".into(), toml::Value::String(url.to_string()));
-    match password_file {
-        Some(p) => {
-            table.insert(
-                "store_password_file".into(),
-                toml::Value::String(p.display().to_string()),
-            );
-        }
-        None => {
-            table.remove("store_password_file");
-        }
-    }
+    edit(&mut table).map_err(config_err)?;
     let new_text = toml::to_string(&table).map_err(|e| config_err(e.to_string()))?;
     crate::keys::write_atomic(&path, new_text.as_bytes(), 0o644, true)?;
     Ok(path)

@@ -31,6 +31,10 @@ pub struct TrustState {
     /// The new root's id (`roots/ID.pem`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_root: Option<String>,
+    /// The new root's key when it is in a PKCS#11 token (`rotate-root --key-storage pkcs11`);
+    /// absent: `roots/ID.key`, encrypted with the CA password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_root_key: Option<mutual_hsm::KeyRef>,
     /// How long the bundle with both roots must have been published before issuing from the
     /// new root (seconds).
     #[serde(default)]

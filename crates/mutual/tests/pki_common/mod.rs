@@ -364,6 +364,9 @@ pub struct CaServe {
     pub port: u16,
     pub log: PathBuf,
     pub extra: Vec<String>,
+    /// The CA password in the server's environment (`None`: no password source at all, for a
+    /// CA whose keys are all in tokens).
+    pub password: Option<String>,
     child: Option<ChildGuard>,
     /// The temp dir holding `dir` and `log` when `with_new_ca` made them.
     tmp: Option<tempfile::TempDir>,
@@ -389,11 +392,22 @@ impl CaServe {
 
     /// Starts serving the CA in `dir` (password `PW`, `RUST_LOG=info`) and waits until it listens.
     pub fn start_new(dir: &Path, log: PathBuf, extra: &[&str]) -> CaServe {
+        CaServe::start_with_password(dir, log, extra, Some(PW))
+    }
+
+    /// `start_new` with `password` (or none at all) in the server's environment.
+    pub fn start_with_password(
+        dir: &Path,
+        log: PathBuf,
+        extra: &[&str],
+        password: Option<&str>,
+    ) -> CaServe {
         let mut c = CaServe {
             dir: dir.to_path_buf(),
             port: free_port(),
             log,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            password: password.map(str::to_string),
             child: None,
             tmp: None,
         };
@@ -409,7 +423,10 @@ impl CaServe {
             .open(&self.log)
             .unwrap();
         let listen = format!("127.0.0.1:{}", self.port);
-        let mut c = mutual_cmd(Some(PW), &["ca", "serve", "--dir", s(&self.dir)]);
+        let mut c = mutual_cmd(
+            self.password.as_deref(),
+            &["ca", "serve", "--dir", s(&self.dir)],
+        );
         c.args(["--listen", &listen])
             .args(&self.extra)
             .env("RUST_LOG", "info")
@@ -455,6 +472,21 @@ impl CaServe {
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// curl GET `path` on this server (its root as the only trust anchor, no client
+    /// certificate): the HTTP status and the body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let o = Command::new("curl")
+            .args(["-sS", "--max-time", "20", "--cacert", s(&self.root())])
+            .args(["-w", "\n%{http_code}"])
+            .arg(format!("{}{path}", self.url()))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_string())
     }
 
     /// `https://127.0.0.1:PORT`, the `--ca-url` clients use.
