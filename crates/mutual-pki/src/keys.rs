@@ -262,6 +262,20 @@ impl StagedFile {
         &self.target
     }
 
+    /// Keeps the file under its temporary name (no removal on drop) and returns that name: the
+    /// caller's journal names it, and the caller renames or removes it (batch issuance, where a
+    /// `kill -9` after the store commit must find the staged files to finish the job).
+    pub fn keep(self) -> Result<PathBuf, PkiError> {
+        let target = self.target;
+        self.tmp
+            .keep()
+            .map(|(_, path)| path)
+            .map_err(|e| PkiError::Io {
+                path: target,
+                error: e.error,
+            })
+    }
+
     /// Moves the file to its real name. With `overwrite == false` an existing file is an error
     /// (and is left untouched).
     pub fn commit(self, overwrite: bool) -> Result<(), PkiError> {
@@ -313,6 +327,23 @@ pub fn remove_stale_staged(target: &Path) -> usize {
     }
     if removed > 0 {
         sync_dir(&dir);
+    }
+    removed
+}
+
+/// Removes every temporary file staged in `dir` ([`StagedFile`]'s `.mutual-tmp-` names) that
+/// nothing committed. Only under the caller's lock on `dir`; returns how many were removed.
+pub fn remove_all_stale_staged(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let removed = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".mutual-tmp-"))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count();
+    if removed > 0 {
+        sync_dir(dir);
     }
     removed
 }

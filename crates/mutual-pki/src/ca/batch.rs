@@ -1,0 +1,369 @@
+//! Batch issuance for manufacturing lines (`mutual cert issue --batch`): thousands of rows in
+//! chunks, one store transaction per chunk, resumable after a `kill -9` at any instant.
+//!
+//! A chunk ([`Ca::issue_chunk`]) goes:
+//! 1. every request is checked ([`Ca::precheck`]: the profile, a CSR's key and self-signature)
+//!    before any of the chunk is signed; a refused row is reported and the others go on;
+//! 2. the rest are signed by [`Ca::sign`], the signer of [`Ca::issue`] (there is no other);
+//! 3. their files are staged: written and fsynced under temporary names in the output directory;
+//! 4. a write-ahead journal (`.mutual-batch.pending`) names each row, its serial and its staged
+//!    files;
+//! 5. the rows are recorded by one `insert_many` (one transaction);
+//! 6. the files are renamed into place, the rows appended to the done-log
+//!    (`.mutual-batch.done`), the journal removed.
+//!
+//! [`BatchDir::open`] finishes what a kill interrupted. A journal whose serials are in the store
+//! belongs to a committed chunk: its staged files are renamed into place (roll forward) and its
+//! rows marked done. A journal whose serials are not is a chunk that never committed: its staged
+//! files are removed and its rows are issued again. The journal is on disk before the commit, so
+//! a committed row is always in the done-log or in the journal: no row is issued twice. A row is
+//! known by its key (its output file stem), recorded in the inventory as
+//! `requested_by = batch:<batch id>:<key>`.
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use mutual_store::{Inventory, NewCert, Store};
+
+use super::{now, Ca, IssueRequest, Issued};
+use crate::keys::{self, StagedFile};
+use crate::PkiError;
+
+/// The batch's identity, made by the first run in an output directory.
+const STATE: &str = ".mutual-batch.json";
+/// One `KEY<TAB>SERIAL` line per row done, appended (and fsynced) per committed chunk.
+const DONE_LOG: &str = ".mutual-batch.done";
+/// The chunk in flight (see the module doc).
+const PENDING: &str = ".mutual-batch.pending";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct State {
+    id: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PendingRow {
+    key: String,
+    serial: String,
+    /// (staged temporary file, final name)
+    files: Vec<(PathBuf, PathBuf)>,
+}
+
+/// One row of a batch: its key (the output file stem) and what to issue. The request's
+/// `output` and `token` are ignored: the batch writes `KEY.pem` (and `KEY.key` for a generated
+/// key) in its directory, and a batch row has no token.
+#[derive(Clone, Debug)]
+pub struct BatchRow {
+    pub key: String,
+    pub request: IssueRequest,
+}
+
+/// What [`BatchDir::open`] found of an interrupted run.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Resumed {
+    /// Rows of a chunk that had committed: their files were put in place.
+    pub rolled_forward: usize,
+    /// Rows of a chunk that had not: their staged files were removed; they are issued again.
+    pub rolled_back: usize,
+    /// Temporary files of a chunk killed before its journal was written, removed.
+    pub stale_removed: usize,
+}
+
+/// A batch's output directory: its id and the rows already done. The caller holds an exclusive
+/// lock on the directory for as long as it uses this.
+#[derive(Debug)]
+pub struct BatchDir {
+    dir: PathBuf,
+    id: String,
+    done: HashMap<String, String>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
+    move |error| PkiError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+fn corrupt(path: &Path, e: impl std::fmt::Display) -> PkiError {
+    PkiError::Malformed {
+        detail: format!(
+            "{}: {e} (written by `cert issue --batch`; it was edited or damaged)",
+            path.display()
+        ),
+    }
+}
+
+impl BatchDir {
+    /// Opens (or starts) the batch in `dir` and finishes an interrupted chunk against `store`.
+    pub async fn open(dir: &Path, store: &Store) -> Result<(BatchDir, Resumed), PkiError> {
+        let state_path = dir.join(STATE);
+        let id = match std::fs::read(&state_path) {
+            Ok(b) => {
+                serde_json::from_slice::<State>(&b)
+                    .map_err(|e| corrupt(&state_path, e))?
+                    .id
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = hex::encode(rand::random::<[u8; 8]>());
+                let text = serde_json::to_vec(&State { id: id.clone() })
+                    .map_err(|e| corrupt(&state_path, e))?;
+                keys::write_atomic(&state_path, &text, 0o644, false)?;
+                id
+            }
+            Err(e) => return Err(io(&state_path)(e)),
+        };
+        let mut batch = BatchDir {
+            dir: dir.to_path_buf(),
+            id,
+            done: read_done(&dir.join(DONE_LOG))?,
+        };
+        let mut resumed = batch.recover(store).await?;
+        resumed.stale_removed = keys::remove_all_stale_staged(dir);
+        Ok((batch, resumed))
+    }
+
+    /// The batch id (in every row's `requested_by`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The serial of a row already done, by key.
+    pub fn done(&self, key: &str) -> Option<&str> {
+        self.done.get(key).map(String::as_str)
+    }
+
+    /// How many rows are done.
+    pub fn done_count(&self) -> usize {
+        self.done.len()
+    }
+
+    /// `requested_by` of a row.
+    pub fn requested_by(&self, key: &str) -> String {
+        format!("batch:{}:{key}", self.id)
+    }
+
+    /// The certificate chain file of a row, and its key file (written for a generated key).
+    pub fn targets(&self, key: &str) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join(format!("{key}.pem")),
+            self.dir.join(format!("{key}.key")),
+        )
+    }
+
+    /// Rolls the pending chunk forward (committed) or back (not), see the module doc.
+    async fn recover(&mut self, store: &Store) -> Result<Resumed, PkiError> {
+        let path = self.dir.join(PENDING);
+        let rows: Vec<PendingRow> = match std::fs::read(&path) {
+            // Written atomically: present means complete.
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| corrupt(&path, e))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Resumed::default()),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let mut resumed = Resumed::default();
+        // One transaction: either all of the chunk's serials are in the store or none is.
+        let committed = match rows.first() {
+            Some(r) => store
+                .get(&r.serial, now().unix_timestamp())
+                .await?
+                .is_some(),
+            None => false,
+        };
+        let mut done = Vec::new();
+        for r in rows {
+            for (staged, target) in &r.files {
+                if committed {
+                    match std::fs::rename(staged, target) {
+                        Ok(()) => {}
+                        // Renamed before the kill.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound && target.exists() => {}
+                        Err(e) => return Err(io(staged)(e)),
+                    }
+                } else {
+                    match std::fs::remove_file(staged) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io(staged)(e)),
+                    }
+                }
+            }
+            if committed {
+                resumed.rolled_forward += 1;
+                done.push((r.key, r.serial));
+            } else {
+                resumed.rolled_back += 1;
+            }
+        }
+        keys::sync_dir(&self.dir);
+        self.append_done(&done)?;
+        remove_file_synced(&path)?;
+        Ok(resumed)
+    }
+
+    fn append_done(&mut self, rows: &[(String, String)]) -> Result<(), PkiError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let path = self.dir.join(DONE_LOG);
+        let mut text = String::new();
+        for (key, serial) in rows {
+            text.push_str(&format!("{key}\t{serial}\n"));
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        f.write_all(text.as_bytes()).map_err(io(&path))?;
+        f.sync_data().map_err(io(&path))?;
+        for (key, serial) in rows {
+            self.done.insert(key.clone(), serial.clone());
+        }
+        Ok(())
+    }
+}
+
+/// The done-log; a last line without its newline was cut by a kill while it was appended, and
+/// its chunk's journal is still there to redo it.
+fn read_done(path: &Path) -> Result<HashMap<String, String>, PkiError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(io(path)(e)),
+    };
+    let mut done = HashMap::new();
+    for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        let (key, serial) = line
+            .trim_end_matches('\n')
+            .split_once('\t')
+            .ok_or_else(|| corrupt(path, format!("line {line:?} is not KEY<TAB>SERIAL")))?;
+        done.insert(key.to_string(), serial.to_string());
+    }
+    Ok(done)
+}
+
+fn remove_file_synced(path: &Path) -> Result<(), PkiError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {
+            if let Some(d) = path.parent() {
+                keys::sync_dir(d);
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// A row key becomes a file name and a done-log field: no path separator, no leading dot (the
+/// batch's own files), no control character (a tab or newline would break the done-log).
+fn check_key(key: &str) -> Result<(), PkiError> {
+    if key.is_empty()
+        || key.starts_with('.')
+        || key.contains(['/', '\\'])
+        || key.chars().any(char::is_control)
+    {
+        return Err(PkiError::InvalidName {
+            name: key.to_string(),
+            detail: "a batch row's name is its output file stem: no '/', not starting with '.', \
+                     no control characters"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// Staged files not yet named by a journal: removed if the chunk stops before its journal.
+struct Staged(Vec<PathBuf>);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Ca {
+    /// Issues one chunk of a batch (see the module doc). The outer error stops the batch (the
+    /// store or the output directory failed; what was in flight is finished by the next
+    /// [`BatchDir::open`]); the inner results are per row, in order.
+    pub async fn issue_chunk(
+        &self,
+        batch: &mut BatchDir,
+        rows: &[BatchRow],
+    ) -> Result<Vec<Result<Issued, PkiError>>, PkiError> {
+        let requests: Vec<IssueRequest> = rows
+            .iter()
+            .map(|r| {
+                let mut q = r.request.clone();
+                q.profile.requested_by = Some(batch.requested_by(&r.key));
+                q.output = None;
+                q.token = None;
+                q
+            })
+            .collect();
+        // Every row checked before any is signed.
+        let checked: Vec<Result<(), PkiError>> = rows
+            .iter()
+            .zip(&requests)
+            .map(|(r, q)| check_key(&r.key).and_then(|()| self.precheck(q)))
+            .collect();
+        let mut results: Vec<Result<super::issue::Pending, PkiError>> = requests
+            .iter()
+            .zip(checked)
+            .map(|(q, c)| c.and_then(|()| self.sign(q)))
+            .collect();
+        let mut staged = Staged(Vec::new());
+        let mut journal = Vec::new();
+        for (row, res) in rows.iter().zip(results.iter_mut()) {
+            let Ok(p) = res else { continue };
+            let (cert_path, key_path) = batch.targets(&row.key);
+            let mut files = Vec::new();
+            let stage = |target: &Path, data: &str, mode: u32| {
+                StagedFile::write(target, data.as_bytes(), mode)?.keep()
+            };
+            if let Some(k) = &p.issued.key_pem {
+                let tmp = stage(&key_path, k, 0o600)?;
+                staged.0.push(tmp.clone());
+                files.push((tmp, key_path));
+            }
+            let tmp = stage(&cert_path, &p.issued.chain_pem, 0o644)?;
+            staged.0.push(tmp.clone());
+            files.push((tmp, cert_path));
+            journal.push(PendingRow {
+                key: row.key.clone(),
+                serial: p.issued.serial_hex.clone(),
+                files,
+            });
+        }
+        if journal.is_empty() {
+            return Ok(results.into_iter().map(|r| r.map(|p| p.issued)).collect());
+        }
+        let pending_path = batch.dir.join(PENDING);
+        let text = serde_json::to_vec(&journal).map_err(|e| corrupt(&pending_path, e))?;
+        keys::write_atomic(&pending_path, &text, 0o600, false)?;
+        // From here the journal owns the staged files.
+        staged.0.clear();
+        let records: Vec<NewCert> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|p| p.record.clone()))
+            .collect();
+        if let Err(e) = self.store.insert_many(&records).await {
+            // Whether it committed is the store's to say (a connection lost during COMMIT):
+            // recovery asks it, as the next run would.
+            batch.recover(&self.store).await?;
+            return Err(e.into());
+        }
+        for row in &journal {
+            for (tmp, target) in &row.files {
+                std::fs::rename(tmp, target).map_err(io(target))?;
+            }
+        }
+        keys::sync_dir(&batch.dir);
+        let done: Vec<(String, String)> = journal.into_iter().map(|r| (r.key, r.serial)).collect();
+        batch.append_done(&done)?;
+        remove_file_synced(&pending_path)?;
+        Ok(results.into_iter().map(|r| r.map(|p| p.issued)).collect())
+    }
+}
