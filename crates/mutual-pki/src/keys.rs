@@ -239,6 +239,19 @@ pub struct StagedFile {
 impl StagedFile {
     /// Writes `data` to a temporary file next to `target`, with `mode`, and fsyncs it.
     pub fn write(target: &Path, data: &[u8], mode: u32) -> Result<StagedFile, PkiError> {
+        let staged = StagedFile::write_unsynced(target, data, mode)?;
+        staged.sync()?;
+        Ok(staged)
+    }
+
+    /// Makes the staged content durable.
+    pub fn sync(&self) -> Result<(), PkiError> {
+        self.tmp.as_file().sync_all().map_err(io(&self.target))
+    }
+
+    /// [`StagedFile::write`] without the fsync, for a caller that syncs many files at once
+    /// ([`StagedFile::sync`] from several threads: the filesystem commits them together).
+    pub fn write_unsynced(target: &Path, data: &[u8], mode: u32) -> Result<StagedFile, PkiError> {
         let dir = parent_dir(target);
         let prefix = tmp_prefix(target);
         let mut tmp = tempfile::Builder::new()
@@ -251,7 +264,6 @@ impl StagedFile {
             .set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io(target))?;
         tmp.write_all(data).map_err(io(target))?;
-        tmp.as_file().sync_all().map_err(io(target))?;
         Ok(StagedFile {
             tmp,
             target: target.to_path_buf(),

@@ -77,10 +77,7 @@ pub fn run(a: IssueArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--batch PATH is required here");
     };
     let dir = a.dir.resolve()?;
-    if !matches!(
-        a.key_storage.resolve()?,
-        mutual_pki::ca::KeyStorage::File
-    ) {
+    if !matches!(a.key_storage.resolve()?, mutual_pki::ca::KeyStorage::File) {
         return Err(user(
             "usage",
             "--batch generates keys into files; --key-storage pkcs11 holds one key per token object",
@@ -140,7 +137,13 @@ async fn issue_rows(
     templates: &[String],
     rows: Vec<Row>,
     failures: &mut Vec<Failure>,
-) -> anyhow::Result<(String, usize, usize, mutual_pki::ca::Resumed, Option<PathBuf>)> {
+) -> anyhow::Result<(
+    String,
+    usize,
+    usize,
+    mutual_pki::ca::Resumed,
+    Option<PathBuf>,
+)> {
     let (mut batch, resumed) = BatchDir::open(&a.out, ca.store()).await?;
     if resumed.rolled_forward + resumed.rolled_back > 0 && !a.json {
         eprintln!(
@@ -227,8 +230,7 @@ fn prepare(
     sans.extend(row.sans.iter().cloned());
     let key_source = match &row.csr {
         Some(p) => {
-            let bytes =
-                std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
             KeySource::Csr(Csr::parse(&bytes).with_context(|| format!("{}", p.display()))?)
         }
         None => KeySource::Generate(a.key_type),
@@ -342,12 +344,16 @@ fn read_csv(path: &Path, text: &str) -> anyhow::Result<(Vec<Row>, Vec<Failure>)>
             ),
         )
     };
-    let mut records = parse_csv(text).map_err(|(line, e)| csv_usage(format!("line {line}: {e}")))?;
+    let mut records =
+        parse_csv(text).map_err(|(line, e)| csv_usage(format!("line {line}: {e}")))?;
     if records.is_empty() {
         return Err(csv_usage("it is empty".into()));
     }
     let (_, header) = records.remove(0);
-    let header: Vec<String> = header.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    let header: Vec<String> = header
+        .iter()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .collect();
     for h in &header {
         if !COLUMNS.contains(&h.as_str()) {
             return Err(csv_usage(format!("unknown column {h:?}")));
@@ -503,10 +509,16 @@ mod tests {
         assert_eq!(r[1], (3, vec!["dev-1".into(), "dns:a.example".into()]));
         assert_eq!(
             r[2],
-            (4, vec!["dev,2".into(), "dns:b.example;\nip:10.0.0.1".into()])
+            (
+                4,
+                vec!["dev,2".into(), "dns:b.example;\nip:10.0.0.1".into()]
+            )
         );
         assert_eq!(r[3], (6, vec!["dev-3".into(), "say \"hi\"".into()]));
-        assert_eq!(parse_csv("a,\"b\n").unwrap_err(), (1, "a quoted field is not closed"));
+        assert_eq!(
+            parse_csv("a,\"b\n").unwrap_err(),
+            (1, "a quoted field is not closed")
+        );
         assert_eq!(
             parse_csv("x\na\"b\n").unwrap_err(),
             (2, "a quote inside an unquoted field")

@@ -189,7 +189,10 @@ impl BatchDir {
             }
             if committed {
                 resumed.rolled_forward += 1;
-                done.push((r.key, r.serial));
+                // Killed after the done-log append but before the journal was removed.
+                if self.done.get(&r.key) != Some(&r.serial) {
+                    done.push((r.key, r.serial));
+                }
             } else {
                 resumed.rolled_back += 1;
             }
@@ -224,13 +227,23 @@ impl BatchDir {
 }
 
 /// The done-log; a last line without its newline was cut by a kill while it was appended, and
-/// its chunk's journal is still there to redo it.
+/// its chunk's journal is still there to redo it: it is cut off, so that the next append starts
+/// a line of its own.
 fn read_done(path: &Path) -> Result<HashMap<String, String>, PkiError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
         Err(e) => return Err(io(path)(e)),
     };
+    let whole = text.rfind('\n').map_or(0, |i| i + 1);
+    if whole < text.len() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io(path))?;
+        f.set_len(whole as u64).map_err(io(path))?;
+        f.sync_data().map_err(io(path))?;
+    }
     let mut done = HashMap::new();
     for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
         let (key, serial) = line
@@ -273,6 +286,25 @@ fn check_key(key: &str) -> Result<(), PkiError> {
     Ok(())
 }
 
+/// Fsyncs `files` from a few threads at once, so that the filesystem commits them in groups.
+fn sync_all(files: &[StagedFile]) -> Result<(), PkiError> {
+    const THREADS: usize = 16;
+    let per = files.len().div_ceil(THREADS).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = files
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().try_for_each(StagedFile::sync)))
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(PkiError::Generate {
+                    detail: "a thread syncing staged files panicked".into(),
+                })
+            })
+        })
+    })
+}
+
 /// Staged files not yet named by a journal: removed if the chunk stops before its journal.
 struct Staged(Vec<PathBuf>);
 
@@ -309,33 +341,48 @@ impl Ca {
             .zip(&requests)
             .map(|(r, q)| check_key(&r.key).and_then(|()| self.precheck(q)))
             .collect();
-        let mut results: Vec<Result<super::issue::Pending, PkiError>> = requests
+        let results: Vec<Result<super::issue::Pending, PkiError>> = requests
             .iter()
             .zip(checked)
             .map(|(q, c)| c.and_then(|()| self.sign(q)))
             .collect();
-        let mut staged = Staged(Vec::new());
-        let mut journal = Vec::new();
-        for (row, res) in rows.iter().zip(results.iter_mut()) {
+        // Written first, made durable together (one fsync after another would cost a journal
+        // commit of the filesystem per file), then kept under their temporary names.
+        let mut files = Vec::new();
+        let mut owners = Vec::new();
+        for (i, (row, res)) in rows.iter().zip(results.iter()).enumerate() {
             let Ok(p) = res else { continue };
             let (cert_path, key_path) = batch.targets(&row.key);
-            let mut files = Vec::new();
-            let stage = |target: &Path, data: &str, mode: u32| {
-                StagedFile::write(target, data.as_bytes(), mode)?.keep()
-            };
             if let Some(k) = &p.issued.key_pem {
-                let tmp = stage(&key_path, k, 0o600)?;
-                staged.0.push(tmp.clone());
-                files.push((tmp, key_path));
+                files.push(StagedFile::write_unsynced(&key_path, k.as_bytes(), 0o600)?);
+                owners.push(i);
             }
-            let tmp = stage(&cert_path, &p.issued.chain_pem, 0o644)?;
+            files.push(StagedFile::write_unsynced(
+                &cert_path,
+                p.issued.chain_pem.as_bytes(),
+                0o644,
+            )?);
+            owners.push(i);
+        }
+        sync_all(&files)?;
+        let mut staged = Staged(Vec::new());
+        let mut journal: Vec<PendingRow> = Vec::new();
+        for (file, i) in files.into_iter().zip(owners) {
+            let target = file.target().to_path_buf();
+            let tmp = file.keep()?;
             staged.0.push(tmp.clone());
-            files.push((tmp, cert_path));
-            journal.push(PendingRow {
-                key: row.key.clone(),
-                serial: p.issued.serial_hex.clone(),
-                files,
-            });
+            let serial = match &results[i] {
+                Ok(p) => p.issued.serial_hex.clone(),
+                Err(_) => continue,
+            };
+            match journal.last_mut() {
+                Some(last) if last.serial == serial => last.files.push((tmp, target)),
+                _ => journal.push(PendingRow {
+                    key: rows[i].key.clone(),
+                    serial,
+                    files: vec![(tmp, target)],
+                }),
+            }
         }
         if journal.is_empty() {
             return Ok(results.into_iter().map(|r| r.map(|p| p.issued)).collect());
