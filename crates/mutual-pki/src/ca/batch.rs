@@ -325,6 +325,46 @@ impl Ca {
         batch: &mut BatchDir,
         rows: &[BatchRow],
     ) -> Result<Vec<Result<Issued, PkiError>>, PkiError> {
+        let (results, journal) = self.stage_chunk(batch, rows)?;
+        if journal.is_empty() {
+            return Ok(results.into_iter().map(|r| r.map(|p| p.issued)).collect());
+        }
+        let records: Vec<NewCert> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok().map(|p| p.record.clone()))
+            .collect();
+        if let Err(e) = self.store.insert_many(&records).await {
+            // Whether it committed is the store's to say (a connection lost during COMMIT):
+            // recovery asks it, as the next run would.
+            batch.recover(&self.store).await?;
+            return Err(e.into());
+        }
+        for row in &journal {
+            for (tmp, target) in &row.files {
+                std::fs::rename(tmp, target).map_err(io(target))?;
+            }
+        }
+        keys::sync_dir(&batch.dir);
+        let done: Vec<(String, String)> = journal.into_iter().map(|r| (r.key, r.serial)).collect();
+        batch.append_done(&done)?;
+        remove_file_synced(&batch.dir.join(PENDING))?;
+        Ok(results.into_iter().map(|r| r.map(|p| p.issued)).collect())
+    }
+
+    /// Steps 1 to 4 of the module doc: checks, signs, stages the files and writes the journal
+    /// (when any row passed). Nothing is recorded yet.
+    #[allow(clippy::type_complexity)]
+    fn stage_chunk(
+        &self,
+        batch: &BatchDir,
+        rows: &[BatchRow],
+    ) -> Result<
+        (
+            Vec<Result<super::issue::Pending, PkiError>>,
+            Vec<PendingRow>,
+        ),
+        PkiError,
+    > {
         let requests: Vec<IssueRequest> = rows
             .iter()
             .map(|r| {
@@ -384,33 +424,144 @@ impl Ca {
                 }),
             }
         }
-        if journal.is_empty() {
-            return Ok(results.into_iter().map(|r| r.map(|p| p.issued)).collect());
+        if !journal.is_empty() {
+            let pending_path = batch.dir.join(PENDING);
+            let text = serde_json::to_vec(&journal).map_err(|e| corrupt(&pending_path, e))?;
+            keys::write_atomic(&pending_path, &text, 0o600, false)?;
+            // From here the journal owns the staged files.
+            staged.0.clear();
         }
-        let pending_path = batch.dir.join(PENDING);
-        let text = serde_json::to_vec(&journal).map_err(|e| corrupt(&pending_path, e))?;
-        keys::write_atomic(&pending_path, &text, 0o600, false)?;
-        // From here the journal owns the staged files.
-        staged.0.clear();
+        Ok((results, journal))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::ca::{InitOptions, IssueOptions};
+    use crate::KeyType;
+
+    fn rows(names: &[&str]) -> Vec<BatchRow> {
+        names
+            .iter()
+            .map(|n| BatchRow {
+                key: n.to_string(),
+                request: IssueRequest::generate(
+                    IssueOptions {
+                        name: n.to_string(),
+                        ..Default::default()
+                    },
+                    KeyType::EcdsaP256,
+                ),
+            })
+            .collect()
+    }
+
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The instants a kill can hit between the journal and the done-log, each resumed by
+    /// `BatchDir::open`: committed -> files in place and rows done; not committed -> staged
+    /// files gone and rows to do; a stale staged file and a cut done-log line cleaned up.
+    #[tokio::test]
+    async fn an_interrupted_chunk_is_rolled_forward_or_back() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = Ca::init(&d.path().join("ca"), &InitOptions::default(), b"pw")
+            .await
+            .unwrap();
+        let out = d.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let (batch, _) = BatchDir::open(&out, ca.store()).await.unwrap();
+
+        // Killed after the commit, before any rename.
+        let (results, journal) = ca.stage_chunk(&batch, &rows(&["a", "b"])).unwrap();
         let records: Vec<NewCert> = results
             .iter()
-            .filter_map(|r| r.as_ref().ok().map(|p| p.record.clone()))
+            .map(|r| r.as_ref().unwrap().record.clone())
             .collect();
-        if let Err(e) = self.store.insert_many(&records).await {
-            // Whether it committed is the store's to say (a connection lost during COMMIT):
-            // recovery asks it, as the next run would.
-            batch.recover(&self.store).await?;
-            return Err(e.into());
-        }
-        for row in &journal {
-            for (tmp, target) in &row.files {
-                std::fs::rename(tmp, target).map_err(io(target))?;
-            }
-        }
-        keys::sync_dir(&batch.dir);
-        let done: Vec<(String, String)> = journal.into_iter().map(|r| (r.key, r.serial)).collect();
-        batch.append_done(&done)?;
-        remove_file_synced(&pending_path)?;
-        Ok(results.into_iter().map(|r| r.map(|p| p.issued)).collect())
+        let chains: Vec<String> = results
+            .iter()
+            .map(|r| r.as_ref().unwrap().issued.chain_pem.clone())
+            .collect();
+        assert_eq!(journal.len(), 2);
+        ca.store().insert_many(&records).await.unwrap();
+        drop(batch);
+        let (batch, resumed) = BatchDir::open(&out, ca.store()).await.unwrap();
+        assert_eq!((resumed.rolled_forward, resumed.rolled_back), (2, 0));
+        assert_eq!(batch.done("a"), Some(records[0].serial.as_str()));
+        assert_eq!(
+            std::fs::read_to_string(out.join("b.pem")).unwrap(),
+            chains[1]
+        );
+        assert_eq!(
+            listing(&out),
+            [
+                ".mutual-batch.done",
+                ".mutual-batch.json",
+                "a.key",
+                "a.pem",
+                "b.key",
+                "b.pem"
+            ]
+        );
+        assert_eq!(
+            batch.requested_by("a"),
+            ca.store()
+                .get(&records[0].serial, 0)
+                .await
+                .unwrap()
+                .unwrap()
+                .requested_by
+                .unwrap()
+        );
+
+        // Killed before the commit; a stale staged file of an earlier kill; a cut log line.
+        let (_, journal) = ca.stage_chunk(&batch, &rows(&["c"])).unwrap();
+        let serial_c = journal[0].serial.clone();
+        std::fs::write(out.join(".mutual-tmp-d.pem-abcdef"), "x").unwrap();
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(out.join(DONE_LOG))
+            .unwrap();
+        log.write_all(b"c\t00").unwrap();
+        drop((batch, log));
+        let (mut batch, resumed) = BatchDir::open(&out, ca.store()).await.unwrap();
+        assert_eq!(
+            (
+                resumed.rolled_forward,
+                resumed.rolled_back,
+                resumed.stale_removed
+            ),
+            (0, 1, 1)
+        );
+        assert_eq!((batch.done("c"), batch.done_count()), (None, 2));
+        assert!(ca.store().get(&serial_c, 0).await.unwrap().is_none());
+        assert_eq!(
+            listing(&out),
+            [
+                ".mutual-batch.done",
+                ".mutual-batch.json",
+                "a.key",
+                "a.pem",
+                "b.key",
+                "b.pem"
+            ]
+        );
+
+        // The re-run issues c, once; a and b's log lines are not written again.
+        let r = ca.issue_chunk(&mut batch, &rows(&["c"])).await.unwrap();
+        assert!(r[0].is_ok());
+        let log = std::fs::read_to_string(out.join(DONE_LOG)).unwrap();
+        assert_eq!(log.lines().count(), 3, "{log}");
+        assert!(log.ends_with(&format!("c\t{}\n", r[0].as_ref().unwrap().serial_hex)));
+        let (_, resumed) = BatchDir::open(&out, ca.store()).await.unwrap();
+        assert_eq!(resumed.rolled_forward + resumed.rolled_back, 0);
     }
 }
