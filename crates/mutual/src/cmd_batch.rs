@@ -424,9 +424,12 @@ fn read_csv(path: &Path, text: &str) -> anyhow::Result<(Vec<Row>, Vec<Failure>)>
     Ok((rows, failures))
 }
 
-/// RFC 4180 records with the line each starts on (1-based); blank lines are skipped. Quoted
-/// fields may hold commas, doubled quotes and newlines.
-fn parse_csv(text: &str) -> Result<Vec<(usize, Vec<String>)>, (usize, &'static str)> {
+/// A CSV record: the line it starts on (1-based) and its fields.
+type Record = (usize, Vec<String>);
+
+/// RFC 4180 records; blank lines are skipped. Quoted fields may hold commas, doubled quotes and
+/// newlines. An error names its line.
+fn parse_csv(text: &str) -> Result<Vec<Record>, (usize, &'static str)> {
     let mut records = Vec::new();
     let (mut fields, mut field) = (Vec::new(), String::new());
     let (mut line, mut start) = (1usize, 1usize);
