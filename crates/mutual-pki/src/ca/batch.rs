@@ -458,6 +458,16 @@ mod tests {
             .collect()
     }
 
+    /// The output directory once rows a and b are done, nothing staged or pending.
+    const A_AND_B: [&str; 6] = [
+        ".mutual-batch.done",
+        ".mutual-batch.json",
+        "a.key",
+        "a.pem",
+        "b.key",
+        "b.pem",
+    ];
+
     fn listing(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -500,17 +510,7 @@ mod tests {
             std::fs::read_to_string(out.join("b.pem")).unwrap(),
             chains[1]
         );
-        assert_eq!(
-            listing(&out),
-            [
-                ".mutual-batch.done",
-                ".mutual-batch.json",
-                "a.key",
-                "a.pem",
-                "b.key",
-                "b.pem"
-            ]
-        );
+        assert_eq!(listing(&out), A_AND_B);
         assert_eq!(
             batch.requested_by("a"),
             ca.store()
@@ -543,17 +543,7 @@ mod tests {
         );
         assert_eq!((batch.done("c"), batch.done_count()), (None, 2));
         assert!(ca.store().get(&serial_c, 0).await.unwrap().is_none());
-        assert_eq!(
-            listing(&out),
-            [
-                ".mutual-batch.done",
-                ".mutual-batch.json",
-                "a.key",
-                "a.pem",
-                "b.key",
-                "b.pem"
-            ]
-        );
+        assert_eq!(listing(&out), A_AND_B);
 
         // The re-run issues c, once; a and b's log lines are not written again.
         let r = ca.issue_chunk(&mut batch, &rows(&["c"])).await.unwrap();
