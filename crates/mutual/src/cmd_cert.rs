@@ -23,7 +23,8 @@ use crate::runtime::runtime;
 #[derive(clap::Subcommand, Debug)]
 pub enum CertCommand {
     /// Issue a certificate: writes NAME.key (0600), NAME.pem (leaf + intermediate) and records
-    /// it in the inventory. Default usage is --client unless --server or --both is given.
+    /// it in the inventory. Default usage is --client unless --server or --both is given. With
+    /// --batch PATH (a directory of CSRs or a CSV), thousands at once, resumable.
     Issue(Box<IssueArgs>),
     /// List the inventory (soonest expiry first).
     List(ListArgs),
