@@ -144,7 +144,7 @@ async fn issue_rows(
     mutual_pki::ca::Resumed,
     Option<PathBuf>,
 )> {
-    let (mut batch, resumed) = BatchDir::open(&a.out, ca.store()).await?;
+    let (mut batch, resumed) = BatchDir::open(&a.out, ca).await?;
     if resumed.rolled_forward + resumed.rolled_back > 0 && !a.json {
         eprintln!(
             "note: finished the chunk an interrupted run left: {} row(s) were committed and \

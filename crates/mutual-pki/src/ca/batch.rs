@@ -39,6 +39,9 @@ const PENDING: &str = ".mutual-batch.pending";
 #[derive(serde::Serialize, serde::Deserialize)]
 struct State {
     id: String,
+    /// The CA whose inventory says which chunk committed: a resume against another CA would
+    /// take a committed chunk for one that was not and issue its rows again.
+    ca_root_sha256: String,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -95,19 +98,32 @@ fn corrupt(path: &Path, e: impl std::fmt::Display) -> PkiError {
 }
 
 impl BatchDir {
-    /// Opens (or starts) the batch in `dir` and finishes an interrupted chunk against `store`.
-    pub async fn open(dir: &Path, store: &Store) -> Result<(BatchDir, Resumed), PkiError> {
+    /// Opens (or starts) the batch of `ca` in `dir` and finishes an interrupted chunk. A
+    /// directory holding another CA's batch is refused.
+    pub async fn open(dir: &Path, ca: &Ca) -> Result<(BatchDir, Resumed), PkiError> {
+        let store = ca.store();
         let state_path = dir.join(STATE);
+        let root = ca.root_fingerprint_sha256();
         let id = match std::fs::read(&state_path) {
             Ok(b) => {
-                serde_json::from_slice::<State>(&b)
-                    .map_err(|e| corrupt(&state_path, e))?
-                    .id
+                let state: State =
+                    serde_json::from_slice(&b).map_err(|e| corrupt(&state_path, e))?;
+                if state.ca_root_sha256 != root {
+                    return Err(PkiError::BatchOfAnotherCa {
+                        dir: dir.to_path_buf(),
+                        theirs: state.ca_root_sha256,
+                        ours: root,
+                    });
+                }
+                state.id
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let id = hex::encode(rand::random::<[u8; 8]>());
-                let text = serde_json::to_vec(&State { id: id.clone() })
-                    .map_err(|e| corrupt(&state_path, e))?;
+                let state = State {
+                    id: id.clone(),
+                    ca_root_sha256: root,
+                };
+                let text = serde_json::to_vec(&state).map_err(|e| corrupt(&state_path, e))?;
                 keys::write_atomic(&state_path, &text, 0o644, false)?;
                 id
             }
@@ -488,7 +504,7 @@ mod tests {
             .unwrap();
         let out = d.path().join("out");
         std::fs::create_dir(&out).unwrap();
-        let (batch, _) = BatchDir::open(&out, ca.store()).await.unwrap();
+        let (batch, _) = BatchDir::open(&out, &ca).await.unwrap();
 
         // Killed after the commit, before any rename.
         let (results, journal) = ca.stage_chunk(&batch, &rows(&["a", "b"])).unwrap();
@@ -503,7 +519,7 @@ mod tests {
         assert_eq!(journal.len(), 2);
         ca.store().insert_many(&records).await.unwrap();
         drop(batch);
-        let (batch, resumed) = BatchDir::open(&out, ca.store()).await.unwrap();
+        let (batch, resumed) = BatchDir::open(&out, &ca).await.unwrap();
         assert_eq!((resumed.rolled_forward, resumed.rolled_back), (2, 0));
         assert_eq!(batch.done("a"), Some(records[0].serial.as_str()));
         assert_eq!(
@@ -532,7 +548,7 @@ mod tests {
             .unwrap();
         log.write_all(b"c\t00").unwrap();
         drop((batch, log));
-        let (mut batch, resumed) = BatchDir::open(&out, ca.store()).await.unwrap();
+        let (mut batch, resumed) = BatchDir::open(&out, &ca).await.unwrap();
         assert_eq!(
             (
                 resumed.rolled_forward,
@@ -551,7 +567,15 @@ mod tests {
         let log = std::fs::read_to_string(out.join(DONE_LOG)).unwrap();
         assert_eq!(log.lines().count(), 3, "{log}");
         assert!(log.ends_with(&format!("c\t{}\n", r[0].as_ref().unwrap().serial_hex)));
-        let (_, resumed) = BatchDir::open(&out, ca.store()).await.unwrap();
+        let (_, resumed) = BatchDir::open(&out, &ca).await.unwrap();
         assert_eq!(resumed.rolled_forward + resumed.rolled_back, 0);
+
+        // Another CA cannot resume (it would take committed chunks for uncommitted ones).
+        let other = Ca::init(&d.path().join("other"), &InitOptions::default(), b"pw")
+            .await
+            .unwrap();
+        let err = BatchDir::open(&out, &other).await.unwrap_err().to_string();
+        assert!(err.contains("holds a batch of another CA"), "{err}");
+        assert!(err.contains(&ca.root_fingerprint_sha256()), "{err}");
     }
 }
