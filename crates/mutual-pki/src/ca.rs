@@ -28,6 +28,7 @@ use time::OffsetDateTime;
 
 use mutual_store::{Inventory, ListFilter, RevokeOutcome, Store, StoreUrl};
 
+mod batch;
 mod crl;
 mod csr;
 mod init;
@@ -42,6 +43,7 @@ mod store_cfg;
 pub mod trust;
 mod unlock;
 
+pub use batch::{BatchDir, BatchRow, Resumed};
 pub use crl::CurrentCrl;
 pub use csr::{csr_sans, Csr};
 pub use init::InitOptions;

@@ -297,6 +297,19 @@ pub struct StagedFile {
 impl StagedFile {
     /// Writes `data` to a temporary file next to `target`, with `mode`, and fsyncs it.
     pub fn write(target: &Path, data: &[u8], mode: u32) -> Result<StagedFile, PkiError> {
+        let staged = StagedFile::write_unsynced(target, data, mode)?;
+        staged.sync()?;
+        Ok(staged)
+    }
+
+    /// Makes the staged content durable.
+    pub fn sync(&self) -> Result<(), PkiError> {
+        self.tmp.as_file().sync_all().map_err(io(&self.target))
+    }
+
+    /// [`StagedFile::write`] without the fsync, for a caller that syncs many files at once
+    /// ([`StagedFile::sync`] from several threads: the filesystem commits them together).
+    pub fn write_unsynced(target: &Path, data: &[u8], mode: u32) -> Result<StagedFile, PkiError> {
         let dir = parent_dir(target);
         let prefix = tmp_prefix(target);
         let mut tmp = tempfile::Builder::new()
@@ -309,7 +322,6 @@ impl StagedFile {
             .set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(io(target))?;
         tmp.write_all(data).map_err(io(target))?;
-        tmp.as_file().sync_all().map_err(io(target))?;
         Ok(StagedFile {
             tmp,
             target: target.to_path_buf(),
@@ -318,6 +330,20 @@ impl StagedFile {
 
     pub fn target(&self) -> &Path {
         &self.target
+    }
+
+    /// Keeps the file under its temporary name (no removal on drop) and returns that name: the
+    /// caller's journal names it, and the caller renames or removes it (batch issuance, where a
+    /// `kill -9` after the store commit must find the staged files to finish the job).
+    pub fn keep(self) -> Result<PathBuf, PkiError> {
+        let target = self.target;
+        self.tmp
+            .keep()
+            .map(|(_, path)| path)
+            .map_err(|e| PkiError::Io {
+                path: target,
+                error: e.error,
+            })
     }
 
     /// Moves the file to its real name. With `overwrite == false` an existing file is an error
@@ -371,6 +397,23 @@ pub fn remove_stale_staged(target: &Path) -> usize {
     }
     if removed > 0 {
         sync_dir(&dir);
+    }
+    removed
+}
+
+/// Removes every temporary file staged in `dir` ([`StagedFile`]'s `.mutual-tmp-` names) that
+/// nothing committed. Only under the caller's lock on `dir`; returns how many were removed.
+pub fn remove_all_stale_staged(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let removed = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".mutual-tmp-"))
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count();
+    if removed > 0 {
+        sync_dir(dir);
     }
     removed
 }

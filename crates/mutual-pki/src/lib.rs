@@ -122,6 +122,16 @@ pub enum PkiError {
     UnknownIssuer { selector: String, active: String },
     #[error("refused: {detail}")]
     RolloverRefused { detail: String },
+    /// `cert issue --batch` resumed with another CA than the one that started the batch.
+    #[error(
+        "{} holds a batch of another CA (root SHA-256 {theirs}; this CA's is {ours})",
+        dir.display()
+    )]
+    BatchOfAnotherCa {
+        dir: PathBuf,
+        theirs: String,
+        ours: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A key in a PKCS#11 token (the CA's, when `key_storage` is pkcs11).

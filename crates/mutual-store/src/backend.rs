@@ -467,6 +467,16 @@ macro_rules! impl_inventory {
                 tx.commit().await.map_err(db("commit certificate"))
             }
 
+            async fn insert_many(&self, certs: &[NewCert]) -> Result<(), StoreError> {
+                // One transaction for the whole chunk: a batch of thousands pays for one
+                // commit (one fsync) per chunk, and a failure leaves none of the chunk behind.
+                let mut tx = self.pool.begin().await.map_err(db("begin transaction"))?;
+                for c in certs {
+                    Self::insert_cert(&mut tx, c).await?;
+                }
+                tx.commit().await.map_err(db("commit certificates"))
+            }
+
             async fn insert_with_token(
                 &self,
                 c: &NewCert,

@@ -412,6 +412,10 @@ pub struct RevokedEntry {
 pub trait Inventory {
     /// Records a newly issued certificate. A serial already present is `DuplicateSerial`.
     fn insert(&self, cert: &NewCert) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records many newly issued certificates in one transaction: all of them or none. A serial
+    /// already present (or given twice) is `DuplicateSerial` and records nothing.
+    fn insert_many(&self, certs: &[NewCert])
+        -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Records a newly issued certificate and spends the one-time token `jti` that paid for it,
     /// in one transaction: either both are recorded or neither. A token already spent is
     /// `TokenUsed`, a serial already present `DuplicateSerial`.
@@ -601,6 +605,9 @@ impl Store {
 impl Inventory for Store {
     async fn insert(&self, cert: &NewCert) -> Result<(), StoreError> {
         counted!(self, "insert", s => s.insert(cert).await)
+    }
+    async fn insert_many(&self, certs: &[NewCert]) -> Result<(), StoreError> {
+        counted!(self, "insert_many", s => s.insert_many(certs).await)
     }
     async fn insert_with_token(
         &self,

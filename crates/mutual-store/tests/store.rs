@@ -990,3 +990,32 @@ async fn upgrade_from_0009_sqlite() {
 async fn upgrade_from_0009_postgres() {
     upgrade_from_0009(Backend::Postgres).await;
 }
+// insert_many: one transaction per chunk. All rows and their SAN index rows land together; a
+// chunk with a serial already present (or twice in the chunk) records nothing at all.
+both!(insert_many_is_all_or_nothing, |s, db| {
+    let chunk: Vec<NewCert> = (0..50)
+        .map(|i| with_sans(&format!("b{i:02x}"), 1000, &[&format!("dns:d{i}.example")]))
+        .collect();
+    s.insert_many(&chunk).await.unwrap();
+    assert_eq!(s.list(&ListFilter::default(), 500).await.unwrap().len(), 50);
+    assert_eq!(serials(&s, &by_san("dns:d7.example"), 500).await, ["b07"]);
+    // "b05" is already recorded: the new rows before and after it are rolled back with it.
+    let clash = vec![cert("c1", 1000), cert("b05", 1000), cert("c2", 1000)];
+    assert!(matches!(
+        s.insert_many(&clash).await,
+        Err(StoreError::DuplicateSerial { serial }) if serial == "b05"
+    ));
+    let twice = vec![cert("d1", 1000), cert("d1", 1000)];
+    assert!(matches!(
+        s.insert_many(&twice).await,
+        Err(StoreError::DuplicateSerial { .. })
+    ));
+    for gone in ["c1", "c2", "d1"] {
+        assert!(
+            s.get(gone, 500).await.unwrap().is_none(),
+            "{gone} was recorded"
+        );
+    }
+    assert_eq!(s.list(&ListFilter::default(), 500).await.unwrap().len(), 50);
+    s.insert_many(&[]).await.unwrap();
+});

@@ -23,7 +23,8 @@ use crate::runtime::runtime;
 #[derive(clap::Subcommand, Debug)]
 pub enum CertCommand {
     /// Issue a certificate: writes NAME.key (0600), NAME.pem (leaf + intermediate) and records
-    /// it in the inventory. Default usage is --client unless --server or --both is given.
+    /// it in the inventory. Default usage is --client unless --server or --both is given. With
+    /// --batch PATH (a directory of CSRs or a CSV), thousands at once, resumable.
     Issue(Box<IssueArgs>),
     /// List the inventory (soonest expiry first).
     List(ListArgs),
@@ -49,7 +50,23 @@ pub enum CertCommand {
 #[command(group(clap::ArgGroup::new("usage").args(["server", "client", "both"])))]
 pub struct IssueArgs {
     /// Name of the certificate: its subject CN, the inventory name, and the output file stem.
-    pub name: String,
+    #[arg(required_unless_present = "batch", conflicts_with = "batch")]
+    pub name: Option<String>,
+    /// Issue many certificates: PATH is a directory of *.csr files (PEM or DER; the file stem
+    /// names each certificate) or a CSV file with a header (columns name, csr, san, usage, ttl).
+    /// One store transaction per --chunk rows; re-running the same command after an
+    /// interruption issues only the rest. Exit 1 if any row failed (docs/est.md).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["csr", "p12", "p12_password_file",
+        "not_before", "not_after", "force", "requested_by", "sans"])]
+    pub batch: Option<PathBuf>,
+    /// Rows per store transaction with --batch.
+    #[arg(long, value_name = "N", default_value_t = 500, requires = "batch",
+        value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub chunk: u32,
+    /// A SAN for every row of --batch, with {name} replaced by the row's name, e.g.
+    /// 'uri:spiffe://example.org/device/{name}' or 'dns:{name}.devices.example'. Repeatable.
+    #[arg(long, value_name = "TYPE:TEMPLATE", requires = "batch")]
+    pub san_template: Vec<String>,
     /// Subject alternative name: dns:NAME, ip:ADDRESS, uri:spiffe://DOMAIN/PATH or
     /// email:USER@DOMAIN. Repeatable.
     #[arg(long = "san", value_name = "TYPE:VALUE", value_parser = parse_san)]
@@ -204,7 +221,7 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
-fn parse_san(s: &str) -> Result<San, String> {
+pub(crate) fn parse_san(s: &str) -> Result<San, String> {
     s.parse().map_err(|e: mutual_pki::PkiError| e.to_string())
 }
 
@@ -263,20 +280,29 @@ pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {
 
 use crate::json::rfc3339;
 
-fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
-    let dir = a.dir.resolve()?;
-    let usage = if a.both {
+/// The usage the flags ask for (--client by default).
+pub(crate) fn usage_of(a: &IssueArgs) -> Usage {
+    if a.both {
         Usage::Both
     } else if a.server {
         Usage::Server
     } else {
         Usage::Client
-    };
-    let stem = a.name.trim().to_string();
+    }
+}
+
+fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
+    if a.batch.is_some() {
+        return crate::cmd_batch::run(a);
+    }
+    let dir = a.dir.resolve()?;
+    let usage = usage_of(&a);
+    let name = a.name.clone().unwrap_or_default();
+    let stem = name.trim().to_string();
     if stem.is_empty() || stem.starts_with('.') || stem.contains(['/', '\\', '\0']) {
         anyhow::bail!(
             "NAME {:?} cannot be used as a file name (no '/', not starting with '.')",
-            a.name
+            name
         );
     }
     let p12_password = if a.p12 {
@@ -303,17 +329,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     if csr.is_some() && a.p12 {
         anyhow::bail!("--p12 needs the private key, which a CSR does not carry");
     }
-    if !a.out.exists() {
-        create_out_dir(&a.out)?;
-    }
-    if !a.out.is_dir() {
-        anyhow::bail!(
-            "--out {} is not a directory; nothing was issued",
-            a.out.display()
-        );
-    }
-    // One issuance at a time per output directory (released by the kernel if we are killed).
-    let _lock = lock_dir(&a.out)?;
+    let _lock = lock_out_dir(&a.out)?;
     let cert_path = a.out.join(format!("{stem}.pem"));
     let key_path = a.out.join(format!("{stem}.key"));
     let p12_path = a.out.join(format!("{stem}.p12"));
@@ -456,6 +472,21 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `--out` if missing and locks it: one issuance (or batch) at a time per output
+/// directory, released by the kernel if we are killed.
+pub(crate) fn lock_out_dir(out: &Path) -> anyhow::Result<std::fs::File> {
+    if !out.exists() {
+        create_out_dir(out)?;
+    }
+    if !out.is_dir() {
+        anyhow::bail!(
+            "--out {} is not a directory; nothing was issued",
+            out.display()
+        );
+    }
+    lock_dir(out)
 }
 
 /// An exclusive lock on `dir` for the life of the returned handle.

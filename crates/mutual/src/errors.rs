@@ -219,6 +219,11 @@ fn classify_pki(p: &PkiError, help: &str) -> (&'static str, String) {
             "use another --dir, or keep using the CA that is there".into(),
         ),
         P::NotInitialised { .. } => ("config", NO_CA.into()),
+        P::BatchOfAnotherCa { .. } => (
+            "exists",
+            "resume the batch with the --dir of the CA that started it, or use another --out"
+                .into(),
+        ),
         P::WrongPassword { .. } | P::EmptyPassword => (
             "password",
             "give the CA password with --password-file FILE or $MUTUAL_CA_PASSWORD".into(),

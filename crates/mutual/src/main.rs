@@ -6,6 +6,7 @@
 
 mod ca_args;
 mod cmd_acme;
+mod cmd_batch;
 mod cmd_ca;
 mod cmd_ca_rotate;
 mod cmd_ca_serve;
