@@ -90,7 +90,9 @@ pub fn run(a: IssueArgs) -> anyhow::Result<ExitCode> {
         .map(|t| check_template(t))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (rows, mut failures) = read_rows(&input)?;
-    let password = a.password.get(false)?;
+    let password = a
+        .password
+        .get_for(&dir, mutual_pki::ca::KeysUsed::ISSUERS)?;
     let _lock = crate::cmd_cert::lock_out_dir(&a.out)?;
     let started = Instant::now();
     let rt = runtime()?;
