@@ -7,7 +7,7 @@
 
 mod pki_common;
 mod proxy_common;
-use pki_common::{fingerprint_of, mutual, norm_serial, s, CaServe};
+use pki_common::{fingerprint_of, mutual, norm_serial, pubkey_of_cert, pubkey_of_key, s, CaServe};
 use proxy_common::*;
 
 use std::collections::BTreeSet;
@@ -32,34 +32,10 @@ fn enroll_ok(ca: &Ca, token: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
     (work, out)
 }
 
-/// `--cert DIR/cert.pem --key DIR/key.pem --ca DIR/root.pem EXTRA...`: where `enroll` and the
-/// enrolling proxies keep their files.
-fn pair_in(dir: &Path, extra: &[&str]) -> Vec<String> {
-    let f = |name: &str| dir.join(name);
-    tls_args(&f("cert.pem"), &f("key.pem"), &f("root.pem"), extra)
-}
-
 /// Serial (lowercase hex, no leading zeros), SANs and the SPKI of a PEM certificate file.
 fn leaf_of(cert: &Path) -> mutual_enroll::CertSummary {
     let chain = mutual_tls::load::load_certs(cert).unwrap();
     mutual_enroll::CertSummary::of(chain[0].as_ref()).unwrap()
-}
-
-fn pubkey_of_cert(cert: &Path) -> String {
-    let o = Command::new("openssl")
-        .args(["x509", "-noout", "-pubkey", "-in", s(cert)])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn pubkey_of_key(key: &Path) -> String {
-    let o = Command::new("openssl")
-        .args(["pkey", "-pubout", "-in", s(key)])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "openssl pkey cannot read {key:?}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn mode(p: &Path) -> u32 {
@@ -329,31 +305,15 @@ fn proxy_auto_rotation_end_to_end() {
     let work = tempfile::tempdir().unwrap();
     let be = http_backend();
 
-    let url = ca.url();
-    let proxy_args = |dir: &Path, token: &str, extra: &[&str]| -> Vec<String> {
-        let mut a = pair_in(
-            dir,
-            &["--ca-url", &url, "--token", token, "--root-sha256", &fp],
-        );
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let sdir = work.path().join("serve");
-    let cdir = work.path().join("connect");
-    let st = ca.token(&["dns:localhost", "ip:127.0.0.1"], "60s", "both");
-    let serve = spawn_proxy(
-        "serve",
-        "--backend",
-        &be.addr.to_string(),
-        &proxy_args(&sdir, &st, &["--allow-spiffe", OK_ID]),
-    );
-    let ct = ca.token(&[&format!("uri:{OK_ID}")], "60s", "client");
-    let connect = spawn_proxy(
-        "connect",
-        "--remote",
-        &serve.addr().to_string(),
-        &proxy_args(&cdir, &ct, &[]),
-    );
+    let EnrolledPair {
+        serve,
+        connect,
+        sdir,
+        tokens: [st, ct],
+        ..
+    } = enrolled_pair(work.path(), be.addr, &ca.url(), &fp, |sans, usage| {
+        ca.token(sans, "60s", usage)
+    });
     let expiry = |p: &Proxy, role: &str| {
         p.metric(&format!(
             "mutual_cert_expiry_timestamp_seconds{{listener=\"{role_listener}\",role=\"{role}\"}}",

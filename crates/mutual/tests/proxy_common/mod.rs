@@ -205,6 +205,66 @@ pub fn tls_args(cert: &Path, key: &Path, ca: &Path, extra: &[&str]) -> Vec<Strin
     v
 }
 
+/// `--cert DIR/cert.pem --key DIR/key.pem --ca DIR/root.pem EXTRA...`: where `enroll` and the
+/// enrolling proxies keep their files.
+pub fn pair_in(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let f = |name: &str| dir.join(name);
+    tls_args(&f("cert.pem"), &f("key.pem"), &f("root.pem"), extra)
+}
+
+/// A `serve` (to `backend`, allowing `OK_ID`) and a `connect` to it (as `OK_ID`) that enroll
+/// themselves from the online CA at `ca_url` (root pinned to `fp`) with 60-second certificates
+/// and renew them, keeping their files in `work/serve` and `work/connect`. `mint(sans, usage)`
+/// makes each one's token, kept in `tokens` (serve's, connect's) for the checks that no log
+/// names them.
+pub struct EnrolledPair {
+    pub serve: Proxy,
+    pub connect: Proxy,
+    pub sdir: PathBuf,
+    pub cdir: PathBuf,
+    pub tokens: [String; 2],
+}
+
+pub fn enrolled_pair(
+    work: &Path,
+    backend: SocketAddr,
+    ca_url: &str,
+    fp: &str,
+    mint: impl Fn(&[&str], &str) -> String,
+) -> EnrolledPair {
+    let proxy_args = |dir: &Path, token: &str, extra: &[&str]| -> Vec<String> {
+        let mut a = pair_in(
+            dir,
+            &["--ca-url", ca_url, "--token", token, "--root-sha256", fp],
+        );
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let sdir = work.join("serve");
+    let cdir = work.join("connect");
+    let st = mint(&["dns:localhost", "ip:127.0.0.1"], "both");
+    let serve = spawn_proxy(
+        "serve",
+        "--backend",
+        &backend.to_string(),
+        &proxy_args(&sdir, &st, &["--allow-spiffe", OK_ID]),
+    );
+    let ct = mint(&[&format!("uri:{OK_ID}")], "client");
+    let connect = spawn_proxy(
+        "connect",
+        "--remote",
+        &serve.addr().to_string(),
+        &proxy_args(&cdir, &ct, &[]),
+    );
+    EnrolledPair {
+        serve,
+        connect,
+        sdir,
+        cdir,
+        tokens: [st, ct],
+    }
+}
+
 /// Runs `mutual serve ARGS` on an address and backend no client uses, to its end: for the
 /// configuration a serve must refuse (exit 2) before it listens.
 pub fn serve_refusal(args: &[String]) -> std::process::Output {
