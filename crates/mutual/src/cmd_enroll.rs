@@ -156,13 +156,33 @@ pub struct EnrollArgs {
     pub root_sha256: Option<String>,
 }
 
-fn key_type(s: &str) -> anyhow::Result<KeyType> {
+pub(crate) fn key_type(s: &str) -> anyhow::Result<KeyType> {
     s.parse::<KeyType>().context("--key-type")
 }
 
+/// Without `--force`, refuses (exit 2) when any of `files` exists: checked before anything is
+/// sent to the CA.
+pub(crate) fn refuse_existing<'a>(
+    force: bool,
+    files: impl IntoIterator<Item = &'a PathBuf>,
+) -> anyhow::Result<()> {
+    if force {
+        return Ok(());
+    }
+    for p in files {
+        if p.exists() {
+            anyhow::bail!(
+                "{} already exists; pass --force to replace it (nothing was sent to the CA)",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Configuration mistakes exit 2 (via `Err`); the CA saying no, the pin not matching or the CA
-/// being unreachable exit 1.
-fn failed(e: EnrollError) -> anyhow::Result<ExitCode> {
+/// being unreachable exit 1 (`enroll`, `renew`, and their `--est` forms).
+pub(crate) fn failed(e: EnrollError) -> anyhow::Result<ExitCode> {
     match e {
         EnrollError::BadUrl { .. }
         | EnrollError::BadFingerprint { .. }
@@ -196,19 +216,12 @@ pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--token is empty");
     }
     let opts = EnrollOptions::into_dir(url, token.trim().to_string(), pin, kt, &args.out);
-    if !args.force {
-        for p in [Some(&opts.key), Some(&opts.cert), opts.root_out.as_ref()]
+    refuse_existing(
+        args.force,
+        [Some(&opts.key), Some(&opts.cert), opts.root_out.as_ref()]
             .into_iter()
-            .flatten()
-        {
-            if p.exists() {
-                anyhow::bail!(
-                    "{} already exists; pass --force to replace it (nothing was sent to the CA)",
-                    p.display()
-                );
-            }
-        }
-    }
+            .flatten(),
+    )?;
     match runtime()?.block_on(mutual_enroll::enroll(&opts)) {
         Ok(e) => {
             println!(
