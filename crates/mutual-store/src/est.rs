@@ -6,11 +6,8 @@ use std::future::Future;
 
 use sqlx::Row;
 
-use crate::{PgStore, SqliteStore, Store, StoreError};
-
-fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Db { op, source }
-}
+use crate::backend::db;
+use crate::{inserted_or_found, PgStore, SqliteStore, Store, StoreError};
 
 /// One held request.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -105,13 +102,8 @@ macro_rules! impl_est {
                 .execute(&self.pool)
                 .await
                 .map_err(db("store EST request"))?;
-                match self.est_request_get(&r.id).await? {
-                    Some(stored) => Ok(stored),
-                    None => Err(StoreError::Corrupt {
-                        serial: r.id.clone(),
-                        detail: "EST request neither inserted nor found".into(),
-                    }),
-                }
+                let stored = self.est_request_get(&r.id).await?;
+                inserted_or_found(stored, &r.id, "EST request")
             }
 
             async fn est_request_get(&self, id: &str) -> Result<Option<EstRequest>, StoreError> {
@@ -174,15 +166,6 @@ macro_rules! impl_est {
 
 impl_est!(SqliteStore);
 impl_est!(PgStore);
-
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-            Store::Postgres($s) => $e,
-        }
-    };
-}
 
 impl EstStore for Store {
     async fn est_request_put(&self, r: &EstRequest) -> Result<EstRequest, StoreError> {
