@@ -7,9 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use mutual_enroll::{CaUrls, EnrollError, EnrollOptions, Fingerprint, RenewOptions, Renewer};
+use mutual_enroll::{CaUrls, EnrollOptions, Fingerprint, RenewOptions, Renewer};
 use mutual_pki::KeyType;
 
+use crate::ca_args::key_type;
+use crate::errors::{failed, refuse_existing};
 use crate::runtime::{init_logging, runtime};
 
 const ENROLL_HELP: &str = "\
@@ -154,46 +156,6 @@ pub struct EnrollArgs {
     /// SHA-256 fingerprint of the CA root to pin when enrolling (hex, colons optional).
     #[arg(long, value_name = "FINGERPRINT", requires = "ca_url")]
     pub root_sha256: Option<String>,
-}
-
-pub(crate) fn key_type(s: &str) -> anyhow::Result<KeyType> {
-    s.parse::<KeyType>().context("--key-type")
-}
-
-/// Without `--force`, refuses (exit 2) when any of `files` exists: checked before anything is
-/// sent to the CA.
-pub(crate) fn refuse_existing<'a>(
-    force: bool,
-    files: impl IntoIterator<Item = &'a PathBuf>,
-) -> anyhow::Result<()> {
-    if force {
-        return Ok(());
-    }
-    for p in files {
-        if p.exists() {
-            anyhow::bail!(
-                "{} already exists; pass --force to replace it (nothing was sent to the CA)",
-                p.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Configuration mistakes exit 2 (via `Err`); the CA saying no, the pin not matching or the CA
-/// being unreachable exit 1 (`enroll`, `renew`, and their `--est` forms).
-pub(crate) fn failed(e: EnrollError) -> anyhow::Result<ExitCode> {
-    match e {
-        EnrollError::BadUrl { .. }
-        | EnrollError::BadFingerprint { .. }
-        | EnrollError::File { .. }
-        | EnrollError::Pki(_)
-        | EnrollError::Tls(_) => Err(e.into()),
-        other => {
-            eprintln!("error: {other}");
-            Ok(ExitCode::from(1))
-        }
-    }
 }
 
 pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {

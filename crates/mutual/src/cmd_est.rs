@@ -9,7 +9,8 @@ use anyhow::Context;
 use mutual_enroll::est::{EstAuth, EstEnrollOptions, EstRenewOptions, EstTrust};
 use mutual_enroll::{CaUrl, Fingerprint};
 
-use crate::cmd_enroll::{failed, key_type, refuse_existing};
+use crate::ca_args::key_type;
+use crate::errors::{failed, refuse_existing};
 use crate::runtime::{init_logging, runtime};
 
 /// `mutual enroll --est ...` flags.
