@@ -29,27 +29,21 @@ impl Factory {
     fn new(dir: &Path, name: &str) -> Factory {
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        openssl_ok(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            s(&dir.join("mfg.key")),
-            "-out",
-            s(&dir.join("mfg.pem")),
-            "-subj",
+        // `req -new -x509`: a self-signed certificate instead of a CSR.
+        openssl_csr_with(
+            &dir.join("mfg.key"),
+            &dir.join("mfg.pem"),
             &format!("/O={name}/CN={name} Manufacturing CA"),
-            "-days",
-            "3650",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
+            &[
+                "-x509",
+                "-days",
+                "3650",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
         std::fs::write(
             dir.join("ext"),
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
@@ -955,17 +949,12 @@ fn renewal_grace_after_expiry() {
         b_serial
     );
     // `mutual renew` (the native client) too: it sends the expired certificate, the CA renews.
-    let o = mutual(&[
-        "renew",
-        "--ca-url",
+    let o = renew_at(
         &lenient.url(),
-        "--cert",
-        s(&cert("a")),
-        "--key",
-        s(&key("a")),
-        "--ca",
-        s(&lenient.root()),
-    ])
+        &cert("a"),
+        &key("a"),
+        &["--ca", s(&lenient.root())],
+    )
     .ok();
     assert!(o.stdout.contains("renewed"), "{}", o.text());
     assert_eq!(

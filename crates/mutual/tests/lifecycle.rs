@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod pki_common;
-use pki_common::{curl_in, issuer_cn, mutual, openssl, s, CaServe, TestCa};
+use pki_common::{curl_in, issuer_cn, mutual, openssl, renew_at, s, CaServe, TestCa};
 
 use std::path::{Path, PathBuf};
 
@@ -242,16 +242,7 @@ fn a_running_ca_picks_up_a_rotation_and_serves_a_crl_per_issuer() {
     // A certificate from the retiring issuer renews (mTLS with its old chain) into int-2.
     let url = ca.url();
     let (cert_a, key_a) = (a.join("cert.pem"), a.join("key.pem"));
-    mutual(&[
-        "renew",
-        "--ca-url",
-        &url,
-        "--cert",
-        s(&cert_a),
-        "--key",
-        s(&key_a),
-    ])
-    .ok();
+    renew_at(&url, &cert_a, &key_a, &[]).ok();
     assert_eq!(issuer_cn(&cert_a), "Life CA Intermediate 2");
     let root = s(&ca.root()).to_string();
     verify_chain(&root, &cert_a);
@@ -342,18 +333,7 @@ fn renew_exec_runs_once_per_renewal_and_a_failure_keeps_the_new_certificate() {
         s(&log)
     );
     let before = serial_now();
-    let o = mutual(&[
-        "renew",
-        "--ca-url",
-        &url,
-        "--cert",
-        s(&cert),
-        "--key",
-        s(&key),
-        "--exec",
-        &hook,
-    ])
-    .ok();
+    let o = renew_at(&url, &cert, &key, &["--exec", &hook]).ok();
     assert!(o.stdout.contains("exec  exit status 0"), "{}", o.text());
     let after = serial_now();
     let lines = std::fs::read_to_string(&log).unwrap();
@@ -364,17 +344,7 @@ fn renew_exec_runs_once_per_renewal_and_a_failure_keeps_the_new_certificate() {
     );
 
     // A failing hook: exit 1 with its status, and the renewal stands.
-    let o = mutual(&[
-        "renew",
-        "--ca-url",
-        &url,
-        "--cert",
-        s(&cert),
-        "--key",
-        s(&key),
-        "--exec",
-        "exit 3",
-    ]);
+    let o = renew_at(&url, &cert, &key, &["--exec", "exit 3"]);
     assert_eq!(o.code, 1, "{}", o.text());
     assert!(
         o.stderr
@@ -614,17 +584,7 @@ fn a_running_ca_trusts_the_new_root_after_retire_root_without_a_restart() {
     let before = serial_of_file(&cert);
     let url = ca.url();
     let root = s(&ca.root()).to_string();
-    let o = mutual(&[
-        "renew",
-        "--ca-url",
-        &url,
-        "--cert",
-        s(&cert),
-        "--key",
-        s(&work.path().join("late.key")),
-        "--ca",
-        &root,
-    ]);
+    let o = renew_at(&url, &cert, &work.path().join("late.key"), &["--ca", &root]);
     assert_eq!(o.code, 0, "{}\nCA log:\n{}", o.text(), ca.log_text());
     assert_ne!(serial_of_file(&cert), before, "renewed");
     assert!(

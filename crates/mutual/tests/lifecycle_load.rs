@@ -14,7 +14,7 @@ use proxy_common::*;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn rotation_and_root_rollover_under_load_fail_no_request() {
@@ -23,22 +23,20 @@ fn rotation_and_root_rollover_under_load_fail_no_request() {
         &[],
         &["--rate-limit", "off", "--server-cert-ttl", "60s"],
     );
-    let fp = ca.fingerprint();
     let work = tempfile::tempdir().unwrap();
-    let be = http_backend();
     let EnrolledPair {
         serve,
         connect,
         sdir,
         cdir,
         ..
-    } = enrolled_pair(work.path(), be.addr, &ca.url(), &fp, |sans, usage| {
+    } = enrolled_pair(work.path(), &ca.url(), &ca.fingerprint(), |sans, usage| {
         ca.token(sans, "60s", usage)
     });
     assert_eq!(issuer_cn(&sdir.join("cert.pem")), "Load CA Intermediate");
 
-    let (mut good, mut bad) = (0usize, Vec::new());
-    let start = Instant::now();
+    let mut flow = Flow::begin();
+    let start = flow.start;
     let version = |p: &Proxy, listener: &str| {
         p.metric(&format!(
             "mutual_trust_bundle_version{{listener=\"{listener}\"}}"
@@ -104,20 +102,11 @@ fn rotation_and_root_rollover_under_load_fail_no_request() {
             6 if chain_len(&sdir) == 2 && chain_len(&cdir) == 2 => phase = 7,
             _ => {}
         }
-        match try_http_get(connect.addr(), "/") {
-            Some((200, body)) if body == BACKEND_BODY => good += 1,
-            other => bad.push(format!("{:?} phase {phase}: {other:?}", start.elapsed())),
-        }
+        flow.send(&connect, &format!(" phase {phase}"));
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        bad.is_empty(),
-        "{} of {} requests failed: {bad:?}\nserve:\n{}\nconnect:\n{}",
-        bad.len(),
-        good + bad.len(),
-        serve.stderr_text(),
-        connect.stderr_text()
-    );
+    flow.assert_none_failed(&serve, &connect);
+    let good = flow.good;
     eprintln!(
         "{good} requests through connect -> serve -> backend during the rotation and the root \
          rollover ({:?}), none failed",

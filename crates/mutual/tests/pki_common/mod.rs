@@ -354,6 +354,13 @@ pub const LOCALHOST_SERVER: &[&str] = &[
     "ip:127.0.0.1",
 ];
 
+/// `mutual renew --ca-url URL --cert CERT --key KEY EXTRA...`: one renewal over the native API.
+pub fn renew_at(url: &str, cert: &Path, key: &Path, extra: &[&str]) -> Out {
+    let mut a = vec!["renew", "--ca-url", url, "--cert", s(cert), "--key", s(key)];
+    a.extend_from_slice(extra);
+    mutual(&a)
+}
+
 /// `openssl verify` of `cert` against the root and the (first) intermediate of the CA in `dir`,
 /// with a purpose (`sslclient`, `sslserver`).
 pub fn openssl_verify_in(dir: &Path, cert: &Path, purpose: &str) -> Out {

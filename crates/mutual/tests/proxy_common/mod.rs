@@ -212,7 +212,7 @@ pub fn pair_in(dir: &Path, extra: &[&str]) -> Vec<String> {
     tls_args(&f("cert.pem"), &f("key.pem"), &f("root.pem"), extra)
 }
 
-/// A `serve` (to `backend`, allowing `OK_ID`) and a `connect` to it (as `OK_ID`) that enroll
+/// A `serve` (to a new `http_backend`, allowing `OK_ID`) and a `connect` to it (as `OK_ID`) that enroll
 /// themselves from the online CA at `ca_url` (root pinned to `fp`) with 60-second certificates
 /// and renew them, keeping their files in `work/serve` and `work/connect`. `mint(sans, usage)`
 /// makes each one's token, kept in `tokens` (serve's, connect's) for the checks that no log
@@ -227,7 +227,6 @@ pub struct EnrolledPair {
 
 pub fn enrolled_pair(
     work: &Path,
-    backend: SocketAddr,
     ca_url: &str,
     fp: &str,
     mint: impl Fn(&[&str], &str) -> String,
@@ -246,7 +245,7 @@ pub fn enrolled_pair(
     let serve = spawn_proxy(
         "serve",
         "--backend",
-        &backend.to_string(),
+        &http_backend().addr.to_string(),
         &proxy_args(&sdir, &st, &["--allow-spiffe", OK_ID]),
     );
     let ct = mint(&[&format!("uri:{OK_ID}")], "client");
@@ -262,6 +261,48 @@ pub fn enrolled_pair(
         sdir,
         cdir,
         tokens: [st, ct],
+    }
+}
+
+/// Requests sent one at a time through a `connect` (to a `serve` in front of `http_backend`)
+/// while something changes underneath: how many got the backend's answer, and what came back
+/// instead for each that did not (with the time since the start and a note).
+pub struct Flow {
+    pub good: usize,
+    pub bad: Vec<String>,
+    pub start: std::time::Instant,
+}
+
+impl Flow {
+    pub fn begin() -> Flow {
+        Flow {
+            good: 0,
+            bad: Vec::new(),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// One request through `connect`'s listener.
+    pub fn send(&mut self, connect: &Proxy, note: &str) {
+        match try_http_get(connect.addr(), "/") {
+            Some((200, body)) if body == BACKEND_BODY => self.good += 1,
+            other => self
+                .bad
+                .push(format!("{:?}{note}: {other:?}", self.start.elapsed())),
+        }
+    }
+
+    /// Asserts that no request failed, with both proxies' stderr when one did.
+    pub fn assert_none_failed(&self, serve: &Proxy, connect: &Proxy) {
+        assert!(
+            self.bad.is_empty(),
+            "{} of {} requests failed: {:?}\nserve:\n{}\nconnect:\n{}",
+            self.bad.len(),
+            self.good + self.bad.len(),
+            self.bad,
+            serve.stderr_text(),
+            connect.stderr_text()
+        );
     }
 }
 
