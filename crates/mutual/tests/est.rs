@@ -90,7 +90,7 @@ impl Factory {
 
 /// `curl` against the CA (trusting its root) with `args`; files under `dir`.
 fn curl<S: AsRef<std::ffi::OsStr>>(ca: &CaServe, dir: &Path, path: &str, args: &[S]) -> Answer {
-    curl_in(dir, &ca.root(), &format!("{}{path}", ca.url()), args)
+    curl_in(dir, ca.root(), &format!("{}{path}", ca.url()), args)
 }
 
 /// curl arguments that POST the file `b64` as `application/pkcs10`, with a client
