@@ -400,18 +400,7 @@ pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp 
             _ => {}
         }
     }
-    tracing::info!(
-        peer_addr = %peer.addr,
-        identity = %who,
-        method = %method,
-        path = %path,
-        status = out.resp.status().as_u16(),
-        reason = out.reason,
-        serial = out.serial.as_deref().unwrap_or("-"),
-        detail = out.detail.as_deref().unwrap_or("-"),
-        duration_ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
+    request_log(peer, &who, &method, &path, &out, started, "request");
     out.resp
 }
 
@@ -535,12 +524,7 @@ async fn est_request(
         .as_ref()
         .map(|v| v.id.principal())
         .unwrap_or_else(|| "-".into());
-    let out = if let Err(wait) = state.limiter.check(peer.addr.ip(), Instant::now()) {
-        let mut p = Problem::new(
-            "rate_limited",
-            format!("too many requests from {}", peer.addr.ip()),
-        );
-        p.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+    let out = if let Err(p) = rate_limit(state, peer.addr.ip()) {
         let detail = p.detail.clone();
         mutual_est::Outcome {
             resp: p.into_response(),
@@ -562,6 +546,39 @@ async fn est_request(
     if out.reason.starts_with("token_") {
         state.metrics.token_failure(out.reason);
     }
+    let out = Outcome {
+        resp: out.resp,
+        reason: out.reason,
+        serial: out.serial,
+        detail: out.detail,
+    };
+    request_log(peer, &who, &method, &path, &out, started, "est request");
+    out.resp
+}
+
+/// The per-IP rate limit of the native API and EST: `rate_limited` with
+/// the seconds to wait in `Retry-After`.
+fn rate_limit(state: &State, ip: std::net::IpAddr) -> Result<(), Problem> {
+    state.limiter.check(ip, Instant::now()).map_err(|wait| {
+        let mut p = Problem::new(
+            "rate_limited",
+            format!("too many requests from {ip}; retry after the Retry-After delay"),
+        );
+        p.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        p
+    })
+}
+
+/// The one log line of a native API or EST request (`what`: "request", "est request").
+fn request_log(
+    peer: &Peer,
+    who: &str,
+    method: &Method,
+    path: &str,
+    out: &Outcome,
+    started: Instant,
+    what: &str,
+) {
     tracing::info!(
         peer_addr = %peer.addr,
         identity = %who,
@@ -572,9 +589,8 @@ async fn est_request(
         serial = out.serial.as_deref().unwrap_or("-"),
         detail = out.detail.as_deref().unwrap_or("-"),
         duration_ms = started.elapsed().as_millis() as u64,
-        "est request"
+        "{what}"
     );
-    out.resp
 }
 
 /// EST's view of the provisioner: verifies a token (never spends it: issuance does).
@@ -637,15 +653,7 @@ async fn route(
             method_not_allowed()
         };
     }
-    if let Err(wait) = state.limiter.check(peer.addr.ip(), Instant::now()) {
-        let mut p = Problem::new(
-            "rate_limited",
-            format!(
-                "too many requests from {}; retry after the Retry-After delay",
-                peer.addr.ip()
-            ),
-        );
-        p.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+    if let Err(p) = rate_limit(state, peer.addr.ip()) {
         return p.into();
     }
     match (path, method) {

@@ -10,11 +10,8 @@ use std::future::Future;
 
 use sqlx::Row;
 
-use crate::{PgStore, SqliteStore, Store, StoreError};
-
-fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Db { op, source }
-}
+use crate::backend::db;
+use crate::{inserted_or_found, PgStore, SqliteStore, Store, StoreError};
 
 /// An ACME account as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,6 +159,10 @@ pub trait AcmeStore {
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
+/// The columns of `acme_accounts`, in the order `account_create` binds them; what
+/// `account_from_row` reads.
+const ACCOUNT_COLUMNS: &str = "id, thumbprint, jwk, status, contact, created_at";
+
 fn account_from_row<R>(row: &R) -> Result<AcmeAccount, StoreError>
 where
     R: Row,
@@ -213,55 +214,48 @@ macro_rules! impl_acme {
                 &self,
                 a: &AcmeAccount,
             ) -> Result<(AcmeAccount, bool), StoreError> {
-                let res = sqlx::query(
-                    "INSERT INTO acme_accounts (id, thumbprint, jwk, status, contact, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (thumbprint) DO NOTHING",
-                )
-                .bind(&a.id)
-                .bind(&a.thumbprint)
-                .bind(&a.jwk)
-                .bind(&a.status)
-                .bind(&a.contact)
-                .bind(a.created_at)
-                .execute(&self.pool)
-                .await
-                .map_err(db("create ACME account"))?;
+                let sql = format!(
+                    "INSERT INTO acme_accounts ({ACCOUNT_COLUMNS}) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (thumbprint) DO NOTHING"
+                );
+                let res = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(&a.id)
+                    .bind(&a.thumbprint)
+                    .bind(&a.jwk)
+                    .bind(&a.status)
+                    .bind(&a.contact)
+                    .bind(a.created_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("create ACME account"))?;
                 if res.rows_affected() == 1 {
                     return Ok((a.clone(), true));
                 }
-                match self.account_by_thumbprint(&a.thumbprint).await? {
-                    Some(existing) => Ok((existing, false)),
-                    None => Err(StoreError::Corrupt {
-                        serial: a.id.clone(),
-                        detail: "ACME account neither inserted nor found".into(),
-                    }),
-                }
+                let existing = self.account_by_thumbprint(&a.thumbprint).await?;
+                Ok((inserted_or_found(existing, &a.id, "ACME account")?, false))
             }
 
             async fn account_by_thumbprint(
                 &self,
                 thumbprint: &str,
             ) -> Result<Option<AcmeAccount>, StoreError> {
-                let row = sqlx::query(
-                    "SELECT id, thumbprint, jwk, status, contact, created_at \
-                     FROM acme_accounts WHERE thumbprint = $1",
-                )
-                .bind(thumbprint)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("read ACME account"))?;
+                let sql =
+                    format!("SELECT {ACCOUNT_COLUMNS} FROM acme_accounts WHERE thumbprint = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(thumbprint)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("read ACME account"))?;
                 row.as_ref().map(account_from_row).transpose()
             }
 
             async fn account_get(&self, id: &str) -> Result<Option<AcmeAccount>, StoreError> {
-                let row = sqlx::query(
-                    "SELECT id, thumbprint, jwk, status, contact, created_at \
-                     FROM acme_accounts WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("read ACME account"))?;
+                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM acme_accounts WHERE id = $1");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db("read ACME account"))?;
                 row.as_ref().map(account_from_row).transpose()
             }
 
@@ -495,15 +489,6 @@ macro_rules! impl_acme {
 
 impl_acme!(SqliteStore);
 impl_acme!(PgStore);
-
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-            Store::Postgres($s) => $e,
-        }
-    };
-}
 
 impl AcmeStore for Store {
     async fn nonce_put(&self, nonce: &str, expires: i64) -> Result<(), StoreError> {

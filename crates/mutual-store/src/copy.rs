@@ -8,12 +8,8 @@
 use serde::Serialize;
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use crate::backend::{table_counts_on, PgStore, SqliteStore};
+use crate::backend::{db, table_counts_on, PgStore, SqliteStore};
 use crate::{Inventory, StoreError};
-
-fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Db { op, source }
-}
 
 /// Rows per table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -6,11 +6,8 @@ use std::future::Future;
 
 use sqlx::Row;
 
-use crate::{PgStore, SqliteStore, Store, StoreError};
-
-fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| StoreError::Db { op, source }
-}
+use crate::backend::db;
+use crate::{inserted_or_found, PgStore, SqliteStore, Store, StoreError};
 
 /// One held request.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -105,13 +102,8 @@ macro_rules! impl_est {
                 .execute(&self.pool)
                 .await
                 .map_err(db("store EST request"))?;
-                match self.est_request_get(&r.id).await? {
-                    Some(stored) => Ok(stored),
-                    None => Err(StoreError::Corrupt {
-                        serial: r.id.clone(),
-                        detail: "EST request neither inserted nor found".into(),
-                    }),
-                }
+                let stored = self.est_request_get(&r.id).await?;
+                inserted_or_found(stored, &r.id, "EST request")
             }
 
             async fn est_request_get(&self, id: &str) -> Result<Option<EstRequest>, StoreError> {
@@ -175,15 +167,6 @@ macro_rules! impl_est {
 impl_est!(SqliteStore);
 impl_est!(PgStore);
 
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-            Store::Postgres($s) => $e,
-        }
-    };
-}
-
 impl EstStore for Store {
     async fn est_request_put(&self, r: &EstRequest) -> Result<EstRequest, StoreError> {
         dispatch!(self, s => s.est_request_put(r).await)
@@ -205,71 +188,5 @@ impl EstStore for Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.est_request_move(id, from, to, by, serial, certificate, now).await)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    #[tokio::test]
-    async fn a_request_is_decided_once() {
-        let d = tempfile::tempdir().unwrap();
-        let s = Store::open_sqlite(&d.path().join("i.db"), true)
-            .await
-            .unwrap();
-        let r = EstRequest {
-            id: "abc".into(),
-            label: String::new(),
-            requested_by: "est:bootstrap:SN1".into(),
-            names: "[\"uri:spiffe://x/y\"]".into(),
-            status: "pending".into(),
-            serial: None,
-            certificate: None,
-            created_at: 5,
-            decided_at: None,
-            decided_by: None,
-        };
-        assert_eq!(s.est_request_put(&r).await.unwrap(), r);
-        // A repeated poll finds the stored request.
-        let again = EstRequest {
-            requested_by: "other".into(),
-            ..r.clone()
-        };
-        assert_eq!(s.est_request_put(&again).await.unwrap(), r);
-        assert_eq!(s.est_request_list(Some("pending")).await.unwrap().len(), 1);
-        assert!(s
-            .est_request_move("abc", "pending", "approved", Some("alice"), None, None, 9)
-            .await
-            .unwrap());
-        assert!(!s
-            .est_request_move("abc", "pending", "rejected", Some("bob"), None, None, 10)
-            .await
-            .unwrap());
-        assert!(s
-            .est_request_move(
-                "abc",
-                "approved",
-                "issued",
-                None,
-                Some("01"),
-                Some("PEM"),
-                11
-            )
-            .await
-            .unwrap());
-        let got = s.est_request_get("abc").await.unwrap().unwrap();
-        assert_eq!(got.status, "issued");
-        assert_eq!(got.decided_by.as_deref(), Some("alice"));
-        assert_eq!(got.decided_at, Some(9));
-        assert_eq!(got.serial.as_deref(), Some("01"));
-        assert_eq!(got.certificate.as_deref(), Some("PEM"));
-        assert!(s
-            .est_request_list(Some("pending"))
-            .await
-            .unwrap()
-            .is_empty());
-        assert_eq!(s.est_request_list(None).await.unwrap().len(), 1);
     }
 }

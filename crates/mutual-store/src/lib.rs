@@ -24,6 +24,17 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// `$e` with `$s` bound to the backend store behind a [`Store`]: the one way every trait of this
+/// crate forwards a call to SQLite or PostgreSQL.
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            Store::Sqlite($s) => $e,
+            Store::Postgres($s) => $e,
+        }
+    };
+}
+
 mod acme;
 mod backend;
 mod copy;
@@ -512,22 +523,25 @@ impl std::fmt::Debug for OpenOptions {
     }
 }
 
+/// The row an `INSERT ... ON CONFLICT DO NOTHING` did not write because it was there already,
+/// read back by its key: not finding it either means the store is corrupt.
+pub(crate) fn inserted_or_found<T>(
+    found: Option<T>,
+    id: &str,
+    what: &str,
+) -> Result<T, StoreError> {
+    found.ok_or_else(|| StoreError::Corrupt {
+        serial: id.to_string(),
+        detail: format!("{what} neither inserted nor found"),
+    })
+}
+
 /// The inventory backend in use.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Store {
     Sqlite(SqliteStore),
     Postgres(PgStore),
-}
-
-/// Calls the same method on whichever backend is in use.
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-            Store::Postgres($s) => $e,
-        }
-    };
 }
 
 /// [`dispatch!`], counting a failure in the store's [`StoreErrorCounts`] under `op` and timing

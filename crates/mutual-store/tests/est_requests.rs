@@ -1,9 +1,13 @@
 //! EST requests held for manual approval (migration 0007) on PostgreSQL as on SQLite: the
-//! `ON CONFLICT` insert, the optional status filter and the conditional decision.
+//! `ON CONFLICT` insert, the optional status filter and the conditional decision, one body run
+//! on both backends.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mutual_store::testing::PgTestDb;
-use mutual_store::{EstRequest, EstStore, OpenOptions, Store, StoreUrl};
+#[macro_use]
+mod backends;
+use backends::*;
+
+use mutual_store::{EstRequest, EstStore, Store};
 
 async fn exercise(s: &Store) {
     let r = EstRequest {
@@ -19,7 +23,12 @@ async fn exercise(s: &Store) {
         decided_by: None,
     };
     assert_eq!(s.est_request_put(&r).await.unwrap(), r);
-    assert_eq!(s.est_request_put(&r).await.unwrap(), r);
+    // A repeated poll finds the stored request, whatever it says now.
+    let again = EstRequest {
+        requested_by: "other".into(),
+        ..r.clone()
+    };
+    assert_eq!(s.est_request_put(&again).await.unwrap(), r);
     assert_eq!(
         s.est_request_list(Some("pending")).await.unwrap(),
         vec![r.clone()]
@@ -47,34 +56,43 @@ async fn exercise(s: &Store) {
         ),
         ("rejected", Some("op"), Some(7))
     );
-}
 
-fn opts() -> OpenOptions {
-    OpenOptions {
-        create: true,
-        ..Default::default()
-    }
-}
-
-#[tokio::test]
-async fn sqlite() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open(&StoreUrl::Sqlite(d.path().join("i.db")), &opts())
-        .await
-        .unwrap();
-    exercise(&s).await;
-    s.close().await;
-}
-
-#[tokio::test]
-async fn postgres() {
-    let Some(pg) = PgTestDb::create().await else {
-        return;
+    // Approved, then issued: the decision's who and when stay, the certificate is added.
+    let r2 = EstRequest {
+        id: "def".into(),
+        created_at: 6,
+        ..r.clone()
     };
-    let s = Store::open(&pg.url.parse().unwrap(), &opts())
+    assert_eq!(s.est_request_put(&r2).await.unwrap(), r2);
+    assert!(s
+        .est_request_move("def", "pending", "approved", Some("alice"), None, None, 9)
         .await
-        .unwrap();
-    exercise(&s).await;
-    s.close().await;
-    pg.drop_db().await;
+        .unwrap());
+    assert!(!s
+        .est_request_move("def", "pending", "rejected", Some("bob"), None, None, 10)
+        .await
+        .unwrap());
+    assert!(s
+        .est_request_move(
+            "def",
+            "approved",
+            "issued",
+            None,
+            Some("01"),
+            Some("PEM"),
+            11
+        )
+        .await
+        .unwrap());
+    let got = s.est_request_get("def").await.unwrap().unwrap();
+    assert_eq!(got.status, "issued");
+    assert_eq!(got.decided_by.as_deref(), Some("alice"));
+    assert_eq!(got.decided_at, Some(9));
+    assert_eq!(got.serial.as_deref(), Some("01"));
+    assert_eq!(got.certificate.as_deref(), Some("PEM"));
+    assert_eq!(s.est_request_list(None).await.unwrap().len(), 2);
 }
+
+both!(est_requests, |s, db| {
+    exercise(&s).await;
+});

@@ -5,8 +5,10 @@
 //! PostgreSQL), and the prefix range returns exactly the rows a prefix compare would.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use mutual_store::testing::PgTestDb;
-use mutual_store::{Inventory, ListFilter, NewCert, OpenOptions, Store, StoreUrl};
+mod backends;
+use backends::*;
+
+use mutual_store::{Inventory, ListFilter, NewCert, Store};
 
 fn cert(i: usize, requested_by: &str) -> NewCert {
     NewCert {
@@ -60,7 +62,7 @@ fn filter_by(requester: Option<&str>, sha: Option<String>) -> ListFilter {
     }
 }
 
-async fn check(s: &Store, uses: &dyn Fn(&str, &str) -> bool) {
+async fn check(s: &Store, uses: &(dyn Fn(&str, &str) -> bool + Sync)) {
     fill(s).await;
     // The rows: exactly the prefix's.
     for (prefix, want) in [
@@ -145,39 +147,25 @@ async fn check(s: &Store, uses: &dyn Fn(&str, &str) -> bool) {
 
 #[tokio::test]
 async fn sqlite_searches_fingerprints_and_requesters_by_index() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Store::open_sqlite(&d.path().join("i.db"), true)
-        .await
-        .unwrap();
-    // SQLite says "SEARCH certificates USING INDEX NAME (...)"; a scan would be "SCAN".
-    check(&s, &|plan, index| {
-        plan.lines()
-            .any(|l| l.contains("SEARCH") && l.contains(&format!("INDEX {index} ")))
+    run(Backend::Sqlite, |s, _| async move {
+        // SQLite says "SEARCH certificates USING INDEX NAME (...)"; a scan would be "SCAN".
+        check(&s, &|plan, index| {
+            plan.lines()
+                .any(|l| l.contains("SEARCH") && l.contains(&format!("INDEX {index} ")))
+        })
+        .await;
     })
-    .await;
-    s.close().await;
+    .await
 }
 
 #[tokio::test]
 async fn postgres_searches_fingerprints_and_requesters_by_index() {
-    let Some(pg) = PgTestDb::create().await else {
-        return;
-    };
-    let url: StoreUrl = pg.url.parse().unwrap();
-    let s = Store::open(
-        &url,
-        &OpenOptions {
-            create: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    // PostgreSQL: "Index Scan using NAME" or "Bitmap Index Scan on NAME" with an Index Cond.
-    check(&s, &|plan, index| {
-        plan.contains(&format!("using {index}")) || plan.contains(&format!("on {index}"))
+    run(Backend::Postgres, |s, _| async move {
+        // PostgreSQL: "Index Scan using NAME" or "Bitmap Index Scan on NAME" with an Index Cond.
+        check(&s, &|plan, index| {
+            plan.contains(&format!("using {index}")) || plan.contains(&format!("on {index}"))
+        })
+        .await;
     })
-    .await;
-    s.close().await;
-    pg.drop_db().await;
+    .await
 }

@@ -100,6 +100,11 @@ impl PasswordArg {
     }
 }
 
+/// `--key-type` of `enroll` and `renew` (and their `--est` forms), read when used.
+pub fn key_type(s: &str) -> anyhow::Result<KeyType> {
+    s.parse::<KeyType>().context("--key-type")
+}
+
 pub fn parse_key_type(s: &str) -> Result<KeyType, String> {
     s.parse().map_err(|e: mutual_pki::PkiError| e.to_string())
 }

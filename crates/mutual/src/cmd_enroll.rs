@@ -7,9 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use mutual_enroll::{CaUrls, EnrollError, EnrollOptions, Fingerprint, RenewOptions, Renewer};
+use mutual_enroll::{CaUrls, EnrollOptions, Fingerprint, RenewOptions, Renewer};
 use mutual_pki::KeyType;
 
+use crate::ca_args::key_type;
+use crate::errors::{failed, refuse_existing};
 use crate::runtime::{init_logging, runtime};
 
 const ENROLL_HELP: &str = "\
@@ -156,26 +158,6 @@ pub struct EnrollArgs {
     pub root_sha256: Option<String>,
 }
 
-fn key_type(s: &str) -> anyhow::Result<KeyType> {
-    s.parse::<KeyType>().context("--key-type")
-}
-
-/// Configuration mistakes exit 2 (via `Err`); the CA saying no, the pin not matching or the CA
-/// being unreachable exit 1.
-fn failed(e: EnrollError) -> anyhow::Result<ExitCode> {
-    match e {
-        EnrollError::BadUrl { .. }
-        | EnrollError::BadFingerprint { .. }
-        | EnrollError::File { .. }
-        | EnrollError::Pki(_)
-        | EnrollError::Tls(_) => Err(e.into()),
-        other => {
-            eprintln!("error: {other}");
-            Ok(ExitCode::from(1))
-        }
-    }
-}
-
 pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
     if let Some(est) = &args.est.est {
         return crate::cmd_est::run_enroll(
@@ -196,19 +178,12 @@ pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--token is empty");
     }
     let opts = EnrollOptions::into_dir(url, token.trim().to_string(), pin, kt, &args.out);
-    if !args.force {
-        for p in [Some(&opts.key), Some(&opts.cert), opts.root_out.as_ref()]
+    refuse_existing(
+        args.force,
+        [Some(&opts.key), Some(&opts.cert), opts.root_out.as_ref()]
             .into_iter()
-            .flatten()
-        {
-            if p.exists() {
-                anyhow::bail!(
-                    "{} already exists; pass --force to replace it (nothing was sent to the CA)",
-                    p.display()
-                );
-            }
-        }
-    }
+            .flatten(),
+    )?;
     match runtime()?.block_on(mutual_enroll::enroll(&opts)) {
         Ok(e) => {
             println!(

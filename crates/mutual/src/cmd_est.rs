@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use mutual_enroll::est::{EstAuth, EstEnrollOptions, EstRenewOptions, EstTrust};
-use mutual_enroll::{CaUrl, EnrollError, Fingerprint};
-use mutual_pki::KeyType;
+use mutual_enroll::{CaUrl, Fingerprint};
 
+use crate::ca_args::key_type;
+use crate::errors::{failed, refuse_existing};
 use crate::runtime::{init_logging, runtime};
 
 /// `mutual enroll --est ...` flags.
@@ -54,25 +55,6 @@ pub struct EstRenewFlags {
     pub est_label: Option<String>,
 }
 
-fn key_type(s: &str) -> anyhow::Result<KeyType> {
-    s.parse::<KeyType>().context("--key-type")
-}
-
-/// A usage error (exit 2) or the CA's refusal / an unreachable CA (exit 1, printed).
-fn failed(e: EnrollError) -> anyhow::Result<ExitCode> {
-    match e {
-        EnrollError::BadUrl { .. }
-        | EnrollError::BadFingerprint { .. }
-        | EnrollError::File { .. }
-        | EnrollError::Pki(_)
-        | EnrollError::Tls(_) => Err(e.into()),
-        other => {
-            eprintln!("error: {other}");
-            Ok(ExitCode::from(1))
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 pub fn run_enroll(
     url: &str,
@@ -101,16 +83,7 @@ pub fn run_enroll(
             "--est needs either --bootstrap-cert and --bootstrap-key (a factory certificate) or --token"
         ),
     };
-    if !force {
-        for p in mutual_enroll::est::out_files(&out) {
-            if p.exists() {
-                anyhow::bail!(
-                    "{} already exists; pass --force to replace it (nothing was sent to the CA)",
-                    p.display()
-                );
-            }
-        }
-    }
+    refuse_existing(force, &mutual_enroll::est::out_files(&out))?;
     let o = EstEnrollOptions {
         url,
         label: flags.est_label.clone(),

@@ -5,7 +5,10 @@
 //! `{"error": {"reason", "message", "hint"}}` on stdout; the exit code is 2 either way.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
+use mutual_enroll::EnrollError;
 use mutual_pki::PkiError;
 use mutual_store::StoreError;
 use mutual_tls::TlsError;
@@ -257,6 +260,42 @@ fn classify_pki(p: &PkiError, help: &str) -> (&'static str, String) {
             "this is unexpected: please report it with the message".into(),
         ),
         _ => ("usage", help.to_string()),
+    }
+}
+
+/// Without `--force`, refuses (exit 2) when any of `files` exists: checked before anything is
+/// sent to the CA.
+pub fn refuse_existing<'a>(
+    force: bool,
+    files: impl IntoIterator<Item = &'a PathBuf>,
+) -> anyhow::Result<()> {
+    if force {
+        return Ok(());
+    }
+    for p in files {
+        if p.exists() {
+            anyhow::bail!(
+                "{} already exists; pass --force to replace it (nothing was sent to the CA)",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Configuration mistakes exit 2 (via `Err`); the CA saying no, the pin not matching or the CA
+/// being unreachable exit 1 (`enroll`, `renew`, and their `--est` forms).
+pub fn failed(e: EnrollError) -> anyhow::Result<ExitCode> {
+    match e {
+        EnrollError::BadUrl { .. }
+        | EnrollError::BadFingerprint { .. }
+        | EnrollError::File { .. }
+        | EnrollError::Pki(_)
+        | EnrollError::Tls(_) => Err(e.into()),
+        other => {
+            eprintln!("error: {other}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 

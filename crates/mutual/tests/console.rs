@@ -263,6 +263,19 @@ fn console_access_csrf_escaping_and_audit() {
 }
 
 /// `openssl crl` reads the DER from /v1/crl and lists `serial`.
+/// The inventory page of the loopback console at `ui` with the query `params` (`key=value`,
+/// URL-encoded by curl): (rows listed, HTML).
+fn inventory_page(ui: &str, params: &[&str]) -> (usize, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-G"]);
+    for p in params {
+        cmd.args(["--data-urlencode", p]);
+    }
+    let raw = cmd.arg(format!("{ui}/ui/")).output().unwrap();
+    let body = String::from_utf8_lossy(&raw.stdout).into_owned();
+    (body.matches("<td class=\"mono\">").count(), body)
+}
+
 fn crl_lists(c: &Console, serial: &str) -> bool {
     let der = c.ca.tmp.path().join("crl.der");
     let st = Command::new("curl")
@@ -323,41 +336,17 @@ fn console_pages_follow_the_keyset_and_the_loopback_listener() {
             .unwrap()
             .to_string();
     for q in [web.clone(), sha, "web.internal".into(), "name:web".into()] {
-        let raw = Command::new("curl")
-            .args(["-sS", "-G", "--data-urlencode", &format!("q={q}")])
-            .arg(format!("{ui}/ui/"))
-            .output()
-            .unwrap();
-        let body = String::from_utf8_lossy(&raw.stdout);
-        assert_eq!(
-            body.matches("<td class=\"mono\">").count(),
-            1,
-            "{q}: {body}"
-        );
+        let (rows, body) = inventory_page(&ui, &[&format!("q={q}")]);
+        assert_eq!(rows, 1, "{q}: {body}");
         assert!(body.contains(&web), "{q}");
     }
-    let raw = Command::new("curl")
-        .args(["-sS", "-G", "--data-urlencode", "requester=ca-serve"])
-        .arg(format!("{ui}/ui/"))
-        .output()
-        .unwrap();
-    let body = String::from_utf8_lossy(&raw.stdout);
-    assert_eq!(body.matches("<td class=\"mono\">").count(), 1, "{body}");
+    let (rows, body) = inventory_page(&ui, &["requester=ca-serve"]);
+    assert_eq!(rows, 1, "{body}");
     assert!(body.contains("mutual-ca-server"));
     // The issuer filter: every row is int-1's (one intermediate), none is int-2's.
-    for (issuer, rows) in [("int-1", all.len()), ("int-2", 0)] {
-        let raw = Command::new("curl")
-            .args(["-sS", "-G", "--data-urlencode", &format!("issuer={issuer}")])
-            .args(["--data-urlencode", "limit=500"])
-            .arg(format!("{ui}/ui/"))
-            .output()
-            .unwrap();
-        let body = String::from_utf8_lossy(&raw.stdout);
-        assert_eq!(
-            body.matches("<td class=\"mono\">").count(),
-            rows,
-            "{issuer}: {body}"
-        );
+    for (issuer, want) in [("int-1", all.len()), ("int-2", 0)] {
+        let (rows, body) = inventory_page(&ui, &[&format!("issuer={issuer}"), "limit=500"]);
+        assert_eq!(rows, want, "{issuer}: {body}");
     }
     // After a rotation, a certificate's page shows the chain of its own intermediate: int-2's
     // for one it signed, still int-1's for the ones before.
@@ -380,12 +369,8 @@ fn console_pages_follow_the_keyset_and_the_loopback_listener() {
     let body = page("web");
     assert!(body.contains("<td>intermediate int-1</td>"), "{body}");
     assert!(body.contains(&int1) && !body.contains(&int2), "{body}");
-    let raw = Command::new("curl")
-        .args(["-sS", &format!("{ui}/ui/?issuer=int-2")])
-        .output()
-        .unwrap();
-    let body = String::from_utf8_lossy(&raw.stdout);
-    assert_eq!(body.matches("<td class=\"mono\">").count(), 1, "{body}");
+    let (rows, body) = inventory_page(&ui, &["issuer=int-2"]);
+    assert_eq!(rows, 1, "{body}");
     assert!(body.contains("rotated.internal"), "{body}");
 }
 

@@ -9,7 +9,7 @@
 mod pki_common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use mutual_store::testing::PgTestDb;
@@ -38,54 +38,8 @@ impl Replica {
     }
 }
 
-/// An HTTP answer: status, headers (lowercase names), body file.
-struct Answer {
-    status: u16,
-    headers: String,
-    body: PathBuf,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    }
-
-    fn text(&self) -> String {
-        std::fs::read_to_string(&self.body).unwrap_or_default()
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.text()).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
-    }
-}
-
 fn curl(ca: &TestCa, url: &str, args: &[&str]) -> Answer {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let hdr = ca.tmp.path().join(format!("h{n}"));
-    let body = ca.tmp.path().join(format!("b{n}"));
-    let o = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--cacert", &ca.root()])
-        .args(["-D", s(&hdr), "-o", s(&body), "-w", "%{http_code}"])
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Answer {
-        status: String::from_utf8_lossy(&o.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0),
-        headers: std::fs::read_to_string(&hdr).unwrap_or_default(),
-        body,
-    }
+    curl_in(ca.tmp.path(), ca.root(), url, args)
 }
 
 fn post(ca: &TestCa, url: &str, body: &serde_json::Value, args: &[&str]) -> Answer {
@@ -120,18 +74,12 @@ fn enroll(ca: &TestCa, r: &Replica, name: &str) -> (PathBuf, PathBuf, String) {
 
 /// The serials listed by the DER CRL in `a`'s body, lowercase openssl text.
 fn crl_text(a: &Answer) -> String {
-    openssl(&[
-        "crl",
-        "-inform",
-        "DER",
-        "-in",
-        s(&a.body),
-        "-noout",
-        "-text",
-    ])
-    .ok()
-    .stdout
-    .to_ascii_lowercase()
+    let o = mutual_test::output_with_stdin(
+        Command::new("openssl").args(["crl", "-inform", "DER", "-noout", "-text"]),
+        &a.body,
+    );
+    assert!(o.status.success(), "{}", mutual_test::output_text(&o));
+    String::from_utf8_lossy(&o.stdout).to_ascii_lowercase()
 }
 
 /// Waits until replica `r` serves a CRL listing `serial`; returns that answer.
@@ -159,10 +107,7 @@ fn two_replicas(ca: &TestCa) {
     );
     let etag = ca_.header("etag").expect("an ETag");
     assert_eq!(cb.header("etag").as_deref(), Some(etag.as_str()));
-    assert_eq!(
-        std::fs::read(&ca_.body).unwrap(),
-        std::fs::read(&cb.body).unwrap()
-    );
+    assert_eq!(ca_.body, cb.body);
     let lm = ca_.header("last-modified").expect("a Last-Modified");
     assert!(lm.ends_with(" GMT"), "{lm}");
     let inm = format!("if-none-match: {etag}");

@@ -5,7 +5,7 @@
 
 mod pki_common;
 mod proxy_common;
-use pki_common::{mutual, mutual_cmd, openssl_csr, openssl_ok, s, CaServe, Out, PW};
+use pki_common::{mutual, mutual_cmd, openssl_csr, openssl_ok, renew_at, s, CaServe, Out, PW};
 use proxy_common::*;
 
 use std::net::SocketAddr;
@@ -280,17 +280,12 @@ fn ca_server(extra_init: &[&str]) -> CaServe {
 
 /// `mutual renew` of the pair `dir/cert.pem`, `dir/key.pem` against `ca`.
 fn renew(ca: &CaServe, dir: &Path) -> Out {
-    mutual(&[
-        "renew",
-        "--ca-url",
+    renew_at(
         &ca.url(),
-        "--cert",
-        s(&dir.join("cert.pem")),
-        "--key",
-        s(&dir.join("key.pem")),
-        "--ca",
-        s(&ca.root()),
-    ])
+        &dir.join("cert.pem"),
+        &dir.join("key.pem"),
+        &["--ca", s(&ca.root())],
+    )
 }
 
 fn serial_of(cert: &Path) -> String {

@@ -7,7 +7,9 @@
 
 mod pki_common;
 mod proxy_common;
-use pki_common::{fingerprint_of, mutual, norm_serial, s, CaServe};
+use pki_common::{
+    fingerprint_of, mutual, norm_serial, pubkey_of_cert, pubkey_of_key, renew_at, s, CaServe,
+};
 use proxy_common::*;
 
 use std::collections::BTreeSet;
@@ -32,34 +34,10 @@ fn enroll_ok(ca: &Ca, token: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
     (work, out)
 }
 
-/// `--cert DIR/cert.pem --key DIR/key.pem --ca DIR/root.pem EXTRA...`: where `enroll` and the
-/// enrolling proxies keep their files.
-fn pair_in(dir: &Path, extra: &[&str]) -> Vec<String> {
-    let f = |name: &str| dir.join(name);
-    tls_args(&f("cert.pem"), &f("key.pem"), &f("root.pem"), extra)
-}
-
 /// Serial (lowercase hex, no leading zeros), SANs and the SPKI of a PEM certificate file.
 fn leaf_of(cert: &Path) -> mutual_enroll::CertSummary {
     let chain = mutual_tls::load::load_certs(cert).unwrap();
     mutual_enroll::CertSummary::of(chain[0].as_ref()).unwrap()
-}
-
-fn pubkey_of_cert(cert: &Path) -> String {
-    let o = Command::new("openssl")
-        .args(["x509", "-noout", "-pubkey", "-in", s(cert)])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn pubkey_of_key(key: &Path) -> String {
-    let o = Command::new("openssl")
-        .args(["pkey", "-pubout", "-in", s(key)])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "openssl pkey cannot read {key:?}");
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn mode(p: &Path) -> u32 {
@@ -171,19 +149,7 @@ fn renew_once_keeps_the_names_and_can_change_the_key() {
     let key_before = std::fs::read(&key).unwrap();
 
     let url = ca.url();
-    let renew = |extra: &[&str]| {
-        let mut a = vec![
-            "renew",
-            "--ca-url",
-            &url,
-            "--cert",
-            s(&cert),
-            "--key",
-            s(&key),
-        ];
-        a.extend_from_slice(extra);
-        mutual(&a).ok()
-    };
+    let renew = |extra: &[&str]| renew_at(&url, &cert, &key, extra).ok();
     let o = renew(&[]);
     let second = leaf_of(&cert);
     assert!(o.stdout.contains(&second.serial), "{}", o.stdout);
@@ -224,17 +190,12 @@ fn renew_once_keeps_the_names_and_can_change_the_key() {
         "stranger",
         LeafOpts::new("stranger").san("dns:stranger.test"),
     );
-    let o = mutual(&[
-        "renew",
-        "--ca-url",
+    let o = renew_at(
         &ca.url(),
-        "--cert",
-        s(&stranger.cert),
-        "--key",
-        s(&stranger.key),
-        "--ca",
-        s(&ca.root()),
-    ]);
+        &stranger.cert,
+        &stranger.key,
+        &["--ca", s(&ca.root())],
+    );
     // The CA verifies client certificates at the TLS layer: its alert is what we report.
     assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
     assert!(
@@ -248,17 +209,7 @@ fn renew_once_keeps_the_names_and_can_change_the_key() {
 
     // A --ca that is not this CA's root: our side refuses the CA's certificate (exit 1).
     let other_root = other.root.clone();
-    let o = mutual(&[
-        "renew",
-        "--ca-url",
-        &ca.url(),
-        "--cert",
-        s(&cert),
-        "--key",
-        s(&key),
-        "--ca",
-        s(&other_root),
-    ]);
+    let o = renew_at(&ca.url(), &cert, &key, &["--ca", s(&other_root)]);
     assert_eq!(o.code, 1, "{}\n{}", o.stdout, o.stderr);
     assert!(o.stderr.contains("failed (unknown_ca)"), "{}", o.stderr);
     assert_eq!(
@@ -325,35 +276,17 @@ fn renew_daemon_rides_out_a_ca_outage() {
 #[test]
 fn proxy_auto_rotation_end_to_end() {
     let ca = new_ca();
-    let fp = ca.fingerprint();
     let work = tempfile::tempdir().unwrap();
-    let be = http_backend();
 
-    let url = ca.url();
-    let proxy_args = |dir: &Path, token: &str, extra: &[&str]| -> Vec<String> {
-        let mut a = pair_in(
-            dir,
-            &["--ca-url", &url, "--token", token, "--root-sha256", &fp],
-        );
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let sdir = work.path().join("serve");
-    let cdir = work.path().join("connect");
-    let st = ca.token(&["dns:localhost", "ip:127.0.0.1"], "60s", "both");
-    let serve = spawn_proxy(
-        "serve",
-        "--backend",
-        &be.addr.to_string(),
-        &proxy_args(&sdir, &st, &["--allow-spiffe", OK_ID]),
-    );
-    let ct = ca.token(&[&format!("uri:{OK_ID}")], "60s", "client");
-    let connect = spawn_proxy(
-        "connect",
-        "--remote",
-        &serve.addr().to_string(),
-        &proxy_args(&cdir, &ct, &[]),
-    );
+    let EnrolledPair {
+        serve,
+        connect,
+        sdir,
+        tokens: [st, ct],
+        ..
+    } = enrolled_pair(work.path(), &ca.url(), &ca.fingerprint(), |sans, usage| {
+        ca.token(sans, "60s", usage)
+    });
     let expiry = |p: &Proxy, role: &str| {
         p.metric(&format!(
             "mutual_cert_expiry_timestamp_seconds{{listener=\"{role_listener}\",role=\"{role}\"}}",
@@ -366,13 +299,9 @@ fn proxy_auto_rotation_end_to_end() {
     let probe_cfg = rustls_config(&sdir.join("root.pem"), None);
     let mut served = BTreeSet::new();
     let mut last_probe = Instant::now() - Duration::from_secs(10);
-    let (mut good, mut bad) = (0usize, Vec::new());
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(155) {
-        match try_http_get(connect.addr(), "/") {
-            Some((200, body)) if body == BACKEND_BODY => good += 1,
-            other => bad.push(format!("{:?}: {other:?}", start.elapsed())),
-        }
+    let mut flow = Flow::begin();
+    while flow.start.elapsed() < Duration::from_secs(155) {
+        flow.send(&connect, "");
         if last_probe.elapsed() >= Duration::from_secs(3) {
             last_probe = Instant::now();
             // The certificate serve presents (TLS 1.3: seen before our missing client cert is
@@ -384,14 +313,8 @@ fn proxy_auto_rotation_end_to_end() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        bad.is_empty(),
-        "{} of {} requests failed: {bad:?}\nserve:\n{}\nconnect:\n{}",
-        bad.len(),
-        good + bad.len(),
-        serve.stderr_text(),
-        connect.stderr_text()
-    );
+    flow.assert_none_failed(&serve, &connect);
+    let good = flow.good;
     // A floor that says "requests flowed the whole time" (one every 50 ms when idle; a loaded
     // machine is slower), not a throughput figure.
     assert!(good > 150, "only {good} requests");

@@ -17,6 +17,9 @@ use pki_common::*;
 
 const IDENTITY: &str = "spiffe://fleet.example/device/{serial}";
 
+/// `ca serve` flags that hold EST requests for an operator, polled every second.
+const MANUAL: &[&str] = &["--est-approval", "manual", "--est-retry-after", "1"];
+
 /// A manufacturer CA (openssl) that signs factory certificates with a subject serialNumber.
 struct Factory {
     dir: PathBuf,
@@ -26,27 +29,21 @@ impl Factory {
     fn new(dir: &Path, name: &str) -> Factory {
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        openssl_ok(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            s(&dir.join("mfg.key")),
-            "-out",
-            s(&dir.join("mfg.pem")),
-            "-subj",
+        // `req -new -x509`: a self-signed certificate instead of a CSR.
+        openssl_csr_with(
+            &dir.join("mfg.key"),
+            &dir.join("mfg.pem"),
             &format!("/O={name}/CN={name} Manufacturing CA"),
-            "-days",
-            "3650",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
+            &[
+                "-x509",
+                "-days",
+                "3650",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
         std::fs::write(
             dir.join("ext"),
             "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
@@ -91,71 +88,9 @@ impl Factory {
     }
 }
 
-/// One curl answer.
-struct Answer {
-    status: u16,
-    headers: String,
-    body: Vec<u8>,
-    curl_code: i32,
-    stderr: String,
-}
-
-impl Answer {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// A refusal: status and the problem's reason label.
-    fn refused(&self, status: u16, reason: &str) -> serde_json::Value {
-        assert_eq!(self.status, status, "{}\n{}", self.headers, self.text());
-        assert!(
-            self.headers
-                .to_ascii_lowercase()
-                .contains("content-type: application/problem+json"),
-            "{}",
-            self.headers
-        );
-        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap();
-        assert_eq!(v["reason"], reason, "{v}");
-        v
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
-    }
-}
-
-/// `curl` against the CA (trusting its root) with `args`; the body is kept as bytes.
+/// `curl` against the CA (trusting its root) with `args`; files under `dir`.
 fn curl<S: AsRef<std::ffi::OsStr>>(ca: &CaServe, dir: &Path, path: &str, args: &[S]) -> Answer {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let body = dir.join(format!("answer-{n}.body"));
-    let headers = dir.join(format!("answer-{n}.headers"));
-    let url = format!("{}{path}", ca.url());
-    let o = Command::new("curl")
-        .args(["-sS", "--cacert", s(&ca.root()), "-o", s(&body), "-D"])
-        .arg(&headers)
-        .args(["-w", "%{http_code}"])
-        .args(args)
-        .arg(&url)
-        .output()
-        .unwrap();
-    Answer {
-        status: String::from_utf8_lossy(&o.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0),
-        headers: std::fs::read_to_string(&headers).unwrap_or_default(),
-        body: std::fs::read(&body).unwrap_or_default(),
-        curl_code: o.status.code().unwrap_or(-1),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    curl_in(dir, ca.root(), &format!("{}{path}", ca.url()), args)
 }
 
 /// curl arguments that POST the file `b64` as `application/pkcs10`, with a client
@@ -265,7 +200,18 @@ fn python_pkcs7_subjects(body: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn est_server(tmp: &Path, factory: &Factory, extra: &[&str]) -> CaServe {
+/// `enroll --est URL ARGS... --out OUT`: the device side's arguments.
+fn enroll_est<'a>(url: &'a str, args: &[&'a str], out: &'a Path) -> Vec<&'a str> {
+    let mut a = vec!["enroll", "--est", url];
+    a.extend_from_slice(args);
+    a.extend(["--out", s(out)]);
+    a
+}
+
+/// `ca serve --est` of a new "Fleet CA" in `tmp`, trusting the factory certificates of a new
+/// "Acme" manufacturer CA, with `extra` flags: (manufacturer, server).
+fn est_server(tmp: &Path, extra: &[&str]) -> (Factory, CaServe) {
+    let factory = Factory::new(tmp, "Acme");
     let mfg = factory.pem();
     let mut args = vec![
         "--est",
@@ -286,7 +232,8 @@ fn est_server(tmp: &Path, factory: &Factory, extra: &[&str]) -> CaServe {
         "Fleet CA",
     ])
     .ok();
-    CaServe::start_new(&tmp.join("ca"), tmp.join("ca-serve.log"), &args)
+    let ca = CaServe::start_new(&tmp.join("ca"), tmp.join("ca-serve.log"), &args);
+    (factory, ca)
 }
 
 fn row<'a>(inv: &'a [serde_json::Value], serial: &str) -> &'a serde_json::Value {
@@ -313,12 +260,7 @@ fn serial_of(pem: &Path) -> String {
 fn every_endpoint_with_curl_openssl_and_python() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let factory = Factory::new(t, "Acme");
-    let ca = est_server(
-        t,
-        &factory,
-        &["--est-label", "line2=dns:{cn}-{serial}.line2.example"],
-    );
+    let (factory, ca) = est_server(t, &["--est-label", "line2=dns:{cn}-{serial}.line2.example"]);
 
     // cacerts: the root and the intermediate, for openssl and for Python.
     let a = get(&ca, t, "/.well-known/est/cacerts");
@@ -383,25 +325,15 @@ fn every_endpoint_with_curl_openssl_and_python() {
         san.contains("URI:spiffe://fleet.example/device/SN0001"),
         "{san}"
     );
-    let v = openssl(&[
-        "verify",
-        "-CAfile",
-        s(&ca.root()),
-        "-untrusted",
-        s(&ca.d().join("intermediate.pem")),
-        "-purpose",
-        "sslclient",
-        s(&leaf),
-    ]);
-    assert!(v.code == 0 && v.stdout.contains(": OK"), "{}", v.text());
+    let v = ca.openssl_verify(&leaf, "sslclient").ok();
+    assert!(v.stdout.contains(": OK"), "{}", v.text());
     let serial1 = serial_of(&leaf);
     let inv = ca.inventory();
     assert_eq!(row(&inv, &serial1)["requested_by"], "est:bootstrap:SN0001");
 
     // simplereenroll with the issued certificate (leaf + intermediate) and a new key.
     let chain = t.join("dev1-chain.pem");
-    let int = std::fs::read_to_string(ca.d().join("intermediate.pem")).unwrap();
-    std::fs::write(&chain, format!("{pem}{int}")).unwrap();
+    with_intermediate(&ca, &pem, &chain);
     let (key2, b64_2) = est_csr(t, "dev1b", "URI:spiffe://fleet.example/device/SN0001");
     let a = curl(
         &ca,
@@ -419,11 +351,7 @@ fn every_endpoint_with_curl_openssl_and_python() {
         format!("est:reenroll:{serial1}").as_str()
     );
     // The new certificate is for the new key.
-    let pub_of = |args: &[&str]| openssl_ok(args);
-    assert_eq!(
-        pub_of(&["x509", "-in", s(&leaf2), "-noout", "-pubkey"]),
-        pub_of(&["pkey", "-in", s(&key2), "-pubout"])
-    );
+    assert_eq!(pubkey_of_cert(&leaf2), pubkey_of_key(&key2));
 
     // A label with its own rule.
     let (fcert2, fkey2) = factory.device("SN0002");
@@ -502,6 +430,34 @@ fn python_split_multipart(a: &Answer, stem: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A `serverkeygen` answer (200, multipart) split into its key (`stem.key.der`, PKCS#8 DER) and
+/// its certificate (`stem.pem`, printed from the PKCS#7 part by openssl), checked to match:
+/// (key, certificate).
+fn serverkeygen_parts(a: &Answer, stem: &Path) -> (PathBuf, PathBuf) {
+    assert_eq!(a.status, 200, "{}\n{}", a.headers, a.text());
+    assert_eq!(
+        python_split_multipart(a, stem),
+        [
+            "application/pkcs8",
+            "application/pkcs7-mime" // smime-type is a parameter
+        ]
+    );
+    let key_der = stem.with_extension("key.der");
+    let leaf = stem.with_extension("pem");
+    openssl_ok(&[
+        "pkcs7",
+        "-inform",
+        "DER",
+        "-in",
+        s(&stem.with_extension("p7")),
+        "-print_certs",
+        "-out",
+        s(&leaf),
+    ]);
+    assert_eq!(pubkey_of_cert(&leaf), pubkey_of_key(&key_der));
+    (key_der, leaf)
+}
+
 /// Every file under `dir` (the CA's directory: inventory, WAL, log files).
 fn all_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -520,8 +476,7 @@ fn all_files(dir: &Path) -> Vec<PathBuf> {
 fn serverkeygen_sends_the_key_and_keeps_none() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let factory = Factory::new(t, "Acme");
-    let ca = est_server(t, &factory, &[]);
+    let (factory, ca) = est_server(t, &[]);
     let (fcert, fkey) = factory.device("SN0700");
     // The CSR carries the request; its key is a throwaway the CA ignores (RFC 7030 §4.4.1).
     let (csr_key, b64) = est_csr(t, "kg", "");
@@ -539,50 +494,16 @@ fn serverkeygen_sends_the_key_and_keeps_none() {
         "{}",
         a.headers
     );
-    let stem = t.join("kg");
-    assert_eq!(
-        python_split_multipart(&a, &stem),
-        [
-            "application/pkcs8",
-            "application/pkcs7-mime" // smime-type is a parameter
-        ]
-    );
-    let key_der = stem.with_extension("key.der");
-    let leaf = t.join("kg-leaf.pem");
-    openssl_ok(&[
-        "pkcs7",
-        "-inform",
-        "DER",
-        "-in",
-        s(&stem.with_extension("p7")),
-        "-print_certs",
-        "-out",
-        s(&leaf),
-    ]);
+    let (key_der, leaf) = serverkeygen_parts(&a, &t.join("kg"));
     // The key openssl reads from the answer is the certificate's, not the CSR's.
-    let cert_pub = openssl_ok(&["x509", "-in", s(&leaf), "-noout", "-pubkey"]);
-    let key_pub = openssl_ok(&["pkey", "-inform", "DER", "-in", s(&key_der), "-pubout"]);
-    assert_eq!(cert_pub, key_pub);
-    assert_ne!(
-        cert_pub,
-        openssl_ok(&["pkey", "-in", s(&csr_key), "-pubout"])
-    );
+    assert_ne!(pubkey_of_cert(&leaf), pubkey_of_key(&csr_key));
     let san = x509(&leaf, &["-ext", "subjectAltName"]);
     assert!(
         san.contains("URI:spiffe://fleet.example/device/SN0700"),
         "{san}"
     );
-    let v = openssl(&[
-        "verify",
-        "-CAfile",
-        s(&ca.root()),
-        "-untrusted",
-        s(&ca.d().join("intermediate.pem")),
-        "-purpose",
-        "sslclient",
-        s(&leaf),
-    ]);
-    assert!(v.code == 0 && v.stdout.contains(": OK"), "{}", v.text());
+    let v = ca.openssl_verify(&leaf, "sslclient").ok();
+    assert!(v.stdout.contains(": OK"), "{}", v.text());
     let serial = serial_of(&leaf);
     assert_eq!(
         row(&ca.inventory(), &serial)["requested_by"],
@@ -611,33 +532,30 @@ fn serverkeygen_sends_the_key_and_keeps_none() {
     let mut args = enroll_args(&b64, None);
     args.extend(["-u".to_string(), format!("device:{token}")]);
     let a = curl(&ca, t, "/.well-known/est/serverkeygen", &args);
-    assert_eq!(a.status, 200, "{}", a.text());
-    let stem2 = t.join("kg-token");
-    python_split_multipart(&a, &stem2);
+    let (key_der2, _) = serverkeygen_parts(&a, &t.join("kg-token"));
     curl(&ca, t, "/.well-known/est/serverkeygen", &args).refused(401, "token_used");
 
     // The mutual client: --server-keygen writes the CA's key, which matches its certificate.
     let (fcert2, fkey2) = factory.device("SN0701");
     let dir = t.join("dev");
-    let o = mutual(&[
-        "enroll",
-        "--est",
+    let o = mutual(&enroll_est(
         &ca.url(),
-        "--server-keygen",
-        "--bootstrap-cert",
-        s(&fcert2),
-        "--bootstrap-key",
-        s(&fkey2),
-        "--est-ca",
-        s(&ca.root()),
-        "--out",
-        s(&dir),
-    ])
+        &[
+            "--server-keygen",
+            "--bootstrap-cert",
+            s(&fcert2),
+            "--bootstrap-key",
+            s(&fkey2),
+            "--est-ca",
+            s(&ca.root()),
+        ],
+        &dir,
+    ))
     .ok();
     assert!(o.stdout.contains("key generated by the CA"), "{}", o.text());
     assert_eq!(
-        openssl_ok(&["x509", "-in", s(&dir.join("cert.pem")), "-noout", "-pubkey"]),
-        openssl_ok(&["pkey", "-in", s(&dir.join("key.pem")), "-pubout"])
+        pubkey_of_cert(&dir.join("cert.pem")),
+        pubkey_of_key(&dir.join("key.pem"))
     );
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(dir.join("key.pem"))
@@ -649,7 +567,7 @@ fn serverkeygen_sends_the_key_and_keeps_none() {
     // Never logged, never stored: neither the PKCS#8 (DER or base64) nor the private scalar
     // of any generated key is in the CA's log or anywhere in its directory (inventory, WAL).
     let mut secrets: Vec<Vec<u8>> = Vec::new();
-    for k in [key_der.clone(), stem2.with_extension("key.der")] {
+    for k in [key_der, key_der2] {
         let der = std::fs::read(&k).unwrap();
         let text = openssl_ok(&["pkey", "-inform", "DER", "-in", s(&k), "-text", "-noout"]);
         // "priv:" then hex bytes "aa:bb:..." over several lines until "pub:".
@@ -701,10 +619,9 @@ fn serverkeygen_sends_the_key_and_keeps_none() {
 fn a_denied_factory_serial_enrolls_no_more() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let factory = Factory::new(t, "Acme");
     let deny = t.join("deny.txt");
     std::fs::write(&deny, "# retired devices\nSN0901  # stolen\n").unwrap();
-    let ca = est_server(t, &factory, &["--est-deny-serial", s(&deny)]);
+    let (factory, ca) = est_server(t, &["--est-deny-serial", s(&deny)]);
     let (ok_cert, ok_key) = factory.device("SN0900");
     let (bad_cert, bad_key) = factory.device("SN0901");
     let (_, b64) = est_csr(t, "deny", "");
@@ -745,6 +662,36 @@ fn a_denied_factory_serial_enrolls_no_more() {
     assert_eq!(ca.inventory().len(), 1 + ca_own_rows(&ca));
 }
 
+/// `cert pending --json`: the held EST requests.
+fn pending(ca: &CaServe) -> Vec<serde_json::Value> {
+    let list = mutual(&["cert", "pending", "--dir", s(ca.d()), "--json"]).ok();
+    serde_json::from_str(&list.stdout).unwrap()
+}
+
+/// The id of the held request whose `cert pending` line mentions `needle`.
+fn pending_id(ca: &CaServe, needle: &str) -> Option<String> {
+    let o = mutual(&["cert", "pending", "--dir", s(ca.d())]);
+    o.stdout
+        .lines()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_string)
+}
+
+/// How many inventory rows were requested by exactly `by`.
+fn issued_to(ca: &CaServe, by: &str) -> usize {
+    ca.inventory()
+        .iter()
+        .filter(|r| r["requested_by"] == by)
+        .count()
+}
+
+/// Writes `leaf_pem` followed by the CA's intermediate to `chain` (what a device presents).
+fn with_intermediate(ca: &CaServe, leaf_pem: &str, chain: &Path) {
+    let int = std::fs::read_to_string(ca.d().join("intermediate.pem")).unwrap();
+    std::fs::write(chain, format!("{leaf_pem}{int}")).unwrap();
+}
+
 /// Rows the CA server itself has in the inventory (its own TLS certificate).
 fn ca_own_rows(ca: &CaServe) -> usize {
     ca.inventory()
@@ -764,66 +711,28 @@ fn ca_own_rows(ca: &CaServe) -> usize {
 fn serverkeygen_under_manual_approval_answers_once() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let factory = Factory::new(t, "Acme");
-    let ca = est_server(
-        t,
-        &factory,
-        &["--est-approval", "manual", "--est-retry-after", "1"],
-    );
+    let (factory, ca) = est_server(t, MANUAL);
     let ep = "/.well-known/est/serverkeygen";
     let (fcert, fkey) = factory.device("SN0800");
     let (_, b64) = est_csr(t, "kgheld", "");
     let args = enroll_args(&b64, Some((&fcert, &fkey)));
     curl(&ca, t, ep, &args).refused(202, "pending");
-    let list = mutual(&["cert", "pending", "--dir", s(ca.d()), "--json"]).ok();
-    let list: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    let list = pending(&ca);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["requested_by"], "est:bootstrap:SN0800");
     let id = list[0]["id"].as_str().unwrap().to_string();
     mutual(&["cert", "approve", &id, "--dir", s(ca.d())]).ok();
-    let a = curl(&ca, t, ep, &args);
-    assert_eq!(a.status, 200, "{}", a.text());
-    let stem = t.join("kgheld");
-    python_split_multipart(&a, &stem);
-    let leaf = t.join("kgheld.pem");
-    openssl_ok(&[
-        "pkcs7",
-        "-inform",
-        "DER",
-        "-in",
-        s(&stem.with_extension("p7")),
-        "-print_certs",
-        "-out",
-        s(&leaf),
-    ]);
-    assert_eq!(
-        openssl_ok(&["x509", "-in", s(&leaf), "-noout", "-pubkey"]),
-        openssl_ok(&[
-            "pkey",
-            "-inform",
-            "DER",
-            "-in",
-            s(&stem.with_extension("key.der")),
-            "-pubout"
-        ])
-    );
+    serverkeygen_parts(&curl(&ca, t, ep, &args), &t.join("kgheld"));
     curl(&ca, t, ep, &args).refused(410, "key_not_kept");
-    assert_eq!(
-        ca.inventory()
-            .iter()
-            .filter(|r| r["requested_by"] == "est:bootstrap:SN0800")
-            .count(),
-        1
-    );
+    assert_eq!(issued_to(&ca, "est:bootstrap:SN0800"), 1);
 }
 
 #[test]
 fn refusals_carry_the_exact_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let factory = Factory::new(t, "Acme");
     let evil = Factory::new(t, "Evil");
-    let ca = est_server(t, &factory, &[]);
+    let (factory, ca) = est_server(t, &[]);
     let (fcert, fkey) = factory.device("SN0100");
     let (_, b64) = est_csr(t, "ok", "");
     let ep = "/.well-known/est/simpleenroll";
@@ -911,8 +820,7 @@ fn refusals_carry_the_exact_reason() {
     let leaf = t.join("dev.pem");
     let pem = print_certs(t, &a, &leaf);
     let chain = t.join("chain.pem");
-    let int = std::fs::read_to_string(ca.d().join("intermediate.pem")).unwrap();
-    std::fs::write(&chain, format!("{pem}{int}")).unwrap();
+    with_intermediate(&ca, &pem, &chain);
     let key = t.join("ok.key");
     let (_, b64b) = est_csr(t, "next", "");
     curl(&ca, t, ep, &enroll_args(&b64b, Some((&chain, &key)))).refused(403, "unknown_ca");
@@ -1041,17 +949,12 @@ fn renewal_grace_after_expiry() {
         b_serial
     );
     // `mutual renew` (the native client) too: it sends the expired certificate, the CA renews.
-    let o = mutual(&[
-        "renew",
-        "--ca-url",
+    let o = renew_at(
         &lenient.url(),
-        "--cert",
-        s(&cert("a")),
-        "--key",
-        s(&key("a")),
-        "--ca",
-        s(&lenient.root()),
-    ])
+        &cert("a"),
+        &key("a"),
+        &["--ca", s(&lenient.root())],
+    )
     .ok();
     assert!(o.stdout.contains("renewed"), "{}", o.text());
     assert_eq!(
@@ -1129,34 +1032,18 @@ fn flags_are_checked() {
         a.extend_from_slice(extra);
         mutual_within(&a, Duration::from_secs(20))
     };
-    let o = run(&["--renew-grace", "31d"]);
-    assert_eq!(o.code, 2, "{}", o.text());
-    assert!(
-        o.stderr.contains("longer than the limit of 30 d"),
-        "{}",
-        o.text()
-    );
-    let o = run(&["--est", "--est-bootstrap-ca", s(&f.pem())]);
-    assert_eq!(o.code, 2, "{}", o.text());
-    assert!(
-        o.stderr.contains("--est-bootstrap-ca needs --est-identity"),
-        "{}",
-        o.text()
-    );
-    let o = run(&[
+    run(&["--renew-grace", "31d"]).fails_with("longer than the limit of 30 d");
+    run(&["--est", "--est-bootstrap-ca", s(&f.pem())])
+        .fails_with("--est-bootstrap-ca needs --est-identity");
+    run(&[
         "--est",
         "--est-deny-serial",
         s(&tmp.path().join("no-such-file")),
-    ]);
-    assert_eq!(o.code, 2, "{}", o.text());
-    assert!(
-        o.stderr.contains("--est-deny-serial") && o.stderr.contains("no-such-file"),
-        "{}",
-        o.text()
-    );
-    let o = run(&["--est", "--est-identity", "spiffe://fleet.example/device"]);
-    assert_eq!(o.code, 2, "{}", o.text());
-    assert!(o.stderr.contains("has no {serial} or {cn}"), "{}", o.text());
+    ])
+    .fails_with("--est-deny-serial")
+    .fails_with("no-such-file");
+    run(&["--est", "--est-identity", "spiffe://fleet.example/device"])
+        .fails_with("has no {serial} or {cn}");
 }
 
 /// A fleet of devices (Python, bounded concurrency) enrolls with factory certificates and then
@@ -1171,8 +1058,7 @@ fn a_fleet_enrolls_and_reenrolls() {
         .unwrap_or(200);
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let factory = Factory::new(t, "Acme");
-    let ca = est_server(t, &factory, &[]);
+    let (factory, ca) = est_server(t, &[]);
     let out = t.join("fleet.json");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/est/fleet.py");
     let o = Command::new(python())
@@ -1243,26 +1129,24 @@ fn a_fleet_enrolls_and_reenrolls() {
 fn enroll_and_renew_with_the_est_client() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let factory = Factory::new(t, "Acme");
     let evil = Factory::new(t, "Evil");
-    let ca = est_server(t, &factory, &["--est-ttl", "9s"]);
+    let (factory, ca) = est_server(t, &["--est-ttl", "9s"]);
     let url = ca.url();
     let fp = ca.fingerprint();
     let (fcert, fkey) = factory.device("SN0500");
     let dir = t.join("dev");
-    let o = mutual(&[
-        "enroll",
-        "--est",
+    let o = mutual(&enroll_est(
         &url,
-        "--bootstrap-cert",
-        s(&fcert),
-        "--bootstrap-key",
-        s(&fkey),
-        "--root-sha256",
-        &fp,
-        "--out",
-        s(&dir),
-    ])
+        &[
+            "--bootstrap-cert",
+            s(&fcert),
+            "--bootstrap-key",
+            s(&fkey),
+            "--root-sha256",
+            &fp,
+        ],
+        &dir,
+    ))
     .ok();
     assert!(
         o.stdout
@@ -1339,99 +1223,65 @@ fn enroll_and_renew_with_the_est_client() {
     // A token instead of a factory certificate, the root from a file.
     let token = ca.token(&["uri:spiffe://fleet.example/device/T9"], "1h", "client");
     let tdir = t.join("tok");
-    let o = mutual(&[
-        "enroll",
-        "--est",
+    let o = mutual(&enroll_est(
         &url,
-        "--token",
-        &token,
-        "--est-ca",
-        s(&ca.root()),
-        "--out",
-        s(&tdir),
-    ])
+        &["--token", &token, "--est-ca", s(&ca.root())],
+        &tdir,
+    ))
     .ok();
     assert!(
         o.stdout.contains("uri:spiffe://fleet.example/device/T9"),
         "{}",
         o.text()
     );
-    let o = mutual(&[
-        "enroll",
-        "--est",
+    let o = mutual(&enroll_est(
         &url,
-        "--token",
-        &token,
-        "--est-ca",
-        s(&ca.root()),
-        "--out",
-        s(&t.join("tok2")),
-    ]);
-    assert_eq!(o.code, 1, "{}", o.text());
-    assert!(o.stderr.contains("token_used"), "{}", o.text());
+        &["--token", &token, "--est-ca", s(&ca.root())],
+        &t.join("tok2"),
+    ))
+    .fails_code(1, "token_used");
     assert!(!o.stderr.contains(&token));
 
     // Refusals: a pin that is not the CA's root (nothing sent), an untrusted manufacturer, a
     // revoked device re-enrolling.
     let wrong = "00".repeat(32);
-    let o = mutual(&[
-        "enroll",
-        "--est",
+    mutual(&enroll_est(
         &url,
-        "--bootstrap-cert",
-        s(&fcert),
-        "--bootstrap-key",
-        s(&fkey),
-        "--root-sha256",
-        &wrong,
-        "--out",
-        s(&t.join("x")),
-    ]);
-    assert_eq!(o.code, 1, "{}", o.text());
-    assert!(
-        o.stderr
-            .contains("does not serve a root with SHA-256 fingerprint"),
-        "{}",
-        o.text()
-    );
+        &[
+            "--bootstrap-cert",
+            s(&fcert),
+            "--bootstrap-key",
+            s(&fkey),
+            "--root-sha256",
+            &wrong,
+        ],
+        &t.join("x"),
+    ))
+    .fails_code(1, "does not serve a root with SHA-256 fingerprint");
     let (ecert, ekey) = evil.device("SN0500");
-    let o = mutual(&[
-        "enroll",
-        "--est",
+    mutual(&enroll_est(
         &url,
-        "--bootstrap-cert",
-        s(&ecert),
-        "--bootstrap-key",
-        s(&ekey),
-        "--root-sha256",
-        &fp,
-        "--out",
-        s(&t.join("y")),
-    ]);
-    assert_eq!(o.code, 1, "{}", o.text());
-    assert!(o.stderr.contains("(unknown_ca)"), "{}", o.text());
+        &[
+            "--bootstrap-cert",
+            s(&ecert),
+            "--bootstrap-key",
+            s(&ekey),
+            "--root-sha256",
+            &fp,
+        ],
+        &t.join("y"),
+    ))
+    .fails_code(1, "(unknown_ca)");
     mutual(&["cert", "revoke", &serial_of(&cert), "--dir", s(ca.d())]).ok();
-    let o = mutual(&["renew", "--est", &url, "--cert", s(&cert), "--key", s(&key)]);
-    assert_eq!(o.code, 1, "{}", o.text());
-    assert!(o.stderr.contains("revoked (HTTP 403)"), "{}", o.text());
+    mutual(&["renew", "--est", &url, "--cert", s(&cert), "--key", s(&key)])
+        .fails_code(1, "revoked (HTTP 403)");
     // Usage: --est without a way to trust the CA.
-    let o = mutual(&[
-        "enroll",
-        "--est",
+    mutual(&enroll_est(
         &url,
-        "--bootstrap-cert",
-        s(&fcert),
-        "--bootstrap-key",
-        s(&fkey),
-        "--out",
-        s(&t.join("z")),
-    ]);
-    assert_eq!(o.code, 2, "{}", o.text());
-    assert!(
-        o.stderr.contains("--root-sha256 FINGERPRINT or --est-ca"),
-        "{}",
-        o.text()
-    );
+        &["--bootstrap-cert", s(&fcert), "--bootstrap-key", s(&fkey)],
+        &t.join("z"),
+    ))
+    .fails_with("--root-sha256 FINGERPRINT or --est-ca");
 }
 
 /// `--est-approval manual`: a request waits in the store (202 + Retry-After) until
@@ -1441,12 +1291,7 @@ fn enroll_and_renew_with_the_est_client() {
 fn manual_approval_holds_requests_until_an_operator_decides() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let factory = Factory::new(t, "Acme");
-    let ca = est_server(
-        t,
-        &factory,
-        &["--est-approval", "manual", "--est-retry-after", "1"],
-    );
+    let (factory, ca) = est_server(t, MANUAL);
     let ep = "/.well-known/est/simpleenroll";
     let (fcert, fkey) = factory.device("SN0700");
     let (_, b64) = est_csr(t, "held", "");
@@ -1460,8 +1305,7 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
     );
     // Polling with the same CSR finds the same request.
     curl(&ca, t, ep, &args).refused(202, "pending");
-    let list = mutual(&["cert", "pending", "--dir", s(ca.d()), "--json"]).ok();
-    let list: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    let list = pending(&ca);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["requested_by"], "est:bootstrap:SN0700");
     assert_eq!(
@@ -1469,10 +1313,7 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
         "[\"uri:spiffe://fleet.example/device/SN0700\"]"
     );
     let id = list[0]["id"].as_str().unwrap().to_string();
-    assert!(ca
-        .inventory()
-        .iter()
-        .all(|r| r["requested_by"] != "est:bootstrap:SN0700"));
+    assert_eq!(issued_to(&ca, "est:bootstrap:SN0700"), 0);
 
     mutual(&["cert", "approve", &id, "--dir", s(ca.d())]).ok();
     let leaf = t.join("held.pem");
@@ -1482,38 +1323,22 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
     let again = t.join("again.pem");
     print_certs(t, &curl(&ca, t, ep, &args), &again);
     assert_eq!(serial_of(&again), serial);
-    let inv = ca.inventory();
-    assert_eq!(
-        inv.iter()
-            .filter(|r| r["requested_by"] == "est:bootstrap:SN0700")
-            .count(),
-        1
-    );
+    assert_eq!(issued_to(&ca, "est:bootstrap:SN0700"), 1);
     // Decided once: approving or rejecting it again fails.
-    let o = mutual(&["cert", "reject", &id, "--dir", s(ca.d())]);
-    assert_eq!(o.code, 1, "{}", o.text());
-    assert!(o.stderr.contains("is issued, not pending"), "{}", o.text());
+    mutual(&["cert", "reject", &id, "--dir", s(ca.d())]).fails_code(1, "is issued, not pending");
 
     // Rejected: the next poll is refused.
     let (fcert2, fkey2) = factory.device("SN0701");
     let (_, b64) = est_csr(t, "held2", "");
     let args = enroll_args(&b64, Some((&fcert2, &fkey2)));
     curl(&ca, t, ep, &args).refused(202, "pending");
-    let o = mutual(&["cert", "pending", "--dir", s(ca.d())]).ok();
-    let id2 = o
-        .stdout
-        .lines()
-        .find(|l| l.contains("SN0701"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .to_string();
+    let id2 = pending_id(&ca, "SN0701").unwrap();
     mutual(&["cert", "reject", &id2, "--dir", s(ca.d())]).ok();
     curl(&ca, t, ep, &args).refused(403, "rejected");
     let o = mutual(&["cert", "approve", &id2, "--dir", s(ca.d())]);
     assert_eq!(o.code, 1, "{}", o.text());
-    let o = mutual(&["cert", "approve", "0000000000000000", "--dir", s(ca.d())]);
-    assert_eq!(o.code, 1, "{}", o.text());
-    assert!(o.stderr.contains("no EST request"), "{}", o.text());
+    mutual(&["cert", "approve", "0000000000000000", "--dir", s(ca.d())])
+        .fails_code(1, "no EST request");
 
     // The binary's client polls with the same CSR until the operator approves.
     let (fcert3, fkey3) = factory.device("SN0702");
@@ -1522,36 +1347,28 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
     let mut child = mutual_test::ChildGuard(
         mutual_cmd(
             None,
-            &[
-                "enroll",
-                "--est",
+            &enroll_est(
                 &ca.url(),
-                "--bootstrap-cert",
-                s(&fcert3),
-                "--bootstrap-key",
-                s(&fkey3),
-                "--est-ca",
-                s(&root),
-                "--est-wait",
-                "5m",
-                "--out",
-                s(&dir),
-            ],
+                &[
+                    "--bootstrap-cert",
+                    s(&fcert3),
+                    "--bootstrap-key",
+                    s(&fkey3),
+                    "--est-ca",
+                    s(&root),
+                    "--est-wait",
+                    "5m",
+                ],
+                &dir,
+            ),
         )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap(),
     );
-    let id3 = eventually(Duration::from_secs(60), || {
-        let o = mutual(&["cert", "pending", "--dir", s(ca.d())]);
-        o.stdout
-            .lines()
-            .find(|l| l.contains("SN0702"))
-            .and_then(|l| l.split_whitespace().next())
-            .map(str::to_string)
-    })
-    .expect("the client's request never arrived");
+    let id3 = eventually(Duration::from_secs(60), || pending_id(&ca, "SN0702"))
+        .expect("the client's request never arrived");
     mutual(&["cert", "approve", &id3, "--dir", s(ca.d())]).ok();
     let st = eventually(Duration::from_secs(120), || child.0.try_wait().unwrap())
         .expect("enroll --est-wait did not finish after the approval");

@@ -343,23 +343,19 @@ fn proxies(cluster: &Cluster, ttl: &str) -> Pair {
 /// Requests through connect -> serve -> backend, one every 50 ms, counting failures, and the
 /// serials serve presents (probed every 2 s).
 struct Traffic {
-    good: usize,
-    bad: Vec<String>,
+    flow: Flow,
     served: BTreeSet<String>,
     last_probe: Instant,
     probe_cfg: Arc<rustls::ClientConfig>,
-    start: Instant,
 }
 
 impl Traffic {
     fn new(p: &Pair) -> Traffic {
         Traffic {
-            good: 0,
-            bad: Vec::new(),
+            flow: Flow::begin(),
             served: BTreeSet::new(),
             last_probe: Instant::now() - Duration::from_secs(10),
             probe_cfg: rustls_config(&p.sdir.join("root.pem"), None),
-            start: Instant::now(),
         }
     }
 
@@ -374,12 +370,7 @@ impl Traffic {
         let deadline = Instant::now() + limit;
         let mut last_check = Instant::now();
         loop {
-            match try_http_get(p.connect.addr(), "/") {
-                Some((200, body)) if body == BACKEND_BODY => self.good += 1,
-                other => self
-                    .bad
-                    .push(format!("{:?}: {other:?}", self.start.elapsed())),
-            }
+            self.flow.send(&p.connect, "");
             if self.last_probe.elapsed() >= Duration::from_secs(2) {
                 self.last_probe = Instant::now();
                 if let Ok(s) = tls_connect(p.serve.addr(), &self.probe_cfg) {
@@ -391,7 +382,7 @@ impl Traffic {
             }
             if last_check.elapsed() >= Duration::from_millis(500) {
                 last_check = Instant::now();
-                if done(self.good) {
+                if done(self.flow.good) {
                     return;
                 }
                 assert!(
@@ -460,18 +451,10 @@ async fn proxies_renew_through_a_replica_killed_and_restarted() {
             let l = &renewed_lines(px)[1];
             assert_eq!(field(l, "ca_url"), Some(a.as_str()), "{l}");
         }
-        assert!(
-            t.bad.is_empty(),
-            "{} of {} requests failed: {:?}\nserve:\n{}\nconnect:\n{}",
-            t.bad.len(),
-            t.good + t.bad.len(),
-            t.bad,
-            p.serve.stderr_text(),
-            p.connect.stderr_text()
-        );
+        t.flow.assert_none_failed(&p.serve, &p.connect);
         eprintln!(
             "{} requests through connect -> serve -> backend, none failed",
-            t.good
+            t.flow.good
         );
 
         // Rows: every serial unique, every certificate the proxies held is in the store.
@@ -587,7 +570,7 @@ async fn a_database_outage_is_503_and_recovers() {
         );
         assert_eq!(std::fs::read(sdir.join("cert.pem")).unwrap(), before);
         // The proxies keep serving meanwhile.
-        let good = t.good;
+        let good = t.flow.good;
         t.until(
             &p,
             Duration::from_secs(10),
@@ -602,12 +585,7 @@ async fn a_database_outage_is_503_and_recovers() {
         });
         let r = renew_once(&ca, &sdir);
         assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
-        assert!(
-            t.bad.is_empty(),
-            "{} requests failed: {:?}",
-            t.bad.len(),
-            t.bad
-        );
+        t.flow.assert_none_failed(&p.serve, &p.connect);
         // Nothing was issued without its row: exactly the two issued after the outage were added.
         let inv = cluster.inventory();
         assert_eq!(inv.len(), rows_before + 2, "{inv:?}");

@@ -6,10 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod pki_common;
-use pki_common::{mutual, openssl, s, CaServe, TestCa};
+use pki_common::{curl_in, issuer_cn, mutual, openssl, renew_at, s, CaServe, TestCa};
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The `issuer` of every inventory row, by name.
 fn issuers_by_name(rows: &[serde_json::Value]) -> Vec<(String, String)> {
@@ -67,27 +66,6 @@ fn serial_of(rows: &[serde_json::Value], name: &str) -> String {
 fn verify_chain(root: &str, chain: &Path) {
     let o = openssl(&["verify", "-CAfile", root, "-untrusted", s(chain), s(chain)]);
     assert_eq!(o.code, 0, "{}", o.text());
-}
-
-/// The issuer CN of the first certificate of a PEM file.
-fn issuer_cn(pem: &Path) -> String {
-    let o = openssl(&[
-        "x509",
-        "-in",
-        s(pem),
-        "-noout",
-        "-issuer",
-        "-nameopt",
-        "multiline",
-    ]);
-    o.stdout
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("commonName")
-                .map(|v| v.trim_start_matches([' ', '=']).to_string())
-        })
-        .unwrap()
 }
 
 #[test]
@@ -235,32 +213,12 @@ fn rotate_intermediate_refuses_without_the_root_key_and_changes_nothing() {
     assert!(!ca.dir.join("issuers").exists());
 }
 
-/// curl GET with our root as the only trust anchor: (status, headers, body bytes).
+/// curl GET with our root as the only trust anchor: (status, lowercase headers, body bytes).
 fn curl(ca: &CaServe, path: &str, args: &[&str]) -> (u16, String, Vec<u8>) {
     let tmp = tempfile::tempdir().unwrap();
-    let (hdr, body) = (tmp.path().join("h"), tmp.path().join("b"));
-    let o = Command::new("curl")
-        .args([
-            "-sS",
-            "--cacert",
-            s(&ca.root()),
-            "-D",
-            s(&hdr),
-            "-o",
-            s(&body),
-        ])
-        .args(["-w", "%{http_code}"])
-        .args(args)
-        .arg(format!("{}{path}", ca.url()))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let code = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
-    (
-        code,
-        std::fs::read_to_string(&hdr).unwrap().to_ascii_lowercase(),
-        std::fs::read(&body).unwrap_or_default(),
-    )
+    let a = curl_in(tmp.path(), ca.root(), &format!("{}{path}", ca.url()), args);
+    assert_eq!(a.curl_code, 0, "{}", a.stderr);
+    (a.status, a.headers.to_ascii_lowercase(), a.body)
 }
 
 #[test]
@@ -284,16 +242,7 @@ fn a_running_ca_picks_up_a_rotation_and_serves_a_crl_per_issuer() {
     // A certificate from the retiring issuer renews (mTLS with its old chain) into int-2.
     let url = ca.url();
     let (cert_a, key_a) = (a.join("cert.pem"), a.join("key.pem"));
-    mutual(&[
-        "renew",
-        "--ca-url",
-        &url,
-        "--cert",
-        s(&cert_a),
-        "--key",
-        s(&key_a),
-    ])
-    .ok();
+    renew_at(&url, &cert_a, &key_a, &[]).ok();
     assert_eq!(issuer_cn(&cert_a), "Life CA Intermediate 2");
     let root = s(&ca.root()).to_string();
     verify_chain(&root, &cert_a);
@@ -384,18 +333,7 @@ fn renew_exec_runs_once_per_renewal_and_a_failure_keeps_the_new_certificate() {
         s(&log)
     );
     let before = serial_now();
-    let o = mutual(&[
-        "renew",
-        "--ca-url",
-        &url,
-        "--cert",
-        s(&cert),
-        "--key",
-        s(&key),
-        "--exec",
-        &hook,
-    ])
-    .ok();
+    let o = renew_at(&url, &cert, &key, &["--exec", &hook]).ok();
     assert!(o.stdout.contains("exec  exit status 0"), "{}", o.text());
     let after = serial_now();
     let lines = std::fs::read_to_string(&log).unwrap();
@@ -406,17 +344,7 @@ fn renew_exec_runs_once_per_renewal_and_a_failure_keeps_the_new_certificate() {
     );
 
     // A failing hook: exit 1 with its status, and the renewal stands.
-    let o = mutual(&[
-        "renew",
-        "--ca-url",
-        &url,
-        "--cert",
-        s(&cert),
-        "--key",
-        s(&key),
-        "--exec",
-        "exit 3",
-    ]);
+    let o = renew_at(&url, &cert, &key, &["--exec", "exit 3"]);
     assert_eq!(o.code, 1, "{}", o.text());
     assert!(
         o.stderr
@@ -656,17 +584,7 @@ fn a_running_ca_trusts_the_new_root_after_retire_root_without_a_restart() {
     let before = serial_of_file(&cert);
     let url = ca.url();
     let root = s(&ca.root()).to_string();
-    let o = mutual(&[
-        "renew",
-        "--ca-url",
-        &url,
-        "--cert",
-        s(&cert),
-        "--key",
-        s(&work.path().join("late.key")),
-        "--ca",
-        &root,
-    ]);
+    let o = renew_at(&url, &cert, &work.path().join("late.key"), &["--ca", &root]);
     assert_eq!(o.code, 0, "{}\nCA log:\n{}", o.text(), ca.log_text());
     assert_ne!(serial_of_file(&cert), before, "renewed");
     assert!(

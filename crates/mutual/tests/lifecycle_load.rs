@@ -9,33 +9,12 @@
 
 mod pki_common;
 mod proxy_common;
-use pki_common::{mutual, norm_serial, openssl, s, CaServe};
+use pki_common::{issuer_cn, mutual, norm_serial, s, CaServe};
 use proxy_common::*;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// The issuer CN of the first certificate of a PEM file.
-fn issuer_cn(pem: &Path) -> String {
-    let o = openssl(&[
-        "x509",
-        "-in",
-        s(pem),
-        "-noout",
-        "-issuer",
-        "-nameopt",
-        "multiline",
-    ]);
-    o.stdout
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("commonName")
-                .map(|v| v.trim_start_matches([' ', '=']).to_string())
-        })
-        .unwrap()
-}
+use std::time::Duration;
 
 #[test]
 fn rotation_and_root_rollover_under_load_fail_no_request() {
@@ -44,41 +23,20 @@ fn rotation_and_root_rollover_under_load_fail_no_request() {
         &[],
         &["--rate-limit", "off", "--server-cert-ttl", "60s"],
     );
-    let fp = ca.fingerprint();
     let work = tempfile::tempdir().unwrap();
-    let be = http_backend();
-    let url = ca.url();
-    let proxy_args = |dir: &Path, token: &str, extra: &[&str]| -> Vec<String> {
-        let f = |name: &str| dir.join(name);
-        let mut a = tls_args(
-            &f("cert.pem"),
-            &f("key.pem"),
-            &f("root.pem"),
-            &["--ca-url", &url, "--token", token, "--root-sha256", &fp],
-        );
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
-    let sdir = work.path().join("serve");
-    let cdir = work.path().join("connect");
-    let st = ca.token(&["dns:localhost", "ip:127.0.0.1"], "60s", "both");
-    let serve = spawn_proxy(
-        "serve",
-        "--backend",
-        &be.addr.to_string(),
-        &proxy_args(&sdir, &st, &["--allow-spiffe", OK_ID]),
-    );
-    let ct = ca.token(&[&format!("uri:{OK_ID}")], "60s", "client");
-    let connect = spawn_proxy(
-        "connect",
-        "--remote",
-        &serve.addr().to_string(),
-        &proxy_args(&cdir, &ct, &[]),
-    );
+    let EnrolledPair {
+        serve,
+        connect,
+        sdir,
+        cdir,
+        ..
+    } = enrolled_pair(work.path(), &ca.url(), &ca.fingerprint(), |sans, usage| {
+        ca.token(sans, "60s", usage)
+    });
     assert_eq!(issuer_cn(&sdir.join("cert.pem")), "Load CA Intermediate");
 
-    let (mut good, mut bad) = (0usize, Vec::new());
-    let start = Instant::now();
+    let mut flow = Flow::begin();
+    let start = flow.start;
     let version = |p: &Proxy, listener: &str| {
         p.metric(&format!(
             "mutual_trust_bundle_version{{listener=\"{listener}\"}}"
@@ -144,20 +102,11 @@ fn rotation_and_root_rollover_under_load_fail_no_request() {
             6 if chain_len(&sdir) == 2 && chain_len(&cdir) == 2 => phase = 7,
             _ => {}
         }
-        match try_http_get(connect.addr(), "/") {
-            Some((200, body)) if body == BACKEND_BODY => good += 1,
-            other => bad.push(format!("{:?} phase {phase}: {other:?}", start.elapsed())),
-        }
+        flow.send(&connect, &format!(" phase {phase}"));
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        bad.is_empty(),
-        "{} of {} requests failed: {bad:?}\nserve:\n{}\nconnect:\n{}",
-        bad.len(),
-        good + bad.len(),
-        serve.stderr_text(),
-        connect.stderr_text()
-    );
+    flow.assert_none_failed(&serve, &connect);
+    let good = flow.good;
     eprintln!(
         "{good} requests through connect -> serve -> backend during the rotation and the root \
          rollover ({:?}), none failed",

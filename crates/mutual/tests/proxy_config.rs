@@ -107,6 +107,11 @@ impl Run {
     fn stderr_text(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
+    /// Waits until `cond` holds; fails with `what` and the stderr of `mutual run` if it never does.
+    fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let ok = eventually(EVENT_TIMEOUT, || cond().then_some(()));
+        assert!(ok.is_some(), "{what}:\n{}", self.stderr_text());
+    }
     fn audit(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path("audit.log"))
             .unwrap_or_default()
@@ -366,14 +371,17 @@ fn three_listeners_live_reauthorization_and_broken_edits() {
     assert_eq!(line["identity"]["serial"], doomed.serial_hex.as_str());
 
     // 4. Broken edits change nothing: a syntax error, then a missing certificate file.
-    let terminated_before: Vec<f64> = [
-        ("a", "policy_denied"),
-        ("b", "policy_denied"),
-        ("b", "revoked"),
-    ]
-    .iter()
-    .map(|(l, why)| r.metric(&term(l, why)))
-    .collect();
+    let terminated = || -> Vec<f64> {
+        [
+            ("a", "policy_denied"),
+            ("b", "policy_denied"),
+            ("b", "revoked"),
+        ]
+        .iter()
+        .map(|(l, why)| r.metric(&term(l, why)))
+        .collect()
+    };
+    let terminated_before = terminated();
     let failures = "mutual_config_reloads_total{result=\"failure\"}";
     let before = r.metric(failures);
     // A broken edit (the `n`th): the reload fails and is counted, traffic keeps flowing, and
@@ -399,16 +407,9 @@ fn three_listeners_live_reauthorization_and_broken_edits() {
         "config check should name line {b_line}:\n{out}"
     );
     // The failure is counted before it is logged: wait for the log line.
-    let logged = eventually(EVENT_TIMEOUT, || {
-        r.stderr_text()
-            .contains(&format!("mutual.toml:{b_line}:"))
-            .then_some(())
+    r.wait_until("the log should name the line", || {
+        r.stderr_text().contains(&format!("mutual.toml:{b_line}:"))
     });
-    assert!(
-        logged.is_some(),
-        "the log should name the line:\n{}",
-        r.stderr_text()
-    );
 
     let missing = config_text(&r, backend, &quoted(&[OK_ID]), "nope.pem");
     let (cert_line, out) = broken_edit(&missing, 2.0, "nope.pem");
@@ -420,15 +421,7 @@ fn three_listeners_live_reauthorization_and_broken_edits() {
     );
     // Nothing was terminated by the broken edits (compared with before them: see step 1 for why
     // `a` may count B's refused new connection too).
-    let terminated_after: Vec<f64> = [
-        ("a", "policy_denied"),
-        ("b", "policy_denied"),
-        ("b", "revoked"),
-    ]
-    .iter()
-    .map(|(l, why)| r.metric(&term(l, why)))
-    .collect();
-    assert_eq!(terminated_after, terminated_before);
+    assert_eq!(terminated(), terminated_before);
     assert_eq!(r.metric(&term("b", "policy_denied")), 1.0);
     assert_eq!(r.metric(&term("b", "revoked")), 1.0);
     if std::env::var_os("SHOW_STDERR").is_some() {
@@ -548,25 +541,15 @@ fn listeners_added_removed_and_moved_by_config_edits() {
     r.write("mutual.toml", &edited);
     let new_a_addr = SocketAddr::from(([127, 0, 0, 1], new_a));
     let d_addr = SocketAddr::from(([127, 0, 0, 1], d_port));
-    let moved = eventually(EVENT_TIMEOUT, || {
-        (rustls_get(new_a_addr, &ok_cfg).ok()? == (200, BACKEND_BODY.to_string())).then_some(())
-    });
-    assert!(moved.is_some(), "a did not move:\n{}", r.stderr_text());
+    let serves =
+        |addr| rustls_get(addr, &ok_cfg).is_ok_and(|got| got == (200, BACKEND_BODY.to_string()));
+    r.wait_until("a did not move", || serves(new_a_addr));
     // `d` is started in the same pass as the move, but not necessarily before it: wait for it.
-    let d_up = eventually(EVENT_TIMEOUT, || {
-        (rustls_get(d_addr, &ok_cfg).ok()? == (200, BACKEND_BODY.to_string())).then_some(())
-    });
-    assert!(d_up.is_some(), "d did not start:\n{}", r.stderr_text());
+    r.wait_until("d did not start", || serves(d_addr));
     // The old address of `a` and the removed `c` no longer accept.
-    let closed = eventually(EVENT_TIMEOUT, || {
-        (TcpStream::connect(r.addr(0)).is_err() && TcpStream::connect(r.addr(2)).is_err())
-            .then_some(())
+    r.wait_until("old listeners still accept", || {
+        TcpStream::connect(r.addr(0)).is_err() && TcpStream::connect(r.addr(2)).is_err()
     });
-    assert!(
-        closed.is_some(),
-        "old listeners still accept:\n{}",
-        r.stderr_text()
-    );
     // `b` was not touched: its connection is still open, and it still serves.
     echo(&mut b_ok, "after\n").unwrap();
     let (ok, code, _) = curl(r.ports[1], &fx.pki.root, Some(&fx.ok));
@@ -580,22 +563,14 @@ fn listeners_added_removed_and_moved_by_config_edits() {
     // SIGHUP reloads the config file too (nothing changed: every listener keeps running).
     let pid = r.child.as_ref().unwrap().0.id();
     signal(pid, "HUP");
-    let hup = eventually(EVENT_TIMEOUT, || {
-        r.stderr_text()
-            .lines()
-            .any(|l| {
-                // (field names may carry colour codes: match the values)
-                l.contains("configuration reloaded")
-                    && l.contains("\"config\"")
-                    && l.contains("\"SIGHUP\"")
-            })
-            .then_some(())
+    r.wait_until("no SIGHUP reload of the config", || {
+        r.stderr_text().lines().any(|l| {
+            // (field names may carry colour codes: match the values)
+            l.contains("configuration reloaded")
+                && l.contains("\"config\"")
+                && l.contains("\"SIGHUP\"")
+        })
     });
-    assert!(
-        hup.is_some(),
-        "no SIGHUP reload of the config:\n{}",
-        r.stderr_text()
-    );
     echo(&mut b_ok, "after hup\n").unwrap();
 
     // SIGTERM: stop accepting, drain, exit 0 once the open connections are closed.

@@ -11,7 +11,7 @@ mod pki_common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use mutual_store::testing::PgTestDb;
@@ -20,42 +20,18 @@ use pki_common::*;
 
 /// curl against the CA: (status, body).
 fn curl(ca: &TestCa, url: &str, args: &[&str]) -> (u16, String) {
-    let body = ca.tmp.path().join(format!("body-{}", free_port()));
-    let o = Command::new("curl")
-        .args(["-sS", "--max-time", "30", "--cacert", &ca.root()])
-        .args(["-o", s(&body), "-w", "%{http_code}"])
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&o.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
-    (status, std::fs::read_to_string(&body).unwrap_or_default())
+    let a = curl_in(ca.tmp.path(), ca.root(), url, args);
+    (a.status, a.text())
 }
 
 fn sign(ca: &TestCa, base: &str, token: &str, name: &str) -> (u16, String) {
     let key = ca.tmp.path().join(format!("{name}.key"));
     let csr = ca.tmp.path().join(format!("{name}.csr"));
     openssl_csr(&key, &csr, "/CN=ignored", "");
-    let req = ca.tmp.path().join(format!("{name}-{}.json", free_port()));
     let body = serde_json::json!({"csr": std::fs::read_to_string(&csr).unwrap(), "token": token});
-    std::fs::write(&req, body.to_string()).unwrap();
-    let data = format!("@{}", s(&req));
-    curl(
-        ca,
-        &format!("{base}/v1/sign"),
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "--data-binary",
-            &data,
-        ],
-    )
+    let args = json_post_args(ca.tmp.path(), &body, &[]);
+    let a = curl_in(ca.tmp.path(), ca.root(), &format!("{base}/v1/sign"), &args);
+    (a.status, a.text())
 }
 
 /// The `mutual_ca_store_errors_total` samples: (labels, value).

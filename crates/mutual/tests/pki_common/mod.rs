@@ -41,9 +41,14 @@ impl Out {
     }
     /// Asserts exit 2 and that stderr contains `needle`.
     pub fn fails_with(self, needle: &str) -> Out {
+        self.fails_code(2, needle)
+    }
+
+    /// Asserts exit `code` and that stderr contains `needle` (and not the CA password).
+    pub fn fails_code(self, code: i32, needle: &str) -> Out {
         assert_eq!(
-            self.code, 2,
-            "expected exit 2; stdout: {}\nstderr: {}",
+            self.code, code,
+            "expected exit {code}; stdout: {}\nstderr: {}",
             self.stdout, self.stderr
         );
         assert!(
@@ -188,6 +193,37 @@ pub fn openssl_csr_with(key: &Path, csr: &Path, subj: &str, extra: &[&str]) -> S
     std::fs::read_to_string(csr).unwrap()
 }
 
+/// The issuer CN of the first certificate of a PEM file.
+pub fn issuer_cn(pem: &Path) -> String {
+    let o = openssl(&[
+        "x509",
+        "-in",
+        s(pem),
+        "-noout",
+        "-issuer",
+        "-nameopt",
+        "multiline",
+    ]);
+    o.stdout
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("commonName")
+                .map(|v| v.trim_start_matches([' ', '=']).to_string())
+        })
+        .unwrap()
+}
+
+/// The public key (PEM) of the first certificate of a PEM file.
+pub fn pubkey_of_cert(cert: &Path) -> String {
+    x509(cert, &["-pubkey"])
+}
+
+/// The public key (PEM) of a private key file, PEM or DER (openssl tells them apart).
+pub fn pubkey_of_key(key: &Path) -> String {
+    openssl_ok(&["pkey", "-in", s(key), "-pubout"])
+}
+
 /// The SHA-256 fingerprint of a PEM certificate as openssl prints it (upper case with colons),
 /// the form an operator hands out for `--root-sha256`.
 pub fn fingerprint_of(pem: &Path) -> String {
@@ -231,6 +267,84 @@ pub fn chain_roles(report: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// One curl answer: the status (0 when none came), the response headers as received, the body
+/// as bytes, curl's exit code and its stderr.
+pub struct Answer {
+    pub status: u16,
+    pub headers: String,
+    pub body: Vec<u8>,
+    pub curl_code: i32,
+    pub stderr: String,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+
+    /// The value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+
+    /// A refusal: `status`, problem+json, and the problem's reason label; the problem.
+    pub fn refused(&self, status: u16, reason: &str) -> serde_json::Value {
+        assert_eq!(self.status, status, "{}\n{}", self.headers, self.text());
+        assert!(
+            self.headers
+                .to_ascii_lowercase()
+                .contains("content-type: application/problem+json"),
+            "{}",
+            self.headers
+        );
+        let v = self.json();
+        assert_eq!(v["reason"], reason, "{v}");
+        v
+    }
+}
+
+/// `curl ARGS URL` trusting only `root`, under a 60 s limit, keeping headers and body in
+/// fresh files under `dir`.
+pub fn curl_in<S: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    root: impl AsRef<Path>,
+    url: &str,
+    args: &[S],
+) -> Answer {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let body = dir.join(format!("answer-{n}.body"));
+    let headers = dir.join(format!("answer-{n}.headers"));
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--cacert", s(root.as_ref())])
+        .args(["-D", s(&headers), "-o", s(&body), "-w", "%{http_code}"])
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    Answer {
+        status: String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
+        headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+        body: std::fs::read(&body).unwrap_or_default(),
+        curl_code: o.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
 /// `cert issue` flags of a server certificate for `localhost` and 127.0.0.1.
 pub const LOCALHOST_SERVER: &[&str] = &[
     "--server",
@@ -239,6 +353,28 @@ pub const LOCALHOST_SERVER: &[&str] = &[
     "--san",
     "ip:127.0.0.1",
 ];
+
+/// `mutual renew --ca-url URL --cert CERT --key KEY EXTRA...`: one renewal over the native API.
+pub fn renew_at(url: &str, cert: &Path, key: &Path, extra: &[&str]) -> Out {
+    let mut a = vec!["renew", "--ca-url", url, "--cert", s(cert), "--key", s(key)];
+    a.extend_from_slice(extra);
+    mutual(&a)
+}
+
+/// `openssl verify` of `cert` against the root and the (first) intermediate of the CA in `dir`,
+/// with a purpose (`sslclient`, `sslserver`).
+pub fn openssl_verify_in(dir: &Path, cert: &Path, purpose: &str) -> Out {
+    openssl(&[
+        "verify",
+        "-CAfile",
+        s(&dir.join("root.pem")),
+        "-untrusted",
+        s(&dir.join("intermediate.pem")),
+        "-purpose",
+        purpose,
+        s(cert),
+    ])
+}
 
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -325,18 +461,7 @@ impl TestCa {
 
     /// `openssl verify` of `cert` against root + intermediate, with a purpose.
     pub fn openssl_verify(&self, cert: &Path, purpose: &str) -> Out {
-        let root = self.root();
-        let int = self.intermediate();
-        openssl(&[
-            "verify",
-            "-CAfile",
-            &root,
-            "-untrusted",
-            &int,
-            "-purpose",
-            purpose,
-            s(cert),
-        ])
+        openssl_verify_in(&self.dir, cert, purpose)
     }
 
     /// Bytes of every file in the CA dir (to prove a refused command changed nothing).
@@ -500,6 +625,11 @@ impl CaServe {
 
     pub fn fingerprint(&self) -> String {
         fingerprint_of(&self.root())
+    }
+
+    /// `openssl verify` of `cert` against this CA's root + intermediate, with a purpose.
+    pub fn openssl_verify(&self, cert: &Path, purpose: &str) -> Out {
+        openssl_verify_in(&self.dir, cert, purpose)
     }
 
     /// The inventory as JSON objects.

@@ -205,6 +205,107 @@ pub fn tls_args(cert: &Path, key: &Path, ca: &Path, extra: &[&str]) -> Vec<Strin
     v
 }
 
+/// `--cert DIR/cert.pem --key DIR/key.pem --ca DIR/root.pem EXTRA...`: where `enroll` and the
+/// enrolling proxies keep their files.
+pub fn pair_in(dir: &Path, extra: &[&str]) -> Vec<String> {
+    let f = |name: &str| dir.join(name);
+    tls_args(&f("cert.pem"), &f("key.pem"), &f("root.pem"), extra)
+}
+
+/// A `serve` (to a new `http_backend`, allowing `OK_ID`) and a `connect` to it (as `OK_ID`) that enroll
+/// themselves from the online CA at `ca_url` (root pinned to `fp`) with 60-second certificates
+/// and renew them, keeping their files in `work/serve` and `work/connect`. `mint(sans, usage)`
+/// makes each one's token, kept in `tokens` (serve's, connect's) for the checks that no log
+/// names them.
+pub struct EnrolledPair {
+    pub serve: Proxy,
+    pub connect: Proxy,
+    pub sdir: PathBuf,
+    pub cdir: PathBuf,
+    pub tokens: [String; 2],
+}
+
+pub fn enrolled_pair(
+    work: &Path,
+    ca_url: &str,
+    fp: &str,
+    mint: impl Fn(&[&str], &str) -> String,
+) -> EnrolledPair {
+    let proxy_args = |dir: &Path, token: &str, extra: &[&str]| -> Vec<String> {
+        let mut a = pair_in(
+            dir,
+            &["--ca-url", ca_url, "--token", token, "--root-sha256", fp],
+        );
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let sdir = work.join("serve");
+    let cdir = work.join("connect");
+    let st = mint(&["dns:localhost", "ip:127.0.0.1"], "both");
+    let serve = spawn_proxy(
+        "serve",
+        "--backend",
+        &http_backend().addr.to_string(),
+        &proxy_args(&sdir, &st, &["--allow-spiffe", OK_ID]),
+    );
+    let ct = mint(&[&format!("uri:{OK_ID}")], "client");
+    let connect = spawn_proxy(
+        "connect",
+        "--remote",
+        &serve.addr().to_string(),
+        &proxy_args(&cdir, &ct, &[]),
+    );
+    EnrolledPair {
+        serve,
+        connect,
+        sdir,
+        cdir,
+        tokens: [st, ct],
+    }
+}
+
+/// Requests sent one at a time through a `connect` (to a `serve` in front of `http_backend`)
+/// while something changes underneath: how many got the backend's answer, and what came back
+/// instead for each that did not (with the time since the start and a note).
+pub struct Flow {
+    pub good: usize,
+    pub bad: Vec<String>,
+    pub start: std::time::Instant,
+}
+
+impl Flow {
+    pub fn begin() -> Flow {
+        Flow {
+            good: 0,
+            bad: Vec::new(),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    /// One request through `connect`'s listener.
+    pub fn send(&mut self, connect: &Proxy, note: &str) {
+        match try_http_get(connect.addr(), "/") {
+            Some((200, body)) if body == BACKEND_BODY => self.good += 1,
+            other => self
+                .bad
+                .push(format!("{:?}{note}: {other:?}", self.start.elapsed())),
+        }
+    }
+
+    /// Asserts that no request failed, with both proxies' stderr when one did.
+    pub fn assert_none_failed(&self, serve: &Proxy, connect: &Proxy) {
+        assert!(
+            self.bad.is_empty(),
+            "{} of {} requests failed: {:?}\nserve:\n{}\nconnect:\n{}",
+            self.bad.len(),
+            self.good + self.bad.len(),
+            self.bad,
+            serve.stderr_text(),
+            connect.stderr_text()
+        );
+    }
+}
+
 /// Runs `mutual serve ARGS` on an address and backend no client uses, to its end: for the
 /// configuration a serve must refuse (exit 2) before it listens.
 pub fn serve_refusal(args: &[String]) -> std::process::Output {
