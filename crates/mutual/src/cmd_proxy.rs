@@ -250,8 +250,11 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         return Err(mutual_proxy::ProxyError::NoPolicy.into());
     }
     let opts = listener_opts(&args.common)?;
+    if let Some(p) = s.problems(opts).first() {
+        anyhow::bail!("{}", p.for_flag());
+    }
     let mut cdp = s
-        .cdp(mutual_proxy::cdp::default_cache_dir)
+        .cdp(opts, mutual_proxy::cdp::default_cache_dir)
         .context("--crl-from-cdp: set --crl-cache-dir (neither MUTUAL_HOME nor HOME is set)")?;
     if let Some(c) = &mut cdp {
         c.max_refresh = args.crl_refresh_max;
@@ -280,6 +283,9 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
 /// of `mutual run --config` builds the same `ConnectConfig`).
 pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig, SocketAddr)> {
     let opts = listener_opts(&args.common)?;
+    if let Some(p) = args.connect.problems(opts).first() {
+        anyhow::bail!("{}", p.for_flag());
+    }
     let listen: Vec<SocketAddr> = opts
         .listen
         .to_socket_addrs()
