@@ -50,9 +50,7 @@ impl Stapling {
     }
 }
 
-pub(crate) fn parse(
-    der: &[u8],
-) -> Result<x509_parser::certificate::X509Certificate<'_>, String> {
+pub(crate) fn parse(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, String> {
     x509_parser::parse_x509_certificate(der)
         .map(|(_, c)| c)
         .map_err(|e| format!("certificate: {e}"))

@@ -51,7 +51,13 @@ impl Ca {
     fn server(&self) -> Leaf {
         self.issue(
             "server",
-            &["--server", "--san", "dns:localhost", "--san", "ip:127.0.0.1"],
+            &[
+                "--server",
+                "--san",
+                "dns:localhost",
+                "--san",
+                "ip:127.0.0.1",
+            ],
         )
     }
 
@@ -254,7 +260,10 @@ fn connect_checks_the_server_certificate_and_refuses_a_revoked_one() {
     assert!(page.contains("200 ok"), "{page}\n{}", c.stderr_text());
     let line = c.wait_audit_line("allowed", "ok");
     assert_eq!(c.audit_lines().len(), 1, "{:?}", c.audit_lines());
-    assert!(line["identity"]["dns"].to_string().contains("localhost"), "{line}");
+    assert!(
+        line["identity"]["dns"].to_string().contains("localhost"),
+        "{line}"
+    );
 
     let bad = ca.issue("revoked-server", &["--server", "--san", "dns:localhost"]);
     ca.revoke(&bad);
@@ -328,7 +337,11 @@ fn openssl_ocsp_index_as_the_responder() {
     let allowed = eventually(EVENT_TIMEOUT, || {
         (curl(p.port, &ca.root(), Some(&good)).1 == "200").then_some(())
     });
-    assert!(allowed.is_some(), "good never allowed:\n{}", p.stderr_text());
+    assert!(
+        allowed.is_some(),
+        "good never allowed:\n{}",
+        p.stderr_text()
+    );
     let refused = eventually(EVENT_TIMEOUT, || {
         let (_, line) = curl_as(&p, &ca, &bad);
         is_line(&line, "failed", "revoked").then_some(())
@@ -341,15 +354,29 @@ fn openssl_ocsp_index_as_the_responder() {
 /// (exit 2) for serve and connect alike, before any file is read.
 #[test]
 fn revocation_unknown_without_a_source_is_a_usage_error() {
-    let files = ["--cert", "nope.pem", "--key", "nope.key", "--ca", "nope.pem"];
-    let mut a = vec!["serve", "--listen", "127.0.0.1:0", "--backend", "127.0.0.1:1"];
+    let files = [
+        "--cert", "nope.pem", "--key", "nope.key", "--ca", "nope.pem",
+    ];
+    let mut a = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "127.0.0.1:1",
+    ];
     a.extend(files);
     a.extend(["--allow-any", "--revocation-unknown", "allow"]);
     mutual(&a).fails_with(
         "--revocation-unknown only applies with a revocation source (CRL files, CRLs from \
          CDPs, OCSP)",
     );
-    let mut a = vec!["connect", "--listen", "127.0.0.1:0", "--remote", "127.0.0.1:1"];
+    let mut a = vec![
+        "connect",
+        "--listen",
+        "127.0.0.1:0",
+        "--remote",
+        "127.0.0.1:1",
+    ];
     a.extend(files);
     a.extend(["--revocation-unknown", "allow"]);
     mutual(&a).fails_with("--revocation-unknown only applies with a revocation source (OCSP)");

@@ -849,7 +849,9 @@ fn listener(
             );
         }
         let cdp = sv
-            .cdp(&opts, || crate::cdp::default_cache_dir().or_else(|| Some(base.join("crl-cache"))))
+            .cdp(&opts, || {
+                crate::cdp::default_cache_dir().or_else(|| Some(base.join("crl-cache")))
+            })
             .flatten();
         sv.config(name.clone(), &opts, policy_flags, cdp)
             .ok()

@@ -294,8 +294,7 @@ impl ServeOpts {
     /// they depend on.
     pub fn problems(&self, l: &ListenerOpts) -> Vec<OptProblem> {
         let mut out = Vec::new();
-        if l.allow_unknown() && self.crls.is_empty() && !self.crl_from_cdp && !self.ocsp_from_aia
-        {
+        if l.allow_unknown() && self.crls.is_empty() && !self.crl_from_cdp && !self.ocsp_from_aia {
             out.push(OptProblem {
                 key: "revocation_unknown",
                 message: "only applies with a revocation source (CRL files, CRLs from CDPs, \

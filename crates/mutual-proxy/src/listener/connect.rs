@@ -200,7 +200,10 @@ impl Connect {
             if f.landed_after(seen, self.cfg.handshake_timeout).await {
                 hs = match self.remote.dial_tcp(self.cfg.connect_timeout).await {
                     Ok(tcp) => self.handshake(&mat, tcp).await,
-                    Err(e) => Err((Reason::BackendUnavailable, format!("{}: {e}", self.cfg.remote))),
+                    Err(e) => Err((
+                        Reason::BackendUnavailable,
+                        format!("{}: {e}", self.cfg.remote),
+                    )),
                 };
             }
         }
