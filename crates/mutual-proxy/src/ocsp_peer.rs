@@ -169,12 +169,9 @@ impl OcspPeerFetcher {
             let wake = self.next_wake();
             tokio::select! {
                 _ = shutdown.wait() => return,
-                s = rx.recv() => {
-                    let Some(s) = s else { return };
-                    self.add(s);
-                    while let Ok(s) = rx.try_recv() {
-                        self.add(s);
-                    }
+                batch = crate::cdp::next_batch(&mut rx) => {
+                    let Some(batch) = batch else { return };
+                    batch.into_iter().for_each(|s| self.add(s));
                 }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep_until(wake.into()) => {}
