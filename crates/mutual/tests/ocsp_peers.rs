@@ -399,4 +399,35 @@ fn revocation_unknown_without_a_source_is_a_usage_error() {
     a.extend(files);
     a.extend(["--revocation-unknown", "allow"]);
     mutual(&a).fails_with("--revocation-unknown only applies with a revocation source (OCSP)");
+
+    // The same check for a config file's keys, at the key's line; with a source it passes.
+    let ca = Ca::naming(ocsp_url());
+    let server = ca.server();
+    let block = |extra: &str| {
+        format!(
+            "[[listener]]\nname = \"api\"\nkind = \"serve\"\nlisten = \"127.0.0.1:{}\"\n\
+             backend = \"127.0.0.1:1\"\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n\
+             allow_any = true\nrevocation_unknown = \"allow\"\n{extra}",
+            free_port(),
+            server.cert.display(),
+            server.key.display(),
+            ca.root().display()
+        )
+    };
+    let path = ca.ca.tmp.path().join("mutual.toml");
+    std::fs::write(&path, block("")).unwrap();
+    let o = mutual(&["config", "check", s(&path)]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    let text = o.stderr.replace('\n', " ");
+    assert!(
+        text.contains(&format!("{}:10:", path.display()))
+            && text.contains(
+                "revocation_unknown only applies with a revocation source (CRL files, CRLs \
+                 from CDPs, OCSP)"
+            ),
+        "{}",
+        o.text()
+    );
+    std::fs::write(&path, block("ocsp_from_aia = true\n")).unwrap();
+    mutual(&["config", "check", s(&path)]).ok();
 }
