@@ -255,12 +255,9 @@ impl CdpFetcher {
             let wake = self.next_wake();
             tokio::select! {
                 _ = shutdown.wait() => return,
-                s = rx.recv() => {
-                    let Some(s) = s else { return };
-                    self.add(s);
-                    while let Ok(s) = rx.try_recv() {
-                        self.add(s);
-                    }
+                batch = next_batch(&mut rx) => {
+                    let Some(batch) = batch else { return };
+                    batch.into_iter().for_each(|s| self.add(s));
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
@@ -477,6 +474,16 @@ impl CdpFetcher {
             (!missing.is_empty()).then(|| format!("no current CRL from {}", missing.join(", ")));
         self.metrics.ready.set(&key, problem);
     }
+}
+
+/// The next sighting and every other already queued (None: the channel closed). Shared by the
+/// CDP and OCSP fetchers' run loops.
+pub(crate) async fn next_batch<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> Option<Vec<T>> {
+    let mut batch = vec![rx.recv().await?];
+    while let Ok(s) = rx.try_recv() {
+        batch.push(s);
+    }
+    Some(batch)
 }
 
 /// Writes `<key>.crl`, `<key>.issuer` and `<key>.url` (the URL last: it marks a complete entry),

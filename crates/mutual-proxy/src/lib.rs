@@ -20,6 +20,7 @@ mod error;
 pub mod listener;
 pub mod material;
 pub mod observe;
+pub mod ocsp_peer;
 pub mod shutdown;
 pub mod staple;
 

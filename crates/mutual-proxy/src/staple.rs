@@ -132,11 +132,13 @@ impl Stapler {
     }
 }
 
-/// POSTs an OCSP request over plain HTTP (RFC 6960 appendix A); the response body.
-async fn post(url: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
+/// POSTs an OCSP request over plain HTTP (RFC 6960 appendix A, RFC 5019); the response body
+/// (at most 64 KiB). Shared with the peer-status fetcher (`ocsp_peer.rs`); the caller bounds
+/// the time.
+pub(crate) async fn post(url: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL: {e}"))?;
     if uri.scheme_str() != Some("http") {
-        return Err("only http:// OCSP responders are supported for stapling".into());
+        return Err("only http:// OCSP responders are supported".into());
     }
     let host = uri.host().ok_or("no host in the URL")?.to_string();
     let port = uri.port_u16().unwrap_or(80);
@@ -152,7 +154,7 @@ async fn post(url: &str, body: Vec<u8>) -> Result<Vec<u8>, String> {
     let req = hyper::Request::post(path)
         .header(hyper::header::HOST, authority)
         .header(hyper::header::CONTENT_TYPE, "application/ocsp-request")
-        .header(hyper::header::USER_AGENT, "mutual-ocsp-stapler")
+        .header(hyper::header::USER_AGENT, "mutual-ocsp")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
     let (mut sender, conn) =

@@ -255,9 +255,13 @@ fn describe_certificate_error(c: &CertificateError) -> String {
             "no path from the certificate to a trusted root (issuer unknown or intermediate missing)"
                 .into()
         }
-        C::Revoked => "a certificate in the chain is listed as revoked in a CRL".into(),
+        C::Revoked => {
+            "a certificate in the chain is revoked (listed in a CRL, or so answered by OCSP)".into()
+        }
         C::UnknownRevocationStatus => {
-            "no CRL was given for an issuer in the chain, so revocation status is unknown".into()
+            "no CRL for an issuer in the chain, or no current OCSP answer, so revocation status is \
+             unknown"
+                .into()
         }
         C::ExpiredRevocationListContext { time, next_update } => format!(
             "the CRL expired (nextUpdate {}, now {})",

@@ -178,8 +178,11 @@ pub(crate) fn mutual(
     o: &TlsOptions,
 ) -> Result<ClientMaterial, TlsError> {
     let provider = Arc::new(provider(s.allow_tls12));
-    let trust =
-        Arc::new(Trust::from_files(&s.ca, &o.client_crls, o.revocation)?.with_profile(o.profile));
+    let mut trust = Trust::from_files(&s.ca, &o.client_crls, o.revocation)?.with_profile(o.profile);
+    if let Some(ocsp) = &o.ocsp_peer {
+        trust = trust.with_ocsp_peer(Arc::clone(ocsp));
+    }
+    let trust = Arc::new(trust);
     let expect = match &s.expect_spiffe {
         Some(id) => {
             mutual_policy::SpiffeId::parse(id)

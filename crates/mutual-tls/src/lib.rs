@@ -129,6 +129,10 @@ pub struct TlsOptions {
     /// Server side: CRLs fetched from the client certificates' distribution points
     /// (`--crl-from-cdp`), with the `revocation_unknown` rule; see [`cdp`].
     pub cdp: Option<Arc<cdp::CdpRevocation>>,
+    /// Both sides: OCSP answers about the peer's leaf, fetched from the responder in its AIA
+    /// (`serve --ocsp-from-aia`, `connect --ocsp`), with the `revocation_unknown` rule; see
+    /// [`ocsp_peer`].
+    pub ocsp_peer: Option<Arc<ocsp_peer::OcspPeerRevocation>>,
     /// Server side: decides, from the verified leaf, whether the peer is allowed at all.
     /// Asked inside the handshake, after the chain checks pass, so that a refusal travels to
     /// the client as an `access_denied` alert instead of a close after a completed handshake.

@@ -50,13 +50,13 @@ impl Stapling {
     }
 }
 
-fn parse(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, String> {
+pub(crate) fn parse(der: &[u8]) -> Result<x509_parser::certificate::X509Certificate<'_>, String> {
     x509_parser::parse_x509_certificate(der)
         .map(|(_, c)| c)
         .map_err(|e| format!("certificate: {e}"))
 }
 
-fn sha1(data: &[u8]) -> Vec<u8> {
+pub(crate) fn sha1(data: &[u8]) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, data)
         .as_ref()
         .to_vec()
@@ -65,6 +65,11 @@ fn sha1(data: &[u8]) -> Vec<u8> {
 /// A certificate's serial, lowercase hex (as `ServerMaterial::cert_serial` spells it).
 pub fn serial_of(leaf_der: &[u8]) -> Result<String, String> {
     Ok(mutual_policy::serial_hex(parse(leaf_der)?.raw_serial()))
+}
+
+/// A certificate's notAfter, Unix seconds.
+pub fn not_after_of(leaf_der: &[u8]) -> Result<i64, String> {
+    Ok(parse(leaf_der)?.validity().not_after.timestamp())
 }
 
 /// The OCSP responder URL in a certificate's Authority Information Access, if any.
@@ -123,8 +128,21 @@ pub fn request(leaf_der: &[u8], issuer_der: &[u8]) -> Result<Vec<u8>, String> {
     .map_err(|e| e.to_string())
 }
 
-fn unix(t: &x509_ocsp::OcspGeneralizedTime) -> i64 {
+pub(crate) fn unix(t: &x509_ocsp::OcspGeneralizedTime) -> i64 {
     i64::try_from(t.0.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
+}
+
+/// The basic response inside a successful OCSPResponse (`Err` says why there is none).
+pub(crate) fn basic_response(der: &[u8]) -> Result<BasicOcspResponse, String> {
+    let r = OcspResponse::from_der(der).map_err(|e| format!("not an OCSP response: {e}"))?;
+    if r.response_status != OcspResponseStatus::Successful {
+        return Err(format!("the responder said {:?}", r.response_status));
+    }
+    let bytes = r
+        .response_bytes
+        .ok_or("a successful response without a body")?;
+    BasicOcspResponse::from_der(bytes.response.as_bytes())
+        .map_err(|e| format!("not a basic OCSP response: {e}"))
 }
 
 /// Checks a response before stapling it (see the module doc); `Err` says why not.
@@ -134,15 +152,7 @@ pub fn check_response(
     issuer_der: &[u8],
     now: i64,
 ) -> Result<Staple, String> {
-    let r = OcspResponse::from_der(der).map_err(|e| format!("not an OCSP response: {e}"))?;
-    if r.response_status != OcspResponseStatus::Successful {
-        return Err(format!("the responder said {:?}", r.response_status));
-    }
-    let bytes = r
-        .response_bytes
-        .ok_or("a successful response without a body")?;
-    let basic = BasicOcspResponse::from_der(bytes.response.as_bytes())
-        .map_err(|e| format!("not a basic OCSP response: {e}"))?;
+    let basic = basic_response(der)?;
     let want = cert_id(leaf_der, issuer_der)?;
     let single = basic
         .tbs_response_data

@@ -8,10 +8,12 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use der::{Decode, Encode};
+use der::Encode;
 use rustls_pki_types::CertificateDer;
-use x509_ocsp::{BasicOcspResponse, CertStatus, OcspResponse, OcspResponseStatus, ResponderId};
+use x509_ocsp::{CertStatus, ResponderId};
 use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::ocsp::{basic_response, parse, sha1, unix};
 
 /// id-kp-OCSPSigning.
 const KP_OCSP_SIGNING: &str = "1.3.6.1.5.5.7.3.9";
@@ -40,22 +42,6 @@ pub struct PeerAnswer {
     pub next_update: i64,
 }
 
-fn parse(der: &[u8]) -> Result<X509Certificate<'_>, String> {
-    X509Certificate::from_der(der)
-        .map(|(_, c)| c)
-        .map_err(|e| format!("certificate: {e}"))
-}
-
-fn sha1(data: &[u8]) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, data)
-        .as_ref()
-        .to_vec()
-}
-
-fn unix(t: &x509_ocsp::OcspGeneralizedTime) -> i64 {
-    i64::try_from(t.0.to_unix_duration().as_secs()).unwrap_or(i64::MAX)
-}
-
 /// Whether `c` is the one `id` names (by SHA-1 of its key, or by its subject).
 fn names(id: &ResponderId, c: &X509Certificate<'_>) -> bool {
     match id {
@@ -74,15 +60,7 @@ pub fn verify_response(
     issuer_der: &[u8],
     now: i64,
 ) -> Result<PeerAnswer, String> {
-    let r = OcspResponse::from_der(der).map_err(|e| format!("not an OCSP response: {e}"))?;
-    if r.response_status != OcspResponseStatus::Successful {
-        return Err(format!("the responder said {:?}", r.response_status));
-    }
-    let bytes = r
-        .response_bytes
-        .ok_or("a successful response without a body")?;
-    let basic = BasicOcspResponse::from_der(bytes.response.as_bytes())
-        .map_err(|e| format!("not a basic OCSP response: {e}"))?;
+    let basic = basic_response(der)?;
     let leaf = parse(leaf_der)?;
     let issuer = parse(issuer_der)?;
 
@@ -233,7 +211,8 @@ impl std::fmt::Debug for OcspPeerRevocation {
     }
 }
 
-fn leaf_key(leaf_der: &[u8]) -> Vec<u8> {
+/// The key answers are kept under: the leaf's SHA-256 (one leaf, one CertID).
+pub fn leaf_key(leaf_der: &[u8]) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, leaf_der)
         .as_ref()
         .to_vec()
@@ -258,6 +237,12 @@ impl OcspPeerRevocation {
             m.clear();
         }
         m.insert(leaf_key(leaf_der), answer);
+    }
+
+    /// Drops the answer about `leaf_der` (the fetcher no longer keeps it fresh).
+    pub fn forget(&self, leaf_der: &[u8]) {
+        let mut m = self.answers.write().unwrap_or_else(|p| p.into_inner());
+        m.remove(&leaf_key(leaf_der));
     }
 
     /// Checks a verified path (leaf first): a leaf naming a responder needs a current good

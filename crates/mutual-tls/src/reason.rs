@@ -93,9 +93,13 @@ impl Reason {
             }
             Reason::Expired => "The certificate (or one in its chain) has expired.",
             Reason::NotYetValid => "The certificate (or one in its chain) is not valid yet.",
-            Reason::Revoked => "The certificate has been revoked by its issuer (listed in a CRL).",
+            Reason::Revoked => {
+                "The certificate has been revoked by its issuer (listed in a CRL, or so answered by \
+                 its OCSP responder)."
+            }
             Reason::RevocationUnknown => {
-                "The revocation status could not be determined (no CRL from this issuer)."
+                "The revocation status could not be determined (no CRL from this issuer, or no \
+                 current OCSP answer)."
             }
             Reason::BadSignature => "A signature in the chain does not verify.",
             Reason::WrongPurpose => {
@@ -133,7 +137,9 @@ impl Reason {
             Reason::NotYetValid => "Check the clock on both machines, or wait until notBefore.",
             Reason::Revoked => "Issue a new certificate; the revoked one cannot be used again.",
             Reason::RevocationUnknown => {
-                "Provide a current CRL for the issuer (--crl), or refresh the CRL before its nextUpdate."
+                "Provide a current CRL for the issuer (--crl), or refresh the CRL before its \
+                 nextUpdate; with OCSP, make the responder in the certificate's AIA reachable (the \
+                 log names it), or retry: a first-seen certificate is asked about at once."
             }
             Reason::BadSignature => {
                 "The chain was altered or mixes certificates from different CAs; rebuild the chain file."

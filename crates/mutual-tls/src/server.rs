@@ -82,6 +82,9 @@ pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMateria
     if let Some(cdp) = &o.cdp {
         trust = trust.with_cdp(Arc::clone(cdp));
     }
+    if let Some(ocsp) = &o.ocsp_peer {
+        trust = trust.with_ocsp_peer(Arc::clone(ocsp));
+    }
     let trust = Arc::new(trust);
     let verifier =
         Arc::new(MutualClientVerifier::new(trust.clone()).with_authorize(o.authorize.clone()));

@@ -315,6 +315,7 @@ async fn demo(dir: &Path, kept: bool) -> anyhow::Result<bool> {
             proxy_protocol: None,
             max_connection_lifetime: None,
             crl_from_cdp: None,
+            ocsp_from_aia: None,
             end_on_peer_expiry: false,
         },
         &shared,
@@ -337,6 +338,7 @@ async fn demo(dir: &Path, kept: bool) -> anyhow::Result<bool> {
             limits: Limits::default(),
             max_connection_lifetime: None,
             profile: Default::default(),
+            ocsp: None,
         },
         &shared,
     )?;

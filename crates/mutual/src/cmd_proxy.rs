@@ -14,10 +14,11 @@ use mutual_proxy::{Audit, Metrics, Shared};
 
 const SERVE_HELP: &str = "\
 Every client must present a certificate that chains to --ca, is valid now, carries the clientAuth
-purpose and is not revoked (--crl); then the policy decides: deny unless a rule allows. Only then is
-the backend dialled. Certificates, key, CA bundle, CRLs and the policy file are reloaded when they
-change and on SIGHUP (a bad file keeps the old configuration). SIGTERM/SIGINT: stop accepting,
-drain for up to --drain-timeout (a second signal: at once), exit 0. Durations: 500ms, 10s, 5m, 1h.
+purpose and is not revoked (--crl, --crl-from-cdp, --ocsp-from-aia); then the policy decides:
+deny unless a rule allows. Only then is the backend dialled. Certificates, key, CA bundle, CRLs
+and the policy file are reloaded when they change and on SIGHUP (a bad file keeps the old
+configuration). SIGTERM/SIGINT: stop accepting, drain for up to --drain-timeout (a second signal:
+at once), exit 0. Durations: 500ms, 10s, 5m, 1h.
 
 Example:
   mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 \\
@@ -34,8 +35,9 @@ See docs/proxy.md for the audit log fields and the metrics.";
 const CONNECT_HELP: &str = "\
 Accepts plaintext on a loopback address and opens an mTLS connection to --remote for each local
 client, presenting --cert and verifying the server against --ca and its name (--server-name,
-default: the host of --remote) or its exact SPIFFE ID (--expect-spiffe). A failed handshake is
-logged with its reason (and audited) and the local connection is closed. Cert, key and CA are
+default: the host of --remote) or its exact SPIFFE ID (--expect-spiffe), and with --ocsp its
+status at the OCSP responder its certificate names. A failed handshake is logged with its reason
+(and audited) and the local connection is closed. Cert, key and CA are
 reloaded when they change and on SIGHUP.
 
 Example:
@@ -250,8 +252,11 @@ pub(crate) fn serve_config(args: ServeArgs) -> anyhow::Result<ServeConfig> {
         return Err(mutual_proxy::ProxyError::NoPolicy.into());
     }
     let opts = listener_opts(&args.common)?;
+    if let Some(p) = s.problems(opts).first() {
+        anyhow::bail!("{}", p.for_flag());
+    }
     let mut cdp = s
-        .cdp(mutual_proxy::cdp::default_cache_dir)
+        .cdp(opts, mutual_proxy::cdp::default_cache_dir)
         .context("--crl-from-cdp: set --crl-cache-dir (neither MUTUAL_HOME nor HOME is set)")?;
     if let Some(c) = &mut cdp {
         c.max_refresh = args.crl_refresh_max;
@@ -280,6 +285,9 @@ pub fn run_connect(args: ConnectArgs) -> anyhow::Result<ExitCode> {
 /// of `mutual run --config` builds the same `ConnectConfig`).
 pub(crate) fn connect_config(args: ConnectArgs) -> anyhow::Result<(ConnectConfig, SocketAddr)> {
     let opts = listener_opts(&args.common)?;
+    if let Some(p) = args.connect.problems(opts).first() {
+        anyhow::bail!("{}", p.for_flag());
+    }
     let listen: Vec<SocketAddr> = opts
         .listen
         .to_socket_addrs()

@@ -654,6 +654,21 @@ mod tests {
                 },
                 |a| a.crl_from_cdp.as_ref().is_some_and(|c| !c.deny_unknown),
             ),
+            row(
+                &["--ocsp-from-aia"],
+                "ocsp_from_aia = true",
+                |a, b| a.ocsp_from_aia == b.ocsp_from_aia,
+                |a| a.ocsp_from_aia.as_ref().is_some_and(|o| o.deny_unknown),
+            ),
+            row(
+                &["--ocsp-from-aia", "--revocation-unknown", "allow"],
+                "ocsp_from_aia = true\nrevocation_unknown = \"allow\"",
+                |a, b| {
+                    a.ocsp_from_aia == b.ocsp_from_aia
+                        && a.tls_options.revocation == b.tls_options.revocation
+                },
+                |a| a.ocsp_from_aia.as_ref().is_some_and(|o| !o.deny_unknown),
+            ),
         ];
         // The --allow-* patterns: each flag and its key give the same single rule.
         for (flag, key, v) in [
@@ -698,6 +713,18 @@ mod tests {
                 "expect_spiffe = \"spiffe://t/api\"",
                 |a, b| a.tls.expect_spiffe == b.tls.expect_spiffe,
                 |a| a.tls.expect_spiffe.is_some(),
+            ),
+            row(
+                &["--ocsp"],
+                "ocsp = true",
+                |a, b| a.ocsp == b.ocsp,
+                |a| a.ocsp.as_ref().is_some_and(|o| o.deny_unknown),
+            ),
+            row(
+                &["--ocsp", "--revocation-unknown", "allow"],
+                "ocsp = true\nrevocation_unknown = \"allow\"",
+                |a, b| a.ocsp == b.ocsp,
+                |a| a.ocsp.as_ref().is_some_and(|o| !o.deny_unknown),
             ),
         ];
         rows.push(row(

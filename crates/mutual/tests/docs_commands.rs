@@ -56,6 +56,12 @@ const SKIPPED: &[(&str, &str, &str)] = &[
          --ocsp-staple` and reads the staple with `openssl s_client -status`",
     ),
     (
+        "docs/ocsp.md",
+        "mutual serve --listen 0.0.0.0:8443 --backend 127.0.0.1:8080 --ocsp-from-aia \\",
+        "serves until stopped, then a connect to api.internal, both asking the responder above; \
+         tests/ocsp_peers.rs runs `serve --ocsp-from-aia` and `connect --ocsp` on free ports",
+    ),
+    (
         "docs/console.md",
         "mutual ca serve --listen 0.0.0.0:9443 --admin 'spiffe://example.org/ops/*'",
         "a server on a fixed public port, used from a browser; tests/console.rs starts `ca serve \

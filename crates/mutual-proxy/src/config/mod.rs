@@ -781,6 +781,9 @@ fn listener(
     }
 
     let kind = if kind == "serve" {
+        for p in sv.problems(&opts) {
+            sink.at(at(p.key), p.for_key());
+        }
         if !written("backend") {
             sink.at(
                 header.clone(),
@@ -846,7 +849,9 @@ fn listener(
             );
         }
         let cdp = sv
-            .cdp(|| crate::cdp::default_cache_dir().or_else(|| Some(base.join("crl-cache"))))
+            .cdp(&opts, || {
+                crate::cdp::default_cache_dir().or_else(|| Some(base.join("crl-cache")))
+            })
             .flatten();
         sv.config(name.clone(), &opts, policy_flags, cdp)
             .ok()
@@ -860,6 +865,9 @@ fn listener(
                 sink.at(span, format!("remote: {:?} is not HOST:PORT", c.remote))
             }
             _ => {}
+        }
+        for p in c.problems(&opts) {
+            sink.at(at(p.key), p.for_key());
         }
         if c.server_name.is_some() && c.expect_spiffe.is_some() {
             sink.at(

@@ -41,7 +41,8 @@ pub enum MinTls {
     Tls13,
 }
 
-/// With `--crl-from-cdp`: what a certificate whose CRL is not available gets.
+/// What a peer certificate whose revocation status is not known gets (a CRL or an OCSP answer
+/// that is not available: not fetched yet, the server down, past nextUpdate, `unknown`).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum RevocationUnknown {
     /// The handshake fails with `revocation_unknown`.
@@ -119,6 +120,15 @@ pub struct ListenerOpts {
     )]
     #[serde(deserialize_with = "value_enum")]
     pub profile: mutual_tls::Profile,
+
+    /// What a peer certificate whose revocation status is not known gets: deny (the handshake
+    /// fails with revocation_unknown) or allow. Applies to every revocation source the
+    /// listener has: --crl files without a CRL from the certificate's issuer, --crl-from-cdp
+    /// (CRL not fetched yet, server down, past nextUpdate), --ocsp-from-aia / connect --ocsp
+    /// (no current answer, responder down, status unknown).
+    #[arg(long, value_name = "deny|allow", value_enum, default_value_t)]
+    #[serde(deserialize_with = "value_enum")]
+    pub revocation_unknown: RevocationUnknown,
 }
 
 /// The same values clap's defaults give (a test parses a command line without the options
@@ -139,6 +149,7 @@ impl Default for ListenerOpts {
             drain_timeout: d(defaults::DRAIN_TIMEOUT),
             max_connection_lifetime: None,
             profile: mutual_tls::Profile::default(),
+            revocation_unknown: RevocationUnknown::default(),
         }
     }
 }
@@ -245,23 +256,20 @@ pub struct ServeOpts {
     #[arg(long)]
     pub crl_from_cdp: bool,
 
-    /// With --crl-from-cdp: what to do with a certificate whose CRL is not available (not yet
-    /// fetched, server down, past nextUpdate): deny (the handshake fails with
-    /// revocation_unknown) or allow.
-    #[arg(
-        long,
-        value_name = "deny|allow",
-        value_enum,
-        default_value_t,
-        requires = "crl_from_cdp"
-    )]
-    #[serde(deserialize_with = "value_enum")]
-    pub revocation_unknown: RevocationUnknown,
-
     /// With --crl-from-cdp: where fetched CRLs are kept across restarts
     /// [default: $MUTUAL_HOME/crl-cache or ~/.mutual/crl-cache].
     #[arg(long, value_name = "DIR", requires = "crl_from_cdp")]
     pub crl_cache_dir: Option<PathBuf>,
+
+    /// Check each client's certificate with OCSP: ask the responder named in its AIA (http://),
+    /// check the answer (signed by the issuer or its delegated responder, about this
+    /// certificate, current), keep it until nextUpdate and ask again at 2/3 of it. Revoked:
+    /// refused as `revoked`; no current answer: --revocation-unknown decides (deny by default,
+    /// and the first handshake of a new certificate has none: it is refused until the answer
+    /// lands, a second or so). Works with --crl / --crl-from-cdp (either saying revoked
+    /// refuses). A certificate naming no responder is not checked. See docs/ocsp.md.
+    #[arg(long)]
+    pub ocsp_from_aia: bool,
 
     /// Staple an OCSP response for this listener's own certificate (TLS status_request, what
     /// `openssl s_client -status` shows), fetched from the responder in the certificate's AIA
@@ -282,9 +290,18 @@ impl ServeOpts {
         super::field_names::<ServeOpts>()
     }
 
-    /// Every value out of range (as [`ListenerOpts::problems`]).
-    pub fn problems(&self) -> Vec<OptProblem> {
+    /// Every value out of range (as [`ListenerOpts::problems`]), with the listener options
+    /// they depend on.
+    pub fn problems(&self, l: &ListenerOpts) -> Vec<OptProblem> {
         let mut out = Vec::new();
+        if l.allow_unknown() && self.crls.is_empty() && !self.crl_from_cdp && !self.ocsp_from_aia {
+            out.push(OptProblem {
+                key: "revocation_unknown",
+                message: "only applies with a revocation source (CRL files, CRLs from CDPs, \
+                          OCSP)"
+                    .into(),
+            });
+        }
         if let Some(u) = &self.ocsp_staple_url {
             if !u.starts_with("http://") {
                 out.push(OptProblem {
@@ -294,11 +311,6 @@ impl ServeOpts {
             }
         }
         out
-    }
-
-    /// A certificate whose revocation status is unknown is allowed.
-    pub fn allow_unknown(&self) -> bool {
-        self.revocation_unknown == RevocationUnknown::Allow
     }
 
     /// The rules of the `--allow-*` flags / `allow_*` keys and `--allow-any` / `allow_any`.
@@ -316,26 +328,23 @@ impl ServeOpts {
     /// `default_cache` (None: there is no default, the caller says which setting to give).
     pub fn cdp(
         &self,
+        l: &ListenerOpts,
         default_cache: impl FnOnce() -> Option<PathBuf>,
     ) -> Option<Option<crate::cdp::CdpSettings>> {
         if !self.crl_from_cdp {
             return Some(None);
         }
         let dir = self.crl_cache_dir.clone().or_else(default_cache)?;
-        Some(Some(crate::cdp::CdpSettings::new(
-            !self.allow_unknown(),
-            dir,
-        )))
+        Some(Some(crate::cdp::CdpSettings::new(!l.allow_unknown(), dir)))
     }
 
-    /// The verifier's revocation settings these options give (`--revocation-unknown` needs
-    /// `--crl-from-cdp`, so "allow" means the CDP rule).
+    /// The verifier's revocation settings these options give.
     pub fn tls_options(&self, listener: &ListenerOpts) -> mutual_tls::TlsOptions {
         mutual_tls::TlsOptions {
             profile: listener.profile,
             revocation: mutual_tls::RevocationPolicy {
                 leaf_only: self.crl_leaf_only,
-                allow_unknown: self.allow_unknown(),
+                allow_unknown: listener.allow_unknown(),
                 ..Default::default()
             },
             ocsp_staple: (self.ocsp_staple || self.ocsp_staple_url.is_some()).then(|| {
@@ -384,6 +393,9 @@ impl ServeOpts {
             proxy_protocol: self.proxy_protocol,
             max_connection_lifetime: l.max_connection_lifetime(),
             crl_from_cdp: cdp,
+            ocsp_from_aia: self
+                .ocsp_from_aia
+                .then(|| crate::ocsp_peer::OcspPeerSettings::new(!l.allow_unknown())),
             end_on_peer_expiry: self.end_on_peer_expiry,
         })
     }
@@ -409,12 +421,33 @@ pub struct ConnectOpts {
     /// Allow a non-loopback --listen address: anyone who can reach it gets your identity.
     #[arg(long)]
     pub allow_remote_clients: bool,
+
+    /// Check the server's certificate with OCSP: ask the responder named in its AIA (http://),
+    /// check the answer (signed by the issuer or its delegated responder, about this
+    /// certificate, current) and keep it until nextUpdate. Revoked: the connection fails as
+    /// `revoked`; no current answer: --revocation-unknown decides (deny by default; a first
+    /// connection waits up to --handshake-timeout for the answer and tries again). A
+    /// certificate naming no responder is not checked. See docs/ocsp.md.
+    #[arg(long)]
+    pub ocsp: bool,
 }
 
 impl ConnectOpts {
     /// The config keys these options take.
     pub fn keys() -> &'static [&'static str] {
         super::field_names::<ConnectOpts>()
+    }
+
+    /// Every value out of range, with the listener options they depend on.
+    pub fn problems(&self, l: &ListenerOpts) -> Vec<OptProblem> {
+        let mut out = Vec::new();
+        if l.allow_unknown() && !self.ocsp {
+            out.push(OptProblem {
+                key: "revocation_unknown",
+                message: "only applies with a revocation source (OCSP)".into(),
+            });
+        }
+        out
     }
 
     /// The connect listener these options describe (the flags and a config block alike).
@@ -437,6 +470,9 @@ impl ConnectOpts {
             limits: l.limits(),
             max_connection_lifetime: l.max_connection_lifetime(),
             profile: l.profile,
+            ocsp: self
+                .ocsp
+                .then(|| crate::ocsp_peer::OcspPeerSettings::new(!l.allow_unknown())),
         }
     }
 }
@@ -483,6 +519,11 @@ impl ListenerOpts {
             });
         }
         out
+    }
+
+    /// A peer certificate whose revocation status is unknown is allowed.
+    pub fn allow_unknown(&self) -> bool {
+        self.revocation_unknown == RevocationUnknown::Allow
     }
 
     /// TLS 1.2 accepted as well as 1.3.
@@ -657,17 +698,29 @@ mod tests {
     #[test]
     fn enums_parse_alike_from_flags_and_keys() {
         let mut argv = REQUIRED.to_vec();
-        argv.extend(["--min-tls", "1.2", "--profile", "strict"]);
+        argv.extend([
+            "--min-tls",
+            "1.2",
+            "--profile",
+            "strict",
+            "--revocation-unknown",
+            "allow",
+        ]);
         let flags = Cli::try_parse_from(argv).unwrap().opts;
-        let keys: ListenerOpts = toml::from_str("min_tls = \"1.2\"\nprofile = \"strict\"").unwrap();
+        let keys: ListenerOpts = toml::from_str(
+            "min_tls = \"1.2\"\nprofile = \"strict\"\nrevocation_unknown = \"allow\"",
+        )
+        .unwrap();
         assert_eq!(
             flags,
             ListenerOpts {
                 min_tls: keys.min_tls,
                 profile: keys.profile,
+                revocation_unknown: keys.revocation_unknown,
                 ..required()
             }
         );
+        assert!(keys.allow_unknown());
         assert_eq!(keys.min_tls, MinTls::Tls12);
         assert_eq!(keys.profile, mutual_tls::Profile::Strict);
         let e = toml::from_str::<ListenerOpts>("min_tls = \"1.1\"").unwrap_err();
@@ -678,18 +731,17 @@ mod tests {
             "127.0.0.1:1",
             "--http",
             "--crl-from-cdp",
-            "--revocation-unknown",
-            "allow",
+            "--ocsp-from-aia",
         ])
         .unwrap()
         .opts;
         let keys: ServeOpts = toml::from_str(
-            "backend = \"127.0.0.1:1\"\nmode = \"http\"\ncrl_from_cdp = true\nrevocation_unknown = \"allow\"",
+            "backend = \"127.0.0.1:1\"\nmode = \"http\"\ncrl_from_cdp = true\nocsp_from_aia = true",
         )
         .unwrap();
         assert_eq!(serve, keys);
         assert_eq!(keys.mode, Mode::Http);
-        assert!(keys.allow_unknown());
+        assert!(keys.ocsp_from_aia);
     }
 
     #[test]

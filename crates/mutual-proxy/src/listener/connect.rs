@@ -38,13 +38,25 @@ pub struct ConnectConfig {
     pub max_connection_lifetime: Option<Duration>,
     /// How strictly the server's chain is checked (`--profile`).
     pub profile: mutual_tls::Profile,
+    /// Check the server's certificate with OCSP (`--ocsp`; None: off).
+    pub ocsp: Option<crate::ocsp_peer::OcspPeerSettings>,
 }
 
 impl ConnectConfig {
     /// The client-side TLS material these settings give (the files, the profile).
     pub fn material(&self) -> Result<mutual_tls::ClientMaterial, mutual_tls::TlsError> {
+        self.material_with(None)
+    }
+
+    /// [`ConnectConfig::material`] checking the server's certificate against these OCSP
+    /// answers too.
+    pub fn material_with(
+        &self,
+        ocsp_peer: Option<Arc<mutual_tls::ocsp_peer::OcspPeerRevocation>>,
+    ) -> Result<mutual_tls::ClientMaterial, mutual_tls::TlsError> {
         let options = mutual_tls::TlsOptions {
             profile: self.profile,
+            ocsp_peer,
             ..Default::default()
         };
         mutual_tls::build_client_config_with(&self.tls, remote_host(&self.remote), &options)
@@ -78,6 +90,8 @@ pub struct Connect {
     rec: Arc<Recorder>,
     /// Set at the drain timeout: every open connection ends and writes its audit line.
     force: tokio::sync::watch::Sender<bool>,
+    /// The server certificate's OCSP fetcher when `--ocsp` is on (started by `run`).
+    ocsp: Option<Arc<crate::ocsp_peer::OcspPeerFetcher>>,
 }
 
 impl Connect {
@@ -89,7 +103,10 @@ impl Connect {
                 why: "the remote must be HOST:PORT".into(),
             });
         }
-        let m = cfg.material()?;
+        let ocsp = cfg.ocsp.clone().map(|settings| {
+            crate::ocsp_peer::OcspPeerFetcher::new(settings, &cfg.name, Arc::clone(&shared.metrics))
+        });
+        let m = cfg.material_with(ocsp.as_ref().map(|f| f.revocation()))?;
         shared
             .metrics
             .set_cert_validity(&cfg.name, "client", m.cert_not_before, m.cert_not_after);
@@ -109,7 +126,7 @@ impl Connect {
             );
         }
         let rec = Recorder::connect(lm.clone(), Arc::clone(&shared.audit), cfg.remote.clone());
-        Ok(Arc::new(Connect {
+        let connect = Arc::new(Connect {
             cfg,
             remote,
             current: ArcSwap::from_pointee(m),
@@ -117,7 +134,13 @@ impl Connect {
             lm,
             shared: shared.clone(),
             force: tokio::sync::watch::channel(false).0,
-        }))
+            ocsp,
+        });
+        if let Some(f) = &connect.ocsp {
+            let weak: std::sync::Weak<Connect> = Arc::downgrade(&connect);
+            f.set_reload_target(weak);
+        }
+        Ok(connect)
     }
 
     pub fn cert_serial(&self) -> String {
@@ -132,6 +155,9 @@ impl Connect {
                 serial = %self.cert_serial(),
                 "accepting plaintext on {a}, originating mTLS"
             );
+        }
+        if let Some(f) = &self.ocsp {
+            tokio::spawn(Arc::clone(f).run(shutdown.clone()));
         }
         self.shared
             .metrics
@@ -163,19 +189,27 @@ impl Connect {
                 return rec.end(Outcome::Failed, Reason::BackendUnavailable, &d);
             }
         };
-        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&mat.config));
-        let hs = tokio::time::timeout(
-            self.cfg.handshake_timeout,
-            connector.connect(mat.server_name.clone(), tcp),
-        )
-        .await;
-        let mut tls = match hs {
-            Err(_) => return rec.end(Outcome::Failed, Reason::HandshakeTimeout, ""),
-            Ok(Err(e)) => {
-                let reason = mutual_tls::classify_io_error(&e);
-                return rec.end(Outcome::Failed, reason, &mutual_tls::describe_io(&e));
+        let landed = self.ocsp.as_ref().map(|f| f.landed());
+        let mut hs = self.handshake(&mat, tcp).await;
+        // With --ocsp a server certificate seen for the first time has no answer yet: the
+        // fetcher asks at once, so wait for it (within the handshake timeout) and try again
+        // once, instead of failing the local client for what is only our own cold cache.
+        if let (Some(f), Some(seen), Err((Reason::RevocationUnknown, _))) =
+            (&self.ocsp, landed, &hs)
+        {
+            if f.landed_after(seen, self.cfg.handshake_timeout).await {
+                hs = match self.remote.dial_tcp(self.cfg.connect_timeout).await {
+                    Ok(tcp) => self.handshake(&mat, tcp).await,
+                    Err(e) => Err((
+                        Reason::BackendUnavailable,
+                        format!("{}: {e}", self.cfg.remote),
+                    )),
+                };
             }
-            Ok(Ok(s)) => s,
+        }
+        let mut tls = match hs {
+            Err((reason, detail)) => return rec.end(Outcome::Failed, reason, &detail),
+            Ok(s) => s,
         };
         rec.handshake_done();
         let (_, state) = tls.get_ref();
@@ -249,9 +283,35 @@ impl Connect {
     }
 }
 
+impl Connect {
+    /// Originates TLS on `tcp` within the handshake timeout; a failure as its reason and detail.
+    async fn handshake(
+        &self,
+        mat: &ClientMaterial,
+        tcp: TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, (Reason, String)> {
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&mat.config));
+        match tokio::time::timeout(
+            self.cfg.handshake_timeout,
+            connector.connect(mat.server_name.clone(), tcp),
+        )
+        .await
+        {
+            Err(_) => Err((Reason::HandshakeTimeout, String::new())),
+            Ok(Err(e)) => Err((
+                mutual_tls::classify_io_error(&e),
+                mutual_tls::describe_io(&e),
+            )),
+            Ok(Ok(s)) => Ok(s),
+        }
+    }
+}
+
 impl Reload for Connect {
     fn reload(&self) -> Result<(), ProxyError> {
-        let m = self.cfg.material()?;
+        let m = self
+            .cfg
+            .material_with(self.ocsp.as_ref().map(|f| f.revocation()))?;
         self.shared.metrics.set_cert_validity(
             &self.cfg.name,
             "client",

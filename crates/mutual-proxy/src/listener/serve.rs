@@ -54,6 +54,8 @@ pub struct ServeConfig {
     pub max_connection_lifetime: Option<Duration>,
     /// Fetch CRLs from the client certificates' distribution points (None: off).
     pub crl_from_cdp: Option<crate::cdp::CdpSettings>,
+    /// Check client certificates with OCSP, asking the responders in their AIA (None: off).
+    pub ocsp_from_aia: Option<crate::ocsp_peer::OcspPeerSettings>,
     /// End an established connection when its peer's certificate expires (a timer at the
     /// leaf's notAfter). Off: expiry after the handshake never ends a connection, a reload
     /// included (`--end-on-peer-expiry`, config key `end_on_peer_expiry`).
@@ -77,6 +79,8 @@ pub struct Serve {
     http: Option<Arc<crate::http::Site>>,
     /// The CRL fetcher when `crl_from_cdp` is on (started by `run`).
     cdp: Option<Arc<crate::cdp::CdpFetcher>>,
+    /// The peers' OCSP fetcher when `--ocsp-from-aia` is on (started by `run`).
+    ocsp_peer: Option<Arc<crate::ocsp_peer::OcspPeerFetcher>>,
     /// The OCSP staple fetcher when `--ocsp-staple` is on (started by `run`).
     stapler: Option<Arc<crate::staple::Stapler>>,
 }
@@ -182,6 +186,15 @@ impl Serve {
             }
             None => None,
         };
+        let ocsp_peer = cfg.ocsp_from_aia.clone().map(|settings| {
+            let f = crate::ocsp_peer::OcspPeerFetcher::new(
+                settings,
+                &cfg.name,
+                Arc::clone(&shared.metrics),
+            );
+            cfg.tls_options.ocsp_peer = Some(f.revocation());
+            f
+        });
         let stapler = cfg
             .tls_options
             .ocsp_staple
@@ -232,9 +245,14 @@ impl Serve {
             conns,
             http,
             cdp,
+            ocsp_peer,
             stapler,
         });
         if let Some(f) = &serve.cdp {
+            let weak: std::sync::Weak<Serve> = Arc::downgrade(&serve);
+            f.set_reload_target(weak);
+        }
+        if let Some(f) = &serve.ocsp_peer {
             let weak: std::sync::Weak<Serve> = Arc::downgrade(&serve);
             f.set_reload_target(weak);
         }
@@ -270,6 +288,9 @@ impl Serve {
             );
         }
         if let Some(f) = &self.cdp {
+            tokio::spawn(Arc::clone(f).run(shutdown.clone()));
+        }
+        if let Some(f) = &self.ocsp_peer {
             tokio::spawn(Arc::clone(f).run(shutdown.clone()));
         }
         if let Some(st) = &self.stapler {

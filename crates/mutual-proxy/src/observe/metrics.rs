@@ -74,6 +74,12 @@ struct ListenerReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerResultLabels {
+    listener: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpRequestLabels {
     listener: String,
     result: String,
@@ -107,6 +113,7 @@ pub struct Metrics {
     certs: CertFamilies,
     reloads: Family<ResultLabel, Counter>,
     cdp: CdpFamilies,
+    ocsp_peer: OcspPeerFamilies,
     renewal: RenewalFamilies,
     peers: Mutex<HashMap<(String, String), PeerCerts>>,
     /// Identities that have their own `mutual_http_requests_total` series (bounded).
@@ -212,6 +219,18 @@ families! {
 }
 
 families! {
+    /// OCSP answers about peers' certificates (`ocsp_peer.rs`).
+    struct OcspPeerFamilies {
+        fetches: Family<ListenerResultLabels, Counter> = Family::default() =>
+            "mutual_ocsp_peer_fetch",
+            "OCSP requests about peers' certificates (serve --ocsp-from-aia, connect --ocsp), by listener and result (good|revoked|unknown|failure|invalid)";
+        answers: Family<ListenerLabel, Gauge> = Family::default() =>
+            "mutual_ocsp_peer_answers",
+            "Peer certificates with an OCSP answer kept for handshakes (bounded), by listener";
+    }
+}
+
+families! {
     /// The `--ca-url` renewal task's health: failures climb while the CA cannot renew us.
     struct RenewalFamilies {
         renewal_failures: Family<ListenerLabel, Counter> = Family::default() =>
@@ -239,6 +258,7 @@ impl Metrics {
         let certs = CertFamilies::register(&mut registry);
         let reloads = register_reloads(&mut registry);
         let cdp = CdpFamilies::register(&mut registry);
+        let ocsp_peer = OcspPeerFamilies::register(&mut registry);
         let renewal = RenewalFamilies::register(&mut registry);
         let pkcs11_up = Family::<KeyLabel, Gauge>::default();
         registry.register(
@@ -252,6 +272,7 @@ impl Metrics {
             certs,
             reloads,
             cdp,
+            ocsp_peer,
             renewal,
             peers: Mutex::new(HashMap::new()),
             http_identities: Mutex::new(std::collections::HashSet::new()),
@@ -400,6 +421,29 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
+    }
+
+    /// Counts an OCSP request about a peer's certificate by result: `good`, `revoked`,
+    /// `unknown` (the responder's verdicts), `failure` (network/HTTP), `invalid` (the response
+    /// was refused: signer, CertID, dates).
+    pub fn ocsp_peer_fetch(&self, listener: &str, result: &str) {
+        self.ocsp_peer
+            .fetches
+            .get_or_create(&ListenerResultLabels {
+                listener: listener.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Sets `mutual_ocsp_peer_answers{listener}`.
+    pub fn set_ocsp_peer_answers(&self, listener: &str, n: usize) {
+        self.ocsp_peer
+            .answers
+            .get_or_create(&ListenerLabel {
+                listener: listener.into(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sets `mutual_crl_next_update_timestamp_seconds{issuer}`.
