@@ -132,6 +132,22 @@ impl State {
         self.refresh_crl_for(&set.default_issuer().id).await
     }
 
+    /// Sets `mutual_ca_inventory_issued_certificates{method}` from the store: the rows whose
+    /// `requested_by` is `cli:...` or `batch:...`. A store error leaves the last value (the
+    /// store counts the failure itself).
+    pub async fn count_offline_issuances(&self) {
+        for (method, prefix) in [("cli", "cli:"), ("batch", "batch:")] {
+            let filter = mutual_store::ListFilter {
+                requested_by: Some(prefix.into()),
+                ..Default::default()
+            };
+            match self.ca.store().count_matching(&filter, 0).await {
+                Ok(n) => self.metrics.offline_issued(method, n),
+                Err(e) => tracing::debug!(method, error = %e, "counting offline issuances failed"),
+            }
+        }
+    }
+
     fn cached_crl(&self, id: &str) -> Option<Arc<CurrentCrl>> {
         self.crls
             .lock()

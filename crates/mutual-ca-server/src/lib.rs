@@ -304,6 +304,7 @@ impl Server {
             opts.crl_refresh,
             stop_rx.clone(),
         ));
+        let offline_count = tokio::spawn(count_offline_issuances(state.clone(), stop_rx.clone()));
         let ocsp_tasks = [
             ocsp_listener
                 .map(|l| tokio::spawn(ocsp::serve_plain(l, state.clone(), stop_rx.clone()))),
@@ -354,6 +355,7 @@ impl Server {
         }
         rotation.abort();
         crl_refresh.abort();
+        offline_count.abort();
         for t in ocsp_tasks.into_iter().flatten() {
             t.abort();
         }
@@ -487,6 +489,22 @@ async fn refresh_crl(
         }
         if let Err(e) = state.refresh_crl().await {
             tracing::warn!(error = %e, "CRL refresh failed; serving the current CRL");
+        }
+    }
+}
+
+/// Issuances made outside this server (`mutual cert issue`, `--batch`: requested_by `cli:...`,
+/// `batch:...`) counted in the store at start and every minute, for
+/// `mutual_ca_inventory_issued_certificates{method}` (an index range each, migration 0009).
+async fn count_offline_issuances(
+    state: Arc<api::State>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        state.count_offline_issuances().await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

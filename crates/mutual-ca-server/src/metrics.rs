@@ -11,8 +11,10 @@
 //! names and the store's operation names, never an identity, a serial or a token, so the series
 //! stay few and hold no secret.
 //!
-//! Issuances by `mutual cert issue` happen in another process (the CLI writes the inventory
-//! directly), so this server cannot count them: `mutual cert list` shows them, with who asked.
+//! Issuances by `mutual cert issue` (and `--batch`) happen in another process (the CLI writes
+//! the inventory directly), so this server cannot count them as they happen; it counts them in
+//! the store instead, once a minute: `mutual_ca_inventory_issued_certificates{method="cli"|"batch"}`
+//! (rows whose `requested_by` says so; `increase()` over it is their issuance rate).
 //!
 //! Store errors are counted by the store itself (every failed call of every caller: a request,
 //! the background CRL refresh, `/health`), and read here at scrape time, so no call site can
@@ -32,6 +34,11 @@ use prometheus_client::registry::Registry;
 struct IssuedLabels {
     method: &'static str,
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -148,6 +155,7 @@ pub struct Metrics {
     crl_next_update: Gauge,
     cert_expiry: Family<RoleLabel, Gauge>,
     cert_not_before: Family<RoleLabel, Gauge>,
+    offline_issued: Family<MethodLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -229,6 +237,12 @@ impl Metrics {
             "notBefore (Unix seconds) of the CA's own certificates, by role (root, intermediate, server)",
             cert_not_before.clone(),
         );
+        let offline_issued = Family::<MethodLabel, Gauge>::default();
+        registry.register(
+            "mutual_ca_inventory_issued_certificates",
+            "Certificates in the inventory issued outside this server, by method (cli: mutual cert issue, batch: cert issue --batch), counted from the store every minute",
+            offline_issued.clone(),
+        );
         registry.register_collector(Box::new(TokenKeys));
         Metrics {
             registry,
@@ -242,7 +256,15 @@ impl Metrics {
             crl_next_update,
             cert_expiry,
             cert_not_before,
+            offline_issued,
         }
+    }
+
+    /// The inventory's count of certificates issued outside the server by `method`.
+    pub fn offline_issued(&self, method: &'static str, count: i64) {
+        self.offline_issued
+            .get_or_create(&MethodLabel { method })
+            .set(count);
     }
 
     /// The root's and the intermediate's validity, from the CA's PEM files (a file that does not

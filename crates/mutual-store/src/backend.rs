@@ -281,9 +281,38 @@ where
     i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
+    let mut qb = filtered::<DB>(head, COLUMNS, f, now);
+    if let Some(c) = after {
+        qb.push(" AND (not_after, serial) > (")
+            .push_bind(c.not_after)
+            .push(", ")
+            .push_bind(c.serial.clone())
+            .push(")");
+    }
+    qb.push(" ORDER BY not_after ASC, serial ASC");
+    if let Some(l) = limit {
+        qb.push(" LIMIT ").push_bind(i64::from(l));
+    }
+    qb
+}
+
+/// `SELECT <select> FROM certificates WHERE` the filter: the one reading of a [`ListFilter`],
+/// shared by the listing and by [`Inventory::count_matching`].
+fn filtered<DB>(
+    head: &'static str,
+    select: &'static str,
+    f: &ListFilter,
+    now: i64,
+) -> QueryBuilder<DB>
+where
+    DB: Database,
+    <DB as Database>::Arguments: Default,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
     let mut qb = QueryBuilder::<DB>::new(head);
     qb.push("SELECT ")
-        .push(COLUMNS)
+        .push(select)
         .push(" FROM certificates WHERE 1=1");
     match f.status {
         Some(Status::Valid) => {
@@ -350,17 +379,6 @@ where
             qb.push(" AND key_type = ").push_bind(k.to_string());
         }
         None => {}
-    }
-    if let Some(c) = after {
-        qb.push(" AND (not_after, serial) > (")
-            .push_bind(c.not_after)
-            .push(", ")
-            .push_bind(c.serial.clone())
-            .push(")");
-    }
-    qb.push(" ORDER BY not_after ASC, serial ASC");
-    if let Some(l) = limit {
-        qb.push(" LIMIT ").push_bind(i64::from(l));
     }
     qb
 }
@@ -672,6 +690,16 @@ macro_rules! impl_inventory {
 
             async fn count(&self) -> Result<i64, StoreError> {
                 let row = sqlx::query("SELECT COUNT(*) AS n FROM certificates")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db("count certificates"))?;
+                row.try_get("n").map_err(db("read count"))
+            }
+
+            async fn count_matching(&self, f: &ListFilter, now: i64) -> Result<i64, StoreError> {
+                let mut qb = filtered::<$db>("", "COUNT(*) AS n", f, now);
+                let row = qb
+                    .build()
                     .fetch_one(&self.pool)
                     .await
                     .map_err(db("count certificates"))?;

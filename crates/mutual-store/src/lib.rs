@@ -476,6 +476,12 @@ pub trait Inventory {
     fn next_counter(&self, name: &str) -> impl Future<Output = Result<i64, StoreError>> + Send;
     /// Number of rows (all statuses).
     fn count(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+    /// Number of rows a [`ListFilter`] selects (the same reading as [`Inventory::list`]).
+    fn count_matching(
+        &self,
+        filter: &ListFilter,
+        now: i64,
+    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
     /// One page of [`Inventory::list`]: at most `limit` rows in (not_after, serial) order,
     /// starting after `after` (keyset paging: each page is an index range scan, so a million rows
     /// are never held in memory or re-scanned from the start).
@@ -671,6 +677,9 @@ impl Inventory for Store {
     }
     async fn count(&self) -> Result<i64, StoreError> {
         counted!(self, "count", s => s.count().await)
+    }
+    async fn count_matching(&self, filter: &ListFilter, now: i64) -> Result<i64, StoreError> {
+        counted!(self, "count_matching", s => s.count_matching(filter, now).await)
     }
     async fn list_page(
         &self,

@@ -243,6 +243,51 @@ fn metrics_count_issuances_and_token_failures() {
     assert!(!text.contains(&t) && !text.contains("twice.internal"));
 }
 
+/// Issuances by `mutual cert issue` and `--batch` happen in their own process; the CA server
+/// counts them from the inventory (`requested_by` cli:/batch:) into
+/// `mutual_ca_inventory_issued_certificates{method}`, beside its own `mutual_ca_issued_total`.
+#[test]
+fn metrics_count_cli_and_batch_issuances_from_the_inventory() {
+    let ca = TestCa::new(&[]);
+    ca.issue("one", &["--server", "--san", "dns:one.internal"])
+        .ok();
+    ca.issue("two", &["--client", "--san", "dns:two.internal"])
+        .ok();
+    let csv = ca.tmp.path().join("rows.csv");
+    std::fs::write(
+        &csv,
+        "name,san,usage\nb1,dns:b1.internal,server\nb2,dns:b2.internal,server\nb3,dns:b3.internal,client\n",
+    )
+    .unwrap();
+    let batch_out = ca.tmp.path().join("batch");
+    mutual(&[
+        "cert",
+        "issue",
+        "--batch",
+        s(&csv),
+        "--dir",
+        ca.d(),
+        "--out",
+        s(&batch_out),
+    ])
+    .ok();
+    let r = Replica::start(&ca, "m");
+    let m = curl(&ca, &r.url("/metrics"), &[]);
+    assert_eq!(m.status, 200);
+    let text = m.text();
+    let v = |series: &str| sample(&text, series);
+    assert_eq!(
+        v(r#"mutual_ca_inventory_issued_certificates{method="cli"}"#),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(
+        v(r#"mutual_ca_inventory_issued_certificates{method="batch"}"#),
+        3.0,
+        "{text}"
+    );
+}
+
 /// `cert issue` through the library transaction: the files and the row, or neither.
 #[test]
 fn cert_issue_writes_files_and_row_or_neither() {
