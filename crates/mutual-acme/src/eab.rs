@@ -91,9 +91,16 @@ impl Binding {
 
 /// A fresh key id and HMAC key (256 bits, base64url), as `mutual acme eab create` prints them.
 pub fn new_key() -> (String, String) {
-    let kid: [u8; 12] = rand::random();
-    let key: [u8; 32] = rand::random();
-    (b64(&kid), b64(&key))
+    // base64url may begin with '-', which an ACME client's command line takes for an option
+    // (`certbot --eab-kid -x...`: "expected one argument"): draw again until neither does.
+    let draw = |n: usize| loop {
+        let bytes: Vec<u8> = (0..n).map(|_| rand::random::<u8>()).collect();
+        let s = b64(&bytes);
+        if !s.starts_with('-') {
+            return s;
+        }
+    };
+    (draw(12), draw(32))
 }
 
 #[cfg(test)]
@@ -101,6 +108,15 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn new_keys_never_start_with_a_dash() {
+        for _ in 0..2000 {
+            let (kid, key) = new_key();
+            assert!(!kid.starts_with('-') && !key.starts_with('-'), "{kid} {key}");
+            assert_eq!((kid.len(), key.len()), (16, 43));
+        }
+    }
 
     fn binding(key: &[u8], header: &Value, payload: &Value) -> Value {
         let p = b64(&serde_json::to_vec(header).unwrap());
