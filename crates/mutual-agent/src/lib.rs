@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod attest;
+pub mod authority;
 pub mod ca;
 pub mod selector;
 pub mod svids;
@@ -145,7 +146,10 @@ pub async fn run(
     let served = tonic::transport::Server::builder()
         .add_service(proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(service))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                |conn| conn.map(authority::FixedIo::new),
+            ),
             shutdown,
         )
         .await;

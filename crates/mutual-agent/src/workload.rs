@@ -12,7 +12,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 
 use crate::ca::Entry;
@@ -54,8 +53,8 @@ fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
 fn caller_of<T>(req: &Request<T>) -> Result<Caller, Status> {
     let cred = req
         .extensions()
-        .get::<UdsConnectInfo>()
-        .and_then(|i| i.peer_cred)
+        .get::<crate::authority::PeerInfo>()
+        .and_then(|i| i.cred)
         .ok_or_else(|| Status::permission_denied("the caller's credentials cannot be read"))?;
     Ok(crate::attest::caller(cred.pid(), cred.uid(), cred.gid()))
 }

@@ -1,0 +1,520 @@
+//! `mutual agent` (docs/agent.md): the SPIFFE Workload API served to real clients: a Python
+//! grpcio client built from the published workload.proto (tests/agent/workload_client.py) and
+//! py-spiffe (PyPI `spiffe`), against a real `mutual ca serve`. SVIDs are checked with `openssl
+//! verify` and `openssl x509`; refusals by their exact gRPC status, the CA's by its reason label
+//! and log line. The Python packages live in the venv under target/acme-venv (`.ci/run` installs
+//! them; this test does when they are missing).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod pki_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use mutual_test::{eventually, ChildGuard};
+use pki_common::*;
+
+const TD: &str = "spiffe://agent.test";
+
+fn venv_python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let v = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/acme-venv");
+        let py = v.join("bin/python");
+        let ready = |py: &Path| {
+            Command::new(py)
+                .args(["-c", "import grpc, grpc_tools, spiffe, cryptography"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ready(&py) {
+            if !py.exists() {
+                assert!(Command::new("python3")
+                    .args(["-m", "venv", v.to_str().unwrap()])
+                    .status()
+                    .unwrap()
+                    .success());
+            }
+            assert!(Command::new(v.join("bin/pip"))
+                .args([
+                    "install",
+                    "-q",
+                    "grpcio",
+                    "grpcio-tools",
+                    "spiffe",
+                    "cryptography"
+                ])
+                .status()
+                .unwrap()
+                .success());
+        }
+        py
+    })
+    .clone()
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/agent")
+        .join(name)
+}
+
+/// A CA serving on 127.0.0.1, a node certificate for `spiffe://agent.test/node/NODE`, and the
+/// agent when started.
+struct Node {
+    ca: CaServe,
+    tmp: tempfile::TempDir,
+    node: String,
+    agent: Option<ChildGuard>,
+}
+
+impl Node {
+    fn new(node: &str) -> Node {
+        let ca = CaServe::with_new_ca("Agent CA", &[], &[]);
+        let tmp = tempfile::tempdir().unwrap();
+        let id = format!("{TD}/node/{node}");
+        mutual(&[
+            "cert",
+            "issue",
+            node,
+            "--dir",
+            s(ca.d()),
+            "--out",
+            s(tmp.path()),
+            "--san",
+            &format!("uri:{id}"),
+            "--client",
+        ])
+        .ok();
+        Node {
+            ca,
+            tmp,
+            node: id,
+            agent: None,
+        }
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.tmp
+            .path()
+            .join(format!("{}.pem", self.node.rsplit('/').next().unwrap()))
+    }
+
+    fn key(&self) -> PathBuf {
+        self.cert().with_extension("key")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.tmp.path().join("run/agent.sock")
+    }
+
+    fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// `mutual agent entry create ... --json`; the entry's id.
+    fn entry(&self, spiffe_id: &str, selectors: &[&str], node: &str, ttl: &str) -> String {
+        let mut a = vec!["agent", "entry", "create", "--dir", s(self.ca.d())];
+        a.extend([
+            "--spiffe-id",
+            spiffe_id,
+            "--node",
+            node,
+            "--ttl",
+            ttl,
+            "--json",
+        ]);
+        for sel in selectors {
+            a.extend(["--selector", sel]);
+        }
+        let o = mutual(&a).ok();
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    fn start_agent(&mut self) {
+        // A copy of the root: the agent's trust refresh may rewrite its --ca file.
+        let root = self.tmp.path().join("root.pem");
+        std::fs::copy(self.ca.root(), &root).unwrap();
+        let log = std::fs::File::create(self.tmp.path().join("agent.log")).unwrap();
+        let url = self.ca.url();
+        let mut c = mutual_cmd(
+            None,
+            &[
+                "agent",
+                "--ca-url",
+                &url,
+                "--socket",
+                s(&self.socket()),
+                "--cert",
+                s(&self.cert()),
+                "--key",
+                s(&self.key()),
+                "--ca",
+                s(&root),
+            ],
+        );
+        c.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let mut g = ChildGuard(c.spawn().unwrap());
+        let up = eventually(Duration::from_secs(60), || {
+            if let Ok(Some(st)) = g.0.try_wait() {
+                panic!("mutual agent exited with {st}:\n{}", self.agent_log());
+            }
+            self.socket().exists().then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "the agent did not listen:\n{}",
+            self.agent_log()
+        );
+        self.agent = Some(g);
+    }
+
+    /// workload_client.py MODE ARGS: its JSON lines, and whether it succeeded.
+    fn client(&self, mode: &str, args: &[&str]) -> (Vec<serde_json::Value>, bool) {
+        let gen = self.tmp.path().join("gen");
+        let out = run_within(
+            {
+                let mut c = Command::new(venv_python());
+                c.arg(script("workload_client.py"))
+                    .args([s(&self.socket()), s(&gen), mode])
+                    .args(args);
+                c
+            },
+            Duration::from_secs(300),
+        );
+        let lines = out
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("{l}\n{}", out.text())))
+            .collect();
+        (lines, out.code == 0)
+    }
+
+    /// The one failure line of a call that must fail.
+    fn refused(&self, mode: &str) -> serde_json::Value {
+        let (lines, ok) = self.client(mode, &["1", s(self.tmp.path())]);
+        assert!(!ok, "{mode} succeeded: {lines:?}\n{}", self.agent_log());
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        lines[0].clone()
+    }
+}
+
+/// The interpreter the Python client runs as: what /proc/PID/exe names.
+fn python_binary() -> PathBuf {
+    std::fs::canonicalize(venv_python()).unwrap()
+}
+
+fn sha256_hex(path: &Path) -> String {
+    let o = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(o.stdout).unwrap()[..64].to_string()
+}
+
+fn uid() -> String {
+    let o = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_workload_gets_rotating_svids_only_when_every_selector_matches() {
+    let mut n = Node::new("n1");
+    let me = format!("unix:uid:{}", uid());
+    // Another uid's entry only: this caller matches nothing.
+    n.entry(&format!("{TD}/other"), &["unix:uid:4242"], &n.node, "1h");
+    n.start_agent();
+    let denied = n.refused("x509");
+    assert_eq!(denied["code"], "PERMISSION_DENIED", "{denied}");
+    assert_eq!(denied["details"], "no identity issued");
+
+    // The right uid but another binary's hash: still nothing, and nothing issued.
+    let zeros = format!("unix:sha256:{}", "0".repeat(64));
+    n.entry(&format!("{TD}/hashed"), &[&me, &zeros], &n.node, "1h");
+    let denied = n.refused("x509");
+    assert_eq!(denied["code"], "PERMISSION_DENIED", "{denied}");
+    assert!(n
+        .ca
+        .inventory()
+        .iter()
+        .all(|c| !c.to_string().contains("hashed")));
+
+    // Without the security header: InvalidArgument, before any attestation.
+    let no_header = n.refused("x509-noheader");
+    assert_eq!(no_header["code"], "INVALID_ARGUMENT", "{no_header}");
+    assert_eq!(no_header["details"], "security header missing from request");
+
+    // uid, binary path and binary hash all match: an SVID, renewed at half of its 20 s life
+    // and pushed on the open stream.
+    let py = python_binary();
+    let web = format!("{TD}/web");
+    let entry = n.entry(
+        &web,
+        &[
+            &me,
+            &format!("unix:path:{}", py.display()),
+            &format!("unix:sha256:{}", sha256_hex(&py)),
+        ],
+        &n.node,
+        "20s",
+    );
+    let (msgs, ok) = n.client("x509", &["2", s(n.tmp.path())]);
+    assert!(ok, "{msgs:?}\n{}", n.agent_log());
+    assert_eq!(msgs.len(), 2);
+    let mut serials = Vec::new();
+    for m in &msgs {
+        let svids = m["svids"].as_array().unwrap();
+        assert_eq!(svids.len(), 1, "only the matching entry: {m}");
+        let sv = &svids[0];
+        assert_eq!(sv["spiffe_id"], web.as_str());
+        assert_eq!(sv["key_matches"], true);
+        assert_eq!(sv["chain"], 2, "leaf and intermediate: {sv}");
+        assert_eq!(sv["bundle"], 1);
+        let pem = Path::new(sv["pem"].as_str().unwrap());
+        let v = openssl(&[
+            "verify",
+            "-CAfile",
+            s(&n.ca.root()),
+            "-untrusted",
+            s(pem),
+            "-purpose",
+            "sslclient",
+            s(pem),
+        ]);
+        assert_eq!(v.code, 0, "{}", v.text());
+        let san = x509(pem, &["-noout", "-ext", "subjectAltName"]);
+        assert!(san.contains(&format!("URI:{web}")), "{san}");
+        serials.push(sv["serial"].as_str().unwrap().to_string());
+    }
+    assert_ne!(
+        serials[0], serials[1],
+        "the second message carries the rotated SVID"
+    );
+
+    // The CA recorded who asked: the node and the entry.
+    let inv = n.ca.inventory();
+    let by = format!("agent:{}:{entry}", n.node);
+    let issued: Vec<_> = inv
+        .iter()
+        .filter(|c| c["requested_by"].as_str() == Some(by.as_str()))
+        .collect();
+    assert!(issued.len() >= 2, "{inv:?}");
+
+    // The bundle alone, keyed by trust domain.
+    let (b, ok) = n.client("bundles", &[]);
+    assert!(ok, "{b:?}");
+    assert_eq!(b[0][TD], 1, "{b:?}");
+
+    // The agent's log names callers and identities, never a key.
+    let log = n.agent_log();
+    assert!(log.contains("no entry matches the caller"), "{log}");
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+}
+
+#[test]
+fn py_spiffe_fetches_an_svid_and_bundle() {
+    let mut n = Node::new("n1");
+    let web = format!("{TD}/py");
+    n.entry(&web, &[&format!("unix:uid:{}", uid())], &n.node, "1h");
+    n.start_agent();
+    let out = run_within(
+        {
+            let mut c = Command::new(venv_python());
+            c.arg(script("py_spiffe.py")).env(
+                "SPIFFE_ENDPOINT_SOCKET",
+                format!("unix://{}", n.socket().display()),
+            );
+            c
+        },
+        Duration::from_secs(300),
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.text(), n.agent_log());
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(v["client_spiffe_id"], web.as_str(), "{v}");
+    assert_eq!(v["source_spiffe_id"], web.as_str(), "{v}");
+    assert_eq!(v["trust_domains"], serde_json::json!(["agent.test"]), "{v}");
+}
+
+#[test]
+fn a_node_cannot_mint_an_identity_it_was_not_given() {
+    let n = Node::new("n1");
+    // The identity exists, but for another node.
+    n.entry(
+        &format!("{TD}/admin"),
+        &["unix:uid:0"],
+        &format!("{TD}/node/n2"),
+        "1h",
+    );
+    let key = n.tmp.path().join("w.key");
+    let csr = n.tmp.path().join("w.csr");
+    openssl_ok(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        s(&key),
+    ]);
+    let pem = openssl_csr(&key, &csr, "/CN=admin", &format!("URI:{TD}/admin"));
+    let body = serde_json::json!({ "spiffe_id": format!("{TD}/admin"), "csr": pem });
+    let url = format!("{}/v1/agent/svid", n.ca.url());
+    let args = json_post_args(
+        n.tmp.path(),
+        &body,
+        &[
+            "-sS",
+            "--cacert",
+            s(&n.ca.root()),
+            "--cert",
+            s(&n.cert()),
+            "--key",
+            s(&n.key()),
+            "-w",
+            "\n%{http_code}",
+            &url,
+        ],
+    );
+    let o = collect({
+        let mut c = Command::new("curl");
+        c.args(&args);
+        c
+    });
+    let (body, code) = o.stdout.trim().rsplit_once('\n').unwrap();
+    assert_eq!(code, "403", "{}", o.text());
+    let p: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(p["reason"], "entry_not_assigned", "{p}");
+    // The refusal is in the CA's log with the node that asked.
+    let line = eventually(Duration::from_secs(30), || {
+        n.ca.log_text()
+            .lines()
+            .find(|l| l.contains("/v1/agent/svid") && l.contains("entry_not_assigned"))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("no refusal line:\n{}", n.ca.log_text()));
+    assert!(line.contains(&format!("{TD}/node/n1")), "{line}");
+    assert!(line.contains("status=403"), "{line}");
+    assert!(n
+        .ca
+        .inventory()
+        .iter()
+        .all(|c| !c.to_string().contains("/admin")));
+
+    // Without a client certificate the endpoint does nothing at all.
+    let o = collect({
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--cacert", s(&n.ca.root()), "-w", "\n%{http_code}"])
+            .arg(format!("{}/v1/agent/entries", n.ca.url()));
+        c
+    });
+    let (body, code) = o.stdout.trim().rsplit_once('\n').unwrap();
+    assert_eq!(code, "401", "{}", o.text());
+    assert!(body.contains("\"reason\":\"no_client_cert\""), "{body}");
+
+    // The node's own list holds only its entries (none here).
+    let o = collect({
+        let mut c = Command::new("curl");
+        c.args([
+            "-sS",
+            "--cacert",
+            s(&n.ca.root()),
+            "--cert",
+            s(&n.cert()),
+            "--key",
+            s(&n.key()),
+        ])
+        .arg(format!("{}/v1/agent/entries", n.ca.url()));
+        c
+    });
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["node"], format!("{TD}/node/n1"));
+    assert_eq!(v["entries"], serde_json::json!([]), "{v}");
+}
+
+#[test]
+fn entries_are_created_listed_and_deleted_with_clear_errors() {
+    let ca = TestCa::new(&[]);
+    let node = format!("{TD}/node/n1");
+    let o = mutual(&[
+        "agent",
+        "entry",
+        "create",
+        "--dir",
+        ca.d(),
+        "--spiffe-id",
+        &format!("{TD}/web"),
+        "--selector",
+        "unix:uid:me",
+        "--node",
+        &node,
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr
+            .contains("invalid selector \"unix:uid:me\": a uid is a number"),
+        "{}",
+        o.text()
+    );
+    let o = mutual(&[
+        "agent",
+        "entry",
+        "create",
+        "--dir",
+        ca.d(),
+        "--spiffe-id",
+        "spiffe://other.test/web",
+        "--selector",
+        "unix:uid:1000",
+        "--node",
+        &node,
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(o.stderr.contains("different trust domains"), "{}", o.text());
+
+    let o = mutual(&[
+        "agent",
+        "entry",
+        "create",
+        "--dir",
+        ca.d(),
+        "--spiffe-id",
+        &format!("{TD}/web"),
+        "--selector",
+        "unix:uid:1000",
+        "--selector",
+        "unix:gid:100",
+        "--node",
+        &node,
+        "--json",
+    ])
+    .ok();
+    let e: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let id = e["id"].as_str().unwrap();
+    // Stored sorted, as parsed.
+    assert_eq!(
+        e["selectors"],
+        serde_json::json!(["unix:uid:1000", "unix:gid:100"])
+    );
+    assert_eq!(e["ttl_secs"], 3600);
+    let l = mutual(&["agent", "entry", "list", "--dir", ca.d(), "--json"]).ok();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&l.stdout).unwrap();
+    assert_eq!(list, vec![e.clone()]);
+    let t = mutual(&["agent", "entry", "list", "--dir", ca.d()]).ok();
+    assert!(
+        t.stdout.contains(id) && t.stdout.contains("unix:uid:1000 unix:gid:100"),
+        "{}",
+        t.stdout
+    );
+    mutual(&["agent", "entry", "delete", id, "--dir", ca.d()]).ok();
+    let again = mutual(&["agent", "entry", "delete", id, "--dir", ca.d()]);
+    assert_eq!(again.code, 1, "{}", again.text());
+    assert!(again
+        .stderr
+        .contains(&format!("no registration entry {id}")));
+    let l = mutual(&["agent", "entry", "list", "--dir", ca.d()]).ok();
+    assert_eq!(l.stdout.trim(), "no registration entries");
+}
