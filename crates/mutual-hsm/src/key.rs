@@ -499,23 +499,22 @@ fn read_public(
                 }
             }
             let pubs = s.find_objects(&t)?;
-            let pub_h = match pubs.as_slice() {
-                [h] => h,
-                [] => {
-                    return Ok(Err(
+            let pub_h =
+                match pubs.as_slice() {
+                    [h] => h,
+                    [] => return Ok(Err(
                         "the token has no public key object beside the private key (same label \
                          and CKA_ID), so its public half cannot be read"
                             .into(),
-                    ))
-                }
-                many => {
-                    return Ok(Err(format!(
-                        "{} public key objects match the private key (same label and CKA_ID); \
+                    )),
+                    many => {
+                        return Ok(Err(format!(
+                            "{} public key objects match the private key (same label and CKA_ID); \
                          delete the stale ones so its public half is unambiguous",
-                        many.len()
-                    )))
-                }
-            };
+                            many.len()
+                        )))
+                    }
+                };
             let point = s
                 .get_attributes(*pub_h, &[AttributeType::EcPoint])?
                 .into_iter()

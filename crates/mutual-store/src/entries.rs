@@ -73,31 +73,37 @@ where
     })
 }
 
+/// The selectors' stored form, a JSON array (a list of strings always encodes).
+fn selectors_json(e: &RegistrationEntry) -> String {
+    serde_json::to_string(&e.selectors).unwrap_or_else(|_| "[]".into())
+}
+
+/// The one INSERT of an entry, for either backend (creation and `ca migrate`'s copy).
+macro_rules! insert {
+    ($e:expr) => {
+        sqlx::query(
+            "INSERT INTO registration_entries \
+             (id, spiffe_id, selectors, node, ttl_secs, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&$e.id)
+        .bind(&$e.spiffe_id)
+        .bind(selectors_json($e))
+        .bind(&$e.node)
+        .bind($e.ttl_secs)
+        .bind($e.created_at)
+        .bind(&$e.created_by)
+    };
+}
+
 macro_rules! impl_entries {
     ($store:ty) => {
         impl EntryStore for $store {
             async fn entry_create(&self, e: &RegistrationEntry) -> Result<(), StoreError> {
-                let selectors = serde_json::to_string(&e.selectors).map_err(|err| {
-                    StoreError::Corrupt {
-                        serial: e.id.clone(),
-                        detail: format!("cannot encode selectors: {err}"),
-                    }
-                })?;
-                sqlx::query(
-                    "INSERT INTO registration_entries \
-                     (id, spiffe_id, selectors, node, ttl_secs, created_at, created_by) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(&e.id)
-                .bind(&e.spiffe_id)
-                .bind(selectors)
-                .bind(&e.node)
-                .bind(e.ttl_secs)
-                .bind(e.created_at)
-                .bind(&e.created_by)
-                .execute(&self.pool)
-                .await
-                .map_err(db("store registration entry"))?;
+                insert!(e)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db("store registration entry"))?;
                 Ok(())
             }
 
@@ -176,21 +182,10 @@ pub(crate) async fn copy_to_postgres(
     }
     let entries = src.entry_list(None).await?;
     for e in &entries {
-        sqlx::query(
-            "INSERT INTO registration_entries \
-             (id, spiffe_id, selectors, node, ttl_secs, created_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&e.id)
-        .bind(&e.spiffe_id)
-        .bind(serde_json::to_string(&e.selectors).unwrap_or_else(|_| "[]".into()))
-        .bind(&e.node)
-        .bind(e.ttl_secs)
-        .bind(e.created_at)
-        .bind(&e.created_by)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("copy registration entries"))?;
+        insert!(e)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("copy registration entries"))?;
     }
     let (copied,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM registration_entries")
         .fetch_one(&mut *tx)

@@ -117,20 +117,14 @@ impl Node {
 
     /// `mutual agent entry create ... --json`; the entry's id.
     fn entry(&self, spiffe_id: &str, selectors: &[&str], node: &str, ttl: &str) -> String {
-        let mut a = vec!["agent", "entry", "create", "--dir", s(self.ca.d())];
-        a.extend([
-            "--spiffe-id",
+        let o = entry_create(
+            s(self.ca.d()),
             spiffe_id,
-            "--node",
             node,
-            "--ttl",
-            ttl,
-            "--json",
-        ]);
-        for sel in selectors {
-            a.extend(["--selector", sel]);
-        }
-        let o = mutual(&a).ok();
+            selectors,
+            &["--ttl", ttl, "--json"],
+        )
+        .ok();
         let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
         v["id"].as_str().unwrap().to_string()
     }
@@ -204,6 +198,26 @@ impl Node {
         assert_eq!(lines.len(), 1, "{lines:?}");
         lines[0].clone()
     }
+}
+
+/// `mutual agent entry create --dir DIR --spiffe-id ID --node NODE --selector S... EXTRA...`
+fn entry_create(dir: &str, spiffe_id: &str, node: &str, selectors: &[&str], extra: &[&str]) -> Out {
+    let mut a = vec!["agent", "entry", "create", "--dir", dir];
+    a.extend(["--spiffe-id", spiffe_id, "--node", node]);
+    for sel in selectors {
+        a.extend(["--selector", sel]);
+    }
+    a.extend_from_slice(extra);
+    mutual(&a)
+}
+
+/// `curl -sS ARGS`: the body and the HTTP status.
+fn curl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (String, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-w", "\n%{http_code}"]).args(args);
+    let o = collect(c);
+    let (body, code) = o.stdout.trim().rsplit_once('\n').unwrap();
+    (body.to_string(), code.to_string())
 }
 
 /// The interpreter the Python client runs as: what /proc/PID/exe names.
@@ -363,30 +377,13 @@ fn a_node_cannot_mint_an_identity_it_was_not_given() {
     let pem = openssl_csr(&key, &csr, "/CN=admin", &format!("URI:{TD}/admin"));
     let body = serde_json::json!({ "spiffe_id": format!("{TD}/admin"), "csr": pem });
     let url = format!("{}/v1/agent/svid", n.ca.url());
-    let args = json_post_args(
-        n.tmp.path(),
-        &body,
-        &[
-            "-sS",
-            "--cacert",
-            s(&n.ca.root()),
-            "--cert",
-            s(&n.cert()),
-            "--key",
-            s(&n.key()),
-            "-w",
-            "\n%{http_code}",
-            &url,
-        ],
-    );
-    let o = collect({
-        let mut c = Command::new("curl");
-        c.args(&args);
-        c
-    });
-    let (body, code) = o.stdout.trim().rsplit_once('\n').unwrap();
-    assert_eq!(code, "403", "{}", o.text());
-    let p: serde_json::Value = serde_json::from_str(body).unwrap();
+    let (root, cert, key) = (n.ca.root(), n.cert(), n.key());
+    let tls = ["--cacert", s(&root), "--cert", s(&cert), "--key", s(&key)];
+    let mut args = json_post_args(n.tmp.path(), &body, &tls);
+    args.push(url);
+    let (body, code) = curl(&args);
+    assert_eq!(code, "403", "{body}");
+    let p: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(p["reason"], "entry_not_assigned", "{p}");
     // The refusal is in the CA's log with the node that asked.
     let line = eventually(Duration::from_secs(30), || {
@@ -405,32 +402,17 @@ fn a_node_cannot_mint_an_identity_it_was_not_given() {
         .all(|c| !c.to_string().contains("/admin")));
 
     // Without a client certificate the endpoint does nothing at all.
-    let o = collect({
-        let mut c = Command::new("curl");
-        c.args(["-sS", "--cacert", s(&n.ca.root()), "-w", "\n%{http_code}"])
-            .arg(format!("{}/v1/agent/entries", n.ca.url()));
-        c
-    });
-    let (body, code) = o.stdout.trim().rsplit_once('\n').unwrap();
-    assert_eq!(code, "401", "{}", o.text());
+    let entries = format!("{}/v1/agent/entries", n.ca.url());
+    let (body, code) = curl(&["--cacert", s(&root), &entries]);
+    assert_eq!(code, "401", "{body}");
     assert!(body.contains("\"reason\":\"no_client_cert\""), "{body}");
 
     // The node's own list holds only its entries (none here).
-    let o = collect({
-        let mut c = Command::new("curl");
-        c.args([
-            "-sS",
-            "--cacert",
-            s(&n.ca.root()),
-            "--cert",
-            s(&n.cert()),
-            "--key",
-            s(&n.key()),
-        ])
-        .arg(format!("{}/v1/agent/entries", n.ca.url()));
-        c
-    });
-    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let mut args = tls.to_vec();
+    args.push(&entries);
+    let (body, code) = curl(&args);
+    assert_eq!(code, "200", "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["node"], format!("{TD}/node/n1"));
     assert_eq!(v["entries"], serde_json::json!([]), "{v}");
 }
@@ -439,19 +421,8 @@ fn a_node_cannot_mint_an_identity_it_was_not_given() {
 fn entries_are_created_listed_and_deleted_with_clear_errors() {
     let ca = TestCa::new(&[]);
     let node = format!("{TD}/node/n1");
-    let o = mutual(&[
-        "agent",
-        "entry",
-        "create",
-        "--dir",
-        ca.d(),
-        "--spiffe-id",
-        &format!("{TD}/web"),
-        "--selector",
-        "unix:uid:me",
-        "--node",
-        &node,
-    ]);
+    let web = format!("{TD}/web");
+    let o = entry_create(ca.d(), &web, &node, &["unix:uid:me"], &[]);
     assert_eq!(o.code, 2, "{}", o.text());
     assert!(
         o.stderr
@@ -459,39 +430,18 @@ fn entries_are_created_listed_and_deleted_with_clear_errors() {
         "{}",
         o.text()
     );
-    let o = mutual(&[
-        "agent",
-        "entry",
-        "create",
-        "--dir",
+    let o = entry_create(
         ca.d(),
-        "--spiffe-id",
         "spiffe://other.test/web",
-        "--selector",
-        "unix:uid:1000",
-        "--node",
         &node,
-    ]);
+        &["unix:uid:1000"],
+        &[],
+    );
     assert_eq!(o.code, 2, "{}", o.text());
     assert!(o.stderr.contains("different trust domains"), "{}", o.text());
 
-    let o = mutual(&[
-        "agent",
-        "entry",
-        "create",
-        "--dir",
-        ca.d(),
-        "--spiffe-id",
-        &format!("{TD}/web"),
-        "--selector",
-        "unix:uid:1000",
-        "--selector",
-        "unix:gid:100",
-        "--node",
-        &node,
-        "--json",
-    ])
-    .ok();
+    let sels = ["unix:uid:1000", "unix:gid:100"];
+    let o = entry_create(ca.d(), &web, &node, &sels, &["--json"]).ok();
     let e: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     let id = e["id"].as_str().unwrap();
     // Stored sorted, as parsed.
