@@ -468,3 +468,48 @@ fn entries_are_created_listed_and_deleted_with_clear_errors() {
     let l = mutual(&["agent", "entry", "list", "--dir", ca.d()]).ok();
     assert_eq!(l.stdout.trim(), "no registration entries");
 }
+
+#[test]
+fn the_agent_refuses_a_node_certificate_without_a_spiffe_id_and_a_path_that_is_not_a_socket() {
+    let ca = TestCa::new(&[]);
+    ca.issue("plain", &["--san", "dns:plain.test"]).ok();
+    ca.issue("n1", &["--san", &format!("uri:{TD}/node/n1")])
+        .ok();
+    let out = Path::new(ca.o());
+    let regular = out.join("not-a-socket");
+    std::fs::write(&regular, "keep me").unwrap();
+    let run = |name: &str, socket: &Path| {
+        let cert = out.join(format!("{name}.pem"));
+        let key = out.join(format!("{name}.key"));
+        let root = ca.root();
+        mutual_within(
+            &[
+                "agent",
+                "--ca-url",
+                "https://127.0.0.1:1",
+                "--socket",
+                s(socket),
+                "--cert",
+                s(&cert),
+                "--key",
+                s(&key),
+                "--ca",
+                &root,
+            ],
+            Duration::from_secs(60),
+        )
+    };
+    let o = run("plain", &out.join("a.sock"));
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(o.stderr.contains("carries no SPIFFE ID"), "{}", o.text());
+    assert!(!out.join("a.sock").exists());
+    let o = run("n1", &regular);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr
+            .contains("exists and is not a socket; not replacing it"),
+        "{}",
+        o.text()
+    );
+    assert_eq!(std::fs::read_to_string(&regular).unwrap(), "keep me");
+}
