@@ -120,8 +120,14 @@ fn unix_now() -> i64 {
 /// longer assigned to this node or the agent goes away.
 async fn keep_fresh(svids: std::sync::Weak<Svids>, entry: Entry, tx: watch::Sender<Slot>) {
     let mut failures: u32 = 0;
+    let mut first = true;
     loop {
         let Some(s) = svids.upgrade() else { return };
+        if !first {
+            // Re-read the node's entries: one deleted since is not renewed again.
+            let _ = s.entries().await;
+        }
+        first = false;
         if !s.still_assigned(&entry.id) {
             tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry no longer assigned to this node; its SVID is dropped");
             lock(&s.slots).remove(&entry.id);

@@ -32,7 +32,7 @@ pub const MISSING_HEADER: &str = "security header missing from request";
 /// What a caller no entry matches gets, with `PermissionDenied` (SPIRE's words).
 pub const NO_IDENTITY: &str = "no identity issued";
 /// How long a call waits for a first SVID from the CA.
-const FIRST_ISSUE: Duration = Duration::from_secs(30);
+const FIRST_ISSUE: Duration = Duration::from_secs(60);
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 

@@ -323,6 +323,17 @@ fn a_workload_gets_rotating_svids_only_when_every_selector_matches() {
     assert!(ok, "{b:?}");
     assert_eq!(b[0][TD], 1, "{b:?}");
 
+    // A deleted entry is not renewed again: at its next renewal the agent drops it.
+    mutual(&["agent", "entry", "delete", &entry, "--dir", s(n.ca.d())]).ok();
+    let dropped = eventually(Duration::from_secs(120), || {
+        n.agent_log()
+            .contains("entry no longer assigned to this node")
+            .then_some(())
+    });
+    assert!(dropped.is_some(), "{}", n.agent_log());
+    let denied = n.refused("x509");
+    assert_eq!(denied["code"], "PERMISSION_DENIED", "{denied}");
+
     // The agent's log names callers and identities, never a key.
     let log = n.agent_log();
     assert!(log.contains("no entry matches the caller"), "{log}");
