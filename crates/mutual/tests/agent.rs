@@ -73,21 +73,31 @@ struct Node {
 
 impl Node {
     fn new(node: &str) -> Node {
+        Node::with_cert_args(node, &[])
+    }
+
+    /// A node whose certificate is issued with `extra` flags of `cert issue` (`--ttl`).
+    fn with_cert_args(node: &str, extra: &[&str]) -> Node {
         let ca = CaServe::with_new_ca("Agent CA", &[], &[]);
         let tmp = tempfile::tempdir().unwrap();
         let id = format!("{TD}/node/{node}");
-        mutual(&[
-            "cert",
-            "issue",
-            node,
-            "--dir",
-            s(ca.d()),
-            "--out",
-            s(tmp.path()),
-            "--san",
-            &format!("uri:{id}"),
-            "--client",
-        ])
+        mutual(
+            &[
+                "cert",
+                "issue",
+                node,
+                "--dir",
+                s(ca.d()),
+                "--out",
+                s(tmp.path()),
+                "--san",
+                &format!("uri:{id}"),
+                "--client",
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
+        )
         .ok();
         Node {
             ca,
@@ -523,4 +533,27 @@ fn the_agent_refuses_a_node_certificate_without_a_spiffe_id_and_a_path_that_is_n
         o.text()
     );
     assert_eq!(std::fs::read_to_string(&regular).unwrap(), "keep me");
+}
+
+#[test]
+fn the_agent_renews_its_node_certificate_and_keeps_serving() {
+    // A node certificate of 45 s: renewed at about two-thirds of it, like `renew --daemon`.
+    let mut n = Node::with_cert_args("n1", &["--ttl", "45s"]);
+    n.entry(
+        &format!("{TD}/web"),
+        &[&format!("unix:uid:{}", uid())],
+        &n.node,
+        "1h",
+    );
+    let before = x509(&n.cert(), &["-noout", "-serial"]);
+    n.start_agent();
+    let renewed = eventually(Duration::from_secs(180), || {
+        let now = x509(&n.cert(), &["-noout", "-serial"]);
+        (now != before).then_some(now)
+    });
+    assert!(renewed.is_some(), "not renewed:\n{}", n.agent_log());
+    // The renewed certificate still authenticates the node to the CA.
+    let (msgs, ok) = n.client("x509", &["1", s(n.tmp.path())]);
+    assert!(ok, "{msgs:?}\n{}", n.agent_log());
+    assert_eq!(msgs[0]["svids"][0]["spiffe_id"], format!("{TD}/web"));
 }
