@@ -32,22 +32,24 @@ pub enum AgentCommand {
 /// Serve the SPIFFE Workload API on a Unix socket.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// The online CA, https://HOST[:PORT] (`mutual ca serve`). Several replicas: repeat the flag
-    /// or separate the URLs with commas.
-    #[arg(long, value_name = "URL", required = true)]
-    pub ca_url: Vec<String>,
+    /// --ca-url (required), and --token/--root-sha256 to enroll the node at start when --cert and
+    /// --key do not hold a valid certificate yet (the token's SAN is the node's SPIFFE ID).
+    #[command(flatten)]
+    pub enroll: crate::cmd_enroll::EnrollArgs,
     /// The Unix socket to serve the Workload API on (mode 0666: who gets what is decided by
     /// attestation). Workloads find it through SPIFFE_ENDPOINT_SOCKET=unix://PATH.
     #[arg(long, value_name = "PATH", required = true)]
     pub socket: Option<PathBuf>,
     /// The node certificate (PEM chain): its SPIFFE ID is the node entries name with --node.
+    /// Written by the enrollment with --token when it does not hold a valid certificate.
     #[arg(long, value_name = "FILE", required = true)]
     pub cert: Option<PathBuf>,
     /// The node certificate's private key.
     #[arg(long, value_name = "FILE", required = true)]
     pub key: Option<PathBuf>,
     /// The CA root(s) (PEM): the CA's server certificate is checked against it, and it is the
-    /// bundle workloads get. Kept up to date from the CA while the agent runs.
+    /// bundle workloads get. Kept up to date from the CA while the agent runs; written by the
+    /// enrollment with --token when it does not exist.
     #[arg(long, value_name = "FILE", required = true)]
     pub ca: Option<PathBuf>,
     /// Do not renew the node certificate (something else, such as `mutual renew --daemon`,
@@ -226,8 +228,15 @@ fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     let (Some(socket), Some(cert), Some(key), Some(ca)) = (a.socket, a.cert, a.key, a.ca) else {
         anyhow::bail!("mutual agent needs --ca-url, --socket, --cert, --key and --ca");
     };
+    if a.enroll.ca_url.is_empty() {
+        anyhow::bail!("mutual agent needs --ca-url: the online CA that issues the SVIDs");
+    }
+    init_logging(&a.log_format);
+    // Enrolls the node with --token when --cert/--key hold no valid certificate (exit 2 when
+    // that is needed and not possible); the agent runs its own renewer below.
+    drop(crate::cmd_enroll::prepare(&a.enroll, &cert, &key, &ca)?);
     let o = mutual_agent::AgentOptions {
-        ca_url: mutual_enroll::CaUrls::parse(&a.ca_url)?,
+        ca_url: mutual_enroll::CaUrls::parse(&a.enroll.ca_url)?,
         socket,
         cert,
         key,
@@ -237,7 +246,6 @@ fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     // Unreadable or mismatched node files, a node certificate without a SPIFFE ID: exit 2.
     mutual_enroll::files::load_current(&o.cert, &o.key)?;
     mutual_agent::node_id(&o.cert)?;
-    init_logging(&a.log_format);
     runtime()?.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot install signal handlers")?;

@@ -140,6 +140,10 @@ impl Node {
     }
 
     fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    fn start_agent_with(&mut self, extra: &[&str]) {
         // A copy of the root: the agent's trust refresh may rewrite its --ca file.
         let root = self.tmp.path().join("root.pem");
         std::fs::copy(self.ca.root(), &root).unwrap();
@@ -161,7 +165,8 @@ impl Node {
                 s(&root),
             ],
         );
-        c.env("RUST_LOG", "info")
+        c.args(extra)
+            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
@@ -553,6 +558,27 @@ fn the_agent_renews_its_node_certificate_and_keeps_serving() {
     });
     assert!(renewed.is_some(), "not renewed:\n{}", n.agent_log());
     // The renewed certificate still authenticates the node to the CA.
+    let (msgs, ok) = n.client("x509", &["1", s(n.tmp.path())]);
+    assert!(ok, "{msgs:?}\n{}", n.agent_log());
+    assert_eq!(msgs[0]["svids"][0]["spiffe_id"], format!("{TD}/web"));
+}
+
+#[test]
+fn the_agent_enrolls_its_node_with_a_token() {
+    let mut n = Node::new("n1");
+    std::fs::remove_file(n.cert()).unwrap();
+    std::fs::remove_file(n.key()).unwrap();
+    n.entry(
+        &format!("{TD}/web"),
+        &[&format!("unix:uid:{}", uid())],
+        &n.node,
+        "1h",
+    );
+    let token = n.ca.token(&[&format!("uri:{}", n.node)], "1h", "client");
+    let pin = n.ca.fingerprint();
+    n.start_agent_with(&["--token", &token, "--root-sha256", &pin]);
+    let san = x509(&n.cert(), &["-noout", "-ext", "subjectAltName"]);
+    assert!(san.contains(&format!("URI:{}", n.node)), "{san}");
     let (msgs, ok) = n.client("x509", &["1", s(n.tmp.path())]);
     assert!(ok, "{msgs:?}\n{}", n.agent_log());
     assert_eq!(msgs[0]["svids"][0]["spiffe_id"], format!("{TD}/web"));
