@@ -38,34 +38,24 @@ async fn exercise(s: &Store) {
     assert_eq!(s.entry_get("api").await.unwrap(), Some(entry("api", n2)));
 }
 
-fn opts() -> OpenOptions {
-    OpenOptions {
-        create: true,
-        ..Default::default()
-    }
-}
-
 #[tokio::test]
-async fn sqlite() {
+async fn on_sqlite_and_postgres() {
     let d = tempfile::tempdir().unwrap();
-    let s = Store::open(&StoreUrl::Sqlite(d.path().join("i.db")), &opts())
-        .await
-        .unwrap();
-    exercise(&s).await;
-    s.close().await;
-}
-
-#[tokio::test]
-async fn postgres() {
-    let Some(pg) = PgTestDb::create().await else {
-        return;
-    };
-    let s = Store::open(&pg.url.parse().unwrap(), &opts())
-        .await
-        .unwrap();
-    exercise(&s).await;
-    s.close().await;
-    pg.drop_db().await;
+    let pg = PgTestDb::create().await;
+    let mut urls = vec![StoreUrl::Sqlite(d.path().join("i.db"))];
+    urls.extend(pg.as_ref().map(|p| p.url.parse().unwrap()));
+    for url in &urls {
+        let o = OpenOptions {
+            create: true,
+            ..Default::default()
+        };
+        let s = Store::open(url, &o).await.unwrap();
+        exercise(&s).await;
+        s.close().await;
+    }
+    if let Some(pg) = pg {
+        pg.drop_db().await;
+    }
 }
 
 #[tokio::test]
