@@ -248,7 +248,7 @@ fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Re
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
 }
 
-fn json(status: StatusCode, v: &serde_json::Value) -> Resp {
+pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Resp {
     respond(
         status,
         "application/json",
@@ -413,6 +413,7 @@ pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp 
                 }
             }
             "/v1/renew" => state.metrics.issued("renew", out.reason),
+            crate::agent::SVID => state.metrics.issued("agent", out.reason),
             _ => {}
         }
     }
@@ -637,6 +638,8 @@ fn endpoint(path: &str) -> &'static str {
         "/v1/sign" => "/v1/sign",
         "/v1/renew" => "/v1/renew",
         "/v1/revoke" => "/v1/revoke",
+        crate::agent::ENTRIES => crate::agent::ENTRIES,
+        crate::agent::SVID => crate::agent::SVID,
         _ => "other",
     }
 }
@@ -705,6 +708,9 @@ async fn route(
                 },
             }
         }
+        (p, _) if crate::agent::is_agent_path(p) => {
+            crate::agent::route(state, peer, identity, req, method, p).await
+        }
         ("/v1/roots" | "/v1/crl" | "/v1/sign" | "/v1/renew" | "/v1/revoke", _) => {
             method_not_allowed()
         }
@@ -712,7 +718,7 @@ async fn route(
     }
 }
 
-fn method_not_allowed() -> Outcome {
+pub(crate) fn method_not_allowed() -> Outcome {
     Problem::new(
         "method_not_allowed",
         "this endpoint does not take that method",
@@ -766,7 +772,9 @@ fn json_content_type(req: &Request<Incoming>) -> Result<(), Problem> {
 /// chunked body) is read to its end and thrown away before the 413 goes out: a client still
 /// sending when the server closes would see a broken pipe instead of the answer. Beyond
 /// `MAX_DRAIN` the connection is simply closed after the 413.
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, Problem> {
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, Problem> {
     json_content_type(&req)?;
     let too_large = || {
         Problem::new(
@@ -864,7 +872,7 @@ fn issued_body(i: &Issued) -> serde_json::Value {
     })
 }
 
-fn created(i: &Issued) -> Outcome {
+pub(crate) fn created(i: &Issued) -> Outcome {
     Outcome {
         resp: json(StatusCode::CREATED, &issued_body(i)),
         reason: "ok",
@@ -874,7 +882,7 @@ fn created(i: &Issued) -> Outcome {
 }
 
 /// Maps a PKI refusal of a request onto the contract's labels.
-fn pki_problem(e: PkiError) -> Problem {
+pub(crate) fn pki_problem(e: PkiError) -> Problem {
     match e {
         PkiError::MalformedCsr { .. }
         | PkiError::CsrBadSignature
@@ -902,7 +910,7 @@ fn pki_problem(e: PkiError) -> Problem {
 
 /// The CN for a certificate issued from a token: the first SAN's value, or for a long URI its
 /// last path segment (a CN is at most 64 characters).
-fn name_for(sans: &[San]) -> String {
+pub(crate) fn name_for(sans: &[San]) -> String {
     let Some(first) = sans.first() else {
         return "mutual".into();
     };
@@ -985,14 +993,14 @@ async fn sign(state: &State, b: SignBody) -> Outcome {
 
 /// The verified client certificate of this connection, checked against the inventory: ours,
 /// not revoked, not expired. Used by every endpoint that acts on an identity.
-struct Me {
-    identity: Identity,
+pub(crate) struct Me {
+    pub(crate) identity: Identity,
     leaf: CertificateDer<'static>,
     record: mutual_store::CertRecord,
     renewal: mutual_pki::ca::Renewal,
 }
 
-async fn authenticated(
+pub(crate) async fn authenticated(
     state: &State,
     peer: &Peer,
     identity: Option<&Identity>,

@@ -16,6 +16,7 @@
 //! inventory cleanly, so every certificate a client got a 201 for is on disk.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod api;
 pub mod metrics;
 pub mod ocsp;

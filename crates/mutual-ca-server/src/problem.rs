@@ -76,9 +76,8 @@ pub fn status_of(reason: &str) -> StatusCode {
         "token_invalid" | "token_expired" | "token_used" | "no_client_cert" => {
             StatusCode::UNAUTHORIZED
         }
-        "name_not_allowed" | "revoked" | "expired" | "unknown_ca" | "forbidden" => {
-            StatusCode::FORBIDDEN
-        }
+        "name_not_allowed" | "revoked" | "expired" | "unknown_ca" | "forbidden"
+        | "entry_not_assigned" => StatusCode::FORBIDDEN,
         "not_found" => StatusCode::NOT_FOUND,
         "method_not_allowed" => StatusCode::METHOD_NOT_ALLOWED,
         "body_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
@@ -101,6 +100,7 @@ fn title_of(reason: &str) -> &'static str {
         "expired" => "The certificate has expired",
         "unknown_ca" => "The certificate is not from this CA",
         "forbidden" => "Not allowed for this identity",
+        "entry_not_assigned" => "No registration entry gives this SPIFFE ID to this node",
         "not_found" => "Not found",
         "method_not_allowed" => "Method not allowed",
         "unsupported_media_type" => "The request body must be application/json",
@@ -130,6 +130,7 @@ mod tests {
             ("expired", 403),
             ("unknown_ca", 403),
             ("forbidden", 403),
+            ("entry_not_assigned", 403),
             ("not_found", 404),
             ("body_too_large", 413),
             ("rate_limited", 429),

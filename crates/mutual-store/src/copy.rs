@@ -213,6 +213,8 @@ pub async fn copy_sqlite_to_postgres(
 
     // The ACME front door's accounts, orders and EAB keys (counts checked inside).
     crate::acme::copy_to_postgres(src, &mut tx).await?;
+    // The Workload API's registration entries (counts checked inside).
+    crate::entries::copy_to_postgres(src, &mut tx).await?;
 
     let target = table_counts_on!(&mut *tx)?;
     for (table, s, t) in [

@@ -38,6 +38,7 @@ macro_rules! dispatch {
 mod acme;
 mod backend;
 mod copy;
+mod entries;
 mod est;
 mod issuers;
 mod location;
@@ -48,6 +49,7 @@ pub use acme::{AcmeAccount, AcmeKind, AcmeObject, AcmeStore};
 pub use backend::PG_SANS_FROM_CERTIFICATES;
 pub use backend::{PgStore, SqliteStore};
 pub use copy::{copy_sqlite_to_postgres, CopyReport, TableCounts};
+pub use entries::{EntryStore, RegistrationEntry};
 pub use est::{EstRequest, EstStore};
 pub use issuers::FIRST_ISSUER;
 pub use location::{StoreUrl, StoreUrlError};

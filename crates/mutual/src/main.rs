@@ -6,6 +6,7 @@
 
 mod ca_args;
 mod cmd_acme;
+mod cmd_agent;
 mod cmd_batch;
 mod cmd_ca;
 mod cmd_ca_rotate;
@@ -73,6 +74,9 @@ enum Command {
     /// Operate the ACME front door of `mutual ca serve --acme` (External Account Binding keys).
     #[command(subcommand)]
     Acme(cmd_acme::AcmeCommand),
+    /// The SPIFFE Workload API on this node (`--ca-url ... --socket ...`), and the
+    /// registration entries it serves (`entry create|list|delete`).
+    Agent(Box<cmd_agent::AgentArgs>),
     /// One-time enrollment tokens for the online CA (`mutual ca serve`).
     #[command(subcommand)]
     Token(cmd_token::TokenCommand),
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
         Command::Renew(a) => cmd_enroll::run_renew(*a),
         Command::Token(c) => cmd_token::run(c),
         Command::Acme(c) => cmd_acme::run(c),
+        Command::Agent(a) => cmd_agent::run(*a),
         Command::Completions(a) => cmd_docs::run_completions(a),
         Command::Man(a) => cmd_docs::run_man(a),
     };

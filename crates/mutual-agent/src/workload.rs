@@ -1,0 +1,291 @@
+//! The SPIFFE Workload API service (proto/workload.proto) over the agent's state: the security
+//! header check, attestation of the caller by its socket credentials, selection of the entries
+//! whose selectors all match it, and the streams. Each stream message is the caller's full
+//! current state (every SVID with its key, the bundle), sent again whenever it changes.
+//! JWT-SVIDs are not served yet: those calls answer `Unimplemented` (docs/agent.md).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::ca::Entry;
+use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
+use crate::proto::{
+    JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
+    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest,
+    X509svidResponse,
+};
+use crate::selector::{self, Caller};
+use crate::svids::{Slot, Svids};
+
+/// The header every Workload API call must carry (the spec's guard against SSRF: a browser or
+/// a proxied request cannot set it).
+pub const SECURITY_HEADER: &str = "workload.spiffe.io";
+/// What a call without it gets, with `InvalidArgument` (the words SPIRE uses).
+pub const MISSING_HEADER: &str = "security header missing from request";
+/// What a caller no entry matches gets, with `PermissionDenied` (SPIRE's words).
+pub const NO_IDENTITY: &str = "no identity issued";
+/// How long a call waits for a first SVID from the CA.
+const FIRST_ISSUE: Duration = Duration::from_secs(60);
+
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+pub struct Workload {
+    pub svids: Arc<Svids>,
+    /// The node's trust domain (`spiffe://example.org`), the key of the bundle maps.
+    pub trust_domain: String,
+}
+
+fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
+    match req.metadata().get(SECURITY_HEADER).map(|v| v.to_str()) {
+        Some(Ok("true")) => Ok(()),
+        _ => Err(Status::invalid_argument(MISSING_HEADER)),
+    }
+}
+
+/// The caller, from the credentials the kernel attached to its connection.
+fn caller_of<T>(req: &Request<T>) -> Result<Caller, Status> {
+    let cred = req
+        .extensions()
+        .get::<crate::authority::PeerInfo>()
+        .and_then(|i| i.cred)
+        .ok_or_else(|| Status::permission_denied("the caller's credentials cannot be read"))?;
+    Ok(crate::attest::caller(cred.pid(), cred.uid(), cred.gid()))
+}
+
+fn describe(c: &Caller) -> String {
+    format!(
+        "pid={} uid={} gid={} exe={} sha256={}",
+        c.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+        c.uid,
+        c.gid,
+        c.exe
+            .as_ref()
+            .map_or_else(|| "-".into(), |p| p.display().to_string()),
+        c.sha256.map_or_else(|| "-".into(), hex::encode)
+    )
+}
+
+fn concat(certs: &[rustls_pki_types::CertificateDer<'static>]) -> Vec<u8> {
+    certs
+        .iter()
+        .flat_map(|c| c.as_ref().iter().copied())
+        .collect()
+}
+
+impl Workload {
+    /// Header check, attestation, and the entries that match the caller (none: refused).
+    async fn entries_for<T>(&self, req: &Request<T>, call: &str) -> Result<Vec<Entry>, Status> {
+        check_header(req)?;
+        let caller = caller_of(req)?;
+        let all = self.svids.entries().await.map_err(|e| {
+            tracing::warn!(call, error = %e, "cannot list this node's entries");
+            Status::unavailable(format!("the agent cannot reach the CA: {e}"))
+        })?;
+        let mine: Vec<Entry> = all
+            .into_iter()
+            .filter(|e| {
+                e.parsed_selectors()
+                    .is_some_and(|s| selector::all_match(&s, &caller))
+            })
+            .collect();
+        if mine.is_empty() {
+            tracing::warn!(call, caller = %describe(&caller), result = "denied", "no entry matches the caller");
+            return Err(Status::permission_denied(NO_IDENTITY));
+        }
+        tracing::info!(call, caller = %describe(&caller), result = "allowed",
+            spiffe_ids = %mine.iter().map(|e| e.spiffe_id.as_str()).collect::<Vec<_>>().join(","),
+            "workload attested");
+        Ok(mine)
+    }
+
+    /// Every entry's SVID once its first issuance is over; refuses when none could be issued.
+    async fn first_svids(
+        &self,
+        entries: &[Entry],
+    ) -> Result<Vec<tokio::sync::watch::Receiver<Slot>>, Status> {
+        let mut rxs = Vec::with_capacity(entries.len());
+        for e in entries {
+            let mut rx = self.svids.slot(e);
+            let settled =
+                tokio::time::timeout(FIRST_ISSUE, rx.wait_for(|s| !matches!(s, Slot::Pending)))
+                    .await
+                    .is_ok();
+            if !settled {
+                return Err(Status::unavailable("the CA did not issue the SVID in time"));
+            }
+            rxs.push(rx);
+        }
+        let ready = rxs.iter().any(|r| matches!(&*r.borrow(), Slot::Ready(_)));
+        if !ready {
+            let why = rxs
+                .iter()
+                .find_map(|r| match &*r.borrow() {
+                    Slot::Failed(e) => Some(e.to_string()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            return Err(Status::unavailable(format!(
+                "no SVID could be issued: {why}"
+            )));
+        }
+        Ok(rxs)
+    }
+}
+
+/// The current X.509 state of a stream, and what identifies it (serials and bundle).
+fn x509_state(
+    rxs: &[tokio::sync::watch::Receiver<Slot>],
+    bundle: &[u8],
+) -> (X509svidResponse, Vec<String>) {
+    let mut svids = Vec::new();
+    let mut serials = Vec::new();
+    for rx in rxs {
+        if let Slot::Ready(s) = &*rx.borrow() {
+            serials.push(s.serial.clone());
+            svids.push(X509svid {
+                spiffe_id: s.spiffe_id.clone(),
+                x509_svid: concat(&s.chain),
+                x509_svid_key: s.key.to_vec(),
+                bundle: bundle.to_vec(),
+                hint: String::new(),
+            });
+        }
+    }
+    serials.push(hex::encode(bundle));
+    (
+        X509svidResponse {
+            svids,
+            crl: Vec::new(),
+            federated_bundles: HashMap::new(),
+        },
+        serials,
+    )
+}
+
+/// Sends `state()` now and again whenever the agent's generation moves and the state differs,
+/// until the client goes away.
+fn push<T, F>(mut gen: tokio::sync::watch::Receiver<u64>, mut state: F) -> Stream_<T>
+where
+    T: Send + 'static,
+    F: FnMut() -> (T, Vec<String>) + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut last: Option<Vec<String>> = None;
+        loop {
+            gen.borrow_and_update();
+            let (msg, key) = state();
+            if last.as_ref() != Some(&key) {
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+                last = Some(key);
+            }
+            tokio::select! {
+                changed = gen.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for Workload {
+    type FetchX509SVIDStream = Stream_<X509svidResponse>;
+    type FetchX509BundlesStream = Stream_<X509BundlesResponse>;
+    type FetchJWTBundlesStream = Stream_<JwtBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        req: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let entries = self.entries_for(&req, "FetchX509SVID").await?;
+        let rxs = self.first_svids(&entries).await?;
+        let svids = self.svids.clone();
+        let gen = svids.subscribe();
+        Ok(Response::new(push(gen, move || {
+            x509_state(&rxs, &concat(&svids.bundle()))
+        })))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        req: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        // Bundles are public, but the spec asks for attestation here too: an unknown caller
+        // learns nothing about this node.
+        self.entries_for(&req, "FetchX509Bundles").await?;
+        let svids = self.svids.clone();
+        let td = self.trust_domain.clone();
+        Ok(Response::new(push(svids.subscribe(), move || {
+            let b = concat(&svids.bundle());
+            let key = vec![hex::encode(&b)];
+            (
+                X509BundlesResponse {
+                    crl: Vec::new(),
+                    bundles: HashMap::from([(td.clone(), b)]),
+                },
+                key,
+            )
+        })))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        req: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        check_header(&req)?;
+        Err(Status::unimplemented(
+            "JWT-SVIDs are not served by this agent yet",
+        ))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        req: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        check_header(&req)?;
+        Err(Status::unimplemented(
+            "JWT bundles are not served by this agent yet",
+        ))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        req: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        check_header(&req)?;
+        Err(Status::unimplemented(
+            "JWT-SVIDs are not validated by this agent yet",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_security_header_must_be_true() {
+        let mut r = Request::new(());
+        assert_eq!(
+            check_header(&r).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        r.metadata_mut()
+            .insert(SECURITY_HEADER, "false".parse().unwrap());
+        assert_eq!(check_header(&r).unwrap_err().message(), MISSING_HEADER);
+        r.metadata_mut()
+            .insert(SECURITY_HEADER, "true".parse().unwrap());
+        assert!(check_header(&r).is_ok());
+    }
+}

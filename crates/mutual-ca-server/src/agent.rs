@@ -1,0 +1,192 @@
+//! The online CA's side of `mutual agent` (docs/agent.md): an agent, authenticated by its node
+//! certificate over mTLS, lists the registration entries assigned to its node and asks for
+//! SVIDs for them. A node can only get the SPIFFE IDs an entry gives it: a request for any other
+//! is refused with `entry_not_assigned` and the request line names the node, so an operator sees
+//! which node tried. Issuance goes through the one transaction, [`Ca::issue`], with
+//! `requested_by = agent:<node>:<entry>`.
+
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use mutual_pki::ca::{Csr, IssueOptions, IssueRequest, KeySource};
+use mutual_pki::{PkiError, San, Usage};
+use mutual_policy::Identity;
+use mutual_store::{EntryStore, RegistrationEntry};
+use serde::Deserialize;
+
+use crate::api::{self, Outcome, Peer, State};
+use crate::problem::Problem;
+
+/// The paths this module answers.
+pub const ENTRIES: &str = "/v1/agent/entries";
+pub const SVID: &str = "/v1/agent/svid";
+
+pub(crate) fn is_agent_path(path: &str) -> bool {
+    path == ENTRIES || path == SVID
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SvidBody {
+    spiffe_id: String,
+    csr: String,
+    /// Which of the node's entries for `spiffe_id` (the agent knows it from the entry list);
+    /// absent: the first one.
+    #[serde(default)]
+    entry_id: Option<String>,
+}
+
+/// Routes `/v1/agent/*` (already rate limited by the caller).
+pub(crate) async fn route(
+    state: &State,
+    peer: &Peer,
+    identity: Option<&Identity>,
+    req: Request<Incoming>,
+    method: &Method,
+    path: &str,
+) -> Outcome {
+    let node = match node_of(state, peer, identity).await {
+        Ok(n) => n,
+        Err(p) => return p.into(),
+    };
+    match (path, method) {
+        (ENTRIES, &Method::GET) => entries(state, &node).await,
+        (SVID, &Method::POST) => match api::read_json::<SvidBody>(req).await {
+            Ok(b) => svid(state, &node, b).await,
+            Err(p) => p.into(),
+        },
+        _ => api::method_not_allowed(),
+    }
+}
+
+/// The node's SPIFFE ID, from a client certificate of this CA's inventory that is neither
+/// revoked nor expired.
+async fn node_of(
+    state: &State,
+    peer: &Peer,
+    identity: Option<&Identity>,
+) -> Result<String, Problem> {
+    let me = api::authenticated(state, peer, identity, Duration::ZERO).await?;
+    me.identity.spiffe.clone().ok_or_else(|| {
+        Problem::new(
+            "forbidden",
+            "an agent's node certificate must carry one SPIFFE ID (URI SAN spiffe://...)",
+        )
+    })
+}
+
+async fn entries(state: &State, node: &str) -> Outcome {
+    match state.ca.store().entry_list(Some(node)).await {
+        Ok(list) => api::ok_response(api::json(
+            StatusCode::OK,
+            &serde_json::json!({ "node": node, "entries": list }),
+        )),
+        Err(e) => Problem::store(&e).into(),
+    }
+}
+
+/// The entry of `node` that gives `spiffe_id` (the one named `entry_id`, when given).
+fn assigned<'a>(
+    list: &'a [RegistrationEntry],
+    spiffe_id: &str,
+    entry_id: Option<&str>,
+) -> Option<&'a RegistrationEntry> {
+    list.iter()
+        .find(|e| e.spiffe_id == spiffe_id && entry_id.is_none_or(|id| e.id == id))
+}
+
+async fn svid(state: &State, node: &str, b: SvidBody) -> Outcome {
+    let list = match state.ca.store().entry_list(Some(node)).await {
+        Ok(l) => l,
+        Err(e) => return Problem::store(&e).into(),
+    };
+    let Some(entry) = assigned(&list, &b.spiffe_id, b.entry_id.as_deref()) else {
+        return Problem::new(
+            "entry_not_assigned",
+            format!("no registration entry gives {} to node {node}", b.spiffe_id),
+        )
+        .into();
+    };
+    let csr = match Csr::parse(b.csr.as_bytes()) {
+        Ok(c) => c,
+        Err(e) => return api::pki_problem(e).into(),
+    };
+    // The CSR gives the key only; the names are the entry's. A CSR asking for another name is
+    // refused rather than silently narrowed, so a confused agent is noticed.
+    let want = San::Uri(entry.spiffe_id.clone());
+    match csr.sans() {
+        Ok(r) if r.iter().all(|s| *s == want) => {}
+        Ok(r) => {
+            let extra = r.iter().find(|s| **s != want).map(ToString::to_string);
+            return Problem::new(
+                "name_not_allowed",
+                format!(
+                    "the CSR asks for {}, which entry {} does not give",
+                    extra.unwrap_or_default(),
+                    entry.id
+                ),
+            )
+            .into();
+        }
+        Err(e @ PkiError::InvalidSan { .. }) => {
+            return Problem::new("name_not_allowed", e.to_string()).into()
+        }
+        Err(e) => return api::pki_problem(e).into(),
+    }
+    let ttl = u64::try_from(entry.ttl_secs).unwrap_or(1).max(1);
+    let o = IssueOptions {
+        name: api::name_for(std::slice::from_ref(&want)),
+        sans: vec![want],
+        usage: Usage::Both,
+        ttl: Duration::from_secs(ttl),
+        requested_by: Some(format!("agent:{node}:{}", entry.id)),
+        ..Default::default()
+    };
+    let req = IssueRequest {
+        profile: o,
+        key: KeySource::Csr(csr),
+        token: None,
+        output: None,
+    };
+    match state.ca.issue(req).await {
+        Ok(issued) => api::created(&issued),
+        Err(e) => api::pki_problem(e).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, spiffe_id: &str) -> RegistrationEntry {
+        RegistrationEntry {
+            id: id.into(),
+            spiffe_id: spiffe_id.into(),
+            selectors: vec!["unix:uid:0".into()],
+            node: "spiffe://td/node/n1".into(),
+            ttl_secs: 60,
+            created_at: 0,
+            created_by: "cli:test".into(),
+        }
+    }
+
+    #[test]
+    fn only_an_assigned_identity_is_found() {
+        let list = [
+            entry("e1", "spiffe://td/web"),
+            entry("e2", "spiffe://td/db"),
+        ];
+        assert_eq!(
+            assigned(&list, "spiffe://td/db", None).map(|e| e.id.as_str()),
+            Some("e2")
+        );
+        assert_eq!(
+            assigned(&list, "spiffe://td/db", Some("e2")).map(|e| e.id.as_str()),
+            Some("e2")
+        );
+        // The entry id must give that SPIFFE ID too.
+        assert!(assigned(&list, "spiffe://td/db", Some("e1")).is_none());
+        assert!(assigned(&list, "spiffe://td/admin", None).is_none());
+    }
+}

@@ -1,0 +1,267 @@
+//! `mutual agent`: the SPIFFE Workload API on a node (docs/agent.md), and `mutual agent entry
+//! create|list|delete`, the registration entries it serves, kept in the CA's inventory like
+//! `cert list` reads it. The work is in crates/mutual-agent and mutual-store; this is flags,
+//! exit codes and printing.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use mutual_store::{EntryStore, RegistrationEntry};
+
+use crate::ca_args::DirArg;
+use crate::runtime::{init_logging, runtime};
+
+/// `mutual agent [--ca-url ...]` or `mutual agent entry ...`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub entry: Option<AgentCommand>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Registration entries: which SPIFFE ID a workload on which node gets.
+    #[command(subcommand)]
+    Entry(EntryCommand),
+}
+
+/// Serve the SPIFFE Workload API on a Unix socket.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// --ca-url (required), and --token/--root-sha256 to enroll the node at start when --cert and
+    /// --key do not hold a valid certificate yet (the token's SAN is the node's SPIFFE ID).
+    #[command(flatten)]
+    pub enroll: crate::cmd_enroll::EnrollArgs,
+    /// The Unix socket to serve the Workload API on (mode 0666: who gets what is decided by
+    /// attestation). Workloads find it through SPIFFE_ENDPOINT_SOCKET=unix://PATH.
+    #[arg(long, value_name = "PATH", required = true)]
+    pub socket: Option<PathBuf>,
+    /// The node certificate (PEM chain): its SPIFFE ID is the node entries name with --node.
+    /// Written by the enrollment with --token when it does not hold a valid certificate.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub cert: Option<PathBuf>,
+    /// The node certificate's private key.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub key: Option<PathBuf>,
+    /// The CA root(s) (PEM): the CA's server certificate is checked against it, and it is the
+    /// bundle workloads get. Kept up to date from the CA while the agent runs; written by the
+    /// enrollment with --token when it does not exist.
+    #[arg(long, value_name = "FILE", required = true)]
+    pub ca: Option<PathBuf>,
+    /// Do not renew the node certificate (something else, such as `mutual renew --daemon`,
+    /// does). By default the agent renews it at two-thirds of its lifetime.
+    #[arg(long)]
+    pub no_renew: bool,
+    /// Log format on stderr: human or json. The level comes from RUST_LOG.
+    #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    pub log_format: String,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum EntryCommand {
+    /// Assign a SPIFFE ID to the workloads of one node that match every selector.
+    ///
+    /// Selectors: unix:uid:N, unix:gid:N, unix:path:/abs/path/of/binary, unix:sha256:HEX (of
+    /// the binary). Example: mutual agent entry create --spiffe-id spiffe://example.org/web
+    /// --selector unix:uid:1000 --node spiffe://example.org/node/n1 --ttl 1h
+    Create(EntryCreateArgs),
+    /// List the registration entries (all nodes, or one with --node).
+    List(EntryListArgs),
+    /// Delete a registration entry: its workloads get no new SVID (agents drop it at their next
+    /// renewal).
+    Delete(EntryDeleteArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EntryCreateArgs {
+    /// The SPIFFE ID the workload gets.
+    #[arg(long, value_name = "ID")]
+    pub spiffe_id: String,
+    /// A selector the workload must match (repeatable; all must match).
+    #[arg(long = "selector", value_name = "SELECTOR", required = true)]
+    pub selectors: Vec<String>,
+    /// The SPIFFE ID of the node (the agent's node certificate) whose workloads get it.
+    #[arg(long, value_name = "ID")]
+    pub node: String,
+    /// Lifetime of each SVID (renewed by the agent at half of it).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::ca_args::parse_duration)]
+    pub ttl: Duration,
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Print the entry as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EntryListArgs {
+    /// Only this node's entries.
+    #[arg(long, value_name = "ID")]
+    pub node: Option<String>,
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EntryDeleteArgs {
+    /// The entry id `entry list` shows.
+    pub id: String,
+    #[command(flatten)]
+    pub dir: DirArg,
+}
+
+pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
+    match a.entry {
+        Some(AgentCommand::Entry(EntryCommand::Create(c))) => create(c),
+        Some(AgentCommand::Entry(EntryCommand::List(l))) => list(l),
+        Some(AgentCommand::Entry(EntryCommand::Delete(d))) => delete(d),
+        None => serve(a.run),
+    }
+}
+
+fn spiffe_id(flag: &str, v: &str) -> anyhow::Result<mutual_policy::SpiffeId> {
+    mutual_policy::SpiffeId::parse(v).with_context(|| format!("{flag} {v:?}"))
+}
+
+fn create(a: EntryCreateArgs) -> anyhow::Result<ExitCode> {
+    let id = spiffe_id("--spiffe-id", &a.spiffe_id)?;
+    let node = spiffe_id("--node", &a.node)?;
+    if id.trust_domain() != node.trust_domain() {
+        anyhow::bail!(
+            "--spiffe-id {id} and --node {node} are in different trust domains; an agent serves its own trust domain's identities"
+        );
+    }
+    let selectors = mutual_agent::selector::parse_all(&a.selectors)?;
+    let dir = a.dir.resolve()?;
+    let by = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .map_or_else(|| "cli".to_string(), |u| format!("cli:{u}"));
+    let entry = RegistrationEntry {
+        id: mutual_agent::new_entry_id()?,
+        spiffe_id: id.to_string(),
+        selectors: selectors.iter().map(ToString::to_string).collect(),
+        node: node.to_string(),
+        ttl_secs: i64::try_from(a.ttl.as_secs()).context("--ttl")?,
+        created_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+        created_by: by,
+    };
+    runtime()?.block_on(async {
+        let store = mutual_pki::ca::open_store(&dir).await?;
+        store.entry_create(&entry).await?;
+        store.close().await;
+        anyhow::Ok(())
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&entry)?);
+    } else {
+        println!(
+            "created entry {}: {} for node {} when {}",
+            entry.id,
+            entry.spiffe_id,
+            entry.node,
+            entry.selectors.join(" and ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(a: EntryListArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.dir.resolve()?;
+    let list = runtime()?.block_on(async {
+        let store = mutual_pki::ca::open_store(&dir).await?;
+        let l = store.entry_list(a.node.as_deref()).await?;
+        store.close().await;
+        anyhow::Ok(l)
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        println!("no registration entries");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16}  {:<36}  {:<32}  {:<8}  SELECTORS",
+        "ID", "SPIFFE ID", "NODE", "TTL"
+    );
+    for e in &list {
+        println!(
+            "{:<16}  {:<36}  {:<32}  {:<8}  {}",
+            e.id,
+            e.spiffe_id,
+            e.node,
+            mutual_policy::human::duration(u64::try_from(e.ttl_secs).unwrap_or(0)),
+            e.selectors.join(" ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn delete(a: EntryDeleteArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.dir.resolve()?;
+    let gone = runtime()?.block_on(async {
+        let store = mutual_pki::ca::open_store(&dir).await?;
+        let gone = store.entry_delete(&a.id).await?;
+        store.close().await;
+        anyhow::Ok(gone)
+    })?;
+    if gone {
+        println!("deleted entry {}", a.id);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: no registration entry {}", a.id);
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
+    // clap requires each of these unless a subcommand is given.
+    let (Some(socket), Some(cert), Some(key), Some(ca)) = (a.socket, a.cert, a.key, a.ca) else {
+        anyhow::bail!("mutual agent needs --ca-url, --socket, --cert, --key and --ca");
+    };
+    if a.enroll.ca_url.is_empty() {
+        anyhow::bail!("mutual agent needs --ca-url: the online CA that issues the SVIDs");
+    }
+    init_logging(&a.log_format);
+    // Enrolls the node with --token when --cert/--key hold no valid certificate (exit 2 when
+    // that is needed and not possible); the agent runs its own renewer below.
+    drop(crate::cmd_enroll::prepare(&a.enroll, &cert, &key, &ca)?);
+    let o = mutual_agent::AgentOptions {
+        ca_url: mutual_enroll::CaUrls::parse(&a.enroll.ca_url)?,
+        socket,
+        cert,
+        key,
+        ca,
+        renew_node: !a.no_renew,
+    };
+    // Unreadable or mismatched node files, a node certificate without a SPIFFE ID: exit 2.
+    mutual_enroll::files::load_current(&o.cert, &o.key)?;
+    mutual_agent::node_id(&o.cert)?;
+    runtime()?.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot install signal handlers")?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        match mutual_agent::run(o, stop).await {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e @ mutual_agent::AgentError::Serve(_)) => {
+                tracing::error!("{e}");
+                Ok(ExitCode::from(1))
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+}

@@ -1,0 +1,585 @@
+//! `mutual agent` (docs/agent.md): the SPIFFE Workload API served to real clients: a Python
+//! grpcio client built from the published workload.proto (tests/agent/workload_client.py) and
+//! py-spiffe (PyPI `spiffe`), against a real `mutual ca serve`. SVIDs are checked with `openssl
+//! verify` and `openssl x509`; refusals by their exact gRPC status, the CA's by its reason label
+//! and log line. The Python packages live in the venv under target/acme-venv (`.ci/run` installs
+//! them; this test does when they are missing).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod pki_common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use mutual_test::{eventually, ChildGuard};
+use pki_common::*;
+
+const TD: &str = "spiffe://agent.test";
+
+fn venv_python() -> PathBuf {
+    static PY: OnceLock<PathBuf> = OnceLock::new();
+    PY.get_or_init(|| {
+        let v = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/acme-venv");
+        let py = v.join("bin/python");
+        let ready = |py: &Path| {
+            Command::new(py)
+                .args(["-c", "import grpc, grpc_tools, spiffe, cryptography"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !ready(&py) {
+            if !py.exists() {
+                assert!(Command::new("python3")
+                    .args(["-m", "venv", v.to_str().unwrap()])
+                    .status()
+                    .unwrap()
+                    .success());
+            }
+            assert!(Command::new(v.join("bin/pip"))
+                .args([
+                    "install",
+                    "-q",
+                    "grpcio",
+                    "grpcio-tools",
+                    "spiffe",
+                    "cryptography"
+                ])
+                .status()
+                .unwrap()
+                .success());
+        }
+        py
+    })
+    .clone()
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/agent")
+        .join(name)
+}
+
+/// A CA serving on 127.0.0.1, a node certificate for `spiffe://agent.test/node/NODE`, and the
+/// agent when started.
+struct Node {
+    ca: CaServe,
+    tmp: tempfile::TempDir,
+    node: String,
+    agent: Option<ChildGuard>,
+}
+
+impl Node {
+    fn new(node: &str) -> Node {
+        Node::with_cert_args(node, &[])
+    }
+
+    /// A node whose certificate is issued with `extra` flags of `cert issue` (`--ttl`).
+    fn with_cert_args(node: &str, extra: &[&str]) -> Node {
+        let ca = CaServe::with_new_ca("Agent CA", &[], &[]);
+        let tmp = tempfile::tempdir().unwrap();
+        let id = format!("{TD}/node/{node}");
+        mutual(
+            &[
+                "cert",
+                "issue",
+                node,
+                "--dir",
+                s(ca.d()),
+                "--out",
+                s(tmp.path()),
+                "--san",
+                &format!("uri:{id}"),
+                "--client",
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
+        )
+        .ok();
+        Node {
+            ca,
+            tmp,
+            node: id,
+            agent: None,
+        }
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.tmp
+            .path()
+            .join(format!("{}.pem", self.node.rsplit('/').next().unwrap()))
+    }
+
+    fn key(&self) -> PathBuf {
+        self.cert().with_extension("key")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.tmp.path().join("run/agent.sock")
+    }
+
+    fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// `mutual agent entry create ... --json`; the entry's id.
+    fn entry(&self, spiffe_id: &str, selectors: &[&str], node: &str, ttl: &str) -> String {
+        let o = entry_create(
+            s(self.ca.d()),
+            spiffe_id,
+            node,
+            selectors,
+            &["--ttl", ttl, "--json"],
+        )
+        .ok();
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    fn start_agent(&mut self) {
+        self.start_agent_with(&[]);
+    }
+
+    fn start_agent_with(&mut self, extra: &[&str]) {
+        // A copy of the root: the agent's trust refresh may rewrite its --ca file.
+        let root = self.tmp.path().join("root.pem");
+        std::fs::copy(self.ca.root(), &root).unwrap();
+        let log = std::fs::File::create(self.tmp.path().join("agent.log")).unwrap();
+        let url = self.ca.url();
+        let mut c = mutual_cmd(
+            None,
+            &[
+                "agent",
+                "--ca-url",
+                &url,
+                "--socket",
+                s(&self.socket()),
+                "--cert",
+                s(&self.cert()),
+                "--key",
+                s(&self.key()),
+                "--ca",
+                s(&root),
+            ],
+        );
+        c.args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let mut g = ChildGuard(c.spawn().unwrap());
+        let up = eventually(Duration::from_secs(60), || {
+            if let Ok(Some(st)) = g.0.try_wait() {
+                panic!("mutual agent exited with {st}:\n{}", self.agent_log());
+            }
+            self.socket().exists().then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "the agent did not listen:\n{}",
+            self.agent_log()
+        );
+        self.agent = Some(g);
+    }
+
+    /// workload_client.py MODE ARGS: its JSON lines, and whether it succeeded.
+    fn client(&self, mode: &str, args: &[&str]) -> (Vec<serde_json::Value>, bool) {
+        let gen = self.tmp.path().join("gen");
+        let out = run_within(
+            {
+                let mut c = Command::new(venv_python());
+                c.arg(script("workload_client.py"))
+                    .args([s(&self.socket()), s(&gen), mode])
+                    .args(args);
+                c
+            },
+            Duration::from_secs(300),
+        );
+        let lines = out
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("{l}\n{}", out.text())))
+            .collect();
+        (lines, out.code == 0)
+    }
+
+    /// The one failure line of a call that must fail.
+    fn refused(&self, mode: &str) -> serde_json::Value {
+        let (lines, ok) = self.client(mode, &["1", s(self.tmp.path())]);
+        assert!(!ok, "{mode} succeeded: {lines:?}\n{}", self.agent_log());
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        lines[0].clone()
+    }
+}
+
+/// `mutual agent entry create --dir DIR --spiffe-id ID --node NODE --selector S... EXTRA...`
+fn entry_create(dir: &str, spiffe_id: &str, node: &str, selectors: &[&str], extra: &[&str]) -> Out {
+    let mut a = vec!["agent", "entry", "create", "--dir", dir];
+    a.extend(["--spiffe-id", spiffe_id, "--node", node]);
+    for sel in selectors {
+        a.extend(["--selector", sel]);
+    }
+    a.extend_from_slice(extra);
+    mutual(&a)
+}
+
+/// `curl -sS ARGS`: the body and the HTTP status.
+fn curl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (String, String) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-w", "\n%{http_code}"]).args(args);
+    let o = collect(c);
+    let (body, code) = o.stdout.trim().rsplit_once('\n').unwrap();
+    (body.to_string(), code.to_string())
+}
+
+/// The interpreter the Python client runs as: what /proc/PID/exe names.
+fn python_binary() -> PathBuf {
+    std::fs::canonicalize(venv_python()).unwrap()
+}
+
+fn sha256_hex(path: &Path) -> String {
+    let o = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8(o.stdout).unwrap()[..64].to_string()
+}
+
+fn uid() -> String {
+    let o = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_workload_gets_rotating_svids_only_when_every_selector_matches() {
+    let mut n = Node::new("n1");
+    let me = format!("unix:uid:{}", uid());
+    // Another uid's entry only: this caller matches nothing.
+    n.entry(&format!("{TD}/other"), &["unix:uid:4242"], &n.node, "1h");
+    n.start_agent();
+    let denied = n.refused("x509");
+    assert_eq!(denied["code"], "PERMISSION_DENIED", "{denied}");
+    assert_eq!(denied["details"], "no identity issued");
+
+    // The right uid but another binary's hash: still nothing, and nothing issued.
+    let zeros = format!("unix:sha256:{}", "0".repeat(64));
+    n.entry(&format!("{TD}/hashed"), &[&me, &zeros], &n.node, "1h");
+    let denied = n.refused("x509");
+    assert_eq!(denied["code"], "PERMISSION_DENIED", "{denied}");
+    assert!(n
+        .ca
+        .inventory()
+        .iter()
+        .all(|c| !c.to_string().contains("hashed")));
+
+    // Without the security header: InvalidArgument, before any attestation.
+    let no_header = n.refused("x509-noheader");
+    assert_eq!(no_header["code"], "INVALID_ARGUMENT", "{no_header}");
+    assert_eq!(no_header["details"], "security header missing from request");
+
+    // uid, binary path and binary hash all match: an SVID, renewed at half of its 20 s life
+    // and pushed on the open stream.
+    let py = python_binary();
+    let web = format!("{TD}/web");
+    let entry = n.entry(
+        &web,
+        &[
+            &me,
+            &format!("unix:path:{}", py.display()),
+            &format!("unix:sha256:{}", sha256_hex(&py)),
+        ],
+        &n.node,
+        "20s",
+    );
+    let (msgs, ok) = n.client("x509", &["2", s(n.tmp.path())]);
+    assert!(ok, "{msgs:?}\n{}", n.agent_log());
+    assert_eq!(msgs.len(), 2);
+    let mut serials = Vec::new();
+    for m in &msgs {
+        let svids = m["svids"].as_array().unwrap();
+        assert_eq!(svids.len(), 1, "only the matching entry: {m}");
+        let sv = &svids[0];
+        assert_eq!(sv["spiffe_id"], web.as_str());
+        assert_eq!(sv["key_matches"], true);
+        assert_eq!(sv["chain"], 2, "leaf and intermediate: {sv}");
+        assert_eq!(sv["bundle"], 1);
+        let pem = Path::new(sv["pem"].as_str().unwrap());
+        let v = openssl(&[
+            "verify",
+            "-CAfile",
+            s(&n.ca.root()),
+            "-untrusted",
+            s(pem),
+            "-purpose",
+            "sslclient",
+            s(pem),
+        ]);
+        assert_eq!(v.code, 0, "{}", v.text());
+        let san = x509(pem, &["-noout", "-ext", "subjectAltName"]);
+        assert!(san.contains(&format!("URI:{web}")), "{san}");
+        serials.push(sv["serial"].as_str().unwrap().to_string());
+    }
+    assert_ne!(
+        serials[0], serials[1],
+        "the second message carries the rotated SVID"
+    );
+
+    // The CA recorded who asked: the node and the entry.
+    let inv = n.ca.inventory();
+    let by = format!("agent:{}:{entry}", n.node);
+    let issued: Vec<_> = inv
+        .iter()
+        .filter(|c| c["requested_by"].as_str() == Some(by.as_str()))
+        .collect();
+    assert!(issued.len() >= 2, "{inv:?}");
+
+    // The bundle alone, keyed by trust domain.
+    let (b, ok) = n.client("bundles", &[]);
+    assert!(ok, "{b:?}");
+    assert_eq!(b[0][TD], 1, "{b:?}");
+
+    // A deleted entry is not renewed again: at its next renewal the agent drops it.
+    mutual(&["agent", "entry", "delete", &entry, "--dir", s(n.ca.d())]).ok();
+    let dropped = eventually(Duration::from_secs(120), || {
+        n.agent_log()
+            .contains("entry no longer assigned to this node")
+            .then_some(())
+    });
+    assert!(dropped.is_some(), "{}", n.agent_log());
+    let denied = n.refused("x509");
+    assert_eq!(denied["code"], "PERMISSION_DENIED", "{denied}");
+
+    // The agent's log names callers and identities, never a key.
+    let log = n.agent_log();
+    assert!(log.contains("no entry matches the caller"), "{log}");
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+}
+
+#[test]
+fn py_spiffe_fetches_an_svid_and_bundle() {
+    let mut n = Node::new("n1");
+    let web = format!("{TD}/py");
+    n.entry(&web, &[&format!("unix:uid:{}", uid())], &n.node, "1h");
+    n.start_agent();
+    let out = run_within(
+        {
+            let mut c = Command::new(venv_python());
+            c.arg(script("py_spiffe.py")).env(
+                "SPIFFE_ENDPOINT_SOCKET",
+                format!("unix://{}", n.socket().display()),
+            );
+            c
+        },
+        Duration::from_secs(300),
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.text(), n.agent_log());
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(v["client_spiffe_id"], web.as_str(), "{v}");
+    assert_eq!(v["source_spiffe_id"], web.as_str(), "{v}");
+    assert_eq!(v["trust_domains"], serde_json::json!(["agent.test"]), "{v}");
+}
+
+#[test]
+fn a_node_cannot_mint_an_identity_it_was_not_given() {
+    let n = Node::new("n1");
+    // The identity exists, but for another node.
+    n.entry(
+        &format!("{TD}/admin"),
+        &["unix:uid:0"],
+        &format!("{TD}/node/n2"),
+        "1h",
+    );
+    let key = n.tmp.path().join("w.key");
+    let csr = n.tmp.path().join("w.csr");
+    openssl_ok(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        s(&key),
+    ]);
+    let pem = openssl_csr(&key, &csr, "/CN=admin", &format!("URI:{TD}/admin"));
+    let body = serde_json::json!({ "spiffe_id": format!("{TD}/admin"), "csr": pem });
+    let url = format!("{}/v1/agent/svid", n.ca.url());
+    let (root, cert, key) = (n.ca.root(), n.cert(), n.key());
+    let tls = ["--cacert", s(&root), "--cert", s(&cert), "--key", s(&key)];
+    let mut args = json_post_args(n.tmp.path(), &body, &tls);
+    args.push(url);
+    let (body, code) = curl(&args);
+    assert_eq!(code, "403", "{body}");
+    let p: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(p["reason"], "entry_not_assigned", "{p}");
+    // The refusal is in the CA's log with the node that asked.
+    let line = eventually(Duration::from_secs(30), || {
+        n.ca.log_text()
+            .lines()
+            .find(|l| l.contains("/v1/agent/svid") && l.contains("entry_not_assigned"))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("no refusal line:\n{}", n.ca.log_text()));
+    assert!(line.contains(&format!("{TD}/node/n1")), "{line}");
+    assert!(line.contains("status=403"), "{line}");
+    assert!(n
+        .ca
+        .inventory()
+        .iter()
+        .all(|c| !c.to_string().contains("/admin")));
+
+    // Without a client certificate the endpoint does nothing at all.
+    let entries = format!("{}/v1/agent/entries", n.ca.url());
+    let (body, code) = curl(&["--cacert", s(&root), &entries]);
+    assert_eq!(code, "401", "{body}");
+    assert!(body.contains("\"reason\":\"no_client_cert\""), "{body}");
+
+    // The node's own list holds only its entries (none here).
+    let mut args = tls.to_vec();
+    args.push(&entries);
+    let (body, code) = curl(&args);
+    assert_eq!(code, "200", "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["node"], format!("{TD}/node/n1"));
+    assert_eq!(v["entries"], serde_json::json!([]), "{v}");
+}
+
+#[test]
+fn entries_are_created_listed_and_deleted_with_clear_errors() {
+    let ca = TestCa::new(&[]);
+    let node = format!("{TD}/node/n1");
+    let web = format!("{TD}/web");
+    let o = entry_create(ca.d(), &web, &node, &["unix:uid:me"], &[]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr
+            .contains("invalid selector \"unix:uid:me\": a uid is a number"),
+        "{}",
+        o.text()
+    );
+    let o = entry_create(
+        ca.d(),
+        "spiffe://other.test/web",
+        &node,
+        &["unix:uid:1000"],
+        &[],
+    );
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(o.stderr.contains("different trust domains"), "{}", o.text());
+
+    let sels = ["unix:uid:1000", "unix:gid:100"];
+    let o = entry_create(ca.d(), &web, &node, &sels, &["--json"]).ok();
+    let e: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let id = e["id"].as_str().unwrap();
+    // Stored sorted, as parsed.
+    assert_eq!(
+        e["selectors"],
+        serde_json::json!(["unix:uid:1000", "unix:gid:100"])
+    );
+    assert_eq!(e["ttl_secs"], 3600);
+    let l = mutual(&["agent", "entry", "list", "--dir", ca.d(), "--json"]).ok();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&l.stdout).unwrap();
+    assert_eq!(list, vec![e.clone()]);
+    let t = mutual(&["agent", "entry", "list", "--dir", ca.d()]).ok();
+    assert!(
+        t.stdout.contains(id) && t.stdout.contains("unix:uid:1000 unix:gid:100"),
+        "{}",
+        t.stdout
+    );
+    mutual(&["agent", "entry", "delete", id, "--dir", ca.d()]).ok();
+    let again = mutual(&["agent", "entry", "delete", id, "--dir", ca.d()]);
+    assert_eq!(again.code, 1, "{}", again.text());
+    assert!(again
+        .stderr
+        .contains(&format!("no registration entry {id}")));
+    let l = mutual(&["agent", "entry", "list", "--dir", ca.d()]).ok();
+    assert_eq!(l.stdout.trim(), "no registration entries");
+}
+
+#[test]
+fn the_agent_refuses_a_node_certificate_without_a_spiffe_id_and_a_path_that_is_not_a_socket() {
+    let ca = TestCa::new(&[]);
+    ca.issue("plain", &["--san", "dns:plain.test"]).ok();
+    ca.issue("n1", &["--san", &format!("uri:{TD}/node/n1")])
+        .ok();
+    let out = Path::new(ca.o());
+    let regular = out.join("not-a-socket");
+    std::fs::write(&regular, "keep me").unwrap();
+    let run = |name: &str, socket: &Path| {
+        let cert = out.join(format!("{name}.pem"));
+        let key = out.join(format!("{name}.key"));
+        let root = ca.root();
+        mutual_within(
+            &[
+                "agent",
+                "--ca-url",
+                "https://127.0.0.1:1",
+                "--socket",
+                s(socket),
+                "--cert",
+                s(&cert),
+                "--key",
+                s(&key),
+                "--ca",
+                &root,
+            ],
+            Duration::from_secs(60),
+        )
+    };
+    let o = run("plain", &out.join("a.sock"));
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(o.stderr.contains("carries no SPIFFE ID"), "{}", o.text());
+    assert!(!out.join("a.sock").exists());
+    let o = run("n1", &regular);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr
+            .contains("exists and is not a socket; not replacing it"),
+        "{}",
+        o.text()
+    );
+    assert_eq!(std::fs::read_to_string(&regular).unwrap(), "keep me");
+}
+
+#[test]
+fn the_agent_renews_its_node_certificate_and_keeps_serving() {
+    // A node certificate of 45 s: renewed at about two-thirds of it, like `renew --daemon`.
+    let mut n = Node::with_cert_args("n1", &["--ttl", "45s"]);
+    n.entry(
+        &format!("{TD}/web"),
+        &[&format!("unix:uid:{}", uid())],
+        &n.node,
+        "1h",
+    );
+    let before = x509(&n.cert(), &["-noout", "-serial"]);
+    n.start_agent();
+    let renewed = eventually(Duration::from_secs(180), || {
+        let now = x509(&n.cert(), &["-noout", "-serial"]);
+        (now != before).then_some(now)
+    });
+    assert!(renewed.is_some(), "not renewed:\n{}", n.agent_log());
+    // The renewed certificate still authenticates the node to the CA.
+    let (msgs, ok) = n.client("x509", &["1", s(n.tmp.path())]);
+    assert!(ok, "{msgs:?}\n{}", n.agent_log());
+    assert_eq!(msgs[0]["svids"][0]["spiffe_id"], format!("{TD}/web"));
+}
+
+#[test]
+fn the_agent_enrolls_its_node_with_a_token() {
+    let mut n = Node::new("n1");
+    std::fs::remove_file(n.cert()).unwrap();
+    std::fs::remove_file(n.key()).unwrap();
+    n.entry(
+        &format!("{TD}/web"),
+        &[&format!("unix:uid:{}", uid())],
+        &n.node,
+        "1h",
+    );
+    let token = n.ca.token(&[&format!("uri:{}", n.node)], "1h", "client");
+    let pin = n.ca.fingerprint();
+    n.start_agent_with(&["--token", &token, "--root-sha256", &pin]);
+    let san = x509(&n.cert(), &["-noout", "-ext", "subjectAltName"]);
+    assert!(san.contains(&format!("URI:{}", n.node)), "{san}");
+    let (msgs, ok) = n.client("x509", &["1", s(n.tmp.path())]);
+    assert!(ok, "{msgs:?}\n{}", n.agent_log());
+    assert_eq!(msgs[0]["svids"][0]["spiffe_id"], format!("{TD}/web"));
+}
