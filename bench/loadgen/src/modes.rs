@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,26 @@ fn add_cpu(
         if used > 0.0 {
             out["per_server_cpu_s"] = json!(round2(ok as f64 / used));
         }
+    }
+}
+
+/// How many units (connections, requests) a run may still start, shared by its tasks: with
+/// `--count N` a run does exactly N attempts (the instruction counts of bench/instructions.sh
+/// divide by it), without it only the deadline stops the run.
+#[derive(Clone)]
+pub struct Budget(Option<Arc<AtomicU64>>);
+
+impl Budget {
+    pub fn new(count: Option<u64>) -> Budget {
+        Budget(count.map(|n| Arc::new(AtomicU64::new(n))))
+    }
+
+    /// Takes one unit; false when none is left.
+    fn take(&self) -> bool {
+        self.0.as_ref().is_none_or(|left| {
+            left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        })
     }
 }
 
@@ -127,6 +148,7 @@ pub async fn handshakes(
     concurrency: usize,
     duration: Duration,
     resume: bool,
+    budget: Budget,
     server: &Server,
 ) -> Value {
     let cpu0 = server.cpu();
@@ -139,10 +161,11 @@ pub async fn handshakes(
             Some(c) if resume => Some(c.with_own_session_cache()),
             other => other.clone(),
         };
+        let budget = budget.clone();
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
             let mut buf = Vec::with_capacity(256);
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && budget.take() {
                 let t0 = Instant::now();
                 let limit = client
                     .as_ref()
@@ -244,6 +267,7 @@ pub async fn requests(
     addr: SocketAddr,
     concurrency: usize,
     duration: Duration,
+    budget: Budget,
     server: &Server,
 ) -> Value {
     let barrier = Arc::new(tokio::sync::Barrier::new(concurrency + 1));
@@ -251,6 +275,7 @@ pub async fn requests(
     for _ in 0..concurrency {
         let client = client.clone();
         let barrier = barrier.clone();
+        let budget = budget.clone();
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
             let mut buf = Vec::with_capacity(256);
@@ -269,7 +294,7 @@ pub async fn requests(
                 }
             };
             let deadline = Instant::now() + duration;
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && budget.take() {
                 let t0 = Instant::now();
                 match timed(Duration::from_secs(10), http::get_small(&mut s, &mut buf)).await {
                     Ok(()) => {
