@@ -20,7 +20,9 @@
 #
 # Environment: SKIP_BUILD=1, N (connections per handshake case, default 200), REQUESTS (default
 # 2000), IDLE_SECS (default 5), LABEL (what this run measures, e.g. "main" or "lever A"),
-# RESULTS (markdown file to append to, default bench/results/instructions-<date>.md).
+# RESULTS (markdown file to append to, default bench/results/instructions-<date>.md), MUTUAL (a
+# binary to measure instead of the release build, e.g. a copy built from another commit; then
+# say which in COMMIT).
 # Bounded: every load stops after at most 300 s. Needs valgrind (Debian: valgrind).
 set -uo pipefail
 
@@ -42,7 +44,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release -q -p loadgen -p mutual || exit 2
 fi
 LOADGEN=$TARGET/release/loadgen
-MUTUAL=$TARGET/release/mutual
+MUTUAL=${MUTUAL:-$TARGET/release/mutual}
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"; }
@@ -91,12 +93,12 @@ start_serve() {
     --count 20 --duration "${MAX_SECS}s" --json >"$WORK/$name.warm.json" 2>&1
   callgrind_control -z "$VPID" >/dev/null 2>&1 || { echo "$name: callgrind_control -z failed" >&2; exit 1; }
   sleep "$IDLE_SECS"
-  local idle
-  idle=$(dump)
-  IDLE_RATE=$(awk -v i="$idle" -v s="$IDLE_SECS" 'BEGIN { printf "%.0f", i / s }')
+  dump
+  IDLE_RATE=$(awk -v i="$DUMP_IR" -v s="$IDLE_SECS" 'BEGIN { printf "%.0f", i / s }')
 }
 
-# dump: asks for a dump and prints its instruction count (the counters restart at each dump).
+# dump: asks for a dump and sets DUMP_IR to its instruction count (the counters restart at each
+# dump). Not called in $(...): NDUMP must survive it.
 dump() {
   callgrind_control -d "$VPID" >/dev/null 2>&1 || { echo "callgrind_control -d failed" >&2; exit 1; }
   NDUMP=$((NDUMP + 1))
@@ -105,7 +107,8 @@ dump() {
     [ -s "$f" ] && grep -q '^summary:' "$f" && break
     sleep 0.1
   done
-  ir "$f"
+  DUMP_IR=$(ir "$f")
+  [ -n "$DUMP_IR" ] || { echo "no callgrind dump in $f" >&2; exit 1; }
 }
 
 stop_serve() { kill -INT "$VPID" 2>/dev/null; wait "$VPID" 2>/dev/null; }
@@ -114,14 +117,14 @@ stop_serve() { kill -INT "$VPID" 2>/dev/null; wait "$VPID" 2>/dev/null; }
 # (the dump's instructions minus the idle baseline over the same time).
 load() {
   local json=$1; shift
-  local t0 t1 raw
+  local t0 t1
   t0=$(now)
   "$LOADGEN" --threads 1 "$@" --addr "127.0.0.1:$PORT" "${TLS[@]}" --concurrency 1 \
     --duration "${MAX_SECS}s" --json >"$json" 2>/dev/null
   t1=$(now)
-  raw=$(dump)
+  dump
   LOAD_SECS=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
-  LOAD_IR=$(awk -v r="$raw" -v rate="$IDLE_RATE" -v s="$LOAD_SECS" 'BEGIN { printf "%.0f", r - rate * s }')
+  LOAD_IR=$(awk -v r="$DUMP_IR" -v rate="$IDLE_RATE" -v s="$LOAD_SECS" 'BEGIN { printf "%.0f", r - rate * s }')
 }
 
 expect_ok() {
@@ -160,8 +163,10 @@ REQUEST=$(awk -v a="$R1" -v b="$LOAD_IR" -v n="$REQUESTS" 'BEGIN { printf "%.0f"
 REQ_IDLE=$IDLE_RATE
 stop_serve
 
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$ROOT" diff --quiet HEAD -- crates bench/loadgen 2>/dev/null || COMMIT="$COMMIT+changes"
+if [ -z "${COMMIT:-}" ]; then
+  COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git -C "$ROOT" diff --quiet HEAD -- crates bench/loadgen 2>/dev/null || COMMIT="$COMMIT+changes"
+fi
 SUITE=$(grep -oE '"suite":"[^"]*"' "$WORK/full.json" | cut -d'"' -f4)
 mega() { awk -v x="$1" 'BEGIN { printf "%.3f M", x / 1e6 }'; }
 kilo() { awk -v x="$1" 'BEGIN { printf "%.1f k", x / 1e3 }'; }
