@@ -595,18 +595,30 @@ mod tests {
         let client = Client::new(&args(&dir, "client-chain.pem")).unwrap();
         let short = Duration::from_millis(300);
 
-        let full = handshakes(Some(client.clone()), addr, 2, short, false, &server).await;
+        let none = || Budget::new(None);
+        let full = handshakes(Some(client.clone()), addr, 2, short, false, none(), &server).await;
         assert_eq!(full["failed"], 0, "{full}");
         assert!(full["ok"].as_u64().unwrap() > 0, "{full}");
         assert_eq!(full["resumed"], 0, "{full}");
         assert_eq!(full["group"], "X25519", "{full}");
 
         // Plain new connections (the `mutual connect` case), here straight to the backend.
-        let plain = handshakes(None, backend, 2, short, false, &server).await;
+        let plain = handshakes(None, backend, 2, short, false, none(), &server).await;
         assert_eq!(plain["failed"], 0, "{plain}");
         assert!(plain["ok"].as_u64().unwrap() > 0, "{plain}");
 
-        let resumed = handshakes(Some(client.clone()), addr, 2, short, true, &server).await;
+        // --count: exactly that many connections, long before the deadline.
+        let resumed = handshakes(
+            Some(client.clone()),
+            addr,
+            2,
+            Duration::from_secs(60),
+            true,
+            Budget::new(Some(6)),
+            &server,
+        )
+        .await;
+        assert_eq!(resumed["ok"], 6, "{resumed}");
         assert!(resumed["resumed"].as_u64().unwrap() > 0, "{resumed}");
 
         let idle_run = idle(
@@ -635,6 +647,7 @@ mod tests {
             1,
             Duration::from_millis(100),
             false,
+            none(),
             &server,
         )
         .await;
