@@ -46,27 +46,7 @@ fi
 LOADGEN=$TARGET/release/loadgen
 MUTUAL=${MUTUAL:-$TARGET/release/mutual}
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-wait_port() {
-  local i
-  for i in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-"$LOADGEN" gen-certs --out "$WORK/certs" >/dev/null || exit 2
-C=$WORK/certs
-TLS=(--cert "$C/client-chain.pem" --key "$C/client.key" --ca "$C/root.pem" --server-name localhost
-     --no-verify-server --kx x25519)
-BPORT=$("$LOADGEN" free-port)
-"$LOADGEN" --threads 1 backend --listen "127.0.0.1:$BPORT" 2>/dev/null &
-PIDS+=($!)
-wait_port "$BPORT" || { echo "backend did not start" >&2; exit 2; }
+. "$ROOT/bench/callgrind-common.sh"
 
 now() { date +%s.%N; }
 # ir FILE: total instructions of one callgrind dump.
@@ -87,7 +67,7 @@ start_serve() {
   VPID=$!
   PIDS+=("$VPID")
   NDUMP=0
-  wait_port "$PORT" || { echo "$name: serve did not start under valgrind" >&2; exit 1; }
+  wait_port "$PORT" 600 || { echo "$name: serve did not start under valgrind" >&2; exit 1; }
   # Warm-up: lazy initialisation, allocator arenas, the first tickets.
   "$LOADGEN" --threads 1 handshakes --addr "127.0.0.1:$PORT" "${TLS[@]}" --concurrency 1 \
     --count 20 --duration "${MAX_SECS}s" --json >"$WORK/$name.warm.json" 2>&1
