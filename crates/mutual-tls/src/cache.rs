@@ -91,11 +91,13 @@ impl IssuerSteps {
     }
 }
 
-/// The key of one verification: every input, length-prefixed, so equal keys mean equal inputs.
-fn step_key(alg: &AlgorithmIdentifier, parts: [&[u8]; 3]) -> Vec<u8> {
-    let alg: &[u8] = alg.as_ref();
-    let mut k = Vec::with_capacity(16 + alg.len() + parts.iter().map(|p| p.len()).sum::<usize>());
-    for p in std::iter::once(alg).chain(parts) {
+/// The key of one verification: both algorithm ids and every input, length-prefixed, so equal
+/// keys mean equal inputs.
+fn step_key(algs: [&AlgorithmIdentifier; 2], parts: [&[u8]; 3]) -> Vec<u8> {
+    let [sig_alg, key_alg]: [&[u8]; 2] = algs.map(|a| a.as_ref());
+    let all = [sig_alg, key_alg, parts[0], parts[1], parts[2]];
+    let mut k = Vec::with_capacity(all.iter().map(|p| p.len() + 8).sum::<usize>());
+    for p in all {
         k.extend_from_slice(&(p.len() as u64).to_be_bytes());
         k.extend_from_slice(p);
     }
@@ -122,7 +124,10 @@ impl SignatureVerificationAlgorithm for AnchorStep {
             return self.inner.verify_signature(public_key, message, signature);
         }
         let key = step_key(
-            &self.inner.signature_alg_id(),
+            [
+                &self.inner.signature_alg_id(),
+                &self.inner.public_key_alg_id(),
+            ],
             [public_key, message, signature],
         );
         let known = self
