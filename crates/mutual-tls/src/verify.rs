@@ -428,19 +428,21 @@ impl Trust {
         let cacheable = self.cdp.is_none()
             && self.ocsp_peer.is_none()
             && self.profile == crate::lint::Profile::Compatible;
-        if !cacheable {
-            return self
-                .check(end_entity, intermediates, now, purpose, name, None)
-                .map(|_| ());
-        }
-        let presented: Vec<&CertificateDer<'_>> =
-            std::iter::once(end_entity).chain(intermediates).collect();
-        let key = crate::cache::Verdicts::key(&presented, purpose, name);
-        if self.verdicts.holds(&key, now.as_secs()) {
+        let key = cacheable.then(|| {
+            let presented: Vec<&CertificateDer<'_>> =
+                std::iter::once(end_entity).chain(intermediates).collect();
+            crate::cache::Verdicts::key(&presented, purpose, name)
+        });
+        if key
+            .as_ref()
+            .is_some_and(|k| self.verdicts.holds(k, now.as_secs()))
+        {
             return Ok(());
         }
         let path = self.check(end_entity, intermediates, now, purpose, name, None)?;
-        self.verdicts.remember(key, &path, self.crl_deadline);
+        if let Some(k) = key {
+            self.verdicts.remember(k, &path, self.crl_deadline);
+        }
         Ok(())
     }
 
