@@ -43,31 +43,11 @@ RAW=$OUT/raw
 mkdir -p "$RAW"
 : >"$OUT/summary.txt"
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-wait_port() {
-  local i
-  for i in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-"$LOADGEN" gen-certs --out "$WORK/certs" >/dev/null || exit 2
-C=$WORK/certs
-TLS=(--cert "$C/client-chain.pem" --key "$C/client.key" --ca "$C/root.pem" --server-name localhost
-     --no-verify-server --kx x25519)
+. "$ROOT/bench/callgrind-common.sh"
 # What OpenSSL needs to send leaf + intermediate: the intermediate in its verify store.
 cat "$C/root.pem" "$C/intermediate.pem" >"$C/root+intermediate.pem"
 # The client leaf alone (openssl -cert takes the first certificate of a file anyway).
 awk '{print} /-----END CERTIFICATE-----/ {exit}' "$C/client-chain.pem" >"$C/client.pem"
-BPORT=$("$LOADGEN" free-port)
-"$LOADGEN" --threads 1 backend --listen "127.0.0.1:$BPORT" 2>/dev/null &
-PIDS+=($!)
-wait_port "$BPORT" || { echo "backend did not start" >&2; exit 2; }
 
 # config NAME PORT: the server's config as bench/run.sh writes it (one worker, no master for
 # nginx so that callgrind sees the process that does the work).

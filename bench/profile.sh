@@ -28,27 +28,7 @@ LOADGEN=$TARGET/release/loadgen
 MUTUAL=$TARGET/release/mutual
 mkdir -p "$OUT"
 
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-
-wait_port() {
-  local i
-  for i in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-"$LOADGEN" gen-certs --out "$WORK/certs" >/dev/null || exit 2
-C=$WORK/certs
-TLS=(--cert "$C/client-chain.pem" --key "$C/client.key" --ca "$C/root.pem" --server-name localhost
-     --no-verify-server --kx x25519)
-BPORT=$("$LOADGEN" free-port)
-"$LOADGEN" --threads 1 backend --listen "127.0.0.1:$BPORT" 2>/dev/null &
-PIDS+=($!)
-wait_port "$BPORT" || { echo "backend did not start" >&2; exit 2; }
+. "$ROOT/bench/callgrind-common.sh"
 
 # profile NAME LOADGEN-ARGS...: one serve under callgrind, warm-up, zero, load, dump.
 profile() {

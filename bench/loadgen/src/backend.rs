@@ -82,11 +82,35 @@ mod tests {
             ticks: 100.0,
         };
 
-        let r = modes::requests(None, addr, 2, Duration::from_millis(200), &server).await;
+        let r = modes::requests(
+            None,
+            addr,
+            2,
+            Duration::from_millis(200),
+            modes::Budget::new(None),
+            &server,
+        )
+        .await;
         assert_eq!(r["failed"], 0, "{r}");
         assert!(r["ok"].as_u64().unwrap() > 0, "{r}");
         assert!(r["latency"]["p99_us"].as_u64().unwrap() > 0, "{r}");
         assert!(r.get("server_cpu_s").is_some(), "{r}");
+
+        // --count: exactly that many requests over both connections, well before the deadline.
+        let r = modes::requests(
+            None,
+            addr,
+            2,
+            Duration::from_secs(60),
+            modes::Budget::new(Some(7)),
+            &server,
+        )
+        .await;
+        assert_eq!(
+            (r["ok"].as_u64(), r["failed"].as_u64()),
+            (Some(7), Some(0)),
+            "{r}"
+        );
 
         for dir in [Direction::Up, Direction::Down] {
             let b = modes::bulk(None, addr, 3 << 20, dir, Duration::from_secs(10), &server).await;

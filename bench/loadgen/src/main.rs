@@ -74,6 +74,10 @@ enum Cmd {
         /// proxy), which makes the mTLS handshake itself.
         #[arg(long, conflicts_with = "resume")]
         plain: bool,
+        /// Stop after this many connections in all (or at --duration, whichever is first):
+        /// a fixed amount of work, for instruction counts (bench/instructions.sh).
+        #[arg(long)]
+        count: Option<u64>,
         #[command(flatten)]
         tls: tls::TlsArgs,
         #[command(flatten)]
@@ -120,6 +124,9 @@ enum Cmd {
         /// Plain TCP, no TLS (the backend-direct baseline).
         #[arg(long)]
         plain: bool,
+        /// Stop after this many requests in all (or at --duration, whichever is first).
+        #[arg(long)]
+        count: Option<u64>,
         /// Send `POST PATH` with --body instead of `GET /` (e.g. the online CA's /v1/renew: one
         /// certificate issued per request); any 2xx counts as a success.
         #[arg(long, value_name = "PATH")]
@@ -325,6 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             duration,
             resume,
             plain,
+            count,
             tls,
             common,
         } => {
@@ -342,6 +350,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 concurrency,
                 duration,
                 resume,
+                modes::Budget::new(count),
                 &server_of(&common),
             ));
             emit(&common, Some(addr), v)
@@ -385,6 +394,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             concurrency,
             duration,
             plain,
+            count,
             post,
             body,
             tls,
@@ -406,6 +416,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 addr,
                 concurrency,
                 duration,
+                modes::Budget::new(count),
                 &server_of(&common),
             ));
             emit(&common, Some(addr), v)

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,26 @@ fn add_cpu(
         if used > 0.0 {
             out["per_server_cpu_s"] = json!(round2(ok as f64 / used));
         }
+    }
+}
+
+/// How many units (connections, requests) a run may still start, shared by its tasks: with
+/// `--count N` a run does exactly N attempts (the instruction counts of bench/instructions.sh
+/// divide by it), without it only the deadline stops the run.
+#[derive(Clone)]
+pub struct Budget(Option<Arc<AtomicU64>>);
+
+impl Budget {
+    pub fn new(count: Option<u64>) -> Budget {
+        Budget(count.map(|n| Arc::new(AtomicU64::new(n))))
+    }
+
+    /// Takes one unit; false when none is left.
+    fn take(&self) -> bool {
+        self.0.as_ref().is_none_or(|left| {
+            left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        })
     }
 }
 
@@ -127,6 +148,7 @@ pub async fn handshakes(
     concurrency: usize,
     duration: Duration,
     resume: bool,
+    budget: Budget,
     server: &Server,
 ) -> Value {
     let cpu0 = server.cpu();
@@ -139,10 +161,11 @@ pub async fn handshakes(
             Some(c) if resume => Some(c.with_own_session_cache()),
             other => other.clone(),
         };
+        let budget = budget.clone();
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
             let mut buf = Vec::with_capacity(256);
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && budget.take() {
                 let t0 = Instant::now();
                 let limit = client
                     .as_ref()
@@ -244,6 +267,7 @@ pub async fn requests(
     addr: SocketAddr,
     concurrency: usize,
     duration: Duration,
+    budget: Budget,
     server: &Server,
 ) -> Value {
     let barrier = Arc::new(tokio::sync::Barrier::new(concurrency + 1));
@@ -251,6 +275,7 @@ pub async fn requests(
     for _ in 0..concurrency {
         let client = client.clone();
         let barrier = barrier.clone();
+        let budget = budget.clone();
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
             let mut buf = Vec::with_capacity(256);
@@ -269,7 +294,7 @@ pub async fn requests(
                 }
             };
             let deadline = Instant::now() + duration;
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && budget.take() {
                 let t0 = Instant::now();
                 match timed(Duration::from_secs(10), http::get_small(&mut s, &mut buf)).await {
                     Ok(()) => {
@@ -570,18 +595,30 @@ mod tests {
         let client = Client::new(&args(&dir, "client-chain.pem")).unwrap();
         let short = Duration::from_millis(300);
 
-        let full = handshakes(Some(client.clone()), addr, 2, short, false, &server).await;
+        let none = || Budget::new(None);
+        let full = handshakes(Some(client.clone()), addr, 2, short, false, none(), &server).await;
         assert_eq!(full["failed"], 0, "{full}");
         assert!(full["ok"].as_u64().unwrap() > 0, "{full}");
         assert_eq!(full["resumed"], 0, "{full}");
         assert_eq!(full["group"], "X25519", "{full}");
 
         // Plain new connections (the `mutual connect` case), here straight to the backend.
-        let plain = handshakes(None, backend, 2, short, false, &server).await;
+        let plain = handshakes(None, backend, 2, short, false, none(), &server).await;
         assert_eq!(plain["failed"], 0, "{plain}");
         assert!(plain["ok"].as_u64().unwrap() > 0, "{plain}");
 
-        let resumed = handshakes(Some(client.clone()), addr, 2, short, true, &server).await;
+        // --count: exactly that many connections, long before the deadline.
+        let resumed = handshakes(
+            Some(client.clone()),
+            addr,
+            2,
+            Duration::from_secs(60),
+            true,
+            Budget::new(Some(6)),
+            &server,
+        )
+        .await;
+        assert_eq!(resumed["ok"], 6, "{resumed}");
         assert!(resumed["resumed"].as_u64().unwrap() > 0, "{resumed}");
 
         let idle_run = idle(
@@ -610,6 +647,7 @@ mod tests {
             1,
             Duration::from_millis(100),
             false,
+            none(),
             &server,
         )
         .await;

@@ -275,6 +275,35 @@ impl TestPki {
         path
     }
 
+    /// Writes a CRL (PEM) signed by the root to `file` in the PKI dir and returns its path:
+    /// empty, or listing the intermediate when `revoke_intermediate`.
+    pub fn root_crl(&self, file: &str, revoke_intermediate: bool) -> PathBuf {
+        let revoked = revoke_intermediate
+            .then(|| RevokedCertParams {
+                serial_number: self.int_params.serial_number.clone().unwrap(),
+                revocation_time: now() - time::Duration::minutes(5),
+                reason_code: Some(RevocationReason::CaCompromise),
+                invalidity_date: None,
+            })
+            .into_iter()
+            .collect();
+        let params = CertificateRevocationListParams {
+            this_update: now() - time::Duration::minutes(10),
+            next_update: now() + time::Duration::days(1),
+            crl_number: SerialNumber::from_slice(&[u8::from(revoke_intermediate) + 1]),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: self.root_params.key_identifier_method.clone(),
+        };
+        let crl = params.signed_by(&self.root_issuer()).unwrap();
+        let path = self.path(file);
+        // Written beside and renamed into place, so a watcher never reads half a file.
+        let tmp = self.path(&format!(".{file}.tmp"));
+        std::fs::write(&tmp, crl.pem().unwrap()).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        path
+    }
+
     /// Root and intermediate keys, for tests that need to sign odd things.
     pub fn root_issuer(&self) -> Issuer<'_, &KeyPair> {
         Issuer::from_params(&self.root_params, &self.root_key)

@@ -12,6 +12,7 @@
 //! names failures; `peer` reads what a finished handshake established.
 #![forbid(unsafe_code)]
 
+mod cache;
 pub mod cdp;
 pub mod classify;
 pub mod client;
@@ -219,8 +220,7 @@ fn recheck_chain(
         return Err((none.0, none.1.to_string()));
     };
     trust
-        .check(leaf, rest, time, purpose, name, None)
-        .map(|_| ())
+        .recheck(leaf, rest, time, purpose, name)
         .map_err(|e| (classify_rustls_error(&e), describe(&e)))
 }
 

@@ -261,22 +261,6 @@ fn describe_names_the_times() {
     assert!(d.contains("Z, now 20"), "{d}");
 }
 
-fn root_crl(pki: &TestPki, file: &str) -> std::path::PathBuf {
-    let now = time::OffsetDateTime::now_utc();
-    let params = rcgen::CertificateRevocationListParams {
-        this_update: now - time::Duration::minutes(10),
-        next_update: now + time::Duration::days(1),
-        crl_number: rcgen::SerialNumber::from_slice(&[1]),
-        issuing_distribution_point: None,
-        revoked_certs: vec![],
-        key_identifier_method: rcgen::KeyIdMethod::Sha256,
-    };
-    let crl = params.signed_by(&pki.root_issuer()).unwrap();
-    let path = pki.path(file);
-    std::fs::write(&path, crl.pem().unwrap()).unwrap();
-    path
-}
-
 #[test]
 fn revocation_is_checked_for_the_whole_chain() {
     let pki = TestPki::new("crl");
@@ -288,7 +272,7 @@ fn revocation_is_checked_for_the_whole_chain() {
     let bad = pki.leaf("bad", LeafOpts::new("bad"));
     pki.revoke(&bad);
     let int_crl = pki.crl("int.crl");
-    let root_crl = root_crl(&pki, "root.crl");
+    let root_crl = pki.root_crl("root.crl", false);
     let server = |crls: Vec<std::path::PathBuf>, revocation| {
         build_server_config_with(
             &ServerSettings {

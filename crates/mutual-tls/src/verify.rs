@@ -102,6 +102,16 @@ pub struct Trust {
     profile: crate::lint::Profile,
     /// The static CRLs as given (DER), for the strict profile's CRL rules.
     crl_ders: Vec<CertificateRevocationListDer<'static>>,
+    /// `algs` in front of the memory of valid signatures by an anchor's key (the issuer step
+    /// into the root, verified once per trust instead of at every handshake: [`crate::cache`]).
+    steps: Box<[crate::cache::AnchorStep]>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    issuer_steps: Arc<crate::cache::IssuerSteps>,
+    /// Chains that passed, for [`Trust::recheck`]. A source consulted at each check that can
+    /// change without a new `Trust` (like `cdp`, `ocsp_peer`) must turn it off there.
+    verdicts: crate::cache::Verdicts,
+    /// The last second at which every static CRL is current (when their expiry counts).
+    crl_deadline: Option<u64>,
 }
 
 /// The provider's signature algorithms: what our configs negotiate is what we verify with.
@@ -143,12 +153,23 @@ impl Trust {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let algs = default_algs();
+        let issuer_steps = Arc::new(crate::cache::IssuerSteps::new(&roots));
+        let crl_deadline = if revocation.ignore_expired_crl {
+            None
+        } else {
+            crate::cache::crl_deadline(&crl_ders)
+        };
         Ok(Trust {
             anchors,
             roots,
             crls,
             revocation,
-            algs: default_algs(),
+            steps: issuer_steps.algorithms(&algs),
+            issuer_steps,
+            verdicts: crate::cache::Verdicts::default(),
+            crl_deadline,
+            algs,
             cdp: None,
             ocsp_peer: None,
             profile: crate::lint::Profile::Compatible,
@@ -304,8 +325,9 @@ impl Trust {
         } else {
             None
         };
+        let algs = crate::cache::as_refs(&self.steps);
         let result = ee.verify_for_usage(
-            self.algs.all,
+            &algs,
             &self.anchors,
             intermediates,
             now,
@@ -325,7 +347,7 @@ impl Trust {
                         .build()
                 });
                 let again = ee.verify_for_usage(
-                    self.algs.all,
+                    &algs,
                     &self.anchors,
                     intermediates,
                     now,
@@ -386,6 +408,48 @@ impl Trust {
             }
         }
         Ok(Verified { chain, leaf })
+    }
+
+    /// [`Trust::check`] for a chain checked again after a handshake that skipped the verifier
+    /// (a resumed session): the same verdict, remembered per chain while it cannot change. A
+    /// chain that passed under this trust passes again while `now` is inside the validity of
+    /// every certificate of its path and before the CRLs' nextUpdate; outside it, or when the
+    /// check consults sources that change without a new `Trust` (CDP CRLs, OCSP answers) or
+    /// runs the strict profile, the full check runs ([`crate::cache`]). Failures are never
+    /// remembered: each one is found and named again.
+    pub fn recheck(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        purpose: &Purpose,
+        name: Option<&PeerName>,
+    ) -> Result<(), rustls::Error> {
+        let cacheable = self.cdp.is_none()
+            && self.ocsp_peer.is_none()
+            && self.profile == crate::lint::Profile::Compatible;
+        let key = cacheable.then(|| {
+            let presented: Vec<&CertificateDer<'_>> =
+                std::iter::once(end_entity).chain(intermediates).collect();
+            crate::cache::Verdicts::key(&presented, purpose, name)
+        });
+        if key
+            .as_ref()
+            .is_some_and(|k| self.verdicts.holds(k, now.as_secs()))
+        {
+            return Ok(());
+        }
+        let path = self.check(end_entity, intermediates, now, purpose, name, None)?;
+        if let Some(k) = key {
+            self.verdicts.remember(k, &path, self.crl_deadline);
+        }
+        Ok(())
+    }
+
+    /// How many signature verifications and rechecks the caches answered (tests, profiles).
+    #[cfg(test)]
+    pub(crate) fn cache_hits(&self) -> (u64, u64) {
+        (self.issuer_steps.hits(), self.verdicts.hits())
     }
 
     /// The strict profile's hook: the lint's first error on the verified path, as `malformed`.

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use proxy_common::*;
 
@@ -51,38 +51,6 @@ fn recording_backend() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
         }
     });
     (addr, seen)
-}
-
-fn now_secs() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
-}
-
-/// Waits (bounded) until the wall clock is past `t` (Unix seconds): a certificate's expiry is
-/// a point in time, there is no event to wait on.
-fn wait_until_past(t: i64) {
-    let got = eventually(Duration::from_secs(60), || (now_secs() > t).then_some(()));
-    assert!(got.is_some(), "the clock never passed {t}");
-}
-
-/// A client certificate for OK_ID (CN `short`, file stem `stem`) that expires `secs` seconds
-/// from now, and its notAfter.
-fn short_ok_client(fx: &Fixture, stem: &str, secs: i64) -> (Leaf, i64) {
-    let opts = LeafOpts::new("short").san(&format!("uri:{OK_ID}"));
-    let leaf = fx.pki.leaf(stem, opts.valid_for(secs));
-    let expires = not_after(&leaf);
-    (leaf, expires)
-}
-
-fn not_after(leaf: &Leaf) -> i64 {
-    mutual_policy::Identity::from_der(&leaf.der)
-        .unwrap()
-        .not_after
 }
 
 fn python_run(script: &str, args: &[String]) -> String {

@@ -1,0 +1,107 @@
+//! The verifier's caches (issue 20) change no verdict, end to end with the real binary and a
+//! rustls client: the intermediate's signature is verified once per trust, yet a root CRL that
+//! revokes the intermediate, once reloaded, refuses its clients at once; a resumed session's
+//! re-check is remembered, yet the client certificate's expiry ends the next resumption.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod proxy_common;
+
+use std::io::{Read, Write};
+
+use proxy_common::*;
+
+#[test]
+fn a_reloaded_root_crl_revoking_the_intermediate_refuses_its_clients() {
+    let fx = fixture();
+    let backend = http_backend();
+    let root_crl = fx.pki.root_crl("root.crl", false);
+    // Not start_serve: it checks leaves only (--crl-leaf-only); here the whole chain is.
+    let p = spawn_proxy(
+        "serve",
+        "--backend",
+        &backend.addr.to_string(),
+        &tls_args(
+            &fx.server.cert,
+            &fx.server.key,
+            &fx.pki.root,
+            &[
+                "--crl",
+                fx.crl.to_str().unwrap(),
+                "--crl",
+                root_crl.to_str().unwrap(),
+                "--allow-spiffe",
+                OK_ID,
+            ],
+        ),
+    );
+    // Fresh client configs: full handshakes, each verifying the chain (the intermediate's
+    // signature by the root is remembered after the first).
+    for _ in 0..3 {
+        let (st, _) = rustls_get(p.addr(), &rustls_config(&fx.pki.root, Some(&fx.ok))).unwrap();
+        assert_eq!(st, 200, "{}", p.stderr_text());
+    }
+    fx.pki.root_crl("root.crl", true);
+    // The watcher may reload more than once (the file is written beside, then renamed): keep
+    // connecting until the handshake refuses the client, then look at every line.
+    let refused = eventually(EVENT_TIMEOUT, || {
+        rustls_get(p.addr(), &rustls_config(&fx.pki.root, Some(&fx.ok)))
+            .is_err()
+            .then_some(())
+    });
+    assert!(refused.is_some(), "{}", p.stderr_text());
+    p.wait_audit_line("failed", "revoked");
+    let lines = p.audit_lines();
+    let (last, before) = lines.split_last().unwrap();
+    assert!(is_line(last, "failed", "revoked"), "{lines:?}");
+    assert!(
+        before.len() >= 3 && before.iter().all(|l| is_line(l, "allowed", "ok")),
+        "{lines:?}"
+    );
+    // And refused for good.
+    assert!(rustls_get(p.addr(), &rustls_config(&fx.pki.root, Some(&fx.ok))).is_err());
+}
+
+#[test]
+fn serve_refuses_a_resumed_session_once_the_client_certificate_expired() {
+    let (fx, _backend, p) = serve_fixture(&["--allow-spiffe", OK_ID]);
+    let (short, expires) = short_ok_client(&fx, "short-resume", 15);
+    // One client config throughout: its session cache carries the tickets.
+    let cfg = rustls_config(&fx.pki.root, Some(&short));
+    let kind = |s: &TlsStream| s.conn.handshake_kind();
+    let get = |mut s: TlsStream| {
+        s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        parse_http(&String::from_utf8_lossy(&out)).map_or(0, |(st, _)| st)
+    };
+    let s = tls_connect(p.addr(), &cfg).unwrap();
+    assert_eq!(kind(&s), Some(rustls::HandshakeKind::Full));
+    assert_eq!(get(s), 200, "{}", p.stderr_text());
+    // Resumed twice before expiry: the re-check passes and is remembered.
+    for _ in 0..2 {
+        let s = tls_connect(p.addr(), &cfg).unwrap();
+        assert_eq!(kind(&s), Some(rustls::HandshakeKind::Resumed));
+        assert_eq!(get(s), 200, "{}", p.stderr_text());
+    }
+    assert!(
+        now_secs() < expires,
+        "the setup took longer than the certificate lives"
+    );
+    wait_until_past(expires);
+    // The client resumes (its side of a resumed handshake completes), and serve refuses.
+    let s = tls_connect(p.addr(), &cfg).unwrap();
+    assert_eq!(kind(&s), Some(rustls::HandshakeKind::Resumed));
+    assert_eq!(get(s), 0, "an expired client must not get through");
+    let line = p.wait_audit_line("failed", "expired");
+    assert!(
+        line["identity"]["spiffe"] == OK_ID,
+        "the refused line names the peer: {line}"
+    );
+    let lines = p.audit_lines();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines[..3].iter().all(|l| is_line(l, "allowed", "ok")),
+        "{lines:?}"
+    );
+}
