@@ -113,7 +113,10 @@ mod tests {
     fn new_keys_never_start_with_a_dash() {
         for _ in 0..2000 {
             let (kid, key) = new_key();
-            assert!(!kid.starts_with('-') && !key.starts_with('-'), "{kid} {key}");
+            assert!(
+                !kid.starts_with('-') && !key.starts_with('-'),
+                "{kid} {key}"
+            );
             assert_eq!((kid.len(), key.len()), (16, 43));
         }
     }

@@ -31,8 +31,6 @@ use rustls_pki_types::{
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::revocation_list::CertificateRevocationList;
 
-use crate::verify::{PeerName, Purpose};
-
 /// At most this many remembered signatures per trust: one per (intermediate, root) pair and per
 /// CRL a root signed, so a handful in practice; past it the set starts over.
 const MAX_STEPS: usize = 256;
@@ -188,35 +186,12 @@ pub(crate) struct Verdicts {
 }
 
 impl Verdicts {
-    /// The question asked: purpose, name and every certificate presented, length-prefixed.
-    pub(crate) fn key(
-        chain: &[&CertificateDer<'_>],
-        purpose: &Purpose,
-        name: Option<&PeerName>,
-    ) -> Vec<u8> {
-        let purpose: Vec<u8> = match purpose {
-            Purpose::Server => b"server".to_vec(),
-            Purpose::Client => b"client".to_vec(),
-            Purpose::Any => b"any".to_vec(),
-            Purpose::AllOf(oids) => {
-                let mut p = b"all-of".to_vec();
-                for o in oids {
-                    p.extend_from_slice(&(o.len() as u64).to_be_bytes());
-                    p.extend_from_slice(o);
-                }
-                p
-            }
-        };
-        let name = match name {
-            None => String::new(),
-            Some(PeerName::Server(n)) => format!("server:{}", n.to_str()),
-            Some(PeerName::Uri(u)) => format!("uri:{u}"),
-        };
+    /// The question asked: `question` (the purpose and the name, as the verifier words them:
+    /// `Purpose::cache_words`, `PeerName::cache_words`) and every certificate presented, each
+    /// length-prefixed.
+    pub(crate) fn key(chain: &[&CertificateDer<'_>], question: [&[u8]; 2]) -> Vec<u8> {
         let mut k = Vec::with_capacity(chain.iter().map(|c| c.len() + 8).sum::<usize>() + 64);
-        for p in [purpose.as_slice(), name.as_bytes()]
-            .into_iter()
-            .chain(chain.iter().map(|c| c.as_ref()))
-        {
+        for p in question.into_iter().chain(chain.iter().map(|c| c.as_ref())) {
             k.extend_from_slice(&(p.len() as u64).to_be_bytes());
             k.extend_from_slice(p);
         }
@@ -305,7 +280,7 @@ mod tests {
     use rustls_pki_types::UnixTime;
 
     use super::*;
-    use crate::{classify_rustls_error, Reason, RevocationPolicy, Trust};
+    use crate::{classify_rustls_error, Purpose, Reason, RevocationPolicy, Trust};
 
     const DAY: u64 = 86_400;
 

@@ -57,7 +57,34 @@ pub enum PeerName {
     Uri(String),
 }
 
+impl Purpose {
+    /// The purpose as a remembered verdict's key words it (see `cache::Verdicts::key`).
+    pub(crate) fn cache_words(&self) -> Vec<u8> {
+        match self {
+            Purpose::Server => b"server".to_vec(),
+            Purpose::Client => b"client".to_vec(),
+            Purpose::Any => b"any".to_vec(),
+            Purpose::AllOf(oids) => {
+                let mut p = b"all-of".to_vec();
+                for o in oids {
+                    p.extend_from_slice(&(o.len() as u64).to_be_bytes());
+                    p.extend_from_slice(o);
+                }
+                p
+            }
+        }
+    }
+}
+
 impl PeerName {
+    /// The name as a remembered verdict's key words it (see `cache::Verdicts::key`).
+    pub(crate) fn cache_words(&self) -> String {
+        match self {
+            PeerName::Server(n) => format!("server:{}", n.to_str()),
+            PeerName::Uri(u) => format!("uri:{u}"),
+        }
+    }
+
     /// Parses `dns:NAME`, `ip:ADDR`, `uri:URI`, a bare `spiffe://` ID, or a bare DNS name/IP.
     pub fn parse(s: &str) -> Result<PeerName, TlsError> {
         if let Some(u) = s.strip_prefix("uri:") {
@@ -431,7 +458,8 @@ impl Trust {
         let key = cacheable.then(|| {
             let presented: Vec<&CertificateDer<'_>> =
                 std::iter::once(end_entity).chain(intermediates).collect();
-            crate::cache::Verdicts::key(&presented, purpose, name)
+            let name = name.map(PeerName::cache_words).unwrap_or_default();
+            crate::cache::Verdicts::key(&presented, [&purpose.cache_words(), name.as_bytes()])
         });
         if key
             .as_ref()

@@ -291,10 +291,8 @@ pub(crate) fn usage_of(a: &IssueArgs) -> Usage {
     }
 }
 
+/// One certificate (`cert issue --batch` is `cmd_batch::run`, dispatched in main.rs).
 fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
-    if a.batch.is_some() {
-        return crate::cmd_batch::run(a);
-    }
     let dir = a.dir.resolve()?;
     let usage = usage_of(&a);
     let name = a.name.clone().unwrap_or_default();

@@ -114,6 +114,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Ca(c) => cmd_ca::run(c),
+        // `cert issue --batch` builds on `cert issue`'s flags and helpers, so it is dispatched
+        // here rather than from cmd_cert (which would make the two modules import each other).
+        Command::Cert(cmd_cert::CertCommand::Issue(a)) if a.batch.is_some() => cmd_batch::run(*a),
         Command::Cert(c) => cmd_cert::run(c),
         Command::Serve(a) => cmd_proxy::run_serve(*a),
         Command::Connect(a) => cmd_proxy::run_connect(*a),
