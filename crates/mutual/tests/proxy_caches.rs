@@ -105,3 +105,44 @@ fn serve_refuses_a_resumed_session_once_the_client_certificate_expired() {
         "{lines:?}"
     );
 }
+
+/// A resumed session's remembered verdict does not outlive a CRL: after the client's
+/// certificate is revoked and the CRL reloaded, the same client (same session cache, so it
+/// offers its ticket) gets nothing through, and the audit line says `revoked`.
+#[test]
+fn serve_refuses_a_resuming_client_once_a_reloaded_crl_revokes_it() {
+    let (fx, _backend, p) = serve_fixture(&[]);
+    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
+    let get = |mut s: TlsStream| {
+        s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        parse_http(&String::from_utf8_lossy(&out)).map_or(0, |(st, _)| st)
+    };
+    let s = tls_connect(p.addr(), &cfg).unwrap();
+    assert_eq!(s.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    assert_eq!(get(s), 200, "{}", p.stderr_text());
+    // Resumed twice: the re-check passes and is remembered.
+    for _ in 0..2 {
+        let s = tls_connect(p.addr(), &cfg).unwrap();
+        assert_eq!(
+            s.conn.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        );
+        assert_eq!(get(s), 200, "{}", p.stderr_text());
+    }
+    fx.pki.revoke(&fx.ok);
+    fx.pki.crl("crl.pem");
+    // Until the reload lands the client still resumes; then nothing gets through.
+    let refused = eventually(EVENT_TIMEOUT, || {
+        let status = tls_connect(p.addr(), &cfg).map_or(0, get);
+        (status != 200).then_some(())
+    });
+    assert!(refused.is_some(), "{}", p.stderr_text());
+    let line = p.wait_audit_line("failed", "revoked");
+    assert!(line["identity"]["spiffe"] == OK_ID, "{line}");
+    for _ in 0..3 {
+        assert_ne!(tls_connect(p.addr(), &cfg).map_or(0, get), 200);
+    }
+}
