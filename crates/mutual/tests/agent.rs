@@ -175,7 +175,10 @@ impl Node {
             if let Ok(Some(st)) = g.0.try_wait() {
                 panic!("mutual agent exited with {st}:\n{}", self.agent_log());
             }
-            self.socket().exists().then_some(())
+            // Listening, not merely present: a killed agent leaves its socket file behind.
+            std::os::unix::net::UnixStream::connect(self.socket())
+                .is_ok()
+                .then_some(())
         });
         assert!(
             up.is_some(),
@@ -183,6 +186,18 @@ impl Node {
             self.agent_log()
         );
         self.agent = Some(g);
+    }
+
+    /// Stops the agent with `signal` (`TERM` or `KILL`) and waits for it to exit; its exit status.
+    fn stop_agent(&mut self, signal: &str) -> std::process::ExitStatus {
+        let mut g = self.agent.take().expect("the agent runs");
+        let pid = g.0.id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+        g.0.wait().unwrap()
     }
 
     /// workload_client.py MODE ARGS: its JSON lines, and whether it succeeded.
@@ -582,4 +597,140 @@ fn the_agent_enrolls_its_node_with_a_token() {
     let (msgs, ok) = n.client("x509", &["1", s(n.tmp.path())]);
     assert!(ok, "{msgs:?}\n{}", n.agent_log());
     assert_eq!(msgs[0]["svids"][0]["spiffe_id"], format!("{TD}/web"));
+}
+
+/// Issue 22: workloads keep what they were given when the agent restarts. An SVID is a
+/// certificate the CA signed; it stays valid (and accepted by a peer) whether or not the agent
+/// that fetched it runs, after a SIGTERM (socket removed) as after a SIGKILL (stale socket left
+/// behind, which the next agent replaces; a live socket it refuses).
+#[test]
+fn workloads_keep_their_svids_across_agent_restarts() {
+    let mut n = Node::new("n1");
+    let web = format!("{TD}/web");
+    n.entry(&web, &[&format!("unix:uid:{}", uid())], &n.node, "1h");
+    // A server of the same CA that requires and verifies a client certificate: the real peer
+    // the saved SVID is presented to.
+    mutual(&[
+        "cert",
+        "issue",
+        "srv",
+        "--dir",
+        s(n.ca.d()),
+        "--out",
+        s(n.tmp.path()),
+        "--san",
+        "dns:localhost",
+        "--server",
+    ])
+    .ok();
+    let srv = n.tmp.path().join("srv.pem");
+    let root = n.ca.root();
+    let (_peer, port) = mutual_test::openssl_s_server_files(
+        [&srv, &srv.with_extension("key"), &srv, &root],
+        &["-Verify", "1", "-verify_return_error", "-www"],
+    );
+    let accepted = |pem: &Path| {
+        let mut c = Command::new("timeout");
+        c.args(["60", "openssl", "s_client", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args([
+                "-servername",
+                "localhost",
+                "-verify_return_error",
+                "-ign_eof",
+            ])
+            .args(["-CAfile", s(&root)])
+            .args(["-cert", s(pem), "-key", s(&pem.with_extension("key"))])
+            .args(["-cert_chain", s(pem)]);
+        let out = mutual_test::output_with_stdin(&mut c, b"GET / HTTP/1.0\r\n\r\n");
+        let text = mutual_test::output_text(&out);
+        assert!(text.contains("HTTP/1.0 200 ok"), "not accepted:\n{text}");
+    };
+    let still_valid = |pem: &Path| {
+        let v = openssl(&[
+            "verify",
+            "-CAfile",
+            s(&root),
+            "-untrusted",
+            s(pem),
+            "-purpose",
+            "sslclient",
+            s(pem),
+        ]);
+        assert_eq!(v.code, 0, "{}", v.text());
+        // Within its validity for at least a minute more (the entry's TTL is an hour).
+        let e = openssl(&["x509", "-in", s(pem), "-noout", "-checkend", "60"]);
+        assert_eq!(e.code, 0, "{}", e.text());
+    };
+    let fetch = |n: &Node, dir: &Path| {
+        std::fs::create_dir_all(dir).unwrap();
+        let (msgs, ok) = n.client("x509", &["1", s(dir)]);
+        assert!(ok, "{msgs:?}\n{}", n.agent_log());
+        let sv = msgs[0]["svids"][0].clone();
+        assert_eq!(sv["spiffe_id"], web.as_str(), "{sv}");
+        (
+            PathBuf::from(sv["pem"].as_str().unwrap()),
+            sv["serial"].as_str().unwrap().to_string(),
+        )
+    };
+
+    n.start_agent();
+    let (pem, serial) = fetch(&n, &n.tmp.path().join("first"));
+    still_valid(&pem);
+    accepted(&pem);
+
+    // A second agent on the live socket is refused, and the first keeps serving.
+    let o = mutual_within(
+        &[
+            "agent",
+            "--ca-url",
+            &n.ca.url(),
+            "--socket",
+            s(&n.socket()),
+            "--cert",
+            s(&n.cert()),
+            "--key",
+            s(&n.key()),
+            "--ca",
+            s(&n.ca.root()),
+        ],
+        Duration::from_secs(60),
+    );
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr
+            .contains("another process is listening on it; not replacing it"),
+        "{}",
+        o.text()
+    );
+    let mut serials = vec![serial];
+    for (round, signal) in ["TERM", "KILL"].into_iter().enumerate() {
+        let st = n.stop_agent(signal);
+        if signal == "TERM" {
+            assert!(st.success(), "{st}\n{}", n.agent_log());
+            assert!(!n.socket().exists(), "SIGTERM removes the socket");
+        } else {
+            assert!(n.socket().exists(), "SIGKILL leaves the socket behind");
+        }
+        // No agent at all: what the workload saved is still a good certificate.
+        still_valid(&pem);
+        accepted(&pem);
+        // The same socket path, stale after SIGKILL: the new agent replaces it.
+        n.start_agent();
+        assert!(
+            n.agent_log().contains("serving the SPIFFE Workload API"),
+            "{}",
+            n.agent_log()
+        );
+        // Workload keys live only in the agent's memory, so the restarted agent has none to
+        // hand back: the workload gets a newly issued SVID (new key, new serial), and the one
+        // it held before keeps working beside it.
+        let (again, serial) = fetch(&n, &n.tmp.path().join(format!("after-{round}")));
+        assert!(!serials.contains(&serial), "{serial} in {serials:?}");
+        serials.push(serial);
+        still_valid(&again);
+        accepted(&again);
+        still_valid(&pem);
+        accepted(&pem);
+    }
 }
