@@ -88,16 +88,31 @@ pub fn node_id(cert: &Path) -> Result<mutual_policy::SpiffeId, AgentError> {
     mutual_policy::SpiffeId::parse(&spiffe).map_err(|_| no_id())
 }
 
-/// Binds the socket: a stale socket from an earlier run is replaced; any other file there is
-/// left alone and refused.
+/// Binds the socket: a stale socket from an earlier run (an agent killed with SIGKILL leaves
+/// one) is replaced; a socket someone still listens on, or any other file there, is left alone
+/// and refused.
 fn bind(path: &Path) -> Result<tokio::net::UnixListener, AgentError> {
     let err = |detail: String| AgentError::Socket {
         path: path.display().to_string(),
         detail,
     };
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
-            .map_err(|e| err(format!("cannot remove the old socket: {e}")))?,
+        Ok(m) if m.file_type().is_socket() => {
+            // Only a refused connection proves nobody listens: any other failure (no search
+            // permission, say) leaves the file alone.
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(err(
+                        "another process is listening on it; not replacing it".into()
+                    ))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    std::fs::remove_file(path)
+                        .map_err(|e| err(format!("cannot remove the stale socket: {e}")))?;
+                }
+                Err(e) => return Err(err(format!("cannot tell whether it is in use: {e}"))),
+            }
+        }
         Ok(_) => return Err(err("exists and is not a socket; not replacing it".into())),
         Err(_) => {}
     }

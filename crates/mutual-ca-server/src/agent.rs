@@ -9,14 +9,14 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
-use mutual_pki::ca::{Csr, IssueOptions, IssueRequest, KeySource};
+use mutual_pki::ca::{Ca, Csr, IssueOptions, IssueRequest, KeySource};
 use mutual_pki::{PkiError, San, Usage};
 use mutual_policy::Identity;
 use mutual_store::{EntryStore, RegistrationEntry};
 use serde::Deserialize;
 
-use crate::api::{self, Outcome, Peer, State};
 use crate::problem::Problem;
+use crate::reply::{self, Outcome};
 
 /// The paths this module answers.
 pub const ENTRIES: &str = "/v1/agent/entries";
@@ -24,6 +24,22 @@ pub const SVID: &str = "/v1/agent/svid";
 
 pub(crate) fn is_agent_path(path: &str) -> bool {
     path == ENTRIES || path == SVID
+}
+
+/// What these endpoints need of the server they are mounted in (the CA, and who the peer of a
+/// connection is), so that this module does not reach into `api::State` (no file loop), as
+/// `ocsp::Host`.
+pub(crate) trait Host: Sync {
+    /// What the TLS layer learned about the peer of one connection.
+    type Peer: Sync;
+    fn ca(&self) -> &Ca;
+    /// The identity of the peer's client certificate once checked against the inventory: this
+    /// CA's, neither revoked nor expired.
+    fn peer_identity(
+        &self,
+        peer: &Self::Peer,
+        identity: Option<&Identity>,
+    ) -> impl std::future::Future<Output = Result<Identity, Problem>> + Send;
 }
 
 #[derive(Deserialize)]
@@ -38,9 +54,9 @@ struct SvidBody {
 }
 
 /// Routes `/v1/agent/*` (already rate limited by the caller).
-pub(crate) async fn route(
-    state: &State,
-    peer: &Peer,
+pub(crate) async fn route<H: Host>(
+    state: &H,
+    peer: &H::Peer,
     identity: Option<&Identity>,
     req: Request<Incoming>,
     method: &Method,
@@ -52,23 +68,23 @@ pub(crate) async fn route(
     };
     match (path, method) {
         (ENTRIES, &Method::GET) => entries(state, &node).await,
-        (SVID, &Method::POST) => match api::read_json::<SvidBody>(req).await {
+        (SVID, &Method::POST) => match reply::read_json::<SvidBody>(req).await {
             Ok(b) => svid(state, &node, b).await,
             Err(p) => p.into(),
         },
-        _ => api::method_not_allowed(),
+        _ => reply::method_not_allowed(),
     }
 }
 
 /// The node's SPIFFE ID, from a client certificate of this CA's inventory that is neither
 /// revoked nor expired.
-async fn node_of(
-    state: &State,
-    peer: &Peer,
+async fn node_of<H: Host>(
+    state: &H,
+    peer: &H::Peer,
     identity: Option<&Identity>,
 ) -> Result<String, Problem> {
-    let me = api::authenticated(state, peer, identity, Duration::ZERO).await?;
-    me.identity.spiffe.clone().ok_or_else(|| {
+    let me = state.peer_identity(peer, identity).await?;
+    me.spiffe.ok_or_else(|| {
         Problem::new(
             "forbidden",
             "an agent's node certificate must carry one SPIFFE ID (URI SAN spiffe://...)",
@@ -76,9 +92,9 @@ async fn node_of(
     })
 }
 
-async fn entries(state: &State, node: &str) -> Outcome {
-    match state.ca.store().entry_list(Some(node)).await {
-        Ok(list) => api::ok_response(api::json(
+async fn entries<H: Host>(state: &H, node: &str) -> Outcome {
+    match state.ca().store().entry_list(Some(node)).await {
+        Ok(list) => reply::ok(reply::json(
             StatusCode::OK,
             &serde_json::json!({ "node": node, "entries": list }),
         )),
@@ -96,8 +112,8 @@ fn assigned<'a>(
         .find(|e| e.spiffe_id == spiffe_id && entry_id.is_none_or(|id| e.id == id))
 }
 
-async fn svid(state: &State, node: &str, b: SvidBody) -> Outcome {
-    let list = match state.ca.store().entry_list(Some(node)).await {
+async fn svid<H: Host>(state: &H, node: &str, b: SvidBody) -> Outcome {
+    let list = match state.ca().store().entry_list(Some(node)).await {
         Ok(l) => l,
         Err(e) => return Problem::store(&e).into(),
     };
@@ -110,7 +126,7 @@ async fn svid(state: &State, node: &str, b: SvidBody) -> Outcome {
     };
     let csr = match Csr::parse(b.csr.as_bytes()) {
         Ok(c) => c,
-        Err(e) => return api::pki_problem(e).into(),
+        Err(e) => return reply::pki_problem(e).into(),
     };
     // The CSR gives the key only; the names are the entry's. A CSR asking for another name is
     // refused rather than silently narrowed, so a confused agent is noticed.
@@ -132,11 +148,11 @@ async fn svid(state: &State, node: &str, b: SvidBody) -> Outcome {
         Err(e @ PkiError::InvalidSan { .. }) => {
             return Problem::new("name_not_allowed", e.to_string()).into()
         }
-        Err(e) => return api::pki_problem(e).into(),
+        Err(e) => return reply::pki_problem(e).into(),
     }
     let ttl = u64::try_from(entry.ttl_secs).unwrap_or(1).max(1);
     let o = IssueOptions {
-        name: api::name_for(std::slice::from_ref(&want)),
+        name: reply::name_for(std::slice::from_ref(&want)),
         sans: vec![want],
         usage: Usage::Both,
         ttl: Duration::from_secs(ttl),
@@ -149,9 +165,9 @@ async fn svid(state: &State, node: &str, b: SvidBody) -> Outcome {
         token: None,
         output: None,
     };
-    match state.ca.issue(req).await {
-        Ok(issued) => api::created(&issued),
-        Err(e) => api::pki_problem(e).into(),
+    match state.ca().issue(req).await {
+        Ok(issued) => reply::created(&issued),
+        Err(e) => reply::pki_problem(e).into(),
     }
 }
 

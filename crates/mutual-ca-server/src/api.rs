@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use mutual_pki::ca::{Ca, Csr, CurrentCrl, IssueOptions, IssueRequest, Issued, KeySource};
+use mutual_pki::ca::{Ca, Csr, CurrentCrl, IssueOptions, IssueRequest, KeySource};
 use mutual_pki::{PkiError, RevocationReason, RevokeOutcome, San, StoreError, Usage};
 use mutual_policy::{Identity, Rule};
 use mutual_store::Inventory;
@@ -22,12 +22,11 @@ use serde::Deserialize;
 use crate::metrics::Metrics;
 use crate::problem::Problem;
 use crate::ratelimit::RateLimiter;
+pub use crate::reply::MAX_BODY;
+use crate::reply::{
+    created, json, method_not_allowed, name_for, ok, pki_problem, read_json, respond, Outcome, Resp,
+};
 use crate::token::{parse_usage, Provisioner};
-
-/// Request bodies larger than this are refused with 413 (api-contract.md).
-pub const MAX_BODY: usize = 64 * 1024;
-/// An oversized body up to this size is read and discarded so the client gets its 413.
-const MAX_DRAIN: usize = 1024 * 1024;
 
 /// What the TLS layer learned about the peer of one connection, read once after its
 /// handshake and shared by every request on it.
@@ -235,63 +234,6 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-use mutual_policy::human::rfc3339;
-
-type Resp = Response<Full<Bytes>>;
-
-fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .header("cache-control", "no-store")
-        .body(Full::new(body.into()))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
-}
-
-pub(crate) fn json(status: StatusCode, v: &serde_json::Value) -> Resp {
-    respond(
-        status,
-        "application/json",
-        serde_json::to_vec(v).unwrap_or_default(),
-    )
-}
-
-/// The outcome of one request, for the log line.
-pub(crate) struct Outcome {
-    resp: Resp,
-    reason: &'static str,
-    /// Serial issued or revoked, if any.
-    serial: Option<String>,
-    /// Why it was refused (the problem's detail: never a secret).
-    detail: Option<String>,
-}
-
-impl From<Problem> for Outcome {
-    fn from(p: Problem) -> Outcome {
-        let reason = p.reason;
-        let detail = Some(p.detail.clone());
-        Outcome {
-            resp: p.into_response(),
-            reason,
-            serial: None,
-            detail,
-        }
-    }
-}
-
-pub(crate) fn ok_response(resp: Resp) -> Outcome {
-    ok(resp)
-}
-
-fn ok(resp: Resp) -> Outcome {
-    Outcome {
-        resp,
-        reason: "ok",
-        serial: None,
-        detail: None,
-    }
-}
-
 /// `/health`: 200 while the store answers a trivial query and every PKCS#11 token key the CA
 /// signs with can sign, else 503 with the reason, so a load balancer takes a replica whose
 /// database or token is gone out of rotation; it turns 200 again by itself once the pool
@@ -462,6 +404,23 @@ pub(crate) fn console_log(
     tracing::info!(peer_addr = %addr, identity = %who, method = %method, path = %path,
         status = resp.status().as_u16(), reason, duration_ms = started.elapsed().as_millis() as u64,
         "console request");
+}
+
+/// The agent endpoints' view of the CA server (crate::agent).
+impl crate::agent::Host for State {
+    type Peer = Peer;
+    fn ca(&self) -> &Ca {
+        &self.ca
+    }
+    async fn peer_identity(
+        &self,
+        peer: &Peer,
+        identity: Option<&Identity>,
+    ) -> Result<Identity, Problem> {
+        Ok(authenticated(self, peer, identity, Duration::ZERO)
+            .await?
+            .identity)
+    }
 }
 
 /// The OCSP front door's view of the CA server.
@@ -678,7 +637,7 @@ async fn route(
     match (path, method) {
         ("/v1/roots", &Method::GET) => match crate::roots::roots(state.ca.dir(), req.uri().query())
         {
-            Ok(r) => ok_response(r),
+            Ok(r) => ok(r),
             Err(p) => p.into(),
         },
         ("/v1/crl", &Method::GET) => crl(state, None, req.headers()).await,
@@ -716,107 +675,6 @@ async fn route(
         }
         _ => Problem::new("not_found", format!("no such endpoint: {path}")).into(),
     }
-}
-
-pub(crate) fn method_not_allowed() -> Outcome {
-    Problem::new(
-        "method_not_allowed",
-        "this endpoint does not take that method",
-    )
-    .into()
-}
-
-/// Refuses (415) a request whose body is not declared `application/json` (parameters such as
-/// `charset=utf-8` allowed). Only a request with no body at all may omit the header: a renewal
-/// without a CSR sends nothing. Checked before the body is read and before any token is spent,
-/// so a form post or a text/plain request from a browser cannot spend one.
-fn json_content_type(req: &Request<Incoming>) -> Result<(), Problem> {
-    let headers = req.headers();
-    let declared_empty = headers
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() == "0");
-    let has_body = !declared_empty
-        && (headers.contains_key(hyper::header::CONTENT_LENGTH)
-            || headers.contains_key(hyper::header::TRANSFER_ENCODING));
-    match headers.get(hyper::header::CONTENT_TYPE) {
-        None if !has_body => Ok(()),
-        None => Err(Problem::new(
-            "unsupported_media_type",
-            "send the body with Content-Type: application/json",
-        )),
-        Some(v) => {
-            let essence = v
-                .to_str()
-                .ok()
-                .and_then(|t| t.split(';').next())
-                .map(|t| t.trim().to_ascii_lowercase());
-            if essence.as_deref() == Some("application/json") {
-                Ok(())
-            } else {
-                Err(Problem::new(
-                    "unsupported_media_type",
-                    format!(
-                        "Content-Type {:?} is not accepted; send application/json",
-                        String::from_utf8_lossy(v.as_bytes())
-                    ),
-                ))
-            }
-        }
-    }
-}
-
-/// Reads a JSON body of at most [`MAX_BODY`] bytes.
-///
-/// An oversized body announced by Content-Length up to [`MAX_DRAIN`] (and any oversized
-/// chunked body) is read to its end and thrown away before the 413 goes out: a client still
-/// sending when the server closes would see a broken pipe instead of the answer. Beyond
-/// `MAX_DRAIN` the connection is simply closed after the 413.
-pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
-) -> Result<T, Problem> {
-    json_content_type(&req)?;
-    let too_large = || {
-        Problem::new(
-            "body_too_large",
-            format!("request bodies are limited to {MAX_BODY} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_DRAIN as u64) {
-        return Err(too_large());
-    }
-    let mut body = req.into_body();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut seen: usize = 0;
-    while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|_| Problem::new("bad_request", "could not read the request body"))?;
-        if let Ok(data) = frame.into_data() {
-            seen = seen.saturating_add(data.len());
-            if seen > MAX_DRAIN {
-                return Err(too_large());
-            }
-            if seen <= MAX_BODY {
-                buf.extend_from_slice(&data);
-            }
-        }
-    }
-    if seen > MAX_BODY {
-        return Err(too_large());
-    }
-    // An empty body reads as `{}` (a renewal without a CSR may send nothing at all).
-    let text: &[u8] = if buf.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        &buf
-    };
-    serde_json::from_slice(text)
-        .map_err(|e| Problem::new("bad_request", format!("invalid JSON body: {e}")))
 }
 
 /// Parses `body` as each kind of request body the API takes and checks the fields a handler
@@ -860,71 +718,6 @@ struct RevokeBody {
     serial: String,
     #[serde(default)]
     reason: Option<String>,
-}
-
-fn issued_body(i: &Issued) -> serde_json::Value {
-    serde_json::json!({
-        "certificate_chain": i.chain_pem,
-        "serial": i.serial_hex,
-        "issuer": i.issuer,
-        "not_before": rfc3339(i.not_before),
-        "not_after": rfc3339(i.not_after),
-    })
-}
-
-pub(crate) fn created(i: &Issued) -> Outcome {
-    Outcome {
-        resp: json(StatusCode::CREATED, &issued_body(i)),
-        reason: "ok",
-        serial: Some(i.serial_hex.clone()),
-        detail: None,
-    }
-}
-
-/// Maps a PKI refusal of a request onto the contract's labels.
-pub(crate) fn pki_problem(e: PkiError) -> Problem {
-    match e {
-        PkiError::MalformedCsr { .. }
-        | PkiError::CsrBadSignature
-        | PkiError::WeakKey { .. }
-        | PkiError::UnsupportedKey { .. }
-        | PkiError::Malformed { .. }
-        | PkiError::ServerNeedsSan
-        | PkiError::MultipleSpiffeIds { .. }
-        | PkiError::InvalidName { .. }
-        | PkiError::InvalidSan { .. }
-        | PkiError::InvalidSerial { .. }
-        | PkiError::TtlBeyondIntermediate { .. }
-        | PkiError::InvalidDuration { .. } => Problem::new("bad_request", e.to_string()),
-        PkiError::NotPermitted { .. } | PkiError::OutsideTrustDomain { .. } => {
-            Problem::new("name_not_allowed", e.to_string())
-        }
-        PkiError::UnknownSerial { .. } => Problem::new("not_found", e.to_string()),
-        PkiError::Store(StoreError::TokenUsed { .. }) => {
-            Problem::new("token_used", "this token was already used")
-        }
-        PkiError::Store(e) => Problem::store(&e),
-        other => Problem::internal(other),
-    }
-}
-
-/// The CN for a certificate issued from a token: the first SAN's value, or for a long URI its
-/// last path segment (a CN is at most 64 characters).
-pub(crate) fn name_for(sans: &[San]) -> String {
-    let Some(first) = sans.first() else {
-        return "mutual".into();
-    };
-    let v = match first {
-        San::Dns(d) => d.clone(),
-        San::Ip(ip) => ip.to_string(),
-        San::Uri(u) => u.clone(),
-        San::Email(e) => e.clone(),
-    };
-    if v.len() <= 64 {
-        return v;
-    }
-    let tail = v.rsplit('/').find(|s| !s.is_empty()).unwrap_or("mutual");
-    tail.chars().take(64).collect()
 }
 
 async fn sign(state: &State, b: SignBody) -> Outcome {
@@ -1287,13 +1080,6 @@ mod tests {
             Some(784111777)
         );
         assert_eq!(parse_http_date("yesterday"), None);
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(name_for(&["dns:a.internal".parse().unwrap()]), "a.internal");
-        let long = format!("uri:spiffe://example.org/{}/web", "x".repeat(70));
-        assert_eq!(name_for(&[long.parse().unwrap()]), "web");
     }
 
     #[test]

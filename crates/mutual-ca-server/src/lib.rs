@@ -23,6 +23,7 @@ pub mod ocsp;
 pub mod own_cert;
 pub mod problem;
 pub mod ratelimit;
+mod reply;
 pub mod roots;
 pub mod tls;
 pub mod token;

@@ -37,7 +37,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub enroll: crate::cmd_enroll::EnrollArgs,
     /// The Unix socket to serve the Workload API on (mode 0666: who gets what is decided by
-    /// attestation). Workloads find it through SPIFFE_ENDPOINT_SOCKET=unix://PATH.
+    /// attestation). Workloads find it through SPIFFE_ENDPOINT_SOCKET=unix://PATH. A stale
+    /// socket nobody listens on is replaced; a live one or any other file is refused.
     #[arg(long, value_name = "PATH", required = true)]
     pub socket: Option<PathBuf>,
     /// The node certificate (PEM chain): its SPIFFE ID is the node entries name with --node.

@@ -139,6 +139,20 @@ impl Node {
         v["id"].as_str().unwrap().to_string()
     }
 
+    /// `mutual agent` on this node's socket with its node certificate, trusting `root`.
+    fn agent_args(&self, root: &Path) -> Vec<String> {
+        let mut a = vec!["agent".to_string(), "--ca-url".into(), self.ca.url()];
+        for (flag, path) in [
+            ("--socket", self.socket()),
+            ("--cert", self.cert()),
+            ("--key", self.key()),
+            ("--ca", root.to_path_buf()),
+        ] {
+            a.extend([flag.to_string(), path.display().to_string()]);
+        }
+        a
+    }
+
     fn start_agent(&mut self) {
         self.start_agent_with(&[]);
     }
@@ -148,23 +162,8 @@ impl Node {
         let root = self.tmp.path().join("root.pem");
         std::fs::copy(self.ca.root(), &root).unwrap();
         let log = std::fs::File::create(self.tmp.path().join("agent.log")).unwrap();
-        let url = self.ca.url();
-        let mut c = mutual_cmd(
-            None,
-            &[
-                "agent",
-                "--ca-url",
-                &url,
-                "--socket",
-                s(&self.socket()),
-                "--cert",
-                s(&self.cert()),
-                "--key",
-                s(&self.key()),
-                "--ca",
-                s(&root),
-            ],
-        );
+        let args = self.agent_args(&root);
+        let mut c = mutual_cmd(None, &args.iter().map(String::as_str).collect::<Vec<_>>());
         c.args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -175,7 +174,10 @@ impl Node {
             if let Ok(Some(st)) = g.0.try_wait() {
                 panic!("mutual agent exited with {st}:\n{}", self.agent_log());
             }
-            self.socket().exists().then_some(())
+            // Listening, not merely present: a killed agent leaves its socket file behind.
+            std::os::unix::net::UnixStream::connect(self.socket())
+                .is_ok()
+                .then_some(())
         });
         assert!(
             up.is_some(),
@@ -183,6 +185,18 @@ impl Node {
             self.agent_log()
         );
         self.agent = Some(g);
+    }
+
+    /// Stops the agent with `signal` (`TERM` or `KILL`) and waits for it to exit; its exit status.
+    fn stop_agent(&mut self, signal: &str) -> std::process::ExitStatus {
+        let mut g = self.agent.take().expect("the agent runs");
+        let pid = g.0.id().to_string();
+        assert!(Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap()
+            .success());
+        g.0.wait().unwrap()
     }
 
     /// workload_client.py MODE ARGS: its JSON lines, and whether it succeeded.
@@ -238,6 +252,21 @@ fn curl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (String, String) {
 /// The interpreter the Python client runs as: what /proc/PID/exe names.
 fn python_binary() -> PathBuf {
     std::fs::canonicalize(venv_python()).unwrap()
+}
+
+/// `openssl verify` of an SVID chain file as a client certificate against `root`.
+fn verify_svid(root: &Path, pem: &Path) {
+    let v = openssl(&[
+        "verify",
+        "-CAfile",
+        s(root),
+        "-untrusted",
+        s(pem),
+        "-purpose",
+        "sslclient",
+        s(pem),
+    ]);
+    assert_eq!(v.code, 0, "{}", v.text());
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -304,17 +333,7 @@ fn a_workload_gets_rotating_svids_only_when_every_selector_matches() {
         assert_eq!(sv["chain"], 2, "leaf and intermediate: {sv}");
         assert_eq!(sv["bundle"], 1);
         let pem = Path::new(sv["pem"].as_str().unwrap());
-        let v = openssl(&[
-            "verify",
-            "-CAfile",
-            s(&n.ca.root()),
-            "-untrusted",
-            s(pem),
-            "-purpose",
-            "sslclient",
-            s(pem),
-        ]);
-        assert_eq!(v.code, 0, "{}", v.text());
+        verify_svid(&n.ca.root(), pem);
         let san = x509(pem, &["-noout", "-ext", "subjectAltName"]);
         assert!(san.contains(&format!("URI:{web}")), "{san}");
         serials.push(sv["serial"].as_str().unwrap().to_string());
@@ -582,4 +601,118 @@ fn the_agent_enrolls_its_node_with_a_token() {
     let (msgs, ok) = n.client("x509", &["1", s(n.tmp.path())]);
     assert!(ok, "{msgs:?}\n{}", n.agent_log());
     assert_eq!(msgs[0]["svids"][0]["spiffe_id"], format!("{TD}/web"));
+}
+
+/// Issue 22: workloads keep what they were given when the agent restarts. An SVID is a
+/// certificate the CA signed; it stays valid (and accepted by a peer) whether or not the agent
+/// that fetched it runs, after a SIGTERM (socket removed) as after a SIGKILL (stale socket left
+/// behind, which the next agent replaces; a live socket it refuses).
+#[test]
+fn workloads_keep_their_svids_across_agent_restarts() {
+    let mut n = Node::new("n1");
+    let web = format!("{TD}/web");
+    n.entry(&web, &[&format!("unix:uid:{}", uid())], &n.node, "1h");
+    // A server of the same CA that requires and verifies a client certificate: the real peer
+    // the saved SVID is presented to.
+    mutual(&[
+        "cert",
+        "issue",
+        "srv",
+        "--dir",
+        s(n.ca.d()),
+        "--out",
+        s(n.tmp.path()),
+        "--san",
+        "dns:localhost",
+        "--server",
+    ])
+    .ok();
+    let srv = n.tmp.path().join("srv.pem");
+    let root = n.ca.root();
+    let (_peer, port) = mutual_test::openssl_s_server_files(
+        [&srv, &srv.with_extension("key"), &srv, &root],
+        &["-Verify", "1", "-verify_return_error", "-www"],
+    );
+    let accepted = |pem: &Path| {
+        let mut c = Command::new("timeout");
+        c.args(["60", "openssl", "s_client", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args([
+                "-servername",
+                "localhost",
+                "-verify_return_error",
+                "-ign_eof",
+            ])
+            .args(["-CAfile", s(&root)])
+            .args(["-cert", s(pem), "-key", s(&pem.with_extension("key"))])
+            .args(["-cert_chain", s(pem)]);
+        let out = mutual_test::output_with_stdin(&mut c, b"GET / HTTP/1.0\r\n\r\n");
+        let text = mutual_test::output_text(&out);
+        assert!(text.contains("HTTP/1.0 200 ok"), "not accepted:\n{text}");
+    };
+    let still_valid = |pem: &Path| {
+        verify_svid(&root, pem);
+        // Within its validity for at least a minute more (the entry's TTL is an hour).
+        let e = openssl(&["x509", "-in", s(pem), "-noout", "-checkend", "60"]);
+        assert_eq!(e.code, 0, "{}", e.text());
+    };
+    let fetch = |n: &Node, dir: &Path| {
+        std::fs::create_dir_all(dir).unwrap();
+        let (msgs, ok) = n.client("x509", &["1", s(dir)]);
+        assert!(ok, "{msgs:?}\n{}", n.agent_log());
+        let sv = msgs[0]["svids"][0].clone();
+        assert_eq!(sv["spiffe_id"], web.as_str(), "{sv}");
+        (
+            PathBuf::from(sv["pem"].as_str().unwrap()),
+            sv["serial"].as_str().unwrap().to_string(),
+        )
+    };
+
+    n.start_agent();
+    let (pem, serial) = fetch(&n, &n.tmp.path().join("first"));
+    still_valid(&pem);
+    accepted(&pem);
+
+    // A second agent on the live socket is refused, and the first keeps serving.
+    let second = n.agent_args(&root);
+    let o = mutual_within(
+        &second.iter().map(String::as_str).collect::<Vec<_>>(),
+        Duration::from_secs(60),
+    );
+    o.fails_with("another process is listening on it; not replacing it");
+    assert!(
+        std::os::unix::net::UnixStream::connect(n.socket()).is_ok(),
+        "the refused agent took the socket away:\n{}",
+        n.agent_log()
+    );
+    let mut serials = vec![serial];
+    for (round, signal) in ["TERM", "KILL"].into_iter().enumerate() {
+        let st = n.stop_agent(signal);
+        if signal == "TERM" {
+            assert!(st.success(), "{st}\n{}", n.agent_log());
+            assert!(!n.socket().exists(), "SIGTERM removes the socket");
+        } else {
+            assert!(n.socket().exists(), "SIGKILL leaves the socket behind");
+        }
+        // No agent at all: what the workload saved is still a good certificate.
+        still_valid(&pem);
+        accepted(&pem);
+        // The same socket path, stale after SIGKILL: the new agent replaces it.
+        n.start_agent();
+        assert!(
+            n.agent_log().contains("serving the SPIFFE Workload API"),
+            "{}",
+            n.agent_log()
+        );
+        // Workload keys live only in the agent's memory, so the restarted agent has none to
+        // hand back: the workload gets a newly issued SVID (new key, new serial), and the one
+        // it held before keeps working beside it.
+        let (again, serial) = fetch(&n, &n.tmp.path().join(format!("after-{round}")));
+        assert!(!serials.contains(&serial), "{serial} in {serials:?}");
+        serials.push(serial);
+        still_valid(&again);
+        accepted(&again);
+        still_valid(&pem);
+        accepted(&pem);
+    }
 }

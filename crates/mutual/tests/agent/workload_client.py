@@ -7,8 +7,8 @@ Used by crates/mutual/tests/agent.rs.
     workload_client.py SOCKET GEN_DIR bundles           first FetchX509Bundles message
 
 Each message is printed as one JSON line; a failed call prints {"code", "details"} and exits 3.
-For x509, message i's SVIDs are written to OUT_DIR/svid-i-j.pem (chain) and checked: the key in
-the message belongs to the leaf certificate.
+For x509, message i's SVIDs are written to OUT_DIR/svid-i-j.pem (chain) and svid-i-j.key and
+checked: the key in the message belongs to the leaf certificate.
 """
 import json
 import os
@@ -93,6 +93,12 @@ def main():
                     with open(path, "wb") as f:
                         for c in chain:
                             f.write(c.public_bytes(serialization.Encoding.PEM))
+                    # The key beside it (0600), so a test can present the SVID to a peer.
+                    fd = os.open(path[:-4] + ".key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                    with os.fdopen(fd, "wb") as f:
+                        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                                  serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
                     line.append({
                         "spiffe_id": s.spiffe_id,
                         "serial": format(chain[0].serial_number, "x"),
