@@ -140,8 +140,10 @@ fn serve_refuses_a_resuming_client_once_a_reloaded_crl_revokes_it() {
         (status != 200).then_some(())
     });
     assert!(refused.is_some(), "{}", p.stderr_text());
-    let line = p.wait_audit_line("failed", "revoked");
-    assert!(line["identity"]["spiffe"] == OK_ID, "{line}");
+    // The reload brought a new trust and a new ticketer: the old ticket is not accepted, the
+    // client falls back to a full handshake and the verifier refuses it (so the line has no
+    // identity: the chain never verified).
+    p.wait_audit_line("failed", "revoked");
     for _ in 0..3 {
         assert_ne!(tls_connect(p.addr(), &cfg).map_or(0, get), 200);
     }
