@@ -1,8 +1,9 @@
 //! The agent's state between the CA and the workloads: the node's entries (asked of the CA at
-//! every Workload API call, the last answer kept for when the CA is away), one SVID per entry
-//! that some workload asked for, each renewed by its own task at half its lifetime, and the
-//! trust bundle. Any change bumps one generation counter that every open stream watches, so a
-//! stream re-sends its full state after a rotation (the Workload API's push).
+//! every Workload API call and every `--entries-poll` interval, the last answer kept for when
+//! the CA is away), one SVID per entry that some workload asked for, each renewed by its own
+//! task at half its lifetime, and the trust bundle. Any change (a rotation, a new bundle, an
+//! entry created or deleted at the CA) bumps one generation counter that every open stream
+//! watches, so a stream re-sends its full state (the Workload API's and SDS's push).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use rustls_pki_types::CertificateDer;
 use tokio::sync::watch;
 
 use crate::ca::{CaClient, Entry, Svid};
+use crate::selector::{self, Caller};
 
 /// The SVID of one entry, as its task last left it.
 #[derive(Clone, Debug)]
@@ -73,11 +75,27 @@ impl Svids {
         self.bundle.borrow().clone()
     }
 
-    /// The node's entries, fresh from the CA, or the last list when the CA cannot answer.
+    /// The node's entries, fresh from the CA, or the last list when the CA cannot answer. A
+    /// list that differs from the last one drops the SVIDs of the entries gone and bumps the
+    /// streams, which then re-match their caller against it.
     pub async fn entries(&self) -> Result<Vec<Entry>, Arc<EnrollError>> {
         match self.ca.entries().await {
             Ok(list) => {
-                *lock(&self.entries) = Some(list.clone());
+                let old = lock(&self.entries).replace(list.clone());
+                if let Some(old) = old.filter(|o| *o != list) {
+                    let mut slots = lock(&self.slots);
+                    for gone in old.iter().filter(|o| !list.iter().any(|e| e.id == o.id)) {
+                        if slots.remove(&gone.id).is_some() {
+                            tracing::info!(entry = %gone.id, spiffe_id = %gone.spiffe_id, "entry no longer assigned to this node; its SVID is dropped");
+                        }
+                    }
+                    drop(slots);
+                    tracing::info!(
+                        entries = list.len(),
+                        "this node's registration entries changed"
+                    );
+                    self.bump();
+                }
                 Ok(list)
             }
             Err(e) => {
@@ -91,6 +109,32 @@ impl Svids {
                 }
             }
         }
+    }
+
+    /// Asks the CA for the node's entries every `every`, so that an entry created or deleted
+    /// there reaches open streams without waiting for a call or a renewal.
+    pub fn poll_entries(self: &Arc<Self>, every: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(s) = weak.upgrade() else { return };
+                if let Err(e) = s.entries().await {
+                    tracing::warn!(error = %e, "cannot list this node's entries");
+                }
+            }
+        });
+    }
+
+    /// The entries of the last list whose selectors all match `caller`.
+    pub fn matching(&self, caller: &Caller) -> Vec<Entry> {
+        matching(lock(&self.entries).as_deref().unwrap_or_default(), caller)
+    }
+
+    /// The slots of the entries that match `caller` now (starting the task of a new one): what
+    /// an open stream sends after each bump.
+    pub fn slots_for(self: &Arc<Self>, caller: &Caller) -> Vec<watch::Receiver<Slot>> {
+        self.matching(caller).iter().map(|e| self.slot(e)).collect()
     }
 
     fn still_assigned(&self, id: &str) -> bool {
@@ -112,6 +156,17 @@ impl Svids {
     }
 }
 
+/// The entries of `list` whose selectors all match `caller`.
+pub fn matching(list: &[Entry], caller: &Caller) -> Vec<Entry> {
+    list.iter()
+        .filter(|e| {
+            e.parsed_selectors()
+                .is_some_and(|s| selector::all_match(&s, caller))
+        })
+        .cloned()
+        .collect()
+}
+
 fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
@@ -129,9 +184,11 @@ async fn keep_fresh(svids: std::sync::Weak<Svids>, entry: Entry, tx: watch::Send
         }
         first = false;
         if !s.still_assigned(&entry.id) {
-            tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry no longer assigned to this node; its SVID is dropped");
-            lock(&s.slots).remove(&entry.id);
-            s.bump();
+            // Said and bumped by entries() when it removed the slot already.
+            if lock(&s.slots).remove(&entry.id).is_some() {
+                tracing::info!(entry = %entry.id, spiffe_id = %entry.spiffe_id, "entry no longer assigned to this node; its SVID is dropped");
+                s.bump();
+            }
             return;
         }
         let wait = match s.ca.svid(&entry).await {

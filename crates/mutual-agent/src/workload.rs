@@ -21,7 +21,7 @@ use crate::proto::{
     ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest,
     X509svidResponse,
 };
-use crate::selector::{self, Caller};
+use crate::selector::Caller;
 use crate::svids::{Slot, Svids};
 
 /// The header every Workload API call must carry (the spec's guard against SSRF: a browser or
@@ -83,18 +83,22 @@ impl Workload {
     /// Header check, attestation, and the entries that match the caller (none: refused).
     async fn entries_for<T>(&self, req: &Request<T>, call: &str) -> Result<Vec<Entry>, Status> {
         check_header(req)?;
+        Ok(self.attested(req, call).await?.1)
+    }
+
+    /// Attestation, and the entries that match the caller (none: refused). Without the header
+    /// check: Envoy's SDS calls (crate::sds) do not carry it.
+    pub(crate) async fn attested<T>(
+        &self,
+        req: &Request<T>,
+        call: &str,
+    ) -> Result<(Caller, Vec<Entry>), Status> {
         let caller = caller_of(req)?;
         let all = self.svids.entries().await.map_err(|e| {
             tracing::warn!(call, error = %e, "cannot list this node's entries");
             Status::unavailable(format!("the agent cannot reach the CA: {e}"))
         })?;
-        let mine: Vec<Entry> = all
-            .into_iter()
-            .filter(|e| {
-                e.parsed_selectors()
-                    .is_some_and(|s| selector::all_match(&s, &caller))
-            })
-            .collect();
+        let mine = crate::svids::matching(&all, &caller);
         if mine.is_empty() {
             tracing::warn!(call, caller = %describe(&caller), result = "denied", "no entry matches the caller");
             return Err(Status::permission_denied(NO_IDENTITY));
@@ -102,11 +106,11 @@ impl Workload {
         tracing::info!(call, caller = %describe(&caller), result = "allowed",
             spiffe_ids = %mine.iter().map(|e| e.spiffe_id.as_str()).collect::<Vec<_>>().join(","),
             "workload attested");
-        Ok(mine)
+        Ok((caller, mine))
     }
 
     /// Every entry's SVID once its first issuance is over; refuses when none could be issued.
-    async fn first_svids(
+    pub(crate) async fn first_svids(
         &self,
         entries: &[Entry],
     ) -> Result<Vec<tokio::sync::watch::Receiver<Slot>>, Status> {
@@ -171,22 +175,38 @@ fn x509_state(
 
 /// Sends `state()` now and again whenever the agent's generation moves and the state differs,
 /// until the client goes away.
-fn push<T, F>(mut gen: tokio::sync::watch::Receiver<u64>, mut state: F) -> Stream_<T>
+fn push<T, F>(gen: tokio::sync::watch::Receiver<u64>, mut state: F) -> Stream_<T>
 where
     T: Send + 'static,
     F: FnMut() -> (T, Vec<String>) + Send + 'static,
+{
+    push_or_end(gen, move || Ok(Some(state())))
+}
+
+/// [`push`] for a state that may have nothing to send yet (`Ok(None)`) or end the stream with
+/// a status (`Err`).
+fn push_or_end<T, F>(mut gen: tokio::sync::watch::Receiver<u64>, mut state: F) -> Stream_<T>
+where
+    T: Send + 'static,
+    F: FnMut() -> Result<Option<(T, Vec<String>)>, Status> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         let mut last: Option<Vec<String>> = None;
         loop {
             gen.borrow_and_update();
-            let (msg, key) = state();
-            if last.as_ref() != Some(&key) {
-                if tx.send(Ok(msg)).await.is_err() {
+            match state() {
+                Ok(Some((msg, key))) if last.as_ref() != Some(&key) => {
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                    last = Some(key);
+                }
+                Ok(_) => {}
+                Err(status) => {
+                    let _ = tx.send(Err(status)).await;
                     return;
                 }
-                last = Some(key);
             }
             tokio::select! {
                 changed = gen.changed() => if changed.is_err() { return },
@@ -207,12 +227,22 @@ impl SpiffeWorkloadApi for Workload {
         &self,
         req: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let entries = self.entries_for(&req, "FetchX509SVID").await?;
-        let rxs = self.first_svids(&entries).await?;
+        check_header(&req)?;
+        let (caller, entries) = self.attested(&req, "FetchX509SVID").await?;
+        self.first_svids(&entries).await?;
         let svids = self.svids.clone();
         let gen = svids.subscribe();
-        Ok(Response::new(push(gen, move || {
-            x509_state(&rxs, &concat(&svids.bundle()))
+        // The caller is matched again at every change: an entry created for it at the CA adds
+        // an SVID to the open stream, a deleted one drops its SVID, the last one ends the
+        // stream with PermissionDenied (as SPIRE's agent does).
+        Ok(Response::new(push_or_end(gen, move || {
+            let rxs = svids.slots_for(&caller);
+            if rxs.is_empty() {
+                return Err(Status::permission_denied(NO_IDENTITY));
+            }
+            let (msg, key) = x509_state(&rxs, &concat(&svids.bundle()));
+            // A new entry's first SVID still pending: its issuance bumps again.
+            Ok((!msg.svids.is_empty()).then_some((msg, key)))
         })))
     }
 

@@ -57,6 +57,11 @@ pub struct RunArgs {
     /// does). By default the agent renews it at two-thirds of its lifetime.
     #[arg(long)]
     pub no_renew: bool,
+    /// How often to ask the CA for this node's registration entries: an entry created or
+    /// deleted there reaches open Workload API and SDS streams within this (new SVID pushed,
+    /// deleted one dropped).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::ca_args::parse_duration)]
+    pub entries_poll: Duration,
     /// Log format on stderr: human or json. The level comes from RUST_LOG.
     #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
     pub log_format: String,
@@ -243,6 +248,7 @@ fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
         key,
         ca,
         renew_node: !a.no_renew,
+        entries_poll: a.entries_poll,
     };
     // Unreadable or mismatched node files, a node certificate without a SPIFFE ID: exit 2.
     mutual_enroll::files::load_current(&o.cert, &o.key)?;
