@@ -288,7 +288,7 @@ impl StreamState {
             }
             if let Some(e) = &r.error_detail {
                 tracing::warn!(call = "StreamSecrets", envoy_node = %self.node, nonce = %r.response_nonce,
-                    rejected_version = self.version.as_deref().unwrap_or(""), applied_version = %r.version_info,
+                    rejected_version = %self.version.as_deref().unwrap_or(""), applied_version = %r.version_info,
                     code = e.code, error = %e.message, "SDS update rejected by the client (NACK); not resent");
             } else {
                 tracing::info!(call = "StreamSecrets", envoy_node = %self.node, version = %r.version_info,

@@ -1,6 +1,7 @@
 //! `mutual agent` (docs/agent.md): the SPIFFE Workload API served to real clients: a Python
-//! grpcio client built from the published workload.proto (tests/agent/workload_client.py) and
-//! py-spiffe (PyPI `spiffe`), against a real `mutual ca serve`. SVIDs are checked with `openssl
+//! grpcio client built from the published workload.proto (tests/agent/workload_client.py),
+//! py-spiffe (PyPI `spiffe`) and an Envoy SDS client on Envoy's published stubs (PyPI
+//! `xds-protos`, tests/agent/sds_client.py), against a real `mutual ca serve`. SVIDs are checked with `openssl
 //! verify` and `openssl x509`; refusals by their exact gRPC status, the CA's by its reason label
 //! and log line. The Python packages live in the venv under target/acme-venv (`.ci/run` installs
 //! them; this test does when they are missing).
@@ -25,7 +26,10 @@ fn venv_python() -> PathBuf {
         let py = v.join("bin/python");
         let ready = |py: &Path| {
             Command::new(py)
-                .args(["-c", "import grpc, grpc_tools, spiffe, cryptography"])
+                .args([
+                    "-c",
+                    "import grpc, grpc_tools, spiffe, cryptography, envoy.service.secret.v3",
+                ])
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success())
@@ -45,7 +49,8 @@ fn venv_python() -> PathBuf {
                     "grpcio",
                     "grpcio-tools",
                     "spiffe",
-                    "cryptography"
+                    "cryptography",
+                    "xds-protos"
                 ])
                 .status()
                 .unwrap()
@@ -202,12 +207,25 @@ impl Node {
     /// workload_client.py MODE ARGS: its JSON lines, and whether it succeeded.
     fn client(&self, mode: &str, args: &[&str]) -> (Vec<serde_json::Value>, bool) {
         let gen = self.tmp.path().join("gen");
+        self.python(
+            "workload_client.py",
+            &[&[s(&self.socket()), s(&gen), mode], args].concat(),
+        )
+    }
+
+    /// sds_client.py MODE ARGS: its JSON lines, and whether it succeeded.
+    fn sds(&self, mode: &str, args: &[&str]) -> (Vec<serde_json::Value>, bool) {
+        self.python(
+            "sds_client.py",
+            &[&[s(&self.socket()), mode], args].concat(),
+        )
+    }
+
+    fn python(&self, name: &str, args: &[&str]) -> (Vec<serde_json::Value>, bool) {
         let out = run_within(
             {
                 let mut c = Command::new(venv_python());
-                c.arg(script("workload_client.py"))
-                    .args([s(&self.socket()), s(&gen), mode])
-                    .args(args);
+                c.arg(script(name)).args(args);
                 c
             },
             Duration::from_secs(300),
@@ -715,4 +733,173 @@ fn workloads_keep_their_svids_across_agent_restarts() {
         still_valid(&pem);
         accepted(&pem);
     }
+}
+
+/// Issue 22: Envoy's SDS on the agent socket, asked by a client on Envoy's published stubs.
+/// StreamSecrets answers the SVID as a tls_certificate and ROOTCA as a validation_context (the
+/// certificate verifies against that bundle and carries the URI SAN, the key is its key),
+/// leaves out a name the caller has no entry for, pushes the rotated SVID (10 s TTL, renewed at
+/// 5 s) after a NACK that is not answered by a resend, and logs the NACK and the ACK.
+#[test]
+fn envoy_sds_serves_the_svid_and_bundle_and_pushes_rotations() {
+    let mut n = Node::new("n1");
+    n.start_agent();
+    let out = n.tmp.path().join("sds");
+    std::fs::create_dir_all(&out).unwrap();
+    // No entry matches this caller yet: no secret at all.
+    let (l, ok) = n.sds("fetch", &[s(&out), "ROOTCA"]);
+    assert!(!ok, "{l:?}");
+    assert_eq!(l[0]["code"], "PERMISSION_DENIED", "{l:?}");
+    assert_eq!(l[0]["details"], "no identity issued");
+
+    let web = format!("{TD}/web");
+    let other = format!("{TD}/other");
+    n.entry(&web, &[&format!("unix:uid:{}", uid())], &n.node, "10s");
+    n.entry(&other, &["unix:uid:4242"], &n.node, "1h");
+    let (msgs, ok) = n.sds("stream", &[s(&out), &web, "ROOTCA", &other]);
+    assert!(ok, "{msgs:?}\n{}", n.agent_log());
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    let mut serials = Vec::new();
+    for m in &msgs {
+        assert_eq!(
+            m["type_url"],
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+        );
+        let secrets = m["secrets"].as_array().unwrap();
+        let names: Vec<_> = secrets
+            .iter()
+            .map(|x| x["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["ROOTCA", web.as_str()],
+            "{other} is not the caller's: {m}"
+        );
+        let (ca, cert) = (&secrets[0], &secrets[1]);
+        assert_eq!(ca["kind"], "validation_context", "{m}");
+        assert_eq!(ca["certs"], 1, "{m}");
+        assert_eq!(cert["kind"], "tls_certificate", "{m}");
+        assert_eq!(cert["certs"], 2, "leaf and intermediate: {m}");
+        assert_eq!(cert["key_matches"], true, "{m}");
+        let chain = Path::new(cert["chain"].as_str().unwrap());
+        verify_svid(Path::new(ca["trusted_ca"].as_str().unwrap()), chain);
+        let san = x509(chain, &["-noout", "-ext", "subjectAltName"]);
+        assert!(san.contains(&format!("URI:{web}")), "{san}");
+        serials.push(cert["serial"].as_str().unwrap().to_string());
+    }
+    assert_ne!(
+        serials[0], serials[1],
+        "the second response is the rotated SVID"
+    );
+    let (v0, v1) = (
+        msgs[0]["version"].as_str().unwrap(),
+        msgs[1]["version"].as_str().unwrap(),
+    );
+    assert_ne!(
+        v0, v1,
+        "a rotation is a new version, not the NACKed one resent"
+    );
+    assert_ne!(msgs[0]["nonce"], msgs[1]["nonce"]);
+    let log = n.agent_log();
+    let line = |what: &str| {
+        log.lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in\n{log}"))
+    };
+    let nack = line("SDS update rejected by the client (NACK); not resent");
+    assert!(nack.contains(&format!("rejected_version={v0}")), "{nack}");
+    assert!(
+        nack.contains("error=test client refuses this one"),
+        "{nack}"
+    );
+    let ack = line("SDS update acknowledged");
+    assert!(ack.contains(&format!("version={v1}")), "{ack}");
+    assert_eq!(
+        log.matches("SDS update sent").count(),
+        2,
+        "no resend after the NACK: {log}"
+    );
+    assert!(
+        line("not entitled to").contains(&format!("missing={other}")),
+        "{log}"
+    );
+    assert!(!log.contains("PRIVATE KEY"), "{log}");
+
+    // FetchSecrets with SPIRE's other names: `default` is the caller's first SVID, the trust
+    // domain names the bundle.
+    let (f, ok) = n.sds("fetch", &[s(&out), "default", TD]);
+    assert!(ok, "{f:?}");
+    let secrets = f[0]["secrets"].as_array().unwrap();
+    let names: Vec<_> = secrets
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default", TD], "{f:?}");
+    let chain = Path::new(secrets[0]["chain"].as_str().unwrap());
+    assert!(x509(chain, &["-noout", "-ext", "subjectAltName"]).contains(&format!("URI:{web}")));
+    assert_eq!(secrets[1]["kind"], "validation_context");
+
+    let (d, ok) = n.sds("delta", &[]);
+    assert!(!ok, "{d:?}");
+    assert_eq!(d[0]["code"], "UNIMPLEMENTED", "{d:?}");
+}
+
+/// Issue 22: an entry created or deleted at the CA reaches an open FetchX509SVID stream
+/// without reconnecting (the agent polls the entries, here every second): the next message
+/// carries the new SVID, then drops it, and deleting the last entry ends the stream with
+/// PermissionDenied.
+#[test]
+fn entries_created_and_deleted_at_the_ca_reach_an_open_stream() {
+    use std::io::BufRead;
+    let mut n = Node::new("n1");
+    let me = format!("unix:uid:{}", uid());
+    let (a, b) = (format!("{TD}/a"), format!("{TD}/b"));
+    let first = n.entry(&a, &[&me], &n.node, "1h");
+    n.start_agent_with(&["--entries-poll", "1s"]);
+    let mut c = Command::new(venv_python());
+    c.arg(script("workload_client.py"))
+        .args([s(&n.socket()), s(&n.tmp.path().join("gen")), "x509", "4"])
+        .arg(n.tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut client = ChildGuard(c.spawn().unwrap());
+    let mut lines = std::io::BufReader::new(client.0.stdout.take().unwrap()).lines();
+    let mut next = || -> serde_json::Value {
+        let l = lines.next().expect("the client ended early").unwrap();
+        serde_json::from_str(&l).unwrap()
+    };
+    let ids = |m: &serde_json::Value| -> Vec<String> {
+        let mut v: Vec<String> = m["svids"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{m}"))
+            .iter()
+            .map(|x| x["spiffe_id"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let m = next();
+    assert_eq!(ids(&m), [a.clone()]);
+    let serial = m["svids"][0]["serial"].clone();
+    let second = n.entry(&b, &[&me], &n.node, "1h");
+    let m = next();
+    assert_eq!(ids(&m), [a.clone(), b.clone()], "{}", n.agent_log());
+    mutual(&["agent", "entry", "delete", &second, "--dir", s(n.ca.d())]).ok();
+    let m = next();
+    assert_eq!(ids(&m), [a.clone()], "{}", n.agent_log());
+    assert_eq!(m["svids"][0]["serial"], serial, "a's SVID is the same one");
+    mutual(&["agent", "entry", "delete", &first, "--dir", s(n.ca.d())]).ok();
+    let m = next();
+    assert_eq!(m["code"], "PERMISSION_DENIED", "{m}");
+    assert_eq!(m["details"], "no identity issued");
+    assert_eq!(client.0.wait().unwrap().code(), Some(3));
+    let log = n.agent_log();
+    assert!(
+        log.contains("this node's registration entries changed"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("spiffe_id={b}")) && log.contains("its SVID is dropped"),
+        "{log}"
+    );
 }
