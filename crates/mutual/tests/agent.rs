@@ -375,7 +375,7 @@ fn a_workload_gets_rotating_svids_only_when_every_selector_matches() {
     assert!(ok, "{b:?}");
     assert_eq!(b[0][TD], 1, "{b:?}");
 
-    // A deleted entry is not renewed again: at its next renewal the agent drops it.
+    // A deleted entry is not renewed again: the agent drops it at its next look at the entries.
     mutual(&["agent", "entry", "delete", &entry, "--dir", s(n.ca.d())]).ok();
     let dropped = eventually(Duration::from_secs(120), || {
         n.agent_log()
@@ -838,16 +838,26 @@ fn envoy_sds_serves_the_svid_and_bundle_and_pushes_rotations() {
     let chain = Path::new(secrets[0]["chain"].as_str().unwrap());
     assert!(x509(chain, &["-noout", "-ext", "subjectAltName"]).contains(&format!("URI:{web}")));
     assert_eq!(secrets[1]["kind"], "validation_context");
+    // No names: everything the caller may have (SPIRE's rule), the bundle as ROOTCA.
+    let (f, ok) = n.sds("fetch", &[s(&out)]);
+    assert!(ok, "{f:?}");
+    let names: Vec<_> = f[0]["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["ROOTCA", web.as_str()], "{f:?}");
 
     let (d, ok) = n.sds("delta", &[]);
     assert!(!ok, "{d:?}");
     assert_eq!(d[0]["code"], "UNIMPLEMENTED", "{d:?}");
 }
 
-/// Issue 22: an entry created or deleted at the CA reaches an open FetchX509SVID stream
-/// without reconnecting (the agent polls the entries, here every second): the next message
-/// carries the new SVID, then drops it, and deleting the last entry ends the stream with
-/// PermissionDenied.
+/// Issue 22: an entry created or deleted at the CA reaches an open FetchX509SVID stream and an
+/// open SDS stream without reconnecting (the agent polls the entries, here every second): the
+/// next message carries the new SVID, then drops it, and deleting the last entry ends the
+/// Workload API stream with PermissionDenied.
 #[test]
 fn entries_created_and_deleted_at_the_ca_reach_an_open_stream() {
     use std::io::BufRead;
@@ -868,6 +878,29 @@ fn entries_created_and_deleted_at_the_ca_reach_an_open_stream() {
         let l = lines.next().expect("the client ended early").unwrap();
         serde_json::from_str(&l).unwrap()
     };
+    // An SDS stream asking for the bundle and b, which is nobody's yet.
+    let sds_out = n.tmp.path().join("sds");
+    std::fs::create_dir_all(&sds_out).unwrap();
+    let mut c = Command::new(venv_python());
+    c.arg(script("sds_client.py"))
+        .args([s(&n.socket()), "watch", "3", s(&sds_out), "ROOTCA", &b])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut sds = ChildGuard(c.spawn().unwrap());
+    let mut sds_lines = std::io::BufReader::new(sds.0.stdout.take().unwrap()).lines();
+    let mut sds_names = || -> Vec<String> {
+        let l = sds_lines
+            .next()
+            .expect("the SDS client ended early")
+            .unwrap();
+        let m: serde_json::Value = serde_json::from_str(&l).unwrap();
+        m["secrets"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{m}"))
+            .iter()
+            .map(|x| x["name"].as_str().unwrap().to_string())
+            .collect()
+    };
     let ids = |m: &serde_json::Value| -> Vec<String> {
         let mut v: Vec<String> = m["svids"]
             .as_array()
@@ -880,13 +913,17 @@ fn entries_created_and_deleted_at_the_ca_reach_an_open_stream() {
     };
     let m = next();
     assert_eq!(ids(&m), [a.clone()]);
+    assert_eq!(sds_names(), ["ROOTCA"]);
     let serial = m["svids"][0]["serial"].clone();
     let second = n.entry(&b, &[&me], &n.node, "1h");
     let m = next();
     assert_eq!(ids(&m), [a.clone(), b.clone()], "{}", n.agent_log());
+    assert_eq!(sds_names(), ["ROOTCA", b.as_str()], "{}", n.agent_log());
     mutual(&["agent", "entry", "delete", &second, "--dir", s(n.ca.d())]).ok();
     let m = next();
     assert_eq!(ids(&m), [a.clone()], "{}", n.agent_log());
+    assert_eq!(sds_names(), ["ROOTCA"], "{}", n.agent_log());
+    assert!(sds.0.wait().unwrap().success());
     assert_eq!(m["svids"][0]["serial"], serial, "a's SVID is the same one");
     mutual(&["agent", "entry", "delete", &first, "--dir", s(n.ca.d())]).ok();
     let m = next();

@@ -2,7 +2,10 @@
 `xds-protos`: envoy.service.secret.v3), no mutual code. Used by crates/mutual/tests/agent.rs.
 
     sds_client.py SOCKET stream OUT_DIR NAME...   two StreamSecrets responses: the first is
-                                                  NACKed, the second ACKed, then the stream ends
+                                                  answered by a stale request (an old nonce,
+                                                  other names) and a NACK, the second ACKed,
+                                                  then the stream ends
+    sds_client.py SOCKET watch N OUT_DIR NAME...  N StreamSecrets responses, each ACKed
     sds_client.py SOCKET fetch OUT_DIR NAME...    one FetchSecrets response
     sds_client.py SOCKET delta                    DeltaSecrets (expected to be refused)
 
@@ -70,7 +73,7 @@ def describe(i, resp, out_dir):
                       "type_url": resp.type_url, "secrets": secrets}), flush=True)
 
 
-def stream(stub, out_dir, names):
+def stream(stub, out_dir, names, count=2, nack_first=True):
     q = queue.Queue()
     q.put(discovery_pb2.DiscoveryRequest(node=NODE, resource_names=names, type_url=SECRET_TYPE))
 
@@ -83,7 +86,10 @@ def stream(stub, out_dir, names):
 
     for i, resp in enumerate(stub.StreamSecrets(requests(), timeout=60)):
         describe(i, resp, out_dir)
-        if i == 0:
+        if i == 0 and nack_first:
+            # Stale (not the last nonce): to be ignored, other names and all.
+            q.put(discovery_pb2.DiscoveryRequest(
+                resource_names=names[:1], type_url=SECRET_TYPE, response_nonce="stale"))
             # NACK: the version applied stays empty, the nonce is the response's.
             q.put(discovery_pb2.DiscoveryRequest(
                 resource_names=names, type_url=SECRET_TYPE, response_nonce=resp.nonce,
@@ -92,6 +98,7 @@ def stream(stub, out_dir, names):
             q.put(discovery_pb2.DiscoveryRequest(
                 version_info=resp.version_info, resource_names=names, type_url=SECRET_TYPE,
                 response_nonce=resp.nonce))
+        if i + 1 == count:
             # Half-close: the agent reads the ACK, then ends the stream.
             q.put(None)
 
@@ -102,6 +109,8 @@ def main():
     try:
         if mode == "stream":
             stream(stub, sys.argv[3], sys.argv[4:])
+        elif mode == "watch":
+            stream(stub, sys.argv[4], sys.argv[5:], count=int(sys.argv[3]), nack_first=False)
         elif mode == "fetch":
             describe(0, stub.FetchSecrets(discovery_pb2.DiscoveryRequest(
                 node=NODE, resource_names=sys.argv[4:], type_url=SECRET_TYPE), timeout=60),
