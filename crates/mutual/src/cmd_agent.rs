@@ -77,8 +77,8 @@ pub enum EntryCommand {
     Create(EntryCreateArgs),
     /// List the registration entries (all nodes, or one with --node).
     List(EntryListArgs),
-    /// Delete a registration entry: its workloads get no new SVID (agents drop it at their next
-    /// renewal).
+    /// Delete a registration entry: agents drop its SVID from open streams within their
+    /// --entries-poll and renew it no more.
     Delete(EntryDeleteArgs),
 }
 

@@ -912,16 +912,16 @@ fn entries_created_and_deleted_at_the_ca_reach_an_open_stream() {
         v
     };
     let m = next();
-    assert_eq!(ids(&m), [a.clone()]);
+    assert_eq!(ids(&m), [a.as_str()]);
     assert_eq!(sds_names(), ["ROOTCA"]);
     let serial = m["svids"][0]["serial"].clone();
     let second = n.entry(&b, &[&me], &n.node, "1h");
     let m = next();
-    assert_eq!(ids(&m), [a.clone(), b.clone()], "{}", n.agent_log());
+    assert_eq!(ids(&m), [a.as_str(), b.as_str()], "{}", n.agent_log());
     assert_eq!(sds_names(), ["ROOTCA", b.as_str()], "{}", n.agent_log());
     mutual(&["agent", "entry", "delete", &second, "--dir", s(n.ca.d())]).ok();
     let m = next();
-    assert_eq!(ids(&m), [a.clone()], "{}", n.agent_log());
+    assert_eq!(ids(&m), [a.as_str()], "{}", n.agent_log());
     assert_eq!(sds_names(), ["ROOTCA"], "{}", n.agent_log());
     assert!(sds.0.wait().unwrap().success());
     assert_eq!(m["svids"][0]["serial"], serial, "a's SVID is the same one");
