@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use mutual_enroll::{CaUrls, EnrollError};
 
-/// The generated Workload API types and service (proto/workload.proto, which has no package).
+/// The generated Workload API types and service (proto/workload.proto, which has no package),
+/// and Envoy's SDS types under [`proto::envoy`] and [`proto::google`] (proto/envoy/...), in
+/// modules that mirror their packages, as the generated code's cross-package paths expect.
 #[allow(
     clippy::all,
     clippy::pedantic,
@@ -32,6 +34,42 @@ use mutual_enroll::{CaUrls, EnrollError};
 )]
 pub mod proto {
     tonic::include_proto!("_");
+
+    pub mod envoy {
+        pub mod config {
+            pub mod core {
+                pub mod v3 {
+                    tonic::include_proto!("envoy.config.core.v3");
+                }
+            }
+        }
+        pub mod extensions {
+            pub mod transport_sockets {
+                pub mod tls {
+                    pub mod v3 {
+                        tonic::include_proto!("envoy.extensions.transport_sockets.tls.v3");
+                    }
+                }
+            }
+        }
+        pub mod service {
+            pub mod discovery {
+                pub mod v3 {
+                    tonic::include_proto!("envoy.service.discovery.v3");
+                }
+            }
+            pub mod secret {
+                pub mod v3 {
+                    tonic::include_proto!("envoy.service.secret.v3");
+                }
+            }
+        }
+    }
+    pub mod google {
+        pub mod rpc {
+            tonic::include_proto!("google.rpc");
+        }
+    }
 }
 
 /// The CA's endpoints for agents (crates/mutual-ca-server/src/agent.rs).

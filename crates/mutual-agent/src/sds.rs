@@ -33,61 +33,14 @@ use crate::selector::Caller;
 use crate::svids::{Slot, Svids};
 use crate::workload::Workload;
 
-/// The generated SDS types (proto/envoy/..., proto/google/rpc/status.proto), in modules that
-/// mirror their packages, as the generated code's cross-package paths expect.
-#[allow(
-    clippy::all,
-    clippy::pedantic,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    missing_docs
-)]
-pub mod proto {
-    pub mod envoy {
-        pub mod config {
-            pub mod core {
-                pub mod v3 {
-                    tonic::include_proto!("envoy.config.core.v3");
-                }
-            }
-        }
-        pub mod extensions {
-            pub mod transport_sockets {
-                pub mod tls {
-                    pub mod v3 {
-                        tonic::include_proto!("envoy.extensions.transport_sockets.tls.v3");
-                    }
-                }
-            }
-        }
-        pub mod service {
-            pub mod discovery {
-                pub mod v3 {
-                    tonic::include_proto!("envoy.service.discovery.v3");
-                }
-            }
-            pub mod secret {
-                pub mod v3 {
-                    tonic::include_proto!("envoy.service.secret.v3");
-                }
-            }
-        }
-    }
-    pub mod google {
-        pub mod rpc {
-            tonic::include_proto!("google.rpc");
-        }
-    }
-}
-
-use proto::envoy::config::core::v3::{data_source, DataSource};
-use proto::envoy::extensions::transport_sockets::tls::v3::{
+use crate::proto::envoy::config::core::v3::{data_source, DataSource};
+use crate::proto::envoy::extensions::transport_sockets::tls::v3::{
     secret, CertificateValidationContext, Secret, TlsCertificate,
 };
-use proto::envoy::service::discovery::v3::{
+use crate::proto::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-pub use proto::envoy::service::secret::v3::secret_discovery_service_server::{
+pub use crate::proto::envoy::service::secret::v3::secret_discovery_service_server::{
     SecretDiscoveryService, SecretDiscoveryServiceServer,
 };
 

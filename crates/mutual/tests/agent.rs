@@ -272,6 +272,13 @@ fn python_binary() -> PathBuf {
     std::fs::canonicalize(venv_python()).unwrap()
 }
 
+/// [`verify_svid`], and the leaf carries `id` as its URI SAN.
+fn verify_svid_for(root: &Path, pem: &Path, id: &str) {
+    verify_svid(root, pem);
+    let san = x509(pem, &["-noout", "-ext", "subjectAltName"]);
+    assert!(san.contains(&format!("URI:{id}")), "{san}");
+}
+
 /// `openssl verify` of an SVID chain file as a client certificate against `root`.
 fn verify_svid(root: &Path, pem: &Path) {
     let v = openssl(&[
@@ -351,9 +358,7 @@ fn a_workload_gets_rotating_svids_only_when_every_selector_matches() {
         assert_eq!(sv["chain"], 2, "leaf and intermediate: {sv}");
         assert_eq!(sv["bundle"], 1);
         let pem = Path::new(sv["pem"].as_str().unwrap());
-        verify_svid(&n.ca.root(), pem);
-        let san = x509(pem, &["-noout", "-ext", "subjectAltName"]);
-        assert!(san.contains(&format!("URI:{web}")), "{san}");
+        verify_svid_for(&n.ca.root(), pem, &web);
         serials.push(sv["serial"].as_str().unwrap().to_string());
     }
     assert_ne!(
@@ -782,9 +787,7 @@ fn envoy_sds_serves_the_svid_and_bundle_and_pushes_rotations() {
         assert_eq!(cert["certs"], 2, "leaf and intermediate: {m}");
         assert_eq!(cert["key_matches"], true, "{m}");
         let chain = Path::new(cert["chain"].as_str().unwrap());
-        verify_svid(Path::new(ca["trusted_ca"].as_str().unwrap()), chain);
-        let san = x509(chain, &["-noout", "-ext", "subjectAltName"]);
-        assert!(san.contains(&format!("URI:{web}")), "{san}");
+        verify_svid_for(Path::new(ca["trusted_ca"].as_str().unwrap()), chain, &web);
         serials.push(cert["serial"].as_str().unwrap().to_string());
     }
     assert_ne!(
