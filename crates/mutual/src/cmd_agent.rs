@@ -60,11 +60,20 @@ pub struct RunArgs {
     /// How often to ask the CA for this node's registration entries: an entry created or
     /// deleted there reaches open Workload API and SDS streams within this (new SVID pushed,
     /// deleted one dropped).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::ca_args::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_poll)]
     pub entries_poll: Duration,
     /// Log format on stderr: human or json. The level comes from RUST_LOG.
     #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
     pub log_format: String,
+}
+
+/// `--entries-poll`: at least a second, so that no agent asks the CA in a tight loop.
+fn parse_poll(s: &str) -> Result<Duration, String> {
+    let d = crate::ca_args::parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err("the entries poll interval must be at least 1s".into());
+    }
+    Ok(d)
 }
 
 #[derive(clap::Subcommand, Debug)]

@@ -546,7 +546,7 @@ fn the_agent_refuses_a_node_certificate_without_a_spiffe_id_and_a_path_that_is_n
     let out = Path::new(ca.o());
     let regular = out.join("not-a-socket");
     std::fs::write(&regular, "keep me").unwrap();
-    let run = |name: &str, socket: &Path| {
+    let run = |name: &str, socket: &Path, extra: &[&str]| {
         let cert = out.join(format!("{name}.pem"));
         let key = out.join(format!("{name}.key"));
         let root = ca.root();
@@ -563,15 +563,28 @@ fn the_agent_refuses_a_node_certificate_without_a_spiffe_id_and_a_path_that_is_n
                 s(&key),
                 "--ca",
                 &root,
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
             Duration::from_secs(60),
         )
     };
-    let o = run("plain", &out.join("a.sock"));
+    let o = run("plain", &out.join("a.sock"), &[]);
     assert_eq!(o.code, 2, "{}", o.text());
     assert!(o.stderr.contains("carries no SPIFFE ID"), "{}", o.text());
     assert!(!out.join("a.sock").exists());
-    let o = run("n1", &regular);
+    // An entries poll shorter than a second would hammer the CA: a usage error.
+    let o = run("n1", &out.join("a.sock"), &["--entries-poll", "500ms"]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr
+            .contains("the entries poll interval must be at least 1s"),
+        "{}",
+        o.text()
+    );
+    assert!(!out.join("a.sock").exists());
+    let o = run("n1", &regular, &[]);
     assert_eq!(o.code, 2, "{}", o.text());
     assert!(
         o.stderr
