@@ -181,6 +181,13 @@ struct StreamState {
     svids: Arc<Svids>,
     trust_domain: String,
     caller: Caller,
+    sub: Subscription,
+}
+
+/// The xDS side of one stream: what the client asked for and what it was last sent.
+#[derive(Default)]
+struct Subscription {
+    /// Envoy's node id, for the log lines.
     node: String,
     /// The names of the current subscription; `None` before the first request.
     names: Option<Vec<String>>,
@@ -193,7 +200,8 @@ impl StreamState {
     /// What to send now: `None` without a subscription, or when nothing changed since the
     /// last response (unless `force`, a new subscription).
     fn response(&mut self, force: bool) -> Result<Option<DiscoveryResponse>, Status> {
-        let Some(names) = &self.names else {
+        let sub = &mut self.sub;
+        let Some(names) = &sub.names else {
             return Ok(None);
         };
         let a = answer(
@@ -202,18 +210,18 @@ impl StreamState {
             &ready(&self.svids, &self.caller),
             &self.svids.bundle(),
         );
-        if !force && self.version.as_deref() == Some(a.version.as_str()) {
+        if !force && sub.version.as_deref() == Some(a.version.as_str()) {
             return Ok(None);
         }
         if force && !a.missing.is_empty() {
-            tracing::warn!(call = "StreamSecrets", envoy_node = %self.node, missing = %a.missing.join(","),
+            tracing::warn!(call = "StreamSecrets", envoy_node = %sub.node, missing = %a.missing.join(","),
                 "SDS resources the caller is not entitled to (or not issued yet) are left out");
         }
         let n = nonce()?;
-        tracing::info!(call = "StreamSecrets", envoy_node = %self.node, version = %a.version, nonce = %n,
+        tracing::info!(call = "StreamSecrets", envoy_node = %sub.node, version = %a.version, nonce = %n,
             resources = a.resources.len(), "SDS update sent");
-        self.version = Some(a.version.clone());
-        self.nonce = Some(n.clone());
+        sub.version = Some(a.version.clone());
+        sub.nonce = Some(n.clone());
         Ok(Some(DiscoveryResponse {
             version_info: a.version,
             resources: a.resources,
@@ -222,7 +230,9 @@ impl StreamState {
             nonce: n,
         }))
     }
+}
 
+impl Subscription {
     /// Takes one request; whether it opens a new subscription (to be answered now).
     fn request(&mut self, r: DiscoveryRequest) -> bool {
         if let Some(n) = &r.node {
@@ -276,10 +286,7 @@ impl SecretDiscoveryService for Sds {
             svids,
             trust_domain: self.workload.trust_domain.clone(),
             caller,
-            node: String::new(),
-            names: None,
-            version: None,
-            nonce: None,
+            sub: Subscription::default(),
         };
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
@@ -287,7 +294,7 @@ impl SecretDiscoveryService for Sds {
             loop {
                 let force = tokio::select! {
                     r = inbound.message() => match r {
-                        Ok(Some(r)) => st.request(r),
+                        Ok(Some(r)) => st.sub.request(r),
                         Ok(None) | Err(_) => return,
                     },
                     changed = gen.changed() => {
@@ -349,5 +356,104 @@ impl SecretDiscoveryService for Sds {
         Err(Status::unimplemented(
             "DeltaSecrets is not served by this agent; use StreamSecrets (Envoy's default SDS api_type GRPC)",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::proto::google::rpc::Status as RpcStatus;
+
+    fn req(names: &[&str], nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            resource_names: names.iter().map(ToString::to_string).collect(),
+            type_url: SECRET_TYPE.into(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn requests_are_subscriptions_acks_nacks_or_stale() {
+        let mut sub = Subscription::default();
+        // The first request subscribes (names in any order, repeated or not).
+        assert!(sub.request(req(&["ROOTCA", "spiffe://td/a", "ROOTCA"], "")));
+        assert_eq!(sub.names.as_deref().unwrap(), ["ROOTCA", "spiffe://td/a"]);
+        sub.version = Some("v1".into());
+        sub.nonce = Some("n1".into());
+        // ACK: the last nonce, the same names.
+        assert!(!sub.request(req(&["spiffe://td/a", "ROOTCA"], "n1")));
+        // NACK: not answered either.
+        let mut nack = req(&["ROOTCA", "spiffe://td/a"], "n1");
+        nack.error_detail = Some(RpcStatus {
+            code: 3,
+            message: "bad".into(),
+            details: vec![],
+        });
+        assert!(!sub.request(nack));
+        // Stale: an older nonce, whatever it asks.
+        assert!(!sub.request(req(&["default"], "n0")));
+        assert_eq!(sub.names.as_deref().unwrap(), ["ROOTCA", "spiffe://td/a"]);
+        // Another resource type: ignored.
+        let mut other = req(&["x"], "n1");
+        other.type_url = "type.googleapis.com/envoy.config.cluster.v3.Cluster".into();
+        assert!(!sub.request(other));
+        // New names with the last nonce: a new subscription, answered now.
+        assert!(sub.request(req(&["default"], "n1")));
+        assert_eq!(sub.names.as_deref().unwrap(), ["default"]);
+    }
+
+    fn svid(id: &str, serial: &str) -> Arc<crate::ca::Svid> {
+        Arc::new(crate::ca::Svid {
+            entry_id: "e".into(),
+            spiffe_id: id.into(),
+            chain: vec![rustls_pki_types::CertificateDer::from(vec![0x30, 0])],
+            key: Zeroizing::new(vec![1, 2, 3]),
+            serial: serial.into(),
+            not_after: 0,
+        })
+    }
+
+    fn names(a: &Answer) -> Vec<String> {
+        a.resources
+            .iter()
+            .map(|r| Secret::decode(r.value.as_slice()).unwrap().name)
+            .collect()
+    }
+
+    #[test]
+    fn names_resolve_as_spire_names_them() {
+        let bundle = [rustls_pki_types::CertificateDer::from(vec![0x30, 0])];
+        let ready = [svid("spiffe://td/a", "01"), svid("spiffe://td/b", "02")];
+        let ask = |n: &[&str]| {
+            let n: Vec<String> = n.iter().map(ToString::to_string).collect();
+            answer(&n, "spiffe://td", &ready, &bundle)
+        };
+        let a = ask(&["spiffe://td/b", "spiffe://td", "default", "spiffe://td/c"]);
+        assert_eq!(names(&a), ["spiffe://td/b", "spiffe://td", "default"]);
+        assert_eq!(a.missing, ["spiffe://td/c"]);
+        let default = Secret::decode(a.resources[2].value.as_slice()).unwrap();
+        let Some(secret::Type::TlsCertificate(t)) = default.r#type else {
+            panic!("default is a tls_certificate")
+        };
+        let Some(data_source::Specifier::InlineBytes(key)) = t.private_key.unwrap().specifier
+        else {
+            panic!("inline key")
+        };
+        assert!(String::from_utf8(key)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----"));
+        // No names: ROOTCA and every SVID.
+        assert_eq!(
+            names(&ask(&[])),
+            ["ROOTCA", "spiffe://td/a", "spiffe://td/b"]
+        );
+        // The version follows the serials: a rotation changes it, nothing else does.
+        let v = ask(&["spiffe://td/a"]).version;
+        assert_eq!(ask(&["spiffe://td/a"]).version, v);
+        let rotated = [svid("spiffe://td/a", "03")];
+        let n = vec!["spiffe://td/a".to_string()];
+        assert_ne!(answer(&n, "spiffe://td", &rotated, &bundle).version, v);
     }
 }
