@@ -1,4 +1,5 @@
-//! The agent's calls to the online CA (`/v1/agent/entries`, `/v1/agent/svid`, docs/agent.md),
+//! The agent's calls to the online CA (`/v1/agent/entries`, `/v1/agent/svid`, `/v1/agent/jwt`,
+//! `/v1/jwks`, docs/agent.md),
 //! over mTLS with the node certificate, through mutual-enroll's client (pinned roots, replica
 //! failover, the CA's refusals with their reason labels). The node certificate and the roots are
 //! read from disk for every call: the node's renewer rewrites them in place.
@@ -47,6 +48,27 @@ impl Entry {
                 None
             }
         }
+    }
+}
+
+/// The CA's JWT-SVID endpoint (node-authenticated) and its public JWK set.
+pub const JWT: &str = "/v1/agent/jwt";
+pub const JWKS: &str = "/v1/jwks";
+
+/// A JWT-SVID as the CA issued it. The token is a bearer credential: never logged.
+#[derive(Clone, Deserialize)]
+pub struct JwtSvid {
+    pub spiffe_id: String,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for JwtSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSvid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -160,5 +182,54 @@ impl CaClient {
             serial: summary.serial,
             not_after: summary.not_after,
         })
+    }
+
+    /// A JWT-SVID for `entry` with `audience`, signed by the CA.
+    pub async fn jwt(&self, entry: &Entry, audience: &[String]) -> Result<JwtSvid, EnrollError> {
+        let (tls, _) = self.tls()?;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "spiffe_id": entry.spiffe_id,
+            "entry_id": entry.id,
+            "audience": audience,
+        }))
+        .map_err(|e| EnrollError::BadCertificate {
+            detail: format!("cannot encode the request: {e}"),
+        })?;
+        let (body, tls) = (&body, &tls);
+        let (svid, _) = self
+            .urls
+            .failover("agent jwt", |url| async move {
+                let resp =
+                    client::request(&url, tls.clone(), Method::POST, JWT, Some(body.clone()))
+                        .await?;
+                if resp.status != 200 {
+                    return Err(client::refusal(resp));
+                }
+                serde_json::from_slice::<JwtSvid>(&resp.body).map_err(|e| {
+                    EnrollError::BadResponse {
+                        status: resp.status,
+                        detail: format!("not the expected JWT-SVID: {e}"),
+                    }
+                })
+            })
+            .await?;
+        Ok(svid)
+    }
+
+    /// The CA's JWT-SVID keys, as the JWK set (JSON) it serves.
+    pub async fn jwks(&self) -> Result<Vec<u8>, EnrollError> {
+        let (tls, _) = self.tls()?;
+        let tls = &tls;
+        let (raw, _) = self
+            .urls
+            .failover("jwks", |url| async move {
+                let resp = client::request(&url, tls.clone(), Method::GET, JWKS, None).await?;
+                if resp.status != 200 {
+                    return Err(client::refusal(resp));
+                }
+                Ok(resp.body.to_vec())
+            })
+            .await?;
+        Ok(raw)
     }
 }

@@ -9,6 +9,7 @@
 pub mod attest;
 pub mod authority;
 pub mod ca;
+pub mod jwt;
 pub mod selector;
 pub mod svids;
 pub mod workload;
@@ -133,12 +134,14 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let node = node_id(&o.cert)?;
     let trust_domain = format!("spiffe://{}", node.trust_domain());
-    let svids = svids::Svids::new(ca::CaClient {
+    let ca = ca::CaClient {
         urls: o.ca_url.clone(),
         cert: o.cert.clone(),
         key: o.key.clone(),
         ca: o.ca.clone(),
-    })?;
+    };
+    let jwt = jwt::Jwt::new(ca.clone());
+    let svids = svids::Svids::new(ca)?;
     let renewer = o.renew_node.then(|| {
         tokio::spawn(
             mutual_enroll::Renewer::new(mutual_enroll::RenewOptions {
@@ -157,6 +160,7 @@ pub async fn run(
     let service = workload::Workload {
         svids: Arc::clone(&svids),
         trust_domain,
+        jwt,
     };
     let served = tonic::transport::Server::builder()
         .add_service(proto::spiffe_workload_api_server::SpiffeWorkloadApiServer::new(service))
