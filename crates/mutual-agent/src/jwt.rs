@@ -119,10 +119,9 @@ pub fn validate(
         .get("kid")
         .and_then(Value::as_str)
         .ok_or("the token's header has no kid")?;
-    let key = jwks
-        .keys
-        .get(kid)
-        .ok_or_else(|| format!("the token's key id {kid} is not in the JWT bundle of {trust_domain}"))?;
+    let key = jwks.keys.get(kid).ok_or_else(|| {
+        format!("the token's key id {kid} is not in the JWT bundle of {trust_domain}")
+    })?;
     let sig = URL_SAFE_NO_PAD
         .decode(s64)
         .map_err(|_| "the token's signature is not base64url".to_string())?;
@@ -358,10 +357,7 @@ mod tests {
         );
         // exp with its leeway.
         assert!(validate(&t, "db", TD, &set, 1300 + EXP_LEEWAY_SECS).is_ok());
-        assert_eq!(
-            err(&t, "db", 1331),
-            "the token expired at 1300 (now 1331)"
-        );
+        assert_eq!(err(&t, "db", 1331), "the token expired at 1300 (now 1331)");
         // Another trust domain's subject, even signed by our key.
         let other = sign(
             &k,
@@ -381,7 +377,10 @@ mod tests {
             URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c2).unwrap()),
             parts[2]
         );
-        assert_eq!(err(&forged, "db", 1100), "the token's signature does not verify");
+        assert_eq!(
+            err(&forged, "db", 1100),
+            "the token's signature does not verify"
+        );
         assert_eq!(
             err(&sign(&key(), &h, &c), "db", 1100),
             "the token's signature does not verify"

@@ -20,9 +20,8 @@ use crate::jwt::Jwt;
 use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::proto::{
     JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
-    ValidateJwtsvidRequest,
-    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest,
-    X509svidResponse,
+    ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
+    X509svid, X509svidRequest, X509svidResponse,
 };
 use crate::selector::{self, Caller};
 use crate::svids::{Slot, Svids};
@@ -271,8 +270,12 @@ impl SpiffeWorkloadApi for Workload {
             }
         }
         if chosen.is_empty() {
-            tracing::warn!(call = "FetchJWTSVID", spiffe_id = wanted, result = "denied",
-                "the caller asked for an identity none of its entries gives");
+            tracing::warn!(
+                call = "FetchJWTSVID",
+                spiffe_id = wanted,
+                result = "denied",
+                "the caller asked for an identity none of its entries gives"
+            );
             return Err(Status::permission_denied(NO_IDENTITY));
         }
         let mut svids = Vec::with_capacity(chosen.len());

@@ -279,6 +279,7 @@ async fn jwt<H: Host>(state: &H, node: &str, b: JwtBody) -> Outcome {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn entry(id: &str, spiffe_id: &str) -> RegistrationEntry {

@@ -693,9 +693,10 @@ async fn route(
         (p, _) if crate::agent::is_agent_path(p) => {
             crate::agent::route(state, peer, identity, req, method, p).await
         }
-        ("/v1/roots" | "/v1/crl" | "/v1/sign" | "/v1/renew" | "/v1/revoke" | crate::agent::JWKS, _) => {
-            method_not_allowed()
-        }
+        (
+            "/v1/roots" | "/v1/crl" | "/v1/sign" | "/v1/renew" | "/v1/revoke" | crate::agent::JWKS,
+            _,
+        ) => method_not_allowed(),
         _ => Problem::new("not_found", format!("no such endpoint: {path}")).into(),
     }
 }

@@ -210,8 +210,13 @@ impl Provisioner {
         } else {
             KeyStorage::File
         };
-        let key =
-            Es256Key::load_or_create(dir, PROVISIONER_KEY, storage, password, "the provisioner key")?;
+        let key = Es256Key::load_or_create(
+            dir,
+            PROVISIONER_KEY,
+            storage,
+            password,
+            "the provisioner key",
+        )?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.spki_der());
         let kid = hex::encode(&digest.as_ref()[..16]);
         let p = Provisioner { key, kid };

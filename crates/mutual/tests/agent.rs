@@ -768,7 +768,10 @@ fn jwt_svids_are_issued_validated_and_checked_independently() {
     // The default --jwt-svid-ttl (5 min), shorter than the entry's hour.
     let ttl = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
     assert_eq!(ttl, 300, "{v}");
-    assert_eq!(v["cached"], true, "the same audience set is served from the cache: {v}");
+    assert_eq!(
+        v["cached"], true,
+        "the same audience set is served from the cache: {v}"
+    );
     assert_eq!(v["forged_verifies"], false, "{v}");
     assert_eq!(v["valid_raw"], "OK", "{v}");
     // The refusals, word for word.
@@ -783,18 +786,15 @@ fn jwt_svids_are_issued_validated_and_checked_independently() {
         "{v}"
     );
     assert_eq!(
-        v["tampered"],
-        "INVALID_ARGUMENT: the token's signature does not verify",
+        v["tampered"], "INVALID_ARGUMENT: the token's signature does not verify",
         "{v}"
     );
     assert_eq!(
-        v["no_audience"],
-        "INVALID_ARGUMENT: audience must be specified",
+        v["no_audience"], "INVALID_ARGUMENT: audience must be specified",
         "{v}"
     );
     assert_eq!(
-        v["other_identity"],
-        "PERMISSION_DENIED: no identity issued",
+        v["other_identity"], "PERMISSION_DENIED: no identity issued",
         "{v}"
     );
 
@@ -809,8 +809,13 @@ fn jwt_svids_are_issued_validated_and_checked_independently() {
         let p: serde_json::Value = serde_json::from_str(&body).unwrap();
         (code, p)
     };
-    let (code, p) = ask(serde_json::json!({ "spiffe_id": format!("{TD}/admin"), "audience": ["db"] }));
-    assert_eq!((code.as_str(), &p["reason"]), ("403", &"entry_not_assigned".into()), "{p}");
+    let (code, p) =
+        ask(serde_json::json!({ "spiffe_id": format!("{TD}/admin"), "audience": ["db"] }));
+    assert_eq!(
+        (code.as_str(), &p["reason"]),
+        ("403", &"entry_not_assigned".into()),
+        "{p}"
+    );
     let line = eventually(Duration::from_secs(30), || {
         n.ca.log_text()
             .lines()
@@ -820,9 +825,16 @@ fn jwt_svids_are_issued_validated_and_checked_independently() {
     .unwrap_or_else(|| panic!("no refusal line:\n{}", n.ca.log_text()));
     assert!(line.contains(&format!("{TD}/node/n1")), "{line}");
     let (code, p) = ask(serde_json::json!({ "spiffe_id": web, "audience": [] }));
-    assert_eq!((code.as_str(), &p["reason"]), ("400", &"bad_request".into()), "{p}");
+    assert_eq!(
+        (code.as_str(), &p["reason"]),
+        ("400", &"bad_request".into()),
+        "{p}"
+    );
     assert!(
-        p["detail"].as_str().unwrap().contains("at least one audience"),
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at least one audience"),
         "{p}"
     );
     // The JWK set is public, as the roots are; no token ever reaches the CA's log.
@@ -839,7 +851,9 @@ fn jwt_svids_are_issued_validated_and_checked_independently() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"mutual_ca_issued_total{method="agent_jwt",result="entry_not_assigned"} 1"#),
+        metrics.contains(
+            r#"mutual_ca_issued_total{method="agent_jwt",result="entry_not_assigned"} 1"#
+        ),
         "{metrics}"
     );
 }
