@@ -117,27 +117,42 @@ impl CaClient {
         files::load_roots(&self.ca)
     }
 
-    /// The entries the CA assigns to this node.
-    pub async fn entries(&self) -> Result<Vec<Entry>, EnrollError> {
+    /// `method path` with `body`, through replica failover, as the node; the body of its 200
+    /// answer (anything else is the CA's refusal).
+    async fn call_ok(
+        &self,
+        what: &'static str,
+        method: Method,
+        path: &'static str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, EnrollError> {
         let (tls, _) = self.tls()?;
-        let tls = &tls;
-        let (list, _) = self
+        let (tls, body, method) = (&tls, &body, &method);
+        let (raw, _) = self
             .urls
-            .failover("agent entries", |url| async move {
+            .failover(what, |url| async move {
                 let resp =
-                    client::request(&url, tls.clone(), Method::GET, crate::ENTRIES, None).await?;
+                    client::request(&url, tls.clone(), method.clone(), path, body.clone()).await?;
                 if resp.status != 200 {
                     return Err(client::refusal(resp));
                 }
-                serde_json::from_slice::<EntryList>(&resp.body).map_err(|e| {
-                    EnrollError::BadResponse {
-                        status: resp.status,
-                        detail: format!("not the expected entry list: {e}"),
-                    }
-                })
+                Ok(resp.body.to_vec())
             })
             .await?;
-        Ok(list.entries)
+        Ok(raw)
+    }
+
+    /// The entries the CA assigns to this node.
+    pub async fn entries(&self) -> Result<Vec<Entry>, EnrollError> {
+        let raw = self
+            .call_ok("agent entries", Method::GET, crate::ENTRIES, None)
+            .await?;
+        serde_json::from_slice::<EntryList>(&raw)
+            .map(|l| l.entries)
+            .map_err(|e| EnrollError::BadResponse {
+                status: 200,
+                detail: format!("not the expected entry list: {e}"),
+            })
     }
 
     /// A new key (in memory) and an SVID for it from the CA, for `entry`.
@@ -186,7 +201,6 @@ impl CaClient {
 
     /// A JWT-SVID for `entry` with `audience`, signed by the CA.
     pub async fn jwt(&self, entry: &Entry, audience: &[String]) -> Result<JwtSvid, EnrollError> {
-        let (tls, _) = self.tls()?;
         let body = serde_json::to_vec(&serde_json::json!({
             "spiffe_id": entry.spiffe_id,
             "entry_id": entry.id,
@@ -195,41 +209,17 @@ impl CaClient {
         .map_err(|e| EnrollError::BadCertificate {
             detail: format!("cannot encode the request: {e}"),
         })?;
-        let (body, tls) = (&body, &tls);
-        let (svid, _) = self
-            .urls
-            .failover("agent jwt", |url| async move {
-                let resp =
-                    client::request(&url, tls.clone(), Method::POST, JWT, Some(body.clone()))
-                        .await?;
-                if resp.status != 200 {
-                    return Err(client::refusal(resp));
-                }
-                serde_json::from_slice::<JwtSvid>(&resp.body).map_err(|e| {
-                    EnrollError::BadResponse {
-                        status: resp.status,
-                        detail: format!("not the expected JWT-SVID: {e}"),
-                    }
-                })
-            })
+        let raw = self
+            .call_ok("agent jwt", Method::POST, JWT, Some(body))
             .await?;
-        Ok(svid)
+        serde_json::from_slice(&raw).map_err(|e| EnrollError::BadResponse {
+            status: 200,
+            detail: format!("not the expected JWT-SVID: {e}"),
+        })
     }
 
     /// The CA's JWT-SVID keys, as the JWK set (JSON) it serves.
     pub async fn jwks(&self) -> Result<Vec<u8>, EnrollError> {
-        let (tls, _) = self.tls()?;
-        let tls = &tls;
-        let (raw, _) = self
-            .urls
-            .failover("jwks", |url| async move {
-                let resp = client::request(&url, tls.clone(), Method::GET, JWKS, None).await?;
-                if resp.status != 200 {
-                    return Err(client::refusal(resp));
-                }
-                Ok(resp.body.to_vec())
-            })
-            .await?;
-        Ok(raw)
+        self.call_ok("jwks", Method::GET, JWKS, None).await
     }
 }

@@ -117,6 +117,14 @@ impl Workload {
         Ok(mine)
     }
 
+    /// The CA's JWK set (fetched at the first call).
+    async fn jwks(&self, call: &str) -> Result<Arc<crate::jwt::Jwks>, Status> {
+        self.jwt
+            .bundle()
+            .await
+            .map_err(|e| ca_unavailable(call, &e))
+    }
+
     /// Every entry's SVID once its first issuance is over; refuses when none could be issued.
     async fn first_svids(
         &self,
@@ -299,11 +307,7 @@ impl SpiffeWorkloadApi for Workload {
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
         self.entries_for(&req, "FetchJWTBundles").await?;
-        let first = self
-            .jwt
-            .bundle()
-            .await
-            .map_err(|e| ca_unavailable("FetchJWTBundles", &e))?;
+        let first = self.jwks("FetchJWTBundles").await?;
         let rx = self.jwt.subscribe();
         let current = rx.clone();
         let td = self.trust_domain.clone();
@@ -335,11 +339,7 @@ impl SpiffeWorkloadApi for Workload {
             return Err(Status::invalid_argument(NO_SVID));
         }
         self.entries_for(&req, "ValidateJWTSVID").await?;
-        let jwks = self
-            .jwt
-            .bundle()
-            .await
-            .map_err(|e| ca_unavailable("ValidateJWTSVID", &e))?;
+        let jwks = self.jwks("ValidateJWTSVID").await?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         match crate::jwt::validate(&r.svid, &r.audience, &self.trust_domain, &jwks, now) {
             Ok(v) => Ok(Response::new(ValidateJwtsvidResponse {

@@ -143,17 +143,34 @@ fn assigned<'a>(
         .find(|e| e.spiffe_id == spiffe_id && entry_id.is_none_or(|id| e.id == id))
 }
 
+/// The node's entry that gives `spiffe_id` (the one named `entry_id`, when given), read from
+/// the store; refused `entry_not_assigned` when there is none.
+async fn entry_of<H: Host>(
+    state: &H,
+    node: &str,
+    spiffe_id: &str,
+    entry_id: Option<&str>,
+) -> Result<RegistrationEntry, Problem> {
+    let list = state
+        .ca()
+        .store()
+        .entry_list(Some(node))
+        .await
+        .map_err(|e| Problem::store(&e))?;
+    assigned(&list, spiffe_id, entry_id)
+        .cloned()
+        .ok_or_else(|| {
+            Problem::new(
+                "entry_not_assigned",
+                format!("no registration entry gives {spiffe_id} to node {node}"),
+            )
+        })
+}
+
 async fn svid<H: Host>(state: &H, node: &str, b: SvidBody) -> Outcome {
-    let list = match state.ca().store().entry_list(Some(node)).await {
-        Ok(l) => l,
-        Err(e) => return Problem::store(&e).into(),
-    };
-    let Some(entry) = assigned(&list, &b.spiffe_id, b.entry_id.as_deref()) else {
-        return Problem::new(
-            "entry_not_assigned",
-            format!("no registration entry gives {} to node {node}", b.spiffe_id),
-        )
-        .into();
+    let entry = match entry_of(state, node, &b.spiffe_id, b.entry_id.as_deref()).await {
+        Ok(e) => e,
+        Err(p) => return p.into(),
     };
     let csr = match Csr::parse(b.csr.as_bytes()) {
         Ok(c) => c,
@@ -243,16 +260,9 @@ async fn jwt<H: Host>(state: &H, node: &str, b: JwtBody) -> Outcome {
     let Some(keys) = state.jwt() else {
         return no_jwt_key();
     };
-    let list = match state.ca().store().entry_list(Some(node)).await {
-        Ok(l) => l,
-        Err(e) => return Problem::store(&e).into(),
-    };
-    let Some(entry) = assigned(&list, &b.spiffe_id, b.entry_id.as_deref()) else {
-        return Problem::new(
-            "entry_not_assigned",
-            format!("no registration entry gives {} to node {node}", b.spiffe_id),
-        )
-        .into();
+    let entry = match entry_of(state, node, &b.spiffe_id, b.entry_id.as_deref()).await {
+        Ok(e) => e,
+        Err(p) => return p.into(),
     };
     let ttl = i64::try_from(state.jwt_svid_ttl().as_secs())
         .unwrap_or(i64::MAX)
