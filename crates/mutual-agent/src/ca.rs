@@ -1,4 +1,5 @@
-//! The agent's calls to the online CA (`/v1/agent/entries`, `/v1/agent/svid`, docs/agent.md),
+//! The agent's calls to the online CA (`/v1/agent/entries`, `/v1/agent/svid`, `/v1/agent/jwt`,
+//! `/v1/jwks`, docs/agent.md),
 //! over mTLS with the node certificate, through mutual-enroll's client (pinned roots, replica
 //! failover, the CA's refusals with their reason labels). The node certificate and the roots are
 //! read from disk for every call: the node's renewer rewrites them in place.
@@ -50,6 +51,27 @@ impl Entry {
     }
 }
 
+/// The CA's JWT-SVID endpoint (node-authenticated) and its public JWK set.
+pub const JWT: &str = "/v1/agent/jwt";
+pub const JWKS: &str = "/v1/jwks";
+
+/// A JWT-SVID as the CA issued it. The token is a bearer credential: never logged.
+#[derive(Clone, Deserialize)]
+pub struct JwtSvid {
+    pub spiffe_id: String,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for JwtSvid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSvid")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Deserialize)]
 struct EntryList {
     entries: Vec<Entry>,
@@ -95,27 +117,42 @@ impl CaClient {
         files::load_roots(&self.ca)
     }
 
-    /// The entries the CA assigns to this node.
-    pub async fn entries(&self) -> Result<Vec<Entry>, EnrollError> {
+    /// `method path` with `body`, through replica failover, as the node; the body of its 200
+    /// answer (anything else is the CA's refusal).
+    async fn call_ok(
+        &self,
+        what: &'static str,
+        method: Method,
+        path: &'static str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, EnrollError> {
         let (tls, _) = self.tls()?;
-        let tls = &tls;
-        let (list, _) = self
+        let (tls, body, method) = (&tls, &body, &method);
+        let (raw, _) = self
             .urls
-            .failover("agent entries", |url| async move {
+            .failover(what, |url| async move {
                 let resp =
-                    client::request(&url, tls.clone(), Method::GET, crate::ENTRIES, None).await?;
+                    client::request(&url, tls.clone(), method.clone(), path, body.clone()).await?;
                 if resp.status != 200 {
                     return Err(client::refusal(resp));
                 }
-                serde_json::from_slice::<EntryList>(&resp.body).map_err(|e| {
-                    EnrollError::BadResponse {
-                        status: resp.status,
-                        detail: format!("not the expected entry list: {e}"),
-                    }
-                })
+                Ok(resp.body.to_vec())
             })
             .await?;
-        Ok(list.entries)
+        Ok(raw)
+    }
+
+    /// The entries the CA assigns to this node.
+    pub async fn entries(&self) -> Result<Vec<Entry>, EnrollError> {
+        let raw = self
+            .call_ok("agent entries", Method::GET, crate::ENTRIES, None)
+            .await?;
+        serde_json::from_slice::<EntryList>(&raw)
+            .map(|l| l.entries)
+            .map_err(|e| EnrollError::BadResponse {
+                status: 200,
+                detail: format!("not the expected entry list: {e}"),
+            })
     }
 
     /// A new key (in memory) and an SVID for it from the CA, for `entry`.
@@ -160,5 +197,29 @@ impl CaClient {
             serial: summary.serial,
             not_after: summary.not_after,
         })
+    }
+
+    /// A JWT-SVID for `entry` with `audience`, signed by the CA.
+    pub async fn jwt(&self, entry: &Entry, audience: &[String]) -> Result<JwtSvid, EnrollError> {
+        let body = serde_json::to_vec(&serde_json::json!({
+            "spiffe_id": entry.spiffe_id,
+            "entry_id": entry.id,
+            "audience": audience,
+        }))
+        .map_err(|e| EnrollError::BadCertificate {
+            detail: format!("cannot encode the request: {e}"),
+        })?;
+        let raw = self
+            .call_ok("agent jwt", Method::POST, JWT, Some(body))
+            .await?;
+        serde_json::from_slice(&raw).map_err(|e| EnrollError::BadResponse {
+            status: 200,
+            detail: format!("not the expected JWT-SVID: {e}"),
+        })
+    }
+
+    /// The CA's JWT-SVID keys, as the JWK set (JSON) it serves.
+    pub async fn jwks(&self) -> Result<Vec<u8>, EnrollError> {
+        self.call_ok("jwks", Method::GET, JWKS, None).await
     }
 }

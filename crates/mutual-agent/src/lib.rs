@@ -10,6 +10,7 @@
 pub mod attest;
 pub mod authority;
 pub mod ca;
+pub mod jwt;
 pub mod sds;
 pub mod selector;
 pub mod svids;
@@ -182,12 +183,14 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let node = node_id(&o.cert)?;
     let trust_domain = format!("spiffe://{}", node.trust_domain());
-    let svids = svids::Svids::new(ca::CaClient {
+    let ca = ca::CaClient {
         urls: o.ca_url.clone(),
         cert: o.cert.clone(),
         key: o.key.clone(),
         ca: o.ca.clone(),
-    })?;
+    };
+    let jwt = jwt::Jwt::new(ca.clone());
+    let svids = svids::Svids::new(ca)?;
     svids.poll_entries(o.entries_poll);
     let renewer = o.renew_node.then(|| {
         tokio::spawn(
@@ -207,6 +210,7 @@ pub async fn run(
     let service = Arc::new(workload::Workload {
         svids: Arc::clone(&svids),
         trust_domain,
+        jwt,
     });
     let sds = sds::Sds {
         workload: Arc::clone(&service),

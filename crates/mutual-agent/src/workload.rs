@@ -2,7 +2,8 @@
 //! header check, attestation of the caller by its socket credentials, selection of the entries
 //! whose selectors all match it, and the streams. Each stream message is the caller's full
 //! current state (every SVID with its key, the bundle), sent again whenever it changes.
-//! JWT-SVIDs are not served yet: those calls answer `Unimplemented` (docs/agent.md).
+//! JWT-SVIDs come from the CA through [`crate::jwt`], cached per entry and audience set; the
+//! JWT bundle is the CA's JWK set, pushed when it changes; validation is against that set.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -15,11 +16,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::ca::Entry;
+use crate::jwt::Jwt;
 use crate::proto::spiffe_workload_api_server::SpiffeWorkloadApi;
 use crate::proto::{
-    JwtBundlesRequest, JwtBundlesResponse, JwtsvidRequest, JwtsvidResponse, ValidateJwtsvidRequest,
-    ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svid, X509svidRequest,
-    X509svidResponse,
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
+    ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509BundlesRequest, X509BundlesResponse,
+    X509svid, X509svidRequest, X509svidResponse,
 };
 use crate::selector::Caller;
 use crate::svids::{Slot, Svids};
@@ -31,6 +33,10 @@ pub const SECURITY_HEADER: &str = "workload.spiffe.io";
 pub const MISSING_HEADER: &str = "security header missing from request";
 /// What a caller no entry matches gets, with `PermissionDenied` (SPIRE's words).
 pub const NO_IDENTITY: &str = "no identity issued";
+/// What a JWT call without an audience gets, with `InvalidArgument` (SPIRE's words).
+pub const NO_AUDIENCE: &str = "audience must be specified";
+/// What ValidateJWTSVID without a token gets, with `InvalidArgument` (SPIRE's words).
+pub const NO_SVID: &str = "svid must be specified";
 /// How long a call waits for a first SVID from the CA.
 const FIRST_ISSUE: Duration = Duration::from_secs(60);
 
@@ -40,6 +46,12 @@ pub struct Workload {
     pub svids: Arc<Svids>,
     /// The node's trust domain (`spiffe://example.org`), the key of the bundle maps.
     pub trust_domain: String,
+    pub jwt: Arc<Jwt>,
+}
+
+fn ca_unavailable(call: &str, e: &mutual_enroll::EnrollError) -> Status {
+    tracing::warn!(call, error = %e, "the CA did not answer");
+    Status::unavailable(format!("the agent cannot reach the CA: {e}"))
 }
 
 fn check_header<T>(req: &Request<T>) -> Result<(), Status> {
@@ -109,6 +121,14 @@ impl Workload {
         Ok((caller, mine))
     }
 
+    /// The CA's JWK set (fetched at the first call).
+    async fn jwks(&self, call: &str) -> Result<Arc<crate::jwt::Jwks>, Status> {
+        self.jwt
+            .bundle()
+            .await
+            .map_err(|e| ca_unavailable(call, &e))
+    }
+
     /// Every entry's SVID once its first issuance is over; refuses when none could be issued.
     pub(crate) async fn first_svids(
         &self,
@@ -173,11 +193,12 @@ fn x509_state(
     )
 }
 
-/// Sends `state()` now and again whenever the agent's generation moves and the state differs,
-/// until the client goes away.
-fn push<T, F>(gen: tokio::sync::watch::Receiver<u64>, mut state: F) -> Stream_<T>
+/// Sends `state()` now and again whenever `gen` (the agent's generation, the JWK set) moves and
+/// the state differs, until the client goes away.
+fn push<T, G, F>(gen: tokio::sync::watch::Receiver<G>, mut state: F) -> Stream_<T>
 where
     T: Send + 'static,
+    G: Send + Sync + 'static,
     F: FnMut() -> (T, Vec<String>) + Send + 'static,
 {
     push_or_end(gen, move || Ok(Some(state())))
@@ -185,9 +206,10 @@ where
 
 /// [`push`] for a state that may have nothing to send yet (`Ok(None)`) or end the stream with
 /// a status (`Err`).
-fn push_or_end<T, F>(mut gen: tokio::sync::watch::Receiver<u64>, mut state: F) -> Stream_<T>
+fn push_or_end<T, G, F>(mut gen: tokio::sync::watch::Receiver<G>, mut state: F) -> Stream_<T>
 where
     T: Send + 'static,
+    G: Send + Sync + 'static,
     F: FnMut() -> Result<Option<(T, Vec<String>)>, Status> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(4);
@@ -273,19 +295,66 @@ impl SpiffeWorkloadApi for Workload {
         req: Request<JwtsvidRequest>,
     ) -> Result<Response<JwtsvidResponse>, Status> {
         check_header(&req)?;
-        Err(Status::unimplemented(
-            "JWT-SVIDs are not served by this agent yet",
-        ))
+        let audience = req.get_ref().audience.clone();
+        if audience.is_empty() || audience.iter().any(String::is_empty) {
+            return Err(Status::invalid_argument(NO_AUDIENCE));
+        }
+        let entries = self.entries_for(&req, "FetchJWTSVID").await?;
+        let wanted = req.get_ref().spiffe_id.as_str();
+        let mut chosen: Vec<&Entry> = Vec::new();
+        for e in &entries {
+            let want = wanted.is_empty() || e.spiffe_id == wanted;
+            if want && chosen.iter().all(|c| c.spiffe_id != e.spiffe_id) {
+                chosen.push(e);
+            }
+        }
+        if chosen.is_empty() {
+            tracing::warn!(
+                call = "FetchJWTSVID",
+                spiffe_id = wanted,
+                result = "denied",
+                "the caller asked for an identity none of its entries gives"
+            );
+            return Err(Status::permission_denied(NO_IDENTITY));
+        }
+        let mut svids = Vec::with_capacity(chosen.len());
+        for e in chosen {
+            let token = self
+                .jwt
+                .svid(e, &audience)
+                .await
+                .map_err(|err| ca_unavailable("FetchJWTSVID", &err))?;
+            svids.push(Jwtsvid {
+                spiffe_id: e.spiffe_id.clone(),
+                svid: token,
+                hint: String::new(),
+            });
+        }
+        Ok(Response::new(JwtsvidResponse { svids }))
     }
 
     async fn fetch_jwt_bundles(
         &self,
         req: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        check_header(&req)?;
-        Err(Status::unimplemented(
-            "JWT bundles are not served by this agent yet",
-        ))
+        self.entries_for(&req, "FetchJWTBundles").await?;
+        let first = self.jwks("FetchJWTBundles").await?;
+        let rx = self.jwt.subscribe();
+        let current = rx.clone();
+        let td = self.trust_domain.clone();
+        Ok(Response::new(push(rx, move || {
+            let raw = current
+                .borrow()
+                .as_ref()
+                .map_or_else(|| first.raw.clone(), |j| j.raw.clone());
+            let key = vec![hex::encode(&raw)];
+            (
+                JwtBundlesResponse {
+                    bundles: HashMap::from([(td.clone(), raw)]),
+                },
+                key,
+            )
+        })))
     }
 
     async fn validate_jwtsvid(
@@ -293,9 +362,27 @@ impl SpiffeWorkloadApi for Workload {
         req: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         check_header(&req)?;
-        Err(Status::unimplemented(
-            "JWT-SVIDs are not validated by this agent yet",
-        ))
+        let r = req.get_ref();
+        if r.audience.is_empty() {
+            return Err(Status::invalid_argument(NO_AUDIENCE));
+        }
+        if r.svid.is_empty() {
+            return Err(Status::invalid_argument(NO_SVID));
+        }
+        self.entries_for(&req, "ValidateJWTSVID").await?;
+        let jwks = self.jwks("ValidateJWTSVID").await?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        match crate::jwt::validate(&r.svid, &r.audience, &self.trust_domain, &jwks, now) {
+            Ok(v) => Ok(Response::new(ValidateJwtsvidResponse {
+                spiffe_id: v.spiffe_id,
+                claims: Some(crate::jwt::to_struct(&v.claims)),
+            })),
+            Err(why) => {
+                tracing::info!(call = "ValidateJWTSVID", audience = %r.audience, result = "invalid", reason = %why,
+                    "JWT-SVID refused");
+                Err(Status::invalid_argument(why))
+            }
+        }
     }
 }
 

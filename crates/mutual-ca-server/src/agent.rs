@@ -4,6 +4,12 @@
 //! is refused with `entry_not_assigned` and the request line names the node, so an operator sees
 //! which node tried. Issuance goes through the one transaction, [`Ca::issue`], with
 //! `requested_by = agent:<node>:<entry>`.
+//!
+//! JWT-SVIDs (`POST /v1/agent/jwt`) follow the same rule: only for an entry of the node, signed
+//! with the CA's JWT-SVID key (crate::jwt), short-lived (`ca serve --jwt-svid-ttl`, never longer
+//! than the entry's TTL). A JWT-SVID is not a certificate: it is not in the inventory, and its
+//! issuance is the request line plus a `JWT-SVID issued` line naming node, entry and audience.
+//! The JWK set that checks them is public (`GET /v1/jwks`), as the roots are.
 
 use std::time::Duration;
 
@@ -15,15 +21,22 @@ use mutual_policy::Identity;
 use mutual_store::{EntryStore, RegistrationEntry};
 use serde::Deserialize;
 
+use crate::jwt::JwtKeys;
 use crate::problem::Problem;
 use crate::reply::{self, Outcome};
 
 /// The paths this module answers.
 pub const ENTRIES: &str = "/v1/agent/entries";
 pub const SVID: &str = "/v1/agent/svid";
+pub const JWT: &str = "/v1/agent/jwt";
+/// Public (no client certificate), routed by the API itself.
+pub const JWKS: &str = "/v1/jwks";
+/// Bounds on a JWT-SVID request's audience list (it is copied into the token).
+const MAX_AUDIENCES: usize = 16;
+const MAX_AUDIENCE_LEN: usize = 256;
 
 pub(crate) fn is_agent_path(path: &str) -> bool {
-    path == ENTRIES || path == SVID
+    path == ENTRIES || path == SVID || path == JWT
 }
 
 /// What these endpoints need of the server they are mounted in (the CA, and who the peer of a
@@ -40,6 +53,20 @@ pub(crate) trait Host: Sync {
         peer: &Self::Peer,
         identity: Option<&Identity>,
     ) -> impl std::future::Future<Output = Result<Identity, Problem>> + Send;
+    /// The JWT-SVID keys (`None`: this server signs no JWT-SVIDs).
+    fn jwt(&self) -> Option<&JwtKeys>;
+    /// The lifetime of a JWT-SVID (`--jwt-svid-ttl`).
+    fn jwt_svid_ttl(&self) -> Duration;
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JwtBody {
+    spiffe_id: String,
+    #[serde(default)]
+    audience: Vec<String>,
+    #[serde(default)]
+    entry_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +97,10 @@ pub(crate) async fn route<H: Host>(
         (ENTRIES, &Method::GET) => entries(state, &node).await,
         (SVID, &Method::POST) => match reply::read_json::<SvidBody>(req).await {
             Ok(b) => svid(state, &node, b).await,
+            Err(p) => p.into(),
+        },
+        (JWT, &Method::POST) => match reply::read_json::<JwtBody>(req).await {
+            Ok(b) => jwt(state, &node, b).await,
             Err(p) => p.into(),
         },
         _ => reply::method_not_allowed(),
@@ -112,17 +143,34 @@ fn assigned<'a>(
         .find(|e| e.spiffe_id == spiffe_id && entry_id.is_none_or(|id| e.id == id))
 }
 
+/// The node's entry that gives `spiffe_id` (the one named `entry_id`, when given), read from
+/// the store; refused `entry_not_assigned` when there is none.
+async fn entry_of<H: Host>(
+    state: &H,
+    node: &str,
+    spiffe_id: &str,
+    entry_id: Option<&str>,
+) -> Result<RegistrationEntry, Problem> {
+    let list = state
+        .ca()
+        .store()
+        .entry_list(Some(node))
+        .await
+        .map_err(|e| Problem::store(&e))?;
+    assigned(&list, spiffe_id, entry_id)
+        .cloned()
+        .ok_or_else(|| {
+            Problem::new(
+                "entry_not_assigned",
+                format!("no registration entry gives {spiffe_id} to node {node}"),
+            )
+        })
+}
+
 async fn svid<H: Host>(state: &H, node: &str, b: SvidBody) -> Outcome {
-    let list = match state.ca().store().entry_list(Some(node)).await {
-        Ok(l) => l,
-        Err(e) => return Problem::store(&e).into(),
-    };
-    let Some(entry) = assigned(&list, &b.spiffe_id, b.entry_id.as_deref()) else {
-        return Problem::new(
-            "entry_not_assigned",
-            format!("no registration entry gives {} to node {node}", b.spiffe_id),
-        )
-        .into();
+    let entry = match entry_of(state, node, &b.spiffe_id, b.entry_id.as_deref()).await {
+        Ok(e) => e,
+        Err(p) => return p.into(),
     };
     let csr = match Csr::parse(b.csr.as_bytes()) {
         Ok(c) => c,
@@ -171,8 +219,77 @@ async fn svid<H: Host>(state: &H, node: &str, b: SvidBody) -> Outcome {
     }
 }
 
+/// `GET /v1/jwks`: the JWK set JWT-SVIDs are checked with (public, like the roots).
+pub(crate) fn jwks<H: Host>(state: &H) -> Outcome {
+    match state.jwt() {
+        Some(k) => reply::ok(reply::respond(
+            StatusCode::OK,
+            "application/jwk-set+json",
+            k.jwks().to_vec(),
+        )),
+        None => no_jwt_key(),
+    }
+}
+
+fn no_jwt_key() -> Outcome {
+    Problem::new(
+        "key_unavailable",
+        "this CA server has no JWT-SVID key (mutual ca serve loads it at start)",
+    )
+    .into()
+}
+
+/// Why an audience list is refused, if it is.
+fn audience_problem(audience: &[String]) -> Option<String> {
+    if audience.is_empty() {
+        return Some("a JWT-SVID needs at least one audience (\"audience\": [\"...\"])".into());
+    }
+    if audience.len() > MAX_AUDIENCES {
+        return Some(format!("at most {MAX_AUDIENCES} audiences"));
+    }
+    audience
+        .iter()
+        .find(|a| a.is_empty() || a.len() > MAX_AUDIENCE_LEN)
+        .map(|_| format!("an audience is empty or longer than {MAX_AUDIENCE_LEN} bytes"))
+}
+
+async fn jwt<H: Host>(state: &H, node: &str, b: JwtBody) -> Outcome {
+    if let Some(why) = audience_problem(&b.audience) {
+        return Problem::new("bad_request", why).into();
+    }
+    let Some(keys) = state.jwt() else {
+        return no_jwt_key();
+    };
+    let entry = match entry_of(state, node, &b.spiffe_id, b.entry_id.as_deref()).await {
+        Ok(e) => e,
+        Err(p) => return p.into(),
+    };
+    let ttl = i64::try_from(state.jwt_svid_ttl().as_secs())
+        .unwrap_or(i64::MAX)
+        .min(entry.ttl_secs)
+        .max(1);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let token = match keys.sign(&entry.spiffe_id, &b.audience, now, ttl) {
+        Ok(t) => t,
+        Err(e) => return Problem::new("key_unavailable", e).into(),
+    };
+    let expires_at = now.saturating_add(ttl);
+    tracing::info!(node, entry = %entry.id, spiffe_id = %entry.spiffe_id,
+        audience = %b.audience.join(","), kid = %keys.kid(), expires_at, "JWT-SVID issued");
+    reply::ok(reply::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "spiffe_id": entry.spiffe_id,
+            "token": token,
+            "expires_at": expires_at,
+            "kid": keys.kid(),
+        }),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn entry(id: &str, spiffe_id: &str) -> RegistrationEntry {
@@ -204,5 +321,15 @@ mod tests {
         // The entry id must give that SPIFFE ID too.
         assert!(assigned(&list, "spiffe://td/db", Some("e1")).is_none());
         assert!(assigned(&list, "spiffe://td/admin", None).is_none());
+    }
+
+    #[test]
+    fn a_jwt_svid_needs_a_bounded_audience() {
+        assert!(audience_problem(&[])
+            .unwrap()
+            .contains("at least one audience"));
+        assert!(audience_problem(&["".into()]).unwrap().contains("empty"));
+        assert!(audience_problem(&vec!["a".into(); MAX_AUDIENCES + 1]).is_some());
+        assert!(audience_problem(&["db".into(), "x".repeat(MAX_AUDIENCE_LEN)]).is_none());
     }
 }

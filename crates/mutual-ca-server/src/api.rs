@@ -59,6 +59,10 @@ pub struct State {
     pub renew_grace: Duration,
     /// The EST front door (`ca serve --est`), mounted at `/.well-known/est/`.
     pub est: Option<Arc<mutual_est::Est>>,
+    /// The JWT-SVID keys (`/v1/agent/jwt`, `/v1/jwks`; crate::jwt).
+    pub jwt: Option<Arc<crate::jwt::JwtKeys>>,
+    /// `--jwt-svid-ttl`.
+    pub jwt_svid_ttl: Duration,
 }
 
 impl State {
@@ -85,7 +89,16 @@ impl State {
             ocsp: None,
             renew_grace: Duration::ZERO,
             est: None,
+            jwt: None,
+            jwt_svid_ttl: crate::DEFAULT_JWT_SVID_TTL,
         }
+    }
+
+    /// Serves JWT-SVIDs with these keys, each valid `ttl` (at most its entry's TTL).
+    pub fn with_jwt(mut self, jwt: Option<Arc<crate::jwt::JwtKeys>>, ttl: Duration) -> State {
+        self.jwt = jwt;
+        self.jwt_svid_ttl = ttl;
+        self
     }
 
     /// Mounts the OCSP responder at `/ocsp`.
@@ -356,6 +369,7 @@ pub async fn handle(state: &State, peer: &Peer, req: Request<Incoming>) -> Resp 
             }
             "/v1/renew" => state.metrics.issued("renew", out.reason),
             crate::agent::SVID => state.metrics.issued("agent", out.reason),
+            crate::agent::JWT => state.metrics.issued("agent_jwt", out.reason),
             _ => {}
         }
     }
@@ -420,6 +434,12 @@ impl crate::agent::Host for State {
         Ok(authenticated(self, peer, identity, Duration::ZERO)
             .await?
             .identity)
+    }
+    fn jwt(&self) -> Option<&crate::jwt::JwtKeys> {
+        self.jwt.as_deref()
+    }
+    fn jwt_svid_ttl(&self) -> Duration {
+        self.jwt_svid_ttl
     }
 }
 
@@ -599,6 +619,8 @@ fn endpoint(path: &str) -> &'static str {
         "/v1/revoke" => "/v1/revoke",
         crate::agent::ENTRIES => crate::agent::ENTRIES,
         crate::agent::SVID => crate::agent::SVID,
+        crate::agent::JWT => crate::agent::JWT,
+        crate::agent::JWKS => crate::agent::JWKS,
         _ => "other",
     }
 }
@@ -667,12 +689,14 @@ async fn route(
                 },
             }
         }
+        (crate::agent::JWKS, &Method::GET) => crate::agent::jwks(state),
         (p, _) if crate::agent::is_agent_path(p) => {
             crate::agent::route(state, peer, identity, req, method, p).await
         }
-        ("/v1/roots" | "/v1/crl" | "/v1/sign" | "/v1/renew" | "/v1/revoke", _) => {
-            method_not_allowed()
-        }
+        (
+            "/v1/roots" | "/v1/crl" | "/v1/sign" | "/v1/renew" | "/v1/revoke" | crate::agent::JWKS,
+            _,
+        ) => method_not_allowed(),
         _ => Problem::new("not_found", format!("no such endpoint: {path}")).into(),
     }
 }

@@ -18,6 +18,8 @@
 
 pub mod agent;
 pub mod api;
+mod es256;
+pub mod jwt;
 pub mod metrics;
 pub mod ocsp;
 pub mod own_cert;
@@ -100,7 +102,15 @@ pub struct ServeOptions {
     /// `--server-key pkcs11:...`: the server's own TLS key, in a token (own_cert.rs); `None`:
     /// a new in-memory key with each certificate.
     pub server_key: Option<std::sync::Arc<mutual_hsm::TokenKey>>,
+    /// The JWT-SVID signing key (crate::jwt; loaded with the CA password beside the
+    /// provisioner key); `None`: `/v1/agent/jwt` and `/v1/jwks` answer `key_unavailable`.
+    pub jwt: Option<Arc<jwt::JwtKeys>>,
+    /// `--jwt-svid-ttl`: the lifetime of a JWT-SVID (at most its entry's TTL).
+    pub jwt_svid_ttl: Duration,
 }
+
+/// The default lifetime of a JWT-SVID: short, since a bearer token cannot be revoked.
+pub const DEFAULT_JWT_SVID_TTL: Duration = Duration::from_secs(300);
 
 impl ServeOptions {
     pub fn new(listen: SocketAddr, sans: Vec<San>) -> ServeOptions {
@@ -124,6 +134,8 @@ impl ServeOptions {
             est: None,
             renew_grace: Duration::ZERO,
             server_key: None,
+            jwt: None,
+            jwt_svid_ttl: DEFAULT_JWT_SVID_TTL,
         }
     }
 }
@@ -234,7 +246,8 @@ impl Server {
             )
             .with_acme(acme)
             .with_ocsp(ocsp)
-            .with_est(est, opts.renew_grace),
+            .with_est(est, opts.renew_grace)
+            .with_jwt(opts.jwt.clone(), opts.jwt_svid_ttl),
         );
         state.metrics.issued("server", "ok");
         state

@@ -17,15 +17,14 @@
 
 use std::path::Path;
 
-use aws_lc_rs::signature::{
-    EcdsaKeyPair, KeyPair as _, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED,
-    ECDSA_P256_SHA256_FIXED_SIGNING,
-};
+use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use mutual_pki::ca::KeyStorage;
-use mutual_pki::{keys, KeyType, PkiError, San, Usage};
+use mutual_pki::{keys, PkiError, San, Usage};
 use serde::{Deserialize, Serialize};
+
+use crate::es256::Es256Key;
 
 pub const ISSUER: &str = "mutual-ca";
 pub const AUDIENCE: &str = "mutual-ca/sign";
@@ -35,12 +34,6 @@ pub const PROVISIONER_PUB: &str = "provisioner.pub.pem";
 pub const NBF_LEEWAY_SECS: i64 = 60;
 /// Longer than any token we mint (a few hundred bytes); refusing early bounds the work.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
-/// DER prefix of a P-256 SubjectPublicKeyInfo (algorithm id-ecPublicKey + prime256v1, then the
-/// BIT STRING header) before the 65-byte uncompressed point.
-const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
-];
 
 /// Why a token was refused. Each maps to one reason label of the API contract.
 #[derive(Debug, thiserror::Error)]
@@ -195,9 +188,8 @@ pub fn parse_usage(s: &str) -> Option<Usage> {
 
 /// The provisioner key: signs tokens (`mutual token create`) and checks them (`ca serve`).
 pub struct Provisioner {
-    key: ProvisionerKey,
+    key: Es256Key,
     kid: String,
-    spki_der: Vec<u8>,
 }
 
 impl std::fmt::Debug for Provisioner {
@@ -206,19 +198,6 @@ impl std::fmt::Debug for Provisioner {
             .field("kid", &self.kid)
             .finish_non_exhaustive()
     }
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PkiError + '_ {
-    move |source| PkiError::Io {
-        path: path.to_path_buf(),
-        error: source,
-    }
-}
-
-/// Where the provisioner key signs.
-enum ProvisionerKey {
-    File(EcdsaKeyPair),
-    Token(std::sync::Arc<mutual_hsm::TokenKey>),
 }
 
 impl Provisioner {
@@ -231,71 +210,23 @@ impl Provisioner {
         } else {
             KeyStorage::File
         };
-        let (key, spki_der) = match storage {
-            KeyStorage::File => Self::file_key(dir, password)?,
-            KeyStorage::Pkcs11(r) => Self::token_key(&r)?,
-        };
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki_der);
+        let key = Es256Key::load_or_create(
+            dir,
+            PROVISIONER_KEY,
+            storage,
+            password,
+            "the provisioner key",
+        )?;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.spki_der());
         let kid = hex::encode(&digest.as_ref()[..16]);
-        let p = Provisioner { key, kid, spki_der };
+        let p = Provisioner { key, kid };
         let pub_path = dir.join(PROVISIONER_PUB);
-        let pub_pem = mutual_pki::pem_encode("PUBLIC KEY", &p.spki_der)?;
+        let pub_pem = mutual_pki::pem_encode("PUBLIC KEY", p.key.spki_der())?;
         let current = std::fs::read_to_string(&pub_path).unwrap_or_default();
         if current != pub_pem {
             keys::write_atomic(&pub_path, pub_pem.as_bytes(), 0o644, true)?;
         }
         Ok(p)
-    }
-
-    /// The key in its token, generated there (P-256, sensitive, never extractable) at first use.
-    fn token_key(r: &mutual_hsm::KeyRef) -> Result<(ProvisionerKey, Vec<u8>), PkiError> {
-        let key = match r.open_or_generate(mutual_hsm::KeyKind::EcdsaP256) {
-            Ok((k, _)) => k,
-            // Another process (a replica starting at the same time) generated it first.
-            Err(mutual_hsm::HsmError::KeyExists { .. }) => r.open()?,
-            Err(e) => return Err(e.into()),
-        };
-        let spki = key.spki();
-        if key.kind() != mutual_hsm::KeyKind::EcdsaP256
-            || !spki.starts_with(&P256_SPKI_PREFIX)
-            || spki.len() != P256_SPKI_PREFIX.len() + 65
-        {
-            return Err(PkiError::Key {
-                detail: format!(
-                    "the provisioner key {} is {}; tokens are signed with ECDSA P-256 (ES256)",
-                    r.uri,
-                    key.kind()
-                ),
-            });
-        }
-        let spki = spki.to_vec();
-        Ok((ProvisionerKey::Token(key), spki))
-    }
-
-    fn file_key(dir: &Path, password: &[u8]) -> Result<(ProvisionerKey, Vec<u8>), PkiError> {
-        let key_path = dir.join(PROVISIONER_KEY);
-        if !key_path.exists() {
-            let fresh = keys::generate(KeyType::EcdsaP256)?;
-            let pem = keys::encrypt_pkcs8_pem(fresh.serialized_der(), password)?;
-            match keys::write_atomic(&key_path, pem.as_bytes(), 0o600, false) {
-                Ok(()) => {}
-                // Another process created it first: use theirs.
-                Err(PkiError::Io { error: source, .. })
-                    if source.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e),
-            }
-        }
-        // The file is the encrypted form: nothing secret until decrypted (SecretDocument
-        // zeroizes the plaintext on drop).
-        let pem = std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
-        let plain = keys::decrypt_pkcs8_pem(&pem, password, &key_path)?;
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, plain.as_bytes())
-            .map_err(|_| PkiError::Key {
-                detail: format!("{} is not an ECDSA P-256 key", key_path.display()),
-            })?;
-        let mut spki_der = P256_SPKI_PREFIX.to_vec();
-        spki_der.extend_from_slice(key.public_key().as_ref());
-        Ok((ProvisionerKey::File(key), spki_der))
     }
 
     /// The key id put in every token header: the first 128 bits of SHA-256(SPKI), hex.
@@ -314,16 +245,7 @@ impl Provisioner {
         let h = serde_json::to_vec(&header).map_err(|e| invalid(e.to_string()))?;
         let c = serde_json::to_vec(claims).map_err(|e| invalid(e.to_string()))?;
         let input = format!("{}.{}", enc(&h), enc(&c));
-        let sig = match &self.key {
-            ProvisionerKey::File(k) => k
-                .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
-                .map_err(|_| invalid("signing failed"))?
-                .as_ref()
-                .to_vec(),
-            ProvisionerKey::Token(k) => k
-                .sign_ecdsa_fixed(input.as_bytes())
-                .map_err(|e| invalid(format!("signing failed: {e}")))?,
-        };
+        let sig = self.key.sign(input.as_bytes()).map_err(invalid)?;
         Ok(format!("{input}.{}", enc(&sig)))
     }
 
@@ -361,8 +283,7 @@ impl Provisioner {
         let sig = dec(s64, "signature")?;
         let signed_len = h64.len() + 1 + c64.len();
         let input = &token.as_bytes()[..signed_len];
-        let public = &self.spki_der[P256_SPKI_PREFIX.len()..];
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, public)
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.key.public_point())
             .verify(input, &sig)
             .map_err(|_| invalid("bad signature"))?;
         decode_claims(&dec(c64, "claims")?, now)

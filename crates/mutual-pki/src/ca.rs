@@ -67,7 +67,8 @@ pub use store_cfg::{
 };
 pub use trust::{trust_bundle, TrustBundle};
 pub use unlock::{
-    needs_password, provisioner_storage, KeysUsed, PROVISIONER_KEY, PROVISIONER_OBJECT,
+    jwt_svid_storage, needs_password, provisioner_storage, KeysUsed, JWT_SVID_KEY, JWT_SVID_OBJECT,
+    PROVISIONER_KEY, PROVISIONER_OBJECT,
 };
 
 use crate::{normalize_serial, CertRecord, KeyType, PkiError, RevocationReason};

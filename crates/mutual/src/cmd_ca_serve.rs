@@ -134,6 +134,10 @@ pub struct ServeArgs {
     /// at most 30d; each such renewal is logged and recorded (requested_by `...-grace:SERIAL`).
     #[arg(long, default_value = "0s", value_parser = parse_grace, value_name = "DURATION")]
     pub renew_grace: Duration,
+    /// Lifetime of the JWT-SVIDs agents get (POST /v1/agent/jwt, docs/agent.md), never longer
+    /// than the entry's TTL; keep it short: a bearer token cannot be revoked. At most 24h.
+    #[arg(long, default_value = "5m", value_parser = parse_jwt_ttl, value_name = "DURATION")]
+    pub jwt_svid_ttl: Duration,
     /// Log format on stderr: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -171,6 +175,16 @@ fn parse_label(s: &str) -> Result<(String, mutual_est::IdentityTemplate), String
         ));
     }
     Ok((label.to_string(), mutual_est::IdentityTemplate::parse(t)?))
+}
+
+fn parse_jwt_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(86_400) {
+        return Err(format!(
+            "{s}: a JWT-SVID lives between 1s and 24h (default 5m)"
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_grace(s: &str) -> Result<Duration, String> {
@@ -262,6 +276,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         mutual_pki::ca::KeysUsed {
             issuers: true,
             provisioner: true,
+            jwt_svid: true,
             ..Default::default()
         },
     )?;
@@ -269,6 +284,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let ca = Ca::open(&dir, password.as_bytes()).await?;
         let provisioner = Provisioner::load_or_create(&dir, password.as_bytes())?;
+        let jwt = mutual_ca_server::jwt::JwtKeys::load_or_create(&dir, password.as_bytes())?;
         drop(password);
         let mut opts = ServeOptions::new(
             a.listen,
@@ -282,6 +298,8 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         opts.rate = a.rate_limit;
         opts.tls12 = a.tls12;
         opts.server_cert_ttl = a.server_cert_ttl;
+        opts.jwt = Some(std::sync::Arc::new(jwt));
+        opts.jwt_svid_ttl = a.jwt_svid_ttl;
         opts.crl_next_update = a.crl_next_update;
         opts.crl_refresh = a.crl_refresh;
         opts.drain_timeout = a.drain_timeout;

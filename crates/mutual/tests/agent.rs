@@ -950,3 +950,154 @@ fn entries_created_and_deleted_at_the_ca_reach_an_open_stream() {
         "{log}"
     );
 }
+
+#[test]
+fn jwt_svids_are_issued_validated_and_checked_independently() {
+    let mut n = Node::new("n1");
+    let web = format!("{TD}/jwt");
+    n.entry(&web, &[&format!("unix:uid:{}", uid())], &n.node, "1h");
+    // Another node's identity, which this node must not get a token for.
+    n.entry(
+        &format!("{TD}/admin"),
+        &["unix:uid:0"],
+        &format!("{TD}/node/n2"),
+        "1h",
+    );
+    n.start_agent();
+    let out = run_within(
+        {
+            let mut c = Command::new(venv_python());
+            c.arg(script("py_spiffe_jwt.py"))
+                .args([n.ca.url(), n.ca.root().display().to_string()])
+                .env(
+                    "SPIFFE_ENDPOINT_SOCKET",
+                    format!("unix://{}", n.socket().display()),
+                );
+            c
+        },
+        Duration::from_secs(300),
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.text(), n.agent_log());
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    for k in ["spiffe_id", "validated_spiffe_id", "offline_spiffe_id"] {
+        assert_eq!(v[k], web.as_str(), "{k}: {v}");
+    }
+    // One key, published by the CA and pushed by the agent alike, and it signed the token.
+    let kid = &v["header"]["kid"];
+    assert_eq!(v["jwks_kids"], serde_json::json!([kid]), "{v}");
+    assert_eq!(v["bundle_kids"], v["jwks_kids"], "{v}");
+    assert_eq!(v["jwks_use"], serde_json::json!(["jwt-svid"]), "{v}");
+    assert_eq!(v["header"]["alg"], "ES256", "{v}");
+    assert_eq!(v["header"]["typ"], "JWT", "{v}");
+    let claims = &v["claims"];
+    assert_eq!(claims["sub"], web.as_str(), "{v}");
+    let mut aud: Vec<&str> = claims["aud"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    aud.sort_unstable();
+    assert_eq!(aud, ["cache", "db"], "{v}");
+    // The default --jwt-svid-ttl (5 min), shorter than the entry's hour.
+    let ttl = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(ttl, 300, "{v}");
+    assert_eq!(
+        v["cached"], true,
+        "the same audience set is served from the cache: {v}"
+    );
+    assert_eq!(v["forged_verifies"], false, "{v}");
+    assert_eq!(v["valid_raw"], "OK", "{v}");
+    // The refusals, word for word.
+    assert_eq!(v["pyspiffe_wrong_audience"], "ValidateJwtSvidError", "{v}");
+    assert_eq!(
+        v["wrong_audience"],
+        format!(
+            r#"INVALID_ARGUMENT: the token's audience {:?} does not contain "web""#,
+            claims_aud(claims)
+        )
+        .as_str(),
+        "{v}"
+    );
+    assert_eq!(
+        v["tampered"], "INVALID_ARGUMENT: the token's signature does not verify",
+        "{v}"
+    );
+    assert_eq!(
+        v["no_audience"], "INVALID_ARGUMENT: audience must be specified",
+        "{v}"
+    );
+    assert_eq!(
+        v["other_identity"], "PERMISSION_DENIED: no identity issued",
+        "{v}"
+    );
+
+    // The CA side, asked directly with the node's certificate.
+    let (root, cert, key) = (n.ca.root(), n.cert(), n.key());
+    let tls = ["--cacert", s(&root), "--cert", s(&cert), "--key", s(&key)];
+    let url = format!("{}/v1/agent/jwt", n.ca.url());
+    let ask = |body: serde_json::Value| {
+        let mut args = json_post_args(n.tmp.path(), &body, &tls);
+        args.push(url.clone());
+        let (body, code) = curl(&args);
+        let p: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (code, p)
+    };
+    let (code, p) =
+        ask(serde_json::json!({ "spiffe_id": format!("{TD}/admin"), "audience": ["db"] }));
+    assert_eq!(
+        (code.as_str(), &p["reason"]),
+        ("403", &"entry_not_assigned".into()),
+        "{p}"
+    );
+    let line = eventually(Duration::from_secs(30), || {
+        n.ca.log_text()
+            .lines()
+            .find(|l| l.contains("/v1/agent/jwt") && l.contains("entry_not_assigned"))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("no refusal line:\n{}", n.ca.log_text()));
+    assert!(line.contains(&format!("{TD}/node/n1")), "{line}");
+    let (code, p) = ask(serde_json::json!({ "spiffe_id": web, "audience": [] }));
+    assert_eq!(
+        (code.as_str(), &p["reason"]),
+        ("400", &"bad_request".into()),
+        "{p}"
+    );
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at least one audience"),
+        "{p}"
+    );
+    // The JWK set is public, as the roots are; no token ever reaches the CA's log.
+    let (body, code) = curl(&["--cacert", s(&root), &format!("{}/v1/jwks", n.ca.url())]);
+    assert_eq!(code, "200", "{body}");
+    let jwks: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], *kid, "{jwks}");
+    let log = n.ca.log_text() + &n.agent_log();
+    assert!(log.contains("JWT-SVID issued"), "{log}");
+    assert!(!log.contains("eyJ"), "a token reached a log:\n{log}");
+    let (metrics, _) = curl(&["--cacert", s(&root), &format!("{}/metrics", n.ca.url())]);
+    assert!(
+        metrics.contains(r#"mutual_ca_issued_total{method="agent_jwt",result="ok"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"mutual_ca_issued_total{method="agent_jwt",result="entry_not_assigned"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
+/// The `aud` claim as the agent words it in a refusal.
+fn claims_aud(claims: &serde_json::Value) -> Vec<String> {
+    claims["aud"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}

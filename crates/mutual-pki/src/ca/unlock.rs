@@ -14,6 +14,10 @@ use crate::PkiError;
 pub const PROVISIONER_KEY: &str = "provisioner.key";
 /// The label of the provisioner key when it lives in the intermediate's token.
 pub const PROVISIONER_OBJECT: &str = "mutual-provisioner";
+/// The file of the key that signs JWT-SVIDs (`ca serve`, docs/agent.md) when it is not in a token.
+pub const JWT_SVID_KEY: &str = "jwt-svid.key";
+/// The label of the JWT-SVID signing key when it lives in the provisioner key's token.
+pub const JWT_SVID_OBJECT: &str = "mutual-jwt-svid";
 
 /// The keys a command uses.
 #[derive(Clone, Copy, Debug, Default)]
@@ -26,6 +30,8 @@ pub struct KeysUsed {
     pub new_root: bool,
     /// The provisioner key that signs enrollment tokens (`ca serve`, `token create`).
     pub provisioner: bool,
+    /// The key that signs JWT-SVIDs for agents (`ca serve`).
+    pub jwt_svid: bool,
     /// A key the command creates in a file (encrypted with the password).
     pub new_file_key: bool,
 }
@@ -37,6 +43,7 @@ impl KeysUsed {
         root: false,
         new_root: false,
         provisioner: false,
+        jwt_svid: false,
         new_file_key: false,
     };
     /// Only the provisioner key (`token create`).
@@ -55,6 +62,18 @@ pub fn provisioner_storage(dir: &Path, config: &CaConfig) -> KeyStorage {
         KeyStorage::File
     } else {
         config.provisioner_key_storage.clone()
+    }
+}
+
+/// Where the JWT-SVID signing key is: `jwt-svid.key` when that file exists, else beside the
+/// provisioner key (in its token as `mutual-jwt-svid`, made at first use, or a file).
+pub fn jwt_svid_storage(dir: &Path, config: &CaConfig) -> Result<KeyStorage, PkiError> {
+    if dir.join(JWT_SVID_KEY).exists() {
+        return Ok(KeyStorage::File);
+    }
+    match provisioner_storage(dir, config) {
+        KeyStorage::File => Ok(KeyStorage::File),
+        KeyStorage::Pkcs11(r) => Ok(KeyStorage::Pkcs11(r.sibling(JWT_SVID_OBJECT)?)),
     }
 }
 
@@ -83,6 +102,9 @@ pub fn needs_password(dir: &Path, keys: KeysUsed) -> Result<bool, PkiError> {
         return Ok(true);
     }
     if keys.new_root && read_state(dir)?.new_root_key.is_none() {
+        return Ok(true);
+    }
+    if keys.jwt_svid && jwt_svid_storage(dir, &config)?.is_file() {
         return Ok(true);
     }
     Ok(keys.provisioner && provisioner_storage(dir, &config).is_file())
@@ -115,6 +137,7 @@ mod tests {
         root: true,
         new_root: false,
         provisioner: true,
+        jwt_svid: true,
         new_file_key: false,
     };
 
@@ -133,6 +156,15 @@ mod tests {
             ..KeysUsed::ISSUERS
         };
         assert!(needs_password(d, new_key).unwrap());
+        // The JWT-SVID key sits in the provisioner's token; a jwt-svid.key file needs it.
+        let jwt = KeysUsed {
+            jwt_svid: true,
+            ..KeysUsed::default()
+        };
+        assert!(!needs_password(d, jwt).unwrap());
+        std::fs::write(d.join(JWT_SVID_KEY), "x").unwrap();
+        assert!(needs_password(d, jwt).unwrap());
+        std::fs::remove_file(d.join(JWT_SVID_KEY)).unwrap();
         std::fs::write(d.join(PROVISIONER_KEY), "x").unwrap();
         assert!(needs_password(d, KeysUsed::PROVISIONER).unwrap());
         assert!(!needs_password(d, KeysUsed::ISSUERS).unwrap());
