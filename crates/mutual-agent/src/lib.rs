@@ -9,6 +9,7 @@
 pub mod attest;
 pub mod authority;
 pub mod ca;
+pub mod client;
 pub mod selector;
 pub mod svids;
 pub mod workload;

@@ -78,6 +78,10 @@ fn check_material(path: &std::path::Path, cfg: RunConfig) -> Result<RunConfig, C
         if spec.enroll.is_some() && !(cert.exists() && key.exists()) {
             continue;
         }
+        // Material from the Workload API arrives at start (`follow_workload_api`).
+        if mutual_tls::memory::source_of(cert).is_some_and(|s| !mutual_tls::memory::has(&s)) {
+            continue;
+        }
         if let Err(e) = mutual_proxy::supervise::check_listener(spec) {
             diagnostics.push(Diagnostic {
                 line: spec.line,
@@ -275,6 +279,16 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         let enroller = Arc::new(RunEnroller {
             metrics: Arc::clone(&shared.metrics),
         });
+        // Listeners fed by the Workload API: their first SVID before they load it.
+        let mut workload_api = Vec::new();
+        for spec in &cfg.listeners {
+            let wait = match &spec.kind {
+                ListenerKind::Serve(s) => s.handshake_timeout,
+                ListenerKind::Connect(c) => c.handshake_timeout,
+            };
+            let cert = spec.files().0.to_path_buf();
+            workload_api.extend(crate::cmd_proxy::follow_workload_api(&[cert], wait).await?);
+        }
         let sup = Supervisor::start(&path, cfg, &shared, Some(enroller))
             .await
             .context("cannot start the listeners")?;

@@ -763,7 +763,7 @@ fn listener(
         ("ca", &mut opts.ca),
     ] {
         match spans.get(key) {
-            None if !written(key) => sink.at(header.clone(), format!("`{key}` is required")),
+            // Missing files (or files beside workload_api) are `problems()` below.
             None => {}
             // Enrollment writes the files: they need not exist yet.
             Some(_) if enroll.is_some() && !path.as_os_str().is_empty() => {
