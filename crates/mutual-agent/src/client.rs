@@ -203,13 +203,18 @@ pub async fn follow(
             waited: first_within,
         })??;
     tracing::info!(workload_api = %src.uri, spiffe_id = %m.spiffe_id, "X.509-SVID received from the Workload API");
+    let mut last = (m.chain.clone(), m.bundle.clone());
     update(m);
     Ok(tokio::spawn(async move {
         let mut backoff = Duration::from_millis(500);
         loop {
             match next(&src, &mut stream).await {
+                // Every message carries every SVID of the workload: one whose rotation was
+                // another SVID's leaves this one as it was, and nothing is reloaded.
+                Ok(m) if m.chain == last.0 && m.bundle == last.1 => continue,
                 Ok(m) => {
                     tracing::info!(workload_api = %src.uri, spiffe_id = %m.spiffe_id, "X.509-SVID received from the Workload API");
+                    last = (m.chain.clone(), m.bundle.clone());
                     update(m);
                     backoff = Duration::from_millis(500);
                     continue;
