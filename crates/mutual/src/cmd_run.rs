@@ -781,6 +781,108 @@ mod tests {
         );
     }
 
+    /// `--workload-api` / `workload_api` (with `--workload-spiffe-id` / `workload_spiffe_id`)
+    /// instead of the three files: the flag and the key feed the listener from the same memory
+    /// source, for serve and connect alike.
+    #[test]
+    fn workload_api_flag_and_key_build_the_same_listener() {
+        const API: &str = "unix:///run/mutual/agent.sock";
+        const SERVE_WAPI: Kind<ServeConfig> = Kind {
+            argv: &[
+                "mutual",
+                "serve",
+                "--name",
+                "api",
+                "--listen",
+                "127.0.0.1:8443",
+                "--backend",
+                "127.0.0.1:8080",
+                "--policy",
+                "@p.toml",
+            ],
+            block: "[[listener]]\nname = \"api\"\nkind = \"serve\"\nlisten = \"127.0.0.1:8443\"\n\
+                    backend = \"127.0.0.1:8080\"\npolicy = \"p.toml\"\n",
+            from_cli: SERVE.from_cli,
+            from_file: SERVE.from_file,
+        };
+        const CONNECT_WAPI: Kind<ConnectConfig> = Kind {
+            argv: &[
+                "mutual",
+                "connect",
+                "--name",
+                "out",
+                "--listen",
+                "127.0.0.1:7000",
+                "--remote",
+                "api.internal:8443",
+            ],
+            block:
+                "[[listener]]\nname = \"out\"\nkind = \"connect\"\nlisten = \"127.0.0.1:7000\"\n\
+                    remote = \"api.internal:8443\"\n",
+            from_cli: CONNECT.from_cli,
+            from_file: CONNECT.from_file,
+        };
+        let d = files();
+        let flags = [
+            "--workload-api",
+            API,
+            "--workload-spiffe-id",
+            "spiffe://t/api",
+        ];
+        let keys = format!("workload_api = \"{API}\"\nworkload_spiffe_id = \"spiffe://t/api\"");
+        let want = mutual_tls::memory::path(
+            &mutual_tls::memory::source(API, Some("spiffe://t/api")),
+            mutual_tls::memory::Part::Key,
+        );
+        check_rows(
+            d.path(),
+            &SERVE_WAPI,
+            &[row(
+                &flags,
+                &keys,
+                |a, b| (&a.tls.cert, &a.tls.key, &a.tls.ca) == (&b.tls.cert, &b.tls.key, &b.tls.ca),
+                |a| mutual_tls::memory::is_memory(&a.tls.cert),
+            )],
+        );
+        let (a, _) = pair(d.path(), &SERVE_WAPI, &flags.map(String::from), &keys);
+        assert_eq!(a.tls.key, want);
+        check_rows(
+            d.path(),
+            &CONNECT_WAPI,
+            &[row(
+                &flags,
+                &keys,
+                |a, b| (&a.tls.cert, &a.tls.key, &a.tls.ca) == (&b.tls.cert, &b.tls.key, &b.tls.ca),
+                |a| {
+                    a.tls.key
+                        == mutual_tls::memory::path(
+                            &mutual_tls::memory::source(API, Some("spiffe://t/api")),
+                            mutual_tls::memory::Part::Key,
+                        )
+                },
+            )],
+        );
+        // A block with the files and workload_api, or with neither: one clear line each.
+        let both = format!("{}cert = \"s.pem\"\n{keys}\n", SERVE_WAPI.block);
+        let e = format!("{:?}", config::parse(&both, d.path()).unwrap_err());
+        assert!(
+            e.contains(
+                "workload_api replaces cert, key and ca: give one or the other, not cert as well"
+            ),
+            "{e}"
+        );
+        let e = format!(
+            "{:?}",
+            config::parse(SERVE_WAPI.block, d.path()).unwrap_err()
+        );
+        assert!(
+            e.contains(
+                "cert is required (so are key and ca), unless --workload-api / workload_api"
+            ),
+            "{e}"
+        );
+    }
+
     /// Every connect option: its flag and its config key build the same value.
     #[test]
     fn each_connect_option_flag_and_key_build_the_same_listener() {
