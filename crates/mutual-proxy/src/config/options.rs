@@ -842,11 +842,33 @@ mod tests {
     fn out_of_range_values_are_named_both_ways() {
         let o = ListenerOpts {
             max_connections: Some(0),
-            ..Default::default()
+            ..required()
         };
         let p = o.problems();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].for_flag(), "--max-connections must be at least 1");
         assert_eq!(p[0].for_key(), "max_connections must be at least 1");
+        // The three files or workload_api: neither, or both, is one problem.
+        let p = ListenerOpts::default().problems();
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            p[0].for_flag(),
+            "--cert is required (so are key and ca), unless --workload-api / workload_api \
+             gives the listener its certificate"
+        );
+        let both = ListenerOpts {
+            workload_api: Some("unix:///run/a.sock".parse().unwrap()),
+            ..required()
+        };
+        let p = both.problems();
+        assert_eq!(
+            p[0].for_flag(),
+            "--workload-api replaces cert, key and ca: give one or the other, not cert as well"
+        );
+        let e = "unix:a.sock".parse::<WorkloadApi>().unwrap_err();
+        assert_eq!(
+            e,
+            "must be unix:///ABSOLUTE/PATH (the Workload API socket), not \"unix:a.sock\""
+        );
     }
 }
