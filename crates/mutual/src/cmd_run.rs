@@ -871,6 +871,12 @@ mod tests {
             ),
             "{e}"
         );
+        let enrolling = format!("{}{keys}\nca_url = \"https://ca:9443\"\n", SERVE_WAPI.block);
+        let e = format!("{:?}", config::parse(&enrolling, d.path()).unwrap_err());
+        assert!(
+            e.contains("workload_api and ca_url both give the listener its certificate: use one"),
+            "{e}"
+        );
         let e = format!(
             "{:?}",
             config::parse(SERVE_WAPI.block, d.path()).unwrap_err()

@@ -775,6 +775,12 @@ fn listener(
         }
     }
 
+    if enroll.is_some() && opts.workload_api.is_some() {
+        sink.at(
+            at("workload_api"),
+            "workload_api and ca_url both give the listener its certificate: use one",
+        );
+    }
     let problems = opts.problems();
     for p in problems {
         sink.at(at(p.key), p.for_key());
