@@ -781,47 +781,38 @@ mod tests {
         );
     }
 
+    /// `k` without its certificate, key and CA (flags and keys), for `--workload-api`.
+    fn without_files<T>(k: &Kind<T>) -> Kind<T> {
+        let mut argv = Vec::new();
+        let mut it = k.argv.iter();
+        while let Some(a) = it.next() {
+            if ["--cert", "--key", "--ca"].contains(a) {
+                it.next();
+            } else {
+                argv.push(*a);
+            }
+        }
+        let block: String = k
+            .block
+            .lines()
+            .filter(|l| !["cert =", "key =", "ca ="].iter().any(|p| l.starts_with(p)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        Kind {
+            argv: argv.leak(),
+            block: block.leak(),
+            from_cli: k.from_cli,
+            from_file: k.from_file,
+        }
+    }
+
     /// `--workload-api` / `workload_api` (with `--workload-spiffe-id` / `workload_spiffe_id`)
     /// instead of the three files: the flag and the key feed the listener from the same memory
     /// source, for serve and connect alike.
     #[test]
     fn workload_api_flag_and_key_build_the_same_listener() {
         const API: &str = "unix:///run/mutual/agent.sock";
-        const SERVE_WAPI: Kind<ServeConfig> = Kind {
-            argv: &[
-                "mutual",
-                "serve",
-                "--name",
-                "api",
-                "--listen",
-                "127.0.0.1:8443",
-                "--backend",
-                "127.0.0.1:8080",
-                "--policy",
-                "@p.toml",
-            ],
-            block: "[[listener]]\nname = \"api\"\nkind = \"serve\"\nlisten = \"127.0.0.1:8443\"\n\
-                    backend = \"127.0.0.1:8080\"\npolicy = \"p.toml\"\n",
-            from_cli: SERVE.from_cli,
-            from_file: SERVE.from_file,
-        };
-        const CONNECT_WAPI: Kind<ConnectConfig> = Kind {
-            argv: &[
-                "mutual",
-                "connect",
-                "--name",
-                "out",
-                "--listen",
-                "127.0.0.1:7000",
-                "--remote",
-                "api.internal:8443",
-            ],
-            block:
-                "[[listener]]\nname = \"out\"\nkind = \"connect\"\nlisten = \"127.0.0.1:7000\"\n\
-                    remote = \"api.internal:8443\"\n",
-            from_cli: CONNECT.from_cli,
-            from_file: CONNECT.from_file,
-        };
+        let (serve_wapi, connect_wapi) = (without_files(&SERVE), without_files(&CONNECT));
         let d = files();
         let flags = [
             "--workload-api",
@@ -836,7 +827,7 @@ mod tests {
         );
         check_rows(
             d.path(),
-            &SERVE_WAPI,
+            &serve_wapi,
             &[row(
                 &flags,
                 &keys,
@@ -844,11 +835,11 @@ mod tests {
                 |a| mutual_tls::memory::is_memory(&a.tls.cert),
             )],
         );
-        let (a, _) = pair(d.path(), &SERVE_WAPI, &flags.map(String::from), &keys);
+        let (a, _) = pair(d.path(), &serve_wapi, &flags.map(String::from), &keys);
         assert_eq!(a.tls.key, want);
         check_rows(
             d.path(),
-            &CONNECT_WAPI,
+            &connect_wapi,
             &[row(
                 &flags,
                 &keys,
@@ -863,7 +854,7 @@ mod tests {
             )],
         );
         // A block with the files and workload_api, or with neither: one clear line each.
-        let both = format!("{}cert = \"s.pem\"\n{keys}\n", SERVE_WAPI.block);
+        let both = format!("{}cert = \"s.pem\"\n{keys}\n", serve_wapi.block);
         let e = format!("{:?}", config::parse(&both, d.path()).unwrap_err());
         assert!(
             e.contains(
@@ -871,7 +862,7 @@ mod tests {
             ),
             "{e}"
         );
-        let enrolling = format!("{}{keys}\nca_url = \"https://ca:9443\"\n", SERVE_WAPI.block);
+        let enrolling = format!("{}{keys}\nca_url = \"https://ca:9443\"\n", serve_wapi.block);
         let e = format!("{:?}", config::parse(&enrolling, d.path()).unwrap_err());
         assert!(
             e.contains("workload_api and ca_url both give the listener its certificate: use one"),
@@ -879,7 +870,7 @@ mod tests {
         );
         let e = format!(
             "{:?}",
-            config::parse(SERVE_WAPI.block, d.path()).unwrap_err()
+            config::parse(serve_wapi.block, d.path()).unwrap_err()
         );
         assert!(
             e.contains(
