@@ -846,13 +846,20 @@ fn serve_and_connect_on_the_workload_api_carry_traffic_across_rotations() {
         "{}",
         logs()
     );
-    let lines = std::fs::read_to_string(&audit).unwrap();
-    let allowed = lines
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["result"] == "allowed" && v["identity"]["spiffe"] == client_id.as_str())
-        .count();
-    assert!(allowed >= ok as usize, "{allowed} of {ok}:\n{lines}");
+    // One allowed line naming the client's SPIFFE ID per exchange (the last one is written
+    // when serve sees that connection close).
+    let allowed = || {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["result"] == "allowed" && v["identity"]["spiffe"] == client_id.as_str())
+            .count()
+    };
+    let all = eventually(Duration::from_secs(30), || {
+        (allowed() >= ok as usize).then_some(())
+    });
+    assert!(all.is_some(), "{} of {ok}:\n{}", allowed(), logs());
 }
 
 /// A Workload API nobody serves (a stale socket file) stops the start with exit 2 and says
