@@ -757,6 +757,9 @@ fn listener(
     }
 
     let enroll = enrollment(&raw, base, sink);
+    // Judged on the values as written: a missing file below is reported there, not again as
+    // an absent key.
+    let problems = opts.problems();
     for (key, path) in [
         ("cert", &mut opts.cert),
         ("key", &mut opts.key),
@@ -781,7 +784,6 @@ fn listener(
             "workload_api and ca_url both give the listener its certificate: use one",
         );
     }
-    let problems = opts.problems();
     for p in problems {
         sink.at(at(p.key), p.for_key());
     }
