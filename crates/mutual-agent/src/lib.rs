@@ -10,6 +10,7 @@
 pub mod attest;
 pub mod authority;
 pub mod ca;
+pub mod client;
 pub mod jwt;
 pub mod sds;
 pub mod selector;

@@ -19,6 +19,7 @@ pub mod client;
 mod config;
 pub mod lint;
 pub mod load;
+pub mod memory;
 pub mod ocsp;
 pub mod ocsp_peer;
 pub mod peer;

@@ -60,11 +60,17 @@ pub fn certs_from_bytes(
 
 /// All certificates in a file; at least one.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    if crate::memory::is_memory(path) {
+        return crate::memory::certs(path);
+    }
     certs_from_bytes(path, &read(path)?)
 }
 
 /// The private key in a PEM file (PKCS#8, SEC1 or PKCS#1). Never echoes key material.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    if crate::memory::is_memory(path) {
+        return crate::memory::key(path);
+    }
     let data = read(path)?;
     if data.first() == Some(&0x30) {
         return PrivateKeyDer::try_from(data)

@@ -36,6 +36,12 @@ pub struct RunArgs {
     /// --key do not hold a valid certificate yet (the token's SAN is the node's SPIFFE ID).
     #[command(flatten)]
     pub enroll: crate::cmd_enroll::EnrollArgs,
+    /// --est URL instead of --ca-url: enroll the node over EST (RFC 7030) with a factory
+    /// certificate (--bootstrap-cert/--bootstrap-key) when --cert/--key hold no valid
+    /// certificate yet, trusting --est-ca (default: --ca); then serve, with the same URL as the
+    /// CA. The CA's --est-identity names the node (e.g. spiffe://example.org/node/{serial}).
+    #[command(flatten)]
+    pub est: crate::cmd_est::EstEnrollFlags,
     /// The Unix socket to serve the Workload API on (mode 0666: who gets what is decided by
     /// attestation). Workloads find it through SPIFFE_ENDPOINT_SOCKET=unix://PATH. A stale
     /// socket nobody listens on is replaced; a live one or any other file is refused.
@@ -243,15 +249,25 @@ fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     let (Some(socket), Some(cert), Some(key), Some(ca)) = (a.socket, a.cert, a.key, a.ca) else {
         anyhow::bail!("mutual agent needs --ca-url, --socket, --cert, --key and --ca");
     };
-    if a.enroll.ca_url.is_empty() {
-        anyhow::bail!("mutual agent needs --ca-url: the online CA that issues the SVIDs");
+    let ca_url = match &a.est.est {
+        Some(est) => vec![est.clone()],
+        None => a.enroll.ca_url.clone(),
+    };
+    if ca_url.is_empty() {
+        anyhow::bail!(
+            "mutual agent needs --ca-url (or --est): the online CA that issues the SVIDs"
+        );
     }
     init_logging(&a.log_format);
-    // Enrolls the node with --token when --cert/--key hold no valid certificate (exit 2 when
-    // that is needed and not possible); the agent runs its own renewer below.
-    drop(crate::cmd_enroll::prepare(&a.enroll, &cert, &key, &ca)?);
+    // Enrolls the node with --token (or over EST with --bootstrap-cert) when --cert/--key hold
+    // no valid certificate (exit 2 when that is needed and not possible); the agent runs its
+    // own renewer below.
+    match &a.est.est {
+        Some(url) => enroll_est(url, &a.est, &cert, &key, &ca)?,
+        None => drop(crate::cmd_enroll::prepare(&a.enroll, &cert, &key, &ca)?),
+    }
     let o = mutual_agent::AgentOptions {
-        ca_url: mutual_enroll::CaUrls::parse(&a.enroll.ca_url)?,
+        ca_url: mutual_enroll::CaUrls::parse(&ca_url)?,
         socket,
         cert,
         key,
@@ -280,4 +296,73 @@ fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
             Err(e) => Err(e.into()),
         }
     })
+}
+
+/// `mutual agent --est URL --bootstrap-cert F --bootstrap-key K`: unless --cert/--key already
+/// hold a valid certificate, enroll over EST as `mutual enroll --est` does (the same options),
+/// into a private directory beside --cert, then move the key, certificate and root into
+/// --key, --cert and --ca.
+fn enroll_est(
+    url: &str,
+    flags: &crate::cmd_est::EstEnrollFlags,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    ca: &std::path::Path,
+) -> anyhow::Result<()> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if mutual_enroll::files::load_current(cert, key).is_ok_and(|c| c.summary.not_after > now) {
+        return Ok(());
+    }
+    if flags.bootstrap_cert.is_none() {
+        anyhow::bail!(
+            "--est enrolls the node with a factory certificate: give --bootstrap-cert and --bootstrap-key"
+        );
+    }
+    let dir = mutual_enroll::files::parent(cert);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Private to this process (0700, named by its pid); removed whatever happens below.
+    let tmp = dir.join(format!(".est-enroll-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&tmp)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let res = enroll_est_into(url, flags, &tmp, cert, key, ca);
+    let _ = std::fs::remove_dir_all(&tmp);
+    res
+}
+
+fn enroll_est_into(
+    url: &str,
+    flags: &crate::cmd_est::EstEnrollFlags,
+    tmp: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    ca: &std::path::Path,
+) -> anyhow::Result<()> {
+    let est_ca = flags
+        .est_ca
+        .clone()
+        .or_else(|| ca.exists().then(|| ca.to_path_buf()));
+    let o = crate::cmd_est::enroll_options(
+        url,
+        &crate::cmd_est::EstEnrollFlags {
+            est_ca,
+            ..flags.clone()
+        },
+        None,
+        None,
+        tmp.to_path_buf(),
+        "ecdsa-p256",
+    )?;
+    let e = runtime()?.block_on(mutual_enroll::est::est_enroll(&o))?;
+    let [k, c, r] = mutual_enroll::est::out_files(tmp);
+    for (from, to) in [(k, key), (c, cert), (r, ca)] {
+        std::fs::rename(&from, to).with_context(|| format!("cannot write {}", to.display()))?;
+    }
+    eprintln!(
+        "node enrolled over EST: serial {}, names [{}]",
+        e.cert.serial,
+        e.cert.sans.join(", ")
+    );
+    Ok(())
 }

@@ -13,8 +13,8 @@ use crate::ca_args::key_type;
 use crate::errors::{failed, refuse_existing};
 use crate::runtime::{init_logging, runtime};
 
-/// `mutual enroll --est ...` flags.
-#[derive(clap::Args, Debug, Default)]
+/// `mutual enroll --est ...` flags (and `mutual agent --est`'s).
+#[derive(clap::Args, Debug, Default, Clone)]
 pub struct EstEnrollFlags {
     /// Enroll over EST (RFC 7030) from this CA, https://HOST[:PORT], instead of --ca-url:
     /// with a factory certificate (--bootstrap-cert/--bootstrap-key) or --token as the HTTP Basic
@@ -65,35 +65,8 @@ pub fn run_enroll(
     key_type_s: &str,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
-    let url = CaUrl::parse(url)?;
-    let trust = match (&flags.est_ca, root_sha256) {
-        (Some(p), None) => EstTrust::File(p.clone()),
-        (None, Some(pin)) => EstTrust::Pin(pin.parse::<Fingerprint>()?),
-        _ => anyhow::bail!(
-            "--est needs exactly one of --root-sha256 FINGERPRINT or --est-ca ROOT.pem"
-        ),
-    };
-    let auth = match (&flags.bootstrap_cert, &flags.bootstrap_key, token) {
-        (Some(c), Some(k), None) => EstAuth::Bootstrap {
-            cert: c.clone(),
-            key: k.clone(),
-        },
-        (None, None, Some(t)) if !t.trim().is_empty() => EstAuth::Token(t.trim().to_string()),
-        _ => anyhow::bail!(
-            "--est needs either --bootstrap-cert and --bootstrap-key (a factory certificate) or --token"
-        ),
-    };
+    let o = enroll_options(url, flags, token, root_sha256, out.clone(), key_type_s)?;
     refuse_existing(force, &mutual_enroll::est::out_files(&out))?;
-    let o = EstEnrollOptions {
-        url,
-        label: flags.est_label.clone(),
-        trust,
-        auth,
-        key_type: key_type(key_type_s)?,
-        out: out.clone(),
-        wait: flags.est_wait.unwrap_or(Duration::ZERO),
-        server_keygen: flags.server_keygen,
-    };
     match runtime()?.block_on(mutual_enroll::est::est_enroll(&o)) {
         Ok(e) => {
             println!(
@@ -118,6 +91,46 @@ pub fn run_enroll(
         }
         Err(e) => failed(e),
     }
+}
+
+/// What `--est URL` and its flags ask for, enrolling into DIR `out` (`mutual enroll --est`, and
+/// `mutual agent --est` for its node certificate).
+pub(crate) fn enroll_options(
+    url: &str,
+    flags: &EstEnrollFlags,
+    token: Option<&str>,
+    root_sha256: Option<&str>,
+    out: PathBuf,
+    key_type_s: &str,
+) -> anyhow::Result<EstEnrollOptions> {
+    let url = CaUrl::parse(url)?;
+    let trust = match (&flags.est_ca, root_sha256) {
+        (Some(p), None) => EstTrust::File(p.clone()),
+        (None, Some(pin)) => EstTrust::Pin(pin.parse::<Fingerprint>()?),
+        _ => anyhow::bail!(
+            "--est needs exactly one of --root-sha256 FINGERPRINT or --est-ca ROOT.pem"
+        ),
+    };
+    let auth = match (&flags.bootstrap_cert, &flags.bootstrap_key, token) {
+        (Some(c), Some(k), None) => EstAuth::Bootstrap {
+            cert: c.clone(),
+            key: k.clone(),
+        },
+        (None, None, Some(t)) if !t.trim().is_empty() => EstAuth::Token(t.trim().to_string()),
+        _ => anyhow::bail!(
+            "--est needs either --bootstrap-cert and --bootstrap-key (a factory certificate) or --token"
+        ),
+    };
+    Ok(EstEnrollOptions {
+        url,
+        label: flags.est_label.clone(),
+        trust,
+        auth,
+        key_type: key_type(key_type_s)?,
+        out,
+        wait: flags.est_wait.unwrap_or(Duration::ZERO),
+        server_keygen: flags.server_keygen,
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -222,10 +222,17 @@ where
     F: std::future::Future<Output = usize> + Send + 'static,
 {
     let l = &common.listener;
+    if l.workload_api.is_some() && !enroll.ca_url.is_empty() {
+        anyhow::bail!(
+            "--workload-api and --ca-url both give the listener its certificate: use one"
+        );
+    }
     let renewer = crate::cmd_enroll::prepare(enroll, &l.cert, &l.key, &l.ca)?;
     let rt = runtime(common.threads)?;
     let shared = shared(&common)?;
     let result = rt.block_on(async {
+        let (cert, _, _) = l.material_paths();
+        let _workload_api = follow_workload_api(&[cert], l.handshake_timeout.get()).await?;
         let listener = start(&shared)?;
         if let Some(r) = renewer {
             let metrics = Arc::clone(&shared.metrics);
@@ -241,6 +248,41 @@ where
     shared.audit.flush(Duration::from_secs(2));
     rt.shutdown_timeout(Duration::from_millis(200));
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// For each Workload API source among `paths` ([`mutual_tls::memory`]), once: connect, wait up
+/// to `first_within` for the first X.509-SVID, publish it, and keep publishing what the agent
+/// pushes (each push reloads the listeners fed by it, as a file change does). The tasks run
+/// until the runtime stops.
+pub(crate) async fn follow_workload_api(
+    paths: &[std::path::PathBuf],
+    first_within: Duration,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let sources: std::collections::BTreeSet<String> = paths
+        .iter()
+        .filter_map(|p| mutual_tls::memory::source_of(p))
+        .collect();
+    let mut tasks = Vec::new();
+    for source in sources {
+        if mutual_tls::memory::has(&source) {
+            continue;
+        }
+        let Some((uri, spiffe_id)) = mutual_tls::memory::parse_source(&source) else {
+            continue;
+        };
+        let src = mutual_agent::client::Source {
+            socket: uri.strip_prefix("unix://").unwrap_or(&uri).into(),
+            uri,
+            spiffe_id,
+        };
+        let key = source.clone();
+        let task = mutual_agent::client::follow(src, first_within, move |m| {
+            mutual_tls::memory::publish(&key, m.chain, m.key, m.bundle);
+        })
+        .await?;
+        tasks.push(task);
+    }
+    Ok(tasks)
 }
 
 /// The listener the `serve` flags describe (a `[[listener]]` block of `mutual run --config`

@@ -78,6 +78,10 @@ fn check_material(path: &std::path::Path, cfg: RunConfig) -> Result<RunConfig, C
         if spec.enroll.is_some() && !(cert.exists() && key.exists()) {
             continue;
         }
+        // Material from the Workload API arrives at start (`follow_workload_api`).
+        if mutual_tls::memory::source_of(cert).is_some_and(|s| !mutual_tls::memory::has(&s)) {
+            continue;
+        }
         if let Err(e) = mutual_proxy::supervise::check_listener(spec) {
             diagnostics.push(Diagnostic {
                 line: spec.line,
@@ -275,6 +279,16 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         let enroller = Arc::new(RunEnroller {
             metrics: Arc::clone(&shared.metrics),
         });
+        // Listeners fed by the Workload API: their first SVID before they load it.
+        let mut workload_api = Vec::new();
+        for spec in &cfg.listeners {
+            let wait = match &spec.kind {
+                ListenerKind::Serve(s) => s.handshake_timeout,
+                ListenerKind::Connect(c) => c.handshake_timeout,
+            };
+            let cert = spec.files().0.to_path_buf();
+            workload_api.extend(crate::cmd_proxy::follow_workload_api(&[cert], wait).await?);
+        }
         let sup = Supervisor::start(&path, cfg, &shared, Some(enroller))
             .await
             .context("cannot start the listeners")?;
@@ -764,6 +778,105 @@ mod tests {
                 b.mode,
                 b.http.forward_client_cert
             )
+        );
+    }
+
+    /// `k` without its certificate, key and CA (flags and keys), for `--workload-api`.
+    fn without_files<T>(k: &Kind<T>) -> Kind<T> {
+        let mut argv = Vec::new();
+        let mut it = k.argv.iter();
+        while let Some(a) = it.next() {
+            if ["--cert", "--key", "--ca"].contains(a) {
+                it.next();
+            } else {
+                argv.push(*a);
+            }
+        }
+        let block: String = k
+            .block
+            .lines()
+            .filter(|l| !["cert =", "key =", "ca ="].iter().any(|p| l.starts_with(p)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        Kind {
+            argv: argv.leak(),
+            block: block.leak(),
+            from_cli: k.from_cli,
+            from_file: k.from_file,
+        }
+    }
+
+    /// `--workload-api` / `workload_api` (with `--workload-spiffe-id` / `workload_spiffe_id`)
+    /// instead of the three files: the flag and the key feed the listener from the same memory
+    /// source, for serve and connect alike.
+    #[test]
+    fn workload_api_flag_and_key_build_the_same_listener() {
+        const API: &str = "unix:///run/mutual/agent.sock";
+        let (serve_wapi, connect_wapi) = (without_files(&SERVE), without_files(&CONNECT));
+        let d = files();
+        let flags = [
+            "--workload-api",
+            API,
+            "--workload-spiffe-id",
+            "spiffe://t/api",
+        ];
+        let keys = format!("workload_api = \"{API}\"\nworkload_spiffe_id = \"spiffe://t/api\"");
+        let want = mutual_tls::memory::path(
+            &mutual_tls::memory::source(API, Some("spiffe://t/api")),
+            mutual_tls::memory::Part::Key,
+        );
+        check_rows(
+            d.path(),
+            &serve_wapi,
+            &[row(
+                &flags,
+                &keys,
+                |a, b| (&a.tls.cert, &a.tls.key, &a.tls.ca) == (&b.tls.cert, &b.tls.key, &b.tls.ca),
+                |a| mutual_tls::memory::is_memory(&a.tls.cert),
+            )],
+        );
+        let (a, _) = pair(d.path(), &serve_wapi, &flags.map(String::from), &keys);
+        assert_eq!(a.tls.key, want);
+        check_rows(
+            d.path(),
+            &connect_wapi,
+            &[row(
+                &flags,
+                &keys,
+                |a, b| (&a.tls.cert, &a.tls.key, &a.tls.ca) == (&b.tls.cert, &b.tls.key, &b.tls.ca),
+                |a| {
+                    a.tls.key
+                        == mutual_tls::memory::path(
+                            &mutual_tls::memory::source(API, Some("spiffe://t/api")),
+                            mutual_tls::memory::Part::Key,
+                        )
+                },
+            )],
+        );
+        // A block with the files and workload_api, or with neither: one clear line each.
+        let both = format!("{}cert = \"s.pem\"\n{keys}\n", serve_wapi.block);
+        let e = format!("{:?}", config::parse(&both, d.path()).unwrap_err());
+        assert!(
+            e.contains(
+                "workload_api replaces cert, key and ca: give one or the other, not cert as well"
+            ),
+            "{e}"
+        );
+        let enrolling = format!("{}{keys}\nca_url = \"https://ca:9443\"\n", serve_wapi.block);
+        let e = format!("{:?}", config::parse(&enrolling, d.path()).unwrap_err());
+        assert!(
+            e.contains("workload_api and ca_url both give the listener its certificate: use one"),
+            "{e}"
+        );
+        let e = format!(
+            "{:?}",
+            config::parse(serve_wapi.block, d.path()).unwrap_err()
+        );
+        assert!(
+            e.contains(
+                "cert is required (so are key and ca), unless --workload-api / workload_api"
+            ),
+            "{e}"
         );
     }
 

@@ -1379,3 +1379,72 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
         "{san}"
     );
 }
+
+/// `mutual agent --est` (issue 22, node enrollment): a node with only its factory certificate
+/// enrolls over EST at its first start (the CA's --est-identity names it), writes its node
+/// certificate, key and root where --cert/--key/--ca say, and serves the Workload API with
+/// that identity.
+#[test]
+fn an_agent_enrolls_its_node_over_est_with_a_factory_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let (factory, ca) = est_server(t, &[]);
+    let (fcert, fkey) = factory.device("SN0900");
+    let node = t.join("node");
+    let (sock, cert, key) = (
+        node.join("run/agent.sock"),
+        node.join("n.pem"),
+        node.join("n.key"),
+    );
+    let url = ca.url();
+    let root = ca.root();
+    let mut c = mutual_cmd(
+        None,
+        &[
+            "agent",
+            "--est",
+            &url,
+            "--bootstrap-cert",
+            s(&fcert),
+            "--bootstrap-key",
+            s(&fkey),
+            "--est-ca",
+            s(&root),
+            "--socket",
+            s(&sock),
+            "--cert",
+            s(&cert),
+            "--key",
+            s(&key),
+            "--ca",
+            s(&node.join("root.pem")),
+        ],
+    );
+    let log = t.join("agent.log");
+    let _agent = mutual_test::spawn_logged(&mut c, &log);
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let up = eventually(Duration::from_secs(60), || {
+        std::os::unix::net::UnixStream::connect(&sock)
+            .is_ok()
+            .then_some(())
+    });
+    assert!(up.is_some(), "the agent did not listen:\n{}", text());
+    assert!(
+        text().contains("node enrolled over EST: serial "),
+        "{}",
+        text()
+    );
+    assert!(
+        text().contains("serving the SPIFFE Workload API")
+            && text().contains("node=spiffe://fleet.example/device/SN0900"),
+        "{}",
+        text()
+    );
+    assert_eq!(issued_to(&ca, "est:bootstrap:SN0900"), 1);
+    assert_eq!(pubkey_of_cert(&cert), pubkey_of_key(&key));
+    assert!(std::fs::read_dir(&node).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with(".est-enroll")));
+}

@@ -757,13 +757,16 @@ fn listener(
     }
 
     let enroll = enrollment(&raw, base, sink);
+    // Judged on the values as written: a missing file below is reported there, not again as
+    // an absent key.
+    let problems = opts.problems();
     for (key, path) in [
         ("cert", &mut opts.cert),
         ("key", &mut opts.key),
         ("ca", &mut opts.ca),
     ] {
         match spans.get(key) {
-            None if !written(key) => sink.at(header.clone(), format!("`{key}` is required")),
+            // Missing files (or files beside workload_api) are `problems()` below.
             None => {}
             // Enrollment writes the files: they need not exist yet.
             Some(_) if enroll.is_some() && !path.as_os_str().is_empty() => {
@@ -775,7 +778,12 @@ fn listener(
         }
     }
 
-    let problems = opts.problems();
+    if enroll.is_some() && opts.workload_api.is_some() {
+        sink.at(
+            at("workload_api"),
+            "workload_api and ca_url both give the listener its certificate: use one",
+        );
+    }
     for p in problems {
         sink.at(at(p.key), p.for_key());
     }

@@ -64,17 +64,34 @@ pub struct ListenerOpts {
     pub listen: String,
 
     /// Certificate chain to present (PEM: leaf first, then intermediates).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = path_or_empty(), default_value = "",
+        hide_default_value = true, conflicts_with = "workload_api")]
     pub cert: PathBuf,
 
     /// Private key for --cert (PEM: PKCS#8, SEC1 or PKCS#1).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = path_or_empty(), default_value = "",
+        hide_default_value = true, conflicts_with = "workload_api")]
     pub key: PathBuf,
 
     /// Trusted roots for the peer's certificate (PEM bundle): the clients' for serve, the
     /// server's for connect.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", value_parser = path_or_empty(), default_value = "",
+        hide_default_value = true, conflicts_with = "workload_api")]
     pub ca: PathBuf,
+
+    /// Take the certificate, key and trust bundle from the SPIFFE Workload API at this
+    /// address (`unix:///run/mutual/agent.sock`, a `mutual agent` or SPIRE agent) instead of
+    /// --cert/--key/--ca: the first X.509-SVID it hands out (or --workload-spiffe-id's), with
+    /// its trust domain's bundle, and every rotation it pushes, in memory (ghostunnel's
+    /// --use-workload-api). Start waits up to --handshake-timeout for the first SVID.
+    #[arg(long, value_name = "unix:///PATH")]
+    #[serde(deserialize_with = "some_parsed")]
+    pub workload_api: Option<WorkloadApi>,
+
+    /// With --workload-api: use the SVID with this SPIFFE ID when the workload has several
+    /// (default: the first, as SPIRE's "default SVID").
+    #[arg(long, value_name = "SPIFFE_ID", requires = "workload_api")]
+    pub workload_spiffe_id: Option<String>,
 
     /// Lowest TLS version accepted.
     #[arg(long, value_name = "VERSION", value_enum, default_value_t)]
@@ -141,6 +158,8 @@ impl Default for ListenerOpts {
             cert: PathBuf::new(),
             key: PathBuf::new(),
             ca: PathBuf::new(),
+            workload_api: None,
+            workload_spiffe_id: None,
             min_tls: MinTls::default(),
             handshake_timeout: d(defaults::HANDSHAKE_TIMEOUT),
             idle_timeout: d(defaults::IDLE_TIMEOUT),
@@ -152,6 +171,44 @@ impl Default for ListenerOpts {
             revocation_unknown: RevocationUnknown::default(),
         }
     }
+}
+
+/// A SPIFFE Workload API address: `unix:///ABSOLUTE/PATH` (the spec's form, what
+/// SPIFFE_ENDPOINT_SOCKET holds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadApi {
+    /// The address as given.
+    pub uri: String,
+    /// The socket it names.
+    pub socket: PathBuf,
+}
+
+impl std::str::FromStr for WorkloadApi {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_prefix("unix://") {
+            Some(p) if p.starts_with('/') && p.len() > 1 => Ok(WorkloadApi {
+                uri: s.to_string(),
+                socket: PathBuf::from(p),
+            }),
+            _ => Err(format!(
+                "must be unix:///ABSOLUTE/PATH (the Workload API socket), not {s:?}"
+            )),
+        }
+    }
+}
+
+impl WorkloadApi {
+    /// The memory source ([`mutual_tls::memory`]) this address and SPIFFE ID feed.
+    pub fn source(&self, spiffe_id: Option<&str>) -> String {
+        mutual_tls::memory::source(&self.uri, spiffe_id)
+    }
+}
+
+/// A path flag whose absence is the empty path (--cert, --key, --ca: absent with
+/// --workload-api; [`ListenerOpts::problems`] says when they are missing).
+fn path_or_empty() -> impl TypedValueParser<Value = PathBuf> {
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
 }
 
 /// `--http` is the flag of the `mode` key: on, HTTP mode; absent, TCP.
@@ -452,12 +509,13 @@ impl ConnectOpts {
 
     /// The connect listener these options describe (the flags and a config block alike).
     pub fn config(&self, name: String, l: &ListenerOpts) -> ConnectConfig {
+        let (cert, key, ca) = l.material_paths();
         ConnectConfig {
             name,
             tls: mutual_tls::ClientSettings {
-                cert: l.cert.clone(),
-                key: l.key.clone(),
-                ca: l.ca.clone(),
+                cert,
+                key,
+                ca,
                 server_name: self.server_name.clone(),
                 expect_spiffe: self.expect_spiffe.clone(),
                 allow_tls12: l.allow_tls12(),
@@ -506,6 +564,24 @@ impl ListenerOpts {
     /// Every value out of range (clap's and serde's types already refuse the wrong kind).
     pub fn problems(&self) -> Vec<OptProblem> {
         let mut out = Vec::new();
+        let files = [("cert", &self.cert), ("key", &self.key), ("ca", &self.ca)];
+        if self.workload_api.is_some() {
+            if let Some((k, _)) = files.iter().find(|(_, p)| !p.as_os_str().is_empty()) {
+                out.push(OptProblem {
+                    key: "workload_api",
+                    message: format!(
+                        "replaces cert, key and ca: give one or the other, not {k} as well"
+                    ),
+                });
+            }
+        } else if let Some((k, _)) = files.iter().find(|(_, p)| p.as_os_str().is_empty()) {
+            out.push(OptProblem {
+                key: k,
+                message: "is required (so are key and ca), unless --workload-api / workload_api \
+                          gives the listener its certificate"
+                    .into(),
+            });
+        }
         if self.max_connections == Some(0) {
             out.push(OptProblem {
                 key: "max_connections",
@@ -542,12 +618,30 @@ impl ListenerOpts {
         self.max_connection_lifetime.map(HumanDuration::get)
     }
 
+    /// The certificate, key and CA bundle the listener loads: its files, or the memory paths
+    /// the Workload API's pushes fill ([`mutual_tls::memory`]).
+    pub fn material_paths(&self) -> (PathBuf, PathBuf, PathBuf) {
+        use mutual_tls::memory::{path, Part};
+        match &self.workload_api {
+            Some(w) => {
+                let src = w.source(self.workload_spiffe_id.as_deref());
+                (
+                    path(&src, Part::Cert),
+                    path(&src, Part::Key),
+                    path(&src, Part::Ca),
+                )
+            }
+            None => (self.cert.clone(), self.key.clone(), self.ca.clone()),
+        }
+    }
+
     /// A serve listener's TLS settings: its files and these options.
     fn server_settings(&self, crls: Vec<PathBuf>) -> mutual_tls::ServerSettings {
+        let (cert, key, ca) = self.material_paths();
         mutual_tls::ServerSettings {
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-            ca: self.ca.clone(),
+            cert,
+            key,
+            ca,
             crls,
             allow_tls12: self.allow_tls12(),
             ..Default::default()
@@ -748,11 +842,33 @@ mod tests {
     fn out_of_range_values_are_named_both_ways() {
         let o = ListenerOpts {
             max_connections: Some(0),
-            ..Default::default()
+            ..required()
         };
         let p = o.problems();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].for_flag(), "--max-connections must be at least 1");
         assert_eq!(p[0].for_key(), "max_connections must be at least 1");
+        // The three files or workload_api: neither, or both, is one problem.
+        let p = ListenerOpts::default().problems();
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            p[0].for_flag(),
+            "--cert is required (so are key and ca), unless --workload-api / workload_api \
+             gives the listener its certificate"
+        );
+        let both = ListenerOpts {
+            workload_api: Some("unix:///run/a.sock".parse().unwrap()),
+            ..required()
+        };
+        let p = both.problems();
+        assert_eq!(
+            p[0].for_flag(),
+            "--workload-api replaces cert, key and ca: give one or the other, not cert as well"
+        );
+        let e = "unix:a.sock".parse::<WorkloadApi>().unwrap_err();
+        assert_eq!(
+            e,
+            "must be unix:///ABSOLUTE/PATH (the Workload API socket), not \"unix:a.sock\""
+        );
     }
 }

@@ -86,6 +86,7 @@ pub fn spawn_tracked(
             })?;
     }
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut pushed = pushes(&files, &shutdown);
     let task = tokio::spawn(async move {
         loop {
             let why = tokio::select! {
@@ -105,6 +106,7 @@ pub fn spawn_tracked(
                     "file change"
                 },
                 _ = hup.recv() => "SIGHUP",
+                Some(()) = pushed.recv() => "workload api",
             };
             let t = Arc::clone(&target);
             // Loading files and parsing keys is blocking work: keep it off the async workers.
@@ -136,12 +138,44 @@ pub fn spawn_tracked(
     Ok((watcher, task))
 }
 
+/// One message per push of material from the Workload API to any of `files`' memory sources
+/// ([`mutual_tls::memory`]): a push triggers a reload as a file change does, without debounce
+/// (the three items arrive together).
+fn pushes(files: &[PathBuf], shutdown: &Shutdown) -> mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sources: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| mutual_tls::memory::source_of(f))
+        .collect();
+    for src in sources {
+        let mut gen = mutual_tls::memory::subscribe(&src);
+        let (tx, mut sd) = (tx.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = sd.wait() => return,
+                    r = gen.changed() => {
+                        if r.is_err() || tx.send(()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    rx
+}
+
 /// Parent directories to watch and file names to react to.
 fn watch_set(files: &[PathBuf]) -> (BTreeSet<PathBuf>, BTreeSet<OsString>) {
     let mut dirs = BTreeSet::new();
     let mut names = BTreeSet::new();
     // A key in a PKCS#11 token (`--key pkcs11:...`) is no file to watch.
-    for f in files.iter().filter(|f| !mutual_tls::load::is_pkcs11(f)) {
+    // Nor is material pushed by the Workload API ([`pushes`]).
+    for f in files
+        .iter()
+        .filter(|f| !mutual_tls::load::is_pkcs11(f) && !mutual_tls::memory::is_memory(f))
+    {
         let parent = match f.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => Path::new(".").to_path_buf(),
