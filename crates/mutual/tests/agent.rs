@@ -1100,6 +1100,7 @@ fn claims_aud(claims: &serde_json::Value) -> Vec<String> {
         .iter()
         .map(|a| a.as_str().unwrap().to_string())
         .collect()
+}
 
 /// `mutual serve` and `mutual connect` on the Workload API (ghostunnel's --use-workload-api):
 /// each takes its SVID (picked by --workload-spiffe-id: the entries match both, same uid) and
