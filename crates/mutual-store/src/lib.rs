@@ -35,6 +35,39 @@ macro_rules! dispatch {
     };
 }
 
+/// `$sql` with the values bound as `$1`, `$2`, ... in order, run by `$how` (`execute`,
+/// `fetch_one`, `fetch_optional` or `fetch_all`) on `$on` (a pool or a transaction's
+/// connection); a failure is a [`StoreError::Db`] named `$op`. The one bind-and-run chain of
+/// this crate, for both backends.
+macro_rules! run {
+    ($how:ident($on:expr), $op:expr, $sql:expr $(, $v:expr)* $(,)?) => {
+        sqlx::query($sql)
+            $(.bind($v))*
+            .$how($on)
+            .await
+            .map_err($crate::backend::db($op))
+    };
+}
+
+/// A function reading one row of either backend into a value: `fn name(row, args) -> T { body }`
+/// becomes `fn name<R>(row: &R, args) -> Result<T, StoreError>` for every row type whose
+/// columns decode to the types this crate stores (text, integers, bytes, each maybe NULL).
+macro_rules! row_reader {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($row:ident $(, $arg:ident: $ty:ty)*) -> $out:ty $body:block) => {
+        $(#[$m])*
+        $vis fn $name<R>($row: &R $(, $arg: $ty)*) -> Result<$out, StoreError>
+        where
+            R: sqlx::Row,
+            for<'c> &'c str: sqlx::ColumnIndex<R>,
+            String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            Vec<u8>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        $body
+    };
+}
+
 mod acme;
 mod backend;
 mod copy;
