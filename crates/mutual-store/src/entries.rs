@@ -4,7 +4,6 @@
 //! entries. Selectors are kept as written (`unix:uid:1000`); mutual-agent parses and matches them.
 use std::future::Future;
 
-
 use crate::{PgStore, SqliteStore, Store, StoreError};
 
 fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {

@@ -4,7 +4,6 @@
 //! decide one request.
 use std::future::Future;
 
-
 use crate::backend::db;
 use crate::{inserted_or_found, PgStore, SqliteStore, Store, StoreError};
 

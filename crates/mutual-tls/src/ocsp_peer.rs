@@ -294,7 +294,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use mutual_pki::ca::ocsp::{parse_request, OcspStatus};
-    use mutual_pki::ca::{Ca, IssueOptions};
+    use mutual_pki::ca::IssueOptions;
+    use mutual_pki::testing;
     use mutual_pki::RevocationReason;
 
     fn now() -> i64 {
@@ -304,23 +305,9 @@ mod tests {
     #[tokio::test]
     async fn responses_from_our_responder_verify_and_tampering_is_refused() {
         let d = tempfile::tempdir().unwrap();
-        let ca = Ca::init(&d.path().join("ca"), &Default::default(), b"pw")
-            .await
-            .unwrap();
-        let leaf = ca
-            .issue(&IssueOptions {
-                name: "peer".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let other = ca
-            .issue(&IssueOptions {
-                name: "other".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let ca = testing::new_ca(d.path(), "ca").await;
+        let leaf = testing::issue(&ca, "peer", Default::default()).await;
+        let other = testing::issue(&ca, "other", Default::default()).await;
         let int = ca.issuers().default_issuer().der().to_vec();
         let responder = ca
             .ocsp_responder(std::time::Duration::from_secs(3600))
@@ -384,9 +371,7 @@ mod tests {
         );
         // A response about a certificate of another CA's intermediate.
         let d2 = tempfile::tempdir().unwrap();
-        let ca2 = Ca::init(&d2.path().join("ca"), &Default::default(), b"pw")
-            .await
-            .unwrap();
+        let ca2 = testing::new_ca(d2.path(), "ca").await;
         let int2 = ca2.issuers().default_issuer().der().to_vec();
         assert_eq!(
             verify_response(&good, &leaf.leaf_der, &int2, t).unwrap_err(),
@@ -414,24 +399,17 @@ mod tests {
         use rustls_pki_types::pem::PemObject;
         use std::sync::{Arc, Mutex};
         let d = tempfile::tempdir().unwrap();
-        let ca = Ca::init(&d.path().join("ca"), &Default::default(), b"pw")
-            .await
-            .unwrap();
-        let leaf = ca
-            .issue(&IssueOptions {
-                name: "peer".into(),
+        let ca = testing::new_ca(d.path(), "ca").await;
+        let leaf = testing::issue(
+            &ca,
+            "peer",
+            IssueOptions {
                 ocsp_urls: vec!["http://127.0.0.1:9/ocsp".into()],
                 ..Default::default()
-            })
-            .await
-            .unwrap();
-        let no_aia = ca
-            .issue(&IssueOptions {
-                name: "plain".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+            },
+        )
+        .await;
+        let no_aia = testing::issue(&ca, "plain", Default::default()).await;
         let root = CertificateDer::from_pem_slice(ca.root_pem().as_bytes()).unwrap();
         let int = CertificateDer::from(ca.issuers().default_issuer().der().to_vec());
         let reason = |r: Result<Vec<CertificateDer<'static>>, rustls::Error>| match r {

@@ -70,23 +70,21 @@ fn pin_file(dir: &Path) -> String {
     dir.join("pin").to_string_lossy().into_owned()
 }
 
-/// The token's objects as OpenSC's pkcs11-tool lists them (logged in).
-fn pkcs11_tool_objects(label: &str) -> String {
+/// OpenSC's `pkcs11-tool ARGS` on token `label`, logged in; its stdout (it must succeed).
+fn pkcs11_tool(label: &str, args: &[&str]) -> Vec<u8> {
     let o = Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            MODULE,
-            "--token-label",
-            label,
-            "--login",
-            "--pin",
-            PIN,
-            "-O",
-        ])
+        .args(["--module", MODULE, "--token-label", label])
+        .args(["--login", "--pin", PIN])
+        .args(args)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    o.stdout
+}
+
+/// The token's objects as OpenSC's pkcs11-tool lists them (logged in).
+fn pkcs11_tool_objects(label: &str) -> String {
+    String::from_utf8_lossy(&pkcs11_tool(label, &["-O"])).into_owned()
 }
 
 /// The private-key block of `object` in pkcs11-tool's listing.
@@ -141,27 +139,17 @@ fn ca_in_token_issues_revokes_and_signs_crls() {
     assert!(block.contains("local"), "{block}");
     // The intermediate certificate carries the token key.
     let spki_cert = openssl(&["x509", "-in", &ca.intermediate(), "-noout", "-pubkey"]).ok();
-    let o = Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            MODULE,
-            "--token-label",
-            "ca-issue",
-            "--login",
-            "--pin",
-            PIN,
-        ])
-        .args([
-            "--read-object",
-            "--type",
-            "pubkey",
-            "--label",
-            "intermediate",
-        ])
-        .args(["-o", s(&ca.tmp.path().join("int-pub.der"))])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = [
+        "--read-object",
+        "--type",
+        "pubkey",
+        "--label",
+        "intermediate",
+    ];
+    pkcs11_tool(
+        "ca-issue",
+        &[&read[..], &["-o", s(&ca.tmp.path().join("int-pub.der"))]].concat(),
+    );
     let spki_token = openssl(&[
         "pkey",
         "-pubin",
@@ -568,26 +556,18 @@ fn ca_serve_tls_key_in_token_signs_handshakes_and_each_rotated_certificate() {
     let Some(dir) = token("ca-tls") else { return };
     // The key is made by OpenSC's pkcs11-tool, not by mutual: any key already in a token will do.
     // (pkcs11-tool matches --token-label as a prefix: no other test's token starts with "ca-tls".)
-    let gen = Command::new("pkcs11-tool")
-        .args(["--module", MODULE, "--token-label", "ca-tls", "--login"])
-        .args(["--pin", PIN, "--keypairgen", "--key-type", "EC:prime256v1"])
-        .args(["--label", "ca-server", "--id", "0a"])
-        .output()
-        .unwrap();
-    assert!(
-        gen.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gen.stderr)
+    let keypairgen = ["--keypairgen", "--key-type", "EC:prime256v1"];
+    pkcs11_tool(
+        "ca-tls",
+        &[&keypairgen[..], &["--label", "ca-server", "--id", "0a"]].concat(),
     );
-    let exported = Command::new("pkcs11-tool")
-        .args(["--module", MODULE, "--token-label", "ca-tls"])
-        .args(["--read-object", "--type", "pubkey", "--label", "ca-server"])
-        .output()
-        .unwrap();
-    assert!(exported.status.success());
+    let exported = pkcs11_tool(
+        "ca-tls",
+        &["--read-object", "--type", "pubkey", "--label", "ca-server"],
+    );
     let ca = TestCa::new(&[]);
     let der = ca.tmp.path().join("token-pub.der");
-    std::fs::write(&der, &exported.stdout).unwrap();
+    std::fs::write(&der, &exported).unwrap();
     let token_pub = openssl(&["pkey", "-pubin", "-inform", "DER", "-in", s(&der)])
         .ok()
         .stdout;
@@ -896,22 +876,9 @@ fn an_existing_file_intermediate_moves_into_a_token_as_docs_keys_md_says() {
         ),
         (&pub_der, "pubkey", &[][..]),
     ] {
-        let o = Command::new("pkcs11-tool")
-            .args([
-                "--module",
-                MODULE,
-                "--login",
-                "--pin",
-                PIN,
-                "--token-label",
-                "moved",
-            ])
-            .args(["--write-object", s(file), "--type", kind])
-            .args(["--label", "intermediate", "--id", "01"])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let write = ["--write-object", s(file), "--type", kind];
+        let label = ["--label", "intermediate", "--id", "01"];
+        pkcs11_tool("moved", &[&write[..], &label, extra].concat());
     }
     std::fs::remove_file(&der).unwrap();
     // Step 3: the [key_storage] block in mutual-ca.toml; step 4: the key file goes offline.
@@ -956,51 +923,19 @@ fn an_existing_file_intermediate_moves_into_a_token_as_docs_keys_md_says() {
     let block = private_key_block(&pkcs11_tool_objects("moved"), "intermediate");
     assert!(block.contains("sensitive"), "{block}");
     // Wrong key in the token: the CA refuses to open rather than sign with it.
-    let o = Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            MODULE,
-            "--login",
-            "--pin",
-            PIN,
-            "--token-label",
-            "moved",
-        ])
-        .args([
-            "--delete-object",
-            "--type",
-            "privkey",
-            "--label",
-            "intermediate",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let delete = ["--delete-object", "--type", "privkey"];
+    pkcs11_tool(
+        "moved",
+        &[&delete[..], &["--label", "intermediate"]].concat(),
+    );
     // A new pair under the same label with its own CKA_ID; the old public object (id 01)
     // stays behind, as it would after a careless swap. The CA pairs the private key with the
     // public object of the same CKA_ID, so it sees the new key and refuses it.
-    let o = Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            MODULE,
-            "--login",
-            "--pin",
-            PIN,
-            "--token-label",
-            "moved",
-        ])
-        .args([
-            "--keypairgen",
-            "--key-type",
-            "EC:prime256v1",
-            "--label",
-            "intermediate",
-            "--id",
-            "02",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let keypairgen = ["--keypairgen", "--key-type", "EC:prime256v1"];
+    pkcs11_tool(
+        "moved",
+        &[&keypairgen[..], &["--label", "intermediate", "--id", "02"]].concat(),
+    );
     ca.issue("wrong", &["--server", "--san", "dns:wrong.test"])
         .fails_with("does not belong to");
     assert!(!ca.out.join("wrong.pem").exists());

@@ -44,18 +44,7 @@ impl Responder {
     }
 
     fn revoke(&self, cert: &Path, reason: &str) {
-        let d = self.srv.d().to_str().unwrap().to_string();
-        mutual(&[
-            "cert",
-            "revoke",
-            "--dir",
-            &d,
-            "--cert",
-            s(cert),
-            "--reason",
-            reason,
-        ])
-        .ok();
+        revoke_in(s(self.srv.d()), cert, reason);
     }
 
     fn intermediate(&self) -> String {
@@ -361,16 +350,7 @@ fn nginx_ssl_ocsp_accepts_good_client_refuses_revoked() {
         return;
     }
     let r = Responder::start(&[]);
-    let server = r.issue(
-        "server",
-        &[
-            "--server",
-            "--san",
-            "dns:localhost",
-            "--san",
-            "ip:127.0.0.1",
-        ],
-    );
+    let server = r.issue("server", LOCALHOST_SERVER);
     let good = r.issue("alice", &[]);
     let bad = r.issue("mallory", &[]);
     r.revoke(&bad, "key-compromise");
@@ -448,16 +428,7 @@ fn serve_staples_ocsp_for_its_own_certificate() {
         return;
     }
     let r = Responder::start(&[]);
-    let server = r.issue(
-        "server",
-        &[
-            "--server",
-            "--san",
-            "dns:localhost",
-            "--san",
-            "ip:127.0.0.1",
-        ],
-    );
+    let server = r.issue("server", LOCALHOST_SERVER);
     r.issue("alice", &[]);
     let root = r.srv.root();
     let backend = proxy_common::http_backend();
