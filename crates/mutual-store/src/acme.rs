@@ -6,8 +6,6 @@
 //! row count says whether this request was the one that spent it, and an order or
 //! authorization moves from one status to the next with `UPDATE ... WHERE status = $expected`,
 //! so of two replicas racing on the same object exactly one wins.
-use std::future::Future;
-
 use sqlx::Row;
 
 use crate::backend::db;
@@ -52,111 +50,58 @@ impl AcmeKind {
     }
 }
 
-/// The store operations the ACME server needs.
-pub trait AcmeStore {
-    /// Records a nonce handed out, valid until `expires`.
-    fn nonce_put(
-        &self,
-        nonce: &str,
-        expires: i64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Spends `nonce`: true exactly once per nonce issued and still unexpired, across replicas.
-    /// Also drops expired nonces now and then.
-    fn nonce_take(
-        &self,
-        nonce: &str,
-        now: i64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Inserts the account unless one with the same key exists; returns the stored one (the
-    /// new row or the existing account of that key) and whether it was created.
-    fn account_create(
-        &self,
-        a: &AcmeAccount,
-    ) -> impl Future<Output = Result<(AcmeAccount, bool), StoreError>> + Send;
-    fn account_by_thumbprint(
-        &self,
-        thumbprint: &str,
-    ) -> impl Future<Output = Result<Option<AcmeAccount>, StoreError>> + Send;
-    fn account_get(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<AcmeAccount>, StoreError>> + Send;
-    /// Sets status and contact of an account.
-    fn account_update(
-        &self,
-        id: &str,
-        status: &str,
-        contact: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn object_insert(
-        &self,
-        kind: AcmeKind,
-        o: &AcmeObject,
-        now: i64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn object_get(
-        &self,
-        kind: AcmeKind,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<AcmeObject>, StoreError>> + Send;
-    /// Replaces status and body if the stored status is still `expected`; returns whether it
-    /// did (false: another request moved the object first).
-    fn object_transition(
-        &self,
-        kind: AcmeKind,
-        id: &str,
-        expected: &str,
-        status: &str,
-        body: &str,
-        now: i64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Key rollover: replaces the account's key if it is still `old_thumbprint`; returns
-    /// whether it did. A key another account holds fails on the UNIQUE thumbprint.
-    fn account_rekey(
-        &self,
-        id: &str,
-        old_thumbprint: &str,
-        new_thumbprint: &str,
-        new_jwk: &str,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// The ids of an account's orders that are not `invalid`, oldest first.
-    fn orders_of(
-        &self,
-        account_id: &str,
-    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    /// How many orders `account_id` created since `since`, and when the oldest of them was
-    /// created (for Retry-After).
-    fn orders_since(
-        &self,
-        account_id: &str,
-        since: i64,
-    ) -> impl Future<Output = Result<(i64, Option<i64>), StoreError>> + Send;
-    /// Stores a new External Account Binding key.
-    fn eab_create(
-        &self,
-        kid: &str,
-        hmac_key: &str,
-        now: i64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// The HMAC key of `kid` and the account it already bound, if any.
-    fn eab_get(
-        &self,
-        kid: &str,
-    ) -> impl Future<Output = Result<Option<(String, Option<String>)>, StoreError>> + Send;
-    /// Binds `kid` to `account_id` if it bound none yet; true exactly once per key.
-    fn eab_bind(
-        &self,
-        kid: &str,
-        account_id: &str,
-        now: i64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Removes expired nonces and orders/authorizations not touched since `before` that can
-    /// no longer be used (pending, ready or invalid); returns how many rows went.
-    fn acme_sweep(
-        &self,
-        now: i64,
-        before: i64,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+store_trait! {
+    /// The store operations the ACME server needs.
+    pub trait AcmeStore {
+        /// Records a nonce handed out, valid until `expires`.
+        fn nonce_put(&self, nonce: &str, expires: i64) -> ();
+        /// Spends `nonce`: true exactly once per nonce issued and still unexpired, across replicas.
+        /// Also drops expired nonces now and then.
+        fn nonce_take(&self, nonce: &str, now: i64) -> bool;
+        /// Inserts the account unless one with the same key exists; returns the stored one (the
+        /// new row or the existing account of that key) and whether it was created.
+        fn account_create(&self, a: &AcmeAccount) -> (AcmeAccount, bool);
+        fn account_by_thumbprint(&self, thumbprint: &str) -> Option<AcmeAccount>;
+        fn account_get(&self, id: &str) -> Option<AcmeAccount>;
+        /// Sets status and contact of an account.
+        fn account_update(&self, id: &str, status: &str, contact: &str) -> ();
+        fn object_insert(&self, kind: AcmeKind, o: &AcmeObject, now: i64) -> ();
+        fn object_get(&self, kind: AcmeKind, id: &str) -> Option<AcmeObject>;
+        /// Replaces status and body if the stored status is still `expected`; returns whether it
+        /// did (false: another request moved the object first).
+        fn object_transition(
+            &self,
+            kind: AcmeKind,
+            id: &str,
+            expected: &str,
+            status: &str,
+            body: &str,
+            now: i64,
+        ) -> bool;
+        /// Key rollover: replaces the account's key if it is still `old_thumbprint`; returns
+        /// whether it did. A key another account holds fails on the UNIQUE thumbprint.
+        fn account_rekey(
+            &self,
+            id: &str,
+            old_thumbprint: &str,
+            new_thumbprint: &str,
+            new_jwk: &str,
+        ) -> bool;
+        /// The ids of an account's orders that are not `invalid`, oldest first.
+        fn orders_of(&self, account_id: &str) -> Vec<String>;
+        /// How many orders `account_id` created since `since`, and when the oldest of them was
+        /// created (for Retry-After).
+        fn orders_since(&self, account_id: &str, since: i64) -> (i64, Option<i64>);
+        /// Stores a new External Account Binding key.
+        fn eab_create(&self, kid: &str, hmac_key: &str, now: i64) -> ();
+        /// The HMAC key of `kid` and the account it already bound, if any.
+        fn eab_get(&self, kid: &str) -> Option<(String, Option<String>)>;
+        /// Binds `kid` to `account_id` if it bound none yet; true exactly once per key.
+        fn eab_bind(&self, kid: &str, account_id: &str, now: i64) -> bool;
+        /// Removes expired nonces and orders/authorizations not touched since `before` that can
+        /// no longer be used (pending, ready or invalid); returns how many rows went.
+        fn acme_sweep(&self, now: i64, before: i64) -> u64;
+    }
 }
 
 /// The columns of `acme_accounts`, in the order `account_create` binds them; what
@@ -466,80 +411,6 @@ macro_rules! impl_acme {
 
 impl_acme!(SqliteStore);
 impl_acme!(PgStore);
-
-impl AcmeStore for Store {
-    async fn nonce_put(&self, nonce: &str, expires: i64) -> Result<(), StoreError> {
-        dispatch!(self, s => s.nonce_put(nonce, expires).await)
-    }
-    async fn nonce_take(&self, nonce: &str, now: i64) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.nonce_take(nonce, now).await)
-    }
-    async fn account_create(&self, a: &AcmeAccount) -> Result<(AcmeAccount, bool), StoreError> {
-        dispatch!(self, s => s.account_create(a).await)
-    }
-    async fn account_by_thumbprint(&self, t: &str) -> Result<Option<AcmeAccount>, StoreError> {
-        dispatch!(self, s => s.account_by_thumbprint(t).await)
-    }
-    async fn account_get(&self, id: &str) -> Result<Option<AcmeAccount>, StoreError> {
-        dispatch!(self, s => s.account_get(id).await)
-    }
-    async fn account_update(
-        &self,
-        id: &str,
-        status: &str,
-        contact: &str,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.account_update(id, status, contact).await)
-    }
-    async fn object_insert(&self, k: AcmeKind, o: &AcmeObject, now: i64) -> Result<(), StoreError> {
-        dispatch!(self, s => s.object_insert(k, o, now).await)
-    }
-    async fn object_get(&self, k: AcmeKind, id: &str) -> Result<Option<AcmeObject>, StoreError> {
-        dispatch!(self, s => s.object_get(k, id).await)
-    }
-    async fn object_transition(
-        &self,
-        k: AcmeKind,
-        id: &str,
-        expected: &str,
-        status: &str,
-        body: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.object_transition(k, id, expected, status, body, now).await)
-    }
-    async fn account_rekey(
-        &self,
-        id: &str,
-        old: &str,
-        new: &str,
-        jwk: &str,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.account_rekey(id, old, new, jwk).await)
-    }
-    async fn orders_of(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, s => s.orders_of(account_id).await)
-    }
-    async fn orders_since(
-        &self,
-        account_id: &str,
-        since: i64,
-    ) -> Result<(i64, Option<i64>), StoreError> {
-        dispatch!(self, s => s.orders_since(account_id, since).await)
-    }
-    async fn eab_create(&self, kid: &str, key: &str, now: i64) -> Result<(), StoreError> {
-        dispatch!(self, s => s.eab_create(kid, key, now).await)
-    }
-    async fn eab_get(&self, kid: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
-        dispatch!(self, s => s.eab_get(kid).await)
-    }
-    async fn eab_bind(&self, kid: &str, account_id: &str, now: i64) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.eab_bind(kid, account_id, now).await)
-    }
-    async fn acme_sweep(&self, now: i64, before: i64) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.acme_sweep(now, before).await)
-    }
-}
 
 /// kid, hmac_key, created_at, account_id, bound_at.
 type EabRow = (String, String, i64, Option<String>, Option<i64>);

@@ -2,8 +2,6 @@
 //! both backends like the EST requests beside it: the CA signs an agent's SVID request only when
 //! an entry assigns that SPIFFE ID to the agent's node, so every replica must see the same
 //! entries. Selectors are kept as written (`unix:uid:1000`); mutual-agent parses and matches them.
-use std::future::Future;
-
 use crate::{PgStore, SqliteStore, Store, StoreError};
 
 fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -25,23 +23,16 @@ pub struct RegistrationEntry {
     pub created_by: String,
 }
 
-/// The store operations registration entries need.
-pub trait EntryStore {
-    fn entry_create(
-        &self,
-        e: &RegistrationEntry,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn entry_get(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<RegistrationEntry>, StoreError>> + Send;
-    /// The entries of `node` (all when `None`), ordered by SPIFFE ID then id.
-    fn entry_list(
-        &self,
-        node: Option<&str>,
-    ) -> impl Future<Output = Result<Vec<RegistrationEntry>, StoreError>> + Send;
-    /// False when there was no such entry.
-    fn entry_delete(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+store_trait! {
+    /// The store operations registration entries need.
+    pub trait EntryStore {
+        fn entry_create(&self, e: &RegistrationEntry) -> ();
+        fn entry_get(&self, id: &str) -> Option<RegistrationEntry>;
+        /// The entries of `node` (all when `None`), ordered by SPIFFE ID then id.
+        fn entry_list(&self, node: Option<&str>) -> Vec<RegistrationEntry>;
+        /// False when there was no such entry.
+        fn entry_delete(&self, id: &str) -> bool;
+    }
 }
 
 const COLUMNS: &str = "id, spiffe_id, selectors, node, ttl_secs, created_at, created_by";
@@ -140,21 +131,6 @@ macro_rules! dispatch {
             Store::Postgres($s) => $e,
         }
     };
-}
-
-impl EntryStore for Store {
-    async fn entry_create(&self, e: &RegistrationEntry) -> Result<(), StoreError> {
-        dispatch!(self, s => s.entry_create(e).await)
-    }
-    async fn entry_get(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
-        dispatch!(self, s => s.entry_get(id).await)
-    }
-    async fn entry_list(&self, node: Option<&str>) -> Result<Vec<RegistrationEntry>, StoreError> {
-        dispatch!(self, s => s.entry_list(node).await)
-    }
-    async fn entry_delete(&self, id: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.entry_delete(id).await)
-    }
 }
 
 /// Copies the entries for `ca migrate` (none before migration 0011).

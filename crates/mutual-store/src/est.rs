@@ -2,8 +2,6 @@
 //! for both backends, like the ACME state beside it: every state a replica needs is in the
 //! store, and a decision is one conditional `UPDATE` so two operators (or replicas) cannot both
 //! decide one request.
-use std::future::Future;
-
 use crate::backend::db;
 use crate::{inserted_or_found, PgStore, SqliteStore, Store, StoreError};
 
@@ -25,35 +23,28 @@ pub struct EstRequest {
     pub decided_by: Option<String>,
 }
 
-/// The store operations manual approval needs.
-pub trait EstStore {
-    /// Records a pending request unless one with this id exists; returns the stored one.
-    fn est_request_put(
-        &self,
-        r: &EstRequest,
-    ) -> impl Future<Output = Result<EstRequest, StoreError>> + Send;
-    fn est_request_get(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<EstRequest>, StoreError>> + Send;
-    /// Requests with this status (all when `None`), oldest first.
-    fn est_request_list(
-        &self,
-        status: Option<&str>,
-    ) -> impl Future<Output = Result<Vec<EstRequest>, StoreError>> + Send;
-    /// Moves a request from `from` to `to` (approve, reject; `issued` with serial and
-    /// certificate); false when it was not in `from` (decided already, or unknown).
-    #[allow(clippy::too_many_arguments)]
-    fn est_request_move(
-        &self,
-        id: &str,
-        from: &str,
-        to: &str,
-        by: Option<&str>,
-        serial: Option<&str>,
-        certificate: Option<&str>,
-        now: i64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+store_trait! {
+    /// The store operations manual approval needs.
+    pub trait EstStore {
+        /// Records a pending request unless one with this id exists; returns the stored one.
+        fn est_request_put(&self, r: &EstRequest) -> EstRequest;
+        fn est_request_get(&self, id: &str) -> Option<EstRequest>;
+        /// Requests with this status (all when `None`), oldest first.
+        fn est_request_list(&self, status: Option<&str>) -> Vec<EstRequest>;
+        /// Moves a request from `from` to `to` (approve, reject; `issued` with serial and
+        /// certificate); false when it was not in `from` (decided already, or unknown).
+        #[allow(clippy::too_many_arguments)]
+        fn est_request_move(
+            &self,
+            id: &str,
+            from: &str,
+            to: &str,
+            by: Option<&str>,
+            serial: Option<&str>,
+            certificate: Option<&str>,
+            now: i64,
+        ) -> bool;
+    }
 }
 
 const COLUMNS: &str = "id, label, requested_by, names, status, serial, certificate, created_at, \
@@ -137,27 +128,3 @@ macro_rules! impl_est {
 
 impl_est!(SqliteStore);
 impl_est!(PgStore);
-
-impl EstStore for Store {
-    async fn est_request_put(&self, r: &EstRequest) -> Result<EstRequest, StoreError> {
-        dispatch!(self, s => s.est_request_put(r).await)
-    }
-    async fn est_request_get(&self, id: &str) -> Result<Option<EstRequest>, StoreError> {
-        dispatch!(self, s => s.est_request_get(id).await)
-    }
-    async fn est_request_list(&self, status: Option<&str>) -> Result<Vec<EstRequest>, StoreError> {
-        dispatch!(self, s => s.est_request_list(status).await)
-    }
-    async fn est_request_move(
-        &self,
-        id: &str,
-        from: &str,
-        to: &str,
-        by: Option<&str>,
-        serial: Option<&str>,
-        certificate: Option<&str>,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.est_request_move(id, from, to, by, serial, certificate, now).await)
-    }
-}
