@@ -113,6 +113,16 @@ fn token_ca(label: &str, dir: &Path) -> TestCa {
     ])
 }
 
+/// The CA's mutual-ca.toml, which must contain `block` and name object `object` of token
+/// `label` as a key's URI.
+fn config_names_key(ca: &TestCa, block: &str, label: &str, object: &str) -> String {
+    let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
+    assert!(cfg.contains(block), "{cfg}");
+    let uri = format!("uri = \"pkcs11:token={label};object={object}\"");
+    assert!(cfg.contains(&uri), "{cfg}");
+    cfg
+}
+
 fn openssl(args: &[&str]) -> Out {
     pki_common::openssl(args)
 }
@@ -122,12 +132,7 @@ fn ca_in_token_issues_revokes_and_signs_crls() {
     let Some(dir) = token("ca-issue") else { return };
     let ca = token_ca("ca-issue", dir);
     // The config records where the key is; no intermediate key file exists.
-    let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
-    assert!(cfg.contains("kind = \"pkcs11\""), "{cfg}");
-    assert!(
-        cfg.contains("uri = \"pkcs11:token=ca-issue;object=intermediate\""),
-        "{cfg}"
-    );
+    let cfg = config_names_key(&ca, "kind = \"pkcs11\"", "ca-issue", "intermediate");
     assert!(!cfg.contains(PIN));
     assert!(!ca.dir.join("intermediate.key").exists());
     let key_files = files_ending(&ca.dir, ".key");
@@ -797,12 +802,7 @@ fn root_key_in_token_signs_the_root_crl_rotations_and_the_rollover() {
     // No private key file at all; the config says where both keys are.
     let key_files = files_ending(&ca.dir, ".key");
     assert!(key_files.is_empty(), "{key_files:?}");
-    let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
-    assert!(cfg.contains("[root_key_storage]"), "{cfg}");
-    assert!(
-        cfg.contains("uri = \"pkcs11:token=root-in;object=root\""),
-        "{cfg}"
-    );
+    let cfg = config_names_key(&ca, "[root_key_storage]", "root-in", "root");
     let listing = pkcs11_tool_objects("root-in");
     for obj in ["root", "intermediate"] {
         let block = private_key_block(&listing, obj);
@@ -1037,11 +1037,11 @@ fn files_ending(dir: &Path, suffix: &str) -> Vec<String> {
 fn a_ca_with_every_key_in_a_token_never_needs_the_password() {
     let Some(dir) = token("nopw") else { return };
     let ca = all_token_ca("nopw", dir);
-    let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
-    assert!(cfg.contains("[provisioner_key_storage]"), "{cfg}");
-    assert!(
-        cfg.contains("uri = \"pkcs11:token=nopw;object=mutual-provisioner\""),
-        "{cfg}"
+    config_names_key(
+        &ca,
+        "[provisioner_key_storage]",
+        "nopw",
+        "mutual-provisioner",
     );
     assert!(files_ending(&ca.dir, ".key").is_empty());
 
@@ -1381,11 +1381,7 @@ fn rotate_root_makes_the_new_root_in_a_token_and_retire_root_records_it() {
     // Retire: root.pem is the new root and mutual-ca.toml says its key is in the token; the
     // root CRL is signed there.
     no_password(&["ca", "retire-root", "--dir", ca.d()]).ok();
-    let cfg = std::fs::read_to_string(ca.dir.join("mutual-ca.toml")).unwrap();
-    assert!(
-        cfg.contains("uri = \"pkcs11:token=rollover-tok;object=root-2\""),
-        "{cfg}"
-    );
+    let cfg = config_names_key(&ca, "[root_key_storage]", "rollover-tok", "root-2");
     assert_eq!(
         std::fs::read(ca.root()).unwrap(),
         std::fs::read(roots.join("root-2.pem")).unwrap()

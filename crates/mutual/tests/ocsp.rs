@@ -33,6 +33,15 @@ impl Responder {
         Responder { srv, url, out }
     }
 
+    /// [`Responder::start`] with no extra flags, or `None` (a SKIPPED line) when one of
+    /// `tools` is missing.
+    fn needing(tools: &[&str]) -> Option<Responder> {
+        if tools.iter().any(|t| skip_without(t)) {
+            return None;
+        }
+        Some(Responder::start(&[]))
+    }
+
     /// `cert issue NAME ARGS...` into `out`; the certificate's path.
     fn issue(&self, name: &str, args: &[&str]) -> PathBuf {
         let d = self.srv.d().to_str().unwrap().to_string();
@@ -71,10 +80,9 @@ fn verdict(o: &Out) -> String {
 
 #[test]
 fn openssl_ocsp_gets_good_revoked_unknown_and_verifies_them() {
-    if skip_without("openssl") {
+    let Some(r) = Responder::needing(&["openssl"]) else {
         return;
-    }
-    let r = Responder::start(&[]);
+    };
     let good = r.issue("good", &["--san", "dns:good.test"]);
     let bad = r.issue("bad", &[]);
     let own = r.issue("own", &["--ocsp-url", "http://ocsp.example.test/ocsp"]);
@@ -161,10 +169,9 @@ fn openssl_ocsp_gets_good_revoked_unknown_and_verifies_them() {
 /// outside the server) is answered at the next request, with RFC 5019 caching headers.
 #[test]
 fn cached_response_follows_a_status_change() {
-    if skip_without("curl") || skip_without("openssl") {
+    let Some(r) = Responder::needing(&["curl", "openssl"]) else {
         return;
-    }
-    let r = Responder::start(&[]);
+    };
     let cert = r.issue("svc", &[]);
     let req = r.out.join("req.der");
     let int = r.intermediate();
@@ -259,10 +266,9 @@ fn cached_response_follows_a_status_change() {
 /// the wrong method is a plain 405.
 #[test]
 fn malformed_requests_get_malformed_request_not_500() {
-    if skip_without("curl") || skip_without("openssl") {
+    let Some(r) = Responder::needing(&["curl", "openssl"]) else {
         return;
-    }
-    let r = Responder::start(&[]);
+    };
     let https = format!("{}/ocsp", r.srv.url());
     let root = r.srv.root();
     let big = r.out.join("big.bin");
@@ -346,10 +352,9 @@ fn malformed_requests_get_malformed_request_not_500() {
 /// through, the revoked one is refused (nginx: `certificate revoked`, HTTP 400).
 #[test]
 fn nginx_ssl_ocsp_accepts_good_client_refuses_revoked() {
-    if skip_without("nginx") || skip_without("curl") {
+    let Some(r) = Responder::needing(&["nginx", "curl"]) else {
         return;
-    }
-    let r = Responder::start(&[]);
+    };
     let server = r.issue("server", LOCALHOST_SERVER);
     let good = r.issue("alice", &[]);
     let bad = r.issue("mallory", &[]);
@@ -424,10 +429,9 @@ fn s_client_status(r: &Responder, port: u16, who: &str) -> String {
 /// refused handshake.
 #[test]
 fn serve_staples_ocsp_for_its_own_certificate() {
-    if skip_without("openssl") {
+    let Some(r) = Responder::needing(&["openssl"]) else {
         return;
-    }
-    let r = Responder::start(&[]);
+    };
     let server = r.issue("server", LOCALHOST_SERVER);
     r.issue("alice", &[]);
     let root = r.srv.root();
