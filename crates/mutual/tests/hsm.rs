@@ -123,6 +123,19 @@ fn config_names_key(ca: &TestCa, block: &str, label: &str, object: &str) -> Stri
     cfg
 }
 
+/// `openssl verify` says `cert` chains through `intermediate` to `root`.
+fn openssl_verifies(root: &Path, intermediate: &Path, cert: &Path) {
+    let ok = openssl(&[
+        "verify",
+        "-CAfile",
+        s(root),
+        "-untrusted",
+        s(intermediate),
+        s(cert),
+    ]);
+    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+}
+
 fn openssl(args: &[&str]) -> Out {
     pki_common::openssl(args)
 }
@@ -172,15 +185,7 @@ fn ca_in_token_issues_revokes_and_signs_crls() {
         .ok();
     let v: serde_json::Value = serde_json::from_str(&issued.stdout).unwrap();
     let cert = ca.out.join("web.pem");
-    let ok = openssl(&[
-        "verify",
-        "-CAfile",
-        &ca.root(),
-        "-untrusted",
-        &ca.intermediate(),
-        s(&cert),
-    ]);
-    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    openssl_verifies(Path::new(&ca.root()), Path::new(&ca.intermediate()), &cert);
 
     // Revoke, then a CRL signed by the token: openssl checks its signature and sees the serial.
     let serial = v["serial"].as_str().unwrap().to_string();
@@ -271,15 +276,7 @@ fn ca_serve_signs_its_own_certificate_enrollments_and_renewals_through_the_token
     ])
     .ok();
     assert_ne!(serial_of(&cert), first, "renewed");
-    let ok = openssl(&[
-        "verify",
-        "-CAfile",
-        &ca.root(),
-        "-untrusted",
-        &ca.intermediate(),
-        s(&cert),
-    ]);
-    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    openssl_verifies(Path::new(&ca.root()), Path::new(&ca.intermediate()), &cert);
     assert!(!srv.log_text().contains(PIN));
 }
 
@@ -757,15 +754,11 @@ fn rotate_intermediate_puts_the_new_key_in_a_token() {
     assert!(block.contains("never extractable"), "{block}");
     // A certificate issued now is signed in the token; openssl checks it up to the root.
     ca.issue("svc", &["--server", "--san", "dns:svc.test"]).ok();
-    let ok = openssl(&[
-        "verify",
-        "-CAfile",
-        &ca.root(),
-        "-untrusted",
-        s(&ca.dir.join("issuers/int-2.pem")),
-        s(&ca.out.join("svc.pem")),
-    ]);
-    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    openssl_verifies(
+        Path::new(&ca.root()),
+        &ca.dir.join("issuers/int-2.pem"),
+        &ca.out.join("svc.pem"),
+    );
     let issuer = openssl(&[
         "x509",
         "-in",
@@ -900,15 +893,11 @@ fn an_existing_file_intermediate_moves_into_a_token_as_docs_keys_md_says() {
     // The CA signs through the token now: a new certificate and a CRL, checked by openssl.
     ca.issue("after", &["--server", "--san", "dns:after.test"])
         .ok();
-    let ok = openssl(&[
-        "verify",
-        "-CAfile",
-        &ca.root(),
-        "-untrusted",
-        &ca.intermediate(),
-        s(&ca.out.join("after.pem")),
-    ]);
-    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    openssl_verifies(
+        Path::new(&ca.root()),
+        Path::new(&ca.intermediate()),
+        &ca.out.join("after.pem"),
+    );
     let crl = ca.tmp.path().join("crl.pem");
     mutual(&["ca", "crl", "--dir", s(&ca.dir), "--out", s(&crl)]).ok();
     let v = openssl(&[
@@ -1156,15 +1145,11 @@ fn a_ca_with_every_key_in_a_token_never_needs_the_password() {
     ])
     .ok();
     issue_no_password(&ca, "after", &["--server", "--san", "dns:after.test"]).ok();
-    let ok = openssl(&[
-        "verify",
-        "-CAfile",
-        &ca.root(),
-        "-untrusted",
-        s(&ca.dir.join("issuers/int-2.pem")),
-        s(&ca.out.join("after.pem")),
-    ]);
-    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    openssl_verifies(
+        Path::new(&ca.root()),
+        &ca.dir.join("issuers/int-2.pem"),
+        &ca.out.join("after.pem"),
+    );
     let o = no_password(&["ca", "rotate-intermediate", "--dir", ca.d()]);
     assert!(o.stderr.contains(NO_TERMINAL), "{}", o.text());
     assert!(!ca.dir.join("issuers/int-3.pem").exists());
@@ -1368,15 +1353,11 @@ fn rotate_root_makes_the_new_root_in_a_token_and_retire_root_records_it() {
     });
     assert!(activated.is_some());
     issue_no_password(&ca, "late", &["--client", "--san", "dns:late.test"]).ok();
-    let ok = openssl(&[
-        "verify",
-        "-CAfile",
-        s(&roots.join("root-2.pem")),
-        "-untrusted",
-        s(&ca.dir.join("issuers/int-2.pem")),
-        s(&ca.out.join("late.pem")),
-    ]);
-    assert!(ok.stdout.contains(": OK"), "{}", ok.text());
+    openssl_verifies(
+        &roots.join("root-2.pem"),
+        &ca.dir.join("issuers/int-2.pem"),
+        &ca.out.join("late.pem"),
+    );
 
     // Retire: root.pem is the new root and mutual-ca.toml says its key is in the token; the
     // root CRL is signed there.
