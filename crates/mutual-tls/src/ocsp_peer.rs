@@ -13,7 +13,7 @@ use rustls_pki_types::CertificateDer;
 use x509_ocsp::{CertStatus, ResponderId};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::ocsp::{basic_response, parse, sha1, unix};
+use crate::ocsp::{basic_response, parse, sha1, single_response, unix};
 
 /// id-kp-OCSPSigning.
 const KP_OCSP_SIGNING: &str = "1.3.6.1.5.5.7.3.9";
@@ -66,25 +66,19 @@ pub fn verify_response(
 
     // About exactly this certificate: serial and both issuer hashes, in the CertID's hash.
     let serial = leaf.raw_serial();
-    let single = basic
-        .tbs_response_data
-        .responses
-        .iter()
-        .find(|s| {
-            let id = &s.cert_id;
-            let alg = match id.hash_algorithm.oid.to_string().as_str() {
-                "1.3.14.3.2.26" => &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-                "2.16.840.1.101.3.4.2.1" => &aws_lc_rs::digest::SHA256,
-                "2.16.840.1.101.3.4.2.2" => &aws_lc_rs::digest::SHA384,
-                "2.16.840.1.101.3.4.2.3" => &aws_lc_rs::digest::SHA512,
-                _ => return false,
-            };
-            let h = |d: &[u8]| aws_lc_rs::digest::digest(alg, d).as_ref().to_vec();
-            id.serial_number.as_bytes() == serial
-                && id.issuer_name_hash.as_bytes() == h(issuer.tbs_certificate.subject.as_raw())
-                && id.issuer_key_hash.as_bytes() == h(&issuer.public_key().subject_public_key.data)
-        })
-        .ok_or("the response is about another certificate")?;
+    let single = single_response(&basic, |id| {
+        let alg = match id.hash_algorithm.oid.to_string().as_str() {
+            "1.3.14.3.2.26" => &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            "2.16.840.1.101.3.4.2.1" => &aws_lc_rs::digest::SHA256,
+            "2.16.840.1.101.3.4.2.2" => &aws_lc_rs::digest::SHA384,
+            "2.16.840.1.101.3.4.2.3" => &aws_lc_rs::digest::SHA512,
+            _ => return false,
+        };
+        let h = |d: &[u8]| aws_lc_rs::digest::digest(alg, d).as_ref().to_vec();
+        id.serial_number.as_bytes() == serial
+            && id.issuer_name_hash.as_bytes() == h(issuer.tbs_certificate.subject.as_raw())
+            && id.issuer_key_hash.as_bytes() == h(&issuer.public_key().subject_public_key.data)
+    })?;
 
     // Signed by the issuer, or by a delegated responder the issuer certified for OCSPSigning.
     let rid = &basic.tbs_response_data.responder_id;
