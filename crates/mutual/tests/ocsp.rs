@@ -64,12 +64,16 @@ impl Responder {
     /// verifying the response against our root; stdout + stderr.
     fn ask(&self, pre: &[&str], target: &[&str]) -> Out {
         let root = self.srv.root();
-        let int = self.intermediate();
-        let mut a = vec!["ocsp", "-issuer", &int];
-        a.extend_from_slice(pre);
+        let mut a = pre.to_vec();
         a.extend_from_slice(target);
         a.extend(["-url", &self.url, "-CAfile", s(&root)]);
-        openssl(&a)
+        self.ocsp(&a)
+    }
+
+    /// `openssl ocsp -issuer INTERMEDIATE ARGS...`; stdout + stderr.
+    fn ocsp(&self, args: &[&str]) -> Out {
+        let int = self.intermediate();
+        openssl(&[&["ocsp", "-issuer", &int][..], args].concat())
     }
 }
 
@@ -134,21 +138,7 @@ fn openssl_ocsp_gets_good_revoked_unknown_and_verifies_them() {
 
     // The responder is a delegated one: OCSPSigning only, nocheck, issued by the intermediate.
     let resp = r.out.join("resp.der");
-    let int = r.intermediate();
-    openssl(&[
-        "ocsp",
-        "-issuer",
-        &int,
-        "-cert",
-        s(&good),
-        "-url",
-        &r.url,
-        "-CAfile",
-        s(&root),
-        "-respout",
-        s(&resp),
-    ])
-    .ok();
+    r.ask(&[], &["-cert", s(&good), "-respout", s(&resp)]).ok();
     let text = openssl(&["ocsp", "-respin", s(&resp), "-resp_text", "-noverify"]).ok();
     assert!(text.stdout.contains("OCSP Signing"), "{}", text.stdout);
     assert!(text.stdout.contains("OCSP No Check"), "{}", text.stdout);
@@ -175,17 +165,8 @@ fn cached_response_follows_a_status_change() {
     let cert = r.issue("svc", &[]);
     let req = r.out.join("req.der");
     let int = r.intermediate();
-    openssl(&[
-        "ocsp",
-        "-issuer",
-        &int,
-        "-cert",
-        s(&cert),
-        "-no_nonce",
-        "-reqout",
-        s(&req),
-    ])
-    .ok();
+    r.ocsp(&["-cert", s(&cert), "-no_nonce", "-reqout", s(&req)])
+        .ok();
     let b64 = openssl_ok(&["base64", "-A", "-in", s(&req)]);
     let enc: String = b64
         .trim()
