@@ -14,8 +14,8 @@ pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     // The length octets (short or long form) as the der crate writes them; the structures
     // here are a few hundred bytes, far below its 256 MiB limit.
-    use der::Encode;
-    let len = der::Length::try_from(content.len()).and_then(|l| l.to_der());
+    use ::der::Encode;
+    let len = ::der::Length::try_from(content.len()).and_then(|l| l.to_der());
     out.extend(len.unwrap_or_default());
     out.extend_from_slice(content);
     out

@@ -124,15 +124,6 @@ macro_rules! impl_entries {
 impl_entries!(SqliteStore);
 impl_entries!(PgStore);
 
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-            Store::Postgres($s) => $e,
-        }
-    };
-}
-
 /// Copies the entries for `ca migrate` (none before migration 0011).
 pub(crate) async fn copy_to_postgres(
     src: &SqliteStore,
