@@ -166,7 +166,11 @@ fn ca_in_token_issues_revokes_and_signs_crls() {
     ];
     pkcs11_tool(
         "ca-issue",
-        &[&read[..], &["-o", s(&ca.tmp.path().join("int-pub.der"))]].concat(),
+        &[
+            &read[..],
+            &["-o", s(&ca.tmp.path().join("int-pub.der"))][..],
+        ]
+        .concat(),
     );
     let spki_token = openssl(&[
         "pkey",
@@ -561,7 +565,7 @@ fn ca_serve_tls_key_in_token_signs_handshakes_and_each_rotated_certificate() {
     let keypairgen = ["--keypairgen", "--key-type", "EC:prime256v1"];
     pkcs11_tool(
         "ca-tls",
-        &[&keypairgen[..], &["--label", "ca-server", "--id", "0a"]].concat(),
+        &[&keypairgen[..], &["--label", "ca-server", "--id", "0a"][..]].concat(),
     );
     let exported = pkcs11_tool(
         "ca-tls",
@@ -871,7 +875,7 @@ fn an_existing_file_intermediate_moves_into_a_token_as_docs_keys_md_says() {
     ] {
         let write = ["--write-object", s(file), "--type", kind];
         let label = ["--label", "intermediate", "--id", "01"];
-        pkcs11_tool("moved", &[&write[..], &label, extra].concat());
+        pkcs11_tool("moved", &[&write[..], &label[..], extra].concat());
     }
     std::fs::remove_file(&der).unwrap();
     // Step 3: the [key_storage] block in mutual-ca.toml; step 4: the key file goes offline.
@@ -915,7 +919,7 @@ fn an_existing_file_intermediate_moves_into_a_token_as_docs_keys_md_says() {
     let delete = ["--delete-object", "--type", "privkey"];
     pkcs11_tool(
         "moved",
-        &[&delete[..], &["--label", "intermediate"]].concat(),
+        &[&delete[..], &["--label", "intermediate"][..]].concat(),
     );
     // A new pair under the same label with its own CKA_ID; the old public object (id 01)
     // stays behind, as it would after a careless swap. The CA pairs the private key with the
@@ -923,7 +927,11 @@ fn an_existing_file_intermediate_moves_into_a_token_as_docs_keys_md_says() {
     let keypairgen = ["--keypairgen", "--key-type", "EC:prime256v1"];
     pkcs11_tool(
         "moved",
-        &[&keypairgen[..], &["--label", "intermediate", "--id", "02"]].concat(),
+        &[
+            &keypairgen[..],
+            &["--label", "intermediate", "--id", "02"][..],
+        ]
+        .concat(),
     );
     ca.issue("wrong", &["--server", "--san", "dns:wrong.test"])
         .fails_with("does not belong to");

@@ -295,7 +295,7 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
     let out = certs.to_str().unwrap();
     let issue = ["cert", "issue", "server"];
     let cdp = ["--crl-url", &url, "--dir", ca_s, "--out", out];
-    mutual_ok(&[&issue[..], pki_common::LOCALHOST_SERVER, &cdp].concat());
+    mutual_ok(&[&issue[..], pki_common::LOCALHOST_SERVER, &cdp[..]].concat());
     // A client certificate for spiffe://edge.test/NAME whose CDP is `url`.
     let issue_client = |name: &str| {
         let id = format!("uri:spiffe://edge.test/{name}");

@@ -357,7 +357,7 @@ pub const LOCALHOST_SERVER: &[&str] = &[
 /// `mutual cert revoke --dir DIR --cert CERT --reason REASON`, which must succeed.
 pub fn revoke_in(dir: &str, cert: &Path, reason: &str) {
     let args = ["cert", "revoke", "--dir", dir, "--cert", s(cert)];
-    mutual(&[&args[..], &["--reason", reason]].concat()).ok();
+    mutual(&[&args[..], &["--reason", reason][..]].concat()).ok();
 }
 
 /// `mutual renew --ca-url URL --cert CERT --key KEY EXTRA...`: one renewal over the native API.
