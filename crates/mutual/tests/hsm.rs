@@ -799,7 +799,7 @@ fn root_key_in_token_signs_the_root_crl_rotations_and_the_rollover() {
     // No private key file at all; the config says where both keys are.
     let key_files = files_ending(&ca.dir, ".key");
     assert!(key_files.is_empty(), "{key_files:?}");
-    let cfg = config_names_key(&ca, "[root_key_storage]", "root-in", "root");
+    config_names_key(&ca, "[root_key_storage]", "root-in", "root");
     let listing = pkcs11_tool_objects("root-in");
     for obj in ["root", "intermediate"] {
         let block = private_key_block(&listing, obj);
@@ -1370,7 +1370,7 @@ fn rotate_root_makes_the_new_root_in_a_token_and_retire_root_records_it() {
     // Retire: root.pem is the new root and mutual-ca.toml says its key is in the token; the
     // root CRL is signed there.
     no_password(&["ca", "retire-root", "--dir", ca.d()]).ok();
-    let cfg = config_names_key(&ca, "[root_key_storage]", "rollover-tok", "root-2");
+    config_names_key(&ca, "[root_key_storage]", "rollover-tok", "root-2");
     assert_eq!(
         std::fs::read(ca.root()).unwrap(),
         std::fs::read(roots.join("root-2.pem")).unwrap()
