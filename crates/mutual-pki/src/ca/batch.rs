@@ -455,7 +455,7 @@ impl Ca {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::ca::{InitOptions, IssueOptions};
+    use crate::ca::IssueOptions;
     use crate::KeyType;
 
     fn rows(names: &[&str]) -> Vec<BatchRow> {
