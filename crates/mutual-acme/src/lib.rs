@@ -1386,31 +1386,25 @@ mod tests {
             usage: Usage::Server,
             ttl: Duration::from_secs(3600),
         };
-        assert!(p.allows("dns", "a.example.test").is_ok());
-        assert!(p.allows("dns", "example.test").is_ok());
-        assert_eq!(
-            p.allows("dns", "badexample.test").unwrap_err().kind,
-            "rejectedIdentifier"
-        );
-        assert!(p.allows("dns", "*.example.test").is_ok());
-        assert!(p.allows("dns", "*.a.example.test").is_ok());
-        assert_eq!(
-            p.allows("dns", "*.other.test").unwrap_err().kind,
-            "rejectedIdentifier"
-        );
-        assert_eq!(
-            p.allows("dns", "a.*.example.test").unwrap_err().kind,
-            "rejectedIdentifier"
-        );
-        assert!(p.allows("ip", "127.1.2.3").is_ok());
-        assert_eq!(
-            p.allows("ip", "10.0.0.1").unwrap_err().kind,
-            "rejectedIdentifier"
-        );
-        assert_eq!(
-            p.allows("email", "a@b").unwrap_err().kind,
-            "unsupportedIdentifier"
-        );
+        for (kind, value) in [
+            ("dns", "a.example.test"),
+            ("dns", "example.test"),
+            ("dns", "*.example.test"),
+            ("dns", "*.a.example.test"),
+            ("ip", "127.1.2.3"),
+        ] {
+            assert!(p.allows(kind, value).is_ok(), "{kind}:{value}");
+        }
+        for (kind, value, refusal) in [
+            ("dns", "badexample.test", "rejectedIdentifier"),
+            ("dns", "*.other.test", "rejectedIdentifier"),
+            ("dns", "a.*.example.test", "rejectedIdentifier"),
+            ("ip", "10.0.0.1", "rejectedIdentifier"),
+            ("email", "a@b", "unsupportedIdentifier"),
+        ] {
+            let kind_of = p.allows(kind, value).unwrap_err().kind;
+            assert_eq!(kind_of, refusal, "{kind}:{value}");
+        }
         assert!(parse_cidr("10.0.0.0/33").is_err());
     }
 }

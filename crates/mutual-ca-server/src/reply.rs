@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use mutual_pki::ca::Issued;
-use mutual_pki::{PkiError, San, StoreError};
+use mutual_pki::{PkiError, San};
 use mutual_policy::human::rfc3339;
 
 use crate::problem::Problem;
@@ -190,26 +190,10 @@ pub(crate) fn created(i: &Issued) -> Outcome {
 
 /// Maps a PKI refusal of a request onto the contract's labels.
 pub(crate) fn pki_problem(e: PkiError) -> Problem {
+    if let Some((reason, detail)) = e.refusal() {
+        return Problem::new(reason, detail);
+    }
     match e {
-        PkiError::MalformedCsr { .. }
-        | PkiError::CsrBadSignature
-        | PkiError::WeakKey { .. }
-        | PkiError::UnsupportedKey { .. }
-        | PkiError::Malformed { .. }
-        | PkiError::ServerNeedsSan
-        | PkiError::MultipleSpiffeIds { .. }
-        | PkiError::InvalidName { .. }
-        | PkiError::InvalidSan { .. }
-        | PkiError::InvalidSerial { .. }
-        | PkiError::TtlBeyondIntermediate { .. }
-        | PkiError::InvalidDuration { .. } => Problem::new("bad_request", e.to_string()),
-        PkiError::NotPermitted { .. } | PkiError::OutsideTrustDomain { .. } => {
-            Problem::new("name_not_allowed", e.to_string())
-        }
-        PkiError::UnknownSerial { .. } => Problem::new("not_found", e.to_string()),
-        PkiError::Store(StoreError::TokenUsed { .. }) => {
-            Problem::new("token_used", "this token was already used")
-        }
         PkiError::Store(e) => Problem::store(&e),
         other => Problem::internal(other),
     }

@@ -47,24 +47,16 @@ impl EstError {
 
     /// The CA's refusal of an issuance, by type (as the native API maps it).
     pub fn from_pki(e: mutual_pki::PkiError) -> EstError {
-        use mutual_pki::{PkiError, StoreError};
+        use mutual_pki::PkiError;
+        // EST maps a device to the names it may have (docs/est.md): a SAN it cannot have is a
+        // name refused, not a malformed request as on the native API.
+        if let PkiError::InvalidSan { .. } = e {
+            return EstError::new("name_not_allowed", e.to_string());
+        }
+        if let Some((reason, detail)) = e.refusal() {
+            return EstError::new(reason, detail);
+        }
         match e {
-            PkiError::MalformedCsr { .. }
-            | PkiError::CsrBadSignature
-            | PkiError::WeakKey { .. }
-            | PkiError::UnsupportedKey { .. }
-            | PkiError::Malformed { .. }
-            | PkiError::ServerNeedsSan
-            | PkiError::MultipleSpiffeIds { .. }
-            | PkiError::InvalidName { .. }
-            | PkiError::TtlBeyondIntermediate { .. }
-            | PkiError::InvalidDuration { .. } => EstError::new("bad_request", e.to_string()),
-            PkiError::NotPermitted { .. }
-            | PkiError::OutsideTrustDomain { .. }
-            | PkiError::InvalidSan { .. } => EstError::new("name_not_allowed", e.to_string()),
-            PkiError::Store(StoreError::TokenUsed { .. }) => {
-                EstError::new("token_used", "this token was already used")
-            }
             PkiError::Store(e) => EstError::store(&e),
             other => EstError::internal(other),
         }

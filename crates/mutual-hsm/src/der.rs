@@ -12,19 +12,11 @@ const NULL: &[u8] = &[0x05, 0x00];
 
 pub(crate) fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
-    let n = content.len();
-    if n < 0x80 {
-        out.push(n as u8);
-    } else {
-        let bytes: Vec<u8> = n
-            .to_be_bytes()
-            .iter()
-            .copied()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
+    // The length octets (short or long form) as the der crate writes them; the structures
+    // here are a few hundred bytes, far below its 256 MiB limit.
+    use ::der::Encode;
+    let len = ::der::Length::try_from(content.len()).and_then(|l| l.to_der());
+    out.extend(len.unwrap_or_default());
     out.extend_from_slice(content);
     out
 }

@@ -12,6 +12,8 @@ pub mod ca;
 pub mod inspect;
 pub mod keys;
 pub mod spiffe;
+#[doc(hidden)]
+pub mod testing;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -137,6 +139,37 @@ pub enum PkiError {
     /// A key in a PKCS#11 token (the CA's, when `key_storage` is pkcs11).
     #[error(transparent)]
     Hsm(#[from] mutual_hsm::HsmError),
+}
+
+impl PkiError {
+    /// The CA's refusal label (DESIGN.md's one vocabulary) and the sentence to send, for an
+    /// error that refuses a request by its content; `None` for a store or internal failure,
+    /// which each server answers its own way. The one mapping the native API and EST share.
+    pub fn refusal(&self) -> Option<(&'static str, String)> {
+        let label = match self {
+            PkiError::MalformedCsr { .. }
+            | PkiError::CsrBadSignature
+            | PkiError::WeakKey { .. }
+            | PkiError::UnsupportedKey { .. }
+            | PkiError::Malformed { .. }
+            | PkiError::ServerNeedsSan
+            | PkiError::MultipleSpiffeIds { .. }
+            | PkiError::InvalidName { .. }
+            | PkiError::InvalidSan { .. }
+            | PkiError::InvalidSerial { .. }
+            | PkiError::TtlBeyondIntermediate { .. }
+            | PkiError::InvalidDuration { .. } => "bad_request",
+            PkiError::NotPermitted { .. } | PkiError::OutsideTrustDomain { .. } => {
+                "name_not_allowed"
+            }
+            PkiError::UnknownSerial { .. } => "not_found",
+            PkiError::Store(StoreError::TokenUsed { .. }) => {
+                return Some(("token_used", "this token was already used".into()))
+            }
+            _ => return None,
+        };
+        Some((label, self.to_string()))
+    }
 }
 
 impl From<rcgen::Error> for PkiError {

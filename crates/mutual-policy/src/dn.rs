@@ -135,19 +135,11 @@ fn der_of(tag: Tag, class: Class, data: &[u8]) -> Vec<u8> {
         Class::Private => 0xc0,
     };
     let mut out = vec![class_bits | u8::try_from(tag.0 & 0x1f).unwrap_or(0x1f)];
-    let len = data.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .iter()
-            .copied()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
+    // The length octets (short or long form) as the der crate writes them; a name's attribute
+    // value is far below its 256 MiB limit.
+    use der::Encode;
+    let len = der::Length::try_from(data.len()).and_then(|l| l.to_der());
+    out.extend(len.unwrap_or_default());
     out.extend_from_slice(data);
     out
 }

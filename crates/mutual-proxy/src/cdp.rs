@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
+use crate::rebuild::RebuildTarget;
 use crate::reload::Reload;
 use crate::shutdown::Shutdown;
 
@@ -94,7 +95,7 @@ pub struct CdpFetcher {
     rx: Mutex<Option<mpsc::UnboundedReceiver<Sighting>>>,
     metrics: Arc<Metrics>,
     listener: String,
-    target: Mutex<Option<Weak<dyn Reload>>>,
+    target: RebuildTarget,
     https: Arc<rustls::ClientConfig>,
 }
 
@@ -165,7 +166,7 @@ impl CdpFetcher {
             rx: Mutex::new(Some(rx)),
             metrics,
             listener: listener.to_string(),
-            target: Mutex::new(None),
+            target: RebuildTarget::default(),
             https,
         }))
     }
@@ -177,9 +178,7 @@ impl CdpFetcher {
 
     /// The listener to rebuild (new session tickets) when the CRLs change.
     pub fn set_reload_target(&self, t: Weak<dyn Reload>) {
-        if let Ok(mut g) = self.target.lock() {
-            *g = Some(t);
-        }
+        self.target.set(t);
     }
 
     /// Distribution points known before any client connects (own chain, CA bundle).
@@ -439,16 +438,8 @@ impl CdpFetcher {
             return;
         }
         // Rebuild the listener: new ticket keys, so no session from before this CRL resumes.
-        let target = self.target.lock().ok().and_then(|g| g.clone());
-        if let Some(t) = target.and_then(|w| w.upgrade()) {
-            match t.reload() {
-                Ok(()) => self.metrics.reload(true),
-                Err(e) => {
-                    self.metrics.reload(false);
-                    tracing::warn!(listener = %self.listener, "reload after a CRL update failed: {e}");
-                }
-            }
-        }
+        self.target
+            .rebuild(&self.metrics, &self.listener, "a CRL update");
     }
 
     fn update_readiness(&self) {

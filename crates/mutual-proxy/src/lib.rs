@@ -21,6 +21,7 @@ pub mod listener;
 pub mod material;
 pub mod observe;
 pub mod ocsp_peer;
+mod rebuild;
 pub mod shutdown;
 pub mod staple;
 

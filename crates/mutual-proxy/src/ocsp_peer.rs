@@ -25,6 +25,7 @@ use mutual_tls::ocsp_peer::{
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 
 use crate::metrics::Metrics;
+use crate::rebuild::RebuildTarget;
 use crate::reload::Reload;
 use crate::shutdown::Shutdown;
 
@@ -72,7 +73,7 @@ pub struct OcspPeerFetcher {
     rx: Mutex<Option<mpsc::UnboundedReceiver<OcspSighting>>>,
     metrics: Arc<Metrics>,
     listener: String,
-    target: Mutex<Option<Weak<dyn Reload>>>,
+    target: RebuildTarget,
     /// Wakes the run loop (a request finished).
     wake: Notify,
     /// Counts finished requests (`connect` waits on it to retry a first handshake).
@@ -122,7 +123,7 @@ impl OcspPeerFetcher {
             rx: Mutex::new(Some(rx)),
             metrics,
             listener: listener.to_string(),
-            target: Mutex::new(None),
+            target: RebuildTarget::default(),
             wake: Notify::new(),
             landed: watch::channel(0).0,
             parallel: Arc::new(Semaphore::new(MAX_PARALLEL)),
@@ -136,9 +137,7 @@ impl OcspPeerFetcher {
 
     /// The listener to rebuild when a peer is found revoked.
     pub fn set_reload_target(&self, t: Weak<dyn Reload>) {
-        if let Ok(mut g) = self.target.lock() {
-            *g = Some(t);
-        }
+        self.target.set(t);
     }
 
     /// How many requests have finished; [`OcspPeerFetcher::landed_after`] waits for more.
@@ -367,16 +366,8 @@ impl OcspPeerFetcher {
 
     /// Rebuilds the listener: new ticket keys, and its established connections re-checked.
     fn rebuild(&self) {
-        let target = self.target.lock().ok().and_then(|g| g.clone());
-        if let Some(t) = target.and_then(|w| w.upgrade()) {
-            match t.reload() {
-                Ok(()) => self.metrics.reload(true),
-                Err(e) => {
-                    self.metrics.reload(false);
-                    tracing::warn!(listener = %self.listener, "reload after a peer was found revoked failed: {e}");
-                }
-            }
-        }
+        self.target
+            .rebuild(&self.metrics, &self.listener, "a peer was found revoked");
     }
 }
 

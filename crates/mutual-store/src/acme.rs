@@ -6,8 +6,6 @@
 //! row count says whether this request was the one that spent it, and an order or
 //! authorization moves from one status to the next with `UPDATE ... WHERE status = $expected`,
 //! so of two replicas racing on the same object exactly one wins.
-use std::future::Future;
-
 use sqlx::Row;
 
 use crate::backend::db;
@@ -52,160 +50,105 @@ impl AcmeKind {
     }
 }
 
-/// The store operations the ACME server needs.
-pub trait AcmeStore {
-    /// Records a nonce handed out, valid until `expires`.
-    fn nonce_put(
-        &self,
-        nonce: &str,
-        expires: i64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Spends `nonce`: true exactly once per nonce issued and still unexpired, across replicas.
-    /// Also drops expired nonces now and then.
-    fn nonce_take(
-        &self,
-        nonce: &str,
-        now: i64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Inserts the account unless one with the same key exists; returns the stored one (the
-    /// new row or the existing account of that key) and whether it was created.
-    fn account_create(
-        &self,
-        a: &AcmeAccount,
-    ) -> impl Future<Output = Result<(AcmeAccount, bool), StoreError>> + Send;
-    fn account_by_thumbprint(
-        &self,
-        thumbprint: &str,
-    ) -> impl Future<Output = Result<Option<AcmeAccount>, StoreError>> + Send;
-    fn account_get(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<AcmeAccount>, StoreError>> + Send;
-    /// Sets status and contact of an account.
-    fn account_update(
-        &self,
-        id: &str,
-        status: &str,
-        contact: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn object_insert(
-        &self,
-        kind: AcmeKind,
-        o: &AcmeObject,
-        now: i64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn object_get(
-        &self,
-        kind: AcmeKind,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<AcmeObject>, StoreError>> + Send;
-    /// Replaces status and body if the stored status is still `expected`; returns whether it
-    /// did (false: another request moved the object first).
-    fn object_transition(
-        &self,
-        kind: AcmeKind,
-        id: &str,
-        expected: &str,
-        status: &str,
-        body: &str,
-        now: i64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Key rollover: replaces the account's key if it is still `old_thumbprint`; returns
-    /// whether it did. A key another account holds fails on the UNIQUE thumbprint.
-    fn account_rekey(
-        &self,
-        id: &str,
-        old_thumbprint: &str,
-        new_thumbprint: &str,
-        new_jwk: &str,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// The ids of an account's orders that are not `invalid`, oldest first.
-    fn orders_of(
-        &self,
-        account_id: &str,
-    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    /// How many orders `account_id` created since `since`, and when the oldest of them was
-    /// created (for Retry-After).
-    fn orders_since(
-        &self,
-        account_id: &str,
-        since: i64,
-    ) -> impl Future<Output = Result<(i64, Option<i64>), StoreError>> + Send;
-    /// Stores a new External Account Binding key.
-    fn eab_create(
-        &self,
-        kid: &str,
-        hmac_key: &str,
-        now: i64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// The HMAC key of `kid` and the account it already bound, if any.
-    fn eab_get(
-        &self,
-        kid: &str,
-    ) -> impl Future<Output = Result<Option<(String, Option<String>)>, StoreError>> + Send;
-    /// Binds `kid` to `account_id` if it bound none yet; true exactly once per key.
-    fn eab_bind(
-        &self,
-        kid: &str,
-        account_id: &str,
-        now: i64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Removes expired nonces and orders/authorizations not touched since `before` that can
-    /// no longer be used (pending, ready or invalid); returns how many rows went.
-    fn acme_sweep(
-        &self,
-        now: i64,
-        before: i64,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+store_trait! {
+    /// The store operations the ACME server needs.
+    pub trait AcmeStore {
+        /// Records a nonce handed out, valid until `expires`.
+        fn nonce_put(&self, nonce: &str, expires: i64) -> ();
+        /// Spends `nonce`: true exactly once per nonce issued and still unexpired, across replicas.
+        /// Also drops expired nonces now and then.
+        fn nonce_take(&self, nonce: &str, now: i64) -> bool;
+        /// Inserts the account unless one with the same key exists; returns the stored one (the
+        /// new row or the existing account of that key) and whether it was created.
+        fn account_create(&self, a: &AcmeAccount) -> (AcmeAccount, bool);
+        fn account_by_thumbprint(&self, thumbprint: &str) -> Option<AcmeAccount>;
+        fn account_get(&self, id: &str) -> Option<AcmeAccount>;
+        /// Sets status and contact of an account.
+        fn account_update(&self, id: &str, status: &str, contact: &str) -> ();
+        fn object_insert(&self, kind: AcmeKind, o: &AcmeObject, now: i64) -> ();
+        fn object_get(&self, kind: AcmeKind, id: &str) -> Option<AcmeObject>;
+        /// Replaces status and body if the stored status is still `expected`; returns whether it
+        /// did (false: another request moved the object first).
+        fn object_transition(
+            &self,
+            kind: AcmeKind,
+            id: &str,
+            expected: &str,
+            status: &str,
+            body: &str,
+            now: i64,
+        ) -> bool;
+        /// Key rollover: replaces the account's key if it is still `old_thumbprint`; returns
+        /// whether it did. A key another account holds fails on the UNIQUE thumbprint.
+        fn account_rekey(
+            &self,
+            id: &str,
+            old_thumbprint: &str,
+            new_thumbprint: &str,
+            new_jwk: &str,
+        ) -> bool;
+        /// The ids of an account's orders that are not `invalid`, oldest first.
+        fn orders_of(&self, account_id: &str) -> Vec<String>;
+        /// How many orders `account_id` created since `since`, and when the oldest of them was
+        /// created (for Retry-After).
+        fn orders_since(&self, account_id: &str, since: i64) -> (i64, Option<i64>);
+        /// Stores a new External Account Binding key.
+        fn eab_create(&self, kid: &str, hmac_key: &str, now: i64) -> ();
+        /// The HMAC key of `kid` and the account it already bound, if any.
+        fn eab_get(&self, kid: &str) -> Option<(String, Option<String>)>;
+        /// Binds `kid` to `account_id` if it bound none yet; true exactly once per key.
+        fn eab_bind(&self, kid: &str, account_id: &str, now: i64) -> bool;
+        /// Removes expired nonces and orders/authorizations not touched since `before` that can
+        /// no longer be used (pending, ready or invalid); returns how many rows went.
+        fn acme_sweep(&self, now: i64, before: i64) -> u64;
+    }
 }
 
 /// The columns of `acme_accounts`, in the order `account_create` binds them; what
 /// `account_from_row` reads.
 const ACCOUNT_COLUMNS: &str = "id, thumbprint, jwk, status, contact, created_at";
 
-fn account_from_row<R>(row: &R) -> Result<AcmeAccount, StoreError>
-where
-    R: Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(AcmeAccount {
-        id: row.try_get("id").map_err(db("read ACME account"))?,
-        thumbprint: row.try_get("thumbprint").map_err(db("read ACME account"))?,
-        jwk: row.try_get("jwk").map_err(db("read ACME account"))?,
-        status: row.try_get("status").map_err(db("read ACME account"))?,
-        contact: row.try_get("contact").map_err(db("read ACME account"))?,
-        created_at: row.try_get("created_at").map_err(db("read ACME account"))?,
-    })
+row_reader! {
+    fn account_from_row(row) -> AcmeAccount {
+        Ok(AcmeAccount {
+            id: row.try_get("id").map_err(db("read ACME account"))?,
+            thumbprint: row.try_get("thumbprint").map_err(db("read ACME account"))?,
+            jwk: row.try_get("jwk").map_err(db("read ACME account"))?,
+            status: row.try_get("status").map_err(db("read ACME account"))?,
+            contact: row.try_get("contact").map_err(db("read ACME account"))?,
+            created_at: row.try_get("created_at").map_err(db("read ACME account"))?,
+        })
+    }
+}
+
+row_reader! {
+    fn object_from_row(row) -> AcmeObject {
+        let e = || db("read ACME object");
+        Ok(AcmeObject {
+            id: row.try_get("id").map_err(e())?,
+            account_id: row.try_get("account_id").map_err(e())?,
+            status: row.try_get("status").map_err(e())?,
+            body: row.try_get("body").map_err(e())?,
+        })
+    }
 }
 
 macro_rules! impl_acme {
     ($store:ty) => {
         impl AcmeStore for $store {
             async fn nonce_put(&self, nonce: &str, expires: i64) -> Result<(), StoreError> {
-                sqlx::query("INSERT INTO acme_nonces (nonce, expires) VALUES ($1, $2)")
-                    .bind(nonce)
-                    .bind(expires)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db("store ACME nonce"))?;
+                let sql = "INSERT INTO acme_nonces (nonce, expires) VALUES ($1, $2)";
+                run!(execute(&self.pool), "store ACME nonce", sql, nonce, expires)?;
                 Ok(())
             }
 
             async fn nonce_take(&self, nonce: &str, now: i64) -> Result<bool, StoreError> {
-                let res = sqlx::query("DELETE FROM acme_nonces WHERE nonce = $1 AND expires > $2")
-                    .bind(nonce)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db("spend ACME nonce"))?;
+                let sql = "DELETE FROM acme_nonces WHERE nonce = $1 AND expires > $2";
+                let res = run!(execute(&self.pool), "spend ACME nonce", sql, nonce, now)?;
                 // Housekeeping on a fraction of requests: nonces nobody used expire here.
                 if nonce.as_bytes().first().is_some_and(|b| b % 16 == 0) {
-                    let _ = sqlx::query("DELETE FROM acme_nonces WHERE expires <= $1")
-                        .bind(now)
-                        .execute(&self.pool)
-                        .await;
+                    let sql = "DELETE FROM acme_nonces WHERE expires <= $1";
+                    let _ = run!(execute(&self.pool), "sweep ACME nonces", sql, now);
                 }
                 Ok(res.rows_affected() == 1)
             }
@@ -218,16 +161,19 @@ macro_rules! impl_acme {
                     "INSERT INTO acme_accounts ({ACCOUNT_COLUMNS}) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (thumbprint) DO NOTHING"
                 );
-                let res = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(&a.id)
-                    .bind(&a.thumbprint)
-                    .bind(&a.jwk)
-                    .bind(&a.status)
-                    .bind(&a.contact)
-                    .bind(a.created_at)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db("create ACME account"))?;
+                let (id, tp, jwk, status, contact) =
+                    (&a.id, &a.thumbprint, &a.jwk, &a.status, &a.contact);
+                let res = run!(
+                    execute(&self.pool),
+                    "create ACME account",
+                    sqlx::AssertSqlSafe(sql),
+                    id,
+                    tp,
+                    jwk,
+                    status,
+                    contact,
+                    a.created_at
+                )?;
                 if res.rows_affected() == 1 {
                     return Ok((a.clone(), true));
                 }
@@ -239,24 +185,11 @@ macro_rules! impl_acme {
                 &self,
                 thumbprint: &str,
             ) -> Result<Option<AcmeAccount>, StoreError> {
-                let sql =
-                    format!("SELECT {ACCOUNT_COLUMNS} FROM acme_accounts WHERE thumbprint = $1");
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(thumbprint)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db("read ACME account"))?;
-                row.as_ref().map(account_from_row).transpose()
+                self.account_where("thumbprint", thumbprint).await
             }
 
             async fn account_get(&self, id: &str) -> Result<Option<AcmeAccount>, StoreError> {
-                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM acme_accounts WHERE id = $1");
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db("read ACME account"))?;
-                row.as_ref().map(account_from_row).transpose()
+                self.account_where("id", id).await
             }
 
             async fn account_update(
@@ -265,13 +198,15 @@ macro_rules! impl_acme {
                 status: &str,
                 contact: &str,
             ) -> Result<(), StoreError> {
-                sqlx::query("UPDATE acme_accounts SET status = $2, contact = $3 WHERE id = $1")
-                    .bind(id)
-                    .bind(status)
-                    .bind(contact)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db("update ACME account"))?;
+                let sql = "UPDATE acme_accounts SET status = $2, contact = $3 WHERE id = $1";
+                run!(
+                    execute(&self.pool),
+                    "update ACME account",
+                    sql,
+                    id,
+                    status,
+                    contact
+                )?;
                 Ok(())
             }
 
@@ -287,15 +222,18 @@ macro_rules! impl_acme {
                      VALUES ($1, $2, $3, $4, $5, $5)",
                     kind.table()
                 );
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(&o.id)
-                    .bind(&o.account_id)
-                    .bind(&o.status)
-                    .bind(&o.body)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db("insert ACME object"))?;
+                let (id, account, status, body) = (&o.id, &o.account_id, &o.status, &o.body);
+                let sql = sqlx::AssertSqlSafe(sql);
+                run!(
+                    execute(&self.pool),
+                    "insert ACME object",
+                    sql,
+                    id,
+                    account,
+                    status,
+                    body,
+                    now
+                )?;
                 Ok(())
             }
 
@@ -309,20 +247,9 @@ macro_rules! impl_acme {
                     "SELECT id, account_id, status, body FROM {} WHERE id = $1",
                     kind.table()
                 );
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db("read ACME object"))?;
-                match row {
-                    None => Ok(None),
-                    Some(r) => Ok(Some(AcmeObject {
-                        id: r.try_get("id").map_err(db("read ACME object"))?,
-                        account_id: r.try_get("account_id").map_err(db("read ACME object"))?,
-                        status: r.try_get("status").map_err(db("read ACME object"))?,
-                        body: r.try_get("body").map_err(db("read ACME object"))?,
-                    })),
-                }
+                let sql = sqlx::AssertSqlSafe(sql);
+                let row = run!(fetch_optional(&self.pool), "read ACME object", sql, id)?;
+                row.as_ref().map(object_from_row).transpose()
             }
 
             async fn object_transition(
@@ -340,15 +267,18 @@ macro_rules! impl_acme {
                      WHERE id = $1 AND status = $2",
                     kind.table()
                 );
-                let res = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .bind(expected)
-                    .bind(status)
-                    .bind(body)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db("update ACME object"))?;
+                let sql = sqlx::AssertSqlSafe(sql);
+                let op = "update ACME object";
+                let res = run!(
+                    execute(&self.pool),
+                    op,
+                    sql,
+                    id,
+                    expected,
+                    status,
+                    body,
+                    now
+                )?;
                 Ok(res.rows_affected() == 1)
             }
 
@@ -359,29 +289,18 @@ macro_rules! impl_acme {
                 new_thumbprint: &str,
                 new_jwk: &str,
             ) -> Result<bool, StoreError> {
-                let res = sqlx::query(
-                    "UPDATE acme_accounts SET thumbprint = $3, jwk = $4 \
-                     WHERE id = $1 AND thumbprint = $2",
-                )
-                .bind(id)
-                .bind(old_thumbprint)
-                .bind(new_thumbprint)
-                .bind(new_jwk)
-                .execute(&self.pool)
-                .await
-                .map_err(db("change ACME account key"))?;
+                let sql = "UPDATE acme_accounts SET thumbprint = $3, jwk = $4 \
+                           WHERE id = $1 AND thumbprint = $2";
+                let (old, new) = (old_thumbprint, new_thumbprint);
+                let op = "change ACME account key";
+                let res = run!(execute(&self.pool), op, sql, id, old, new, new_jwk)?;
                 Ok(res.rows_affected() == 1)
             }
 
             async fn orders_of(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
-                let rows = sqlx::query(
-                    "SELECT id FROM acme_orders WHERE account_id = $1 AND status <> 'invalid' \
-                     ORDER BY updated_at, id",
-                )
-                .bind(account_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db("list ACME orders"))?;
+                let sql = "SELECT id FROM acme_orders WHERE account_id = $1 \
+                           AND status <> 'invalid' ORDER BY updated_at, id";
+                let rows = run!(fetch_all(&self.pool), "list ACME orders", sql, account_id)?;
                 rows.iter()
                     .map(|r| r.try_get("id").map_err(db("list ACME orders")))
                     .collect()
@@ -392,18 +311,13 @@ macro_rules! impl_acme {
                 account_id: &str,
                 since: i64,
             ) -> Result<(i64, Option<i64>), StoreError> {
-                let row = sqlx::query(
-                    "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM acme_orders \
-                     WHERE account_id = $1 AND created_at >= $2",
-                )
-                .bind(account_id)
-                .bind(since)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db("count ACME orders"))?;
+                let sql = "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM acme_orders \
+                           WHERE account_id = $1 AND created_at >= $2";
+                let op = "count ACME orders";
+                let row = run!(fetch_one(&self.pool), op, sql, account_id, since)?;
                 Ok((
-                    row.try_get("n").map_err(db("count ACME orders"))?,
-                    row.try_get("oldest").map_err(db("count ACME orders"))?,
+                    row.try_get("n").map_err(db(op))?,
+                    row.try_get("oldest").map_err(db(op))?,
                 ))
             }
 
@@ -413,13 +327,15 @@ macro_rules! impl_acme {
                 hmac_key: &str,
                 now: i64,
             ) -> Result<(), StoreError> {
-                sqlx::query("INSERT INTO acme_eab (kid, hmac_key, created_at) VALUES ($1, $2, $3)")
-                    .bind(kid)
-                    .bind(hmac_key)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db("create ACME EAB key"))?;
+                let sql = "INSERT INTO acme_eab (kid, hmac_key, created_at) VALUES ($1, $2, $3)";
+                run!(
+                    execute(&self.pool),
+                    "create ACME EAB key",
+                    sql,
+                    kid,
+                    hmac_key,
+                    now
+                )?;
                 Ok(())
             }
 
@@ -427,18 +343,16 @@ macro_rules! impl_acme {
                 &self,
                 kid: &str,
             ) -> Result<Option<(String, Option<String>)>, StoreError> {
-                let row = sqlx::query("SELECT hmac_key, account_id FROM acme_eab WHERE kid = $1")
-                    .bind(kid)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db("read ACME EAB key"))?;
-                match row {
-                    None => Ok(None),
-                    Some(r) => Ok(Some((
-                        r.try_get("hmac_key").map_err(db("read ACME EAB key"))?,
-                        r.try_get("account_id").map_err(db("read ACME EAB key"))?,
-                    ))),
-                }
+                let sql = "SELECT hmac_key, account_id FROM acme_eab WHERE kid = $1";
+                let op = "read ACME EAB key";
+                let row = run!(fetch_optional(&self.pool), op, sql, kid)?;
+                row.map(|r| {
+                    Ok((
+                        r.try_get("hmac_key").map_err(db(op))?,
+                        r.try_get("account_id").map_err(db(op))?,
+                    ))
+                })
+                .transpose()
             }
 
             async fn eab_bind(
@@ -447,41 +361,49 @@ macro_rules! impl_acme {
                 account_id: &str,
                 now: i64,
             ) -> Result<bool, StoreError> {
-                let res = sqlx::query(
-                    "UPDATE acme_eab SET account_id = $2, bound_at = $3 \
-                     WHERE kid = $1 AND account_id IS NULL",
-                )
-                .bind(kid)
-                .bind(account_id)
-                .bind(now)
-                .execute(&self.pool)
-                .await
-                .map_err(db("bind ACME EAB key"))?;
+                let sql = "UPDATE acme_eab SET account_id = $2, bound_at = $3 \
+                           WHERE kid = $1 AND account_id IS NULL";
+                let res = run!(
+                    execute(&self.pool),
+                    "bind ACME EAB key",
+                    sql,
+                    kid,
+                    account_id,
+                    now
+                )?;
                 Ok(res.rows_affected() == 1)
             }
 
             async fn acme_sweep(&self, now: i64, before: i64) -> Result<u64, StoreError> {
-                let mut n = sqlx::query("DELETE FROM acme_nonces WHERE expires <= $1")
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db("sweep ACME nonces"))?
-                    .rows_affected();
+                let sql = "DELETE FROM acme_nonces WHERE expires <= $1";
+                let mut n =
+                    run!(execute(&self.pool), "sweep ACME nonces", sql, now)?.rows_affected();
                 // Authorizations first: they name their order only inside the JSON body.
                 for table in ["acme_authzs", "acme_orders"] {
                     // The table name is one of two constants, never input.
-                    let sql = format!(
+                    let sql = sqlx::AssertSqlSafe(format!(
                         "DELETE FROM {table} WHERE updated_at < $1 \
                          AND status IN ('pending', 'ready', 'invalid', 'deactivated')"
-                    );
-                    n += sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .bind(before)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(db("sweep ACME orders"))?
+                    ));
+                    n += run!(execute(&self.pool), "sweep ACME orders", sql, before)?
                         .rows_affected();
                 }
                 Ok(n)
+            }
+        }
+
+        impl $store {
+            /// The account whose `column` (`id` or `thumbprint`, a constant) is `value`.
+            async fn account_where(
+                &self,
+                column: &'static str,
+                value: &str,
+            ) -> Result<Option<AcmeAccount>, StoreError> {
+                let sql =
+                    format!("SELECT {ACCOUNT_COLUMNS} FROM acme_accounts WHERE {column} = $1");
+                let sql = sqlx::AssertSqlSafe(sql);
+                let row = run!(fetch_optional(&self.pool), "read ACME account", sql, value)?;
+                row.as_ref().map(account_from_row).transpose()
             }
         }
     };
@@ -489,80 +411,6 @@ macro_rules! impl_acme {
 
 impl_acme!(SqliteStore);
 impl_acme!(PgStore);
-
-impl AcmeStore for Store {
-    async fn nonce_put(&self, nonce: &str, expires: i64) -> Result<(), StoreError> {
-        dispatch!(self, s => s.nonce_put(nonce, expires).await)
-    }
-    async fn nonce_take(&self, nonce: &str, now: i64) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.nonce_take(nonce, now).await)
-    }
-    async fn account_create(&self, a: &AcmeAccount) -> Result<(AcmeAccount, bool), StoreError> {
-        dispatch!(self, s => s.account_create(a).await)
-    }
-    async fn account_by_thumbprint(&self, t: &str) -> Result<Option<AcmeAccount>, StoreError> {
-        dispatch!(self, s => s.account_by_thumbprint(t).await)
-    }
-    async fn account_get(&self, id: &str) -> Result<Option<AcmeAccount>, StoreError> {
-        dispatch!(self, s => s.account_get(id).await)
-    }
-    async fn account_update(
-        &self,
-        id: &str,
-        status: &str,
-        contact: &str,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.account_update(id, status, contact).await)
-    }
-    async fn object_insert(&self, k: AcmeKind, o: &AcmeObject, now: i64) -> Result<(), StoreError> {
-        dispatch!(self, s => s.object_insert(k, o, now).await)
-    }
-    async fn object_get(&self, k: AcmeKind, id: &str) -> Result<Option<AcmeObject>, StoreError> {
-        dispatch!(self, s => s.object_get(k, id).await)
-    }
-    async fn object_transition(
-        &self,
-        k: AcmeKind,
-        id: &str,
-        expected: &str,
-        status: &str,
-        body: &str,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.object_transition(k, id, expected, status, body, now).await)
-    }
-    async fn account_rekey(
-        &self,
-        id: &str,
-        old: &str,
-        new: &str,
-        jwk: &str,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.account_rekey(id, old, new, jwk).await)
-    }
-    async fn orders_of(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, s => s.orders_of(account_id).await)
-    }
-    async fn orders_since(
-        &self,
-        account_id: &str,
-        since: i64,
-    ) -> Result<(i64, Option<i64>), StoreError> {
-        dispatch!(self, s => s.orders_since(account_id, since).await)
-    }
-    async fn eab_create(&self, kid: &str, key: &str, now: i64) -> Result<(), StoreError> {
-        dispatch!(self, s => s.eab_create(kid, key, now).await)
-    }
-    async fn eab_get(&self, kid: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
-        dispatch!(self, s => s.eab_get(kid).await)
-    }
-    async fn eab_bind(&self, kid: &str, account_id: &str, now: i64) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.eab_bind(kid, account_id, now).await)
-    }
-    async fn acme_sweep(&self, now: i64, before: i64) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.acme_sweep(now, before).await)
-    }
-}
 
 /// kid, hmac_key, created_at, account_id, bound_at.
 type EabRow = (String, String, i64, Option<String>, Option<i64>);
@@ -588,19 +436,21 @@ pub(crate) async fn copy_to_postgres(
     .await
     .map_err(db("read source ACME accounts"))?;
     for a in &accounts {
-        sqlx::query(
-            "INSERT INTO acme_accounts (id, thumbprint, jwk, status, contact, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&a.0)
-        .bind(&a.1)
-        .bind(&a.2)
-        .bind(&a.3)
-        .bind(&a.4)
-        .bind(a.5)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("copy ACME accounts"))?;
+        let sql = "INSERT INTO acme_accounts (id, thumbprint, jwk, status, contact, created_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6)";
+        let (id, tp, jwk, status, contact, created) = a;
+        let op = "copy ACME accounts";
+        run!(
+            execute(&mut *tx),
+            op,
+            sql,
+            id,
+            tp,
+            jwk,
+            status,
+            contact,
+            created
+        )?;
     }
     let mut counts = vec![("acme_accounts", accounts.len())];
     for table in ["acme_orders", "acme_authzs"] {
@@ -619,16 +469,20 @@ pub(crate) async fn copy_to_postgres(
              VALUES ($1, $2, $3, $4, $5, $6)"
         );
         for r in &rows {
-            sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
-                .bind(&r.0)
-                .bind(&r.1)
-                .bind(&r.2)
-                .bind(&r.3)
-                .bind(r.4)
-                .bind(r.5)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("copy ACME orders"))?;
+            let sql = sqlx::AssertSqlSafe(insert.clone());
+            let (id, account, status, body, updated, created) = r;
+            let op = "copy ACME orders";
+            run!(
+                execute(&mut *tx),
+                op,
+                sql,
+                id,
+                account,
+                status,
+                body,
+                updated,
+                created
+            )?;
         }
         counts.push((table, rows.len()));
     }
@@ -640,18 +494,19 @@ pub(crate) async fn copy_to_postgres(
         .await
         .map_err(db("read source ACME EAB keys"))?;
         for k in &keys {
-            sqlx::query(
-                "INSERT INTO acme_eab (kid, hmac_key, created_at, account_id, bound_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&k.0)
-            .bind(&k.1)
-            .bind(k.2)
-            .bind(&k.3)
-            .bind(k.4)
-            .execute(&mut *tx)
-            .await
-            .map_err(db("copy ACME EAB keys"))?;
+            let sql = "INSERT INTO acme_eab (kid, hmac_key, created_at, account_id, bound_at) \
+                       VALUES ($1, $2, $3, $4, $5)";
+            let (kid, key, created, account, bound) = k;
+            run!(
+                execute(&mut *tx),
+                "copy ACME EAB keys",
+                sql,
+                kid,
+                key,
+                created,
+                account,
+                bound
+            )?;
         }
         counts.push(("acme_eab", keys.len()));
     }

@@ -133,23 +133,21 @@ impl SqliteStore {
 
     /// Whether `table` exists (an old database opened read-only may predate a migration).
     pub(crate) async fn has_table(&self, table: &str) -> Result<bool, StoreError> {
-        let row =
-            sqlx::query("SELECT 1 AS one FROM sqlite_master WHERE type = 'table' AND name = $1")
-                .bind(table)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("inspect schema"))?;
+        let sql = "SELECT 1 AS one FROM sqlite_master WHERE type = 'table' AND name = $1";
+        let row = run!(fetch_optional(&self.pool), "inspect schema", sql, table)?;
         Ok(row.is_some())
     }
 
     /// Whether `table` has `column` (an old database opened read-only may predate a migration).
     pub(crate) async fn has_column(&self, table: &str, column: &str) -> Result<bool, StoreError> {
-        let row = sqlx::query("SELECT 1 AS one FROM pragma_table_info($1) WHERE name = $2")
-            .bind(table)
-            .bind(column)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("inspect schema"))?;
+        let sql = "SELECT 1 AS one FROM pragma_table_info($1) WHERE name = $2";
+        let row = run!(
+            fetch_optional(&self.pool),
+            "inspect schema",
+            sql,
+            table,
+            column
+        )?;
         Ok(row.is_some())
     }
 }
@@ -209,47 +207,82 @@ pub(crate) fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// A row of `SELECT {COLUMNS}` as a record, on either backend.
-fn record_from_row<R>(row: &R, now: i64) -> Result<CertRecord, StoreError>
-where
-    R: Row,
-    for<'c> &'c str: sqlx::ColumnIndex<R>,
-    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let serial: String = row.try_get("serial").map_err(db("read row"))?;
-    let sans_json: String = row.try_get("sans").map_err(db("read row"))?;
-    let sans: Vec<String> = serde_json::from_str(&sans_json).map_err(|e| StoreError::Corrupt {
-        serial: serial.clone(),
-        detail: format!("sans is not a JSON array of strings: {e}"),
-    })?;
-    let stored: String = row.try_get("status").map_err(db("read row"))?;
-    let not_after: i64 = row.try_get("not_after").map_err(db("read row"))?;
-    let status = if stored == "revoked" {
-        Status::Revoked
-    } else if not_after <= now {
-        Status::Expired
-    } else {
-        Status::Valid
-    };
-    Ok(CertRecord {
-        name: row.try_get("name").map_err(db("read row"))?,
-        subject: row.try_get("subject").map_err(db("read row"))?,
-        sans,
-        usage: row.try_get("usage").map_err(db("read row"))?,
-        not_before: row.try_get("not_before").map_err(db("read row"))?,
-        not_after,
-        status,
-        revoked_at: row.try_get("revoked_at").map_err(db("read row"))?,
-        reason: row.try_get("reason").map_err(db("read row"))?,
-        requested_by: row.try_get("requested_by").map_err(db("read row"))?,
-        sha256: row.try_get("sha256").map_err(db("read row"))?,
-        created_at: row.try_get("created_at").map_err(db("read row"))?,
-        revoked_by: row.try_get("revoked_by").map_err(db("read row"))?,
-        issuer: row.try_get("issuer").map_err(db("read row"))?,
-        key_type: row.try_get("key_type").map_err(db("read row"))?,
-        serial,
-    })
+row_reader! {
+    /// A row of `SELECT {COLUMNS}` as a record, on either backend.
+    fn record_from_row(row, now: i64) -> CertRecord {
+        let serial: String = row.try_get("serial").map_err(db("read row"))?;
+        let sans_json: String = row.try_get("sans").map_err(db("read row"))?;
+        let sans: Vec<String> = serde_json::from_str(&sans_json).map_err(|e| StoreError::Corrupt {
+            serial: serial.clone(),
+            detail: format!("sans is not a JSON array of strings: {e}"),
+        })?;
+        let stored: String = row.try_get("status").map_err(db("read row"))?;
+        let not_after: i64 = row.try_get("not_after").map_err(db("read row"))?;
+        let status = if stored == "revoked" {
+            Status::Revoked
+        } else if not_after <= now {
+            Status::Expired
+        } else {
+            Status::Valid
+        };
+        Ok(CertRecord {
+            name: row.try_get("name").map_err(db("read row"))?,
+            subject: row.try_get("subject").map_err(db("read row"))?,
+            sans,
+            usage: row.try_get("usage").map_err(db("read row"))?,
+            not_before: row.try_get("not_before").map_err(db("read row"))?,
+            not_after,
+            status,
+            revoked_at: row.try_get("revoked_at").map_err(db("read row"))?,
+            reason: row.try_get("reason").map_err(db("read row"))?,
+            requested_by: row.try_get("requested_by").map_err(db("read row"))?,
+            sha256: row.try_get("sha256").map_err(db("read row"))?,
+            created_at: row.try_get("created_at").map_err(db("read row"))?,
+            revoked_by: row.try_get("revoked_by").map_err(db("read row"))?,
+            issuer: row.try_get("issuer").map_err(db("read row"))?,
+            key_type: row.try_get("key_type").map_err(db("read row"))?,
+            serial,
+        })
+    }
+}
+
+row_reader! {
+    /// A row of `serial, revoked_at, reason` (a CRL's entry), on either backend.
+    pub(crate) fn revoked_from_row(r) -> RevokedEntry {
+        let serial: String = r.try_get("serial").map_err(db("read row"))?;
+        let revoked_at: Option<i64> = r.try_get("revoked_at").map_err(db("read row"))?;
+        Ok(RevokedEntry {
+            revoked_at: revoked_at.ok_or_else(|| StoreError::Corrupt {
+                serial: serial.clone(),
+                detail: "revoked without a revocation time".into(),
+            })?,
+            reason: r.try_get("reason").map_err(db("read row"))?,
+            serial,
+        })
+    }
+}
+
+row_reader! {
+    /// A row of `number, der, this_update, next_update` (a stored CRL), on either backend.
+    pub(crate) fn crl_from_row(r) -> StoredCrl {
+        Ok(StoredCrl {
+            number: r.try_get("number").map_err(db("read CRL"))?,
+            der: r.try_get("der").map_err(db("read CRL"))?,
+            this_update: r.try_get("this_update").map_err(db("read CRL"))?,
+            next_update: r.try_get("next_update").map_err(db("read CRL"))?,
+        })
+    }
+}
+
+row_reader! {
+    /// A row of `revoked, number, next_update` (a CRL's state), on either backend.
+    pub(crate) fn crl_state_from_row(r) -> CrlState {
+        Ok(CrlState {
+            revoked: r.try_get("revoked").map_err(db("read CRL state"))?,
+            number: r.try_get("number").map_err(db("read CRL state"))?,
+            next_update: r.try_get("next_update").map_err(db("read CRL state"))?,
+        })
+    }
 }
 
 /// The least string greater than every string that starts with `prefix`, in code point order
@@ -526,41 +559,28 @@ macro_rules! impl_inventory {
             }
 
             async fn token_used(&self, jti: &str) -> Result<bool, StoreError> {
-                let row = sqlx::query("SELECT 1 AS one FROM tokens_used WHERE jti = $1")
-                    .bind(jti)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db("look up token"))?;
+                let sql = "SELECT 1 AS one FROM tokens_used WHERE jti = $1";
+                let row = run!(fetch_optional(&self.pool), "look up token", sql, jti)?;
                 Ok(row.is_some())
             }
 
             async fn delete(&self, serial: &str) -> Result<(), StoreError> {
-                sqlx::query("DELETE FROM certificates WHERE serial = $1")
-                    .bind(serial)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db("delete certificate"))?;
+                let sql = "DELETE FROM certificates WHERE serial = $1";
+                run!(execute(&self.pool), "delete certificate", sql, serial)?;
                 Ok(())
             }
 
             async fn get(&self, serial: &str, now: i64) -> Result<Option<CertRecord>, StoreError> {
                 // Only compile-time constants are spliced in; every value is bound.
-                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM certificates WHERE serial = $1"
-                )))
-                .bind(serial)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("get certificate"))?;
+                let sql = format!("SELECT {COLUMNS} FROM certificates WHERE serial = $1");
+                let sql = sqlx::AssertSqlSafe(sql);
+                let row = run!(fetch_optional(&self.pool), "get certificate", sql, serial)?;
                 row.map(|r| record_from_row(&r, now)).transpose()
             }
 
             async fn certificate_der(&self, serial: &str) -> Result<Option<Vec<u8>>, StoreError> {
-                let row = sqlx::query("SELECT der FROM certificates WHERE serial = $1")
-                    .bind(serial)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db("get certificate DER"))?;
+                let sql = "SELECT der FROM certificates WHERE serial = $1";
+                let row = run!(fetch_optional(&self.pool), "get certificate DER", sql, serial)?;
                 match row {
                     Some(r) => r.try_get("der").map_err(db("read certificate DER")),
                     None => Ok(None),
@@ -623,18 +643,11 @@ macro_rules! impl_inventory {
                 revoked_by: Option<&str>,
             ) -> Result<RevokeOutcome, StoreError> {
                 // One conditional UPDATE: two concurrent revocations cannot both "win".
-                let changed = sqlx::query(
-                    "UPDATE certificates SET status = 'revoked', revoked_at = $1, reason = $2, \
-                     revoked_by = $3 WHERE serial = $4 AND status != 'revoked'",
-                )
-                .bind(now)
-                .bind(reason)
-                .bind(revoked_by)
-                .bind(serial)
-                .execute(&self.pool)
-                .await
-                .map_err(db("revoke certificate"))?
-                .rows_affected();
+                let sql = "UPDATE certificates SET status = 'revoked', revoked_at = $1, \
+                           reason = $2, revoked_by = $3 WHERE serial = $4 AND status != 'revoked'";
+                let op = "revoke certificate";
+                let changed = run!(execute(&self.pool), op, sql, now, reason, revoked_by, serial)?
+                    .rows_affected();
                 let rec = self
                     .get(serial, now)
                     .await?
@@ -656,21 +669,7 @@ macro_rules! impl_inventory {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("list revoked certificates"))?;
-                rows.iter()
-                    .map(|r| {
-                        let serial: String = r.try_get("serial").map_err(db("read row"))?;
-                        let revoked_at: Option<i64> =
-                            r.try_get("revoked_at").map_err(db("read row"))?;
-                        Ok(RevokedEntry {
-                            revoked_at: revoked_at.ok_or_else(|| StoreError::Corrupt {
-                                serial: serial.clone(),
-                                detail: "revoked without a revocation time".into(),
-                            })?,
-                            reason: r.try_get("reason").map_err(db("read row"))?,
-                            serial,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(revoked_from_row).collect()
             }
 
             async fn next_counter(&self, name: &str) -> Result<i64, StoreError> {
@@ -707,21 +706,14 @@ macro_rules! impl_inventory {
             }
 
             async fn store_crl(&self, crl: &StoredCrl) -> Result<bool, StoreError> {
-                let res = sqlx::query(
-                    "INSERT INTO current_crl (id, number, der, this_update, next_update) \
-                     VALUES (1, $1, $2, $3, $4) \
-                     ON CONFLICT (id) DO UPDATE SET number = excluded.number, \
-                     der = excluded.der, this_update = excluded.this_update, \
-                     next_update = excluded.next_update \
-                     WHERE current_crl.number < excluded.number",
-                )
-                .bind(crl.number)
-                .bind(&crl.der)
-                .bind(crl.this_update)
-                .bind(crl.next_update)
-                .execute(&self.pool)
-                .await
-                .map_err(db("store CRL"))?;
+                let sql = "INSERT INTO current_crl (id, number, der, this_update, next_update) \
+                           VALUES (1, $1, $2, $3, $4) \
+                           ON CONFLICT (id) DO UPDATE SET number = excluded.number, \
+                           der = excluded.der, this_update = excluded.this_update, \
+                           next_update = excluded.next_update \
+                           WHERE current_crl.number < excluded.number";
+                let (number, der, this, next) = (crl.number, &crl.der, crl.this_update, crl.next_update);
+                let res = run!(execute(&self.pool), "store CRL", sql, number, der, this, next)?;
                 Ok(res.rows_affected() > 0)
             }
 
@@ -732,15 +724,7 @@ macro_rules! impl_inventory {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db("read CRL"))?;
-                row.map(|r| {
-                    Ok(StoredCrl {
-                        number: r.try_get("number").map_err(db("read CRL"))?,
-                        der: r.try_get("der").map_err(db("read CRL"))?,
-                        this_update: r.try_get("this_update").map_err(db("read CRL"))?,
-                        next_update: r.try_get("next_update").map_err(db("read CRL"))?,
-                    })
-                })
-                .transpose()
+                row.as_ref().map(crl_from_row).transpose()
             }
 
             async fn crl_state(&self) -> Result<CrlState, StoreError> {
@@ -752,11 +736,7 @@ macro_rules! impl_inventory {
                 .fetch_one(&self.pool)
                 .await
                 .map_err(db("read CRL state"))?;
-                Ok(CrlState {
-                    revoked: row.try_get("revoked").map_err(db("read CRL state"))?,
-                    number: row.try_get("number").map_err(db("read CRL state"))?,
-                    next_update: row.try_get("next_update").map_err(db("read CRL state"))?,
-                })
+                crl_state_from_row(&row)
             }
 
             async fn ping(&self) -> Result<(), StoreError> {

@@ -2,10 +2,6 @@
 //! both backends like the EST requests beside it: the CA signs an agent's SVID request only when
 //! an entry assigns that SPIFFE ID to the agent's node, so every replica must see the same
 //! entries. Selectors are kept as written (`unix:uid:1000`); mutual-agent parses and matches them.
-use std::future::Future;
-
-use sqlx::Row;
-
 use crate::{PgStore, SqliteStore, Store, StoreError};
 
 fn db(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -27,50 +23,39 @@ pub struct RegistrationEntry {
     pub created_by: String,
 }
 
-/// The store operations registration entries need.
-pub trait EntryStore {
-    fn entry_create(
-        &self,
-        e: &RegistrationEntry,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn entry_get(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<RegistrationEntry>, StoreError>> + Send;
-    /// The entries of `node` (all when `None`), ordered by SPIFFE ID then id.
-    fn entry_list(
-        &self,
-        node: Option<&str>,
-    ) -> impl Future<Output = Result<Vec<RegistrationEntry>, StoreError>> + Send;
-    /// False when there was no such entry.
-    fn entry_delete(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+store_trait! {
+    /// The store operations registration entries need.
+    pub trait EntryStore {
+        fn entry_create(&self, e: &RegistrationEntry) -> ();
+        fn entry_get(&self, id: &str) -> Option<RegistrationEntry>;
+        /// The entries of `node` (all when `None`), ordered by SPIFFE ID then id.
+        fn entry_list(&self, node: Option<&str>) -> Vec<RegistrationEntry>;
+        /// False when there was no such entry.
+        fn entry_delete(&self, id: &str) -> bool;
+    }
 }
 
 const COLUMNS: &str = "id, spiffe_id, selectors, node, ttl_secs, created_at, created_by";
 
-fn from_row<R>(row: &R) -> Result<RegistrationEntry, StoreError>
-where
-    R: Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    let e = || db("read registration entry");
-    let id: String = row.try_get("id").map_err(e())?;
-    let selectors: String = row.try_get("selectors").map_err(e())?;
-    let selectors = serde_json::from_str(&selectors).map_err(|err| StoreError::Corrupt {
-        serial: id.clone(),
-        detail: format!("registration entry selectors are not a JSON array: {err}"),
-    })?;
-    Ok(RegistrationEntry {
-        spiffe_id: row.try_get("spiffe_id").map_err(e())?,
-        selectors,
-        node: row.try_get("node").map_err(e())?,
-        ttl_secs: row.try_get("ttl_secs").map_err(e())?,
-        created_at: row.try_get("created_at").map_err(e())?,
-        created_by: row.try_get("created_by").map_err(e())?,
-        id,
-    })
+row_reader! {
+    fn from_row(row) -> RegistrationEntry {
+        let e = || db("read registration entry");
+        let id: String = row.try_get("id").map_err(e())?;
+        let selectors: String = row.try_get("selectors").map_err(e())?;
+        let selectors = serde_json::from_str(&selectors).map_err(|err| StoreError::Corrupt {
+            serial: id.clone(),
+            detail: format!("registration entry selectors are not a JSON array: {err}"),
+        })?;
+        Ok(RegistrationEntry {
+            spiffe_id: row.try_get("spiffe_id").map_err(e())?,
+            selectors,
+            node: row.try_get("node").map_err(e())?,
+            ttl_secs: row.try_get("ttl_secs").map_err(e())?,
+            created_at: row.try_get("created_at").map_err(e())?,
+            created_by: row.try_get("created_by").map_err(e())?,
+            id,
+        })
+    }
 }
 
 /// The selectors' stored form, a JSON array (a list of strings always encodes).
@@ -109,11 +94,8 @@ macro_rules! impl_entries {
 
             async fn entry_get(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
                 let sql = format!("SELECT {COLUMNS} FROM registration_entries WHERE id = $1");
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db("read registration entry"))?;
+                let sql = sqlx::AssertSqlSafe(sql);
+                let row = run!(fetch_optional(&self.pool), "read registration entry", sql, id)?;
                 row.as_ref().map(from_row).transpose()
             }
 
@@ -125,20 +107,14 @@ macro_rules! impl_entries {
                     "SELECT {COLUMNS} FROM registration_entries WHERE ($1 IS NULL OR node = $1) \
                      ORDER BY spiffe_id, id"
                 );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(node)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db("list registration entries"))?;
+                let sql = sqlx::AssertSqlSafe(sql);
+                let rows = run!(fetch_all(&self.pool), "list registration entries", sql, node)?;
                 rows.iter().map(from_row).collect()
             }
 
             async fn entry_delete(&self, id: &str) -> Result<bool, StoreError> {
-                let res = sqlx::query("DELETE FROM registration_entries WHERE id = $1")
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db("delete registration entry"))?;
+                let sql = "DELETE FROM registration_entries WHERE id = $1";
+                let res = run!(execute(&self.pool), "delete registration entry", sql, id)?;
                 Ok(res.rows_affected() == 1)
             }
         }
@@ -147,30 +123,6 @@ macro_rules! impl_entries {
 
 impl_entries!(SqliteStore);
 impl_entries!(PgStore);
-
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $e:expr) => {
-        match $self {
-            Store::Sqlite($s) => $e,
-            Store::Postgres($s) => $e,
-        }
-    };
-}
-
-impl EntryStore for Store {
-    async fn entry_create(&self, e: &RegistrationEntry) -> Result<(), StoreError> {
-        dispatch!(self, s => s.entry_create(e).await)
-    }
-    async fn entry_get(&self, id: &str) -> Result<Option<RegistrationEntry>, StoreError> {
-        dispatch!(self, s => s.entry_get(id).await)
-    }
-    async fn entry_list(&self, node: Option<&str>) -> Result<Vec<RegistrationEntry>, StoreError> {
-        dispatch!(self, s => s.entry_list(node).await)
-    }
-    async fn entry_delete(&self, id: &str) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.entry_delete(id).await)
-    }
-}
 
 /// Copies the entries for `ca migrate` (none before migration 0011).
 pub(crate) async fn copy_to_postgres(

@@ -2,10 +2,6 @@
 //! for both backends, like the ACME state beside it: every state a replica needs is in the
 //! store, and a decision is one conditional `UPDATE` so two operators (or replicas) cannot both
 //! decide one request.
-use std::future::Future;
-
-use sqlx::Row;
-
 use crate::backend::db;
 use crate::{inserted_or_found, PgStore, SqliteStore, Store, StoreError};
 
@@ -27,92 +23,69 @@ pub struct EstRequest {
     pub decided_by: Option<String>,
 }
 
-/// The store operations manual approval needs.
-pub trait EstStore {
-    /// Records a pending request unless one with this id exists; returns the stored one.
-    fn est_request_put(
-        &self,
-        r: &EstRequest,
-    ) -> impl Future<Output = Result<EstRequest, StoreError>> + Send;
-    fn est_request_get(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<EstRequest>, StoreError>> + Send;
-    /// Requests with this status (all when `None`), oldest first.
-    fn est_request_list(
-        &self,
-        status: Option<&str>,
-    ) -> impl Future<Output = Result<Vec<EstRequest>, StoreError>> + Send;
-    /// Moves a request from `from` to `to` (approve, reject; `issued` with serial and
-    /// certificate); false when it was not in `from` (decided already, or unknown).
-    #[allow(clippy::too_many_arguments)]
-    fn est_request_move(
-        &self,
-        id: &str,
-        from: &str,
-        to: &str,
-        by: Option<&str>,
-        serial: Option<&str>,
-        certificate: Option<&str>,
-        now: i64,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+store_trait! {
+    /// The store operations manual approval needs.
+    pub trait EstStore {
+        /// Records a pending request unless one with this id exists; returns the stored one.
+        fn est_request_put(&self, r: &EstRequest) -> EstRequest;
+        fn est_request_get(&self, id: &str) -> Option<EstRequest>;
+        /// Requests with this status (all when `None`), oldest first.
+        fn est_request_list(&self, status: Option<&str>) -> Vec<EstRequest>;
+        /// Moves a request from `from` to `to` (approve, reject; `issued` with serial and
+        /// certificate); false when it was not in `from` (decided already, or unknown).
+        #[allow(clippy::too_many_arguments)]
+        fn est_request_move(
+            &self,
+            id: &str,
+            from: &str,
+            to: &str,
+            by: Option<&str>,
+            serial: Option<&str>,
+            certificate: Option<&str>,
+            now: i64,
+        ) -> bool;
+    }
 }
 
 const COLUMNS: &str = "id, label, requested_by, names, status, serial, certificate, created_at, \
                        decided_at, decided_by";
 
-fn from_row<R>(row: &R) -> Result<EstRequest, StoreError>
-where
-    R: Row,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    let e = || db("read EST request");
-    Ok(EstRequest {
-        id: row.try_get("id").map_err(e())?,
-        label: row.try_get("label").map_err(e())?,
-        requested_by: row.try_get("requested_by").map_err(e())?,
-        names: row.try_get("names").map_err(e())?,
-        status: row.try_get("status").map_err(e())?,
-        serial: row.try_get("serial").map_err(e())?,
-        certificate: row.try_get("certificate").map_err(e())?,
-        created_at: row.try_get("created_at").map_err(e())?,
-        decided_at: row.try_get("decided_at").map_err(e())?,
-        decided_by: row.try_get("decided_by").map_err(e())?,
-    })
+row_reader! {
+    fn from_row(row) -> EstRequest {
+        let e = || db("read EST request");
+        Ok(EstRequest {
+            id: row.try_get("id").map_err(e())?,
+            label: row.try_get("label").map_err(e())?,
+            requested_by: row.try_get("requested_by").map_err(e())?,
+            names: row.try_get("names").map_err(e())?,
+            status: row.try_get("status").map_err(e())?,
+            serial: row.try_get("serial").map_err(e())?,
+            certificate: row.try_get("certificate").map_err(e())?,
+            created_at: row.try_get("created_at").map_err(e())?,
+            decided_at: row.try_get("decided_at").map_err(e())?,
+            decided_by: row.try_get("decided_by").map_err(e())?,
+        })
+    }
 }
 
 macro_rules! impl_est {
     ($store:ty) => {
         impl EstStore for $store {
             async fn est_request_put(&self, r: &EstRequest) -> Result<EstRequest, StoreError> {
-                sqlx::query(
-                    "INSERT INTO est_requests (id, label, requested_by, names, status, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(&r.id)
-                .bind(&r.label)
-                .bind(&r.requested_by)
-                .bind(&r.names)
-                .bind(&r.status)
-                .bind(r.created_at)
-                .execute(&self.pool)
-                .await
-                .map_err(db("store EST request"))?;
+                let sql = "INSERT INTO est_requests \
+                           (id, label, requested_by, names, status, created_at) \
+                           VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING";
+                let (id, label, by, names) = (&r.id, &r.label, &r.requested_by, &r.names);
+                let op = "store EST request";
+                run!(execute(&self.pool), op, sql, id, label, by, names, &r.status, r.created_at)?;
                 let stored = self.est_request_get(&r.id).await?;
                 inserted_or_found(stored, &r.id, "EST request")
             }
 
             async fn est_request_get(&self, id: &str) -> Result<Option<EstRequest>, StoreError> {
                 let sql = format!("SELECT {COLUMNS} FROM est_requests WHERE id = $1");
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(db("read EST request"))?;
+                let sql = sqlx::AssertSqlSafe(sql);
+                let row = run!(fetch_optional(&self.pool), "read EST request", sql, id)?;
                 row.as_ref().map(from_row).transpose()
             }
 
@@ -124,11 +97,8 @@ macro_rules! impl_est {
                     "SELECT {COLUMNS} FROM est_requests WHERE ($1 IS NULL OR status = $1) \
                      ORDER BY created_at, id"
                 );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(status)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db("list EST requests"))?;
+                let sql = sqlx::AssertSqlSafe(sql);
+                let rows = run!(fetch_all(&self.pool), "list EST requests", sql, status)?;
                 rows.iter().map(from_row).collect()
             }
 
@@ -142,22 +112,14 @@ macro_rules! impl_est {
                 certificate: Option<&str>,
                 now: i64,
             ) -> Result<bool, StoreError> {
-                let res = sqlx::query(
-                    "UPDATE est_requests SET status = $3, \
-                     decided_at = COALESCE($4, decided_at), decided_by = COALESCE($5, decided_by), \
-                     serial = COALESCE($6, serial), certificate = COALESCE($7, certificate) \
-                     WHERE id = $1 AND status = $2",
-                )
-                .bind(id)
-                .bind(from)
-                .bind(to)
-                .bind(by.map(|_| now))
-                .bind(by)
-                .bind(serial)
-                .bind(certificate)
-                .execute(&self.pool)
-                .await
-                .map_err(db("update EST request"))?;
+                let sql = "UPDATE est_requests SET status = $3, \
+                           decided_at = COALESCE($4, decided_at), \
+                           decided_by = COALESCE($5, decided_by), \
+                           serial = COALESCE($6, serial), certificate = COALESCE($7, certificate) \
+                           WHERE id = $1 AND status = $2";
+                let (at, cert) = (by.map(|_| now), certificate);
+                let op = "update EST request";
+                let res = run!(execute(&self.pool), op, sql, id, from, to, at, by, serial, cert)?;
                 Ok(res.rows_affected() == 1)
             }
         }
@@ -166,27 +128,3 @@ macro_rules! impl_est {
 
 impl_est!(SqliteStore);
 impl_est!(PgStore);
-
-impl EstStore for Store {
-    async fn est_request_put(&self, r: &EstRequest) -> Result<EstRequest, StoreError> {
-        dispatch!(self, s => s.est_request_put(r).await)
-    }
-    async fn est_request_get(&self, id: &str) -> Result<Option<EstRequest>, StoreError> {
-        dispatch!(self, s => s.est_request_get(id).await)
-    }
-    async fn est_request_list(&self, status: Option<&str>) -> Result<Vec<EstRequest>, StoreError> {
-        dispatch!(self, s => s.est_request_list(status).await)
-    }
-    async fn est_request_move(
-        &self,
-        id: &str,
-        from: &str,
-        to: &str,
-        by: Option<&str>,
-        serial: Option<&str>,
-        certificate: Option<&str>,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.est_request_move(id, from, to, by, serial, certificate, now).await)
-    }
-}

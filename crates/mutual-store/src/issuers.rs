@@ -8,7 +8,7 @@
 //! later issuer's is a row of `issuer_crls`.
 use sqlx::Row;
 
-use crate::backend::db;
+use crate::backend::{crl_from_row, crl_state_from_row, db, revoked_from_row};
 use crate::{CrlState, RevokedEntry, Store, StoreError, StoredCrl};
 
 /// The id of the intermediate `ca init` made (and of every row recorded before migration 0008).
@@ -36,25 +36,8 @@ impl Store {
         let sql = "SELECT serial, revoked_at, reason FROM certificates \
                    WHERE status = 'revoked' AND issuer = $1 ORDER BY revoked_at ASC, serial ASC";
         let r: Result<Vec<RevokedEntry>, StoreError> = on_pool!(self, p => {
-            let rows = sqlx::query(sql)
-                .bind(issuer)
-                .fetch_all(p)
-                .await
-                .map_err(db("list revoked certificates"))?;
-            rows.iter()
-                .map(|r| {
-                    let serial: String = r.try_get("serial").map_err(db("read row"))?;
-                    let revoked_at: Option<i64> = r.try_get("revoked_at").map_err(db("read row"))?;
-                    Ok(RevokedEntry {
-                        revoked_at: revoked_at.ok_or_else(|| StoreError::Corrupt {
-                            serial: serial.clone(),
-                            detail: "revoked without a revocation time".into(),
-                        })?,
-                        reason: r.try_get("reason").map_err(db("read row"))?,
-                        serial,
-                    })
-                })
-                .collect()
+            let rows = run!(fetch_all(p), "list revoked certificates", sql, issuer)?;
+            rows.iter().map(revoked_from_row).collect()
         });
         self.note("revoked_for_issuer", started, r)
     }
@@ -72,16 +55,8 @@ impl Store {
              (SELECT next_update FROM issuer_crls WHERE issuer = $1) AS next_update"
         };
         let r: Result<CrlState, StoreError> = on_pool!(self, p => {
-            let row = sqlx::query(sql)
-                .bind(issuer)
-                .fetch_one(p)
-                .await
-                .map_err(db("read CRL state"))?;
-            Ok(CrlState {
-                revoked: row.try_get("revoked").map_err(db("read CRL state"))?,
-                number: row.try_get("number").map_err(db("read CRL state"))?,
-                next_update: row.try_get("next_update").map_err(db("read CRL state"))?,
-            })
+            let row = run!(fetch_one(p), "read CRL state", sql, issuer)?;
+            crl_state_from_row(&row)
         });
         self.note("crl_state_for", started, r)
     }
@@ -103,15 +78,8 @@ impl Store {
                    next_update = excluded.next_update \
                    WHERE issuer_crls.number < excluded.number";
         let r: Result<bool, StoreError> = on_pool!(self, p => {
-            let res = sqlx::query(sql)
-                .bind(issuer)
-                .bind(crl.number)
-                .bind(&crl.der)
-                .bind(crl.this_update)
-                .bind(crl.next_update)
-                .execute(p)
-                .await
-                .map_err(db("store CRL"))?;
+            let (number, der, this, next) = (crl.number, &crl.der, crl.this_update, crl.next_update);
+            let res = run!(execute(p), "store CRL", sql, issuer, number, der, this, next)?;
             Ok(res.rows_affected() > 0)
         });
         self.note("store_issuer_crl", started, r)
@@ -125,20 +93,8 @@ impl Store {
         }
         let sql = "SELECT number, der, this_update, next_update FROM issuer_crls WHERE issuer = $1";
         let r: Result<Option<StoredCrl>, StoreError> = on_pool!(self, p => {
-            let row = sqlx::query(sql)
-                .bind(issuer)
-                .fetch_optional(p)
-                .await
-                .map_err(db("read CRL"))?;
-            row.map(|r| {
-                Ok(StoredCrl {
-                    number: r.try_get("number").map_err(db("read CRL"))?,
-                    der: r.try_get("der").map_err(db("read CRL"))?,
-                    this_update: r.try_get("this_update").map_err(db("read CRL"))?,
-                    next_update: r.try_get("next_update").map_err(db("read CRL"))?,
-                })
-            })
-            .transpose()
+            let row = run!(fetch_optional(p), "read CRL", sql, issuer)?;
+            row.as_ref().map(crl_from_row).transpose()
         });
         self.note("issuer_crl", started, r)
     }
@@ -149,11 +105,7 @@ impl Store {
         let started = std::time::Instant::now();
         let sql = "SELECT MAX(not_after) AS last FROM certificates WHERE issuer = $1";
         let r: Result<Option<i64>, StoreError> = on_pool!(self, p => {
-            let row = sqlx::query(sql)
-                .bind(issuer)
-                .fetch_one(p)
-                .await
-                .map_err(db("read issuer expiry"))?;
+            let row = run!(fetch_one(p), "read issuer expiry", sql, issuer)?;
             row.try_get("last").map_err(db("read issuer expiry"))
         });
         self.note("issuer_last_expiry", started, r)

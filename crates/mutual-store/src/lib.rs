@@ -35,6 +35,75 @@ macro_rules! dispatch {
     };
 }
 
+/// `$sql` with the values bound as `$1`, `$2`, ... in order, run by `$how` (`execute`,
+/// `fetch_one`, `fetch_optional` or `fetch_all`) on `$on` (a pool or a transaction's
+/// connection); a failure is a [`StoreError::Db`] named `$op`. The one bind-and-run chain of
+/// this crate, for both backends.
+macro_rules! run {
+    ($how:ident($on:expr), $op:expr, $sql:expr $(, $v:expr)* $(,)?) => {
+        sqlx::query($sql)
+            $(.bind($v))*
+            .$how($on)
+            .await
+            .map_err($crate::backend::db($op))
+    };
+}
+
+/// A store trait of async methods, each returning `Result<T, StoreError>` as a `Send` future,
+/// and its implementation for [`Store`], which forwards every method to the backend: the
+/// signatures are written once, here, instead of once in the trait and again in the forwarding.
+macro_rules! store_trait {
+    (
+        $(#[$tm:meta])*
+        pub trait $name:ident {
+            $(
+                $(#[$m:meta])*
+                fn $f:ident(&self $(, $a:ident: $t:ty)* $(,)?) -> $out:ty;
+            )*
+        }
+    ) => {
+        $(#[$tm])*
+        pub trait $name {
+            $(
+                $(#[$m])*
+                fn $f(&self $(, $a: $t)*)
+                    -> impl std::future::Future<Output = Result<$out, StoreError>> + Send;
+            )*
+        }
+
+        impl $name for Store {
+            $(
+                $(#[$m])*
+                async fn $f(&self $(, $a: $t)*) -> Result<$out, StoreError> {
+                    dispatch!(self, s => s.$f($($a),*).await)
+                }
+            )*
+        }
+    };
+}
+
+/// A function reading one row of either backend into a value: `fn name(row, args) -> T { body }`
+/// becomes `fn name<R>(row: &R, args) -> Result<T, StoreError>` for every row type whose
+/// columns decode to the types this crate stores (text, integers, bytes, each maybe NULL).
+macro_rules! row_reader {
+    (
+        $(#[$m:meta])*
+        $vis:vis fn $name:ident($row:ident $(, $arg:ident: $ty:ty)*) -> $out:ty $body:block
+    ) => {
+        $(#[$m])*
+        $vis fn $name<R>($row: &R $(, $arg: $ty)*) -> Result<$out, StoreError>
+        where
+            R: sqlx::Row,
+            for<'c> &'c str: sqlx::ColumnIndex<R>,
+            String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            Vec<u8>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        $body
+    };
+}
+
 mod acme;
 mod backend;
 mod copy;

@@ -232,29 +232,23 @@ both!(ensure_empty_refuses_an_inventory, |s, db| {
 /// Runs raw SQL statements on the test database (to age a schema or corrupt a row).
 async fn exec_raw(db: &TestDb, sqls: &[&str]) {
     use sqlx::Connection;
+    // Each statement on the connection `$c`, then closed: one body for both backends.
+    macro_rules! run_on {
+        ($c:expr) => {{
+            let mut c = $c.await.unwrap();
+            for q in sqls {
+                let q = sqlx::AssertSqlSafe(q.to_string());
+                sqlx::raw_sql(q).execute(&mut c).await.unwrap();
+            }
+            c.close().await.unwrap();
+        }};
+    }
     match &db.url {
         StoreUrl::Sqlite(p) => {
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", p.display()))
-                .await
-                .unwrap();
-            for q in sqls {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(q.to_string()))
-                    .execute(&mut c)
-                    .await
-                    .unwrap();
-            }
-            c.close().await.unwrap();
+            let url = format!("sqlite://{}", p.display());
+            run_on!(sqlx::SqliteConnection::connect(&url))
         }
-        StoreUrl::Postgres(u) => {
-            let mut c = sqlx::PgConnection::connect(u).await.unwrap();
-            for q in sqls {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(q.to_string()))
-                    .execute(&mut c)
-                    .await
-                    .unwrap();
-            }
-            c.close().await.unwrap();
-        }
+        StoreUrl::Postgres(u) => run_on!(sqlx::PgConnection::connect(u)),
     }
 }
 

@@ -145,6 +145,16 @@ pub(crate) fn basic_response(der: &[u8]) -> Result<BasicOcspResponse, String> {
         .map_err(|e| format!("not a basic OCSP response: {e}"))
 }
 
+/// The answer in `basic` whose CertID `about` accepts; `Err` names the mismatch.
+pub(crate) fn single_response(
+    basic: &BasicOcspResponse,
+    about: impl Fn(&CertId) -> bool,
+) -> Result<&x509_ocsp::SingleResponse, String> {
+    let answers = &basic.tbs_response_data.responses;
+    let single = answers.iter().find(|s| about(&s.cert_id));
+    single.ok_or_else(|| "the response is about another certificate".into())
+}
+
 /// Checks a response before stapling it (see the module doc); `Err` says why not.
 pub fn check_response(
     der: &[u8],
@@ -154,15 +164,9 @@ pub fn check_response(
 ) -> Result<Staple, String> {
     let basic = basic_response(der)?;
     let want = cert_id(leaf_der, issuer_der)?;
-    let single = basic
-        .tbs_response_data
-        .responses
-        .iter()
-        .find(|s| {
-            s.cert_id.serial_number == want.serial_number
-                && s.cert_id.issuer_key_hash == want.issuer_key_hash
-        })
-        .ok_or("the response is about another certificate")?;
+    let single = single_response(&basic, |id| {
+        id.serial_number == want.serial_number && id.issuer_key_hash == want.issuer_key_hash
+    })?;
     match single.cert_status {
         CertStatus::Good(_) => {}
         CertStatus::Revoked(_) => return Err("the certificate is revoked".into()),

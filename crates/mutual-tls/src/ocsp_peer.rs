@@ -13,7 +13,7 @@ use rustls_pki_types::CertificateDer;
 use x509_ocsp::{CertStatus, ResponderId};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::ocsp::{basic_response, parse, sha1, unix};
+use crate::ocsp::{basic_response, parse, sha1, single_response, unix};
 
 /// id-kp-OCSPSigning.
 const KP_OCSP_SIGNING: &str = "1.3.6.1.5.5.7.3.9";
@@ -66,25 +66,19 @@ pub fn verify_response(
 
     // About exactly this certificate: serial and both issuer hashes, in the CertID's hash.
     let serial = leaf.raw_serial();
-    let single = basic
-        .tbs_response_data
-        .responses
-        .iter()
-        .find(|s| {
-            let id = &s.cert_id;
-            let alg = match id.hash_algorithm.oid.to_string().as_str() {
-                "1.3.14.3.2.26" => &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-                "2.16.840.1.101.3.4.2.1" => &aws_lc_rs::digest::SHA256,
-                "2.16.840.1.101.3.4.2.2" => &aws_lc_rs::digest::SHA384,
-                "2.16.840.1.101.3.4.2.3" => &aws_lc_rs::digest::SHA512,
-                _ => return false,
-            };
-            let h = |d: &[u8]| aws_lc_rs::digest::digest(alg, d).as_ref().to_vec();
-            id.serial_number.as_bytes() == serial
-                && id.issuer_name_hash.as_bytes() == h(issuer.tbs_certificate.subject.as_raw())
-                && id.issuer_key_hash.as_bytes() == h(&issuer.public_key().subject_public_key.data)
-        })
-        .ok_or("the response is about another certificate")?;
+    let single = single_response(&basic, |id| {
+        let alg = match id.hash_algorithm.oid.to_string().as_str() {
+            "1.3.14.3.2.26" => &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            "2.16.840.1.101.3.4.2.1" => &aws_lc_rs::digest::SHA256,
+            "2.16.840.1.101.3.4.2.2" => &aws_lc_rs::digest::SHA384,
+            "2.16.840.1.101.3.4.2.3" => &aws_lc_rs::digest::SHA512,
+            _ => return false,
+        };
+        let h = |d: &[u8]| aws_lc_rs::digest::digest(alg, d).as_ref().to_vec();
+        id.serial_number.as_bytes() == serial
+            && id.issuer_name_hash.as_bytes() == h(issuer.tbs_certificate.subject.as_raw())
+            && id.issuer_key_hash.as_bytes() == h(&issuer.public_key().subject_public_key.data)
+    })?;
 
     // Signed by the issuer, or by a delegated responder the issuer certified for OCSPSigning.
     let rid = &basic.tbs_response_data.responder_id;
@@ -294,7 +288,8 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use mutual_pki::ca::ocsp::{parse_request, OcspStatus};
-    use mutual_pki::ca::{Ca, IssueOptions};
+    use mutual_pki::ca::IssueOptions;
+    use mutual_pki::testing;
     use mutual_pki::RevocationReason;
 
     fn now() -> i64 {
@@ -304,23 +299,9 @@ mod tests {
     #[tokio::test]
     async fn responses_from_our_responder_verify_and_tampering_is_refused() {
         let d = tempfile::tempdir().unwrap();
-        let ca = Ca::init(&d.path().join("ca"), &Default::default(), b"pw")
-            .await
-            .unwrap();
-        let leaf = ca
-            .issue(&IssueOptions {
-                name: "peer".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let other = ca
-            .issue(&IssueOptions {
-                name: "other".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let ca = testing::new_ca(d.path(), "ca").await;
+        let leaf = testing::issue(&ca, "peer", Default::default()).await;
+        let other = testing::issue(&ca, "other", Default::default()).await;
         let int = ca.issuers().default_issuer().der().to_vec();
         let responder = ca
             .ocsp_responder(std::time::Duration::from_secs(3600))
@@ -384,9 +365,7 @@ mod tests {
         );
         // A response about a certificate of another CA's intermediate.
         let d2 = tempfile::tempdir().unwrap();
-        let ca2 = Ca::init(&d2.path().join("ca"), &Default::default(), b"pw")
-            .await
-            .unwrap();
+        let ca2 = testing::new_ca(d2.path(), "ca").await;
         let int2 = ca2.issuers().default_issuer().der().to_vec();
         assert_eq!(
             verify_response(&good, &leaf.leaf_der, &int2, t).unwrap_err(),
@@ -414,24 +393,17 @@ mod tests {
         use rustls_pki_types::pem::PemObject;
         use std::sync::{Arc, Mutex};
         let d = tempfile::tempdir().unwrap();
-        let ca = Ca::init(&d.path().join("ca"), &Default::default(), b"pw")
-            .await
-            .unwrap();
-        let leaf = ca
-            .issue(&IssueOptions {
-                name: "peer".into(),
+        let ca = testing::new_ca(d.path(), "ca").await;
+        let leaf = testing::issue(
+            &ca,
+            "peer",
+            IssueOptions {
                 ocsp_urls: vec!["http://127.0.0.1:9/ocsp".into()],
                 ..Default::default()
-            })
-            .await
-            .unwrap();
-        let no_aia = ca
-            .issue(&IssueOptions {
-                name: "plain".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+            },
+        )
+        .await;
+        let no_aia = testing::issue(&ca, "plain", Default::default()).await;
         let root = CertificateDer::from_pem_slice(ca.root_pem().as_bytes()).unwrap();
         let int = CertificateDer::from(ca.issuers().default_issuer().der().to_vec());
         let reason = |r: Result<Vec<CertificateDer<'static>>, rustls::Error>| match r {

@@ -32,37 +32,25 @@ trait SignatureAlgorithms {
 /// verifier's [`SignatureAlgorithms`]: written once for every verifier here.
 macro_rules! handshake_signatures {
     () => {
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                SignatureAlgorithms::signature_algorithms(self),
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                SignatureAlgorithms::signature_algorithms(self),
-            )
-        }
+        handshake_signatures!(verify_tls12_signature, verify_tls13_signature);
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
             SignatureAlgorithms::signature_algorithms(self).supported_schemes()
         }
+    };
+    // Each method has the name of the rustls function that checks its TLS version's signature.
+    ($($method:ident),+) => {
+        $(
+            fn $method(
+                &self,
+                message: &[u8],
+                cert: &CertificateDer<'_>,
+                dss: &DigitallySignedStruct,
+            ) -> Result<HandshakeSignatureValid, rustls::Error> {
+                let algorithms = SignatureAlgorithms::signature_algorithms(self);
+                rustls::crypto::$method(message, cert, dss, algorithms)
+            }
+        )+
     };
 }
 

@@ -106,6 +106,17 @@ fn enroll_args(b64: &Path, cert: Option<(&Path, &Path)>) -> Vec<String> {
     a
 }
 
+/// `curl` POST of the CSR file `b64` to `path` ([`enroll_args`]).
+fn post_csr(
+    ca: &CaServe,
+    dir: &Path,
+    path: &str,
+    b64: &Path,
+    cert: Option<(&Path, &Path)>,
+) -> Answer {
+    curl(ca, dir, path, &enroll_args(b64, cert))
+}
+
 /// `curl` GET without further arguments.
 fn get(ca: &CaServe, dir: &Path, path: &str) -> Answer {
     curl(ca, dir, path, &[] as &[&str])
@@ -310,11 +321,12 @@ fn every_endpoint_with_curl_openssl_and_python() {
     // simpleenroll with a factory certificate: the name comes from its serialNumber.
     let (fcert, fkey) = factory.device("SN0001");
     let (key, b64) = est_csr(t, "dev1", "");
-    let a = curl(
+    let a = post_csr(
         &ca,
         t,
         "/.well-known/est/simpleenroll",
-        &enroll_args(&b64, Some((&fcert, &fkey))),
+        &b64,
+        Some((&fcert, &fkey)),
     );
     let leaf = t.join("dev1.pem");
     let pem = print_certs(t, &a, &leaf);
@@ -335,11 +347,12 @@ fn every_endpoint_with_curl_openssl_and_python() {
     let chain = t.join("dev1-chain.pem");
     with_intermediate(&ca, &pem, &chain);
     let (key2, b64_2) = est_csr(t, "dev1b", "URI:spiffe://fleet.example/device/SN0001");
-    let a = curl(
+    let a = post_csr(
         &ca,
         t,
         "/.well-known/est/simplereenroll",
-        &enroll_args(&b64_2, Some((&chain, &key))),
+        &b64_2,
+        Some((&chain, &key)),
     );
     let leaf2 = t.join("dev1-2.pem");
     print_certs(t, &a, &leaf2);
@@ -356,11 +369,12 @@ fn every_endpoint_with_curl_openssl_and_python() {
     // A label with its own rule.
     let (fcert2, fkey2) = factory.device("SN0002");
     let (_, b64) = est_csr(t, "dev2", "");
-    let a = curl(
+    let a = post_csr(
         &ca,
         t,
         "/.well-known/est/line2/simpleenroll",
-        &enroll_args(&b64, Some((&fcert2, &fkey2))),
+        &b64,
+        Some((&fcert2, &fkey2)),
     );
     let leaf = t.join("dev2.pem");
     print_certs(t, &a, &leaf);
@@ -480,11 +494,12 @@ fn serverkeygen_sends_the_key_and_keeps_none() {
     let (fcert, fkey) = factory.device("SN0700");
     // The CSR carries the request; its key is a throwaway the CA ignores (RFC 7030 §4.4.1).
     let (csr_key, b64) = est_csr(t, "kg", "");
-    let a = curl(
+    let a = post_csr(
         &ca,
         t,
         "/.well-known/est/serverkeygen",
-        &enroll_args(&b64, Some((&fcert, &fkey))),
+        &b64,
+        Some((&fcert, &fkey)),
     );
     assert_eq!(a.status, 200, "{}\n{}", a.headers, a.text());
     assert!(
@@ -512,21 +527,16 @@ fn serverkeygen_sends_the_key_and_keeps_none() {
 
     // The same identity rules as simpleenroll: a name the device may not have.
     let (_, other) = est_csr(t, "kg-other", "URI:spiffe://fleet.example/device/SN9999");
-    curl(
+    post_csr(
         &ca,
         t,
         "/.well-known/est/serverkeygen",
-        &enroll_args(&other, Some((&fcert, &fkey))),
+        &other,
+        Some((&fcert, &fkey)),
     )
     .refused(403, "name_not_allowed");
     // No credentials at all.
-    curl(
-        &ca,
-        t,
-        "/.well-known/est/serverkeygen",
-        &enroll_args(&b64, None),
-    )
-    .refused(401, "no_client_cert");
+    post_csr(&ca, t, "/.well-known/est/serverkeygen", &b64, None).refused(401, "no_client_cert");
     // A token pays for one generated key, once.
     let token = ca.token(&["uri:spiffe://fleet.example/device/T7"], "1h", "client");
     let mut args = enroll_args(&b64, None);
@@ -625,19 +635,21 @@ fn a_denied_factory_serial_enrolls_no_more() {
     let (ok_cert, ok_key) = factory.device("SN0900");
     let (bad_cert, bad_key) = factory.device("SN0901");
     let (_, b64) = est_csr(t, "deny", "");
-    let a = curl(
+    let a = post_csr(
         &ca,
         t,
         "/.well-known/est/simpleenroll",
-        &enroll_args(&b64, Some((&ok_cert, &ok_key))),
+        &b64,
+        Some((&ok_cert, &ok_key)),
     );
     print_certs(t, &a, &t.join("ok.pem"));
     for op in ["simpleenroll", "serverkeygen"] {
-        let v = curl(
+        let v = post_csr(
             &ca,
             t,
             &format!("/.well-known/est/{op}"),
-            &enroll_args(&b64, Some((&bad_cert, &bad_key))),
+            &b64,
+            Some((&bad_cert, &bad_key)),
         )
         .refused(403, "device_denied");
         assert!(v["detail"].as_str().unwrap().contains("SN0901"), "{v}");
@@ -651,11 +663,12 @@ fn a_denied_factory_serial_enrolls_no_more() {
         .unwrap()
         .set_modified(later)
         .unwrap();
-    curl(
+    post_csr(
         &ca,
         t,
         "/.well-known/est/simpleenroll",
-        &enroll_args(&b64, Some((&ok_cert, &ok_key))),
+        &b64,
+        Some((&ok_cert, &ok_key)),
     )
     .refused(403, "device_denied");
     // One issuance in all.
@@ -740,7 +753,7 @@ fn refusals_carry_the_exact_reason() {
     // A factory certificate from a manufacturer the CA does not trust: the handshake fails
     // with the TLS alert unknown_ca (the listener only accepts our root and --est-bootstrap-ca).
     let (ecert, ekey) = evil.device("SN0100");
-    let a = curl(&ca, t, ep, &enroll_args(&b64, Some((&ecert, &ekey))));
+    let a = post_csr(&ca, t, ep, &b64, Some((&ecert, &ekey)));
     assert_ne!(a.curl_code, 0);
     assert!(a.stderr.contains("unknown ca"), "{}", a.stderr);
     // The CA writes its handshake-failure line after the alert is on the wire: wait for it.
@@ -756,8 +769,7 @@ fn refusals_carry_the_exact_reason() {
 
     // A CSR asking for another device's name.
     let (_, other) = est_csr(t, "other", "URI:spiffe://fleet.example/device/SN9999");
-    let v = curl(&ca, t, ep, &enroll_args(&other, Some((&fcert, &fkey))))
-        .refused(403, "name_not_allowed");
+    let v = post_csr(&ca, t, ep, &other, Some((&fcert, &fkey))).refused(403, "name_not_allowed");
     assert!(
         v["detail"]
             .as_str()
@@ -769,10 +781,10 @@ fn refusals_carry_the_exact_reason() {
     // Malformed bodies: not base64; base64 of something that is not a PKCS#10.
     let bad = t.join("bad.b64");
     std::fs::write(&bad, "this is not base64!").unwrap();
-    let v = curl(&ca, t, ep, &enroll_args(&bad, Some((&fcert, &fkey)))).refused(400, "bad_request");
+    let v = post_csr(&ca, t, ep, &bad, Some((&fcert, &fkey))).refused(400, "bad_request");
     assert!(v["detail"].as_str().unwrap().contains("not base64"), "{v}");
     std::fs::write(&bad, "MIIBADCBpwIBADAP\n").unwrap();
-    let v = curl(&ca, t, ep, &enroll_args(&bad, Some((&fcert, &fkey)))).refused(400, "bad_request");
+    let v = post_csr(&ca, t, ep, &bad, Some((&fcert, &fkey))).refused(400, "bad_request");
     assert!(
         v["detail"].as_str().unwrap().contains("malformed CSR"),
         "{v}"
@@ -783,7 +795,7 @@ fn refusals_carry_the_exact_reason() {
     let n = der.len();
     der[n - 3] ^= 0x01;
     std::fs::write(&bad, base64_of(&der)).unwrap();
-    curl(&ca, t, ep, &enroll_args(&bad, Some((&fcert, &fkey)))).refused(400, "bad_request");
+    post_csr(&ca, t, ep, &bad, Some((&fcert, &fkey))).refused(400, "bad_request");
 
     // Wrong content type; no credentials at all.
     let a = curl(
@@ -802,7 +814,7 @@ fn refusals_carry_the_exact_reason() {
         ],
     );
     a.refused(415, "unsupported_media_type");
-    let a = curl(&ca, t, ep, &enroll_args(&b64, None));
+    let a = post_csr(&ca, t, ep, &b64, None);
     a.refused(401, "no_client_cert");
     assert_eq!(
         a.header("www-authenticate").as_deref(),
@@ -816,27 +828,27 @@ fn refusals_carry_the_exact_reason() {
 
     // Enroll, then: our own certificate is not a factory certificate; a factory certificate
     // cannot re-enroll; the revoked device cannot re-enroll.
-    let a = curl(&ca, t, ep, &enroll_args(&b64, Some((&fcert, &fkey))));
+    let a = post_csr(&ca, t, ep, &b64, Some((&fcert, &fkey)));
     let leaf = t.join("dev.pem");
     let pem = print_certs(t, &a, &leaf);
     let chain = t.join("chain.pem");
     with_intermediate(&ca, &pem, &chain);
     let key = t.join("ok.key");
     let (_, b64b) = est_csr(t, "next", "");
-    curl(&ca, t, ep, &enroll_args(&b64b, Some((&chain, &key)))).refused(403, "unknown_ca");
+    post_csr(&ca, t, ep, &b64b, Some((&chain, &key))).refused(403, "unknown_ca");
     let re = "/.well-known/est/simplereenroll";
-    curl(&ca, t, re, &enroll_args(&b64b, Some((&fcert, &fkey)))).refused(403, "unknown_ca");
-    curl(&ca, t, re, &enroll_args(&b64b, None)).refused(401, "no_client_cert");
+    post_csr(&ca, t, re, &b64b, Some((&fcert, &fkey))).refused(403, "unknown_ca");
+    post_csr(&ca, t, re, &b64b, None).refused(401, "no_client_cert");
     // Re-enrollment may not add a name.
     let (_, more) = est_csr(
         t,
         "more",
         "URI:spiffe://fleet.example/device/SN0100,DNS:extra.example",
     );
-    curl(&ca, t, re, &enroll_args(&more, Some((&chain, &key)))).refused(403, "name_not_allowed");
+    post_csr(&ca, t, re, &more, Some((&chain, &key))).refused(403, "name_not_allowed");
     let serial = serial_of(&leaf);
     mutual(&["cert", "revoke", &serial, "--dir", s(ca.d())]).ok();
-    let v = curl(&ca, t, re, &enroll_args(&b64b, Some((&chain, &key)))).refused(403, "revoked");
+    let v = post_csr(&ca, t, re, &b64b, Some((&chain, &key))).refused(403, "revoked");
     assert!(v["detail"].as_str().unwrap().contains(&serial), "{v}");
 }
 
@@ -898,13 +910,7 @@ fn renewal_grace_after_expiry() {
         t.join("strict.log"),
         &["--est", "--rate-limit", "off"],
     );
-    let v = curl(
-        &strict,
-        t,
-        re,
-        &enroll_args(&b64, Some((&cert("a"), &key("a")))),
-    )
-    .refused(403, "expired");
+    let v = post_csr(&strict, t, re, &b64, Some((&cert("a"), &key("a")))).refused(403, "expired");
     assert!(!v["detail"].as_str().unwrap().contains("grace"), "{v}");
     let renew = |ca: &CaServe, n: &str| {
         curl(
@@ -923,12 +929,7 @@ fn renewal_grace_after_expiry() {
         t.join("lenient.log"),
         &["--est", "--rate-limit", "off", "--renew-grace", "1h"],
     );
-    let a = curl(
-        &lenient,
-        t,
-        re,
-        &enroll_args(&b64, Some((&cert("a"), &key("a")))),
-    );
+    let a = post_csr(&lenient, t, re, &b64, Some((&cert("a"), &key("a"))));
     let new_a = t.join("a2.pem");
     print_certs(t, &a, &new_a);
     let a_serial = serial_of(&cert("a"));
@@ -967,13 +968,7 @@ fn renewal_grace_after_expiry() {
     // Never after revocation, grace or not.
     let c_serial = serial_of(&cert("c"));
     mutual(&["cert", "revoke", &c_serial, "--dir", s(&dir)]).ok();
-    curl(
-        &lenient,
-        t,
-        re,
-        &enroll_args(&b64, Some((&cert("c"), &key("c")))),
-    )
-    .refused(403, "revoked");
+    post_csr(&lenient, t, re, &b64, Some((&cert("c"), &key("c")))).refused(403, "revoked");
     drop(lenient);
 
     // Beyond a one-second grace: refused, and the refusal names the grace.
@@ -1004,13 +999,7 @@ fn renewal_grace_after_expiry() {
     assert!(eventually(Duration::from_secs(30), || (now() > a_end + 2)
         .then_some(()))
     .is_some());
-    let v = curl(
-        &short,
-        t,
-        re,
-        &enroll_args(&b64, Some((&cert("a"), &key("a")))),
-    )
-    .refused(403, "expired");
+    let v = post_csr(&short, t, re, &b64, Some((&cert("a"), &key("a")))).refused(403, "expired");
     assert!(
         v["detail"]
             .as_str()

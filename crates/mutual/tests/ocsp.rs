@@ -33,6 +33,15 @@ impl Responder {
         Responder { srv, url, out }
     }
 
+    /// [`Responder::start`] with no extra flags, or `None` (a SKIPPED line) when one of
+    /// `tools` is missing.
+    fn needing(tools: &[&str]) -> Option<Responder> {
+        if tools.iter().any(|t| skip_without(t)) {
+            return None;
+        }
+        Some(Responder::start(&[]))
+    }
+
     /// `cert issue NAME ARGS...` into `out`; the certificate's path.
     fn issue(&self, name: &str, args: &[&str]) -> PathBuf {
         let d = self.srv.d().to_str().unwrap().to_string();
@@ -44,18 +53,7 @@ impl Responder {
     }
 
     fn revoke(&self, cert: &Path, reason: &str) {
-        let d = self.srv.d().to_str().unwrap().to_string();
-        mutual(&[
-            "cert",
-            "revoke",
-            "--dir",
-            &d,
-            "--cert",
-            s(cert),
-            "--reason",
-            reason,
-        ])
-        .ok();
+        revoke_in(s(self.srv.d()), cert, reason);
     }
 
     fn intermediate(&self) -> String {
@@ -66,12 +64,16 @@ impl Responder {
     /// verifying the response against our root; stdout + stderr.
     fn ask(&self, pre: &[&str], target: &[&str]) -> Out {
         let root = self.srv.root();
-        let int = self.intermediate();
-        let mut a = vec!["ocsp", "-issuer", &int];
-        a.extend_from_slice(pre);
+        let mut a = pre.to_vec();
         a.extend_from_slice(target);
         a.extend(["-url", &self.url, "-CAfile", s(&root)]);
-        openssl(&a)
+        self.ocsp(&a)
+    }
+
+    /// `openssl ocsp -issuer INTERMEDIATE ARGS...`; stdout + stderr.
+    fn ocsp(&self, args: &[&str]) -> Out {
+        let int = self.intermediate();
+        openssl(&[&["ocsp", "-issuer", &int][..], args].concat())
     }
 }
 
@@ -82,10 +84,9 @@ fn verdict(o: &Out) -> String {
 
 #[test]
 fn openssl_ocsp_gets_good_revoked_unknown_and_verifies_them() {
-    if skip_without("openssl") {
+    let Some(r) = Responder::needing(&["openssl"]) else {
         return;
-    }
-    let r = Responder::start(&[]);
+    };
     let good = r.issue("good", &["--san", "dns:good.test"]);
     let bad = r.issue("bad", &[]);
     let own = r.issue("own", &["--ocsp-url", "http://ocsp.example.test/ocsp"]);
@@ -137,21 +138,7 @@ fn openssl_ocsp_gets_good_revoked_unknown_and_verifies_them() {
 
     // The responder is a delegated one: OCSPSigning only, nocheck, issued by the intermediate.
     let resp = r.out.join("resp.der");
-    let int = r.intermediate();
-    openssl(&[
-        "ocsp",
-        "-issuer",
-        &int,
-        "-cert",
-        s(&good),
-        "-url",
-        &r.url,
-        "-CAfile",
-        s(&root),
-        "-respout",
-        s(&resp),
-    ])
-    .ok();
+    r.ask(&[], &["-cert", s(&good), "-respout", s(&resp)]).ok();
     let text = openssl(&["ocsp", "-respin", s(&resp), "-resp_text", "-noverify"]).ok();
     assert!(text.stdout.contains("OCSP Signing"), "{}", text.stdout);
     assert!(text.stdout.contains("OCSP No Check"), "{}", text.stdout);
@@ -172,24 +159,14 @@ fn openssl_ocsp_gets_good_revoked_unknown_and_verifies_them() {
 /// outside the server) is answered at the next request, with RFC 5019 caching headers.
 #[test]
 fn cached_response_follows_a_status_change() {
-    if skip_without("curl") || skip_without("openssl") {
+    let Some(r) = Responder::needing(&["curl", "openssl"]) else {
         return;
-    }
-    let r = Responder::start(&[]);
+    };
     let cert = r.issue("svc", &[]);
     let req = r.out.join("req.der");
     let int = r.intermediate();
-    openssl(&[
-        "ocsp",
-        "-issuer",
-        &int,
-        "-cert",
-        s(&cert),
-        "-no_nonce",
-        "-reqout",
-        s(&req),
-    ])
-    .ok();
+    r.ocsp(&["-cert", s(&cert), "-no_nonce", "-reqout", s(&req)])
+        .ok();
     let b64 = openssl_ok(&["base64", "-A", "-in", s(&req)]);
     let enc: String = b64
         .trim()
@@ -270,10 +247,9 @@ fn cached_response_follows_a_status_change() {
 /// the wrong method is a plain 405.
 #[test]
 fn malformed_requests_get_malformed_request_not_500() {
-    if skip_without("curl") || skip_without("openssl") {
+    let Some(r) = Responder::needing(&["curl", "openssl"]) else {
         return;
-    }
-    let r = Responder::start(&[]);
+    };
     let https = format!("{}/ocsp", r.srv.url());
     let root = r.srv.root();
     let big = r.out.join("big.bin");
@@ -357,20 +333,10 @@ fn malformed_requests_get_malformed_request_not_500() {
 /// through, the revoked one is refused (nginx: `certificate revoked`, HTTP 400).
 #[test]
 fn nginx_ssl_ocsp_accepts_good_client_refuses_revoked() {
-    if skip_without("nginx") || skip_without("curl") {
+    let Some(r) = Responder::needing(&["nginx", "curl"]) else {
         return;
-    }
-    let r = Responder::start(&[]);
-    let server = r.issue(
-        "server",
-        &[
-            "--server",
-            "--san",
-            "dns:localhost",
-            "--san",
-            "ip:127.0.0.1",
-        ],
-    );
+    };
+    let server = r.issue("server", LOCALHOST_SERVER);
     let good = r.issue("alice", &[]);
     let bad = r.issue("mallory", &[]);
     r.revoke(&bad, "key-compromise");
@@ -444,20 +410,10 @@ fn s_client_status(r: &Responder, port: u16, who: &str) -> String {
 /// refused handshake.
 #[test]
 fn serve_staples_ocsp_for_its_own_certificate() {
-    if skip_without("openssl") {
+    let Some(r) = Responder::needing(&["openssl"]) else {
         return;
-    }
-    let r = Responder::start(&[]);
-    let server = r.issue(
-        "server",
-        &[
-            "--server",
-            "--san",
-            "dns:localhost",
-            "--san",
-            "ip:127.0.0.1",
-        ],
-    );
+    };
+    let server = r.issue("server", LOCALHOST_SERVER);
     r.issue("alice", &[]);
     let root = r.srv.root();
     let backend = proxy_common::http_backend();

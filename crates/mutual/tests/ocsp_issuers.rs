@@ -61,17 +61,7 @@ fn responder_answers_for_retiring_and_new_intermediates_after_rotation() {
     let new_good = issue("new-good");
     let new_bad = issue("new-bad");
     for c in [&old_bad, &new_bad] {
-        mutual(&[
-            "cert",
-            "revoke",
-            "--dir",
-            &d,
-            "--cert",
-            s(c),
-            "--reason",
-            "key-compromise",
-        ])
-        .ok();
+        revoke_in(&d, c, "key-compromise");
     }
     let root = srv.root();
     let int1 = srv.d().join("intermediate.pem");

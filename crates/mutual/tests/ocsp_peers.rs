@@ -49,30 +49,11 @@ impl Ca {
     }
 
     fn server(&self) -> Leaf {
-        self.issue(
-            "server",
-            &[
-                "--server",
-                "--san",
-                "dns:localhost",
-                "--san",
-                "ip:127.0.0.1",
-            ],
-        )
+        self.issue("server", LOCALHOST_SERVER)
     }
 
     fn revoke(&self, l: &Leaf) {
-        mutual(&[
-            "cert",
-            "revoke",
-            "--dir",
-            self.ca.d(),
-            "--cert",
-            s(&l.cert),
-            "--reason",
-            "key-compromise",
-        ])
-        .ok();
+        revoke_in(self.ca.d(), &l.cert, "key-compromise");
     }
 
     fn root(&self) -> PathBuf {

@@ -61,6 +61,15 @@ fn a_reloaded_root_crl_revoking_the_intermediate_refuses_its_clients() {
     assert!(rustls_get(p.addr(), &rustls_config(&fx.pki.root, Some(&fx.ok))).is_err());
 }
 
+/// One GET on `s`; the answer's status, 0 when there is none (the connection was refused).
+fn get(mut s: TlsStream) -> u16 {
+    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    parse_http(&String::from_utf8_lossy(&out)).map_or(0, |(st, _)| st)
+}
+
 #[test]
 fn serve_refuses_a_resumed_session_once_the_client_certificate_expired() {
     let (fx, _backend, p) = serve_fixture(&["--allow-spiffe", OK_ID]);
@@ -68,13 +77,6 @@ fn serve_refuses_a_resumed_session_once_the_client_certificate_expired() {
     // One client config throughout: its session cache carries the tickets.
     let cfg = rustls_config(&fx.pki.root, Some(&short));
     let kind = |s: &TlsStream| s.conn.handshake_kind();
-    let get = |mut s: TlsStream| {
-        s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        parse_http(&String::from_utf8_lossy(&out)).map_or(0, |(st, _)| st)
-    };
     let s = tls_connect(p.addr(), &cfg).unwrap();
     assert_eq!(kind(&s), Some(rustls::HandshakeKind::Full));
     assert_eq!(get(s), 200, "{}", p.stderr_text());
@@ -113,13 +115,6 @@ fn serve_refuses_a_resumed_session_once_the_client_certificate_expired() {
 fn serve_refuses_a_resuming_client_once_a_reloaded_crl_revokes_it() {
     let (fx, _backend, p) = serve_fixture(&[]);
     let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
-    let get = |mut s: TlsStream| {
-        s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        parse_http(&String::from_utf8_lossy(&out)).map_or(0, |(st, _)| st)
-    };
     let s = tls_connect(p.addr(), &cfg).unwrap();
     assert_eq!(s.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
     assert_eq!(get(s), 200, "{}", p.stderr_text());

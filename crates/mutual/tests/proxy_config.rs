@@ -10,7 +10,7 @@ mod proxy_common;
 use proxy_common::*;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -20,36 +20,28 @@ const B_ID: &str = "spiffe://test.mutual/client/b";
 /// A backend that answers an HTTP GET with 200 (for curl) and echoes anything else, for as
 /// long as the connection stays open (for long-lived connections).
 fn echo_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                let mut first = true;
-                loop {
-                    let n = match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    if first && buf[..n].starts_with(b"GET ") {
-                        let resp = format!(
-                            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BACKEND_BODY}",
-                            BACKEND_BODY.len()
-                        );
-                        let _ = s.write_all(resp.as_bytes());
-                        return;
-                    }
-                    first = false;
-                    if s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
+    mutual_test::tcp_server(|mut s| {
+        let mut buf = [0u8; 4096];
+        let mut first = true;
+        loop {
+            let n = match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if first && buf[..n].starts_with(b"GET ") {
+                let resp = format!(
+                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BACKEND_BODY}",
+                    BACKEND_BODY.len()
+                );
+                let _ = s.write_all(resp.as_bytes());
+                return;
+            }
+            first = false;
+            if s.write_all(&buf[..n]).is_err() {
+                return;
+            }
         }
-    });
-    addr
+    })
 }
 
 /// Sends a line and expects it back: the connection is open end to end.
@@ -588,30 +580,22 @@ fn listeners_added_removed_and_moved_by_config_edits() {
 
 /// A backend that answers every HTTP request with the request head it received as the body.
 fn head_echo_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            std::thread::spawn(move || {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    req.len()
-                );
-                let _ = s.write_all(resp.as_bytes());
-                let _ = s.write_all(&req);
-            });
+    mutual_test::tcp_server(|mut s| {
+        let mut req = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => req.extend_from_slice(&buf[..n]),
+            }
         }
-    });
-    addr
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            req.len()
+        );
+        let _ = s.write_all(resp.as_bytes());
+        let _ = s.write_all(&req);
+    })
 }
 
 /// HTTP mode, identity headers and per-request rules come from the config file's keys (`mode`,

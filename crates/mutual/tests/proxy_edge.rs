@@ -4,6 +4,7 @@
 //! distribution points (`--crl-from-cdp`) served by a real `python3 -m http.server`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod pki_common;
 mod proxy_common;
 use proxy_common::*;
 
@@ -292,22 +293,9 @@ fn crl_from_cdp_fetches_refreshes_caches_and_decides_unknown() {
     };
     publish_crl();
     let out = certs.to_str().unwrap();
-    mutual_ok(&[
-        "cert",
-        "issue",
-        "server",
-        "--server",
-        "--san",
-        "dns:localhost",
-        "--san",
-        "ip:127.0.0.1",
-        "--crl-url",
-        &url,
-        "--dir",
-        ca_s,
-        "--out",
-        out,
-    ]);
+    let issue = ["cert", "issue", "server"];
+    let cdp = ["--crl-url", &url, "--dir", ca_s, "--out", out];
+    mutual_ok(&[&issue[..], pki_common::LOCALHOST_SERVER, &cdp[..]].concat());
     // A client certificate for spiffe://edge.test/NAME whose CDP is `url`.
     let issue_client = |name: &str| {
         let id = format!("uri:spiffe://edge.test/{name}");

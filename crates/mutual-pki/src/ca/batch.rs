@@ -455,7 +455,7 @@ impl Ca {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-    use crate::ca::{InitOptions, IssueOptions};
+    use crate::ca::IssueOptions;
     use crate::KeyType;
 
     fn rows(names: &[&str]) -> Vec<BatchRow> {
@@ -499,9 +499,7 @@ mod tests {
     #[tokio::test]
     async fn an_interrupted_chunk_is_rolled_forward_or_back() {
         let d = tempfile::tempdir().unwrap();
-        let ca = Ca::init(&d.path().join("ca"), &InitOptions::default(), b"pw")
-            .await
-            .unwrap();
+        let ca = crate::testing::new_ca(d.path(), "ca").await;
         let out = d.path().join("out");
         std::fs::create_dir(&out).unwrap();
         let (batch, _) = BatchDir::open(&out, &ca).await.unwrap();
@@ -571,9 +569,7 @@ mod tests {
         assert_eq!(resumed.rolled_forward + resumed.rolled_back, 0);
 
         // Another CA cannot resume (it would take committed chunks for uncommitted ones).
-        let other = Ca::init(&d.path().join("other"), &InitOptions::default(), b"pw")
-            .await
-            .unwrap();
+        let other = crate::testing::new_ca(d.path(), "other").await;
         let err = BatchDir::open(&out, &other).await.unwrap_err().to_string();
         assert!(err.contains("holds a batch of another CA"), "{err}");
         assert!(err.contains(&ca.root_fingerprint_sha256()), "{err}");

@@ -571,16 +571,8 @@ mod tests {
     #[tokio::test]
     async fn sign_parse_round_trip_with_nonce_and_both_hashes() {
         let d = tempfile::tempdir().unwrap();
-        let ca = Ca::init(&d.path().join("ca"), &Default::default(), b"pw")
-            .await
-            .unwrap();
-        let leaf = ca
-            .issue(&IssueOptions {
-                name: "svc".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let ca = crate::testing::new_ca(d.path(), "ca").await;
+        let leaf = crate::testing::issue(&ca, "svc", Default::default()).await;
         let responder = ca.ocsp_responder(Duration::from_secs(3600)).await.unwrap();
         let issuer = ca.ocsp_issuer().unwrap();
         let int_der = ca.issuers().default_issuer().der().to_vec();

@@ -354,6 +354,12 @@ pub const LOCALHOST_SERVER: &[&str] = &[
     "ip:127.0.0.1",
 ];
 
+/// `mutual cert revoke --dir DIR --cert CERT --reason REASON`, which must succeed.
+pub fn revoke_in(dir: &str, cert: &Path, reason: &str) {
+    let args = ["cert", "revoke", "--dir", dir, "--cert", s(cert)];
+    mutual(&[&args[..], &["--reason", reason][..]].concat()).ok();
+}
+
 /// `mutual renew --ca-url URL --cert CERT --key KEY EXTRA...`: one renewal over the native API.
 pub fn renew_at(url: &str, cert: &Path, key: &Path, extra: &[&str]) -> Out {
     let mut a = vec!["renew", "--ca-url", url, "--cert", s(cert), "--key", s(key)];
