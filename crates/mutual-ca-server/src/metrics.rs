@@ -355,8 +355,7 @@ impl Metrics {
     /// Exports the issuance group commit's counts (`mutual_ca_commit_groups_total{result}`,
     /// `mutual_ca_commit_rows_total`).
     pub fn with_group_commit(mut self, gc: GroupCommit) -> Metrics {
-        self.registry
-            .register_collector(Box::new(GroupCommits(gc)));
+        self.registry.register_collector(Box::new(GroupCommits(gc)));
         self
     }
 

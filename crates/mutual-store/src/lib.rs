@@ -52,9 +52,9 @@ pub use backend::{PgStore, SqliteStore};
 pub use copy::{copy_sqlite_to_postgres, CopyReport, TableCounts};
 pub use entries::{EntryStore, RegistrationEntry};
 pub use est::{EstRequest, EstStore};
-pub use group::{GroupCommit, GroupItem, GroupStats};
 #[doc(hidden)]
 pub use group::CommitGate;
+pub use group::{GroupCommit, GroupItem, GroupStats};
 pub use issuers::FIRST_ISSUER;
 pub use location::{StoreUrl, StoreUrlError};
 

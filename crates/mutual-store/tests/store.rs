@@ -13,9 +13,8 @@ use backends::*;
 use mutual_store::testing::PgTestDb;
 use mutual_store::{
     copy_sqlite_to_postgres, Cursor, GroupCommit, GroupItem, Inventory, ListFilter, NewCert,
-    OpenOptions, PgStore,
-    RevokeOutcome, SanMatch, SqliteStore, Status, Store, StoreError, StoreUrl, StoredCrl,
-    TableCounts,
+    OpenOptions, PgStore, RevokeOutcome, SanMatch, SqliteStore, Status, Store, StoreError,
+    StoreUrl, StoredCrl, TableCounts,
 };
 
 fn cert(serial: &str, not_after: i64) -> NewCert {
@@ -1016,9 +1015,16 @@ both!(group_commit_answers_only_after_commit, |s, db| {
     let tasks = spawn_records(&gc, items);
     let first = gate.arrival(1).await;
     until_queued(&gc, N - first).await;
-    assert!(tasks.iter().all(|t| !t.is_finished()), "answered before commit");
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "answered before commit"
+    );
     let other = db.open().await;
-    assert_eq!(other.count().await.unwrap(), 0, "uncommitted rows are visible");
+    assert_eq!(
+        other.count().await.unwrap(),
+        0,
+        "uncommitted rows are visible"
+    );
 
     gate.fail_next();
     gate.pass(1);
@@ -1036,7 +1042,10 @@ both!(group_commit_answers_only_after_commit, |s, db| {
                     "{e}"
                 );
                 assert!(e.to_string().contains("none was recorded"), "{e}");
-                assert!(e.to_string().contains("commit refused by the test gate"), "{e}");
+                assert!(
+                    e.to_string().contains("commit refused by the test gate"),
+                    "{e}"
+                );
                 failed += 1;
             }
         }

@@ -544,7 +544,10 @@ mod tests {
             assert!(Instant::now() < deadline, "not all issuances queued");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(tasks.iter().all(|t| !t.is_finished()), "answered before commit");
+        assert!(
+            tasks.iter().all(|t| !t.is_finished()),
+            "answered before commit"
+        );
         // Only the crash journals exist: no certificate, key or staged file before the commit.
         let names: Vec<String> = std::fs::read_dir(&out)
             .unwrap()
