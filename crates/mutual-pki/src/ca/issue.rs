@@ -494,6 +494,7 @@ pub async fn recover_interrupted(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
