@@ -48,6 +48,11 @@ pub async fn run(o: Opts) -> anyhow::Result<Value> {
     // inventory row each) until the time is up.
     let issued = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    // CPU of this process (every thread: the runtime's and SQLite's) while issuing: the figure
+    // that survives a busy machine better than the rate.
+    let ticks = crate::stats::clock_ticks();
+    let me = [std::process::id()];
+    let cpu0 = crate::stats::tree_cpu_seconds(&me, ticks);
     let start = Instant::now();
     let deadline = start + o.duration;
     let mut tasks = Vec::new();
@@ -83,7 +88,10 @@ pub async fn run(o: Opts) -> anyhow::Result<Value> {
         }
     }
     let issue_s = start.elapsed().as_secs_f64();
+    let issue_cpu_s = crate::stats::tree_cpu_seconds(&me, ticks) - cpu0;
     let n_issued = issued.load(Ordering::Relaxed);
+    // How the rows were committed: transactions (group commits) and rows per transaction.
+    let groups = ca.group_commit().stats();
 
     // Fill the inventory up to `fill` rows with synthetic ones.
     let db = o.dir.join("inventory.db");
@@ -110,6 +118,11 @@ pub async fn run(o: Opts) -> anyhow::Result<Value> {
         "issue_tasks": o.tasks,
         "issue_s": round2(issue_s),
         "issued_per_s": round2(n_issued as f64 / issue_s),
+        "issue_cpu_s": round2(issue_cpu_s),
+        "cpu_s_per_1000": round3(issue_cpu_s * 1000.0 / (n_issued.max(1) as f64)),
+        "commit_groups": groups.groups,
+        "rows_per_group": round2(groups.rows as f64 / (groups.groups.max(1) as f64)),
+        "largest_group": groups.largest,
         "inventory_rows": listed,
         "synthetic_rows": inserted,
         "revoked_rows": revoked,

@@ -438,6 +438,8 @@ pub fn render(input: &str) -> String {
                 format!("certificates issued per second ({tasks} tasks, in process, key generation + signing + one row each)"),
                 "issued_per_s",
             ),
+            ("&nbsp;&nbsp;CPU-seconds per 1,000 certificates (whole process)".to_string(), "cpu_s_per_1000"),
+            ("&nbsp;&nbsp;rows per commit (group commit: mean)".to_string(), "rows_per_group"),
             (format!("inventory rows for the timings below ({revoked} revoked; synthetic rows inserted with SQL)"), "inventory_rows"),
             (format!("list all {rows} rows, in process (s)"), "list_s"),
             (format!("CRL with {revoked} entries, in process (s)"), "crl_s"),
@@ -456,7 +458,8 @@ pub fn render(input: &str) -> String {
                     .unwrap_or_else(|| "–".into())
             };
             out.push_str(&format!(
-                "| certificates issued per second via the API (`mutual ca serve`, POST /v1/renew over 4 kept-alive mTLS connections) | {} |\n",
+                "| certificates issued per second via the API (`mutual ca serve`, POST /v1/renew over {} kept-alive mTLS connections) | {} |\n",
+                f("concurrency"),
                 f("rate")
             ));
             out.push_str(&format!(

@@ -75,6 +75,7 @@ impl State {
     ) -> State {
         let metrics = Metrics::new()
             .with_store_errors(ca.store().errors().clone())
+            .with_group_commit(ca.group_commit().clone())
             .with_ca_certs(ca.root_pem(), &ca.intermediate_pem());
         State {
             ca,

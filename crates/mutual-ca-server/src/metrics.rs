@@ -1,7 +1,8 @@
 //! The online CA's Prometheus metrics (`GET /metrics` on the CA's own listener, OpenMetrics
 //! text), named after the proxy's (DESIGN.md): `mutual_ca_issued_total{method,result}`,
 //! `mutual_ca_token_failures_total{reason}`, `mutual_ca_request_duration_seconds{endpoint}`,
-//! `mutual_ca_store_errors_total{op,kind}` and `mutual_ca_store_duration_seconds{op}`; the CRL
+//! `mutual_ca_store_errors_total{op,kind}` and `mutual_ca_store_duration_seconds{op}`; the
+//! issuance group commit (`mutual_ca_commit_groups_total{result}`, `mutual_ca_commit_rows_total`); the CRL
 //! being served (`mutual_ca_crl_number`, `mutual_ca_crl_this_update_timestamp_seconds`,
 //! `mutual_ca_crl_next_update_timestamp_seconds`) and the CA's own certificates
 //! (`mutual_ca_cert_expiry_timestamp_seconds{role}` and `mutual_ca_cert_not_before_timestamp_seconds{role}`,
@@ -21,7 +22,7 @@
 //! forget to count.
 use std::sync::Arc;
 
-use mutual_store::StoreErrorCounts;
+use mutual_store::{GroupCommit, StoreErrorCounts};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -98,6 +99,48 @@ impl Collector for StoreErrors {
             family.metric_type(),
         )?;
         family.encode(metric)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    /// `ok` (committed) or `failed` (every issuance of the group failed).
+    result: &'static str,
+}
+
+/// `mutual_ca_commit_groups_total{result}` and `mutual_ca_commit_rows_total`: the issuance
+/// group commit's transactions and the rows they recorded (rows / groups = the mean group
+/// size), read from the committer at scrape time.
+#[derive(Debug)]
+struct GroupCommits(GroupCommit);
+
+impl Collector for GroupCommits {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let st = self.0.stats();
+        let groups = Family::<ResultLabel, Counter>::default();
+        groups
+            .get_or_create(&ResultLabel { result: "ok" })
+            .inc_by(st.groups);
+        groups
+            .get_or_create(&ResultLabel { result: "failed" })
+            .inc_by(st.failed_groups);
+        let metric = encoder.encode_descriptor(
+            "mutual_ca_commit_groups",
+            "Inventory transactions that recorded a group of concurrent issuances",
+            None,
+            groups.metric_type(),
+        )?;
+        groups.encode(metric)?;
+        let rows = Counter::<u64>::default();
+        rows.inc_by(st.rows);
+        let metric = encoder.encode_descriptor(
+            "mutual_ca_commit_rows",
+            "Issuance rows recorded by committed groups (divided by the committed groups: the \
+             mean group size)",
+            None,
+            rows.metric_type(),
+        )?;
+        rows.encode(metric)
     }
 }
 
@@ -306,6 +349,13 @@ impl Metrics {
         }));
         self.registry
             .register_collector(Box::new(StoreErrors(counts)));
+        self
+    }
+
+    /// Exports the issuance group commit's counts (`mutual_ca_commit_groups_total{result}`,
+    /// `mutual_ca_commit_rows_total`).
+    pub fn with_group_commit(mut self, gc: GroupCommit) -> Metrics {
+        self.registry.register_collector(Box::new(GroupCommits(gc)));
         self
     }
 

@@ -144,6 +144,9 @@ pub struct Ca {
     /// decrypts keys: a bad file must not cost that on every request).
     bad_manifest: std::sync::Mutex<Option<Option<String>>>,
     store: Store,
+    /// Records issuance rows in shared transactions (one commit for concurrent issuances);
+    /// started on the first issuance, in that runtime.
+    group: std::sync::OnceLock<mutual_store::GroupCommit>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -298,6 +301,7 @@ impl Ca {
             password: Zeroizing::new(password.to_vec()),
             bad_manifest: std::sync::Mutex::new(None),
             store,
+            group: std::sync::OnceLock::new(),
         })
     }
 
@@ -311,6 +315,13 @@ impl Ca {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The group committer that records issuances (mutual_store's group.rs), started on the
+    /// current tokio runtime at the first call.
+    pub fn group_commit(&self) -> &mutual_store::GroupCommit {
+        self.group
+            .get_or_init(|| mutual_store::GroupCommit::start(self.store.clone()))
     }
 
     pub fn root_pem(&self) -> &str {

@@ -445,7 +445,7 @@ macro_rules! impl_inventory {
     ($store:ty, $db:ty) => {
         impl $store {
             /// The certificate row and its SAN index rows, inside the caller's transaction.
-            async fn insert_cert(
+            pub(crate) async fn insert_cert(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 c: &NewCert,
             ) -> Result<(), StoreError> {
@@ -510,6 +510,29 @@ macro_rules! impl_inventory {
             }
         }
 
+        impl $store {
+            /// Spends the one-time token `jti` for `serial` inside the caller's transaction;
+            /// `false`: it was spent already (nothing written).
+            pub(crate) async fn spend_token(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                jti: &str,
+                now: i64,
+                serial: &str,
+            ) -> Result<bool, StoreError> {
+                let spent = sqlx::query(
+                    "INSERT INTO tokens_used (jti, used_at, serial) VALUES ($1, $2, $3) \
+                     ON CONFLICT (jti) DO NOTHING",
+                )
+                .bind(jti)
+                .bind(now)
+                .bind(serial)
+                .execute(&mut *conn)
+                .await
+                .map_err(db("record token use"))?;
+                Ok(spent.rows_affected() == 1)
+            }
+        }
+
         impl Inventory for $store {
             async fn insert(&self, c: &NewCert) -> Result<(), StoreError> {
                 // The row and its SAN index rows commit together or not at all.
@@ -539,17 +562,7 @@ macro_rules! impl_inventory {
                 // then insert nothing. A rollback (explicit or on drop) undoes the certificate
                 // row with the token, so a failed issuance leaves the token unspent.
                 let mut tx = self.pool.begin().await.map_err(db("begin transaction"))?;
-                let spent = sqlx::query(
-                    "INSERT INTO tokens_used (jti, used_at, serial) VALUES ($1, $2, $3) \
-                     ON CONFLICT (jti) DO NOTHING",
-                )
-                .bind(jti)
-                .bind(now)
-                .bind(&c.serial)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("record token use"))?;
-                if spent.rows_affected() == 0 {
+                if !Self::spend_token(&mut tx, jti, now, &c.serial).await? {
                     return Err(StoreError::TokenUsed {
                         jti: jti.to_string(),
                     });

@@ -109,6 +109,7 @@ mod backend;
 mod copy;
 mod entries;
 mod est;
+mod group;
 mod issuers;
 mod location;
 #[doc(hidden)]
@@ -120,6 +121,9 @@ pub use backend::{PgStore, SqliteStore};
 pub use copy::{copy_sqlite_to_postgres, CopyReport, TableCounts};
 pub use entries::{EntryStore, RegistrationEntry};
 pub use est::{EstRequest, EstStore};
+#[doc(hidden)]
+pub use group::CommitGate;
+pub use group::{GroupCommit, GroupItem, GroupStats};
 pub use issuers::FIRST_ISSUER;
 pub use location::{StoreUrl, StoreUrlError};
 
@@ -150,6 +154,15 @@ pub enum StoreError {
     /// A one-time token was presented a second time (nothing was recorded).
     #[error("token {jti} was already used")]
     TokenUsed { jti: String },
+    /// The transaction recording a group of concurrent issuances failed (see [`GroupCommit`]):
+    /// every issuance of the group failed with it and none of its rows was recorded.
+    #[error("the transaction recording {rows} certificates failed (none was recorded): {detail}")]
+    GroupCommit {
+        rows: usize,
+        detail: String,
+        /// Whether the database could not be reached ([`StoreError::is_unavailable`]).
+        unavailable: bool,
+    },
     /// The PostgreSQL server cannot be reached or refused the login. `url` has no password.
     #[error("cannot connect to the inventory database {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
@@ -187,6 +200,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Connect { .. } => true,
+            StoreError::GroupCommit { unavailable, .. } => *unavailable,
             StoreError::Db { source, .. } | StoreError::Open { source, .. } => {
                 sqlx_unavailable(source)
             }
@@ -208,6 +222,7 @@ impl StoreError {
             | StoreError::Db { .. }
             | StoreError::Corrupt { .. }
             | StoreError::Connect { .. }
+            | StoreError::GroupCommit { .. }
             | StoreError::MigrateDb { .. } => Some("error"),
             _ => None,
         }

@@ -12,9 +12,9 @@ use backends::*;
 
 use mutual_store::testing::PgTestDb;
 use mutual_store::{
-    copy_sqlite_to_postgres, Cursor, Inventory, ListFilter, NewCert, OpenOptions, PgStore,
-    RevokeOutcome, SanMatch, SqliteStore, Status, Store, StoreError, StoreUrl, StoredCrl,
-    TableCounts,
+    copy_sqlite_to_postgres, Cursor, GroupCommit, GroupItem, Inventory, ListFilter, NewCert,
+    OpenOptions, PgStore, RevokeOutcome, SanMatch, SqliteStore, Status, Store, StoreError,
+    StoreUrl, StoredCrl, TableCounts,
 };
 
 fn cert(serial: &str, not_after: i64) -> NewCert {
@@ -923,3 +923,170 @@ both!(insert_many_is_all_or_nothing, |s, db| {
     assert_eq!(s.list(&ListFilter::default(), 500).await.unwrap().len(), 50);
     s.insert_many(&[]).await.unwrap();
 });
+
+// ------------------------------------------------------------------ group commit (issue 20)
+
+fn item(serial: &str, token: Option<&str>) -> GroupItem {
+    GroupItem {
+        cert: cert(serial, 1000),
+        token: token.map(|j| (j.to_string(), 5)),
+    }
+}
+
+/// Spawns one `record` per item; the handles, in the items' order.
+fn spawn_records(
+    gc: &GroupCommit,
+    items: Vec<GroupItem>,
+) -> Vec<tokio::task::JoinHandle<Result<(), StoreError>>> {
+    items
+        .into_iter()
+        .map(|it| {
+            let gc = gc.clone();
+            tokio::spawn(async move { gc.record(it).await })
+        })
+        .collect()
+}
+
+/// Polls `gc.queued()` until it is `n` (each spawned record queued), with a deadline.
+async fn until_queued(gc: &GroupCommit, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while gc.queued() != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} queued, expected {n}",
+            gc.queued()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+// 300 concurrent issuances through one group committer: all land, fewer transactions than
+// rows. In the same groups, a token spent twice fails only its second spender, and a serial
+// already recorded fails only that issuance (its group is written again without it).
+both!(group_commit_concurrent_rows_and_refusals, |s, db| {
+    s.insert(&cert("dup", 1000)).await.unwrap();
+    let gc = GroupCommit::start(s.clone());
+    let mut items: Vec<GroupItem> = (0..300).map(|i| item(&format!("{i:032x}"), None)).collect();
+    for i in 0..5 {
+        items.push(item(&format!("tok{i}"), Some("shared-jti")));
+    }
+    items.push(item("dup", None));
+    let (mut ok, mut used, mut dup) = (0, 0, 0);
+    for (i, t) in spawn_records(&gc, items).into_iter().enumerate() {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::TokenUsed { jti }) if (300..305).contains(&i) => {
+                assert_eq!(jti, "shared-jti");
+                used += 1
+            }
+            Err(StoreError::DuplicateSerial { serial }) if i == 305 => {
+                assert_eq!(serial, "dup");
+                dup += 1
+            }
+            Err(e) => panic!("item {i}: unexpected error: {e}"),
+        }
+    }
+    assert_eq!((ok, used, dup), (301, 4, 1));
+    // The rows are durable and visible to another connection (a second "replica").
+    let other = db.open().await;
+    assert_eq!(other.count().await.unwrap(), 302);
+    assert_eq!(other.table_counts().await.unwrap().tokens, 1);
+    other.close().await;
+    let st = gc.stats();
+    assert_eq!(st.rows, 301, "{st:?}");
+    assert!(st.groups >= 1 && st.groups <= 301, "{st:?}");
+    assert_eq!(st.failed_groups, 0, "{st:?}");
+});
+
+// Nothing is answered before the commit: with the commit held, every waiter is pending and
+// another connection sees none of the rows. A commit that fails fails exactly that group's
+// waiters (none of its rows exists); the group queued behind it commits.
+both!(group_commit_answers_only_after_commit, |s, db| {
+    let gc = GroupCommit::start(s.clone());
+    let gate = gc.gate();
+    const N: usize = 40;
+    let items = (0..N).map(|i| item(&format!("{i:032x}"), None)).collect();
+    let tasks = spawn_records(&gc, items);
+    let first = gate.arrival(1).await;
+    until_queued(&gc, N - first).await;
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "answered before commit"
+    );
+    let other = db.open().await;
+    assert_eq!(
+        other.count().await.unwrap(),
+        0,
+        "uncommitted rows are visible"
+    );
+
+    gate.fail_next();
+    gate.pass(1);
+    // The second group (everything queued meanwhile) reaches the gate: the first is over.
+    assert_eq!(gate.arrival(2).await, N - first);
+    assert_eq!(other.count().await.unwrap(), 0);
+    gate.pass(1);
+    let (mut ok, mut failed) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                assert!(
+                    matches!(e, StoreError::GroupCommit { rows, .. } if rows == first),
+                    "{e}"
+                );
+                assert!(e.to_string().contains("none was recorded"), "{e}");
+                assert!(
+                    e.to_string().contains("commit refused by the test gate"),
+                    "{e}"
+                );
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!((ok, failed), (N - first, first));
+    assert_eq!(other.count().await.unwrap(), (N - first) as i64);
+    let st = gc.stats();
+    assert_eq!((st.groups, st.failed_groups), (1, 1), "{st:?}");
+    assert_eq!(st.rows, (N - first) as u64);
+    other.close().await;
+});
+
+// The database connection cut while a group waits for its commit: every waiter of that group
+// and of the group behind it fails as "unavailable", no row exists, and once the database is
+// back the next issuance lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_postgres_connection_cut() {
+    let Some(pg) = PgTestDb::create().await else {
+        return;
+    };
+    let (relay, url) = mutual_test::CutRelay::in_front_of(&pg.url, "127.0.0.1:5432");
+    let o = OpenOptions {
+        create: true,
+        ..Default::default()
+    };
+    let s = Store::open(&url.parse().unwrap(), &o).await.unwrap();
+    let gc = GroupCommit::start(s.clone());
+    let gate = gc.gate();
+    const N: usize = 30;
+    let items = (0..N).map(|i| item(&format!("{i:032x}"), None)).collect();
+    let tasks = spawn_records(&gc, items);
+    let first = gate.arrival(1).await;
+    until_queued(&gc, N - first).await;
+    relay.cut();
+    gate.pass(2);
+    for t in tasks {
+        let e = t.await.unwrap().unwrap_err();
+        assert!(e.is_unavailable(), "{e:?}");
+    }
+    let direct = Store::open(&pg.url.parse().unwrap(), &o).await.unwrap();
+    assert_eq!(direct.count().await.unwrap(), 0);
+    relay.restore();
+    gate.pass(1);
+    gc.record(item("after", None)).await.unwrap();
+    assert_eq!(direct.count().await.unwrap(), 1);
+    assert_eq!(gc.stats().failed_groups, 2);
+    direct.close().await;
+    s.close().await;
+    pg.drop_db().await;
+}

@@ -312,6 +312,7 @@ impl Ca {
             password: pkcs8::der::zeroize::Zeroizing::new(password.to_vec()),
             bad_manifest: std::sync::Mutex::new(None),
             store,
+            group: std::sync::OnceLock::new(),
         })
     }
 }

@@ -14,7 +14,7 @@
 //! certificate) build an [`IssueRequest`] and call [`Ca::issue`]; none signs by itself.
 use std::path::{Path, PathBuf};
 
-use mutual_store::{Inventory, NewCert};
+use mutual_store::{GroupItem, Inventory, NewCert};
 use pkcs8::der::zeroize::Zeroizing;
 use rcgen::KeyPair;
 use time::OffsetDateTime;
@@ -236,14 +236,14 @@ impl Ca {
     }
 
     /// The inventory row, with the token spent in the same transaction when there is one.
+    /// Concurrent issuances share that transaction (a group commit, mutual_store's group.rs):
+    /// this returns only after it committed, so no certificate leaves without a durable row.
     async fn record(&self, p: &Pending, token: Option<&str>) -> Result<(), PkiError> {
-        match token {
-            Some(jti) => Ok(self
-                .store
-                .insert_with_token(&p.record, jti, now().unix_timestamp())
-                .await?),
-            None => Ok(self.store.insert(&p.record).await?),
-        }
+        let item = GroupItem {
+            cert: p.record.clone(),
+            token: token.map(|jti| (jti.to_string(), now().unix_timestamp())),
+        };
+        Ok(self.group_commit().record(item).await?)
     }
 
     /// The refusals of [`Ca::sign`] without the signature (the profile, a CSR's key and
@@ -490,4 +490,102 @@ pub async fn recover_interrupted(
     }
     remove_journal(journal);
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::ca::{InitOptions, IssueOptions};
+    use crate::San;
+
+    // Group commit seen from the issuance transaction: while the commit of a group is held, no
+    // caller has its certificate and no certificate or key file exists; a failed commit fails
+    // exactly that group's callers and leaves none of their rows or files (nor a journal); the
+    // group queued behind it is delivered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn files_only_after_the_group_commit_and_none_after_a_failed_one() {
+        let d = tempfile::tempdir().unwrap();
+        let ca = Ca::init(&d.path().join("ca"), &InitOptions::default(), b"pw")
+            .await
+            .unwrap();
+        let ca = Arc::new(ca);
+        let out = d.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let gate = ca.group_commit().gate();
+        const N: usize = 6;
+        let files = |i: usize| OutputFiles {
+            cert: out.join(format!("c{i}.pem")),
+            key: out.join(format!("c{i}.key")),
+            p12: None,
+            force: false,
+            journal: Some(out.join(format!("c{i}.journal"))),
+        };
+        let tasks: Vec<_> = (0..N)
+            .map(|i| {
+                let ca = ca.clone();
+                let mut req = IssueRequest::generate(
+                    IssueOptions {
+                        name: format!("w{i}"),
+                        sans: vec![San::Uri(format!("spiffe://test.example/w{i}"))],
+                        ..IssueOptions::default()
+                    },
+                    KeyType::EcdsaP256,
+                );
+                req.output = Some(files(i));
+                tokio::spawn(async move { ca.issue(req).await })
+            })
+            .collect();
+        let first = gate.arrival(1).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ca.group_commit().queued() != N - first {
+            assert!(Instant::now() < deadline, "not all issuances queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            tasks.iter().all(|t| !t.is_finished()),
+            "answered before commit"
+        );
+        // Only the crash journals exist: no certificate, key or staged file before the commit.
+        let names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| n.ends_with(".journal")), "{names:?}");
+
+        gate.fail_next();
+        gate.pass(1);
+        assert_eq!(gate.arrival(2).await, N - first);
+        gate.pass(1);
+        let mut failed = Vec::new();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let f = files(i);
+            match t.await.unwrap() {
+                Ok(issued) => {
+                    assert_eq!(std::fs::read_to_string(&f.cert).unwrap(), issued.chain_pem);
+                    assert!(f.key.exists() && !f.journal.unwrap().exists());
+                }
+                Err(e) => {
+                    assert!(
+                        matches!(
+                            e,
+                            PkiError::Store(mutual_store::StoreError::GroupCommit { .. })
+                        ),
+                        "{e}"
+                    );
+                    for p in [f.cert, f.key, f.journal.unwrap()] {
+                        assert!(!p.exists(), "{} left behind", p.display());
+                    }
+                    failed.push(format!("w{i}"));
+                }
+            }
+        }
+        assert_eq!(failed.len(), first);
+        let rows = ca.list(&Default::default()).await.unwrap();
+        assert_eq!(rows.len(), N - first);
+        assert!(rows.iter().all(|r| !failed.contains(&r.name)));
+    }
 }
