@@ -122,6 +122,20 @@ impl Client {
         }
     }
 
+    /// The same client offering these ALPN protocols (`h2` for the HTTP/2 cases; by default
+    /// none, which every server answers with HTTP/1.1 or raw bytes).
+    pub fn with_alpn(&self, protocols: &[&[u8]]) -> Self {
+        let mut cfg = (*self.config).clone();
+        cfg.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        let config = Arc::new(cfg);
+        Client {
+            connector: TlsConnector::from(config.clone()),
+            config,
+            name: self.name.clone(),
+            timeout: self.timeout,
+        }
+    }
+
     /// TCP connect and TLS handshake. The handshake being complete on our side does not mean the
     /// server accepted our certificate (TLS 1.3 sends it last): callers exchange data to know.
     pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<TlsStream<TcpStream>> {
