@@ -397,6 +397,8 @@ daemon off;
 events { worker_connections $MAXCONN; }
 http {
   access_log off;
+  client_body_temp_path $d/body;
+  proxy_temp_path $d/proxy;
   upstream backend { server 127.0.0.1:$BPORT; keepalive 64; }
   server {
     listen 127.0.0.1:$PORT ssl http2 backlog=4096;
@@ -658,7 +660,7 @@ run_scaling() {
 run_production() {
   WHY=""; SPID=""
   PORT=$("$LOADGEN" free-port)
-  local mport d=$WORK/mutual-prod n m i
+  local mport d=$WORK/mutual-prod n m i want
   mport=$("$LOADGEN" free-port)
   log "mutual with --audit-log and --metrics on 127.0.0.1:$PORT"
   local MUTUAL_DIR=mutual-prod MUTUAL_EXTRA=(--audit-log "$d/audit.log" --metrics "127.0.0.1:$mport")
@@ -672,9 +674,10 @@ run_production() {
   fi
   measure mutual prod_hs_c16 "$DL" handshakes --concurrency 16 --duration "$D"
   # Allowed connections are written when they close: give the writer thread a moment.
+  want=$(tail -n 1 "$RES" | grep -oE '"ok":[0-9]+' | cut -d: -f2); want=${want:-0}
   for i in $(seq 1 50); do
-    n=$(grep -c '"result":"allowed"' "$d/audit.log" 2>/dev/null || echo 0)
-    [ "$n" -ge "$(tail -n 1 "$RES" | grep -oE '"ok":[0-9]+' | cut -d: -f2)" ] && break
+    n=$(grep -c '"result":"allowed"' "$d/audit.log" 2>/dev/null); n=${n:-0}
+    [ "$n" -ge "$want" ] && break
     sleep 0.1
   done
   m=$(curl -s "http://127.0.0.1:$mport/metrics" | grep '^mutual_handshakes_total{' | grep 'result="allowed"' |
@@ -716,9 +719,9 @@ EOF
     case_failed mutual idle_run2 "mutual run did not listen: $(tail -n 2 "$d/out.log" | tr '\n' ' ')"
     stop_server; return
   fi
-  # Held 10 s after the figure is taken, long enough for ss to count them.
+  # Held 3 s after the figure is taken, long enough for ss to count them.
   timeout --kill-after=5 "$(secs "$IDLE_MAX")" "${CLI[@]}" "$LOADGEN" --threads "$CLIENT_THREADS" idle \
-    --addr "127.0.0.1:$p1" --addr "127.0.0.1:$p2" --count "$IDLE" --max-time "$IDLE_MAX" --hold 10s \
+    --addr "127.0.0.1:$p1" --addr "127.0.0.1:$p2" --count "$IDLE" --max-time "$IDLE_MAX" --hold 3s \
     "${TLS[@]}" --json --contender mutual --case idle_run2 --server-pid "$SPID" \
     >"$d/idle.json" 2>"$d/idle.err" &
   local lg=$!

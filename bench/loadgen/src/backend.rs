@@ -45,6 +45,7 @@ pub async fn run(listen: SocketAddr, identity: Option<Identity>) -> anyhow::Resu
 }
 
 /// Serves connections from `listener` until the task is dropped.
+#[cfg(test)]
 pub async fn serve(listener: TcpListener) -> anyhow::Result<()> {
     serve_with(listener, None).await
 }
@@ -136,7 +137,6 @@ mod tests {
             addr,
             2,
             Duration::from_millis(200),
-            modes::Proto::H1,
             modes::Budget::new(None),
             &server,
         )
@@ -152,7 +152,6 @@ mod tests {
             addr,
             2,
             Duration::from_secs(60),
-            modes::Proto::H1,
             modes::Budget::new(Some(7)),
             &server,
         )
@@ -193,7 +192,6 @@ mod tests {
             addr,
             1,
             Duration::from_secs(10),
-            modes::Proto::H1,
             modes::Budget::new(Some(2)),
             &server,
         )

@@ -10,7 +10,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 fn err(e: h2::Error) -> io::Error {
     if e.is_io() {
-        e.into_io().unwrap_or_else(|| io::Error::other("h2 I/O error"))
+        e.into_io()
+            .unwrap_or_else(|| io::Error::other("h2 I/O error"))
     } else {
         io::Error::other(format!("h2: {e}"))
     }

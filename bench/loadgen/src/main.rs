@@ -232,7 +232,12 @@ enum Cmd {
         #[arg(long, value_name = "NAME")]
         require_header: Option<String>,
         /// Text the --require-header value must contain (e.g. `Hash=` for XFCC).
-        #[arg(long, value_name = "TEXT", default_value = "", requires = "require_header")]
+        #[arg(
+            long,
+            value_name = "TEXT",
+            default_value = "",
+            requires = "require_header"
+        )]
         require_contains: String,
     },
     /// Writes one ECDSA P-256 chain (root, intermediate, server and client leaves) into DIR.
@@ -299,21 +304,13 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} too large"))
 }
 
-/// The TLS client of a request mode (none with --plain) and the HTTP version it speaks.
-fn client_for(
-    plain: bool,
-    h2: bool,
-    tls: &tls::TlsArgs,
-) -> anyhow::Result<(Option<tls::Client>, modes::Proto)> {
+/// The TLS client of a request mode (none with --plain), speaking HTTP/2 with --h2.
+fn client_for(plain: bool, h2: bool, tls: &tls::TlsArgs) -> anyhow::Result<Option<tls::Client>> {
     if plain {
-        return Ok((None, modes::Proto::H1));
+        return Ok(None);
     }
     let client = tls::Client::new(tls)?;
-    Ok(if h2 {
-        (Some(client.with_alpn(&[b"h2"])), modes::Proto::H2)
-    } else {
-        (Some(client), modes::Proto::H1)
-    })
+    Ok(Some(if h2 { client.h2() } else { client }))
 }
 
 fn server_of(common: &Common) -> modes::Server {
@@ -379,14 +376,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if concurrency == 0 {
                 bail!("--concurrency must be at least 1");
             }
-            let (client, proto) = client_for(plain, h2, &tls)?;
+            let client = client_for(plain, h2, &tls)?;
             let v = rt()?.block_on(modes::handshakes(
                 client,
                 addr,
                 concurrency,
                 duration,
                 resume,
-                proto,
                 modes::Budget::new(count),
                 &server_of(&common),
             ));
@@ -444,13 +440,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(path) = &post {
                 http::set_post(path, &body);
             }
-            let (client, proto) = client_for(plain, h2, &tls)?;
+            let client = client_for(plain, h2, &tls)?;
             let v = rt()?.block_on(modes::requests(
                 client,
                 addr,
                 concurrency,
                 duration,
-                proto,
                 modes::Budget::new(count),
                 &server_of(&common),
             ));

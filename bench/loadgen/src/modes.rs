@@ -171,10 +171,10 @@ pub async fn handshakes(
     concurrency: usize,
     duration: Duration,
     resume: bool,
-    proto: Proto,
     budget: Budget,
     server: &Server,
 ) -> Value {
+    let proto = Proto::of(client.as_ref());
     let cpu0 = server.snap();
     let start = Instant::now();
     let deadline = start + duration;
@@ -272,6 +272,15 @@ pub enum Proto {
 }
 
 impl Proto {
+    /// What a client (none: plain TCP) speaks.
+    fn of(client: Option<&Client>) -> Proto {
+        if client.is_some_and(Client::is_h2) {
+            Proto::H2
+        } else {
+            Proto::H1
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Proto::H1 => "http/1.1",
@@ -362,10 +371,10 @@ pub async fn requests(
     addr: SocketAddr,
     concurrency: usize,
     duration: Duration,
-    proto: Proto,
     budget: Budget,
     server: &Server,
 ) -> Value {
+    let proto = Proto::of(client.as_ref());
     let barrier = Arc::new(tokio::sync::Barrier::new(concurrency + 1));
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
@@ -628,24 +637,7 @@ mod tests {
     /// A minimal rustls mTLS terminator in front of the backend: enough to exercise the client
     /// side of every TLS mode without any external peer.
     async fn tls_proxy(dir: &std::path::Path, backend: SocketAddr) -> SocketAddr {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(dir.join("root.pem")).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
-            .build()
-            .unwrap();
-        let chain: Vec<_> = CertificateDer::pem_file_iter(dir.join("server-chain.pem"))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-        let mut cfg = rustls::ServerConfig::builder()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .unwrap();
-        cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(dir)));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -664,6 +656,57 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// An mTLS server speaking HTTP/2 only (ALPN h2): 200 "ok" to every request.
+    async fn h2_server(dir: &std::path::Path) -> SocketAddr {
+        let mut cfg = server_config(dir);
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (sock, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(sock).await else {
+                        return;
+                    };
+                    let Ok(mut conn) = h2::server::handshake(tls).await else {
+                        return;
+                    };
+                    while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                        let resp = ::http::Response::builder().status(200).body(()).unwrap();
+                        if let Ok(mut body) = respond.send_response(resp, false) {
+                            let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn server_config(dir: &std::path::Path) -> rustls::ServerConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(dir.join("root.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+            .build()
+            .unwrap();
+        let chain: Vec<_> = CertificateDer::pem_file_iter(dir.join("server-chain.pem"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+        let mut cfg = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+        cfg
     }
 
     fn args(dir: &std::path::Path, cert: &str) -> TlsArgs {
@@ -695,34 +738,14 @@ mod tests {
         let short = Duration::from_millis(300);
 
         let none = || Budget::new(None);
-        let full = handshakes(
-            Some(client.clone()),
-            addr,
-            2,
-            short,
-            false,
-            Proto::H1,
-            none(),
-            &server,
-        )
-        .await;
+        let full = handshakes(Some(client.clone()), addr, 2, short, false, none(), &server).await;
         assert_eq!(full["failed"], 0, "{full}");
         assert!(full["ok"].as_u64().unwrap() > 0, "{full}");
         assert_eq!(full["resumed"], 0, "{full}");
         assert_eq!(full["group"], "X25519", "{full}");
 
         // Plain new connections (the `mutual connect` case), here straight to the backend.
-        let plain = handshakes(
-            None,
-            backend,
-            2,
-            short,
-            false,
-            Proto::H1,
-            none(),
-            &server,
-        )
-        .await;
+        let plain = handshakes(None, backend, 2, short, false, none(), &server).await;
         assert_eq!(plain["failed"], 0, "{plain}");
         assert!(plain["ok"].as_u64().unwrap() > 0, "{plain}");
 
@@ -733,7 +756,6 @@ mod tests {
             2,
             Duration::from_secs(60),
             true,
-            Proto::H1,
             Budget::new(Some(6)),
             &server,
         )
@@ -767,13 +789,61 @@ mod tests {
             1,
             Duration::from_millis(100),
             false,
-            Proto::H1,
             none(),
             &server,
         )
         .await;
         assert_eq!(refused["ok"], 0, "{refused}");
         assert!(refused["failed"].as_u64().unwrap() > 0, "{refused}");
+
+        // HTTP/2: kept-alive requests and new connections against an h2 server; against the
+        // HTTP/1.1-only proxy (no ALPN) the h2 client fails with the reason, it never counts.
+        let h2_addr = h2_server(&dir).await;
+        let h2_client = client.h2();
+        let reqs = requests(
+            Some(h2_client.clone()),
+            h2_addr,
+            2,
+            Duration::from_secs(60),
+            Budget::new(Some(10)),
+            &server,
+        )
+        .await;
+        assert_eq!(
+            (reqs["ok"].as_u64(), reqs["failed"].as_u64()),
+            (Some(10), Some(0)),
+            "{reqs}"
+        );
+        assert_eq!(reqs["http"], "h2", "{reqs}");
+        let conns = handshakes(
+            Some(h2_client.clone()),
+            h2_addr,
+            2,
+            Duration::from_secs(60),
+            false,
+            Budget::new(Some(4)),
+            &server,
+        )
+        .await;
+        assert_eq!(
+            (conns["ok"].as_u64(), conns["failed"].as_u64()),
+            (Some(4), Some(0)),
+            "{conns}"
+        );
+        let no_h2 = requests(
+            Some(h2_client),
+            addr,
+            1,
+            Duration::from_secs(10),
+            Budget::new(Some(1)),
+            &server,
+        )
+        .await;
+        assert_eq!(no_h2["ok"], 0, "{no_h2}");
+        assert_eq!(
+            no_h2["first_error"], "connect: the server did not select h2 (ALPN)",
+            "{no_h2}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

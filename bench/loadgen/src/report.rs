@@ -646,6 +646,15 @@ fn mutual_alone(lines: &[Value]) -> String {
             show(b)
         ));
     }
+    if let Some(l) = find("prod_hs_c16").filter(|l| l.get("audit_lines").is_some()) {
+        let n = |k: &str| l.get(k).and_then(Value::as_u64).unwrap_or(0);
+        rows.push_str(&format!(
+            "| &nbsp;&nbsp;check, audit log + metrics on: allowed audit lines / `mutual_handshakes_total{{result=\"allowed\"}}`, vs connections counted | {} / {} | {} | – |\n",
+            n("audit_lines"),
+            n("metric_allowed"),
+            n("ok")
+        ));
+    }
     if let Some(l) = find("idle_run2") {
         let extra = |k: &str| l.get(k).and_then(Value::as_f64);
         rows.push_str(&format!(
@@ -785,7 +794,7 @@ mod tests {
 {"contender":"mutual","case":"hs_c16","ok":10,"rate":1000.0,"per_server_cpu_s":1100.0}
 {"contender":"mutual","case":"scale_t1_hs_c16","ok":10,"rate":800.0}
 {"contender":"mutual","case":"scale_t2_hs_c16","ok":10,"rate":1200.0}
-{"contender":"mutual","case":"prod_hs_c16","ok":10,"rate":900.0,"per_server_cpu_s":990.0}
+{"contender":"mutual","case":"prod_hs_c16","ok":10,"rate":900.0,"per_server_cpu_s":990.0,"audit_lines":10,"metric_allowed":10}
 {"contender":"mutual","case":"idle","ready":500,"rss_per_conn_kib":20.0}
 {"contender":"mutual","case":"idle_run2","requested":500,"ready":500,"rss_per_conn_kib":21.0,"established_ss":500}"#;
         let md = render(input);
@@ -795,7 +804,9 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains("| full handshakes/s, c=16: audit log + metrics on vs off | 900 | 1000 | 0.90 |"),
+            md.contains(
+                "| full handshakes/s, c=16: audit log + metrics on vs off | 900 | 1000 | 0.90 |"
+            ),
             "{md}"
         );
         assert!(
@@ -803,10 +814,17 @@ mod tests {
             "{md}"
         );
         assert!(
+            md.contains("vs connections counted | 10 / 10 | 10 | – |"),
+            "{md}"
+        );
+        assert!(
             md.contains("held of 500 wanted (seen established by ss: 500) | 500 | – | – |"),
             "{md}"
         );
-        assert!(md.contains("two listeners vs one (`serve`) | 21.0 | 20.0 | 1.05 |"), "{md}");
+        assert!(
+            md.contains("two listeners vs one (`serve`) | 21.0 | 20.0 | 1.05 |"),
+            "{md}"
+        );
         // Cases that did not run get no row, and no section when none ran.
         assert!(!md.contains("requests/s, c=16 kept-alive: audit"), "{md}");
         assert!(!render(r#"{"contender":"mutual","status":"ok"}"#).contains("mutual alone"));

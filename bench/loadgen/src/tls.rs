@@ -122,11 +122,11 @@ impl Client {
         }
     }
 
-    /// The same client offering these ALPN protocols (`h2` for the HTTP/2 cases; by default
-    /// none, which every server answers with HTTP/1.1 or raw bytes).
-    pub fn with_alpn(&self, protocols: &[&[u8]]) -> Self {
+    /// The same client speaking HTTP/2: offers ALPN `h2` (by default no ALPN, which every
+    /// server answers with HTTP/1.1 or raw bytes) and the request modes then use h2.
+    pub fn h2(&self) -> Self {
         let mut cfg = (*self.config).clone();
-        cfg.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
         let config = Arc::new(cfg);
         Client {
             connector: TlsConnector::from(config.clone()),
@@ -134,6 +134,11 @@ impl Client {
             name: self.name.clone(),
             timeout: self.timeout,
         }
+    }
+
+    /// Whether this client speaks HTTP/2 ([`Client::h2`]).
+    pub fn is_h2(&self) -> bool {
+        self.config.alpn_protocols.iter().any(|p| p == b"h2")
     }
 
     /// TCP connect and TLS handshake. The handshake being complete on our side does not mean the
