@@ -152,24 +152,22 @@ STARTED_PIDS+=("$BACKEND_PID")
 wait_port "$BPORT" || { echo "backend did not start" >&2; exit 2; }
 
 # ---------------------------------------------------------------- contenders
-# Each start_X writes its config into $WORK/X, starts the server pinned to the server cores in
-# the foreground of a background job, and sets SPID. Output goes to $WORK/X/out.log.
-start_nginx() {
-  [ -e "$NGINX_STREAM" ] || { WHY="nginx stream module missing (apt package libnginx-mod-stream)"; return 1; }
-  command -v nginx >/dev/null 2>&1 || { WHY="nginx not installed"; return 1; }
-  local d=$WORK/nginx; mkdir -p "$d"
-  cat >"$d/nginx.conf" <<EOF
-load_module $NGINX_STREAM;
+# The lines every nginx config here starts with (DIR; "stream" also loads the stream module).
+nginx_globals() {
+  [ "${2:-}" = stream ] && echo "load_module $NGINX_STREAM;"
+  cat <<EOF
 worker_processes $THREADS;
 worker_rlimit_nofile $NOFILE;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
 daemon off;
 events { worker_connections $MAXCONN; }
-stream {
-  upstream backend { server 127.0.0.1:$BPORT; }
-  server {
-    listen 127.0.0.1:$PORT ssl backlog=4096;
+EOF
+}
+
+# The server side of every nginx mTLS server block: TLS 1.3, the client certificate required.
+nginx_mtls() {
+  cat <<EOF
     ssl_certificate $CERTS/server-chain.pem;
     ssl_certificate_key $CERTS/server.key;
     ssl_protocols TLSv1.3;
@@ -177,6 +175,48 @@ stream {
     ssl_verify_client on;
     ssl_verify_depth 2;
     ssl_session_tickets on;
+EOF
+}
+
+# HAProxy's global and defaults sections (MODE: tcp or http).
+haproxy_globals() {
+  cat <<EOF
+global
+  nbthread $THREADS
+  maxconn $MAXCONN
+defaults
+  mode $1
+  timeout connect 5s
+  timeout client 10m
+  timeout server 10m
+EOF
+}
+
+# stunnel's global options (DIR for its log).
+stunnel_globals() {
+  cat <<EOF
+foreground = yes
+pid =
+output = $1/stunnel.log
+debug = 3
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1
+EOF
+}
+
+# Each start_X writes its config into $WORK/X, starts the server pinned to the server cores in
+# the foreground of a background job, and sets SPID. Output goes to $WORK/X/out.log.
+start_nginx() {
+  [ -e "$NGINX_STREAM" ] || { WHY="nginx stream module missing (apt package libnginx-mod-stream)"; return 1; }
+  command -v nginx >/dev/null 2>&1 || { WHY="nginx not installed"; return 1; }
+  local d=$WORK/nginx; mkdir -p "$d"
+  cat >"$d/nginx.conf" <<EOF
+$(nginx_globals "$d" stream)
+stream {
+  upstream backend { server 127.0.0.1:$BPORT; }
+  server {
+    listen 127.0.0.1:$PORT ssl backlog=4096;
+$(nginx_mtls)
     proxy_pass backend;
     proxy_timeout 10m;
   }
@@ -190,14 +230,7 @@ start_haproxy() {
   command -v haproxy >/dev/null 2>&1 || { WHY="haproxy not installed"; return 1; }
   local d=$WORK/haproxy; mkdir -p "$d"
   cat >"$d/haproxy.cfg" <<EOF
-global
-  nbthread $THREADS
-  maxconn $MAXCONN
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 10m
-  timeout server 10m
+$(haproxy_globals tcp)
 frontend bench
   bind 127.0.0.1:$PORT ssl crt $CERTS/haproxy.pem ca-file $CERTS/root.pem verify required ssl-min-ver TLSv1.3
   default_backend be
@@ -214,12 +247,7 @@ start_stunnel() {
   # stunnel has no worker count: it runs a thread per connection. Pinning it to the same
   # cores is what makes it comparable.
   cat >"$d/stunnel.conf" <<EOF
-foreground = yes
-pid =
-output = $d/stunnel.log
-debug = 3
-socket = l:TCP_NODELAY=1
-socket = r:TCP_NODELAY=1
+$(stunnel_globals "$d")
 [bench]
 accept = 127.0.0.1:$PORT
 connect = 127.0.0.1:$BPORT
@@ -389,12 +417,7 @@ start_http_nginx() {
   # keepalive_requests: nginx closes a client connection after 1000 requests by default (HTTP/1.1
   # and HTTP/2), which would end the kept-alive runs early.
   cat >"$d/nginx.conf" <<EOF
-worker_processes $THREADS;
-worker_rlimit_nofile $NOFILE;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-daemon off;
-events { worker_connections $MAXCONN; }
+$(nginx_globals "$d")
 http {
   access_log off;
   client_body_temp_path $d/body;
@@ -402,13 +425,7 @@ http {
   upstream backend { server 127.0.0.1:$BPORT; keepalive 64; }
   server {
     listen 127.0.0.1:$PORT ssl http2 backlog=4096;
-    ssl_certificate $CERTS/server-chain.pem;
-    ssl_certificate_key $CERTS/server.key;
-    ssl_protocols TLSv1.3;
-    ssl_client_certificate $CERTS/root.pem;
-    ssl_verify_client on;
-    ssl_verify_depth 2;
-    ssl_session_tickets on;
+$(nginx_mtls)
     keepalive_requests 100000000;
     keepalive_timeout 10m;
     location / {
@@ -428,15 +445,8 @@ start_http_haproxy() {
   command -v haproxy >/dev/null 2>&1 || { WHY="haproxy not installed"; return 1; }
   local d=$WORK/haproxy-http; mkdir -p "$d"
   cat >"$d/haproxy.cfg" <<EOF
-global
-  nbthread $THREADS
-  maxconn $MAXCONN
-defaults
-  mode http
+$(haproxy_globals http)
   option http-keep-alive
-  timeout connect 5s
-  timeout client 10m
-  timeout server 10m
   timeout http-keep-alive 10m
 frontend bench
   bind 127.0.0.1:$PORT ssl crt $CERTS/haproxy.pem ca-file $CERTS/root.pem verify required ssl-min-ver TLSv1.3 alpn h2,http/1.1
@@ -511,13 +521,7 @@ start_client_nginx() {
   command -v nginx >/dev/null 2>&1 || { WHY="nginx not installed"; return 1; }
   local d=$WORK/nginx-client; mkdir -p "$d"
   cat >"$d/nginx.conf" <<EOF
-load_module $NGINX_STREAM;
-worker_processes $THREADS;
-worker_rlimit_nofile $NOFILE;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-daemon off;
-events { worker_connections $MAXCONN; }
+$(nginx_globals "$d" stream)
 stream {
   server {
     listen 127.0.0.1:$PORT backlog=4096;
@@ -546,14 +550,7 @@ start_client_haproxy() {
   # HAProxy wants the client certificate chain and its key in one file.
   cat "$CERTS/client-chain.pem" "$CERTS/client.key" >"$d/client.pem"
   cat >"$d/haproxy.cfg" <<EOF
-global
-  nbthread $THREADS
-  maxconn $MAXCONN
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 10m
-  timeout server 10m
+$(haproxy_globals tcp)
 frontend local
   bind 127.0.0.1:$PORT
   default_backend remote
@@ -568,12 +565,7 @@ start_client_stunnel() {
   [ -n "$STUNNEL" ] || { WHY="stunnel not installed"; return 1; }
   local d=$WORK/stunnel-client; mkdir -p "$d"
   cat >"$d/stunnel.conf" <<EOF
-foreground = yes
-pid =
-output = $d/stunnel.log
-debug = 3
-socket = l:TCP_NODELAY=1
-socket = r:TCP_NODELAY=1
+$(stunnel_globals "$d")
 [remote]
 client = yes
 accept = 127.0.0.1:$PORT

@@ -113,13 +113,7 @@ impl Client {
     pub fn with_own_session_cache(&self) -> Self {
         let mut cfg = (*self.config).clone();
         cfg.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(32)));
-        let config = Arc::new(cfg);
-        Client {
-            connector: TlsConnector::from(config.clone()),
-            config,
-            name: self.name.clone(),
-            timeout: self.timeout,
-        }
+        self.with_config(cfg)
     }
 
     /// The same client speaking HTTP/2: offers ALPN `h2` (by default no ALPN, which every
@@ -127,6 +121,11 @@ impl Client {
     pub fn h2(&self) -> Self {
         let mut cfg = (*self.config).clone();
         cfg.alpn_protocols = vec![b"h2".to_vec()];
+        self.with_config(cfg)
+    }
+
+    /// The same server name and timeout with another configuration.
+    fn with_config(&self, cfg: ClientConfig) -> Self {
         let config = Arc::new(cfg);
         Client {
             connector: TlsConnector::from(config.clone()),
