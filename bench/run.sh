@@ -599,6 +599,12 @@ run_client_side() {
   serve_pid=$SPID serve_port=$PORT
   STARTED_PIDS+=("$serve_pid")
   wait_port "$serve_port" || log "client side: the mTLS server did not listen"
+  # The server's CPU per connection for a full and for a resumed handshake (loadgen straight to
+  # it): the references that tell, below, which client proxies resumed.
+  PORT=$serve_port; SPID=$serve_pid
+  local MEASURE_EXTRA=(--upstream-pid "$serve_pid")
+  measure mutual connect_ref_full "$DL2" handshakes --concurrency 16 --duration "$D2"
+  measure mutual connect_ref_resumed "$DL2" handshakes --resume --concurrency 16 --duration "$D2"
   for who in $CONTENDERS; do
     WHY=""; SPID=""
     PORT=$("$LOADGEN" free-port)
@@ -617,7 +623,6 @@ run_client_side() {
     if [ -n "$why" ]; then
       case_failed "$who" connect_hs_c16 "$why"; case_failed "$who" connect_req_c16 "$why"
     else
-      local MEASURE_EXTRA=(--upstream-pid "$serve_pid")
       measure "$who" connect_hs_c16 "$DL2" handshakes --plain --concurrency 16 --duration "$D2"
       measure "$who" connect_req_c16 "$DL2" requests --plain --concurrency 16 --duration "$D2"
     fi

@@ -482,6 +482,7 @@ pub fn render(input: &str) -> String {
     }
 
     out.push_str(&mutual_alone(&lines));
+    out.push_str(&client_side_resumption(&lines, &contenders));
 
     out.push_str("\n### Contenders\n\n");
     for (n, s) in &contenders {
@@ -607,6 +608,41 @@ pub fn render(input: &str) -> String {
         }
         if let Some(e) = c.get("first_error").and_then(Value::as_str) {
             out.push_str(&format!("\nfirst issuance error: {e}\n"));
+        }
+    }
+    out
+}
+
+/// Which client proxies resumed: the mTLS server's CPU per connection behind each, beside what
+/// it costs the server for a full and for a resumed handshake from loadgen in the same run.
+fn client_side_resumption(lines: &[Value], contenders: &[(String, String)]) -> String {
+    let per_conn = |who: &str, case: &str| {
+        lines
+            .iter()
+            .rev()
+            .find(|l| str_of(l, "contender") == who && str_of(l, "case") == case)
+            .and_then(|l| l.get("upstream_cpu_us_per_conn"))
+            .and_then(Value::as_f64)
+    };
+    let (Some(full), Some(resumed)) = (
+        per_conn(US, "connect_ref_full"),
+        per_conn(US, "connect_ref_resumed"),
+    ) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\n### Client side: did each proxy resume?\n\nThe mTLS server's CPU µs per connection: {} for a full handshake, {} for a resumed one (loadgen straight to it, same run).\n\n| client proxy | server CPU µs per connection | nearer to |\n|---|---:|---|\n",
+        fmt_num(full),
+        fmt_num(resumed)
+    );
+    for (who, _) in contenders {
+        if let Some(v) = per_conn(who, "connect_hs_c16") {
+            let nearer = if (v - resumed).abs() < (v - full).abs() {
+                "resumed"
+            } else {
+                "full"
+            };
+            out.push_str(&format!("| {who} | {} | {nearer} |\n", fmt_num(v)));
         }
     }
     out
@@ -828,6 +864,28 @@ mod tests {
         // Cases that did not run get no row, and no section when none ran.
         assert!(!md.contains("requests/s, c=16 kept-alive: audit"), "{md}");
         assert!(!render(r#"{"contender":"mutual","status":"ok"}"#).contains("mutual alone"));
+    }
+
+    #[test]
+    fn client_side_resumption_is_judged_against_both_references() {
+        let input = r#"{"contender":"mutual","status":"ok"}
+{"contender":"nginx","status":"ok"}
+{"contender":"mutual","case":"connect_ref_full","ok":10,"upstream_cpu_us_per_conn":500.0}
+{"contender":"mutual","case":"connect_ref_resumed","ok":10,"upstream_cpu_us_per_conn":200.0}
+{"contender":"mutual","case":"connect_hs_c16","ok":10,"upstream_cpu_us_per_conn":230.0}
+{"contender":"nginx","case":"connect_hs_c16","ok":10,"upstream_cpu_us_per_conn":480.0}"#;
+        let md = render(input);
+        assert!(
+            md.contains("500 for a full handshake, 200 for a resumed one"),
+            "{md}"
+        );
+        assert!(md.contains("| mutual | 230 | resumed |"), "{md}");
+        assert!(md.contains("| nginx | 480 | full |"), "{md}");
+        // Without the references there is no section.
+        assert!(!render(
+            r#"{"contender":"nginx","case":"connect_hs_c16","ok":1,"upstream_cpu_us_per_conn":4.0}"#
+        )
+        .contains("did each proxy resume"));
     }
 
     #[test]
