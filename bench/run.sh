@@ -48,10 +48,12 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- sizes and durations
+# D2: the cases measured since issue 20 (HTTP mode, client side, threads), kept short so the
+# full run stays under 15 minutes.
 if [ "$QUICK" = 1 ]; then
-  D=2s; BULK=256MiB; BULK_MAX=15s; IDLE_WANT=500; IDLE_MAX=20s; CRYPTO_SECS=0.3; CA_D=2s
+  D=2s; D2=1s; BULK=256MiB; BULK_MAX=15s; IDLE_WANT=500; IDLE_MAX=20s; CRYPTO_SECS=0.3; CA_D=2s
 else
-  D=10s; BULK=1GiB; BULK_MAX=60s; IDLE_WANT=10000; IDLE_MAX=60s; CRYPTO_SECS=1; CA_D=5s
+  D=10s; D2=5s; BULK=1GiB; BULK_MAX=60s; IDLE_WANT=10000; IDLE_MAX=60s; CRYPTO_SECS=1; CA_D=5s
 fi
 # The CA figures always use a 100,000-row inventory (filling it takes seconds).
 CA_FILL=${CA_FILL:-100000}
@@ -64,7 +66,13 @@ CA_API_CONC=${CA_API_CONC:-16}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 NOFILE=$(ulimit -n)
 IDLE=$(( (NOFILE - 200) / 2 ))
-[ "$IDLE" -gt "$IDLE_WANT" ] && IDLE=$IDLE_WANT
+IDLE_LIMITED=""
+if [ "$IDLE" -gt "$IDLE_WANT" ]; then
+  IDLE=$IDLE_WANT
+else
+  # Raising the hard limit needs CAP_SYS_RESOURCE (not in every container): say so in the report.
+  IDLE_LIMITED="this machine cannot hold $IDLE_WANT idle connections through a proxy: the open-files hard limit is $(ulimit -Hn) per process and a proxy needs two descriptors per connection, so $IDLE were opened"
+fi
 MAXCONN=$(( NOFILE / 2 - 50 ))
 
 # ---------------------------------------------------------------- peers, installed if missing
@@ -149,24 +157,22 @@ STARTED_PIDS+=("$BACKEND_PID")
 wait_port "$BPORT" || { echo "backend did not start" >&2; exit 2; }
 
 # ---------------------------------------------------------------- contenders
-# Each start_X writes its config into $WORK/X, starts the server pinned to the server cores in
-# the foreground of a background job, and sets SPID. Output goes to $WORK/X/out.log.
-start_nginx() {
-  [ -e "$NGINX_STREAM" ] || { WHY="nginx stream module missing (apt package libnginx-mod-stream)"; return 1; }
-  command -v nginx >/dev/null 2>&1 || { WHY="nginx not installed"; return 1; }
-  local d=$WORK/nginx; mkdir -p "$d"
-  cat >"$d/nginx.conf" <<EOF
-load_module $NGINX_STREAM;
+# The lines every nginx config here starts with (DIR; "stream" also loads the stream module).
+nginx_globals() {
+  [ "${2:-}" = stream ] && echo "load_module $NGINX_STREAM;"
+  cat <<EOF
 worker_processes $THREADS;
 worker_rlimit_nofile $NOFILE;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
 daemon off;
 events { worker_connections $MAXCONN; }
-stream {
-  upstream backend { server 127.0.0.1:$BPORT; }
-  server {
-    listen 127.0.0.1:$PORT ssl backlog=4096;
+EOF
+}
+
+# The server side of every nginx mTLS server block: TLS 1.3, the client certificate required.
+nginx_mtls() {
+  cat <<EOF
     ssl_certificate $CERTS/server-chain.pem;
     ssl_certificate_key $CERTS/server.key;
     ssl_protocols TLSv1.3;
@@ -174,6 +180,48 @@ stream {
     ssl_verify_client on;
     ssl_verify_depth 2;
     ssl_session_tickets on;
+EOF
+}
+
+# HAProxy's global and defaults sections (MODE: tcp or http).
+haproxy_globals() {
+  cat <<EOF
+global
+  nbthread $THREADS
+  maxconn $MAXCONN
+defaults
+  mode $1
+  timeout connect 5s
+  timeout client 10m
+  timeout server 10m
+EOF
+}
+
+# stunnel's global options (DIR for its log).
+stunnel_globals() {
+  cat <<EOF
+foreground = yes
+pid =
+output = $1/stunnel.log
+debug = 3
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1
+EOF
+}
+
+# Each start_X writes its config into $WORK/X, starts the server pinned to the server cores in
+# the foreground of a background job, and sets SPID. Output goes to $WORK/X/out.log.
+start_nginx() {
+  [ -e "$NGINX_STREAM" ] || { WHY="nginx stream module missing (apt package libnginx-mod-stream)"; return 1; }
+  command -v nginx >/dev/null 2>&1 || { WHY="nginx not installed"; return 1; }
+  local d=$WORK/nginx; mkdir -p "$d"
+  cat >"$d/nginx.conf" <<EOF
+$(nginx_globals "$d" stream)
+stream {
+  upstream backend { server 127.0.0.1:$BPORT; }
+  server {
+    listen 127.0.0.1:$PORT ssl backlog=4096;
+$(nginx_mtls)
     proxy_pass backend;
     proxy_timeout 10m;
   }
@@ -187,14 +235,7 @@ start_haproxy() {
   command -v haproxy >/dev/null 2>&1 || { WHY="haproxy not installed"; return 1; }
   local d=$WORK/haproxy; mkdir -p "$d"
   cat >"$d/haproxy.cfg" <<EOF
-global
-  nbthread $THREADS
-  maxconn $MAXCONN
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 10m
-  timeout server 10m
+$(haproxy_globals tcp)
 frontend bench
   bind 127.0.0.1:$PORT ssl crt $CERTS/haproxy.pem ca-file $CERTS/root.pem verify required ssl-min-ver TLSv1.3
   default_backend be
@@ -211,12 +252,7 @@ start_stunnel() {
   # stunnel has no worker count: it runs a thread per connection. Pinning it to the same
   # cores is what makes it comparable.
   cat >"$d/stunnel.conf" <<EOF
-foreground = yes
-pid =
-output = $d/stunnel.log
-debug = 3
-socket = l:TCP_NODELAY=1
-socket = r:TCP_NODELAY=1
+$(stunnel_globals "$d")
 [bench]
 accept = 127.0.0.1:$PORT
 connect = 127.0.0.1:$BPORT
@@ -232,10 +268,12 @@ EOF
   SPID=$!
 }
 
+# Callers may set (as locals, which bash passes down) MUTUAL_DIR (work subdirectory),
+# MUTUAL_THREADS (instead of THREADS) and MUTUAL_EXTRA (more flags: --http, --audit-log, ...).
 start_mutual() {
   [ -z "$MUTUAL_BUILD_ERR" ] || { WHY=$MUTUAL_BUILD_ERR; return 1; }
   [ -x "$MUTUAL" ] || { WHY="no release binary at $MUTUAL"; return 1; }
-  local d=$WORK/mutual; mkdir -p "$d"
+  local d=$WORK/${MUTUAL_DIR:-mutual}; mkdir -p "$d"
   local help
   help=$("$MUTUAL" serve --help 2>&1)
   if ! grep -q -- "--listen" <<<"$help"; then
@@ -245,17 +283,42 @@ start_mutual() {
   local args=(serve --listen "127.0.0.1:$PORT" --backend "127.0.0.1:$BPORT"
               --cert "$CERTS/server-chain.pem" --key "$CERTS/server.key" --ca "$CERTS/root.pem" --allow-any)
   if grep -q -- "--threads" <<<"$help"; then
-    args+=(--threads "$THREADS")
+    args+=(--threads "${MUTUAL_THREADS:-$THREADS}")
   else
     MUTUAL_NOTE="mutual serve has no --threads yet: it ran with its default worker count, pinned to $THREADS core(s)"
   fi
   grep -q -- "--max-connections" <<<"$help" && args+=(--max-connections "$MAXCONN")
+  args+=("${MUTUAL_EXTRA[@]}")
   # Logs at warn, like the peers here (nginx error_log warn, stunnel debug = 3, HAProxy no log).
   RUST_LOG=warn "${SRV[@]}" "$MUTUAL" "${args[@]}" >"$d/out.log" 2>&1 &
   SPID=$!
 }
 
 status() { "$LOADGEN" status --contender "$1" --text "$2" >>"$RES"; }
+# More flags for every `measure` (e.g. --upstream-pid); callers set it as a local.
+MUTUAL_EXTRA=(); MEASURE_EXTRA=()
+
+# A case that could not run for a contender: a failed line, shown as "failed" with the reason.
+case_failed() {
+  local who=$1 why=${3//[\"\\]/}
+  echo "{\"contender\":\"$who\",\"case\":\"$2\",\"ok\":0,\"failed\":1,\"first_error\":\"$why\"}" >>"$RES"
+  log "$who $2: $why"
+}
+
+# Adds "key":number to the last results line (a check made after the measurement).
+amend_last() { sed -i "\$ s/}\$/,\"$1\":$2}/" "$RES"; }
+
+# One short run proves a set-up (certificate accepted, backend reached, identity forwarded):
+# prints the first error, or nothing when all COUNT connections got their response.
+prove() {
+  local count=$1; shift
+  local out
+  out=$(timeout 20 "${CLI[@]}" "$LOADGEN" --threads 1 handshakes --addr "127.0.0.1:$PORT" \
+          --concurrency 1 --count "$count" --duration 10s "${TLS[@]}" --json "$@" 2>&1)
+  grep -qE "\"ok\":$count[,}]" <<<"$out" && grep -qE '"failed":0[,}]' <<<"$out" && return 0
+  echo "sanity run failed: $(grep -oE '"first_error":"[^"]*"' <<<"$out" | cut -d'"' -f4)$(grep -v '^{' <<<"$out" | head -n 1)"
+  return 1
+}
 
 # Runs one measurement against the current contender and appends its JSON line; bounded in time.
 measure() {
@@ -263,7 +326,7 @@ measure() {
   local line
   line=$(timeout --kill-after=5 "$limit" "${CLI[@]}" "$LOADGEN" --threads "$CLIENT_THREADS" "$@" \
            --addr "127.0.0.1:$PORT" "${TLS[@]}" --json --contender "$who" --case "$case" \
-           --server-pid "$SPID" 2>>"$WORK/loadgen.err")
+           --server-pid "$SPID" "${MEASURE_EXTRA[@]}" 2>>"$WORK/loadgen.err")
   if [ -n "$line" ]; then
     echo "$line" >>"$RES"
     log "$who $case: $(grep -oE '"(rate|mb_per_s|rss_per_conn_kib|failed|per_server_cpu_s)":[0-9.]+' <<<"$line" | tr '\n' ' ')"
@@ -284,6 +347,7 @@ stop_server() {
 
 secs() { local v=${1%s}; echo $(( ${v%.*} + 20 ))s; }
 DL=$(secs "$D")
+DL2=$(secs "$D2")
 
 run_contender() {
   local who=$1
@@ -334,36 +398,354 @@ line=$(timeout "$DL" "${CLI[@]}" "$LOADGEN" --threads "$CLIENT_THREADS" requests
          --duration "$D" --addr "127.0.0.1:$BPORT" --json --contender direct --case req_c16 2>>"$WORK/loadgen.err")
 [ -n "$line" ] && echo "$line" >>"$RES"
 
-# The client side: plaintext in, mTLS out. `mutual connect` (pinned to the server cores) in
-# front of `mutual serve` (pinned there too): new local connections, each one a new mTLS
-# connection from connect to serve (resumed with a ticket when connect has one, as it would in
-# production), and kept-alive requests through both proxies. Peers' client-side modes are not
-# measured yet.
-run_connect() {
+# ---------------------------------------------------------------- HTTP mode (issue 20)
+# Each contender terminates mTLS, speaks HTTP itself and forwards the client's identity in a
+# header to a backend that answers 403 without it (`loadgen backend --require-header`), so a
+# request counts only when the identity came with it. ALPN h2 + http/1.1 on every contender.
+# Forwarded header, and text its value must contain, per contender.
+http_identity() {
+  case $1 in
+    mutual) echo "X-Forwarded-Client-Cert Hash=" ;;          # Envoy's XFCC, docs/http.md
+    nginx) echo "X-Client-Cert BEGIN%20CERTIFICATE" ;;       # $ssl_client_escaped_cert: URL-encoded PEM
+    haproxy) echo "X-SSL-Client-Cert MII" ;;                 # %[ssl_c_der,base64]: base64 DER
+  esac
+}
+
+start_http_mutual() {
+  local MUTUAL_DIR=mutual-http MUTUAL_EXTRA=(--http)
+  start_mutual
+}
+
+start_http_nginx() {
+  command -v nginx >/dev/null 2>&1 || { WHY="nginx not installed"; return 1; }
+  local d=$WORK/nginx-http; mkdir -p "$d"
+  # keepalive_requests: nginx closes a client connection after 1000 requests by default (HTTP/1.1
+  # and HTTP/2), which would end the kept-alive runs early.
+  cat >"$d/nginx.conf" <<EOF
+$(nginx_globals "$d")
+http {
+  access_log off;
+  client_body_temp_path $d/body;
+  proxy_temp_path $d/proxy;
+  upstream backend { server 127.0.0.1:$BPORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$PORT ssl http2 backlog=4096;
+$(nginx_mtls)
+    keepalive_requests 100000000;
+    keepalive_timeout 10m;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Client-Cert \$ssl_client_escaped_cert;
+    }
+  }
+}
+EOF
+  "${SRV[@]}" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" >"$d/out.log" 2>&1 &
+  SPID=$!
+}
+
+start_http_haproxy() {
+  command -v haproxy >/dev/null 2>&1 || { WHY="haproxy not installed"; return 1; }
+  local d=$WORK/haproxy-http; mkdir -p "$d"
+  cat >"$d/haproxy.cfg" <<EOF
+$(haproxy_globals http)
+  option http-keep-alive
+  timeout http-keep-alive 10m
+frontend bench
+  bind 127.0.0.1:$PORT ssl crt $CERTS/haproxy.pem ca-file $CERTS/root.pem verify required ssl-min-ver TLSv1.3 alpn h2,http/1.1
+  http-request set-header X-SSL-Client-Cert %[ssl_c_der,base64]
+  default_backend be
+backend be
+  http-reuse always
+  server b1 127.0.0.1:$BPORT
+EOF
+  "${SRV[@]}" haproxy -f "$d/haproxy.cfg" -db >"$d/out.log" 2>&1 &
+  SPID=$!
+}
+
+HTTP_CASES="http_hs_c16 http_req_c16 http2_hs_c16 http2_req_c16"
+run_http() {
+  local who=$1 why c header contains
+  read -r header contains <<<"$(http_identity "$who")"
   WHY=""; SPID=""
+  # A backend of its own that requires this contender's header (BPORT is local: the start_http_*
+  # functions forward to it).
+  local BPORT; BPORT=$("$LOADGEN" free-port)
+  "${CLI[@]}" "$LOADGEN" --threads 1 backend --listen "127.0.0.1:$BPORT" --require-header "$header" \
+    --require-contains "$contains" 2>"$WORK/backend-http-$who.log" &
+  local idb=$!
+  STARTED_PIDS+=("$idb")
   PORT=$("$LOADGEN" free-port)
-  log "mutual connect -> mutual serve: starting"
-  if ! start_mutual; then log "connect: not available: $WHY"; return; fi
-  local serve_pid=$SPID serve_port=$PORT
-  STARTED_PIDS+=("$serve_pid")
-  wait_port "$serve_port" || { log "connect: serve did not listen"; SPID=$serve_pid; stop_server; return; }
-  local cport d=$WORK/connect
-  cport=$("$LOADGEN" free-port); mkdir -p "$d"
-  local args=(connect --listen "127.0.0.1:$cport" --remote "localhost:$serve_port"
+  log "$who HTTP mode: starting on 127.0.0.1:$PORT (backend requires $header)"
+  if ! wait_port "$BPORT"; then
+    why="identity backend did not start"
+  elif ! "start_http_$who"; then
+    why="not available: $WHY"
+  else
+    STARTED_PIDS+=("$SPID")
+    if ! wait_port "$PORT"; then
+      why="did not listen: $(tail -n 2 "$WORK/$who-http/out.log" 2>/dev/null | tr '\n' ' ')"
+    else
+      # Both protocols must work, with the identity seen by the backend, before measuring.
+      why=$(prove 3) && why=$(prove 3 --h2) && why=""
+    fi
+  fi
+  if [ -n "$why" ]; then
+    for c in $HTTP_CASES; do case_failed "$who" "$c" "$why"; done
+  else
+    measure "$who" http_hs_c16 "$DL2" handshakes --concurrency 16 --duration "$D2"
+    measure "$who" http_req_c16 "$DL2" requests --concurrency 16 --duration "$D2"
+    measure "$who" http2_hs_c16 "$DL2" handshakes --h2 --concurrency 16 --duration "$D2"
+    measure "$who" http2_req_c16 "$DL2" requests --h2 --concurrency 16 --duration "$D2"
+  fi
+  [ -n "$SPID" ] && stop_server
+  SPID=$idb; stop_server
+}
+
+# ---------------------------------------------------------------- the client side (issue 20)
+# Plaintext in, mTLS out, every client proxy in front of the SAME mTLS server (`mutual serve`,
+# TCP mode), each resuming sessions as it does by default: mutual connect (its ticket store),
+# nginx stream `proxy_ssl_session_reuse on`, HAProxy `server ... ssl` (reuse is its default),
+# stunnel `client = yes` (its session cache). The client proxy and the server both run on the
+# server cores; figures are per client-proxy CPU-second, and the server's CPU per connection
+# (`--upstream-pid`) shows who resumed: a resumed handshake costs the server less.
+start_client_mutual() {
+  [ -z "$MUTUAL_BUILD_ERR" ] || { WHY=$MUTUAL_BUILD_ERR; return 1; }
+  local d=$WORK/mutual-client; mkdir -p "$d"
+  local args=(connect --listen "127.0.0.1:$PORT" --remote "localhost:$1"
               --cert "$CERTS/client-chain.pem" --key "$CERTS/client.key" --ca "$CERTS/root.pem")
   grep -q -- "--threads" <<<"$("$MUTUAL" connect --help 2>&1)" && args+=(--threads "$THREADS")
   RUST_LOG=warn "${SRV[@]}" "$MUTUAL" "${args[@]}" >"$d/out.log" 2>&1 &
-  local cpid=$!
-  STARTED_PIDS+=("$cpid")
-  if ! wait_port "$cport"; then
-    log "connect: did not listen: $(tail -n 2 "$d/out.log" | tr '\n' ' ')"
-    kill "$cpid" 2>/dev/null; SPID=$serve_pid; stop_server; return
+  SPID=$!
+}
+
+start_client_nginx() {
+  [ -e "$NGINX_STREAM" ] || { WHY="nginx stream module missing (apt package libnginx-mod-stream)"; return 1; }
+  command -v nginx >/dev/null 2>&1 || { WHY="nginx not installed"; return 1; }
+  local d=$WORK/nginx-client; mkdir -p "$d"
+  cat >"$d/nginx.conf" <<EOF
+$(nginx_globals "$d" stream)
+stream {
+  server {
+    listen 127.0.0.1:$PORT backlog=4096;
+    proxy_pass 127.0.0.1:$1;
+    proxy_ssl on;
+    proxy_ssl_protocols TLSv1.3;
+    proxy_ssl_certificate $CERTS/client-chain.pem;
+    proxy_ssl_certificate_key $CERTS/client.key;
+    proxy_ssl_trusted_certificate $CERTS/root.pem;
+    proxy_ssl_verify on;
+    proxy_ssl_verify_depth 2;
+    proxy_ssl_name localhost;
+    proxy_ssl_server_name on;
+    proxy_ssl_session_reuse on;
+    proxy_timeout 10m;
+  }
+}
+EOF
+  "${SRV[@]}" nginx -p "$d" -c "$d/nginx.conf" -e "$d/error.log" >"$d/out.log" 2>&1 &
+  SPID=$!
+}
+
+start_client_haproxy() {
+  command -v haproxy >/dev/null 2>&1 || { WHY="haproxy not installed"; return 1; }
+  local d=$WORK/haproxy-client; mkdir -p "$d"
+  # HAProxy wants the client certificate chain and its key in one file.
+  cat "$CERTS/client-chain.pem" "$CERTS/client.key" >"$d/client.pem"
+  cat >"$d/haproxy.cfg" <<EOF
+$(haproxy_globals tcp)
+frontend local
+  bind 127.0.0.1:$PORT
+  default_backend remote
+backend remote
+  server s1 127.0.0.1:$1 ssl crt $d/client.pem verify required ca-file $CERTS/root.pem verifyhost localhost sni str(localhost) ssl-min-ver TLSv1.3
+EOF
+  "${SRV[@]}" haproxy -f "$d/haproxy.cfg" -db >"$d/out.log" 2>&1 &
+  SPID=$!
+}
+
+start_client_stunnel() {
+  [ -n "$STUNNEL" ] || { WHY="stunnel not installed"; return 1; }
+  local d=$WORK/stunnel-client; mkdir -p "$d"
+  cat >"$d/stunnel.conf" <<EOF
+$(stunnel_globals "$d")
+[remote]
+client = yes
+accept = 127.0.0.1:$PORT
+connect = 127.0.0.1:$1
+cert = $CERTS/client-chain.pem
+key = $CERTS/client.key
+CAfile = $CERTS/root.pem
+verifyChain = yes
+checkHost = localhost
+sni = localhost
+sslVersionMin = TLSv1.3
+TIMEOUTidle = 600
+EOF
+  "${SRV[@]}" "$STUNNEL" "$d/stunnel.conf" >"$d/out.log" 2>&1 &
+  SPID=$!
+}
+
+run_client_side() {
+  local serve_pid serve_port who why
+  WHY=""; SPID=""
+  PORT=$("$LOADGEN" free-port)
+  log "client side: the shared mTLS server (mutual serve) on 127.0.0.1:$PORT"
+  local MUTUAL_DIR=client-side-server
+  if ! start_mutual; then
+    for who in $CONTENDERS; do
+      case_failed "$who" connect_hs_c16 "the shared mTLS server: $WHY"
+      case_failed "$who" connect_req_c16 "the shared mTLS server: $WHY"
+    done
+    return
   fi
-  PORT=$cport; SPID=$cpid
-  measure mutual connect_hs_c16 "$DL" handshakes --plain --concurrency 16 --duration "$D"
-  measure mutual connect_req_c16 "$DL" requests --plain --concurrency 16 --duration "$D"
-  stop_server
+  serve_pid=$SPID serve_port=$PORT
+  STARTED_PIDS+=("$serve_pid")
+  wait_port "$serve_port" || log "client side: the mTLS server did not listen"
+  # The server's CPU per connection for a full and for a resumed handshake (loadgen straight to
+  # it): the references that tell, below, which client proxies resumed.
+  PORT=$serve_port; SPID=$serve_pid
+  local MEASURE_EXTRA=(--upstream-pid "$serve_pid")
+  measure mutual connect_ref_full "$DL2" handshakes --concurrency 16 --duration "$D2"
+  measure mutual connect_ref_resumed "$DL2" handshakes --resume --concurrency 16 --duration "$D2"
+  for who in $CONTENDERS; do
+    WHY=""; SPID=""
+    PORT=$("$LOADGEN" free-port)
+    log "$who client side: starting on 127.0.0.1:$PORT"
+    if ! "start_client_$who" "$serve_port"; then
+      why="not available: $WHY"
+    else
+      STARTED_PIDS+=("$SPID")
+      if ! wait_port "$PORT"; then
+        why="did not listen: $(tail -n 2 "$WORK/$who-client/out.log" 2>/dev/null | tr '\n' ' ')"
+      else
+        # The server answered through the proxy: its handshake was accepted, not refused.
+        why=$(prove 3 --plain) && why=""
+      fi
+    fi
+    if [ -n "$why" ]; then
+      case_failed "$who" connect_hs_c16 "$why"; case_failed "$who" connect_req_c16 "$why"
+    else
+      measure "$who" connect_hs_c16 "$DL2" handshakes --plain --concurrency 16 --duration "$D2"
+      measure "$who" connect_req_c16 "$DL2" requests --plain --concurrency 16 --duration "$D2"
+    fi
+    [ -n "$SPID" ] && stop_server
+  done
   SPID=$serve_pid; stop_server
+}
+
+# ---------------------------------------------------------------- mutual alone (issue 20)
+# --threads 2 against --threads 1 on the full-handshake case: neither the server nor the load
+# generator pinned (both compete for the 2 cores, as a server alone on the machine would not).
+run_scaling() {
+  local SRV=() CLI=() CLIENT_THREADS=$NCPU t
+  for t in 1 2; do
+    WHY=""; SPID=""
+    PORT=$("$LOADGEN" free-port)
+    log "mutual --threads $t, unpinned"
+    local MUTUAL_DIR=mutual-t$t MUTUAL_THREADS=$t
+    if ! start_mutual; then case_failed mutual "scale_t${t}_hs_c16" "$WHY"; continue; fi
+    STARTED_PIDS+=("$SPID")
+    if wait_port "$PORT"; then
+      measure mutual "scale_t${t}_hs_c16" "$DL2" handshakes --concurrency 16 --duration "$D2"
+    else
+      case_failed mutual "scale_t${t}_hs_c16" "did not listen"
+    fi
+    stop_server
+  done
+}
+
+# What production runs: the audit log (a file) and the metrics endpoint on, beside hs_c16 and
+# req_c16 measured without them. Checked: one audit line and one metric count per connection.
+run_production() {
+  WHY=""; SPID=""
+  PORT=$("$LOADGEN" free-port)
+  local mport d=$WORK/mutual-prod n m i want
+  mport=$("$LOADGEN" free-port)
+  log "mutual with --audit-log and --metrics on 127.0.0.1:$PORT"
+  local MUTUAL_DIR=mutual-prod MUTUAL_EXTRA=(--audit-log "$d/audit.log" --metrics "127.0.0.1:$mport")
+  if ! start_mutual; then
+    case_failed mutual prod_hs_c16 "$WHY"; case_failed mutual prod_req_c16 "$WHY"; return
+  fi
+  STARTED_PIDS+=("$SPID")
+  if ! wait_port "$PORT" || ! wait_port "$mport"; then
+    case_failed mutual prod_hs_c16 "did not listen"; case_failed mutual prod_req_c16 "did not listen"
+    stop_server; return
+  fi
+  measure mutual prod_hs_c16 "$DL" handshakes --concurrency 16 --duration "$D"
+  # Allowed connections are written when they close: give the writer thread a moment.
+  want=$(tail -n 1 "$RES" | grep -oE '"ok":[0-9]+' | cut -d: -f2); want=${want:-0}
+  for i in $(seq 1 50); do
+    n=$(grep -c '"result":"allowed"' "$d/audit.log" 2>/dev/null); n=${n:-0}
+    [ "$n" -ge "$want" ] && break
+    sleep 0.1
+  done
+  m=$(curl -s "http://127.0.0.1:$mport/metrics" | grep '^mutual_handshakes_total{' | grep 'result="allowed"' |
+        awk '{ s += $NF } END { printf "%d", s }')
+  amend_last audit_lines "${n:-0}"; amend_last metric_allowed "${m:-0}"
+  log "mutual prod_hs_c16: $n audit lines, mutual_handshakes_total{result=\"allowed\"} = $m"
+  measure mutual prod_req_c16 "$DL" requests --concurrency 16 --duration "$D"
+  stop_server
+}
+
+# Memory with IDLE idle connections through `mutual run` and a config file of two listeners,
+# the connections split between them; established sockets counted by `ss` while they are held.
+run_two_listeners() {
+  local d=$WORK/mutual-run p1 p2 out n i
+  mkdir -p "$d"
+  p1=$("$LOADGEN" free-port); p2=$("$LOADGEN" free-port)
+  local l
+  {
+    echo "threads = $THREADS"
+    for l in a:$p1 b:$p2; do
+      cat <<EOF
+[[listener]]
+name = "${l%%:*}"
+kind = "serve"
+listen = "127.0.0.1:${l##*:}"
+backend = "127.0.0.1:$BPORT"
+cert = "$CERTS/server-chain.pem"
+key = "$CERTS/server.key"
+ca = "$CERTS/root.pem"
+allow_any = true
+EOF
+    done
+  } >"$d/mutual.toml"
+  log "mutual run, two listeners (127.0.0.1:$p1, 127.0.0.1:$p2): $IDLE idle connections"
+  RUST_LOG=warn "${SRV[@]}" "$MUTUAL" run --config "$d/mutual.toml" >"$d/out.log" 2>&1 &
+  SPID=$!
+  STARTED_PIDS+=("$SPID")
+  if ! wait_port "$p1" || ! wait_port "$p2"; then
+    case_failed mutual idle_run2 "mutual run did not listen: $(tail -n 2 "$d/out.log" | tr '\n' ' ')"
+    stop_server; return
+  fi
+  # Held 3 s after the figure is taken, long enough for ss to count them.
+  timeout --kill-after=5 "$(secs "$IDLE_MAX")" "${CLI[@]}" "$LOADGEN" --threads "$CLIENT_THREADS" idle \
+    --addr "127.0.0.1:$p1" --addr "127.0.0.1:$p2" --count "$IDLE" --max-time "$IDLE_MAX" --hold 3s \
+    "${TLS[@]}" --json --contender mutual --case idle_run2 --server-pid "$SPID" \
+    >"$d/idle.json" 2>"$d/idle.err" &
+  local lg=$!
+  n=0
+  for i in $(seq 1 $(( ${IDLE_MAX%s} * 10 + 100 ))); do
+    grep -q "connections held" "$d/idle.err" 2>/dev/null && break
+    kill -0 "$lg" 2>/dev/null || break
+    sleep 0.1
+  done
+  if grep -q "connections held" "$d/idle.err" 2>/dev/null; then
+    n=$(ss -Htn state established "( sport = :$p1 or sport = :$p2 )" 2>/dev/null | wc -l)
+  fi
+  wait "$lg"
+  out=$(cat "$d/idle.json")
+  if [ -n "$out" ]; then
+    echo "$out" >>"$RES"
+    amend_last established_ss "$n"
+    log "mutual idle_run2: $(grep -oE '"(ready|rss_per_conn_kib|failed)":[0-9.]+' <<<"$out" | tr '\n' ' ')established (ss): $n"
+  else
+    case_failed mutual idle_run2 "no result: $(tail -n 1 "$d/idle.err")"
+  fi
+  stop_server
 }
 
 # The online CA: certificates issued per second through its API. `POST /v1/renew` over
@@ -403,8 +785,15 @@ run_ca_api() {
 
 MUTUAL_NOTE=""
 for c in $CONTENDERS; do run_contender "$c"; done
+# HTTP mode: the contenders that have one (stunnel forwards bytes only).
+for c in $CONTENDERS; do case $c in mutual|nginx|haproxy) run_http "$c" ;; esac; done
+run_client_side
 case " $CONTENDERS " in *" mutual "*)
-  [ -z "$MUTUAL_BUILD_ERR" ] && [ -x "$MUTUAL" ] && run_connect
+  if [ -z "$MUTUAL_BUILD_ERR" ] && [ -x "$MUTUAL" ]; then
+    run_scaling
+    run_production
+    run_two_listeners
+  fi
   # The CA: issuance into the SQLite inventory, then list and CRL times with CA_FILL rows.
   log "CA: issuing for $CA_D, then list and CRL with $CA_FILL certificates"
   if [ -z "$MUTUAL_BUILD_ERR" ] && [ -x "$MUTUAL" ]; then
@@ -449,6 +838,15 @@ mkdir -p "$(dirname "$OUT")"
   echo "  \`-reuse\`: resumed), each counted only when the backend's response came back; h2load is not used: it has no"
   echo "  client-certificate option and every contender requires one"
   echo "- every contender forwards TCP to the same backend (\`loadgen backend\`); nginx uses its stream module, HAProxy mode tcp"
+  echo "- HTTP mode ($D2 per case): mutual \`serve --http\` (X-Forwarded-Client-Cert), nginx \`proxy_set_header X-Client-Cert \$ssl_client_escaped_cert\`,"
+  echo "  HAProxy \`http-request set-header X-SSL-Client-Cert %[ssl_c_der,base64]\`, each to a backend that answers 403 without"
+  echo "  that header: a request counts only when the identity came with it; HTTP/1.1 (no ALPN) and HTTP/2 (ALPN h2) clients"
+  echo "- client side ($D2 per case): mutual connect, nginx stream \`proxy_ssl_certificate\` + \`proxy_ssl_session_reuse on\`,"
+  echo "  HAProxy \`server ... ssl crt ... verify required\`, stunnel \`client = yes\`, all in front of the same \`mutual serve\`;"
+  echo "  figures per client-proxy CPU-second; the server's CPU per connection shows whether the proxy resumed"
+  echo "- mutual alone: \`--threads 2\` vs \`--threads 1\` unpinned ($D2 each); audit log (a file) + metrics on ($D each);"
+  echo "  idle connections through \`mutual run\` with two listeners"
+  [ -n "$IDLE_LIMITED" ] && echo "- $IDLE_LIMITED"
   [ -n "$MUTUAL_NOTE" ] && echo "- $MUTUAL_NOTE"
   echo
   echo "## Versions"
@@ -472,5 +870,6 @@ mkdir -p "$(dirname "$OUT")"
 } >"$OUT"
 cp "$RES" "${OUT%.md}.jsonl"
 log "wrote $OUT (raw lines: ${OUT%.md}.jsonl)"
+log "total time: $(( $(date +%s) - STARTED )) s"
 # KEEP=1 keeps configs and logs of the contenders for a look after the run.
 if [ "${KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi

@@ -2,23 +2,58 @@
 //!
 //! HTTP/1.1 keep-alive over plain TCP: `GET /down/N` sources N bytes, a request with a body (e.g.
 //! `POST /up`) has the body sunk, anything else gets "ok".
+//!
+//! For the HTTP-mode cases the backend also checks that the proxy forwarded the client's identity
+//! ([`Identity`]): a request without it gets a 403, which the load generator counts as a failure,
+//! so a request counts only when the identity header came with it.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::http;
 
-pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+/// The header a proxy in HTTP mode must add (`X-Forwarded-Client-Cert`, nginx's
+/// `$ssl_client_escaped_cert`, HAProxy's `ssl_c_der,base64`), and text its value must contain.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub header: String,
+    pub contains: String,
+}
+
+impl Identity {
+    fn seen(&self, head: &[u8]) -> bool {
+        http::header(head, &self.header).is_some_and(|v| v.contains(&self.contains))
+    }
+}
+
+pub async fn run(listen: SocketAddr, identity: Option<Identity>) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
-    eprintln!("backend listening on {}", listener.local_addr()?);
-    serve(listener).await
+    match &identity {
+        Some(id) => eprintln!(
+            "backend listening on {}, requiring header {} containing {:?}",
+            listener.local_addr()?,
+            id.header,
+            id.contains
+        ),
+        None => eprintln!("backend listening on {}", listener.local_addr()?),
+    }
+    serve_with(listener, identity).await
 }
 
 /// Serves connections from `listener` until the task is dropped.
+#[cfg(test)]
 pub async fn serve(listener: TcpListener) -> anyhow::Result<()> {
+    serve_with(listener, None).await
+}
+
+/// [`serve`], answering 403 to every request without the `identity` header (when given).
+pub async fn serve_with(listener: TcpListener, identity: Option<Identity>) -> anyhow::Result<()> {
+    let identity = identity.map(Arc::new);
+    let missing = Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
         let (sock, _) = match listener.accept().await {
             Ok(x) => x,
@@ -29,14 +64,19 @@ pub async fn serve(listener: TcpListener) -> anyhow::Result<()> {
                 continue;
             }
         };
+        let (identity, missing) = (identity.clone(), missing.clone());
         tokio::spawn(async move {
             // A proxy closing mid-request is normal at the end of a timed run.
-            let _ = serve_conn(sock).await;
+            let _ = serve_conn(sock, identity.as_deref(), &missing).await;
         });
     }
 }
 
-async fn serve_conn(mut sock: TcpStream) -> io::Result<()> {
+async fn serve_conn(
+    mut sock: TcpStream,
+    identity: Option<&Identity>,
+    missing: &std::sync::atomic::AtomicU64,
+) -> io::Result<()> {
     sock.set_nodelay(true)?;
     let mut buf = Vec::with_capacity(1024);
     loop {
@@ -44,7 +84,16 @@ async fn serve_conn(mut sock: TcpStream) -> io::Result<()> {
             return Ok(());
         };
         let req = http::parse_request_head(&buf[..end])?;
+        let refused = identity.is_some_and(|id| !id.seen(&buf[..end]));
         http::discard_body(&mut sock, &mut buf, end, req.content_length).await?;
+        if refused {
+            // Said once, so a misconfigured proxy shows in the backend's log.
+            if missing.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                eprintln!("backend: a request came without the identity header");
+            }
+            sock.write_all(http::MISSING_IDENTITY).await?;
+            continue;
+        }
         match req
             .path
             .strip_prefix("/down/")
@@ -79,6 +128,7 @@ mod tests {
         let backend = tokio::spawn(serve(listener));
         let server = Server {
             pids: vec![std::process::id()],
+            upstream: vec![],
             ticks: 100.0,
         };
 
@@ -117,6 +167,45 @@ mod tests {
             assert_eq!(b["ok"], 1, "{b}");
             assert_eq!(b["transferred"], 3 << 20, "{b}");
             assert_eq!(b["truncated"], false, "{b}");
+        }
+        backend.abort();
+    }
+
+    /// With an identity required, a request without the header is refused (and counted as a
+    /// failure by the load generator); one with it is served.
+    #[tokio::test]
+    async fn identity_header_is_required() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let id = Identity {
+            header: "X-Client-Cert".into(),
+            contains: "BEGIN".into(),
+        };
+        let backend = tokio::spawn(serve_with(listener, Some(id)));
+        let server = Server {
+            pids: vec![],
+            upstream: vec![],
+            ticks: 100.0,
+        };
+        let r = modes::requests(
+            None,
+            addr,
+            1,
+            Duration::from_secs(10),
+            modes::Budget::new(Some(2)),
+            &server,
+        )
+        .await;
+        assert_eq!(r["ok"], 0, "{r}");
+        assert_eq!(r["first_error"], "connect: status 403", "{r}");
+
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut buf = Vec::new();
+        for (value, status) in [("-----BEGIN%20CERT", 200), ("MIIB", 403)] {
+            let req = format!("GET / HTTP/1.1\r\nHost: b\r\nx-client-cert: {value}\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            buf.clear();
+            assert_eq!(http::read_response(&mut s, &mut buf).await.unwrap(), status);
         }
         backend.abort();
     }

@@ -71,6 +71,17 @@ pub fn parse_request_head(head: &[u8]) -> io::Result<RequestHead> {
     })
 }
 
+/// The first value of header `name` (any letter case) in a head, if present.
+pub fn header<'a>(head: &'a [u8], name: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(head).ok()?;
+    let name = name.to_ascii_lowercase();
+    headers(text).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
+/// The answer of a backend that requires the client's identity and did not get it.
+pub const MISSING_IDENTITY: &[u8] =
+    b"HTTP/1.1 403 Forbidden\r\nContent-Length: 16\r\n\r\nno identity seen";
+
 /// (status, content length) of a response head.
 pub fn parse_response_head(head: &[u8]) -> io::Result<(u16, u64)> {
     let text = std::str::from_utf8(head).map_err(|_| bad("response head is not UTF-8"))?;
@@ -232,6 +243,14 @@ mod tests {
         assert!(c.close);
         assert!(parse_request_head(b"GARBAGE\r\n\r\n").is_err());
         assert!(parse_request_head(b"GET / SPDY/3\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn header_lookup() {
+        let h = b"GET / HTTP/1.1\r\nX-Client-Cert: -----BEGIN%20CERT\r\nHost: b\r\n\r\n";
+        assert_eq!(header(h, "x-client-cert"), Some("-----BEGIN%20CERT"));
+        assert_eq!(header(h, "X-Forwarded-Client-Cert"), None);
+        assert_eq!(parse_response_head(MISSING_IDENTITY).unwrap(), (403, 16));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod ca;
 mod certs;
 mod crypto;
 mod http;
+mod http2;
 mod modes;
 mod report;
 mod stats;
@@ -53,6 +54,10 @@ struct Common {
     /// Pid of the server (its child processes are included): reports its CPU time and RSS.
     #[arg(long = "server-pid")]
     server_pids: Vec<u32>,
+    /// Pid of the server behind a client-side proxy (`mutual connect`, nginx proxy_ssl, ...):
+    /// reports its CPU time per connection (`upstream_cpu_us_per_conn`: lower when resumed).
+    #[arg(long = "upstream-pid")]
+    upstream_pids: Vec<u32>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,6 +79,10 @@ enum Cmd {
         /// proxy), which makes the mTLS handshake itself.
         #[arg(long, conflicts_with = "resume")]
         plain: bool,
+        /// HTTP/2 (ALPN h2, which the server must select) instead of HTTP/1.1: for proxies in
+        /// HTTP mode.
+        #[arg(long, conflicts_with = "plain")]
+        h2: bool,
         /// Stop after this many connections in all (or at --duration, whichever is first):
         /// a fixed amount of work, for instruction counts (bench/instructions.sh).
         #[arg(long)]
@@ -124,6 +133,10 @@ enum Cmd {
         /// Plain TCP, no TLS (the backend-direct baseline).
         #[arg(long)]
         plain: bool,
+        /// HTTP/2 over each connection (ALPN h2, which the server must select) instead of
+        /// HTTP/1.1: for proxies in HTTP mode.
+        #[arg(long, conflicts_with_all = ["plain", "post"])]
+        h2: bool,
         /// Stop after this many requests in all (or at --duration, whichever is first).
         #[arg(long)]
         count: Option<u64>,
@@ -160,8 +173,9 @@ enum Cmd {
     },
     /// Opens COUNT mTLS connections, holds them, and reports the server's RSS per connection.
     Idle {
-        #[arg(long)]
-        addr: SocketAddr,
+        /// Where to connect; repeat for several listeners (connections go round-robin).
+        #[arg(long, required = true)]
+        addr: Vec<SocketAddr>,
         #[arg(long, default_value_t = 10_000)]
         count: usize,
         /// Handshakes in flight while opening.
@@ -213,6 +227,18 @@ enum Cmd {
     Backend {
         #[arg(long)]
         listen: SocketAddr,
+        /// Answer 403 to a request without this header (the client identity a proxy in HTTP
+        /// mode forwards, e.g. X-Forwarded-Client-Cert): such a request then counts as failed.
+        #[arg(long, value_name = "NAME")]
+        require_header: Option<String>,
+        /// Text the --require-header value must contain (e.g. `Hash=` for XFCC).
+        #[arg(
+            long,
+            value_name = "TEXT",
+            default_value = "",
+            requires = "require_header"
+        )]
+        require_contains: String,
     },
     /// Writes one ECDSA P-256 chain (root, intermediate, server and client leaves) into DIR.
     GenCerts {
@@ -278,9 +304,19 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} too large"))
 }
 
+/// The TLS client of a request mode (none with --plain), speaking HTTP/2 with --h2.
+fn client_for(plain: bool, h2: bool, tls: &tls::TlsArgs) -> anyhow::Result<Option<tls::Client>> {
+    if plain {
+        return Ok(None);
+    }
+    let client = tls::Client::new(tls)?;
+    Ok(Some(if h2 { client.h2() } else { client }))
+}
+
 fn server_of(common: &Common) -> modes::Server {
     modes::Server {
         pids: common.server_pids.clone(),
+        upstream: common.upstream_pids.clone(),
         ticks: stats::clock_ticks(),
     }
 }
@@ -332,6 +368,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             duration,
             resume,
             plain,
+            h2,
             count,
             tls,
             common,
@@ -339,11 +376,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if concurrency == 0 {
                 bail!("--concurrency must be at least 1");
             }
-            let client = if plain {
-                None
-            } else {
-                Some(tls::Client::new(&tls)?)
-            };
+            let client = client_for(plain, h2, &tls)?;
             let v = rt()?.block_on(modes::handshakes(
                 client,
                 addr,
@@ -394,6 +427,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             concurrency,
             duration,
             plain,
+            h2,
             count,
             post,
             body,
@@ -406,11 +440,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(path) = &post {
                 http::set_post(path, &body);
             }
-            let client = if plain {
-                None
-            } else {
-                Some(tls::Client::new(&tls)?)
-            };
+            let client = client_for(plain, h2, &tls)?;
             let v = rt()?.block_on(modes::requests(
                 client,
                 addr,
@@ -457,14 +487,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let client = tls::Client::new(&tls)?;
             let v = rt()?.block_on(modes::idle(
                 client,
-                addr,
+                &addr,
                 count,
                 parallel,
                 max_time,
                 hold,
                 &server_of(&common),
             ));
-            let code = emit(&common, Some(addr), v.clone());
+            let code = emit(&common, addr.first().copied(), v.clone());
             if v.get("ready").and_then(Value::as_u64) == Some(0) {
                 ExitCode::from(1)
             } else {
@@ -494,8 +524,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             emit(&common, None, v)
         }
         Cmd::Crypto { seconds, common } => emit(&common, None, crypto::run(seconds)?),
-        Cmd::Backend { listen } => {
-            rt()?.block_on(backend::run(listen))?;
+        Cmd::Backend {
+            listen,
+            require_header,
+            require_contains,
+        } => {
+            let identity = require_header.map(|header| backend::Identity {
+                header,
+                contains: require_contains,
+            });
+            rt()?.block_on(backend::run(listen, identity))?;
             ExitCode::SUCCESS
         }
         Cmd::GenCerts { out } => {

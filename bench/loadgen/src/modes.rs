@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::http;
+use crate::http2;
 use crate::stats::{self, round2};
 use crate::tls::{negotiated, Client};
 
@@ -23,33 +24,55 @@ use crate::tls::{negotiated, Client};
 #[derive(Clone)]
 pub struct Server {
     pub pids: Vec<u32>,
+    /// The server behind a client-side proxy (`--upstream-pid`): its CPU per connection shows
+    /// whether the proxy resumed its sessions (a resumed handshake costs the server less).
+    pub upstream: Vec<u32>,
     pub ticks: f64,
+}
+
+/// CPU times at the start of a timed window.
+pub struct Snap {
+    server: Option<f64>,
+    upstream: Option<f64>,
+    client: f64,
 }
 
 impl Server {
     pub fn cpu(&self) -> Option<f64> {
         (!self.pids.is_empty()).then(|| stats::tree_cpu_seconds(&self.pids, self.ticks))
     }
+
+    fn upstream_cpu(&self) -> Option<f64> {
+        (!self.upstream.is_empty()).then(|| stats::tree_cpu_seconds(&self.upstream, self.ticks))
+    }
+
+    pub fn snap(&self) -> Snap {
+        Snap {
+            server: self.cpu(),
+            upstream: self.upstream_cpu(),
+            client: stats::self_cpu_seconds(self.ticks),
+        }
+    }
 }
 
 /// Adds server and client CPU figures to `out`: `per_server_cpu_s` is the figure that stays
 /// comparable between contenders when the machine, not the server, limited the rate.
-fn add_cpu(
-    out: &mut Value,
-    server: &Server,
-    before: Option<f64>,
-    client_before: f64,
-    elapsed: f64,
-    ok: u64,
-) {
-    let client = stats::self_cpu_seconds(server.ticks) - client_before;
+fn add_cpu(out: &mut Value, server: &Server, before: &Snap, elapsed: f64, ok: u64) {
+    let client = stats::self_cpu_seconds(server.ticks) - before.client;
     out["client_cpu_s"] = json!(round2(client));
-    if let (Some(b), Some(a)) = (before, server.cpu()) {
+    if let (Some(b), Some(a)) = (before.server, server.cpu()) {
         let used = a - b;
         out["server_cpu_s"] = json!(round2(used));
         out["server_cpu_util"] = json!(round2(used / elapsed));
         if used > 0.0 {
             out["per_server_cpu_s"] = json!(round2(ok as f64 / used));
+        }
+    }
+    if let (Some(b), Some(a)) = (before.upstream, server.upstream_cpu()) {
+        let used = a - b;
+        out["upstream_cpu_s"] = json!(round2(used));
+        if ok > 0 {
+            out["upstream_cpu_us_per_conn"] = json!(round2(used * 1e6 / ok as f64));
         }
     }
 }
@@ -151,8 +174,8 @@ pub async fn handshakes(
     budget: Budget,
     server: &Server,
 ) -> Value {
-    let cpu0 = server.cpu();
-    let client0 = stats::self_cpu_seconds(server.ticks);
+    let proto = Proto::of(client.as_ref());
+    let cpu0 = server.snap();
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(concurrency);
@@ -180,6 +203,14 @@ pub async fn handshakes(
                     };
                     let mut s = client.connect(addr).await?;
                     buf.clear();
+                    if proto == Proto::H2 {
+                        let conn = s.get_ref().1;
+                        let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                        let names = t.suite.is_empty().then(|| negotiated(conn));
+                        // Dropping the handle ends the connection task, which closes it.
+                        http2::get_small(&start_h2(s).await?).await?;
+                        return Ok((resumed, names));
+                    }
                     http::get_small(&mut s, &mut buf).await?;
                     let conn = s.get_ref().1;
                     let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
@@ -222,13 +253,65 @@ pub async fn handshakes(
     let (ok, resumed) = (all.ok, all.resumed);
     let mut out = all.into_json(elapsed);
     out["mode"] = json!(if resume { "resume" } else { "handshakes" });
+    out["http"] = json!(proto.name());
     out["concurrency"] = json!(concurrency);
     out["resumed"] = json!(resumed);
     if resume && ok > 0 {
         out["resumed_fraction"] = json!(round2(resumed as f64 / ok as f64));
     }
-    add_cpu(&mut out, server, cpu0, client0, elapsed, ok);
+    add_cpu(&mut out, server, &cpu0, elapsed, ok);
     out
+}
+
+/// The HTTP version spoken over a TLS connection: HTTP/1.1 (no ALPN) or HTTP/2 (ALPN `h2`,
+/// which the server must select).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    H1,
+    H2,
+}
+
+impl Proto {
+    /// What a client (none: plain TCP) speaks.
+    fn of(client: Option<&Client>) -> Proto {
+        if client.is_some_and(Client::is_h2) {
+            Proto::H2
+        } else {
+            Proto::H1
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Proto::H1 => "http/1.1",
+            Proto::H2 => "h2",
+        }
+    }
+}
+
+/// An open connection that small requests go over, HTTP/1.1 or HTTP/2.
+enum Session {
+    H1(Box<dyn Stream>),
+    H2(h2::client::SendRequest<bytes::Bytes>),
+}
+
+impl Session {
+    async fn get_small(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        match self {
+            Session::H1(s) => http::get_small(s, buf).await,
+            Session::H2(send) => http2::get_small(send).await,
+        }
+    }
+}
+
+/// Starts HTTP/2 on an established TLS connection, or says why it cannot.
+async fn start_h2(
+    s: tokio_rustls::client::TlsStream<TcpStream>,
+) -> io::Result<h2::client::SendRequest<bytes::Bytes>> {
+    if s.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err(io::Error::other("the server did not select h2 (ALPN)"));
+    }
+    http2::handshake(s).await
 }
 
 /// A byte stream of either kind, so plain (backend-direct) and TLS runs share one code path.
@@ -261,6 +344,27 @@ async fn open(
     .await
 }
 
+/// [`open`] for the request modes: a session of protocol `proto` (HTTP/2 needs TLS).
+async fn open_session(
+    client: Option<&Client>,
+    addr: SocketAddr,
+    proto: Proto,
+    buf: &mut Vec<u8>,
+) -> io::Result<(Session, (String, String))> {
+    let (Proto::H2, Some(c)) = (proto, client) else {
+        let (s, names) = open(client, addr, buf).await?;
+        return Ok((Session::H1(s), names));
+    };
+    timed(c.timeout, async {
+        let s = c.connect(addr).await?;
+        let names = negotiated(s.get_ref().1);
+        let mut session = Session::H2(start_h2(s).await?);
+        session.get_small(buf).await?;
+        Ok((session, names))
+    })
+    .await
+}
+
 /// Small GETs over `concurrency` kept-alive connections, one request in flight on each.
 pub async fn requests(
     client: Option<Client>,
@@ -270,6 +374,7 @@ pub async fn requests(
     budget: Budget,
     server: &Server,
 ) -> Value {
+    let proto = Proto::of(client.as_ref());
     let barrier = Arc::new(tokio::sync::Barrier::new(concurrency + 1));
     let mut tasks = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
@@ -279,7 +384,7 @@ pub async fn requests(
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
             let mut buf = Vec::with_capacity(256);
-            let opened = open(client.as_ref(), addr, &mut buf).await;
+            let opened = open_session(client.as_ref(), addr, proto, &mut buf).await;
             // Every task waits here, failed or not, so the timed window starts with all
             // connections established.
             barrier.wait().await;
@@ -296,7 +401,7 @@ pub async fn requests(
             let deadline = Instant::now() + duration;
             while Instant::now() < deadline && budget.take() {
                 let t0 = Instant::now();
-                match timed(Duration::from_secs(10), http::get_small(&mut s, &mut buf)).await {
+                match timed(Duration::from_secs(10), s.get_small(&mut buf)).await {
                     Ok(()) => {
                         t.ok += 1;
                         t.latencies.push(t0.elapsed().as_micros() as u64);
@@ -312,8 +417,7 @@ pub async fn requests(
         }));
     }
     barrier.wait().await;
-    let cpu0 = server.cpu();
-    let client0 = stats::self_cpu_seconds(server.ticks);
+    let cpu0 = server.snap();
     let start = Instant::now();
     let mut all = Tally::default();
     for task in tasks {
@@ -326,9 +430,10 @@ pub async fn requests(
     let ok = all.ok;
     let mut out = all.into_json(elapsed);
     out["mode"] = json!("requests");
+    out["http"] = json!(proto.name());
     out["concurrency"] = json!(concurrency);
     out["plain"] = json!(client.is_none());
-    add_cpu(&mut out, server, cpu0, client0, elapsed, ok);
+    add_cpu(&mut out, server, &cpu0, elapsed, ok);
     out
 }
 
@@ -361,8 +466,7 @@ pub async fn bulk(
     };
     out["suite"] = json!(suite);
     out["group"] = json!(group);
-    let cpu0 = server.cpu();
-    let client0 = stats::self_cpu_seconds(server.ticks);
+    let cpu0 = server.snap();
     let start = Instant::now();
     let deadline = start + max;
     let r = match dir {
@@ -385,7 +489,7 @@ pub async fn bulk(
             out["first_error"] = json!(e.to_string());
         }
     }
-    add_cpu(&mut out, server, cpu0, client0, elapsed, 0);
+    add_cpu(&mut out, server, &cpu0, elapsed, 0);
     out.as_object_mut().map(|o| o.remove("per_server_cpu_s"));
     out
 }
@@ -446,7 +550,7 @@ async fn bulk_up(
 /// the backend too), holds them, and reports the server's RSS growth per connection.
 pub async fn idle(
     client: Client,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     count: usize,
     parallel: usize,
     max: Duration,
@@ -460,8 +564,10 @@ pub async fn idle(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<io::Result<Box<dyn Stream>>>();
     let spawner = {
         let client = client.clone();
+        let addrs = addrs.to_vec();
         tokio::spawn(async move {
-            for _ in 0..count {
+            for i in 0..count {
+                let addr = addrs[i % addrs.len()];
                 let Ok(permit) = sem.clone().acquire_owned().await else {
                     return;
                 };
@@ -494,6 +600,7 @@ pub async fn idle(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut out = json!({
         "mode": "idle",
+        "listeners": addrs.len(),
         "requested": count,
         "ready": held.len(),
         "failed": t.failed,
@@ -530,24 +637,7 @@ mod tests {
     /// A minimal rustls mTLS terminator in front of the backend: enough to exercise the client
     /// side of every TLS mode without any external peer.
     async fn tls_proxy(dir: &std::path::Path, backend: SocketAddr) -> SocketAddr {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(dir.join("root.pem")).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
-            .build()
-            .unwrap();
-        let chain: Vec<_> = CertificateDer::pem_file_iter(dir.join("server-chain.pem"))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-        let mut cfg = rustls::ServerConfig::builder()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .unwrap();
-        cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(dir)));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -566,6 +656,57 @@ mod tests {
             }
         });
         addr
+    }
+
+    /// An mTLS server speaking HTTP/2 only (ALPN h2): 200 "ok" to every request.
+    async fn h2_server(dir: &std::path::Path) -> SocketAddr {
+        let mut cfg = server_config(dir);
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (sock, _) = listener.accept().await.unwrap();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(sock).await else {
+                        return;
+                    };
+                    let Ok(mut conn) = h2::server::handshake(tls).await else {
+                        return;
+                    };
+                    while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                        let resp = ::http::Response::builder().status(200).body(()).unwrap();
+                        if let Ok(mut body) = respond.send_response(resp, false) {
+                            let _ = body.send_data(bytes::Bytes::from_static(b"ok"), true);
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    fn server_config(dir: &std::path::Path) -> rustls::ServerConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(dir.join("root.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+            .build()
+            .unwrap();
+        let chain: Vec<_> = CertificateDer::pem_file_iter(dir.join("server-chain.pem"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+        let mut cfg = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+        cfg
     }
 
     fn args(dir: &std::path::Path, cert: &str) -> TlsArgs {
@@ -590,6 +731,7 @@ mod tests {
         let addr = tls_proxy(&dir, backend).await;
         let server = Server {
             pids: vec![],
+            upstream: vec![],
             ticks: 100.0,
         };
         let client = Client::new(&args(&dir, "client-chain.pem")).unwrap();
@@ -623,7 +765,7 @@ mod tests {
 
         let idle_run = idle(
             client.clone(),
-            addr,
+            &[addr],
             5,
             2,
             Duration::from_secs(10),
@@ -653,6 +795,55 @@ mod tests {
         .await;
         assert_eq!(refused["ok"], 0, "{refused}");
         assert!(refused["failed"].as_u64().unwrap() > 0, "{refused}");
+
+        // HTTP/2: kept-alive requests and new connections against an h2 server; against the
+        // HTTP/1.1-only proxy (no ALPN) the h2 client fails with the reason, it never counts.
+        let h2_addr = h2_server(&dir).await;
+        let h2_client = client.h2();
+        let reqs = requests(
+            Some(h2_client.clone()),
+            h2_addr,
+            2,
+            Duration::from_secs(60),
+            Budget::new(Some(10)),
+            &server,
+        )
+        .await;
+        assert_eq!(
+            (reqs["ok"].as_u64(), reqs["failed"].as_u64()),
+            (Some(10), Some(0)),
+            "{reqs}"
+        );
+        assert_eq!(reqs["http"], "h2", "{reqs}");
+        let conns = handshakes(
+            Some(h2_client.clone()),
+            h2_addr,
+            2,
+            Duration::from_secs(60),
+            false,
+            Budget::new(Some(4)),
+            &server,
+        )
+        .await;
+        assert_eq!(
+            (conns["ok"].as_u64(), conns["failed"].as_u64()),
+            (Some(4), Some(0)),
+            "{conns}"
+        );
+        let no_h2 = requests(
+            Some(h2_client),
+            addr,
+            1,
+            Duration::from_secs(10),
+            Budget::new(Some(1)),
+            &server,
+        )
+        .await;
+        assert_eq!(no_h2["ok"], 0, "{no_h2}");
+        assert_eq!(
+            no_h2["first_error"], "connect: the server did not select h2 (ALPN)",
+            "{no_h2}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -146,6 +146,78 @@ const ROWS: &[Row] = &[
         ratio: true,
     },
     Row {
+        label: "HTTP mode, identity forwarded: new conns/s, HTTP/1.1, c=16 (1 req each)",
+        case: "http_hs_c16",
+        pointer: "/rate",
+        ratio: true,
+    },
+    Row {
+        label: "  per server CPU-second",
+        case: "http_hs_c16",
+        pointer: "/per_server_cpu_s",
+        ratio: true,
+    },
+    Row {
+        label: "HTTP mode: requests/s, HTTP/1.1, c=16 kept-alive",
+        case: "http_req_c16",
+        pointer: "/rate",
+        ratio: true,
+    },
+    Row {
+        label: "  p50 latency µs (lower is better)",
+        case: "http_req_c16",
+        pointer: "/latency/p50_us",
+        ratio: true,
+    },
+    Row {
+        label: "  p99 latency µs (lower is better)",
+        case: "http_req_c16",
+        pointer: "/latency/p99_us",
+        ratio: true,
+    },
+    Row {
+        label: "  per server CPU-second",
+        case: "http_req_c16",
+        pointer: "/per_server_cpu_s",
+        ratio: true,
+    },
+    Row {
+        label: "HTTP mode: new conns/s, HTTP/2, c=16 (1 req each)",
+        case: "http2_hs_c16",
+        pointer: "/rate",
+        ratio: true,
+    },
+    Row {
+        label: "  per server CPU-second",
+        case: "http2_hs_c16",
+        pointer: "/per_server_cpu_s",
+        ratio: true,
+    },
+    Row {
+        label: "HTTP mode: requests/s, HTTP/2, c=16 kept-alive",
+        case: "http2_req_c16",
+        pointer: "/rate",
+        ratio: true,
+    },
+    Row {
+        label: "  p50 latency µs (lower is better)",
+        case: "http2_req_c16",
+        pointer: "/latency/p50_us",
+        ratio: true,
+    },
+    Row {
+        label: "  p99 latency µs (lower is better)",
+        case: "http2_req_c16",
+        pointer: "/latency/p99_us",
+        ratio: true,
+    },
+    Row {
+        label: "  per server CPU-second",
+        case: "http2_req_c16",
+        pointer: "/per_server_cpu_s",
+        ratio: true,
+    },
+    Row {
         label: "client side: new plaintext conns/s through the client proxy, c=16",
         case: "connect_hs_c16",
         pointer: "/rate",
@@ -156,6 +228,12 @@ const ROWS: &[Row] = &[
         case: "connect_hs_c16",
         pointer: "/per_server_cpu_s",
         ratio: true,
+    },
+    Row {
+        label: "  mTLS server CPU µs per connection (lower when the proxy resumes)",
+        case: "connect_hs_c16",
+        pointer: "/upstream_cpu_us_per_conn",
+        ratio: false,
     },
     Row {
         label: "client side: requests/s through client proxy + server, c=16 kept-alive",
@@ -169,6 +247,59 @@ const ROWS: &[Row] = &[
         pointer: "/latency/p99_us",
         ratio: true,
     },
+    Row {
+        label: "  per client-proxy CPU-second",
+        case: "connect_req_c16",
+        pointer: "/per_server_cpu_s",
+        ratio: true,
+    },
+];
+
+/// mutual alone: a figure of one case beside the reference it is compared with (`--threads 2`
+/// against `--threads 1`, audit log and metrics on against off), and the ratio between them.
+const MUTUAL_ALONE: &[(&str, &str, &str, &str)] = &[
+    (
+        "full handshakes/s, c=16, unpinned: --threads 2 vs --threads 1 (scaling factor)",
+        "scale_t2_hs_c16",
+        "scale_t1_hs_c16",
+        "/rate",
+    ),
+    (
+        "  per server CPU-second, --threads 2 vs --threads 1",
+        "scale_t2_hs_c16",
+        "scale_t1_hs_c16",
+        "/per_server_cpu_s",
+    ),
+    (
+        "full handshakes/s, c=16: audit log + metrics on vs off",
+        "prod_hs_c16",
+        "hs_c16",
+        "/rate",
+    ),
+    (
+        "  per server CPU-second, on vs off",
+        "prod_hs_c16",
+        "hs_c16",
+        "/per_server_cpu_s",
+    ),
+    (
+        "requests/s, c=16 kept-alive: audit log + metrics on vs off",
+        "prod_req_c16",
+        "req_c16",
+        "/rate",
+    ),
+    (
+        "  p99 latency µs, on vs off (lower is better)",
+        "prod_req_c16",
+        "req_c16",
+        "/latency/p99_us",
+    ),
+    (
+        "  per server CPU-second, on vs off",
+        "prod_req_c16",
+        "req_c16",
+        "/per_server_cpu_s",
+    ),
 ];
 
 /// Full-handshake cases and the client that made them: the "two clients" section compares the
@@ -350,6 +481,9 @@ pub fn render(input: &str) -> String {
         }
     }
 
+    out.push_str(&mutual_alone(&lines));
+    out.push_str(&client_side_resumption(&lines, &contenders));
+
     out.push_str("\n### Contenders\n\n");
     for (n, s) in &contenders {
         let negotiated = find(n, "hs_c1")
@@ -482,6 +616,110 @@ pub fn render(input: &str) -> String {
     out
 }
 
+/// Which client proxies resumed: the mTLS server's CPU per connection behind each, beside what
+/// it costs the server for a full and for a resumed handshake from loadgen in the same run.
+fn client_side_resumption(lines: &[Value], contenders: &[(String, String)]) -> String {
+    let per_conn = |who: &str, case: &str| {
+        lines
+            .iter()
+            .rev()
+            .find(|l| str_of(l, "contender") == who && str_of(l, "case") == case)
+            .and_then(|l| l.get("upstream_cpu_us_per_conn"))
+            .and_then(Value::as_f64)
+    };
+    let (Some(full), Some(resumed)) = (
+        per_conn(US, "connect_ref_full"),
+        per_conn(US, "connect_ref_resumed"),
+    ) else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\n### Client side: did each proxy resume?\n\nThe mTLS server's CPU µs per connection: {} for a full handshake, {} for a resumed one (loadgen straight to it, same run).\n\n| client proxy | server CPU µs per connection | nearer to |\n|---|---:|---|\n",
+        fmt_num(full),
+        fmt_num(resumed)
+    );
+    for (who, _) in contenders {
+        if let Some(v) = per_conn(who, "connect_hs_c16") {
+            let nearer = if (v - resumed).abs() < (v - full).abs() {
+                "resumed"
+            } else {
+                "full"
+            };
+            out.push_str(&format!("| {who} | {} | {nearer} |\n", fmt_num(v)));
+        }
+    }
+    out
+}
+
+/// The "mutual alone" section: scaling with threads, the cost of the audit log and metrics, and
+/// idle connections through `mutual run` with two listeners. Empty when none of it ran.
+fn mutual_alone(lines: &[Value]) -> String {
+    let find = |case: &str| {
+        lines
+            .iter()
+            .rev()
+            .find(|l| str_of(l, "contender") == US && str_of(l, "case") == case)
+    };
+    let num = |case: &str, pointer: &str| -> Option<f64> {
+        let l = find(case)?;
+        if l.get("ok").and_then(Value::as_u64) == Some(0) && pointer != "/ready" {
+            return None;
+        }
+        l.pointer(pointer).and_then(Value::as_f64)
+    };
+    let show = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "–".into());
+    let mut rows = String::new();
+    for (label, case, reference, pointer) in MUTUAL_ALONE {
+        if find(case).is_none() {
+            continue;
+        }
+        let (a, b) = (num(case, pointer), num(reference, pointer));
+        let ratio = match (a, b) {
+            (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
+            _ => "–".into(),
+        };
+        rows.push_str(&format!(
+            "| {} | {} | {} | {ratio} |\n",
+            label.replace("  ", "&nbsp;&nbsp;"),
+            show(a),
+            show(b)
+        ));
+    }
+    if let Some(l) = find("prod_hs_c16").filter(|l| l.get("audit_lines").is_some()) {
+        let n = |k: &str| l.get(k).and_then(Value::as_u64).unwrap_or(0);
+        rows.push_str(&format!(
+            "| &nbsp;&nbsp;check, audit log + metrics on: allowed audit lines / `mutual_handshakes_total{{result=\"allowed\"}}`, vs connections counted | {} / {} | {} | – |\n",
+            n("audit_lines"),
+            n("metric_allowed"),
+            n("ok")
+        ));
+    }
+    if let Some(l) = find("idle_run2") {
+        let extra = |k: &str| l.get(k).and_then(Value::as_f64);
+        rows.push_str(&format!(
+            "| idle connections through `mutual run`, two listeners: held of {} wanted (seen established by ss: {}) | {} | – | – |\n",
+            show(extra("requested")),
+            show(extra("established_ss")),
+            show(num("idle_run2", "/ready")),
+        ));
+        rows.push_str(&format!(
+            "| &nbsp;&nbsp;RSS per idle connection KiB, two listeners vs one (`serve`) | {} | {} | {} |\n",
+            show(num("idle_run2", "/rss_per_conn_kib")),
+            show(num("idle", "/rss_per_conn_kib")),
+            match (num("idle_run2", "/rss_per_conn_kib"), num("idle", "/rss_per_conn_kib")) {
+                (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
+                _ => "–".into(),
+            }
+        ));
+    }
+    if rows.is_empty() {
+        return rows;
+    }
+    format!(
+        "\n### mutual alone: threads, production settings, two listeners\n\n| figure | this case | reference | ratio |\n|---|---:|---:|---:|\n{rows}"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -587,6 +825,70 @@ mod tests {
 {"contender":"mutual","case":"hs_c1","ok":10,"rate":1000.0,"per_server_cpu_s":2000.0}"#,
         );
         assert!(!md.contains("by client"), "{md}");
+    }
+
+    #[test]
+    fn mutual_alone_section_compares_with_its_reference() {
+        let input = r#"{"contender":"mutual","status":"ok"}
+{"contender":"mutual","case":"hs_c16","ok":10,"rate":1000.0,"per_server_cpu_s":1100.0}
+{"contender":"mutual","case":"scale_t1_hs_c16","ok":10,"rate":800.0}
+{"contender":"mutual","case":"scale_t2_hs_c16","ok":10,"rate":1200.0}
+{"contender":"mutual","case":"prod_hs_c16","ok":10,"rate":900.0,"per_server_cpu_s":990.0,"audit_lines":10,"metric_allowed":10}
+{"contender":"mutual","case":"idle","ready":500,"rss_per_conn_kib":20.0}
+{"contender":"mutual","case":"idle_run2","requested":500,"ready":500,"rss_per_conn_kib":21.0,"established_ss":500}"#;
+        let md = render(input);
+        assert!(md.contains("### mutual alone"), "{md}");
+        assert!(
+            md.contains("| full handshakes/s, c=16, unpinned: --threads 2 vs --threads 1 (scaling factor) | 1200 | 800 | 1.50 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| full handshakes/s, c=16: audit log + metrics on vs off | 900 | 1000 | 0.90 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| &nbsp;&nbsp;per server CPU-second, on vs off | 990 | 1100 | 0.90 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("vs connections counted | 10 / 10 | 10 | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("held of 500 wanted (seen established by ss: 500) | 500 | – | – |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("two listeners vs one (`serve`) | 21.0 | 20.0 | 1.05 |"),
+            "{md}"
+        );
+        // Cases that did not run get no row, and no section when none ran.
+        assert!(!md.contains("requests/s, c=16 kept-alive: audit"), "{md}");
+        assert!(!render(r#"{"contender":"mutual","status":"ok"}"#).contains("mutual alone"));
+    }
+
+    #[test]
+    fn client_side_resumption_is_judged_against_both_references() {
+        let input = r#"{"contender":"mutual","status":"ok"}
+{"contender":"nginx","status":"ok"}
+{"contender":"mutual","case":"connect_ref_full","ok":10,"upstream_cpu_us_per_conn":500.0}
+{"contender":"mutual","case":"connect_ref_resumed","ok":10,"upstream_cpu_us_per_conn":200.0}
+{"contender":"mutual","case":"connect_hs_c16","ok":10,"upstream_cpu_us_per_conn":230.0}
+{"contender":"nginx","case":"connect_hs_c16","ok":10,"upstream_cpu_us_per_conn":480.0}"#;
+        let md = render(input);
+        assert!(
+            md.contains("500 for a full handshake, 200 for a resumed one"),
+            "{md}"
+        );
+        assert!(md.contains("| mutual | 230 | resumed |"), "{md}");
+        assert!(md.contains("| nginx | 480 | full |"), "{md}");
+        // Without the references there is no section.
+        assert!(!render(
+            r#"{"contender":"nginx","case":"connect_hs_c16","ok":1,"upstream_cpu_us_per_conn":4.0}"#
+        )
+        .contains("did each proxy resume"));
     }
 
     #[test]

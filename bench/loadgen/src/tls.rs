@@ -113,6 +113,19 @@ impl Client {
     pub fn with_own_session_cache(&self) -> Self {
         let mut cfg = (*self.config).clone();
         cfg.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(32)));
+        self.with_config(cfg)
+    }
+
+    /// The same client speaking HTTP/2: offers ALPN `h2` (by default no ALPN, which every
+    /// server answers with HTTP/1.1 or raw bytes) and the request modes then use h2.
+    pub fn h2(&self) -> Self {
+        let mut cfg = (*self.config).clone();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        self.with_config(cfg)
+    }
+
+    /// The same server name and timeout with another configuration.
+    fn with_config(&self, cfg: ClientConfig) -> Self {
         let config = Arc::new(cfg);
         Client {
             connector: TlsConnector::from(config.clone()),
@@ -120,6 +133,11 @@ impl Client {
             name: self.name.clone(),
             timeout: self.timeout,
         }
+    }
+
+    /// Whether this client speaks HTTP/2 ([`Client::h2`]).
+    pub fn is_h2(&self) -> bool {
+        self.config.alpn_protocols.iter().any(|p| p == b"h2")
     }
 
     /// TCP connect and TLS handshake. The handshake being complete on our side does not mean the
