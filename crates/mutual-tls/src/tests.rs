@@ -791,3 +791,60 @@ fn strict_profile_on_the_server_side_refuses_a_client_chain_that_breaks_a_rule()
     assert!(why.contains("san-dns-invalid"), "{why}");
     assert_eq!(strict.trust.profile(), Profile::Strict);
 }
+
+/// Connections presenting the same chain with the same parameters share one `VerifiedPeer`
+/// (issue 20: one copy of a pooled or resuming client's chain and identity); another chain,
+/// or the same chain resumed instead of verified, is another entry with its own facts.
+#[test]
+fn the_peer_cache_shares_a_peer_between_its_connections_and_tells_chains_apart() {
+    let f = fixture("peercache");
+    let web = client_for(&f, "web", LeafOpts::new("web"), "server.test");
+    let api = client_for(&f, "api", LeafOpts::new("api"), "server.test");
+    let cache = crate::PeerCache::default();
+    let wanted = Wanted {
+        chain: true,
+        ..Wanted::default()
+    };
+    let peer = |c: &ClientMaterial| {
+        let mut o = handshake(&f.server.config, c);
+        assert!(o.server.is_ok() && o.client.is_ok(), "{:?}", o.server);
+        // The tickets sent after the handshake reach the client.
+        let mut buf = Vec::new();
+        while o.sconn.wants_write() {
+            o.sconn.write_tls(&mut buf).unwrap();
+        }
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            o.cconn.read_tls(&mut rd).unwrap();
+            o.cconn.process_new_packets().unwrap();
+        }
+        cache.peer_of(&o.sconn, wanted, None).unwrap()
+    };
+    let first = peer(&web);
+    assert!(!first.tls.resumed);
+    assert_eq!(first.id.cn.as_deref(), Some("web"));
+    assert_eq!(first.chain.len(), 2, "leaf and intermediate");
+    // The client now holds tickets: its next connections resume.
+    let resumed = peer(&web);
+    assert!(resumed.tls.resumed);
+    assert!(
+        !Arc::ptr_eq(&first, &resumed),
+        "other TLS facts, other entry"
+    );
+    assert_eq!(resumed.id.sha256, first.id.sha256);
+    assert_eq!(resumed.chain, first.chain);
+    let again = peer(&web);
+    assert!(
+        Arc::ptr_eq(&resumed, &again),
+        "the same chain resumed again: shared"
+    );
+    let other = peer(&api);
+    assert_eq!(other.id.cn.as_deref(), Some("api"));
+    assert_ne!(other.id.sha256, first.id.sha256);
+    assert_eq!(cache.len(), 3);
+    // Without the chain wanted nothing is compared, so nothing is remembered.
+    let o = handshake(&f.server.config, &web);
+    let plain = cache.peer_of(&o.sconn, Wanted::default(), None).unwrap();
+    assert!(plain.chain.is_empty());
+    assert_eq!(cache.len(), 3);
+}

@@ -75,6 +75,8 @@ pub struct Serve {
     wanted: Wanted,
     /// Established connections, re-checked on every reload (live re-authorization).
     conns: Arc<crate::live::Registry>,
+    /// The peers of this listener's connections, one shared copy per chain (issue 20).
+    peers: mutual_tls::PeerCache,
     /// HTTP mode: what serving requests needs (backend pool, options, current policy).
     http: Option<Arc<crate::http::Site>>,
     /// The CRL fetcher when `crl_from_cdp` is on (started by `run`).
@@ -243,6 +245,7 @@ impl Serve {
             rec,
             wanted,
             conns,
+            peers: mutual_tls::PeerCache::default(),
             http,
             cdp,
             ocsp_peer,
@@ -364,8 +367,10 @@ impl Serve {
         rec.handshake_done();
         let (_, state) = tls.get_ref();
         let known = checked.filter(|c| c.allowed).map(|c| c.facts);
-        let vp = match VerifiedPeer::of(state, self.wanted, known) {
-            Ok(p) => Arc::new(p),
+        // One shared `VerifiedPeer` per chain: a resumed session (no verifier ran) of a known
+        // chain is not parsed again, and a client's connections share its chain and identity.
+        let vp = match self.peers.peer_of(state, self.wanted, known) {
+            Ok(p) => p,
             Err(e) => {
                 rec.tls(TlsFacts::of(state));
                 refuse_tls(&mut tls).await;
