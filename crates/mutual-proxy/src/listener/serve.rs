@@ -397,8 +397,10 @@ impl Serve {
         let registration = allowed.then(|| self.conns.register(&vp, &mat));
         drop(mat);
         if let Some(site) = &self.http {
-            // Each request is authorized (methods, paths) and audited by the HTTP layer.
-            return crate::http::serve_connection(
+            // Each request is authorized (methods, paths) and audited by the HTTP layer. Boxed:
+            // hyper's connection future is several KiB, and inline it would size the task of
+            // every connection, TCP mode's idle ones included (issue 20, memory per connection).
+            return Box::pin(crate::http::serve_connection(
                 Arc::clone(site),
                 tls,
                 rec,
@@ -406,7 +408,7 @@ impl Serve {
                 allowed,
                 shutdown,
                 registration.as_ref().map(|r| r.ended.clone()),
-            )
+            ))
             .await;
         }
         if !allowed {
