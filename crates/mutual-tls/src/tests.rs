@@ -48,6 +48,19 @@ fn flight<F, T>(
     !buf.is_empty()
 }
 
+/// Lets the client read what the server wrote after the handshake (its session tickets).
+fn deliver_tickets(o: &mut Outcome) {
+    let mut buf = Vec::new();
+    while o.sconn.wants_write() {
+        o.sconn.write_tls(&mut buf).unwrap();
+    }
+    let mut rd = &buf[..];
+    while !rd.is_empty() {
+        o.cconn.read_tls(&mut rd).unwrap();
+        o.cconn.process_new_packets().unwrap();
+    }
+}
+
 fn handshake_cfg(
     server: &Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
@@ -513,16 +526,7 @@ fn resumption_ends_when_the_config_is_rebuilt() {
     let client = client_of(&pki, &pki.leaf("c", LeafOpts::new("c")), "server.test");
     let mut o = handshake(&first.config, &client);
     assert!(o.client.is_ok());
-    // Let the client read the tickets sent after the handshake.
-    let mut buf = Vec::new();
-    while o.sconn.wants_write() {
-        o.sconn.write_tls(&mut buf).unwrap();
-    }
-    let mut rd = &buf[..];
-    while !rd.is_empty() {
-        o.cconn.read_tls(&mut rd).unwrap();
-        o.cconn.process_new_packets().unwrap();
-    }
+    deliver_tickets(&mut o);
     let again = handshake(&first.config, &client);
     assert!(TlsFacts::of(&again.sconn).resumed, "same config resumes");
     let rebuilt = build_server_config(&settings).unwrap();
@@ -808,16 +812,7 @@ fn the_peer_cache_shares_a_peer_between_its_connections_and_tells_chains_apart()
     let peer = |c: &ClientMaterial| {
         let mut o = handshake(&f.server.config, c);
         assert!(o.server.is_ok() && o.client.is_ok(), "{:?}", o.server);
-        // The tickets sent after the handshake reach the client.
-        let mut buf = Vec::new();
-        while o.sconn.wants_write() {
-            o.sconn.write_tls(&mut buf).unwrap();
-        }
-        let mut rd = &buf[..];
-        while !rd.is_empty() {
-            o.cconn.read_tls(&mut rd).unwrap();
-            o.cconn.process_new_packets().unwrap();
-        }
+        deliver_tickets(&mut o);
         cache.peer_of(&o.sconn, wanted, None).unwrap()
     };
     let first = peer(&web);
