@@ -36,7 +36,7 @@ pub use classify::{describe, describe_io};
 pub use config::{provider, versions};
 pub use lint::Profile;
 pub use mutual_policy::{human, serial_hex};
-pub use peer::{Leaf, LeafFacts, PeerError, TlsFacts, VerifiedPeer, Wanted};
+pub use peer::{Leaf, LeafFacts, PeerCache, PeerError, TlsFacts, VerifiedPeer, Wanted};
 pub use reason::Reason;
 pub use verify::{
     verify_chain, ChainEntry, PeerName, Purpose, RevocationPolicy, Trust, VerifyOutcome,

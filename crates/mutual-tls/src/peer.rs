@@ -10,6 +10,8 @@
 //! [`VerifiedPeer::of`] takes them as known. Only a resumed session (no verifier ran) parses
 //! the leaf here.
 
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use mutual_policy::{CertNames, Identity, PolicyError};
@@ -17,7 +19,7 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Negotiated parameters, as the audit log's `tls` object spells them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct TlsFacts {
     /// `TLSv1.3` / `TLSv1.2`.
     pub version: String,
@@ -222,6 +224,77 @@ impl VerifiedPeer {
             names,
             algorithms,
         })
+    }
+}
+
+/// At most this many distinct peers remembered by a [`PeerCache`]; past it the cache starts
+/// over (the next connection of each peer reads its leaf again).
+const MAX_PEERS: usize = 4096;
+
+/// The [`VerifiedPeer`]s of one listener, shared between its connections that present the same
+/// chain with the same negotiated parameters (issue 20). A `VerifiedPeer` is a pure function of
+/// the presented chain, the [`TlsFacts`] and the [`Wanted`] set, none of which depends on time
+/// or trust (those are checked per connection, before and after, as without the cache), so a
+/// peer with many connections (a pool, a client resuming) holds one copy of its chain and
+/// identity instead of one per connection, and a resumed session (no verifier ran, so nothing
+/// parsed the leaf) does not parse it again. Bounded.
+#[derive(Debug, Default)]
+pub struct PeerCache {
+    peers: std::sync::Mutex<HashMap<u64, Arc<VerifiedPeer>>>,
+}
+
+impl PeerCache {
+    /// [`VerifiedPeer::of`], answered from the cache when this chain with these parameters was
+    /// seen before (compared byte for byte, not only by hash). Only with [`Wanted::chain`]
+    /// (the chain is what is compared); without it this is `VerifiedPeer::of`.
+    pub fn peer_of(
+        &self,
+        conn: &rustls::CommonState,
+        wanted: Wanted,
+        known: Option<LeafFacts>,
+    ) -> Result<Arc<VerifiedPeer>, PeerError> {
+        let presented = conn.peer_certificates().unwrap_or_default();
+        if !wanted.chain || presented.is_empty() {
+            return VerifiedPeer::of(conn, wanted, known).map(Arc::new);
+        }
+        let tls = TlsFacts::of(conn);
+        let key = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (wanted.names, wanted.algorithms, &tls).hash(&mut h);
+            for c in presented {
+                c.as_ref().hash(&mut h);
+            }
+            h.finish()
+        };
+        let same = |p: &VerifiedPeer| {
+            p.tls == tls
+                && p.chain.len() == presented.len()
+                && p.chain
+                    .iter()
+                    .zip(presented)
+                    .all(|(a, b)| a.as_ref() == b.as_ref())
+        };
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = peers.get(&key).filter(|p| same(p)) {
+            return Ok(Arc::clone(p));
+        }
+        drop(peers);
+        let p = Arc::new(VerifiedPeer::of(conn, wanted, known)?);
+        peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if peers.len() >= MAX_PEERS {
+            peers.clear();
+        }
+        peers.insert(key, Arc::clone(&p));
+        Ok(p)
+    }
+
+    /// How many peers are remembered (tests).
+    pub fn len(&self) -> usize {
+        self.peers.lock().map_or(0, |p| p.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

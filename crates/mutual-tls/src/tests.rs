@@ -48,6 +48,19 @@ fn flight<F, T>(
     !buf.is_empty()
 }
 
+/// Lets the client read what the server wrote after the handshake (its session tickets).
+fn deliver_tickets(o: &mut Outcome) {
+    let mut buf = Vec::new();
+    while o.sconn.wants_write() {
+        o.sconn.write_tls(&mut buf).unwrap();
+    }
+    let mut rd = &buf[..];
+    while !rd.is_empty() {
+        o.cconn.read_tls(&mut rd).unwrap();
+        o.cconn.process_new_packets().unwrap();
+    }
+}
+
 fn handshake_cfg(
     server: &Arc<rustls::ServerConfig>,
     client: Arc<rustls::ClientConfig>,
@@ -513,16 +526,7 @@ fn resumption_ends_when_the_config_is_rebuilt() {
     let client = client_of(&pki, &pki.leaf("c", LeafOpts::new("c")), "server.test");
     let mut o = handshake(&first.config, &client);
     assert!(o.client.is_ok());
-    // Let the client read the tickets sent after the handshake.
-    let mut buf = Vec::new();
-    while o.sconn.wants_write() {
-        o.sconn.write_tls(&mut buf).unwrap();
-    }
-    let mut rd = &buf[..];
-    while !rd.is_empty() {
-        o.cconn.read_tls(&mut rd).unwrap();
-        o.cconn.process_new_packets().unwrap();
-    }
+    deliver_tickets(&mut o);
     let again = handshake(&first.config, &client);
     assert!(TlsFacts::of(&again.sconn).resumed, "same config resumes");
     let rebuilt = build_server_config(&settings).unwrap();
@@ -790,4 +794,52 @@ fn strict_profile_on_the_server_side_refuses_a_client_chain_that_breaks_a_rule()
     let why = describe(o.server.as_ref().unwrap_err());
     assert!(why.contains("san-dns-invalid"), "{why}");
     assert_eq!(strict.trust.profile(), Profile::Strict);
+}
+
+/// Connections presenting the same chain with the same parameters share one `VerifiedPeer`
+/// (issue 20: one copy of a pooled or resuming client's chain and identity); another chain,
+/// or the same chain resumed instead of verified, is another entry with its own facts.
+#[test]
+fn the_peer_cache_shares_a_peer_between_its_connections_and_tells_chains_apart() {
+    let f = fixture("peercache");
+    let web = client_for(&f, "web", LeafOpts::new("web"), "server.test");
+    let api = client_for(&f, "api", LeafOpts::new("api"), "server.test");
+    let cache = crate::PeerCache::default();
+    let wanted = Wanted {
+        chain: true,
+        ..Wanted::default()
+    };
+    let peer = |c: &ClientMaterial| {
+        let mut o = handshake(&f.server.config, c);
+        assert!(o.server.is_ok() && o.client.is_ok(), "{:?}", o.server);
+        deliver_tickets(&mut o);
+        cache.peer_of(&o.sconn, wanted, None).unwrap()
+    };
+    let first = peer(&web);
+    assert!(!first.tls.resumed);
+    assert_eq!(first.id.cn.as_deref(), Some("web"));
+    assert_eq!(first.chain.len(), 2, "leaf and intermediate");
+    // The client now holds tickets: its next connections resume.
+    let resumed = peer(&web);
+    assert!(resumed.tls.resumed);
+    assert!(
+        !Arc::ptr_eq(&first, &resumed),
+        "other TLS facts, other entry"
+    );
+    assert_eq!(resumed.id.sha256, first.id.sha256);
+    assert_eq!(resumed.chain, first.chain);
+    let again = peer(&web);
+    assert!(
+        Arc::ptr_eq(&resumed, &again),
+        "the same chain resumed again: shared"
+    );
+    let other = peer(&api);
+    assert_eq!(other.id.cn.as_deref(), Some("api"));
+    assert_ne!(other.id.sha256, first.id.sha256);
+    assert_eq!(cache.len(), 3);
+    // Without the chain wanted nothing is compared, so nothing is remembered.
+    let o = handshake(&f.server.config, &web);
+    let plain = cache.peer_of(&o.sconn, Wanted::default(), None).unwrap();
+    assert!(plain.chain.is_empty());
+    assert_eq!(cache.len(), 3);
 }

@@ -162,9 +162,12 @@ impl<S> HandshakeIo<S> {
         self.first_byte
     }
 
-    /// Stops looking at the bytes: application data passes untouched.
+    /// Stops looking at the bytes: application data passes untouched. The copy of what we
+    /// sent (ServerHello, our encrypted flight, the session tickets: several KiB) is only read
+    /// for a refused handshake, so it is freed here rather than held for the connection's life.
     pub fn handshake_done(&mut self) {
         self.done = true;
+        self.sent = Vec::new();
     }
 
     pub fn get_mut(&mut self) -> &mut S {
@@ -257,6 +260,7 @@ fn parse_server_hello(b: &[u8]) -> Option<Negotiated> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn walk(chunks: &[&[u8]]) -> Vec<u8> {
@@ -270,6 +274,34 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The copy of our handshake bytes serves a refused handshake only: an established
+    /// connection holds none of it (issue 20: memory per idle connection).
+    #[tokio::test]
+    async fn the_handshake_copy_is_freed_once_the_handshake_is_done() {
+        use tokio::io::AsyncWriteExt;
+        let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+        let mut io = HandshakeIo::new(ours);
+        let hello = [22u8, 3, 3, 0, 3, 21, 2, 116];
+        let flight = vec![23u8; 4000];
+        io.write_all(&hello).await.unwrap();
+        io.write_all(&flight).await.unwrap();
+        assert_eq!(io.sent.len(), hello.len() + flight.len());
+        io.handshake_done();
+        assert_eq!((io.sent.len(), io.sent.capacity()), (0, 0));
+        io.write_all(b"application data").await.unwrap();
+        assert_eq!(
+            io.sent.capacity(),
+            0,
+            "nothing is copied after the handshake"
+        );
+        drop(io);
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut theirs, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), hello.len() + flight.len() + 16);
     }
 
     #[test]

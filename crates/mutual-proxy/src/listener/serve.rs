@@ -75,6 +75,8 @@ pub struct Serve {
     wanted: Wanted,
     /// Established connections, re-checked on every reload (live re-authorization).
     conns: Arc<crate::live::Registry>,
+    /// The peers of this listener's connections, one shared copy per chain (issue 20).
+    peers: mutual_tls::PeerCache,
     /// HTTP mode: what serving requests needs (backend pool, options, current policy).
     http: Option<Arc<crate::http::Site>>,
     /// The CRL fetcher when `crl_from_cdp` is on (started by `run`).
@@ -243,6 +245,7 @@ impl Serve {
             rec,
             wanted,
             conns,
+            peers: mutual_tls::PeerCache::default(),
             http,
             cdp,
             ocsp_peer,
@@ -364,8 +367,10 @@ impl Serve {
         rec.handshake_done();
         let (_, state) = tls.get_ref();
         let known = checked.filter(|c| c.allowed).map(|c| c.facts);
-        let vp = match VerifiedPeer::of(state, self.wanted, known) {
-            Ok(p) => Arc::new(p),
+        // One shared `VerifiedPeer` per chain: a resumed session (no verifier ran) of a known
+        // chain is not parsed again, and a client's connections share its chain and identity.
+        let vp = match self.peers.peer_of(state, self.wanted, known) {
+            Ok(p) => p,
             Err(e) => {
                 rec.tls(TlsFacts::of(state));
                 refuse_tls(&mut tls).await;
@@ -392,8 +397,10 @@ impl Serve {
         let registration = allowed.then(|| self.conns.register(&vp, &mat));
         drop(mat);
         if let Some(site) = &self.http {
-            // Each request is authorized (methods, paths) and audited by the HTTP layer.
-            return crate::http::serve_connection(
+            // Each request is authorized (methods, paths) and audited by the HTTP layer. Boxed:
+            // hyper's connection future is several KiB, and inline it would size the task of
+            // every connection, TCP mode's idle ones included (issue 20, memory per connection).
+            return Box::pin(crate::http::serve_connection(
                 Arc::clone(site),
                 tls,
                 rec,
@@ -401,7 +408,7 @@ impl Serve {
                 allowed,
                 shutdown,
                 registration.as_ref().map(|r| r.ended.clone()),
-            )
+            ))
             .await;
         }
         if !allowed {
