@@ -102,7 +102,16 @@ if [ "$MASSIF" = 1 ]; then
     /^mem_heap_extra_B=/ { v = h + $2; if (t <= t1) b = v; if (v > m) m = v }
     END { print b + 0, m + 0 }' "$MOUT")
   per_heap=$(awk -v b="$base" -v p="$peak" -v n="$held" 'BEGIN { printf "%.2f", (p - b) / n / 1024 }')
-  ms_print "$MOUT" >"$ROOT/bench/results/memory-$DAY-massif.txt" 2>/dev/null
+  # Only the header and the peak snapshot's tree: the whole ms_print output is megabytes.
+  ms_print "$MOUT" 2>/dev/null | awk '
+    NR == 1, /Detailed snapshots/ {
+      print
+      if ($0 ~ /Detailed snapshots/) { s = $0; sub(/ \(peak\).*/, "", s); n = split(s, a, /[^0-9]+/); peak = a[n] }
+      next
+    }
+    peak != "" && !inpeak && $1 == peak && $2 ~ /^[0-9,]+$/ { inpeak = 1 }
+    inpeak && /^-----/ && seen { exit }
+    inpeak { print; if ($0 ~ /->/) seen = 1 }' >"$ROOT/bench/results/memory-$DAY-massif.txt"
   ROWS+="| heap at the peak minus before, incl. allocator overhead (massif) | $held | $per_heap |"$'\n'
   MASSIF_NOTE=" Allocation sites of the massif peak: \`bench/results/memory-$DAY-massif.txt\`."
 fi
