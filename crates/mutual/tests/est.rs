@@ -359,10 +359,16 @@ fn every_endpoint_with_curl_openssl_and_python() {
     let serial2 = serial_of(&leaf2);
     assert_ne!(serial1, serial2);
     let inv = ca.inventory();
-    assert_eq!(
-        row(&inv, &serial2)["requested_by"],
-        format!("est:reenroll:{serial1}").as_str()
-    );
+    // The inventory writes the serial with its leading zero nibble (one time in 16), openssl
+    // and serial_of without it: compare the serials, not the spellings.
+    let by = row(&inv, &serial2)["requested_by"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let renewed_from = by
+        .strip_prefix("est:reenroll:")
+        .unwrap_or_else(|| panic!("requested_by {by:?}"));
+    assert_eq!(norm_serial(renewed_from), serial1, "{by}");
     // The new certificate is for the new key.
     assert_eq!(pubkey_of_cert(&leaf2), pubkey_of_key(&key2));
 
