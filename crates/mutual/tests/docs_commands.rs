@@ -183,7 +183,7 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     ),
     (
         "docs/PERFORMANCE.md",
-        "bench/run.sh              # the full run: 347 s on 2 cores (2026-12-04), plus the release build",
+        "bench/run.sh              # the full run: about 10 minutes on 2 cores, plus the release build",
         "the benchmark: a release build and minutes of load against nginx, HAProxy and stunnel",
     ),
     (
