@@ -252,7 +252,7 @@ pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
 
 /// Approves (`approve`) or rejects a pending EST request; exit 1 when it is not pending.
 pub fn decide(a: DecideArgs, approve: bool) -> anyhow::Result<ExitCode> {
-    use mutual_store::EstStore;
+    use mutual_store::{EstMove, EstStore};
     let dir = a.dir.resolve()?;
     let to = if approve { "approved" } else { "rejected" };
     let by = std::env::var("USER")
@@ -263,7 +263,7 @@ pub fn decide(a: DecideArgs, approve: bool) -> anyhow::Result<ExitCode> {
     let (moved, current) = runtime()?.block_on(async {
         let store = mutual_pki::ca::open_store(&dir).await?;
         let moved = store
-            .est_request_move(&a.id, "pending", to, Some(&by), None, None, now)
+            .est_request_move(&EstMove::decide(&a.id, to, &by, now))
             .await?;
         let current = store.est_request_get(&a.id).await?;
         store.close().await;
