@@ -267,6 +267,21 @@ fn by_serial(row: &serde_json::Value, prefix: &str) -> String {
     )
 }
 
+/// Checks the certificate `leaf` issued to the factory device `sn`: its URI SAN is the device's
+/// SPIFFE ID, openssl verifies it for client auth, and the inventory records it as
+/// enrolled with a factory certificate. Returns its serial.
+fn assert_device_cert(ca: &CaServe, leaf: &Path, sn: &str) -> String {
+    let san = x509(leaf, &["-ext", "subjectAltName"]);
+    let id = format!("URI:spiffe://fleet.example/device/{sn}");
+    assert!(san.contains(&id), "{san}");
+    let v = ca.openssl_verify(leaf, "sslclient").ok();
+    assert!(v.stdout.contains(": OK"), "{}", v.text());
+    let serial = serial_of(leaf);
+    let by = format!("est:bootstrap:{sn}");
+    assert_eq!(row(&ca.inventory(), &serial)["requested_by"], by.as_str());
+    serial
+}
+
 fn serial_of(pem: &Path) -> String {
     norm_serial(x509(pem, &["-serial"]).trim().split_once('=').unwrap().1)
 }
@@ -330,16 +345,7 @@ fn every_endpoint_with_curl_openssl_and_python() {
     let pem = print_certs(&a, &leaf);
     assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 1, "{pem}");
     assert_eq!(python_pkcs7_subjects(&a.body), ["CN=SN0001"]);
-    let san = x509(&leaf, &["-ext", "subjectAltName"]);
-    assert!(
-        san.contains("URI:spiffe://fleet.example/device/SN0001"),
-        "{san}"
-    );
-    let v = ca.openssl_verify(&leaf, "sslclient").ok();
-    assert!(v.stdout.contains(": OK"), "{}", v.text());
-    let serial1 = serial_of(&leaf);
-    let inv = ca.inventory();
-    assert_eq!(row(&inv, &serial1)["requested_by"], "est:bootstrap:SN0001");
+    let serial1 = assert_device_cert(&ca, &leaf, "SN0001");
 
     // simplereenroll with the issued certificate (leaf + intermediate) and a new key.
     let chain = t.join("dev1-chain.pem");
@@ -504,18 +510,7 @@ fn serverkeygen_sends_the_key_and_keeps_none() {
     let (key_der, leaf) = serverkeygen_parts(&a, &t.join("kg"));
     // The key openssl reads from the answer is the certificate's, not the CSR's.
     assert_ne!(pubkey_of_cert(&leaf), pubkey_of_key(&csr_key));
-    let san = x509(&leaf, &["-ext", "subjectAltName"]);
-    assert!(
-        san.contains("URI:spiffe://fleet.example/device/SN0700"),
-        "{san}"
-    );
-    let v = ca.openssl_verify(&leaf, "sslclient").ok();
-    assert!(v.stdout.contains(": OK"), "{}", v.text());
-    let serial = serial_of(&leaf);
-    assert_eq!(
-        row(&ca.inventory(), &serial)["requested_by"],
-        "est:bootstrap:SN0700"
-    );
+    assert_device_cert(&ca, &leaf, "SN0700");
 
     // The same identity rules as simpleenroll: a name the device may not have.
     let (_, other) = est_csr(t, "kg-other", "URI:spiffe://fleet.example/device/SN9999");
