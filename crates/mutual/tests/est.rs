@@ -31,6 +31,14 @@ struct Factory {
 }
 
 impl Factory {
+    /// The curl arguments with which device `sn` posts a new CSR (files `name.*` under `dir`),
+    /// authenticated by its factory certificate.
+    fn request(&self, dir: &Path, sn: &str, name: &str) -> Vec<String> {
+        let (cert, key) = self.device(sn);
+        let (_, b64) = est_csr(dir, name, "");
+        enroll_args(&b64, Some((&cert, &key)))
+    }
+
     fn new(dir: &Path, name: &str) -> Factory {
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -692,9 +700,7 @@ fn serverkeygen_under_manual_approval_answers_once() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let (factory, ca) = est_server(t, MANUAL);
-    let (fcert, fkey) = factory.device("SN0800");
-    let (_, b64) = est_csr(t, "kgheld", "");
-    let args = enroll_args(&b64, Some((&fcert, &fkey)));
+    let args = factory.request(t, "SN0800", "kgheld");
     curl(&ca, t, KEYGEN, &args).refused(202, "pending");
     let list = pending(&ca);
     assert_eq!(list.len(), 1, "{list:?}");
@@ -1247,9 +1253,7 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let (factory, ca) = est_server(t, MANUAL);
-    let (fcert, fkey) = factory.device("SN0700");
-    let (_, b64) = est_csr(t, "held", "");
-    let args = enroll_args(&b64, Some((&fcert, &fkey)));
+    let args = factory.request(t, "SN0700", "held");
     let a = curl(&ca, t, ENROLL, &args);
     let v = a.refused(202, "pending");
     assert_eq!(a.header("retry-after").as_deref(), Some("1"));
@@ -1282,9 +1286,7 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
     mutual(&["cert", "reject", &id, "--dir", s(ca.d())]).fails_code(1, "is issued, not pending");
 
     // Rejected: the next poll is refused.
-    let (fcert2, fkey2) = factory.device("SN0701");
-    let (_, b64) = est_csr(t, "held2", "");
-    let args = enroll_args(&b64, Some((&fcert2, &fkey2)));
+    let args = factory.request(t, "SN0701", "held2");
     curl(&ca, t, ENROLL, &args).refused(202, "pending");
     let id2 = pending_id(&ca, "SN0701").unwrap();
     mutual(&["cert", "reject", &id2, "--dir", s(ca.d())]).ok();
