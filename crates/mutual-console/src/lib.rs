@@ -89,7 +89,7 @@ pub trait Authority: Send + Sync {
             let store = self.ca().store();
             let to = if approve { "approved" } else { "rejected" };
             let moved = store
-                .est_request_move(id, "pending", to, Some(by), None, None, unix_now())
+                .est_request_move(&mutual_store::EstMove::decide(id, to, by, unix_now()))
                 .await
                 .map_err(|e| e.to_string())?;
             if moved {

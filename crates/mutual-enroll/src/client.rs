@@ -299,6 +299,20 @@ pub fn issued(resp: Response) -> Result<Issued, EnrollError> {
     Err(refusal(resp))
 }
 
+/// GETs `path` (JSON accepted); any answer but 200 is the CA's refusal ([`refusal`]).
+pub async fn get(url: &CaUrl, tls: Arc<ClientConfig>, path: &str) -> Result<Response, EnrollError> {
+    ok(request(url, tls, Method::GET, path, None).await?)
+}
+
+/// `resp` if it is a 200, else the CA's refusal ([`refusal`]).
+pub fn ok(resp: Response) -> Result<Response, EnrollError> {
+    if resp.status == 200 {
+        Ok(resp)
+    } else {
+        Err(refusal(resp))
+    }
+}
+
 /// The error for a non-success answer.
 pub fn refusal(resp: Response) -> EnrollError {
     match serde_json::from_slice::<Problem>(&resp.body) {

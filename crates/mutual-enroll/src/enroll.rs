@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::client::{self, CaUrl};
 use crate::endpoints::CaUrls;
-use crate::files::{self, CertSummary, Staged, CERT_MODE, KEY_MODE};
+use crate::files::{self, CertSummary, Staged};
 use crate::{EnrollError, Fingerprint};
 
 /// What `enroll` needs. `token` is a secret: it is only ever sent to the pinned CA.
@@ -80,17 +80,7 @@ pub async fn fetch_pinned_root(
     url: &CaUrl,
     pin: &Fingerprint,
 ) -> Result<CertificateDer<'static>, EnrollError> {
-    let resp = client::request(
-        url,
-        client::first_contact_config()?,
-        Method::GET,
-        "/v1/roots",
-        None,
-    )
-    .await?;
-    if resp.status != 200 {
-        return Err(client::refusal(resp));
-    }
+    let resp = client::get(url, client::first_contact_config()?, "/v1/roots").await?;
     let roots =
         mutual_tls::load::certs_from_bytes(Path::new("/v1/roots"), &resp.body).map_err(|e| {
             EnrollError::BadResponse {
@@ -220,14 +210,10 @@ pub async fn enroll(o: &EnrollOptions) -> Result<Enrolled, EnrollError> {
         files::ensure_dir(&files::parent(p))?;
     }
     let mut staged = Staged::default();
-    staged.add(&o.key, key_pem.as_bytes(), KEY_MODE)?;
-    staged.add(&o.cert, files::chain_pem(&chain)?.as_bytes(), CERT_MODE)?;
+    staged.key(&o.key, &key_pem)?;
+    staged.certs(&o.cert, &chain)?;
     if let Some(r) = &o.root_out {
-        staged.add(
-            r,
-            mutual_pki::pem_encode("CERTIFICATE", root.as_ref())?.as_bytes(),
-            CERT_MODE,
-        )?;
+        staged.certs(r, std::slice::from_ref(&root))?;
     }
     staged.commit()?;
     Ok(Enrolled {

@@ -16,7 +16,7 @@ use mutual_pki::KeyType;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::client::{self, Body, CaUrl};
-use crate::files::{self, CertSummary, Staged, CERT_MODE, KEY_MODE};
+use crate::files::{self, CertSummary, Staged};
 use crate::{EnrollError, Fingerprint};
 
 /// Where the CA's root comes from.
@@ -95,9 +95,7 @@ fn bad(detail: impl Into<String>) -> EnrollError {
 
 /// The certificates of a base64 certs-only answer.
 fn certs_of(resp: client::Response) -> Result<Vec<CertificateDer<'static>>, EnrollError> {
-    if resp.status != 200 {
-        return Err(client::refusal(resp));
-    }
+    let resp = client::ok(resp)?;
     let compact: Vec<u8> = resp
         .body
         .iter()
@@ -246,9 +244,7 @@ fn keygen_of(
     ),
     EnrollError,
 > {
-    if resp.status != 200 {
-        return Err(client::refusal(resp));
-    }
+    let resp = client::ok(resp)?;
     let bad_resp = |detail: String| EnrollError::BadResponse {
         status: resp.status,
         detail,
@@ -352,17 +348,9 @@ pub async fn est_enroll(o: &EstEnrollOptions) -> Result<EstEnrolled, EnrollError
     let key_pem = new_key.map_or(key_pem, |(_, pem)| pem);
     files::ensure_dir(&o.out)?;
     let mut staged = Staged::default();
-    staged.add(&o.out.join("key.pem"), key_pem.as_bytes(), KEY_MODE)?;
-    staged.add(
-        &o.out.join("cert.pem"),
-        files::chain_pem(&chain)?.as_bytes(),
-        CERT_MODE,
-    )?;
-    staged.add(
-        &o.out.join("root.pem"),
-        files::chain_pem(&roots)?.as_bytes(),
-        CERT_MODE,
-    )?;
+    staged.key(&o.out.join("key.pem"), &key_pem)?;
+    staged.certs(&o.out.join("cert.pem"), &chain)?;
+    staged.certs(&o.out.join("root.pem"), &roots)?;
     staged.commit()?;
     Ok(EstEnrolled {
         cert: summary,
@@ -403,8 +391,8 @@ pub async fn est_renew(o: &EstRenewOptions) -> Result<EstRenewed, EnrollError> {
     )
     .await?;
     let mut staged = Staged::default();
-    staged.add(&o.key, key_pem.as_bytes(), KEY_MODE)?;
-    staged.add(&o.cert, files::chain_pem(&chain)?.as_bytes(), CERT_MODE)?;
+    staged.key(&o.key, &key_pem)?;
+    staged.certs(&o.cert, &chain)?;
     staged.commit()?;
     Ok(EstRenewed {
         old: cur.summary,

@@ -179,6 +179,20 @@ impl Staged {
         Ok(())
     }
 
+    /// A private key (PEM), readable by its owner only.
+    pub fn key(&mut self, target: &Path, pem: &str) -> Result<(), EnrollError> {
+        self.add(target, pem.as_bytes(), KEY_MODE)
+    }
+
+    /// Certificates (a chain, or roots) as PEM, readable by all.
+    pub fn certs(
+        &mut self,
+        target: &Path,
+        certs: &[CertificateDer<'static>],
+    ) -> Result<(), EnrollError> {
+        self.add(target, chain_pem(certs)?.as_bytes(), CERT_MODE)
+    }
+
     /// Renames every staged file over its target, in order.
     pub fn commit(self) -> Result<(), EnrollError> {
         for f in self.0 {

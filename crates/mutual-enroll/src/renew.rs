@@ -9,7 +9,7 @@ use mutual_pki::KeyType;
 
 use crate::client;
 use crate::endpoints::CaUrls;
-use crate::files::{self, CertSummary, Staged, CERT_MODE, KEY_MODE};
+use crate::files::{self, CertSummary, Staged};
 use crate::EnrollError;
 
 /// What `renew_once` needs.
@@ -74,9 +74,9 @@ pub async fn renew_once(o: &RenewOptions) -> Result<Renewed, EnrollError> {
     // Key first, then the certificate: both are complete on disk before either is renamed.
     let mut staged = Staged::default();
     if let Some((_, pem)) = &key {
-        staged.add(&o.key, pem.as_bytes(), KEY_MODE)?;
+        staged.key(&o.key, pem)?;
     }
-    staged.add(&o.cert, files::chain_pem(&chain)?.as_bytes(), CERT_MODE)?;
+    staged.certs(&o.cert, &chain)?;
     staged.commit()?;
     Ok(Renewed {
         old: cur.summary,

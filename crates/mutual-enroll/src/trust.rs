@@ -10,7 +10,6 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use hyper::Method;
 use rustls_pki_types::CertificateDer;
 
 use crate::client;
@@ -64,17 +63,7 @@ pub async fn refresh_trust(urls: &CaUrls, ca: &Path) -> Result<TrustRefresh, Enr
     let tls = &tls;
     let (bundle, _) = urls
         .failover("roots", |url| async move {
-            let resp = client::request(
-                &url,
-                tls.clone(),
-                Method::GET,
-                "/v1/roots?format=json",
-                None,
-            )
-            .await?;
-            if resp.status != 200 {
-                return Err(client::refusal(resp));
-            }
+            let resp = client::get(&url, tls.clone(), "/v1/roots?format=json").await?;
             serde_json::from_slice::<Bundle>(&resp.body).map_err(|e| {
                 bad(
                     resp.status,

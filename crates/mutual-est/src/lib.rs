@@ -543,7 +543,7 @@ impl Est {
         key: KeySource,
         token: Option<String>,
     ) -> Result<Delivered, EstError> {
-        use mutual_store::{EstRequest, EstStore};
+        use mutual_store::{EstMove, EstRequest, EstStore};
         let Some(retry_after) = self.cfg.manual_approval else {
             return issue(ca, o, key, token).await.map(Delivered::New);
         };
@@ -613,7 +613,7 @@ impl Est {
                 let pem = mutual_pki::pem_encode("CERTIFICATE", &issued.leaf_der)
                     .map_err(EstError::internal)?;
                 ca.store()
-                    .est_request_move(id, "approved", "issued", None, Some(&issued.serial_hex), Some(&pem), now())
+                    .est_request_move(&EstMove::issued(id, &issued.serial_hex, &pem))
                     .await
                     .map_err(|e| EstError::store(&e))?;
                 Ok(Delivered::New(issued))

@@ -189,11 +189,7 @@ pub struct Report {
 impl Report {
     /// 0 when the verdict passes, 1 otherwise (bad usage never reaches a report).
     pub fn exit_code(&self) -> u8 {
-        if self.pass {
-            0
-        } else {
-            1
-        }
+        u8::from(!self.pass)
     }
 }
 

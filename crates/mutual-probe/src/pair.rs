@@ -43,12 +43,9 @@ pub struct PairReport {
 }
 
 impl PairReport {
+    /// 0 when the pair passes, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
-        if self.pass {
-            0
-        } else {
-            1
-        }
+        u8::from(!self.pass)
     }
 }
 

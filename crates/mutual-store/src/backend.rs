@@ -62,54 +62,45 @@ impl SqliteStore {
     /// Opens the database, in WAL mode with a generous busy timeout so that concurrent issuers
     /// wait for each other instead of failing, and applies pending migrations.
     pub async fn open(path: &Path, create: bool) -> Result<SqliteStore, StoreError> {
-        if !create && !path.exists() {
-            return Err(StoreError::Missing {
-                path: path.to_path_buf(),
-            });
-        }
         let opts = SqliteConnectOptions::new()
-            .filename(path)
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(2)
-            .connect_with(opts)
-            .await
-            .map_err(|source| StoreError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let store = Self::connect(path, create, opts, 2).await?;
         SQLITE_MIGRATOR
-            .run(&pool)
+            .run(&store.pool)
             .await
             .map_err(|source| StoreError::Migrate {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(SqliteStore {
-            pool,
-            path: path.to_path_buf(),
-            errors: Arc::default(),
-        })
+        Ok(store)
     }
 
     /// Opens an existing database read-only and without migrating it: `ca migrate` copies from
     /// it and must leave the file exactly as it was.
     pub async fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
-        if !path.exists() {
+        let opts = SqliteConnectOptions::new().read_only(true);
+        Self::connect(path, false, opts, 1).await
+    }
+
+    /// A pool of `max_connections` to the file `path` with `opts` and a 30 s busy timeout; a
+    /// missing file is an error unless `create`.
+    async fn connect(
+        path: &Path,
+        create: bool,
+        opts: SqliteConnectOptions,
+        max_connections: u32,
+    ) -> Result<SqliteStore, StoreError> {
+        if !create && !path.exists() {
             return Err(StoreError::Missing {
                 path: path.to_path_buf(),
             });
         }
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .read_only(true)
-            .busy_timeout(Duration::from_secs(30));
+        let opts = opts.filename(path).busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
-            .max_connections(1)
+            .max_connections(max_connections)
             .connect_with(opts)
             .await
             .map_err(|source| StoreError::Open {

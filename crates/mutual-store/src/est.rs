@@ -23,6 +23,52 @@ pub struct EstRequest {
     pub decided_by: Option<String>,
 }
 
+/// One move of a held request from status `from` to `to`: an operator's decision
+/// ([`EstMove::decide`]) or the certificate issued for an approved request
+/// ([`EstMove::issued`]). Fields left `None` keep what the row has.
+#[derive(Clone, Copy, Debug)]
+pub struct EstMove<'a> {
+    pub id: &'a str,
+    pub from: &'a str,
+    pub to: &'a str,
+    /// Who decided; recorded as `decided_by`, with `now` as `decided_at`.
+    pub by: Option<&'a str>,
+    pub serial: Option<&'a str>,
+    /// PEM.
+    pub certificate: Option<&'a str>,
+    /// When `by` decided (unused without `by`).
+    pub now: i64,
+}
+
+impl<'a> EstMove<'a> {
+    /// `pending` to `to` (`approved` or `rejected`), decided by `by` at `now`.
+    pub fn decide(id: &'a str, to: &'a str, by: &'a str, now: i64) -> Self {
+        EstMove {
+            id,
+            from: "pending",
+            to,
+            by: Some(by),
+            serial: None,
+            certificate: None,
+            now,
+        }
+    }
+
+    /// `approved` to `issued`, with the certificate's serial and PEM (the decision's who and
+    /// when stay).
+    pub fn issued(id: &'a str, serial: &'a str, certificate: &'a str) -> Self {
+        EstMove {
+            id,
+            from: "approved",
+            to: "issued",
+            by: None,
+            serial: Some(serial),
+            certificate: Some(certificate),
+            now: 0,
+        }
+    }
+}
+
 store_trait! {
     /// The store operations manual approval needs.
     pub trait EstStore {
@@ -31,19 +77,9 @@ store_trait! {
         fn est_request_get(&self, id: &str) -> Option<EstRequest>;
         /// Requests with this status (all when `None`), oldest first.
         fn est_request_list(&self, status: Option<&str>) -> Vec<EstRequest>;
-        /// Moves a request from `from` to `to` (approve, reject; `issued` with serial and
-        /// certificate); false when it was not in `from` (decided already, or unknown).
-        #[allow(clippy::too_many_arguments)]
-        fn est_request_move(
-            &self,
-            id: &str,
-            from: &str,
-            to: &str,
-            by: Option<&str>,
-            serial: Option<&str>,
-            certificate: Option<&str>,
-            now: i64,
-        ) -> bool;
+        /// Moves a request as `m` says; false when it was not in `m.from` (decided already,
+        /// or unknown).
+        fn est_request_move(&self, m: &EstMove<'_>) -> bool;
     }
 }
 
@@ -102,22 +138,14 @@ macro_rules! impl_est {
                 rows.iter().map(from_row).collect()
             }
 
-            async fn est_request_move(
-                &self,
-                id: &str,
-                from: &str,
-                to: &str,
-                by: Option<&str>,
-                serial: Option<&str>,
-                certificate: Option<&str>,
-                now: i64,
-            ) -> Result<bool, StoreError> {
+            async fn est_request_move(&self, m: &EstMove<'_>) -> Result<bool, StoreError> {
                 let sql = "UPDATE est_requests SET status = $3, \
                            decided_at = COALESCE($4, decided_at), \
                            decided_by = COALESCE($5, decided_by), \
                            serial = COALESCE($6, serial), certificate = COALESCE($7, certificate) \
                            WHERE id = $1 AND status = $2";
-                let (at, cert) = (by.map(|_| now), certificate);
+                let (id, from, to, by) = (m.id, m.from, m.to, m.by);
+                let (at, serial, cert) = (by.map(|_| m.now), m.serial, m.certificate);
                 let op = "update EST request";
                 let res = run!(execute(&self.pool), op, sql, id, from, to, at, by, serial, cert)?;
                 Ok(res.rows_affected() == 1)

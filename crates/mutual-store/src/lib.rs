@@ -120,7 +120,7 @@ pub use backend::PG_SANS_FROM_CERTIFICATES;
 pub use backend::{PgStore, SqliteStore};
 pub use copy::{copy_sqlite_to_postgres, CopyReport, TableCounts};
 pub use entries::{EntryStore, RegistrationEntry};
-pub use est::{EstRequest, EstStore};
+pub use est::{EstMove, EstRequest, EstStore};
 #[doc(hidden)]
 pub use group::CommitGate;
 pub use group::{GroupCommit, GroupItem, GroupStats};

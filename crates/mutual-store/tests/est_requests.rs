@@ -7,7 +7,7 @@
 mod backends;
 use backends::*;
 
-use mutual_store::{EstRequest, EstStore, Store};
+use mutual_store::{EstMove, EstRequest, EstStore, Store};
 
 async fn exercise(s: &Store) {
     let r = EstRequest {
@@ -34,11 +34,11 @@ async fn exercise(s: &Store) {
         vec![r.clone()]
     );
     assert!(s
-        .est_request_move("abc", "pending", "rejected", Some("op"), None, None, 7)
+        .est_request_move(&EstMove::decide("abc", "rejected", "op", 7))
         .await
         .unwrap());
     assert!(!s
-        .est_request_move("abc", "pending", "approved", Some("op2"), None, None, 8)
+        .est_request_move(&EstMove::decide("abc", "approved", "op2", 8))
         .await
         .unwrap());
     assert!(s
@@ -65,23 +65,15 @@ async fn exercise(s: &Store) {
     };
     assert_eq!(s.est_request_put(&r2).await.unwrap(), r2);
     assert!(s
-        .est_request_move("def", "pending", "approved", Some("alice"), None, None, 9)
+        .est_request_move(&EstMove::decide("def", "approved", "alice", 9))
         .await
         .unwrap());
     assert!(!s
-        .est_request_move("def", "pending", "rejected", Some("bob"), None, None, 10)
+        .est_request_move(&EstMove::decide("def", "rejected", "bob", 10))
         .await
         .unwrap());
     assert!(s
-        .est_request_move(
-            "def",
-            "approved",
-            "issued",
-            None,
-            Some("01"),
-            Some("PEM"),
-            11
-        )
+        .est_request_move(&EstMove::issued("def", "01", "PEM"))
         .await
         .unwrap());
     let got = s.est_request_get("def").await.unwrap().unwrap();

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use mutual_store::AcmeStore;
 
 use crate::ca_args::DirArg;
-use crate::runtime::runtime;
+use crate::runtime::with_store;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum AcmeCommand {
@@ -44,12 +44,9 @@ pub fn run(cmd: AcmeCommand) -> anyhow::Result<ExitCode> {
 fn eab_create(a: EabCreateArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
     let (kid, key) = mutual_acme::eab::new_key();
-    let rt = runtime()?;
-    rt.block_on(async {
-        let store = mutual_pki::ca::open_store(&dir).await?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        store.eab_create(&kid, &key, now).await?;
-        anyhow::Ok(())
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    with_store(&dir, async |store| {
+        Ok(store.eab_create(&kid, &key, now).await?)
     })?;
     if a.json {
         let v = serde_json::json!({ "kid": kid, "hmac_key": key });

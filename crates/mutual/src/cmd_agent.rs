@@ -10,7 +10,7 @@ use anyhow::Context;
 use mutual_store::{EntryStore, RegistrationEntry};
 
 use crate::ca_args::DirArg;
-use crate::runtime::{init_logging, runtime};
+use crate::runtime::{init_logging, runtime, stop_signal, with_store};
 
 /// `mutual agent [--ca-url ...]` or `mutual agent entry ...`.
 #[derive(clap::Args, Debug)]
@@ -174,12 +174,7 @@ fn create(a: EntryCreateArgs) -> anyhow::Result<ExitCode> {
         created_at: time::OffsetDateTime::now_utc().unix_timestamp(),
         created_by: by,
     };
-    runtime()?.block_on(async {
-        let store = mutual_pki::ca::open_store(&dir).await?;
-        store.entry_create(&entry).await?;
-        store.close().await;
-        anyhow::Ok(())
-    })?;
+    with_store(&dir, async |store| Ok(store.entry_create(&entry).await?))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&entry)?);
     } else {
@@ -196,11 +191,8 @@ fn create(a: EntryCreateArgs) -> anyhow::Result<ExitCode> {
 
 fn list(a: EntryListArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
-    let list = runtime()?.block_on(async {
-        let store = mutual_pki::ca::open_store(&dir).await?;
-        let l = store.entry_list(a.node.as_deref()).await?;
-        store.close().await;
-        anyhow::Ok(l)
+    let list = with_store(&dir, async |store| {
+        Ok(store.entry_list(a.node.as_deref()).await?)
     })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&list)?);
@@ -229,12 +221,7 @@ fn list(a: EntryListArgs) -> anyhow::Result<ExitCode> {
 
 fn delete(a: EntryDeleteArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
-    let gone = runtime()?.block_on(async {
-        let store = mutual_pki::ca::open_store(&dir).await?;
-        let gone = store.entry_delete(&a.id).await?;
-        store.close().await;
-        anyhow::Ok(gone)
-    })?;
+    let gone = with_store(&dir, async |store| Ok(store.entry_delete(&a.id).await?))?;
     if gone {
         println!("deleted entry {}", a.id);
         Ok(ExitCode::SUCCESS)
@@ -279,14 +266,7 @@ fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     mutual_enroll::files::load_current(&o.cert, &o.key)?;
     mutual_agent::node_id(&o.cert)?;
     runtime()?.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot install signal handlers")?;
-        let stop = async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        };
+        let stop = stop_signal()?;
         match mutual_agent::run(o, stop).await {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e @ mutual_agent::AgentError::Serve(_)) => {

@@ -7,7 +7,7 @@ use mutual_pki::ca::{issuers, Ca, IssuerState, KeysUsed, RotateOptions};
 use mutual_pki::KeyType;
 
 use crate::ca_args::{parse_duration, parse_key_type, DirArg, PasswordArg};
-use crate::runtime::runtime;
+use crate::runtime::{runtime, with_store};
 
 #[derive(clap::Args, Debug)]
 pub struct RotateIntermediateArgs {
@@ -254,12 +254,8 @@ pub fn retire_root(a: RetireRootArgs) -> anyhow::Result<ExitCode> {
     let password = a
         .password
         .get_for(&dir, mutual_pki::ca::KeysUsed::ISSUERS)?;
-    let rt = runtime()?;
-    let r = rt.block_on(async {
-        let store = mutual_pki::ca::open_store(&dir).await?;
-        let r = mutual_pki::ca::rollover::retire_root(&dir, password.as_bytes(), &store).await;
-        store.close().await;
-        r
+    let r = with_store(&dir, async |store| {
+        Ok(mutual_pki::ca::rollover::retire_root(&dir, password.as_bytes(), store).await?)
     })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);

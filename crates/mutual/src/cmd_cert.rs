@@ -18,7 +18,7 @@ use mutual_pki::{KeyType, ListFilter, RevocationReason, RevokeOutcome, San, Stat
 use mutual_store::SanMatch;
 
 use crate::ca_args::{parse_duration, parse_key_type, DirArg, PasswordArg};
-use crate::runtime::runtime;
+use crate::runtime::{runtime, with_store};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum CertCommand {
@@ -526,19 +526,15 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         key_type: a.key_type,
         ..Default::default()
     };
-    let rt = runtime()?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let (count, soon_count) = rt.block_on(async {
-        let store = mutual_pki::ca::open_store(&dir).await?;
-        let r = if a.json {
-            list_json(&store, &filter, now, &mut out).await
+    let (count, soon_count) = with_store(&dir, async |store| {
+        if a.json {
+            list_json(store, &filter, now, &mut out).await
         } else {
-            list_table(&store, &filter, now, &mut out).await
-        };
-        store.close().await;
-        r
+            list_table(store, &filter, now, &mut out).await
+        }
     })?;
     if a.json {
         writeln!(out)?;
@@ -736,12 +732,8 @@ fn revoke(a: RevokeArgs) -> anyhow::Result<ExitCode> {
         }
         (None, None) => anyhow::bail!("give a SERIAL or --cert FILE"),
     };
-    let rt = runtime()?;
-    let outcome = rt.block_on(async {
-        let store = mutual_pki::ca::open_store(&dir).await?;
-        let out = mutual_pki::ca::revoke_in(&store, &serial, a.reason).await;
-        store.close().await;
-        out
+    let outcome = with_store(&dir, async |store| {
+        Ok(mutual_pki::ca::revoke_in(store, &serial, a.reason).await?)
     })?;
     let (already, rec) = match outcome {
         RevokeOutcome::Revoked(r) => (false, r),

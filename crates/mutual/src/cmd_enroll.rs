@@ -12,7 +12,7 @@ use mutual_pki::KeyType;
 
 use crate::ca_args::key_type;
 use crate::errors::{failed, refuse_existing};
-use crate::runtime::{init_logging, runtime};
+use crate::runtime::{init_logging, runtime, stop_signal};
 
 const ENROLL_HELP: &str = "\
 Generates a private key here (it never leaves this machine), checks that the CA's root has the
@@ -160,15 +160,15 @@ pub struct EnrollArgs {
 
 pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
     if let Some(est) = &args.est.est {
-        return crate::cmd_est::run_enroll(
+        let o = crate::cmd_est::enroll_options(
             est,
             &args.est,
             args.token.as_deref(),
             args.root_sha256.as_deref(),
             args.out.clone(),
             &args.key_type,
-            args.force,
-        );
+        )?;
+        return crate::cmd_est::run_enroll(o, args.force);
     }
     let url = CaUrls::parse(&args.ca_url)?;
     let pin: Fingerprint = args.root_sha256.as_deref().unwrap_or_default().parse()?;
@@ -208,7 +208,9 @@ pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn renew_options(args: &RenewArgs) -> anyhow::Result<RenewOptions> {
+/// The root `renew` trusts the CA by: --ca, else the root.pem `enroll` wrote beside the
+/// certificate; it must exist.
+fn trust_file(args: &RenewArgs) -> anyhow::Result<PathBuf> {
     let ca = match &args.ca {
         Some(c) => c.clone(),
         None => mutual_enroll::files::parent(&args.cert).join("root.pem"),
@@ -219,6 +221,11 @@ fn renew_options(args: &RenewArgs) -> anyhow::Result<RenewOptions> {
             ca.display()
         );
     }
+    Ok(ca)
+}
+
+fn renew_options(args: &RenewArgs) -> anyhow::Result<RenewOptions> {
+    let ca = trust_file(args)?;
     Ok(RenewOptions {
         ca_url: CaUrls::parse(&args.ca_url)?,
         cert: args.cert.clone(),
@@ -234,16 +241,16 @@ fn renew_options(args: &RenewArgs) -> anyhow::Result<RenewOptions> {
 
 pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
     if let Some(est) = &args.est.est {
-        return crate::cmd_est::run_renew(
-            est,
-            &args.est,
-            args.cert.clone(),
-            args.key.clone(),
-            args.ca.clone(),
-            args.daemon,
-            &args.key_type,
-            &args.log_format,
-        );
+        let ca = trust_file(&args)?;
+        let o = mutual_enroll::est::EstRenewOptions {
+            url: mutual_enroll::CaUrl::parse(est)?,
+            label: args.est.est_label.clone(),
+            cert: args.cert,
+            key: args.key,
+            ca,
+            key_type: key_type(&args.key_type)?,
+        };
+        return crate::cmd_est::run_renew(o, args.daemon, &args.log_format);
     }
     let opts = renew_options(&args)?;
     // Fail on unreadable or mismatched files before anything else (exit 2).
@@ -289,15 +296,13 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
         }));
     }
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot install signal handlers")?;
+        let stop = stop_signal()?;
         tokio::select! {
             e = renewer.run() => {
                 tracing::error!("renewal stopped: {e}");
                 Ok(ExitCode::from(1))
             }
-            _ = term.recv() => Ok(ExitCode::SUCCESS),
-            _ = tokio::signal::ctrl_c() => Ok(ExitCode::SUCCESS),
+            _ = stop => Ok(ExitCode::SUCCESS),
         }
     })
 }

@@ -17,6 +17,11 @@ use pki_common::*;
 
 const IDENTITY: &str = "spiffe://fleet.example/device/{serial}";
 
+/// The EST operations the tests POST a CSR to (RFC 7030 §3.2.2), under the default label.
+const ENROLL: &str = "/.well-known/est/simpleenroll";
+const REENROLL: &str = "/.well-known/est/simplereenroll";
+const KEYGEN: &str = "/.well-known/est/serverkeygen";
+
 /// `ca serve` flags that hold EST requests for an operator, polled every second.
 const MANUAL: &[&str] = &["--est-approval", "manual", "--est-retry-after", "1"];
 
@@ -26,6 +31,14 @@ struct Factory {
 }
 
 impl Factory {
+    /// The curl arguments with which device `sn` posts a new CSR (files `name.*` under `dir`),
+    /// authenticated by its factory certificate.
+    fn request(&self, dir: &Path, sn: &str, name: &str) -> Vec<String> {
+        let (cert, key) = self.device(sn);
+        let (_, b64) = est_csr(dir, name, "");
+        enroll_args(&b64, Some((&cert, &key)))
+    }
+
     fn new(dir: &Path, name: &str) -> Factory {
         let dir = dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -137,7 +150,7 @@ fn est_csr(dir: &Path, name: &str, sans: &str) -> (PathBuf, PathBuf) {
 
 /// The certificates of a base64 certs-only answer, as `openssl pkcs7 -print_certs` prints them
 /// (PEM), written to `out`.
-fn print_certs(dir: &Path, a: &Answer, out: &Path) -> String {
+fn print_certs(a: &Answer, out: &Path) -> String {
     assert_eq!(a.status, 200, "{}\n{}", a.headers, a.text());
     assert_eq!(
         a.header("content-type").as_deref(),
@@ -148,7 +161,6 @@ fn print_certs(dir: &Path, a: &Answer, out: &Path) -> String {
     let b64 = out.with_extension("p7.b64");
     let der = out.with_extension("p7");
     std::fs::write(&b64, &a.body).unwrap();
-    let _ = dir;
     openssl_ok(&["base64", "-d", "-in", s(&b64), "-out", s(&der)]);
     openssl_ok(&[
         "pkcs7",
@@ -263,6 +275,21 @@ fn by_serial(row: &serde_json::Value, prefix: &str) -> String {
     )
 }
 
+/// Checks the certificate `leaf` issued to the factory device `sn`: its URI SAN is the device's
+/// SPIFFE ID, openssl verifies it for client auth, and the inventory records it as
+/// enrolled with a factory certificate. Returns its serial.
+fn assert_device_cert(ca: &CaServe, leaf: &Path, sn: &str) -> String {
+    let san = x509(leaf, &["-ext", "subjectAltName"]);
+    let id = format!("URI:spiffe://fleet.example/device/{sn}");
+    assert!(san.contains(&id), "{san}");
+    let v = ca.openssl_verify(leaf, "sslclient").ok();
+    assert!(v.stdout.contains(": OK"), "{}", v.text());
+    let serial = serial_of(leaf);
+    let by = format!("est:bootstrap:{sn}");
+    assert_eq!(row(&ca.inventory(), &serial)["requested_by"], by.as_str());
+    serial
+}
+
 fn serial_of(pem: &Path) -> String {
     norm_serial(x509(pem, &["-serial"]).trim().split_once('=').unwrap().1)
 }
@@ -275,7 +302,7 @@ fn every_endpoint_with_curl_openssl_and_python() {
 
     // cacerts: the root and the intermediate, for openssl and for Python.
     let a = get(&ca, t, "/.well-known/est/cacerts");
-    let pem = print_certs(t, &a, &t.join("cacerts.pem"));
+    let pem = print_certs(&a, &t.join("cacerts.pem"));
     assert!(
         pem.contains("subject=O = Fleet CA, CN = Fleet CA Root"),
         "{pem}"
@@ -321,41 +348,20 @@ fn every_endpoint_with_curl_openssl_and_python() {
     // simpleenroll with a factory certificate: the name comes from its serialNumber.
     let (fcert, fkey) = factory.device("SN0001");
     let (key, b64) = est_csr(t, "dev1", "");
-    let a = post_csr(
-        &ca,
-        t,
-        "/.well-known/est/simpleenroll",
-        &b64,
-        Some((&fcert, &fkey)),
-    );
+    let a = post_csr(&ca, t, ENROLL, &b64, Some((&fcert, &fkey)));
     let leaf = t.join("dev1.pem");
-    let pem = print_certs(t, &a, &leaf);
+    let pem = print_certs(&a, &leaf);
     assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 1, "{pem}");
     assert_eq!(python_pkcs7_subjects(&a.body), ["CN=SN0001"]);
-    let san = x509(&leaf, &["-ext", "subjectAltName"]);
-    assert!(
-        san.contains("URI:spiffe://fleet.example/device/SN0001"),
-        "{san}"
-    );
-    let v = ca.openssl_verify(&leaf, "sslclient").ok();
-    assert!(v.stdout.contains(": OK"), "{}", v.text());
-    let serial1 = serial_of(&leaf);
-    let inv = ca.inventory();
-    assert_eq!(row(&inv, &serial1)["requested_by"], "est:bootstrap:SN0001");
+    let serial1 = assert_device_cert(&ca, &leaf, "SN0001");
 
     // simplereenroll with the issued certificate (leaf + intermediate) and a new key.
     let chain = t.join("dev1-chain.pem");
     with_intermediate(&ca, &pem, &chain);
     let (key2, b64_2) = est_csr(t, "dev1b", "URI:spiffe://fleet.example/device/SN0001");
-    let a = post_csr(
-        &ca,
-        t,
-        "/.well-known/est/simplereenroll",
-        &b64_2,
-        Some((&chain, &key)),
-    );
+    let a = post_csr(&ca, t, REENROLL, &b64_2, Some((&chain, &key)));
     let leaf2 = t.join("dev1-2.pem");
-    print_certs(t, &a, &leaf2);
+    print_certs(&a, &leaf2);
     let serial2 = serial_of(&leaf2);
     assert_ne!(serial1, serial2);
     let inv = ca.inventory();
@@ -383,11 +389,11 @@ fn every_endpoint_with_curl_openssl_and_python() {
         Some((&fcert2, &fkey2)),
     );
     let leaf = t.join("dev2.pem");
-    print_certs(t, &a, &leaf);
+    print_certs(&a, &leaf);
     let san = x509(&leaf, &["-ext", "subjectAltName"]);
     assert!(san.contains("DNS:sensor-sn0002.line2.example"), "{san}");
     get(&ca, t, "/.well-known/est/nope/cacerts").refused(404, "not_found");
-    get(&ca, t, "/.well-known/est/serverkeygen").refused(405, "method_not_allowed");
+    get(&ca, t, KEYGEN).refused(405, "method_not_allowed");
 
     // A one-time token as the HTTP Basic password (a device with no factory certificate).
     let token = ca.token(&["uri:spiffe://fleet.example/device/T1"], "1h", "client");
@@ -395,9 +401,9 @@ fn every_endpoint_with_curl_openssl_and_python() {
     let user = format!("device:{token}");
     let mut args = enroll_args(&b64, None);
     args.extend(["-u".to_string(), user]);
-    let a = curl(&ca, t, "/.well-known/est/simpleenroll", &args);
+    let a = curl(&ca, t, ENROLL, &args);
     let leaf = t.join("tok.pem");
-    print_certs(t, &a, &leaf);
+    print_certs(&a, &leaf);
     let serial = serial_of(&leaf);
     let by = row(&ca.inventory(), &serial)["requested_by"]
         .as_str()
@@ -405,7 +411,7 @@ fn every_endpoint_with_curl_openssl_and_python() {
         .to_string();
     assert!(by.starts_with("est:token:"), "{by}");
     // Spent: the same token again.
-    curl(&ca, t, "/.well-known/est/simpleenroll", &args).refused(401, "token_used");
+    curl(&ca, t, ENROLL, &args).refused(401, "token_used");
 
     // The log names no token.
     assert!(!ca.log_text().contains(&token));
@@ -500,13 +506,7 @@ fn serverkeygen_sends_the_key_and_keeps_none() {
     let (fcert, fkey) = factory.device("SN0700");
     // The CSR carries the request; its key is a throwaway the CA ignores (RFC 7030 §4.4.1).
     let (csr_key, b64) = est_csr(t, "kg", "");
-    let a = post_csr(
-        &ca,
-        t,
-        "/.well-known/est/serverkeygen",
-        &b64,
-        Some((&fcert, &fkey)),
-    );
+    let a = post_csr(&ca, t, KEYGEN, &b64, Some((&fcert, &fkey)));
     assert_eq!(a.status, 200, "{}\n{}", a.headers, a.text());
     assert!(
         a.header("content-type")
@@ -518,38 +518,20 @@ fn serverkeygen_sends_the_key_and_keeps_none() {
     let (key_der, leaf) = serverkeygen_parts(&a, &t.join("kg"));
     // The key openssl reads from the answer is the certificate's, not the CSR's.
     assert_ne!(pubkey_of_cert(&leaf), pubkey_of_key(&csr_key));
-    let san = x509(&leaf, &["-ext", "subjectAltName"]);
-    assert!(
-        san.contains("URI:spiffe://fleet.example/device/SN0700"),
-        "{san}"
-    );
-    let v = ca.openssl_verify(&leaf, "sslclient").ok();
-    assert!(v.stdout.contains(": OK"), "{}", v.text());
-    let serial = serial_of(&leaf);
-    assert_eq!(
-        row(&ca.inventory(), &serial)["requested_by"],
-        "est:bootstrap:SN0700"
-    );
+    assert_device_cert(&ca, &leaf, "SN0700");
 
     // The same identity rules as simpleenroll: a name the device may not have.
     let (_, other) = est_csr(t, "kg-other", "URI:spiffe://fleet.example/device/SN9999");
-    post_csr(
-        &ca,
-        t,
-        "/.well-known/est/serverkeygen",
-        &other,
-        Some((&fcert, &fkey)),
-    )
-    .refused(403, "name_not_allowed");
+    post_csr(&ca, t, KEYGEN, &other, Some((&fcert, &fkey))).refused(403, "name_not_allowed");
     // No credentials at all.
-    post_csr(&ca, t, "/.well-known/est/serverkeygen", &b64, None).refused(401, "no_client_cert");
+    post_csr(&ca, t, KEYGEN, &b64, None).refused(401, "no_client_cert");
     // A token pays for one generated key, once.
     let token = ca.token(&["uri:spiffe://fleet.example/device/T7"], "1h", "client");
     let mut args = enroll_args(&b64, None);
     args.extend(["-u".to_string(), format!("device:{token}")]);
-    let a = curl(&ca, t, "/.well-known/est/serverkeygen", &args);
+    let a = curl(&ca, t, KEYGEN, &args);
     let (key_der2, _) = serverkeygen_parts(&a, &t.join("kg-token"));
-    curl(&ca, t, "/.well-known/est/serverkeygen", &args).refused(401, "token_used");
+    curl(&ca, t, KEYGEN, &args).refused(401, "token_used");
 
     // The mutual client: --server-keygen writes the CA's key, which matches its certificate.
     let (fcert2, fkey2) = factory.device("SN0701");
@@ -641,14 +623,8 @@ fn a_denied_factory_serial_enrolls_no_more() {
     let (ok_cert, ok_key) = factory.device("SN0900");
     let (bad_cert, bad_key) = factory.device("SN0901");
     let (_, b64) = est_csr(t, "deny", "");
-    let a = post_csr(
-        &ca,
-        t,
-        "/.well-known/est/simpleenroll",
-        &b64,
-        Some((&ok_cert, &ok_key)),
-    );
-    print_certs(t, &a, &t.join("ok.pem"));
+    let a = post_csr(&ca, t, ENROLL, &b64, Some((&ok_cert, &ok_key)));
+    print_certs(&a, &t.join("ok.pem"));
     for op in ["simpleenroll", "serverkeygen"] {
         let v = post_csr(
             &ca,
@@ -669,14 +645,7 @@ fn a_denied_factory_serial_enrolls_no_more() {
         .unwrap()
         .set_modified(later)
         .unwrap();
-    post_csr(
-        &ca,
-        t,
-        "/.well-known/est/simpleenroll",
-        &b64,
-        Some((&ok_cert, &ok_key)),
-    )
-    .refused(403, "device_denied");
+    post_csr(&ca, t, ENROLL, &b64, Some((&ok_cert, &ok_key))).refused(403, "device_denied");
     // One issuance in all.
     assert_eq!(ca.inventory().len(), 1 + ca_own_rows(&ca));
 }
@@ -731,18 +700,15 @@ fn serverkeygen_under_manual_approval_answers_once() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let (factory, ca) = est_server(t, MANUAL);
-    let ep = "/.well-known/est/serverkeygen";
-    let (fcert, fkey) = factory.device("SN0800");
-    let (_, b64) = est_csr(t, "kgheld", "");
-    let args = enroll_args(&b64, Some((&fcert, &fkey)));
-    curl(&ca, t, ep, &args).refused(202, "pending");
+    let args = factory.request(t, "SN0800", "kgheld");
+    curl(&ca, t, KEYGEN, &args).refused(202, "pending");
     let list = pending(&ca);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["requested_by"], "est:bootstrap:SN0800");
     let id = list[0]["id"].as_str().unwrap().to_string();
     mutual(&["cert", "approve", &id, "--dir", s(ca.d())]).ok();
-    serverkeygen_parts(&curl(&ca, t, ep, &args), &t.join("kgheld"));
-    curl(&ca, t, ep, &args).refused(410, "key_not_kept");
+    serverkeygen_parts(&curl(&ca, t, KEYGEN, &args), &t.join("kgheld"));
+    curl(&ca, t, KEYGEN, &args).refused(410, "key_not_kept");
     assert_eq!(issued_to(&ca, "est:bootstrap:SN0800"), 1);
 }
 
@@ -754,12 +720,11 @@ fn refusals_carry_the_exact_reason() {
     let (factory, ca) = est_server(t, &[]);
     let (fcert, fkey) = factory.device("SN0100");
     let (_, b64) = est_csr(t, "ok", "");
-    let ep = "/.well-known/est/simpleenroll";
 
     // A factory certificate from a manufacturer the CA does not trust: the handshake fails
     // with the TLS alert unknown_ca (the listener only accepts our root and --est-bootstrap-ca).
     let (ecert, ekey) = evil.device("SN0100");
-    let a = post_csr(&ca, t, ep, &b64, Some((&ecert, &ekey)));
+    let a = post_csr(&ca, t, ENROLL, &b64, Some((&ecert, &ekey)));
     assert_ne!(a.curl_code, 0);
     assert!(a.stderr.contains("unknown ca"), "{}", a.stderr);
     // The CA writes its handshake-failure line after the alert is on the wire: wait for it.
@@ -775,7 +740,8 @@ fn refusals_carry_the_exact_reason() {
 
     // A CSR asking for another device's name.
     let (_, other) = est_csr(t, "other", "URI:spiffe://fleet.example/device/SN9999");
-    let v = post_csr(&ca, t, ep, &other, Some((&fcert, &fkey))).refused(403, "name_not_allowed");
+    let v =
+        post_csr(&ca, t, ENROLL, &other, Some((&fcert, &fkey))).refused(403, "name_not_allowed");
     assert!(
         v["detail"]
             .as_str()
@@ -787,10 +753,10 @@ fn refusals_carry_the_exact_reason() {
     // Malformed bodies: not base64; base64 of something that is not a PKCS#10.
     let bad = t.join("bad.b64");
     std::fs::write(&bad, "this is not base64!").unwrap();
-    let v = post_csr(&ca, t, ep, &bad, Some((&fcert, &fkey))).refused(400, "bad_request");
+    let v = post_csr(&ca, t, ENROLL, &bad, Some((&fcert, &fkey))).refused(400, "bad_request");
     assert!(v["detail"].as_str().unwrap().contains("not base64"), "{v}");
     std::fs::write(&bad, "MIIBADCBpwIBADAP\n").unwrap();
-    let v = post_csr(&ca, t, ep, &bad, Some((&fcert, &fkey))).refused(400, "bad_request");
+    let v = post_csr(&ca, t, ENROLL, &bad, Some((&fcert, &fkey))).refused(400, "bad_request");
     assert!(
         v["detail"].as_str().unwrap().contains("malformed CSR"),
         "{v}"
@@ -801,13 +767,13 @@ fn refusals_carry_the_exact_reason() {
     let n = der.len();
     der[n - 3] ^= 0x01;
     std::fs::write(&bad, base64_of(&der)).unwrap();
-    post_csr(&ca, t, ep, &bad, Some((&fcert, &fkey))).refused(400, "bad_request");
+    post_csr(&ca, t, ENROLL, &bad, Some((&fcert, &fkey))).refused(400, "bad_request");
 
     // Wrong content type; no credentials at all.
     let a = curl(
         &ca,
         t,
-        ep,
+        ENROLL,
         &[
             "-H",
             "Content-Type: text/plain",
@@ -820,7 +786,7 @@ fn refusals_carry_the_exact_reason() {
         ],
     );
     a.refused(415, "unsupported_media_type");
-    let a = post_csr(&ca, t, ep, &b64, None);
+    let a = post_csr(&ca, t, ENROLL, &b64, None);
     a.refused(401, "no_client_cert");
     assert_eq!(
         a.header("www-authenticate").as_deref(),
@@ -830,31 +796,30 @@ fn refusals_carry_the_exact_reason() {
     // A token that is not ours.
     let mut args = enroll_args(&b64, None);
     args.extend(["-u".into(), "device:eyJhbGciOiJFUzI1NiJ9.e30.AAAA".into()]);
-    curl(&ca, t, ep, &args).refused(401, "token_invalid");
+    curl(&ca, t, ENROLL, &args).refused(401, "token_invalid");
 
     // Enroll, then: our own certificate is not a factory certificate; a factory certificate
     // cannot re-enroll; the revoked device cannot re-enroll.
-    let a = post_csr(&ca, t, ep, &b64, Some((&fcert, &fkey)));
+    let a = post_csr(&ca, t, ENROLL, &b64, Some((&fcert, &fkey)));
     let leaf = t.join("dev.pem");
-    let pem = print_certs(t, &a, &leaf);
+    let pem = print_certs(&a, &leaf);
     let chain = t.join("chain.pem");
     with_intermediate(&ca, &pem, &chain);
     let key = t.join("ok.key");
     let (_, b64b) = est_csr(t, "next", "");
-    post_csr(&ca, t, ep, &b64b, Some((&chain, &key))).refused(403, "unknown_ca");
-    let re = "/.well-known/est/simplereenroll";
-    post_csr(&ca, t, re, &b64b, Some((&fcert, &fkey))).refused(403, "unknown_ca");
-    post_csr(&ca, t, re, &b64b, None).refused(401, "no_client_cert");
+    post_csr(&ca, t, ENROLL, &b64b, Some((&chain, &key))).refused(403, "unknown_ca");
+    post_csr(&ca, t, REENROLL, &b64b, Some((&fcert, &fkey))).refused(403, "unknown_ca");
+    post_csr(&ca, t, REENROLL, &b64b, None).refused(401, "no_client_cert");
     // Re-enrollment may not add a name.
     let (_, more) = est_csr(
         t,
         "more",
         "URI:spiffe://fleet.example/device/SN0100,DNS:extra.example",
     );
-    post_csr(&ca, t, re, &more, Some((&chain, &key))).refused(403, "name_not_allowed");
+    post_csr(&ca, t, REENROLL, &more, Some((&chain, &key))).refused(403, "name_not_allowed");
     let serial = serial_of(&leaf);
     mutual(&["cert", "revoke", &serial, "--dir", s(ca.d())]).ok();
-    let v = post_csr(&ca, t, re, &b64b, Some((&chain, &key))).refused(403, "revoked");
+    let v = post_csr(&ca, t, REENROLL, &b64b, Some((&chain, &key))).refused(403, "revoked");
     assert!(v["detail"].as_str().unwrap().contains(&serial), "{v}");
 }
 
@@ -908,7 +873,6 @@ fn renewal_grace_after_expiry() {
     let cert = |n: &str| out.join(format!("{n}.pem"));
     let key = |n: &str| out.join(format!("{n}.key"));
     let (_, b64) = est_csr(t, "csr", "");
-    let re = "/.well-known/est/simplereenroll";
 
     // No grace (the default): refused as expired, on both doors.
     let strict = CaServe::start_new(
@@ -916,7 +880,8 @@ fn renewal_grace_after_expiry() {
         t.join("strict.log"),
         &["--est", "--rate-limit", "off"],
     );
-    let v = post_csr(&strict, t, re, &b64, Some((&cert("a"), &key("a")))).refused(403, "expired");
+    let v =
+        post_csr(&strict, t, REENROLL, &b64, Some((&cert("a"), &key("a")))).refused(403, "expired");
     assert!(!v["detail"].as_str().unwrap().contains("grace"), "{v}");
     let renew = |ca: &CaServe, n: &str| {
         curl(
@@ -935,9 +900,9 @@ fn renewal_grace_after_expiry() {
         t.join("lenient.log"),
         &["--est", "--rate-limit", "off", "--renew-grace", "1h"],
     );
-    let a = post_csr(&lenient, t, re, &b64, Some((&cert("a"), &key("a"))));
+    let a = post_csr(&lenient, t, REENROLL, &b64, Some((&cert("a"), &key("a"))));
     let new_a = t.join("a2.pem");
-    print_certs(t, &a, &new_a);
+    print_certs(&a, &new_a);
     let a_serial = serial_of(&cert("a"));
     let b_serial = serial_of(&cert("b"));
     let r = renew(&lenient, "b");
@@ -974,7 +939,7 @@ fn renewal_grace_after_expiry() {
     // Never after revocation, grace or not.
     let c_serial = serial_of(&cert("c"));
     mutual(&["cert", "revoke", &c_serial, "--dir", s(&dir)]).ok();
-    post_csr(&lenient, t, re, &b64, Some((&cert("c"), &key("c")))).refused(403, "revoked");
+    post_csr(&lenient, t, REENROLL, &b64, Some((&cert("c"), &key("c")))).refused(403, "revoked");
     drop(lenient);
 
     // Beyond a one-second grace: refused, and the refusal names the grace.
@@ -1005,7 +970,8 @@ fn renewal_grace_after_expiry() {
     assert!(eventually(Duration::from_secs(30), || (now() > a_end + 2)
         .then_some(()))
     .is_some());
-    let v = post_csr(&short, t, re, &b64, Some((&cert("a"), &key("a")))).refused(403, "expired");
+    let v =
+        post_csr(&short, t, REENROLL, &b64, Some((&cert("a"), &key("a")))).refused(403, "expired");
     assert!(
         v["detail"]
             .as_str()
@@ -1287,11 +1253,8 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let (factory, ca) = est_server(t, MANUAL);
-    let ep = "/.well-known/est/simpleenroll";
-    let (fcert, fkey) = factory.device("SN0700");
-    let (_, b64) = est_csr(t, "held", "");
-    let args = enroll_args(&b64, Some((&fcert, &fkey)));
-    let a = curl(&ca, t, ep, &args);
+    let args = factory.request(t, "SN0700", "held");
+    let a = curl(&ca, t, ENROLL, &args);
     let v = a.refused(202, "pending");
     assert_eq!(a.header("retry-after").as_deref(), Some("1"));
     assert!(
@@ -1299,7 +1262,7 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
         "{v}"
     );
     // Polling with the same CSR finds the same request.
-    curl(&ca, t, ep, &args).refused(202, "pending");
+    curl(&ca, t, ENROLL, &args).refused(202, "pending");
     let list = pending(&ca);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["requested_by"], "est:bootstrap:SN0700");
@@ -1312,24 +1275,22 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
 
     mutual(&["cert", "approve", &id, "--dir", s(ca.d())]).ok();
     let leaf = t.join("held.pem");
-    print_certs(t, &curl(&ca, t, ep, &args), &leaf);
+    print_certs(&curl(&ca, t, ENROLL, &args), &leaf);
     let serial = serial_of(&leaf);
     // A later poll: the same certificate, nothing issued twice.
     let again = t.join("again.pem");
-    print_certs(t, &curl(&ca, t, ep, &args), &again);
+    print_certs(&curl(&ca, t, ENROLL, &args), &again);
     assert_eq!(serial_of(&again), serial);
     assert_eq!(issued_to(&ca, "est:bootstrap:SN0700"), 1);
     // Decided once: approving or rejecting it again fails.
     mutual(&["cert", "reject", &id, "--dir", s(ca.d())]).fails_code(1, "is issued, not pending");
 
     // Rejected: the next poll is refused.
-    let (fcert2, fkey2) = factory.device("SN0701");
-    let (_, b64) = est_csr(t, "held2", "");
-    let args = enroll_args(&b64, Some((&fcert2, &fkey2)));
-    curl(&ca, t, ep, &args).refused(202, "pending");
+    let args = factory.request(t, "SN0701", "held2");
+    curl(&ca, t, ENROLL, &args).refused(202, "pending");
     let id2 = pending_id(&ca, "SN0701").unwrap();
     mutual(&["cert", "reject", &id2, "--dir", s(ca.d())]).ok();
-    curl(&ca, t, ep, &args).refused(403, "rejected");
+    curl(&ca, t, ENROLL, &args).refused(403, "rejected");
     let o = mutual(&["cert", "approve", &id2, "--dir", s(ca.d())]);
     assert_eq!(o.code, 1, "{}", o.text());
     mutual(&["cert", "approve", "0000000000000000", "--dir", s(ca.d())])

@@ -253,27 +253,7 @@ fn ca_serve_signs_its_own_certificate_enrollments_and_renewals_through_the_token
     let jwt = srv.token(&["dns:svc.test"], "1h", "both");
     let got = ca.tmp.path().join("svc");
     srv.enroll(&jwt, &got).ok();
-    let cert = got.join("cert.pem");
-    let serial_of = |c: &Path| {
-        openssl(&["x509", "-in", s(c), "-noout", "-serial"])
-            .ok()
-            .stdout
-            .trim()
-            .to_string()
-    };
-    let first = serial_of(&cert);
-    let url = srv.url();
-    mutual(&[
-        "renew",
-        "--ca-url",
-        &url,
-        "--cert",
-        s(&cert),
-        "--key",
-        s(&got.join("key.pem")),
-    ])
-    .ok();
-    assert_ne!(serial_of(&cert), first, "renewed");
+    let cert = renews_to_a_new_serial(mutual, &srv.url(), &got);
     openssl_verifies(Path::new(&ca.root()), Path::new(&ca.intermediate()), &cert);
     assert!(!srv.log_text().contains(PIN));
 }
@@ -923,6 +903,26 @@ fn an_existing_file_intermediate_moves_into_a_token_as_docs_keys_md_says() {
     assert!(!ca.out.join("wrong.pem").exists());
 }
 
+/// `mutual renew` (run by `mutual`) from the CA at `url` of the certificate enrolled into `dir`
+/// succeeds and gives it a new serial; returns the certificate's path.
+fn renews_to_a_new_serial(mutual: fn(&[&str]) -> Out, url: &str, dir: &Path) -> PathBuf {
+    let cert = dir.join("cert.pem");
+    let first = pki_common::x509(&cert, &["-serial"]);
+    let key = dir.join("key.pem");
+    mutual(&[
+        "renew",
+        "--ca-url",
+        url,
+        "--cert",
+        s(&cert),
+        "--key",
+        s(&key),
+    ])
+    .ok();
+    assert_ne!(pki_common::x509(&cert, &["-serial"]), first, "renewed");
+    cert
+}
+
 /// `mutual ARGS` with no CA password source at all: no $MUTUAL_CA_PASSWORD, stdin closed, and
 /// no controlling terminal (setsid), so a command that asked for the password would fail.
 fn no_password(args: &[&str]) -> Out {
@@ -1092,20 +1092,7 @@ fn a_ca_with_every_key_in_a_token_never_needs_the_password() {
     let srv = serve_no_password(&ca);
     let got = ca.tmp.path().join("svc");
     enroll_no_password(&srv, &jwt, &got).ok();
-    let url = srv.url();
-    let cert = got.join("cert.pem");
-    let first = pki_common::x509(&cert, &["-serial"]);
-    no_password(&[
-        "renew",
-        "--ca-url",
-        &url,
-        "--cert",
-        s(&cert),
-        "--key",
-        s(&got.join("key.pem")),
-    ])
-    .ok();
-    assert_ne!(pki_common::x509(&cert, &["-serial"]), first, "renewed");
+    let cert = renews_to_a_new_serial(no_password, &srv.url(), &got);
     let ok = ca.openssl_verify(&cert, "sslclient");
     assert!(ok.stdout.contains(": OK"), "{}", ok.text());
     assert!(!srv.log_text().contains(PIN));
