@@ -52,6 +52,15 @@ impl Ended {
     }
 }
 
+#[cfg(test)]
+impl Ended {
+    /// A handle not in any registry, and the sender that ends it.
+    pub(crate) fn for_test() -> (watch::Sender<Option<Termination>>, Ended) {
+        let (tx, rx) = watch::channel(None);
+        (tx, Ended(rx))
+    }
+}
+
 /// Waits on an optional handle: a connection that is not registered (it was never allowed) is
 /// never ended from outside, so this stays pending, ready for a `select!` arm.
 pub async fn wait_opt(ended: Option<&mut Ended>) -> Termination {
