@@ -185,7 +185,7 @@ mod tests {
             peer_expiry: None,
         };
         let (tx, mut ended) = crate::live::Ended::for_test();
-        tx.send_replace(Some(Termination::Drained));
+        assert!(tx.send(Termination::Drained));
         let end = pump_until(&mut pa, &mut pb, &act, open, Some(&mut ended)).await;
         assert!(
             matches!(end, Ended::Terminated(Termination::Drained)),
