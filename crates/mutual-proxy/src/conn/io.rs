@@ -39,7 +39,7 @@ impl Activity {
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 
-    fn last(&self) -> Instant {
+    pub(crate) fn last(&self) -> Instant {
         self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
 
@@ -104,6 +104,11 @@ impl<S> Metered<S> {
     /// Bytes read from this side so far (readable while the copy runs).
     pub fn total(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.total)
+    }
+
+    /// Bytes read from this side so far, as a number.
+    pub fn total_now(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
     }
 
     /// Where the reason of the first read error from this side is stored.
@@ -320,12 +325,24 @@ impl Half {
 }
 
 /// Both directions of one connection, polled from one task (no extra task or lock per
-/// connection).
-struct Bidi<'a, A: ?Sized, B: ?Sized> {
+/// connection). Resolves once both directions are closed (each half-close passed on) or at the
+/// first error; dropping it stops the copy and gives back any buffer it holds.
+pub(crate) struct Bidi<'a, A: ?Sized, B: ?Sized> {
     a: &'a mut A,
     b: &'a mut B,
     a_to_b: Half,
     b_to_a: Half,
+}
+
+impl<'a, A: ?Sized, B: ?Sized> Bidi<'a, A, B> {
+    pub(crate) fn new(a: &'a mut A, b: &'a mut B) -> Self {
+        Bidi {
+            a,
+            b,
+            a_to_b: Half::default(),
+            b_to_a: Half::default(),
+        }
+    }
 }
 
 impl<A, B> Future for Bidi<'_, A, B>
@@ -375,12 +392,7 @@ where
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     activity.touch();
-    let copy = Bidi {
-        a,
-        b,
-        a_to_b: Half::default(),
-        b_to_a: Half::default(),
-    };
+    let copy = Bidi::new(a, b);
     tokio::select! {
         r = copy => match r {
             Ok(()) => CopyEnd::Closed,

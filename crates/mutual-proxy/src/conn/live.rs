@@ -7,6 +7,10 @@
 //! The registry is touched once when a connection starts proxying and once when it ends (one
 //! mutex, a map insert/remove). A re-check takes a snapshot under the lock and verifies outside
 //! it, so opening and closing connections never waits for chain validation.
+//!
+//! Each entry is one small [`Signal`] shared by the registry and the connection's task (a
+//! `tokio::sync::watch` channel was ~360 bytes per connection, most of it eight `Notify`s that
+//! spread many receivers: here there are one or two; issue 20, memory per idle connection).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwapOption;
 use mutual_policy::Identity;
 use mutual_tls::{Reason, VerifiedPeer};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::material::Material;
 use crate::metrics::ListenerMetrics;
@@ -30,25 +34,64 @@ pub enum Termination {
     Drained,
 }
 
+/// How one connection is told to end: set at most once, by the registry.
+#[derive(Default)]
+pub(crate) struct Signal {
+    termination: Mutex<Option<Termination>>,
+    set: Notify,
+}
+
+impl Signal {
+    /// Sets the termination unless one is set already; whether it did.
+    pub(crate) fn send(&self, t: Termination) -> bool {
+        let Ok(mut slot) = self.termination.lock() else {
+            return false;
+        };
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(t);
+        drop(slot);
+        self.set.notify_waiters();
+        true
+    }
+
+    fn get(&self) -> Option<Termination> {
+        self.termination.lock().ok().and_then(|v| v.clone())
+    }
+
+    fn is_set(&self) -> bool {
+        self.termination.lock().map_or(true, |v| v.is_some())
+    }
+}
+
 /// A handle a connection task waits on; resolves when the connection must end.
 #[derive(Clone)]
-pub struct Ended(watch::Receiver<Option<Termination>>);
+pub struct Ended(Arc<Signal>);
 
 impl Ended {
     /// Resolves with the termination once one is signalled; never resolves otherwise (also
     /// after the registry entry is gone), so it can sit in a `select!` next to the pump.
     pub async fn wait(&mut self) -> Termination {
-        // The guard is dropped before any further await (it is not Send).
-        let got = self
-            .0
-            .wait_for(Option::is_some)
-            .await
-            .ok()
-            .and_then(|v| v.clone());
-        match got {
-            Some(t) => t,
-            None => std::future::pending().await,
+        loop {
+            // Registered before looking, so a termination set in between still wakes us.
+            let notified = self.0.set.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(t) = self.0.get() {
+                return t;
+            }
+            notified.await;
         }
+    }
+}
+
+#[cfg(test)]
+impl Ended {
+    /// A handle not in any registry, and the signal that ends it.
+    pub(crate) fn for_test() -> (Arc<Signal>, Ended) {
+        let s = Arc::new(Signal::default());
+        (Arc::clone(&s), Ended(s))
     }
 }
 
@@ -75,7 +118,7 @@ pub async fn peer_expiry(not_after: Option<i64>) {
 
 struct Entry {
     peer: Arc<VerifiedPeer>,
-    tx: Arc<watch::Sender<Option<Termination>>>,
+    tx: Arc<Signal>,
 }
 
 /// The open connections of one listener (shared by the generations of a listener whose config
@@ -137,8 +180,7 @@ impl Registry {
         peer: &Arc<VerifiedPeer>,
         used: &Arc<Material>,
     ) -> Registration {
-        let (tx, rx) = watch::channel(None);
-        let tx = Arc::new(tx);
+        let tx = Arc::new(Signal::default());
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut m) = self.conns.lock() {
             m.insert(
@@ -159,7 +201,7 @@ impl Registry {
         Registration {
             reg: Arc::clone(self),
             key,
-            ended: Ended(rx),
+            ended: Ended(tx),
         }
     }
 
@@ -175,7 +217,7 @@ impl Registry {
         let snapshot: Vec<_> = match self.conns.lock() {
             Ok(map) => map
                 .values()
-                .filter(|e| e.tx.borrow().is_none())
+                .filter(|e| !e.tx.is_set())
                 .map(|e| (Arc::clone(&e.peer), Arc::clone(&e.tx)))
                 .collect(),
             Err(_) => return 0,
@@ -198,38 +240,17 @@ impl Registry {
             Err(_) => return 0,
         };
         txs.iter()
-            .filter(|tx| {
-                tx.send_if_modified(|v| {
-                    if v.is_none() {
-                        *v = Some(Termination::Drained);
-                        true
-                    } else {
-                        false
-                    }
-                })
-            })
+            .filter(|tx| tx.send(Termination::Drained))
             .count()
     }
 
     /// Signals one connection (once) and counts it.
-    fn terminate(
-        &self,
-        tx: &watch::Sender<Option<Termination>>,
-        id: &Identity,
-        t: Termination,
-    ) -> bool {
+    fn terminate(&self, tx: &Signal, id: &Identity, t: Termination) -> bool {
         let Termination::Unauthorized { reason, detail } = &t else {
             return false;
         };
         let (reason, detail) = (*reason, detail.clone());
-        let sent = tx.send_if_modified(|v| {
-            if v.is_none() {
-                *v = Some(t);
-                true
-            } else {
-                false
-            }
-        });
+        let sent = tx.send(t);
         if sent {
             self.lm.authz_terminated(reason);
             tracing::info!(

@@ -236,12 +236,16 @@ impl Connect {
         let (tin, tout, rerr) = (lc.total(), rc.total(), rc.read_error());
         let mut force = self.force.subscribe();
         let pumped = tokio::select! {
-            end = crate::lifetime::pump_limited(
+            end = crate::lifetime::pump_until(
                 &mut lc,
                 &mut rc,
                 &act,
-                self.cfg.idle_timeout,
-                self.cfg.max_connection_lifetime,
+                crate::lifetime::Limits {
+                    idle: self.cfg.idle_timeout,
+                    lifetime: self.cfg.max_connection_lifetime,
+                    peer_expiry: None,
+                },
+                None,
             ) => Some(end),
             _ = force.wait_for(|f| *f) => None,
         };
@@ -249,6 +253,10 @@ impl Connect {
             Some(crate::lifetime::Ended::Pump(end)) => end,
             Some(crate::lifetime::Ended::Lifetime) => {
                 tracing::info!(listener = %self.cfg.name, %peer, "max connection lifetime reached: closed");
+                CopyEnd::Closed
+            }
+            // Neither is asked for here (no peer expiry, no registry entry).
+            Some(crate::lifetime::Ended::PeerExpired | crate::lifetime::Ended::Terminated(_)) => {
                 CopyEnd::Closed
             }
             None => {

@@ -316,7 +316,13 @@ impl Serve {
         .await
     }
 
-    /// One connection, from the accepted socket to its audit line.
+    /// One connection, from the accepted socket to its audit line. This future is the
+    /// connection's tokio task, which lives as long as the connection: it holds only two boxed
+    /// phases in turn. The handshake phase ([`Serve::establish`]: handshake, checks, backend
+    /// dial), whose future is several KiB (rustls' connection inline, timers, the dial), is
+    /// freed once it returns; an established TCP-mode connection then holds just what the copy
+    /// needs ([`Established`], one allocation) and the copy's own small future (issue 20,
+    /// memory per idle connection).
     async fn handle(
         self: Arc<Self>,
         tcp: TcpStream,
@@ -324,6 +330,18 @@ impl Serve {
         _guard: ConnGuard,
         shutdown: Shutdown,
     ) {
+        let next = Box::pin(self.establish(tcp, peer, shutdown)).await;
+        match next {
+            Next::Done => {}
+            Next::Http(serving, _registration) => serving.await,
+            Next::Tcp(est) => self.proxy(est).await,
+        }
+    }
+
+    /// The handshake phase of [`Serve::handle`]: a connection that goes no further is ended
+    /// (audited) here; an HTTP-mode one is handed back ready to serve, a TCP-mode one with its
+    /// backend dialled.
+    async fn establish(&self, tcp: TcpStream, peer: SocketAddr, shutdown: Shutdown) -> Next {
         let mut rec = self.rec.start(peer);
         let local = tcp.local_addr().ok();
         let mat = self.current.load_full();
@@ -335,7 +353,10 @@ impl Serve {
         ))
         .await;
         let mut tls = match hs {
-            Err(_) => return rec.end(Outcome::Failed, Reason::HandshakeTimeout, ""),
+            Err(_) => {
+                rec.end(Outcome::Failed, Reason::HandshakeTimeout, "");
+                return Next::Done;
+            }
             Ok(Err((e, mut io))) => {
                 let mut reason = mutual_tls::classify_io_error(&e);
                 let mut detail = mutual_tls::describe_io(&e);
@@ -357,9 +378,11 @@ impl Serve {
                     if let Some(n) = negotiated {
                         rec.tls(n);
                     }
-                    return rec.end(Outcome::Denied, Reason::PolicyDenied, "");
+                    rec.end(Outcome::Denied, Reason::PolicyDenied, "");
+                    return Next::Done;
                 }
-                return rec.end(Outcome::Failed, reason, &detail);
+                rec.end(Outcome::Failed, reason, &detail);
+                return Next::Done;
             }
             Ok(Ok(s)) => s,
         };
@@ -374,12 +397,13 @@ impl Serve {
             Err(e) => {
                 rec.tls(TlsFacts::of(state));
                 refuse_tls(&mut tls).await;
-                return match e {
+                match e {
                     PeerError::NoCertificate => rec.end(Outcome::Failed, Reason::NoClientCert, ""),
                     PeerError::Malformed(e) => {
                         rec.end(Outcome::Failed, Reason::Malformed, &e.to_string())
                     }
-                };
+                }
+                return Next::Done;
             }
         };
         rec.peer(&vp);
@@ -389,7 +413,8 @@ impl Serve {
         if vp.tls.resumed {
             if let Err((reason, detail)) = mat.server.recheck_peer(&vp.chain) {
                 refuse_tls(&mut tls).await;
-                return rec.end(Outcome::Failed, reason, &detail);
+                rec.end(Outcome::Failed, reason, &detail);
+                return Next::Done;
             }
         }
         let allowed = crate::authz::connection(&mat.policy, mat.mode, &vp.id);
@@ -400,21 +425,24 @@ impl Serve {
             // Each request is authorized (methods, paths) and audited by the HTTP layer. Boxed:
             // hyper's connection future is several KiB, and inline it would size the task of
             // every connection, TCP mode's idle ones included (issue 20, memory per connection).
-            return Box::pin(crate::http::serve_connection(
+            // Handed back unstarted, so the handshake phase is freed before it runs.
+            let ended = registration.as_ref().map(|r| r.ended.clone());
+            let serving = crate::http::serve_connection(
                 Arc::clone(site),
                 tls,
                 rec,
                 vp,
                 allowed,
                 shutdown,
-                registration.as_ref().map(|r| r.ended.clone()),
-            ))
-            .await;
+                ended,
+            );
+            return Next::Http(Box::pin(serving), registration);
         }
         if !allowed {
             // Close politely (close_notify) but quickly; a stalled peer must not hold the task.
             refuse_tls(&mut tls).await;
-            return rec.end(Outcome::Denied, Reason::PolicyDenied, "");
+            rec.end(Outcome::Denied, Reason::PolicyDenied, "");
+            return Next::Done;
         }
         let proxy_header = self
             .cfg
@@ -427,41 +455,56 @@ impl Serve {
                     Err(e) => {
                         refuse_tls(&mut tls).await;
                         let detail = format!("{}: PROXY header: {e}", self.cfg.backend);
-                        return rec.end(Outcome::Failed, Reason::BackendUnavailable, &detail);
+                        rec.end(Outcome::Failed, Reason::BackendUnavailable, &detail);
+                        return Next::Done;
                     }
                 }
             }
             Err(e) => {
                 refuse_tls(&mut tls).await;
                 let detail = format!("{}: {e}", self.cfg.backend);
-                return rec.end(Outcome::Failed, Reason::BackendUnavailable, &detail);
+                rec.end(Outcome::Failed, Reason::BackendUnavailable, &detail);
+                return Next::Done;
             }
         };
         rec.count(Outcome::Allowed, Reason::Ok);
         tracing::debug!(listener = %self.cfg.name, %peer, identity = %vp.id.principal(), "allowed");
         let act = Arc::new(Activity::default());
-        let mut client =
-            Metered::new(tls, self.lm.bytes_in.clone(), Arc::clone(&act)).lenient_eof();
-        let mut back = Metered::new(backend, self.lm.bytes_out.clone(), Arc::clone(&act));
-        let (tin, tout) = (client.total(), back.total());
-        let mut ended = registration.as_ref().map(|r| r.ended.clone());
-        let expiry = self.cfg.end_on_peer_expiry.then_some(vp.id.not_after);
-        let (end, terminated) = tokio::select! {
-            end = crate::lifetime::pump_limited(
-                &mut client,
-                &mut back,
-                &act,
-                self.cfg.idle_timeout,
-                self.cfg.max_connection_lifetime,
-            ) => match end {
-                crate::lifetime::Ended::Pump(end) => (end, None),
-                crate::lifetime::Ended::Lifetime => {
-                    tracing::info!(listener = %self.cfg.name, %peer, "max connection lifetime reached: closed");
-                    (CopyEnd::Closed, None)
-                }
-            },
-            t = crate::live::wait_opt(ended.as_mut()) => (CopyEnd::Closed, Some(t)),
-            _ = crate::live::peer_expiry(expiry) => (
+        let client = Metered::new(tls, self.lm.bytes_in.clone(), Arc::clone(&act)).lenient_eof();
+        let back = Metered::new(backend, self.lm.bytes_out.clone(), Arc::clone(&act));
+        Next::Tcp(Box::new(Established {
+            client,
+            back,
+            act,
+            rec,
+            registration,
+            vp,
+        }))
+    }
+
+    /// The copy phase of an allowed TCP-mode connection, until a side closes, a limit
+    /// ([`crate::lifetime::pump_until`]: idle timeout, max lifetime, peer expiry, one timer) or
+    /// live re-authorization ends it; then its audit line. `est` stays boxed: this future holds
+    /// the pointer, not the connection's state.
+    async fn proxy(&self, mut est: Box<Established>) {
+        let peer = est.rec.peer_addr();
+        let limits = crate::lifetime::Limits {
+            idle: self.cfg.idle_timeout,
+            lifetime: self.cfg.max_connection_lifetime,
+            peer_expiry: self.cfg.end_on_peer_expiry.then_some(est.vp.id.not_after),
+        };
+        let e = &mut *est;
+        let ended = e.registration.as_mut().map(|r| &mut r.ended);
+        let pumped =
+            crate::lifetime::pump_until(&mut e.client, &mut e.back, &e.act, limits, ended).await;
+        let (end, terminated) = match pumped {
+            crate::lifetime::Ended::Pump(end) => (end, None),
+            crate::lifetime::Ended::Lifetime => {
+                tracing::info!(listener = %self.cfg.name, %peer, "max connection lifetime reached: closed");
+                (CopyEnd::Closed, None)
+            }
+            crate::lifetime::Ended::Terminated(t) => (CopyEnd::Closed, Some(t)),
+            crate::lifetime::Ended::PeerExpired => (
                 CopyEnd::Closed,
                 Some(crate::live::Termination::Unauthorized {
                     reason: Reason::Expired,
@@ -474,13 +517,20 @@ impl Serve {
             detail,
         }) = &terminated
         {
-            tracing::info!(listener = %self.cfg.name, %peer, identity = %vp.id.principal(),
+            tracing::info!(listener = %self.cfg.name, %peer, identity = %est.vp.id.principal(),
                 reason = "expired", "closing an established connection: {detail}");
         }
         if terminated.is_some() {
             // Close politely (close_notify) but quickly; the backend side just closes.
-            let _ = tokio::time::timeout(Duration::from_secs(1), client.shutdown()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), est.client.shutdown()).await;
         }
+        let Established {
+            client,
+            back,
+            mut rec,
+            registration,
+            ..
+        } = *est;
         drop(registration);
         match &end {
             CopyEnd::Closed => {}
@@ -489,10 +539,7 @@ impl Serve {
                 tracing::debug!(listener = %self.cfg.name, %peer, "connection ended: {e}")
             }
         }
-        rec.bytes(
-            tin.load(std::sync::atomic::Ordering::Relaxed),
-            tout.load(std::sync::atomic::Ordering::Relaxed),
-        );
+        rec.bytes(client.total_now(), back.total_now());
         match &terminated {
             Some(crate::live::Termination::Unauthorized { reason, .. }) => {
                 rec.close(Outcome::Denied, *reason)
@@ -500,6 +547,32 @@ impl Serve {
             _ => rec.close(Outcome::Allowed, Reason::Ok),
         }
     }
+}
+
+/// What the handshake phase of a connection hands on.
+enum Next {
+    /// Nothing more: the connection was refused or failed (and audited).
+    Done,
+    /// HTTP mode: serving requests (boxed, see [`Serve::establish`]), with the connection's
+    /// live re-authorization entry when it was allowed.
+    Http(
+        std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        Option<crate::live::Registration>,
+    ),
+    /// TCP mode: allowed and the backend dialled.
+    Tcp(Box<Established>),
+}
+
+/// What an established TCP-mode connection holds while bytes flow (in one allocation, so
+/// the connection's task stays small): the two sides, counted, their shared activity clock,
+/// the connection's record, its live re-authorization entry, and its peer.
+struct Established {
+    client: Metered<tokio_rustls::server::TlsStream<crate::refuse::HandshakeIo<TcpStream>>>,
+    back: Metered<crate::backend::BackendStream>,
+    act: Arc<Activity>,
+    rec: crate::conn::record::ConnRecord,
+    registration: Option<crate::live::Registration>,
+    vp: Arc<VerifiedPeer>,
 }
 
 /// The PROXY v2 header for an allowed connection (None when the local address is unknown).
@@ -576,5 +649,45 @@ impl Reload for Serve {
 
     fn name(&self) -> &str {
         &self.cfg.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future an async fn returns (what it holds across its awaits).
+    macro_rules! future_size {
+        ($f:expr, $($arg:ident),+) => {{
+            fn size<F, $($arg),+, Fut>(_: F) -> usize
+            where
+                F: FnOnce($($arg),+) -> Fut,
+            {
+                std::mem::size_of::<Fut>()
+            }
+            size($f)
+        }};
+    }
+
+    /// What an idle established TCP-mode connection holds (issue 20): its task's future is the
+    /// small outer one (the handshake phase is boxed and freed), plus one [`Established`].
+    #[test]
+    fn an_established_connection_holds_the_small_phases_only() {
+        let task = future_size!(Serve::handle, A, B, C, D, E);
+        let handshake = future_size!(Serve::establish, A, B, C, D);
+        let copy = future_size!(Serve::proxy, A, B);
+        let established = std::mem::size_of::<Established>();
+        eprintln!(
+            "task {task} B (copy phase {copy} B), handshake phase {handshake} B, \
+             established {established} B"
+        );
+        assert!(
+            task < handshake,
+            "the handshake phase is inline in the task"
+        );
+        assert!(
+            task < established,
+            "the established state is inline in the task"
+        );
     }
 }
