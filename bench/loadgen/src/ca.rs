@@ -116,6 +116,9 @@ pub async fn run(o: Opts) -> anyhow::Result<Value> {
         "failed": failed.load(Ordering::Relaxed),
         "init_s": round2(init_s),
         "issue_tasks": o.tasks,
+        // The runtime's worker threads (SQLite's own thread is extra): with `issue_cpu_s`, how
+        // much of the machine the rate took.
+        "threads": tokio::runtime::Handle::current().metrics().num_workers(),
         "issue_s": round2(issue_s),
         "issued_per_s": round2(n_issued as f64 / issue_s),
         "issue_cpu_s": round2(issue_cpu_s),

@@ -195,6 +195,79 @@ pub fn generate(kt: KeyType) -> Result<KeyPair, PkiError> {
     })
 }
 
+/// A key the CA generates for a certificate it issues and hands out: its PKCS#8 v1 DER (the
+/// form [`pkcs8_pem`] writes) and its public half, nothing more. The CA never signs with it, so
+/// an ECDSA key is not loaded back into a signing key pair (rcgen's `KeyPair::generate_for`
+/// re-parses the PKCS#8 it just made and checks the key, one more scalar multiplication).
+pub struct LeafKey {
+    pkcs8: Zeroizing<Vec<u8>>,
+    public: Vec<u8>,
+    alg: &'static rcgen::SignatureAlgorithm,
+    bits: usize,
+}
+
+impl LeafKey {
+    /// A new key of `kt`.
+    pub fn generate(kt: KeyType) -> Result<LeafKey, PkiError> {
+        use aws_lc_rs::signature::{self as sig, KeyPair as _};
+        let ec = match kt {
+            KeyType::EcdsaP256 => Some((&sig::ECDSA_P256_SHA256_ASN1_SIGNING, 256)),
+            KeyType::EcdsaP384 => Some((&sig::ECDSA_P384_SHA384_ASN1_SIGNING, 384)),
+            KeyType::Ed25519 | KeyType::Rsa3072 => None,
+        };
+        let Some((ec_alg, bits)) = ec else {
+            let k = generate(kt)?;
+            return Ok(LeafKey {
+                pkcs8: pkcs8_v1_der(k.serialized_der())?,
+                public: rcgen::PublicKeyData::der_bytes(&k).to_vec(),
+                alg: kt.signature_algorithm(),
+                bits: if kt == KeyType::Rsa3072 { 3072 } else { 256 },
+            });
+        };
+        let fail = |e: aws_lc_rs::error::Unspecified| PkiError::Key {
+            detail: format!("cannot generate a {kt} key: {e}"),
+        };
+        let k = sig::EcdsaKeyPair::generate(ec_alg).map_err(fail)?;
+        // The same PKCS#8 v1 document `EcdsaKeyPair::generate_pkcs8` returns.
+        let pkcs8 = Zeroizing::new(k.to_pkcs8v1().map_err(fail)?.as_ref().to_vec());
+        Ok(LeafKey {
+            pkcs8,
+            public: k.public_key().as_ref().to_vec(),
+            alg: kt.signature_algorithm(),
+            bits,
+        })
+    }
+
+    /// PKCS#8 v1 DER (what rustls and PKCS#12 take).
+    pub fn pkcs8_v1_der(&self) -> &[u8] {
+        &self.pkcs8
+    }
+
+    /// PKCS#8 v1 PEM (`PRIVATE KEY`), as [`pkcs8_pem`] writes it.
+    pub fn pem(&self) -> Result<Zeroizing<String>, PkiError> {
+        pkcs8::der::pem::encode_string("PRIVATE KEY", LineEnding::LF, &self.pkcs8)
+            .map(Zeroizing::new)
+            .map_err(|e| PkiError::Key {
+                detail: format!("cannot encode PEM: {e}"),
+            })
+    }
+
+    /// Its size in bits (the RSA modulus, the EC field).
+    pub fn bits(&self) -> usize {
+        self.bits
+    }
+}
+
+impl rcgen::PublicKeyData for LeafKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.alg
+    }
+}
+
 /// Loads a plaintext PKCS#8 DER key of a known type.
 pub fn load_pkcs8(der: &[u8], kt: KeyType) -> Result<KeyPair, PkiError> {
     let der = rustls_pki_types::PrivatePkcs8KeyDer::from(der);
@@ -473,6 +546,35 @@ pub fn pkcs12(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use x509_parser::prelude::FromDer;
+
+    // A generated leaf key is what rcgen's KeyPair would have handed out: PKCS#8 v1 that
+    // re-encodes to itself, loads back as a key of its type with the same public half, and
+    // the PEM `pkcs8_pem` writes for that key.
+    #[test]
+    fn leaf_keys_are_the_pkcs8_a_key_pair_writes() {
+        for kt in KeyType::ALL {
+            if kt == KeyType::Rsa3072 {
+                continue; // slow to generate; it takes rcgen's path unchanged
+            }
+            let k = LeafKey::generate(kt).unwrap();
+            assert_eq!(
+                pkcs8_v1_der(k.pkcs8_v1_der()).unwrap().as_slice(),
+                k.pkcs8_v1_der()
+            );
+            let pair = load_pkcs8(k.pkcs8_v1_der(), kt).unwrap();
+            assert_eq!(rcgen::PublicKeyData::der_bytes(&pair), k.public.as_slice());
+            assert_eq!(
+                rcgen::PublicKeyData::subject_public_key_info(&pair),
+                rcgen::PublicKeyData::subject_public_key_info(&k)
+            );
+            assert_eq!(*pkcs8_pem(&pair).unwrap(), *k.pem().unwrap());
+            let spki_der = rcgen::PublicKeyData::subject_public_key_info(&k);
+            let (_, spki) = SubjectPublicKeyInfo::from_der(&spki_der).unwrap();
+            let (kind, bits) = KeyKind::of(&spki);
+            assert_eq!(kind.label(bits), KeyKind::from(kt).label(k.bits()));
+        }
+    }
 
     #[test]
     fn key_type_labels_and_filters() {

@@ -431,6 +431,17 @@ macro_rules! table_counts_on {
 }
 pub(crate) use table_counts_on;
 
+/// The most certificate rows one statement of `insert_certs` writes (13 parameters each).
+const CERT_CHUNK: usize = 256;
+/// The most SAN index rows one statement writes (3 parameters each).
+const SAN_CHUNK: usize = 512;
+
+/// The largest power of two that is at most `n` and at most `cap` (a power of two).
+pub(crate) fn pow2_chunk(n: usize, cap: usize) -> usize {
+    debug_assert!(n > 0 && cap.is_power_of_two());
+    (1usize << (usize::BITS - 1 - n.leading_zeros())).min(cap)
+}
+
 /// The [`Inventory`] implementation, written once for both concrete backends.
 macro_rules! impl_inventory {
     ($store:ty, $db:ty) => {
@@ -498,6 +509,96 @@ macro_rules! impl_inventory {
                     .await
                     .map_err(db("index certificate SANs"))?;
                 Ok(())
+            }
+        }
+
+        impl $store {
+            /// The rows of `certs` and their SAN index rows in a few multi-row statements inside
+            /// the caller's transaction (a group commit's rows: one statement per chunk instead of
+            /// two per certificate). Chunks are powers of two, so a handful of statement texts
+            /// serve every group size and stay prepared. `Ok(false)`: a serial is recorded
+            /// already (which one is not known: the caller writes the rows one by one to find
+            /// it); the transaction must then be rolled back.
+            pub(crate) async fn insert_certs(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                certs: &[&NewCert],
+            ) -> Result<bool, StoreError> {
+                let created_at = unix_now();
+                let mut rest = certs;
+                while !rest.is_empty() {
+                    let (chunk, tail) = rest.split_at(pow2_chunk(rest.len(), CERT_CHUNK));
+                    rest = tail;
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO certificates (serial, name, subject, sans, usage, not_before, \
+                         not_after, status, requested_by, sha256, created_at, issuer, der, \
+                         key_type) ",
+                    );
+                    let mut sans = Vec::with_capacity(chunk.len());
+                    for c in chunk {
+                        sans.push(serde_json::to_string(&c.sans).map_err(|e| {
+                            StoreError::Corrupt {
+                                serial: c.serial.clone(),
+                                detail: e.to_string(),
+                            }
+                        })?);
+                    }
+                    qb.push_values(chunk.iter().zip(sans), |mut b, (c, sans)| {
+                        b.push_bind(&c.serial)
+                            .push_bind(&c.name)
+                            .push_bind(&c.subject)
+                            .push_bind(sans)
+                            .push_bind(&c.usage)
+                            .push_bind(c.not_before)
+                            .push_bind(c.not_after)
+                            .push("'valid'")
+                            .push_bind(&c.requested_by)
+                            .push_bind(&c.sha256)
+                            .push_bind(created_at)
+                            .push_bind(&c.issuer)
+                            .push_bind(&c.der)
+                            .push_bind(&c.key_type);
+                    });
+                    match qb.build().execute(&mut *conn).await {
+                        Ok(_) => {}
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                            return Ok(false)
+                        }
+                        Err(e) => {
+                            return Err(StoreError::Db {
+                                op: "insert certificates",
+                                source: e,
+                            })
+                        }
+                    }
+                }
+                let index: Vec<(&str, SanMatch)> = certs
+                    .iter()
+                    .flat_map(|c| {
+                        c.sans
+                            .iter()
+                            .filter_map(|s| SanMatch::from_stored(s))
+                            .map(|m| (c.serial.as_str(), m))
+                    })
+                    .collect();
+                let mut rest = index.as_slice();
+                while !rest.is_empty() {
+                    let (chunk, tail) = rest.split_at(pow2_chunk(rest.len(), SAN_CHUNK));
+                    rest = tail;
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO certificate_sans (serial, kind, value) ",
+                    );
+                    qb.push_values(chunk, |mut b, (serial, m)| {
+                        b.push_bind(*serial)
+                            .push_bind(&m.kind)
+                            .push_bind(&m.value);
+                    });
+                    qb.push(" ON CONFLICT DO NOTHING");
+                    qb.build()
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(db("index certificate SANs"))?;
+                }
+                Ok(true)
             }
         }
 

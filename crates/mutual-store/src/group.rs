@@ -228,6 +228,9 @@ enum Fail {
     One(usize, StoreError),
     /// The transaction failed: every waiter of the group fails.
     All(StoreError),
+    /// A serial of the group is recorded already, and which one is not known (the rows were
+    /// written together): written again row by row, which names it.
+    Unbatch,
 }
 
 /// One transaction recording the rows of `jobs`; returns the indexes whose token was spent
@@ -237,6 +240,7 @@ trait WriteGroup {
         &self,
         jobs: &[Job],
         gate: Option<&CommitGate>,
+        batched: bool,
     ) -> Result<Vec<usize>, Fail>;
 }
 
@@ -247,6 +251,7 @@ macro_rules! impl_write_group {
                 &self,
                 jobs: &[Job],
                 gate: Option<&CommitGate>,
+                batched: bool,
             ) -> Result<Vec<usize>, Fail> {
                 let mut tx = self
                     .pool
@@ -254,6 +259,9 @@ macro_rules! impl_write_group {
                     .await
                     .map_err(|e| Fail::All(db("begin transaction")(e)))?;
                 let mut spent_already = Vec::new();
+                // Batched: the tokens one by one (each spend is its own answer), then every
+                // row whose token was spent in a few multi-row statements.
+                let mut rows = Vec::with_capacity(if batched { jobs.len() } else { 0 });
                 for (i, job) in jobs.iter().enumerate() {
                     let it = &job.item;
                     if let Some((jti, now)) = &it.token {
@@ -265,11 +273,23 @@ macro_rules! impl_write_group {
                             continue;
                         }
                     }
+                    if batched {
+                        rows.push(&it.cert);
+                        continue;
+                    }
                     match <$store>::insert_cert(&mut tx, &it.cert).await {
                         Ok(()) => {}
                         Err(e @ StoreError::DuplicateSerial { .. }) => return Err(Fail::One(i, e)),
                         Err(e) => return Err(Fail::All(e)),
                     }
+                }
+                // Dropping `tx` on a duplicate rolls the group back.
+                if !rows.is_empty()
+                    && !<$store>::insert_certs(&mut tx, &rows)
+                        .await
+                        .map_err(Fail::All)?
+                {
+                    return Err(Fail::Unbatch);
                 }
                 if let Some(g) = gate {
                     // Dropping `tx` on failure rolls the group back.
@@ -299,6 +319,8 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Job>, shared: Arc<Shared>) 
 }
 
 async fn commit_group(store: &Store, shared: &Shared, mut jobs: Vec<Job>) {
+    // Rows in multi-row statements, unless a duplicate serial is to be found.
+    let mut batched = true;
     while !jobs.is_empty() {
         let gate = shared
             .gate
@@ -306,7 +328,7 @@ async fn commit_group(store: &Store, shared: &Shared, mut jobs: Vec<Job>) {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let started = Instant::now();
-        let res = dispatch!(store, s => s.write_group(&jobs, gate.as_deref()).await);
+        let res = dispatch!(store, s => s.write_group(&jobs, gate.as_deref(), batched).await);
         store.errors().timed("insert_group", started);
         match res {
             Ok(spent_already) => {
@@ -322,6 +344,7 @@ async fn commit_group(store: &Store, shared: &Shared, mut jobs: Vec<Job>) {
                     let _ = job.done.send(answer);
                 }
             }
+            Err(Fail::Unbatch) => batched = false,
             Err(Fail::One(i, e)) => {
                 let job = jobs.remove(i);
                 let _ = job.done.send(Err(e));

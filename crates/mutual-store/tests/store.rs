@@ -998,6 +998,56 @@ both!(group_commit_concurrent_rows_and_refusals, |s, db| {
     assert_eq!(st.failed_groups, 0, "{st:?}");
 });
 
+// Rows written together by the group commit (multi-row statements, in chunks) are the rows
+// one insert writes: every field, the DER, and each SAN in the index, found by `--san`.
+both!(group_commit_rows_match_single_inserts, |s, _db| {
+    let gc = GroupCommit::start(s.clone());
+    // 300 rows, 2 SANs each: several chunks of certificates and of SAN rows per group.
+    let items: Vec<GroupItem> = (0..300)
+        .map(|i| GroupItem {
+            cert: NewCert {
+                der: Some(vec![i as u8; 40]),
+                key_type: Some("ecdsa-p256".into()),
+                ..with_sans(
+                    &format!("g{i:03}"),
+                    1000 + i,
+                    &[
+                        &format!("dns:h{i}.internal"),
+                        &format!("uri:spiffe://td/w/{i}"),
+                    ],
+                )
+            },
+            token: None,
+        })
+        .collect();
+    for t in spawn_records(&gc, items) {
+        t.await.unwrap().unwrap();
+    }
+    for i in [0i64, 1, 127, 128, 255, 299] {
+        let serial = format!("g{i:03}");
+        let r = s.get(&serial, 0).await.unwrap().unwrap();
+        assert_eq!(r.not_after, 1000 + i);
+        assert_eq!(
+            r.sans,
+            [
+                format!("dns:h{i}.internal"),
+                format!("uri:spiffe://td/w/{i}")
+            ]
+        );
+        assert_eq!(r.key_type.as_deref(), Some("ecdsa-p256"));
+        assert_eq!(
+            s.certificate_der(&serial).await.unwrap(),
+            Some(vec![i as u8; 40])
+        );
+        for san in &r.sans {
+            let found = s.list(&by_san(san), 0).await.unwrap();
+            assert_eq!(found.len(), 1, "{san}");
+            assert_eq!(found[0].serial, serial);
+        }
+    }
+    assert_eq!(s.count().await.unwrap(), 300);
+});
+
 // Nothing is answered before the commit: with the commit held, every waiter is pending and
 // another connection sees none of the rows. A commit that fails fails exactly that group's
 // waiters (none of its rows exists); the group queued behind it commits.

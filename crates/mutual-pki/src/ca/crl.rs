@@ -109,13 +109,7 @@ impl Ca {
         }
         let count = entries.len();
         let number = self.store.next_counter(&issuer.crl_counter()).await?;
-        let signed = sign_crl(
-            &issuer.signer()?,
-            issuer.der(),
-            entries,
-            number,
-            next_update,
-        )?;
+        let signed = sign_crl(issuer.signer()?, issuer.der(), entries, number, next_update)?;
         let stored = StoredCrl {
             number,
             der: signed.der,

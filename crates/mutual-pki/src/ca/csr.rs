@@ -74,6 +74,11 @@ impl Csr {
         &self.kind
     }
 
+    /// The key's size in bits (RSA modulus, EC field).
+    pub fn bits(&self) -> usize {
+        self.bits
+    }
+
     /// Whether the CA may sign this request's key: strong enough, of a kind it issues for, and
     /// proven by the request's own signature.
     pub fn check(&self) -> Result<(), PkiError> {

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 use mutual_store::{GroupItem, Inventory, NewCert};
 use pkcs8::der::zeroize::Zeroizing;
-use rcgen::KeyPair;
 use time::OffsetDateTime;
 use x509_parser::prelude::FromDer;
 
@@ -273,14 +272,16 @@ impl Ca {
         match &req.key {
             KeySource::Generate(kt) => {
                 let (nb, na) = self.check(o, &issuer)?;
-                let key = keys::generate(*kt)?;
-                let (params, serial) = self.leaf_params(o, nb, na, &KeyKind::from(*kt), &issuer)?;
-                let cert = params.signed_by(&key, &issuer.signer()?)?;
-                self.finish(o, &cert, &serial, nb, na, Some(&key), issuer)
+                let key = keys::LeafKey::generate(*kt)?;
+                let kind = KeyKind::from(*kt);
+                let (params, serial) = self.leaf_params(o, nb, na, &kind, &issuer)?;
+                let cert = params.signed_by(&key, issuer.signer()?)?;
+                let key_type = kind.label(key.bits());
+                self.finish(o, &cert, &serial, nb, na, Some(&key), key_type, issuer)
             }
             KeySource::Csr(csr) => {
                 csr.check()?;
-                self.sign_spki(csr.public_key(), csr.key_kind(), o, issuer)
+                self.sign_spki(csr.public_key(), csr.key_kind(), csr.bits(), o, issuer)
             }
             KeySource::ProvenKey(spki_der) => {
                 let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
@@ -294,7 +295,7 @@ impl Ca {
                 }
                 let (kind, bits) = KeyKind::of(&spki);
                 kind.check_issuable(bits, "the key")?;
-                self.sign_spki(spki_der, &kind, o, issuer)
+                self.sign_spki(spki_der, &kind, bits, o, issuer)
             }
         }
     }
@@ -303,6 +304,7 @@ impl Ca {
         &self,
         spki_der: &[u8],
         kind: &KeyKind,
+        bits: usize,
         o: &IssueOptions,
         issuer: std::sync::Arc<Issuer>,
     ) -> Result<Pending, PkiError> {
@@ -313,8 +315,8 @@ impl Ca {
         })?;
         let (nb, na) = self.check(o, &issuer)?;
         let (params, serial) = self.leaf_params(o, nb, na, kind, &issuer)?;
-        let cert = params.signed_by(&pubkey, &issuer.signer()?)?;
-        self.finish(o, &cert, &serial, nb, na, None, issuer)
+        let cert = params.signed_by(&pubkey, issuer.signer()?)?;
+        self.finish(o, &cert, &serial, nb, na, None, kind.label(bits), issuer)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -325,34 +327,22 @@ impl Ca {
         serial: &[u8],
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
-        key: Option<&KeyPair>,
+        key: Option<&keys::LeafKey>,
+        // The key's `--key-type` word, known from the key source (the public key the
+        // certificate carries is that key's): the signed certificate is not parsed back.
+        key_type: String,
         issuer: std::sync::Arc<Issuer>,
     ) -> Result<Pending, PkiError> {
         let leaf_der = cert.der().to_vec();
         let sha256 = sha256_hex(&leaf_der);
-        // Read from the signed certificate itself, the same for every key source.
-        let key_type = match x509_parser::certificate::X509Certificate::from_der(&leaf_der) {
-            Ok((_, c)) => {
-                let (kind, bits) = KeyKind::of(c.public_key());
-                kind.label(bits)
-            }
-            Err(_) => {
-                return Err(PkiError::Generate {
-                    detail: "the certificate just signed does not parse".into(),
-                })
-            }
-        };
         let serial_hex = serial_hex(serial);
         let issued = Issued {
             chain_pem: format!("{}{}", cert.pem(), issuer.chain_pem()),
             key_pem: match key {
-                Some(k) => Some(keys::pkcs8_pem(k)?.to_string()),
+                Some(k) => Some(k.pem()?.to_string()),
                 None => None,
             },
-            key_der: match key {
-                Some(k) => Some(keys::pkcs8_v1_der(k.serialized_der())?.to_vec()),
-                None => None,
-            },
+            key_der: key.map(|k| k.pkcs8_v1_der().to_vec()),
             serial_hex: serial_hex.clone(),
             not_before: not_before.unix_timestamp(),
             not_after: not_after.unix_timestamp(),

@@ -91,7 +91,10 @@ pub struct Issuer {
     pub state: IssuerState,
     pem: String,
     der: Vec<u8>,
-    key: CaKey,
+    key: Arc<CaKey>,
+    /// What rcgen reads from the intermediate's certificate to sign with it (its subject, key
+    /// identifier method and usages), read once here rather than parsed again per certificate.
+    signer: rcgen::Issuer<'static, SharedKey>,
     not_before: OffsetDateTime,
     not_after: OffsetDateTime,
     subject: String,
@@ -194,6 +197,11 @@ impl Issuer {
         }
         let subject = cert.subject().to_string();
         let (not_before, not_after) = validity(&der, cert_path)?;
+        let key = Arc::new(key);
+        let signer = rcgen::Issuer::from_ca_cert_der(
+            &CertificateDer::from(der.as_slice()),
+            SharedKey(key.clone()),
+        )?;
         Ok(Issuer {
             id,
             key_type,
@@ -201,6 +209,7 @@ impl Issuer {
             pem,
             der,
             key,
+            signer,
             not_before,
             not_after,
             subject,
@@ -243,12 +252,9 @@ impl Issuer {
         self.not_after.unix_timestamp()
     }
 
-    /// The signer rcgen needs.
-    pub(super) fn signer(&self) -> Result<rcgen::Issuer<'_, &CaKey>, PkiError> {
-        Ok(rcgen::Issuer::from_ca_cert_der(
-            &CertificateDer::from(self.der.as_slice()),
-            &self.key,
-        )?)
+    /// The signer rcgen needs (read from the certificate when the issuer was loaded).
+    pub(super) fn signer(&self) -> Result<&rcgen::Issuer<'static, SharedKey>, PkiError> {
+        Ok(&self.signer)
     }
 
     /// The issuer's signing key (a file key in memory, or a token key).
@@ -263,6 +269,29 @@ impl Issuer {
         } else {
             format!("{}:{}", super::CRL_COUNTER, self.id)
         }
+    }
+}
+
+/// An issuer's key shared between the [`Issuer`] and the rcgen signer it keeps.
+pub(super) struct SharedKey(Arc<CaKey>);
+
+impl PublicKeyData for SharedKey {
+    fn der_bytes(&self) -> &[u8] {
+        self.0.der_bytes()
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        PublicKeyData::algorithm(self.0.as_ref())
+    }
+
+    fn subject_public_key_info(&self) -> Vec<u8> {
+        self.0.subject_public_key_info()
+    }
+}
+
+impl rcgen::SigningKey for SharedKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        rcgen::SigningKey::sign(self.0.as_ref(), msg)
     }
 }
 
