@@ -119,6 +119,11 @@ pub fn strip_identity_headers(h: &mut HeaderMap) {
 
 /// Removes hop-by-hop fields, including every field the `Connection` header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Runs on every request and response, and most carry none: one pass over the names present
+    // is much cheaper than parsing and hashing each name of the list for a removal.
+    if !h.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(CONNECTION)
         .iter()
