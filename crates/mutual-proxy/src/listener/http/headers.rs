@@ -397,6 +397,35 @@ mod tests {
     }
 
     #[test]
+    fn messages_without_such_fields_keep_every_field() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("host", "example"),
+            ("x-forwarded-clients", "1"),
+            ("client-certs", "2"),
+            ("x_forwarded_forx", "3"),
+            ("te-x", "4"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let before = h.clone();
+        strip_identity_headers(&mut h);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        assert!(folds_to(
+            "X_Forwarded_Client-CERT",
+            "x-forwarded-client-cert"
+        ));
+        assert!(!folds_to(
+            "x-forwarded-client_cer",
+            "x-forwarded-client-cert"
+        ));
+    }
+
+    #[test]
     fn modes_and_details_parse() {
         use clap::ValueEnum;
         assert_eq!(
