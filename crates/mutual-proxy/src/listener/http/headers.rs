@@ -85,11 +85,16 @@ impl std::str::FromStr for XfccDetails {
 /// with `_` instead of `-` is stripped too, since CGI/WSGI backends would read it as the real one.
 const SET_BY_PROXY: [&str; 2] = ["x-forwarded-for", "x-forwarded-proto"];
 
-/// A header name as CGI, WSGI, PHP and Rack see it: case folded and `_` read as `-`
-/// (`X_Forwarded_Client_Cert` and `x-forwarded-client-cert` both become
-/// `HTTP_X_FORWARDED_CLIENT_CERT`).
-fn folded(name: &str) -> String {
-    name.to_ascii_lowercase().replace('_', "-")
+/// Whether `name` names `folded_name` as CGI, WSGI, PHP and Rack see names: case folded and
+/// `_` read as `-` (`X_Forwarded_Client_Cert` and `x-forwarded-client-cert` both become
+/// `HTTP_X_FORWARDED_CLIENT_CERT`). `folded_name` is lowercase with `-`; compared byte by byte,
+/// without building the folded spelling (this runs for every header of every request).
+fn folds_to(name: &str, folded_name: &str) -> bool {
+    name.len() == folded_name.len()
+        && name
+            .bytes()
+            .zip(folded_name.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
 }
 
 /// Removes the identity headers a client sent (every copy, any case, any spelling that folds
@@ -97,22 +102,28 @@ fn folded(name: &str) -> String {
 /// proxy sets. Strip rather than refuse: the request is served, and the backend sees only what
 /// the proxy vouches for (nginx drops underscore headers the same way by default).
 pub fn strip_identity_headers(h: &mut HeaderMap) {
-    let doomed: Vec<HeaderName> = h
-        .keys()
-        .filter(|n| {
-            let f = folded(n.as_str());
-            IDENTITY_HEADERS.contains(&f.as_str())
-                || (n.as_str().contains('_') && SET_BY_PROXY.contains(&f.as_str()))
-        })
-        .cloned()
-        .collect();
-    for name in doomed {
+    let doomed = |n: &HeaderName| {
+        let n = n.as_str();
+        IDENTITY_HEADERS.iter().any(|f| folds_to(n, f))
+            || (n.contains('_') && SET_BY_PROXY.iter().any(|f| folds_to(n, f)))
+    };
+    // Nearly every request has none: look before collecting (no allocation then).
+    if !h.keys().any(doomed) {
+        return;
+    }
+    let names: Vec<HeaderName> = h.keys().filter(|n| doomed(n)).cloned().collect();
+    for name in names {
         h.remove(name);
     }
 }
 
 /// Removes hop-by-hop fields, including every field the `Connection` header names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Runs on every request and response, and most carry none: one pass over the names present
+    // is much cheaper than parsing and hashing each name of the list for a removal.
+    if !h.keys().any(|k| HOP_BY_HOP.contains(&k.as_str())) {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(CONNECTION)
         .iter()
@@ -383,6 +394,35 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str().to_string()).collect();
         left.sort();
         assert_eq!(left, ["host", "x-kept"]);
+    }
+
+    #[test]
+    fn messages_without_such_fields_keep_every_field() {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("host", "example"),
+            ("x-forwarded-clients", "1"),
+            ("client-certs", "2"),
+            ("x_forwarded_forx", "3"),
+            ("te-x", "4"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        let before = h.clone();
+        strip_identity_headers(&mut h);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        assert!(folds_to(
+            "X_Forwarded_Client-CERT",
+            "x-forwarded-client-cert"
+        ));
+        assert!(!folds_to(
+            "x-forwarded-client_cer",
+            "x-forwarded-client-cert"
+        ));
     }
 
     #[test]

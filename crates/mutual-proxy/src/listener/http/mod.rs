@@ -53,6 +53,11 @@ pub fn alpn() -> Vec<Vec<u8>> {
 /// Response bodies sent to the client.
 type RespBody = BoxBody<Bytes, hyper::Error>;
 
+/// Set on every forwarded request (and stripped from what the client sent).
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// Extended with the client's address on every forwarded request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// What every connection of one HTTP-mode serve listener shares (built once per listener).
 pub(crate) struct Site {
     /// The material in force now: each request is decided with its policy (a reload applies
@@ -346,13 +351,8 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody>
             return pending.problem(StatusCode::BAD_REQUEST, Outcome::Failed, Reason::Malformed);
         }
     };
-    let forwarder = Some(&ctx.site.forwarder);
-    let pq = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let (Some(forwarder), Some(uri)) = (forwarder, forwarder.and_then(|f| f.uri(&pq))) else {
+    let forwarder = &ctx.site.forwarder;
+    let Some(uri) = forwarder.uri(&parts.uri) else {
         return pending.problem(StatusCode::BAD_REQUEST, Outcome::Failed, Reason::Malformed);
     };
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -367,10 +367,9 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody>
         }
     }
     append_forwarded_for(&mut parts.headers, &ctx.peer_ip);
-    parts.headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("https"),
-    );
+    parts
+        .headers
+        .insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
     ids.apply(&mut parts.headers);
     parts.uri = uri;
     parts.version = Version::HTTP_11;
@@ -382,12 +381,8 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody>
         },
     }
     .boxed();
-    match forwarder
-        .client()
-        .request(Request::from_parts(parts, body))
-        .await
-    {
-        Ok(resp) => {
+    match forwarder.send(Request::from_parts(parts, body)).await {
+        Ok((resp, lease)) => {
             let (mut rp, rb) = resp.into_parts();
             headers::strip_hop_by_hop(&mut rp.headers);
             let mut pending = pending;
@@ -399,14 +394,10 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody>
             tracing::debug!(listener = %ctx.site.name(), peer = %ctx.peer,
                 identity = %ctx.principal, method = %pending.method, path = %pending.path,
                 status, "forwarded");
-            let body = Tallied {
+            let body = Relay {
                 inner: rb,
-                // Moves the whole `pending` in (a closure naming only `pending.bytes_out`
-                // would capture that field alone and drop `pending`, and its audit line, now).
-                on_data: move |n| {
-                    let whole: &mut Pending = &mut pending;
-                    whole.bytes_out += n;
-                },
+                pending,
+                lease: Some(lease),
             };
             Response::from_parts(rp, body.boxed())
         }
@@ -435,7 +426,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// `X-Forwarded-For`: the values the client sent (if any), then the client's address.
 fn append_forwarded_for(h: &mut hyper::HeaderMap, ip: &HeaderValue) {
-    let name = HeaderName::from_static("x-forwarded-for");
+    let name = X_FORWARDED_FOR;
     let prior: Vec<String> = h
         .get_all(&name)
         .iter()
@@ -452,9 +443,7 @@ fn append_forwarded_for(h: &mut hyper::HeaderMap, ip: &HeaderValue) {
 }
 
 /// A body that reports the size of each data frame passing through it: the request body on
-/// its way to the backend (into the audit line's `bytes_in`), and the backend's response on
-/// its way to the client (into its `Pending`, whose drop, when the body is sent in full or
-/// abandoned by the client, writes the audit line).
+/// its way to the backend (into the audit line's `bytes_in`).
 struct Tallied<B, F> {
     inner: B,
     on_data: F,
@@ -487,6 +476,72 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The backend's response on its way to the client: counts its bytes into the request's
+/// [`Pending`] (whose drop, when the body is sent in full or abandoned by the client, writes
+/// the audit line) and gives the backend connection back to the pool once the body has been
+/// read to its end. A body abandoned before its end takes its connection with it (closed: the
+/// rest of that response was never read).
+struct Relay {
+    inner: Incoming,
+    pending: Pending,
+    lease: Option<forward::Lease>,
+}
+
+impl Relay {
+    fn release_if_done(&mut self) {
+        if self.inner.is_end_stream() {
+            if let Some(l) = self.lease.take() {
+                l.release();
+            }
+        }
+    }
+}
+
+impl Body for Relay {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.pending.bytes_out += d.len() as u64;
+                }
+                this.release_if_done();
+            }
+            Poll::Ready(None) => {
+                if let Some(l) = this.lease.take() {
+                    l.release();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => this.lease = None,
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Relay {
+    /// A body with nothing left to read (sent in full, or empty and never polled) gives its
+    /// connection back; any other closes it.
+    fn drop(&mut self) {
+        self.release_if_done();
     }
 }
 
