@@ -243,7 +243,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HandshakeIo<S> {
                 Pin::new(me).poll_write(cx, one)
             }
             _ => {
-                let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+                let mut joined = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+                for b in bufs {
+                    joined.extend_from_slice(b);
+                }
                 Pin::new(me).poll_write(cx, &joined)
             }
         }
