@@ -704,50 +704,40 @@ fn floor_and_bounds(lines: &[Value]) -> String {
         Some((t, _, _)) => fmt_num(t),
         None => "–".into(),
     };
-    let mut out = String::from(
-        "
-### What bounds a handshake: the crypto, the floor, and mutual's share (issue 20)
-
-         The floor is a plain TCP proxy (HAProxy `mode tcp`, no TLS, same pinning, same backend) on the
-         same cases: accept, dial the backend, relay one request and its response, two closes, which
-         every TLS proxy pays per connection on top of the crypto. CPU is the server process tree's
-         (/proc/PID/stat utime and stime).
-
-         | figure | mutual | floor (plain TCP proxy) |
-|---|---:|---:|
-",
-    );
+    let mut out = String::from(concat!(
+        "\n### What bounds a handshake: the crypto, the floor, and mutual's share (issue 20)\n\n",
+        "The floor is a plain TCP proxy (HAProxy `mode tcp`, no TLS, same pinning, same backend) on the\n",
+        "same cases: accept, dial the backend, relay one request and its response, two closes, which\n",
+        "every TLS proxy pays per connection on top of the crypto. CPU is the server process tree's\n",
+        "(/proc/PID/stat utime and stime).\n\n",
+        "| figure | mutual | floor (plain TCP proxy) |\n|---|---:|---:|\n",
+    ));
     out.push_str(&format!(
-        "| new connections + 1 request, c=16: per server CPU-second (mutual: full handshakes) | {} | {} |
-",
+        "| new connections + 1 request, c=16: per server CPU-second (mutual: full handshakes) | {} | {} |\n",
         show(num(full, "/per_server_cpu_s")),
         show(num(floor_hs, "/per_server_cpu_s")),
     ));
     out.push_str(&format!(
-        "| &nbsp;&nbsp;server CPU µs per connection | {} | {} |
-",
+        "| &nbsp;&nbsp;server CPU µs per connection | {} | {} |\n",
         cpu_cell(per_conn(full)),
         cpu_cell(per_conn(floor_hs)),
     ));
     out.push_str(&format!(
-        "| resumed handshakes, c=16: server CPU µs per connection | {} | – |
-",
+        "| resumed handshakes, c=16: server CPU µs per connection | {} | – |\n",
         cpu_cell(per_conn(resumed)),
     ));
     let lat = |l: Option<&Value>, q: &str| num(l, &format!("/latency/{q}_us"));
     let added = |l: Option<&Value>, q: &str| Some(lat(l, q)? - lat(direct, q)?);
     for q in ["p50", "p99"] {
         out.push_str(&format!(
-            "| requests, c=16 kept-alive: {q} latency µs added over the direct path ({} direct) | {} | {} |
-",
+            "| requests, c=16 kept-alive: {q} latency µs added over the direct path ({} direct) | {} | {} |\n",
             show(lat(direct, q)),
             show(added(us_req, q)),
             show(added(floor_req, q)),
         ));
     }
     out.push_str(&format!(
-        "| &nbsp;&nbsp;per server CPU-second (requests) | {} | {} |
-",
+        "| &nbsp;&nbsp;per server CPU-second (requests) | {} | {} |\n",
         show(num(us_req, "/per_server_cpu_s")),
         show(num(floor_req, "/per_server_cpu_s")),
     ));
@@ -768,10 +758,7 @@ fn floor_and_bounds(lines: &[Value]) -> String {
     let sum = |a: Option<f64>, b: Option<f64>| Some(a? + b?);
     let (full_bound, res_bound) = (rate(sum(c_full, floor_us)), rate(sum(c_res, floor_us)));
     out.push_str(
-        "
-| bound (per server CPU-second) | bound | mutual | mutual's share |
-|---|---:|---:|---:|
-",
+        "\n| bound (per server CPU-second) | bound | mutual | mutual's share |\n|---|---:|---:|---:|\n",
     );
     for (label, bound, m) in [
         (
@@ -788,8 +775,7 @@ fn floor_and_bounds(lines: &[Value]) -> String {
         ("resumed handshakes: crypto + floor", res_bound, m_res),
     ] {
         out.push_str(&format!(
-            "| {label} | {} | {} | {} |
-",
+            "| {label} | {} | {} | {} |\n",
             show(bound),
             show(m),
             pct(m, bound)
@@ -800,22 +786,18 @@ fn floor_and_bounds(lines: &[Value]) -> String {
         _ => "–".into(),
     };
     out.push_str(&format!(
-        "
-- the most any TLS proxy can reach here, as a share of the crypto-only bound (crypto / (crypto + floor)): {}
-",
+        "\n- the most any TLS proxy can reach here, as a share of the crypto-only bound (crypto / (crypto + floor)): {}\n",
         pct(c_full, sum(c_full, floor_us)),
     ));
     out.push_str(&format!(
-        "- resumed/full per server CPU-second, at most (crypto + floor bounds): {}; mutual: {}
-",
+        "- resumed/full per server CPU-second, at most (crypto + floor bounds): {}; mutual: {}\n",
         ratio(res_bound, full_bound),
         ratio(m_res, m_full),
     ));
     let beyond =
         |m: Option<f64>, c: Option<f64>| show(sum(c, floor_us).and_then(|b| Some(1e6 / m? - b)));
     out.push_str(&format!(
-        "- mutual's CPU µs per connection beyond crypto + floor: {} full, {} resumed
-",
+        "- mutual's CPU µs per connection beyond crypto + floor: {} full, {} resumed\n",
         beyond(m_full, c_full),
         beyond(m_res, c_res),
     ));
