@@ -22,7 +22,8 @@
 # 2000), IDLE_SECS (default 5), LABEL (what this run measures, e.g. "main" or "lever A"),
 # RESULTS (markdown file to append to, default bench/results/instructions-<date>.md), MUTUAL (a
 # binary to measure instead of the release build, e.g. a copy built from another commit; then
-# say which in COMMIT).
+# say which in COMMIT), AUDIT=1 (production settings: `--audit-log FILE --metrics ADDR` on every
+# serve, so the audit line and the counters are in the figures; the table says so).
 # Bounded: every load stops after at most 300 s. Needs valgrind (Debian: valgrind).
 set -uo pipefail
 
@@ -60,10 +61,12 @@ start_serve() {
   local name=$1
   PORT=$("$LOADGEN" free-port)
   DUMP=$WORK/callgrind.$name
+  local extra=()
+  [ "${AUDIT:-0}" = 1 ] && extra=(--audit-log "$WORK/$name.audit.log" --metrics "127.0.0.1:$("$LOADGEN" free-port)")
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$DUMP.%p" --dump-instr=no \
     "$MUTUAL" serve --listen "127.0.0.1:$PORT" --backend "127.0.0.1:$BPORT" --threads 1 \
     --cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/root.pem" --allow-any \
-    2>"$WORK/$name.vg.log" &
+    "${extra[@]}" 2>"$WORK/$name.vg.log" &
   VPID=$!
   PIDS+=("$VPID")
   NDUMP=0
@@ -120,6 +123,11 @@ expect_ok "$WORK/full.json" "$N"
 FULL=$(awk -v i="$LOAD_IR" -v n="$N" 'BEGIN { printf "%.0f", i / n }')
 FULL_IDLE=$IDLE_RATE
 stop_serve
+AUDIT_NOTE=""
+if [ "${AUDIT:-0}" = 1 ]; then
+  # Proof the audit log was on: one line per connection (warm-up included).
+  AUDIT_NOTE="; audit log (a file) + metrics on (AUDIT=1): $(wc -l <"$WORK/full.audit.log" 2>/dev/null || echo 0) audit lines for $N + 20 warm-up connections"
+fi
 
 echo "resumed handshakes: $N connections under callgrind..." >&2
 start_serve resumed
@@ -170,7 +178,7 @@ cat >>"$RESULTS" <<EOF
 
 ## $(date -u +%H:%M) UTC, commit $COMMIT${LABEL:+: $LABEL}
 
-N=$N, REQUESTS=$REQUESTS, IDLE_SECS=$IDLE_SECS; suite ${SUITE:-?}, X25519; $(valgrind --version);
+N=$N, REQUESTS=$REQUESTS, IDLE_SECS=$IDLE_SECS; suite ${SUITE:-?}, X25519; $(valgrind --version)$AUDIT_NOTE;
 load average at the end: $(cut -d' ' -f1-3 /proc/loadavg).
 
 $TABLE

@@ -4,7 +4,8 @@
 #
 # Same machine, same ECDSA P-256 chain (root, intermediate, leaves; client certificates required
 # and verified by every contender), same backend, same number of server cores, TLS 1.3 only,
-# one run. Writes bench/results/<date>[-quick].md. See bench/README.md.
+# one run. Writes bench/results/<date>[-quick].md. See bench/README.md. The floor of issue 20 (a
+# plain TCP proxy on the same cases) gives the crypto + floor bounds the report derives.
 #
 # Environment:
 #   QUICK=1          about a minute: short runs, small transfers, few idle connections
@@ -637,6 +638,50 @@ run_client_side() {
   SPID=$serve_pid; stop_server
 }
 
+# ---------------------------------------------------------------- the floor (issue 20)
+# A plain TCP proxy (HAProxy `mode tcp`, no ssl) on the handshake case and the kept-alive case:
+# what every proxy pays per connection besides TLS (accept, backend connect, one request and
+# response relayed, two closes). Same peer, pinning and backend as the TLS contenders; reported
+# in its own section with the crypto + floor bounds (`loadgen report`), not as a contender.
+start_floor() {
+  command -v haproxy >/dev/null 2>&1 || { WHY="haproxy not installed"; return 1; }
+  local d=$WORK/floor; mkdir -p "$d"
+  cat >"$d/haproxy.cfg" <<EOF
+$(haproxy_globals tcp)
+frontend bench
+  bind 127.0.0.1:$PORT
+  default_backend be
+backend be
+  server b1 127.0.0.1:$BPORT
+EOF
+  "${SRV[@]}" haproxy -f "$d/haproxy.cfg" -db >"$d/out.log" 2>&1 &
+  SPID=$!
+}
+
+run_floor() {
+  local why
+  WHY=""; SPID=""
+  PORT=$("$LOADGEN" free-port)
+  log "floor: plain TCP proxy (HAProxy mode tcp, no TLS) on 127.0.0.1:$PORT"
+  if ! start_floor; then
+    why="not available: $WHY"
+  else
+    STARTED_PIDS+=("$SPID")
+    if ! wait_port "$PORT"; then
+      why="did not listen: $(tail -n 2 "$WORK/floor/out.log" 2>/dev/null | tr '\n' ' ')"
+    else
+      why=$(prove 3 --plain) && why=""
+    fi
+  fi
+  if [ -n "$why" ]; then
+    case_failed floor floor_hs_c16 "$why"; case_failed floor floor_req_c16 "$why"
+  else
+    measure floor floor_hs_c16 "$DL" handshakes --plain --concurrency 16 --duration "$D"
+    measure floor floor_req_c16 "$DL" requests --plain --concurrency 16 --duration "$D"
+  fi
+  [ -n "$SPID" ] && stop_server
+}
+
 # ---------------------------------------------------------------- mutual alone (issue 20)
 # --threads 2 against --threads 1 on the full-handshake case: neither the server nor the load
 # generator pinned (both compete for the 2 cores, as a server alone on the machine would not).
@@ -786,6 +831,8 @@ run_ca_api() {
 
 MUTUAL_NOTE=""
 for c in $CONTENDERS; do run_contender "$c"; done
+# The floor beside mutual's handshake cases (it needs HAProxy, whatever CONTENDERS says).
+case " $CONTENDERS " in *" mutual "*) run_floor ;; esac
 # HTTP mode: the contenders that have one (stunnel forwards bytes only).
 for c in $CONTENDERS; do case $c in mutual|nginx|haproxy) run_http "$c" ;; esac; done
 run_client_side
@@ -857,6 +904,8 @@ mkdir -p "$(dirname "$OUT")"
   echo "- client side ($D2 per case): mutual connect, nginx stream \`proxy_ssl_certificate\` + \`proxy_ssl_session_reuse on\`,"
   echo "  HAProxy \`server ... ssl crt ... verify required\`, stunnel \`client = yes\`, all in front of the same \`mutual serve\`;"
   echo "  figures per client-proxy CPU-second; the server's CPU per connection shows whether the proxy resumed"
+  echo "- the floor ($D per case): a plain TCP proxy, HAProxy \`mode tcp\` without ssl, same pinning and backend, on the"
+  echo "  c=16 new-connection and kept-alive cases: the per-connection work any proxy pays besides TLS (section \"What bounds a handshake\")"
   echo "- mutual alone: \`--threads 2\` vs \`--threads 1\` unpinned ($D2 each); audit log (a file) + metrics on ($D each);"
   echo "  idle connections through \`mutual run\` with two listeners"
   [ -n "$IDLE_LIMITED" ] && echo "- $IDLE_LIMITED"

@@ -32,14 +32,20 @@ pub struct Server {
 
 /// CPU times at the start of a timed window.
 pub struct Snap {
-    server: Option<f64>,
+    /// The server's (user, system) CPU seconds.
+    server: Option<(f64, f64)>,
     upstream: Option<f64>,
     client: f64,
 }
 
 impl Server {
     pub fn cpu(&self) -> Option<f64> {
-        (!self.pids.is_empty()).then(|| stats::tree_cpu_seconds(&self.pids, self.ticks))
+        self.cpu_split().map(|(u, s)| u + s)
+    }
+
+    /// The server's CPU seconds so far: (user, system).
+    pub fn cpu_split(&self) -> Option<(f64, f64)> {
+        (!self.pids.is_empty()).then(|| stats::tree_cpu_split(&self.pids, self.ticks))
     }
 
     fn upstream_cpu(&self) -> Option<f64> {
@@ -48,7 +54,7 @@ impl Server {
 
     pub fn snap(&self) -> Snap {
         Snap {
-            server: self.cpu(),
+            server: self.cpu_split(),
             upstream: self.upstream_cpu(),
             client: stats::self_cpu_seconds(self.ticks),
         }
@@ -60,12 +66,21 @@ impl Server {
 fn add_cpu(out: &mut Value, server: &Server, before: &Snap, elapsed: f64, ok: u64) {
     let client = stats::self_cpu_seconds(server.ticks) - before.client;
     out["client_cpu_s"] = json!(round2(client));
-    if let (Some(b), Some(a)) = (before.server, server.cpu()) {
-        let used = a - b;
+    if let (Some((bu, bs)), Some((au, as_))) = (before.server, server.cpu_split()) {
+        let (user, sys) = (au - bu, as_ - bs);
+        let used = user + sys;
         out["server_cpu_s"] = json!(round2(used));
+        // User space (TLS, the proxy's own code) and kernel (TCP, syscalls) apart: what a
+        // plain TCP proxy pays too shows in the system part (bench/run.sh, the floor case).
+        out["server_user_s"] = json!(round2(user));
+        out["server_sys_s"] = json!(round2(sys));
         out["server_cpu_util"] = json!(round2(used / elapsed));
         if used > 0.0 {
             out["per_server_cpu_s"] = json!(round2(ok as f64 / used));
+        }
+        if ok > 0 {
+            out["server_user_us_per_unit"] = json!(round2(user * 1e6 / ok as f64));
+            out["server_sys_us_per_unit"] = json!(round2(sys * 1e6 / ok as f64));
         }
     }
     if let (Some(b), Some(a)) = (before.upstream, server.upstream_cpu()) {

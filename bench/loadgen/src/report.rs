@@ -483,6 +483,7 @@ pub fn render(input: &str) -> String {
 
     out.push_str(&mutual_alone(&lines));
     out.push_str(&client_side_resumption(&lines, &contenders));
+    out.push_str(&floor_and_bounds(&lines));
 
     out.push_str("\n### Contenders\n\n");
     for (n, s) in &contenders {
@@ -671,6 +672,158 @@ fn client_side_resumption(lines: &[Value], contenders: &[(String, String)]) -> S
             out.push_str(&format!("| {who} | {} | {nearer} |\n", fmt_num(v)));
         }
     }
+    out
+}
+
+/// The contender name of the floor: a plain TCP proxy (HAProxy `mode tcp`, no TLS) doing what
+/// every TLS proxy does per connection besides TLS (accept, dial the backend, relay one request
+/// and response, two closes). Not a column of the main table: it is no TLS contender.
+const FLOOR: &str = "floor";
+
+/// What bounds a handshake (issue 20): the crypto a handshake cannot avoid (the crypto line),
+/// plus the per-connection kernel and proxy work no TLS proxy avoids (the floor: a plain TCP
+/// proxy on the same case), against what mutual spends. Empty when the floor was not measured.
+fn floor_and_bounds(lines: &[Value]) -> String {
+    let find = |who: &str, case: &str| {
+        lines.iter().rev().find(|l| {
+            str_of(l, "contender") == who
+                && str_of(l, "case") == case
+                && l.get("status").is_none()
+                && l.get("ok").and_then(Value::as_u64).unwrap_or(0) > 0
+        })
+    };
+    let num = |l: Option<&Value>, pointer: &str| l.and_then(|l| l.pointer(pointer)?.as_f64());
+    let show = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "–".into());
+    let floor_hs = find(FLOOR, "floor_hs_c16");
+    let floor_req = find(FLOOR, "floor_req_c16");
+    if floor_hs.is_none() && floor_req.is_none() {
+        return String::new();
+    }
+    let full = find(US, "hs_c16");
+    let resumed = find(US, "resume_c16");
+    let direct = find(DIRECT, "req_c16");
+    let us_req = find(US, "req_c16");
+    // CPU µs per connection (user, system) of one line.
+    let per_conn = |l: Option<&Value>| -> Option<(f64, f64, f64)> {
+        let rate = num(l, "/per_server_cpu_s")?;
+        let total = 1e6 / rate;
+        match (
+            num(l, "/server_user_us_per_unit"),
+            num(l, "/server_sys_us_per_unit"),
+        ) {
+            (Some(u), Some(s)) => Some((total, u, s)),
+            _ => Some((total, f64::NAN, f64::NAN)),
+        }
+    };
+    let cpu_cell = |v: Option<(f64, f64, f64)>| match v {
+        Some((t, u, s)) if u.is_finite() => {
+            format!(
+                "{} ({} user + {} system)",
+                fmt_num(t),
+                fmt_num(u),
+                fmt_num(s)
+            )
+        }
+        Some((t, _, _)) => fmt_num(t),
+        None => "–".into(),
+    };
+    let mut out = String::from(concat!(
+        "\n### What bounds a handshake: the crypto, the floor, and mutual's share (issue 20)\n\n",
+        "The floor is a plain TCP proxy (HAProxy `mode tcp`, no TLS, same pinning, same backend) on the\n",
+        "same cases: accept, dial the backend, relay one request and its response, two closes, which\n",
+        "every TLS proxy pays per connection on top of the crypto. CPU is the server process tree's\n",
+        "(/proc/PID/stat utime and stime).\n\n",
+        "| figure | mutual | floor (plain TCP proxy) |\n|---|---:|---:|\n",
+    ));
+    out.push_str(&format!(
+        "| new connections + 1 request, c=16: per server CPU-second (mutual: full handshakes) | {} | {} |\n",
+        show(num(full, "/per_server_cpu_s")),
+        show(num(floor_hs, "/per_server_cpu_s")),
+    ));
+    out.push_str(&format!(
+        "| &nbsp;&nbsp;server CPU µs per connection | {} | {} |\n",
+        cpu_cell(per_conn(full)),
+        cpu_cell(per_conn(floor_hs)),
+    ));
+    out.push_str(&format!(
+        "| resumed handshakes, c=16: server CPU µs per connection | {} | – |\n",
+        cpu_cell(per_conn(resumed)),
+    ));
+    let lat = |l: Option<&Value>, q: &str| num(l, &format!("/latency/{q}_us"));
+    let added = |l: Option<&Value>, q: &str| Some(lat(l, q)? - lat(direct, q)?);
+    for q in ["p50", "p99"] {
+        out.push_str(&format!(
+            "| requests, c=16 kept-alive: {q} latency µs added over the direct path ({} direct) | {} | {} |\n",
+            show(lat(direct, q)),
+            show(added(us_req, q)),
+            show(added(floor_req, q)),
+        ));
+    }
+    out.push_str(&format!(
+        "| &nbsp;&nbsp;per server CPU-second (requests) | {} | {} |\n",
+        show(num(us_req, "/per_server_cpu_s")),
+        show(num(floor_req, "/per_server_cpu_s")),
+    ));
+
+    // The bounds: crypto alone, crypto + floor, and mutual's share of each.
+    let crypto = lines.iter().find(|l| str_of(l, "mode") == "crypto");
+    let c_full = num(crypto, "/server_handshake_crypto_us_x25519");
+    // A resumed TLS 1.3 handshake (psk_dhe_ke) does no signature: only the key exchange.
+    let c_res = num(crypto, "/x25519_per_s").map(|r| 1e6 / r);
+    let floor_us = per_conn(floor_hs).map(|(t, _, _)| t);
+    let m_full = num(full, "/per_server_cpu_s");
+    let m_res = num(resumed, "/per_server_cpu_s");
+    let pct = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.0}%", 100.0 * a / b),
+        _ => "–".into(),
+    };
+    let rate = |us: Option<f64>| us.filter(|u| *u > 0.0).map(|u| 1e6 / u);
+    let sum = |a: Option<f64>, b: Option<f64>| Some(a? + b?);
+    let (full_bound, res_bound) = (rate(sum(c_full, floor_us)), rate(sum(c_res, floor_us)));
+    out.push_str(
+        "\n| bound (per server CPU-second) | bound | mutual | mutual's share |\n|---|---:|---:|---:|\n",
+    );
+    for (label, bound, m) in [
+        (
+            "full handshakes: crypto only (1 sign + 3 verify + X25519)",
+            rate(c_full),
+            m_full,
+        ),
+        ("full handshakes: crypto + floor", full_bound, m_full),
+        (
+            "resumed handshakes: crypto only (X25519)",
+            rate(c_res),
+            m_res,
+        ),
+        ("resumed handshakes: crypto + floor", res_bound, m_res),
+    ] {
+        out.push_str(&format!(
+            "| {label} | {} | {} | {} |\n",
+            show(bound),
+            show(m),
+            pct(m, bound)
+        ));
+    }
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "–".into(),
+    };
+    out.push_str(&format!(
+        "\n- the most any TLS proxy can reach here, as a share of the crypto-only bound (crypto / (crypto + floor)): {}\n",
+        pct(c_full, sum(c_full, floor_us)),
+    ));
+    out.push_str(&format!(
+        "- resumed/full per server CPU-second, at most (crypto + floor bounds): {}; mutual: {}\n",
+        ratio(res_bound, full_bound),
+        ratio(m_res, m_full),
+    ));
+    let beyond =
+        |m: Option<f64>, c: Option<f64>| show(sum(c, floor_us).and_then(|b| Some(1e6 / m? - b)));
+    out.push_str(&format!(
+        "- mutual's CPU µs per connection beyond crypto + floor: {} full, {} resumed\n",
+        beyond(m_full, c_full),
+        beyond(m_res, c_res),
+    ));
     out
 }
 
@@ -912,6 +1065,47 @@ mod tests {
             r#"{"contender":"nginx","case":"connect_hs_c16","ok":1,"upstream_cpu_us_per_conn":4.0}"#
         )
         .contains("did each proxy resume"));
+    }
+
+    #[test]
+    fn floor_section_derives_the_bounds() {
+        let input = r#"{"contender":"mutual","status":"ok"}
+{"mode":"crypto","x25519_per_s":20000.0,"server_handshake_crypto_us_x25519":200.0}
+{"contender":"direct","case":"req_c16","ok":10,"latency":{"p50_us":200,"p99_us":300}}
+{"contender":"mutual","case":"hs_c16","ok":10,"per_server_cpu_s":2000.0,"server_user_us_per_unit":300.0,"server_sys_us_per_unit":200.0}
+{"contender":"mutual","case":"resume_c16","ok":10,"per_server_cpu_s":4000.0}
+{"contender":"mutual","case":"req_c16","ok":10,"per_server_cpu_s":50000.0,"latency":{"p50_us":260,"p99_us":450}}
+{"contender":"floor","case":"floor_hs_c16","ok":10,"per_server_cpu_s":10000.0,"server_user_us_per_unit":30.0,"server_sys_us_per_unit":70.0}
+{"contender":"floor","case":"floor_req_c16","ok":10,"per_server_cpu_s":90000.0,"latency":{"p50_us":230,"p99_us":340}}"#;
+        let md = render(input);
+        // The floor is no column of the main table.
+        assert!(!md.contains("| floor |"), "{md}");
+        assert!(
+            md.contains("| &nbsp;&nbsp;server CPU µs per connection | 500 (300 user + 200 system) | 100 (30.0 user + 70.0 system) |"),
+            "{md}"
+        );
+        // crypto + floor: 1e6 / (200 + 100) = 3333 full; 1e6 / (50 + 100) = 6667 resumed.
+        assert!(
+            md.contains("| full handshakes: crypto + floor | 3333 | 2000 | 60% |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| resumed handshakes: crypto + floor | 6667 | 4000 | 60% |"),
+            "{md}"
+        );
+        assert!(md.contains("(crypto / (crypto + floor)): 67%"), "{md}");
+        assert!(
+            md.contains("at most (crypto + floor bounds): 2.00; mutual: 2.00"),
+            "{md}"
+        );
+        assert!(
+            md.contains("beyond crypto + floor: 200 full, 100 resumed"),
+            "{md}"
+        );
+        assert!(
+            md.contains("p99 latency µs added over the direct path (300 direct) | 150 | 40.0 |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -71,12 +71,18 @@ fn stat_fields(stat: &str) -> Option<Vec<&str>> {
 
 /// (parent pid, utime + stime in clock ticks) from the text of /proc/PID/stat.
 pub fn parse_stat(stat: &str) -> Option<(u32, u64)> {
+    parse_stat_split(stat).map(|(ppid, u, s)| (ppid, u + s))
+}
+
+/// (parent pid, utime, stime in clock ticks) from the text of /proc/PID/stat: user space
+/// (TLS, our code) and kernel (TCP, syscalls) apart.
+pub fn parse_stat_split(stat: &str) -> Option<(u32, u64, u64)> {
     let f = stat_fields(stat)?;
     // After the name: state(0) ppid(1) ... utime(11) stime(12), i.e. fields 14 and 15 of proc(5).
     let ppid = f.get(1)?.parse().ok()?;
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
-    Some((ppid, utime + stime))
+    Some((ppid, utime, stime))
 }
 
 /// VmRSS in KiB from the text of /proc/PID/status.
@@ -132,15 +138,26 @@ pub fn clock_ticks() -> f64 {
 
 /// CPU seconds (user + system) used so far by the process tree rooted at each pid.
 pub fn tree_cpu_seconds(pids: &[u32], ticks: f64) -> f64 {
-    let mut total = 0u64;
+    let (u, s) = tree_cpu_split(pids, ticks);
+    u + s
+}
+
+/// CPU seconds used so far by the process tree rooted at each pid: (user, system).
+pub fn tree_cpu_split(pids: &[u32], ticks: f64) -> (f64, f64) {
+    let (mut user, mut sys) = (0u64, 0u64);
     for &root in pids {
         for pid in process_tree(root) {
-            if let Some((_, t)) = read_stat(Path::new(&format!("/proc/{pid}/stat"))) {
-                total += t;
+            if let Some((_, u, s)) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .as_deref()
+                .and_then(parse_stat_split)
+            {
+                user += u;
+                sys += s;
             }
         }
     }
-    total as f64 / ticks
+    (user as f64 / ticks, sys as f64 / ticks)
 }
 
 fn read_stat(p: &Path) -> Option<(u32, u64)> {
@@ -221,6 +238,7 @@ mod tests {
     fn proc_stat_with_odd_command_name() {
         let line = "1234 (nginx: worker (x)) S 1200 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0 5 0 0";
         assert_eq!(parse_stat(line), Some((1200, 325)));
+        assert_eq!(parse_stat_split(line), Some((1200, 250, 75)));
         assert_eq!(parse_stat("garbage"), None);
     }
 

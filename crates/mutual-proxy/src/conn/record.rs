@@ -215,6 +215,11 @@ impl ConnRecord {
 
     fn write(&mut self, outcome: Outcome, reason: Reason) {
         self.written = true;
+        if !self.rec.audit.is_enabled() {
+            // No audit log: nothing to format (time stamp, address, identity copies) per
+            // connection (issue 20).
+            return;
+        }
         let tls = self.tls.as_ref().or(match &self.who {
             Some(Who::Peer(p)) => Some(&p.tls),
             _ => None,

@@ -343,7 +343,8 @@ impl Serve {
     /// backend dialled.
     async fn establish(&self, tcp: TcpStream, peer: SocketAddr, shutdown: Shutdown) -> Next {
         let mut rec = self.rec.start(peer);
-        let local = tcp.local_addr().ok();
+        // Only the PROXY header needs the local address: no getsockname otherwise (issue 20).
+        let local = self.cfg.proxy_protocol.and_then(|_| tcp.local_addr().ok());
         let mat = self.current.load_full();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&mat.server.config));
         let io = crate::refuse::HandshakeIo::new(tcp);

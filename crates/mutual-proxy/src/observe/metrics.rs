@@ -104,6 +104,21 @@ pub const PEER_WINDOW: Duration = Duration::from_secs(3600);
 /// Per-certificate bookkeeping for the peer expiry gauge: serial -> (notAfter, last seen).
 type PeerCerts = HashMap<String, (i64, std::time::Instant)>;
 
+/// One tracked identity: its certificates and its series of the gauge (kept here so a known
+/// peer costs no label allocation or family lookup per connection, issue 20).
+struct PeerEntry {
+    certs: PeerCerts,
+    gauge: Gauge,
+}
+
+/// Tracked identities by listener, then identity (looked up by `&str`, no allocation for a
+/// known peer); `count` is the number of identities over all listeners.
+#[derive(Default)]
+struct Peers {
+    by_listener: HashMap<String, HashMap<String, PeerEntry>>,
+    count: usize,
+}
+
 /// The process-wide registry and metric families, registered domain by domain (as linkerd
 /// does): each part of the proxy owns its families and registers them itself; names and labels
 /// are those of docs/proxy.md.
@@ -115,7 +130,7 @@ pub struct Metrics {
     cdp: CdpFamilies,
     ocsp_peer: OcspPeerFamilies,
     renewal: RenewalFamilies,
-    peers: Mutex<HashMap<(String, String), PeerCerts>>,
+    peers: Mutex<Peers>,
     /// Identities that have their own `mutual_http_requests_total` series (bounded).
     http_identities: Mutex<std::collections::HashSet<(String, String)>>,
     /// `/readyz` conditions.
@@ -274,7 +289,7 @@ impl Metrics {
             cdp,
             ocsp_peer,
             renewal,
-            peers: Mutex::new(HashMap::new()),
+            peers: Mutex::new(Peers::default()),
             http_identities: Mutex::new(std::collections::HashSet::new()),
             ready: crate::ready::Readiness::default(),
             pkcs11_up,
@@ -462,12 +477,50 @@ impl Metrics {
         let Ok(mut peers) = self.peers.lock() else {
             return; // a panicked holder: skip the gauge rather than take the proxy down
         };
-        let key = (listener.to_string(), identity.to_string());
-        if !peers.contains_key(&key) && peers.len() >= MAX_TRACKED_IDENTITIES {
+        let peers = &mut *peers;
+        let known = peers
+            .by_listener
+            .get(listener)
+            .is_some_and(|m| m.contains_key(identity));
+        if !known && peers.count >= MAX_TRACKED_IDENTITIES {
             return;
         }
-        let certs = peers.entry(key).or_default();
-        certs.insert(serial.to_string(), (not_after, now));
+        if !known {
+            let gauge = self
+                .certs
+                .peer_expiry
+                .get_or_create(&PeerLabels {
+                    listener: listener.to_string(),
+                    identity: identity.to_string(),
+                })
+                .clone();
+            peers
+                .by_listener
+                .entry(listener.to_string())
+                .or_default()
+                .insert(
+                    identity.to_string(),
+                    PeerEntry {
+                        certs: PeerCerts::new(),
+                        gauge,
+                    },
+                );
+            peers.count += 1;
+        }
+        let Some(entry) = peers
+            .by_listener
+            .get_mut(listener)
+            .and_then(|m| m.get_mut(identity))
+        else {
+            return;
+        };
+        let certs = &mut entry.certs;
+        match certs.get_mut(serial) {
+            Some(c) => *c = (not_after, now),
+            None => {
+                certs.insert(serial.to_string(), (not_after, now));
+            }
+        }
         certs.retain(|_, (_, seen)| now.duration_since(*seen) <= PEER_WINDOW);
         if certs.len() > 16 {
             // Bound the per-identity map too: keep the most recently seen.
@@ -478,13 +531,7 @@ impl Metrics {
             }
         }
         let soonest = certs.values().map(|(na, _)| *na).min().unwrap_or(not_after);
-        self.certs
-            .peer_expiry
-            .get_or_create(&PeerLabels {
-                listener: listener.to_string(),
-                identity: identity.to_string(),
-            })
-            .set(soonest);
+        entry.gauge.set(soonest);
     }
 
     /// Counts one HTTP-mode request in `mutual_http_requests_total`. At most
@@ -735,7 +782,16 @@ mod tests {
         for i in 0..(MAX_TRACKED_IDENTITIES + 50) {
             m.observe_peer("l", &format!("id{i}"), "01", 1);
         }
-        assert_eq!(m.peers.lock().unwrap().len(), MAX_TRACKED_IDENTITIES);
+        assert_eq!(m.peers.lock().unwrap().count, MAX_TRACKED_IDENTITIES);
+        let tracked: usize = m
+            .peers
+            .lock()
+            .unwrap()
+            .by_listener
+            .values()
+            .map(HashMap::len)
+            .sum();
+        assert_eq!(tracked, MAX_TRACKED_IDENTITIES);
         let series = m
             .encode()
             .lines()
