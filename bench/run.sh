@@ -390,7 +390,7 @@ run_contender() {
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "crypto limit"
-"${SRV[@]}" "$LOADGEN" crypto --seconds "$CRYPTO_SECS" --json >>"$RES" 2>>"$WORK/loadgen.err"
+"${SRV[@]}" "$LOADGEN" crypto --seconds "$CRYPTO_SECS" --certs "$CERTS" --json >>"$RES" 2>>"$WORK/loadgen.err"
 
 # The floor: the same requests straight to the backend, no TLS, no proxy.
 log "direct: backend without TLS"

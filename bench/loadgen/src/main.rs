@@ -5,6 +5,7 @@
 //! the case, so the harness only has to append them to a file and call `loadgen report`.
 #![forbid(unsafe_code)]
 
+mod alone;
 mod backend;
 mod ca;
 mod certs;
@@ -197,6 +198,10 @@ enum Cmd {
         /// Seconds spent on each operation.
         #[arg(long, default_value_t = 1.0)]
         seconds: f64,
+        /// The bench's certificates (`gen-certs --out DIR`): also time a stock rustls server's
+        /// side of full and resumed mTLS handshakes in memory ("rustls alone").
+        #[arg(long)]
+        certs: Option<PathBuf>,
         #[command(flatten)]
         common: Common,
     },
@@ -523,7 +528,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }))?;
             emit(&common, None, v)
         }
-        Cmd::Crypto { seconds, common } => emit(&common, None, crypto::run(seconds)?),
+        Cmd::Crypto {
+            seconds,
+            certs,
+            common,
+        } => {
+            let mut v = crypto::run(seconds)?;
+            if let Some(dir) = certs {
+                let (full_us, resumed_us) = alone::run(&dir, seconds)?;
+                v["rustls_server_full_us"] = json!(stats::round2(full_us));
+                v["rustls_server_resumed_us"] = json!(stats::round2(resumed_us));
+            }
+            emit(&common, None, v)
+        }
         Cmd::Backend {
             listen,
             require_header,

@@ -555,6 +555,21 @@ pub fn render(input: &str) -> String {
         ] {
             out.push_str(&format!("| {label} | {} |\n", g(key)));
         }
+        // rustls alone (`crypto --certs`): a stock rustls server's side of the handshake in memory.
+        for (label, key) in [
+            (
+                "rustls alone, server side, in memory: full mTLS handshakes (all of TLS 1.3's crypto, no sockets, no proxy)",
+                "rustls_server_full_us",
+            ),
+            (
+                "rustls alone, server side, in memory: resumed handshakes",
+                "rustls_server_resumed_us",
+            ),
+        ] {
+            if let Some(us) = c.get(key).and_then(Value::as_f64).filter(|u| *u > 0.0) {
+                out.push_str(&format!("| {label} | {} |\n", fmt_num(1e6 / us)));
+            }
+        }
     }
     if let Some(c) = lines.iter().find(|l| str_of(l, "mode") == "ca") {
         let g = |k: &str| {
@@ -804,10 +819,35 @@ fn floor_and_bounds(lines: &[Value]) -> String {
             pct(m, bound)
         ));
     }
+    // rustls alone (a stock rustls server's side of the handshake, in memory) + the floor: what a
+    // proxy with no code of its own around rustls would spend per connection.
+    let a_full = num(crypto, "/rustls_server_full_us");
+    let a_res = num(crypto, "/rustls_server_resumed_us");
+    let (alone_full, alone_res) = (rate(sum(a_full, floor_us)), rate(sum(a_res, floor_us)));
+    if a_full.is_some() {
+        for (label, bound, m) in [
+            ("full handshakes: rustls alone + floor", alone_full, m_full),
+            ("resumed handshakes: rustls alone + floor", alone_res, m_res),
+        ] {
+            out.push_str(&format!(
+                "| {label} | {} | {} | {} |\n",
+                show(bound),
+                show(m),
+                pct(m, bound)
+            ));
+        }
+    }
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
         _ => "–".into(),
     };
+    if a_full.is_some() {
+        out.push_str(&format!(
+            "\n- a proxy that adds nothing to rustls (rustls alone + floor), as a share of the crypto-only bound: {}; resumed/full for it: {}\n",
+            pct(alone_full, rate(c_full)),
+            ratio(alone_res, alone_full),
+        ));
+    }
     out.push_str(&format!(
         "\n- the most any TLS proxy can reach here, as a share of the crypto-only bound (crypto / (crypto + floor)): {}\n",
         pct(c_full, sum(c_full, floor_us)),
@@ -1104,6 +1144,35 @@ mod tests {
         );
         assert!(
             md.contains("p99 latency µs added over the direct path (300 direct) | 150 | 40.0 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn rustls_alone_gives_the_no_code_of_ours_bounds() {
+        let input = r#"{"contender":"mutual","status":"ok"}
+{"mode":"crypto","x25519_per_s":20000.0,"server_handshake_crypto_us_x25519":200.0,"rustls_server_full_us":300.0,"rustls_server_resumed_us":100.0}
+{"contender":"mutual","case":"hs_c16","ok":10,"per_server_cpu_s":2000.0}
+{"contender":"mutual","case":"resume_c16","ok":10,"per_server_cpu_s":4000.0}
+{"contender":"floor","case":"floor_hs_c16","ok":10,"per_server_cpu_s":10000.0}"#;
+        let md = render(input);
+        // The crypto table: 1e6 / 300 and 1e6 / 100 per second.
+        assert!(md.contains("in memory: full mTLS handshakes (all of TLS 1.3's crypto, no sockets, no proxy) | 3333 |"), "{md}");
+        assert!(
+            md.contains("in memory: resumed handshakes | 10000 |"),
+            "{md}"
+        );
+        // rustls alone + floor: 1e6 / (300 + 100) = 2500 full, 1e6 / (100 + 100) = 5000 resumed.
+        assert!(
+            md.contains("| full handshakes: rustls alone + floor | 2500 | 2000 | 80% |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| resumed handshakes: rustls alone + floor | 5000 | 4000 | 80% |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("as a share of the crypto-only bound: 50%; resumed/full for it: 2.00"),
             "{md}"
         );
     }

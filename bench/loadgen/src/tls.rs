@@ -116,6 +116,11 @@ impl Client {
         self.with_config(cfg)
     }
 
+    /// The rustls configuration this client connects with (for in-memory handshakes).
+    pub fn config(&self) -> Arc<ClientConfig> {
+        Arc::clone(&self.config)
+    }
+
     /// The same client speaking HTTP/2: offers ALPN `h2` (by default no ALPN, which every
     /// server answers with HTTP/1.1 or raw bytes) and the request modes then use h2.
     pub fn h2(&self) -> Self {
