@@ -144,6 +144,7 @@ fn feed(conn: &mut Connection, mut bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     #[test]
     fn in_memory_handshakes_complete_full_and_resumed() {
