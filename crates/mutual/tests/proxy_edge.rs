@@ -188,6 +188,49 @@ fn max_connection_lifetime_closes_gracefully_and_audits_bytes() {
     p.wait_stderr("max connection lifetime reached");
 }
 
+#[test]
+fn idle_timeout_ends_a_silent_connection_and_spares_a_busy_one() {
+    // TCP mode's idle timeout, since one timer serves it, the lifetime and peer expiry (issue 20).
+    let (fx, _, p) = serve_fixture(&["--idle-timeout", "2s"]);
+    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
+    // Busy: a header line every 200 ms for 5 s (two and a half idle timeouts), then the end of
+    // the request; the backend's answer proves the connection was never cut.
+    let mut busy = open_held(p.addr(), &cfg);
+    for i in 0..25 {
+        std::thread::sleep(Duration::from_millis(200));
+        busy.write_all(format!("X-Busy-{i}: 1\r\n").as_bytes())
+            .unwrap_or_else(|e| panic!("cut while busy: {e}\n{}", p.stderr_text()));
+        busy.flush().unwrap();
+    }
+    assert_eq!(finish_request(busy), 200, "{}", p.stderr_text());
+    // Silent: half a request, so only the idle timeout can end it (the client's own read
+    // timeout is 15 s).
+    let t = Instant::now();
+    let mut silent = open_held(p.addr(), &cfg);
+    let mut out = Vec::new();
+    let end = silent.read_to_end(&mut out);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(1800) && took < Duration::from_secs(14),
+        "{took:?} {end:?}\n{}",
+        p.stderr_text()
+    );
+    assert!(out.is_empty());
+    let lines = p.wait_audit(2);
+    let silent_line = &lines[1];
+    assert_eq!(silent_line["result"], "allowed", "{silent_line}");
+    assert_eq!(silent_line["reason"], "ok", "{silent_line}");
+    assert_eq!(
+        silent_line["bytes_in"],
+        "GET / HTTP/1.0\r\n".len(),
+        "{silent_line}"
+    );
+    assert!(
+        silent_line["duration_ms"].as_u64().unwrap() >= 1800,
+        "{silent_line}"
+    );
+}
+
 const CA_PW: &str = "edge test password";
 
 /// Runs the real `mutual` with the test CA password; asserts success.
