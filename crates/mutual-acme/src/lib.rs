@@ -842,8 +842,21 @@ impl Acme {
         Ok(o)
     }
 
+    /// The caller's order, settled first: a validation records its authorization and then the
+    /// order (`run_validation`), so a client that saw its last authorization turn valid may ask
+    /// for the order, or finalize it, before the second write (or after a crash between the two).
+    /// A pending order is brought up to date from its authorizations before it is read.
+    async fn owned_order(&self, s: &Signed, id: &str) -> Result<AcmeObject, AcmeError> {
+        let o = self.owned(AcmeKind::Order, s, id).await?;
+        if o.status != "pending" {
+            return Ok(o);
+        }
+        self.update_order(id).await?;
+        self.owned(AcmeKind::Order, s, id).await
+    }
+
     async fn order(&self, base: &str, s: Signed, id: &str) -> Result<Resp, AcmeError> {
-        let o = self.owned(AcmeKind::Order, &s, id).await?;
+        let o = self.owned_order(&s, id).await?;
         let body: OrderBody = from_str(&o.body)?;
         let mut r = json_resp(StatusCode::OK, &order_json(base, &o, &body));
         set_location(&mut r, &format!("{base}/order/{id}"));
@@ -1012,7 +1025,7 @@ impl Acme {
 
     async fn finalize(&self, ca: &Ca, base: &str, s: Signed, id: &str) -> Result<Resp, AcmeError> {
         let acct = Self::account_of(&s)?.clone();
-        let o = self.owned(AcmeKind::Order, &s, id).await?;
+        let o = self.owned_order(&s, id).await?;
         let mut body: OrderBody = from_str(&o.body)?;
         if o.status != "ready" {
             return Err(AcmeError::new(
