@@ -233,19 +233,25 @@ EOF
   SPID=$!
 }
 
-start_haproxy() {
+# HAProxy in `mode tcp` forwarding to the backend, in $WORK/$1, with $2 after the bind address
+# (the TLS settings; empty for the floor's plain TCP proxy).
+start_haproxy_tcp() {
   command -v haproxy >/dev/null 2>&1 || { WHY="haproxy not installed"; return 1; }
-  local d=$WORK/haproxy; mkdir -p "$d"
+  local d=$WORK/$1; mkdir -p "$d"
   cat >"$d/haproxy.cfg" <<EOF
 $(haproxy_globals tcp)
 frontend bench
-  bind 127.0.0.1:$PORT ssl crt $CERTS/haproxy.pem ca-file $CERTS/root.pem verify required ssl-min-ver TLSv1.3
+  bind 127.0.0.1:$PORT$2
   default_backend be
 backend be
   server b1 127.0.0.1:$BPORT
 EOF
   "${SRV[@]}" haproxy -f "$d/haproxy.cfg" -db >"$d/out.log" 2>&1 &
   SPID=$!
+}
+
+start_haproxy() {
+  start_haproxy_tcp haproxy " ssl crt $CERTS/haproxy.pem ca-file $CERTS/root.pem verify required ssl-min-ver TLSv1.3"
 }
 
 start_stunnel() {
@@ -644,18 +650,7 @@ run_client_side() {
 # response relayed, two closes). Same peer, pinning and backend as the TLS contenders; reported
 # in its own section with the crypto + floor bounds (`loadgen report`), not as a contender.
 start_floor() {
-  command -v haproxy >/dev/null 2>&1 || { WHY="haproxy not installed"; return 1; }
-  local d=$WORK/floor; mkdir -p "$d"
-  cat >"$d/haproxy.cfg" <<EOF
-$(haproxy_globals tcp)
-frontend bench
-  bind 127.0.0.1:$PORT
-  default_backend be
-backend be
-  server b1 127.0.0.1:$BPORT
-EOF
-  "${SRV[@]}" haproxy -f "$d/haproxy.cfg" -db >"$d/out.log" 2>&1 &
-  SPID=$!
+  start_haproxy_tcp floor ""
 }
 
 run_floor() {
