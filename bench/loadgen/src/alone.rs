@@ -24,7 +24,7 @@ use crate::tls::{Client, TlsArgs};
 
 /// Server-side CPU microseconds per full and per resumed handshake, each measured for `secs`.
 pub fn run(certs: &Path, secs: f64) -> anyhow::Result<(f64, f64)> {
-    let server = server_config(certs)?;
+    let server = Arc::new(server_config(certs)?);
     let full = Client::new(&TlsArgs {
         cert: Some(certs.join("client-chain.pem")),
         key: Some(certs.join("client.key")),
@@ -40,7 +40,9 @@ pub fn run(certs: &Path, secs: f64) -> anyhow::Result<(f64, f64)> {
     Ok((full_us, resumed_us))
 }
 
-fn server_config(certs: &Path) -> anyhow::Result<Arc<ServerConfig>> {
+/// The bench's mTLS server as a stock rustls config: TLS 1.3, the root trusted for client
+/// certificates (required), the server chain, stateless tickets (two per handshake).
+pub(crate) fn server_config(certs: &Path) -> anyhow::Result<ServerConfig> {
     let read_chain = |name: &str| -> anyhow::Result<Vec<CertificateDer<'static>>> {
         let path = certs.join(name);
         CertificateDer::pem_file_iter(&path)
@@ -63,7 +65,7 @@ fn server_config(certs: &Path) -> anyhow::Result<Arc<ServerConfig>> {
         .with_single_cert(read_chain("server-chain.pem")?, key)?;
     cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     cfg.send_tls13_tickets = 2;
-    Ok(Arc::new(cfg))
+    Ok(cfg)
 }
 
 /// Handshakes for about `secs`; returns the server's mean time per handshake in µs. With

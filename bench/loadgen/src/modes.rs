@@ -644,9 +644,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::tls::TlsArgs;
-    use rustls::server::WebPkiClientVerifier;
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     use tokio::net::TcpListener;
 
     /// A minimal rustls mTLS terminator in front of the backend: enough to exercise the client
@@ -704,24 +701,7 @@ mod tests {
     }
 
     fn server_config(dir: &std::path::Path) -> rustls::ServerConfig {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(dir.join("root.pem")).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
-            .build()
-            .unwrap();
-        let chain: Vec<_> = CertificateDer::pem_file_iter(dir.join("server-chain.pem"))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-        let mut cfg = rustls::ServerConfig::builder()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .unwrap();
-        cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
-        cfg
+        crate::alone::server_config(dir).unwrap()
     }
 
     fn args(dir: &std::path::Path, cert: &str) -> TlsArgs {
