@@ -325,6 +325,11 @@ pub fn fmt_num(v: f64) -> String {
     }
 }
 
+/// A table cell: the figure, or "–" when the run has none.
+fn figure(v: Option<f64>) -> String {
+    v.map(fmt_num).unwrap_or_else(|| "–".into())
+}
+
 fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or_default()
 }
@@ -529,12 +534,7 @@ pub fn render(input: &str) -> String {
     }
 
     if let Some(c) = lines.iter().find(|l| str_of(l, "mode") == "crypto") {
-        let g = |k: &str| {
-            c.get(k)
-                .and_then(Value::as_f64)
-                .map(fmt_num)
-                .unwrap_or_else(|| "–".into())
-        };
+        let g = |k: &str| figure(c.get(k).and_then(Value::as_f64));
         out.push_str("\n### The crypto limit on this machine (aws-lc-rs, one core)\n\n");
         out.push_str("| operation | per second |\n|---|---:|\n");
         for (label, key) in [
@@ -572,12 +572,7 @@ pub fn render(input: &str) -> String {
         }
     }
     if let Some(c) = lines.iter().find(|l| str_of(l, "mode") == "ca") {
-        let g = |k: &str| {
-            c.get(k)
-                .and_then(Value::as_f64)
-                .map(fmt_num)
-                .unwrap_or_else(|| "–".into())
-        };
+        let g = |k: &str| figure(c.get(k).and_then(Value::as_f64));
         out.push_str("\n### The CA (mutual only; SQLite inventory, synchronous=FULL)\n\n");
         out.push_str("| figure | value |\n|---|---:|\n");
         let tasks = c.get("issue_tasks").and_then(Value::as_u64).unwrap_or(0);
@@ -605,12 +600,7 @@ pub fn render(input: &str) -> String {
         // contender, so what one core gives is a choice of set-up, not a rule; CPU per
         // certificate shows what the second core cost.
         if let Some(two) = lines.iter().find(|l| str_of(l, "case") == "ca_2cpu") {
-            let f = |k: &str| {
-                two.get(k)
-                    .and_then(Value::as_f64)
-                    .map(fmt_num)
-                    .unwrap_or_else(|| "–".into())
-            };
+            let f = |k: &str| figure(two.get(k).and_then(Value::as_f64));
             out.push_str(&format!(
                 "| certificates issued per second, both cores ({} tasks, `--threads {}`, nothing pinned) | {} |\n",
                 f("issue_tasks"),
@@ -624,12 +614,7 @@ pub fn render(input: &str) -> String {
             ));
         }
         if let Some(api) = lines.iter().find(|l| str_of(l, "case") == "ca_api_renew") {
-            let f = |k: &str| {
-                api.get(k)
-                    .and_then(Value::as_f64)
-                    .map(fmt_num)
-                    .unwrap_or_else(|| "–".into())
-            };
+            let f = |k: &str| figure(api.get(k).and_then(Value::as_f64));
             out.push_str(&format!(
                 "| certificates issued per second via the API (`mutual ca serve`, POST /v1/renew over {} kept-alive mTLS connections) | {} |\n",
                 f("concurrency"),
@@ -641,11 +626,7 @@ pub fn render(input: &str) -> String {
             ));
             out.push_str(&format!(
                 "| &nbsp;&nbsp;p99 latency µs | {} |\n",
-                api.get("latency")
-                    .and_then(|l| l.get("p99_us"))
-                    .and_then(Value::as_f64)
-                    .map(fmt_num)
-                    .unwrap_or_else(|| "–".into())
+                figure(api.pointer("/latency/p99_us").and_then(Value::as_f64))
             ));
         }
         if let Some(e) = c.get("first_error").and_then(Value::as_str) {
@@ -708,7 +689,6 @@ fn floor_and_bounds(lines: &[Value]) -> String {
         })
     };
     let num = |l: Option<&Value>, pointer: &str| l.and_then(|l| l.pointer(pointer)?.as_f64());
-    let show = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "–".into());
     let floor_hs = find(FLOOR, "floor_hs_c16");
     let floor_req = find(FLOOR, "floor_req_c16");
     if floor_hs.is_none() && floor_req.is_none() {
@@ -752,8 +732,8 @@ fn floor_and_bounds(lines: &[Value]) -> String {
     ));
     out.push_str(&format!(
         "| new connections + 1 request, c=16: per server CPU-second (mutual: full handshakes) | {} | {} |\n",
-        show(num(full, "/per_server_cpu_s")),
-        show(num(floor_hs, "/per_server_cpu_s")),
+        figure(num(full, "/per_server_cpu_s")),
+        figure(num(floor_hs, "/per_server_cpu_s")),
     ));
     out.push_str(&format!(
         "| &nbsp;&nbsp;server CPU µs per connection | {} | {} |\n",
@@ -769,15 +749,15 @@ fn floor_and_bounds(lines: &[Value]) -> String {
     for q in ["p50", "p99"] {
         out.push_str(&format!(
             "| requests, c=16 kept-alive: {q} latency µs added over the direct path ({} direct) | {} | {} |\n",
-            show(lat(direct, q)),
-            show(added(us_req, q)),
-            show(added(floor_req, q)),
+            figure(lat(direct, q)),
+            figure(added(us_req, q)),
+            figure(added(floor_req, q)),
         ));
     }
     out.push_str(&format!(
         "| &nbsp;&nbsp;per server CPU-second (requests) | {} | {} |\n",
-        show(num(us_req, "/per_server_cpu_s")),
-        show(num(floor_req, "/per_server_cpu_s")),
+        figure(num(us_req, "/per_server_cpu_s")),
+        figure(num(floor_req, "/per_server_cpu_s")),
     ));
 
     // The bounds: crypto alone, crypto + floor, and mutual's share of each.
@@ -814,8 +794,8 @@ fn floor_and_bounds(lines: &[Value]) -> String {
     ] {
         out.push_str(&format!(
             "| {label} | {} | {} | {} |\n",
-            show(bound),
-            show(m),
+            figure(bound),
+            figure(m),
             pct(m, bound)
         ));
     }
@@ -831,8 +811,8 @@ fn floor_and_bounds(lines: &[Value]) -> String {
         ] {
             out.push_str(&format!(
                 "| {label} | {} | {} | {} |\n",
-                show(bound),
-                show(m),
+                figure(bound),
+                figure(m),
                 pct(m, bound)
             ));
         }
@@ -858,7 +838,7 @@ fn floor_and_bounds(lines: &[Value]) -> String {
         ratio(m_res, m_full),
     ));
     let beyond =
-        |m: Option<f64>, c: Option<f64>| show(sum(c, floor_us).and_then(|b| Some(1e6 / m? - b)));
+        |m: Option<f64>, c: Option<f64>| figure(sum(c, floor_us).and_then(|b| Some(1e6 / m? - b)));
     out.push_str(&format!(
         "- mutual's CPU µs per connection beyond crypto + floor: {} full, {} resumed\n",
         beyond(m_full, c_full),
@@ -883,7 +863,6 @@ fn mutual_alone(lines: &[Value]) -> String {
         }
         l.pointer(pointer).and_then(Value::as_f64)
     };
-    let show = |v: Option<f64>| v.map(fmt_num).unwrap_or_else(|| "–".into());
     let mut rows = String::new();
     for (label, case, reference, pointer) in MUTUAL_ALONE {
         if find(case).is_none() {
@@ -897,8 +876,8 @@ fn mutual_alone(lines: &[Value]) -> String {
         rows.push_str(&format!(
             "| {} | {} | {} | {ratio} |\n",
             label.replace("  ", "&nbsp;&nbsp;"),
-            show(a),
-            show(b)
+            figure(a),
+            figure(b)
         ));
     }
     if let Some(l) = find("prod_hs_c16").filter(|l| l.get("audit_lines").is_some()) {
@@ -914,14 +893,14 @@ fn mutual_alone(lines: &[Value]) -> String {
         let extra = |k: &str| l.get(k).and_then(Value::as_f64);
         rows.push_str(&format!(
             "| idle connections through `mutual run`, two listeners: held of {} wanted (seen established by ss: {}) | {} | – | – |\n",
-            show(extra("requested")),
-            show(extra("established_ss")),
-            show(num("idle_run2", "/ready")),
+            figure(extra("requested")),
+            figure(extra("established_ss")),
+            figure(num("idle_run2", "/ready")),
         ));
         rows.push_str(&format!(
             "| &nbsp;&nbsp;RSS per idle connection KiB, two listeners vs one (`serve`) | {} | {} | {} |\n",
-            show(num("idle_run2", "/rss_per_conn_kib")),
-            show(num("idle", "/rss_per_conn_kib")),
+            figure(num("idle_run2", "/rss_per_conn_kib")),
+            figure(num("idle", "/rss_per_conn_kib")),
             match (num("idle_run2", "/rss_per_conn_kib"), num("idle", "/rss_per_conn_kib")) {
                 (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
                 _ => "–".into(),
