@@ -25,6 +25,7 @@ pub mod ocsp_peer;
 pub mod peer;
 pub mod reason;
 pub mod server;
+pub mod ticketer;
 pub mod verifiers;
 pub mod verify;
 

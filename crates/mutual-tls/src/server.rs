@@ -100,7 +100,7 @@ pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMateria
     let mut config = build(provider, s.allow_tls12, verifier, cert, s.alpn.clone())?;
     // Fresh ticket keys and session cache on every build: resumption skips the client
     // certificate verifier, so a reload (new CRL, new CA) must invalidate old sessions.
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    config.ticketer = crate::ticketer::new()?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     config.send_tls13_tickets = 2;
     Ok(ServerMaterial {
