@@ -145,3 +145,46 @@ fn serve_refuses_a_resuming_client_once_a_reloaded_crl_revokes_it() {
     }
     p.wait_audit_line("failed", "revoked");
 }
+
+/// The session tickets of a TLS 1.3 handshake are held back to leave with the first response
+/// (one segment instead of two, issue 20). A backend that never answers must not keep them from
+/// the client: the client's own bytes let them go, and its next connection resumes.
+#[test]
+fn a_client_whose_backend_never_answers_still_gets_its_tickets() {
+    let fx = fixture();
+    // A backend that reads and never writes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in silent.incoming() {
+            let Ok(mut c) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let p = start_serve(&fx, &silent_addr.to_string(), &[]);
+    let cfg = rustls_config(&fx.pki.root, Some(&fx.ok));
+    let mut s = tls_connect(p.addr(), &cfg).unwrap();
+    assert_eq!(s.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    s.write_all(b"ping").unwrap();
+    // Nothing will come but the tickets: read until the socket has been quiet for a while.
+    s.sock
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let read = s.read(&mut buf);
+    assert!(
+        matches!(&read, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the silent backend sent nothing: {read:?}"
+    );
+    let again = tls_connect(p.addr(), &cfg).unwrap();
+    assert_eq!(
+        again.conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed),
+        "the tickets reached the client: {}",
+        p.stderr_text()
+    );
+    drop((s, again));
+}

@@ -29,8 +29,51 @@ const LINGER_BYTES: usize = 64 * 1024;
 
 /// TLS record content type of an alert.
 pub const CONTENT_ALERT: u8 = 21;
+/// TLS record content type of a handshake message.
+const CONTENT_HANDSHAKE: u8 = 22;
 const ALERT_CERTIFICATE_REQUIRED: u8 = 116;
 const ALERT_HANDSHAKE_FAILURE: u8 = 40;
+/// The version our ServerHello names for TLS 1.3 (supported_versions).
+const TLS13: u16 = 0x0304;
+
+/// A socket that can be told more bytes follow (Linux `MSG_MORE`): what it is given waits in
+/// the kernel and leaves with the next write, in the same segment. Anything else writes as
+/// usual (the default).
+pub trait SendMore: AsyncWrite + Unpin {
+    fn poll_write_more(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl SendMore for tokio::net::TcpStream {
+    fn poll_write_more(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let tcp: &tokio::net::TcpStream = self.get_mut();
+        loop {
+            std::task::ready!(tcp.poll_write_ready(cx))?;
+            let sent = tcp.try_io(tokio::io::Interest::WRITABLE, || {
+                socket2::SockRef::from(tcp).send_vectored_with_flags(bufs, libc::MSG_MORE)
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+impl SendMore for tokio::net::TcpStream {}
+
+impl SendMore for tokio::io::DuplexStream {}
 
 /// Shuts the write side down and drains the read side (bounded) so that what we wrote last
 /// (an alert, a close_notify) reaches the peer instead of being destroyed by a RST.
@@ -49,7 +92,9 @@ pub async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S) {
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
-/// Walks the TLS records we write, one byte at a time (records may be split across writes).
+/// Walks the TLS records we write (records may be split across writes): a record's header
+/// byte by byte, its body a run at a time, so a handshake flight of several KiB (certificates,
+/// session tickets) costs a few steps per record, not one per byte (issue 20).
 #[derive(Clone, Copy, Debug, Default)]
 struct RecordWalker {
     header: [u8; 5],
@@ -58,32 +103,75 @@ struct RecordWalker {
     left: usize,
     /// The current record is a plaintext alert (type 21, two-byte body).
     plain_alert: bool,
+    /// The current record is a plaintext handshake record (type 22): kept for [`Negotiated`].
+    handshake: bool,
     /// Position within the current record's body.
     pos: usize,
 }
 
 impl RecordWalker {
-    /// Advances over `b`, rewriting it when it is the description byte of a plaintext
-    /// `certificate_required` alert.
-    fn step(&mut self, b: &mut u8) {
-        if self.left == 0 {
-            self.header[self.have] = *b;
-            self.have += 1;
-            if self.have == self.header.len() {
-                self.have = 0;
-                self.left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
-                // Encrypted alerts carry a tag and are longer than two bytes.
-                self.plain_alert = self.header[0] == CONTENT_ALERT && self.left == 2;
-                self.pos = 0;
+    /// Advances over `buf`: see [`Walked`]. Appends the plaintext handshake records to `keep`
+    /// (up to [`SENT_CAP`] bytes in all).
+    fn advance(&mut self, buf: &[u8], mut keep: Option<&mut Vec<u8>>) -> Walked {
+        let mut walked = Walked::default();
+        let mut i = 0;
+        while i < buf.len() {
+            if self.left == 0 {
+                self.header[self.have] = buf[i];
+                self.have += 1;
+                i += 1;
+                if self.have == self.header.len() {
+                    self.have = 0;
+                    self.left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+                    // Encrypted alerts carry a tag and are longer than two bytes.
+                    self.plain_alert = self.header[0] == CONTENT_ALERT && self.left == 2;
+                    self.handshake = self.header[0] == CONTENT_HANDSHAKE;
+                    walked.handshake |= self.handshake;
+                    self.pos = 0;
+                    if self.handshake {
+                        if let Some(k) = keep.as_deref_mut() {
+                            capped(k, &self.header);
+                        }
+                    }
+                }
+                continue;
             }
-            return;
+            let run = self.left.min(buf.len() - i);
+            if self.plain_alert && self.pos <= 1 && self.pos + run > 1 {
+                let at = i + 1 - self.pos;
+                if buf[at] == ALERT_CERTIFICATE_REQUIRED {
+                    walked.rewrite.push(at);
+                }
+            }
+            walked.handshake |= self.handshake;
+            if self.handshake {
+                if let Some(k) = keep.as_deref_mut() {
+                    capped(k, &buf[i..i + run]);
+                }
+            }
+            self.pos += run;
+            self.left -= run;
+            i += run;
         }
-        if self.plain_alert && self.pos == 1 && *b == ALERT_CERTIFICATE_REQUIRED {
-            *b = ALERT_HANDSHAKE_FAILURE;
-        }
-        self.pos += 1;
-        self.left -= 1;
+        walked
     }
+}
+
+/// What [`RecordWalker::advance`] saw in the bytes it walked.
+#[derive(Debug, Default)]
+struct Walked {
+    /// Offsets of the bytes to rewrite: the description byte of a plaintext
+    /// `certificate_required` alert, rewritten to `handshake_failure`.
+    rewrite: Vec<usize>,
+    /// Some of the bytes belong to a plaintext handshake record (a ServerHello, TLS 1.2's
+    /// flights).
+    handshake: bool,
+}
+
+/// Appends `bytes` to `to`, up to [`SENT_CAP`] bytes in all.
+fn capped(to: &mut Vec<u8>, bytes: &[u8]) {
+    let room = SENT_CAP.saturating_sub(to.len());
+    to.extend_from_slice(&bytes[..room.min(bytes.len())]);
 }
 
 /// The socket under a server-side handshake: see the module doc. After the handshake it only
@@ -94,10 +182,17 @@ pub struct HandshakeIo<S> {
     first_byte: Option<u8>,
     out: RecordWalker,
     done: bool,
-    /// The plaintext handshake bytes we sent (ServerHello and, in TLS 1.2, the rest of our
-    /// first flight), capped: a handshake refused inside the verifier leaves no rustls state to
-    /// ask, and the audit line still names the version, cipher and group.
+    /// The plaintext handshake records we sent (ServerHello and, in TLS 1.2, the rest of our
+    /// first flight; not the encrypted records), capped: a handshake refused inside the
+    /// verifier leaves no rustls state to ask, and the audit line still names the version,
+    /// cipher and group.
     sent: Vec<u8>,
+    /// Our ServerHello said TLS 1.3.
+    tls13: bool,
+    /// The last write not held back ([`SendMore`]) went out whole.
+    flight_out: bool,
+    /// The client sent bytes since then.
+    heard: bool,
 }
 
 /// Enough for a ServerHello and a TLS 1.2 ServerKeyExchange (certificates may be cut off).
@@ -119,6 +214,9 @@ impl<S> HandshakeIo<S> {
             out: RecordWalker::default(),
             done: false,
             sent: Vec::new(),
+            tls13: false,
+            flight_out: false,
+            heard: false,
         }
     }
 
@@ -187,11 +285,82 @@ impl<S: AsyncRead + Unpin> AsyncRead for HandshakeIo<S> {
         if me.first_byte.is_none() {
             me.first_byte = buf.filled().get(before).copied();
         }
+        if me.flight_out && buf.filled().len() > before {
+            me.heard = true;
+        }
         r
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for HandshakeIo<S> {
+impl<S: SendMore> HandshakeIo<S> {
+    /// A write before [`HandshakeIo::handshake_done`]: walked (rewritten when it must be),
+    /// remembered ([`Negotiated`]), and held back when it is TLS 1.3's session tickets.
+    ///
+    /// In TLS 1.3 the server writes nothing between its flight and the client's Finished but
+    /// alerts, and after the Finished only its session tickets (or an alert). So a write that
+    /// comes once our whole flight went out and the client answered, and holds no plaintext
+    /// handshake record, is the tickets: it is sent with `MSG_MORE` ([`SendMore`]) and leaves
+    /// with the first response instead of in a segment of its own, which saves a segment, a
+    /// wake-up of the client and, on loopback, the kernel's delivery of it (issue 20). A
+    /// refusal's alert held this way leaves with the FIN [`linger`] sends; any segment from the
+    /// client also lets held bytes go (Linux pushes pending data when it processes an
+    /// incoming segment, TCP_NODELAY being set).
+    fn poll_handshake_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut dry = self.out;
+        let mut walked = Walked::default();
+        let mut base = 0;
+        for b in bufs {
+            let w = dry.advance(b, None);
+            walked
+                .rewrite
+                .extend(w.rewrite.into_iter().map(|at| base + at));
+            walked.handshake |= w.handshake;
+            base += b.len();
+        }
+        let several = bufs.iter().filter(|b| !b.is_empty()).count() > 1;
+        let held = self.tls13 && self.flight_out && self.heard && !walked.handshake;
+        let r = if !walked.rewrite.is_empty() || (several && !self.inner.is_write_vectored()) {
+            // A rewrite, or a socket that takes one buffer per call: joined, so the bytes go
+            // out in one call.
+            let mut joined = Vec::with_capacity(total);
+            for b in bufs {
+                joined.extend_from_slice(b);
+            }
+            for at in walked.rewrite {
+                joined[at] = ALERT_HANDSHAKE_FAILURE;
+            }
+            Pin::new(&mut self.inner).poll_write(cx, &joined)
+        } else if held {
+            Pin::new(&mut self.inner).poll_write_more(cx, bufs)
+        } else {
+            Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        };
+        if let Poll::Ready(Ok(n)) = &r {
+            // The walker advances over what the socket took; the rest is offered again.
+            let mut left = *n;
+            for b in bufs {
+                let take = left.min(b.len());
+                self.out.advance(&b[..take], Some(&mut self.sent));
+                left -= take;
+            }
+            if !held {
+                self.flight_out = *n == total;
+                self.heard = false;
+                if walked.handshake {
+                    self.tls13 = self.negotiated().is_some_and(|n| n.version == TLS13);
+                }
+            }
+        }
+        r
+    }
+}
+
+impl<S: SendMore> AsyncWrite for HandshakeIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -201,29 +370,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HandshakeIo<S> {
         if me.done {
             return Pin::new(&mut me.inner).poll_write(cx, buf);
         }
-        let mut out = buf.to_vec();
-        let mut walker = me.out;
-        for b in &mut out {
-            walker.step(b);
-        }
-        let r = Pin::new(&mut me.inner).poll_write(cx, &out);
-        if let Poll::Ready(Ok(n)) = &r {
-            // Only what was written counts; the rest is offered again by the caller.
-            let mut scratch = buf.get(..*n).unwrap_or(buf).to_vec();
-            for b in &mut scratch {
-                me.out.step(b);
-            }
-            let room = SENT_CAP.saturating_sub(me.sent.len());
-            me.sent
-                .extend_from_slice(scratch.get(..room.min(scratch.len())).unwrap_or_default());
-        }
-        r
+        me.poll_handshake_write(cx, &[io::IoSlice::new(buf)])
     }
 
     /// rustls hands its pending records over as several buffers (ServerHello, the
     /// ChangeCipherSpec, the encrypted flight): written in one system call and one TCP segment
-    /// instead of one each, which the default (first buffer only) would do (issue 20). During
-    /// the handshake the buffers are joined, so the record walker sees them in order.
+    /// instead of one each, which the default (first buffer only) would do (issue 20). They go to
+    /// the socket as they are unless a byte must be rewritten (or the socket writes one buffer
+    /// per call): then they are joined.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -233,28 +387,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HandshakeIo<S> {
         if me.done {
             return Pin::new(&mut me.inner).poll_write_vectored(cx, bufs);
         }
-        match bufs.iter().filter(|b| !b.is_empty()).count() {
-            0 => Poll::Ready(Ok(0)),
-            1 => {
-                let one = bufs
-                    .iter()
-                    .find(|b| !b.is_empty())
-                    .map_or(&[][..], |b| &b[..]);
-                Pin::new(me).poll_write(cx, one)
-            }
-            _ => {
-                let mut joined = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
-                for b in bufs {
-                    joined.extend_from_slice(b);
-                }
-                Pin::new(me).poll_write(cx, &joined)
-            }
-        }
+        me.poll_handshake_write(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        // Before `handshake_done` vectored writes are joined here (see above); after it they
-        // go to the socket as they are.
+        // Before `handshake_done` a socket without vectored writes gets the buffers joined
+        // (see above); after it they go to the socket as they are.
         !self.done || self.inner.is_write_vectored()
     }
 
@@ -305,11 +443,11 @@ mod tests {
         let mut w = RecordWalker::default();
         let mut out = Vec::new();
         for c in chunks {
-            for &b in *c {
-                let mut b = b;
-                w.step(&mut b);
-                out.push(b);
+            let mut c = c.to_vec();
+            for at in w.advance(&c, None).rewrite {
+                c[at] = ALERT_HANDSHAKE_FAILURE;
             }
+            out.extend_from_slice(&c);
         }
         out
     }
@@ -325,7 +463,8 @@ mod tests {
         let flight = vec![23u8; 4000];
         io.write_all(&hello).await.unwrap();
         io.write_all(&flight).await.unwrap();
-        assert_eq!(io.sent.len(), hello.len() + flight.len());
+        // Only the plaintext handshake record is kept, not the encrypted flight.
+        assert_eq!(io.sent, hello);
         io.handshake_done();
         assert_eq!((io.sent.len(), io.sent.capacity()), (0, 0));
         io.write_all(b"application data").await.unwrap();
@@ -361,7 +500,10 @@ mod tests {
         ];
         let n = io.write_vectored(&bufs).await.unwrap();
         assert_eq!(n, hello.len() + alert.len(), "everything in one call");
-        assert_eq!(io.sent.len(), n);
+        assert_eq!(
+            io.sent, hello,
+            "the handshake record is kept, the alert is not"
+        );
         io.handshake_done();
         let n = io
             .write_vectored(&[IoSlice::new(b"ab"), IoSlice::new(b"cd")])
@@ -380,6 +522,44 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// On a socket with vectored writes (TCP), a flight with nothing to rewrite goes out as
+    /// rustls handed it over (no joined copy), the walker keeps up with it, and an alert after
+    /// it is still rewritten.
+    #[tokio::test]
+    async fn a_tcp_vectored_flight_passes_as_it_is_and_the_walker_keeps_up() {
+        use std::io::IoSlice;
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tcp, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (mut theirs, _) = accepted.unwrap();
+        let mut io = HandshakeIo::new(tcp.unwrap());
+        assert!(io.get_mut().is_write_vectored());
+        let hello = [22u8, 3, 3, 0, 3, 21, 2, 116];
+        let enc = [23u8, 3, 3, 0, 4, 9, 9, 9, 9];
+        let bufs = [
+            IoSlice::new(&hello[..6]),
+            IoSlice::new(&hello[6..]),
+            IoSlice::new(&enc),
+        ];
+        let all = [hello.as_slice(), enc.as_slice()].concat();
+        let n = io.write_vectored(&bufs).await.unwrap();
+        io.write_all(&all[n..]).await.unwrap();
+        io.write_all(&[21u8, 3, 3, 0, 2, 2, 116]).await.unwrap();
+        assert_eq!(
+            io.sent, hello,
+            "only the plaintext handshake record is kept"
+        );
+        drop(io);
+        let mut got = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut theirs, &mut got)
+            .await
+            .unwrap();
+        let mut want = all;
+        want.extend_from_slice(&[21, 3, 3, 0, 2, 2, 40]);
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn rewrites_only_a_plaintext_certificate_required_alert() {
         let hello = [22u8, 3, 3, 0, 3, 21, 2, 116];
@@ -390,6 +570,16 @@ mod tests {
             walk(&[&hello, &alert[..3], &alert[3..]]).get(8..),
             Some(&[21u8, 3, 3, 0, 2, 2, 40][..])
         );
+        // Split anywhere, one byte per write included, the same rewrite.
+        for cut in 1..alert.len() {
+            assert_eq!(
+                walk(&[&hello, &alert[..cut], &alert[cut..]]).get(8..),
+                Some(&[21u8, 3, 3, 0, 2, 2, 40][..]),
+                "cut at {cut}"
+            );
+        }
+        let bytes: Vec<&[u8]> = alert.chunks(1).collect();
+        assert_eq!(walk(&bytes), [21u8, 3, 3, 0, 2, 2, 40]);
         // An encrypted alert (longer body) is left alone.
         let enc = [21u8, 3, 3, 0, 3, 2, 116, 0];
         assert_eq!(walk(&[&enc]), enc);

@@ -145,7 +145,7 @@ fn wanted(cfg: &ServeConfig) -> Wanted {
 /// the peer reads what we sent instead of a RST.
 async fn refuse_tls<S>(tls: &mut tokio_rustls::server::TlsStream<crate::refuse::HandshakeIo<S>>)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + crate::refuse::SendMore,
 {
     let _ = tokio::time::timeout(Duration::from_secs(1), tls.shutdown()).await;
     crate::refuse::linger(tls.get_mut().0.get_mut()).await;
