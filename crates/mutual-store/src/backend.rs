@@ -446,69 +446,20 @@ pub(crate) fn pow2_chunk(n: usize, cap: usize) -> usize {
 macro_rules! impl_inventory {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// The certificate row and its SAN index rows, inside the caller's transaction.
+            /// The certificate row and its SAN index rows, inside the caller's transaction: the
+            /// one-row case of [`Self::insert_certs`] (the same statements), with the duplicate
+            /// serial named.
             pub(crate) async fn insert_cert(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 c: &NewCert,
             ) -> Result<(), StoreError> {
-                let sans = serde_json::to_string(&c.sans).map_err(|e| StoreError::Corrupt {
-                    serial: c.serial.clone(),
-                    detail: e.to_string(),
-                })?;
-                let res = sqlx::query(
-                    "INSERT INTO certificates (serial, name, subject, sans, usage, not_before, \
-                     not_after, status, requested_by, sha256, created_at, issuer, der, key_type) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'valid', $8, $9, $10, $11, $12, $13)",
-                )
-                .bind(&c.serial)
-                .bind(&c.name)
-                .bind(&c.subject)
-                .bind(sans)
-                .bind(&c.usage)
-                .bind(c.not_before)
-                .bind(c.not_after)
-                .bind(&c.requested_by)
-                .bind(&c.sha256)
-                .bind(unix_now())
-                .bind(&c.issuer)
-                .bind(&c.der)
-                .bind(&c.key_type)
-                .execute(&mut *conn)
-                .await;
-                match res {
-                    Ok(_) => {}
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                        return Err(StoreError::DuplicateSerial {
-                            serial: c.serial.clone(),
-                        })
-                    }
-                    Err(e) => {
-                        return Err(StoreError::Db {
-                            op: "insert certificate",
-                            source: e,
-                        })
-                    }
+                if Self::insert_certs(conn, &[c]).await? {
+                    Ok(())
+                } else {
+                    Err(StoreError::DuplicateSerial {
+                        serial: c.serial.clone(),
+                    })
                 }
-                let index: Vec<SanMatch> =
-                    c.sans.iter().filter_map(|s| SanMatch::from_stored(s)).collect();
-                if index.is_empty() {
-                    return Ok(());
-                }
-                // One statement for all of them (a certificate has a handful of SANs).
-                let mut qb = QueryBuilder::<$db>::new(
-                    "INSERT INTO certificate_sans (serial, kind, value) ",
-                );
-                qb.push_values(index, |mut b, m| {
-                    b.push_bind(c.serial.clone())
-                        .push_bind(m.kind)
-                        .push_bind(m.value);
-                });
-                qb.push(" ON CONFLICT DO NOTHING");
-                qb.build()
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db("index certificate SANs"))?;
-                Ok(())
             }
         }
 
