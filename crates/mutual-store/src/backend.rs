@@ -41,6 +41,9 @@ pub(crate) const COLUMNS: &str =
     "serial, name, subject, sans, usage, not_before, not_after, status, \
      revoked_at, reason, requested_by, sha256, created_at, revoked_by, issuer, key_type";
 
+/// `PRAGMA wal_autocheckpoint` of the inventory's connections (see [`SqliteStore::open`]).
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 4000;
+
 /// The embedded SQLite inventory (`inventory.db` in the CA directory by default).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -66,7 +69,13 @@ impl SqliteStore {
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // The commit that grows the WAL past this many pages copies them into the database
+            // and fsyncs it before it returns (SQLite's default is 1,000 pages, about 700
+            // issued certificates with their indexes): a 16 MiB WAL checkpoints a quarter as
+            // often, and the hot index pages written many times over are copied once per
+            // checkpoint. Durability is the same (every commit still fsyncs the WAL).
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string());
         let store = Self::connect(path, create, opts, 2).await?;
         SQLITE_MIGRATOR
             .run(&store.pool)
