@@ -212,7 +212,9 @@ enum Cmd {
         /// A new (or empty) directory for the throwaway CA.
         #[arg(long)]
         dir: PathBuf,
-        #[arg(long, default_value_t = 4)]
+        /// Concurrent issuers (bench/run.sh's CA_TASKS): enough that the core keeps signing
+        /// while a group's commit waits for its fsync.
+        #[arg(long, default_value_t = 256)]
         tasks: usize,
         /// How long to issue for.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]

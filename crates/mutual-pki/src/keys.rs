@@ -210,12 +210,21 @@ impl LeafKey {
     /// A new key of `kt`.
     pub fn generate(kt: KeyType) -> Result<LeafKey, PkiError> {
         use aws_lc_rs::signature::{self as sig, KeyPair as _};
-        let ec = match kt {
-            KeyType::EcdsaP256 => Some((&sig::ECDSA_P256_SHA256_ASN1_SIGNING, 256)),
-            KeyType::EcdsaP384 => Some((&sig::ECDSA_P384_SHA384_ASN1_SIGNING, 384)),
+        // The curve's OID (DER content octets): prime256v1, secp384r1.
+        let ec: Option<(_, usize, &[u8])> = match kt {
+            KeyType::EcdsaP256 => Some((
+                &sig::ECDSA_P256_SHA256_ASN1_SIGNING,
+                256,
+                &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+            )),
+            KeyType::EcdsaP384 => Some((
+                &sig::ECDSA_P384_SHA384_ASN1_SIGNING,
+                384,
+                &[0x2b, 0x81, 0x04, 0x00, 0x22],
+            )),
             KeyType::Ed25519 | KeyType::Rsa3072 => None,
         };
-        let Some((ec_alg, bits)) = ec else {
+        let Some((ec_alg, bits, curve)) = ec else {
             let k = generate(kt)?;
             return Ok(LeafKey {
                 pkcs8: pkcs8_v1_der(k.serialized_der())?,
@@ -228,11 +237,16 @@ impl LeafKey {
             detail: format!("cannot generate a {kt} key: {e}"),
         };
         let k = sig::EcdsaKeyPair::generate(ec_alg).map_err(fail)?;
-        // The same PKCS#8 v1 document `EcdsaKeyPair::generate_pkcs8` returns.
-        let pkcs8 = Zeroizing::new(k.to_pkcs8v1().map_err(fail)?.as_ref().to_vec());
+        let public = k.public_key().as_ref().to_vec();
+        // The same PKCS#8 v1 document `EcdsaKeyPair::to_pkcs8v1` returns (unit-tested), put
+        // together from the parts: aws-lc's encoder converts the public point to affine
+        // coordinates again, a field inversion (~20,000 instructions per certificate).
+        let scalar =
+            aws_lc_rs::encoding::AsBigEndian::as_be_bytes(&k.private_key()).map_err(fail)?;
+        let pkcs8 = ec_pkcs8_v1(curve, scalar.as_ref(), &public);
         Ok(LeafKey {
             pkcs8,
-            public: k.public_key().as_ref().to_vec(),
+            public,
             alg: kt.signature_algorithm(),
             bits,
         })
@@ -256,6 +270,48 @@ impl LeafKey {
     pub fn bits(&self) -> usize {
         self.bits
     }
+}
+
+/// PKCS#8 v1 of an EC key as aws-lc's `EVP_marshal_private_key` writes it: the curve in the
+/// AlgorithmIdentifier, and in the RFC 5915 ECPrivateKey the scalar and the public point (no
+/// parameters).
+fn ec_pkcs8_v1(curve_oid: &[u8], scalar: &[u8], public: &[u8]) -> Zeroizing<Vec<u8>> {
+    fn tlv(out: &mut Vec<u8>, tag: u8, content: &[u8]) {
+        out.push(tag);
+        // Lengths stay below 64 KiB here (an EC key of a few hundred bytes at most).
+        match u16::try_from(content.len()).unwrap_or(u16::MAX) {
+            n @ 0..=0x7f => out.push(n as u8),
+            n @ 0x80..=0xff => out.extend_from_slice(&[0x81, n as u8]),
+            n => {
+                out.push(0x82);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+        }
+        out.extend_from_slice(content);
+    }
+    // id-ecPublicKey (1.2.840.10045.2.1).
+    const EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    let mut alg = Vec::with_capacity(32);
+    tlv(&mut alg, 0x06, EC_PUBLIC_KEY);
+    tlv(&mut alg, 0x06, curve_oid);
+    let mut bits = Vec::with_capacity(public.len() + 1);
+    bits.push(0); // no unused bits
+    bits.extend_from_slice(public);
+    let mut point = Vec::with_capacity(bits.len() + 3);
+    tlv(&mut point, 0x03, &bits);
+    let mut ec_key = Zeroizing::new(Vec::with_capacity(scalar.len() + point.len() + 16));
+    tlv(&mut ec_key, 0x02, &[1]);
+    tlv(&mut ec_key, 0x04, scalar);
+    tlv(&mut ec_key, 0xa1, &point);
+    let mut ec_seq = Zeroizing::new(Vec::with_capacity(ec_key.len() + 3));
+    tlv(&mut ec_seq, 0x30, &ec_key);
+    let mut body = Zeroizing::new(Vec::with_capacity(ec_seq.len() + alg.len() + 12));
+    tlv(&mut body, 0x02, &[0]);
+    tlv(&mut body, 0x30, &alg);
+    tlv(&mut body, 0x04, &ec_seq);
+    let mut out = Zeroizing::new(Vec::with_capacity(body.len() + 4));
+    tlv(&mut out, 0x30, &body);
+    out
 }
 
 impl rcgen::PublicKeyData for LeafKey {
@@ -562,6 +618,16 @@ mod tests {
                 pkcs8_v1_der(k.pkcs8_v1_der()).unwrap().as_slice(),
                 k.pkcs8_v1_der()
             );
+            // The hand-built EC PKCS#8 is byte for byte aws-lc's own encoding of that key.
+            if let Some(alg) = match kt {
+                KeyType::EcdsaP256 => Some(&aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING),
+                KeyType::EcdsaP384 => Some(&aws_lc_rs::signature::ECDSA_P384_SHA384_ASN1_SIGNING),
+                _ => None,
+            } {
+                let pair =
+                    aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(alg, k.pkcs8_v1_der()).unwrap();
+                assert_eq!(pair.to_pkcs8v1().unwrap().as_ref(), k.pkcs8_v1_der());
+            }
             let pair = load_pkcs8(k.pkcs8_v1_der(), kt).unwrap();
             assert_eq!(rcgen::PublicKeyData::der_bytes(&pair), k.public.as_slice());
             assert_eq!(

@@ -41,6 +41,9 @@ pub(crate) const COLUMNS: &str =
     "serial, name, subject, sans, usage, not_before, not_after, status, \
      revoked_at, reason, requested_by, sha256, created_at, revoked_by, issuer, key_type";
 
+/// `PRAGMA wal_autocheckpoint` of the inventory's connections (see [`SqliteStore::open`]).
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 4000;
+
 /// The embedded SQLite inventory (`inventory.db` in the CA directory by default).
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
@@ -66,7 +69,13 @@ impl SqliteStore {
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // The commit that grows the WAL past this many pages copies them into the database
+            // and fsyncs it before it returns (SQLite's default is 1,000 pages, about 700
+            // issued certificates with their indexes): a 16 MiB WAL checkpoints a quarter as
+            // often, and the hot index pages written many times over are copied once per
+            // checkpoint. Durability is the same (every commit still fsyncs the WAL).
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES.to_string());
         let store = Self::connect(path, create, opts, 2).await?;
         SQLITE_MIGRATOR
             .run(&store.pool)
@@ -446,69 +455,20 @@ pub(crate) fn pow2_chunk(n: usize, cap: usize) -> usize {
 macro_rules! impl_inventory {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// The certificate row and its SAN index rows, inside the caller's transaction.
+            /// The certificate row and its SAN index rows, inside the caller's transaction: the
+            /// one-row case of [`Self::insert_certs`] (the same statements), with the duplicate
+            /// serial named.
             pub(crate) async fn insert_cert(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 c: &NewCert,
             ) -> Result<(), StoreError> {
-                let sans = serde_json::to_string(&c.sans).map_err(|e| StoreError::Corrupt {
-                    serial: c.serial.clone(),
-                    detail: e.to_string(),
-                })?;
-                let res = sqlx::query(
-                    "INSERT INTO certificates (serial, name, subject, sans, usage, not_before, \
-                     not_after, status, requested_by, sha256, created_at, issuer, der, key_type) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 'valid', $8, $9, $10, $11, $12, $13)",
-                )
-                .bind(&c.serial)
-                .bind(&c.name)
-                .bind(&c.subject)
-                .bind(sans)
-                .bind(&c.usage)
-                .bind(c.not_before)
-                .bind(c.not_after)
-                .bind(&c.requested_by)
-                .bind(&c.sha256)
-                .bind(unix_now())
-                .bind(&c.issuer)
-                .bind(&c.der)
-                .bind(&c.key_type)
-                .execute(&mut *conn)
-                .await;
-                match res {
-                    Ok(_) => {}
-                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                        return Err(StoreError::DuplicateSerial {
-                            serial: c.serial.clone(),
-                        })
-                    }
-                    Err(e) => {
-                        return Err(StoreError::Db {
-                            op: "insert certificate",
-                            source: e,
-                        })
-                    }
+                if Self::insert_certs(conn, &[c]).await? {
+                    Ok(())
+                } else {
+                    Err(StoreError::DuplicateSerial {
+                        serial: c.serial.clone(),
+                    })
                 }
-                let index: Vec<SanMatch> =
-                    c.sans.iter().filter_map(|s| SanMatch::from_stored(s)).collect();
-                if index.is_empty() {
-                    return Ok(());
-                }
-                // One statement for all of them (a certificate has a handful of SANs).
-                let mut qb = QueryBuilder::<$db>::new(
-                    "INSERT INTO certificate_sans (serial, kind, value) ",
-                );
-                qb.push_values(index, |mut b, m| {
-                    b.push_bind(c.serial.clone())
-                        .push_bind(m.kind)
-                        .push_bind(m.value);
-                });
-                qb.push(" ON CONFLICT DO NOTHING");
-                qb.build()
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(db("index certificate SANs"))?;
-                Ok(())
             }
         }
 
