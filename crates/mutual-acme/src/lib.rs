@@ -988,36 +988,21 @@ impl Acme {
             return Ok(());
         }
         let body: OrderBody = from_str(&o.body)?;
-        let mut all_valid = true;
+        // `None`: some authorization is still pending, the order stays as it is.
+        let mut next = Some("ready");
         for a in &body.authzs {
             match self.store.object_get(AcmeKind::Authz, a).await? {
                 Some(a) if a.status == "valid" => {}
-                Some(a) if a.status == "pending" => all_valid = false,
+                Some(a) if a.status == "pending" => next = None,
                 _ => {
-                    self.store
-                        .object_transition(
-                            AcmeKind::Order,
-                            order_id,
-                            "pending",
-                            "invalid",
-                            &o.body,
-                            now(),
-                        )
-                        .await?;
-                    return Ok(());
+                    next = Some("invalid");
+                    break;
                 }
             }
         }
-        if all_valid {
+        if let Some(status) = next {
             self.store
-                .object_transition(
-                    AcmeKind::Order,
-                    order_id,
-                    "pending",
-                    "ready",
-                    &o.body,
-                    now(),
-                )
+                .object_transition(AcmeKind::Order, order_id, "pending", status, &o.body, now())
                 .await?;
         }
         Ok(())

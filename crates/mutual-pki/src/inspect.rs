@@ -4,10 +4,12 @@
 //!
 //! It reports; it does not judge (path validation is `cert verify`).
 
+use mutual_policy::facts::{eku_names, general_name};
+use mutual_policy::CertFacts;
 use serde::Serialize;
 use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
@@ -127,46 +129,6 @@ fn sig_name(oid: &str) -> String {
     .to_string()
 }
 
-fn general_name(g: &GeneralName<'_>) -> String {
-    match g {
-        GeneralName::DNSName(d) => format!("dns:{d}"),
-        GeneralName::IPAddress(b) => match b.len() {
-            4 => {
-                let a: [u8; 4] = [b[0], b[1], b[2], b[3]];
-                format!("ip:{}", std::net::Ipv4Addr::from(a))
-            }
-            16 => {
-                let mut a = [0u8; 16];
-                a.copy_from_slice(b);
-                format!("ip:{}", std::net::Ipv6Addr::from(a))
-            }
-            // A name constraint's subtree: an address and its mask.
-            8 => format!(
-                "ip:{}/{}",
-                std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]),
-                std::net::Ipv4Addr::new(b[4], b[5], b[6], b[7])
-            ),
-            32 => {
-                let (mut a, mut m) = ([0u8; 16], [0u8; 16]);
-                a.copy_from_slice(&b[..16]);
-                m.copy_from_slice(&b[16..]);
-                format!(
-                    "ip:{}/{}",
-                    std::net::Ipv6Addr::from(a),
-                    std::net::Ipv6Addr::from(m)
-                )
-            }
-            _ => format!("ip:<{} bytes>", b.len()),
-        },
-        GeneralName::URI(u) => format!("uri:{u}"),
-        GeneralName::RFC822Name(e) => format!("email:{e}"),
-        GeneralName::DirectoryName(n) => format!("dirName:{n}"),
-        GeneralName::RegisteredID(o) => format!("registeredID:{}", o.to_id_string()),
-        GeneralName::OtherName(o, _) => format!("otherName:{}", o.to_id_string()),
-        other => format!("other:{other:?}"),
-    }
-}
-
 /// One extension of a certificate as a person reads it (the console's certificate page).
 #[derive(Clone, Debug, Serialize)]
 pub struct ExtensionInfo {
@@ -194,24 +156,6 @@ fn key_usage_names(k: &x509_parser::extensions::KeyUsage) -> Vec<String> {
     .filter(|(on, _)| *on)
     .map(|(_, n)| n.to_string())
     .collect()
-}
-
-fn eku_names(e: &x509_parser::extensions::ExtendedKeyUsage<'_>) -> Vec<String> {
-    let mut out: Vec<String> = [
-        (e.any, "any"),
-        (e.server_auth, "serverAuth"),
-        (e.client_auth, "clientAuth"),
-        (e.code_signing, "codeSigning"),
-        (e.email_protection, "emailProtection"),
-        (e.time_stamping, "timeStamping"),
-        (e.ocsp_signing, "OCSPSigning"),
-    ]
-    .into_iter()
-    .filter(|(on, _)| *on)
-    .map(|(_, n)| n.to_string())
-    .collect();
-    out.extend(e.other.iter().map(|o| o.to_id_string()));
-    out
 }
 
 /// `AB:CD:...`, as openssl prints key identifiers.
@@ -356,25 +300,13 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
             "certificate #{index} has trailing bytes after it"
         )));
     }
-    let nb = c.validity().not_before.to_datetime();
-    let na = c.validity().not_after.to_datetime();
-    let (nb_u, na_u) = (nb.unix_timestamp(), na.unix_timestamp());
-    let mut sans = Vec::new();
-    let mut key_usage = Vec::new();
-    let mut eku = Vec::new();
-    let mut has_eku = false;
-    let mut is_ca = false;
-    let mut path_len = None;
+    let f = CertFacts::of(&c, der);
+    let nb_u = c.validity().not_before.timestamp();
+    let na_u = c.validity().not_after.timestamp();
+    let (mut key_usage, mut is_ca, mut path_len) = (Vec::new(), false, None);
     for ext in c.extensions() {
         match ext.parsed_extension() {
-            ParsedExtension::SubjectAlternativeName(s) => {
-                sans.extend(s.general_names.iter().map(general_name));
-            }
             ParsedExtension::KeyUsage(k) => key_usage.extend(key_usage_names(k)),
-            ParsedExtension::ExtendedKeyUsage(e) => {
-                has_eku = true;
-                eku.extend(eku_names(e));
-            }
             ParsedExtension::BasicConstraints(b) => {
                 is_ca = b.ca;
                 path_len = b.path_len_constraint;
@@ -382,10 +314,6 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
             _ => {}
         }
     }
-    let spiffe_id = sans
-        .iter()
-        .find_map(|s| s.strip_prefix("uri:spiffe://"))
-        .map(|rest| format!("spiffe://{rest}"));
     let (key_type, key_bits) = describe_key(c.public_key());
     let sig_oid = c.signature_algorithm.algorithm.to_id_string();
     let signature_algorithm = sig_name(&sig_oid);
@@ -422,22 +350,21 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
                 "validity of {days} days is longer than {MAX_LEAF_DAYS} days for a leaf"
             ));
         }
-        if !has_eku {
+        if f.eku.is_none() {
             warnings
                 .push("leaf without extended key usage (no serverAuth/clientAuth stated)".into());
         }
     }
     let secs_left = na_u - now;
-    let fp = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der));
     Ok(CertInfo {
         index,
         subject: c.subject().to_string(),
         issuer: c.issuer().to_string(),
         serial: serial_hex(c.raw_serial()),
-        sans,
-        spiffe_id,
-        not_before: rfc3339(nb),
-        not_after: rfc3339(na),
+        sans: f.sans,
+        spiffe_id: f.spiffe_id,
+        not_before: mutual_policy::human::rfc3339(nb_u),
+        not_after: mutual_policy::human::rfc3339(na_u),
         not_before_unix: nb_u,
         not_after_unix: na_u,
         seconds_left: secs_left,
@@ -446,11 +373,11 @@ fn inspect_der(index: usize, der: &[u8], now: i64) -> Result<CertInfo, PkiError>
         key_bits,
         signature_algorithm,
         key_usage,
-        extended_key_usage: eku,
+        extended_key_usage: f.eku.unwrap_or_default(),
         is_ca,
         path_len,
         self_signed,
-        sha256: fp,
+        sha256: f.sha256,
         warnings,
     })
 }

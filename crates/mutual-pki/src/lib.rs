@@ -555,14 +555,9 @@ pub fn normalize_serial(input: &str) -> Result<String, PkiError> {
     Ok(s)
 }
 
-/// Lowercase hex of a big-endian serial, without leading zero bytes (as [`normalize_serial`]).
-pub fn serial_hex(bytes: &[u8]) -> String {
-    let first = bytes
-        .iter()
-        .position(|b| *b != 0)
-        .unwrap_or(bytes.len().saturating_sub(1));
-    hex::encode(&bytes[first..])
-}
+/// Lowercase hex of a big-endian serial, without leading zero bytes (as [`normalize_serial`]):
+/// the one spelling every command and the proxy use.
+pub use mutual_policy::serial_hex;
 
 /// RFC 3339 in UTC to the second, as every command prints times.
 pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dn;
+pub mod facts;
 pub mod human;
 mod identity;
 pub mod pattern;
@@ -15,6 +16,7 @@ pub mod spiffe;
 use serde::Deserialize;
 
 pub use dn::{cert_names, CertNames};
+pub use facts::CertFacts;
 pub use identity::{serial_hex, Identity};
 pub use pattern::{DnsPattern, IpPattern, PathPattern, SpiffePattern};
 pub use spiffe::SpiffeId;

@@ -205,6 +205,20 @@ fn identity_from_real_certificate() {
     assert!(id.not_after > 0);
     assert_eq!(id.principal(), "spiffe://example.org/ns/prod/sa/web");
 
+    // The reports' reader agrees with the identity and keeps the SANs' order and spelling.
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&leaf.der).unwrap();
+    let f = CertFacts::of(&cert, &leaf.der);
+    let sans = [
+        "uri:spiffe://example.org/ns/prod/sa/web",
+        "dns:web.example.org",
+        "ip:10.1.2.3",
+    ];
+    assert_eq!(f.sans, sans);
+    assert_eq!(f.spiffe_id, id.spiffe);
+    assert_eq!(f.eku, Some(vec!["clientAuth".to_string()]));
+    assert_eq!(f.sha256, id.sha256);
+
     let two = pki.leaf(
         "two",
         LeafOpts::new("two")

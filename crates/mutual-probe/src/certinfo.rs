@@ -132,72 +132,21 @@ fn oid_name(oid: &x509_parser::der_parser::oid::Oid<'_>) -> String {
 /// Summarises one DER certificate; `None` when it does not parse (reported as malformed).
 pub fn summarize(der: &[u8]) -> Option<CertSummary> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;
-    let mut sans = Vec::new();
-    let mut spiffe_id = None;
-    if let Ok(Some(ext)) = cert.subject_alternative_name() {
-        for gn in &ext.value.general_names {
-            match gn {
-                GeneralName::DNSName(d) => sans.push(format!("dns:{d}")),
-                GeneralName::URI(u) => {
-                    if u.starts_with("spiffe://") && spiffe_id.is_none() {
-                        spiffe_id = Some(u.to_string());
-                    }
-                    sans.push(format!("uri:{u}"));
-                }
-                GeneralName::RFC822Name(e) => sans.push(format!("email:{e}")),
-                GeneralName::IPAddress(b) => {
-                    let ip = match b.len() {
-                        4 => {
-                            let a: [u8; 4] = [b[0], b[1], b[2], b[3]];
-                            std::net::IpAddr::from(a).to_string()
-                        }
-                        16 => {
-                            let mut a = [0u8; 16];
-                            a.copy_from_slice(b);
-                            std::net::IpAddr::from(a).to_string()
-                        }
-                        _ => format!("{b:02x?}"),
-                    };
-                    sans.push(format!("ip:{ip}"));
-                }
-                other => sans.push(format!("{other}")),
-            }
-        }
-    }
-    let (eku_present, eku_client_auth, eku_server_auth, eku) = match cert.extended_key_usage() {
-        Ok(Some(ext)) => {
-            let e = ext.value;
-            let mut names = Vec::new();
-            if e.any {
-                names.push("any".to_string());
-            }
-            if e.server_auth {
-                names.push("serverAuth".to_string());
-            }
-            if e.client_auth {
-                names.push("clientAuth".to_string());
-            }
-            if e.code_signing {
-                names.push("codeSigning".to_string());
-            }
-            if e.email_protection {
-                names.push("emailProtection".to_string());
-            }
-            for o in &e.other {
-                names.push(o.to_id_string());
-            }
-            (true, e.client_auth || e.any, e.server_auth || e.any, names)
-        }
-        _ => (false, false, false, Vec::new()),
+    let f = mutual_tls::CertFacts::of(&cert, der);
+    let eku_has = |name: &str| {
+        f.eku
+            .as_ref()
+            .is_some_and(|e| e.iter().any(|n| n == name || n == "any"))
     };
+    let (eku_client_auth, eku_server_auth) = (eku_has("clientAuth"), eku_has("serverAuth"));
     let nb = cert.validity().not_before.timestamp();
     let na = cert.validity().not_after.timestamp();
     let (key, rsa_bits) = key_description(&cert);
     Some(CertSummary {
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
-        sans,
-        spiffe_id,
+        sans: f.sans,
+        spiffe_id: f.spiffe_id,
         // The one serial form (docs/json.md): no leading 00 byte, as every other command.
         serial: mutual_tls::serial_hex(cert.raw_serial()),
         not_before: rfc3339(nb),
@@ -206,14 +155,14 @@ pub fn summarize(der: &[u8]) -> Option<CertSummary> {
         seconds_left: na - now_unix(),
         key,
         signature_algorithm: oid_name(&cert.signature_algorithm.algorithm),
-        sha256: sha256_hex(der),
+        sha256: f.sha256,
         is_ca: cert.is_ca(),
-        eku,
+        eku_present: f.eku.is_some(),
+        eku: f.eku.unwrap_or_default(),
         not_before_unix: nb,
         not_after_unix: na,
         subject_der: cert.subject().as_raw().to_vec(),
         issuer_der: cert.issuer().as_raw().to_vec(),
-        eku_present,
         eku_client_auth,
         eku_server_auth,
         rsa_bits,

@@ -110,19 +110,4 @@ impl Store {
         });
         self.note("issuer_last_expiry", started, r)
     }
-
-    /// Times and counts one call, as `counted!` does for the Inventory methods (so
-    /// `mutual_ca_store_duration_seconds` and `_errors_total` see the per-issuer calls too).
-    fn note<T>(
-        &self,
-        op: &'static str,
-        started: std::time::Instant,
-        r: Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.errors().timed(op, started);
-        if let Err(e) = &r {
-            self.errors().record(op, e);
-        }
-        r
-    }
 }

@@ -17,7 +17,6 @@
 //! busy timeout so that concurrent `mutual cert issue` processes wait for each other.
 #![forbid(unsafe_code)]
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -52,8 +51,20 @@ macro_rules! run {
 /// A store trait of async methods, each returning `Result<T, StoreError>` as a `Send` future,
 /// and its implementation for [`Store`], which forwards every method to the backend: the
 /// signatures are written once, here, instead of once in the trait and again in the forwarding.
+/// Led by `counted`, every forwarded call is also timed and its failures counted under the
+/// method's name ([`counted!`]).
 macro_rules! store_trait {
+    (counted $($trait:tt)*) => {
+        store_trait!(@with counted $($trait)*);
+    };
     (
+        $(#[$tm:meta])*
+        pub trait $($trait:tt)*
+    ) => {
+        store_trait!(@with dispatch_op $(#[$tm])* pub trait $($trait)*);
+    };
+    (
+        @with $forward:ident
         $(#[$tm:meta])*
         pub trait $name:ident {
             $(
@@ -75,11 +86,28 @@ macro_rules! store_trait {
             $(
                 $(#[$m])*
                 async fn $f(&self $(, $a: $t)*) -> Result<$out, StoreError> {
-                    dispatch!(self, s => s.$f($($a),*).await)
+                    $forward!(self, stringify!($f), s => s.$f($($a),*).await)
                 }
             )*
         }
     };
+}
+
+/// [`dispatch!`] for a call named `$op`, not counted ([`store_trait!`] without `counted`).
+macro_rules! dispatch_op {
+    ($self:ident, $op:expr, $s:ident => $e:expr) => {
+        dispatch!($self, $s => $e)
+    };
+}
+
+/// [`dispatch!`], counting a failure in the store's [`StoreErrorCounts`] under `op` and timing
+/// the call.
+macro_rules! counted {
+    ($self:ident, $op:expr, $s:ident => $e:expr) => {{
+        let started = std::time::Instant::now();
+        let r = dispatch!($self, $s => $e);
+        $self.note($op, started, r)
+    }};
 }
 
 /// A function reading one row of either backend into a value: `fn name(row, args) -> T { body }`
@@ -501,94 +529,96 @@ pub struct RevokedEntry {
     pub reason: Option<String>,
 }
 
-/// The operations the CA needs from an inventory backend.
-///
-/// Methods return `Send` futures so callers can use them from multi-threaded runtimes (the
-/// online CA). `now` is passed in rather than read here so that every backend agrees with the
-/// caller's clock and tests can pin it.
-pub trait Inventory {
-    /// Records a newly issued certificate. A serial already present is `DuplicateSerial`.
-    fn insert(&self, cert: &NewCert) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Records many newly issued certificates in one transaction: all of them or none. A serial
-    /// already present (or given twice) is `DuplicateSerial` and records nothing.
-    fn insert_many(&self, certs: &[NewCert])
-        -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Records a newly issued certificate and spends the one-time token `jti` that paid for it,
-    /// in one transaction: either both are recorded or neither. A token already spent is
-    /// `TokenUsed`, a serial already present `DuplicateSerial`.
-    fn insert_with_token(
-        &self,
-        cert: &NewCert,
-        jti: &str,
-        now: i64,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Whether the one-time token `jti` was already spent.
-    fn token_used(&self, jti: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// Removes a row whose certificate could not be delivered (its files were not written).
-    fn delete(&self, serial: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
-    fn get(
-        &self,
-        serial: &str,
-        now: i64,
-    ) -> impl Future<Output = Result<Option<CertRecord>, StoreError>> + Send;
-    /// The certificate's DER as recorded at issuance; `None` for an unknown serial or a row
-    /// recorded before migration 0010 (which kept only the fingerprint).
-    fn certificate_der(
-        &self,
-        serial: &str,
-    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
-    fn list(
-        &self,
-        filter: &ListFilter,
-        now: i64,
-    ) -> impl Future<Output = Result<Vec<CertRecord>, StoreError>> + Send;
-    fn revoke(
-        &self,
-        serial: &str,
-        reason: &str,
-        now: i64,
-    ) -> impl Future<Output = Result<RevokeOutcome, StoreError>> + Send;
-    /// [`Inventory::revoke`], also recording who revoked it (`revoked_by`).
-    fn revoke_as(
-        &self,
-        serial: &str,
-        reason: &str,
-        now: i64,
-        revoked_by: Option<&str>,
-    ) -> impl Future<Output = Result<RevokeOutcome, StoreError>> + Send;
-    /// Every revoked certificate (for the CRL).
-    fn revoked(&self) -> impl Future<Output = Result<Vec<RevokedEntry>, StoreError>> + Send;
-    /// Atomically increments and returns the named counter (the first value is 1).
-    fn next_counter(&self, name: &str) -> impl Future<Output = Result<i64, StoreError>> + Send;
-    /// Number of rows (all statuses).
-    fn count(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
-    /// Number of rows a [`ListFilter`] selects (the same reading as [`Inventory::list`]).
-    fn count_matching(
-        &self,
-        filter: &ListFilter,
-        now: i64,
-    ) -> impl Future<Output = Result<i64, StoreError>> + Send;
-    /// One page of [`Inventory::list`]: at most `limit` rows in (not_after, serial) order,
-    /// starting after `after` (keyset paging: each page is an index range scan, so a million rows
-    /// are never held in memory or re-scanned from the start).
-    fn list_page(
-        &self,
-        filter: &ListFilter,
-        now: i64,
-        after: Option<&Cursor>,
-        limit: u32,
-    ) -> impl Future<Output = Result<Page, StoreError>> + Send;
-    /// Stores `crl` as the current CRL if its number is higher than the stored one's (a replica
-    /// that signed an older CRL never overwrites a newer one). Returns whether it was stored.
-    fn store_crl(&self, crl: &StoredCrl) -> impl Future<Output = Result<bool, StoreError>> + Send;
-    /// The CRL stored by [`Inventory::store_crl`], if any.
-    fn current_crl(&self) -> impl Future<Output = Result<Option<StoredCrl>, StoreError>> + Send;
-    /// The revoked count and the stored CRL's number and nextUpdate ([`CrlState`]).
-    fn crl_state(&self) -> impl Future<Output = Result<CrlState, StoreError>> + Send;
-    /// Whether the database answers (a trivial query; for health checks).
-    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Row counts of every table (for `ca migrate`'s verification and emptiness checks).
-    fn table_counts(&self) -> impl Future<Output = Result<TableCounts, StoreError>> + Send;
+store_trait! {
+    counted
+    /// The operations the CA needs from an inventory backend.
+    ///
+    /// Methods return `Send` futures so callers can use them from multi-threaded runtimes (the
+    /// online CA). `now` is passed in rather than read here so that every backend agrees with the
+    /// caller's clock and tests can pin it.
+    pub trait Inventory {
+        /// Records a newly issued certificate. A serial already present is `DuplicateSerial`.
+        fn insert(&self, cert: &NewCert) -> ();
+        /// Records many newly issued certificates in one transaction: all of them or none. A serial
+        /// already present (or given twice) is `DuplicateSerial` and records nothing.
+        fn insert_many(&self, certs: &[NewCert]) -> ();
+        /// Records a newly issued certificate and spends the one-time token `jti` that paid for it,
+        /// in one transaction: either both are recorded or neither. A token already spent is
+        /// `TokenUsed`, a serial already present `DuplicateSerial`.
+        fn insert_with_token(
+            &self,
+            cert: &NewCert,
+            jti: &str,
+            now: i64,
+        ) -> ();
+        /// Whether the one-time token `jti` was already spent.
+        fn token_used(&self, jti: &str) -> bool;
+        /// Removes a row whose certificate could not be delivered (its files were not written).
+        fn delete(&self, serial: &str) -> ();
+        fn get(
+            &self,
+            serial: &str,
+            now: i64,
+        ) -> Option<CertRecord>;
+        /// The certificate's DER as recorded at issuance; `None` for an unknown serial or a row
+        /// recorded before migration 0010 (which kept only the fingerprint).
+        fn certificate_der(
+            &self,
+            serial: &str,
+        ) -> Option<Vec<u8>>;
+        fn list(
+            &self,
+            filter: &ListFilter,
+            now: i64,
+        ) -> Vec<CertRecord>;
+        fn revoke(
+            &self,
+            serial: &str,
+            reason: &str,
+            now: i64,
+        ) -> RevokeOutcome;
+        /// [`Inventory::revoke`], also recording who revoked it (`revoked_by`).
+        fn revoke_as(
+            &self,
+            serial: &str,
+            reason: &str,
+            now: i64,
+            revoked_by: Option<&str>,
+        ) -> RevokeOutcome;
+        /// Every revoked certificate (for the CRL).
+        fn revoked(&self) -> Vec<RevokedEntry>;
+        /// Atomically increments and returns the named counter (the first value is 1).
+        fn next_counter(&self, name: &str) -> i64;
+        /// Number of rows (all statuses).
+        fn count(&self) -> i64;
+        /// Number of rows a [`ListFilter`] selects (the same reading as [`Inventory::list`]).
+        fn count_matching(
+            &self,
+            filter: &ListFilter,
+            now: i64,
+        ) -> i64;
+        /// One page of [`Inventory::list`]: at most `limit` rows in (not_after, serial) order,
+        /// starting after `after` (keyset paging: each page is an index range scan, so a million rows
+        /// are never held in memory or re-scanned from the start).
+        fn list_page(
+            &self,
+            filter: &ListFilter,
+            now: i64,
+            after: Option<&Cursor>,
+            limit: u32,
+        ) -> Page;
+        /// Stores `crl` as the current CRL if its number is higher than the stored one's (a replica
+        /// that signed an older CRL never overwrites a newer one). Returns whether it was stored.
+        fn store_crl(&self, crl: &StoredCrl) -> bool;
+        /// The CRL stored by [`Inventory::store_crl`], if any.
+        fn current_crl(&self) -> Option<StoredCrl>;
+        /// The revoked count and the stored CRL's number and nextUpdate ([`CrlState`]).
+        fn crl_state(&self) -> CrlState;
+        /// Whether the database answers (a trivial query; for health checks).
+        fn ping(&self) -> ();
+        /// Row counts of every table (for `ca migrate`'s verification and emptiness checks).
+        fn table_counts(&self) -> TableCounts;
+    }
 }
 
 /// How to open a store.
@@ -636,24 +666,26 @@ pub enum Store {
     Postgres(PgStore),
 }
 
-/// [`dispatch!`], counting a failure in the store's [`StoreErrorCounts`] under `op` and timing
-/// the call.
-macro_rules! counted {
-    ($self:ident, $op:literal, $s:ident => $e:expr) => {{
-        let started = std::time::Instant::now();
-        let r = dispatch!($self, $s => $e);
-        $self.errors().timed($op, started);
-        if let Err(e) = &r {
-            $self.errors().record($op, e);
-        }
-        r
-    }};
-}
-
 impl Store {
     /// Failed calls so far, by operation and kind (shared by every clone of this store).
     pub fn errors(&self) -> &std::sync::Arc<StoreErrorCounts> {
         dispatch!(self, s => &s.errors)
+    }
+
+    /// Times and counts one call that started at `started` and returned `r`, under `op` (what
+    /// `mutual_ca_store_duration_seconds` and `_errors_total` see): every [`Inventory`] method
+    /// through [`counted!`], and the per-issuer calls.
+    pub(crate) fn note<T>(
+        &self,
+        op: &'static str,
+        started: std::time::Instant,
+        r: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.errors().timed(op, started);
+        if let Err(e) = &r {
+            self.errors().record(op, e);
+        }
+        r
     }
 
     /// Opens (and with `create`, creates) the SQLite inventory at `path`.
@@ -705,90 +737,5 @@ impl Store {
     /// Closes the pool cleanly (checkpoints the SQLite WAL).
     pub async fn close(&self) {
         dispatch!(self, s => s.close().await)
-    }
-}
-
-impl Inventory for Store {
-    async fn insert(&self, cert: &NewCert) -> Result<(), StoreError> {
-        counted!(self, "insert", s => s.insert(cert).await)
-    }
-    async fn insert_many(&self, certs: &[NewCert]) -> Result<(), StoreError> {
-        counted!(self, "insert_many", s => s.insert_many(certs).await)
-    }
-    async fn insert_with_token(
-        &self,
-        cert: &NewCert,
-        jti: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        counted!(self, "insert_with_token", s => s.insert_with_token(cert, jti, now).await)
-    }
-    async fn token_used(&self, jti: &str) -> Result<bool, StoreError> {
-        counted!(self, "token_used", s => s.token_used(jti).await)
-    }
-    async fn delete(&self, serial: &str) -> Result<(), StoreError> {
-        counted!(self, "delete", s => s.delete(serial).await)
-    }
-    async fn get(&self, serial: &str, now: i64) -> Result<Option<CertRecord>, StoreError> {
-        counted!(self, "get", s => s.get(serial, now).await)
-    }
-    async fn certificate_der(&self, serial: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        counted!(self, "certificate_der", s => s.certificate_der(serial).await)
-    }
-    async fn list(&self, filter: &ListFilter, now: i64) -> Result<Vec<CertRecord>, StoreError> {
-        counted!(self, "list", s => s.list(filter, now).await)
-    }
-    async fn revoke(
-        &self,
-        serial: &str,
-        reason: &str,
-        now: i64,
-    ) -> Result<RevokeOutcome, StoreError> {
-        counted!(self, "revoke", s => s.revoke(serial, reason, now).await)
-    }
-    async fn revoke_as(
-        &self,
-        serial: &str,
-        reason: &str,
-        now: i64,
-        revoked_by: Option<&str>,
-    ) -> Result<RevokeOutcome, StoreError> {
-        counted!(self, "revoke_as", s => s.revoke_as(serial, reason, now, revoked_by).await)
-    }
-    async fn revoked(&self) -> Result<Vec<RevokedEntry>, StoreError> {
-        counted!(self, "revoked", s => s.revoked().await)
-    }
-    async fn next_counter(&self, name: &str) -> Result<i64, StoreError> {
-        counted!(self, "next_counter", s => s.next_counter(name).await)
-    }
-    async fn count(&self) -> Result<i64, StoreError> {
-        counted!(self, "count", s => s.count().await)
-    }
-    async fn count_matching(&self, filter: &ListFilter, now: i64) -> Result<i64, StoreError> {
-        counted!(self, "count_matching", s => s.count_matching(filter, now).await)
-    }
-    async fn list_page(
-        &self,
-        filter: &ListFilter,
-        now: i64,
-        after: Option<&Cursor>,
-        limit: u32,
-    ) -> Result<Page, StoreError> {
-        counted!(self, "list_page", s => s.list_page(filter, now, after, limit).await)
-    }
-    async fn store_crl(&self, crl: &StoredCrl) -> Result<bool, StoreError> {
-        counted!(self, "store_crl", s => s.store_crl(crl).await)
-    }
-    async fn current_crl(&self) -> Result<Option<StoredCrl>, StoreError> {
-        counted!(self, "current_crl", s => s.current_crl().await)
-    }
-    async fn crl_state(&self) -> Result<CrlState, StoreError> {
-        counted!(self, "crl_state", s => s.crl_state().await)
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        counted!(self, "ping", s => s.ping().await)
-    }
-    async fn table_counts(&self) -> Result<TableCounts, StoreError> {
-        counted!(self, "table_counts", s => s.table_counts().await)
     }
 }

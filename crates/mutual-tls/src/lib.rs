@@ -33,10 +33,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use classify::{describe, describe_io};
-// Re-exported so the probe and the binary format durations and serials as every other command.
+// Re-exported so the probe and the binary format durations and serials, and read a
+// certificate's facts, as every other command.
 pub use config::{provider, versions};
 pub use lint::Profile;
-pub use mutual_policy::{human, serial_hex};
+pub use mutual_policy::{human, serial_hex, CertFacts};
 pub use peer::{Leaf, LeafFacts, PeerCache, PeerError, TlsFacts, VerifiedPeer, Wanted};
 pub use reason::Reason;
 pub use verify::{

@@ -273,6 +273,55 @@ fn every_json_output_speaks_the_vocabulary() {
     assert!(pair["chain"][0]["seconds_left"].is_i64(), "{pair}");
 }
 
+/// `cert inspect` and the probe read a certificate through one reader
+/// (`mutual_policy::CertFacts`): what both report of the same certificate is the same, under
+/// the same names (the probe's `eku` is inspect's `extended_key_usage`).
+#[test]
+fn probe_and_inspect_report_a_certificate_alike() {
+    use mutual_test::{LeafOpts, Purpose, TestPki};
+    let sans = [
+        "dns:a.test",
+        "ip:10.1.2.3",
+        "ip:::1",
+        "uri:spiffe://example.org/a",
+    ];
+    let pki = TestPki::new("alike");
+    let opts = sans
+        .iter()
+        .fold(LeafOpts::new("alike").purpose(Purpose::Both), |o, s| {
+            o.san(s)
+        });
+    let leaf = pki.leaf("alike", opts);
+    let inspected = mutual_pki::inspect::inspect_pem_or_der(&leaf.der).unwrap();
+    let inspect = serde_json::to_value(&inspected[0]).unwrap();
+    let probe =
+        serde_json::to_value(mutual_probe::certinfo::summarize(&leaf.der).unwrap()).unwrap();
+    for k in [
+        "subject",
+        "issuer",
+        "serial",
+        "sans",
+        "spiffe_id",
+        "not_before",
+        "not_before_unix",
+        "not_after",
+        "not_after_unix",
+        "signature_algorithm",
+        "sha256",
+        "is_ca",
+    ] {
+        assert_eq!(inspect[k], probe[k], "{k}: inspect {inspect} probe {probe}");
+    }
+    assert_eq!(inspect["extended_key_usage"], probe["eku"]);
+    assert_eq!(probe["sans"], serde_json::json!(sans));
+    assert_eq!(probe["spiffe_id"], "spiffe://example.org/a");
+    assert_eq!(
+        probe["eku"],
+        serde_json::json!(["serverAuth", "clientAuth"])
+    );
+    assert_eq!(probe["serial"], leaf.serial_hex.trim_start_matches("00"));
+}
+
 #[test]
 fn json_errors_are_objects_with_reason_message_hint() {
     let ca = TestCa::new(&[]);

@@ -373,12 +373,9 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody>
     ids.apply(&mut parts.headers);
     parts.uri = uri;
     parts.version = Version::HTTP_11;
-    let bytes_in = Arc::clone(&pending.bytes_in);
     let body = Tallied {
         inner: body,
-        on_data: move |n| {
-            bytes_in.fetch_add(n, Ordering::Relaxed);
-        },
+        tally: CountIn(Arc::clone(&pending.bytes_in)),
     }
     .boxed();
     match forwarder.send(Request::from_parts(parts, body)).await {
@@ -394,10 +391,12 @@ async fn handle(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Response<RespBody>
             tracing::debug!(listener = %ctx.site.name(), peer = %ctx.peer,
                 identity = %ctx.principal, method = %pending.method, path = %pending.path,
                 status, "forwarded");
-            let body = Relay {
+            let body = Tallied {
                 inner: rb,
-                pending,
-                lease: Some(lease),
+                tally: Relay {
+                    pending,
+                    lease: Some(lease),
+                },
             };
             Response::from_parts(rp, body.boxed())
         }
@@ -442,67 +441,28 @@ fn append_forwarded_for(h: &mut hyper::HeaderMap, ip: &HeaderValue) {
     h.insert(name, value);
 }
 
-/// A body that reports the size of each data frame passing through it: the request body on
-/// its way to the backend (into the audit line's `bytes_in`).
-struct Tallied<B, F> {
-    inner: B,
-    on_data: F,
+/// What a [`Tallied`] body reports to: each frame that passes and how the body ended.
+trait Tally: Unpin {
+    /// A frame passed carrying `n` bytes of data (0 for trailers); `at_end`: the body has
+    /// nothing left to read.
+    fn frame(&mut self, n: u64, at_end: bool);
+    /// The body ended (`true`) or failed (`false`).
+    fn ended(&mut self, _ok: bool) {}
+    /// The body is dropped; `at_end`: nothing was left to read (sent in full, or empty).
+    fn dropped(&mut self, _at_end: bool) {}
 }
 
-impl<B, F> Body for Tallied<B, F>
-where
-    B: Body<Data = Bytes> + Unpin,
-    F: FnMut(u64) + Unpin,
-{
+/// A body passing through the proxy that tells its [`Tally`] what went by: the request body
+/// on its way to the backend ([`CountIn`]) and the backend's response on its way to the
+/// client ([`Relay`]).
+struct Tallied<B: Body<Data = Bytes> + Unpin, T: Tally> {
+    inner: B,
+    tally: T,
+}
+
+impl<B: Body<Data = Bytes> + Unpin, T: Tally> Body for Tallied<B, T> {
     type Data = Bytes;
     type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &r {
-            if let Some(d) = f.data_ref() {
-                (self.on_data)(d.len() as u64);
-            }
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The backend's response on its way to the client: counts its bytes into the request's
-/// [`Pending`] (whose drop, when the body is sent in full or abandoned by the client, writes
-/// the audit line) and gives the backend connection back to the pool once the body has been
-/// read to its end. A body abandoned before its end takes its connection with it (closed: the
-/// rest of that response was never read).
-struct Relay {
-    inner: Incoming,
-    pending: Pending,
-    lease: Option<forward::Lease>,
-}
-
-impl Relay {
-    fn release_if_done(&mut self) {
-        if self.inner.is_end_stream() {
-            if let Some(l) = self.lease.take() {
-                l.release();
-            }
-        }
-    }
-}
-
-impl Body for Relay {
-    type Data = Bytes;
-    type Error = hyper::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -512,17 +472,11 @@ impl Body for Relay {
         let r = Pin::new(&mut this.inner).poll_frame(cx);
         match &r {
             Poll::Ready(Some(Ok(f))) => {
-                if let Some(d) = f.data_ref() {
-                    this.pending.bytes_out += d.len() as u64;
-                }
-                this.release_if_done();
+                let n = f.data_ref().map_or(0, |d| d.len() as u64);
+                this.tally.frame(n, this.inner.is_end_stream());
             }
-            Poll::Ready(None) => {
-                if let Some(l) = this.lease.take() {
-                    l.release();
-                }
-            }
-            Poll::Ready(Some(Err(_))) => this.lease = None,
+            Poll::Ready(None) => this.tally.ended(true),
+            Poll::Ready(Some(Err(_))) => this.tally.ended(false),
             Poll::Pending => {}
         }
         r
@@ -537,11 +491,63 @@ impl Body for Relay {
     }
 }
 
-impl Drop for Relay {
+impl<B: Body<Data = Bytes> + Unpin, T: Tally> Drop for Tallied<B, T> {
+    fn drop(&mut self) {
+        self.tally.dropped(self.inner.is_end_stream());
+    }
+}
+
+/// The request body's bytes, counted into the audit line's `bytes_in`.
+struct CountIn(Arc<AtomicU64>);
+
+impl Tally for CountIn {
+    fn frame(&mut self, n: u64, _at_end: bool) {
+        if n > 0 {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The backend's response on its way to the client: counts its bytes into the request's
+/// [`Pending`] (whose drop, when the body is sent in full or abandoned by the client, writes
+/// the audit line) and gives the backend connection back to the pool once the body has been
+/// read to its end. A body abandoned before its end takes its connection with it (closed: the
+/// rest of that response was never read).
+struct Relay {
+    pending: Pending,
+    lease: Option<forward::Lease>,
+}
+
+impl Relay {
+    fn release(&mut self) {
+        if let Some(l) = self.lease.take() {
+            l.release();
+        }
+    }
+}
+
+impl Tally for Relay {
+    fn frame(&mut self, n: u64, at_end: bool) {
+        self.pending.bytes_out += n;
+        if at_end {
+            self.release();
+        }
+    }
+
+    fn ended(&mut self, ok: bool) {
+        if ok {
+            self.release();
+        } else {
+            self.lease = None;
+        }
+    }
+
     /// A body with nothing left to read (sent in full, or empty and never polled) gives its
     /// connection back; any other closes it.
-    fn drop(&mut self) {
-        self.release_if_done();
+    fn dropped(&mut self, at_end: bool) {
+        if at_end {
+            self.release();
+        }
     }
 }
 
