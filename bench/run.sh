@@ -396,6 +396,10 @@ run_contender() {
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+# CPU time the hypervisor gave to other guests (/proc/stat's steal column) over the run: a host
+# busy with its other tenants slows every contender unevenly, and nothing else in the report shows it.
+cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat; }
+TICKS_BEFORE=$(cpu_ticks)
 log "crypto limit"
 "${SRV[@]}" "$LOADGEN" crypto --seconds "$CRYPTO_SECS" --certs "$CERTS" --json >>"$RES" 2>>"$WORK/loadgen.err"
 
@@ -866,6 +870,8 @@ case " $CONTENDERS " in *" mutual "*)
   fi ;;
 esac
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+STEAL=$(awk -v a="$TICKS_BEFORE" -v b="$(cpu_ticks)" 'BEGIN { split(a, x, " "); split(b, y, " ");
+  t = y[1] - x[1]; if (t > 0) printf "%.1f%%", 100 * (y[2] - x[2]) / t; else print "unknown" }')
 
 # ---------------------------------------------------------------- report
 ver() { "$@" 2>&1 | head -n 1; }
@@ -881,6 +887,7 @@ mkdir -p "$(dirname "$OUT")"
   echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), nproc $NCPU"
   echo "- kernel: $(uname -sr); open files limit $NOFILE"
   echo "- load average (1, 5, 15 min): $LOAD_BEFORE at start, $LOAD_AFTER at end"
+  echo "- CPU time stolen by the hypervisor during the run (/proc/stat steal): $STEAL (above a few percent the host was busy with other guests: compare nothing across runs)"
   echo
   echo "## Settings"
   echo
