@@ -1135,7 +1135,14 @@ async fn group_commit_postgres_connection_cut() {
     gate.pass(1);
     gc.record(item("after", None)).await.unwrap();
     assert_eq!(direct.count().await.unwrap(), 1);
-    assert_eq!(gc.stats().failed_groups, 2);
+    // The writer takes whatever is queued when it is free: when all N were queued before it woke,
+    // the first group holds them all and there is no second group to fail.
+    let groups_cut = if first == N { 1 } else { 2 };
+    assert_eq!(
+        gc.stats().failed_groups,
+        groups_cut,
+        "first group: {first} rows"
+    );
     direct.close().await;
     s.close().await;
     pg.drop_db().await;
