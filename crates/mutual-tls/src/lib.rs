@@ -166,7 +166,12 @@ impl std::fmt::Debug for PeerCheck {
 /// A loaded, validated server configuration and facts about it for metrics/logs.
 #[derive(Clone)]
 pub struct ServerMaterial {
+    /// For a client that offers no session to resume: two tickets after the handshake.
     pub config: Arc<rustls::ServerConfig>,
+    /// The same configuration (verifier, certificate, ticketer, session cache: the same `Arc`s)
+    /// sending one ticket, for a client that offers a session (`pre_shared_key` in its
+    /// ClientHello): it replaces the ticket it spends, as OpenSSL does after a resumption.
+    pub resuming_config: Arc<rustls::ServerConfig>,
     /// notBefore of the served leaf, Unix seconds (with notAfter: the lifetime, which the
     /// expiry alerts take a fraction of).
     pub cert_not_before: i64,

@@ -108,8 +108,11 @@ pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMateria
     config.ticketer = crate::ticketer::new()?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     config.send_tls13_tickets = 2;
+    let mut resuming = config.clone();
+    resuming.send_tls13_tickets = 1;
     Ok(ServerMaterial {
         config: Arc::new(config),
+        resuming_config: Arc::new(resuming),
         cert_not_before: not_before,
         cert_not_after: not_after,
         cert_serial: serial,

@@ -7,6 +7,7 @@
 mod proxy_common;
 
 use std::io::{Read, Write};
+use std::sync::Arc;
 
 use proxy_common::*;
 
@@ -187,4 +188,98 @@ fn a_client_whose_backend_never_answers_still_gets_its_tickets() {
         p.stderr_text()
     );
     drop((s, again));
+}
+
+/// A client session store that counts the TLS 1.3 tickets it is given.
+#[derive(Debug)]
+struct CountingStore {
+    inner: rustls::client::ClientSessionMemoryCache,
+    tickets: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingStore {
+    fn take_count(&self) -> usize {
+        self.tickets.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl rustls::client::ClientSessionStore for CountingStore {
+    fn set_kx_hint(&self, name: rustls_pki_types::ServerName<'static>, g: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, g)
+    }
+    fn kx_hint(&self, name: &rustls_pki_types::ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: rustls_pki_types::ServerName<'static>,
+        v: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, v)
+    }
+    fn tls12_session(
+        &self,
+        name: &rustls_pki_types::ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &rustls_pki_types::ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: rustls_pki_types::ServerName<'static>,
+        v: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.insert_tls13_ticket(name, v)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &rustls_pki_types::ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+/// Issue 20: two tickets after a full handshake, one after a resumption (it replaces the one
+/// spent; OpenSSL's behaviour), and the ticket left is good for the next resumption. The
+/// suite is the server's first choice although this client (rustls) lists AES-256 first.
+#[test]
+fn a_resuming_client_gets_one_ticket_and_the_server_picks_the_suite() {
+    let (fx, _backend, p) = serve_fixture(&[]);
+    let store = Arc::new(CountingStore {
+        inner: rustls::client::ClientSessionMemoryCache::new(8),
+        tickets: Default::default(),
+    });
+    let mut cfg = (*rustls_config(&fx.pki.root, Some(&fx.ok))).clone();
+    cfg.resumption = rustls::client::Resumption::store(store.clone());
+    assert_eq!(
+        cfg.crypto_provider().cipher_suites[0].suite(),
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+        "the client prefers AES-256"
+    );
+    let cfg = Arc::new(cfg);
+    let kinds = [
+        rustls::HandshakeKind::Full,
+        rustls::HandshakeKind::Resumed,
+        rustls::HandshakeKind::Resumed,
+    ];
+    for (i, want) in kinds.into_iter().enumerate() {
+        let s = tls_connect(p.addr(), &cfg).unwrap();
+        assert_eq!(s.conn.handshake_kind(), Some(want), "connection {i}");
+        assert_eq!(
+            s.conn.negotiated_cipher_suite().map(|c| c.suite()),
+            Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+        );
+        // The tickets come before the answer: after it, all of them are in.
+        assert_eq!(get(s), 200, "{}", p.stderr_text());
+        let want_tickets = if want == rustls::HandshakeKind::Full {
+            2
+        } else {
+            1
+        };
+        assert_eq!(store.take_count(), want_tickets, "connection {i}");
+    }
 }

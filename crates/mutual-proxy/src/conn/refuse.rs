@@ -193,7 +193,17 @@ pub struct HandshakeIo<S> {
     flight_out: bool,
     /// The client sent bytes since then.
     heard: bool,
+    /// Bytes read ahead of rustls ([`HandshakeIo::read_client_hello`]), served to it first.
+    ahead: Vec<u8>,
+    ahead_pos: usize,
+    /// The ClientHello offers a session to resume (a `pre_shared_key` extension).
+    offers_session: bool,
 }
+
+/// TLS extension type of `pre_shared_key` (RFC 8446 section 4.2.11).
+const EXT_PRE_SHARED_KEY: u16 = 41;
+/// The longest first record read ahead: a record body is at most 2^14 bytes (plus expansion).
+const AHEAD_MAX: usize = 5 + (1 << 14) + 256;
 
 /// Enough for a ServerHello and a TLS 1.2 ServerKeyExchange (certificates may be cut off).
 const SENT_CAP: usize = 16 * 1024;
@@ -217,7 +227,16 @@ impl<S> HandshakeIo<S> {
             tls13: false,
             flight_out: false,
             heard: false,
+            ahead: Vec::new(),
+            ahead_pos: 0,
+            offers_session: false,
         }
+    }
+
+    /// Whether the ClientHello read by [`HandshakeIo::read_client_hello`] offers a session to
+    /// resume (the server then sends one ticket instead of two).
+    pub fn offers_session(&self) -> bool {
+        self.offers_session
     }
 
     /// Parses the handshake records we wrote (see [`Negotiated`]); None before a ServerHello.
@@ -266,11 +285,80 @@ impl<S> HandshakeIo<S> {
     pub fn handshake_done(&mut self) {
         self.done = true;
         self.sent = Vec::new();
+        self.ahead = Vec::new();
+        self.ahead_pos = 0;
     }
 
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
+}
+
+impl<S: AsyncRead + Unpin> HandshakeIo<S> {
+    /// Reads the client's first record (its ClientHello) before rustls is given the connection,
+    /// so that the configuration can depend on it ([`HandshakeIo::offers_session`]); rustls
+    /// then reads those bytes from here. The same reads the handshake would make, no peek.
+    /// Stops early at the end of the stream or at a first record that is no handshake record
+    /// (rustls reports either as before).
+    pub async fn read_client_hello(&mut self) -> io::Result<()> {
+        let mut ahead = Vec::with_capacity(2048);
+        loop {
+            let need = match ahead.as_slice() {
+                [CONTENT_HANDSHAKE, _, _, a, b, ..] => {
+                    5 + usize::from(u16::from_be_bytes([*a, *b]))
+                }
+                [_, _, _, _, _, ..] => break,
+                _ => 5,
+            };
+            if ahead.len() >= need.min(AHEAD_MAX) {
+                break;
+            }
+            ahead.reserve(need.min(AHEAD_MAX) - ahead.len());
+            if self.inner.read_buf(&mut ahead).await? == 0 {
+                break;
+            }
+        }
+        self.first_byte = ahead.first().copied();
+        self.offers_session = client_hello_offers_session(&ahead);
+        self.ahead = ahead;
+        self.ahead_pos = 0;
+        Ok(())
+    }
+}
+
+/// Whether a record holding a ClientHello carries the `pre_shared_key` extension. False for
+/// anything it cannot read to the end of the extensions (a ClientHello split over records).
+fn client_hello_offers_session(record: &[u8]) -> bool {
+    fn skip<'a>(b: &'a [u8], n: usize) -> Option<&'a [u8]> {
+        b.get(n..)
+    }
+    fn vec8(b: &[u8]) -> Option<&[u8]> {
+        skip(b, 1 + usize::from(*b.first()?))
+    }
+    fn vec16(b: &[u8]) -> Option<(&[u8], &[u8])> {
+        let len = usize::from(u16::from_be_bytes([*b.first()?, *b.get(1)?]));
+        Some((b.get(2..2 + len)?, b.get(2 + len..)?))
+    }
+    let hello = || -> Option<bool> {
+        let body = record.get(5..)?;
+        if *body.first()? != 1 {
+            return Some(false);
+        }
+        // type, length (3), legacy_version (2), random (32), then the variable fields.
+        let rest = vec8(skip(body, 4 + 2 + 32)?)?;
+        let (_suites, rest) = vec16(rest)?;
+        let rest = vec8(rest)?;
+        let (mut exts, _) = vec16(rest)?;
+        while exts.len() >= 4 {
+            let kind = u16::from_be_bytes([exts[0], exts[1]]);
+            if kind == EXT_PRE_SHARED_KEY {
+                return Some(true);
+            }
+            exts = vec16(&exts[2..])?.1;
+        }
+        Some(false)
+    };
+    hello().unwrap_or(false)
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for HandshakeIo<S> {
@@ -280,6 +368,16 @@ impl<S: AsyncRead + Unpin> AsyncRead for HandshakeIo<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let me = self.get_mut();
+        if me.ahead_pos < me.ahead.len() {
+            let n = buf.remaining().min(me.ahead.len() - me.ahead_pos);
+            buf.put_slice(&me.ahead[me.ahead_pos..me.ahead_pos + n]);
+            me.ahead_pos += n;
+            if me.ahead_pos == me.ahead.len() {
+                me.ahead = Vec::new();
+                me.ahead_pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut me.inner).poll_read(cx, buf);
         if me.first_byte.is_none() {
@@ -450,6 +548,100 @@ mod tests {
             out.extend_from_slice(&c);
         }
         out
+    }
+
+    /// The ClientHello is read ahead whole (here in 7-byte pieces), handed to rustls unchanged,
+    /// and says whether it offers a session: a real rustls client's first hello does not; its
+    /// hello after a handshake with tickets does; a truncated or non-handshake record does not.
+    #[tokio::test]
+    async fn the_client_hello_read_ahead_tells_a_resuming_client() {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = CertificateDer::from(cert.der().to_vec());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der.clone()).unwrap();
+        let client = std::sync::Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let server = std::sync::Arc::new(
+            rustls::ServerConfig::builder()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![der],
+                    PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+                )
+                .unwrap(),
+        );
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let hello_of = |c: &mut rustls::ClientConnection| {
+            let mut hello = Vec::new();
+            c.write_tls(&mut hello).unwrap();
+            hello
+        };
+        // A full handshake in memory, so that the client holds tickets.
+        let mut c = rustls::ClientConnection::new(client.clone(), name.clone()).unwrap();
+        let mut s = rustls::ServerConnection::new(server).unwrap();
+        let first = hello_of(&mut c);
+        s.read_tls(&mut first.as_slice()).unwrap();
+        s.process_new_packets().unwrap();
+        while c.is_handshaking() || s.wants_write() {
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).unwrap();
+            c.read_tls(&mut buf.as_slice()).unwrap();
+            c.process_new_packets().unwrap();
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).unwrap();
+            if !buf.is_empty() {
+                s.read_tls(&mut buf.as_slice()).unwrap();
+                s.process_new_packets().unwrap();
+            }
+        }
+        let again = hello_of(&mut rustls::ClientConnection::new(client, name).unwrap());
+        // (bytes, offers a session, a whole first record)
+        let cases: [(&[u8], bool, bool); 4] = [
+            (&first, false, true),
+            (&again, true, true),
+            (&again[..again.len() - 40], false, false),
+            (&[21, 3, 3, 0, 2, 2, 40], false, true),
+        ];
+        for (hello, offers, whole) in cases {
+            let (ours, mut theirs) = tokio::io::duplex(1 << 16);
+            let mut io = HandshakeIo::new(ours);
+            let mut sent = hello.to_vec();
+            sent.extend_from_slice(b"after");
+            let writer = tokio::spawn(async move {
+                for piece in sent.chunks(7) {
+                    theirs.write_all(piece).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                theirs
+            });
+            if !whole {
+                // Truncated: the read ahead waits for the rest, which never comes.
+                let _theirs = writer.await.unwrap();
+                let r =
+                    tokio::time::timeout(Duration::from_millis(50), io.read_client_hello()).await;
+                assert!(r.is_err(), "waits for the whole record");
+                continue;
+            }
+            io.read_client_hello().await.unwrap();
+            assert_eq!(io.offers_session(), offers);
+            assert_eq!(io.first_byte(), Some(hello[0]));
+            drop(writer.await.unwrap());
+            let mut read = Vec::new();
+            io.read_to_end(&mut read).await.unwrap();
+            assert_eq!(&read[..hello.len()], hello, "rustls reads the same bytes");
+            assert_eq!(&read[hello.len()..], b"after");
+        }
+        assert!(!client_hello_offers_session(&again[..again.len() - 40]));
     }
 
     /// The copy of our handshake bytes serves a refused handshake only: an established

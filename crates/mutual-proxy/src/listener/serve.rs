@@ -346,11 +346,22 @@ impl Serve {
         // Only the PROXY header needs the local address: no getsockname otherwise (issue 20).
         let local = self.cfg.proxy_protocol.and_then(|_| tcp.local_addr().ok());
         let mat = self.current.load_full();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&mat.server.config));
-        let io = crate::refuse::HandshakeIo::new(tcp);
+        let mut io = crate::refuse::HandshakeIo::new(tcp);
+        let accept = async {
+            // The ClientHello first: a client resuming a session gets one ticket, not two.
+            if let Err(e) = io.read_client_hello().await {
+                return Err((e, io));
+            }
+            let config = match io.offers_session() {
+                true => &mat.server.resuming_config,
+                false => &mat.server.config,
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
+            acceptor.accept(io).into_fallible().await
+        };
         let (hs, checked) = crate::authz::with_handshake_check(tokio::time::timeout(
             self.cfg.handshake_timeout,
-            acceptor.accept(io).into_fallible(),
+            accept,
         ))
         .await;
         let mut tls = match hs {
