@@ -44,6 +44,16 @@ impl Drop for ConnGuard {
     }
 }
 
+/// Sets TCP_NODELAY on the listening socket, which Linux copies into every socket it accepts:
+/// one setsockopt per listener instead of one per connection (issue 20). Whether the accepted
+/// sockets will have it (else each gets its own call).
+fn nodelay_for_accepted(listener: &TcpListener) -> bool {
+    cfg!(target_os = "linux")
+        && socket2::SockRef::from(listener)
+            .set_tcp_nodelay(true)
+            .is_ok()
+}
+
 /// Accepts until `shutdown`, spawning `handle` per connection; then drains. At the drain timeout
 /// `force_close` ends what is still open (it returns how many it signalled). Returns the number
 /// of connections still open at the end (or handed over to a new generation).
@@ -61,6 +71,7 @@ where
 {
     let tracker = Tracker::default();
     let limiter = limits.max_connections.map(|n| Arc::new(Semaphore::new(n)));
+    let inherits_nodelay = nodelay_for_accepted(&listener);
     loop {
         let (tcp, peer) = tokio::select! {
             biased;
@@ -87,7 +98,9 @@ where
                 }
             },
         };
-        let _ = tcp.set_nodelay(true);
+        if !inherits_nodelay {
+            let _ = tcp.set_nodelay(true);
+        }
         lm.active.inc();
         let guard = ConnGuard {
             _permit: permit,
@@ -123,3 +136,25 @@ where
 
 /// How long connections ended at the drain timeout get to close and write their audit lines.
 const FORCE_GRACE: Duration = Duration::from_secs(2);
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The accepted socket has TCP_NODELAY without a call of its own (a listener inherited from
+    /// systemd or a previous generation included: the option is set on whatever listens).
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        assert!(!listener_nodelay(&listener));
+        assert!(nodelay_for_accepted(&listener));
+        assert!(listener_nodelay(&listener));
+        let addr = listener.local_addr().unwrap();
+        let (_client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        assert!(accepted.unwrap().0.nodelay().unwrap());
+    }
+
+    fn listener_nodelay(l: &TcpListener) -> bool {
+        socket2::SockRef::from(l).tcp_nodelay().unwrap()
+    }
+}
