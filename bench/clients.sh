@@ -25,6 +25,8 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 SECS=${SECS:-8}
+# The suites every server chooses from in its own order, as in bench/run.sh.
+SUITES=${SUITES:-TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256}
 CONTENDERS=${CONTENDERS:-"haproxy nginx stunnel mutual"}
 OUT=${OUT:-$ROOT/bench/results/clients-$(date -u +%Y-%m-%d)}
 WORK=$(mktemp -d /tmp/mutual-clients.XXXXXX)
@@ -64,7 +66,7 @@ defaults
   timeout client 10m
   timeout server 10m
 frontend bench
-  bind 127.0.0.1:$2 ssl crt $C/haproxy.pem ca-file $C/root.pem verify required ssl-min-ver TLSv1.3
+  bind 127.0.0.1:$2 ssl crt $C/haproxy.pem ca-file $C/root.pem verify required ssl-min-ver TLSv1.3 ciphersuites $SUITES
   default_backend be
 backend be
   server b1 127.0.0.1:$BPORT
@@ -84,6 +86,8 @@ stream {
     ssl_certificate $C/server-chain.pem;
     ssl_certificate_key $C/server.key;
     ssl_protocols TLSv1.3;
+    ssl_prefer_server_ciphers on;
+    ssl_conf_command Ciphersuites $SUITES;
     ssl_client_certificate $C/root.pem;
     ssl_verify_client on;
     ssl_verify_depth 2;
@@ -109,6 +113,8 @@ CAfile = $C/root.pem
 verifyChain = yes
 requireCert = yes
 sslVersionMin = TLSv1.3
+ciphersuites = $SUITES
+options = CIPHER_SERVER_PREFERENCE
 EOF
       echo "$(command -v stunnel4 || command -v stunnel) $d/stunnel.conf" ;;
     mutual) echo "$MUTUAL serve --listen 127.0.0.1:$2 --backend 127.0.0.1:$BPORT --threads 1 \

@@ -26,6 +26,10 @@ QUICK=${QUICK:-0}
 THREADS=${THREADS:-1}
 CONTENDERS=${CONTENDERS:-"mutual nginx haproxy stunnel"}
 KX=${KX:-x25519}
+# The TLS 1.3 suites every server chooses from, in its own order (not the client's): mutual's
+# default (AES-128-GCM-SHA256 first, as Go and BoringSSL servers do), given to nginx, HAProxy and
+# stunnel too so that every contender negotiates the same suite (the report lists them).
+SUITES=${SUITES:-TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 DATE=$(date -u +%Y-%m-%d)
 SUFFIX=""
@@ -173,12 +177,15 @@ events { worker_connections $MAXCONN; }
 EOF
 }
 
-# The server side of every nginx mTLS server block: TLS 1.3, the client certificate required.
+# The server side of every nginx mTLS server block: TLS 1.3, the client certificate required,
+# the suite chosen in $SUITES order as mutual chooses it.
 nginx_mtls() {
   cat <<EOF
     ssl_certificate $CERTS/server-chain.pem;
     ssl_certificate_key $CERTS/server.key;
     ssl_protocols TLSv1.3;
+    ssl_prefer_server_ciphers on;
+    ssl_conf_command Ciphersuites $SUITES;
     ssl_client_certificate $CERTS/root.pem;
     ssl_verify_client on;
     ssl_verify_depth 2;
@@ -252,7 +259,7 @@ EOF
 }
 
 start_haproxy() {
-  start_haproxy_tcp haproxy " ssl crt $CERTS/haproxy.pem ca-file $CERTS/root.pem verify required ssl-min-ver TLSv1.3"
+  start_haproxy_tcp haproxy " ssl crt $CERTS/haproxy.pem ca-file $CERTS/root.pem verify required ssl-min-ver TLSv1.3 ciphersuites $SUITES"
 }
 
 start_stunnel() {
@@ -271,6 +278,8 @@ CAfile = $CERTS/root.pem
 verifyChain = yes
 requireCert = yes
 sslVersionMin = TLSv1.3
+ciphersuites = $SUITES
+options = CIPHER_SERVER_PREFERENCE
 TIMEOUTidle = 600
 EOF
   "${SRV[@]}" "$STUNNEL" "$d/stunnel.conf" >"$d/out.log" 2>&1 &
@@ -467,7 +476,7 @@ $(haproxy_globals http)
   option http-keep-alive
   timeout http-keep-alive 10m
 frontend bench
-  bind 127.0.0.1:$PORT ssl crt $CERTS/haproxy.pem ca-file $CERTS/root.pem verify required ssl-min-ver TLSv1.3 alpn h2,http/1.1
+  bind 127.0.0.1:$PORT ssl crt $CERTS/haproxy.pem ca-file $CERTS/root.pem verify required ssl-min-ver TLSv1.3 ciphersuites $SUITES alpn h2,http/1.1
   http-request set-header X-SSL-Client-Cert %[ssl_c_der,base64]
   default_backend be
 backend be

@@ -54,7 +54,17 @@ pub(crate) fn server_config(certs: &Path) -> anyhow::Result<ServerConfig> {
     for c in read_chain("root.pem")? {
         roots.add(c)?;
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // The suites in mutual's order, chosen by the server (as mutual and the bench's peers do).
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    {
+        use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+        provider.cipher_suites = vec![
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+        ];
+    }
+    let provider = Arc::new(provider);
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
             .build()?;
@@ -65,6 +75,7 @@ pub(crate) fn server_config(certs: &Path) -> anyhow::Result<ServerConfig> {
         .with_single_cert(read_chain("server-chain.pem")?, key)?;
     cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     cfg.send_tls13_tickets = 2;
+    cfg.ignore_client_order = true;
     Ok(cfg)
 }
 
