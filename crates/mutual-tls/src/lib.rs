@@ -17,6 +17,7 @@ pub mod cdp;
 pub mod classify;
 pub mod client;
 mod config;
+pub mod hello;
 pub mod lint;
 pub mod load;
 pub mod memory;
@@ -36,6 +37,7 @@ pub use classify::{describe, describe_io};
 // Re-exported so the probe and the binary format durations and serials, and read a
 // certificate's facts, as every other command.
 pub use config::{provider, versions};
+pub use hello::HelloFacts;
 pub use lint::Profile;
 pub use mutual_policy::{human, serial_hex, CertFacts};
 pub use peer::{Leaf, LeafFacts, PeerCache, PeerError, TlsFacts, VerifiedPeer, Wanted};
@@ -166,12 +168,15 @@ impl std::fmt::Debug for PeerCheck {
 /// A loaded, validated server configuration and facts about it for metrics/logs.
 #[derive(Clone)]
 pub struct ServerMaterial {
-    /// For a client that offers no session to resume: two tickets after the handshake.
+    /// For a new client: two tickets after the handshake, the suite chosen in our order
+    /// (AES-128-GCM-SHA256 first). The configuration when nothing is known of the ClientHello.
     pub config: Arc<rustls::ServerConfig>,
     /// The same configuration (verifier, certificate, ticketer, session cache: the same `Arc`s)
-    /// sending one ticket, for a client that offers a session (`pre_shared_key` in its
-    /// ClientHello): it replaces the ticket it spends, as OpenSSL does after a resumption.
-    pub resuming_config: Arc<rustls::ServerConfig>,
+    /// for the other kinds of ClientHello ([`HelloFacts`]), by [`ServerMaterial::config_for`]:
+    /// `[resuming, chacha, chacha and resuming]`. A resuming client gets one ticket (it replaces
+    /// the one it spends, as OpenSSL does after a resumption); a client whose first choice is
+    /// ChaCha20-Poly1305 gets the suite in its own order.
+    pub(crate) variants: [Arc<rustls::ServerConfig>; 3],
     /// notBefore of the served leaf, Unix seconds (with notAfter: the lifetime, which the
     /// expiry alerts take a fraction of).
     pub cert_not_before: i64,
@@ -185,6 +190,16 @@ pub struct ServerMaterial {
 }
 
 impl ServerMaterial {
+    /// The configuration for a client whose ClientHello says `hello`.
+    pub fn config_for(&self, hello: HelloFacts) -> &Arc<rustls::ServerConfig> {
+        match (hello.prefers_chacha, hello.offers_session) {
+            (false, false) => &self.config,
+            (false, true) => &self.variants[0],
+            (true, false) => &self.variants[1],
+            (true, true) => &self.variants[2],
+        }
+    }
+
     /// Re-validates a client chain (as from `peer_certificates()`) with this material's trust,
     /// now. Resumed sessions skip the verifier inside rustls; calling this after every
     /// handshake closes that gap. Errors come back as a reason and a sentence.

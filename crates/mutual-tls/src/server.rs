@@ -68,13 +68,18 @@ pub fn ca_server(
     provider: Arc<CryptoProvider>,
     allow_tls12: bool,
 ) -> Result<ServerConfig, rustls::Error> {
-    build(
+    let mut config = build(
         provider,
         allow_tls12,
         verifier,
         ServerCert::Resolver(resolver),
         vec![b"http/1.1".to_vec()],
-    )
+    )?;
+    // The client's order here: devices enroll with the CA, and one without AES hardware puts
+    // ChaCha20 first. The CA's listener has no look at the ClientHello before its configuration
+    // is chosen, which is what lets the proxy's listeners choose ([`crate::HelloFacts`]).
+    config.ignore_client_order = false;
+    Ok(config)
 }
 
 /// The proxy's listener (see [`crate::build_server_config`]): a required client certificate
@@ -108,11 +113,22 @@ pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMateria
     config.ticketer = crate::ticketer::new()?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     config.send_tls13_tickets = 2;
-    let mut resuming = config.clone();
-    resuming.send_tls13_tickets = 1;
+    let variant = |chacha: bool, resuming: bool| {
+        let mut c = config.clone();
+        c.ignore_client_order = !chacha;
+        if resuming {
+            c.send_tls13_tickets = 1;
+        }
+        Arc::new(c)
+    };
+    let variants = [
+        variant(false, true),
+        variant(true, false),
+        variant(true, true),
+    ];
     Ok(ServerMaterial {
         config: Arc::new(config),
-        resuming_config: Arc::new(resuming),
+        variants,
         cert_not_before: not_before,
         cert_not_after: not_after,
         cert_serial: serial,

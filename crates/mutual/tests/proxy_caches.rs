@@ -245,7 +245,8 @@ impl rustls::client::ClientSessionStore for CountingStore {
 
 /// Issue 20: two tickets after a full handshake, one after a resumption (it replaces the one
 /// spent; OpenSSL's behaviour), and the ticket left is good for the next resumption. The
-/// suite is the server's first choice although this client (rustls) lists AES-256 first.
+/// suite is the server's first choice although this client (rustls) lists AES-256 first;
+/// a client that lists ChaCha20 first (no AES hardware) gets ChaCha20, resuming or not.
 #[test]
 fn a_resuming_client_gets_one_ticket_and_the_server_picks_the_suite() {
     let (fx, _backend, p) = serve_fixture(&[]);
@@ -281,5 +282,20 @@ fn a_resuming_client_gets_one_ticket_and_the_server_picks_the_suite() {
             1
         };
         assert_eq!(store.take_count(), want_tickets, "connection {i}");
+    }
+    // ChaCha20 first, as a client without AES hardware lists it.
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
+    let chacha = rustls_config_with(&fx.pki.root, Some(&fx.ok), provider);
+    for want in [rustls::HandshakeKind::Full, rustls::HandshakeKind::Resumed] {
+        let s = tls_connect(p.addr(), &chacha).unwrap();
+        assert_eq!(s.conn.handshake_kind(), Some(want));
+        assert_eq!(
+            s.conn.negotiated_cipher_suite().map(|c| c.suite()),
+            Some(rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256)
+        );
+        assert_eq!(get(s), 200, "{}", p.stderr_text());
     }
 }

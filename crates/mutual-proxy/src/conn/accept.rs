@@ -139,6 +139,7 @@ const FORCE_GRACE: Duration = Duration::from_secs(2);
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// The accepted socket has TCP_NODELAY without a call of its own (a listener inherited from

@@ -196,12 +196,9 @@ pub struct HandshakeIo<S> {
     /// Bytes read ahead of rustls ([`HandshakeIo::read_client_hello`]), served to it first.
     ahead: Vec<u8>,
     ahead_pos: usize,
-    /// The ClientHello offers a session to resume (a `pre_shared_key` extension).
-    offers_session: bool,
+    /// What the ClientHello read ahead says.
+    hello: mutual_tls::HelloFacts,
 }
-
-/// TLS extension type of `pre_shared_key` (RFC 8446 section 4.2.11).
-const EXT_PRE_SHARED_KEY: u16 = 41;
 /// The longest first record read ahead: a record body is at most 2^14 bytes (plus expansion).
 const AHEAD_MAX: usize = 5 + (1 << 14) + 256;
 
@@ -229,14 +226,14 @@ impl<S> HandshakeIo<S> {
             heard: false,
             ahead: Vec::new(),
             ahead_pos: 0,
-            offers_session: false,
+            hello: mutual_tls::HelloFacts::default(),
         }
     }
 
-    /// Whether the ClientHello read by [`HandshakeIo::read_client_hello`] offers a session to
-    /// resume (the server then sends one ticket instead of two).
-    pub fn offers_session(&self) -> bool {
-        self.offers_session
+    /// What the ClientHello read by [`HandshakeIo::read_client_hello`] says (a session to
+    /// resume, ChaCha20 first), for `ServerMaterial::config_for`.
+    pub fn hello(&self) -> mutual_tls::HelloFacts {
+        self.hello
     }
 
     /// Parses the handshake records we wrote (see [`Negotiated`]); None before a ServerHello.
@@ -296,7 +293,7 @@ impl<S> HandshakeIo<S> {
 
 impl<S: AsyncRead + Unpin> HandshakeIo<S> {
     /// Reads the client's first record (its ClientHello) before rustls is given the connection,
-    /// so that the configuration can depend on it ([`HandshakeIo::offers_session`]); rustls
+    /// so that the configuration can depend on it ([`HandshakeIo::hello`]); rustls
     /// then reads those bytes from here. The same reads the handshake would make, no peek.
     /// Stops early at the end of the stream or at a first record that is no handshake record
     /// (rustls reports either as before).
@@ -319,46 +316,11 @@ impl<S: AsyncRead + Unpin> HandshakeIo<S> {
             }
         }
         self.first_byte = ahead.first().copied();
-        self.offers_session = client_hello_offers_session(&ahead);
+        self.hello = mutual_tls::HelloFacts::of_record(&ahead);
         self.ahead = ahead;
         self.ahead_pos = 0;
         Ok(())
     }
-}
-
-/// Whether a record holding a ClientHello carries the `pre_shared_key` extension. False for
-/// anything it cannot read to the end of the extensions (a ClientHello split over records).
-fn client_hello_offers_session(record: &[u8]) -> bool {
-    fn skip<'a>(b: &'a [u8], n: usize) -> Option<&'a [u8]> {
-        b.get(n..)
-    }
-    fn vec8(b: &[u8]) -> Option<&[u8]> {
-        skip(b, 1 + usize::from(*b.first()?))
-    }
-    fn vec16(b: &[u8]) -> Option<(&[u8], &[u8])> {
-        let len = usize::from(u16::from_be_bytes([*b.first()?, *b.get(1)?]));
-        Some((b.get(2..2 + len)?, b.get(2 + len..)?))
-    }
-    let hello = || -> Option<bool> {
-        let body = record.get(5..)?;
-        if *body.first()? != 1 {
-            return Some(false);
-        }
-        // type, length (3), legacy_version (2), random (32), then the variable fields.
-        let rest = vec8(skip(body, 4 + 2 + 32)?)?;
-        let (_suites, rest) = vec16(rest)?;
-        let rest = vec8(rest)?;
-        let (mut exts, _) = vec16(rest)?;
-        while exts.len() >= 4 {
-            let kind = u16::from_be_bytes([exts[0], exts[1]]);
-            if kind == EXT_PRE_SHARED_KEY {
-                return Some(true);
-            }
-            exts = vec16(&exts[2..])?.1;
-        }
-        Some(false)
-    };
-    hello().unwrap_or(false)
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for HandshakeIo<S> {
@@ -633,7 +595,7 @@ mod tests {
                 continue;
             }
             io.read_client_hello().await.unwrap();
-            assert_eq!(io.offers_session(), offers);
+            assert_eq!(io.hello().offers_session, offers);
             assert_eq!(io.first_byte(), Some(hello[0]));
             drop(writer.await.unwrap());
             let mut read = Vec::new();
@@ -641,7 +603,8 @@ mod tests {
             assert_eq!(&read[..hello.len()], hello, "rustls reads the same bytes");
             assert_eq!(&read[hello.len()..], b"after");
         }
-        assert!(!client_hello_offers_session(&again[..again.len() - 40]));
+        let cut = mutual_tls::HelloFacts::of_record(&again[..again.len() - 40]);
+        assert_eq!(cut, mutual_tls::HelloFacts::default());
     }
 
     /// The copy of our handshake bytes serves a refused handshake only: an established

@@ -348,14 +348,12 @@ impl Serve {
         let mat = self.current.load_full();
         let mut io = crate::refuse::HandshakeIo::new(tcp);
         let accept = async {
-            // The ClientHello first: a client resuming a session gets one ticket, not two.
+            // The ClientHello first: a client resuming a session gets one ticket, not two, and
+            // one that puts ChaCha20 first gets it (mutual_tls::HelloFacts).
             if let Err(e) = io.read_client_hello().await {
                 return Err((e, io));
             }
-            let config = match io.offers_session() {
-                true => &mat.server.resuming_config,
-                false => &mat.server.config,
-            };
+            let config = mat.server.config_for(io.hello());
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
             acceptor.accept(io).into_fallible().await
         };

@@ -470,6 +470,15 @@ pub fn parse_http(resp: &str) -> Option<(u16, String)> {
 
 /// A rustls client config trusting `root`, presenting `leaf` if given.
 pub fn rustls_config(root: &Path, leaf: Option<&Leaf>) -> Arc<rustls::ClientConfig> {
+    rustls_config_with(root, leaf, rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// [`rustls_config`] with another crypto provider (other suites, in another order).
+pub fn rustls_config_with(
+    root: &Path,
+    leaf: Option<&Leaf>,
+    provider: rustls::crypto::CryptoProvider,
+) -> Arc<rustls::ClientConfig> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -477,7 +486,10 @@ pub fn rustls_config(root: &Path, leaf: Option<&Leaf>) -> Arc<rustls::ClientConf
     for c in CertificateDer::pem_file_iter(root).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let b = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
     let cfg = match leaf {
         Some(l) => {
             let chain: Vec<_> = CertificateDer::pem_file_iter(&l.cert)
