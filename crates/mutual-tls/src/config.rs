@@ -15,8 +15,9 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::{load, TlsError};
 
 /// aws-lc-rs with AES-128-GCM first (FIELD-NOTES: faster here, no SHA-NI) and, unless TLS 1.2
-/// is allowed, only TLS 1.3 suites. Servers choose in this order whatever the client prefers
-/// ([`crate::server::build`]); clients offer it. Key exchange keeps the provider's defaults, which with the
+/// is allowed, only TLS 1.3 suites. The proxy's listeners choose in this order unless the
+/// client puts ChaCha20 first ([`crate::ServerMaterial::config_for`]); `ca serve` follows the
+/// client's order; clients offer it. Key exchange keeps the provider's defaults, which with the
 /// `prefer-post-quantum` feature are X25519MLKEM768 first, then X25519, P-256, P-384.
 pub fn provider(allow_tls12: bool) -> CryptoProvider {
     use rustls::crypto::aws_lc_rs::cipher_suite as cs;

@@ -168,15 +168,16 @@ impl std::fmt::Debug for PeerCheck {
 /// A loaded, validated server configuration and facts about it for metrics/logs.
 #[derive(Clone)]
 pub struct ServerMaterial {
-    /// For a new client: two tickets after the handshake, the suite chosen in our order
-    /// (AES-128-GCM-SHA256 first). The configuration when nothing is known of the ClientHello.
+    /// The configuration when nothing is known of the ClientHello: [`ServerMaterial::config_for`]
+    /// of a new client that does not put ChaCha20 first (two tickets, the suite in our order).
     pub config: Arc<rustls::ServerConfig>,
-    /// The same configuration (verifier, certificate, ticketer, session cache: the same `Arc`s)
-    /// for the other kinds of ClientHello ([`HelloFacts`]), by [`ServerMaterial::config_for`]:
-    /// `[resuming, chacha, chacha and resuming]`. A resuming client gets one ticket (it replaces
-    /// the one it spends, as OpenSSL does after a resumption); a client whose first choice is
-    /// ChaCha20-Poly1305 gets the suite in its own order.
-    pub(crate) variants: [Arc<rustls::ServerConfig>; 3],
+    /// One configuration per kind of ClientHello, indexed `[prefers ChaCha20][offers a
+    /// session]` ([`HelloFacts`]): the same verifier, certificate, ticketer and session cache
+    /// (the same `Arc`s); they differ in the tickets sent after the handshake (one to a resuming
+    /// client, which replaces the one it spent, as OpenSSL does; two to a new one) and in whose
+    /// order picks the suite (ours, AES-128-GCM-SHA256 first, unless the client puts ChaCha20
+    /// first).
+    pub(crate) configs: [[Arc<rustls::ServerConfig>; 2]; 2],
     /// notBefore of the served leaf, Unix seconds (with notAfter: the lifetime, which the
     /// expiry alerts take a fraction of).
     pub cert_not_before: i64,
@@ -192,12 +193,7 @@ pub struct ServerMaterial {
 impl ServerMaterial {
     /// The configuration for a client whose ClientHello says `hello`.
     pub fn config_for(&self, hello: HelloFacts) -> &Arc<rustls::ServerConfig> {
-        match (hello.prefers_chacha, hello.offers_session) {
-            (false, false) => &self.config,
-            (false, true) => &self.variants[0],
-            (true, false) => &self.variants[1],
-            (true, true) => &self.variants[2],
-        }
+        &self.configs[usize::from(hello.prefers_chacha)][usize::from(hello.offers_session)]
     }
 
     /// Re-validates a client chain (as from `peer_certificates()`) with this material's trust,

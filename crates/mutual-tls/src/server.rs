@@ -52,11 +52,6 @@ pub fn build(
         ServerCert::Resolver(r) => builder.with_cert_resolver(r),
     };
     config.alpn_protocols = alpn;
-    // The suite is ours to pick, in the provider's order (AES-128-GCM-SHA256 first, as Go's and
-    // BoringSSL's servers do): OpenSSL, curl, Python and rustls clients list AES-256-GCM-SHA384
-    // first, and following them put the SHA-384 key schedule (no SHA-512 instructions on x86)
-    // on every handshake. A client that offers only AES-256 or ChaCha20 still gets it.
-    config.ignore_client_order = true;
     Ok(config)
 }
 
@@ -68,18 +63,17 @@ pub fn ca_server(
     provider: Arc<CryptoProvider>,
     allow_tls12: bool,
 ) -> Result<ServerConfig, rustls::Error> {
-    let mut config = build(
+    // The suite in the client's order (rustls's default): devices enroll with the CA, and one
+    // without AES hardware puts ChaCha20 first. The CA's listener has no look at the ClientHello
+    // before its configuration is chosen, which is what lets the proxy's listeners choose
+    // ([`ServerMaterial::config_for`]).
+    build(
         provider,
         allow_tls12,
         verifier,
         ServerCert::Resolver(resolver),
         vec![b"http/1.1".to_vec()],
-    )?;
-    // The client's order here: devices enroll with the CA, and one without AES hardware puts
-    // ChaCha20 first. The CA's listener has no look at the ClientHello before its configuration
-    // is chosen, which is what lets the proxy's listeners choose ([`crate::HelloFacts`]).
-    config.ignore_client_order = false;
-    Ok(config)
+    )
 }
 
 /// The proxy's listener (see [`crate::build_server_config`]): a required client certificate
@@ -112,23 +106,27 @@ pub(crate) fn mutual(s: &ServerSettings, o: &TlsOptions) -> Result<ServerMateria
     // certificate verifier, so a reload (new CRL, new CA) must invalidate old sessions.
     config.ticketer = crate::ticketer::new()?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
-    config.send_tls13_tickets = 2;
+    // One configuration per kind of ClientHello (`HelloFacts`), the same `Arc`s inside each:
+    // - the suite is ours to pick, in the provider's order (AES-128-GCM-SHA256 first, as Go's
+    //   and BoringSSL's servers do): OpenSSL, curl, Python and rustls clients list
+    //   AES-256-GCM-SHA384 first, and following them put the SHA-384 key schedule (no SHA-512
+    //   instructions on x86) on every handshake; a client that lists ChaCha20 first (no AES
+    //   hardware) keeps its own order and gets it;
+    // - a client that resumes a session gets one ticket (it replaces the one it spends, as
+    //   OpenSSL does), a new client two.
     let variant = |chacha: bool, resuming: bool| {
         let mut c = config.clone();
         c.ignore_client_order = !chacha;
-        if resuming {
-            c.send_tls13_tickets = 1;
-        }
+        c.send_tls13_tickets = if resuming { 1 } else { 2 };
         Arc::new(c)
     };
-    let variants = [
-        variant(false, true),
-        variant(true, false),
-        variant(true, true),
+    let configs = [
+        [variant(false, false), variant(false, true)],
+        [variant(true, false), variant(true, true)],
     ];
     Ok(ServerMaterial {
-        config: Arc::new(config),
-        variants,
+        config: Arc::clone(&configs[0][0]),
+        configs,
         cert_not_before: not_before,
         cert_not_after: not_after,
         cert_serial: serial,
