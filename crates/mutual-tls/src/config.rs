@@ -21,11 +21,8 @@ use crate::{load, TlsError};
 /// `prefer-post-quantum` feature are X25519MLKEM768 first, then X25519, P-256, P-384.
 pub fn provider(allow_tls12: bool) -> CryptoProvider {
     use rustls::crypto::aws_lc_rs::cipher_suite as cs;
-    let mut suites = vec![
-        cs::TLS13_AES_128_GCM_SHA256,
-        cs::TLS13_AES_256_GCM_SHA384,
-        cs::TLS13_CHACHA20_POLY1305_SHA256,
-    ];
+    // aws-lc-rs's TLS 1.3 suites with HKDF on a keyed HMAC (see `crate::hkdf`).
+    let mut suites = crate::hkdf::tls13_suites().to_vec();
     if allow_tls12 {
         suites.extend([
             cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,

@@ -18,6 +18,7 @@ pub mod classify;
 pub mod client;
 mod config;
 pub mod hello;
+mod hkdf;
 pub mod lint;
 pub mod load;
 pub mod memory;
