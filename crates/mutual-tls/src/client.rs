@@ -41,7 +41,7 @@ pub struct ClientSpec<'a> {
     pub cert: ClientCert,
     /// ALPN protocols to offer, in order (empty: none).
     pub alpn: Vec<Vec<u8>>,
-    /// Keep rustls' session resumption (false: every handshake is a full one).
+    /// Resume sessions, with a [`crate::tickets::TicketStore`] (false: every handshake is a full one).
     pub resumption: bool,
 }
 
@@ -59,9 +59,12 @@ pub fn build(spec: ClientSpec<'_>) -> Result<ClientConfig, rustls::Error> {
         ClientCert::Resolver(r) => builder.with_client_cert_resolver(r),
     };
     config.alpn_protocols = spec.alpn;
-    if !spec.resumption {
-        config.resumption = rustls::client::Resumption::disabled();
-    }
+    config.resumption = if spec.resumption {
+        // Room for the tickets of many connections opened at once (`crate::tickets`).
+        rustls::client::Resumption::store(Arc::new(crate::tickets::TicketStore::new()))
+    } else {
+        rustls::client::Resumption::disabled()
+    };
     Ok(config)
 }
 

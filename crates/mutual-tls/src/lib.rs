@@ -28,6 +28,7 @@ pub mod peer;
 pub mod reason;
 pub mod server;
 pub mod ticketer;
+pub mod tickets;
 pub mod verifiers;
 pub mod verify;
 

@@ -66,7 +66,13 @@ fn handshake_cfg(
     client: Arc<rustls::ClientConfig>,
     name: rustls_pki_types::ServerName<'static>,
 ) -> Outcome {
-    let mut cconn = ClientConnection::new(client, name).unwrap();
+    let cconn = ClientConnection::new(client, name).unwrap();
+    pump(server, cconn)
+}
+
+/// Runs the handshake of an already created client connection (its ClientHello written, its
+/// ticket taken) against a new server connection.
+fn pump(server: &Arc<rustls::ServerConfig>, mut cconn: ClientConnection) -> Outcome {
     let mut sconn = ServerConnection::new(server.clone()).unwrap();
     let (mut serr, mut cerr) = (None, None);
     for _ in 0..20 {
@@ -536,6 +542,32 @@ fn resumption_ends_when_the_config_is_rebuilt() {
         !TlsFacts::of(&after.sconn).resumed,
         "a rebuilt config must not resume old tickets"
     );
+}
+
+#[test]
+fn a_client_keeps_enough_tickets_for_many_connections_at_once() {
+    // rustls's own store keeps 8 tickets per server: of 16 connections opened at once, 8 would
+    // find none and make a full handshake. mutual's store keeps `tickets::TICKETS_PER_SERVER`.
+    let f = fixture("tickets");
+    let client = client_for(&f, "c", LeafOpts::new("c"), "server.test");
+    // One at a time: each resumed connection uses one ticket and is given two (the server's
+    // base config), so the store grows by one per connection.
+    for i in 0..20 {
+        let mut o = handshake(&f.server.config, &client);
+        assert!(o.server.is_ok() && o.client.is_ok(), "connection {i}");
+        assert_eq!(TlsFacts::of(&o.sconn).resumed, i > 0, "connection {i}");
+        deliver_tickets(&mut o);
+    }
+    // Sixteen at once: every ClientHello is written (and its ticket taken) before any completes.
+    let at_once: Vec<ClientConnection> = (0..16)
+        .map(|_| ClientConnection::new(client.config.clone(), client.server_name.clone()).unwrap())
+        .collect();
+    let resumed = at_once
+        .into_iter()
+        .map(|c| pump(&f.server.config, c))
+        .filter(|o| o.server.is_ok() && TlsFacts::of(&o.sconn).resumed)
+        .count();
+    assert_eq!(resumed, 16, "every connection opened at once resumes");
 }
 
 #[test]
