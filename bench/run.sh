@@ -527,6 +527,14 @@ run_http() {
 }
 
 # ---------------------------------------------------------------- the client side (issue 20)
+# The server-side references with X25519MLKEM768 (TLS's last two words are `--kx "$KX"`, and
+# loadgen takes one --kx).
+measure_mlkem_refs() {
+  local TLS=("${TLS[@]:0:${#TLS[@]}-2}" --kx mlkem)
+  measure mutual connect_ref_full_mlkem "$DL2" handshakes --concurrency 16 --duration "$D2"
+  measure mutual connect_ref_resumed_mlkem "$DL2" handshakes --resume --concurrency 16 --duration "$D2"
+}
+
 # Plaintext in, mTLS out, every client proxy in front of the SAME mTLS server (`mutual serve`,
 # TCP mode), each resuming sessions as it does by default: mutual connect (its ticket store),
 # nginx stream `proxy_ssl_session_reuse on`, HAProxy `server ... ssl` (reuse is its default),
@@ -632,6 +640,9 @@ run_client_side() {
   local MEASURE_EXTRA=(--upstream-pid "$serve_pid")
   measure mutual connect_ref_full "$DL2" handshakes --concurrency 16 --duration "$D2"
   measure mutual connect_ref_resumed "$DL2" handshakes --resume --concurrency 16 --duration "$D2"
+  # `mutual connect` negotiates X25519MLKEM768 (rustls's preference), the OpenSSL 3.0 peers X25519:
+  # mutual's row is read against references with its group.
+  if [ "$KX" = x25519 ]; then measure_mlkem_refs; fi
   for who in $CONTENDERS; do
     WHY=""; SPID=""
     PORT=$("$LOADGEN" free-port)

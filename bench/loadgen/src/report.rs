@@ -637,7 +637,11 @@ pub fn render(input: &str) -> String {
 }
 
 /// Which client proxies resumed: the mTLS server's CPU per connection behind each, beside what
-/// it costs the server for a full and for a resumed handshake from loadgen in the same run.
+/// it costs the server for a full and for a resumed handshake from loadgen in the same run, and
+/// the share of resumed handshakes that puts it at (a straight line between the two references,
+/// clipped to 0-100%). mutual's row is read against references with X25519MLKEM768 when the run
+/// measured them (`connect_ref_*_mlkem`): `mutual connect` negotiates it (rustls's preference),
+/// the OpenSSL 3.0 peers X25519, and the hybrid costs the server more on both kinds.
 fn client_side_resumption(lines: &[Value], contenders: &[(String, String)]) -> String {
     let per_conn = |who: &str, case: &str| {
         lines
@@ -653,19 +657,37 @@ fn client_side_resumption(lines: &[Value], contenders: &[(String, String)]) -> S
     ) else {
         return String::new();
     };
+    let pq = per_conn(US, "connect_ref_full_mlkem").zip(per_conn(US, "connect_ref_resumed_mlkem"));
     let mut out = format!(
-        "\n### Client side: did each proxy resume?\n\nThe mTLS server's CPU µs per connection: {} for a full handshake, {} for a resumed one (loadgen straight to it, same run).\n\n| client proxy | server CPU µs per connection | nearer to |\n|---|---:|---|\n",
+        "\n### Client side: did each proxy resume?\n\nThe mTLS server's CPU µs per connection: {} for a full handshake, {} for a resumed one (loadgen straight to it, X25519, same run)",
         fmt_num(full),
         fmt_num(resumed)
     );
+    if let Some((f, r)) = pq {
+        out.push_str(&format!(
+            "; with X25519MLKEM768, what `mutual connect` negotiates: {} and {}",
+            fmt_num(f),
+            fmt_num(r)
+        ));
+    }
+    out.push_str(".\n\n| client proxy | server CPU µs per connection | read against (full / resumed) | resumed, estimated |\n|---|---:|---|---:|\n");
     for (who, _) in contenders {
         if let Some(v) = per_conn(who, "connect_hs_c16") {
-            let nearer = if (v - resumed).abs() < (v - full).abs() {
-                "resumed"
-            } else {
-                "full"
+            let (f, r) = match pq {
+                Some(refs) if who == US => refs,
+                _ => (full, resumed),
             };
-            out.push_str(&format!("| {who} | {} | {nearer} |\n", fmt_num(v)));
+            let share = if f > r {
+                ((f - v) / (f - r)).clamp(0.0, 1.0) * 100.0
+            } else {
+                0.0
+            };
+            out.push_str(&format!(
+                "| {who} | {} | {} / {} | {share:.0}% |\n",
+                fmt_num(v),
+                fmt_num(f),
+                fmt_num(r)
+            ));
         }
     }
     out
@@ -1077,8 +1099,19 @@ mod tests {
             md.contains("500 for a full handshake, 200 for a resumed one"),
             "{md}"
         );
-        assert!(md.contains("| mutual | 230 | resumed |"), "{md}");
-        assert!(md.contains("| nginx | 480 | full |"), "{md}");
+        // (500 - 230) / (500 - 200) = 90%; (500 - 480) / 300 = 7%.
+        assert!(md.contains("| mutual | 230 | 500 / 200 | 90% |"), "{md}");
+        assert!(md.contains("| nginx | 480 | 500 / 200 | 7% |"), "{md}");
+        // With the X25519MLKEM768 references, mutual's row is read against them, the others not.
+        let pq = format!(
+            "{input}\n{}\n{}",
+            r#"{"contender":"mutual","case":"connect_ref_full_mlkem","ok":10,"upstream_cpu_us_per_conn":600.0}"#,
+            r#"{"contender":"mutual","case":"connect_ref_resumed_mlkem","ok":10,"upstream_cpu_us_per_conn":230.0}"#
+        );
+        let md = render(&pq);
+        assert!(md.contains("negotiates: 600 and 230"), "{md}");
+        assert!(md.contains("| mutual | 230 | 600 / 230 | 100% |"), "{md}");
+        assert!(md.contains("| nginx | 480 | 500 / 200 | 7% |"), "{md}");
         // Without the references there is no section.
         assert!(!render(
             r#"{"contender":"nginx","case":"connect_hs_c16","ok":1,"upstream_cpu_us_per_conn":4.0}"#
