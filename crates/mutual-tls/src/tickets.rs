@@ -38,6 +38,7 @@ pub struct TicketStore {
 impl TicketStore {
     pub fn new() -> TicketStore {
         TicketStore {
+            // rustls sizes it in tickets, 8 per server: room for the same SERVERS.
             rest: ClientSessionMemoryCache::new(SERVERS * 8),
             tls13: Mutex::new(Vec::new()),
         }
@@ -86,24 +87,22 @@ impl ClientSessionStore for TicketStore {
         let Ok(mut servers) = self.tls13.lock() else {
             return;
         };
-        let at = match servers.iter().position(|(name, _)| *name == server_name) {
-            Some(at) => at,
+        // Taken out and put back last: the server given a ticket most recently is the last
+        // one forgotten.
+        let mut tickets = match servers.iter().position(|(name, _)| *name == server_name) {
+            Some(at) => servers.remove(at).1,
             None => {
                 if servers.len() >= SERVERS {
                     servers.remove(0);
                 }
-                servers.push((server_name, VecDeque::new()));
-                servers.len() - 1
+                VecDeque::new()
             }
         };
-        let (_, tickets) = &mut servers[at];
         if tickets.len() >= TICKETS_PER_SERVER {
             tickets.pop_front();
         }
         tickets.push_back(value);
-        // Most recently given a ticket: last, so the first is the one to forget.
-        let entry = servers.remove(at);
-        servers.push(entry);
+        servers.push((server_name, tickets));
     }
 
     fn take_tls13_ticket(
