@@ -145,8 +145,11 @@ fi
 # ---------------------------------------------------------------- certificates and backend
 CERTS=$WORK/certs
 "$LOADGEN" gen-certs --out "$CERTS" >/dev/null || exit 2
-TLS=(--cert "$CERTS/client-chain.pem" --key "$CERTS/client.key" --ca "$CERTS/root.pem"
-     --server-name localhost --no-verify-server --kx "$KX")
+# The client's TLS settings without the key exchange (TLS adds KX's; the client side's references
+# add X25519MLKEM768).
+TLS_BASE=(--cert "$CERTS/client-chain.pem" --key "$CERTS/client.key" --ca "$CERTS/root.pem"
+          --server-name localhost --no-verify-server)
+TLS=("${TLS_BASE[@]}" --kx "$KX")
 
 wait_port() {
   local i
@@ -527,10 +530,9 @@ run_http() {
 }
 
 # ---------------------------------------------------------------- the client side (issue 20)
-# The server-side references with X25519MLKEM768 (TLS's last two words are `--kx "$KX"`, and
-# loadgen takes one --kx).
+# The server-side references with X25519MLKEM768.
 measure_mlkem_refs() {
-  local TLS=("${TLS[@]:0:${#TLS[@]}-2}" --kx mlkem)
+  local TLS=("${TLS_BASE[@]}" --kx mlkem)
   measure mutual connect_ref_full_mlkem "$DL2" handshakes --concurrency 16 --duration "$D2"
   measure mutual connect_ref_resumed_mlkem "$DL2" handshakes --resume --concurrency 16 --duration "$D2"
 }
