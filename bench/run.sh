@@ -13,6 +13,8 @@
 #                    server is pinned to (default 1: figures are per core)
 #   CONTENDERS="..." subset/order of: mutual nginx haproxy stunnel (default: all four)
 #   KX=x25519|mlkem|auto  key exchange the load generator offers (default x25519: all support it)
+#   OPEN_RATE=N      requests per second of the open-loop latency case req_c16_open (default
+#                    16000 over 16 kept-alive connections: a moderate load for every contender)
 #   OUT=FILE         where to write the markdown (default bench/results/<date>[-quick].md)
 #   NOTE="..."       a caveat printed at the top of the results (e.g. "noisy: other builds ran")
 #   KEEP=1           keep the work directory (configs, server logs) and print where it is
@@ -26,6 +28,7 @@ QUICK=${QUICK:-0}
 THREADS=${THREADS:-1}
 CONTENDERS=${CONTENDERS:-"mutual nginx haproxy stunnel"}
 KX=${KX:-x25519}
+OPEN_RATE=${OPEN_RATE:-16000}
 # The TLS 1.3 suites every server chooses from, in its own order (not the client's): mutual's
 # default (AES-128-GCM-SHA256 first, as Go and BoringSSL servers do), given to nginx, HAProxy and
 # stunnel too so that every contender negotiates the same suite (the report lists them).
@@ -401,6 +404,7 @@ run_contender() {
   measure "$who" hs_c1_openssl "$DL" s-time --seconds "${D%s}" --scratch "$WORK"
   measure "$who" resume_c1_openssl "$DL" s-time --reuse --seconds "${D%s}" --scratch "$WORK"
   measure "$who" req_c16 "$DL" requests --concurrency 16 --duration "$D"
+  measure "$who" req_c16_open "$DL" requests --concurrency 16 --rate "$OPEN_RATE" --duration "$D"
   measure "$who" bulk_up "$(secs "$BULK_MAX")" bulk --bytes "$BULK" --direction up --max-time "$BULK_MAX"
   measure "$who" bulk_down "$(secs "$BULK_MAX")" bulk --bytes "$BULK" --direction down --max-time "$BULK_MAX"
   measure "$who" idle "$(secs "$IDLE_MAX")" idle --count "$IDLE" --max-time "$IDLE_MAX"
@@ -408,6 +412,13 @@ run_contender() {
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+# How an idle CPU waits (a guest's cpuidle driver, and how long it polls before halting): on a VM
+# a halted virtual CPU is woken through the host, which every request crossing cores pays at low
+# load (docs/PERFORMANCE.md, "Latency: closed and open loop").
+IDLE_STATE="cpuidle driver $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo unknown)"
+if [ -r /sys/module/haltpoll/parameters/guest_halt_poll_ns ]; then
+  IDLE_STATE="$IDLE_STATE, guest_halt_poll_ns $(cat /sys/module/haltpoll/parameters/guest_halt_poll_ns) (0: halts at once, no polling)"
+fi
 # CPU time the hypervisor gave to other guests (/proc/stat's steal column) over the run: a host
 # busy with its other tenants slows every contender unevenly, and nothing else in the report shows it.
 cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat; }
@@ -421,6 +432,12 @@ status direct ok
 PORT=$BPORT; SPID=$BACKEND_PID
 line=$(timeout "$DL" "${CLI[@]}" "$LOADGEN" --threads "$CLIENT_THREADS" requests --plain --concurrency 16 \
          --duration "$D" --addr "127.0.0.1:$BPORT" --json --contender direct --case req_c16 2>>"$WORK/loadgen.err")
+[ -n "$line" ] && echo "$line" >>"$RES"
+# The same requests at a fixed rate (open loop, `--rate`): the latency a request meets at a
+# moderate load, where the closed loop above measures throughput (16 always in flight).
+line=$(timeout "$DL" "${CLI[@]}" "$LOADGEN" --threads "$CLIENT_THREADS" requests --plain --concurrency 16 \
+         --rate "$OPEN_RATE" --duration "$D" --addr "127.0.0.1:$BPORT" --json --contender direct \
+         --case req_c16_open 2>>"$WORK/loadgen.err")
 [ -n "$line" ] && echo "$line" >>"$RES"
 
 # ---------------------------------------------------------------- HTTP mode (issue 20)
@@ -697,9 +714,12 @@ run_floor() {
   fi
   if [ -n "$why" ]; then
     case_failed floor floor_hs_c16 "$why"; case_failed floor floor_req_c16 "$why"
+    case_failed floor floor_req_c16_open "$why"
   else
     measure floor floor_hs_c16 "$DL" handshakes --plain --concurrency 16 --duration "$D"
     measure floor floor_req_c16 "$DL" requests --plain --concurrency 16 --duration "$D"
+    measure floor floor_req_c16_open "$DL" requests --plain --concurrency 16 --rate "$OPEN_RATE" \
+      --duration "$D"
   fi
   [ -n "$SPID" ] && stop_server
 }
@@ -908,6 +928,7 @@ mkdir -p "$(dirname "$OUT")"
   echo
   echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), nproc $NCPU"
   echo "- kernel: $(uname -sr); open files limit $NOFILE"
+  echo "- idle CPUs: $IDLE_STATE"
   echo "- load average (1, 5, 15 min): $LOAD_BEFORE at start, $LOAD_AFTER at end"
   echo "- CPU time stolen by the hypervisor during the run (/proc/stat steal): $STEAL (above a few percent the host was busy with other guests: compare nothing across runs)"
   echo
@@ -915,6 +936,9 @@ mkdir -p "$(dirname "$OUT")"
   echo
   echo "- THREADS=$THREADS worker(s) per contender; $PINNING"
   echo "- each timed run: $D; bulk: $BULK per direction (stopped at $BULK_MAX); idle: $IDLE connections (stopped at $IDLE_MAX)"
+  echo "- kept-alive requests two ways: closed loop (req_c16: each of 16 connections sends when its last response is in;"
+  echo "  16 always in flight, so the latency is mostly queueing) and open loop (req_c16_open: $OPEN_RATE requests/s in all"
+  echo "  at evenly spaced times, latency counted from when each was due, as wrk2 does: the latency at a moderate load)"
   echo "- TLS 1.3 only, key exchange offered by the client: $KX; ECDSA P-256 root -> intermediate -> leaf,"
   echo "  client sends leaf + intermediate, every server trusts only the root and requires and verifies the client cert"
   echo "- the load generator does not verify the server (keeps its CPU off the critical path); the servers do all their work"

@@ -119,6 +119,7 @@ mod tests {
     use super::*;
     use crate::modes::{self, Direction, Server};
     use std::time::Duration;
+    use tokio::io::AsyncReadExt;
 
     /// The modes against the backend over plain TCP: the smoke test of the harness without peers.
     #[tokio::test]
@@ -137,6 +138,7 @@ mod tests {
             addr,
             2,
             Duration::from_millis(200),
+            modes::Pace::Closed,
             modes::Budget::new(None),
             &server,
         )
@@ -152,6 +154,7 @@ mod tests {
             addr,
             2,
             Duration::from_secs(60),
+            modes::Pace::Closed,
             modes::Budget::new(Some(7)),
             &server,
         )
@@ -169,6 +172,96 @@ mod tests {
             assert_eq!(b["truncated"], false, "{b}");
         }
         backend.abort();
+    }
+
+    /// `--rate`: the requests dealt in the window are made (no more), and a request waiting
+    /// behind a slow one is charged from when it was due: against a server answering in 20 ms,
+    /// one connection asked for a request every 5 ms sees latencies growing far past 20 ms,
+    /// where the closed loop sees about 20 ms (what coordinated omission would hide).
+    #[tokio::test]
+    async fn an_open_loop_keeps_its_rate_and_charges_the_wait() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let backend = tokio::spawn(serve(listener));
+        let server = Server {
+            pids: vec![],
+            upstream: vec![],
+            ticks: 100.0,
+        };
+        let r = modes::requests(
+            None,
+            addr,
+            4,
+            Duration::from_millis(500),
+            modes::Pace::Rate(2000.0),
+            modes::Budget::new(None),
+            &server,
+        )
+        .await;
+        assert_eq!(
+            (r["failed"].as_u64(), r["pace"].as_str()),
+            (Some(0), Some("open")),
+            "{r}"
+        );
+        let ok = r["ok"].as_u64().unwrap();
+        assert!(
+            (950..=1000).contains(&ok),
+            "{ok} requests, 1,000 were due: {r}"
+        );
+        backend.abort();
+
+        // A backend that takes 20 ms per request.
+        let slow = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let slow_addr = slow.local_addr().unwrap();
+        let slow_backend = tokio::spawn(async move {
+            loop {
+                let (mut sock, _) = slow.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        let n = sock.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = http::head_end(&buf) {
+                            buf.drain(..end);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            if sock.write_all(http::OK_SMALL).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let server = &server;
+        let p99 = |pace| async move {
+            let r = modes::requests(
+                None,
+                slow_addr,
+                1,
+                Duration::from_millis(400),
+                pace,
+                modes::Budget::new(None),
+                server,
+            )
+            .await;
+            assert_eq!(r["failed"], 0, "{r}");
+            r["latency"]["p99_us"].as_u64().unwrap()
+        };
+        let closed = p99(modes::Pace::Closed).await;
+        let open = p99(modes::Pace::Rate(200.0)).await;
+        assert!(
+            (20_000..60_000).contains(&closed),
+            "closed loop p99 {closed} µs"
+        );
+        assert!(
+            open > 150_000,
+            "open loop p99 {open} µs: the queued wait was not counted"
+        );
+        slow_backend.abort();
     }
 
     /// With an identity required, a request without the header is refused (and counted as a
@@ -192,6 +285,7 @@ mod tests {
             addr,
             1,
             Duration::from_secs(10),
+            modes::Pace::Closed,
             modes::Budget::new(Some(2)),
             &server,
         )

@@ -141,6 +141,13 @@ enum Cmd {
         /// Stop after this many requests in all (or at --duration, whichever is first).
         #[arg(long)]
         count: Option<u64>,
+        /// Open loop: send this many requests per second in all, at evenly spaced times dealt
+        /// to the connections in turn, whether or not earlier responses are back (as wrk2
+        /// does); each latency counts from when its request was due. Without it, each
+        /// connection sends its next request when the last response is in (closed loop: the
+        /// latency is then mostly queueing, concurrency / requests per second).
+        #[arg(long, conflicts_with = "count", value_parser = parse_rate)]
+        rate: Option<f64>,
         /// Send `POST PATH` with --body instead of `GET /` (e.g. the online CA's /v1/renew: one
         /// certificate issued per request); any 2xx counts as a success.
         #[arg(long, value_name = "PATH")]
@@ -290,6 +297,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v * scale))
 }
 
+/// Parses a request rate per second: a positive number, at most 1,000,000 (one request a
+/// microsecond is already beyond any server here, and the pacing thread's resolution).
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 1e6 => Ok(v),
+        _ => Err(format!(
+            "bad rate {s:?}: requests per second, more than 0 and at most 1000000"
+        )),
+    }
+}
+
 /// Parses 1GiB, 64MiB, 4KiB, 100MB, 1GB, 12345.
 fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -436,6 +454,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             plain,
             h2,
             count,
+            rate,
             post,
             body,
             tls,
@@ -453,6 +472,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 addr,
                 concurrency,
                 duration,
+                rate.map_or(modes::Pace::Closed, modes::Pace::Rate),
                 modes::Budget::new(count),
                 &server_of(&common),
             ));

@@ -380,22 +380,75 @@ async fn open_session(
     .await
 }
 
-/// Small GETs over `concurrency` kept-alive connections, one request in flight on each.
+/// When requests are sent: as fast as the responses come back (closed loop), or at a fixed rate.
+#[derive(Clone, Copy, Debug)]
+pub enum Pace {
+    /// Each connection sends its next request as soon as the previous response is in: the
+    /// throughput a server sustains, and latency that is mostly queueing (with `concurrency`
+    /// requests always in flight, p50 is about concurrency / rate, Little's law).
+    Closed,
+    /// `rate` requests per second in all, dealt in turn to the connections at evenly spaced
+    /// times whether or not earlier responses have come back (open loop, as wrk2 does): the
+    /// latency a request meets at that load. Each latency runs from the moment its request was
+    /// due, so a request held up behind a slow one on its connection is charged for the wait
+    /// (no coordinated omission).
+    Rate(f64),
+}
+
+/// Deals out request times for [`Pace::Rate`]: from `start` until `end`, one every 1/`rate`
+/// seconds, to the connections in turn. A thread of its own sleeping to each due time (tokio's
+/// timers tick in milliseconds, 16 times coarser than 16,000 requests a second need). What it
+/// sends is the time it woke: a late wake-up shifts when a request is made, never its latency.
+fn deal(
+    queues: Vec<tokio::sync::mpsc::UnboundedSender<Instant>>,
+    rate: f64,
+    start: Instant,
+    end: Instant,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let step = 1.0 / rate;
+        for k in 0u64.. {
+            let due = start + Duration::from_secs_f64(step * k as f64);
+            if due >= end {
+                break;
+            }
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let i = usize::try_from(k).unwrap_or(0) % queues.len();
+            // A connection that failed has dropped its queue; the others go on.
+            let _ = queues[i].send(Instant::now());
+        }
+    })
+}
+
+/// Small GETs over `concurrency` kept-alive connections, one request in flight on each, paced
+/// by `pace`.
 pub async fn requests(
     client: Option<Client>,
     addr: SocketAddr,
     concurrency: usize,
     duration: Duration,
+    pace: Pace,
     budget: Budget,
     server: &Server,
 ) -> Value {
     let proto = Proto::of(client.as_ref());
     let barrier = Arc::new(tokio::sync::Barrier::new(concurrency + 1));
     let mut tasks = Vec::with_capacity(concurrency);
+    let mut queues = Vec::new();
     for _ in 0..concurrency {
         let client = client.clone();
         let barrier = barrier.clone();
         let budget = budget.clone();
+        let mut due = match pace {
+            Pace::Closed => None,
+            Pace::Rate(_) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+                queues.push(tx);
+                Some(rx)
+            }
+        };
         tasks.push(tokio::spawn(async move {
             let mut t = Tally::default();
             let mut buf = Vec::with_capacity(256);
@@ -415,7 +468,13 @@ pub async fn requests(
             };
             let deadline = Instant::now() + duration;
             while Instant::now() < deadline && budget.take() {
-                let t0 = Instant::now();
+                let t0 = match due.as_mut() {
+                    None => Instant::now(),
+                    Some(rx) => match rx.recv().await {
+                        Some(at) => at,
+                        None => break,
+                    },
+                };
                 match timed(Duration::from_secs(10), s.get_small(&mut buf)).await {
                     Ok(()) => {
                         t.ok += 1;
@@ -434,6 +493,10 @@ pub async fn requests(
     barrier.wait().await;
     let cpu0 = server.snap();
     let start = Instant::now();
+    let dealer = match pace {
+        Pace::Rate(rate) => Some(deal(queues, rate, start, start + duration)),
+        Pace::Closed => None,
+    };
     let mut all = Tally::default();
     for task in tasks {
         match task.await {
@@ -442,12 +505,22 @@ pub async fn requests(
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
+    if let Some(d) = dealer {
+        // Every queue is closed once the tasks are done, so the thread has stopped or stops now.
+        let _ = d.join();
+    }
     let ok = all.ok;
     let mut out = all.into_json(elapsed);
     out["mode"] = json!("requests");
     out["http"] = json!(proto.name());
     out["concurrency"] = json!(concurrency);
     out["plain"] = json!(client.is_none());
+    if let Pace::Rate(rate) = pace {
+        out["pace"] = json!("open");
+        out["target_rate"] = json!(rate);
+    } else {
+        out["pace"] = json!("closed");
+    }
     add_cpu(&mut out, server, &cpu0, elapsed, ok);
     out
 }
@@ -800,6 +873,7 @@ mod tests {
             h2_addr,
             2,
             Duration::from_secs(60),
+            Pace::Closed,
             Budget::new(Some(10)),
             &server,
         )
@@ -830,6 +904,7 @@ mod tests {
             addr,
             1,
             Duration::from_secs(10),
+            Pace::Closed,
             Budget::new(Some(1)),
             &server,
         )

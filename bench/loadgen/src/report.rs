@@ -122,6 +122,30 @@ const ROWS: &[Row] = &[
         ratio: true,
     },
     Row {
+        label: "requests/s at a fixed rate (open loop), c=16 kept-alive",
+        case: "req_c16_open",
+        pointer: "/rate",
+        ratio: true,
+    },
+    Row {
+        label: "  p50 latency µs (lower is better)",
+        case: "req_c16_open",
+        pointer: "/latency/p50_us",
+        ratio: true,
+    },
+    Row {
+        label: "  p99 latency µs (lower is better)",
+        case: "req_c16_open",
+        pointer: "/latency/p99_us",
+        ratio: true,
+    },
+    Row {
+        label: "  per server CPU-second",
+        case: "req_c16_open",
+        pointer: "/per_server_cpu_s",
+        ratio: true,
+    },
+    Row {
         label: "bulk upload MB/s",
         case: "bulk_up",
         pointer: "/mb_per_s",
@@ -767,13 +791,13 @@ fn floor_and_bounds(lines: &[Value]) -> String {
         cpu_cell(per_conn(resumed)),
     ));
     let lat = |l: Option<&Value>, q: &str| num(l, &format!("/latency/{q}_us"));
-    let added = |l: Option<&Value>, q: &str| Some(lat(l, q)? - lat(direct, q)?);
+    let added = |l: Option<&Value>, base: Option<&Value>, q: &str| Some(lat(l, q)? - lat(base, q)?);
     for q in ["p50", "p99"] {
         out.push_str(&format!(
             "| requests, c=16 kept-alive: {q} latency µs added over the direct path ({} direct) | {} | {} |\n",
             figure(lat(direct, q)),
-            figure(added(us_req, q)),
-            figure(added(floor_req, q)),
+            figure(added(us_req, direct, q)),
+            figure(added(floor_req, direct, q)),
         ));
     }
     out.push_str(&format!(
@@ -781,6 +805,30 @@ fn floor_and_bounds(lines: &[Value]) -> String {
         figure(num(us_req, "/per_server_cpu_s")),
         figure(num(floor_req, "/per_server_cpu_s")),
     ));
+    // Little's law for the closed loop: 16 requests always in flight, so p50 x rate is about
+    // 16 and the latency is the loop's throughput (the client's core is shared with the backend).
+    let in_flight = |l: Option<&Value>| Some(lat(l, "p50")? * 1e-6 * num(l, "/rate")?);
+    out.push_str(&format!(
+        "| &nbsp;&nbsp;requests in flight, p50 x requests/s (closed loop: 16 always; {} direct) | {} | {} |\n",
+        figure(in_flight(direct)),
+        figure(in_flight(us_req)),
+        figure(in_flight(floor_req)),
+    ));
+    let direct_open = find(DIRECT, "req_c16_open");
+    let us_open = find(US, "req_c16_open");
+    let floor_open = find(FLOOR, "floor_req_c16_open");
+    if us_open.is_some() || floor_open.is_some() {
+        let target = num(direct_open.or(us_open), "/target_rate");
+        for q in ["p50", "p99"] {
+            out.push_str(&format!(
+                "| requests at a fixed {}/s (open loop), c=16 kept-alive: {q} latency µs added over the direct path ({} direct) | {} | {} |\n",
+                figure(target),
+                figure(lat(direct_open, q)),
+                figure(added(us_open, direct_open, q)),
+                figure(added(floor_open, direct_open, q)),
+            ));
+        }
+    }
 
     // The bounds: crypto alone, crypto + floor, and mutual's share of each.
     let crypto = lines.iter().find(|l| str_of(l, "mode") == "crypto");
@@ -1128,8 +1176,16 @@ mod tests {
 {"contender":"mutual","case":"resume_c16","ok":10,"per_server_cpu_s":4000.0}
 {"contender":"mutual","case":"req_c16","ok":10,"per_server_cpu_s":50000.0,"latency":{"p50_us":260,"p99_us":450}}
 {"contender":"floor","case":"floor_hs_c16","ok":10,"per_server_cpu_s":10000.0,"server_user_us_per_unit":30.0,"server_sys_us_per_unit":70.0}
-{"contender":"floor","case":"floor_req_c16","ok":10,"per_server_cpu_s":90000.0,"latency":{"p50_us":230,"p99_us":340}}"#;
+{"contender":"floor","case":"floor_req_c16","ok":10,"per_server_cpu_s":90000.0,"latency":{"p50_us":230,"p99_us":340}}
+{"contender":"direct","case":"req_c16_open","ok":10,"rate":16000.0,"target_rate":16000.0,"latency":{"p50_us":60,"p99_us":110}}
+{"contender":"mutual","case":"req_c16_open","ok":10,"rate":16000.0,"target_rate":16000.0,"latency":{"p50_us":95,"p99_us":170}}
+{"contender":"floor","case":"floor_req_c16_open","ok":10,"rate":16000.0,"target_rate":16000.0,"latency":{"p50_us":80,"p99_us":150}}"#;
         let md = render(input);
+        // The open loop: added over its own direct run (170 - 110, 150 - 110).
+        assert!(
+            md.contains("| requests at a fixed 16000/s (open loop), c=16 kept-alive: p99 latency µs added over the direct path (110 direct) | 60.0 | 40.0 |"),
+            "{md}"
+        );
         // The floor is no column of the main table.
         assert!(!md.contains("| floor |"), "{md}");
         assert!(
