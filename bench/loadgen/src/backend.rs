@@ -121,6 +121,36 @@ mod tests {
     use std::time::Duration;
     use tokio::io::AsyncReadExt;
 
+    /// No server process to read CPU time from (the backend runs in this test's process).
+    fn unmeasured() -> Server {
+        Server {
+            pids: vec![],
+            upstream: vec![],
+            ticks: 100.0,
+        }
+    }
+
+    /// Plain-TCP kept-alive requests to `addr` from `conns` connections.
+    async fn plain_requests(
+        addr: SocketAddr,
+        conns: usize,
+        duration: Duration,
+        pace: modes::Pace,
+        count: Option<u64>,
+        server: &Server,
+    ) -> serde_json::Value {
+        modes::requests(
+            None,
+            addr,
+            conns,
+            duration,
+            pace,
+            modes::Budget::new(count),
+            server,
+        )
+        .await
+    }
+
     /// The modes against the backend over plain TCP: the smoke test of the harness without peers.
     #[tokio::test]
     async fn modes_against_the_backend() {
@@ -133,13 +163,12 @@ mod tests {
             ticks: 100.0,
         };
 
-        let r = modes::requests(
-            None,
+        let r = plain_requests(
             addr,
             2,
             Duration::from_millis(200),
             modes::Pace::Closed,
-            modes::Budget::new(None),
+            None,
             &server,
         )
         .await;
@@ -149,13 +178,12 @@ mod tests {
         assert!(r.get("server_cpu_s").is_some(), "{r}");
 
         // --count: exactly that many requests over both connections, well before the deadline.
-        let r = modes::requests(
-            None,
+        let r = plain_requests(
             addr,
             2,
             Duration::from_secs(60),
             modes::Pace::Closed,
-            modes::Budget::new(Some(7)),
+            Some(7),
             &server,
         )
         .await;
@@ -183,18 +211,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let backend = tokio::spawn(serve(listener));
-        let server = Server {
-            pids: vec![],
-            upstream: vec![],
-            ticks: 100.0,
-        };
-        let r = modes::requests(
-            None,
+        let server = unmeasured();
+        let r = plain_requests(
             addr,
             4,
             Duration::from_millis(500),
             modes::Pace::Rate(2000.0),
-            modes::Budget::new(None),
+            None,
             &server,
         )
         .await;
@@ -238,16 +261,8 @@ mod tests {
         });
         let server = &server;
         let p99 = |pace| async move {
-            let r = modes::requests(
-                None,
-                slow_addr,
-                1,
-                Duration::from_millis(400),
-                pace,
-                modes::Budget::new(None),
-                server,
-            )
-            .await;
+            let r =
+                plain_requests(slow_addr, 1, Duration::from_millis(400), pace, None, server).await;
             assert_eq!(r["failed"], 0, "{r}");
             r["latency"]["p99_us"].as_u64().unwrap()
         };
@@ -275,18 +290,13 @@ mod tests {
             contains: "BEGIN".into(),
         };
         let backend = tokio::spawn(serve_with(listener, Some(id)));
-        let server = Server {
-            pids: vec![],
-            upstream: vec![],
-            ticks: 100.0,
-        };
-        let r = modes::requests(
-            None,
+        let server = unmeasured();
+        let r = plain_requests(
             addr,
             1,
             Duration::from_secs(10),
             modes::Pace::Closed,
-            modes::Budget::new(Some(2)),
+            Some(2),
             &server,
         )
         .await;
