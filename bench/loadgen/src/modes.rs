@@ -117,6 +117,8 @@ struct Tally {
     ok: u64,
     failed: u64,
     resumed: u64,
+    /// Open loop: requests that were due but not made (still waiting DRAIN after the window).
+    unmade: u64,
     latencies: Vec<u64>,
     first_error: Option<String>,
     suite: String,
@@ -135,6 +137,7 @@ impl Tally {
         self.ok += o.ok;
         self.failed += o.failed;
         self.resumed += o.resumed;
+        self.unmade += o.unmade;
         self.latencies.extend(o.latencies);
         if self.first_error.is_none() {
             self.first_error = o.first_error;
@@ -395,6 +398,10 @@ pub enum Pace {
     Rate(f64),
 }
 
+/// How long an open-loop connection goes on making the requests that were due in the window
+/// after it closes (a server behind by more than this has them counted as `unmade`).
+const DRAIN: Duration = Duration::from_secs(2);
+
 /// Deals out request times for [`Pace::Rate`]: from `start` until `end`, one every 1/`rate`
 /// seconds, to the connections in turn. A thread of its own sleeping to each due time (tokio's
 /// timers tick in milliseconds, 16 times coarser than 16,000 requests a second need). What it
@@ -467,11 +474,24 @@ pub async fn requests(
                 }
             };
             let deadline = Instant::now() + duration;
-            while Instant::now() < deadline && budget.take() {
+            // Open loop: every request dealt in the window is made, the last ones up to DRAIN
+            // after it (a server that fell behind shows it in its latencies); what is still
+            // waiting then is counted as not made.
+            let give_up = deadline + DRAIN;
+            loop {
                 let t0 = match due.as_mut() {
-                    None => Instant::now(),
+                    None if Instant::now() < deadline && budget.take() => Instant::now(),
+                    None => break,
                     Some(rx) => match rx.recv().await {
-                        Some(at) => at,
+                        Some(at) if Instant::now() < give_up => at,
+                        Some(_) => {
+                            rx.close();
+                            t.unmade += 1;
+                            while rx.try_recv().is_ok() {
+                                t.unmade += 1;
+                            }
+                            break;
+                        }
                         None => break,
                     },
                 };
@@ -509,7 +529,7 @@ pub async fn requests(
         // Every queue is closed once the tasks are done, so the thread has stopped or stops now.
         let _ = d.join();
     }
-    let ok = all.ok;
+    let (ok, unmade) = (all.ok, all.unmade);
     let mut out = all.into_json(elapsed);
     out["mode"] = json!("requests");
     out["http"] = json!(proto.name());
@@ -518,6 +538,7 @@ pub async fn requests(
     if let Pace::Rate(rate) = pace {
         out["pace"] = json!("open");
         out["target_rate"] = json!(rate);
+        out["unmade"] = json!(unmade);
     } else {
         out["pace"] = json!("closed");
     }
