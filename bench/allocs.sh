@@ -28,11 +28,6 @@ for t in valgrind python3; do
   command -v "$t" >/dev/null || { echo "$t is not installed" >&2; exit 2; }
 done
 
-cd "$ROOT" || exit 2
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  cargo build --release -q -p loadgen -p mutual || exit 2
-fi
-LOADGEN=$TARGET/release/loadgen
 MUTUAL=${MUTUAL:-$TARGET/release/mutual}
 
 . "$ROOT/bench/callgrind-common.sh"
@@ -44,9 +39,7 @@ run() {
   local port out=$WORK/$case.$count.json
   port=$("$LOADGEN" free-port)
   RUST_LOG=warn valgrind --tool=dhat --dhat-out-file="$out" \
-    "$MUTUAL" serve --listen "127.0.0.1:$port" --backend "127.0.0.1:$BPORT" --threads 1 \
-    --cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/root.pem" --allow-any \
-    2>"$WORK/$case.$count.log" &
+    "$MUTUAL" serve --listen "127.0.0.1:$port" "${SERVE_ARGS[@]}" 2>"$WORK/$case.$count.log" &
   local vpid=$!
   PIDS+=("$vpid")
   wait_port "$port" || { echo "$case: serve did not start under valgrind" >&2; return 1; }

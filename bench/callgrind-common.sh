@@ -1,7 +1,15 @@
-# bench/callgrind-common.sh: what the callgrind scripts (profile.sh, clients.sh, instructions.sh)
-# share, sourced after they set LOADGEN and WORK: children killed and WORK removed on exit, a
-# port wait, the ECDSA P-256 chain in $C with loadgen's client arguments in TLS, and the shared
-# backend on BPORT. Exits 2 when a piece cannot start.
+# bench/callgrind-common.sh: what the scripts that measure one `mutual serve` (profile.sh,
+# clients.sh, instructions.sh, memory.sh, allocs.sh) share, sourced after they set ROOT, TARGET
+# and WORK: the release build (unless SKIP_BUILD=1) and LOADGEN, children killed and WORK removed
+# on exit, a port wait, the ECDSA P-256 chain in $C with loadgen's client arguments in TLS, the
+# shared backend on BPORT, and SERVE_ARGS, the serve settings every such script measures. Exits 2
+# when a piece cannot start.
+
+cd "$ROOT" || exit 2
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release -q -p loadgen -p mutual || exit 2
+fi
+LOADGEN=$TARGET/release/loadgen
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"; }
@@ -25,3 +33,7 @@ BPORT=$("$LOADGEN" free-port)
 "$LOADGEN" --threads 1 backend --listen "127.0.0.1:$BPORT" 2>/dev/null &
 PIDS+=($!)
 wait_port "$BPORT" || { echo "backend did not start" >&2; exit 2; }
+# `mutual serve` as every script measures it (add --listen and any extras): one thread, the
+# chain above, the backend, any verified client allowed.
+SERVE_ARGS=(--backend "127.0.0.1:$BPORT" --threads 1 --cert "$C/server-chain.pem"
+            --key "$C/server.key" --ca "$C/root.pem" --allow-any)

@@ -35,17 +35,12 @@ for t in tcpdump tshark valgrind openssl; do
 done
 PATH=$PATH:/usr/sbin
 
-cd "$ROOT" || exit 2
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  cargo build --release -q -p loadgen -p mutual || exit 2
-fi
-LOADGEN=$TARGET/release/loadgen
 MUTUAL=$TARGET/release/mutual
+. "$ROOT/bench/callgrind-common.sh"
 RAW=$OUT/raw
 mkdir -p "$RAW"
 : >"$OUT/summary.txt"
 
-. "$ROOT/bench/callgrind-common.sh"
 # What OpenSSL needs to send leaf + intermediate: the intermediate in its verify store.
 cat "$C/root.pem" "$C/intermediate.pem" >"$C/root+intermediate.pem"
 # The client leaf alone (openssl -cert takes the first certificate of a file anyway).

@@ -40,11 +40,6 @@ for t in valgrind callgrind_control; do
   command -v "$t" >/dev/null || { echo "$t is not installed (apt-get install valgrind)" >&2; exit 2; }
 done
 
-cd "$ROOT" || exit 2
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  cargo build --release -q -p loadgen -p mutual || exit 2
-fi
-LOADGEN=$TARGET/release/loadgen
 MUTUAL=${MUTUAL:-$TARGET/release/mutual}
 
 . "$ROOT/bench/callgrind-common.sh"
@@ -64,9 +59,8 @@ start_serve() {
   local extra=()
   [ "${AUDIT:-0}" = 1 ] && extra=(--audit-log "$WORK/$name.audit.log" --metrics "127.0.0.1:$("$LOADGEN" free-port)")
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$DUMP.%p" --dump-instr=no \
-    "$MUTUAL" serve --listen "127.0.0.1:$PORT" --backend "127.0.0.1:$BPORT" --threads 1 \
-    --cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/root.pem" --allow-any \
-    "${extra[@]}" 2>"$WORK/$name.vg.log" &
+    "$MUTUAL" serve --listen "127.0.0.1:$PORT" "${SERVE_ARGS[@]}" "${extra[@]}" \
+    2>"$WORK/$name.vg.log" &
   VPID=$!
   PIDS+=("$VPID")
   NDUMP=0

@@ -33,11 +33,6 @@ DAY=$(date -u +%Y-%m-%d)
 RESULTS=${RESULTS:-$ROOT/bench/results/memory-$DAY.md}
 WORK=$(mktemp -d /tmp/mutual-memory.XXXXXX)
 
-cd "$ROOT" || exit 2
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  cargo build --release -q -p loadgen -p mutual || exit 2
-fi
-LOADGEN=$TARGET/release/loadgen
 MUTUAL=${MUTUAL:-$TARGET/release/mutual}
 . "$ROOT/bench/callgrind-common.sh"
 
@@ -51,9 +46,8 @@ num() { grep -oE "\"$2\":[0-9.]+" "$1" | head -n 1 | cut -d: -f2; }
 # serve [PREFIX...]: starts `mutual serve` (under PREFIX, e.g. valgrind) on a fresh PORT; SPID.
 serve() {
   PORT=$("$LOADGEN" free-port)
-  RUST_LOG=warn "$@" "$MUTUAL" serve --listen "127.0.0.1:$PORT" --backend "127.0.0.1:$BPORT" \
-    --threads 1 --cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/root.pem" \
-    --allow-any 2>>"$WORK/serve.log" &
+  RUST_LOG=warn "$@" "$MUTUAL" serve --listen "127.0.0.1:$PORT" "${SERVE_ARGS[@]}" \
+    2>>"$WORK/serve.log" &
   SPID=$!
   PIDS+=("$SPID")
   wait_port "$PORT" 600 || { echo "serve did not start" >&2; exit 1; }

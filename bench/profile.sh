@@ -20,11 +20,6 @@ OUT=${OUT:-$ROOT/bench/results/profile-$(date -u +%Y-%m-%d)}
 WORK=$(mktemp -d /tmp/mutual-profile.XXXXXX)
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
 
-cd "$ROOT" || exit 2
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  cargo build --release -q -p loadgen -p mutual || exit 2
-fi
-LOADGEN=$TARGET/release/loadgen
 MUTUAL=$TARGET/release/mutual
 mkdir -p "$OUT"
 
@@ -36,9 +31,7 @@ profile() {
   local port out=$OUT/callgrind.$name
   port=$("$LOADGEN" free-port)
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out.%p" --dump-instr=no \
-    "$MUTUAL" serve --listen "127.0.0.1:$port" --backend "127.0.0.1:$BPORT" --threads 1 \
-    --cert "$C/server-chain.pem" --key "$C/server.key" --ca "$C/root.pem" --allow-any \
-    2>"$WORK/$name.vg.log" &
+    "$MUTUAL" serve --listen "127.0.0.1:$port" "${SERVE_ARGS[@]}" 2>"$WORK/$name.vg.log" &
   local vpid=$!
   PIDS+=("$vpid")
   wait_port "$port" || { echo "$name: serve did not start under valgrind" >&2; return 1; }
