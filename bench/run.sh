@@ -430,15 +430,15 @@ log "crypto limit"
 log "direct: backend without TLS"
 status direct ok
 PORT=$BPORT; SPID=$BACKEND_PID
-line=$(timeout "$DL" "${CLI[@]}" "$LOADGEN" --threads "$CLIENT_THREADS" requests --plain --concurrency 16 \
-         --duration "$D" --addr "127.0.0.1:$BPORT" --json --contender direct --case req_c16 2>>"$WORK/loadgen.err")
-[ -n "$line" ] && echo "$line" >>"$RES"
-# The same requests at a fixed rate (open loop, `--rate`): the latency a request meets at a
-# moderate load, where the closed loop above measures throughput (16 always in flight).
-line=$(timeout "$DL" "${CLI[@]}" "$LOADGEN" --threads "$CLIENT_THREADS" requests --plain --concurrency 16 \
-         --rate "$OPEN_RATE" --duration "$D" --addr "127.0.0.1:$BPORT" --json --contender direct \
-         --case req_c16_open 2>>"$WORK/loadgen.err")
-[ -n "$line" ] && echo "$line" >>"$RES"
+# req_c16 (closed loop), then the same requests at a fixed rate (req_c16_open, `--rate`): the
+# latency a request meets at a moderate load, where the closed loop measures throughput.
+for case in req_c16 req_c16_open; do
+  pace=(); [ "$case" = req_c16_open ] && pace=(--rate "$OPEN_RATE")
+  line=$(timeout "$DL" "${CLI[@]}" "$LOADGEN" --threads "$CLIENT_THREADS" requests --plain --concurrency 16 \
+           "${pace[@]}" --duration "$D" --addr "127.0.0.1:$BPORT" --json --contender direct --case "$case" \
+           2>>"$WORK/loadgen.err")
+  [ -n "$line" ] && echo "$line" >>"$RES"
+done
 
 # ---------------------------------------------------------------- HTTP mode (issue 20)
 # Each contender terminates mTLS, speaks HTTP itself and forwards the client's identity in a
