@@ -30,6 +30,7 @@ done
 
 MUTUAL=${MUTUAL:-$TARGET/release/mutual}
 
+. "$ROOT/bench/release.sh"
 . "$ROOT/bench/callgrind-common.sh"
 
 # run CASE COUNT LOADGEN-ARGS...: one serve under DHAT, COUNT units of work, its profile in

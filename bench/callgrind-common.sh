@@ -1,15 +1,9 @@
 # bench/callgrind-common.sh: what the scripts that measure one `mutual serve` (profile.sh,
-# clients.sh, instructions.sh, memory.sh, allocs.sh) share, sourced after they set ROOT, TARGET
-# and WORK: the release build (unless SKIP_BUILD=1) and LOADGEN, children killed and WORK removed
-# on exit, a port wait, the ECDSA P-256 chain in $C with loadgen's client arguments in TLS, the
-# shared backend on BPORT, and SERVE_ARGS, the serve settings every such script measures. Exits 2
-# when a piece cannot start.
-
-cd "$ROOT" || exit 2
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  cargo build --release -q -p loadgen -p mutual || exit 2
-fi
-LOADGEN=$TARGET/release/loadgen
+# clients.sh, instructions.sh, memory.sh, allocs.sh) share, sourced after they set LOADGEN and
+# WORK (bench/release.sh sets LOADGEN): children killed and WORK removed on exit, a port wait,
+# the ECDSA P-256 chain in $C with loadgen's client arguments in TLS, the shared backend on
+# BPORT, and SERVE_ARGS, the serve settings those scripts measure. Exits 2 when a piece cannot
+# start.
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"; }

@@ -36,6 +36,7 @@ done
 PATH=$PATH:/usr/sbin
 
 MUTUAL=$TARGET/release/mutual
+. "$ROOT/bench/release.sh"
 . "$ROOT/bench/callgrind-common.sh"
 RAW=$OUT/raw
 mkdir -p "$RAW"

@@ -42,6 +42,7 @@ done
 
 MUTUAL=${MUTUAL:-$TARGET/release/mutual}
 
+. "$ROOT/bench/release.sh"
 . "$ROOT/bench/callgrind-common.sh"
 
 now() { date +%s.%N; }

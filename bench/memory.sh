@@ -34,6 +34,7 @@ RESULTS=${RESULTS:-$ROOT/bench/results/memory-$DAY.md}
 WORK=$(mktemp -d /tmp/mutual-memory.XXXXXX)
 
 MUTUAL=${MUTUAL:-$TARGET/release/mutual}
+. "$ROOT/bench/release.sh"
 . "$ROOT/bench/callgrind-common.sh"
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null

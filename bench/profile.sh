@@ -23,6 +23,7 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get ins
 MUTUAL=$TARGET/release/mutual
 mkdir -p "$OUT"
 
+. "$ROOT/bench/release.sh"
 . "$ROOT/bench/callgrind-common.sh"
 
 # profile NAME LOADGEN-ARGS...: one serve under callgrind, warm-up, zero, load, dump.
