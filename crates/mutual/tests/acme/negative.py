@@ -3,8 +3,9 @@
 Speaks RFC 8555 with Python `cryptography` + `requests` (ES256 account keys) against
 `mutual ca serve --acme` and prints one JSON object: case -> the ACME error type the server
 answered (the part after urn:ietf:params:acme:error:). Usage:
-    negative.py DIRECTORY_URL HTTP_PORT
-with REQUESTS_CA_BUNDLE pointing at the CA's root.
+    negative.py DIRECTORY_URL HTTP_PORT [INVENTORY_DB]
+with REQUESTS_CA_BUNDLE pointing at the CA's root. With the CA's SQLite inventory, also the
+orders a crash left pending (read and finalized: no error, the order settled).
 """
 import json, sys, time
 
@@ -94,6 +95,35 @@ out["csr_names_differ"] = err(post(jws(key, o["finalize"], fin, kid=kid), o["fin
 # Finalizing before the order is ready: orderNotReady.
 _, o2, _, _ = new_order("e.example.test")
 out["finalize_not_ready"] = err(post(jws(key, o2["finalize"], fin, kid=kid), o2["finalize"]))
+
+# A crash between a validation's two writes (the server records the authorization valid, then
+# the order ready) leaves a pending order whose authorizations are all valid. With the CA's
+# SQLite inventory given, put ready orders back to pending as such a crash would leave them:
+# reading one, or finalizing one, must settle it first.
+if len(sys.argv) > 3:
+    import sqlite3
+
+    def left_pending(name):
+        order_url, o, authz_url, ch = new_order(name)
+        TOKENS[ch["token"]] = ch["token"] + "." + key.thumb()
+        post(jws(key, ch["url"], {}, kid=kid), ch["url"])
+        poll(authz_url, ("valid",))
+        poll(order_url, ("ready",))
+        db = sqlite3.connect(sys.argv[3], timeout=10)
+        n = db.execute(
+            "UPDATE acme_orders SET status = 'pending' WHERE id = ? AND status = 'ready'",
+            (order_url.rsplit("/", 1)[-1],),
+        ).rowcount
+        db.commit()
+        db.close()
+        assert n == 1, f"{order_url} was not put back to pending"
+        return order_url, o
+
+    order_url, _ = left_pending("f.example.test")
+    out["pending_order_read"] = post(jws(key, order_url, None, kid=kid), order_url).json()["status"]
+    _, o = left_pending("g.example.test")
+    r = post(jws(key, o["finalize"], {"csr": csr_b64("g.example.test")[0]}, kid=kid), o["finalize"])
+    out["pending_order_finalized"] = r.json()["status"] if r.status_code == 200 else err(r)
 
 print(json.dumps(out))
 srv.shutdown()
