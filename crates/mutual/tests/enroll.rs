@@ -272,7 +272,7 @@ fn renew_daemon_rides_out_a_ca_outage() {
 }
 
 /// The end-to-end check: `serve` and `connect` enrolled with 60-second certificates and
-/// renewing themselves through `mutual ca serve` while requests flow until each has renewed twice.
+/// renewing themselves through `mutual ca serve` while requests flow for 2.5 lifetimes.
 #[test]
 fn proxy_auto_rotation_end_to_end() {
     let ca = new_ca();
@@ -298,20 +298,9 @@ fn proxy_auto_rotation_end_to_end() {
 
     let probe_cfg = rustls_config(&sdir.join("root.pem"), None);
     let mut served = BTreeSet::new();
-    let client_serials = || -> BTreeSet<String> {
-        serve
-            .audit_lines()
-            .iter()
-            .filter(|l| l["result"] == "allowed")
-            .filter_map(|l| l["identity"]["serial"].as_str().map(norm_serial))
-            .collect()
-    };
     let mut last_probe = Instant::now() - Duration::from_secs(10);
     let mut flow = Flow::begin();
-    // Requests flow until both proxies have presented three certificates (two renewals each,
-    // at about 40 s and 80 s) and both expiry gauges moved a lifetime on: about 85 s on an idle
-    // machine, bounded at 240 s (four lifetimes) for a loaded one.
-    loop {
+    while flow.start.elapsed() < Duration::from_secs(155) {
         flow.send(&connect, "");
         if last_probe.elapsed() >= Duration::from_secs(3) {
             last_probe = Instant::now();
@@ -319,24 +308,8 @@ fn proxy_auto_rotation_end_to_end() {
             // noticed; serve audits that attempt as failed, which the checks below ignore).
             if let Ok(s) = tls_connect(serve.addr(), &probe_cfg) {
                 let der = s.conn.peer_certificates().unwrap()[0].as_ref().to_vec();
-                served.insert(norm_serial(
-                    &mutual_enroll::CertSummary::of(&der).unwrap().serial,
-                ));
+                served.insert(mutual_enroll::CertSummary::of(&der).unwrap().serial);
             }
-            if served.len() >= 3
-                && client_serials().len() >= 3
-                && expiry(&serve, "server") > s_exp0 + 60.0
-                && expiry(&connect, "client") > c_exp0 + 60.0
-            {
-                break;
-            }
-            assert!(
-                flow.start.elapsed() < Duration::from_secs(240),
-                "not renewed twice in 240 s: serve presented {served:?}, connect {:?}\n{}\n{}",
-                client_serials(),
-                serve.stderr_text(),
-                connect.stderr_text()
-            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -345,12 +318,15 @@ fn proxy_auto_rotation_end_to_end() {
     // A floor that says "requests flowed the whole time" (one every 50 ms when idle; a loaded
     // machine is slower), not a throughput figure.
     assert!(good > 150, "only {good} requests");
-    eprintln!(
-        "{good} requests through connect -> serve -> backend in {:?}, none failed",
-        flow.start.elapsed()
-    );
+    eprintln!("{good} requests through connect -> serve -> backend, none failed");
 
-    let client_serials = client_serials();
+    let client_serials: BTreeSet<String> = serve
+        .audit_lines()
+        .iter()
+        .filter(|l| l["result"] == "allowed")
+        .filter_map(|l| l["identity"]["serial"].as_str().map(norm_serial))
+        .collect();
+    let served: BTreeSet<String> = served.iter().map(|s| norm_serial(s)).collect();
     assert!(
         served.len() >= 3,
         "serve presented {served:?}\n{}",

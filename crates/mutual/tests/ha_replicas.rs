@@ -413,7 +413,7 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// The failover check: two replicas behind one list of URLs; `serve` and `connect` with
-/// 30-second certificates (renewed at two-thirds: about 20 s apart) renew while the first replica is killed (SIGKILL), and renew again
+/// 60-second certificates renew while the first replica is killed (SIGKILL), and renew again
 /// from it after it was restarted and the other one killed. Zero failed requests through the
 /// proxies, no duplicate serial, every certificate they used has its row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,7 +424,7 @@ async fn proxies_renew_through_a_replica_killed_and_restarted() {
     let url = pg.url.clone();
     tokio::task::spawn_blocking(move || {
         let mut cluster = Cluster::new(&url, 2);
-        let p = proxies(&cluster, "30s");
+        let p = proxies(&cluster, "60s");
         let (a, b) = (cluster.replicas[0].url(), cluster.replicas[1].url());
         let mut t = Traffic::new(&p);
         // Both enrolled from the first replica; kill it.
