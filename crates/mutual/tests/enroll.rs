@@ -2,11 +2,13 @@
 //! with the real binary on both sides: pinning refuses a wrong root before the token leaves,
 //! files and modes, `openssl verify` of the result, renew once (same names, new serial, new key
 //! on request), a renewal daemon riding out a CA outage, and the proxy end to end: `serve` and
-//! `connect` enrolled and renewing 60-second certificates while requests flow.
+//! `connect` enrolled and renewing 60-second certificates while requests flow; and in
+//! [`rollover`], the same pair through an intermediate rotation and a root rollover (issue 19).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod pki_common;
 mod proxy_common;
+mod rollover;
 use pki_common::{
     fingerprint_of, mutual, norm_serial, pubkey_of_cert, pubkey_of_key, renew_at, s, CaServe,
 };

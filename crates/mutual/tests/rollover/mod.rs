@@ -1,16 +1,15 @@
-//! Issue 19's check under load: `serve` and `connect` enrolled with 60-second certificates and
+//! Issue 19's check under load (a module of the `enroll` test binary, so that cargo runs it beside
+//! `proxy_auto_rotation_end_to_end`: both wait on 60-second certificates renewing, about 2.5
+//! minutes each, and one after the other in two binaries they took 5.4 of CI's 30 minutes):
+//! `serve` and `connect` enrolled with 60-second certificates and
 //! renewing themselves through `mutual ca serve` while the intermediate is rotated by another
 //! process, then the root is rolled over (published, activated once both proxies hold the new
 //! bundle, retired once no old-root certificate is valid): requests flow the whole time with
 //! none failing, certificates from both issuers are accepted during the overlap, and both
 //! proxies end with certificates from the new root and the final bundle (its version in their
 //! metrics).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod pki_common;
-mod proxy_common;
-use pki_common::{issuer_cn, mutual, norm_serial, s, CaServe};
-use proxy_common::*;
+use crate::pki_common::{issuer_cn, mutual, norm_serial, s, CaServe};
+use crate::proxy_common::*;
 
 use std::collections::BTreeMap;
 use std::path::Path;
