@@ -85,10 +85,17 @@ out["wrong_key_authorization"] = c.get("error", {}).get("type", a["status"])[len
 # authorization is valid, without polling the order, as lego does: the order must be ready by
 # then (the server records the authorization first, then the order, and settles a pending order
 # from its authorizations when it is read or finalized).
-order_url, o, authz_url, ch = new_order("c.example.test")
-TOKENS[ch["token"]] = ch["token"] + "." + key.thumb()
-post(jws(key, ch["url"], {}, kid=kid), ch["url"])
-poll(authz_url, ("valid", "invalid"))
+def validated_order(name):
+    """A new order for `name` whose http-01 challenge is answered rightly, once its authorization
+    is done (the order itself is not polled): (order URL, order)."""
+    order_url, o, authz_url, ch = new_order(name)
+    TOKENS[ch["token"]] = ch["token"] + "." + key.thumb()
+    post(jws(key, ch["url"], {}, kid=kid), ch["url"])
+    poll(authz_url, ("valid", "invalid"))
+    return order_url, o
+
+
+_, o = validated_order("c.example.test")
 fin = {"csr": csr_b64("d.example.test")[0]}
 out["csr_names_differ"] = err(post(jws(key, o["finalize"], fin, kid=kid), o["finalize"]))
 
@@ -104,10 +111,7 @@ if len(sys.argv) > 3:
     import sqlite3
 
     def left_pending(name):
-        order_url, o, authz_url, ch = new_order(name)
-        TOKENS[ch["token"]] = ch["token"] + "." + key.thumb()
-        post(jws(key, ch["url"], {}, kid=kid), ch["url"])
-        poll(authz_url, ("valid",))
+        order_url, o = validated_order(name)
         poll(order_url, ("ready",))
         db = sqlite3.connect(sys.argv[3], timeout=10)
         n = db.execute(
