@@ -1,8 +1,7 @@
 //! Issue 19's check under load (a module of the `enroll` test binary, so that cargo runs it beside
-//! `proxy_auto_rotation_end_to_end`: both wait on 60-second certificates renewing, about 2.5
-//! minutes each, and one after the other in two binaries they took 5.4 of CI's 30 minutes):
-//! `serve` and `connect` enrolled with 60-second certificates and
-//! renewing themselves through `mutual ca serve` while the intermediate is rotated by another
+//! `proxy_auto_rotation_end_to_end` instead of after it; ARCHITECTURE.md, "How the integration
+//! tests are built"): `serve` and `connect` enrolled with 60-second certificates and renewing
+//! themselves through `mutual ca serve` while the intermediate is rotated by another
 //! process, then the root is rolled over (published, activated once both proxies hold the new
 //! bundle, retired once no old-root certificate is valid): requests flow the whole time with
 //! none failing, certificates from both issuers are accepted during the overlap, and both
