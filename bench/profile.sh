@@ -21,10 +21,10 @@ WORK=$(mktemp -d /tmp/mutual-profile.XXXXXX)
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 2; }
 
 MUTUAL=$TARGET/release/mutual
-mkdir -p "$OUT"
 
 . "$ROOT/bench/release.sh"
 . "$ROOT/bench/callgrind-common.sh"
+mkdir -p "$OUT"
 
 # profile NAME LOADGEN-ARGS...: one serve under callgrind, warm-up, zero, load, dump.
 profile() {
