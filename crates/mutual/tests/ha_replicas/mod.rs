@@ -7,12 +7,12 @@
 //!
 //! Each test gets its own database on 127.0.0.1:5432 (dropped at the end); without a server and
 //! without `$MUTUAL_REQUIRE_POSTGRES` the tests print "skipped" and pass.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod pki_common;
-mod proxy_common;
-use pki_common::{norm_serial, s, Out};
-use proxy_common::*;
+//!
+//! A module of the `enroll` test binary, like [`crate::ca_rollover`]: the failover test waits on
+//! 60-second certificates, and there cargo runs it beside the other tests that do
+//! (ARCHITECTURE.md, "How the integration tests are built").
+use crate::pki_common::{self, norm_serial, s, Out};
+use crate::proxy_common::*;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpStream};

@@ -1,6 +1,6 @@
 //! Issue 19's check under load (a module of the `enroll` test binary, so that cargo runs it beside
-//! `proxy_auto_rotation_end_to_end` instead of after it; ARCHITECTURE.md, "How the integration
-//! tests are built"): `serve` and `connect` enrolled with 60-second certificates and renewing
+//! `proxy_auto_rotation_end_to_end` and the replica failover instead of after them; its name
+//! sorts first so it starts first; ARCHITECTURE.md, "How the integration tests are built"): `serve` and `connect` enrolled with 60-second certificates and renewing
 //! themselves through `mutual ca serve` while the intermediate is rotated by another
 //! process, then the root is rolled over (published, activated once both proxies hold the new
 //! bundle, retired once no old-root certificate is valid): requests flow the whole time with
