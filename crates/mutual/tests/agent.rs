@@ -1287,4 +1287,18 @@ fn serve_on_a_workload_api_without_agent_or_with_files_exits_2() {
         "{}",
         o.text()
     );
+    // --workload-spiffe-id picks an SVID of the Workload API; beside files it would be ignored.
+    let mut stray = base[..6].to_vec();
+    stray.extend(["--cert", "c.pem", "--key", "k.pem", "--ca", "r.pem"]);
+    stray.extend(["--workload-spiffe-id", "spiffe://t/api"]);
+    let o = mutual_within(&stray, Duration::from_secs(60));
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr.contains(
+            "error: --workload-spiffe-id picks one of the Workload API's SVIDs: it needs \
+             --workload-api / workload_api"
+        ),
+        "{}",
+        o.text()
+    );
 }

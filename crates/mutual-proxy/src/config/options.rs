@@ -89,8 +89,8 @@ pub struct ListenerOpts {
     pub workload_api: Option<WorkloadApi>,
 
     /// With --workload-api: use the SVID with this SPIFFE ID when the workload has several
-    /// (default: the first, as SPIRE's "default SVID").
-    #[arg(long, value_name = "SPIFFE_ID", requires = "workload_api")]
+    /// (default: the first, as SPIRE's "default SVID"). Refused without --workload-api.
+    #[arg(long, value_name = "SPIFFE_ID")]
     pub workload_spiffe_id: Option<String>,
 
     /// Lowest TLS version accepted.
@@ -582,6 +582,14 @@ impl ListenerOpts {
                     .into(),
             });
         }
+        if self.workload_spiffe_id.is_some() && self.workload_api.is_none() {
+            out.push(OptProblem {
+                key: "workload_spiffe_id",
+                message: "picks one of the Workload API's SVIDs: it needs --workload-api / \
+                          workload_api"
+                    .into(),
+            });
+        }
         if self.max_connections == Some(0) {
             out.push(OptProblem {
                 key: "max_connections",
@@ -865,6 +873,20 @@ mod tests {
             p[0].for_flag(),
             "--workload-api replaces cert, key and ca: give one or the other, not cert as well"
         );
+        // An SVID choice without the Workload API would be ignored: it is refused instead
+        // (clap's `requires` let it pass whenever --cert was given).
+        let stray = ListenerOpts {
+            workload_spiffe_id: Some("spiffe://t/api".into()),
+            ..required()
+        };
+        let p = stray.problems();
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            p[0].for_flag(),
+            "--workload-spiffe-id picks one of the Workload API's SVIDs: it needs \
+             --workload-api / workload_api"
+        );
+        assert_eq!(p[0].key, "workload_spiffe_id");
         let e = "unix:a.sock".parse::<WorkloadApi>().unwrap_err();
         assert_eq!(
             e,
