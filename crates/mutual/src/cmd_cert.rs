@@ -98,8 +98,10 @@ pub struct IssueArgs {
     /// Subject OU (organizational unit), what `serve --allow-ou` matches.
     #[arg(long, value_name = "UNIT")]
     pub ou: Option<String>,
-    /// Key type to generate: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072.
-    #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type)]
+    /// Key type to generate: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072 (with --batch: for the
+    /// rows without a CSR). Not with --csr, where the key is the CSR's.
+    #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type,
+        conflicts_with = "csr")]
     pub key_type: KeyType,
     /// Put a CRL distribution point in the certificate: the http(s) URL where `mutual ca crl`
     /// output is published (relying parties fetch it, e.g. `mutual serve --crl-from-cdp`).
@@ -127,7 +129,9 @@ pub struct IssueArgs {
     /// $MUTUAL_P12_PASSWORD.
     #[arg(long)]
     pub p12: bool,
-    #[arg(long, value_name = "FILE")]
+    /// With --p12: read the PKCS#12 password from the first line of FILE (instead of
+    /// $MUTUAL_P12_PASSWORD).
+    #[arg(long, value_name = "FILE", requires = "p12")]
     pub p12_password_file: Option<PathBuf>,
     /// Replace existing output files.
     #[arg(long)]
@@ -193,6 +197,9 @@ pub struct RevokeArgs {
     pub reason: RevocationReason,
     #[command(flatten)]
     pub dir: DirArg,
+    /// Print {"serial", "name", "already_revoked", "revoked_at", "reason", "status",
+    /// "not_after", "sha256"} as JSON, the times also as `*_unix` seconds (`already_revoked`:
+    /// it was revoked before and nothing changed).
     #[arg(long)]
     pub json: bool,
 }

@@ -86,3 +86,41 @@ fn write_pages(cmd: &clap::Command, dir: &Path, written: &mut usize) -> anyhow::
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command, flag and argument says what it is for: `--help`, the man pages and the
+    /// completions are generated from these texts, and a missing one is a blank in all three.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    let name = a
+                        .get_long()
+                        .map_or_else(|| format!("<{}>", a.get_id()), |long| format!("--{long}"));
+                    missing.push(format!("{path} {name}"));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let sub_path = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_long_about().is_none() {
+                    missing.push(format!("{sub_path} (the command)"));
+                }
+                walk(sub, &sub_path, missing);
+            }
+        }
+        let mut cmd = crate::Cli::command();
+        cmd.build();
+        let mut missing = Vec::new();
+        walk(&cmd, "mutual", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{} without a help text:\n{}",
+            missing.len(),
+            missing.join("\n")
+        );
+    }
+}

@@ -204,6 +204,9 @@ fn bad_csrs_are_refused_and_nothing_is_recorded() {
     std::fs::write(&text, "hello").unwrap();
     ca.issue("text", &["--csr", s(&text)])
         .fails_with("malformed CSR");
+    // The key is the CSR's: a --key-type asked for beside it would be silently ignored.
+    ca.issue("p384", &["--csr", s(&good), "--key-type", "ecdsa-p384"])
+        .fails_with("the argument '--csr <FILE>' cannot be used with '--key-type <KEY_TYPE>'");
 
     assert!(ca.inventory().is_empty());
     assert_eq!(std::fs::read_dir(&ca.out).unwrap().count(), 0);
@@ -276,6 +279,11 @@ fn p12_export_is_read_by_openssl() {
         .fails_with("non-empty password");
     ca.issue("tablet", &["--p12"])
         .fails_with("non-empty password");
+    // A password file without --p12 would be ignored: it is refused instead.
+    let pwfile = ca.tmp.path().join("p12pw");
+    std::fs::write(&pwfile, "p12-secret\n").unwrap();
+    ca.issue("tablet", &["--p12-password-file", s(&pwfile)])
+        .fails_with("--p12");
     assert!(!ca.out.join("tablet.key").exists());
     assert_eq!(ca.inventory().len(), 2);
 }
