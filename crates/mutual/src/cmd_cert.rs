@@ -59,13 +59,21 @@ pub struct IssueArgs {
     #[arg(long, value_name = "PATH", conflicts_with_all = ["csr", "p12", "p12_password_file",
         "not_before", "not_after", "force", "requested_by", "sans"])]
     pub batch: Option<PathBuf>,
+    // The batch-only flags say `conflicts_with = "name"` beside `requires = "batch"`: clap
+    // waives a requirement whose target conflicts with a present argument (clap#4520), and
+    // --batch conflicts with NAME, so without it they would pass and be ignored.
     /// Rows per store transaction with --batch.
-    #[arg(long, value_name = "N", default_value_t = 500, requires = "batch",
+    #[arg(long, value_name = "N", default_value_t = 500, requires = "batch", conflicts_with = "name",
         value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub chunk: u32,
     /// A SAN for every row of --batch, with {name} replaced by the row's name, e.g.
     /// 'uri:spiffe://example.org/device/{name}' or 'dns:{name}.devices.example'. Repeatable.
-    #[arg(long, value_name = "TYPE:TEMPLATE", requires = "batch")]
+    #[arg(
+        long,
+        value_name = "TYPE:TEMPLATE",
+        requires = "batch",
+        conflicts_with = "name"
+    )]
     pub san_template: Vec<String>,
     /// Subject alternative name: dns:NAME, ip:ADDRESS, uri:spiffe://DOMAIN/PATH or
     /// email:USER@DOMAIN. Repeatable.
@@ -214,7 +222,7 @@ pub struct InspectArgs {
     #[arg(long, value_name = "SERIAL", conflicts_with = "key")]
     pub serial: Option<String>,
     /// With --serial: print the stored certificate as PEM instead of inspecting it.
-    #[arg(long, requires = "serial", conflicts_with = "json")]
+    #[arg(long, requires = "serial", conflicts_with_all = ["json", "file"])]
     pub pem: bool,
     #[command(flatten)]
     pub dir: DirArg,

@@ -13,6 +13,10 @@ use crate::errors::{failed, refuse_existing};
 use crate::runtime::{init_logging, runtime, stop_signal, with_store};
 
 /// `mutual enroll --est ...` flags (and `mutual agent --est`'s).
+///
+/// Each flag that `requires = "est"` also says `conflicts_with = "ca_url"`: clap waives a
+/// requirement whose target conflicts with a present argument (clap-rs/clap#4520), so without
+/// it `--ca-url ... --est-ca F` would pass and silently ignore `--est-ca`.
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct EstEnrollFlags {
     /// Enroll over EST (RFC 7030) from this CA, https://HOST[:PORT], instead of --ca-url:
@@ -21,24 +25,40 @@ pub struct EstEnrollFlags {
     #[arg(long, value_name = "URL", conflicts_with = "ca_url")]
     pub est: Option<String>,
     /// The factory (bootstrap) certificate the device authenticates simpleenroll with (PEM).
-    #[arg(long, value_name = "FILE", requires_all = ["est", "bootstrap_key"])]
+    #[arg(long, value_name = "FILE", requires_all = ["est", "bootstrap_key"], conflicts_with = "ca_url")]
     pub bootstrap_cert: Option<PathBuf>,
     /// The factory certificate's private key (PEM).
-    #[arg(long, value_name = "FILE", requires = "bootstrap_cert")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "bootstrap_cert",
+        conflicts_with = "ca_url"
+    )]
     pub bootstrap_key: Option<PathBuf>,
     /// The CA root to trust (PEM), instead of pinning it with --root-sha256.
-    #[arg(long = "est-ca", value_name = "FILE", requires = "est")]
+    #[arg(
+        long = "est-ca",
+        value_name = "FILE",
+        requires = "est",
+        conflicts_with = "ca_url"
+    )]
     pub est_ca: Option<PathBuf>,
     /// The EST label (/.well-known/est/LABEL/...) to enroll under.
-    #[arg(long, value_name = "LABEL", requires = "est")]
+    #[arg(
+        long,
+        value_name = "LABEL",
+        requires = "est",
+        conflicts_with = "ca_url"
+    )]
     pub est_label: Option<String>,
     /// When the CA holds the request for manual approval (202), keep polling with the same CSR
     /// at its Retry-After for up to this long [default: 0s, report `pending` and exit 1].
-    #[arg(long, value_name = "DURATION", requires = "est", value_parser = crate::ca_args::parse_duration)]
+    #[arg(long, value_name = "DURATION", requires = "est", conflicts_with = "ca_url",
+        value_parser = crate::ca_args::parse_duration)]
     pub est_wait: Option<Duration>,
     /// Ask the CA to generate the key (EST serverkeygen) instead of generating it here: for a
     /// device without a good random source. The CA sees the key (docs/est.md); it keeps none.
-    #[arg(long, requires = "est")]
+    #[arg(long, requires = "est", conflicts_with = "ca_url")]
     pub server_keygen: bool,
 }
 
@@ -50,7 +70,12 @@ pub struct EstRenewFlags {
     #[arg(long, value_name = "URL", conflicts_with = "ca_url")]
     pub est: Option<String>,
     /// The EST label (/.well-known/est/LABEL/...) to re-enroll under.
-    #[arg(long, value_name = "LABEL", requires = "est")]
+    #[arg(
+        long,
+        value_name = "LABEL",
+        requires = "est",
+        conflicts_with = "ca_url"
+    )]
     pub est_label: Option<String>,
 }
 

@@ -1005,6 +1005,34 @@ fn flags_are_checked() {
     .fails_with("no-such-file");
     run(&["--est", "--est-identity", "spiffe://fleet.example/device"])
         .fails_with("has no {serial} or {cn}");
+    // The client's EST flags beside --ca-url (the other protocol) are refused, not ignored:
+    // clap waives `requires = "est"` when --est conflicts with a present --ca-url (clap#4520).
+    let fp = "00".repeat(32);
+    let enroll = |flag: &[&str]| {
+        let mut a = vec!["enroll", "--ca-url", "https://127.0.0.1:1", "--token", "t"];
+        a.extend(["--root-sha256", &fp, "--out", s(tmp.path())]);
+        a.extend_from_slice(flag);
+        mutual_within(&a, Duration::from_secs(20))
+    };
+    enroll(&["--est-ca", s(&f.pem())]).fails_with("cannot be used with '--est-ca <FILE>'");
+    enroll(&["--est-label", "line"]).fails_with("cannot be used with '--est-label <LABEL>'");
+    enroll(&["--server-keygen"]).fails_with("cannot be used with '--server-keygen'");
+    enroll(&["--est-wait", "1m"]).fails_with("cannot be used with '--est-wait <DURATION>'");
+    let pem = f.pem();
+    let renew = [
+        "renew",
+        "--ca-url",
+        "https://127.0.0.1:1",
+        "--cert",
+        s(&pem),
+        "--key",
+        "k",
+    ];
+    mutual_within(
+        &[&renew[..], &["--est-label", "line"]].concat(),
+        Duration::from_secs(20),
+    )
+    .fails_with("cannot be used with '--est-label <LABEL>'");
 }
 
 /// A fleet of devices (Python, bounded concurrency) enrolls with factory certificates and then

@@ -279,6 +279,12 @@ fn p12_export_is_read_by_openssl() {
         .fails_with("non-empty password");
     ca.issue("tablet", &["--p12"])
         .fails_with("non-empty password");
+    // Batch-only flags beside a NAME would be ignored: refused instead (clap waives their
+    // `requires = "batch"` since --batch conflicts with NAME, clap#4520).
+    ca.issue("tablet", &["--san-template", "dns:{name}.x"])
+        .fails_with("cannot be used with '--san-template <TYPE:TEMPLATE>'");
+    ca.issue("tablet", &["--chunk", "10"])
+        .fails_with("cannot be used with '--chunk <N>'");
     // A password file without --p12 would be ignored: it is refused instead.
     let pwfile = ca.tmp.path().join("p12pw");
     std::fs::write(&pwfile, "p12-secret\n").unwrap();

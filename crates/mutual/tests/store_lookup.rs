@@ -144,6 +144,9 @@ fn key_types(ca: &TestCa) {
     .stdout;
     let issued = ca.out.join("rsa.pem");
     assert_eq!(pem, openssl_ok(&["x509", "-in", s(&issued)]));
+    // --pem prints the stored certificate; beside a FILE it would be ignored: refused.
+    mutual(&["cert", "inspect", s(&issued), "--pem"])
+        .fails_with("the argument '[FILE]' cannot be used with '--pem'");
     let o = mutual(&[
         "cert",
         "inspect",
