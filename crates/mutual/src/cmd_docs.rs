@@ -123,4 +123,180 @@ mod tests {
             missing.join("\n")
         );
     }
+
+    /// Every command that takes arguments, with its path from `mutual`.
+    fn commands(cmd: &clap::Command, path: &[String], out: &mut Vec<(Vec<String>, clap::Command)>) {
+        if cmd.get_arguments().any(|a| !is_builtin(a)) {
+            out.push((path.to_vec(), cmd.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            let mut p = path.to_vec();
+            p.push(sub.get_name().to_string());
+            commands(sub, &p, out);
+        }
+    }
+
+    fn is_builtin(a: &clap::Arg) -> bool {
+        matches!(a.get_id().as_str(), "help" | "version")
+    }
+
+    /// The words that give `a` a value clap's parser accepts (a flag alone, an option and a
+    /// value, a positional's value), or None when no candidate value parses.
+    fn words(cmd: &clap::Command, a: &clap::Arg) -> Option<Vec<String>> {
+        let flag = a.get_long().map(|l| format!("--{l}"));
+        if !a.get_action().takes_values() {
+            return flag.map(|f| vec![f]);
+        }
+        let mut candidates: Vec<String> = a
+            .get_possible_values()
+            .iter()
+            .map(|v| v.get_name().to_string())
+            .chain(
+                a.get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned()),
+            )
+            .collect();
+        candidates.extend(
+            [
+                "1",
+                "1h",
+                "x",
+                "dns:x.example",
+                "127.0.0.1:1",
+                "https://127.0.0.1:1",
+                "unix:///run/x.sock",
+                "spiffe://t.example/x",
+                "/tmp/x",
+                "a={cn}",
+                "a=dns:{cn}",
+                "10/s",
+            ]
+            .map(String::from),
+        );
+        candidates
+            .into_iter()
+            .filter(|v| !v.is_empty())
+            .find_map(|v| {
+                let w = match &flag {
+                    Some(f) => vec![f.clone(), v],
+                    None => vec![v],
+                };
+                let bad_value = matches!(
+                    parse(cmd, &w).map_err(|e| e.kind()),
+                    Err(clap::error::ErrorKind::InvalidValue
+                        | clap::error::ErrorKind::ValueValidation)
+                );
+                (!bad_value).then_some(w)
+            })
+    }
+
+    fn parse(cmd: &clap::Command, words: &[String]) -> Result<clap::ArgMatches, clap::Error> {
+        let argv = std::iter::once(cmd.get_name().to_string()).chain(words.iter().cloned());
+        cmd.clone().try_get_matches_from(argv)
+    }
+
+    /// The arguments a parse of `words` says are missing (empty when it parses; None for any
+    /// other error).
+    fn missing<'c>(cmd: &'c clap::Command, words: &[String]) -> Option<Vec<&'c clap::Arg>> {
+        let e = match parse(cmd, words) {
+            Ok(_) => return Some(Vec::new()),
+            Err(e) if e.kind() == clap::error::ErrorKind::MissingRequiredArgument => e,
+            Err(_) => return None,
+        };
+        let Some(clap::error::ContextValue::Strings(names)) =
+            e.get(clap::error::ContextKind::InvalidArg)
+        else {
+            return None;
+        };
+        Some(
+            cmd.get_arguments()
+                .filter(|a| names.iter().any(|n| shown_as(a, n)))
+                .collect(),
+        )
+    }
+
+    /// Whether clap's `shown` (`--est <URL>`, `--new-key`, `<NAME>`) names `a`.
+    fn shown_as(a: &clap::Arg, shown: &str) -> bool {
+        match a.get_long() {
+            Some(l) => shown == format!("--{l}") || shown.starts_with(&format!("--{l} ")),
+            None => a.get_value_names().is_some_and(|v| {
+                v.iter()
+                    .any(|n| shown == format!("<{n}>") || shown == format!("[{n}]"))
+            }),
+        }
+    }
+
+    /// clap waives `requires = R` when R conflicts with an argument that is present
+    /// (clap-rs/clap#4520): the requiring flag is then accepted and ignored. For every option of
+    /// every command that needs another one R, and every argument R conflicts with, the
+    /// combination (with whatever else the command requires) must be refused.
+    #[test]
+    fn no_requirement_is_waived_by_a_conflict() {
+        let mut cmd = crate::Cli::command();
+        cmd.build();
+        let mut all = Vec::new();
+        commands(&cmd, &[], &mut all);
+        let (mut checked, mut waived) = (0, Vec::new());
+        for (path, c) in &all {
+            let Some(base) = missing(c, &[]) else {
+                continue;
+            };
+            for a in c
+                .get_arguments()
+                .filter(|a| !is_builtin(a) && !a.is_positional())
+            {
+                let Some(wa) = words(c, a) else { continue };
+                let Some(with_a) = missing(c, &wa) else {
+                    continue;
+                };
+                let needed = with_a
+                    .iter()
+                    .filter(|r| !base.iter().any(|b| b.get_id() == r.get_id()));
+                for r in needed {
+                    for conflict in c.get_arg_conflicts_with(r) {
+                        if conflict.get_id() == a.get_id() {
+                            continue;
+                        }
+                        let Some(wc) = words(c, conflict) else {
+                            continue;
+                        };
+                        checked += 1;
+                        // Fill in what else is missing (never R) until R alone is missing,
+                        // another error refuses it, or it parses (R waived).
+                        let mut w = [wa.clone(), wc].concat();
+                        for _ in 0..4 {
+                            match missing(c, &w) {
+                                Some(m) if m.is_empty() => {
+                                    waived.push(format!(
+                                        "mutual {} {}: {} needs {} but is accepted without it",
+                                        path.join(" "),
+                                        w.join(" "),
+                                        a.get_id(),
+                                        r.get_id()
+                                    ));
+                                    break;
+                                }
+                                Some(m) if m.iter().any(|x| x.get_id() != r.get_id()) => {
+                                    let fill: Option<Vec<Vec<String>>> = m
+                                        .iter()
+                                        .filter(|x| x.get_id() != r.get_id())
+                                        .map(|x| words(c, x))
+                                        .collect();
+                                    let Some(fill) = fill else { break };
+                                    w.extend(fill.into_iter().flatten());
+                                }
+                                _ => break,
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            checked >= 5,
+            "only {checked} combinations checked: is the probe still finding them?"
+        );
+        assert!(waived.is_empty(), "{}", waived.join("\n"));
+    }
 }
