@@ -452,6 +452,20 @@ cert = "root.pem"
 key = "root.pem"
 ca = "root.pem"
 colour = "blue"
+
+[[listener]]
+name = "open"
+kind = "serve"
+listen = "127.0.0.1:18444"
+backend = "127.0.0.1:8080"
+cert = "root.pem"
+key = "root.pem"
+ca = "root.pem"
+allow_any = true
+allow_cn = ["ops"]
+
+[[listener.allow]]
+spiffe = ["spiffe://t.example/x"]
 "#;
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, text).unwrap();
@@ -468,6 +482,15 @@ colour = "blue"
         (16, "duplicate listener name \"api\""),
         (18, "already used by the listener at line 4"),
         (23, "unknown key `colour`"),
+        // allow_any beside a rule: the rule would restrict nothing (the same for the flags).
+        (
+            33,
+            "allow_any allows every verified client, so --allow-cn / allow_cn beside it",
+        ),
+        (
+            33,
+            "so [[listener.allow]] rules beside it would restrict nothing",
+        ),
     ] {
         assert!(
             out.lines()
@@ -475,7 +498,7 @@ colour = "blue"
             "no error at line {line} with {needle:?} in:\n{out}"
         );
     }
-    assert!(out.contains("9 error(s)"), "{out}");
+    assert!(out.contains("11 error(s)"), "{out}");
 
     // --json gives the same errors, machine-readable.
     let o = Command::new(BIN)
@@ -485,7 +508,7 @@ colour = "blue"
     assert_eq!(o.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ok"], false);
-    assert_eq!(v["errors"].as_array().unwrap().len(), 9, "{v}");
+    assert_eq!(v["errors"].as_array().unwrap().len(), 11, "{v}");
     assert_eq!(v["errors"][0]["line"], 2);
 
     // `mutual run` refuses the same file with the same errors and exit 2.

@@ -204,6 +204,29 @@ fn refuses_to_start_without_a_rule() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--allow-any"), "{err}");
 
+    // --allow-any beside a rule or a policy file: the rule would restrict nothing, refused.
+    let policy = fx.pki.path("policy.toml");
+    std::fs::write(&policy, "[[allow]]\nspiffe = [\"spiffe://t.example/x\"]\n").unwrap();
+    for (rule, flag) in [
+        (
+            &["--allow-spiffe", "spiffe://t.example/x"][..],
+            "--allow-spiffe",
+        ),
+        (&["--policy", policy.to_str().unwrap()][..], "--policy"),
+    ] {
+        let args = [&["--allow-any"][..], rule].concat();
+        let out = serve_refusal(&tls_args(
+            &fx.server.cert,
+            &fx.server.key,
+            &fx.pki.root,
+            &args,
+        ));
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("--allow-any allows every verified client, so {flag} / ");
+        assert!(err.contains(&want), "{err}");
+    }
+
     // A bad certificate file is a configuration error too (exit 2), naming the file.
     let bad = fx.pki.path("bad.pem");
     std::fs::write(&bad, "not a certificate").unwrap();

@@ -849,6 +849,13 @@ fn listener(
         .any(|k| written(k))
             || raw.allow.as_ref().is_some_and(|v| !v.is_empty())
             || sv.allow_any;
+        if sv.allow_any && raw.allow.as_ref().is_some_and(|v| !v.is_empty()) {
+            sink.at(
+                at("allow_any"),
+                "allow_any allows every verified client, so [[listener.allow]] rules beside it \
+                 would restrict nothing: give one or the other",
+            );
+        }
         // (A rule that failed to parse was reported already; do not add "allows no one".)
         if !any_rule_key {
             sink.at(

@@ -359,6 +359,26 @@ impl ServeOpts {
                     .into(),
             });
         }
+        // --allow-any allows every verified client: a rule beside it would change nothing,
+        // and a reader of the command line could take it for a restriction (ghostunnel's
+        // --allow-all is exclusive in the same way).
+        let rules = [
+            ("allow_spiffe", !self.allow_spiffe.is_empty()),
+            ("allow_dns", !self.allow_dns.is_empty()),
+            ("allow_cn", !self.allow_cn.is_empty()),
+            ("allow_ou", !self.allow_ou.is_empty()),
+            ("policy", self.policy.is_some()),
+        ];
+        if let Some((k, _)) = rules.iter().find(|(_, set)| self.allow_any && *set) {
+            out.push(OptProblem {
+                key: "allow_any",
+                message: format!(
+                    "allows every verified client, so --{} / {k} beside it would restrict \
+                     nothing: give one or the other",
+                    k.replace('_', "-")
+                ),
+            });
+        }
         if let Some(u) = &self.ocsp_staple_url {
             if !u.starts_with("http://") {
                 out.push(OptProblem {
@@ -872,6 +892,19 @@ mod tests {
         assert_eq!(
             p[0].for_flag(),
             "--workload-api replaces cert, key and ca: give one or the other, not cert as well"
+        );
+        // --allow-any beside a rule: the rule would restrict nothing.
+        let open = ServeOpts {
+            allow_any: true,
+            allow_dns: vec!["x.example".into()],
+            ..ServeOpts::default()
+        };
+        let p = open.problems(&required());
+        assert_eq!(p.len(), 1);
+        assert_eq!(
+            p[0].for_key(),
+            "allow_any allows every verified client, so --allow-dns / allow_dns beside it \
+             would restrict nothing: give one or the other"
         );
         // An SVID choice without the Workload API would be ignored: it is refused instead
         // (clap's `requires` let it pass whenever --cert was given).
