@@ -179,6 +179,15 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
             .map(|u| parse_store_url(u, "--store"))
             .transpose()?,
     )?;
+    // A password file beside the default SQLite file would be recorded and never read.
+    if a.store_password_file.is_some()
+        && !matches!(store, Some(mutual_store::StoreUrl::Postgres(_)))
+    {
+        anyhow::bail!(
+            "--store-password-file is the password of a PostgreSQL --store (postgres://...); \
+             a SQLite inventory has none (nothing was changed)"
+        );
+    }
     let key_storage = a.key_storage.resolve()?;
     let root_key_storage = match &a.pkcs11_root_uri {
         None => mutual_pki::ca::KeyStorage::File,

@@ -10,6 +10,22 @@ use pki_common::*;
 fn init_prints_the_fingerprint_and_refuses_to_run_twice() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ca");
+    // A database password file without a PostgreSQL store would be recorded and never read.
+    let pw = tmp.path().join("db-password");
+    std::fs::write(&pw, "secret\n").unwrap();
+    for store in [&[][..], &["--store", "sqlite:inv.db"][..]] {
+        let mut a = vec![
+            "ca",
+            "init",
+            "--dir",
+            s(&dir),
+            "--store-password-file",
+            s(&pw),
+        ];
+        a.extend_from_slice(store);
+        mutual(&a).fails_with("--store-password-file is the password of a PostgreSQL --store");
+        assert!(!dir.exists());
+    }
     let o = mutual(&["ca", "init", "--dir", s(&dir), "--name", "Acme Internal CA"]).ok();
     let fp = fingerprint_of(&dir.join("root.pem"));
     assert!(
