@@ -434,14 +434,23 @@ mod tests {
     /// The listener the kind's flags plus `flags` build, and the one its block plus `keys` builds.
     fn pair<T>(d: &std::path::Path, k: &Kind<T>, flags: &[String], keys: &str) -> (T, T) {
         let at = |s: &str| s.replace('@', &format!("{}/", d.display()));
-        let argv: Vec<String> = k
-            .argv
+        // --allow-any stands alone: its row builds the listener without the base's policy.
+        let any = flags.iter().any(|f| f == "--allow-any");
+        let base: Vec<&str> = match k.argv.iter().position(|a| *a == "--policy") {
+            Some(i) if any => [&k.argv[..i], &k.argv[i + 2..]].concat(),
+            _ => k.argv.to_vec(),
+        };
+        let argv: Vec<String> = base
             .iter()
             .map(|s| at(s))
             .chain(flags.iter().map(|s| at(s)))
             .collect();
         let cli = crate::Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
-        let text = format!("{}{keys}\n", k.block);
+        let block = match any {
+            true => k.block.replace("policy = \"p.toml\"\n", ""),
+            false => k.block.to_string(),
+        };
+        let text = format!("{block}{keys}\n");
         let cfg = config::parse(&text, d).unwrap_or_else(|e| panic!("{text}: {e:?}"));
         let from_file = (k.from_file)(&cfg.listeners[0].kind).expect("the block's kind");
         ((k.from_cli)(cli.command), from_file)
