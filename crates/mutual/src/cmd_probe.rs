@@ -75,12 +75,14 @@ pub struct ProbeArgs {
     strict: bool,
     #[command(flatten)]
     profile: crate::cmd_verify::ProfileArg,
-    /// Offline: check that KEY matches CERT and that the chain in CERT is complete and ordered.
+    /// Offline: check that KEY matches CERT and that the chain in CERT is complete and ordered
+    /// (with --ca: that it chains to those roots). Takes only --ca and --json.
     #[arg(
         long,
         num_args = 2,
         value_names = ["CERT", "KEY"],
-        conflicts_with_all = ["target", "cert", "key", "server_name", "no_http", "strict"]
+        conflicts_with_all = ["target", "cert", "key", "server_name", "no_http", "strict",
+            "timeout", "profile"]
     )]
     pair: Option<Vec<PathBuf>>,
 }

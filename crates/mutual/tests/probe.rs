@@ -408,6 +408,16 @@ fn pair_checks() {
     assert_eq!(code, 1);
     assert_eq!(v["chains_to_ca"], false);
     assert_eq!(v["reason"], "unknown_ca");
+
+    // The handshake's settings mean nothing offline: refused rather than ignored.
+    for extra in [["--profile", "strict"], ["--timeout", "1s"]] {
+        let mut a = vec!["probe", "--pair", p(&f.client.cert), p(&f.client.key)];
+        a.extend(extra);
+        let out = mutual(&a, Duration::from_secs(60));
+        assert_eq!(out.code, 2, "{}", out.text());
+        let want = format!("cannot be used with '{}", extra[0]);
+        assert!(out.stderr.contains(&want), "{}", out.text());
+    }
 }
 
 #[test]
