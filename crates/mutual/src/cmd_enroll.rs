@@ -126,7 +126,8 @@ pub struct RenewArgs {
     )]
     pub key_type: String,
 
-    /// Log format on stderr (--daemon): human or json. The level comes from RUST_LOG.
+    /// Log format on stderr: human or json (once: the replicas tried; --daemon: every
+    /// renewal too). The level comes from RUST_LOG.
     #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
     pub log_format: String,
 
@@ -159,6 +160,9 @@ pub struct EnrollArgs {
 }
 
 pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
+    // What the attempt logs on the way (a CA replica that failed, the next one tried) reaches
+    // stderr; the result itself is printed.
+    init_logging("human");
     if let Some(est) = &args.est.est {
         let o = crate::cmd_est::enroll_options(
             est,
@@ -240,6 +244,9 @@ fn renew_options(args: &RenewArgs) -> anyhow::Result<RenewOptions> {
 }
 
 pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
+    // Once or as a daemon: what it logs (a CA replica that failed, the next one tried, and with
+    // --daemon each renewal) goes to stderr in --log-format.
+    init_logging(&args.log_format);
     if let Some(est) = &args.est.est {
         let ca = trust_file(&args)?;
         let o = mutual_enroll::est::EstRenewOptions {
@@ -285,7 +292,6 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
             Err(e) => failed(e),
         };
     }
-    init_logging(&args.log_format);
     let mut renewer = Renewer::new(opts.clone());
     if let Some(cmd) = &args.exec {
         renewer = renewer.with_observer(std::sync::Arc::new(ExecHook {

@@ -227,6 +227,19 @@ fn renew_once_keeps_the_names_and_can_change_the_key() {
         third.serial,
         "nothing written on failure"
     );
+
+    // A replica list whose first CA is down: the one-shot renewal says so on stderr (it was
+    // dropped before: no logger outside --daemon) and renews from the next.
+    let listed = format!("https://127.0.0.1:1,{url}");
+    let o = renew_at(&listed, &cert, &key, &[]).ok();
+    assert!(
+        o.stderr.contains("the CA replica failed, trying the next"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("https://127.0.0.1:1"), "{}", o.stderr);
+    let fourth = leaf_of(&cert);
+    assert_ne!(fourth.serial, third.serial);
 }
 
 #[test]
