@@ -546,15 +546,7 @@ fn tcp_mode_refuses_a_policy_with_http_rules() {
     let fx = fixture();
     let policy = fx.pki.path("http-policy.toml");
     std::fs::write(&policy, POLICY).unwrap();
-    let extra = ["--policy", policy.to_str().unwrap()];
-    let out = serve_refusal(&tls_args(
-        &fx.server.cert,
-        &fx.server.key,
-        &fx.pki.root,
-        &extra,
-    ));
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fixture_refusal(&fx, &["--policy", policy.to_str().unwrap()]);
     assert!(
         err.contains("`methods` or `paths`") && err.contains("--http"),
         "{err}"

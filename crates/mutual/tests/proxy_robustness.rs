@@ -194,35 +194,16 @@ fn sigterm_stops_accepting_drains_and_exits_0() {
 #[test]
 fn refuses_to_start_without_a_rule() {
     let fx = fixture();
-    let out = serve_refusal(&tls_args(
-        &fx.server.cert,
-        &fx.server.key,
-        &fx.pki.root,
-        &[],
-    ));
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fixture_refusal(&fx, &[]);
     assert!(err.contains("--allow-any"), "{err}");
 
     // --allow-any beside a rule or a policy file: the rule would restrict nothing, refused.
-    let policy = fx.pki.path("policy.toml");
-    std::fs::write(&policy, "[[allow]]\nspiffe = [\"spiffe://t.example/x\"]\n").unwrap();
+    let policy = ok_policy(&fx);
     for (rule, flag) in [
-        (
-            &["--allow-spiffe", "spiffe://t.example/x"][..],
-            "--allow-spiffe",
-        ),
+        (&["--allow-spiffe", OK_ID][..], "--allow-spiffe"),
         (&["--policy", policy.to_str().unwrap()][..], "--policy"),
     ] {
-        let args = [&["--allow-any"][..], rule].concat();
-        let out = serve_refusal(&tls_args(
-            &fx.server.cert,
-            &fx.server.key,
-            &fx.pki.root,
-            &args,
-        ));
-        assert_eq!(out.status.code(), Some(2));
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = fixture_refusal(&fx, &[&["--allow-any"][..], rule].concat());
         let want = format!("--allow-any allows every verified client, so {flag} / ");
         assert!(err.contains(&want), "{err}");
     }

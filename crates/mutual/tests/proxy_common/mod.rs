@@ -323,6 +323,20 @@ pub fn serve_refusal(args: &[String]) -> std::process::Output {
         .unwrap()
 }
 
+/// `serve_refusal` with the fixture's server certificate, key and root plus `extra`: asserts
+/// the refusal (exit 2) and returns its stderr.
+pub fn fixture_refusal(fx: &Fixture, extra: &[&str]) -> String {
+    let out = serve_refusal(&tls_args(
+        &fx.server.cert,
+        &fx.server.key,
+        &fx.pki.root,
+        extra,
+    ));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    err
+}
+
 /// A policy file in `fx.pki`'s directory that allows OK_ID and nobody else.
 pub fn ok_policy(fx: &Fixture) -> PathBuf {
     let policy = fx.pki.path("policy.toml");
