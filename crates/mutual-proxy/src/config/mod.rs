@@ -838,6 +838,7 @@ fn listener(
                 }
             }
         }
+        let inline_rules = raw.allow.as_ref().is_some_and(|v| !v.is_empty());
         let any_rule_key = [
             "allow_spiffe",
             "allow_dns",
@@ -847,9 +848,9 @@ fn listener(
         ]
         .iter()
         .any(|k| written(k))
-            || raw.allow.as_ref().is_some_and(|v| !v.is_empty())
+            || inline_rules
             || sv.allow_any;
-        if sv.allow_any && raw.allow.as_ref().is_some_and(|v| !v.is_empty()) {
+        if sv.allow_any && inline_rules {
             sink.at(
                 at("allow_any"),
                 "allow_any allows every verified client, so [[listener.allow]] rules beside it \

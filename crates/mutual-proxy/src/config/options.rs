@@ -369,7 +369,11 @@ impl ServeOpts {
             ("allow_ou", !self.allow_ou.is_empty()),
             ("policy", self.policy.is_some()),
         ];
-        if let Some((k, _)) = rules.iter().find(|(_, set)| self.allow_any && *set) {
+        let beside = rules
+            .iter()
+            .find(|(_, set)| *set)
+            .filter(|_| self.allow_any);
+        if let Some((k, _)) = beside {
             out.push(OptProblem {
                 key: "allow_any",
                 message: format!(
