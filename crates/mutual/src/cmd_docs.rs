@@ -91,11 +91,38 @@ fn write_pages(cmd: &clap::Command, dir: &Path, written: &mut usize) -> anyhow::
 mod tests {
     use clap::CommandFactory;
 
+    /// Every visible command of `mutual`, built, with its path (the top one has an empty path).
+    fn commands() -> Vec<(Vec<String>, clap::Command)> {
+        fn walk(
+            cmd: &clap::Command,
+            path: Vec<String>,
+            out: &mut Vec<(Vec<String>, clap::Command)>,
+        ) {
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                let mut p = path.clone();
+                p.push(sub.get_name().to_string());
+                walk(sub, p, out);
+            }
+            out.push((path, cmd.clone()));
+        }
+        let mut cmd = crate::Cli::command();
+        cmd.build();
+        let mut out = Vec::new();
+        walk(&cmd, Vec::new(), &mut out);
+        out
+    }
+
     /// Every command, flag and argument says what it is for: `--help`, the man pages and the
     /// completions are generated from these texts, and a missing one is a blank in all three.
     #[test]
     fn every_command_and_argument_has_help() {
-        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        let mut missing = Vec::new();
+        for (path, cmd) in commands() {
+            let is_sub = !path.is_empty();
+            let path = format!("mutual {}", path.join(" "));
+            if is_sub && cmd.get_about().is_none() && cmd.get_long_about().is_none() {
+                missing.push(format!("{path} (the command)"));
+            }
             for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
                 if a.get_help().is_none() && a.get_long_help().is_none() {
                     let name = a
@@ -104,36 +131,13 @@ mod tests {
                     missing.push(format!("{path} {name}"));
                 }
             }
-            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-                let sub_path = format!("{path} {}", sub.get_name());
-                if sub.get_about().is_none() && sub.get_long_about().is_none() {
-                    missing.push(format!("{sub_path} (the command)"));
-                }
-                walk(sub, &sub_path, missing);
-            }
         }
-        let mut cmd = crate::Cli::command();
-        cmd.build();
-        let mut missing = Vec::new();
-        walk(&cmd, "mutual", &mut missing);
         assert!(
             missing.is_empty(),
             "{} without a help text:\n{}",
             missing.len(),
             missing.join("\n")
         );
-    }
-
-    /// Every command that takes arguments, with its path from `mutual`.
-    fn commands(cmd: &clap::Command, path: &[String], out: &mut Vec<(Vec<String>, clap::Command)>) {
-        if cmd.get_arguments().any(|a| !is_builtin(a)) {
-            out.push((path.to_vec(), cmd.clone()));
-        }
-        for sub in cmd.get_subcommands() {
-            let mut p = path.to_vec();
-            p.push(sub.get_name().to_string());
-            commands(sub, &p, out);
-        }
     }
 
     fn is_builtin(a: &clap::Arg) -> bool {
@@ -233,12 +237,8 @@ mod tests {
     /// combination (with whatever else the command requires) must be refused.
     #[test]
     fn no_requirement_is_waived_by_a_conflict() {
-        let mut cmd = crate::Cli::command();
-        cmd.build();
-        let mut all = Vec::new();
-        commands(&cmd, &[], &mut all);
         let (mut checked, mut waived) = (0, Vec::new());
-        for (path, c) in &all {
+        for (path, c) in &commands() {
             let Some(base) = missing(c, &[]) else {
                 continue;
             };
