@@ -257,7 +257,7 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
             ca,
             key_type: key_type(&args.key_type)?,
         };
-        return crate::cmd_est::run_renew(o, args.daemon, &args.log_format);
+        return crate::cmd_est::run_renew(o, args.daemon);
     }
     let opts = renew_options(&args)?;
     // Fail on unreadable or mismatched files before anything else (exit 2).

@@ -10,7 +10,7 @@ use mutual_enroll::{CaUrl, Fingerprint};
 
 use crate::ca_args::key_type;
 use crate::errors::{failed, refuse_existing};
-use crate::runtime::{init_logging, runtime, stop_signal, with_store};
+use crate::runtime::{runtime, stop_signal, with_store};
 
 /// `mutual enroll --est ...` flags (and `mutual agent --est`'s).
 ///
@@ -150,8 +150,9 @@ pub(crate) fn enroll_options(
     })
 }
 
-/// `mutual renew --est`: re-enrolls as `o` says, once or (`daemon`) until stopped.
-pub fn run_renew(o: EstRenewOptions, daemon: bool, log_format: &str) -> anyhow::Result<ExitCode> {
+/// `mutual renew --est`: re-enrolls as `o` says, once or (`daemon`) until stopped. The logger is
+/// `mutual renew`'s, started before either protocol is chosen.
+pub fn run_renew(o: EstRenewOptions, daemon: bool) -> anyhow::Result<ExitCode> {
     mutual_enroll::files::load_current(&o.cert, &o.key)?;
     let rt = runtime()?;
     if !daemon {
@@ -168,7 +169,6 @@ pub fn run_renew(o: EstRenewOptions, daemon: bool, log_format: &str) -> anyhow::
             Err(e) => failed(e),
         };
     }
-    init_logging(log_format);
     rt.block_on(async {
         let stop = stop_signal()?;
         tokio::select! {
