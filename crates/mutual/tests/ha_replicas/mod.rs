@@ -11,7 +11,7 @@
 //! A module of the `enroll` test binary, like [`crate::ca_rollover`]: the failover test waits on
 //! 60-second certificates, and there cargo runs it beside the other tests that do
 //! (ARCHITECTURE.md, "How the integration tests are built").
-use crate::pki_common::{self, norm_serial, s, Out};
+use crate::pki_common::{self, fingerprint_of, norm_serial, s, Out};
 use crate::proxy_common::*;
 
 use std::collections::BTreeSet;
@@ -32,15 +32,6 @@ fn run(args: &[&str]) -> Out {
 
 fn ok(args: &[&str]) -> Out {
     run(args).ok()
-}
-
-fn fingerprint_of(pem: &Path) -> String {
-    let o = Command::new("openssl")
-        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in", s(pem)])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&o.stdout);
-    text.trim().split_once('=').unwrap().1.to_string()
 }
 
 /// A CA initialised on PostgreSQL (`store`), with its directory copied once per replica (the
