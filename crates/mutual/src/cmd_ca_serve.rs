@@ -13,6 +13,8 @@ use crate::ca_args::{parse_duration, DirArg, PasswordArg};
 use crate::runtime::{init_logging, server_runtime};
 
 #[derive(clap::Args, Debug)]
+// The OCSP settings need OCSP on: --ocsp, or --ocsp-listen which implies it.
+#[command(group(clap::ArgGroup::new("ocsp_on").args(["ocsp", "ocsp_listen"]).multiple(true)))]
 #[command(after_help = "\
 Endpoints (HTTPS, JSON; docs/ca-server.md): GET /health, GET /v1/roots, GET /v1/crl,
 POST /v1/sign (one-time token from `mutual token create` + CSR), POST /v1/renew (mTLS with the
@@ -82,11 +84,15 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR:PORT")]
     pub ocsp_listen: Option<SocketAddr>,
     /// Validity of each OCSP response (nextUpdate - thisUpdate); a response is re-signed after
-    /// half of it, or at once when the certificate's status changes.
-    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    /// half of it, or at once when the certificate's status changes. Needs --ocsp or
+    /// --ocsp-listen.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION",
+        requires = "ocsp_on")]
     pub ocsp_next_update: Duration,
     /// Lifetime of the delegated OCSP responder certificate; it is replaced at two-thirds of it.
-    #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    /// Needs --ocsp or --ocsp-listen.
+    #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION",
+        requires = "ocsp_on")]
     pub ocsp_responder_ttl: Duration,
     /// Also serve the web console (only) over plain HTTP on this loopback address, without
     /// client certificates: for an operator on the CA's machine or through an SSH tunnel
@@ -119,16 +125,18 @@ pub struct ServeArgs {
     pub est_label: Vec<(String, mutual_est::IdentityTemplate)>,
     /// Lifetime of certificates issued over EST (factory certificate or re-enrollment; a token
     /// carries its own).
-    #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION",
+        requires = "est")]
     pub est_ttl: Duration,
     /// EST approval: auto (issue at once) or manual (hold each request in the inventory for
     /// `mutual cert approve|reject ID`; the device gets 202 + Retry-After and polls with the same
     /// CSR).
     #[arg(long, default_value = "auto", value_parser = ["auto", "manual"], requires = "est")]
     pub est_approval: String,
-    /// Retry-After (seconds) of a 202 answer while a request waits for approval.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-    pub est_retry_after: u64,
+    /// Retry-After (seconds) of a 202 answer while a request waits for approval (with
+    /// --est-approval manual) [default: 60].
+    #[arg(long, value_name = "SECONDS", requires = "est_approval")]
+    pub est_retry_after: Option<u64>,
     /// How long after it expired a certificate may still renew (/v1/renew and EST
     /// simplereenroll), for devices that were offline; never a revoked one. Off by default,
     /// at most 30d; each such renewal is logged and recorded (requested_by `...-grace:SERIAL`).
@@ -212,6 +220,13 @@ fn est_config(a: &ServeArgs) -> anyhow::Result<Option<mutual_est::EstConfig>> {
              the name a factory certificate may enroll for"
         );
     }
+    let manual = a.est_approval == "manual";
+    if !manual && a.est_retry_after.is_some() {
+        anyhow::bail!(
+            "--est-retry-after is what a device held for approval is told: it needs \
+             --est-approval manual (with auto approval nothing is held)"
+        );
+    }
     if let Some(p) = &a.est_deny_serial {
         if let Err(e) = std::fs::read_to_string(p) {
             anyhow::bail!("--est-deny-serial {}: {e}", p.display());
@@ -231,7 +246,7 @@ fn est_config(a: &ServeArgs) -> anyhow::Result<Option<mutual_est::EstConfig>> {
             .map(|(l, t)| (l.clone(), profile(Some(t.clone()))))
             .collect(),
         renew_grace: a.renew_grace,
-        manual_approval: (a.est_approval == "manual").then_some(a.est_retry_after.max(1)),
+        manual_approval: manual.then_some(a.est_retry_after.unwrap_or(60).max(1)),
         deny_serials: a.est_deny_serial.clone(),
     }))
 }

@@ -1005,6 +1005,15 @@ fn flags_are_checked() {
     .fails_with("no-such-file");
     run(&["--est", "--est-identity", "spiffe://fleet.example/device"])
         .fails_with("has no {serial} or {cn}");
+    // A setting of a front door that is off would set nothing: refused, not ignored.
+    run(&["--est-ttl", "1h"]).fails_with("required arguments were not provided:\n  --est");
+    run(&["--est", "--est-retry-after", "5"])
+        .fails_with("required arguments were not provided:\n  --est-approval");
+    run(&["--est", "--est-approval", "auto", "--est-retry-after", "5"])
+        .fails_with("--est-retry-after is what a device held for approval is told");
+    for flag in ["--ocsp-next-update", "--ocsp-responder-ttl"] {
+        run(&[flag, "2h"]).fails_with("not provided:\n  <--ocsp|--ocsp-listen <ADDR:PORT>>");
+    }
     // The client's EST flags beside --ca-url (the other protocol) are refused, not ignored:
     // clap waives `requires = "est"` when --est conflicts with a present --ca-url (clap#4520).
     let fp = "00".repeat(32);
