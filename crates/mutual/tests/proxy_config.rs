@@ -466,6 +466,31 @@ allow_cn = ["ops"]
 
 [[listener.allow]]
 spiffe = ["spiffe://t.example/x"]
+
+[[listener]]
+name = "tcp"
+kind = "serve"
+listen = "127.0.0.1:18445"
+backend = "127.0.0.1:8080"
+cert = "root.pem"
+key = "root.pem"
+ca = "root.pem"
+allow_any = true
+crl_cache_dir = "cache"
+forward_client_cert = "xfcc"
+forward_client_cert_details = ["cert"]
+
+[[listener]]
+name = "pooled"
+kind = "serve"
+listen = "127.0.0.1:18446"
+backend = "127.0.0.1:8080"
+cert = "root.pem"
+key = "root.pem"
+ca = "root.pem"
+allow_any = true
+mode = "http"
+proxy_protocol = "v2"
 "#;
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, text).unwrap();
@@ -491,6 +516,15 @@ spiffe = ["spiffe://t.example/x"]
             33,
             "so [[listener.allow]] rules beside it would restrict nothing",
         ),
+        // Keys that would set nothing (the flags' `requires` refuses the same on the command
+        // line; proxy_protocol in HTTP mode is refused there by the same check).
+        (48, "crl_cache_dir needs crl_from_cdp = true"),
+        (49, "forward_client_cert only applies with mode = \"http\""),
+        (
+            50,
+            "forward_client_cert_details only applies with mode = \"http\"",
+        ),
+        (62, "proxy_protocol applies to TCP mode only"),
     ] {
         assert!(
             out.lines()
@@ -498,7 +532,7 @@ spiffe = ["spiffe://t.example/x"]
             "no error at line {line} with {needle:?} in:\n{out}"
         );
     }
-    assert!(out.contains("11 error(s)"), "{out}");
+    assert!(out.contains("15 error(s)"), "{out}");
 
     // --json gives the same errors, machine-readable.
     let o = Command::new(BIN)
@@ -508,7 +542,7 @@ spiffe = ["spiffe://t.example/x"]
     assert_eq!(o.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ok"], false);
-    assert_eq!(v["errors"].as_array().unwrap().len(), 11, "{v}");
+    assert_eq!(v["errors"].as_array().unwrap().len(), 15, "{v}");
     assert_eq!(v["errors"][0]["line"], 2);
 
     // `mutual run` refuses the same file with the same errors and exit 2.

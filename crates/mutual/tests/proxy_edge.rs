@@ -106,6 +106,13 @@ fn proxy_v2_header_carries_address_tls_facts_and_spiffe_id() {
     let _ = rustls_get(p.addr(), &denied);
     p.wait_handshakes("denied", "policy_denied", 1.0);
     assert!(headers.recv_timeout(Duration::from_millis(300)).is_err());
+    // HTTP mode pools backend connections across clients and writes no header: the flag
+    // beside --http would do nothing, so it is refused (config key: config_check test).
+    let err = fixture_refusal(&fx, &["--allow-any", "--http", "--proxy-protocol", "v2"]);
+    assert!(
+        err.contains("--proxy-protocol applies to TCP mode only"),
+        "{err}"
+    );
 }
 
 /// HAProxy (a real PROXY protocol implementation) accepts our header and reads the client

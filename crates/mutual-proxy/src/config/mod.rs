@@ -810,11 +810,34 @@ fn listener(
                 )
             })
             .collect();
-        if sv.crl_leaf_only && !written("crls") {
-            sink.at(at("crl_leaf_only"), "crl_leaf_only needs `crls`");
+        // What the flags' `requires` refuses, for the keys: a key that would set nothing.
+        let http = sv.mode == crate::http::Mode::Http;
+        let needs = [
+            (
+                "crl_leaf_only",
+                sv.crl_leaf_only && !written("crls"),
+                "needs `crls`",
+            ),
+            (
+                "crl_cache_dir",
+                sv.crl_cache_dir.is_some() && !sv.crl_from_cdp,
+                "needs crl_from_cdp = true (it is where fetched CRLs are kept)",
+            ),
+            (
+                "forward_client_cert",
+                written("forward_client_cert") && !http,
+                "only applies with mode = \"http\"",
+            ),
+            (
+                "forward_client_cert_details",
+                written("forward_client_cert_details") && !http,
+                "only applies with mode = \"http\"",
+            ),
+        ];
+        for (key, _, why) in needs.iter().filter(|(_, unmet, _)| *unmet) {
+            sink.at(at(key), format!("{key} {why}"));
         }
         sv.crl_cache_dir = sv.crl_cache_dir.map(|d| base.join(d));
-        let http = sv.mode == crate::http::Mode::Http;
         let policy_flags = inline_policy(&raw, &sv, &spans, http, sink);
         if let (Some(p), Some(span)) = (sv.policy.take(), spans.get("policy")) {
             sv.policy = existing(&p, span.clone(), base, sink);

@@ -383,6 +383,18 @@ impl ServeOpts {
                 ),
             });
         }
+        // HTTP mode pools backend connections across clients and names each request's client
+        // in headers; a PROXY header names one client per backend connection, before its first
+        // byte, so only TCP mode writes it.
+        if self.proxy_protocol.is_some() && self.mode == crate::http::Mode::Http {
+            out.push(OptProblem {
+                key: "proxy_protocol",
+                message: "applies to TCP mode only: HTTP mode pools backend connections across \
+                          clients and names each request's client in its headers \
+                          (--forward-client-cert / forward_client_cert)"
+                    .into(),
+            });
+        }
         if let Some(u) = &self.ocsp_staple_url {
             if !u.starts_with("http://") {
                 out.push(OptProblem {
