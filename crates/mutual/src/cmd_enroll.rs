@@ -76,8 +76,14 @@ pub struct EnrollCmdArgs {
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 
-    /// Key algorithm: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072.
-    #[arg(long, value_name = "TYPE", default_value = "ecdsa-p256")]
+    /// Key algorithm: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072. Not with --server-keygen (the
+    /// CA then generates a key of its own default type).
+    #[arg(
+        long,
+        value_name = "TYPE",
+        default_value = "ecdsa-p256",
+        conflicts_with = "server_keygen"
+    )]
     pub key_type: String,
 
     /// Replace key.pem/cert.pem/root.pem if DIR already holds them.

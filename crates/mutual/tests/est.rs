@@ -1027,6 +1027,35 @@ fn flags_are_checked() {
     enroll(&["--est-label", "line"]).fails_with("cannot be used with '--est-label <LABEL>'");
     enroll(&["--server-keygen"]).fails_with("cannot be used with '--server-keygen'");
     enroll(&["--est-wait", "1m"]).fails_with("cannot be used with '--est-wait <DURATION>'");
+    // The CA generates a --server-keygen key of its own default type: --key-type would be
+    // ignored.
+    let est_url = "https://127.0.0.1:1";
+    let keygen = [
+        "enroll",
+        "--est",
+        est_url,
+        "--server-keygen",
+        "--token",
+        "t",
+    ];
+    let o = mutual_within(
+        &[
+            &keygen[..],
+            &["--est-ca", s(&f.pem()), "--out", s(tmp.path())],
+        ]
+        .concat(),
+        Duration::from_secs(20),
+    );
+    assert_eq!(o.code, 1, "without --key-type it gets as far as the CA");
+    mutual_within(
+        &[
+            &keygen[..],
+            &["--key-type", "ed25519", "--out", s(tmp.path())],
+        ]
+        .concat(),
+        Duration::from_secs(20),
+    )
+    .fails_with("'--server-keygen' cannot be used with '--key-type <TYPE>'");
     let pem = f.pem();
     let renew = [
         "renew",
