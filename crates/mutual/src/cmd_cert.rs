@@ -174,7 +174,8 @@ pub struct ListArgs {
     /// uri:URI or email:ADDRESS.
     #[arg(long, value_name = "TYPE:VALUE", value_parser = parse_san_match)]
     pub san: Option<SanMatch>,
-    /// Only valid certificates expiring within this window (e.g. 7d).
+    /// Only valid certificates expiring within this window (e.g. 7d); not with --status revoked
+    /// or expired.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     pub expiring_within: Option<std::time::Duration>,
     /// Only certificates in this state: valid, revoked, expired.
@@ -533,6 +534,24 @@ const LIST_PAGE: u32 = 10_000;
 
 fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write;
+    // --expiring-within keeps valid certificates only: beside another status it would list
+    // nothing, whatever the inventory holds.
+    if let (Some(_), Some(s @ (Status::Revoked | Status::Expired))) = (a.expiring_within, a.status)
+    {
+        return Err(crate::errors::user(
+            "usage",
+            format!(
+                "--expiring-within lists valid certificates only: beside --status {} it would \
+                 list nothing",
+                s.as_str()
+            ),
+            format!(
+                "drop one: `mutual cert list --status {}` or `mutual cert list \
+                 --expiring-within 7d`",
+                s.as_str()
+            ),
+        ));
+    }
     let dir = a.dir.resolve()?;
     let filter = ListFilter {
         status: a.status,

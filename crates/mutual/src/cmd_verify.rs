@@ -62,8 +62,8 @@ pub struct VerifyArgs {
     /// current CRL from its issuer, as in `mutual serve --crl`.
     #[arg(long = "crl", value_name = "FILE")]
     pub crls: Vec<PathBuf>,
-    /// Check revocation for the leaf only (intermediates need no CRL).
-    #[arg(long)]
+    /// Check revocation for the leaf only (intermediates need no CRL). Needs --crl.
+    #[arg(long, requires = "crls")]
     pub crl_leaf_only: bool,
     /// What the certificate must be good for. Default: server when --name is given, else any.
     #[arg(long, value_enum)]

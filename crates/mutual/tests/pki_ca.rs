@@ -334,6 +334,17 @@ fn list_filters_by_status_and_expiry() {
     assert_eq!(names(&["--expiring-within", "7d"]), vec!["short"]);
     assert_eq!(names(&["--status", "revoked"]), vec!["gone"]);
     assert_eq!(names(&["--status", "valid"]), vec!["short", "long"]);
+    assert_eq!(
+        names(&["--status", "valid", "--expiring-within", "7d"]),
+        vec!["short"]
+    );
+    // Beside another status --expiring-within could only ever list nothing: refused.
+    for status in ["revoked", "expired"] {
+        let a = ["cert", "list", "--dir", ca.d(), "--status", status];
+        mutual(&[&a[..], &["--expiring-within", "7d"]].concat()).fails_with(&format!(
+            "--expiring-within lists valid certificates only: beside --status {status}"
+        ));
+    }
     assert_eq!(names(&[]).len(), 4);
     let row = ca
         .inventory()

@@ -316,6 +316,16 @@ fn malformed_or_missing_input_is_exit_2() {
             ],
             "--at",
         ),
+        // --crl-leaf-only says which CRLs are needed: without --crl it would check nothing.
+        (
+            vec![
+                p(&f.server.cert),
+                "--roots",
+                p(&f.pki.root),
+                "--crl-leaf-only",
+            ],
+            "required arguments were not provided:\n  --crl <FILE>",
+        ),
     ] {
         let out = mutual(&args);
         let err = String::from_utf8_lossy(&out.stderr);
