@@ -90,6 +90,17 @@ pub fn run(a: IssueArgs) -> anyhow::Result<ExitCode> {
         .map(|t| check_template(t))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let (rows, mut failures) = read_rows(&input)?;
+    if a.key_type.is_some() && rows.iter().all(|r| r.csr.is_some()) {
+        return Err(user(
+            "usage",
+            format!(
+                "--key-type is the type of the keys made for rows without a CSR: every row of \
+                 {} has one, and its certificate is for the CSR's key",
+                input.display()
+            ),
+            "drop --key-type (make the CSRs with the key type you want)",
+        ));
+    }
     let password = a
         .password
         .get_for(&dir, mutual_pki::ca::KeysUsed::ISSUERS)?;
@@ -235,7 +246,7 @@ fn prepare(
             let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
             KeySource::Csr(Csr::parse(&bytes).with_context(|| format!("{}", p.display()))?)
         }
-        None => KeySource::Generate(a.key_type),
+        None => KeySource::Generate(a.key_type.unwrap_or(ca.config().defaults.key_type)),
     };
     Ok(BatchRow {
         key: row.name.clone(),

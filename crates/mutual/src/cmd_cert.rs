@@ -107,10 +107,10 @@ pub struct IssueArgs {
     #[arg(long, value_name = "UNIT")]
     pub ou: Option<String>,
     /// Key type to generate: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072 (with --batch: for the
-    /// rows without a CSR). Not with --csr, where the key is the CSR's.
-    #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type,
-        conflicts_with = "csr")]
-    pub key_type: KeyType,
+    /// rows without a CSR; refused when every row has one). Not with --csr, where the key is
+    /// the CSR's. [default: the CA's `[defaults] key_type`, ecdsa-p256]
+    #[arg(long, value_parser = parse_key_type, conflicts_with = "csr")]
+    pub key_type: Option<KeyType>,
     /// Put a CRL distribution point in the certificate: the http(s) URL where `mutual ca crl`
     /// output is published (relying parties fetch it, e.g. `mutual serve --crl-from-cdp`).
     /// Repeatable. `{issuer}` in it becomes the signing intermediate's id, so the point is
@@ -382,13 +382,20 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     }
+    // --key-type, else the CA's `[defaults] key_type` (what EST serverkeygen generates too).
+    let key_type = || -> anyhow::Result<KeyType> {
+        Ok(match a.key_type {
+            Some(k) => k,
+            None => mutual_pki::ca::read_config(&dir)?.defaults.key_type,
+        })
+    };
     let token_key = match a.key_storage.resolve()? {
         mutual_pki::ca::KeyStorage::File => None,
         mutual_pki::ca::KeyStorage::Pkcs11(r) => {
             if csr.is_some() {
                 anyhow::bail!("--csr and --key-storage pkcs11 both name the key: give one");
             }
-            let kind = mutual_pki::ca::token_kind(a.key_type)?;
+            let kind = mutual_pki::ca::token_kind(key_type()?)?;
             Some(r.open_or_generate(kind)?.0)
         }
     };
@@ -404,7 +411,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         (Some(c), _) => KeySource::Csr(c),
         // The token just made or found the key, so its possession is proven.
         (None, Some(k)) => KeySource::ProvenKey(k.spki().to_vec()),
-        (None, None) => KeySource::Generate(a.key_type),
+        (None, None) => KeySource::Generate(key_type()?),
     };
     let output = OutputFiles {
         cert: cert_path.clone(),

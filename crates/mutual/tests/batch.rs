@@ -128,6 +128,17 @@ fn a_directory_of_1000_openssl_csrs_in_chunks() {
     assert_eq!(verify_all(&ca, &ca.out), 1000);
     let rows = batch_rows(&ca);
     assert_eq!(rows.len(), 1000);
+    // Every row has a CSR, so no key is made here: a --key-type would be ignored. Refused
+    // before anything is issued.
+    let o = mutual(&batch_args(&ca, s(&csrs), &["--key-type", "ed25519"]));
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.text()
+            .contains("--key-type is the type of the keys made for rows without a CSR"),
+        "{}",
+        o.text()
+    );
+    assert_eq!(batch_rows(&ca).len(), 1000);
     assert_eq!(ca.inventory().len(), 1000);
     let inv = ca.inventory();
     let dev7 = inv.iter().find(|r| r["name"] == "dev-7").unwrap();

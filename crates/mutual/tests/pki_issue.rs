@@ -91,6 +91,37 @@ fn every_key_type_and_usage_verifies_with_openssl() {
     }
 }
 
+/// Without --key-type a leaf key is of the CA's `[defaults] key_type` (mutual-ca.toml), as EST
+/// serverkeygen makes it; --key-type still wins.
+#[test]
+fn the_cas_default_key_type_is_used_without_key_type() {
+    let ca = TestCa::new(&[]);
+    let cfg = ca.dir.join("mutual-ca.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let (head, defaults) = text.split_once("[defaults]").unwrap();
+    let defaults = defaults.replacen("key_type = \"ecdsa-p256\"", "key_type = \"ecdsa-p384\"", 1);
+    assert!(defaults.contains("ecdsa-p384"), "{text}");
+    std::fs::write(&cfg, format!("{head}[defaults]{defaults}")).unwrap();
+    let key_text = |name: &str| {
+        let k = ca.out.join(format!("{name}.key"));
+        openssl(&["pkey", "-in", s(&k), "-noout", "-text"])
+            .ok()
+            .stdout
+    };
+    ca.issue("default", &[]).ok();
+    assert!(
+        key_text("default").contains("P-384"),
+        "{}",
+        key_text("default")
+    );
+    ca.issue("asked", &["--key-type", "ed25519"]).ok();
+    assert!(
+        key_text("asked").starts_with("ED25519"),
+        "{}",
+        key_text("asked")
+    );
+}
+
 #[test]
 fn openssl_csr_is_signed_with_the_profile_not_the_request() {
     let ca = TestCa::new(&[]);
