@@ -108,6 +108,7 @@ impl HsmError {
 /// Where a token key is: the module, the URI and where its PIN comes from. Cheap to clone; holds
 /// no secret (the PIN is read when the token is opened).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KeyRef {
     /// The PKCS#11 library.
     pub module: PathBuf,

@@ -87,8 +87,11 @@ const ROOT_CRL_COUNTER: &str = "root_crl_number";
 const BACKDATE: time::Duration = time::Duration::minutes(5);
 const CRL_COUNTER: &str = "crl_number";
 
-/// `mutual-ca.toml`: what the CA is and how it issues by default.
+/// `mutual-ca.toml`: what the CA is and how it issues by default. Operators edit it (docs:
+/// `ocsp_url`, `[key_storage]`, `[acme]`), so an unknown key is an error rather than a setting
+/// silently not applied (a misspelt `permitted_dns` would otherwise issue any name).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CaConfig {
     pub name: String,
     pub key_type: KeyType,
@@ -121,9 +124,14 @@ pub struct CaConfig {
     /// that key is in one, so that a CA with every key in tokens needs no password.
     #[serde(default, skip_serializing_if = "KeyStorage::is_file")]
     pub provisioner_key_storage: KeyStorage,
+    /// The `[acme]` section: read and checked by `ca serve` (the binary's cmd_acme, with the
+    /// `--acme-*` flags it mirrors), carried here only so that it is a known key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<toml::Table>,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Defaults {
     /// Leaf lifetime, e.g. "24h".
     pub ttl: String,

@@ -92,9 +92,10 @@ fn every_key_type_and_usage_verifies_with_openssl() {
 }
 
 /// Without --key-type a leaf key is of the CA's `[defaults] key_type` (mutual-ca.toml), as EST
-/// serverkeygen makes it; --key-type still wins.
+/// serverkeygen makes it; --key-type still wins. A key the file does not know (a misspelt
+/// setting an operator added) is refused, not skipped: nothing is issued.
 #[test]
-fn the_cas_default_key_type_is_used_without_key_type() {
+fn mutual_ca_toml_defaults_apply_and_unknown_keys_are_refused() {
     let ca = TestCa::new(&[]);
     let cfg = ca.dir.join("mutual-ca.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
@@ -120,6 +121,31 @@ fn the_cas_default_key_type_is_used_without_key_type() {
         "{}",
         key_text("asked")
     );
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    for (edit, needle) in [
+        (
+            format!("permited_dns = [\"example.org\"]\n{good}"),
+            "unknown field `permited_dns`",
+        ),
+        (good.replace("ttl = ", "tll = "), "unknown field `tll`"),
+        (
+            good.replace(
+                "kind = \"file\"",
+                "kind = \"file\"\nuri = \"pkcs11:token=ca\"",
+            ),
+            "kind = \"file\" takes no module, uri or pin_file",
+        ),
+    ] {
+        assert_ne!(edit, good);
+        std::fs::write(&cfg, &edit).unwrap();
+        let o = ca.issue("typo", &[]);
+        assert_eq!(o.code, 2, "{}", o.text());
+        assert!(o.text().contains(needle), "{}", o.text());
+        assert!(!ca.out.join("typo.pem").exists());
+    }
+    std::fs::write(&cfg, &good).unwrap();
+    assert_eq!(ca.inventory().len(), 2, "nothing was recorded");
+    ca.issue("typo", &[]).ok();
 }
 
 #[test]

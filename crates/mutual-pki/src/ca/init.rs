@@ -169,6 +169,7 @@ impl Ca {
                 KeyStorage::File => KeyStorage::File,
                 KeyStorage::Pkcs11(r) => KeyStorage::Pkcs11(r.sibling(super::PROVISIONER_OBJECT)?),
             },
+            acme: None,
         };
         // A store other than the default file is reached (and checked empty) before any file is
         // written, so a wrong URL or password leaves the directory untouched.

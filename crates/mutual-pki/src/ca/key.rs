@@ -14,7 +14,7 @@ use crate::{KeyType, PkiError};
 
 /// Where the CA's intermediate key is kept (`key_storage` in `mutual-ca.toml`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", try_from = "RawKeyStorage")]
 pub enum KeyStorage {
     /// `intermediate.key`, password-encrypted PKCS#8 (the default, and what a config without
     /// `key_storage` means).
@@ -22,6 +22,42 @@ pub enum KeyStorage {
     File,
     /// A key in a PKCS#11 token.
     Pkcs11(KeyRef),
+}
+
+/// A `[key_storage]` table as written: serde's internally tagged `File` would take any other
+/// key beside `kind = "file"` and drop it, so a PKCS#11 setting under the wrong kind would
+/// leave the key in a file without a word.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeyStorage {
+    kind: String,
+    module: Option<std::path::PathBuf>,
+    uri: Option<String>,
+    pin_file: Option<std::path::PathBuf>,
+}
+
+impl TryFrom<RawKeyStorage> for KeyStorage {
+    type Error = String;
+
+    fn try_from(r: RawKeyStorage) -> Result<Self, String> {
+        match (r.kind.as_str(), r.module, r.uri) {
+            ("file", None, None) if r.pin_file.is_none() => Ok(KeyStorage::File),
+            ("file", ..) => Err(
+                "kind = \"file\" takes no module, uri or pin_file (those are \
+                                 for kind = \"pkcs11\")"
+                    .into(),
+            ),
+            ("pkcs11", Some(module), Some(uri)) => Ok(KeyStorage::Pkcs11(KeyRef {
+                module,
+                uri,
+                pin_file: r.pin_file,
+            })),
+            ("pkcs11", ..) => Err("kind = \"pkcs11\" needs module and uri".into()),
+            (other, ..) => Err(format!(
+                "unknown kind {other:?}: expected \"file\" or \"pkcs11\""
+            )),
+        }
+    }
 }
 
 impl KeyStorage {
