@@ -361,17 +361,10 @@ pub async fn est_enroll(o: &EstEnrollOptions) -> Result<EstEnrolled, EnrollError
     })
 }
 
-/// What `renew --est` did.
-#[derive(Clone, Debug)]
-pub struct EstRenewed {
-    pub old: CertSummary,
-    pub new: CertSummary,
-}
-
 /// Re-enrolls over EST with the current certificate and a new key; replaces key and chain
 /// atomically. An expired certificate is still sent: the CA may accept it within its
 /// `--renew-grace`.
-pub async fn est_renew(o: &EstRenewOptions) -> Result<EstRenewed, EnrollError> {
+pub async fn est_renew(o: &EstRenewOptions) -> Result<crate::Renewed, EnrollError> {
     let cur = files::load_current(&o.cert, &o.key)?;
     let roots = files::load_roots(&o.ca)?;
     let label = o.label.as_deref();
@@ -394,16 +387,23 @@ pub async fn est_renew(o: &EstRenewOptions) -> Result<EstRenewed, EnrollError> {
     staged.key(&o.key, &key_pem)?;
     staged.certs(&o.cert, &chain)?;
     staged.commit()?;
-    Ok(EstRenewed {
+    Ok(crate::Renewed {
         old: cur.summary,
         new: summary,
+        rekeyed: true,
+        ca_url: o.url.as_str().to_string(),
     })
 }
 
 /// Re-enrolls at two-thirds of each certificate's lifetime, retrying every `retry` (never
 /// later than the expiry) while the CA cannot be reached; returns the error that makes
-/// re-enrollment impossible (revoked, expired beyond the grace, not from this CA).
-pub async fn est_renew_daemon(o: &EstRenewOptions, retry: Duration) -> EnrollError {
+/// re-enrollment impossible (revoked, expired beyond the grace, not from this CA). Each
+/// re-enrollment is told to `observer` (the `--exec` hook), as the native renewer does.
+pub async fn est_renew_daemon(
+    o: &EstRenewOptions,
+    retry: Duration,
+    observer: Option<&dyn crate::RenewalObserver>,
+) -> EnrollError {
     loop {
         let cur = match files::load_current(&o.cert, &o.key) {
             Ok(c) => c.summary,
@@ -423,12 +423,17 @@ pub async fn est_renew_daemon(o: &EstRenewOptions, retry: Duration) -> EnrollErr
             tokio::time::sleep(Duration::from_secs_f64(at - now)).await;
         }
         match est_renew(o).await {
-            Ok(r) => tracing::info!(
-                old_serial = %r.old.serial,
-                serial = %r.new.serial,
-                not_after = %mutual_tls::verify::rfc3339(r.new.not_after),
-                "re-enrolled over EST"
-            ),
+            Ok(r) => {
+                tracing::info!(
+                    old_serial = %r.old.serial,
+                    serial = %r.new.serial,
+                    not_after = %mutual_tls::verify::rfc3339(r.new.not_after),
+                    "re-enrolled over EST"
+                );
+                if let Some(obs) = observer {
+                    obs.renewed_with(&r);
+                }
+            }
             Err(e) if e.is_fatal_for_renewal() => return e,
             Err(e) => {
                 tracing::warn!(error = %e, "EST re-enrollment failed; retrying");

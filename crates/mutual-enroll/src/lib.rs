@@ -95,6 +95,25 @@ impl EnrollError {
         }
     }
 
+    /// The one-word reason a script branches on (`enroll --json`, `renew --json`): the CA's own
+    /// refusal label (`token_used`, `name_not_allowed`, `revoked`...), the TLS reason of a
+    /// failed handshake (`unknown_ca`, `name_mismatch`...), or what went wrong on the way.
+    pub fn label(&self) -> &str {
+        match self {
+            EnrollError::Refused { reason, .. } => reason,
+            EnrollError::Handshake { reason, .. } => reason,
+            EnrollError::RootMismatch { .. } => "root_mismatch",
+            EnrollError::Unreachable { .. } => "unreachable",
+            EnrollError::Timeout { .. } => "timeout",
+            EnrollError::BadResponse { .. } => "bad_response",
+            EnrollError::BadCertificate { .. } => "malformed",
+            EnrollError::Expired { .. } => "expired",
+            EnrollError::BadUrl { .. } | EnrollError::BadFingerprint { .. } => "usage",
+            EnrollError::File { .. } => "io",
+            EnrollError::Pki(_) | EnrollError::Tls(_) => "other",
+        }
+    }
+
     /// Whether renewing can never succeed with the current certificate, so a daemon should stop
     /// trying: the CA says it is revoked, expired or not its own.
     pub fn is_fatal_for_renewal(&self) -> bool {

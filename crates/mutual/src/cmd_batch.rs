@@ -39,7 +39,7 @@ struct Row {
 struct Failure {
     source: String,
     name: String,
-    reason: &'static str,
+    reason: std::borrow::Cow<'static, str>,
     message: String,
 }
 

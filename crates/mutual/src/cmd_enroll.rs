@@ -7,8 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use mutual_enroll::files::CertSummary;
 use mutual_enroll::{CaUrls, EnrollOptions, Fingerprint, RenewOptions, Renewer};
 use mutual_pki::KeyType;
+use mutual_tls::verify::rfc3339;
 
 use crate::ca_args::key_type;
 use crate::errors::{failed, refuse_existing};
@@ -89,6 +91,12 @@ pub struct EnrollCmdArgs {
     /// Replace key.pem/cert.pem/root.pem if DIR already holds them.
     #[arg(long)]
     pub force: bool,
+
+    /// Print what was written as one JSON object: serial, sans, not_before(_unix),
+    /// not_after(_unix), key, cert, root, root_sha256, ca_url, protocol (native|est),
+    /// key_generated_by (here|ca). A refusal is {"error": {reason, message, hint}}, exit 1.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `mutual renew` flags.
@@ -143,6 +151,13 @@ pub struct RenewArgs {
     /// undoes the renewal: the new certificate stays.
     #[arg(long, value_name = "CMD")]
     pub exec: Option<String>,
+
+    /// Print the renewal as one JSON object: serial, previous_serial, sans, not_before(_unix),
+    /// not_after(_unix), rekeyed, cert, key, ca_url, protocol (native|est), exec (null, or
+    /// {ok, result}). A refusal is {"error": {reason, message, hint}}, exit 1. Not with
+    /// --daemon (its renewals are log lines: --log-format json).
+    #[arg(long, conflicts_with = "daemon")]
+    pub json: bool,
 }
 
 /// Flags `serve` and `connect` flatten in: enroll at start into --cert/--key (unless they already
@@ -178,7 +193,20 @@ pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
             args.out.clone(),
             &args.key_type,
         )?;
-        return crate::cmd_est::run_enroll(o, args.force);
+        refuse_existing(args.force, &mutual_enroll::est::out_files(&o.out))?;
+        return match runtime()?.block_on(mutual_enroll::est::est_enroll(&o)) {
+            Ok(e) => Ok(EnrollReport {
+                cert: &e.cert,
+                out: &args.out,
+                root_sha256: e.root_sha256.clone(),
+                ca_url: o.url.as_str().to_string(),
+                protocol: "est",
+                key_by_ca: o.server_keygen,
+                several_urls: false,
+            }
+            .print(args.json)),
+            Err(e) => failed(e, args.json),
+        };
     }
     let url = CaUrls::parse(&args.ca_url)?;
     let pin: Fingerprint = args.root_sha256.as_deref().unwrap_or_default().parse()?;
@@ -195,26 +223,98 @@ pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
             .flatten(),
     )?;
     match runtime()?.block_on(mutual_enroll::enroll(&opts)) {
-        Ok(e) => {
-            println!(
-                "enrolled: serial {}, valid until {}, names [{}]",
-                e.cert.serial,
-                mutual_tls::verify::rfc3339(e.cert.not_after),
-                e.cert.sans.join(", ")
-            );
-            println!(
-                "  key   {}\n  cert  {}\n  root  {} (sha256 {})",
-                opts.key.display(),
-                opts.cert.display(),
-                args.out.join("root.pem").display(),
-                e.root
-            );
-            if opts.ca_url.len() > 1 {
-                println!("  by    {}", e.ca_url);
-            }
-            Ok(ExitCode::SUCCESS)
+        Ok(e) => Ok(EnrollReport {
+            cert: &e.cert,
+            out: &args.out,
+            root_sha256: e.root.to_string(),
+            ca_url: e.ca_url.clone(),
+            protocol: "native",
+            key_by_ca: false,
+            several_urls: opts.ca_url.len() > 1,
         }
-        Err(e) => failed(e),
+        .print(args.json)),
+        Err(e) => failed(e, args.json),
+    }
+}
+
+/// One JSON object: the facts of the certificate `enroll` or `renew` got (docs/json.md's forms),
+/// then `extra`.
+fn cert_object<'a>(
+    c: &CertSummary,
+    extra: impl IntoIterator<Item = (&'a str, serde_json::Value)>,
+) -> serde_json::Value {
+    use serde_json::json;
+    let facts = [
+        ("serial", json!(c.serial)),
+        ("sans", json!(c.sans)),
+        ("not_before", json!(rfc3339(c.not_before))),
+        ("not_before_unix", json!(c.not_before)),
+        ("not_after", json!(rfc3339(c.not_after))),
+        ("not_after_unix", json!(c.not_after)),
+    ];
+    serde_json::Value::Object(
+        facts
+            .into_iter()
+            .chain(extra)
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
+/// What `enroll` (either protocol) wrote into DIR (key.pem, cert.pem, root.pem).
+struct EnrollReport<'a> {
+    cert: &'a CertSummary,
+    out: &'a Path,
+    root_sha256: String,
+    ca_url: String,
+    protocol: &'static str,
+    key_by_ca: bool,
+    several_urls: bool,
+}
+
+impl EnrollReport<'_> {
+    fn print(&self, json: bool) -> ExitCode {
+        let [key, cert, root] = mutual_enroll::est::out_files(self.out);
+        if json {
+            use serde_json::json;
+            let by = if self.key_by_ca { "ca" } else { "here" };
+            let v = cert_object(
+                self.cert,
+                [
+                    ("key", json!(key)),
+                    ("cert", json!(cert)),
+                    ("root", json!(root)),
+                    ("root_sha256", json!(self.root_sha256)),
+                    ("ca_url", json!(self.ca_url)),
+                    ("protocol", json!(self.protocol)),
+                    ("key_generated_by", json!(by)),
+                ],
+            );
+            println!("{v}");
+            return ExitCode::SUCCESS;
+        }
+        let how = match (self.protocol, self.key_by_ca) {
+            ("est", true) => " over EST (key generated by the CA)",
+            ("est", false) => " over EST",
+            _ => "",
+        };
+        println!(
+            "enrolled{how}: serial {}, valid until {}, names [{}]",
+            self.cert.serial,
+            rfc3339(self.cert.not_after),
+            self.cert.sans.join(", ")
+        );
+        println!(
+            "  key   {}\n  cert  {}\n  root  {} (sha256 {})",
+            key.display(),
+            cert.display(),
+            root.display(),
+            self.root_sha256
+        );
+        if self.several_urls {
+            println!("  by    {}", self.ca_url);
+        }
+        ExitCode::SUCCESS
     }
 }
 
@@ -253,17 +353,43 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
     // Once or as a daemon: what it logs (a CA replica that failed, the next one tried, and with
     // --daemon each renewal) goes to stderr in --log-format.
     init_logging(&args.log_format);
+    let hook = args.exec.as_ref().map(|cmd| ExecHook {
+        cmd: cmd.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+        failures: std::sync::atomic::AtomicU64::new(0),
+    });
     if let Some(est) = &args.est.est {
-        let ca = trust_file(&args)?;
         let o = mutual_enroll::est::EstRenewOptions {
             url: mutual_enroll::CaUrl::parse(est)?,
             label: args.est.est_label.clone(),
-            cert: args.cert,
-            key: args.key,
-            ca,
+            cert: args.cert.clone(),
+            key: args.key.clone(),
+            ca: trust_file(&args)?,
             key_type: key_type(&args.key_type)?,
         };
-        return crate::cmd_est::run_renew(o, args.daemon);
+        // Fail on unreadable or mismatched files before anything else (exit 2).
+        mutual_enroll::files::load_current(&o.cert, &o.key)?;
+        let rt = runtime()?;
+        if !args.daemon {
+            return match rt.block_on(mutual_enroll::est::est_renew(&o)) {
+                Ok(r) => Ok(renewed(&args, &r, "est", false)),
+                Err(e) => failed(e, args.json),
+            };
+        }
+        let observer = hook
+            .as_ref()
+            .map(|h| h as &dyn mutual_enroll::RenewalObserver);
+        return rt.block_on(async {
+            let stop = stop_signal()?;
+            tokio::select! {
+                e = mutual_enroll::est::est_renew_daemon(&o, Duration::from_secs(30), observer) => {
+                    tracing::error!("re-enrollment stopped: {e}");
+                    Ok(ExitCode::from(1))
+                }
+                _ = stop => Ok(ExitCode::SUCCESS),
+            }
+        });
     }
     let opts = renew_options(&args)?;
     // Fail on unreadable or mismatched files before anything else (exit 2).
@@ -271,41 +397,13 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     if !args.daemon {
         return match rt.block_on(mutual_enroll::renew_once(&opts)) {
-            Ok(r) => {
-                println!(
-                    "renewed: serial {} -> {}, valid until {}{}",
-                    r.old.serial,
-                    r.new.serial,
-                    mutual_tls::verify::rfc3339(r.new.not_after),
-                    if r.rekeyed { ", new key" } else { "" }
-                );
-                if opts.ca_url.len() > 1 {
-                    println!("  by    {}", r.ca_url);
-                }
-                if let Some(cmd) = &args.exec {
-                    let out = mutual_enroll::hook::run_hook(cmd, &opts.cert, &opts.key, &r);
-                    if !out.is_ok() {
-                        eprintln!(
-                            "error: --exec failed ({out}); the new certificate {} is in place",
-                            r.new.serial
-                        );
-                        return Ok(ExitCode::from(1));
-                    }
-                    println!("  exec  {out}");
-                }
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => failed(e),
+            Ok(r) => Ok(renewed(&args, &r, "native", opts.ca_url.len() > 1)),
+            Err(e) => failed(e, args.json),
         };
     }
     let mut renewer = Renewer::new(opts.clone());
-    if let Some(cmd) = &args.exec {
-        renewer = renewer.with_observer(std::sync::Arc::new(ExecHook {
-            cmd: cmd.clone(),
-            cert: opts.cert.clone(),
-            key: opts.key.clone(),
-            failures: std::sync::atomic::AtomicU64::new(0),
-        }));
+    if let Some(h) = hook {
+        renewer = renewer.with_observer(std::sync::Arc::new(h));
     }
     rt.block_on(async {
         let stop = stop_signal()?;
@@ -317,6 +415,68 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
             _ = stop => Ok(ExitCode::SUCCESS),
         }
     })
+}
+
+/// Reports one renewal (either protocol) and runs the --exec hook after it: exit 1 when the
+/// hook fails (the new certificate stays in place).
+fn renewed(
+    args: &RenewArgs,
+    r: &mutual_enroll::Renewed,
+    protocol: &'static str,
+    several_urls: bool,
+) -> ExitCode {
+    let exec = args
+        .exec
+        .as_ref()
+        .map(|cmd| mutual_enroll::hook::run_hook(cmd, &args.cert, &args.key, r));
+    let hook_failed = exec.as_ref().is_some_and(|o| !o.is_ok());
+    if args.json {
+        use serde_json::json;
+        let exec = match &exec {
+            None => serde_json::Value::Null,
+            Some(o) => json!({"ok": o.is_ok(), "result": o.to_string()}),
+        };
+        let v = cert_object(
+            &r.new,
+            [
+                ("previous_serial", json!(r.old.serial)),
+                ("rekeyed", json!(r.rekeyed)),
+                ("cert", json!(args.cert)),
+                ("key", json!(args.key)),
+                ("ca_url", json!(r.ca_url)),
+                ("protocol", json!(protocol)),
+                ("exec", exec),
+            ],
+        );
+        println!("{v}");
+    } else {
+        let what = if protocol == "est" {
+            "re-enrolled over EST"
+        } else {
+            "renewed"
+        };
+        println!(
+            "{what}: serial {} -> {}, valid until {}{}",
+            r.old.serial,
+            r.new.serial,
+            rfc3339(r.new.not_after),
+            if r.rekeyed { ", new key" } else { "" }
+        );
+        if several_urls {
+            println!("  by    {}", r.ca_url);
+        }
+        if let Some(o) = exec.as_ref().filter(|o| o.is_ok()) {
+            println!("  exec  {o}");
+        }
+    }
+    if let Some(o) = exec.as_ref().filter(|_| hook_failed) {
+        eprintln!(
+            "error: --exec failed ({o}); the new certificate {} is in place",
+            r.new.serial
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 /// For `serve`/`connect`: with --ca-url, makes sure `cert`/`key` hold a valid certificate

@@ -46,7 +46,8 @@ pub fn user(
 /// What is printed for a failed command.
 #[derive(Debug, serde::Serialize, PartialEq, Eq)]
 pub struct Report {
-    pub reason: &'static str,
+    /// One of the reasons in docs/json.md, or for `enroll`/`renew` the CA's refusal label.
+    pub reason: std::borrow::Cow<'static, str>,
     pub message: String,
     pub hint: String,
 }
@@ -115,7 +116,7 @@ pub fn report(e: &anyhow::Error, command: &str) -> Report {
     };
     let (reason, hint) = classify(e, &help);
     Report {
-        reason,
+        reason: reason.into(),
         message,
         hint,
     }
@@ -284,8 +285,9 @@ pub fn refuse_existing<'a>(
 }
 
 /// Configuration mistakes exit 2 (via `Err`); the CA saying no, the pin not matching or the CA
-/// being unreachable exit 1 (`enroll`, `renew`, and their `--est` forms).
-pub fn failed(e: EnrollError) -> anyhow::Result<ExitCode> {
+/// being unreachable exit 1 (`enroll`, `renew`, and their `--est` forms), reported with the
+/// CA's or the handshake's reason label (on stdout as JSON with `json`, docs/json.md).
+pub fn failed(e: EnrollError, json: bool) -> anyhow::Result<ExitCode> {
     match e {
         EnrollError::BadUrl { .. }
         | EnrollError::BadFingerprint { .. }
@@ -293,7 +295,27 @@ pub fn failed(e: EnrollError) -> anyhow::Result<ExitCode> {
         | EnrollError::Pki(_)
         | EnrollError::Tls(_) => Err(e.into()),
         other => {
-            eprintln!("error: {other}");
+            let reason = other.label().to_string();
+            let hint = match reason.as_str() {
+                "token_used" | "token_expired" | "token_invalid" => {
+                    "ask the CA operator for a new token (`mutual token create`)"
+                }
+                "name_not_allowed" => "ask only for names the token (or the certificate) carries",
+                "root_mismatch" => {
+                    "check --root-sha256 with the CA operator; the token was not sent and still works"
+                }
+                "unreachable" | "timeout" | "bad_response" => {
+                    "check --ca-url and that the CA runs; `renew --daemon` retries by itself"
+                }
+                "revoked" | "expired" => "enroll again with a new token",
+                _ => "see the failure modes in docs/enrollment.md",
+            };
+            Report {
+                reason: reason.into(),
+                message: other.to_string(),
+                hint: hint.into(),
+            }
+            .print(json);
             Ok(ExitCode::from(1))
         }
     }

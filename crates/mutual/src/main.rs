@@ -103,7 +103,7 @@ fn main() -> ExitCode {
                 format!("see `mutual {command} --help`")
             };
             errors::Report {
-                reason: "usage",
+                reason: "usage".into(),
                 message: first.trim_start_matches("error: ").to_string(),
                 hint: help,
             }

@@ -145,6 +145,87 @@ fn enroll_pins_the_root_before_sending_the_token() {
     assert_eq!(pubkey_of_cert(&cert), pubkey_of_key(&key));
 }
 
+/// `enroll --json` and `renew --json` print what a provisioning script reads (docs/json.md's
+/// forms); a refusal is `{"error": {"reason": <the CA's label>}}` with exit 1; renew's --exec
+/// outcome is in the object.
+#[test]
+fn enroll_and_renew_speak_json() {
+    let ca = new_ca();
+    let token = ca.token(&["dns:json.test"], "1h", "both");
+    let work = tempfile::tempdir().unwrap();
+    let (url, pin) = (ca.url(), ca.fingerprint());
+    let enroll = |out: &Path| {
+        let pinned = ["--token", &token, "--root-sha256", &pin, "--out", s(out)];
+        mutual(&[&["enroll", "--ca-url", &url][..], &pinned, &["--json"]].concat())
+    };
+    let json = |o: &pki_common::Out| -> serde_json::Value {
+        serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", o.text()))
+    };
+    let out = work.path().join("j");
+    let o = enroll(&out);
+    assert_eq!(o.code, 0, "{}", o.text());
+    assert!(!o.stdout.contains(&token) && !o.stderr.contains(&token));
+    let v = json(&o);
+    let (cert, key) = (out.join("cert.pem"), out.join("key.pem"));
+    let leaf = leaf_of(&cert);
+    assert_eq!(v["serial"], leaf.serial.as_str());
+    assert_eq!(v["sans"], serde_json::json!(["dns:json.test"]));
+    assert_eq!(v["not_after_unix"], leaf.not_after);
+    assert_eq!(v["not_before_unix"], leaf.not_before);
+    let root_sha256 = pin.replace(':', "").to_ascii_lowercase();
+    assert_eq!(v["root_sha256"], root_sha256.as_str());
+    assert_eq!(v["key"], s(&key));
+    assert_eq!(v["cert"], s(&cert));
+    assert_eq!(v["root"], s(&out.join("root.pem")));
+    assert_eq!(v["ca_url"], url.as_str());
+    assert_eq!(
+        (v["protocol"].as_str(), v["key_generated_by"].as_str()),
+        (Some("native"), Some("here"))
+    );
+
+    // The token is spent: the CA's reason, as JSON on stdout, exit 1.
+    let o = enroll(&work.path().join("again"));
+    assert_eq!(o.code, 1, "{}", o.text());
+    let v = json(&o);
+    assert_eq!(v["error"]["reason"], "token_used", "{v}");
+    assert!(
+        v["error"]["hint"].as_str().unwrap().contains("new token"),
+        "{v}"
+    );
+
+    // Renew with a new key and a hook: the hook's environment names the new serial.
+    let marker = work.path().join("hook.out");
+    let hook = format!("echo \"$MUTUAL_SERIAL\" > {}", s(&marker));
+    let o = renew_at(&url, &cert, &key, &["--json", "--new-key", "--exec", &hook]);
+    assert_eq!(o.code, 0, "{}", o.text());
+    let v = json(&o);
+    let new = leaf_of(&cert);
+    assert_ne!(new.serial, leaf.serial);
+    assert_eq!(v["serial"], new.serial.as_str());
+    assert_eq!(v["previous_serial"], leaf.serial.as_str());
+    assert_eq!(v["rekeyed"], true);
+    assert_eq!(v["protocol"], "native");
+    assert_eq!(
+        v["exec"],
+        serde_json::json!({"ok": true, "result": "exit status 0"})
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), new.serial);
+    // A failing hook: the object says so, exit 1, the new certificate stays.
+    let o = renew_at(&url, &cert, &key, &["--json", "--exec", "exit 3"]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    assert_eq!(json(&o)["exec"]["result"], "exit status 3");
+    assert_eq!(json(&o)["serial"], leaf_of(&cert).serial.as_str());
+    // A daemon's renewals are log lines (--log-format json), not one object.
+    let o = renew_at(&url, &cert, &key, &["--json", "--daemon"]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert_eq!(json(&o)["error"]["reason"], "usage");
+    assert!(
+        o.stdout.contains("cannot be used with '--daemon'"),
+        "{}",
+        o.stdout
+    );
+}
+
 #[test]
 fn renew_once_keeps_the_names_and_can_change_the_key() {
     let ca = new_ca();

@@ -1200,9 +1200,16 @@ fn enroll_and_renew_with_the_est_client() {
     // renew --est: a new key and certificate, recorded as a re-enrollment of the first.
     let key = dir.join("key.pem");
     let key_before = std::fs::read(&key).unwrap();
-    let o = mutual(&["renew", "--est", &url, "--cert", s(&cert), "--key", s(&key)]).ok();
+    // --exec runs after an EST re-enrollment as after a native renewal (it was ignored).
+    let hooks = t.join("hooks.log");
+    let hook = format!("echo \"$MUTUAL_SERIAL\" >> {}", s(&hooks));
+    let renew = ["renew", "--est", &url, "--cert", s(&cert), "--key", s(&key)];
+    let o = mutual(&[&renew[..], &["--exec", &hook]].concat()).ok();
     assert!(o.stdout.contains("new key"), "{}", o.text());
+    assert!(o.stdout.contains("exec  exit status 0"), "{}", o.text());
     let second = serial_of(&cert);
+    let hooked = || std::fs::read_to_string(&hooks).unwrap_or_default();
+    assert_eq!(hooked().trim(), second);
     assert_ne!(first, second);
     assert_ne!(std::fs::read(&key).unwrap(), key_before);
     assert_eq!(
@@ -1223,6 +1230,8 @@ fn enroll_and_renew_with_the_est_client() {
                 "--key",
                 s(&key),
                 "--daemon",
+                "--exec",
+                &hook,
             ],
         )
         .stdout(std::process::Stdio::null())
@@ -1241,6 +1250,14 @@ fn enroll_and_renew_with_the_est_client() {
         (s3 != second).then_some(s3)
     })
     .expect("the daemon did not re-enroll");
+    // The hook runs after the new files are in place: wait for its line.
+    eventually(Duration::from_secs(10), || {
+        hooked()
+            .lines()
+            .any(|l| norm_serial(l) == third)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no --exec line for {third}: {}", hooked()));
     drop(daemon);
     assert_eq!(
         by_serial(row(&ca.inventory(), &third), "est:reenroll:"),
@@ -1252,15 +1269,21 @@ fn enroll_and_renew_with_the_est_client() {
     let tdir = t.join("tok");
     let o = mutual(&enroll_est(
         &url,
-        &["--token", &token, "--est-ca", s(&ca.root())],
+        &["--token", &token, "--est-ca", s(&ca.root()), "--json"],
         &tdir,
     ))
     .ok();
-    assert!(
-        o.stdout.contains("uri:spiffe://fleet.example/device/T9"),
-        "{}",
-        o.text()
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        v["sans"],
+        serde_json::json!(["uri:spiffe://fleet.example/device/T9"])
     );
+    assert_eq!(v["serial"], serial_of(&tdir.join("cert.pem")).as_str());
+    assert_eq!(
+        (v["protocol"].as_str(), v["key_generated_by"].as_str()),
+        (Some("est"), Some("here"))
+    );
+    assert_eq!(v["ca_url"], url.as_str());
     let o = mutual(&enroll_est(
         &url,
         &["--token", &token, "--est-ca", s(&ca.root())],
