@@ -124,7 +124,7 @@ pub struct ServeArgs {
     #[arg(long = "est-label", value_name = "LABEL=TEMPLATE", requires = "est", value_parser = parse_label)]
     pub est_label: Vec<(String, mutual_est::IdentityTemplate)>,
     /// Lifetime of certificates issued over EST (factory certificate or re-enrollment; a token
-    /// carries its own).
+    /// carries its own). Needs --est.
     #[arg(long, default_value = "24h", value_parser = parse_duration, value_name = "DURATION",
         requires = "est")]
     pub est_ttl: Duration,
