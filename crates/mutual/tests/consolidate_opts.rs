@@ -386,6 +386,25 @@ fn listener_option_ranges_are_one_check_for_flags_and_keys() {
             "\"0s\"",
             "must be more than 0 (leave it out: unlimited)",
         ),
+        // At 0 every handshake, connection or backend dial would fail at once.
+        (
+            "--handshake-timeout",
+            "handshake_timeout",
+            "\"0s\"",
+            "must be more than 0 (at 0 every connection would fail at once)",
+        ),
+        (
+            "--idle-timeout",
+            "idle_timeout",
+            "\"0ms\"",
+            "must be more than 0 (at 0 every connection would fail at once)",
+        ),
+        (
+            "--connect-timeout",
+            "connect_timeout",
+            "0",
+            "must be more than 0 (at 0 every connection would fail at once)",
+        ),
     ] {
         let block = serve_block(
             &fx,

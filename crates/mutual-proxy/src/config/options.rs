@@ -626,6 +626,21 @@ impl ListenerOpts {
                     .into(),
             });
         }
+        // Zero would end every handshake, connection or dial at once (drain_timeout 0 is a
+        // real choice: stop without waiting).
+        for (key, d) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if d.0.is_zero() {
+                out.push(OptProblem {
+                    key,
+                    message: "must be more than 0 (at 0 every connection would fail at once)"
+                        .into(),
+                });
+            }
+        }
         if self.max_connections == Some(0) {
             out.push(OptProblem {
                 key: "max_connections",
