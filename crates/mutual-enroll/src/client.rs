@@ -38,10 +38,23 @@ pub struct CaUrl {
     server_name: ServerName<'static>,
 }
 
+/// `input` for a message, with any user information (`user:password@`) masked: a password
+/// pasted into a URL must not reach an error or a log line.
+fn without_userinfo(input: &str) -> String {
+    let start = input.find("://").map_or(0, |i| i + 3);
+    let end = input[start..]
+        .find(['/', '?', '#'])
+        .map_or(input.len(), |i| start + i);
+    match input[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &input[..start], &input[start + at..]),
+        None => input.to_string(),
+    }
+}
+
 impl CaUrl {
     pub fn parse(input: &str) -> Result<CaUrl, EnrollError> {
         let bad = |detail: &str| EnrollError::BadUrl {
-            url: input.to_string(),
+            url: without_userinfo(input),
             detail: detail.to_string(),
         };
         let uri: Uri = input
@@ -371,6 +384,16 @@ mod tests {
                 "{bad}"
             );
         }
+        // A password in a URL never reaches the message.
+        for (input, shown) in [
+            ("https://admin:s3cret@ca:9443", "https://***@ca:9443"),
+            ("https://s3cret@ca:9443/x?y", "https://***@ca:9443/x?y"),
+            ("http://a:b:s3cret@ca", "http://***@ca"),
+        ] {
+            let e = CaUrl::parse(input).unwrap_err().to_string();
+            assert!(e.contains(shown) && !e.contains("s3cret"), "{e}");
+        }
+        assert_eq!(without_userinfo("https://ca/a@b"), "https://ca/a@b");
     }
 
     #[test]
