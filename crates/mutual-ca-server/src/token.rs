@@ -43,7 +43,11 @@ pub enum TokenError {
     #[error("invalid token: {0}")]
     Invalid(String),
     /// `exp` has passed: `token_expired`.
-    #[error("the token expired at {exp} (now {now})")]
+    #[error(
+        "the token expired at {} ({} s ago)",
+        mutual_policy::human::rfc3339(*exp),
+        now.saturating_sub(*exp)
+    )]
     Expired { exp: i64, now: i64 },
 }
 
