@@ -1,6 +1,8 @@
 //! The EST (RFC 7030) device side of `mutual enroll --est` and `mutual renew --est`
-//! (docs/est.md): the flags `cmd_enroll.rs` flattens in, and their runs. The work is in
-//! mutual-enroll's `est` module; this is flags, exit codes and printing.
+//! (docs/est.md): the flags `cmd_enroll.rs` flattens in and the options they make
+//! ([`enroll_options`], also `mutual agent --est`'s); the runs, their reports and the `--exec`
+//! hook are cmd_enroll's, shared with the native protocol. Also `mutual cert
+//! pending|approve|reject`. The work is in mutual-enroll's `est` module and mutual-store.
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
