@@ -10,10 +10,10 @@ use anyhow::Context;
 use mutual_enroll::files::CertSummary;
 use mutual_enroll::{CaUrls, EnrollOptions, Fingerprint, RenewOptions, Renewer};
 use mutual_pki::KeyType;
-use mutual_tls::verify::rfc3339;
 
 use crate::ca_args::key_type;
 use crate::errors::{failed, refuse_existing};
+use crate::json::rfc3339;
 use crate::runtime::{init_logging, runtime, stop_signal};
 
 const ENROLL_HELP: &str = "\
@@ -380,16 +380,8 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
         let observer = hook
             .as_ref()
             .map(|h| h as &dyn mutual_enroll::RenewalObserver);
-        return rt.block_on(async {
-            let stop = stop_signal()?;
-            tokio::select! {
-                e = mutual_enroll::est::est_renew_daemon(&o, Duration::from_secs(30), observer) => {
-                    tracing::error!("re-enrollment stopped: {e}");
-                    Ok(ExitCode::from(1))
-                }
-                _ = stop => Ok(ExitCode::SUCCESS),
-            }
-        });
+        let daemon = mutual_enroll::est::est_renew_daemon(&o, Duration::from_secs(30), observer);
+        return until_stopped(&rt, "re-enrollment", daemon);
     }
     let opts = renew_options(&args)?;
     // Fail on unreadable or mismatched files before anything else (exit 2).
@@ -405,11 +397,21 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
     if let Some(h) = hook {
         renewer = renewer.with_observer(std::sync::Arc::new(h));
     }
+    until_stopped(&rt, "renewal", renewer.run())
+}
+
+/// Runs a `renew --daemon` loop (either protocol) until SIGTERM/SIGINT (exit 0); a loop that
+/// gives up, renewal having become impossible, is logged as `what` stopped and exits 1.
+fn until_stopped(
+    rt: &tokio::runtime::Runtime,
+    what: &str,
+    daemon: impl std::future::Future<Output = mutual_enroll::EnrollError>,
+) -> anyhow::Result<ExitCode> {
     rt.block_on(async {
         let stop = stop_signal()?;
         tokio::select! {
-            e = renewer.run() => {
-                tracing::error!("renewal stopped: {e}");
+            e = daemon => {
+                tracing::error!("{what} stopped: {e}");
                 Ok(ExitCode::from(1))
             }
             _ = stop => Ok(ExitCode::SUCCESS),
@@ -429,7 +431,6 @@ fn renewed(
         .exec
         .as_ref()
         .map(|cmd| mutual_enroll::hook::run_hook(cmd, &args.cert, &args.key, r));
-    let hook_failed = exec.as_ref().is_some_and(|o| !o.is_ok());
     if args.json {
         use serde_json::json;
         let exec = match &exec {
@@ -469,7 +470,7 @@ fn renewed(
             println!("  exec  {o}");
         }
     }
-    if let Some(o) = exec.as_ref().filter(|_| hook_failed) {
+    if let Some(o) = exec.as_ref().filter(|o| !o.is_ok()) {
         eprintln!(
             "error: --exec failed ({o}); the new certificate {} is in place",
             r.new.serial
