@@ -205,7 +205,7 @@ pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
                 several_urls: false,
             }
             .print(args.json)),
-            Err(e) => failed(e, args.json),
+            Err(e) => failed(e, args.json, "--est"),
         };
     }
     let url = CaUrls::parse(&args.ca_url)?;
@@ -233,7 +233,7 @@ pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
             several_urls: opts.ca_url.len() > 1,
         }
         .print(args.json)),
-        Err(e) => failed(e, args.json),
+        Err(e) => failed(e, args.json, "--ca-url"),
     }
 }
 
@@ -374,7 +374,7 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
         if !args.daemon {
             return match rt.block_on(mutual_enroll::est::est_renew(&o)) {
                 Ok(r) => Ok(renewed(&args, &r, "est", false)),
-                Err(e) => failed(e, args.json),
+                Err(e) => failed(e, args.json, "--est"),
             };
         }
         let observer = hook
@@ -390,7 +390,7 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
     if !args.daemon {
         return match rt.block_on(mutual_enroll::renew_once(&opts)) {
             Ok(r) => Ok(renewed(&args, &r, "native", opts.ca_url.len() > 1)),
-            Err(e) => failed(e, args.json),
+            Err(e) => failed(e, args.json, "--ca-url"),
         };
     }
     let mut renewer = Renewer::new(opts.clone());

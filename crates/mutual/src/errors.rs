@@ -287,7 +287,8 @@ pub fn refuse_existing<'a>(
 /// Configuration mistakes exit 2 (via `Err`); the CA saying no, the pin not matching or the CA
 /// being unreachable exit 1 (`enroll`, `renew`, and their `--est` forms), reported with the
 /// CA's or the handshake's reason label (on stdout as JSON with `json`, docs/json.md).
-pub fn failed(e: EnrollError, json: bool) -> anyhow::Result<ExitCode> {
+/// `url_flag` is the flag that named the CA (`--ca-url` or `--est`): the hint names it.
+pub fn failed(e: EnrollError, json: bool, url_flag: &str) -> anyhow::Result<ExitCode> {
     match e {
         EnrollError::BadUrl { .. }
         | EnrollError::BadFingerprint { .. }
@@ -296,19 +297,22 @@ pub fn failed(e: EnrollError, json: bool) -> anyhow::Result<ExitCode> {
         | EnrollError::Tls(_) => Err(e.into()),
         other => {
             let reason = other.label().to_string();
-            let hint = match reason.as_str() {
+            let hint: String = match reason.as_str() {
                 "token_used" | "token_expired" | "token_invalid" => {
-                    "ask the CA operator for a new token (`mutual token create`)"
+                    "ask the CA operator for a new token (`mutual token create`)".into()
                 }
-                "name_not_allowed" => "ask only for names the token (or the certificate) carries",
+                "name_not_allowed" => {
+                    "ask only for names the token (or the certificate) carries".into()
+                }
                 "root_mismatch" => {
                     "check --root-sha256 with the CA operator; the token was not sent and still works"
+                        .into()
                 }
-                "unreachable" | "timeout" | "bad_response" => {
-                    "check --ca-url and that the CA runs; `renew --daemon` retries by itself"
-                }
-                "revoked" | "expired" => "enroll again with a new token",
-                _ => "see the failure modes in docs/enrollment.md",
+                "unreachable" | "timeout" | "bad_response" => format!(
+                    "check {url_flag} and that the CA runs; `renew --daemon` retries by itself"
+                ),
+                "revoked" | "expired" => "enroll again with a new token".into(),
+                _ => "see the failure modes in docs/enrollment.md".into(),
             };
             Report {
                 reason: reason.into(),

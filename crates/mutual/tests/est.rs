@@ -1332,6 +1332,23 @@ fn enroll_and_renew_with_the_est_client() {
         &t.join("z"),
     ))
     .fails_with("--root-sha256 FINGERPRINT or --est-ca");
+    // A CA that is not there: the hint names the flag that named it (--est, not --ca-url).
+    let gone = format!("https://127.0.0.1:{}", mutual_test::free_port());
+    let o = mutual(&enroll_est(
+        &gone,
+        &["--token", &token, "--est-ca", s(&ca.root()), "--json"],
+        &t.join("gone"),
+    ))
+    .fails_code(1, "");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["error"]["reason"], "unreachable", "{v}");
+    assert!(
+        v["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .starts_with("check --est "),
+        "{v}"
+    );
 }
 
 /// `--est-approval manual`: a request waits in the store (202 + Retry-After) until
