@@ -209,11 +209,24 @@ pub fn serve_config(
             anyhow::anyhow!("acme dns resolver {r:?}: expected IP:PORT, e.g. 10.0.0.2:53")
         })?),
     };
+    // Zero would be accepted and mean nothing useful: no port to connect to, no attempt made.
+    let http_port = a.acme_http_port.or(f.http_port).unwrap_or(80);
+    let tls_port = a.acme_tls_port.or(f.tls_port).unwrap_or(443);
+    let attempts = a.acme_attempts.or(f.attempts).unwrap_or(3);
+    for (name, v) in [
+        ("http port", u32::from(http_port)),
+        ("tls port", u32::from(tls_port)),
+        ("attempts", attempts),
+    ] {
+        if v == 0 {
+            anyhow::bail!("acme {name} 0: must be at least 1");
+        }
+    }
     let validation = mutual_acme::ValidationConfig {
-        http_port: a.acme_http_port.or(f.http_port).unwrap_or(80),
-        tls_port: a.acme_tls_port.or(f.tls_port).unwrap_or(443),
+        http_port,
+        tls_port,
         resolve,
-        attempts: a.acme_attempts.or(f.attempts).unwrap_or(3).max(1),
+        attempts,
         dns_resolver,
         ..Default::default()
     };

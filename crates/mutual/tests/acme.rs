@@ -424,6 +424,25 @@ fn acme_without_an_allowed_identifier_is_a_usage_error() {
         "--acme",
     ])
     .fails_with("--acme needs at least one --acme-allow-dns");
+    // Zero attempts or port 0 would serve an ACME that can validate nothing (the flag and the
+    // [acme] key alike), and settings without ACME on are refused, not ignored.
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["ca", "serve", "--dir", ca.d(), "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        mutual(&args)
+    };
+    let on = ["--acme", "--acme-allow-dns", "example.test"];
+    serve(&[&on[..], &["--acme-attempts", "0"]].concat())
+        .fails_with("acme attempts 0: must be at least 1");
+    serve(&[&on[..], &["--acme-http-port", "0"]].concat())
+        .fails_with("acme http port 0: must be at least 1");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(Path::new(ca.d()).join("mutual-ca.toml"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"\n[acme]\ntls_port = 0\n"))
+        .unwrap();
+    serve(&on).fails_with("acme tls port 0: must be at least 1");
+    serve(&["--acme-attempts", "2"]).fails_with("--acme-* settings need --acme");
 }
 
 /// Runs one of the Python clients in tests/acme/ against the CA and returns its JSON verdicts.
