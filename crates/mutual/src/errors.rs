@@ -317,7 +317,7 @@ pub fn failed(e: EnrollError, json: bool, url_flag: &str) -> anyhow::Result<Exit
             Report {
                 reason: reason.into(),
                 message: other.to_string(),
-                hint: hint.into(),
+                hint,
             }
             .print(json);
             Ok(ExitCode::from(1))
