@@ -113,7 +113,8 @@ pub struct EntryCreateArgs {
     pub ttl: Duration,
     #[command(flatten)]
     pub dir: DirArg,
-    /// Print the entry as JSON.
+    /// Print the entry as JSON: id, spiffe_id, selectors, node, ttl (seconds),
+    /// created_at(_unix), created_by.
     #[arg(long)]
     pub json: bool,
 }
@@ -125,7 +126,7 @@ pub struct EntryListArgs {
     pub node: Option<String>,
     #[command(flatten)]
     pub dir: DirArg,
-    /// JSON array instead of a table.
+    /// JSON array instead of a table, each entry as `entry create --json` prints it.
     #[arg(long)]
     pub json: bool,
 }
@@ -136,6 +137,10 @@ pub struct EntryDeleteArgs {
     pub id: String,
     #[command(flatten)]
     pub dir: DirArg,
+    /// Print {"id", "deleted": true}. No such entry: {"error": {reason: not_found, message,
+    /// hint}}, exit 1.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
@@ -176,7 +181,8 @@ fn create(a: EntryCreateArgs) -> anyhow::Result<ExitCode> {
     };
     with_store(&dir, async |store| Ok(store.entry_create(&entry).await?))?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&entry)?);
+        let v = crate::json::entry(&entry);
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "created entry {}: {} for node {} when {}",
@@ -195,7 +201,8 @@ fn list(a: EntryListArgs) -> anyhow::Result<ExitCode> {
         Ok(store.entry_list(a.node.as_deref()).await?)
     })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        let rows: Vec<_> = list.iter().map(crate::json::entry).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     if list.is_empty() {
@@ -222,13 +229,21 @@ fn list(a: EntryListArgs) -> anyhow::Result<ExitCode> {
 fn delete(a: EntryDeleteArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
     let gone = with_store(&dir, async |store| Ok(store.entry_delete(&a.id).await?))?;
-    if gone {
-        println!("deleted entry {}", a.id);
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("error: no registration entry {}", a.id);
-        Ok(ExitCode::from(1))
+    if !gone {
+        crate::errors::Report {
+            reason: "not_found".into(),
+            message: format!("no registration entry {}", a.id),
+            hint: "see `mutual agent entry list`".into(),
+        }
+        .print(a.json);
+        return Ok(ExitCode::from(1));
     }
+    if a.json {
+        println!("{}", serde_json::json!({ "id": a.id, "deleted": true }));
+    } else {
+        println!("deleted entry {}", a.id);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {

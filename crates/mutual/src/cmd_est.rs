@@ -128,7 +128,8 @@ pub struct PendingArgs {
     /// All held EST requests (approved, rejected, issued too), not only the pending ones.
     #[arg(long)]
     pub all: bool,
-    /// JSON array instead of a table.
+    /// JSON array instead of a table: id, label, status, names, requested_by,
+    /// created_at(_unix), decided_at(_unix), decided_by, serial (once issued).
     #[arg(long)]
     pub json: bool,
 }
@@ -140,6 +141,11 @@ pub struct DecideArgs {
     pub id: String,
     #[command(flatten)]
     pub dir: crate::ca_args::DirArg,
+    /// Print the request as decided, one JSON object in `cert pending --json`'s form. A request
+    /// that is not pending, or not there, is {"error": {reason (not_pending|not_found), message,
+    /// hint}}, exit 1.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Lists EST requests held for manual approval (`ca serve --est-approval manual`).
@@ -151,7 +157,8 @@ pub fn pending(a: PendingArgs) -> anyhow::Result<ExitCode> {
         Ok(store.est_request_list(pending).await?)
     })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        let rows: Vec<_> = list.iter().map(crate::json::est_request).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
     }
     if list.is_empty() {
@@ -192,7 +199,21 @@ pub fn decide(a: DecideArgs, approve: bool) -> anyhow::Result<ExitCode> {
             .await?;
         Ok((moved, store.est_request_get(&a.id).await?))
     })?;
+    let refused = |reason: &'static str, message: String| {
+        crate::errors::Report {
+            reason: reason.into(),
+            message,
+            hint: "see `mutual cert pending --all`; a request is decided once".into(),
+        }
+        .print(a.json);
+        Ok(ExitCode::from(1))
+    };
     match (moved, current) {
+        (true, Some(r)) if a.json => {
+            let v = crate::json::est_request(&r);
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(ExitCode::SUCCESS)
+        }
         (true, _) => {
             println!(
                 "{to} EST request {}{}",
@@ -205,16 +226,10 @@ pub fn decide(a: DecideArgs, approve: bool) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        (false, Some(r)) => {
-            eprintln!("error: EST request {} is {}, not pending", a.id, r.status);
-            Ok(ExitCode::from(1))
-        }
-        (false, None) => {
-            eprintln!(
-                "error: no EST request {} (see `mutual cert pending --all`)",
-                a.id
-            );
-            Ok(ExitCode::from(1))
-        }
+        (false, Some(r)) => refused(
+            "not_pending",
+            format!("EST request {} is {}, not pending", a.id, r.status),
+        ),
+        (false, None) => refused("not_found", format!("no EST request {}", a.id)),
     }
 }

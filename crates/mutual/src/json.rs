@@ -4,7 +4,7 @@
 
 #[cfg(test)]
 use mutual_store::CertRecord;
-#[cfg(test)]
+use mutual_store::{EstRequest, RegistrationEntry};
 use serde_json::{json, Value};
 
 pub use mutual_policy::human::rfc3339;
@@ -15,6 +15,40 @@ pub fn fingerprint(s: &str) -> String {
         .filter(|c| *c != ':')
         .collect::<String>()
         .to_ascii_lowercase()
+}
+
+/// A request held for manual approval (`cert pending --json`, `cert approve|reject --json`):
+/// `names` as an array, the instants in both forms. The store keeps `names` as JSON text.
+pub fn est_request(r: &EstRequest) -> Value {
+    let names: Vec<String> = serde_json::from_str(&r.names).unwrap_or_default();
+    json!({
+        "id": r.id,
+        "label": r.label,
+        "status": r.status,
+        "names": names,
+        "requested_by": r.requested_by,
+        "created_at": rfc3339(r.created_at),
+        "created_at_unix": r.created_at,
+        "decided_at": r.decided_at.map(rfc3339),
+        "decided_at_unix": r.decided_at,
+        "decided_by": r.decided_by,
+        "serial": r.serial,
+    })
+}
+
+/// A registration entry (`agent entry create|list --json`): `ttl` in seconds, as `token create
+/// --json` says it; the instant in both forms.
+pub fn entry(e: &RegistrationEntry) -> Value {
+    json!({
+        "id": e.id,
+        "spiffe_id": e.spiffe_id,
+        "selectors": e.selectors,
+        "node": e.node,
+        "ttl": e.ttl_secs,
+        "created_at": rfc3339(e.created_at),
+        "created_at_unix": e.created_at,
+        "created_by": e.created_by,
+    })
 }
 
 /// One inventory row, as `cert list --json` printed it before it streamed: the reference shape

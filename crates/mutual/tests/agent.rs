@@ -517,7 +517,11 @@ fn entries_are_created_listed_and_deleted_with_clear_errors() {
         e["selectors"],
         serde_json::json!(["unix:uid:1000", "unix:gid:100"])
     );
-    assert_eq!(e["ttl_secs"], 3600);
+    assert_eq!(e["ttl"], 3600);
+    assert_eq!(
+        e["created_at"],
+        mutual_policy::human::rfc3339(e["created_at_unix"].as_i64().unwrap()).as_str()
+    );
     let l = mutual(&["agent", "entry", "list", "--dir", ca.d(), "--json"]).ok();
     let list: Vec<serde_json::Value> = serde_json::from_str(&l.stdout).unwrap();
     assert_eq!(list, vec![e.clone()]);

@@ -660,7 +660,7 @@ fn console_in_a_real_browser() {
         assert!(body.contains("\"pending\""), "{body}");
         let by = held(&c)
             .into_iter()
-            .find(|r| r["names"].as_str().unwrap().contains(dev))
+            .find(|r| r["names"].to_string().contains(dev))
             .unwrap();
         ids.push((by["id"].as_str().unwrap().to_string(), t));
     }

@@ -1372,14 +1372,34 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
     let list = pending(&ca);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["requested_by"], "est:bootstrap:SN0700");
+    // docs/json.md's forms: names as an array, instants in RFC 3339 and Unix seconds.
     assert_eq!(
         list[0]["names"],
-        "[\"uri:spiffe://fleet.example/device/SN0700\"]"
+        serde_json::json!(["uri:spiffe://fleet.example/device/SN0700"])
+    );
+    assert_eq!(
+        list[0]["created_at"],
+        mutual_policy::human::rfc3339(list[0]["created_at_unix"].as_i64().unwrap()).as_str()
+    );
+    assert_eq!(
+        (&list[0]["status"], &list[0]["decided_at"]),
+        (&serde_json::json!("pending"), &serde_json::Value::Null)
     );
     let id = list[0]["id"].as_str().unwrap().to_string();
     assert_eq!(issued_to(&ca, "est:bootstrap:SN0700"), 0);
 
-    mutual(&["cert", "approve", &id, "--dir", s(ca.d())]).ok();
+    let o = mutual(&["cert", "approve", &id, "--dir", s(ca.d()), "--json"]).ok();
+    let decided: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        (&decided["id"], &decided["status"]),
+        (&serde_json::json!(id), &serde_json::json!("approved")),
+        "{decided}"
+    );
+    assert!(decided["decided_at_unix"].is_i64(), "{decided}");
+    assert!(
+        decided["decided_by"].as_str().unwrap().starts_with("cli"),
+        "{decided}"
+    );
     let leaf = t.join("held.pem");
     print_certs(&curl(&ca, t, ENROLL, &args), &leaf);
     let serial = serial_of(&leaf);
@@ -1388,8 +1408,14 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
     print_certs(&curl(&ca, t, ENROLL, &args), &again);
     assert_eq!(serial_of(&again), serial);
     assert_eq!(issued_to(&ca, "est:bootstrap:SN0700"), 1);
-    // Decided once: approving or rejecting it again fails.
+    // Decided once: approving or rejecting it again fails (exit 1, as text or as JSON).
     mutual(&["cert", "reject", &id, "--dir", s(ca.d())]).fails_code(1, "is issued, not pending");
+    let o = mutual(&["cert", "reject", &id, "--dir", s(ca.d()), "--json"]).fails_code(1, "");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["error"]["reason"], "not_pending", "{v}");
+    let all = mutual(&["cert", "pending", "--all", "--dir", s(ca.d()), "--json"]).ok();
+    let all: Vec<serde_json::Value> = serde_json::from_str(&all.stdout).unwrap();
+    assert_eq!(all[0]["serial"], serial.as_str(), "{all:?}");
 
     // Rejected: the next poll is refused.
     let args = factory.request(t, "SN0701", "held2");
@@ -1401,6 +1427,17 @@ fn manual_approval_holds_requests_until_an_operator_decides() {
     assert_eq!(o.code, 1, "{}", o.text());
     mutual(&["cert", "approve", "0000000000000000", "--dir", s(ca.d())])
         .fails_code(1, "no EST request");
+    let o = mutual(&[
+        "cert",
+        "approve",
+        "0000000000000000",
+        "--dir",
+        s(ca.d()),
+        "--json",
+    ])
+    .fails_code(1, "");
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["error"]["reason"], "not_found", "{v}");
 
     // The binary's client polls with the same CSR until the operator approves.
     let (fcert3, fkey3) = factory.device("SN0702");

@@ -34,8 +34,8 @@ fn check_vocabulary(v: &Value, at: &str) {
         Value::Object(m) => {
             for (k, x) in m {
                 let here = format!("{at}.{k}");
-                let time_key = ["not_before", "not_after", "revoked_at", "created_at"]
-                    .contains(&k.as_str())
+                let time_key = ["not_before", "not_after"].contains(&k.as_str())
+                    || k.ends_with("_at")
                     || k.ends_with("_not_after")
                     || k == "this_update"
                     || k == "next_update"
@@ -271,6 +271,39 @@ fn every_json_output_speaks_the_vocabulary() {
     );
     assert!(pair["chain"][0]["not_after_unix"].is_i64(), "{pair}");
     assert!(pair["chain"][0]["seconds_left"].is_i64(), "{pair}");
+
+    // Registration entries: created, listed in the same form, deleted; a second delete is the
+    // error object with exit 1 (the text form's code).
+    let entry = check(
+        &mutual(&[
+            "agent",
+            "entry",
+            "create",
+            "--spiffe-id",
+            "spiffe://example.org/web",
+            "--selector",
+            "unix:uid:1000",
+            "--node",
+            "spiffe://example.org/node/n1",
+            "--dir",
+            d,
+            "--json",
+        ])
+        .ok(),
+    );
+    assert_eq!(entry["ttl"], 3600, "{entry}");
+    assert!(entry["created_at_unix"].is_i64(), "{entry}");
+    let entries = check(&mutual(&["agent", "entry", "list", "--dir", d, "--json"]).ok());
+    assert_eq!(entries, serde_json::json!([entry]));
+    let id = entry["id"].as_str().unwrap();
+    let delete = || mutual(&["agent", "entry", "delete", id, "--dir", d, "--json"]);
+    assert_eq!(
+        check(&delete().ok()),
+        serde_json::json!({"id": id, "deleted": true})
+    );
+    let again = delete();
+    assert_eq!(again.code, 1, "{}", again.stdout);
+    assert_eq!(json_of(&again)["error"]["reason"], "not_found");
 }
 
 /// `cert inspect` and the probe read a certificate through one reader
