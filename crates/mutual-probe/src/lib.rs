@@ -35,8 +35,13 @@ use handshake::{After, Attempt, Failure, Spec};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProbeError {
-    #[error("target {0:?} is not HOST:PORT")]
+    #[error("target {0:?} is not HOST:PORT (or https://HOST[:PORT])")]
     BadTarget(String),
+    #[error(
+        "the target carries credentials (USER@ or USER:PASSWORD@): the probe sends none; \
+         give HOST:PORT"
+    )]
+    Credentials,
     #[error("invalid server name {0:?}")]
     BadServerName(String),
     /// A file given to the probe (certificate, key, roots) cannot be read or is not what it
@@ -198,16 +203,59 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Splits HOST:PORT (`[::1]:443` too).
+/// Splits HOST:PORT (`[::1]:443` too). An `https://HOST[:PORT][/PATH]` URL, as one pastes it
+/// from curl or a browser, is taken as its host and port (443 when it names none). A target
+/// that carries credentials (`user:password@`) is refused without repeating them: the probe
+/// sends none, and an error line is no place for a password.
 pub fn split_target(t: &str) -> Result<(String, u16), ProbeError> {
+    let (authority, default_port) = match t.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if authority.contains('@') {
+                return Err(ProbeError::Credentials);
+            }
+            if !scheme.eq_ignore_ascii_case("https") {
+                return Err(ProbeError::BadTarget(t.to_string()));
+            }
+            (authority, Some(443))
+        }
+        None if t.contains('@') => return Err(ProbeError::Credentials),
+        None => (t, None),
+    };
     let bad = || ProbeError::BadTarget(t.to_string());
-    let (host, port) = t.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 {
+    let (host, port) = match authority.strip_prefix('[') {
+        // [v6] or [v6]:PORT
+        Some(v6) => {
+            let (host, rest) = v6.split_once(']').ok_or_else(bad)?;
+            match rest.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None if rest.is_empty() => (host, None),
+                None => return Err(bad()),
+            }
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let port = match (port, default_port) {
+        (Some(p), _) => p.parse::<u16>().map_err(|_| bad())?,
+        (None, Some(d)) => d,
+        (None, None) => return Err(bad()),
+    };
+    if host.is_empty() || port == 0 || host.contains(['/', ' ', '[', ']']) {
         return Err(bad());
     }
     Ok((host.to_string(), port))
+}
+
+/// HOST:PORT as the report shows it, IPv6 literals in brackets.
+fn target_string(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 /// A file that parsed but is not what the probe needs (`BadFile`, as the loader says it).
@@ -468,6 +516,7 @@ fn outcome(a: &Attempt) -> Option<Outcome> {
 pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
     let provider = provider();
     let (host, port) = split_target(&opts.target)?;
+    let target = target_string(&host, port);
     let name_str = opts.server_name.clone().unwrap_or_else(|| host.clone());
     let server_name = ServerName::try_from(name_str.clone())
         .map_err(|_| ProbeError::BadServerName(name_str.clone()))?;
@@ -492,7 +541,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
     let all_versions: Vec<&'static rustls::SupportedProtocolVersion> =
         vec![&rustls::version::TLS13, &rustls::version::TLS12];
     let mut report = Report {
-        target: opts.target.clone(),
+        target: target.clone(),
         server_name: name_str.clone(),
         client_auth: None,
         client_auth_detail: String::new(),
@@ -582,7 +631,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
     let anon_outcome = outcome(&anon);
     if anon_outcome.is_none() {
         if let Some(f) = &anon.failure {
-            let (err, reason, hint) = failure_report(f, &opts.target, opts.timeout);
+            let (err, reason, hint) = failure_report(f, &target, opts.timeout);
             if let Failure::Tls(rustls::Error::AlertReceived(a)) = f {
                 report.alert = Some(judge::alert_name(*a));
             }
@@ -663,7 +712,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
             },
             None => {
                 let f = u.failure.clone().unwrap_or(Failure::Timeout);
-                let (err, _, _) = failure_report(&f, &opts.target, opts.timeout);
+                let (err, _, _) = failure_report(&f, &target, opts.timeout);
                 UntrustedCertReport {
                     accepted: None,
                     alert: None,
@@ -750,7 +799,7 @@ pub fn probe(opts: &ProbeOptions) -> Result<Report, ProbeError> {
                 None => {
                     report.accepted = Some(false);
                     let f = b.failure.clone().unwrap_or(Failure::Timeout);
-                    let (err, reason, _) = failure_report(&f, &opts.target, opts.timeout);
+                    let (err, reason, _) = failure_report(&f, &target, opts.timeout);
                     report.reason = reason;
                     report.accepted_detail = Some(format!("not accepted: {}", err.message));
                 }
@@ -1004,5 +1053,23 @@ mod tests {
         assert!(split_target("example.org").is_err());
         assert!(split_target(":443").is_err());
         assert!(split_target("h:0").is_err());
+        let ok = |t: &str| split_target(t).ok();
+        assert_eq!(ok("https://example.org"), Some(("example.org".into(), 443)));
+        assert_eq!(
+            ok("HTTPS://example.org:8443/v1/x?y#z"),
+            Some(("example.org".into(), 8443))
+        );
+        assert_eq!(ok("https://[::1]/"), Some(("::1".into(), 443)));
+        assert_eq!(ok("https://[::1]:9443"), Some(("::1".into(), 9443)));
+        assert!(ok("http://example.org:80").is_none());
+        assert!(ok("https://example.org:x").is_none());
+        assert!(ok("https://[::1]x").is_none());
+        assert!(ok("a b:443").is_none());
+        for t in ["https://u:hunter2@example.org", "u:hunter2@example.org:443"] {
+            let e = split_target(t).unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("credentials"), "{e}");
+        }
+        assert_eq!(target_string("::1", 443), "[::1]:443");
     }
 }

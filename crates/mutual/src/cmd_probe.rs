@@ -43,7 +43,8 @@ Examples:
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = AFTER_HELP)]
 pub struct ProbeArgs {
-    /// The endpoint, HOST:PORT ([v6]:PORT for IPv6 literals).
+    /// The endpoint, HOST:PORT ([v6]:PORT for IPv6 literals), or https://HOST[:PORT][/...] as
+    /// pasted from curl (port 443 by default; the path is ignored).
     #[arg(required_unless_present = "pair", value_name = "HOST:PORT")]
     target: Option<String>,
     /// Name to send as SNI and to verify the server certificate against (default: HOST).

@@ -144,8 +144,11 @@ fn anonymous_server_is_client_auth_none() {
 #[test]
 fn verify_without_return_error_is_optional() {
     let (_s, port) = s_server(&["-verify", "1"]);
-    let t = target(port);
+    // A URL pasted from curl names the same endpoint (its path is not the probe's business);
+    // the report says HOST:PORT.
+    let t = format!("https://127.0.0.1:{port}/v1/health?x=1");
     let (code, v) = probe_json(&with_ca(&t));
+    assert_eq!(v["target"], target(port).as_str(), "{v:#}");
     assert_eq!(v["client_auth"], "optional", "{v:#}");
     assert_eq!(v["accepted"], Value::Null);
     assert_eq!(v["reason"], "ok");
@@ -437,6 +440,21 @@ fn bad_usage_exits_2() {
     assert!(out.stderr.contains("/nonexistent.pem"), "{}", out.stderr);
     let out = mutual(&["probe", "no-port-here"], Duration::from_secs(60));
     assert_eq!(out.code, 2);
+    // Credentials in the target are refused and not repeated; a scheme that is not TLS too.
+    for t in ["https://ops:hunter2@127.0.0.1:1", "ops:hunter2@127.0.0.1:1"] {
+        let out = mutual(&["probe", t, "--json"], Duration::from_secs(60));
+        assert_eq!(out.code, 2, "{}", out.stdout);
+        assert!(out.stdout.contains("carries credentials"), "{}", out.stdout);
+        assert!(!out.stdout.contains("hunter2"), "{}", out.stdout);
+    }
+    let out = mutual(&["probe", "http://127.0.0.1:1"], Duration::from_secs(60));
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("is not HOST:PORT (or https://HOST[:PORT])"),
+        "{}",
+        out.stderr
+    );
     // A key that does not belong to the certificate is bad configuration, not a probe result.
     let f = fx();
     let out = mutual(
