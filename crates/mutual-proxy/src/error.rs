@@ -34,6 +34,9 @@ pub enum ProxyError {
     },
     #[error("invalid backend {spec:?}: {why}")]
     InvalidBackend { spec: String, why: String },
+    /// `connect`'s `--remote` / `remote`: an mTLS server, HOST:PORT.
+    #[error("invalid remote {spec:?}: {why}")]
+    InvalidRemote { spec: String, why: String },
     #[error("cannot watch {path} for changes: {detail}")]
     Watch { path: PathBuf, detail: String },
     #[error("{addr} is not a loopback address: plaintext clients could connect from the network; pass --allow-remote-clients if that is intended")]

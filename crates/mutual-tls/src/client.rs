@@ -188,8 +188,14 @@ pub(crate) fn mutual(
     let trust = Arc::new(trust);
     let expect = match &s.expect_spiffe {
         Some(id) => {
-            mutual_policy::SpiffeId::parse(id)
-                .map_err(|e| TlsError::InvalidName(format!("{id} ({e})")))?;
+            mutual_policy::SpiffeId::parse(id).map_err(|e| TlsError::InvalidName {
+                what: "SPIFFE ID",
+                name: id.clone(),
+                why: match e {
+                    mutual_policy::PolicyError::InvalidSpiffeId { why, .. } => why,
+                    other => other.to_string(),
+                },
+            })?;
             Some(id.clone())
         }
         None => None,
@@ -199,8 +205,12 @@ pub(crate) fn mutual(
         .strip_prefix('[')
         .and_then(|n| n.strip_suffix(']'))
         .unwrap_or(name_text);
-    let server_name = ServerName::try_from(name_text.to_string())
-        .map_err(|_| TlsError::InvalidName(name_text.to_string()))?;
+    let server_name =
+        ServerName::try_from(name_text.to_string()).map_err(|_| TlsError::InvalidName {
+            what: "server name",
+            name: name_text.to_string(),
+            why: "not a DNS name or an IP address".into(),
+        })?;
     let verifier = Arc::new(MutualServerVerifier::new(
         Arc::clone(&trust),
         expect.clone(),

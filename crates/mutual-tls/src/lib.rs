@@ -62,8 +62,14 @@ pub enum TlsError {
     BadFile { path: PathBuf, detail: String },
     #[error("the private key in {key} does not match the certificate in {cert}")]
     KeyMismatch { cert: PathBuf, key: PathBuf },
-    #[error("invalid name {0:?}")]
-    InvalidName(String),
+    /// A name to check the peer against (a server name, an expected SPIFFE ID) that is not
+    /// one: `what` kind of name, and why.
+    #[error("invalid {what} {name:?}: {why}")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        why: String,
+    },
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
     /// A `--key pkcs11:...` that could not be opened (module, token, PIN, object).

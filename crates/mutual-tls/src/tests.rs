@@ -391,7 +391,7 @@ fn server_name_and_spiffe_checks_on_the_client() {
             },
             "h"
         ),
-        Err(TlsError::InvalidName(_))
+        Err(TlsError::InvalidName { .. })
     ));
 }
 

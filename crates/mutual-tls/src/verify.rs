@@ -99,7 +99,11 @@ impl PeerName {
             .unwrap_or(s);
         ServerName::try_from(bare.to_string())
             .map(PeerName::Server)
-            .map_err(|_| TlsError::InvalidName(s.to_string()))
+            .map_err(|_| TlsError::InvalidName {
+                what: "name",
+                name: s.to_string(),
+                why: "not a DNS name or an IP address".into(),
+            })
     }
 }
 

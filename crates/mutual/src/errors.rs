@@ -155,7 +155,7 @@ fn classify(e: &anyhow::Error, help: &str) -> (&'static str, String) {
                     "malformed",
                     "give the key generated with this certificate".into(),
                 ),
-                TlsError::InvalidName(_) => ("usage", help.to_string()),
+                TlsError::InvalidName { .. } => ("usage", help.to_string()),
                 TlsError::Hsm(h) => classify_hsm(h),
                 _ => ("malformed", malformed_hint()),
             };

@@ -115,6 +115,49 @@ fn connect_refuses_a_non_loopback_listen_address() {
     assert!(err.contains("--allow-remote-clients"), "{err}");
 }
 
+/// A remote, server name or expected SPIFFE ID that cannot be one: exit 2, each named as what
+/// it is (not as a "backend" or a garbled "invalid name").
+#[test]
+fn connect_names_what_is_wrong_with_its_peer() {
+    let fx = fixture();
+    for (remote, extra, want) in [
+        (
+            "127.0.0.1",
+            &[][..],
+            "invalid remote \"127.0.0.1\": expected HOST:PORT",
+        ),
+        (
+            "127.0.0.1:0",
+            &[][..],
+            "invalid remote \"127.0.0.1:0\": the port must be a number 1-65535",
+        ),
+        (
+            "unix:/run/x.sock",
+            &[][..],
+            "invalid remote \"unix:/run/x.sock\": the remote is an mTLS server, HOST:PORT",
+        ),
+        (
+            "127.0.0.1:1",
+            &["--expect-spiffe", "api"][..],
+            "invalid SPIFFE ID \"api\": must start with spiffe://",
+        ),
+        (
+            "127.0.0.1:1",
+            &["--server-name", "a b"][..],
+            "invalid server name \"a b\": not a DNS name or an IP address",
+        ),
+    ] {
+        let out = Command::new(BIN)
+            .args(["connect", "--listen", "127.0.0.1:0", "--remote", remote])
+            .args(connect_args(&fx, &fx.ok, extra))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+}
+
 #[test]
 fn connect_expect_spiffe_checks_the_servers_exact_id() {
     let fx = fixture();

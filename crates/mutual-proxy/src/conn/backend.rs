@@ -39,7 +39,9 @@ impl FromStr for Backend {
             return Err(bad("missing host"));
         }
         port.parse::<u16>()
-            .map_err(|_| bad("the port must be a number 1-65535"))?;
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad("the port must be a number 1-65535"))?;
         Ok(Backend::Tcp(s.to_string()))
     }
 }

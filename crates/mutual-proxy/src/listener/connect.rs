@@ -96,13 +96,21 @@ pub struct Connect {
 
 impl Connect {
     pub fn new(cfg: ConnectConfig, shared: &Shared) -> Result<Arc<Connect>, ProxyError> {
-        let remote: Backend = cfg.remote.parse()?;
-        if !matches!(remote, Backend::Tcp(_)) {
-            return Err(ProxyError::InvalidBackend {
-                spec: cfg.remote.clone(),
-                why: "the remote must be HOST:PORT".into(),
-            });
-        }
+        // Parsed as a backend's TCP form, and named as what it is: the remote.
+        let remote = match cfg.remote.parse::<Backend>() {
+            Ok(b @ Backend::Tcp(_)) => b,
+            Ok(Backend::Unix(_)) => {
+                return Err(ProxyError::InvalidRemote {
+                    spec: cfg.remote.clone(),
+                    why: "the remote is an mTLS server, HOST:PORT".into(),
+                })
+            }
+            Err(ProxyError::InvalidBackend { spec, why }) => {
+                let why = why.replace(" or unix:/path", "");
+                return Err(ProxyError::InvalidRemote { spec, why });
+            }
+            Err(e) => return Err(e),
+        };
         let ocsp = cfg.ocsp.clone().map(|settings| {
             crate::ocsp_peer::OcspPeerFetcher::new(settings, &cfg.name, Arc::clone(&shared.metrics))
         });
