@@ -265,7 +265,10 @@ fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     // no valid certificate (exit 2 when that is needed and not possible); the agent runs its
     // own renewer below.
     match &a.est.est {
-        Some(url) => enroll_est(url, &a.est, &cert, &key, &ca)?,
+        Some(url) => {
+            a.enroll.check(true)?;
+            enroll_est(url, &a.est, &a.enroll, &cert, &key, &ca)?;
+        }
         None => drop(crate::cmd_enroll::prepare(&a.enroll, &cert, &key, &ca)?),
     }
     let o = mutual_agent::AgentOptions {
@@ -293,13 +296,14 @@ fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `mutual agent --est URL --bootstrap-cert F --bootstrap-key K`: unless --cert/--key already
-/// hold a valid certificate, enroll over EST as `mutual enroll --est` does (the same options),
-/// into a private directory beside --cert, then move the key, certificate and root into
-/// --key, --cert and --ca.
+/// `mutual agent --est URL --bootstrap-cert F --bootstrap-key K` (or `--token T`): unless
+/// --cert/--key already hold a valid certificate, enroll over EST as `mutual enroll --est` does
+/// (the same options), into a private directory beside --cert, then move the key, certificate
+/// and root into --key, --cert and --ca.
 fn enroll_est(
     url: &str,
     flags: &crate::cmd_est::EstEnrollFlags,
+    enroll: &crate::cmd_enroll::EnrollArgs,
     cert: &std::path::Path,
     key: &std::path::Path,
     ca: &std::path::Path,
@@ -308,9 +312,10 @@ fn enroll_est(
     if mutual_enroll::files::load_current(cert, key).is_ok_and(|c| c.summary.not_after > now) {
         return Ok(());
     }
-    if flags.bootstrap_cert.is_none() {
+    if flags.bootstrap_cert.is_none() && enroll.token.is_none() {
         anyhow::bail!(
-            "--est enrolls the node with a factory certificate: give --bootstrap-cert and --bootstrap-key"
+            "--est enrolls the node with a factory certificate (--bootstrap-cert and \
+             --bootstrap-key) or a token (--token)"
         );
     }
     let dir = mutual_enroll::files::parent(cert);
@@ -321,7 +326,7 @@ fn enroll_est(
     std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .create(&tmp)
         .with_context(|| format!("cannot write in {}", dir.display()))?;
-    let res = enroll_est_into(url, flags, &tmp, cert, key, ca);
+    let res = enroll_est_into(url, flags, enroll, &tmp, cert, key, ca);
     let _ = std::fs::remove_dir_all(&tmp);
     res
 }
@@ -329,23 +334,26 @@ fn enroll_est(
 fn enroll_est_into(
     url: &str,
     flags: &crate::cmd_est::EstEnrollFlags,
+    enroll: &crate::cmd_enroll::EnrollArgs,
     tmp: &std::path::Path,
     cert: &std::path::Path,
     key: &std::path::Path,
     ca: &std::path::Path,
 ) -> anyhow::Result<()> {
+    // Trust: --est-ca, or the pin --root-sha256, or else --ca when it exists.
+    let root_sha256 = enroll.root_sha256.as_deref();
     let est_ca = flags
         .est_ca
         .clone()
-        .or_else(|| ca.exists().then(|| ca.to_path_buf()));
+        .or_else(|| (root_sha256.is_none() && ca.exists()).then(|| ca.to_path_buf()));
     let o = crate::cmd_est::enroll_options(
         url,
         &crate::cmd_est::EstEnrollFlags {
             est_ca,
             ..flags.clone()
         },
-        None,
-        None,
+        enroll.token.as_deref(),
+        root_sha256,
         tmp.to_path_buf(),
         "ecdsa-p256",
     )?;

@@ -171,13 +171,41 @@ pub struct EnrollArgs {
     pub ca_url: Vec<String>,
 
     /// One-time token to enroll with at start when --cert/--key do not hold a valid certificate
-    /// yet. Needs --ca-url and --root-sha256.
-    #[arg(long, value_name = "TOKEN", requires_all = ["ca_url", "root_sha256"])]
+    /// yet. Needs --ca-url and --root-sha256 (`agent`: or --est, with --root-sha256 or --est-ca).
+    #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
 
     /// SHA-256 fingerprint of the CA root to pin when enrolling (hex, colons optional).
-    #[arg(long, value_name = "FINGERPRINT", requires = "ca_url")]
+    #[arg(long, value_name = "FINGERPRINT")]
     pub root_sha256: Option<String>,
+}
+
+impl EnrollArgs {
+    /// What clap cannot say for every command that flattens these (`agent --est` takes
+    /// --token and --root-sha256 without --ca-url): with --ca-url, a token needs the root pin,
+    /// and a pin must be a fingerprint even while the certificate is still valid (a typo found
+    /// at start, not on the day the node must enroll again).
+    pub fn check(&self, est: bool) -> anyhow::Result<()> {
+        if self.ca_url.is_empty() && !est {
+            for (flag, given) in [
+                ("--token", self.token.is_some()),
+                ("--root-sha256", self.root_sha256.is_some()),
+            ] {
+                if given {
+                    anyhow::bail!("{flag} enrolls with the online CA: it needs --ca-url");
+                }
+            }
+        }
+        if !est && self.token.is_some() && self.root_sha256.is_none() {
+            anyhow::bail!(
+                "--token needs --root-sha256: the CA root is pinned before the token is sent"
+            );
+        }
+        if let Some(pin) = &self.root_sha256 {
+            pin.parse::<Fingerprint>()?;
+        }
+        Ok(())
+    }
 }
 
 pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
@@ -489,6 +517,7 @@ pub fn prepare(
     key: &Path,
     ca: &Path,
 ) -> anyhow::Result<Option<Renewer>> {
+    args.check(false)?;
     if args.ca_url.is_empty() {
         return Ok(None);
     }

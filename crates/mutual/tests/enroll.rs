@@ -516,17 +516,61 @@ fn proxy_without_certificate_or_token_says_what_to_do() {
         "{}",
         o.stderr
     );
-    // --token without the pin is a usage error from the parser.
+    // --token without the pin, or either without --ca-url, and a pin that is no fingerprint:
+    // usage errors before anything is sent (the last even though no enrollment is needed yet:
+    // the typo shows at start, not on the day the node must enroll again).
+    let connect = |extra: &[&str], with_url: bool| {
+        let mut a = vec![
+            "connect",
+            "--listen",
+            "127.0.0.1:0",
+            "--remote",
+            "127.0.0.1:9",
+        ];
+        let f = if with_url { &flags[..] } else { &flags[..6] };
+        a.extend(f);
+        a.extend(extra);
+        mutual(&a)
+    };
+    assert_eq!(&flags[6..], &["--ca-url", "https://127.0.0.1:9"]);
+    for (extra, with_url, want) in [
+        (
+            &["--token", "x.y.z"][..],
+            true,
+            "--token needs --root-sha256",
+        ),
+        (
+            &["--token", "x.y.z"][..],
+            false,
+            "--token enrolls with the online CA: it needs --ca-url",
+        ),
+        (
+            &["--root-sha256", "ab"][..],
+            false,
+            "--root-sha256 enrolls with the online CA",
+        ),
+    ] {
+        let o = connect(extra, with_url);
+        assert_eq!(o.code, 2, "{}", o.stderr);
+        assert!(o.stderr.contains(want), "{want:?}: {}", o.stderr);
+    }
+    let pki = mutual_test::TestPki::new("valid");
+    let leaf = pki.leaf("srv", mutual_test::LeafOpts::new("srv").server());
+    let valid = tls_args(&leaf.cert, &leaf.key, &pki.root, &[]);
     let mut a = vec![
-        "connect",
+        "serve",
         "--listen",
         "127.0.0.1:0",
-        "--remote",
+        "--backend",
         "127.0.0.1:9",
+        "--allow-any",
+        "--ca-url",
+        "https://127.0.0.1:9",
+        "--root-sha256",
+        "not-a-fingerprint",
     ];
-    a.extend(&flags);
-    a.extend(["--token", "x.y.z"]);
+    a.extend(valid.iter().map(String::as_str));
     let o = mutual(&a);
     assert_eq!(o.code, 2, "{}", o.stderr);
-    assert!(o.stderr.contains("--root-sha256"), "{}", o.stderr);
+    assert!(o.stderr.contains("fingerprint"), "{}", o.stderr);
 }

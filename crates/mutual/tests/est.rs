@@ -1546,4 +1546,67 @@ fn an_agent_enrolls_its_node_over_est_with_a_factory_certificate() {
         .file_name()
         .to_string_lossy()
         .starts_with(".est-enroll")));
+
+    // A node without a factory certificate: a one-time token over EST, the root pinned by its
+    // fingerprint (nothing to trust yet on the node); the root is written to --ca.
+    let node2 = t.join("node2");
+    let token = ca.token(&["uri:spiffe://fleet.example/node/T1"], "1h", "client");
+    let mut c = mutual_cmd(
+        None,
+        &[
+            "agent",
+            "--est",
+            &url,
+            "--token",
+            &token,
+            "--root-sha256",
+            &ca.fingerprint(),
+            "--socket",
+            s(&node2.join("agent.sock")),
+            "--cert",
+            s(&node2.join("n.pem")),
+            "--key",
+            s(&node2.join("n.key")),
+            "--ca",
+            s(&node2.join("root.pem")),
+        ],
+    );
+    let log2 = t.join("agent2.log");
+    let _agent2 = mutual_test::spawn_logged(&mut c, &log2);
+    let text2 = || std::fs::read_to_string(&log2).unwrap_or_default();
+    let up = eventually(Duration::from_secs(60), || {
+        std::os::unix::net::UnixStream::connect(node2.join("agent.sock"))
+            .is_ok()
+            .then_some(())
+    });
+    assert!(up.is_some(), "the agent did not listen:\n{}", text2());
+    assert!(
+        text2().contains("node=spiffe://fleet.example/node/T1"),
+        "{}",
+        text2()
+    );
+    assert!(!text2().contains(&token), "the token leaked into the log");
+    assert_eq!(
+        std::fs::read(node2.join("root.pem")).unwrap(),
+        std::fs::read(&root).unwrap()
+    );
+    // Neither a factory certificate nor a token: said, exit 2.
+    let o = mutual(&[
+        "agent",
+        "--est",
+        &url,
+        "--est-ca",
+        s(&root),
+        "--socket",
+        s(&t.join("n3.sock")),
+        "--cert",
+        s(&t.join("n3.pem")),
+        "--key",
+        s(&t.join("n3.key")),
+        "--ca",
+        s(&root),
+    ]);
+    o.fails_with(
+        "a factory certificate (--bootstrap-cert and --bootstrap-key) or a token (--token)",
+    );
 }
