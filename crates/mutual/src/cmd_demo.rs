@@ -23,15 +23,19 @@ const DENIED: &str = "spiffe://demo.mutual/client/denied";
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Keep the CA, certificates and audit log in DIR (created; must not hold a CA yet) instead
-    /// of a temporary directory removed at the end.
+    /// Keep the CA, certificates and audit log in DIR (a new or empty directory: the demo
+    /// writes root.pem, server.pem, ... and would replace what is there) instead of a
+    /// temporary directory removed at the end.
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (dir, temporary) = match &args.keep {
-        Some(d) => (d.clone(), false),
+        Some(d) => {
+            refuse_non_empty(d)?;
+            (d.clone(), false)
+        }
         None => {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -60,6 +64,28 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `--keep DIR` must be new or empty: the demo's files (root.pem, server.pem, ca/...) would
+/// replace an operator's own, such as a CA directory's root.pem.
+fn refuse_non_empty(d: &Path) -> anyhow::Result<()> {
+    let holds = match std::fs::read_dir(d) {
+        Ok(mut entries) => entries.next().is_some(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(_) if d.exists() => true,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", d.display())),
+    };
+    if holds {
+        return Err(crate::errors::user(
+            "exists",
+            format!(
+                "--keep {} is not a new or empty directory; nothing was changed",
+                d.display()
+            ),
+            "give a directory that does not exist yet (the demo creates it)",
+        ));
+    }
+    Ok(())
+}
+
 struct Files {
     root: PathBuf,
     server: (PathBuf, PathBuf),
@@ -84,7 +110,7 @@ fn issue_to(dir: &Path, stem: &str, name: &str, sans: Vec<San>, usage: Usage) ->
             cert: dir.join(format!("{stem}.pem")),
             key: dir.join(format!("{stem}.key")),
             p12: None,
-            force: true,
+            force: false,
             journal: None,
         }),
     }

@@ -41,4 +41,20 @@ fn demo_shows_allowed_denied_and_no_certificate() {
     }
     let audit = std::fs::read_to_string(keep.join("audit.log")).unwrap();
     assert!(audit.lines().count() >= 4, "{audit}");
+
+    // --keep on a directory that holds anything (here the kept demo, whose CA is in ca/; an
+    // operator's CA directory would have had its root.pem replaced) is refused, nothing changed.
+    let before = std::fs::read(keep.join("root.pem")).unwrap();
+    let again = Command::new(BIN)
+        .args(["demo", "--keep", keep.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is not a new or empty directory; nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(keep.join("root.pem")).unwrap(), before);
+    assert!(!String::from_utf8_lossy(&again.stdout).contains("CA \"Mutual Demo CA\""));
 }
