@@ -129,8 +129,8 @@ pub struct CrlArgs {
     pub dir: DirArg,
     #[command(flatten)]
     pub password: PasswordArg,
-    /// Write the CRL here: PEM when the name ends in .pem, DER otherwise. Without --out, PEM
-    /// goes to stdout.
+    /// Write the CRL here: PEM when the name ends in .pem, DER otherwise (an existing file is
+    /// replaced only if it holds a CRL). Without --out, PEM goes to stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// How long relying parties may use this CRL (its nextUpdate).
@@ -385,8 +385,34 @@ pub fn absolute_store(
     })
 }
 
+/// `ca crl --out FILE` replaces a CRL (a cron job refreshing the file `serve --crl` reads), never
+/// anything else: a slip such as `--out root.pem` would have put a CRL where the CA's root
+/// certificate was. Checked before the CRL is signed, so nothing changes (not the CRL number).
+fn refuse_replacing_a_non_crl(path: &std::path::Path) -> anyhow::Result<()> {
+    let Ok(data) = std::fs::read(path) else {
+        return Ok(()); // absent (or unreadable: the write says so)
+    };
+    let is_crl = data.is_empty()
+        || String::from_utf8_lossy(&data).contains("-----BEGIN X509 CRL-----")
+        || mutual_pki::inspect::crl_info(&data).is_ok();
+    if is_crl {
+        return Ok(());
+    }
+    Err(crate::errors::user(
+        "exists",
+        format!(
+            "{} exists and does not hold a CRL; refusing to replace it (nothing was changed)",
+            path.display()
+        ),
+        "give --out a new file, or the CRL file to refresh",
+    ))
+}
+
 fn crl(a: CrlArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
+    if let Some(out) = &a.out {
+        refuse_replacing_a_non_crl(out)?;
+    }
     let password = a.password.get_for(
         &dir,
         KeysUsed {

@@ -283,6 +283,19 @@ fn revocation_and_crls_are_accepted_by_openssl_with_the_root_key_offline() {
         "{}",
         o.stdout
     );
+
+    // --out replaces a CRL (PEM or DER: the refresh a cron job does), never anything else: a
+    // slip onto the CA's root.pem is refused before a CRL is signed (the number stays).
+    mutual(&["ca", "crl", "--dir", ca.d(), "--out", s(&crl_der)]).ok();
+    mutual(&["ca", "crl", "--dir", ca.d(), "--out", s(&crl_pem)]).ok();
+    let root = std::path::Path::new(ca.d()).join("root.pem");
+    let before = std::fs::read(&root).unwrap();
+    mutual(&["ca", "crl", "--dir", ca.d(), "--out", s(&root)])
+        .fails_with("root.pem exists and does not hold a CRL; refusing to replace it");
+    assert_eq!(std::fs::read(&root).unwrap(), before);
+    let o = mutual(&["ca", "crl", "--dir", ca.d(), "--out", s(&crl_der), "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["crl_number"], "06", "{v}");
 }
 
 #[test]
