@@ -157,7 +157,8 @@ fn parse_ui_listen(s: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{s:?} is not an address:port"))?;
     if !a.ip().is_loopback() {
         return Err(format!(
-            "{a} is not a loopback address: the console without client certificates listens              on 127.0.0.1 or [::1] only (use the main listener with --admin for remote access)"
+            "{a} is not a loopback address: the console without client certificates listens \
+             on 127.0.0.1 or [::1] only (use the main listener with --admin for remote access)"
         ));
     }
     Ok(a)
@@ -270,8 +271,35 @@ async fn termination_signal(signals: Option<mutual_proxy::shutdown::TerminationS
     }
 }
 
+/// Two of this server's own listeners on one port (the same address, or one of them on
+/// 0.0.0.0/[::]): said as such, not as "another process listens on that address".
+fn listeners_apart(a: &ServeArgs) -> anyhow::Result<()> {
+    let given: Vec<(&str, SocketAddr)> = [
+        ("--listen", Some(a.listen)),
+        ("--ocsp-listen", a.ocsp_listen),
+        ("--ui-listen", a.ui_listen),
+    ]
+    .into_iter()
+    .filter_map(|(f, x)| x.map(|x| (f, x)))
+    .collect();
+    for (i, (f1, x)) in given.iter().enumerate() {
+        for (f2, y) in &given[i + 1..] {
+            let overlap = x.ip() == y.ip() || x.ip().is_unspecified() || y.ip().is_unspecified();
+            if x.port() != 0 && x.port() == y.port() && overlap {
+                return Err(crate::errors::user(
+                    "usage",
+                    format!("{f1} {x} and {f2} {y} are the same port: each needs its own"),
+                    "give each listener its own port",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&a.log_format);
+    listeners_apart(&a)?;
     let dir = a.dir.resolve()?;
     let acme = crate::cmd_acme::serve_config(&a.acme, &dir)?;
     let est = est_config(&a)?;

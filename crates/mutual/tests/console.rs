@@ -582,10 +582,35 @@ fn ui_listen_must_be_loopback() {
     let o = mutual(&["ca", "serve", "--dir", ca.d(), "--ui-listen", "0.0.0.0:1"]);
     assert_eq!(o.code, 2, "{}", o.text());
     assert!(
-        o.text().contains("is not a loopback address"),
+        o.text()
+            .contains("is not a loopback address: the console without client certificates listens on 127.0.0.1"),
         "{}",
         o.text()
     );
+    // The server's own listeners on one port: said so, not "another process listens there".
+    for (flag, addr) in [
+        ("--ui-listen", "127.0.0.1:7443"),
+        ("--ocsp-listen", "127.0.0.1:7443"),
+    ] {
+        let o = mutual(&[
+            "ca",
+            "serve",
+            "--dir",
+            ca.d(),
+            "--listen",
+            "0.0.0.0:7443",
+            flag,
+            addr,
+        ]);
+        assert_eq!(o.code, 2, "{}", o.text());
+        assert!(
+            o.text().contains(&format!(
+                "--listen 0.0.0.0:7443 and {flag} {addr} are the same port"
+            )),
+            "{}",
+            o.text()
+        );
+    }
 }
 
 /// The managed policy that makes Chromium present the NSS db's certificate to 127.0.0.1
