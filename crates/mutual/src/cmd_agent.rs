@@ -266,8 +266,9 @@ fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     // own renewer below.
     match &a.est.est {
         Some(url) => {
-            a.enroll.check(true)?;
-            enroll_est(url, &a.est, &a.enroll, &cert, &key, &ca)?;
+            let enroll = a.enroll.resolved()?;
+            enroll.check(true)?;
+            enroll_est(url, &a.est, &enroll, &cert, &key, &ca)?;
         }
         None => drop(crate::cmd_enroll::prepare(&a.enroll, &cert, &key, &ca)?),
     }

@@ -57,15 +57,21 @@ pub struct EnrollCmdArgs {
     #[arg(long, value_name = "URL", required_unless_present = "est")]
     pub ca_url: Vec<String>,
 
-    /// One-time enrollment token from `mutual token create` (or $MUTUAL_TOKEN).
+    /// One-time enrollment token from `mutual token create` (or $MUTUAL_TOKEN, or
+    /// --token-file).
     #[arg(
         long,
         value_name = "TOKEN",
         env = "MUTUAL_TOKEN",
         hide_env_values = true,
-        required_unless_present_any = ["est"]
+        required_unless_present_any = ["est", "token_file"]
     )]
     pub token: Option<String>,
+
+    /// Read the token from FILE (its first line) instead: a --token value is visible to every
+    /// user of the machine (ps, /proc/PID/cmdline) until the command ends.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
 
     /// SHA-256 fingerprint of the CA root (hex; colons optional, any case).
     #[arg(long, value_name = "FINGERPRINT", required_unless_present_any = ["est"])]
@@ -175,12 +181,38 @@ pub struct EnrollArgs {
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
 
+    /// Read that token from FILE (its first line) instead of --token, whose value every user of
+    /// the machine can read (ps, /proc/PID/cmdline) while the process runs.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+
     /// SHA-256 fingerprint of the CA root to pin when enrolling (hex, colons optional).
     #[arg(long, value_name = "FINGERPRINT")]
     pub root_sha256: Option<String>,
 }
 
+/// The token in `file`: its first line, trimmed (a file that `mutual token create > FILE` wrote).
+pub(crate) fn read_token_file(file: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read --token-file {}", file.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim().to_string();
+    if token.is_empty() {
+        anyhow::bail!("--token-file {} is empty", file.display());
+    }
+    Ok(token)
+}
+
 impl EnrollArgs {
+    /// These flags with --token-file read into `token` (the one place the rest looks).
+    pub fn resolved(&self) -> anyhow::Result<EnrollArgs> {
+        let mut out = self.clone();
+        if let Some(f) = &self.token_file {
+            out.token = Some(read_token_file(f)?);
+            out.token_file = None;
+        }
+        Ok(out)
+    }
+
     /// What clap cannot say for every command that flattens these (`agent --est` takes
     /// --token and --root-sha256 without --ca-url): with --ca-url, a token needs the root pin,
     /// and a pin must be a fingerprint even while the certificate is still valid (a typo found
@@ -208,10 +240,13 @@ impl EnrollArgs {
     }
 }
 
-pub fn run_enroll(args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
+pub fn run_enroll(mut args: EnrollCmdArgs) -> anyhow::Result<ExitCode> {
     // What the attempt logs on the way (a CA replica that failed, the next one tried) reaches
     // stderr; the result itself is printed.
     init_logging("human");
+    if let Some(f) = args.token_file.take() {
+        args.token = Some(read_token_file(&f)?);
+    }
     if let Some(est) = &args.est.est {
         let o = crate::cmd_est::enroll_options(
             est,
@@ -517,6 +552,7 @@ pub fn prepare(
     key: &Path,
     ca: &Path,
 ) -> anyhow::Result<Option<Renewer>> {
+    let args = &args.resolved()?;
     args.check(false)?;
     if args.ca_url.is_empty() {
         return Ok(None);

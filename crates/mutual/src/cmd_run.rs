@@ -204,6 +204,7 @@ fn enroll_args(e: &config::Enrollment) -> anyhow::Result<crate::cmd_enroll::Enro
         // Every replica of the list: mutual-enroll fails over between them.
         ca_url: e.ca_url.clone(),
         token,
+        token_file: None,
         root_sha256: e.root_sha256.clone(),
     })
 }

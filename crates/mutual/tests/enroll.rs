@@ -154,8 +154,18 @@ fn enroll_and_renew_speak_json() {
     let token = ca.token(&["dns:json.test"], "1h", "both");
     let work = tempfile::tempdir().unwrap();
     let (url, pin) = (ca.url(), ca.fingerprint());
+    // The token from a file (as `token create > FILE` writes it), not on the command line.
+    let token_file = work.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let enroll = |out: &Path| {
-        let pinned = ["--token", &token, "--root-sha256", &pin, "--out", s(out)];
+        let pinned = [
+            "--token-file",
+            s(&token_file),
+            "--root-sha256",
+            &pin,
+            "--out",
+            s(out),
+        ];
         mutual(&[&["enroll", "--ca-url", &url][..], &pinned, &["--json"]].concat())
     };
     let json = |o: &pki_common::Out| -> serde_json::Value {
@@ -182,6 +192,38 @@ fn enroll_and_renew_speak_json() {
         (v["protocol"].as_str(), v["key_generated_by"].as_str()),
         (Some("native"), Some("here"))
     );
+
+    // --token-file that is empty, or beside --token: usage errors.
+    let empty = work.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let o = mutual(&[
+        "enroll",
+        "--ca-url",
+        &url,
+        "--token-file",
+        s(&empty),
+        "--root-sha256",
+        &pin,
+        "--out",
+        s(&work.path().join("e")),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(o.stderr.contains("is empty"), "{}", o.text());
+    let o = mutual(&[
+        "enroll",
+        "--ca-url",
+        &url,
+        "--token",
+        "x",
+        "--token-file",
+        s(&token_file),
+        "--root-sha256",
+        &pin,
+        "--out",
+        s(&work.path().join("e")),
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(o.stderr.contains("cannot be used with"), "{}", o.text());
 
     // The token is spent: the CA's reason, as JSON on stdout, exit 1.
     let o = enroll(&work.path().join("again"));

@@ -231,10 +231,12 @@ pub fn enrolled_pair(
     fp: &str,
     mint: impl Fn(&[&str], &str) -> String,
 ) -> EnrolledPair {
-    let proxy_args = |dir: &Path, token: &str, extra: &[&str]| -> Vec<String> {
+    // `token` is the flag and its value: serve reads its token from a file (--token-file),
+    // connect takes it on the command line.
+    let proxy_args = |dir: &Path, token: [&str; 2], extra: &[&str]| -> Vec<String> {
         let mut a = pair_in(
             dir,
-            &["--ca-url", ca_url, "--token", token, "--root-sha256", fp],
+            &["--ca-url", ca_url, token[0], token[1], "--root-sha256", fp],
         );
         a.extend(extra.iter().map(|s| s.to_string()));
         a
@@ -242,18 +244,24 @@ pub fn enrolled_pair(
     let sdir = work.join("serve");
     let cdir = work.join("connect");
     let st = mint(&["dns:localhost", "ip:127.0.0.1"], "both");
+    let st_file = work.join("serve.token");
+    std::fs::write(&st_file, format!("{st}\n")).unwrap();
     let serve = spawn_proxy(
         "serve",
         "--backend",
         &http_backend().addr.to_string(),
-        &proxy_args(&sdir, &st, &["--allow-spiffe", OK_ID]),
+        &proxy_args(
+            &sdir,
+            ["--token-file", st_file.to_str().unwrap()],
+            &["--allow-spiffe", OK_ID],
+        ),
     );
     let ct = mint(&[&format!("uri:{OK_ID}")], "client");
     let connect = spawn_proxy(
         "connect",
         "--remote",
         &serve.addr().to_string(),
-        &proxy_args(&cdir, &ct, &[]),
+        &proxy_args(&cdir, ["--token", &ct], &[]),
     );
     EnrolledPair {
         serve,
