@@ -148,6 +148,27 @@ pub fn parse_key_type_filter(s: &str) -> Result<String, String> {
     }
 }
 
+impl KeyKind {
+    /// The key type a new key of this kind is made as (an RSA key of any size: rsa-3072, the
+    /// one RSA size mutual generates); `None` for kinds mutual does not generate.
+    pub fn key_type(&self) -> Option<KeyType> {
+        match self {
+            KeyKind::EcdsaP256 => Some(KeyType::EcdsaP256),
+            KeyKind::EcdsaP384 => Some(KeyType::EcdsaP384),
+            KeyKind::Ed25519 => Some(KeyType::Ed25519),
+            KeyKind::Rsa => Some(KeyType::Rsa3072),
+            _ => None,
+        }
+    }
+}
+
+/// The key type of the certificate `der`'s key, to make its successor's key alike (`renew
+/// --new-key`, EST re-enrollment); `None` when it cannot be read or mutual makes no such key.
+pub fn key_type_of_certificate(der: &[u8]) -> Option<KeyType> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    KeyKind::of(cert.public_key()).0.key_type()
+}
+
 /// The kind of a key the CA generates.
 impl From<KeyType> for KeyKind {
     fn from(kt: KeyType) -> KeyKind {

@@ -137,14 +137,10 @@ pub struct RenewArgs {
     #[arg(long)]
     pub new_key: bool,
 
-    /// Key algorithm for --new-key: ecdsa-p256, ecdsa-p384, ed25519, rsa-3072.
-    #[arg(
-        long,
-        value_name = "TYPE",
-        default_value = "ecdsa-p256",
-        requires = "new_key"
-    )]
-    pub key_type: String,
+    /// Key algorithm for --new-key (with --est, of every re-enrollment's new key): ecdsa-p256,
+    /// ecdsa-p384, ed25519, rsa-3072 [default: the current certificate's key type].
+    #[arg(long, value_name = "TYPE", requires = "new_key")]
+    pub key_type: Option<String>,
 
     /// Log format on stderr: human or json (once: the replicas tried; --daemon: every
     /// renewal too). The level comes from RUST_LOG.
@@ -405,11 +401,24 @@ fn renew_options(args: &RenewArgs) -> anyhow::Result<RenewOptions> {
         key: args.key.clone(),
         ca,
         new_key: if args.new_key {
-            Some(key_type(&args.key_type)?)
+            Some(new_key_type(args)?)
         } else {
             None
         },
     })
+}
+
+/// The type of a new key: --key-type, else the current certificate's (a P-384 or Ed25519 key
+/// stays one across renewals; an RSA key becomes RSA-3072).
+fn new_key_type(args: &RenewArgs) -> anyhow::Result<KeyType> {
+    if let Some(s) = &args.key_type {
+        return key_type(s);
+    }
+    let chain = mutual_tls::load::load_certs(&args.cert)?;
+    Ok(chain
+        .first()
+        .and_then(|c| mutual_pki::keys::key_type_of_certificate(c.as_ref()))
+        .unwrap_or_default())
 }
 
 pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
@@ -429,7 +438,7 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
             cert: args.cert.clone(),
             key: args.key.clone(),
             ca: trust_file(&args)?,
-            key_type: key_type(&args.key_type)?,
+            key_type: new_key_type(&args)?,
         };
         // Fail on unreadable or mismatched files before anything else (exit 2).
         mutual_enroll::files::load_current(&o.cert, &o.key)?;

@@ -363,6 +363,14 @@ fn renew_once_keeps_the_names_and_can_change_the_key() {
     assert!(o.stderr.contains("https://127.0.0.1:1"), "{}", o.stderr);
     let fourth = leaf_of(&cert);
     assert_ne!(fourth.serial, third.serial);
+    // --key-type changes the kind; a later --new-key keeps the current kind (it used to go
+    // back to P-256).
+    let bits = || pki_common::x509(&cert, &["-text"]);
+    renew(&["--new-key", "--key-type", "ecdsa-p384"]);
+    assert!(bits().contains("(384 bit)"), "{}", bits());
+    renew(&["--new-key"]);
+    assert!(bits().contains("(384 bit)"), "{}", bits());
+    assert_eq!(pubkey_of_cert(&cert), pubkey_of_key(&key));
 }
 
 #[test]

@@ -1171,6 +1171,8 @@ fn enroll_and_renew_with_the_est_client() {
             s(&fkey),
             "--root-sha256",
             &fp,
+            "--key-type",
+            "ecdsa-p384",
         ],
         &dir,
     ))
@@ -1212,6 +1214,9 @@ fn enroll_and_renew_with_the_est_client() {
     assert_eq!(hooked().trim(), second);
     assert_ne!(first, second);
     assert_ne!(std::fs::read(&key).unwrap(), key_before);
+    // The new key is of the current one's kind (P-384 here; it used to be P-256 always).
+    let text = x509(&cert, &["-text"]);
+    assert!(text.contains("(384 bit)"), "{text}");
     assert_eq!(
         by_serial(row(&ca.inventory(), &second), "est:reenroll:"),
         first
