@@ -12,6 +12,7 @@ pub mod human;
 mod identity;
 pub mod pattern;
 pub mod spiffe;
+pub mod suffixes;
 
 use serde::Deserialize;
 

@@ -265,8 +265,19 @@ fn bad_csrs_are_refused_and_nothing_is_recorded() {
     ca.issue("p384", &["--csr", s(&good), "--key-type", "ecdsa-p384"])
         .fails_with("the argument '--csr <FILE>' cannot be used with '--key-type <KEY_TYPE>'");
 
+    // A wildcard over a public suffix: refused before signing (every way in goes through the
+    // CA's one check). It used to be issued, recorded and written, then reported as "bug: ...
+    // fails its own lint".
+    ca.issue("wild", &["--san", "dns:*.example"]).fails_with(
+        "invalid name \"*.example\": a wildcard directly on the public suffix \"example\"",
+    );
+    ca.issue("wilduk", &["--csr", s(&good), "--san", "dns:*.co.uk"])
+        .fails_with("a wildcard directly on the public suffix \"co.uk\"");
+
     assert!(ca.inventory().is_empty());
     assert_eq!(std::fs::read_dir(&ca.out).unwrap().count(), 0);
+    // One label further down is a wildcard like any other.
+    ca.issue("corp", &["--san", "dns:*.corp.example"]).ok();
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! come from [`IssueOptions`] and the CA's configuration (trust domain, permitted DNS names, the
 //! intermediate's validity), never from the requester; [`Ca::check`] refuses what the CA must
 //! not sign before anything is signed, and `leaf_params` builds the certificate.
+use mutual_policy::suffixes;
 use std::time::Duration;
 
 use rcgen::{
@@ -127,6 +128,26 @@ impl Ca {
         if matches!(o.usage, Usage::Server | Usage::Both) && !o.sans.iter().any(San::names_a_server)
         {
             return Err(PkiError::ServerNeedsSan);
+        }
+        // What the lint calls an error in a leaf the CA made (cmd_lint's check_own: "bug")
+        // must be refused here, before anything is signed, for every way in (CLI, /v1/sign,
+        // ACME, EST).
+        for s in &o.sans {
+            let Some(base) = (match s {
+                San::Dns(d) => d.strip_prefix("*."),
+                _ => None,
+            }) else {
+                continue;
+            };
+            if suffixes::classify(base) == Some(suffixes::Kind::Icann) {
+                return Err(PkiError::InvalidName {
+                    name: format!("*.{base}"),
+                    detail: format!(
+                        "a wildcard directly on the public suffix {base:?} would cover every \
+                         domain under it (CABF BR 3.2.2.6); name a domain: *.corp.{base}"
+                    ),
+                });
+            }
         }
         let spiffe: Vec<&str> = o.sans.iter().filter_map(San::spiffe_id).collect();
         if spiffe.len() > 1 {

@@ -14,7 +14,7 @@
 //! already here; nothing in it does I/O. Each rule has an id, a severity, the section it comes
 //! from and a sentence ([`RULES`]); a [`Finding`] names the rule, the certificate and the fact.
 
-mod suffixes;
+use mutual_policy::suffixes;
 
 use std::net::IpAddr;
 

@@ -1,4 +1,5 @@
-//! A small built-in list of public suffixes, for the `san-wildcard-public-suffix` rule.
+//! A small built-in list of public suffixes: the lint's `san-wildcard-public-suffix` rule
+//! (mutual-tls), and the CA's refusal to issue such a wildcard in the first place (mutual-pki).
 //!
 //! Not the Public Suffix List (about 10,000 entries that change weekly): mutual is a private
 //! PKI tool and carries no data file it would have to keep current. These are the generic and
