@@ -86,6 +86,42 @@ enum Command {
     Man(cmd_docs::ManArgs),
 }
 
+/// Whether the command prints a report and exits (`cert list`, `probe`, `token create`...)
+/// rather than serving connections or running as a daemon (serve, connect, run, `ca serve`,
+/// agent, `renew --daemon`, the demo's proxies).
+fn prints_and_exits(c: &Command) -> bool {
+    match c {
+        Command::Serve(_) | Command::Connect(_) | Command::Run(_) | Command::Demo(_) => false,
+        Command::Ca(cmd_ca::CaCommand::Serve(_)) => false,
+        Command::Agent(a) => a.entry.is_some(),
+        Command::Renew(a) => !a.daemon,
+        _ => true,
+    }
+}
+
+/// `mutual cert list | head` ends as `ls | head` does: quietly, with the status a shell gives a
+/// process SIGPIPE ended (141), once head has read enough. It panicked with "failed printing to
+/// stdout: Broken pipe" and a backtrace. Rust ignores SIGPIPE (a write to a closed socket must
+/// fail, not kill the process) and the workspace forbids the unsafe call that would restore it,
+/// so the panic `println!` raises for a closed stdout is what ends the command.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        // `println!`'s "failed printing to stdout: Broken pipe", clap_complete's "failed to
+        // write completion file: ... BrokenPipe": these commands touch no socket that panics.
+        if msg.contains("Broken pipe") || msg.contains("BrokenPipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     // With --json anywhere on the line, errors are JSON too (docs/json.md), even the ones clap
@@ -112,6 +148,9 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
+    if prints_and_exits(&cli.command) {
+        quiet_broken_pipe();
+    }
     let result = match cli.command {
         Command::Ca(c) => cmd_ca::run(c),
         // `cert issue --batch` builds on `cert issue`'s flags and helpers, so it is dispatched

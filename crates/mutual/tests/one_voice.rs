@@ -771,3 +771,36 @@ fn http_connect_gets_a_sentence_that_fits() {
     assert!(detail.contains("CONNECT"), "{detail}");
     assert!(!detail.contains("not valid TLS"), "{detail}");
 }
+
+/// A reader that leaves early (`mutual cert list | head`): the command ends as `ls | head` does,
+/// with the status of a SIGPIPE death (141) and nothing on stderr; it panicked with "failed
+/// printing to stdout: Broken pipe" and a backtrace. The completion script is larger than a
+/// pipe's buffer, so the write after the reader left is certain.
+#[test]
+fn a_reader_that_leaves_early_ends_the_command_quietly() {
+    // `cert inspect` of a bundle of 300 certificates prints far more than a pipe holds.
+    let pki = mutual_test::TestPki::new("pipe");
+    let leaf = pki.leaf("p", mutual_test::LeafOpts::new("p").san("dns:p.test"));
+    let bundle = pki.path("bundle.pem");
+    std::fs::write(
+        &bundle,
+        std::fs::read_to_string(&leaf.cert).unwrap().repeat(300),
+    )
+    .unwrap();
+    for args in [
+        vec!["completions", "bash"],
+        vec!["cert", "inspect", s(&bundle)],
+    ] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mutual"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
