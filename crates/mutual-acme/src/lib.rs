@@ -1050,11 +1050,14 @@ impl Acme {
                 "the order is already being finalized",
             ));
         }
-        let name = body
-            .identifiers
-            .first()
-            .map(|i| i.value.clone())
-            .unwrap_or_default();
+        // The CN: the first identifier as its SAN is written (lowercase, an IP in its canonical
+        // form), so that it repeats the SAN verbatim (CABF BR 7.1.4.3; the CA refuses a CN
+        // naming a SAN in another form).
+        let name = match wanted.first() {
+            Some(San::Dns(v) | San::Uri(v) | San::Email(v)) => v.clone(),
+            Some(San::Ip(ip)) => ip.to_string(),
+            None => String::new(),
+        };
         let req = IssueRequest {
             profile: IssueOptions {
                 name: name.chars().take(64).collect(),

@@ -6,6 +6,7 @@
 //! Nothing matches an empty policy: deny is the default.
 #![forbid(unsafe_code)]
 
+pub mod cn;
 pub mod dn;
 pub mod facts;
 pub mod human;

@@ -273,6 +273,16 @@ fn bad_csrs_are_refused_and_nothing_is_recorded() {
     );
     ca.issue("wilduk", &["--csr", s(&good), "--san", "dns:*.co.uk"])
         .fails_with("a wildcard directly on the public suffix \"co.uk\"");
+    // NAME (the CN) naming a SAN in another form, or an IDN: refused before signing too (they
+    // were issued and then called "bug" by the same self-lint).
+    ca.issue("Web.Example.com", &["--san", "dns:web.example.com"])
+        .fails_with(
+            "names the SAN \"web.example.com\" in another form; write it as the SAN is written",
+        );
+    ca.issue("2001:DB8::1", &["--san", "ip:2001:db8::1"])
+        .fails_with("names the SAN \"2001:db8::1\" in another form");
+    ca.issue("bücher.example", &["--san", "dns:xn--bcher-kva.example"])
+        .fails_with("is an internationalized domain name; write it in its ASCII form");
 
     assert!(ca.inventory().is_empty());
     assert_eq!(std::fs::read_dir(&ca.out).unwrap().count(), 0);

@@ -2,7 +2,7 @@
 //! come from [`IssueOptions`] and the CA's configuration (trust domain, permitted DNS names, the
 //! intermediate's validity), never from the requester; [`Ca::check`] refuses what the CA must
 //! not sign before anything is signed, and `leaf_params` builds the certificate.
-use mutual_policy::suffixes;
+use mutual_policy::{cn, suffixes};
 use std::time::Duration;
 
 use rcgen::{
@@ -146,6 +146,35 @@ impl Ca {
                         "a wildcard directly on the public suffix {base:?} would cover every \
                          domain under it (CABF BR 3.2.2.6); name a domain: *.corp.{base}"
                     ),
+                });
+            }
+        }
+        // NAME becomes the CN: one that names a SAN must repeat it as the SAN is written.
+        if !o.sans.is_empty() {
+            let texts: Vec<String> = o
+                .sans
+                .iter()
+                .map(|s| match s {
+                    San::Dns(v) | San::Uri(v) | San::Email(v) => v.clone(),
+                    San::Ip(ip) => ip.to_string(),
+                })
+                .collect();
+            let detail = match cn::against_sans(name, &texts) {
+                cn::CnVsSans::OtherForm(same) => Some(format!(
+                    "the certificate's name (its CN) names the SAN {same:?} in another form; \
+                     write it as the SAN is written, {same} (CABF BR 7.1.4.3)"
+                )),
+                cn::CnVsSans::Idn => Some(
+                    "the certificate's name (its CN) is an internationalized domain name; write \
+                     it in its ASCII form (A-labels, xn--...), as a dns: SAN is (CABF BR 7.1.4.3)"
+                        .to_string(),
+                ),
+                cn::CnVsSans::Verbatim | cn::CnVsSans::NotASan => None,
+            };
+            if let Some(detail) = detail {
+                return Err(PkiError::InvalidName {
+                    name: name.to_string(),
+                    detail,
                 });
             }
         }

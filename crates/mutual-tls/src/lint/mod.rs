@@ -14,6 +14,7 @@
 //! already here; nothing in it does I/O. Each rule has an id, a severity, the section it comes
 //! from and a sentence ([`RULES`]); a [`Finding`] names the rule, the certificate and the fact.
 
+use mutual_policy::cn::CnVsSans;
 use mutual_policy::suffixes;
 
 use std::net::IpAddr;
@@ -455,24 +456,20 @@ pub fn lint_cert(der: &[u8], role: Role) -> Vec<Finding> {
             .collect();
         if san.is_some() {
             for cn in &cns {
-                if names.iter().any(|n| n == cn) {
-                    continue;
-                }
-                if let Some(same) = names.iter().find(|n| same_name(cn, n)) {
-                    o.hit(
+                match mutual_policy::cn::against_sans(cn, &names) {
+                    CnVsSans::Verbatim => {}
+                    CnVsSans::OtherForm(same) => o.hit(
                         "cn-san-not-verbatim",
                         format!("the commonName {cn:?} names the subjectAltName value {same:?} in another form"),
-                    );
-                } else if !cn.is_ascii() && cn.contains('.') {
-                    o.hit(
+                    ),
+                    CnVsSans::Idn => o.hit(
                         "cn-san-not-verbatim",
                         format!("the commonName {cn:?} is an internationalized domain name; a dNSName is ASCII (A-labels)"),
-                    );
-                } else {
-                    o.hit(
+                    ),
+                    CnVsSans::NotASan => o.hit(
                         "cn-not-in-san",
                         format!("the commonName {cn:?} is not one of the subjectAltName values {names:?}"),
-                    );
+                    ),
                 }
             }
         }
@@ -622,53 +619,6 @@ pub fn lint_cert(der: &[u8], role: Role) -> Vec<Finding> {
         }
     }
     v
-}
-
-/// Whether a commonName denotes the SAN value `san` without being its verbatim copy: a DNS
-/// name differing in case, or an IP address written another way (hex, leading zeros,
-/// uppercase, uncompressed IPv6).
-fn same_name(cn: &str, san: &str) -> bool {
-    if cn.eq_ignore_ascii_case(san) {
-        return true;
-    }
-    let Ok(ip) = san.parse::<IpAddr>() else {
-        return false;
-    };
-    match ip {
-        IpAddr::V6(v6) => cn.parse::<std::net::Ipv6Addr>().is_ok_and(|c| c == v6),
-        IpAddr::V4(v4) => lenient_ipv4(cn) == Some(u32::from(v4)),
-    }
-}
-
-/// IPv4 as inet_aton reads it (hex `0x..`, leading zeros, one to four parts), for
-/// recognizing an address written in a non-canonical form.
-fn lenient_ipv4(s: &str) -> Option<u32> {
-    let parts: Vec<&str> = s.split('.').collect();
-    if parts.is_empty() || parts.len() > 4 {
-        return None;
-    }
-    let nums = parts
-        .iter()
-        .map(
-            |p| match p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
-                Some(h) => u32::from_str_radix(h, 16).ok(),
-                None => p.parse::<u32>().ok(),
-            },
-        )
-        .collect::<Option<Vec<u32>>>()?;
-    let (last, head) = nums.split_last()?;
-    let mut v: u32 = 0;
-    for (i, n) in head.iter().enumerate() {
-        if *n > 255 {
-            return None;
-        }
-        v |= n << (24 - 8 * i);
-    }
-    let room = 32 - 8 * head.len();
-    if room < 32 && u64::from(*last) >= (1u64 << room) {
-        return None;
-    }
-    Some(v | last)
 }
 
 /// The strict profile's check on the name a peer was verified for: a DNS name the leaf

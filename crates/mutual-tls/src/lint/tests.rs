@@ -39,13 +39,3 @@ fn dns_syntax() {
     );
     assert_eq!(suffixes::classify("example.co.uk"), None);
 }
-
-#[test]
-fn cn_forms() {
-    assert!(same_name("Example.COM", "example.com"));
-    assert!(same_name("0xC0A80101", "192.168.1.1"));
-    assert!(same_name("192.168.001.001", "192.168.1.1"));
-    assert!(same_name("2001:DB8::1", "2001:db8::1"));
-    assert!(!same_name("other.example.com", "example.com"));
-    assert!(!same_name("10.0.0.1", "192.168.1.1"));
-}
