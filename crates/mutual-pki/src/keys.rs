@@ -68,7 +68,7 @@ impl KeyKind {
                 (kind, bits)
             }
             "1.2.840.113549.1.1.1" => match spki.parsed() {
-                Ok(PublicKey::RSA(r)) => (KeyKind::Rsa, r.key_size()),
+                Ok(PublicKey::RSA(r)) => (KeyKind::Rsa, bit_length(r.modulus)),
                 _ => (KeyKind::RsaUnparsable, 0),
             },
             _ => (KeyKind::Other(oid), 0),
@@ -93,11 +93,18 @@ impl KeyKind {
     }
 
     /// Whether the CA signs certificates for a key of this kind and size: ECDSA P-256/P-384,
-    /// Ed25519, RSA of at least 2048 bits. `what` names the key in the message ("the CSR's key").
+    /// Ed25519, RSA of at least 2048 bits in whole bytes. `what` names the key in the message ("the CSR's key").
     pub fn check_issuable(&self, bits: usize, what: &str) -> Result<(), PkiError> {
         match self {
             KeyKind::Rsa if bits < 2048 => Err(PkiError::WeakKey {
                 detail: format!("{what} is RSA-{bits}; at least 2048 bits required"),
+            }),
+            // What the lint's rsa-modulus-size calls an error (CABF BR 6.1.5).
+            KeyKind::Rsa if !bits.is_multiple_of(8) => Err(PkiError::UnsupportedKey {
+                detail: format!(
+                    "{what} is RSA-{bits}; the modulus must be a whole number of bytes (a \
+                     multiple of 8 bits: 2048, 3072, 4096)"
+                ),
             }),
             KeyKind::Rsa | KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::Ed25519 => Ok(()),
             other => Err(PkiError::UnsupportedKey {
@@ -145,6 +152,20 @@ pub fn parse_key_type_filter(s: &str) -> Result<String, String> {
             "unknown key type {s:?} (expected {}, rsa-BITS or unknown)",
             KEY_TYPE_FILTERS[..KEY_TYPE_FILTERS.len() - 1].join(", ")
         ))
+    }
+}
+
+/// The length in bits of a big-endian unsigned integer (an RSA modulus): x509-parser's
+/// `key_size` counts whole bytes, so a 2052-bit modulus read as 2056 and passed the checks the
+/// lint (which counts bits) then failed.
+fn bit_length(be: &[u8]) -> usize {
+    let mut s = be;
+    while let Some((0, rest)) = s.split_first() {
+        s = rest;
+    }
+    match s.first() {
+        None => 0,
+        Some(b) => (s.len() - 1) * 8 + (8 - b.leading_zeros() as usize),
     }
 }
 

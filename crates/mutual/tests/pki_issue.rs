@@ -236,6 +236,25 @@ fn bad_csrs_are_refused_and_nothing_is_recorded() {
     ])
     .ok();
     ca.issue("weak", &["--csr", s(&rsa)]).fails_with("RSA-1024");
+    // A modulus that is not whole bytes: the lint's rsa-modulus-size error, refused before
+    // signing (its size was read in bytes, 2056, and the certificate issued, then "bug").
+    let odd = t.join("rsa2052.pem");
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "rsa:2052",
+        "-nodes",
+        "-keyout",
+        s(&t.join("rsa2052.key")),
+        "-subj",
+        "/CN=x",
+        "-out",
+        s(&odd),
+    ])
+    .ok();
+    ca.issue("odd", &["--csr", s(&odd)])
+        .fails_with("the CSR's key is RSA-2052; the modulus must be a whole number of bytes");
 
     let good = t.join("good.pem");
     openssl_csr(&t.join("good.key"), &good, "/CN=x", "");
