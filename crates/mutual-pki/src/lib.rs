@@ -58,6 +58,11 @@ pub enum PkiError {
         "name {name:?} is not permitted by this CA's name constraints (permitted DNS: {permitted})"
     )]
     NotPermitted { name: String, permitted: String },
+    /// A wildcard directly on a public suffix (`*.com`, `*.co.uk`): no CA may issue it.
+    #[error(
+        "name {name:?} is a wildcard directly on the public suffix {suffix:?}: it would cover every domain under it (CABF BR 3.2.2.6); name one, e.g. *.corp.{suffix}"
+    )]
+    PublicSuffixWildcard { name: String, suffix: String },
     #[error("a certificate may carry only one SPIFFE ID (got {count})")]
     MultipleSpiffeIds { count: usize },
     #[error(
@@ -159,9 +164,9 @@ impl PkiError {
             | PkiError::InvalidSerial { .. }
             | PkiError::TtlBeyondIntermediate { .. }
             | PkiError::InvalidDuration { .. } => "bad_request",
-            PkiError::NotPermitted { .. } | PkiError::OutsideTrustDomain { .. } => {
-                "name_not_allowed"
-            }
+            PkiError::NotPermitted { .. }
+            | PkiError::OutsideTrustDomain { .. }
+            | PkiError::PublicSuffixWildcard { .. } => "name_not_allowed",
             PkiError::UnknownSerial { .. } => "not_found",
             PkiError::Store(StoreError::TokenUsed { .. }) => {
                 return Some(("token_used", "this token was already used".into()))

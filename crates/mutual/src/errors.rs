@@ -233,7 +233,7 @@ fn classify_pki(p: &PkiError, help: &str) -> (&'static str, String) {
             "give the CA password with --password-file FILE or $MUTUAL_CA_PASSWORD".into(),
         ),
         P::Config { .. } => ("config", "fix the file named in the message".into()),
-        P::OutsideTrustDomain { .. } | P::NotPermitted { .. } => (
+        P::OutsideTrustDomain { .. } | P::NotPermitted { .. } | P::PublicSuffixWildcard { .. } => (
             "name_not_allowed",
             "request a name this CA may issue (see its mutual-ca.toml)".into(),
         ),

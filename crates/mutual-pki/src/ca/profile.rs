@@ -140,12 +140,9 @@ impl Ca {
                 continue;
             };
             if suffixes::classify(base) == Some(suffixes::Kind::Icann) {
-                return Err(PkiError::InvalidName {
+                return Err(PkiError::PublicSuffixWildcard {
                     name: format!("*.{base}"),
-                    detail: format!(
-                        "a wildcard directly on the public suffix {base:?} would cover every \
-                         domain under it (CABF BR 3.2.2.6); name a domain: *.corp.{base}"
-                    ),
+                    suffix: base.to_string(),
                 });
             }
         }
