@@ -68,7 +68,7 @@ impl KeyKind {
                 (kind, bits)
             }
             "1.2.840.113549.1.1.1" => match spki.parsed() {
-                Ok(PublicKey::RSA(r)) => (KeyKind::Rsa, bit_length(r.modulus)),
+                Ok(PublicKey::RSA(r)) => (KeyKind::Rsa, mutual_policy::facts::rsa_bits(r.modulus)),
                 _ => (KeyKind::RsaUnparsable, 0),
             },
             _ => (KeyKind::Other(oid), 0),
@@ -152,20 +152,6 @@ pub fn parse_key_type_filter(s: &str) -> Result<String, String> {
             "unknown key type {s:?} (expected {}, rsa-BITS or unknown)",
             KEY_TYPE_FILTERS[..KEY_TYPE_FILTERS.len() - 1].join(", ")
         ))
-    }
-}
-
-/// The length in bits of a big-endian unsigned integer (an RSA modulus): x509-parser's
-/// `key_size` counts whole bytes, so a 2052-bit modulus read as 2056 and passed the checks the
-/// lint (which counts bits) then failed.
-fn bit_length(be: &[u8]) -> usize {
-    let mut s = be;
-    while let Some((0, rest)) = s.split_first() {
-        s = rest;
-    }
-    match s.first() {
-        None => 0,
-        Some(b) => (s.len() - 1) * 8 + (8 - b.leading_zeros() as usize),
     }
 }
 

@@ -114,3 +114,28 @@ pub fn eku_names(e: &ExtendedKeyUsage<'_>) -> Vec<String> {
     out.extend(e.other.iter().map(|o| o.to_id_string()));
     out
 }
+
+/// The size in bits of an RSA modulus (big-endian, as x509-parser gives it): every place that
+/// judges or reports an RSA key counts with this. x509-parser's `key_size` counts whole bytes, so
+/// a 2052-bit modulus read as 2056 (and passed "a multiple of 8") and a 2047-bit one as 2048.
+pub fn rsa_bits(modulus: &[u8]) -> usize {
+    let mut s = modulus;
+    while let Some((0, rest)) = s.split_first() {
+        s = rest;
+    }
+    match s.first() {
+        None => 0,
+        Some(b) => (s.len() - 1) * 8 + (8 - b.leading_zeros() as usize),
+    }
+}
+
+#[cfg(test)]
+mod rsa_bits_tests {
+    #[test]
+    fn counts_bits_not_bytes() {
+        assert_eq!(super::rsa_bits(&[0x00, 0x80, 0x00]), 16);
+        assert_eq!(super::rsa_bits(&[0x0f, 0xff]), 12);
+        assert_eq!(super::rsa_bits(&[0x00]), 0);
+        assert_eq!(super::rsa_bits(&[]), 0);
+    }
+}

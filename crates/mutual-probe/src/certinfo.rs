@@ -107,7 +107,7 @@ fn key_description(cert: &X509Certificate<'_>) -> (String, Option<usize>) {
     }
     match spki.parsed() {
         Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
-            let bits = rsa.key_size();
+            let bits = mutual_tls::rsa_bits(rsa.modulus);
             (format!("RSA {bits}"), Some(bits))
         }
         Ok(x509_parser::public_key::PublicKey::EC(ec)) => {

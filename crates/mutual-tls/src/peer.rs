@@ -313,7 +313,9 @@ fn algorithms_of(c: &X509Certificate<'_>) -> (String, String) {
         other => other.to_string(),
     };
     let key = match c.public_key().parsed() {
-        Ok(x509_parser::public_key::PublicKey::RSA(r)) => format!("RSA{}", r.key_size()),
+        Ok(x509_parser::public_key::PublicKey::RSA(r)) => {
+            format!("RSA{}", mutual_policy::facts::rsa_bits(r.modulus))
+        }
         Ok(x509_parser::public_key::PublicKey::EC(p)) => format!("EC{}", p.key_size()),
         _ => match c.public_key().algorithm.algorithm.to_id_string().as_str() {
             "1.3.101.112" => "ED25519".to_string(),

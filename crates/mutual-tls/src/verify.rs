@@ -586,7 +586,7 @@ fn check_key_strength(cert: &X509Certificate<'_>) -> Result<(), rustls::Error> {
     };
     match spki.parsed() {
         Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
-            let bits = rsa.key_size();
+            let bits = mutual_policy::facts::rsa_bits(rsa.modulus);
             if bits < 2048 {
                 return weak(format!("{bits}-bit RSA key (at least 2048 bits required)"));
             }

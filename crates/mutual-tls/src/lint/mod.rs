@@ -610,7 +610,7 @@ pub fn lint_cert(der: &[u8], role: Role) -> Vec<Finding> {
 
     // Key size.
     if let Ok(x509_parser::public_key::PublicKey::RSA(rsa)) = c.public_key().parsed() {
-        let bits = bit_length(rsa.modulus);
+        let bits = mutual_policy::facts::rsa_bits(rsa.modulus);
         if bits < 2048 || !bits.is_multiple_of(8) {
             o.hit(
                 "rsa-modulus-size",
@@ -658,18 +658,6 @@ pub fn lint_name_match(leaf: &[u8], name: &str) -> Option<Finding> {
         format!("{name:?} is matched only by the wildcard {w:?}, which covers a public suffix"),
     );
     v.pop()
-}
-
-/// The exact bit length of a big-endian unsigned integer (x509-parser rounds to bytes).
-fn bit_length(be: &[u8]) -> usize {
-    let mut s = be;
-    while let Some((0, rest)) = s.split_first() {
-        s = rest;
-    }
-    match s.first() {
-        None => 0,
-        Some(b) => (s.len() - 1) * 8 + (8 - b.leading_zeros() as usize),
-    }
 }
 
 /// An IP SAN in its canonical text (RFC 3986 dotted quad; RFC 5952 for IPv6, which is what

@@ -18,13 +18,6 @@ fn every_rule_is_used_and_every_used_rule_exists() {
 }
 
 #[test]
-fn bit_length_is_exact() {
-    assert_eq!(bit_length(&[0x00, 0x80, 0]), 16);
-    assert_eq!(bit_length(&[0x0f, 0]), 12);
-    assert_eq!(bit_length(&[]), 0);
-}
-
-#[test]
 fn dns_syntax() {
     assert!(dns_syntax_ok("*.example.com", true));
     assert!(!dns_syntax_ok("*.example.com", false));
