@@ -590,7 +590,7 @@ fn check_key_strength(cert: &X509Certificate<'_>) -> Result<(), rustls::Error> {
             if bits < 2048 {
                 return weak(format!("{bits}-bit RSA key (at least 2048 bits required)"));
             }
-            if bits % 8 != 0 {
+            if !bits.is_multiple_of(8) {
                 return weak(format!(
                     "{bits}-bit RSA key (the size must be a multiple of 8)"
                 ));
