@@ -85,6 +85,10 @@ fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
         }
         seen.push(s.clone());
     }
+    // A token the CA would refuse to honour (a name outside its trust domain or name
+    // constraints, a wildcard on a public suffix) is refused now, not at the device's
+    // enrollment; before the password is asked for.
+    mutual_pki::ca::read_config(&dir)?.check_sans(&a.sans)?;
     let password = a
         .password
         .get_for(&dir, mutual_pki::ca::KeysUsed::PROVISIONER)?;

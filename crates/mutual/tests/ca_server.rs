@@ -280,6 +280,21 @@ fn roots_sign_with_token_and_every_token_refusal() {
         std::fs::read_to_string(srv.ca.root()).unwrap()
     );
 
+    // A token the CA would refuse to honour is refused when made (exit 2, the CA's label),
+    // not at the device's enrollment.
+    let o = mutual(&[
+        "token",
+        "create",
+        "--dir",
+        srv.ca.d(),
+        "--json",
+        "--san",
+        "dns:*.internal",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["error"]["reason"], "name_not_allowed", "{v}");
+
     // Sign: a token for two names, a CSR from openssl asking for one of them.
     let (token, jti) = srv.token(&[
         "--san",

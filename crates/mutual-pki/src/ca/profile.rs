@@ -110,6 +110,63 @@ fn dns_permitted(name: &str, c: &str) -> bool {
     }
 }
 
+impl crate::ca::CaConfig {
+    /// The CA's rules on the names a certificate may carry, without the rest of a request:
+    /// [`Ca::check`] applies them to every issuance, `mutual token create` to a token's SANs
+    /// (a token the CA would refuse to honour is refused when made). One SPIFFE ID at most,
+    /// inside the trust domain; DNS names inside the name constraints; no wildcard directly on
+    /// a public suffix (what the lint calls an error: cmd_lint's check_own would say "bug").
+    pub fn check_sans(&self, sans: &[San]) -> Result<(), PkiError> {
+        for s in sans {
+            let Some(base) = (match s {
+                San::Dns(d) => d.strip_prefix("*."),
+                _ => None,
+            }) else {
+                continue;
+            };
+            if suffixes::classify(base) == Some(suffixes::Kind::Icann) {
+                return Err(PkiError::PublicSuffixWildcard {
+                    name: format!("*.{base}"),
+                    suffix: base.to_string(),
+                });
+            }
+        }
+        let spiffe: Vec<&str> = sans.iter().filter_map(San::spiffe_id).collect();
+        if spiffe.len() > 1 {
+            return Err(PkiError::MultipleSpiffeIds {
+                count: spiffe.len(),
+            });
+        }
+        if let Some(td) = &self.trust_domain {
+            for s in sans {
+                if let San::Uri(u) = s {
+                    let inside = spiffe::parse(u).is_ok_and(|id| id.trust_domain() == td);
+                    if !inside {
+                        return Err(PkiError::OutsideTrustDomain {
+                            uri: u.clone(),
+                            trust_domain: td.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        let permitted = &self.permitted_dns;
+        if !permitted.is_empty() {
+            for s in sans {
+                if let San::Dns(n) = s {
+                    if !permitted.iter().any(|c| dns_permitted(n, c)) {
+                        return Err(PkiError::NotPermitted {
+                            name: n.clone(),
+                            permitted: permitted.join(", "),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Ca {
     /// Checks a request against the CA's rules; returns (not_before, not_after).
     pub(super) fn check(
@@ -129,23 +186,7 @@ impl Ca {
         {
             return Err(PkiError::ServerNeedsSan);
         }
-        // What the lint calls an error in a leaf the CA made (cmd_lint's check_own: "bug")
-        // must be refused here, before anything is signed, for every way in (CLI, /v1/sign,
-        // ACME, EST).
-        for s in &o.sans {
-            let Some(base) = (match s {
-                San::Dns(d) => d.strip_prefix("*."),
-                _ => None,
-            }) else {
-                continue;
-            };
-            if suffixes::classify(base) == Some(suffixes::Kind::Icann) {
-                return Err(PkiError::PublicSuffixWildcard {
-                    name: format!("*.{base}"),
-                    suffix: base.to_string(),
-                });
-            }
-        }
+        self.config.check_sans(&o.sans)?;
         // NAME becomes the CN: one that names a SAN must repeat it as the SAN is written.
         if !o.sans.is_empty() {
             let texts: Vec<String> = o
@@ -175,47 +216,17 @@ impl Ca {
                 });
             }
         }
-        let spiffe: Vec<&str> = o.sans.iter().filter_map(San::spiffe_id).collect();
-        if spiffe.len() > 1 {
-            return Err(PkiError::MultipleSpiffeIds {
-                count: spiffe.len(),
-            });
-        }
-        if let Some(td) = &self.config.trust_domain {
-            for s in &o.sans {
-                if let San::Uri(u) = s {
-                    let inside = spiffe::parse(u).is_ok_and(|id| id.trust_domain() == td);
-                    if !inside {
-                        return Err(PkiError::OutsideTrustDomain {
-                            uri: u.clone(),
-                            trust_domain: td.clone(),
-                        });
-                    }
-                }
-            }
-        }
+        // OpenSSL applies DNS constraints to a hostname-like CN too; refuse what it would.
         let permitted = &self.config.permitted_dns;
-        if !permitted.is_empty() {
-            let mut names: Vec<&str> = o
-                .sans
-                .iter()
-                .filter_map(|s| match s {
-                    San::Dns(d) => Some(d.as_str()),
-                    _ => None,
-                })
-                .collect();
-            // OpenSSL applies DNS constraints to a hostname-like CN too; refuse what it would.
-            if name.contains('.') && crate::validate_dns_name(&name.to_ascii_lowercase()).is_ok() {
-                names.push(name);
-            }
-            for n in names {
-                if !permitted.iter().any(|c| dns_permitted(n, c)) {
-                    return Err(PkiError::NotPermitted {
-                        name: n.to_string(),
-                        permitted: permitted.join(", "),
-                    });
-                }
-            }
+        if !permitted.is_empty()
+            && name.contains('.')
+            && crate::validate_dns_name(&name.to_ascii_lowercase()).is_ok()
+            && !permitted.iter().any(|c| dns_permitted(name, c))
+        {
+            return Err(PkiError::NotPermitted {
+                name: name.to_string(),
+                permitted: permitted.join(", "),
+            });
         }
         if let Some(org) = &o.org {
             check_attr("the organization (O)", org)?;
