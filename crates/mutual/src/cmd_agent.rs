@@ -166,6 +166,9 @@ fn create(a: EntryCreateArgs) -> anyhow::Result<ExitCode> {
     }
     let selectors = mutual_agent::selector::parse_all(&a.selectors)?;
     let dir = a.dir.resolve()?;
+    // An entry for an ID this CA cannot issue (outside its trust domain) would never serve an
+    // SVID: refused now, with the CA's label.
+    mutual_pki::ca::read_config(&dir)?.check_sans(&[mutual_pki::San::Uri(id.to_string())])?;
     let by = std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())

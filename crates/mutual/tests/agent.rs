@@ -490,6 +490,15 @@ fn entries_are_created_listed_and_deleted_with_clear_errors() {
     let ca = TestCa::new(&[]);
     let node = format!("{TD}/node/n1");
     let web = format!("{TD}/web");
+    // A CA with a trust domain refuses an entry it could never serve an SVID for.
+    let strict = TestCa::new(&["--trust-domain", "other.test"]);
+    let o = entry_create(strict.d(), &web, &node, &["unix:uid:1000"], &[]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr.contains("is outside this CA's trust domain"),
+        "{}",
+        o.text()
+    );
     let o = entry_create(ca.d(), &web, &node, &["unix:uid:me"], &[]);
     assert_eq!(o.code, 2, "{}", o.text());
     assert!(
