@@ -310,6 +310,8 @@ fn bad_csrs_are_refused_and_nothing_is_recorded() {
 
     assert!(ca.inventory().is_empty());
     assert_eq!(std::fs::read_dir(&ca.out).unwrap().count(), 0);
+    ca.issue("twice", &["--san", "ip:10.0.0.1", "--san", "ip:10.0.0.1"])
+        .fails_with("--san ip:10.0.0.1 is given twice");
     // One label further down is a wildcard like any other.
     ca.issue("corp", &["--san", "dns:*.corp.example"]).ok();
 }
