@@ -211,6 +211,18 @@ fn rotate_intermediate_refuses_without_the_root_key_and_changes_nothing() {
     std::fs::rename(ca.tmp.path().join("root.key"), ca.dir.join("root.key")).unwrap();
     assert_eq!(ca.snapshot(), before);
     assert!(!ca.dir.join("issuers").exists());
+    // A --validity too short to be of use is said so (it was "roll the root over first", with
+    // a root years from its end).
+    mutual(&[
+        "ca",
+        "rotate-intermediate",
+        "--dir",
+        ca.d(),
+        "--validity",
+        "1h",
+    ])
+    .fails_with("--validity must be more than a day");
+    assert_eq!(ca.snapshot(), before);
 }
 
 /// curl GET with our root as the only trust anchor: (status, lowercase headers, body bytes).

@@ -699,7 +699,17 @@ pub fn rotate_intermediate(
     let id = format!("int-{n}");
     let key_type = opts.key_type.unwrap_or(current.default_issuer().key_type);
     let t0 = now();
-    let not_after = later(t0, opts.validity, "--validity")?.min(root_not_after);
+    let asked = later(t0, opts.validity, "--validity")?;
+    if asked <= t0 + time::Duration::days(1) {
+        return Err(PkiError::InvalidValidity {
+            detail: format!(
+                "--validity must be more than a day (an intermediate signs certificates for \
+                 its whole life; 1825d by default), not {}",
+                mutual_policy::human::duration(opts.validity.as_secs())
+            ),
+        });
+    }
+    let not_after = asked.min(root_not_after);
     if not_after <= t0 + time::Duration::days(1) {
         return Err(PkiError::InvalidValidity {
             detail: format!(
