@@ -393,12 +393,12 @@ pub(crate) fn validate_dns_name(d: &str) -> Result<(), String> {
         if label.starts_with('-') || label.ends_with('-') {
             return Err(format!("label {label:?} starts or ends with '-'"));
         }
-        if !label
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        // RFC 5280 4.2.1.6's preferred name syntax, as the lint's san-dns-invalid rule reads
+        // it: an underscore (which webpki tolerates in a peer) is not issued.
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             return Err(format!(
-                "label {label:?} has characters other than letters, digits, '-' and '_'"
+                "label {label:?} has characters other than letters, digits and '-' (a dNSName \
+                 is in RFC 5280's preferred name syntax: no '_')"
             ));
         }
     }

@@ -310,6 +310,9 @@ fn bad_csrs_are_refused_and_nothing_is_recorded() {
 
     assert!(ca.inventory().is_empty());
     assert_eq!(std::fs::read_dir(&ca.out).unwrap().count(), 0);
+    // An underscore: not RFC 5280's preferred name syntax (the lint's san-dns-invalid).
+    ca.issue("under", &["--san", "dns:a_b.example.com"])
+        .fails_with("label \"a_b\" has characters other than letters, digits and '-'");
     ca.issue("twice", &["--san", "ip:10.0.0.1", "--san", "ip:10.0.0.1"])
         .fails_with("--san ip:10.0.0.1 is given twice");
     // One label further down is a wildcard like any other.
