@@ -86,12 +86,12 @@ enum Command {
     Man(cmd_docs::ManArgs),
 }
 
-/// Whether the command prints a report and exits (`cert list`, `probe`, `token create`...)
-/// rather than serving connections or running as a daemon (serve, connect, run, `ca serve`,
-/// agent, `renew --daemon`, the demo's proxies).
+/// Whether the command prints a report and exits (`cert list`, `probe`, `token create`, the
+/// demo's tour...) rather than serving connections or running as a daemon (serve, connect,
+/// run, `ca serve`, agent, `renew --daemon`).
 fn prints_and_exits(c: &Command) -> bool {
     match c {
-        Command::Serve(_) | Command::Connect(_) | Command::Run(_) | Command::Demo(_) => false,
+        Command::Serve(_) | Command::Connect(_) | Command::Run(_) => false,
         Command::Ca(cmd_ca::CaCommand::Serve(_)) => false,
         Command::Agent(a) => a.entry.is_some(),
         Command::Renew(a) => !a.daemon,
