@@ -269,9 +269,8 @@ fn serve(a: RunArgs) -> anyhow::Result<ExitCode> {
     // own renewer below.
     match &a.est.est {
         Some(url) => {
-            let enroll = a.enroll.resolved()?;
-            enroll.check(true)?;
-            enroll_est(url, &a.est, &enroll, &cert, &key, &ca)?;
+            a.enroll.check(true)?;
+            enroll_est(url, &a.est, &a.enroll, &cert, &key, &ca)?;
         }
         None => drop(crate::cmd_enroll::prepare(&a.enroll, &cert, &key, &ca)?),
     }
@@ -316,7 +315,7 @@ fn enroll_est(
     if mutual_enroll::files::load_current(cert, key).is_ok_and(|c| c.summary.not_after > now) {
         return Ok(());
     }
-    if flags.bootstrap_cert.is_none() && enroll.token.is_none() {
+    if flags.bootstrap_cert.is_none() && !enroll.has_token() {
         anyhow::bail!(
             "--est enrolls the node with a factory certificate (--bootstrap-cert and \
              --bootstrap-key) or a token (--token)"
@@ -356,7 +355,7 @@ fn enroll_est_into(
             est_ca,
             ..flags.clone()
         },
-        enroll.token.as_deref(),
+        enroll.token_value()?.as_deref(),
         root_sha256,
         tmp.to_path_buf(),
         "ecdsa-p256",

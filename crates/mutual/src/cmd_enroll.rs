@@ -190,23 +190,28 @@ pub struct EnrollArgs {
 /// The token in `file`: its first line, trimmed (a file that `mutual token create > FILE` wrote).
 pub(crate) fn read_token_file(file: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read --token-file {}", file.display()))?;
+        .with_context(|| format!("cannot read the token file {}", file.display()))?;
     let token = text.lines().next().unwrap_or_default().trim().to_string();
     if token.is_empty() {
-        anyhow::bail!("--token-file {} is empty", file.display());
+        anyhow::bail!("the token file {} is empty", file.display());
     }
     Ok(token)
 }
 
 impl EnrollArgs {
-    /// These flags with --token-file read into `token` (the one place the rest looks).
-    pub fn resolved(&self) -> anyhow::Result<EnrollArgs> {
-        let mut out = self.clone();
-        if let Some(f) = &self.token_file {
-            out.token = Some(read_token_file(f)?);
-            out.token_file = None;
+    /// Whether a token was given, on the command line or as a file.
+    pub fn has_token(&self) -> bool {
+        self.token.is_some() || self.token_file.is_some()
+    }
+
+    /// The token, read from --token-file only now, when an enrollment needs it: a proxy whose
+    /// certificate is still valid starts (and restarts) after the spent token's file is gone.
+    pub fn token_value(&self) -> anyhow::Result<Option<String>> {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Ok(Some(t.trim().to_string())),
+            (None, Some(f)) => read_token_file(f).map(Some),
+            (None, None) => Ok(None),
         }
-        Ok(out)
     }
 
     /// What clap cannot say for every command that flattens these (`agent --est` takes
@@ -216,7 +221,7 @@ impl EnrollArgs {
     pub fn check(&self, est: bool) -> anyhow::Result<()> {
         if self.ca_url.is_empty() && !est {
             for (flag, given) in [
-                ("--token", self.token.is_some()),
+                ("--token", self.has_token()),
                 ("--root-sha256", self.root_sha256.is_some()),
             ] {
                 if given {
@@ -224,7 +229,7 @@ impl EnrollArgs {
                 }
             }
         }
-        if !est && self.token.is_some() && self.root_sha256.is_none() {
+        if !est && self.has_token() && self.root_sha256.is_none() {
             anyhow::bail!(
                 "--token needs --root-sha256: the CA root is pinned before the token is sent"
             );
@@ -561,7 +566,6 @@ pub fn prepare(
     key: &Path,
     ca: &Path,
 ) -> anyhow::Result<Option<Renewer>> {
-    let args = &args.resolved()?;
     args.check(false)?;
     if args.ca_url.is_empty() {
         return Ok(None);
@@ -571,7 +575,8 @@ pub fn prepare(
     let current = mutual_enroll::files::load_current(cert, key);
     let valid = matches!(&current, Ok(c) if c.summary.not_after > now);
     if !valid {
-        let Some(token) = args.token.as_deref().filter(|t| !t.trim().is_empty()) else {
+        let token = args.token_value()?;
+        let Some(token) = token.as_deref().filter(|t| !t.trim().is_empty()) else {
             let why = match current {
                 Ok(_) => "has expired".to_string(),
                 Err(e) => format!("is not usable ({e})"),
@@ -619,7 +624,7 @@ pub fn prepare(
                 enrolled.root
             );
         }
-    } else if args.token.is_some() {
+    } else if args.has_token() {
         tracing::info!(
             "{} already holds a valid certificate; not enrolling (the token stays unused)",
             cert.display()

@@ -189,22 +189,15 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The `serve`/`connect` enrollment flags a listener's `ca_url`/`token_file`/`root_sha256`
-/// stand for (the token read from its file).
+/// stand for.
 fn enroll_args(e: &config::Enrollment) -> anyhow::Result<crate::cmd_enroll::EnrollArgs> {
-    let token = match &e.token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("token_file {}", f.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
+    // The token file is read only when an enrollment needs it (`EnrollArgs::token_value`): a
+    // listener whose certificate is valid starts after the spent token's file is gone.
     Ok(crate::cmd_enroll::EnrollArgs {
         // Every replica of the list: mutual-enroll fails over between them.
         ca_url: e.ca_url.clone(),
-        token,
-        token_file: None,
+        token: None,
+        token_file: e.token_file.clone(),
         root_sha256: e.root_sha256.clone(),
     })
 }

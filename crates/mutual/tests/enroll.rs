@@ -623,4 +623,46 @@ fn proxy_without_certificate_or_token_says_what_to_do() {
     let o = mutual(&a);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(o.stderr.contains("fingerprint"), "{}", o.stderr);
+
+    // --token-file is read only when an enrollment needs it: with a valid certificate the
+    // proxy starts (and restarts) after the spent token's file was removed; without one, the
+    // missing file is the error.
+    let gone = d.join("spent.token");
+    let pin = "ab".repeat(32);
+    let mut args = valid.clone();
+    args.extend(
+        [
+            "--allow-any",
+            "--ca-url",
+            "https://127.0.0.1:9",
+            "--token-file",
+            s(&gone),
+            "--root-sha256",
+            &pin,
+        ]
+        .map(String::from),
+    );
+    let p = spawn_proxy("serve", "--backend", "127.0.0.1:9", &args);
+    assert!(
+        !p.stderr_text().contains("token file"),
+        "{}",
+        p.stderr_text()
+    );
+    drop(p);
+    let mut a = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "127.0.0.1:9",
+    ];
+    a.extend(&flags);
+    a.extend(["--allow-any", "--token-file", s(&gone), "--root-sha256", &pin]);
+    let o = mutual(&a);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("cannot read the token file"),
+        "{}",
+        o.stderr
+    );
 }
