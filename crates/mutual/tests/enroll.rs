@@ -657,7 +657,13 @@ fn proxy_without_certificate_or_token_says_what_to_do() {
         "127.0.0.1:9",
     ];
     a.extend(&flags);
-    a.extend(["--allow-any", "--token-file", s(&gone), "--root-sha256", &pin]);
+    a.extend([
+        "--allow-any",
+        "--token-file",
+        s(&gone),
+        "--root-sha256",
+        &pin,
+    ]);
     let o = mutual(&a);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(
