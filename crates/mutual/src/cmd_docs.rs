@@ -50,6 +50,12 @@ pub fn run_man(a: ManArgs) -> anyhow::Result<ExitCode> {
                 .context("cannot write the man page")?;
         }
         Some(dir) => {
+            if dir.exists() && !dir.is_dir() {
+                anyhow::bail!(
+                    "--out {} is a file: give a directory (created if missing)",
+                    dir.display()
+                );
+            }
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
             let mut written = 0usize;

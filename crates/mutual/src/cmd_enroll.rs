@@ -199,6 +199,15 @@ pub(crate) fn read_token_file(file: &Path) -> anyhow::Result<String> {
 }
 
 impl EnrollArgs {
+    /// The flag the token came by, for messages.
+    fn token_flag(&self) -> &'static str {
+        if self.token_file.is_some() {
+            "--token-file"
+        } else {
+            "--token"
+        }
+    }
+
     /// Whether a token was given, on the command line or as a file.
     pub fn has_token(&self) -> bool {
         self.token.is_some() || self.token_file.is_some()
@@ -221,7 +230,7 @@ impl EnrollArgs {
     pub fn check(&self, est: bool) -> anyhow::Result<()> {
         if self.ca_url.is_empty() && !est {
             for (flag, given) in [
-                ("--token", self.has_token()),
+                (self.token_flag(), self.has_token()),
                 ("--root-sha256", self.root_sha256.is_some()),
             ] {
                 if given {
@@ -231,7 +240,8 @@ impl EnrollArgs {
         }
         if !est && self.has_token() && self.root_sha256.is_none() {
             anyhow::bail!(
-                "--token needs --root-sha256: the CA root is pinned before the token is sent"
+                "{} needs --root-sha256: the CA root is pinned before the token is sent",
+                self.token_flag()
             );
         }
         if let Some(pin) = &self.root_sha256 {

@@ -590,6 +590,11 @@ fn proxy_without_certificate_or_token_says_what_to_do() {
             "--token needs --root-sha256",
         ),
         (
+            &["--token-file", "/nonexistent.token"][..],
+            true,
+            "--token-file needs --root-sha256",
+        ),
+        (
             &["--token", "x.y.z"][..],
             false,
             "--token enrolls with the online CA: it needs --ca-url",

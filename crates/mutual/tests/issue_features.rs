@@ -434,6 +434,15 @@ fn man_pages_one_per_command_render() {
     let out = dir.path().join("man/man1");
     let o = mutual(&["man", "--out", s(&out)]).ok();
     assert!(o.stderr.contains("man pages"), "{}", o.stderr);
+    // A file where the directory should be: said so (it was "cannot create X: File exists").
+    let page = out.join("mutual.1");
+    let o = mutual(&["man", "--out", s(&page)]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("is a file: give a directory"),
+        "{}",
+        o.stderr
+    );
     for page in [
         "mutual.1",
         "mutual-cert-issue.1",
