@@ -575,7 +575,7 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = std::io::BufWriter::new(crate::errors::ReportOut(stdout.lock()));
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let (count, soon_count) = with_store(&dir, async |store| {
         if a.json {

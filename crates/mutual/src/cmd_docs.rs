@@ -27,7 +27,7 @@ pub struct ManArgs {
 /// Prints the completion script, e.g. `source <(mutual completions bash)`.
 pub fn run_completions(a: CompletionsArgs) -> anyhow::Result<ExitCode> {
     let mut cmd = crate::Cli::command();
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::errors::ReportOut(std::io::stdout().lock());
     clap_complete::generate(a.shell, &mut cmd, "mutual", &mut out);
     out.flush().context("cannot write the completion script")?;
     Ok(ExitCode::SUCCESS)
@@ -44,7 +44,7 @@ pub fn run_man(a: ManArgs) -> anyhow::Result<ExitCode> {
             page(cmd)
                 .render(&mut buf)
                 .context("cannot render the man page")?;
-            let mut out = std::io::stdout().lock();
+            let mut out = crate::errors::ReportOut(std::io::stdout().lock());
             out.write_all(&buf)
                 .and_then(|()| out.flush())
                 .context("cannot write the man page")?;

@@ -43,6 +43,50 @@ pub fn user(
     .into()
 }
 
+/// The reader of stdout left (`mutual cert list | head`): not an error to report. main ends
+/// a report command that meets it with 141, as a SIGPIPE death, and prints nothing.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("stdout was closed by its reader")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// A writer for a command's report on stdout whose broken pipe is marked [`StdoutClosed`]
+/// (a store or socket error of the same kind stays an error).
+pub struct ReportOut<W>(pub W);
+
+impl<W: std::io::Write> std::io::Write for ReportOut<W> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.write(b).map_err(mark_closed)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(mark_closed)
+    }
+}
+
+fn mark_closed(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::io::Error::new(std::io::ErrorKind::BrokenPipe, StdoutClosed)
+    } else {
+        e
+    }
+}
+
+/// Whether `e` is stdout's reader leaving ([`ReportOut`]).
+pub fn is_stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<StdoutClosed>()
+            || c.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.is::<StdoutClosed>())
+    })
+}
+
 /// What is printed for a failed command.
 #[derive(Debug, serde::Serialize, PartialEq, Eq)]
 pub struct Report {

@@ -148,7 +148,8 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    if prints_and_exits(&cli.command) {
+    let report = prints_and_exits(&cli.command);
+    if report {
         quiet_broken_pipe();
     }
     let result = match cli.command {
@@ -173,6 +174,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // A report written through errors::ReportOut whose reader left: as the panic hook does.
+        Err(e) if report && errors::is_stdout_closed(&e) => ExitCode::from(141),
         Err(e) => {
             errors::report(&e, &command).print(json);
             ExitCode::from(2)

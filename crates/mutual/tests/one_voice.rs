@@ -787,9 +787,28 @@ fn a_reader_that_leaves_early_ends_the_command_quietly() {
         std::fs::read_to_string(&leaf.cert).unwrap().repeat(300),
     )
     .unwrap();
+    // `cert list` of 600 certificates (its own buffered writer: an error path, not a panic).
+    let ca = TestCa::new(&[]);
+    let csv = ca.tmp.path().join("many.csv");
+    let rows: String = (0..600)
+        .map(|i| format!("host{i},dns:host{i}.example.com\n"))
+        .collect();
+    std::fs::write(&csv, format!("name,san\n{rows}")).unwrap();
+    mutual(&[
+        "cert",
+        "issue",
+        "--batch",
+        s(&csv),
+        "--dir",
+        ca.d(),
+        "--out",
+        s(&ca.out),
+    ])
+    .ok();
     for args in [
         vec!["completions", "bash"],
         vec!["cert", "inspect", s(&bundle)],
+        vec!["cert", "list", "--dir", ca.d()],
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mutual"))
             .args(&args)
