@@ -166,9 +166,20 @@ fn create(a: EntryCreateArgs) -> anyhow::Result<ExitCode> {
     }
     let selectors = mutual_agent::selector::parse_all(&a.selectors)?;
     let dir = a.dir.resolve()?;
-    // An entry for an ID this CA cannot issue (outside its trust domain) would never serve an
-    // SVID: refused now, with the CA's label.
-    mutual_pki::ca::read_config(&dir)?.check_sans(&[mutual_pki::San::Uri(id.to_string())])?;
+    // An entry for an ID this CA cannot issue (outside its trust domain), or for SVIDs that
+    // would outlive the intermediate that issues them, would never serve an SVID: refused now.
+    let config = mutual_pki::ca::read_config(&dir)?;
+    config.check_sans(&[mutual_pki::San::Uri(id.to_string())])?;
+    let ends = mutual_pki::ca::issuers::default_issuer_not_after(&dir, &config)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if i64::try_from(a.ttl.as_secs()).unwrap_or(i64::MAX) > ends.saturating_sub(now) {
+        anyhow::bail!(
+            "--ttl {}: an SVID cannot outlive the intermediate that issues it (it ends {}); give \
+             a shorter --ttl (SVIDs are short-lived, 1h by default)",
+            mutual_policy::human::duration(a.ttl.as_secs()),
+            crate::json::rfc3339(ends)
+        );
+    }
     let by = std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())

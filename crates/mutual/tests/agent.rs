@@ -499,6 +499,15 @@ fn entries_are_created_listed_and_deleted_with_clear_errors() {
         "{}",
         o.text()
     );
+    // SVIDs that would outlive the intermediate (every request would be refused).
+    let o = entry_create(ca.d(), &web, &node, &["unix:uid:1000"], &["--ttl", "20y"]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.stderr
+            .contains("an SVID cannot outlive the intermediate that issues it"),
+        "{}",
+        o.text()
+    );
     let o = entry_create(ca.d(), &web, &node, &["unix:uid:me"], &[]);
     assert_eq!(o.code, 2, "{}", o.text());
     assert!(

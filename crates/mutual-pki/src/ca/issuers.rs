@@ -381,6 +381,16 @@ fn valid_id(id: &str) -> bool {
         .is_some_and(|n| !n.is_empty() && n.len() <= 6 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// When the issuer new certificates come from ends (Unix seconds), read without any key: what
+/// a lifetime asked for ahead of issuance (`agent entry create --ttl`) is held against.
+pub fn default_issuer_not_after(dir: &Path, config: &CaConfig) -> Result<i64, PkiError> {
+    let m = parse_manifest(dir, read_manifest(dir)?.as_deref(), config)?;
+    let (path, _) = files(dir, &m.default);
+    let pem = std::fs::read_to_string(&path).map_err(io(&path))?;
+    let der = first_cert_der(&pem, &path)?;
+    Ok(validity(&der, &path)?.1.unix_timestamp())
+}
+
 impl IssuerSet {
     /// Loads every issuer of the CA in `dir`, decrypting each key with `password`.
     pub fn load(dir: &Path, config: &CaConfig, password: &[u8]) -> Result<IssuerSet, PkiError> {
