@@ -297,10 +297,36 @@ fn listeners_apart(a: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An `--admin spiffe://TD/...` outside the CA's trust domain can never match: the CA trusts
+/// only certificates it issued, and it issues no ID outside its trust domain.
+fn admins_can_match(admins: &[String], dir: &std::path::Path) -> anyhow::Result<()> {
+    let Some(td) = mutual_pki::ca::read_config(dir)?.trust_domain else {
+        return Ok(());
+    };
+    for p in admins {
+        let Some(rest) = p.strip_prefix("spiffe://") else {
+            continue;
+        };
+        let theirs = rest.split('/').next().unwrap_or_default();
+        if theirs != td {
+            return Err(crate::errors::user(
+                "usage",
+                format!(
+                    "--admin {p} can never match: this CA issues SPIFFE IDs in spiffe://{td}/ \
+                     only, and trusts only the certificates it issued"
+                ),
+                format!("name an admin identity in spiffe://{td}/..."),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&a.log_format);
     listeners_apart(&a)?;
     let dir = a.dir.resolve()?;
+    admins_can_match(&a.admins, &dir)?;
     let acme = crate::cmd_acme::serve_config(&a.acme, &dir)?;
     let est = est_config(&a)?;
     let server_key = match &a.server_key {

@@ -587,6 +587,25 @@ fn ui_listen_must_be_loopback() {
         "{}",
         o.text()
     );
+    // An admin identity outside the CA's trust domain can never match: refused.
+    let td = TestCa::new(&["--trust-domain", "example.org"]);
+    let o = mutual(&[
+        "ca",
+        "serve",
+        "--dir",
+        td.d(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "spiffe://other.org/ops/*",
+    ]);
+    assert_eq!(o.code, 2, "{}", o.text());
+    assert!(
+        o.text()
+            .contains("--admin spiffe://other.org/ops/* can never match"),
+        "{}",
+        o.text()
+    );
     // The server's own listeners on one port: said so, not "another process listens there".
     for (flag, addr) in [
         ("--ui-listen", "127.0.0.1:7443"),
