@@ -32,16 +32,36 @@ impl FromStr for Backend {
             }
             return Ok(Backend::Unix(PathBuf::from(path)));
         }
-        let (host, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| bad("expected HOST:PORT or unix:/path"))?;
-        if host.is_empty() {
-            return Err(bad("missing host"));
+        check_tcp(s, "expected HOST:PORT or unix:/path").map_err(bad)?;
+        Ok(Backend::Tcp(s.to_string()))
+    }
+}
+
+/// Why `s` is not HOST:PORT (a host, a port 1-65535); `no_port` is what a string without a
+/// colon is told.
+fn check_tcp<'a>(s: &str, no_port: &'a str) -> Result<(), &'a str> {
+    let (host, port) = s.rsplit_once(':').ok_or(no_port)?;
+    if host.is_empty() {
+        return Err("missing host");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err("the port must be a number 1-65535"),
+    }
+}
+
+impl Backend {
+    /// `connect`'s remote: an mTLS server, HOST:PORT only (no Unix socket), its errors named
+    /// as the remote's.
+    pub fn remote(s: &str) -> Result<Backend, ProxyError> {
+        let bad = |why: &str| ProxyError::InvalidRemote {
+            spec: s.to_string(),
+            why: why.to_string(),
+        };
+        if s.starts_with("unix:") {
+            return Err(bad("the remote is an mTLS server, HOST:PORT"));
         }
-        port.parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| bad("the port must be a number 1-65535"))?;
+        check_tcp(s, "expected HOST:PORT").map_err(bad)?;
         Ok(Backend::Tcp(s.to_string()))
     }
 }

@@ -96,21 +96,7 @@ pub struct Connect {
 
 impl Connect {
     pub fn new(cfg: ConnectConfig, shared: &Shared) -> Result<Arc<Connect>, ProxyError> {
-        // Parsed as a backend's TCP form, and named as what it is: the remote.
-        let remote = match cfg.remote.parse::<Backend>() {
-            Ok(b @ Backend::Tcp(_)) => b,
-            Ok(Backend::Unix(_)) => {
-                return Err(ProxyError::InvalidRemote {
-                    spec: cfg.remote.clone(),
-                    why: "the remote is an mTLS server, HOST:PORT".into(),
-                })
-            }
-            Err(ProxyError::InvalidBackend { spec, why }) => {
-                let why = why.replace(" or unix:/path", "");
-                return Err(ProxyError::InvalidRemote { spec, why });
-            }
-            Err(e) => return Err(e),
-        };
+        let remote = Backend::remote(&cfg.remote)?;
         let ocsp = cfg.ocsp.clone().map(|settings| {
             crate::ocsp_peer::OcspPeerFetcher::new(settings, &cfg.name, Arc::clone(&shared.metrics))
         });
