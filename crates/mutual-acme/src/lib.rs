@@ -1053,11 +1053,7 @@ impl Acme {
         // The CN: the first identifier as its SAN is written (lowercase, an IP in its canonical
         // form), so that it repeats the SAN verbatim (CABF BR 7.1.4.3; the CA refuses a CN
         // naming a SAN in another form).
-        let name = match wanted.first() {
-            Some(San::Dns(v) | San::Uri(v) | San::Email(v)) => v.clone(),
-            Some(San::Ip(ip)) => ip.to_string(),
-            None => String::new(),
-        };
+        let name = wanted.first().map(San::value).unwrap_or_default();
         let req = IssueRequest {
             profile: IssueOptions {
                 name: name.chars().take(64).collect(),

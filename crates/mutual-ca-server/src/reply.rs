@@ -205,12 +205,7 @@ pub(crate) fn name_for(sans: &[San]) -> String {
     let Some(first) = sans.first() else {
         return "mutual".into();
     };
-    let v = match first {
-        San::Dns(d) => d.clone(),
-        San::Ip(ip) => ip.to_string(),
-        San::Uri(u) => u.clone(),
-        San::Email(e) => e.clone(),
-    };
+    let v = first.value();
     if v.len() <= 64 {
         return v;
     }

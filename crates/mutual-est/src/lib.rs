@@ -679,14 +679,12 @@ async fn issue(
 /// The CN of a device certificate: the name's last path segment (a CN is at most 64 chars).
 fn short_name(san: &San) -> String {
     let v = match san {
-        San::Dns(d) => d.clone(),
-        San::Ip(ip) => ip.to_string(),
         San::Uri(u) => u
             .rsplit('/')
             .find(|s| !s.is_empty())
             .unwrap_or(u)
             .to_string(),
-        San::Email(e) => e.clone(),
+        other => other.value(),
     };
     v.chars().take(64).collect()
 }

@@ -271,6 +271,15 @@ impl San {
         matches!(self, San::Dns(_) | San::Ip(_)) || self.spiffe_id().is_some()
     }
 
+    /// The value as it is written in the certificate, without the `dns:`/`ip:` prefix (an IP
+    /// address in its canonical form): what a CN naming this SAN must repeat verbatim.
+    pub fn value(&self) -> String {
+        match self {
+            San::Dns(v) | San::Uri(v) | San::Email(v) => v.clone(),
+            San::Ip(ip) => ip.to_string(),
+        }
+    }
+
     /// The SPIFFE ID in this SAN, if it is one.
     pub fn spiffe_id(&self) -> Option<&str> {
         match self {

@@ -150,20 +150,24 @@ impl crate::ca::CaConfig {
                 }
             }
         }
-        let permitted = &self.permitted_dns;
-        if !permitted.is_empty() {
-            for s in sans {
-                if let San::Dns(n) = s {
-                    if !permitted.iter().any(|c| dns_permitted(n, c)) {
-                        return Err(PkiError::NotPermitted {
-                            name: n.clone(),
-                            permitted: permitted.join(", "),
-                        });
-                    }
-                }
+        for s in sans {
+            if let San::Dns(n) = s {
+                self.check_permitted_dns(n)?;
             }
         }
         Ok(())
+    }
+
+    /// A DNS name inside the name constraints (`permitted_dns`; none: every name).
+    fn check_permitted_dns(&self, name: &str) -> Result<(), PkiError> {
+        let permitted = &self.permitted_dns;
+        if permitted.is_empty() || permitted.iter().any(|c| dns_permitted(name, c)) {
+            return Ok(());
+        }
+        Err(PkiError::NotPermitted {
+            name: name.to_string(),
+            permitted: permitted.join(", "),
+        })
     }
 }
 
@@ -189,14 +193,7 @@ impl Ca {
         self.config.check_sans(&o.sans)?;
         // NAME becomes the CN: one that names a SAN must repeat it as the SAN is written.
         if !o.sans.is_empty() {
-            let texts: Vec<String> = o
-                .sans
-                .iter()
-                .map(|s| match s {
-                    San::Dns(v) | San::Uri(v) | San::Email(v) => v.clone(),
-                    San::Ip(ip) => ip.to_string(),
-                })
-                .collect();
+            let texts: Vec<String> = o.sans.iter().map(San::value).collect();
             let detail = match cn::against_sans(name, &texts) {
                 cn::CnVsSans::OtherForm(same) => Some(format!(
                     "the certificate's name (its CN) names the SAN {same:?} in another form; \
@@ -217,16 +214,8 @@ impl Ca {
             }
         }
         // OpenSSL applies DNS constraints to a hostname-like CN too; refuse what it would.
-        let permitted = &self.config.permitted_dns;
-        if !permitted.is_empty()
-            && name.contains('.')
-            && crate::validate_dns_name(&name.to_ascii_lowercase()).is_ok()
-            && !permitted.iter().any(|c| dns_permitted(name, c))
-        {
-            return Err(PkiError::NotPermitted {
-                name: name.to_string(),
-                permitted: permitted.join(", "),
-            });
+        if name.contains('.') && crate::validate_dns_name(&name.to_ascii_lowercase()).is_ok() {
+            self.config.check_permitted_dns(name)?;
         }
         if let Some(org) = &o.org {
             check_attr("the organization (O)", org)?;
