@@ -101,6 +101,17 @@ impl PasswordArg {
 }
 
 /// `--key-type` of `enroll` and `renew` (and their `--est` forms), read when used.
+/// `--san` given twice is a slip (`cert issue` wrote it into the certificate twice): refused
+/// by every command that takes SANs.
+pub fn refuse_repeated_sans(sans: &[mutual_pki::San]) -> anyhow::Result<()> {
+    for (i, san) in sans.iter().enumerate() {
+        if sans[..i].contains(san) {
+            anyhow::bail!("--san {san} is given twice");
+        }
+    }
+    Ok(())
+}
+
 pub fn key_type(s: &str) -> anyhow::Result<KeyType> {
     s.parse::<KeyType>().context("--key-type")
 }

@@ -319,13 +319,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
             name
         );
     }
-    // As `token create` says it: a SAN given twice is a slip (it was written into the
-    // certificate twice).
-    for (i, san) in a.sans.iter().enumerate() {
-        if a.sans[..i].contains(san) {
-            anyhow::bail!("--san {san} is given twice");
-        }
-    }
+    crate::ca_args::refuse_repeated_sans(&a.sans)?;
     let p12_password = if a.p12 {
         let pw = match &a.p12_password_file {
             Some(f) => crate::ca_args::read_secret_file(f, "PKCS#12 password")?,

@@ -78,13 +78,7 @@ fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
     if a.expires > Duration::from_secs(30 * 86_400) {
         anyhow::bail!("--expires is at most 30d: a token is a bearer credential");
     }
-    let mut seen = Vec::new();
-    for s in &a.sans {
-        if seen.contains(s) {
-            anyhow::bail!("--san {s} is given twice");
-        }
-        seen.push(s.clone());
-    }
+    crate::ca_args::refuse_repeated_sans(&a.sans)?;
     // A token the CA would refuse to honour (a name outside its trust domain or name
     // constraints, a wildcard on a public suffix) is refused now, not at the device's
     // enrollment; before the password is asked for.
