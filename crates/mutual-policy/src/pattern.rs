@@ -120,6 +120,11 @@ impl SpiffePattern {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// The trust domain every ID this pattern matches is in (never a glob).
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
 }
 
 /// A DNS name pattern: labels exact (case-insensitive) or `*` for one whole label, except the

@@ -304,11 +304,11 @@ fn admins_can_match(admins: &[String], dir: &std::path::Path) -> anyhow::Result<
         return Ok(());
     };
     for p in admins {
-        let Some(rest) = p.strip_prefix("spiffe://") else {
+        // A pattern that does not parse is the server's own error to report (admin_rules).
+        let Ok(pattern) = mutual_policy::SpiffePattern::parse(p) else {
             continue;
         };
-        let theirs = rest.split('/').next().unwrap_or_default();
-        if theirs != td {
+        if pattern.trust_domain() != td {
             return Err(crate::errors::user(
                 "usage",
                 format!(

@@ -190,16 +190,16 @@ fn check(a: CheckArgs) -> anyhow::Result<ExitCode> {
 
 /// The `serve`/`connect` enrollment flags a listener's `ca_url`/`token_file`/`root_sha256`
 /// stand for.
-fn enroll_args(e: &config::Enrollment) -> anyhow::Result<crate::cmd_enroll::EnrollArgs> {
+fn enroll_args(e: &config::Enrollment) -> crate::cmd_enroll::EnrollArgs {
     // The token file is read only when an enrollment needs it (`EnrollArgs::token_value`): a
     // listener whose certificate is valid starts after the spent token's file is gone.
-    Ok(crate::cmd_enroll::EnrollArgs {
+    crate::cmd_enroll::EnrollArgs {
         // Every replica of the list: mutual-enroll fails over between them.
         ca_url: e.ca_url.clone(),
         token: None,
         token_file: e.token_file.clone(),
         root_sha256: e.root_sha256.clone(),
-    })
+    }
 }
 
 /// `mutual run`'s enrollment: a listener's `ca_url`/`token_file`/`root_sha256` do what
@@ -218,8 +218,7 @@ impl mutual_proxy::supervise::Enroller for RunEnroller {
             return Ok(None);
         };
         let (cert, key, ca) = spec.files();
-        let renewer = enroll_args(e)
-            .and_then(|a| crate::cmd_enroll::prepare(&a, cert, key, ca))
+        let renewer = crate::cmd_enroll::prepare(&enroll_args(e), cert, key, ca)
             .map_err(|e| mutual_proxy::ProxyError::Enroll(format!("{e:#}")))?;
         Ok(renewer.map(|r| {
             tokio::spawn(crate::cmd_enroll::run_renewer(
