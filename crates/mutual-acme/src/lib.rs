@@ -385,7 +385,7 @@ impl Acme {
                 let signed = self.authenticate(base, &url, &body, needs_jwk).await?;
                 match parts.as_slice() {
                     ["new-account"] => self.new_account(base, signed).await,
-                    ["new-order"] => self.new_order(base, signed).await,
+                    ["new-order"] => self.new_order(ca, base, signed).await,
                     ["acct", id] => self.account(base, signed, id).await,
                     ["acct", id, "orders"] => self.orders(base, signed, id).await,
                     ["key-change"] => self.key_change(base, signed).await,
@@ -681,7 +681,7 @@ impl Acme {
         Ok(account_resp(base, StatusCode::OK, &a))
     }
 
-    async fn new_order(&self, base: &str, s: Signed) -> Result<Resp, AcmeError> {
+    async fn new_order(&self, ca: &Ca, base: &str, s: Signed) -> Result<Resp, AcmeError> {
         let acct = Self::account_of(&s)?.clone();
         #[derive(Deserialize)]
         struct NewOrder {
@@ -699,7 +699,12 @@ impl Acme {
         }
         let mut idents: Vec<Identifier> = Vec::new();
         for i in &p.identifiers {
-            self.cfg.policy.allows(&i.kind, &i.value)?;
+            let san = self.cfg.policy.allows(&i.kind, &i.value)?;
+            // The CA's own rules (name constraints, no wildcard on a public suffix) refuse now
+            // what finalize would refuse after the client had proved control of the name.
+            ca.config()
+                .check_sans(std::slice::from_ref(&san))
+                .map_err(|e| AcmeError::new("rejectedIdentifier", format!("{}: {e}", i.value)))?;
             let i = Identifier {
                 kind: i.kind.clone(),
                 value: i.value.to_ascii_lowercase(),

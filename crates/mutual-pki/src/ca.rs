@@ -505,6 +505,16 @@ mod tests {
             Err(PkiError::WrongPassword { .. })
         ));
         let ca = Ca::open(&dir, b"pw").await.unwrap();
+        for (suffix, some) in [
+            ("internal.example", true),
+            ("example", true),
+            ("a.internal.example", true),
+            (".a.internal.example", true),
+            ("other.example", false),
+            ("evilinternal.example", false),
+        ] {
+            assert_eq!(ca.config().permits_some_dns_under(suffix), some, "{suffix}");
+        }
         let o = IssueOptions {
             name: "web".into(),
             sans: vec![

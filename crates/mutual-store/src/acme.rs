@@ -34,6 +34,16 @@ pub struct AcmeObject {
     pub body: String,
 }
 
+/// An External Account Binding key as `mutual acme eab list` shows it: never the HMAC key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EabKey {
+    pub kid: String,
+    pub created_at: i64,
+    /// The account it bound, once used (a key binds one account).
+    pub account_id: Option<String>,
+    pub bound_at: Option<i64>,
+}
+
 /// Which kind of [`AcmeObject`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AcmeKind {
@@ -98,6 +108,10 @@ store_trait! {
         fn eab_get(&self, kid: &str) -> Option<(String, Option<String>)>;
         /// Binds `kid` to `account_id` if it bound none yet; true exactly once per key.
         fn eab_bind(&self, kid: &str, account_id: &str, now: i64) -> bool;
+        /// Every EAB key, oldest first, without its HMAC key.
+        fn eab_list(&self) -> Vec<EabKey>;
+        /// Removes `kid`; false when there was no such key.
+        fn eab_delete(&self, kid: &str) -> bool;
         /// Removes expired nonces and orders/authorizations not touched since `before` that can
         /// no longer be used (pending, ready or invalid); returns how many rows went.
         fn acme_sweep(&self, now: i64, before: i64) -> u64;
@@ -371,6 +385,29 @@ macro_rules! impl_acme {
                     account_id,
                     now
                 )?;
+                Ok(res.rows_affected() == 1)
+            }
+
+            async fn eab_list(&self) -> Result<Vec<EabKey>, StoreError> {
+                let sql = "SELECT kid, created_at, account_id, bound_at FROM acme_eab \
+                           ORDER BY created_at, kid";
+                let op = "list ACME EAB keys";
+                let rows = run!(fetch_all(&self.pool), op, sql)?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(EabKey {
+                            kid: r.try_get("kid").map_err(db(op))?,
+                            created_at: r.try_get("created_at").map_err(db(op))?,
+                            account_id: r.try_get("account_id").map_err(db(op))?,
+                            bound_at: r.try_get("bound_at").map_err(db(op))?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn eab_delete(&self, kid: &str) -> Result<bool, StoreError> {
+                let sql = "DELETE FROM acme_eab WHERE kid = $1";
+                let res = run!(execute(&self.pool), "delete ACME EAB key", sql, kid)?;
                 Ok(res.rows_affected() == 1)
             }
 

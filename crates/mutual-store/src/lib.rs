@@ -143,7 +143,7 @@ mod location;
 #[doc(hidden)]
 pub mod testing;
 
-pub use acme::{AcmeAccount, AcmeKind, AcmeObject, AcmeStore};
+pub use acme::{AcmeAccount, AcmeKind, AcmeObject, AcmeStore, EabKey};
 pub use backend::PG_SANS_FROM_CERTIFICATES;
 pub use backend::{PgStore, SqliteStore};
 pub use copy::{copy_sqlite_to_postgres, CopyReport, TableCounts};

@@ -112,6 +112,20 @@ pub fn refuse_repeated_sans(sans: &[mutual_pki::San]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// When a certificate of lifetime `ttl` issued now would outlive the CA's default intermediate,
+/// the instant (Unix seconds) that intermediate ends: every issuance with that lifetime would be
+/// refused, so a setting that asks for it is refused where it is given. No password needed.
+pub fn outlives_intermediate(
+    dir: &Path,
+    config: &mutual_pki::ca::CaConfig,
+    ttl: std::time::Duration,
+) -> anyhow::Result<Option<i64>> {
+    let ends = mutual_pki::ca::issuers::default_issuer_not_after(dir, config)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    Ok((ttl > ends.saturating_sub(now)).then_some(ends))
+}
+
 pub fn key_type(s: &str) -> anyhow::Result<KeyType> {
     s.parse::<KeyType>().context("--key-type")
 }

@@ -1,7 +1,8 @@
 //! `mutual acme ...`: operator commands for the ACME front door of `mutual ca serve --acme`
 //! (docs/acme.md). For now External Account Binding keys: the operator makes one per client (or
 //! team), hands over the key id and HMAC key, and `ca serve --acme-require-eab` admits only
-//! accounts bound with such a key (RFC 8555 §7.3.4).
+//! accounts bound with such a key (RFC 8555 §7.3.4); lists them, and withdraws one (with the
+//! account it admitted) when it leaked or its client is gone.
 use std::process::ExitCode;
 
 use mutual_store::AcmeStore;
@@ -24,6 +25,34 @@ pub enum EabCommand {
     /// --eab-kid KID --eab-hmac-key KEY; lego --eab --kid KID --hmac KEY). Each key binds exactly
     /// one ACME account, at that account's creation.
     Create(EabCreateArgs),
+    /// List the keys: id, when made, the account each bound (never the HMAC key).
+    List(EabListArgs),
+    /// Withdraw a key: it can bind no account any more, and the account it bound, if any, is
+    /// deactivated (its requests are refused; certificates it obtained stay valid until
+    /// revoked with `mutual cert revoke`).
+    Delete(EabDeleteArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EabListArgs {
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Print an array of {"kid", "created_at(_unix)", "account", "bound_at(_unix)"} (account
+    /// and bound_at null while unused).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct EabDeleteArgs {
+    /// The key id `eab create` printed.
+    pub kid: String,
+    #[command(flatten)]
+    pub dir: DirArg,
+    /// Print {"kid", "deleted": true, "account"} (the account deactivated, or null). No such
+    /// key: {"error": {reason: not_found, message, hint}}, exit 1.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -38,7 +67,79 @@ pub struct EabCreateArgs {
 pub fn run(cmd: AcmeCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AcmeCommand::Eab(EabCommand::Create(a)) => eab_create(a),
+        AcmeCommand::Eab(EabCommand::List(a)) => eab_list(a),
+        AcmeCommand::Eab(EabCommand::Delete(a)) => eab_delete(a),
     }
+}
+
+fn eab_list(a: EabListArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.dir.resolve()?;
+    let keys = with_store(&dir, async |store| Ok(store.eab_list().await?))?;
+    if a.json {
+        let v: Vec<serde_json::Value> = keys.iter().map(crate::json::eab_key).collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if keys.is_empty() {
+        println!("no EAB keys (make one with `mutual acme eab create`)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<22}  {:<20}  ACCOUNT", "KID", "CREATED");
+    for k in &keys {
+        let account = match (&k.account_id, k.bound_at) {
+            (Some(id), Some(at)) => format!("{id} (bound {})", crate::json::rfc3339(at)),
+            (Some(id), None) => id.clone(),
+            _ => "- (unused)".into(),
+        };
+        println!(
+            "{:<22}  {:<20}  {account}",
+            k.kid,
+            crate::json::rfc3339(k.created_at)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn eab_delete(a: EabDeleteArgs) -> anyhow::Result<ExitCode> {
+    let dir = a.dir.resolve()?;
+    // The account first, then the key: a failure between the two leaves a used key (it binds
+    // nothing more) and a deactivated account, and the same command finishes the job.
+    let found = with_store(&dir, async |store| {
+        let Some(key) = store.eab_list().await?.into_iter().find(|k| k.kid == a.kid) else {
+            return Ok(None);
+        };
+        if let Some(id) = &key.account_id {
+            if let Some(acct) = store.account_get(id).await? {
+                store
+                    .account_update(id, "deactivated", &acct.contact)
+                    .await?;
+            }
+        }
+        store.eab_delete(&a.kid).await?;
+        Ok(Some(key.account_id))
+    })?;
+    let Some(account) = found else {
+        crate::errors::Report {
+            reason: "not_found".into(),
+            message: format!("no EAB key {}", a.kid),
+            hint: "see `mutual acme eab list`".into(),
+        }
+        .print(a.json);
+        return Ok(ExitCode::from(1));
+    };
+    if a.json {
+        let v = serde_json::json!({ "kid": a.kid, "deleted": true, "account": account });
+        println!("{v}");
+    } else {
+        match &account {
+            Some(id) => println!(
+                "deleted EAB key {}; the account it bound, {id}, is deactivated",
+                a.kid
+            ),
+            None => println!("deleted EAB key {} (it had bound no account)", a.kid),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn eab_create(a: EabCreateArgs) -> anyhow::Result<ExitCode> {
@@ -170,6 +271,7 @@ fn parse_resolve(s: &str) -> anyhow::Result<(String, std::net::IpAddr)> {
 pub fn serve_config(
     a: &AcmeArgs,
     dir: &std::path::Path,
+    ca: &mutual_pki::ca::CaConfig,
 ) -> anyhow::Result<Option<mutual_acme::AcmeConfig>> {
     let f = section(dir)?;
     if !(a.acme || f.enabled) {
@@ -187,6 +289,15 @@ pub fn serve_config(
              (allow_dns / allow_ip in [acme]): by default ACME certifies nothing"
         );
     }
+    // A suffix with no name inside the CA's name constraints: every order for it would be
+    // refused, so the setting is a mistake (a typo, or the wrong CA directory).
+    if let Some(s) = allow_dns.iter().find(|s| !ca.permits_some_dns_under(s)) {
+        anyhow::bail!(
+            "acme allow-dns {s:?}: no name under it is inside the CA's name constraints \
+             (permitted_dns: {}), so ACME could never issue for it",
+            ca.permitted_dns.join(", ")
+        );
+    }
     let ip_ranges = allow_ip
         .iter()
         .map(|s| mutual_acme::parse_cidr(s).map_err(|e| anyhow::anyhow!("acme allow-ip {e}")))
@@ -194,6 +305,15 @@ pub fn serve_config(
     let ttl = a.acme_ttl.clone().or(f.ttl).unwrap_or_else(|| "24h".into());
     let ttl = crate::ca_args::parse_duration(&ttl)
         .map_err(|e| anyhow::anyhow!("acme ttl {ttl:?}: {e}"))?;
+    // Every finalize would be refused, after the client had proved control of its names.
+    if let Some(ends) = crate::ca_args::outlives_intermediate(dir, ca, ttl)? {
+        anyhow::bail!(
+            "acme ttl {}: a certificate cannot outlive the intermediate that issues it (it ends \
+             {}); give a shorter --acme-ttl (or ttl in [acme])",
+            mutual_policy::human::duration(ttl.as_secs()),
+            crate::json::rfc3339(ends)
+        );
+    }
     let usage = match a.acme_usage.as_deref().or(f.usage.as_deref()) {
         None | Some("server") => mutual_pki::Usage::Server,
         Some("both") => mutual_pki::Usage::Both,

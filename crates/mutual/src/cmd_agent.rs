@@ -170,9 +170,7 @@ fn create(a: EntryCreateArgs) -> anyhow::Result<ExitCode> {
     // would outlive the intermediate that issues them, would never serve an SVID: refused now.
     let config = mutual_pki::ca::read_config(&dir)?;
     config.check_sans(&[mutual_pki::San::Uri(id.to_string())])?;
-    let ends = mutual_pki::ca::issuers::default_issuer_not_after(&dir, &config)?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    if i64::try_from(a.ttl.as_secs()).unwrap_or(i64::MAX) > ends.saturating_sub(now) {
+    if let Some(ends) = crate::ca_args::outlives_intermediate(&dir, &config, a.ttl)? {
         anyhow::bail!(
             "--ttl {}: an SVID cannot outlive the intermediate that issues it (it ends {}); give \
              a shorter --ttl (SVIDs are short-lived, 1h by default)",

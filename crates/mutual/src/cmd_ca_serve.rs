@@ -39,7 +39,7 @@ pub struct ServeArgs {
     #[arg(long = "admin", value_name = "PATTERN")]
     pub admins: Vec<String>,
     /// SAN of the server's own certificate (repeatable) [default: dns:localhost, ip:127.0.0.1,
-    /// ip:::1 and the host name].
+    /// ip:::1 and the host name, less the names outside the CA's name constraints].
     #[arg(long = "san", value_name = "TYPE:VALUE", value_parser = parse_san)]
     pub sans: Vec<San>,
     /// Requests per peer IP: N/s or N/m (burst twice that), or `off`. /health is not limited.
@@ -299,8 +299,8 @@ fn listeners_apart(a: &ServeArgs) -> anyhow::Result<()> {
 
 /// An `--admin spiffe://TD/...` outside the CA's trust domain can never match: the CA trusts
 /// only certificates it issued, and it issues no ID outside its trust domain.
-fn admins_can_match(admins: &[String], dir: &std::path::Path) -> anyhow::Result<()> {
-    let Some(td) = mutual_pki::ca::read_config(dir)?.trust_domain else {
+fn admins_can_match(admins: &[String], config: &mutual_pki::ca::CaConfig) -> anyhow::Result<()> {
+    let Some(td) = &config.trust_domain else {
         return Ok(());
     };
     for p in admins {
@@ -308,7 +308,7 @@ fn admins_can_match(admins: &[String], dir: &std::path::Path) -> anyhow::Result<
         let Ok(pattern) = mutual_policy::SpiffePattern::parse(p) else {
             continue;
         };
-        if pattern.trust_domain() != td {
+        if pattern.trust_domain() != td.as_str() {
             return Err(crate::errors::user(
                 "usage",
                 format!(
@@ -322,12 +322,44 @@ fn admins_can_match(admins: &[String], dir: &std::path::Path) -> anyhow::Result<
     Ok(())
 }
 
-pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+/// The SANs of the server's own certificate, checked against the CA's rules before the password
+/// is asked for. Without `--san`, the defaults the CA may issue: a CA whose name constraints
+/// leave out `localhost` or the host name serves on its IP addresses (and says so) instead of
+/// failing to issue its own certificate.
+fn own_sans(given: Vec<San>, config: &mutual_pki::ca::CaConfig) -> anyhow::Result<Vec<San>> {
+    if !given.is_empty() {
+        crate::ca_args::refuse_repeated_sans(&given)?;
+        config.check_sans(&given).map_err(|e| {
+            crate::errors::user(
+                "name_not_allowed",
+                format!("--san: the server's own certificate: {e}"),
+                "give --san names this CA may issue",
+            )
+        })?;
+        return Ok(given);
+    }
+    let (sans, left_out): (Vec<San>, Vec<San>) = default_sans()
+        .into_iter()
+        .partition(|s| config.check_sans(std::slice::from_ref(s)).is_ok());
+    if !left_out.is_empty() {
+        let names: Vec<String> = left_out.iter().map(San::value).collect();
+        eprintln!(
+            "note: the server certificate leaves out {} (outside the CA's name constraints); \
+             give --san to name the server",
+            names.join(", ")
+        );
+    }
+    Ok(sans)
+}
+
+pub fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging(&a.log_format);
     listeners_apart(&a)?;
     let dir = a.dir.resolve()?;
-    admins_can_match(&a.admins, &dir)?;
-    let acme = crate::cmd_acme::serve_config(&a.acme, &dir)?;
+    let config = mutual_pki::ca::read_config(&dir)?;
+    admins_can_match(&a.admins, &config)?;
+    let acme = crate::cmd_acme::serve_config(&a.acme, &dir, &config)?;
+    let sans = own_sans(std::mem::take(&mut a.sans), &config)?;
     let est = est_config(&a)?;
     let server_key = match &a.server_key {
         Some(k) if !mutual_tls::load::is_pkcs11(k) => {
@@ -357,11 +389,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         drop(password);
         let mut opts = ServeOptions::new(
             a.listen,
-            if a.sans.is_empty() {
-                default_sans()
-            } else {
-                a.sans
-            },
+            sans,
         );
         opts.admins = a.admins;
         opts.rate = a.rate_limit;

@@ -4,7 +4,7 @@
 
 #[cfg(test)]
 use mutual_store::CertRecord;
-use mutual_store::{EstRequest, RegistrationEntry};
+use mutual_store::{EabKey, EstRequest, RegistrationEntry};
 use serde_json::{json, Value};
 
 pub use mutual_policy::human::rfc3339;
@@ -48,6 +48,18 @@ pub fn entry(e: &RegistrationEntry) -> Value {
         "created_at": rfc3339(e.created_at),
         "created_at_unix": e.created_at,
         "created_by": e.created_by,
+    })
+}
+
+/// An External Account Binding key (`acme eab list --json`): never its HMAC key.
+pub fn eab_key(k: &EabKey) -> Value {
+    json!({
+        "kid": k.kid,
+        "created_at": rfc3339(k.created_at),
+        "created_at_unix": k.created_at,
+        "account": k.account_id,
+        "bound_at": k.bound_at.map(rfc3339),
+        "bound_at_unix": k.bound_at,
     })
 }
 

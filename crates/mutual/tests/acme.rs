@@ -71,6 +71,11 @@ impl AcmeCa {
 
     /// A CA serving ACME with `extra` flags after the usual ones.
     fn start_with(extra: &[&str]) -> AcmeCa {
+        AcmeCa::start_on(TestCa::new(&[]), extra)
+    }
+
+    /// `ca` serving ACME for example.test with `extra` flags after the usual ones.
+    fn start_on(ca: TestCa, extra: &[&str]) -> AcmeCa {
         let (http_port, tls_port) = (free_port(), free_port());
         let mut args: Vec<String> = ["--acme", "--acme-allow-dns", "example.test"]
             .iter()
@@ -87,7 +92,7 @@ impl AcmeCa {
         }
         args.extend(extra.iter().map(ToString::to_string));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        AcmeCa::spawn(TestCa::new(&[]), &args, http_port, tls_port)
+        AcmeCa::spawn(ca, &args, http_port, tls_port)
     }
 
     /// `ca serve` of `ca` with `args` (the ACME settings, as flags or none when the CA config
@@ -386,7 +391,22 @@ fn lego_obtains_by_http01_and_tls_alpn01_renews_and_revokes() {
 
 #[test]
 fn refusals_carry_the_exact_acme_error_type() {
-    let srv = AcmeCa::start();
+    // Name constraints narrower than the ACME policy (example.test): the CA's own rules refuse
+    // h.example.test at newOrder.
+    let mut init = Vec::new();
+    for n in ["b", "c", "d", "e", "f", "g"] {
+        init.extend(["--permitted-dns".to_string(), format!("{n}.example.test")]);
+    }
+    let init: Vec<&str> = init.iter().map(String::as_str).collect();
+    let srv = AcmeCa::start_on(TestCa::new(&init), &[]);
+    // Without --san, the server certificate leaves out the default names the constraints
+    // exclude (it serves on 127.0.0.1) instead of failing to start.
+    assert!(
+        srv.log_text()
+            .contains("note: the server certificate leaves out localhost"),
+        "{}",
+        srv.log_text()
+    );
     // With the inventory: orders put back to pending after their authorization turned valid (a
     // crash between a validation's two writes) are settled when read and when finalized.
     let db = Path::new(srv.ca.d()).join("inventory.db");
@@ -396,6 +416,7 @@ fn refusals_carry_the_exact_acme_error_type() {
         "replayed_nonce": "badNonce",
         "wrong_key": "unauthorized",
         "outside_policy": "rejectedIdentifier",
+        "outside_ca_rules": "rejectedIdentifier",
         "wrong_key_authorization": "incorrectResponse",
         "csr_names_differ": "badCSR",
         "finalize_not_ready": "orderNotReady",
@@ -436,6 +457,9 @@ fn acme_without_an_allowed_identifier_is_a_usage_error() {
         .fails_with("acme attempts 0: must be at least 1");
     serve(&[&on[..], &["--acme-http-port", "0"]].concat())
         .fails_with("acme http port 0: must be at least 1");
+    // A lifetime longer than the intermediate has left: every finalize would be refused.
+    serve(&[&on[..], &["--acme-ttl", "100y"]].concat())
+        .fails_with("a certificate cannot outlive the intermediate that issues it");
     std::fs::OpenOptions::new()
         .append(true)
         .open(Path::new(ca.d()).join("mutual-ca.toml"))
@@ -443,6 +467,43 @@ fn acme_without_an_allowed_identifier_is_a_usage_error() {
         .unwrap();
     serve(&on).fails_with("acme tls port 0: must be at least 1");
     serve(&["--acme-attempts", "2"]).fails_with("--acme-* settings need --acme");
+    // A suffix with no name inside the CA's name constraints: every order would be refused.
+    let narrow = TestCa::new(&["--permitted-dns", ".internal.example"]);
+    let serve_narrow = |suffix: &str| {
+        mutual(&[
+            "ca",
+            "serve",
+            "--dir",
+            narrow.d(),
+            "--listen",
+            "127.0.0.1:0",
+            "--acme",
+            "--acme-allow-dns",
+            suffix,
+        ])
+    };
+    serve_narrow("example.test").fails_with(
+        "acme allow-dns \"example.test\": no name under it is inside the CA's name constraints \
+         (permitted_dns: .internal.example)",
+    );
+    // The server's own --san outside them: refused before the password is asked for.
+    mutual_pw(
+        None,
+        &[
+            "ca",
+            "serve",
+            "--dir",
+            narrow.d(),
+            "--listen",
+            "127.0.0.1:0",
+            "--san",
+            "dns:ca.other.example",
+        ],
+    )
+    .fails_with(
+        "--san: the server's own certificate: name \"ca.other.example\" is not permitted by this \
+         CA's name constraints",
+    );
 }
 
 /// Runs one of the Python clients in tests/acme/ against the CA and returns its JSON verdicts.
@@ -573,6 +634,77 @@ fn external_account_binding_is_required_and_binds_one_account() {
     srv.ca
         .openssl_verify(&live.join("cert.pem"), "sslserver")
         .ok();
+
+    // `eab list`: both keys, each with the account it bound, never an HMAC key.
+    let list = || -> serde_json::Value {
+        let o = mutual(&["acme", "eab", "list", "--dir", srv.ca.d(), "--json"]).ok();
+        serde_json::from_str(&o.stdout).unwrap()
+    };
+    let keys = list();
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert_eq!(keys[1]["kid"], kid.as_str());
+    assert!(keys
+        .iter()
+        .all(|k| k["account"].is_string() && k["bound_at"].is_string()));
+    let text = mutual(&["acme", "eab", "list", "--dir", srv.ca.d()]).ok();
+    assert!(
+        text.stdout.contains(&kid) && !text.stdout.contains(&key),
+        "{}",
+        text.stdout
+    );
+    let account = keys[1]["account"].as_str().unwrap().to_string();
+
+    // `eab delete` of the key certbot used: its account is deactivated, so certbot's next
+    // order (same account) is refused; the key is gone from the list.
+    let o = mutual(&["acme", "eab", "delete", &kid, "--dir", srv.ca.d(), "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"kid": kid, "deleted": true, "account": account})
+    );
+    let o = srv.certonly("b.example.test", &[]);
+    assert_ne!(
+        o.code, 0,
+        "certbot with a deactivated account: {}",
+        o.stdout
+    );
+    assert!(
+        format!("{}{}", o.stdout, o.stderr).contains("the account is deactivated"),
+        "{}\n{}",
+        o.stdout,
+        o.stderr
+    );
+    assert_eq!(list().as_array().unwrap().len(), 1);
+    // An unused key withdrawn before use binds nothing: certbot cannot register with it.
+    let (unused, unused_key) = eab();
+    let o = mutual(&["acme", "eab", "delete", &unused, "--dir", srv.ca.d()]).ok();
+    assert!(o.stdout.contains("it had bound no account"), "{}", o.stdout);
+    std::fs::remove_dir_all(srv.ca.tmp.path().join("certbot/conf/accounts")).unwrap();
+    let o = srv.certonly(
+        "b.example.test",
+        &["--eab-kid", &unused, "--eab-hmac-key", &unused_key],
+    );
+    assert_ne!(o.code, 0, "certbot with a withdrawn key: {}", o.stdout);
+    assert!(
+        format!("{}{}", o.stdout, o.stderr).contains("unknown key id"),
+        "{}\n{}",
+        o.stdout,
+        o.stderr
+    );
+    // A key that is not there: exit 1, reason not_found.
+    let o = mutual(&[
+        "acme",
+        "eab",
+        "delete",
+        &unused,
+        "--dir",
+        srv.ca.d(),
+        "--json",
+    ]);
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["error"]["reason"], "not_found");
 }
 
 /// ARI with certbot 5.x, whose `renew` asks renewalInfo (RFC 9773): a fresh certificate is not

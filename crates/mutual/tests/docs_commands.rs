@@ -157,8 +157,9 @@ const SKIPPED: &[(&str, &str, &str)] = &[
     (
         "docs/acme.md",
         "mutual acme eab create --dir /etc/mutual/ca            # kid=... and hmac_key=..., shown once",
-        "needs the CA dir made by `ca init` in /etc/mutual/ca; tests/acme.rs runs `mutual acme eab \
-         create --json` and binds accounts (Python client, certbot) with its output",
+        "needs the CA dir made by `ca init` in /etc/mutual/ca and a KID; tests/acme.rs runs `mutual \
+         acme eab create --json`, binds accounts (Python client, certbot) with its output, lists \
+         the keys and deletes one (its account is then refused) and an unused one",
     ),
     (
         "docs/acme.md",

@@ -158,6 +158,19 @@ impl crate::ca::CaConfig {
         Ok(())
     }
 
+    /// Whether some DNS name equal to `suffix` or under it is inside the name constraints
+    /// (none: every name is): `ca serve --acme-allow-dns` refuses a suffix ACME could never
+    /// issue for.
+    pub fn permits_some_dns_under(&self, suffix: &str) -> bool {
+        let suffix = suffix.trim_start_matches('.').to_ascii_lowercase();
+        self.permitted_dns.is_empty()
+            || self.permitted_dns.iter().any(|c| {
+                let base = c.trim_start_matches('.').to_ascii_lowercase();
+                // The suffix inside the constraint, or the constraint's names under the suffix.
+                dns_permitted(&suffix, c) || dns_permitted(&base, &suffix)
+            })
+    }
+
     /// A DNS name inside the name constraints (`permitted_dns`; none: every name).
     fn check_permitted_dns(&self, name: &str) -> Result<(), PkiError> {
         let permitted = &self.permitted_dns;

@@ -53,6 +53,13 @@ out["wrong_key"] = err(post(jws(other, D["newOrder"], order, kid=kid), D["newOrd
 bad = {"identifiers": [{"type": "dns", "value": "evil.other.test"}]}
 out["outside_policy"] = err(post(jws(key, D["newOrder"], bad, kid=kid), D["newOrder"]))
 
+# Inside the ACME policy but outside the CA's name constraints: refused at newOrder too (not at
+# finalize, after the client had proved control of the name).
+bad = {"identifiers": [{"type": "dns", "value": "h.example.test"}]}
+r = post(jws(key, D["newOrder"], bad, kid=kid), D["newOrder"])
+assert "h.example.test" in r.json().get("detail", "") and "permitted" in r.json()["detail"], r.text
+out["outside_ca_rules"] = err(r)
+
 
 def new_order(name):
     r = post(jws(key, D["newOrder"], {"identifiers": [{"type": "dns", "value": name}]}, kid=kid), D["newOrder"])
