@@ -112,18 +112,29 @@ pub fn refuse_repeated_sans(sans: &[mutual_pki::San]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// When a certificate of lifetime `ttl` issued now would outlive the CA's default intermediate,
-/// the instant (Unix seconds) that intermediate ends: every issuance with that lifetime would be
-/// refused, so a setting that asks for it is refused where it is given. No password needed.
-pub fn outlives_intermediate(
+/// Refuses a lifetime `ttl` (set by `what`, e.g. `--ttl-cert`) that a certificate issued now
+/// could not have: longer than the CA's default intermediate has left. Every issuance with it
+/// would be refused, so the setting is refused where it is given. No password needed.
+pub fn refuse_outliving_intermediate(
     dir: &Path,
     config: &mutual_pki::ca::CaConfig,
     ttl: std::time::Duration,
-) -> anyhow::Result<Option<i64>> {
+    what: &str,
+) -> anyhow::Result<()> {
     let ends = mutual_pki::ca::issuers::default_issuer_not_after(dir, config)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-    Ok((ttl > ends.saturating_sub(now)).then_some(ends))
+    if i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX) <= ends.saturating_sub(now) {
+        return Ok(());
+    }
+    Err(crate::errors::user(
+        "usage",
+        format!(
+            "{what} {}: a certificate cannot outlive the intermediate that issues it (it ends {})",
+            mutual_policy::human::duration(ttl.as_secs()),
+            crate::json::rfc3339(ends)
+        ),
+        format!("give a shorter {what}"),
+    ))
 }
 
 pub fn key_type(s: &str) -> anyhow::Result<KeyType> {

@@ -306,14 +306,7 @@ pub fn serve_config(
     let ttl = crate::ca_args::parse_duration(&ttl)
         .map_err(|e| anyhow::anyhow!("acme ttl {ttl:?}: {e}"))?;
     // Every finalize would be refused, after the client had proved control of its names.
-    if let Some(ends) = crate::ca_args::outlives_intermediate(dir, ca, ttl)? {
-        anyhow::bail!(
-            "acme ttl {}: a certificate cannot outlive the intermediate that issues it (it ends \
-             {}); give a shorter --acme-ttl (or ttl in [acme])",
-            mutual_policy::human::duration(ttl.as_secs()),
-            crate::json::rfc3339(ends)
-        );
-    }
+    crate::ca_args::refuse_outliving_intermediate(dir, ca, ttl, "--acme-ttl")?;
     let usage = match a.acme_usage.as_deref().or(f.usage.as_deref()) {
         None | Some("server") => mutual_pki::Usage::Server,
         Some("both") => mutual_pki::Usage::Both,

@@ -170,18 +170,8 @@ fn create(a: EntryCreateArgs) -> anyhow::Result<ExitCode> {
     // would outlive the intermediate that issues them, would never serve an SVID: refused now.
     let config = mutual_pki::ca::read_config(&dir)?;
     config.check_sans(&[mutual_pki::San::Uri(id.to_string())])?;
-    if let Some(ends) = crate::ca_args::outlives_intermediate(&dir, &config, a.ttl)? {
-        anyhow::bail!(
-            "--ttl {}: an SVID cannot outlive the intermediate that issues it (it ends {}); give \
-             a shorter --ttl (SVIDs are short-lived, 1h by default)",
-            mutual_policy::human::duration(a.ttl.as_secs()),
-            crate::json::rfc3339(ends)
-        );
-    }
-    let by = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .map_or_else(|| "cli".to_string(), |u| format!("cli:{u}"));
+    crate::ca_args::refuse_outliving_intermediate(&dir, &config, a.ttl, "--ttl")?;
+    let by = crate::whoami::actor();
     let entry = RegistrationEntry {
         id: mutual_agent::new_entry_id()?,
         spiffe_id: id.to_string(),

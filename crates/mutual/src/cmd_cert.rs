@@ -406,7 +406,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     let requested_by = a
         .requested_by
         .clone()
-        .or_else(|| Some(format!("cli:{}", crate::whoami::user_name())));
+        .or_else(|| Some(crate::whoami::actor()));
     let wrote_key = csr.is_none() && token_key.is_none();
     let key = match (csr, &token_key) {
         (Some(c), _) => KeySource::Csr(c),

@@ -188,10 +188,7 @@ pub fn decide(a: DecideArgs, approve: bool) -> anyhow::Result<ExitCode> {
     use mutual_store::{EstMove, EstStore};
     let dir = a.dir.resolve()?;
     let to = if approve { "approved" } else { "rejected" };
-    let by = std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .map_or_else(|| "cli".to_string(), |u| format!("cli:{u}"));
+    let by = crate::whoami::actor();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let (moved, current) = with_store(&dir, async |store| {
         let moved = store

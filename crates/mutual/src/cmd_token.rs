@@ -82,7 +82,9 @@ fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
     // A token the CA would refuse to honour (a name outside its trust domain or name
     // constraints, a wildcard on a public suffix) is refused now, not at the device's
     // enrollment; before the password is asked for.
-    mutual_pki::ca::read_config(&dir)?.check_sans(&a.sans)?;
+    let config = mutual_pki::ca::read_config(&dir)?;
+    config.check_sans(&a.sans)?;
+    crate::ca_args::refuse_outliving_intermediate(&dir, &config, a.ttl_cert, "--ttl-cert")?;
     let password = a
         .password
         .get_for(&dir, mutual_pki::ca::KeysUsed::PROVISIONER)?;

@@ -16,6 +16,13 @@ pub fn user_name() -> String {
     name_for_uid(&passwd, uid).unwrap_or_else(|| format!("uid:{uid}"))
 }
 
+/// Who did it, as the inventory records a command-line action (`requested_by`, `decided_by`,
+/// `created_by`): `cli:NAME`. Containers without `$USER` get the passwd name or `uid:N`, not
+/// a bare `cli` that names nobody.
+pub fn actor() -> String {
+    format!("cli:{}", user_name())
+}
+
 /// The name of `uid` in an /etc/passwd text.
 fn name_for_uid(passwd: &str, uid: u32) -> Option<String> {
     passwd.lines().find_map(|line| {

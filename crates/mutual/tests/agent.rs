@@ -504,7 +504,7 @@ fn entries_are_created_listed_and_deleted_with_clear_errors() {
     assert_eq!(o.code, 2, "{}", o.text());
     assert!(
         o.stderr
-            .contains("an SVID cannot outlive the intermediate that issues it"),
+            .contains("a certificate cannot outlive the intermediate that issues it"),
         "{}",
         o.text()
     );

@@ -294,6 +294,21 @@ fn roots_sign_with_token_and_every_token_refusal() {
     assert_eq!(o.code, 2, "{}", o.text());
     let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v["error"]["reason"], "name_not_allowed", "{v}");
+    // So is one for a certificate that would outlive the intermediate (before the password).
+    mutual_pw(
+        None,
+        &[
+            "token",
+            "create",
+            "--dir",
+            srv.ca.d(),
+            "--san",
+            "dns:web.internal",
+            "--ttl-cert",
+            "100y",
+        ],
+    )
+    .fails_with("--ttl-cert 100 y: a certificate cannot outlive the intermediate that issues it");
 
     // Sign: a token for two names, a CSR from openssl asking for one of them.
     let (token, jti) = srv.token(&[
