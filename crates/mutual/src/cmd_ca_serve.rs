@@ -360,6 +360,21 @@ pub fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
     admins_can_match(&a.admins, &config)?;
     let acme = crate::cmd_acme::serve_config(&a.acme, &dir, &config)?;
     let sans = own_sans(std::mem::take(&mut a.sans), &config)?;
+    // Lifetimes no certificate from the intermediate could have: the server's own would fail
+    // to issue at start (the message named another command's --ttl), EST's and the OCSP
+    // responder's at every request.
+    let ttls = [
+        (true, a.server_cert_ttl, "--server-cert-ttl"),
+        (a.est, a.est_ttl, "--est-ttl"),
+        (
+            a.ocsp || a.ocsp_listen.is_some(),
+            a.ocsp_responder_ttl,
+            "--ocsp-responder-ttl",
+        ),
+    ];
+    for (_, ttl, flag) in ttls.iter().filter(|(on, _, _)| *on) {
+        crate::ca_args::refuse_outliving_intermediate(&dir, &config, *ttl, flag)?;
+    }
     let est = est_config(&a)?;
     let server_key = match &a.server_key {
         Some(k) if !mutual_tls::load::is_pkcs11(k) => {

@@ -630,6 +630,19 @@ fn ui_listen_must_be_loopback() {
             o.text()
         );
     }
+    // Lifetimes the intermediate cannot cover, named by their own flag, before the password.
+    for extra in [
+        &["--server-cert-ttl", "100y"][..],
+        &["--est", "--est-ttl", "100y"][..],
+        &["--ocsp", "--ocsp-responder-ttl", "100y"][..],
+    ] {
+        let mut args = vec!["ca", "serve", "--dir", ca.d(), "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        mutual_pw(None, &args).fails_with(&format!(
+            "{} 100 y: a certificate cannot outlive the intermediate that issues it",
+            extra[extra.len() - 2]
+        ));
+    }
 }
 
 /// The managed policy that makes Chromium present the NSS db's certificate to 127.0.0.1
