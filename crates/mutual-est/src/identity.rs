@@ -61,6 +61,48 @@ impl IdentityTemplate {
         Ok(IdentityTemplate { text })
     }
 
+    /// Whether the CA could issue any name this template makes: `Err` (why) when its fixed
+    /// part already puts every name outside the trust domain (`spiffe://other.td/{serial}`) or
+    /// the name constraints (`dns:{serial}.other.example`), so every enrollment would be
+    /// refused. A placeholder in the part that decides is given the benefit of the doubt.
+    pub fn check_against(&self, ca: &mutual_pki::ca::CaConfig) -> Result<(), String> {
+        if let Some(rest) = self.text.strip_prefix("uri:spiffe://") {
+            let authority = rest.split('/').next().unwrap_or_default();
+            match &ca.trust_domain {
+                Some(td) if !authority.contains('{') && !authority.eq_ignore_ascii_case(td) => {
+                    return Err(format!(
+                        "{}: its SPIFFE IDs are in {authority}, outside this CA's trust domain {td}",
+                        self.shown()
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if let Some(name) = self.text.strip_prefix("dns:") {
+            // The text after the last placeholder: every name ends with it.
+            let tail = name.rsplit('}').next().unwrap_or_default();
+            if let Some(suffix) = tail.strip_prefix('.').filter(|s| !s.is_empty()) {
+                if !ca.permits_some_dns_under(suffix) {
+                    return Err(format!(
+                        "{}: its names end in .{suffix}, outside this CA's name constraints \
+                         (permitted_dns: {})",
+                        self.shown(),
+                        ca.permitted_dns.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The template as the operator wrote it (a SPIFFE ID without the `uri:` this keeps).
+    fn shown(&self) -> &str {
+        self.text
+            .strip_prefix("uri:")
+            .filter(|t| t.starts_with("spiffe://"))
+            .unwrap_or(&self.text)
+    }
+
     /// The SAN for a device, or `name_not_allowed` when its certificate lacks the attribute the
     /// template needs or its value cannot be part of a name.
     pub fn render(&self, facts: &DeviceFacts) -> Result<San, EstError> {

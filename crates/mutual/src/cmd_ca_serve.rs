@@ -360,6 +360,18 @@ pub fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
     admins_can_match(&a.admins, &config)?;
     let acme = crate::cmd_acme::serve_config(&a.acme, &dir, &config)?;
     let sans = own_sans(std::mem::take(&mut a.sans), &config)?;
+    // EST identity templates whose every name the CA would refuse.
+    let identity = a.est_identity.iter().map(|t| ("--est-identity", t));
+    let labels = a.est_label.iter().map(|(_, t)| ("--est-label", t));
+    for (flag, t) in identity.chain(labels) {
+        t.check_against(&config).map_err(|e| {
+            crate::errors::user(
+                "name_not_allowed",
+                format!("{flag} {e}"),
+                "give a template whose names this CA may issue",
+            )
+        })?;
+    }
     // Lifetimes no certificate from the intermediate could have: the server's own would fail
     // to issue at start (the message named another command's --ttl), EST's and the OCSP
     // responder's at every request.

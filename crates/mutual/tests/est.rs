@@ -253,6 +253,8 @@ fn est_server(tmp: &Path, extra: &[&str]) -> (Factory, CaServe) {
         s(&tmp.join("ca")),
         "--name",
         "Fleet CA",
+        "--trust-domain",
+        "fleet.example",
     ])
     .ok();
     let ca = CaServe::start_new(&tmp.join("ca"), tmp.join("ca-serve.log"), &args);
@@ -1005,6 +1007,42 @@ fn flags_are_checked() {
     .fails_with("no-such-file");
     run(&["--est", "--est-identity", "spiffe://fleet.example/device"])
         .fails_with("has no {serial} or {cn}");
+    // Templates whose every name the CA would refuse: at start, not at each enrollment.
+    let strict = tmp.path().join("strict");
+    mutual(&[
+        "ca",
+        "init",
+        "--dir",
+        s(&strict),
+        "--name",
+        "Strict CA",
+        "--trust-domain",
+        "fleet.example",
+        "--permitted-dns",
+        "devices.example",
+    ])
+    .ok();
+    let on_strict = |extra: &[&str]| {
+        let mut a = vec![
+            "ca",
+            "serve",
+            "--dir",
+            s(&strict),
+            "--listen",
+            "127.0.0.1:0",
+            "--est",
+        ];
+        a.extend_from_slice(extra);
+        mutual_within(&a, Duration::from_secs(20))
+    };
+    on_strict(&["--est-identity", "spiffe://other.example/device/{serial}"]).fails_with(
+        "--est-identity spiffe://other.example/device/{serial}: its SPIFFE IDs are in \
+         other.example, outside this CA's trust domain fleet.example",
+    );
+    on_strict(&["--est-label", "line=dns:{serial}.line.example"]).fails_with(
+        "--est-label dns:{serial}.line.example: its names end in .line.example, outside this \
+         CA's name constraints (permitted_dns: devices.example)",
+    );
     // A setting of a front door that is off would set nothing: refused, not ignored.
     run(&["--est-ttl", "1h"]).fails_with("required arguments were not provided:\n  --est");
     run(&["--est", "--est-retry-after", "5"])
