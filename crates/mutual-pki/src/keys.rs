@@ -95,19 +95,20 @@ impl KeyKind {
     /// Whether the CA signs certificates for a key of this kind and size: ECDSA P-256/P-384,
     /// Ed25519, RSA of at least 2048 bits in whole bytes. `what` names the key in the message ("the CSR's key").
     pub fn check_issuable(&self, bits: usize, what: &str) -> Result<(), PkiError> {
-        match self {
-            KeyKind::Rsa if bits < 2048 => Err(PkiError::WeakKey {
-                detail: format!("{what} is RSA-{bits}; at least 2048 bits required"),
-            }),
+        use mutual_policy::facts::RsaSizeProblem;
+        match (self, RsaSizeProblem::of(bits)) {
             // What the lint's rsa-modulus-size calls an error (CABF BR 6.1.5).
-            KeyKind::Rsa if !bits.is_multiple_of(8) => Err(PkiError::UnsupportedKey {
-                detail: format!(
-                    "{what} is RSA-{bits}; the modulus must be a whole number of bytes (a \
-                     multiple of 8 bits: 2048, 3072, 4096)"
-                ),
-            }),
-            KeyKind::Rsa | KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::Ed25519 => Ok(()),
-            other => Err(PkiError::UnsupportedKey {
+            (KeyKind::Rsa, Some(p)) => {
+                let detail = format!("{what} is RSA-{bits}; {}", p.why());
+                Err(match p {
+                    RsaSizeProblem::TooSmall => PkiError::WeakKey { detail },
+                    RsaSizeProblem::NotWholeBytes => PkiError::UnsupportedKey { detail },
+                })
+            }
+            (KeyKind::Rsa | KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::Ed25519, _) => {
+                Ok(())
+            }
+            (other, _) => Err(PkiError::UnsupportedKey {
                 detail: format!("{what} is {other}; use ECDSA P-256/P-384, Ed25519 or RSA >= 2048"),
             }),
         }

@@ -129,6 +129,37 @@ pub fn rsa_bits(modulus: &[u8]) -> usize {
     }
 }
 
+/// What is wrong with an RSA modulus of `bits`, as the CA, the verifier, the lint and the probe
+/// all judge it (CABF BR 6.1.5): fewer than 2048 bits, or not a whole number of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RsaSizeProblem {
+    TooSmall,
+    NotWholeBytes,
+}
+
+impl RsaSizeProblem {
+    /// `None`: the size is acceptable.
+    pub fn of(bits: usize) -> Option<RsaSizeProblem> {
+        if bits < 2048 {
+            Some(RsaSizeProblem::TooSmall)
+        } else if !bits.is_multiple_of(8) {
+            Some(RsaSizeProblem::NotWholeBytes)
+        } else {
+            None
+        }
+    }
+
+    /// Why, in the words every message uses.
+    pub fn why(self) -> &'static str {
+        match self {
+            RsaSizeProblem::TooSmall => "at least 2048 bits required",
+            RsaSizeProblem::NotWholeBytes => {
+                "the modulus must be a whole number of bytes (a multiple of 8 bits: 2048, 3072, 4096)"
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod rsa_bits_tests {
     #[test]

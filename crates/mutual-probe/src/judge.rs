@@ -267,10 +267,15 @@ pub fn check_client_chain(chain: &[CertSummary], advertised: &[String]) -> Vec<F
                 ),
             });
         }
-        if leaf.rsa_bits.is_some_and(|b| b < 2048) {
+        // The verifier's rule (a 2052-bit key is refused as weak_key too).
+        if let Some(p) = leaf.rsa_bits.and_then(mutual_tls::RsaSizeProblem::of) {
             out.push(Finding {
                 reason: Reason::WeakKey,
-                detail: format!("the client certificate has a weak key ({})", leaf.key),
+                detail: format!(
+                    "the client certificate has a weak key ({}: {})",
+                    leaf.key,
+                    p.why()
+                ),
             });
         }
     }
@@ -309,6 +314,7 @@ pub fn decode_cas(raw: &[Vec<u8>]) -> (Vec<String>, bool) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -327,5 +333,49 @@ mod tests {
             (Reason::Other, true)
         );
         assert_eq!(alert_name(AlertDescription::UnknownCA), "unknown_ca");
+    }
+
+    /// A client certificate the proxy's verifier refuses for its RSA size is weak_key here
+    /// too: 1024 bits, and 2052 (not whole bytes), which the probe used to pass.
+    #[test]
+    fn rsa_sizes_judged_as_the_verifier_judges_them() {
+        let dir = std::env::temp_dir().join(format!("mutual-probe-rsa-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (bits, weak) in [(1024, true), (2052, true), (2048, false)] {
+            let (key, der) = (
+                dir.join(format!("{bits}.key")),
+                dir.join(format!("{bits}.der")),
+            );
+            let made = std::process::Command::new("openssl")
+                .args(["req", "-x509", "-newkey", &format!("rsa:{bits}"), "-nodes"])
+                .args([
+                    "-subj",
+                    "/CN=client",
+                    "-days",
+                    "1",
+                    "-outform",
+                    "DER",
+                    "-keyout",
+                ])
+                .arg(&key)
+                .arg("-out")
+                .arg(&der)
+                .stderr(std::process::Stdio::null())
+                .status();
+            if !made.is_ok_and(|s| s.success()) {
+                eprintln!("openssl cannot make an RSA-{bits} certificate; skipping");
+                continue;
+            }
+            let leaf = crate::certinfo::summarize(&std::fs::read(&der).unwrap()).unwrap();
+            assert_eq!(leaf.rsa_bits, Some(bits));
+            let found = check_client_chain(&[leaf], &[]);
+            assert_eq!(
+                found.iter().any(|f| f.reason == Reason::WeakKey),
+                weak,
+                "RSA-{bits}: {:?}",
+                found.iter().map(|f| &f.detail).collect::<Vec<_>>()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

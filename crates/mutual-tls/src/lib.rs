@@ -41,7 +41,7 @@ pub use classify::{describe, describe_io};
 pub use config::{provider, versions};
 pub use hello::HelloFacts;
 pub use lint::Profile;
-pub use mutual_policy::facts::rsa_bits;
+pub use mutual_policy::facts::{rsa_bits, RsaSizeProblem};
 pub use mutual_policy::{human, serial_hex, CertFacts};
 pub use peer::{Leaf, LeafFacts, PeerCache, PeerError, TlsFacts, VerifiedPeer, Wanted};
 pub use reason::Reason;

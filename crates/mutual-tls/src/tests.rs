@@ -655,7 +655,10 @@ fn weak_rsa_leaf_is_weak_key() {
     let pki = TestPki::new("weak");
     for (bits, want) in [
         (1024, "1024-bit RSA"),
-        (2052, "2052-bit RSA key (the size must be a multiple of 8)"),
+        (
+            2052,
+            "2052-bit RSA key (the modulus must be a whole number of bytes",
+        ),
     ] {
         let key = pki.path(&format!("rsa{bits}.pem"));
         let spki = pki.path(&format!("rsa{bits}.der"));

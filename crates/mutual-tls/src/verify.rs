@@ -587,13 +587,8 @@ fn check_key_strength(cert: &X509Certificate<'_>) -> Result<(), rustls::Error> {
     match spki.parsed() {
         Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
             let bits = mutual_policy::facts::rsa_bits(rsa.modulus);
-            if bits < 2048 {
-                return weak(format!("{bits}-bit RSA key (at least 2048 bits required)"));
-            }
-            if !bits.is_multiple_of(8) {
-                return weak(format!(
-                    "{bits}-bit RSA key (the size must be a multiple of 8)"
-                ));
+            if let Some(p) = mutual_policy::facts::RsaSizeProblem::of(bits) {
+                return weak(format!("{bits}-bit RSA key ({})", p.why()));
             }
         }
         Ok(x509_parser::public_key::PublicKey::DSA(_)) => {

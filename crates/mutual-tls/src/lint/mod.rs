@@ -611,7 +611,7 @@ pub fn lint_cert(der: &[u8], role: Role) -> Vec<Finding> {
     // Key size.
     if let Ok(x509_parser::public_key::PublicKey::RSA(rsa)) = c.public_key().parsed() {
         let bits = mutual_policy::facts::rsa_bits(rsa.modulus);
-        if bits < 2048 || !bits.is_multiple_of(8) {
+        if mutual_policy::facts::RsaSizeProblem::of(bits).is_some() {
             o.hit(
                 "rsa-modulus-size",
                 format!("the RSA modulus is {bits} bits"),
