@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use mutual_enroll::files::CertSummary;
+use mutual_enroll::files::{CertSummary, Current};
 use mutual_enroll::{CaUrls, EnrollOptions, Fingerprint, RenewOptions, Renewer};
 use mutual_pki::KeyType;
 
@@ -408,7 +408,7 @@ fn trust_file(args: &RenewArgs) -> anyhow::Result<PathBuf> {
     Ok(ca)
 }
 
-fn renew_options(args: &RenewArgs) -> anyhow::Result<RenewOptions> {
+fn renew_options(args: &RenewArgs, current: &Current) -> anyhow::Result<RenewOptions> {
     let ca = trust_file(args)?;
     Ok(RenewOptions {
         ca_url: CaUrls::parse(&args.ca_url)?,
@@ -416,7 +416,7 @@ fn renew_options(args: &RenewArgs) -> anyhow::Result<RenewOptions> {
         key: args.key.clone(),
         ca,
         new_key: if args.new_key {
-            Some(new_key_type(args)?)
+            Some(new_key_type(args, current)?)
         } else {
             None
         },
@@ -425,12 +425,12 @@ fn renew_options(args: &RenewArgs) -> anyhow::Result<RenewOptions> {
 
 /// The type of a new key: --key-type, else the current certificate's (a P-384 or Ed25519 key
 /// stays one across renewals; an RSA key becomes RSA-3072).
-fn new_key_type(args: &RenewArgs) -> anyhow::Result<KeyType> {
+fn new_key_type(args: &RenewArgs, current: &Current) -> anyhow::Result<KeyType> {
     if let Some(s) = &args.key_type {
         return key_type(s);
     }
-    let chain = mutual_tls::load::load_certs(&args.cert)?;
-    Ok(chain
+    Ok(current
+        .chain
         .first()
         .and_then(|c| mutual_pki::keys::key_type_of_certificate(c.as_ref()))
         .unwrap_or_default())
@@ -446,6 +446,8 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
         key: args.key.clone(),
         failures: std::sync::atomic::AtomicU64::new(0),
     });
+    // Fail on unreadable or mismatched files before anything else (exit 2).
+    let current = mutual_enroll::files::load_current(&args.cert, &args.key)?;
     if let Some(est) = &args.est.est {
         let o = mutual_enroll::est::EstRenewOptions {
             url: mutual_enroll::CaUrl::parse(est)?,
@@ -453,10 +455,9 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
             cert: args.cert.clone(),
             key: args.key.clone(),
             ca: trust_file(&args)?,
-            key_type: new_key_type(&args)?,
+            key_type: new_key_type(&args, &current)?,
         };
-        // Fail on unreadable or mismatched files before anything else (exit 2).
-        mutual_enroll::files::load_current(&o.cert, &o.key)?;
+        drop(current);
         let rt = runtime()?;
         if !args.daemon {
             return match rt.block_on(mutual_enroll::est::est_renew(&o)) {
@@ -470,9 +471,8 @@ pub fn run_renew(args: RenewArgs) -> anyhow::Result<ExitCode> {
         let daemon = mutual_enroll::est::est_renew_daemon(&o, Duration::from_secs(30), observer);
         return until_stopped(&rt, "re-enrollment", daemon);
     }
-    let opts = renew_options(&args)?;
-    // Fail on unreadable or mismatched files before anything else (exit 2).
-    mutual_enroll::files::load_current(&opts.cert, &opts.key)?;
+    let opts = renew_options(&args, &current)?;
+    drop(current);
     let rt = runtime()?;
     if !args.daemon {
         return match rt.block_on(mutual_enroll::renew_once(&opts)) {
