@@ -898,6 +898,14 @@ fn stored_certificate(dir: &Path, serial: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
+    // --dir names the inventory --serial reads; beside a FILE it would be silently unused.
+    if a.file.is_some() && a.dir.dir.is_some() {
+        return Err(crate::errors::user(
+            "usage",
+            "--dir is where --serial is looked up; a FILE is inspected as it is",
+            "drop --dir, or inspect the stored certificate with --serial SERIAL --dir DIR",
+        ));
+    }
     let (bytes, source) = match (&a.file, &a.serial) {
         (_, Some(serial)) => {
             let der = stored_certificate(&a.dir.resolve()?, serial)?;

@@ -185,6 +185,12 @@ fn lookup_by_name_on_sqlite() {
     mutual(&["cert", "list", "--dir", ca.d(), "--key-type", "dsa"])
         .fails_with("unknown key type \"dsa\"");
     mutual(&["cert", "inspect", "--dir", ca.d()]).fails_with("--serial");
+    // A FILE with --serial (clap's group) or with --dir: one of them would go unused.
+    let pem = std::path::Path::new(ca.o()).join("web.pem");
+    mutual(&["cert", "inspect", s(&pem), "--serial", &web])
+        .fails_with("the argument '[FILE]' cannot be used with '--serial <SERIAL>'");
+    mutual(&["cert", "inspect", s(&pem), "--dir", ca.d()])
+        .fails_with("--dir is where --serial is looked up; a FILE is inspected as it is");
     // Bad input: exit 2 with the reason, nothing read.
     mutual(&[
         "cert",
