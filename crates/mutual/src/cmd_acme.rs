@@ -119,13 +119,14 @@ fn eab_delete(a: EabDeleteArgs) -> anyhow::Result<ExitCode> {
         Ok(Some(key.account_id))
     })?;
     let Some(account) = found else {
-        crate::errors::Report {
-            reason: "not_found".into(),
-            message: format!("no EAB key {}", a.kid),
-            hint: "see `mutual acme eab list`".into(),
-        }
-        .print(a.json);
-        return Ok(ExitCode::from(1));
+        let message = format!("no EAB key {}", a.kid);
+        let hint = "see `mutual acme eab list`";
+        return Ok(crate::errors::Report::refuse(
+            "not_found",
+            message,
+            hint,
+            a.json,
+        ));
     };
     if a.json {
         let v = serde_json::json!({ "kid": a.kid, "deleted": true, "account": account });

@@ -232,13 +232,14 @@ fn delete(a: EntryDeleteArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
     let gone = with_store(&dir, async |store| Ok(store.entry_delete(&a.id).await?))?;
     if !gone {
-        crate::errors::Report {
-            reason: "not_found".into(),
-            message: format!("no registration entry {}", a.id),
-            hint: "see `mutual agent entry list`".into(),
-        }
-        .print(a.json);
-        return Ok(ExitCode::from(1));
+        let message = format!("no registration entry {}", a.id);
+        let hint = "see `mutual agent entry list`";
+        return Ok(crate::errors::Report::refuse(
+            "not_found",
+            message,
+            hint,
+            a.json,
+        ));
     }
     if a.json {
         println!("{}", serde_json::json!({ "id": a.id, "deleted": true }));

@@ -197,13 +197,8 @@ pub fn decide(a: DecideArgs, approve: bool) -> anyhow::Result<ExitCode> {
         Ok((moved, store.est_request_get(&a.id).await?))
     })?;
     let refused = |reason: &'static str, message: String| {
-        crate::errors::Report {
-            reason: reason.into(),
-            message,
-            hint: "see `mutual cert pending --all`; a request is decided once".into(),
-        }
-        .print(a.json);
-        Ok(ExitCode::from(1))
+        let hint = "see `mutual cert pending --all`; a request is decided once";
+        Ok(crate::errors::Report::refuse(reason, message, hint, a.json))
     };
     match (moved, current) {
         (true, Some(r)) if a.json => {

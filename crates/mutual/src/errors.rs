@@ -101,6 +101,24 @@ impl Report {
         serde_json::json!({ "error": self }).to_string()
     }
 
+    /// A lookup or state refusal of a management command (`not_found`, `not_pending`): printed
+    /// as [`Report::print`] does, and exit 1, the text form's code, since nothing was wrong
+    /// with the command line.
+    pub fn refuse(
+        reason: &'static str,
+        message: String,
+        hint: impl Into<String>,
+        json: bool,
+    ) -> std::process::ExitCode {
+        Report {
+            reason: reason.into(),
+            message,
+            hint: hint.into(),
+        }
+        .print(json);
+        std::process::ExitCode::from(1)
+    }
+
     /// Prints the report where it belongs: JSON on stdout, or text on stderr.
     pub fn print(&self, json: bool) {
         if json {

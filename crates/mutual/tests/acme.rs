@@ -469,38 +469,24 @@ fn acme_without_an_allowed_identifier_is_a_usage_error() {
     serve(&["--acme-attempts", "2"]).fails_with("--acme-* settings need --acme");
     // A suffix with no name inside the CA's name constraints: every order would be refused.
     let narrow = TestCa::new(&["--permitted-dns", ".internal.example"]);
-    let serve_narrow = |suffix: &str| {
-        mutual(&[
+    let serve_narrow = |pw: Option<&str>, extra: &[&str]| {
+        let mut args = vec![
             "ca",
             "serve",
             "--dir",
             narrow.d(),
             "--listen",
             "127.0.0.1:0",
-            "--acme",
-            "--acme-allow-dns",
-            suffix,
-        ])
+        ];
+        args.extend_from_slice(extra);
+        mutual_pw(pw, &args)
     };
-    serve_narrow("example.test").fails_with(
+    serve_narrow(Some(PW), &["--acme", "--acme-allow-dns", "example.test"]).fails_with(
         "acme allow-dns \"example.test\": no name under it is inside the CA's name constraints \
          (permitted_dns: .internal.example)",
     );
     // The server's own --san outside them: refused before the password is asked for.
-    mutual_pw(
-        None,
-        &[
-            "ca",
-            "serve",
-            "--dir",
-            narrow.d(),
-            "--listen",
-            "127.0.0.1:0",
-            "--san",
-            "dns:ca.other.example",
-        ],
-    )
-    .fails_with(
+    serve_narrow(None, &["--san", "dns:ca.other.example"]).fails_with(
         "--san: the server's own certificate: name \"ca.other.example\" is not permitted by this \
          CA's name constraints",
     );
