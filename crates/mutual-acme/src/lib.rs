@@ -684,12 +684,26 @@ impl Acme {
     async fn new_order(&self, ca: &Ca, base: &str, s: Signed) -> Result<Resp, AcmeError> {
         let acct = Self::account_of(&s)?.clone();
         #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
         struct NewOrder {
             identifiers: Vec<Identifier>,
             #[serde(default)]
             replaces: Option<String>,
+            #[serde(default)]
+            not_before: Option<Value>,
+            #[serde(default)]
+            not_after: Option<Value>,
         }
         let p: NewOrder = s.jws.json()?;
+        // RFC 8555 §7.4: a server that cannot fulfil the order as asked must say so, not issue
+        // something else; the lifetime here is the CA's (--acme-ttl), as Let's Encrypt's is.
+        if p.not_before.is_some() || p.not_after.is_some() {
+            return Err(AcmeError::malformed(format!(
+                "notBefore and notAfter are not supported: certificates from this CA last {} \
+                 from issuance (--acme-ttl)",
+                mutual_tls::human::duration(self.cfg.policy.ttl.as_secs())
+            )));
+        }
         if let Some(r) = &p.replaces {
             self.check_replaces(&acct, r).await?;
         }

@@ -417,6 +417,7 @@ fn refusals_carry_the_exact_acme_error_type() {
         "wrong_key": "unauthorized",
         "outside_policy": "rejectedIdentifier",
         "outside_ca_rules": "rejectedIdentifier",
+        "validity_asked": "malformed",
         "wrong_key_authorization": "incorrectResponse",
         "csr_names_differ": "badCSR",
         "finalize_not_ready": "orderNotReady",

@@ -60,6 +60,12 @@ r = post(jws(key, D["newOrder"], bad, kid=kid), D["newOrder"])
 assert "h.example.test" in r.json().get("detail", "") and "permitted" in r.json()["detail"], r.text
 out["outside_ca_rules"] = err(r)
 
+# An order asking for its own validity: refused, not issued with another (RFC 8555 §7.4).
+timed = {"identifiers": [{"type": "dns", "value": "b.example.test"}], "notAfter": "2099-01-01T00:00:00Z"}
+r = post(jws(key, D["newOrder"], timed, kid=kid), D["newOrder"])
+assert "notBefore and notAfter are not supported" in r.json().get("detail", ""), r.text
+out["validity_asked"] = err(r)
+
 
 def new_order(name):
     r = post(jws(key, D["newOrder"], {"identifiers": [{"type": "dns", "value": name}]}, kid=kid), D["newOrder"])
