@@ -114,14 +114,18 @@ pub fn refuse_repeated_sans(sans: &[mutual_pki::San]) -> anyhow::Result<()> {
 
 /// Refuses a lifetime `ttl` (set by `what`, e.g. `--ttl-cert`) that a certificate issued now
 /// could not have: longer than the CA's default intermediate has left. Every issuance with it
-/// would be refused, so the setting is refused where it is given. No password needed.
+/// would be refused, so the setting is refused where it is given. No password needed. An
+/// early check only: when the issuers cannot be read now (a half-edited issuers.toml, which
+/// a running CA rides out) the CA still checks at issuance, so nothing is refused here.
 pub fn refuse_outliving_intermediate(
     dir: &Path,
     config: &mutual_pki::ca::CaConfig,
     ttl: std::time::Duration,
     what: &str,
 ) -> anyhow::Result<()> {
-    let ends = mutual_pki::ca::issuers::default_issuer_not_after(dir, config)?;
+    let Ok(ends) = mutual_pki::ca::issuers::default_issuer_not_after(dir, config) else {
+        return Ok(());
+    };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     if i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX) <= ends.saturating_sub(now) {
         return Ok(());

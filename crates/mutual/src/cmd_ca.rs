@@ -244,32 +244,13 @@ fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
     }
     let cfg = ca.config();
     // What our CA makes must pass its own lint (a failure is a bug in mutual, said loudly).
-    // One exception is the operator's: `--permitted-dns .example` (the leading-dot,
-    // subdomains-only form OpenSSL and webpki accept) is written as given, and RFC 5280
-    // 4.2.1.10 has no such syntax; say what that costs instead of failing.
-    let leading_dot: &[(&str, &str)] = &[(
-        "name-constraints-dns-invalid",
-        "--permitted-dns with a leading period is OpenSSL's subdomains-only form: webpki and \
-         OpenSSL honour it, but verifiers with the strict profile (and pyca/cryptography) refuse \
-         this CA's chains; without the period the constraint also permits the domain itself",
-    )];
-    let choice = if cfg.permitted_dns.iter().any(|d| d.starts_with('.')) {
-        leading_dot
-    } else {
-        &[]
-    };
     crate::cmd_lint::check_own(
         &dir.join(mutual_pki::ca::ROOT_CERT),
         "root certificate",
         &[],
         None,
     )?;
-    crate::cmd_lint::check_own(
-        &dir.join(mutual_pki::ca::INTERMEDIATE_CERT),
-        "intermediate certificate",
-        choice,
-        None,
-    )?;
+    crate::cmd_lint::check_own_intermediate(&dir.join(mutual_pki::ca::INTERMEDIATE_CERT), cfg)?;
     let fp = ca.root_fingerprint_sha256();
     if a.json {
         let v = serde_json::json!({

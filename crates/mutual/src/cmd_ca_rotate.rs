@@ -67,7 +67,8 @@ pub fn rotate_intermediate(a: RotateIntermediateArgs) -> anyhow::Result<ExitCode
         key_storage,
     };
     let r = issuers::rotate_intermediate(&dir, password.as_bytes(), &opts)?;
-    crate::cmd_lint::check_own(&r.certificate, "intermediate certificate", &[], None)?;
+    let config = mutual_pki::ca::read_config(&dir)?;
+    crate::cmd_lint::check_own_intermediate(&r.certificate, &config)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
@@ -213,6 +214,8 @@ pub fn rotate_root(a: RotateRootArgs) -> anyhow::Result<ExitCode> {
     )?;
     if a.activate {
         let r = rollover::activate_root(&dir, password.as_bytes(), &key_storage)?;
+        let config = mutual_pki::ca::read_config(&dir)?;
+        crate::cmd_lint::check_own_intermediate(&r.certificate, &config)?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&r)?);
         } else {

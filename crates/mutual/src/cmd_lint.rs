@@ -94,6 +94,29 @@ pub fn run(args: LintArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// [`check_own`] for an issuing intermediate the CA just made (`ca init`, `rotate-intermediate`,
+/// `rotate-root --activate`). One finding is the operator's choice, not a bug:
+/// `--permitted-dns .example` (the leading-dot, subdomains-only form OpenSSL and webpki accept)
+/// is written as given, and RFC 5280 4.2.1.10 has no such syntax; say what that costs instead
+/// of failing (a rotation failed this way after the new intermediate was already in use).
+pub fn check_own_intermediate(
+    path: &Path,
+    config: &mutual_pki::ca::CaConfig,
+) -> anyhow::Result<()> {
+    const LEADING_DOT: &[(&str, &str)] = &[(
+        "name-constraints-dns-invalid",
+        "--permitted-dns with a leading period is OpenSSL's subdomains-only form: webpki and \
+         OpenSSL honour it, but verifiers with the strict profile (and pyca/cryptography) refuse \
+         this CA's chains; without the period the constraint also permits the domain itself",
+    )];
+    let choice = if config.permitted_dns.iter().any(|d| d.starts_with('.')) {
+        LEADING_DOT
+    } else {
+        &[]
+    };
+    check_own(path, "intermediate certificate", choice, None)
+}
+
 /// Our CA's self-check on a file it has just written: an error-severity finding there is a
 /// bug in mutual, so the command fails loudly, naming the rule. `operator_choice` lists rules
 /// an explicit operator setting produces (they are printed as a warning on stderr instead);

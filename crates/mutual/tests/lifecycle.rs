@@ -196,6 +196,36 @@ fn rotate_intermediate_records_issuers_and_signs_a_crl_per_issuer() {
     );
 }
 
+/// A CA made with the leading-dot `--permitted-dns .internal.example` (the operator's choice
+/// `ca init` warns about): its new intermediates carry the same constraint, and the rotations
+/// warn the same way and succeed. They failed with "bug: ... fails its own lint" (exit 2)
+/// after the new intermediate was already the default.
+#[test]
+fn rotations_of_a_leading_dot_constrained_ca_warn_and_succeed() {
+    let ca = TestCa::new(&["--permitted-dns", ".internal.example"]);
+    let warned = |o: &pki_common::Out| {
+        assert_eq!(o.code, 0, "{}", o.text());
+        assert!(
+            o.stderr.contains(
+                "warning: the intermediate certificate: error name-constraints-dns-invalid"
+            ),
+            "{}",
+            o.text()
+        );
+    };
+    let o = mutual(&["ca", "rotate-intermediate", "--dir", ca.d()]).ok();
+    warned(&o);
+    mutual(&["ca", "rotate-root", "--dir", ca.d(), "--min-overlap", "1s"]).ok();
+    let o = until_ok(
+        &["ca", "rotate-root", "--dir", ca.d(), "--activate"],
+        std::time::Duration::from_secs(20),
+    );
+    warned(&o);
+    let list = mutual(&["ca", "issuers", "--dir", ca.d(), "--json"]).ok();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(list.len(), 3, "{list:?}");
+}
+
 #[test]
 fn rotate_intermediate_refuses_without_the_root_key_and_changes_nothing() {
     let ca = TestCa::new(&[]);
