@@ -330,6 +330,12 @@ impl FromStr for San {
         }
         match kind.to_ascii_lowercase().as_str() {
             "dns" => {
+                if value.parse::<IpAddr>().is_ok() {
+                    return Err(bad(&format!(
+                        "an IP address goes in an ip: SAN (a dNSName never matches an \
+                         address): write ip:{value}"
+                    )));
+                }
                 let d = value.to_ascii_lowercase();
                 validate_dns_name(&d).map_err(|e| bad(&e))?;
                 Ok(San::Dns(d))
@@ -410,6 +416,18 @@ pub(crate) fn validate_dns_name(d: &str) -> Result<(), String> {
                  is in RFC 5280's preferred name syntax: no '_')"
             ));
         }
+    }
+    // RFC 1123 2.1: a top-level label is never all digits, so "10.0.0.1" is an address; as a
+    // dNSName no verifier matches it against https://10.0.0.1 (that needs an iPAddress SAN).
+    if let Some(last) = body
+        .rsplit('.')
+        .next()
+        .filter(|l| l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!(
+            "the last label {last:?} is all digits, which no DNS name has (RFC 1123 2.1): an IP \
+             address is not a DNS name"
+        ));
     }
     Ok(())
 }

@@ -26,6 +26,23 @@ fn init_prints_the_fingerprint_and_refuses_to_run_twice() {
         mutual(&a).fails_with("--store-password-file is the password of a PostgreSQL --store");
         assert!(!dir.exists());
     }
+    // Name constraints that are not DNS subtrees: a wildcard (the CA used to be made, then
+    // its intermediate called "bug" by the self-lint) and an IP address. Nothing is made.
+    for (constraint, why) in [
+        ("*.example.com", "a name constraint has no wildcard"),
+        ("10.0.0.1", "the last label \"1\" is all digits"),
+    ] {
+        let a = [
+            "ca",
+            "init",
+            "--dir",
+            s(&dir),
+            "--permitted-dns",
+            constraint,
+        ];
+        mutual(&a).fails_with(why);
+        assert!(!dir.exists(), "{constraint}");
+    }
     let o = mutual(&["ca", "init", "--dir", s(&dir), "--name", "Acme Internal CA"]).ok();
     let fp = fingerprint_of(&dir.join("root.pem"));
     assert!(

@@ -313,6 +313,12 @@ fn bad_csrs_are_refused_and_nothing_is_recorded() {
     // An underscore: not RFC 5280's preferred name syntax (the lint's san-dns-invalid).
     ca.issue("under", &["--san", "dns:a_b.example.com"])
         .fails_with("label \"a_b\" has characters other than letters, digits and '-'");
+    // An address as a dNSName: no verifier matches it against the address (it needs ip:).
+    ca.issue("addr", &["--san", "dns:10.0.0.1"]).fails_with(
+        "an IP address goes in an ip: SAN (a dNSName never matches an address): write ip:10.0.0.1",
+    );
+    ca.issue("numeric", &["--san", "dns:host.123"])
+        .fails_with("the last label \"123\" is all digits, which no DNS name has");
     ca.issue("twice", &["--san", "ip:10.0.0.1", "--san", "ip:10.0.0.1"])
         .fails_with("--san ip:10.0.0.1 is given twice");
     // One label further down is a wildcard like any other.

@@ -112,12 +112,20 @@ impl Ca {
         let mut permitted = Vec::new();
         for p in &opts.permitted_dns {
             let p = p.trim().to_ascii_lowercase();
-            crate::validate_dns_name(p.strip_prefix('.').unwrap_or(&p)).map_err(|detail| {
-                PkiError::InvalidName {
-                    name: p.clone(),
-                    detail: format!("--permitted-dns: {detail}"),
-                }
-            })?;
+            let invalid = |detail: String| PkiError::InvalidName {
+                name: p.clone(),
+                detail: format!("--permitted-dns: {detail}"),
+            };
+            // A constraint is a subtree, not a pattern (RFC 5280 4.2.1.10): the lint would
+            // call the intermediate a bug after the CA had been made.
+            if p.contains('*') {
+                return Err(invalid(
+                    "a name constraint has no wildcard: `.example.com` permits the names under \
+                     example.com, `example.com` also example.com itself"
+                        .into(),
+                ));
+            }
+            crate::validate_dns_name(p.strip_prefix('.').unwrap_or(&p)).map_err(invalid)?;
             permitted.push(p);
         }
 
