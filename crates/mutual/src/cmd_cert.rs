@@ -244,9 +244,27 @@ pub(crate) fn parse_san(s: &str) -> Result<San, String> {
 /// A SAN to look up, normalised as issuance records it (the `San` parser: lowercase DNS
 /// names, canonical IPs, checked SPIFFE IDs), so the index lookup is exact.
 fn parse_san_match(s: &str) -> Result<SanMatch, String> {
-    let san = parse_san(s)?;
-    SanMatch::from_stored(&san.to_string())
+    let text = match parse_san(s) {
+        Ok(san) => san.to_string(),
+        // A dNSName holding an address (or ending in an all-digit label) is no longer issued,
+        // but older versions issued it: such a certificate is still found, as it was stored.
+        Err(e) => match s.split_once(':') {
+            Some((kind, v)) if kind.eq_ignore_ascii_case("dns") && looks_numeric(v) => {
+                format!("dns:{}", v.to_ascii_lowercase())
+            }
+            _ => return Err(e),
+        },
+    };
+    SanMatch::from_stored(&text)
         .ok_or_else(|| format!("{s:?} is not TYPE:VALUE (e.g. dns:web.internal)"))
+}
+
+/// An IP address, or a name whose last label is all digits: what `dns:` stopped accepting.
+fn looks_numeric(v: &str) -> bool {
+    v.parse::<std::net::IpAddr>().is_ok()
+        || v.rsplit('.')
+            .next()
+            .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn san_match(kind: &str, value: &str) -> Result<SanMatch, String> {
