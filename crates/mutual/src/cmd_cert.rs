@@ -246,10 +246,14 @@ pub(crate) fn parse_san(s: &str) -> Result<San, String> {
 fn parse_san_match(s: &str) -> Result<SanMatch, String> {
     let text = match parse_san(s) {
         Ok(san) => san.to_string(),
-        // A dNSName holding an address (or ending in an all-digit label) is no longer issued,
-        // but older versions issued it: such a certificate is still found, as it was stored.
+        // A dNSName issuance now refuses (an address, an all-digit last label, a '_') that an
+        // older version issued: such a certificate is still found, as it was stored.
         Err(e) => match s.split_once(':') {
-            Some((kind, v)) if kind.eq_ignore_ascii_case("dns") && looks_numeric(v) => {
+            Some((kind, v))
+                if kind.eq_ignore_ascii_case("dns")
+                    && !v.is_empty()
+                    && v.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
                 format!("dns:{}", v.to_ascii_lowercase())
             }
             _ => return Err(e),
@@ -257,14 +261,6 @@ fn parse_san_match(s: &str) -> Result<SanMatch, String> {
     };
     SanMatch::from_stored(&text)
         .ok_or_else(|| format!("{s:?} is not TYPE:VALUE (e.g. dns:web.internal)"))
-}
-
-/// An IP address, or a name whose last label is all digits: what `dns:` stopped accepting.
-fn looks_numeric(v: &str) -> bool {
-    v.parse::<std::net::IpAddr>().is_ok()
-        || v.rsplit('.')
-            .next()
-            .is_some_and(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn san_match(kind: &str, value: &str) -> Result<SanMatch, String> {

@@ -185,8 +185,8 @@ fn lookup_by_name_on_sqlite() {
     mutual(&["cert", "list", "--dir", ca.d(), "--key-type", "dsa"])
         .fails_with("unknown key type \"dsa\"");
     mutual(&["cert", "inspect", "--dir", ca.d()]).fails_with("--serial");
-    // A dNSName holding an address is no longer issued; one an older version issued (made
-    // here by rewriting the SAN index, as its row would read) is still found.
+    // A dNSName holding an address (or a '_') is no longer issued; one an older version
+    // issued (made here by rewriting the SAN index, as its row would read) is still found.
     ca.issue("legacy", &["--san", "dns:legacy.example"]).ok();
     let serial = ca.serial("legacy");
     let db = std::path::Path::new(ca.d()).join("inventory.db");
@@ -208,6 +208,8 @@ fn lookup_by_name_on_sqlite() {
     for flag in [&["--dns", "10.0.0.1"][..], &["--san", "dns:10.0.0.1"][..]] {
         assert_eq!(list(&ca, flag), ["legacy"], "{flag:?}");
     }
+    assert!(list(&ca, &["--dns", "a_b.legacy.example"]).is_empty());
+    mutual(&["cert", "list", "--dir", ca.d(), "--dns", "a b"]).fails_with("invalid SAN");
     // A FILE with --serial (clap's group) or with --dir: one of them would go unused.
     let pem = std::path::Path::new(ca.o()).join("web.pem");
     mutual(&["cert", "inspect", s(&pem), "--serial", &web])
