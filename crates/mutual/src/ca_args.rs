@@ -112,8 +112,8 @@ pub fn refuse_repeated_sans(sans: &[mutual_pki::San]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses a lifetime `ttl` (set by `what`, e.g. `--ttl-cert`) that a certificate issued now
-/// could not have: longer than the CA's default intermediate has left. Every issuance with it
+/// Refuses a lifetime `ttl` (set by `what`, e.g. `--ttl-cert`) that `thing` ("a certificate",
+/// "a CRL") made now could not have: longer than the CA's default intermediate has left. Every issuance with it
 /// would be refused, so the setting is refused where it is given. No password needed. An
 /// early check only: when the issuers cannot be read now (a half-edited issuers.toml, which
 /// a running CA rides out) the CA still checks at issuance, so nothing is refused here.
@@ -122,6 +122,7 @@ pub fn refuse_outliving_intermediate(
     config: &mutual_pki::ca::CaConfig,
     ttl: std::time::Duration,
     what: &str,
+    thing: &str,
 ) -> anyhow::Result<()> {
     let Ok(ends) = mutual_pki::ca::issuers::default_issuer_not_after(dir, config) else {
         return Ok(());
@@ -133,7 +134,7 @@ pub fn refuse_outliving_intermediate(
     Err(crate::errors::user(
         "usage",
         format!(
-            "{what} {}: a certificate cannot outlive the intermediate that issues it (it ends {})",
+            "{what} {}: {thing} cannot outlive the intermediate that issues it (it ends {})",
             mutual_policy::human::duration(ttl.as_secs()),
             crate::json::rfc3339(ends)
         ),

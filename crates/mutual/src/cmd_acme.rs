@@ -307,7 +307,7 @@ pub fn serve_config(
     let ttl = crate::ca_args::parse_duration(&ttl)
         .map_err(|e| anyhow::anyhow!("acme ttl {ttl:?}: {e}"))?;
     // Every finalize would be refused, after the client had proved control of its names.
-    crate::ca_args::refuse_outliving_intermediate(dir, ca, ttl, "--acme-ttl")?;
+    crate::ca_args::refuse_outliving_intermediate(dir, ca, ttl, "--acme-ttl", "a certificate")?;
     let usage = match a.acme_usage.as_deref().or(f.usage.as_deref()) {
         None | Some("server") => mutual_pki::Usage::Server,
         Some("both") => mutual_pki::Usage::Both,

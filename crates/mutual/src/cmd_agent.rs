@@ -170,7 +170,7 @@ fn create(a: EntryCreateArgs) -> anyhow::Result<ExitCode> {
     // would outlive the intermediate that issues them, would never serve an SVID: refused now.
     let config = mutual_pki::ca::read_config(&dir)?;
     config.check_sans(&[mutual_pki::San::Uri(id.to_string())])?;
-    crate::ca_args::refuse_outliving_intermediate(&dir, &config, a.ttl, "--ttl")?;
+    crate::ca_args::refuse_outliving_intermediate(&dir, &config, a.ttl, "--ttl", "a certificate")?;
     let by = crate::whoami::actor();
     let entry = RegistrationEntry {
         id: mutual_agent::new_entry_id()?,

@@ -375,17 +375,30 @@ pub fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
     // Lifetimes no certificate from the intermediate could have: the server's own would fail
     // to issue at start (the message named another command's --ttl), EST's and the OCSP
     // responder's at every request.
+    let ocsp = a.ocsp || a.ocsp_listen.is_some();
+    let cert = "a certificate";
     let ttls = [
-        (true, a.server_cert_ttl, "--server-cert-ttl"),
-        (a.est, a.est_ttl, "--est-ttl"),
-        (
-            a.ocsp || a.ocsp_listen.is_some(),
-            a.ocsp_responder_ttl,
-            "--ocsp-responder-ttl",
-        ),
+        (true, a.server_cert_ttl, "--server-cert-ttl", cert),
+        (a.est, a.est_ttl, "--est-ttl", cert),
+        (ocsp, a.ocsp_responder_ttl, "--ocsp-responder-ttl", cert),
+        (true, a.crl_next_update, "--crl-next-update", "a CRL"),
     ];
-    for (_, ttl, flag) in ttls.iter().filter(|(on, _, _)| *on) {
-        crate::ca_args::refuse_outliving_intermediate(&dir, &config, *ttl, flag)?;
+    for (_, ttl, flag, thing) in ttls.iter().filter(|t| t.0) {
+        crate::ca_args::refuse_outliving_intermediate(&dir, &config, *ttl, flag, thing)?;
+    }
+    // An OCSP response never outlives the responder certificate that signs it: a longer
+    // --ocsp-next-update would be cut to it without a word.
+    if ocsp && a.ocsp_next_update > a.ocsp_responder_ttl {
+        return Err(crate::errors::user(
+            "usage",
+            format!(
+                "--ocsp-next-update {} is longer than --ocsp-responder-ttl {}: a response never \
+                 outlives the responder certificate that signs it",
+                mutual_policy::human::duration(a.ocsp_next_update.as_secs()),
+                mutual_policy::human::duration(a.ocsp_responder_ttl.as_secs())
+            ),
+            "shorten --ocsp-next-update or lengthen --ocsp-responder-ttl",
+        ));
     }
     let est = est_config(&a)?;
     let server_key = match &a.server_key {

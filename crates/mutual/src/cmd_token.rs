@@ -84,7 +84,13 @@ fn create(a: CreateArgs) -> anyhow::Result<ExitCode> {
     // enrollment; before the password is asked for.
     let config = mutual_pki::ca::read_config(&dir)?;
     config.check_sans(&a.sans)?;
-    crate::ca_args::refuse_outliving_intermediate(&dir, &config, a.ttl_cert, "--ttl-cert")?;
+    crate::ca_args::refuse_outliving_intermediate(
+        &dir,
+        &config,
+        a.ttl_cert,
+        "--ttl-cert",
+        "a certificate",
+    )?;
     let password = a
         .password
         .get_for(&dir, mutual_pki::ca::KeysUsed::PROVISIONER)?;

@@ -631,18 +631,35 @@ fn ui_listen_must_be_loopback() {
         );
     }
     // Lifetimes the intermediate cannot cover, named by their own flag, before the password.
-    for extra in [
-        &["--server-cert-ttl", "100y"][..],
-        &["--est", "--est-ttl", "100y"][..],
-        &["--ocsp", "--ocsp-responder-ttl", "100y"][..],
+    for (extra, thing) in [
+        (&["--server-cert-ttl", "100y"][..], "certificate"),
+        (&["--est", "--est-ttl", "100y"][..], "certificate"),
+        (
+            &["--ocsp", "--ocsp-responder-ttl", "100y"][..],
+            "certificate",
+        ),
+        (&["--crl-next-update", "100y"][..], "CRL"),
     ] {
         let mut args = vec!["ca", "serve", "--dir", ca.d(), "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
         mutual_pw(None, &args).fails_with(&format!(
-            "{} 100 y: a certificate cannot outlive the intermediate that issues it",
-            extra[extra.len() - 2]
+            "{} 100 y: a {thing} cannot outlive the intermediate that issues it",
+            extra[extra.len() - 2],
         ));
     }
+    let ocsp = [
+        "--ocsp",
+        "--ocsp-next-update",
+        "2d",
+        "--ocsp-responder-ttl",
+        "1d",
+    ];
+    let mut args = vec!["ca", "serve", "--dir", ca.d(), "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(&ocsp);
+    mutual_pw(None, &args).fails_with(
+        "--ocsp-next-update 2 d is longer than --ocsp-responder-ttl 1 d: a response never \
+         outlives the responder certificate that signs it",
+    );
 }
 
 /// The managed policy that makes Chromium present the NSS db's certificate to 127.0.0.1
