@@ -87,6 +87,7 @@ fn eab_list(a: EabListArgs) -> anyhow::Result<ExitCode> {
     println!("{:<22}  {:<20}  ACCOUNT", "KID", "CREATED");
     for k in &keys {
         let account = match (&k.account_id, k.bound_at) {
+            (Some(id), _) if id == WITHDRAWN => "- (withdrawn: run `eab delete` again)".into(),
             (Some(id), Some(at)) => format!("{id} (bound {})", crate::json::rfc3339(at)),
             (Some(id), None) => id.clone(),
             _ => "- (unused)".into(),
@@ -100,15 +101,24 @@ fn eab_list(a: EabListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The account id a withdrawn EAB key is bound to: no account has it (ids are random
+/// base64url), and a bound key binds nothing more.
+const WITHDRAWN: &str = "";
+
 fn eab_delete(a: EabDeleteArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
-    // The account first, then the key: a failure between the two leaves a used key (it binds
-    // nothing more) and a deactivated account, and the same command finishes the job.
+    // First an unused key is bound to no account (`WITHDRAWN`), in the one conditional update
+    // a binding makes: a client binding it at this instant either wins (its account is read
+    // next and deactivated) or is refused. Then the account, then the key: a failure between
+    // steps leaves a key that binds nothing more, and the same command finishes the job.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let found = with_store(&dir, async |store| {
+        store.eab_bind(&a.kid, WITHDRAWN, now).await?;
         let Some(key) = store.eab_list().await?.into_iter().find(|k| k.kid == a.kid) else {
             return Ok(None);
         };
-        if let Some(id) = &key.account_id {
+        let account = key.account_id.filter(|id| id != WITHDRAWN);
+        if let Some(id) = &account {
             if let Some(acct) = store.account_get(id).await? {
                 store
                     .account_update(id, "deactivated", &acct.contact)
@@ -116,7 +126,7 @@ fn eab_delete(a: EabDeleteArgs) -> anyhow::Result<ExitCode> {
             }
         }
         store.eab_delete(&a.kid).await?;
-        Ok(Some(key.account_id))
+        Ok(Some(account))
     })?;
     let Some(account) = found else {
         let message = format!("no EAB key {}", a.kid);
