@@ -297,13 +297,38 @@ fn listeners_apart(a: &ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An `--admin spiffe://TD/...` outside the CA's trust domain can never match: the CA trusts
-/// only certificates it issued, and it issues no ID outside its trust domain.
+/// An `--admin spiffe://TD/...` outside the CA's trust domain, or a DNS pattern outside its
+/// name constraints, can never match: the CA trusts only certificates it issued, and it
+/// issues no such name.
 fn admins_can_match(admins: &[String], config: &mutual_pki::ca::CaConfig) -> anyhow::Result<()> {
+    for p in admins.iter().filter(|p| !p.starts_with("spiffe://")) {
+        let d = p.strip_prefix("dns:").unwrap_or(p).to_ascii_lowercase();
+        if mutual_policy::DnsPattern::parse(&d).is_err() {
+            continue; // the server's own error to report (admin_rules)
+        }
+        let possible = match d.rsplit_once("*.") {
+            Some((_, suffix)) => config.permits_some_dns_under(suffix),
+            None => format!("dns:{d}")
+                .parse::<San>()
+                .map_or(true, |san| config.check_sans(&[san]).is_ok()),
+        };
+        if !possible {
+            return Err(crate::errors::user(
+                "usage",
+                format!(
+                    "--admin {p} can never match: its names are outside this CA's name \
+                     constraints (permitted_dns: {}), and it trusts only the certificates it \
+                     issued",
+                    config.permitted_dns.join(", ")
+                ),
+                "name an admin identity this CA may issue",
+            ));
+        }
+    }
     let Some(td) = &config.trust_domain else {
         return Ok(());
     };
-    for p in admins {
+    for p in admins.iter().filter(|p| p.starts_with("spiffe://")) {
         // A pattern that does not parse is the server's own error to report (admin_rules).
         let Ok(pattern) = mutual_policy::SpiffePattern::parse(p) else {
             continue;

@@ -606,6 +606,15 @@ fn ui_listen_must_be_loopback() {
         "{}",
         o.text()
     );
+    // A DNS admin pattern outside the name constraints can never match either.
+    let narrow = TestCa::new(&["--permitted-dns", "internal.example"]);
+    for admin in ["dns:*.ops.other.example", "ops.other.example"] {
+        let args = ["ca", "serve", "--dir", narrow.d(), "--admin", admin];
+        mutual_pw(None, &args).fails_with(&format!(
+            "--admin {admin} can never match: its names are outside this CA's name constraints \
+             (permitted_dns: internal.example)"
+        ));
+    }
     // The server's own listeners on one port: said so, not "another process listens there".
     for (flag, addr) in [
         ("--ui-listen", "127.0.0.1:7443"),
