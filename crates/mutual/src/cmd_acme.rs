@@ -129,13 +129,9 @@ fn eab_delete(a: EabDeleteArgs) -> anyhow::Result<ExitCode> {
         Ok(Some(account))
     })?;
     let Some(account) = found else {
-        let message = format!("no EAB key {}", a.kid);
-        let hint = "see `mutual acme eab list`";
-        return Ok(crate::errors::Report::refuse(
-            "not_found",
-            message,
-            hint,
-            a.json,
+        let listing = "mutual acme eab list";
+        return Ok(crate::errors::Report::not_found(
+            "EAB key", &a.kid, listing, a.json,
         ));
     };
     if a.json {

@@ -232,13 +232,10 @@ fn delete(a: EntryDeleteArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
     let gone = with_store(&dir, async |store| Ok(store.entry_delete(&a.id).await?))?;
     if !gone {
-        let message = format!("no registration entry {}", a.id);
-        let hint = "see `mutual agent entry list`";
-        return Ok(crate::errors::Report::refuse(
-            "not_found",
-            message,
-            hint,
-            a.json,
+        let listing = "mutual agent entry list";
+        let entry = "registration entry";
+        return Ok(crate::errors::Report::not_found(
+            entry, &a.id, listing, a.json,
         ));
     }
     if a.json {

@@ -354,13 +354,9 @@ fn admins_can_match(admins: &[String], config: &mutual_pki::ca::CaConfig) -> any
 fn own_sans(given: Vec<San>, config: &mutual_pki::ca::CaConfig) -> anyhow::Result<Vec<San>> {
     if !given.is_empty() {
         crate::ca_args::refuse_repeated_sans(&given)?;
-        config.check_sans(&given).map_err(|e| {
-            crate::errors::user(
-                "name_not_allowed",
-                format!("--san: the server's own certificate: {e}"),
-                "give --san names this CA may issue",
-            )
-        })?;
+        config
+            .check_sans(&given)
+            .map_err(|e| not_allowed(format!("--san: the server's own certificate: {e}")))?;
         return Ok(given);
     }
     let (sans, left_out): (Vec<San>, Vec<San>) = default_sans()
@@ -377,25 +373,29 @@ fn own_sans(given: Vec<San>, config: &mutual_pki::ca::CaConfig) -> anyhow::Resul
     Ok(sans)
 }
 
-pub fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_logging(&a.log_format);
-    listeners_apart(&a)?;
-    let dir = a.dir.resolve()?;
-    let config = mutual_pki::ca::read_config(&dir)?;
-    admins_can_match(&a.admins, &config)?;
-    let acme = crate::cmd_acme::serve_config(&a.acme, &dir, &config)?;
-    let sans = own_sans(std::mem::take(&mut a.sans), &config)?;
+/// A name the CA may not issue, given in a setting: exit 2, the CA's label.
+fn not_allowed(message: String) -> anyhow::Error {
+    crate::errors::user(
+        "name_not_allowed",
+        message,
+        "give names this CA may issue (its trust domain and name constraints: mutual-ca.toml)",
+    )
+}
+
+/// The settings that would make the server's own certificate, or every EST enrollment, OCSP
+/// response or CRL of it, fail: refused at start before the password: identity templates whose every name the CA would
+/// refuse, lifetimes the intermediate cannot cover.
+fn settings_fit_the_ca(
+    a: &ServeArgs,
+    dir: &std::path::Path,
+    config: &mutual_pki::ca::CaConfig,
+) -> anyhow::Result<()> {
     // EST identity templates whose every name the CA would refuse.
     let identity = a.est_identity.iter().map(|t| ("--est-identity", t));
     let labels = a.est_label.iter().map(|(_, t)| ("--est-label", t));
     for (flag, t) in identity.chain(labels) {
-        t.check_against(&config).map_err(|e| {
-            crate::errors::user(
-                "name_not_allowed",
-                format!("{flag} {e}"),
-                "give a template whose names this CA may issue",
-            )
-        })?;
+        t.check_against(config)
+            .map_err(|e| not_allowed(format!("{flag} {e}")))?;
     }
     // Lifetimes no certificate from the intermediate could have: the server's own would fail
     // to issue at start (the message named another command's --ttl), EST's and the OCSP
@@ -409,7 +409,7 @@ pub fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
         (true, a.crl_next_update, "--crl-next-update", "a CRL"),
     ];
     for (_, ttl, flag, thing) in ttls.iter().filter(|t| t.0) {
-        crate::ca_args::refuse_outliving_intermediate(&dir, &config, *ttl, flag, thing)?;
+        crate::ca_args::refuse_outliving_intermediate(dir, config, *ttl, flag, thing)?;
     }
     // An OCSP response never outlives the responder certificate that signs it: a longer
     // --ocsp-next-update would be cut to it without a word.
@@ -425,6 +425,18 @@ pub fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
             "shorten --ocsp-next-update or lengthen --ocsp-responder-ttl",
         ));
     }
+    Ok(())
+}
+
+pub fn run(mut a: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging(&a.log_format);
+    listeners_apart(&a)?;
+    let dir = a.dir.resolve()?;
+    let config = mutual_pki::ca::read_config(&dir)?;
+    admins_can_match(&a.admins, &config)?;
+    let acme = crate::cmd_acme::serve_config(&a.acme, &dir, &config)?;
+    let sans = own_sans(std::mem::take(&mut a.sans), &config)?;
+    settings_fit_the_ca(&a, &dir, &config)?;
     let est = est_config(&a)?;
     let server_key = match &a.server_key {
         Some(k) if !mutual_tls::load::is_pkcs11(k) => {

@@ -119,6 +119,13 @@ impl Report {
         std::process::ExitCode::from(1)
     }
 
+    /// [`Report::refuse`] with `not_found` for an id a management command was given: "no
+    /// {what} {id}", the hint naming the command that lists them.
+    pub fn not_found(what: &str, id: &str, listing: &str, json: bool) -> std::process::ExitCode {
+        let hint = format!("see `{listing}`");
+        Report::refuse("not_found", format!("no {what} {id}"), hint, json)
+    }
+
     /// Prints the report where it belongs: JSON on stdout, or text on stderr.
     pub fn print(&self, json: bool) {
         if json {
