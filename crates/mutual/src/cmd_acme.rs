@@ -296,9 +296,26 @@ pub fn serve_config(
              (allow_dns / allow_ip in [acme]): by default ACME certifies nothing"
         );
     }
+    // A suffix is a DNS name (`.example.com` and `example.com.` read as example.com): one that
+    // is not (`*.example.com`, `10.0.0.0/8`, a typo) would silently match no identifier.
+    let dns_suffixes = allow_dns
+        .iter()
+        .map(|s| {
+            let suffix = s.trim_matches('.').to_ascii_lowercase();
+            let valid =
+                !suffix.contains('*') && format!("dns:{suffix}").parse::<mutual_pki::San>().is_ok();
+            if !valid {
+                anyhow::bail!(
+                    "acme allow-dns {s:?}: not a DNS name (a suffix such as example.com allows \
+                     it and every name under it; addresses go in --acme-allow-ip)"
+                );
+            }
+            Ok(suffix)
+        })
+        .collect::<anyhow::Result<Vec<String>>>()?;
     // A suffix with no name inside the CA's name constraints: every order for it would be
     // refused, so the setting is a mistake (a typo, or the wrong CA directory).
-    if let Some(s) = allow_dns.iter().find(|s| !ca.permits_some_dns_under(s)) {
+    if let Some(s) = dns_suffixes.iter().find(|s| !ca.permits_some_dns_under(s)) {
         anyhow::bail!(
             "acme allow-dns {s:?}: no name under it is inside the CA's name constraints \
              (permitted_dns: {}), so ACME could never issue for it",
@@ -352,10 +369,7 @@ pub fn serve_config(
     };
     Ok(Some(mutual_acme::AcmeConfig {
         policy: mutual_acme::AcmePolicy {
-            dns_suffixes: allow_dns
-                .iter()
-                .map(|s| s.trim_start_matches('.').to_ascii_lowercase())
-                .collect(),
+            dns_suffixes,
             ip_ranges,
             usage,
             ttl,

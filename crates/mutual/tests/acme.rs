@@ -458,6 +458,11 @@ fn acme_without_an_allowed_identifier_is_a_usage_error() {
         .fails_with("acme attempts 0: must be at least 1");
     serve(&[&on[..], &["--acme-http-port", "0"]].concat())
         .fails_with("acme http port 0: must be at least 1");
+    // A suffix that is not a DNS name would match no identifier.
+    for bad in ["*.example.test", "10.0.0.0/8", "exa mple"] {
+        serve(&["--acme", "--acme-allow-dns", bad])
+            .fails_with(&format!("acme allow-dns {bad:?}: not a DNS name"));
+    }
     // A lifetime longer than the intermediate has left: every finalize would be refused.
     serve(&[&on[..], &["--acme-ttl", "100y"]].concat())
         .fails_with("a certificate cannot outlive the intermediate that issues it");
