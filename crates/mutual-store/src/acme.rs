@@ -38,6 +38,8 @@ pub struct AcmeObject {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EabKey {
     pub kid: String,
+    /// The operator's note on whom the key is for (`eab create --label`).
+    pub label: Option<String>,
     pub created_at: i64,
     /// The account it bound, once used (a key binds one account).
     pub account_id: Option<String>,
@@ -103,7 +105,7 @@ store_trait! {
         /// created (for Retry-After).
         fn orders_since(&self, account_id: &str, since: i64) -> (i64, Option<i64>);
         /// Stores a new External Account Binding key.
-        fn eab_create(&self, kid: &str, hmac_key: &str, now: i64) -> ();
+        fn eab_create(&self, kid: &str, hmac_key: &str, label: Option<&str>, now: i64) -> ();
         /// The HMAC key of `kid` and the account it already bound, if any.
         fn eab_get(&self, kid: &str) -> Option<(String, Option<String>)>;
         /// Binds `kid` to `account_id` if it bound none yet; true exactly once per key.
@@ -339,16 +341,19 @@ macro_rules! impl_acme {
                 &self,
                 kid: &str,
                 hmac_key: &str,
+                label: Option<&str>,
                 now: i64,
             ) -> Result<(), StoreError> {
-                let sql = "INSERT INTO acme_eab (kid, hmac_key, created_at) VALUES ($1, $2, $3)";
+                let sql = "INSERT INTO acme_eab (kid, hmac_key, created_at, label) \
+                           VALUES ($1, $2, $3, $4)";
                 run!(
                     execute(&self.pool),
                     "create ACME EAB key",
                     sql,
                     kid,
                     hmac_key,
-                    now
+                    now,
+                    label
                 )?;
                 Ok(())
             }
@@ -389,7 +394,7 @@ macro_rules! impl_acme {
             }
 
             async fn eab_list(&self) -> Result<Vec<EabKey>, StoreError> {
-                let sql = "SELECT kid, created_at, account_id, bound_at FROM acme_eab \
+                let sql = "SELECT kid, label, created_at, account_id, bound_at FROM acme_eab \
                            ORDER BY created_at, kid";
                 let op = "list ACME EAB keys";
                 let rows = run!(fetch_all(&self.pool), op, sql)?;
@@ -397,6 +402,7 @@ macro_rules! impl_acme {
                     .map(|r| {
                         Ok(EabKey {
                             kid: r.try_get("kid").map_err(db(op))?,
+                            label: r.try_get("label").map_err(db(op))?,
                             created_at: r.try_get("created_at").map_err(db(op))?,
                             account_id: r.try_get("account_id").map_err(db(op))?,
                             bound_at: r.try_get("bound_at").map_err(db(op))?,
@@ -450,7 +456,14 @@ impl_acme!(SqliteStore);
 impl_acme!(PgStore);
 
 /// kid, hmac_key, created_at, account_id, bound_at.
-type EabRow = (String, String, i64, Option<String>, Option<i64>);
+type EabRow = (
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
 
 /// `ca migrate`: copies the ACME accounts, orders, authorizations and EAB keys of an SQLite
 /// inventory into the PostgreSQL transaction of the copy (crates/mutual-store/src/copy.rs), and
@@ -524,16 +537,25 @@ pub(crate) async fn copy_to_postgres(
         counts.push((table, rows.len()));
     }
     if has_0006 {
-        let keys: Vec<EabRow> = sqlx::query_as(
-            "SELECT kid, hmac_key, created_at, account_id, bound_at FROM acme_eab ORDER BY kid",
-        )
-        .fetch_all(&src.pool)
-        .await
-        .map_err(db("read source ACME EAB keys"))?;
+        // Migration 0013 added the label; before it, none.
+        let label = if src.has_column("acme_eab", "label").await? {
+            "label"
+        } else {
+            "NULL"
+        };
+        // `label` is one of two constants, never input.
+        let sql = format!(
+            "SELECT kid, hmac_key, created_at, account_id, bound_at, {label} AS label \
+             FROM acme_eab ORDER BY kid"
+        );
+        let keys: Vec<EabRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&src.pool)
+            .await
+            .map_err(db("read source ACME EAB keys"))?;
         for k in &keys {
-            let sql = "INSERT INTO acme_eab (kid, hmac_key, created_at, account_id, bound_at) \
-                       VALUES ($1, $2, $3, $4, $5)";
-            let (kid, key, created, account, bound) = k;
+            let sql = "INSERT INTO acme_eab (kid, hmac_key, created_at, account_id, bound_at, \
+                       label) VALUES ($1, $2, $3, $4, $5, $6)";
+            let (kid, key, created, account, bound, label) = k;
             run!(
                 execute(&mut *tx),
                 "copy ACME EAB keys",
@@ -542,7 +564,8 @@ pub(crate) async fn copy_to_postgres(
                 key,
                 created,
                 account,
-                bound
+                bound,
+                label
             )?;
         }
         counts.push(("acme_eab", keys.len()));
@@ -638,7 +661,9 @@ mod tests {
         assert!(s.account_rekey("b1", "tb", "t2", "{}").await.is_err());
 
         // An EAB key binds one account, once.
-        s.eab_create("k1", "secret", 1).await.unwrap();
+        s.eab_create("k1", "secret", Some("team a"), 1)
+            .await
+            .unwrap();
         assert_eq!(
             s.eab_get("k1").await.unwrap(),
             Some(("secret".into(), None))
@@ -650,6 +675,11 @@ mod tests {
             Some(("secret".into(), Some("a1".into())))
         );
         assert!(s.eab_get("nope").await.unwrap().is_none());
+        let listed = s.eab_list().await.unwrap();
+        assert_eq!(
+            (listed[0].label.as_deref(), listed[0].account_id.as_deref()),
+            (Some("team a"), Some("a1"))
+        );
 
         // The sweep removes expired nonces and stale unfinished orders, not issued ones.
         s.nonce_put("old", 5).await.unwrap();

@@ -37,8 +37,8 @@ pub enum EabCommand {
 pub struct EabListArgs {
     #[command(flatten)]
     pub dir: DirArg,
-    /// Print an array of {"kid", "created_at(_unix)", "account", "bound_at(_unix)"} (account
-    /// and bound_at null while unused).
+    /// Print an array of {"kid", "label", "created_at(_unix)", "account", "bound_at(_unix)"}
+    /// (label null when none was given; account and bound_at null while unused).
     #[arg(long)]
     pub json: bool,
 }
@@ -59,9 +59,21 @@ pub struct EabDeleteArgs {
 pub struct EabCreateArgs {
     #[command(flatten)]
     pub dir: DirArg,
-    /// Print {"kid", "hmac_key"} as JSON instead of two KEY=VALUE lines.
+    /// A note on whom the key is for (a client, a team, a ticket), shown by `eab list` so
+    /// that the right key is the one withdrawn. Not secret; 1 to 64 printable characters.
+    #[arg(long, value_name = "TEXT", value_parser = parse_label)]
+    pub label: Option<String>,
+    /// Print {"kid", "hmac_key", "label"} as JSON instead of KEY=VALUE lines.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_label(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() || t.chars().count() > 64 || t.chars().any(char::is_control) {
+        return Err("a label is 1 to 64 printable characters".into());
+    }
+    Ok(t.to_string())
 }
 
 pub fn run(cmd: AcmeCommand) -> anyhow::Result<ExitCode> {
@@ -84,7 +96,16 @@ fn eab_list(a: EabListArgs) -> anyhow::Result<ExitCode> {
         println!("no EAB keys (make one with `mutual acme eab create`)");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<22}  {:<20}  ACCOUNT", "KID", "CREATED");
+    let width = keys
+        .iter()
+        .filter_map(|k| k.label.as_ref().map(|l| l.chars().count()))
+        .max()
+        .unwrap_or(1)
+        .max("LABEL".len());
+    println!(
+        "{:<22}  {:<width$}  {:<20}  ACCOUNT",
+        "KID", "LABEL", "CREATED"
+    );
     for k in &keys {
         let account = match (&k.account_id, k.bound_at) {
             (Some(id), _) if id == WITHDRAWN => "- (withdrawn: run `eab delete` again)".into(),
@@ -93,8 +114,9 @@ fn eab_list(a: EabListArgs) -> anyhow::Result<ExitCode> {
             _ => "- (unused)".into(),
         };
         println!(
-            "{:<22}  {:<20}  {account}",
+            "{:<22}  {:<width$}  {:<20}  {account}",
             k.kid,
+            k.label.as_deref().unwrap_or("-"),
             crate::json::rfc3339(k.created_at)
         );
     }
@@ -154,10 +176,12 @@ fn eab_create(a: EabCreateArgs) -> anyhow::Result<ExitCode> {
     let (kid, key) = mutual_acme::eab::new_key();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     with_store(&dir, async |store| {
-        Ok(store.eab_create(&kid, &key, now).await?)
+        Ok(store
+            .eab_create(&kid, &key, a.label.as_deref(), now)
+            .await?)
     })?;
     if a.json {
-        let v = serde_json::json!({ "kid": kid, "hmac_key": key });
+        let v = serde_json::json!({ "kid": kid, "hmac_key": key, "label": a.label });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!("kid={kid}\nhmac_key={key}");

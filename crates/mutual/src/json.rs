@@ -55,6 +55,7 @@ pub fn entry(e: &RegistrationEntry) -> Value {
 pub fn eab_key(k: &EabKey) -> Value {
     json!({
         "kid": k.kid,
+        "label": k.label,
         "created_at": rfc3339(k.created_at),
         "created_at_unix": k.created_at,
         "account": k.account_id,

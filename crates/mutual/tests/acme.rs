@@ -609,7 +609,24 @@ fn external_account_binding_is_required_and_binds_one_account() {
     // certbot without a binding is refused; with a fresh key it registers and obtains.
     let o = srv.certonly("a.example.test", &[]);
     assert_ne!(o.code, 0, "certbot without EAB: {}\n{}", o.stdout, o.stderr);
-    let (kid, key) = eab();
+    // This key gets a label, shown by `eab list` (text and JSON).
+    let o = mutual(&[
+        "acme",
+        "eab",
+        "create",
+        "--dir",
+        srv.ca.d(),
+        "--json",
+        "--label",
+        "certbot host",
+    ])
+    .ok();
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["label"], "certbot host");
+    let (kid, key) = (
+        v["kid"].as_str().unwrap().to_string(),
+        v["hmac_key"].as_str().unwrap().to_string(),
+    );
     let o = srv.certonly(
         "a.example.test",
         &["--eab-kid", &kid, "--eab-hmac-key", &key],
@@ -636,12 +653,16 @@ fn external_account_binding_is_required_and_binds_one_account() {
     let keys = keys.as_array().unwrap();
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert_eq!(keys[1]["kid"], kid.as_str());
+    assert!(keys[0]["label"].is_null(), "{keys:?}");
+    assert_eq!(keys[1]["label"], "certbot host");
     assert!(keys
         .iter()
         .all(|k| k["account"].is_string() && k["bound_at"].is_string()));
     let text = mutual(&["acme", "eab", "list", "--dir", srv.ca.d()]).ok();
     assert!(
-        text.stdout.contains(&kid) && !text.stdout.contains(&key),
+        text.stdout.contains(&kid)
+            && !text.stdout.contains(&key)
+            && text.stdout.contains("certbot host"),
         "{}",
         text.stdout
     );
@@ -1046,12 +1067,27 @@ async fn ca_migrate_copies_the_acme_accounts_orders_and_eab_keys() {
         let mut srv = AcmeCa::spawn(TestCa::new(&[]), &flags, http_port, tls_port);
         let o = srv.certonly("a.example.test", &[]);
         assert_eq!(o.code, 0, "certbot: {}\n{}", o.stdout, o.stderr);
-        let o = mutual(&["acme", "eab", "create", "--dir", srv.ca.d(), "--json"]).ok();
+        let o = mutual(&[
+            "acme",
+            "eab",
+            "create",
+            "--dir",
+            srv.ca.d(),
+            "--json",
+            "--label",
+            "team a",
+        ])
+        .ok();
         let eab: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
 
         // Stop, migrate, serve from PostgreSQL on the same port.
         srv.stop();
         mutual(&["ca", "migrate", "--dir", srv.ca.d(), "--to", &url, "--json"]).ok();
+        // The key, with its label, is in PostgreSQL now.
+        let o = mutual(&["acme", "eab", "list", "--dir", srv.ca.d(), "--json"]).ok();
+        let keys: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(keys[0]["kid"], eab["kid"], "{keys}");
+        assert_eq!(keys[0]["label"], "team a", "{keys}");
         let mut with_eab = flags.to_vec();
         with_eab.push("--acme-require-eab");
         srv.restart(&with_eab);
