@@ -285,15 +285,26 @@ fn describe_certificate_error(c: &CertificateError) -> String {
         C::NotValidForNameContext {
             expected,
             presented,
-        } => format!(
-            "the certificate is not valid for {:?}; it carries [{}]",
-            expected.to_str(),
-            presented
-                .iter()
-                .map(|p| presented_name(p))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        } => {
+            let names: Vec<String> = presented.iter().map(|p| presented_name(p)).collect();
+            let expected = expected.to_str();
+            // The common mistake behind an address that "is" in the certificate: written as a
+            // dNSName, which no verifier matches against an address.
+            let as_dns = format!("dns:{expected}");
+            let why = if expected.parse::<std::net::IpAddr>().is_ok() && names.contains(&as_dns)
+            {
+                format!(
+                    " (it names {expected} as a DNS name; an address matches only an IP SAN, \
+                     ip:{expected})"
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "the certificate is not valid for {expected:?}; it carries [{}]{why}",
+                names.join(", ")
+            )
+        }
         C::NotValidForName => "the certificate is not valid for the expected name".into(),
         C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
             "a signature names an algorithm that does not fit the key it is checked with (say, \

@@ -25,7 +25,7 @@ pub enum EabCommand {
     /// --eab-kid KID --eab-hmac-key KEY; lego --eab --kid KID --hmac KEY). Each key binds exactly
     /// one ACME account, at that account's creation.
     Create(EabCreateArgs),
-    /// List the keys: id, when made, the account each bound (never the HMAC key).
+    /// List the keys: id, label, when made, the account each bound (never the HMAC key).
     List(EabListArgs),
     /// Withdraw a key: it can bind no account any more, and the account it bound, if any, is
     /// deactivated (its requests are refused; certificates it obtained stay valid until

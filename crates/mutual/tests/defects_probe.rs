@@ -204,6 +204,13 @@ fn bad() -> &'static Bad {
         )
         .unwrap();
         issue(Some("crit.ext"), "critical.pem");
+        // An address written as a dNSName (what other CAs let through; ours refuses it).
+        std::fs::write(
+            d.join("dnsip.ext"),
+            "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:10.0.0.1\n",
+        )
+        .unwrap();
+        issue(Some("dnsip.ext"), "dnsip.pem");
 
         // Trailing data: two bytes after the certificate, as DER and inside PEM.
         let mut trailing = std::fs::read(d.join("good.der")).unwrap();
@@ -279,6 +286,23 @@ fn verify(file: &str) -> (i32, Value, String) {
     let out = verify_cmd(file, &["--json"]);
     let v = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
     (out.code, v, out.stderr)
+}
+
+/// A certificate naming an address as a dNSName is name_mismatch for that address, and the
+/// detail says why (an address matches only an IP SAN) instead of leaving the reader to find
+/// the address "in" the certificate.
+#[test]
+fn an_address_written_as_a_dns_name_is_explained() {
+    let out = verify_cmd("dnsip.pem", &["--name", "10.0.0.1", "--json"]);
+    assert_eq!(out.code, 1, "{}", out.text());
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["reason"], "name_mismatch", "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains(
+            "it names 10.0.0.1 as a DNS name; an address matches only an IP SAN, ip:10.0.0.1"
+        ),
+        "{v}"
+    );
 }
 
 #[test]
