@@ -93,7 +93,7 @@ impl KeyKind {
     }
 
     /// Whether the CA signs certificates for a key of this kind and size: ECDSA P-256/P-384,
-    /// Ed25519, RSA of at least 2048 bits in whole bytes. `what` names the key in the message ("the CSR's key").
+    /// Ed25519, RSA of 2048 to 8192 bits in whole bytes. `what` names the key in the message ("the CSR's key").
     pub fn check_issuable(&self, bits: usize, what: &str) -> Result<(), PkiError> {
         use mutual_policy::facts::RsaSizeProblem;
         match (self, RsaSizeProblem::of(bits)) {
@@ -105,6 +105,15 @@ impl KeyKind {
                     RsaSizeProblem::NotWholeBytes => PkiError::UnsupportedKey { detail },
                 })
             }
+            // aws-lc-rs (and so rustls and webpki) verifies RSA signatures up to 8192 bits: a
+            // larger key's CSR "does not verify", and no TLS peer of ours could check its
+            // handshake signature.
+            (KeyKind::Rsa, None) if bits > 8192 => Err(PkiError::UnsupportedKey {
+                detail: format!(
+                    "{what} is RSA-{bits}; at most 8192 bits, the largest RSA key rustls, \
+                     webpki and aws-lc verify"
+                ),
+            }),
             (KeyKind::Rsa | KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::Ed25519, _) => {
                 Ok(())
             }
@@ -636,6 +645,27 @@ mod tests {
     // A generated leaf key is what rcgen's KeyPair would have handed out: PKCS#8 v1 that
     // re-encodes to itself, loads back as a key of its type with the same public half, and
     // the PEM `pkcs8_pem` writes for that key.
+    #[test]
+    fn rsa_sizes_the_ca_issues() {
+        let weak = |b| {
+            matches!(
+                KeyKind::Rsa.check_issuable(b, "k"),
+                Err(PkiError::WeakKey { .. })
+            )
+        };
+        let unsupported = |b| {
+            matches!(
+                KeyKind::Rsa.check_issuable(b, "k"),
+                Err(PkiError::UnsupportedKey { .. })
+            )
+        };
+        assert!(weak(1024) && weak(2047));
+        assert!(unsupported(2052) && unsupported(8200) && unsupported(16384));
+        for ok in [2048, 3072, 4096, 8192] {
+            assert!(KeyKind::Rsa.check_issuable(ok, "k").is_ok(), "{ok}");
+        }
+    }
+
     #[test]
     fn leaf_keys_are_the_pkcs8_a_key_pair_writes() {
         for kt in KeyType::ALL {

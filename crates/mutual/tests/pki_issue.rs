@@ -313,6 +313,12 @@ fn bad_csrs_are_refused_and_nothing_is_recorded() {
     // An underscore: not RFC 5280's preferred name syntax (the lint's san-dns-invalid).
     ca.issue("under", &["--san", "dns:a_b.example.com"])
         .fails_with("label \"a_b\" has characters other than letters, digits and '-'");
+    // RSA above 8192 bits: aws-lc (so rustls, webpki) verifies no larger key, so its CSR's
+    // signature "did not verify" and the CA blamed the CSR. The fixture is a CSR made by
+    // `openssl req -new -newkey rsa:8200 -nodes -subj /CN=big` (public data; 20 s to make).
+    let big = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rsa-8200.csr");
+    ca.issue("big", &["--csr", big.to_str().unwrap(), "--client"])
+        .fails_with("the CSR's key is RSA-8200; at most 8192 bits, the largest RSA key rustls");
     // An address as a dNSName: no verifier matches it against the address (it needs ip:).
     ca.issue("addr", &["--san", "dns:10.0.0.1"]).fails_with(
         "an IP address goes in an ip: SAN (a dNSName never matches an address): write ip:10.0.0.1",
