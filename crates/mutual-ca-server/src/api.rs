@@ -867,9 +867,9 @@ pub(crate) async fn authenticated(
 
 async fn renew(state: &State, me: &Me, b: RenewBody) -> Outcome {
     let r = &me.record;
-    let sans = match r.sans.iter().map(|s| s.parse::<San>()).collect() {
+    let sans = match San::recorded(&r.sans) {
         Ok(s) => s,
-        Err(e) => return Problem::internal(e).into(),
+        Err(why) => return Problem::new("name_not_allowed", why).into(),
     };
     let usage = parse_usage(&r.usage).unwrap_or(Usage::Client);
     // The same lifetime as the presented certificate, never past the intermediate's expiry.

@@ -494,12 +494,8 @@ impl Est {
             .map_err(|e| EstError::new(e.reason(), e.to_string()))?;
         let (csr, id) = read_csr(req).await?;
         let requested = csr_names(&csr)?;
-        let sans: Vec<San> = record
-            .sans
-            .iter()
-            .map(|s| s.parse::<San>())
-            .collect::<Result<_, _>>()
-            .map_err(EstError::internal)?;
+        let sans =
+            San::recorded(&record.sans).map_err(|why| EstError::new("name_not_allowed", why))?;
         if let Some(extra) = requested.iter().find(|r| !sans.contains(r)) {
             return Err(EstError::new(
                 "name_not_allowed",

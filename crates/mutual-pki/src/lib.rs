@@ -264,6 +264,23 @@ pub enum San {
 }
 
 impl San {
+    /// The SANs an inventory record holds, as a renewal re-issues them. A name issuance has
+    /// since stopped accepting (an address written as a dNSName, a '_') is the certificate's
+    /// problem, not the server's: the message says to issue a new one (`name_not_allowed` at
+    /// `/v1/renew` and EST re-enrollment, which answered 500 internal).
+    pub fn recorded(sans: &[String]) -> Result<Vec<San>, String> {
+        sans.iter()
+            .map(|s| {
+                s.parse::<San>().map_err(|e| {
+                    format!(
+                        "the certificate names {s}, which this CA no longer issues ({e}): it \
+                         cannot be renewed; issue a new certificate with a valid name"
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Whether a server (or server+client) certificate may carry this name as its identity: a
     /// DNS name or IP address for host-name checks, or a SPIFFE ID, which X509-SVIDs carry alone
     /// (peers match them by ID, not by host name).

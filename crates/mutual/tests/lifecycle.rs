@@ -353,6 +353,49 @@ fn a_running_ca_picks_up_a_rotation_and_serves_a_crl_per_issuer() {
     assert_eq!(j["sha256"].as_array().unwrap().len(), 1);
 }
 
+/// A certificate whose recorded names the CA has since stopped issuing (an address written as
+/// a dNSName, as an older version issued it: made here by rewriting the inventory row) is
+/// refused renewal with name_not_allowed and what to do. /v1/renew answered 500 internal.
+#[test]
+fn renewal_of_a_name_the_ca_no_longer_issues_says_what_to_do() {
+    let ca = CaServe::with_new_ca("Legacy CA", &[], &[]);
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("svc");
+    let t = ca.token(&["dns:svc.test"], "1h", "server");
+    ca.enroll(&t, &out).ok();
+    let db = ca.d().join("inventory.db");
+    let o = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys\n\
+             c=sqlite3.connect(sys.argv[1], timeout=30)\n\
+             n=c.execute(\"UPDATE certificates SET sans='[\\\"dns:10.0.0.1\\\"]' \
+             WHERE sans LIKE '%svc.test%'\").rowcount\n\
+             c.commit()\n\
+             assert n==1, n",
+            s(&db),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = renew_at(
+        &ca.url(),
+        &out.join("cert.pem"),
+        &out.join("key.pem"),
+        &["--json"],
+    );
+    assert_ne!(o.code, 0, "{}", o.text());
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["error"]["reason"], "name_not_allowed", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the certificate names dns:10.0.0.1, which this CA no longer issues"),
+        "{v}"
+    );
+}
+
 #[test]
 fn renew_exec_runs_once_per_renewal_and_a_failure_keeps_the_new_certificate() {
     let ca = CaServe::with_new_ca("Hook CA", &[], &[]);
