@@ -112,19 +112,24 @@ pub fn refuse_repeated_sans(sans: &[mutual_pki::San]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// When the CA's default intermediate ends (Unix seconds), read without any key, for
+/// [`refuse_outliving`]. `None` when the issuers cannot be read now (a half-edited issuers.toml,
+/// which a running CA rides out): the CA still checks at issuance, so nothing is refused early.
+pub fn intermediate_ends(dir: &Path, config: &mutual_pki::ca::CaConfig) -> Option<i64> {
+    mutual_pki::ca::issuers::default_issuer_not_after(dir, config).ok()
+}
+
 /// Refuses a lifetime `ttl` (set by `what`, e.g. `--ttl-cert`) that `thing` ("a certificate",
-/// "a CRL") made now could not have: longer than the CA's default intermediate has left. Every issuance with it
-/// would be refused, so the setting is refused where it is given. No password needed. An
-/// early check only: when the issuers cannot be read now (a half-edited issuers.toml, which
-/// a running CA rides out) the CA still checks at issuance, so nothing is refused here.
-pub fn refuse_outliving_intermediate(
-    dir: &Path,
-    config: &mutual_pki::ca::CaConfig,
+/// "a CRL") made now could not have: longer than the intermediate has left (`ends`, from
+/// [`intermediate_ends`]). Every issuance with it would be refused, so the setting is refused
+/// where it is given. No password needed.
+pub fn refuse_outliving(
+    ends: Option<i64>,
     ttl: std::time::Duration,
     what: &str,
     thing: &str,
 ) -> anyhow::Result<()> {
-    let Ok(ends) = mutual_pki::ca::issuers::default_issuer_not_after(dir, config) else {
+    let Some(ends) = ends else {
         return Ok(());
     };
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -140,6 +145,17 @@ pub fn refuse_outliving_intermediate(
         ),
         format!("give a shorter {what}"),
     ))
+}
+
+/// [`refuse_outliving`] for a command that checks one lifetime.
+pub fn refuse_outliving_intermediate(
+    dir: &Path,
+    config: &mutual_pki::ca::CaConfig,
+    ttl: std::time::Duration,
+    what: &str,
+    thing: &str,
+) -> anyhow::Result<()> {
+    refuse_outliving(intermediate_ends(dir, config), ttl, what, thing)
 }
 
 pub fn key_type(s: &str) -> anyhow::Result<KeyType> {

@@ -136,10 +136,10 @@ fn eab_delete(a: EabDeleteArgs) -> anyhow::Result<ExitCode> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let found = with_store(&dir, async |store| {
         store.eab_bind(&a.kid, WITHDRAWN, now).await?;
-        let Some(key) = store.eab_list().await?.into_iter().find(|k| k.kid == a.kid) else {
+        let Some((_, bound)) = store.eab_get(&a.kid).await? else {
             return Ok(None);
         };
-        let account = key.account_id.filter(|id| id != WITHDRAWN);
+        let account = bound.filter(|id| id != WITHDRAWN);
         if let Some(id) = &account {
             if let Some(acct) = store.account_get(id).await? {
                 store
@@ -263,19 +263,14 @@ struct AcmeSection {
     attempts: Option<u32>,
 }
 
-fn section(dir: &std::path::Path) -> anyhow::Result<AcmeSection> {
-    let path = dir.join(mutual_pki::ca::CONFIG);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(AcmeSection::default());
-    };
-    let table: toml::Table =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    match table.get("acme") {
+/// The `[acme]` section of the CA config `ca serve` has already read (`CaConfig::acme`).
+fn section(dir: &std::path::Path, ca: &mutual_pki::ca::CaConfig) -> anyhow::Result<AcmeSection> {
+    match &ca.acme {
         None => Ok(AcmeSection::default()),
-        Some(v) => v
-            .clone()
-            .try_into()
-            .map_err(|e| anyhow::anyhow!("{}: [acme]: {e}", path.display())),
+        Some(t) => t.clone().try_into().map_err(|e| {
+            let path = dir.join(mutual_pki::ca::CONFIG);
+            anyhow::anyhow!("{}: [acme]: {e}", path.display())
+        }),
     }
 }
 
@@ -304,7 +299,7 @@ pub fn serve_config(
     dir: &std::path::Path,
     ca: &mutual_pki::ca::CaConfig,
 ) -> anyhow::Result<Option<mutual_acme::AcmeConfig>> {
-    let f = section(dir)?;
+    let f = section(dir, ca)?;
     if !(a.acme || f.enabled) {
         // Every field but `acme` (false here) at its default: no ACME setting was given.
         if format!("{a:?}") != format!("{:?}", AcmeArgs::default()) {

@@ -383,8 +383,8 @@ fn not_allowed(message: String) -> anyhow::Error {
 }
 
 /// The settings that would make the server's own certificate, or every EST enrollment, OCSP
-/// response or CRL of it, fail: refused at start before the password: identity templates whose every name the CA would
-/// refuse, lifetimes the intermediate cannot cover.
+/// response or CRL of it, fail: refused at start before the password: identity templates
+/// whose every name the CA would refuse, lifetimes the intermediate cannot cover.
 fn settings_fit_the_ca(
     a: &ServeArgs,
     dir: &std::path::Path,
@@ -408,8 +408,10 @@ fn settings_fit_the_ca(
         (ocsp, a.ocsp_responder_ttl, "--ocsp-responder-ttl", cert),
         (true, a.crl_next_update, "--crl-next-update", "a CRL"),
     ];
+    // The intermediate's end is read once for all of them.
+    let ends = crate::ca_args::intermediate_ends(dir, config);
     for (_, ttl, flag, thing) in ttls.iter().filter(|t| t.0) {
-        crate::ca_args::refuse_outliving_intermediate(dir, config, *ttl, flag, thing)?;
+        crate::ca_args::refuse_outliving(ends, *ttl, flag, thing)?;
     }
     // An OCSP response never outlives the responder certificate that signs it: a longer
     // --ocsp-next-update would be cut to it without a word.
