@@ -498,6 +498,13 @@ fn acme_without_an_allowed_identifier_is_a_usage_error() {
     );
 }
 
+/// `mutual acme eab create --json` for the CA in `dir`, with `extra` flags: its JSON.
+fn eab_create(dir: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["acme", "eab", "create", "--dir", dir, "--json"];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&mutual(&args).ok().stdout).unwrap()
+}
+
 /// Runs one of the Python clients in tests/acme/ against the CA and returns its JSON verdicts.
 fn python_client(srv: &AcmeCa, script: &str, args: &[&str]) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -583,8 +590,7 @@ fn account_lifecycle_key_change_revoke_by_certificate_key_and_renewal_info() {
 fn external_account_binding_is_required_and_binds_one_account() {
     let srv = AcmeCa::start_with(&["--acme-require-eab"]);
     let eab = || -> (String, String) {
-        let o = mutual(&["acme", "eab", "create", "--dir", srv.ca.d(), "--json"]).ok();
-        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        let v = eab_create(srv.ca.d(), &[]);
         (
             v["kid"].as_str().unwrap().to_string(),
             v["hmac_key"].as_str().unwrap().to_string(),
@@ -610,18 +616,7 @@ fn external_account_binding_is_required_and_binds_one_account() {
     let o = srv.certonly("a.example.test", &[]);
     assert_ne!(o.code, 0, "certbot without EAB: {}\n{}", o.stdout, o.stderr);
     // This key gets a label, shown by `eab list` (text and JSON).
-    let o = mutual(&[
-        "acme",
-        "eab",
-        "create",
-        "--dir",
-        srv.ca.d(),
-        "--json",
-        "--label",
-        "certbot host",
-    ])
-    .ok();
-    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let v = eab_create(srv.ca.d(), &["--label", "certbot host"]);
     assert_eq!(v["label"], "certbot host");
     let (kid, key) = (
         v["kid"].as_str().unwrap().to_string(),
@@ -1067,18 +1062,7 @@ async fn ca_migrate_copies_the_acme_accounts_orders_and_eab_keys() {
         let mut srv = AcmeCa::spawn(TestCa::new(&[]), &flags, http_port, tls_port);
         let o = srv.certonly("a.example.test", &[]);
         assert_eq!(o.code, 0, "certbot: {}\n{}", o.stdout, o.stderr);
-        let o = mutual(&[
-            "acme",
-            "eab",
-            "create",
-            "--dir",
-            srv.ca.d(),
-            "--json",
-            "--label",
-            "team a",
-        ])
-        .ok();
-        let eab: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        let eab = eab_create(srv.ca.d(), &["--label", "team a"]);
 
         // Stop, migrate, serve from PostgreSQL on the same port.
         srv.stop();
