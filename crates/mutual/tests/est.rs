@@ -941,21 +941,9 @@ fn renewal_grace_after_expiry() {
     // A recorded name the CA has since stopped issuing (an address as a dNSName, as an older
     // version issued it: the row rewritten here) is name_not_allowed, not 500 internal.
     let c_serial = serial_of(&cert("c"));
-    let o = Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3,sys\n\
-             c=sqlite3.connect(sys.argv[1], timeout=30)\n\
-             n=c.execute(\"UPDATE certificates SET sans='[\\\"dns:10.0.0.1\\\"]' WHERE \
-             ltrim(serial,'0')=ltrim(?,'0')\", (sys.argv[2],)).rowcount\n\
-             c.commit()\n\
-             assert n==1, n",
-            s(&dir.join("inventory.db")),
-            &c_serial,
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sql = r#"UPDATE certificates SET sans='["dns:10.0.0.1"]'
+                 WHERE ltrim(serial, '0') = ltrim(?, '0')"#;
+    update_inventory_row(&dir, sql, &[&c_serial]);
     let v = post_csr(&lenient, t, REENROLL, &b64, Some((&cert("c"), &key("c"))))
         .refused(403, "name_not_allowed");
     assert!(

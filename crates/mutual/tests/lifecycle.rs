@@ -363,21 +363,8 @@ fn renewal_of_a_name_the_ca_no_longer_issues_says_what_to_do() {
     let out = work.path().join("svc");
     let t = ca.token(&["dns:svc.test"], "1h", "server");
     ca.enroll(&t, &out).ok();
-    let db = ca.d().join("inventory.db");
-    let o = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3,sys\n\
-             c=sqlite3.connect(sys.argv[1], timeout=30)\n\
-             n=c.execute(\"UPDATE certificates SET sans='[\\\"dns:10.0.0.1\\\"]' \
-             WHERE sans LIKE '%svc.test%'\").rowcount\n\
-             c.commit()\n\
-             assert n==1, n",
-            s(&db),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sql = r#"UPDATE certificates SET sans='["dns:10.0.0.1"]' WHERE sans LIKE '%svc.test%'"#;
+    pki_common::update_inventory_row(ca.d(), sql, &[]);
     let o = renew_at(
         &ca.url(),
         &out.join("cert.pem"),

@@ -189,22 +189,8 @@ fn lookup_by_name_on_sqlite() {
     // issued (made here by rewriting the SAN index, as its row would read) is still found.
     ca.issue("legacy", &["--san", "dns:legacy.example"]).ok();
     let serial = ca.serial("legacy");
-    let db = std::path::Path::new(ca.d()).join("inventory.db");
-    let o = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3,sys\n\
-             c=sqlite3.connect(sys.argv[1], timeout=30)\n\
-             n=c.execute(\"UPDATE certificate_sans SET value='10.0.0.1' WHERE serial=? \
-             AND kind='dns'\", (sys.argv[2],)).rowcount\n\
-             c.commit()\n\
-             assert n==1, n",
-            s(&db),
-            &serial,
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sql = "UPDATE certificate_sans SET value='10.0.0.1' WHERE serial=? AND kind='dns'";
+    update_inventory_row(&ca.dir, sql, &[&serial]);
     for flag in [&["--dns", "10.0.0.1"][..], &["--san", "dns:10.0.0.1"][..]] {
         assert_eq!(list(&ca, flag), ["legacy"], "{flag:?}");
     }

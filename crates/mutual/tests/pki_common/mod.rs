@@ -681,19 +681,27 @@ impl CaServe {
 /// Makes the SQLite inventory row of `serial` look like one recorded before migration 0010:
 /// no certificate bytes, no key type (python3's sqlite3, as an operator's old database).
 pub fn forget_certificate(ca_dir: &Path, serial: &str) {
+    let sql = "UPDATE certificates SET der=NULL, key_type=NULL WHERE serial=?";
+    update_inventory_row(ca_dir, sql, &[serial]);
+}
+
+/// Runs one SQL `UPDATE` (`?` placeholders bound to `args`) on the SQLite inventory of the CA
+/// in `ca_dir` with Python's sqlite3, asserting it changed exactly one row: how a test makes a
+/// row as an older version wrote it.
+pub fn update_inventory_row(ca_dir: &Path, sql: &str, args: &[&str]) {
     let db = ca_dir.join("inventory.db");
     let o = Command::new("python3")
         .args([
             "-c",
             "import sqlite3,sys\n\
              c=sqlite3.connect(sys.argv[1], timeout=30)\n\
-             n=c.execute('UPDATE certificates SET der=NULL, key_type=NULL WHERE serial=?', \
-             (sys.argv[2],)).rowcount\n\
+             n=c.execute(sys.argv[2], sys.argv[3:]).rowcount\n\
              c.commit()\n\
              assert n==1, n",
             s(&db),
-            serial,
+            sql,
         ])
+        .args(args)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
