@@ -232,15 +232,36 @@ fn prepare(
             "remove it, rename the row, or use another --out DIR",
         ));
     }
-    let mut sans = Vec::new();
+    // Each SAN with where it came from, so that one given twice is named with both sources
+    // (a single `cert issue --san X --san X` is refused the same way).
+    let mut sans: Vec<(San, String)> = Vec::new();
     for t in templates {
         let text = t.replace("{name}", &row.name);
-        sans.push(
-            text.parse::<San>()
-                .with_context(|| format!("--san-template {t:?} for this row"))?,
-        );
+        let san = text
+            .parse::<San>()
+            .with_context(|| format!("--san-template {t:?} for this row"))?;
+        sans.push((san, format!("--san-template {t:?}")));
     }
-    sans.extend(row.sans.iter().cloned());
+    sans.extend(
+        row.sans
+            .iter()
+            .map(|s| (s.clone(), "the row's san column".to_string())),
+    );
+    for (i, (san, from)) in sans.iter().enumerate() {
+        if let Some((_, first)) = sans[..i].iter().find(|(s, _)| s == san) {
+            let by = if first == from {
+                format!("twice by {from}")
+            } else {
+                format!("by {first} and by {from}")
+            };
+            return Err(user(
+                "usage",
+                format!("{san} is given {by}"),
+                "name each SAN once: drop it from the row, or from the template",
+            ));
+        }
+    }
+    let sans = sans.into_iter().map(|(s, _)| s).collect();
     let key_source = match &row.csr {
         Some(p) => {
             let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;

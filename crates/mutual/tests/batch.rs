@@ -215,7 +215,8 @@ fn csv_with_bad_rows(ca: &TestCa) -> (serde_json::Value, PathBuf) {
          gen-1,,uri:spiffe://example.org/device/gen-1,,\n\
          sideways,,,sideways,\n\
          gen-1,,,,\n\
-         gen-2,,\"dns:gen-2.example.org;ip:10.0.0.2\",both,\n",
+         gen-2,,\"dns:gen-2.example.org;ip:10.0.0.2\",both,\n\
+         twice,,\"dns:twice.example.org;dns:TWICE.example.org\",,\n",
     )
     .unwrap();
     let o = mutual(&batch_args(ca, s(&csv), &["--chunk", "2"]));
@@ -226,7 +227,7 @@ fn csv_with_bad_rows(ca: &TestCa) -> (serde_json::Value, PathBuf) {
 fn check_csv_outcome(ca: &TestCa, v: &serde_json::Value, csv: &Path) {
     assert_eq!(
         (v["issued"].as_u64(), v["failed"].as_u64()),
-        (Some(3), Some(4))
+        (Some(3), Some(5))
     );
     let failures: Vec<(String, String, String)> = v["failures"]
         .as_array()
@@ -245,6 +246,12 @@ fn check_csv_outcome(ca: &TestCa, v: &serde_json::Value, csv: &Path) {
     let mut expected = vec![
         (at(7), "usage".to_string(), "duplicate name \"gen-1\" (first at ".to_string() + &at(5) + ")"),
         (at(6), "usage".into(), "usage \"sideways\" is not client, server or both".into()),
+        // Written into the certificate twice before; `cert issue --san X --san X` is refused.
+        (
+            at(9),
+            "usage".into(),
+            "dns:twice.example.org is given twice by the row's san column".into(),
+        ),
         (
             at(3),
             "malformed".into(),
@@ -326,6 +333,41 @@ fn a_csv_with_bad_rows_issues_the_others() {
     assert!(o.stderr.contains(&line6), "{}", o.text());
     assert!(o.stdout.contains("issued 0, skipped 3"), "{}", o.text());
     assert_eq!(ca.inventory().len(), 3);
+    // A row naming what the template already names: refused with both sources, the other
+    // row issued.
+    let both = ca.tmp.path().join("both.csv");
+    std::fs::write(
+        &both,
+        "name,san\nt-1,dns:t-1.example.org\nt-2,dns:other.example.org\n",
+    )
+    .unwrap();
+    let out2 = ca.tmp.path().join("out2");
+    let mut a = batch_args(&ca, s(&both), &["--san-template", "dns:{name}.example.org"]);
+    let at_out = a.iter().position(|x| *x == "--out").unwrap() + 1;
+    a[at_out] = s(&out2);
+    let o = mutual(&a);
+    assert_eq!(o.code, 1, "{}", o.text());
+    let v = json(&o);
+    assert_eq!(
+        (v["issued"].as_u64(), v["failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["failures"][0]["reason"], "usage");
+    assert_eq!(
+        v["failures"][0]["message"],
+        "dns:t-1.example.org is given by --san-template \"dns:{name}.example.org\" and by the \
+         row's san column"
+    );
+    let t2 = ca
+        .inventory()
+        .into_iter()
+        .find(|r| r["name"] == "t-2")
+        .unwrap();
+    assert_eq!(
+        t2["sans"],
+        serde_json::json!(["dns:t-2.example.org", "dns:other.example.org"])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

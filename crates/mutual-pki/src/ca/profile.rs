@@ -117,6 +117,15 @@ impl crate::ca::CaConfig {
     /// inside the trust domain; DNS names inside the name constraints; no wildcard directly on
     /// a public suffix (what the lint calls an error: cmd_lint's check_own would say "bug").
     pub fn check_sans(&self, sans: &[San]) -> Result<(), PkiError> {
+        // Every front end refuses a repeated SAN with its own words (`--san X --san X`, a batch
+        // row and its template); this is the rule for any other way in.
+        let repeated = (0..sans.len()).find_map(|i| sans[..i].contains(&sans[i]).then(|| &sans[i]));
+        if let Some(s) = repeated {
+            return Err(PkiError::InvalidSan {
+                input: s.to_string(),
+                detail: "it is given twice (a certificate names each SAN once)".into(),
+            });
+        }
         for s in sans {
             let Some(base) = (match s {
                 San::Dns(d) => d.strip_prefix("*."),
@@ -401,6 +410,7 @@ impl Ca {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -411,5 +421,23 @@ mod tests {
         assert!(dns_permitted("x.internal.example", "internal.example"));
         assert!(!dns_permitted("evilinternal.example", "internal.example"));
         assert!(!dns_permitted("a.other.example", ".internal.example"));
+    }
+
+    #[test]
+    fn a_san_given_twice_is_refused_in_any_spelling() {
+        let config: crate::ca::CaConfig = toml::from_str(
+            "name = \"t\"\nkey_type = \"ecdsa-p256\"\n\
+             [defaults]\nttl = \"24h\"\nkey_type = \"ecdsa-p256\"\n",
+        )
+        .unwrap();
+        let sans = |v: &[&str]| -> Vec<San> { v.iter().map(|s| s.parse().unwrap()).collect() };
+        assert!(config
+            .check_sans(&sans(&["dns:a.example", "ip:10.0.0.1"]))
+            .is_ok());
+        for twice in [["dns:a.example", "dns:A.example"], ["ip:::1", "ip:0:0::1"]] {
+            let e = config.check_sans(&sans(&twice)).unwrap_err();
+            assert!(matches!(e, PkiError::InvalidSan { .. }), "{e}");
+            assert!(e.to_string().contains("given twice"), "{e}");
+        }
     }
 }
