@@ -3,7 +3,7 @@
 //! printing.
 use std::process::ExitCode;
 
-use mutual_pki::ca::{issuers, Ca, IssuerState, KeysUsed, RotateOptions};
+use mutual_pki::ca::{issuers, IssuerState, KeysUsed, RotateOptions};
 use mutual_pki::KeyType;
 
 use crate::ca_args::{parse_duration, parse_key_type, DirArg, PasswordArg};
@@ -40,8 +40,9 @@ pub struct RotateIntermediateArgs {
 pub struct IssuersArgs {
     #[command(flatten)]
     pub dir: DirArg,
-    #[command(flatten)]
-    pub password: PasswordArg,
+    /// Accepted for scripts written when the listing unlocked the CA; not read (no key is).
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub password_file: Option<std::path::PathBuf>,
     /// Print the issuers as JSON.
     #[arg(long)]
     pub json: bool,
@@ -100,17 +101,16 @@ pub fn rotate_intermediate(a: RotateIntermediateArgs) -> anyhow::Result<ExitCode
 
 pub fn list(a: IssuersArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
-    let password = a
-        .password
-        .get_for(&dir, mutual_pki::ca::KeysUsed::ISSUERS)?;
+    // A listing: no key is unlocked (nor a password asked for), as for `cert list`.
+    let config = mutual_pki::ca::read_config(&dir)?;
+    let issuers = issuers::view(&dir, &config)?;
     let rt = runtime()?;
     let rows = rt.block_on(async {
-        let ca = Ca::open(&dir, password.as_bytes()).await?;
-        let set = ca.issuers();
+        let store = mutual_pki::ca::open_store(&dir).await?;
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let mut rows = Vec::new();
-        for i in set.all() {
-            let last = ca.store().issuer_last_expiry(&i.id).await?;
+        for i in &issuers {
+            let last = store.issuer_last_expiry(&i.id).await?;
             // A retiring issuer whose last certificate expired has nothing left to sign for.
             let state = match (i.state, last) {
                 (IssuerState::Retiring, Some(t)) if t <= now => "retired",
@@ -121,14 +121,14 @@ pub fn list(a: IssuersArgs) -> anyhow::Result<ExitCode> {
                 "id": i.id,
                 "key_type": i.key_type.as_str(),
                 "state": state,
-                "default": i.id == set.default_issuer().id,
-                "subject": i.subject(),
-                "not_after": crate::json::rfc3339(i.not_after_unix()),
+                "default": i.default,
+                "subject": i.subject,
+                "not_after": crate::json::rfc3339(i.not_after),
                 "last_certificate_expires": last.map(crate::json::rfc3339),
-                "certificate": issuers::files(&dir, &i.id).0,
+                "certificate": i.certificate,
             }));
         }
-        ca.store().close().await;
+        store.close().await;
         Ok::<_, anyhow::Error>(rows)
     })?;
     if a.json {

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod pki_common;
-use pki_common::{curl_in, issuer_cn, mutual, openssl, renew_at, s, CaServe, TestCa};
+use pki_common::{curl_in, issuer_cn, mutual, mutual_pw, openssl, renew_at, s, CaServe, TestCa};
 
 use std::path::{Path, PathBuf};
 
@@ -174,7 +174,8 @@ fn rotate_intermediate_records_issuers_and_signs_a_crl_per_issuer() {
         issuer_cn(&out.join("default.pem")),
         "Test CA Intermediate 2"
     );
-    let list = mutual(&["ca", "issuers", "--dir", ca.d(), "--json"]).ok();
+    // A listing needs no password (no key is unlocked), as `cert list` needs none.
+    let list = mutual_pw(None, &["ca", "issuers", "--dir", ca.d(), "--json"]).ok();
     let list: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
     let states: Vec<(&str, &str, bool)> = list
         .iter()

@@ -391,6 +391,58 @@ pub fn default_issuer_not_after(dir: &Path, config: &CaConfig) -> Result<i64, Pk
     Ok(validity(&der, &path)?.1.unix_timestamp())
 }
 
+/// What `mutual ca issuers` shows of one intermediate: read from `issuers.toml` and the
+/// certificates, without any key (listing needs no password, as `cert list` does not).
+#[derive(Clone, Debug)]
+pub struct IssuerView {
+    pub id: String,
+    pub key_type: KeyType,
+    pub state: IssuerState,
+    /// New certificates come from it unless a profile selects another.
+    pub default: bool,
+    pub subject: String,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
+    pub certificate: PathBuf,
+}
+
+/// Every intermediate of the CA in `dir`, as the manifest lists them, read without any key.
+pub fn view(dir: &Path, config: &CaConfig) -> Result<Vec<IssuerView>, PkiError> {
+    let m = parse_manifest(dir, read_manifest(dir)?.as_deref(), config)?;
+    m.issuers
+        .iter()
+        .map(|e| {
+            let (path, _) = files(dir, &e.id);
+            if !path.exists() {
+                return Err(PkiError::NotInitialised {
+                    dir: dir.to_path_buf(),
+                    file: path
+                        .strip_prefix(dir)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                });
+            }
+            let pem = std::fs::read_to_string(&path).map_err(io(&path))?;
+            let der = first_cert_der(&pem, &path)?;
+            let (_, cert) =
+                x509_parser::parse_x509_certificate(&der).map_err(|_| PkiError::Config {
+                    path: path.clone(),
+                    detail: "not a valid X.509 certificate (truncated or corrupted)".into(),
+                })?;
+            Ok(IssuerView {
+                id: e.id.clone(),
+                key_type: e.key_type,
+                state: e.state,
+                default: e.id == m.default,
+                subject: cert.subject().to_string(),
+                not_after: validity(&der, &path)?.1.unix_timestamp(),
+                certificate: path,
+            })
+        })
+        .collect()
+}
+
 impl IssuerSet {
     /// Loads every issuer of the CA in `dir`, decrypting each key with `password`.
     pub fn load(dir: &Path, config: &CaConfig, password: &[u8]) -> Result<IssuerSet, PkiError> {
