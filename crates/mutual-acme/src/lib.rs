@@ -1078,7 +1078,8 @@ impl Acme {
                 name: name.chars().take(64).collect(),
                 sans: wanted,
                 usage: self.cfg.policy.usage,
-                ttl: self.cfg.policy.ttl,
+                // --acme-ttl was checked at start; the intermediate's end has come nearer.
+                ttl: ca.ttl_within_intermediate(self.cfg.policy.ttl),
                 requested_by: Some(format!("acme:{}", acct.id)),
                 ..Default::default()
             },

@@ -203,7 +203,7 @@ async fn svid<H: Host>(state: &H, node: &str, b: SvidBody) -> Outcome {
         name: reply::name_for(std::slice::from_ref(&want)),
         sans: vec![want],
         usage: Usage::Both,
-        ttl: Duration::from_secs(ttl),
+        ttl: state.ca().ttl_within_intermediate(Duration::from_secs(ttl)),
         requested_by: Some(format!("agent:{node}:{}", entry.id)),
         ..Default::default()
     };

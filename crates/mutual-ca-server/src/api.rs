@@ -793,7 +793,10 @@ async fn sign(state: &State, b: SignBody) -> Outcome {
         name: name_for(&sans),
         sans,
         usage,
-        ttl: Duration::from_secs(claims.ttl),
+        // The token was minted when the intermediate had that long left; it may not now.
+        ttl: state
+            .ca
+            .ttl_within_intermediate(Duration::from_secs(claims.ttl)),
         requested_by: Some(format!("token:{}", claims.jti)),
         ..Default::default()
     };
@@ -879,18 +882,18 @@ async fn renew(state: &State, me: &Me, b: RenewBody) -> Outcome {
     // Taking the backdate as part of the lifetime would make every renewal 5 minutes longer.
     let exact = r.not_after - r.not_before - 300;
     let from_record = r.not_after - r.created_at;
-    let mut ttl = if exact > 0 && (from_record - exact).abs() <= 5 {
+    let ttl = if exact > 0 && (from_record - exact).abs() <= 5 {
         exact
     } else {
         from_record
     };
-    let now = unix_now();
-    ttl = ttl.min(state.ca.intermediate_not_after() - now).max(1);
     let o = IssueOptions {
         name: r.name.clone(),
         sans,
         usage,
-        ttl: Duration::from_secs(u64::try_from(ttl).unwrap_or(1)),
+        ttl: state
+            .ca
+            .ttl_within_intermediate(Duration::from_secs(u64::try_from(ttl).unwrap_or(1))),
         requested_by: Some(match me.renewal {
             mutual_pki::ca::Renewal::Valid => format!("renew:{}", r.serial),
             mutual_pki::ca::Renewal::InGrace { ago } => {

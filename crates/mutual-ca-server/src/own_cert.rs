@@ -41,7 +41,9 @@ pub async fn issue_server_cert(
         name: "mutual-ca-server".into(),
         sans: sans.to_vec(),
         usage: Usage::Server,
-        ttl,
+        // In the intermediate's last --server-cert-ttl, shorter (and renewed sooner) rather
+        // than not at all.
+        ttl: ca.ttl_within_intermediate(ttl),
         requested_by: Some(SERVER_CERT_REQUESTER.into()),
         ..Default::default()
     };

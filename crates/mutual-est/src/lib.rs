@@ -659,9 +659,7 @@ async fn issue(
 ) -> Result<Issued, EstError> {
     let mut profile = profile;
     // Never past the intermediate (the CA refuses that; a device asks for no lifetime).
-    let left = ca.intermediate_not_after() - now();
-    let left = Duration::from_secs(u64::try_from(left.max(1)).unwrap_or(1));
-    profile.ttl = profile.ttl.min(left);
+    profile.ttl = ca.ttl_within_intermediate(profile.ttl);
     ca.issue(IssueRequest {
         profile,
         key,

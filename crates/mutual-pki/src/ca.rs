@@ -191,6 +191,14 @@ fn to_time(d: Duration, what: &str) -> Result<time::Duration, PkiError> {
     })
 }
 
+/// `ttl`, cut so that a certificate issued now ends no later than `not_after` (Unix
+/// seconds, its issuer's end); at least one second. One second is kept in hand for the
+/// moments between this and the issuance's own check (which counts whole seconds).
+fn ttl_until(ttl: Duration, not_after: i64) -> Duration {
+    let left = not_after - now().unix_timestamp() - 1;
+    ttl.min(Duration::from_secs(u64::try_from(left).unwrap_or(0).max(1)))
+}
+
 /// `t + d`, refused rather than panicking when the date would leave `time`'s range (durations
 /// are bounded at parse time, but a library caller may pass anything).
 fn later(t: OffsetDateTime, d: Duration, what: &str) -> Result<OffsetDateTime, PkiError> {
@@ -389,6 +397,15 @@ impl Ca {
     /// The default intermediate's notAfter, Unix seconds (no leaf may outlive it).
     pub fn intermediate_not_after(&self) -> i64 {
         self.issuers().default_issuer().not_after_unix()
+    }
+
+    /// `ttl`, cut so that a certificate issued now ends no later than the default
+    /// intermediate (at least one second). For the lifetimes the CA honours later, after they
+    /// were set (a token's, an agent entry's, ACME's and EST's, a renewal's, its own server
+    /// certificates): the intermediate's last days still issue, shorter. A lifetime given on
+    /// the command line of `cert issue` is refused instead ([`PkiError::TtlBeyondIntermediate`]).
+    pub fn ttl_within_intermediate(&self, ttl: Duration) -> Duration {
+        ttl_until(ttl, self.intermediate_not_after())
     }
 
     /// The default leaf TTL from the config.

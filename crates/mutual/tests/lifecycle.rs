@@ -354,6 +354,60 @@ fn a_running_ca_picks_up_a_rotation_and_serves_a_crl_per_issuer() {
     assert_eq!(j["sha256"].as_array().unwrap().len(), 1);
 }
 
+/// A lifetime the CA honours after it was set (a token's --ttl-cert) is cut at the end of the
+/// intermediate when that has come nearer (here: rotated to a 25-hour one after the token was
+/// minted), as renewal and EST always did: the enrollment answered bad_request "use a shorter
+/// --ttl", a flag the client does not have.
+#[test]
+fn a_token_outliving_a_newer_short_intermediate_enrolls_to_its_end() {
+    let ca = CaServe::with_new_ca("Short CA", &[], &[]);
+    let work = tempfile::tempdir().unwrap();
+    let t = ca.token(&["dns:late.test"], "48h", "client");
+    let o = mutual(&[
+        "ca",
+        "rotate-intermediate",
+        "--dir",
+        s(ca.d()),
+        "--validity",
+        "25h",
+        "--json",
+    ])
+    .ok();
+    let r: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(r["default"], "int-2", "{r}");
+    let out = work.path().join("late");
+    ca.enroll(&t, &out).ok();
+    let cert = out.join("cert.pem");
+    assert_eq!(issuer_cn(&cert), "Short CA Intermediate 2");
+    verify_chain(s(&ca.root()), &cert);
+    let list = mutual_pw(None, &["ca", "issuers", "--dir", s(ca.d()), "--json"]).ok();
+    let list: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
+    let int2 = list.iter().find(|i| i["id"] == "int-2").unwrap();
+    let row = ca
+        .inventory()
+        .into_iter()
+        .find(|r| r["sans"][0] == "dns:late.test")
+        .unwrap();
+    // Ends within seconds before the intermediate, not 48 hours after issuance.
+    let ends = row["not_after"].as_str().unwrap().to_string();
+    let limit = int2["not_after"].as_str().unwrap().to_string();
+    assert!(ends <= limit, "{ends} > {limit}");
+    let life = row["not_after_unix"].as_i64().unwrap() - row["created_at_unix"].as_i64().unwrap();
+    assert!((89_900..=90_000).contains(&life), "{life} s: {row}");
+    // The same token's lifetime given now is refused where it is given.
+    mutual(&[
+        "token",
+        "create",
+        "--dir",
+        s(ca.d()),
+        "--san",
+        "dns:later.test",
+        "--ttl-cert",
+        "48h",
+    ])
+    .fails_with("--ttl-cert 2 d: a certificate cannot outlive the intermediate");
+}
+
 /// A certificate whose recorded names the CA has since stopped issuing (an address written as
 /// a dNSName, as an older version issued it: made here by rewriting the inventory row) is
 /// refused renewal with name_not_allowed and what to do. /v1/renew answered 500 internal.

@@ -481,7 +481,8 @@ impl Ca {
             name: "mutual OCSP responder".into(),
             usage: Usage::Client,
             ocsp_signing: true,
-            ttl,
+            // A retiring intermediate answers for its certificates to its last day.
+            ttl: super::ttl_until(ttl, issuer.not_after_unix()),
             requested_by: Some(RESPONDER_REQUESTER.into()),
             issuer: Some(issuer.id.clone()),
             ..Default::default()

@@ -253,7 +253,9 @@ impl Ca {
         }
         let t0 = now();
         if o.not_before.is_none() && o.not_after.is_none() {
+            // Whole seconds, as the certificate carries it.
             let not_after = later(t0, o.ttl, "TTL")?;
+            let not_after = not_after.replace_nanosecond(0).unwrap_or(not_after);
             if not_after > issuer.not_after() {
                 return Err(PkiError::TtlBeyondIntermediate {
                     requested: rfc3339(not_after),
