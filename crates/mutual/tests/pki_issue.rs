@@ -135,6 +135,19 @@ fn mutual_ca_toml_defaults_apply_and_unknown_keys_are_refused() {
             ),
             "kind = \"file\" takes no module, uri or pin_file",
         ),
+        // Values `ca init` checks, as an operator might edit them: refused, not misapplied.
+        (
+            format!("trust_domain = \"spiffe://example.org\"\n{good}"),
+            "(write the domain alone: trust_domain = \"example.org\")",
+        ),
+        (
+            good.replace("permitted_dns = []", "permitted_dns = [\"*.example.org\"]"),
+            "permitted_dns \"*.example.org\": a name constraint has no wildcard",
+        ),
+        (
+            good.replace("ttl = \"86400s\"", "ttl = \"a day\""),
+            "[defaults] ttl \"a day\": invalid duration",
+        ),
     ] {
         assert_ne!(edit, good);
         std::fs::write(&cfg, &edit).unwrap();

@@ -112,20 +112,10 @@ impl Ca {
         let mut permitted = Vec::new();
         for p in &opts.permitted_dns {
             let p = p.trim().to_ascii_lowercase();
-            let invalid = |detail: String| PkiError::InvalidName {
+            check_permitted_dns_entry(&p).map_err(|detail| PkiError::InvalidName {
                 name: p.clone(),
                 detail: format!("--permitted-dns: {detail}"),
-            };
-            // A constraint is a subtree, not a pattern (RFC 5280 4.2.1.10): the lint would
-            // call the intermediate a bug after the CA had been made.
-            if p.contains('*') {
-                return Err(invalid(
-                    "a name constraint has no wildcard: `.example.com` permits the names under \
-                     example.com, `example.com` also example.com itself"
-                        .into(),
-                ));
-            }
-            crate::validate_dns_name(p.strip_prefix('.').unwrap_or(&p)).map_err(invalid)?;
+            })?;
             permitted.push(p);
         }
 
@@ -324,4 +314,19 @@ impl Ca {
             group: std::sync::OnceLock::new(),
         })
     }
+}
+
+/// One `permitted_dns` name constraint (`ca init --permitted-dns`, or as written in
+/// mutual-ca.toml): a DNS subtree, with the leading-dot form for "subdomains only".
+pub(crate) fn check_permitted_dns_entry(p: &str) -> Result<(), String> {
+    // A constraint is a subtree, not a pattern (RFC 5280 4.2.1.10): the lint would call the
+    // intermediate a bug after the CA had been made.
+    if p.contains('*') {
+        return Err(
+            "a name constraint has no wildcard: `.example.com` permits the names under \
+                    example.com, `example.com` also example.com itself"
+                .into(),
+        );
+    }
+    crate::validate_dns_name(p.strip_prefix('.').unwrap_or(p))
 }

@@ -25,10 +25,37 @@ pub fn read_config(dir: &Path) -> Result<CaConfig, PkiError> {
         });
     }
     let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-    toml::from_str(&text).map_err(|e| PkiError::Config {
-        path,
+    let config: CaConfig = toml::from_str(&text).map_err(|e| PkiError::Config {
+        path: path.clone(),
         detail: e.to_string(),
-    })
+    })?;
+    check_values(&config).map_err(|detail| PkiError::Config { path, detail })?;
+    Ok(config)
+}
+
+/// The values `ca init` checks, checked again as an operator may have edited them: a value the
+/// CA would misread is refused by every command that opens the CA rather than applied wrongly
+/// (`trust_domain = "spiffe://x"` refused every SPIFFE ID as "outside spiffe://spiffe://x"; a
+/// bad `[defaults] ttl` silently became 24 hours).
+fn check_values(c: &CaConfig) -> Result<(), String> {
+    if let Some(td) = &c.trust_domain {
+        let bare = td.strip_prefix("spiffe://").unwrap_or(td);
+        crate::spiffe::validate_trust_domain(td).map_err(|e| {
+            let hint = if bare == td {
+                String::new()
+            } else {
+                format!(" (write the domain alone: trust_domain = {bare:?})")
+            };
+            format!("trust_domain {td:?}: {e}{hint}")
+        })?;
+    }
+    for p in &c.permitted_dns {
+        super::init::check_permitted_dns_entry(&p.to_ascii_lowercase())
+            .map_err(|e| format!("permitted_dns {p:?}: {e}"))?;
+    }
+    crate::parse_duration(&c.defaults.ttl)
+        .map_err(|e| format!("[defaults] ttl {:?}: {e}", c.defaults.ttl))?;
+    Ok(())
 }
 
 /// The store the CA in `dir` uses (a relative SQLite path is relative to `dir`).
