@@ -84,6 +84,7 @@ pub fn run(a: IssueArgs) -> anyhow::Result<ExitCode> {
             "give the rows CSRs (made where the keys live), or drop --key-storage",
         ));
     }
+    crate::cmd_cert::refuse_ttl_outliving(&dir, &a)?;
     let templates = a
         .san_template
         .iter()
@@ -262,6 +263,14 @@ fn prepare(
         }
     }
     let sans = sans.into_iter().map(|(s, _)| s).collect();
+    if let (Some(ttl), None) = (row.ttl, &a.issuer) {
+        crate::ca_args::refuse_outliving(
+            Some(ca.intermediate_not_after()),
+            ttl,
+            "ttl",
+            "a certificate",
+        )?;
+    }
     let key_source = match &row.csr {
         Some(p) => {
             let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;

@@ -321,6 +321,17 @@ pub(crate) fn usage_of(a: &IssueArgs) -> Usage {
     }
 }
 
+/// A --ttl the default intermediate cannot cover, refused before the password (and before a
+/// token makes a key): the issuance would refuse it after. With --issuer the selected
+/// intermediate decides at issuance.
+pub fn refuse_ttl_outliving(dir: &std::path::Path, a: &IssueArgs) -> anyhow::Result<()> {
+    let (Some(ttl), None) = (a.ttl, &a.issuer) else {
+        return Ok(());
+    };
+    let config = mutual_pki::ca::read_config(dir)?;
+    crate::ca_args::refuse_outliving_intermediate(dir, &config, ttl, "--ttl", "a certificate")
+}
+
 /// One certificate (`cert issue --batch` is `cmd_batch::run`, dispatched in main.rs).
 fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
     let dir = a.dir.resolve()?;
@@ -334,6 +345,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         );
     }
     crate::ca_args::refuse_repeated_sans(&a.sans)?;
+    refuse_ttl_outliving(&dir, &a)?;
     let p12_password = if a.p12 {
         let pw = match &a.p12_password_file {
             Some(f) => crate::ca_args::read_secret_file(f, "PKCS#12 password")?,

@@ -216,7 +216,8 @@ fn csv_with_bad_rows(ca: &TestCa) -> (serde_json::Value, PathBuf) {
          sideways,,,sideways,\n\
          gen-1,,,,\n\
          gen-2,,\"dns:gen-2.example.org;ip:10.0.0.2\",both,\n\
-         twice,,\"dns:twice.example.org;dns:TWICE.example.org\",,\n",
+         twice,,\"dns:twice.example.org;dns:TWICE.example.org\",,\n\
+         long,,,,100y\n",
     )
     .unwrap();
     let o = mutual(&batch_args(ca, s(&csv), &["--chunk", "2"]));
@@ -224,10 +225,17 @@ fn csv_with_bad_rows(ca: &TestCa) -> (serde_json::Value, PathBuf) {
     (json(&o), csv)
 }
 
+/// When the CA's default intermediate ends, as `ca issuers --json` says (RFC 3339).
+fn intermediate_ends(ca: &TestCa) -> String {
+    let o = mutual(&["ca", "issuers", "--dir", ca.d(), "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    v[0]["not_after"].as_str().unwrap().to_string()
+}
+
 fn check_csv_outcome(ca: &TestCa, v: &serde_json::Value, csv: &Path) {
     assert_eq!(
         (v["issued"].as_u64(), v["failed"].as_u64()),
-        (Some(3), Some(5))
+        (Some(3), Some(6))
     );
     let failures: Vec<(String, String, String)> = v["failures"]
         .as_array()
@@ -251,6 +259,15 @@ fn check_csv_outcome(ca: &TestCa, v: &serde_json::Value, csv: &Path) {
             at(9),
             "usage".into(),
             "dns:twice.example.org is given twice by the row's san column".into(),
+        ),
+        (
+            at(10),
+            "usage".into(),
+            format!(
+                "ttl 100 y: a certificate cannot outlive the intermediate that issues it (it \
+                 ends {})",
+                intermediate_ends(ca)
+            ),
         ),
         (
             at(3),
@@ -358,6 +375,21 @@ fn a_csv_with_bad_rows_issues_the_others() {
         v["failures"][0]["message"],
         "dns:t-1.example.org is given by --san-template \"dns:{name}.example.org\" and by the \
          row's san column"
+    );
+    // A --ttl no row could get stops the batch before the password (a row's own ttl fails
+    // that row: csv_with_bad_rows's `long`).
+    let mut a = batch_args(&ca, s(&both), &["--ttl", "3650d"]);
+    a[at_out] = s(&out2);
+    let o = mutual_pw(None, &a);
+    assert_eq!(o.code, 2, "{}", o.text());
+    let v = json(&o);
+    assert_eq!(v["error"]["reason"], "usage", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("--ttl 10 y: a certificate cannot outlive the intermediate"),
+        "{v}"
     );
     let t2 = ca
         .inventory()

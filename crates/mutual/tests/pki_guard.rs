@@ -95,7 +95,15 @@ fn name_rules_are_enforced_and_refusals_change_nothing() {
             &["--both", "--san", "uri:https://example.org/x"],
             "needs at least one dns: or ip: SAN",
         ),
-        (&["--ttl", "3650d"], "after the intermediate expires"),
+        (
+            &["--ttl", "3650d"],
+            "--ttl 10 y: a certificate cannot outlive the intermediate",
+        ),
+        // With --issuer the selected intermediate decides, at issuance.
+        (
+            &["--ttl", "3650d", "--issuer", "int-1"],
+            "after the intermediate expires",
+        ),
         (&["--ttl", "24"], "missing unit"),
         (&["--key-type", "dsa"], "unknown key type"),
         (&["--server", "--client"], "cannot be used with"),
@@ -104,6 +112,22 @@ fn name_rules_are_enforced_and_refusals_change_nothing() {
         ca.issue("bad", args).fails_with(needle);
         out_is_empty(&ca);
     }
+    // A lifetime the intermediate cannot cover is refused before the password is asked for.
+    mutual_pw(
+        None,
+        &[
+            "cert",
+            "issue",
+            "--dir",
+            ca.d(),
+            "bad",
+            "--out",
+            ca.o(),
+            "--ttl",
+            "3650d",
+        ],
+    )
+    .fails_with("--ttl 10 y: a certificate cannot outlive the intermediate");
     // A hostname-like NAME outside the constraints is refused too (OpenSSL checks such CNs).
     ca.issue("db.other.example", &[])
         .fails_with("not permitted");
