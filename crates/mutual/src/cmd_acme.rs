@@ -289,7 +289,33 @@ fn parse_resolve(s: &str) -> anyhow::Result<(String, std::net::IpAddr)> {
     let ip = ip
         .parse()
         .map_err(|_| anyhow::anyhow!("acme resolve {s:?}: {ip:?} is not an IP address"))?;
-    Ok((n.trim().to_ascii_lowercase(), ip))
+    // The name a validation connects to: a host name as an identifier names it (a wildcard is
+    // validated by dns-01 only, which asks the resolver, never this table).
+    let n = n.trim().trim_end_matches('.').to_ascii_lowercase();
+    match format!("dns:{n}").parse::<mutual_pki::San>() {
+        Ok(_) if !n.starts_with("*.") => Ok((n, ip)),
+        Ok(_) => anyhow::bail!(
+            "acme resolve {s:?}: a wildcard is validated by dns-01 only; name the host, e.g. \
+             {}=IP",
+            &n[2..]
+        ),
+        Err(e) => anyhow::bail!("acme resolve {s:?}: {e}"),
+    }
+}
+
+/// `--acme-resolve` entries as a table; one name given two addresses is refused (the last
+/// silently won).
+fn resolve_table(
+    entries: &[String],
+) -> anyhow::Result<std::collections::HashMap<String, std::net::IpAddr>> {
+    let mut table = std::collections::HashMap::new();
+    for e in entries {
+        let (name, ip) = parse_resolve(e)?;
+        if let Some(first) = table.insert(name.clone(), ip).filter(|f| *f != ip) {
+            anyhow::bail!("acme resolve: {name} is given two addresses, {first} and {ip}");
+        }
+    }
+    Ok(table)
 }
 
 /// The ACME configuration of `ca serve`: flags over the `[acme]` section over the defaults.
@@ -355,10 +381,7 @@ pub fn serve_config(
         Some("both") => mutual_pki::Usage::Both,
         Some(u) => anyhow::bail!("acme usage {u:?}: expected server or both"),
     };
-    let resolve = list(&a.acme_resolve, &f.resolve)
-        .iter()
-        .map(|s| parse_resolve(s))
-        .collect::<anyhow::Result<_>>()?;
+    let resolve = resolve_table(list(&a.acme_resolve, &f.resolve))?;
     let dns_resolver = match a.acme_dns_resolver.as_ref().or(f.dns_resolver.as_ref()) {
         None => None,
         Some(r) => Some(r.parse().map_err(|_| {

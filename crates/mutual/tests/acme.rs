@@ -463,6 +463,29 @@ fn acme_without_an_allowed_identifier_is_a_usage_error() {
         serve(&["--acme", "--acme-allow-dns", bad])
             .fails_with(&format!("acme allow-dns {bad:?}: not a DNS name"));
     }
+    // A resolve entry that names no host validation could connect to, or one host twice.
+    for (bad, why) in [
+        (
+            "exa mple=127.0.0.1",
+            "acme resolve \"exa mple=127.0.0.1\": invalid SAN",
+        ),
+        ("=127.0.0.1", "acme resolve \"=127.0.0.1\": invalid SAN"),
+        (
+            "*.example.test=127.0.0.1",
+            "a wildcard is validated by dns-01 only; name the host, e.g. example.test=IP",
+        ),
+    ] {
+        serve(&[&on[..], &["--acme-resolve", bad]].concat()).fails_with(why);
+    }
+    serve(
+        &[
+            &on[..],
+            &["--acme-resolve", "a.example.test=127.0.0.1"],
+            &["--acme-resolve", "A.example.test=127.0.0.2"],
+        ]
+        .concat(),
+    )
+    .fails_with("acme resolve: a.example.test is given two addresses, 127.0.0.1 and 127.0.0.2");
     // A lifetime longer than the intermediate has left: every finalize would be refused.
     serve(&[&on[..], &["--acme-ttl", "100y"]].concat())
         .fails_with("a certificate cannot outlive the intermediate that issues it");
