@@ -791,6 +791,25 @@ fn token_request(form: &[(String, String)]) -> Result<TokenRequest, String> {
     })
 }
 
+/// A token the CA would refuse to honour is refused when asked for, as `mutual token create`
+/// refuses it: names outside the trust domain or the name constraints, a wildcard on a public
+/// suffix, a certificate lifetime the intermediate cannot cover.
+fn fits_the_ca(ca: &mutual_pki::ca::Ca, req: TokenRequest) -> Result<TokenRequest, String> {
+    ca.config()
+        .check_sans(&req.sans)
+        .map_err(|e| e.to_string())?;
+    let left = ca.intermediate_not_after() - unix_now();
+    if i64::try_from(req.cert_ttl.as_secs()).unwrap_or(i64::MAX) > left {
+        return Err(format!(
+            "certificate lifetime {}: a certificate cannot outlive the intermediate that issues \
+             it (it ends {}); choose a shorter lifetime",
+            mutual_policy::human::duration(req.cert_ttl.as_secs()),
+            mutual_policy::human::rfc3339(ca.intermediate_not_after())
+        ));
+    }
+    Ok(req)
+}
+
 /// POST `/ui/tokens`: mint and show once.
 fn create_token(
     auth: &dyn Authority,
@@ -799,7 +818,7 @@ fn create_token(
     form: &[(String, String)],
     ca_url: &str,
 ) -> Resp {
-    let req = match token_request(form) {
+    let req = match token_request(form).and_then(|r| fits_the_ca(auth.ca(), r)) {
         Ok(r) => r,
         Err(e) => {
             audit(admin, "token_create", "-", "bad_request", &e);

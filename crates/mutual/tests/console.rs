@@ -255,6 +255,35 @@ fn console_access_csrf_escaping_and_audit() {
     assert!(!c.srv.log_text().contains(jwt), "the token reached the log");
     let out = c.ca.tmp.path().join("enrolled");
     c.srv.enroll(jwt, &out).ok();
+    // A token the CA would refuse to honour is refused on the form, as `token create` refuses
+    // it: nothing is minted.
+    for (sans, ttl, why) in [
+        (
+            "uri%3Aspiffe%3A%2F%2Fother.org%2Fx",
+            "1h",
+            "outside this CA&#39;s trust domain",
+        ),
+        (
+            "dns%3A*.com",
+            "1h",
+            "a wildcard directly on the public suffix",
+        ),
+        (
+            "dns%3Aold.internal",
+            "100y",
+            "a certificate cannot outlive the intermediate that issues it",
+        ),
+    ] {
+        let (_, _, page) = c.curl(Some("admin"), "/ui/tokens/new", &["-b", jar]);
+        let form = format!(
+            "csrf={}&sans={sans}&usage=both&ttl_cert={ttl}&expires=5m",
+            csrf_of(&page)
+        );
+        let (_, _, body) = c.curl(Some("admin"), "/ui/tokens", &["-b", jar, "--data", &form]);
+        assert!(body.contains("id=\"error\""), "{body}");
+        assert!(body.contains(why), "{why}: {body}");
+        assert!(!body.contains("id=\"token\" rows"), "{body}");
+    }
     // GET-only pages and methods.
     let (st, reason, _) = c.curl(Some("admin"), "/ui/", &["-X", "DELETE"]);
     assert_eq!((st, reason.as_str()), (405, "method_not_allowed"));
