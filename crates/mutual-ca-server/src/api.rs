@@ -185,9 +185,12 @@ impl State {
     pub async fn refresh_crl_for(&self, id: &str) -> Result<Arc<CurrentCrl>, PkiError> {
         let _g = self.crl_lock.lock().await;
         let cached = self.cached_crl(id);
+        // --crl-next-update was checked at start; an intermediate's end comes nearer (and a
+        // retiring one publishes to its last day).
+        let next_update = self.ca.within_issuer(id, self.crl_next_update);
         match self
             .ca
-            .refresh_crl_for(id, cached.as_deref(), self.crl_next_update)
+            .refresh_crl_for(id, cached.as_deref(), next_update)
             .await?
         {
             Some(c) => {
@@ -216,7 +219,8 @@ impl State {
     /// that its next CRL lists it at once) and serves it.
     pub async fn publish_crl_for(&self, id: &str) -> Result<Arc<CurrentCrl>, PkiError> {
         let _g = self.crl_lock.lock().await;
-        let c = Arc::new(self.ca.publish_crl_for(id, self.crl_next_update).await?);
+        let next_update = self.ca.within_issuer(id, self.crl_next_update);
+        let c = Arc::new(self.ca.publish_crl_for(id, next_update).await?);
         self.cache_crl(c.clone());
         Ok(c)
     }

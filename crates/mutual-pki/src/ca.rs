@@ -408,6 +408,16 @@ impl Ca {
         ttl_until(ttl, self.intermediate_not_after())
     }
 
+    /// [`Ca::ttl_within_intermediate`] for intermediate `id` (active or retiring; an unknown
+    /// id leaves `d` as it is): what `ca serve` asks of a CRL's nextUpdate, so that an
+    /// intermediate's last day still publishes its revocations.
+    pub fn within_issuer(&self, id: &str, d: Duration) -> Duration {
+        match self.issuers().get(id) {
+            Some(i) => ttl_until(d, i.not_after_unix()),
+            None => d,
+        }
+    }
+
     /// The default leaf TTL from the config.
     pub fn default_ttl(&self) -> Duration {
         crate::parse_duration(&self.config.defaults.ttl).unwrap_or(Duration::from_secs(86_400))

@@ -357,10 +357,10 @@ fn a_running_ca_picks_up_a_rotation_and_serves_a_crl_per_issuer() {
 /// A lifetime the CA honours after it was set (a token's --ttl-cert) is cut at the end of the
 /// intermediate when that has come nearer (here: rotated to a 25-hour one after the token was
 /// minted), as renewal and EST always did: the enrollment answered bad_request "use a shorter
-/// --ttl", a flag the client does not have.
+/// --ttl", a flag the client does not have. A CRL's nextUpdate likewise.
 #[test]
 fn a_token_outliving_a_newer_short_intermediate_enrolls_to_its_end() {
-    let ca = CaServe::with_new_ca("Short CA", &[], &[]);
+    let ca = CaServe::with_new_ca("Short CA", &[], &["--crl-next-update", "48h"]);
     let work = tempfile::tempdir().unwrap();
     let t = ca.token(&["dns:late.test"], "48h", "client");
     let o = mutual(&[
@@ -394,6 +394,41 @@ fn a_token_outliving_a_newer_short_intermediate_enrolls_to_its_end() {
     assert!(ends <= limit, "{ends} > {limit}");
     let life = row["not_after_unix"].as_i64().unwrap() - row["created_at_unix"].as_i64().unwrap();
     assert!((89_900..=90_000).contains(&life), "{life} s: {row}");
+    // Its CRL too: nextUpdate at the intermediate's end, not 48 h on (/v1/crl/int-2 answered
+    // 500: the CRL could not be signed).
+    let (code, _, body) = curl(&ca, "/v1/crl/int-2", &[]);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    let crl = work.path().join("int-2.crl");
+    std::fs::write(&crl, body).unwrap();
+    let int2_pem = ca.d().join("issuers/int-2.pem");
+    let next = openssl(&[
+        "crl",
+        "-in",
+        s(&crl),
+        "-inform",
+        "DER",
+        "-CAfile",
+        s(&int2_pem),
+        "-noout",
+        "-nextupdate",
+    ]);
+    assert_eq!(next.code, 0, "{}", next.text());
+    let int2_end = openssl(&["x509", "-in", s(&int2_pem), "-noout", "-enddate"]).stdout;
+    let secs = |t: &str| {
+        let o = std::process::Command::new("date")
+            .args(["-u", "-d", t.split_once('=').unwrap().1.trim(), "+%s"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let (crl_next, int_end) = (secs(&next.stdout), secs(&int2_end));
+    assert!(
+        (int_end - 10..=int_end).contains(&crl_next),
+        "CRL nextUpdate {crl_next}, intermediate ends {int_end}"
+    );
     // The same token's lifetime given now is refused where it is given.
     mutual(&[
         "token",
