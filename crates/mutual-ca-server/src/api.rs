@@ -941,7 +941,7 @@ fn parse_reason(s: &str) -> Result<RevocationReason, PkiError> {
     }
     // RFC 5280 spells two of them with an acronym: cACompromise, aACompromise.
     let kebab = kebab.replace("c-a-compromise", "ca-compromise");
-    kebab.parse()
+    RevocationReason::for_revocation(&kebab)
 }
 
 async fn revoke(state: &State, me: &Me, b: RevokeBody) -> Outcome {

@@ -500,17 +500,6 @@ fn eku(usage: &str) -> &'static str {
     }
 }
 
-const REASONS: [RevocationReason; 8] = [
-    RevocationReason::Unspecified,
-    RevocationReason::KeyCompromise,
-    RevocationReason::CaCompromise,
-    RevocationReason::AffiliationChanged,
-    RevocationReason::Superseded,
-    RevocationReason::CessationOfOperation,
-    RevocationReason::CertificateHold,
-    RevocationReason::PrivilegeWithdrawn,
-];
-
 /// `/ui/cert/SERIAL`: the inventory's record, the chain above it, who asked, the revoke form.
 async fn certificate(
     auth: &dyn Authority,
@@ -644,7 +633,7 @@ async fn certificate(
     }
     if r.status != Status::Revoked {
         let mut opts = String::new();
-        for reason in REASONS {
+        for reason in RevocationReason::GIVEN {
             let _ = write!(opts, "<option>{}</option>", reason.as_str());
         }
         let _ = write!(
@@ -671,19 +660,20 @@ async fn revoke(
     let Ok(serial) = mutual_pki::normalize_serial(serial) else {
         return not_found(admin, "that is not a serial number");
     };
-    let reason: RevocationReason = match form_value(form, "reason").unwrap_or("unspecified").parse()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            audit(admin, "revoke", &serial, "bad_request", "unknown reason");
-            return refusal(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                &e.to_string(),
-                &admin.principal,
-            );
-        }
-    };
+    let reason =
+        match RevocationReason::for_revocation(form_value(form, "reason").unwrap_or("unspecified"))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                audit(admin, "revoke", &serial, "bad_request", "reason refused");
+                return refusal(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &e.to_string(),
+                    &admin.principal,
+                );
+            }
+        };
     let by = format!("console:{}", admin.principal);
     let out = auth
         .ca()

@@ -161,8 +161,10 @@ impl PkiError {
             | PkiError::MultipleSpiffeIds { .. }
             | PkiError::InvalidName { .. }
             | PkiError::InvalidSan { .. }
+            | PkiError::InvalidSpiffeId { .. }
             | PkiError::InvalidSerial { .. }
             | PkiError::TtlBeyondIntermediate { .. }
+            | PkiError::UnknownValue { .. }
             | PkiError::InvalidDuration { .. } => "bad_request",
             PkiError::NotPermitted { .. }
             | PkiError::OutsideTrustDomain { .. }
@@ -490,6 +492,37 @@ pub enum RevocationReason {
 }
 
 impl RevocationReason {
+    /// The reasons a new revocation may give (the CLI, the console, `POST /v1/revoke`): all
+    /// but certificate-hold ([`RevocationReason::for_revocation`]).
+    pub const GIVEN: [RevocationReason; 7] = [
+        RevocationReason::Unspecified,
+        RevocationReason::KeyCompromise,
+        RevocationReason::CaCompromise,
+        RevocationReason::AffiliationChanged,
+        RevocationReason::Superseded,
+        RevocationReason::CessationOfOperation,
+        RevocationReason::PrivilegeWithdrawn,
+    ];
+
+    /// A reason for a new revocation. certificate-hold is refused: it says the revocation is a
+    /// suspension a later CRL may lift, and this CA never lifts one (the CA/B Forum Baseline
+    /// Requirements, 7.2.2, forbid it for TLS certificates; ACME refuses its code 6 too). Rows
+    /// an older version revoked with it keep it.
+    pub fn for_revocation(s: &str) -> Result<Self, PkiError> {
+        let r: RevocationReason = s.parse()?;
+        if r == RevocationReason::CertificateHold {
+            return Err(PkiError::UnknownValue {
+                what: "revocation reason",
+                input: s.to_string(),
+                expected: "unspecified, key-compromise, ca-compromise, affiliation-changed, \
+                           superseded, cessation-of-operation, privilege-withdrawn; \
+                           certificate-hold is a suspension, and a revocation here is never \
+                           lifted",
+            });
+        }
+        Ok(r)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RevocationReason::Unspecified => "unspecified",

@@ -201,7 +201,8 @@ pub struct RevokeArgs {
     #[arg(long, value_name = "FILE")]
     pub cert: Option<PathBuf>,
     /// unspecified, key-compromise, ca-compromise, affiliation-changed, superseded,
-    /// cessation-of-operation, certificate-hold, privilege-withdrawn.
+    /// cessation-of-operation, privilege-withdrawn. (Not certificate-hold: a revocation here is
+    /// never lifted.)
     #[arg(long, default_value = "unspecified", value_parser = parse_reason)]
     pub reason: RevocationReason,
     #[command(flatten)]
@@ -291,7 +292,7 @@ fn parse_status(s: &str) -> Result<Status, String> {
 }
 
 fn parse_reason(s: &str) -> Result<RevocationReason, String> {
-    s.parse().map_err(|e: mutual_pki::PkiError| e.to_string())
+    RevocationReason::for_revocation(s).map_err(|e| e.to_string())
 }
 
 pub fn run(cmd: CertCommand) -> anyhow::Result<ExitCode> {

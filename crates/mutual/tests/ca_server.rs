@@ -551,6 +551,17 @@ fn renew_revoke_and_crl_over_mtls() {
     )
     .problem(403, "forbidden");
     assert_eq!(srv.record(&a2_serial)["status"], "valid");
+    // certificateHold says a later CRL may lift it; nothing here ever does. A reason that is
+    // none is the client's mistake too (it answered 500 internal).
+    for reason in ["certificateHold", "keyCompromized"] {
+        srv.post(
+            "/v1/revoke",
+            &serde_json::json!({"serial": c_serial, "reason": reason}),
+            &args(&c),
+        )
+        .problem(400, "bad_request");
+    }
+    assert_eq!(srv.record(&c_serial)["status"], "valid");
     let r = srv.post(
         "/v1/revoke",
         &serde_json::json!({"serial": c_serial, "reason": "keyCompromise"}),

@@ -203,6 +203,12 @@ fn console_access_csrf_escaping_and_audit() {
         let (st, reason, _) = c.curl(Some("admin"), &revoke, &args);
         assert_eq!((st, reason.as_str()), (403, "csrf_failed"), "{why}");
     }
+    // The form offers no certificate-hold (a revocation is never lifted); posted, refused.
+    assert!(page.contains("<option>key-compromise</option>"), "{page}");
+    assert!(!page.contains("certificate-hold"), "{page}");
+    let form = format!("reason=certificate-hold&csrf={token}");
+    let (st, reason, _) = c.curl(Some("admin"), &revoke, &["-b", jar, "--data", &form]);
+    assert_eq!((st, reason.as_str()), (400, "bad_request"));
     // Without the cookie, even the right value is refused (double submit).
     let form = format!("reason=key-compromise&csrf={token}");
     let (st, reason, _) = c.curl(Some("admin"), &revoke, &["--data", &form]);
@@ -228,15 +234,21 @@ fn console_access_csrf_escaping_and_audit() {
     let log = c.srv.log_text();
     let audit = log
         .lines()
-        .find(|l| l.contains("console action") && l.contains("action=\"revoke\""))
+        .find(|l| {
+            l.contains("console action")
+                && l.contains("action=\"revoke\"")
+                && l.contains("result=\"ok\"")
+        })
         .unwrap_or_else(|| panic!("no audit line:\n{log}"));
-    for needle in [ADMIN, "action=\"revoke\"", "result=\"ok\"", "ts="] {
+    for needle in [ADMIN, "ts="] {
         assert!(audit.contains(needle), "{needle} in {audit}");
     }
-    assert!(
-        log.contains("result=\"csrf_failed\""),
-        "refusals are audited:\n{log}"
-    );
+    for refused in [
+        "result=\"csrf_failed\"",
+        "result=\"bad_request\" detail=\"reason refused\"",
+    ] {
+        assert!(log.contains(refused), "refusals are audited:\n{log}");
+    }
     assert!(crl_lists(&c, &web), "the CRL lists {web}");
     // A token minted in the console is shown once and never logged.
     let (_, _, page) = c.curl(Some("admin"), "/ui/tokens/new", &["-b", jar]);

@@ -191,6 +191,18 @@ fn revocation_and_crls_are_accepted_by_openssl_with_the_root_key_offline() {
     ])
     .ok();
     assert!(o.stdout.contains("Revoked"), "{}", o.stdout);
+    // A hold is a suspension a later CRL may lift; a revocation here never is.
+    mutual(&[
+        "cert",
+        "revoke",
+        "--cert",
+        s(&ca.out.join("b.pem")),
+        "--reason",
+        "certificate-hold",
+        "--dir",
+        ca.d(),
+    ])
+    .fails_with("certificate-hold is a suspension, and a revocation here is never lifted");
     let o = mutual(&["cert", "revoke", &serial_a, "--dir", ca.d()]).ok();
     assert!(o.stdout.contains("already revoked"), "{}", o.stdout);
     let b_cert = ca.out.join("b.pem");
