@@ -1102,6 +1102,7 @@ mod tests {
             RevocationReason::CessationOfOperation
         );
         assert!(parse_reason("bogus").is_err());
+        assert!(parse_reason("certificateHold").is_err());
     }
 
     #[test]
