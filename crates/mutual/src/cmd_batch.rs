@@ -84,7 +84,7 @@ pub fn run(a: IssueArgs) -> anyhow::Result<ExitCode> {
             "give the rows CSRs (made where the keys live), or drop --key-storage",
         ));
     }
-    crate::cmd_cert::refuse_ttl_outliving(&dir, &a)?;
+    crate::cmd_cert::refuse_early(&dir, &a)?;
     let templates = a
         .san_template
         .iter()

@@ -322,14 +322,16 @@ pub(crate) fn usage_of(a: &IssueArgs) -> Usage {
     }
 }
 
-/// A --ttl the default intermediate cannot cover, refused before the password (and before a
-/// token makes a key): the issuance would refuse it after. With --issuer the selected
-/// intermediate decides at issuance.
-pub fn refuse_ttl_outliving(dir: &std::path::Path, a: &IssueArgs) -> anyhow::Result<()> {
+/// What the issuance would refuse, refused before the password is asked for (and before a
+/// token makes a key): --san against the CA's name rules, as `token create` checks them, and a
+/// --ttl the default intermediate cannot cover (with --issuer the selected intermediate decides
+/// at issuance).
+pub fn refuse_early(dir: &std::path::Path, a: &IssueArgs) -> anyhow::Result<()> {
+    let config = mutual_pki::ca::read_config(dir)?;
+    config.check_sans(&a.sans)?;
     let (Some(ttl), None) = (a.ttl, &a.issuer) else {
         return Ok(());
     };
-    let config = mutual_pki::ca::read_config(dir)?;
     crate::ca_args::refuse_outliving_intermediate(dir, &config, ttl, "--ttl", "a certificate")
 }
 
@@ -346,7 +348,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         );
     }
     crate::ca_args::refuse_repeated_sans(&a.sans)?;
-    refuse_ttl_outliving(&dir, &a)?;
+    refuse_early(&dir, &a)?;
     let p12_password = if a.p12 {
         let pw = match &a.p12_password_file {
             Some(f) => crate::ca_args::read_secret_file(f, "PKCS#12 password")?,

@@ -91,9 +91,11 @@ fn name_rules_are_enforced_and_refusals_change_nothing() {
             "only one SPIFFE ID",
         ),
         (&["--server"], "needs at least one dns: or ip: SAN"),
+        // Names no server, and is outside the trust domain: the name rule speaks first (it is
+        // checked before the password).
         (
             &["--both", "--san", "uri:https://example.org/x"],
-            "needs at least one dns: or ip: SAN",
+            "outside this CA's trust domain",
         ),
         (
             &["--ttl", "3650d"],
@@ -112,22 +114,41 @@ fn name_rules_are_enforced_and_refusals_change_nothing() {
         ca.issue("bad", args).fails_with(needle);
         out_is_empty(&ca);
     }
-    // A lifetime the intermediate cannot cover is refused before the password is asked for.
-    mutual_pw(
-        None,
-        &[
-            "cert",
-            "issue",
-            "--dir",
-            ca.d(),
-            "bad",
-            "--out",
-            ca.o(),
+    // A lifetime the intermediate cannot cover, or a name the CA may not issue, is refused
+    // before the password is asked for.
+    for (flag, value, why) in [
+        (
             "--ttl",
             "3650d",
-        ],
-    )
-    .fails_with("--ttl 10 y: a certificate cannot outlive the intermediate");
+            "--ttl 10 y: a certificate cannot outlive the intermediate",
+        ),
+        (
+            "--san",
+            "dns:web.other.example",
+            "is not permitted by this CA's name constraints",
+        ),
+        (
+            "--san",
+            "uri:spiffe://other.org/web",
+            "outside this CA's trust domain",
+        ),
+    ] {
+        mutual_pw(
+            None,
+            &[
+                "cert",
+                "issue",
+                "--dir",
+                ca.d(),
+                "bad",
+                "--out",
+                ca.o(),
+                flag,
+                value,
+            ],
+        )
+        .fails_with(why);
+    }
     // A hostname-like NAME outside the constraints is refused too (OpenSSL checks such CNs).
     ca.issue("db.other.example", &[])
         .fails_with("not permitted");
