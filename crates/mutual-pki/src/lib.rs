@@ -359,10 +359,27 @@ impl FromStr for San {
                 validate_dns_name(&d).map_err(|e| bad(&e))?;
                 Ok(San::Dns(d))
             }
-            "ip" => value
-                .parse::<IpAddr>()
-                .map(San::Ip)
-                .map_err(|_| bad("not an IPv4 or IPv6 address")),
+            "ip" => {
+                let ip: IpAddr = value
+                    .parse()
+                    .map_err(|_| bad("not an IPv4 or IPv6 address"))?;
+                // What a server listens on, or a group: never the address a client connects
+                // to, so no verifier would ever match it (0.0.0.0 is the common slip).
+                if ip.is_unspecified() {
+                    return Err(bad(&format!(
+                        "{ip} is the unspecified address a server listens on, never one a \
+                         client connects to: name the address clients use (e.g. ip:10.0.0.5), \
+                         or a DNS name"
+                    )));
+                }
+                if ip.is_multicast() || ip == IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
+                    return Err(bad(&format!(
+                        "{ip} is a broadcast or multicast address, never a TLS peer: name the \
+                         host's own address"
+                    )));
+                }
+                Ok(San::Ip(ip))
+            }
             "uri" => {
                 if value.starts_with("spiffe:") || value.starts_with("SPIFFE:") {
                     let id = spiffe::parse(value)?;

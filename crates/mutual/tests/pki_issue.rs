@@ -336,6 +336,28 @@ fn bad_csrs_are_refused_and_nothing_is_recorded() {
     ca.issue("addr", &["--san", "dns:10.0.0.1"]).fails_with(
         "an IP address goes in an ip: SAN (a dNSName never matches an address): write ip:10.0.0.1",
     );
+    // The address a server listens on (the common slip), or a group: no client connects to it.
+    for (ip, why) in [
+        (
+            "ip:0.0.0.0",
+            "0.0.0.0 is the unspecified address a server listens on",
+        ),
+        ("ip:::", ":: is the unspecified address a server listens on"),
+        (
+            "ip:255.255.255.255",
+            "is a broadcast or multicast address, never a TLS peer",
+        ),
+        (
+            "ip:239.1.2.3",
+            "is a broadcast or multicast address, never a TLS peer",
+        ),
+        (
+            "ip:ff02::1",
+            "is a broadcast or multicast address, never a TLS peer",
+        ),
+    ] {
+        ca.issue("any", &["--server", "--san", ip]).fails_with(why);
+    }
     ca.issue("numeric", &["--san", "dns:host.123"])
         .fails_with("the last label \"123\" is all digits, which no DNS name has");
     ca.issue("twice", &["--san", "ip:10.0.0.1", "--san", "ip:10.0.0.1"])
