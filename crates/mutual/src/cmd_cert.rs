@@ -9,6 +9,7 @@
 //! `.mutual-tmp-*` files, and revokes its serial (reason superseded) if the row was recorded, so
 //! no signed certificate escapes the inventory and no orphan key blocks the re-run.
 use std::io::Read;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -247,8 +248,9 @@ pub(crate) fn parse_san(s: &str) -> Result<San, String> {
 fn parse_san_match(s: &str) -> Result<SanMatch, String> {
     let text = match parse_san(s) {
         Ok(san) => san.to_string(),
-        // A dNSName issuance now refuses (an address, an all-digit last label, a '_') that an
-        // older version issued: such a certificate is still found, as it was stored.
+        // A name issuance now refuses (a dNSName that is an address, has an all-digit last
+        // label or a '_'; an unspecified, broadcast or multicast IP) that an older version
+        // issued: such a certificate is still found, as it was stored.
         Err(e) => match s.split_once(':') {
             Some((kind, v))
                 if kind.eq_ignore_ascii_case("dns")
@@ -257,6 +259,10 @@ fn parse_san_match(s: &str) -> Result<SanMatch, String> {
             {
                 format!("dns:{}", v.to_ascii_lowercase())
             }
+            Some((kind, v)) if kind.eq_ignore_ascii_case("ip") => match v.parse::<IpAddr>() {
+                Ok(ip) => format!("ip:{ip}"),
+                Err(_) => return Err(e),
+            },
             _ => return Err(e),
         },
     };

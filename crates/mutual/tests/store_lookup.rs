@@ -195,6 +195,15 @@ fn lookup_by_name_on_sqlite() {
         assert_eq!(list(&ca, flag), ["legacy"], "{flag:?}");
     }
     assert!(list(&ca, &["--dns", "a_b.legacy.example"]).is_empty());
+    // Likewise an ip:0.0.0.0 (or a multicast address) an older version issued.
+    ca.issue("anyaddr", &["--san", "ip:10.9.9.9"]).ok();
+    let serial = ca.serial("anyaddr");
+    let sql = "UPDATE certificate_sans SET value='0.0.0.0' WHERE serial=? AND kind='ip'";
+    update_inventory_row(&ca.dir, sql, &[&serial]);
+    for flag in [&["--ip", "0.0.0.0"][..], &["--san", "ip:0.0.0.0"][..]] {
+        assert_eq!(list(&ca, flag), ["anyaddr"], "{flag:?}");
+    }
+    assert!(list(&ca, &["--ip", "239.1.2.3"]).is_empty());
     mutual(&["cert", "list", "--dir", ca.d(), "--dns", "a b"]).fails_with("invalid SAN");
     // A FILE with --serial (clap's group) or with --dir: one of them would go unused.
     let pem = std::path::Path::new(ca.o()).join("web.pem");
