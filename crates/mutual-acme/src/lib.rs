@@ -101,7 +101,13 @@ impl AcmePolicy {
                         format!("{value} is outside the addresses this CA issues for by ACME"),
                     ));
                 }
-                Ok(San::Ip(ip))
+                // The CA's SAN rules (no unspecified, broadcast or multicast address: 0.0.0.0
+                // would even be validated against the CA's own host).
+                format!("ip:{ip}")
+                    .parse()
+                    .map_err(|e: mutual_pki::PkiError| {
+                        AcmeError::new("rejectedIdentifier", format!("{value}: {e}"))
+                    })
             }
             other => Err(AcmeError::new(
                 "unsupportedIdentifier",
@@ -1423,5 +1429,15 @@ mod tests {
             assert_eq!(kind_of, refusal, "{kind}:{value}");
         }
         assert!(parse_cidr("10.0.0.0/33").is_err());
+        // Inside the allowed ranges, but never a TLS peer: the CA's SAN rules refuse it.
+        let any = AcmePolicy {
+            ip_ranges: vec![parse_cidr("0.0.0.0/0").unwrap()],
+            ..p
+        };
+        for value in ["0.0.0.0", "224.0.0.1", "255.255.255.255"] {
+            let e = any.allows("ip", value).unwrap_err();
+            assert_eq!(e.kind, "rejectedIdentifier", "{value}");
+        }
+        assert!(any.allows("ip", "10.0.0.1").is_ok());
     }
 }
