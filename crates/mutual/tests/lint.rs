@@ -468,6 +468,19 @@ fn name_rules() {
         "san-not-critical-with-empty-subject",
         "error",
     );
+    // A leaf carrying the trust domain's own SPIFFE ID (X509-SVID 3.1: a path is required).
+    expect_rule(
+        &leaf_with(
+            &o,
+            "n9",
+            "/O=Lint",
+            san,
+            "subjectAltName=URI:spiffe://example.org",
+            &[],
+        ),
+        "svid-leaf-root-path",
+        "error",
+    );
 }
 
 #[test]

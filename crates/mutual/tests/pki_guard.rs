@@ -81,6 +81,11 @@ fn name_rules_are_enforced_and_refusals_change_nothing() {
             "invalid SPIFFE ID",
         ),
         (&["--san", "uri:spiffe://example.org/a?x=1"], "query"),
+        // The trust domain's own ID belongs to the intermediate (X509-SVID 3.1).
+        (
+            &["--san", "uri:spiffe://example.org"],
+            "names the trust domain itself, which only a CA certificate carries",
+        ),
         (
             &[
                 "--san",

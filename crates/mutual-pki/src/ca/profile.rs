@@ -146,6 +146,20 @@ impl crate::ca::CaConfig {
                 count: spiffe.len(),
             });
         }
+        // X509-SVID 3.1: the trust domain's own ID names signing certificates (the
+        // intermediate carries it); SPIFFE validators refuse a leaf that carries it.
+        if let Some(id) = spiffe
+            .iter()
+            .find(|id| spiffe::parse(id).is_ok_and(|i| i.path().is_empty()))
+        {
+            return Err(PkiError::InvalidSpiffeId {
+                id: (*id).to_string(),
+                detail: format!(
+                    "it names the trust domain itself, which only a CA certificate carries; a \
+                     certificate's SPIFFE ID has a path, e.g. {id}/web (X509-SVID 3.1)"
+                ),
+            });
+        }
         if let Some(td) = &self.trust_domain {
             for s in sans {
                 if let San::Uri(u) = s {

@@ -102,6 +102,7 @@ rules! {
     "san-wildcard-public-suffix" Error "CABF BR 3.2.2.6" "A wildcard must not sit directly on a public (ICANN) suffix such as *.com or *.co.uk.";
     "san-wildcard-private-suffix" Warning "CABF BR 3.2.2.6" "A wildcard on a privately registered public suffix (*.s3.amazonaws.com) is valid only for the owner of that namespace.";
     "name-matched-by-suffix-wildcard" Error "CABF BR 3.2.2.6 (strict profile)" "The expected name must not be matched only through a wildcard over a public suffix.";
+    "svid-leaf-root-path" Error "SPIFFE X509-SVID 3.1" "A leaf certificate's SPIFFE ID must have a path: the trust domain's own ID (spiffe://example.org) belongs to signing certificates.";
     "cn-not-in-san" Warning "CABF BR 7.1.4.3" "An end entity's commonName should be one of its subjectAltName values.";
     "cn-san-not-verbatim" Error "CABF BR 7.1.4.3" "A commonName naming one of the subjectAltName values must repeat it character for character (a domain in its ASCII dNSName form, an IP address in its RFC 3986/5952 form).";
     "aki-missing" Error "RFC 5280 4.2.1.1" "A certificate that is not self-issued must carry an authorityKeyIdentifier.";
@@ -438,6 +439,16 @@ pub fn lint_cert(der: &[u8], role: Role) -> Vec<Finding> {
         }
     }
     if role == Role::Leaf {
+        for n in san.iter().flat_map(|s| s.general_names.iter()) {
+            if let GeneralName::URI(u) = n {
+                if mutual_policy::SpiffeId::parse(u).is_ok_and(|id| id.path().is_empty()) {
+                    o.hit(
+                        "svid-leaf-root-path",
+                        format!("the leaf's SPIFFE ID {u:?} is the trust domain's own ID"),
+                    );
+                }
+            }
+        }
         let cns: Vec<String> = c
             .subject()
             .iter_common_name()
