@@ -77,9 +77,9 @@ fn classify_certificate_error(c: &CertificateError) -> Reason {
             if let Some(t) = o.0.downcast_ref::<TlsError>() {
                 return match t {
                     TlsError::WeakKey { .. } => Reason::WeakKey,
-                    TlsError::UriMismatch { .. } | TlsError::OutsideTrustDomain { .. } => {
-                        Reason::NameMismatch
-                    }
+                    TlsError::UriMismatch { .. }
+                    | TlsError::OutsideTrustDomain { .. }
+                    | TlsError::SpiffeIdWithoutPath { .. } => Reason::NameMismatch,
                     TlsError::ProfileViolation { .. } => Reason::Malformed,
                     _ => Reason::Other,
                 };

@@ -85,6 +85,12 @@ pub enum TlsError {
         expected: String,
         presented: Vec<String>,
     },
+    /// A leaf whose SPIFFE ID has no path: the trust domain's own ID, which names signing
+    /// certificates; X509-SVID 5.2 has validators refuse it (`name_mismatch`).
+    #[error(
+        "the certificate's SPIFFE ID {uri:?} names the trust domain itself, which only a CA certificate carries; a workload's SPIFFE ID has a path (X509-SVID 3.1, 5.2)"
+    )]
+    SpiffeIdWithoutPath { uri: String },
     /// A URI SAN outside the trust domain that an issuing CA in the path is bound to
     /// (`name_mismatch`, like a name-constraint violation): what a leaked intermediate minting
     /// identities of another trust domain looks like.
@@ -107,9 +113,9 @@ impl TlsError {
     pub fn reason(&self) -> Reason {
         match self {
             TlsError::WeakKey { .. } => Reason::WeakKey,
-            TlsError::UriMismatch { .. } | TlsError::OutsideTrustDomain { .. } => {
-                Reason::NameMismatch
-            }
+            TlsError::UriMismatch { .. }
+            | TlsError::OutsideTrustDomain { .. }
+            | TlsError::SpiffeIdWithoutPath { .. } => Reason::NameMismatch,
             TlsError::Rustls(e) => classify_rustls_error(e),
             TlsError::BadFile { .. } | TlsError::ProfileViolation { .. } => Reason::Malformed,
             _ => Reason::Other,

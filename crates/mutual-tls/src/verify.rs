@@ -628,6 +628,13 @@ fn check_trust_domain(
     leaf: Option<&X509Certificate<'_>>,
     cas: &[CertificateDer<'_>],
 ) -> Result<(), rustls::Error> {
+    // X509-SVID 5.2: a leaf's SPIFFE ID must have a path (the trust domain's own ID names a
+    // signing certificate), whatever the CA is bound to.
+    for uri in leaf.map(uri_sans_of).unwrap_or_default() {
+        if mutual_policy::SpiffeId::parse(&uri).is_ok_and(|id| id.path().is_empty()) {
+            return Err(other(TlsError::SpiffeIdWithoutPath { uri }));
+        }
+    }
     let mut bound: Vec<(String, String)> = Vec::new();
     for ca in cas {
         let Ok((_, ca)) = X509Certificate::from_der(ca.as_ref()) else {

@@ -652,4 +652,54 @@ fn item9_spiffe_only_svids_and_the_trust_domain_binding() {
     assert_eq!(o.code, 1, "{}", o.text());
     assert!(o.stdout.contains("name_mismatch"), "{}", o.text());
     assert!(o.stdout.contains("spiffe://evil.org/admin"), "{}", o.text());
+    // The trust domain's own ID on a leaf (the CA refuses to issue it; another CA, or a leaked
+    // key, may): X509-SVID 5.2 has validators refuse it.
+    std::fs::write(
+        &ext,
+        "[e]\nbasicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=URI:spiffe://example.org\n",
+    )
+    .unwrap();
+    openssl_ok(&[
+        "x509",
+        "-req",
+        "-in",
+        s(&ecsr),
+        "-CA",
+        s(&int),
+        "-CAkey",
+        s(&int_key),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        s(&ext),
+        "-extensions",
+        "e",
+        "-out",
+        s(&ecert),
+    ]);
+    std::fs::write(
+        &chain,
+        std::fs::read_to_string(&ecert).unwrap() + &std::fs::read_to_string(&int).unwrap(),
+    )
+    .unwrap();
+    let o = mutual(&[
+        "cert",
+        "verify",
+        s(&chain),
+        "--roots",
+        s(&ca.root()),
+        "--json",
+    ]);
+    assert_eq!(o.code, 1, "{}", o.text());
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(v["reason"], "name_mismatch", "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("SPIFFE ID \"spiffe://example.org\" names the trust domain itself"),
+        "{v}"
+    );
 }
