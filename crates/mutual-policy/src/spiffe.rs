@@ -121,6 +121,13 @@ impl SpiffeId {
     pub fn as_str(&self) -> &str {
         &self.raw
     }
+
+    /// Whether `uri` is a trust domain's own SPIFFE ID (`spiffe://example.org`, no path): the
+    /// name a signing certificate may carry, never a leaf (X509-SVID 3.1, 5.2). The one test
+    /// the CA, the lint and the verifier apply.
+    pub fn is_trust_domain_id(uri: &str) -> bool {
+        SpiffeId::parse(uri).is_ok_and(|id| id.path().is_empty())
+    }
 }
 
 impl fmt::Display for SpiffeId {

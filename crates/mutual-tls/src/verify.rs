@@ -628,12 +628,14 @@ fn check_trust_domain(
     leaf: Option<&X509Certificate<'_>>,
     cas: &[CertificateDer<'_>],
 ) -> Result<(), rustls::Error> {
+    let leaf_uris = leaf.map(uri_sans_of).unwrap_or_default();
     // X509-SVID 5.2: a leaf's SPIFFE ID must have a path (the trust domain's own ID names a
     // signing certificate), whatever the CA is bound to.
-    for uri in leaf.map(uri_sans_of).unwrap_or_default() {
-        if mutual_policy::SpiffeId::parse(&uri).is_ok_and(|id| id.path().is_empty()) {
-            return Err(other(TlsError::SpiffeIdWithoutPath { uri }));
-        }
+    if let Some(uri) = leaf_uris
+        .iter()
+        .find(|u| mutual_policy::SpiffeId::is_trust_domain_id(u))
+    {
+        return Err(other(TlsError::SpiffeIdWithoutPath { uri: uri.clone() }));
     }
     let mut bound: Vec<(String, String)> = Vec::new();
     for ca in cas {
@@ -651,7 +653,7 @@ fn check_trust_domain(
     if bound.is_empty() {
         return Ok(());
     }
-    for uri in leaf.map(uri_sans_of).unwrap_or_default() {
+    for uri in leaf_uris {
         let td = mutual_policy::SpiffeId::parse(&uri)
             .ok()
             .map(|id| id.trust_domain().to_string());

@@ -150,7 +150,7 @@ impl crate::ca::CaConfig {
         // intermediate carries it); SPIFFE validators refuse a leaf that carries it.
         if let Some(id) = spiffe
             .iter()
-            .find(|id| spiffe::parse(id).is_ok_and(|i| i.path().is_empty()))
+            .find(|id| spiffe::SpiffeId::is_trust_domain_id(id))
         {
             return Err(PkiError::InvalidSpiffeId {
                 id: (*id).to_string(),

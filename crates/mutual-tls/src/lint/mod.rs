@@ -441,7 +441,7 @@ pub fn lint_cert(der: &[u8], role: Role) -> Vec<Finding> {
     if role == Role::Leaf {
         for n in san.iter().flat_map(|s| s.general_names.iter()) {
             if let GeneralName::URI(u) = n {
-                if mutual_policy::SpiffeId::parse(u).is_ok_and(|id| id.path().is_empty()) {
+                if mutual_policy::SpiffeId::is_trust_domain_id(u) {
                     o.hit(
                         "svid-leaf-root-path",
                         format!("the leaf's SPIFFE ID {u:?} is the trust domain's own ID"),
