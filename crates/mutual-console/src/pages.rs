@@ -788,16 +788,11 @@ fn fits_the_ca(ca: &mutual_pki::ca::Ca, req: TokenRequest) -> Result<TokenReques
     ca.config()
         .check_sans(&req.sans)
         .map_err(|e| e.to_string())?;
-    let left = ca.intermediate_not_after() - unix_now();
-    if i64::try_from(req.cert_ttl.as_secs()).unwrap_or(i64::MAX) > left {
-        return Err(format!(
-            "certificate lifetime {}: a certificate cannot outlive the intermediate that issues \
-             it (it ends {}); choose a shorter lifetime",
-            mutual_policy::human::duration(req.cert_ttl.as_secs()),
-            mutual_policy::human::rfc3339(ca.intermediate_not_after())
-        ));
+    let ends = ca.intermediate_not_after();
+    match mutual_pki::ca::outliving(req.cert_ttl, ends, "certificate lifetime", "a certificate") {
+        Some(why) => Err(format!("{why}; choose a shorter lifetime")),
+        None => Ok(req),
     }
-    Ok(req)
 }
 
 /// POST `/ui/tokens`: mint and show once.

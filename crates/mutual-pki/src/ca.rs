@@ -199,6 +199,22 @@ fn ttl_until(ttl: Duration, not_after: i64) -> Duration {
     ttl.min(Duration::from_secs(u64::try_from(left).unwrap_or(0).max(1)))
 }
 
+/// Why a lifetime `ttl`, given by `what` (`--ttl-cert`, "certificate lifetime") for `thing`
+/// made now ("a certificate", "a CRL"), cannot be: it would outlive the intermediate that ends
+/// at `ends` (Unix seconds). `None` when it fits. The one sentence of the commands and the
+/// console that refuse such a setting where it is given.
+pub fn outliving(ttl: Duration, ends: i64, what: &str, thing: &str) -> Option<String> {
+    let left = ends.saturating_sub(now().unix_timestamp());
+    if i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX) <= left {
+        return None;
+    }
+    Some(format!(
+        "{what} {}: {thing} cannot outlive the intermediate that issues it (it ends {})",
+        mutual_policy::human::duration(ttl.as_secs()),
+        mutual_policy::human::rfc3339(ends)
+    ))
+}
+
 /// `t + d`, refused rather than panicking when the date would leave `time`'s range (durations
 /// are bounded at parse time, but a library caller may pass anything).
 fn later(t: OffsetDateTime, d: Duration, what: &str) -> Result<OffsetDateTime, PkiError> {

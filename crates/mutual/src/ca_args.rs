@@ -129,22 +129,14 @@ pub fn refuse_outliving(
     what: &str,
     thing: &str,
 ) -> anyhow::Result<()> {
-    let Some(ends) = ends else {
-        return Ok(());
-    };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    if i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX) <= ends.saturating_sub(now) {
-        return Ok(());
+    match ends.and_then(|ends| mutual_pki::ca::outliving(ttl, ends, what, thing)) {
+        None => Ok(()),
+        Some(why) => Err(crate::errors::user(
+            "usage",
+            why,
+            format!("give a shorter {what}"),
+        )),
     }
-    Err(crate::errors::user(
-        "usage",
-        format!(
-            "{what} {}: {thing} cannot outlive the intermediate that issues it (it ends {})",
-            mutual_policy::human::duration(ttl.as_secs()),
-            crate::json::rfc3339(ends)
-        ),
-        format!("give a shorter {what}"),
-    ))
 }
 
 /// [`refuse_outliving`] for a command that checks one lifetime.
