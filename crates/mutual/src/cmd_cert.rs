@@ -331,14 +331,17 @@ pub(crate) fn usage_of(a: &IssueArgs) -> Usage {
 /// What the issuance would refuse, refused before the password is asked for (and before a
 /// token makes a key): --san against the CA's name rules, as `token create` checks them, and a
 /// --ttl the default intermediate cannot cover (with --issuer the selected intermediate decides
-/// at issuance).
-pub fn refuse_early(dir: &std::path::Path, a: &IssueArgs) -> anyhow::Result<()> {
+/// at issuance). Returns the CA's config, read for it.
+pub fn refuse_early(
+    dir: &std::path::Path,
+    a: &IssueArgs,
+) -> anyhow::Result<mutual_pki::ca::CaConfig> {
     let config = mutual_pki::ca::read_config(dir)?;
     config.check_sans(&a.sans)?;
-    let (Some(ttl), None) = (a.ttl, &a.issuer) else {
-        return Ok(());
-    };
-    crate::ca_args::refuse_outliving_intermediate(dir, &config, ttl, "--ttl", "a certificate")
+    if let (Some(ttl), None) = (a.ttl, &a.issuer) {
+        crate::ca_args::refuse_outliving_intermediate(dir, &config, ttl, "--ttl", "a certificate")?;
+    }
+    Ok(config)
 }
 
 /// One certificate (`cert issue --batch` is `cmd_batch::run`, dispatched in main.rs).
@@ -354,7 +357,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         );
     }
     crate::ca_args::refuse_repeated_sans(&a.sans)?;
-    refuse_early(&dir, &a)?;
+    let config = refuse_early(&dir, &a)?;
     let p12_password = if a.p12 {
         let pw = match &a.p12_password_file {
             Some(f) => crate::ca_args::read_secret_file(f, "PKCS#12 password")?,
@@ -419,19 +422,14 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         }
     }
     // --key-type, else the CA's `[defaults] key_type` (what EST serverkeygen generates too).
-    let key_type = || -> anyhow::Result<KeyType> {
-        Ok(match a.key_type {
-            Some(k) => k,
-            None => mutual_pki::ca::read_config(&dir)?.defaults.key_type,
-        })
-    };
+    let key_type = a.key_type.unwrap_or(config.defaults.key_type);
     let token_key = match a.key_storage.resolve()? {
         mutual_pki::ca::KeyStorage::File => None,
         mutual_pki::ca::KeyStorage::Pkcs11(r) => {
             if csr.is_some() {
                 anyhow::bail!("--csr and --key-storage pkcs11 both name the key: give one");
             }
-            let kind = mutual_pki::ca::token_kind(key_type()?)?;
+            let kind = mutual_pki::ca::token_kind(key_type)?;
             Some(r.open_or_generate(kind)?.0)
         }
     };
@@ -447,7 +445,7 @@ fn issue(a: IssueArgs) -> anyhow::Result<ExitCode> {
         (Some(c), _) => KeySource::Csr(c),
         // The token just made or found the key, so its possession is proven.
         (None, Some(k)) => KeySource::ProvenKey(k.spki().to_vec()),
-        (None, None) => KeySource::Generate(key_type()?),
+        (None, None) => KeySource::Generate(key_type),
     };
     let output = OutputFiles {
         cert: cert_path.clone(),
