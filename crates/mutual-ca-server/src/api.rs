@@ -897,7 +897,7 @@ async fn renew(state: &State, me: &Me, b: RenewBody) -> Outcome {
         usage,
         ttl: state
             .ca
-            .ttl_within_intermediate(Duration::from_secs(u64::try_from(ttl).unwrap_or(1))),
+            .ttl_within_intermediate(Duration::from_secs(u64::try_from(ttl.max(1)).unwrap_or(1))),
         requested_by: Some(match me.renewal {
             mutual_pki::ca::Renewal::Valid => format!("renew:{}", r.serial),
             mutual_pki::ca::Renewal::InGrace { ago } => {
