@@ -614,76 +614,54 @@ fn item9_spiffe_only_svids_and_the_trust_domain_binding() {
         "-out",
         s(&int_key),
     ]);
-    let ext = w.join("evil.cnf");
-    std::fs::write(
-        &ext,
-        "[e]\nbasicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=URI:spiffe://evil.org/admin\n",
-    )
-    .unwrap();
-    let (ekey, ecsr, ecert) = (w.join("evil.key"), w.join("evil.csr"), w.join("evil.pem"));
+    // A leaf for `san` signed with that key; the chain file (leaf + intermediate).
+    let (ekey, ecsr) = (w.join("evil.key"), w.join("evil.csr"));
     openssl_csr(&ekey, &ecsr, "/CN=evil", "");
-    openssl_ok(&[
-        "x509",
-        "-req",
-        "-in",
-        s(&ecsr),
-        "-CA",
-        s(&int),
-        "-CAkey",
-        s(&int_key),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        s(&ext),
-        "-extensions",
-        "e",
-        "-out",
-        s(&ecert),
-    ]);
-    let chain = w.join("evil-chain.pem");
-    std::fs::write(
-        &chain,
-        std::fs::read_to_string(&ecert).unwrap() + &std::fs::read_to_string(&int).unwrap(),
-    )
-    .unwrap();
+    let mint = |san: &str| -> PathBuf {
+        let (ext, ecert) = (w.join("evil.cnf"), w.join("evil.pem"));
+        std::fs::write(
+            &ext,
+            format!(
+                "[e]\nbasicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\n\
+                 extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName={san}\n"
+            ),
+        )
+        .unwrap();
+        openssl_ok(&[
+            "x509",
+            "-req",
+            "-in",
+            s(&ecsr),
+            "-CA",
+            s(&int),
+            "-CAkey",
+            s(&int_key),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            s(&ext),
+            "-extensions",
+            "e",
+            "-out",
+            s(&ecert),
+        ]);
+        let chain = w.join("evil-chain.pem");
+        std::fs::write(
+            &chain,
+            std::fs::read_to_string(&ecert).unwrap() + &std::fs::read_to_string(&int).unwrap(),
+        )
+        .unwrap();
+        chain
+    };
+    let chain = mint("URI:spiffe://evil.org/admin");
     let o = mutual(&["cert", "verify", s(&chain), "--roots", s(&ca.root())]);
     assert_eq!(o.code, 1, "{}", o.text());
     assert!(o.stdout.contains("name_mismatch"), "{}", o.text());
     assert!(o.stdout.contains("spiffe://evil.org/admin"), "{}", o.text());
     // The trust domain's own ID on a leaf (the CA refuses to issue it; another CA, or a leaked
     // key, may): X509-SVID 5.2 has validators refuse it.
-    std::fs::write(
-        &ext,
-        "[e]\nbasicConstraints=critical,CA:false\nkeyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=URI:spiffe://example.org\n",
-    )
-    .unwrap();
-    openssl_ok(&[
-        "x509",
-        "-req",
-        "-in",
-        s(&ecsr),
-        "-CA",
-        s(&int),
-        "-CAkey",
-        s(&int_key),
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        s(&ext),
-        "-extensions",
-        "e",
-        "-out",
-        s(&ecert),
-    ]);
-    std::fs::write(
-        &chain,
-        std::fs::read_to_string(&ecert).unwrap() + &std::fs::read_to_string(&int).unwrap(),
-    )
-    .unwrap();
+    let chain = mint("URI:spiffe://example.org");
     let o = mutual(&[
         "cert",
         "verify",
